@@ -1,0 +1,323 @@
+//! Canonical bytes: what a unit signs and what a channel leaf commits to.
+//!
+//! Protobuf encodings are not unique (field order, default values, unknown
+//! fields), so signatures never cover them. Instead each structure has one
+//! canonical encoding: fixed field order, big-endian integers, every string,
+//! byte string and list prefixed with its length. The encoding is injective,
+//! so two different messages never share canonical bytes.
+//!
+//! The message is hashed while it is encoded (a 1 MiB body is never copied);
+//! the signature covers a short domain-separated statement of that digest,
+//! and the leaf commits to the digest and the signature.
+
+use crate::pb::{Audience, Entry, Message, References, Signature};
+use crate::{HASH_LEN, Hash};
+use ring::digest::{Context, SHA256};
+
+const MESSAGE_DOMAIN: &[u8] = b"tongbao/v1/message\n";
+const SIGNATURE_DOMAIN: &[u8] = b"tongbao/v1/message-signature\n";
+const LEAF_DOMAIN: &[u8] = b"tongbao/v1/leaf\n";
+
+/// RFC 6962 prefix of a leaf hash input.
+pub const LEAF_HASH_PREFIX: u8 = 0x00;
+/// RFC 6962 prefix of an interior node hash input.
+pub const NODE_HASH_PREFIX: u8 = 0x01;
+
+/// The previous-leaf hash recorded in the first leaf of every channel.
+pub const GENESIS_PREVIOUS: Hash = [0u8; HASH_LEN];
+
+/// Where canonical bytes go: a buffer, or straight into a hash.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+
+    fn u8(&mut self, v: u8) {
+        self.put(&[v]);
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_be_bytes());
+    }
+    fn i64(&mut self, v: i64) {
+        self.put(&v.to_be_bytes());
+    }
+    fn enum_value(&mut self, v: i32) {
+        self.put(&v.to_be_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u64(v.len() as u64);
+        self.put(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn strs(&mut self, v: &[String]) {
+        self.u64(v.len() as u64);
+        for s in v {
+            self.str(s);
+        }
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for Context {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+fn finish(ctx: Context) -> Hash {
+    let mut out = [0u8; HASH_LEN];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// SHA-256 of the canonical encoding of a message: the one value that
+/// stands for its content in signatures and leaves.
+pub fn message_digest(m: &Message) -> Hash {
+    let mut s = Context::new(&SHA256);
+    s.put(MESSAGE_DOMAIN);
+    s.str(&m.message_id);
+    s.str(&m.sender);
+    s.enum_value(m.kind);
+    let no_audience = Audience::default();
+    let audience = m.audience.as_ref().unwrap_or(&no_audience);
+    s.strs(&audience.units);
+    s.strs(&audience.mechanisms);
+    s.strs(&audience.offices);
+    s.u8(u8::from(audience.leading_group));
+    let labels = m.labels.unwrap_or_default();
+    s.enum_value(labels.sharing);
+    s.enum_value(labels.priority);
+    s.i64(labels.ack_deadline_micros);
+    s.enum_value(labels.classification);
+    s.str(&m.subject);
+    s.bytes(&m.body);
+    s.str(&m.content_type);
+    s.u64(m.attachments.len() as u64);
+    for a in &m.attachments {
+        s.str(&a.name);
+        s.str(&a.media_type);
+        s.u64(a.size);
+        s.bytes(&a.sha256);
+    }
+    let no_refs = References::default();
+    let refs = m.references.as_ref().unwrap_or(&no_refs);
+    match &refs.reply_to {
+        None => s.u8(0),
+        Some(r) => {
+            s.u8(1);
+            s.str(&r.channel);
+            s.u64(r.seq);
+        }
+    }
+    s.str(&refs.case_id);
+    s.i64(m.created_micros);
+    finish(s)
+}
+
+/// The bytes a unit's signing key signs for a message.
+pub fn signing_bytes(m: &Message) -> Vec<u8> {
+    signing_bytes_for_digest(&message_digest(m))
+}
+
+/// [`signing_bytes`] when the digest is already known.
+pub fn signing_bytes_for_digest(digest: &Hash) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGNATURE_DOMAIN.len() + HASH_LEN);
+    out.extend_from_slice(SIGNATURE_DOMAIN);
+    out.extend_from_slice(digest);
+    out
+}
+
+/// The canonical bytes of a channel leaf. Leaves commit to the message by
+/// its digest, so they stay small whatever the body size.
+pub fn leaf_bytes(entry: &Entry) -> Vec<u8> {
+    let digest = entry
+        .message
+        .as_ref()
+        .and_then(|sm| sm.message.as_ref())
+        .map(message_digest)
+        .unwrap_or([0u8; HASH_LEN]);
+    leaf_bytes_with_digest(entry, &digest)
+}
+
+/// [`leaf_bytes`] when the message digest is already known.
+pub fn leaf_bytes_with_digest(entry: &Entry, digest: &Hash) -> Vec<u8> {
+    let mut s: Vec<u8> = Vec::with_capacity(256);
+    s.put(LEAF_DOMAIN);
+    s.str(&entry.channel);
+    s.u64(entry.seq);
+    s.i64(entry.hub_micros);
+    s.strs(&entry.recipients);
+    s.bytes(&entry.previous_leaf_hash);
+    s.bytes(digest);
+    let no_sig = Signature::default();
+    let sig = entry
+        .message
+        .as_ref()
+        .and_then(|sm| sm.signature.as_ref())
+        .unwrap_or(&no_sig);
+    put_signature(&mut s, sig);
+    s
+}
+
+fn put_signature(s: &mut Vec<u8>, sig: &Signature) {
+    s.str(&sig.algorithm);
+    s.str(&sig.key_id);
+    s.bytes(&sig.signature);
+}
+
+/// RFC 6962 leaf hash: SHA-256(0x00 ‖ leaf bytes).
+pub fn leaf_hash(entry: &Entry) -> Hash {
+    leaf_hash_of_bytes(&leaf_bytes(entry))
+}
+
+/// [`leaf_hash`] when the message digest is already known.
+pub fn leaf_hash_with_digest(entry: &Entry, digest: &Hash) -> Hash {
+    leaf_hash_of_bytes(&leaf_bytes_with_digest(entry, digest))
+}
+
+/// RFC 6962 leaf hash of already encoded leaf bytes.
+pub fn leaf_hash_of_bytes(leaf: &[u8]) -> Hash {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(&[LEAF_HASH_PREFIX]);
+    ctx.update(leaf);
+    finish(ctx)
+}
+
+/// Plain SHA-256, for attachment digests and key ids.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(bytes);
+    finish(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{EntryRef, Labels, SignedMessage};
+
+    fn sample() -> Message {
+        Message {
+            message_id: "m-1".into(),
+            sender: "civil-affairs".into(),
+            kind: 1,
+            audience: Some(Audience {
+                units: vec!["tax".into()],
+                ..Default::default()
+            }),
+            labels: Some(Labels::default()),
+            subject: "s".into(),
+            body: b"body".to_vec(),
+            content_type: "text/plain".into(),
+            attachments: vec![],
+            references: Some(References {
+                reply_to: Some(EntryRef {
+                    channel: "tax".into(),
+                    seq: 3,
+                }),
+                case_id: String::new(),
+            }),
+            created_micros: 7,
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_digest() {
+        let base = message_digest(&sample());
+        let mut variants: Vec<Message> = Vec::new();
+        let mut m = sample();
+        m.message_id = "m-2".into();
+        variants.push(m);
+        let mut m = sample();
+        m.sender = "tax".into();
+        variants.push(m);
+        let mut m = sample();
+        m.kind = 2;
+        variants.push(m);
+        let mut m = sample();
+        m.audience = Some(Audience {
+            mechanisms: vec!["tax".into()],
+            ..Default::default()
+        });
+        variants.push(m);
+        let mut m = sample();
+        m.labels = Some(Labels {
+            ack_deadline_micros: 1,
+            ..Default::default()
+        });
+        variants.push(m);
+        let mut m = sample();
+        m.subject = "t".into();
+        variants.push(m);
+        let mut m = sample();
+        m.body = b"bodz".to_vec();
+        variants.push(m);
+        let mut m = sample();
+        m.references = None;
+        variants.push(m);
+        let mut m = sample();
+        m.created_micros = 8;
+        variants.push(m);
+        for v in variants {
+            assert_ne!(message_digest(&v), base, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn length_prefixes_prevent_field_shifting() {
+        // "ab" + "c" must differ from "a" + "bc".
+        let mut a = sample();
+        a.subject = "ab".into();
+        a.content_type = "c".into();
+        let mut b = sample();
+        b.subject = "a".into();
+        b.content_type = "bc".into();
+        assert_ne!(message_digest(&a), message_digest(&b));
+    }
+
+    #[test]
+    fn leaf_hash_covers_position_time_recipients_and_signature() {
+        let entry = Entry {
+            channel: "civil-affairs".into(),
+            seq: 0,
+            hub_micros: 1,
+            recipients: vec!["tax".into()],
+            previous_leaf_hash: GENESIS_PREVIOUS.to_vec(),
+            message: Some(SignedMessage {
+                message: Some(sample()),
+                signature: Some(Signature {
+                    algorithm: "ed25519".into(),
+                    key_id: "k".into(),
+                    signature: vec![1; 64],
+                }),
+            }),
+        };
+        let base = leaf_hash(&entry);
+        let mut e = entry.clone();
+        e.seq = 1;
+        assert_ne!(leaf_hash(&e), base);
+        let mut e = entry.clone();
+        e.hub_micros = 2;
+        assert_ne!(leaf_hash(&e), base);
+        let mut e = entry.clone();
+        e.recipients.push("finance".into());
+        assert_ne!(leaf_hash(&e), base);
+        let mut e = entry.clone();
+        e.previous_leaf_hash = vec![1; 32];
+        assert_ne!(leaf_hash(&e), base);
+        let mut e = entry.clone();
+        if let Some(sig) = e.message.as_mut().and_then(|sm| sm.signature.as_mut()) {
+            sig.signature[0] ^= 1;
+        }
+        assert_ne!(leaf_hash(&e), base);
+        let mut e = entry;
+        if let Some(m) = e.message.as_mut().and_then(|sm| sm.message.as_mut()) {
+            m.body.push(b'!');
+        }
+        assert_ne!(leaf_hash(&e), base);
+    }
+}

@@ -1,0 +1,256 @@
+//! Ed25519 signing keys, the key-id rule and signature checks.
+//!
+//! A unit's signing key is separate from its TLS key (as X-Road separates
+//! authentication and signing): certificates rotate with staff and expiry,
+//! while signatures must stay verifiable for years.
+
+use crate::canonical::{message_digest, sha256, signing_bytes_for_digest};
+use crate::pb::{Message, Signature, SignedMessage};
+use crate::Hash;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ring::rand::SystemRandom;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+
+/// The only signature algorithm of protocol v1.
+pub const ED25519_ALGORITHM: &str = "ed25519";
+/// Length of an Ed25519 public key.
+pub const ED25519_PUBLIC_KEY_LEN: usize = 32;
+
+const KEY_ID_DOMAIN: &[u8] = b"tongbao/v1/key-id\n";
+const PEM_LABEL: &str = "PRIVATE KEY";
+
+/// Why a key could not be loaded or a signature did not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("not a PEM \"{PEM_LABEL}\" block holding a PKCS#8 Ed25519 key")]
+    BadPem,
+    #[error("the PKCS#8 data is not a valid Ed25519 key: {0}")]
+    BadKey(String),
+    #[error("signature algorithm {0:?} is not supported (only \"{ED25519_ALGORITHM}\")")]
+    UnsupportedAlgorithm(String),
+    #[error("the message carries no signature")]
+    MissingSignature,
+    #[error("the signed message carries no content")]
+    MissingMessage,
+    #[error("signature names key {claimed} but the registered key has id {actual}")]
+    KeyIdMismatch { claimed: String, actual: String },
+    #[error("an Ed25519 public key is 32 bytes, got {0}")]
+    BadPublicKeyLength(usize),
+    #[error("the signature does not verify under key {key_id}: the content was changed or signed by another key")]
+    BadSignature { key_id: String },
+}
+
+/// The key id of a public key: a short hash, so a signature can name the
+/// key it was made with and a registry can hold several keys per unit.
+pub fn key_id(algorithm: &str, public_key: &[u8]) -> String {
+    let mut input = Vec::with_capacity(KEY_ID_DOMAIN.len() + algorithm.len() + 1 + public_key.len());
+    input.extend_from_slice(KEY_ID_DOMAIN);
+    input.extend_from_slice(algorithm.as_bytes());
+    input.push(0);
+    input.extend_from_slice(public_key);
+    hex::encode(&sha256(&input)[..8])
+}
+
+/// A unit's (or the hub's) private signing key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    pkcs8: Vec<u8>,
+    key_id: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, KeyError> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|e| KeyError::BadKey(e.to_string()))?;
+        Self::from_pkcs8(pkcs8.as_ref())
+    }
+
+    /// From PKCS#8 v2 DER (as ring and OpenSSL 3 write it).
+    pub fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|e| KeyError::BadKey(e.to_string()))?;
+        let key_id = key_id(ED25519_ALGORITHM, pair.public_key().as_ref());
+        Ok(Self {
+            pair,
+            pkcs8: der.to_vec(),
+            key_id,
+        })
+    }
+
+    /// From a PEM "PRIVATE KEY" block.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let begin = format!("-----BEGIN {PEM_LABEL}-----");
+        let end = format!("-----END {PEM_LABEL}-----");
+        let start = pem.find(&begin).ok_or(KeyError::BadPem)? + begin.len();
+        let stop = pem[start..].find(&end).ok_or(KeyError::BadPem)? + start;
+        let b64: String = pem[start..stop].split_whitespace().collect();
+        let der = STANDARD.decode(b64).map_err(|_| KeyError::BadPem)?;
+        Self::from_pkcs8(&der)
+    }
+
+    /// PEM "PRIVATE KEY" block, for key files.
+    pub fn to_pem(&self) -> String {
+        let b64 = STANDARD.encode(&self.pkcs8);
+        let mut out = format!("-----BEGIN {PEM_LABEL}-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(chunk));
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {PEM_LABEL}-----\n"));
+        out
+    }
+
+    pub fn public_key(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Signs a message: canonical digest, then Ed25519 over the signing bytes.
+    pub fn sign_message(&self, message: Message) -> SignedMessage {
+        let digest = message_digest(&message);
+        let signature = self.sign_digest(&digest);
+        SignedMessage {
+            message: Some(message),
+            signature: Some(signature),
+        }
+    }
+
+    /// Signs an already computed message digest.
+    pub fn sign_digest(&self, digest: &Hash) -> Signature {
+        let sig = self.pair.sign(&signing_bytes_for_digest(digest));
+        Signature {
+            algorithm: ED25519_ALGORITHM.to_string(),
+            key_id: self.key_id.clone(),
+            signature: sig.as_ref().to_vec(),
+        }
+    }
+
+    /// Raw Ed25519 signature over arbitrary bytes (checkpoints, receipts).
+    pub fn sign_raw(&self, bytes: &[u8]) -> Vec<u8> {
+        self.pair.sign(bytes).as_ref().to_vec()
+    }
+}
+
+/// Checks a signature over a message digest under a given public key.
+/// The caller chooses the key (from the registry); the signature's key id
+/// must name exactly that key.
+pub fn verify_digest(digest: &Hash, signature: &Signature, public_key: &[u8]) -> Result<(), KeyError> {
+    if signature.algorithm != ED25519_ALGORITHM {
+        return Err(KeyError::UnsupportedAlgorithm(signature.algorithm.clone()));
+    }
+    if public_key.len() != ED25519_PUBLIC_KEY_LEN {
+        return Err(KeyError::BadPublicKeyLength(public_key.len()));
+    }
+    let actual = key_id(ED25519_ALGORITHM, public_key);
+    if signature.key_id != actual {
+        return Err(KeyError::KeyIdMismatch {
+            claimed: signature.key_id.clone(),
+            actual,
+        });
+    }
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(&signing_bytes_for_digest(digest), &signature.signature)
+        .map_err(|_| KeyError::BadSignature { key_id: actual })
+}
+
+/// Checks a signed message under a given public key; returns the message
+/// digest so callers need not hash the content twice.
+pub fn verify_signed_message(signed: &SignedMessage, public_key: &[u8]) -> Result<Hash, KeyError> {
+    let message = signed.message.as_ref().ok_or(KeyError::MissingMessage)?;
+    let signature = signed.signature.as_ref().ok_or(KeyError::MissingSignature)?;
+    let digest = message_digest(message);
+    verify_digest(&digest, signature, public_key)?;
+    Ok(digest)
+}
+
+/// Base64 of a public key, as config files carry it.
+pub fn encode_public_key(public_key: &[u8]) -> String {
+    STANDARD.encode(public_key)
+}
+
+/// Parses a base64 public key from a config file.
+pub fn decode_public_key(b64: &str) -> Result<Vec<u8>, KeyError> {
+    let pk = STANDARD.decode(b64.trim()).map_err(|_| KeyError::BadPublicKeyLength(0))?;
+    if pk.len() != ED25519_PUBLIC_KEY_LEN {
+        return Err(KeyError::BadPublicKeyLength(pk.len()));
+    }
+    Ok(pk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg() -> Message {
+        Message {
+            message_id: "x".into(),
+            sender: "tax".into(),
+            kind: 1,
+            body: b"hello".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_round_trip_through_pem() -> Result<(), KeyError> {
+        let key = SigningKey::generate()?;
+        let again = SigningKey::from_pem(&key.to_pem())?;
+        assert_eq!(key.key_id(), again.key_id());
+        let signed = again.sign_message(msg());
+        verify_signed_message(&signed, key.public_key())?;
+        Ok(())
+    }
+
+    #[test]
+    fn changed_body_or_other_key_is_refused() -> Result<(), KeyError> {
+        let key = SigningKey::generate()?;
+        let other = SigningKey::generate()?;
+        let mut signed = key.sign_message(msg());
+        assert!(matches!(
+            verify_signed_message(&signed, other.public_key()),
+            Err(KeyError::KeyIdMismatch { .. })
+        ));
+        if let Some(m) = signed.message.as_mut() {
+            m.body.push(b'!');
+        }
+        assert!(matches!(
+            verify_signed_message(&signed, key.public_key()),
+            Err(KeyError::BadSignature { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn forged_key_id_does_not_help() -> Result<(), KeyError> {
+        let key = SigningKey::generate()?;
+        let other = SigningKey::generate()?;
+        let mut signed = other.sign_message(msg());
+        if let Some(sig) = signed.signature.as_mut() {
+            sig.key_id = key.key_id().to_string();
+        }
+        assert!(matches!(
+            verify_signed_message(&signed, key.public_key()),
+            Err(KeyError::BadSignature { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn key_id_is_stable_and_short() {
+        let id = key_id(ED25519_ALGORITHM, &[7u8; 32]);
+        assert_eq!(id.len(), 16);
+        assert_eq!(id, key_id(ED25519_ALGORITHM, &[7u8; 32]));
+        assert_ne!(id, key_id(ED25519_ALGORITHM, &[8u8; 32]));
+    }
+}

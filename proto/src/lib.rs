@@ -1,0 +1,30 @@
+//! The Tongbao wire protocol and the rules every party must agree on.
+//!
+//! The hub, the client library and the offline verifier all depend on this
+//! crate, so each rule is written exactly once:
+//! - [`canonical`]: the bytes a unit signs and the bytes of a channel leaf;
+//! - [`keys`]: Ed25519 signing keys, the key-id rule, signature checks;
+//! - [`identity`]: the certificate SAN URIs that name units, offices,
+//!   operators and the leading group;
+//! - [`kinds`]: the stable names of message kinds.
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod identity;
+pub mod keys;
+pub mod kinds;
+
+/// Generated protobuf and gRPC code for package `tongbao.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("tongbao.v1");
+
+    /// Encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tongbao_descriptor");
+}
+
+/// Length of every hash in the protocol (SHA-256).
+pub const HASH_LEN: usize = 32;
+
+/// A SHA-256 hash: leaf hashes, message digests, attachment digests.
+pub type Hash = [u8; HASH_LEN];

@@ -1,0 +1,395 @@
+//! The single writer of all channels, with group commit.
+//!
+//! Request handlers check identity and signatures in parallel, then hand the
+//! verified message to this writer. It takes every request waiting in its
+//! queue as one batch, assigns sequence numbers, resolves audiences against
+//! the registry (membership *at append time*), writes the batch atomically,
+//! makes it durable with one flush, and only then answers each push and
+//! wakes the subscribers of the touched inboxes. While one batch is being
+//! flushed the next one accumulates, so flushes are shared by all pushes
+//! that arrive meanwhile.
+
+use crate::inboxes::InboxWatch;
+use crate::registry::{AudienceError, Registry};
+use crate::store::{ChannelHead, NewEntry, Store, StoreError};
+use prost::Message as _;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
+use tongbao_proto::{Hash, pb};
+
+/// Most pushes one flush carries.
+const MAX_BATCH: usize = 4096;
+/// Queue depth before pushes wait for room (backpressure on clients).
+const QUEUE_DEPTH: usize = 8192;
+
+/// A verified message waiting to be appended.
+pub struct AppendRequest {
+    pub sender: String,
+    pub signed: pb::SignedMessage,
+    pub digest: Hash,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The durable answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub channel: String,
+    pub seq: u64,
+    pub leaf_hash: Hash,
+    pub recipients: Vec<String>,
+    /// The message id was already appended; nothing new was written.
+    pub duplicate: bool,
+}
+
+/// Why an append was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Audience(#[from] AudienceError),
+    #[error(
+        "message id {message_id:?} was already used by {sender} for different content (entry {sender}:{seq}); choose a new id for new content"
+    )]
+    IdReused {
+        sender: String,
+        message_id: String,
+        seq: u64,
+    },
+    #[error("unit {0} is not in the registry")]
+    UnknownSender(String),
+    #[error("storage failed; the hub accepts no more writes until it is restarted: {0}")]
+    Storage(String),
+    #[error("the hub is shutting down")]
+    Closed,
+}
+
+/// Counters for benchmarks and operators.
+#[derive(Debug, Default)]
+pub struct AppendStats {
+    pub batches: AtomicU64,
+    pub appended: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub commit_nanos: AtomicU64,
+}
+
+impl AppendStats {
+    /// Pushes appended per durable flush so far.
+    pub fn mean_batch(&self) -> f64 {
+        let b = self.batches.load(Ordering::Relaxed);
+        if b == 0 {
+            0.0
+        } else {
+            self.appended.load(Ordering::Relaxed) as f64 / b as f64
+        }
+    }
+}
+
+/// Handle for submitting appends.
+#[derive(Clone)]
+pub struct Appender {
+    tx: mpsc::Sender<AppendRequest>,
+    pub stats: Arc<AppendStats>,
+}
+
+impl Appender {
+    /// Starts the writer thread over a store whose heads it reads once.
+    pub fn start(
+        store: Arc<dyn Store>,
+        registry: Arc<RwLock<Registry>>,
+        inboxes: Arc<InboxWatch>,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), StoreError> {
+        let heads = store.channel_heads()?;
+        let inbox_heads = store.inbox_heads()?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let stats = Arc::new(AppendStats::default());
+        let writer = Writer {
+            store,
+            registry,
+            inboxes,
+            heads,
+            inbox_heads,
+            stats: stats.clone(),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("tongbao-appender".into())
+            .spawn(move || writer.run(rx))?;
+        Ok((Self { tx, stats }, handle))
+    }
+
+    /// Appends a verified message; resolves once it is durable.
+    pub async fn append(
+        &self,
+        sender: String,
+        signed: pb::SignedMessage,
+        digest: Hash,
+    ) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(AppendRequest {
+                sender,
+                signed,
+                digest,
+                reply,
+            })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    registry: Arc<RwLock<Registry>>,
+    inboxes: Arc<InboxWatch>,
+    heads: BTreeMap<String, ChannelHead>,
+    inbox_heads: BTreeMap<String, u64>,
+    stats: Arc<AppendStats>,
+    failed: Option<String>,
+}
+
+/// What becomes of one request of a batch.
+enum Outcome {
+    Append(usize),
+    Answer(Result<Appended, AppendError>),
+    /// Same message id as an earlier request of this batch.
+    SameAs(usize, Hash),
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<AppendRequest>) {
+        if let Some(reason) = &self.failed {
+            for r in batch {
+                let _ = r.reply.send(Err(AppendError::Storage(reason.clone())));
+            }
+            return;
+        }
+        let started = Instant::now();
+        let registry_lock = self.registry.clone();
+        let Ok(registry) = registry_lock.read() else {
+            self.failed = Some("registry lock poisoned".into());
+            return self.process(batch);
+        };
+        let mut heads: HashMap<String, ChannelHead> = HashMap::new();
+        let mut inbox_heads: HashMap<String, u64> = HashMap::new();
+        let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+        let mut new_entries: Vec<NewEntry> = Vec::new();
+        let mut answers: Vec<Appended> = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let now = now_micros();
+
+        for req in batch {
+            let AppendRequest {
+                sender,
+                signed,
+                digest,
+                reply,
+            } = req;
+            replies.push(reply);
+            let message_id = signed
+                .message
+                .as_ref()
+                .map(|m| m.message_id.clone())
+                .unwrap_or_default();
+            if let Some(&i) = in_batch.get(&(sender.clone(), message_id.clone())) {
+                outcomes.push(Outcome::SameAs(i, digest));
+                continue;
+            }
+            match self.store.message(&sender, &message_id) {
+                Err(e) => {
+                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                    continue;
+                }
+                Ok(Some(rec)) => {
+                    outcomes.push(Outcome::Answer(self.previous_answer(&sender, &message_id, rec.seq, rec.message_digest, digest)));
+                    continue;
+                }
+                Ok(None) => {}
+            }
+            if registry.unit(&sender).is_none() {
+                outcomes.push(Outcome::Answer(Err(AppendError::UnknownSender(sender))));
+                continue;
+            }
+            let audience = signed
+                .message
+                .as_ref()
+                .and_then(|m| m.audience.clone())
+                .unwrap_or_default();
+            let recipients = match registry.resolve(&sender, &audience) {
+                Ok(r) => r,
+                Err(e) => {
+                    outcomes.push(Outcome::Answer(Err(e.into())));
+                    continue;
+                }
+            };
+            let head = match heads.get(&sender) {
+                Some(h) => *h,
+                None => self.heads.get(&sender).copied().unwrap_or(ChannelHead {
+                    next_seq: 0,
+                    last_leaf_hash: GENESIS_PREVIOUS,
+                    last_hub_micros: 0,
+                }),
+            };
+            let hub_micros = now.max(head.last_hub_micros);
+            let entry = pb::Entry {
+                channel: sender.clone(),
+                seq: head.next_seq,
+                hub_micros,
+                recipients: recipients.clone(),
+                previous_leaf_hash: head.last_leaf_hash.to_vec(),
+                message: Some(signed),
+            };
+            let leaf_hash = leaf_hash_with_digest(&entry, &digest);
+            let deliveries = recipients
+                .iter()
+                .map(|inbox| {
+                    let c = inbox_heads
+                        .entry(inbox.clone())
+                        .or_insert_with(|| self.inbox_heads.get(inbox).copied().unwrap_or(0));
+                    *c += 1;
+                    (inbox.clone(), *c)
+                })
+                .collect();
+            heads.insert(
+                sender.clone(),
+                ChannelHead {
+                    next_seq: head.next_seq + 1,
+                    last_leaf_hash: leaf_hash,
+                    last_hub_micros: hub_micros,
+                },
+            );
+            in_batch.insert((sender.clone(), message_id.clone()), answers.len());
+            outcomes.push(Outcome::Append(answers.len()));
+            answers.push(Appended {
+                channel: sender.clone(),
+                seq: entry.seq,
+                leaf_hash,
+                recipients,
+                duplicate: false,
+            });
+            new_entries.push(NewEntry {
+                channel: sender,
+                seq: entry.seq,
+                message_id,
+                message_digest: digest,
+                leaf_hash,
+                hub_micros,
+                encoded: entry.encode_to_vec(),
+                deliveries,
+            });
+        }
+
+        drop(registry);
+        let committed = if new_entries.is_empty() {
+            Ok(())
+        } else {
+            self.store.commit(&new_entries)
+        };
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "group commit failed; refusing further writes");
+            self.failed = Some(e.to_string());
+        } else if !new_entries.is_empty() {
+            self.heads.extend(heads);
+            self.inbox_heads.extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));
+            for (inbox, cursor) in &inbox_heads {
+                self.inboxes.publish(inbox, *cursor);
+            }
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .appended
+                .fetch_add(new_entries.len() as u64, Ordering::Relaxed);
+            self.stats
+                .largest_batch
+                .fetch_max(new_entries.len() as u64, Ordering::Relaxed);
+            self.stats
+                .commit_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            let answer = match (&committed, outcome) {
+                (_, Outcome::Answer(a)) => a,
+                (Err(e), _) => Err(AppendError::Storage(e.to_string())),
+                (Ok(()), Outcome::Append(i)) => answers
+                    .get(i)
+                    .cloned()
+                    .ok_or(AppendError::Storage("lost batch answer".into())),
+                (Ok(()), Outcome::SameAs(i, digest)) => match answers.get(i) {
+                    Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        Ok(Appended {
+                            duplicate: true,
+                            ..first.clone()
+                        })
+                    }
+                    Some(first) => Err(AppendError::IdReused {
+                        sender: first.channel.clone(),
+                        message_id: new_entries
+                            .get(i)
+                            .map(|e| e.message_id.clone())
+                            .unwrap_or_default(),
+                        seq: first.seq,
+                    }),
+                    None => Err(AppendError::Storage("lost batch answer".into())),
+                },
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    /// The answer to a message id that an earlier batch appended.
+    fn previous_answer(
+        &self,
+        sender: &str,
+        message_id: &str,
+        seq: u64,
+        stored_digest: Hash,
+        digest: Hash,
+    ) -> Result<Appended, AppendError> {
+        if stored_digest != digest {
+            return Err(AppendError::IdReused {
+                sender: sender.to_string(),
+                message_id: message_id.to_string(),
+                seq,
+            });
+        }
+        let stored = self
+            .store
+            .entry(sender, seq)
+            .map_err(|e| AppendError::Storage(e.to_string()))?
+            .ok_or_else(|| AppendError::Storage(format!("idempotency record points to missing entry {sender}:{seq}")))?;
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        Ok(Appended {
+            channel: sender.to_string(),
+            seq,
+            leaf_hash: stored.leaf_hash,
+            recipients: stored.entry.recipients,
+            duplicate: true,
+        })
+    }
+}

@@ -1,0 +1,168 @@
+//! The hub's configuration file (`hub.toml`).
+//!
+//! Paths of TLS material are relative to the directory holding the config
+//! file, so a config and its certificates move together; the data directory
+//! is relative to the working directory, like any database path.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config is not consistent: {0}")]
+    Invalid(String),
+}
+
+/// Everything `tongbao-hub serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub hub: HubSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Seeds the registry on first start; afterwards the store is the truth.
+    #[serde(default)]
+    pub units: Vec<UnitSeed>,
+    #[serde(default)]
+    pub mechanisms: Vec<MechanismSeed>,
+    /// Directory of the config file, for resolving relative paths.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// Address to listen on, e.g. "127.0.0.1:7443" (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Database directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./tongbao-data")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA bundle that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The hub's own certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate revocation list(s) of the CA, PEM; optional.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
+}
+
+/// Sizes and windows the hub enforces on every message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_subject_bytes: usize,
+    pub max_attachments: usize,
+    /// Units + mechanisms + offices named in one audience.
+    pub max_audience_names: usize,
+    pub max_message_id_bytes: usize,
+    /// How far a message's creation time may be ahead of the hub's clock.
+    pub max_clock_skew_secs: u64,
+    /// How old a message may be when first pushed (a retry of an already
+    /// appended message is answered whatever its age).
+    pub max_message_age_secs: u64,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_subject_bytes: 1024,
+            max_attachments: 64,
+            max_audience_names: 64,
+            max_message_id_bytes: 128,
+            max_clock_skew_secs: 300,
+            max_message_age_secs: 7 * 24 * 3600,
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// Largest gRPC message the hub decodes: a maximal body plus room for
+    /// every other field. Larger requests are cut off by the transport.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_body_bytes
+            .saturating_mul(2)
+            .saturating_add(256 * 1024)
+    }
+}
+
+/// A unit as the config seeds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitSeed {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub name_zh: String,
+    /// Base64 Ed25519 public signing key.
+    pub signing_key: String,
+}
+
+/// A mechanism as the config seeds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MechanismSeed {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub name_zh: String,
+    pub lead: String,
+    pub members: Vec<String>,
+}
+
+impl HubConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: HubConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// A path from the `[tls]` section, resolved against the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}

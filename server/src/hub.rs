@@ -1,0 +1,162 @@
+//! A running hub: opens the store, seeds the registry, starts the appender,
+//! the TLS accept loop and the gRPC server, and stops them in order.
+
+use crate::appender::{AppendStats, Appender};
+use crate::config::{ConfigError, HubConfig};
+use crate::inboxes::InboxWatch;
+use crate::registry::Registry;
+use crate::service::{ExchangeService, HubState};
+use crate::store::{SledStore, Store, StoreError};
+use crate::tls::{TlsError, TlsFiles, accept_loop, server_config};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tongbao_proto::pb::exchange_server::ExchangeServer;
+
+/// Why the hub could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Server(String),
+}
+
+/// Handle of a started hub.
+pub struct Hub {
+    addr: SocketAddr,
+    stats: Arc<AppendStats>,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    appender: std::thread::JoinHandle<()>,
+}
+
+impl Hub {
+    /// Starts a hub from its configuration; returns once it is listening.
+    pub async fn start(config: &HubConfig) -> Result<Self, HubError> {
+        // Both tonic's client side and rustls helpers may look for a process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data_dir = &config.hub.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| HubError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir)?);
+        let registry = match store.load_registry()? {
+            Some(r) => r,
+            None => {
+                let r = Registry::from_seeds(&config.units, &config.mechanisms)?;
+                store.save_registry(&r)?;
+                tracing::info!(units = r.units.len(), mechanisms = r.mechanisms.len(), "registry seeded from config");
+                r
+            }
+        };
+        let registry = Arc::new(RwLock::new(registry));
+        let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
+        let (appender, appender_thread) = Appender::start(store.clone(), registry.clone(), inboxes.clone())?;
+        let stats = appender.stats.clone();
+
+        let tls = server_config(&TlsFiles {
+            ca: config.resolve(&config.tls.ca),
+            cert: config.resolve(&config.tls.cert),
+            key: config.resolve(&config.tls.key),
+            crl: config.tls.crl.as_ref().map(|p| config.resolve(p)),
+        })?;
+        let listener = TcpListener::bind(config.hub.listen)
+            .await
+            .map_err(|source| HubError::Listen {
+                addr: config.hub.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| HubError::Listen {
+            addr: config.hub.listen,
+            source,
+        })?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(HubState {
+            store,
+            registry,
+            appender,
+            inboxes,
+            limits: config.limits.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let (streams_tx, streams_rx) = mpsc::channel(64);
+        tokio::spawn(accept_loop(
+            listener,
+            tokio_rustls::TlsAcceptor::from(tls),
+            streams_tx,
+            shutdown_rx.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ExchangeServer<ExchangeService>>()
+            .await;
+        let max = config.limits.max_request_bytes();
+        let exchange = ExchangeServer::new(ExchangeService::new(state))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
+        let mut stop = shutdown_rx;
+        let server = tokio::spawn(
+            Server::builder()
+                .add_service(health_service)
+                .add_service(exchange)
+                .serve_with_incoming_shutdown(ReceiverStream::new(streams_rx), async move {
+                    let _ = stop.changed().await;
+                }),
+        );
+        tracing::info!(%addr, data_dir = %data_dir.display(), "hub listening");
+        Ok(Self {
+            addr,
+            stats,
+            shutdown,
+            server,
+            appender: appender_thread,
+        })
+    }
+
+    /// The address the hub listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> Arc<AppendStats> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting, ends streams, lets in-flight RPCs finish, then stops
+    /// the appender after its last batch is durable.
+    pub async fn shutdown(self) -> Result<(), HubError> {
+        let _ = self.shutdown.send(true);
+        let served = self
+            .server
+            .await
+            .map_err(|e| HubError::Server(e.to_string()))?;
+        served.map_err(|e| HubError::Server(e.to_string()))?;
+        // The server (and with it every Appender handle) is gone: the writer drains and exits.
+        tokio::task::spawn_blocking(move || self.appender.join())
+            .await
+            .map_err(|e| HubError::Server(e.to_string()))?
+            .map_err(|_| HubError::Server("appender thread panicked".into()))?;
+        Ok(())
+    }
+}

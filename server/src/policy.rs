@@ -1,0 +1,277 @@
+//! What the hub accepts in a message, before any signature work.
+//!
+//! Pure checks of a message against the caller's identity and the limits of
+//! the hub's config. The gRPC layer maps each refusal to a status; this
+//! module knows nothing of gRPC.
+
+use crate::config::Limits;
+use tongbao_proto::identity::check_id;
+use tongbao_proto::pb::{self, Classification, Priority, SharingCondition};
+use tongbao_proto::{HASH_LEN, kinds};
+
+/// Why a message was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("unit {caller} may push only as itself, but the message names sender {claimed:?}")]
+    NotSender { caller: String, claimed: String },
+    #[error(
+        "classified (涉密) material must never be sent through Tongbao; use the classified channel instead"
+    )]
+    Classified,
+}
+
+fn malformed(s: impl Into<String>) -> PolicyError {
+    PolicyError::Malformed(s.into())
+}
+
+fn valid_message_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Checks a pushed message from unit `caller` at hub time `now_micros`.
+/// Returns the message so callers need not unwrap it again.
+pub fn check_push<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<&'a pb::Message, PolicyError> {
+    let m = signed
+        .message
+        .as_ref()
+        .ok_or_else(|| malformed("the request carries no message"))?;
+    if signed.signature.is_none() {
+        return Err(malformed("the message is not signed (signature missing)"));
+    }
+    if m.sender != caller {
+        return Err(PolicyError::NotSender {
+            caller: caller.to_string(),
+            claimed: m.sender.clone(),
+        });
+    }
+    if m.message_id.len() > limits.max_message_id_bytes || !valid_message_id(&m.message_id) {
+        return Err(malformed(format!(
+            "message id {:?} is not valid: use 1 to {} characters A-Z, a-z, 0-9, '-', '_', '.', ':'",
+            m.message_id, limits.max_message_id_bytes
+        )));
+    }
+    if !kinds::is_pushable(m.kind) {
+        return Err(malformed(format!(
+            "kind {} ({}) cannot be pushed; pushable kinds: {}",
+            m.kind,
+            kinds::name(m.kind),
+            kinds::pushable().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    check_audience(m.audience.as_ref(), limits)?;
+    check_labels(m.labels.as_ref())?;
+    if m.subject.trim().is_empty() {
+        return Err(malformed("subject is empty"));
+    }
+    if m.subject.len() > limits.max_subject_bytes {
+        return Err(PolicyError::TooLarge(format!(
+            "subject is {} bytes; this hub accepts at most {} (limits.max_subject_bytes)",
+            m.subject.len(),
+            limits.max_subject_bytes
+        )));
+    }
+    if m.body.len() > limits.max_body_bytes {
+        return Err(PolicyError::TooLarge(format!(
+            "body is {} bytes; this hub accepts at most {} (limits.max_body_bytes); send large files as attachments by digest",
+            m.body.len(),
+            limits.max_body_bytes
+        )));
+    }
+    if m.content_type.len() > 255 {
+        return Err(malformed("content type is longer than 255 bytes"));
+    }
+    if m.attachments.len() > limits.max_attachments {
+        return Err(PolicyError::TooLarge(format!(
+            "{} attachment digests; this hub accepts at most {} (limits.max_attachments)",
+            m.attachments.len(),
+            limits.max_attachments
+        )));
+    }
+    for a in &m.attachments {
+        if a.name.is_empty() || a.name.len() > 255 {
+            return Err(malformed("every attachment needs a name of 1 to 255 bytes"));
+        }
+        if a.sha256.len() != HASH_LEN {
+            return Err(malformed(format!(
+                "attachment {:?}: sha256 must be 32 bytes, got {}",
+                a.name,
+                a.sha256.len()
+            )));
+        }
+    }
+    if let Some(r) = &m.references {
+        if let Some(to) = &r.reply_to {
+            check_id("reply-to channel", &to.channel).map_err(|e| malformed(e.to_string()))?;
+        }
+        if r.case_id.len() > 128 {
+            return Err(malformed("case id is longer than 128 bytes"));
+        }
+    }
+    if m.created_micros <= 0 {
+        return Err(malformed("creation time is missing"));
+    }
+    let skew = i64::try_from(limits.max_clock_skew_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    if m.created_micros > now_micros.saturating_add(skew) {
+        return Err(malformed(format!(
+            "creation time is {} s ahead of the hub's clock (allowed: {} s); check the sender's clock",
+            (m.created_micros - now_micros) / 1_000_000,
+            limits.max_clock_skew_secs
+        )));
+    }
+    let age = i64::try_from(limits.max_message_age_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    if m.created_micros < now_micros.saturating_sub(age) {
+        return Err(malformed(format!(
+            "message was created {} s ago; this hub accepts messages at most {} s old (limits.max_message_age_secs)",
+            (now_micros - m.created_micros) / 1_000_000,
+            limits.max_message_age_secs
+        )));
+    }
+    Ok(m)
+}
+
+fn check_audience(a: Option<&pb::Audience>, limits: &Limits) -> Result<(), PolicyError> {
+    let a = a.ok_or_else(|| malformed("the message names no audience"))?;
+    let names = a.units.len() + a.mechanisms.len() + a.offices.len();
+    if names == 0 && !a.leading_group {
+        return Err(malformed("the audience is empty: name units, mechanisms, offices or the leading group"));
+    }
+    if names > limits.max_audience_names {
+        return Err(PolicyError::TooLarge(format!(
+            "audience names {names} units, mechanisms and offices; at most {} (limits.max_audience_names)",
+            limits.max_audience_names
+        )));
+    }
+    for u in &a.units {
+        check_id("unit", u).map_err(|e| malformed(e.to_string()))?;
+    }
+    for m in a.mechanisms.iter().chain(&a.offices) {
+        check_id("mechanism", m).map_err(|e| malformed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn check_labels(l: Option<&pb::Labels>) -> Result<(), PolicyError> {
+    let Some(l) = l else { return Ok(()) };
+    if Classification::try_from(l.classification).is_err() {
+        return Err(malformed(format!("unknown classification label {}", l.classification)));
+    }
+    if l.classification == Classification::Classified as i32 {
+        return Err(PolicyError::Classified);
+    }
+    if SharingCondition::try_from(l.sharing).is_err() {
+        return Err(malformed(format!("unknown sharing condition {}", l.sharing)));
+    }
+    if Priority::try_from(l.priority).is_err() {
+        return Err(malformed(format!("unknown priority {}", l.priority)));
+    }
+    if l.ack_deadline_micros < 0 {
+        return Err(malformed("acknowledgement deadline is negative"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000_000;
+
+    fn ok_message() -> pb::SignedMessage {
+        pb::SignedMessage {
+            message: Some(pb::Message {
+                message_id: "2026-11-27:001".into(),
+                sender: "tax".into(),
+                kind: pb::Kind::Notification as i32,
+                audience: Some(pb::Audience {
+                    units: vec!["civil-affairs".into()],
+                    ..Default::default()
+                }),
+                subject: "s".into(),
+                created_micros: NOW,
+                ..Default::default()
+            }),
+            signature: Some(pb::Signature::default()),
+        }
+    }
+
+    fn check_with(f: impl FnOnce(&mut pb::Message)) -> Result<(), PolicyError> {
+        let mut s = ok_message();
+        if let Some(m) = s.message.as_mut() {
+            f(m);
+        }
+        check_push(&s, "tax", &Limits::default(), NOW).map(|_| ())
+    }
+
+    #[test]
+    fn a_good_message_passes() {
+        assert_eq!(check_with(|_| {}), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_refused() {
+        type Edit = Box<dyn FnOnce(&mut pb::Message)>;
+        let bad: Vec<Edit> = vec![
+            Box::new(|m| m.message_id = String::new()),
+            Box::new(|m| m.message_id = "a b".into()),
+            Box::new(|m| m.kind = 0),
+            Box::new(|m| m.kind = pb::Kind::Receipt as i32),
+            Box::new(|m| m.audience = None),
+            Box::new(|m| m.audience = Some(pb::Audience::default())),
+            Box::new(|m| m.subject = " ".into()),
+            Box::new(|m| m.created_micros = 0),
+            Box::new(|m| m.created_micros = NOW + 3_600_000_000),
+            Box::new(|m| m.created_micros = NOW - 30 * 86_400_000_000),
+            Box::new(|m| {
+                m.labels = Some(pb::Labels {
+                    priority: 42,
+                    ..Default::default()
+                })
+            }),
+            Box::new(|m| {
+                m.attachments = vec![pb::AttachmentDigest {
+                    name: "a".into(),
+                    sha256: vec![0; 31],
+                    ..Default::default()
+                }]
+            }),
+        ];
+        for f in bad {
+            assert!(matches!(check_with(f), Err(PolicyError::Malformed(_))));
+        }
+    }
+
+    #[test]
+    fn size_sender_and_classification_have_their_own_errors() {
+        assert!(matches!(
+            check_with(|m| m.body = vec![0; (1 << 20) + 1]),
+            Err(PolicyError::TooLarge(_))
+        ));
+        assert!(matches!(
+            check_with(|m| m.sender = "finance".into()),
+            Err(PolicyError::NotSender { .. })
+        ));
+        assert_eq!(
+            check_with(|m| m.labels = Some(pb::Labels {
+                classification: Classification::Classified as i32,
+                ..Default::default()
+            })),
+            Err(PolicyError::Classified)
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! gRPC services. This is the only layer that speaks tonic: it
+//! authenticates the caller from its certificate, calls the domain modules
+//! and maps their errors to statuses an engineer can act on.
+
+mod exchange;
+mod push;
+mod read;
+
+pub use exchange::ExchangeService;
+
+use crate::appender::{AppendError, Appender};
+use crate::config::Limits;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+use crate::tls::peer_principal;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tonic::{Request, Status};
+use tongbao_proto::identity::Principal;
+
+use crate::inboxes::InboxWatch;
+
+/// What every service handler shares.
+pub struct HubState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub appender: Appender,
+    pub inboxes: Arc<InboxWatch>,
+    pub limits: Limits,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl HubState {
+    /// The caller, from its TLS certificate, checked against the registry.
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("no client certificate on this connection; connect with mutual TLS")
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("no client certificate on this connection; connect with mutual TLS")
+        })?;
+        let principal = peer_principal(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let registry = self.registry()?;
+        if !registry.knows(&principal) {
+            return Err(Status::unauthenticated(format!(
+                "the certificate names {principal}, which this hub's registry does not know; ask an operator to register it"
+            )));
+        }
+        if let Principal::Unit(id) = &principal
+            && registry.unit(id).is_some_and(|u| u.suspended)
+        {
+            return Err(Status::permission_denied(format!(
+                "unit {id} is suspended; ask the mechanism's office or an operator to reinstate it"
+            )));
+        }
+        Ok(principal)
+    }
+
+    /// The caller as a unit, for operations only units may perform.
+    pub fn authenticate_unit<T>(&self, request: &Request<T>, what: &str) -> Result<String, Status> {
+        match self.authenticate(request)? {
+            Principal::Unit(id) => Ok(id),
+            other => Err(Status::permission_denied(format!("{other} cannot {what}; only member units can"))),
+        }
+    }
+
+    pub fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, Registry>, Status> {
+        self.registry
+            .read()
+            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))
+    }
+}
+
+pub(crate) fn storage_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "storage error");
+    Status::internal(format!("storage error: {e}"))
+}
+
+impl From<AppendError> for Status {
+    fn from(e: AppendError) -> Self {
+        match &e {
+            AppendError::Audience(_) => Status::invalid_argument(e.to_string()),
+            AppendError::IdReused { .. } => Status::already_exists(e.to_string()),
+            AppendError::UnknownSender(_) => Status::unauthenticated(e.to_string()),
+            AppendError::Storage(_) | AppendError::Closed => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

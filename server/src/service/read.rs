@@ -1,0 +1,148 @@
+//! `Pull`, `Subscribe` and `GetEntry`: reading what one is entitled to.
+//!
+//! Entitlement has one rule, [`entitled`]: a party sees an entry if and only
+//! if it is the entry's sender or one of its resolved recipients.
+
+use super::{HubState, storage_status};
+use crate::store::InboxItem;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tongbao_proto::identity::Principal;
+use tongbao_proto::pb;
+
+/// Entries a subscriber's stream holds before the reader waits for it.
+const STREAM_BUFFER: usize = 32;
+/// Inbox positions read from the store at a time.
+const READ_PAGE: usize = 128;
+
+pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
+
+/// True when `who` may see `entry`.
+pub fn entitled(who: &Principal, entry: &pb::Entry) -> bool {
+    if matches!(who, Principal::Unit(u) if *u == entry.channel) {
+        return true;
+    }
+    who.inbox()
+        .is_some_and(|inbox| entry.recipients.contains(&inbox))
+}
+
+/// The inbox a caller asks for, which must be its own.
+fn own_inbox(who: &Principal, asked: &str) -> Result<String, Status> {
+    let own = who
+        .inbox()
+        .ok_or_else(|| Status::permission_denied(format!("{who} has no inbox")))?;
+    if asked.is_empty() || asked == own {
+        Ok(own)
+    } else {
+        Err(Status::permission_denied(format!(
+            "{who} may read only its own inbox {own:?}, not {asked:?}"
+        )))
+    }
+}
+
+fn delivery(state: &HubState, item: &InboxItem) -> Result<pb::Delivery, Status> {
+    let stored = state
+        .store
+        .entry(&item.channel, item.seq)
+        .map_err(storage_status)?
+        .ok_or_else(|| {
+            Status::internal(format!(
+                "inbox position {} points to missing entry {}:{}",
+                item.cursor, item.channel, item.seq
+            ))
+        })?;
+    Ok(pb::Delivery {
+        entry: Some(stored.entry),
+        leaf_hash: stored.leaf_hash.to_vec(),
+        cursor: item.cursor,
+    })
+}
+
+pub fn pull(state: &HubState, request: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+    let who = state.authenticate(&request)?;
+    let req = request.into_inner();
+    let inbox = own_inbox(&who, &req.inbox)?;
+    let limit = match req.limit {
+        0 => state.limits.default_page_size,
+        n => n.min(state.limits.max_page_size),
+    } as usize;
+    let head = state.inboxes.head(&inbox);
+    let items = state
+        .store
+        .inbox_page(&inbox, req.after, limit)
+        .map_err(storage_status)?;
+    let deliveries = items
+        .iter()
+        .map(|i| delivery(state, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Response::new(pb::PullResponse { deliveries, head }))
+}
+
+pub fn subscribe(
+    state: &Arc<HubState>,
+    request: Request<pb::SubscribeRequest>,
+) -> Result<Response<DeliveryStream>, Status> {
+    let who = state.authenticate(&request)?;
+    let req = request.into_inner();
+    let inbox = own_inbox(&who, &req.inbox)?;
+    let mut head = state
+        .inboxes
+        .watch(&inbox)
+        .ok_or_else(|| Status::internal("inbox watch unavailable"))?;
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let state = state.clone();
+    let mut shutdown = state.shutdown.clone();
+    let mut cursor = req.after;
+    tokio::spawn(async move {
+        loop {
+            let items = match state.store.inbox_page(&inbox, cursor, READ_PAGE) {
+                Ok(items) => items,
+                Err(e) => {
+                    let _ = tx.send(Err(storage_status(e))).await;
+                    return;
+                }
+            };
+            if items.is_empty() {
+                tokio::select! {
+                    r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            for item in &items {
+                let d = delivery(&state, item);
+                let failed = d.is_err();
+                if tx.send(d).await.is_err() || failed {
+                    return;
+                }
+                cursor = item.cursor;
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as DeliveryStream))
+}
+
+pub fn get_entry(state: &HubState, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
+    let who = state.authenticate(&request)?;
+    let req = request.into_inner();
+    let stored = state
+        .store
+        .entry(&req.channel, req.seq)
+        .map_err(storage_status)?
+        .ok_or_else(|| Status::not_found(format!("channel {:?} has no entry {}", req.channel, req.seq)))?;
+    if !entitled(&who, &stored.entry) {
+        return Err(Status::permission_denied(format!(
+            "entry {}:{} is not addressed to {who}",
+            req.channel, req.seq
+        )));
+    }
+    Ok(Response::new(pb::GetEntryResponse {
+        entry: Some(stored.entry),
+        leaf_hash: stored.leaf_hash.to_vec(),
+    }))
+}

@@ -1,0 +1,92 @@
+//! Storage behind a narrow trait.
+//!
+//! Everything above this module asks for channels, inboxes and the registry
+//! in domain words; nothing above it knows which database holds them, so a
+//! replicated backend can replace the embedded one. Implementations must
+//! make [`Store::commit`] atomic (all of a batch or none of it) and durable
+//! (on disk, fsync'd) before it returns.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::registry::Registry;
+use std::collections::BTreeMap;
+use tongbao_proto::{Hash, pb};
+
+/// Why the store failed. Any of these means the hub cannot promise
+/// durability any more; the appender stops accepting writes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("i/o error making data durable: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The tip of one channel, as appends need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelHead {
+    pub next_seq: u64,
+    pub last_leaf_hash: Hash,
+    pub last_hub_micros: i64,
+}
+
+/// One entry to append, with everything derived from it precomputed by
+/// the appender.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub channel: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub message_digest: Hash,
+    pub leaf_hash: Hash,
+    pub hub_micros: i64,
+    /// Protobuf encoding of the [`pb::Entry`].
+    pub encoded: Vec<u8>,
+    /// (inbox, cursor) for every recipient.
+    pub deliveries: Vec<(String, u64)>,
+}
+
+/// An entry read back, with the leaf hash recorded when it was appended.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    pub entry: pb::Entry,
+    pub leaf_hash: Hash,
+}
+
+/// What the idempotency index remembers of a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub seq: u64,
+    pub message_digest: Hash,
+}
+
+/// One position of an inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    pub cursor: u64,
+    pub channel: String,
+    pub seq: u64,
+}
+
+/// The storage contract of the hub.
+pub trait Store: Send + Sync + 'static {
+    /// The stored registry, or None before the first start.
+    fn load_registry(&self) -> Result<Option<Registry>, StoreError>;
+    /// Replaces the registry, durably.
+    fn save_registry(&self, registry: &Registry) -> Result<(), StoreError>;
+    /// The tip of every channel that has entries.
+    fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError>;
+    /// The last cursor of every inbox that has entries.
+    fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// Appends entries, their inbox positions and idempotency records:
+    /// atomically, and durably before returning.
+    fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError>;
+    fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError>;
+    fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// Up to `limit` inbox positions strictly after `after`, in order.
+    fn inbox_page(&self, inbox: &str, after: u64, limit: usize) -> Result<Vec<InboxItem>, StoreError>;
+}

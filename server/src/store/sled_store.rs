@@ -1,0 +1,281 @@
+//! The embedded default store, on sled 0.34.
+//!
+//! One tree, keys prefixed by record type, so that a whole group commit is a
+//! single atomic `apply_batch`. sled's own flush uses `sync_file_range` and
+//! never syncs blob files (large values), which survives a process crash but
+//! not a power loss; [`SledStore::make_durable`] adds the missing fsyncs.
+
+use super::{ChannelHead, InboxItem, MessageRecord, NewEntry, Store, StoreError, StoredEntry};
+use crate::registry::Registry;
+use prost::Message as _;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tongbao_proto::{HASH_LEN, Hash, pb};
+
+const ENTRY: u8 = b'e';
+const INBOX: u8 = b'i';
+const MESSAGE: u8 = b'm';
+const CHANNEL_HEAD: u8 = b'c';
+const INBOX_HEAD: u8 = b'b';
+const REGISTRY_KEY: &[u8] = b"r\0registry";
+
+/// sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    db_file: File,
+    dir: PathBuf,
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn db_err(e: sled::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len() + 9);
+    k.push(kind);
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    if let Some(n) = n {
+        k.push(0);
+        k.extend_from_slice(&n.to_be_bytes());
+    }
+    k
+}
+
+fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", bytes.len())))
+}
+
+fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("counter of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Splits `kind 0 name 0 n` keys.
+fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
+    let rest = k.get(2..).ok_or_else(|| StoreError::Corrupt("short key".into()))?;
+    if rest.len() >= 9 && rest[rest.len() - 9] == 0 {
+        let name = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
+        Ok((name, Some(u64_from(&rest[rest.len() - 8..])?)))
+    } else {
+        Ok((String::from_utf8_lossy(rest).into_owned(), None))
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Database(format!("cannot open database in {}: {e}", dir.display())))?;
+        let tree = db.open_tree("exchange").map_err(db_err)?;
+        let db_file = File::open(dir.join("db"))?;
+        // The directory entries of the files sled just created must be durable too.
+        sync_dir(dir)?;
+        Ok(Self {
+            db,
+            tree,
+            db_file,
+            dir: dir.to_path_buf(),
+            synced_blobs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// sled flush, then fsync of the log file and of any new blob files.
+    fn make_durable(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(db_err)?;
+        self.db_file.sync_data()?;
+        self.sync_new_blobs()
+    }
+
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let blobs = self.dir.join("blobs");
+        let Ok(read) = std::fs::read_dir(&blobs) else {
+            return Ok(());
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .map_err(|_| StoreError::Database("blob sync state poisoned".into()))?;
+        let mut any = false;
+        let mut present = HashSet::new();
+        for item in read {
+            let item = item?;
+            let name = item.file_name();
+            if !synced.contains(&name) {
+                // A blob may be removed by sled's GC between listing and opening.
+                if let Ok(f) = File::open(item.path()) {
+                    f.sync_data()?;
+                    any = true;
+                }
+            }
+            present.insert(name);
+        }
+        if any {
+            sync_dir(&blobs)?;
+        }
+        *synced = present;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl Store for SledStore {
+    fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
+        match self.tree.get(REGISTRY_KEY).map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("registry: {e}"))),
+        }
+    }
+
+    fn save_registry(&self, registry: &Registry) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(registry).map_err(|e| StoreError::Database(e.to_string()))?;
+        self.tree.insert(REGISTRY_KEY, v).map_err(db_err)?;
+        self.make_durable()
+    }
+
+    fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.scan_prefix([CHANNEL_HEAD, 0]) {
+            let (k, v) = kv.map_err(db_err)?;
+            let (name, _) = split_key(&k)?;
+            if v.len() != 8 + HASH_LEN + 8 {
+                return Err(StoreError::Corrupt(format!("head of channel {name}")));
+            }
+            out.insert(
+                name,
+                ChannelHead {
+                    next_seq: u64_from(&v[..8])?,
+                    last_leaf_hash: hash_from(&v[8..8 + HASH_LEN])?,
+                    last_hub_micros: u64_from(&v[8 + HASH_LEN..])? as i64,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.scan_prefix([INBOX_HEAD, 0]) {
+            let (k, v) = kv.map_err(db_err)?;
+            let (name, _) = split_key(&k)?;
+            out.insert(name, u64_from(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut inbox_heads: BTreeMap<&str, u64> = BTreeMap::new();
+        for e in entries {
+            let mut value = Vec::with_capacity(HASH_LEN + e.encoded.len());
+            value.extend_from_slice(&e.leaf_hash);
+            value.extend_from_slice(&e.encoded);
+            batch.insert(key(ENTRY, &e.channel, Some(e.seq)), value);
+
+            let mut msg_key = key(MESSAGE, &e.channel, None);
+            msg_key.push(0);
+            msg_key.extend_from_slice(e.message_id.as_bytes());
+            let mut rec = Vec::with_capacity(8 + HASH_LEN);
+            rec.extend_from_slice(&e.seq.to_be_bytes());
+            rec.extend_from_slice(&e.message_digest);
+            batch.insert(msg_key, rec);
+
+            let mut head = Vec::with_capacity(8 + HASH_LEN + 8);
+            head.extend_from_slice(&(e.seq + 1).to_be_bytes());
+            head.extend_from_slice(&e.leaf_hash);
+            head.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
+            batch.insert(key(CHANNEL_HEAD, &e.channel, None), head);
+
+            for (inbox, cursor) in &e.deliveries {
+                let mut v = Vec::with_capacity(8 + e.channel.len());
+                v.extend_from_slice(&e.seq.to_be_bytes());
+                v.extend_from_slice(e.channel.as_bytes());
+                batch.insert(key(INBOX, inbox, Some(*cursor)), v);
+                let h = inbox_heads.entry(inbox).or_default();
+                *h = (*h).max(*cursor);
+            }
+        }
+        for (inbox, cursor) in inbox_heads {
+            batch.insert(key(INBOX_HEAD, inbox, None), cursor.to_be_bytes().to_vec());
+        }
+        self.tree.apply_batch(batch).map_err(db_err)?;
+        self.make_durable()
+    }
+
+    fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+        let Some(v) = self.tree.get(key(ENTRY, channel, Some(seq))).map_err(db_err)? else {
+            return Ok(None);
+        };
+        if v.len() < HASH_LEN {
+            return Err(StoreError::Corrupt(format!("entry {channel}:{seq}")));
+        }
+        let entry = pb::Entry::decode(&v[HASH_LEN..])
+            .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
+        Ok(Some(StoredEntry {
+            entry,
+            leaf_hash: hash_from(&v[..HASH_LEN])?,
+        }))
+    }
+
+    fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        let mut k = key(MESSAGE, sender, None);
+        k.push(0);
+        k.extend_from_slice(message_id.as_bytes());
+        let Some(v) = self.tree.get(k).map_err(db_err)? else {
+            return Ok(None);
+        };
+        if v.len() != 8 + HASH_LEN {
+            return Err(StoreError::Corrupt(format!("message record {sender}/{message_id}")));
+        }
+        Ok(Some(MessageRecord {
+            seq: u64_from(&v[..8])?,
+            message_digest: hash_from(&v[8..])?,
+        }))
+    }
+
+    fn inbox_page(&self, inbox: &str, after: u64, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let from = key(INBOX, inbox, Some(start));
+        let to = key(INBOX, inbox, Some(u64::MAX));
+        let mut out = Vec::new();
+        for kv in self.tree.range(from..=to).take(limit) {
+            let (k, v) = kv.map_err(db_err)?;
+            let (_, cursor) = split_key(&k)?;
+            if v.len() < 8 {
+                return Err(StoreError::Corrupt(format!("inbox {inbox} position")));
+            }
+            out.push(InboxItem {
+                cursor: cursor.unwrap_or(0),
+                seq: u64_from(&v[..8])?,
+                channel: String::from_utf8_lossy(&v[8..]).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+}
