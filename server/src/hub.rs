@@ -160,3 +160,28 @@ impl Hub {
         Ok(())
     }
 }
+
+/// Runs a hub until SIGINT or SIGTERM, then shuts it down in order. Prints
+/// one machine-readable line with the bound address (port 0 resolves here).
+pub async fn serve_until_signal(config: HubConfig) -> Result<(), HubError> {
+    let hub = Hub::start(&config).await?;
+    println!("tongbao-hub listening on {}", hub.addr());
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    hub.shutdown().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod appender;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod hub;

@@ -25,6 +25,8 @@ pub enum PkiError {
     Rcgen(#[from] rcgen::Error),
     #[error("signing key generation failed: {0}")]
     Key(#[from] tongbao_proto::keys::KeyError),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{0} already exists; pass --force to overwrite it")]
@@ -87,6 +89,26 @@ impl CertificateAuthority {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
         })
+    }
+
+    /// Loads an existing CA from its certificate and private key (PEM).
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        Ok(Self {
+            issuer: Issuer::from_ca_cert_pem(cert_pem, key)?,
+            cert_pem: cert_pem.to_string(),
+        })
+    }
+
+    /// Loads the CA of a directory made by [`init`] (`ca.pem`, `ca.key`).
+    pub fn load_dir(dir: &Path) -> Result<Self, PkiError> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|source| PkiError::Read {
+                path: dir.join(name),
+                source,
+            })
+        };
+        Self::load(&read("ca.pem")?, &read("ca.key")?)
     }
 
     /// The CA certificate, PEM.

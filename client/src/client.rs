@@ -1,0 +1,354 @@
+//! The connection to the hub and the calls a departmental system makes.
+
+use crate::verify::{KeyRing, VerifiedEntry, signing_key_of, verify_entry};
+use crate::{ClientConfig, ClientError, Draft};
+use futures::Stream;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tongbao_proto::identity::Principal;
+use tongbao_proto::keys::SigningKey;
+use tongbao_proto::pb;
+use tongbao_proto::pb::exchange_client::ExchangeClient;
+
+/// Largest response the client accepts (a page of large entries).
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The hub's durable answer to a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReceipt {
+    pub channel: String,
+    pub seq: u64,
+    pub leaf_hash: Vec<u8>,
+    pub recipients: Vec<String>,
+    /// The message id had been appended before; nothing new was written.
+    pub duplicate: bool,
+    pub message_id: String,
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<VerifiedEntry>,
+    /// Cursor of the inbox's newest entry when the page was read.
+    pub head: u64,
+}
+
+impl Page {
+    /// The cursor to pass as `after` for the next page.
+    pub fn next_after(&self, after: u64) -> u64 {
+        self.entries.last().map(|e| e.cursor).unwrap_or(after)
+    }
+}
+
+/// A connected client. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    rpc: ExchangeClient<Channel>,
+    identity: Principal,
+    signer: Option<Arc<SigningKey>>,
+    keys: Arc<RwLock<KeyRing>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|e| ClientError::File {
+        what,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh message id: time plus randomness, unique without coordination.
+pub(crate) fn new_message_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut r = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut r);
+    format!("{}-{}", now_micros(), hex::encode(r))
+}
+
+impl Client {
+    /// Connects to the hub with the config's certificate and loads the
+    /// signing key and the registry's public keys.
+    pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = read_file("CA certificate", &config.ca)?;
+        let cert = read_file("certificate", &config.cert)?;
+        let key = read_file("TLS key", &config.key)?;
+        let signer = match &config.signing_key {
+            Some(p) => {
+                let pem = String::from_utf8_lossy(&read_file("signing key", p)?).into_owned();
+                Some(Arc::new(SigningKey::from_pem(&pem)?))
+            }
+            None => None,
+        };
+        let connect_err = |reason: String| ClientError::Connect {
+            hub: config.hub.clone(),
+            reason,
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name(config.server_name.clone());
+        let channel = Channel::from_shared(config.hub.clone())
+            .map_err(|e| connect_err(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| connect_err(e.to_string()))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| connect_err(error_chain(&e)))?;
+        let rpc = ExchangeClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let client = Self {
+            rpc,
+            identity: config.identity.clone(),
+            signer,
+            keys: Arc::new(RwLock::new(KeyRing::default())),
+        };
+        client.refresh_keys().await?;
+        Ok(client)
+    }
+
+    /// Who this client is.
+    pub fn identity(&self) -> &Principal {
+        &self.identity
+    }
+
+    /// The registry: units with their keys, mechanisms with their members.
+    pub async fn list_units(&self) -> Result<pb::ListUnitsResponse, ClientError> {
+        Ok(self
+            .rpc
+            .clone()
+            .list_units(pb::ListUnitsRequest {})
+            .await?
+            .into_inner())
+    }
+
+    async fn refresh_keys(&self) -> Result<(), ClientError> {
+        let units = self.list_units().await?;
+        if let Ok(mut k) = self.keys.write() {
+            *k = KeyRing::from_registry(&units);
+        }
+        Ok(())
+    }
+
+    /// Signs a draft as this unit, without sending it.
+    pub fn sign(&self, draft: Draft) -> Result<pb::SignedMessage, ClientError> {
+        let signer = self.signer.as_ref().ok_or(ClientError::NoSigningKey)?;
+        let Principal::Unit(unit) = &self.identity else {
+            return Err(ClientError::NoSigningKey);
+        };
+        let id = draft.message_id.clone().unwrap_or_else(new_message_id);
+        Ok(signer.sign_message(draft.into_message(unit, id, now_micros())))
+    }
+
+    /// Signs and pushes a draft; returns once the hub has made it durable.
+    pub async fn push(&self, draft: Draft) -> Result<PushReceipt, ClientError> {
+        let signed = self.sign(draft)?;
+        self.push_signed(signed).await
+    }
+
+    /// Pushes an already signed message. Safe to repeat after an error:
+    /// the message id makes it idempotent.
+    pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
+        let message_id = signed
+            .message
+            .as_ref()
+            .map(|m| m.message_id.clone())
+            .unwrap_or_default();
+        let r = self
+            .rpc
+            .clone()
+            .push(pb::PushRequest {
+                message: Some(signed),
+            })
+            .await?
+            .into_inner();
+        Ok(PushReceipt {
+            channel: r.channel,
+            seq: r.seq,
+            leaf_hash: r.leaf_hash,
+            recipients: r.recipients,
+            duplicate: r.duplicate,
+            message_id,
+        })
+    }
+
+    /// A page of this client's inbox after `after` (0 = from the start).
+    pub async fn pull(&self, after: u64, limit: u32) -> Result<Page, ClientError> {
+        let r = self
+            .rpc
+            .clone()
+            .pull(pb::PullRequest {
+                inbox: String::new(),
+                after,
+                limit,
+            })
+            .await?
+            .into_inner();
+        let mut entries = Vec::with_capacity(r.deliveries.len());
+        for d in r.deliveries {
+            entries.push(self.verify_delivery(d).await?);
+        }
+        Ok(Page { entries, head: r.head })
+    }
+
+    /// One entry by position, if this client may see it.
+    pub async fn get_entry(&self, channel: &str, seq: u64) -> Result<VerifiedEntry, ClientError> {
+        let r = self
+            .rpc
+            .clone()
+            .get_entry(pb::GetEntryRequest {
+                channel: channel.to_string(),
+                seq,
+            })
+            .await?
+            .into_inner();
+        self.verify_delivery(pb::Delivery {
+            entry: r.entry,
+            leaf_hash: r.leaf_hash,
+            cursor: 0,
+        })
+        .await
+    }
+
+    /// Verifies a delivery, fetching the registry again once if the
+    /// signature names a key not seen yet (a rotation).
+    pub async fn verify_delivery(&self, d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
+        let entry = d.entry.ok_or_else(|| ClientError::Integrity {
+            channel: String::new(),
+            seq: 0,
+            reason: "delivery without entry".into(),
+        })?;
+        let (unit, key_id) = signing_key_of(&entry).ok_or_else(|| ClientError::Integrity {
+            channel: entry.channel.clone(),
+            seq: entry.seq,
+            reason: "entry without signature".into(),
+        })?;
+        let mut key = self.key(&unit, &key_id);
+        if key.is_none() {
+            self.refresh_keys().await?;
+            key = self.key(&unit, &key_id);
+        }
+        let key = key.ok_or_else(|| ClientError::Integrity {
+            channel: entry.channel.clone(),
+            seq: entry.seq,
+            reason: format!("signed with key {key_id}, which the registry does not list for unit {unit}"),
+        })?;
+        verify_entry(entry, &d.leaf_hash, d.cursor, &key)
+    }
+
+    fn key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>> {
+        self.keys
+            .read()
+            .ok()
+            .and_then(|k| k.get(unit, key_id).map(<[u8]>::to_vec))
+    }
+
+    /// This client's inbox from `after`, then live. Reconnects with backoff
+    /// and resumes from the last delivered cursor, so every entry arrives
+    /// exactly once and in order. Ends with an error only when retrying
+    /// cannot help (refused certificate, permission, failed verification).
+    pub fn subscribe(&self, after: u64) -> impl Stream<Item = Result<VerifiedEntry, ClientError>> + Send + 'static {
+        let (tx, rx) = mpsc::channel(64);
+        let client = self.clone();
+        tokio::spawn(async move { client.run_subscription(after, tx).await });
+        ReceiverStream::new(rx)
+    }
+
+    async fn run_subscription(self, mut cursor: u64, tx: mpsc::Sender<Result<VerifiedEntry, ClientError>>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let opened = self
+                .rpc
+                .clone()
+                .subscribe(pb::SubscribeRequest {
+                    inbox: String::new(),
+                    after: cursor,
+                })
+                .await;
+            match opened {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        let next = tokio::select! {
+                            n = stream.message() => n,
+                            _ = tx.closed() => return,
+                        };
+                        match next {
+                            Ok(Some(d)) => {
+                                backoff = Duration::from_millis(100);
+                                if d.cursor <= cursor {
+                                    continue; // already delivered before a reconnect
+                                }
+                                let verified = self.verify_delivery(d).await;
+                                let fatal = verified.is_err();
+                                if let Ok(v) = &verified {
+                                    cursor = v.cursor;
+                                }
+                                if tx.send(verified).await.is_err() || fatal {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                let e = ClientError::from(status);
+                                if !e.is_transient() {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                                tracing::debug!(error = %e, "subscription interrupted; resuming");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) => {
+                    let e = ClientError::from(status);
+                    if !e.is_transient() {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    tracing::debug!(error = %e, "subscription failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = tx.closed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,70 @@
+//! `client.toml`: where the hub is and which files prove who we are.
+
+use crate::ClientError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use tongbao_proto::identity::Principal;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hub: String,
+    #[serde(default = "default_server_name")]
+    server_name: String,
+    identity: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
+}
+
+/// A departmental system's connection settings. Paths in the file are
+/// relative to the file's directory.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Hub URL, e.g. `https://127.0.0.1:7443`.
+    pub hub: String,
+    /// Name the hub's certificate must carry.
+    pub server_name: String,
+    /// Who this client is (must match the certificate's SAN URI).
+    pub identity: Principal,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Ed25519 signing key (PEM); units need it to push.
+    pub signing_key: Option<PathBuf>,
+}
+
+impl ClientConfig {
+    /// Reads a `client.toml`.
+    pub fn load(path: &Path) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(Self {
+            hub: raw.hub,
+            server_name: raw.server_name,
+            identity: Principal::from_uri(&raw.identity).map_err(|e| bad(e.to_string()))?,
+            ca: resolve(raw.ca),
+            cert: resolve(raw.cert),
+            key: resolve(raw.key),
+            signing_key: raw.signing_key.map(resolve),
+        })
+    }
+
+    /// The same settings pointed at another hub address (tests, failover).
+    pub fn with_hub(mut self, hub: impl Into<String>) -> Self {
+        self.hub = hub.into();
+        self
+    }
+}

@@ -1,0 +1,105 @@
+//! What can go wrong for a departmental system, in words it can act on.
+
+use std::path::PathBuf;
+use tonic::Code;
+
+/// Errors of the client library.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("client config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("cannot read {what} from {path}: {reason}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot reach the hub at {hub}: {reason}")]
+    Connect { hub: String, reason: String },
+    /// The hub refused this client's certificate during the TLS handshake
+    /// (TLS 1.3 reports it on the first call).
+    #[error("the hub refused this client's certificate: {reason}; ask an operator for a valid certificate")]
+    CertificateRefused { reason: String },
+    /// The hub answered with an error status.
+    #[error("hub refused the request ({code:?}): {message}")]
+    Rejected { code: Code, message: String },
+    /// Something the hub delivered does not verify: never trust it.
+    #[error("entry {channel}:{seq} failed verification: {reason}")]
+    Integrity {
+        channel: String,
+        seq: u64,
+        reason: String,
+    },
+    #[error("this client has no signing key (signing_key in client.toml); only units with a key can push")]
+    NoSigningKey,
+    #[error(transparent)]
+    Key(#[from] tongbao_proto::keys::KeyError),
+}
+
+impl ClientError {
+    /// The gRPC status code this error corresponds to: the hub's own, or
+    /// `Unauthenticated` for a refused certificate.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Rejected { code, .. } => Some(*code),
+            Self::CertificateRefused { .. } => Some(Code::Unauthenticated),
+            _ => None,
+        }
+    }
+
+    /// True when retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Rejected { code, .. } => matches!(
+                code,
+                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Finds a TLS alert the hub sent, anywhere in an error's source chain.
+fn tls_alert(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe_alert(*alert));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(rustls::Error::AlertReceived(alert)) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(describe_alert(*alert));
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn describe_alert(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    let what = match alert {
+        A::CertificateExpired => "certificate expired (or not yet valid)",
+        A::CertificateRevoked => "certificate revoked",
+        A::UnknownCA => "certificate not issued by the exchange CA",
+        A::CertificateRequired => "no client certificate presented",
+        A::BadCertificate => "certificate invalid",
+        A::UnsupportedCertificate => "certificate not usable for client authentication",
+        _ => "TLS handshake refused",
+    };
+    format!("{what} (TLS alert {alert:?})")
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        if let Some(reason) = tls_alert(&status) {
+            return Self::CertificateRefused { reason };
+        }
+        Self::Rejected {
+            code: status.code(),
+            message: status.message().to_string(),
+        }
+    }
+}
