@@ -8,11 +8,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::pb;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Largest response the client accepts (a page of large entries).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -56,7 +56,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("identity", &self.identity).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,6 +104,7 @@ impl Client {
             hub: config.hub.clone(),
             reason,
         };
+        crate::probe::probe(config, &ca, &cert, &key).await?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
@@ -211,7 +214,10 @@ impl Client {
         for d in r.deliveries {
             entries.push(self.verify_delivery(d).await?);
         }
-        Ok(Page { entries, head: r.head })
+        Ok(Page {
+            entries,
+            head: r.head,
+        })
     }
 
     /// One entry by position, if this client may see it.
@@ -254,7 +260,9 @@ impl Client {
         let key = key.ok_or_else(|| ClientError::Integrity {
             channel: entry.channel.clone(),
             seq: entry.seq,
-            reason: format!("signed with key {key_id}, which the registry does not list for unit {unit}"),
+            reason: format!(
+                "signed with key {key_id}, which the registry does not list for unit {unit}"
+            ),
         })?;
         verify_entry(entry, &d.leaf_hash, d.cursor, &key)
     }
@@ -270,14 +278,21 @@ impl Client {
     /// and resumes from the last delivered cursor, so every entry arrives
     /// exactly once and in order. Ends with an error only when retrying
     /// cannot help (refused certificate, permission, failed verification).
-    pub fn subscribe(&self, after: u64) -> impl Stream<Item = Result<VerifiedEntry, ClientError>> + Send + 'static {
+    pub fn subscribe(
+        &self,
+        after: u64,
+    ) -> impl Stream<Item = Result<VerifiedEntry, ClientError>> + Send + 'static {
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move { client.run_subscription(after, tx).await });
         ReceiverStream::new(rx)
     }
 
-    async fn run_subscription(self, mut cursor: u64, tx: mpsc::Sender<Result<VerifiedEntry, ClientError>>) {
+    async fn run_subscription(
+        self,
+        mut cursor: u64,
+        tx: mpsc::Sender<Result<VerifiedEntry, ClientError>>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let opened = self

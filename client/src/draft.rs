@@ -40,7 +40,9 @@ impl Draft {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.audience.units.extend(units.into_iter().map(Into::into));
+        self.audience
+            .units
+            .extend(units.into_iter().map(Into::into));
         self
     }
 
@@ -66,7 +68,9 @@ impl Draft {
     }
 
     pub fn in_reply_to(mut self, channel: impl Into<String>, seq: u64) -> Self {
-        self.references.get_or_insert_with(Default::default).reply_to = Some(pb::EntryRef {
+        self.references
+            .get_or_insert_with(Default::default)
+            .reply_to = Some(pb::EntryRef {
             channel: channel.into(),
             seq,
         });
@@ -84,7 +88,12 @@ impl Draft {
     }
 
     /// The message as signed by `sender` at `created_micros`.
-    pub(crate) fn into_message(self, sender: &str, message_id: String, created_micros: i64) -> pb::Message {
+    pub(crate) fn into_message(
+        self,
+        sender: &str,
+        message_id: String,
+        created_micros: i64,
+    ) -> pb::Message {
         pb::Message {
             message_id,
             sender: sender.to_string(),

@@ -18,7 +18,9 @@ pub enum ClientError {
     Connect { hub: String, reason: String },
     /// The hub refused this client's certificate during the TLS handshake
     /// (TLS 1.3 reports it on the first call).
-    #[error("the hub refused this client's certificate: {reason}; ask an operator for a valid certificate")]
+    #[error(
+        "the hub refused this client's certificate: {reason}; ask an operator for a valid certificate"
+    )]
     CertificateRefused { reason: String },
     /// The hub answered with an error status.
     #[error("hub refused the request ({code:?}): {message}")]
@@ -30,7 +32,9 @@ pub enum ClientError {
         seq: u64,
         reason: String,
     },
-    #[error("this client has no signing key (signing_key in client.toml); only units with a key can push")]
+    #[error(
+        "this client has no signing key (signing_key in client.toml); only units with a key can push"
+    )]
     NoSigningKey,
     #[error(transparent)]
     Key(#[from] tongbao_proto::keys::KeyError),
@@ -53,7 +57,11 @@ impl ClientError {
             Self::Connect { .. } => true,
             Self::Rejected { code, .. } => matches!(
                 code,
-                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
             ),
             _ => false,
         }
@@ -61,35 +69,37 @@ impl ClientError {
 }
 
 /// Finds a TLS alert the hub sent, anywhere in an error's source chain.
-fn tls_alert(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// The TLS stack reports it only as text ("received fatal alert: X").
+pub(crate) fn tls_alert(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = current {
-        if let Some(rustls::Error::AlertReceived(alert)) = e.downcast_ref::<rustls::Error>() {
-            return Some(describe_alert(*alert));
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(rustls::Error::AlertReceived(alert)) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(describe_alert(*alert));
+        let text = e.to_string();
+        if let Some(i) = text.find(ALERT_PREFIX) {
+            let name: String = text[i + ALERT_PREFIX.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            return Some(describe_alert(&name));
         }
         current = e.source();
     }
     None
 }
 
-fn describe_alert(alert: rustls::AlertDescription) -> String {
-    use rustls::AlertDescription as A;
-    let what = match alert {
-        A::CertificateExpired => "certificate expired (or not yet valid)",
-        A::CertificateRevoked => "certificate revoked",
-        A::UnknownCA => "certificate not issued by the exchange CA",
-        A::CertificateRequired => "no client certificate presented",
-        A::BadCertificate => "certificate invalid",
-        A::UnsupportedCertificate => "certificate not usable for client authentication",
+const ALERT_PREFIX: &str = "received fatal alert: ";
+
+fn describe_alert(name: &str) -> String {
+    let what = match name {
+        "CertificateExpired" => "certificate expired (or not yet valid)",
+        "CertificateRevoked" => "certificate revoked",
+        "UnknownCA" => "certificate not issued by the exchange CA",
+        "CertificateRequired" => "no client certificate presented",
+        "BadCertificate" => "certificate invalid",
+        "UnsupportedCertificate" => "certificate not usable for client authentication",
+        "AccessDenied" => "access denied",
         _ => "TLS handshake refused",
     };
-    format!("{what} (TLS alert {alert:?})")
+    format!("{what} (TLS alert {name})")
 }
 
 impl From<tonic::Status> for ClientError {

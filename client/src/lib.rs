@@ -35,11 +35,12 @@ mod client;
 mod config;
 mod draft;
 mod error;
+mod probe;
 mod verify;
 
 pub use client::{Client, Page, PushReceipt};
 pub use config::ClientConfig;
 pub use draft::Draft;
 pub use error::ClientError;
-pub use verify::{KeyRing, VerifiedEntry, verify_entry};
 pub use tongbao_proto as proto;
+pub use verify::{KeyRing, VerifiedEntry, verify_entry};

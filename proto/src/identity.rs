@@ -24,7 +24,9 @@ pub enum IdError {
         "{what} {value:?} is not a valid id: use 1 to 64 characters a-z, 0-9 and '-', starting with a letter"
     )]
     Invalid { what: &'static str, value: String },
-    #[error("{0:?} is not a Tongbao identity URI (urn:tongbao:unit:<id>, urn:tongbao:office:<mechanism>, urn:tongbao:operator:<name>, urn:tongbao:leading-group)")]
+    #[error(
+        "{0:?} is not a Tongbao identity URI (urn:tongbao:unit:<id>, urn:tongbao:office:<mechanism>, urn:tongbao:operator:<name>, urn:tongbao:leading-group)"
+    )]
     NotTongbaoUri(String),
 }
 

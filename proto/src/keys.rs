@@ -4,9 +4,9 @@
 //! authentication and signing): certificates rotate with staff and expiry,
 //! while signatures must stay verifiable for years.
 
+use crate::Hash;
 use crate::canonical::{message_digest, sha256, signing_bytes_for_digest};
 use crate::pb::{Message, Signature, SignedMessage};
-use crate::Hash;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::rand::SystemRandom;
@@ -37,14 +37,17 @@ pub enum KeyError {
     KeyIdMismatch { claimed: String, actual: String },
     #[error("an Ed25519 public key is 32 bytes, got {0}")]
     BadPublicKeyLength(usize),
-    #[error("the signature does not verify under key {key_id}: the content was changed or signed by another key")]
+    #[error(
+        "the signature does not verify under key {key_id}: the content was changed or signed by another key"
+    )]
     BadSignature { key_id: String },
 }
 
 /// The key id of a public key: a short hash, so a signature can name the
 /// key it was made with and a registry can hold several keys per unit.
 pub fn key_id(algorithm: &str, public_key: &[u8]) -> String {
-    let mut input = Vec::with_capacity(KEY_ID_DOMAIN.len() + algorithm.len() + 1 + public_key.len());
+    let mut input =
+        Vec::with_capacity(KEY_ID_DOMAIN.len() + algorithm.len() + 1 + public_key.len());
     input.extend_from_slice(KEY_ID_DOMAIN);
     input.extend_from_slice(algorithm.as_bytes());
     input.push(0);
@@ -61,7 +64,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,7 +150,11 @@ impl SigningKey {
 /// Checks a signature over a message digest under a given public key.
 /// The caller chooses the key (from the registry); the signature's key id
 /// must name exactly that key.
-pub fn verify_digest(digest: &Hash, signature: &Signature, public_key: &[u8]) -> Result<(), KeyError> {
+pub fn verify_digest(
+    digest: &Hash,
+    signature: &Signature,
+    public_key: &[u8],
+) -> Result<(), KeyError> {
     if signature.algorithm != ED25519_ALGORITHM {
         return Err(KeyError::UnsupportedAlgorithm(signature.algorithm.clone()));
     }
@@ -168,7 +177,10 @@ pub fn verify_digest(digest: &Hash, signature: &Signature, public_key: &[u8]) ->
 /// digest so callers need not hash the content twice.
 pub fn verify_signed_message(signed: &SignedMessage, public_key: &[u8]) -> Result<Hash, KeyError> {
     let message = signed.message.as_ref().ok_or(KeyError::MissingMessage)?;
-    let signature = signed.signature.as_ref().ok_or(KeyError::MissingSignature)?;
+    let signature = signed
+        .signature
+        .as_ref()
+        .ok_or(KeyError::MissingSignature)?;
     let digest = message_digest(message);
     verify_digest(&digest, signature, public_key)?;
     Ok(digest)
@@ -181,7 +193,9 @@ pub fn encode_public_key(public_key: &[u8]) -> String {
 
 /// Parses a base64 public key from a config file.
 pub fn decode_public_key(b64: &str) -> Result<Vec<u8>, KeyError> {
-    let pk = STANDARD.decode(b64.trim()).map_err(|_| KeyError::BadPublicKeyLength(0))?;
+    let pk = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| KeyError::BadPublicKeyLength(0))?;
     if pk.len() != ED25519_PUBLIC_KEY_LEN {
         return Err(KeyError::BadPublicKeyLength(pk.len()));
     }

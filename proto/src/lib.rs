@@ -20,7 +20,8 @@ pub mod pb {
     tonic::include_proto!("tongbao.v1");
 
     /// Encoded file descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tongbao_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("tongbao_descriptor");
 }
 
 /// Length of every hash in the protocol (SHA-256).

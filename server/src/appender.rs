@@ -226,7 +226,13 @@ impl Writer {
                     continue;
                 }
                 Ok(Some(rec)) => {
-                    outcomes.push(Outcome::Answer(self.previous_answer(&sender, &message_id, rec.seq, rec.message_digest, digest)));
+                    outcomes.push(Outcome::Answer(self.previous_answer(
+                        &sender,
+                        &message_id,
+                        rec.seq,
+                        rec.message_digest,
+                        digest,
+                    )));
                     continue;
                 }
                 Ok(None) => {}
@@ -315,7 +321,8 @@ impl Writer {
             self.failed = Some(e.to_string());
         } else if !new_entries.is_empty() {
             self.heads.extend(heads);
-            self.inbox_heads.extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));
+            self.inbox_heads
+                .extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));
             for (inbox, cursor) in &inbox_heads {
                 self.inboxes.publish(inbox, *cursor);
             }
@@ -382,7 +389,11 @@ impl Writer {
             .store
             .entry(sender, seq)
             .map_err(|e| AppendError::Storage(e.to_string()))?
-            .ok_or_else(|| AppendError::Storage(format!("idempotency record points to missing entry {sender}:{seq}")))?;
+            .ok_or_else(|| {
+                AppendError::Storage(format!(
+                    "idempotency record points to missing entry {sender}:{seq}"
+                ))
+            })?;
         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         Ok(Appended {
             channel: sender.to_string(),

@@ -1,11 +1,11 @@
 //! The `tongbao-hub` command line: serve the exchange, and operator commands.
 //! In the library so that test harnesses run the very same entry point.
 
+use crate::HubConfig;
+use crate::pki::{InitOptions, init};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use crate::HubConfig;
-use crate::pki::{InitOptions, init};
 
 #[derive(Parser)]
 #[command(name = "tongbao-hub", version, about = "Tongbao secure exchange hub")]
@@ -111,10 +111,14 @@ fn run() -> anyhow::Result<()> {
                 summary.files,
                 summary.units.len()
             );
-            println!("Next: keep ca.key offline; start the hub with `tongbao-hub serve --config {}`;", summary.hub_config.display());
-            println!("deliver units/<id>/ (cert.pem, key.pem, signing.key, client.toml, and ca.pem) to each department.");
+            println!(
+                "Next: keep ca.key offline; start the hub with `tongbao-hub serve --config {}`;",
+                summary.hub_config.display()
+            );
+            println!(
+                "deliver units/<id>/ (cert.pem, key.pem, signing.key, client.toml, and ca.pem) to each department."
+            );
             Ok(())
         }
     }
 }
-

@@ -3,21 +3,53 @@
 
 /// (id, English name, Chinese name)
 pub const UNITS: &[(&str, &str, &str)] = &[
-    ("civil-affairs", "Provincial Civil Affairs Department", "省民政厅"),
-    ("publicity", "Publicity Department of the Provincial Party Committee", "省委宣传部"),
-    ("political-legal", "Political and Legal Affairs Commission", "省委政法委"),
+    (
+        "civil-affairs",
+        "Provincial Civil Affairs Department",
+        "省民政厅",
+    ),
+    (
+        "publicity",
+        "Publicity Department of the Provincial Party Committee",
+        "省委宣传部",
+    ),
+    (
+        "political-legal",
+        "Political and Legal Affairs Commission",
+        "省委政法委",
+    ),
     ("cyberspace", "Cyberspace Affairs Office", "省委网信办"),
     ("education", "Education Department", "省教育厅"),
     ("public-security", "Public Security Department", "省公安厅"),
-    ("hr-social-security", "Human Resources and Social Security Department", "省人力资源和社会保障厅"),
-    ("culture-tourism", "Culture and Tourism Department", "省文化和旅游厅"),
+    (
+        "hr-social-security",
+        "Human Resources and Social Security Department",
+        "省人力资源和社会保障厅",
+    ),
+    (
+        "culture-tourism",
+        "Culture and Tourism Department",
+        "省文化和旅游厅",
+    ),
     ("health", "Health Commission", "省卫生健康委"),
-    ("market-regulation", "Market Regulation Administration", "省市场监管局"),
+    (
+        "market-regulation",
+        "Market Regulation Administration",
+        "省市场监管局",
+    ),
     ("foreign-affairs", "Foreign Affairs Office", "省外事办"),
-    ("state-security", "State Security Department", "省国家安全厅"),
+    (
+        "state-security",
+        "State Security Department",
+        "省国家安全厅",
+    ),
     ("tax", "Tax Bureau", "省税务局"),
     ("finance", "Finance Department", "省财政厅"),
-    ("pbc-taiyuan", "People's Bank of China, Taiyuan Central Sub-branch", "中国人民银行太原中心支行"),
+    (
+        "pbc-taiyuan",
+        "People's Bank of China, Taiyuan Central Sub-branch",
+        "中国人民银行太原中心支行",
+    ),
 ];
 
 /// A mechanism of the source document.

@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Server;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
+use tonic::transport::Server;
 
 /// Why the hub could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +64,18 @@ impl Hub {
             None => {
                 let r = Registry::from_seeds(&config.units, &config.mechanisms)?;
                 store.save_registry(&r)?;
-                tracing::info!(units = r.units.len(), mechanisms = r.mechanisms.len(), "registry seeded from config");
+                tracing::info!(
+                    units = r.units.len(),
+                    mechanisms = r.mechanisms.len(),
+                    "registry seeded from config"
+                );
                 r
             }
         };
         let registry = Arc::new(RwLock::new(registry));
         let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
-        let (appender, appender_thread) = Appender::start(store.clone(), registry.clone(), inboxes.clone())?;
+        let (appender, appender_thread) =
+            Appender::start(store.clone(), registry.clone(), inboxes.clone())?;
         let stats = appender.stats.clone();
 
         let tls = server_config(&TlsFiles {

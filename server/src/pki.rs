@@ -7,8 +7,8 @@
 use crate::config::{HubConfig, HubSection, Limits, MechanismSeed, TlsSection, UnitSeed};
 use crate::domain::{MECHANISMS, UNITS};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
@@ -26,9 +26,15 @@ pub enum PkiError {
     #[error("signing key generation failed: {0}")]
     Key(#[from] tongbao_proto::keys::KeyError),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} already exists; pass --force to overwrite it")]
     Exists(PathBuf),
     #[error("cannot encode config: {0}")]
@@ -60,7 +66,9 @@ pub struct CertificateAuthority {
 
 fn serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 16];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| PkiError::Random)?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| PkiError::Random)?;
     bytes[0] &= 0x7f; // positive
     Ok(SerialNumber::from_slice(&bytes))
 }
@@ -122,9 +130,19 @@ impl CertificateAuthority {
     }
 
     /// A client certificate naming `principal`, valid from now for `days`.
-    pub fn issue_client(&self, principal: &Principal, display_name: &str, days: i64) -> Result<Issued, PkiError> {
+    pub fn issue_client(
+        &self,
+        principal: &Principal,
+        display_name: &str,
+        days: i64,
+    ) -> Result<Issued, PkiError> {
         let now = OffsetDateTime::now_utc();
-        self.issue_client_between(principal, display_name, now - Duration::days(1), now + Duration::days(days))
+        self.issue_client_between(
+            principal,
+            display_name,
+            now - Duration::days(1),
+            now + Duration::days(days),
+        )
     }
 
     /// A client certificate with an explicit validity window (tests use this
@@ -151,7 +169,12 @@ impl CertificateAuthority {
     }
 
     /// The hub's server certificate for the given DNS names and addresses.
-    pub fn issue_server(&self, dns: &[&str], ips: &[IpAddr], days: i64) -> Result<Issued, PkiError> {
+    pub fn issue_server(
+        &self,
+        dns: &[&str],
+        ips: &[IpAddr],
+        days: i64,
+    ) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "Tongbao hub");
@@ -202,10 +225,12 @@ fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| PkiError::Write {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| PkiError::Write {
+                path: path.to_path_buf(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }
@@ -265,12 +290,19 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         return Err(PkiError::Exists(hub_config));
     }
     let mut files = 0;
-    let ca = CertificateAuthority::generate("Tongbao example CA (example, not for production)", opts.days)?;
+    let ca = CertificateAuthority::generate(
+        "Tongbao example CA (example, not for production)",
+        opts.days,
+    )?;
     write(&dir.join("ca.pem"), ca.cert_pem())?;
     write_private(&dir.join("ca.key"), &ca.key_pem())?;
     files += 2;
-    ca.issue_server(&[HUB_SERVER_NAME, "tongbao-hub"], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], opts.days)?
-        .write(&dir.join("hub"))?;
+    ca.issue_server(
+        &[HUB_SERVER_NAME, "tongbao-hub"],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        opts.days,
+    )?
+    .write(&dir.join("hub"))?;
     files += 2;
 
     let hub_url = format!("https://{}", opts.listen);
@@ -312,12 +344,23 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         files += 3;
     }
     let gdir = dir.join("leading-group").join("main");
-    ca.issue_client(&Principal::LeadingGroup, "Social organization management leading group", opts.days)?
-        .write(&gdir)?;
-    write(&gdir.join("client.toml"), &client_toml(&Principal::LeadingGroup, false)?)?;
+    ca.issue_client(
+        &Principal::LeadingGroup,
+        "Social organization management leading group",
+        opts.days,
+    )?
+    .write(&gdir)?;
+    write(
+        &gdir.join("client.toml"),
+        &client_toml(&Principal::LeadingGroup, false)?,
+    )?;
     let odir = dir.join("operators").join("ops");
-    ca.issue_client(&Principal::Operator("ops".into()), "Tongbao operator", opts.days)?
-        .write(&odir)?;
+    ca.issue_client(
+        &Principal::Operator("ops".into()),
+        "Tongbao operator",
+        opts.days,
+    )?
+    .write(&odir)?;
     files += 5;
 
     let config = HubConfig {

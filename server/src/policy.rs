@@ -149,7 +149,9 @@ fn check_audience(a: Option<&pb::Audience>, limits: &Limits) -> Result<(), Polic
     let a = a.ok_or_else(|| malformed("the message names no audience"))?;
     let names = a.units.len() + a.mechanisms.len() + a.offices.len();
     if names == 0 && !a.leading_group {
-        return Err(malformed("the audience is empty: name units, mechanisms, offices or the leading group"));
+        return Err(malformed(
+            "the audience is empty: name units, mechanisms, offices or the leading group",
+        ));
     }
     if names > limits.max_audience_names {
         return Err(PolicyError::TooLarge(format!(
@@ -169,13 +171,19 @@ fn check_audience(a: Option<&pb::Audience>, limits: &Limits) -> Result<(), Polic
 fn check_labels(l: Option<&pb::Labels>) -> Result<(), PolicyError> {
     let Some(l) = l else { return Ok(()) };
     if Classification::try_from(l.classification).is_err() {
-        return Err(malformed(format!("unknown classification label {}", l.classification)));
+        return Err(malformed(format!(
+            "unknown classification label {}",
+            l.classification
+        )));
     }
     if l.classification == Classification::Classified as i32 {
         return Err(PolicyError::Classified);
     }
     if SharingCondition::try_from(l.sharing).is_err() {
-        return Err(malformed(format!("unknown sharing condition {}", l.sharing)));
+        return Err(malformed(format!(
+            "unknown sharing condition {}",
+            l.sharing
+        )));
     }
     if Priority::try_from(l.priority).is_err() {
         return Err(malformed(format!("unknown priority {}", l.priority)));

@@ -73,7 +73,10 @@ pub struct Registry {
 impl Registry {
     /// Builds the first registry from the config's seeds, checking that it
     /// is consistent (ids well formed, keys valid, leads are members).
-    pub fn from_seeds(units: &[UnitSeed], mechanisms: &[MechanismSeed]) -> Result<Self, ConfigError> {
+    pub fn from_seeds(
+        units: &[UnitSeed],
+        mechanisms: &[MechanismSeed],
+    ) -> Result<Self, ConfigError> {
         let mut reg = Registry::default();
         for u in units {
             check_id("unit", &u.id).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -93,7 +96,10 @@ impl Registry {
                 }],
             };
             if reg.units.insert(u.id.clone(), record).is_some() {
-                return Err(ConfigError::Invalid(format!("unit {} is listed twice", u.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "unit {} is listed twice",
+                    u.id
+                )));
             }
         }
         for m in mechanisms {
@@ -116,7 +122,10 @@ impl Registry {
                 members,
             };
             if reg.mechanisms.insert(m.id.clone(), record).is_some() {
-                return Err(ConfigError::Invalid(format!("mechanism {} is listed twice", m.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "mechanism {} is listed twice",
+                    m.id
+                )));
             }
         }
         if reg.units.is_empty() {
@@ -140,7 +149,11 @@ impl Registry {
 
     /// Resolves an audience to sorted, distinct recipient inboxes, without
     /// the sender itself.
-    pub fn resolve(&self, sender: &str, audience: &pb::Audience) -> Result<Vec<String>, AudienceError> {
+    pub fn resolve(
+        &self,
+        sender: &str,
+        audience: &pb::Audience,
+    ) -> Result<Vec<String>, AudienceError> {
         let mut out = BTreeSet::new();
         for u in &audience.units {
             if !self.units.contains_key(u) {
@@ -171,7 +184,11 @@ impl Registry {
     }
 
     fn mechanism_names(&self) -> String {
-        self.mechanisms.keys().cloned().collect::<Vec<_>>().join(", ")
+        self.mechanisms
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The registry as `ListUnits` answers it.
@@ -260,12 +277,18 @@ mod tests {
             units: vec!["nobody".into()],
             ..Default::default()
         };
-        assert_eq!(r.resolve("tax", &unit), Err(AudienceError::UnknownUnit("nobody".into())));
+        assert_eq!(
+            r.resolve("tax", &unit),
+            Err(AudienceError::UnknownUnit("nobody".into()))
+        );
         let mech = pb::Audience {
             mechanisms: vec!["nope".into()],
             ..Default::default()
         };
-        assert!(matches!(r.resolve("tax", &mech), Err(AudienceError::UnknownMechanism(..))));
+        assert!(matches!(
+            r.resolve("tax", &mech),
+            Err(AudienceError::UnknownMechanism(..))
+        ));
         let me = pb::Audience {
             units: vec!["tax".into()],
             ..Default::default()

@@ -161,8 +161,8 @@ pub enum PeerError {
 /// The party named by a (chain-verified) client certificate's SAN URI.
 pub fn peer_principal(leaf: &CertificateDer<'_>) -> Result<Principal, PeerError> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-    let (_, cert) =
-        X509Certificate::from_der(leaf.as_ref()).map_err(|e| PeerError::Unparsable(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
+        .map_err(|e| PeerError::Unparsable(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| PeerError::Unparsable(e.to_string()))?

@@ -63,11 +63,25 @@ impl TestPki {
 
     /// The client config of a unit, pointed at a running hub.
     pub fn unit_config(&self, unit: &str, hub: SocketAddr) -> Result<ClientConfig, BoxError> {
-        Ok(ClientConfig::load(&self.path().join("units").join(unit).join("client.toml"))?.with_hub(format!("https://{hub}")))
+        Ok(
+            ClientConfig::load(&self.path().join("units").join(unit).join("client.toml"))?
+                .with_hub(format!("https://{hub}")),
+        )
     }
 
-    pub fn office_config(&self, mechanism: &str, hub: SocketAddr) -> Result<ClientConfig, BoxError> {
-        Ok(ClientConfig::load(&self.path().join("offices").join(mechanism).join("client.toml"))?.with_hub(format!("https://{hub}")))
+    pub fn office_config(
+        &self,
+        mechanism: &str,
+        hub: SocketAddr,
+    ) -> Result<ClientConfig, BoxError> {
+        Ok(ClientConfig::load(
+            &self
+                .path()
+                .join("offices")
+                .join(mechanism)
+                .join("client.toml"),
+        )?
+        .with_hub(format!("https://{hub}")))
     }
 
     pub fn ca(&self) -> Result<CertificateAuthority, BoxError> {
@@ -76,7 +90,14 @@ impl TestPki {
 
     /// Writes an extra certificate and returns a client config that uses it
     /// with the given unit's signing key.
-    pub fn custom_client(&self, name: &str, issued: &Issued, identity: Principal, signing_unit: &str, hub: SocketAddr) -> Result<ClientConfig, BoxError> {
+    pub fn custom_client(
+        &self,
+        name: &str,
+        issued: &Issued,
+        identity: Principal,
+        signing_unit: &str,
+        hub: SocketAddr,
+    ) -> Result<ClientConfig, BoxError> {
         let dir = self.path().join("custom").join(name);
         issued.write(&dir)?;
         Ok(ClientConfig {
@@ -86,7 +107,12 @@ impl TestPki {
             ca: self.path().join("ca.pem"),
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
-            signing_key: Some(self.path().join("units").join(signing_unit).join("signing.key")),
+            signing_key: Some(
+                self.path()
+                    .join("units")
+                    .join(signing_unit)
+                    .join("signing.key"),
+            ),
         })
     }
 
@@ -120,7 +146,10 @@ impl TestHub {
         let cfg = self
             .pki
             .unit_config(unit, self.addr)
-            .map_err(|e| ClientError::Connect { hub: self.addr.to_string(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Connect {
+                hub: self.addr.to_string(),
+                reason: e.to_string(),
+            })?;
         Client::connect(&cfg).await
     }
 

@@ -12,7 +12,10 @@ fn rejected(r: Result<impl std::fmt::Debug, ClientError>, code: Code, words: &st
         Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
         Err(e) => {
             assert_eq!(code_of(&e), Some(code), "{e}");
-            assert!(e.to_string().contains(words), "{e:?} should mention {words:?}");
+            assert!(
+                e.to_string().contains(words),
+                "{e:?} should mention {words:?}"
+            );
         }
     }
 }
@@ -26,7 +29,11 @@ async fn mechanism_message_reaches_exactly_its_members() -> TestResult {
         .await?;
     assert_eq!((r.channel.as_str(), r.seq, r.duplicate), ("tax", 0, false));
     let expected: Vec<&str> = {
-        let mut v: Vec<&str> = JOINT_ENFORCEMENT.iter().copied().filter(|u| *u != "tax").collect();
+        let mut v: Vec<&str> = JOINT_ENFORCEMENT
+            .iter()
+            .copied()
+            .filter(|u| *u != "tax")
+            .collect();
         v.sort();
         v
     };
@@ -43,10 +50,17 @@ async fn mechanism_message_reaches_exactly_its_members() -> TestResult {
     for outsider in ["finance", "pbc-taiyuan"] {
         let c = t.unit(outsider).await?;
         assert!(c.pull(0, 10).await?.entries.is_empty());
-        rejected(c.get_entry("tax", 0).await, Code::PermissionDenied, "not addressed");
+        rejected(
+            c.get_entry("tax", 0).await,
+            Code::PermissionDenied,
+            "not addressed",
+        );
     }
     // The sender sees its own entry.
-    assert_eq!(tax.get_entry("tax", 0).await?.message().subject, "Fund movement");
+    assert_eq!(
+        tax.get_entry("tax", 0).await?.message().subject,
+        "Fund movement"
+    );
     t.stop().await
 }
 
@@ -55,17 +69,37 @@ async fn offices_and_explicit_units_receive_and_channels_chain() -> TestResult {
     let t = TestHub::start().await?;
     let pbc = t.unit("pbc-taiyuan").await?;
     let first = pbc
-        .push(note("Suspicious transactions").to_units(["public-security"]).with_case("case-7"))
+        .push(
+            note("Suspicious transactions")
+                .to_units(["public-security"])
+                .with_case("case-7"),
+        )
         .await?;
     let second = pbc
-        .push(note("Follow-up").to_units(["public-security"]).to_office("fund-supervision").in_reply_to("pbc-taiyuan", 0))
+        .push(
+            note("Follow-up")
+                .to_units(["public-security"])
+                .to_office("fund-supervision")
+                .in_reply_to("pbc-taiyuan", 0),
+        )
         .await?;
     assert_eq!((first.seq, second.seq), (0, 1));
     let ps = t.unit("public-security").await?.pull(0, 10).await?;
     assert_eq!(ps.entries.len(), 2);
-    assert_eq!(ps.entries[1].entry.previous_leaf_hash, first.leaf_hash, "leaves chain");
-    assert_eq!(ps.entries[0].message().references.as_ref().map(|r| r.case_id.as_str()), Some("case-7"));
-    let office = tongbao_client::Client::connect(&t.pki.office_config("fund-supervision", t.addr)?).await?;
+    assert_eq!(
+        ps.entries[1].entry.previous_leaf_hash, first.leaf_hash,
+        "leaves chain"
+    );
+    assert_eq!(
+        ps.entries[0]
+            .message()
+            .references
+            .as_ref()
+            .map(|r| r.case_id.as_str()),
+        Some("case-7")
+    );
+    let office =
+        tongbao_client::Client::connect(&t.pki.office_config("fund-supervision", t.addr)?).await?;
     let page = office.pull(0, 10).await?;
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].seq(), 1);
@@ -73,7 +107,10 @@ async fn offices_and_explicit_units_receive_and_channels_chain() -> TestResult {
     let c = t.unit("public-security").await?;
     let p1 = c.pull(0, 1).await?;
     let p2 = c.pull(p1.next_after(0), 1).await?;
-    assert_eq!((p1.entries[0].seq(), p2.entries[0].seq(), p2.head), (0, 1, 2));
+    assert_eq!(
+        (p1.entries[0].seq(), p2.entries[0].seq(), p2.head),
+        (0, 1, 2)
+    );
     assert!(c.pull(p2.next_after(1), 1).await?.entries.is_empty());
     t.stop().await
 }
@@ -88,14 +125,23 @@ async fn replayed_message_id_appends_nothing() -> TestResult {
     assert!(!a.duplicate && b.duplicate);
     assert_eq!((a.seq, &a.leaf_hash), (b.seq, &b.leaf_hash));
     // Concurrent replays of one new message: still one entry.
-    let signed = tax.sign(note("Twice at once").to_units(["finance"]).with_id("tax-2026-002"))?;
+    let signed = tax.sign(
+        note("Twice at once")
+            .to_units(["finance"])
+            .with_id("tax-2026-002"),
+    )?;
     let (x, y) = tokio::join!(tax.push_signed(signed.clone()), tax.push_signed(signed));
     let (x, y) = (x?, y?);
     assert_eq!(x.seq, y.seq);
     assert!(x.duplicate != y.duplicate);
     // Same id, other content: refused, names the original entry.
     rejected(
-        tax.push(note("Other content").to_units(["finance"]).with_id("tax-2026-001")).await,
+        tax.push(
+            note("Other content")
+                .to_units(["finance"])
+                .with_id("tax-2026-001"),
+        )
+        .await,
         Code::AlreadyExists,
         "tax:0",
     );
@@ -110,10 +156,18 @@ async fn unit_cannot_push_as_another_unit() -> TestResult {
     let t = TestHub::start().await?;
     let tax = t.unit("tax").await?;
     // Even with the other unit's own signing key, the certificate decides.
-    let finance_key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("finance"))?)?;
-    let mut m = tax.sign(note("Forged").to_units(["civil-affairs"]))?.message.ok_or("no message")?;
+    let finance_key =
+        SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("finance"))?)?;
+    let mut m = tax
+        .sign(note("Forged").to_units(["civil-affairs"]))?
+        .message
+        .ok_or("no message")?;
     m.sender = "finance".into();
-    rejected(tax.push_signed(finance_key.sign_message(m)).await, Code::PermissionDenied, "only as itself");
+    rejected(
+        tax.push_signed(finance_key.sign_message(m)).await,
+        Code::PermissionDenied,
+        "only as itself",
+    );
     assert_nothing_stored(&t).await
 }
 
@@ -122,28 +176,48 @@ async fn forged_signature_is_refused() -> TestResult {
     let t = TestHub::start().await?;
     let tax = t.unit("tax").await?;
     let registered = tax.sign(note("x").to_units(["civil-affairs"]))?;
-    let registered_key_id = registered.signature.as_ref().map(|s| s.key_id.clone()).ok_or("no sig")?;
+    let registered_key_id = registered
+        .signature
+        .as_ref()
+        .map(|s| s.key_id.clone())
+        .ok_or("no sig")?;
     // An unregistered key.
     let rogue = SigningKey::generate()?;
     let m = registered.message.clone().ok_or("no message")?;
-    rejected(tax.push_signed(rogue.sign_message(m.clone())).await, Code::Unauthenticated, "not a registered signing key");
+    rejected(
+        tax.push_signed(rogue.sign_message(m.clone())).await,
+        Code::Unauthenticated,
+        "not a registered signing key",
+    );
     // An unregistered key claiming the registered key id.
     let mut forged = rogue.sign_message(m);
     if let Some(s) = forged.signature.as_mut() {
         s.key_id = registered_key_id;
     }
-    rejected(tax.push_signed(forged).await, Code::Unauthenticated, "does not verify");
+    rejected(
+        tax.push_signed(forged).await,
+        Code::Unauthenticated,
+        "does not verify",
+    );
     // Garbage signature bytes and an unknown algorithm.
     let mut garbage = registered.clone();
     if let Some(s) = garbage.signature.as_mut() {
         s.signature = vec![0; 64];
     }
-    rejected(tax.push_signed(garbage).await, Code::Unauthenticated, "does not verify");
+    rejected(
+        tax.push_signed(garbage).await,
+        Code::Unauthenticated,
+        "does not verify",
+    );
     let mut alg = registered;
     if let Some(s) = alg.signature.as_mut() {
         s.algorithm = "sm2".into();
     }
-    rejected(tax.push_signed(alg).await, Code::Unauthenticated, "not supported");
+    rejected(
+        tax.push_signed(alg).await,
+        Code::Unauthenticated,
+        "not supported",
+    );
     assert_nothing_stored(&t).await
 }
 
@@ -155,13 +229,21 @@ async fn body_changed_after_signing_is_refused() -> TestResult {
     if let Some(m) = signed.message.as_mut() {
         m.body = b"tampered".to_vec();
     }
-    rejected(tax.push_signed(signed.clone()).await, Code::Unauthenticated, "changed after signing");
+    rejected(
+        tax.push_signed(signed.clone()).await,
+        Code::Unauthenticated,
+        "changed after signing",
+    );
     // Widening the audience after signing is the same tampering.
     let mut signed = tax.sign(note("Original").to_units(["civil-affairs"]))?;
     if let Some(a) = signed.message.as_mut().and_then(|m| m.audience.as_mut()) {
         a.units.push("state-security".into());
     }
-    rejected(tax.push_signed(signed).await, Code::Unauthenticated, "changed after signing");
+    rejected(
+        tax.push_signed(signed).await,
+        Code::Unauthenticated,
+        "changed after signing",
+    );
     assert_nothing_stored(&t).await
 }
 
@@ -171,44 +253,89 @@ async fn oversized_and_malformed_messages_are_refused() -> TestResult {
     let tax = t.unit("tax").await?;
     let big = vec![b'x'; (1 << 20) + 1];
     rejected(
-        tax.push(tongbao_client::Draft::new(Kind::Statistics, "Big", big).to_units(["civil-affairs"])).await,
+        tax.push(
+            tongbao_client::Draft::new(Kind::Statistics, "Big", big).to_units(["civil-affairs"]),
+        )
+        .await,
         Code::ResourceExhausted,
         "max_body_bytes",
     );
     // Far beyond the transport limit: refused before decoding.
     let huge = vec![b'x'; 3 << 20];
     let e = tax
-        .push(tongbao_client::Draft::new(Kind::Statistics, "Huge", huge).to_units(["civil-affairs"]))
+        .push(
+            tongbao_client::Draft::new(Kind::Statistics, "Huge", huge).to_units(["civil-affairs"]),
+        )
         .await
         .err()
         .ok_or("huge body accepted")?;
-    assert!(matches!(code_of(&e), Some(Code::OutOfRange | Code::ResourceExhausted)), "{e}");
-    rejected(tax.push(note("To nobody").to_units(["no-such-unit"])).await, Code::InvalidArgument, "does not know");
-    rejected(tax.push(note("To nowhere").to_mechanism("no-such-mechanism")).await, Code::InvalidArgument, "does not know");
-    rejected(tax.push(note("To myself").to_units(["tax"])).await, Code::InvalidArgument, "no recipient other than the sender");
-    rejected(tax.push(note("Nobody")).await, Code::InvalidArgument, "audience is empty");
+    assert!(
+        matches!(
+            code_of(&e),
+            Some(Code::OutOfRange | Code::ResourceExhausted)
+        ),
+        "{e}"
+    );
     rejected(
-        tax.push(note("Secret").to_units(["civil-affairs"]).with_labels(pb::Labels {
-            classification: pb::Classification::Classified as i32,
-            ..Default::default()
-        }))
+        tax.push(note("To nobody").to_units(["no-such-unit"])).await,
+        Code::InvalidArgument,
+        "does not know",
+    );
+    rejected(
+        tax.push(note("To nowhere").to_mechanism("no-such-mechanism"))
+            .await,
+        Code::InvalidArgument,
+        "does not know",
+    );
+    rejected(
+        tax.push(note("To myself").to_units(["tax"])).await,
+        Code::InvalidArgument,
+        "no recipient other than the sender",
+    );
+    rejected(
+        tax.push(note("Nobody")).await,
+        Code::InvalidArgument,
+        "audience is empty",
+    );
+    rejected(
+        tax.push(
+            note("Secret")
+                .to_units(["civil-affairs"])
+                .with_labels(pb::Labels {
+                    classification: pb::Classification::Classified as i32,
+                    ..Default::default()
+                }),
+        )
         .await,
         Code::InvalidArgument,
         "classified",
     );
     rejected(
-        tax.push(tongbao_client::Draft::new(Kind::Receipt, "r", "r").to_units(["civil-affairs"])).await,
+        tax.push(tongbao_client::Draft::new(Kind::Receipt, "r", "r").to_units(["civil-affairs"]))
+            .await,
         Code::InvalidArgument,
         "cannot be pushed",
     );
-    rejected(tax.push(note("bad id").to_units(["civil-affairs"]).with_id("has space")).await, Code::InvalidArgument, "message id");
+    rejected(
+        tax.push(
+            note("bad id")
+                .to_units(["civil-affairs"])
+                .with_id("has space"),
+        )
+        .await,
+        Code::InvalidArgument,
+        "message id",
+    );
     assert_nothing_stored(&t).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_reads_another_inbox() -> TestResult {
     let t = TestHub::start().await?;
-    t.unit("tax").await?.push(note("For finance").to_units(["finance"])).await?;
+    t.unit("tax")
+        .await?
+        .push(note("For finance").to_units(["finance"]))
+        .await?;
     // The library always asks for its own inbox; go below it.
     let mut raw = raw_client(&t, "education").await?;
     let status = raw
@@ -221,7 +348,11 @@ async fn nobody_reads_another_inbox() -> TestResult {
         .err()
         .ok_or("read another inbox")?;
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert!(status.message().contains("only its own inbox"), "{}", status.message());
+    assert!(
+        status.message().contains("only its own inbox"),
+        "{}",
+        status.message()
+    );
     let status = raw
         .subscribe(pb::SubscribeRequest {
             inbox: "finance".into(),
@@ -257,23 +388,39 @@ async fn nobody_reads_another_inbox() -> TestResult {
 async fn raw_client(
     t: &TestHub,
     unit: &str,
-) -> Result<pb::exchange_client::ExchangeClient<tonic::transport::Channel>, tongbao_tests::BoxError> {
+) -> Result<pb::exchange_client::ExchangeClient<tonic::transport::Channel>, tongbao_tests::BoxError>
+{
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
     let dir = t.pki.path().join("units").join(unit);
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(t.pki.path().join("ca.pem"))?))
-        .identity(Identity::from_pem(std::fs::read(dir.join("cert.pem"))?, std::fs::read(dir.join("key.pem"))?))
+        .ca_certificate(Certificate::from_pem(std::fs::read(
+            t.pki.path().join("ca.pem"),
+        )?))
+        .identity(Identity::from_pem(
+            std::fs::read(dir.join("cert.pem"))?,
+            std::fs::read(dir.join("key.pem"))?,
+        ))
         .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{}", t.addr))?.tls_config(tls)?.connect().await?;
+    let channel = Channel::from_shared(format!("https://{}", t.addr))?
+        .tls_config(tls)?
+        .connect()
+        .await?;
     Ok(pb::exchange_client::ExchangeClient::new(channel))
 }
 
 /// After refusals: no inbox got anything, and the next good push is seq 0.
 async fn assert_nothing_stored(t: &TestHub) -> TestResult {
     for unit in ["civil-affairs", "state-security", "finance"] {
-        assert!(t.unit(unit).await?.pull(0, 10).await?.entries.is_empty(), "{unit} got an entry");
+        assert!(
+            t.unit(unit).await?.pull(0, 10).await?.entries.is_empty(),
+            "{unit} got an entry"
+        );
     }
-    let r = t.unit("tax").await?.push(note("good").to_units(["civil-affairs"])).await?;
+    let r = t
+        .unit("tax")
+        .await?
+        .push(note("good").to_units(["civil-affairs"]))
+        .await?;
     assert_eq!(r.seq, 0, "a refused push consumed a sequence number");
     Ok(())
 }

@@ -8,7 +8,11 @@ use tongbao_client::{Client, ClientConfig, Draft, VerifiedEntry};
 use tongbao_proto::kinds;
 
 #[derive(Parser)]
-#[command(name = "tongbao", version, about = "Exchange signed messages through a Tongbao hub")]
+#[command(
+    name = "tongbao",
+    version,
+    about = "Exchange signed messages through a Tongbao hub"
+)]
 struct Cli {
     /// client.toml of this unit (or office).
     #[arg(long, global = true, env = "TONGBAO_CONFIG", value_name = "FILE")]
@@ -92,13 +96,20 @@ fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
     let (c, n) = s
         .rsplit_once(':')
         .with_context(|| format!("{s:?} is not CHANNEL:SEQ"))?;
-    Ok((c.to_string(), n.parse().with_context(|| format!("{s:?}: SEQ is not a number"))?))
+    Ok((
+        c.to_string(),
+        n.parse()
+            .with_context(|| format!("{s:?}: SEQ is not a number"))?,
+    ))
 }
 
 fn hub_time(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| micros.to_string())
 }
 
@@ -122,7 +133,9 @@ fn entry_json(e: &VerifiedEntry) -> serde_json::Value {
         Ok(text) => v["body"] = text.into(),
         Err(_) => {
             use base64::Engine;
-            v["body_base64"] = base64::engine::general_purpose::STANDARD.encode(&m.body).into();
+            v["body_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(&m.body)
+                .into();
         }
     }
     if let Some(r) = &m.references {
@@ -171,7 +184,9 @@ async fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -204,11 +219,15 @@ async fn run() -> anyhow::Result<()> {
             })?;
             let body = match (body, body_file) {
                 (Some(b), None) => b.into_bytes(),
-                (None, Some(p)) => std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+                (None, Some(p)) => {
+                    std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?
+                }
                 _ => bail!("give the body with --body TEXT or --body-file PATH"),
             };
             if to.is_empty() && mechanism.is_empty() && office.is_empty() && !leading_group {
-                bail!("name an audience: --to UNIT[,UNIT...], --mechanism M, --office M or --leading-group");
+                bail!(
+                    "name an audience: --to UNIT[,UNIT...], --mechanism M, --office M or --leading-group"
+                );
             }
             let mut draft = Draft::new(kind, subject, body)
                 .to_units(to)
@@ -242,7 +261,11 @@ async fn run() -> anyhow::Result<()> {
                     })
                 );
             } else {
-                let note = if r.duplicate { " (already appended earlier; nothing new written)" } else { "" };
+                let note = if r.duplicate {
+                    " (already appended earlier; nothing new written)"
+                } else {
+                    ""
+                };
                 println!(
                     "appended {}:{} (message id {}) for {}{note}",
                     r.channel,
@@ -300,14 +323,24 @@ async fn run() -> anyhow::Result<()> {
                 for u in &units.units {
                     let keys: Vec<_> = u.keys.iter().map(|k| k.key_id.as_str()).collect();
                     let state = if u.suspended { " (suspended)" } else { "" };
-                    println!("{:<20} {} {}{state}  keys {}", u.id, u.name_zh, u.name, keys.join(","));
+                    println!(
+                        "{:<20} {} {}{state}  keys {}",
+                        u.id,
+                        u.name_zh,
+                        u.name,
+                        keys.join(",")
+                    );
                 }
                 for m in &units.mechanisms {
-                    println!("{}: lead {}; members {}", m.id, m.lead, m.members.join(", "));
+                    println!(
+                        "{}: lead {}; members {}",
+                        m.id,
+                        m.lead,
+                        m.members.join(", ")
+                    );
                 }
             }
         }
     }
     Ok(())
 }
-

@@ -3,9 +3,9 @@
 use super::HubState;
 use super::read::DeliveryStream;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
 use tongbao_proto::pb;
 use tongbao_proto::pb::exchange_server::Exchange;
+use tonic::{Request, Response, Status};
 
 /// `tongbao.v1.Exchange` over the shared hub state.
 #[derive(Clone)]
@@ -21,11 +21,17 @@ impl ExchangeService {
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
-    async fn push(&self, request: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+    async fn push(
+        &self,
+        request: Request<pb::PushRequest>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
         super::push::push(&self.state, request).await
     }
 
-    async fn pull(&self, request: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+    async fn pull(
+        &self,
+        request: Request<pb::PullRequest>,
+    ) -> Result<Response<pb::PullResponse>, Status> {
         super::read::pull(&self.state, request)
     }
 

@@ -15,8 +15,8 @@ use crate::store::{Store, StoreError};
 use crate::tls::peer_principal;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
-use tonic::{Request, Status};
 use tongbao_proto::identity::Principal;
+use tonic::{Request, Status};
 
 use crate::inboxes::InboxWatch;
 
@@ -34,10 +34,14 @@ impl HubState {
     /// The caller, from its TLS certificate, checked against the registry.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let certs = request.peer_certs().ok_or_else(|| {
-            Status::unauthenticated("no client certificate on this connection; connect with mutual TLS")
+            Status::unauthenticated(
+                "no client certificate on this connection; connect with mutual TLS",
+            )
         })?;
         let leaf = certs.first().ok_or_else(|| {
-            Status::unauthenticated("no client certificate on this connection; connect with mutual TLS")
+            Status::unauthenticated(
+                "no client certificate on this connection; connect with mutual TLS",
+            )
         })?;
         let principal = peer_principal(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
         let registry = self.registry()?;
@@ -60,7 +64,9 @@ impl HubState {
     pub fn authenticate_unit<T>(&self, request: &Request<T>, what: &str) -> Result<String, Status> {
         match self.authenticate(request)? {
             Principal::Unit(id) => Ok(id),
-            other => Err(Status::permission_denied(format!("{other} cannot {what}; only member units can"))),
+            other => Err(Status::permission_denied(format!(
+                "{other} cannot {what}; only member units can"
+            ))),
         }
     }
 

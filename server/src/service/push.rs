@@ -2,17 +2,21 @@
 
 use super::HubState;
 use crate::policy::{PolicyError, check_push};
-use tonic::{Request, Response, Status};
 use tongbao_proto::keys::{KeyError, verify_signed_message};
 use tongbao_proto::pb;
+use tonic::{Request, Response, Status};
 
-pub async fn push(state: &HubState, request: Request<pb::PushRequest>) -> Result<Response<pb::PushResponse>, Status> {
+pub async fn push(
+    state: &HubState,
+    request: Request<pb::PushRequest>,
+) -> Result<Response<pb::PushResponse>, Status> {
     let unit = state.authenticate_unit(&request, "push messages")?;
     let signed = request
         .into_inner()
         .message
         .ok_or_else(|| Status::invalid_argument("the request carries no message"))?;
-    let message = check_push(&signed, &unit, &state.limits, super::now_micros()).map_err(policy_status)?;
+    let message =
+        check_push(&signed, &unit, &state.limits, super::now_micros()).map_err(policy_status)?;
     let digest = {
         let registry = state.registry()?;
         let key_id = signed
@@ -49,7 +53,9 @@ pub async fn push(state: &HubState, request: Request<pb::PushRequest>) -> Result
 
 fn policy_status(e: PolicyError) -> Status {
     match e {
-        PolicyError::Malformed(_) | PolicyError::Classified => Status::invalid_argument(e.to_string()),
+        PolicyError::Malformed(_) | PolicyError::Classified => {
+            Status::invalid_argument(e.to_string())
+        }
         PolicyError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
         PolicyError::NotSender { .. } => Status::permission_denied(e.to_string()),
     }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
+use tonic::{Request, Response, Status};
 
 /// Entries a subscriber's stream holds before the reader waits for it.
 const STREAM_BUFFER: usize = 32;
@@ -62,7 +62,10 @@ fn delivery(state: &HubState, item: &InboxItem) -> Result<pb::Delivery, Status> 
     })
 }
 
-pub fn pull(state: &HubState, request: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+pub fn pull(
+    state: &HubState,
+    request: Request<pb::PullRequest>,
+) -> Result<Response<pb::PullResponse>, Status> {
     let who = state.authenticate(&request)?;
     let req = request.into_inner();
     let inbox = own_inbox(&who, &req.inbox)?;
@@ -124,17 +127,27 @@ pub fn subscribe(
             }
         }
     });
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as DeliveryStream))
+    Ok(Response::new(
+        Box::pin(ReceiverStream::new(rx)) as DeliveryStream
+    ))
 }
 
-pub fn get_entry(state: &HubState, request: Request<pb::GetEntryRequest>) -> Result<Response<pb::GetEntryResponse>, Status> {
+pub fn get_entry(
+    state: &HubState,
+    request: Request<pb::GetEntryRequest>,
+) -> Result<Response<pb::GetEntryResponse>, Status> {
     let who = state.authenticate(&request)?;
     let req = request.into_inner();
     let stored = state
         .store
         .entry(&req.channel, req.seq)
         .map_err(storage_status)?
-        .ok_or_else(|| Status::not_found(format!("channel {:?} has no entry {}", req.channel, req.seq)))?;
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "channel {:?} has no entry {}",
+                req.channel, req.seq
+            ))
+        })?;
     if !entitled(&who, &stored.entry) {
         return Err(Status::permission_denied(format!(
             "entry {}:{} is not addressed to {who}",

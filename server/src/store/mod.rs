@@ -88,5 +88,10 @@ pub trait Store: Send + Sync + 'static {
     fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError>;
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// Up to `limit` inbox positions strictly after `after`, in order.
-    fn inbox_page(&self, inbox: &str, after: u64, limit: usize) -> Result<Vec<InboxItem>, StoreError>;
+    fn inbox_page(
+        &self,
+        inbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError>;
 }

@@ -33,7 +33,9 @@ pub struct SledStore {
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,7 +70,9 @@ fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// Splits `kind 0 name 0 n` keys.
 fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
-    let rest = k.get(2..).ok_or_else(|| StoreError::Corrupt("short key".into()))?;
+    let rest = k
+        .get(2..)
+        .ok_or_else(|| StoreError::Corrupt("short key".into()))?;
     if rest.len() >= 9 && rest[rest.len() - 9] == 0 {
         let name = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
         Ok((name, Some(u64_from(&rest[rest.len() - 8..])?)))
@@ -84,7 +88,9 @@ impl SledStore {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| StoreError::Database(format!("cannot open database in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                StoreError::Database(format!("cannot open database in {}: {e}", dir.display()))
+            })?;
         let tree = db.open_tree("exchange").map_err(db_err)?;
         let db_file = File::open(dir.join("db"))?;
         // The directory entries of the files sled just created must be durable too.
@@ -227,7 +233,11 @@ impl Store for SledStore {
     }
 
     fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
-        let Some(v) = self.tree.get(key(ENTRY, channel, Some(seq))).map_err(db_err)? else {
+        let Some(v) = self
+            .tree
+            .get(key(ENTRY, channel, Some(seq)))
+            .map_err(db_err)?
+        else {
             return Ok(None);
         };
         if v.len() < HASH_LEN {
@@ -249,7 +259,9 @@ impl Store for SledStore {
             return Ok(None);
         };
         if v.len() != 8 + HASH_LEN {
-            return Err(StoreError::Corrupt(format!("message record {sender}/{message_id}")));
+            return Err(StoreError::Corrupt(format!(
+                "message record {sender}/{message_id}"
+            )));
         }
         Ok(Some(MessageRecord {
             seq: u64_from(&v[..8])?,
@@ -257,7 +269,12 @@ impl Store for SledStore {
         }))
     }
 
-    fn inbox_page(&self, inbox: &str, after: u64, limit: usize) -> Result<Vec<InboxItem>, StoreError> {
+    fn inbox_page(
+        &self,
+        inbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
