@@ -170,3 +170,61 @@ pub fn note(subject: &str) -> Draft {
 pub fn code_of(e: &ClientError) -> Option<tonic::Code> {
     e.code()
 }
+
+/// A TCP relay between clients and the hub whose connections the test can
+/// cut at will, to make subscriptions reconnect.
+pub struct Relay {
+    pub addr: SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Result<Self, BoxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut cut_rx = cut_rx.clone();
+                // Only cuts after this connection opened concern it.
+                cut_rx.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            connections,
+            cut,
+            task,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Drops every open connection through the relay.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,210 @@
+//! Durability: every push the hub answered survives `kill -9` of the hub
+//! process, and retried pushes land exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tongbao_client::{Client, PushReceipt};
+use tongbao_tests::{BoxError, TestPki, TestResult, note};
+
+/// The hub as a separate process, so it can be killed without warning.
+struct HubProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl HubProcess {
+    fn start(pki: &TestPki) -> Result<Self, BoxError> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tongbao-test-hub"))
+            .args(["serve", "--config"])
+            .arg(pki.path().join("hub.toml"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("tongbao-hub listening on ")
+            .ok_or_else(|| format!("unexpected hub output {line:?}"))?
+            .parse()?;
+        Ok(Self { child, addr })
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(pki: &TestPki, unit: &str, hub: SocketAddr) -> Result<Client, BoxError> {
+    Ok(Client::connect(&pki.unit_config(unit, hub)?).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki)?;
+    let senders = ["tax", "public-security", "pbc-taiyuan"];
+    let per_sender = 150usize;
+
+    // Sign everything up front so a retry after the crash is the same message.
+    let mut signed = Vec::new();
+    for unit in senders {
+        let c = connect(&pki, unit, hub.addr).await?;
+        for i in 0..per_sender {
+            signed.push((
+                unit,
+                c.sign(note(&format!("{unit}-{i}")).to_units(["civil-affairs"]))?,
+            ));
+        }
+    }
+
+    // Push concurrently and kill the hub while pushes are in flight.
+    let (answered_tx, mut answered_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, PushReceipt)>();
+    let mut tasks = Vec::new();
+    for unit in senders.iter() {
+        let c = connect(&pki, unit, hub.addr).await?;
+        let mine: Vec<(usize, tongbao_proto::pb::SignedMessage)> = signed
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| s == unit)
+            .map(|(i, (_, m))| (i, m.clone()))
+            .collect();
+        let tx = answered_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for (i, m) in mine {
+                let c = c.clone();
+                pending.push(async move { (i, c.push_signed(m).await) });
+                if pending.len() >= 16 {
+                    if let Some((i, Ok(r))) = pending.next().await {
+                        let _ = tx.send((i, r));
+                    }
+                }
+            }
+            while let Some((i, r)) = pending.next().await {
+                if let Ok(r) = r {
+                    let _ = tx.send((i, r));
+                }
+            }
+        }));
+    }
+    drop(answered_tx);
+    // Let some pushes be answered, then kill without warning.
+    let mut answered = Vec::new();
+    while answered.len() < 200 {
+        match tokio::time::timeout(Duration::from_secs(20), answered_rx.recv()).await? {
+            Some(a) => answered.push(a),
+            None => break,
+        }
+    }
+    hub.kill()?;
+    for t in tasks {
+        t.await?;
+    }
+    while let Ok(a) = answered_rx.try_recv() {
+        answered.push(a);
+    }
+    assert!(answered.len() >= 200, "only {} answered", answered.len());
+
+    // Restart on the same data directory.
+    let hub = HubProcess::start(&pki)?;
+    for (_, r) in &answered {
+        let c = connect(&pki, &r.channel, hub.addr).await?;
+        let e = c.get_entry(&r.channel, r.seq).await?;
+        assert_eq!(
+            e.leaf_hash.to_vec(),
+            r.leaf_hash,
+            "entry {}:{} changed after the crash",
+            r.channel,
+            r.seq
+        );
+    }
+    // Retry everything: answered ones come back as duplicates, the rest land once.
+    let mut after_retry = std::collections::BTreeMap::new();
+    for (i, (unit, m)) in signed.iter().enumerate() {
+        let c = connect(&pki, unit, hub.addr).await?;
+        let r = c.push_signed(m.clone()).await?;
+        if let Some((_, first)) = answered.iter().find(|(j, _)| *j == i) {
+            assert!(r.duplicate);
+            assert_eq!((r.seq, &r.leaf_hash), (first.seq, &first.leaf_hash));
+        }
+        after_retry.insert((r.channel.clone(), r.seq), i);
+    }
+    assert_eq!(
+        after_retry.len(),
+        signed.len(),
+        "a message landed twice or not at all"
+    );
+    // The recipient's inbox holds each message exactly once, and chains hold.
+    let ca = connect(&pki, "civil-affairs", hub.addr).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page = ca.pull(after, 500).await?;
+        if page.entries.is_empty() {
+            break;
+        }
+        for e in &page.entries {
+            assert!(
+                seen.insert((e.channel().to_string(), e.seq())),
+                "duplicate delivery"
+            );
+        }
+        after = page.next_after(after);
+    }
+    assert_eq!(seen.len(), signed.len());
+    for unit in senders {
+        let c = connect(&pki, unit, hub.addr).await?;
+        let mut previous = vec![0u8; 32];
+        for seq in 0..per_sender as u64 {
+            let e = c.get_entry(unit, seq).await?;
+            assert_eq!(
+                e.entry.previous_leaf_hash, previous,
+                "{unit}:{seq} does not chain"
+            );
+            previous = e.leaf_hash.to_vec();
+        }
+    }
+    hub.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_continues_sequences_and_cursors() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki)?;
+    connect(&pki, "tax", hub.addr)
+        .await?
+        .push(note("before").to_units(["finance"]))
+        .await?;
+    hub.kill()?;
+    let hub = HubProcess::start(&pki)?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    let r = tax.push(note("after").to_units(["finance"])).await?;
+    assert_eq!(r.seq, 1);
+    let page = connect(&pki, "finance", hub.addr)
+        .await?
+        .pull(0, 10)
+        .await?;
+    let cursors: Vec<u64> = page.entries.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, [1, 2]);
+    hub.kill()?;
+    Ok(())
+}
