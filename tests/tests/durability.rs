@@ -92,10 +92,10 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
             for (i, m) in mine {
                 let c = c.clone();
                 pending.push(async move { (i, c.push_signed(m).await) });
-                if pending.len() >= 16 {
-                    if let Some((i, Ok(r))) = pending.next().await {
-                        let _ = tx.send((i, r));
-                    }
+                if pending.len() >= 16
+                    && let Some((i, Ok(r))) = pending.next().await
+                {
+                    let _ = tx.send((i, r));
                 }
             }
             while let Some((i, r)) = pending.next().await {
