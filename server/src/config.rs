@@ -51,6 +51,15 @@ pub struct HubSection {
     /// Database directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// fsync after every group commit (default). Turn off only to measure
+    /// what fsync costs: answered pushes may then be lost on power failure
+    /// (not on a process crash).
+    #[serde(default = "default_fsync")]
+    pub fsync: bool,
+}
+
+fn default_fsync() -> bool {
+    true
 }
 
 fn default_data_dir() -> PathBuf {

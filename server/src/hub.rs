@@ -58,7 +58,7 @@ impl Hub {
             path: data_dir.clone(),
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir)?);
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir, config.hub.fsync)?);
         let registry = match store.load_registry()? {
             Some(r) => r,
             None => {

@@ -367,6 +367,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         hub: HubSection {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),
+            fsync: true,
         },
         tls: TlsSection {
             ca: "ca.pem".into(),

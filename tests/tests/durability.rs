@@ -208,3 +208,34 @@ async fn restart_continues_sequences_and_cursors() -> TestResult {
     hub.kill()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_survive_kill() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki)?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    let mut receipts = Vec::new();
+    for i in 0..3u8 {
+        // Near the 1 MiB limit: stored outside sled's log, synced separately.
+        let body = vec![b'a' + i; 1000 * 1024];
+        let draft = tongbao_client::Draft::new(
+            tongbao_proto::pb::Kind::Statistics,
+            format!("big {i}"),
+            body,
+        );
+        receipts.push(tax.push(draft.to_units(["finance"])).await?);
+    }
+    hub.kill()?;
+    let hub = HubProcess::start(&pki)?;
+    let page = connect(&pki, "finance", hub.addr)
+        .await?
+        .pull(0, 10)
+        .await?;
+    assert_eq!(page.entries.len(), 3);
+    for (i, (e, r)) in page.entries.iter().zip(&receipts).enumerate() {
+        assert_eq!(e.leaf_hash.to_vec(), r.leaf_hash);
+        assert_eq!(e.message().body, vec![b'a' + i as u8; 1000 * 1024]);
+    }
+    hub.kill()?;
+    Ok(())
+}
