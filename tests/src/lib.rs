@@ -3,8 +3,10 @@
 //! clients over real mutual TLS.
 #![forbid(unsafe_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use tempfile::TempDir;
 use tongbao_client::{Client, ClientConfig, ClientError, Draft};
 use tongbao_proto::identity::Principal;
@@ -226,5 +228,48 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The hub as a separate process, so it can be killed without warning.
+pub struct HubProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl HubProcess {
+    /// Starts `binary serve` on the PKI's config, port 0.
+    pub fn start(pki: &TestPki, binary: &str) -> Result<Self, BoxError> {
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(pki.path().join("hub.toml"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("tongbao-hub listening on ")
+            .ok_or_else(|| format!("unexpected hub output {line:?}"))?
+            .parse()?;
+        Ok(Self { child, addr })
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

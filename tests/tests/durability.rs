@@ -1,54 +1,12 @@
 //! Durability: every push the hub answered survives `kill -9` of the hub
 //! process, and retried pushes land exactly once.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tongbao_client::{Client, PushReceipt};
-use tongbao_tests::{BoxError, TestPki, TestResult, note};
+use tongbao_tests::{BoxError, HubProcess, TestPki, TestResult, note};
 
-/// The hub as a separate process, so it can be killed without warning.
-struct HubProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl HubProcess {
-    fn start(pki: &TestPki) -> Result<Self, BoxError> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tongbao-test-hub"))
-            .args(["serve", "--config"])
-            .arg(pki.path().join("hub.toml"))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("tongbao-hub listening on ")
-            .ok_or_else(|| format!("unexpected hub output {line:?}"))?
-            .parse()?;
-        Ok(Self { child, addr })
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill(mut self) -> Result<(), BoxError> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
 
 async fn connect(pki: &TestPki, unit: &str, hub: SocketAddr) -> Result<Client, BoxError> {
     Ok(Client::connect(&pki.unit_config(unit, hub)?).await?)
@@ -57,7 +15,7 @@ async fn connect(pki: &TestPki, unit: &str, hub: SocketAddr) -> Result<Client, B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
     let pki = TestPki::generate()?;
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     let senders = ["tax", "public-security", "pbc-taiyuan"];
     let per_sender = 150usize;
 
@@ -124,7 +82,7 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
     assert!(answered.len() >= 200, "only {} answered", answered.len());
 
     // Restart on the same data directory.
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     for (_, r) in &answered {
         let c = connect(&pki, &r.channel, hub.addr).await?;
         let e = c.get_entry(&r.channel, r.seq).await?;
@@ -189,13 +147,13 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_continues_sequences_and_cursors() -> TestResult {
     let pki = TestPki::generate()?;
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     connect(&pki, "tax", hub.addr)
         .await?
         .push(note("before").to_units(["finance"]))
         .await?;
     hub.kill()?;
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     let tax = connect(&pki, "tax", hub.addr).await?;
     let r = tax.push(note("after").to_units(["finance"])).await?;
     assert_eq!(r.seq, 1);
@@ -212,7 +170,7 @@ async fn restart_continues_sequences_and_cursors() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_survive_kill() -> TestResult {
     let pki = TestPki::generate()?;
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     let tax = connect(&pki, "tax", hub.addr).await?;
     let mut receipts = Vec::new();
     for i in 0..3u8 {
@@ -226,7 +184,7 @@ async fn large_bodies_survive_kill() -> TestResult {
         receipts.push(tax.push(draft.to_units(["finance"])).await?);
     }
     hub.kill()?;
-    let hub = HubProcess::start(&pki)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     let page = connect(&pki, "finance", hub.addr)
         .await?
         .pull(0, 10)
@@ -236,6 +194,40 @@ async fn large_bodies_survive_kill() -> TestResult {
         assert_eq!(e.leaf_hash.to_vec(), r.leaf_hash);
         assert_eq!(e.message().body, vec![b'a' + i as u8; 1000 * 1024]);
     }
+    hub.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspended_unit_is_refused_and_others_continue() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    connect(&pki, "tax", hub.addr)
+        .await?
+        .push(note("before").to_units(["finance"]))
+        .await?;
+    hub.kill()?;
+    // Suspend tax in the stored registry while the hub is down.
+    {
+        use tongbao_server::store::{SledStore, Store};
+        let store = SledStore::open(&pki.path().join("data"), true)?;
+        let mut registry = store.load_registry()?.ok_or("no registry")?;
+        registry.units.get_mut("tax").ok_or("no tax")?.suspended = true;
+        store.save_registry(&registry)?;
+    }
+    let hub = HubProcess::start(&pki, HUB)?;
+    let e = Client::connect(&pki.unit_config("tax", hub.addr)?)
+        .await
+        .err()
+        .ok_or("suspended unit connected")?;
+    assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+    assert!(e.to_string().contains("suspended"), "{e}");
+    // What it sent before stays readable by its recipients.
+    let finance = connect(&pki, "finance", hub.addr).await?;
+    assert_eq!(finance.pull(0, 10).await?.entries.len(), 1);
+    finance
+        .push(note("after").to_units(["civil-affairs"]))
+        .await?;
     hub.kill()?;
     Ok(())
 }
