@@ -6,27 +6,39 @@
 //! [`Client::subscribe`] reconnects and resumes from the last cursor on its
 //! own, so a caller sees every entry of its inbox exactly once.
 //!
-//! ```no_run
+//! ```
+//! use futures::StreamExt;
 //! use tongbao_client::{Client, ClientConfig, Draft};
 //! use tongbao_proto::pb::Kind;
-//! use futures::StreamExt;
 //!
-//! # async fn run() -> Result<(), tongbao_client::ClientError> {
-//! let config = ClientConfig::load("certs-example/units/tax/client.toml".as_ref())?;
-//! let client = Client::connect(&config).await?;
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A throwaway PKI and hub on a free port, as `tongbao-hub pki init` and
+//! # // `tongbao-hub serve` would make them.
+//! # let dir = tempfile::tempdir()?;
+//! # let opts = tongbao_server::pki::InitOptions {
+//! #     listen: "127.0.0.1:0".parse()?, data_dir: dir.path().join("data"), days: 1, force: false };
+//! # tongbao_server::pki::init(dir.path(), &opts)?;
+//! # let hub = tongbao_server::Hub::start(&tongbao_server::HubConfig::load(&dir.path().join("hub.toml"))?).await?;
+//! # let hub_url = format!("https://{}", hub.addr());
+//! # let units = dir.path().join("units");
+//! // Each department has a client.toml: hub address, CA, certificate, keys.
+//! let tax = Client::connect(&ClientConfig::load(&units.join("tax/client.toml"))?.with_hub(&hub_url)).await?;
 //!
 //! // Tell Civil Affairs and Public Security, signed by the Tax Bureau.
-//! let draft = Draft::new(Kind::Notification, "Irregular donations", "Details…")
+//! let draft = Draft::new(Kind::Notification, "Irregular donations", "Org X, 2026-11")
 //!     .to_units(["civil-affairs", "public-security"]);
-//! let receipt = client.push(draft).await?;
-//! println!("appended as {}:{}", receipt.channel, receipt.seq);
+//! let receipt = tax.push(draft).await?; // answered once durable
+//! assert_eq!((receipt.channel.as_str(), receipt.seq), ("tax", 0));
 //!
-//! // Read the inbox live, verified, resuming after reconnects.
-//! let mut inbox = client.subscribe(0);
-//! while let Some(entry) = inbox.next().await {
-//!     let entry = entry?;
-//!     println!("{} from {}: {}", entry.cursor, entry.channel(), entry.message().subject);
-//! }
+//! // Civil Affairs reads its inbox live, verified, resuming after reconnects.
+//! let civil = Client::connect(&ClientConfig::load(&units.join("civil-affairs/client.toml"))?.with_hub(&hub_url)).await?;
+//! let mut inbox = Box::pin(civil.subscribe(0));
+//! let entry = inbox.next().await.ok_or("inbox closed")??;
+//! assert_eq!(entry.message().subject, "Irregular donations");
+//! assert_eq!(entry.message().sender, "tax");
+//! # drop(inbox);
+//! # hub.shutdown().await?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
