@@ -96,6 +96,9 @@ pub struct Limits {
     pub max_message_age_secs: u64,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// A `Pull` page stops growing past this many bytes (it always holds at
+    /// least one entry), so pages of large bodies stay within gRPC limits.
+    pub max_page_bytes: usize,
 }
 
 impl Default for Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             max_message_age_secs: 7 * 24 * 3600,
             default_page_size: 100,
             max_page_size: 1000,
+            max_page_bytes: 4 << 20,
         }
     }
 }

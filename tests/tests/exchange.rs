@@ -424,3 +424,34 @@ async fn assert_nothing_stored(t: &TestHub) -> TestResult {
     assert_eq!(r.seq, 0, "a refused push consumed a sequence number");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_large_entries_are_capped_by_size() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    for i in 0..6u8 {
+        let body = vec![b'a' + i; 1000 * 1024];
+        tax.push(
+            tongbao_client::Draft::new(Kind::Statistics, format!("s{i}"), body)
+                .to_units(["finance"]),
+        )
+        .await?;
+    }
+    let finance = t.unit("finance").await?;
+    let first = finance.pull(0, 100).await?;
+    assert!(
+        !first.entries.is_empty() && first.entries.len() < 6,
+        "{}",
+        first.entries.len()
+    );
+    let mut after = first.next_after(0);
+    let mut total = first.entries.len();
+    while total < 6 {
+        let page = finance.pull(after, 100).await?;
+        assert!(!page.entries.is_empty());
+        total += page.entries.len();
+        after = page.next_after(after);
+    }
+    assert_eq!((total, after), (6, 6));
+    t.stop().await
+}

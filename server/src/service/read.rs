@@ -78,10 +78,16 @@ pub fn pull(
         .store
         .inbox_page(&inbox, req.after, limit)
         .map_err(storage_status)?;
-    let deliveries = items
-        .iter()
-        .map(|i| delivery(state, i))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut deliveries = Vec::with_capacity(items.len());
+    let mut bytes = 0usize;
+    for item in &items {
+        let d = delivery(state, item)?;
+        bytes += prost::Message::encoded_len(&d);
+        if !deliveries.is_empty() && bytes > state.limits.max_page_bytes {
+            break;
+        }
+        deliveries.push(d);
+    }
     Ok(Response::new(pb::PullResponse { deliveries, head }))
 }
 
