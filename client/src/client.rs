@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::pb;
+use tongbao_proto::{now_micros, pb};
 use tongbao_proto::pb::exchange_client::ExchangeClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -70,12 +70,6 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
 
 /// A fresh message id: time plus randomness, unique without coordination.
 pub(crate) fn new_message_id() -> String {

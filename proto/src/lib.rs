@@ -29,3 +29,12 @@ pub const HASH_LEN: usize = 32;
 
 /// A SHA-256 hash: leaf hashes, message digests, attachment digests.
 pub type Hash = [u8; HASH_LEN];
+
+/// The protocol's clock: Unix time in microseconds (creation times, hub
+/// times, deadlines and key validity all use it).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
-use tongbao_proto::{Hash, pb};
+use tongbao_proto::{Hash, now_micros, pb};
 
 /// Most pushes one flush carries.
 const MAX_BATCH: usize = 4096;
@@ -160,12 +160,6 @@ enum Outcome {
     SameAs(usize, Hash),
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {

@@ -16,7 +16,7 @@ pub async fn push(
         .message
         .ok_or_else(|| Status::invalid_argument("the request carries no message"))?;
     let message =
-        check_push(&signed, &unit, &state.limits, super::now_micros()).map_err(policy_status)?;
+        check_push(&signed, &unit, &state.limits, tongbao_proto::now_micros()).map_err(policy_status)?;
     let digest = {
         let registry = state.registry()?;
         let key_id = signed
