@@ -10,8 +10,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::{now_micros, pb};
+use tongbao_proto::pb::audit_client::AuditClient;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
+use tongbao_proto::{now_micros, pb};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 /// Largest response the client accepts (a page of large entries).
@@ -28,6 +29,28 @@ pub struct PushReceipt {
     /// The message id had been appended before; nothing new was written.
     pub duplicate: bool,
     pub message_id: String,
+}
+
+/// What the hub did with a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Where the receipt was appended (channel, seq, leaf hash); None when
+    /// every entry had been acknowledged before and nothing was appended.
+    pub receipt: Option<(String, u64, Vec<u8>)>,
+    /// Entries this receipt newly acknowledged.
+    pub newly_acknowledged: u32,
+    /// Entries acknowledged before: (entry, earlier receipt).
+    pub earlier: Vec<(pb::EntryRef, pb::EntryRef)>,
+}
+
+/// Why [`Client::process`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError<E> {
+    /// The handler failed on this entry; it was not acknowledged.
+    #[error("handler failed on entry {channel}:{seq}: {error}")]
+    Handler { channel: String, seq: u64, error: E },
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// One page of an inbox.
@@ -49,6 +72,7 @@ impl Page {
 #[derive(Clone)]
 pub struct Client {
     rpc: ExchangeClient<Channel>,
+    audit: AuditClient<Channel>,
     identity: Principal,
     signer: Option<Arc<SigningKey>>,
     keys: Arc<RwLock<KeyRing>>,
@@ -69,7 +93,6 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
         reason: e.to_string(),
     })
 }
-
 
 /// A fresh message id: time plus randomness, unique without coordination.
 pub(crate) fn new_message_id() -> String {
@@ -114,11 +137,13 @@ impl Client {
             .connect()
             .await
             .map_err(|e| connect_err(error_chain(&e)))?;
+        let audit = AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let rpc = ExchangeClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let client = Self {
             rpc,
+            audit,
             identity: config.identity.clone(),
             signer,
             keys: Arc::new(RwLock::new(KeyRing::default())),
@@ -150,12 +175,17 @@ impl Client {
         Ok(())
     }
 
+    /// The key and unit id that sign this client's messages.
+    fn signing_identity(&self) -> Result<(&SigningKey, &str), ClientError> {
+        match (&self.signer, &self.identity) {
+            (Some(signer), Principal::Unit(unit)) => Ok((signer, unit)),
+            _ => Err(ClientError::NoSigningKey),
+        }
+    }
+
     /// Signs a draft as this unit, without sending it.
     pub fn sign(&self, draft: Draft) -> Result<pb::SignedMessage, ClientError> {
-        let signer = self.signer.as_ref().ok_or(ClientError::NoSigningKey)?;
-        let Principal::Unit(unit) = &self.identity else {
-            return Err(ClientError::NoSigningKey);
-        };
+        let (signer, unit) = self.signing_identity()?;
         let id = draft.message_id.clone().unwrap_or_else(new_message_id);
         Ok(signer.sign_message(draft.into_message(unit, id, now_micros())))
     }
@@ -259,6 +289,179 @@ impl Client {
             ),
         })?;
         verify_entry(entry, &d.leaf_hash, d.cursor, &key)
+    }
+
+    /// Acknowledges entries with one receipt signed by this unit's key. The
+    /// hub appends it to this unit's channel; acknowledging an entry again
+    /// changes nothing.
+    pub async fn ack(&self, entries: &[&VerifiedEntry]) -> Result<AckOutcome, ClientError> {
+        self.ack_pins(entries.iter().map(|e| e.pin()).collect())
+            .await
+    }
+
+    /// [`Client::ack`] by position and leaf hash.
+    pub async fn ack_pins(&self, pins: Vec<pb::EntryPin>) -> Result<AckOutcome, ClientError> {
+        self.ack_signed(self.sign_receipt(pins)?).await
+    }
+
+    /// Sends an already signed receipt; repeating it changes nothing.
+    pub async fn ack_signed(&self, signed: pb::SignedMessage) -> Result<AckOutcome, ClientError> {
+        let r = self
+            .rpc
+            .clone()
+            .acknowledge(pb::AcknowledgeRequest {
+                receipt: Some(signed),
+            })
+            .await?
+            .into_inner();
+        Ok(AckOutcome {
+            receipt: (!r.channel.is_empty()).then_some((r.channel, r.seq, r.leaf_hash)),
+            newly_acknowledged: r.newly_acknowledged,
+            earlier: r
+                .earlier
+                .into_iter()
+                .filter_map(|e| Some((e.entry?, e.receipt?)))
+                .collect(),
+        })
+    }
+
+    /// A signed receipt for pinned entries, addressed to their senders.
+    pub fn sign_receipt(&self, pins: Vec<pb::EntryPin>) -> Result<pb::SignedMessage, ClientError> {
+        let senders: std::collections::BTreeSet<String> =
+            pins.iter().map(|p| p.channel.clone()).collect();
+        let draft = Draft::new(
+            pb::Kind::Receipt,
+            format!("receipt for {} entries", pins.len()),
+            Vec::new(),
+        )
+        .to_units(senders);
+        let (signer, unit) = self.signing_identity()?;
+        let mut message = draft.into_message(unit, new_message_id(), now_micros());
+        message.acknowledgement = Some(pb::Acknowledgement { entries: pins });
+        Ok(signer.sign_message(message))
+    }
+
+    /// Runs `handler` on every entry of the inbox from `after`, live, and
+    /// acknowledges each entry only after the handler returned `Ok`
+    /// (receipts are batched: up to 256 entries, or whatever arrived
+    /// within 50 ms). Stops at the first handler error, leaving that entry
+    /// unacknowledged, or when the subscription fails for good.
+    pub async fn process<F, Fut, E>(
+        &self,
+        after: u64,
+        mut handler: F,
+    ) -> Result<(), ProcessError<E>>
+    where
+        F: FnMut(VerifiedEntry) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+    {
+        use futures::StreamExt;
+        const BATCH: usize = 256;
+        const LINGER: Duration = Duration::from_millis(50);
+        let mut stream = Box::pin(self.subscribe(after));
+        let mut pending: Vec<pb::EntryPin> = Vec::new();
+        loop {
+            let next = if pending.is_empty() {
+                stream.next().await
+            } else {
+                match tokio::time::timeout(LINGER, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.ack_pins(std::mem::take(&mut pending)).await?;
+                        continue;
+                    }
+                }
+            };
+            let Some(entry) = next else {
+                if !pending.is_empty() {
+                    self.ack_pins(pending).await?;
+                }
+                return Ok(());
+            };
+            let entry = entry?;
+            let pin = entry.pin();
+            if let Err(error) = handler(entry).await {
+                if !pending.is_empty() {
+                    self.ack_pins(std::mem::take(&mut pending)).await?;
+                }
+                return Err(ProcessError::Handler {
+                    channel: pin.channel,
+                    seq: pin.seq,
+                    error,
+                });
+            }
+            pending.push(pin);
+            if pending.len() >= BATCH {
+                self.ack_pins(std::mem::take(&mut pending)).await?;
+            }
+        }
+    }
+
+    /// For an office: entries of its mechanism with every recipient's state.
+    pub async fn audit_deliveries(
+        &self,
+        request: pb::ListDeliveriesRequest,
+    ) -> Result<pb::ListDeliveriesResponse, ClientError> {
+        Ok(self
+            .audit
+            .clone()
+            .list_deliveries(request)
+            .await?
+            .into_inner())
+    }
+
+    /// For an office: per-unit counts and acknowledgement times.
+    pub async fn audit_units(
+        &self,
+        request: pb::UnitSummaryRequest,
+    ) -> Result<pb::UnitSummaryResponse, ClientError> {
+        Ok(self.audit.clone().unit_summary(request).await?.into_inner())
+    }
+
+    /// Checks an answer shown by the audit: the receipt (or exception
+    /// feedback) verifies under the recipient's registered key, sits in the
+    /// recipient's channel, and names exactly the audited entry's leaf hash.
+    pub async fn verify_answer(
+        &self,
+        audited: &pb::AuditedEntry,
+        delivery: &pb::RecipientDelivery,
+    ) -> Result<VerifiedEntry, ClientError> {
+        let entry = delivery
+            .answer
+            .clone()
+            .ok_or_else(|| ClientError::Integrity {
+                channel: audited.channel.clone(),
+                seq: audited.seq,
+                reason: format!("no answer from {} to verify", delivery.recipient),
+            })?;
+        let answer = self
+            .verify_delivery(pb::Delivery {
+                entry: Some(entry),
+                leaf_hash: delivery.answer_leaf_hash.clone(),
+                cursor: 0,
+            })
+            .await?;
+        let pin = pb::EntryPin {
+            channel: audited.channel.clone(),
+            seq: audited.seq,
+            leaf_hash: audited.leaf_hash.clone(),
+        };
+        if answer.channel() != delivery.recipient
+            || !crate::verify::answers_pin(answer.message(), &pin)
+        {
+            return Err(ClientError::Integrity {
+                channel: answer.channel().to_string(),
+                seq: answer.seq(),
+                reason: format!(
+                    "this answer of {} does not name entry {}:{} with leaf hash {}",
+                    delivery.recipient,
+                    pin.channel,
+                    pin.seq,
+                    hex::encode(&pin.leaf_hash)
+                ),
+            });
+        }
+        Ok(answer)
     }
 
     fn key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>> {

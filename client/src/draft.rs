@@ -15,6 +15,7 @@ pub struct Draft {
     pub content_type: String,
     pub attachments: Vec<pb::AttachmentDigest>,
     pub references: Option<pb::References>,
+    pub exception: Option<pb::ExceptionReport>,
 }
 
 impl Draft {
@@ -77,6 +78,29 @@ impl Draft {
         self
     }
 
+    /// Exception feedback (异常反馈) on an entry this unit received, instead
+    /// of acknowledging it. Addressed to the entry's sender.
+    pub fn exception(
+        about: &crate::VerifiedEntry,
+        problem: pb::Problem,
+        text: impl Into<String>,
+    ) -> Self {
+        let text = text.into();
+        Self {
+            kind: Kind::ExceptionFeedback as i32,
+            subject: format!("exception feedback on {}:{}", about.channel(), about.seq()),
+            content_type: "text/plain; charset=utf-8".into(),
+            exception: Some(pb::ExceptionReport {
+                entry: Some(about.pin()),
+                problem: problem as i32,
+                text,
+            }),
+            ..Default::default()
+        }
+        .to_units([about.channel().to_string()])
+        .in_reply_to(about.channel(), about.seq())
+    }
+
     pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
         self.content_type = content_type.into();
         self
@@ -106,6 +130,8 @@ impl Draft {
             attachments: self.attachments,
             references: self.references,
             created_micros,
+            acknowledgement: None,
+            exception: self.exception,
         }
     }
 }

@@ -50,9 +50,9 @@ mod error;
 mod probe;
 mod verify;
 
-pub use client::{Client, Page, PushReceipt};
+pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt};
 pub use config::ClientConfig;
 pub use draft::Draft;
 pub use error::ClientError;
 pub use tongbao_proto as proto;
-pub use verify::{KeyRing, VerifiedEntry, verify_entry};
+pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};

@@ -28,6 +28,15 @@ impl VerifiedEntry {
     pub fn seq(&self) -> u64 {
         self.entry.seq
     }
+    /// Names this entry exactly, as receipts and feedback do.
+    pub fn pin(&self) -> pb::EntryPin {
+        pb::EntryPin {
+            channel: self.entry.channel.clone(),
+            seq: self.entry.seq,
+            leaf_hash: self.leaf_hash.to_vec(),
+        }
+    }
+
     /// The signed content (always present in a verified entry).
     pub fn message(&self) -> &pb::Message {
         static EMPTY: std::sync::OnceLock<pb::Message> = std::sync::OnceLock::new();
@@ -67,6 +76,22 @@ impl KeyRing {
 pub(crate) fn signing_key_of(entry: &pb::Entry) -> Option<(String, String)> {
     let sm = entry.message.as_ref()?;
     Some((entry.channel.clone(), sm.signature.as_ref()?.key_id.clone()))
+}
+
+/// True when a receipt acknowledges, or exception feedback answers,
+/// exactly this entry (position and leaf hash).
+pub fn answers_pin(message: &pb::Message, pin: &pb::EntryPin) -> bool {
+    let acked = message
+        .acknowledgement
+        .as_ref()
+        .is_some_and(|a| a.entries.contains(pin));
+    let reported = message
+        .exception
+        .as_ref()
+        .and_then(|x| x.entry.as_ref())
+        .is_some_and(|e| e == pin);
+    (message.kind == pb::Kind::Receipt as i32 && acked)
+        || (message.kind == pb::Kind::ExceptionFeedback as i32 && reported)
 }
 
 /// Verifies a delivered entry against the leaf hash the hub claims and the

@@ -10,7 +10,7 @@
 //! the signature covers a short domain-separated statement of that digest,
 //! and the leaf commits to the digest and the signature.
 
-use crate::pb::{Audience, Entry, Message, References, Signature};
+use crate::pb::{Audience, Entry, EntryPin, Message, References, Signature};
 use crate::{HASH_LEN, Hash};
 use ring::digest::{Context, SHA256};
 
@@ -116,7 +116,32 @@ pub fn message_digest(m: &Message) -> Hash {
     }
     s.str(&refs.case_id);
     s.i64(m.created_micros);
+    match &m.acknowledgement {
+        None => s.u8(0),
+        Some(a) => {
+            s.u8(1);
+            s.u64(a.entries.len() as u64);
+            for pin in &a.entries {
+                put_pin(&mut s, pin);
+            }
+        }
+    }
+    match &m.exception {
+        None => s.u8(0),
+        Some(x) => {
+            s.u8(1);
+            put_pin(&mut s, x.entry.as_ref().unwrap_or(&EntryPin::default()));
+            s.enum_value(x.problem);
+            s.str(&x.text);
+        }
+    }
     finish(s)
+}
+
+fn put_pin(s: &mut impl Sink, pin: &EntryPin) {
+    s.str(&pin.channel);
+    s.u64(pin.seq);
+    s.bytes(&pin.leaf_hash);
 }
 
 /// The bytes a unit's signing key signs for a message.
@@ -222,6 +247,8 @@ mod tests {
                 case_id: String::new(),
             }),
             created_micros: 7,
+            acknowledgement: None,
+            exception: None,
         }
     }
 
@@ -261,6 +288,26 @@ mod tests {
         variants.push(m);
         let mut m = sample();
         m.created_micros = 8;
+        variants.push(m);
+        let mut m = sample();
+        m.acknowledgement = Some(crate::pb::Acknowledgement {
+            entries: vec![EntryPin {
+                channel: "tax".into(),
+                seq: 1,
+                leaf_hash: vec![0; 32],
+            }],
+        });
+        variants.push(m.clone());
+        if let Some(a) = m.acknowledgement.as_mut() {
+            a.entries[0].seq = 2;
+        }
+        variants.push(m);
+        let mut m = sample();
+        m.exception = Some(crate::pb::ExceptionReport {
+            entry: None,
+            problem: 1,
+            text: String::new(),
+        });
         variants.push(m);
         for v in variants {
             assert_ne!(message_digest(&v), base, "{v:?}");

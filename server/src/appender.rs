@@ -11,7 +11,7 @@
 
 use crate::inboxes::InboxWatch;
 use crate::registry::{AudienceError, Registry};
-use crate::store::{ChannelHead, NewEntry, Store, StoreError};
+use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError};
 use prost::Message as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
+use tongbao_proto::pb::Kind;
 use tongbao_proto::{Hash, now_micros, pb};
+
+fn kind_of(signed: &pb::SignedMessage) -> Option<Kind> {
+    signed
+        .message
+        .as_ref()
+        .and_then(|m| Kind::try_from(m.kind).ok())
+}
 
 /// Most pushes one flush carries.
 const MAX_BATCH: usize = 4096;
@@ -31,6 +39,10 @@ pub struct AppendRequest {
     pub sender: String,
     pub signed: pb::SignedMessage,
     pub digest: Hash,
+    /// Entries this message answers (receipt or exception feedback), already
+    /// checked: the sender is their recipient and the leaf hashes match.
+    pub answers: Vec<(String, u64)>,
+    pub answer_kind: AnswerKind,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -43,6 +55,9 @@ pub struct Appended {
     pub recipients: Vec<String>,
     /// The message id was already appended; nothing new was written.
     pub duplicate: bool,
+    /// Answered entries that had been answered before: (entry, the seq of
+    /// the earlier answer in the sender's channel).
+    pub earlier: Vec<((String, u64), u64)>,
 }
 
 /// Why an append was refused or failed.
@@ -64,6 +79,12 @@ pub enum AppendError {
     Storage(String),
     #[error("the hub is shutting down")]
     Closed,
+    /// Every entry it answers had been answered before: nothing appended.
+    #[error("every entry named was answered before (first: {}:{} by entry {}:{})", .earlier.first().map(|e| e.0.0.as_str()).unwrap_or(""), .earlier.first().map(|e| e.0.1).unwrap_or(0), .sender, .earlier.first().map(|e| e.1).unwrap_or(0))]
+    AlreadyAnswered {
+        sender: String,
+        earlier: Vec<((String, u64), u64)>,
+    },
 }
 
 /// Counters for benchmarks and operators.
@@ -128,12 +149,28 @@ impl Appender {
         signed: pb::SignedMessage,
         digest: Hash,
     ) -> Result<Appended, AppendError> {
+        self.append_answer(sender, signed, digest, Vec::new(), AnswerKind::Acknowledged)
+            .await
+    }
+
+    /// Appends a message that answers entries (a receipt or exception
+    /// feedback) and records the answers in the same atomic commit.
+    pub async fn append_answer(
+        &self,
+        sender: String,
+        signed: pb::SignedMessage,
+        digest: Hash,
+        answers: Vec<(String, u64)>,
+        answer_kind: AnswerKind,
+    ) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(AppendRequest {
                 sender,
                 signed,
                 digest,
+                answers,
+                answer_kind,
                 reply,
             })
             .await
@@ -159,7 +196,6 @@ enum Outcome {
     /// Same message id as an earlier request of this batch.
     SameAs(usize, Hash),
 }
-
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
@@ -191,8 +227,9 @@ impl Writer {
         let mut heads: HashMap<String, ChannelHead> = HashMap::new();
         let mut inbox_heads: HashMap<String, u64> = HashMap::new();
         let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+        let mut answered: HashMap<(String, u64, String), u64> = HashMap::new();
         let mut new_entries: Vec<NewEntry> = Vec::new();
-        let mut answers: Vec<Appended> = Vec::new();
+        let mut results: Vec<Appended> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let now = now_micros();
@@ -202,6 +239,8 @@ impl Writer {
                 sender,
                 signed,
                 digest,
+                answers,
+                answer_kind,
                 reply,
             } = req;
             replies.push(reply);
@@ -247,6 +286,37 @@ impl Writer {
                     continue;
                 }
             };
+            // Answers given before (stored or earlier in this batch) stay as they were.
+            let mut earlier = Vec::new();
+            let mut fresh = Vec::new();
+            let mut lookup_failed = None;
+            for (channel, seq) in answers {
+                let key = (channel.clone(), seq, sender.clone());
+                if let Some(by) = answered.get(&key) {
+                    earlier.push(((channel, seq), *by));
+                    continue;
+                }
+                match self.store.answer(&channel, seq, &sender) {
+                    Ok(Some(a)) => earlier.push(((channel, seq), a.seq)),
+                    Ok(None) => fresh.push((channel, seq)),
+                    Err(e) => lookup_failed = Some(e),
+                }
+            }
+            if let Some(e) = lookup_failed {
+                outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                continue;
+            }
+            if fresh.is_empty() && !earlier.is_empty() {
+                outcomes.push(Outcome::Answer(Err(AppendError::AlreadyAnswered {
+                    sender,
+                    earlier,
+                })));
+                continue;
+            }
+            let audit_scopes = match kind_of(&signed) {
+                Some(Kind::Receipt | Kind::ExceptionFeedback) => Vec::new(),
+                _ => registry.audit_scopes(&sender, &audience, &recipients),
+            };
             let head = match heads.get(&sender) {
                 Some(h) => *h,
                 None => self.heads.get(&sender).copied().unwrap_or(ChannelHead {
@@ -283,14 +353,18 @@ impl Writer {
                     last_hub_micros: hub_micros,
                 },
             );
-            in_batch.insert((sender.clone(), message_id.clone()), answers.len());
-            outcomes.push(Outcome::Append(answers.len()));
-            answers.push(Appended {
+            for (channel, seq) in &fresh {
+                answered.insert((channel.clone(), *seq, sender.clone()), entry.seq);
+            }
+            in_batch.insert((sender.clone(), message_id.clone()), results.len());
+            outcomes.push(Outcome::Append(results.len()));
+            results.push(Appended {
                 channel: sender.clone(),
                 seq: entry.seq,
                 leaf_hash,
                 recipients,
                 duplicate: false,
+                earlier,
             });
             new_entries.push(NewEntry {
                 channel: sender,
@@ -301,6 +375,9 @@ impl Writer {
                 hub_micros,
                 encoded: entry.encode_to_vec(),
                 deliveries,
+                answers: fresh,
+                answer_kind,
+                audit_scopes,
             });
         }
 
@@ -336,11 +413,11 @@ impl Writer {
             let answer = match (&committed, outcome) {
                 (_, Outcome::Answer(a)) => a,
                 (Err(e), _) => Err(AppendError::Storage(e.to_string())),
-                (Ok(()), Outcome::Append(i)) => answers
+                (Ok(()), Outcome::Append(i)) => results
                     .get(i)
                     .cloned()
                     .ok_or(AppendError::Storage("lost batch answer".into())),
-                (Ok(()), Outcome::SameAs(i, digest)) => match answers.get(i) {
+                (Ok(()), Outcome::SameAs(i, digest)) => match results.get(i) {
                     Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         Ok(Appended {
@@ -395,6 +472,7 @@ impl Writer {
             leaf_hash: stored.leaf_hash,
             recipients: stored.entry.recipients,
             duplicate: true,
+            earlier: Vec::new(),
         })
     }
 }

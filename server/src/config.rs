@@ -33,6 +33,10 @@ pub struct HubConfig {
     pub tls: TlsSection,
     #[serde(default)]
     pub limits: Limits,
+    /// Default acknowledgement deadline per kind, e.g. `early-warning = "2h"`,
+    /// and `default` for the rest; a message's own deadline label wins.
+    #[serde(default)]
+    pub ack_deadlines: AckDeadlines,
     /// Seeds the registry on first start; afterwards the store is the truth.
     #[serde(default)]
     pub units: Vec<UnitSeed>,
@@ -128,6 +132,73 @@ impl Limits {
     }
 }
 
+/// Acknowledgement deadlines by kind name, as durations ("90s", "30m",
+/// "2h", "3d").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct AckDeadlines(pub std::collections::BTreeMap<String, String>);
+
+impl Default for AckDeadlines {
+    fn default() -> Self {
+        Self(
+            [
+                ("default", "3d"),
+                ("early-warning", "2h"),
+                ("lead", "1d"),
+                ("escalation", "1d"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+    }
+}
+
+/// Parses "90s", "30m", "2h", "3d" into microseconds.
+pub fn parse_duration_micros(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1_000_000)
+}
+
+impl AckDeadlines {
+    /// Checks every name and duration once, at start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (kind, d) in &self.0 {
+            if kind != "default" && tongbao_proto::kinds::parse(kind).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "ack_deadlines: unknown kind {kind:?}"
+                )));
+            }
+            if parse_duration_micros(d).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "ack_deadlines.{kind} = {d:?} is not a duration like \"90s\", \"30m\", \"2h\", \"3d\""
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long recipients have to acknowledge an entry of this kind.
+    pub fn for_kind(&self, kind: i32) -> i64 {
+        let name = tongbao_proto::kinds::name(kind);
+        self.0
+            .get(name)
+            .or_else(|| self.0.get("default"))
+            .and_then(|d| parse_duration_micros(d))
+            .unwrap_or(3 * 86_400 * 1_000_000)
+    }
+}
+
 /// A unit as the config seeds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +234,7 @@ impl HubConfig {
             path: path.to_path_buf(),
             source,
         })?;
+        config.ack_deadlines.validate()?;
         config.base_dir = path
             .parent()
             .map(Path::to_path_buf)

@@ -5,7 +5,7 @@ use crate::appender::{AppendStats, Appender};
 use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::registry::Registry;
-use crate::service::{ExchangeService, HubState};
+use crate::service::{AuditService, ExchangeService, HubState};
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{TlsError, TlsFiles, accept_loop, server_config};
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tongbao_proto::pb::audit_server::AuditServer;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
 use tonic::transport::Server;
 
@@ -102,6 +103,7 @@ impl Hub {
             appender,
             inboxes,
             limits: config.limits.clone(),
+            deadlines: config.ack_deadlines.clone(),
             shutdown: shutdown_rx.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
@@ -116,6 +118,7 @@ impl Hub {
             .set_serving::<ExchangeServer<ExchangeService>>()
             .await;
         let max = config.limits.max_request_bytes();
+        let audit = AuditServer::new(AuditService::new(state.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
@@ -124,6 +127,7 @@ impl Hub {
             Server::builder()
                 .add_service(health_service)
                 .add_service(exchange)
+                .add_service(audit)
                 .serve_with_incoming_shutdown(ReceiverStream::new(streams_rx), async move {
                     let _ = stop.changed().await;
                 }),

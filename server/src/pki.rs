@@ -376,6 +376,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             crl: None,
         },
         limits: Limits::default(),
+        ack_deadlines: Default::default(),
         units: seeds,
         mechanisms: MECHANISMS
             .iter()

@@ -5,8 +5,9 @@
 //! module knows nothing of gRPC.
 
 use crate::config::Limits;
+use std::collections::BTreeSet;
 use tongbao_proto::identity::check_id;
-use tongbao_proto::pb::{self, Classification, Priority, SharingCondition};
+use tongbao_proto::pb::{self, Classification, Kind, Priority, Problem, SharingCondition};
 use tongbao_proto::{HASH_LEN, kinds};
 
 /// Why a message was refused.
@@ -43,6 +44,143 @@ pub fn check_push<'a>(
     limits: &Limits,
     now_micros: i64,
 ) -> Result<&'a pb::Message, PolicyError> {
+    let m = check_message(signed, caller, limits, now_micros)?;
+    if !kinds::is_pushable(m.kind) {
+        return Err(malformed(format!(
+            "kind {} ({}) cannot be pushed; pushable kinds: {}",
+            m.kind,
+            kinds::name(m.kind),
+            kinds::pushable().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if m.acknowledgement.is_some() {
+        return Err(malformed(
+            "acknowledgements go through Acknowledge, not Push",
+        ));
+    }
+    let is_feedback = m.kind == Kind::ExceptionFeedback as i32;
+    match (&m.exception, is_feedback) {
+        (Some(x), true) => check_exception(x, m)?,
+        (None, true) => {
+            return Err(malformed(
+                "exception feedback must carry an exception report",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(malformed(
+                "only exception feedback may carry an exception report",
+            ));
+        }
+        (None, false) => {}
+    }
+    Ok(m)
+}
+
+/// The most entries one receipt may acknowledge.
+pub const MAX_RECEIPT_ENTRIES: usize = 4096;
+
+/// Checks a receipt from unit `caller`: kind receipt, a non-empty list of
+/// entries, addressed to exactly the senders of those entries.
+pub fn check_receipt<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<(&'a pb::Message, &'a [pb::EntryPin]), PolicyError> {
+    let m = check_message(signed, caller, limits, now_micros)?;
+    if m.kind != Kind::Receipt as i32 {
+        return Err(malformed(format!(
+            "a receipt must have kind receipt, not {}",
+            kinds::name(m.kind)
+        )));
+    }
+    if m.exception.is_some() {
+        return Err(malformed(
+            "a receipt cannot carry an exception report; push exception feedback instead",
+        ));
+    }
+    let pins = m
+        .acknowledgement
+        .as_ref()
+        .map(|a| a.entries.as_slice())
+        .unwrap_or_default();
+    if pins.is_empty() {
+        return Err(malformed("the receipt acknowledges no entry"));
+    }
+    if pins.len() > MAX_RECEIPT_ENTRIES {
+        return Err(PolicyError::TooLarge(format!(
+            "the receipt acknowledges {} entries; at most {MAX_RECEIPT_ENTRIES} per receipt",
+            pins.len()
+        )));
+    }
+    for p in pins {
+        check_pin(p)?;
+    }
+    let senders: BTreeSet<&str> = pins.iter().map(|p| p.channel.as_str()).collect();
+    let audience = m.audience.clone().unwrap_or_default();
+    let named: BTreeSet<&str> = audience.units.iter().map(String::as_str).collect();
+    if named != senders
+        || !audience.mechanisms.is_empty()
+        || !audience.offices.is_empty()
+        || audience.leading_group
+    {
+        return Err(malformed(format!(
+            "a receipt is addressed to exactly the senders of the entries it acknowledges ({})",
+            senders.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok((m, pins))
+}
+
+fn check_pin(p: &pb::EntryPin) -> Result<(), PolicyError> {
+    check_id("channel", &p.channel).map_err(|e| malformed(e.to_string()))?;
+    if p.leaf_hash.len() != HASH_LEN {
+        return Err(malformed(format!(
+            "entry {}:{}: leaf hash must be 32 bytes, got {}",
+            p.channel,
+            p.seq,
+            p.leaf_hash.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_exception(x: &pb::ExceptionReport, m: &pb::Message) -> Result<(), PolicyError> {
+    let pin = x
+        .entry
+        .as_ref()
+        .ok_or_else(|| malformed("the exception report names no entry"))?;
+    check_pin(pin)?;
+    match Problem::try_from(x.problem) {
+        Ok(Problem::Unspecified) | Err(_) => {
+            return Err(malformed(
+                "exception feedback needs a problem: misaddressed, unreadable, outside-competence or other",
+            ));
+        }
+        Ok(Problem::Other) if x.text.trim().is_empty() => {
+            return Err(malformed(
+                "exception feedback of problem \"other\" needs a text",
+            ));
+        }
+        Ok(_) => {}
+    }
+    let audience = m.audience.clone().unwrap_or_default();
+    if audience.units != [pin.channel.clone()] || !audience.mechanisms.is_empty() {
+        return Err(malformed(format!(
+            "exception feedback is addressed to the sender of the entry it answers ({}) and may copy offices only",
+            pin.channel
+        )));
+    }
+    Ok(())
+}
+
+/// Checks what every signed message must satisfy, whatever its kind.
+fn check_message<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<&'a pb::Message, PolicyError> {
     let m = signed
         .message
         .as_ref()
@@ -60,14 +198,6 @@ pub fn check_push<'a>(
         return Err(malformed(format!(
             "message id {:?} is not valid: use 1 to {} characters A-Z, a-z, 0-9, '-', '_', '.', ':'",
             m.message_id, limits.max_message_id_bytes
-        )));
-    }
-    if !kinds::is_pushable(m.kind) {
-        return Err(malformed(format!(
-            "kind {} ({}) cannot be pushed; pushable kinds: {}",
-            m.kind,
-            kinds::name(m.kind),
-            kinds::pushable().collect::<Vec<_>>().join(", ")
         )));
     }
     check_audience(m.audience.as_ref(), limits)?;

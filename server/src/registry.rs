@@ -183,6 +183,27 @@ impl Registry {
         Ok(out.into_iter().collect())
     }
 
+    /// Mechanisms whose office audits an entry: those its audience names
+    /// (directly or through their office), and those the sender shares with
+    /// at least one recipient, by membership at append time.
+    pub fn audit_scopes(
+        &self,
+        sender: &str,
+        audience: &pb::Audience,
+        recipients: &[String],
+    ) -> Vec<String> {
+        self.mechanisms
+            .values()
+            .filter(|m| {
+                audience.mechanisms.contains(&m.id)
+                    || audience.offices.contains(&m.id)
+                    || (m.members.contains(sender)
+                        && recipients.iter().any(|r| m.members.contains(r)))
+            })
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
     fn mechanism_names(&self) -> String {
         self.mechanisms
             .keys()

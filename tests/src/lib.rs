@@ -17,6 +17,15 @@ use tongbao_server::{Hub, HubConfig};
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The units of a mechanism of the source document.
+pub fn members_of(mechanism: &str) -> Vec<&'static str> {
+    tongbao_server::domain::MECHANISMS
+        .iter()
+        .find(|m| m.id == mechanism)
+        .map(|m| m.members.to_vec())
+        .unwrap_or_default()
+}
+
 /// The 13 units of the joint-enforcement mechanism.
 pub const JOINT_ENFORCEMENT: &[&str] = &[
     "civil-affairs",

@@ -51,6 +51,13 @@ impl Exchange for ExchangeService {
         super::read::get_entry(&self.state, request)
     }
 
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        super::acknowledge::acknowledge(&self.state, request).await
+    }
+
     async fn list_units(
         &self,
         request: Request<pb::ListUnitsRequest>,

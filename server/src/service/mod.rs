@@ -2,14 +2,17 @@
 //! authenticates the caller from its certificate, calls the domain modules
 //! and maps their errors to statuses an engineer can act on.
 
+mod acknowledge;
+mod audit;
 mod exchange;
 mod push;
 mod read;
 
+pub use audit::AuditService;
 pub use exchange::ExchangeService;
 
 use crate::appender::{AppendError, Appender};
-use crate::config::Limits;
+use crate::config::{AckDeadlines, Limits};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use crate::tls::peer_principal;
@@ -27,6 +30,7 @@ pub struct HubState {
     pub appender: Appender,
     pub inboxes: Arc<InboxWatch>,
     pub limits: Limits,
+    pub deadlines: AckDeadlines,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -89,6 +93,7 @@ impl From<AppendError> for Status {
             AppendError::IdReused { .. } => Status::already_exists(e.to_string()),
             AppendError::UnknownSender(_) => Status::unauthenticated(e.to_string()),
             AppendError::Storage(_) | AppendError::Closed => Status::unavailable(e.to_string()),
+            AppendError::AlreadyAnswered { .. } => Status::failed_precondition(e.to_string()),
         }
     }
 }

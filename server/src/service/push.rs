@@ -1,9 +1,11 @@
 //! `Push`: check, verify, append durably, answer.
 
-use super::HubState;
+use super::{HubState, storage_status};
+use crate::appender::AppendError;
 use crate::policy::{PolicyError, check_push};
+use crate::store::AnswerKind;
 use tongbao_proto::keys::{KeyError, verify_signed_message};
-use tongbao_proto::pb;
+use tongbao_proto::{Hash, pb};
 use tonic::{Request, Response, Status};
 
 pub async fn push(
@@ -15,33 +17,26 @@ pub async fn push(
         .into_inner()
         .message
         .ok_or_else(|| Status::invalid_argument("the request carries no message"))?;
-    let message =
-        check_push(&signed, &unit, &state.limits, tongbao_proto::now_micros()).map_err(policy_status)?;
-    let digest = {
-        let registry = state.registry()?;
-        let key_id = signed
-            .signature
-            .as_ref()
-            .map(|s| s.key_id.as_str())
-            .unwrap_or_default();
-        let key = registry
-            .unit(&unit)
-            .and_then(|u| u.key(key_id))
-            .ok_or_else(|| {
-                Status::unauthenticated(format!(
-                    "the signature names key {key_id:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config"
-                ))
-            })?;
-        if let Some(until) = key.valid_until_micros
-            && message.created_micros > until
-        {
-            return Err(Status::unauthenticated(format!(
-                "signing key {key_id} of unit {unit} was retired before this message was created; sign with the current key"
-            )));
+    let message = check_push(&signed, &unit, &state.limits, tongbao_proto::now_micros())
+        .map_err(policy_status)?;
+    let digest = verify_sender_signature(state, &unit, &signed, message)?;
+    let answered = match message.exception.as_ref().and_then(|x| x.entry.as_ref()) {
+        Some(pin) => {
+            check_received(state, &unit, std::slice::from_ref(pin))?;
+            vec![(pin.channel.clone(), pin.seq)]
         }
-        verify_signed_message(&signed, &key.public_key).map_err(|e| signature_status(&unit, e))?
+        None => Vec::new(),
     };
-    let appended = state.appender.append(unit, signed, digest).await?;
+    let appended = state
+        .appender
+        .append_answer(unit, signed, digest, answered, AnswerKind::Exception)
+        .await
+        .map_err(|e| match e {
+            AppendError::AlreadyAnswered { .. } => Status::failed_precondition(format!(
+                "{e}; an entry is answered once, by a receipt or by exception feedback"
+            )),
+            other => other.into(),
+        })?;
     Ok(Response::new(pb::PushResponse {
         channel: appended.channel,
         seq: appended.seq,
@@ -51,7 +46,7 @@ pub async fn push(
     }))
 }
 
-fn policy_status(e: PolicyError) -> Status {
+pub(crate) fn policy_status(e: PolicyError) -> Status {
     match e {
         PolicyError::Malformed(_) | PolicyError::Classified => {
             Status::invalid_argument(e.to_string())
@@ -61,11 +56,69 @@ fn policy_status(e: PolicyError) -> Status {
     }
 }
 
-fn signature_status(unit: &str, e: KeyError) -> Status {
-    match e {
+/// Verifies a message's signature under the sender unit's registered key
+/// (valid when the message was created); returns the message digest.
+pub(crate) fn verify_sender_signature(
+    state: &HubState,
+    unit: &str,
+    signed: &pb::SignedMessage,
+    message: &pb::Message,
+) -> Result<Hash, Status> {
+    let registry = state.registry()?;
+    let key_id = signed
+        .signature
+        .as_ref()
+        .map(|s| s.key_id.as_str())
+        .unwrap_or_default();
+    let key = registry.unit(unit).and_then(|u| u.key(key_id)).ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "the signature names key {key_id:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config"
+        ))
+    })?;
+    if let Some(until) = key.valid_until_micros
+        && message.created_micros > until
+    {
+        return Err(Status::unauthenticated(format!(
+            "signing key {key_id} of unit {unit} was retired before this message was created; sign with the current key"
+        )));
+    }
+    verify_signed_message(signed, &key.public_key).map_err(|e| match e {
         KeyError::BadSignature { .. } => Status::unauthenticated(format!(
             "signature of unit {unit} does not verify: the content was changed after signing, or it was signed with another key"
         )),
         other => Status::unauthenticated(format!("signature of unit {unit} refused: {other}")),
+    })
+}
+
+/// Checks that `unit` received each pinned entry exactly as pinned.
+pub(crate) fn check_received(
+    state: &HubState,
+    unit: &str,
+    pins: &[pb::EntryPin],
+) -> Result<(), Status> {
+    for pin in pins {
+        let stored = state
+            .store
+            .entry(&pin.channel, pin.seq)
+            .map_err(storage_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("entry {}:{} does not exist", pin.channel, pin.seq))
+            })?;
+        if !stored.entry.recipients.iter().any(|r| r == unit) {
+            return Err(Status::permission_denied(format!(
+                "entry {}:{} was not addressed to unit {unit}; a unit answers only entries it received",
+                pin.channel, pin.seq
+            )));
+        }
+        if stored.leaf_hash.as_slice() != pin.leaf_hash.as_slice() {
+            return Err(Status::failed_precondition(format!(
+                "entry {}:{} has leaf hash {}, not {}; acknowledge the entry exactly as delivered",
+                pin.channel,
+                pin.seq,
+                hex::encode(stored.leaf_hash),
+                hex::encode(&pin.leaf_hash)
+            )));
+        }
     }
+    Ok(())
 }

@@ -44,7 +44,9 @@ fn own_inbox(who: &Principal, asked: &str) -> Result<String, Status> {
     }
 }
 
-fn delivery(state: &HubState, item: &InboxItem) -> Result<pb::Delivery, Status> {
+/// Reads the entry behind an inbox position and records that `inbox` was
+/// served it (the "fetched" delivery state).
+fn delivery(state: &HubState, inbox: &str, item: &InboxItem) -> Result<pb::Delivery, Status> {
     let stored = state
         .store
         .entry(&item.channel, item.seq)
@@ -55,6 +57,13 @@ fn delivery(state: &HubState, item: &InboxItem) -> Result<pb::Delivery, Status> 
                 item.cursor, item.channel, item.seq
             ))
         })?;
+    state
+        .store
+        .mark_fetched(
+            &[(item.channel.clone(), item.seq, inbox.to_string())],
+            tongbao_proto::now_micros(),
+        )
+        .map_err(storage_status)?;
     Ok(pb::Delivery {
         entry: Some(stored.entry),
         leaf_hash: stored.leaf_hash.to_vec(),
@@ -81,7 +90,7 @@ pub fn pull(
     let mut deliveries = Vec::with_capacity(items.len());
     let mut bytes = 0usize;
     for item in &items {
-        let d = delivery(state, item)?;
+        let d = delivery(state, &inbox, item)?;
         bytes += prost::Message::encoded_len(&d);
         if !deliveries.is_empty() && bytes > state.limits.max_page_bytes {
             break;
@@ -124,7 +133,7 @@ pub fn subscribe(
                 continue;
             }
             for item in &items {
-                let d = delivery(&state, item);
+                let d = delivery(&state, &inbox, item);
                 let failed = d.is_err();
                 if tx.send(d).await.is_err() || failed {
                     return;
@@ -159,6 +168,15 @@ pub fn get_entry(
             "entry {}:{} is not addressed to {who}",
             req.channel, req.seq
         )));
+    }
+    if let Some(inbox) = who.inbox().filter(|i| stored.entry.recipients.contains(i)) {
+        state
+            .store
+            .mark_fetched(
+                &[(req.channel.clone(), req.seq, inbox)],
+                tongbao_proto::now_micros(),
+            )
+            .map_err(storage_status)?;
     }
     Ok(Response::new(pb::GetEntryResponse {
         entry: Some(stored.entry),

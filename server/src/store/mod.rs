@@ -48,6 +48,36 @@ pub struct NewEntry {
     pub encoded: Vec<u8>,
     /// (inbox, cursor) for every recipient.
     pub deliveries: Vec<(String, u64)>,
+    /// Entries this one answers (a receipt or exception feedback), each
+    /// answered by this entry's sender.
+    pub answers: Vec<(String, u64)>,
+    pub answer_kind: AnswerKind,
+    /// Mechanisms whose office audits this entry.
+    pub audit_scopes: Vec<String>,
+}
+
+/// How a recipient answered an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    Acknowledged,
+    Exception,
+}
+
+/// A recipient's answer to an entry: the entry that answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub kind: AnswerKind,
+    /// Position of the receipt or feedback in the recipient's channel.
+    pub seq: u64,
+    pub hub_micros: i64,
+}
+
+/// An entry listed in a mechanism's audit index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedEntry {
+    pub hub_micros: i64,
+    pub channel: String,
+    pub seq: u64,
 }
 
 /// An entry read back, with the leaf hash recorded when it was appended.
@@ -94,4 +124,30 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError>;
+    /// How a recipient answered an entry, if it did.
+    fn answer(
+        &self,
+        channel: &str,
+        seq: u64,
+        recipient: &str,
+    ) -> Result<Option<Answer>, StoreError>;
+    /// Every recipient's answer to an entry.
+    fn answers(&self, channel: &str, seq: u64) -> Result<Vec<(String, Answer)>, StoreError>;
+    /// Records the first time each (entry, recipient) was served. Not
+    /// synced: an observation, not a promise.
+    fn mark_fetched(
+        &self,
+        served: &[(String, u64, String)],
+        hub_micros: i64,
+    ) -> Result<(), StoreError>;
+    /// When each recipient was first served an entry.
+    fn fetched(&self, channel: &str, seq: u64) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Entries in a mechanism's audit scope with hub time in [since, until).
+    fn audit_scope(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<ScopedEntry>, StoreError>;
 }

@@ -5,7 +5,10 @@
 //! never syncs blob files (large values), which survives a process crash but
 //! not a power loss; [`SledStore::make_durable`] adds the missing fsyncs.
 
-use super::{ChannelHead, InboxItem, MessageRecord, NewEntry, Store, StoreError, StoredEntry};
+use super::{
+    Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store,
+    StoreError, StoredEntry,
+};
 use crate::registry::Registry;
 use prost::Message as _;
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +23,9 @@ const INBOX: u8 = b'i';
 const MESSAGE: u8 = b'm';
 const CHANNEL_HEAD: u8 = b'c';
 const INBOX_HEAD: u8 = b'b';
+const ANSWER: u8 = b'a';
+const FETCHED: u8 = b'f';
+const AUDIT_SCOPE: u8 = b'x';
 const REGISTRY_KEY: &[u8] = b"r\0registry";
 
 /// sled-backed [`Store`].
@@ -54,6 +60,31 @@ fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
         k.extend_from_slice(&n.to_be_bytes());
     }
     k
+}
+
+/// `kind 0 channel 0 seq 0 recipient`: per (entry, recipient) records.
+fn delivery_key(kind: u8, channel: &str, seq: u64, recipient: Option<&str>) -> Vec<u8> {
+    let mut k = key(kind, channel, Some(seq));
+    k.push(0);
+    if let Some(r) = recipient {
+        k.extend_from_slice(r.as_bytes());
+    }
+    k
+}
+
+fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
+    if v.len() != 17 {
+        return Err(StoreError::Corrupt("answer record".into()));
+    }
+    Ok(Answer {
+        kind: if v[0] == 1 {
+            AnswerKind::Exception
+        } else {
+            AnswerKind::Acknowledged
+        },
+        seq: u64_from(&v[1..9])?,
+        hub_micros: u64_from(&v[9..17])? as i64,
+    })
 }
 
 fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
@@ -222,6 +253,20 @@ impl Store for SledStore {
             head.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
             batch.insert(key(CHANNEL_HEAD, &e.channel, None), head);
 
+            for (channel, seq) in &e.answers {
+                let mut v = Vec::with_capacity(17);
+                v.push(u8::from(e.answer_kind == AnswerKind::Exception));
+                v.extend_from_slice(&e.seq.to_be_bytes());
+                v.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
+                batch.insert(delivery_key(ANSWER, channel, *seq, Some(&e.channel)), v);
+            }
+            for mechanism in &e.audit_scopes {
+                let mut k = key(AUDIT_SCOPE, mechanism, Some(e.hub_micros as u64));
+                k.push(0);
+                k.extend_from_slice(&e.seq.to_be_bytes());
+                k.extend_from_slice(e.channel.as_bytes());
+                batch.insert(k, Vec::new());
+            }
             for (inbox, cursor) in &e.deliveries {
                 let mut v = Vec::with_capacity(8 + e.channel.len());
                 v.extend_from_slice(&e.seq.to_be_bytes());
@@ -275,6 +320,89 @@ impl Store for SledStore {
         }))
     }
 
+    fn answer(
+        &self,
+        channel: &str,
+        seq: u64,
+        recipient: &str,
+    ) -> Result<Option<Answer>, StoreError> {
+        match self
+            .tree
+            .get(delivery_key(ANSWER, channel, seq, Some(recipient)))
+            .map_err(db_err)?
+        {
+            None => Ok(None),
+            Some(v) => decode_answer(&v).map(Some),
+        }
+    }
+
+    fn answers(&self, channel: &str, seq: u64) -> Result<Vec<(String, Answer)>, StoreError> {
+        let prefix = delivery_key(ANSWER, channel, seq, None);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(db_err)?;
+            let recipient = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((recipient, decode_answer(&v)?));
+        }
+        Ok(out)
+    }
+
+    fn mark_fetched(
+        &self,
+        served: &[(String, u64, String)],
+        hub_micros: i64,
+    ) -> Result<(), StoreError> {
+        for (channel, seq, recipient) in served {
+            // First serving wins; later ones leave the record alone.
+            let _ = self
+                .tree
+                .compare_and_swap(
+                    delivery_key(FETCHED, channel, *seq, Some(recipient)),
+                    None as Option<&[u8]>,
+                    Some(&(hub_micros as u64).to_be_bytes()[..]),
+                )
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn fetched(&self, channel: &str, seq: u64) -> Result<Vec<(String, i64)>, StoreError> {
+        let prefix = delivery_key(FETCHED, channel, seq, None);
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, v) = kv.map_err(db_err)?;
+            let recipient = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((recipient, u64_from(&v)? as i64));
+        }
+        Ok(out)
+    }
+
+    fn audit_scope(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<ScopedEntry>, StoreError> {
+        let from = key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64));
+        let to = key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64));
+        let base = key(AUDIT_SCOPE, mechanism, None).len() + 1;
+        let mut out = Vec::new();
+        for kv in self.tree.range(from..to).take(limit) {
+            let (k, _) = kv.map_err(db_err)?;
+            // After the base: hub micros (8), 0, seq (8), channel.
+            if k.len() < base + 17 {
+                return Err(StoreError::Corrupt("audit index key".into()));
+            }
+            out.push(ScopedEntry {
+                hub_micros: u64_from(&k[base..base + 8])? as i64,
+                seq: u64_from(&k[base + 9..base + 17])?,
+                channel: String::from_utf8_lossy(&k[base + 17..]).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
     fn inbox_page(
         &self,
         inbox: &str,
@@ -325,6 +453,9 @@ mod tests {
                 .iter()
                 .map(|(i, c)| ((*i).to_string(), *c))
                 .collect(),
+            answers: Vec::new(),
+            answer_kind: AnswerKind::Acknowledged,
+            audit_scopes: Vec::new(),
         }
     }
 

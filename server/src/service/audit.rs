@@ -1,0 +1,281 @@
+//! The `Audit` service: the office's view of who received what, and when.
+//!
+//! Offices see metadata (sender, kind, times, recipients, states, receipts)
+//! and never a body: an audited entry carries no subject or body, and the
+//! receipts it embeds hold only positions and leaf hashes.
+
+use super::{HubState, storage_status};
+use crate::store::{AnswerKind, ScopedEntry};
+use std::collections::BTreeMap;
+use tongbao_proto::identity::{LEADING_GROUP_INBOX, OFFICE_INBOX_PREFIX, Principal};
+use tongbao_proto::pb::{self, DeliveryState, audit_server::Audit};
+use tonic::{Request, Response, Status};
+
+/// Entries examined per request at most, whatever the filters.
+const MAX_SCAN: usize = 200_000;
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 10_000;
+
+/// `tongbao.v1.Audit` over the shared hub state.
+#[derive(Clone)]
+pub struct AuditService {
+    state: std::sync::Arc<HubState>,
+}
+
+impl AuditService {
+    pub fn new(state: std::sync::Arc<HubState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The mechanism an office may audit; everyone else is refused.
+fn office_mechanism<T>(
+    state: &HubState,
+    request: &Request<T>,
+    asked: &str,
+) -> Result<String, Status> {
+    match state.authenticate(request)? {
+        Principal::Office(m) if asked.is_empty() || asked == m => Ok(m),
+        Principal::Office(m) => Err(Status::permission_denied(format!(
+            "the office of {m} may audit only {m}, not {asked}"
+        ))),
+        other => Err(Status::permission_denied(format!(
+            "only a mechanism's office may audit delivery; this certificate names {other}"
+        ))),
+    }
+}
+
+/// True for inboxes of units, the only parties that acknowledge.
+fn is_unit(inbox: &str) -> bool {
+    !inbox.starts_with(OFFICE_INBOX_PREFIX) && inbox != LEADING_GROUP_INBOX
+}
+
+/// One entry with every recipient's state as of `as_of`.
+fn audited(
+    state: &HubState,
+    scoped: &ScopedEntry,
+    as_of: i64,
+) -> Result<Option<pb::AuditedEntry>, Status> {
+    let Some(stored) = state
+        .store
+        .entry(&scoped.channel, scoped.seq)
+        .map_err(storage_status)?
+    else {
+        return Ok(None);
+    };
+    let entry = stored.entry;
+    let message = entry
+        .message
+        .as_ref()
+        .and_then(|m| m.message.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let deadline = match message.labels.map(|l| l.ack_deadline_micros) {
+        Some(d) if d > 0 => d,
+        _ => entry
+            .hub_micros
+            .saturating_add(state.deadlines.for_kind(message.kind)),
+    };
+    let answers: BTreeMap<String, _> = state
+        .store
+        .answers(&entry.channel, entry.seq)
+        .map_err(storage_status)?
+        .into_iter()
+        .filter(|(_, a)| a.hub_micros <= as_of)
+        .collect();
+    let fetched: BTreeMap<String, i64> = state
+        .store
+        .fetched(&entry.channel, entry.seq)
+        .map_err(storage_status)?
+        .into_iter()
+        .filter(|(_, t)| *t <= as_of)
+        .collect();
+    let mut recipients = Vec::with_capacity(entry.recipients.len());
+    for r in &entry.recipients {
+        let answer = answers.get(r);
+        let fetched_micros = fetched.get(r).copied().unwrap_or(0);
+        let (delivery_state, answered_at) = match answer {
+            Some(a) if a.kind == AnswerKind::Acknowledged => {
+                (DeliveryState::Acknowledged, a.hub_micros)
+            }
+            Some(a) => (DeliveryState::Exception, a.hub_micros),
+            None if fetched_micros > 0 => (DeliveryState::Fetched, 0),
+            None => (DeliveryState::Pending, 0),
+        };
+        let resolved_at = if answered_at > 0 { answered_at } else { as_of };
+        let (answer_entry, answer_leaf_hash) = match answer {
+            Some(a) => match state.store.entry(r, a.seq).map_err(storage_status)? {
+                Some(s) => (Some(s.entry), s.leaf_hash.to_vec()),
+                None => (None, Vec::new()),
+            },
+            None => (None, Vec::new()),
+        };
+        recipients.push(pb::RecipientDelivery {
+            recipient: r.clone(),
+            state: delivery_state as i32,
+            fetched_micros,
+            acknowledged_micros: answered_at,
+            overdue: is_unit(r) && resolved_at > deadline,
+            answer: answer_entry,
+            answer_leaf_hash,
+        });
+    }
+    Ok(Some(pb::AuditedEntry {
+        channel: entry.channel,
+        seq: entry.seq,
+        leaf_hash: stored.leaf_hash.to_vec(),
+        sender: message.sender,
+        kind: message.kind,
+        message_id: message.message_id,
+        hub_micros: entry.hub_micros,
+        deadline_micros: deadline,
+        recipients,
+    }))
+}
+
+type StatsRow = (pb::UnitStats, Vec<i64>);
+
+fn row<'a>(stats: &'a mut BTreeMap<String, StatsRow>, unit: &str) -> &'a mut StatsRow {
+    stats.entry(unit.to_string()).or_insert_with(|| {
+        (
+            pb::UnitStats {
+                unit: unit.to_string(),
+                ..Default::default()
+            },
+            Vec::new(),
+        )
+    })
+}
+
+fn window(since: i64, until: i64) -> (i64, i64) {
+    (since.max(0), if until <= 0 { i64::MAX } else { until })
+}
+
+fn as_of(asked: i64) -> i64 {
+    if asked > 0 {
+        asked
+    } else {
+        tongbao_proto::now_micros()
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], p: usize) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn list_deliveries(
+        &self,
+        request: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
+        let req = request.into_inner();
+        let as_of = as_of(req.as_of_micros);
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        } as usize;
+        let (since, until) = window(req.since_micros, req.until_micros);
+        let scoped = self
+            .state
+            .store
+            .audit_scope(&mechanism, since, until, MAX_SCAN)
+            .map_err(storage_status)?;
+        let mut entries = Vec::new();
+        for s in &scoped {
+            if !req.sender.is_empty() && s.channel != req.sender {
+                continue;
+            }
+            let Some(a) = audited(&self.state, s, as_of)? else {
+                continue;
+            };
+            if req.kind != 0 && a.kind != req.kind {
+                continue;
+            }
+            let matches = |r: &pb::RecipientDelivery| {
+                (req.recipient.is_empty() || r.recipient == req.recipient)
+                    && (req.state == 0 || r.state == req.state)
+                    && (!req.overdue_only || r.overdue)
+            };
+            if !a.recipients.iter().any(matches) {
+                continue;
+            }
+            entries.push(a);
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            entries,
+            as_of_micros: as_of,
+        }))
+    }
+
+    async fn unit_summary(
+        &self,
+        request: Request<pb::UnitSummaryRequest>,
+    ) -> Result<Response<pb::UnitSummaryResponse>, Status> {
+        let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
+        let req = request.into_inner();
+        let as_of = as_of(req.as_of_micros);
+        let (since, until) = window(req.since_micros, req.until_micros);
+        let scoped = self
+            .state
+            .store
+            .audit_scope(&mechanism, since, until, MAX_SCAN)
+            .map_err(storage_status)?;
+        let mut stats: BTreeMap<String, StatsRow> = BTreeMap::new();
+        for s in &scoped {
+            let Some(a) = audited(&self.state, s, as_of)? else {
+                continue;
+            };
+            row(&mut stats, &a.sender).0.sent += 1;
+            for r in a.recipients.iter().filter(|r| is_unit(&r.recipient)) {
+                let (st, latencies) = row(&mut stats, &r.recipient);
+                st.received += 1;
+                if r.state == DeliveryState::Acknowledged as i32 {
+                    st.acknowledged += 1;
+                    latencies.push(r.acknowledged_micros - a.hub_micros);
+                }
+                if r.state == DeliveryState::Exception as i32 {
+                    st.exceptions += 1;
+                }
+                if r.overdue {
+                    st.overdue += 1;
+                }
+            }
+        }
+        let units = stats
+            .into_values()
+            .map(|(mut st, mut lat)| {
+                lat.sort_unstable();
+                st.ack_p50_micros = percentile(&lat, 50);
+                st.ack_p90_micros = percentile(&lat, 90);
+                st
+            })
+            .collect();
+        Ok(Response::new(pb::UnitSummaryResponse {
+            units,
+            as_of_micros: as_of,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(percentile(&[], 50), 0);
+        assert_eq!(percentile(&[5], 90), 5);
+        let v: Vec<i64> = (1..=10).collect();
+        assert_eq!((percentile(&v, 50), percentile(&v, 90)), (5, 9));
+    }
+}
