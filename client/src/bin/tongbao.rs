@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use std::path::PathBuf;
 use tongbao_client::{Client, ClientConfig, Draft, VerifiedEntry};
-use tongbao_proto::kinds;
+use tongbao_proto::{kinds, pb};
 
 #[derive(Parser)]
 #[command(
@@ -71,9 +71,25 @@ enum Command {
         limit: u32,
         #[arg(long)]
         json: bool,
+        /// Acknowledge the page with one signed receipt once printed.
+        #[arg(long)]
+        ack: bool,
+    },
+    /// Acknowledge inbox entries by cursor, with one signed receipt.
+    Ack {
+        #[arg(required = true)]
+        cursors: Vec<u64>,
+    },
+    /// The office's delivery audit.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
     },
     /// Follow the inbox live (reconnects and resumes by itself).
     Watch {
+        /// Acknowledge each entry once printed (receipts batched).
+        #[arg(long)]
+        ack: bool,
         #[arg(long, default_value_t = 0)]
         after: u64,
         #[arg(long)]
@@ -90,6 +106,230 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Entries of the office's mechanism with every recipient's state.
+    Delivery {
+        /// Only entries with a recipient overdue.
+        #[arg(long)]
+        overdue: bool,
+        /// Hub time from which to list: RFC 3339, or a duration ago ("24h", "7d").
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        sender: Option<String>,
+        #[arg(long)]
+        recipient: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Per-unit counts: sent, received, acknowledged, overdue, time to acknowledge.
+    Units {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// "24h" (that long ago) or an RFC 3339 time, as unix microseconds.
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1000) as i64);
+    }
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: i64 = digits.parse().with_context(|| {
+        format!("{s:?} is neither an RFC 3339 time nor a duration like 24h or 7d")
+    })?;
+    let unit = match &s[digits.len()..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => bail!("unknown duration unit {other:?} in {s:?}; use s, m, h or d"),
+    };
+    Ok(tongbao_proto::now_micros() - n * unit * 1_000_000)
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::DeliveryState::try_from(state) {
+        Ok(pb::DeliveryState::Pending) => "pending",
+        Ok(pb::DeliveryState::Fetched) => "fetched",
+        Ok(pb::DeliveryState::Acknowledged) => "acknowledged",
+        Ok(pb::DeliveryState::Exception) => "exception",
+        _ => "unknown",
+    }
+}
+
+fn time_or_dash(micros: i64) -> String {
+    if micros > 0 {
+        hub_time(micros)
+    } else {
+        "-".into()
+    }
+}
+
+fn audited_json(e: &pb::AuditedEntry) -> serde_json::Value {
+    serde_json::json!({
+        "channel": e.channel, "seq": e.seq, "leaf_hash": hex::encode(&e.leaf_hash),
+        "sender": e.sender, "kind": kinds::name(e.kind), "message_id": e.message_id,
+        "hub_time": hub_time(e.hub_micros), "deadline": hub_time(e.deadline_micros),
+        "recipients": e.recipients.iter().map(|r| serde_json::json!({
+            "recipient": r.recipient, "state": state_name(r.state), "overdue": r.overdue,
+            "fetched": (r.fetched_micros > 0).then(|| hub_time(r.fetched_micros)),
+            "answered": (r.acknowledged_micros > 0).then(|| hub_time(r.acknowledged_micros)),
+            "answer": r.answer.as_ref().map(|a| format!("{}:{}", a.channel, a.seq)),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
+    match what {
+        AuditCommand::Delivery {
+            overdue,
+            since,
+            sender,
+            recipient,
+            kind,
+            limit,
+            json,
+            csv,
+        } => {
+            let kind = match kind {
+                Some(k) => kinds::parse(&k).with_context(|| format!("unknown kind {k:?}"))? as i32,
+                None => 0,
+            };
+            let r = client
+                .audit_deliveries(pb::ListDeliveriesRequest {
+                    since_micros: since.as_deref().map(parse_since).transpose()?.unwrap_or(0),
+                    sender: sender.unwrap_or_default(),
+                    recipient: recipient.unwrap_or_default(),
+                    kind,
+                    overdue_only: overdue,
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
+            if csv {
+                println!(
+                    "channel,seq,sender,kind,hub_time,deadline,recipient,state,fetched,answered,overdue"
+                );
+            }
+            for e in &r.entries {
+                if json {
+                    println!("{}", audited_json(e));
+                } else if csv {
+                    for d in &e.recipients {
+                        println!(
+                            "{},{},{},{},{},{},{},{},{},{},{}",
+                            e.channel,
+                            e.seq,
+                            e.sender,
+                            kinds::name(e.kind),
+                            hub_time(e.hub_micros),
+                            hub_time(e.deadline_micros),
+                            d.recipient,
+                            state_name(d.state),
+                            time_or_dash(d.fetched_micros),
+                            time_or_dash(d.acknowledged_micros),
+                            d.overdue
+                        );
+                    }
+                } else {
+                    let count = |s: pb::DeliveryState| {
+                        e.recipients.iter().filter(|r| r.state == s as i32).count()
+                    };
+                    let late = e.recipients.iter().filter(|r| r.overdue).count();
+                    println!(
+                        "{}:{}  {}  from {}  at {}  deadline {}  acknowledged {}/{}  fetched {}  pending {}  exceptions {}  overdue {late}",
+                        e.channel,
+                        e.seq,
+                        kinds::name(e.kind),
+                        e.sender,
+                        hub_time(e.hub_micros),
+                        hub_time(e.deadline_micros),
+                        count(pb::DeliveryState::Acknowledged),
+                        e.recipients.len(),
+                        count(pb::DeliveryState::Fetched),
+                        count(pb::DeliveryState::Pending),
+                        count(pb::DeliveryState::Exception),
+                    );
+                    for d in &e.recipients {
+                        let flag = if d.overdue { "  OVERDUE" } else { "" };
+                        println!(
+                            "    {:<20} {:<12} fetched {:<28} answered {}{flag}",
+                            d.recipient,
+                            state_name(d.state),
+                            time_or_dash(d.fetched_micros),
+                            time_or_dash(d.acknowledged_micros)
+                        );
+                    }
+                }
+            }
+            if !json && !csv {
+                println!(
+                    "{} entries, as of {}",
+                    r.entries.len(),
+                    hub_time(r.as_of_micros)
+                );
+            }
+        }
+        AuditCommand::Units { since, json } => {
+            let r = client
+                .audit_units(pb::UnitSummaryRequest {
+                    since_micros: since.as_deref().map(parse_since).transpose()?.unwrap_or(0),
+                    ..Default::default()
+                })
+                .await?;
+            if !json {
+                println!(
+                    "{:<20} {:>6} {:>9} {:>6} {:>10} {:>8} {:>10} {:>10}",
+                    "unit",
+                    "sent",
+                    "received",
+                    "acked",
+                    "exceptions",
+                    "overdue",
+                    "ack p50",
+                    "ack p90"
+                );
+            }
+            for u in &r.units {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "unit": u.unit, "sent": u.sent, "received": u.received,
+                            "acknowledged": u.acknowledged, "exceptions": u.exceptions, "overdue": u.overdue,
+                            "ack_p50_seconds": u.ack_p50_micros as f64 / 1e6,
+                            "ack_p90_seconds": u.ack_p90_micros as f64 / 1e6,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{:<20} {:>6} {:>9} {:>6} {:>10} {:>8} {:>9.1}s {:>9.1}s",
+                        u.unit,
+                        u.sent,
+                        u.received,
+                        u.acknowledged,
+                        u.exceptions,
+                        u.overdue,
+                        u.ack_p50_micros as f64 / 1e6,
+                        u.ack_p90_micros as f64 / 1e6
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
@@ -276,10 +516,21 @@ async fn run() -> anyhow::Result<()> {
                 println!("leaf hash {}", hex::encode(&r.leaf_hash));
             }
         }
-        Command::Pull { after, limit, json } => {
+        Command::Pull {
+            after,
+            limit,
+            json,
+            ack,
+        } => {
             let page = client.pull(after, limit).await?;
             for e in &page.entries {
                 print_entry(e, json);
+            }
+            if ack && !page.entries.is_empty() {
+                let outcome = client.ack(&page.entries.iter().collect::<Vec<_>>()).await?;
+                if !json {
+                    println!("acknowledged {} entries", outcome.newly_acknowledged);
+                }
             }
             if !json {
                 let next = page.next_after(after);
@@ -290,12 +541,56 @@ async fn run() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Watch { after, json } => {
+        Command::Watch {
+            after,
+            json,
+            ack: false,
+        } => {
             let mut stream = Box::pin(client.subscribe(after));
             while let Some(e) = stream.next().await {
                 print_entry(&e?, json);
             }
         }
+        Command::Watch {
+            after,
+            json,
+            ack: true,
+        } => {
+            client
+                .process(after, |e| {
+                    print_entry(&e, json);
+                    async { Ok::<(), std::convert::Infallible>(()) }
+                })
+                .await?;
+        }
+        Command::Ack { cursors } => {
+            let mut entries = Vec::new();
+            for c in cursors {
+                let page = client.pull(c.saturating_sub(1), 1).await?;
+                let e = page
+                    .entries
+                    .into_iter()
+                    .next()
+                    .filter(|e| e.cursor == c)
+                    .with_context(|| format!("no entry at cursor {c} in this inbox"))?;
+                entries.push(e);
+            }
+            let outcome = client.ack(&entries.iter().collect::<Vec<_>>()).await?;
+            match &outcome.receipt {
+                Some((channel, seq, _)) => println!(
+                    "receipt {channel}:{seq} acknowledges {} entries",
+                    outcome.newly_acknowledged
+                ),
+                None => println!("nothing new: every entry was acknowledged before"),
+            }
+            for (entry, receipt) in &outcome.earlier {
+                println!(
+                    "  {}:{} was acknowledged earlier by {}:{}",
+                    entry.channel, entry.seq, receipt.channel, receipt.seq
+                );
+            }
+        }
+        Command::Audit { what } => audit(&client, what).await?,
         Command::Get { entry, json } => {
             let (c, n) = parse_ref(&entry)?;
             print_entry(&client.get_entry(&c, n).await?, json);
