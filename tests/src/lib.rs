@@ -26,23 +26,6 @@ pub fn members_of(mechanism: &str) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
-/// The 13 units of the joint-enforcement mechanism.
-pub const JOINT_ENFORCEMENT: &[&str] = &[
-    "civil-affairs",
-    "publicity",
-    "political-legal",
-    "cyberspace",
-    "education",
-    "public-security",
-    "hr-social-security",
-    "culture-tourism",
-    "health",
-    "market-regulation",
-    "foreign-affairs",
-    "state-security",
-    "tax",
-];
-
 /// A fresh PKI and hub config in a temp dir, removed on drop.
 pub struct TestPki {
     pub dir: TempDir,
