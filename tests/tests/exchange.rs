@@ -4,7 +4,7 @@
 use tongbao_client::ClientError;
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::pb::{self, Kind};
-use tongbao_tests::{JOINT_ENFORCEMENT, TestHub, TestResult, code_of, note};
+use tongbao_tests::{TestHub, TestResult, code_of, members_of, note};
 use tonic::Code;
 
 fn rejected(r: Result<impl std::fmt::Debug, ClientError>, code: Code, words: &str) {
@@ -28,17 +28,15 @@ async fn mechanism_message_reaches_exactly_its_members() -> TestResult {
         .push(note("Fund movement").to_mechanism("joint-enforcement"))
         .await?;
     assert_eq!((r.channel.as_str(), r.seq, r.duplicate), ("tax", 0, false));
+    let members = members_of("joint-enforcement");
+    assert_eq!(members.len(), 13);
     let expected: Vec<&str> = {
-        let mut v: Vec<&str> = JOINT_ENFORCEMENT
-            .iter()
-            .copied()
-            .filter(|u| *u != "tax")
-            .collect();
+        let mut v: Vec<&str> = members.iter().copied().filter(|u| *u != "tax").collect();
         v.sort();
         v
     };
     assert_eq!(r.recipients, expected);
-    for unit in JOINT_ENFORCEMENT.iter().filter(|u| **u != "tax") {
+    for unit in members.iter().filter(|u| **u != "tax") {
         let page = t.unit(unit).await?.pull(0, 10).await?;
         assert_eq!(page.entries.len(), 1, "{unit}");
         let e = &page.entries[0];
