@@ -9,7 +9,10 @@
 //!   subscriber per member (13) counts deliveries.
 //!
 //! All messages are signed before the timed phase; each publisher keeps W
-//! pushes in flight. The run fails (non-zero exit) unless every push
+//! pushes in flight. Every subscriber acknowledges everything it receives
+//! with batched signed receipts (up to 256 entries per receipt, or what
+//! arrived within 20 ms), so "fully acknowledged" means every recipient's
+//! receipt for a message is durable in the hub. The run fails (non-zero exit) unless every push
 //! succeeds, every channel's seqs are exactly 0..pushes, and every
 //! subscriber receives every message exactly once within the drain timeout.
 //!
@@ -126,6 +129,8 @@ fn to_joint_enforcement(d: Draft) -> Draft {
 /// What one publisher's timed phase produced.
 struct Published {
     latencies: Vec<Duration>,
+    /// When each appended entry's push was sent.
+    sent_at: HashMap<(String, u64), Instant>,
     receipts: Vec<PushReceipt>,
     errors: Vec<String>,
     last_answer: Option<Instant>,
@@ -135,11 +140,19 @@ struct Published {
 struct Received {
     unit: &'static str,
     seen: HashSet<(String, u64)>,
+    /// When the receipt acknowledging each entry was answered durable.
+    acked_at: Vec<((String, u64), Instant)>,
+    /// Entries the hub reported as newly acknowledged by this unit.
+    newly_acknowledged: u64,
+    /// Receipts this unit appended.
+    receipts: u64,
     duplicates: u64,
     /// Entries that are not of this run, or not addressed to this unit.
     foreign: Vec<String>,
     error: Option<String>,
+    /// When this unit had acknowledged every message.
     complete_at: Option<Instant>,
+    expected: usize,
 }
 
 /// Figures of one scenario.
@@ -303,12 +316,14 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         publisher_tasks.push(tokio::spawn(publish(client, messages, args.in_flight)));
     }
     let mut latencies = Vec::with_capacity(total);
+    let mut sent_at: HashMap<(String, u64), Instant> = HashMap::with_capacity(total);
     let mut receipts = Vec::with_capacity(total);
     let mut push_errors = Vec::new();
     let mut last_answer = started;
     for task in publisher_tasks {
         let p = task.await?;
         latencies.extend(p.latencies);
+        sent_at.extend(p.sent_at);
         receipts.extend(p.receipts);
         push_errors.extend(p.errors);
         if let Some(t) = p.last_answer {
@@ -346,7 +361,12 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 
     // Group-commit counters of this hub (fresh: only this scenario's pushes).
     let batches = stats.batches.load(Ordering::Relaxed);
-    let appended = stats.appended.load(Ordering::Relaxed);
+    // Receipts are entries too: count only the messages.
+    let receipts_appended: u64 = received.iter().map(|r| r.receipts).sum();
+    let appended = stats
+        .appended
+        .load(Ordering::Relaxed)
+        .saturating_sub(receipts_appended);
     let largest_batch = stats.largest_batch.load(Ordering::Relaxed);
     let commit_nanos = stats.commit_nanos.load(Ordering::Relaxed);
     let mean_batch = stats.mean_batch();
@@ -385,6 +405,21 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         };
     }
     let delivered_elapsed = complete_at.map(|t| t.saturating_duration_since(started));
+    // Acknowledgement latency: push sent -> that recipient's receipt durable.
+    let mut ack_latencies: Vec<Duration> = received
+        .iter()
+        .flat_map(|r| r.acked_at.iter())
+        .filter_map(|(key, at)| sent_at.get(key).map(|s| at.saturating_duration_since(*s)))
+        .collect();
+    ack_latencies.sort_unstable();
+    for r in &received {
+        if r.newly_acknowledged != total as u64 {
+            failures.push(format!(
+                "subscriber {}: the hub counted {} new acknowledgements for {total} messages",
+                r.unit, r.newly_acknowledged
+            ));
+        }
+    }
 
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 50.0);
@@ -407,7 +442,9 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "body_bytes": args.body_bytes,
         "recipients": scenario.subscribers.len(),
         "pushes_per_sec": r3(pushes_per_sec),
-        "delivered_all_per_sec": delivered_per_sec.map(r3),
+        "acknowledged_by_all_per_sec": delivered_per_sec.map(r3),
+        "ack_p50_ms": r3(millis(percentile(&ack_latencies, 50.0))),
+        "ack_p99_ms": r3(millis(percentile(&ack_latencies, 99.0))),
         "push_p50_ms": r3(millis(p50)),
         "push_p99_ms": r3(millis(p99)),
         "mean_batch": r3(mean_batch),
@@ -417,7 +454,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "ok": ok,
     });
     let summary = format!(
-        "[{}] {}: {total} msgs, {} publishers x {} in flight, {} B bodies | push {:.0}/s over {:.2} s (p50 {:.1} ms, p99 {:.1} ms) | delivered to all {} | {batches} flushes, mean {:.1}, largest {largest_batch}, {:.2} ms each, appender busy {:.0}% | sign {:.0}/s",
+        "[{}] {}: {total} msgs, {} publishers x {} in flight, {} B bodies | push {:.0}/s over {:.2} s (p50 {:.1} ms, p99 {:.1} ms) | acknowledged by all {} (ack p50 {:.1} ms, p99 {:.1} ms) | {batches} flushes, mean {:.1}, largest {largest_batch}, {:.2} ms each, appender busy {:.0}% | sign {:.0}/s",
         if ok { "ok" } else { "FAIL" },
         scenario.name,
         args.publishers,
@@ -431,6 +468,8 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
             (Some(r), Some(d)) => format!("{r:.0}/s over {:.2} s", d.as_secs_f64()),
             _ => "never".to_string(),
         },
+        millis(percentile(&ack_latencies, 50.0)),
+        millis(percentile(&ack_latencies, 99.0)),
         mean_batch,
         millis(mean_commit),
         commit_busy * 100.0,
@@ -447,6 +486,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 async fn publish(client: Client, messages: Vec<pb::SignedMessage>, in_flight: usize) -> Published {
     let mut out = Published {
         latencies: Vec::with_capacity(messages.len()),
+        sent_at: HashMap::with_capacity(messages.len()),
         receipts: Vec::with_capacity(messages.len()),
         errors: Vec::new(),
         last_answer: None,
@@ -465,11 +505,46 @@ async fn publish(client: Client, messages: Vec<pb::SignedMessage>, in_flight: us
         out.latencies.push(answered.saturating_duration_since(sent));
         out.last_answer = Some(out.last_answer.map_or(answered, |t| t.max(answered)));
         match r {
-            Ok(receipt) => out.receipts.push(receipt),
+            Ok(receipt) => {
+                out.sent_at
+                    .insert((receipt.channel.clone(), receipt.seq), sent);
+                out.receipts.push(receipt);
+            }
             Err(e) => out.errors.push(e.to_string()),
         }
     }
     out
+}
+
+/// Most entries one receipt covers.
+const ACK_BATCH: usize = 256;
+/// How long a partial batch waits for more entries before it is sent.
+const ACK_LINGER: Duration = Duration::from_millis(20);
+
+/// Sends one receipt for the pending entries and records when each was
+/// acknowledged; marks the subscriber complete once it acknowledged all.
+async fn acknowledge(
+    client: &Client,
+    pending: &mut Vec<pb::EntryPin>,
+    r: &mut Received,
+) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let pins = std::mem::take(pending);
+    let outcome = client
+        .ack_pins(pins.clone())
+        .await
+        .map_err(|e| format!("acknowledge failed: {e}"))?;
+    let now = Instant::now();
+    r.newly_acknowledged += u64::from(outcome.newly_acknowledged);
+    r.receipts += u64::from(outcome.receipt.is_some());
+    r.acked_at
+        .extend(pins.into_iter().map(|p| ((p.channel, p.seq), now)));
+    if r.complete_at.is_none() && r.acked_at.len() >= r.expected {
+        r.complete_at = Some(now);
+    }
+    Ok(())
 }
 
 /// Reads one unit's inbox until stopped, recording every (channel, seq).
@@ -484,20 +559,42 @@ async fn subscriber(
     let mut r = Received {
         unit,
         seen: HashSet::with_capacity(expected),
+        acked_at: Vec::with_capacity(expected),
+        newly_acknowledged: 0,
+        receipts: 0,
         duplicates: 0,
         foreign: Vec::new(),
         error: None,
         complete_at: None,
+        expected,
     };
     let mut inbox = Box::pin(client.subscribe(0));
     let mut signalled = false;
+    let mut pending: Vec<pb::EntryPin> = Vec::new();
     loop {
+        let linger = if pending.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            ACK_LINGER
+        };
         let next: Option<Result<tongbao_client::VerifiedEntry, ClientError>> = tokio::select! {
             n = inbox.next() => n,
+            _ = tokio::time::sleep(linger) => {
+                if let Err(e) = acknowledge(&client, &mut pending, &mut r).await {
+                    r.error = Some(e);
+                    break;
+                }
+                if !signalled && r.complete_at.is_some() {
+                    signalled = true;
+                    let _ = done.send(());
+                }
+                continue;
+            }
             _ = stop.changed() => break,
         };
         match next {
             Some(Ok(entry)) => {
+                pending.push(entry.pin());
                 let m = entry.message();
                 if !ids.contains(&m.message_id)
                     || m.sender != entry.channel()
@@ -515,8 +612,13 @@ async fn subscriber(
                 if !r.seen.insert((entry.channel().to_string(), entry.seq())) {
                     r.duplicates += 1;
                 }
-                if r.complete_at.is_none() && r.seen.len() >= expected {
-                    r.complete_at = Some(Instant::now());
+                if pending.len() >= ACK_BATCH
+                    && let Err(e) = acknowledge(&client, &mut pending, &mut r).await
+                {
+                    r.error = Some(e);
+                    break;
+                }
+                if r.complete_at.is_some() && !signalled {
                     signalled = true;
                     let _ = done.send(());
                 }
