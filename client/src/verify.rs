@@ -6,8 +6,11 @@
 
 use crate::ClientError;
 use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
-use tongbao_proto::keys::verify_signed_message;
+use tongbao_proto::canonical::{message_digest, sha256};
+use tongbao_proto::keys::verify_digest;
 use tongbao_proto::{Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
@@ -94,6 +97,65 @@ pub fn answers_pin(message: &pb::Message, pin: &pb::EntryPin) -> bool {
         || (message.kind == pb::Kind::ExceptionFeedback as i32 && reported)
 }
 
+/// Signatures this process has already verified, so that several units
+/// served by one system (or a re-read entry) cost one Ed25519 check per
+/// signed message. A hit requires the same digest, signature and key.
+struct VerifiedSignatures {
+    set: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl VerifiedSignatures {
+    const CAPACITY: usize = 1 << 16;
+
+    fn cell() -> &'static Mutex<VerifiedSignatures> {
+        static CELL: OnceLock<Mutex<VerifiedSignatures>> = OnceLock::new();
+        CELL.get_or_init(|| {
+            Mutex::new(VerifiedSignatures {
+                set: HashSet::new(),
+                order: VecDeque::new(),
+            })
+        })
+    }
+
+    fn key(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> Hash {
+        let mut input = Vec::with_capacity(
+            32 + signature.signature.len() + signature.algorithm.len() + public_key.len() + 2,
+        );
+        input.extend_from_slice(digest);
+        input.extend_from_slice(signature.algorithm.as_bytes());
+        input.push(0);
+        input.extend_from_slice(signature.key_id.as_bytes());
+        input.push(0);
+        input.extend_from_slice(&signature.signature);
+        input.push(0);
+        input.extend_from_slice(public_key);
+        sha256(&input)
+    }
+
+    fn seen(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> bool {
+        let key = Self::key(digest, signature, public_key);
+        Self::cell()
+            .lock()
+            .map(|v| v.set.contains(&key))
+            .unwrap_or(false)
+    }
+
+    fn remember(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) {
+        let key = Self::key(digest, signature, public_key);
+        if let Ok(mut v) = Self::cell().lock()
+            && v.set.insert(key)
+        {
+            v.order.push_back(key);
+            if v.order.len() > Self::CAPACITY
+                && let Some(old) = v.order.pop_front()
+            {
+                v.set.remove(&old);
+            }
+        }
+    }
+}
+
 /// Verifies a delivered entry against the leaf hash the hub claims and the
 /// sender's registered public key.
 pub fn verify_entry(
@@ -121,7 +183,15 @@ pub fn verify_entry(
             message.sender, entry.channel
         )));
     }
-    let digest = verify_signed_message(signed, sender_key).map_err(|e| fail(e.to_string()))?;
+    let digest = message_digest(message);
+    let signature = signed
+        .signature
+        .as_ref()
+        .ok_or_else(|| fail("the entry's message is not signed".into()))?;
+    if !VerifiedSignatures::seen(&digest, signature, sender_key) {
+        verify_digest(&digest, signature, sender_key).map_err(|e| fail(e.to_string()))?;
+        VerifiedSignatures::remember(&digest, signature, sender_key);
+    }
     let leaf_hash = leaf_hash_with_digest(&entry, &digest);
     if claimed_leaf_hash != leaf_hash {
         return Err(fail(format!(
@@ -135,4 +205,51 @@ pub fn verify_entry(
         entry,
         leaf_hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tongbao_proto::keys::SigningKey;
+
+    fn entry(key: &SigningKey, body: &str) -> pb::Entry {
+        let signed = key.sign_message(pb::Message {
+            message_id: "m".into(),
+            sender: "tax".into(),
+            kind: 1,
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        });
+        pb::Entry {
+            channel: "tax".into(),
+            seq: 0,
+            previous_leaf_hash: vec![0; 32],
+            message: Some(signed),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_remembered_signature_does_not_let_tampering_through()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let key = SigningKey::generate()?;
+        let good = entry(&key, "original");
+        let leaf = tongbao_proto::canonical::leaf_hash(&good);
+        verify_entry(good.clone(), &leaf, 1, key.public_key())?;
+        // Same entry again: served from the cache, still fine.
+        verify_entry(good.clone(), &leaf, 2, key.public_key())?;
+        // Changed body, same signature: must fail despite the cache.
+        let mut bad = good.clone();
+        if let Some(m) = bad.message.as_mut().and_then(|s| s.message.as_mut()) {
+            m.body = b"tampered".to_vec();
+        }
+        let bad_leaf = tongbao_proto::canonical::leaf_hash(&bad);
+        assert!(verify_entry(bad, &bad_leaf, 3, key.public_key()).is_err());
+        // Right content, wrong claimed leaf hash: fails.
+        assert!(verify_entry(good.clone(), &[0u8; 32], 4, key.public_key()).is_err());
+        // Another key: fails.
+        let other = SigningKey::generate()?;
+        assert!(verify_entry(good, &leaf, 5, other.public_key()).is_err());
+        Ok(())
+    }
 }

@@ -33,6 +33,9 @@ fn kind_of(signed: &pb::SignedMessage) -> Option<Kind> {
 const MAX_BATCH: usize = 4096;
 /// Queue depth before pushes wait for room (backpressure on clients).
 const QUEUE_DEPTH: usize = 8192;
+/// Bytes of messages waiting for the writer, at most (in KiB): bounds hub
+/// memory whatever the message sizes.
+const QUEUE_BUDGET_KIB: usize = 256 * 1024;
 
 /// A verified message waiting to be appended.
 pub struct AppendRequest {
@@ -113,6 +116,7 @@ impl AppendStats {
 #[derive(Clone)]
 pub struct Appender {
     tx: mpsc::Sender<AppendRequest>,
+    budget: Arc<tokio::sync::Semaphore>,
     pub stats: Arc<AppendStats>,
 }
 
@@ -139,7 +143,8 @@ impl Appender {
         let handle = std::thread::Builder::new()
             .name("tongbao-appender".into())
             .spawn(move || writer.run(rx))?;
-        Ok((Self { tx, stats }, handle))
+        let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BUDGET_KIB));
+        Ok((Self { tx, budget, stats }, handle))
     }
 
     /// Appends a verified message; resolves once it is durable.
@@ -163,6 +168,12 @@ impl Appender {
         answers: Vec<(String, u64)>,
         answer_kind: AnswerKind,
     ) -> Result<Appended, AppendError> {
+        let kib = (prost::Message::encoded_len(&signed) / 1024 + 1).min(QUEUE_BUDGET_KIB);
+        let _room = self
+            .budget
+            .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| AppendError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(AppendRequest {

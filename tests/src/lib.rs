@@ -125,8 +125,15 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start() -> Result<Self, BoxError> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a config adjusted by `edit` (limits, fsync, ...).
+    pub async fn start_with(edit: impl FnOnce(&mut HubConfig)) -> Result<Self, BoxError> {
         let pki = TestPki::generate()?;
-        let hub = Hub::start(&pki.hub_config()?).await?;
+        let mut config = pki.hub_config()?;
+        edit(&mut config);
+        let hub = Hub::start(&config).await?;
         let addr = hub.addr();
         Ok(Self {
             pki,

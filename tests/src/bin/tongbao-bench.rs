@@ -17,7 +17,7 @@
 //! subscriber receives every message exactly once within the drain timeout.
 //!
 //! ```text
-//! tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B]
+//! tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -60,7 +60,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -68,6 +68,8 @@ struct Args {
     publishers: usize,
     in_flight: usize,
     body_bytes: usize,
+    /// Skip the fsync after each group commit, to measure what it costs.
+    no_fsync: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -76,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
     let mut publishers = 4;
     let mut in_flight = 64;
     let mut body_bytes = 1024;
+    let mut no_fsync = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -87,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match arg.as_str() {
             "--short" => short = true,
+            "--no-fsync" => no_fsync = true,
             "--messages" => messages = Some(value("--messages")?),
             "--publishers" => publishers = value("--publishers")?,
             "--in-flight" => in_flight = value("--in-flight")?,
@@ -106,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
         publishers,
         in_flight,
         body_bytes,
+        no_fsync,
     })
 }
 
@@ -244,7 +249,8 @@ fn r3(x: f64) -> f64 {
 }
 
 async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
-    let hub = TestHub::start().await?;
+    let fsync = !args.no_fsync;
+    let hub = TestHub::start_with(|c| c.hub.fsync = fsync).await?;
     let stats = hub
         .hub
         .as_ref()
@@ -440,6 +446,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "publishers": args.publishers,
         "in_flight": args.in_flight,
         "body_bytes": args.body_bytes,
+        "fsync": !args.no_fsync,
         "recipients": scenario.subscribers.len(),
         "pushes_per_sec": r3(pushes_per_sec),
         "acknowledged_by_all_per_sec": delivered_per_sec.map(r3),
