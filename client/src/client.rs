@@ -222,6 +222,71 @@ impl Client {
         })
     }
 
+    /// Signs and pushes many drafts in one call; one result per draft, in
+    /// order. Each is appended exactly as by [`Client::push`].
+    pub async fn push_batch(
+        &self,
+        drafts: Vec<Draft>,
+    ) -> Result<Vec<Result<PushReceipt, ClientError>>, ClientError> {
+        let signed = drafts
+            .into_iter()
+            .map(|d| self.sign(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.push_signed_batch(signed).await
+    }
+
+    /// Pushes already signed messages in one call (safe to repeat: message
+    /// ids make each idempotent). The outer error is the call's; the inner
+    /// ones are each message's.
+    pub async fn push_signed_batch(
+        &self,
+        messages: Vec<pb::SignedMessage>,
+    ) -> Result<Vec<Result<PushReceipt, ClientError>>, ClientError> {
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|m| {
+                m.message
+                    .as_ref()
+                    .map(|m| m.message_id.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let r = self
+            .rpc
+            .clone()
+            .push_batch(pb::PushBatchRequest { messages })
+            .await?
+            .into_inner();
+        if r.results.len() != ids.len() {
+            return Err(ClientError::Rejected {
+                code: tonic::Code::Internal,
+                message: format!(
+                    "the hub answered {} of {} messages",
+                    r.results.len(),
+                    ids.len()
+                ),
+            });
+        }
+        Ok(r.results
+            .into_iter()
+            .zip(ids)
+            .map(|(result, message_id)| match result.response {
+                Some(r) if result.code == 0 => Ok(PushReceipt {
+                    channel: r.channel,
+                    seq: r.seq,
+                    leaf_hash: r.leaf_hash,
+                    recipients: r.recipients,
+                    duplicate: r.duplicate,
+                    message_id,
+                }),
+                _ => Err(ClientError::Rejected {
+                    code: tonic::Code::from(result.code),
+                    message: result.message,
+                }),
+            })
+            .collect())
+    }
+
     /// A page of this client's inbox after `after` (0 = from the start).
     pub async fn pull(&self, after: u64, limit: u32) -> Result<Page, ClientError> {
         let r = self

@@ -453,3 +453,51 @@ async fn pages_of_large_entries_are_capped_by_size() -> TestResult {
     assert_eq!((total, after), (6, 6));
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_message_like_push() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let good = tax.sign(note("one").to_units(["finance"]).with_id("b-1"))?;
+    let mut tampered = tax.sign(note("two").to_units(["finance"]))?;
+    if let Some(m) = tampered.message.as_mut() {
+        m.body = b"changed".to_vec();
+    }
+    let unknown = tax.sign(note("three").to_units(["nobody"]))?;
+    let also_good = tax.sign(note("four").to_units(["finance"]))?;
+    let results = tax
+        .push_signed_batch(vec![good.clone(), tampered, unknown, good, also_good])
+        .await?;
+    assert_eq!(results.len(), 5);
+    let first = results[0].as_ref().map_err(|e| e.to_string())?;
+    assert_eq!(
+        code_of(results[1].as_ref().err().ok_or("tampered accepted")?),
+        Some(Code::Unauthenticated)
+    );
+    assert_eq!(
+        code_of(results[2].as_ref().err().ok_or("unknown accepted")?),
+        Some(Code::InvalidArgument)
+    );
+    let repeat = results[3].as_ref().map_err(|e| e.to_string())?;
+    assert_eq!(first.seq, repeat.seq);
+    assert!(
+        first.duplicate != repeat.duplicate,
+        "exactly one of the two is the original"
+    );
+    let last = results[4].as_ref().map_err(|e| e.to_string())?;
+    assert_eq!(last.seq, 1);
+    let page = t.unit("finance").await?.pull(0, 10).await?;
+    assert_eq!(page.entries.len(), 2);
+    // Too many messages in one call.
+    let many: Vec<_> = (0..4097)
+        .map(|i| tax.sign(note(&format!("m{i}")).to_units(["finance"])))
+        .collect::<Result<_, _>>()?;
+    let e = tax
+        .push_signed_batch(many)
+        .await
+        .err()
+        .ok_or("oversized batch accepted")?;
+    assert_eq!(code_of(&e), Some(Code::ResourceExhausted), "{e}");
+    assert_eq!(t.unit("finance").await?.pull(0, 10).await?.entries.len(), 2);
+    t.stop().await
+}

@@ -28,6 +28,13 @@ impl Exchange for ExchangeService {
         super::push::push(&self.state, request).await
     }
 
+    async fn push_batch(
+        &self,
+        request: Request<pb::PushBatchRequest>,
+    ) -> Result<Response<pb::PushBatchResponse>, Status> {
+        super::push::push_batch(&self.state, request).await
+    }
+
     async fn pull(
         &self,
         request: Request<pb::PullRequest>,

@@ -17,6 +17,55 @@ pub async fn push(
         .into_inner()
         .message
         .ok_or_else(|| Status::invalid_argument("the request carries no message"))?;
+    push_one(state, unit, signed).await.map(Response::new)
+}
+
+/// Most messages one `PushBatch` call may carry.
+pub const MAX_BATCH_MESSAGES: usize = 4096;
+
+pub async fn push_batch(
+    state: &HubState,
+    request: Request<pb::PushBatchRequest>,
+) -> Result<Response<pb::PushBatchResponse>, Status> {
+    let unit = state.authenticate_unit(&request, "push messages")?;
+    let messages = request.into_inner().messages;
+    if messages.len() > MAX_BATCH_MESSAGES {
+        return Err(Status::resource_exhausted(format!(
+            "the batch carries {} messages; at most {MAX_BATCH_MESSAGES} per call",
+            messages.len()
+        )));
+    }
+    let outcomes = futures::future::join_all(
+        messages
+            .into_iter()
+            .map(|m| push_one(state, unit.clone(), m)),
+    )
+    .await;
+    let results = outcomes
+        .into_iter()
+        .map(|r| match r {
+            Ok(response) => pb::PushResult {
+                response: Some(response),
+                code: 0,
+                message: String::new(),
+            },
+            Err(status) => pb::PushResult {
+                response: None,
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            },
+        })
+        .collect();
+    Ok(Response::new(pb::PushBatchResponse { results }))
+}
+
+/// One message from an authenticated unit: every check of `Push`, then a
+/// durable append.
+async fn push_one(
+    state: &HubState,
+    unit: String,
+    signed: pb::SignedMessage,
+) -> Result<pb::PushResponse, Status> {
     let message = check_push(&signed, &unit, &state.limits, tongbao_proto::now_micros())
         .map_err(policy_status)?;
     let digest = verify_sender_signature(state, &unit, &signed, message)?;
@@ -37,13 +86,13 @@ pub async fn push(
             )),
             other => other.into(),
         })?;
-    Ok(Response::new(pb::PushResponse {
+    Ok(pb::PushResponse {
         channel: appended.channel,
         seq: appended.seq,
         leaf_hash: appended.leaf_hash.to_vec(),
         duplicate: appended.duplicate,
         recipients: appended.recipients,
-    }))
+    })
 }
 
 pub(crate) fn policy_status(e: PolicyError) -> Status {

@@ -17,7 +17,7 @@
 //! subscriber receives every message exactly once within the drain timeout.
 //!
 //! ```text
-//! tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync]
+//! tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync] [--batch B]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -60,7 +60,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync] [--batch B]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -70,6 +70,8 @@ struct Args {
     body_bytes: usize,
     /// Skip the fsync after each group commit, to measure what it costs.
     no_fsync: bool,
+    /// Messages per push call (1 = Push, more = PushBatch).
+    batch: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
     let mut in_flight = 64;
     let mut body_bytes = 1024;
     let mut no_fsync = false;
+    let mut batch = 1;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -91,6 +94,7 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--short" => short = true,
             "--no-fsync" => no_fsync = true,
+            "--batch" => batch = value("--batch")?,
             "--messages" => messages = Some(value("--messages")?),
             "--publishers" => publishers = value("--publishers")?,
             "--in-flight" => in_flight = value("--in-flight")?,
@@ -111,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
         in_flight,
         body_bytes,
         no_fsync,
+        batch,
     })
 }
 
@@ -319,7 +324,12 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     let started = Instant::now();
     let mut publisher_tasks = Vec::with_capacity(publishers.len());
     for (client, messages) in publishers.iter().cloned().zip(signed) {
-        publisher_tasks.push(tokio::spawn(publish(client, messages, args.in_flight)));
+        publisher_tasks.push(tokio::spawn(publish(
+            client,
+            messages,
+            args.in_flight,
+            args.batch,
+        )));
     }
     let mut latencies = Vec::with_capacity(total);
     let mut sent_at: HashMap<(String, u64), Instant> = HashMap::with_capacity(total);
@@ -447,6 +457,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "in_flight": args.in_flight,
         "body_bytes": args.body_bytes,
         "fsync": !args.no_fsync,
+        "batch": args.batch,
         "recipients": scenario.subscribers.len(),
         "pushes_per_sec": r3(pushes_per_sec),
         "acknowledged_by_all_per_sec": delivered_per_sec.map(r3),
@@ -490,7 +501,12 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 }
 
 /// Pushes pre-signed messages with `in_flight` outstanding at a time.
-async fn publish(client: Client, messages: Vec<pb::SignedMessage>, in_flight: usize) -> Published {
+async fn publish(
+    client: Client,
+    messages: Vec<pb::SignedMessage>,
+    in_flight: usize,
+    batch: usize,
+) -> Published {
     let mut out = Published {
         latencies: Vec::with_capacity(messages.len()),
         sent_at: HashMap::with_capacity(messages.len()),
@@ -498,26 +514,49 @@ async fn publish(client: Client, messages: Vec<pb::SignedMessage>, in_flight: us
         errors: Vec::new(),
         last_answer: None,
     };
-    let mut answers = futures::stream::iter(messages)
-        .map(|m| {
+    // Chunks of `batch` messages (1 = plain Push), `in_flight` messages outstanding.
+    let chunks: Vec<Vec<pb::SignedMessage>> = messages
+        .chunks(batch.max(1))
+        .map(<[pb::SignedMessage]>::to_vec)
+        .collect();
+    let calls_in_flight = in_flight.div_ceil(batch.max(1)).max(1);
+    let mut answers = futures::stream::iter(chunks)
+        .map(|chunk| {
             let client = client.clone();
             async move {
                 let sent = Instant::now();
-                let r = client.push_signed(m).await;
-                (sent, Instant::now(), r)
+                let results = if chunk.len() == 1 && batch <= 1 {
+                    let mut chunk = chunk;
+                    match chunk.pop() {
+                        Some(m) => vec![client.push_signed(m).await.map_err(|e| e.to_string())],
+                        None => Vec::new(),
+                    }
+                } else {
+                    let n = chunk.len();
+                    match client.push_signed_batch(chunk).await {
+                        Ok(results) => results
+                            .into_iter()
+                            .map(|r| r.map_err(|e| e.to_string()))
+                            .collect(),
+                        Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
+                    }
+                };
+                (sent, Instant::now(), results)
             }
         })
-        .buffer_unordered(in_flight);
-    while let Some((sent, answered, r)) = answers.next().await {
-        out.latencies.push(answered.saturating_duration_since(sent));
+        .buffer_unordered(calls_in_flight);
+    while let Some((sent, answered, results)) = answers.next().await {
         out.last_answer = Some(out.last_answer.map_or(answered, |t| t.max(answered)));
-        match r {
-            Ok(receipt) => {
-                out.sent_at
-                    .insert((receipt.channel.clone(), receipt.seq), sent);
-                out.receipts.push(receipt);
+        for r in results {
+            out.latencies.push(answered.saturating_duration_since(sent));
+            match r {
+                Ok(receipt) => {
+                    out.sent_at
+                        .insert((receipt.channel.clone(), receipt.seq), sent);
+                    out.receipts.push(receipt);
+                }
+                Err(e) => out.errors.push(e),
             }
-            Err(e) => out.errors.push(e.to_string()),
         }
     }
     out
