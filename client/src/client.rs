@@ -31,6 +31,19 @@ pub struct PushReceipt {
     pub message_id: String,
 }
 
+impl PushReceipt {
+    fn new(r: pb::PushResponse, message_id: String) -> Self {
+        Self {
+            channel: r.channel,
+            seq: r.seq,
+            leaf_hash: r.leaf_hash,
+            recipients: r.recipients,
+            duplicate: r.duplicate,
+            message_id,
+        }
+    }
+}
+
 /// What the hub did with a receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckOutcome {
@@ -212,14 +225,7 @@ impl Client {
             })
             .await?
             .into_inner();
-        Ok(PushReceipt {
-            channel: r.channel,
-            seq: r.seq,
-            leaf_hash: r.leaf_hash,
-            recipients: r.recipients,
-            duplicate: r.duplicate,
-            message_id,
-        })
+        Ok(PushReceipt::new(r, message_id))
     }
 
     /// Signs and pushes many drafts in one call; one result per draft, in
@@ -271,14 +277,7 @@ impl Client {
             .into_iter()
             .zip(ids)
             .map(|(result, message_id)| match result.response {
-                Some(r) if result.code == 0 => Ok(PushReceipt {
-                    channel: r.channel,
-                    seq: r.seq,
-                    leaf_hash: r.leaf_hash,
-                    recipients: r.recipients,
-                    duplicate: r.duplicate,
-                    message_id,
-                }),
+                Some(r) if result.code == 0 => Ok(PushReceipt::new(r, message_id)),
                 _ => Err(ClientError::Rejected {
                     code: tonic::Code::from(result.code),
                     message: result.message,

@@ -147,8 +147,19 @@ fn row<'a>(stats: &'a mut BTreeMap<String, StatsRow>, unit: &str) -> &'a mut Sta
     })
 }
 
-fn window(since: i64, until: i64) -> (i64, i64) {
-    (since.max(0), if until <= 0 { i64::MAX } else { until })
+/// Entries in a mechanism's scope with hub time in [since, until); 0 means
+/// no bound.
+fn scoped(
+    state: &HubState,
+    mechanism: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<ScopedEntry>, Status> {
+    let until = if until <= 0 { i64::MAX } else { until };
+    state
+        .store
+        .audit_scope(mechanism, since.max(0), until, MAX_SCAN)
+        .map_err(storage_status)
 }
 
 fn as_of(asked: i64) -> i64 {
@@ -181,12 +192,7 @@ impl Audit for AuditService {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         } as usize;
-        let (since, until) = window(req.since_micros, req.until_micros);
-        let scoped = self
-            .state
-            .store
-            .audit_scope(&mechanism, since, until, MAX_SCAN)
-            .map_err(storage_status)?;
+        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
         let mut entries = Vec::new();
         for s in &scoped {
             if !req.sender.is_empty() && s.channel != req.sender {
@@ -224,12 +230,7 @@ impl Audit for AuditService {
         let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
         let req = request.into_inner();
         let as_of = as_of(req.as_of_micros);
-        let (since, until) = window(req.since_micros, req.until_micros);
-        let scoped = self
-            .state
-            .store
-            .audit_scope(&mechanism, since, until, MAX_SCAN)
-            .map_err(storage_status)?;
+        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
         let mut stats: BTreeMap<String, StatsRow> = BTreeMap::new();
         for s in &scoped {
             let Some(a) = audited(&self.state, s, as_of)? else {
