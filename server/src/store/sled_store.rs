@@ -459,6 +459,22 @@ mod tests {
         }
     }
 
+    /// sled releases its file lock when its background flusher lets go of
+    /// the database, a moment after the handle is dropped.
+    fn reopen(dir: &Path) -> Result<SledStore, StoreError> {
+        let mut tries = 0;
+        loop {
+            match SledStore::open(dir, true) {
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn commits_survive_reopen_with_heads_and_pages() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -470,7 +486,7 @@ mod tests {
             ])?;
             s.commit(&[entry("pbc", 0, &[("finance", 3)])])?;
         }
-        let s = SledStore::open(dir.path(), true)?;
+        let s = reopen(dir.path())?;
         let heads = s.channel_heads()?;
         assert_eq!(
             heads.get("tax").map(|h| (h.next_seq, h.last_leaf_hash[0])),
