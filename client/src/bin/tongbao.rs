@@ -80,6 +80,17 @@ enum Command {
         #[arg(required = true)]
         cursors: Vec<u64>,
     },
+    /// Answer an inbox entry with exception feedback (异常反馈) instead of
+    /// acknowledging it.
+    Feedback {
+        cursor: u64,
+        /// misaddressed, unreadable, outside-competence or other.
+        #[arg(long)]
+        problem: String,
+        /// Explanation (required for "other").
+        #[arg(long, default_value = "")]
+        text: String,
+    },
     /// The office's delivery audit.
     Audit {
         #[command(subcommand)]
@@ -332,6 +343,18 @@ async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The entry at a cursor of this client's inbox.
+async fn entry_at(client: &Client, cursor: u64) -> anyhow::Result<VerifiedEntry> {
+    client
+        .pull(cursor.saturating_sub(1), 1)
+        .await?
+        .entries
+        .into_iter()
+        .next()
+        .filter(|e| e.cursor == cursor)
+        .with_context(|| format!("no entry at cursor {cursor} in this inbox"))
+}
+
 fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
     let (c, n) = s
         .rsplit_once(':')
@@ -566,14 +589,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Ack { cursors } => {
             let mut entries = Vec::new();
             for c in cursors {
-                let page = client.pull(c.saturating_sub(1), 1).await?;
-                let e = page
-                    .entries
-                    .into_iter()
-                    .next()
-                    .filter(|e| e.cursor == c)
-                    .with_context(|| format!("no entry at cursor {c} in this inbox"))?;
-                entries.push(e);
+                entries.push(entry_at(&client, c).await?);
             }
             let outcome = client.ack(&entries.iter().collect::<Vec<_>>()).await?;
             match &outcome.receipt {
@@ -591,6 +607,31 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Audit { what } => audit(&client, what).await?,
+        Command::Feedback {
+            cursor,
+            problem,
+            text,
+        } => {
+            let problem = match problem.as_str() {
+                "misaddressed" => pb::Problem::Misaddressed,
+                "unreadable" => pb::Problem::Unreadable,
+                "outside-competence" => pb::Problem::OutsideCompetence,
+                "other" => pb::Problem::Other,
+                other => bail!(
+                    "unknown problem {other:?}; use misaddressed, unreadable, outside-competence or other"
+                ),
+            };
+            let entry = entry_at(&client, cursor).await?;
+            let r = client.push(Draft::exception(&entry, problem, text)).await?;
+            println!(
+                "feedback {}:{} on {}:{} sent to {}",
+                r.channel,
+                r.seq,
+                entry.channel(),
+                entry.seq(),
+                r.recipients.join(", ")
+            );
+        }
         Command::Get { entry, json } => {
             let (c, n) = parse_ref(&entry)?;
             print_entry(&client.get_entry(&c, n).await?, json);

@@ -1,0 +1,212 @@
+//! The `tongbao` CLI against a real hub: the README's walkthrough, run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tongbao_server::pki::{InitOptions, init};
+use tongbao_server::{Hub, HubConfig};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs `tongbao --config <party>/client.toml ARGS`, returning stdout, or
+/// stderr as the error.
+fn tongbao(config: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tongbao"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A PKI and a hub on port 0, with every client.toml pointed at it.
+async fn setup(dir: &Path) -> Result<Hub, Box<dyn std::error::Error + Send + Sync>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init(
+        dir,
+        &InitOptions {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: dir.join("data"),
+            days: 1,
+            force: false,
+        },
+    )?;
+    let hub = Hub::start(&HubConfig::load(&dir.join("hub.toml"))?).await?;
+    for group in ["units", "offices"] {
+        for party in std::fs::read_dir(dir.join(group))? {
+            let path = party?.path().join("client.toml");
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, text.replace("127.0.0.1:0", &hub.addr().to_string()))?;
+        }
+    }
+    Ok(hub)
+}
+
+fn config(dir: &Path, group: &str, party: &str) -> PathBuf {
+    dir.join(group).join(party).join("client.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_push_pull_ack_feedback_audit() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let hub = setup(dir.path()).await?;
+    let d = dir.path();
+    let (pbc, ps, tax, fin) = (
+        config(d, "units", "pbc-taiyuan"),
+        config(d, "units", "public-security"),
+        config(d, "units", "tax"),
+        config(d, "units", "finance"),
+    );
+    let office = config(d, "offices", "fund-supervision");
+    // Blocking child processes run off the async workers.
+    let run = |c: PathBuf, args: Vec<&'static str>| {
+        tokio::task::spawn_blocking(move || tongbao(&c, &args))
+    };
+
+    let out = run(
+        pbc.clone(),
+        vec![
+            "push",
+            "--to",
+            "public-security",
+            "--kind",
+            "lead",
+            "--case",
+            "2026-F-031",
+            "--subject",
+            "Suspicious transfers",
+            "--body",
+            "Three transfers abroad.",
+            "--id",
+            "pbc-1",
+        ],
+    )
+    .await??;
+    assert!(out.contains("appended pbc-taiyuan:0"), "{out}");
+    let out = run(ps.clone(), vec!["pull", "--json"]).await??;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    assert_eq!(
+        (
+            v["channel"].as_str(),
+            v["seq"].as_u64(),
+            v["cursor"].as_u64()
+        ),
+        (Some("pbc-taiyuan"), Some(0), Some(1))
+    );
+    assert_eq!(
+        (v["kind"].as_str(), v["body"].as_str()),
+        (Some("lead"), Some("Three transfers abroad."))
+    );
+    assert_eq!(v["recipients"], serde_json::json!(["public-security"]));
+    assert_eq!(v["case_id"].as_str(), Some("2026-F-031"));
+    let out = run(ps.clone(), vec!["ack", "1"]).await??;
+    assert!(
+        out.contains("receipt public-security:0 acknowledges 1"),
+        "{out}"
+    );
+    let out = run(ps.clone(), vec!["ack", "1"]).await??;
+    assert!(out.contains("nothing new"), "{out}");
+
+    run(
+        tax.clone(),
+        vec![
+            "push",
+            "--mechanism",
+            "fund-supervision",
+            "--kind",
+            "early-warning",
+            "--subject",
+            "Abnormal fund movement",
+            "--body",
+            "Org Y",
+            "--id",
+            "tax-1",
+        ],
+    )
+    .await??;
+    let out = run(
+        fin.clone(),
+        vec![
+            "feedback",
+            "1",
+            "--problem",
+            "outside-competence",
+            "--text",
+            "Not ours",
+        ],
+    )
+    .await??;
+    assert!(out.contains("on tax:0 sent to tax"), "{out}");
+    // Refusals come back as one readable line with the status.
+    let err = run(fin.clone(), vec!["get", "pbc-taiyuan:0"])
+        .await?
+        .err()
+        .ok_or("unaddressed entry shown")?;
+    assert!(
+        err.contains("PermissionDenied") && err.contains("not addressed"),
+        "{err}"
+    );
+    let err = run(
+        tax.clone(),
+        vec![
+            "push",
+            "--to",
+            "nobody",
+            "--kind",
+            "lead",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+        ],
+    )
+    .await?
+    .err()
+    .ok_or("unknown unit accepted")?;
+    assert!(err.contains("InvalidArgument"), "{err}");
+    let err = run(tax.clone(), vec!["audit", "units"])
+        .await?
+        .err()
+        .ok_or("unit audited")?;
+    assert!(err.contains("PermissionDenied"), "{err}");
+
+    let out = run(office.clone(), vec!["audit", "delivery", "--json"]).await??;
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let warning = lines
+        .iter()
+        .find(|l| l["channel"] == "tax")
+        .ok_or("tax entry missing")?;
+    let states: std::collections::BTreeMap<String, String> = warning["recipients"]
+        .as_array()
+        .ok_or("no recipients")?
+        .iter()
+        .map(|r| {
+            (
+                r["recipient"].as_str().unwrap_or("").to_string(),
+                r["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(states.get("finance").map(String::as_str), Some("exception"));
+    assert_eq!(
+        states.get("pbc-taiyuan").map(String::as_str),
+        Some("pending")
+    );
+    assert!(warning.get("body").is_none(), "the office got a body");
+    let csv = run(office.clone(), vec!["audit", "delivery", "--csv"]).await??;
+    assert!(csv.starts_with("channel,seq,sender,kind"), "{csv}");
+    let table = run(office, vec!["audit", "units"]).await??;
+    assert!(
+        table.contains("finance") && table.contains("exceptions"),
+        "{table}"
+    );
+    hub.shutdown().await?;
+    Ok(())
+}
