@@ -61,7 +61,19 @@ impl Hub {
         })?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir, config.hub.fsync)?);
         let registry = match store.load_registry()? {
-            Some(r) => r,
+            Some(r) => {
+                if Registry::from_seeds(&config.units, &config.mechanisms)
+                    .ok()
+                    .as_ref()
+                    != Some(&r)
+                {
+                    tracing::warn!(
+                        "the [[units]] and [[mechanisms]] of the config differ from the stored registry; \
+                         the stored registry is used (the config seeds the first start only)"
+                    );
+                }
+                r
+            }
             None => {
                 let r = Registry::from_seeds(&config.units, &config.mechanisms)?;
                 store.save_registry(&r)?;
