@@ -6,13 +6,18 @@
 //! - [`keys`]: Ed25519 signing keys, the key-id rule, signature checks;
 //! - [`identity`]: the certificate SAN URIs that name units, offices,
 //!   operators and the leading group;
-//! - [`kinds`]: the stable names of message kinds.
+//! - [`kinds`]: the stable names of message kinds;
+//! - [`merkle`]: RFC 6962 tree hashes and proofs over the tlog stored-hash
+//!   layout;
+//! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod identity;
 pub mod keys;
 pub mod kinds;
+pub mod merkle;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.
 #[allow(clippy::all, missing_docs)]
