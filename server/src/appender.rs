@@ -10,6 +10,7 @@
 //! that arrive meanwhile.
 
 use crate::inboxes::InboxWatch;
+use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
 use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError};
 use prost::Message as _;
@@ -19,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
+use tongbao_proto::merkle::{stored_hash_count, stored_hashes_for_record};
 use tongbao_proto::pb::Kind;
 use tongbao_proto::{Hash, now_micros, pb};
 
@@ -126,6 +128,7 @@ impl Appender {
         store: Arc<dyn Store>,
         registry: Arc<RwLock<Registry>>,
         inboxes: Arc<InboxWatch>,
+        logs: Arc<Logs>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), StoreError> {
         let heads = store.channel_heads()?;
         let inbox_heads = store.inbox_heads()?;
@@ -135,6 +138,7 @@ impl Appender {
             store,
             registry,
             inboxes,
+            logs,
             heads,
             inbox_heads,
             stats: stats.clone(),
@@ -194,6 +198,7 @@ struct Writer {
     store: Arc<dyn Store>,
     registry: Arc<RwLock<Registry>>,
     inboxes: Arc<InboxWatch>,
+    logs: Arc<Logs>,
     heads: BTreeMap<String, ChannelHead>,
     inbox_heads: BTreeMap<String, u64>,
     stats: Arc<AppendStats>,
@@ -239,6 +244,8 @@ impl Writer {
         let mut inbox_heads: HashMap<String, u64> = HashMap::new();
         let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
         let mut answered: HashMap<(String, u64, String), u64> = HashMap::new();
+        // Merkle hashes of this batch, not yet in the store.
+        let mut pending_hashes: HashMap<String, HashMap<u64, Hash>> = HashMap::new();
         let mut new_entries: Vec<NewEntry> = Vec::new();
         let mut results: Vec<Appended> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -346,6 +353,26 @@ impl Writer {
                 message: Some(signed),
             };
             let leaf_hash = leaf_hash_with_digest(&entry, &digest);
+            let channel_pending = pending_hashes.entry(sender.clone()).or_default();
+            let tree_hashes = match stored_hashes_for_record(
+                entry.seq,
+                leaf_hash,
+                &ChannelHashes {
+                    store: self.store.as_ref(),
+                    channel: &sender,
+                    pending: Some(channel_pending),
+                },
+            ) {
+                Ok(h) => h,
+                Err(e) => {
+                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                    continue;
+                }
+            };
+            let first = stored_hash_count(entry.seq);
+            for (i, h) in tree_hashes.iter().enumerate() {
+                channel_pending.insert(first + i as u64, *h);
+            }
             let deliveries = recipients
                 .iter()
                 .map(|inbox| {
@@ -389,6 +416,7 @@ impl Writer {
                 answers: fresh,
                 answer_kind,
                 audit_scopes,
+                tree_hashes,
             });
         }
 
@@ -402,6 +430,9 @@ impl Writer {
             tracing::error!(error = %e, "group commit failed; refusing further writes");
             self.failed = Some(e.to_string());
         } else if !new_entries.is_empty() {
+            for (channel, head) in &heads {
+                self.logs.advance(channel, head.next_seq);
+            }
             self.heads.extend(heads);
             self.inbox_heads
                 .extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));

@@ -55,11 +55,23 @@ pub struct HubSection {
     /// Database directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Name of this deployment in checkpoints: the signed-note key name and
+    /// the prefix of every channel's origin line ("<log_name>/<unit>").
+    #[serde(default = "default_log_name")]
+    pub log_name: String,
+    /// The hub's Ed25519 checkpoint key (PEM); created in the data
+    /// directory on first start when not given. Relative to the config file.
+    #[serde(default)]
+    pub checkpoint_key: Option<PathBuf>,
     /// fsync after every group commit (default). Turn off only to measure
     /// what fsync costs: answered pushes may then be lost on power failure
     /// (not on a process crash).
     #[serde(default = "default_fsync")]
     pub fsync: bool,
+}
+
+fn default_log_name() -> String {
+    "tongbao".into()
 }
 
 fn default_fsync() -> bool {

@@ -4,8 +4,9 @@
 use crate::appender::{AppendStats, Appender};
 use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
+use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
-use crate::service::{AuditService, ExchangeService, HubState};
+use crate::service::{AuditService, ExchangeService, HubState, LogService};
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{TlsError, TlsFiles, accept_loop, server_config};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::pb::audit_server::AuditServer;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
+use tongbao_proto::pb::log_server::LogServer;
 use tonic::transport::Server;
 
 /// Why the hub could not start or stopped badly.
@@ -36,6 +38,8 @@ pub enum HubError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("refusing to start: {0}")]
+    Log(#[from] LogError),
     #[error("gRPC server failed: {0}")]
     Server(String),
 }
@@ -87,8 +91,28 @@ impl Hub {
         };
         let registry = Arc::new(RwLock::new(registry));
         let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
-        let (appender, appender_thread) =
-            Appender::start(store.clone(), registry.clone(), inboxes.clone())?;
+        let key_path = match &config.hub.checkpoint_key {
+            Some(p) => config.resolve(p),
+            None => data_dir.join("checkpoint.key"),
+        };
+        let checked = std::time::Instant::now();
+        let logs = Arc::new(Logs::open(
+            store.clone(),
+            load_or_create_key(&key_path)?,
+            &config.hub.log_name,
+            &store.channel_heads()?,
+        )?);
+        tracing::info!(
+            vkey = %logs.verifier()?.to_vkey(),
+            checked_ms = checked.elapsed().as_millis() as u64,
+            "every channel matches its checkpoint and leaf hashes"
+        );
+        let (appender, appender_thread) = Appender::start(
+            store.clone(),
+            registry.clone(),
+            inboxes.clone(),
+            logs.clone(),
+        )?;
         let stats = appender.stats.clone();
 
         let tls = server_config(&TlsFiles {
@@ -116,6 +140,7 @@ impl Hub {
             inboxes,
             limits: config.limits.clone(),
             deadlines: config.ack_deadlines.clone(),
+            logs: logs.clone(),
             shutdown: shutdown_rx.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
@@ -131,6 +156,8 @@ impl Hub {
             .await;
         let max = config.limits.max_request_bytes();
         let audit = AuditServer::new(AuditService::new(state.clone()));
+        let log = LogServer::new(LogService::new(state.clone()));
+        tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
@@ -140,6 +167,7 @@ impl Hub {
                 .add_service(health_service)
                 .add_service(exchange)
                 .add_service(audit)
+                .add_service(log)
                 .serve_with_incoming_shutdown(ReceiverStream::new(streams_rx), async move {
                     let _ = stop.changed().await;
                 }),
@@ -179,6 +207,23 @@ impl Hub {
             .map_err(|e| HubError::Server(e.to_string()))?
             .map_err(|_| HubError::Server("appender thread panicked".into()))?;
         Ok(())
+    }
+}
+
+/// Signs a fresh checkpoint, each second, for every channel that grew.
+async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let logs = logs.clone();
+        match tokio::task::spawn_blocking(move || logs.refresh_all()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint signing failed"),
+            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod hub;
 pub mod inboxes;
+pub mod log;
 pub mod pki;
 pub mod policy;
 pub mod registry;

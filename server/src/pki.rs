@@ -368,6 +368,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),
             fsync: true,
+            log_name: "tongbao".into(),
+            checkpoint_key: None,
         },
         tls: TlsSection {
             ca: "ca.pem".into(),

@@ -272,3 +272,27 @@ impl Drop for HubProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A bare gRPC channel with a unit's certificate, for requests the library
+/// would never send and for services it does not wrap yet.
+pub async fn raw_channel(
+    pki: &TestPki,
+    unit: &str,
+    hub: SocketAddr,
+) -> Result<tonic::transport::Channel, BoxError> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let dir = pki.path().join("units").join(unit);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(
+            pki.path().join("ca.pem"),
+        )?))
+        .identity(Identity::from_pem(
+            std::fs::read(dir.join("cert.pem"))?,
+            std::fs::read(dir.join("key.pem"))?,
+        ))
+        .domain_name("localhost");
+    Ok(Channel::from_shared(format!("https://{hub}"))?
+        .tls_config(tls)?
+        .connect()
+        .await?)
+}

@@ -5,11 +5,13 @@
 mod acknowledge;
 mod audit;
 mod exchange;
+mod log;
 mod push;
 mod read;
 
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
+pub use log::LogService;
 
 use crate::appender::{AppendError, Appender};
 use crate::config::{AckDeadlines, Limits};
@@ -31,6 +33,7 @@ pub struct HubState {
     pub inboxes: Arc<InboxWatch>,
     pub limits: Limits,
     pub deadlines: AckDeadlines,
+    pub logs: Arc<crate::log::Logs>,
     pub shutdown: watch::Receiver<bool>,
 }
 

@@ -54,6 +54,9 @@ pub struct NewEntry {
     pub answer_kind: AnswerKind,
     /// Mechanisms whose office audits this entry.
     pub audit_scopes: Vec<String>,
+    /// Merkle hashes this leaf adds to its channel's tree, stored from
+    /// stored-hash index `stored_hash_count(seq)` on (the leaf hash first).
+    pub tree_hashes: Vec<Hash>,
 }
 
 /// How a recipient answered an entry.
@@ -150,4 +153,11 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError>;
+    /// Stored Merkle hashes of a channel's tree, one per index, in order.
+    fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError>;
+    /// The latest signed checkpoint (a signed note) of every channel.
+    fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError>;
+    /// Records a channel's latest signed checkpoint, durably, before it is
+    /// served to anyone.
+    fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError>;
 }

@@ -26,6 +26,8 @@ const INBOX_HEAD: u8 = b'b';
 const ANSWER: u8 = b'a';
 const FETCHED: u8 = b'f';
 const AUDIT_SCOPE: u8 = b'x';
+const TREE_HASH: u8 = b't';
+const CHECKPOINT: u8 = b'k';
 const REGISTRY_KEY: &[u8] = b"r\0registry";
 
 /// sled-backed [`Store`].
@@ -136,6 +138,13 @@ impl SledStore {
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
         })
+    }
+
+    /// The underlying tree, for forensic tools and tamper tests only:
+    /// writing through it bypasses every rule of the hub.
+    #[doc(hidden)]
+    pub fn raw_tree(&self) -> &sled::Tree {
+        &self.tree
     }
 
     /// sled flush, then fsync of the log file and of any new blob files.
@@ -259,6 +268,13 @@ impl Store for SledStore {
                 v.extend_from_slice(&e.seq.to_be_bytes());
                 v.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
                 batch.insert(delivery_key(ANSWER, channel, *seq, Some(&e.channel)), v);
+            }
+            let first = tongbao_proto::merkle::stored_hash_count(e.seq);
+            for (i, h) in e.tree_hashes.iter().enumerate() {
+                batch.insert(
+                    key(TREE_HASH, &e.channel, Some(first + i as u64)),
+                    h.to_vec(),
+                );
             }
             for mechanism in &e.audit_scopes {
                 let mut k = key(AUDIT_SCOPE, mechanism, Some(e.hub_micros as u64));
@@ -403,6 +419,41 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
+        indexes
+            .iter()
+            .map(|i| {
+                let v = self
+                    .tree
+                    .get(key(TREE_HASH, channel, Some(*i)))
+                    .map_err(db_err)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "channel {channel}: stored hash {i} is missing"
+                        ))
+                    })?;
+                hash_from(&v)
+            })
+            .collect()
+    }
+
+    fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.scan_prefix([CHECKPOINT, 0]) {
+            let (k, v) = kv.map_err(db_err)?;
+            let (name, _) = split_key(&k)?;
+            out.insert(name, String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError> {
+        self.tree
+            .insert(key(CHECKPOINT, channel, None), note.as_bytes())
+            .map_err(db_err)?;
+        self.make_durable()
+    }
+
     fn inbox_page(
         &self,
         inbox: &str,
@@ -456,6 +507,7 @@ mod tests {
             answers: Vec::new(),
             answer_kind: AnswerKind::Acknowledged,
             audit_scopes: Vec::new(),
+            tree_hashes: vec![[seq as u8 + 100; HASH_LEN]],
         }
     }
 

@@ -1,0 +1,331 @@
+//! Each channel as a verifiable log: RFC 6962 Merkle hashes kept with the
+//! stored-hash index, and checkpoints signed by the hub's key.
+//!
+//! The hub must never sign two inconsistent checkpoints for one channel:
+//! the latest signed checkpoint is stored durably before it is served, a
+//! new one is signed only after checking it extends the previous one, and
+//! at start-up every channel is checked against its stored checkpoint (and
+//! every leaf against its entry) before anything is served.
+
+use crate::store::{ChannelHead, Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tongbao_proto::Hash;
+use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash};
+use tongbao_proto::checkpoint::{
+    Checkpoint, KeyType, NoteError, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint,
+};
+use tongbao_proto::keys::SigningKey;
+use tongbao_proto::merkle::{
+    HashReader, MerkleError, check_tree, prove_tree, stored_hash_index, tree_hash,
+};
+
+/// Why a channel's log cannot be trusted or served.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Merkle(#[from] MerkleError),
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    #[error(
+        "channel {channel}: the stored checkpoint covers {checkpoint_size} entries but only {stored_size} are stored; entries were removed"
+    )]
+    Truncated {
+        channel: String,
+        checkpoint_size: u64,
+        stored_size: u64,
+    },
+    #[error(
+        "channel {channel}: the stored entries no longer match the signed checkpoint of size {size} (stored size {stored_size}); the data was altered"
+    )]
+    Fork {
+        channel: String,
+        size: u64,
+        stored_size: u64,
+    },
+    #[error(
+        "channel {channel}: entry {seq} does not match its recorded leaf hash; the data was altered"
+    )]
+    LeafMismatch { channel: String, seq: u64 },
+    #[error("channel {channel}: entry {seq} does not chain to entry {prev}")]
+    BrokenChain {
+        channel: String,
+        seq: u64,
+        prev: u64,
+    },
+    #[error("channel {channel}: entry {seq} is missing")]
+    MissingEntry { channel: String, seq: u64 },
+    #[error("checkpoint key {path}: {reason}")]
+    Key { path: String, reason: String },
+}
+
+/// Reads a channel's stored hashes, preferring ones not yet committed.
+pub struct ChannelHashes<'a> {
+    pub store: &'a dyn Store,
+    pub channel: &'a str,
+    pub pending: Option<&'a HashMap<u64, Hash>>,
+}
+
+impl HashReader for ChannelHashes<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, MerkleError> {
+        let mut out = vec![[0u8; 32]; indexes.len()];
+        let mut missing = Vec::new();
+        let mut slots = Vec::new();
+        for (slot, index) in indexes.iter().enumerate() {
+            match self.pending.and_then(|p| p.get(index)) {
+                Some(h) => out[slot] = *h,
+                None => {
+                    missing.push(*index);
+                    slots.push(slot);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let found = self
+                .store
+                .stored_hashes(self.channel, &missing)
+                .map_err(|e| MerkleError::Reader(e.to_string()))?;
+            for (slot, h) in slots.into_iter().zip(found) {
+                out[slot] = h;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Loads the hub's checkpoint key, creating it on first start.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, LogError> {
+    let err = |reason: String| LogError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(pem) => SigningKey::from_pem(&pem).map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate().map_err(|e| err(e.to_string()))?;
+            std::fs::write(path, key.to_pem()).map_err(|e| err(e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// A signed checkpoint and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub note: String,
+    pub checkpoint: Checkpoint,
+}
+
+/// The channels' logs: proofs come from the store, checkpoints from here.
+pub struct Logs {
+    store: Arc<dyn Store>,
+    key: SigningKey,
+    name: String,
+    latest: Mutex<HashMap<String, SignedCheckpoint>>,
+    /// Sizes known durable: only these are ever signed.
+    durable: Mutex<HashMap<String, u64>>,
+}
+
+impl Logs {
+    /// Checks every channel against its stored checkpoint and every entry
+    /// against its leaf hash; refuses (with the channel and sizes) on any
+    /// difference.
+    pub fn open(
+        store: Arc<dyn Store>,
+        key: SigningKey,
+        name: &str,
+        heads: &BTreeMap<String, ChannelHead>,
+    ) -> Result<Self, LogError> {
+        let logs = Self {
+            store,
+            key,
+            name: name.to_string(),
+            latest: Mutex::new(HashMap::new()),
+            durable: Mutex::new(heads.iter().map(|(c, h)| (c.clone(), h.next_seq)).collect()),
+        };
+        let verifier = logs.verifier()?;
+        let mut latest = HashMap::new();
+        for (channel, note) in logs.store.checkpoints()? {
+            let (checkpoint, _) = open_checkpoint(&note, &verifier, &[])?;
+            let stored_size = heads.get(&channel).map_or(0, |h| h.next_seq);
+            if stored_size < checkpoint.size {
+                return Err(LogError::Truncated {
+                    channel,
+                    checkpoint_size: checkpoint.size,
+                    stored_size,
+                });
+            }
+            let root = tree_hash(checkpoint.size, &logs.reader(&channel))?;
+            if root != checkpoint.root || checkpoint.origin != logs.origin(&channel) {
+                return Err(LogError::Fork {
+                    channel,
+                    size: checkpoint.size,
+                    stored_size,
+                });
+            }
+            latest.insert(channel, SignedCheckpoint { note, checkpoint });
+        }
+        for (channel, head) in heads {
+            logs.check_entries(channel, head)?;
+        }
+        if let Ok(mut l) = logs.latest.lock() {
+            *l = latest;
+        }
+        Ok(logs)
+    }
+
+    /// Every entry recomputes to its stored leaf hash and chains to the
+    /// previous one.
+    fn check_entries(&self, channel: &str, head: &ChannelHead) -> Result<(), LogError> {
+        let mut previous = GENESIS_PREVIOUS;
+        for seq in 0..head.next_seq {
+            let stored = self
+                .store
+                .entry(channel, seq)?
+                .ok_or_else(|| LogError::MissingEntry {
+                    channel: channel.to_string(),
+                    seq,
+                })?;
+            let computed = leaf_hash(&stored.entry);
+            let in_tree = self
+                .store
+                .stored_hashes(channel, &[stored_hash_index(0, seq)])?;
+            if computed != stored.leaf_hash
+                || in_tree.first() != Some(&computed)
+                || stored.entry.seq != seq
+                || stored.entry.channel != channel
+            {
+                return Err(LogError::LeafMismatch {
+                    channel: channel.to_string(),
+                    seq,
+                });
+            }
+            if stored.entry.previous_leaf_hash != previous {
+                return Err(LogError::BrokenChain {
+                    channel: channel.to_string(),
+                    seq,
+                    prev: seq.saturating_sub(1),
+                });
+            }
+            previous = computed;
+        }
+        if head.next_seq > 0 && head.last_leaf_hash != previous {
+            return Err(LogError::LeafMismatch {
+                channel: channel.to_string(),
+                seq: head.next_seq - 1,
+            });
+        }
+        Ok(())
+    }
+
+    /// The note key name of this hub's checkpoints.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The origin line of a channel's checkpoints.
+    pub fn origin(&self, channel: &str) -> String {
+        format!("{}/{channel}", self.name)
+    }
+
+    /// The verifier key auditors and clients pin.
+    pub fn verifier(&self) -> Result<NoteVerifier, LogError> {
+        Ok(NoteVerifier::new(
+            &self.name,
+            KeyType::Ed25519,
+            self.key.public_key(),
+        )?)
+    }
+
+    pub fn reader<'a>(&'a self, channel: &'a str) -> ChannelHashes<'a> {
+        ChannelHashes {
+            store: self.store.as_ref(),
+            channel,
+            pending: None,
+        }
+    }
+
+    /// The latest signed checkpoint of a channel, signing a new one first
+    /// if the channel grew past it. A new checkpoint is signed only if it
+    /// provably extends the previous one, and stored before it is returned.
+    pub fn checkpoint(&self, channel: &str) -> Result<SignedCheckpoint, LogError> {
+        let size = self.durable_size(channel);
+        let mut latest = self.latest.lock().map_err(|_| {
+            LogError::Store(StoreError::Database("checkpoint lock poisoned".into()))
+        })?;
+        if let Some(current) = latest.get(channel)
+            && current.checkpoint.size >= size
+        {
+            return Ok(current.clone());
+        }
+        let reader = self.reader(channel);
+        let root = tree_hash(size, &reader)?;
+        if let Some(previous) = latest.get(channel) {
+            let old = &previous.checkpoint;
+            let proof = prove_tree(size, old.size, &reader)?;
+            check_tree(&proof, size, &root, old.size, &old.root).map_err(|_| LogError::Fork {
+                channel: channel.to_string(),
+                size: old.size,
+                stored_size: size,
+            })?;
+        }
+        let checkpoint = Checkpoint::new(self.origin(channel), size, root);
+        let signer = NoteSigner::new(&self.name, &self.key)?;
+        let note = sign_checkpoint(&checkpoint, &[signer])?;
+        self.store.save_checkpoint(channel, &note)?;
+        let signed = SignedCheckpoint { note, checkpoint };
+        latest.insert(channel.to_string(), signed.clone());
+        Ok(signed)
+    }
+
+    /// Records that a channel's first `size` entries are durable (called by
+    /// the appender after each group commit).
+    pub fn advance(&self, channel: &str, size: u64) {
+        if let Ok(mut d) = self.durable.lock() {
+            let s = d.entry(channel.to_string()).or_default();
+            *s = (*s).max(size);
+        }
+    }
+
+    /// How many entries of a channel are durable.
+    pub fn durable_size(&self, channel: &str) -> u64 {
+        self.durable
+            .lock()
+            .ok()
+            .and_then(|d| d.get(channel).copied())
+            .unwrap_or(0)
+    }
+
+    /// Signs a new checkpoint for every channel that grew (the cadence task).
+    pub fn refresh_all(&self) -> Result<usize, LogError> {
+        let mut signed = 0;
+        let sizes: Vec<(String, u64)> = self
+            .durable
+            .lock()
+            .map(|d| d.iter().map(|(c, s)| (c.clone(), *s)).collect())
+            .unwrap_or_default();
+        for (channel, size) in sizes {
+            let current = self
+                .latest
+                .lock()
+                .ok()
+                .and_then(|l| l.get(&channel).map(|c| c.checkpoint.size))
+                .unwrap_or(0);
+            if size > current {
+                self.checkpoint(&channel)?;
+                signed += 1;
+            }
+        }
+        Ok(signed)
+    }
+}

@@ -1,0 +1,197 @@
+//! The `Log` service: checkpoints and proofs of each channel.
+//!
+//! Checkpoints, consistency proofs and leaf hashes reveal only hashes, so
+//! any authenticated party may have them; an inclusion proof names an
+//! entry, so only a party entitled to the entry gets one.
+
+use super::read::entitled;
+use super::{HubState, storage_status};
+use crate::log::LogError;
+use std::sync::Arc;
+use tongbao_proto::merkle::{prove_record, prove_tree, stored_hash_index};
+use tongbao_proto::pb::{self, log_server::Log};
+use tonic::{Request, Response, Status};
+
+/// Most leaf hashes one call returns.
+const MAX_LEAF_HASHES: u32 = 4096;
+
+/// `tongbao.v1.Log` over the shared hub state.
+#[derive(Clone)]
+pub struct LogService {
+    state: Arc<HubState>,
+}
+
+impl LogService {
+    pub fn new(state: Arc<HubState>) -> Self {
+        Self { state }
+    }
+
+    fn known_channel(&self, channel: &str) -> Result<(), Status> {
+        if self.state.registry()?.unit(channel).is_none() {
+            return Err(Status::not_found(format!(
+                "there is no channel {channel:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The latest checkpoint; signing may write and fsync, so it runs where
+    /// blocking is allowed.
+    fn checkpoint(&self, channel: &str) -> Result<crate::log::SignedCheckpoint, Status> {
+        tokio::task::block_in_place(|| self.state.logs.checkpoint(channel)).map_err(log_status)
+    }
+
+    /// A size a proof may refer to: at most what is durable.
+    fn check_size(&self, channel: &str, size: u64) -> Result<(), Status> {
+        let durable = self.state.logs.durable_size(channel);
+        if size > durable {
+            return Err(Status::out_of_range(format!(
+                "channel {channel} has {durable} entries; size {size} does not exist yet"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn log_status(e: LogError) -> Status {
+    match e {
+        LogError::Merkle(m) => Status::invalid_argument(m.to_string()),
+        other => {
+            tracing::error!(error = %other, "log failure");
+            Status::internal(other.to_string())
+        }
+    }
+}
+
+fn hashes(v: Vec<tongbao_proto::Hash>) -> Vec<Vec<u8>> {
+    v.into_iter().map(|h| h.to_vec()).collect()
+}
+
+#[tonic::async_trait]
+impl Log for LogService {
+    async fn get_log_key(
+        &self,
+        request: Request<pb::GetLogKeyRequest>,
+    ) -> Result<Response<pb::GetLogKeyResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let verifier = self.state.logs.verifier().map_err(log_status)?;
+        Ok(Response::new(pb::GetLogKeyResponse {
+            vkey: verifier.to_vkey(),
+            name: self.state.logs.name().to_string(),
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let channel = request.into_inner().channel;
+        self.known_channel(&channel)?;
+        let signed = self.checkpoint(&channel)?;
+        Ok(Response::new(pb::GetCheckpointResponse {
+            note: signed.note,
+            size: signed.checkpoint.size,
+            root: signed.checkpoint.root.to_vec(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        self.known_channel(&req.channel)?;
+        let stored = self
+            .state
+            .store
+            .entry(&req.channel, req.seq)
+            .map_err(storage_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("channel {} has no entry {}", req.channel, req.seq))
+            })?;
+        if !entitled(&who, &stored.entry) {
+            return Err(Status::permission_denied(format!(
+                "entry {}:{} is not addressed to {who}; inclusion proofs are for entries one may see",
+                req.channel, req.seq
+            )));
+        }
+        let (tree_size, checkpoint) = if req.tree_size == 0 {
+            let signed = self.checkpoint(&req.channel)?;
+            (signed.checkpoint.size, signed.note)
+        } else {
+            self.check_size(&req.channel, req.tree_size)?;
+            (req.tree_size, String::new())
+        };
+        if req.seq >= tree_size {
+            return Err(Status::out_of_range(format!(
+                "entry {}:{} is not in the tree of size {tree_size} yet; ask again after the next checkpoint",
+                req.channel, req.seq
+            )));
+        }
+        let proof = prove_record(tree_size, req.seq, &self.state.logs.reader(&req.channel))
+            .map_err(|e| log_status(e.into()))?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            leaf_hash: stored.leaf_hash.to_vec(),
+            tree_size,
+            proof: hashes(proof),
+            checkpoint,
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        self.known_channel(&req.channel)?;
+        let (new_size, checkpoint) = if req.new_size == 0 {
+            let signed = self.checkpoint(&req.channel)?;
+            (signed.checkpoint.size, signed.note)
+        } else {
+            self.check_size(&req.channel, req.new_size)?;
+            (req.new_size, String::new())
+        };
+        if req.old_size > new_size {
+            return Err(Status::out_of_range(format!(
+                "old size {} is larger than new size {new_size} of channel {}; a channel never shrinks",
+                req.old_size, req.channel
+            )));
+        }
+        let proof = prove_tree(
+            new_size,
+            req.old_size,
+            &self.state.logs.reader(&req.channel),
+        )
+        .map_err(|e| log_status(e.into()))?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            old_size: req.old_size,
+            new_size,
+            proof: hashes(proof),
+            checkpoint,
+        }))
+    }
+
+    async fn get_leaf_hashes(
+        &self,
+        request: Request<pb::GetLeafHashesRequest>,
+    ) -> Result<Response<pb::GetLeafHashesResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        self.known_channel(&req.channel)?;
+        let count = req.count.min(MAX_LEAF_HASHES);
+        let end = req.start.saturating_add(u64::from(count));
+        self.check_size(&req.channel, end)?;
+        let indexes: Vec<u64> = (req.start..end).map(|n| stored_hash_index(0, n)).collect();
+        let leaf_hashes = self
+            .state
+            .store
+            .stored_hashes(&req.channel, &indexes)
+            .map_err(storage_status)?;
+        Ok(Response::new(pb::GetLeafHashesResponse {
+            leaf_hashes: hashes(leaf_hashes),
+        }))
+    }
+}

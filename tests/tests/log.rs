@@ -1,0 +1,318 @@
+//! Verifiable channels: signed checkpoints, inclusion and consistency
+//! proofs, and a hub that refuses to start on tampered data.
+
+use std::time::Duration;
+use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
+use tongbao_proto::merkle::{check_record, check_tree};
+use tongbao_proto::pb::{self, log_client::LogClient};
+use tongbao_proto::{Hash, canonical};
+use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, note, raw_channel};
+use tonic::Code;
+
+fn hash(v: &[u8]) -> Result<Hash, BoxError> {
+    Ok(v.try_into()?)
+}
+
+fn proof(v: &[Vec<u8>]) -> Result<Vec<Hash>, BoxError> {
+    v.iter().map(|h| hash(h)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_is_provably_in_a_signed_checkpoint() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    for i in 0..20 {
+        let to = if i % 3 == 0 {
+            "civil-affairs"
+        } else {
+            "finance"
+        };
+        tax.push(note(&format!("n{i}")).to_units([to])).await?;
+    }
+    let mut log = LogClient::new(raw_channel(&t.pki, "finance", t.addr).await?);
+    let key = log.get_log_key(pb::GetLogKeyRequest {}).await?.into_inner();
+    let verifier = NoteVerifier::from_vkey(&key.vkey)?;
+    let cp = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "tax".into(),
+        })
+        .await?
+        .into_inner();
+    let (first, _) = open_checkpoint(&cp.note, &verifier, &[])?;
+    assert_eq!((first.size, first.origin.as_str()), (20, "tongbao/tax"));
+
+    let finance = t.unit("finance").await?;
+    for e in finance.pull(0, 100).await?.entries {
+        let p = log
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                channel: "tax".into(),
+                seq: e.seq(),
+                tree_size: 0,
+            })
+            .await?
+            .into_inner();
+        // The proof is for the checkpoint it comes with, and for the leaf
+        // the client computes itself from the entry.
+        let (c, _) = open_checkpoint(&p.checkpoint, &verifier, &[])?;
+        assert_eq!(c.size, p.tree_size);
+        assert_eq!(canonical::leaf_hash(&e.entry), e.leaf_hash);
+        check_record(&proof(&p.proof)?, c.size, &c.root, e.seq(), &e.leaf_hash)?;
+        // A proof for another position does not verify this leaf.
+        assert!(
+            check_record(
+                &proof(&p.proof)?,
+                c.size,
+                &c.root,
+                e.seq() ^ 1,
+                &e.leaf_hash
+            )
+            .is_err()
+        );
+    }
+
+    // The channel grows; the new checkpoint provably extends the first.
+    for i in 20..27 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let c = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            channel: "tax".into(),
+            old_size: first.size,
+            new_size: 0,
+        })
+        .await?
+        .into_inner();
+    let (second, _) = open_checkpoint(&c.checkpoint, &verifier, &[])?;
+    assert_eq!(second.size, 27);
+    check_tree(
+        &proof(&c.proof)?,
+        second.size,
+        &second.root,
+        first.size,
+        &first.root,
+    )?;
+    let mut forked = first.root;
+    forked[0] ^= 1;
+    assert!(
+        check_tree(
+            &proof(&c.proof)?,
+            second.size,
+            &second.root,
+            first.size,
+            &forked
+        )
+        .is_err()
+    );
+
+    // Leaf hashes of a range match the entries.
+    let leaves = log
+        .get_leaf_hashes(pb::GetLeafHashesRequest {
+            channel: "tax".into(),
+            start: 1,
+            count: 2,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        leaves.leaf_hashes,
+        [
+            tax.get_entry("tax", 1).await?.leaf_hash.to_vec(),
+            tax.get_entry("tax", 2).await?.leaf_hash.to_vec()
+        ]
+    );
+
+    // Refusals.
+    let err = log
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
+            channel: "tax".into(),
+            seq: 0,
+            tree_size: 0,
+        })
+        .await
+        .err()
+        .ok_or("proof of an entry finance may not see")?;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            channel: "tax".into(),
+            old_size: 5,
+            new_size: 999,
+        })
+        .await
+        .err()
+        .ok_or("proof to a size that does not exist")?;
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    let err = log
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            channel: "tax".into(),
+            old_size: 9,
+            new_size: 5,
+        })
+        .await
+        .err()
+        .ok_or("shrinking proof")?;
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+    let err = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "nobody".into(),
+        })
+        .await
+        .err()
+        .ok_or("checkpoint of a missing channel")?;
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_on_a_cadence_and_survive_restart() -> TestResult {
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = tongbao_client::Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    for i in 0..5 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let mut log = LogClient::new(raw_channel(&pki, "finance", hub.addr).await?);
+    let vkey = log
+        .get_log_key(pb::GetLogKeyRequest {})
+        .await?
+        .into_inner()
+        .vkey;
+    // Within about a second the cadence has signed size 5 without being asked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    hub.kill()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let mut log = LogClient::new(raw_channel(&pki, "finance", hub.addr).await?);
+    let again = log
+        .get_log_key(pb::GetLogKeyRequest {})
+        .await?
+        .into_inner()
+        .vkey;
+    assert_eq!(vkey, again, "the hub key changed across a restart");
+    let cp = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "tax".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(cp.size, 5);
+    hub.kill()?;
+    Ok(())
+}
+
+/// Starts the hub on tampered data and expects it to refuse, naming why.
+fn refuses_to_start(pki: &TestPki, words: &[&str]) -> TestResult {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tongbao-test-hub"))
+        .args(["serve", "--config"])
+        .arg(pki.path().join("hub.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "error")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the hub started on tampered data");
+    for w in words {
+        assert!(stderr.contains(w), "{stderr:?} should say {w:?}");
+    }
+    Ok(())
+}
+
+/// A stopped hub's data with 4 entries in tax's channel, checkpointed.
+async fn checkpointed_data() -> Result<TestPki, BoxError> {
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = tongbao_client::Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    for i in 0..4 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let mut log = LogClient::new(raw_channel(&pki, "finance", hub.addr).await?);
+    log.get_checkpoint(pb::GetCheckpointRequest {
+        channel: "tax".into(),
+    })
+    .await?;
+    hub.kill()?;
+    Ok(pki)
+}
+
+fn entry_key(channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = vec![b'e', 0];
+    k.extend_from_slice(channel.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Edits the stored data of a stopped hub directly.
+fn tamper(
+    pki: &TestPki,
+    edit: impl FnOnce(&tongbao_server::store::SledStore) -> TestResult,
+) -> TestResult {
+    let store = tongbao_server::store::SledStore::open(&pki.path().join("data"), true)?;
+    edit(&store)?;
+    store.raw_tree().flush()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_body_stops_the_hub() -> TestResult {
+    use prost::Message;
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        let tree = s.raw_tree();
+        let v = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
+        let mut entry = pb::Entry::decode(&v[32..])?;
+        if let Some(m) = entry.message.as_mut().and_then(|m| m.message.as_mut()) {
+            m.body = b"rewritten history".to_vec();
+        }
+        let mut value = v[..32].to_vec();
+        value.extend(entry.encode_to_vec());
+        tree.insert(entry_key("tax", 2), value)?;
+        Ok(())
+    })?;
+    refuses_to_start(&pki, &["channel tax", "entry 2", "altered"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_entries_stop_the_hub() -> TestResult {
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        let tree = s.raw_tree();
+        let a = tree.get(entry_key("tax", 1))?.ok_or("no entry")?;
+        let b = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
+        tree.insert(entry_key("tax", 1), b)?;
+        tree.insert(entry_key("tax", 2), a)?;
+        Ok(())
+    })?;
+    refuses_to_start(&pki, &["channel tax", "entry 1"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_entry_stops_the_hub() -> TestResult {
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        s.raw_tree().remove(entry_key("tax", 1))?;
+        Ok(())
+    })?;
+    refuses_to_start(&pki, &["channel tax", "entry 1", "missing"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_channel_stops_the_hub() -> TestResult {
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        let tree = s.raw_tree();
+        // Drop the last entry and rewind the channel head to entry 2, as a
+        // careful operator rewriting history would.
+        let prev = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
+        tree.remove(entry_key("tax", 3))?;
+        let mut head = 3u64.to_be_bytes().to_vec();
+        head.extend_from_slice(&prev[..32]);
+        head.extend_from_slice(&0u64.to_be_bytes());
+        tree.insert(b"c\0tax".to_vec(), head)?;
+        Ok(())
+    })?;
+    refuses_to_start(&pki, &["channel tax", "covers 4 entries", "only 3"])
+}
