@@ -311,7 +311,7 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
         let mut head = 3u64.to_be_bytes().to_vec();
         head.extend_from_slice(&prev[..32]);
         head.extend_from_slice(&0u64.to_be_bytes());
-        tree.insert(b"c\0tax".to_vec(), head)?;
+        tree.insert(b"c\0tax", head)?;
         Ok(())
     })?;
     refuses_to_start(&pki, &["channel tax", "covers 4 entries", "only 3"])
