@@ -1,5 +1,6 @@
 //! The connection to the hub and the calls a departmental system makes.
 
+use crate::trust::{TrustState, keep_evidence};
 use crate::verify::{KeyRing, VerifiedEntry, signing_key_of, verify_entry};
 use crate::{ClientConfig, ClientError, Draft};
 use futures::Stream;
@@ -8,10 +9,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
+use tongbao_proto::merkle::{check_record, check_tree};
 use tongbao_proto::pb::audit_client::AuditClient;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
+use tongbao_proto::pb::log_client::LogClient;
 use tongbao_proto::{now_micros, pb};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -66,6 +70,18 @@ pub enum ProcessError<E> {
     Client(#[from] ClientError),
 }
 
+/// A checkpoint this client verified: signed by the pinned hub key and
+/// consistent with every checkpoint of the channel it verified before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedCheckpoint {
+    pub channel: String,
+    pub size: u64,
+    pub root: tongbao_proto::Hash,
+    /// The signed note, as the hub served it.
+    pub note: String,
+}
+
 /// One page of an inbox.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -86,6 +102,10 @@ impl Page {
 pub struct Client {
     rpc: ExchangeClient<Channel>,
     audit: AuditClient<Channel>,
+    log: LogClient<Channel>,
+    trust: Arc<tokio::sync::Mutex<TrustState>>,
+    trust_path: std::path::PathBuf,
+    hub_key: Option<String>,
     identity: Principal,
     signer: Option<Arc<SigningKey>>,
     keys: Arc<RwLock<KeyRing>>,
@@ -150,6 +170,8 @@ impl Client {
             .connect()
             .await
             .map_err(|e| connect_err(error_chain(&e)))?;
+        let log = LogClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let trust = TrustState::load(&config.trust_state)?;
         let audit = AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let rpc = ExchangeClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
@@ -157,6 +179,10 @@ impl Client {
         let client = Self {
             rpc,
             audit,
+            log,
+            trust: Arc::new(tokio::sync::Mutex::new(trust)),
+            trust_path: config.trust_state.clone(),
+            hub_key: config.hub_key.clone(),
             identity: config.identity.clone(),
             signer,
             keys: Arc::new(RwLock::new(KeyRing::default())),
@@ -526,6 +552,172 @@ impl Client {
             });
         }
         Ok(answer)
+    }
+
+    /// The hub's checkpoint key: from the config, else pinned in the trust
+    /// state on first use.
+    async fn hub_verifier(&self, trust: &mut TrustState) -> Result<NoteVerifier, ClientError> {
+        let vkey = match (&self.hub_key, &trust.hub_key) {
+            (Some(k), _) | (None, Some(k)) => k.clone(),
+            (None, None) => {
+                let k = self
+                    .log
+                    .clone()
+                    .get_log_key(pb::GetLogKeyRequest {})
+                    .await?
+                    .into_inner()
+                    .vkey;
+                trust.hub_key = Some(k.clone());
+                trust.save(&self.trust_path)?;
+                k
+            }
+        };
+        NoteVerifier::from_vkey(&vkey).map_err(|e| ClientError::Checkpoint {
+            channel: String::new(),
+            reason: format!("hub key {vkey:?}: {e}"),
+        })
+    }
+
+    /// The latest checkpoint of a channel, verified: signed by the hub key
+    /// and proven to extend the last checkpoint this client verified (kept
+    /// in the trust state). A rollback or fork is refused and the two
+    /// signed checkpoints are kept as evidence.
+    pub async fn checkpoint(&self, channel: &str) -> Result<VerifiedCheckpoint, ClientError> {
+        let note = self
+            .log
+            .clone()
+            .get_checkpoint(pb::GetCheckpointRequest {
+                channel: channel.to_string(),
+            })
+            .await?
+            .into_inner()
+            .note;
+        self.accept_checkpoint(channel, note).await
+    }
+
+    async fn accept_checkpoint(
+        &self,
+        channel: &str,
+        note: String,
+    ) -> Result<VerifiedCheckpoint, ClientError> {
+        let refuse = |reason: String| ClientError::Checkpoint {
+            channel: channel.to_string(),
+            reason,
+        };
+        let mut trust = self.trust.lock().await;
+        let verifier = self.hub_verifier(&mut trust).await?;
+        let (cp, _) = open_checkpoint(&note, &verifier, &[]).map_err(|e| refuse(e.to_string()))?;
+        let origin = format!("{}/{channel}", verifier.name());
+        if cp.origin != origin {
+            return Err(refuse(format!(
+                "origin {:?}, expected {origin:?}",
+                cp.origin
+            )));
+        }
+        let verified = VerifiedCheckpoint {
+            channel: channel.to_string(),
+            size: cp.size,
+            root: cp.root,
+            note: note.clone(),
+        };
+        let Some(trusted) = trust.trusted(channel).cloned() else {
+            trust.remember(channel, cp.size, &cp.root, &note);
+            trust.save(&self.trust_path)?;
+            return Ok(verified);
+        };
+        use base64::Engine;
+        let trusted_root: tongbao_proto::Hash = base64::engine::general_purpose::STANDARD
+            .decode(&trusted.root)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| refuse("the trust state holds a malformed root".into()))?;
+        let evidence = || {
+            keep_evidence(&self.trust_path, channel, &trusted.note, &note)
+                .display()
+                .to_string()
+        };
+        if cp.size < trusted.size {
+            return Err(ClientError::Rollback {
+                channel: channel.to_string(),
+                trusted_size: trusted.size,
+                served_size: cp.size,
+                evidence: evidence(),
+            });
+        }
+        let consistent = if cp.size == trusted.size {
+            cp.root == trusted_root
+        } else {
+            let proof = self
+                .log
+                .clone()
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    channel: channel.to_string(),
+                    old_size: trusted.size,
+                    new_size: cp.size,
+                })
+                .await?
+                .into_inner()
+                .proof;
+            let proof: Option<Vec<tongbao_proto::Hash>> =
+                proof.into_iter().map(|h| h.try_into().ok()).collect();
+            proof.is_some_and(|p| {
+                check_tree(&p, cp.size, &cp.root, trusted.size, &trusted_root).is_ok()
+            })
+        };
+        if !consistent {
+            return Err(ClientError::Fork {
+                channel: channel.to_string(),
+                trusted_size: trusted.size,
+                served_size: cp.size,
+                evidence: evidence(),
+            });
+        }
+        if cp.size > trusted.size {
+            trust.remember(channel, cp.size, &cp.root, &note);
+            trust.save(&self.trust_path)?;
+        }
+        Ok(verified)
+    }
+
+    /// Proves that an entry is in its channel as of a verified checkpoint:
+    /// nobody, the hub's operator included, can later drop or alter it
+    /// without this client (or anyone holding the checkpoint) noticing.
+    pub async fn prove_inclusion(
+        &self,
+        entry: &VerifiedEntry,
+    ) -> Result<VerifiedCheckpoint, ClientError> {
+        let cp = self.checkpoint(entry.channel()).await?;
+        let fail = |reason: String| ClientError::Integrity {
+            channel: entry.channel().to_string(),
+            seq: entry.seq(),
+            reason,
+        };
+        if entry.seq() >= cp.size {
+            return Err(fail(format!(
+                "not yet covered by the channel's checkpoint (size {}); retry in a second",
+                cp.size
+            )));
+        }
+        let r = self
+            .log
+            .clone()
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                channel: entry.channel().to_string(),
+                seq: entry.seq(),
+                tree_size: cp.size,
+            })
+            .await?
+            .into_inner();
+        let proof: Option<Vec<tongbao_proto::Hash>> =
+            r.proof.into_iter().map(|h| h.try_into().ok()).collect();
+        let proof = proof.ok_or_else(|| fail("malformed inclusion proof".into()))?;
+        check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
+            fail(format!(
+                "not included in the checkpoint of size {}: {e}",
+                cp.size
+            ))
+        })?;
+        Ok(cp)
     }
 
     fn key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>> {

@@ -17,6 +17,10 @@ struct RawConfig {
     key: PathBuf,
     #[serde(default)]
     signing_key: Option<PathBuf>,
+    #[serde(default)]
+    hub_key: Option<String>,
+    #[serde(default)]
+    trust_state: Option<PathBuf>,
 }
 
 fn default_server_name() -> String {
@@ -38,6 +42,12 @@ pub struct ClientConfig {
     pub key: PathBuf,
     /// Ed25519 signing key (PEM); units need it to push.
     pub signing_key: Option<PathBuf>,
+    /// The hub's checkpoint key (signed-note vkey). When absent, the key
+    /// the hub presents first is pinned in the trust state.
+    pub hub_key: Option<String>,
+    /// Where the last verified checkpoint of each channel is kept
+    /// (default: `trust-state.json` beside the config file).
+    pub trust_state: PathBuf,
 }
 
 impl ClientConfig {
@@ -59,6 +69,11 @@ impl ClientConfig {
             cert: resolve(raw.cert),
             key: resolve(raw.key),
             signing_key: raw.signing_key.map(resolve),
+            hub_key: raw.hub_key,
+            trust_state: resolve(
+                raw.trust_state
+                    .unwrap_or_else(|| PathBuf::from("trust-state.json")),
+            ),
         })
     }
 

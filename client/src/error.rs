@@ -32,6 +32,28 @@ pub enum ClientError {
         seq: u64,
         reason: String,
     },
+    /// The hub served a checkpoint smaller than one this client verified.
+    #[error(
+        "channel {channel}: the hub served a checkpoint of size {served_size}, smaller than size {trusted_size} verified earlier (rollback); both are kept in {evidence}"
+    )]
+    Rollback {
+        channel: String,
+        trusted_size: u64,
+        served_size: u64,
+        evidence: String,
+    },
+    /// The hub served a checkpoint that does not extend the verified one.
+    #[error(
+        "channel {channel}: the checkpoint of size {served_size} does not extend the checkpoint of size {trusted_size} verified earlier (fork); both are kept in {evidence}"
+    )]
+    Fork {
+        channel: String,
+        trusted_size: u64,
+        served_size: u64,
+        evidence: String,
+    },
+    #[error("checkpoint of channel {channel} refused: {reason}")]
+    Checkpoint { channel: String, reason: String },
     #[error(
         "this client has no signing key (signing_key in client.toml); only units with a key can push"
     )]

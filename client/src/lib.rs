@@ -48,9 +48,10 @@ mod config;
 mod draft;
 mod error;
 mod probe;
+pub mod trust;
 mod verify;
 
-pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt};
+pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;
 pub use draft::Draft;
 pub use error::ClientError;

@@ -107,6 +107,8 @@ impl TestPki {
                     .join(signing_unit)
                     .join("signing.key"),
             ),
+            hub_key: None,
+            trust_state: dir.join("trust-state.json"),
         })
     }
 
@@ -239,10 +241,16 @@ pub struct HubProcess {
 impl HubProcess {
     /// Starts `binary serve` on the PKI's config, port 0.
     pub fn start(pki: &TestPki, binary: &str) -> Result<Self, BoxError> {
+        Self::start_on(pki, binary, &pki.path().join("data"))
+    }
+
+    /// Starts on another data directory (a copy, a restored backup).
+    pub fn start_on(pki: &TestPki, binary: &str, data_dir: &Path) -> Result<Self, BoxError> {
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(pki.path().join("hub.toml"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -295,4 +303,19 @@ pub async fn raw_channel(
         .tls_config(tls)?
         .connect()
         .await?)
+}
+
+/// Copies a (stopped) hub's data directory, as a backup or an attacker would.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<(), BoxError> {
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let target = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_dir(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), target)?;
+        }
+    }
+    Ok(())
 }
