@@ -76,6 +76,8 @@ pub enum ProcessError<E> {
 #[non_exhaustive]
 pub struct VerifiedCheckpoint {
     pub channel: String,
+    /// The checkpoint's origin line, `<hub log name>/<channel>`.
+    pub origin: String,
     pub size: u64,
     pub root: tongbao_proto::Hash,
     /// The signed note, as the hub served it.
@@ -616,6 +618,7 @@ impl Client {
         }
         let verified = VerifiedCheckpoint {
             channel: channel.to_string(),
+            origin: cp.origin.clone(),
             size: cp.size,
             root: cp.root,
             note: note.clone(),
@@ -677,6 +680,42 @@ impl Client {
             trust.save(&self.trust_path)?;
         }
         Ok(verified)
+    }
+
+    /// Cosigns the latest checkpoint of this unit's own channel, after
+    /// verifying it extends every checkpoint of the channel this client saw:
+    /// from then on, even the hub's operator cannot rewrite the unit's
+    /// history without the unit's key. Returns the note with the
+    /// cosignatures it now carries.
+    pub async fn cosign_own_channel(&self) -> Result<String, ClientError> {
+        let (signer, unit) = self.signing_identity()?;
+        let cp = self.checkpoint(unit).await?;
+        let checkpoint =
+            tongbao_proto::checkpoint::Checkpoint::new(cp.origin.clone(), cp.size, cp.root);
+        let cosigner = tongbao_proto::checkpoint::Cosigner::new(unit, signer).map_err(|e| {
+            ClientError::Checkpoint {
+                channel: unit.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let seconds = u64::try_from(now_micros() / 1_000_000).unwrap_or(0);
+        let line = cosigner
+            .cosign(&checkpoint, seconds)
+            .map_err(|e| ClientError::Checkpoint {
+                channel: unit.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(self
+            .log
+            .clone()
+            .add_cosignature(pb::AddCosignatureRequest {
+                channel: unit.to_string(),
+                size: cp.size,
+                cosignature: line,
+            })
+            .await?
+            .into_inner()
+            .note)
     }
 
     /// Proves that an entry is in its channel as of a verified checkpoint:

@@ -15,6 +15,7 @@ use tongbao_proto::Hash;
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash};
 use tongbao_proto::checkpoint::{
     Checkpoint, KeyType, NoteError, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint,
+    verify_cosignature,
 };
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::merkle::{
@@ -58,6 +59,16 @@ pub enum LogError {
     },
     #[error("channel {channel}: entry {seq} is missing")]
     MissingEntry { channel: String, seq: u64 },
+    #[error("channel {0} has no checkpoint yet")]
+    NoCheckpoint(String),
+    #[error("the latest checkpoint of {channel} has size {latest}, not {size}; cosign the latest")]
+    StaleCheckpoint {
+        channel: String,
+        latest: u64,
+        size: u64,
+    },
+    #[error("cosignature refused: {0}")]
+    CosignatureRefused(String),
     #[error("checkpoint key {path}: {reason}")]
     Key { path: String, reason: String },
 }
@@ -304,6 +315,52 @@ impl Logs {
             .ok()
             .and_then(|d| d.get(channel).copied())
             .unwrap_or(0)
+    }
+
+    /// Adds a unit's cosignature to the latest checkpoint of its channel:
+    /// verified under the unit's key, appended to the stored note.
+    pub fn add_cosignature(
+        &self,
+        channel: &str,
+        size: u64,
+        line: &str,
+        unit_key: &[u8],
+    ) -> Result<String, LogError> {
+        let mut latest = self.latest.lock().map_err(|_| {
+            LogError::Store(StoreError::Database("checkpoint lock poisoned".into()))
+        })?;
+        let Some(current) = latest.get(channel).cloned() else {
+            return Err(LogError::NoCheckpoint(channel.to_string()));
+        };
+        if current.checkpoint.size != size {
+            return Err(LogError::StaleCheckpoint {
+                channel: channel.to_string(),
+                latest: current.checkpoint.size,
+                size,
+            });
+        }
+        let cosigner = NoteVerifier::new(channel, KeyType::CosignatureV1, unit_key)?;
+        verify_cosignature(&current.checkpoint, line, &cosigner)
+            .map_err(|e| LogError::CosignatureRefused(e.to_string()))?;
+        let line = format!("{}\n", line.trim_end_matches('\n'));
+        // One cosignature per unit: a newer one replaces it.
+        let prefix = format!("\u{2014} {channel} ");
+        let mut note: String = current
+            .note
+            .lines()
+            .filter(|l| !l.starts_with(&prefix))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        note.push_str(&line);
+        self.store.save_checkpoint(channel, &note)?;
+        latest.insert(
+            channel.to_string(),
+            SignedCheckpoint {
+                note: note.clone(),
+                checkpoint: current.checkpoint,
+            },
+        );
+        Ok(note)
     }
 
     /// Signs a new checkpoint for every channel that grew (the cadence task).

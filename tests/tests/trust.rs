@@ -107,3 +107,81 @@ async fn a_hub_serving_an_older_or_forked_channel_is_caught() -> TestResult {
     hub.kill()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_cosigns_its_own_channel_and_everyone_can_check_it() -> TestResult {
+    use tongbao_proto::checkpoint::{KeyType, NoteVerifier, open_checkpoint};
+    use tongbao_proto::keys::SigningKey;
+    use tongbao_proto::pb::{self, log_client::LogClient};
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    for i in 0..3 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let note_text = tax.cosign_own_channel().await?;
+    // Anyone fetching the checkpoint gets the cosignature with it.
+    let mut log = LogClient::new(tongbao_tests::raw_channel(&t.pki, "finance", t.addr).await?);
+    let served = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "tax".into(),
+        })
+        .await?
+        .into_inner()
+        .note;
+    assert_eq!(served, note_text);
+    let hub = NoteVerifier::from_vkey(
+        &log.get_log_key(pb::GetLogKeyRequest {})
+            .await?
+            .into_inner()
+            .vkey,
+    )?;
+    let tax_key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("tax"))?)?;
+    let cosigner = NoteVerifier::new("tax", KeyType::CosignatureV1, tax_key.public_key())?;
+    let (cp, verified) = open_checkpoint(&served, &hub, &[cosigner])?;
+    assert_eq!(cp.size, 3);
+    assert!(
+        verified
+            .iter()
+            .any(|v| v.name == "tax" && v.timestamp.is_some()),
+        "{verified:?}"
+    );
+
+    // Only the unit itself cosigns its channel, with its own key, the latest size.
+    let line = tongbao_proto::checkpoint::Cosigner::new("tax", &SigningKey::generate()?)?
+        .cosign(&cp, 1)?;
+    let mut raw_tax = LogClient::new(tongbao_tests::raw_channel(&t.pki, "tax", t.addr).await?);
+    let err = raw_tax
+        .add_cosignature(pb::AddCosignatureRequest {
+            channel: "tax".into(),
+            size: 3,
+            cosignature: line,
+        })
+        .await
+        .err()
+        .ok_or("forged cosignature accepted")?;
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+    let mut raw_fin = LogClient::new(tongbao_tests::raw_channel(&t.pki, "finance", t.addr).await?);
+    let real = tongbao_proto::checkpoint::Cosigner::new("tax", &tax_key)?.cosign(&cp, 2)?;
+    let err = raw_fin
+        .add_cosignature(pb::AddCosignatureRequest {
+            channel: "tax".into(),
+            size: 3,
+            cosignature: real.clone(),
+        })
+        .await
+        .err()
+        .ok_or("another unit cosigned tax's channel")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let err = raw_tax
+        .add_cosignature(pb::AddCosignatureRequest {
+            channel: "tax".into(),
+            size: 2,
+            cosignature: real,
+        })
+        .await
+        .err()
+        .ok_or("stale cosignature accepted")?;
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    t.stop().await
+}

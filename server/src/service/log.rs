@@ -56,6 +56,10 @@ impl LogService {
 fn log_status(e: LogError) -> Status {
     match e {
         LogError::Merkle(m) => Status::invalid_argument(m.to_string()),
+        LogError::CosignatureRefused(_) => Status::unauthenticated(e.to_string()),
+        LogError::NoCheckpoint(_) | LogError::StaleCheckpoint { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
         other => {
             tracing::error!(error = %other, "log failure");
             Status::internal(other.to_string())
@@ -193,5 +197,37 @@ impl Log for LogService {
         Ok(Response::new(pb::GetLeafHashesResponse {
             leaf_hashes: hashes(leaf_hashes),
         }))
+    }
+
+    async fn add_cosignature(
+        &self,
+        request: Request<pb::AddCosignatureRequest>,
+    ) -> Result<Response<pb::AddCosignatureResponse>, Status> {
+        let unit = self
+            .state
+            .authenticate_unit(&request, "cosign checkpoints")?;
+        let req = request.into_inner();
+        if req.channel != unit {
+            return Err(Status::permission_denied(format!(
+                "unit {unit} may cosign only its own channel, not {}",
+                req.channel
+            )));
+        }
+        let key = self
+            .state
+            .registry()?
+            .unit(&unit)
+            .and_then(|u| u.keys.iter().rev().find(|k| k.valid_until_micros.is_none()))
+            .map(|k| k.public_key.clone())
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("unit {unit} has no current signing key"))
+            })?;
+        let note = tokio::task::block_in_place(|| {
+            self.state
+                .logs
+                .add_cosignature(&unit, req.size, &req.cosignature, &key)
+        })
+        .map_err(log_status)?;
+        Ok(Response::new(pb::AddCosignatureResponse { note }))
     }
 }
