@@ -718,6 +718,58 @@ impl Client {
             .note)
     }
 
+    /// The hub key this client checks checkpoints with (pinning it if new).
+    pub async fn pinned_hub_key(&self) -> Result<String, ClientError> {
+        let mut trust = self.trust.lock().await;
+        Ok(self.hub_verifier(&mut trust).await?.to_vkey())
+    }
+
+    /// The hub-signed registry of signing keys, checked against the hub key.
+    pub async fn key_registry(&self) -> Result<String, ClientError> {
+        let note = self
+            .log
+            .clone()
+            .get_key_registry(pb::GetKeyRegistryRequest {})
+            .await?
+            .into_inner()
+            .note;
+        let mut trust = self.trust.lock().await;
+        let hub = self.hub_verifier(&mut trust).await?;
+        tongbao_proto::checkpoint::open_note(&note, &[hub]).map_err(|e| {
+            ClientError::Checkpoint {
+                channel: String::new(),
+                reason: format!("key registry: {e}"),
+            }
+        })?;
+        Ok(note)
+    }
+
+    /// An inclusion proof for a given tree size.
+    pub(crate) async fn inclusion_proof(
+        &self,
+        channel: &str,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<Vec<tongbao_proto::Hash>, ClientError> {
+        let r = self
+            .log
+            .clone()
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                channel: channel.to_string(),
+                seq,
+                tree_size,
+            })
+            .await?
+            .into_inner();
+        let proof: Option<Vec<tongbao_proto::Hash>> =
+            r.proof.into_iter().map(|h| h.try_into().ok()).collect();
+        proof.ok_or_else(|| ClientError::Integrity {
+            channel: channel.to_string(),
+            seq,
+            reason: "malformed inclusion proof".into(),
+        })
+    }
+
     /// Proves that an entry is in its channel as of a verified checkpoint:
     /// nobody, the hub's operator included, can later drop or alter it
     /// without this client (or anyone holding the checkpoint) noticing.
@@ -737,19 +789,9 @@ impl Client {
                 cp.size
             )));
         }
-        let r = self
-            .log
-            .clone()
-            .get_inclusion_proof(pb::GetInclusionProofRequest {
-                channel: entry.channel().to_string(),
-                seq: entry.seq(),
-                tree_size: cp.size,
-            })
-            .await?
-            .into_inner();
-        let proof: Option<Vec<tongbao_proto::Hash>> =
-            r.proof.into_iter().map(|h| h.try_into().ok()).collect();
-        let proof = proof.ok_or_else(|| fail("malformed inclusion proof".into()))?;
+        let proof = self
+            .inclusion_proof(entry.channel(), entry.seq(), cp.size)
+            .await?;
         check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
             fail(format!(
                 "not included in the checkpoint of size {}: {e}",

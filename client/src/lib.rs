@@ -43,6 +43,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 mod client;
 mod config;
 mod draft;

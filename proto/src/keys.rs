@@ -35,6 +35,8 @@ pub enum KeyError {
     MissingMessage,
     #[error("signature names key {claimed} but the registered key has id {actual}")]
     KeyIdMismatch { claimed: String, actual: String },
+    #[error("key registry statement malformed: {0}")]
+    BadRegistry(String),
     #[error("an Ed25519 public key is 32 bytes, got {0}")]
     BadPublicKeyLength(usize),
     #[error(
@@ -184,6 +186,77 @@ pub fn verify_signed_message(signed: &SignedMessage, public_key: &[u8]) -> Resul
     let digest = message_digest(message);
     verify_digest(&digest, signature, public_key)?;
     Ok(digest)
+}
+
+/// First line of the hub's signed key-registry statement.
+pub const KEY_REGISTRY_HEADER: &str = "tongbao key registry";
+
+/// The text of the hub's key-registry statement: one line per key,
+/// "<unit> <algorithm> <key id> <base64 key> <valid from> <valid until>".
+pub fn key_registry_text(units: &[crate::pb::Unit]) -> String {
+    let mut text = format!("{KEY_REGISTRY_HEADER}\n");
+    for u in units {
+        for k in &u.keys {
+            text.push_str(&format!(
+                "{} {} {} {} {} {}\n",
+                u.id,
+                k.algorithm,
+                k.key_id,
+                STANDARD.encode(&k.public_key),
+                k.valid_from_micros,
+                k.valid_until_micros
+            ));
+        }
+    }
+    text
+}
+
+/// A signing key as the key-registry statement lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredKey {
+    pub unit: String,
+    pub algorithm: String,
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub valid_from_micros: i64,
+    pub valid_until_micros: i64,
+}
+
+/// Parses the text of a key-registry statement (after its signature was
+/// checked); every key id must match its public key.
+pub fn parse_key_registry(text: &str) -> Result<Vec<RegisteredKey>, KeyError> {
+    let mut lines = text.lines();
+    if lines.next() != Some(KEY_REGISTRY_HEADER) {
+        return Err(KeyError::BadRegistry("missing header".into()));
+    }
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let [unit, algorithm, claimed_id, pk, from, until] = f.as_slice() else {
+                return Err(KeyError::BadRegistry(format!("line {line:?}")));
+            };
+            let public_key = STANDARD
+                .decode(pk)
+                .map_err(|_| KeyError::BadRegistry(format!("key of {unit}")))?;
+            if key_id(algorithm, &public_key) != *claimed_id {
+                return Err(KeyError::BadRegistry(format!(
+                    "key id {claimed_id} of {unit} does not match its key"
+                )));
+            }
+            Ok(RegisteredKey {
+                unit: unit.to_string(),
+                algorithm: algorithm.to_string(),
+                key_id: claimed_id.to_string(),
+                public_key,
+                valid_from_micros: from
+                    .parse()
+                    .map_err(|_| KeyError::BadRegistry(line.into()))?,
+                valid_until_micros: until
+                    .parse()
+                    .map_err(|_| KeyError::BadRegistry(line.into()))?,
+            })
+        })
+        .collect()
 }
 
 /// Base64 of a public key, as config files carry it.

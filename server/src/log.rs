@@ -317,6 +317,12 @@ impl Logs {
             .unwrap_or(0)
     }
 
+    /// Signs an arbitrary statement of the hub with the checkpoint key.
+    pub fn sign_statement(&self, text: &str) -> Result<String, LogError> {
+        let signer = NoteSigner::new(&self.name, &self.key)?;
+        Ok(tongbao_proto::checkpoint::sign_note(text, &[signer])?)
+    }
+
     /// Adds a unit's cosignature to the latest checkpoint of its channel:
     /// verified under the unit's key, appended to the stored note.
     pub fn add_cosignature(

@@ -112,6 +112,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a self-contained proof bundle of entries (CHANNEL:SEQ ...).
+    Export {
+        #[arg(long = "entry", required = true, value_name = "CHANNEL:SEQ")]
+        entries: Vec<String>,
+        #[arg(long, value_name = "BUNDLE")]
+        out: PathBuf,
+    },
+    /// Check a proof bundle offline with the hub's checkpoint key.
+    Verify {
+        bundle: PathBuf,
+        /// The hub's checkpoint key (signed-note vkey), from a trusted source.
+        #[arg(long)]
+        hub_key: String,
+    },
+    /// Print the hub's checkpoint key this client has pinned.
+    HubKey,
+    /// Cosign the latest checkpoint of this unit's own channel.
+    Cosign,
     /// List units, their keys and the mechanisms.
     Units {
         #[arg(long)]
@@ -453,6 +471,20 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Offline verification needs no hub and no config.
+    if let Command::Verify { bundle, hub_key } = &cli.command {
+        let bytes =
+            std::fs::read(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+        let report = tongbao_client::bundle::verify_bundle(&bytes, hub_key)
+            .map_err(|e| anyhow::anyhow!("verification FAILED: {e}"))?;
+        for line in report {
+            println!("{line}");
+        }
+        println!(
+            "Verified: every signature, leaf hash, inclusion proof and checkpoint in the bundle checks out."
+        );
+        return Ok(());
+    }
     let path = cli
         .config
         .context("--config FILE (a client.toml) is required, or set TONGBAO_CONFIG")?;
@@ -607,6 +639,29 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Audit { what } => audit(&client, what).await?,
+        Command::Export { entries, out } => {
+            let refs = entries
+                .iter()
+                .map(|e| parse_ref(e))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let bundle = client.export_bundle(&refs).await?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "wrote {} ({} entries, {} checkpoints); check it with: tongbao verify {} --hub-key '{}'",
+                out.display(),
+                bundle.entries.len(),
+                bundle.checkpoints.len(),
+                out.display(),
+                bundle.hub_key
+            );
+        }
+        Command::Verify { .. } => {}
+        Command::HubKey => println!("{}", client.pinned_hub_key().await?),
+        Command::Cosign => {
+            let note = client.cosign_own_channel().await?;
+            print!("{note}");
+        }
         Command::Feedback {
             cursor,
             problem,

@@ -230,4 +230,14 @@ impl Log for LogService {
         .map_err(log_status)?;
         Ok(Response::new(pb::AddCosignatureResponse { note }))
     }
+
+    async fn get_key_registry(
+        &self,
+        request: Request<pb::GetKeyRegistryRequest>,
+    ) -> Result<Response<pb::GetKeyRegistryResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let text = tongbao_proto::keys::key_registry_text(&self.state.registry()?.to_proto().units);
+        let note = self.state.logs.sign_statement(&text).map_err(log_status)?;
+        Ok(Response::new(pb::GetKeyRegistryResponse { note }))
+    }
 }
