@@ -94,6 +94,9 @@ async fn office_sees_who_acknowledged_fetched_or_never_connected() -> TestResult
         let receipt = office.verify_answer(entry, r).await?;
         assert_eq!(receipt.channel(), r.recipient);
         assert!(receipt.message().body.is_empty());
+        // ...and is provably in the recipient's own channel.
+        let cp = office.prove_inclusion(&receipt).await?;
+        assert_eq!(cp.channel, r.recipient);
     }
     // A tampered receipt does not verify.
     let mut forged = entry.clone();
@@ -256,6 +259,17 @@ async fn bad_receipts_are_refused_each_with_its_own_status() -> TestResult {
             .await,
         Code::PermissionDenied,
         "may audit only fund-supervision",
+    );
+    // Education acknowledges the entry for it; that receipt answers an entry
+    // outside fund supervision, so its office gets no proof of it.
+    let education = t.unit("education").await?;
+    let for_education = education.pull(0, 10).await?.entries.remove(0);
+    education.ack(&[&for_education]).await?;
+    let receipt = education.get_entry("education", 0).await?;
+    refused(
+        fund_office.prove_inclusion(&receipt).await,
+        Code::PermissionDenied,
+        "not addressed",
     );
     // Its own mechanism: tax and finance are both members, so that entry is
     // in scope; tax to education (not a member) is not.

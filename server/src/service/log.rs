@@ -8,6 +8,7 @@ use super::read::entitled;
 use super::{HubState, storage_status};
 use crate::log::LogError;
 use std::sync::Arc;
+use tongbao_proto::identity::Principal;
 use tongbao_proto::merkle::{prove_record, prove_tree, stored_hash_index};
 use tongbao_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status};
@@ -39,6 +40,53 @@ impl LogService {
     /// blocking is allowed.
     fn checkpoint(&self, channel: &str) -> Result<crate::log::SignedCheckpoint, Status> {
         tokio::task::block_in_place(|| self.state.logs.checkpoint(channel)).map_err(log_status)
+    }
+
+    /// An office may prove the receipts and exception feedback its audit
+    /// shows: answers to entries in its mechanism's scope.
+    fn office_may_prove(&self, who: &Principal, answer: &pb::Entry) -> Result<bool, Status> {
+        let Principal::Office(mechanism) = who else {
+            return Ok(false);
+        };
+        let Some(message) = answer.message.as_ref().and_then(|m| m.message.as_ref()) else {
+            return Ok(false);
+        };
+        let mut pins: Vec<&pb::EntryPin> = Vec::new();
+        if let Some(a) = &message.acknowledgement {
+            pins.extend(&a.entries);
+        }
+        if let Some(p) = message.exception.as_ref().and_then(|x| x.entry.as_ref()) {
+            pins.push(p);
+        }
+        let registry = self.state.registry()?;
+        for pin in pins {
+            let Some(answered) = self
+                .state
+                .store
+                .entry(&pin.channel, pin.seq)
+                .map_err(storage_status)?
+            else {
+                continue;
+            };
+            let audience = answered
+                .entry
+                .message
+                .as_ref()
+                .and_then(|m| m.message.as_ref())
+                .and_then(|m| m.audience.clone())
+                .unwrap_or_default();
+            if registry
+                .audit_scopes(
+                    &answered.entry.channel,
+                    &audience,
+                    &answered.entry.recipients,
+                )
+                .contains(mechanism)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A size a proof may refer to: at most what is durable.
@@ -115,7 +163,7 @@ impl Log for LogService {
             .ok_or_else(|| {
                 Status::not_found(format!("channel {} has no entry {}", req.channel, req.seq))
             })?;
-        if !entitled(&who, &stored.entry) {
+        if !entitled(&who, &stored.entry) && !self.office_may_prove(&who, &stored.entry)? {
             return Err(Status::permission_denied(format!(
                 "entry {}:{} is not addressed to {who}; inclusion proofs are for entries one may see",
                 req.channel, req.seq
