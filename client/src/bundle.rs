@@ -158,15 +158,7 @@ fn checkpoint_size(note: &str) -> Result<u64, ClientError> {
         })
 }
 
-fn time(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| micros.to_string())
-}
+use crate::format_micros as time;
 
 /// Checks a bundle with nothing but the hub's checkpoint key, and says in
 /// plain words what it proved, one paragraph per entry.

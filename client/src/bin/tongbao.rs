@@ -384,15 +384,7 @@ fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
     ))
 }
 
-fn hub_time(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| micros.to_string())
-}
+use tongbao_client::format_micros as hub_time;
 
 fn entry_json(e: &VerifiedEntry) -> serde_json::Value {
     let m = e.message();
