@@ -23,6 +23,34 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a delivered entry may wait for its inclusion check, at most.
+const INCLUSION_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Entries checked together, at most.
+const INCLUSION_BATCH: usize = 512;
+
+/// Entries handed to a subscriber whose inclusion is not checked yet.
+#[derive(Default)]
+struct InclusionBacklog {
+    entries: Vec<VerifiedEntry>,
+    since: Option<std::time::Instant>,
+}
+
+impl InclusionBacklog {
+    fn push(&mut self, e: VerifiedEntry) {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.entries.push(e);
+    }
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    fn due(&self) -> bool {
+        self.entries.len() >= INCLUSION_BATCH
+            || self
+                .since
+                .is_some_and(|t| t.elapsed() >= INCLUSION_CHECK_EVERY)
+    }
+}
+
 /// The hub's durable answer to a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushReceipt {
@@ -108,6 +136,7 @@ pub struct Client {
     trust: Arc<tokio::sync::Mutex<TrustState>>,
     trust_path: std::path::PathBuf,
     hub_key: Option<String>,
+    verify_inclusion: bool,
     identity: Principal,
     signer: Option<Arc<SigningKey>>,
     keys: Arc<RwLock<KeyRing>>,
@@ -185,6 +214,7 @@ impl Client {
             trust: Arc::new(tokio::sync::Mutex::new(trust)),
             trust_path: config.trust_state.clone(),
             hub_key: config.hub_key.clone(),
+            verify_inclusion: config.verify_inclusion,
             identity: config.identity.clone(),
             signer,
             keys: Arc::new(RwLock::new(KeyRing::default())),
@@ -330,6 +360,10 @@ impl Client {
         for d in r.deliveries {
             entries.push(self.verify_delivery(d).await?);
         }
+        if self.verify_inclusion {
+            self.prove_included(&entries.iter().collect::<Vec<_>>())
+                .await?;
+        }
         Ok(Page {
             entries,
             head: r.head,
@@ -347,12 +381,67 @@ impl Client {
             })
             .await?
             .into_inner();
-        self.verify_delivery(pb::Delivery {
-            entry: r.entry,
-            leaf_hash: r.leaf_hash,
-            cursor: 0,
-        })
-        .await
+        let entry = self
+            .verify_delivery(pb::Delivery {
+                entry: r.entry,
+                leaf_hash: r.leaf_hash,
+                cursor: 0,
+            })
+            .await?;
+        if self.verify_inclusion {
+            self.prove_included(&[&entry]).await?;
+        }
+        Ok(entry)
+    }
+
+    /// Proves entries are in their channels as of verified checkpoints:
+    /// one checkpoint and one batch of proofs per channel.
+    pub async fn prove_included(&self, entries: &[&VerifiedEntry]) -> Result<(), ClientError> {
+        let mut by_channel: std::collections::BTreeMap<&str, Vec<&VerifiedEntry>> =
+            Default::default();
+        for e in entries {
+            by_channel.entry(e.channel()).or_default().push(e);
+        }
+        for (channel, list) in by_channel {
+            let cp = self.checkpoint(channel).await?;
+            for chunk in list.chunks(4096) {
+                let r = self
+                    .log
+                    .clone()
+                    .get_inclusion_proofs(pb::GetInclusionProofsRequest {
+                        channel: channel.to_string(),
+                        seqs: chunk.iter().map(|e| e.seq()).collect(),
+                        tree_size: cp.size,
+                    })
+                    .await?
+                    .into_inner();
+                if r.proofs.len() != chunk.len() {
+                    return Err(ClientError::Checkpoint {
+                        channel: channel.to_string(),
+                        reason: format!("asked {} proofs, got {}", chunk.len(), r.proofs.len()),
+                    });
+                }
+                for (e, p) in chunk.iter().zip(r.proofs) {
+                    let proof: Option<Vec<tongbao_proto::Hash>> =
+                        p.proof.into_iter().map(|h| h.try_into().ok()).collect();
+                    let ok = p.seq == e.seq()
+                        && proof.is_some_and(|proof| {
+                            check_record(&proof, cp.size, &cp.root, e.seq(), &e.leaf_hash).is_ok()
+                        });
+                    if !ok {
+                        return Err(ClientError::Integrity {
+                            channel: channel.to_string(),
+                            seq: e.seq(),
+                            reason: format!(
+                                "not included in the verified checkpoint of size {}",
+                                cp.size
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Verifies a delivery, fetching the registry again once if the
@@ -822,12 +911,21 @@ impl Client {
         ReceiverStream::new(rx)
     }
 
+    /// Proves the inclusion of entries already handed over.
+    async fn check_backlog(&self, backlog: &mut InclusionBacklog) -> Result<(), ClientError> {
+        let entries = std::mem::take(&mut backlog.entries);
+        backlog.since = None;
+        self.prove_included(&entries.iter().collect::<Vec<_>>())
+            .await
+    }
+
     async fn run_subscription(
         self,
         mut cursor: u64,
         tx: mpsc::Sender<Result<VerifiedEntry, ClientError>>,
     ) {
         let mut backoff = Duration::from_millis(100);
+        let mut unchecked = InclusionBacklog::default();
         loop {
             let opened = self
                 .rpc
@@ -844,6 +942,13 @@ impl Client {
                         let next = tokio::select! {
                             n = stream.message() => n,
                             _ = tx.closed() => return,
+                            _ = tokio::time::sleep(INCLUSION_CHECK_EVERY), if !unchecked.is_empty() => {
+                                if let Err(e) = self.check_backlog(&mut unchecked).await {
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                                continue;
+                            }
                         };
                         match next {
                             Ok(Some(d)) => {
@@ -855,8 +960,17 @@ impl Client {
                                 let fatal = verified.is_err();
                                 if let Ok(v) = &verified {
                                     cursor = v.cursor;
+                                    if self.verify_inclusion {
+                                        unchecked.push(v.clone());
+                                    }
                                 }
                                 if tx.send(verified).await.is_err() || fatal {
+                                    return;
+                                }
+                                if unchecked.due()
+                                    && let Err(e) = self.check_backlog(&mut unchecked).await
+                                {
+                                    let _ = tx.send(Err(e)).await;
                                     return;
                                 }
                             }

@@ -21,6 +21,12 @@ struct RawConfig {
     hub_key: Option<String>,
     #[serde(default)]
     trust_state: Option<PathBuf>,
+    #[serde(default = "yes")]
+    verify_inclusion: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_server_name() -> String {
@@ -48,6 +54,11 @@ pub struct ClientConfig {
     /// Where the last verified checkpoint of each channel is kept
     /// (default: `trust-state.json` beside the config file).
     pub trust_state: PathBuf,
+    /// Check every delivered entry's inclusion in a verified checkpoint
+    /// (default). Pages are checked before they are returned; a live
+    /// subscription hands entries over at once and checks them in batches
+    /// right after, ending with an error if one is not included.
+    pub verify_inclusion: bool,
 }
 
 impl ClientConfig {
@@ -74,6 +85,7 @@ impl ClientConfig {
                 raw.trust_state
                     .unwrap_or_else(|| PathBuf::from("trust-state.json")),
             ),
+            verify_inclusion: raw.verify_inclusion,
         })
     }
 

@@ -109,6 +109,7 @@ impl TestPki {
             ),
             hub_key: None,
             trust_state: dir.join("trust-state.json"),
+            verify_inclusion: true,
         })
     }
 

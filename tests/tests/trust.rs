@@ -99,6 +99,30 @@ async fn a_hub_serving_an_older_or_forked_channel_is_caught() -> TestResult {
         ),
         "{err}"
     );
+    // Reading the forked channel fails too: every page is checked.
+    let err = finance
+        .pull(0, 100)
+        .await
+        .err()
+        .ok_or("forked entries delivered")?;
+    assert!(matches!(err, ClientError::Fork { .. }), "{err}");
+    // A live subscription hands entries over, then checks them: it ends
+    // with the fork within a couple of seconds.
+    let mut live = Box::pin(finance.subscribe(0));
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use futures::StreamExt;
+        while let Some(item) = live.next().await {
+            if let Err(e) = item {
+                return Some(e);
+            }
+        }
+        None
+    })
+    .await?;
+    assert!(
+        matches!(outcome, Some(ClientError::Fork { .. })),
+        "{outcome:?}"
+    );
     // The trust state still holds the honest checkpoint.
     let state = tongbao_client::trust::TrustState::load(
         &pki.path().join("units/finance/trust-state.json"),

@@ -89,6 +89,39 @@ impl LogService {
         Ok(false)
     }
 
+    /// An entry the caller may have an inclusion proof of.
+    fn provable_entry(
+        &self,
+        who: &Principal,
+        channel: &str,
+        seq: u64,
+    ) -> Result<crate::store::StoredEntry, Status> {
+        let stored = self
+            .state
+            .store
+            .entry(channel, seq)
+            .map_err(storage_status)?
+            .ok_or_else(|| Status::not_found(format!("channel {channel} has no entry {seq}")))?;
+        if !entitled(who, &stored.entry) && !self.office_may_prove(who, &stored.entry)? {
+            return Err(Status::permission_denied(format!(
+                "entry {channel}:{seq} is not addressed to {who}; inclusion proofs are for entries one may see"
+            )));
+        }
+        Ok(stored)
+    }
+
+    /// The inclusion proof of entry `seq` in the tree of size `tree_size`.
+    fn proof(&self, channel: &str, seq: u64, tree_size: u64) -> Result<Vec<Vec<u8>>, Status> {
+        if seq >= tree_size {
+            return Err(Status::out_of_range(format!(
+                "entry {channel}:{seq} is not in the tree of size {tree_size} yet; ask again after the next checkpoint"
+            )));
+        }
+        prove_record(tree_size, seq, &self.state.logs.reader(channel))
+            .map(hashes)
+            .map_err(|e| log_status(e.into()))
+    }
+
     /// A size a proof may refer to: at most what is durable.
     fn check_size(&self, channel: &str, size: u64) -> Result<(), Status> {
         let durable = self.state.logs.durable_size(channel);
@@ -155,20 +188,7 @@ impl Log for LogService {
         let who = self.state.authenticate(&request)?;
         let req = request.into_inner();
         self.known_channel(&req.channel)?;
-        let stored = self
-            .state
-            .store
-            .entry(&req.channel, req.seq)
-            .map_err(storage_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("channel {} has no entry {}", req.channel, req.seq))
-            })?;
-        if !entitled(&who, &stored.entry) && !self.office_may_prove(&who, &stored.entry)? {
-            return Err(Status::permission_denied(format!(
-                "entry {}:{} is not addressed to {who}; inclusion proofs are for entries one may see",
-                req.channel, req.seq
-            )));
-        }
+        let stored = self.provable_entry(&who, &req.channel, req.seq)?;
         let (tree_size, checkpoint) = if req.tree_size == 0 {
             let signed = self.checkpoint(&req.channel)?;
             (signed.checkpoint.size, signed.note)
@@ -176,19 +196,46 @@ impl Log for LogService {
             self.check_size(&req.channel, req.tree_size)?;
             (req.tree_size, String::new())
         };
-        if req.seq >= tree_size {
-            return Err(Status::out_of_range(format!(
-                "entry {}:{} is not in the tree of size {tree_size} yet; ask again after the next checkpoint",
-                req.channel, req.seq
-            )));
-        }
-        let proof = prove_record(tree_size, req.seq, &self.state.logs.reader(&req.channel))
-            .map_err(|e| log_status(e.into()))?;
+        let proof = self.proof(&req.channel, req.seq, tree_size)?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             leaf_hash: stored.leaf_hash.to_vec(),
             tree_size,
-            proof: hashes(proof),
+            proof,
             checkpoint,
+        }))
+    }
+
+    async fn get_inclusion_proofs(
+        &self,
+        request: Request<pb::GetInclusionProofsRequest>,
+    ) -> Result<Response<pb::GetInclusionProofsResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        self.known_channel(&req.channel)?;
+        if req.seqs.len() > MAX_LEAF_HASHES as usize {
+            return Err(Status::resource_exhausted(format!(
+                "{} proofs asked; at most {MAX_LEAF_HASHES} per call",
+                req.seqs.len()
+            )));
+        }
+        if req.tree_size == 0 {
+            return Err(Status::invalid_argument(
+                "give the tree size of the checkpoint the proofs are for",
+            ));
+        }
+        self.check_size(&req.channel, req.tree_size)?;
+        let mut proofs = Vec::with_capacity(req.seqs.len());
+        for seq in req.seqs {
+            let stored = self.provable_entry(&who, &req.channel, seq)?;
+            proofs.push(pb::InclusionProof {
+                seq,
+                leaf_hash: stored.leaf_hash.to_vec(),
+                proof: self.proof(&req.channel, seq, req.tree_size)?,
+            });
+        }
+        Ok(Response::new(pb::GetInclusionProofsResponse {
+            tree_size: req.tree_size,
+            proofs,
         }))
     }
 
