@@ -2,20 +2,37 @@
 //! signing keys, and the example configuration (`tongbao-hub pki init`).
 //!
 //! TLS keys are ECDSA P-256; signing keys are Ed25519 and separate (see
-//! DESIGN.md, identities and keys).
+//! DESIGN.md, identities and keys). The CA remembers what it issued in
+//! `ca-index.json` ([`index`]), from which the CRL is always rebuilt; the
+//! operator's issue, renew, revoke, crl and list commands live in
+//! [`lifecycle`].
+
+pub mod index;
+pub mod lifecycle;
+
+pub use index::{
+    CRL_FILE, CaIndex, CertInfo, CertRecord, CertState, CrlInfo, HUB_PARTY, INDEX_FILE, Party,
+    Revocation, RevocationReason, cert_info, read_crl,
+};
+pub use lifecycle::{
+    CrlReport, DEFAULT_CRL_DAYS, DEFAULT_DAYS, EXPIRY_WARNING_DAYS, IssueReport, ListRow, Listing,
+    RevokeReport, RevokeTarget, SigningKeyReport, issue, list, regenerate_crl, renew, revoke,
+};
 
 use crate::config::{HubConfig, HubSection, Limits, MechanismSeed, TlsSection, UnitSeed};
 use crate::domain::{MECHANISMS, UNITS};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
-use tongbao_proto::identity::Principal;
+use tongbao_proto::identity::{IdError, Principal};
 use tongbao_proto::keys::{SigningKey, encode_public_key};
 
 /// Why PKI material could not be made.
@@ -41,6 +58,72 @@ pub enum PkiError {
     Encode(String),
     #[error("random number generator failed")]
     Random,
+    #[error(transparent)]
+    Identity(#[from] IdError),
+    #[error(
+        "{0} is not a Tongbao PKI directory (no ca.pem); create one with `tongbao-hub pki init --dir {0}`"
+    )]
+    NotPkiDir(PathBuf),
+    #[error(
+        "another pki command is working on this CA ({0} exists); if none is running, delete that file and retry"
+    )]
+    Locked(PathBuf),
+    #[error("CA index {path} cannot be used: {reason}")]
+    Index { path: PathBuf, reason: String },
+    #[error("cannot parse certificate {path}: {reason}")]
+    Certificate { path: PathBuf, reason: String },
+    #[error("cannot parse CRL {path}: {reason}")]
+    Crl { path: PathBuf, reason: String },
+    #[error(
+        "no certificate with serial {0} in the CA index; `tongbao-hub pki list` shows every serial"
+    )]
+    UnknownSerial(String),
+    #[error(
+        "certificate {serial} of {party} was already revoked on {at}; `tongbao-hub pki crl` rewrites the CRL if it is out of date"
+    )]
+    AlreadyRevoked {
+        serial: String,
+        party: String,
+        at: String,
+    },
+    #[error(
+        "{party} has no certificate in the CA index, so there is nothing to renew; issue one with `tongbao-hub pki issue --dir {} {flag}`", dir.display()
+    )]
+    NoCertificate {
+        party: String,
+        flag: String,
+        dir: PathBuf,
+    },
+    #[error("{0} has no valid (unexpired, unrevoked) certificate to revoke")]
+    NothingToRevoke(String),
+    #[error(
+        "the hub's own certificate is not checked against the CRL (clients check the CA and the name only): replace it with `tongbao-hub pki renew --hub` and restart the hub"
+    )]
+    HubNotRevocable,
+    #[error(
+        "the CA expires within a day ({ca_until}): it can issue nothing more; a new CA is needed"
+    )]
+    CaExpiring { ca_until: String },
+    #[error("--days must be at least 1 (got {0})")]
+    Days(i64),
+    #[error(
+        "a certificate valid for {days} days would outlive the CA (valid until {ca_until}); use --days {max} or less"
+    )]
+    OutlivesCa {
+        days: i64,
+        ca_until: String,
+        max: i64,
+    },
+    #[error(
+        "unknown revocation reason {0:?}: use keyCompromise, superseded, cessationOfOperation or unspecified"
+    )]
+    Reason(String),
+    #[error("signing key {path} cannot be used: {reason}")]
+    SigningKey { path: PathBuf, reason: String },
+    #[error(
+        "the revocation is recorded in the CA index, but the CRL could not be written ({source}); fix that and run `tongbao-hub pki crl --dir {}`", dir.display()
+    )]
+    CrlNotWritten { dir: PathBuf, source: Box<PkiError> },
 }
 
 /// A certificate with its private key, as PEM.
@@ -69,7 +152,9 @@ fn serial() -> Result<SerialNumber, PkiError> {
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| PkiError::Random)?;
-    bytes[0] &= 0x7f; // positive
+    // Positive, and no leading zero byte: the hex in the index is then
+    // exactly the DER serial.
+    bytes[0] = (bytes[0] & 0x7f).max(1);
     Ok(SerialNumber::from_slice(&bytes))
 }
 
@@ -196,6 +281,25 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
+    /// A CRL listing `revoked`, signed by this CA.
+    pub fn crl(
+        &self,
+        revoked: Vec<RevokedCertParams>,
+        number: u64,
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, PkiError> {
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -207,30 +311,67 @@ impl CertificateAuthority {
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| PkiError::Write {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    }
-    std::fs::write(path, contents).map_err(|source| PkiError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    write_atomic(path, contents.as_bytes(), false, false)
 }
 
 /// Writes a private key readable by its owner only.
 fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
-    write(path, contents)?;
+    write_atomic(path, contents.as_bytes(), true, false)
+}
+
+/// Writes through a temporary file and a rename, so a reader (the hub, a
+/// client reloading its files) sees the old file or the new one, never half
+/// of one. `durable` also syncs the file and its directory, for the
+/// lifecycle commands whose result must survive a power cut; `init` skips
+/// it because a failed init is simply run again.
+fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    private: bool,
+    durable: bool,
+) -> Result<(), PkiError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PkiError::Write { path, source }
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(err(&parent))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut file = opts.open(&tmp).map_err(err(&tmp))?;
+        file.write_all(contents).map_err(err(&tmp))?;
+        if durable {
+            file.sync_all().map_err(err(&tmp))?;
+        }
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(err(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| PkiError::Write {
-                path: path.to_path_buf(),
-                source,
-            },
-        )?;
+    if durable {
+        std::fs::File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(err(&parent))?;
     }
     Ok(())
 }
@@ -246,6 +387,32 @@ struct ClientToml {
     key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     signing_key: Option<String>,
+}
+
+/// The `client.toml` of a party whose directory is two levels below the PKI
+/// directory (`units/<id>/`, `offices/<m>/`, ...), as `init` and `issue`
+/// write it.
+fn client_toml_text(
+    hub_url: &str,
+    principal: &Principal,
+    signing: bool,
+) -> Result<String, PkiError> {
+    toml::to_string(&ClientToml {
+        hub: hub_url.to_string(),
+        server_name: HUB_SERVER_NAME.into(),
+        identity: principal.uri(),
+        ca: "../../ca.pem".into(),
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+        signing_key: signing.then(|| "signing.key".to_string()),
+    })
+    .map(|mut text| {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text
+    })
+    .map_err(|e| PkiError::Encode(e.to_string()))
 }
 
 /// Options of `pki init`.
@@ -272,62 +439,78 @@ impl Default for InitOptions {
 /// Name the hub certificate carries and clients expect.
 pub const HUB_SERVER_NAME: &str = "localhost";
 
+/// DNS names and addresses of the hub certificate `init` makes.
+const HUB_DNS_NAMES: [&str; 2] = [HUB_SERVER_NAME, "tongbao-hub"];
+
 /// What `pki init` produced.
 #[derive(Debug)]
 pub struct InitSummary {
     pub hub_config: PathBuf,
     pub units: Vec<String>,
     pub files: usize,
+    /// The initial (empty) CRL.
+    pub crl: CrlInfo,
 }
 
 /// Creates a complete example PKI and configuration in `dir`: the CA, the
 /// hub certificate, a certificate and signing key for every unit of the
 /// source document, office, operator and leading-group certificates,
-/// `hub.toml`, and one `client.toml` per party.
+/// `hub.toml`, one `client.toml` per party, the CA index recording every
+/// certificate, and an empty CRL that `hub.toml` points to, so revocation
+/// works from the first start.
+///
+/// The initial CRL is valid as long as the certificates (`opts.days`), so a
+/// fresh or committed example set never carries a stale CRL; CRLs written
+/// later by `revoke` and `crl` are short-lived.
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
     let hub_config = dir.join("hub.toml");
     if hub_config.exists() && !opts.force {
         return Err(PkiError::Exists(hub_config));
     }
+    let days = opts.days.max(1);
+    let now = index::now();
     let mut files = 0;
-    let ca = CertificateAuthority::generate(
-        "Tongbao example CA (example, not for production)",
-        opts.days,
-    )?;
+    let mut ca_index = CaIndex::new();
+    let ca =
+        CertificateAuthority::generate("Tongbao example CA (example, not for production)", days)?;
     write(&dir.join("ca.pem"), ca.cert_pem())?;
     write_private(&dir.join("ca.key"), &ca.key_pem())?;
     files += 2;
-    ca.issue_server(
-        &[HUB_SERVER_NAME, "tongbao-hub"],
-        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-        opts.days,
-    )?
-    .write(&dir.join("hub"))?;
-    files += 2;
+    // Writes a party's certificate and key and records them in the index.
+    let mut keep = |party: Party, issued: Issued| -> Result<(), PkiError> {
+        let rel = party.dir();
+        issued.write(&dir.join(&rel))?;
+        ca_index.add(
+            party,
+            &issued.cert_pem,
+            rel.join("cert.pem"),
+            rel.join("key.pem"),
+            now,
+        )?;
+        files += 2;
+        Ok(())
+    };
+    keep(
+        Party::Hub,
+        ca.issue_server(&HUB_DNS_NAMES, &[IpAddr::V4(Ipv4Addr::LOCALHOST)], days)?,
+    )?;
 
     let hub_url = format!("https://{}", opts.listen);
-    let client_toml = |principal: &Principal, signing: bool| -> Result<String, PkiError> {
-        toml::to_string(&ClientToml {
-            hub: hub_url.clone(),
-            server_name: HUB_SERVER_NAME.into(),
-            identity: principal.uri(),
-            ca: "../../ca.pem".into(),
-            cert: "cert.pem".into(),
-            key: "key.pem".into(),
-            signing_key: signing.then(|| "signing.key".to_string()),
-        })
-        .map_err(|e| PkiError::Encode(e.to_string()))
-    };
-
+    let mut extra = Vec::new();
     let mut seeds = Vec::new();
     for (id, name, name_zh) in UNITS {
-        let udir = dir.join("units").join(id);
         let principal = Principal::Unit((*id).to_string());
-        ca.issue_client(&principal, name, opts.days)?.write(&udir)?;
+        let udir = dir.join("units").join(id);
+        keep(
+            Party::Client(principal.clone()),
+            ca.issue_client(&principal, name, days)?,
+        )?;
         let key = SigningKey::generate()?;
         write_private(&udir.join("signing.key"), &key.to_pem())?;
-        write(&udir.join("client.toml"), &client_toml(&principal, true)?)?;
-        files += 4;
+        extra.push((
+            udir.join("client.toml"),
+            client_toml_text(&hub_url, &principal, true)?,
+        ));
         seeds.push(UnitSeed {
             id: (*id).to_string(),
             name: (*name).to_string(),
@@ -336,32 +519,38 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         });
     }
     for m in MECHANISMS {
-        let odir = dir.join("offices").join(m.id);
         let principal = Principal::Office(m.id.to_string());
-        ca.issue_client(&principal, &format!("Office of the {}", m.name), opts.days)?
-            .write(&odir)?;
-        write(&odir.join("client.toml"), &client_toml(&principal, false)?)?;
-        files += 3;
+        keep(
+            Party::Client(principal.clone()),
+            ca.issue_client(&principal, &format!("Office of the {}", m.name), days)?,
+        )?;
+        extra.push((
+            dir.join(Party::Client(principal.clone()).dir())
+                .join("client.toml"),
+            client_toml_text(&hub_url, &principal, false)?,
+        ));
     }
-    let gdir = dir.join("leading-group").join("main");
-    ca.issue_client(
-        &Principal::LeadingGroup,
-        "Social organization management leading group",
-        opts.days,
-    )?
-    .write(&gdir)?;
-    write(
-        &gdir.join("client.toml"),
-        &client_toml(&Principal::LeadingGroup, false)?,
+    keep(
+        Party::Client(Principal::LeadingGroup),
+        ca.issue_client(&Principal::LeadingGroup, LEADING_GROUP_NAME, days)?,
     )?;
-    let odir = dir.join("operators").join("ops");
-    ca.issue_client(
-        &Principal::Operator("ops".into()),
-        "Tongbao operator",
-        opts.days,
-    )?
-    .write(&odir)?;
-    files += 5;
+    extra.push((
+        dir.join(Party::Client(Principal::LeadingGroup).dir())
+            .join("client.toml"),
+        client_toml_text(&hub_url, &Principal::LeadingGroup, false)?,
+    ));
+    let operator = Principal::Operator("ops".into());
+    keep(
+        Party::Client(operator.clone()),
+        ca.issue_client(&operator, "Tongbao operator", days)?,
+    )?;
+    for (path, text) in &extra {
+        write(path, text)?;
+    }
+    files += UNITS.len() + extra.len();
+
+    let crl = index::write_crl(dir, &ca, &mut ca_index, days, now, false)?;
+    files += 2;
 
     let config = HubConfig {
         hub: HubSection {
@@ -375,7 +564,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             ca: "ca.pem".into(),
             cert: "hub/cert.pem".into(),
             key: "hub/key.pem".into(),
-            crl: None,
+            crl: Some(CRL_FILE.into()),
         },
         limits: Limits::default(),
         ack_deadlines: Default::default(),
@@ -398,6 +587,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         &format!(
             "# Tongbao hub configuration, generated by `tongbao-hub pki init`.\n\
              # TLS paths are relative to this file; data_dir to the working directory.\n\
+             # The hub reads crl.pem at start-up; `tongbao-hub pki revoke` and `pki crl` rewrite it.\n\
              # The registry ([[units]], [[mechanisms]]) seeds the store on first start only.\n\n{text}"
         ),
     )?;
@@ -406,5 +596,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         hub_config,
         units: UNITS.iter().map(|(id, _, _)| (*id).to_string()).collect(),
         files,
+        crl,
     })
 }
+
+/// Common name of the leading group's certificate.
+const LEADING_GROUP_NAME: &str = "Social organization management leading group";
