@@ -387,6 +387,25 @@ struct ClientToml {
     key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     signing_key: Option<String>,
+    /// The hub's checkpoint key, pinned from the start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub_key: Option<String>,
+}
+
+/// Where `init` puts the hub's checkpoint key, relative to the PKI directory.
+pub const CHECKPOINT_KEY_FILE: &str = "hub/checkpoint.key";
+/// The note name of the hub's checkpoints (`[hub] log_name`).
+pub const DEFAULT_LOG_NAME: &str = "tongbao";
+
+/// The signed-note verifier key (vkey) of a hub checkpoint key.
+pub fn checkpoint_vkey(log_name: &str, key: &SigningKey) -> Result<String, PkiError> {
+    tongbao_proto::checkpoint::NoteVerifier::new(
+        log_name,
+        tongbao_proto::checkpoint::KeyType::Ed25519,
+        key.public_key(),
+    )
+    .map(|v| v.to_vkey())
+    .map_err(|e| PkiError::Encode(e.to_string()))
 }
 
 /// The `client.toml` of a party whose directory is two levels below the PKI
@@ -396,6 +415,7 @@ fn client_toml_text(
     hub_url: &str,
     principal: &Principal,
     signing: bool,
+    hub_key: Option<&str>,
 ) -> Result<String, PkiError> {
     toml::to_string(&ClientToml {
         hub: hub_url.to_string(),
@@ -405,6 +425,7 @@ fn client_toml_text(
         cert: "cert.pem".into(),
         key: "key.pem".into(),
         signing_key: signing.then(|| "signing.key".to_string()),
+        hub_key: hub_key.map(str::to_string),
     })
     .map(|mut text| {
         if !text.ends_with('\n') {
@@ -495,6 +516,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         ca.issue_server(&HUB_DNS_NAMES, &[IpAddr::V4(Ipv4Addr::LOCALHOST)], days)?,
     )?;
 
+    // The hub's checkpoint key, so every client can pin it from the start.
+    let checkpoint_key = SigningKey::generate()?;
+    write_private(&dir.join(CHECKPOINT_KEY_FILE), &checkpoint_key.to_pem())?;
+    let vkey = checkpoint_vkey(DEFAULT_LOG_NAME, &checkpoint_key)?;
     let hub_url = format!("https://{}", opts.listen);
     let mut extra = Vec::new();
     let mut seeds = Vec::new();
@@ -509,7 +534,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         write_private(&udir.join("signing.key"), &key.to_pem())?;
         extra.push((
             udir.join("client.toml"),
-            client_toml_text(&hub_url, &principal, true)?,
+            client_toml_text(&hub_url, &principal, true, Some(&vkey))?,
         ));
         seeds.push(UnitSeed {
             id: (*id).to_string(),
@@ -527,7 +552,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         extra.push((
             dir.join(Party::Client(principal.clone()).dir())
                 .join("client.toml"),
-            client_toml_text(&hub_url, &principal, false)?,
+            client_toml_text(&hub_url, &principal, false, Some(&vkey))?,
         ));
     }
     keep(
@@ -537,7 +562,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
     extra.push((
         dir.join(Party::Client(Principal::LeadingGroup).dir())
             .join("client.toml"),
-        client_toml_text(&hub_url, &Principal::LeadingGroup, false)?,
+        client_toml_text(&hub_url, &Principal::LeadingGroup, false, Some(&vkey))?,
     ));
     let operator = Principal::Operator("ops".into());
     keep(
@@ -557,8 +582,8 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),
             fsync: true,
-            log_name: "tongbao".into(),
-            checkpoint_key: None,
+            log_name: DEFAULT_LOG_NAME.into(),
+            checkpoint_key: Some(CHECKPOINT_KEY_FILE.into()),
         },
         tls: TlsSection {
             ca: "ca.pem".into(),

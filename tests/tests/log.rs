@@ -32,6 +32,9 @@ async fn every_entry_is_provably_in_a_signed_checkpoint() -> TestResult {
     let mut log = LogClient::new(raw_channel(&t.pki, "finance", t.addr).await?);
     let key = log.get_log_key(pb::GetLogKeyRequest {}).await?.into_inner();
     let verifier = NoteVerifier::from_vkey(&key.vkey)?;
+    // pki init pinned this very key in every client.toml.
+    let pinned = t.pki.unit_config("finance", t.addr)?.hub_key;
+    assert_eq!(pinned.as_deref(), Some(key.vkey.as_str()));
     let cp = log
         .get_checkpoint(pb::GetCheckpointRequest {
             channel: "tax".into(),

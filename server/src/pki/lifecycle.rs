@@ -193,7 +193,12 @@ fn issue_or_renew(
             if path.exists() {
                 None
             } else {
-                let text = client_toml_text(&hub_url(dir), p, signing_key.is_some())?;
+                let text = client_toml_text(
+                    &hub_url(dir),
+                    p,
+                    signing_key.is_some(),
+                    hub_vkey(dir).as_deref(),
+                )?;
                 write_atomic(&path, text.as_bytes(), false, true)?;
                 Some(path)
             }
@@ -324,6 +329,14 @@ fn ensure_signing_key(unit_dir: &Path) -> Result<SigningKeyReport, PkiError> {
 
 fn hub_config(dir: &Path) -> Option<HubConfig> {
     HubConfig::load(&dir.join("hub.toml")).ok()
+}
+
+/// The hub's checkpoint vkey, when hub.toml names a readable checkpoint key.
+fn hub_vkey(dir: &Path) -> Option<String> {
+    let config = hub_config(dir)?;
+    let path = config.resolve(config.hub.checkpoint_key.as_ref()?);
+    let key = SigningKey::from_pem(&std::fs::read_to_string(path).ok()?).ok()?;
+    super::checkpoint_vkey(&config.hub.log_name, &key).ok()
 }
 
 fn hub_url(dir: &Path) -> String {
