@@ -25,7 +25,8 @@ async fn delivered_entries_are_proven_in_verified_checkpoints() -> TestResult {
         &t.pki.path().join("units/finance/trust-state.json"),
     )?;
     assert_eq!(state.trusted("tax").map(|c| c.size), Some(6));
-    assert!(state.hub_key.is_some());
+    // The key pinned in client.toml is used; nothing is learned from the hub.
+    assert!(state.hub_key.is_none());
     tax.push(note("later").to_units(["finance"])).await?;
     let last = finance.pull(6, 10).await?.entries.remove(0);
     assert_eq!(finance.prove_inclusion(&last).await?.size, 7);
