@@ -210,3 +210,20 @@ async fn a_unit_cosigns_its_own_channel_and_everyone_can_check_it() -> TestResul
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_hub_key_the_first_one_is_pinned() -> TestResult {
+    let t = TestHub::start().await?;
+    t.unit("tax")
+        .await?
+        .push(note("n").to_units(["finance"]))
+        .await?;
+    let mut cfg = t.pki.unit_config("finance", t.addr)?;
+    let configured = cfg.hub_key.take().ok_or("pki init wrote no hub_key")?;
+    cfg.trust_state = t.pki.path().join("tofu-trust.json");
+    let finance = Client::connect(&cfg).await?;
+    finance.pull(0, 10).await?;
+    let state = tongbao_client::trust::TrustState::load(&cfg.trust_state)?;
+    assert_eq!(state.hub_key.as_deref(), Some(configured.as_str()));
+    t.stop().await
+}
