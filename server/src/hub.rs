@@ -161,6 +161,7 @@ impl Hub {
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
+        tokio::spawn(expiry_watch(config.base_dir.clone(), shutdown_rx.clone()));
         let mut stop = shutdown_rx;
         let server = tokio::spawn(
             Server::builder()
@@ -207,6 +208,39 @@ impl Hub {
             .map_err(|e| HubError::Server(e.to_string()))?
             .map_err(|_| HubError::Server("appender thread panicked".into()))?;
         Ok(())
+    }
+}
+
+/// Within this many days of its end a certificate is reported.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Logs, at start and then daily, every certificate of the CA index beside
+/// the config (when the hub runs from its PKI directory) that ends within
+/// 30 days, so operators renew before departments are cut off.
+async fn expiry_watch(pki_dir: std::path::PathBuf, mut shutdown: watch::Receiver<bool>) {
+    if !pki_dir.join("ca-index.json").is_file() {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        match crate::pki::lifecycle::list(&pki_dir, Some(time::Duration::days(EXPIRY_WARNING_DAYS)))
+        {
+            Ok(listing) => {
+                for row in listing.rows {
+                    tracing::warn!(
+                        party = %row.party.uri(),
+                        serial = %row.serial,
+                        days_left = row.days_left,
+                        "certificate expires soon; renew it with `tongbao-hub pki renew`"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the CA index to check expiry"),
+        }
     }
 }
 

@@ -485,3 +485,56 @@ fn a_held_lock_stops_a_second_command() -> TestResult {
     pki::issue(pki.path(), &Party::unit("tax")?, None, None)?;
     Ok(())
 }
+
+#[test]
+fn the_hub_warns_about_certificates_expiring_within_30_days()
+-> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::io::{BufRead, BufReader};
+    // The test PKI is valid for 30 days: every certificate is due.
+    let pki = tongbao_tests::TestPki::generate()?;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tongbao-test-hub"))
+        .args(["serve", "--config"])
+        .arg(pki.path().join("hub.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    // Read in a thread so a hub that never warns fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut warned = Vec::new();
+    let done = |w: &Vec<String>| {
+        w.iter().any(|l| l.contains("urn:tongbao:unit:tax"))
+            && w.iter().any(|l| l.contains("urn:tongbao:hub"))
+    };
+    while !done(&warned) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("certificate expires soon") => warned.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        warned.iter().any(|l| l.contains("urn:tongbao:unit:tax")),
+        "{warned:?}"
+    );
+    assert!(
+        warned.iter().any(|l| l.contains("urn:tongbao:hub")),
+        "{warned:?}"
+    );
+    Ok(())
+}
