@@ -335,7 +335,9 @@ async fn nobody_reads_another_inbox() -> TestResult {
         .push(note("For finance").to_units(["finance"]))
         .await?;
     // The library always asks for its own inbox; go below it.
-    let mut raw = raw_client(&t, "education").await?;
+    let mut raw = pb::exchange_client::ExchangeClient::new(
+        tongbao_tests::raw_channel(&t.pki, "education", t.addr).await?,
+    );
     let status = raw
         .pull(pb::PullRequest {
             inbox: "finance".into(),
@@ -379,31 +381,6 @@ async fn nobody_reads_another_inbox() -> TestResult {
         .ok_or("found a missing entry")?;
     assert_eq!(status.code(), Code::NotFound);
     t.stop().await
-}
-
-/// A bare gRPC client with a unit's certificate, to send requests the
-/// library would never send.
-async fn raw_client(
-    t: &TestHub,
-    unit: &str,
-) -> Result<pb::exchange_client::ExchangeClient<tonic::transport::Channel>, tongbao_tests::BoxError>
-{
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-    let dir = t.pki.path().join("units").join(unit);
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(
-            t.pki.path().join("ca.pem"),
-        )?))
-        .identity(Identity::from_pem(
-            std::fs::read(dir.join("cert.pem"))?,
-            std::fs::read(dir.join("key.pem"))?,
-        ))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{}", t.addr))?
-        .tls_config(tls)?
-        .connect()
-        .await?;
-    Ok(pb::exchange_client::ExchangeClient::new(channel))
 }
 
 /// After refusals: no inbox got anything, and the next good push is seq 0.

@@ -64,12 +64,13 @@ fn audited(
         return Ok(None);
     };
     let entry = stored.entry;
+    // Only the metadata is read; the body is never copied.
+    let no_message = pb::Message::default();
     let message = entry
         .message
         .as_ref()
         .and_then(|m| m.message.as_ref())
-        .cloned()
-        .unwrap_or_default();
+        .unwrap_or(&no_message);
     let deadline = match message.labels.map(|l| l.ack_deadline_micros) {
         Some(d) if d > 0 => d,
         _ => entry
@@ -124,9 +125,9 @@ fn audited(
         channel: entry.channel,
         seq: entry.seq,
         leaf_hash: stored.leaf_hash.to_vec(),
-        sender: message.sender,
+        sender: message.sender.clone(),
         kind: message.kind,
-        message_id: message.message_id,
+        message_id: message.message_id.clone(),
         hub_micros: entry.hub_micros,
         deadline_micros: deadline,
         recipients,
