@@ -31,12 +31,12 @@ const INCLUSION_BATCH: usize = 512;
 /// Entries handed to a subscriber whose inclusion is not checked yet.
 #[derive(Default)]
 struct InclusionBacklog {
-    entries: Vec<VerifiedEntry>,
+    entries: Vec<pb::EntryPin>,
     since: Option<std::time::Instant>,
 }
 
 impl InclusionBacklog {
-    fn push(&mut self, e: VerifiedEntry) {
+    fn push(&mut self, e: pb::EntryPin) {
         self.since.get_or_insert_with(std::time::Instant::now);
         self.entries.push(e);
     }
@@ -397,10 +397,16 @@ impl Client {
     /// Proves entries are in their channels as of verified checkpoints:
     /// one checkpoint and one batch of proofs per channel.
     pub async fn prove_included(&self, entries: &[&VerifiedEntry]) -> Result<(), ClientError> {
-        let mut by_channel: std::collections::BTreeMap<&str, Vec<&VerifiedEntry>> =
+        let pins: Vec<pb::EntryPin> = entries.iter().map(|e| e.pin()).collect();
+        self.prove_pins(&pins).await
+    }
+
+    /// [`Client::prove_included`] by position and leaf hash.
+    async fn prove_pins(&self, pins: &[pb::EntryPin]) -> Result<(), ClientError> {
+        let mut by_channel: std::collections::BTreeMap<&str, Vec<&pb::EntryPin>> =
             Default::default();
-        for e in entries {
-            by_channel.entry(e.channel()).or_default().push(e);
+        for e in pins {
+            by_channel.entry(e.channel.as_str()).or_default().push(e);
         }
         for (channel, list) in by_channel {
             let cp = self.checkpoint(channel).await?;
@@ -410,7 +416,7 @@ impl Client {
                     .clone()
                     .get_inclusion_proofs(pb::GetInclusionProofsRequest {
                         channel: channel.to_string(),
-                        seqs: chunk.iter().map(|e| e.seq()).collect(),
+                        seqs: chunk.iter().map(|e| e.seq).collect(),
                         tree_size: cp.size,
                     })
                     .await?
@@ -424,14 +430,14 @@ impl Client {
                 for (e, p) in chunk.iter().zip(r.proofs) {
                     let proof: Option<Vec<tongbao_proto::Hash>> =
                         p.proof.into_iter().map(|h| h.try_into().ok()).collect();
-                    let ok = p.seq == e.seq()
-                        && proof.is_some_and(|proof| {
-                            check_record(&proof, cp.size, &cp.root, e.seq(), &e.leaf_hash).is_ok()
-                        });
+                    let leaf: Option<tongbao_proto::Hash> = e.leaf_hash.as_slice().try_into().ok();
+                    let ok = p.seq == e.seq
+                        && matches!((proof, leaf), (Some(proof), Some(leaf))
+                            if check_record(&proof, cp.size, &cp.root, e.seq, &leaf).is_ok());
                     if !ok {
                         return Err(ClientError::Integrity {
                             channel: channel.to_string(),
-                            seq: e.seq(),
+                            seq: e.seq,
                             reason: format!(
                                 "not included in the verified checkpoint of size {}",
                                 cp.size
@@ -915,8 +921,7 @@ impl Client {
     async fn check_backlog(&self, backlog: &mut InclusionBacklog) -> Result<(), ClientError> {
         let entries = std::mem::take(&mut backlog.entries);
         backlog.since = None;
-        self.prove_included(&entries.iter().collect::<Vec<_>>())
-            .await
+        self.prove_pins(&entries).await
     }
 
     async fn run_subscription(
@@ -961,7 +966,7 @@ impl Client {
                                 if let Ok(v) = &verified {
                                     cursor = v.cursor;
                                     if self.verify_inclusion {
-                                        unchecked.push(v.clone());
+                                        unchecked.push(v.pin());
                                     }
                                 }
                                 if tx.send(verified).await.is_err() || fatal {
