@@ -34,6 +34,27 @@ pub struct ProofBundle {
     /// Per channel, the signed checkpoint the proofs lead to.
     pub checkpoints: BTreeMap<String, String>,
     pub entries: Vec<BundledEntry>,
+    /// Base64 DER of the hub's certificate, which binds `hub_key`, and of
+    /// the CA certificate that issued it (empty in bundles made against a
+    /// hub whose certificate names no checkpoint key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hub_certificate: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ca_certificate: String,
+}
+
+/// What an auditor trusts when checking a bundle.
+#[derive(Debug, Clone)]
+pub enum BundleTrust {
+    /// The hub's checkpoint key (signed-note vkey), from a trusted source.
+    HubKey(String),
+    /// The exchange CA's certificates (PEM). The hub key is the one the
+    /// hub certificate it issued names; if `hub_key` is given too, the two
+    /// must be the same.
+    Ca {
+        ca_pem: Vec<u8>,
+        hub_key: Option<String>,
+    },
 }
 
 /// One entry with its inclusion proof.
@@ -58,6 +79,12 @@ pub enum BundleError {
     HubKey { bundle: String, given: String },
     #[error("the checkpoint of channel {channel} is not signed by the hub key: {reason}")]
     Checkpoint { channel: String, reason: String },
+    #[error("the bundle's certificates: {0}")]
+    Certificate(String),
+    #[error(
+        "the bundle carries no hub certificate, so the CA cannot vouch for its hub key; verify it with --hub-key instead"
+    )]
+    NoCertificate,
     #[error("the key registry is not signed by the hub key: {0}")]
     Registry(String),
     #[error("entry {n} of the bundle ({at}): {reason}")]
@@ -110,12 +137,30 @@ impl Client {
                 b.tree_size = size;
             }
         }
+        let hub_key = self.pinned_hub_key().await?;
+        // The certificates go in only when they vouch for this very key.
+        let (hub_certificate, ca_certificate) =
+            match crate::hub_cert::issuer_of(self.hub_certificate(), self.ca_certificates()) {
+                Some(ca)
+                    if crate::hub_cert::certify_hub_key(
+                        self.hub_certificate(),
+                        std::slice::from_ref(&ca),
+                        tongbao_proto::now_micros(),
+                    )
+                    .is_ok_and(|c| c.vkey == hub_key) =>
+                {
+                    (STANDARD.encode(self.hub_certificate()), STANDARD.encode(ca))
+                }
+                _ => (String::new(), String::new()),
+            };
         Ok(ProofBundle {
             format: BUNDLE_FORMAT.into(),
-            hub_key: self.pinned_hub_key().await?,
+            hub_key,
             key_registry: self.key_registry().await?,
             checkpoints,
             entries: bundled,
+            hub_certificate,
+            ca_certificate,
         })
     }
 }
@@ -163,6 +208,76 @@ use crate::format_micros as time;
 /// Checks a bundle with nothing but the hub's checkpoint key, and says in
 /// plain words what it proved, one paragraph per entry.
 pub fn verify_bundle(bytes: &[u8], hub_key: &str) -> Result<Vec<String>, BundleError> {
+    verify_bundle_with(bytes, &BundleTrust::HubKey(hub_key.to_string()))
+}
+
+/// The time the bundle's certificates must have been valid at: the latest
+/// hub time of its entries (signed data), or now for a bundle without any.
+fn certificate_time(bundle: &ProofBundle) -> i64 {
+    bundle
+        .entries
+        .iter()
+        .filter_map(|b| decode_entry(b).ok())
+        .map(|e| e.hub_micros)
+        .max()
+        .unwrap_or_else(tongbao_proto::now_micros)
+}
+
+/// Checks the certificates a bundle carries, against each other and, if
+/// the auditor trusts a CA, against that CA; returns the certified hub key
+/// and a sentence for the report.
+fn check_certificates(
+    bundle: &ProofBundle,
+    trust: &BundleTrust,
+) -> Result<Option<(String, String)>, BundleError> {
+    use crate::hub_cert::{certificates_from_pem, certify_hub_key, check_self_signed};
+    let bad = |e: crate::hub_cert::HubCertError| BundleError::Certificate(e.to_string());
+    if bundle.hub_certificate.is_empty() && bundle.ca_certificate.is_empty() {
+        return match trust {
+            BundleTrust::Ca { .. } => Err(BundleError::NoCertificate),
+            BundleTrust::HubKey(_) => Ok(None),
+        };
+    }
+    let decode = |what: &str, b64: &str| {
+        STANDARD
+            .decode(b64)
+            .map_err(|e| BundleError::Certificate(format!("{what}: {e}")))
+    };
+    let hub_cert = decode("hub certificate", &bundle.hub_certificate)?;
+    let ca_cert = decode("CA certificate", &bundle.ca_certificate)?;
+    let at = certificate_time(bundle);
+    // Every byte of the carried certificates is covered by a signature.
+    check_self_signed(&ca_cert).map_err(bad)?;
+    let carried = certify_hub_key(&hub_cert, std::slice::from_ref(&ca_cert), at).map_err(bad)?;
+    if carried.vkey != bundle.hub_key {
+        return Err(BundleError::Certificate(format!(
+            "the hub certificate names checkpoint key {}, the bundle {}",
+            carried.vkey, bundle.hub_key
+        )));
+    }
+    let BundleTrust::Ca { ca_pem, .. } = trust else {
+        return Ok(Some((
+            carried.vkey,
+            "The bundle's hub certificate names this hub key; give --ca to check that your CA issued it.".into(),
+        )));
+    };
+    let cas = certificates_from_pem(ca_pem).map_err(bad)?;
+    let certified = certify_hub_key(&hub_cert, &cas, at).map_err(bad)?;
+    let sentence = format!(
+        "The hub key {} is certified by the CA \"{}\" in the hub certificate {} (valid {} to {}), checked as of {}.",
+        certified.vkey,
+        certified.issuer,
+        certified.serial,
+        time(certified.not_before.saturating_mul(1_000_000)),
+        time(certified.not_after.saturating_mul(1_000_000)),
+        time(at)
+    );
+    Ok(Some((certified.vkey, sentence)))
+}
+
+/// Checks a bundle against what the auditor trusts (the hub key, or the
+/// CA that certifies it), and says in plain words what it proved.
+pub fn verify_bundle_with(bytes: &[u8], trust: &BundleTrust) -> Result<Vec<String>, BundleError> {
     let text = std::str::from_utf8(bytes).map_err(|e| BundleError::Malformed(e.to_string()))?;
     let bundle: ProofBundle =
         serde_json::from_str(text).map_err(|e| BundleError::Malformed(e.to_string()))?;
@@ -172,6 +287,29 @@ pub fn verify_bundle(bytes: &[u8], hub_key: &str) -> Result<Vec<String>, BundleE
             bundle.format
         )));
     }
+    let certified = check_certificates(&bundle, trust)?;
+    let mut report = Vec::new();
+    let given = match (trust, &certified) {
+        (BundleTrust::HubKey(k), _) => k.clone(),
+        (
+            BundleTrust::Ca {
+                hub_key: Some(k), ..
+            },
+            _,
+        ) => k.clone(),
+        (BundleTrust::Ca { hub_key: None, .. }, Some((k, _))) => k.clone(),
+        (BundleTrust::Ca { hub_key: None, .. }, None) => return Err(BundleError::NoCertificate),
+    };
+    if let Some((k, sentence)) = &certified {
+        if *k != given {
+            return Err(BundleError::HubKey {
+                bundle: k.clone(),
+                given,
+            });
+        }
+        report.push(sentence.clone());
+    }
+    let hub_key = given.as_str();
     if bundle.hub_key != hub_key {
         return Err(BundleError::HubKey {
             bundle: bundle.hub_key,
@@ -184,7 +322,6 @@ pub fn verify_bundle(bytes: &[u8], hub_key: &str) -> Result<Vec<String>, BundleE
         .map_err(|e| BundleError::Registry(e.to_string()))?;
     let keys: Vec<RegisteredKey> =
         parse_key_registry(&registry.text).map_err(|e| BundleError::Registry(e.to_string()))?;
-    let mut report = Vec::new();
     let mut checkpoints = BTreeMap::new();
     for (channel, note) in &bundle.checkpoints {
         let bad = |reason: String| BundleError::Checkpoint {

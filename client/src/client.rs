@@ -140,6 +140,10 @@ pub struct Client {
     identity: Principal,
     signer: Option<Arc<SigningKey>>,
     keys: Arc<RwLock<KeyRing>>,
+    /// The hub's certificate (DER) as seen at connect, and the CA
+    /// certificates of the config: proof bundles carry them.
+    hub_certificate: Vec<u8>,
+    ca_certificates: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -185,7 +189,8 @@ impl Client {
             hub: config.hub.clone(),
             reason,
         };
-        crate::probe::probe(config, &ca, &cert, &key).await?;
+        let hub_certificate = crate::probe::probe(config, &ca, &cert, &key).await?;
+        let ca_certificates = crate::hub_cert::certificates_from_pem(&ca).unwrap_or_default();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key))
@@ -218,6 +223,8 @@ impl Client {
             identity: config.identity.clone(),
             signer,
             keys: Arc::new(RwLock::new(KeyRing::default())),
+            hub_certificate,
+            ca_certificates,
         };
         client.refresh_keys().await?;
         Ok(client)
@@ -226,6 +233,16 @@ impl Client {
     /// Who this client is.
     pub fn identity(&self) -> &Principal {
         &self.identity
+    }
+
+    /// The hub's certificate (DER) this client saw when it connected.
+    pub fn hub_certificate(&self) -> &[u8] {
+        &self.hub_certificate
+    }
+
+    /// The CA certificates (DER) of this client's configuration.
+    pub fn ca_certificates(&self) -> &[Vec<u8>] {
+        &self.ca_certificates
     }
 
     /// The registry: units with their keys, mechanisms with their members.

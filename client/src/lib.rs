@@ -48,6 +48,7 @@ mod client;
 mod config;
 mod draft;
 mod error;
+pub mod hub_cert;
 mod probe;
 pub mod trust;
 mod verify;

@@ -4,7 +4,8 @@
 //! believes the handshake is done, and the refusal (a TLS alert) can be
 //! lost in the gRPC stack as "connection closed". This probe completes a
 //! handshake, speaks the first bytes of HTTP/2 and reads the hub's answer:
-//! a server preface means accepted, an alert says exactly why not.
+//! a server preface means accepted, an alert says exactly why not. It also
+//! keeps the hub's certificate, for proof bundles.
 
 use crate::error::tls_alert;
 use crate::{ClientConfig, ClientError};
@@ -24,7 +25,7 @@ pub(crate) async fn probe(
     ca: &[u8],
     cert: &[u8],
     key: &[u8],
-) -> Result<(), ClientError> {
+) -> Result<Vec<u8>, ClientError> {
     let fail = |reason: String| ClientError::Connect {
         hub: config.hub.clone(),
         reason,
@@ -70,12 +71,20 @@ pub(crate) async fn probe(
             .write_all(H2_PREFACE)
             .await
             .map_err(|e| refusal(&e).unwrap_or_else(|| fail(e.to_string())))?;
+        // The hub's certificate, which certifies its checkpoint key.
+        let hub_certificate = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default();
         let mut buf = [0u8; 64];
         match stream.read(&mut buf).await {
             Ok(0) => Err(ClientError::CertificateRefused {
                 reason: "the hub closed the connection right after the handshake".into(),
             }),
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(hub_certificate),
             Err(e) => Err(refusal(&e).unwrap_or_else(|| fail(e.to_string()))),
         }
     };

@@ -210,3 +210,89 @@ async fn walkthrough_push_pull_ack_feedback_audit() -> TestResult {
     hub.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_verify_offline_with_the_ca() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let hub = setup(dir.path()).await?;
+    let path = dir.path().to_path_buf();
+    // The CLI blocks; run it off the runtime that serves the hub.
+    tokio::task::spawn_blocking(move || export_and_verify(&path)).await??;
+    hub.shutdown().await?;
+    Ok(())
+}
+
+fn export_and_verify(dir: &Path) -> TestResult {
+    let tax = config(dir, "units", "tax");
+    let finance = config(dir, "units", "finance");
+    tongbao(
+        &tax,
+        &[
+            "push",
+            "--kind",
+            "lead",
+            "--to",
+            "finance",
+            "--subject",
+            "Lead 7",
+            "--body",
+            "x",
+        ],
+    )?;
+    tongbao(&finance, &["pull", "--ack"])?;
+    let bundle = dir.join("bundle.json");
+    let bundle_arg = bundle.to_string_lossy().into_owned();
+    let out = tongbao(
+        &tax,
+        &[
+            "export",
+            "--entry",
+            "tax:0",
+            "--entry",
+            "finance:0",
+            "--out",
+            &bundle_arg,
+        ],
+    )?;
+    assert!(out.contains("--ca"), "{out}");
+    let ca = dir.join("ca.pem").to_string_lossy().into_owned();
+    let report = tongbao(&tax, &["verify", &bundle_arg, "--ca", &ca])?;
+    assert!(report.contains("is certified by the CA"), "{report}");
+    assert!(
+        report.contains("tax:0 was acknowledged by finance"),
+        "{report}"
+    );
+    // Neither trust anchor: refused by the argument parser.
+    let err = tongbao(&tax, &["verify", &bundle_arg])
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("--ca"), "{err}");
+    // A changed subject: refused, saying what failed.
+    let text = std::fs::read_to_string(&bundle)?;
+    let entry_b64 = text
+        .split("\"entry\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("no entry in the bundle")?;
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD.decode(entry_b64)?;
+    let pos = raw
+        .windows(6)
+        .position(|w| w == b"Lead 7")
+        .ok_or("subject not found")?;
+    let mut changed = raw.clone();
+    changed[pos + 5] = b'8';
+    let tampered = text.replace(
+        entry_b64,
+        &base64::engine::general_purpose::STANDARD.encode(changed),
+    );
+    std::fs::write(&bundle, tampered)?;
+    let err = tongbao(&tax, &["verify", &bundle_arg, "--ca", &ca])
+        .err()
+        .unwrap_or_default();
+    assert!(
+        err.contains("verification FAILED") && err.contains("tax:0"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -109,6 +109,23 @@ impl fmt::Display for Principal {
     }
 }
 
+/// Prefix of the SAN URI by which the hub's certificate binds its
+/// checkpoint key (signed-note vkey): the CA thereby certifies the key that
+/// signs checkpoints and the key registry, so an auditor holding only the
+/// CA certificate can check a proof bundle.
+const CHECKPOINT_KEY_PREFIX: &str = "urn:tongbao:checkpoint-key:";
+
+/// The SAN URI naming a hub checkpoint key.
+pub fn checkpoint_key_uri(vkey: &str) -> String {
+    format!("{CHECKPOINT_KEY_PREFIX}{vkey}")
+}
+
+/// The checkpoint key a SAN URI names, if it is one.
+pub fn checkpoint_key_of_uri(uri: &str) -> Option<&str> {
+    uri.strip_prefix(CHECKPOINT_KEY_PREFIX)
+        .filter(|k| !k.is_empty())
+}
+
 /// Inbox name of a mechanism's office.
 pub fn office_inbox(mechanism: &str) -> String {
     format!("{OFFICE_INBOX_PREFIX}{mechanism}")
@@ -117,6 +134,15 @@ pub fn office_inbox(mechanism: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_key_uri_round_trips() {
+        let vkey = "tongbao.example+12ab34cd+AaBb/9+x=";
+        assert_eq!(checkpoint_key_of_uri(&checkpoint_key_uri(vkey)), Some(vkey));
+        assert_eq!(checkpoint_key_of_uri("urn:tongbao:checkpoint-key:"), None);
+        assert_eq!(checkpoint_key_of_uri("urn:tongbao:unit:tax"), None);
+        assert!(Principal::from_uri(&checkpoint_key_uri(vkey)).is_err());
+    }
 
     #[test]
     fn uris_round_trip() -> Result<(), IdError> {

@@ -253,11 +253,14 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
-    /// The hub's server certificate for the given DNS names and addresses.
+    /// The hub's server certificate for the given DNS names and addresses,
+    /// binding the hub's checkpoint key (if given) so that the CA certifies
+    /// it for offline verifiers.
     pub fn issue_server(
         &self,
         dns: &[&str],
         ips: &[IpAddr],
+        checkpoint_vkey: Option<&str>,
         days: i64,
     ) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::default();
@@ -270,6 +273,11 @@ impl CertificateAuthority {
         }
         for ip in ips {
             sans.push(SanType::IpAddress(*ip));
+        }
+        if let Some(vkey) = checkpoint_vkey {
+            sans.push(SanType::URI(
+                tongbao_proto::identity::checkpoint_key_uri(vkey).try_into()?,
+            ));
         }
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -511,15 +519,20 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         files += 2;
         Ok(())
     };
-    keep(
-        Party::Hub,
-        ca.issue_server(&HUB_DNS_NAMES, &[IpAddr::V4(Ipv4Addr::LOCALHOST)], days)?,
-    )?;
-
-    // The hub's checkpoint key, so every client can pin it from the start.
+    // The hub's checkpoint key, so every client can pin it from the start
+    // and the hub certificate can bind it.
     let checkpoint_key = SigningKey::generate()?;
     write_private(&dir.join(CHECKPOINT_KEY_FILE), &checkpoint_key.to_pem())?;
     let vkey = checkpoint_vkey(DEFAULT_LOG_NAME, &checkpoint_key)?;
+    keep(
+        Party::Hub,
+        ca.issue_server(
+            &HUB_DNS_NAMES,
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            Some(&vkey),
+            days,
+        )?,
+    )?;
     let hub_url = format!("https://{}", opts.listen);
     let mut extra = Vec::new();
     let mut seeds = Vec::new();

@@ -160,6 +160,21 @@ async fn renewed_hub_certificate_keeps_its_names() -> TestResult {
     )?;
     assert_eq!(after.serial, report.record.serial);
     assert_eq!((after.dns_names, after.ips), (before.dns_names, before.ips));
+    // And it still certifies the same checkpoint key.
+    let certified = |pem: &str| -> Result<String, tongbao_tests::BoxError> {
+        use tongbao_client::hub_cert::{certificates_from_pem, certify_hub_key};
+        let cert = certificates_from_pem(pem.as_bytes())?;
+        let ca = certificates_from_pem(&std::fs::read(dir.join("ca.pem"))?)?;
+        Ok(certify_hub_key(&cert[0], &ca, tongbao_proto::now_micros())?.vkey)
+    };
+    let hub_config = pki.hub_config()?;
+    let key = tongbao_proto::keys::SigningKey::from_pem(&std::fs::read_to_string(
+        dir.join(pki::CHECKPOINT_KEY_FILE),
+    )?)?;
+    assert_eq!(
+        certified(&std::fs::read_to_string(dir.join("hub/cert.pem"))?)?,
+        pki::checkpoint_vkey(&hub_config.hub.log_name, &key)?
+    );
     assert!(matches!(
         pki::revoke(
             dir,

@@ -119,12 +119,17 @@ enum Command {
         #[arg(long, value_name = "BUNDLE")]
         out: PathBuf,
     },
-    /// Check a proof bundle offline with the hub's checkpoint key.
+    /// Check a proof bundle offline, trusting the exchange CA (which
+    /// certifies the hub's checkpoint key) and/or the hub's checkpoint key.
     Verify {
         bundle: PathBuf,
+        /// The exchange CA certificate (PEM): the hub key is then the one
+        /// the hub certificate it issued names.
+        #[arg(long, value_name = "CA.pem", required_unless_present = "hub_key")]
+        ca: Option<PathBuf>,
         /// The hub's checkpoint key (signed-note vkey), from a trusted source.
         #[arg(long)]
-        hub_key: String,
+        hub_key: Option<String>,
     },
     /// Print the hub's checkpoint key this client has pinned.
     HubKey,
@@ -464,10 +469,25 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     // Offline verification needs no hub and no config.
-    if let Command::Verify { bundle, hub_key } = &cli.command {
+    if let Command::Verify {
+        bundle,
+        ca,
+        hub_key,
+    } = &cli.command
+    {
+        use tongbao_client::bundle::BundleTrust;
         let bytes =
             std::fs::read(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-        let report = tongbao_client::bundle::verify_bundle(&bytes, hub_key)
+        let trust = match (ca, hub_key) {
+            (Some(ca), hub_key) => BundleTrust::Ca {
+                ca_pem: std::fs::read(ca)
+                    .with_context(|| format!("cannot read {}", ca.display()))?,
+                hub_key: hub_key.clone(),
+            },
+            (None, Some(k)) => BundleTrust::HubKey(k.clone()),
+            (None, None) => anyhow::bail!("give --ca CA.pem, --hub-key KEY, or both"),
+        };
+        let report = tongbao_client::bundle::verify_bundle_with(&bytes, &trust)
             .map_err(|e| anyhow::anyhow!("verification FAILED: {e}"))?;
         for line in report {
             println!("{line}");
@@ -639,13 +659,17 @@ async fn run() -> anyhow::Result<()> {
             let bundle = client.export_bundle(&refs).await?;
             std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
+            let check = if bundle.hub_certificate.is_empty() {
+                format!("--hub-key '{}'", bundle.hub_key)
+            } else {
+                "--ca CA.pem (the exchange CA certificate)".to_string()
+            };
             println!(
-                "wrote {} ({} entries, {} checkpoints); check it with: tongbao verify {} --hub-key '{}'",
+                "wrote {} ({} entries, {} checkpoints); check it with: tongbao verify {} {check}",
                 out.display(),
                 bundle.entries.len(),
                 bundle.checkpoints.len(),
                 out.display(),
-                bundle.hub_key
             );
         }
         Command::Verify { .. } => {}

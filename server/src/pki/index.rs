@@ -575,6 +575,9 @@ pub fn cert_info(pem: &str, path: &Path) -> Result<CertInfo, PkiError> {
     {
         for name in &san.value.general_names {
             match name {
+                // The hub's checkpoint key is not a party.
+                GeneralName::URI(uri)
+                    if tongbao_proto::identity::checkpoint_key_of_uri(uri).is_some() => {}
                 GeneralName::URI(uri) if uri.starts_with("urn:tongbao:") => {
                     info.party = Some(Party::parse(uri)?);
                 }

@@ -137,7 +137,8 @@ fn issue_or_renew(
         Party::Hub => {
             let (dns, ips) = hub_names(dir);
             let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
-            ca.issue_server(&dns, &ips, days)?
+            // The renewed certificate keeps certifying the checkpoint key.
+            ca.issue_server(&dns, &ips, hub_vkey(dir).as_deref(), days)?
         }
         Party::Client(principal) => {
             let name = match (name, &latest) {
