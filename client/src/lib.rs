@@ -51,6 +51,7 @@ mod error;
 mod probe;
 pub mod trust;
 mod verify;
+mod workflow;
 
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;
