@@ -109,6 +109,8 @@ pub enum MinutesCommand {
     },
 }
 
+// Parsed once per run; its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum JointCommand {
     /// Draft a joint notice (or, with --escalation, an escalation to the
