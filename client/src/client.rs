@@ -16,6 +16,7 @@ use tongbao_proto::merkle::{check_record, check_tree};
 use tongbao_proto::pb::audit_client::AuditClient;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
 use tongbao_proto::pb::log_client::LogClient;
+use tongbao_proto::pb::workflow_client::WorkflowClient;
 use tongbao_proto::{now_micros, pb};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -133,6 +134,7 @@ pub struct Client {
     rpc: ExchangeClient<Channel>,
     audit: AuditClient<Channel>,
     log: LogClient<Channel>,
+    pub(crate) workflow: WorkflowClient<Channel>,
     trust: Arc<tokio::sync::Mutex<TrustState>>,
     trust_path: std::path::PathBuf,
     hub_key: Option<String>,
@@ -209,6 +211,9 @@ impl Client {
         let log = LogClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let trust = TrustState::load(&config.trust_state)?;
         let audit = AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let workflow = WorkflowClient::new(channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
         let rpc = ExchangeClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_BYTES);
@@ -216,6 +221,7 @@ impl Client {
             rpc,
             audit,
             log,
+            workflow,
             trust: Arc::new(tokio::sync::Mutex::new(trust)),
             trust_path: config.trust_state.clone(),
             hub_key: config.hub_key.clone(),

@@ -60,6 +60,9 @@ pub enum ClientError {
     NoSigningKey,
     #[error(transparent)]
     Key(#[from] tongbao_proto::keys::KeyError),
+    /// A workflow step cannot be taken from the workflow's current state.
+    #[error("{0}")]
+    Workflow(String),
 }
 
 impl ClientError {

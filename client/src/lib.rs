@@ -52,6 +52,7 @@ pub mod hub_cert;
 mod probe;
 pub mod trust;
 mod verify;
+mod workflow;
 
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;

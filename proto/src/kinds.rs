@@ -17,7 +17,29 @@ const NAMES: &[(Kind, &str)] = &[
     (Kind::ExceptionFeedback, "exception-feedback"),
     (Kind::Receipt, "receipt"),
     (Kind::KeyRotation, "key-rotation"),
+    (Kind::MeetingProposal, "meeting-proposal"),
+    (Kind::JointNotice, "joint-notice"),
+    (Kind::CoSignature, "co-signature"),
 ];
+
+/// Kinds whose entries are workflow steps: the hub checks them against the
+/// workflow's state, so they go through `Workflow.Submit`, never `Push`.
+pub fn is_workflow(kind: i32) -> bool {
+    Kind::try_from(kind).is_ok_and(|k| {
+        matches!(
+            k,
+            Kind::MeetingProposal
+                | Kind::MeetingAgenda
+                | Kind::Minutes
+                | Kind::MinutesConsent
+                | Kind::JointNotice
+                | Kind::CoSignature
+                | Kind::Escalation
+                | Kind::LiaisonChange
+                | Kind::Statistics
+        )
+    })
+}
 
 /// The name of a kind ("unspecified" for values this version does not know).
 pub fn name(kind: i32) -> &'static str {
@@ -33,20 +55,20 @@ pub fn parse(name: &str) -> Option<Kind> {
     NAMES.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
 }
 
-/// Kinds a unit may push directly (receipts and key rotations are written
-/// by their own workflows).
+/// Kinds a unit may push directly (receipts, key rotations and workflow
+/// steps are written by their own calls).
 pub fn pushable() -> impl Iterator<Item = &'static str> {
     NAMES
         .iter()
-        .filter(|(k, _)| !matches!(k, Kind::Receipt | Kind::KeyRotation))
+        .filter(|(k, _)| is_pushable(*k as i32))
         .map(|(_, n)| *n)
 }
 
 /// True when a unit may push this kind through `Push`.
 pub fn is_pushable(kind: i32) -> bool {
-    NAMES
-        .iter()
-        .any(|(k, _)| *k as i32 == kind && !matches!(k, Kind::Receipt | Kind::KeyRotation))
+    NAMES.iter().any(|(k, _)| {
+        *k as i32 == kind && !matches!(k, Kind::Receipt | Kind::KeyRotation) && !is_workflow(kind)
+    })
 }
 
 #[cfg(test)]
@@ -63,5 +85,8 @@ mod tests {
         assert!(!is_pushable(Kind::Receipt as i32));
         assert!(!is_pushable(0));
         assert!(is_pushable(Kind::Lead as i32));
+        assert!(is_pushable(Kind::CaseUpdate as i32));
+        assert!(!is_pushable(Kind::Minutes as i32));
+        assert!(is_workflow(Kind::CoSignature as i32));
     }
 }

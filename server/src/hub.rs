@@ -6,7 +6,7 @@ use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
-use crate::service::{AuditService, ExchangeService, HubState, LogService};
+use crate::service::{AuditService, ExchangeService, HubState, LogService, WorkflowService};
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{TlsError, TlsFiles, accept_loop, server_config};
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::pb::audit_server::AuditServer;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
 use tongbao_proto::pb::log_server::LogServer;
+use tongbao_proto::pb::workflow_server::WorkflowServer;
 use tonic::transport::Server;
 
 /// Why the hub could not start or stopped badly.
@@ -40,6 +41,8 @@ pub enum HubError {
     },
     #[error("refusing to start: {0}")]
     Log(#[from] LogError),
+    #[error("cannot open the workflow state: {0}")]
+    Workflow(#[from] crate::workflow::WorkflowRefusal),
     #[error("gRPC server failed: {0}")]
     Server(String),
 }
@@ -107,6 +110,10 @@ impl Hub {
             checked_ms = checked.elapsed().as_millis() as u64,
             "every channel matches its checkpoint and leaf hashes"
         );
+        let workflows = Arc::new(crate::workflow::Workflows::open(
+            &data_dir.join("workflow"),
+            &store,
+        )?);
         let (appender, appender_thread) = Appender::start(
             store.clone(),
             registry.clone(),
@@ -142,6 +149,7 @@ impl Hub {
             deadlines: config.ack_deadlines.clone(),
             logs: logs.clone(),
             shutdown: shutdown_rx.clone(),
+            workflows,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(
@@ -157,6 +165,8 @@ impl Hub {
         let max = config.limits.max_request_bytes();
         let audit = AuditServer::new(AuditService::new(state.clone()));
         let log = LogServer::new(LogService::new(state.clone()));
+        let workflow =
+            WorkflowServer::new(WorkflowService::new(state.clone())).max_decoding_message_size(max);
         tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max)
@@ -169,6 +179,7 @@ impl Hub {
                 .add_service(exchange)
                 .add_service(audit)
                 .add_service(log)
+                .add_service(workflow)
                 .serve_with_incoming_shutdown(ReceiverStream::new(streams_rx), async move {
                     let _ = stop.changed().await;
                 }),

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod workflow;
 
 pub use config::HubConfig;
 pub use hub::{Hub, HubError};

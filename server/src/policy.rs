@@ -45,6 +45,12 @@ pub fn check_push<'a>(
     now_micros: i64,
 ) -> Result<&'a pb::Message, PolicyError> {
     let m = check_message(signed, caller, limits, now_micros)?;
+    if kinds::is_workflow(m.kind) {
+        return Err(malformed(format!(
+            "kind {} is a workflow step: submit it through Workflow.Submit (the tongbao meeting, minutes, joint, liaison and statistics commands), not Push",
+            kinds::name(m.kind)
+        )));
+    }
     if !kinds::is_pushable(m.kind) {
         return Err(malformed(format!(
             "kind {} ({}) cannot be pushed; pushable kinds: {}",
@@ -72,6 +78,29 @@ pub fn check_push<'a>(
             ));
         }
         (None, false) => {}
+    }
+    Ok(m)
+}
+
+/// Checks a workflow step from unit `caller`: every rule of a message, a
+/// workflow kind, and neither acknowledgement nor exception report.
+pub fn check_workflow_message<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<&'a pb::Message, PolicyError> {
+    let m = check_message(signed, caller, limits, now_micros)?;
+    if !kinds::is_workflow(m.kind) {
+        return Err(malformed(format!(
+            "kind {} is not a workflow step; push it with Push",
+            kinds::name(m.kind)
+        )));
+    }
+    if m.acknowledgement.is_some() || m.exception.is_some() {
+        return Err(malformed(
+            "a workflow step carries neither an acknowledgement nor an exception report",
+        ));
     }
     Ok(m)
 }

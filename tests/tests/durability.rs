@@ -177,7 +177,7 @@ async fn large_bodies_survive_kill() -> TestResult {
         // Near the 1 MiB limit: stored outside sled's log, synced separately.
         let body = vec![b'a' + i; 1000 * 1024];
         let draft = tongbao_client::Draft::new(
-            tongbao_proto::pb::Kind::Statistics,
+            tongbao_proto::pb::Kind::Notification,
             format!("big {i}"),
             body,
         );

@@ -252,7 +252,7 @@ async fn oversized_and_malformed_messages_are_refused() -> TestResult {
     let big = vec![b'x'; (1 << 20) + 1];
     rejected(
         tax.push(
-            tongbao_client::Draft::new(Kind::Statistics, "Big", big).to_units(["civil-affairs"]),
+            tongbao_client::Draft::new(Kind::Notification, "Big", big).to_units(["civil-affairs"]),
         )
         .await,
         Code::ResourceExhausted,
@@ -262,7 +262,8 @@ async fn oversized_and_malformed_messages_are_refused() -> TestResult {
     let huge = vec![b'x'; 3 << 20];
     let e = tax
         .push(
-            tongbao_client::Draft::new(Kind::Statistics, "Huge", huge).to_units(["civil-affairs"]),
+            tongbao_client::Draft::new(Kind::Notification, "Huge", huge)
+                .to_units(["civil-affairs"]),
         )
         .await
         .err()
@@ -407,7 +408,7 @@ async fn pages_of_large_entries_are_capped_by_size() -> TestResult {
     for i in 0..6u8 {
         let body = vec![b'a' + i; 1000 * 1024];
         tax.push(
-            tongbao_client::Draft::new(Kind::Statistics, format!("s{i}"), body)
+            tongbao_client::Draft::new(Kind::Notification, format!("s{i}"), body)
                 .to_units(["finance"]),
         )
         .await?;

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use tongbao_client::{Client, ClientConfig, Draft, VerifiedEntry};
 use tongbao_proto::{kinds, pb};
 
+#[path = "tongbao/workflow.rs"]
+mod workflow;
+
 #[derive(Parser)]
 #[command(
     name = "tongbao",
@@ -39,8 +42,8 @@ enum Command {
         /// The leading group.
         #[arg(long)]
         leading_group: bool,
-        /// notification, early-warning, lead, case-update, statistics, meeting-agenda,
-        /// minutes, minutes-consent, escalation, liaison-change, exception-feedback.
+        /// notification, early-warning, lead, case-update, exception-feedback
+        /// (workflow kinds have their own commands: meeting, minutes, joint, ...).
         #[arg(long)]
         kind: String,
         #[arg(long)]
@@ -137,6 +140,63 @@ enum Command {
     Cosign,
     /// List units, their keys and the mechanisms.
     Units {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Meetings (会议): proposal, agenda items and comments, settled agenda.
+    Meeting {
+        #[command(subcommand)]
+        what: workflow::MeetingCommand,
+    },
+    /// Minutes (会议纪要): drafts, consents and objections, issue, verification.
+    Minutes {
+        #[command(subcommand)]
+        what: workflow::MinutesCommand,
+    },
+    /// Joint notices (联合通报) and escalations (上报) with co-signatures.
+    Joint {
+        #[command(subcommand)]
+        what: workflow::JointCommand,
+    },
+    /// Report this unit's liaison (联络员) to the offices of its mechanisms.
+    Liaison {
+        /// The mechanisms whose offices are told, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        office: Vec<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        title: String,
+        #[arg(long)]
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The liaison directory as the office sees it.
+    Liaisons {
+        /// The mechanism (default: the office's own; the lead unit names it).
+        #[arg(long, default_value = "")]
+        mechanism: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Statistics (统计) of a mechanism from the hub's records.
+    Statistics {
+        #[command(subcommand)]
+        what: workflow::StatisticsCommand,
+    },
+    /// Cases (案件): the entries of a case you may see, in order.
+    Case {
+        #[command(subcommand)]
+        what: CaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// List the entries of CASE the caller may see.
+    Show {
+        case: String,
         #[arg(long)]
         json: bool,
     },
@@ -651,6 +711,30 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Audit { what } => audit(&client, what).await?,
+        Command::Meeting { what } => workflow::meeting(&client, what).await?,
+        Command::Minutes { what } => workflow::minutes(&client, what).await?,
+        Command::Joint { what } => workflow::joint(&client, what).await?,
+        Command::Liaison {
+            office,
+            name,
+            title,
+            contact,
+            json,
+        } => {
+            let change = pb::LiaisonChange {
+                name,
+                title,
+                contact,
+            };
+            workflow::liaison_report(&client, office, change, json).await?
+        }
+        Command::Liaisons { mechanism, json } => {
+            workflow::liaisons(&client, &mechanism, json).await?
+        }
+        Command::Statistics { what } => workflow::statistics(&client, what).await?,
+        Command::Case {
+            what: CaseCommand::Show { case, json },
+        } => workflow::case_show(&client, &case, json).await?,
         Command::Export { entries, out } => {
             let refs = entries
                 .iter()

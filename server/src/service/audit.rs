@@ -232,41 +232,66 @@ impl Audit for AuditService {
         let req = request.into_inner();
         let as_of = as_of(req.as_of_micros);
         let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
-        let mut stats: BTreeMap<String, StatsRow> = BTreeMap::new();
+        let mut audited_entries = Vec::with_capacity(scoped.len());
         for s in &scoped {
-            let Some(a) = audited(&self.state, s, as_of)? else {
-                continue;
-            };
-            row(&mut stats, &a.sender).0.sent += 1;
-            for r in a.recipients.iter().filter(|r| is_unit(&r.recipient)) {
-                let (st, latencies) = row(&mut stats, &r.recipient);
-                st.received += 1;
-                if r.state == DeliveryState::Acknowledged as i32 {
-                    st.acknowledged += 1;
-                    latencies.push(r.acknowledged_micros - a.hub_micros);
-                }
-                if r.state == DeliveryState::Exception as i32 {
-                    st.exceptions += 1;
-                }
-                if r.overdue {
-                    st.overdue += 1;
-                }
+            if let Some(a) = audited(&self.state, s, as_of)? {
+                audited_entries.push(a);
             }
         }
-        let units = stats
-            .into_values()
-            .map(|(mut st, mut lat)| {
-                lat.sort_unstable();
-                st.ack_p50_micros = percentile(&lat, 50);
-                st.ack_p90_micros = percentile(&lat, 90);
-                st
-            })
-            .collect();
         Ok(Response::new(pb::UnitSummaryResponse {
-            units,
+            units: unit_stats(&audited_entries),
             as_of_micros: as_of,
         }))
     }
+}
+
+/// Audited entries of a mechanism with hub time in [since, until), as of a
+/// time: the records statistics reports are computed from.
+pub(crate) fn audited_period(
+    state: &HubState,
+    mechanism: &str,
+    since: i64,
+    until: i64,
+    as_of: i64,
+) -> Result<Vec<pb::AuditedEntry>, Status> {
+    let mut out = Vec::new();
+    for s in &scoped(state, mechanism, since, until)? {
+        if let Some(a) = audited(state, s, as_of)? {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Per-unit counts and acknowledgement times over audited entries.
+pub(crate) fn unit_stats(entries: &[pb::AuditedEntry]) -> Vec<pb::UnitStats> {
+    let mut stats: BTreeMap<String, StatsRow> = BTreeMap::new();
+    for a in entries {
+        row(&mut stats, &a.sender).0.sent += 1;
+        for r in a.recipients.iter().filter(|r| is_unit(&r.recipient)) {
+            let (st, latencies) = row(&mut stats, &r.recipient);
+            st.received += 1;
+            if r.state == DeliveryState::Acknowledged as i32 {
+                st.acknowledged += 1;
+                latencies.push(r.acknowledged_micros - a.hub_micros);
+            }
+            if r.state == DeliveryState::Exception as i32 {
+                st.exceptions += 1;
+            }
+            if r.overdue {
+                st.overdue += 1;
+            }
+        }
+    }
+    stats
+        .into_values()
+        .map(|(mut st, mut lat)| {
+            lat.sort_unstable();
+            st.ack_p50_micros = percentile(&lat, 50);
+            st.ack_p90_micros = percentile(&lat, 90);
+            st
+        })
+        .collect()
 }
 
 #[cfg(test)]

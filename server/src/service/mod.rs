@@ -8,10 +8,12 @@ mod exchange;
 mod log;
 mod push;
 mod read;
+mod workflow;
 
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log::LogService;
+pub use workflow::WorkflowService;
 
 use crate::appender::{AppendError, Appender};
 use crate::config::{AckDeadlines, Limits};
@@ -35,6 +37,8 @@ pub struct HubState {
     pub deadlines: AckDeadlines,
     pub logs: Arc<crate::log::Logs>,
     pub shutdown: watch::Receiver<bool>,
+    /// The mechanisms' workflow state (meetings, joint notices, liaisons).
+    pub workflows: Arc<crate::workflow::Workflows>,
 }
 
 impl HubState {

@@ -1,0 +1,193 @@
+//! The workflow commands of the `tongbao` CLI against a real hub, with
+//! `--json` output read back as a program would.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tongbao_server::pki::{InitOptions, init};
+use tongbao_server::{Hub, HubConfig};
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs `tongbao --config <config> ARGS`: stdout, or stderr as the error.
+fn tongbao(config: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tongbao"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn json(config: &Path, args: &[&str]) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(serde_json::from_str(tongbao(config, args)?.trim())?)
+}
+
+fn config(dir: &Path, group: &str, party: &str) -> PathBuf {
+    dir.join(group).join(party).join("client.toml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meetings_minutes_joint_notices_liaisons_statistics_and_cases() -> TestResult {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    init(
+        d,
+        &InitOptions {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: d.join("data"),
+            days: 1,
+            force: false,
+        },
+    )?;
+    let hub = Hub::start(&HubConfig::load(&d.join("hub.toml"))?).await?;
+    for group in ["units", "offices"] {
+        for party in std::fs::read_dir(d.join(group))? {
+            let path = party?.path().join("client.toml");
+            let text = std::fs::read_to_string(&path)?;
+            std::fs::write(&path, text.replace("127.0.0.1:0", &hub.addr().to_string()))?;
+        }
+    }
+    let (lead, tax, fin, office) = (
+        config(d, "units", "civil-affairs"),
+        config(d, "units", "tax"),
+        config(d, "units", "finance"),
+        config(d, "offices", "fund-supervision"),
+    );
+
+    // A meeting by correspondence, its minutes consented and issued.
+    tongbao(
+        &lead,
+        &[
+            "meeting",
+            "propose",
+            "--id",
+            "m-cli",
+            "--mechanism",
+            "fund-supervision",
+            "--kind",
+            "correspondence",
+            "--title",
+            "Q4 review",
+            "--attending",
+            "tax,finance",
+            "--agenda",
+            "Leads of Q4",
+        ],
+    )?;
+    tongbao(
+        &lead,
+        &[
+            "meeting",
+            "settle",
+            "--meeting",
+            "m-cli",
+            "--agenda",
+            "Leads of Q4",
+        ],
+    )?;
+    tongbao(
+        &lead,
+        &[
+            "minutes",
+            "draft",
+            "--meeting",
+            "m-cli",
+            "--text",
+            "Agreed.",
+        ],
+    )?;
+    tongbao(&tax, &["minutes", "consent", "--meeting", "m-cli"])?;
+    let shown = json(&office, &["meeting", "show", "m-cli", "--json"])?;
+    assert_eq!(shown["not_answered"], serde_json::json!(["finance"]));
+    let early = tongbao(&lead, &["minutes", "issue", "--meeting", "m-cli"]);
+    assert!(early.is_err_and(|e| e.contains("finance (not answered)")));
+    tongbao(&fin, &["minutes", "consent", "--meeting", "m-cli"])?;
+    let issued = json(&lead, &["minutes", "issue", "--meeting", "m-cli", "--json"])?;
+    let at = format!(
+        "{}:{}",
+        issued["channel"].as_str().unwrap_or(""),
+        issued["seq"]
+    );
+    let proof = json(&tax, &["minutes", "verify", &at, "--json"])?;
+    assert_eq!(proof["consents"].as_array().map(Vec::len), Some(2));
+
+    // A joint notice co-signed by Tax, then sent out.
+    tongbao(
+        &fin,
+        &[
+            "joint",
+            "draft",
+            "--id",
+            "n-cli",
+            "--mechanism",
+            "fund-supervision",
+            "--title",
+            "Fund movement",
+            "--text",
+            "Org X",
+            "--co-issuers",
+            "tax",
+            "--to-mechanism",
+            "fund-supervision",
+            "--case",
+            "C-1",
+        ],
+    )?;
+    let refused = tongbao(&fin, &["joint", "release", "n-cli"]);
+    assert!(refused.is_err_and(|e| e.contains("missing tax")));
+    tongbao(&tax, &["joint", "cosign", "n-cli"])?;
+    let out = json(&fin, &["joint", "release", "n-cli", "--json"])?;
+    let at = format!("{}:{}", out["channel"].as_str().unwrap_or(""), out["seq"]);
+    let proof = json(
+        &config(d, "units", "pbc-taiyuan"),
+        &["joint", "verify", &at, "--json"],
+    )?;
+    assert_eq!(proof["co_issuers"], serde_json::json!(["tax"]));
+
+    // Liaisons and the office's directory.
+    tongbao(
+        &tax,
+        &[
+            "liaison",
+            "--office",
+            "fund-supervision",
+            "--name",
+            "Wang Li",
+            "--title",
+            "Chief",
+            "--contact",
+            "0351-1",
+        ],
+    )?;
+    let dir_json = json(&office, &["liaisons", "--json"])?;
+    let tax_row = dir_json["units"]
+        .as_array()
+        .and_then(|u| u.iter().find(|r| r["unit"] == "tax"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tax_row["current"]["name"], "Wang Li");
+
+    // Statistics from the hub's records, and a case.
+    let report = json(&office, &["statistics", "compute", "--json"])?;
+    assert!(report["messages"].as_array().is_some_and(|m| !m.is_empty()));
+    tongbao(
+        &lead,
+        &["statistics", "circulate", "--mechanism", "fund-supervision"],
+    )?;
+    let case = json(&tax, &["case", "show", "C-1", "--json"])?;
+    assert_eq!(case["entries"].as_array().map(Vec::len), Some(3));
+    let none = json(
+        &config(d, "units", "health"),
+        &["case", "show", "C-1", "--json"],
+    )?;
+    assert_eq!(none["entries"].as_array().map(Vec::len), Some(0));
+    hub.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The `Workflow` service: workflow steps checked against their state and
+//! appended as ordinary signed entries, and the views of that state each
+//! party is entitled to.
+
+use super::push::{policy_status, verify_sender_signature};
+use super::{HubState, storage_status};
+use crate::policy::check_workflow_message;
+use crate::workflow::{StepContext, WorkflowRefusal, check_step};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tongbao_proto::identity::Principal;
+use tongbao_proto::pb::{self, workflow_server::Workflow, workflow_step::Step};
+use tongbao_proto::workflow::decode_step;
+use tonic::{Request, Response, Status};
+
+/// Inbox positions read at a time when gathering a case.
+const CASE_PAGE: usize = 1024;
+
+/// `tongbao.v1.Workflow` over the shared hub state.
+#[derive(Clone)]
+pub struct WorkflowService {
+    state: Arc<HubState>,
+}
+
+impl WorkflowService {
+    pub fn new(state: Arc<HubState>) -> Self {
+        Self { state }
+    }
+}
+
+pub(crate) fn refusal_status(e: WorkflowRefusal) -> Status {
+    match e {
+        WorkflowRefusal::Malformed(m) => Status::invalid_argument(m),
+        WorkflowRefusal::NotAllowed(m) => Status::permission_denied(m),
+        WorkflowRefusal::WrongState(m) => Status::failed_precondition(m),
+        WorkflowRefusal::NotFound(m) => Status::not_found(m),
+        WorkflowRefusal::Exists(m) => Status::already_exists(m),
+        WorkflowRefusal::Storage(m) => {
+            tracing::error!(error = %m, "workflow state storage error");
+            Status::internal(format!("workflow state storage error: {m}"))
+        }
+    }
+}
+
+fn now_or(asked: i64) -> i64 {
+    if asked > 0 {
+        asked
+    } else {
+        tongbao_proto::now_micros()
+    }
+}
+
+/// The statistics of a mechanism for [since, until) as of a time, from the
+/// hub's delivery records: messages by sender and kind, per-unit figures,
+/// and every overdue delivery.
+pub(crate) fn compute_report(
+    state: &HubState,
+    mechanism: &str,
+    since: i64,
+    until: i64,
+    as_of: i64,
+) -> Result<pb::StatisticsReport, Status> {
+    let entries = super::audit::audited_period(state, mechanism, since, until, as_of)?;
+    let mut counts: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    let mut overdue = Vec::new();
+    for a in &entries {
+        *counts.entry((a.sender.clone(), a.kind)).or_default() += 1;
+        for r in a.recipients.iter().filter(|r| r.overdue) {
+            overdue.push(pb::OverdueItem {
+                entry: Some(pb::EntryRef {
+                    channel: a.channel.clone(),
+                    seq: a.seq,
+                }),
+                recipient: r.recipient.clone(),
+                deadline_micros: a.deadline_micros,
+            });
+        }
+    }
+    Ok(pb::StatisticsReport {
+        mechanism: mechanism.to_string(),
+        since_micros: since,
+        until_micros: until,
+        as_of_micros: as_of,
+        messages: counts
+            .into_iter()
+            .map(|((unit, kind), count)| pb::KindCount { unit, kind, count })
+            .collect(),
+        units: super::audit::unit_stats(&entries),
+        overdue,
+    })
+}
+
+/// The mechanism whose office (or lead unit, acting for it) is calling.
+fn office_or_lead(state: &HubState, who: &Principal, asked: &str) -> Result<String, Status> {
+    match who {
+        Principal::Office(m) if asked.is_empty() || asked == m => Ok(m.clone()),
+        Principal::Unit(u) if !asked.is_empty() => {
+            let registry = state.registry()?;
+            let mech = registry.mechanisms.get(asked).ok_or_else(|| {
+                Status::not_found(format!("mechanism {asked:?} is not in the registry"))
+            })?;
+            if mech.lead == *u {
+                Ok(asked.to_string())
+            } else {
+                Err(Status::permission_denied(format!(
+                    "only the office of {asked} (or its lead unit {}) may do this, not {who}",
+                    mech.lead
+                )))
+            }
+        }
+        Principal::Unit(_) => Err(Status::invalid_argument(
+            "name the mechanism (the lead unit acts for its office)",
+        )),
+        other => Err(Status::permission_denied(format!(
+            "only a mechanism's office (or its lead unit) may do this, not {other}"
+        ))),
+    }
+}
+
+impl WorkflowService {
+    async fn submit_step(
+        &self,
+        unit: String,
+        signed: pb::SignedMessage,
+    ) -> Result<pb::PushResponse, Status> {
+        let state = &self.state;
+        let message =
+            check_workflow_message(&signed, &unit, &state.limits, tongbao_proto::now_micros())
+                .map_err(policy_status)?;
+        let digest = verify_sender_signature(state, &unit, &signed, message)?;
+        let step = decode_step(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let message_id = message.message_id.clone();
+        let workflows = &state.workflows;
+        let _serial = workflows.serial.lock().await;
+        let retried = state
+            .store
+            .message(&unit, &message_id)
+            .map_err(storage_status)?
+            .is_some();
+        if !retried {
+            {
+                let registry = state.registry()?;
+                let audience = message.audience.clone().unwrap_or_default();
+                let recipients = registry
+                    .resolve(&unit, &audience)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let cx = StepContext {
+                    workflows,
+                    registry: &registry,
+                    store: state.store.as_ref(),
+                    sender: &unit,
+                    message,
+                    recipients: &recipients,
+                    now_micros: tongbao_proto::now_micros(),
+                };
+                check_step(&cx, &step).map_err(refusal_status)?;
+            }
+            if let Step::Statistics(report) = &step {
+                let recomputed = compute_report(
+                    state,
+                    &report.mechanism,
+                    report.since_micros,
+                    report.until_micros,
+                    report.as_of_micros,
+                )?;
+                if recomputed != *report {
+                    return Err(Status::invalid_argument(format!(
+                        "the figures differ from the hub's own records of {} for that period; compute the report with ComputeStatistics and circulate it unchanged",
+                        report.mechanism
+                    )));
+                }
+            }
+            workflows
+                .note_pending(&unit, &message_id)
+                .map_err(refusal_status)?;
+        }
+        let appended = match state.appender.append(unit.clone(), signed, digest).await {
+            Ok(a) => a,
+            Err(e) => {
+                if !retried {
+                    let _ = workflows.drop_pending(&unit, &message_id);
+                }
+                return Err(e.into());
+            }
+        };
+        if !appended.duplicate {
+            let stored = state
+                .store
+                .entry(&appended.channel, appended.seq)
+                .map_err(storage_status)?
+                .ok_or_else(|| Status::internal("the appended step cannot be read back"))?;
+            workflows
+                .apply(&stored.entry, &stored.leaf_hash)
+                .map_err(refusal_status)?;
+        }
+        Ok(pb::PushResponse {
+            channel: appended.channel,
+            seq: appended.seq,
+            leaf_hash: appended.leaf_hash.to_vec(),
+            duplicate: appended.duplicate,
+            recipients: appended.recipients,
+        })
+    }
+
+    /// Entries of a case in `who`'s own channel and inbox.
+    fn case_entries(
+        &self,
+        who: &Principal,
+        case_id: &str,
+    ) -> Result<Vec<pb::GetEntryResponse>, Status> {
+        let store = &self.state.store;
+        let mut found = Vec::new();
+        let wanted = |e: &pb::Entry| {
+            e.message
+                .as_ref()
+                .and_then(|m| m.message.as_ref())
+                .and_then(|m| m.references.as_ref())
+                .is_some_and(|r| r.case_id == case_id)
+        };
+        if let Principal::Unit(u) = who {
+            let mut seq = 0;
+            while let Some(stored) = store.entry(u, seq).map_err(storage_status)? {
+                if wanted(&stored.entry) {
+                    found.push(stored);
+                }
+                seq += 1;
+            }
+        }
+        if let Some(inbox) = who.inbox() {
+            let mut after = 0;
+            loop {
+                let page = store
+                    .inbox_page(&inbox, after, CASE_PAGE)
+                    .map_err(storage_status)?;
+                let Some(last) = page.last() else { break };
+                after = last.cursor;
+                for item in &page {
+                    if let Some(stored) = store
+                        .entry(&item.channel, item.seq)
+                        .map_err(storage_status)?
+                        && wanted(&stored.entry)
+                    {
+                        found.push(stored);
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (a.entry.hub_micros, &a.entry.channel, a.entry.seq).cmp(&(
+                b.entry.hub_micros,
+                &b.entry.channel,
+                b.entry.seq,
+            ))
+        });
+        Ok(found
+            .into_iter()
+            .map(|s| pb::GetEntryResponse {
+                entry: Some(s.entry),
+                leaf_hash: s.leaf_hash.to_vec(),
+            })
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl Workflow for WorkflowService {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitStepRequest>,
+    ) -> Result<Response<pb::SubmitStepResponse>, Status> {
+        let unit = self
+            .state
+            .authenticate_unit(&request, "take workflow steps")?;
+        let signed = request
+            .into_inner()
+            .step
+            .ok_or_else(|| Status::invalid_argument("the request carries no step"))?;
+        let appended = self.submit_step(unit, signed).await?;
+        Ok(Response::new(pb::SubmitStepResponse {
+            appended: Some(appended),
+        }))
+    }
+
+    async fn get_meeting(
+        &self,
+        request: Request<pb::GetMeetingRequest>,
+    ) -> Result<Response<pb::MeetingState>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let id = request.into_inner().meeting_id;
+        let m = self
+            .state
+            .workflows
+            .meeting(&id)
+            .map_err(refusal_status)?
+            .ok_or_else(|| Status::not_found(format!("no meeting {id:?} was proposed")))?;
+        let p = m.proposal.clone().unwrap_or_default();
+        let allowed = match &who {
+            Principal::Office(mech) => p.mechanisms.contains(mech),
+            Principal::Unit(u) => *u == m.proposer || p.attending_units.contains(u),
+            _ => false,
+        };
+        if !allowed {
+            return Err(Status::permission_denied(format!(
+                "meeting {id:?} is seen by its attending units, proposer and office, not by {who}"
+            )));
+        }
+        Ok(Response::new(m))
+    }
+
+    async fn get_joint_notice(
+        &self,
+        request: Request<pb::GetJointNoticeRequest>,
+    ) -> Result<Response<pb::JointNoticeState>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let id = request.into_inner().notice_id;
+        let n = self
+            .state
+            .workflows
+            .notice(&id)
+            .map_err(refusal_status)?
+            .ok_or_else(|| Status::not_found(format!("no joint notice {id:?} was drafted")))?;
+        let content = n.content.clone().unwrap_or_default();
+        let allowed = match &who {
+            Principal::Office(mech) => *mech == content.mechanism,
+            Principal::Unit(u) => *u == n.drafter || content.co_issuers.contains(u),
+            _ => false,
+        };
+        if !allowed {
+            return Err(Status::permission_denied(format!(
+                "notice {id:?} is seen by its drafter, co-issuers and office, not by {who}"
+            )));
+        }
+        Ok(Response::new(n))
+    }
+
+    async fn list_liaisons(
+        &self,
+        request: Request<pb::ListLiaisonsRequest>,
+    ) -> Result<Response<pb::ListLiaisonsResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let mechanism = office_or_lead(&self.state, &who, &request.get_ref().mechanism)?;
+        let members: Vec<String> = self
+            .state
+            .registry()?
+            .mechanisms
+            .get(&mechanism)
+            .map(|m| m.members.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut units = Vec::with_capacity(members.len());
+        for unit in members {
+            let history: Vec<pb::LiaisonRecord> = self
+                .state
+                .workflows
+                .liaisons(&unit)
+                .map_err(refusal_status)?
+                .map(|l| l.history)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.offices.contains(&mechanism))
+                .collect();
+            units.push(pb::UnitLiaisons {
+                unit,
+                current: history.last().cloned(),
+                history,
+            });
+        }
+        Ok(Response::new(pb::ListLiaisonsResponse { mechanism, units }))
+    }
+
+    async fn compute_statistics(
+        &self,
+        request: Request<pb::ComputeStatisticsRequest>,
+    ) -> Result<Response<pb::StatisticsReport>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let mechanism = office_or_lead(&self.state, &who, &request.get_ref().mechanism)?;
+        let req = request.into_inner();
+        let as_of = now_or(req.as_of_micros);
+        let until = if req.until_micros > 0 {
+            req.until_micros
+        } else {
+            as_of
+        };
+        if until <= req.since_micros || as_of < until {
+            return Err(Status::invalid_argument(
+                "the period must satisfy since < until <= as of",
+            ));
+        }
+        Ok(Response::new(compute_report(
+            &self.state,
+            &mechanism,
+            req.since_micros,
+            until,
+            as_of,
+        )?))
+    }
+
+    async fn show_case(
+        &self,
+        request: Request<pb::ShowCaseRequest>,
+    ) -> Result<Response<pb::ShowCaseResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let case_id = request.into_inner().case_id;
+        if case_id.is_empty() || case_id.len() > 128 {
+            return Err(Status::invalid_argument("a case id has 1 to 128 bytes"));
+        }
+        let entries = self.case_entries(&who, &case_id)?;
+        Ok(Response::new(pb::ShowCaseResponse { case_id, entries }))
+    }
+}

@@ -1,0 +1,390 @@
+//! The mechanisms' workflows on the hub: the state each workflow is in
+//! (meetings, joint notices, liaisons), derived from the workflow entries
+//! of every channel, and the checks a new step must pass against it.
+//!
+//! The entries are the record; this state is an index of them, kept in its
+//! own small database beside the store (`<data dir>/workflow`). It can be
+//! deleted at any time: the next start rebuilds it from the entries. A step
+//! is first noted as pending (durably), then appended, then applied; a
+//! crash in between is repaired at start by applying the pending steps
+//! that reached the log.
+
+mod rules;
+
+pub use rules::{StepContext, check_step};
+
+use crate::store::{Store, StoreError};
+use prost::Message as _;
+use std::path::Path;
+use std::sync::Arc;
+use tongbao_proto::identity::OFFICE_INBOX_PREFIX;
+use tongbao_proto::pb::{self, AnswerState, MeetingStage, workflow_step::Step};
+use tongbao_proto::workflow::decode_step;
+use tongbao_proto::{Hash, kinds};
+
+/// Why a workflow step was refused; each maps to one gRPC status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkflowRefusal {
+    /// The step is not well formed (InvalidArgument).
+    #[error("{0}")]
+    Malformed(String),
+    /// The step is not this unit's to take (PermissionDenied).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The workflow is not in a state that accepts the step (FailedPrecondition).
+    #[error("{0}")]
+    WrongState(String),
+    /// The meeting or notice does not exist (NotFound).
+    #[error("{0}")]
+    NotFound(String),
+    /// The meeting or notice id is taken (AlreadyExists).
+    #[error("{0}")]
+    Exists(String),
+    #[error("workflow state storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for WorkflowRefusal {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+impl From<StoreError> for WorkflowRefusal {
+    fn from(e: StoreError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+impl From<prost::DecodeError> for WorkflowRefusal {
+    fn from(e: prost::DecodeError) -> Self {
+        Self::Storage(format!("stored workflow state is corrupt: {e}"))
+    }
+}
+
+const MEETING: &str = "m/";
+const NOTICE: &str = "n/";
+const LIAISON: &str = "l/";
+const PENDING: &str = "p/";
+const APPLIED: &str = "a/";
+const INITIALIZED: &[u8] = b"initialized";
+
+fn key(prefix: &str, id: &str) -> Vec<u8> {
+    format!("{prefix}{id}").into_bytes()
+}
+
+fn entry_key(prefix: &str, channel: &str, seq: u64) -> Vec<u8> {
+    let mut k = key(prefix, channel);
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Names an entry as workflow state records it.
+pub fn pin(channel: &str, seq: u64, leaf_hash: &Hash) -> pb::EntryPin {
+    pb::EntryPin {
+        channel: channel.to_string(),
+        seq,
+        leaf_hash: leaf_hash.to_vec(),
+    }
+}
+
+/// The workflow state of the hub, and the lock that makes each step's
+/// check, append and apply one serial operation.
+pub struct Workflows {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Held from a step's check until it is applied, so no two steps are
+    /// checked against the same state.
+    pub serial: tokio::sync::Mutex<()>,
+}
+
+impl Workflows {
+    /// Opens the state in `dir`, rebuilding it from the store's entries
+    /// when it is new, and applying steps a crash left pending.
+    pub fn open(dir: &Path, store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = db.open_tree("workflow")?;
+        let w = Self {
+            db,
+            tree,
+            serial: tokio::sync::Mutex::new(()),
+        };
+        if w.tree.get(INITIALIZED)?.is_none() {
+            w.rebuild(store.as_ref())?;
+            w.tree.insert(INITIALIZED, &[1u8][..])?;
+        } else {
+            w.recover(store.as_ref())?;
+        }
+        w.db.flush()?;
+        Ok(w)
+    }
+
+    /// Applies every workflow entry of every channel, in hub-time order.
+    fn rebuild(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
+        let mut found = Vec::new();
+        for (channel, head) in store.channel_heads()? {
+            for seq in 0..head.next_seq {
+                let Some(stored) = store.entry(&channel, seq)? else {
+                    continue;
+                };
+                let kind = stored
+                    .entry
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.message.as_ref())
+                    .map(|m| m.kind)
+                    .unwrap_or_default();
+                if kinds::is_workflow(kind) {
+                    found.push((stored.entry.hub_micros, channel.clone(), seq));
+                }
+            }
+        }
+        found.sort();
+        let count = found.len();
+        for (_, channel, seq) in found {
+            if let Some(stored) = store.entry(&channel, seq)? {
+                self.apply(&stored.entry, &stored.leaf_hash)?;
+            }
+        }
+        if count > 0 {
+            tracing::info!(steps = count, "workflow state rebuilt from the channels");
+        }
+        Ok(())
+    }
+
+    /// Applies the steps noted pending that reached the log.
+    fn recover(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
+        for item in self.tree.scan_prefix(PENDING) {
+            let (k, _) = item?;
+            let rest = &k[PENDING.len()..];
+            let Some(split) = rest.iter().position(|b| *b == 0) else {
+                self.tree.remove(&k)?;
+                continue;
+            };
+            let sender = String::from_utf8_lossy(&rest[..split]).into_owned();
+            let message_id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+            if let Some(rec) = store.message(&sender, &message_id)?
+                && let Some(stored) = store.entry(&sender, rec.seq)?
+            {
+                self.apply(&stored.entry, &stored.leaf_hash)?;
+            }
+            self.tree.remove(&k)?;
+        }
+        Ok(())
+    }
+
+    fn pending_key(sender: &str, message_id: &str) -> Vec<u8> {
+        let mut k = key(PENDING, sender);
+        k.push(0);
+        k.extend_from_slice(message_id.as_bytes());
+        k
+    }
+
+    /// Notes, durably, that a step is about to be appended.
+    pub fn note_pending(&self, sender: &str, message_id: &str) -> Result<(), WorkflowRefusal> {
+        self.tree
+            .insert(Self::pending_key(sender, message_id), &[][..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Forgets a pending step that was not appended.
+    pub fn drop_pending(&self, sender: &str, message_id: &str) -> Result<(), WorkflowRefusal> {
+        self.tree.remove(Self::pending_key(sender, message_id))?;
+        Ok(())
+    }
+
+    fn get<M: prost::Message + Default>(&self, k: &[u8]) -> Result<Option<M>, WorkflowRefusal> {
+        match self.tree.get(k)? {
+            Some(v) => Ok(Some(M::decode(v.as_ref())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn meeting(&self, id: &str) -> Result<Option<pb::MeetingState>, WorkflowRefusal> {
+        self.get(&key(MEETING, id))
+    }
+
+    pub fn notice(&self, id: &str) -> Result<Option<pb::JointNoticeState>, WorkflowRefusal> {
+        self.get(&key(NOTICE, id))
+    }
+
+    pub fn liaisons(&self, unit: &str) -> Result<Option<pb::UnitLiaisons>, WorkflowRefusal> {
+        self.get(&key(LIAISON, unit))
+    }
+
+    /// Records what an appended workflow entry changes. Applying the same
+    /// entry twice changes nothing the second time.
+    pub fn apply(&self, entry: &pb::Entry, leaf_hash: &Hash) -> Result<(), WorkflowRefusal> {
+        let Some(message) = entry.message.as_ref().and_then(|m| m.message.as_ref()) else {
+            return Ok(());
+        };
+        let done = entry_key(APPLIED, &entry.channel, entry.seq);
+        let pending = Self::pending_key(&message.sender, &message.message_id);
+        if self.tree.get(&done)?.is_some() {
+            self.tree.remove(pending)?;
+            return Ok(());
+        }
+        let step = match decode_step(message) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(channel = %entry.channel, seq = entry.seq, error = %e, "workflow entry skipped");
+                return Ok(());
+            }
+        };
+        let here = pin(&entry.channel, entry.seq, leaf_hash);
+        let sender = message.sender.as_str();
+        let mut batch = sled::Batch::default();
+        match step {
+            Step::MeetingProposal(p) => {
+                let answers = p.attending_units.iter().map(|u| not_answered(u)).collect();
+                let state = pb::MeetingState {
+                    proposal_entry: Some(here),
+                    proposer: sender.to_string(),
+                    stage: MeetingStage::AgendaOpen as i32,
+                    settled_agenda: p.agenda.clone(),
+                    answers,
+                    proposal: Some(p.clone()),
+                    ..Default::default()
+                };
+                batch.insert(key(MEETING, &p.meeting_id), state.encode_to_vec());
+            }
+            Step::AgendaItem(item) => {
+                self.update_meeting(&mut batch, &item.meeting_id, |m| {
+                    m.agenda_items.push(here);
+                })?;
+            }
+            Step::AgendaSettlement(s) => {
+                self.update_meeting(&mut batch, &s.meeting_id, |m| {
+                    m.stage = MeetingStage::AgendaSettled as i32;
+                    m.settled_agenda = s.agenda.clone();
+                })?;
+            }
+            Step::MinutesDraft(d) => {
+                self.update_meeting(&mut batch, &d.meeting_id, |m| {
+                    if let Some(old) = m.current_draft.take() {
+                        m.superseded_drafts.push(old);
+                    }
+                    m.current_draft = Some(here);
+                    m.current_revision = d.revision;
+                    m.stage = MeetingStage::MinutesDrafted as i32;
+                    for a in &mut m.answers {
+                        *a = not_answered(&a.unit);
+                    }
+                })?;
+            }
+            Step::MinutesAnswer(a) => {
+                self.update_meeting(&mut batch, &a.meeting_id, |m| {
+                    if let Some(slot) = m.answers.iter_mut().find(|x| x.unit == sender) {
+                        slot.state = if a.consent {
+                            AnswerState::Consented
+                        } else {
+                            AnswerState::Objected
+                        } as i32;
+                        slot.answer = Some(here);
+                        slot.comments = a.comments.clone();
+                    }
+                })?;
+            }
+            Step::MinutesIssue(i) => {
+                self.update_meeting(&mut batch, &i.meeting_id, |m| {
+                    m.stage = MeetingStage::MinutesIssued as i32;
+                    m.issue = Some(here);
+                })?;
+            }
+            Step::JointDraft(d) => {
+                let content = d.content.unwrap_or_default();
+                let state = pb::JointNoticeState {
+                    notice_id: d.notice_id.clone(),
+                    drafter: sender.to_string(),
+                    kind: message.kind,
+                    draft: Some(here),
+                    not_signed: content.co_issuers.clone(),
+                    content: Some(content),
+                    ..Default::default()
+                };
+                batch.insert(key(NOTICE, &d.notice_id), state.encode_to_vec());
+            }
+            Step::CoSignature(c) => {
+                self.update_notice(&mut batch, &c.notice_id, |n| {
+                    n.not_signed.retain(|u| u != sender);
+                    n.co_signatures.push(here);
+                })?;
+            }
+            Step::JointRelease(r) => {
+                self.update_notice(&mut batch, &r.notice_id, |n| {
+                    n.release = Some(here);
+                })?;
+            }
+            Step::LiaisonChange(l) => {
+                let mut record = self.liaisons(sender)?.unwrap_or_else(|| pb::UnitLiaisons {
+                    unit: sender.to_string(),
+                    ..Default::default()
+                });
+                let current = pb::LiaisonRecord {
+                    unit: sender.to_string(),
+                    liaison: Some(l),
+                    entry: Some(here),
+                    hub_micros: entry.hub_micros,
+                    offices: entry
+                        .recipients
+                        .iter()
+                        .filter_map(|r| r.strip_prefix(OFFICE_INBOX_PREFIX))
+                        .map(str::to_string)
+                        .collect(),
+                };
+                record.history.push(current.clone());
+                record.current = Some(current);
+                batch.insert(key(LIAISON, sender), record.encode_to_vec());
+            }
+            // The statistics entry is its own record; nothing to index.
+            Step::Statistics(_) => {}
+        }
+        batch.insert(done, &[][..]);
+        batch.remove(pending);
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn update_meeting(
+        &self,
+        batch: &mut sled::Batch,
+        id: &str,
+        change: impl FnOnce(&mut pb::MeetingState),
+    ) -> Result<(), WorkflowRefusal> {
+        match self.meeting(id)? {
+            Some(mut m) => {
+                change(&mut m);
+                batch.insert(key(MEETING, id), m.encode_to_vec());
+            }
+            None => tracing::warn!(meeting = id, "workflow step of an unknown meeting skipped"),
+        }
+        Ok(())
+    }
+
+    fn update_notice(
+        &self,
+        batch: &mut sled::Batch,
+        id: &str,
+        change: impl FnOnce(&mut pb::JointNoticeState),
+    ) -> Result<(), WorkflowRefusal> {
+        match self.notice(id)? {
+            Some(mut n) => {
+                change(&mut n);
+                batch.insert(key(NOTICE, id), n.encode_to_vec());
+            }
+            None => tracing::warn!(notice = id, "workflow step of an unknown notice skipped"),
+        }
+        Ok(())
+    }
+}
+
+fn not_answered(unit: &str) -> pb::AttendeeAnswer {
+    pb::AttendeeAnswer {
+        unit: unit.to_string(),
+        state: AnswerState::NotAnswered as i32,
+        answer: None,
+        comments: String::new(),
+    }
+}

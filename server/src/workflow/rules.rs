@@ -1,0 +1,716 @@
+//! What each workflow step must satisfy against the current state: the
+//! right actor (PermissionDenied), the right stage (FailedPrecondition), a
+//! well-formed step (InvalidArgument). Pure reads; nothing is written.
+
+use super::{WorkflowRefusal, Workflows};
+use crate::registry::Registry;
+use crate::store::Store;
+use std::collections::BTreeSet;
+use tongbao_proto::identity::office_inbox;
+use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage, workflow_step::Step};
+use tongbao_proto::workflow::{
+    SigningKeys, check_workflow_id, content_digest, verify_joint_release, verify_minutes_issue,
+};
+
+use WorkflowRefusal::{Exists, Malformed, NotAllowed, NotFound, WrongState};
+
+/// Everything a step is checked against.
+pub struct StepContext<'a> {
+    pub workflows: &'a Workflows,
+    pub registry: &'a Registry,
+    pub store: &'a dyn Store,
+    pub sender: &'a str,
+    pub message: &'a pb::Message,
+    /// The message's audience resolved at check time.
+    pub recipients: &'a [String],
+    pub now_micros: i64,
+}
+
+/// Refuses unless every party in `needed` is among the recipients.
+fn required_recipients(
+    what: &str,
+    recipients: &[String],
+    needed: impl IntoIterator<Item = String>,
+    sender: &str,
+) -> Result<(), WorkflowRefusal> {
+    let missing: Vec<String> = needed
+        .into_iter()
+        .filter(|n| n != sender && !recipients.contains(n))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Malformed(format!(
+            "a {what} must be addressed to {}; add them to the audience",
+            missing.join(", ")
+        )))
+    }
+}
+
+fn lead_of(reg: &Registry, mechanism: &str) -> Result<String, WorkflowRefusal> {
+    reg.mechanisms
+        .get(mechanism)
+        .map(|m| m.lead.clone())
+        .ok_or_else(|| Malformed(format!("mechanism {mechanism:?} is not in the registry")))
+}
+
+fn offices(mechanisms: &[String]) -> impl Iterator<Item = String> + '_ {
+    mechanisms.iter().map(|m| office_inbox(m))
+}
+
+fn registry_keys(reg: &Registry) -> impl Fn(&str, &str) -> Option<Vec<u8>> + '_ {
+    |unit, key_id| {
+        reg.unit(unit)
+            .and_then(|u| u.key(key_id))
+            .map(|k| k.public_key.clone())
+    }
+}
+
+/// Refuses an embedded entry that is not, byte for byte, the entry the
+/// hub holds at that position.
+fn same_as_stored(
+    store: &dyn Store,
+    what: &str,
+    entry: Option<&pb::Entry>,
+    expected: Option<&pb::EntryPin>,
+) -> Result<(), WorkflowRefusal> {
+    let entry = entry.ok_or_else(|| Malformed(format!("the {what} entry is missing")))?;
+    let stored = store
+        .entry(&entry.channel, entry.seq)?
+        .ok_or_else(|| Malformed(format!("the embedded {what} is not an entry of this hub")))?;
+    if stored.entry != *entry {
+        return Err(Malformed(format!(
+            "the embedded {what} differs from entry {}:{} as the hub holds it",
+            entry.channel, entry.seq
+        )));
+    }
+    if let Some(p) = expected
+        && (p.channel != entry.channel
+            || p.seq != entry.seq
+            || p.leaf_hash != stored.leaf_hash.to_vec())
+    {
+        return Err(WrongState(format!(
+            "the embedded {what} {}:{} is not the current one ({}:{})",
+            entry.channel, entry.seq, p.channel, p.seq
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one workflow step against the state; Ok means it may be appended.
+pub fn check_step(cx: &StepContext<'_>, step: &Step) -> Result<(), WorkflowRefusal> {
+    match step {
+        Step::MeetingProposal(p) => check_proposal(cx, p),
+        Step::AgendaItem(i) => check_agenda_item(cx, i),
+        Step::AgendaSettlement(s) => check_settlement(cx, s),
+        Step::MinutesDraft(d) => check_draft(cx, d),
+        Step::MinutesAnswer(a) => check_answer(cx, a),
+        Step::MinutesIssue(i) => check_issue(cx, i),
+        Step::JointDraft(d) => check_joint_draft(cx, d),
+        Step::CoSignature(c) => check_co_signature(cx, c),
+        Step::JointRelease(r) => check_release(cx, r),
+        Step::LiaisonChange(l) => check_liaison(cx, l),
+        Step::Statistics(s) => check_statistics_shape(cx, s),
+    }
+}
+
+fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), WorkflowRefusal> {
+    check_workflow_id("meeting id", &p.meeting_id).map_err(|e| Malformed(e.to_string()))?;
+    let kind = MeetingKind::try_from(p.kind).unwrap_or(MeetingKind::Unspecified);
+    if kind == MeetingKind::Unspecified {
+        return Err(Malformed(
+            "a meeting needs a kind: annual, ad-hoc, partial, correspondence or joint".into(),
+        ));
+    }
+    let want = if kind == MeetingKind::Joint { 2 } else { 1 };
+    let distinct: BTreeSet<&String> = p.mechanisms.iter().collect();
+    if distinct.len() != want || p.mechanisms.len() != want {
+        return Err(Malformed(format!(
+            "a {} meeting concerns {want} distinct mechanism(s), not {}",
+            if want == 2 {
+                "joint"
+            } else {
+                "single-mechanism"
+            },
+            p.mechanisms.len()
+        )));
+    }
+    for m in &p.mechanisms {
+        if lead_of(cx.registry, m)? != cx.sender {
+            return Err(NotAllowed(format!(
+                "a meeting of {m} is proposed by its office through the lead unit {}, not by {}",
+                lead_of(cx.registry, m)?,
+                cx.sender
+            )));
+        }
+    }
+    if p.title.trim().is_empty() {
+        return Err(Malformed("a meeting needs a title".into()));
+    }
+    if p.date_micros <= 0 {
+        return Err(Malformed("a meeting needs a date".into()));
+    }
+    let attendees: BTreeSet<&String> = p.attending_units.iter().collect();
+    if attendees.is_empty() || attendees.len() != p.attending_units.len() {
+        return Err(Malformed(
+            "a meeting needs attending units, each named once".into(),
+        ));
+    }
+    for u in &p.attending_units {
+        let member = p.mechanisms.iter().any(|m| {
+            cx.registry
+                .mechanisms
+                .get(m)
+                .is_some_and(|r| r.members.contains(u))
+        });
+        if !member {
+            return Err(Malformed(format!(
+                "attending unit {u:?} is not a member of {}",
+                p.mechanisms.join(" or ")
+            )));
+        }
+    }
+    if cx.workflows.meeting(&p.meeting_id)?.is_some() {
+        return Err(Exists(format!(
+            "meeting {:?} was already proposed; choose a new meeting id",
+            p.meeting_id
+        )));
+    }
+    required_recipients(
+        "meeting proposal",
+        cx.recipients,
+        p.attending_units
+            .iter()
+            .cloned()
+            .chain(offices(&p.mechanisms)),
+        cx.sender,
+    )
+}
+
+fn meeting(cx: &StepContext<'_>, id: &str) -> Result<pb::MeetingState, WorkflowRefusal> {
+    cx.workflows
+        .meeting(id)?
+        .ok_or_else(|| NotFound(format!("no meeting {id:?} was proposed")))
+}
+
+fn proposal(m: &pb::MeetingState) -> pb::MeetingProposal {
+    m.proposal.clone().unwrap_or_default()
+}
+
+fn stage(m: &pb::MeetingState) -> MeetingStage {
+    MeetingStage::try_from(m.stage).unwrap_or(MeetingStage::Unspecified)
+}
+
+fn require_attendee(
+    m: &pb::MeetingState,
+    unit: &str,
+    what: &str,
+) -> Result<pb::MeetingProposal, WorkflowRefusal> {
+    let p = proposal(m);
+    if p.attending_units.iter().any(|u| u == unit) {
+        Ok(p)
+    } else {
+        Err(NotAllowed(format!(
+            "{unit} is not an attending unit of meeting {:?} and cannot {what}",
+            p.meeting_id
+        )))
+    }
+}
+
+/// Everyone a meeting step goes to: attendees, proposer and offices.
+fn meeting_parties(m: &pb::MeetingState) -> Vec<String> {
+    let p = proposal(m);
+    p.attending_units
+        .iter()
+        .cloned()
+        .chain(std::iter::once(m.proposer.clone()))
+        .chain(offices(&p.mechanisms))
+        .collect()
+}
+
+fn check_agenda_item(cx: &StepContext<'_>, i: &pb::AgendaItem) -> Result<(), WorkflowRefusal> {
+    let m = meeting(cx, &i.meeting_id)?;
+    if cx.sender != m.proposer {
+        require_attendee(&m, cx.sender, "propose or comment on agenda items")?;
+    }
+    if stage(&m) != MeetingStage::AgendaOpen {
+        return Err(WrongState(format!(
+            "the agenda of meeting {:?} is settled; no more items or comments are taken",
+            i.meeting_id
+        )));
+    }
+    if i.text.trim().is_empty() {
+        return Err(Malformed("an agenda item or comment needs a text".into()));
+    }
+    if let Some(on) = &i.comment_on
+        && !m.agenda_items.contains(on)
+    {
+        return Err(Malformed(format!(
+            "the comment names {}:{}, which is not an agenda item of meeting {:?}",
+            on.channel, on.seq, i.meeting_id
+        )));
+    }
+    required_recipients("agenda item", cx.recipients, meeting_parties(&m), cx.sender)
+}
+
+fn check_settlement(cx: &StepContext<'_>, s: &pb::AgendaSettlement) -> Result<(), WorkflowRefusal> {
+    let m = meeting(cx, &s.meeting_id)?;
+    if cx.sender != m.proposer {
+        return Err(NotAllowed(format!(
+            "the agenda of meeting {:?} is settled by its proposer {}, not {}",
+            s.meeting_id, m.proposer, cx.sender
+        )));
+    }
+    if stage(&m) != MeetingStage::AgendaOpen {
+        return Err(WrongState(format!(
+            "the agenda of meeting {:?} is already settled",
+            s.meeting_id
+        )));
+    }
+    if s.agenda.iter().all(|a| a.trim().is_empty()) {
+        return Err(Malformed("the settled agenda is empty".into()));
+    }
+    if let Some(bad) = s.adopted.iter().find(|p| !m.agenda_items.contains(p)) {
+        return Err(Malformed(format!(
+            "adopted item {}:{} is not an agenda item of this meeting",
+            bad.channel, bad.seq
+        )));
+    }
+    required_recipients(
+        "agenda settlement",
+        cx.recipients,
+        meeting_parties(&m),
+        cx.sender,
+    )
+}
+
+fn check_draft(cx: &StepContext<'_>, d: &pb::MinutesDraft) -> Result<(), WorkflowRefusal> {
+    let m = meeting(cx, &d.meeting_id)?;
+    if cx.sender != m.proposer {
+        return Err(NotAllowed(format!(
+            "minutes of meeting {:?} are circulated by its office through {}, not by {}",
+            d.meeting_id, m.proposer, cx.sender
+        )));
+    }
+    match stage(&m) {
+        MeetingStage::AgendaSettled | MeetingStage::MinutesDrafted => {}
+        MeetingStage::MinutesIssued => {
+            return Err(WrongState(format!(
+                "the minutes of meeting {:?} are issued; they cannot be redrafted",
+                d.meeting_id
+            )));
+        }
+        _ => {
+            return Err(WrongState(format!(
+                "settle the agenda of meeting {:?} before circulating minutes",
+                d.meeting_id
+            )));
+        }
+    }
+    let date = proposal(&m).date_micros;
+    if cx.now_micros < date {
+        return Err(WrongState(format!(
+            "meeting {:?} takes place at {date} (unix µs); minutes come after it",
+            d.meeting_id
+        )));
+    }
+    if d.text.trim().is_empty() {
+        return Err(Malformed("the minutes draft is empty".into()));
+    }
+    if d.revision != m.current_revision + 1 {
+        return Err(WrongState(format!(
+            "the next draft of meeting {:?} is revision {}, not {}",
+            d.meeting_id,
+            m.current_revision + 1,
+            d.revision
+        )));
+    }
+    if d.supersedes != m.current_draft {
+        return Err(WrongState(format!(
+            "a revised draft names the draft it supersedes, the current one ({})",
+            m.current_draft
+                .as_ref()
+                .map(|p| format!("{}:{}", p.channel, p.seq))
+                .unwrap_or_else(|| "none yet".into())
+        )));
+    }
+    required_recipients(
+        "minutes draft",
+        cx.recipients,
+        meeting_parties(&m),
+        cx.sender,
+    )
+}
+
+fn check_answer(cx: &StepContext<'_>, a: &pb::MinutesAnswer) -> Result<(), WorkflowRefusal> {
+    let m = meeting(cx, &a.meeting_id)?;
+    require_attendee(&m, cx.sender, "answer its minutes")?;
+    if stage(&m) == MeetingStage::MinutesIssued {
+        return Err(WrongState(format!(
+            "the minutes of meeting {:?} are already issued",
+            a.meeting_id
+        )));
+    }
+    let current = m.current_draft.as_ref().ok_or_else(|| {
+        WrongState(format!(
+            "no minutes draft of meeting {:?} has been circulated",
+            a.meeting_id
+        ))
+    })?;
+    let named = a
+        .draft
+        .as_ref()
+        .ok_or_else(|| Malformed("an answer names the draft it answers".into()))?;
+    if named != current {
+        if m.superseded_drafts.contains(named) {
+            return Err(WrongState(format!(
+                "draft {}:{} was superseded by {}:{} (revision {}); answer the current draft",
+                named.channel, named.seq, current.channel, current.seq, m.current_revision
+            )));
+        }
+        return Err(Malformed(format!(
+            "{}:{} with that leaf hash is not a minutes draft of meeting {:?}",
+            named.channel, named.seq, a.meeting_id
+        )));
+    }
+    if !a.consent && a.comments.trim().is_empty() {
+        return Err(Malformed("an objection needs comments".into()));
+    }
+    if let Some(given) = m
+        .answers
+        .iter()
+        .find(|x| x.unit == cx.sender && x.state != AnswerState::NotAnswered as i32)
+    {
+        return Err(WrongState(format!(
+            "{} already answered this draft (entry {}:{})",
+            cx.sender,
+            given
+                .answer
+                .as_ref()
+                .map(|p| p.channel.as_str())
+                .unwrap_or(""),
+            given.answer.as_ref().map(|p| p.seq).unwrap_or(0)
+        )));
+    }
+    let p = proposal(&m);
+    required_recipients(
+        "minutes answer",
+        cx.recipients,
+        std::iter::once(m.proposer.clone()).chain(offices(&p.mechanisms)),
+        cx.sender,
+    )
+}
+
+fn check_issue(cx: &StepContext<'_>, i: &pb::MinutesIssue) -> Result<(), WorkflowRefusal> {
+    let m = meeting(cx, &i.meeting_id)?;
+    if cx.sender != m.proposer {
+        return Err(NotAllowed(format!(
+            "minutes of meeting {:?} are issued by its office through {}, not by {}",
+            i.meeting_id, m.proposer, cx.sender
+        )));
+    }
+    match stage(&m) {
+        MeetingStage::MinutesDrafted => {}
+        MeetingStage::MinutesIssued => {
+            return Err(WrongState(format!(
+                "the minutes of meeting {:?} are already issued",
+                i.meeting_id
+            )));
+        }
+        _ => {
+            return Err(WrongState(format!(
+                "no minutes draft of meeting {:?} has been circulated",
+                i.meeting_id
+            )));
+        }
+    }
+    let waiting: Vec<String> = m
+        .answers
+        .iter()
+        .filter(|a| a.state != AnswerState::Consented as i32)
+        .map(|a| {
+            if a.state == AnswerState::Objected as i32 {
+                format!("{} (objected)", a.unit)
+            } else {
+                format!("{} (not answered)", a.unit)
+            }
+        })
+        .collect();
+    if !waiting.is_empty() {
+        return Err(WrongState(format!(
+            "minutes are issued only when every attending unit consented to the current draft; waiting for {}",
+            waiting.join(", ")
+        )));
+    }
+    same_as_stored(
+        cx.store,
+        "meeting proposal",
+        i.proposal.as_ref(),
+        m.proposal_entry.as_ref(),
+    )?;
+    same_as_stored(
+        cx.store,
+        "minutes draft",
+        i.draft.as_ref(),
+        m.current_draft.as_ref(),
+    )?;
+    for c in &i.consents {
+        let expected = m
+            .answers
+            .iter()
+            .find(|a| a.unit == c.channel)
+            .and_then(|a| a.answer.as_ref());
+        same_as_stored(cx.store, "consent", Some(c), expected)?;
+    }
+    let keys = registry_keys(cx.registry);
+    verify_minutes_issue(cx.sender, i, &keys as &dyn SigningKeys)
+        .map_err(|e| Malformed(e.to_string()))?;
+    required_recipients(
+        "minutes issue",
+        cx.recipients,
+        meeting_parties(&m),
+        cx.sender,
+    )
+}
+
+fn is_escalation(cx: &StepContext<'_>) -> bool {
+    cx.message.kind == Kind::Escalation as i32
+}
+
+fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), WorkflowRefusal> {
+    check_workflow_id("notice id", &d.notice_id).map_err(|e| Malformed(e.to_string()))?;
+    let c = d
+        .content
+        .as_ref()
+        .ok_or_else(|| Malformed("the draft carries no content".into()))?;
+    let mech = cx.registry.mechanisms.get(&c.mechanism).ok_or_else(|| {
+        Malformed(format!(
+            "the content names mechanism {:?}, which is not in the registry",
+            c.mechanism
+        ))
+    })?;
+    if is_escalation(cx) {
+        if mech.lead != cx.sender {
+            return Err(NotAllowed(format!(
+                "an escalation of {} to the leading group is sent by its lead unit {}, not by {}",
+                mech.id, mech.lead, cx.sender
+            )));
+        }
+        if !c.audience.as_ref().is_some_and(|a| a.leading_group) {
+            return Err(Malformed(
+                "an escalation goes to the leading group; set leading_group in its audience".into(),
+            ));
+        }
+        if c.source_entry.is_none() && c.case_id.is_empty() {
+            return Err(Malformed(
+                "an escalation names the minutes or the case it comes from".into(),
+            ));
+        }
+        if let Some(src) = &c.source_entry {
+            let stored = cx.store.entry(&src.channel, src.seq)?.ok_or_else(|| {
+                Malformed(format!(
+                    "source entry {}:{} does not exist",
+                    src.channel, src.seq
+                ))
+            })?;
+            let seen = stored.entry.channel == cx.sender
+                || stored.entry.recipients.iter().any(|r| r == cx.sender);
+            if !seen {
+                return Err(NotAllowed(format!(
+                    "source entry {}:{} was not addressed to {}",
+                    src.channel, src.seq, cx.sender
+                )));
+            }
+        }
+    } else if !mech.members.contains(cx.sender) {
+        return Err(NotAllowed(format!(
+            "{} is not a member of {} and cannot draft its joint notices",
+            cx.sender, mech.id
+        )));
+    }
+    if c.title.trim().is_empty() || c.text.trim().is_empty() {
+        return Err(Malformed("a joint notice needs a title and a text".into()));
+    }
+    let distinct: BTreeSet<&String> = c.co_issuers.iter().collect();
+    if distinct.is_empty() || distinct.len() != c.co_issuers.len() {
+        return Err(Malformed(
+            "name the co-issuing units, each once (at least one)".into(),
+        ));
+    }
+    for u in &c.co_issuers {
+        if u == cx.sender {
+            return Err(Malformed(
+                "the drafter signs the notice itself; do not name it as a co-issuer".into(),
+            ));
+        }
+        if !mech.members.contains(u) {
+            return Err(Malformed(format!(
+                "co-issuer {u:?} is not a member of {}",
+                mech.id
+            )));
+        }
+    }
+    cx.registry
+        .resolve(cx.sender, &c.audience.clone().unwrap_or_default())
+        .map_err(|e| Malformed(format!("the notice's audience: {e}")))?;
+    if cx.workflows.notice(&d.notice_id)?.is_some() {
+        return Err(Exists(format!(
+            "notice {:?} was already drafted; choose a new notice id",
+            d.notice_id
+        )));
+    }
+    required_recipients(
+        "joint draft",
+        cx.recipients,
+        c.co_issuers.iter().cloned(),
+        cx.sender,
+    )
+}
+
+fn notice(cx: &StepContext<'_>, id: &str) -> Result<pb::JointNoticeState, WorkflowRefusal> {
+    cx.workflows
+        .notice(id)?
+        .ok_or_else(|| NotFound(format!("no joint notice {id:?} was drafted")))
+}
+
+fn check_co_signature(cx: &StepContext<'_>, s: &pb::CoSignature) -> Result<(), WorkflowRefusal> {
+    let n = notice(cx, &s.notice_id)?;
+    let content = n.content.clone().unwrap_or_default();
+    if !content.co_issuers.iter().any(|u| u == cx.sender) {
+        return Err(NotAllowed(format!(
+            "{} is not named as a co-issuer of notice {:?} (co-issuers: {})",
+            cx.sender,
+            s.notice_id,
+            content.co_issuers.join(", ")
+        )));
+    }
+    if n.release.is_some() {
+        return Err(WrongState(format!(
+            "notice {:?} has gone out already",
+            s.notice_id
+        )));
+    }
+    if s.draft != n.draft {
+        return Err(Malformed(format!(
+            "the co-signature names another draft than notice {:?}'s",
+            s.notice_id
+        )));
+    }
+    if s.content_digest.as_slice() != content_digest(&content) {
+        return Err(Malformed(
+            "the co-signed digest is not the digest of the drafted content".into(),
+        ));
+    }
+    if !n.not_signed.iter().any(|u| u == cx.sender) {
+        return Err(WrongState(format!(
+            "{} already co-signed notice {:?}",
+            cx.sender, s.notice_id
+        )));
+    }
+    required_recipients(
+        "co-signature",
+        cx.recipients,
+        std::iter::once(n.drafter.clone()),
+        cx.sender,
+    )
+}
+
+fn check_release(cx: &StepContext<'_>, r: &pb::JointRelease) -> Result<(), WorkflowRefusal> {
+    let n = notice(cx, &r.notice_id)?;
+    if cx.sender != n.drafter {
+        return Err(NotAllowed(format!(
+            "notice {:?} is sent out by its drafter {}, not {}",
+            r.notice_id, n.drafter, cx.sender
+        )));
+    }
+    if n.kind != cx.message.kind {
+        return Err(Malformed(format!(
+            "notice {:?} was drafted as {}; release it as such",
+            r.notice_id,
+            tongbao_proto::kinds::name(n.kind)
+        )));
+    }
+    if n.release.is_some() {
+        return Err(WrongState(format!(
+            "notice {:?} has gone out already",
+            r.notice_id
+        )));
+    }
+    if !n.not_signed.is_empty() {
+        return Err(WrongState(format!(
+            "notice {:?} goes out only once every named co-issuer signed; missing {}",
+            r.notice_id,
+            n.not_signed.join(", ")
+        )));
+    }
+    same_as_stored(cx.store, "joint draft", r.draft.as_ref(), n.draft.as_ref())?;
+    for c in &r.co_signatures {
+        let expected = n.co_signatures.iter().find(|p| p.channel == c.channel);
+        same_as_stored(cx.store, "co-signature", Some(c), expected)?;
+    }
+    let keys = registry_keys(cx.registry);
+    verify_joint_release(cx.sender, r, &keys as &dyn SigningKeys)
+        .map_err(|e| Malformed(e.to_string()))?;
+    let content = n.content.unwrap_or_default();
+    if cx.message.audience != content.audience {
+        return Err(Malformed(
+            "the release goes to exactly the audience the co-issuers signed".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_liaison(cx: &StepContext<'_>, l: &pb::LiaisonChange) -> Result<(), WorkflowRefusal> {
+    if l.name.trim().is_empty() || l.contact.trim().is_empty() {
+        return Err(Malformed("a liaison needs a name and a contact".into()));
+    }
+    let audience = cx.message.audience.clone().unwrap_or_default();
+    if audience.offices.is_empty() {
+        return Err(Malformed(
+            "a liaison change is reported to the office of the unit's mechanisms".into(),
+        ));
+    }
+    for m in &audience.offices {
+        let member = cx
+            .registry
+            .mechanisms
+            .get(m)
+            .is_some_and(|r| r.members.contains(cx.sender));
+        if !member {
+            return Err(NotAllowed(format!(
+                "{} is not a member of {m}; it reports its liaison to the offices of its own mechanisms",
+                cx.sender
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_statistics_shape(
+    cx: &StepContext<'_>,
+    s: &pb::StatisticsReport,
+) -> Result<(), WorkflowRefusal> {
+    let lead = lead_of(cx.registry, &s.mechanism)?;
+    if lead != cx.sender {
+        return Err(NotAllowed(format!(
+            "statistics of {} are circulated by its office through {lead}, not by {}",
+            s.mechanism, cx.sender
+        )));
+    }
+    if s.until_micros <= s.since_micros
+        || s.as_of_micros < s.until_micros
+        || s.as_of_micros > cx.now_micros
+    {
+        return Err(Malformed(
+            "a circulated report covers a closed period: since < until <= as of <= now".into(),
+        ));
+    }
+    let audience = cx.message.audience.clone().unwrap_or_default();
+    if !audience.mechanisms.contains(&s.mechanism) {
+        return Err(Malformed(format!(
+            "statistics of {} are circulated to the mechanism {}",
+            s.mechanism, s.mechanism
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,798 @@
+//! The mechanisms' own workflows, end to end: meetings and minutes, joint
+//! notices, escalation, liaisons, statistics and cases, with every refusal.
+
+use tongbao_client::{Client, ClientConfig, ClientError, VerifiedEntry};
+use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage};
+use tongbao_proto::workflow::{decode_step, encode_step};
+use tongbao_tests::{BoxError, TestHub, TestResult, note};
+use tonic::Code;
+
+const FUND: &str = "fund-supervision";
+const ENFORCEMENT: &str = "joint-enforcement";
+
+fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: Code, words: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.code(), Some(code), "{e}");
+            assert!(
+                e.to_string().contains(words),
+                "{e} should mention {words:?}"
+            );
+        }
+    }
+}
+
+async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
+    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
+}
+
+async fn leading_group(t: &TestHub) -> Result<Client, BoxError> {
+    let path = t
+        .pki
+        .path()
+        .join("leading-group")
+        .join("main")
+        .join("client.toml");
+    Ok(
+        Client::connect(&ClientConfig::load(&path)?.with_hub(format!("https://{}", t.addr)))
+            .await?,
+    )
+}
+
+/// The first inbox entry of `kind`, if any.
+async fn inbox_entry(c: &Client, kind: Kind) -> Result<Option<VerifiedEntry>, BoxError> {
+    Ok(c.pull(0, 1000)
+        .await?
+        .entries
+        .into_iter()
+        .find(|e| e.message().kind == kind as i32))
+}
+
+fn answers(m: &pb::MeetingState) -> Vec<(String, i32)> {
+    m.answers
+        .iter()
+        .map(|a| (a.unit.clone(), a.state))
+        .collect()
+}
+
+fn fund_meeting(id: &str) -> pb::MeetingProposal {
+    pb::MeetingProposal {
+        meeting_id: id.into(),
+        mechanisms: vec![FUND.into()],
+        kind: MeetingKind::Partial as i32,
+        title: "Abnormal fund movements, Q4".into(),
+        attending_units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
+        date_micros: tongbao_proto::now_micros(),
+        agenda: vec!["Review of Q4 leads".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same_draft()
+-> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let finance = t.unit("finance").await?;
+    let tax = t.unit("tax").await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let outsider = t.unit("public-security").await?;
+
+    // Only the lead unit (for the office) proposes; ids are unique.
+    refused(
+        tax.propose_meeting(fund_meeting("m-1")).await,
+        Code::PermissionDenied,
+        "lead unit civil-affairs",
+    );
+    let mut bad = fund_meeting("m-1");
+    bad.attending_units.push("health".into());
+    refused(
+        lead.propose_meeting(bad).await,
+        Code::InvalidArgument,
+        "not a member",
+    );
+    let proposed = lead.propose_meeting(fund_meeting("m-1")).await?;
+    assert!(
+        proposed
+            .recipients
+            .contains(&"office:fund-supervision".to_string())
+    );
+    refused(
+        lead.propose_meeting(fund_meeting("m-1")).await,
+        Code::AlreadyExists,
+        "already proposed",
+    );
+
+    // Agenda by correspondence: attending units propose and comment.
+    let item = finance
+        .agenda_item("m-1", "Foundation Y's transfers abroad", None)
+        .await?;
+    let item_pin = pb::EntryPin {
+        channel: item.channel.clone(),
+        seq: item.seq,
+        leaf_hash: item.leaf_hash.clone(),
+    };
+    tax.agenda_item("m-1", "Add its tax filings", Some(item_pin.clone()))
+        .await?;
+    // The outsider cannot even read the meeting; it signs the step itself.
+    refused(
+        outsider.agenda_item("m-1", "me too", None).await,
+        Code::PermissionDenied,
+        "seen by its attending units",
+    );
+    refused(
+        outsider
+            .submit_step(
+                Kind::MeetingAgenda,
+                "me too",
+                pb::workflow_step::Step::AgendaItem(pb::AgendaItem {
+                    meeting_id: "m-1".into(),
+                    text: "me too".into(),
+                    comment_on: None,
+                }),
+                to_lead_and_office(),
+                None,
+            )
+            .await,
+        Code::PermissionDenied,
+        "not an attending unit",
+    );
+    refused(
+        tax.settle_agenda("m-1", vec!["x".into()], vec![]).await,
+        Code::PermissionDenied,
+        "settled by its proposer",
+    );
+    refused(
+        lead.circulate_minutes("m-1", "too early").await,
+        Code::FailedPrecondition,
+        "settle the agenda",
+    );
+    lead.settle_agenda(
+        "m-1",
+        vec!["Review of Q4 leads".into(), "Foundation Y".into()],
+        vec![item_pin],
+    )
+    .await?;
+    refused(
+        pbc.agenda_item("m-1", "late item", None).await,
+        Code::FailedPrecondition,
+        "settled",
+    );
+
+    // Minutes: drafted by the office (lead unit) only.
+    refused(
+        finance.circulate_minutes("m-1", "my minutes").await,
+        Code::PermissionDenied,
+        "circulated by its office",
+    );
+    let draft1 = lead
+        .circulate_minutes("m-1", "Agreed: refer Y to Public Security.")
+        .await?;
+    let draft1_pin = pb::EntryPin {
+        channel: draft1.channel.clone(),
+        seq: draft1.seq,
+        leaf_hash: draft1.leaf_hash.clone(),
+    };
+    finance.answer_current_minutes("m-1", true, "").await?;
+    refused(
+        tax.answer_current_minutes("m-1", false, "").await,
+        Code::InvalidArgument,
+        "objection needs comments",
+    );
+    tax.answer_current_minutes("m-1", false, "Name the tax findings too")
+        .await?;
+    refused(
+        finance.answer_current_minutes("m-1", true, "").await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    refused(
+        outsider
+            .submit_step(
+                Kind::MinutesConsent,
+                "consent",
+                pb::workflow_step::Step::MinutesAnswer(pb::MinutesAnswer {
+                    meeting_id: "m-1".into(),
+                    draft: Some(draft1_pin.clone()),
+                    consent: true,
+                    comments: String::new(),
+                }),
+                to_lead_and_office(),
+                None,
+            )
+            .await,
+        Code::PermissionDenied,
+        "not an attending unit",
+    );
+
+    // The office sees who has not answered.
+    let office = office(&t, FUND).await?;
+    let seen = office.meeting("m-1").await?;
+    assert_eq!(seen.stage, MeetingStage::MinutesDrafted as i32);
+    assert_eq!(
+        answers(&seen),
+        vec![
+            ("finance".to_string(), AnswerState::Consented as i32),
+            ("tax".to_string(), AnswerState::Objected as i32),
+            ("pbc-taiyuan".to_string(), AnswerState::NotAnswered as i32),
+        ]
+    );
+    refused(
+        office_of_other(&t).await?.meeting("m-1").await,
+        Code::PermissionDenied,
+        "attending units",
+    );
+
+    // Refused while answers are missing or objecting.
+    refused(
+        lead.issue_minutes("m-1").await,
+        Code::FailedPrecondition,
+        "tax (objected), pbc-taiyuan (not answered)",
+    );
+
+    // A revised draft supersedes the first; consents restart.
+    let draft2 = lead
+        .circulate_minutes(
+            "m-1",
+            "Agreed: refer Y to Public Security; Tax reviews filings.",
+        )
+        .await?;
+    let m = lead.meeting("m-1").await?;
+    assert_eq!(m.current_revision, 2);
+    assert!(
+        m.answers
+            .iter()
+            .all(|a| a.state == AnswerState::NotAnswered as i32)
+    );
+    refused(
+        pbc.answer_minutes("m-1", draft1_pin, true, "").await,
+        Code::FailedPrecondition,
+        "superseded",
+    );
+    finance.answer_current_minutes("m-1", true, "").await?;
+    tax.answer_current_minutes("m-1", true, "").await?;
+
+    // Minutes issued with one consent missing: refused.
+    refused(
+        lead.issue_minutes("m-1").await,
+        Code::FailedPrecondition,
+        "pbc-taiyuan (not answered)",
+    );
+    pbc.answer_current_minutes("m-1", true, "").await?;
+
+    // An issue carrying fewer consents than the hub recorded is refused too.
+    let forged = forged_issue_without(&lead, "m-1", "tax").await?;
+    refused(
+        lead.submit_step(
+            Kind::Minutes,
+            "forged",
+            forged,
+            pb::Audience {
+                units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
+                offices: vec![FUND.into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await,
+        Code::InvalidArgument,
+        "no consent from tax",
+    );
+
+    let issued = lead.issue_minutes("m-1").await?;
+    assert_eq!(
+        lead.meeting("m-1").await?.stage,
+        MeetingStage::MinutesIssued as i32
+    );
+    refused(
+        lead.circulate_minutes("m-1", "again").await,
+        Code::FailedPrecondition,
+        "issued",
+    );
+
+    // Anyone entitled verifies the issue from the consents themselves.
+    let entry = pbc.get_entry(&issued.channel, issued.seq).await?;
+    let proof = pbc.verify_minutes(&entry).await?;
+    assert_eq!(proof.consents.len(), 3);
+    assert_eq!(proof.draft.leaf_hash, draft2.leaf_hash);
+    assert!(proof.text.contains("Tax reviews"));
+    let in_office = inbox_entry(&office, Kind::Minutes).await?;
+    assert!(in_office.is_some());
+    // A minutes draft is not an issue.
+    let not_issue = pbc.get_entry(&draft2.channel, draft2.seq).await?;
+    assert!(matches!(
+        pbc.verify_minutes(&not_issue).await,
+        Err(ClientError::Integrity { .. })
+    ));
+    t.stop().await
+}
+
+fn to_lead_and_office() -> pb::Audience {
+    pb::Audience {
+        units: vec!["civil-affairs".into()],
+        offices: vec![FUND.into()],
+        ..Default::default()
+    }
+}
+
+async fn office_of_other(t: &TestHub) -> Result<Client, BoxError> {
+    office(t, ENFORCEMENT).await
+}
+
+/// The issue step of a meeting with one attending unit's consent left out.
+async fn forged_issue_without(
+    lead: &Client,
+    meeting: &str,
+    unit: &str,
+) -> Result<pb::workflow_step::Step, BoxError> {
+    let m = lead.meeting(meeting).await?;
+    let get = |p: Option<pb::EntryPin>| async move {
+        let p = p.ok_or("missing pin")?;
+        Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+    };
+    let mut consents = Vec::new();
+    for a in m.answers.iter().filter(|a| a.unit != unit) {
+        consents.push(get(a.answer.clone()).await?);
+    }
+    Ok(pb::workflow_step::Step::MinutesIssue(pb::MinutesIssue {
+        meeting_id: meeting.into(),
+        proposal: Some(get(m.proposal_entry).await?),
+        draft: Some(get(m.current_draft).await?),
+        consents,
+    }))
+}
+
+fn fund_notice() -> pb::JointContent {
+    pb::JointContent {
+        title: "Major abnormal fund movement: Foundation Y".into(),
+        text: "CNY 30m moved to accounts abroad in 3 days.".into(),
+        mechanism: FUND.into(),
+        co_issuers: vec!["tax".into(), "pbc-taiyuan".into()],
+        audience: Some(pb::Audience {
+            mechanisms: vec![FUND.into()],
+            offices: vec![FUND.into()],
+            ..Default::default()
+        }),
+        case_id: "C-2026-7".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joint_notice_goes_out_once_every_named_co_issuer_signed() -> TestResult {
+    let t = TestHub::start().await?;
+    let finance = t.unit("finance").await?;
+    let tax = t.unit("tax").await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let ps = t.unit("public-security").await?;
+
+    let mut not_member = fund_notice();
+    not_member.co_issuers = vec!["health".into()];
+    refused(
+        finance
+            .draft_joint(Kind::JointNotice, "n-1", not_member)
+            .await,
+        Code::InvalidArgument,
+        "not a member",
+    );
+    let draft = finance
+        .draft_joint(Kind::JointNotice, "n-1", fund_notice())
+        .await?;
+    assert_eq!(draft.recipients, vec!["pbc-taiyuan", "tax"]);
+
+    // A co-signature by a unit not named as co-issuer.
+    refused(
+        ps.co_sign("n-1").await,
+        Code::PermissionDenied,
+        "seen by its drafter",
+    );
+    let stranger_signature = pb::workflow_step::Step::CoSignature(pb::CoSignature {
+        notice_id: "n-1".into(),
+        draft: Some(pb::EntryPin {
+            channel: draft.channel.clone(),
+            seq: draft.seq,
+            leaf_hash: draft.leaf_hash.clone(),
+        }),
+        content_digest: tongbao_proto::workflow::content_digest(&fund_notice()).to_vec(),
+    });
+    refused(
+        ps.submit_step(
+            Kind::CoSignature,
+            "co-signature",
+            stranger_signature,
+            pb::Audience {
+                units: vec!["finance".into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await,
+        Code::PermissionDenied,
+        "not named as a co-issuer",
+    );
+    tax.co_sign("n-1").await?;
+    refused(
+        tax.co_sign("n-1").await,
+        Code::FailedPrecondition,
+        "already co-signed",
+    );
+    refused(
+        finance.release_joint("n-1").await,
+        Code::FailedPrecondition,
+        "missing pbc-taiyuan",
+    );
+    let state = finance.joint_notice("n-1").await?;
+    assert_eq!(state.not_signed, vec!["pbc-taiyuan"]);
+    refused(
+        tax.release_joint("n-1").await,
+        Code::PermissionDenied,
+        "sent out by its drafter",
+    );
+    pbc.co_sign("n-1").await?;
+    let released = finance.release_joint("n-1").await?;
+    assert!(released.recipients.contains(&"state-security".to_string()));
+    refused(
+        pbc.co_sign("n-1").await,
+        Code::FailedPrecondition,
+        "gone out",
+    );
+
+    // A recipient verifies every co-signature itself.
+    let ss = t.unit("state-security").await?;
+    let entry = inbox_entry(&ss, Kind::JointNotice)
+        .await?
+        .ok_or("the notice did not arrive")?;
+    let proof = ss.verify_joint_release(&entry).await?;
+    assert_eq!(proof.co_signatures.len(), 2);
+    assert_eq!(proof.content.title, fund_notice().title);
+    // The draft itself never reached State Security.
+    assert_eq!(ss.pull(0, 100).await?.entries.len(), 1);
+
+    // A release whose embedded co-signature was altered does not verify.
+    let mut tampered = entry.clone();
+    if let Some(m) = tampered
+        .entry
+        .message
+        .as_mut()
+        .and_then(|s| s.message.as_mut())
+    {
+        let mut step = decode_step(m)?;
+        if let pb::workflow_step::Step::JointRelease(r) = &mut step
+            && let Some(c) = r
+                .co_signatures
+                .first_mut()
+                .and_then(|e| e.message.as_mut())
+                .and_then(|s| s.message.as_mut())
+        {
+            c.subject = "changed".into();
+        }
+        m.body = encode_step(step);
+    }
+    assert!(matches!(
+        ss.verify_joint_release(&tampered).await,
+        Err(ClientError::Integrity { .. })
+    ));
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalation_goes_from_the_lead_unit_with_co_signers_to_the_leading_group() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let ps = t.unit("public-security").await?;
+    let content = pb::JointContent {
+        title: "Illegal organization Z recruiting nationwide".into(),
+        text: "Requesting a coordinated ban.".into(),
+        mechanism: ENFORCEMENT.into(),
+        co_issuers: vec!["public-security".into()],
+        audience: Some(pb::Audience {
+            leading_group: true,
+            offices: vec![ENFORCEMENT.into()],
+            ..Default::default()
+        }),
+        case_id: "C-2026-9".into(),
+        ..Default::default()
+    };
+    // An escalation not sent by the lead unit.
+    let mut by_member = content.clone();
+    by_member.co_issuers = vec!["tax".into()];
+    refused(
+        ps.draft_joint(Kind::Escalation, "e-1", by_member).await,
+        Code::PermissionDenied,
+        "sent by its lead unit civil-affairs",
+    );
+    let mut sourceless = content.clone();
+    sourceless.case_id.clear();
+    refused(
+        lead.draft_joint(Kind::Escalation, "e-1", sourceless).await,
+        Code::InvalidArgument,
+        "minutes or the case",
+    );
+    let mut to_units = content.clone();
+    to_units.audience = Some(pb::Audience {
+        units: vec!["tax".into()],
+        ..Default::default()
+    });
+    refused(
+        lead.draft_joint(Kind::Escalation, "e-1", to_units).await,
+        Code::InvalidArgument,
+        "leading group",
+    );
+    lead.draft_joint(Kind::Escalation, "e-1", content).await?;
+    ps.co_sign("e-1").await?;
+    lead.release_joint("e-1").await?;
+
+    let group = leading_group(&t).await?;
+    let entry = inbox_entry(&group, Kind::Escalation)
+        .await?
+        .ok_or("the escalation did not arrive")?;
+    let proof = group.verify_joint_release(&entry).await?;
+    assert_eq!(proof.drafter, "civil-affairs");
+    assert_eq!(proof.content.case_id, "C-2026-9");
+    assert_eq!(proof.co_signatures.len(), 1);
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liaison_changes_build_the_directory_the_office_sees() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let finance = t.unit("finance").await?;
+    let liaison = |name: &str| pb::LiaisonChange {
+        name: name.into(),
+        title: "Division chief".into(),
+        contact: "0351-0000000".into(),
+    };
+    tax.report_liaison(&[FUND.into(), ENFORCEMENT.into()], liaison("Wang Li"))
+        .await?;
+    tax.report_liaison(&[FUND.into()], liaison("Zhao Min"))
+        .await?;
+    finance
+        .report_liaison(&[FUND.into()], liaison("Chen Jie"))
+        .await?;
+    refused(
+        finance
+            .report_liaison(&[ENFORCEMENT.into()], liaison("Chen Jie"))
+            .await,
+        Code::PermissionDenied,
+        "not a member of joint-enforcement",
+    );
+    refused(
+        finance.report_liaison(&[], liaison("Chen Jie")).await,
+        Code::InvalidArgument,
+        "office",
+    );
+
+    let dir = office(&t, FUND).await?.liaisons("").await?;
+    assert_eq!(dir.units.len(), 6);
+    let of = |d: &pb::ListLiaisonsResponse, u: &str| {
+        d.units
+            .iter()
+            .find(|x| x.unit == u)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let tax_row = of(&dir, "tax");
+    assert_eq!(tax_row.history.len(), 2);
+    assert_eq!(
+        tax_row.current.and_then(|c| c.liaison).map(|l| l.name),
+        Some("Zhao Min".to_string())
+    );
+    assert_eq!(of(&dir, "finance").history.len(), 1);
+    assert!(of(&dir, "pbc-taiyuan").current.is_none());
+
+    // The other office saw only the change addressed to it.
+    let other = office(&t, ENFORCEMENT).await?.liaisons("").await?;
+    let tax_there = of(&other, "tax");
+    assert_eq!(
+        tax_there.current.and_then(|c| c.liaison).map(|l| l.name),
+        Some("Wang Li".to_string())
+    );
+    // The directory is the office's view, not a member's.
+    refused(
+        tax.liaisons(FUND).await,
+        Code::PermissionDenied,
+        "office of",
+    );
+    let lead_view = t.unit("civil-affairs").await?.liaisons(FUND).await?;
+    assert_eq!(lead_view, dir);
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_the_hub_records_signed_and_circulated() -> TestResult {
+    let t = TestHub::start().await?;
+    let since = tongbao_proto::now_micros();
+    let finance = t.unit("finance").await?;
+    finance.push(note("lead 1").to_mechanism(FUND)).await?;
+    finance.push(note("lead 2").to_units(["tax"])).await?;
+    let tax = t.unit("tax").await?;
+    let page = tax.pull(0, 10).await?;
+    tax.ack(&page.entries.iter().collect::<Vec<_>>()).await?;
+
+    let office = office(&t, FUND).await?;
+    let report = office.compute_statistics("", since, 0, 0).await?;
+    let finance_sent: u64 = report
+        .messages
+        .iter()
+        .filter(|c| c.unit == "finance" && c.kind == Kind::Notification as i32)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(finance_sent, 2);
+    let tax_stats = report
+        .units
+        .iter()
+        .find(|u| u.unit == "tax")
+        .ok_or("no tax row")?;
+    assert_eq!((tax_stats.received, tax_stats.acknowledged), (2, 2));
+
+    let lead = t.unit("civil-affairs").await?;
+    refused(
+        tax.compute_statistics(FUND, since, 0, 0).await,
+        Code::PermissionDenied,
+        "office of fund-supervision",
+    );
+    refused(
+        tax.circulate_statistics(report.clone()).await,
+        Code::PermissionDenied,
+        "circulated by its office",
+    );
+    let mut inflated = report.clone();
+    if let Some(c) = inflated.messages.first_mut() {
+        c.count += 1;
+    }
+    refused(
+        lead.circulate_statistics(inflated).await,
+        Code::InvalidArgument,
+        "differ from the hub's own records",
+    );
+    let sent = lead.circulate_statistics(report.clone()).await?;
+    assert!(sent.recipients.contains(&"pbc-taiyuan".to_string()));
+
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let entry = inbox_entry(&pbc, Kind::Statistics)
+        .await?
+        .ok_or("statistics did not arrive")?;
+    match decode_step(entry.message())? {
+        pb::workflow_step::Step::Statistics(r) => assert_eq!(r, report),
+        other => return Err(format!("unexpected step {other:?}").into()),
+    }
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_shows_only_the_entries_the_caller_may_see() -> TestResult {
+    let t = TestHub::start().await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let ps = t.unit("public-security").await?;
+    let ss = t.unit("state-security").await?;
+    let case = "C-2026-11";
+    let lead = pbc
+        .push(
+            tongbao_client::Draft::new(Kind::Lead, "Suspicious transfers", "org X")
+                .to_units(["public-security"])
+                .with_case(case),
+        )
+        .await?;
+    ps.push(
+        tongbao_client::Draft::new(Kind::CaseUpdate, "Case opened", "file 11")
+            .to_units(["pbc-taiyuan", "civil-affairs"])
+            .with_case(case),
+    )
+    .await?;
+    ss.push(
+        tongbao_client::Draft::new(Kind::CaseUpdate, "Foreign funding", "restricted")
+            .to_units(["public-security"])
+            .with_case(case),
+    )
+    .await?;
+    pbc.push(note("unrelated").to_units(["public-security"]))
+        .await?;
+
+    let subjects = |v: &[VerifiedEntry]| {
+        v.iter()
+            .map(|e| e.message().subject.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        subjects(&ps.case(case).await?),
+        vec!["Suspicious transfers", "Case opened", "Foreign funding"]
+    );
+    assert_eq!(
+        subjects(&pbc.case(case).await?),
+        vec!["Suspicious transfers", "Case opened"]
+    );
+    assert_eq!(
+        subjects(&t.unit("civil-affairs").await?.case(case).await?),
+        vec!["Case opened"]
+    );
+    // A unit reading a case entry it was not addressed.
+    let finance = t.unit("finance").await?;
+    assert!(finance.case(case).await?.is_empty());
+    refused(
+        finance.get_entry(&lead.channel, lead.seq).await,
+        Code::PermissionDenied,
+        "not addressed",
+    );
+    refused(pbc.case("").await, Code::InvalidArgument, "case id");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_kinds_cannot_be_pushed_around_the_checks() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    refused(
+        tax.push(
+            tongbao_client::Draft::new(Kind::Minutes, "Minutes issued", "all agreed")
+                .to_units(["finance"]),
+        )
+        .await,
+        Code::InvalidArgument,
+        "Workflow.Submit",
+    );
+    // A workflow kind whose body is not its step.
+    refused(
+        tax.submit_signed(tax.sign(
+            tongbao_client::Draft::new(Kind::LiaisonChange, "liaison", "free text").to_office(FUND),
+        )?)
+        .await,
+        Code::InvalidArgument,
+        "content type",
+    );
+    // Submitting a step again returns the first answer.
+    let change = pb::LiaisonChange {
+        name: "Li Na".into(),
+        title: "Deputy director".into(),
+        contact: "li@example.org".into(),
+    };
+    let signed = tax.sign(
+        tongbao_client::Draft::new(
+            Kind::LiaisonChange,
+            "liaison",
+            encode_step(pb::workflow_step::Step::LiaisonChange(change)),
+        )
+        .with_content_type(tongbao_proto::workflow::CONTENT_TYPE)
+        .to_office(FUND),
+    )?;
+    let first = tax.submit_signed(signed.clone()).await?;
+    let again = tax.submit_signed(signed).await?;
+    assert!(again.duplicate);
+    assert_eq!((again.channel, again.seq), (first.channel, first.seq));
+    let dir = office(&t, FUND).await?.liaisons("").await?;
+    let tax_row = dir.units.iter().find(|u| u.unit == "tax").ok_or("no tax")?;
+    assert_eq!(tax_row.history.len(), 1);
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
+    let mut t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    lead.propose_meeting(fund_meeting("m-9")).await?;
+    lead.settle_agenda("m-9", vec!["One item".into()], vec![])
+        .await?;
+    lead.circulate_minutes("m-9", "Draft").await?;
+    t.unit("tax")
+        .await?
+        .answer_current_minutes("m-9", true, "")
+        .await?;
+    let before = lead.meeting("m-9").await?;
+    drop(lead);
+
+    let config = t.pki.hub_config()?;
+    if let Some(hub) = t.hub.take() {
+        hub.shutdown().await?;
+    }
+    std::fs::remove_dir_all(config.hub.data_dir.join("workflow"))?;
+    let hub = tongbao_server::Hub::start(&config).await?;
+    t.addr = hub.addr();
+    t.hub = Some(hub);
+    let after = t.unit("civil-affairs").await?.meeting("m-9").await?;
+    assert_eq!(after, before);
+    assert_eq!(
+        answers(&after)[1],
+        ("tax".to_string(), AnswerState::Consented as i32)
+    );
+    t.stop().await
+}
