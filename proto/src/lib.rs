@@ -9,7 +9,8 @@
 //! - [`kinds`]: the stable names of message kinds;
 //! - [`merkle`]: RFC 6962 tree hashes and proofs over the tlog stored-hash
 //!   layout;
-//! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures.
+//! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures;
+//! - [`rotation`]: the body of a unit's key-rotation announcement.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod keys;
 pub mod kinds;
 pub mod merkle;
+pub mod rotation;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.
 #[allow(clippy::all, missing_docs)]

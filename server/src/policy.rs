@@ -76,6 +76,29 @@ pub fn check_push<'a>(
     Ok(m)
 }
 
+/// Checks a key-rotation announcement from unit `caller` (its body is
+/// read by `tongbao_proto::rotation`): kind key rotation, nothing else.
+pub fn check_key_rotation<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<&'a pb::Message, PolicyError> {
+    let m = check_message(signed, caller, limits, now_micros)?;
+    if m.kind != Kind::KeyRotation as i32 {
+        return Err(malformed(format!(
+            "a key-rotation announcement must have kind key-rotation, not {}",
+            kinds::name(m.kind)
+        )));
+    }
+    if m.acknowledgement.is_some() || m.exception.is_some() {
+        return Err(malformed(
+            "a key-rotation announcement carries neither receipts nor exception reports",
+        ));
+    }
+    Ok(m)
+}
+
 /// The most entries one receipt may acknowledge.
 pub const MAX_RECEIPT_ENTRIES: usize = 4096;
 

@@ -3,12 +3,14 @@
 //! and maps their errors to statuses an engineer can act on.
 
 mod acknowledge;
+mod admin;
 mod audit;
 mod exchange;
 mod log;
 mod push;
 mod read;
 
+pub use admin::{AdminService, DirectoryService};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log::LogService;
@@ -35,6 +37,12 @@ pub struct HubState {
     pub deadlines: AckDeadlines,
     pub logs: Arc<crate::log::Logs>,
     pub shutdown: watch::Receiver<bool>,
+    /// The live TLS material and open connections (reload, close).
+    pub tls: Arc<crate::tls::TlsReloader>,
+    /// Durable record of every admin action.
+    pub admin_audit: Arc<crate::admin_audit::AdminAudit>,
+    /// Where the CA index lives (the config's directory).
+    pub pki_dir: std::path::PathBuf,
 }
 
 impl HubState {
