@@ -48,6 +48,7 @@ mod client;
 mod config;
 mod draft;
 mod error;
+mod lifecycle;
 mod probe;
 pub mod trust;
 mod verify;

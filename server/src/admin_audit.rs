@@ -202,7 +202,13 @@ mod tests {
     fn chain_survives_reopen_and_edits_are_caught() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let trail = AdminAudit::open(dir.path())?;
-        trail.record("urn:tongbao:operator:ops", "suspend-unit", "unit tax", 0, "done")?;
+        trail.record(
+            "urn:tongbao:operator:ops",
+            "suspend-unit",
+            "unit tax",
+            0,
+            "done",
+        )?;
         trail.record("urn:tongbao:unit:tax", "suspend-unit", "unit tax", 7, "no")?;
         drop(trail);
         // A torn write at the end is cut off.

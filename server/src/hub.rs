@@ -1,13 +1,15 @@
 //! A running hub: opens the store, seeds the registry, starts the appender,
 //! the TLS accept loop and the gRPC server, and stops them in order.
 
+use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::appender::{AppendStats, Appender};
 use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
-use crate::admin_audit::{AdminAudit, AdminAuditError};
-use crate::service::{AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService};
+use crate::service::{
+    AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,
+};
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
 use std::net::SocketAddr;

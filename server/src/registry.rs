@@ -54,7 +54,10 @@ impl UnitRecord {
 
     /// Keys valid at a time, newest first.
     pub fn keys_valid_at(&self, at_micros: i64) -> impl Iterator<Item = &KeyRecord> {
-        self.keys.iter().rev().filter(move |k| k.valid_at(at_micros))
+        self.keys
+            .iter()
+            .rev()
+            .filter(move |k| k.valid_at(at_micros))
     }
 }
 
@@ -62,7 +65,9 @@ impl KeyRecord {
     /// True when the key may sign at this time: from inclusive, until exclusive.
     pub fn valid_at(&self, at_micros: i64) -> bool {
         at_micros >= self.valid_from_micros
-            && self.valid_until_micros.is_none_or(|until| at_micros < until)
+            && self
+                .valid_until_micros
+                .is_none_or(|until| at_micros < until)
     }
 }
 
@@ -332,7 +337,9 @@ impl Registry {
         if from < 0 || until.is_some_and(|u| u <= from) {
             return Err(RegistryError::Invalid(format!(
                 "validity interval [{from}, {}) is empty or negative; until must be after from",
-                until.map(|u| u.to_string()).unwrap_or_else(|| "open".into())
+                until
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "open".into())
             )));
         }
         let record = self.unit_mut(unit)?;
@@ -373,9 +380,10 @@ impl Registry {
                 until,
             });
         }
-        let successor = record.keys.iter().any(|k| {
-            k.key_id != key_id && k.valid_until_micros.is_none_or(|u| u > at)
-        });
+        let successor = record
+            .keys
+            .iter()
+            .any(|k| k.key_id != key_id && k.valid_until_micros.is_none_or(|u| u > at));
         if !successor {
             return Err(RegistryError::LastKey {
                 unit: unit.to_string(),
@@ -598,7 +606,11 @@ mod tests {
     #[test]
     fn keys_have_intervals_and_a_unit_keeps_one() -> Result<(), Box<dyn std::error::Error>> {
         let mut r = reg()?;
-        let old = r.unit("tax").and_then(|u| u.keys.first()).cloned().ok_or("no key")?;
+        let old = r
+            .unit("tax")
+            .and_then(|u| u.keys.first())
+            .cloned()
+            .ok_or("no key")?;
         assert!(matches!(
             r.retire_key("tax", &old.key_id, 10),
             Err(RegistryError::LastKey { .. })

@@ -524,8 +524,8 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(inner)) => {
-                    let (party, serial, not_after_secs) =
-                        describe_peer(&inner).unwrap_or_else(|| ("(none)".into(), String::new(), i64::MAX));
+                    let (party, serial, not_after_secs) = describe_peer(&inner)
+                        .unwrap_or_else(|| ("(none)".into(), String::new(), i64::MAX));
                     let guard = connections.add(OpenConnection {
                         party,
                         serial,
