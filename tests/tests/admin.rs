@@ -354,3 +354,74 @@ async fn anyone_may_ask_who_was_a_member_but_not_of_an_unknown_mechanism() -> Te
     }
     t.stop().await
 }
+
+const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+
+/// Runs the hub's command line; returns (success, stdout, stderr).
+fn hub_cli(args: &[&str]) -> Result<(bool, String, String), BoxError> {
+    let out = std::process::Command::new(HUB).args(args).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_say_what_they_did_and_what_comes_next() -> TestResult {
+    let t = TestHub::start().await?;
+    let dir = t.pki.path().to_str().ok_or("path")?.to_string();
+    let hub = format!("https://{}", t.addr);
+    let key_file = t.pki.path().join("tax-next.key");
+    let key_path = key_file.to_str().ok_or("path")?.to_string();
+    let (ok, out, err) = hub_cli(&["pki", "keygen", "--out", &key_path])?;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("register-key") && out.contains("Public key: "),
+        "{out}"
+    );
+    let public = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Public key: "))
+        .ok_or("no public key printed")?
+        .to_string();
+    let (ok, _, err) = hub_cli(&["pki", "keygen", "--out", &key_path])?;
+    assert!(!ok && err.contains("exists"), "{err}");
+
+    let admin = |cmd: &[&str]| {
+        let mut args = vec!["admin", "--dir", &dir, "--hub", &hub];
+        args.extend_from_slice(cmd);
+        hub_cli(&args)
+    };
+    let (ok, out, err) = admin(&["register-key", "--unit", "tax", "--public-key", &public])?;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Registered signing key") && out.contains("retire-key"),
+        "{out}"
+    );
+    let (ok, _, err) = admin(&["register-key", "--unit", "tax", "--public-key", &public])?;
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+    let (ok, out, err) = admin(&["suspend", "--unit", "finance", "--reason", "drill"])?;
+    assert!(ok && out.contains("reinstate"), "{out}{err}");
+    let (ok, out, err) = admin(&["reinstate", "--unit", "finance"])?;
+    assert!(ok && out.contains("Reinstated unit finance"), "{out}{err}");
+    let (ok, out, err) = admin(&["reload-tls"])?;
+    assert!(
+        ok && out.contains("new handshakes use the new material"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = admin(&["expiring", "--days", "40"])?;
+    assert!(ok && out.contains("urn:tongbao:unit:tax"), "{out}{err}");
+    let (ok, out, err) = admin(&["audit"])?;
+    assert!(ok, "{err}");
+    for action in [
+        "register-key",
+        "suspend-unit",
+        "reinstate-unit",
+        "reload-tls",
+    ] {
+        assert!(out.contains(action), "{action} missing from {out}");
+    }
+    assert!(out.contains("[AlreadyExists]"), "{out}");
+    t.stop().await
+}
