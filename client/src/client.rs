@@ -166,7 +166,7 @@ struct Live {
 /// How often a client checks its certificate, key and signing key files.
 const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a push is retried across reconnects before it fails.
-const PUSH_RETRY_FOR: Duration = Duration::from_secs(30);
+const PUSH_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// The files a client's identity is made of, hashed.
 fn material_fingerprint(config: &ClientConfig) -> tongbao_proto::Hash {
@@ -476,7 +476,7 @@ impl Client {
     }
 
     /// Pushes an already signed message, repeating it across interruptions
-    /// and reconnects (for up to 30 s): the message id makes it idempotent.
+    /// and reconnects (for up to 5 s): the message id makes it idempotent.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
         let message_id = signed
             .message
