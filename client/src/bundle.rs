@@ -139,17 +139,18 @@ impl Client {
         }
         let hub_key = self.pinned_hub_key().await?;
         // The certificates go in only when they vouch for this very key.
+        let hub_cert = self.hub_certificate();
         let (hub_certificate, ca_certificate) =
-            match crate::hub_cert::issuer_of(self.hub_certificate(), self.ca_certificates()) {
+            match crate::hub_cert::issuer_of(&hub_cert, &self.ca_certificates()) {
                 Some(ca)
                     if crate::hub_cert::certify_hub_key(
-                        self.hub_certificate(),
+                        &hub_cert,
                         std::slice::from_ref(&ca),
                         tongbao_proto::now_micros(),
                     )
                     .is_ok_and(|c| c.vkey == hub_key) =>
                 {
-                    (STANDARD.encode(self.hub_certificate()), STANDARD.encode(ca))
+                    (STANDARD.encode(&hub_cert), STANDARD.encode(ca))
                 }
                 _ => (String::new(), String::new()),
             };

@@ -128,24 +128,170 @@ impl Page {
     }
 }
 
-/// A connected client. Cheap to clone; clones share the connection.
+/// A connected client. Cheap to clone; clones share the connection, and a
+/// reload (new certificate, key or signing key) switches them all.
 #[derive(Clone)]
 pub struct Client {
-    rpc: ExchangeClient<Channel>,
-    audit: AuditClient<Channel>,
-    log: LogClient<Channel>,
-    pub(crate) workflow: WorkflowClient<Channel>,
+    live: Arc<Live>,
     trust: Arc<tokio::sync::Mutex<TrustState>>,
     trust_path: std::path::PathBuf,
     hub_key: Option<String>,
     verify_inclusion: bool,
     identity: Principal,
-    signer: Option<Arc<SigningKey>>,
     keys: Arc<RwLock<KeyRing>>,
-    /// The hub's certificate (DER) as seen at connect, and the CA
-    /// certificates of the config: proof bundles carry them.
+}
+
+/// One connection to the hub, made with one certificate.
+struct Conn {
+    channel: Channel,
+    rpc: ExchangeClient<Channel>,
+    audit: AuditClient<Channel>,
+    log: LogClient<Channel>,
+    workflow: WorkflowClient<Channel>,
+    /// The hub's certificate (DER) as seen by this connection's handshake,
+    /// and the CA certificates it was checked with: proof bundles carry them.
     hub_certificate: Vec<u8>,
     ca_certificates: Vec<Vec<u8>>,
+}
+
+/// What a reload replaces: the connection and the signing key, with the
+/// fingerprint of the files they were made from. Calls take the current
+/// connection each time, so a switch never interrupts a call in flight.
+struct Live {
+    config: ClientConfig,
+    conn: RwLock<Arc<Conn>>,
+    signer: RwLock<Option<Arc<SigningKey>>>,
+    /// Fingerprint of the files of the last reload attempted.
+    seen: std::sync::Mutex<tongbao_proto::Hash>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
+    /// Successful reloads so far (the connection's generation).
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// How often a client checks its certificate, key and signing key files.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a push is retried across reconnects before it fails.
+const PUSH_RETRY_FOR: Duration = Duration::from_secs(5);
+
+/// The files a client's identity is made of, hashed.
+fn material_fingerprint(config: &ClientConfig) -> tongbao_proto::Hash {
+    let mut all = Vec::new();
+    for path in [Some(&config.ca), Some(&config.cert), Some(&config.key)]
+        .into_iter()
+        .chain(std::iter::once(config.signing_key.as_ref()))
+        .flatten()
+    {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        all.extend_from_slice(&tongbao_proto::canonical::sha256(&bytes));
+    }
+    tongbao_proto::canonical::sha256(&all)
+}
+
+fn load_signer(config: &ClientConfig) -> Result<Option<Arc<SigningKey>>, ClientError> {
+    match &config.signing_key {
+        Some(p) => {
+            let pem = String::from_utf8_lossy(&read_file("signing key", p)?).into_owned();
+            Ok(Some(Arc::new(SigningKey::from_pem(&pem)?)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Checks the certificate with a handshake, then opens a connection.
+async fn open_conn(config: &ClientConfig) -> Result<Conn, ClientError> {
+    let ca = read_file("CA certificate", &config.ca)?;
+    let cert = read_file("certificate", &config.cert)?;
+    let key = read_file("TLS key", &config.key)?;
+    let connect_err = |reason: String| ClientError::Connect {
+        hub: config.hub.clone(),
+        reason,
+    };
+    let hub_certificate = crate::probe::probe(config, &ca, &cert, &key).await?;
+    let ca_certificates = crate::hub_cert::certificates_from_pem(&ca).unwrap_or_default();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(config.server_name.clone());
+    let channel = Channel::from_shared(config.hub.clone())
+        .map_err(|e| connect_err(e.to_string()))?
+        .tls_config(tls)
+        .map_err(|e| connect_err(e.to_string()))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .map_err(|e| connect_err(error_chain(&e)))?;
+    Ok(Conn {
+        log: LogClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        audit: AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        rpc: ExchangeClient::new(channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        workflow: WorkflowClient::new(channel.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        channel,
+        hub_certificate,
+        ca_certificates,
+    })
+}
+
+/// Reloads the client's material whenever its files change, for as long
+/// as a clone of the client lives.
+async fn watch_material(live: std::sync::Weak<Live>) {
+    loop {
+        tokio::time::sleep(RELOAD_CHECK_EVERY).await;
+        let Some(live) = live.upgrade() else {
+            return;
+        };
+        if let Err(e) = live.reload(false).await {
+            tracing::warn!(error = %e, "certificate or key files changed but cannot be used; keeping the current ones");
+        }
+    }
+}
+
+impl Live {
+    fn conn(&self) -> Arc<Conn> {
+        match self.conn.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reloads when the files changed (or always, if `force`). Returns
+    /// whether a new connection is now in use.
+    async fn reload(&self, force: bool) -> Result<bool, ClientError> {
+        let _one = self.reloading.lock().await;
+        let print = material_fingerprint(&self.config);
+        {
+            let Ok(mut seen) = self.seen.lock() else {
+                return Ok(false);
+            };
+            if !force && *seen == print {
+                return Ok(false);
+            }
+            *seen = print;
+        }
+        let signer = load_signer(&self.config)?;
+        let conn = open_conn(&self.config).await?;
+        if let Ok(mut c) = self.conn.write() {
+            *c = Arc::new(conn);
+        }
+        if let Ok(mut s) = self.signer.write() {
+            *s = signer;
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(cert = %self.config.cert.display(), "client certificate and keys reloaded; new calls use the new connection");
+        Ok(true)
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -177,63 +323,106 @@ impl Client {
     /// signing key and the registry's public keys.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = read_file("CA certificate", &config.ca)?;
-        let cert = read_file("certificate", &config.cert)?;
-        let key = read_file("TLS key", &config.key)?;
-        let signer = match &config.signing_key {
-            Some(p) => {
-                let pem = String::from_utf8_lossy(&read_file("signing key", p)?).into_owned();
-                Some(Arc::new(SigningKey::from_pem(&pem)?))
-            }
-            None => None,
-        };
-        let connect_err = |reason: String| ClientError::Connect {
-            hub: config.hub.clone(),
-            reason,
-        };
-        let hub_certificate = crate::probe::probe(config, &ca, &cert, &key).await?;
-        let ca_certificates = crate::hub_cert::certificates_from_pem(&ca).unwrap_or_default();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(cert, key))
-            .domain_name(config.server_name.clone());
-        let channel = Channel::from_shared(config.hub.clone())
-            .map_err(|e| connect_err(e.to_string()))?
-            .tls_config(tls)
-            .map_err(|e| connect_err(e.to_string()))?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(|e| connect_err(error_chain(&e)))?;
-        let log = LogClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let seen = material_fingerprint(config);
+        let signer = load_signer(config)?;
+        let conn = open_conn(config).await?;
         let trust = TrustState::load(&config.trust_state)?;
-        let audit = AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let workflow = WorkflowClient::new(channel.clone())
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        let rpc = ExchangeClient::new(channel)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        let live = Arc::new(Live {
+            config: config.clone(),
+            conn: RwLock::new(Arc::new(conn)),
+            signer: RwLock::new(signer),
+            seen: std::sync::Mutex::new(seen),
+            reloading: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        });
+        tokio::spawn(watch_material(Arc::downgrade(&live)));
         let client = Self {
-            rpc,
-            audit,
-            log,
-            workflow,
+            live,
             trust: Arc::new(tokio::sync::Mutex::new(trust)),
             trust_path: config.trust_state.clone(),
             hub_key: config.hub_key.clone(),
             verify_inclusion: config.verify_inclusion,
             identity: config.identity.clone(),
-            signer,
             keys: Arc::new(RwLock::new(KeyRing::default())),
-            hub_certificate,
-            ca_certificates,
         };
         client.refresh_keys().await?;
         Ok(client)
+    }
+
+    /// Re-reads the certificate, key and signing key files now and, if they
+    /// changed, switches every clone of this client to a new connection
+    /// made with them (calls in flight finish on the old one). The files
+    /// are also checked every second without being asked. Returns whether
+    /// the client switched; on error the current material stays in use.
+    pub async fn reload(&self) -> Result<bool, ClientError> {
+        self.live.reload(false).await
+    }
+
+    /// The signing key file of the config, if any.
+    pub(crate) fn signing_key_file(&self) -> Option<std::path::PathBuf> {
+        self.live.config.signing_key.clone()
+    }
+
+    /// Signs from now on with this key (after a rotation), and takes the
+    /// key files as they are now as seen.
+    pub(crate) fn use_signing_key(&self, key: Arc<SigningKey>) {
+        if let Ok(mut s) = self.live.signer.write() {
+            *s = Some(key);
+        }
+        if let Ok(mut seen) = self.live.seen.lock() {
+            *seen = material_fingerprint(&self.live.config);
+        }
+    }
+
+    /// How many times this client switched to new material.
+    pub fn reloads(&self) -> u64 {
+        self.live.generation()
+    }
+
+    /// The gRPC channel of the current connection, for services this
+    /// library does not wrap.
+    pub fn channel(&self) -> Channel {
+        self.live.conn().channel.clone()
+    }
+
+    fn rpc(&self) -> ExchangeClient<Channel> {
+        self.live.conn().rpc.clone()
+    }
+
+    fn audit(&self) -> AuditClient<Channel> {
+        self.live.conn().audit.clone()
+    }
+
+    fn log(&self) -> LogClient<Channel> {
+        self.live.conn().log.clone()
+    }
+
+    pub(crate) fn workflow_rpc(&self) -> WorkflowClient<Channel> {
+        self.live.conn().workflow.clone()
+    }
+
+    /// Whether a failed call is worth repeating: the error is transient,
+    /// or the client switched connections meanwhile, or its files changed.
+    /// A refused certificate is confirmed with a fresh handshake, so a
+    /// revoked client gets "certificate revoked" instead of retrying.
+    async fn worth_retrying(&self, e: &ClientError, generation: u64) -> Result<bool, ClientError> {
+        if self.live.generation() != generation {
+            return Ok(true);
+        }
+        if !e.is_transient() && !matches!(e, ClientError::CertificateRefused { .. }) {
+            return Ok(false);
+        }
+        if self.live.reload(false).await.unwrap_or(false) {
+            return Ok(true);
+        }
+        let config = &self.live.config;
+        let ca = read_file("CA certificate", &config.ca)?;
+        let cert = read_file("certificate", &config.cert)?;
+        let key = read_file("TLS key", &config.key)?;
+        match crate::probe::probe(config, &ca, &cert, &key).await {
+            Err(refused @ ClientError::CertificateRefused { .. }) => Err(refused),
+            _ => Ok(e.is_transient()),
+        }
     }
 
     /// Who this client is.
@@ -241,21 +430,21 @@ impl Client {
         &self.identity
     }
 
-    /// The hub's certificate (DER) this client saw when it connected.
-    pub fn hub_certificate(&self) -> &[u8] {
-        &self.hub_certificate
+    /// The hub's certificate (DER) this client saw on its current
+    /// connection.
+    pub fn hub_certificate(&self) -> Vec<u8> {
+        self.live.conn().hub_certificate.clone()
     }
 
     /// The CA certificates (DER) of this client's configuration.
-    pub fn ca_certificates(&self) -> &[Vec<u8>] {
-        &self.ca_certificates
+    pub fn ca_certificates(&self) -> Vec<Vec<u8>> {
+        self.live.conn().ca_certificates.clone()
     }
 
     /// The registry: units with their keys, mechanisms with their members.
     pub async fn list_units(&self) -> Result<pb::ListUnitsResponse, ClientError> {
         Ok(self
-            .rpc
-            .clone()
+            .rpc()
             .list_units(pb::ListUnitsRequest {})
             .await?
             .into_inner())
@@ -270,8 +459,9 @@ impl Client {
     }
 
     /// The key and unit id that sign this client's messages.
-    fn signing_identity(&self) -> Result<(&SigningKey, &str), ClientError> {
-        match (&self.signer, &self.identity) {
+    fn signing_identity(&self) -> Result<(Arc<SigningKey>, &str), ClientError> {
+        let signer = self.live.signer.read().ok().and_then(|s| s.clone());
+        match (signer, &self.identity) {
             (Some(signer), Principal::Unit(unit)) => Ok((signer, unit)),
             _ => Err(ClientError::NoSigningKey),
         }
@@ -285,28 +475,63 @@ impl Client {
     }
 
     /// Signs and pushes a draft; returns once the hub has made it durable.
+    /// Interrupted pushes are repeated with the same message id (the hub
+    /// answers a repeat with the original receipt, `duplicate: true`); if
+    /// the signing key was replaced meanwhile and the hub refuses the old
+    /// one, the same message is signed again with the new key.
     pub async fn push(&self, draft: Draft) -> Result<PushReceipt, ClientError> {
         let signed = self.sign(draft)?;
-        self.push_signed(signed).await
+        let key_id = signed.signature.as_ref().map(|s| s.key_id.clone());
+        match self.push_signed(signed.clone()).await {
+            Err(ClientError::Rejected {
+                code: tonic::Code::Unauthenticated,
+                message,
+            }) if message.contains("was retired") => {
+                let refused = || ClientError::Rejected {
+                    code: tonic::Code::Unauthenticated,
+                    message: message.clone(),
+                };
+                let (signer, _) = self.signing_identity()?;
+                if Some(signer.key_id()) == key_id.as_deref() {
+                    return Err(refused());
+                }
+                let content = signed.message.ok_or_else(refused)?;
+                self.push_signed(signer.sign_message(content)).await
+            }
+            other => other,
+        }
     }
 
-    /// Pushes an already signed message. Safe to repeat after an error:
-    /// the message id makes it idempotent.
+    /// Pushes an already signed message, repeating it across interruptions
+    /// and reconnects (for up to 5 s): the message id makes it idempotent.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
         let message_id = signed
             .message
             .as_ref()
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
-        let r = self
-            .rpc
-            .clone()
-            .push(pb::PushRequest {
-                message: Some(signed),
-            })
-            .await?
-            .into_inner();
-        Ok(PushReceipt::new(r, message_id))
+        let deadline = std::time::Instant::now() + PUSH_RETRY_FOR;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let generation = self.live.generation();
+            let attempt = self
+                .rpc()
+                .push(pb::PushRequest {
+                    message: Some(signed.clone()),
+                })
+                .await;
+            let e = match attempt {
+                Ok(r) => return Ok(PushReceipt::new(r.into_inner(), message_id)),
+                Err(status) => ClientError::from(status),
+            };
+            if std::time::Instant::now() >= deadline || !self.worth_retrying(&e, generation).await?
+            {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, %message_id, "push interrupted; repeating it");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Signs and pushes many drafts in one call; one result per draft, in
@@ -339,8 +564,7 @@ impl Client {
             })
             .collect();
         let r = self
-            .rpc
-            .clone()
+            .rpc()
             .push_batch(pb::PushBatchRequest { messages })
             .await?
             .into_inner();
@@ -370,8 +594,7 @@ impl Client {
     /// A page of this client's inbox after `after` (0 = from the start).
     pub async fn pull(&self, after: u64, limit: u32) -> Result<Page, ClientError> {
         let r = self
-            .rpc
-            .clone()
+            .rpc()
             .pull(pb::PullRequest {
                 inbox: String::new(),
                 after,
@@ -396,8 +619,7 @@ impl Client {
     /// One entry by position, if this client may see it.
     pub async fn get_entry(&self, channel: &str, seq: u64) -> Result<VerifiedEntry, ClientError> {
         let r = self
-            .rpc
-            .clone()
+            .rpc()
             .get_entry(pb::GetEntryRequest {
                 channel: channel.to_string(),
                 seq,
@@ -435,8 +657,7 @@ impl Client {
             let cp = self.checkpoint(channel).await?;
             for chunk in list.chunks(4096) {
                 let r = self
-                    .log
-                    .clone()
+                    .log()
                     .get_inclusion_proofs(pb::GetInclusionProofsRequest {
                         channel: channel.to_string(),
                         seqs: chunk.iter().map(|e| e.seq).collect(),
@@ -498,6 +719,29 @@ impl Client {
                 "signed with key {key_id}, which the registry does not list for unit {unit}"
             ),
         })?;
+        let created = entry
+            .message
+            .as_ref()
+            .and_then(|m| m.message.as_ref())
+            .map(|m| m.created_micros)
+            .unwrap_or_default();
+        let retired = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|k| k.retired_at(&unit, &key_id));
+        if let Some(until) = retired
+            && created > until
+        {
+            return Err(ClientError::Integrity {
+                channel: entry.channel.clone(),
+                seq: entry.seq,
+                reason: format!(
+                    "signed with key {key_id} of {unit} after its retirement at {}",
+                    crate::format_micros(until)
+                ),
+            });
+        }
         verify_entry(entry, &d.leaf_hash, d.cursor, &key)
     }
 
@@ -517,8 +761,7 @@ impl Client {
     /// Sends an already signed receipt; repeating it changes nothing.
     pub async fn ack_signed(&self, signed: pb::SignedMessage) -> Result<AckOutcome, ClientError> {
         let r = self
-            .rpc
-            .clone()
+            .rpc()
             .acknowledge(pb::AcknowledgeRequest {
                 receipt: Some(signed),
             })
@@ -612,12 +855,7 @@ impl Client {
         &self,
         request: pb::ListDeliveriesRequest,
     ) -> Result<pb::ListDeliveriesResponse, ClientError> {
-        Ok(self
-            .audit
-            .clone()
-            .list_deliveries(request)
-            .await?
-            .into_inner())
+        Ok(self.audit().list_deliveries(request).await?.into_inner())
     }
 
     /// For an office: per-unit counts and acknowledgement times.
@@ -625,7 +863,7 @@ impl Client {
         &self,
         request: pb::UnitSummaryRequest,
     ) -> Result<pb::UnitSummaryResponse, ClientError> {
-        Ok(self.audit.clone().unit_summary(request).await?.into_inner())
+        Ok(self.audit().unit_summary(request).await?.into_inner())
     }
 
     /// Checks an answer shown by the audit: the receipt (or exception
@@ -681,8 +919,7 @@ impl Client {
             (Some(k), _) | (None, Some(k)) => k.clone(),
             (None, None) => {
                 let k = self
-                    .log
-                    .clone()
+                    .log()
                     .get_log_key(pb::GetLogKeyRequest {})
                     .await?
                     .into_inner()
@@ -704,8 +941,7 @@ impl Client {
     /// signed checkpoints are kept as evidence.
     pub async fn checkpoint(&self, channel: &str) -> Result<VerifiedCheckpoint, ClientError> {
         let note = self
-            .log
-            .clone()
+            .log()
             .get_checkpoint(pb::GetCheckpointRequest {
                 channel: channel.to_string(),
             })
@@ -769,8 +1005,7 @@ impl Client {
             cp.root == trusted_root
         } else {
             let proof = self
-                .log
-                .clone()
+                .log()
                 .get_consistency_proof(pb::GetConsistencyProofRequest {
                     channel: channel.to_string(),
                     old_size: trusted.size,
@@ -810,7 +1045,7 @@ impl Client {
         let cp = self.checkpoint(unit).await?;
         let checkpoint =
             tongbao_proto::checkpoint::Checkpoint::new(cp.origin.clone(), cp.size, cp.root);
-        let cosigner = tongbao_proto::checkpoint::Cosigner::new(unit, signer).map_err(|e| {
+        let cosigner = tongbao_proto::checkpoint::Cosigner::new(unit, &signer).map_err(|e| {
             ClientError::Checkpoint {
                 channel: unit.to_string(),
                 reason: e.to_string(),
@@ -824,8 +1059,7 @@ impl Client {
                 reason: e.to_string(),
             })?;
         Ok(self
-            .log
-            .clone()
+            .log()
             .add_cosignature(pb::AddCosignatureRequest {
                 channel: unit.to_string(),
                 size: cp.size,
@@ -845,8 +1079,7 @@ impl Client {
     /// The hub-signed registry of signing keys, checked against the hub key.
     pub async fn key_registry(&self) -> Result<String, ClientError> {
         let note = self
-            .log
-            .clone()
+            .log()
             .get_key_registry(pb::GetKeyRegistryRequest {})
             .await?
             .into_inner()
@@ -870,8 +1103,7 @@ impl Client {
         tree_size: u64,
     ) -> Result<Vec<tongbao_proto::Hash>, ClientError> {
         let r = self
-            .log
-            .clone()
+            .log()
             .get_inclusion_proof(pb::GetInclusionProofRequest {
                 channel: channel.to_string(),
                 seq,
@@ -955,9 +1187,9 @@ impl Client {
         let mut backoff = Duration::from_millis(100);
         let mut unchecked = InclusionBacklog::default();
         loop {
+            let generation = self.live.generation();
             let opened = self
-                .rpc
-                .clone()
+                .rpc()
                 .subscribe(pb::SubscribeRequest {
                     inbox: String::new(),
                     after: cursor,
@@ -1005,9 +1237,16 @@ impl Client {
                             Ok(None) => break,
                             Err(status) => {
                                 let e = ClientError::from(status);
-                                if !e.is_transient() {
-                                    let _ = tx.send(Err(e)).await;
-                                    return;
+                                match self.worth_retrying(&e, generation).await {
+                                    Ok(true) => {}
+                                    Ok(false) => {
+                                        let _ = tx.send(Err(e)).await;
+                                        return;
+                                    }
+                                    Err(refused) => {
+                                        let _ = tx.send(Err(refused)).await;
+                                        return;
+                                    }
                                 }
                                 tracing::debug!(error = %e, "subscription interrupted; resuming");
                                 break;
@@ -1017,9 +1256,16 @@ impl Client {
                 }
                 Err(status) => {
                     let e = ClientError::from(status);
-                    if !e.is_transient() {
-                        let _ = tx.send(Err(e)).await;
-                        return;
+                    match self.worth_retrying(&e, generation).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                        Err(refused) => {
+                            let _ = tx.send(Err(refused)).await;
+                            return;
+                        }
                     }
                     tracing::debug!(error = %e, "subscription failed; retrying");
                 }

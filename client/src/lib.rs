@@ -49,6 +49,7 @@ mod config;
 mod draft;
 mod error;
 pub mod hub_cert;
+mod lifecycle;
 mod probe;
 pub mod trust;
 mod verify;

@@ -51,21 +51,34 @@ impl VerifiedEntry {
     }
 }
 
-/// Signing public keys by unit and key id, from `ListUnits`.
+/// Signing public keys by unit and key id, from `ListUnits`, with the time
+/// each key was retired (signatures made later are refused).
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
     keys: HashMap<(String, String), Vec<u8>>,
+    retired: HashMap<(String, String), i64>,
 }
 
 impl KeyRing {
     pub fn from_registry(units: &pb::ListUnitsResponse) -> Self {
         let mut keys = HashMap::new();
+        let mut retired = HashMap::new();
         for u in &units.units {
             for k in &u.keys {
                 keys.insert((u.id.clone(), k.key_id.clone()), k.public_key.clone());
+                if k.valid_until_micros != 0 {
+                    retired.insert((u.id.clone(), k.key_id.clone()), k.valid_until_micros);
+                }
             }
         }
-        Self { keys }
+        Self { keys, retired }
+    }
+
+    /// When a key was retired, if it was.
+    pub fn retired_at(&self, unit: &str, key_id: &str) -> Option<i64> {
+        self.retired
+            .get(&(unit.to_string(), key_id.to_string()))
+            .copied()
     }
 
     pub fn get(&self, unit: &str, key_id: &str) -> Option<&[u8]> {

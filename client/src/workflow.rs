@@ -80,8 +80,7 @@ impl Client {
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
         let r = self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .submit(pb::SubmitStepRequest { step: Some(signed) })
             .await?
             .into_inner()
@@ -124,8 +123,7 @@ impl Client {
     /// A meeting's state as the hub keeps it.
     pub async fn meeting(&self, meeting_id: &str) -> Result<pb::MeetingState, ClientError> {
         Ok(self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .get_meeting(pb::GetMeetingRequest {
                 meeting_id: meeting_id.to_string(),
             })
@@ -365,8 +363,7 @@ impl Client {
     /// A joint notice's state: who has co-signed, who has not.
     pub async fn joint_notice(&self, notice_id: &str) -> Result<pb::JointNoticeState, ClientError> {
         Ok(self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .get_joint_notice(pb::GetJointNoticeRequest {
                 notice_id: notice_id.to_string(),
             })
@@ -483,8 +480,7 @@ impl Client {
     /// office's own mechanism when empty).
     pub async fn liaisons(&self, mechanism: &str) -> Result<pb::ListLiaisonsResponse, ClientError> {
         Ok(self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .list_liaisons(pb::ListLiaisonsRequest {
                 mechanism: mechanism.to_string(),
             })
@@ -504,8 +500,7 @@ impl Client {
         as_of_micros: i64,
     ) -> Result<pb::StatisticsReport, ClientError> {
         Ok(self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .compute_statistics(pb::ComputeStatisticsRequest {
                 mechanism: mechanism.to_string(),
                 since_micros,
@@ -548,8 +543,7 @@ impl Client {
     /// verified (signature and leaf hash) like any delivery.
     pub async fn case(&self, case_id: &str) -> Result<Vec<VerifiedEntry>, ClientError> {
         let r = self
-            .workflow
-            .clone()
+            .workflow_rpc()
             .show_case(pb::ShowCaseRequest {
                 case_id: case_id.to_string(),
             })

@@ -12,6 +12,7 @@
 //! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures;
 //! - [`workflow`]: the mechanisms' workflow steps and the rules for issued
 //!   minutes and co-signed joint notices.
+//! - [`rotation`]: the body of a unit's key-rotation announcement.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod kinds;
 pub mod merkle;
 pub mod workflow;
+pub mod rotation;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.
 #[allow(clippy::all, missing_docs)]

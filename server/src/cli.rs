@@ -9,6 +9,8 @@ use crate::pki::{
 };
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+
+mod admin;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use tongbao_proto::identity::Principal;
@@ -37,6 +39,13 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+    /// Operator calls to a running hub (Admin service).
+    Admin {
+        #[command(flatten)]
+        connection: admin::AdminConnection,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
 }
 
@@ -106,6 +115,12 @@ enum PkiCommand {
         /// Validity of the CRL, in days.
         #[arg(long, default_value_t = DEFAULT_CRL_DAYS)]
         days: i64,
+    },
+    /// Generate a new Ed25519 signing key for a unit (to register or announce).
+    Keygen {
+        /// Where to write the private key (PEM); must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// List the CA's certificates with their expiry and state.
     List {
@@ -262,6 +277,13 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki { command } => pki(command),
+        Command::Admin {
+            connection,
+            command,
+        } => {
+            print!("{}", admin::run(connection, command)?);
+            Ok(())
+        }
     }
 }
 
@@ -367,6 +389,10 @@ fn pki_into(command: PkiCommand, out: &mut String) -> anyhow::Result<()> {
         PkiCommand::Crl { dir, days } => {
             let report = crate::pki::regenerate_crl(&dir, days)?;
             print_crl(&mut *out, &dir, &report);
+            Ok(())
+        }
+        PkiCommand::Keygen { out: file } => {
+            out.push_str(&admin::keygen(&file)?);
             Ok(())
         }
         PkiCommand::List {

@@ -1,20 +1,26 @@
 //! A running hub: opens the store, seeds the registry, starts the appender,
 //! the TLS accept loop and the gRPC server, and stops them in order.
 
+use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::appender::{AppendStats, Appender};
 use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
-use crate::service::{AuditService, ExchangeService, HubState, LogService, WorkflowService};
+use crate::service::{
+    AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,
+    WorkflowService,
+};
 use crate::store::{SledStore, Store, StoreError};
-use crate::tls::{TlsError, TlsFiles, accept_loop, server_config};
+use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tongbao_proto::pb::admin_server::AdminServer;
 use tongbao_proto::pb::audit_server::AuditServer;
+use tongbao_proto::pb::directory_server::DirectoryServer;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
 use tongbao_proto::pb::log_server::LogServer;
 use tongbao_proto::pb::workflow_server::WorkflowServer;
@@ -43,6 +49,8 @@ pub enum HubError {
     Log(#[from] LogError),
     #[error("cannot open the workflow state: {0}")]
     Workflow(#[from] crate::workflow::WorkflowRefusal),
+    #[error("refusing to start: {0}")]
+    AdminAudit(#[from] AdminAuditError),
     #[error("gRPC server failed: {0}")]
     Server(String),
 }
@@ -52,6 +60,7 @@ pub struct Hub {
     addr: SocketAddr,
     stats: Arc<AppendStats>,
     shutdown: watch::Sender<bool>,
+    tls: Arc<TlsReloader>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     appender: std::thread::JoinHandle<()>,
 }
@@ -122,12 +131,13 @@ impl Hub {
         )?;
         let stats = appender.stats.clone();
 
-        let tls = server_config(&TlsFiles {
+        let tls = TlsReloader::new(TlsFiles {
             ca: config.resolve(&config.tls.ca),
             cert: config.resolve(&config.tls.cert),
             key: config.resolve(&config.tls.key),
             crl: config.tls.crl.as_ref().map(|p| config.resolve(p)),
         })?;
+        let admin_audit = Arc::new(AdminAudit::open(data_dir)?);
         let listener = TcpListener::bind(config.hub.listen)
             .await
             .map_err(|source| HubError::Listen {
@@ -150,14 +160,18 @@ impl Hub {
             logs: logs.clone(),
             shutdown: shutdown_rx.clone(),
             workflows,
+            tls: tls.clone(),
+            admin_audit,
+            pki_dir: config.base_dir.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(
             listener,
-            tokio_rustls::TlsAcceptor::from(tls),
+            tls.clone(),
             streams_tx,
             shutdown_rx.clone(),
         ));
+        tokio::spawn(tls_watch(tls.clone(), shutdown_rx.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<ExchangeServer<ExchangeService>>()
@@ -167,6 +181,9 @@ impl Hub {
         let log = LogServer::new(LogService::new(state.clone()));
         let workflow =
             WorkflowServer::new(WorkflowService::new(state.clone())).max_decoding_message_size(max);
+        let admin = AdminServer::new(AdminService::new(state.clone()));
+        let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
+            .max_decoding_message_size(max);
         tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max)
@@ -180,6 +197,8 @@ impl Hub {
                 .add_service(audit)
                 .add_service(log)
                 .add_service(workflow)
+                .add_service(admin)
+                .add_service(directory)
                 .serve_with_incoming_shutdown(ReceiverStream::new(streams_rx), async move {
                     let _ = stop.changed().await;
                 }),
@@ -189,9 +208,20 @@ impl Hub {
             addr,
             stats,
             shutdown,
+            tls,
             server,
             appender: appender_thread,
         })
+    }
+
+    /// Re-reads the TLS files now (as SIGHUP and `Admin/ReloadTls` do).
+    pub fn reload_tls(&self) -> Result<ReloadOutcome, TlsError> {
+        self.tls.reload()
+    }
+
+    /// Client connections open now, by party URI.
+    pub fn open_connections(&self) -> Vec<String> {
+        self.tls.connections().parties()
     }
 
     /// The address the hub listens on (useful with port 0).
@@ -255,6 +285,37 @@ async fn expiry_watch(pki_dir: std::path::PathBuf, mut shutdown: watch::Receiver
     }
 }
 
+/// How often the TLS files are checked for changes and open connections
+/// for revoked or expired certificates.
+const TLS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the TLS material when a file changes and closes connections
+/// whose certificate is revoked or has expired, every second.
+async fn tls_watch(tls: Arc<TlsReloader>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TLS_WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let watched = tls.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let r = watched.reload_if_changed();
+            (r, watched.sweep())
+        })
+        .await;
+        match reloaded {
+            Ok((Some(Err(e)), _)) => tracing::error!(
+                error = %e,
+                "TLS files changed but cannot be loaded; the previous material stays in use until they are fixed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "TLS watch task failed"),
+        }
+    }
+}
+
 /// Signs a fresh checkpoint, each second, for every channel that grew.
 async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -272,11 +333,31 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Runs a hub until SIGINT or SIGTERM, then shuts it down in order. Prints
-/// one machine-readable line with the bound address (port 0 resolves here).
+/// Runs a hub until SIGINT or SIGTERM, then shuts it down in order; SIGHUP
+/// reloads the TLS material. Prints one machine-readable line with the
+/// bound address (port 0 resolves here).
 pub async fn serve_until_signal(config: HubConfig) -> Result<(), HubError> {
     let hub = Hub::start(&config).await?;
     println!("tongbao-hub listening on {}", hub.addr());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = wait_for_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = hup.recv() => match tokio::task::block_in_place(|| hub.reload_tls()) {
+                        Ok(o) => tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use"),
+                    },
+                }
+            }
+            tracing::info!("shutting down");
+            return hub.shutdown().await;
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     hub.shutdown().await

@@ -6,6 +6,7 @@
 //! bytes on disk.
 #![forbid(unsafe_code)]
 
+pub mod admin_audit;
 pub mod appender;
 pub mod cli;
 pub mod config;

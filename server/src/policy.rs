@@ -90,17 +90,51 @@ pub fn check_workflow_message<'a>(
     limits: &Limits,
     now_micros: i64,
 ) -> Result<&'a pb::Message, PolicyError> {
+    check_special_kind(signed, caller, limits, now_micros, "a workflow step", |k| {
+        kinds::is_workflow(k)
+    })
+}
+
+/// Checks a key-rotation announcement from unit `caller` (its body is
+/// read by `tongbao_proto::rotation`): kind key rotation, nothing else.
+pub fn check_key_rotation<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+) -> Result<&'a pb::Message, PolicyError> {
+    check_special_kind(
+        signed,
+        caller,
+        limits,
+        now_micros,
+        "a key-rotation announcement",
+        |k| k == Kind::KeyRotation as i32,
+    )
+}
+
+/// Every rule of a message, a kind only `what` may have, and neither
+/// acknowledgement nor exception report: messages that go through their
+/// own call rather than `Push`.
+fn check_special_kind<'a>(
+    signed: &'a pb::SignedMessage,
+    caller: &str,
+    limits: &Limits,
+    now_micros: i64,
+    what: &str,
+    kind_ok: impl Fn(i32) -> bool,
+) -> Result<&'a pb::Message, PolicyError> {
     let m = check_message(signed, caller, limits, now_micros)?;
-    if !kinds::is_workflow(m.kind) {
+    if !kind_ok(m.kind) {
         return Err(malformed(format!(
-            "kind {} is not a workflow step; push it with Push",
+            "kind {} cannot be {what}",
             kinds::name(m.kind)
         )));
     }
     if m.acknowledgement.is_some() || m.exception.is_some() {
-        return Err(malformed(
-            "a workflow step carries neither an acknowledgement nor an exception report",
-        ));
+        return Err(malformed(format!(
+            "{what} carries neither an acknowledgement nor an exception report"
+        )));
     }
     Ok(m)
 }

@@ -3,7 +3,9 @@
 //! Seeded from the hub config on first start and kept in the store after
 //! that. Audience resolution lives here because it is a question about the
 //! registry ("who are the members of this mechanism now?"), asked once per
-//! message at append time.
+//! message at append time. Operators change it through the `Admin`
+//! service; every change keeps history (key intervals, membership from a
+//! time) so questions about the past keep their answers.
 
 use crate::config::{ConfigError, MechanismSeed, UnitSeed};
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, Principal, check_id, office_inbox};
 use tongbao_proto::keys::{ED25519_ALGORITHM, decode_public_key, key_id};
 use tongbao_proto::pb;
+
+/// A protocol time (unix microseconds) as RFC 3339, for messages.
+pub fn display_micros(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{micros} µs"))
+}
 
 /// A signing key of a unit with the interval it is valid for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -38,6 +51,68 @@ impl UnitRecord {
     pub fn key(&self, key_id: &str) -> Option<&KeyRecord> {
         self.keys.iter().find(|k| k.key_id == key_id)
     }
+
+    /// Keys valid at a time, newest first.
+    pub fn keys_valid_at(&self, at_micros: i64) -> impl Iterator<Item = &KeyRecord> {
+        self.keys
+            .iter()
+            .rev()
+            .filter(move |k| k.valid_at(at_micros))
+    }
+}
+
+impl KeyRecord {
+    /// True when the key may sign at this time: from inclusive, until exclusive.
+    pub fn valid_at(&self, at_micros: i64) -> bool {
+        at_micros >= self.valid_from_micros
+            && self
+                .valid_until_micros
+                .is_none_or(|until| at_micros < until)
+    }
+}
+
+/// A unit that joined a mechanism after it was seeded, from a time on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Joined {
+    pub unit: String,
+    pub from_micros: i64,
+    /// When the change was recorded (hub time).
+    pub recorded_micros: i64,
+}
+
+/// Why a registry change was refused; nothing was changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("unit {0:?} is not in the registry")]
+    UnknownUnit(String),
+    #[error("mechanism {0:?} is not in the registry (known: {1})")]
+    UnknownMechanism(String, String),
+    #[error("unit {unit} has no signing key {key_id:?}; list its keys with `tongbao units`")]
+    UnknownKey { unit: String, key_id: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("key {key_id} is already registered for unit {unit}")]
+    KeyExists { unit: String, key_id: String },
+    #[error("key {key_id} of unit {unit} was already retired at {until} (unix micros)")]
+    AlreadyRetired {
+        unit: String,
+        key_id: String,
+        until: i64,
+    },
+    #[error(
+        "retiring key {key_id} would leave unit {unit} with no valid signing key; register its new key first"
+    )]
+    LastKey { unit: String, key_id: String },
+    #[error("unit {0} is already suspended")]
+    AlreadySuspended(String),
+    #[error("unit {0} is not suspended")]
+    NotSuspended(String),
+    #[error("unit {unit} is already a member of mechanism {mechanism} (from {from} unix micros)")]
+    AlreadyMember {
+        unit: String,
+        mechanism: String,
+        from: i64,
+    },
 }
 
 /// A joint mechanism (联席机制) with its lead unit and members.
@@ -47,7 +122,37 @@ pub struct MechanismRecord {
     pub name: String,
     pub name_zh: String,
     pub lead: String,
+    /// Members since the registry was seeded.
     pub members: BTreeSet<String>,
+    /// Units added later, each from its own time on.
+    #[serde(default)]
+    pub joined: Vec<Joined>,
+}
+
+impl MechanismRecord {
+    /// The members at a time: the seeded ones and those joined by then.
+    pub fn members_at(&self, at_micros: i64) -> BTreeSet<String> {
+        let mut out = self.members.clone();
+        out.extend(
+            self.joined
+                .iter()
+                .filter(|j| j.from_micros <= at_micros)
+                .map(|j| j.unit.clone()),
+        );
+        out
+    }
+
+    /// Since when a unit is (or will be) a member, if it is one.
+    pub fn member_since(&self, unit: &str) -> Option<i64> {
+        if self.members.contains(unit) {
+            return Some(0);
+        }
+        self.joined
+            .iter()
+            .filter(|j| j.unit == unit)
+            .map(|j| j.from_micros)
+            .min()
+    }
 }
 
 /// Why an audience could not be resolved.
@@ -120,6 +225,7 @@ impl Registry {
                 name_zh: m.name_zh.clone(),
                 lead: m.lead.clone(),
                 members,
+                joined: Vec::new(),
             };
             if reg.mechanisms.insert(m.id.clone(), record).is_some() {
                 return Err(ConfigError::Invalid(format!(
@@ -154,6 +260,8 @@ impl Registry {
         sender: &str,
         audience: &pb::Audience,
     ) -> Result<Vec<String>, AudienceError> {
+        // Asked once per message, at append time: membership as of now.
+        let now = tongbao_proto::now_micros();
         let mut out = BTreeSet::new();
         for u in &audience.units {
             if !self.units.contains_key(u) {
@@ -165,7 +273,7 @@ impl Registry {
             let mech = self.mechanisms.get(m).ok_or_else(|| {
                 AudienceError::UnknownMechanism(m.clone(), self.mechanism_names())
             })?;
-            out.extend(mech.members.iter().cloned());
+            out.extend(mech.members_at(now));
         }
         for m in &audience.offices {
             if !self.mechanisms.contains_key(m) {
@@ -192,16 +300,161 @@ impl Registry {
         audience: &pb::Audience,
         recipients: &[String],
     ) -> Vec<String> {
+        let now = tongbao_proto::now_micros();
         self.mechanisms
             .values()
             .filter(|m| {
+                let members = m.members_at(now);
                 audience.mechanisms.contains(&m.id)
                     || audience.offices.contains(&m.id)
-                    || (m.members.contains(sender)
-                        && recipients.iter().any(|r| m.members.contains(r)))
+                    || (members.contains(sender) && recipients.iter().any(|r| members.contains(r)))
             })
             .map(|m| m.id.clone())
             .collect()
+    }
+
+    fn unit_mut(&mut self, id: &str) -> Result<&mut UnitRecord, RegistryError> {
+        self.units
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::UnknownUnit(id.to_string()))
+    }
+
+    /// Registers a signing key of a unit, valid from `from` until `until`
+    /// (None = open-ended).
+    pub fn register_key(
+        &mut self,
+        unit: &str,
+        public_key: &[u8],
+        from: i64,
+        until: Option<i64>,
+    ) -> Result<KeyRecord, RegistryError> {
+        if public_key.len() != tongbao_proto::keys::ED25519_PUBLIC_KEY_LEN {
+            return Err(RegistryError::Invalid(format!(
+                "an Ed25519 public key is 32 bytes, got {}",
+                public_key.len()
+            )));
+        }
+        if from < 0 || until.is_some_and(|u| u <= from) {
+            return Err(RegistryError::Invalid(format!(
+                "validity interval [{from}, {}) is empty or negative; until must be after from",
+                until
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "open".into())
+            )));
+        }
+        let record = self.unit_mut(unit)?;
+        let id = key_id(ED25519_ALGORITHM, public_key);
+        if record.key(&id).is_some() {
+            return Err(RegistryError::KeyExists {
+                unit: unit.to_string(),
+                key_id: id,
+            });
+        }
+        let key = KeyRecord {
+            algorithm: ED25519_ALGORITHM.to_string(),
+            key_id: id,
+            public_key: public_key.to_vec(),
+            valid_from_micros: from,
+            valid_until_micros: until,
+        };
+        record.keys.push(key.clone());
+        Ok(key)
+    }
+
+    /// Ends a key's validity at `at`. Refused when the key is already
+    /// retired or when the unit would be left without a key valid after `at`.
+    pub fn retire_key(&mut self, unit: &str, key_id: &str, at: i64) -> Result<i64, RegistryError> {
+        let record = self.unit_mut(unit)?;
+        let key = record
+            .key(key_id)
+            .ok_or_else(|| RegistryError::UnknownKey {
+                unit: unit.to_string(),
+                key_id: key_id.to_string(),
+            })?;
+        if let Some(until) = key.valid_until_micros
+            && until <= at
+        {
+            return Err(RegistryError::AlreadyRetired {
+                unit: unit.to_string(),
+                key_id: key_id.to_string(),
+                until,
+            });
+        }
+        let successor = record
+            .keys
+            .iter()
+            .any(|k| k.key_id != key_id && k.valid_until_micros.is_none_or(|u| u > at));
+        if !successor {
+            return Err(RegistryError::LastKey {
+                unit: unit.to_string(),
+                key_id: key_id.to_string(),
+            });
+        }
+        let at = at.max(key.valid_from_micros);
+        if let Some(k) = record.keys.iter_mut().find(|k| k.key_id == key_id) {
+            k.valid_until_micros = Some(at);
+        }
+        Ok(at)
+    }
+
+    /// Suspends (true) or reinstates (false) a unit.
+    pub fn set_suspended(&mut self, unit: &str, suspended: bool) -> Result<(), RegistryError> {
+        let record = self.unit_mut(unit)?;
+        match (record.suspended, suspended) {
+            (true, true) => Err(RegistryError::AlreadySuspended(unit.to_string())),
+            (false, false) => Err(RegistryError::NotSuspended(unit.to_string())),
+            _ => {
+                record.suspended = suspended;
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a unit to a mechanism from `from` on; earlier membership
+    /// questions keep their answers.
+    pub fn add_member(
+        &mut self,
+        mechanism: &str,
+        unit: &str,
+        from: i64,
+        now: i64,
+    ) -> Result<(), RegistryError> {
+        if !self.units.contains_key(unit) {
+            return Err(RegistryError::UnknownUnit(unit.to_string()));
+        }
+        if from < 0 {
+            return Err(RegistryError::Invalid(
+                "the effective time cannot be negative".into(),
+            ));
+        }
+        let names = self.mechanism_names();
+        let mech = self
+            .mechanisms
+            .get_mut(mechanism)
+            .ok_or_else(|| RegistryError::UnknownMechanism(mechanism.to_string(), names))?;
+        if let Some(since) = mech.member_since(unit) {
+            return Err(RegistryError::AlreadyMember {
+                unit: unit.to_string(),
+                mechanism: mechanism.to_string(),
+                from: since,
+            });
+        }
+        mech.joined.push(Joined {
+            unit: unit.to_string(),
+            from_micros: from,
+            recorded_micros: now,
+        });
+        Ok(())
+    }
+
+    /// The members of a mechanism at a time.
+    pub fn members_at(&self, mechanism: &str, at: i64) -> Result<BTreeSet<String>, RegistryError> {
+        self.mechanisms
+            .get(mechanism)
+            .map(|m| m.members_at(at))
+            .ok_or_else(|| {
+                RegistryError::UnknownMechanism(mechanism.to_string(), self.mechanism_names())
+            })
     }
 
     fn mechanism_names(&self) -> String {
@@ -244,7 +497,10 @@ impl Registry {
                     name: m.name.clone(),
                     name_zh: m.name_zh.clone(),
                     lead: m.lead.clone(),
-                    members: m.members.iter().cloned().collect(),
+                    members: m
+                        .members_at(tongbao_proto::now_micros())
+                        .into_iter()
+                        .collect(),
                 })
                 .collect(),
         }
@@ -315,6 +571,64 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.resolve("tax", &me), Err(AudienceError::Empty));
+        Ok(())
+    }
+
+    #[test]
+    fn membership_has_history() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = reg()?;
+        r.units.insert(
+            "audit".into(),
+            UnitRecord {
+                id: "audit".into(),
+                name: "audit".into(),
+                name_zh: String::new(),
+                suspended: false,
+                keys: Vec::new(),
+            },
+        );
+        r.add_member("fund-supervision", "audit", 1_000, 5)?;
+        assert!(!r.members_at("fund-supervision", 999)?.contains("audit"));
+        assert!(r.members_at("fund-supervision", 1_000)?.contains("audit"));
+        let before = r.clone();
+        assert!(matches!(
+            r.add_member("fund-supervision", "audit", 2_000, 5),
+            Err(RegistryError::AlreadyMember { from: 1_000, .. })
+        ));
+        assert!(matches!(
+            r.add_member("nope", "audit", 2_000, 5),
+            Err(RegistryError::UnknownMechanism(..))
+        ));
+        assert_eq!(r, before);
+        Ok(())
+    }
+
+    #[test]
+    fn keys_have_intervals_and_a_unit_keeps_one() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = reg()?;
+        let old = r
+            .unit("tax")
+            .and_then(|u| u.keys.first())
+            .cloned()
+            .ok_or("no key")?;
+        assert!(matches!(
+            r.retire_key("tax", &old.key_id, 10),
+            Err(RegistryError::LastKey { .. })
+        ));
+        let new = SigningKey::generate()?;
+        r.register_key("tax", new.public_key(), 10, None)?;
+        assert!(matches!(
+            r.register_key("tax", new.public_key(), 10, None),
+            Err(RegistryError::KeyExists { .. })
+        ));
+        assert_eq!(r.retire_key("tax", &old.key_id, 10)?, 10);
+        let unit = r.unit("tax").ok_or("no unit")?;
+        let old = unit.key(&old.key_id).ok_or("no key")?;
+        assert!(old.valid_at(9) && !old.valid_at(10));
+        assert!(matches!(
+            r.retire_key("tax", &old.key_id.clone(), 20),
+            Err(RegistryError::AlreadyRetired { until: 10, .. })
+        ));
         Ok(())
     }
 }

@@ -2,23 +2,36 @@
 //!
 //! Tonic's built-in TLS cannot check CRLs or reload material, so the hub
 //! builds its rustls `ServerConfig` itself (TLS 1.3 only, client certificate
-//! required, chained to the exchange CA, checked against the CRL) and feeds
-//! finished `TlsStream`s to tonic. Handshakes run in their own tasks with a
-//! timeout so one slow client cannot stall the accept loop.
+//! required, chained to the exchange CA, checked against the CRL, no
+//! session resumption) and feeds finished streams to tonic. Handshakes run
+//! in their own tasks with a timeout so one slow client cannot stall the
+//! accept loop. The config is swapped whole when the files change; open
+//! connections are registered with their certificate so that revocation
+//! and expiry close them too.
 
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tongbao_proto::Hash;
+use tongbao_proto::canonical::sha256;
 use tongbao_proto::identity::{IdError, Principal};
+use tonic::transport::server::Connected;
+use x509_parser::prelude::FromDer as _;
+use x509_parser::revocation_list::CertificateRevocationList;
 
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,38 +91,403 @@ pub struct TlsFiles {
 
 /// Builds the rustls server configuration from files.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in load_certs(&files.ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| read_err("CA certificate", &files.ca, e))?;
-    }
-    let crls = match &files.crl {
-        Some(p) => load_crls(p)?,
-        None => Vec::new(),
-    };
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls)
-        .only_check_end_entity_revocation()
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Material::load(files)?.config)
 }
 
-/// Accepts TCP connections, runs each handshake in its own task, and hands
-/// established streams to the gRPC server until shutdown.
+/// One consistent load of the TLS files: the rustls config built from
+/// them and the serials their CRL revokes (to close open connections).
+struct Material {
+    config: Arc<ServerConfig>,
+    revoked: HashSet<String>,
+    summary: String,
+}
+
+impl Material {
+    fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        let provider = Arc::new(ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in load_certs(&files.ca)? {
+            roots
+                .add(ca)
+                .map_err(|e| read_err("CA certificate", &files.ca, e))?;
+        }
+        let crls = match &files.crl {
+            Some(p) => load_crls(p)?,
+            None => Vec::new(),
+        };
+        let mut revoked = HashSet::new();
+        let mut crl_numbers = Vec::new();
+        for der in &crls {
+            let path = files.crl.as_deref().unwrap_or(Path::new("crl"));
+            let (_, crl) = CertificateRevocationList::from_der(der.as_ref())
+                .map_err(|e| read_err("CRL", path, e))?;
+            if let Some(n) = crl.crl_number() {
+                crl_numbers.push(n.to_string());
+            }
+            for r in crl.iter_revoked_certificates() {
+                revoked.insert(serial_hex(r.raw_serial()));
+            }
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .with_crls(crls)
+                .only_check_end_entity_revocation()
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        // No resumption: a resumed session would restore a client
+        // certificate without checking it against the current CRL.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        let summary = format!(
+            "CA {}, certificate {}, CRL {}",
+            files.ca.display(),
+            files.cert.display(),
+            match &files.crl {
+                Some(p) => format!(
+                    "{} (number {}, {} revoked)",
+                    p.display(),
+                    if crl_numbers.is_empty() {
+                        "-".to_string()
+                    } else {
+                        crl_numbers.join(",")
+                    },
+                    revoked.len()
+                ),
+                None => "none".into(),
+            }
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            revoked,
+            summary,
+        })
+    }
+}
+
+/// A certificate serial as lowercase hex without leading zeros, so serials
+/// from certificates, CRLs and the CA index compare equal.
+fn serial_hex(raw: &[u8]) -> String {
+    let hex = hex::encode(raw);
+    let trimmed = hex.trim_start_matches('0');
+    if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// Content fingerprint of the TLS files, to notice any change (a rename
+/// over the file, a copy, an edit) whatever the file times say.
+fn fingerprint(files: &TlsFiles) -> Result<Hash, TlsError> {
+    let mut all = Vec::new();
+    for (what, path) in [
+        ("CA certificate", Some(&files.ca)),
+        ("certificate", Some(&files.cert)),
+        ("private key", Some(&files.key)),
+        ("CRL", files.crl.as_ref()),
+    ] {
+        if let Some(path) = path {
+            let bytes = std::fs::read(path).map_err(|e| read_err(what, path, e))?;
+            all.extend_from_slice(&sha256(&bytes));
+        }
+    }
+    Ok(sha256(&all))
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub summary: String,
+    /// Open connections closed because their certificate is now revoked
+    /// or expired.
+    pub closed: usize,
+}
+
+/// The hub's current TLS material, swapped whole on reload. Each handshake
+/// takes the config current at that moment; established connections keep
+/// theirs. Failed reloads leave the current material in place.
+pub struct TlsReloader {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+    revoked: RwLock<HashSet<String>>,
+    /// Fingerprint of the last load attempted, successful or not.
+    seen: Mutex<Option<Hash>>,
+    connections: Arc<Connections>,
+}
+
+impl TlsReloader {
+    /// Loads the material once; the hub does not start without it.
+    pub fn new(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+        let seen = fingerprint(&files)?;
+        let material = Material::load(&files)?;
+        tracing::info!(material = %material.summary, "TLS material loaded");
+        Ok(Arc::new(Self {
+            files,
+            current: RwLock::new(material.config),
+            revoked: RwLock::new(material.revoked),
+            seen: Mutex::new(Some(seen)),
+            connections: Arc::new(Connections::default()),
+        }))
+    }
+
+    /// The config for the next handshake.
+    pub fn config(&self) -> Option<Arc<ServerConfig>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Re-reads every file now, then closes connections whose certificate
+    /// the new CRL revokes. On error nothing changes.
+    pub fn reload(&self) -> Result<ReloadOutcome, TlsError> {
+        let print = fingerprint(&self.files);
+        if let (Ok(p), Ok(mut seen)) = (&print, self.seen.lock()) {
+            *seen = Some(*p);
+        }
+        print?;
+        let material = Material::load(&self.files)?;
+        let poisoned = || TlsError::Config("TLS state lock poisoned; restart the hub".into());
+        *self.current.write().map_err(|_| poisoned())? = material.config;
+        *self.revoked.write().map_err(|_| poisoned())? = material.revoked;
+        let closed = self.sweep();
+        tracing::info!(material = %material.summary, closed, "TLS material reloaded");
+        Ok(ReloadOutcome {
+            summary: material.summary,
+            closed,
+        })
+    }
+
+    /// Reloads when a file's content changed since the last attempt.
+    /// Returns None when nothing changed.
+    pub fn reload_if_changed(&self) -> Option<Result<ReloadOutcome, TlsError>> {
+        let print = fingerprint(&self.files);
+        let seen = self.seen.lock().ok().and_then(|s| *s);
+        match print {
+            Ok(p) if Some(p) == seen => None,
+            // An unreadable file is reported once, not every second.
+            Err(e) => {
+                if let Ok(mut s) = self.seen.lock()
+                    && s.is_some()
+                {
+                    *s = None;
+                    return Some(Err(e));
+                }
+                None
+            }
+            Ok(_) => Some(self.reload()),
+        }
+    }
+
+    /// Closes every open connection whose client certificate is revoked by
+    /// the current CRL or has expired. Returns how many were closed.
+    pub fn sweep(&self) -> usize {
+        let revoked = match self.revoked.read() {
+            Ok(r) => r.clone(),
+            Err(_) => return 0,
+        };
+        self.connections.close_where(|c| {
+            if revoked.contains(c.serial) {
+                Some("certificate revoked")
+            } else if c.not_after_secs < now_secs() {
+                Some("certificate expired")
+            } else {
+                None
+            }
+        })
+    }
+}
+
+fn now_secs() -> i64 {
+    tongbao_proto::now_micros() / 1_000_000
+}
+
+/// An open client connection, as the hub needs to find and close it.
+struct OpenConnection {
+    party: String,
+    serial: String,
+    not_after_secs: i64,
+    /// A second handle on the socket: shutting it down ends the connection
+    /// under the TLS and HTTP/2 layers that own the first.
+    socket: std::net::TcpStream,
+}
+
+/// What the hub knows of a connection when deciding to close it.
+pub struct ConnectionView<'a> {
+    pub party: &'a str,
+    pub serial: &'a str,
+    pub not_after_secs: i64,
+}
+
+/// The registry of open client connections: each with its certificate's
+/// serial and expiry, so revocation and expiry can close live connections
+/// (a rustls server checks a certificate only at the handshake).
+#[derive(Default)]
+pub struct Connections {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, OpenConnection>>,
+}
+
+impl Connections {
+    /// Number of connections open now.
+    pub fn len(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Open connections per party URI.
+    pub fn parties(&self) -> Vec<String> {
+        self.open
+            .lock()
+            .map(|o| o.values().map(|c| c.party.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes every open connection of a party (a suspended unit).
+    pub fn close_party(&self, party_uri: &str) -> usize {
+        self.close_where(|c| (c.party == party_uri).then_some("party suspended"))
+    }
+
+    fn add(self: &Arc<Self>, conn: OpenConnection) -> ConnectionGuard {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, conn);
+        }
+        ConnectionGuard {
+            id,
+            connections: self.clone(),
+        }
+    }
+
+    fn close_where(&self, why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>) -> usize {
+        let Ok(mut open) = self.open.lock() else {
+            return 0;
+        };
+        let doomed: Vec<(u64, &'static str)> = open
+            .iter()
+            .filter_map(|(id, c)| {
+                why(&ConnectionView {
+                    party: &c.party,
+                    serial: &c.serial,
+                    not_after_secs: c.not_after_secs,
+                })
+                .map(|w| (*id, w))
+            })
+            .collect();
+        for (id, reason) in &doomed {
+            if let Some(c) = open.remove(id) {
+                tracing::warn!(party = %c.party, serial = %c.serial, %reason, "closing connection");
+                let _ = c.socket.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        doomed.len()
+    }
+}
+
+/// Removes its connection from the registry when the stream is dropped.
+struct ConnectionGuard {
+    id: u64,
+    connections: Arc<Connections>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// An established TLS stream that stays registered while it lives. It
+/// reports exactly the connect info of the inner stream, so
+/// `Request::peer_certs` keeps working.
+pub struct TrackedStream {
+    inner: TlsStream<TcpStream>,
+    _guard: ConnectionGuard,
+}
+
+impl Connected for TrackedStream {
+    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for TrackedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TrackedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Party, serial and expiry of a connection's client certificate.
+fn describe_peer(tls: &TlsStream<TcpStream>) -> Option<(String, String, i64)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+    let party = peer_principal(leaf)
+        .map(|p| p.uri())
+        .unwrap_or_else(|e| format!("(unnamed: {e})"));
+    Some((
+        party,
+        serial_hex(cert.raw_serial()),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// Accepts TCP connections, runs each handshake in its own task with the
+/// TLS config current at that moment, registers the established
+/// connection, and hands it to the gRPC server until shutdown.
 pub async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    streams: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    tls: Arc<TlsReloader>,
+    streams: mpsc::Sender<Result<TrackedStream, std::io::Error>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -129,18 +507,51 @@ pub async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay failed");
         }
-        let acceptor = acceptor.clone();
+        let (tcp, socket) = match split_socket(tcp) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot keep a handle on the socket");
+                continue;
+            }
+        };
+        let Some(config) = tls.config() else {
+            tracing::error!("TLS state lock poisoned; refusing connections");
+            continue;
+        };
+        let acceptor = TlsAcceptor::from(config);
         let streams = streams.clone();
+        let connections = tls.connections.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = streams.send(Ok(tls)).await;
+                Ok(Ok(inner)) => {
+                    let (party, serial, not_after_secs) = describe_peer(&inner)
+                        .unwrap_or_else(|| ("(none)".into(), String::new(), i64::MAX));
+                    let guard = connections.add(OpenConnection {
+                        party,
+                        serial,
+                        not_after_secs,
+                        socket,
+                    });
+                    let _ = streams
+                        .send(Ok(TrackedStream {
+                            inner,
+                            _guard: guard,
+                        }))
+                        .await;
                 }
                 Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         });
     }
+}
+
+/// The socket for tokio, and a duplicate handle the hub keeps to shut the
+/// connection down later.
+fn split_socket(tcp: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpStream)> {
+    let std_socket = tcp.into_std()?;
+    let handle = std_socket.try_clone()?;
+    Ok((TcpStream::from_std(std_socket)?, handle))
 }
 
 /// Why a verified certificate does not name a Tongbao party.

@@ -320,3 +320,72 @@ pub fn copy_dir(from: &Path, to: &Path) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+impl TestPki {
+    /// The client config of an operator made by `pki init` (`ops`).
+    pub fn operator_config(&self, name: &str, hub: SocketAddr) -> ClientConfig {
+        let dir = self.path().join("operators").join(name);
+        ClientConfig {
+            hub: format!("https://{hub}"),
+            server_name: "localhost".into(),
+            identity: Principal::Operator(name.to_string()),
+            ca: self.path().join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            signing_key: None,
+            hub_key: None,
+            trust_state: dir.join("trust-state.json"),
+            verify_inclusion: true,
+        }
+    }
+}
+
+/// The certificate (DER) a hub presents to a new handshake now.
+pub async fn served_hub_cert(
+    pki: &TestPki,
+    unit: &str,
+    hub: SocketAddr,
+) -> Result<Vec<u8>, BoxError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let dir = pki.path().join("units").join(unit);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path().join("ca.pem"))? {
+        roots.add(c?)?;
+    }
+    let chain =
+        CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    let tcp = tokio::net::TcpStream::connect(hub).await?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("the hub presented no certificate")?;
+    Ok(cert.as_ref().to_vec())
+}
+
+/// Waits until `check` holds, polling every 50 ms; fails after `within`.
+pub async fn wait_until<F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> TestResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, BoxError>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("not within {within:?}: {what}").into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -3,6 +3,7 @@
 //! and maps their errors to statuses an engineer can act on.
 
 mod acknowledge;
+mod admin;
 mod audit;
 mod exchange;
 mod log;
@@ -10,6 +11,7 @@ mod push;
 mod read;
 mod workflow;
 
+pub use admin::{AdminService, DirectoryService};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log::LogService;
@@ -39,6 +41,12 @@ pub struct HubState {
     pub shutdown: watch::Receiver<bool>,
     /// The mechanisms' workflow state (meetings, joint notices, liaisons).
     pub workflows: Arc<crate::workflow::Workflows>,
+    /// The live TLS material and open connections (reload, close).
+    pub tls: Arc<crate::tls::TlsReloader>,
+    /// Durable record of every admin action.
+    pub admin_audit: Arc<crate::admin_audit::AdminAudit>,
+    /// Where the CA index lives (the config's directory).
+    pub pki_dir: std::path::PathBuf,
 }
 
 impl HubState {

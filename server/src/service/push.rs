@@ -124,12 +124,22 @@ pub(crate) fn verify_sender_signature(
             "the signature names key {key_id:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config"
         ))
     })?;
-    if let Some(until) = key.valid_until_micros
-        && message.created_micros > until
-    {
-        return Err(Status::unauthenticated(format!(
-            "signing key {key_id} of unit {unit} was retired before this message was created; sign with the current key"
-        )));
+    let now = tongbao_proto::now_micros();
+    let usable = key.valid_at(now)
+        && key
+            .valid_until_micros
+            .is_none_or(|until| message.created_micros < until);
+    if !usable && !already_appended(state, unit, signed, message)? {
+        return Err(Status::unauthenticated(match key.valid_until_micros {
+            Some(until) if now >= until || message.created_micros >= until => format!(
+                "signing key {key_id} of unit {unit} was retired at {}; sign with the unit's current key",
+                crate::registry::display_micros(until)
+            ),
+            _ => format!(
+                "signing key {key_id} of unit {unit} is valid only from {}; sign with the unit's current key",
+                crate::registry::display_micros(key.valid_from_micros)
+            ),
+        }));
     }
     verify_signed_message(signed, &key.public_key).map_err(|e| match e {
         KeyError::BadSignature { .. } => Status::unauthenticated(format!(
@@ -137,6 +147,28 @@ pub(crate) fn verify_sender_signature(
         )),
         other => Status::unauthenticated(format!("signature of unit {unit} refused: {other}")),
     })
+}
+
+/// True when this exact message (same id, same content) is already in the
+/// unit's channel: a retry after a key switch is answered with the original
+/// receipt instead of being refused for its now-retired key.
+fn already_appended(
+    state: &HubState,
+    unit: &str,
+    signed: &pb::SignedMessage,
+    message: &pb::Message,
+) -> Result<bool, Status> {
+    let Some(rec) = state
+        .store
+        .message(unit, &message.message_id)
+        .map_err(storage_status)?
+    else {
+        return Ok(false);
+    };
+    let Some(stored) = state.store.entry(unit, rec.seq).map_err(storage_status)? else {
+        return Ok(false);
+    };
+    Ok(stored.entry.message.as_ref() == Some(signed))
 }
 
 /// Checks that `unit` received each pinned entry exactly as pinned.

@@ -1,0 +1,323 @@
+//! `tongbao-hub admin ...`: an operator's calls to a running hub's `Admin`
+//! service, with the operator certificate of the PKI directory, and
+//! `pki keygen` for a unit's new signing key.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use tongbao_proto::keys::{SigningKey, encode_public_key};
+use tongbao_proto::pb;
+use tongbao_proto::pb::admin_client::AdminClient;
+use tongbao_proto::pb::directory_client::DirectoryClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// Where the hub is and which operator certificate to use.
+#[derive(Args)]
+pub struct AdminConnection {
+    /// The PKI directory (holding ca.pem, hub.toml and operators/NAME/).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The operator whose certificate (operators/NAME/) signs in.
+    #[arg(long, value_name = "NAME", default_value = "ops")]
+    operator: String,
+    /// Hub URL [default: https:// + the listen address of DIR/hub.toml].
+    #[arg(long, value_name = "URL")]
+    hub: Option<String>,
+}
+
+/// The operator's calls.
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Refuse every call of a unit (and close its connections) until reinstated.
+    Suspend {
+        #[arg(long, value_name = "ID")]
+        unit: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Let a suspended unit call again.
+    Reinstate {
+        #[arg(long, value_name = "ID")]
+        unit: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Register a unit's signing key (base64 public key, as `pki keygen` prints it).
+    RegisterKey {
+        #[arg(long, value_name = "ID")]
+        unit: String,
+        #[arg(long, value_name = "BASE64")]
+        public_key: String,
+    },
+    /// Retire a unit's signing key now: its later signatures are refused.
+    RetireKey {
+        #[arg(long, value_name = "ID")]
+        unit: String,
+        #[arg(long, value_name = "KEY_ID")]
+        key_id: String,
+    },
+    /// Add a unit to a mechanism from now on.
+    AddMember {
+        #[arg(long, value_name = "MECHANISM")]
+        mechanism: String,
+        #[arg(long, value_name = "ID")]
+        unit: String,
+    },
+    /// The members of a mechanism now.
+    Members {
+        #[arg(long, value_name = "MECHANISM")]
+        mechanism: String,
+    },
+    /// Re-read the CA, the CRL and the hub's certificate and key now.
+    ReloadTls,
+    /// Certificates of the hub's CA index ending within DAYS.
+    Expiring {
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// The admin audit trail.
+    Audit {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+}
+
+async fn connect(c: &AdminConnection) -> anyhow::Result<Channel> {
+    let dir = &c.dir;
+    let op = dir.join("operators").join(&c.operator);
+    let read =
+        |p: PathBuf| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()));
+    let hub = match &c.hub {
+        Some(h) => h.clone(),
+        None => {
+            let cfg = crate::HubConfig::load(&dir.join("hub.toml"))
+                .context("no --hub given and DIR/hub.toml cannot be read")?;
+            format!("https://{}", cfg.hub.listen)
+        }
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(dir.join("ca.pem"))?))
+        .identity(Identity::from_pem(
+            read(op.join("cert.pem"))?,
+            read(op.join("key.pem"))?,
+        ))
+        .domain_name(crate::pki::HUB_SERVER_NAME);
+    Channel::from_shared(hub.clone())?
+        .tls_config(tls)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the hub at {hub} as operator {}", c.operator))
+}
+
+fn refused(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the hub refused ({:?}): {}", s.code(), s.message())
+}
+
+fn at(micros: i64) -> String {
+    crate::registry::display_micros(micros)
+}
+
+/// Runs an admin command; returns its report.
+pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let channel = connect(&conn).await?;
+        let mut admin = AdminClient::new(channel.clone());
+        let mut out = String::new();
+        match command {
+            AdminCommand::Suspend { unit, reason } => {
+                admin
+                    .suspend_unit(pb::SuspendUnitRequest {
+                        unit: unit.clone(),
+                        reason,
+                    })
+                    .await
+                    .map_err(refused)?;
+                writeln!(
+                    out,
+                    "Suspended unit {unit}: its open connections were closed and its calls are refused."
+                )?;
+                writeln!(
+                    out,
+                    "Next: tell the department; reinstate it with `tongbao-hub admin --dir DIR reinstate --unit {unit}`."
+                )?;
+            }
+            AdminCommand::Reinstate { unit, reason } => {
+                admin
+                    .reinstate_unit(pb::ReinstateUnitRequest {
+                        unit: unit.clone(),
+                        reason,
+                    })
+                    .await
+                    .map_err(refused)?;
+                writeln!(out, "Reinstated unit {unit}; it may connect and push again.")?;
+            }
+            AdminCommand::RegisterKey { unit, public_key } => {
+                let r = admin
+                    .register_key(pb::RegisterKeyRequest {
+                        unit: unit.clone(),
+                        public_key,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                writeln!(
+                    out,
+                    "Registered signing key {} of unit {unit}, valid from {}.",
+                    r.key_id,
+                    at(r.valid_from_micros)
+                )?;
+                writeln!(
+                    out,
+                    "Next: deliver the private key file to the department (signing_key in its client.toml; the client picks it up by itself), then retire the old key with `tongbao-hub admin --dir DIR retire-key --unit {unit} --key-id OLD`."
+                )?;
+            }
+            AdminCommand::RetireKey { unit, key_id } => {
+                let r = admin
+                    .retire_key(pb::RetireKeyRequest {
+                        unit: unit.clone(),
+                        key_id: key_id.clone(),
+                        at_micros: 0,
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                writeln!(
+                    out,
+                    "Retired signing key {key_id} of unit {unit} at {}.",
+                    at(r.valid_until_micros)
+                )?;
+                writeln!(
+                    out,
+                    "Messages it signed before stay valid; later signatures with it are refused. Check that the department now signs with its new key."
+                )?;
+            }
+            AdminCommand::AddMember { mechanism, unit } => {
+                let r = admin
+                    .add_member(pb::AddMemberRequest {
+                        mechanism: mechanism.clone(),
+                        unit: unit.clone(),
+                        effective_micros: 0,
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                writeln!(
+                    out,
+                    "Unit {unit} is a member of {mechanism} from {}: messages to the mechanism reach it from then on, earlier ones do not.",
+                    at(r.effective_micros)
+                )?;
+            }
+            AdminCommand::Members { mechanism } => {
+                let r = DirectoryClient::new(channel)
+                    .members_at(pb::MembersAtRequest {
+                        mechanism: mechanism.clone(),
+                        at_micros: 0,
+                    })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                writeln!(out, "{mechanism}: {}", r.members.join(", "))?;
+            }
+            AdminCommand::ReloadTls => {
+                let r = admin
+                    .reload_tls(pb::ReloadTlsRequest {})
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                writeln!(out, "Reloaded {}.", r.summary)?;
+                writeln!(
+                    out,
+                    "Closed {} connection(s) of revoked or expired certificates; new handshakes use the new material.",
+                    r.connections_closed
+                )?;
+            }
+            AdminCommand::Expiring { days } => {
+                let r = admin
+                    .list_expiring(pb::ListExpiringRequest { days })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                for c in &r.certificates {
+                    writeln!(
+                        out,
+                        "{} serial {} ends {} ({} days left, {})",
+                        c.party,
+                        c.serial,
+                        at(c.not_after_micros),
+                        c.days_left,
+                        c.state
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{} certificate(s) end within {days} days. Renew each with `tongbao-hub pki renew --dir DIR --party URI`.",
+                    r.certificates.len()
+                )?;
+            }
+            AdminCommand::Audit { after } => {
+                let r = admin
+                    .list_audit(pb::ListAuditRequest { after, limit: 1000 })
+                    .await
+                    .map_err(refused)?
+                    .into_inner();
+                for a in &r.records {
+                    let outcome = if a.code == 0 {
+                        "done".to_string()
+                    } else {
+                        format!("{:?}", tonic::Code::from(a.code))
+                    };
+                    writeln!(
+                        out,
+                        "{} {} {} {} [{outcome}] {} -> {}",
+                        a.seq,
+                        at(a.at_micros),
+                        a.actor,
+                        a.action,
+                        a.detail,
+                        a.outcome
+                    )?;
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// `pki keygen`: a new Ed25519 signing key for a unit.
+pub fn keygen(out_file: &Path) -> anyhow::Result<String> {
+    if out_file.exists() {
+        anyhow::bail!(
+            "{} exists; choose another file (the current key must stay until the new one is registered)",
+            out_file.display()
+        );
+    }
+    let key = SigningKey::generate()?;
+    std::fs::write(out_file, key.to_pem())
+        .with_context(|| format!("cannot write {}", out_file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(out_file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let public = encode_public_key(key.public_key());
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Wrote a new signing key to {} (key id {}).",
+        out_file.display(),
+        key.key_id()
+    )?;
+    writeln!(out, "Public key: {public}")?;
+    writeln!(
+        out,
+        "Next: register it with `tongbao-hub admin --dir DIR register-key --unit ID --public-key {public}`"
+    )?;
+    writeln!(
+        out,
+        "(or let the unit announce it itself with Client::rotate_signing_key), deliver the file to the department, then retire the old key."
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,508 @@
+//! `Admin` (operators change the registry and reload TLS material) and
+//! `Directory` (anyone asks about membership; a unit rotates its own key).
+//!
+//! Every registry change is made on a copy, saved durably, and only then
+//! made visible, so a refused or failed change leaves nothing behind. Every
+//! admin action, refused ones included, is recorded in the admin audit
+//! trail before the answer goes out.
+
+use super::push::verify_sender_signature;
+use super::{HubState, storage_status};
+use crate::registry::{Registry, RegistryError, display_micros};
+use crate::tls::peer_principal;
+use std::sync::Arc;
+use tongbao_proto::identity::Principal;
+use tongbao_proto::keys::decode_public_key;
+use tongbao_proto::pb::admin_server::Admin;
+use tongbao_proto::pb::directory_server::Directory;
+use tongbao_proto::{now_micros, pb, rotation};
+use tonic::{Request, Response, Status};
+
+/// Most audit records one `ListAudit` call returns.
+const MAX_AUDIT_PAGE: u32 = 1000;
+
+/// `tongbao.v1.Admin` over the shared hub state.
+#[derive(Clone)]
+pub struct AdminService {
+    state: Arc<HubState>,
+}
+
+/// `tongbao.v1.Directory` over the shared hub state.
+#[derive(Clone)]
+pub struct DirectoryService {
+    state: Arc<HubState>,
+}
+
+impl AdminService {
+    pub fn new(state: Arc<HubState>) -> Self {
+        Self { state }
+    }
+}
+
+impl DirectoryService {
+    pub fn new(state: Arc<HubState>) -> Self {
+        Self { state }
+    }
+}
+
+fn registry_status(e: RegistryError) -> Status {
+    let text = e.to_string();
+    match e {
+        RegistryError::UnknownUnit(_)
+        | RegistryError::UnknownMechanism(..)
+        | RegistryError::UnknownKey { .. } => Status::not_found(text),
+        RegistryError::Invalid(_) => Status::invalid_argument(text),
+        RegistryError::KeyExists { .. } | RegistryError::AlreadyMember { .. } => {
+            Status::already_exists(text)
+        }
+        RegistryError::AlreadyRetired { .. }
+        | RegistryError::LastKey { .. }
+        | RegistryError::AlreadySuspended(_)
+        | RegistryError::NotSuspended(_) => Status::failed_precondition(text),
+    }
+}
+
+/// 0 means "now" in every time field of the admin protocol.
+fn or_now(micros: i64) -> i64 {
+    if micros == 0 { now_micros() } else { micros }
+}
+
+/// Changes the registry on a copy, saves it durably, then swaps it in.
+fn change_registry<T>(
+    state: &HubState,
+    f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
+) -> Result<T, Status> {
+    tokio::task::block_in_place(|| {
+        let mut current = state
+            .registry
+            .write()
+            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))?;
+        let mut next = current.clone();
+        let out = f(&mut next).map_err(registry_status)?;
+        state.store.save_registry(&next).map_err(storage_status)?;
+        *current = next;
+        Ok(out)
+    })
+}
+
+/// Who is calling, as far as the certificate says, even when the call is
+/// refused: the audit trail names refused callers too.
+fn caller_uri<T>(request: &Request<T>) -> String {
+    request
+        .peer_certs()
+        .and_then(|c| c.first().and_then(|leaf| peer_principal(leaf).ok()))
+        .map(|p| p.uri())
+        .unwrap_or_else(|| "(no certificate)".into())
+}
+
+/// Records an action and its outcome, then answers.
+fn finish<R>(
+    state: &HubState,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    result: Result<(R, String), Status>,
+) -> Result<Response<R>, Status> {
+    let (code, outcome) = match &result {
+        Ok((_, done)) => (0, done.clone()),
+        Err(s) => (s.code() as i32, s.message().to_string()),
+    };
+    let recorded = tokio::task::block_in_place(|| {
+        state
+            .admin_audit
+            .record(actor, action, detail, code, &outcome)
+    });
+    match (&recorded, code) {
+        (Ok(_), _) => tracing::info!(%actor, %action, %detail, code, %outcome, "admin action"),
+        (Err(e), 0) => {
+            tracing::error!(error = %e, %actor, %action, %detail, "admin action done but not recorded");
+            return Err(Status::internal(format!(
+                "{outcome}; but the admin audit trail could not record it: {e}"
+            )));
+        }
+        (Err(e), _) => tracing::error!(error = %e, %actor, %action, "refusal not recorded"),
+    }
+    result.map(|(r, _)| Response::new(r))
+}
+
+impl AdminService {
+    /// The caller's URI, and whether it is an operator.
+    fn operator<T>(&self, request: &Request<T>, what: &str) -> (String, Result<(), Status>) {
+        let uri = caller_uri(request);
+        let allowed = match self.state.authenticate(request) {
+            Ok(Principal::Operator(_)) => Ok(()),
+            Ok(other) => Err(Status::permission_denied(format!(
+                "{other} cannot {what}: the Admin service is for operators only (a certificate naming urn:tongbao:operator:<name>)"
+            ))),
+            Err(e) => Err(e),
+        };
+        (uri, allowed)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn register_key(
+        &self,
+        request: Request<pb::RegisterKeyRequest>,
+    ) -> Result<Response<pb::RegisterKeyResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "register signing keys");
+        let req = request.into_inner();
+        let detail = format!(
+            "unit {} key {} from {} until {}",
+            req.unit, req.public_key, req.valid_from_micros, req.valid_until_micros
+        );
+        let result = allowed.and_then(|()| {
+            let pk = decode_public_key(&req.public_key).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "public_key must be a base64 Ed25519 public key (as `tongbao-hub pki keygen` prints it): {e}"
+                ))
+            })?;
+            let from = or_now(req.valid_from_micros);
+            let until = (req.valid_until_micros != 0).then_some(req.valid_until_micros);
+            let key = change_registry(&self.state, |r| r.register_key(&req.unit, &pk, from, until))?;
+            Ok((
+                pb::RegisterKeyResponse {
+                    key_id: key.key_id.clone(),
+                    valid_from_micros: key.valid_from_micros,
+                    valid_until_micros: key.valid_until_micros.unwrap_or(0),
+                },
+                format!(
+                    "registered key {} of unit {} valid from {}",
+                    key.key_id,
+                    req.unit,
+                    display_micros(key.valid_from_micros)
+                ),
+            ))
+        });
+        finish(&self.state, &actor, "register-key", &detail, result)
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::RetireKeyResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "retire signing keys");
+        let req = request.into_inner();
+        let detail = format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros);
+        let result = allowed.and_then(|()| {
+            let at = or_now(req.at_micros);
+            let until = change_registry(&self.state, |r| r.retire_key(&req.unit, &req.key_id, at))?;
+            Ok((
+                pb::RetireKeyResponse {
+                    key_id: req.key_id.clone(),
+                    valid_until_micros: until,
+                },
+                format!(
+                    "retired key {} of unit {} at {}",
+                    req.key_id,
+                    req.unit,
+                    display_micros(until)
+                ),
+            ))
+        });
+        finish(&self.state, &actor, "retire-key", &detail, result)
+    }
+
+    async fn suspend_unit(
+        &self,
+        request: Request<pb::SuspendUnitRequest>,
+    ) -> Result<Response<pb::SuspendUnitResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "suspend units");
+        let req = request.into_inner();
+        let detail = format!("unit {} reason {:?}", req.unit, req.reason);
+        let result = allowed.and_then(|()| {
+            change_registry(&self.state, |r| r.set_suspended(&req.unit, true))?;
+            // Open streams of the unit end now; its next calls are refused.
+            let closed = self
+                .state
+                .tls
+                .connections()
+                .close_party(&Principal::Unit(req.unit.clone()).uri());
+            Ok((
+                pb::SuspendUnitResponse {},
+                format!(
+                    "suspended unit {}; closed {closed} open connection(s)",
+                    req.unit
+                ),
+            ))
+        });
+        finish(&self.state, &actor, "suspend-unit", &detail, result)
+    }
+
+    async fn reinstate_unit(
+        &self,
+        request: Request<pb::ReinstateUnitRequest>,
+    ) -> Result<Response<pb::ReinstateUnitResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "reinstate units");
+        let req = request.into_inner();
+        let detail = format!("unit {} reason {:?}", req.unit, req.reason);
+        let result = allowed.and_then(|()| {
+            change_registry(&self.state, |r| r.set_suspended(&req.unit, false))?;
+            Ok((
+                pb::ReinstateUnitResponse {},
+                format!("reinstated unit {}", req.unit),
+            ))
+        });
+        finish(&self.state, &actor, "reinstate-unit", &detail, result)
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "change memberships");
+        let req = request.into_inner();
+        let detail = format!(
+            "unit {} to mechanism {} from {}",
+            req.unit, req.mechanism, req.effective_micros
+        );
+        let result = allowed.and_then(|()| {
+            let now = now_micros();
+            let from = or_now(req.effective_micros);
+            change_registry(&self.state, |r| {
+                r.add_member(&req.mechanism, &req.unit, from, now)
+            })?;
+            Ok((
+                pb::AddMemberResponse {
+                    effective_micros: from,
+                },
+                format!(
+                    "unit {} is a member of {} from {}",
+                    req.unit,
+                    req.mechanism,
+                    display_micros(from)
+                ),
+            ))
+        });
+        finish(&self.state, &actor, "add-member", &detail, result)
+    }
+
+    async fn reload_tls(
+        &self,
+        request: Request<pb::ReloadTlsRequest>,
+    ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
+        let (actor, allowed) = self.operator(&request, "reload TLS material");
+        let result = allowed.and_then(|()| {
+            let outcome = tokio::task::block_in_place(|| self.state.tls.reload()).map_err(|e| {
+                Status::failed_precondition(format!(
+                    "TLS reload failed; the previous material stays in use: {e}"
+                ))
+            })?;
+            let text = format!(
+                "reloaded {}; closed {} connection(s)",
+                outcome.summary, outcome.closed
+            );
+            Ok((
+                pb::ReloadTlsResponse {
+                    summary: outcome.summary,
+                    connections_closed: u32::try_from(outcome.closed).unwrap_or(u32::MAX),
+                },
+                text,
+            ))
+        });
+        finish(&self.state, &actor, "reload-tls", "", result)
+    }
+
+    async fn list_expiring(
+        &self,
+        request: Request<pb::ListExpiringRequest>,
+    ) -> Result<Response<pb::ListExpiringResponse>, Status> {
+        let (_, allowed) = self.operator(&request, "list certificates");
+        allowed?;
+        let days = match request.get_ref().days {
+            0 => crate::pki::lifecycle::EXPIRY_WARNING_DAYS,
+            d => i64::from(d),
+        };
+        let dir = &self.state.pki_dir;
+        if !dir.join(crate::pki::index::INDEX_FILE).is_file() {
+            return Err(Status::failed_precondition(format!(
+                "no CA index ({}) beside the hub config in {}; run `tongbao-hub pki list --dir DIR --expiring {days}d` where the CA lives",
+                crate::pki::index::INDEX_FILE,
+                dir.display()
+            )));
+        }
+        let listing = tokio::task::block_in_place(|| {
+            crate::pki::lifecycle::list(dir, Some(time::Duration::days(days)))
+        })
+        .map_err(|e| Status::internal(format!("cannot read the CA index: {e}")))?;
+        Ok(Response::new(pb::ListExpiringResponse {
+            certificates: listing
+                .rows
+                .into_iter()
+                .map(|r| pb::ExpiringCertificate {
+                    party: r.party.uri(),
+                    serial: r.serial,
+                    not_after_micros: i64::try_from(r.not_after.unix_timestamp_nanos() / 1000)
+                        .unwrap_or(i64::MAX),
+                    days_left: r.days_left,
+                    state: r.state.as_str().to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        match self.state.authenticate(&request)? {
+            Principal::Operator(_) | Principal::Office(_) => {}
+            other => {
+                return Err(Status::permission_denied(format!(
+                    "{other} cannot read the admin audit trail; operators and offices can"
+                )));
+            }
+        }
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(MAX_AUDIT_PAGE),
+        };
+        let records = self
+            .state
+            .admin_audit
+            .list(req.after, limit as usize)
+            .into_iter()
+            .map(|r| pb::AdminAuditRecord {
+                seq: r.seq,
+                at_micros: r.at_micros,
+                actor: r.actor,
+                action: r.action,
+                detail: r.detail,
+                code: r.code,
+                outcome: r.outcome,
+                previous_hash: hex::decode(&r.previous_hash).unwrap_or_default(),
+                hash: hex::decode(&r.hash).unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+}
+
+#[tonic::async_trait]
+impl Directory for DirectoryService {
+    async fn members_at(
+        &self,
+        request: Request<pb::MembersAtRequest>,
+    ) -> Result<Response<pb::MembersAtResponse>, Status> {
+        self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        let at = or_now(req.at_micros);
+        let members = self
+            .state
+            .registry()?
+            .members_at(&req.mechanism, at)
+            .map_err(registry_status)?;
+        Ok(Response::new(pb::MembersAtResponse {
+            members: members.into_iter().collect(),
+            at_micros: at,
+        }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let actor = caller_uri(&request);
+        let unit = self
+            .state
+            .authenticate_unit(&request, "rotate signing keys")?;
+        let signed = request
+            .into_inner()
+            .announcement
+            .ok_or_else(|| Status::invalid_argument("the request carries no announcement"))?;
+        let message_id = signed
+            .message
+            .as_ref()
+            .map(|m| m.message_id.clone())
+            .unwrap_or_default();
+        let detail = format!("unit {unit} announcement {message_id}");
+        let result = self.rotate(&unit, signed).await;
+        finish(&self.state, &actor, "rotate-key", &detail, result)
+    }
+}
+
+impl DirectoryService {
+    async fn rotate(
+        &self,
+        unit: &str,
+        signed: pb::SignedMessage,
+    ) -> Result<(pb::RotateKeyResponse, String), Status> {
+        let state = &self.state;
+        let message = crate::policy::check_key_rotation(&signed, unit, &state.limits, now_micros())
+            .map_err(super::push::policy_status)?;
+        let digest = verify_sender_signature(state, unit, &signed, message)?;
+        let announced = rotation::parse(unit, &message.message_id, &message.body)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let old_key = signed
+            .signature
+            .as_ref()
+            .map(|s| s.key_id.clone())
+            .unwrap_or_default();
+        if announced.key_id == old_key {
+            return Err(Status::invalid_argument(
+                "the announced key is the key that signs the announcement; announce a new key",
+            ));
+        }
+        let repeated = state
+            .store
+            .message(unit, &message.message_id)
+            .map_err(storage_status)?
+            .is_some();
+        if !repeated
+            && state
+                .registry()?
+                .unit(unit)
+                .is_some_and(|u| u.key(&announced.key_id).is_some())
+        {
+            return Err(Status::already_exists(format!(
+                "key {} is already registered for unit {unit}; generate a new key",
+                announced.key_id
+            )));
+        }
+        let appended = state
+            .appender
+            .append(unit.to_string(), signed, digest)
+            .await?;
+        let effective = state
+            .store
+            .entry(&appended.channel, appended.seq)
+            .map_err(storage_status)?
+            .map(|s| s.entry.hub_micros)
+            .ok_or_else(|| Status::internal("the appended announcement cannot be read back"))?;
+        // Idempotent: a repeated announcement finds the change already made.
+        change_registry(state, |r| {
+            match r.register_key(unit, &announced.public_key, effective, None) {
+                Ok(_) | Err(RegistryError::KeyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match r.retire_key(unit, &old_key, effective) {
+                Ok(_) | Err(RegistryError::AlreadyRetired { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })?;
+        let text = format!(
+            "unit {unit} rotated its signing key: {} replaces {old_key} from {} (entry {}:{})",
+            announced.key_id,
+            display_micros(effective),
+            appended.channel,
+            appended.seq
+        );
+        Ok((
+            pb::RotateKeyResponse {
+                appended: Some(pb::PushResponse {
+                    channel: appended.channel,
+                    seq: appended.seq,
+                    leaf_hash: appended.leaf_hash.to_vec(),
+                    duplicate: appended.duplicate,
+                    recipients: appended.recipients,
+                }),
+                new_key_id: announced.key_id,
+                retired_key_id: old_key,
+                effective_micros: effective,
+            },
+            text,
+        ))
+    }
+}
