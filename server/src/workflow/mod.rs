@@ -484,3 +484,79 @@ fn not_answered(unit: &str) -> pb::AttendeeAnswer {
         comments: String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AnswerKind, NewEntry, SledStore};
+
+    fn new_entry(channel: &str, seq: u64, case: &str) -> NewEntry {
+        let message = pb::Message {
+            message_id: format!("{channel}-{seq}"),
+            sender: channel.into(),
+            references: Some(pb::References {
+                case_id: case.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let entry = pb::Entry {
+            channel: channel.into(),
+            seq,
+            message: Some(pb::SignedMessage {
+                message: Some(message),
+                signature: None,
+            }),
+            ..Default::default()
+        };
+        NewEntry {
+            channel: channel.into(),
+            seq,
+            message_id: format!("{channel}-{seq}"),
+            message_digest: [0; 32],
+            leaf_hash: [1; 32],
+            hub_micros: 1,
+            encoded: entry.encode_to_vec(),
+            deliveries: Vec::new(),
+            answers: Vec::new(),
+            answer_kind: AnswerKind::Acknowledged,
+            audit_scopes: Vec::new(),
+            tree_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_case_index_lists_exactly_a_cases_positions_and_catches_up()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"), false)?);
+        store.commit(&[
+            new_entry("tax", 0, "C-1"),
+            new_entry("tax", 1, ""),
+            new_entry("finance", 0, "C-10"),
+        ])?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 0)]);
+        // Entries after the mark are indexed by the next catch-up.
+        store.commit(&[new_entry("tax", 2, "C-1"), new_entry("finance", 1, "C-1")])?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(
+            w.case_positions("C-1")?,
+            vec![
+                ("finance".to_string(), 1),
+                ("tax".to_string(), 0),
+                ("tax".to_string(), 2)
+            ]
+        );
+        assert_eq!(w.case_positions("C-10")?, vec![("finance".to_string(), 0)]);
+        assert!(w.case_positions("C")?.is_empty());
+        // A rebuilt index has the same answers.
+        drop(w);
+        std::fs::remove_dir_all(dir.path().join("workflow"))?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.case_positions("C-1")?.len(), 3);
+        Ok(())
+    }
+}

@@ -141,7 +141,8 @@ pub enum JointCommand {
         leading_group: bool,
         #[arg(long)]
         case: Option<String>,
-        /// The minutes issue (or other entry) it comes from.
+        /// The entry it comes from (required for --escalation): the minutes
+        /// issue entry, or an entry of the case given with --case.
         #[arg(long, value_name = "CHANNEL:SEQ")]
         source: Option<String>,
         #[arg(long)]
@@ -182,6 +183,7 @@ pub enum StatisticsCommand {
         /// RFC 3339 or a duration ago ("30d"); default: from the start.
         #[arg(long)]
         since: Option<String>,
+        /// End of the period, at least 1 s ago; default: 1 s ago.
         #[arg(long)]
         until: Option<String>,
         #[arg(long)]
