@@ -1128,7 +1128,7 @@ async fn an_escalation_comes_from_issued_minutes_or_an_entry_of_its_case() -> Te
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_co_signature_made_after_its_key_was_retired_does_not_count() -> TestResult {
+async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count() -> TestResult {
     let t = TestHub::start().await?;
     let finance = t.unit("finance").await?;
     let tax = t.unit("tax").await?;
@@ -1146,6 +1146,8 @@ async fn a_co_signature_made_after_its_key_was_retired_does_not_count() -> TestR
     let released = finance.release_joint("n-a").await?;
     tax.co_sign("n-b").await?;
     pbc.co_sign("n-b").await?;
+    drafted_fund_minutes(&t, "m-k").await?;
+    consent_all(&t, "m-k").await?;
     let ss = t.unit("state-security").await?;
     let entry = ss.get_entry(&released.channel, released.seq).await?;
     ss.verify_joint_release(&entry).await?;
@@ -1215,6 +1217,47 @@ async fn a_co_signature_made_after_its_key_was_retired_does_not_count() -> TestR
         Code::FailedPrecondition,
         "already co-signed",
     );
+    // So is an issue of minutes Tax consented to with the retired key.
+    let lead = t.unit("civil-affairs").await?;
+    let m = lead.meeting("m-k").await?;
+    let pin = |p: &Option<pb::EntryPin>| p.clone().ok_or("missing pin");
+    let mut consents = Vec::new();
+    for a in &m.answers {
+        consents.push(raw_entry(&t, "civil-affairs", &pin(&a.answer)?).await?);
+    }
+    let issue = pb::MinutesIssue {
+        meeting_id: "m-k".into(),
+        proposal: Some(raw_entry(&t, "civil-affairs", &pin(&m.proposal_entry)?).await?),
+        draft: Some(raw_entry(&t, "civil-affairs", &pin(&m.current_draft)?).await?),
+        consents,
+    };
+    refused(
+        lead.submit_step(
+            Kind::Minutes,
+            "issue",
+            pb::workflow_step::Step::MinutesIssue(issue),
+            pb::Audience {
+                units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
+                offices: vec![FUND.into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await,
+        Code::FailedPrecondition,
+        "tax consents to the current draft again with its current key",
+    );
+    refused(
+        t.unit("finance")
+            .await?
+            .answer_current_minutes("m-k", true, "")
+            .await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    tax.answer_current_minutes("m-k", true, "").await?;
+    lead.issue_minutes("m-k").await?;
+
     tax.co_sign("n-b").await?;
     let state = finance.joint_notice("n-b").await?;
     assert_eq!(state.co_signatures.len(), 2);
