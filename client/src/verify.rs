@@ -10,7 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
 use tongbao_proto::canonical::{message_digest, sha256};
-use tongbao_proto::keys::verify_digest;
+use tongbao_proto::keys::{RegisteredKey, verify_digest};
 use tongbao_proto::{Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
@@ -57,21 +57,41 @@ impl VerifiedEntry {
 pub struct KeyRing {
     keys: HashMap<(String, String), Vec<u8>>,
     retired: HashMap<(String, String), i64>,
+    valid_from: HashMap<(String, String), i64>,
 }
 
 impl KeyRing {
     pub fn from_registry(units: &pb::ListUnitsResponse) -> Self {
         let mut keys = HashMap::new();
         let mut retired = HashMap::new();
+        let mut valid_from = HashMap::new();
         for u in &units.units {
             for k in &u.keys {
                 keys.insert((u.id.clone(), k.key_id.clone()), k.public_key.clone());
+                valid_from.insert((u.id.clone(), k.key_id.clone()), k.valid_from_micros);
                 if k.valid_until_micros != 0 {
                     retired.insert((u.id.clone(), k.key_id.clone()), k.valid_until_micros);
                 }
             }
         }
-        Self { keys, retired }
+        Self {
+            keys,
+            retired,
+            valid_from,
+        }
+    }
+
+    /// A key with the interval it may sign in.
+    pub fn registered(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
+        let at = (unit.to_string(), key_id.to_string());
+        Some(RegisteredKey {
+            unit: unit.to_string(),
+            algorithm: tongbao_proto::keys::ED25519_ALGORITHM.to_string(),
+            key_id: key_id.to_string(),
+            public_key: self.keys.get(&at)?.clone(),
+            valid_from_micros: self.valid_from.get(&at).copied().unwrap_or(0),
+            valid_until_micros: self.retired.get(&at).copied().unwrap_or(0),
+        })
     }
 
     /// When a key was retired, if it was.

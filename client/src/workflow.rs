@@ -11,11 +11,19 @@
 use crate::verify::KeyRing;
 use crate::{Client, ClientError, Draft, PushReceipt, VerifiedEntry};
 use tongbao_proto::identity::Principal;
+use tongbao_proto::keys::RegisteredKey;
 use tongbao_proto::pb::{self, Kind, workflow_step::Step};
 use tongbao_proto::workflow::{
     CONTENT_TYPE, IssuedMinutes, ReleasedNotice, SigningKeys, content_digest, decode_step,
-    encode_step, verify_joint_release, verify_minutes_issue,
+    encode_step, verify_escalation, verify_joint_release, verify_minutes_issue,
 };
+
+/// Embedded evidence counts only under keys valid at each entry's hub time.
+impl SigningKeys for KeyRing {
+    fn key(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
+        self.registered(unit, key_id)
+    }
+}
 
 /// Who a workflow step is addressed to, beyond what the hub requires.
 fn audience_of(units: &[String], offices: &[String]) -> pb::Audience {
@@ -324,8 +332,7 @@ impl Client {
             return Err(fail("this entry is not a minutes issue".into()));
         };
         let ring = self.key_ring().await?;
-        let keys = |u: &str, k: &str| ring.get(u, k).map(<[u8]>::to_vec);
-        verify_minutes_issue(&entry.message().sender, &issue, &keys as &dyn SigningKeys)
+        verify_minutes_issue(&entry.message().sender, &issue, &ring)
             .map_err(|e| fail(e.to_string()))
     }
 
@@ -415,6 +422,11 @@ impl Client {
             co_signatures.push(as_entry(self.get_entry(&p.channel, p.seq).await?));
         }
         let content = n.content.unwrap_or_default();
+        // The source travels with the release so recipients check it.
+        let source = match &content.source_entry {
+            Some(r) => Some(as_entry(self.get_entry(&r.channel, r.seq).await?)),
+            None => None,
+        };
         let kind = Kind::try_from(n.kind).unwrap_or(Kind::JointNotice);
         self.submit_step(
             kind,
@@ -423,6 +435,7 @@ impl Client {
                 notice_id: notice_id.to_string(),
                 draft: Some(draft),
                 co_signatures,
+                source,
             }),
             content.audience.clone().unwrap_or_default(),
             Some(&content.case_id),
@@ -430,7 +443,9 @@ impl Client {
         .await
     }
 
-    /// Verifies every co-signature a released notice carries.
+    /// Verifies every co-signature a released notice carries, and the
+    /// source entry it embeds (required for an escalation), each under a
+    /// key valid at its entry's hub time.
     pub async fn verify_joint_release(
         &self,
         entry: &VerifiedEntry,
@@ -445,10 +460,13 @@ impl Client {
             return Err(fail("this entry is not a released joint notice".into()));
         };
         let ring = self.key_ring().await?;
-        let keys = |u: &str, k: &str| ring.get(u, k).map(<[u8]>::to_vec);
-        let released =
-            verify_joint_release(&entry.message().sender, &release, &keys as &dyn SigningKeys)
-                .map_err(|e| fail(e.to_string()))?;
+        let sender = &entry.message().sender;
+        let released = if entry.message().kind == Kind::Escalation as i32 {
+            verify_escalation(sender, &release, &ring)
+        } else {
+            verify_joint_release(sender, &release, &ring)
+        }
+        .map_err(|e| fail(e.to_string()))?;
         if entry.message().audience != released.content.audience {
             return Err(fail(
                 "the notice went to another audience than the co-issuers signed".into(),

@@ -174,7 +174,12 @@ async fn meetings_minutes_joint_notices_liaisons_statistics_and_cases() -> TestR
         .unwrap_or_default();
     assert_eq!(tax_row["current"]["name"], "Wang Li");
 
-    // Statistics from the hub's records, and a case.
+    // Statistics from the hub's records (of a closed period: wait until the
+    // entries above are a settled second old), and a case.
+    let settled = tongbao_proto::now_micros() + 1_000_000;
+    while tongbao_proto::now_micros() <= settled {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let report = json(&office, &["statistics", "compute", "--json"])?;
     assert!(report["messages"].as_array().is_some_and(|m| !m.is_empty()));
     tongbao(

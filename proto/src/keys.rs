@@ -222,6 +222,15 @@ pub struct RegisteredKey {
     pub valid_until_micros: i64,
 }
 
+impl RegisteredKey {
+    /// True when the key may sign at this time: from inclusive, until
+    /// exclusive (until 0 = still current).
+    pub fn valid_at(&self, at_micros: i64) -> bool {
+        at_micros >= self.valid_from_micros
+            && (self.valid_until_micros == 0 || at_micros < self.valid_until_micros)
+    }
+}
+
 /// Parses the text of a key-registry statement (after its signature was
 /// checked); every key id must match its public key.
 pub fn parse_key_registry(text: &str) -> Result<Vec<RegisteredKey>, KeyError> {

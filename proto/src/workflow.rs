@@ -6,7 +6,7 @@
 //! receiving, and an offline verifier with nothing but the registry's keys.
 
 use crate::canonical::leaf_hash_with_digest;
-use crate::keys::verify_signed_message;
+use crate::keys::{RegisteredKey, verify_signed_message};
 use crate::pb::{self, Entry, JointContent, Kind, Message, WorkflowStep, workflow_step::Step};
 use crate::{HASH_LEN, Hash};
 use prost::Message as _;
@@ -37,14 +37,24 @@ fn unproven(s: impl Into<String>) -> WorkflowError {
     WorkflowError::Unproven(s.into())
 }
 
-/// The public signing keys a verifier knows, by unit and key id.
+/// The signing keys a verifier knows, by unit and key id, each with the
+/// interval it may sign in.
 pub trait SigningKeys {
-    fn public_key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>>;
+    fn key(&self, unit: &str, key_id: &str) -> Option<RegisteredKey>;
 }
 
-impl<F: Fn(&str, &str) -> Option<Vec<u8>>> SigningKeys for F {
-    fn public_key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>> {
+impl<F: Fn(&str, &str) -> Option<RegisteredKey>> SigningKeys for F {
+    fn key(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
         self(unit, key_id)
+    }
+}
+
+/// The keys of a key-registry statement, for an offline verifier.
+impl SigningKeys for [RegisteredKey] {
+    fn key(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
+        self.iter()
+            .find(|k| k.unit == unit && k.key_id == key_id)
+            .cloned()
     }
 }
 
@@ -185,12 +195,32 @@ impl CheckedEntry<'_> {
 }
 
 /// Checks an embedded entry: its message sits in its sender's channel, is
-/// signed by a registered key of that sender, and carries a workflow step.
+/// signed by a registered key of that sender that was valid at the entry's
+/// hub time, and carries a workflow step.
 pub fn check_embedded<'a>(
     what: &str,
     entry: &'a Entry,
     keys: &dyn SigningKeys,
 ) -> Result<CheckedEntry<'a>, WorkflowError> {
+    let (message, leaf_hash) = check_signed_entry(what, entry, keys)?;
+    let step = decode_step(message).map_err(|e| unproven(format!("embedded {what}: {e}")))?;
+    Ok(CheckedEntry {
+        entry,
+        message,
+        leaf_hash,
+        step,
+    })
+}
+
+/// Checks an embedded entry of any kind: its message sits in its sender's
+/// channel and is signed by a key of that sender valid at the entry's hub
+/// time (a key used after its retirement proves nothing). Returns the
+/// message and the entry's leaf hash.
+pub fn check_signed_entry<'a>(
+    what: &str,
+    entry: &'a Entry,
+    keys: &dyn SigningKeys,
+) -> Result<(&'a Message, Hash), WorkflowError> {
     let signed = entry
         .message
         .as_ref()
@@ -210,25 +240,38 @@ pub fn check_embedded<'a>(
         .as_ref()
         .map(|s| s.key_id.as_str())
         .unwrap_or_default();
-    let key = keys.public_key(&message.sender, key_id).ok_or_else(|| {
+    let key = keys.key(&message.sender, key_id).ok_or_else(|| {
         unproven(format!(
             "the embedded {what} is signed with key {key_id:?}, not a registered key of unit {}",
             message.sender
         ))
     })?;
-    let digest = verify_signed_message(signed, &key).map_err(|e| {
+    if !key.valid_at(entry.hub_micros) {
+        return Err(unproven(key_not_valid(what, entry, &key)));
+    }
+    let digest = verify_signed_message(signed, &key.public_key).map_err(|e| {
         unproven(format!(
             "the embedded {what} ({}:{}) does not verify: {e}",
             entry.channel, entry.seq
         ))
     })?;
-    let step = decode_step(message).map_err(|e| unproven(format!("embedded {what}: {e}")))?;
-    Ok(CheckedEntry {
-        entry,
-        message,
-        leaf_hash: leaf_hash_with_digest(entry, &digest),
-        step,
-    })
+    Ok((message, leaf_hash_with_digest(entry, &digest)))
+}
+
+/// Why an entry's key does not count at the entry's hub time.
+pub fn key_not_valid(what: &str, entry: &Entry, key: &RegisteredKey) -> String {
+    let interval = if key.valid_until_micros == 0 {
+        format!("from {}", key.valid_from_micros)
+    } else {
+        format!(
+            "from {} until {}",
+            key.valid_from_micros, key.valid_until_micros
+        )
+    };
+    format!(
+        "the {what} {}:{} was signed with key {} of {}, which is valid only {interval} (unix µs), not at the entry's hub time {}",
+        entry.channel, entry.seq, key.key_id, key.unit, entry.hub_micros
+    )
 }
 
 /// What a verified minutes issue proves.
@@ -236,6 +279,8 @@ pub fn check_embedded<'a>(
 pub struct IssuedMinutes {
     pub meeting_id: String,
     pub proposer: String,
+    /// The mechanisms the meeting was of.
+    pub mechanisms: Vec<String>,
     pub attending_units: Vec<String>,
     /// The draft every attending unit consented to.
     pub draft: pb::EntryPin,
@@ -328,6 +373,7 @@ pub fn verify_minutes_issue(
     Ok(IssuedMinutes {
         meeting_id: issue.meeting_id.clone(),
         proposer: issuer.to_string(),
+        mechanisms: p.mechanisms.clone(),
         attending_units: p.attending_units.clone(),
         draft: draft_pin,
         text: d.text.clone(),
@@ -345,6 +391,78 @@ pub struct ReleasedNotice {
     pub draft: pb::EntryPin,
     /// Each named co-issuer's co-signature entry, in co-issuer order.
     pub co_signatures: Vec<pb::EntryPin>,
+    /// What the source entry the content names was, from the copy the
+    /// release embeds.
+    pub source: Option<SourceProof>,
+}
+
+/// What the source entry of a notice or escalation proves (上报 references
+/// the minutes or the case it came from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceProof {
+    /// Minutes of a meeting of the content's mechanism, issued with every
+    /// attending unit's consent.
+    Minutes {
+        entry: pb::EntryPin,
+        minutes: IssuedMinutes,
+    },
+    /// An entry of the content's case, signed by its sender.
+    CaseEntry { entry: pb::EntryPin, sender: String },
+}
+
+/// The rule of 上报's reference: the entry the content names as its source
+/// is either issued minutes of a meeting of the content's mechanism, or an
+/// entry of the content's case. `source` is the entry as embedded.
+pub fn verify_source(
+    content: &JointContent,
+    source: &Entry,
+    keys: &dyn SigningKeys,
+) -> Result<SourceProof, WorkflowError> {
+    let named = content
+        .source_entry
+        .as_ref()
+        .ok_or_else(|| unproven("the content names no source entry"))?;
+    if named.channel != source.channel || named.seq != source.seq {
+        return Err(unproven(format!(
+            "the embedded source is {}:{}, but the content names {}:{}",
+            source.channel, source.seq, named.channel, named.seq
+        )));
+    }
+    let (message, leaf_hash) = check_signed_entry("source entry", source, keys)?;
+    let pin = pb::EntryPin {
+        channel: source.channel.clone(),
+        seq: source.seq,
+        leaf_hash: leaf_hash.to_vec(),
+    };
+    let case = message
+        .references
+        .as_ref()
+        .map(|r| r.case_id.as_str())
+        .unwrap_or_default();
+    if !content.case_id.is_empty() && case == content.case_id {
+        return Ok(SourceProof::CaseEntry {
+            entry: pin,
+            sender: message.sender.clone(),
+        });
+    }
+    if let Ok(Step::MinutesIssue(issue)) = decode_step(message) {
+        let minutes = verify_minutes_issue(&message.sender, &issue, keys)?;
+        if !minutes.mechanisms.contains(&content.mechanism) {
+            return Err(unproven(format!(
+                "the source minutes are of a meeting of {}, not of {}",
+                minutes.mechanisms.join(" and "),
+                content.mechanism
+            )));
+        }
+        return Ok(SourceProof::Minutes {
+            entry: pin,
+            minutes,
+        });
+    }
+    Err(unproven(format!(
+        "the source {}:{} is neither issued minutes of {} nor an entry of case {:?}",
+        source.channel, source.seq, content.mechanism, content.case_id
+    )))
 }
 
 /// The rule of 联合通报 and 上报: a notice goes out only when every named
@@ -416,6 +534,21 @@ pub fn verify_joint_release(
         .iter()
         .filter_map(|u| signed.get(u).cloned())
         .collect();
+    let source = match (&content.source_entry, &release.source) {
+        (None, None) => None,
+        (Some(_), Some(s)) => Some(verify_source(&content, s, keys)?),
+        (Some(r), None) => {
+            return Err(unproven(format!(
+                "the release does not embed its source entry {}:{}",
+                r.channel, r.seq
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(unproven(
+                "the release embeds a source entry its content does not name",
+            ));
+        }
+    };
     Ok(ReleasedNotice {
         notice_id: release.notice_id.clone(),
         drafter: releaser.to_string(),
@@ -423,7 +556,25 @@ pub fn verify_joint_release(
         content_digest: digest,
         draft: draft_pin,
         co_signatures,
+        source,
     })
+}
+
+/// The rule of 上报 as a recipient checks it: a released notice of kind
+/// escalation whose source (issued minutes or an entry of its case) is
+/// embedded and proven.
+pub fn verify_escalation(
+    releaser: &str,
+    release: &pb::JointRelease,
+    keys: &dyn SigningKeys,
+) -> Result<ReleasedNotice, WorkflowError> {
+    let notice = verify_joint_release(releaser, release, keys)?;
+    if notice.source.is_none() {
+        return Err(unproven(
+            "an escalation names the minutes or the case entry it comes from; this one names none",
+        ));
+    }
+    Ok(notice)
 }
 
 #[cfg(test)]
@@ -435,6 +586,8 @@ mod tests {
     struct Party {
         key: SigningKey,
         seq: u64,
+        /// End of the key's validity (0 = current).
+        until: i64,
     }
 
     struct World {
@@ -450,6 +603,7 @@ mod tests {
                     Party {
                         key: SigningKey::generate()?,
                         seq: 0,
+                        until: 0,
                     },
                 );
             }
@@ -480,12 +634,19 @@ mod tests {
             Some(e)
         }
 
-        fn keys(&self) -> impl Fn(&str, &str) -> Option<Vec<u8>> + '_ {
+        fn keys(&self) -> impl Fn(&str, &str) -> Option<RegisteredKey> + '_ {
             |unit, key_id| {
                 self.parties
                     .get(unit)
                     .filter(|p| p.key.key_id() == key_id)
-                    .map(|p| p.key.public_key().to_vec())
+                    .map(|p| RegisteredKey {
+                        unit: unit.into(),
+                        algorithm: crate::keys::ED25519_ALGORITHM.into(),
+                        key_id: key_id.into(),
+                        public_key: p.key.public_key().to_vec(),
+                        valid_from_micros: 0,
+                        valid_until_micros: p.until,
+                    })
             }
         }
     }
@@ -604,6 +765,7 @@ mod tests {
             notice_id: "n1".into(),
             draft: Some(draft.clone()),
             co_signatures: vec![tax.clone(), pbc.clone()],
+            source: None,
         };
         assert_eq!(
             verify_joint_release("finance", &ok, &w.keys())?
@@ -628,6 +790,100 @@ mod tests {
             ..ok
         };
         assert!(verify_joint_release("finance", &wrong, &w.keys()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_signature_made_after_the_key_was_retired_proves_nothing() -> R {
+        let mut w = World::new(&["civil-affairs", "tax", "finance"])?;
+        let full = minutes(&mut w, &["tax", "finance"]).ok_or("setup")?;
+        // Entries of the test world have hub time 1.
+        if let Some(p) = w.parties.get_mut("tax") {
+            p.until = 2;
+        }
+        verify_minutes_issue("civil-affairs", &full, &w.keys())?;
+        if let Some(p) = w.parties.get_mut("tax") {
+            p.until = 1;
+        }
+        let err = verify_minutes_issue("civil-affairs", &full, &w.keys());
+        assert!(
+            matches!(err, Err(WorkflowError::Unproven(m)) if m.contains("valid only from 0 until 1"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_source_is_issued_minutes_of_the_mechanism_or_an_entry_of_the_case() -> R {
+        let mut w = World::new(&["civil-affairs", "tax", "finance", "public-security"])?;
+        let mut issue = minutes(&mut w, &["tax", "finance"]).ok_or("setup")?;
+        if let Some(p) = issue.proposal.as_mut() {
+            let signed = p.message.as_mut().ok_or("setup")?;
+            let mut m = signed.message.clone().ok_or("setup")?;
+            m.body = encode_step(Step::MeetingProposal(pb::MeetingProposal {
+                meeting_id: "m1".into(),
+                mechanisms: vec!["fund-supervision".into()],
+                attending_units: vec!["tax".into(), "finance".into()],
+                ..Default::default()
+            }));
+            let key = &w.parties.get("civil-affairs").ok_or("setup")?.key;
+            *signed = key.sign_message(m);
+        }
+        let issued = w
+            .entry("civil-affairs", Kind::Minutes, Step::MinutesIssue(issue))
+            .ok_or("setup")?;
+        let content = |mechanism: &str, e: &Entry, case: &str| JointContent {
+            mechanism: mechanism.into(),
+            source_entry: Some(pb::EntryRef {
+                channel: e.channel.clone(),
+                seq: e.seq,
+            }),
+            case_id: case.into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            verify_source(
+                &content("fund-supervision", &issued, ""),
+                &issued,
+                &w.keys()
+            )?,
+            SourceProof::Minutes { .. }
+        ));
+        let other = verify_source(
+            &content("joint-enforcement", &issued, ""),
+            &issued,
+            &w.keys(),
+        );
+        assert!(
+            matches!(other, Err(WorkflowError::Unproven(m)) if m.contains("not of joint-enforcement"))
+        );
+        // A case entry: an ordinary message naming the case.
+        let ps = &w.parties.get("public-security").ok_or("setup")?.key;
+        let case_entry = Entry {
+            channel: "public-security".into(),
+            seq: 0,
+            hub_micros: 1,
+            message: Some(ps.sign_message(Message {
+                message_id: "c1".into(),
+                sender: "public-security".into(),
+                kind: Kind::CaseUpdate as i32,
+                references: Some(pb::References {
+                    case_id: "C-9".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let c = content("joint-enforcement", &case_entry, "C-9");
+        assert!(matches!(
+            verify_source(&c, &case_entry, &w.keys())?,
+            SourceProof::CaseEntry { .. }
+        ));
+        let wrong_case = content("joint-enforcement", &case_entry, "C-10");
+        assert!(verify_source(&wrong_case, &case_entry, &w.keys()).is_err());
+        // The embedded entry must be the one named.
+        let elsewhere = content("fund-supervision", &case_entry, "C-9");
+        assert!(verify_source(&elsewhere, &issued, &w.keys()).is_err());
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 
 use tongbao_client::{Client, ClientConfig, ClientError, VerifiedEntry};
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage};
-use tongbao_proto::workflow::{decode_step, encode_step};
+use tongbao_proto::workflow::{SourceProof, decode_step, encode_step};
+use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
 use tongbao_tests::{BoxError, TestHub, TestResult, note};
 use tonic::Code;
 
@@ -307,6 +308,13 @@ async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same
     t.stop().await
 }
 
+/// Waits until the wall clock is past `micros`.
+async fn wait_until_past(micros: i64) {
+    while tongbao_proto::now_micros() <= micros {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn to_lead_and_office() -> pb::Audience {
     pb::Audience {
         units: vec!["civil-affairs".into()],
@@ -480,6 +488,14 @@ async fn escalation_goes_from_the_lead_unit_with_co_signers_to_the_leading_group
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
     let ps = t.unit("public-security").await?;
+    // The case entry the escalation comes from, sent to the lead unit.
+    let opened = ps
+        .push(
+            tongbao_client::Draft::new(Kind::CaseUpdate, "Case opened", "organization Z")
+                .to_units(["civil-affairs"])
+                .with_case("C-2026-9"),
+        )
+        .await?;
     let content = pb::JointContent {
         title: "Illegal organization Z recruiting nationwide".into(),
         text: "Requesting a coordinated ban.".into(),
@@ -491,7 +507,10 @@ async fn escalation_goes_from_the_lead_unit_with_co_signers_to_the_leading_group
             ..Default::default()
         }),
         case_id: "C-2026-9".into(),
-        ..Default::default()
+        source_entry: Some(pb::EntryRef {
+            channel: opened.channel.clone(),
+            seq: opened.seq,
+        }),
     };
     // An escalation not sent by the lead unit.
     let mut by_member = content.clone();
@@ -502,7 +521,7 @@ async fn escalation_goes_from_the_lead_unit_with_co_signers_to_the_leading_group
         "sent by its lead unit civil-affairs",
     );
     let mut sourceless = content.clone();
-    sourceless.case_id.clear();
+    sourceless.source_entry = None;
     refused(
         lead.draft_joint(Kind::Escalation, "e-1", sourceless).await,
         Code::InvalidArgument,
@@ -530,6 +549,10 @@ async fn escalation_goes_from_the_lead_unit_with_co_signers_to_the_leading_group
     assert_eq!(proof.drafter, "civil-affairs");
     assert_eq!(proof.content.case_id, "C-2026-9");
     assert_eq!(proof.co_signatures.len(), 1);
+    assert!(matches!(
+        proof.source,
+        Some(SourceProof::CaseEntry { ref sender, .. }) if sender == "public-security"
+    ));
     t.stop().await
 }
 
@@ -609,9 +632,44 @@ async fn statistics_are_the_hub_records_signed_and_circulated() -> TestResult {
     let tax = t.unit("tax").await?;
     let page = tax.pull(0, 10).await?;
     tax.ack(&page.entries.iter().collect::<Vec<_>>()).await?;
+    let end = tongbao_proto::now_micros() + 1;
 
+    // A period is reported only once closed: ended, and settled.
     let office = office(&t, FUND).await?;
-    let report = office.compute_statistics("", since, 0, 0).await?;
+    refused(
+        office
+            .compute_statistics("", since, tongbao_proto::now_micros(), 0)
+            .await,
+        Code::FailedPrecondition,
+        "not yet 1 s in the past",
+    );
+    refused(
+        office.compute_statistics("", end, since, 0).await,
+        Code::InvalidArgument,
+        "since < until",
+    );
+    wait_until_past(end + STATISTICS_SETTLE_MICROS).await;
+    refused(
+        office
+            .compute_statistics("", since, end, tongbao_proto::now_micros())
+            .await,
+        Code::FailedPrecondition,
+        "the report is as of",
+    );
+    let report = office.compute_statistics("", since, end, 0).await?;
+    assert_eq!(report.until_micros, end);
+
+    // What happens after the period changes nothing in its report.
+    finance.push(note("lead 3").to_mechanism(FUND)).await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let page = pbc.pull(0, 10).await?;
+    pbc.ack(&page.entries.iter().collect::<Vec<_>>()).await?;
+    assert_eq!(
+        office
+            .compute_statistics("", since, end, report.as_of_micros)
+            .await?,
+        report
+    );
     let finance_sent: u64 = report
         .messages
         .iter()
@@ -646,10 +704,16 @@ async fn statistics_are_the_hub_records_signed_and_circulated() -> TestResult {
         Code::InvalidArgument,
         "differ from the hub's own records",
     );
+    let mut open = report.clone();
+    open.as_of_micros = tongbao_proto::now_micros();
+    refused(
+        lead.circulate_statistics(open).await,
+        Code::FailedPrecondition,
+        "statistics cover closed periods",
+    );
     let sent = lead.circulate_statistics(report.clone()).await?;
     assert!(sent.recipients.contains(&"pbc-taiyuan".to_string()));
 
-    let pbc = t.unit("pbc-taiyuan").await?;
     let entry = inbox_entry(&pbc, Kind::Statistics)
         .await?
         .ok_or("statistics did not arrive")?;
@@ -715,6 +779,25 @@ async fn a_case_shows_only_the_entries_the_caller_may_see() -> TestResult {
         "not addressed",
     );
     refused(pbc.case("").await, Code::InvalidArgument, "case id");
+
+    // Entries appended after a query are found by the next one.
+    ss.push(
+        tongbao_client::Draft::new(Kind::CaseUpdate, "Closed", "no further action")
+            .to_units(["pbc-taiyuan"])
+            .to_office(FUND)
+            .with_case(case),
+    )
+    .await?;
+    assert_eq!(
+        subjects(&pbc.case(case).await?),
+        vec!["Suspicious transfers", "Case opened", "Closed"]
+    );
+    assert_eq!(
+        subjects(&office(&t, FUND).await?.case(case).await?),
+        vec!["Closed"]
+    );
+    assert!(leading_group(&t).await?.case(case).await?.is_empty());
+    assert!(finance.case(case).await?.is_empty());
     t.stop().await
 }
 
@@ -769,6 +852,15 @@ async fn workflow_kinds_cannot_be_pushed_around_the_checks() -> TestResult {
 async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     let mut t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
+    t.unit("tax")
+        .await?
+        .push(
+            tongbao_client::Draft::new(Kind::Lead, "Lead", "org W")
+                .to_units(["civil-affairs"])
+                .with_case("C-9"),
+        )
+        .await?;
+    assert_eq!(lead.case("C-9").await?.len(), 1);
     lead.propose_meeting(fund_meeting("m-9")).await?;
     lead.settle_agenda("m-9", vec!["One item".into()], vec![])
         .await?;
@@ -788,11 +880,476 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     let hub = tongbao_server::Hub::start(&config).await?;
     t.addr = hub.addr();
     t.hub = Some(hub);
-    let after = t.unit("civil-affairs").await?.meeting("m-9").await?;
+    let lead = t.unit("civil-affairs").await?;
+    let after = lead.meeting("m-9").await?;
     assert_eq!(after, before);
+    // The case index is rebuilt too.
+    assert_eq!(lead.case("C-9").await?.len(), 1);
     assert_eq!(
         answers(&after)[1],
         ("tax".to_string(), AnswerState::Consented as i32)
     );
+    t.stop().await
+}
+
+async fn operator(t: &TestHub) -> Result<Client, BoxError> {
+    Ok(Client::connect(&t.pki.operator_config("ops", t.addr)).await?)
+}
+
+/// An entry as the hub serves it, without the client library's checks.
+async fn raw_entry(t: &TestHub, unit: &str, p: &pb::EntryPin) -> Result<pb::Entry, BoxError> {
+    let mut exchange = pb::exchange_client::ExchangeClient::new(
+        tongbao_tests::raw_channel(&t.pki, unit, t.addr).await?,
+    );
+    Ok(exchange
+        .get_entry(pb::GetEntryRequest {
+            channel: p.channel.clone(),
+            seq: p.seq,
+        })
+        .await?
+        .into_inner()
+        .entry
+        .ok_or("no entry")?)
+}
+
+fn source(r: &tongbao_client::PushReceipt) -> Option<pb::EntryRef> {
+    Some(pb::EntryRef {
+        channel: r.channel.clone(),
+        seq: r.seq,
+    })
+}
+
+/// A fund-supervision meeting taken to a circulated draft; returns the
+/// draft's receipt.
+async fn drafted_fund_minutes(
+    t: &TestHub,
+    id: &str,
+) -> Result<tongbao_client::PushReceipt, BoxError> {
+    let lead = t.unit("civil-affairs").await?;
+    lead.propose_meeting(fund_meeting(id)).await?;
+    lead.settle_agenda(id, vec!["Review".into()], vec![])
+        .await?;
+    Ok(lead.circulate_minutes(id, "Agreed: escalate.").await?)
+}
+
+async fn consent_all(t: &TestHub, id: &str) -> TestResult {
+    for u in ["finance", "tax", "pbc-taiyuan"] {
+        t.unit(u)
+            .await?
+            .answer_current_minutes(id, true, "")
+            .await?;
+    }
+    Ok(())
+}
+
+fn escalation(mechanism: &str, case: &str, from: Option<pb::EntryRef>) -> pb::JointContent {
+    pb::JointContent {
+        title: "Foundation Y: coordinated measures needed".into(),
+        text: "Requesting the leading group's decision.".into(),
+        mechanism: mechanism.into(),
+        co_issuers: vec!["public-security".into()],
+        audience: Some(pb::Audience {
+            leading_group: true,
+            ..Default::default()
+        }),
+        case_id: case.into(),
+        source_entry: from,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_comes_from_issued_minutes_or_an_entry_of_its_case() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let ps = t.unit("public-security").await?;
+    let case_entry = ps
+        .push(
+            tongbao_client::Draft::new(Kind::CaseUpdate, "Case opened", "file 12")
+                .to_units(["civil-affairs"])
+                .with_case("C-12"),
+        )
+        .await?;
+    let plain = ps.push(note("no case").to_units(["civil-affairs"])).await?;
+    let not_to_lead = ps
+        .push(
+            tongbao_client::Draft::new(Kind::CaseUpdate, "Restricted", "file 12")
+                .to_units(["tax"])
+                .with_case("C-12"),
+        )
+        .await?;
+    let draft = drafted_fund_minutes(&t, "m-src").await?;
+    let before = lead.joint_notice("e-src").await;
+    refused(before, Code::NotFound, "no joint notice");
+
+    // Each refusal names what would be accepted, and records nothing.
+    refused(
+        lead.draft_joint(
+            Kind::Escalation,
+            "e-src",
+            escalation(FUND, "C-12", source(&plain)),
+        )
+        .await,
+        Code::InvalidArgument,
+        "neither issued minutes nor an entry of the named case",
+    );
+    refused(
+        lead.draft_joint(
+            Kind::Escalation,
+            "e-src",
+            escalation(FUND, "C-13", source(&case_entry)),
+        )
+        .await,
+        Code::InvalidArgument,
+        "names case \"C-12\", not \"C-13\"",
+    );
+    refused(
+        lead.draft_joint(
+            Kind::Escalation,
+            "e-src",
+            escalation(FUND, "C-12", source(&not_to_lead)),
+        )
+        .await,
+        Code::PermissionDenied,
+        "not addressed to civil-affairs",
+    );
+    let missing = Some(pb::EntryRef {
+        channel: "public-security".into(),
+        seq: 999,
+    });
+    refused(
+        lead.draft_joint(Kind::Escalation, "e-src", escalation(FUND, "", missing))
+            .await,
+        Code::InvalidArgument,
+        "does not exist",
+    );
+    refused(
+        lead.draft_joint(
+            Kind::Escalation,
+            "e-src",
+            escalation(FUND, "", source(&draft)),
+        )
+        .await,
+        Code::FailedPrecondition,
+        "not issued minutes",
+    );
+    refused(
+        lead.joint_notice("e-src").await,
+        Code::NotFound,
+        "no joint notice",
+    );
+
+    // Once issued, the minutes are a source, for their own mechanism only.
+    consent_all(&t, "m-src").await?;
+    let issued = lead.issue_minutes("m-src").await?;
+    refused(
+        lead.draft_joint(
+            Kind::Escalation,
+            "e-src",
+            escalation(ENFORCEMENT, "", source(&issued)),
+        )
+        .await,
+        Code::InvalidArgument,
+        "not of joint-enforcement",
+    );
+    lead.draft_joint(
+        Kind::Escalation,
+        "e-src",
+        escalation(FUND, "", source(&issued)),
+    )
+    .await?;
+    ps.co_sign("e-src").await?;
+
+    // A release that leaves the source out is refused by the hub.
+    let n = lead.joint_notice("e-src").await?;
+    let get = |p: Option<pb::EntryPin>| {
+        let lead = &lead;
+        async move {
+            let p = p.ok_or("missing pin")?;
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+        }
+    };
+    let mut co_signatures = Vec::new();
+    for p in &n.co_signatures {
+        co_signatures.push(get(Some(p.clone())).await?);
+    }
+    let without_source = pb::JointRelease {
+        notice_id: "e-src".into(),
+        draft: Some(get(n.draft.clone()).await?),
+        co_signatures,
+        source: None,
+    };
+    refused(
+        lead.submit_step(
+            Kind::Escalation,
+            "escalation",
+            pb::workflow_step::Step::JointRelease(without_source),
+            escalation(FUND, "", None).audience.unwrap_or_default(),
+            None,
+        )
+        .await,
+        Code::InvalidArgument,
+        "does not embed its source entry",
+    );
+    lead.release_joint("e-src").await?;
+
+    // The leading group checks the minutes behind it from the escalation alone.
+    let group = leading_group(&t).await?;
+    let entry = inbox_entry(&group, Kind::Escalation)
+        .await?
+        .ok_or("the escalation did not arrive")?;
+    let proof = group.verify_joint_release(&entry).await?;
+    match &proof.source {
+        Some(SourceProof::Minutes { entry: at, minutes }) => {
+            assert_eq!((at.channel.as_str(), at.seq), ("civil-affairs", issued.seq));
+            assert_eq!(minutes.meeting_id, "m-src");
+            assert_eq!(minutes.consents.len(), 3);
+        }
+        other => return Err(format!("unexpected source {other:?}").into()),
+    }
+    // The same escalation with its source stripped proves nothing.
+    let mut stripped = entry.clone();
+    if let Some(m) = stripped
+        .entry
+        .message
+        .as_mut()
+        .and_then(|s| s.message.as_mut())
+    {
+        let mut step = decode_step(m)?;
+        if let pb::workflow_step::Step::JointRelease(r) = &mut step {
+            r.source = None;
+        }
+        m.body = encode_step(step);
+    }
+    assert!(matches!(
+        group.verify_joint_release(&stripped).await,
+        Err(ClientError::Integrity { reason, .. }) if reason.contains("does not embed its source")
+    ));
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count() -> TestResult {
+    let t = TestHub::start().await?;
+    let finance = t.unit("finance").await?;
+    let tax = t.unit("tax").await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let mut first = fund_notice();
+    first.case_id.clear();
+    finance
+        .draft_joint(Kind::JointNotice, "n-a", first.clone())
+        .await?;
+    finance
+        .draft_joint(Kind::JointNotice, "n-b", first.clone())
+        .await?;
+    let signed_a = tax.co_sign("n-a").await?;
+    pbc.co_sign("n-a").await?;
+    let released = finance.release_joint("n-a").await?;
+    tax.co_sign("n-b").await?;
+    pbc.co_sign("n-b").await?;
+    drafted_fund_minutes(&t, "m-k").await?;
+    consent_all(&t, "m-k").await?;
+    let ss = t.unit("state-security").await?;
+    let entry = ss.get_entry(&released.channel, released.seq).await?;
+    ss.verify_joint_release(&entry).await?;
+
+    // Tax rotates its key; the operator then dates the old key's end back
+    // to before Tax's first co-signature (say it leaked then).
+    let old_key = tax
+        .list_units()
+        .await?
+        .units
+        .into_iter()
+        .find(|u| u.id == "tax")
+        .and_then(|u| u.keys.into_iter().next())
+        .ok_or("tax has no key")?;
+    tax.rotate_signing_key(tongbao_proto::keys::SigningKey::generate()?)
+        .await?;
+    let signed_at = tax
+        .get_entry(&signed_a.channel, signed_a.seq)
+        .await?
+        .entry
+        .hub_micros;
+    operator(&t)
+        .await?
+        .admin()
+        .retire_key(tongbao_proto::pb::RetireKeyRequest {
+            unit: "tax".into(),
+            key_id: old_key.key_id.clone(),
+            at_micros: signed_at,
+        })
+        .await?;
+
+    // The released notice no longer proves Tax's co-signature.
+    let again = ss.get_entry(&released.channel, released.seq).await?;
+    assert!(matches!(
+        ss.verify_joint_release(&again).await,
+        Err(ClientError::Integrity { reason, .. })
+            if reason.contains(&old_key.key_id) && reason.contains("valid only from")
+    ));
+    // The pending one is held until Tax signs again with its current key
+    // (built by hand: the hub refuses it whatever the library checks).
+    let n = finance.joint_notice("n-b").await?;
+    let mut co_signatures = Vec::new();
+    for p in &n.co_signatures {
+        co_signatures.push(raw_entry(&t, "finance", p).await?);
+    }
+    let draft = raw_entry(&t, "finance", n.draft.as_ref().ok_or("no draft")?).await?;
+    refused(
+        finance
+            .submit_step(
+                Kind::JointNotice,
+                "release",
+                pb::workflow_step::Step::JointRelease(pb::JointRelease {
+                    notice_id: "n-b".into(),
+                    draft: Some(draft),
+                    co_signatures,
+                    source: None,
+                }),
+                first.audience.clone().unwrap_or_default(),
+                None,
+            )
+            .await,
+        Code::FailedPrecondition,
+        "tax co-signs notice \"n-b\" again with its current key",
+    );
+    refused(
+        pbc.co_sign("n-b").await,
+        Code::FailedPrecondition,
+        "already co-signed",
+    );
+    // So is an issue of minutes Tax consented to with the retired key.
+    let lead = t.unit("civil-affairs").await?;
+    let m = lead.meeting("m-k").await?;
+    let pin = |p: &Option<pb::EntryPin>| p.clone().ok_or("missing pin");
+    let mut consents = Vec::new();
+    for a in &m.answers {
+        consents.push(raw_entry(&t, "civil-affairs", &pin(&a.answer)?).await?);
+    }
+    let issue = pb::MinutesIssue {
+        meeting_id: "m-k".into(),
+        proposal: Some(raw_entry(&t, "civil-affairs", &pin(&m.proposal_entry)?).await?),
+        draft: Some(raw_entry(&t, "civil-affairs", &pin(&m.current_draft)?).await?),
+        consents,
+    };
+    refused(
+        lead.submit_step(
+            Kind::Minutes,
+            "issue",
+            pb::workflow_step::Step::MinutesIssue(issue),
+            pb::Audience {
+                units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
+                offices: vec![FUND.into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await,
+        Code::FailedPrecondition,
+        "tax consents to the current draft again with its current key",
+    );
+    refused(
+        t.unit("finance")
+            .await?
+            .answer_current_minutes("m-k", true, "")
+            .await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    tax.answer_current_minutes("m-k", true, "").await?;
+    lead.issue_minutes("m-k").await?;
+
+    tax.co_sign("n-b").await?;
+    let state = finance.joint_notice("n-b").await?;
+    assert_eq!(state.co_signatures.len(), 2);
+    let out = finance.release_joint("n-b").await?;
+    let entry = ss.get_entry(&out.channel, out.seq).await?;
+    assert_eq!(
+        ss.verify_joint_release(&entry).await?.co_signatures.len(),
+        2
+    );
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_is_judged_when_the_step_is_appended() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let ops = operator(&t).await?;
+    let now = tongbao_proto::now_micros();
+    // Health joins fund supervision next month; Education as of an hour ago.
+    let month = 30 * 24 * 3_600_000_000;
+    for (unit, from) in [("health", now + month), ("education", now - 3_600_000_000)] {
+        ops.admin()
+            .add_member(pb::AddMemberRequest {
+                mechanism: FUND.into(),
+                unit: unit.into(),
+                effective_micros: from,
+            })
+            .await?;
+    }
+    let with = |unit: &str, id: &str| {
+        let mut p = fund_meeting(id);
+        p.attending_units.push(unit.into());
+        p
+    };
+    refused(
+        lead.propose_meeting(with("health", "m-now")).await,
+        Code::InvalidArgument,
+        "\"health\" is not a member of fund-supervision at",
+    );
+    refused(
+        lead.propose_meeting(with("health", "m-now")).await,
+        Code::InvalidArgument,
+        "it is one only from",
+    );
+    let mut notice = fund_notice();
+    notice.co_issuers.push("health".into());
+    refused(
+        t.unit("finance")
+            .await?
+            .draft_joint(Kind::JointNotice, "n-m", notice)
+            .await,
+        Code::InvalidArgument,
+        "health is not a member of fund-supervision",
+    );
+    refused(
+        t.unit("health")
+            .await?
+            .report_liaison(
+                &[FUND.into()],
+                pb::LiaisonChange {
+                    name: "Sun Hua".into(),
+                    title: "Chief".into(),
+                    contact: "0351-2".into(),
+                },
+            )
+            .await,
+        Code::PermissionDenied,
+        "only from",
+    );
+    // A unit that joined before the meeting is proposed takes part.
+    lead.propose_meeting(with("education", "m-now")).await?;
+    let education = t.unit("education").await?;
+    assert_eq!(
+        education
+            .meeting("m-now")
+            .await?
+            .proposal
+            .map(|p| p.attending_units.len()),
+        Some(4)
+    );
+    education
+        .report_liaison(
+            &[FUND.into()],
+            pb::LiaisonChange {
+                name: "Zhou Lan".into(),
+                title: "Chief".into(),
+                contact: "0351-3".into(),
+            },
+        )
+        .await?;
+    let dir = office(&t, FUND).await?.liaisons("").await?;
+    assert!(dir.units.iter().any(|u| u.unit == "education"));
+    assert!(!dir.units.iter().any(|u| u.unit == "health"));
     t.stop().await
 }

@@ -5,16 +5,15 @@
 use super::push::{policy_status, verify_sender_signature};
 use super::{HubState, storage_status};
 use crate::policy::check_workflow_message;
-use crate::workflow::{StepContext, WorkflowRefusal, check_step};
+use crate::workflow::{
+    STATISTICS_SETTLE_MICROS, StepContext, WorkflowRefusal, check_closed_period, check_step,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb::{self, workflow_server::Workflow, workflow_step::Step};
 use tongbao_proto::workflow::decode_step;
 use tonic::{Request, Response, Status};
-
-/// Inbox positions read at a time when gathering a case.
-const CASE_PAGE: usize = 1024;
 
 /// `tongbao.v1.Workflow` over the shared hub state.
 #[derive(Clone)]
@@ -39,14 +38,6 @@ pub(crate) fn refusal_status(e: WorkflowRefusal) -> Status {
             tracing::error!(error = %m, "workflow state storage error");
             Status::internal(format!("workflow state storage error: {m}"))
         }
-    }
-}
-
-fn now_or(asked: i64) -> i64 {
-    if asked > 0 {
-        asked
-    } else {
-        tongbao_proto::now_micros()
     }
 }
 
@@ -202,47 +193,35 @@ impl WorkflowService {
         })
     }
 
-    /// Entries of a case in `who`'s own channel and inbox.
+    /// Entries of a case that `who` sent or received, from the case index:
+    /// one read per entry of the case.
     fn case_entries(
         &self,
         who: &Principal,
         case_id: &str,
     ) -> Result<Vec<pb::GetEntryResponse>, Status> {
         let store = &self.state.store;
-        let mut found = Vec::new();
-        let wanted = |e: &pb::Entry| {
-            e.message
-                .as_ref()
-                .and_then(|m| m.message.as_ref())
-                .and_then(|m| m.references.as_ref())
-                .is_some_and(|r| r.case_id == case_id)
+        let workflows = &self.state.workflows;
+        workflows
+            .index_cases(store.as_ref())
+            .map_err(refusal_status)?;
+        let own = match who {
+            Principal::Unit(u) => Some(u.as_str()),
+            _ => None,
         };
-        if let Principal::Unit(u) = who {
-            let mut seq = 0;
-            while let Some(stored) = store.entry(u, seq).map_err(storage_status)? {
-                if wanted(&stored.entry) {
-                    found.push(stored);
-                }
-                seq += 1;
-            }
-        }
-        if let Some(inbox) = who.inbox() {
-            let mut after = 0;
-            loop {
-                let page = store
-                    .inbox_page(&inbox, after, CASE_PAGE)
-                    .map_err(storage_status)?;
-                let Some(last) = page.last() else { break };
-                after = last.cursor;
-                for item in &page {
-                    if let Some(stored) = store
-                        .entry(&item.channel, item.seq)
-                        .map_err(storage_status)?
-                        && wanted(&stored.entry)
-                    {
-                        found.push(stored);
-                    }
-                }
+        let inbox = who.inbox();
+        let mut found = Vec::new();
+        for (channel, seq) in workflows.case_positions(case_id).map_err(refusal_status)? {
+            let Some(stored) = store.entry(&channel, seq).map_err(storage_status)? else {
+                continue;
+            };
+            let e = &stored.entry;
+            let entitled = own == Some(e.channel.as_str())
+                || inbox
+                    .as_ref()
+                    .is_some_and(|i| e.recipients.iter().any(|r| r == i));
+            if entitled {
+                found.push(stored);
             }
         }
         found.sort_by(|a, b| {
@@ -344,7 +323,11 @@ impl Workflow for WorkflowService {
             .registry()?
             .mechanisms
             .get(&mechanism)
-            .map(|m| m.members.iter().cloned().collect())
+            .map(|m| {
+                m.members_at(tongbao_proto::now_micros())
+                    .into_iter()
+                    .collect()
+            })
             .unwrap_or_default();
         let mut units = Vec::with_capacity(members.len());
         for unit in members {
@@ -374,17 +357,20 @@ impl Workflow for WorkflowService {
         let who = self.state.authenticate(&request)?;
         let mechanism = office_or_lead(&self.state, &who, &request.get_ref().mechanism)?;
         let req = request.into_inner();
-        let as_of = now_or(req.as_of_micros);
+        let now = tongbao_proto::now_micros();
+        // Defaults close the period: as of the latest settled time (or its
+        // end, which is then refused as not yet settled).
+        let as_of = if req.as_of_micros > 0 {
+            req.as_of_micros
+        } else {
+            (now - STATISTICS_SETTLE_MICROS).max(req.until_micros)
+        };
         let until = if req.until_micros > 0 {
             req.until_micros
         } else {
             as_of
         };
-        if until <= req.since_micros || as_of < until {
-            return Err(Status::invalid_argument(
-                "the period must satisfy since < until <= as of",
-            ));
-        }
+        check_closed_period(req.since_micros, until, as_of, now).map_err(refusal_status)?;
         Ok(Response::new(compute_report(
             &self.state,
             &mechanism,

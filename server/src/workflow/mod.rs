@@ -8,10 +8,16 @@
 //! is first noted as pending (durably), then appended, then applied; a
 //! crash in between is repaired at start by applying the pending steps
 //! that reached the log.
+//!
+//! It also holds the case index (case id -> entry positions) over every
+//! channel, so a case is read without scanning channels and inboxes. The
+//! index is caught up from a per-channel mark before each case query, so
+//! every entry is read once for it, and a crash or a deleted index only
+//! means catching up again.
 
 mod rules;
 
-pub use rules::{StepContext, check_step};
+pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
 
 use crate::store::{Store, StoreError};
 use prost::Message as _;
@@ -67,6 +73,10 @@ const NOTICE: &str = "n/";
 const LIAISON: &str = "l/";
 const PENDING: &str = "p/";
 const APPLIED: &str = "a/";
+const CASE: &str = "c/";
+const CASE_MARK: &str = "ci/";
+/// Entries indexed per batch when catching up the case index.
+const CASE_BATCH: u64 = 4096;
 const INITIALIZED: &[u8] = b"initialized";
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -78,6 +88,25 @@ fn entry_key(prefix: &str, channel: &str, seq: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+fn case_prefix(case_id: &str) -> Vec<u8> {
+    // Length-prefixed: no case id is a prefix of another's keys.
+    let mut k = CASE.as_bytes().to_vec();
+    k.extend_from_slice(&(case_id.len() as u32).to_be_bytes());
+    k.extend_from_slice(case_id.as_bytes());
+    k
+}
+
+/// The case an entry names, if any.
+fn case_of(entry: &pb::Entry) -> Option<&str> {
+    entry
+        .message
+        .as_ref()
+        .and_then(|m| m.message.as_ref())
+        .and_then(|m| m.references.as_ref())
+        .map(|r| r.case_id.as_str())
+        .filter(|c| !c.is_empty())
 }
 
 /// Names an entry as workflow state records it.
@@ -97,6 +126,8 @@ pub struct Workflows {
     /// Held from a step's check until it is applied, so no two steps are
     /// checked against the same state.
     pub serial: tokio::sync::Mutex<()>,
+    /// One case-index catch-up at a time.
+    case_lock: std::sync::Mutex<()>,
 }
 
 impl Workflows {
@@ -109,6 +140,7 @@ impl Workflows {
             db,
             tree,
             serial: tokio::sync::Mutex::new(()),
+            case_lock: std::sync::Mutex::new(()),
         };
         if w.tree.get(INITIALIZED)?.is_none() {
             w.rebuild(store.as_ref())?;
@@ -193,6 +225,68 @@ impl Workflows {
     pub fn drop_pending(&self, sender: &str, message_id: &str) -> Result<(), WorkflowRefusal> {
         self.tree.remove(Self::pending_key(sender, message_id))?;
         Ok(())
+    }
+
+    /// Indexes the case ids of entries appended since the last catch-up.
+    pub fn index_cases(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
+        let _one = self
+            .case_lock
+            .lock()
+            .map_err(|_| WorkflowRefusal::Storage("case index lock poisoned".into()))?;
+        for (channel, head) in store.channel_heads()? {
+            let mark = key(CASE_MARK, &channel);
+            let mut next = match self.tree.get(&mark)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                    WorkflowRefusal::Storage(format!("case index mark of {channel} is corrupt"))
+                })?),
+                None => 0,
+            };
+            while next < head.next_seq {
+                let end = head.next_seq.min(next + CASE_BATCH);
+                let mut batch = sled::Batch::default();
+                let mut seq = next;
+                while seq < end {
+                    // Committed entries are all readable; stop if not.
+                    let Some(stored) = store.entry(&channel, seq)? else {
+                        break;
+                    };
+                    if let Some(case) = case_of(&stored.entry) {
+                        let mut k = case_prefix(case);
+                        k.extend_from_slice(&entry_key("", &channel, seq));
+                        batch.insert(k, &[][..]);
+                    }
+                    seq += 1;
+                }
+                batch.insert(mark.clone(), &seq.to_be_bytes()[..]);
+                self.tree.apply_batch(batch)?;
+                if seq < end {
+                    break;
+                }
+                next = seq;
+            }
+        }
+        Ok(())
+    }
+
+    /// The positions of a case's entries in every channel, as indexed.
+    pub fn case_positions(&self, case_id: &str) -> Result<Vec<(String, u64)>, WorkflowRefusal> {
+        let prefix = case_prefix(case_id);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let rest = &k[prefix.len()..];
+            let split = rest.len().checked_sub(9).filter(|i| rest[*i] == 0);
+            let Some(split) = split else {
+                return Err(WorkflowRefusal::Storage("case index key is corrupt".into()));
+            };
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&rest[split + 1..]);
+            out.push((
+                String::from_utf8_lossy(&rest[..split]).into_owned(),
+                u64::from_be_bytes(seq),
+            ));
+        }
+        Ok(out)
     }
 
     fn get<M: prost::Message + Default>(&self, k: &[u8]) -> Result<Option<M>, WorkflowRefusal> {
@@ -309,6 +403,8 @@ impl Workflows {
             Step::CoSignature(c) => {
                 self.update_notice(&mut batch, &c.notice_id, |n| {
                     n.not_signed.retain(|u| u != sender);
+                    // A co-signature given again replaces the earlier one.
+                    n.co_signatures.retain(|p| p.channel != sender);
                     n.co_signatures.push(here);
                 })?;
             }
@@ -386,5 +482,81 @@ fn not_answered(unit: &str) -> pb::AttendeeAnswer {
         state: AnswerState::NotAnswered as i32,
         answer: None,
         comments: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AnswerKind, NewEntry, SledStore};
+
+    fn new_entry(channel: &str, seq: u64, case: &str) -> NewEntry {
+        let message = pb::Message {
+            message_id: format!("{channel}-{seq}"),
+            sender: channel.into(),
+            references: Some(pb::References {
+                case_id: case.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let entry = pb::Entry {
+            channel: channel.into(),
+            seq,
+            message: Some(pb::SignedMessage {
+                message: Some(message),
+                signature: None,
+            }),
+            ..Default::default()
+        };
+        NewEntry {
+            channel: channel.into(),
+            seq,
+            message_id: format!("{channel}-{seq}"),
+            message_digest: [0; 32],
+            leaf_hash: [1; 32],
+            hub_micros: 1,
+            encoded: entry.encode_to_vec(),
+            deliveries: Vec::new(),
+            answers: Vec::new(),
+            answer_kind: AnswerKind::Acknowledged,
+            audit_scopes: Vec::new(),
+            tree_hashes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_case_index_lists_exactly_a_cases_positions_and_catches_up()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"), false)?);
+        store.commit(&[
+            new_entry("tax", 0, "C-1"),
+            new_entry("tax", 1, ""),
+            new_entry("finance", 0, "C-10"),
+        ])?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 0)]);
+        // Entries after the mark are indexed by the next catch-up.
+        store.commit(&[new_entry("tax", 2, "C-1"), new_entry("finance", 1, "C-1")])?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(
+            w.case_positions("C-1")?,
+            vec![
+                ("finance".to_string(), 1),
+                ("tax".to_string(), 0),
+                ("tax".to_string(), 2)
+            ]
+        );
+        assert_eq!(w.case_positions("C-10")?, vec![("finance".to_string(), 0)]);
+        assert!(w.case_positions("C")?.is_empty());
+        // A rebuilt index has the same answers.
+        drop(w);
+        std::fs::remove_dir_all(dir.path().join("workflow"))?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.case_positions("C-1")?.len(), 3);
+        Ok(())
     }
 }

@@ -3,13 +3,15 @@
 //! well-formed step (InvalidArgument). Pure reads; nothing is written.
 
 use super::{WorkflowRefusal, Workflows};
-use crate::registry::Registry;
+use crate::registry::{Registry, display_micros};
 use crate::store::Store;
 use std::collections::BTreeSet;
 use tongbao_proto::identity::office_inbox;
+use tongbao_proto::keys::RegisteredKey;
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage, workflow_step::Step};
 use tongbao_proto::workflow::{
-    SigningKeys, check_workflow_id, content_digest, verify_joint_release, verify_minutes_issue,
+    SigningKeys, check_workflow_id, content_digest, key_not_valid, verify_escalation,
+    verify_joint_release, verify_minutes_issue, verify_source,
 };
 
 use WorkflowRefusal::{Exists, Malformed, NotAllowed, NotFound, WrongState};
@@ -23,7 +25,44 @@ pub struct StepContext<'a> {
     pub message: &'a pb::Message,
     /// The message's audience resolved at check time.
     pub recipients: &'a [String],
+    /// The step's append time: membership and deadlines are judged at it.
     pub now_micros: i64,
+}
+
+/// A statistics period is closed this long after its end: an append in
+/// flight when the period ended (a batch takes its hub time before it
+/// commits) has landed by then, so recomputing the report gives the same
+/// figures.
+pub const STATISTICS_SETTLE_MICROS: i64 = 1_000_000;
+
+/// The rule every statistics report obeys, at compute and at circulation:
+/// since < until <= as of, and as of (so the whole period) lies at least
+/// [`STATISTICS_SETTLE_MICROS`] in the past.
+pub fn check_closed_period(
+    since: i64,
+    until: i64,
+    as_of: i64,
+    now: i64,
+) -> Result<(), WorkflowRefusal> {
+    if since < 0 || until <= since || as_of < until {
+        return Err(Malformed(format!(
+            "a statistics period needs 0 <= since < until <= as of; got since {since}, until {until}, as of {as_of} (unix µs)"
+        )));
+    }
+    let closed_by = now - STATISTICS_SETTLE_MICROS;
+    if as_of > closed_by {
+        let what = if until > closed_by {
+            format!("the period ends at {}", display_micros(until))
+        } else {
+            format!("the report is as of {}", display_micros(as_of))
+        };
+        return Err(WrongState(format!(
+            "{what}, which is not yet {} s in the past (now {}); statistics cover closed periods so that entries still landing cannot change the figures between compute and circulation: choose an earlier end (and as of), or compute again later",
+            STATISTICS_SETTLE_MICROS / 1_000_000,
+            display_micros(now)
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses unless every party in `needed` is among the recipients.
@@ -58,12 +97,74 @@ fn offices(mechanisms: &[String]) -> impl Iterator<Item = String> + '_ {
     mechanisms.iter().map(|m| office_inbox(m))
 }
 
-fn registry_keys(reg: &Registry) -> impl Fn(&str, &str) -> Option<Vec<u8>> + '_ {
+fn registry_keys(reg: &Registry) -> impl Fn(&str, &str) -> Option<RegisteredKey> + '_ {
     |unit, key_id| {
         reg.unit(unit)
             .and_then(|u| u.key(key_id))
-            .map(|k| k.public_key.clone())
+            .map(|k| RegisteredKey {
+                unit: unit.to_string(),
+                algorithm: k.algorithm.clone(),
+                key_id: k.key_id.clone(),
+                public_key: k.public_key.clone(),
+                valid_from_micros: k.valid_from_micros,
+                valid_until_micros: k.valid_until_micros.unwrap_or(0),
+            })
     }
+}
+
+/// Refuses unless `unit` is a member of `mechanism` at the step's time;
+/// a unit added from a later time is not one yet.
+fn require_member(
+    cx: &StepContext<'_>,
+    mechanism: &str,
+    unit: &str,
+    refusal: impl FnOnce(String) -> WorkflowRefusal,
+    what: &str,
+) -> Result<(), WorkflowRefusal> {
+    let mech = cx
+        .registry
+        .mechanisms
+        .get(mechanism)
+        .ok_or_else(|| Malformed(format!("mechanism {mechanism:?} is not in the registry")))?;
+    if mech.members_at(cx.now_micros).contains(unit) {
+        return Ok(());
+    }
+    let since = match mech.member_since(unit) {
+        Some(from) => format!(" (it is one only from {})", display_micros(from)),
+        None => String::new(),
+    };
+    Err(refusal(format!(
+        "{unit} is not a member of {mechanism} at {}{since}; {what}",
+        display_micros(cx.now_micros)
+    )))
+}
+
+/// The refusal for a recorded signature (consent, co-signature) whose key
+/// no longer counts at its entry's hub time, if that is so.
+fn stale_signature(
+    cx: &StepContext<'_>,
+    what: &str,
+    pin: &pb::EntryPin,
+) -> Result<Option<String>, WorkflowRefusal> {
+    let Some(stored) = cx.store.entry(&pin.channel, pin.seq)? else {
+        return Ok(None);
+    };
+    let key_id = stored
+        .entry
+        .message
+        .as_ref()
+        .and_then(|m| m.signature.as_ref())
+        .map(|s| s.key_id.clone())
+        .unwrap_or_default();
+    let keys = registry_keys(cx.registry);
+    Ok(match keys.key(&pin.channel, &key_id) {
+        Some(k) if k.valid_at(stored.entry.hub_micros) => None,
+        Some(k) => Some(key_not_valid(what, &stored.entry, &k)),
+        None => Some(format!(
+            "the {what} {}:{} names key {key_id:?}, which is no longer registered",
+            pin.channel, pin.seq
+        )),
+    })
 }
 
 /// Refuses an embedded entry that is not, byte for byte, the entry the
@@ -157,16 +258,30 @@ fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), W
         ));
     }
     for u in &p.attending_units {
+        // Membership as of the proposal's append time.
         let member = p.mechanisms.iter().any(|m| {
             cx.registry
                 .mechanisms
                 .get(m)
-                .is_some_and(|r| r.members.contains(u))
+                .is_some_and(|r| r.members_at(cx.now_micros).contains(u))
         });
         if !member {
+            let later: Vec<String> = p
+                .mechanisms
+                .iter()
+                .filter_map(|m| cx.registry.mechanisms.get(m))
+                .filter_map(|r| r.member_since(u))
+                .map(display_micros)
+                .collect();
+            let since = if later.is_empty() {
+                String::new()
+            } else {
+                format!(" (it is one only from {})", later.join(", "))
+            };
             return Err(Malformed(format!(
-                "attending unit {u:?} is not a member of {}",
-                p.mechanisms.join(" or ")
+                "attending unit {u:?} is not a member of {} at {}{since}; name only units that are members when the meeting is proposed",
+                p.mechanisms.join(" or "),
+                display_micros(cx.now_micros)
             )));
         }
     }
@@ -380,6 +495,11 @@ fn check_answer(cx: &StepContext<'_>, a: &pb::MinutesAnswer) -> Result<(), Workf
         .answers
         .iter()
         .find(|x| x.unit == cx.sender && x.state != AnswerState::NotAnswered as i32)
+        // An answer signed with a key that did not count may be given again.
+        && match &given.answer {
+            Some(p) => stale_signature(cx, "answer", p)?.is_none(),
+            None => true,
+        }
     {
         return Err(WrongState(format!(
             "{} already answered this draft (entry {}:{})",
@@ -442,6 +562,16 @@ fn check_issue(cx: &StepContext<'_>, i: &pb::MinutesIssue) -> Result<(), Workflo
             waiting.join(", ")
         )));
     }
+    for a in &m.answers {
+        if let Some(p) = &a.answer
+            && let Some(why) = stale_signature(cx, "consent", p)?
+        {
+            return Err(WrongState(format!(
+                "{why}; {} consents to the current draft again with its current key before the minutes are issued",
+                a.unit
+            )));
+        }
+    }
     same_as_stored(
         cx.store,
         "meeting proposal",
@@ -501,32 +631,22 @@ fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), Wor
                 "an escalation goes to the leading group; set leading_group in its audience".into(),
             ));
         }
-        if c.source_entry.is_none() && c.case_id.is_empty() {
+        if c.source_entry.is_none() {
             return Err(Malformed(
-                "an escalation names the minutes or the case it comes from".into(),
+                "an escalation names the minutes or the case it comes from: set its source entry to the minutes issue entry, or to an entry of its case (with the case id)".into(),
             ));
         }
-        if let Some(src) = &c.source_entry {
-            let stored = cx.store.entry(&src.channel, src.seq)?.ok_or_else(|| {
-                Malformed(format!(
-                    "source entry {}:{} does not exist",
-                    src.channel, src.seq
-                ))
-            })?;
-            let seen = stored.entry.channel == cx.sender
-                || stored.entry.recipients.iter().any(|r| r == cx.sender);
-            if !seen {
-                return Err(NotAllowed(format!(
-                    "source entry {}:{} was not addressed to {}",
-                    src.channel, src.seq, cx.sender
-                )));
-            }
-        }
-    } else if !mech.members.contains(cx.sender) {
-        return Err(NotAllowed(format!(
-            "{} is not a member of {} and cannot draft its joint notices",
-            cx.sender, mech.id
-        )));
+    } else {
+        require_member(
+            cx,
+            &mech.id,
+            cx.sender,
+            NotAllowed,
+            "only members draft its joint notices",
+        )?;
+    }
+    if let Some(src) = &c.source_entry {
+        check_source(cx, c, src)?;
     }
     if c.title.trim().is_empty() || c.text.trim().is_empty() {
         return Err(Malformed("a joint notice needs a title and a text".into()));
@@ -543,12 +663,13 @@ fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), Wor
                 "the drafter signs the notice itself; do not name it as a co-issuer".into(),
             ));
         }
-        if !mech.members.contains(u) {
-            return Err(Malformed(format!(
-                "co-issuer {u:?} is not a member of {}",
-                mech.id
-            )));
-        }
+        require_member(
+            cx,
+            &mech.id,
+            u,
+            Malformed,
+            "name as co-issuers only units that are members when the notice is drafted",
+        )?;
     }
     cx.registry
         .resolve(cx.sender, &c.audience.clone().unwrap_or_default())
@@ -565,6 +686,82 @@ fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), Wor
         c.co_issuers.iter().cloned(),
         cx.sender,
     )
+}
+
+/// The rule of 上报's reference, on the hub: the source exists, the drafter
+/// saw it, and it is issued minutes of a meeting of the content's mechanism
+/// or an entry of the content's case.
+fn check_source(
+    cx: &StepContext<'_>,
+    c: &pb::JointContent,
+    src: &pb::EntryRef,
+) -> Result<(), WorkflowRefusal> {
+    let at = format!("{}:{}", src.channel, src.seq);
+    let stored = cx.store.entry(&src.channel, src.seq)?.ok_or_else(|| {
+        Malformed(format!(
+            "source entry {at} does not exist on this hub; name the minutes issue entry or a case entry as `channel:seq`"
+        ))
+    })?;
+    let entry = &stored.entry;
+    let seen = entry.channel == cx.sender || entry.recipients.iter().any(|r| r == cx.sender);
+    if !seen {
+        return Err(NotAllowed(format!(
+            "source entry {at} was not addressed to {}; a notice can only come from entries its drafter received or sent",
+            cx.sender
+        )));
+    }
+    let message = entry.message.as_ref().and_then(|m| m.message.as_ref());
+    let case = message
+        .and_then(|m| m.references.as_ref())
+        .map(|r| r.case_id.as_str())
+        .unwrap_or_default();
+    let is_case_entry = !c.case_id.is_empty() && case == c.case_id;
+    if !is_case_entry {
+        let step = message
+            .filter(|m| m.kind == Kind::Minutes as i32)
+            .and_then(|m| tongbao_proto::workflow::decode_step(m).ok());
+        match step {
+            Some(Step::MinutesIssue(i)) => {
+                let m = meeting(cx, &i.meeting_id)?;
+                let here = super::pin(&entry.channel, entry.seq, &stored.leaf_hash);
+                if m.issue.as_ref() != Some(&here) {
+                    return Err(WrongState(format!(
+                        "source entry {at} is not the issue the hub recorded for meeting {:?}",
+                        i.meeting_id
+                    )));
+                }
+                if !proposal(&m).mechanisms.contains(&c.mechanism) {
+                    return Err(Malformed(format!(
+                        "source entry {at} is the minutes of meeting {:?} of {}, not of {}; escalate minutes from the mechanism's own meetings",
+                        i.meeting_id,
+                        proposal(&m).mechanisms.join(" and "),
+                        c.mechanism
+                    )));
+                }
+            }
+            Some(Step::MinutesDraft(d)) => {
+                return Err(WrongState(format!(
+                    "source entry {at} is a minutes draft of meeting {:?}, not issued minutes; escalate from the minutes issue entry once every attending unit consented",
+                    d.meeting_id
+                )));
+            }
+            _ => {
+                let case_hint = if c.case_id.is_empty() {
+                    "set the case id to the case the entry belongs to".to_string()
+                } else {
+                    format!("the entry names case {case:?}, not {:?}", c.case_id)
+                };
+                return Err(Malformed(format!(
+                    "source entry {at} is neither issued minutes nor an entry of the named case ({case_hint}); name the minutes issue entry or an entry of the case"
+                )));
+            }
+        }
+    }
+    // The same rule the recipients apply to the copy the release embeds.
+    let keys = registry_keys(cx.registry);
+    verify_source(c, entry, &keys as &dyn SigningKeys)
+        .map(|_| ())
+        .map_err(|e| Malformed(format!("source entry {at}: {e}")))
 }
 
 fn notice(cx: &StepContext<'_>, id: &str) -> Result<pb::JointNoticeState, WorkflowRefusal> {
@@ -602,10 +799,18 @@ fn check_co_signature(cx: &StepContext<'_>, s: &pb::CoSignature) -> Result<(), W
         ));
     }
     if !n.not_signed.iter().any(|u| u == cx.sender) {
-        return Err(WrongState(format!(
-            "{} already co-signed notice {:?}",
-            cx.sender, s.notice_id
-        )));
+        // A co-signature whose key did not count may be given again.
+        let earlier = n.co_signatures.iter().find(|p| p.channel == cx.sender);
+        let stale = match earlier {
+            Some(p) => stale_signature(cx, "co-signature", p)?.is_some(),
+            None => false,
+        };
+        if !stale {
+            return Err(WrongState(format!(
+                "{} already co-signed notice {:?}",
+                cx.sender, s.notice_id
+            )));
+        }
     }
     required_recipients(
         "co-signature",
@@ -643,14 +848,29 @@ fn check_release(cx: &StepContext<'_>, r: &pb::JointRelease) -> Result<(), Workf
             n.not_signed.join(", ")
         )));
     }
+    for p in &n.co_signatures {
+        if let Some(why) = stale_signature(cx, "co-signature", p)? {
+            return Err(WrongState(format!(
+                "{why}; {} co-signs notice {:?} again with its current key before it goes out",
+                p.channel, r.notice_id
+            )));
+        }
+    }
     same_as_stored(cx.store, "joint draft", r.draft.as_ref(), n.draft.as_ref())?;
     for c in &r.co_signatures {
         let expected = n.co_signatures.iter().find(|p| p.channel == c.channel);
         same_as_stored(cx.store, "co-signature", Some(c), expected)?;
     }
+    if let Some(source) = &r.source {
+        same_as_stored(cx.store, "source entry", Some(source), None)?;
+    }
     let keys = registry_keys(cx.registry);
-    verify_joint_release(cx.sender, r, &keys as &dyn SigningKeys)
-        .map_err(|e| Malformed(e.to_string()))?;
+    let verified = if is_escalation(cx) {
+        verify_escalation(cx.sender, r, &keys as &dyn SigningKeys)
+    } else {
+        verify_joint_release(cx.sender, r, &keys as &dyn SigningKeys)
+    };
+    verified.map_err(|e| Malformed(e.to_string()))?;
     let content = n.content.unwrap_or_default();
     if cx.message.audience != content.audience {
         return Err(Malformed(
@@ -671,17 +891,13 @@ fn check_liaison(cx: &StepContext<'_>, l: &pb::LiaisonChange) -> Result<(), Work
         ));
     }
     for m in &audience.offices {
-        let member = cx
-            .registry
-            .mechanisms
-            .get(m)
-            .is_some_and(|r| r.members.contains(cx.sender));
-        if !member {
-            return Err(NotAllowed(format!(
-                "{} is not a member of {m}; it reports its liaison to the offices of its own mechanisms",
-                cx.sender
-            )));
-        }
+        require_member(
+            cx,
+            m,
+            cx.sender,
+            NotAllowed,
+            "a unit reports its liaison to the offices of its own mechanisms",
+        )?;
     }
     Ok(())
 }
@@ -697,14 +913,12 @@ fn check_statistics_shape(
             s.mechanism, cx.sender
         )));
     }
-    if s.until_micros <= s.since_micros
-        || s.as_of_micros < s.until_micros
-        || s.as_of_micros > cx.now_micros
-    {
-        return Err(Malformed(
-            "a circulated report covers a closed period: since < until <= as of <= now".into(),
-        ));
-    }
+    check_closed_period(
+        s.since_micros,
+        s.until_micros,
+        s.as_of_micros,
+        cx.now_micros,
+    )?;
     let audience = cx.message.audience.clone().unwrap_or_default();
     if !audience.mechanisms.contains(&s.mechanism) {
         return Err(Malformed(format!(

@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use tongbao_client::{Client, PushReceipt};
+use tongbao_proto::kinds;
 use tongbao_proto::pb::{self, Kind, MeetingKind};
-use tongbao_proto::{kinds, workflow::step_name};
+use tongbao_proto::workflow::{SourceProof, step_name};
 
 #[derive(Subcommand)]
 pub enum MeetingCommand {
@@ -140,7 +141,8 @@ pub enum JointCommand {
         leading_group: bool,
         #[arg(long)]
         case: Option<String>,
-        /// The minutes issue (or other entry) it comes from.
+        /// The entry it comes from (required for --escalation): the minutes
+        /// issue entry, or an entry of the case given with --case.
         #[arg(long, value_name = "CHANNEL:SEQ")]
         source: Option<String>,
         #[arg(long)]
@@ -181,6 +183,7 @@ pub enum StatisticsCommand {
         /// RFC 3339 or a duration ago ("30d"); default: from the start.
         #[arg(long)]
         since: Option<String>,
+        /// End of the period, at least 1 s ago; default: 1 s ago.
         #[arg(long)]
         until: Option<String>,
         #[arg(long)]
@@ -510,6 +513,16 @@ pub async fn joint(client: &Client, what: JointCommand) -> anyhow::Result<()> {
             let (c, n) = parse_ref(&entry)?;
             let e = client.get_entry(&c, n).await?;
             let proof = client.verify_joint_release(&e).await?;
+            let source = proof.source.as_ref().map(|s| match s {
+                SourceProof::Minutes { entry, minutes } => (
+                    format!("{}:{}", entry.channel, entry.seq),
+                    format!("issued minutes of meeting {}", minutes.meeting_id),
+                ),
+                SourceProof::CaseEntry { entry, sender } => (
+                    format!("{}:{}", entry.channel, entry.seq),
+                    format!("an entry of case {} by {sender}", proof.content.case_id),
+                ),
+            });
             if json {
                 println!(
                     "{}",
@@ -518,6 +531,7 @@ pub async fn joint(client: &Client, what: JointCommand) -> anyhow::Result<()> {
                         "title": proof.content.title, "co_issuers": proof.content.co_issuers,
                         "content_digest": hex::encode(proof.content_digest),
                         "co_signatures": proof.co_signatures.iter().map(|p| format!("{}:{}", p.channel, p.seq)).collect::<Vec<_>>(),
+                        "source": source.as_ref().map(|(at, what)| json!({"entry": at, "is": what})),
                     })
                 );
             } else {
@@ -527,6 +541,9 @@ pub async fn joint(client: &Client, what: JointCommand) -> anyhow::Result<()> {
                     proof.drafter,
                     proof.content.co_issuers.join(", ")
                 );
+                if let Some((at, what)) = source {
+                    println!("Its source {at} is {what}.");
+                }
             }
         }
     }
