@@ -1,54 +1,9 @@
 //! The `tongbao` CLI against a real hub: the README's walkthrough, run.
 
+mod common;
+
+use common::{TestResult, config, setup, tongbao};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use tongbao_server::pki::{InitOptions, init};
-use tongbao_server::{Hub, HubConfig};
-
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// Runs `tongbao --config <party>/client.toml ARGS`, returning stdout, or
-/// stderr as the error.
-fn tongbao(config: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tongbao"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// A PKI and a hub on port 0, with every client.toml pointed at it.
-async fn setup(dir: &Path) -> Result<Hub, Box<dyn std::error::Error + Send + Sync>> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    init(
-        dir,
-        &InitOptions {
-            listen: "127.0.0.1:0".parse()?,
-            data_dir: dir.join("data"),
-            days: 1,
-            force: false,
-        },
-    )?;
-    let hub = Hub::start(&HubConfig::load(&dir.join("hub.toml"))?).await?;
-    for group in ["units", "offices"] {
-        for party in std::fs::read_dir(dir.join(group))? {
-            let path = party?.path().join("client.toml");
-            let text = std::fs::read_to_string(&path)?;
-            std::fs::write(&path, text.replace("127.0.0.1:0", &hub.addr().to_string()))?;
-        }
-    }
-    Ok(hub)
-}
-
-fn config(dir: &Path, group: &str, party: &str) -> PathBuf {
-    dir.join(group).join(party).join("client.toml")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_push_pull_ack_feedback_audit() -> TestResult {

@@ -1,59 +1,21 @@
 //! The workflow commands of the `tongbao` CLI against a real hub, with
 //! `--json` output read back as a program would.
 
+mod common;
+
+use common::{TestResult, config, setup, tongbao};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use tongbao_server::pki::{InitOptions, init};
-use tongbao_server::{Hub, HubConfig};
-
-type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// Runs `tongbao --config <config> ARGS`: stdout, or stderr as the error.
-fn tongbao(config: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_tongbao"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
+use std::path::Path;
 
 fn json(config: &Path, args: &[&str]) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
     Ok(serde_json::from_str(tongbao(config, args)?.trim())?)
 }
 
-fn config(dir: &Path, group: &str, party: &str) -> PathBuf {
-    dir.join(group).join(party).join("client.toml")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meetings_minutes_joint_notices_liaisons_statistics_and_cases() -> TestResult {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let d = dir.path();
-    init(
-        d,
-        &InitOptions {
-            listen: "127.0.0.1:0".parse()?,
-            data_dir: d.join("data"),
-            days: 1,
-            force: false,
-        },
-    )?;
-    let hub = Hub::start(&HubConfig::load(&d.join("hub.toml"))?).await?;
-    for group in ["units", "offices"] {
-        for party in std::fs::read_dir(d.join(group))? {
-            let path = party?.path().join("client.toml");
-            let text = std::fs::read_to_string(&path)?;
-            std::fs::write(&path, text.replace("127.0.0.1:0", &hub.addr().to_string()))?;
-        }
-    }
+    let hub = setup(d).await?;
     let (lead, tax, fin, office) = (
         config(d, "units", "civil-affairs"),
         config(d, "units", "tax"),

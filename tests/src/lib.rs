@@ -175,6 +175,21 @@ pub fn code_of(e: &ClientError) -> Option<tonic::Code> {
     e.code()
 }
 
+/// Asserts a call was refused with `code` and a message mentioning `words`
+/// (what an engineer reading the error needs to see).
+pub fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: tonic::Code, words: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
+        Err(e) => {
+            assert_eq!(e.code(), Some(code), "{e}");
+            assert!(
+                e.to_string().contains(words),
+                "{e} should mention {words:?}"
+            );
+        }
+    }
+}
+
 /// A TCP relay between clients and the hub whose connections the test can
 /// cut at will, to make subscriptions reconnect.
 pub struct Relay {

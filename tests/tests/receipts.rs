@@ -5,21 +5,8 @@ use std::time::Duration;
 use tongbao_client::{Client, ClientError, Draft, ProcessError};
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::pb::{self, DeliveryState, Kind};
-use tongbao_tests::{HubProcess, TestHub, TestPki, TestResult, members_of, note};
+use tongbao_tests::{HubProcess, TestHub, TestPki, TestResult, members_of, note, refused};
 use tonic::Code;
-
-fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: Code, words: &str) {
-    match r {
-        Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
-        Err(e) => {
-            assert_eq!(e.code(), Some(code), "{e}");
-            assert!(
-                e.to_string().contains(words),
-                "{e} should mention {words:?}"
-            );
-        }
-    }
-}
 
 async fn office(t: &TestHub, mechanism: &str) -> Result<Client, tongbao_tests::BoxError> {
     Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)

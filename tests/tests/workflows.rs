@@ -5,24 +5,11 @@ use tongbao_client::{Client, ClientConfig, ClientError, VerifiedEntry};
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage};
 use tongbao_proto::workflow::{SourceProof, decode_step, encode_step};
 use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
-use tongbao_tests::{BoxError, TestHub, TestResult, note};
+use tongbao_tests::{BoxError, TestHub, TestResult, note, refused};
 use tonic::Code;
 
 const FUND: &str = "fund-supervision";
 const ENFORCEMENT: &str = "joint-enforcement";
-
-fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: Code, words: &str) {
-    match r {
-        Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
-        Err(e) => {
-            assert_eq!(e.code(), Some(code), "{e}");
-            assert!(
-                e.to_string().contains(words),
-                "{e} should mention {words:?}"
-            );
-        }
-    }
-}
 
 async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
     Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
