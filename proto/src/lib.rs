@@ -21,8 +21,8 @@ pub mod identity;
 pub mod keys;
 pub mod kinds;
 pub mod merkle;
-pub mod workflow;
 pub mod rotation;
+pub mod workflow;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.
 #[allow(clippy::all, missing_docs)]
