@@ -450,8 +450,14 @@ impl Client {
                 });
         match probed {
             Err(refused @ ClientError::CertificateRefused { .. }) => Err(refused),
+            // Only a hub that does not even accept TCP is gone; a handshake
+            // that failed otherwise (files being replaced, load) is retried.
             Err(unreachable @ ClientError::Connect { .. }) if e.is_transient() => {
-                Ok(NextStep::HubUnreachable(unreachable))
+                if crate::probe::accepts_tcp(config, probe_within).await {
+                    Ok(NextStep::Retry)
+                } else {
+                    Ok(NextStep::HubUnreachable(unreachable))
+                }
             }
             _ if e.is_transient() => Ok(NextStep::Retry),
             _ => Ok(NextStep::GiveUp),
@@ -1373,6 +1379,17 @@ pub(crate) fn describe_validity(e: &tongbao_proto::keys::ValidityError) -> Strin
     }
 }
 
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1433,15 +1450,4 @@ mod tests {
         assert!(resign_after_refusal(&late, &why, &key, 200).is_none());
         Ok(())
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
