@@ -546,18 +546,37 @@ impl Client {
             .as_ref()
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
+        let request = pb::PushRequest {
+            message: Some(signed),
+        };
+        let r = self
+            .repeat_while_plausible("push", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.push(request).await }
+            })
+            .await?;
+        Ok(PushReceipt::new(r, message_id))
+    }
+
+    /// Runs an idempotent call, repeating it across interruptions and
+    /// reconnects while the hub is reachable, for up to `push_retry_for`.
+    /// A hub that does not accept connections at all fails it at once.
+    async fn repeat_while_plausible<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
             let generation = self.live.generation();
-            let attempt = self
-                .rpc()
-                .push(pb::PushRequest {
-                    message: Some(signed.clone()),
-                })
-                .await;
-            let e = match attempt {
-                Ok(r) => return Ok(PushReceipt::new(r.into_inner(), message_id)),
+            let e = match call().await {
+                Ok(r) => return Ok(r.into_inner()),
                 Err(status) => ClientError::from(status),
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -569,7 +588,7 @@ impl Client {
                 NextStep::HubUnreachable(unreachable) => return Err(unreachable),
                 NextStep::GiveUp => return Err(e),
             }
-            tracing::debug!(error = %e, %message_id, "push interrupted; repeating it");
+            tracing::debug!(error = %e, what, "call interrupted; repeating it");
             tokio::time::sleep(backoff.min(left)).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
@@ -796,14 +815,18 @@ impl Client {
     }
 
     /// Sends an already signed receipt; repeating it changes nothing.
+    /// Interrupted calls are repeated like pushes.
     pub async fn ack_signed(&self, signed: pb::SignedMessage) -> Result<AckOutcome, ClientError> {
+        let request = pb::AcknowledgeRequest {
+            receipt: Some(signed),
+        };
         let r = self
-            .rpc()
-            .acknowledge(pb::AcknowledgeRequest {
-                receipt: Some(signed),
+            .repeat_while_plausible("acknowledge", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.acknowledge(request).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(AckOutcome {
             receipt: (!r.channel.is_empty()).then_some((r.channel, r.seq, r.leaf_hash)),
             newly_acknowledged: r.newly_acknowledged,
