@@ -413,8 +413,17 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &BundleTrust) -> Result<Vec<Strin
                     ),
                 )
             })?;
-        if key.valid_until_micros != 0 && message.created_micros > key.valid_until_micros {
-            return Err(fail(at, "signed with a key after its retirement".into()));
+        if let Err(e) = key
+            .validity()
+            .check_message(&message.sender, &signature.key_id, message)
+        {
+            return Err(fail(
+                at,
+                format!(
+                    "signed outside its key's interval: {}",
+                    crate::client::describe_validity(&e)
+                ),
+            ));
         }
         verify_digest(&message_digest(message), signature, &key.public_key)
             .map_err(|e| fail(at.clone(), format!("signature: {e}")))?;

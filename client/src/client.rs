@@ -171,8 +171,21 @@ struct Live {
 
 /// How often a client checks its certificate, key and signing key files.
 const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long a push is retried across reconnects before it fails.
-const PUSH_RETRY_FOR: Duration = Duration::from_secs(5);
+/// Longest a subscription waits for a handshake that checks whether it
+/// can resume.
+const PROBE_WITHIN: Duration = Duration::from_secs(10);
+
+/// What to do after a call failed.
+enum NextStep {
+    /// Repeat it: the connection was switched, or the hub is there and
+    /// the failure was transient.
+    Retry,
+    /// The hub does not answer at all (this error says how): waiting is
+    /// worth it only for callers that live long (subscriptions).
+    HubUnreachable(ClientError),
+    /// Repeating cannot help.
+    GiveUp,
+}
 
 /// The files a client's identity is made of, hashed.
 fn material_fingerprint(config: &ClientConfig) -> tongbao_proto::Hash {
@@ -403,25 +416,51 @@ impl Client {
 
     /// Whether a failed call is worth repeating: the error is transient,
     /// or the client switched connections meanwhile, or its files changed.
-    /// A refused certificate is confirmed with a fresh handshake, so a
-    /// revoked client gets "certificate revoked" instead of retrying.
-    async fn worth_retrying(&self, e: &ClientError, generation: u64) -> Result<bool, ClientError> {
+    /// A refused certificate is confirmed with a fresh handshake (given at
+    /// most `probe_within`), so a revoked client gets "certificate revoked"
+    /// instead of retrying; a hub that does not answer at all is reported
+    /// apart, for callers that should not wait for it.
+    async fn worth_retrying(
+        &self,
+        e: &ClientError,
+        generation: u64,
+        probe_within: Duration,
+    ) -> Result<NextStep, ClientError> {
         if self.live.generation() != generation {
-            return Ok(true);
+            return Ok(NextStep::Retry);
         }
         if !e.is_transient() && !matches!(e, ClientError::CertificateRefused { .. }) {
-            return Ok(false);
+            return Ok(NextStep::GiveUp);
         }
         if self.live.reload(false).await.unwrap_or(false) {
-            return Ok(true);
+            return Ok(NextStep::Retry);
         }
         let config = &self.live.config;
         let ca = read_file("CA certificate", &config.ca)?;
         let cert = read_file("certificate", &config.cert)?;
         let key = read_file("TLS key", &config.key)?;
-        match crate::probe::probe(config, &ca, &cert, &key).await {
+        let probed =
+            tokio::time::timeout(probe_within, crate::probe::probe(config, &ca, &cert, &key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Connect {
+                        hub: config.hub.clone(),
+                        reason: format!("no answer within {probe_within:?}"),
+                    })
+                });
+        match probed {
             Err(refused @ ClientError::CertificateRefused { .. }) => Err(refused),
-            _ => Ok(e.is_transient()),
+            // Only a hub that does not even accept TCP is gone; a handshake
+            // that failed otherwise (files being replaced, load) is retried.
+            Err(unreachable @ ClientError::Connect { .. }) if e.is_transient() => {
+                if crate::probe::accepts_tcp(config, probe_within).await {
+                    Ok(NextStep::Retry)
+                } else {
+                    Ok(NextStep::HubUnreachable(unreachable))
+                }
+            }
+            _ if e.is_transient() => Ok(NextStep::Retry),
+            _ => Ok(NextStep::GiveUp),
         }
     }
 
@@ -476,60 +515,81 @@ impl Client {
 
     /// Signs and pushes a draft; returns once the hub has made it durable.
     /// Interrupted pushes are repeated with the same message id (the hub
-    /// answers a repeat with the original receipt, `duplicate: true`); if
-    /// the signing key was replaced meanwhile and the hub refuses the old
-    /// one, the same message is signed again with the new key.
+    /// answers a repeat with the original receipt, `duplicate: true`). If
+    /// the hub refuses the signing key for its interval (it was retired
+    /// meanwhile, say by a rotation), the key files are re-read and the same
+    /// message is signed again with the current key, once.
     pub async fn push(&self, draft: Draft) -> Result<PushReceipt, ClientError> {
         let signed = self.sign(draft)?;
-        let key_id = signed.signature.as_ref().map(|s| s.key_id.clone());
         match self.push_signed(signed.clone()).await {
-            Err(ClientError::Rejected {
-                code: tonic::Code::Unauthenticated,
-                message,
-            }) if message.contains("was retired") => {
-                let refused = || ClientError::Rejected {
-                    code: tonic::Code::Unauthenticated,
-                    message: message.clone(),
-                };
+            Err(refused @ ClientError::SigningKeyRefused { .. }) => {
+                // Another process (or an operator) may have replaced the key file.
+                let _ = self.live.reload(false).await;
                 let (signer, _) = self.signing_identity()?;
-                if Some(signer.key_id()) == key_id.as_deref() {
-                    return Err(refused());
+                match resign_after_refusal(&signed, &refused, &signer, now_micros()) {
+                    Some(again) => self.push_signed(again).await,
+                    None => Err(refused),
                 }
-                let content = signed.message.ok_or_else(refused)?;
-                self.push_signed(signer.sign_message(content)).await
             }
             other => other,
         }
     }
 
     /// Pushes an already signed message, repeating it across interruptions
-    /// and reconnects (for up to 5 s): the message id makes it idempotent.
+    /// and reconnects while the hub is reachable (for up to
+    /// `push_retry_for` of the config): the message id makes it idempotent.
+    /// If the hub cannot be reached at all, fails at once with
+    /// [`ClientError::Connect`]; pushing the same message later is safe.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
         let message_id = signed
             .message
             .as_ref()
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
-        let deadline = std::time::Instant::now() + PUSH_RETRY_FOR;
+        let request = pb::PushRequest {
+            message: Some(signed),
+        };
+        let r = self
+            .repeat_while_plausible("push", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.push(request).await }
+            })
+            .await?;
+        Ok(PushReceipt::new(r, message_id))
+    }
+
+    /// Runs an idempotent call, repeating it across interruptions and
+    /// reconnects while the hub is reachable, for up to `push_retry_for`.
+    /// A hub that does not accept connections at all fails it at once.
+    async fn repeat_while_plausible<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
             let generation = self.live.generation();
-            let attempt = self
-                .rpc()
-                .push(pb::PushRequest {
-                    message: Some(signed.clone()),
-                })
-                .await;
-            let e = match attempt {
-                Ok(r) => return Ok(PushReceipt::new(r.into_inner(), message_id)),
+            let e = match call().await {
+                Ok(r) => return Ok(r.into_inner()),
                 Err(status) => ClientError::from(status),
             };
-            if std::time::Instant::now() >= deadline || !self.worth_retrying(&e, generation).await?
-            {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return Err(e);
             }
-            tracing::debug!(error = %e, %message_id, "push interrupted; repeating it");
-            tokio::time::sleep(backoff).await;
+            match self.worth_retrying(&e, generation, left).await? {
+                NextStep::Retry => {}
+                NextStep::HubUnreachable(unreachable) => return Err(unreachable),
+                NextStep::GiveUp => return Err(e),
+            }
+            tracing::debug!(error = %e, what, "call interrupted; repeating it");
+            tokio::time::sleep(backoff.min(left)).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
@@ -719,26 +779,22 @@ impl Client {
                 "signed with key {key_id}, which the registry does not list for unit {unit}"
             ),
         })?;
-        let created = entry
-            .message
-            .as_ref()
-            .and_then(|m| m.message.as_ref())
-            .map(|m| m.created_micros)
-            .unwrap_or_default();
-        let retired = self
+        let validity = self
             .keys
             .read()
             .ok()
-            .and_then(|k| k.retired_at(&unit, &key_id));
-        if let Some(until) = retired
-            && created > until
+            .and_then(|k| k.validity(&unit, &key_id));
+        if let (Some(validity), Some(message)) = (
+            validity,
+            entry.message.as_ref().and_then(|m| m.message.as_ref()),
+        ) && let Err(e) = validity.check_message(&unit, &key_id, message)
         {
             return Err(ClientError::Integrity {
                 channel: entry.channel.clone(),
                 seq: entry.seq,
                 reason: format!(
-                    "signed with key {key_id} of {unit} after its retirement at {}",
-                    crate::format_micros(until)
+                    "signed outside its key's interval: {}",
+                    describe_validity(&e)
                 ),
             });
         }
@@ -759,14 +815,18 @@ impl Client {
     }
 
     /// Sends an already signed receipt; repeating it changes nothing.
+    /// Interrupted calls are repeated like pushes.
     pub async fn ack_signed(&self, signed: pb::SignedMessage) -> Result<AckOutcome, ClientError> {
+        let request = pb::AcknowledgeRequest {
+            receipt: Some(signed),
+        };
         let r = self
-            .rpc()
-            .acknowledge(pb::AcknowledgeRequest {
-                receipt: Some(signed),
+            .repeat_while_plausible("acknowledge", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.acknowledge(request).await }
             })
-            .await?
-            .into_inner();
+            .await?;
         Ok(AckOutcome {
             receipt: (!r.channel.is_empty()).then_some((r.channel, r.seq, r.leaf_hash)),
             newly_acknowledged: r.newly_acknowledged,
@@ -1237,9 +1297,9 @@ impl Client {
                             Ok(None) => break,
                             Err(status) => {
                                 let e = ClientError::from(status);
-                                match self.worth_retrying(&e, generation).await {
-                                    Ok(true) => {}
-                                    Ok(false) => {
+                                match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
+                                    Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {}
+                                    Ok(NextStep::GiveUp) => {
                                         let _ = tx.send(Err(e)).await;
                                         return;
                                     }
@@ -1256,9 +1316,9 @@ impl Client {
                 }
                 Err(status) => {
                     let e = ClientError::from(status);
-                    match self.worth_retrying(&e, generation).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
+                        Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {}
+                        Ok(NextStep::GiveUp) => {
                             let _ = tx.send(Err(e)).await;
                             return;
                         }
@@ -1279,6 +1339,69 @@ impl Client {
     }
 }
 
+/// The same content signed again with `current` after the hub refused
+/// `signed` for its key's interval, stamped no earlier than the interval
+/// the refusal names; None when signing again cannot help (the refused key
+/// is still the current one and the stamp is not the problem).
+pub(crate) fn resign_after_refusal(
+    signed: &pb::SignedMessage,
+    refused: &ClientError,
+    current: &SigningKey,
+    now: i64,
+) -> Option<pb::SignedMessage> {
+    let ClientError::SigningKeyRefused {
+        refusal,
+        key_id,
+        boundary_micros,
+        ..
+    } = refused
+    else {
+        return None;
+    };
+    let signed_with = signed.signature.as_ref().map(|s| s.key_id.as_str())?;
+    if signed_with != key_id {
+        return None;
+    }
+    let mut content = signed.message.clone()?;
+    let same_key = current.key_id() == key_id;
+    match refusal {
+        crate::KeyRefusal::Retired if same_key => return None,
+        crate::KeyRefusal::Retired => content.created_micros = content.created_micros.max(now),
+        crate::KeyRefusal::NotYetValid => {
+            // A clock behind the hub's: stamp the message from the key's start.
+            let stamp = content.created_micros.max(now).max(*boundary_micros);
+            if same_key && stamp == content.created_micros {
+                return None;
+            }
+            content.created_micros = stamp;
+        }
+    }
+    Some(current.sign_message(content))
+}
+
+/// A key-interval refusal with readable times.
+pub(crate) fn describe_validity(e: &tongbao_proto::keys::ValidityError) -> String {
+    use tongbao_proto::keys::ValidityError;
+    match e {
+        ValidityError::NotYetValid {
+            unit,
+            key_id,
+            from_micros,
+        } => format!(
+            "key {key_id} of {unit} is valid only from {}",
+            crate::format_micros(*from_micros)
+        ),
+        ValidityError::Retired {
+            unit,
+            key_id,
+            until_micros,
+        } => format!(
+            "key {key_id} of {unit} was retired at {}",
+            crate::format_micros(*until_micros)
+        ),
+    }
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
@@ -1288,4 +1411,66 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyRefusal;
+
+    fn refused(refusal: KeyRefusal, key: &SigningKey, boundary: i64) -> ClientError {
+        ClientError::SigningKeyRefused {
+            refusal,
+            key_id: key.key_id().to_string(),
+            boundary_micros: boundary,
+            message: String::new(),
+        }
+    }
+
+    fn message(created: i64) -> pb::Message {
+        pb::Message {
+            message_id: "m".into(),
+            sender: "tax".into(),
+            created_micros: created,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_retired_key_is_replaced_by_the_current_one_never_by_itself()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let old = SigningKey::generate()?;
+        let new = SigningKey::generate()?;
+        let signed = old.sign_message(message(100));
+        let why = refused(KeyRefusal::Retired, &old, 150);
+        let again = resign_after_refusal(&signed, &why, &new, 200).ok_or("not re-signed")?;
+        assert_eq!(
+            again.signature.as_ref().map(|s| s.key_id.as_str()),
+            Some(new.key_id())
+        );
+        let content = again.message.ok_or("no content")?;
+        assert_eq!(
+            (content.message_id.as_str(), content.created_micros),
+            ("m", 200)
+        );
+        // Still the refused key: signing again cannot help.
+        assert!(resign_after_refusal(&signed, &why, &old, 200).is_none());
+        // A refusal about another key says nothing about this message.
+        let other = refused(KeyRefusal::Retired, &new, 150);
+        assert!(resign_after_refusal(&signed, &other, &new, 200).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_key_not_yet_valid_restamps_from_its_start() -> Result<(), Box<dyn std::error::Error>> {
+        let key = SigningKey::generate()?;
+        let signed = key.sign_message(message(100));
+        let why = refused(KeyRefusal::NotYetValid, &key, 300);
+        let again = resign_after_refusal(&signed, &why, &key, 200).ok_or("not re-signed")?;
+        assert_eq!(again.message.map(|m| m.created_micros), Some(300));
+        // Already stamped at or after the start: the hub's clock is the problem.
+        let late = key.sign_message(message(300));
+        assert!(resign_after_refusal(&late, &why, &key, 200).is_none());
+        Ok(())
+    }
 }

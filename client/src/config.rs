@@ -23,6 +23,8 @@ struct RawConfig {
     trust_state: Option<PathBuf>,
     #[serde(default = "yes")]
     verify_inclusion: bool,
+    #[serde(default)]
+    push_retry_ms: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -59,9 +61,17 @@ pub struct ClientConfig {
     /// subscription hands entries over at once and checks them in batches
     /// right after, ending with an error if one is not included.
     pub verify_inclusion: bool,
+    /// How long an interrupted push is repeated (same message id) while the
+    /// hub is reachable, e.g. across a certificate switch. A hub that
+    /// cannot be reached at all fails the push at once, whatever this says.
+    /// `push_retry_ms` in the file; default 5 s.
+    pub push_retry_for: std::time::Duration,
 }
 
 impl ClientConfig {
+    /// The default of [`ClientConfig::push_retry_for`].
+    pub const DEFAULT_PUSH_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
     /// Reads a `client.toml`.
     pub fn load(path: &Path) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::Config {
@@ -86,6 +96,10 @@ impl ClientConfig {
                     .unwrap_or_else(|| PathBuf::from("trust-state.json")),
             ),
             verify_inclusion: raw.verify_inclusion,
+            push_retry_for: raw
+                .push_retry_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(Self::DEFAULT_PUSH_RETRY),
         })
     }
 

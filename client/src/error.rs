@@ -25,6 +25,16 @@ pub enum ClientError {
     /// The hub answered with an error status.
     #[error("hub refused the request ({code:?}): {message}")]
     Rejected { code: Code, message: String },
+    /// The hub refused a signature because its key may not sign at that
+    /// time. Read from the hub's refusal metadata, not from its wording.
+    #[error("hub refused the signature (Unauthenticated): {message}")]
+    SigningKeyRefused {
+        refusal: KeyRefusal,
+        key_id: String,
+        /// The key's start (not yet valid) or end (retired), unix micros.
+        boundary_micros: i64,
+        message: String,
+    },
     /// Something the hub delivered does not verify: never trust it.
     #[error("entry {channel}:{seq} failed verification: {reason}")]
     Integrity {
@@ -65,13 +75,34 @@ pub enum ClientError {
     Workflow(String),
 }
 
+/// Why the hub refused a signing key, as its refusal metadata says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// The key was retired before the message was signed or received.
+    Retired,
+    /// The key's interval had not begun when the message was signed.
+    NotYetValid,
+}
+
+impl KeyRefusal {
+    fn from_metadata(value: &str) -> Option<Self> {
+        match value {
+            tongbao_proto::keys::REFUSAL_KEY_RETIRED => Some(Self::Retired),
+            tongbao_proto::keys::REFUSAL_KEY_NOT_YET_VALID => Some(Self::NotYetValid),
+            _ => None,
+        }
+    }
+}
+
 impl ClientError {
     /// The gRPC status code this error corresponds to: the hub's own, or
     /// `Unauthenticated` for a refused certificate.
     pub fn code(&self) -> Option<Code> {
         match self {
             Self::Rejected { code, .. } => Some(*code),
-            Self::CertificateRefused { .. } => Some(Code::Unauthenticated),
+            Self::CertificateRefused { .. } | Self::SigningKeyRefused { .. } => {
+                Some(Code::Unauthenticated)
+            }
             _ => None,
         }
     }
@@ -131,6 +162,25 @@ impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> Self {
         if let Some(reason) = tls_alert(&status) {
             return Self::CertificateRefused { reason };
+        }
+        let meta = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(refusal) =
+            meta(tongbao_proto::keys::REFUSAL_METADATA).and_then(|v| KeyRefusal::from_metadata(&v))
+        {
+            return Self::SigningKeyRefused {
+                refusal,
+                key_id: meta(tongbao_proto::keys::REFUSAL_KEY_ID_METADATA).unwrap_or_default(),
+                boundary_micros: meta(tongbao_proto::keys::REFUSAL_BOUNDARY_METADATA)
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or_default(),
+                message: status.message().to_string(),
+            };
         }
         Self::Rejected {
             code: status.code(),

@@ -58,7 +58,7 @@ mod workflow;
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;
 pub use draft::Draft;
-pub use error::ClientError;
+pub use error::{ClientError, KeyRefusal};
 pub use tongbao_proto as proto;
 pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};
 

@@ -96,3 +96,24 @@ pub(crate) async fn probe(
 fn refusal(e: &std::io::Error) -> Option<ClientError> {
     tls_alert(e).map(|reason| ClientError::CertificateRefused { reason })
 }
+
+/// True when the hub's address accepts a TCP connection within `within`:
+/// the hub process is there, whatever its TLS says. Tells "the hub is
+/// gone" apart from a handshake that failed for another reason.
+pub(crate) async fn accepts_tcp(config: &ClientConfig, within: Duration) -> bool {
+    let Ok(uri) = config.hub.parse::<Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let port = uri.port_u16().unwrap_or(443);
+    matches!(
+        tokio::time::timeout(
+            within,
+            tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}

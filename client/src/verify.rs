@@ -10,7 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
 use tongbao_proto::canonical::{message_digest, sha256};
-use tongbao_proto::keys::{RegisteredKey, verify_digest};
+use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest};
 use tongbao_proto::{Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
@@ -51,60 +51,60 @@ impl VerifiedEntry {
     }
 }
 
-/// Signing public keys by unit and key id, from `ListUnits`, with the time
-/// each key was retired (signatures made later are refused).
+/// Signing public keys by unit and key id, from `ListUnits`, with the
+/// interval each key may sign in (signatures outside it are refused).
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
-    keys: HashMap<(String, String), Vec<u8>>,
-    retired: HashMap<(String, String), i64>,
-    valid_from: HashMap<(String, String), i64>,
+    keys: HashMap<(String, String), (Vec<u8>, KeyValidity)>,
 }
 
 impl KeyRing {
     pub fn from_registry(units: &pb::ListUnitsResponse) -> Self {
         let mut keys = HashMap::new();
-        let mut retired = HashMap::new();
-        let mut valid_from = HashMap::new();
         for u in &units.units {
             for k in &u.keys {
-                keys.insert((u.id.clone(), k.key_id.clone()), k.public_key.clone());
-                valid_from.insert((u.id.clone(), k.key_id.clone()), k.valid_from_micros);
-                if k.valid_until_micros != 0 {
-                    retired.insert((u.id.clone(), k.key_id.clone()), k.valid_until_micros);
-                }
+                keys.insert(
+                    (u.id.clone(), k.key_id.clone()),
+                    (
+                        k.public_key.clone(),
+                        KeyValidity::from_wire(k.valid_from_micros, k.valid_until_micros),
+                    ),
+                );
             }
         }
-        Self {
-            keys,
-            retired,
-            valid_from,
-        }
-    }
-
-    /// A key with the interval it may sign in.
-    pub fn registered(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
-        let at = (unit.to_string(), key_id.to_string());
-        Some(RegisteredKey {
-            unit: unit.to_string(),
-            algorithm: tongbao_proto::keys::ED25519_ALGORITHM.to_string(),
-            key_id: key_id.to_string(),
-            public_key: self.keys.get(&at)?.clone(),
-            valid_from_micros: self.valid_from.get(&at).copied().unwrap_or(0),
-            valid_until_micros: self.retired.get(&at).copied().unwrap_or(0),
-        })
+        Self { keys }
     }
 
     /// When a key was retired, if it was.
     pub fn retired_at(&self, unit: &str, key_id: &str) -> Option<i64> {
-        self.retired
+        self.validity(unit, key_id).and_then(|v| v.until_micros)
+    }
+
+    /// The interval a key may sign in.
+    pub fn validity(&self, unit: &str, key_id: &str) -> Option<KeyValidity> {
+        self.keys
             .get(&(unit.to_string(), key_id.to_string()))
-            .copied()
+            .map(|(_, v)| *v)
+    }
+
+    /// A key with the interval it may sign in, as the shared rules of
+    /// `tongbao_proto` take it.
+    pub fn registered(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
+        let (public_key, validity) = self.keys.get(&(unit.to_string(), key_id.to_string()))?;
+        Some(RegisteredKey {
+            unit: unit.to_string(),
+            algorithm: tongbao_proto::keys::ED25519_ALGORITHM.to_string(),
+            key_id: key_id.to_string(),
+            public_key: public_key.clone(),
+            valid_from_micros: validity.from_micros,
+            valid_until_micros: validity.until_micros.unwrap_or(0),
+        })
     }
 
     pub fn get(&self, unit: &str, key_id: &str) -> Option<&[u8]> {
         self.keys
             .get(&(unit.to_string(), key_id.to_string()))
-            .map(Vec::as_slice)
+            .map(|(k, _)| k.as_slice())
     }
 }
 

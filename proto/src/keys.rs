@@ -43,6 +43,119 @@ pub enum KeyError {
         "the signature does not verify under key {key_id}: the content was changed or signed by another key"
     )]
     BadSignature { key_id: String },
+    #[error(transparent)]
+    Validity(#[from] ValidityError),
+}
+
+/// Why a registered key may not sign at a given time. The hub, the client
+/// and the offline verifier all refuse with this, so they cannot disagree
+/// about a key's interval.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ValidityError {
+    #[error("signing key {key_id} of unit {unit} is valid only from {from_micros} (unix micros)")]
+    NotYetValid {
+        unit: String,
+        key_id: String,
+        from_micros: i64,
+    },
+    #[error("signing key {key_id} of unit {unit} was retired at {until_micros} (unix micros)")]
+    Retired {
+        unit: String,
+        key_id: String,
+        until_micros: i64,
+    },
+}
+
+impl ValidityError {
+    /// The structured name of the refusal, as the hub sends it in the
+    /// [`REFUSAL_METADATA`] of a refused call.
+    pub fn refusal(&self) -> &'static str {
+        match self {
+            Self::NotYetValid { .. } => REFUSAL_KEY_NOT_YET_VALID,
+            Self::Retired { .. } => REFUSAL_KEY_RETIRED,
+        }
+    }
+
+    /// The interval boundary the signature fell outside of.
+    pub fn boundary_micros(&self) -> i64 {
+        match self {
+            Self::NotYetValid { from_micros, .. } => *from_micros,
+            Self::Retired { until_micros, .. } => *until_micros,
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        match self {
+            Self::NotYetValid { key_id, .. } | Self::Retired { key_id, .. } => key_id,
+        }
+    }
+}
+
+/// gRPC metadata key naming why the hub refused a call in words a program
+/// can match (the status message is for people and may change).
+pub const REFUSAL_METADATA: &str = "tongbao-refusal";
+/// gRPC metadata key: the signing key id a refusal is about.
+pub const REFUSAL_KEY_ID_METADATA: &str = "tongbao-key-id";
+/// gRPC metadata key: the interval boundary (unix micros) of a key refusal.
+pub const REFUSAL_BOUNDARY_METADATA: &str = "tongbao-key-boundary-micros";
+/// [`REFUSAL_METADATA`] value: the signing key was retired before the
+/// message was signed (or before the hub received it).
+pub const REFUSAL_KEY_RETIRED: &str = "signing-key-retired";
+/// [`REFUSAL_METADATA`] value: the signing key was not valid yet.
+pub const REFUSAL_KEY_NOT_YET_VALID: &str = "signing-key-not-yet-valid";
+
+/// The interval in which a registered key may sign: from inclusive, until
+/// exclusive; `until` None while the key is current. The one rule for
+/// "may this key sign at this time" shared by every party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyValidity {
+    pub from_micros: i64,
+    pub until_micros: Option<i64>,
+}
+
+impl KeyValidity {
+    /// From the wire form, where an `until` of 0 means "still current".
+    pub fn from_wire(from_micros: i64, until_micros: i64) -> Self {
+        Self {
+            from_micros,
+            until_micros: (until_micros != 0).then_some(until_micros),
+        }
+    }
+
+    pub fn contains(&self, at_micros: i64) -> bool {
+        at_micros >= self.from_micros && self.until_micros.is_none_or(|until| at_micros < until)
+    }
+
+    /// Checks that key `key_id` of `unit` may sign at `at_micros`.
+    pub fn check(&self, unit: &str, key_id: &str, at_micros: i64) -> Result<(), ValidityError> {
+        if at_micros < self.from_micros {
+            return Err(ValidityError::NotYetValid {
+                unit: unit.to_string(),
+                key_id: key_id.to_string(),
+                from_micros: self.from_micros,
+            });
+        }
+        match self.until_micros {
+            Some(until) if at_micros >= until => Err(ValidityError::Retired {
+                unit: unit.to_string(),
+                key_id: key_id.to_string(),
+                until_micros: until,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks a signed message's creation time (what it claims as its
+    /// signing time) against the interval: verifiers of appended entries
+    /// use this; the hub also checks its own clock at push time.
+    pub fn check_message(
+        &self,
+        unit: &str,
+        key_id: &str,
+        message: &Message,
+    ) -> Result<(), ValidityError> {
+        self.check(unit, key_id, message.created_micros)
+    }
 }
 
 /// The key id of a public key: a short hash, so a signature can name the
@@ -223,11 +336,13 @@ pub struct RegisteredKey {
 }
 
 impl RegisteredKey {
-    /// True when the key may sign at this time: from inclusive, until
-    /// exclusive (until 0 = still current).
-    pub fn valid_at(&self, at_micros: i64) -> bool {
-        at_micros >= self.valid_from_micros
-            && (self.valid_until_micros == 0 || at_micros < self.valid_until_micros)
+    pub fn validity(&self) -> KeyValidity {
+        KeyValidity::from_wire(self.valid_from_micros, self.valid_until_micros)
+    }
+
+    /// True when the key may sign at this time.
+    pub fn valid_at(&self, micros: i64) -> bool {
+        self.validity().contains(micros)
     }
 }
 
@@ -340,6 +455,28 @@ mod tests {
             Err(KeyError::BadSignature { .. })
         ));
         Ok(())
+    }
+
+    #[test]
+    fn validity_is_from_inclusive_until_exclusive() {
+        let v = KeyValidity::from_wire(10, 20);
+        assert!(!v.contains(9) && v.contains(10) && v.contains(19) && !v.contains(20));
+        assert!(matches!(
+            v.check("tax", "k", 9),
+            Err(ValidityError::NotYetValid {
+                from_micros: 10,
+                ..
+            })
+        ));
+        assert!(matches!(
+            v.check("tax", "k", 20),
+            Err(ValidityError::Retired {
+                until_micros: 20,
+                ..
+            })
+        ));
+        let open = KeyValidity::from_wire(10, 0);
+        assert!(open.contains(i64::MAX) && !open.contains(9));
     }
 
     #[test]

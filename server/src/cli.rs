@@ -500,9 +500,11 @@ fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewing: bool) {
         && (k.created || r.registered == Some(false))
     {
         next(format!(
-            "Register the unit's signing key with the hub. Before the hub's first start, add to {}:\n       [[units]]\n       id = \"{id}\"\n       name = \"{}\"\n       signing_key = \"{}\"\n     A hub that already has a store keeps its registry: there the key must be registered by an operator (Admin service, not available yet). Until then the hub refuses the unit's messages.",
+            "Register the unit's signing key with the hub. Before the hub's first start, add to {}:\n       [[units]]\n       id = \"{id}\"\n       name = \"{}\"\n       signing_key = \"{}\"\n     A hub that already has a store keeps its registry: there an operator registers the key on the running hub with `tongbao-hub admin --dir {} register-key --unit {id} --public-key {}`. Until then the hub refuses the unit's messages.",
             dir.join("hub.toml").display(),
             rec.subject,
+            k.public_key,
+            dir.display(),
             k.public_key
         ));
     }
@@ -514,8 +516,8 @@ fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewing: bool) {
     let pdir = r.dir.display();
     match &r.party {
         Party::Hub => next(format!(
-            "Restart the hub (`tongbao-hub serve --config {}`): it reads its certificate at start-up. Clients need nothing: the certificate comes from the same CA and carries the same names.",
-            dir.join("hub.toml").display()
+            "The running hub presents the new certificate to new connections within a second, no restart (with `watch_files = false` under [tls]: after SIGHUP or `tongbao-hub admin --dir {} reload-tls`); a stopped hub reads it at start-up. Clients need nothing: the certificate comes from the same CA and carries the same names.",
+            dir.display()
         )),
         Party::Client(Principal::Operator(_)) => next(format!(
             "Give {pdir}/ (cert.pem, key.pem, client.toml) and {} to the operator, over a trusted channel.",
@@ -586,8 +588,9 @@ fn crl_next_steps(out: &mut String, dir: &Path, crl: &CrlInfo, hub_uses_crl: Opt
     say!(out, "Next:");
     say!(
         out,
-        "  1. Restart the hub (`tongbao-hub serve --config {}`): it reads the CRL at start-up, and from then on refuses new connections with a revoked certificate (\"certificate revoked\"). Connections opened earlier stay up until they close; reloading the CRL without a restart, and closing those connections, are not available yet.",
-        dir.join("hub.toml").display()
+        "  1. Nothing to restart: the running hub reads the new CRL within a second (with `watch_files = false` under [tls] of {}: after SIGHUP or `tongbao-hub admin --dir {} reload-tls`), closes open connections made with a revoked certificate and refuses new ones (\"certificate revoked\"); a stopped hub reads it at start-up.",
+        dir.join("hub.toml").display(),
+        dir.display()
     );
     say!(
         out,

@@ -93,6 +93,16 @@ pub struct TlsSection {
     /// Certificate revocation list(s) of the CA, PEM; optional.
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// Reload the files above within a second of a change (default). When
+    /// off, only SIGHUP and `Admin/ReloadTls` reload them, for operators who
+    /// stage files and switch at a moment of their choosing; revoked and
+    /// expired connections are still closed against the material in use.
+    #[serde(default = "default_watch_files")]
+    pub watch_files: bool,
+}
+
+fn default_watch_files() -> bool {
+    true
 }
 
 /// Sizes and windows the hub enforces on every message.

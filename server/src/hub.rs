@@ -101,6 +101,7 @@ impl Hub {
                 r
             }
         };
+        let registry = finish_pending_rotations(store.as_ref(), registry)?;
         let registry = Arc::new(RwLock::new(registry));
         let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
         let key_path = match &config.hub.checkpoint_key {
@@ -171,7 +172,11 @@ impl Hub {
             streams_tx,
             shutdown_rx.clone(),
         ));
-        tokio::spawn(tls_watch(tls.clone(), shutdown_rx.clone()));
+        tokio::spawn(tls_watch(
+            tls.clone(),
+            config.tls.watch_files,
+            shutdown_rx.clone(),
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<ExchangeServer<ExchangeService>>()
@@ -252,6 +257,25 @@ impl Hub {
     }
 }
 
+/// Applies the key rotations a crash left between their append and the
+/// registry change (or drops those never appended), before anything is
+/// served: the old key is never in force after its announcement.
+fn finish_pending_rotations(
+    store: &dyn Store,
+    mut registry: Registry,
+) -> Result<Registry, HubError> {
+    if registry.pending_rotations.is_empty() {
+        return Ok(registry);
+    }
+    let done = registry
+        .finish_pending_rotations(|unit, id| crate::service::appended_at(store, unit, id))?;
+    store.save_registry(&registry)?;
+    for line in done {
+        tracing::warn!("finished an interrupted key rotation: {line}");
+    }
+    Ok(registry)
+}
+
 /// Within this many days of its end a certificate is reported.
 const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -289,9 +313,10 @@ async fn expiry_watch(pki_dir: std::path::PathBuf, mut shutdown: watch::Receiver
 /// for revoked or expired certificates.
 const TLS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Reloads the TLS material when a file changes and closes connections
-/// whose certificate is revoked or has expired, every second.
-async fn tls_watch(tls: Arc<TlsReloader>, mut shutdown: watch::Receiver<bool>) {
+/// Reloads the TLS material when a file changes (if `watch_files`) and
+/// closes connections whose certificate is revoked or has expired, every
+/// second.
+async fn tls_watch(tls: Arc<TlsReloader>, watch_files: bool, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TLS_WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -301,7 +326,11 @@ async fn tls_watch(tls: Arc<TlsReloader>, mut shutdown: watch::Receiver<bool>) {
         }
         let watched = tls.clone();
         let reloaded = tokio::task::spawn_blocking(move || {
-            let r = watched.reload_if_changed();
+            let r = if watch_files {
+                watched.reload_if_changed()
+            } else {
+                None
+            };
             (r, watched.sweep())
         })
         .await;

@@ -11,6 +11,7 @@ pub mod appender;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod failpoint;
 pub mod hub;
 pub mod inboxes;
 pub mod log;

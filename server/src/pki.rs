@@ -603,6 +603,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             cert: "hub/cert.pem".into(),
             key: "hub/key.pem".into(),
             crl: Some(CRL_FILE.into()),
+            watch_files: true,
         },
         limits: Limits::default(),
         ack_deadlines: Default::default(),

@@ -62,12 +62,17 @@ impl UnitRecord {
 }
 
 impl KeyRecord {
+    /// The key's interval, under the rule every party shares.
+    pub fn validity(&self) -> tongbao_proto::keys::KeyValidity {
+        tongbao_proto::keys::KeyValidity {
+            from_micros: self.valid_from_micros,
+            until_micros: self.valid_until_micros,
+        }
+    }
+
     /// True when the key may sign at this time: from inclusive, until exclusive.
     pub fn valid_at(&self, at_micros: i64) -> bool {
-        at_micros >= self.valid_from_micros
-            && self
-                .valid_until_micros
-                .is_none_or(|until| at_micros < until)
+        self.validity().contains(at_micros)
     }
 }
 
@@ -168,11 +173,28 @@ pub enum AudienceError {
     Empty,
 }
 
+/// A key rotation whose announcement may be in the unit's channel while
+/// the registry does not show it yet. Saved before the announcement is
+/// appended and removed by the same save that makes the change, so a crash
+/// between the two is finished at the next start instead of leaving the
+/// old key in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRotation {
+    pub unit: String,
+    /// The announcement's message id in the unit's channel.
+    pub message_id: String,
+    pub new_public_key: Vec<u8>,
+    pub old_key_id: String,
+}
+
 /// The whole registry, as stored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Registry {
     pub units: BTreeMap<String, UnitRecord>,
     pub mechanisms: BTreeMap<String, MechanismRecord>,
+    /// Rotations announced but perhaps not applied yet (normally empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_rotations: Vec<PendingRotation>,
 }
 
 impl Registry {
@@ -397,6 +419,98 @@ impl Registry {
         Ok(at)
     }
 
+    /// Records a rotation about to be appended (idempotent).
+    pub fn begin_rotation(&mut self, pending: PendingRotation) -> Result<(), RegistryError> {
+        self.unit_mut(&pending.unit)?;
+        if !self
+            .pending_rotations
+            .iter()
+            .any(|p| p.unit == pending.unit && p.message_id == pending.message_id)
+        {
+            self.pending_rotations.push(pending);
+        }
+        Ok(())
+    }
+
+    /// True while a rotation retiring this key may be appended but not
+    /// applied: the key's end is not known yet.
+    pub fn rotation_pending(&self, unit: &str, key_id: &str) -> bool {
+        self.pending_rotations
+            .iter()
+            .any(|p| p.unit == unit && p.old_key_id == key_id)
+    }
+
+    /// Forgets a rotation whose announcement was never appended.
+    pub fn abandon_rotation(&mut self, unit: &str, message_id: &str) {
+        self.pending_rotations
+            .retain(|p| !(p.unit == unit && p.message_id == message_id));
+    }
+
+    /// Applies an appended rotation: the new key from `effective` (the
+    /// announcement's hub time), the old one retired then. Idempotent: a
+    /// repeated announcement finds the change made and changes nothing.
+    pub fn apply_rotation(
+        &mut self,
+        unit: &str,
+        message_id: &str,
+        new_public_key: &[u8],
+        old_key_id: &str,
+        effective: i64,
+    ) -> Result<(), RegistryError> {
+        match self.register_key(unit, new_public_key, effective, None) {
+            Ok(_) | Err(RegistryError::KeyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match self.retire_key(unit, old_key_id, effective) {
+            Ok(_) | Err(RegistryError::AlreadyRetired { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.abandon_rotation(unit, message_id);
+        Ok(())
+    }
+
+    /// Finishes the rotations a crash interrupted: each whose announcement
+    /// is in its channel (`appended_at` gives its hub time) is applied from
+    /// that time, the others are forgotten (the unit's retry starts over).
+    /// Only the pending rotations are looked at, never the channels.
+    /// Returns what was done, for the log.
+    pub fn finish_pending_rotations<E>(
+        &mut self,
+        mut appended_at: impl FnMut(&str, &str) -> Result<Option<i64>, E>,
+    ) -> Result<Vec<String>, E> {
+        let mut done = Vec::new();
+        for p in std::mem::take(&mut self.pending_rotations) {
+            let Some(effective) = appended_at(&p.unit, &p.message_id)? else {
+                done.push(format!(
+                    "rotation {} of unit {} was never appended; dropped",
+                    p.message_id, p.unit
+                ));
+                continue;
+            };
+            let outcome = self.apply_rotation(
+                &p.unit,
+                &p.message_id,
+                &p.new_public_key,
+                &p.old_key_id,
+                effective,
+            );
+            done.push(match outcome {
+                Ok(()) => format!(
+                    "rotation {} of unit {}: key {} retired at {}",
+                    p.message_id,
+                    p.unit,
+                    p.old_key_id,
+                    display_micros(effective)
+                ),
+                Err(e) => format!(
+                    "rotation {} of unit {} cannot be applied: {e}",
+                    p.message_id, p.unit
+                ),
+            });
+        }
+        Ok(done)
+    }
+
     /// Suspends (true) or reinstates (false) a unit.
     pub fn set_suspended(&mut self, unit: &str, suspended: bool) -> Result<(), RegistryError> {
         let record = self.unit_mut(unit)?;
@@ -600,6 +714,41 @@ mod tests {
             Err(RegistryError::UnknownMechanism(..))
         ));
         assert_eq!(r, before);
+        Ok(())
+    }
+
+    #[test]
+    fn an_interrupted_rotation_is_finished_or_dropped() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = reg()?;
+        let old = r
+            .unit("tax")
+            .and_then(|u| u.keys.first())
+            .map(|k| k.key_id.clone())
+            .ok_or("no key")?;
+        let new = SigningKey::generate()?;
+        for id in ["appended", "lost"] {
+            r.begin_rotation(PendingRotation {
+                unit: "tax".into(),
+                message_id: id.into(),
+                new_public_key: new.public_key().to_vec(),
+                old_key_id: old.clone(),
+            })?;
+        }
+        assert!(r.rotation_pending("tax", &old));
+        let done = r.finish_pending_rotations(|_, id| {
+            Ok::<_, std::convert::Infallible>((id == "appended").then_some(1_000))
+        })?;
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(r.pending_rotations.is_empty() && !r.rotation_pending("tax", &old));
+        let unit = r.unit("tax").ok_or("no unit")?;
+        assert_eq!(
+            unit.key(&old).and_then(|k| k.valid_until_micros),
+            Some(1_000)
+        );
+        assert_eq!(
+            unit.key(new.key_id()).map(|k| k.valid_from_micros),
+            Some(1_000)
+        );
         Ok(())
     }
 

@@ -110,7 +110,19 @@ impl TestPki {
             hub_key: None,
             trust_state: dir.join("trust-state.json"),
             verify_inclusion: true,
+            push_retry_for: ClientConfig::DEFAULT_PUSH_RETRY,
         })
+    }
+
+    /// Rewrites `hub.toml` (e.g. to turn an option off before a start).
+    pub fn edit_hub_toml(&self, from: &str, to: &str) -> Result<(), BoxError> {
+        let path = self.path().join("hub.toml");
+        let text = std::fs::read_to_string(&path)?;
+        if !text.contains(from) {
+            return Err(format!("hub.toml has no {from:?}").into());
+        }
+        std::fs::write(&path, text.replacen(from, to, 1))?;
+        Ok(())
     }
 
     /// Path of a unit's signing key.
@@ -262,12 +274,23 @@ impl HubProcess {
 
     /// Starts on another data directory (a copy, a restored backup).
     pub fn start_on(pki: &TestPki, binary: &str, data_dir: &Path) -> Result<Self, BoxError> {
+        Self::start_with_env(pki, binary, data_dir, &[])
+    }
+
+    /// Starts with extra environment variables (e.g. a failpoint).
+    pub fn start_with_env(
+        pki: &TestPki,
+        binary: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, BoxError> {
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(pki.path().join("hub.toml"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -280,6 +303,34 @@ impl HubProcess {
             .ok_or_else(|| format!("unexpected hub output {line:?}"))?
             .parse()?;
         Ok(Self { child, addr })
+    }
+
+    /// Sends SIGHUP (through `kill`, as an operator would: no unsafe code).
+    pub fn hangup(&self) -> Result<(), BoxError> {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -HUP failed: {status}").into());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to end by itself (a crash point), within a bound.
+    pub fn wait_exit(
+        mut self,
+        within: std::time::Duration,
+    ) -> Result<std::process::ExitStatus, BoxError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("the hub was still running after {within:?}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown path runs.
@@ -351,6 +402,7 @@ impl TestPki {
             hub_key: None,
             trust_state: dir.join("trust-state.json"),
             verify_inclusion: true,
+            push_retry_for: ClientConfig::DEFAULT_PUSH_RETRY,
         }
     }
 }

@@ -83,8 +83,18 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
 
     // Restart on the same data directory.
     let hub = HubProcess::start(&pki, HUB)?;
+    let mut clients = std::collections::BTreeMap::new();
+    for unit in senders {
+        clients.insert(unit.to_string(), connect(&pki, unit, hub.addr).await?);
+    }
+    let client_of = |unit: &str| {
+        clients
+            .get(unit)
+            .cloned()
+            .ok_or_else(|| format!("no client of {unit}"))
+    };
     for (_, r) in &answered {
-        let c = connect(&pki, &r.channel, hub.addr).await?;
+        let c = client_of(&r.channel)?;
         let e = c.get_entry(&r.channel, r.seq).await?;
         assert_eq!(
             e.leaf_hash.to_vec(),
@@ -97,7 +107,7 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
     // Retry everything: answered ones come back as duplicates, the rest land once.
     let mut after_retry = std::collections::BTreeMap::new();
     for (i, (unit, m)) in signed.iter().enumerate() {
-        let c = connect(&pki, unit, hub.addr).await?;
+        let c = client_of(unit)?;
         let r = c.push_signed(m.clone()).await?;
         if let Some((_, first)) = answered.iter().find(|(j, _)| *j == i) {
             assert!(r.duplicate);
@@ -129,7 +139,7 @@ async fn answered_pushes_survive_kill_and_retries_land_once() -> TestResult {
     }
     assert_eq!(seen.len(), signed.len());
     for unit in senders {
-        let c = connect(&pki, unit, hub.addr).await?;
+        let c = client_of(unit)?;
         let mut previous = vec![0u8; 32];
         for seq in 0..per_sender as u64 {
             let e = c.get_entry(unit, seq).await?;
@@ -228,6 +238,42 @@ async fn suspended_unit_is_refused_and_others_continue() -> TestResult {
     finance
         .push(note("after").to_units(["civil-affairs"]))
         .await?;
+    hub.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_a_hub_that_is_gone_fails_at_once_and_lands_once_later() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    // A long retry window: only the hub being unreachable can end the push early.
+    let mut cfg = pki.unit_config("tax", hub.addr)?;
+    cfg.push_retry_for = Duration::from_secs(60);
+    let tax = Client::connect(&cfg).await?;
+    tax.push(note("before").to_units(["finance"])).await?;
+    let signed = tax.sign(note("while the hub is gone").to_units(["finance"]))?;
+    hub.kill()?;
+    let started = std::time::Instant::now();
+    let e = tax
+        .push_signed(signed.clone())
+        .await
+        .err()
+        .ok_or("a push succeeded with the hub gone")?;
+    assert!(
+        matches!(e, tongbao_client::ClientError::Connect { .. }),
+        "expected cannot reach the hub, got {e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the push waited for a hub that was gone"
+    );
+    // The same message pushed again once a hub is back lands exactly once.
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    let first = tax.push_signed(signed.clone()).await?;
+    let again = tax.push_signed(signed).await?;
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((first.seq, &first.leaf_hash), (again.seq, &again.leaf_hash));
     hub.kill()?;
     Ok(())
 }

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongbao_client::bundle::verify_bundle;
-use tongbao_client::{Client, ClientError, PushReceipt};
+use tongbao_client::{Client, ClientError, Draft, KeyRefusal, PushReceipt};
+use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::pb;
+use tongbao_proto::{pb, rotation};
 use tongbao_server::pki::{self, Party, RevocationReason, RevokeTarget};
-use tongbao_tests::{BoxError, TestHub, TestResult, note, served_hub_cert, wait_until};
+use tongbao_tests::{
+    BoxError, HubProcess, TestHub, TestPki, TestResult, note, served_hub_cert, wait_until,
+};
 
 const UNITS: [&str; 3] = ["tax", "finance", "civil-affairs"];
 
@@ -284,6 +287,12 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
     let before = tax
         .push(note("signed with the old key").to_units(["finance"]))
         .await?;
+    // A second system of the same unit, with its own copy of the key.
+    let spare_key = t.pki.path().join("tax-second-system.key");
+    std::fs::copy(t.pki.signing_key_path("tax"), &spare_key)?;
+    let mut second = t.pki.unit_config("tax", t.addr)?;
+    second.signing_key = Some(spare_key.clone());
+    let tax_b = Client::connect(&second).await?;
 
     // Bad announcements change nothing.
     let registry_before = tax.list_units().await?;
@@ -357,13 +366,75 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
             .ok_or("no message")?;
         content.created_micros = created;
         content.message_id = format!("stolen-{created}");
-        let (code, message) = refusal(tax.push_signed(old_key.sign_message(content)).await)?;
-        assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
-        assert!(
-            message.contains(old_key.key_id()) && message.contains("retired at"),
-            "{message}"
-        );
+        // The refusal is structured: a program needs no wording to act on it.
+        match tax.push_signed(old_key.sign_message(content)).await {
+            Err(e @ ClientError::SigningKeyRefused { .. }) => {
+                assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
+                let ClientError::SigningKeyRefused {
+                    refusal,
+                    key_id,
+                    boundary_micros,
+                    message,
+                } = e
+                else {
+                    return Err("unreachable".into());
+                };
+                assert_eq!(refusal, KeyRefusal::Retired);
+                assert_eq!(key_id, old_key.key_id());
+                assert_eq!(boundary_micros, rotated.effective_micros);
+                assert!(message.contains("retired at"), "{message}");
+            }
+            other => return Err(format!("expected a retired-key refusal, got {other:?}").into()),
+        }
     }
+    // A key signs nothing dated before its interval began, even on a
+    // fresh push: the new key cannot vouch for the old key's time.
+    let mut early = tax
+        .sign(note("before the new key began").to_units(["finance"]))?
+        .message
+        .ok_or("no message")?;
+    early.created_micros = rotated.effective_micros - 1;
+    match tax.push_signed(on_disk.sign_message(early)).await {
+        Err(ClientError::SigningKeyRefused {
+            refusal: KeyRefusal::NotYetValid,
+            key_id,
+            boundary_micros,
+            message,
+        }) => {
+            assert_eq!(key_id, new_id);
+            assert_eq!(boundary_micros, rotated.effective_micros);
+            assert!(message.contains("valid only from"), "{message}");
+        }
+        other => return Err(format!("expected a not-yet-valid refusal, got {other:?}").into()),
+    }
+    // A second system of tax still holds the old key: its push is refused
+    // as retired and not signed again with that same key.
+    match tax_b
+        .push(note("old key, second system").to_units(["finance"]))
+        .await
+    {
+        Err(ClientError::SigningKeyRefused {
+            refusal: KeyRefusal::Retired,
+            ..
+        }) => {}
+        other => return Err(format!("expected a retired-key refusal, got {other:?}").into()),
+    }
+    // Once its key file holds the new key, its pushes go through (the file
+    // watch or the re-sign after the refusal picks the new key up).
+    std::fs::copy(t.pki.signing_key_path("tax"), &spare_key)?;
+    let again = tax_b
+        .push(note("from a second system of tax").to_units(["finance"]))
+        .await?;
+    let entry = finance.get_entry("tax", again.seq).await?;
+    assert_eq!(
+        entry
+            .entry
+            .message
+            .as_ref()
+            .and_then(|m| m.signature.as_ref())
+            .map(|s| s.key_id.as_str()),
+        Some(new_id.as_str())
+    );
     // Announcing the same key again is refused.
     let again = tax
         .rotate_signing_key(SigningKey::from_pem(&on_disk.to_pem())?)
@@ -390,5 +461,406 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
     assert_eq!(old.valid_until_micros, rotated.effective_micros);
     assert_eq!(new.valid_from_micros, rotated.effective_micros);
     assert_eq!(new.valid_until_micros, 0);
+    t.stop().await
+}
+
+const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+
+/// The next item of a subscription, within a bound.
+async fn next_within<S>(
+    stream: &mut S,
+    within: Duration,
+    what: &str,
+) -> Result<Option<Result<tongbao_client::VerifiedEntry, ClientError>>, BoxError>
+where
+    S: futures::Stream<Item = Result<tongbao_client::VerifiedEntry, ClientError>> + Unpin,
+{
+    tokio::time::timeout(within, stream.next())
+        .await
+        .map_err(|_| format!("not within {within:?}: {what}").into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_crl_when_the_file_watch_is_off() -> TestResult {
+    let pki = TestPki::generate()?;
+    // Without the file watch only SIGHUP (or Admin/ReloadTls) can act.
+    pki.edit_hub_toml("watch_files = true", "watch_files = false")?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    let mut tax_stream = Box::pin(tax.subscribe(0));
+    finance.push(note("before").to_units(["tax"])).await?;
+    let first = next_within(&mut tax_stream, Duration::from_secs(10), "first delivery").await?;
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+
+    pki::revoke(
+        pki.path(),
+        &RevokeTarget::Party(Party::unit("tax")?),
+        RevocationReason::KeyCompromise,
+        7,
+    )?;
+    // Well past the watch's one-second period, the hub still uses the old
+    // CRL: the open subscription delivers and a new handshake is accepted.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    finance.push(note("staged").to_units(["tax"])).await?;
+    let staged = next_within(&mut tax_stream, Duration::from_secs(10), "delivery").await?;
+    assert!(matches!(staged, Some(Ok(_))), "{staged:?}");
+    Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+
+    hub.hangup()?;
+    let hung_up = std::time::Instant::now();
+    match next_within(
+        &mut tax_stream,
+        Duration::from_secs(2),
+        "the subscription ends",
+    )
+    .await?
+    {
+        Some(Err(e @ ClientError::CertificateRefused { .. })) => {
+            assert!(e.to_string().contains("certificate revoked"), "{e}")
+        }
+        other => return Err(format!("expected certificate revoked, got {other:?}").into()),
+    }
+    match Client::connect(&pki.unit_config("tax", hub.addr)?).await {
+        Err(e) => assert!(e.to_string().contains("certificate revoked"), "{e}"),
+        Ok(_) => return Err("a revoked certificate connected after SIGHUP".into()),
+    }
+    assert!(hung_up.elapsed() < Duration::from_secs(2));
+    // The hub kept running and serving everyone else.
+    finance
+        .push(note("after").to_units(["civil-affairs"]))
+        .await?;
+    hub.kill()
+}
+
+/// A rustls client with a session cache that would resume if the hub let it.
+fn resuming_client(pki: &TestPki, unit: &str) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = pki.path().join("units").join(unit);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path().join("ca.pem"))? {
+        roots.add(c?)?;
+    }
+    let chain =
+        CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.resumption = rustls::client::Resumption::in_memory_sessions(64);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One connection: handshake, HTTP/2 preface, the hub's first bytes (so
+/// any session ticket is read too). Returns how the handshake went, or the
+/// hub's refusal.
+async fn connect_once(
+    config: &Arc<rustls::ClientConfig>,
+    hub: std::net::SocketAddr,
+) -> Result<Result<rustls::HandshakeKind, String>, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(hub).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let mut tls = match tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let kind = tls
+        .get_ref()
+        .1
+        .handshake_kind()
+        .ok_or("no handshake kind")?;
+    if let Err(e) = tls
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+    {
+        return Ok(Err(e.to_string()));
+    }
+    let mut buf = [0u8; 64];
+    Ok(match tls.read(&mut buf).await {
+        Ok(0) => Err("closed".into()),
+        Ok(_) => Ok(kind),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumption_cannot_readmit_a_revoked_certificate() -> TestResult {
+    let t = TestHub::start().await?;
+    let config = resuming_client(&t.pki, "tax")?;
+    // Twice with the same cache: the hub offers nothing to resume.
+    for attempt in 0..2 {
+        let kind = connect_once(&config, t.addr).await?;
+        assert_eq!(
+            kind,
+            Ok(rustls::HandshakeKind::Full),
+            "connection {attempt}"
+        );
+    }
+    pki::revoke(
+        t.pki.path(),
+        &RevokeTarget::Party(Party::unit("tax")?),
+        RevocationReason::KeyCompromise,
+        7,
+    )?;
+    t.hub.as_ref().ok_or("no hub")?.reload_tls()?;
+    // The same cache again: a full handshake, and the certificate is refused.
+    match connect_once(&config, t.addr).await? {
+        Err(e) => assert!(e.contains("CertificateRevoked"), "{e}"),
+        Ok(kind) => return Err(format!("a revoked certificate got in ({kind:?})").into()),
+    }
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiring_while_connected_is_cut_off_within_seconds() -> TestResult {
+    let t = TestHub::start().await?;
+    let now = time::OffsetDateTime::now_utc();
+    let lifetime = time::Duration::seconds(8);
+    let cert = t.pki.ca()?.issue_client_between(
+        &Principal::Unit("tax".into()),
+        "Tax Bureau",
+        now - time::Duration::days(1),
+        now + lifetime,
+    )?;
+    let ends = std::time::Instant::now() + Duration::from_secs(8);
+    let cfg = t.pki.custom_client(
+        "short-lived",
+        &cert,
+        Principal::Unit("tax".into()),
+        "tax",
+        t.addr,
+    )?;
+    let tax = Client::connect(&cfg).await?;
+    let finance = t.unit("finance").await?;
+    let mut stream = Box::pin(tax.subscribe(0));
+    finance.push(note("while valid").to_units(["tax"])).await?;
+    let first = next_within(&mut stream, Duration::from_secs(10), "first delivery").await?;
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    if std::time::Instant::now() >= ends {
+        return Err("the machine was too slow to deliver before the certificate ended".into());
+    }
+    // Ends at the certificate's end plus the hub's one-second check, plus slack.
+    let within = ends.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(4);
+    match next_within(&mut stream, within, "the expired connection is closed").await? {
+        Some(Err(e @ ClientError::CertificateRefused { .. })) => {
+            assert!(e.to_string().contains("expired"), "{e}")
+        }
+        other => return Err(format!("expected certificate expired, got {other:?}").into()),
+    }
+    assert!(
+        !t.hub
+            .as_ref()
+            .ok_or("no hub")?
+            .open_connections()
+            .iter()
+            .any(|p| p == "urn:tongbao:unit:tax")
+    );
+    // Others are unaffected.
+    finance
+        .push(note("after").to_units(["civil-affairs"]))
+        .await?;
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
+    let t = TestHub::start().await?;
+    let ops = Client::connect(&t.pki.operator_config("ops", t.addr)).await?;
+    let tax = t.unit("tax").await?;
+    let finance = t.unit("finance").await?;
+    let civil = t.unit("civil-affairs").await?;
+    let mut tax_stream = Box::pin(tax.subscribe(0));
+    let mut finance_stream = Box::pin(finance.subscribe(0));
+    civil
+        .push(note("before").to_units(["tax", "finance"]))
+        .await?;
+    for s in [&mut tax_stream, &mut finance_stream] {
+        let first = next_within(s, Duration::from_secs(10), "first delivery").await?;
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    }
+    ops.admin()
+        .suspend_unit(pb::SuspendUnitRequest {
+            unit: "tax".into(),
+            reason: "drill".into(),
+        })
+        .await?;
+    match next_within(
+        &mut tax_stream,
+        Duration::from_secs(2),
+        "the subscription ends",
+    )
+    .await?
+    {
+        Some(Err(e)) => {
+            assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
+            assert!(e.to_string().contains("suspended"), "{e}");
+        }
+        other => return Err(format!("expected suspended, got {other:?}").into()),
+    }
+    // The audit trail says a connection was closed.
+    let records = ops.admin_audit(0, 100).await?;
+    let suspended = records
+        .iter()
+        .find(|r| r.action == "suspend-unit")
+        .ok_or("no audit record")?;
+    assert!(
+        suspended.outcome.contains("closed 1"),
+        "{}",
+        suspended.outcome
+    );
+    // Finance's subscription keeps delivering.
+    let r = civil.push(note("after").to_units(["finance"])).await?;
+    let next = next_within(&mut finance_stream, Duration::from_secs(10), "delivery")
+        .await?
+        .ok_or("finance's subscription ended")??;
+    assert_eq!((next.channel(), next.seq()), (r.channel.as_str(), r.seq));
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_announcing_and_registering_a_key_is_finished_at_restart() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let hub = HubProcess::start_with_env(
+        &pki,
+        HUB,
+        &data,
+        &[(tongbao_server::failpoint::ENV, "rotation-appended")],
+    )?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    let old_key = SigningKey::from_pem(&std::fs::read_to_string(pki.signing_key_path("tax"))?)?;
+    let before = tax.push(note("old key").to_units(["finance"])).await?;
+    // The announcement, sent once and raw so that nothing repeats it.
+    let new_key = SigningKey::generate()?;
+    let message_id = "rotation-under-crash";
+    let announcement = tax.sign(
+        Draft::new(
+            pb::Kind::KeyRotation,
+            "rotation",
+            rotation::body("tax", message_id, &new_key),
+        )
+        .with_content_type(rotation::CONTENT_TYPE)
+        .with_id(message_id)
+        .to_units(["finance"]),
+    )?;
+    let request = pb::RotateKeyRequest {
+        announcement: Some(announcement),
+    };
+    let crashed = tax.directory().rotate_key(request.clone()).await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    let status = hub.wait_exit(Duration::from_secs(10))?;
+    assert!(!status.success(), "the hub did not crash: {status}");
+
+    // Restart without the crash point: the rotation is finished first.
+    let hub = HubProcess::start(&pki, HUB)?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    let entry = finance.get_entry("tax", before.seq + 1).await?;
+    assert_eq!(entry.message().message_id, message_id);
+    let effective = entry.entry.hub_micros;
+    let units = finance.list_units().await?;
+    let keys = &units
+        .units
+        .iter()
+        .find(|u| u.id == "tax")
+        .ok_or("no tax")?
+        .keys;
+    let old = keys
+        .iter()
+        .find(|k| k.key_id == old_key.key_id())
+        .ok_or("old key gone")?;
+    let new = keys
+        .iter()
+        .find(|k| k.key_id == new_key.key_id())
+        .ok_or("the new key was not registered at restart")?;
+    assert_eq!(old.valid_until_micros, effective);
+    assert_eq!(
+        (new.valid_from_micros, new.valid_until_micros),
+        (effective, 0)
+    );
+
+    // The old key is refused from the entry's time on; the new key signs.
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    match tax
+        .push(note("old key after restart").to_units(["finance"]))
+        .await
+    {
+        Err(ClientError::SigningKeyRefused {
+            refusal: KeyRefusal::Retired,
+            boundary_micros,
+            ..
+        }) => assert_eq!(boundary_micros, effective),
+        other => return Err(format!("expected a retired-key refusal, got {other:?}").into()),
+    }
+    let new_key_file = pki.path().join("tax-new-signing.key");
+    std::fs::write(&new_key_file, new_key.to_pem())?;
+    let mut cfg = pki.unit_config("tax", hub.addr)?;
+    cfg.signing_key = Some(new_key_file);
+    let with_new = Client::connect(&cfg).await?;
+    let after = with_new
+        .push(note("new key after restart").to_units(["finance"]))
+        .await?;
+    finance.get_entry("tax", after.seq).await?;
+    // The unit's retry of the same announcement gets the same answer.
+    let again = tax.directory().rotate_key(request).await?.into_inner();
+    assert_eq!(again.effective_micros, effective);
+    assert_eq!(again.new_key_id, new_key.key_id());
+    let appended = again.appended.ok_or("no receipt")?;
+    assert!(appended.duplicate);
+    assert_eq!(appended.seq, before.seq + 1);
+    hub.kill()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_bundle_refuses_a_signature_made_before_its_key_began() -> TestResult {
+    use tongbao_proto::checkpoint::{NoteSigner, parse_note, sign_note};
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let finance = t.unit("finance").await?;
+    let pushed = tax.push(note("dated").to_units(["finance"])).await?;
+    // A checkpoint covers the entry within a second or so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut bundle = loop {
+        match finance.export_bundle(&[("tax".into(), pushed.seq)]).await {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let hub_key = finance.pinned_hub_key().await?;
+    verify_bundle(&serde_json::to_vec(&bundle)?, &hub_key)?;
+    let created = finance
+        .get_entry("tax", pushed.seq)
+        .await?
+        .message()
+        .created_micros;
+
+    // The hub-signed registry now says tax's key began after the message:
+    // the offline verifier applies the same rule as the hub and refuses.
+    let hub_signer = SigningKey::from_pem(&std::fs::read_to_string(
+        t.pki.path().join("hub").join("checkpoint.key"),
+    )?)?;
+    let text = parse_note(&bundle.key_registry)?.text;
+    let forged: String = text
+        .lines()
+        .map(|line| {
+            let mut f: Vec<String> = line.split(' ').map(str::to_string).collect();
+            if f.len() == 6 && f[0] == "tax" {
+                f[4] = (created + 1).to_string();
+            }
+            f.join(" ") + "\n"
+        })
+        .collect();
+    assert_ne!(forged, text);
+    bundle.key_registry = sign_note(&forged, &[NoteSigner::new("tongbao", &hub_signer)?])?;
+    match verify_bundle(&serde_json::to_vec(&bundle)?, &hub_key) {
+        Err(e) => assert!(e.to_string().contains("valid only from"), "{e}"),
+        Ok(report) => return Err(format!("verified anyway: {report:?}").into()),
+    }
     t.stop().await
 }

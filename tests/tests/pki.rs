@@ -325,7 +325,7 @@ async fn cli_commands_drive_a_hub_process() -> TestResult {
             "Revoked 1 certificate (reason keyCompromise)",
             "unit tax",
             "CRL number 2, 1 revoked certificate listed",
-            "Restart the hub",
+            "closes open connections made with a revoked certificate",
             "pki issue --dir",
         ],
     );

@@ -8,7 +8,7 @@
 
 use super::push::verify_sender_signature;
 use super::{HubState, storage_status};
-use crate::registry::{Registry, RegistryError, display_micros};
+use crate::registry::{PendingRotation, Registry, RegistryError, display_micros};
 use crate::tls::peer_principal;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
@@ -423,6 +423,39 @@ impl Directory for DirectoryService {
     }
 }
 
+/// Ends a pending rotation by what the unit's channel holds: applies it
+/// from the announcement's hub time if it was appended (returning that
+/// time), forgets it if not.
+fn settle_rotation(
+    state: &HubState,
+    unit: &str,
+    message_id: &str,
+    new_public_key: &[u8],
+    old_key: &str,
+) -> Result<Option<i64>, Status> {
+    let effective = appended_at(state.store.as_ref(), unit, message_id).map_err(storage_status)?;
+    change_registry(state, |r| match effective {
+        Some(at) => r.apply_rotation(unit, message_id, new_public_key, old_key, at),
+        None => {
+            r.abandon_rotation(unit, message_id);
+            Ok(())
+        }
+    })?;
+    Ok(effective)
+}
+
+/// The hub time of message `message_id` in `unit`'s channel, if appended.
+pub fn appended_at(
+    store: &dyn crate::store::Store,
+    unit: &str,
+    message_id: &str,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let Some(rec) = store.message(unit, message_id)? else {
+        return Ok(None);
+    };
+    Ok(store.entry(unit, rec.seq)?.map(|e| e.entry.hub_micros))
+}
+
 impl DirectoryService {
     async fn rotate(
         &self,
@@ -461,27 +494,30 @@ impl DirectoryService {
                 announced.key_id
             )));
         }
+        let message_id = message.message_id.clone();
+        // Durable intent first: a crash after the append but before the
+        // registry change is finished at the next start (see Hub::start).
+        if !repeated {
+            change_registry(state, |r| {
+                r.begin_rotation(PendingRotation {
+                    unit: unit.to_string(),
+                    message_id: message_id.clone(),
+                    new_public_key: announced.public_key.clone(),
+                    old_key_id: old_key.clone(),
+                })
+            })?;
+        }
         let appended = state
             .appender
             .append(unit.to_string(), signed, digest)
-            .await?;
-        let effective = state
-            .store
-            .entry(&appended.channel, appended.seq)
-            .map_err(storage_status)?
-            .map(|s| s.entry.hub_micros)
+            .await;
+        crate::failpoint::hit("rotation-appended");
+        // Whether or not the append answered, the channel decides: applied
+        // if the announcement is there, forgotten if not.
+        let effective = settle_rotation(state, unit, &message_id, &announced.public_key, &old_key)?;
+        let appended = appended?;
+        let effective = effective
             .ok_or_else(|| Status::internal("the appended announcement cannot be read back"))?;
-        // Idempotent: a repeated announcement finds the change already made.
-        change_registry(state, |r| {
-            match r.register_key(unit, &announced.public_key, effective, None) {
-                Ok(_) | Err(RegistryError::KeyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
-            match r.retire_key(unit, &old_key, effective) {
-                Ok(_) | Err(RegistryError::AlreadyRetired { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        })?;
         let text = format!(
             "unit {unit} rotated its signing key: {} replaces {old_key} from {} (entry {}:{})",
             announced.key_id,

@@ -11,7 +11,7 @@ mod push;
 mod read;
 mod workflow;
 
-pub use admin::{AdminService, DirectoryService};
+pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log::LogService;

@@ -4,7 +4,10 @@ use super::{HubState, storage_status};
 use crate::appender::AppendError;
 use crate::policy::{PolicyError, check_push};
 use crate::store::AnswerKind;
-use tongbao_proto::keys::{KeyError, verify_signed_message};
+use tongbao_proto::keys::{
+    KeyError, REFUSAL_BOUNDARY_METADATA, REFUSAL_KEY_ID_METADATA, REFUSAL_METADATA, ValidityError,
+    verify_signed_message,
+};
 use tongbao_proto::{Hash, pb};
 use tonic::{Request, Response, Status};
 
@@ -124,22 +127,23 @@ pub(crate) fn verify_sender_signature(
             "the signature names key {key_id:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config"
         ))
     })?;
-    let now = tongbao_proto::now_micros();
-    let usable = key.valid_at(now)
-        && key
-            .valid_until_micros
-            .is_none_or(|until| message.created_micros < until);
-    if !usable && !already_appended(state, unit, signed, message)? {
-        return Err(Status::unauthenticated(match key.valid_until_micros {
-            Some(until) if now >= until || message.created_micros >= until => format!(
-                "signing key {key_id} of unit {unit} was retired at {}; sign with the unit's current key",
-                crate::registry::display_micros(until)
-            ),
-            _ => format!(
-                "signing key {key_id} of unit {unit} is valid only from {}; sign with the unit's current key",
-                crate::registry::display_micros(key.valid_from_micros)
-            ),
-        }));
+    // The key must be valid when the message says it was signed and when
+    // the hub receives it: a retired key cannot sign even backdated content.
+    let validity = key.validity();
+    let checked = validity
+        .check_message(unit, key_id, message)
+        .and_then(|()| validity.check(unit, key_id, tongbao_proto::now_micros()));
+    if let Err(e) = checked
+        && !already_appended(state, unit, signed, message)?
+    {
+        return Err(key_refusal(&e));
+    }
+    // Until a rotation retiring this key is applied, its end is unknown:
+    // accepting it now could let in a signature made after that end.
+    if registry.rotation_pending(unit, key_id) && !already_appended(state, unit, signed, message)? {
+        return Err(Status::unavailable(format!(
+            "signing key {key_id} of unit {unit} is being rotated; retry in a moment"
+        )));
     }
     verify_signed_message(signed, &key.public_key).map_err(|e| match e {
         KeyError::BadSignature { .. } => Status::unauthenticated(format!(
@@ -147,6 +151,40 @@ pub(crate) fn verify_sender_signature(
         )),
         other => Status::unauthenticated(format!("signature of unit {unit} refused: {other}")),
     })
+}
+
+/// `Unauthenticated` for a signature outside its key's interval, with the
+/// refusal in metadata so clients act on it without parsing the message.
+pub(crate) fn key_refusal(e: &ValidityError) -> Status {
+    let message = match e {
+        ValidityError::Retired {
+            unit,
+            key_id,
+            until_micros,
+        } => format!(
+            "signing key {key_id} of unit {unit} was retired at {}; sign with the unit's current key",
+            crate::registry::display_micros(*until_micros)
+        ),
+        ValidityError::NotYetValid {
+            unit,
+            key_id,
+            from_micros,
+        } => format!(
+            "signing key {key_id} of unit {unit} is valid only from {}; sign with the unit's current key, or wait until then",
+            crate::registry::display_micros(*from_micros)
+        ),
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    for (name, value) in [
+        (REFUSAL_METADATA, e.refusal().to_string()),
+        (REFUSAL_KEY_ID_METADATA, e.key_id().to_string()),
+        (REFUSAL_BOUNDARY_METADATA, e.boundary_micros().to_string()),
+    ] {
+        if let Ok(v) = value.parse() {
+            metadata.insert(name, v);
+        }
+    }
+    Status::with_metadata(tonic::Code::Unauthenticated, message, metadata)
 }
 
 /// True when this exact message (same id, same content) is already in the
