@@ -31,11 +31,11 @@ const CHECKPOINT: u8 = b'k';
 const REGISTRY_KEY: &[u8] = b"r\0registry";
 
 /// Bytes of recently committed entries kept decoded in memory.
-const ENTRY_CACHE_BYTES: usize = 32 << 20;
+const ENTRY_CACHE_BYTES: usize = 16 << 20;
 /// Merkle hashes kept in memory.
 const HASH_CACHE_LEN: usize = 1 << 17;
 /// sled's page cache (its default, 1 GiB, would let memory grow with the data).
-const SLED_CACHE_BYTES: u64 = 128 << 20;
+const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 /// Records that never change once committed, kept in memory: fresh entries
 /// are read by every recipient and proved by every client, so each is

@@ -960,11 +960,13 @@ async fn subscriber(
     };
     let mut inbox = Box::pin(client.subscribe(0));
     let mut pending: Vec<pb::EntryPin> = Vec::new();
+    // A partial receipt goes out ACK_LINGER after its first entry arrived.
+    let mut first_pending = Instant::now();
     loop {
         let linger = if pending.is_empty() {
             Duration::from_secs(3600)
         } else {
-            ACK_LINGER
+            ACK_LINGER.saturating_sub(first_pending.elapsed())
         };
         let next: Option<Result<tongbao_client::VerifiedEntry, ClientError>> = tokio::select! {
             n = inbox.next() => n,
@@ -983,6 +985,9 @@ async fn subscriber(
                 r.received_at
                     .entry(key.clone())
                     .or_insert_with(Instant::now);
+                if pending.is_empty() {
+                    first_pending = Instant::now();
+                }
                 pending.push(entry.pin());
                 let m = entry.message();
                 if !ids.contains(&m.message_id)
