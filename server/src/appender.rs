@@ -1,22 +1,24 @@
-//! The single writer of all channels, with group commit.
+//! The single writer of all channels, with pipelined group commit.
 //!
 //! Request handlers check identity and signatures in parallel, then hand the
 //! verified message to this writer. It takes every request waiting in its
 //! queue as one batch, assigns sequence numbers, resolves audiences against
-//! the registry (membership *at append time*), writes the batch atomically,
-//! makes it durable with one flush, and only then answers each push and
-//! wakes the subscribers of the touched inboxes. While one batch is being
-//! flushed the next one accumulates, so flushes are shared by all pushes
-//! that arrive meanwhile.
+//! the registry (membership *at append time*) and applies the batch to the
+//! store atomically. A second thread makes applied batches durable (one
+//! flush and fsync for every batch applied meanwhile) and only then answers
+//! each push, advances the logs and wakes the subscribers of the touched
+//! inboxes. So batch N+1 is checked and applied while batch N is fsync'd;
+//! answers and wake-ups still come in batch order, each after its batch is
+//! durable.
 
 use crate::inboxes::InboxWatch;
 use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
-use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError};
+use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError, StoredEntry};
 use prost::Message as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
@@ -134,19 +136,34 @@ impl Appender {
         let inbox_heads = store.inbox_heads()?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(AppendStats::default());
+        let sync_failed = Arc::new(Mutex::new(None));
+        let (durable_tx, durable_rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let syncer = Syncer {
+            store: store.clone(),
+            inboxes,
+            logs,
+            stats: stats.clone(),
+            failed: sync_failed.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("tongbao-sync".into())
+            .spawn(move || syncer.run(durable_rx))?;
         let writer = Writer {
             store,
             registry,
-            inboxes,
-            logs,
             heads,
             inbox_heads,
-            stats: stats.clone(),
             failed: None,
+            sync_failed,
+            durable_tx,
         };
         let handle = std::thread::Builder::new()
             .name("tongbao-appender".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                writer.run(rx);
+                // The writer dropped its end: the syncer answers what is left, then stops.
+                let _ = syncer.join();
+            })?;
         let budget = Arc::new(tokio::sync::Semaphore::new(QUEUE_BUDGET_KIB));
         Ok((Self { tx, budget, stats }, handle))
     }
@@ -194,15 +211,42 @@ impl Appender {
     }
 }
 
+/// Applied batches that may wait for the syncer: enough to keep the writer
+/// busy during one fsync without holding many answers back.
+const SYNC_QUEUE: usize = 4;
+
 struct Writer {
     store: Arc<dyn Store>,
     registry: Arc<RwLock<Registry>>,
-    inboxes: Arc<InboxWatch>,
-    logs: Arc<Logs>,
+    /// Channel and inbox tips including applied, not yet durable batches.
     heads: BTreeMap<String, ChannelHead>,
     inbox_heads: BTreeMap<String, u64>,
-    stats: Arc<AppendStats>,
     failed: Option<String>,
+    /// Set by the syncer when making a batch durable failed.
+    sync_failed: Arc<Mutex<Option<String>>>,
+    durable_tx: std::sync::mpsc::SyncSender<Applied>,
+}
+
+/// A batch applied to the store, waiting to be durable before anyone hears
+/// of it.
+struct Applied {
+    outcomes: Vec<Outcome>,
+    replies: Vec<oneshot::Sender<Result<Appended, AppendError>>>,
+    results: Vec<Appended>,
+    new_entries: Vec<NewEntry>,
+    heads: HashMap<String, ChannelHead>,
+    inbox_heads: HashMap<String, u64>,
+    applied: Result<(), String>,
+    started: Instant,
+}
+
+/// Makes applied batches durable, then answers and publishes them.
+struct Syncer {
+    store: Arc<dyn Store>,
+    inboxes: Arc<InboxWatch>,
+    logs: Arc<Logs>,
+    stats: Arc<AppendStats>,
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 /// What becomes of one request of a batch.
@@ -228,6 +272,11 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<AppendRequest>) {
+        if self.failed.is_none()
+            && let Some(reason) = self.sync_failed.lock().ok().and_then(|f| f.clone())
+        {
+            self.failed = Some(reason);
+        }
         if let Some(reason) = &self.failed {
             for r in batch {
                 let _ = r.reply.send(Err(AppendError::Storage(reason.clone())));
@@ -404,6 +453,7 @@ impl Writer {
                 duplicate: false,
                 earlier,
             });
+            let encoded = entry.encode_to_vec();
             new_entries.push(NewEntry {
                 channel: sender,
                 seq: entry.seq,
@@ -411,7 +461,8 @@ impl Writer {
                 message_digest: digest,
                 leaf_hash,
                 hub_micros,
-                encoded: entry.encode_to_vec(),
+                encoded,
+                shared: Arc::new(StoredEntry { entry, leaf_hash }),
                 deliveries,
                 answers: fresh,
                 answer_kind,
@@ -421,64 +472,40 @@ impl Writer {
         }
 
         drop(registry);
-        let committed = if new_entries.is_empty() {
+        let applied = if new_entries.is_empty() {
             Ok(())
         } else {
-            self.store.commit(&new_entries)
+            self.store.apply(&new_entries)
         };
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "group commit failed; refusing further writes");
-            self.failed = Some(e.to_string());
-        } else if !new_entries.is_empty() {
-            for (channel, head) in &heads {
-                self.logs.advance(channel, head.next_seq);
+        match &applied {
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed; refusing further writes");
+                self.failed = Some(e.to_string());
             }
-            self.heads.extend(heads);
-            self.inbox_heads
-                .extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));
-            for (inbox, cursor) in &inbox_heads {
-                self.inboxes.publish(inbox, *cursor);
+            Ok(()) => {
+                // The writer builds on its own batches at once; everyone
+                // else hears of them once they are durable.
+                self.heads
+                    .extend(heads.iter().map(|(k, v)| (k.clone(), *v)));
+                self.inbox_heads
+                    .extend(inbox_heads.iter().map(|(k, v)| (k.clone(), *v)));
             }
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .appended
-                .fetch_add(new_entries.len() as u64, Ordering::Relaxed);
-            self.stats
-                .largest_batch
-                .fetch_max(new_entries.len() as u64, Ordering::Relaxed);
-            self.stats
-                .commit_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
-
-        for (outcome, reply) in outcomes.into_iter().zip(replies) {
-            let answer = match (&committed, outcome) {
-                (_, Outcome::Answer(a)) => a,
-                (Err(e), _) => Err(AppendError::Storage(e.to_string())),
-                (Ok(()), Outcome::Append(i)) => results
-                    .get(i)
-                    .cloned()
-                    .ok_or(AppendError::Storage("lost batch answer".into())),
-                (Ok(()), Outcome::SameAs(i, digest)) => match results.get(i) {
-                    Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
-                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                        Ok(Appended {
-                            duplicate: true,
-                            ..first.clone()
-                        })
-                    }
-                    Some(first) => Err(AppendError::IdReused {
-                        sender: first.channel.clone(),
-                        message_id: new_entries
-                            .get(i)
-                            .map(|e| e.message_id.clone())
-                            .unwrap_or_default(),
-                        seq: first.seq,
-                    }),
-                    None => Err(AppendError::Storage("lost batch answer".into())),
-                },
-            };
-            let _ = reply.send(answer);
+        let batch = Applied {
+            outcomes,
+            replies,
+            results,
+            new_entries,
+            heads,
+            inbox_heads,
+            applied: applied.map_err(|e| e.to_string()),
+            started,
+        };
+        if let Err(std::sync::mpsc::SendError(batch)) = self.durable_tx.send(batch) {
+            self.failed = Some("the sync thread stopped".into());
+            for reply in batch.replies {
+                let _ = reply.send(Err(AppendError::Closed));
+            }
         }
     }
 
@@ -507,7 +534,6 @@ impl Writer {
                     "idempotency record points to missing entry {sender}:{seq}"
                 ))
             })?;
-        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         Ok(Appended {
             channel: sender.to_string(),
             seq,
@@ -516,5 +542,111 @@ impl Writer {
             duplicate: true,
             earlier: Vec::new(),
         })
+    }
+}
+
+impl Syncer {
+    fn run(self, rx: std::sync::mpsc::Receiver<Applied>) {
+        while let Ok(first) = rx.recv() {
+            // One fsync covers every batch applied so far.
+            let mut group = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                group.push(more);
+            }
+            let earlier_failure = self.failed.lock().ok().and_then(|f| f.clone());
+            let needs_sync = group
+                .iter()
+                .any(|b| b.applied.is_ok() && !b.new_entries.is_empty());
+            // Batches without new entries are synced too: a duplicate's
+            // original may sit in a batch applied just before.
+            let synced = match earlier_failure {
+                Some(reason) => Err(reason),
+                None if needs_sync
+                    || group.iter().any(|b| {
+                        b.outcomes
+                            .iter()
+                            .any(|o| matches!(o, Outcome::Answer(Ok(_))))
+                    }) =>
+                {
+                    self.store.sync().map_err(|e| e.to_string())
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, "making a group commit durable failed; refusing further writes");
+                if let Ok(mut f) = self.failed.lock() {
+                    f.get_or_insert_with(|| e.clone());
+                }
+            }
+            for batch in group {
+                self.finish(batch, &synced);
+            }
+        }
+    }
+
+    fn finish(&self, batch: Applied, synced: &Result<(), String>) {
+        let Applied {
+            outcomes,
+            replies,
+            results,
+            new_entries,
+            heads,
+            inbox_heads,
+            applied,
+            started,
+        } = batch;
+        let committed = applied.and(synced.clone());
+        if committed.is_ok() && !new_entries.is_empty() {
+            for (channel, head) in &heads {
+                self.logs.advance(channel, head.next_seq);
+            }
+            for (inbox, cursor) in &inbox_heads {
+                self.inboxes.publish(inbox, *cursor);
+            }
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .appended
+                .fetch_add(new_entries.len() as u64, Ordering::Relaxed);
+            self.stats
+                .largest_batch
+                .fetch_max(new_entries.len() as u64, Ordering::Relaxed);
+            self.stats
+                .commit_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+
+        for (outcome, reply) in outcomes.into_iter().zip(replies) {
+            let answer = match (&committed, outcome) {
+                (_, Outcome::Answer(Err(refused))) => Err(refused),
+                (Err(e), _) => Err(AppendError::Storage(e.clone())),
+                (Ok(()), Outcome::Answer(earlier)) => {
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    earlier
+                }
+                (Ok(()), Outcome::Append(i)) => results
+                    .get(i)
+                    .cloned()
+                    .ok_or(AppendError::Storage("lost batch answer".into())),
+                (Ok(()), Outcome::SameAs(i, digest)) => match results.get(i) {
+                    Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
+                        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        Ok(Appended {
+                            duplicate: true,
+                            ..first.clone()
+                        })
+                    }
+                    Some(first) => Err(AppendError::IdReused {
+                        sender: first.channel.clone(),
+                        message_id: new_entries
+                            .get(i)
+                            .map(|e| e.message_id.clone())
+                            .unwrap_or_default(),
+                        seq: first.seq,
+                    }),
+                    None => Err(AppendError::Storage("lost batch answer".into())),
+                },
+            };
+            let _ = reply.send(answer);
+        }
     }
 }

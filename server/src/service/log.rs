@@ -95,11 +95,11 @@ impl LogService {
         who: &Principal,
         channel: &str,
         seq: u64,
-    ) -> Result<crate::store::StoredEntry, Status> {
+    ) -> Result<std::sync::Arc<crate::store::StoredEntry>, Status> {
         let stored = self
             .state
             .store
-            .entry(channel, seq)
+            .entry_shared(channel, seq)
             .map_err(storage_status)?
             .ok_or_else(|| Status::not_found(format!("channel {channel} has no entry {seq}")))?;
         if !entitled(who, &stored.entry) && !self.office_may_prove(who, &stored.entry)? {

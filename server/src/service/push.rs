@@ -218,7 +218,7 @@ pub(crate) fn check_received(
     for pin in pins {
         let stored = state
             .store
-            .entry(&pin.channel, pin.seq)
+            .entry_shared(&pin.channel, pin.seq)
             .map_err(storage_status)?
             .ok_or_else(|| {
                 Status::not_found(format!("entry {}:{} does not exist", pin.channel, pin.seq))

@@ -44,31 +44,55 @@ fn own_inbox(who: &Principal, asked: &str) -> Result<String, Status> {
     }
 }
 
-/// Reads the entry behind an inbox position and records that `inbox` was
-/// served it (the "fetched" delivery state).
-fn delivery(state: &HubState, inbox: &str, item: &InboxItem) -> Result<pb::Delivery, Status> {
-    let stored = state
-        .store
-        .entry(&item.channel, item.seq)
-        .map_err(storage_status)?
-        .ok_or_else(|| {
-            Status::internal(format!(
-                "inbox position {} points to missing entry {}:{}",
-                item.cursor, item.channel, item.seq
-            ))
-        })?;
+/// Reads the entries behind inbox positions and records that `inbox` was
+/// served them (the "fetched" delivery state), with one write per page.
+fn deliveries(
+    state: &HubState,
+    inbox: &str,
+    items: &[InboxItem],
+    max_bytes: usize,
+) -> Result<Vec<pb::Delivery>, Status> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut bytes = 0usize;
+    for item in items {
+        let stored = state
+            .store
+            .entry_shared(&item.channel, item.seq)
+            .map_err(storage_status)?
+            .ok_or_else(|| {
+                Status::internal(format!(
+                    "inbox position {} points to missing entry {}:{}",
+                    item.cursor, item.channel, item.seq
+                ))
+            })?;
+        let d = pb::Delivery {
+            entry: Some(stored.entry.clone()),
+            leaf_hash: stored.leaf_hash.to_vec(),
+            cursor: item.cursor,
+        };
+        bytes += prost::Message::encoded_len(&d);
+        if !out.is_empty() && bytes > max_bytes {
+            break;
+        }
+        out.push(d);
+    }
+    let served: Vec<(String, u64, String)> = out
+        .iter()
+        .filter_map(|d| d.entry.as_ref())
+        .map(|e| (e.channel.clone(), e.seq, inbox.to_string()))
+        .collect();
     state
         .store
-        .mark_fetched(
-            &[(item.channel.clone(), item.seq, inbox.to_string())],
-            tongbao_proto::now_micros(),
-        )
+        .mark_fetched(&served, tongbao_proto::now_micros())
         .map_err(storage_status)?;
-    Ok(pb::Delivery {
-        entry: Some(stored.entry),
-        leaf_hash: stored.leaf_hash.to_vec(),
-        cursor: item.cursor,
-    })
+    Ok(out)
+}
+
+/// Positions up to the durable head only: the store may already hold a
+/// batch whose flush is still running.
+fn durable_only(mut items: Vec<InboxItem>, head: u64) -> Vec<InboxItem> {
+    items.retain(|i| i.cursor <= head);
+    items
 }
 
 pub fn pull(
@@ -87,16 +111,12 @@ pub fn pull(
         .store
         .inbox_page(&inbox, req.after, limit)
         .map_err(storage_status)?;
-    let mut deliveries = Vec::with_capacity(items.len());
-    let mut bytes = 0usize;
-    for item in &items {
-        let d = delivery(state, &inbox, item)?;
-        bytes += prost::Message::encoded_len(&d);
-        if !deliveries.is_empty() && bytes > state.limits.max_page_bytes {
-            break;
-        }
-        deliveries.push(d);
-    }
+    let deliveries = deliveries(
+        state,
+        &inbox,
+        &durable_only(items, head),
+        state.limits.max_page_bytes,
+    )?;
     Ok(Response::new(pb::PullResponse { deliveries, head }))
 }
 
@@ -118,7 +138,7 @@ pub fn subscribe(
     tokio::spawn(async move {
         loop {
             let items = match state.store.inbox_page(&inbox, cursor, READ_PAGE) {
-                Ok(items) => items,
+                Ok(items) => durable_only(items, *head.borrow_and_update()),
                 Err(e) => {
                     let _ = tx.send(Err(storage_status(e))).await;
                     return;
@@ -132,13 +152,19 @@ pub fn subscribe(
                 }
                 continue;
             }
-            for item in &items {
-                let d = delivery(&state, &inbox, item);
-                let failed = d.is_err();
-                if tx.send(d).await.is_err() || failed {
+            let page = match deliveries(&state, &inbox, &items, usize::MAX) {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
-                cursor = item.cursor;
+            };
+            for d in page {
+                let at = d.cursor;
+                if tx.send(Ok(d)).await.is_err() {
+                    return;
+                }
+                cursor = at;
             }
         }
     });
@@ -153,10 +179,13 @@ pub fn get_entry(
 ) -> Result<Response<pb::GetEntryResponse>, Status> {
     let who = state.authenticate(&request)?;
     let req = request.into_inner();
-    let stored = state
-        .store
-        .entry(&req.channel, req.seq)
+    // An entry whose batch is still being flushed does not exist yet.
+    let durable = req.seq < state.logs.durable_size(&req.channel);
+    let stored = durable
+        .then(|| state.store.entry(&req.channel, req.seq))
+        .transpose()
         .map_err(storage_status)?
+        .flatten()
         .ok_or_else(|| {
             Status::not_found(format!(
                 "channel {:?} has no entry {}",

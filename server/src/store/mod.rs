@@ -3,8 +3,8 @@
 //! Everything above this module asks for channels, inboxes and the registry
 //! in domain words; nothing above it knows which database holds them, so a
 //! replicated backend can replace the embedded one. Implementations must
-//! make [`Store::commit`] atomic (all of a batch or none of it) and durable
-//! (on disk, fsync'd) before it returns.
+//! make [`Store::apply`] atomic (all of a batch or none of it) and
+//! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 mod sled_store;
 
@@ -12,6 +12,7 @@ pub use sled_store::SledStore;
 
 use crate::registry::Registry;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tongbao_proto::{Hash, pb};
 
 /// Why the store failed. Any of these means the hub cannot promise
@@ -46,6 +47,9 @@ pub struct NewEntry {
     pub hub_micros: i64,
     /// Protobuf encoding of the [`pb::Entry`].
     pub encoded: Vec<u8>,
+    /// The same entry decoded, so that its readers (one per recipient) need
+    /// not read and decode it back.
+    pub shared: Arc<StoredEntry>,
     /// (inbox, cursor) for every recipient.
     pub deliveries: Vec<(String, u64)>,
     /// Entries this one answers (a receipt or exception feedback), each
@@ -115,10 +119,26 @@ pub trait Store: Send + Sync + 'static {
     fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError>;
     /// The last cursor of every inbox that has entries.
     fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError>;
-    /// Appends entries, their inbox positions and idempotency records:
-    /// atomically, and durably before returning.
-    fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError>;
+    /// Appends entries, their inbox positions and idempotency records,
+    /// atomically but not yet durably: readers must not be told of them
+    /// before [`Store::sync`] returns.
+    fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError>;
+    /// Makes everything applied so far durable (on disk, fsync'd).
+    fn sync(&self) -> Result<(), StoreError>;
+    /// [`Store::apply`] then [`Store::sync`].
+    fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+        self.apply(entries)?;
+        self.sync()
+    }
     fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError>;
+    /// The same, shared: fresh entries come from memory without a copy.
+    fn entry_shared(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Option<Arc<StoredEntry>>, StoreError> {
+        Ok(self.entry(channel, seq)?.map(Arc::new))
+    }
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError>;
     /// Up to `limit` inbox positions strictly after `after`, in order.
     fn inbox_page(

@@ -11,11 +11,11 @@ use super::{
 };
 use crate::registry::Registry;
 use prost::Message as _;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
 const ENTRY: u8 = b'e';
@@ -30,6 +30,74 @@ const TREE_HASH: u8 = b't';
 const CHECKPOINT: u8 = b'k';
 const REGISTRY_KEY: &[u8] = b"r\0registry";
 
+/// Bytes of recently committed entries kept decoded in memory.
+const ENTRY_CACHE_BYTES: usize = 16 << 20;
+/// Merkle hashes kept in memory.
+const HASH_CACHE_LEN: usize = 1 << 17;
+/// sled's page cache (its default, 1 GiB, would let memory grow with the data).
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
+/// Records that never change once committed, kept in memory: fresh entries
+/// are read by every recipient and proved by every client, so each is
+/// decoded once and its tree hashes are not looked up again.
+#[derive(Default)]
+struct Recent {
+    /// By channel, then seq (lookups by `&str` allocate nothing).
+    entries: HashMap<String, HashMap<u64, Arc<StoredEntry>>>,
+    entry_order: VecDeque<(String, u64, usize)>,
+    entry_bytes: usize,
+    /// By channel, then stored-hash index.
+    hashes: HashMap<String, HashMap<u64, Hash>>,
+    hash_order: VecDeque<(String, u64)>,
+}
+
+impl Recent {
+    fn entry(&self, channel: &str, seq: u64) -> Option<Arc<StoredEntry>> {
+        self.entries.get(channel)?.get(&seq).cloned()
+    }
+
+    fn hash(&self, channel: &str, index: u64) -> Option<Hash> {
+        self.hashes.get(channel)?.get(&index).copied()
+    }
+
+    fn add_entry(&mut self, channel: &str, seq: u64, entry: Arc<StoredEntry>, size: usize) {
+        let of_channel = match self.entries.get_mut(channel) {
+            Some(m) => m,
+            None => self.entries.entry(channel.to_string()).or_default(),
+        };
+        if of_channel.insert(seq, entry).is_none() {
+            self.entry_order.push_back((channel.to_string(), seq, size));
+            self.entry_bytes += size;
+        }
+        while self.entry_bytes > ENTRY_CACHE_BYTES {
+            let Some((old, seq, size)) = self.entry_order.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.entries.get_mut(&old) {
+                m.remove(&seq);
+            }
+            self.entry_bytes -= size;
+        }
+    }
+
+    fn add_hash(&mut self, channel: &str, index: u64, hash: Hash) {
+        let of_channel = match self.hashes.get_mut(channel) {
+            Some(m) => m,
+            None => self.hashes.entry(channel.to_string()).or_default(),
+        };
+        if of_channel.insert(index, hash).is_none() {
+            self.hash_order.push_back((channel.to_string(), index));
+        }
+        while self.hash_order.len() > HASH_CACHE_LEN {
+            if let Some((old, index)) = self.hash_order.pop_front()
+                && let Some(m) = self.hashes.get_mut(&old)
+            {
+                m.remove(&index);
+            }
+        }
+    }
+}
+
 /// sled-backed [`Store`].
 pub struct SledStore {
     db: sled::Db,
@@ -38,6 +106,10 @@ pub struct SledStore {
     dir: PathBuf,
     synced_blobs: Mutex<HashSet<OsString>>,
     fsync: bool,
+    recent: Mutex<Recent>,
+    /// Serialises "fetched" marks so that the first serving wins without a
+    /// compare-and-swap per record.
+    fetched_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -89,6 +161,19 @@ fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
     })
 }
 
+/// An entry record: leaf hash, then the encoded entry.
+fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
+    if v.len() < HASH_LEN {
+        return Err(StoreError::Corrupt(format!("entry {channel}:{seq}")));
+    }
+    let entry = pb::Entry::decode(&v[HASH_LEN..])
+        .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
+    Ok(StoredEntry {
+        entry,
+        leaf_hash: hash_from(&v[..HASH_LEN])?,
+    })
+}
+
 fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes
         .try_into()
@@ -122,6 +207,7 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|e| {
                 StoreError::Database(format!("cannot open database in {}: {e}", dir.display()))
@@ -137,6 +223,8 @@ impl SledStore {
             dir: dir.to_path_buf(),
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
+            recent: Mutex::new(Recent::default()),
+            fetched_lock: Mutex::new(()),
         })
     }
 
@@ -239,7 +327,11 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
+        self.make_durable()
+    }
+
+    fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         let mut inbox_heads: BTreeMap<&str, u64> = BTreeMap::new();
         for e in entries {
@@ -296,10 +388,26 @@ impl Store for SledStore {
             batch.insert(key(INBOX_HEAD, inbox, None), cursor.to_be_bytes().to_vec());
         }
         self.tree.apply_batch(batch).map_err(db_err)?;
-        self.make_durable()
+        if let Ok(mut recent) = self.recent.lock() {
+            for e in entries {
+                recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.encoded.len());
+                let first = tongbao_proto::merkle::stored_hash_count(e.seq);
+                for (i, h) in e.tree_hashes.iter().enumerate() {
+                    recent.add_hash(&e.channel, first + i as u64, *h);
+                }
+            }
+        }
+        Ok(())
     }
 
-    fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+    fn entry_shared(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Option<Arc<StoredEntry>>, StoreError> {
+        if let Some(e) = self.recent.lock().ok().and_then(|r| r.entry(channel, seq)) {
+            return Ok(Some(e));
+        }
         let Some(v) = self
             .tree
             .get(key(ENTRY, channel, Some(seq)))
@@ -307,15 +415,15 @@ impl Store for SledStore {
         else {
             return Ok(None);
         };
-        if v.len() < HASH_LEN {
-            return Err(StoreError::Corrupt(format!("entry {channel}:{seq}")));
+        let shared = Arc::new(decode_entry(channel, seq, &v)?);
+        if let Ok(mut r) = self.recent.lock() {
+            r.add_entry(channel, seq, shared.clone(), v.len());
         }
-        let entry = pb::Entry::decode(&v[HASH_LEN..])
-            .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
-        Ok(Some(StoredEntry {
-            entry,
-            leaf_hash: hash_from(&v[..HASH_LEN])?,
-        }))
+        Ok(Some(shared))
+    }
+
+    fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+        Ok(self.entry_shared(channel, seq)?.map(Arc::unwrap_or_clone))
     }
 
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -368,16 +476,24 @@ impl Store for SledStore {
         served: &[(String, u64, String)],
         hub_micros: i64,
     ) -> Result<(), StoreError> {
+        // First serving wins; later ones leave the record alone. The lock
+        // makes check-then-write atomic among the hub's readers, the only
+        // writers of these records.
+        let _guard = self
+            .fetched_lock
+            .lock()
+            .map_err(|_| StoreError::Database("fetched lock poisoned".into()))?;
+        let mut batch = sled::Batch::default();
+        let mut any = false;
         for (channel, seq, recipient) in served {
-            // First serving wins; later ones leave the record alone.
-            let _ = self
-                .tree
-                .compare_and_swap(
-                    delivery_key(FETCHED, channel, *seq, Some(recipient)),
-                    None as Option<&[u8]>,
-                    Some(&(hub_micros as u64).to_be_bytes()[..]),
-                )
-                .map_err(db_err)?;
+            let k = delivery_key(FETCHED, channel, *seq, Some(recipient));
+            if !self.tree.contains_key(&k).map_err(db_err)? {
+                batch.insert(k, (hub_micros as u64).to_be_bytes().to_vec());
+                any = true;
+            }
+        }
+        if any {
+            self.tree.apply_batch(batch).map_err(db_err)?;
         }
         Ok(())
     }
@@ -420,9 +536,18 @@ impl Store for SledStore {
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
-        indexes
+        let cached: Vec<Option<Hash>> = match self.recent.lock() {
+            Ok(r) => indexes.iter().map(|i| r.hash(channel, *i)).collect(),
+            Err(_) => vec![None; indexes.len()],
+        };
+        let mut read = Vec::new();
+        let out = indexes
             .iter()
-            .map(|i| {
+            .zip(cached)
+            .map(|(i, c)| {
+                if let Some(h) = c {
+                    return Ok(h);
+                }
                 let v = self
                     .tree
                     .get(key(TREE_HASH, channel, Some(*i)))
@@ -432,9 +557,19 @@ impl Store for SledStore {
                             "channel {channel}: stored hash {i} is missing"
                         ))
                     })?;
-                hash_from(&v)
+                let h = hash_from(&v)?;
+                read.push((*i, h));
+                Ok(h)
             })
-            .collect()
+            .collect();
+        if !read.is_empty()
+            && let Ok(mut r) = self.recent.lock()
+        {
+            for (i, h) in read {
+                r.add_hash(channel, i, h);
+            }
+        }
+        out
     }
 
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
@@ -500,6 +635,10 @@ mod tests {
             leaf_hash: [seq as u8 + 100; HASH_LEN],
             hub_micros: seq as i64,
             encoded: e.encode_to_vec(),
+            shared: Arc::new(StoredEntry {
+                entry: e.clone(),
+                leaf_hash: [seq as u8 + 100; HASH_LEN],
+            }),
             deliveries: inboxes
                 .iter()
                 .map(|(i, c)| ((*i).to_string(), *c))

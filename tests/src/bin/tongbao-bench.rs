@@ -1,44 +1,60 @@
 //! Throughput and latency benchmark of a hub, and a correctness gate.
 //!
-//! Two scenarios, each against a fresh in-process hub with a fresh PKI:
+//! Each scenario runs against a fresh hub with a fresh PKI. The hub runs in
+//! its own process (this binary started with `--serve-hub`), so that its CPU
+//! time and peak memory can be read from `/proc/<pid>` apart from the
+//! clients'.
 //!
-//! * "1 recipient": P distinct units push to `civil-affairs`, one subscriber
-//!   of civil-affairs counts deliveries.
+//! * "1 recipient": P distinct units push to `civil-affairs`, which
+//!   subscribes and acknowledges.
 //! * "13 recipients": `finance` and `pbc-taiyuan` (more connections of the
-//!   same units if P > 2) push to the joint-enforcement mechanism, one
-//!   subscriber per member (13) counts deliveries.
+//!   same units if P > 2) push to the joint-enforcement mechanism; every
+//!   member (13) subscribes and acknowledges.
 //!
-//! All messages are signed before the timed phase; each publisher keeps W
-//! pushes in flight. Every subscriber acknowledges everything it receives
-//! with batched signed receipts (up to 256 entries per receipt, or what
-//! arrived within 20 ms), so "fully acknowledged" means every recipient's
-//! receipt for a message is durable in the hub. The run fails (non-zero exit) unless every push
-//! succeeds, every channel's seqs are exactly 0..pushes, and every
-//! subscriber receives every message exactly once within the drain timeout.
+//! Phases: warm-up (pushed, delivered and acknowledged, not measured), then
+//! the measured phase, then drain (until every recipient acknowledged every
+//! message). Throughput mode keeps W pushes in flight per publisher;
+//! fixed-rate mode (`--rate R`) sends on a schedule and measures latency
+//! from the *scheduled* send time, so stalls count. Subscribers acknowledge
+//! with batched signed receipts (up to 256 entries, or what arrived within
+//! 20 ms). With `--slow`, one subscriber of the 13 reads at a crawl during
+//! the measured phase (then catches up), to show that hub memory stays
+//! bounded while it lags.
+//!
+//! The run fails (exit 1) unless every push succeeds, every channel's seqs
+//! are exactly 0..pushes, and every subscriber receives and acknowledges
+//! every message exactly once.
 //!
 //! ```text
-//! tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync] [--batch B]
+//! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
+//!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
 //! ```
 #![forbid(unsafe_code)]
 
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tongbao_client::{Client, ClientError, Draft, PushReceipt};
 use tongbao_proto::pb::{self, Kind};
-use tongbao_tests::{BoxError, TestHub, members_of};
+use tongbao_server::{Hub, HubConfig};
+use tongbao_tests::{BoxError, TestPki, members_of};
 
-/// How long subscribers may take to receive everything once pushes end.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long subscribers may take to acknowledge everything once pushes end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long subscribers keep listening after they have everything, to catch
 /// duplicates delivered late.
 const GRACE: Duration = Duration::from_millis(300);
-/// How long the hub may take to shut down.
+/// How long the hub process may take to shut down.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the slow subscriber spends on each entry while it is slow.
+const SLOW_PER_ENTRY: Duration = Duration::from_millis(5);
+/// Linux reports process CPU time in ticks of 1/100 s (USER_HZ).
+const TICKS_PER_SEC: f64 = 100.0;
 
 /// Publishers of the 1-recipient scenario, in order of use.
 const SINGLE_PUBLISHERS: &[&str] = &[
@@ -60,11 +76,12 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--publishers P] [--in-flight W] [--body-bytes B] [--no-fsync] [--batch B]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]";
 
 #[derive(Debug, Clone)]
 struct Args {
     messages: usize,
+    warmup: usize,
     publishers: usize,
     in_flight: usize,
     body_bytes: usize,
@@ -72,17 +89,27 @@ struct Args {
     no_fsync: bool,
     /// Messages per push call (1 = Push, more = PushBatch).
     batch: usize,
+    /// Fixed-rate mode: messages per second over all publishers.
+    rate: Option<f64>,
+    /// Only the scenario with this many recipients.
+    recipients: Option<usize>,
+    /// One of the 13 subscribers lags during the measured phase.
+    slow: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut short = false;
     let mut messages = None;
+    let mut warmup = None;
     let mut publishers = 4;
     let mut in_flight = 64;
     let mut body_bytes = 1024;
     let mut no_fsync = false;
     let mut batch = 1;
-    let mut it = std::env::args().skip(1);
+    let mut rate = None;
+    let mut recipients = None;
+    let mut slow = false;
+    let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
             let v = it
@@ -94,28 +121,48 @@ fn parse_args() -> Result<Args, String> {
         match arg.as_str() {
             "--short" => short = true,
             "--no-fsync" => no_fsync = true,
+            "--slow" => slow = true,
             "--batch" => batch = value("--batch")?,
             "--messages" => messages = Some(value("--messages")?),
+            "--warmup" => warmup = Some(value("--warmup")?),
             "--publishers" => publishers = value("--publishers")?,
             "--in-flight" => in_flight = value("--in-flight")?,
             "--body-bytes" => body_bytes = value("--body-bytes")?,
+            "--rate" => rate = Some(value("--rate")? as f64),
+            "--recipients" => recipients = Some(value("--recipients")?),
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    let messages = messages.unwrap_or(if short { 300 } else { 20_000 });
-    if messages == 0 || publishers == 0 || in_flight == 0 {
+    let messages = messages.unwrap_or(match (short, rate) {
+        (true, _) => 300,
+        (false, Some(r)) => (r as usize * 10).max(1),
+        (false, None) => 20_000,
+    });
+    let warmup = warmup.unwrap_or(if short {
+        50
+    } else {
+        (messages / 10).min(2_000)
+    });
+    if messages == 0 || publishers == 0 || in_flight == 0 || rate == Some(0.0) {
         return Err(format!(
-            "--messages, --publishers and --in-flight must be at least 1\n{USAGE}"
+            "--messages, --publishers, --in-flight and --rate must be at least 1\n{USAGE}"
         ));
+    }
+    if slow && recipients.is_none() {
+        recipients = Some(13);
     }
     Ok(Args {
         messages,
+        warmup,
         publishers,
         in_flight,
         body_bytes,
         no_fsync,
         batch,
+        rate,
+        recipients,
+        slow,
     })
 }
 
@@ -136,22 +183,39 @@ fn to_joint_enforcement(d: Draft) -> Draft {
     d.to_mechanism("joint-enforcement")
 }
 
-/// What one publisher's timed phase produced.
+/// What one publisher's phase produced.
+#[derive(Default)]
 struct Published {
+    /// Push answered durable, from when it was sent (or scheduled).
     latencies: Vec<Duration>,
-    /// When each appended entry's push was sent.
+    /// When each appended entry's push was sent (or scheduled).
     sent_at: HashMap<(String, u64), Instant>,
     receipts: Vec<PushReceipt>,
     errors: Vec<String>,
     last_answer: Option<Instant>,
 }
 
+impl Published {
+    fn absorb(&mut self, other: Published) {
+        self.latencies.extend(other.latencies);
+        self.sent_at.extend(other.sent_at);
+        self.receipts.extend(other.receipts);
+        self.errors.extend(other.errors);
+        self.last_answer = match (self.last_answer, other.last_answer) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// What one subscriber saw.
 struct Received {
     unit: &'static str,
     seen: HashSet<(String, u64)>,
+    /// When each entry arrived (verified) at this subscriber.
+    received_at: HashMap<(String, u64), Instant>,
     /// When the receipt acknowledging each entry was answered durable.
-    acked_at: Vec<((String, u64), Instant)>,
+    acked_at: HashMap<(String, u64), Instant>,
     /// Entries the hub reported as newly acknowledged by this unit.
     newly_acknowledged: u64,
     /// Receipts this unit appended.
@@ -160,9 +224,6 @@ struct Received {
     /// Entries that are not of this run, or not addressed to this unit.
     foreign: Vec<String>,
     error: Option<String>,
-    /// When this unit had acknowledged every message.
-    complete_at: Option<Instant>,
-    expected: usize,
 }
 
 /// Figures of one scenario.
@@ -172,16 +233,185 @@ struct Report {
     failures: Vec<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Group-commit counters the hub process prints when it stops.
+#[derive(Default)]
+struct HubCounters {
+    batches: u64,
+    appended: u64,
+    largest_batch: u64,
+    commit_nanos: u64,
+}
+
+fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = match parse_args() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--serve-hub") {
+        return serve_hub(&argv[1..]);
+    }
+    let args = match parse_args(&argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(bench(args))
+}
+
+/// The hub side: `--serve-hub <hub.toml> [--no-fsync]`. Prints its address,
+/// serves until stdin closes, then prints its group-commit counters.
+fn serve_hub(args: &[String]) -> ExitCode {
+    let Some(config_path) = args.first() else {
+        eprintln!("--serve-hub needs a hub.toml");
+        return ExitCode::from(2);
+    };
+    let fsync = !args.iter().any(|a| a == "--no-fsync");
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BoxError::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let mut config = HubConfig::load(std::path::Path::new(config_path))?;
+                config.hub.fsync = fsync;
+                let hub = Hub::start(&config).await?;
+                println!("listening {}", hub.addr());
+                std::io::stdout().flush()?;
+                tokio::task::spawn_blocking(|| {
+                    let mut sink = Vec::new();
+                    std::io::stdin().read_to_end(&mut sink)
+                })
+                .await??;
+                let s = hub.stats();
+                hub.shutdown().await?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "batches": s.batches.load(Ordering::Relaxed),
+                        "appended": s.appended.load(Ordering::Relaxed),
+                        "largest_batch": s.largest_batch.load(Ordering::Relaxed),
+                        "commit_nanos": s.commit_nanos.load(Ordering::Relaxed),
+                    })
+                );
+                Ok::<(), BoxError>(())
+            })
+        });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench hub failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The hub process of one scenario.
+struct HubChild {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    addr: std::net::SocketAddr,
+}
+
+impl HubChild {
+    fn start(pki: &TestPki, fsync: bool) -> Result<Self, BoxError> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--serve-hub").arg(pki.path().join("hub.toml"));
+        if !fsync {
+            cmd.arg("--no-fsync");
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("hub has no stdout")?);
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .ok_or_else(|| format!("unexpected hub output {line:?}"))?
+            .parse()?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            addr,
+        })
+    }
+
+    /// User + system CPU time of the hub process so far.
+    fn cpu(&self) -> Result<Duration, BoxError> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64, BoxError> {
+            Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?)
+        };
+        Ok(Duration::from_secs_f64(
+            (ticks(11)? + ticks(12)?) / TICKS_PER_SEC,
+        ))
+    }
+
+    /// Peak resident set size so far (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> Result<u64, BoxError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .ok_or("no VmHWM")?;
+        Ok(line.split_whitespace().nth(1).ok_or("bad VmHWM")?.parse()?)
+    }
+
+    /// Closes stdin (the stop signal) and reads the counters it prints.
+    fn stop(mut self) -> Result<HubCounters, BoxError> {
+        drop(self.stdin.take());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut stdout = self.stdout;
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = tx.send(stdout.read_line(&mut line).map(|_| line));
+        });
+        let line = match rx.recv_timeout(STOP_TIMEOUT) {
+            Ok(l) => l?,
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(
+                    format!("hub did not shut down within {} s", STOP_TIMEOUT.as_secs()).into(),
+                );
+            }
+        };
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("hub exited with {status}").into());
+        }
+        let v: serde_json::Value = serde_json::from_str(line.trim())?;
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(HubCounters {
+            batches: n("batches"),
+            appended: n("appended"),
+            largest_batch: n("largest_batch"),
+            commit_nanos: n("commit_nanos"),
+        })
+    }
+}
+
+async fn bench(args: Args) -> ExitCode {
     let scenarios = [
         Scenario {
             name: "1 recipient",
@@ -197,7 +427,10 @@ async fn main() -> ExitCode {
         },
     ];
     let mut failed = false;
-    for scenario in &scenarios {
+    for scenario in scenarios
+        .iter()
+        .filter(|s| args.recipients.is_none_or(|n| n == s.subscribers.len()))
+    {
         match run(scenario, &args).await {
             Ok(report) => {
                 println!("{}", report.json);
@@ -253,14 +486,53 @@ fn r3(x: f64) -> f64 {
     (x * 1e3).round() / 1e3
 }
 
+/// p50/p90/p99/max in milliseconds.
+fn spread(mut v: Vec<Duration>) -> serde_json::Value {
+    v.sort_unstable();
+    serde_json::json!({
+        "p50": r3(millis(percentile(&v, 50.0))),
+        "p90": r3(millis(percentile(&v, 90.0))),
+        "p99": r3(millis(percentile(&v, 99.0))),
+        "max": r3(millis(v.last().copied().unwrap_or_default())),
+    })
+}
+
+fn spread_text(v: &serde_json::Value) -> String {
+    let g = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    format!(
+        "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
+        g("p50"),
+        g("p90"),
+        g("p99"),
+        g("max")
+    )
+}
+
+/// Per subscriber: how many entries it has acknowledged so far.
+type Progress = Vec<Arc<AtomicUsize>>;
+
+/// Waits until every subscriber acknowledged `count` entries; returns when
+/// the last one got there, or None after the timeout.
+async fn wait_acked(progress: &Progress, count: usize, timeout: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if progress.iter().all(|p| p.load(Ordering::Relaxed) >= count) {
+            return Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
-    let fsync = !args.no_fsync;
-    let hub = TestHub::start_with(|c| c.hub.fsync = fsync).await?;
-    let stats = hub
-        .hub
-        .as_ref()
-        .map(|h| h.stats())
-        .ok_or("the test hub has no in-process hub")?;
+    let pki = TestPki::generate()?;
+    let hub = HubChild::start(&pki, !args.no_fsync)?;
+    let connect = |unit: &str| {
+        let cfg = pki.unit_config(unit, hub.addr);
+        async move { Ok::<Client, BoxError>(Client::connect(&cfg?).await?) }
+    };
 
     // Publishers: one connection each, units cycled.
     let mut publishers = Vec::with_capacity(args.publishers);
@@ -270,20 +542,22 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
             .publisher_units
             .get(i % scenario.publisher_units.len())
             .ok_or("no publisher units")?;
-        publishers.push(hub.unit(unit).await?);
+        publishers.push(connect(unit).await?);
         publisher_units.push(unit);
     }
 
     // Messages split evenly, then signed before anything is timed.
     let sign_started = Instant::now();
-    let mut signed: Vec<Vec<pb::SignedMessage>> = Vec::with_capacity(publishers.len());
-    let mut expected_ids: HashSet<String> = HashSet::with_capacity(args.messages);
+    let total = args.warmup + args.messages;
+    let mut warm: Vec<Vec<pb::SignedMessage>> = Vec::with_capacity(publishers.len());
+    let mut measured: Vec<Vec<pb::SignedMessage>> = Vec::with_capacity(publishers.len());
+    let mut expected_ids: HashSet<String> = HashSet::with_capacity(total);
     let mut pushes_of: HashMap<String, usize> = HashMap::new();
+    let share = |n: usize, p: usize| n / args.publishers + usize::from(p < n % args.publishers);
     for (p, (client, unit)) in publishers.iter().zip(&publisher_units).enumerate() {
-        let count =
-            args.messages / args.publishers + usize::from(p < args.messages % args.publishers);
-        let mut mine = Vec::with_capacity(count);
-        for k in 0..count {
+        let (w, m) = (share(args.warmup, p), share(args.messages, p));
+        let mut mine = Vec::with_capacity(w + m);
+        for k in 0..w + m {
             let id = format!("bench-{p}-{k}");
             let draft = (scenario.audience)(
                 Draft::new(
@@ -296,139 +570,136 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
             mine.push(client.sign(draft)?);
             expected_ids.insert(id);
         }
-        *pushes_of.entry((*unit).to_string()).or_default() += count;
-        signed.push(mine);
+        *pushes_of.entry((*unit).to_string()).or_default() += w + m;
+        measured.push(mine.split_off(w));
+        warm.push(mine);
     }
     let sign_elapsed = sign_started.elapsed();
-    let total: usize = signed.iter().map(Vec::len).sum();
+    let measured_count: usize = measured.iter().map(Vec::len).sum();
     let expected_ids = Arc::new(expected_ids);
 
     // Subscribers listen from the start of their inboxes.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+    let slow_now = Arc::new(AtomicBool::new(false));
+    let mut progress: Progress = Vec::new();
     let mut subscriber_tasks = Vec::with_capacity(scenario.subscribers.len());
-    for unit in &scenario.subscribers {
-        let client = hub.unit(unit).await?;
+    for (i, unit) in scenario.subscribers.iter().enumerate() {
+        let client = connect(unit).await?;
+        let acked = Arc::new(AtomicUsize::new(0));
+        progress.push(acked.clone());
         subscriber_tasks.push(tokio::spawn(subscriber(
             unit,
             client,
             total,
             expected_ids.clone(),
             stop_rx.clone(),
-            done_tx.clone(),
+            acked,
+            (args.slow && i == 0).then(|| slow_now.clone()),
         )));
     }
-    drop(done_tx);
 
-    // Timed phase: W pushes in flight per publisher.
-    let started = Instant::now();
-    let mut publisher_tasks = Vec::with_capacity(publishers.len());
-    for (client, messages) in publishers.iter().cloned().zip(signed) {
-        publisher_tasks.push(tokio::spawn(publish(
-            client,
-            messages,
-            args.in_flight,
-            args.batch,
-        )));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    let mut sent_at: HashMap<(String, u64), Instant> = HashMap::with_capacity(total);
-    let mut receipts = Vec::with_capacity(total);
-    let mut push_errors = Vec::new();
-    let mut last_answer = started;
-    for task in publisher_tasks {
-        let p = task.await?;
-        latencies.extend(p.latencies);
-        sent_at.extend(p.sent_at);
-        receipts.extend(p.receipts);
-        push_errors.extend(p.errors);
-        if let Some(t) = p.last_answer {
-            last_answer = last_answer.max(t);
-        }
-    }
-    let push_elapsed = last_answer.saturating_duration_since(started);
-
-    // Drain: wait until every subscriber has everything (or gave up).
     let mut failures = Vec::new();
-    let drain_deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    let mut done = 0;
-    if push_errors.is_empty() {
-        while done < subscriber_tasks.len() {
-            match tokio::time::timeout_at(drain_deadline, done_rx.recv()).await {
-                Ok(Some(())) => done += 1,
-                Ok(None) => break,
-                Err(_) => {
-                    failures.push(format!(
-                        "drain timeout: only {done} of {} subscribers had every message {} s after the last push",
-                        subscriber_tasks.len(),
-                        DRAIN_TIMEOUT.as_secs()
-                    ));
-                    break;
-                }
-            }
-        }
+    let mut published = Published::default();
+    // Warm-up: pushed, then fully acknowledged, before anything is measured.
+    let warm_tasks: Vec<_> = publishers
+        .iter()
+        .cloned()
+        .zip(warm)
+        .map(|(c, m)| tokio::spawn(publish(c, m, args.in_flight, args.batch)))
+        .collect();
+    for t in warm_tasks {
+        published.absorb(t.await?);
     }
+    if published.errors.is_empty()
+        && wait_acked(&progress, args.warmup, DRAIN_TIMEOUT)
+            .await
+            .is_none()
+    {
+        failures.push("warm-up was not acknowledged in time".to_string());
+    }
+
+    // Measured phase.
+    slow_now.store(args.slow, Ordering::Relaxed);
+    let cpu_before = hub.cpu()?;
+    let started = Instant::now();
+    let tasks: Vec<_> = publishers
+        .iter()
+        .cloned()
+        .zip(measured)
+        .map(|(c, m)| match args.rate {
+            Some(rate) => tokio::spawn(publish_at_rate(
+                c,
+                m,
+                rate / args.publishers as f64,
+                started,
+            )),
+            None => tokio::spawn(publish(c, m, args.in_flight, args.batch)),
+        })
+        .collect();
+    let mut timed = Published::default();
+    for t in tasks {
+        timed.absorb(t.await?);
+    }
+    let push_elapsed = timed
+        .last_answer
+        .unwrap_or(started)
+        .saturating_duration_since(started);
+    let peak_during_push = hub.peak_rss_kib()?;
+    slow_now.store(false, Ordering::Relaxed);
+
+    // Drain: every recipient acknowledges everything.
+    let all_acked = if timed.errors.is_empty() && failures.is_empty() {
+        let t = wait_acked(&progress, total, DRAIN_TIMEOUT).await;
+        if t.is_none() {
+            failures.push(format!(
+                "drain timeout: not every subscriber acknowledged every message {} s after the last push",
+                DRAIN_TIMEOUT.as_secs()
+            ));
+        }
+        t
+    } else {
+        None
+    };
+    let cpu_used = hub.cpu()?.saturating_sub(cpu_before);
     tokio::time::sleep(GRACE).await;
     let _ = stop_tx.send(true);
     let mut received = Vec::with_capacity(subscriber_tasks.len());
     for task in subscriber_tasks {
         received.push(task.await?);
     }
-
-    // Group-commit counters of this hub (fresh: only this scenario's pushes).
-    let batches = stats.batches.load(Ordering::Relaxed);
-    // Receipts are entries too: count only the messages.
-    let receipts_appended: u64 = received.iter().map(|r| r.receipts).sum();
-    let appended = stats
-        .appended
-        .load(Ordering::Relaxed)
-        .saturating_sub(receipts_appended);
-    let largest_batch = stats.largest_batch.load(Ordering::Relaxed);
-    let commit_nanos = stats.commit_nanos.load(Ordering::Relaxed);
-    let mean_batch = stats.mean_batch();
-    let mean_commit = Duration::from_nanos(commit_nanos.checked_div(batches).unwrap_or(0));
-
+    let peak_rss_kib = hub.peak_rss_kib()?;
     drop(publishers);
-    match tokio::time::timeout(STOP_TIMEOUT, hub.stop()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => failures.push(format!("hub shutdown failed: {e}")),
-        Err(_) => failures.push(format!(
-            "hub did not shut down within {} s",
-            STOP_TIMEOUT.as_secs()
-        )),
-    }
+    let counters = match hub.stop() {
+        Ok(c) => c,
+        Err(e) => {
+            failures.push(format!("hub shutdown failed: {e}"));
+            HubCounters::default()
+        }
+    };
 
-    // Correctness gate.
+    // Correctness gate over warm-up and measured messages.
+    let measured_keys: Vec<((String, u64), Instant)> =
+        timed.sent_at.iter().map(|(k, t)| (k.clone(), *t)).collect();
+    let push_latencies = std::mem::take(&mut timed.latencies);
+    published.absorb(timed);
+    let receipts_appended: u64 = received.iter().map(|r| r.receipts).sum();
+    let appended = counters.appended.saturating_sub(receipts_appended);
     check_pushes(
-        &receipts,
-        &push_errors,
+        &published.receipts,
+        &published.errors,
         &pushes_of,
         total,
         scenario.subscribers.len(),
         appended,
         &mut failures,
     );
-    let pushed: HashSet<(String, u64)> = receipts
+    let pushed: HashSet<(String, u64)> = published
+        .receipts
         .iter()
         .map(|r| (r.channel.clone(), r.seq))
         .collect();
-    let mut complete_at = Some(started);
     for r in &received {
         check_subscriber(r, &pushed, &mut failures);
-        complete_at = match (complete_at, r.complete_at) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-    }
-    let delivered_elapsed = complete_at.map(|t| t.saturating_duration_since(started));
-    // Acknowledgement latency: push sent -> that recipient's receipt durable.
-    let mut ack_latencies: Vec<Duration> = received
-        .iter()
-        .flat_map(|r| r.acked_at.iter())
-        .filter_map(|(key, at)| sent_at.get(key).map(|s| at.saturating_duration_since(*s)))
-        .collect();
-    ack_latencies.sort_unstable();
-    for r in &received {
         if r.newly_acknowledged != total as u64 {
             failures.push(format!(
                 "subscriber {}: the hub counted {} new acknowledgements for {total} messages",
@@ -437,61 +708,100 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         }
     }
 
-    latencies.sort_unstable();
-    let p50 = percentile(&latencies, 50.0);
-    let p99 = percentile(&latencies, 99.0);
-    let pushes_per_sec = per_sec(receipts.len(), push_elapsed);
-    let delivered_per_sec = delivered_elapsed.map(|d| per_sec(total, d));
-    let sign_per_sec = per_sec(total, sign_elapsed);
+    // Latencies of measured messages: to all N delivered, to all N acknowledged.
+    let latest = |of: &dyn Fn(&Received) -> Option<Instant>| {
+        received.iter().map(of).try_fold(None::<Instant>, |m, t| {
+            t.map(|t| Some(m.map_or(t, |m: Instant| m.max(t))))
+        })
+    };
+    let mut delivered_all = Vec::with_capacity(measured_keys.len());
+    let mut acked_all = Vec::with_capacity(measured_keys.len());
+    for (key, sent) in &measured_keys {
+        if let Some(Some(t)) = latest(&|r| r.received_at.get(key).copied()) {
+            delivered_all.push(t.saturating_duration_since(*sent));
+        }
+        if let Some(Some(t)) = latest(&|r| r.acked_at.get(key).copied()) {
+            acked_all.push(t.saturating_duration_since(*sent));
+        }
+    }
+
     let ok = failures.is_empty();
-    let commit_busy = if push_elapsed.is_zero() {
+    let pushes_per_sec = per_sec(measured_count, push_elapsed);
+    let acked_elapsed = all_acked.map(|t| t.saturating_duration_since(started));
+    let acked_per_sec = acked_elapsed.map(|d| per_sec(measured_count, d));
+    let cpu_per_1000 = cpu_used.as_secs_f64() * 1000.0 / measured_count as f64;
+    let mean_batch = if counters.batches == 0 {
         0.0
     } else {
-        commit_nanos as f64 / push_elapsed.as_nanos() as f64
+        counters.appended as f64 / counters.batches as f64
     };
-
+    let mean_commit_ms = millis(Duration::from_nanos(
+        counters
+            .commit_nanos
+            .checked_div(counters.batches)
+            .unwrap_or(0),
+    ));
+    let push_spread = spread(push_latencies);
+    let delivered_spread = spread(delivered_all);
+    let acked_spread = spread(acked_all);
     let json = serde_json::json!({
         "scenario": scenario.name,
-        "messages": total,
+        "mode": if args.rate.is_some() { "fixed-rate" } else { "throughput" },
+        "rate": args.rate,
+        "messages": measured_count,
+        "warmup": args.warmup,
         "publishers": args.publishers,
         "in_flight": args.in_flight,
         "body_bytes": args.body_bytes,
         "fsync": !args.no_fsync,
         "batch": args.batch,
         "recipients": scenario.subscribers.len(),
+        "slow_subscriber": args.slow,
         "pushes_per_sec": r3(pushes_per_sec),
-        "acknowledged_by_all_per_sec": delivered_per_sec.map(r3),
-        "ack_p50_ms": r3(millis(percentile(&ack_latencies, 50.0))),
-        "ack_p99_ms": r3(millis(percentile(&ack_latencies, 99.0))),
-        "push_p50_ms": r3(millis(p50)),
-        "push_p99_ms": r3(millis(p99)),
+        "acknowledged_by_all_per_sec": acked_per_sec.map(r3),
+        "push_ms": push_spread,
+        "delivered_to_all_ms": delivered_spread,
+        "acknowledged_by_all_ms": acked_spread,
+        "hub_cpu_s_per_1000": r3(cpu_per_1000),
+        "hub_peak_rss_mib": r3(peak_rss_kib as f64 / 1024.0),
+        "hub_peak_rss_mib_during_push": r3(peak_during_push as f64 / 1024.0),
         "mean_batch": r3(mean_batch),
-        "largest_batch": largest_batch,
-        "mean_commit_ms": r3(millis(mean_commit)),
-        "sign_per_sec": r3(sign_per_sec),
+        "largest_batch": counters.largest_batch,
+        "mean_commit_ms": r3(mean_commit_ms),
+        "sign_per_sec": r3(per_sec(total, sign_elapsed)),
         "ok": ok,
     });
     let summary = format!(
-        "[{}] {}: {total} msgs, {} publishers x {} in flight, {} B bodies | push {:.0}/s over {:.2} s (p50 {:.1} ms, p99 {:.1} ms) | acknowledged by all {} (ack p50 {:.1} ms, p99 {:.1} ms) | {batches} flushes, mean {:.1}, largest {largest_batch}, {:.2} ms each, appender busy {:.0}% | sign {:.0}/s",
+        "[{}] {} ({}{}): {measured_count} msgs (+{} warm-up), {} publishers, {} B bodies\n  push {:.0}/s over {:.2} s, confirmed {}\n  delivered to all {}\n  acknowledged by all {}, {}\n  hub CPU {:.3} s per 1000 msgs, peak RSS {:.1} MiB | {} flushes, mean {:.1}, largest {}, {:.2} ms each",
         if ok { "ok" } else { "FAIL" },
         scenario.name,
+        match args.rate {
+            Some(r) => format!("fixed rate {r}/s"),
+            None => format!("throughput, {} in flight", args.in_flight),
+        },
+        if args.slow {
+            ", one slow subscriber"
+        } else {
+            ""
+        },
+        args.warmup,
         args.publishers,
-        args.in_flight,
         args.body_bytes,
         pushes_per_sec,
         push_elapsed.as_secs_f64(),
-        millis(p50),
-        millis(p99),
-        match (delivered_per_sec, delivered_elapsed) {
+        spread_text(&push_spread),
+        spread_text(&delivered_spread),
+        match (acked_per_sec, acked_elapsed) {
             (Some(r), Some(d)) => format!("{r:.0}/s over {:.2} s", d.as_secs_f64()),
             _ => "never".to_string(),
         },
-        millis(percentile(&ack_latencies, 50.0)),
-        millis(percentile(&ack_latencies, 99.0)),
+        spread_text(&acked_spread),
+        cpu_per_1000,
+        peak_rss_kib as f64 / 1024.0,
+        counters.batches,
         mean_batch,
-        millis(mean_commit),
-        commit_busy * 100.0,
-        sign_per_sec,
+        counters.largest_batch,
+        mean_commit_ms,
     );
     Ok(Report {
         json,
@@ -511,8 +821,7 @@ async fn publish(
         latencies: Vec::with_capacity(messages.len()),
         sent_at: HashMap::with_capacity(messages.len()),
         receipts: Vec::with_capacity(messages.len()),
-        errors: Vec::new(),
-        last_answer: None,
+        ..Published::default()
     };
     // Chunks of `batch` messages (1 = plain Push), `in_flight` messages outstanding.
     let chunks: Vec<Vec<pb::SignedMessage>> = messages
@@ -546,17 +855,52 @@ async fn publish(
         })
         .buffer_unordered(calls_in_flight);
     while let Some((sent, answered, results)) = answers.next().await {
-        out.last_answer = Some(out.last_answer.map_or(answered, |t| t.max(answered)));
         for r in results {
-            out.latencies.push(answered.saturating_duration_since(sent));
-            match r {
-                Ok(receipt) => {
-                    out.sent_at
-                        .insert((receipt.channel.clone(), receipt.seq), sent);
-                    out.receipts.push(receipt);
-                }
-                Err(e) => out.errors.push(e),
+            out.record(sent, answered, r);
+        }
+    }
+    out
+}
+
+impl Published {
+    fn record(&mut self, sent: Instant, answered: Instant, r: Result<PushReceipt, String>) {
+        self.last_answer = Some(self.last_answer.map_or(answered, |t| t.max(answered)));
+        self.latencies
+            .push(answered.saturating_duration_since(sent));
+        match r {
+            Ok(receipt) => {
+                self.sent_at
+                    .insert((receipt.channel.clone(), receipt.seq), sent);
+                self.receipts.push(receipt);
             }
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+/// Pushes message i at `start + i / rate`, whatever happened to earlier
+/// ones (open loop); latency counts from that scheduled time.
+async fn publish_at_rate(
+    client: Client,
+    messages: Vec<pb::SignedMessage>,
+    rate: f64,
+    start: Instant,
+) -> Published {
+    let mut pushes = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        let scheduled = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let client = client.clone();
+        pushes.push(tokio::spawn(async move {
+            let r = client.push_signed(m).await.map_err(|e| e.to_string());
+            (scheduled, Instant::now(), r)
+        }));
+    }
+    let mut out = Published::default();
+    for p in pushes {
+        match p.await {
+            Ok((scheduled, answered, r)) => out.record(scheduled, answered, r),
+            Err(e) => out.errors.push(format!("push task failed: {e}")),
         }
     }
     out
@@ -568,11 +912,12 @@ const ACK_BATCH: usize = 256;
 const ACK_LINGER: Duration = Duration::from_millis(20);
 
 /// Sends one receipt for the pending entries and records when each was
-/// acknowledged; marks the subscriber complete once it acknowledged all.
+/// acknowledged.
 async fn acknowledge(
     client: &Client,
     pending: &mut Vec<pb::EntryPin>,
     r: &mut Received,
+    progress: &AtomicUsize,
 ) -> Result<(), String> {
     if pending.is_empty() {
         return Ok(());
@@ -587,52 +932,48 @@ async fn acknowledge(
     r.receipts += u64::from(outcome.receipt.is_some());
     r.acked_at
         .extend(pins.into_iter().map(|p| ((p.channel, p.seq), now)));
-    if r.complete_at.is_none() && r.acked_at.len() >= r.expected {
-        r.complete_at = Some(now);
-    }
+    progress.store(r.acked_at.len(), Ordering::Relaxed);
     Ok(())
 }
 
-/// Reads one unit's inbox until stopped, recording every (channel, seq).
+/// Reads one unit's inbox until stopped, recording and acknowledging every
+/// (channel, seq). While `slow` is set, dawdles over each entry.
 async fn subscriber(
     unit: &'static str,
     client: Client,
     expected: usize,
     ids: Arc<HashSet<String>>,
     mut stop: watch::Receiver<bool>,
-    done: mpsc::UnboundedSender<()>,
+    progress: Arc<AtomicUsize>,
+    slow: Option<Arc<AtomicBool>>,
 ) -> Received {
     let mut r = Received {
         unit,
         seen: HashSet::with_capacity(expected),
-        acked_at: Vec::with_capacity(expected),
+        received_at: HashMap::with_capacity(expected),
+        acked_at: HashMap::with_capacity(expected),
         newly_acknowledged: 0,
         receipts: 0,
         duplicates: 0,
         foreign: Vec::new(),
         error: None,
-        complete_at: None,
-        expected,
     };
     let mut inbox = Box::pin(client.subscribe(0));
-    let mut signalled = false;
     let mut pending: Vec<pb::EntryPin> = Vec::new();
+    // A partial receipt goes out ACK_LINGER after its first entry arrived.
+    let mut first_pending = Instant::now();
     loop {
         let linger = if pending.is_empty() {
             Duration::from_secs(3600)
         } else {
-            ACK_LINGER
+            ACK_LINGER.saturating_sub(first_pending.elapsed())
         };
         let next: Option<Result<tongbao_client::VerifiedEntry, ClientError>> = tokio::select! {
             n = inbox.next() => n,
             _ = tokio::time::sleep(linger) => {
-                if let Err(e) = acknowledge(&client, &mut pending, &mut r).await {
+                if let Err(e) = acknowledge(&client, &mut pending, &mut r, &progress).await {
                     r.error = Some(e);
                     break;
-                }
-                if !signalled && r.complete_at.is_some() {
-                    signalled = true;
-                    let _ = done.send(());
                 }
                 continue;
             }
@@ -640,6 +981,13 @@ async fn subscriber(
         };
         match next {
             Some(Ok(entry)) => {
+                let key = (entry.channel().to_string(), entry.seq());
+                r.received_at
+                    .entry(key.clone())
+                    .or_insert_with(Instant::now);
+                if pending.is_empty() {
+                    first_pending = Instant::now();
+                }
                 pending.push(entry.pin());
                 let m = entry.message();
                 if !ids.contains(&m.message_id)
@@ -655,18 +1003,17 @@ async fn subscriber(
                         entry.entry.recipients
                     ));
                 }
-                if !r.seen.insert((entry.channel().to_string(), entry.seq())) {
+                if !r.seen.insert(key) {
                     r.duplicates += 1;
                 }
                 if pending.len() >= ACK_BATCH
-                    && let Err(e) = acknowledge(&client, &mut pending, &mut r).await
+                    && let Err(e) = acknowledge(&client, &mut pending, &mut r, &progress).await
                 {
                     r.error = Some(e);
                     break;
                 }
-                if r.complete_at.is_some() && !signalled {
-                    signalled = true;
-                    let _ = done.send(());
+                if slow.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    tokio::time::sleep(SLOW_PER_ENTRY).await;
                 }
             }
             Some(Err(e)) => {
@@ -678,9 +1025,6 @@ async fn subscriber(
                 break;
             }
         }
-    }
-    if !signalled {
-        let _ = done.send(());
     }
     r
 }
