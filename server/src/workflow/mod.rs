@@ -517,6 +517,10 @@ mod tests {
             leaf_hash: [1; 32],
             hub_micros: 1,
             encoded: entry.encode_to_vec(),
+            shared: std::sync::Arc::new(crate::store::StoredEntry {
+                entry,
+                leaf_hash: [1; 32],
+            }),
             deliveries: Vec::new(),
             answers: Vec::new(),
             answer_kind: AnswerKind::Acknowledged,
