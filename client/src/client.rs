@@ -1239,6 +1239,27 @@ impl Client {
         self.prove_pins(&entries).await
     }
 
+    /// Whether a subscription may resume after `status`; if not, the
+    /// reason has been handed to the subscriber.
+    async fn may_resume(
+        &self,
+        status: tonic::Status,
+        generation: u64,
+        tx: &mpsc::Sender<Result<VerifiedEntry, ClientError>>,
+    ) -> bool {
+        let e = ClientError::from(status);
+        let last = match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
+            Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {
+                tracing::debug!(error = %e, "subscription interrupted; resuming");
+                return true;
+            }
+            Ok(NextStep::GiveUp) => e,
+            Err(refused) => refused,
+        };
+        let _ = tx.send(Err(last)).await;
+        false
+    }
+
     async fn run_subscription(
         self,
         mut cursor: u64,
@@ -1296,38 +1317,18 @@ impl Client {
                             }
                             Ok(None) => break,
                             Err(status) => {
-                                let e = ClientError::from(status);
-                                match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
-                                    Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {}
-                                    Ok(NextStep::GiveUp) => {
-                                        let _ = tx.send(Err(e)).await;
-                                        return;
-                                    }
-                                    Err(refused) => {
-                                        let _ = tx.send(Err(refused)).await;
-                                        return;
-                                    }
+                                if !self.may_resume(status, generation, &tx).await {
+                                    return;
                                 }
-                                tracing::debug!(error = %e, "subscription interrupted; resuming");
                                 break;
                             }
                         }
                     }
                 }
                 Err(status) => {
-                    let e = ClientError::from(status);
-                    match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
-                        Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {}
-                        Ok(NextStep::GiveUp) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                        Err(refused) => {
-                            let _ = tx.send(Err(refused)).await;
-                            return;
-                        }
+                    if !self.may_resume(status, generation, &tx).await {
+                        return;
                     }
-                    tracing::debug!(error = %e, "subscription failed; retrying");
                 }
             }
             tokio::select! {

@@ -527,13 +527,7 @@ impl DirectoryService {
         );
         Ok((
             pb::RotateKeyResponse {
-                appended: Some(pb::PushResponse {
-                    channel: appended.channel,
-                    seq: appended.seq,
-                    leaf_hash: appended.leaf_hash.to_vec(),
-                    duplicate: appended.duplicate,
-                    recipients: appended.recipients,
-                }),
+                appended: Some(pb::PushResponse::from(appended)),
                 new_key_id: announced.key_id,
                 retired_key_id: old_key,
                 effective_micros: effective,

@@ -101,6 +101,19 @@ pub(crate) fn storage_status(e: StoreError) -> Status {
     Status::internal(format!("storage error: {e}"))
 }
 
+/// What every appending call answers: the entry's position, once durable.
+impl From<crate::appender::Appended> for tongbao_proto::pb::PushResponse {
+    fn from(appended: crate::appender::Appended) -> Self {
+        Self {
+            channel: appended.channel,
+            seq: appended.seq,
+            leaf_hash: appended.leaf_hash.to_vec(),
+            duplicate: appended.duplicate,
+            recipients: appended.recipients,
+        }
+    }
+}
+
 impl From<AppendError> for Status {
     fn from(e: AppendError) -> Self {
         match &e {

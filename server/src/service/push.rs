@@ -89,13 +89,7 @@ async fn push_one(
             )),
             other => other.into(),
         })?;
-    Ok(pb::PushResponse {
-        channel: appended.channel,
-        seq: appended.seq,
-        leaf_hash: appended.leaf_hash.to_vec(),
-        duplicate: appended.duplicate,
-        recipients: appended.recipients,
-    })
+    Ok(pb::PushResponse::from(appended))
 }
 
 pub(crate) fn policy_status(e: PolicyError) -> Status {

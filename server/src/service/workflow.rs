@@ -184,13 +184,7 @@ impl WorkflowService {
                 .apply(&stored.entry, &stored.leaf_hash)
                 .map_err(refusal_status)?;
         }
-        Ok(pb::PushResponse {
-            channel: appended.channel,
-            seq: appended.seq,
-            leaf_hash: appended.leaf_hash.to_vec(),
-            duplicate: appended.duplicate,
-            recipients: appended.recipients,
-        })
+        Ok(pb::PushResponse::from(appended))
     }
 
     /// Entries of a case that `who` sent or received, from the case index:
