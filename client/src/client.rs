@@ -464,6 +464,11 @@ impl Client {
         }
     }
 
+    /// Whether entries handed over are first proven in a checkpoint.
+    pub(crate) fn verifies_inclusion(&self) -> bool {
+        self.verify_inclusion
+    }
+
     /// Who this client is.
     pub fn identity(&self) -> &Principal {
         &self.identity

@@ -590,6 +590,10 @@ impl Client {
             }
             out.push(v);
         }
+        // Like every delivered entry: proven in a verified checkpoint.
+        if self.verifies_inclusion() && !out.is_empty() {
+            self.prove_included(&out.iter().collect::<Vec<_>>()).await?;
+        }
         Ok(out)
     }
 }
