@@ -699,6 +699,25 @@ mod tests {
     }
 
     #[test]
+    fn first_serving_wins_and_fresh_entries_read_back_alike()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), false)?;
+        s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+        let served = [("tax".to_string(), 0, "finance".to_string())];
+        s.mark_fetched(&served, 10)?;
+        s.mark_fetched(&served, 20)?;
+        assert_eq!(s.fetched("tax", 0)?, vec![("finance".to_string(), 10)]);
+        // From memory (just committed) and from disk (after reopening): the same.
+        let cached = s.entry("tax", 0)?.map(|e| (e.entry, e.leaf_hash));
+        drop(s);
+        let s = reopen(dir.path())?;
+        assert_eq!(s.entry("tax", 0)?.map(|e| (e.entry, e.leaf_hash)), cached);
+        assert_eq!(s.stored_hashes("tax", &[0])?, vec![[100; HASH_LEN]]);
+        Ok(())
+    }
+
+    #[test]
     fn inbox_names_that_prefix_each_other_stay_apart() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let s = SledStore::open(dir.path(), false)?;
