@@ -407,25 +407,34 @@ impl TestPki {
     }
 }
 
+impl TestPki {
+    /// A plain rustls client config with a unit's current certificate, for
+    /// tests that handshake below the client library.
+    pub fn unit_tls_config(&self, unit: &str) -> Result<rustls::ClientConfig, BoxError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = self.path().join("units").join(unit);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path().join("ca.pem"))? {
+            roots.add(c?)?;
+        }
+        let chain =
+            CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
+        Ok(rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?)
+    }
+}
+
 /// The certificate (DER) a hub presents to a new handshake now.
 pub async fn served_hub_cert(
     pki: &TestPki,
     unit: &str,
     hub: SocketAddr,
 ) -> Result<Vec<u8>, BoxError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let dir = pki.path().join("units").join(unit);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.path().join("ca.pem"))? {
-        roots.add(c?)?;
-    }
-    let chain =
-        CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    use rustls_pki_types::ServerName;
+    let config = pki.unit_tls_config(unit)?;
     let tcp = tokio::net::TcpStream::connect(hub).await?;
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(ServerName::try_from("localhost")?, tcp)

@@ -535,19 +535,7 @@ async fn sighup_reloads_the_crl_when_the_file_watch_is_off() -> TestResult {
 
 /// A rustls client with a session cache that would resume if the hub let it.
 fn resuming_client(pki: &TestPki, unit: &str) -> Result<Arc<rustls::ClientConfig>, BoxError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let dir = pki.path().join("units").join(unit);
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.path().join("ca.pem"))? {
-        roots.add(c?)?;
-    }
-    let chain =
-        CertificateDer::pem_file_iter(dir.join("cert.pem"))?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))?;
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)?;
+    let mut config = pki.unit_tls_config(unit)?;
     config.resumption = rustls::client::Resumption::in_memory_sessions(64);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
