@@ -1240,19 +1240,25 @@ impl Client {
     /// Proves the inclusion of entries already handed over.
     async fn check_backlog(&self, backlog: &mut InclusionBacklog) -> Result<(), ClientError> {
         let entries = std::mem::take(&mut backlog.entries);
-        backlog.since = None;
-        self.prove_pins(&entries).await
+        let since = backlog.since.take();
+        let proved = self.prove_pins(&entries).await;
+        // A connection lost mid-proof proves nothing either way: keep the
+        // entries for the next attempt after the reconnect.
+        if proved.as_ref().is_err_and(ClientError::is_transient) {
+            backlog.entries = entries;
+            backlog.since = since;
+        }
+        proved
     }
 
     /// Whether a subscription may resume after `status`; if not, the
     /// reason has been handed to the subscriber.
     async fn may_resume(
         &self,
-        status: tonic::Status,
+        e: ClientError,
         generation: u64,
         tx: &mpsc::Sender<Result<VerifiedEntry, ClientError>>,
     ) -> bool {
-        let e = ClientError::from(status);
         let last = match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
             Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {
                 tracing::debug!(error = %e, "subscription interrupted; resuming");
@@ -1290,7 +1296,9 @@ impl Client {
                             _ = tx.closed() => return,
                             _ = tokio::time::sleep(INCLUSION_CHECK_EVERY), if !unchecked.is_empty() => {
                                 if let Err(e) = self.check_backlog(&mut unchecked).await {
-                                    let _ = tx.send(Err(e)).await;
+                                    if self.may_resume(e, generation, &tx).await {
+                                        break;
+                                    }
                                     return;
                                 }
                                 continue;
@@ -1316,13 +1324,15 @@ impl Client {
                                 if unchecked.due()
                                     && let Err(e) = self.check_backlog(&mut unchecked).await
                                 {
-                                    let _ = tx.send(Err(e)).await;
+                                    if self.may_resume(e, generation, &tx).await {
+                                        break;
+                                    }
                                     return;
                                 }
                             }
                             Ok(None) => break,
                             Err(status) => {
-                                if !self.may_resume(status, generation, &tx).await {
+                                if !self.may_resume(status.into(), generation, &tx).await {
                                     return;
                                 }
                                 break;
@@ -1331,7 +1341,7 @@ impl Client {
                     }
                 }
                 Err(status) => {
-                    if !self.may_resume(status, generation, &tx).await {
+                    if !self.may_resume(status.into(), generation, &tx).await {
                         return;
                     }
                 }
