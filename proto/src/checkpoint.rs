@@ -249,18 +249,34 @@ fn checked_name(name: &str) -> Result<String, NoteError> {
     }
 }
 
-/// Signs note texts with Ed25519 (type 0x01) under a key name.
+/// A named Ed25519 key that signs notes. Plain note signatures (type 0x01,
+/// [`NoteSigner`]) and timestamped cosignatures ([`Cosigner`]) differ only
+/// in the key type, hence the key id, and in what they sign.
 #[derive(Debug)]
-pub struct NoteSigner<'k> {
+pub struct NamedNoteKey<'k, const COSIGNATURE: bool> {
     name: String,
     key: &'k SigningKey,
     key_id: u32,
 }
 
-impl<'k> NoteSigner<'k> {
+/// Signs note texts with Ed25519 (type 0x01) under a key name.
+pub type NoteSigner<'k> = NamedNoteKey<'k, false>;
+
+/// Produces timestamped cosignature/v1 signatures on checkpoints: a
+/// witness's statement that, at that time, this was the largest consistent
+/// head it had seen for the origin.
+pub type Cosigner<'k> = NamedNoteKey<'k, true>;
+
+impl<'k, const COSIGNATURE: bool> NamedNoteKey<'k, COSIGNATURE> {
+    const KEY_TYPE: KeyType = if COSIGNATURE {
+        KeyType::CosignatureV1
+    } else {
+        KeyType::Ed25519
+    };
+
     pub fn new(name: &str, key: &'k SigningKey) -> Result<Self, NoteError> {
         let name = checked_name(name)?;
-        let key_id = note_key_id(&name, KeyType::Ed25519, key.public_key());
+        let key_id = note_key_id(&name, Self::KEY_TYPE, key.public_key());
         Ok(Self { name, key, key_id })
     }
 
@@ -274,39 +290,11 @@ impl<'k> NoteSigner<'k> {
 
     /// The matching verifier, to publish (as a vkey) or to check with.
     pub fn verifier(&self) -> Result<NoteVerifier, NoteError> {
-        NoteVerifier::new(&self.name, KeyType::Ed25519, self.key.public_key())
+        NoteVerifier::new(&self.name, Self::KEY_TYPE, self.key.public_key())
     }
 }
 
-/// Produces timestamped cosignature/v1 signatures on checkpoints: a
-/// witness's statement that, at that time, this was the largest consistent
-/// head it had seen for the origin.
-#[derive(Debug)]
-pub struct Cosigner<'k> {
-    name: String,
-    key: &'k SigningKey,
-    key_id: u32,
-}
-
-impl<'k> Cosigner<'k> {
-    pub fn new(name: &str, key: &'k SigningKey) -> Result<Self, NoteError> {
-        let name = checked_name(name)?;
-        let key_id = note_key_id(&name, KeyType::CosignatureV1, key.public_key());
-        Ok(Self { name, key, key_id })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn key_id(&self) -> u32 {
-        self.key_id
-    }
-
-    pub fn verifier(&self) -> Result<NoteVerifier, NoteError> {
-        NoteVerifier::new(&self.name, KeyType::CosignatureV1, self.key.public_key())
-    }
-
+impl Cosigner<'_> {
     /// The signature line (`"— <name> <base64>\n"`) cosigning `checkpoint` at
     /// `timestamp` (POSIX seconds). Append it to the signed checkpoint note.
     pub fn cosign(&self, checkpoint: &Checkpoint, timestamp: u64) -> Result<String, NoteError> {

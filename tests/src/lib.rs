@@ -187,6 +187,32 @@ pub fn code_of(e: &ClientError) -> Option<tonic::Code> {
     e.code()
 }
 
+/// A unit's signing keys as the hub's registry lists them, with their
+/// validity intervals.
+pub async fn registered_keys(
+    client: &Client,
+    unit: &str,
+) -> Result<Vec<tongbao_proto::pb::SigningKey>, BoxError> {
+    Ok(client
+        .list_units()
+        .await?
+        .units
+        .into_iter()
+        .find(|u| u.id == unit)
+        .ok_or_else(|| format!("the registry lists no unit {unit}"))?
+        .keys)
+}
+
+/// The key with this id among `keys`.
+pub fn key_with_id<'a>(
+    keys: &'a [tongbao_proto::pb::SigningKey],
+    key_id: &str,
+) -> Result<&'a tongbao_proto::pb::SigningKey, BoxError> {
+    keys.iter()
+        .find(|k| k.key_id == key_id)
+        .ok_or_else(|| format!("no key {key_id} in the registry").into())
+}
+
 /// Asserts a call was refused with `code` and a message mentioning `words`
 /// (what an engineer reading the error needs to see).
 pub fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>, code: tonic::Code, words: &str) {

@@ -5,7 +5,7 @@ use tongbao_client::{Client, ClientError};
 use tongbao_proto::keys::{SigningKey, encode_public_key};
 use tongbao_proto::pb;
 use tongbao_server::Hub;
-use tongbao_tests::{BoxError, TestHub, TestResult, note};
+use tongbao_tests::{BoxError, TestHub, TestResult, note, registered_keys};
 
 /// The status code and message of a refused admin call.
 fn refused<T: std::fmt::Debug>(
@@ -295,13 +295,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     t.addr = hub.addr();
     t.hub = Some(hub);
     let ops = operator(&t).await?;
-    let units = ops.list_units().await?;
-    let tax_keys = &units
-        .units
-        .iter()
-        .find(|u| u.id == "tax")
-        .ok_or("no tax")?
-        .keys;
+    let tax_keys = registered_keys(&ops, "tax").await?;
     assert!(tax_keys.iter().any(|k| k.key_id == new_key.key_id()));
     assert!(
         tax_keys

@@ -13,7 +13,8 @@ use tongbao_proto::keys::SigningKey;
 use tongbao_proto::{pb, rotation};
 use tongbao_server::pki::{self, Party, RevocationReason, RevokeTarget};
 use tongbao_tests::{
-    BoxError, HubProcess, TestHub, TestPki, TestResult, note, served_hub_cert, wait_until,
+    BoxError, HubProcess, TestHub, TestPki, TestResult, key_with_id, note, registered_keys,
+    served_hub_cert, wait_until,
 };
 
 const UNITS: [&str; 3] = ["tax", "finance", "civil-affairs"];
@@ -443,21 +444,9 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
     assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
 
     // The registry keeps both keys with their intervals.
-    let units = tax.list_units().await?;
-    let keys = &units
-        .units
-        .iter()
-        .find(|u| u.id == "tax")
-        .ok_or("no tax")?
-        .keys;
-    let old = keys
-        .iter()
-        .find(|k| k.key_id == old_key.key_id())
-        .ok_or("old key gone")?;
-    let new = keys
-        .iter()
-        .find(|k| k.key_id == new_id)
-        .ok_or("new key missing")?;
+    let keys = registered_keys(&tax, "tax").await?;
+    let old = key_with_id(&keys, old_key.key_id())?;
+    let new = key_with_id(&keys, &new_id)?;
     assert_eq!(old.valid_until_micros, rotated.effective_micros);
     assert_eq!(new.valid_from_micros, rotated.effective_micros);
     assert_eq!(new.valid_until_micros, 0);
@@ -751,21 +740,10 @@ async fn a_crash_between_announcing_and_registering_a_key_is_finished_at_restart
     let entry = finance.get_entry("tax", before.seq + 1).await?;
     assert_eq!(entry.message().message_id, message_id);
     let effective = entry.entry.hub_micros;
-    let units = finance.list_units().await?;
-    let keys = &units
-        .units
-        .iter()
-        .find(|u| u.id == "tax")
-        .ok_or("no tax")?
-        .keys;
-    let old = keys
-        .iter()
-        .find(|k| k.key_id == old_key.key_id())
-        .ok_or("old key gone")?;
-    let new = keys
-        .iter()
-        .find(|k| k.key_id == new_key.key_id())
-        .ok_or("the new key was not registered at restart")?;
+    let keys = registered_keys(&finance, "tax").await?;
+    let old = key_with_id(&keys, old_key.key_id())?;
+    // The new key was registered at restart.
+    let new = key_with_id(&keys, new_key.key_id())?;
     assert_eq!(old.valid_until_micros, effective);
     assert_eq!(
         (new.valid_from_micros, new.valid_until_micros),
