@@ -48,9 +48,18 @@ pub struct AppendRequest {
     pub digest: Hash,
     /// Entries this message answers (receipt or exception feedback), already
     /// checked: the sender is their recipient and the leaf hashes match.
-    pub answers: Vec<(String, u64)>,
+    pub answers: Vec<Answered>,
     pub answer_kind: AnswerKind,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// An entry a receipt or exception feedback answers, with its position in
+/// the answering unit's inbox (where the answer is recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub channel: String,
+    pub seq: u64,
+    pub cursor: u64,
 }
 
 /// The durable answer to a push.
@@ -186,7 +195,7 @@ impl Appender {
         sender: String,
         signed: pb::SignedMessage,
         digest: Hash,
-        answers: Vec<(String, u64)>,
+        answers: Vec<Answered>,
         answer_kind: AnswerKind,
     ) -> Result<Appended, AppendError> {
         let kib = (prost::Message::encoded_len(&signed) / 1024 + 1).min(QUEUE_BUDGET_KIB);
@@ -292,7 +301,8 @@ impl Writer {
         let mut heads: HashMap<String, ChannelHead> = HashMap::new();
         let mut inbox_heads: HashMap<String, u64> = HashMap::new();
         let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
-        let mut answered: HashMap<(String, u64, String), u64> = HashMap::new();
+        // (answering unit, position in its inbox) answered earlier in this batch.
+        let mut answered: HashMap<(String, u64), u64> = HashMap::new();
         // Merkle hashes of this batch, not yet in the store.
         let mut pending_hashes: HashMap<String, HashMap<u64, Hash>> = HashMap::new();
         let mut new_entries: Vec<NewEntry> = Vec::new();
@@ -357,15 +367,14 @@ impl Writer {
             let mut earlier = Vec::new();
             let mut fresh = Vec::new();
             let mut lookup_failed = None;
-            for (channel, seq) in answers {
-                let key = (channel.clone(), seq, sender.clone());
-                if let Some(by) = answered.get(&key) {
-                    earlier.push(((channel, seq), *by));
+            for a in answers {
+                if let Some(by) = answered.get(&(sender.clone(), a.cursor)) {
+                    earlier.push(((a.channel, a.seq), *by));
                     continue;
                 }
-                match self.store.answer(&channel, seq, &sender) {
-                    Ok(Some(a)) => earlier.push(((channel, seq), a.seq)),
-                    Ok(None) => fresh.push((channel, seq)),
+                match self.store.answer(&sender, a.cursor) {
+                    Ok(Some(by)) => earlier.push(((a.channel, a.seq), by.seq)),
+                    Ok(None) => fresh.push(a.cursor),
                     Err(e) => lookup_failed = Some(e),
                 }
             }
@@ -422,7 +431,7 @@ impl Writer {
             for (i, h) in tree_hashes.iter().enumerate() {
                 channel_pending.insert(first + i as u64, *h);
             }
-            let deliveries = recipients
+            let deliveries: Vec<(String, u64)> = recipients
                 .iter()
                 .map(|inbox| {
                     let c = inbox_heads
@@ -440,8 +449,8 @@ impl Writer {
                     last_hub_micros: hub_micros,
                 },
             );
-            for (channel, seq) in &fresh {
-                answered.insert((channel.clone(), *seq, sender.clone()), entry.seq);
+            for cursor in &fresh {
+                answered.insert((sender.clone(), *cursor), entry.seq);
             }
             in_batch.insert((sender.clone(), message_id.clone()), results.len());
             outcomes.push(Outcome::Append(results.len()));
@@ -462,7 +471,11 @@ impl Writer {
                 leaf_hash,
                 hub_micros,
                 encoded,
-                shared: Arc::new(StoredEntry { entry, leaf_hash }),
+                shared: Arc::new(StoredEntry {
+                    entry,
+                    leaf_hash,
+                    cursors: deliveries.iter().map(|(_, c)| *c).collect(),
+                }),
                 deliveries,
                 answers: fresh,
                 answer_kind,

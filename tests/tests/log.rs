@@ -266,11 +266,13 @@ async fn a_changed_body_stops_the_hub() -> TestResult {
     tamper(&pki, |s| {
         let tree = s.raw_tree();
         let v = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
-        let mut entry = pb::Entry::decode(&v[32..])?;
+        let (before, encoded) =
+            tongbao_server::store::SledStore::split_entry_record(&v).ok_or("bad record")?;
+        let mut entry = pb::Entry::decode(encoded)?;
         if let Some(m) = entry.message.as_mut().and_then(|m| m.message.as_mut()) {
             m.body = b"rewritten history".to_vec();
         }
-        let mut value = v[..32].to_vec();
+        let mut value = before.to_vec();
         value.extend(entry.encode_to_vec());
         tree.insert(entry_key("tax", 2), value)?;
         Ok(())

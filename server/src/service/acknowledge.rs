@@ -32,8 +32,7 @@ pub async fn acknowledge(
     let (message, pins) = check_receipt(&signed, &unit, &state.limits, tongbao_proto::now_micros())
         .map_err(policy_status)?;
     let digest = verify_sender_signature(state, &unit, &signed, message)?;
-    check_received(state, &unit, pins)?;
-    let answered: Vec<(String, u64)> = pins.iter().map(|p| (p.channel.clone(), p.seq)).collect();
+    let answered = check_received(state, &unit, pins)?;
     let total = answered.len();
     match state
         .appender

@@ -63,6 +63,7 @@ fn audited(
     else {
         return Ok(None);
     };
+    let cursors = stored.cursors;
     let entry = stored.entry;
     // Only the metadata is read; the body is never copied.
     let no_message = pb::Message::default();
@@ -77,24 +78,20 @@ fn audited(
             .hub_micros
             .saturating_add(state.deadlines.for_kind(message.kind)),
     };
-    let answers: BTreeMap<String, _> = state
-        .store
-        .answers(&entry.channel, entry.seq)
-        .map_err(storage_status)?
-        .into_iter()
-        .filter(|(_, a)| a.hub_micros <= as_of)
-        .collect();
-    let fetched: BTreeMap<String, i64> = state
-        .store
-        .fetched(&entry.channel, entry.seq)
-        .map_err(storage_status)?
-        .into_iter()
-        .filter(|(_, t)| *t <= as_of)
-        .collect();
     let mut recipients = Vec::with_capacity(entry.recipients.len());
-    for r in &entry.recipients {
-        let answer = answers.get(r);
-        let fetched_micros = fetched.get(r).copied().unwrap_or(0);
+    for (r, cursor) in entry.recipients.iter().zip(cursors) {
+        let answer = state
+            .store
+            .answer(r, cursor)
+            .map_err(storage_status)?
+            .filter(|a| a.hub_micros <= as_of);
+        let answer = answer.as_ref();
+        let fetched_micros = state
+            .store
+            .fetched(r, cursor)
+            .map_err(storage_status)?
+            .filter(|t| *t <= as_of)
+            .unwrap_or(0);
         let (delivery_state, answered_at) = match answer {
             Some(a) if a.kind == AnswerKind::Acknowledged => {
                 (DeliveryState::Acknowledged, a.hub_micros)

@@ -1,7 +1,7 @@
 //! `Push`: check, verify, append durably, answer.
 
 use super::{HubState, storage_status};
-use crate::appender::AppendError;
+use crate::appender::{Answered, AppendError};
 use crate::policy::{PolicyError, check_push};
 use crate::store::AnswerKind;
 use tongbao_proto::keys::{
@@ -73,10 +73,7 @@ async fn push_one(
         .map_err(policy_status)?;
     let digest = verify_sender_signature(state, &unit, &signed, message)?;
     let answered = match message.exception.as_ref().and_then(|x| x.entry.as_ref()) {
-        Some(pin) => {
-            check_received(state, &unit, std::slice::from_ref(pin))?;
-            vec![(pin.channel.clone(), pin.seq)]
-        }
+        Some(pin) => check_received(state, &unit, std::slice::from_ref(pin))?,
         None => Vec::new(),
     };
     let appended = state
@@ -203,12 +200,14 @@ fn already_appended(
     Ok(stored.entry.message.as_ref() == Some(signed))
 }
 
-/// Checks that `unit` received each pinned entry exactly as pinned.
+/// Checks that `unit` received each pinned entry exactly as pinned, and
+/// finds where each sits in its inbox.
 pub(crate) fn check_received(
     state: &HubState,
     unit: &str,
     pins: &[pb::EntryPin],
-) -> Result<(), Status> {
+) -> Result<Vec<Answered>, Status> {
+    let mut out = Vec::with_capacity(pins.len());
     for pin in pins {
         let stored = state
             .store
@@ -217,12 +216,12 @@ pub(crate) fn check_received(
             .ok_or_else(|| {
                 Status::not_found(format!("entry {}:{} does not exist", pin.channel, pin.seq))
             })?;
-        if !stored.entry.recipients.iter().any(|r| r == unit) {
+        let Some(cursor) = stored.cursor_of(unit) else {
             return Err(Status::permission_denied(format!(
                 "entry {}:{} was not addressed to unit {unit}; a unit answers only entries it received",
                 pin.channel, pin.seq
             )));
-        }
+        };
         if stored.leaf_hash.as_slice() != pin.leaf_hash.as_slice() {
             return Err(Status::failed_precondition(format!(
                 "entry {}:{} has leaf hash {}, not {}; acknowledge the entry exactly as delivered",
@@ -232,6 +231,11 @@ pub(crate) fn check_received(
                 hex::encode(&pin.leaf_hash)
             )));
         }
+        out.push(Answered {
+            channel: pin.channel.clone(),
+            seq: pin.seq,
+            cursor,
+        });
     }
-    Ok(())
+    Ok(out)
 }

@@ -76,14 +76,10 @@ fn deliveries(
         }
         out.push(d);
     }
-    let served: Vec<(String, u64, String)> = out
-        .iter()
-        .filter_map(|d| d.entry.as_ref())
-        .map(|e| (e.channel.clone(), e.seq, inbox.to_string()))
-        .collect();
+    let served: Vec<u64> = out.iter().map(|d| d.cursor).collect();
     state
         .store
-        .mark_fetched(&served, tongbao_proto::now_micros())
+        .mark_fetched(inbox, &served, tongbao_proto::now_micros())
         .map_err(storage_status)?;
     Ok(out)
 }
@@ -198,13 +194,13 @@ pub fn get_entry(
             req.channel, req.seq
         )));
     }
-    if let Some(inbox) = who.inbox().filter(|i| stored.entry.recipients.contains(i)) {
+    if let Some((inbox, cursor)) = who
+        .inbox()
+        .and_then(|i| stored.cursor_of(&i).map(|c| (i, c)))
+    {
         state
             .store
-            .mark_fetched(
-                &[(req.channel.clone(), req.seq, inbox)],
-                tongbao_proto::now_micros(),
-            )
+            .mark_fetched(&inbox, &[cursor], tongbao_proto::now_micros())
             .map_err(storage_status)?;
     }
     Ok(Response::new(pb::GetEntryResponse {

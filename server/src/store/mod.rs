@@ -50,11 +50,12 @@ pub struct NewEntry {
     /// The same entry decoded, so that its readers (one per recipient) need
     /// not read and decode it back.
     pub shared: Arc<StoredEntry>,
-    /// (inbox, cursor) for every recipient.
+    /// (inbox, cursor) for every recipient, in the order of the entry's
+    /// recipients.
     pub deliveries: Vec<(String, u64)>,
-    /// Entries this one answers (a receipt or exception feedback), each
-    /// answered by this entry's sender.
-    pub answers: Vec<(String, u64)>,
+    /// Positions in the sender's own inbox of the entries this one answers
+    /// (a receipt or exception feedback), none answered before.
+    pub answers: Vec<u64>,
     pub answer_kind: AnswerKind,
     /// Mechanisms whose office audits this entry.
     pub audit_scopes: Vec<String>,
@@ -87,11 +88,24 @@ pub struct ScopedEntry {
     pub seq: u64,
 }
 
-/// An entry read back, with the leaf hash recorded when it was appended.
+/// An entry read back, with the leaf hash recorded when it was appended
+/// and where it sits in each recipient's inbox.
 #[derive(Debug, Clone)]
 pub struct StoredEntry {
     pub entry: pb::Entry,
     pub leaf_hash: Hash,
+    /// The inbox cursor of each of `entry.recipients`, in the same order:
+    /// answers and "fetched" marks are kept per inbox position.
+    pub cursors: Vec<u64>,
+}
+
+impl StoredEntry {
+    /// The position of this entry in `recipient`'s inbox, if it was
+    /// addressed to it.
+    pub fn cursor_of(&self, recipient: &str) -> Option<u64> {
+        let i = self.entry.recipients.iter().position(|r| r == recipient)?;
+        self.cursors.get(i).copied()
+    }
 }
 
 /// What the idempotency index remembers of a message id.
@@ -147,24 +161,14 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError>;
-    /// How a recipient answered an entry, if it did.
-    fn answer(
-        &self,
-        channel: &str,
-        seq: u64,
-        recipient: &str,
-    ) -> Result<Option<Answer>, StoreError>;
-    /// Every recipient's answer to an entry.
-    fn answers(&self, channel: &str, seq: u64) -> Result<Vec<(String, Answer)>, StoreError>;
-    /// Records the first time each (entry, recipient) was served. Not
-    /// synced: an observation, not a promise.
-    fn mark_fetched(
-        &self,
-        served: &[(String, u64, String)],
-        hub_micros: i64,
-    ) -> Result<(), StoreError>;
-    /// When each recipient was first served an entry.
-    fn fetched(&self, channel: &str, seq: u64) -> Result<Vec<(String, i64)>, StoreError>;
+    /// How the owner of `inbox` answered the entry at `cursor`, if it did.
+    fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError>;
+    /// Records the first time the owner of `inbox` was served each of
+    /// `cursors` (ascending). Not synced: an observation, not a promise.
+    fn mark_fetched(&self, inbox: &str, cursors: &[u64], hub_micros: i64)
+    -> Result<(), StoreError>;
+    /// When the owner of `inbox` was first served the entry at `cursor`.
+    fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError>;
     /// Entries in a mechanism's audit scope with hub time in [since, until).
     fn audit_scope(
         &self,

@@ -1,7 +1,12 @@
 //! The embedded default store, on sled 0.34.
 //!
 //! One tree, keys prefixed by record type, so that a whole group commit is a
-//! single atomic `apply_batch`. sled's own flush uses `sync_file_range` and
+//! single atomic `apply_batch`. Records that grow with every delivery are
+//! kept as runs of inbox positions, so that a message fanned out to 13
+//! units costs one key per inbox per group commit, not one per recipient:
+//! an inbox run holds the positions one commit added to an inbox; an answer
+//! run, the positions one receipt answered; a fetched run, the positions
+//! one page served for the first time. sled's own flush uses `sync_file_range` and
 //! never syncs blob files (large values), which survives a process crash but
 //! not a power loss; [`SledStore::make_durable`] adds the missing fsyncs.
 
@@ -29,6 +34,10 @@ const AUDIT_SCOPE: u8 = b'x';
 const TREE_HASH: u8 = b't';
 const CHECKPOINT: u8 = b'k';
 const REGISTRY_KEY: &[u8] = b"r\0registry";
+const FORMAT_KEY: &[u8] = b"v\0format";
+/// The layout of the records in this file. A database written in another
+/// layout is refused rather than misread.
+const FORMAT: &[u8] = b"2";
 
 /// Bytes of recently committed entries kept decoded in memory.
 const ENTRY_CACHE_BYTES: usize = 16 << 20;
@@ -107,9 +116,10 @@ pub struct SledStore {
     synced_blobs: Mutex<HashSet<OsString>>,
     fsync: bool,
     recent: Mutex<Recent>,
-    /// Serialises "fetched" marks so that the first serving wins without a
-    /// compare-and-swap per record.
-    fetched_lock: Mutex<()>,
+    /// The highest inbox position marked fetched, by inbox (loaded on first
+    /// use). The lock serialises "fetched" marks so that the first serving
+    /// wins; positions above the mark need no lookup.
+    fetched_marks: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -136,41 +146,130 @@ fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
     k
 }
 
-/// `kind 0 channel 0 seq 0 recipient`: per (entry, recipient) records.
-fn delivery_key(kind: u8, channel: &str, seq: u64, recipient: Option<&str>) -> Vec<u8> {
-    let mut k = key(kind, channel, Some(seq));
-    k.push(0);
-    if let Some(r) = recipient {
-        k.extend_from_slice(r.as_bytes());
+/// Consecutive stretches `(first, last)` of ascending, distinct positions.
+fn runs_of(cursors: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &c in cursors {
+        match out.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(c) => *last = c,
+            _ => out.push((c, c)),
+        }
     }
-    k
+    out
+}
+
+/// An answer run: last position (8), kind (1), seq of the answering entry
+/// (8), its hub time (8).
+fn answer_run(last: u64, kind: AnswerKind, seq: u64, hub_micros: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(25);
+    v.extend_from_slice(&last.to_be_bytes());
+    v.push(u8::from(kind == AnswerKind::Exception));
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
+    v
 }
 
 fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
-    if v.len() != 17 {
+    if v.len() != 25 {
         return Err(StoreError::Corrupt("answer record".into()));
     }
     Ok(Answer {
-        kind: if v[0] == 1 {
+        kind: if v[8] == 1 {
             AnswerKind::Exception
         } else {
             AnswerKind::Acknowledged
         },
-        seq: u64_from(&v[1..9])?,
-        hub_micros: u64_from(&v[9..17])? as i64,
+        seq: u64_from(&v[9..17])?,
+        hub_micros: u64_from(&v[17..25])? as i64,
     })
 }
 
-/// An entry record: leaf hash, then the encoded entry.
-fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
-    if v.len() < HASH_LEN {
-        return Err(StoreError::Corrupt(format!("entry {channel}:{seq}")));
+/// An inbox run: count (4), then per position the entry's seq (8), the
+/// length of its channel name (2) and the name.
+fn inbox_run(items: &[(u64, &str)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + items.iter().map(|(_, c)| 10 + c.len()).sum::<usize>());
+    v.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    for (seq, channel) in items {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(channel.len() as u16).to_be_bytes());
+        v.extend_from_slice(channel.as_bytes());
     }
-    let entry = pb::Entry::decode(&v[HASH_LEN..])
+    v
+}
+
+fn decode_inbox_run(inbox: &str, first: u64, v: &[u8]) -> Result<Vec<InboxItem>, StoreError> {
+    let bad = || StoreError::Corrupt(format!("inbox {inbox}: run at position {first}"));
+    let count = v
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(bad)?;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut rest = &v[4..];
+    for i in 0..u64::from(count) {
+        let (seq, len) = match (rest.get(..8), rest.get(8..10)) {
+            (Some(s), Some(l)) => (u64_from(s)?, u16::from_be_bytes([l[0], l[1]]) as usize),
+            _ => return Err(bad()),
+        };
+        let name = rest.get(10..10 + len).ok_or_else(bad)?;
+        out.push(InboxItem {
+            cursor: first + i,
+            seq,
+            channel: String::from_utf8_lossy(name).into_owned(),
+        });
+        rest = &rest[10 + len..];
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// An entry record: leaf hash, the number of recipients (4), each
+/// recipient's inbox position (8 each), then the encoded entry.
+fn entry_record(
+    leaf_hash: &Hash,
+    cursors: impl ExactSizeIterator<Item = u64>,
+    encoded: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HASH_LEN + 4 + 8 * cursors.len() + encoded.len());
+    v.extend_from_slice(leaf_hash);
+    v.extend_from_slice(&(cursors.len() as u32).to_be_bytes());
+    for c in cursors {
+        v.extend_from_slice(&c.to_be_bytes());
+    }
+    v.extend_from_slice(encoded);
+    v
+}
+
+/// Where the encoded entry starts in an entry record.
+fn entry_offset(v: &[u8]) -> Option<usize> {
+    let n = v.get(HASH_LEN..HASH_LEN + 4)?;
+    let n = u32::from_be_bytes(n.try_into().ok()?) as usize;
+    let at = HASH_LEN + 4 + 8 * n;
+    (at <= v.len()).then_some(at)
+}
+
+fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
+    let at =
+        entry_offset(v).ok_or_else(|| StoreError::Corrupt(format!("entry {channel}:{seq}")))?;
+    let entry = pb::Entry::decode(&v[at..])
         .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
+    let cursors = v[HASH_LEN + 4..at]
+        .chunks_exact(8)
+        .map(u64_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if cursors.len() != entry.recipients.len() {
+        return Err(StoreError::Corrupt(format!(
+            "entry {channel}:{seq}: {} inbox positions for {} recipients",
+            cursors.len(),
+            entry.recipients.len()
+        )));
+    }
     Ok(StoredEntry {
         entry,
         leaf_hash: hash_from(&v[..HASH_LEN])?,
+        cursors,
     })
 }
 
@@ -213,6 +312,23 @@ impl SledStore {
                 StoreError::Database(format!("cannot open database in {}: {e}", dir.display()))
             })?;
         let tree = db.open_tree("exchange").map_err(db_err)?;
+        match tree.get(FORMAT_KEY).map_err(db_err)? {
+            Some(v) if v.as_ref() == FORMAT => {}
+            None if tree.is_empty() => {
+                tree.insert(FORMAT_KEY, FORMAT).map_err(db_err)?;
+            }
+            found => {
+                return Err(StoreError::Corrupt(format!(
+                    "the data in {} is in storage format {}, and this hub reads only format {}; \
+                     start it on an empty data directory",
+                    dir.display(),
+                    found
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or_else(|| "1".into()),
+                    String::from_utf8_lossy(FORMAT)
+                )));
+            }
+        }
         let db_file = File::open(dir.join("db"))?;
         // The directory entries of the files sled just created must be durable too.
         sync_dir(dir)?;
@@ -224,8 +340,46 @@ impl SledStore {
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
             recent: Mutex::new(Recent::default()),
-            fetched_lock: Mutex::new(()),
+            fetched_marks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Splits a raw entry record into the part before the encoded entry and
+    /// the encoded entry, for forensic tools and tamper tests only.
+    #[doc(hidden)]
+    pub fn split_entry_record(v: &[u8]) -> Option<(&[u8], &[u8])> {
+        entry_offset(v).map(|at| v.split_at(at))
+    }
+
+    /// The run of `kind` records of `inbox` that covers `cursor`: runs are
+    /// keyed by their first position and hold their last one first.
+    fn run_covering(
+        &self,
+        kind: u8,
+        inbox: &str,
+        cursor: u64,
+    ) -> Result<Option<sled::IVec>, StoreError> {
+        let range = key(kind, inbox, Some(0))..=key(kind, inbox, Some(cursor));
+        let Some(kv) = self.tree.range(range).next_back() else {
+            return Ok(None);
+        };
+        let (_, v) = kv.map_err(db_err)?;
+        let last = v
+            .get(..8)
+            .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?;
+        Ok((u64_from(last)? >= cursor).then_some(v))
+    }
+
+    /// The last position of the last run of `kind` records of `inbox`.
+    fn last_run_end(&self, kind: u8, inbox: &str) -> Result<u64, StoreError> {
+        let range = key(kind, inbox, Some(0))..=key(kind, inbox, Some(u64::MAX));
+        match self.tree.range(range).next_back() {
+            None => Ok(0),
+            Some(kv) => {
+                let (_, v) = kv.map_err(db_err)?;
+                u64_from(v.get(..8).unwrap_or_default())
+            }
+        }
     }
 
     /// The underlying tree, for forensic tools and tamper tests only:
@@ -333,11 +487,14 @@ impl Store for SledStore {
 
     fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut inbox_heads: BTreeMap<&str, u64> = BTreeMap::new();
+        // Per inbox, the (cursor, seq, channel) this batch adds, ascending.
+        let mut added: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
         for e in entries {
-            let mut value = Vec::with_capacity(HASH_LEN + e.encoded.len());
-            value.extend_from_slice(&e.leaf_hash);
-            value.extend_from_slice(&e.encoded);
+            let value = entry_record(
+                &e.leaf_hash,
+                e.deliveries.iter().map(|(_, c)| *c),
+                &e.encoded,
+            );
             batch.insert(key(ENTRY, &e.channel, Some(e.seq)), value);
 
             let mut msg_key = key(MESSAGE, &e.channel, None);
@@ -354,12 +511,15 @@ impl Store for SledStore {
             head.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
             batch.insert(key(CHANNEL_HEAD, &e.channel, None), head);
 
-            for (channel, seq) in &e.answers {
-                let mut v = Vec::with_capacity(17);
-                v.push(u8::from(e.answer_kind == AnswerKind::Exception));
-                v.extend_from_slice(&e.seq.to_be_bytes());
-                v.extend_from_slice(&(e.hub_micros as u64).to_be_bytes());
-                batch.insert(delivery_key(ANSWER, channel, *seq, Some(&e.channel)), v);
+            let mut answered = e.answers.clone();
+            answered.sort_unstable();
+            answered.dedup();
+            // A unit answers from its own inbox, named as its channel.
+            for (first, last) in runs_of(&answered) {
+                batch.insert(
+                    key(ANSWER, &e.channel, Some(first)),
+                    answer_run(last, e.answer_kind, e.seq, e.hub_micros),
+                );
             }
             let first = tongbao_proto::merkle::stored_hash_count(e.seq);
             for (i, h) in e.tree_hashes.iter().enumerate() {
@@ -376,16 +536,25 @@ impl Store for SledStore {
                 batch.insert(k, Vec::new());
             }
             for (inbox, cursor) in &e.deliveries {
-                let mut v = Vec::with_capacity(8 + e.channel.len());
-                v.extend_from_slice(&e.seq.to_be_bytes());
-                v.extend_from_slice(e.channel.as_bytes());
-                batch.insert(key(INBOX, inbox, Some(*cursor)), v);
-                let h = inbox_heads.entry(inbox).or_default();
-                *h = (*h).max(*cursor);
+                added
+                    .entry(inbox)
+                    .or_default()
+                    .push((*cursor, e.seq, &e.channel));
             }
         }
-        for (inbox, cursor) in inbox_heads {
-            batch.insert(key(INBOX_HEAD, inbox, None), cursor.to_be_bytes().to_vec());
+        for (inbox, mut items) in added {
+            items.sort_unstable_by_key(|(c, _, _)| *c);
+            let cursors: Vec<u64> = items.iter().map(|(c, _, _)| *c).collect();
+            let mut rest = items.as_slice();
+            for (first, last) in runs_of(&cursors) {
+                let (run, next) = rest.split_at(((last - first) as usize + 1).min(rest.len()));
+                let run: Vec<(u64, &str)> = run.iter().map(|(_, s, c)| (*s, *c)).collect();
+                batch.insert(key(INBOX, inbox, Some(first)), inbox_run(&run));
+                rest = next;
+            }
+            if let Some(head) = cursors.last() {
+                batch.insert(key(INBOX_HEAD, inbox, None), head.to_be_bytes().to_vec());
+            }
         }
         self.tree.apply_batch(batch).map_err(db_err)?;
         if let Ok(mut recent) = self.recent.lock() {
@@ -444,69 +613,62 @@ impl Store for SledStore {
         }))
     }
 
-    fn answer(
-        &self,
-        channel: &str,
-        seq: u64,
-        recipient: &str,
-    ) -> Result<Option<Answer>, StoreError> {
-        match self
-            .tree
-            .get(delivery_key(ANSWER, channel, seq, Some(recipient)))
-            .map_err(db_err)?
-        {
-            None => Ok(None),
-            Some(v) => decode_answer(&v).map(Some),
-        }
-    }
-
-    fn answers(&self, channel: &str, seq: u64) -> Result<Vec<(String, Answer)>, StoreError> {
-        let prefix = delivery_key(ANSWER, channel, seq, None);
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(db_err)?;
-            let recipient = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.push((recipient, decode_answer(&v)?));
-        }
-        Ok(out)
+    fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError> {
+        self.run_covering(ANSWER, inbox, cursor)?
+            .map(|v| decode_answer(&v))
+            .transpose()
     }
 
     fn mark_fetched(
         &self,
-        served: &[(String, u64, String)],
+        inbox: &str,
+        cursors: &[u64],
         hub_micros: i64,
     ) -> Result<(), StoreError> {
         // First serving wins; later ones leave the record alone. The lock
         // makes check-then-write atomic among the hub's readers, the only
         // writers of these records.
-        let _guard = self
-            .fetched_lock
+        let mut marks = self
+            .fetched_marks
             .lock()
-            .map_err(|_| StoreError::Database("fetched lock poisoned".into()))?;
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for (channel, seq, recipient) in served {
-            let k = delivery_key(FETCHED, channel, *seq, Some(recipient));
-            if !self.tree.contains_key(&k).map_err(db_err)? {
-                batch.insert(k, (hub_micros as u64).to_be_bytes().to_vec());
-                any = true;
+            .map_err(|_| StoreError::Database("fetched marks poisoned".into()))?;
+        let mark = match marks.get(inbox) {
+            Some(m) => *m,
+            None => self.last_run_end(FETCHED, inbox)?,
+        };
+        let mut fresh = Vec::with_capacity(cursors.len());
+        for &c in cursors {
+            // Below the mark only when a reader went back (or skipped ahead).
+            if c > mark || self.run_covering(FETCHED, inbox, c)?.is_none() {
+                fresh.push(c);
             }
         }
-        if any {
+        fresh.sort_unstable();
+        fresh.dedup();
+        if !fresh.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (first, last) in runs_of(&fresh) {
+                let mut v = Vec::with_capacity(16);
+                v.extend_from_slice(&last.to_be_bytes());
+                v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
+                batch.insert(key(FETCHED, inbox, Some(first)), v);
+            }
             self.tree.apply_batch(batch).map_err(db_err)?;
         }
+        let top = fresh.last().copied().unwrap_or(0).max(mark);
+        marks.insert(inbox.to_string(), top);
         Ok(())
     }
 
-    fn fetched(&self, channel: &str, seq: u64) -> Result<Vec<(String, i64)>, StoreError> {
-        let prefix = delivery_key(FETCHED, channel, seq, None);
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
-            let (k, v) = kv.map_err(db_err)?;
-            let recipient = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.push((recipient, u64_from(&v)? as i64));
-        }
-        Ok(out)
+    fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError> {
+        self.run_covering(FETCHED, inbox, cursor)?
+            .map(|v| {
+                v.get(8..16)
+                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
+                    .and_then(u64_from)
+                    .map(|m| m as i64)
+            })
+            .transpose()
     }
 
     fn audit_scope(
@@ -598,20 +760,27 @@ impl Store for SledStore {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let from = key(INBOX, inbox, Some(start));
-        let to = key(INBOX, inbox, Some(u64::MAX));
         let mut out = Vec::new();
-        for kv in self.tree.range(from..=to).take(limit) {
+        // The run holding `start` may begin before it.
+        let holding = key(INBOX, inbox, Some(0))..=key(INBOX, inbox, Some(start));
+        if let Some(kv) = self.tree.range(holding).next_back() {
             let (k, v) = kv.map_err(db_err)?;
-            let (_, cursor) = split_key(&k)?;
-            if v.len() < 8 {
-                return Err(StoreError::Corrupt(format!("inbox {inbox} position")));
+            let (_, first) = split_key(&k)?;
+            let items = decode_inbox_run(inbox, first.unwrap_or(0), &v)?;
+            out.extend(items.into_iter().filter(|i| i.cursor >= start).take(limit));
+        }
+        if let Some(next) = start.checked_add(1) {
+            let later = key(INBOX, inbox, Some(next))..=key(INBOX, inbox, Some(u64::MAX));
+            for kv in self.tree.range(later) {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, v) = kv.map_err(db_err)?;
+                let (_, first) = split_key(&k)?;
+                let items = decode_inbox_run(inbox, first.unwrap_or(0), &v)?;
+                let room = limit - out.len();
+                out.extend(items.into_iter().take(room));
             }
-            out.push(InboxItem {
-                cursor: cursor.unwrap_or(0),
-                seq: u64_from(&v[..8])?,
-                channel: String::from_utf8_lossy(&v[8..]).into_owned(),
-            });
         }
         Ok(out)
     }
@@ -625,6 +794,7 @@ mod tests {
         let e = pb::Entry {
             channel: channel.into(),
             seq,
+            recipients: inboxes.iter().map(|(i, _)| (*i).to_string()).collect(),
             ..Default::default()
         };
         NewEntry {
@@ -638,6 +808,7 @@ mod tests {
             shared: Arc::new(StoredEntry {
                 entry: e.clone(),
                 leaf_hash: [seq as u8 + 100; HASH_LEN],
+                cursors: inboxes.iter().map(|(_, c)| *c).collect(),
             }),
             deliveries: inboxes
                 .iter()
@@ -704,15 +875,22 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let s = SledStore::open(dir.path(), false)?;
         s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-        let served = [("tax".to_string(), 0, "finance".to_string())];
-        s.mark_fetched(&served, 10)?;
-        s.mark_fetched(&served, 20)?;
-        assert_eq!(s.fetched("tax", 0)?, vec![("finance".to_string(), 10)]);
+        s.mark_fetched("finance", &[1], 10)?;
+        s.mark_fetched("finance", &[1], 20)?;
+        assert_eq!(s.fetched("finance", 1)?, Some(10));
+        assert_eq!(s.fetched("finance", 2)?, None);
         // From memory (just committed) and from disk (after reopening): the same.
-        let cached = s.entry("tax", 0)?.map(|e| (e.entry, e.leaf_hash));
+        let cached = s
+            .entry("tax", 0)?
+            .map(|e| (e.entry, e.leaf_hash, e.cursors));
         drop(s);
         let s = reopen(dir.path())?;
-        assert_eq!(s.entry("tax", 0)?.map(|e| (e.entry, e.leaf_hash)), cached);
+        assert_eq!(
+            s.entry("tax", 0)?
+                .map(|e| (e.entry, e.leaf_hash, e.cursors)),
+            cached
+        );
+        assert_eq!(s.fetched("finance", 1)?, Some(10));
         assert_eq!(s.stored_hashes("tax", &[0])?, vec![[100; HASH_LEN]]);
         Ok(())
     }
@@ -724,6 +902,114 @@ mod tests {
         s.commit(&[entry("tax", 0, &[("fin", 1), ("finance", 1)])])?;
         assert_eq!(s.inbox_page("fin", 0, 10)?.len(), 1);
         assert_eq!(s.inbox_page("finance", 0, 10)?.len(), 1);
+        Ok(())
+    }
+
+    /// Pages start anywhere inside a commit's run and stop at the limit.
+    #[test]
+    fn pages_cut_through_runs_of_several_commits() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), false)?;
+        s.commit(&[
+            entry("tax", 0, &[("finance", 1)]),
+            entry("tax", 1, &[("finance", 2)]),
+            entry("pbc", 0, &[("finance", 3)]),
+        ])?;
+        s.commit(&[
+            entry("tax", 2, &[("finance", 4)]),
+            entry("tax", 3, &[("finance", 5)]),
+        ])?;
+        for after in 0..6u64 {
+            for limit in 1..7usize {
+                let got: Vec<u64> = s
+                    .inbox_page("finance", after, limit)?
+                    .iter()
+                    .map(|i| i.cursor)
+                    .collect();
+                let want: Vec<u64> = (after + 1..=5).take(limit).collect();
+                assert_eq!(got, want, "after {after}, limit {limit}");
+            }
+        }
+        let items = s.inbox_page("finance", 2, 2)?;
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| (i.channel.as_str(), i.seq))
+                .collect::<Vec<_>>(),
+            [("pbc", 0), ("tax", 2)]
+        );
+        Ok(())
+    }
+
+    /// Answers and fetched marks cover exactly the positions recorded, and
+    /// a later serving never moves the first one.
+    #[test]
+    fn answer_and_fetched_runs_cover_exactly_their_positions()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), false)?;
+        let mut receipt = entry("finance", 0, &[]);
+        receipt.answers = vec![5, 2, 3, 7];
+        receipt.hub_micros = 42;
+        s.commit(&[receipt])?;
+        for (cursor, answered) in [
+            (1, false),
+            (2, true),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, false),
+            (7, true),
+            (8, false),
+        ] {
+            let a = s.answer("finance", cursor)?;
+            assert_eq!(a.is_some(), answered, "cursor {cursor}");
+            if let Some(a) = a {
+                assert_eq!(
+                    (a.seq, a.hub_micros, a.kind),
+                    (0, 42, AnswerKind::Acknowledged)
+                );
+            }
+        }
+        assert_eq!(s.answer("fin", 2)?, None);
+        // Served 3..5, then 1..6 again after a reconnect, then 9 (skipping).
+        s.mark_fetched("finance", &[3, 4, 5], 10)?;
+        s.mark_fetched("finance", &[1, 2, 3, 4, 5, 6], 20)?;
+        s.mark_fetched("finance", &[9], 30)?;
+        s.mark_fetched("finance", &[7, 8], 40)?;
+        let got: Vec<Option<i64>> = (1..=10)
+            .map(|c| s.fetched("finance", c))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(
+            got,
+            [
+                Some(20),
+                Some(20),
+                Some(10),
+                Some(10),
+                Some(10),
+                Some(20),
+                Some(40),
+                Some(40),
+                Some(30),
+                None
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn data_in_another_format_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let s = SledStore::open(dir.path(), true)?;
+            s.raw_tree().insert(FORMAT_KEY, b"1".as_slice())?;
+            s.raw_tree().flush()?;
+        }
+        match reopen(dir.path()) {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("format 1"), "{m}"),
+            other => return Err(format!("expected refusal, got {other:?}").into()),
+        }
         Ok(())
     }
 }

@@ -520,6 +520,7 @@ mod tests {
             shared: std::sync::Arc::new(crate::store::StoredEntry {
                 entry,
                 leaf_hash: [1; 32],
+                cursors: Vec::new(),
             }),
             deliveries: Vec::new(),
             answers: Vec::new(),
