@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("tongbao_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        // Shared, not copied, when one stored entry is served to many.
+        .bytes(".tongbao.v1.Delivery.encoded_entry")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -696,6 +696,7 @@ impl Client {
                 entry: r.entry,
                 leaf_hash: r.leaf_hash,
                 cursor: 0,
+                ..Default::default()
             })
             .await?;
         if self.verify_inclusion {
@@ -761,12 +762,21 @@ impl Client {
 
     /// Verifies a delivery, fetching the registry again once if the
     /// signature names a key not seen yet (a rotation).
-    pub async fn verify_delivery(&self, d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
-        let entry = d.entry.ok_or_else(|| ClientError::Integrity {
+    pub async fn verify_delivery(&self, mut d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
+        let integrity = |reason: String| ClientError::Integrity {
             channel: String::new(),
             seq: 0,
-            reason: "delivery without entry".into(),
-        })?;
+            reason,
+        };
+        let entry = d
+            .take_entry()
+            .map_err(|e| {
+                integrity(format!(
+                    "delivery at cursor {}: undecodable entry: {e}",
+                    d.cursor
+                ))
+            })?
+            .ok_or_else(|| integrity(format!("delivery at cursor {} without entry", d.cursor)))?;
         let (unit, key_id) = signing_key_of(&entry).ok_or_else(|| ClientError::Integrity {
             channel: entry.channel.clone(),
             seq: entry.seq,
@@ -952,6 +962,7 @@ impl Client {
                 entry: Some(entry),
                 leaf_hash: delivery.answer_leaf_hash.clone(),
                 cursor: 0,
+                ..Default::default()
             })
             .await?;
         let pin = pb::EntryPin {

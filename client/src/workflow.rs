@@ -574,6 +574,7 @@ impl Client {
                     entry: e.entry,
                     leaf_hash: e.leaf_hash,
                     cursor: 0,
+                    ..Default::default()
                 })
                 .await?;
             let linked = v

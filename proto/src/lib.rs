@@ -34,6 +34,20 @@ pub mod pb {
         tonic::include_file_descriptor_set!("tongbao_descriptor");
 }
 
+impl pb::Delivery {
+    /// Takes the delivered entry out, whichever form the hub sent it in:
+    /// `entry`, or its encoding in `encoded_entry`. None when neither.
+    pub fn take_entry(&mut self) -> Result<Option<pb::Entry>, prost::DecodeError> {
+        if let Some(e) = self.entry.take() {
+            return Ok(Some(e));
+        }
+        if self.encoded_entry.is_empty() {
+            return Ok(None);
+        }
+        prost::Message::decode(std::mem::take(&mut self.encoded_entry)).map(Some)
+    }
+}
+
 /// Length of every hash in the protocol (SHA-256).
 pub const HASH_LEN: usize = 32;
 

@@ -462,7 +462,7 @@ impl Writer {
                 duplicate: false,
                 earlier,
             });
-            let encoded = entry.encode_to_vec();
+            let encoded = prost::bytes::Bytes::from(entry.encode_to_vec());
             new_entries.push(NewEntry {
                 channel: sender,
                 seq: entry.seq,
@@ -470,8 +470,9 @@ impl Writer {
                 message_digest: digest,
                 leaf_hash,
                 hub_micros,
-                encoded,
+                encoded: encoded.clone(),
                 shared: Arc::new(StoredEntry {
+                    encoded,
                     entry,
                     leaf_hash,
                     cursors: deliveries.iter().map(|(_, c)| *c).collect(),

@@ -66,9 +66,10 @@ fn deliveries(
                 ))
             })?;
         let d = pb::Delivery {
-            entry: Some(stored.entry.clone()),
+            entry: None,
             leaf_hash: stored.leaf_hash.to_vec(),
             cursor: item.cursor,
+            encoded_entry: stored.encoded.clone(),
         };
         bytes += prost::Message::encoded_len(&d);
         if !out.is_empty() && bytes > max_bytes {

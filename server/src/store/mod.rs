@@ -46,7 +46,7 @@ pub struct NewEntry {
     pub leaf_hash: Hash,
     pub hub_micros: i64,
     /// Protobuf encoding of the [`pb::Entry`].
-    pub encoded: Vec<u8>,
+    pub encoded: prost::bytes::Bytes,
     /// The same entry decoded, so that its readers (one per recipient) need
     /// not read and decode it back.
     pub shared: Arc<StoredEntry>,
@@ -94,6 +94,8 @@ pub struct ScopedEntry {
 pub struct StoredEntry {
     pub entry: pb::Entry,
     pub leaf_hash: Hash,
+    /// The protobuf encoding of `entry`, as stored: served as it is.
+    pub encoded: prost::bytes::Bytes,
     /// The inbox cursor of each of `entry.recipients`, in the same order:
     /// answers and "fetched" marks are kept per inbox position.
     pub cursors: Vec<u64>,

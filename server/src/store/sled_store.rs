@@ -269,6 +269,7 @@ fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreE
     Ok(StoredEntry {
         entry,
         leaf_hash: hash_from(&v[..HASH_LEN])?,
+        encoded: prost::bytes::Bytes::copy_from_slice(&v[at..]),
         cursors,
     })
 }
@@ -804,8 +805,9 @@ mod tests {
             message_digest: [seq as u8; HASH_LEN],
             leaf_hash: [seq as u8 + 100; HASH_LEN],
             hub_micros: seq as i64,
-            encoded: e.encode_to_vec(),
+            encoded: e.encode_to_vec().into(),
             shared: Arc::new(StoredEntry {
+                encoded: e.encode_to_vec().into(),
                 entry: e.clone(),
                 leaf_hash: [seq as u8 + 100; HASH_LEN],
                 cursors: inboxes.iter().map(|(_, c)| *c).collect(),

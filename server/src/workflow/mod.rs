@@ -516,8 +516,9 @@ mod tests {
             message_digest: [0; 32],
             leaf_hash: [1; 32],
             hub_micros: 1,
-            encoded: entry.encode_to_vec(),
+            encoded: entry.encode_to_vec().into(),
             shared: std::sync::Arc::new(crate::store::StoredEntry {
+                encoded: entry.encode_to_vec().into(),
                 entry,
                 leaf_hash: [1; 32],
                 cursors: Vec::new(),
