@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::merkle::{check_record, check_tree};
+use tongbao_proto::merkle::{check_record, check_records, check_tree};
 use tongbao_proto::pb::audit_client::AuditClient;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
 use tongbao_proto::pb::log_client::LogClient;
@@ -712,49 +712,85 @@ impl Client {
         self.prove_pins(&pins).await
     }
 
-    /// [`Client::prove_included`] by position and leaf hash.
+    /// [`Client::prove_included`] by position and leaf hash: one
+    /// multiproof per channel (per 4096 entries).
     async fn prove_pins(&self, pins: &[pb::EntryPin]) -> Result<(), ClientError> {
-        let mut by_channel: std::collections::BTreeMap<&str, Vec<&pb::EntryPin>> =
+        let mut by_channel: std::collections::BTreeMap<&str, Vec<(u64, tongbao_proto::Hash)>> =
             Default::default();
         for e in pins {
-            by_channel.entry(e.channel.as_str()).or_default().push(e);
+            let leaf = e
+                .leaf_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::Integrity {
+                    channel: e.channel.clone(),
+                    seq: e.seq,
+                    reason: format!("leaf hash of {} bytes, not 32", e.leaf_hash.len()),
+                })?;
+            by_channel
+                .entry(e.channel.as_str())
+                .or_default()
+                .push((e.seq, leaf));
         }
-        for (channel, list) in by_channel {
+        for (channel, mut leaves) in by_channel {
+            // A multiproof takes each position once, in order.
+            leaves.sort_unstable();
+            leaves.dedup();
+            if let Some(w) = leaves
+                .windows(2)
+                .find(|w| matches!(w, [a, b] if a.0 == b.0))
+            {
+                return Err(ClientError::Integrity {
+                    channel: channel.to_string(),
+                    seq: w.first().map_or(0, |e| e.0),
+                    reason: "two different leaf hashes for one position".into(),
+                });
+            }
             let cp = self.checkpoint(channel).await?;
-            for chunk in list.chunks(4096) {
+            for chunk in leaves.chunks(4096) {
                 let r = self
                     .log()
                     .get_inclusion_proofs(pb::GetInclusionProofsRequest {
                         channel: channel.to_string(),
-                        seqs: chunk.iter().map(|e| e.seq).collect(),
+                        seqs: chunk.iter().map(|e| e.0).collect(),
                         tree_size: cp.size,
+                        multiproof: true,
                     })
                     .await?
                     .into_inner();
-                if r.proofs.len() != chunk.len() {
-                    return Err(ClientError::Checkpoint {
-                        channel: channel.to_string(),
-                        reason: format!("asked {} proofs, got {}", chunk.len(), r.proofs.len()),
-                    });
-                }
-                for (e, p) in chunk.iter().zip(r.proofs) {
-                    let proof: Option<Vec<tongbao_proto::Hash>> =
-                        p.proof.into_iter().map(|h| h.try_into().ok()).collect();
-                    let leaf: Option<tongbao_proto::Hash> = e.leaf_hash.as_slice().try_into().ok();
-                    let ok = p.seq == e.seq
-                        && matches!((proof, leaf), (Some(proof), Some(leaf))
-                            if check_record(&proof, cp.size, &cp.root, e.seq, &leaf).is_ok());
-                    if !ok {
-                        return Err(ClientError::Integrity {
-                            channel: channel.to_string(),
-                            seq: e.seq,
-                            reason: format!(
-                                "not included in the verified checkpoint of size {}",
-                                cp.size
-                            ),
-                        });
+                let (first, last) = match (chunk.first(), chunk.last()) {
+                    (Some(f), Some(l)) => (f.0, l.0),
+                    _ => continue,
+                };
+                let fail = |why: String| ClientError::Integrity {
+                    channel: channel.to_string(),
+                    seq: first,
+                    reason: format!(
+                        "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
+                        cp.size,
+                        chunk.len(),
+                    ),
+                };
+                let to_hashes = |v: Vec<Vec<u8>>| {
+                    v.into_iter()
+                        .map(tongbao_proto::Hash::try_from)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| fail("a proof hash is not 32 bytes".into()))
+                };
+                // A hub without multiproofs ignores the flag and answers
+                // one audit path per seq: check those instead.
+                if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
+                    for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
+                        if p.seq != seq {
+                            return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
+                        }
+                        check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
+                            .map_err(|e| fail(format!("seq {seq}: {e}")))?;
                     }
+                    continue;
                 }
+                check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
+                    .map_err(|e| fail(e.to_string()))?;
             }
         }
         Ok(())

@@ -12,6 +12,9 @@
 //! tools can check them. The verifiers follow the iterative algorithms of
 //! RFC 9162 §2.1.3.2 and §2.1.4.2 rather than mirroring the prover, so a
 //! mistake in one is caught by the other in tests.
+//!
+//! Multiproofs (many leaves, one proof) have no standard; their order is
+//! set out at [`check_records`], and for one leaf they are the audit path.
 
 use crate::canonical::NODE_HASH_PREFIX;
 use crate::{HASH_LEN, Hash};
@@ -46,6 +49,10 @@ pub enum MerkleError {
     Reader(String),
     #[error("the hash reader returned {got} hashes for {wanted} indexes")]
     ReaderCount { wanted: usize, got: usize },
+    #[error("a multiproof needs at least one leaf index")]
+    NoIndexes,
+    #[error("leaf indexes must be strictly increasing; {next} follows {previous}")]
+    IndexOrder { previous: u64, next: u64 },
 }
 
 /// Source of previously stored hashes, by stored-hash index. The hub backs
@@ -341,6 +348,77 @@ pub fn check_tree(
     Ok(())
 }
 
+/// Multiproof that the leaves at `indexes` (strictly increasing) are in
+/// the tree of size `t`: the hashes of the maximal subtrees holding none of
+/// them, in [`check_records`] order. For one leaf it is the audit path.
+pub fn prove_records<R: HashReader + ?Sized>(
+    t: u64,
+    indexes: &[u64],
+    reader: &R,
+) -> Result<Vec<Hash>, MerkleError> {
+    check_size(t)?;
+    check_indexes(t, indexes.iter().copied())?;
+    let mut ranges = Vec::new();
+    multiproof_ranges(0, t, indexes, &mut |r| ranges.push(r));
+    range_hashes(&ranges, reader)
+}
+
+/// Checks that `proof` shows each `(index, leaf hash)` of `leaves`
+/// (indexes strictly increasing) in the tree of size `t` with root `root_t`.
+///
+/// Order of the proof: depth first from the root; at a node whose one
+/// child holds none of the leaves, the other child's hashes come first and
+/// then the hash of that empty child; at a node whose children both hold
+/// leaves, the left's then the right's. So a single leaf's multiproof is
+/// its RFC 6962 audit path, bottom up.
+pub fn check_records(
+    proof: &[Hash],
+    t: u64,
+    root_t: &Hash,
+    leaves: &[(u64, Hash)],
+) -> Result<(), MerkleError> {
+    check_size(t)?;
+    check_indexes(t, leaves.iter().map(|&(i, _)| i))?;
+    let mut expected = 0;
+    let indexes: Vec<u64> = leaves.iter().map(|&(i, _)| i).collect();
+    multiproof_ranges(0, t, &indexes, &mut |_| expected += 1);
+    if proof.len() != expected {
+        return Err(MerkleError::ProofLength {
+            expected,
+            got: proof.len(),
+        });
+    }
+    let mut rest = proof.iter();
+    let root = fold_multiproof(0, t, leaves, &mut rest)?;
+    if rest.next().is_some() {
+        return Err(MerkleError::ProofShape);
+    }
+    if root != *root_t {
+        return Err(MerkleError::RootMismatch { size: t });
+    }
+    Ok(())
+}
+
+/// Non-empty, strictly increasing and all below `t`.
+fn check_indexes(t: u64, mut indexes: impl Iterator<Item = u64>) -> Result<(), MerkleError> {
+    let Some(mut previous) = indexes.next() else {
+        return Err(MerkleError::NoIndexes);
+    };
+    for next in indexes {
+        if next <= previous {
+            return Err(MerkleError::IndexOrder { previous, next });
+        }
+        previous = next;
+    }
+    if previous >= t {
+        return Err(MerkleError::IndexOutOfRange {
+            index: previous,
+            size: t,
+        });
+    }
+    Ok(())
+}
+
 fn check_size(t: u64) -> Result<(), MerkleError> {
     if t > MAX_TREE_SIZE {
         return Err(MerkleError::TooLarge(t));
@@ -393,6 +471,68 @@ fn consistency_ranges(t: u64, n: u64) -> Vec<(u64, u64)> {
     }
     ranges.reverse();
     ranges
+}
+
+/// Hands `emit` the leaf ranges of the multiproof of `indexes` (sorted,
+/// distinct, non-empty, all within `lo..hi`) in proof order. The one rule
+/// for the shape, shared by prover and verifier.
+fn multiproof_ranges(lo: u64, hi: u64, indexes: &[u64], emit: &mut impl FnMut((u64, u64))) {
+    if hi - lo <= 1 || indexes.is_empty() {
+        return;
+    }
+    let mid = lo + split_point(hi - lo);
+    let (left, right) = indexes.split_at(indexes.partition_point(|&i| i < mid));
+    match (left.is_empty(), right.is_empty()) {
+        (false, true) => {
+            multiproof_ranges(lo, mid, left, emit);
+            emit((mid, hi));
+        }
+        (true, false) => {
+            multiproof_ranges(mid, hi, right, emit);
+            emit((lo, mid));
+        }
+        _ => {
+            multiproof_ranges(lo, mid, left, emit);
+            multiproof_ranges(mid, hi, right, emit);
+        }
+    }
+}
+
+/// Hash of leaves `lo..hi` from the given leaves (sorted, distinct,
+/// non-empty, within the range) and the proof hashes, taken in
+/// [`multiproof_ranges`] order.
+fn fold_multiproof(
+    lo: u64,
+    hi: u64,
+    leaves: &[(u64, Hash)],
+    proof: &mut std::slice::Iter<'_, Hash>,
+) -> Result<Hash, MerkleError> {
+    if hi - lo <= 1 {
+        return match leaves {
+            [(i, leaf)] if *i == lo => Ok(*leaf),
+            _ => Err(MerkleError::ProofShape),
+        };
+    }
+    let mid = lo + split_point(hi - lo);
+    let (left, right) = leaves.split_at(leaves.partition_point(|&(i, _)| i < mid));
+    match (left.is_empty(), right.is_empty()) {
+        (false, true) => {
+            let l = fold_multiproof(lo, mid, left, proof)?;
+            let r = proof.next().ok_or(MerkleError::ProofShape)?;
+            Ok(node_hash(&l, r))
+        }
+        (true, false) => {
+            let r = fold_multiproof(mid, hi, right, proof)?;
+            let l = proof.next().ok_or(MerkleError::ProofShape)?;
+            Ok(node_hash(l, &r))
+        }
+        (false, false) => {
+            let l = fold_multiproof(lo, mid, left, proof)?;
+            let r = fold_multiproof(mid, hi, right, proof)?;
+            Ok(node_hash(&l, &r))
+        }
+        (true, true) => Err(MerkleError::ProofShape),
+    }
 }
 
 /// Appends the indexes of the complete subtrees that tile leaves
@@ -920,6 +1060,244 @@ mod tests {
             prove_tree(8, 3, &Liar),
             Err(MerkleError::ReaderCount { wanted: 4, got: 1 })
         );
+        Ok(())
+    }
+
+    /// The multiproof of `indexes` straight from its definition: at each
+    /// node, the roots of the children holding none of the leaves, after
+    /// the proof of the other child.
+    fn naive_multiproof(indexes: &[usize], leaves: &[Hash]) -> Vec<Hash> {
+        if leaves.len() <= 1 || indexes.is_empty() {
+            return Vec::new();
+        }
+        let k = naive_split(leaves.len());
+        let left: Vec<usize> = indexes.iter().copied().filter(|&i| i < k).collect();
+        let right: Vec<usize> = indexes.iter().filter(|&&i| i >= k).map(|i| i - k).collect();
+        let mut p = naive_multiproof(&left, &leaves[..k]);
+        p.extend(naive_multiproof(&right, &leaves[k..]));
+        if left.is_empty() {
+            p.push(naive_root(&leaves[..k]));
+        }
+        if right.is_empty() {
+            p.push(naive_root(&leaves[k..]));
+        }
+        p
+    }
+
+    /// Deterministic pseudo-random numbers (SplitMix64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Random non-empty sets of leaves of a tree of size `t`: sparse,
+    /// dense, single runs, and the edges.
+    fn index_sets(t: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+        let mut sets = vec![vec![0], vec![t - 1], (0..t).collect()];
+        for _ in 0..12 {
+            let density = 1 + rng.below(4);
+            let set: Vec<usize> = (0..t).filter(|_| rng.below(density * 2) == 0).collect();
+            if !set.is_empty() {
+                sets.push(set);
+            }
+            let start = rng.below(t);
+            let len = 1 + rng.below(t - start);
+            sets.push((start..start + len).collect());
+        }
+        sets
+    }
+
+    #[test]
+    fn multiproof_of_one_leaf_is_its_audit_path() -> Result<(), MerkleError> {
+        let all = leaves(70);
+        let stored = store(&all)?;
+        for t in 1..=70u64 {
+            let root = tree_hash(t, &stored)?;
+            for n in 0..t {
+                let proof = prove_records(t, &[n], &stored)?;
+                assert_eq!(proof, prove_record(t, n, &stored)?, "{n}@{t}");
+                let leaf = all[n as usize];
+                check_records(&proof, t, &root, &[(n, leaf)])?;
+                check_record(&proof, t, &root, n, &leaf)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn multiproofs_prove_and_check_for_every_size() -> Result<(), MerkleError> {
+        let all = leaves(300);
+        let stored = store(&all)?;
+        let mut rng = Rng(6962);
+        let mut sizes: Vec<usize> = (1..=70).collect();
+        sizes.extend([128, 129, 255, 256, 257, 300]);
+        for &t in &sizes {
+            let root = naive_root(&all[..t]);
+            for set in index_sets(t, &mut rng) {
+                let indexes: Vec<u64> = set.iter().map(|&i| i as u64).collect();
+                let reader = Counting {
+                    inner: &stored,
+                    calls: Cell::new(0),
+                    hashes: Cell::new(0),
+                };
+                let proof = prove_records(t as u64, &indexes, &reader)?;
+                assert_eq!(proof, naive_multiproof(&set, &all[..t]), "{set:?}@{t}");
+                assert!(reader.calls.get() <= 1);
+                let pairs: Vec<(u64, Hash)> = set.iter().map(|&i| (i as u64, all[i])).collect();
+                check_records(&proof, t as u64, &root, &pairs)?;
+                multiproof_tampering_fails(&proof, t as u64, &root, &pairs);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn consecutive_leaves_need_about_two_paths() -> Result<(), MerkleError> {
+        let all = leaves(1000);
+        let stored = store(&all)?;
+        let root = tree_hash(1000, &stored)?;
+        for (start, len) in [(0, 256), (300, 16), (517, 100), (744, 256), (999, 1)] {
+            let indexes: Vec<u64> = (start..start + len).collect();
+            let proof = prove_records(1000, &indexes, &stored)?;
+            // ⌈log2 1000⌉ = 10 levels, at most one hash per side per level.
+            assert!(proof.len() <= 2 * 10, "{start}+{len}: {}", proof.len());
+            let pairs: Vec<(u64, Hash)> = indexes.iter().map(|&i| (i, all[i as usize])).collect();
+            check_records(&proof, 1000, &root, &pairs)?;
+        }
+        // All the leaves: nothing to prove beyond themselves.
+        let every: Vec<u64> = (0..1000).collect();
+        assert!(prove_records(1000, &every, &stored)?.is_empty());
+        Ok(())
+    }
+
+    fn multiproof_tampering_fails(proof: &[Hash], t: u64, root: &Hash, leaves: &[(u64, Hash)]) {
+        let bad = |p: &[Hash], t: u64, leaves: &[(u64, Hash)], what: &str| {
+            assert!(
+                check_records(p, t, root, leaves).is_err(),
+                "accepted {what} for {} leaves in size {t}",
+                leaves.len()
+            );
+        };
+        for i in 0..proof.len() {
+            let mut p = proof.to_vec();
+            p[i] = flip(&p[i], i);
+            bad(&p, t, leaves, "a flipped hash");
+            let mut p = proof.to_vec();
+            p.remove(i);
+            bad(&p, t, leaves, "a missing hash");
+        }
+        for at in [0, proof.len()] {
+            let mut p = proof.to_vec();
+            p.insert(at, *root);
+            bad(&p, t, leaves, "an extra hash");
+        }
+        // Two hashes swapped: right hashes, wrong order.
+        if proof.len() >= 2 && proof[0] != proof[1] {
+            let mut p = proof.to_vec();
+            p.swap(0, 1);
+            bad(&p, t, leaves, "swapped hashes");
+        }
+        for i in 0..leaves.len() {
+            let mut l = leaves.to_vec();
+            l[i].1 = flip(&l[i].1, i);
+            bad(proof, t, &l, "a wrong leaf");
+        }
+        bad(&[], t, &[], "an empty set");
+        bad(proof, t, &leaves[1..], "a missing leaf");
+        let mut l = leaves.to_vec();
+        if let Some(last) = l.last_mut() {
+            last.0 = t;
+        }
+        bad(proof, t, &l, "an index beyond the tree");
+        let mut l = leaves.to_vec();
+        l.push(leaves[leaves.len() - 1]);
+        bad(proof, t, &l, "a duplicate index");
+        if leaves.len() >= 2 {
+            let mut l = leaves.to_vec();
+            l.swap(0, 1);
+            bad(proof, t, &l, "unsorted indexes");
+        }
+        // A leaf moved to a free position: the positions are bound.
+        if let Some(free) = (0..t).find(|n| leaves.binary_search_by_key(n, |&(i, _)| i).is_err()) {
+            let mut l = leaves.to_vec();
+            l[0].0 = free;
+            l.sort_by_key(|&(i, _)| i);
+            bad(proof, t, &l, "a moved leaf");
+        }
+        for wrong_t in [t * 2, t / 2] {
+            bad(proof, wrong_t, leaves, "a wrong size");
+        }
+    }
+
+    #[test]
+    fn bad_multiproof_requests_are_refused() -> Result<(), MerkleError> {
+        let all = leaves(10);
+        let stored = store(&all)?;
+        let root = tree_hash(10, &stored)?;
+        assert_eq!(prove_records(10, &[], &stored), Err(MerkleError::NoIndexes));
+        assert_eq!(
+            prove_records(10, &[3, 3], &stored),
+            Err(MerkleError::IndexOrder {
+                previous: 3,
+                next: 3
+            })
+        );
+        assert_eq!(
+            prove_records(10, &[4, 2, 7], &stored),
+            Err(MerkleError::IndexOrder {
+                previous: 4,
+                next: 2
+            })
+        );
+        assert_eq!(
+            prove_records(10, &[2, 10], &stored),
+            Err(MerkleError::IndexOutOfRange {
+                index: 10,
+                size: 10
+            })
+        );
+        assert_eq!(
+            prove_records(MAX_TREE_SIZE + 1, &[0], &stored),
+            Err(MerkleError::TooLarge(MAX_TREE_SIZE + 1))
+        );
+        assert_eq!(
+            check_records(&[], 10, &root, &[]),
+            Err(MerkleError::NoIndexes)
+        );
+        assert_eq!(
+            check_records(&[], 10, &root, &[(5, all[5]), (1, all[1])]),
+            Err(MerkleError::IndexOrder {
+                previous: 5,
+                next: 1
+            })
+        );
+        assert_eq!(
+            check_records(&[], 0, &EMPTY_TREE_ROOT, &[(0, all[0])]),
+            Err(MerkleError::IndexOutOfRange { index: 0, size: 0 })
+        );
+        let proof = prove_records(10, &[1, 2], &stored)?;
+        assert_eq!(
+            check_records(&proof[1..], 10, &root, &[(1, all[1]), (2, all[2])]),
+            Err(MerkleError::ProofLength {
+                expected: proof.len(),
+                got: proof.len() - 1
+            })
+        );
+        assert!(matches!(
+            prove_records(10, &[1, 2], &stored[..3]),
+            Err(MerkleError::Reader(_))
+        ));
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
-use tongbao_proto::merkle::{check_record, check_tree};
+use tongbao_proto::merkle::{check_record, check_records, check_tree};
 use tongbao_proto::pb::{self, log_client::LogClient};
 use tongbao_proto::{Hash, canonical};
 use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, note, raw_channel};
@@ -164,6 +164,124 @@ async fn every_entry_is_provably_in_a_signed_checkpoint() -> TestResult {
         .err()
         .ok_or("checkpoint of a missing channel")?;
     assert_eq!(err.code(), Code::NotFound, "{err}");
+    t.stop().await
+}
+
+/// A request for inclusion proofs of `seqs` in `tax` at `tree_size`.
+fn proofs_of(seqs: &[u64], tree_size: u64, multiproof: bool) -> pb::GetInclusionProofsRequest {
+    pb::GetInclusionProofsRequest {
+        channel: "tax".into(),
+        seqs: seqs.to_vec(),
+        tree_size,
+        multiproof,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_multiproof_proves_many_entries_and_bad_requests_are_refused() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    // Seq 0 is for civil-affairs only; 1..12 for finance.
+    tax.push(note("n0").to_units(["civil-affairs"])).await?;
+    for i in 1..12 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let mut log = LogClient::new(raw_channel(&t.pki, "finance", t.addr).await?);
+    let key = log.get_log_key(pb::GetLogKeyRequest {}).await?.into_inner();
+    let verifier = NoteVerifier::from_vkey(&key.vkey)?;
+    let cp = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "tax".into(),
+        })
+        .await?
+        .into_inner();
+    let (cp, _) = open_checkpoint(&cp.note, &verifier, &[])?;
+    assert_eq!(cp.size, 12);
+    // Entries past the checkpoint exist but are not in its tree.
+    for i in 12..14 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+
+    let finance = t.unit("finance").await?;
+    let seqs = [1, 2, 3, 4, 5, 9, 11];
+    let mut leaves = Vec::new();
+    for &seq in &seqs {
+        leaves.push((seq, finance.get_entry("tax", seq).await?.leaf_hash));
+    }
+    let r = log
+        .get_inclusion_proofs(proofs_of(&seqs, cp.size, true))
+        .await?
+        .into_inner();
+    assert!(r.proofs.is_empty(), "per-seq proofs sent with a multiproof");
+    let multiproof = proof(&r.multiproof)?;
+    check_records(&multiproof, cp.size, &cp.root, &leaves)?;
+    // Fewer hashes than the seven audit paths together.
+    let per_seq = log
+        .get_inclusion_proofs(proofs_of(&seqs, cp.size, false))
+        .await?
+        .into_inner();
+    assert!(per_seq.multiproof.is_empty());
+    let paths: usize = per_seq.proofs.iter().map(|p| p.proof.len()).sum();
+    assert!(multiproof.len() < paths, "{} vs {paths}", multiproof.len());
+    // Tampered in transit: any hash changed, dropped or added is refused.
+    for i in 0..multiproof.len() {
+        let mut bad = multiproof.clone();
+        bad[i][7] ^= 1;
+        assert!(check_records(&bad, cp.size, &cp.root, &leaves).is_err());
+        let mut short = multiproof.clone();
+        short.remove(i);
+        assert!(check_records(&short, cp.size, &cp.root, &leaves).is_err());
+    }
+    let mut long = multiproof.clone();
+    long.push(cp.root);
+    assert!(check_records(&long, cp.size, &cp.root, &leaves).is_err());
+
+    // Unsorted and repeated seqs: the multiproof's order is the caller's job.
+    for bad in [&[4, 2][..], &[3, 3], &[]] {
+        let err = log
+            .get_inclusion_proofs(proofs_of(bad, cp.size, true))
+            .await
+            .err()
+            .ok_or("multiproof of badly ordered seqs")?;
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err}");
+    }
+    let err = log
+        .get_inclusion_proofs(proofs_of(&[5, 2], cp.size, true))
+        .await
+        .err()
+        .ok_or("multiproof of unsorted seqs")?;
+    assert!(err.message().contains("strictly increasing"), "{err}");
+    // Beyond the tree, beyond the channel, or not one's own: the same
+    // answer as per-seq proofs give.
+    for (bad, code) in [
+        (&[3, 12][..], Code::OutOfRange),
+        (&[3, 999], Code::NotFound),
+        (&[0, 3], Code::PermissionDenied),
+    ] {
+        for multiproof in [false, true] {
+            let err = log
+                .get_inclusion_proofs(proofs_of(bad, cp.size, multiproof))
+                .await
+                .err()
+                .ok_or("proof of an entry outside the tree")?;
+            assert_eq!(err.code(), code, "{bad:?} multiproof={multiproof}: {err}");
+        }
+    }
+    let err = log
+        .get_inclusion_proofs(proofs_of(&[3], 999, true))
+        .await
+        .err()
+        .ok_or("multiproof for a size that does not exist")?;
+    assert_eq!(err.code(), Code::OutOfRange, "{err}");
+
+    // The client proves a whole page with multiproofs, and entries in any
+    // order, repeats included.
+    let page = finance.pull(0, 100).await?;
+    assert_eq!(page.entries.len(), 13);
+    let (e2, e9) = (&page.entries[1], &page.entries[8]);
+    finance.prove_included(&[e9, e2, e9]).await?;
     t.stop().await
 }
 

@@ -9,7 +9,7 @@ use super::{HubState, storage_status};
 use crate::log::LogError;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
-use tongbao_proto::merkle::{prove_record, prove_tree, stored_hash_index};
+use tongbao_proto::merkle::{prove_record, prove_records, prove_tree, stored_hash_index};
 use tongbao_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status};
 
@@ -112,11 +112,7 @@ impl LogService {
 
     /// The inclusion proof of entry `seq` in the tree of size `tree_size`.
     fn proof(&self, channel: &str, seq: u64, tree_size: u64) -> Result<Vec<Vec<u8>>, Status> {
-        if seq >= tree_size {
-            return Err(Status::out_of_range(format!(
-                "entry {channel}:{seq} is not in the tree of size {tree_size} yet; ask again after the next checkpoint"
-            )));
-        }
+        in_tree(channel, seq, tree_size)?;
         prove_record(tree_size, seq, &self.state.logs.reader(channel))
             .map(hashes)
             .map_err(|e| log_status(e.into()))
@@ -132,6 +128,35 @@ impl LogService {
         }
         Ok(())
     }
+}
+
+/// An entry must be below the size it is proved against.
+fn in_tree(channel: &str, seq: u64, tree_size: u64) -> Result<(), Status> {
+    if seq >= tree_size {
+        return Err(Status::out_of_range(format!(
+            "entry {channel}:{seq} is not in the tree of size {tree_size} yet; ask again after the next checkpoint"
+        )));
+    }
+    Ok(())
+}
+
+/// A multiproof's seqs: some, strictly increasing (its canonical order).
+fn multiproof_seqs(seqs: &[u64]) -> Result<(), Status> {
+    if seqs.is_empty() {
+        return Err(Status::invalid_argument(
+            "a multiproof needs at least one seq",
+        ));
+    }
+    let disorder = seqs.windows(2).find_map(|w| match w {
+        [a, b] if a >= b => Some((*a, *b)),
+        _ => None,
+    });
+    if let Some((a, b)) = disorder {
+        return Err(Status::invalid_argument(format!(
+            "for a multiproof the seqs must be strictly increasing, but {b} follows {a}; sort them and drop repeats"
+        )));
+    }
+    Ok(())
 }
 
 fn log_status(e: LogError) -> Status {
@@ -224,6 +249,25 @@ impl Log for LogService {
             ));
         }
         self.check_size(&req.channel, req.tree_size)?;
+        if req.multiproof {
+            multiproof_seqs(&req.seqs)?;
+            // The same per-entry checks, in the same order, as below.
+            for &seq in &req.seqs {
+                self.provable_entry(&who, &req.channel, seq)?;
+                in_tree(&req.channel, seq, req.tree_size)?;
+            }
+            let proof = prove_records(
+                req.tree_size,
+                &req.seqs,
+                &self.state.logs.reader(&req.channel),
+            )
+            .map_err(|e| log_status(e.into()))?;
+            return Ok(Response::new(pb::GetInclusionProofsResponse {
+                tree_size: req.tree_size,
+                proofs: Vec::new(),
+                multiproof: hashes(proof),
+            }));
+        }
         let mut proofs = Vec::with_capacity(req.seqs.len());
         for seq in req.seqs {
             let stored = self.provable_entry(&who, &req.channel, seq)?;
@@ -236,6 +280,7 @@ impl Log for LogService {
         Ok(Response::new(pb::GetInclusionProofsResponse {
             tree_size: req.tree_size,
             proofs,
+            multiproof: Vec::new(),
         }))
     }
 
