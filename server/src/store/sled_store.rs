@@ -6,7 +6,9 @@
 //! units costs one key per inbox per group commit, not one per recipient:
 //! an inbox run holds the positions one commit added to an inbox; an answer
 //! run, the positions one receipt answered; a fetched run, the positions
-//! one page served for the first time. sled's own flush uses `sync_file_range` and
+//! one page served for the first time. Runs are keyed by their last
+//! position and start with their first, so that the run holding a position
+//! is the first key at or after it: lookups only ever iterate forwards. sled's own flush uses `sync_file_range` and
 //! never syncs blob files (large values), which survives a process crash but
 //! not a power loss; [`SledStore::make_durable`] adds the missing fsyncs.
 
@@ -158,11 +160,11 @@ fn runs_of(cursors: &[u64]) -> Vec<(u64, u64)> {
     out
 }
 
-/// An answer run: last position (8), kind (1), seq of the answering entry
+/// An answer run: first position (8), kind (1), seq of the answering entry
 /// (8), its hub time (8).
-fn answer_run(last: u64, kind: AnswerKind, seq: u64, hub_micros: i64) -> Vec<u8> {
+fn answer_run(first: u64, kind: AnswerKind, seq: u64, hub_micros: i64) -> Vec<u8> {
     let mut v = Vec::with_capacity(25);
-    v.extend_from_slice(&last.to_be_bytes());
+    v.extend_from_slice(&first.to_be_bytes());
     v.push(u8::from(kind == AnswerKind::Exception));
     v.extend_from_slice(&seq.to_be_bytes());
     v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
@@ -184,10 +186,11 @@ fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
     })
 }
 
-/// An inbox run: count (4), then per position the entry's seq (8), the
-/// length of its channel name (2) and the name.
-fn inbox_run(items: &[(u64, &str)]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + items.iter().map(|(_, c)| 10 + c.len()).sum::<usize>());
+/// An inbox run: first position (8), count (4), then per position the
+/// entry's seq (8), the length of its channel name (2) and the name.
+fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + items.iter().map(|(_, c)| 10 + c.len()).sum::<usize>());
+    v.extend_from_slice(&first.to_be_bytes());
     v.extend_from_slice(&(items.len() as u32).to_be_bytes());
     for (seq, channel) in items {
         v.extend_from_slice(&seq.to_be_bytes());
@@ -197,15 +200,19 @@ fn inbox_run(items: &[(u64, &str)]) -> Vec<u8> {
     v
 }
 
-fn decode_inbox_run(inbox: &str, first: u64, v: &[u8]) -> Result<Vec<InboxItem>, StoreError> {
-    let bad = || StoreError::Corrupt(format!("inbox {inbox}: run at position {first}"));
+fn decode_inbox_run(inbox: &str, last: u64, v: &[u8]) -> Result<Vec<InboxItem>, StoreError> {
+    let bad = || StoreError::Corrupt(format!("inbox {inbox}: run ending at position {last}"));
+    let first = u64_from(v.get(..8).ok_or_else(bad)?)?;
     let count = v
-        .get(..4)
+        .get(8..12)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(bad)?;
+    if first.checked_add(u64::from(count)) != last.checked_add(1) {
+        return Err(bad());
+    }
     let mut out = Vec::with_capacity(count as usize);
-    let mut rest = &v[4..];
+    let mut rest = &v[12..];
     for i in 0..u64::from(count) {
         let (seq, len) = match (rest.get(..8), rest.get(8..10)) {
             (Some(s), Some(l)) => (u64_from(s)?, u16::from_be_bytes([l[0], l[1]]) as usize),
@@ -352,23 +359,23 @@ impl SledStore {
         entry_offset(v).map(|at| v.split_at(at))
     }
 
-    /// The run of `kind` records of `inbox` that covers `cursor`: runs are
-    /// keyed by their first position and hold their last one first.
+    /// The run of `kind` records of `inbox` that covers `cursor`: the first
+    /// run ending at or after it, if it starts at or before it.
     fn run_covering(
         &self,
         kind: u8,
         inbox: &str,
         cursor: u64,
     ) -> Result<Option<sled::IVec>, StoreError> {
-        let range = key(kind, inbox, Some(0))..=key(kind, inbox, Some(cursor));
-        let Some(kv) = self.tree.range(range).next_back() else {
+        let range = key(kind, inbox, Some(cursor))..=key(kind, inbox, Some(u64::MAX));
+        let Some(kv) = self.tree.range(range).next() else {
             return Ok(None);
         };
         let (_, v) = kv.map_err(db_err)?;
-        let last = v
+        let first = v
             .get(..8)
             .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?;
-        Ok((u64_from(last)? >= cursor).then_some(v))
+        Ok((u64_from(first)? <= cursor).then_some(v))
     }
 
     /// The last position of the last run of `kind` records of `inbox`.
@@ -377,8 +384,8 @@ impl SledStore {
         match self.tree.range(range).next_back() {
             None => Ok(0),
             Some(kv) => {
-                let (_, v) = kv.map_err(db_err)?;
-                u64_from(v.get(..8).unwrap_or_default())
+                let (k, _) = kv.map_err(db_err)?;
+                Ok(split_key(&k)?.1.unwrap_or(0))
             }
         }
     }
@@ -518,8 +525,8 @@ impl Store for SledStore {
             // A unit answers from its own inbox, named as its channel.
             for (first, last) in runs_of(&answered) {
                 batch.insert(
-                    key(ANSWER, &e.channel, Some(first)),
-                    answer_run(last, e.answer_kind, e.seq, e.hub_micros),
+                    key(ANSWER, &e.channel, Some(last)),
+                    answer_run(first, e.answer_kind, e.seq, e.hub_micros),
                 );
             }
             let first = tongbao_proto::merkle::stored_hash_count(e.seq);
@@ -550,7 +557,7 @@ impl Store for SledStore {
             for (first, last) in runs_of(&cursors) {
                 let (run, next) = rest.split_at(((last - first) as usize + 1).min(rest.len()));
                 let run: Vec<(u64, &str)> = run.iter().map(|(_, s, c)| (*s, *c)).collect();
-                batch.insert(key(INBOX, inbox, Some(first)), inbox_run(&run));
+                batch.insert(key(INBOX, inbox, Some(last)), inbox_run(first, &run));
                 rest = next;
             }
             if let Some(head) = cursors.last() {
@@ -650,9 +657,9 @@ impl Store for SledStore {
             let mut batch = sled::Batch::default();
             for (first, last) in runs_of(&fresh) {
                 let mut v = Vec::with_capacity(16);
-                v.extend_from_slice(&last.to_be_bytes());
+                v.extend_from_slice(&first.to_be_bytes());
                 v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
-                batch.insert(key(FETCHED, inbox, Some(first)), v);
+                batch.insert(key(FETCHED, inbox, Some(last)), v);
             }
             self.tree.apply_batch(batch).map_err(db_err)?;
         }
@@ -762,26 +769,18 @@ impl Store for SledStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        // The run holding `start` may begin before it.
-        let holding = key(INBOX, inbox, Some(0))..=key(INBOX, inbox, Some(start));
-        if let Some(kv) = self.tree.range(holding).next_back() {
-            let (k, v) = kv.map_err(db_err)?;
-            let (_, first) = split_key(&k)?;
-            let items = decode_inbox_run(inbox, first.unwrap_or(0), &v)?;
-            out.extend(items.into_iter().filter(|i| i.cursor >= start).take(limit));
-        }
-        if let Some(next) = start.checked_add(1) {
-            let later = key(INBOX, inbox, Some(next))..=key(INBOX, inbox, Some(u64::MAX));
-            for kv in self.tree.range(later) {
-                if out.len() >= limit {
-                    break;
-                }
-                let (k, v) = kv.map_err(db_err)?;
-                let (_, first) = split_key(&k)?;
-                let items = decode_inbox_run(inbox, first.unwrap_or(0), &v)?;
-                let room = limit - out.len();
-                out.extend(items.into_iter().take(room));
+        // The first run ending at or after `start` holds it (runs are
+        // contiguous); later runs follow in order.
+        let runs = key(INBOX, inbox, Some(start))..=key(INBOX, inbox, Some(u64::MAX));
+        for kv in self.tree.range(runs) {
+            if out.len() >= limit {
+                break;
             }
+            let (k, v) = kv.map_err(db_err)?;
+            let (_, last) = split_key(&k)?;
+            let items = decode_inbox_run(inbox, last.unwrap_or(0), &v)?;
+            let room = limit - out.len();
+            out.extend(items.into_iter().filter(|i| i.cursor >= start).take(room));
         }
         Ok(out)
     }
@@ -803,13 +802,13 @@ mod tests {
             seq,
             message_id: format!("m{seq}"),
             message_digest: [seq as u8; HASH_LEN],
-            leaf_hash: [seq as u8 + 100; HASH_LEN],
+            leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
             hub_micros: seq as i64,
             encoded: e.encode_to_vec().into(),
             shared: Arc::new(StoredEntry {
                 encoded: e.encode_to_vec().into(),
                 entry: e.clone(),
-                leaf_hash: [seq as u8 + 100; HASH_LEN],
+                leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
                 cursors: inboxes.iter().map(|(_, c)| *c).collect(),
             }),
             deliveries: inboxes
@@ -819,7 +818,7 @@ mod tests {
             answers: Vec::new(),
             answer_kind: AnswerKind::Acknowledged,
             audit_scopes: Vec::new(),
-            tree_hashes: vec![[seq as u8 + 100; HASH_LEN]],
+            tree_hashes: vec![[(seq as u8).wrapping_add(100); HASH_LEN]],
         }
     }
 
@@ -1012,6 +1011,114 @@ mod tests {
             Err(StoreError::Corrupt(m)) => assert!(m.contains("format 1"), "{m}"),
             other => return Err(format!("expected refusal, got {other:?}").into()),
         }
+        Ok(())
+    }
+
+    /// Many small commits to several inboxes: every position is found from
+    /// every starting point, whatever node boundaries the runs fall on.
+    #[test]
+    fn every_position_is_found_among_many_small_runs() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), false)?;
+        let inboxes = ["finance", "fin", "tax", "political-legal"];
+        let mut next = [0u64; 4];
+        let mut seq = 0;
+        let mut marked = 0;
+        for round in 0..1500u64 {
+            let mut batch = Vec::new();
+            for _ in 0..(round % 3 + 1) {
+                let mut to = Vec::new();
+                for (i, inbox) in inboxes.iter().enumerate() {
+                    if !(seq + i as u64).is_multiple_of(5) {
+                        next[i] += 1;
+                        to.push((*inbox, next[i]));
+                    }
+                }
+                batch.push(entry("pbc", seq, &to));
+                seq += 1;
+            }
+            s.commit(&batch)?;
+            let served: Vec<u64> = (marked + 1..=next[0]).collect();
+            s.mark_fetched("finance", &served, round as i64)?;
+            marked = next[0];
+        }
+        for (i, inbox) in inboxes.iter().enumerate() {
+            for after in 0..next[i] {
+                let page = s.inbox_page(inbox, after, 2)?;
+                let got: Vec<u64> = page.iter().map(|p| p.cursor).collect();
+                let want: Vec<u64> = (after + 1..=next[i]).take(2).collect();
+                assert_eq!(got, want, "{inbox} after {after}");
+            }
+        }
+        for c in 1..=next[0] {
+            assert!(s.fetched("finance", c)?.is_some(), "fetched {c}");
+        }
+        Ok(())
+    }
+
+    /// A reader following an inbox while commits and fetched marks keep
+    /// landing sees every position once, in order, as subscribers do. (With
+    /// runs keyed by their first position, found by iterating backwards,
+    /// sled 0.34 now and then returned an earlier run under concurrent
+    /// writes and a subscriber skipped a run.)
+    #[test]
+    fn a_reader_following_an_inbox_during_commits_misses_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir()?;
+        let s = Arc::new(SledStore::open(dir.path(), false)?);
+        let head = Arc::new(AtomicU64::new(0));
+        const LAST: u64 = 10_000;
+        let writer = {
+            let (s, head) = (s.clone(), head.clone());
+            std::thread::spawn(move || -> Result<(), StoreError> {
+                let mut cursor = 0;
+                let mut seq = 0;
+                while cursor < LAST {
+                    let n = (seq % 3 + 1).min(LAST - cursor);
+                    let batch: Vec<NewEntry> = (0..n)
+                        .map(|i| {
+                            entry(
+                                "pbc",
+                                seq + i,
+                                &[("finance", cursor + i + 1), ("tax", cursor + i + 1)],
+                            )
+                        })
+                        .collect();
+                    s.apply(&batch)?;
+                    seq += n;
+                    cursor += n;
+                    head.store(cursor, Ordering::Release);
+                }
+                Ok(())
+            })
+        };
+        let marker = {
+            let (s, head) = (s.clone(), head.clone());
+            std::thread::spawn(move || -> Result<(), StoreError> {
+                let mut marked = 0;
+                while marked < LAST {
+                    let to = head.load(Ordering::Acquire);
+                    let served: Vec<u64> = (marked + 1..=to).collect();
+                    s.mark_fetched("tax", &served, 1)?;
+                    marked = to;
+                }
+                Ok(())
+            })
+        };
+        let mut cursor = 0;
+        while cursor < LAST {
+            let durable = head.load(Ordering::Acquire);
+            for item in s.inbox_page("finance", cursor, 128)? {
+                if item.cursor > durable {
+                    break;
+                }
+                assert_eq!(item.cursor, cursor + 1, "after {cursor}");
+                cursor = item.cursor;
+            }
+        }
+        writer.join().map_err(|_| "writer panicked")??;
+        marker.join().map_err(|_| "marker panicked")??;
         Ok(())
     }
 }
