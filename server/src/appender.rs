@@ -367,15 +367,22 @@ impl Writer {
             let mut earlier = Vec::new();
             let mut fresh = Vec::new();
             let mut lookup_failed = None;
-            for a in answers {
+            let cursors: Vec<u64> = answers.iter().map(|a| a.cursor).collect();
+            let stored = match self.store.answers(&sender, &cursors) {
+                Ok(s) => s,
+                Err(e) => {
+                    lookup_failed = Some(e);
+                    Vec::new()
+                }
+            };
+            for (a, stored) in answers.into_iter().zip(stored) {
                 if let Some(by) = answered.get(&(sender.clone(), a.cursor)) {
                     earlier.push(((a.channel, a.seq), *by));
                     continue;
                 }
-                match self.store.answer(&sender, a.cursor) {
-                    Ok(Some(by)) => earlier.push(((a.channel, a.seq), by.seq)),
-                    Ok(None) => fresh.push(a.cursor),
-                    Err(e) => lookup_failed = Some(e),
+                match stored {
+                    Some(by) => earlier.push(((a.channel, a.seq), by.seq)),
+                    None => fresh.push(a.cursor),
                 }
             }
             if let Some(e) = lookup_failed {

@@ -163,8 +163,13 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError>;
+    /// How the owner of `inbox` answered the entries at `cursors` (in any
+    /// order), one outcome per cursor.
+    fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError>;
     /// How the owner of `inbox` answered the entry at `cursor`, if it did.
-    fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError>;
+    fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError> {
+        Ok(self.answers(inbox, &[cursor])?.pop().flatten())
+    }
     /// Records the first time the owner of `inbox` was served each of
     /// `cursors` (ascending). Not synced: an observation, not a promise.
     fn mark_fetched(&self, inbox: &str, cursors: &[u64], hub_micros: i64)

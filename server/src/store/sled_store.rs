@@ -529,13 +529,11 @@ impl Store for SledStore {
                     answer_run(first, e.answer_kind, e.seq, e.hub_micros),
                 );
             }
-            let first = tongbao_proto::merkle::stored_hash_count(e.seq);
-            for (i, h) in e.tree_hashes.iter().enumerate() {
-                batch.insert(
-                    key(TREE_HASH, &e.channel, Some(first + i as u64)),
-                    h.to_vec(),
-                );
-            }
+            // The hashes a record adds (levels 0, 1, …), under the record.
+            batch.insert(
+                key(TREE_HASH, &e.channel, Some(e.seq)),
+                e.tree_hashes.concat(),
+            );
             for mechanism in &e.audit_scopes {
                 let mut k = key(AUDIT_SCOPE, mechanism, Some(e.hub_micros as u64));
                 k.push(0);
@@ -621,10 +619,40 @@ impl Store for SledStore {
         }))
     }
 
-    fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError> {
-        self.run_covering(ANSWER, inbox, cursor)?
-            .map(|v| decode_answer(&v))
-            .transpose()
+    fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
+        let mut out = vec![None; cursors.len()];
+        let mut order: Vec<usize> = (0..cursors.len()).collect();
+        order.sort_unstable_by_key(|&i| cursors[i]);
+        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
+            return Ok(out);
+        };
+        let (lo, hi) = (cursors[lo], cursors[hi]);
+        // One forward scan over the runs that can cover [lo, hi].
+        let mut next = order.into_iter().peekable();
+        for kv in self
+            .tree
+            .range(key(ANSWER, inbox, Some(lo))..=key(ANSWER, inbox, Some(u64::MAX)))
+        {
+            let (k, v) = kv.map_err(db_err)?;
+            let last = split_key(&k)?.1.unwrap_or(0);
+            let first = u64_from(
+                v.get(..8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?,
+            )?;
+            while let Some(&i) = next.peek() {
+                if cursors[i] > last {
+                    break;
+                }
+                if cursors[i] >= first {
+                    out[i] = Some(decode_answer(&v)?);
+                }
+                next.next();
+            }
+            if next.peek().is_none() || first > hi {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn mark_fetched(
@@ -711,6 +739,7 @@ impl Store for SledStore {
             Err(_) => vec![None; indexes.len()],
         };
         let mut read = Vec::new();
+        let mut records: HashMap<u64, sled::IVec> = HashMap::new();
         let out = indexes
             .iter()
             .zip(cached)
@@ -718,16 +747,30 @@ impl Store for SledStore {
                 if let Some(h) = c {
                     return Ok(h);
                 }
-                let v = self
-                    .tree
-                    .get(key(TREE_HASH, channel, Some(*i)))
-                    .map_err(db_err)?
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "channel {channel}: stored hash {i} is missing"
-                        ))
-                    })?;
-                let h = hash_from(&v)?;
+                let missing = || {
+                    StoreError::Corrupt(format!("channel {channel}: stored hash {i} is missing"))
+                };
+                // Hash (level, n) was added by record ((n + 1) << level) - 1.
+                let (level, n) = tongbao_proto::merkle::split_stored_hash_index(*i);
+                let seq = n
+                    .checked_add(1)
+                    .and_then(|m| m.checked_shl(level))
+                    .and_then(|m| m.checked_sub(1))
+                    .ok_or_else(missing)?;
+                let v = match records.get(&seq) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = self
+                            .tree
+                            .get(key(TREE_HASH, channel, Some(seq)))
+                            .map_err(db_err)?
+                            .ok_or_else(missing)?;
+                        records.insert(seq, v.clone());
+                        v
+                    }
+                };
+                let at = level as usize * HASH_LEN;
+                let h = hash_from(v.get(at..at + HASH_LEN).ok_or_else(missing)?)?;
                 read.push((*i, h));
                 Ok(h)
             })
@@ -973,6 +1016,18 @@ mod tests {
             }
         }
         assert_eq!(s.answer("fin", 2)?, None);
+        // In bulk, in any order, the same outcomes.
+        let asked = [8, 7, 1, 2, 5, 3, 3, 4, 6];
+        let bulk: Vec<bool> = s
+            .answers("finance", &asked)?
+            .iter()
+            .map(Option::is_some)
+            .collect();
+        assert_eq!(
+            bulk,
+            [false, true, false, true, true, true, true, false, false]
+        );
+        assert!(s.answers("finance", &[])?.is_empty());
         // Served 3..5, then 1..6 again after a reconnect, then 9 (skipping).
         s.mark_fetched("finance", &[3, 4, 5], 10)?;
         s.mark_fetched("finance", &[1, 2, 3, 4, 5, 6], 20)?;
@@ -1119,6 +1174,40 @@ mod tests {
         }
         writer.join().map_err(|_| "writer panicked")??;
         marker.join().map_err(|_| "marker panicked")??;
+        Ok(())
+    }
+
+    /// Each record's Merkle hashes are kept under the record; every stored
+    /// hash index finds its own after a restart (no cache).
+    #[test]
+    fn stored_hashes_are_found_under_their_records() -> Result<(), Box<dyn std::error::Error>> {
+        use tongbao_proto::merkle::{split_stored_hash_index, stored_hash_count};
+        let dir = tempfile::tempdir()?;
+        {
+            let s = SledStore::open(dir.path(), true)?;
+            let batch: Vec<NewEntry> = (0..13u64)
+                .map(|seq| {
+                    let mut e = entry("tax", seq, &[]);
+                    let k = stored_hash_count(seq + 1) - stored_hash_count(seq);
+                    e.tree_hashes = (0..k).map(|l| [(seq * 10 + l) as u8; HASH_LEN]).collect();
+                    e
+                })
+                .collect();
+            s.commit(&batch)?;
+        }
+        let s = reopen(dir.path())?;
+        let all: Vec<u64> = (0..stored_hash_count(13)).rev().collect();
+        let got = s.stored_hashes("tax", &all)?;
+        for (i, h) in all.iter().zip(got) {
+            let (level, n) = split_stored_hash_index(*i);
+            let seq = ((n + 1) << level) - 1;
+            assert_eq!(
+                h,
+                [(seq * 10 + u64::from(level)) as u8; HASH_LEN],
+                "index {i}"
+            );
+        }
+        assert!(s.stored_hashes("tax", &[stored_hash_count(13)]).is_err());
         Ok(())
     }
 }
