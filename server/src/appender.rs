@@ -589,6 +589,7 @@ impl Syncer {
                             .any(|o| matches!(o, Outcome::Answer(Ok(_))))
                     }) =>
                 {
+                    crate::failpoint::pause("before-sync");
                     self.store.sync().map_err(|e| e.to_string())
                 }
                 None => Ok(()),

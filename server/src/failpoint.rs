@@ -2,8 +2,9 @@
 //!
 //! Built only with the `failpoints` feature (the test crate enables it for
 //! its hub binary): when `TONGBAO_FAILPOINT` names a point, the hub aborts
-//! there, as under `kill -9`, with nothing flushed or cleaned up. Without
-//! the feature every point is a no-op.
+//! there, as under `kill -9`, with nothing flushed or cleaned up; when it
+//! is `point:<ms>`, the hub waits there that long, holding open a window a
+//! test wants to look into. Without the feature every point is a no-op.
 
 /// Environment variable naming the point to crash at.
 pub const ENV: &str = "TONGBAO_FAILPOINT";
@@ -14,6 +15,19 @@ pub fn hit(name: &str) {
     if std::env::var(ENV).is_ok_and(|v| v == name) {
         eprintln!("failpoint {name}: aborting the hub");
         std::process::abort();
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+/// Sleeps if `TONGBAO_FAILPOINT` is `name:<milliseconds>`.
+pub fn pause(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = std::env::var(ENV)
+        .ok()
+        .and_then(|v| v.strip_prefix(name)?.strip_prefix(':')?.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;

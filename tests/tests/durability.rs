@@ -277,3 +277,81 @@ async fn a_push_to_a_hub_that_is_gone_fails_at_once_and_lands_once_later() -> Te
     hub.kill()?;
     Ok(())
 }
+
+/// Nothing is readable before it is durable: while a group commit waits
+/// for its fsync (held open by a failpoint), its entry is already in the
+/// store, yet `Pull` stops at the durable inbox head, `GetEntry` does not
+/// find it and the checkpoint does not cover it. Once the push is
+/// answered, all three show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_is_not_readable_before_its_commit_is_durable() -> TestResult {
+    use tongbao_proto::pb::{self, exchange_client::ExchangeClient, log_client::LogClient};
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start_with_env(
+        &pki,
+        HUB,
+        &pki.path().join("data"),
+        &[(tongbao_server::failpoint::ENV, "before-sync:2500")],
+    )?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    let first = tax.push(note("durable").to_units(["finance"])).await?;
+    let pending = {
+        let tax = tax.clone();
+        tokio::spawn(async move { tax.push(note("in flight").to_units(["finance"])).await })
+    };
+    // The second push is applied at once, then waits 2.5 s for its fsync.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let channel = tongbao_tests::raw_channel(&pki, "finance", hub.addr).await?;
+    let mut exchange = ExchangeClient::new(channel.clone());
+    let mut log = LogClient::new(channel);
+    let pull = |mut exchange: ExchangeClient<_>| async move {
+        exchange
+            .pull(pb::PullRequest {
+                after: 0,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    let page = pull(exchange.clone()).await?;
+    assert!(
+        !pending.is_finished(),
+        "the second push was answered too early for this test"
+    );
+    assert_eq!(
+        page.deliveries.len(),
+        1,
+        "served an entry whose commit is not durable"
+    );
+    assert_eq!(page.head, 1);
+    let early = exchange
+        .get_entry(pb::GetEntryRequest {
+            channel: "tax".into(),
+            seq: first.seq + 1,
+        })
+        .await;
+    assert_eq!(early.err().map(|s| s.code()), Some(tonic::Code::NotFound));
+    let checkpoint = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "tax".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        checkpoint.size, 1,
+        "the checkpoint covers an entry that is not durable"
+    );
+    let second = pending.await??;
+    assert_eq!(second.seq, first.seq + 1);
+    let page = pull(exchange.clone()).await?;
+    assert_eq!(page.deliveries.len(), 2);
+    exchange
+        .get_entry(pb::GetEntryRequest {
+            channel: "tax".into(),
+            seq: second.seq,
+        })
+        .await?;
+    hub.kill()?;
+    Ok(())
+}
