@@ -25,6 +25,8 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    Format(String),
 }
 
 /// The tip of one channel, as appends need it.

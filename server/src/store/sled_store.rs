@@ -326,7 +326,7 @@ impl SledStore {
                 tree.insert(FORMAT_KEY, FORMAT).map_err(db_err)?;
             }
             found => {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {}; \
                      start it on an empty data directory",
                     dir.display(),
@@ -1063,7 +1063,7 @@ mod tests {
             s.raw_tree().flush()?;
         }
         match reopen(dir.path()) {
-            Err(StoreError::Corrupt(m)) => assert!(m.contains("format 1"), "{m}"),
+            Err(StoreError::Format(m)) => assert!(m.contains("format 1"), "{m}"),
             other => return Err(format!("expected refusal, got {other:?}").into()),
         }
         Ok(())
