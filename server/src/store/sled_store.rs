@@ -119,9 +119,10 @@ pub struct SledStore {
     fsync: bool,
     recent: Mutex<Recent>,
     /// The highest inbox position marked fetched, by inbox (loaded on first
-    /// use). The lock serialises "fetched" marks so that the first serving
-    /// wins; positions above the mark need no lookup.
-    fetched_marks: Mutex<HashMap<String, u64>>,
+    /// use). Each inbox's lock serialises its "fetched" marks so that the
+    /// first serving wins, without one inbox's readers waiting for
+    /// another's; positions above the mark need no lookup.
+    fetched_marks: Mutex<HashMap<String, Arc<Mutex<Option<u64>>>>>,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -664,12 +665,17 @@ impl Store for SledStore {
         // First serving wins; later ones leave the record alone. The lock
         // makes check-then-write atomic among the hub's readers, the only
         // writers of these records.
-        let mut marks = self
-            .fetched_marks
-            .lock()
-            .map_err(|_| StoreError::Database("fetched marks poisoned".into()))?;
-        let mark = match marks.get(inbox) {
-            Some(m) => *m,
+        let poisoned = || StoreError::Database("fetched marks poisoned".into());
+        let slot = {
+            let mut all = self.fetched_marks.lock().map_err(|_| poisoned())?;
+            match all.get(inbox) {
+                Some(slot) => slot.clone(),
+                None => all.entry(inbox.to_string()).or_default().clone(),
+            }
+        };
+        let mut slot = slot.lock().map_err(|_| poisoned())?;
+        let mark = match *slot {
+            Some(m) => m,
             None => self.last_run_end(FETCHED, inbox)?,
         };
         let mut fresh = Vec::with_capacity(cursors.len());
@@ -691,8 +697,7 @@ impl Store for SledStore {
             }
             self.tree.apply_batch(batch).map_err(db_err)?;
         }
-        let top = fresh.last().copied().unwrap_or(0).max(mark);
-        marks.insert(inbox.to_string(), top);
+        *slot = Some(fresh.last().copied().unwrap_or(0).max(mark));
         Ok(())
     }
 
