@@ -667,9 +667,22 @@ impl Client {
             })
             .await?
             .into_inner();
-        let mut entries = Vec::with_capacity(r.deliveries.len());
+        // Every entry's key first, then the page's signatures in one batch;
+        // the first failing entry (in page order) is still the one reported.
+        let mut prepared = Vec::with_capacity(r.deliveries.len());
         for d in r.deliveries {
-            entries.push(self.verify_delivery(d).await?);
+            prepared.push(self.prepare_delivery(d).await);
+        }
+        crate::verify::preverify_signatures(
+            prepared
+                .iter()
+                .flatten()
+                .map(|p| (&p.entry, p.key.as_slice())),
+        );
+        let mut entries = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let p = p?;
+            entries.push(verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)?);
         }
         if self.verify_inclusion {
             self.prove_included(&entries.iter().collect::<Vec<_>>())
@@ -798,7 +811,15 @@ impl Client {
 
     /// Verifies a delivery, fetching the registry again once if the
     /// signature names a key not seen yet (a rotation).
-    pub async fn verify_delivery(&self, mut d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
+    pub async fn verify_delivery(&self, d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
+        let p = self.prepare_delivery(d).await?;
+        verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
+    }
+
+    /// Every check of [`Client::verify_delivery`] before the signature and
+    /// leaf hash: the decoded entry with the registered key it must verify
+    /// under.
+    async fn prepare_delivery(&self, mut d: pb::Delivery) -> Result<PreparedDelivery, ClientError> {
         let integrity = |reason: String| ClientError::Integrity {
             channel: String::new(),
             seq: 0,
@@ -849,7 +870,12 @@ impl Client {
                 ),
             });
         }
-        verify_entry(entry, &d.leaf_hash, d.cursor, &key)
+        Ok(PreparedDelivery {
+            entry,
+            leaf_hash: d.leaf_hash,
+            cursor: d.cursor,
+            key,
+        })
     }
 
     /// Acknowledges entries with one receipt signed by this unit's key. The
@@ -1474,6 +1500,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// A decoded delivery whose signing key is known and valid for it, not yet
+/// verified.
+struct PreparedDelivery {
+    entry: pb::Entry,
+    leaf_hash: Vec<u8>,
+    cursor: u64,
+    key: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
 use tongbao_proto::canonical::{message_digest, sha256};
-use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest};
+use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_digests};
 use tongbao_proto::{Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
@@ -189,6 +189,31 @@ impl VerifiedSignatures {
     }
 }
 
+/// Checks the not yet remembered signatures of many entries in one batch
+/// and remembers those that verify, so that [`verify_entry`] then finds
+/// them; it re-checks the others one by one and reports why they fail.
+/// Each item is an entry with the public key its signature names.
+pub(crate) fn preverify_signatures<'a>(entries: impl Iterator<Item = (&'a pb::Entry, &'a [u8])>) {
+    let pending: Vec<(Hash, &pb::Signature, &[u8])> = entries
+        .filter_map(|(entry, key)| {
+            let signed = entry.message.as_ref()?;
+            let digest = message_digest(signed.message.as_ref()?);
+            let signature = signed.signature.as_ref()?;
+            (!VerifiedSignatures::seen(&digest, signature, key)).then_some((digest, signature, key))
+        })
+        .collect();
+    if pending.len() < 2 {
+        return; // nothing to gain over verify_entry's single check
+    }
+    let items: Vec<(&Hash, &pb::Signature, &[u8])> =
+        pending.iter().map(|(d, s, k)| (d, *s, *k)).collect();
+    for ((digest, signature, key), verdict) in pending.iter().zip(verify_digests(&items)) {
+        if verdict.is_ok() {
+            VerifiedSignatures::remember(digest, signature, key);
+        }
+    }
+}
+
 /// Verifies a delivered entry against the leaf hash the hub claims and the
 /// sender's registered public key.
 pub fn verify_entry(
@@ -283,6 +308,25 @@ mod tests {
         // Another key: fails.
         let other = SigningKey::generate()?;
         assert!(verify_entry(good, &leaf, 5, other.public_key()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_page_checked_in_one_batch_remembers_only_good_signatures()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let key = SigningKey::generate()?;
+        let mut page: Vec<pb::Entry> = (0..8)
+            .map(|i| entry(&key, &format!("page entry {i}")))
+            .collect();
+        if let Some(s) = page[5].message.as_mut().and_then(|m| m.signature.as_mut()) {
+            s.signature[0] ^= 1;
+        }
+        preverify_signatures(page.iter().map(|e| (e, key.public_key())));
+        for (i, e) in page.into_iter().enumerate() {
+            let leaf = tongbao_proto::canonical::leaf_hash(&e);
+            let verdict = verify_entry(e, &leaf, i as u64, key.public_key());
+            assert_eq!(verdict.is_err(), i == 5, "entry {i}: {verdict:?}");
+        }
         Ok(())
     }
 }

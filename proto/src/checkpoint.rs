@@ -15,7 +15,6 @@ use crate::canonical::sha256;
 use crate::keys::{ED25519_PUBLIC_KEY_LEN, SigningKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ring::signature::{ED25519, UnparsedPublicKey};
 
 /// Most signatures a note may carry; the Go reference refuses more.
 pub const MAX_NOTE_SIGNATURES: usize = 100;
@@ -417,16 +416,16 @@ impl NoteVerifier {
             name: self.name.clone(),
             key_id: self.key_id,
         };
-        let key = UnparsedPublicKey::new(&ED25519, &self.public_key);
+        let key = &self.public_key;
         match self.key_type {
             KeyType::Ed25519 => {
-                key.verify(text.as_bytes(), sig).map_err(|_| bad())?;
+                crate::ed25519::verify(key, text.as_bytes(), sig).map_err(|_| bad())?;
                 Ok(None)
             }
             KeyType::CosignatureV1 => {
                 let timestamp = cosignature_timestamp(sig).ok_or_else(bad)?;
                 let message = cosignature_message(text, timestamp);
-                key.verify(message.as_bytes(), &sig[TIMESTAMP_LEN..])
+                crate::ed25519::verify(key, message.as_bytes(), &sig[TIMESTAMP_LEN..])
                     .map_err(|_| bad())?;
                 Ok(Some(timestamp))
             }

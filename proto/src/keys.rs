@@ -10,7 +10,7 @@ use crate::pb::{Message, Signature, SignedMessage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::rand::SystemRandom;
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 /// The only signature algorithm of protocol v1.
 pub const ED25519_ALGORITHM: &str = "ed25519";
@@ -39,6 +39,8 @@ pub enum KeyError {
     BadRegistry(String),
     #[error("an Ed25519 public key is 32 bytes, got {0}")]
     BadPublicKeyLength(usize),
+    #[error("unusable Ed25519 public key: {0}")]
+    UnusablePublicKey(crate::ed25519::VerifyError),
     #[error(
         "the signature does not verify under key {key_id}: the content was changed or signed by another key"
     )]
@@ -270,6 +272,52 @@ pub fn verify_digest(
     signature: &Signature,
     public_key: &[u8],
 ) -> Result<(), KeyError> {
+    let actual = check_signature_names_key(signature, public_key)?;
+    crate::ed25519::verify(
+        public_key,
+        &signing_bytes_for_digest(digest),
+        &signature.signature,
+    )
+    .map_err(|_| KeyError::BadSignature { key_id: actual })
+}
+
+/// [`verify_digest`] for many signatures at once, with one batch check of
+/// the Ed25519 part; each result is what `verify_digest` says of its item.
+pub fn verify_digests(items: &[(&Hash, &Signature, &[u8])]) -> Vec<Result<(), KeyError>> {
+    let mut out: Vec<Result<(), KeyError>> = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    let mut bytes = Vec::with_capacity(items.len());
+    for (digest, signature, public_key) in items {
+        match check_signature_names_key(signature, public_key) {
+            Ok(id) => {
+                ids.push(id);
+                bytes.push(signing_bytes_for_digest(digest));
+                out.push(Ok(()));
+            }
+            Err(e) => out.push(Err(e)),
+        }
+    }
+    let batch: Vec<crate::ed25519::Item<'_>> = items
+        .iter()
+        .zip(&out)
+        .filter(|(_, r)| r.is_ok())
+        .zip(&bytes)
+        .map(|(((_, signature, public_key), _), b)| {
+            (*public_key, b.as_slice(), signature.signature.as_slice())
+        })
+        .collect();
+    let mut verdicts = crate::ed25519::verify_batch(&batch).into_iter().zip(ids);
+    for result in out.iter_mut().filter(|r| r.is_ok()) {
+        if let Some((Err(_), key_id)) = verdicts.next() {
+            *result = Err(KeyError::BadSignature { key_id });
+        }
+    }
+    out
+}
+
+/// The algorithm and key-id checks of [`verify_digest`]: returns the key
+/// id of `public_key`, which the signature must name.
+fn check_signature_names_key(signature: &Signature, public_key: &[u8]) -> Result<String, KeyError> {
     if signature.algorithm != ED25519_ALGORITHM {
         return Err(KeyError::UnsupportedAlgorithm(signature.algorithm.clone()));
     }
@@ -283,9 +331,7 @@ pub fn verify_digest(
             actual,
         });
     }
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&signing_bytes_for_digest(digest), &signature.signature)
-        .map_err(|_| KeyError::BadSignature { key_id: actual })
+    Ok(actual)
 }
 
 /// Checks a signed message under a given public key; returns the message
@@ -396,6 +442,7 @@ pub fn decode_public_key(b64: &str) -> Result<Vec<u8>, KeyError> {
     if pk.len() != ED25519_PUBLIC_KEY_LEN {
         return Err(KeyError::BadPublicKeyLength(pk.len()));
     }
+    crate::ed25519::check_public_key(&pk).map_err(KeyError::UnusablePublicKey)?;
     Ok(pk)
 }
 
@@ -455,6 +502,44 @@ mod tests {
             Err(KeyError::BadSignature { .. })
         ));
         Ok(())
+    }
+
+    #[test]
+    fn batch_form_agrees_with_verify_digest() -> Result<(), KeyError> {
+        let key = SigningKey::generate()?;
+        let other = SigningKey::generate()?;
+        let digests: Vec<Hash> = (0..8u8).map(|i| sha256(&[i])).collect();
+        let mut sigs: Vec<Signature> = digests.iter().map(|d| key.sign_digest(d)).collect();
+        sigs[1].algorithm = "sm2".into();
+        sigs[2] = other.sign_digest(&digests[2]); // names another key
+        sigs[3].signature[5] ^= 1; // forged
+        sigs[4].signature.truncate(10);
+        let mut items: Vec<(&Hash, &Signature, &[u8])> = digests
+            .iter()
+            .zip(&sigs)
+            .map(|(d, s)| (d, s, key.public_key()))
+            .collect();
+        items[5].2 = &key.public_key()[..31];
+        let single: Vec<_> = items
+            .iter()
+            .map(|(d, s, k)| verify_digest(d, s, k))
+            .collect();
+        assert_eq!(single, verify_digests(&items));
+        let failed: Vec<usize> = (0..8).filter(|&i| single[i].is_err()).collect();
+        assert_eq!(failed, vec![1, 2, 3, 4, 5]);
+        assert!(matches!(single[3], Err(KeyError::BadSignature { .. })));
+        assert!(verify_digests(&[]).is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn small_order_keys_are_refused_when_decoded() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(matches!(
+            decode_public_key(&encode_public_key(&identity)),
+            Err(KeyError::UnusablePublicKey(_))
+        ));
     }
 
     #[test]

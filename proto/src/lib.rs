@@ -4,6 +4,8 @@
 //! crate, so each rule is written exactly once:
 //! - [`canonical`]: the bytes a unit signs and the bytes of a channel leaf;
 //! - [`keys`]: Ed25519 signing keys, the key-id rule, signature checks;
+//! - [`ed25519`]: the one Ed25519 verification rule (ZIP 215), alone or in
+//!   batches;
 //! - [`identity`]: the certificate SAN URIs that name units, offices,
 //!   operators and the leading group;
 //! - [`kinds`]: the stable names of message kinds;
@@ -17,6 +19,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod ed25519;
 pub mod identity;
 pub mod keys;
 pub mod kinds;

@@ -6,7 +6,6 @@
 use crate::keys::{ED25519_ALGORITHM, ED25519_PUBLIC_KEY_LEN, SigningKey, key_id};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ring::signature::{ED25519, UnparsedPublicKey};
 
 /// Content type of a key-rotation body.
 pub const CONTENT_TYPE: &str = "application/vnd.tongbao.key-rotation";
@@ -89,8 +88,12 @@ pub fn parse(sender: &str, message_id: &str, body: &[u8]) -> Result<Announcement
     if lines.next().is_some() {
         return Err(bad("unexpected lines after the proof"));
     }
-    UnparsedPublicKey::new(&ED25519, &public_key)
-        .verify(&proof_bytes(unit, message_id, pk_b64), &proof)
+    if crate::ed25519::check_public_key(&public_key).is_err() {
+        return Err(bad(
+            "the new key is not a usable Ed25519 key (off the curve or of small order)",
+        ));
+    }
+    crate::ed25519::verify(&public_key, &proof_bytes(unit, message_id, pk_b64), &proof)
         .map_err(|_| RotationError::BadProof)?;
     Ok(Announcement {
         unit: unit.to_string(),

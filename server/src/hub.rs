@@ -53,6 +53,8 @@ pub enum HubError {
     AdminAudit(#[from] AdminAuditError),
     #[error("gRPC server failed: {0}")]
     Server(String),
+    #[error("cannot start the signature verifier thread: {0}")]
+    Verifier(std::io::Error),
 }
 
 /// Handle of a started hub.
@@ -164,6 +166,7 @@ impl Hub {
             tls: tls.clone(),
             admin_audit,
             pki_dir: config.base_dir.clone(),
+            verifier: crate::verifier::Verifier::start().map_err(HubError::Verifier)?,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(

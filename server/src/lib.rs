@@ -21,6 +21,7 @@ pub mod registry;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod verifier;
 pub mod workflow;
 
 pub use config::HubConfig;

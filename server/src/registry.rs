@@ -356,6 +356,12 @@ impl Registry {
                 public_key.len()
             )));
         }
+        // Under a small-order key anyone could sign for the unit.
+        if let Err(e) = tongbao_proto::ed25519::check_public_key(public_key) {
+            return Err(RegistryError::Invalid(format!(
+                "refusing the public key: {e}; generate a fresh signing key (`pki keygen`) and register its public key"
+            )));
+        }
         if from < 0 || until.is_some_and(|u| u <= from) {
             return Err(RegistryError::Invalid(format!(
                 "validity interval [{from}, {}) is empty or negative; until must be after from",

@@ -479,3 +479,58 @@ async fn a_batch_answers_each_message_like_push() -> TestResult {
     assert_eq!(t.unit("finance").await?.pull(0, 10).await?.entries.len(), 2);
     t.stop().await
 }
+
+/// A signature made by another key under the registered key id of `tax`.
+fn forge(rogue: &SigningKey, registered: &pb::SignedMessage) -> Result<pb::SignedMessage, String> {
+    let mut forged = rogue.sign_message(registered.message.clone().ok_or("no message")?);
+    if let (Some(s), Some(r)) = (forged.signature.as_mut(), registered.signature.as_ref()) {
+        s.key_id = r.key_id.clone();
+    }
+    Ok(forged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_signature_in_a_batch_fails_only_that_message() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let rogue = SigningKey::generate()?;
+    let mut batch = (0..12)
+        .map(|i| tax.sign(note(&format!("batched {i}")).to_units(["finance"])))
+        .collect::<Result<Vec<_>, _>>()?;
+    batch[7] = forge(&rogue, &batch[7])?;
+    let results = tax.push_signed_batch(batch).await?;
+    assert_eq!(results.len(), 12);
+    for (i, r) in results.into_iter().enumerate() {
+        if i == 7 {
+            rejected(r, Code::Unauthenticated, "does not verify");
+        } else {
+            r.map_err(|e| format!("message {i}: {e}"))?;
+        }
+    }
+    let page = t.unit("finance").await?.pull(0, 100).await?;
+    assert_eq!(page.entries.len(), 11);
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_are_verified_together_and_a_forgery_fails_alone() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let rogue = SigningKey::generate()?;
+    let mut signed = (0..40)
+        .map(|i| tax.sign(note(&format!("concurrent {i}")).to_units(["finance"])))
+        .collect::<Result<Vec<_>, _>>()?;
+    signed[23] = forge(&rogue, &signed[23])?;
+    let results = futures::future::join_all(signed.into_iter().map(|m| tax.push_signed(m))).await;
+    for (i, r) in results.into_iter().enumerate() {
+        if i == 23 {
+            rejected(r, Code::Unauthenticated, "does not verify");
+        } else {
+            r.map_err(|e| format!("push {i}: {e}"))?;
+        }
+    }
+    // The recipient verifies the page's 39 signatures as one batch.
+    let page = t.unit("finance").await?.pull(0, 100).await?;
+    assert_eq!(page.entries.len(), 39);
+    t.stop().await
+}

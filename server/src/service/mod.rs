@@ -47,6 +47,8 @@ pub struct HubState {
     pub admin_audit: Arc<crate::admin_audit::AdminAudit>,
     /// Where the CA index lives (the config's directory).
     pub pki_dir: std::path::PathBuf,
+    /// Verifies pushed messages' signatures in batches.
+    pub verifier: crate::verifier::Verifier,
 }
 
 impl HubState {

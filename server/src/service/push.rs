@@ -4,9 +4,11 @@ use super::{HubState, storage_status};
 use crate::appender::{Answered, AppendError};
 use crate::policy::{PolicyError, check_push};
 use crate::store::AnswerKind;
+use crate::verifier::Check;
+use tongbao_proto::canonical::message_digest;
 use tongbao_proto::keys::{
     KeyError, REFUSAL_BOUNDARY_METADATA, REFUSAL_KEY_ID_METADATA, REFUSAL_METADATA, ValidityError,
-    verify_signed_message,
+    verify_digest,
 };
 use tongbao_proto::{Hash, pb};
 use tonic::{Request, Response, Status};
@@ -38,12 +40,31 @@ pub async fn push_batch(
             messages.len()
         )));
     }
-    let outcomes = futures::future::join_all(
-        messages
-            .into_iter()
-            .map(|m| push_one(state, unit.clone(), m)),
-    )
-    .await;
+    // Every check but the signature, per message; then all the call's
+    // signatures in one batch.
+    let mut outcomes: Vec<Result<Hash, Status>> = Vec::with_capacity(messages.len());
+    let mut checks = Vec::with_capacity(messages.len());
+    for m in &messages {
+        match check_before_signature(state, &unit, m) {
+            Ok(check) => {
+                outcomes.push(Ok(check.digest));
+                checks.push(check);
+            }
+            Err(status) => outcomes.push(Err(status)),
+        }
+    }
+    let mut verdicts = state.verifier.verify(checks).await?.into_iter();
+    for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+        if let Some(Err(e)) = verdicts.next() {
+            *outcome = Err(signature_status(&unit, e));
+        }
+    }
+    let outcomes =
+        futures::future::join_all(messages.into_iter().zip(outcomes).map(|(m, checked)| {
+            let unit = unit.clone();
+            async move { append_verified(state, unit, m, checked?).await }
+        }))
+        .await;
     let results = outcomes
         .into_iter()
         .map(|r| match r {
@@ -63,16 +84,52 @@ pub async fn push_batch(
 }
 
 /// One message from an authenticated unit: every check of `Push`, then a
-/// durable append.
+/// durable append. The signature goes through the hub's batching verifier.
 async fn push_one(
     state: &HubState,
     unit: String,
     signed: pb::SignedMessage,
 ) -> Result<pb::PushResponse, Status> {
-    let message = check_push(&signed, &unit, &state.limits, tongbao_proto::now_micros())
+    let check = check_before_signature(state, &unit, &signed)?;
+    let digest = check.digest;
+    let verdict = state.verifier.verify(vec![check]).await?.into_iter().next();
+    match verdict {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(signature_status(&unit, e)),
+        None => {
+            return Err(Status::internal(
+                "the signature verifier gave no answer; retry",
+            ));
+        }
+    }
+    append_verified(state, unit, signed, digest).await
+}
+
+/// The policy and sender-key checks of a pushed message: what its
+/// signature must then verify under.
+fn check_before_signature(
+    state: &HubState,
+    unit: &str,
+    signed: &pb::SignedMessage,
+) -> Result<Check, Status> {
+    let message = check_push(signed, unit, &state.limits, tongbao_proto::now_micros())
         .map_err(policy_status)?;
-    let digest = verify_sender_signature(state, &unit, &signed, message)?;
-    let answered = match message.exception.as_ref().and_then(|x| x.entry.as_ref()) {
+    sender_key_check(state, unit, signed, message)
+}
+
+/// Appends a message whose checks and signature passed.
+async fn append_verified(
+    state: &HubState,
+    unit: String,
+    signed: pb::SignedMessage,
+    digest: Hash,
+) -> Result<pb::PushResponse, Status> {
+    let pin = signed
+        .message
+        .as_ref()
+        .and_then(|m| m.exception.as_ref())
+        .and_then(|x| x.entry.as_ref());
+    let answered = match pin {
         Some(pin) => check_received(state, &unit, std::slice::from_ref(pin))?,
         None => Vec::new(),
     };
@@ -107,6 +164,21 @@ pub(crate) fn verify_sender_signature(
     signed: &pb::SignedMessage,
     message: &pb::Message,
 ) -> Result<Hash, Status> {
+    let check = sender_key_check(state, unit, signed, message)?;
+    verify_digest(&check.digest, &check.signature, &check.public_key)
+        .map_err(|e| signature_status(unit, e))?;
+    Ok(check.digest)
+}
+
+/// Every check of [`verify_sender_signature`] but the Ed25519 one: the key
+/// is a registered key of the unit, valid now and when the message was
+/// created, not being rotated. The registry lock is released on return.
+fn sender_key_check(
+    state: &HubState,
+    unit: &str,
+    signed: &pb::SignedMessage,
+    message: &pb::Message,
+) -> Result<Check, Status> {
     let registry = state.registry()?;
     let key_id = signed
         .signature
@@ -136,12 +208,25 @@ pub(crate) fn verify_sender_signature(
             "signing key {key_id} of unit {unit} is being rotated; retry in a moment"
         )));
     }
-    verify_signed_message(signed, &key.public_key).map_err(|e| match e {
+    let signature = signed
+        .signature
+        .clone()
+        .ok_or_else(|| signature_status(unit, KeyError::MissingSignature))?;
+    Ok(Check {
+        digest: message_digest(message),
+        signature,
+        public_key: key.public_key.clone(),
+    })
+}
+
+/// The status of a signature that does not verify (same for every path).
+fn signature_status(unit: &str, e: KeyError) -> Status {
+    match e {
         KeyError::BadSignature { .. } => Status::unauthenticated(format!(
             "signature of unit {unit} does not verify: the content was changed after signing, or it was signed with another key"
         )),
         other => Status::unauthenticated(format!("signature of unit {unit} refused: {other}")),
-    })
+    }
 }
 
 /// `Unauthenticated` for a signature outside its key's interval, with the
