@@ -439,3 +439,56 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
     })?;
     refuses_to_start(&pki, &["channel tax", "covers 4 entries", "only 3"])
 }
+
+/// A unit's inbox with records removed on disk: the hub does not skip the
+/// missing positions silently; `Pull` and `Subscribe` answer `DataLoss`
+/// naming them (the positions before the gap are still served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
+    use tongbao_proto::pb::exchange_client::ExchangeClient;
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        // Inbox runs are keyed `i 0 inbox 0 last-position`; each of the four
+        // pushes was its own commit.
+        let mut k = vec![b'i', 0];
+        k.extend_from_slice(b"finance");
+        k.push(0);
+        k.extend_from_slice(&2u64.to_be_bytes());
+        s.raw_tree()
+            .remove(k)?
+            .ok_or("no inbox run ends at position 2")?;
+        Ok(())
+    })?;
+    let hub = HubProcess::start(&pki, env!("CARGO_BIN_EXE_tongbao-test-hub"))?;
+    let mut exchange = ExchangeClient::new(raw_channel(&pki, "finance", hub.addr).await?);
+    let page = exchange
+        .pull(pb::PullRequest {
+            after: 0,
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(page.deliveries.len(), 1);
+    let refused = exchange
+        .pull(pb::PullRequest {
+            after: 1,
+            ..Default::default()
+        })
+        .await
+        .err()
+        .ok_or("a page across the gap was served")?;
+    assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
+    assert!(refused.message().contains("positions 2..=2"), "{refused:?}");
+    let mut stream = exchange
+        .subscribe(pb::SubscribeRequest {
+            after: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message()).await?;
+    assert_eq!(ended.err().map(|s| s.code()), Some(Code::DataLoss));
+    hub.kill()?;
+    Ok(())
+}

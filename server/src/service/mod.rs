@@ -100,7 +100,12 @@ impl HubState {
 
 pub(crate) fn storage_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage error");
-    Status::internal(format!("storage error: {e}"))
+    match e {
+        StoreError::Corrupt(_) => Status::data_loss(format!(
+            "storage error: {e}; report this to the hub's operators"
+        )),
+        _ => Status::internal(format!("storage error: {e}")),
+    }
 }
 
 /// What every appending call answers: the entry's position, once durable.

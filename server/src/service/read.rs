@@ -134,13 +134,32 @@ pub fn subscribe(
     let mut cursor = req.after;
     tokio::spawn(async move {
         loop {
+            // The head first: every position up to it is durable, so the
+            // store must hand it out.
+            let durable = *head.borrow_and_update();
             let items = match state.store.inbox_page(&inbox, cursor, READ_PAGE) {
-                Ok(items) => durable_only(items, *head.borrow_and_update()),
+                Ok(items) => durable_only(items, durable),
                 Err(e) => {
                     let _ = tx.send(Err(storage_status(e))).await;
                     return;
                 }
             };
+            if items.is_empty() && durable > cursor {
+                // Waiting would return at once, forever: say so instead.
+                tracing::error!(
+                    inbox,
+                    cursor,
+                    durable,
+                    "durable inbox positions missing from the store"
+                );
+                let _ = tx
+                    .send(Err(Status::internal(format!(
+                        "inbox {inbox}: positions {}..={durable} are durable but the store does not return them; report this to the hub's operators",
+                        cursor + 1
+                    ))))
+                    .await;
+                return;
+            }
             if items.is_empty() {
                 tokio::select! {
                     r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },

@@ -818,7 +818,9 @@ impl Store for SledStore {
         };
         let mut out = Vec::new();
         // The first run ending at or after `start` holds it (runs are
-        // contiguous); later runs follow in order.
+        // contiguous); later runs follow in order. A gap means records were
+        // removed: say so rather than skip positions.
+        let mut expected = start;
         let runs = key(INBOX, inbox, Some(start))..=key(INBOX, inbox, Some(u64::MAX));
         for kv in self.tree.range(runs) {
             if out.len() >= limit {
@@ -827,6 +829,15 @@ impl Store for SledStore {
             let (k, v) = kv.map_err(db_err)?;
             let (_, last) = split_key(&k)?;
             let items = decode_inbox_run(inbox, last.unwrap_or(0), &v)?;
+            if let Some(first) = items.first().map(|i| i.cursor)
+                && first > expected
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "inbox {inbox}: positions {expected}..={} are missing",
+                    first - 1
+                )));
+            }
+            expected = last.unwrap_or(0).saturating_add(1);
             let room = limit - out.len();
             out.extend(items.into_iter().filter(|i| i.cursor >= start).take(room));
         }
@@ -1213,6 +1224,27 @@ mod tests {
             );
         }
         assert!(s.stored_hashes("tax", &[stored_hash_count(13)]).is_err());
+        Ok(())
+    }
+
+    /// A removed inbox run is reported, not skipped.
+    #[test]
+    fn a_removed_inbox_run_is_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), false)?;
+        s.commit(&[
+            entry("tax", 0, &[("finance", 1)]),
+            entry("tax", 1, &[("finance", 2)]),
+        ])?;
+        s.commit(&[entry("tax", 2, &[("finance", 3)])])?;
+        s.raw_tree().remove(key(INBOX, "finance", Some(2)))?;
+        for after in [0, 1] {
+            match s.inbox_page("finance", after, 10) {
+                Err(StoreError::Corrupt(m)) => assert!(m.contains("positions"), "{m}"),
+                other => return Err(format!("after {after}: expected a gap, got {other:?}").into()),
+            }
+        }
+        assert_eq!(s.inbox_page("finance", 2, 10)?.len(), 1);
         Ok(())
     }
 }
