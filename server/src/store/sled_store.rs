@@ -1185,6 +1185,8 @@ mod tests {
                     break;
                 }
                 assert_eq!(item.cursor, cursor + 1, "after {cursor}");
+                // Position c holds entry c - 1 of pbc, as written.
+                assert_eq!((item.channel.as_str(), item.seq), ("pbc", item.cursor - 1));
                 cursor = item.cursor;
             }
         }
