@@ -141,14 +141,22 @@ mod tests {
         Ok((key, msgs, sigs))
     }
 
+    /// Every message with its signature, under one key.
+    fn items_of<'a>(
+        key: &'a SigningKey,
+        msgs: &'a [Vec<u8>],
+        sigs: &'a [Vec<u8>],
+    ) -> Vec<Item<'a>> {
+        msgs.iter()
+            .zip(sigs)
+            .map(|(m, s)| (key.public_key(), m.as_slice(), s.as_slice()))
+            .collect()
+    }
+
     #[test]
     fn ring_signatures_verify_alone_and_in_batches() -> TestResult {
         let (key, msgs, sigs) = signed(64)?;
-        let items: Vec<Item<'_>> = msgs
-            .iter()
-            .zip(&sigs)
-            .map(|(m, s)| (key.public_key(), m.as_slice(), s.as_slice()))
-            .collect();
+        let items = items_of(&key, &msgs, &sigs);
         assert!(agree(&items).iter().all(Result::is_ok));
         assert!(verify_batch(&[]).is_empty());
         verify(key.public_key(), &msgs[0], &sigs[0])?;
@@ -161,11 +169,7 @@ mod tests {
         if let Some(b) = sigs.get_mut(37).and_then(|s| s.get_mut(40)) {
             *b ^= 1;
         }
-        let items: Vec<Item<'_>> = msgs
-            .iter()
-            .zip(&sigs)
-            .map(|(m, s)| (key.public_key(), m.as_slice(), s.as_slice()))
-            .collect();
+        let items = items_of(&key, &msgs, &sigs);
         let results = agree(&items);
         for (i, r) in results.iter().enumerate() {
             assert_eq!(r.is_err(), i == 37, "item {i}: {r:?}");
@@ -246,11 +250,7 @@ mod tests {
     #[ignore]
     fn ed25519_speed() -> TestResult {
         let (key, msgs, sigs) = signed(64)?;
-        let items: Vec<Item<'_>> = msgs
-            .iter()
-            .zip(&sigs)
-            .map(|(m, s)| (key.public_key(), m.as_slice(), s.as_slice()))
-            .collect();
+        let items = items_of(&key, &msgs, &sigs);
         let rounds = 200;
         let start = std::time::Instant::now();
         for _ in 0..rounds {
