@@ -337,6 +337,10 @@ impl NoteVerifier {
         let name = checked_name(name)?;
         let public_key = <[u8; ED25519_PUBLIC_KEY_LEN]>::try_from(public_key)
             .map_err(|_| NoteError::BadPublicKeyLength(public_key.len()))?;
+        // A small-order key would let anyone sign checkpoints as the hub.
+        crate::ed25519::check_public_key(&public_key).map_err(|_| {
+            NoteError::BadVerifierKey("not a usable Ed25519 key (off the curve or of small order)")
+        })?;
         let key_id = note_key_id(&name, key_type, &public_key);
         Ok(Self {
             name,
@@ -1171,8 +1175,9 @@ mod tests {
     }
 
     #[test]
-    fn vkey_errors_are_specific() {
-        let pk = [5u8; 32];
+    fn vkey_errors_are_specific() -> Result<(), Box<dyn std::error::Error>> {
+        let key = crate::keys::SigningKey::generate()?;
+        let pk: [u8; 32] = key.public_key().try_into()?;
         let with = |name: &str, id: &str, key: &[u8]| format!("{name}+{id}+{}", b64(key));
         let mut ed = vec![0x01];
         ed.extend_from_slice(&pk);
@@ -1225,6 +1230,7 @@ mod tests {
             NoteVerifier::new("n", KeyType::Ed25519, &[1; 33]),
             Err(NoteError::BadPublicKeyLength(33))
         );
+        Ok(())
     }
 
     // ---- known answers from Go's golang.org/x/mod/sumdb/note ----
@@ -1498,5 +1504,16 @@ mod tests {
         let want = "\u{2014} witness.example/peter b6AFfAAAAABkGFDLJeR//pqzhnEKVvEm2wWbh2RJ6oru5+cUUfm5X9NnlaGr8aSH9QE5RVZD4QGlxl2F5UpVIIi94p178KLfqPPsAA==\n";
         assert_eq!(witness.cosign(&cp, 1679315147)?, want);
         Ok(())
+    }
+
+    /// A verifier key of small order would accept notes anyone signed.
+    #[test]
+    fn a_small_order_verifier_key_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(matches!(
+            NoteVerifier::new("hub", KeyType::Ed25519, &identity),
+            Err(NoteError::BadVerifierKey(_))
+        ));
     }
 }

@@ -413,6 +413,12 @@ pub fn parse_key_registry(text: &str) -> Result<Vec<RegisteredKey>, KeyError> {
                     "key id {claimed_id} of {unit} does not match its key"
                 )));
             }
+            // A small-order key would let anyone sign as the unit.
+            if *algorithm == ED25519_ALGORITHM {
+                crate::ed25519::check_public_key(&public_key).map_err(|e| {
+                    KeyError::BadRegistry(format!("key {claimed_id} of {unit}: {e}"))
+                })?;
+            }
             Ok(RegisteredKey {
                 unit: unit.to_string(),
                 algorithm: algorithm.to_string(),
@@ -540,6 +546,34 @@ mod tests {
             decode_public_key(&encode_public_key(&identity)),
             Err(KeyError::UnusablePublicKey(_))
         ));
+    }
+
+    /// A key registry listing a small-order key is refused whole, even with
+    /// a matching key id: anyone could sign under such a key.
+    #[test]
+    fn a_registry_with_a_small_order_key_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let good = SigningKey::generate()?;
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let unit = |key: &[u8]| crate::pb::Unit {
+            id: "tax".into(),
+            keys: vec![crate::pb::SigningKey {
+                algorithm: ED25519_ALGORITHM.into(),
+                key_id: key_id(ED25519_ALGORITHM, key),
+                public_key: key.to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            parse_key_registry(&key_registry_text(&[unit(good.public_key())]))?.len(),
+            1
+        );
+        match parse_key_registry(&key_registry_text(&[unit(&identity)])) {
+            Err(KeyError::BadRegistry(m)) => assert!(m.contains("small order"), "{m}"),
+            other => return Err(format!("expected a refusal, got {other:?}").into()),
+        }
+        Ok(())
     }
 
     #[test]
