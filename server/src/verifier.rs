@@ -5,7 +5,9 @@
 //! `tongbao_proto::ed25519`). Handlers send their signatures here with a
 //! reply channel; one thread takes whatever is waiting (up to
 //! [`MAX_BATCH`] signatures), verifies it as one batch and replies. It never
-//! waits for company: a lone push is verified at once, alone.
+//! waits for company: a lone push is verified at once, alone. A call with
+//! [`MAX_BATCH`] signatures or more is a batch by itself and is checked on
+//! a blocking thread beside the queue.
 
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -51,6 +53,15 @@ impl Verifier {
     pub async fn verify(&self, checks: Vec<Check>) -> Result<Vec<Result<(), KeyError>>, Status> {
         if checks.is_empty() {
             return Ok(Vec::new());
+        }
+        if checks.len() >= MAX_BATCH {
+            // A batch by itself: checked on a blocking thread, so that the
+            // single pushes in the queue do not wait behind it.
+            return tokio::task::spawn_blocking(move || verify_now(&checks))
+                .await
+                .map_err(|_| {
+                    Status::internal("the signature check of this call was interrupted; retry")
+                });
         }
         let (reply, answer) = oneshot::channel();
         match self.jobs.send(Job { checks, reply }) {
