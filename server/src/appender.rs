@@ -438,14 +438,14 @@ impl Writer {
             for (i, h) in tree_hashes.iter().enumerate() {
                 channel_pending.insert(first + i as u64, *h);
             }
-            let deliveries: Vec<(String, u64)> = recipients
+            let cursors: Vec<u64> = recipients
                 .iter()
                 .map(|inbox| {
                     let c = inbox_heads
                         .entry(inbox.clone())
                         .or_insert_with(|| self.inbox_heads.get(inbox).copied().unwrap_or(0));
                     *c += 1;
-                    (inbox.clone(), *c)
+                    *c
                 })
                 .collect();
             heads.insert(
@@ -469,7 +469,6 @@ impl Writer {
                 duplicate: false,
                 earlier,
             });
-            let encoded = prost::bytes::Bytes::from(entry.encode_to_vec());
             new_entries.push(NewEntry {
                 channel: sender,
                 seq: entry.seq,
@@ -477,14 +476,12 @@ impl Writer {
                 message_digest: digest,
                 leaf_hash,
                 hub_micros,
-                encoded: encoded.clone(),
                 shared: Arc::new(StoredEntry {
-                    encoded,
+                    encoded: entry.encode_to_vec().into(),
                     entry,
                     leaf_hash,
-                    cursors: deliveries.iter().map(|(_, c)| *c).collect(),
+                    cursors,
                 }),
-                deliveries,
                 answers: fresh,
                 answer_kind,
                 audit_scopes,

@@ -58,14 +58,13 @@ fn audited(
 ) -> Result<Option<pb::AuditedEntry>, Status> {
     let Some(stored) = state
         .store
-        .entry(&scoped.channel, scoped.seq)
+        .entry_shared(&scoped.channel, scoped.seq)
         .map_err(storage_status)?
     else {
         return Ok(None);
     };
-    let cursors = stored.cursors;
-    let entry = stored.entry;
     // Only the metadata is read; the body is never copied.
+    let entry = &stored.entry;
     let no_message = pb::Message::default();
     let message = entry
         .message
@@ -79,7 +78,7 @@ fn audited(
             .saturating_add(state.deadlines.for_kind(message.kind)),
     };
     let mut recipients = Vec::with_capacity(entry.recipients.len());
-    for (r, cursor) in entry.recipients.iter().zip(cursors) {
+    for (r, cursor) in stored.deliveries() {
         let answer = state
             .store
             .answer(r, cursor)
@@ -109,7 +108,7 @@ fn audited(
             None => (None, Vec::new()),
         };
         recipients.push(pb::RecipientDelivery {
-            recipient: r.clone(),
+            recipient: r.to_string(),
             state: delivery_state as i32,
             fetched_micros,
             acknowledged_micros: answered_at,
@@ -119,7 +118,7 @@ fn audited(
         });
     }
     Ok(Some(pb::AuditedEntry {
-        channel: entry.channel,
+        channel: entry.channel.clone(),
         seq: entry.seq,
         leaf_hash: stored.leaf_hash.to_vec(),
         sender: message.sender.clone(),

@@ -47,14 +47,10 @@ pub struct NewEntry {
     pub message_digest: Hash,
     pub leaf_hash: Hash,
     pub hub_micros: i64,
-    /// Protobuf encoding of the [`pb::Entry`].
-    pub encoded: prost::bytes::Bytes,
-    /// The same entry decoded, so that its readers (one per recipient) need
-    /// not read and decode it back.
+    /// The entry, encoded and decoded, with every recipient's inbox
+    /// position: what is stored, and what its readers (one per recipient)
+    /// get without reading it back.
     pub shared: Arc<StoredEntry>,
-    /// (inbox, cursor) for every recipient, in the order of the entry's
-    /// recipients.
-    pub deliveries: Vec<(String, u64)>,
     /// Positions in the sender's own inbox of the entries this one answers
     /// (a receipt or exception feedback), none answered before.
     pub answers: Vec<u64>,
@@ -104,11 +100,21 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// (inbox, position) for every recipient.
+    pub fn deliveries(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entry
+            .recipients
+            .iter()
+            .map(String::as_str)
+            .zip(self.cursors.iter().copied())
+    }
+
     /// The position of this entry in `recipient`'s inbox, if it was
     /// addressed to it.
     pub fn cursor_of(&self, recipient: &str) -> Option<u64> {
-        let i = self.entry.recipients.iter().position(|r| r == recipient)?;
-        self.cursors.get(i).copied()
+        self.deliveries()
+            .find(|(inbox, _)| *inbox == recipient)
+            .map(|(_, cursor)| cursor)
     }
 }
 

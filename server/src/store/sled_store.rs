@@ -501,8 +501,8 @@ impl Store for SledStore {
         for e in entries {
             let value = entry_record(
                 &e.leaf_hash,
-                e.deliveries.iter().map(|(_, c)| *c),
-                &e.encoded,
+                e.shared.cursors.iter().copied(),
+                &e.shared.encoded,
             );
             batch.insert(key(ENTRY, &e.channel, Some(e.seq)), value);
 
@@ -542,11 +542,11 @@ impl Store for SledStore {
                 k.extend_from_slice(e.channel.as_bytes());
                 batch.insert(k, Vec::new());
             }
-            for (inbox, cursor) in &e.deliveries {
+            for (inbox, cursor) in e.shared.deliveries() {
                 added
                     .entry(inbox)
                     .or_default()
-                    .push((*cursor, e.seq, &e.channel));
+                    .push((cursor, e.seq, &e.channel));
             }
         }
         for (inbox, mut items) in added {
@@ -566,7 +566,7 @@ impl Store for SledStore {
         self.tree.apply_batch(batch).map_err(db_err)?;
         if let Ok(mut recent) = self.recent.lock() {
             for e in entries {
-                recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.encoded.len());
+                recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.shared.encoded.len());
                 let first = tongbao_proto::merkle::stored_hash_count(e.seq);
                 for (i, h) in e.tree_hashes.iter().enumerate() {
                     recent.add_hash(&e.channel, first + i as u64, *h);
@@ -863,17 +863,12 @@ mod tests {
             message_digest: [seq as u8; HASH_LEN],
             leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
             hub_micros: seq as i64,
-            encoded: e.encode_to_vec().into(),
             shared: Arc::new(StoredEntry {
                 encoded: e.encode_to_vec().into(),
                 entry: e.clone(),
                 leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
                 cursors: inboxes.iter().map(|(_, c)| *c).collect(),
             }),
-            deliveries: inboxes
-                .iter()
-                .map(|(i, c)| ((*i).to_string(), *c))
-                .collect(),
             answers: Vec::new(),
             answer_kind: AnswerKind::Acknowledged,
             audit_scopes: Vec::new(),
