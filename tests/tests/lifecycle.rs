@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongbao_client::bundle::verify_bundle;
-use tongbao_client::{Client, ClientError, Draft, KeyRefusal, PushReceipt};
+use tongbao_client::{Client, ClientError, Draft, KeyRefusal, PushReceipt, VerifiedEntry};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::{pb, rotation};
@@ -212,19 +212,7 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_unit_is_cut_off_within_two_seconds_and_others_are_not() -> TestResult {
     let t = TestHub::start().await?;
-    let tax = t.unit("tax").await?;
-    let finance = t.unit("finance").await?;
-    let civil = t.unit("civil-affairs").await?;
-    let mut tax_stream = Box::pin(tax.subscribe(0));
-    let mut finance_stream = Box::pin(finance.subscribe(0));
-    // Both subscriptions are live.
-    civil
-        .push(note("before").to_units(["tax", "finance"]))
-        .await?;
-    let first = tokio::time::timeout(Duration::from_secs(10), tax_stream.next()).await?;
-    assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    let first = tokio::time::timeout(Duration::from_secs(10), finance_stream.next()).await?;
-    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    let (mut tax_stream, mut finance_stream, finance, civil) = tax_and_finance_live(&t).await?;
 
     pki::revoke(
         t.pki.path(),
@@ -456,13 +444,38 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
 const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
 
 /// The next item of a subscription, within a bound.
+/// A live subscription's deliveries.
+type Deliveries =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<VerifiedEntry, ClientError>> + Send>>;
+
+/// Tax and Finance following their inboxes, each having received a first
+/// entry from Civil Affairs, so both subscriptions are known to be live;
+/// with the Finance and Civil Affairs clients.
+async fn tax_and_finance_live(
+    t: &TestHub,
+) -> Result<(Deliveries, Deliveries, Client, Client), BoxError> {
+    let tax = t.unit("tax").await?;
+    let finance = t.unit("finance").await?;
+    let civil = t.unit("civil-affairs").await?;
+    let mut tax_stream: Deliveries = Box::pin(tax.subscribe(0));
+    let mut finance_stream: Deliveries = Box::pin(finance.subscribe(0));
+    civil
+        .push(note("before").to_units(["tax", "finance"]))
+        .await?;
+    for s in [&mut tax_stream, &mut finance_stream] {
+        let first = next_within(s, Duration::from_secs(10), "first delivery").await?;
+        assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    }
+    Ok((tax_stream, finance_stream, finance, civil))
+}
+
 async fn next_within<S>(
     stream: &mut S,
     within: Duration,
     what: &str,
-) -> Result<Option<Result<tongbao_client::VerifiedEntry, ClientError>>, BoxError>
+) -> Result<Option<Result<VerifiedEntry, ClientError>>, BoxError>
 where
-    S: futures::Stream<Item = Result<tongbao_client::VerifiedEntry, ClientError>> + Unpin,
+    S: futures::Stream<Item = Result<VerifiedEntry, ClientError>> + Unpin,
 {
     tokio::time::timeout(within, stream.next())
         .await
@@ -649,18 +662,7 @@ async fn a_certificate_expiring_while_connected_is_cut_off_within_seconds() -> T
 async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
     let t = TestHub::start().await?;
     let ops = Client::connect(&t.pki.operator_config("ops", t.addr)).await?;
-    let tax = t.unit("tax").await?;
-    let finance = t.unit("finance").await?;
-    let civil = t.unit("civil-affairs").await?;
-    let mut tax_stream = Box::pin(tax.subscribe(0));
-    let mut finance_stream = Box::pin(finance.subscribe(0));
-    civil
-        .push(note("before").to_units(["tax", "finance"]))
-        .await?;
-    for s in [&mut tax_stream, &mut finance_stream] {
-        let first = next_within(s, Duration::from_secs(10), "first delivery").await?;
-        assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    }
+    let (mut tax_stream, mut finance_stream, _, civil) = tax_and_finance_live(&t).await?;
     ops.admin()
         .suspend_unit(pb::SuspendUnitRequest {
             unit: "tax".into(),

@@ -56,6 +56,16 @@ fn fund_meeting(id: &str) -> pb::MeetingProposal {
     }
 }
 
+/// Where issued minutes of [`fund_meeting`] go: its attending units and
+/// the office.
+fn fund_minutes_audience() -> pb::Audience {
+    pb::Audience {
+        units: fund_meeting("").attending_units,
+        offices: vec![FUND.into()],
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same_draft()
 -> TestResult {
@@ -255,11 +265,7 @@ async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same
             Kind::Minutes,
             "forged",
             forged,
-            pb::Audience {
-                units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
-                offices: vec![FUND.into()],
-                ..Default::default()
-            },
+            fund_minutes_audience(),
             None,
         )
         .await,
@@ -1223,11 +1229,7 @@ async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count
             Kind::Minutes,
             "issue",
             pb::workflow_step::Step::MinutesIssue(issue),
-            pb::Audience {
-                units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
-                offices: vec![FUND.into()],
-                ..Default::default()
-            },
+            fund_minutes_audience(),
             None,
         )
         .await,
