@@ -442,7 +442,8 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
 
 /// A unit's inbox with records removed on disk: the hub does not skip the
 /// missing positions silently; `Pull` and `Subscribe` answer `DataLoss`
-/// naming them (the positions before the gap are still served).
+/// naming them, for a gap and for missing last positions (the positions
+/// before the gap are still served).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     use tongbao_proto::pb::exchange_client::ExchangeClient;
@@ -450,13 +451,16 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     tamper(&pki, |s| {
         // Inbox runs are keyed `i 0 inbox 0 last-position`; each of the four
         // pushes was its own commit.
-        let mut k = vec![b'i', 0];
-        k.extend_from_slice(b"finance");
-        k.push(0);
-        k.extend_from_slice(&2u64.to_be_bytes());
-        s.raw_tree()
-            .remove(k)?
-            .ok_or("no inbox run ends at position 2")?;
+        // Remove one run inside and the last one.
+        for last in [2u64, 4] {
+            let mut k = vec![b'i', 0];
+            k.extend_from_slice(b"finance");
+            k.push(0);
+            k.extend_from_slice(&last.to_be_bytes());
+            s.raw_tree()
+                .remove(k)?
+                .ok_or(format!("no inbox run ends at position {last}"))?;
+        }
         Ok(())
     })?;
     let hub = HubProcess::start(&pki, env!("CARGO_BIN_EXE_tongbao-test-hub"))?;
@@ -483,6 +487,27 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     let mut stream = exchange
         .subscribe(pb::SubscribeRequest {
             after: 1,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.message()).await?;
+    assert_eq!(ended.err().map(|s| s.code()), Some(Code::DataLoss));
+    // Past the last stored run, below the durable head: no page at all, and
+    // neither a reader that believes it is done nor one that waits forever.
+    let refused = exchange
+        .pull(pb::PullRequest {
+            after: 3,
+            ..Default::default()
+        })
+        .await
+        .err()
+        .ok_or("an empty page below the durable head was served")?;
+    assert_eq!(refused.code(), Code::DataLoss, "{refused:?}");
+    assert!(refused.message().contains("positions 4..=4"), "{refused:?}");
+    let mut stream = exchange
+        .subscribe(pb::SubscribeRequest {
+            after: 3,
             ..Default::default()
         })
         .await?

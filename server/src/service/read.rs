@@ -85,11 +85,36 @@ fn deliveries(
     Ok(out)
 }
 
-/// Positions up to the durable head only: the store may already hold a
-/// batch whose flush is still running.
-fn durable_only(mut items: Vec<InboxItem>, head: u64) -> Vec<InboxItem> {
+/// Up to `limit` positions of `inbox` after `after`, up to the durable
+/// `head` only: the store may already hold a batch whose flush is still
+/// running. Every position up to `head` is durable, so an empty page below
+/// it means records are missing: `DataLoss`, rather than a reader that
+/// waits forever or believes it has read everything.
+fn durable_page(
+    state: &HubState,
+    inbox: &str,
+    after: u64,
+    limit: usize,
+    head: u64,
+) -> Result<Vec<InboxItem>, Status> {
+    let mut items = state
+        .store
+        .inbox_page(inbox, after, limit)
+        .map_err(storage_status)?;
     items.retain(|i| i.cursor <= head);
-    items
+    if items.is_empty() && head > after && limit > 0 {
+        tracing::error!(
+            inbox,
+            after,
+            head,
+            "durable inbox positions missing from the store"
+        );
+        return Err(Status::data_loss(format!(
+            "inbox {inbox}: positions {}..={head} are durable but the store does not return them; report this to the hub's operators",
+            after + 1
+        )));
+    }
+    Ok(items)
 }
 
 pub fn pull(
@@ -104,16 +129,8 @@ pub fn pull(
         n => n.min(state.limits.max_page_size),
     } as usize;
     let head = state.inboxes.head(&inbox);
-    let items = state
-        .store
-        .inbox_page(&inbox, req.after, limit)
-        .map_err(storage_status)?;
-    let deliveries = deliveries(
-        state,
-        &inbox,
-        &durable_only(items, head),
-        state.limits.max_page_bytes,
-    )?;
+    let items = durable_page(state, &inbox, req.after, limit, head)?;
+    let deliveries = deliveries(state, &inbox, &items, state.limits.max_page_bytes)?;
     Ok(Response::new(pb::PullResponse { deliveries, head }))
 }
 
@@ -134,32 +151,15 @@ pub fn subscribe(
     let mut cursor = req.after;
     tokio::spawn(async move {
         loop {
-            // The head first: every position up to it is durable, so the
-            // store must hand it out.
+            // The head first: every position up to it must be served.
             let durable = *head.borrow_and_update();
-            let items = match state.store.inbox_page(&inbox, cursor, READ_PAGE) {
-                Ok(items) => durable_only(items, durable),
+            let items = match durable_page(&state, &inbox, cursor, READ_PAGE, durable) {
+                Ok(items) => items,
                 Err(e) => {
-                    let _ = tx.send(Err(storage_status(e))).await;
+                    let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
-            if items.is_empty() && durable > cursor {
-                // Waiting would return at once, forever: say so instead.
-                tracing::error!(
-                    inbox,
-                    cursor,
-                    durable,
-                    "durable inbox positions missing from the store"
-                );
-                let _ = tx
-                    .send(Err(Status::internal(format!(
-                        "inbox {inbox}: positions {}..={durable} are durable but the store does not return them; report this to the hub's operators",
-                        cursor + 1
-                    ))))
-                    .await;
-                return;
-            }
             if items.is_empty() {
                 tokio::select! {
                     r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
