@@ -6,6 +6,7 @@
 //! make [`Store::apply`] atomic (all of a batch or none of it) and
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
+mod journal;
 mod sled_store;
 
 pub use sled_store::SledStore;
