@@ -29,6 +29,9 @@ const INCLUSION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Entries checked together, at most.
 const INCLUSION_BATCH: usize = 512;
 
+/// A running inclusion check: its outcome and the entries it covered.
+type InclusionProof = tokio::task::JoinHandle<(Result<(), ClientError>, InclusionBacklog)>;
+
 /// Entries handed to a subscriber whose inclusion is not checked yet.
 #[derive(Default)]
 struct InclusionBacklog {
@@ -43,6 +46,21 @@ impl InclusionBacklog {
     }
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+    /// When the oldest entry waiting is due for its check.
+    fn deadline(&self) -> tokio::time::Instant {
+        let since = self.since.unwrap_or_else(std::time::Instant::now);
+        (since + INCLUSION_CHECK_EVERY).into()
+    }
+    /// Takes back entries whose check could not be completed.
+    fn restore(&mut self, earlier: InclusionBacklog) {
+        self.since = match (earlier.since, self.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut entries = earlier.entries;
+        entries.append(&mut self.entries);
+        self.entries = entries;
     }
     fn due(&self) -> bool {
         self.entries.len() >= INCLUSION_BATCH
@@ -1310,18 +1328,15 @@ impl Client {
         ReceiverStream::new(rx)
     }
 
-    /// Proves the inclusion of entries already handed over.
-    async fn check_backlog(&self, backlog: &mut InclusionBacklog) -> Result<(), ClientError> {
-        let entries = std::mem::take(&mut backlog.entries);
-        let since = backlog.since.take();
-        let proved = self.prove_pins(&entries).await;
-        // A connection lost mid-proof proves nothing either way: keep the
-        // entries for the next attempt after the reconnect.
-        if proved.as_ref().is_err_and(ClientError::is_transient) {
-            backlog.entries = entries;
-            backlog.since = since;
-        }
-        proved
+    /// Starts proving the inclusion of the entries handed over so far,
+    /// beside the subscription: deliveries keep flowing while it runs.
+    fn start_proof(&self, backlog: &mut InclusionBacklog) -> InclusionProof {
+        let entries = std::mem::take(backlog);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let proved = client.prove_pins(&entries.entries).await;
+            (proved, entries)
+        })
     }
 
     /// Whether a subscription may resume after `status`; if not, the
@@ -1351,6 +1366,8 @@ impl Client {
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut unchecked = InclusionBacklog::default();
+        // At most one inclusion check runs at a time; it outlives reconnects.
+        let mut proving: Option<InclusionProof> = None;
         loop {
             let generation = self.live.generation();
             let opened = self
@@ -1364,16 +1381,42 @@ impl Client {
                 Ok(response) => {
                     let mut stream = response.into_inner();
                     loop {
+                        let check_due = unchecked.deadline();
                         let next = tokio::select! {
                             n = stream.message() => n,
                             _ = tx.closed() => return,
-                            _ = tokio::time::sleep(INCLUSION_CHECK_EVERY), if !unchecked.is_empty() => {
-                                if let Err(e) = self.check_backlog(&mut unchecked).await {
-                                    if self.may_resume(e, generation, &tx).await {
-                                        break;
-                                    }
-                                    return;
+                            done = async {
+                                match proving.as_mut() {
+                                    Some(p) => p.await,
+                                    None => std::future::pending().await,
                                 }
+                            } => {
+                                proving = None;
+                                let failed = match done {
+                                    Ok((Ok(()), _)) => continue,
+                                    Ok((Err(e), entries)) => {
+                                        // A connection lost mid-proof proves nothing either
+                                        // way: the entries wait for the next attempt.
+                                        if e.is_transient() {
+                                            unchecked.restore(entries);
+                                        }
+                                        e
+                                    }
+                                    Err(e) => ClientError::Integrity {
+                                        channel: String::new(),
+                                        seq: 0,
+                                        reason: format!("the inclusion check stopped: {e}"),
+                                    },
+                                };
+                                if self.may_resume(failed, generation, &tx).await {
+                                    break;
+                                }
+                                return;
+                            }
+                            _ = tokio::time::sleep_until(check_due),
+                                if !unchecked.is_empty() && proving.is_none() =>
+                            {
+                                proving = Some(self.start_proof(&mut unchecked));
                                 continue;
                             }
                         };
@@ -1394,13 +1437,8 @@ impl Client {
                                 if tx.send(verified).await.is_err() || fatal {
                                     return;
                                 }
-                                if unchecked.due()
-                                    && let Err(e) = self.check_backlog(&mut unchecked).await
-                                {
-                                    if self.may_resume(e, generation, &tx).await {
-                                        break;
-                                    }
-                                    return;
+                                if unchecked.due() && proving.is_none() {
+                                    proving = Some(self.start_proof(&mut unchecked));
                                 }
                             }
                             Ok(None) => break,

@@ -373,7 +373,7 @@ fn tamper(
 ) -> TestResult {
     let store = tongbao_server::store::SledStore::open(&pki.path().join("data"), true)?;
     edit(&store)?;
-    store.raw_tree().flush()?;
+    store.raw_tree()?.flush()?;
     Ok(())
 }
 
@@ -382,7 +382,7 @@ async fn a_changed_body_stops_the_hub() -> TestResult {
     use prost::Message;
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        let tree = s.raw_tree();
+        let tree = s.raw_tree()?;
         let v = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
         let (before, encoded) =
             tongbao_server::store::SledStore::split_entry_record(&v).ok_or("bad record")?;
@@ -402,7 +402,7 @@ async fn a_changed_body_stops_the_hub() -> TestResult {
 async fn swapped_entries_stop_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        let tree = s.raw_tree();
+        let tree = s.raw_tree()?;
         let a = tree.get(entry_key("tax", 1))?.ok_or("no entry")?;
         let b = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
         tree.insert(entry_key("tax", 1), b)?;
@@ -416,7 +416,7 @@ async fn swapped_entries_stop_the_hub() -> TestResult {
 async fn a_deleted_entry_stops_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        s.raw_tree().remove(entry_key("tax", 1))?;
+        s.raw_tree()?.remove(entry_key("tax", 1))?;
         Ok(())
     })?;
     refuses_to_start(&pki, &["channel tax", "entry 1", "missing"])
@@ -426,7 +426,7 @@ async fn a_deleted_entry_stops_the_hub() -> TestResult {
 async fn a_truncated_channel_stops_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        let tree = s.raw_tree();
+        let tree = s.raw_tree()?;
         // Drop the last entry and rewind the channel head to entry 2, as a
         // careful operator rewriting history would.
         let prev = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
@@ -457,7 +457,7 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
             k.extend_from_slice(b"finance");
             k.push(0);
             k.extend_from_slice(&last.to_be_bytes());
-            s.raw_tree()
+            s.raw_tree()?
                 .remove(k)?
                 .ok_or(format!("no inbox run ends at position {last}"))?;
         }

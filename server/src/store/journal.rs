@@ -171,8 +171,7 @@ impl Journal {
                 }
             }
             // Within a file, commits follow one another from its first.
-            let mut expected = *first;
-            for r in &read {
+            for (expected, r) in (*first..).zip(read.iter()) {
                 if r.id != expected {
                     return Err(StoreError::Corrupt(format!(
                         "journal file {}: commit {} where commit {expected} should be",
@@ -180,7 +179,6 @@ impl Journal {
                         r.id
                     )));
                 }
-                expected += 1;
             }
             records.append(&mut read);
         }

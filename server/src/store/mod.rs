@@ -7,6 +7,7 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 mod journal;
+mod overlay;
 mod sled_store;
 
 pub use sled_store::SledStore;

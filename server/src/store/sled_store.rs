@@ -20,6 +20,7 @@
 //! adds the missing fsyncs.
 
 use super::journal::Journal;
+use super::overlay::{Kv, Newest, Overlay};
 use super::{
     Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store,
     StoreError, StoredEntry,
@@ -29,9 +30,10 @@ use prost::Message as _;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
@@ -60,8 +62,10 @@ const HASH_CACHE_LEN: usize = 1 << 17;
 /// sled's page cache (its default, 1 GiB, would let memory grow with the data).
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 /// How often sled is flushed in the background, which bounds how much of
-/// the journal a restart replays.
+/// the journal a restart replays and how much the overlay holds.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Bytes of writes in the overlay that start a flush before its time.
+const FLUSH_BYTES: usize = 32 << 20;
 
 /// Records that never change once committed, kept in memory: fresh entries
 /// are read by every recipient and proved by every client, so each is
@@ -126,10 +130,9 @@ impl Recent {
 
 /// sled-backed [`Store`].
 pub struct SledStore {
-    tree: sled::Tree,
     durability: Arc<Durability>,
     /// Held while a commit is applied and journaled, so that commit ids,
-    /// sled batches and journal records follow one order.
+    /// overlay writes and journal records follow one order.
     apply_lock: Mutex<()>,
     recent: Mutex<Recent>,
     /// The highest inbox position marked fetched, by inbox (loaded on first
@@ -140,15 +143,22 @@ pub struct SledStore {
     flusher: Flusher,
 }
 
-/// What makes data durable, shared by the store and its background flusher.
+/// The data and what makes it durable, shared by the store and its
+/// background flusher.
 struct Durability {
     db: sled::Db,
+    tree: sled::Tree,
+    /// Applied writes sled does not hold yet; read before sled.
+    overlay: RwLock<Overlay>,
+    /// One flush at a time.
+    flushing: Mutex<()>,
     db_file: File,
     dir: PathBuf,
     synced_blobs: Mutex<HashSet<OsString>>,
     fsync: bool,
     journal: Journal,
-    /// The id of the last commit applied to sled (in memory).
+    /// The id of the last commit applied (to the overlay); changed only
+    /// under the overlay's write lock, so a frozen overlay knows its last commit.
     applied: AtomicU64,
 }
 
@@ -156,13 +166,14 @@ struct Durability {
 /// files it made redundant; stopped (after a last flush) when the store is
 /// dropped, so that the database can be reopened at once.
 struct Flusher {
-    stop: Option<mpsc::Sender<()>>,
+    /// Asks for a flush before its time; dropped to stop the thread.
+    wake: Option<mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        self.flusher.stop.take();
+        self.flusher.wake.take();
         if let Some(t) = self.flusher.thread.take() {
             let _ = t.join();
         }
@@ -390,25 +401,31 @@ impl SledStore {
             None => 0,
         };
         let (journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
+        // Commits the journal made durable but sled had not flushed: all
+        // decoded before any is applied, then written to sled as one batch.
+        let mut overlay = Overlay::default();
+        let mut applied = flushed;
+        for record in unflushed {
+            for (k, v) in decode_ops(&record.payload)? {
+                overlay.put(k, v.into());
+            }
+            applied = record.id;
+        }
         let durability = Arc::new(Durability {
             db,
+            tree,
+            overlay: RwLock::new(overlay),
+            flushing: Mutex::new(()),
             db_file,
             dir: dir.to_path_buf(),
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
             journal,
-            applied: AtomicU64::new(flushed),
+            applied: AtomicU64::new(applied),
         });
-        // Commits the journal made durable but sled had not flushed.
-        for record in unflushed {
-            let ops = decode_ops(&record.payload)?;
-            apply_ops(&tree, record.id, ops)?;
-            durability.applied.store(record.id, Ordering::Release);
-        }
         durability.flush()?;
         let flusher = Flusher::start(durability.clone())?;
         Ok(Self {
-            tree,
             durability,
             apply_lock: Mutex::new(()),
             recent: Mutex::new(Recent::default()),
@@ -417,18 +434,27 @@ impl SledStore {
         })
     }
 
-    /// Applies one commit's records to sled and queues it in the journal.
-    fn commit_ops(&self, ops: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
+    /// Queues one commit's writes in the journal and applies them to the
+    /// overlay, where reads see them at once.
+    fn commit_ops(&self, ops: Vec<Write>) -> Result<(), StoreError> {
         let _order = self
             .apply_lock
             .lock()
             .map_err(|_| StoreError::Database("store poisoned".into()))?;
         let d = &self.durability;
         let id = d.applied.load(Ordering::Acquire) + 1;
-        let payload = encode_ops(&ops);
-        apply_ops(&self.tree, id, ops)?;
-        d.journal.append(id, &payload)?;
-        d.applied.store(id, Ordering::Release);
+        d.journal.append(id, &encode_ops(&ops))?;
+        let full = {
+            let mut o = d.overlay()?;
+            for (k, v) in ops {
+                o.put(k, v.into());
+            }
+            d.applied.store(id, Ordering::Release);
+            o.active_bytes() >= FLUSH_BYTES
+        };
+        if full && let Some(wake) = &self.flusher.wake {
+            let _ = wake.try_send(());
+        }
         Ok(())
     }
 
@@ -447,11 +473,14 @@ impl SledStore {
         inbox: &str,
         cursor: u64,
     ) -> Result<Option<sled::IVec>, StoreError> {
-        let range = key(kind, inbox, Some(cursor))..=key(kind, inbox, Some(u64::MAX));
-        let Some(kv) = self.tree.range(range).next() else {
+        let (lo, hi) = (
+            key(kind, inbox, Some(cursor)),
+            key(kind, inbox, Some(u64::MAX)),
+        );
+        let Some(kv) = self.durability.scan(&lo, Bound::Included(&hi)).next() else {
             return Ok(None);
         };
-        let (_, v) = kv.map_err(db_err)?;
+        let (_, v) = kv?;
         let first = v
             .get(..8)
             .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?;
@@ -460,21 +489,25 @@ impl SledStore {
 
     /// The last position of the last run of `kind` records of `inbox`.
     fn last_run_end(&self, kind: u8, inbox: &str) -> Result<u64, StoreError> {
-        let range = key(kind, inbox, Some(0))..=key(kind, inbox, Some(u64::MAX));
-        match self.tree.range(range).next_back() {
+        let (lo, hi) = (key(kind, inbox, Some(0)), key(kind, inbox, Some(u64::MAX)));
+        let in_overlay = self.durability.overlay()?.last_in(&lo, &hi);
+        let in_sled = match self.durability.tree.range(lo..=hi).next_back() {
+            None => None,
+            Some(kv) => Some(kv.map_err(db_err)?.0.to_vec()),
+        };
+        match in_overlay.max(in_sled) {
             None => Ok(0),
-            Some(kv) => {
-                let (k, _) = kv.map_err(db_err)?;
-                Ok(split_key(&k)?.1.unwrap_or(0))
-            }
+            Some(k) => Ok(split_key(&k)?.1.unwrap_or(0)),
         }
     }
 
     /// The underlying tree, for forensic tools and tamper tests only:
-    /// writing through it bypasses every rule of the hub.
+    /// writing through it bypasses every rule of the hub. Pending writes
+    /// are flushed into it first, so it holds everything committed.
     #[doc(hidden)]
-    pub fn raw_tree(&self) -> &sled::Tree {
-        &self.tree
+    pub fn raw_tree(&self) -> Result<&sled::Tree, StoreError> {
+        self.durability.flush()?;
+        Ok(&self.durability.tree)
     }
 }
 
@@ -518,33 +551,108 @@ impl Durability {
         *synced = present;
         Ok(())
     }
-    /// Flushes sled and retires the journal files it made redundant.
+    fn overlay(&self) -> Result<std::sync::RwLockWriteGuard<'_, Overlay>, StoreError> {
+        self.overlay
+            .write()
+            .map_err(|_| StoreError::Database("store overlay poisoned".into()))
+    }
+
+    fn overlay_read(&self) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StoreError> {
+        self.overlay
+            .read()
+            .map_err(|_| StoreError::Database("store overlay poisoned".into()))
+    }
+
+    /// The newest value of `key`: the overlay's, else sled's.
+    fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let frozen = match self.overlay_read()?.get(key) {
+            Ok(v) => return Ok(Some(v)),
+            Err(frozen) => frozen,
+        };
+        if let Some(v) = frozen.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        self.tree.get(key).map_err(db_err)
+    }
+
+    /// Keys from `lo` up to `hi`, ascending, newest values. The overlay is
+    /// read before sled: a write a flush moves meanwhile is seen on one
+    /// side or the other.
+    fn scan<'a>(
+        &'a self,
+        lo: &[u8],
+        hi: Bound<&[u8]>,
+    ) -> impl Iterator<Item = Result<Kv, StoreError>> + use<'a> {
+        let (pending, poisoned) = match self.overlay_read() {
+            Ok(o) => (o.range(lo, hi), None),
+            Err(e) => (Vec::new(), Some(Err(e))),
+        };
+        let hi = match hi {
+            Bound::Included(h) => Bound::Included(h.to_vec()),
+            Bound::Excluded(h) => Bound::Excluded(h.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let sled = self
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(lo.to_vec()), hi))
+            .map(|kv| kv.map_err(db_err));
+        poisoned
+            .into_iter()
+            .chain(Newest::new(pending.into_iter().map(Ok), sled))
+    }
+
+    /// Keys starting with `[kind, 0]`.
+    fn scan_kind(&self, kind: u8) -> impl Iterator<Item = Result<Kv, StoreError>> + use<'_> {
+        self.scan(&[kind, 0], Bound::Excluded(&[kind, 1]))
+    }
+
+    /// Moves the overlay's writes into sled, makes sled durable and retires
+    /// the journal files it made redundant. The writes go in one by one
+    /// (a sled batch would stop every reader while it is applied), each
+    /// commit's after its journal record is durable: a crash mid-flush
+    /// leaves sled with parts of journaled commits only, which the replay
+    /// at start writes again in full. The last flushed commit is recorded
+    /// once all of it is durable.
     fn flush(&self) -> Result<(), StoreError> {
-        let applied = self.applied.load(Ordering::Acquire);
+        let _one = self
+            .flushing
+            .lock()
+            .map_err(|_| StoreError::Database("store flush poisoned".into()))?;
+        let frozen = {
+            let mut o = self.overlay()?;
+            o.freeze(self.applied.load(Ordering::Acquire))
+        };
+        let Some(frozen) = frozen else {
+            return Ok(());
+        };
+        self.journal.sync()?;
+        for (k, v) in frozen.writes.iter() {
+            self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+        }
         self.make_durable()?;
-        self.journal.retire(applied)
+        self.tree
+            .insert(COMMIT_KEY, frozen.commit.to_be_bytes().to_vec())
+            .map_err(db_err)?;
+        self.make_durable()?;
+        self.overlay()?.thaw();
+        self.journal.retire(frozen.commit)
     }
 }
 
 impl Flusher {
     fn start(durability: Arc<Durability>) -> Result<Self, StoreError> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("tongbao-flush".into())
             .spawn(move || {
-                let mut flushed = durability.applied.load(Ordering::Acquire);
                 loop {
-                    let last_round = !matches!(
-                        stopped.recv_timeout(FLUSH_EVERY),
-                        Err(mpsc::RecvTimeoutError::Timeout)
+                    let last_round = matches!(
+                        woken.recv_timeout(FLUSH_EVERY),
+                        Err(mpsc::RecvTimeoutError::Disconnected)
                     );
-                    let applied = durability.applied.load(Ordering::Acquire);
-                    if applied > flushed {
-                        match durability.flush() {
-                            Ok(()) => flushed = applied,
-                            // The journal keeps every commit until a flush succeeds.
-                            Err(e) => tracing::warn!(error = %e, "background flush of the database failed"),
-                        }
+                    // The journal keeps every commit until a flush succeeds.
+                    if let Err(e) = durability.flush() {
+                        tracing::warn!(error = %e, "background flush of the database failed");
                     }
                     if last_round {
                         return;
@@ -552,14 +660,17 @@ impl Flusher {
                 }
             })?;
         Ok(Self {
-            stop: Some(stop),
+            wake: Some(wake),
             thread: Some(thread),
         })
     }
 }
 
+/// One key and the value a commit writes under it.
+type Write = (Vec<u8>, Vec<u8>);
+
 /// One commit's records, as the journal keeps them.
-fn encode_ops(ops: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+fn encode_ops(ops: &[Write]) -> Vec<u8> {
     let size: usize = ops.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
     let mut out = Vec::with_capacity(4 + size);
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
@@ -572,7 +683,7 @@ fn encode_ops(ops: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn decode_ops(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+fn decode_ops(bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
         let (head, tail) = rest
             .split_at_checked(n)
@@ -602,16 +713,6 @@ fn decode_ops(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
     Ok(ops)
 }
 
-/// Applies one commit's records to sled atomically, with its id.
-fn apply_ops(tree: &sled::Tree, id: u64, ops: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StoreError> {
-    let mut batch = sled::Batch::default();
-    for (k, v) in ops {
-        batch.insert(k, v);
-    }
-    batch.insert(COMMIT_KEY, id.to_be_bytes().to_vec());
-    tree.apply_batch(batch).map_err(db_err)
-}
-
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)?.sync_all()?;
     Ok(())
@@ -619,7 +720,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 impl Store for SledStore {
     fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
-        match self.tree.get(REGISTRY_KEY).map_err(db_err)? {
+        match self.durability.get(REGISTRY_KEY)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -629,14 +730,17 @@ impl Store for SledStore {
 
     fn save_registry(&self, registry: &Registry) -> Result<(), StoreError> {
         let v = serde_json::to_vec(registry).map_err(|e| StoreError::Database(e.to_string()))?;
-        self.tree.insert(REGISTRY_KEY, v).map_err(db_err)?;
+        self.durability
+            .tree
+            .insert(REGISTRY_KEY, v)
+            .map_err(db_err)?;
         self.durability.make_durable()
     }
 
     fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
         let mut out = BTreeMap::new();
-        for kv in self.tree.scan_prefix([CHANNEL_HEAD, 0]) {
-            let (k, v) = kv.map_err(db_err)?;
+        for kv in self.durability.scan_kind(CHANNEL_HEAD) {
+            let (k, v) = kv?;
             let (name, _) = split_key(&k)?;
             if v.len() != 8 + HASH_LEN + 8 {
                 return Err(StoreError::Corrupt(format!("head of channel {name}")));
@@ -655,8 +759,8 @@ impl Store for SledStore {
 
     fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut out = BTreeMap::new();
-        for kv in self.tree.scan_prefix([INBOX_HEAD, 0]) {
-            let (k, v) = kv.map_err(db_err)?;
+        for kv in self.durability.scan_kind(INBOX_HEAD) {
+            let (k, v) = kv?;
             let (name, _) = split_key(&k)?;
             out.insert(name, u64_from(&v)?);
         }
@@ -668,7 +772,7 @@ impl Store for SledStore {
     }
 
     fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
-        let mut ops: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut ops: Vec<Write> = Vec::new();
         // Per inbox, the (cursor, seq, channel) this batch adds, ascending.
         let mut added: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
         for e in entries {
@@ -757,11 +861,7 @@ impl Store for SledStore {
         if let Some(e) = self.recent.lock().ok().and_then(|r| r.entry(channel, seq)) {
             return Ok(Some(e));
         }
-        let Some(v) = self
-            .tree
-            .get(key(ENTRY, channel, Some(seq)))
-            .map_err(db_err)?
-        else {
+        let Some(v) = self.durability.get(&key(ENTRY, channel, Some(seq)))? else {
             return Ok(None);
         };
         let shared = Arc::new(decode_entry(channel, seq, &v)?);
@@ -779,7 +879,7 @@ impl Store for SledStore {
         let mut k = key(MESSAGE, sender, None);
         k.push(0);
         k.extend_from_slice(message_id.as_bytes());
-        let Some(v) = self.tree.get(k).map_err(db_err)? else {
+        let Some(v) = self.durability.get(&k)? else {
             return Ok(None);
         };
         if v.len() != 8 + HASH_LEN {
@@ -803,11 +903,12 @@ impl Store for SledStore {
         let (lo, hi) = (cursors[lo], cursors[hi]);
         // One forward scan over the runs that can cover [lo, hi].
         let mut next = order.into_iter().peekable();
-        for kv in self
-            .tree
-            .range(key(ANSWER, inbox, Some(lo))..=key(ANSWER, inbox, Some(u64::MAX)))
-        {
-            let (k, v) = kv.map_err(db_err)?;
+        let (from, to) = (
+            key(ANSWER, inbox, Some(lo)),
+            key(ANSWER, inbox, Some(u64::MAX)),
+        );
+        for kv in self.durability.scan(&from, Bound::Included(&to)) {
+            let (k, v) = kv?;
             let last = split_key(&k)?.1.unwrap_or(0);
             let first = u64_from(
                 v.get(..8)
@@ -866,9 +967,9 @@ impl Store for SledStore {
             let mut v = Vec::with_capacity(16);
             v.extend_from_slice(&first.to_be_bytes());
             v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
-            self.tree
-                .insert(key(FETCHED, inbox, Some(last)), v)
-                .map_err(db_err)?;
+            self.durability
+                .overlay()?
+                .put(key(FETCHED, inbox, Some(last)), v.into());
         }
         *slot = Some(fresh.last().copied().unwrap_or(0).max(mark));
         Ok(())
@@ -896,8 +997,12 @@ impl Store for SledStore {
         let to = key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64));
         let base = key(AUDIT_SCOPE, mechanism, None).len() + 1;
         let mut out = Vec::new();
-        for kv in self.tree.range(from..to).take(limit) {
-            let (k, _) = kv.map_err(db_err)?;
+        for kv in self
+            .durability
+            .scan(&from, Bound::Excluded(&to))
+            .take(limit)
+        {
+            let (k, _) = kv?;
             // After the base: hub micros (8), 0, seq (8), channel.
             if k.len() < base + 17 {
                 return Err(StoreError::Corrupt("audit index key".into()));
@@ -939,9 +1044,8 @@ impl Store for SledStore {
                     Some(v) => v.clone(),
                     None => {
                         let v = self
-                            .tree
-                            .get(key(TREE_HASH, channel, Some(seq)))
-                            .map_err(db_err)?
+                            .durability
+                            .get(&key(TREE_HASH, channel, Some(seq)))?
                             .ok_or_else(missing)?;
                         records.insert(seq, v.clone());
                         v
@@ -965,8 +1069,8 @@ impl Store for SledStore {
 
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let mut out = BTreeMap::new();
-        for kv in self.tree.scan_prefix([CHECKPOINT, 0]) {
-            let (k, v) = kv.map_err(db_err)?;
+        for kv in self.durability.scan_kind(CHECKPOINT) {
+            let (k, v) = kv?;
             let (name, _) = split_key(&k)?;
             out.insert(name, String::from_utf8_lossy(&v).into_owned());
         }
@@ -974,7 +1078,8 @@ impl Store for SledStore {
     }
 
     fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError> {
-        self.tree
+        self.durability
+            .tree
             .insert(key(CHECKPOINT, channel, None), note.as_bytes())
             .map_err(db_err)?;
         self.durability.make_durable()
@@ -994,12 +1099,15 @@ impl Store for SledStore {
         // contiguous); later runs follow in order. A gap means records were
         // removed: say so rather than skip positions.
         let mut expected = start;
-        let runs = key(INBOX, inbox, Some(start))..=key(INBOX, inbox, Some(u64::MAX));
-        for kv in self.tree.range(runs) {
+        let (from, to) = (
+            key(INBOX, inbox, Some(start)),
+            key(INBOX, inbox, Some(u64::MAX)),
+        );
+        for kv in self.durability.scan(&from, Bound::Included(&to)) {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(db_err)?;
+            let (k, v) = kv?;
             let (_, last) = split_key(&k)?;
             let items = decode_inbox_run(inbox, last.unwrap_or(0), &v)?;
             if let Some(first) = items.first().map(|i| i.cursor)
@@ -1347,8 +1455,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         {
             let s = SledStore::open(dir.path(), true)?;
-            s.raw_tree().insert(FORMAT_KEY, b"1".as_slice())?;
-            s.raw_tree().flush()?;
+            s.raw_tree()?.insert(FORMAT_KEY, b"1".as_slice())?;
+            s.raw_tree()?.flush()?;
         }
         match reopen(dir.path()) {
             Err(StoreError::Format(m)) => assert!(m.contains("format 1"), "{m}"),
@@ -1511,7 +1619,7 @@ mod tests {
             entry("tax", 1, &[("finance", 2)]),
         ])?;
         s.commit(&[entry("tax", 2, &[("finance", 3)])])?;
-        s.raw_tree().remove(key(INBOX, "finance", Some(2)))?;
+        s.raw_tree()?.remove(key(INBOX, "finance", Some(2)))?;
         for after in [0, 1] {
             match s.inbox_page("finance", after, 10) {
                 Err(StoreError::Corrupt(m)) => assert!(m.contains("positions"), "{m}"),

@@ -38,7 +38,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tongbao_client::{Client, ClientError, Draft, PushReceipt};
 use tongbao_proto::pb::{self, Kind};
 use tongbao_server::{Hub, HubConfig};
@@ -911,29 +911,41 @@ const ACK_BATCH: usize = 256;
 /// How long a partial batch waits for more entries before it is sent.
 const ACK_LINGER: Duration = Duration::from_millis(20);
 
-/// Sends one receipt for the pending entries and records when each was
-/// acknowledged.
+/// What one subscriber's receipts achieved.
+#[derive(Default)]
+struct Acked {
+    acked_at: HashMap<(String, u64), Instant>,
+    newly_acknowledged: u64,
+    receipts: u64,
+    error: Option<String>,
+}
+
+/// Sends one receipt per batch of pins it is handed, in order, and records
+/// when each entry was acknowledged. Runs beside the subscriber, as a
+/// departmental system would, so that reading the inbox never waits for a
+/// receipt to be answered.
 async fn acknowledge(
-    client: &Client,
-    pending: &mut Vec<pb::EntryPin>,
-    r: &mut Received,
-    progress: &AtomicUsize,
-) -> Result<(), String> {
-    if pending.is_empty() {
-        return Ok(());
+    client: Client,
+    mut batches: mpsc::Receiver<Vec<pb::EntryPin>>,
+    progress: Arc<AtomicUsize>,
+) -> Acked {
+    let mut a = Acked::default();
+    while let Some(pins) = batches.recv().await {
+        let outcome = match client.ack_pins(pins.clone()).await {
+            Ok(o) => o,
+            Err(e) => {
+                a.error = Some(format!("acknowledge failed: {e}"));
+                break;
+            }
+        };
+        let now = Instant::now();
+        a.newly_acknowledged += u64::from(outcome.newly_acknowledged);
+        a.receipts += u64::from(outcome.receipt.is_some());
+        a.acked_at
+            .extend(pins.into_iter().map(|p| ((p.channel, p.seq), now)));
+        progress.store(a.acked_at.len(), Ordering::Relaxed);
     }
-    let pins = std::mem::take(pending);
-    let outcome = client
-        .ack_pins(pins.clone())
-        .await
-        .map_err(|e| format!("acknowledge failed: {e}"))?;
-    let now = Instant::now();
-    r.newly_acknowledged += u64::from(outcome.newly_acknowledged);
-    r.receipts += u64::from(outcome.receipt.is_some());
-    r.acked_at
-        .extend(pins.into_iter().map(|p| ((p.channel, p.seq), now)));
-    progress.store(r.acked_at.len(), Ordering::Relaxed);
-    Ok(())
+    a
 }
 
 /// Reads one unit's inbox until stopped, recording and acknowledging every
@@ -959,6 +971,8 @@ async fn subscriber(
         error: None,
     };
     let mut inbox = Box::pin(client.subscribe(0));
+    let (ack_tx, ack_rx) = mpsc::channel::<Vec<pb::EntryPin>>(1024);
+    let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, progress));
     let mut pending: Vec<pb::EntryPin> = Vec::new();
     // A partial receipt goes out ACK_LINGER after its first entry arrived.
     let mut first_pending = Instant::now();
@@ -971,9 +985,8 @@ async fn subscriber(
         let next: Option<Result<tongbao_client::VerifiedEntry, ClientError>> = tokio::select! {
             n = inbox.next() => n,
             _ = tokio::time::sleep(linger) => {
-                if let Err(e) = acknowledge(&client, &mut pending, &mut r, &progress).await {
-                    r.error = Some(e);
-                    break;
+                if ack_tx.send(std::mem::take(&mut pending)).await.is_err() {
+                    break; // the acknowledger stopped: its error says why
                 }
                 continue;
             }
@@ -1007,10 +1020,9 @@ async fn subscriber(
                     r.duplicates += 1;
                 }
                 if pending.len() >= ACK_BATCH
-                    && let Err(e) = acknowledge(&client, &mut pending, &mut r, &progress).await
+                    && ack_tx.send(std::mem::take(&mut pending)).await.is_err()
                 {
-                    r.error = Some(e);
-                    break;
+                    break; // the acknowledger stopped: its error says why
                 }
                 if slow.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
                     tokio::time::sleep(SLOW_PER_ENTRY).await;
@@ -1025,6 +1037,18 @@ async fn subscriber(
                 break;
             }
         }
+    }
+    drop(ack_tx);
+    match acker.await {
+        Ok(a) => {
+            r.acked_at = a.acked_at;
+            r.newly_acknowledged = a.newly_acknowledged;
+            r.receipts = a.receipts;
+            if r.error.is_none() {
+                r.error = a.error;
+            }
+        }
+        Err(e) => r.error = r.error.take().or(Some(format!("acknowledger failed: {e}"))),
     }
     r
 }
