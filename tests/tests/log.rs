@@ -449,17 +449,32 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     use tongbao_proto::pb::exchange_client::ExchangeClient;
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        // Inbox runs are keyed `i 0 inbox 0 last-position`; each of the four
-        // pushes was its own commit.
-        // Remove one run inside and the last one.
-        for last in [2u64, 4] {
-            let mut k = vec![b'i', 0];
-            k.extend_from_slice(b"finance");
-            k.push(0);
-            k.extend_from_slice(&last.to_be_bytes());
-            s.raw_tree()?
-                .remove(k)?
-                .ok_or(format!("no inbox run ends at position {last}"))?;
+        // Inbox runs are keyed `i 0 inbox 0 last-position` and hold their
+        // first position (8), a count (4), then per position the entry's
+        // seq (8), channel name length (2) and name. However the four
+        // pushes were stored, rewrite them as single-position runs and
+        // leave out position 2 (inside) and 4 (the last).
+        let tree = s.raw_tree()?;
+        let prefix = b"i\0finance\0".to_vec();
+        let mut items: Vec<Vec<u8>> = Vec::new();
+        for kv in tree.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let mut rest = v.get(12..).ok_or("short inbox run")?;
+            while !rest.is_empty() {
+                let len = u16::from_be_bytes([rest[8], rest[9]]) as usize;
+                items.push(rest[..10 + len].to_vec());
+                rest = &rest[10 + len..];
+            }
+            tree.remove(k)?;
+        }
+        assert_eq!(items.len(), 4, "four positions stored");
+        for position in [1u64, 3] {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&position.to_be_bytes());
+            let mut v = position.to_be_bytes().to_vec();
+            v.extend_from_slice(&1u32.to_be_bytes());
+            v.extend_from_slice(&items[position as usize - 1]);
+            tree.insert(k, v)?;
         }
         Ok(())
     })?;

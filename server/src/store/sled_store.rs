@@ -242,6 +242,130 @@ fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
     })
 }
 
+/// When a fetched run says `cursor` was first served. A run is its first
+/// position (8) and either one time (8) for all its positions, or (once
+/// runs are merged) stretches of a count (4) and a time (8).
+fn fetched_at(v: &[u8], cursor: u64) -> Result<u64, ()> {
+    let first = v.get(..8).ok_or(())?;
+    let mut at = cursor
+        .checked_sub(u64_from(first).map_err(|_| ())?)
+        .ok_or(())?;
+    if v.len() == 16 {
+        return u64_from(&v[8..]).map_err(|_| ());
+    }
+    for stretch in v.get(8..).ok_or(())?.chunks(12) {
+        let (count, micros) = stretch.split_at_checked(4).ok_or(())?;
+        let count = u64::from(u32::from_be_bytes(count.try_into().map_err(|_| ())?));
+        if at < count {
+            return u64_from(micros).map_err(|_| ());
+        }
+        at -= count;
+    }
+    Err(())
+}
+
+/// Consecutive runs of one inbox in `writes` (inbox runs, fetched runs)
+/// as one run each, the rest as is: how a flush writes them to sled, so
+/// that an inbox read at one commit at a time does not leave one key per
+/// commit behind. Runs are keyed by their last position, so the merged
+/// run takes the key of the last run it absorbs.
+fn merge_runs(writes: &BTreeMap<Vec<u8>, sled::IVec>) -> Vec<(Vec<u8>, sled::IVec)> {
+    /// A run being merged: its key without the position, its last
+    /// position, kind and value so far.
+    struct Open {
+        prefix: Vec<u8>,
+        last: u64,
+        kind: u8,
+        value: Vec<u8>,
+    }
+    fn close(open: Option<Open>, out: &mut Vec<(Vec<u8>, sled::IVec)>) {
+        if let Some(o) = open {
+            let mut k = o.prefix;
+            k.extend_from_slice(&o.last.to_be_bytes());
+            out.push((k, o.value.into()));
+        }
+    }
+    let mut out = Vec::with_capacity(writes.len());
+    let mut open: Option<Open> = None;
+    for (k, v) in writes {
+        let run = match (k.first(), k.len().checked_sub(9)) {
+            (Some(&kind), Some(at)) if (kind == INBOX || kind == FETCHED) && k[at] == 0 => {
+                match (u64_from(&k[at + 1..]), v.get(..8).map(u64_from)) {
+                    (Ok(last), Some(Ok(first))) if first <= last => Some((kind, at, first, last)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((kind, at, first, last)) = run else {
+            close(open.take(), &mut out);
+            out.push((k.clone(), v.clone()));
+            continue;
+        };
+        let prefix = &k[..=at];
+        if let Some(o) = open.as_mut()
+            && o.kind == kind
+            && o.prefix == prefix
+            && o.last.checked_add(1) == Some(first)
+            && append_run(kind, &mut o.value, v, last - first + 1)
+        {
+            o.last = last;
+            continue;
+        }
+        close(open.take(), &mut out);
+        let mut value = Vec::new();
+        if kind == FETCHED && v.len() == 16 {
+            // One time for all: as a stretch, so that more can follow.
+            value.extend_from_slice(&v[..8]);
+            value.extend_from_slice(&((last - first + 1) as u32).to_be_bytes());
+            value.extend_from_slice(&v[8..]);
+        } else {
+            value.extend_from_slice(v);
+        }
+        open = Some(Open {
+            prefix: prefix.to_vec(),
+            last,
+            kind,
+            value,
+        });
+    }
+    close(open, &mut out);
+    out
+}
+
+/// Appends the positions of run `v` (of `count` positions) to the merged
+/// run `into`; false if `v` is not a run this can merge.
+fn append_run(kind: u8, into: &mut Vec<u8>, v: &[u8], count: u64) -> bool {
+    let Ok(count32) = u32::try_from(count) else {
+        return false;
+    };
+    if kind == INBOX {
+        let (Some(head), Some(items)) = (into.get(8..12), v.get(12..)) else {
+            return false;
+        };
+        let Some(total) = head
+            .try_into()
+            .ok()
+            .map(u32::from_be_bytes)
+            .and_then(|n| n.checked_add(count32))
+        else {
+            return false;
+        };
+        into[8..12].copy_from_slice(&total.to_be_bytes());
+        into.extend_from_slice(items);
+        true
+    } else if v.len() == 16 {
+        into.extend_from_slice(&count32.to_be_bytes());
+        into.extend_from_slice(&v[8..]);
+        true
+    } else if v.len() > 8 && (v.len() - 8).is_multiple_of(12) {
+        into.extend_from_slice(&v[8..]);
+        true
+    } else {
+        false
+    }
+}
+
 /// An inbox run: first position (8), count (4), then per position the
 /// entry's seq (8), the length of its channel name (2) and the name.
 fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
@@ -626,8 +750,8 @@ impl Durability {
             return Ok(());
         };
         self.journal.sync()?;
-        for (k, v) in frozen.writes.iter() {
-            self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+        for (k, v) in merge_runs(&frozen.writes) {
+            self.tree.insert(k, v).map_err(db_err)?;
         }
         self.make_durable()?;
         self.tree
@@ -977,13 +1101,9 @@ impl Store for SledStore {
 
     fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError> {
         self.run_covering(FETCHED, inbox, cursor)?
-            .map(|v| {
-                v.get(8..16)
-                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
-                    .and_then(u64_from)
-                    .map(|m| m as i64)
-            })
+            .map(|v| fetched_at(&v, cursor).map(|m| m as i64))
             .transpose()
+            .map_err(|()| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
     }
 
     fn audit_scope(
@@ -1271,6 +1391,78 @@ mod tests {
         let s = reopen(crashed.path())?;
         assert_eq!(s.channel_heads()?.get("tax").map(|h| h.next_seq), Some(4));
         assert_eq!(s.inbox_page("finance", 0, 10)?.len(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn runs_of_many_commits_become_one_key_when_flushed() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..5u64 {
+            s.commit(&[entry("tax", seq, &[("finance", seq + 1), ("pbc", seq + 1)])])?;
+        }
+        s.mark_fetched("finance", &[1, 2], 10)?;
+        s.mark_fetched("finance", &[3], 20)?;
+        s.mark_fetched("finance", &[4, 5], 30)?;
+        s.commit(&[entry("tax", 5, &[("finance", 6)])])?;
+        s.commit(&[entry("tax", 6, &[("finance", 7)])])?;
+        // Position 6 is skipped: fetched runs on either side stay apart.
+        s.mark_fetched("finance", &[7], 40)?;
+        let keys_of = |tree: &sled::Tree, kind: u8, inbox: &str| {
+            tree.scan_prefix(key(kind, inbox, Some(0)).split_at(2 + inbox.len() + 1).0)
+                .count()
+        };
+        let check = |s: &SledStore| -> Result<(), Box<dyn std::error::Error>> {
+            let page: Vec<(u64, u64)> = s
+                .inbox_page("finance", 0, 7)?
+                .iter()
+                .map(|i| (i.cursor, i.seq))
+                .collect();
+            assert_eq!(page, (1..=7).map(|c| (c, c - 1)).collect::<Vec<_>>());
+            assert_eq!(s.inbox_page("finance", 3, 2)?.len(), 2);
+            assert_eq!(s.inbox_page("pbc", 0, 100)?.len(), 5);
+            let times: Vec<Option<i64>> = (1..=7)
+                .map(|c| s.fetched("finance", c))
+                .collect::<Result<_, _>>()?;
+            assert_eq!(
+                times,
+                [
+                    Some(10),
+                    Some(10),
+                    Some(20),
+                    Some(30),
+                    Some(30),
+                    None,
+                    Some(40)
+                ]
+            );
+            Ok(())
+        };
+        check(&s)?;
+        assert_eq!(s.fetched("finance", 8)?, None);
+        let tree = s.raw_tree()?;
+        assert_eq!(
+            keys_of(tree, INBOX, "finance"),
+            1,
+            "seven commits, one inbox run"
+        );
+        assert_eq!(keys_of(tree, INBOX, "pbc"), 1);
+        assert_eq!(
+            keys_of(tree, FETCHED, "finance"),
+            2,
+            "split where position 6 is missing"
+        );
+        check(&s)?;
+        // A later page continues after the merged runs.
+        s.commit(&[entry("tax", 7, &[("finance", 8)])])?;
+        s.mark_fetched("finance", &[8], 50)?;
+        assert_eq!(s.fetched("finance", 8)?, Some(50));
+        drop(s);
+        let s = reopen(dir.path())?;
+        check(&s)?;
+        assert_eq!(s.inbox_page("finance", 7, 10)?.len(), 1);
+        assert_eq!(s.fetched("finance", 8)?, Some(50));
         Ok(())
     }
 
@@ -1614,19 +1806,25 @@ mod tests {
     fn a_removed_inbox_run_is_reported() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let s = SledStore::open(dir.path(), false)?;
+        // Flushed one commit at a time, so that each is a run of its own.
         s.commit(&[
             entry("tax", 0, &[("finance", 1)]),
             entry("tax", 1, &[("finance", 2)]),
         ])?;
+        s.raw_tree()?;
         s.commit(&[entry("tax", 2, &[("finance", 3)])])?;
-        s.raw_tree()?.remove(key(INBOX, "finance", Some(2)))?;
-        for after in [0, 1] {
+        s.raw_tree()?;
+        s.commit(&[entry("tax", 3, &[("finance", 4)])])?;
+        s.raw_tree()?
+            .remove(key(INBOX, "finance", Some(3)))?
+            .ok_or("no run ends at position 3")?;
+        for after in [0, 1, 2] {
             match s.inbox_page("finance", after, 10) {
                 Err(StoreError::Corrupt(m)) => assert!(m.contains("positions"), "{m}"),
                 other => return Err(format!("after {after}: expected a gap, got {other:?}").into()),
             }
         }
-        assert_eq!(s.inbox_page("finance", 2, 10)?.len(), 1);
+        assert_eq!(s.inbox_page("finance", 3, 10)?.len(), 1);
         Ok(())
     }
 }
