@@ -65,6 +65,9 @@ pub struct Hub {
     tls: Arc<TlsReloader>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     appender: std::thread::JoinHandle<()>,
+    /// Kept so that shutdown can wait for every other holder to let go:
+    /// the database is closed (and its lock released) before it returns.
+    store: Arc<dyn Store>,
 }
 
 impl Hub {
@@ -154,7 +157,7 @@ impl Hub {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(HubState {
-            store,
+            store: store.clone(),
             registry,
             appender,
             inboxes,
@@ -219,6 +222,7 @@ impl Hub {
             tls,
             server,
             appender: appender_thread,
+            store,
         })
     }
 
@@ -256,6 +260,22 @@ impl Hub {
             .await
             .map_err(|e| HubError::Server(e.to_string()))?
             .map_err(|_| HubError::Server("appender thread panicked".into()))?;
+        // Tasks that saw the shutdown signal drop their handles a moment later.
+        let store = self.store;
+        let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
+        while Arc::strong_count(&store) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HubError::Server(format!(
+                    "the store is still in use {} s after shutdown; the database stays open",
+                    STORE_RELEASE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The last handle: dropping it flushes and closes the database.
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .map_err(|e| HubError::Server(e.to_string()))?;
         Ok(())
     }
 }
@@ -278,6 +298,9 @@ fn finish_pending_rotations(
     }
     Ok(registry)
 }
+
+/// How long shutdown waits for the tasks still holding the store.
+const STORE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Within this many days of its end a certificate is reported.
 const EXPIRY_WARNING_DAYS: i64 = 30;

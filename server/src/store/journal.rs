@@ -52,6 +52,10 @@ pub struct Journal {
     /// The file being written and the closed ones (by first id), oldest
     /// first; one lock so that writes stay in commit order.
     files: Mutex<Files>,
+    /// Set by the first failed write or sync, after which nothing more is
+    /// accepted: records queued behind a failure are not known to be on
+    /// disk, so no later sync may report them durable.
+    broken: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Default)]
@@ -148,26 +152,26 @@ impl Journal {
         }
         found.sort();
         let mut records: Vec<Record> = Vec::new();
-        let count = found.len();
+        // The newest file's torn tail, cut once everything else checks out.
+        let mut torn: Option<(&Path, u64)> = None;
         for (i, (first, path)) in found.iter().enumerate() {
             let mut bytes = Vec::new();
             File::open(path)?.read_to_end(&mut bytes)?;
             let (mut read, used) = decode_records(&bytes);
-            let newest = i + 1 == count;
+            let next_first = found.get(i + 1).map(|(f, _)| *f);
             if used < bytes.len() {
-                let tail = bytes.get(used..).unwrap_or_default();
-                if !newest && tail.iter().any(|b| *b != 0) {
-                    return Err(StoreError::Corrupt(format!(
-                        "journal file {} is unreadable after byte {used} of {}, \
-                         and newer journal files follow it",
-                        path.display(),
-                        bytes.len()
-                    )));
-                }
-                if newest {
-                    let f = OpenOptions::new().write(true).open(path)?;
-                    f.set_len(used as u64)?;
-                    f.sync_all()?;
+                match next_first {
+                    None => torn = Some((path, used as u64)),
+                    // What is lost there the database holds already.
+                    Some(next) if next <= durable + 1 => {}
+                    Some(_) => {
+                        return Err(StoreError::Corrupt(format!(
+                            "journal file {} is unreadable after byte {used} of {}, \
+                             and newer journal files follow it",
+                            path.display(),
+                            bytes.len()
+                        )));
+                    }
                 }
             }
             // Within a file, commits follow one another from its first.
@@ -183,16 +187,21 @@ impl Journal {
             records.append(&mut read);
         }
         records.retain(|r| r.id > durable);
-        if let Some(r) = records.first()
-            && r.id != durable + 1
-        {
-            return Err(StoreError::Corrupt(format!(
-                "the database holds commits up to {durable} and the journal resumes at {}: \
-                 commits {}..={} are missing",
-                r.id,
-                durable + 1,
-                r.id - 1
-            )));
+        // And across files, from the database's last commit on.
+        for (expected, r) in (durable + 1..).zip(records.iter()) {
+            if r.id != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "the database holds commits up to {durable} and the journal has commit {} \
+                     where commit {expected} should be: commits {expected}..={} are missing",
+                    r.id,
+                    r.id.saturating_sub(1)
+                )));
+            }
+        }
+        if let Some((path, used)) = torn {
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(used)?;
+            f.sync_all()?;
         }
         let next_id = records.last().map_or(durable, |r| r.id) + 1;
         let journal = Self::begin(dir, fsync, next_id, found)?;
@@ -219,6 +228,7 @@ impl Journal {
             dir: dir.to_path_buf(),
             fsync,
             pending: Mutex::new(Pending::default()),
+            broken: std::sync::OnceLock::new(),
             files: Mutex::new(Files {
                 current: Current {
                     file,
@@ -233,6 +243,13 @@ impl Journal {
     /// Queues commit `id` to be written by the next [`Journal::sync`].
     /// Ids must be appended in order, one after another.
     pub fn append(&self, id: u64, payload: &[u8]) -> Result<(), StoreError> {
+        self.check_broken()?;
+        if payload.len() > MAX_RECORD {
+            return Err(StoreError::Database(format!(
+                "a commit of {} bytes is larger than a journal record may be ({MAX_RECORD} bytes)",
+                payload.len()
+            )));
+        }
         let mut p = self
             .pending
             .lock()
@@ -249,6 +266,7 @@ impl Journal {
             StoreError::Database("journal poisoned".into())
         }
         let mut files = self.files.lock().map_err(poisoned)?;
+        self.check_broken()?;
         let (bytes, last) = {
             let mut p = self.pending.lock().map_err(poisoned)?;
             (std::mem::take(&mut p.bytes), p.last.take())
@@ -256,33 +274,62 @@ impl Journal {
         let Some(last) = last else {
             return Ok(None);
         };
-        files.current.file.write_all(&bytes)?;
-        if self.fsync {
-            files.current.file.sync_data()?;
+        let written = files.current.file.write_all(&bytes).and_then(|()| {
+            if self.fsync {
+                files.current.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            let _ = self
+                .broken
+                .set(format!("writing commits up to {last} failed: {e}"));
+            return Err(e.into());
         }
         files.current.len += bytes.len() as u64;
-        if files.current.len >= FILE_BYTES {
-            let next = last + 1;
-            let path = self.dir.join(file_name(next));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)?;
-            sync_dir(&self.dir)?;
-            let old = std::mem::replace(
-                &mut files.current,
-                Current {
-                    file,
-                    first: next,
-                    len: 0,
-                },
-            );
-            files
-                .closed
-                .push_back((old.first, self.dir.join(file_name(old.first))));
+        // The records are durable whatever becomes of the rotation: a
+        // failed one is tried again after the next write.
+        if files.current.len >= FILE_BYTES
+            && let Err(e) = self.rotate(&mut files, last + 1)
+        {
+            tracing::warn!(error = %e, "could not begin a new journal file; the current one grows");
         }
         Ok(Some(last))
+    }
+
+    /// Closes the current file and begins one at commit `next`.
+    fn rotate(&self, files: &mut Files, next: u64) -> Result<(), StoreError> {
+        let path = self.dir.join(file_name(next));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(
+            &mut files.current,
+            Current {
+                file,
+                first: next,
+                len: 0,
+            },
+        );
+        files
+            .closed
+            .push_back((old.first, self.dir.join(file_name(old.first))));
+        Ok(())
+    }
+
+    /// Refuses work after an earlier write or sync failed.
+    fn check_broken(&self) -> Result<(), StoreError> {
+        match self.broken.get() {
+            Some(why) => Err(StoreError::Database(format!(
+                "the commit journal refuses writes since an earlier one failed ({why}); \
+                 restart the hub, which replays what reached the disk"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Removes the closed files that hold only commits up to `flushed`,
@@ -440,6 +487,76 @@ mod tests {
             Err(StoreError::Corrupt(m)) => assert!(m.contains("unreadable"), "{m}"),
             other => panic!("expected corruption, got {other:?}"),
         }
+        // Once the database holds what the damaged file held, it is no loss.
+        let (_, read) = Journal::open(dir.path(), true, 2)?;
+        assert_eq!(read.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+        Ok(())
+    }
+
+    #[test]
+    fn commits_missing_between_files_are_corruption() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (j, _) = Journal::open(dir.path(), true, 0)?;
+        j.append(1, b"one")?;
+        j.append(2, b"two")?;
+        j.append(3, b"three")?;
+        j.sync()?;
+        drop(j);
+        // Commit 3 zero-filled (its write never reached the disk), and a
+        // later file resumes at 4 as if nothing were missing.
+        let oldest = files(dir.path())?.first().cloned().ok_or("no file")?;
+        let mut bytes = std::fs::read(&oldest)?;
+        let three = bytes.len() - (HEADER + 5);
+        bytes[three..].fill(0);
+        std::fs::write(&oldest, &bytes)?;
+        let mut four = Vec::new();
+        encode_record(&mut four, 4, b"four");
+        std::fs::write(dir.path().join(file_name(4)), &four)?;
+        match Journal::open(dir.path(), true, 0) {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("unreadable"), "{m}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        // A file that skips ahead, whole and checksummed, is no better.
+        std::fs::remove_file(&oldest)?;
+        match Journal::open(dir.path(), true, 0) {
+            Err(StoreError::Corrupt(m)) => {
+                assert!(m.contains("commits 1..=3 are missing"), "{m}")
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn after_a_failed_write_nothing_more_is_reported_durable() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (j, _) = Journal::open(dir.path(), true, 0)?;
+        j.append(1, b"one")?;
+        assert_eq!(j.sync()?, Some(1));
+        // The disk refuses the next write.
+        {
+            let mut files = j.files.lock().map_err(|_| "poisoned")?;
+            let path = j.dir.join(file_name(files.current.first));
+            files.current.file = File::open(path)?;
+        }
+        j.append(2, b"two")?;
+        assert!(j.sync().is_err());
+        // The disk recovers (space freed, say).
+        {
+            let mut files = j.files.lock().map_err(|_| "poisoned")?;
+            let path = j.dir.join(file_name(files.current.first));
+            files.current.file = OpenOptions::new().append(true).open(path)?;
+        }
+        // Commit 2 was taken from the queue when its write failed: no later
+        // call may pretend it, or anything after it, is durable.
+        match j.append(3, b"three") {
+            Err(StoreError::Database(m)) => assert!(m.contains("restart the hub"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(j.sync().is_err());
+        drop(j);
+        let (_, read) = Journal::open(dir.path(), true, 0)?;
+        assert_eq!(read.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1]);
         Ok(())
     }
 

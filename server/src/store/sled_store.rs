@@ -316,8 +316,12 @@ fn merge_runs(writes: &BTreeMap<Vec<u8>, sled::IVec>) -> Vec<(Vec<u8>, sled::IVe
         let mut value = Vec::new();
         if kind == FETCHED && v.len() == 16 {
             // One time for all: as a stretch, so that more can follow.
+            let Ok(count) = u32::try_from(last - first + 1) else {
+                out.push((k.clone(), v.clone()));
+                continue;
+            };
             value.extend_from_slice(&v[..8]);
-            value.extend_from_slice(&((last - first + 1) as u32).to_be_bytes());
+            value.extend_from_slice(&count.to_be_bytes());
             value.extend_from_slice(&v[8..]);
         } else {
             value.extend_from_slice(v);
@@ -474,6 +478,33 @@ fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// How long opening waits for another holder of the database lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (up to [`LOCK_WAIT`]) until nobody holds sled's lock on `db`: a
+/// store just dropped, in this process or a hub that is exiting, lets go a
+/// moment later, once sled's background writes finish. Past the wait, sled's
+/// own open reports who holds it.
+fn wait_for_lock(db: &Path) -> Result<(), StoreError> {
+    let file = match File::open(db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            // Dropping `file` releases the probe's own lock.
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+}
+
 /// Splits `kind 0 name 0 n` keys.
 fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
     let rest = k
@@ -491,6 +522,7 @@ impl SledStore {
     /// Opens (or creates) the database in `dir`. With `fsync` false, commits
     /// survive a process crash but not a power loss (benchmarks only).
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
+        wait_for_lock(&dir.join("db"))?;
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -547,7 +579,7 @@ impl SledStore {
             journal,
             applied: AtomicU64::new(applied),
         });
-        durability.flush()?;
+        durability.flush(false)?;
         let flusher = Flusher::start(durability.clone())?;
         Ok(Self {
             durability,
@@ -567,9 +599,12 @@ impl SledStore {
             .map_err(|_| StoreError::Database("store poisoned".into()))?;
         let d = &self.durability;
         let id = d.applied.load(Ordering::Acquire) + 1;
-        d.journal.append(id, &encode_ops(&ops))?;
+        let record = encode_ops(&ops);
         let full = {
+            // Locked before the append, so that a journaled commit always
+            // reaches the overlay and its id is never handed out twice.
             let mut o = d.overlay()?;
+            d.journal.append(id, &record)?;
             for (k, v) in ops {
                 o.put(k, v.into());
             }
@@ -630,7 +665,7 @@ impl SledStore {
     /// are flushed into it first, so it holds everything committed.
     #[doc(hidden)]
     pub fn raw_tree(&self) -> Result<&sled::Tree, StoreError> {
-        self.durability.flush()?;
+        self.durability.flush(true)?;
         Ok(&self.durability.tree)
     }
 }
@@ -737,7 +772,13 @@ impl Durability {
     /// leaves sled with parts of journaled commits only, which the replay
     /// at start writes again in full. The last flushed commit is recorded
     /// once all of it is durable.
-    fn flush(&self) -> Result<(), StoreError> {
+    ///
+    /// With `merge`, consecutive runs are written as one (see
+    /// [`merge_runs`]). The flush of replayed commits at start does not
+    /// merge: each of their runs then overwrites the key it had, including
+    /// the last key of a merged run the crash left behind, so no two runs
+    /// of different extent end up holding the same positions.
+    fn flush(&self, merge: bool) -> Result<(), StoreError> {
         let _one = self
             .flushing
             .lock()
@@ -750,8 +791,14 @@ impl Durability {
             return Ok(());
         };
         self.journal.sync()?;
-        for (k, v) in merge_runs(&frozen.writes) {
-            self.tree.insert(k, v).map_err(db_err)?;
+        if merge {
+            for (k, v) in merge_runs(&frozen.writes) {
+                self.tree.insert(k, v).map_err(db_err)?;
+            }
+        } else {
+            for (k, v) in frozen.writes.iter() {
+                self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+            }
         }
         self.make_durable()?;
         self.tree
@@ -775,7 +822,7 @@ impl Flusher {
                         Err(mpsc::RecvTimeoutError::Disconnected)
                     );
                     // The journal keeps every commit until a flush succeeds.
-                    if let Err(e) = durability.flush() {
+                    if let Err(e) = durability.flush(true) {
                         tracing::warn!(error = %e, "background flush of the database failed");
                     }
                     if last_round {
@@ -1238,9 +1285,13 @@ impl Store for SledStore {
                     first - 1
                 )));
             }
-            expected = last.unwrap_or(0).saturating_add(1);
+            // Positions an earlier run gave already are skipped: a flush
+            // merging runs, or one a crash cut short, can leave two runs
+            // of different extent that hold the same positions.
+            let from = expected;
+            expected = expected.max(last.unwrap_or(0).saturating_add(1));
             let room = limit - out.len();
-            out.extend(items.into_iter().filter(|i| i.cursor >= start).take(room));
+            out.extend(items.into_iter().filter(|i| i.cursor >= from).take(room));
         }
         Ok(out)
     }
@@ -1277,22 +1328,6 @@ mod tests {
         }
     }
 
-    /// sled releases its file lock when its background flusher lets go of
-    /// the database, a moment after the handle is dropped.
-    fn reopen(dir: &Path) -> Result<SledStore, StoreError> {
-        let mut tries = 0;
-        loop {
-            match SledStore::open(dir, true) {
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => return other,
-            }
-        }
-    }
-
     #[test]
     fn commits_survive_reopen_with_heads_and_pages() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -1304,7 +1339,7 @@ mod tests {
             ])?;
             s.commit(&[entry("pbc", 0, &[("finance", 3)])])?;
         }
-        let s = reopen(dir.path())?;
+        let s = SledStore::open(dir.path(), true)?;
         let heads = s.channel_heads()?;
         assert_eq!(
             heads.get("tax").map(|h| (h.next_seq, h.last_leaf_hash[0])),
@@ -1351,7 +1386,7 @@ mod tests {
         // The database as a crash would leave it: commit 1 flushed, no more.
         copy_dir(live.path(), crashed.path())?;
         {
-            let s = reopen(live.path())?;
+            let s = SledStore::open(live.path(), true)?;
             s.commit(&[
                 entry("tax", 1, &[("finance", 2), ("pbc", 1)]),
                 entry("tax", 2, &[("finance", 3)]),
@@ -1388,9 +1423,56 @@ mod tests {
         // The next commit follows the replayed ones, and all survive again.
         s.commit(&[entry("tax", 3, &[("finance", 5)])])?;
         drop(before);
-        let s = reopen(crashed.path())?;
+        let s = SledStore::open(crashed.path(), true)?;
         assert_eq!(s.channel_heads()?.get("tax").map(|h| h.next_seq), Some(4));
         assert_eq!(s.inbox_page("finance", 0, 10)?.len(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_flush_cut_short_leaves_no_position_twice() -> Result<(), Box<dyn std::error::Error>> {
+        let live = tempfile::tempdir()?;
+        let crashed = tempfile::tempdir()?;
+        {
+            let s = SledStore::open(live.path(), true)?;
+            s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+        }
+        copy_dir(live.path(), crashed.path())?;
+        {
+            let s = SledStore::open(live.path(), true)?;
+            for seq in 1..4u64 {
+                s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+            }
+        }
+        // The crash came mid-flush: positions 2 and 3 merged into one run
+        // had reached sled, the record of the flushed commit had not.
+        {
+            let db = sled::Config::new().path(crashed.path()).open()?;
+            db.open_tree("exchange")?.insert(
+                key(INBOX, "finance", Some(3)),
+                inbox_run(2, &[(1, "tax"), (2, "tax")]),
+            )?;
+            db.flush()?;
+        }
+        let journal = crashed.path().join("journal");
+        std::fs::remove_dir_all(&journal)?;
+        copy_dir(&live.path().join("journal"), &journal)?;
+        let s = SledStore::open(crashed.path(), true)?;
+        let cursors = |s: &SledStore| -> Result<Vec<u64>, StoreError> {
+            Ok(s.inbox_page("finance", 0, 10)?
+                .iter()
+                .map(|i| i.cursor)
+                .collect())
+        };
+        assert_eq!(cursors(&s)?, [1, 2, 3, 4]);
+        // Runs of different extent over the same positions (as a read
+        // beside a merging flush may meet them) still give each once.
+        s.raw_tree()?.insert(
+            key(INBOX, "finance", Some(3)),
+            inbox_run(1, &[(0, "tax"), (1, "tax"), (2, "tax")]),
+        )?;
+        assert_eq!(cursors(&s)?, [1, 2, 3, 4]);
+        assert_eq!(s.inbox_page("finance", 2, 10)?.len(), 2);
         Ok(())
     }
 
@@ -1459,7 +1541,7 @@ mod tests {
         s.mark_fetched("finance", &[8], 50)?;
         assert_eq!(s.fetched("finance", 8)?, Some(50));
         drop(s);
-        let s = reopen(dir.path())?;
+        let s = SledStore::open(dir.path(), true)?;
         check(&s)?;
         assert_eq!(s.inbox_page("finance", 7, 10)?.len(), 1);
         assert_eq!(s.fetched("finance", 8)?, Some(50));
@@ -1476,7 +1558,7 @@ mod tests {
         }
         copy_dir(live.path(), crashed.path())?;
         {
-            let s = reopen(live.path())?;
+            let s = SledStore::open(live.path(), true)?;
             s.commit(&[entry("tax", 1, &[("finance", 2)])])?;
             s.commit(&[entry("tax", 2, &[("finance", 3)])])?;
         }
@@ -1516,7 +1598,7 @@ mod tests {
             .entry("tax", 0)?
             .map(|e| (e.entry, e.leaf_hash, e.cursors));
         drop(s);
-        let s = reopen(dir.path())?;
+        let s = SledStore::open(dir.path(), true)?;
         assert_eq!(
             s.entry("tax", 0)?
                 .map(|e| (e.entry, e.leaf_hash, e.cursors)),
@@ -1650,7 +1732,7 @@ mod tests {
             s.raw_tree()?.insert(FORMAT_KEY, b"1".as_slice())?;
             s.raw_tree()?.flush()?;
         }
-        match reopen(dir.path()) {
+        match SledStore::open(dir.path(), true) {
             Err(StoreError::Format(m)) => assert!(m.contains("format 1"), "{m}"),
             other => return Err(format!("expected refusal, got {other:?}").into()),
         }
@@ -1785,7 +1867,7 @@ mod tests {
                 .collect();
             s.commit(&batch)?;
         }
-        let s = reopen(dir.path())?;
+        let s = SledStore::open(dir.path(), true)?;
         let all: Vec<u64> = (0..stored_hash_count(13)).rev().collect();
         let got = s.stored_hashes("tax", &all)?;
         for (i, h) in all.iter().zip(got) {
