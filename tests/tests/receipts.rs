@@ -173,6 +173,18 @@ async fn bad_receipts_are_refused_each_with_its_own_status() -> TestResult {
         Code::Unauthenticated,
         "not a registered signing key",
     );
+    // finance's own key, but the signature does not verify.
+    let mut garbled = honest.clone();
+    if let Some(sig) = garbled.signature.as_mut()
+        && let Some(b) = sig.signature.first_mut()
+    {
+        *b ^= 1;
+    }
+    refused(
+        finance_ack(&finance, garbled).await,
+        Code::Unauthenticated,
+        "does not verify",
+    );
     // An entry not addressed to finance.
     let other = tax.get_entry("tax", 1).await?;
     refused(

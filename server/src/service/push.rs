@@ -91,18 +91,34 @@ async fn push_one(
     signed: pb::SignedMessage,
 ) -> Result<pb::PushResponse, Status> {
     let check = check_before_signature(state, &unit, &signed)?;
-    let digest = check.digest;
-    let verdict = state.verifier.verify(vec![check]).await?.into_iter().next();
-    match verdict {
-        Some(Ok(())) => {}
-        Some(Err(e)) => return Err(signature_status(&unit, e)),
-        None => {
-            return Err(Status::internal(
-                "the signature verifier gave no answer; retry",
-            ));
-        }
-    }
+    let digest = verify_batched(state, &unit, check).await?;
     append_verified(state, unit, signed, digest).await
+}
+
+/// Checks one signature in the hub's batching verifier, beside whatever
+/// other pushes and receipts arrive at the same time; returns the digest.
+async fn verify_batched(state: &HubState, unit: &str, check: Check) -> Result<Hash, Status> {
+    let digest = check.digest;
+    match state.verifier.verify(vec![check]).await?.into_iter().next() {
+        Some(Ok(())) => Ok(digest),
+        Some(Err(e)) => Err(signature_status(unit, e)),
+        None => Err(Status::internal(
+            "the signature verifier gave no answer; retry",
+        )),
+    }
+}
+
+/// [`verify_sender_signature`] through the batching verifier, for the
+/// calls that come in bursts (receipts: every recipient answers the same
+/// deliveries at about the same time).
+pub(crate) async fn verify_sender_signature_batched(
+    state: &HubState,
+    unit: &str,
+    signed: &pb::SignedMessage,
+    message: &pb::Message,
+) -> Result<Hash, Status> {
+    let check = sender_key_check(state, unit, signed, message)?;
+    verify_batched(state, unit, check).await
 }
 
 /// The policy and sender-key checks of a pushed message: what its
