@@ -178,6 +178,40 @@ async fn restart_continues_sequences_and_cursors() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_answered_just_before_a_kill_survive_it() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    for i in 0..3 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let finance = connect(&pki, "finance", hub.addr).await?;
+    let entries = finance.pull(0, 10).await?.entries;
+    let first = finance.ack(&entries.iter().collect::<Vec<_>>()).await?;
+    assert_eq!(first.newly_acknowledged, 3);
+    let (receipt_channel, receipt_seq, _) = first.receipt.clone().ok_or("no receipt")?;
+    // Killed at once: the receipt is in the journal, not yet in the database.
+    hub.kill()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let finance = connect(&pki, "finance", hub.addr).await?;
+    let entries = finance.pull(0, 10).await?.entries;
+    assert_eq!(entries.len(), 3, "the acknowledged entries are still there");
+    let again = finance.ack(&entries.iter().collect::<Vec<_>>()).await?;
+    assert_eq!(again.newly_acknowledged, 0);
+    assert!(again.receipt.is_none(), "nothing new to append");
+    assert_eq!(again.earlier.len(), 3);
+    for (_, by) in &again.earlier {
+        assert_eq!(
+            (by.channel.as_str(), by.seq),
+            (receipt_channel.as_str(), receipt_seq)
+        );
+    }
+    hub.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_survive_kill() -> TestResult {
     let pki = TestPki::generate()?;
     let hub = HubProcess::start(&pki, HUB)?;
