@@ -1,7 +1,7 @@
 //! `Acknowledge`: a recipient's signed receipt, appended to its own channel.
 
 use super::HubState;
-use super::push::{check_received, policy_status, verify_sender_signature_batched};
+use super::push::{check_received, policy_status, verify_sender_signature};
 use crate::appender::AppendError;
 use crate::policy::check_receipt;
 use crate::store::AnswerKind;
@@ -31,7 +31,7 @@ pub async fn acknowledge(
         .ok_or_else(|| Status::invalid_argument("the request carries no receipt"))?;
     let (message, pins) = check_receipt(&signed, &unit, &state.limits, tongbao_proto::now_micros())
         .map_err(policy_status)?;
-    let digest = verify_sender_signature_batched(state, &unit, &signed, message).await?;
+    let digest = verify_sender_signature(state, &unit, &signed, message).await?;
     let answered = check_received(state, &unit, pins)?;
     let total = answered.len();
     match state

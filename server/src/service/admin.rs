@@ -465,7 +465,7 @@ impl DirectoryService {
         let state = &self.state;
         let message = crate::policy::check_key_rotation(&signed, unit, &state.limits, now_micros())
             .map_err(super::push::policy_status)?;
-        let digest = verify_sender_signature(state, unit, &signed, message)?;
+        let digest = verify_sender_signature(state, unit, &signed, message).await?;
         let announced = rotation::parse(unit, &message.message_id, &message.body)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let old_key = signed

@@ -8,7 +8,6 @@ use crate::verifier::Check;
 use tongbao_proto::canonical::message_digest;
 use tongbao_proto::keys::{
     KeyError, REFUSAL_BOUNDARY_METADATA, REFUSAL_KEY_ID_METADATA, REFUSAL_METADATA, ValidityError,
-    verify_digest,
 };
 use tongbao_proto::{Hash, pb};
 use tonic::{Request, Response, Status};
@@ -108,10 +107,11 @@ async fn verify_batched(state: &HubState, unit: &str, check: Check) -> Result<Ha
     }
 }
 
-/// [`verify_sender_signature`] through the batching verifier, for the
-/// calls that come in bursts (receipts: every recipient answers the same
-/// deliveries at about the same time).
-pub(crate) async fn verify_sender_signature_batched(
+/// Verifies a message's signature under the sender unit's registered key
+/// (valid when the message was created) in the batching verifier, beside
+/// whatever else arrives at the same time (receipts come in bursts: every
+/// recipient answers the same deliveries); returns the message digest.
+pub(crate) async fn verify_sender_signature(
     state: &HubState,
     unit: &str,
     signed: &pb::SignedMessage,
@@ -170,20 +170,6 @@ pub(crate) fn policy_status(e: PolicyError) -> Status {
         PolicyError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
         PolicyError::NotSender { .. } => Status::permission_denied(e.to_string()),
     }
-}
-
-/// Verifies a message's signature under the sender unit's registered key
-/// (valid when the message was created); returns the message digest.
-pub(crate) fn verify_sender_signature(
-    state: &HubState,
-    unit: &str,
-    signed: &pb::SignedMessage,
-    message: &pb::Message,
-) -> Result<Hash, Status> {
-    let check = sender_key_check(state, unit, signed, message)?;
-    verify_digest(&check.digest, &check.signature, &check.public_key)
-        .map_err(|e| signature_status(unit, e))?;
-    Ok(check.digest)
 }
 
 /// Every check of [`verify_sender_signature`] but the Ed25519 one: the key

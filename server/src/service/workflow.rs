@@ -118,7 +118,7 @@ impl WorkflowService {
         let message =
             check_workflow_message(&signed, &unit, &state.limits, tongbao_proto::now_micros())
                 .map_err(policy_status)?;
-        let digest = verify_sender_signature(state, &unit, &signed, message)?;
+        let digest = verify_sender_signature(state, &unit, &signed, message).await?;
         let step = decode_step(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let message_id = message.message_id.clone();
         let workflows = &state.workflows;
