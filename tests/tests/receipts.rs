@@ -147,6 +147,32 @@ async fn office_sees_who_acknowledged_fetched_or_never_connected() -> TestResult
         })
         .await?;
     assert!(none.entries.is_empty());
+    // A window that ends before it starts is refused, for both audit calls;
+    // one that ends before the entries holds none of them.
+    let inverted = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            since_micros: 2_000,
+            until_micros: 1_000,
+            ..Default::default()
+        })
+        .await;
+    refused(inverted, Code::InvalidArgument, "inverted");
+    let inverted = office
+        .audit_units(pb::UnitSummaryRequest {
+            since_micros: 2_000,
+            until_micros: 1_000,
+            ..Default::default()
+        })
+        .await;
+    refused(inverted, Code::InvalidArgument, "inverted");
+    let before = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            since_micros: 1_000,
+            until_micros: 2_000,
+            ..Default::default()
+        })
+        .await?;
+    assert!(before.entries.is_empty());
     // The office was not addressed: it never receives the body.
     assert!(office.pull(0, 10).await?.entries.is_empty());
     t.stop().await

@@ -153,6 +153,12 @@ fn scoped(
     until: i64,
 ) -> Result<Vec<ScopedEntry>, Status> {
     let until = if until <= 0 { i64::MAX } else { until };
+    if since > until {
+        return Err(Status::invalid_argument(format!(
+            "since_micros {since} comes after until_micros {until}: the window is inverted; \
+             ask for since <= until, or until 0 for \"up to now\""
+        )));
+    }
     state
         .store
         .audit_scope(mechanism, since.max(0), until, MAX_SCAN)

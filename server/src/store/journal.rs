@@ -142,13 +142,34 @@ impl Journal {
     /// records after it are returned, and they must continue it without a
     /// gap. Appends continue in a fresh file after the last commit known.
     pub fn open(dir: &Path, fsync: bool, durable: u64) -> Result<(Self, Vec<Record>), StoreError> {
-        std::fs::create_dir_all(dir)?;
-        let mut found: Vec<(u64, PathBuf)> = Vec::new();
-        for item in std::fs::read_dir(dir)? {
-            let path = item?.path();
-            if let Some(first) = first_id_of(&path) {
-                found.push((first, path));
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            // The new directory's own entry must survive a power loss too.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
             }
+        }
+        let mut found: Vec<(u64, PathBuf)> = Vec::new();
+        let mut emptied = false;
+        for item in std::fs::read_dir(dir)? {
+            let item = item?;
+            let path = item.path();
+            let Some(first) = first_id_of(&path) else {
+                continue;
+            };
+            // An empty file holds no commit: one begun by a start or a
+            // rotation that wrote nothing after it. Kept, it would pass for
+            // a newer file and make the real newest file's torn tail look
+            // like damage in the middle.
+            if item.metadata()?.len() == 0 {
+                std::fs::remove_file(&path)?;
+                emptied = true;
+                continue;
+            }
+            found.push((first, path));
+        }
+        if emptied {
+            sync_dir(dir)?;
         }
         found.sort();
         let mut records: Vec<Record> = Vec::new();
@@ -306,7 +327,12 @@ impl Journal {
             .truncate(true)
             .write(true)
             .open(&path)?;
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // Appends stay in the current file; a start would drop this
+            // empty one anyway.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         let old = std::mem::replace(
             &mut files.current,
             Current {
@@ -490,6 +516,35 @@ mod tests {
         // Once the database holds what the damaged file held, it is no loss.
         let (_, read) = Journal::open(dir.path(), true, 2)?;
         assert_eq!(read.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3]);
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_file_left_by_a_failed_rotation_is_not_a_newer_file() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (j, _) = Journal::open(dir.path(), true, 0)?;
+        for id in 1..=4u64 {
+            j.append(id, &[4u8; 50])?;
+        }
+        j.sync()?;
+        drop(j);
+        // A rotation at commit 3 created its file and failed; commits 3 and
+        // 4 went on in the first file, whose last record the crash tore.
+        std::fs::write(dir.path().join(file_name(3)), b"")?;
+        let path = dir.path().join(file_name(1));
+        let full = std::fs::metadata(&path)?.len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(full - 10)?;
+        let (j, read) = Journal::open(dir.path(), true, 0)?;
+        assert_eq!(read.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(!dir.path().join(file_name(3)).exists());
+        j.append(4, b"again")?;
+        j.sync()?;
+        drop(j);
+        let (_, read) = Journal::open(dir.path(), true, 0)?;
+        assert_eq!(read.len(), 4);
         Ok(())
     }
 
