@@ -281,7 +281,9 @@ impl Journal {
     }
 
     /// Writes every queued record and makes it durable; returns the id of
-    /// the last one written, if any.
+    /// the last one written, if any. Callers on several threads are
+    /// served one at a time, so when a call returns, every record queued
+    /// before it began is durable, whichever call wrote it.
     pub fn sync(&self) -> Result<Option<u64>, StoreError> {
         fn poisoned<T>(_: T) -> StoreError {
             StoreError::Database("journal poisoned".into())

@@ -1262,11 +1262,15 @@ impl Store for SledStore {
     }
 
     fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError> {
-        self.durability
-            .tree
-            .insert(key(CHECKPOINT, channel, None), note.as_bytes())
-            .map_err(db_err)?;
-        self.durability.make_durable()
+        // Through the journal, like any commit: a sled flush of its own
+        // each second per channel held the pushes' journal syncs up behind
+        // its disk writes. A sync returns once everything journaled before
+        // it is durable, whichever thread's sync wrote it.
+        self.commit_ops(vec![(
+            key(CHECKPOINT, channel, None),
+            note.as_bytes().to_vec(),
+        )])?;
+        self.sync()
     }
 
     fn inbox_page(
@@ -1450,6 +1454,18 @@ mod tests {
         let s = SledStore::open(crashed.path(), true)?;
         assert_eq!(s.channel_heads()?.get("tax").map(|h| h.next_seq), Some(4));
         assert_eq!(s.inbox_page("finance", 0, 10)?.len(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_saved_checkpoint_is_in_the_journal() -> Result<(), Box<dyn std::error::Error>> {
+        // Saved, then the hub dies before sled is flushed again.
+        let crashed = crashed_after_first_commit(|s| s.save_checkpoint("tax", "tax checkpoint 1"))?;
+        let s = SledStore::open(crashed.path(), true)?;
+        assert_eq!(
+            s.checkpoints()?.get("tax").map(String::as_str),
+            Some("tax checkpoint 1")
+        );
         Ok(())
     }
 
