@@ -270,18 +270,41 @@ impl Logs {
     /// if the channel grew past it. A new checkpoint is signed only if it
     /// provably extends the previous one, and stored before it is returned.
     pub fn checkpoint(&self, channel: &str) -> Result<SignedCheckpoint, LogError> {
+        let mut latest = self.latest()?;
+        let Some(signed) = self.sign_next(channel, &latest)? else {
+            return latest
+                .get(channel)
+                .cloned()
+                .ok_or_else(|| LogError::NoCheckpoint(channel.to_string()));
+        };
+        self.store.save_checkpoints(&[(channel, &signed.note)])?;
+        latest.insert(channel.to_string(), signed.clone());
+        Ok(signed)
+    }
+
+    fn latest(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, SignedCheckpoint>>, LogError> {
+        self.latest
+            .lock()
+            .map_err(|_| LogError::Store(StoreError::Database("checkpoint lock poisoned".into())))
+    }
+
+    /// A signed checkpoint of the channel's durable size, if that is past
+    /// the latest one (which it must provably extend); not stored yet.
+    fn sign_next(
+        &self,
+        channel: &str,
+        latest: &HashMap<String, SignedCheckpoint>,
+    ) -> Result<Option<SignedCheckpoint>, LogError> {
         let size = self.durable_size(channel);
-        let mut latest = self.latest.lock().map_err(|_| {
-            LogError::Store(StoreError::Database("checkpoint lock poisoned".into()))
-        })?;
-        if let Some(current) = latest.get(channel)
-            && current.checkpoint.size >= size
-        {
-            return Ok(current.clone());
+        let previous = latest.get(channel);
+        if previous.is_some_and(|p| p.checkpoint.size >= size) {
+            return Ok(None);
         }
         let reader = self.reader(channel);
         let root = tree_hash(size, &reader)?;
-        if let Some(previous) = latest.get(channel) {
+        if let Some(previous) = previous {
             let old = &previous.checkpoint;
             let proof = prove_tree(size, old.size, &reader)?;
             check_tree(&proof, size, &root, old.size, &old.root).map_err(|_| LogError::Fork {
@@ -293,10 +316,7 @@ impl Logs {
         let checkpoint = Checkpoint::new(self.origin(channel), size, root);
         let signer = NoteSigner::new(&self.name, &self.key)?;
         let note = sign_checkpoint(&checkpoint, &[signer])?;
-        self.store.save_checkpoint(channel, &note)?;
-        let signed = SignedCheckpoint { note, checkpoint };
-        latest.insert(channel.to_string(), signed.clone());
-        Ok(signed)
+        Ok(Some(SignedCheckpoint { note, checkpoint }))
     }
 
     /// Records that a channel's first `size` entries are durable (called by
@@ -332,9 +352,7 @@ impl Logs {
         line: &str,
         unit_key: &[u8],
     ) -> Result<String, LogError> {
-        let mut latest = self.latest.lock().map_err(|_| {
-            LogError::Store(StoreError::Database("checkpoint lock poisoned".into()))
-        })?;
+        let mut latest = self.latest()?;
         let Some(current) = latest.get(channel).cloned() else {
             return Err(LogError::NoCheckpoint(channel.to_string()));
         };
@@ -358,7 +376,7 @@ impl Logs {
             .map(|l| format!("{l}\n"))
             .collect();
         note.push_str(&line);
-        self.store.save_checkpoint(channel, &note)?;
+        self.store.save_checkpoints(&[(channel, &note)])?;
         latest.insert(
             channel.to_string(),
             SignedCheckpoint {
@@ -369,26 +387,29 @@ impl Logs {
         Ok(note)
     }
 
-    /// Signs a new checkpoint for every channel that grew (the cadence task).
+    /// Signs a new checkpoint for every channel that grew (the cadence
+    /// task), and stores them all as one commit: one journal sync a
+    /// second, however many channels grew.
     pub fn refresh_all(&self) -> Result<usize, LogError> {
-        let mut signed = 0;
-        let sizes: Vec<(String, u64)> = self
+        let channels: Vec<String> = self
             .durable
             .lock()
-            .map(|d| d.iter().map(|(c, s)| (c.clone(), *s)).collect())
+            .map(|d| d.keys().cloned().collect())
             .unwrap_or_default();
-        for (channel, size) in sizes {
-            let current = self
-                .latest
-                .lock()
-                .ok()
-                .and_then(|l| l.get(&channel).map(|c| c.checkpoint.size))
-                .unwrap_or(0);
-            if size > current {
-                self.checkpoint(&channel)?;
-                signed += 1;
+        let mut latest = self.latest()?;
+        let mut fresh = Vec::new();
+        for channel in channels {
+            if let Some(signed) = self.sign_next(&channel, &latest)? {
+                fresh.push((channel, signed));
             }
         }
+        let notes: Vec<(&str, &str)> = fresh
+            .iter()
+            .map(|(c, s)| (c.as_str(), s.note.as_str()))
+            .collect();
+        self.store.save_checkpoints(&notes)?;
+        let signed = fresh.len();
+        latest.extend(fresh);
         Ok(signed)
     }
 }

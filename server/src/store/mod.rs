@@ -198,7 +198,7 @@ pub trait Store: Send + Sync + 'static {
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError>;
     /// The latest signed checkpoint (a signed note) of every channel.
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError>;
-    /// Records a channel's latest signed checkpoint, durably, before it is
-    /// served to anyone.
-    fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError>;
+    /// Records channels' latest signed checkpoints (channel, note),
+    /// durably and as one commit, before any is served to anyone.
+    fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError>;
 }

@@ -1261,15 +1261,22 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn save_checkpoint(&self, channel: &str, note: &str) -> Result<(), StoreError> {
-        // Through the journal, like any commit: a sled flush of its own
-        // each second per channel held the pushes' journal syncs up behind
-        // its disk writes. A sync returns once everything journaled before
-        // it is durable, whichever thread's sync wrote it.
-        self.commit_ops(vec![(
-            key(CHECKPOINT, channel, None),
-            note.as_bytes().to_vec(),
-        )])?;
+    fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError> {
+        // One journaled commit for all of them, like any commit: a sled
+        // flush per channel each second held the pushes' journal syncs up
+        // behind its disk writes, and a journal sync per channel would
+        // queue them behind one sync per channel. A sync returns once
+        // everything journaled before it is durable, whichever thread's
+        // sync wrote it.
+        if notes.is_empty() {
+            return Ok(());
+        }
+        self.commit_ops(
+            notes
+                .iter()
+                .map(|(channel, note)| (key(CHECKPOINT, channel, None), note.as_bytes().to_vec()))
+                .collect(),
+        )?;
         self.sync()
     }
 
@@ -1460,11 +1467,18 @@ mod tests {
     #[test]
     fn a_saved_checkpoint_is_in_the_journal() -> Result<(), Box<dyn std::error::Error>> {
         // Saved, then the hub dies before sled is flushed again.
-        let crashed = crashed_after_first_commit(|s| s.save_checkpoint("tax", "tax checkpoint 1"))?;
+        let crashed = crashed_after_first_commit(|s| {
+            s.save_checkpoints(&[("tax", "tax checkpoint 1"), ("pbc", "pbc checkpoint 1")])
+        })?;
         let s = SledStore::open(crashed.path(), true)?;
+        let saved = s.checkpoints()?;
         assert_eq!(
-            s.checkpoints()?.get("tax").map(String::as_str),
+            saved.get("tax").map(String::as_str),
             Some("tax checkpoint 1")
+        );
+        assert_eq!(
+            saved.get("pbc").map(String::as_str),
+            Some("pbc checkpoint 1")
         );
         Ok(())
     }
