@@ -389,7 +389,9 @@ impl Logs {
 
     /// Signs a new checkpoint for every channel that grew (the cadence
     /// task), and stores them all as one commit: one journal sync a
-    /// second, however many channels grew.
+    /// second, however many channels grew. A channel that cannot be
+    /// signed is logged and left out; the first such error is returned
+    /// once the others are stored.
     pub fn refresh_all(&self) -> Result<usize, LogError> {
         let channels: Vec<String> = self
             .durable
@@ -398,9 +400,17 @@ impl Logs {
             .unwrap_or_default();
         let mut latest = self.latest()?;
         let mut fresh = Vec::new();
+        // A channel that cannot be signed (a fork, a read error) must not
+        // keep the others from their checkpoints: it is reported after.
+        let mut failed = None;
         for channel in channels {
-            if let Some(signed) = self.sign_next(&channel, &latest)? {
-                fresh.push((channel, signed));
+            match self.sign_next(&channel, &latest) {
+                Ok(Some(signed)) => fresh.push((channel, signed)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(channel = %channel, error = %e, "cannot sign a checkpoint");
+                    failed.get_or_insert(e);
+                }
             }
         }
         let notes: Vec<(&str, &str)> = fresh
@@ -410,6 +420,63 @@ impl Logs {
         self.store.save_checkpoints(&notes)?;
         let signed = fresh.len();
         latest.extend(fresh);
-        Ok(signed)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(signed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AnswerKind, NewEntry, SledStore, StoredEntry};
+    use prost::Message;
+    use tongbao_proto::pb;
+
+    #[test]
+    fn one_channel_that_cannot_be_signed_does_not_hold_up_the_others()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Arc::new(SledStore::open(dir.path(), true)?);
+        let leaf = [7u8; 32];
+        let entry = pb::Entry {
+            channel: "tax".into(),
+            ..Default::default()
+        };
+        store.commit(&[NewEntry {
+            channel: "tax".into(),
+            seq: 0,
+            message_id: "m0".into(),
+            message_digest: [0; 32],
+            leaf_hash: leaf,
+            hub_micros: 1,
+            shared: Arc::new(StoredEntry {
+                encoded: entry.encode_to_vec().into(),
+                entry,
+                leaf_hash: leaf,
+                cursors: Vec::new(),
+            }),
+            answers: Vec::new(),
+            answer_kind: AnswerKind::Acknowledged,
+            audit_scopes: Vec::new(),
+            tree_hashes: vec![leaf],
+        }])?;
+        let logs = Logs::open(
+            store.clone(),
+            SigningKey::generate()?,
+            "hub.example",
+            &BTreeMap::new(),
+        )?;
+        logs.advance("tax", 1);
+        // Said to be durable, but none of its hashes is stored.
+        logs.advance("pbc", 1);
+        assert!(logs.refresh_all().is_err());
+        let saved = store.checkpoints()?;
+        assert!(saved.contains_key("tax"), "{saved:?}");
+        assert!(!saved.contains_key("pbc"));
+        assert_eq!(logs.durable_size("tax"), 1);
+        assert_eq!(logs.checkpoint("tax")?.checkpoint.size, 1);
+        Ok(())
     }
 }

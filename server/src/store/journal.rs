@@ -145,9 +145,11 @@ impl Journal {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             // The new directory's own entry must survive a power loss too.
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
+            let parent = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            sync_dir(parent)?;
         }
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         let mut emptied = false;
