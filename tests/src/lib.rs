@@ -399,19 +399,7 @@ pub async fn raw_channel(
 }
 
 /// Copies a (stopped) hub's data directory, as a backup or an attacker would.
-pub fn copy_dir(from: &Path, to: &Path) -> Result<(), BoxError> {
-    std::fs::create_dir_all(to)?;
-    for item in std::fs::read_dir(from)? {
-        let item = item?;
-        let target = to.join(item.file_name());
-        if item.file_type()?.is_dir() {
-            copy_dir(&item.path(), &target)?;
-        } else {
-            std::fs::copy(item.path(), target)?;
-        }
-    }
-    Ok(())
-}
+pub use tongbao_server::store::copy_data_dir as copy_dir;
 
 impl TestPki {
     /// The client config of an operator made by `pki init` (`ops`).

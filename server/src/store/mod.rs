@@ -14,6 +14,7 @@ pub use sled_store::SledStore;
 
 use crate::registry::Registry;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use tongbao_proto::{Hash, pb};
 
@@ -201,4 +202,22 @@ pub trait Store: Send + Sync + 'static {
     /// Records channels' latest signed checkpoints (channel, note),
     /// durably and as one commit, before any is served to anyone.
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError>;
+}
+
+/// Copies a stopped hub's data directory, as a backup (or an attacker)
+/// would: for crash and tamper tests only, which need a directory as it
+/// was at one moment.
+#[doc(hidden)]
+pub fn copy_data_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let target = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_data_dir(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), target)?;
+        }
+    }
+    Ok(())
 }

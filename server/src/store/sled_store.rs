@@ -1388,20 +1388,6 @@ mod tests {
         Ok(())
     }
 
-    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(to)?;
-        for item in std::fs::read_dir(from)? {
-            let item = item?;
-            let target = to.join(item.file_name());
-            if item.file_type()?.is_dir() {
-                copy_dir(&item.path(), &target)?;
-            } else {
-                std::fs::copy(item.path(), target)?;
-            }
-        }
-        Ok(())
-    }
-
     /// A data directory as a crash leaves it: sled flushed after the first
     /// commit (tax 0 to finance 1) and no later, the journal holding the
     /// commits `later` made after it. Returns the crashed directory.
@@ -1414,11 +1400,11 @@ mod tests {
             let s = SledStore::open(live.path(), true)?;
             s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
         }
-        copy_dir(live.path(), crashed.path())?;
+        crate::store::copy_data_dir(live.path(), crashed.path())?;
         later(&SledStore::open(live.path(), true)?)?;
         let journal = crashed.path().join("journal");
         std::fs::remove_dir_all(&journal)?;
-        copy_dir(&live.path().join("journal"), &journal)?;
+        crate::store::copy_data_dir(&live.path().join("journal"), &journal)?;
         Ok(crashed)
     }
 
