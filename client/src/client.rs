@@ -24,6 +24,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Longest one attempt of a repeated call waits for an answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a delivered entry may wait for its inclusion check, at most.
 const INCLUSION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Entries checked together, at most.
@@ -598,9 +600,18 @@ impl Client {
         let mut backoff = Duration::from_millis(50);
         loop {
             let generation = self.live.generation();
-            let e = match call().await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(status) => ClientError::from(status),
+            // An attempt that gets no answer at all (a connection that went
+            // silent) counts as interrupted: the hub is probed, and the
+            // call repeated or given up, instead of waiting forever.
+            let within =
+                ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(std::time::Instant::now()));
+            let e = match tokio::time::timeout(within, call()).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) => ClientError::from(status),
+                Err(_) => ClientError::Connect {
+                    hub: self.live.config.hub.clone(),
+                    reason: format!("no answer to the {what} within {within:?}"),
+                },
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {

@@ -234,6 +234,7 @@ pub struct Relay {
     pub addr: SocketAddr,
     connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cut: tokio::sync::watch::Sender<u64>,
+    frozen: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -242,21 +243,36 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let (frozen, frozen_rx) = tokio::sync::watch::channel(false);
         let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut cut_rx = cut_rx.clone();
+                let mut frozen_rx = frozen_rx.clone();
                 // Only cuts after this connection opened concern it.
                 cut_rx.borrow_and_update();
                 tokio::spawn(async move {
+                    if *frozen_rx.borrow_and_update() {
+                        // Accepted, never answered.
+                        let _held = inbound;
+                        std::future::pending::<()>().await;
+                        return;
+                    }
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.changed() => {}
+                    let froze = tokio::select! {
+                        biased;
+                        _ = frozen_rx.wait_for(|f| *f) => true,
+                        _ = cut_rx.changed() => false,
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                    };
+                    if froze {
+                        // Open, silent: nothing passes either way again.
+                        let _held = (inbound, outbound);
+                        std::future::pending::<()>().await;
                     }
                 });
             }
@@ -265,6 +281,7 @@ impl Relay {
             addr,
             connections,
             cut,
+            frozen,
             task,
         })
     }
@@ -277,6 +294,12 @@ impl Relay {
     /// Drops every open connection through the relay.
     pub fn cut_all(&self) {
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Keeps every connection open but silent from now on, as a hung
+    /// network path or a frozen hub would.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 }
 

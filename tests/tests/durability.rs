@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use tongbao_client::{Client, PushReceipt};
-use tongbao_tests::{BoxError, HubProcess, TestPki, TestResult, note};
+use tongbao_tests::{BoxError, HubProcess, Relay, TestPki, TestResult, note};
 
 const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
 
@@ -308,6 +308,37 @@ async fn a_push_to_a_hub_that_is_gone_fails_at_once_and_lands_once_later() -> Te
     let again = tax.push_signed(signed).await?;
     assert!(!first.duplicate && again.duplicate);
     assert_eq!((first.seq, &first.leaf_hash), (again.seq, &again.leaf_hash));
+    hub.kill()?;
+    Ok(())
+}
+
+/// A push over a connection that went silent (open, never answered) ends
+/// within its retry window instead of waiting for an answer forever; the
+/// same message pushed again over a working path lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_over_a_silent_connection_gives_up_within_its_window() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let relay = Relay::start(hub.addr).await?;
+    let mut cfg = pki.unit_config("tax", relay.addr)?;
+    cfg.push_retry_for = Duration::from_secs(2);
+    let tax = Client::connect(&cfg).await?;
+    tax.push(note("before").to_units(["finance"])).await?;
+    let signed = tax.sign(note("into the silence").to_units(["finance"]))?;
+    relay.freeze();
+    // Without a bound on each attempt the call waits until HTTP/2
+    // keep-alive gives up on the connection, close to a minute.
+    let outcome = tokio::time::timeout(Duration::from_secs(20), tax.push_signed(signed.clone()))
+        .await
+        .map_err(|_| "the push waited on a silent connection long past its window")?;
+    let e = outcome
+        .err()
+        .ok_or("a push succeeded over a silent connection")?;
+    assert!(e.is_transient(), "{e}");
+    let direct = connect(&pki, "tax", hub.addr).await?;
+    let landed = direct.push_signed(signed.clone()).await?;
+    assert_eq!(landed.seq, 1);
+    assert!(direct.push_signed(signed).await?.duplicate);
     hub.kill()?;
     Ok(())
 }
