@@ -63,7 +63,8 @@ pub struct ClientConfig {
     pub verify_inclusion: bool,
     /// How long an interrupted push is repeated (same message id) while the
     /// hub is reachable, e.g. across a certificate switch. A hub that
-    /// cannot be reached at all fails the push at once, whatever this says.
+    /// cannot be reached at all fails the push at once, whatever this says;
+    /// an attempt that gets no answer within 10 s counts as interrupted.
     /// `push_retry_ms` in the file; default 5 s.
     pub push_retry_for: std::time::Duration,
 }
