@@ -603,14 +603,14 @@ impl Client {
             // An attempt that gets no answer at all (a connection that went
             // silent) counts as interrupted: the hub is probed, and the
             // call repeated or given up, instead of waiting forever.
-            let within =
-                ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(std::time::Instant::now()));
-            let e = match tokio::time::timeout(within, call()).await {
+            // Not cut to what is left of the window: a window of 0 still
+            // means one whole attempt.
+            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => ClientError::from(status),
                 Err(_) => ClientError::Connect {
                     hub: self.live.config.hub.clone(),
-                    reason: format!("no answer to the {what} within {within:?}"),
+                    reason: format!("no answer to the {what} within {ATTEMPT_TIMEOUT:?}"),
                 },
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());

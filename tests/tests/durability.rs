@@ -324,10 +324,15 @@ async fn a_push_over_a_silent_connection_gives_up_within_its_window() -> TestRes
     cfg.push_retry_for = Duration::from_secs(2);
     let tax = Client::connect(&cfg).await?;
     tax.push(note("before").to_units(["finance"])).await?;
+    // A window of 0 still gets its one attempt.
+    let mut no_window = cfg.clone();
+    no_window.push_retry_for = Duration::ZERO;
+    let once = Client::connect(&no_window).await?;
+    let one = once.push(note("one attempt").to_units(["finance"])).await?;
     let signed = tax.sign(note("into the silence").to_units(["finance"]))?;
     relay.freeze();
-    // Without a bound on each attempt the call waits until HTTP/2
-    // keep-alive gives up on the connection, close to a minute.
+    // Each attempt waits 10 s at most; without that bound the call waits
+    // until HTTP/2 keep-alive gives up on the connection, near a minute.
     let outcome = tokio::time::timeout(Duration::from_secs(20), tax.push_signed(signed.clone()))
         .await
         .map_err(|_| "the push waited on a silent connection long past its window")?;
@@ -337,7 +342,7 @@ async fn a_push_over_a_silent_connection_gives_up_within_its_window() -> TestRes
     assert!(e.is_transient(), "{e}");
     let direct = connect(&pki, "tax", hub.addr).await?;
     let landed = direct.push_signed(signed.clone()).await?;
-    assert_eq!(landed.seq, 1);
+    assert_eq!((one.seq, landed.seq), (1, 2));
     assert!(direct.push_signed(signed).await?.duplicate);
     hub.kill()?;
     Ok(())
