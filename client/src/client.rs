@@ -1,9 +1,9 @@
 //! The connection to the hub and the calls a departmental system makes.
 
 use crate::trust::{TrustState, keep_evidence};
-use crate::verify::{KeyRing, VerifiedEntry, signing_key_of, verify_entry};
+use crate::verify::{Claimed, KeyRing, VerifiedEntry, signing_key_of, verify_entry};
 use crate::{ClientConfig, ClientError, Draft};
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -27,9 +27,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest one attempt of a repeated call waits for an answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a delivered entry may wait for its inclusion check, at most.
+/// Each subscription waits a share of it of its own choosing, at least
+/// three quarters, so that units served together (all sent the same
+/// entries at the same moment) do not all ask for their proofs at once.
 const INCLUSION_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Entries checked together, at most.
 const INCLUSION_BATCH: usize = 512;
+/// Deliveries a subscription verifies together, at most: those that had
+/// arrived when it turned to the stream.
+const SUBSCRIPTION_BATCH: usize = 64;
 
 /// A running inclusion check: its outcome and the entries it covered.
 type InclusionProof = tokio::task::JoinHandle<(Result<(), ClientError>, InclusionBacklog)>;
@@ -49,10 +55,11 @@ impl InclusionBacklog {
     fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-    /// When the oldest entry waiting is due for its check.
-    fn deadline(&self) -> tokio::time::Instant {
+    /// When the oldest entry waiting is due for its check, checking every
+    /// `every`.
+    fn deadline(&self, every: Duration) -> tokio::time::Instant {
         let since = self.since.unwrap_or_else(std::time::Instant::now);
-        (since + INCLUSION_CHECK_EVERY).into()
+        (since + every).into()
     }
     /// Takes back entries whose check could not be completed.
     fn restore(&mut self, earlier: InclusionBacklog) {
@@ -64,11 +71,21 @@ impl InclusionBacklog {
         entries.append(&mut self.entries);
         self.entries = entries;
     }
-    fn due(&self) -> bool {
-        self.entries.len() >= INCLUSION_BATCH
-            || self
-                .since
-                .is_some_and(|t| t.elapsed() >= INCLUSION_CHECK_EVERY)
+    fn due(&self, every: Duration) -> bool {
+        self.entries.len() >= INCLUSION_BATCH || self.since.is_some_and(|t| t.elapsed() >= every)
+    }
+
+    /// This subscription's wait before a check: between three quarters
+    /// of [`INCLUSION_CHECK_EVERY`] and all of it.
+    fn check_every() -> Duration {
+        let mut byte = [0u8; 1];
+        // Without randomness every subscription waits the longest.
+        let share =
+            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte) {
+                Ok(()) => 0.75 + f64::from(byte[0]) / 1024.0,
+                Err(_) => 1.0,
+            };
+        INCLUSION_CHECK_EVERY.mul_f64(share)
     }
 }
 
@@ -696,22 +713,9 @@ impl Client {
             })
             .await?
             .into_inner();
-        // Every entry's key first, then the page's signatures in one batch;
-        // the first failing entry (in page order) is still the one reported.
-        let mut prepared = Vec::with_capacity(r.deliveries.len());
-        for d in r.deliveries {
-            prepared.push(self.prepare_delivery(d).await);
-        }
-        crate::verify::preverify_signatures(
-            prepared
-                .iter()
-                .flatten()
-                .map(|p| (&p.entry, p.key.as_slice())),
-        );
-        let mut entries = Vec::with_capacity(prepared.len());
-        for p in prepared {
-            let p = p?;
-            entries.push(verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)?);
+        let (entries, failed) = self.verify_deliveries(r.deliveries).await;
+        if let Some(e) = failed {
+            return Err(e);
         }
         if self.verify_inclusion {
             self.prove_included(&entries.iter().collect::<Vec<_>>())
@@ -845,10 +849,32 @@ impl Client {
         verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
     }
 
+    /// Verifies deliveries in order, every entry's key first, then the
+    /// signatures in one batch. Returns the entries before the first that
+    /// fails, and why it fails.
+    async fn verify_deliveries(
+        &self,
+        deliveries: Vec<pb::Delivery>,
+    ) -> (Vec<VerifiedEntry>, Option<ClientError>) {
+        let mut claimed = Vec::with_capacity(deliveries.len());
+        let mut unprepared = None;
+        for d in deliveries {
+            match self.prepare_delivery(d).await {
+                Ok(c) => claimed.push(c),
+                Err(e) => {
+                    unprepared = Some(e);
+                    break;
+                }
+            }
+        }
+        let (verified, failed) = crate::verify::verify_entries(claimed);
+        (verified, failed.or(unprepared))
+    }
+
     /// Every check of [`Client::verify_delivery`] before the signature and
     /// leaf hash: the decoded entry with the registered key it must verify
     /// under.
-    async fn prepare_delivery(&self, mut d: pb::Delivery) -> Result<PreparedDelivery, ClientError> {
+    async fn prepare_delivery(&self, mut d: pb::Delivery) -> Result<Claimed, ClientError> {
         let integrity = |reason: String| ClientError::Integrity {
             channel: String::new(),
             seq: 0,
@@ -899,7 +925,7 @@ impl Client {
                 ),
             });
         }
-        Ok(PreparedDelivery {
+        Ok(Claimed {
             entry,
             leaf_hash: d.leaf_hash,
             cursor: d.cursor,
@@ -1377,6 +1403,7 @@ impl Client {
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut unchecked = InclusionBacklog::default();
+        let check_every = InclusionBacklog::check_every();
         // At most one inclusion check runs at a time; it outlives reconnects.
         let mut proving: Option<InclusionProof> = None;
         loop {
@@ -1391,9 +1418,15 @@ impl Client {
             match opened {
                 Ok(response) => {
                     let mut stream = response.into_inner();
+                    // The end of the stream or its error, met while taking
+                    // what had already arrived; handled after those.
+                    let mut held = None;
                     loop {
-                        let check_due = unchecked.deadline();
-                        let next = tokio::select! {
+                        let check_due = unchecked.deadline(check_every);
+                        let next = if let Some(h) = held.take() {
+                            h
+                        } else {
+                            tokio::select! {
                             n = stream.message() => n,
                             _ = tx.closed() => return,
                             done = async {
@@ -1430,25 +1463,41 @@ impl Client {
                                 proving = Some(self.start_proof(&mut unchecked));
                                 continue;
                             }
+                            }
                         };
                         match next {
                             Ok(Some(d)) => {
                                 backoff = Duration::from_millis(100);
-                                if d.cursor <= cursor {
-                                    continue; // already delivered before a reconnect
+                                // What has arrived behind it is verified with
+                                // it, the signatures in one batch.
+                                let mut batch = vec![d];
+                                while batch.len() < SUBSCRIPTION_BATCH {
+                                    match stream.message().now_or_never() {
+                                        Some(Ok(Some(d))) => batch.push(d),
+                                        Some(end) => {
+                                            held = Some(end);
+                                            break;
+                                        }
+                                        None => break,
+                                    }
                                 }
-                                let verified = self.verify_delivery(d).await;
-                                let fatal = verified.is_err();
-                                if let Ok(v) = &verified {
+                                // Those delivered before a reconnect are skipped.
+                                batch.retain(|d| d.cursor > cursor);
+                                let (verified, failed) = self.verify_deliveries(batch).await;
+                                for v in verified {
                                     cursor = v.cursor;
                                     if self.verify_inclusion {
                                         unchecked.push(v.pin());
                                     }
+                                    if tx.send(Ok(v)).await.is_err() {
+                                        return;
+                                    }
                                 }
-                                if tx.send(verified).await.is_err() || fatal {
+                                if let Some(e) = failed {
+                                    let _ = tx.send(Err(e)).await;
                                     return;
                                 }
-                                if unchecked.due() && proving.is_none() {
+                                if unchecked.due(check_every) && proving.is_none() {
                                     proving = Some(self.start_proof(&mut unchecked));
                                 }
                             }
@@ -1551,19 +1600,24 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// A decoded delivery whose signing key is known and valid for it, not yet
-/// verified.
-struct PreparedDelivery {
-    entry: pb::Entry,
-    leaf_hash: Vec<u8>,
-    cursor: u64,
-    key: Vec<u8>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::KeyRefusal;
+
+    #[test]
+    fn subscriptions_wait_for_their_inclusion_checks_apart() {
+        let waits: std::collections::BTreeSet<Duration> =
+            (0..32).map(|_| InclusionBacklog::check_every()).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= INCLUSION_CHECK_EVERY.mul_f64(0.75) && *w <= INCLUSION_CHECK_EVERY),
+            "{waits:?}"
+        );
+        // 32 draws of 256 values: all alike would mean no spreading at all.
+        assert!(waits.len() > 1, "{waits:?}");
+    }
 
     fn refused(refusal: KeyRefusal, key: &SigningKey, boundary: i64) -> ClientError {
         ClientError::SigningKeyRefused {

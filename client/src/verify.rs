@@ -189,29 +189,57 @@ impl VerifiedSignatures {
     }
 }
 
-/// Checks the not yet remembered signatures of many entries in one batch
-/// and remembers those that verify, so that [`verify_entry`] then finds
-/// them; it re-checks the others one by one and reports why they fail.
-/// Each item is an entry with the public key its signature names.
-pub(crate) fn preverify_signatures<'a>(entries: impl Iterator<Item = (&'a pb::Entry, &'a [u8])>) {
-    let pending: Vec<(Hash, &pb::Signature, &[u8])> = entries
-        .filter_map(|(entry, key)| {
-            let signed = entry.message.as_ref()?;
-            let digest = message_digest(signed.message.as_ref()?);
-            let signature = signed.signature.as_ref()?;
-            (!VerifiedSignatures::seen(&digest, signature, key)).then_some((digest, signature, key))
+/// A decoded delivery whose signing key is known and valid for it, not yet
+/// verified: the entry with the leaf hash the hub claims for it, its inbox
+/// position and the public key its signature names.
+pub(crate) struct Claimed {
+    pub entry: pb::Entry,
+    pub leaf_hash: Vec<u8>,
+    pub cursor: u64,
+    pub key: Vec<u8>,
+}
+
+/// Verifies entries in order as [`verify_entry`] does, checking the
+/// signatures this process has not verified yet in one batch. Returns the
+/// entries before the first that fails, and why it fails (a failed batch
+/// is checked again one by one, so the reason is the entry's own).
+pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Option<ClientError>) {
+    let digests: Vec<Option<Hash>> = claimed
+        .iter()
+        .map(|c| {
+            let message = c.entry.message.as_ref()?.message.as_ref()?;
+            Some(message_digest(message))
         })
         .collect();
-    if pending.len() < 2 {
-        return; // nothing to gain over verify_entry's single check
-    }
-    let items: Vec<(&Hash, &pb::Signature, &[u8])> =
-        pending.iter().map(|(d, s, k)| (d, *s, *k)).collect();
-    for ((digest, signature, key), verdict) in pending.iter().zip(verify_digests(&items)) {
-        if verdict.is_ok() {
-            VerifiedSignatures::remember(digest, signature, key);
+    let pending: Vec<(&Hash, &pb::Signature, &[u8])> = claimed
+        .iter()
+        .zip(&digests)
+        .filter_map(|(c, digest)| {
+            let digest = digest.as_ref()?;
+            let signature = c.entry.message.as_ref()?.signature.as_ref()?;
+            (!VerifiedSignatures::seen(digest, signature, &c.key)).then_some((
+                digest,
+                signature,
+                c.key.as_slice(),
+            ))
+        })
+        .collect();
+    // A single check gains nothing from a batch.
+    if pending.len() >= 2 {
+        for ((digest, signature, key), verdict) in pending.iter().zip(verify_digests(&pending)) {
+            if verdict.is_ok() {
+                VerifiedSignatures::remember(digest, signature, key);
+            }
         }
     }
+    let mut verified = Vec::with_capacity(claimed.len());
+    for (c, digest) in claimed.into_iter().zip(digests) {
+        match check_entry(c.entry, &c.leaf_hash, c.cursor, &c.key, digest) {
+            Ok(v) => verified.push(v),
+            Err(e) => return (verified, Some(e)),
+        }
+    }
+    (verified, None)
 }
 
 /// Verifies a delivered entry against the leaf hash the hub claims and the
@@ -221,6 +249,17 @@ pub fn verify_entry(
     claimed_leaf_hash: &[u8],
     cursor: u64,
     sender_key: &[u8],
+) -> Result<VerifiedEntry, ClientError> {
+    check_entry(entry, claimed_leaf_hash, cursor, sender_key, None)
+}
+
+/// [`verify_entry`] with the message's digest, when already computed.
+fn check_entry(
+    entry: pb::Entry,
+    claimed_leaf_hash: &[u8],
+    cursor: u64,
+    sender_key: &[u8],
+    digest: Option<Hash>,
 ) -> Result<VerifiedEntry, ClientError> {
     let fail = |reason: String| ClientError::Integrity {
         channel: entry.channel.clone(),
@@ -241,7 +280,7 @@ pub fn verify_entry(
             message.sender, entry.channel
         )));
     }
-    let digest = message_digest(message);
+    let digest = digest.unwrap_or_else(|| message_digest(message));
     let signature = signed
         .signature
         .as_ref()
@@ -321,9 +360,46 @@ mod tests {
         if let Some(s) = page[5].message.as_mut().and_then(|m| m.signature.as_mut()) {
             s.signature[0] ^= 1;
         }
-        preverify_signatures(page.iter().map(|e| (e, key.public_key())));
-        for (i, e) in page.into_iter().enumerate() {
+        let again = page.clone();
+        let claimed = page
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| Claimed {
+                leaf_hash: tongbao_proto::canonical::leaf_hash(&entry).to_vec(),
+                entry,
+                cursor: i as u64 + 1,
+                key: key.public_key().to_vec(),
+            })
+            .collect();
+        let (verified, failed) = verify_entries(claimed);
+        // The entries before the bad one, then its own reason.
+        assert_eq!(
+            verified.iter().map(|v| v.cursor).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert!(
+            matches!(&failed, Some(ClientError::Integrity { reason, .. }) if reason.contains("signature")),
+            "{failed:?}"
+        );
+        // Those that verified in the batch were remembered; the bad one was not.
+        for (i, e) in again.into_iter().enumerate() {
             let leaf = tongbao_proto::canonical::leaf_hash(&e);
+            let digest = message_digest(
+                e.message
+                    .as_ref()
+                    .and_then(|m| m.message.as_ref())
+                    .ok_or("no message")?,
+            );
+            let signature = e
+                .message
+                .as_ref()
+                .and_then(|m| m.signature.as_ref())
+                .ok_or("no signature")?;
+            assert_eq!(
+                VerifiedSignatures::seen(&digest, signature, key.public_key()),
+                i != 5,
+                "entry {i}"
+            );
             let verdict = verify_entry(e, &leaf, i as u64, key.public_key());
             assert_eq!(verdict.is_err(), i == 5, "entry {i}: {verdict:?}");
         }

@@ -32,3 +32,22 @@ pub fn pause(name: &str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// The inbox position whose delivery the hub alters before serving it,
+/// when `TONGBAO_FAILPOINT` is `alter-delivery:<position>`: a hub (or a
+/// path) that changes what it serves, for tests of what the client checks.
+pub fn altered_delivery() -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    {
+        static POSITION: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+        *POSITION.get_or_init(|| {
+            std::env::var(ENV)
+                .ok()?
+                .strip_prefix("alter-delivery:")?
+                .parse()
+                .ok()
+        })
+    }
+    #[cfg(not(feature = "failpoints"))]
+    None
+}

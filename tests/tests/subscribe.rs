@@ -136,3 +136,60 @@ async fn hub_shutdown_ends_subscriptions_cleanly() -> TestResult {
     tokio::time::timeout(Duration::from_secs(10), t.stop()).await??;
     Ok(())
 }
+
+/// A hub (or a path) that alters one entry it serves: a subscription
+/// hands over the entries before it, verified together, then ends with
+/// the altered one's failed check, and nothing after it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_delivery_ends_the_subscription_after_the_entries_before_it() -> TestResult {
+    use tongbao_client::ClientError;
+    use tongbao_tests::{HubProcess, TestPki};
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    {
+        let hub = HubProcess::start_on(&pki, HUB, &data)?;
+        let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+        let drafts = (0..40).map(|i| note(&format!("n{i}")).to_units(["finance"]));
+        for r in tax.push_batch(drafts.collect()).await? {
+            r?;
+        }
+        hub.kill()?;
+    }
+    // Position 30 is served with a changed body, its signature kept.
+    let hub = HubProcess::start_with_env(
+        &pki,
+        HUB,
+        &data,
+        &[("TONGBAO_FAILPOINT", "alter-delivery:30")],
+    )?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    let mut stream = Box::pin(finance.subscribe(0));
+    let mut cursors = Vec::new();
+    let failure = loop {
+        match tokio::time::timeout(WAIT, stream.next())
+            .await?
+            .ok_or("the subscription ended without the failure")?
+        {
+            Ok(e) => cursors.push(e.cursor),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(cursors, (1..30).collect::<Vec<_>>());
+    assert!(
+        matches!(&failure, ClientError::Integrity { channel, seq: 29, reason }
+            if channel == "tax" && reason.contains("signature")),
+        "{failure:?}"
+    );
+    assert!(
+        tokio::time::timeout(WAIT, stream.next()).await?.is_none(),
+        "entries arrived after the failed check"
+    );
+    // A page read over the altered position fails the same way.
+    let refused = finance.pull(20, 20).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Integrity { seq: 29, .. })),
+        "{refused:?}"
+    );
+    hub.kill()
+}

@@ -65,12 +65,15 @@ fn deliveries(
                     item.cursor, item.channel, item.seq
                 ))
             })?;
-        let d = pb::Delivery {
+        let mut d = pb::Delivery {
             entry: None,
             leaf_hash: stored.leaf_hash.to_vec(),
             cursor: item.cursor,
             encoded_entry: stored.encoded.clone(),
         };
+        if crate::failpoint::altered_delivery() == Some(item.cursor) {
+            alter(&mut d);
+        }
         bytes += prost::Message::encoded_len(&d);
         if !out.is_empty() && bytes > max_bytes {
             break;
@@ -83,6 +86,18 @@ fn deliveries(
         .mark_fetched(inbox, &served, tongbao_proto::now_micros())
         .map_err(storage_status)?;
     Ok(out)
+}
+
+/// Changes the body of a delivery's entry, keeping its signature and leaf
+/// hash (tests only, see [`crate::failpoint::altered_delivery`]).
+fn alter(d: &mut pb::Delivery) {
+    let Ok(Some(mut entry)) = d.take_entry() else {
+        return;
+    };
+    if let Some(m) = entry.message.as_mut().and_then(|s| s.message.as_mut()) {
+        m.body.extend_from_slice(b" (altered)");
+    }
+    d.encoded_entry = prost::Message::encode_to_vec(&entry).into();
 }
 
 /// Up to `limit` positions of `inbox` after `after`, up to the durable

@@ -155,8 +155,8 @@ struct Durability {
     tree: sled::Tree,
     /// Applied writes sled does not hold yet; read before sled.
     overlay: RwLock<Overlay>,
-    /// One flush at a time.
-    flushing: Mutex<()>,
+    /// One flush at a time, and what the flushes have made durable.
+    flushing: Mutex<Flushed>,
     db_file: File,
     dir: PathBuf,
     synced_blobs: Mutex<HashSet<OsString>>,
@@ -165,6 +165,29 @@ struct Durability {
     /// The id of the last commit applied (to the overlay); changed only
     /// under the overlay's write lock, so a frozen overlay knows its last commit.
     applied: AtomicU64,
+}
+
+/// How far sled holds the commits durably, and how far its record of that
+/// (`COMMIT_KEY`) does. A background flush records the previous flush's
+/// commit beside its own writes, so that one sled sync a flush suffices;
+/// the commits in between are replayed from the journal after a crash,
+/// which rewrites what sled already holds.
+#[derive(Default)]
+struct Flushed {
+    /// The last commit whose writes sled holds durably.
+    durable: u64,
+    /// The last commit `COMMIT_KEY` durably names; the journal keeps every
+    /// later one.
+    recorded: u64,
+}
+
+/// When a flush records the commit it flushed: with the next flush (one
+/// sled sync each), or at once (a second sync), so that a start needs no
+/// replay of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    WithNextFlush,
+    AtOnce,
 }
 
 /// The thread that flushes sled in the background and retires the journal
@@ -582,7 +605,10 @@ impl SledStore {
             db,
             tree,
             overlay: RwLock::new(overlay),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(Flushed {
+                durable: flushed,
+                recorded: flushed,
+            }),
             db_file,
             dir: dir.to_path_buf(),
             synced_blobs: Mutex::new(HashSet::new()),
@@ -590,7 +616,7 @@ impl SledStore {
             journal,
             applied: AtomicU64::new(applied),
         });
-        durability.flush(false)?;
+        durability.flush(false, Record::AtOnce)?;
         let flusher = Flusher::start(durability.clone(), every)?;
         Ok(Self {
             durability,
@@ -676,7 +702,7 @@ impl SledStore {
     /// are flushed into it first, so it holds everything committed.
     #[doc(hidden)]
     pub fn raw_tree(&self) -> Result<&sled::Tree, StoreError> {
-        self.durability.flush(true)?;
+        self.durability.flush(true, Record::AtOnce)?;
         Ok(&self.durability.tree)
     }
 }
@@ -787,16 +813,17 @@ impl Durability {
     /// (a sled batch would stop every reader while it is applied), each
     /// commit's after its journal record is durable: a crash mid-flush
     /// leaves sled with parts of journaled commits only, which the replay
-    /// at start writes again in full. The last flushed commit is recorded
-    /// once all of it is durable.
+    /// at start writes again in full. A flushed commit is recorded only
+    /// once all of it is durable: with the next flush's writes, or `AtOnce`
+    /// by a sync of its own (see [`Flushed`]).
     ///
     /// With `merge`, consecutive runs are written as one (see
     /// [`merge_runs`]). The flush of replayed commits at start does not
     /// merge: each of their runs then overwrites the key it had, including
     /// the last key of a merged run the crash left behind, so no two runs
     /// of different extent end up holding the same positions.
-    fn flush(&self, merge: bool) -> Result<(), StoreError> {
-        let _one = self
+    fn flush(&self, merge: bool, record: Record) -> Result<(), StoreError> {
+        let mut flushed = self
             .flushing
             .lock()
             .map_err(|_| StoreError::Database("store flush poisoned".into()))?;
@@ -804,26 +831,48 @@ impl Durability {
             let mut o = self.overlay()?;
             o.freeze(self.applied.load(Ordering::Acquire))
         };
-        let Some(frozen) = frozen else {
-            return Ok(());
-        };
-        self.journal.sync()?;
-        if merge {
-            for (k, v) in merge_runs(&frozen.writes) {
-                self.tree.insert(k, v).map_err(db_err)?;
-            }
-        } else {
-            for (k, v) in frozen.writes.iter() {
-                self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+        if let Some(frozen) = &frozen {
+            self.journal.sync()?;
+            if merge {
+                for (k, v) in merge_runs(&frozen.writes) {
+                    self.tree.insert(k, v).map_err(db_err)?;
+                }
+            } else {
+                for (k, v) in frozen.writes.iter() {
+                    self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+                }
             }
         }
+        // What sled held durably before this flush may be recorded with it.
+        let unrecorded = (flushed.durable > flushed.recorded).then_some(flushed.durable);
+        if frozen.is_none() && unrecorded.is_none() {
+            return Ok(());
+        }
+        if let Some(commit) = unrecorded {
+            self.record(commit)?;
+        }
         self.make_durable()?;
+        if let Some(commit) = unrecorded {
+            flushed.recorded = commit;
+        }
+        if let Some(frozen) = frozen {
+            flushed.durable = frozen.commit;
+            self.overlay()?.thaw();
+        }
+        if record == Record::AtOnce && flushed.durable > flushed.recorded {
+            self.record(flushed.durable)?;
+            self.make_durable()?;
+            flushed.recorded = flushed.durable;
+        }
+        self.journal.retire(flushed.recorded)
+    }
+
+    /// Names `commit` as the last one sled holds (durable with the next sync).
+    fn record(&self, commit: u64) -> Result<(), StoreError> {
         self.tree
-            .insert(COMMIT_KEY, frozen.commit.to_be_bytes().to_vec())
+            .insert(COMMIT_KEY, commit.to_be_bytes().to_vec())
             .map_err(db_err)?;
-        self.make_durable()?;
-        self.overlay()?.thaw();
-        self.journal.retire(frozen.commit)
+        Ok(())
     }
 }
 
@@ -839,7 +888,14 @@ impl Flusher {
                         Err(mpsc::RecvTimeoutError::Disconnected)
                     );
                     // The journal keeps every commit until a flush succeeds.
-                    if let Err(e) = durability.flush(true) {
+                    // The last one records all it flushed, so that the next
+                    // start replays nothing.
+                    let record = if last_round {
+                        Record::AtOnce
+                    } else {
+                        Record::WithNextFlush
+                    };
+                    if let Err(e) = durability.flush(true, record) {
                         tracing::warn!(error = %e, "background flush of the database failed");
                     }
                     if last_round {
@@ -1509,6 +1565,50 @@ mod tests {
         )?;
         assert_eq!(cursors(&s)?, [1, 2, 3, 4]);
         assert_eq!(s.inbox_page("finance", 2, 10)?.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_flushed_commit_not_yet_recorded_is_replayed_over_what_sled_holds()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let live = tempfile::tempdir()?;
+        let crashed = tempfile::tempdir()?;
+        let s = SledStore::open_flushing_every(live.path(), true, Duration::from_secs(3600))?;
+        let recorded = |dir: &Path| -> Result<u64, Box<dyn std::error::Error>> {
+            let db = sled::Config::new().path(dir).open()?;
+            let v = db.open_tree("exchange")?.get(COMMIT_KEY)?;
+            Ok(v.map(|v| u64_from(&v)).transpose()?.unwrap_or(0))
+        };
+        for seq in 0..3u64 {
+            s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+        }
+        let d = &s.durability;
+        d.flush(true, Record::WithNextFlush)?;
+        let first = d.applied.load(Ordering::Acquire);
+        s.commit(&[entry("tax", 3, &[("finance", 4)])])?;
+        // The second flush records the first's commit beside its own writes.
+        d.flush(true, Record::WithNextFlush)?;
+        // The hub dies here: sled holds all four commits, merged into runs,
+        // and names only the first three.
+        crate::store::copy_data_dir(live.path(), crashed.path())?;
+        drop(s);
+        assert_eq!(recorded(crashed.path())?, first);
+        assert_eq!(
+            recorded(live.path())?,
+            first + 1,
+            "a closing store records all"
+        );
+        let s = SledStore::open(crashed.path(), true)?;
+        let page: Vec<_> = s
+            .inbox_page("finance", 0, 10)?
+            .iter()
+            .map(|i| (i.cursor, i.seq))
+            .collect();
+        assert_eq!(page, [(1, 0), (2, 1), (3, 2), (4, 3)]);
+        assert_eq!(s.channel_heads()?.get("tax").map(|h| h.next_seq), Some(4));
+        assert_eq!(s.inbox_heads()?.get("finance"), Some(&4));
+        drop(s);
+        assert_eq!(recorded(crashed.path())?, first + 1);
         Ok(())
     }
 
