@@ -12,7 +12,7 @@
 //! their first commit id, and a file is removed once the database has
 //! flushed every commit in it.
 
-use super::StoreError;
+use super::{StoreError, create_dir_durably, sync_dir};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -83,11 +83,6 @@ fn first_id_of(path: &Path) -> Option<u64> {
         .ok()
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
 /// Appends one record (header and payload) to `out`.
 pub fn encode_record(out: &mut Vec<u8>, id: u64, payload: &[u8]) {
     let mut crc = crc32fast::Hasher::new();
@@ -142,15 +137,7 @@ impl Journal {
     /// records after it are returned, and they must continue it without a
     /// gap. Appends continue in a fresh file after the last commit known.
     pub fn open(dir: &Path, fsync: bool, durable: u64) -> Result<(Self, Vec<Record>), StoreError> {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            // The new directory's own entry must survive a power loss too.
-            let parent = dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            sync_dir(parent)?;
-        }
+        create_dir_durably(dir)?;
         let mut found: Vec<(u64, PathBuf)> = Vec::new();
         let mut emptied = false;
         for item in std::fs::read_dir(dir)? {

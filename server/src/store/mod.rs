@@ -204,6 +204,41 @@ pub trait Store: Send + Sync + 'static {
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError>;
 }
 
+/// Makes a directory's own entry in its parent durable (with what was
+/// written in it, for files created or removed there).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents, each one's entry durable in its
+/// own parent, so that a power loss cannot take away a directory whose
+/// files were already reported durable.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => at = parent,
+            None => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    sync_dir(at)?;
+    // Each created directory holds the next one's entry.
+    for created in missing.iter().skip(1) {
+        sync_dir(created)?;
+    }
+    Ok(())
+}
+
 /// Copies a stopped hub's data directory, as a backup (or an attacker)
 /// would: for crash and tamper tests only, which need a directory as it
 /// was at one moment.
@@ -220,4 +255,23 @@ pub fn copy_data_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_is_created_with_its_missing_parents() -> Result<(), StoreError> {
+        let base = tempfile::tempdir()?;
+        let dir = base.path().join("a/b/data");
+        create_dir_durably(&dir)?;
+        assert!(dir.is_dir());
+        // Existing: nothing to do, nothing refused.
+        create_dir_durably(&dir)?;
+        // A file where a parent should be is refused, not ignored.
+        std::fs::write(base.path().join("file"), b"")?;
+        assert!(create_dir_durably(&base.path().join("file/data")).is_err());
+        Ok(())
+    }
 }

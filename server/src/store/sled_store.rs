@@ -26,7 +26,7 @@ use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
 use super::{
     Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store,
-    StoreError, StoredEntry,
+    StoreError, StoredEntry, create_dir_durably, sync_dir,
 };
 use crate::registry::Registry;
 use prost::Message as _;
@@ -556,6 +556,7 @@ impl SledStore {
     /// [`SledStore::open`] with the background flush's period given (tests
     /// that count sled keys flush when they choose).
     fn open_flushing_every(dir: &Path, fsync: bool, every: Duration) -> Result<Self, StoreError> {
+        create_dir_durably(dir)?;
         wait_for_lock(&dir.join("db"))?;
         let db = sled::Config::new()
             .path(dir)
@@ -955,11 +956,6 @@ fn decode_ops(bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
         ));
     }
     Ok(ops)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 impl Store for SledStore {
