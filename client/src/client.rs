@@ -1481,8 +1481,7 @@ impl Client {
                                         None => break,
                                     }
                                 }
-                                // Those delivered before a reconnect are skipped.
-                                batch.retain(|d| d.cursor > cursor);
+                                skip_delivered(&mut batch, cursor);
                                 let (verified, failed) = self.verify_deliveries(batch).await;
                                 for v in verified {
                                     cursor = v.cursor;
@@ -1524,6 +1523,20 @@ impl Client {
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+}
+
+/// Drops the deliveries at or below a position already handed over (the
+/// overlap of a reconnect, or a hub repeating itself), each compared with
+/// the last one kept, so that none is handed over twice or out of order.
+fn skip_delivered(batch: &mut Vec<pb::Delivery>, after: u64) {
+    let mut last = after;
+    batch.retain(|d| {
+        let fresh = d.cursor > last;
+        if fresh {
+            last = d.cursor;
+        }
+        fresh
+    });
 }
 
 /// The same content signed again with `current` after the hub refused
@@ -1604,6 +1617,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::KeyRefusal;
+
+    #[test]
+    fn a_position_repeated_or_out_of_order_is_not_handed_over() {
+        let at = |cursors: &[u64]| -> Vec<pb::Delivery> {
+            cursors
+                .iter()
+                .map(|&cursor| pb::Delivery {
+                    cursor,
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let kept = |mut batch: Vec<pb::Delivery>, after| {
+            skip_delivered(&mut batch, after);
+            batch.iter().map(|d| d.cursor).collect::<Vec<_>>()
+        };
+        assert_eq!(kept(at(&[5, 6, 5, 7, 3]), 4), [5, 6, 7]);
+        assert_eq!(kept(at(&[5, 6, 5, 7, 3]), 6), [7]);
+        assert_eq!(kept(at(&[2, 3]), 3), Vec::<u64>::new());
+    }
 
     #[test]
     fn subscriptions_wait_for_their_inclusion_checks_apart() {

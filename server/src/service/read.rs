@@ -91,7 +91,7 @@ fn deliveries(
 /// Changes the body of a delivery's entry, keeping its signature and leaf
 /// hash (tests only, see [`crate::failpoint::altered_delivery`]).
 fn alter(d: &mut pb::Delivery) {
-    let Ok(Some(mut entry)) = d.take_entry() else {
+    let Ok(Some(mut entry)) = d.clone().take_entry() else {
         return;
     };
     if let Some(m) = entry.message.as_mut().and_then(|s| s.message.as_mut()) {

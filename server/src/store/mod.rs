@@ -228,6 +228,16 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
         }
     }
     if missing.is_empty() {
+        // It exists, but a start that crashed after creating it may not
+        // have synced its entry: sync it again. Best effort: a directory
+        // an operator made may sit in a parent the hub cannot read.
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if let Err(e) = sync_dir(parent) {
+            tracing::debug!(dir = %parent.display(), error = %e, "cannot sync the directory");
+        }
         return Ok(());
     }
     std::fs::create_dir_all(dir)?;
