@@ -62,6 +62,9 @@ const FORMAT: &[u8] = b"2";
 const ENTRY_CACHE_BYTES: usize = 16 << 20;
 /// Merkle hashes kept in memory.
 const HASH_CACHE_LEN: usize = 1 << 17;
+/// Latest positions of each inbox kept in memory, so that a subscriber
+/// following its inbox reads its next page without a database lookup.
+const INBOX_CACHE_LEN: usize = 4096;
 /// sled's page cache (its default, 1 GiB, would let memory grow with the data).
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 /// How often sled is flushed in the background, which bounds how much of
@@ -84,6 +87,10 @@ struct Recent {
     /// By channel, then stored-hash index.
     hashes: HashMap<String, HashMap<u64, Hash>>,
     hash_order: VecDeque<(String, u64)>,
+    /// By inbox, its latest positions in order without a gap: (cursor,
+    /// channel, seq). Every commit adds its positions here, so the newest
+    /// is the inbox's head.
+    inboxes: HashMap<String, VecDeque<(u64, Arc<str>, u64)>>,
 }
 
 impl Recent {
@@ -113,6 +120,50 @@ impl Recent {
             }
             self.entry_bytes -= size;
         }
+    }
+
+    /// Adds an inbox's new positions, ascending. A position that does not
+    /// follow the newest one kept starts the inbox's window afresh, so the
+    /// window never has a gap.
+    fn add_positions(&mut self, inbox: &str, items: &[(u64, u64, &str)]) {
+        let kept = match self.inboxes.get_mut(inbox) {
+            Some(q) => q,
+            None => self.inboxes.entry(inbox.to_string()).or_default(),
+        };
+        for &(cursor, seq, channel) in items {
+            if kept
+                .back()
+                .is_some_and(|(last, _, _)| last.checked_add(1) != Some(cursor))
+            {
+                kept.clear();
+            }
+            kept.push_back((cursor, Arc::from(channel), seq));
+            if kept.len() > INBOX_CACHE_LEN {
+                kept.pop_front();
+            }
+        }
+    }
+
+    /// Up to `limit` positions of `inbox` from `start`, when the window
+    /// kept holds `start` (it then holds every later one).
+    fn inbox_page(&self, inbox: &str, start: u64, limit: usize) -> Option<Vec<InboxItem>> {
+        let kept = self.inboxes.get(inbox)?;
+        let first = kept.front()?.0;
+        let last = kept.back()?.0;
+        if start < first || start > last {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        Some(
+            kept.range(from..)
+                .take(limit)
+                .map(|(cursor, channel, seq)| InboxItem {
+                    cursor: *cursor,
+                    channel: channel.to_string(),
+                    seq: *seq,
+                })
+                .collect(),
+        )
     }
 
     fn add_hash(&mut self, channel: &str, index: u64, hash: Hash) {
@@ -1066,6 +1117,7 @@ impl Store for SledStore {
                     .push((cursor, e.seq, &e.channel));
             }
         }
+        let mut positions = Vec::with_capacity(added.len());
         for (inbox, mut items) in added {
             items.sort_unstable_by_key(|(c, _, _)| *c);
             let cursors: Vec<u64> = items.iter().map(|(c, _, _)| *c).collect();
@@ -1079,9 +1131,13 @@ impl Store for SledStore {
             if let Some(head) = cursors.last() {
                 ops.push((key(INBOX_HEAD, inbox, None), head.to_be_bytes().to_vec()));
             }
+            positions.push((inbox, items));
         }
         self.commit_ops(ops)?;
         if let Ok(mut recent) = self.recent.lock() {
+            for (inbox, items) in &positions {
+                recent.add_positions(inbox, items);
+            }
             for e in entries {
                 recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.shared.encoded.len());
                 let first = tongbao_proto::merkle::stored_hash_count(e.seq);
@@ -1341,6 +1397,14 @@ impl Store for SledStore {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
+        if let Some(page) = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|r| r.inbox_page(inbox, start, limit))
+        {
+            return Ok(page);
+        }
         let mut out = Vec::new();
         // The first run ending at or after `start` holds it (runs are
         // contiguous); later runs follow in order. A gap means records were
@@ -2026,6 +2090,61 @@ mod tests {
 
     /// A removed inbox run is reported, not skipped.
     #[test]
+    fn pages_from_the_latest_positions_in_memory_match_the_database()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let total = INBOX_CACHE_LEN as u64 + 600;
+        let live = {
+            let s = SledStore::open(dir.path(), false)?;
+            let mut seq = 0;
+            // Commits of 1 to 7 entries, some to another inbox too.
+            while seq < total {
+                let batch: Vec<NewEntry> = (seq..(seq + 1 + seq % 7).min(total))
+                    .map(|q| {
+                        let mut to = vec![("finance", q + 1)];
+                        if q % 3 == 0 {
+                            to.push(("pbc", q / 3 + 1));
+                        }
+                        entry("tax", q, &to)
+                    })
+                    .collect();
+                seq += batch.len() as u64;
+                s.commit(&batch)?;
+            }
+            let mut pages = Vec::new();
+            for after in [0, 1, 500, 599, 600, 601, total - 100, total - 1, total] {
+                pages.push(s.inbox_page("finance", after, 300)?);
+            }
+            pages.push(s.inbox_page("pbc", total / 3 - 5, 300)?);
+            pages
+        };
+        // Reopened: nothing in memory, every page read from the database.
+        let s = SledStore::open(dir.path(), false)?;
+        let mut read = Vec::new();
+        for after in [0, 1, 500, 599, 600, 601, total - 100, total - 1, total] {
+            read.push(s.inbox_page("finance", after, 300)?);
+        }
+        read.push(s.inbox_page("pbc", total / 3 - 5, 300)?);
+        let cursors = |pages: &[Vec<InboxItem>]| -> Vec<Vec<(u64, String, u64)>> {
+            pages
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .map(|i| (i.cursor, i.channel.clone(), i.seq))
+                        .collect()
+                })
+                .collect()
+        };
+        assert_eq!(cursors(&live), cursors(&read));
+        // The pages are what was committed: position p holds seq p - 1.
+        assert_eq!(live[3].first().map(|i| (i.cursor, i.seq)), Some((600, 599)));
+        assert_eq!(live[3].len(), 300);
+        assert_eq!(live[7].len(), 1);
+        assert!(live[8].is_empty());
+        Ok(())
+    }
+
+    #[test]
     fn a_removed_inbox_run_is_reported() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let s = SledStore::open(dir.path(), false)?;
@@ -2041,6 +2160,12 @@ mod tests {
         s.raw_tree()?
             .remove(key(INBOX, "finance", Some(3)))?
             .ok_or("no run ends at position 3")?;
+        s.raw_tree()?.flush()?;
+        // The running store still serves what it committed from memory;
+        // the next start reads what the disk holds.
+        assert_eq!(s.inbox_page("finance", 0, 10)?.len(), 4);
+        drop(s);
+        let s = SledStore::open(dir.path(), false)?;
         for after in [0, 1, 2] {
             match s.inbox_page("finance", after, 10) {
                 Err(StoreError::Corrupt(m)) => assert!(m.contains("positions"), "{m}"),
