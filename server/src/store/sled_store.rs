@@ -80,20 +80,36 @@ const FLUSH_BYTES: usize = 32 << 20;
 /// decoded once and its tree hashes are not looked up again.
 #[derive(Default)]
 struct Recent {
+    /// Channel and inbox names, each allocated once: the orders below
+    /// hold one per record kept.
+    names: HashSet<Arc<str>>,
     /// By channel, then seq (lookups by `&str` allocate nothing).
-    entries: HashMap<String, HashMap<u64, Arc<StoredEntry>>>,
-    entry_order: VecDeque<(String, u64, usize)>,
+    entries: HashMap<Arc<str>, HashMap<u64, Arc<StoredEntry>>>,
+    entry_order: VecDeque<(Arc<str>, u64, usize)>,
     entry_bytes: usize,
     /// By channel, then stored-hash index.
-    hashes: HashMap<String, HashMap<u64, Hash>>,
-    hash_order: VecDeque<(String, u64)>,
+    hashes: HashMap<Arc<str>, HashMap<u64, Hash>>,
+    hash_order: VecDeque<(Arc<str>, u64)>,
     /// By inbox, its latest positions in order without a gap: (cursor,
     /// channel, seq). Every commit adds its positions here, so the newest
     /// is the inbox's head.
-    inboxes: HashMap<String, VecDeque<(u64, Arc<str>, u64)>>,
+    inboxes: HashMap<Arc<str>, VecDeque<KeptPosition>>,
 }
 
+/// An inbox position kept in memory: (cursor, channel, seq).
+type KeptPosition = (u64, Arc<str>, u64);
+
 impl Recent {
+    /// The one shared copy of a name.
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(n.clone());
+        n
+    }
+
     fn entry(&self, channel: &str, seq: u64) -> Option<Arc<StoredEntry>> {
         self.entries.get(channel)?.get(&seq).cloned()
     }
@@ -103,12 +119,10 @@ impl Recent {
     }
 
     fn add_entry(&mut self, channel: &str, seq: u64, entry: Arc<StoredEntry>, size: usize) {
-        let of_channel = match self.entries.get_mut(channel) {
-            Some(m) => m,
-            None => self.entries.entry(channel.to_string()).or_default(),
-        };
+        let name = self.name(channel);
+        let of_channel = self.entries.entry(name.clone()).or_default();
         if of_channel.insert(seq, entry).is_none() {
-            self.entry_order.push_back((channel.to_string(), seq, size));
+            self.entry_order.push_back((name, seq, size));
             self.entry_bytes += size;
         }
         while self.entry_bytes > ENTRY_CACHE_BYTES {
@@ -126,18 +140,20 @@ impl Recent {
     /// follow the newest one kept starts the inbox's window afresh, so the
     /// window never has a gap.
     fn add_positions(&mut self, inbox: &str, items: &[(u64, u64, &str)]) {
-        let kept = match self.inboxes.get_mut(inbox) {
-            Some(q) => q,
-            None => self.inboxes.entry(inbox.to_string()).or_default(),
-        };
-        for &(cursor, seq, channel) in items {
+        let items: Vec<(u64, u64, Arc<str>)> = items
+            .iter()
+            .map(|&(cursor, seq, channel)| (cursor, seq, self.name(channel)))
+            .collect();
+        let inbox = self.name(inbox);
+        let kept = self.inboxes.entry(inbox).or_default();
+        for (cursor, seq, channel) in items {
             if kept
                 .back()
                 .is_some_and(|(last, _, _)| last.checked_add(1) != Some(cursor))
             {
                 kept.clear();
             }
-            kept.push_back((cursor, Arc::from(channel), seq));
+            kept.push_back((cursor, channel, seq));
             if kept.len() > INBOX_CACHE_LEN {
                 kept.pop_front();
             }
@@ -167,12 +183,10 @@ impl Recent {
     }
 
     fn add_hash(&mut self, channel: &str, index: u64, hash: Hash) {
-        let of_channel = match self.hashes.get_mut(channel) {
-            Some(m) => m,
-            None => self.hashes.entry(channel.to_string()).or_default(),
-        };
+        let name = self.name(channel);
+        let of_channel = self.hashes.entry(name.clone()).or_default();
         if of_channel.insert(index, hash).is_none() {
-            self.hash_order.push_back((channel.to_string(), index));
+            self.hash_order.push_back((name, index));
         }
         while self.hash_order.len() > HASH_CACHE_LEN {
             if let Some((old, index)) = self.hash_order.pop_front()
