@@ -1427,42 +1427,42 @@ impl Client {
                             h
                         } else {
                             tokio::select! {
-                            n = stream.message() => n,
-                            _ = tx.closed() => return,
-                            done = async {
-                                match proving.as_mut() {
-                                    Some(p) => p.await,
-                                    None => std::future::pending().await,
-                                }
-                            } => {
-                                proving = None;
-                                let failed = match done {
-                                    Ok((Ok(()), _)) => continue,
-                                    Ok((Err(e), entries)) => {
-                                        // A connection lost mid-proof proves nothing either
-                                        // way: the entries wait for the next attempt.
-                                        if e.is_transient() {
-                                            unchecked.restore(entries);
-                                        }
-                                        e
+                                n = stream.message() => n,
+                                _ = tx.closed() => return,
+                                done = async {
+                                    match proving.as_mut() {
+                                        Some(p) => p.await,
+                                        None => std::future::pending().await,
                                     }
-                                    Err(e) => ClientError::Integrity {
-                                        channel: String::new(),
-                                        seq: 0,
-                                        reason: format!("the inclusion check stopped: {e}"),
-                                    },
-                                };
-                                if self.may_resume(failed, generation, &tx).await {
-                                    break;
+                                } => {
+                                    proving = None;
+                                    let failed = match done {
+                                        Ok((Ok(()), _)) => continue,
+                                        Ok((Err(e), entries)) => {
+                                            // A connection lost mid-proof proves nothing either
+                                            // way: the entries wait for the next attempt.
+                                            if e.is_transient() {
+                                                unchecked.restore(entries);
+                                            }
+                                            e
+                                        }
+                                        Err(e) => ClientError::Integrity {
+                                            channel: String::new(),
+                                            seq: 0,
+                                            reason: format!("the inclusion check stopped: {e}"),
+                                        },
+                                    };
+                                    if self.may_resume(failed, generation, &tx).await {
+                                        break;
+                                    }
+                                    return;
                                 }
-                                return;
-                            }
-                            _ = tokio::time::sleep_until(check_due),
-                                if !unchecked.is_empty() && proving.is_none() =>
-                            {
-                                proving = Some(self.start_proof(&mut unchecked));
-                                continue;
-                            }
+                                _ = tokio::time::sleep_until(check_due),
+                                    if !unchecked.is_empty() && proving.is_none() =>
+                                {
+                                    proving = Some(self.start_proof(&mut unchecked));
+                                    continue;
+                                }
                             }
                         };
                         match next {
