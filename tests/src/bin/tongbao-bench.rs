@@ -356,16 +356,7 @@ impl HubChild {
 
     /// User + system CPU time of the hub process so far.
     fn cpu(&self) -> Result<Duration, BoxError> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<f64, BoxError> {
-            Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?)
-        };
-        Ok(Duration::from_secs_f64(
-            (ticks(11)? + ticks(12)?) / TICKS_PER_SEC,
-        ))
+        cpu_of(&self.child.id().to_string())
     }
 
     /// Peak resident set size so far (VmHWM), in KiB.
@@ -475,6 +466,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
         .get(rank.saturating_sub(1).min(sorted.len() - 1))
         .copied()
         .unwrap_or_default()
+}
+
+/// User + system CPU time of a process so far (`self` for this one), from
+/// `/proc/<pid>/stat`.
+fn cpu_of(pid: &str) -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("bad stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, BoxError> {
+        Ok(fields.get(i).ok_or("short stat")?.parse::<f64>()?)
+    };
+    Ok(Duration::from_secs_f64(
+        (ticks(11)? + ticks(12)?) / TICKS_PER_SEC,
+    ))
 }
 
 fn per_sec(count: usize, d: Duration) -> f64 {
@@ -622,6 +628,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     // Measured phase.
     slow_now.store(args.slow, Ordering::Relaxed);
     let cpu_before = hub.cpu()?;
+    let own_cpu_before = cpu_of("self")?;
     let started = Instant::now();
     let tasks: Vec<_> = publishers
         .iter()
@@ -665,6 +672,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         None
     };
     let cpu_used = hub.cpu()?.saturating_sub(cpu_before);
+    let own_cpu_used = cpu_of("self")?.saturating_sub(own_cpu_before);
     tokio::time::sleep(GRACE).await;
     let _ = stop_tx.send(true);
     let mut received = Vec::with_capacity(subscriber_tasks.len());
@@ -734,6 +742,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     let acked_elapsed = all_acked.map(|t| t.saturating_duration_since(started));
     let acked_per_sec = acked_elapsed.map(|d| per_sec(measured_count, d));
     let cpu_per_1000 = cpu_used.as_secs_f64() * 1000.0 / measured_count as f64;
+    let own_cpu_per_1000 = own_cpu_used.as_secs_f64() * 1000.0 / measured_count as f64;
     let mean_batch = if counters.batches == 0 {
         0.0
     } else {
@@ -767,6 +776,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "delivered_to_all_ms": delivered_spread,
         "acknowledged_by_all_ms": acked_spread,
         "hub_cpu_s_per_1000": r3(cpu_per_1000),
+        "clients_cpu_s_per_1000": r3(own_cpu_per_1000),
         "hub_peak_rss_mib": r3(peak_rss_kib as f64 / 1024.0),
         "hub_peak_rss_mib_during_push": r3(peak_during_push as f64 / 1024.0),
         "mean_batch": r3(mean_batch),
@@ -776,7 +786,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "ok": ok,
     });
     let summary = format!(
-        "[{}] {} ({}{}): {measured_count} msgs (+{} warm-up), {} publishers, {} B bodies\n  push {:.0}/s over {:.2} s, confirmed {}\n  delivered to all {}\n  acknowledged by all {}, {}\n  hub CPU {:.3} s per 1000 msgs, peak RSS {:.1} MiB | {} flushes, mean {:.1}, largest {}, {:.2} ms each",
+        "[{}] {} ({}{}): {measured_count} msgs (+{} warm-up), {} publishers, {} B bodies\n  push {:.0}/s over {:.2} s, confirmed {}\n  delivered to all {}\n  acknowledged by all {}, {}\n  hub CPU {:.3} s per 1000 msgs (clients {:.3}), peak RSS {:.1} MiB | {} flushes, mean {:.1}, largest {}, {:.2} ms each",
         if ok { "ok" } else { "FAIL" },
         scenario.name,
         match args.rate {
@@ -801,6 +811,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         },
         spread_text(&acked_spread),
         cpu_per_1000,
+        own_cpu_per_1000,
         peak_rss_kib as f64 / 1024.0,
         counters.batches,
         mean_batch,
