@@ -204,42 +204,67 @@ pub(crate) struct Claimed {
 /// entries before the first that fails, and why it fails (a failed batch
 /// is checked again one by one, so the reason is the entry's own).
 pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Option<ClientError>) {
-    let digests: Vec<Option<Hash>> = claimed
+    let mut known: Vec<Option<Known>> = claimed
         .iter()
         .map(|c| {
-            let message = c.entry.message.as_ref()?.message.as_ref()?;
-            Some(message_digest(message))
-        })
-        .collect();
-    let pending: Vec<(&Hash, &pb::Signature, &[u8])> = claimed
-        .iter()
-        .zip(&digests)
-        .filter_map(|(c, digest)| {
-            let digest = digest.as_ref()?;
-            let signature = c.entry.message.as_ref()?.signature.as_ref()?;
-            (!VerifiedSignatures::seen(digest, signature, &c.key)).then_some((
+            let signed = c.entry.message.as_ref()?;
+            let digest = message_digest(signed.message.as_ref()?);
+            let signature_verified = signed
+                .signature
+                .as_ref()
+                .is_some_and(|s| VerifiedSignatures::seen(&digest, s, &c.key));
+            Some(Known {
                 digest,
-                signature,
-                c.key.as_slice(),
-            ))
+                signature_verified,
+            })
         })
         .collect();
-    // A single check gains nothing from a batch.
-    if pending.len() >= 2 {
-        for ((digest, signature, key), verdict) in pending.iter().zip(verify_digests(&pending)) {
-            if verdict.is_ok() {
-                VerifiedSignatures::remember(digest, signature, key);
+    let mut newly_verified = Vec::new();
+    {
+        let pending: Vec<(usize, &Hash, &pb::Signature, &[u8])> = claimed
+            .iter()
+            .zip(&known)
+            .enumerate()
+            .filter_map(|(i, (c, k))| {
+                let k = k.as_ref().filter(|k| !k.signature_verified)?;
+                let signature = c.entry.message.as_ref()?.signature.as_ref()?;
+                Some((i, &k.digest, signature, c.key.as_slice()))
+            })
+            .collect();
+        // A single check gains nothing from a batch.
+        if pending.len() >= 2 {
+            let items: Vec<(&Hash, &pb::Signature, &[u8])> =
+                pending.iter().map(|(_, d, s, k)| (*d, *s, *k)).collect();
+            for ((i, digest, signature, key), verdict) in pending.iter().zip(verify_digests(&items))
+            {
+                if verdict.is_ok() {
+                    VerifiedSignatures::remember(digest, signature, key);
+                    newly_verified.push(*i);
+                }
             }
         }
     }
+    for i in newly_verified {
+        if let Some(Some(k)) = known.get_mut(i) {
+            k.signature_verified = true;
+        }
+    }
     let mut verified = Vec::with_capacity(claimed.len());
-    for (c, digest) in claimed.into_iter().zip(digests) {
-        match check_entry(c.entry, &c.leaf_hash, c.cursor, &c.key, digest) {
+    for (c, known) in claimed.into_iter().zip(known) {
+        match check_entry(c.entry, &c.leaf_hash, c.cursor, &c.key, known) {
             Ok(v) => verified.push(v),
             Err(e) => return (verified, Some(e)),
         }
     }
     (verified, None)
+}
+
+/// What [`verify_entries`] found out about an entry's message before
+/// checking the entry: its digest, and whether its signature verified
+/// under the entry's key (from the cache or the batch).
+struct Known {
+    digest: Hash,
+    signature_verified: bool,
 }
 
 /// Verifies a delivered entry against the leaf hash the hub claims and the
@@ -253,13 +278,13 @@ pub fn verify_entry(
     check_entry(entry, claimed_leaf_hash, cursor, sender_key, None)
 }
 
-/// [`verify_entry`] with the message's digest, when already computed.
+/// [`verify_entry`] with what is already known of the entry's message.
 fn check_entry(
     entry: pb::Entry,
     claimed_leaf_hash: &[u8],
     cursor: u64,
     sender_key: &[u8],
-    digest: Option<Hash>,
+    known: Option<Known>,
 ) -> Result<VerifiedEntry, ClientError> {
     let fail = |reason: String| ClientError::Integrity {
         channel: entry.channel.clone(),
@@ -280,12 +305,15 @@ fn check_entry(
             message.sender, entry.channel
         )));
     }
-    let digest = digest.unwrap_or_else(|| message_digest(message));
+    let (digest, signature_verified) = match known {
+        Some(k) => (k.digest, k.signature_verified),
+        None => (message_digest(message), false),
+    };
     let signature = signed
         .signature
         .as_ref()
         .ok_or_else(|| fail("the entry's message is not signed".into()))?;
-    if !VerifiedSignatures::seen(&digest, signature, sender_key) {
+    if !signature_verified && !VerifiedSignatures::seen(&digest, signature, sender_key) {
         verify_digest(&digest, signature, sender_key).map_err(|e| fail(e.to_string()))?;
         VerifiedSignatures::remember(&digest, signature, sender_key);
     }
@@ -341,7 +369,24 @@ mod tests {
             m.body = b"tampered".to_vec();
         }
         let bad_leaf = tongbao_proto::canonical::leaf_hash(&bad);
-        assert!(verify_entry(bad, &bad_leaf, 3, key.public_key()).is_err());
+        assert!(verify_entry(bad.clone(), &bad_leaf, 3, key.public_key()).is_err());
+        // Nor when checked with others, the good one remembered beside it.
+        let claimed = [(good.clone(), leaf), (bad, bad_leaf)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (entry, leaf))| Claimed {
+                entry,
+                leaf_hash: leaf.to_vec(),
+                cursor: i as u64 + 1,
+                key: key.public_key().to_vec(),
+            })
+            .collect();
+        let (verified, failed) = verify_entries(claimed);
+        assert_eq!(verified.len(), 1);
+        assert!(
+            matches!(&failed, Some(ClientError::Integrity { reason, .. }) if reason.contains("signature")),
+            "{failed:?}"
+        );
         // Right content, wrong claimed leaf hash: fails.
         assert!(verify_entry(good.clone(), &[0u8; 32], 4, key.public_key()).is_err());
         // Another key: fails.
