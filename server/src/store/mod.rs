@@ -215,38 +215,36 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// own parent, so that a power loss cannot take away a directory whose
 /// files were already reported durable.
 pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
-    let mut missing = Vec::new();
-    let mut at = dir;
-    while !at.exists() {
-        missing.push(at);
-        match at.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => at = parent,
-            None => {
-                at = Path::new(".");
-                break;
-            }
-        }
-    }
-    if missing.is_empty() {
-        // It exists, but a start that crashed after creating it may not
-        // have synced its entry: sync it again. Best effort: a directory
-        // an operator made may sit in a parent the hub cannot read.
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if let Err(e) = sync_dir(parent) {
-            tracing::debug!(dir = %parent.display(), error = %e, "cannot sync the directory");
+    if dir.exists() {
+        // A start that crashed after creating it may not have synced its
+        // entry: sync it again. Best effort: a directory an operator made
+        // may sit in a parent the hub cannot read.
+        if let Err(e) = sync_dir(parent_of(dir)) {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot sync the directory's parent");
         }
         return Ok(());
     }
+    // The nearest existing ancestor, and the directories to create below it.
+    let mut missing = vec![dir];
+    let mut existing = parent_of(dir);
+    while !existing.exists() {
+        missing.push(existing);
+        existing = parent_of(existing);
+    }
     std::fs::create_dir_all(dir)?;
-    sync_dir(at)?;
+    sync_dir(existing)?;
     // Each created directory holds the next one's entry.
     for created in missing.iter().skip(1) {
         sync_dir(created)?;
     }
     Ok(())
+}
+
+/// The directory holding `dir`'s entry (`.` for a single relative name).
+fn parent_of(dir: &Path) -> &Path {
+    dir.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Copies a stopped hub's data directory, as a backup (or an attacker)
