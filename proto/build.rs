@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Shared, not copied, when one stored entry is served to many.
         .bytes(".tongbao.v1.Delivery.encoded_entry")
+        // Decoded without a copy from the buffer it arrived in.
+        .bytes(".tongbao.v1.Message.body")
         .compile_fds(fds)?;
     Ok(())
 }

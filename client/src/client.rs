@@ -894,27 +894,20 @@ impl Client {
             seq: entry.seq,
             reason: "entry without signature".into(),
         })?;
-        let mut key = self.key(&unit, &key_id);
-        if key.is_none() {
+        let mut found = self.registered_key(unit, key_id);
+        if found.is_none() {
             self.refresh_keys().await?;
-            key = self.key(&unit, &key_id);
+            found = self.registered_key(unit, key_id);
         }
-        let key = key.ok_or_else(|| ClientError::Integrity {
+        let (key, validity) = found.ok_or_else(|| ClientError::Integrity {
             channel: entry.channel.clone(),
             seq: entry.seq,
             reason: format!(
                 "signed with key {key_id}, which the registry does not list for unit {unit}"
             ),
         })?;
-        let validity = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|k| k.validity(&unit, &key_id));
-        if let (Some(validity), Some(message)) = (
-            validity,
-            entry.message.as_ref().and_then(|m| m.message.as_ref()),
-        ) && let Err(e) = validity.check_message(&unit, &key_id, message)
+        if let Some(message) = entry.message.as_ref().and_then(|m| m.message.as_ref())
+            && let Err(e) = validity.check_message(unit, key_id, message)
         {
             return Err(ClientError::Integrity {
                 channel: entry.channel.clone(),
@@ -1344,11 +1337,17 @@ impl Client {
         Ok(cp)
     }
 
-    fn key(&self, unit: &str, key_id: &str) -> Option<Vec<u8>> {
+    /// A unit's public key by id, with the interval it may sign in, as the
+    /// last registry read lists it.
+    fn registered_key(
+        &self,
+        unit: &str,
+        key_id: &str,
+    ) -> Option<(Vec<u8>, tongbao_proto::keys::KeyValidity)> {
         self.keys
             .read()
             .ok()
-            .and_then(|k| k.get(unit, key_id).map(<[u8]>::to_vec))
+            .and_then(|k| k.lookup(unit, key_id).map(|(key, v)| (key.to_vec(), v)))
     }
 
     /// This client's inbox from `after`, then live. Reconnects with backoff

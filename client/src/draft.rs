@@ -125,7 +125,7 @@ impl Draft {
             audience: Some(self.audience),
             labels: Some(self.labels),
             subject: self.subject,
-            body: self.body,
+            body: self.body.into(),
             content_type: self.content_type,
             attachments: self.attachments,
             references: self.references,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
-use tongbao_proto::canonical::{message_digest, sha256};
+use tongbao_proto::canonical::{message_digest, sha256_of_parts};
 use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_digests};
 use tongbao_proto::{Hash, pb};
 
@@ -53,18 +53,20 @@ impl VerifiedEntry {
 
 /// Signing public keys by unit and key id, from `ListUnits`, with the
 /// interval each key may sign in (signatures outside it are refused).
+/// Looked up by unit, then key id, so a lookup borrows the names it is
+/// given (one per delivered entry).
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
-    keys: HashMap<(String, String), (Vec<u8>, KeyValidity)>,
+    keys: HashMap<String, HashMap<String, (Vec<u8>, KeyValidity)>>,
 }
 
 impl KeyRing {
     pub fn from_registry(units: &pb::ListUnitsResponse) -> Self {
-        let mut keys = HashMap::new();
+        let mut keys: HashMap<String, HashMap<String, _>> = HashMap::new();
         for u in &units.units {
             for k in &u.keys {
-                keys.insert(
-                    (u.id.clone(), k.key_id.clone()),
+                keys.entry(u.id.clone()).or_default().insert(
+                    k.key_id.clone(),
                     (
                         k.public_key.clone(),
                         KeyValidity::from_wire(k.valid_from_micros, k.valid_until_micros),
@@ -75,6 +77,14 @@ impl KeyRing {
         Self { keys }
     }
 
+    /// A key's public key and the interval it may sign in.
+    pub fn lookup(&self, unit: &str, key_id: &str) -> Option<(&[u8], KeyValidity)> {
+        self.keys
+            .get(unit)?
+            .get(key_id)
+            .map(|(k, v)| (k.as_slice(), *v))
+    }
+
     /// When a key was retired, if it was.
     pub fn retired_at(&self, unit: &str, key_id: &str) -> Option<i64> {
         self.validity(unit, key_id).and_then(|v| v.until_micros)
@@ -82,36 +92,32 @@ impl KeyRing {
 
     /// The interval a key may sign in.
     pub fn validity(&self, unit: &str, key_id: &str) -> Option<KeyValidity> {
-        self.keys
-            .get(&(unit.to_string(), key_id.to_string()))
-            .map(|(_, v)| *v)
+        self.lookup(unit, key_id).map(|(_, v)| v)
     }
 
     /// A key with the interval it may sign in, as the shared rules of
     /// `tongbao_proto` take it.
     pub fn registered(&self, unit: &str, key_id: &str) -> Option<RegisteredKey> {
-        let (public_key, validity) = self.keys.get(&(unit.to_string(), key_id.to_string()))?;
+        let (public_key, validity) = self.lookup(unit, key_id)?;
         Some(RegisteredKey {
             unit: unit.to_string(),
             algorithm: tongbao_proto::keys::ED25519_ALGORITHM.to_string(),
             key_id: key_id.to_string(),
-            public_key: public_key.clone(),
+            public_key: public_key.to_vec(),
             valid_from_micros: validity.from_micros,
             valid_until_micros: validity.until_micros.unwrap_or(0),
         })
     }
 
     pub fn get(&self, unit: &str, key_id: &str) -> Option<&[u8]> {
-        self.keys
-            .get(&(unit.to_string(), key_id.to_string()))
-            .map(|(k, _)| k.as_slice())
+        self.lookup(unit, key_id).map(|(k, _)| k)
     }
 }
 
 /// What verification needs beyond the entry: the key its signature names.
-pub(crate) fn signing_key_of(entry: &pb::Entry) -> Option<(String, String)> {
+pub(crate) fn signing_key_of(entry: &pb::Entry) -> Option<(&str, &str)> {
     let sm = entry.message.as_ref()?;
-    Some((entry.channel.clone(), sm.signature.as_ref()?.key_id.clone()))
+    Some((&entry.channel, &sm.signature.as_ref()?.key_id))
 }
 
 /// True when a receipt acknowledges, or exception feedback answers,
@@ -152,18 +158,16 @@ impl VerifiedSignatures {
     }
 
     fn key(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> Hash {
-        let mut input = Vec::with_capacity(
-            32 + signature.signature.len() + signature.algorithm.len() + public_key.len() + 2,
-        );
-        input.extend_from_slice(digest);
-        input.extend_from_slice(signature.algorithm.as_bytes());
-        input.push(0);
-        input.extend_from_slice(signature.key_id.as_bytes());
-        input.push(0);
-        input.extend_from_slice(&signature.signature);
-        input.push(0);
-        input.extend_from_slice(public_key);
-        sha256(&input)
+        sha256_of_parts(&[
+            digest,
+            signature.algorithm.as_bytes(),
+            &[0],
+            signature.key_id.as_bytes(),
+            &[0],
+            &signature.signature,
+            &[0],
+            public_key,
+        ])
     }
 
     fn seen(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> bool {
@@ -342,7 +346,7 @@ mod tests {
             message_id: "m".into(),
             sender: "tax".into(),
             kind: 1,
-            body: body.as_bytes().to_vec(),
+            body: body.as_bytes().to_vec().into(),
             ..Default::default()
         });
         pb::Entry {
@@ -366,7 +370,7 @@ mod tests {
         // Changed body, same signature: must fail despite the cache.
         let mut bad = good.clone();
         if let Some(m) = bad.message.as_mut().and_then(|s| s.message.as_mut()) {
-            m.body = b"tampered".to_vec();
+            m.body = b"tampered".to_vec().into();
         }
         let bad_leaf = tongbao_proto::canonical::leaf_hash(&bad);
         assert!(verify_entry(bad.clone(), &bad_leaf, 3, key.public_key()).is_err());

@@ -160,18 +160,27 @@ pub fn signing_bytes_for_digest(digest: &Hash) -> Vec<u8> {
 /// The canonical bytes of a channel leaf. Leaves commit to the message by
 /// its digest, so they stay small whatever the body size.
 pub fn leaf_bytes(entry: &Entry) -> Vec<u8> {
-    let digest = entry
+    leaf_bytes_with_digest(entry, &digest_of(entry))
+}
+
+/// The digest a leaf commits to (zero for an entry without a message).
+fn digest_of(entry: &Entry) -> Hash {
+    entry
         .message
         .as_ref()
         .and_then(|sm| sm.message.as_ref())
         .map(message_digest)
-        .unwrap_or([0u8; HASH_LEN]);
-    leaf_bytes_with_digest(entry, &digest)
+        .unwrap_or([0u8; HASH_LEN])
 }
 
 /// [`leaf_bytes`] when the message digest is already known.
 pub fn leaf_bytes_with_digest(entry: &Entry, digest: &Hash) -> Vec<u8> {
     let mut s: Vec<u8> = Vec::with_capacity(256);
+    put_leaf(&mut s, entry, digest);
+    s
+}
+
+fn put_leaf(s: &mut impl Sink, entry: &Entry, digest: &Hash) {
     s.put(LEAF_DOMAIN);
     s.str(&entry.channel);
     s.u64(entry.seq);
@@ -185,11 +194,6 @@ pub fn leaf_bytes_with_digest(entry: &Entry, digest: &Hash) -> Vec<u8> {
         .as_ref()
         .and_then(|sm| sm.signature.as_ref())
         .unwrap_or(&no_sig);
-    put_signature(&mut s, sig);
-    s
-}
-
-fn put_signature(s: &mut Vec<u8>, sig: &Signature) {
     s.str(&sig.algorithm);
     s.str(&sig.key_id);
     s.bytes(&sig.signature);
@@ -197,12 +201,16 @@ fn put_signature(s: &mut Vec<u8>, sig: &Signature) {
 
 /// RFC 6962 leaf hash: SHA-256(0x00 ‖ leaf bytes).
 pub fn leaf_hash(entry: &Entry) -> Hash {
-    leaf_hash_of_bytes(&leaf_bytes(entry))
+    leaf_hash_with_digest(entry, &digest_of(entry))
 }
 
-/// [`leaf_hash`] when the message digest is already known.
+/// [`leaf_hash`] when the message digest is already known. The leaf bytes
+/// go straight into the hash, as [`leaf_hash_of_bytes`] would take them.
 pub fn leaf_hash_with_digest(entry: &Entry, digest: &Hash) -> Hash {
-    leaf_hash_of_bytes(&leaf_bytes_with_digest(entry, digest))
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(&[LEAF_HASH_PREFIX]);
+    put_leaf(&mut ctx, entry, digest);
+    finish(ctx)
 }
 
 /// RFC 6962 leaf hash of already encoded leaf bytes.
@@ -215,8 +223,15 @@ pub fn leaf_hash_of_bytes(leaf: &[u8]) -> Hash {
 
 /// Plain SHA-256, for attachment digests and key ids.
 pub fn sha256(bytes: &[u8]) -> Hash {
+    sha256_of_parts(&[bytes])
+}
+
+/// Plain SHA-256 of the parts one after the other, without joining them.
+pub fn sha256_of_parts(parts: &[&[u8]]) -> Hash {
     let mut ctx = Context::new(&SHA256);
-    ctx.update(bytes);
+    for p in parts {
+        ctx.update(p);
+    }
     finish(ctx)
 }
 
@@ -236,7 +251,7 @@ mod tests {
             }),
             labels: Some(Labels::default()),
             subject: "s".into(),
-            body: b"body".to_vec(),
+            body: b"body".to_vec().into(),
             content_type: "text/plain".into(),
             attachments: vec![],
             references: Some(References {
@@ -281,7 +296,7 @@ mod tests {
         m.subject = "t".into();
         variants.push(m);
         let mut m = sample();
-        m.body = b"bodz".to_vec();
+        m.body = b"bodz".to_vec().into();
         variants.push(m);
         let mut m = sample();
         m.references = None;
@@ -344,6 +359,8 @@ mod tests {
             }),
         };
         let base = leaf_hash(&entry);
+        // Streamed into the hash, the leaf is what its bytes define.
+        assert_eq!(base, leaf_hash_of_bytes(&leaf_bytes(&entry)));
         let mut e = entry.clone();
         e.seq = 1;
         assert_ne!(leaf_hash(&e), base);
@@ -363,7 +380,7 @@ mod tests {
         assert_ne!(leaf_hash(&e), base);
         let mut e = entry;
         if let Some(m) = e.message.as_mut().and_then(|sm| sm.message.as_mut()) {
-            m.body.push(b'!');
+            m.body = [&m.body[..], b"!"].concat().into();
         }
         assert_ne!(leaf_hash(&e), base);
     }

@@ -461,7 +461,7 @@ mod tests {
             message_id: "x".into(),
             sender: "tax".into(),
             kind: 1,
-            body: b"hello".to_vec(),
+            body: b"hello".to_vec().into(),
             ..Default::default()
         }
     }
@@ -486,7 +486,7 @@ mod tests {
             Err(KeyError::KeyIdMismatch { .. })
         ));
         if let Some(m) = signed.message.as_mut() {
-            m.body.push(b'!');
+            m.body = [&m.body[..], b"!"].concat().into();
         }
         assert!(matches!(
             verify_signed_message(&signed, key.public_key()),

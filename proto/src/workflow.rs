@@ -85,7 +85,7 @@ pub fn decode_step(m: &Message) -> Result<Step, WorkflowError> {
             m.content_type
         )));
     }
-    let step = WorkflowStep::decode(m.body.as_slice())
+    let step = WorkflowStep::decode(&m.body[..])
         .map_err(|e| malformed(format!("the body is not a workflow step: {e}")))?
         .step
         .ok_or_else(|| malformed("the workflow step is empty"))?;
@@ -617,7 +617,7 @@ mod tests {
                 sender: unit.into(),
                 kind: kind as i32,
                 subject: "s".into(),
-                body: encode_step(step),
+                body: encode_step(step).into(),
                 content_type: CONTENT_TYPE.into(),
                 created_micros: 1,
                 ..Default::default()
@@ -824,7 +824,8 @@ mod tests {
                 mechanisms: vec!["fund-supervision".into()],
                 attending_units: vec!["tax".into(), "finance".into()],
                 ..Default::default()
-            }));
+            }))
+            .into();
             let key = &w.parties.get("civil-affairs").ok_or("setup")?.key;
             *signed = key.sign_message(m);
         }

@@ -460,7 +460,7 @@ mod tests {
     #[test]
     fn size_sender_and_classification_have_their_own_errors() {
         assert!(matches!(
-            check_with(|m| m.body = vec![0; (1 << 20) + 1]),
+            check_with(|m| m.body = vec![0; (1 << 20) + 1].into()),
             Err(PolicyError::TooLarge(_))
         ));
         assert!(matches!(

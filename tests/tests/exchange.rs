@@ -225,7 +225,7 @@ async fn body_changed_after_signing_is_refused() -> TestResult {
     let tax = t.unit("tax").await?;
     let mut signed = tax.sign(note("Original").to_units(["civil-affairs"]))?;
     if let Some(m) = signed.message.as_mut() {
-        m.body = b"tampered".to_vec();
+        m.body = b"tampered".to_vec().into();
     }
     rejected(
         tax.push_signed(signed.clone()).await,
@@ -439,7 +439,7 @@ async fn a_batch_answers_each_message_like_push() -> TestResult {
     let good = tax.sign(note("one").to_units(["finance"]).with_id("b-1"))?;
     let mut tampered = tax.sign(note("two").to_units(["finance"]))?;
     if let Some(m) = tampered.message.as_mut() {
-        m.body = b"changed".to_vec();
+        m.body = b"changed".to_vec().into();
     }
     let unknown = tax.sign(note("three").to_units(["nobody"]))?;
     let also_good = tax.sign(note("four").to_units(["finance"]))?;

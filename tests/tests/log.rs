@@ -388,7 +388,7 @@ async fn a_changed_body_stops_the_hub() -> TestResult {
             tongbao_server::store::SledStore::split_entry_record(&v).ok_or("bad record")?;
         let mut entry = pb::Entry::decode(encoded)?;
         if let Some(m) = entry.message.as_mut().and_then(|m| m.message.as_mut()) {
-            m.body = b"rewritten history".to_vec();
+            m.body = b"rewritten history".to_vec().into();
         }
         let mut value = before.to_vec();
         value.extend(entry.encode_to_vec());

@@ -467,7 +467,7 @@ async fn a_joint_notice_goes_out_once_every_named_co_issuer_signed() -> TestResu
         {
             c.subject = "changed".into();
         }
-        m.body = encode_step(step);
+        m.body = encode_step(step).into();
     }
     assert!(matches!(
         ss.verify_joint_release(&tampered).await,
@@ -1111,7 +1111,7 @@ async fn an_escalation_comes_from_issued_minutes_or_an_entry_of_its_case() -> Te
         if let pb::workflow_step::Step::JointRelease(r) = &mut step {
             r.source = None;
         }
-        m.body = encode_step(step);
+        m.body = encode_step(step).into();
     }
     assert!(matches!(
         group.verify_joint_release(&stripped).await,

@@ -95,7 +95,7 @@ fn alter(d: &mut pb::Delivery) {
         return;
     };
     if let Some(m) = entry.message.as_mut().and_then(|s| s.message.as_mut()) {
-        m.body.extend_from_slice(b" (altered)");
+        m.body = [&m.body[..], b" (altered)"].concat().into();
     }
     d.encoded_entry = prost::Message::encode_to_vec(&entry).into();
 }
