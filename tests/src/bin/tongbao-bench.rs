@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 use futures::StreamExt;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
@@ -212,8 +213,8 @@ impl Published {
 /// What one subscriber saw.
 struct Received {
     unit: &'static str,
-    seen: HashSet<(String, u64)>,
-    /// When each entry arrived (verified) at this subscriber.
+    /// When each entry arrived (verified) at this subscriber: its first
+    /// arrival, so the keys are the entries seen.
     received_at: HashMap<(String, u64), Instant>,
     /// When the receipt acknowledging each entry was answered durable.
     acked_at: HashMap<(String, u64), Instant>,
@@ -225,6 +226,31 @@ struct Received {
     /// Entries that are not of this run, or not addressed to this unit.
     foreign: Vec<String>,
     error: Option<String>,
+}
+
+impl Received {
+    fn new(unit: &'static str, expected: usize) -> Self {
+        Self {
+            unit,
+            received_at: HashMap::with_capacity(expected),
+            acked_at: HashMap::with_capacity(expected),
+            newly_acknowledged: 0,
+            receipts: 0,
+            duplicates: 0,
+            foreign: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Notes an entry's arrival; one that arrived before is a duplicate.
+    fn arrived(&mut self, channel: &str, seq: u64) {
+        match self.received_at.entry((channel.to_string(), seq)) {
+            Entry::Occupied(_) => self.duplicates += 1,
+            Entry::Vacant(v) => {
+                v.insert(Instant::now());
+            }
+        }
+    }
 }
 
 /// Figures of one scenario.
@@ -995,17 +1021,7 @@ async fn subscriber(
     progress: Arc<AtomicUsize>,
     slow: Option<Arc<AtomicBool>>,
 ) -> Received {
-    let mut r = Received {
-        unit,
-        seen: HashSet::with_capacity(expected),
-        received_at: HashMap::with_capacity(expected),
-        acked_at: HashMap::with_capacity(expected),
-        newly_acknowledged: 0,
-        receipts: 0,
-        duplicates: 0,
-        foreign: Vec::new(),
-        error: None,
-    };
+    let mut r = Received::new(unit, expected);
     let mut inbox = Box::pin(client.subscribe(0));
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<pb::EntryPin>>(1024);
     let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, progress));
@@ -1030,10 +1046,7 @@ async fn subscriber(
         };
         match next {
             Some(Ok(entry)) => {
-                let key = (entry.channel().to_string(), entry.seq());
-                r.received_at
-                    .entry(key.clone())
-                    .or_insert_with(Instant::now);
+                r.arrived(entry.channel(), entry.seq());
                 if pending.is_empty() {
                     first_pending = Instant::now();
                 }
@@ -1051,9 +1064,6 @@ async fn subscriber(
                         m.sender,
                         entry.entry.recipients
                     ));
-                }
-                if !r.seen.insert(key) {
-                    r.duplicates += 1;
                 }
                 if pending.len() >= ACK_BATCH
                     && ack_tx.send(std::mem::take(&mut pending)).await.is_err()
@@ -1178,7 +1188,10 @@ fn check_subscriber(r: &Received, pushed: &HashSet<(String, u64)>, failures: &mu
             r.foreign.len()
         ));
     }
-    let mut missing: Vec<&(String, u64)> = pushed.difference(&r.seen).collect();
+    let mut missing: Vec<&(String, u64)> = pushed
+        .iter()
+        .filter(|k| !r.received_at.contains_key(*k))
+        .collect();
     if !missing.is_empty() {
         missing.sort();
         failures.push(format!(
@@ -1189,11 +1202,62 @@ fn check_subscriber(r: &Received, pushed: &HashSet<(String, u64)>, failures: &mu
             missing.iter().take(5).collect::<Vec<_>>()
         ));
     }
-    let unexpected = r.seen.difference(pushed).count();
+    let unexpected = r
+        .received_at
+        .keys()
+        .filter(|k| !pushed.contains(*k))
+        .count();
     if unexpected > 0 {
         failures.push(format!(
             "subscriber {}: {unexpected} delivered entries match no push receipt",
             r.unit
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushed(keys: &[(&str, u64)]) -> HashSet<(String, u64)> {
+        keys.iter().map(|(c, s)| (c.to_string(), *s)).collect()
+    }
+
+    fn failures_of(r: &Received, pushed: &HashSet<(String, u64)>) -> Vec<String> {
+        let mut failures = Vec::new();
+        check_subscriber(r, pushed, &mut failures);
+        failures
+    }
+
+    #[test]
+    fn the_gate_passes_exactly_once_and_fails_everything_else() {
+        let all = pushed(&[("tax", 0), ("tax", 1), ("finance", 0)]);
+        let mut r = Received::new("civil-affairs", 3);
+        r.arrived("tax", 0);
+        r.arrived("tax", 1);
+        r.arrived("finance", 0);
+        assert_eq!(failures_of(&r, &all), Vec::<String>::new());
+
+        r.arrived("tax", 1);
+        let f = failures_of(&r, &all);
+        assert!(
+            f.len() == 1 && f[0].contains("1 entries delivered more than once"),
+            "{f:?}"
+        );
+
+        let mut r = Received::new("civil-affairs", 3);
+        r.arrived("tax", 0);
+        r.arrived("finance", 0);
+        r.arrived("finance", 7);
+        let f = failures_of(&r, &all);
+        assert!(
+            f.iter().any(|m| m.contains("1 of 3 messages missing")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|m| m.contains("1 delivered entries match no push receipt")),
+            "{f:?}"
+        );
     }
 }
