@@ -415,7 +415,7 @@ impl Writer {
                 hub_micros,
                 recipients: recipients.clone(),
                 previous_leaf_hash: head.last_leaf_hash.to_vec(),
-                message: Some(signed),
+                message: Some(detach_body(signed)),
             };
             let leaf_hash = leaf_hash_with_digest(&entry, &digest);
             let channel_pending = pending_hashes.entry(sender.clone()).or_default();
@@ -667,5 +667,40 @@ impl Syncer {
             };
             let _ = reply.send(answer);
         }
+    }
+}
+
+/// A pushed body is decoded as a view of the request's receive buffer; the
+/// entry cache keeps entries for a while, and must not keep whole receive
+/// buffers (8 KiB or more for one `Push`) alive with them.
+fn detach_body(mut signed: pb::SignedMessage) -> pb::SignedMessage {
+    if let Some(m) = signed.message.as_mut() {
+        m.body = prost::bytes::Bytes::copy_from_slice(&m.body);
+    }
+    signed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_body_does_not_hold_the_buffer_it_arrived_in() {
+        let received = prost::bytes::Bytes::from(vec![7u8; 8192]);
+        let signed = pb::SignedMessage {
+            message: Some(pb::Message {
+                body: received.slice(100..1124),
+                ..Default::default()
+            }),
+            signature: None,
+        };
+        let kept = detach_body(signed);
+        let body = kept.message.map(|m| m.body).unwrap_or_default();
+        assert_eq!(body.as_ref(), &received[100..1124]);
+        let buffer = received.as_ptr_range();
+        assert!(
+            !buffer.contains(&body.as_ptr()),
+            "the body still points into the receive buffer"
+        );
     }
 }
