@@ -14,7 +14,9 @@ use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_dige
 use tongbao_proto::{Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
-/// Only this crate can make one.
+/// Only this crate can make one. Its message body is a view of the buffer
+/// the delivery arrived in: keeping the entry keeps that buffer, so copy
+/// the body (`to_vec`) to keep it for long on its own.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct VerifiedEntry {

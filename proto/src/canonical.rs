@@ -361,6 +361,16 @@ mod tests {
         let base = leaf_hash(&entry);
         // Streamed into the hash, the leaf is what its bytes define.
         assert_eq!(base, leaf_hash_of_bytes(&leaf_bytes(&entry)));
+        // Known answers, computed apart from this code from the encoding
+        // described above: a change of field order or prefix breaks them.
+        assert_eq!(
+            hex::encode(message_digest(&sample())),
+            "0ed2ae4376b33489ee74c5d467e91175ad3385447ef67284d4bec8c5161bc1cd"
+        );
+        assert_eq!(
+            hex::encode(base),
+            "59033eaf1f0a38978d0a0f7ab4bc474dcbedfdc387d4a3b7ae8f1d8c2402619b"
+        );
         let mut e = entry.clone();
         e.seq = 1;
         assert_ne!(leaf_hash(&e), base);

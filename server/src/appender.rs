@@ -198,6 +198,7 @@ impl Appender {
         answers: Vec<Answered>,
         answer_kind: AnswerKind,
     ) -> Result<Appended, AppendError> {
+        let signed = detach_body(signed);
         let kib = (prost::Message::encoded_len(&signed) / 1024 + 1).min(QUEUE_BUDGET_KIB);
         let _room = self
             .budget
@@ -415,7 +416,7 @@ impl Writer {
                 hub_micros,
                 recipients: recipients.clone(),
                 previous_leaf_hash: head.last_leaf_hash.to_vec(),
-                message: Some(detach_body(signed)),
+                message: Some(signed),
             };
             let leaf_hash = leaf_hash_with_digest(&entry, &digest);
             let channel_pending = pending_hashes.entry(sender.clone()).or_default();
@@ -670,9 +671,11 @@ impl Syncer {
     }
 }
 
-/// A pushed body is decoded as a view of the request's receive buffer; the
-/// entry cache keeps entries for a while, and must not keep whole receive
-/// buffers (8 KiB or more for one `Push`) alive with them.
+/// A pushed body is decoded as a view of the request's receive buffer. The
+/// append queue (whose budget counts the message, not the buffer) and the
+/// entry cache after it must not keep whole receive buffers (8 KiB or more
+/// for one `Push`) alive, so the body is copied before the message queues,
+/// on the request's task rather than the single writer.
 fn detach_body(mut signed: pb::SignedMessage) -> pb::SignedMessage {
     if let Some(m) = signed.message.as_mut() {
         m.body = prost::bytes::Bytes::copy_from_slice(&m.body);
