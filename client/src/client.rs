@@ -1,5 +1,6 @@
 //! The connection to the hub and the calls a departmental system makes.
 
+use crate::push_queue::{self, Answer, PushQueue, Waiting};
 use crate::trust::{TrustState, keep_evidence};
 use crate::verify::{Claimed, KeyRing, VerifiedEntry, signing_key_of, verify_entry};
 use crate::{ClientConfig, ClientError, Draft};
@@ -176,6 +177,26 @@ pub struct Client {
     verify_inclusion: bool,
     identity: Principal,
     keys: Arc<RwLock<KeyRing>>,
+    /// Pushes of concurrent callers waiting to go out together.
+    pushes: Arc<PushQueue>,
+}
+
+/// A call slot of the push queue held by a caller sending its own push.
+/// When it is let go (the push answered, or the caller gave up waiting),
+/// the pushes that queued meanwhile go out on it.
+struct PushSlot<'a>(&'a Client);
+
+impl Drop for PushSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.0.pushes.next() {
+            let client = self.0.clone();
+            // Without a runtime (it is shutting down), the waiting callers
+            // are told their push was interrupted.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { client.send_pushes(batch).await });
+            }
+        }
+    }
 }
 
 /// One connection to the hub, made with one certificate.
@@ -394,6 +415,7 @@ impl Client {
             verify_inclusion: config.verify_inclusion,
             identity: config.identity.clone(),
             keys: Arc::new(RwLock::new(KeyRing::default())),
+            pushes: Arc::new(PushQueue::default()),
         };
         client.refresh_keys().await?;
         Ok(client)
@@ -582,23 +604,135 @@ impl Client {
     /// `push_retry_for` of the config): the message id makes it idempotent.
     /// If the hub cannot be reached at all, fails at once with
     /// [`ClientError::Connect`]; pushing the same message later is safe.
+    /// Pushes made while several others of this client are in flight go
+    /// out together in one `PushBatch`, each answered as `Push` would be.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
         let message_id = signed
             .message
             .as_ref()
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
+        let size = prost::Message::encoded_len(&signed);
+        if size > push_queue::BATCH_BYTES {
+            return self.push_alone(signed, message_id).await;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if let Some(mut batch) = self.pushes.enqueue(Waiting::new(signed, size, reply)) {
+            // A call may start, so nothing else was waiting: this push goes
+            // at once, from here, without a hop to another task.
+            let slot = PushSlot(self);
+            match (batch.pop(), batch.is_empty()) {
+                (Some(mine), true) => {
+                    let r = self.push_call(mine.signed).await;
+                    drop(slot);
+                    return r.map(|r| PushReceipt::new(r, message_id));
+                }
+                (mine, _) => {
+                    batch.extend(mine);
+                    std::mem::forget(slot);
+                    let client = self.clone();
+                    tokio::spawn(async move { client.send_pushes(batch).await });
+                }
+            }
+        }
+        match answer.await {
+            Ok(Answer::Done(r)) => r.map(|r| PushReceipt::new(r, message_id)),
+            Ok(Answer::Alone(signed)) => self.push_alone(*signed, message_id).await,
+            Err(_) => Err(ClientError::Connect {
+                hub: self.live.config.hub.clone(),
+                reason: "the push was interrupted (the runtime is shutting down); \
+                         pushing the same message again is safe"
+                    .into(),
+            }),
+        }
+    }
+
+    /// One `Push` call for one message, repeated while plausible.
+    async fn push_alone(
+        &self,
+        signed: pb::SignedMessage,
+        message_id: String,
+    ) -> Result<PushReceipt, ClientError> {
+        Ok(PushReceipt::new(self.push_call(signed).await?, message_id))
+    }
+
+    async fn push_call(&self, signed: pb::SignedMessage) -> Result<pb::PushResponse, ClientError> {
         let request = pb::PushRequest {
             message: Some(signed),
         };
-        let r = self
+        self.repeat_while_plausible("push", || {
+            let mut rpc = self.rpc();
+            let request = request.clone();
+            async move { rpc.push(request).await }
+        })
+        .await
+    }
+
+    /// Sends queued pushes, then whatever queued meanwhile, until none wait.
+    async fn send_pushes(self, mut batch: Vec<Waiting>) {
+        loop {
+            self.send_push_batch(batch).await;
+            match self.pushes.next() {
+                Some(next) => batch = next,
+                None => break,
+            }
+        }
+    }
+
+    /// One call for the pushes of `batch`: `Push` for one, `PushBatch` for
+    /// more, each answered to its waiting caller.
+    async fn send_push_batch(&self, mut batch: Vec<Waiting>) {
+        if batch.len() == 1
+            && let Some(w) = batch.pop()
+        {
+            let _ = w.reply.send(Answer::Done(self.push_call(w.signed).await));
+            return;
+        }
+        let (messages, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| (w.signed, w.reply)).unzip();
+        let request = pb::PushBatchRequest { messages };
+        let answered = self
             .repeat_while_plausible("push", || {
                 let mut rpc = self.rpc();
                 let request = request.clone();
-                async move { rpc.push(request).await }
+                async move { rpc.push_batch(request).await }
             })
-            .await?;
-        Ok(PushReceipt::new(r, message_id))
+            .await;
+        let results = match answered {
+            Ok(r) if r.results.len() == replies.len() => r.results,
+            // A different count: every message goes again on its own.
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Answer::Done(Err(e.clone())));
+                }
+                return;
+            }
+        };
+        let mut results = results.into_iter();
+        for (signed, reply) in request.messages.into_iter().zip(replies) {
+            let answer = match results.next() {
+                Some(pb::PushResult {
+                    response: Some(r),
+                    code: 0,
+                    ..
+                }) => Answer::Done(Ok(r)),
+                Some(r) if r.code != 0 => {
+                    let code = tonic::Code::from(r.code);
+                    let refused = ClientError::from(tonic::Status::new(code, r.message));
+                    // A refused signing key is told by `Push`'s metadata,
+                    // which a batch's result does not carry, and a
+                    // transient refusal is repeated by `Push`: both go alone.
+                    if code == tonic::Code::Unauthenticated || refused.is_transient() {
+                        Answer::Alone(Box::new(signed))
+                    } else {
+                        Answer::Done(Err(refused))
+                    }
+                }
+                _ => Answer::Alone(Box::new(signed)),
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     /// Runs an idempotent call, repeating it across interruptions and

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use tonic::Code;
 
 /// Errors of the client library.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error("client config {path}: {reason}")]
     Config { path: PathBuf, reason: String },

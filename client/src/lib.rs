@@ -51,6 +51,7 @@ mod error;
 pub mod hub_cert;
 mod lifecycle;
 mod probe;
+mod push_queue;
 pub mod trust;
 mod verify;
 mod workflow;

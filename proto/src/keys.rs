@@ -21,7 +21,7 @@ const KEY_ID_DOMAIN: &[u8] = b"tongbao/v1/key-id\n";
 const PEM_LABEL: &str = "PRIVATE KEY";
 
 /// Why a key could not be loaded or a signature did not verify.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     #[error("not a PEM \"{PEM_LABEL}\" block holding a PKCS#8 Ed25519 key")]
     BadPem,

@@ -547,3 +547,117 @@ async fn concurrent_pushes_are_verified_together_and_a_forgery_fails_alone() -> 
     assert_eq!(page.entries.len(), 39);
     t.stop().await
 }
+
+/// Pushes made at once from many tasks of one client share calls
+/// (`PushBatch` beyond a few in flight); each is still answered as if it
+/// went alone: its own position, a repeat as a duplicate, a refusal that
+/// names the original entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pushes_at_once_are_each_answered_as_alone() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let at_once = |messages: Vec<pb::SignedMessage>| {
+        let tasks: Vec<_> = messages
+            .into_iter()
+            .map(|m| {
+                let tax = tax.clone();
+                tokio::spawn(async move { tax.push_signed(m).await })
+            })
+            .collect();
+        futures::future::join_all(tasks)
+    };
+    let first = (0..300)
+        .map(|i| tax.sign(note(&format!("at once {i}")).to_units(["finance"])))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seqs = Vec::new();
+    for r in at_once(first.clone()).await {
+        let r = r??;
+        assert!(!r.duplicate);
+        seqs.push(r.seq);
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..300).collect::<Vec<u64>>(), "one position each");
+
+    // Repeats, a conflicting reuse of an id and new messages, at once.
+    let mut second: Vec<pb::SignedMessage> = first[..10].to_vec();
+    let reused = first[42]
+        .message
+        .as_ref()
+        .map(|m| m.message_id.clone())
+        .ok_or("no message")?;
+    second.push(tax.sign(note("other content").to_units(["finance"]).with_id(&reused))?);
+    for i in 0..100 {
+        second.push(tax.sign(note(&format!("later {i}")).to_units(["finance"]))?);
+    }
+    let answers = at_once(second).await;
+    let mut fresh = Vec::new();
+    for (i, r) in answers.into_iter().enumerate() {
+        let r = r?;
+        match i {
+            0..10 => {
+                let r = r?;
+                assert!(r.duplicate, "push {i} repeats an appended message");
+                assert_eq!(r.seq, seqs[i]);
+            }
+            10 => rejected(r, Code::AlreadyExists, &format!("tax:{}", seqs[42])),
+            _ => {
+                let r = r?;
+                assert!(!r.duplicate);
+                fresh.push(r.seq);
+            }
+        }
+    }
+    fresh.sort_unstable();
+    assert_eq!(fresh, (300..400).collect::<Vec<u64>>());
+
+    let finance = t.unit("finance").await?;
+    let (mut after, mut stored) = (0, 0);
+    loop {
+        let page = finance.pull(after, 100).await?;
+        if page.entries.is_empty() {
+            break;
+        }
+        stored += page.entries.len();
+        after = page.next_after(after);
+    }
+    assert_eq!(stored, 400);
+    t.stop().await
+}
+
+/// Callers that stop waiting for their pushes (a timeout, a cancelled
+/// task) give their call slots back: later pushes still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_given_up_leave_the_client_pushing() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let abandoned = (0..20)
+        .map(|i| tax.sign(note(&format!("abandoned {i}")).to_units(["finance"])))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each polled once (4 start, the rest queue), then all dropped.
+    let pushes = futures::future::join_all(abandoned.into_iter().map(|m| tax.push_signed(m)));
+    assert!(
+        futures::FutureExt::now_or_never(pushes).is_none(),
+        "no push answers before any I/O"
+    );
+    let later = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tax.push(note("after the abandoned ones").to_units(["finance"])),
+    )
+    .await
+    .map_err(|_| "a push after abandoned ones never went out")??;
+    assert!(!later.duplicate);
+    let many = (0..100)
+        .map(|i| tax.sign(note(&format!("then many {i}")).to_units(["finance"])))
+        .collect::<Result<Vec<_>, _>>()?;
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures::future::join_all(many.into_iter().map(|m| tax.push_signed(m))),
+    )
+    .await
+    .map_err(|_| "pushes after abandoned ones never went out")?;
+    for a in answers {
+        a?;
+    }
+    t.stop().await
+}

@@ -396,6 +396,29 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
         }
         other => return Err(format!("expected a not-yet-valid refusal, got {other:?}").into()),
     }
+    // Pushed together (in one batch), each is still told why its key was
+    // refused, as a push on its own is.
+    let early_ones = (0..12)
+        .map(|i| -> Result<_, tongbao_tests::BoxError> {
+            let mut m = tax
+                .sign(note(&format!("early, together {i}")).to_units(["finance"]))?
+                .message
+                .ok_or("no message")?;
+            m.created_micros = rotated.effective_micros - 1;
+            Ok(on_disk.sign_message(m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let answers =
+        futures::future::join_all(early_ones.into_iter().map(|m| tax.push_signed(m))).await;
+    for answer in answers {
+        match answer {
+            Err(ClientError::SigningKeyRefused {
+                refusal: KeyRefusal::NotYetValid,
+                ..
+            }) => {}
+            other => return Err(format!("expected a not-yet-valid refusal, got {other:?}").into()),
+        }
+    }
     // A second system of tax still holds the old key: its push is refused
     // as retired and not signed again with that same key.
     match tax_b
