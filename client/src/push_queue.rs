@@ -138,20 +138,26 @@ mod tests {
             .collect()
     }
 
+    /// Pushes that each go at once, until every call slot is taken.
+    fn every_slot_taken(q: &PushQueue) -> Vec<oneshot::Receiver<Answer>> {
+        (0..MAX_IN_FLIGHT)
+            .map(|i| {
+                let (w, rx) = waiting(i, 1000);
+                let batch = q.enqueue(w).map(|b| ids(&b));
+                assert_eq!(
+                    batch,
+                    Some(vec![format!("m-{i}")]),
+                    "a push alone goes at once"
+                );
+                rx
+            })
+            .collect()
+    }
+
     #[test]
     fn pushes_go_at_once_until_calls_are_in_flight_then_together_in_order() {
         let q = PushQueue::default();
-        let mut receivers = Vec::new();
-        for i in 0..MAX_IN_FLIGHT {
-            let (w, rx) = waiting(i, 1000);
-            receivers.push(rx);
-            let batch = q.enqueue(w).map(|b| ids(&b));
-            assert_eq!(
-                batch,
-                Some(vec![format!("m-{i}")]),
-                "a push alone goes at once"
-            );
-        }
+        let mut receivers = every_slot_taken(&q);
         for i in MAX_IN_FLIGHT..MAX_IN_FLIGHT + BATCH_MESSAGES + 3 {
             let (w, rx) = waiting(i, 1000);
             receivers.push(rx);
@@ -174,12 +180,7 @@ mod tests {
     #[test]
     fn a_call_carries_at_most_its_bytes_but_always_one_push() {
         let q = PushQueue::default();
-        let mut keep = Vec::new();
-        for i in 0..MAX_IN_FLIGHT {
-            let (w, rx) = waiting(i, 1);
-            keep.push(rx);
-            assert!(q.enqueue(w).is_some());
-        }
+        let mut keep = every_slot_taken(&q);
         for (i, size) in [(10, BATCH_BYTES / 2), (11, BATCH_BYTES / 2), (12, 1)] {
             let (w, rx) = waiting(i, size);
             keep.push(rx);

@@ -481,6 +481,19 @@ async fn a_batch_answers_each_message_like_push() -> TestResult {
 }
 
 /// A signature made by another key under the registered key id of `tax`.
+/// How many entries a unit's inbox holds, read page by page.
+async fn inbox_len(unit: &tongbao_client::Client) -> Result<usize, ClientError> {
+    let (mut after, mut stored) = (0, 0);
+    loop {
+        let page = unit.pull(after, 100).await?;
+        if page.entries.is_empty() {
+            return Ok(stored);
+        }
+        stored += page.entries.len();
+        after = page.next_after(after);
+    }
+}
+
 fn forge(rogue: &SigningKey, registered: &pb::SignedMessage) -> Result<pb::SignedMessage, String> {
     let mut forged = rogue.sign_message(registered.message.clone().ok_or("no message")?);
     if let (Some(s), Some(r)) = (forged.signature.as_mut(), registered.signature.as_ref()) {
@@ -511,17 +524,7 @@ async fn a_forged_signature_in_a_batch_fails_only_that_message() -> TestResult {
             }
         }
     }
-    let finance = t.unit("finance").await?;
-    let (mut after, mut stored) = (0, 0);
-    loop {
-        let page = finance.pull(after, 50).await?;
-        if page.entries.is_empty() {
-            break;
-        }
-        stored += page.entries.len();
-        after = page.next_after(after);
-    }
-    assert_eq!(stored, 11 + 99);
+    assert_eq!(inbox_len(&t.unit("finance").await?).await?, 11 + 99);
     t.stop().await
 }
 
@@ -611,17 +614,7 @@ async fn many_pushes_at_once_are_each_answered_as_alone() -> TestResult {
     fresh.sort_unstable();
     assert_eq!(fresh, (300..400).collect::<Vec<u64>>());
 
-    let finance = t.unit("finance").await?;
-    let (mut after, mut stored) = (0, 0);
-    loop {
-        let page = finance.pull(after, 100).await?;
-        if page.entries.is_empty() {
-            break;
-        }
-        stored += page.entries.len();
-        after = page.next_after(after);
-    }
-    assert_eq!(stored, 400);
+    assert_eq!(inbox_len(&t.unit("finance").await?).await?, 400);
     t.stop().await
 }
 
