@@ -189,12 +189,30 @@ struct PushSlot<'a>(&'a Client);
 impl Drop for PushSlot<'_> {
     fn drop(&mut self) {
         if let Some(batch) = self.0.pushes.next() {
-            let client = self.0.clone();
-            // Without a runtime (it is shutting down), the waiting callers
-            // are told their push was interrupted.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { client.send_pushes(batch).await });
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let client = self.0.clone();
+                    rt.spawn(async move { client.send_pushes(batch).await });
+                }
+                // No runtime to send on: the callers of `batch` are told
+                // their push was interrupted, and the slot is freed.
+                Err(_) => self.0.pushes.release(),
             }
+        }
+    }
+}
+
+/// The slot a `send_pushes` task holds: freed if the task is dropped
+/// before it finished (the runtime shutting down, a panic).
+struct SendingSlot {
+    pushes: Arc<PushQueue>,
+    finished: bool,
+}
+
+impl Drop for SendingSlot {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.pushes.release();
         }
     }
 }
@@ -606,13 +624,17 @@ impl Client {
     /// [`ClientError::Connect`]; pushing the same message later is safe.
     /// Pushes made while several others of this client are in flight go
     /// out together in one `PushBatch`, each answered as `Push` would be.
+    /// A push whose caller stops waiting may still be appended (as an
+    /// interrupted one may): push the same signed message again, not a new
+    /// draft, to have it once.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
         let message_id = signed
             .message
             .as_ref()
             .map(|m| m.message_id.clone())
             .unwrap_or_default();
-        let size = prost::Message::encoded_len(&signed);
+        // What the message adds to a `PushBatchRequest` (field 1).
+        let size = prost::encoding::message::encoded_len(1, &signed);
         if size > push_queue::BATCH_BYTES {
             return self.push_alone(signed, message_id).await;
         }
@@ -670,6 +692,10 @@ impl Client {
 
     /// Sends queued pushes, then whatever queued meanwhile, until none wait.
     async fn send_pushes(self, mut batch: Vec<Waiting>) {
+        let mut slot = SendingSlot {
+            pushes: self.pushes.clone(),
+            finished: false,
+        };
         loop {
             self.send_push_batch(batch).await;
             match self.pushes.next() {
@@ -677,6 +703,8 @@ impl Client {
                 None => break,
             }
         }
+        // `next` freed the slot.
+        slot.finished = true;
     }
 
     /// One call for the pushes of `batch`: `Push` for one, `PushBatch` for

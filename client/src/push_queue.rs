@@ -19,9 +19,9 @@ use tongbao_proto::pb;
 pub(crate) const MAX_IN_FLIGHT: usize = 4;
 /// Most messages one call carries.
 pub(crate) const BATCH_MESSAGES: usize = 64;
-/// Most encoded bytes one call carries: under the smallest request a hub
-/// accepts (256 KiB beyond twice its body limit). A larger message goes
-/// out on its own.
+/// Most bytes one call carries, each message counted with its framing in
+/// the request: no more than the smallest request a hub accepts (256 KiB
+/// beyond twice its body limit). A larger message goes out on its own.
 pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 
 /// How a queued push was answered.
@@ -87,6 +87,13 @@ impl PushQueue {
         } else {
             Some(s.take())
         }
+    }
+
+    /// Frees a slot whose sender cannot go on (no runtime to send on, or
+    /// its task was dropped). Pushes still waiting go with the next push.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -168,7 +175,13 @@ mod tests {
             .map(|i| format!("m-{i}"))
             .collect();
         assert_eq!(first, want, "the oldest waiting, at most a batch");
-        assert_eq!(q.next().map(|b| b.len()), Some(3));
+        let (w, rx) = waiting(500, 10);
+        receivers.push(rx);
+        assert!(
+            q.enqueue(w).is_none(),
+            "a slot that took a batch is still busy"
+        );
+        assert_eq!(q.next().map(|b| b.len()), Some(4));
         // No one waits: each slot frees in turn, and a new push goes at once.
         for _ in 0..MAX_IN_FLIGHT {
             assert!(q.next().is_none());

@@ -480,7 +480,6 @@ async fn a_batch_answers_each_message_like_push() -> TestResult {
     t.stop().await
 }
 
-/// A signature made by another key under the registered key id of `tax`.
 /// How many entries a unit's inbox holds, read page by page.
 async fn inbox_len(unit: &tongbao_client::Client) -> Result<usize, ClientError> {
     let (mut after, mut stored) = (0, 0);
@@ -494,6 +493,7 @@ async fn inbox_len(unit: &tongbao_client::Client) -> Result<usize, ClientError> 
     }
 }
 
+/// A signature made by another key under the registered key id of `tax`.
 fn forge(rogue: &SigningKey, registered: &pb::SignedMessage) -> Result<pb::SignedMessage, String> {
     let mut forged = rogue.sign_message(registered.message.clone().ok_or("no message")?);
     if let (Some(s), Some(r)) = (forged.signature.as_mut(), registered.signature.as_ref()) {

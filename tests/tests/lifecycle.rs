@@ -396,8 +396,8 @@ async fn key_rotation_keeps_old_messages_verifiable_and_refuses_the_retired_key(
         }
         other => return Err(format!("expected a not-yet-valid refusal, got {other:?}").into()),
     }
-    // Pushed together (in one batch), each is still told why its key was
-    // refused, as a push on its own is.
+    // Pushed together (4 at once, the other 8 in one batch), each is still
+    // told why its key was refused, as a push on its own is.
     let early_ones = (0..12)
         .map(|i| -> Result<_, tongbao_tests::BoxError> {
             let mut m = tax

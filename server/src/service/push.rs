@@ -54,8 +54,15 @@ pub async fn push_batch(
     }
     let mut verdicts = state.verifier.verify(checks).await?.into_iter();
     for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-        if let Some(Err(e)) = verdicts.next() {
-            *outcome = Err(signature_status(&unit, e));
+        // No verdict is no verification: refused, as a single push is.
+        match verdicts.next() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => *outcome = Err(signature_status(&unit, e)),
+            None => {
+                *outcome = Err(Status::internal(
+                    "the signature verifier gave no answer; retry",
+                ))
+            }
         }
     }
     let outcomes =
