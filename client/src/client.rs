@@ -639,23 +639,16 @@ impl Client {
             return self.push_alone(signed, message_id).await;
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if let Some(mut batch) = self.pushes.enqueue(Waiting::new(signed, size, reply)) {
-            // A call may start, so nothing else was waiting: this push goes
-            // at once, from here, without a hop to another task.
+        if let Some(mine) = self
+            .pushes
+            .start_or_queue(Waiting::new(signed, size, reply))
+        {
+            // A slot was free: this push goes at once, from here, without a
+            // hop to another task.
             let slot = PushSlot(self);
-            match (batch.pop(), batch.is_empty()) {
-                (Some(mine), true) => {
-                    let r = self.push_call(mine.signed).await;
-                    drop(slot);
-                    return r.map(|r| PushReceipt::new(r, message_id));
-                }
-                (mine, _) => {
-                    batch.extend(mine);
-                    std::mem::forget(slot);
-                    let client = self.clone();
-                    tokio::spawn(async move { client.send_pushes(batch).await });
-                }
-            }
+            let r = self.push_call(mine.signed).await;
+            drop(slot);
+            return r.map(|r| PushReceipt::new(r, message_id));
         }
         match answer.await {
             Ok(Answer::Done(r)) => r.map(|r| PushReceipt::new(r, message_id)),
@@ -1505,11 +1498,11 @@ impl Client {
         &self,
         unit: &str,
         key_id: &str,
-    ) -> Option<(Vec<u8>, tongbao_proto::keys::KeyValidity)> {
+    ) -> Option<(Arc<[u8]>, tongbao_proto::keys::KeyValidity)> {
         self.keys
             .read()
             .ok()
-            .and_then(|k| k.lookup(unit, key_id).map(|(key, v)| (key.to_vec(), v)))
+            .and_then(|k| k.lookup(unit, key_id).map(|(key, v)| (key.clone(), v)))
     }
 
     /// This client's inbox from `after`, then live. Reconnects with backoff

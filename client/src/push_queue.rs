@@ -64,15 +64,17 @@ struct State {
 }
 
 impl PushQueue {
-    /// Queues a push. Returns the pushes to send now if a call may start
-    /// (the caller then sends them, and asks [`PushQueue::next`] after).
-    pub fn enqueue(&self, w: Waiting) -> Option<Vec<Waiting>> {
+    /// Takes a call slot for a push if one is free, handing the push back
+    /// for its caller to send at once (and to ask [`PushQueue::next`]
+    /// after); otherwise queues it. A free slot means nothing waits, since
+    /// a finished call takes whatever waits before it frees its slot.
+    pub fn start_or_queue(&self, w: Waiting) -> Option<Waiting> {
         let mut s = self.lock();
-        s.waiting.push_back(w);
         if s.in_flight < MAX_IN_FLIGHT {
             s.in_flight += 1;
-            Some(s.take())
+            Some(w)
         } else {
+            s.waiting.push_back(w);
             None
         }
     }
@@ -150,9 +152,9 @@ mod tests {
         (0..MAX_IN_FLIGHT)
             .map(|i| {
                 let (w, rx) = waiting(i, 1000);
-                let batch = q.enqueue(w).map(|b| ids(&b));
+                let started = q.start_or_queue(w).map(|w| ids(&[w]));
                 assert_eq!(
-                    batch,
+                    started,
                     Some(vec![format!("m-{i}")]),
                     "a push alone goes at once"
                 );
@@ -168,7 +170,10 @@ mod tests {
         for i in MAX_IN_FLIGHT..MAX_IN_FLIGHT + BATCH_MESSAGES + 3 {
             let (w, rx) = waiting(i, 1000);
             receivers.push(rx);
-            assert!(q.enqueue(w).is_none(), "push {i} waits: every slot is busy");
+            assert!(
+                q.start_or_queue(w).is_none(),
+                "push {i} waits: every slot is busy"
+            );
         }
         let first = q.next().map(|b| ids(&b)).unwrap_or_default();
         let want: Vec<String> = (MAX_IN_FLIGHT..MAX_IN_FLIGHT + BATCH_MESSAGES)
@@ -178,7 +183,7 @@ mod tests {
         let (w, rx) = waiting(500, 10);
         receivers.push(rx);
         assert!(
-            q.enqueue(w).is_none(),
+            q.start_or_queue(w).is_none(),
             "a slot that took a batch is still busy"
         );
         assert_eq!(q.next().map(|b| b.len()), Some(4));
@@ -187,7 +192,7 @@ mod tests {
             assert!(q.next().is_none());
         }
         let (w, _rx) = waiting(999, 10);
-        assert_eq!(q.enqueue(w).map(|b| b.len()), Some(1));
+        assert!(q.start_or_queue(w).is_some());
     }
 
     #[test]
@@ -197,11 +202,11 @@ mod tests {
         for (i, size) in [(10, BATCH_BYTES / 2), (11, BATCH_BYTES / 2), (12, 1)] {
             let (w, rx) = waiting(i, size);
             keep.push(rx);
-            assert!(q.enqueue(w).is_none());
+            assert!(q.start_or_queue(w).is_none());
         }
         let (w, rx) = waiting(13, BATCH_BYTES * 2);
         keep.push(rx);
-        assert!(q.enqueue(w).is_none());
+        assert!(q.start_or_queue(w).is_none());
         assert_eq!(
             q.next().map(|b| ids(&b)),
             Some(vec!["m-10".into(), "m-11".into()])

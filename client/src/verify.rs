@@ -7,7 +7,7 @@
 use crate::ClientError;
 use std::collections::HashMap;
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
 use tongbao_proto::canonical::{message_digest, sha256_of_parts};
 use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_digests};
@@ -59,8 +59,11 @@ impl VerifiedEntry {
 /// given (one per delivered entry).
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
-    keys: HashMap<String, HashMap<String, (Vec<u8>, KeyValidity)>>,
+    keys: HashMap<String, HashMap<String, UnitKey>>,
 }
+
+/// A registered public key and the interval it may sign in.
+type UnitKey = (Arc<[u8]>, KeyValidity);
 
 impl KeyRing {
     pub fn from_registry(units: &pb::ListUnitsResponse) -> Self {
@@ -70,7 +73,7 @@ impl KeyRing {
                 keys.entry(u.id.clone()).or_default().insert(
                     k.key_id.clone(),
                     (
-                        k.public_key.clone(),
+                        Arc::from(k.public_key.as_slice()),
                         KeyValidity::from_wire(k.valid_from_micros, k.valid_until_micros),
                     ),
                 );
@@ -79,12 +82,10 @@ impl KeyRing {
         Self { keys }
     }
 
-    /// A key's public key and the interval it may sign in.
-    pub fn lookup(&self, unit: &str, key_id: &str) -> Option<(&[u8], KeyValidity)> {
-        self.keys
-            .get(unit)?
-            .get(key_id)
-            .map(|(k, v)| (k.as_slice(), *v))
+    /// A key's public key (shared, not copied, with each entry it checks)
+    /// and the interval it may sign in.
+    pub(crate) fn lookup(&self, unit: &str, key_id: &str) -> Option<(&Arc<[u8]>, KeyValidity)> {
+        self.keys.get(unit)?.get(key_id).map(|(k, v)| (k, *v))
     }
 
     /// When a key was retired, if it was.
@@ -112,7 +113,7 @@ impl KeyRing {
     }
 
     pub fn get(&self, unit: &str, key_id: &str) -> Option<&[u8]> {
-        self.lookup(unit, key_id).map(|(k, _)| k)
+        self.lookup(unit, key_id).map(|(k, _)| &k[..])
     }
 }
 
@@ -202,7 +203,7 @@ pub(crate) struct Claimed {
     pub entry: pb::Entry,
     pub leaf_hash: Vec<u8>,
     pub cursor: u64,
-    pub key: Vec<u8>,
+    pub key: Arc<[u8]>,
 }
 
 /// Verifies entries in order as [`verify_entry`] does, checking the
@@ -234,7 +235,7 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
             .filter_map(|(i, (c, k))| {
                 let k = k.as_ref().filter(|k| !k.signature_verified)?;
                 let signature = c.entry.message.as_ref()?.signature.as_ref()?;
-                Some((i, &k.digest, signature, c.key.as_slice()))
+                Some((i, &k.digest, signature, &c.key[..]))
             })
             .collect();
         // A single check gains nothing from a batch.
@@ -384,7 +385,7 @@ mod tests {
                 entry,
                 leaf_hash: leaf.to_vec(),
                 cursor: i as u64 + 1,
-                key: key.public_key().to_vec(),
+                key: key.public_key().into(),
             })
             .collect();
         let (verified, failed) = verify_entries(claimed);
@@ -419,7 +420,7 @@ mod tests {
                 leaf_hash: tongbao_proto::canonical::leaf_hash(&entry).to_vec(),
                 entry,
                 cursor: i as u64 + 1,
-                key: key.public_key().to_vec(),
+                key: key.public_key().into(),
             })
             .collect();
         let (verified, failed) = verify_entries(claimed);

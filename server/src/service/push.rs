@@ -54,15 +54,8 @@ pub async fn push_batch(
     }
     let mut verdicts = state.verifier.verify(checks).await?.into_iter();
     for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-        // No verdict is no verification: refused, as a single push is.
-        match verdicts.next() {
-            Some(Ok(())) => {}
-            Some(Err(e)) => *outcome = Err(signature_status(&unit, e)),
-            None => {
-                *outcome = Err(Status::internal(
-                    "the signature verifier gave no answer; retry",
-                ))
-            }
+        if let Err(refused) = verified(&unit, verdicts.next()) {
+            *outcome = Err(refused);
         }
     }
     let outcomes =
@@ -105,8 +98,18 @@ async fn push_one(
 /// other pushes and receipts arrive at the same time; returns the digest.
 async fn verify_batched(state: &HubState, unit: &str, check: Check) -> Result<Hash, Status> {
     let digest = check.digest;
-    match state.verifier.verify(vec![check]).await?.into_iter().next() {
-        Some(Ok(())) => Ok(digest),
+    verified(
+        unit,
+        state.verifier.verify(vec![check]).await?.into_iter().next(),
+    )?;
+    Ok(digest)
+}
+
+/// The verifier's verdict on one signature as the caller's answer: no
+/// verdict at all is no verification.
+fn verified(unit: &str, verdict: Option<Result<(), KeyError>>) -> Result<(), Status> {
+    match verdict {
+        Some(Ok(())) => Ok(()),
         Some(Err(e)) => Err(signature_status(unit, e)),
         None => Err(Status::internal(
             "the signature verifier gave no answer; retry",

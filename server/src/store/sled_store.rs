@@ -2108,6 +2108,14 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let total = INBOX_CACHE_LEN as u64 + 600;
+        let pages_of = |s: &SledStore| -> Result<Vec<Vec<InboxItem>>, StoreError> {
+            let mut pages = Vec::new();
+            for after in [0, 1, 500, 599, 600, 601, total - 100, total - 1, total] {
+                pages.push(s.inbox_page("finance", after, 300)?);
+            }
+            pages.push(s.inbox_page("pbc", total / 3 - 5, 300)?);
+            Ok(pages)
+        };
         let live = {
             let s = SledStore::open(dir.path(), false)?;
             let mut seq = 0;
@@ -2125,20 +2133,10 @@ mod tests {
                 seq += batch.len() as u64;
                 s.commit(&batch)?;
             }
-            let mut pages = Vec::new();
-            for after in [0, 1, 500, 599, 600, 601, total - 100, total - 1, total] {
-                pages.push(s.inbox_page("finance", after, 300)?);
-            }
-            pages.push(s.inbox_page("pbc", total / 3 - 5, 300)?);
-            pages
+            pages_of(&s)?
         };
         // Reopened: nothing in memory, every page read from the database.
-        let s = SledStore::open(dir.path(), false)?;
-        let mut read = Vec::new();
-        for after in [0, 1, 500, 599, 600, 601, total - 100, total - 1, total] {
-            read.push(s.inbox_page("finance", after, 300)?);
-        }
-        read.push(s.inbox_page("pbc", total / 3 - 5, 300)?);
+        let read = pages_of(&SledStore::open(dir.path(), false)?)?;
         let cursors = |pages: &[Vec<InboxItem>]| -> Vec<Vec<(u64, String, u64)>> {
             pages
                 .iter()
