@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 use futures::StreamExt;
+
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,6 +46,11 @@ use tongbao_client::{Client, ClientError, Draft, PushReceipt};
 use tongbao_proto::pb::{self, Kind};
 use tongbao_server::{Hub, HubConfig};
 use tongbao_tests::{BoxError, TestPki, members_of};
+
+/// The hub's allocator, for its process (`--serve-hub`) and for the
+/// clients' (a departmental system chooses its own; see README).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// How long subscribers may take to acknowledge everything once pushes end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
