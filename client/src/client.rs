@@ -32,8 +32,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// three quarters, so that units served together (all sent the same
 /// entries at the same moment) do not all ask for their proofs at once.
 const INCLUSION_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// Entries checked together, at most.
-const INCLUSION_BATCH: usize = 512;
+/// Entries checked together, at most: as many as one call of proofs
+/// covers, so that a busy subscription asks once a second, not once per
+/// few hundred entries (each check also fetches and may save checkpoints).
+const INCLUSION_BATCH: usize = tongbao_proto::merkle::MAX_LEAVES_PER_CALL;
 /// Deliveries a subscription verifies together, at most: those that had
 /// arrived when it turned to the stream.
 const SUBSCRIPTION_BATCH: usize = 64;
@@ -914,7 +916,7 @@ impl Client {
     }
 
     /// [`Client::prove_included`] by position and leaf hash: one
-    /// multiproof per channel (per 4096 entries).
+    /// multiproof per channel (per `MAX_LEAVES_PER_CALL` entries).
     async fn prove_pins(&self, pins: &[pb::EntryPin]) -> Result<(), ClientError> {
         let mut by_channel: std::collections::BTreeMap<&str, Vec<(u64, tongbao_proto::Hash)>> =
             Default::default();
@@ -948,7 +950,7 @@ impl Client {
                 });
             }
             let cp = self.checkpoint(channel).await?;
-            for chunk in leaves.chunks(4096) {
+            for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
                 let r = self
                     .log()
                     .get_inclusion_proofs(pb::GetInclusionProofsRequest {
@@ -1266,7 +1268,7 @@ impl Client {
                     .into_inner()
                     .vkey;
                 trust.hub_key = Some(k.clone());
-                trust.save(&self.trust_path)?;
+                trust.save_off_runtime(&self.trust_path).await?;
                 k
             }
         };
@@ -1320,7 +1322,7 @@ impl Client {
         };
         let Some(trusted) = trust.trusted(channel).cloned() else {
             trust.remember(channel, cp.size, &cp.root, &note);
-            trust.save(&self.trust_path)?;
+            trust.save_off_runtime(&self.trust_path).await?;
             return Ok(verified);
         };
         use base64::Engine;
@@ -1371,7 +1373,7 @@ impl Client {
         }
         if cp.size > trusted.size {
             trust.remember(channel, cp.size, &cp.root, &note);
-            trust.save(&self.trust_path)?;
+            trust.save_off_runtime(&self.trust_path).await?;
         }
         Ok(verified)
     }

@@ -53,6 +53,12 @@ impl TrustState {
 
     /// Replaces the file atomically.
     pub fn save(&self, path: &Path) -> Result<(), ClientError> {
+        // One save at a time in this process: two saves of one file (a
+        // cancelled caller's still running) must not share the temporary.
+        static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _saving = SAVING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| file_err(path, e))?;
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
@@ -65,6 +71,15 @@ impl TrustState {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+
+    /// [`TrustState::save`] on a thread where blocking is allowed: it
+    /// writes and syncs a file, which would stall the caller's runtime.
+    pub(crate) async fn save_off_runtime(&self, path: &Path) -> Result<(), ClientError> {
+        let (state, owned) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || state.save(&owned))
+            .await
+            .map_err(|e| file_err(path, e))?
     }
 
     pub fn trusted(&self, channel: &str) -> Option<&TrustedCheckpoint> {

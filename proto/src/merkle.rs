@@ -30,6 +30,10 @@ pub const EMPTY_TREE_ROOT: Hash = [
 /// that every stored-hash index fits in a `u64` without overflow.
 pub const MAX_TREE_SIZE: u64 = 1 << 62;
 
+/// Most positions one call of GetInclusionProofs (or GetLeafHashes)
+/// covers: the hub refuses more, and the client asks for no more at once.
+pub const MAX_LEAVES_PER_CALL: usize = 4096;
+
 /// Why a tree hash or proof could not be computed or did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MerkleError {

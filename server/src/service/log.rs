@@ -9,12 +9,14 @@ use super::{HubState, storage_status};
 use crate::log::LogError;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
-use tongbao_proto::merkle::{prove_record, prove_records, prove_tree, stored_hash_index};
+use tongbao_proto::merkle::{
+    MAX_LEAVES_PER_CALL, prove_record, prove_records, prove_tree, stored_hash_index,
+};
 use tongbao_proto::pb::{self, log_server::Log};
 use tonic::{Request, Response, Status};
 
-/// Most leaf hashes one call returns.
-const MAX_LEAF_HASHES: u32 = 4096;
+/// Most leaf hashes (or inclusion proofs) one call returns.
+const MAX_LEAF_HASHES: u32 = MAX_LEAVES_PER_CALL as u32;
 
 /// `tongbao.v1.Log` over the shared hub state.
 #[derive(Clone)]
