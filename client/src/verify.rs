@@ -147,6 +147,10 @@ struct VerifiedSignatures {
     order: VecDeque<Hash>,
 }
 
+/// What names one verified signature in [`VerifiedSignatures`]: a hash of
+/// the digest, the signature and the public key, computed once per entry.
+type SignatureKey = Hash;
+
 impl VerifiedSignatures {
     const CAPACITY: usize = 1 << 16;
 
@@ -160,7 +164,7 @@ impl VerifiedSignatures {
         })
     }
 
-    fn key(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> Hash {
+    fn key(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> SignatureKey {
         sha256_of_parts(&[
             digest,
             signature.algorithm.as_bytes(),
@@ -173,24 +177,30 @@ impl VerifiedSignatures {
         ])
     }
 
-    fn seen(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) -> bool {
-        let key = Self::key(digest, signature, public_key);
-        Self::cell()
-            .lock()
-            .map(|v| v.set.contains(&key))
-            .unwrap_or(false)
+    /// Whether each key (None: nothing to look up) was verified before;
+    /// one lock for all.
+    fn seen_all(keys: &[Option<SignatureKey>]) -> Vec<bool> {
+        let set = Self::cell().lock().ok();
+        keys.iter()
+            .map(|k| match (k, &set) {
+                (Some(k), Some(v)) => v.set.contains(k),
+                _ => false,
+            })
+            .collect()
     }
 
-    fn remember(digest: &Hash, signature: &pb::Signature, public_key: &[u8]) {
-        let key = Self::key(digest, signature, public_key);
-        if let Ok(mut v) = Self::cell().lock()
-            && v.set.insert(key)
-        {
-            v.order.push_back(key);
-            if v.order.len() > Self::CAPACITY
-                && let Some(old) = v.order.pop_front()
-            {
-                v.set.remove(&old);
+    fn remember_all(keys: impl IntoIterator<Item = SignatureKey>) {
+        let Ok(mut v) = Self::cell().lock() else {
+            return;
+        };
+        for key in keys {
+            if v.set.insert(key) {
+                v.order.push_back(key);
+                if v.order.len() > Self::CAPACITY
+                    && let Some(old) = v.order.pop_front()
+                {
+                    v.set.remove(&old);
+                }
             }
         }
     }
@@ -211,53 +221,58 @@ pub(crate) struct Claimed {
 /// entries before the first that fails, and why it fails (a failed batch
 /// is checked again one by one, so the reason is the entry's own).
 pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Option<ClientError>) {
-    let mut known: Vec<Option<Known>> = claimed
+    // Per entry: its digest, and the cache key of its signature.
+    let digests: Vec<Option<(Hash, Option<SignatureKey>)>> = claimed
         .iter()
         .map(|c| {
             let signed = c.entry.message.as_ref()?;
             let digest = message_digest(signed.message.as_ref()?);
-            let signature_verified = signed
+            let key = signed
                 .signature
                 .as_ref()
-                .is_some_and(|s| VerifiedSignatures::seen(&digest, s, &c.key));
-            Some(Known {
-                digest,
-                signature_verified,
-            })
+                .map(|s| VerifiedSignatures::key(&digest, s, &c.key));
+            Some((digest, key))
         })
         .collect();
-    let mut newly_verified = Vec::new();
-    {
-        let pending: Vec<(usize, &Hash, &pb::Signature, &[u8])> = claimed
-            .iter()
-            .zip(&known)
-            .enumerate()
-            .filter_map(|(i, (c, k))| {
-                let k = k.as_ref().filter(|k| !k.signature_verified)?;
-                let signature = c.entry.message.as_ref()?.signature.as_ref()?;
-                Some((i, &k.digest, signature, &c.key[..]))
-            })
-            .collect();
-        // A single check gains nothing from a batch.
-        if pending.len() >= 2 {
-            let items: Vec<(&Hash, &pb::Signature, &[u8])> =
-                pending.iter().map(|(_, d, s, k)| (*d, *s, *k)).collect();
-            for ((i, digest, signature, key), verdict) in pending.iter().zip(verify_digests(&items))
-            {
-                if verdict.is_ok() {
-                    VerifiedSignatures::remember(digest, signature, key);
-                    newly_verified.push(*i);
+    let cache_keys: Vec<Option<SignatureKey>> =
+        digests.iter().map(|d| d.and_then(|(_, k)| k)).collect();
+    let mut signature_verified = VerifiedSignatures::seen_all(&cache_keys);
+    // Those not verified before, checked together.
+    let pending: Vec<(usize, &Hash, &pb::Signature, &[u8])> = claimed
+        .iter()
+        .zip(&digests)
+        .enumerate()
+        .filter(|(i, _)| !signature_verified.get(*i).copied().unwrap_or(false))
+        .filter_map(|(i, (c, d))| {
+            let (digest, _) = d.as_ref()?;
+            let signature = c.entry.message.as_ref()?.signature.as_ref()?;
+            Some((i, digest, signature, &c.key[..]))
+        })
+        .collect();
+    // A single check gains nothing from a batch.
+    if pending.len() >= 2 {
+        let items: Vec<(&Hash, &pb::Signature, &[u8])> =
+            pending.iter().map(|(_, d, s, k)| (*d, *s, *k)).collect();
+        let mut newly = Vec::new();
+        for ((i, ..), verdict) in pending.iter().zip(verify_digests(&items)) {
+            if verdict.is_ok() {
+                if let Some(v) = signature_verified.get_mut(*i) {
+                    *v = true;
                 }
+                newly.extend(cache_keys.get(*i).copied().flatten());
             }
         }
-    }
-    for i in newly_verified {
-        if let Some(Some(k)) = known.get_mut(i) {
-            k.signature_verified = true;
-        }
+        VerifiedSignatures::remember_all(newly);
     }
     let mut verified = Vec::with_capacity(claimed.len());
-    for (c, known) in claimed.into_iter().zip(known) {
+    for ((c, digest), signature_verified) in
+        claimed.into_iter().zip(digests).zip(signature_verified)
+    {
+        let known = digest.map(|(digest, cache_key)| Known {
+            digest,
+            cache_key,
+            signature_verified,
+        });
         match check_entry(c.entry, &c.leaf_hash, c.cursor, &c.key, known) {
             Ok(v) => verified.push(v),
             Err(e) => return (verified, Some(e)),
@@ -271,6 +286,8 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
 /// under the entry's key (from the cache or the batch).
 struct Known {
     digest: Hash,
+    /// Its signature's key in [`VerifiedSignatures`] (None: unsigned).
+    cache_key: Option<SignatureKey>,
     signature_verified: bool,
 }
 
@@ -312,17 +329,26 @@ fn check_entry(
             message.sender, entry.channel
         )));
     }
-    let (digest, signature_verified) = match known {
-        Some(k) => (k.digest, k.signature_verified),
-        None => (message_digest(message), false),
-    };
     let signature = signed
         .signature
         .as_ref()
         .ok_or_else(|| fail("the entry's message is not signed".into()))?;
-    if !signature_verified && !VerifiedSignatures::seen(&digest, signature, sender_key) {
+    let (digest, cache_key, signature_verified) = match known {
+        Some(Known {
+            digest,
+            cache_key: Some(key),
+            signature_verified,
+        }) => (digest, key, signature_verified),
+        _ => {
+            let digest = message_digest(message);
+            let key = VerifiedSignatures::key(&digest, signature, sender_key);
+            let seen = VerifiedSignatures::seen_all(&[Some(key)]);
+            (digest, key, seen.first().copied().unwrap_or(false))
+        }
+    };
+    if !signature_verified {
         verify_digest(&digest, signature, sender_key).map_err(|e| fail(e.to_string()))?;
-        VerifiedSignatures::remember(&digest, signature, sender_key);
+        VerifiedSignatures::remember_all([cache_key]);
     }
     let leaf_hash = leaf_hash_with_digest(&entry, &digest);
     if claimed_leaf_hash != leaf_hash {
@@ -447,9 +473,10 @@ mod tests {
                 .as_ref()
                 .and_then(|m| m.signature.as_ref())
                 .ok_or("no signature")?;
+            let cache_key = VerifiedSignatures::key(&digest, signature, key.public_key());
             assert_eq!(
-                VerifiedSignatures::seen(&digest, signature, key.public_key()),
-                i != 5,
+                VerifiedSignatures::seen_all(&[Some(cache_key)]),
+                [i != 5],
                 "entry {i}"
             );
             let verdict = verify_entry(e, &leaf, i as u64, key.public_key());

@@ -63,9 +63,37 @@ impl Sink for Vec<u8> {
     }
 }
 
-impl Sink for Context {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
+/// A SHA-256 fed through a small buffer: canonical bytes come in many
+/// pieces of a few bytes (lengths, names), and each `update` of the hash
+/// costs more than copying such a piece.
+struct Hasher {
+    ctx: Context,
+    buf: [u8; Hasher::BUF],
+    len: usize,
+}
+
+impl Hasher {
+    /// Whole SHA-256 blocks, so that a flush hashes without carrying over.
+    const BUF: usize = 512;
+
+    fn new() -> Self {
+        Self {
+            ctx: Context::new(&SHA256),
+            buf: [0; Self::BUF],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(pending) = self.buf.get(..self.len) {
+            self.ctx.update(pending);
+        }
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> Hash {
+        self.flush();
+        finish(self.ctx)
     }
 }
 
@@ -75,10 +103,26 @@ fn finish(ctx: Context) -> Hash {
     out
 }
 
+impl Sink for Hasher {
+    fn put(&mut self, bytes: &[u8]) {
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+            return;
+        }
+        self.flush();
+        if bytes.len() >= Self::BUF {
+            self.ctx.update(bytes);
+        } else {
+            self.put(bytes);
+        }
+    }
+}
+
 /// SHA-256 of the canonical encoding of a message: the one value that
 /// stands for its content in signatures and leaves.
 pub fn message_digest(m: &Message) -> Hash {
-    let mut s = Context::new(&SHA256);
+    let mut s = Hasher::new();
     s.put(MESSAGE_DOMAIN);
     s.str(&m.message_id);
     s.str(&m.sender);
@@ -135,7 +179,7 @@ pub fn message_digest(m: &Message) -> Hash {
             s.str(&x.text);
         }
     }
-    finish(s)
+    s.finish()
 }
 
 fn put_pin(s: &mut impl Sink, pin: &EntryPin) {
@@ -207,10 +251,10 @@ pub fn leaf_hash(entry: &Entry) -> Hash {
 /// [`leaf_hash`] when the message digest is already known. The leaf bytes
 /// go straight into the hash, as [`leaf_hash_of_bytes`] would take them.
 pub fn leaf_hash_with_digest(entry: &Entry, digest: &Hash) -> Hash {
-    let mut ctx = Context::new(&SHA256);
-    ctx.update(&[LEAF_HASH_PREFIX]);
-    put_leaf(&mut ctx, entry, digest);
-    finish(ctx)
+    let mut h = Hasher::new();
+    h.u8(LEAF_HASH_PREFIX);
+    put_leaf(&mut h, entry, digest);
+    h.finish()
 }
 
 /// RFC 6962 leaf hash of already encoded leaf bytes.
@@ -239,6 +283,27 @@ pub fn sha256_of_parts(parts: &[&[u8]]) -> Hash {
 mod tests {
     use super::*;
     use crate::pb::{EntryRef, Labels, SignedMessage};
+
+    #[test]
+    fn the_buffered_hasher_hashes_exactly_the_pieces_put_in() {
+        // Pieces that fill the buffer exactly, cross it, and exceed it.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for sizes in [
+            &[1usize, 7, 504, 3, 600, 1][..],
+            &[512, 512, 1],
+            &[511, 2, 1023, 1024],
+            &[0, 0, 64, 0],
+            &[4999],
+        ] {
+            let mut h = Hasher::new();
+            let mut at = 0;
+            for n in sizes {
+                h.put(&data[at..at + n]);
+                at += n;
+            }
+            assert_eq!(h.finish(), sha256_of_parts(&[&data[..at]]), "{sizes:?}");
+        }
+    }
 
     fn sample() -> Message {
         Message {
