@@ -41,6 +41,27 @@ fn file_err(path: &Path, reason: impl ToString) -> ClientError {
     }
 }
 
+/// The order of this process's trust-state saves: each takes a number
+/// when its state is taken, and the file keeps the highest number written.
+/// Saves run one at a time (they share the file's temporary).
+struct SaveOrder;
+
+impl SaveOrder {
+    fn next() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The highest number written to each file; held while saving.
+    fn written() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, u64>> {
+        static WRITTEN: std::sync::Mutex<BTreeMap<PathBuf, u64>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        WRITTEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 impl TrustState {
     /// Reads the file, or starts empty if it does not exist yet.
     pub fn load(path: &Path) -> Result<Self, ClientError> {
@@ -53,12 +74,33 @@ impl TrustState {
 
     /// Replaces the file atomically.
     pub fn save(&self, path: &Path) -> Result<(), ClientError> {
-        // One save at a time in this process: two saves of one file (a
-        // cancelled caller's still running) must not share the temporary.
-        static SAVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _saving = SAVING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.save_numbered(path, SaveOrder::next())
+    }
+
+    /// [`TrustState::save`] on a thread where blocking is allowed (it
+    /// writes and syncs a file, which would stall the caller's runtime),
+    /// or here when there is no runtime. The save's place in line is taken
+    /// now, while the caller holds the state: a caller that stops waiting
+    /// leaves its save running, and a later save must not be overwritten
+    /// by it.
+    pub(crate) async fn save_off_runtime(&self, path: &Path) -> Result<(), ClientError> {
+        let number = SaveOrder::next();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.save_numbered(path, number);
+        }
+        let (state, owned) = (self.clone(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || state.save_numbered(&owned, number))
+            .await
+            .map_err(|e| file_err(path, e))?
+    }
+
+    /// Writes the file unless a later save of this process (a higher
+    /// `number`) has written it already: trust only moves forward.
+    fn save_numbered(&self, path: &Path, number: u64) -> Result<(), ClientError> {
+        let mut written = SaveOrder::written();
+        if written.get(path).is_some_and(|&last| last > number) {
+            return Ok(());
+        }
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| file_err(path, e))?;
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| file_err(&tmp, e))?;
@@ -70,16 +112,8 @@ impl TrustState {
         {
             let _ = d.sync_all();
         }
+        written.insert(path.to_path_buf(), number);
         Ok(())
-    }
-
-    /// [`TrustState::save`] on a thread where blocking is allowed: it
-    /// writes and syncs a file, which would stall the caller's runtime.
-    pub(crate) async fn save_off_runtime(&self, path: &Path) -> Result<(), ClientError> {
-        let (state, owned) = (self.clone(), path.to_path_buf());
-        tokio::task::spawn_blocking(move || state.save(&owned))
-            .await
-            .map_err(|e| file_err(path, e))?
     }
 
     pub fn trusted(&self, channel: &str) -> Option<&TrustedCheckpoint> {
@@ -110,4 +144,40 @@ pub fn keep_evidence(trust_path: &Path, channel: &str, trusted: &str, served: &s
     );
     let _ = std::fs::write(&path, text);
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_size(size: u64) -> TrustState {
+        let mut s = TrustState::default();
+        s.remember("tax", size, &[7; 32], "note");
+        s
+    }
+
+    #[test]
+    fn an_earlier_save_finishing_late_does_not_undo_a_later_one()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("trust.json");
+        let (older, newer) = (SaveOrder::next(), SaveOrder::next());
+        at_size(10).save_numbered(&path, newer)?;
+        // The save that took its place first (a cancelled caller's) ends last.
+        at_size(5).save_numbered(&path, older)?;
+        assert_eq!(TrustState::load(&path)?, at_size(10));
+        // Later saves still land.
+        at_size(12).save(&path)?;
+        assert_eq!(TrustState::load(&path)?, at_size(12));
+        Ok(())
+    }
+
+    #[test]
+    fn saving_without_a_runtime_saves_in_place() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("trust.json");
+        futures::executor::block_on(at_size(3).save_off_runtime(&path))?;
+        assert_eq!(TrustState::load(&path)?, at_size(3));
+        Ok(())
+    }
 }

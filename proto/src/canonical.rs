@@ -73,7 +73,8 @@ struct Hasher {
 }
 
 impl Hasher {
-    /// Whole SHA-256 blocks, so that a flush hashes without carrying over.
+    /// Room for a whole leaf or message header; a longer piece (a body)
+    /// goes to the hash directly, after what is buffered.
     const BUF: usize = 512;
 
     fn new() -> Self {

@@ -33,7 +33,6 @@
 #![forbid(unsafe_code)]
 
 use futures::StreamExt;
-
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
