@@ -647,10 +647,8 @@ impl Client {
         {
             // A slot was free: this push goes at once, from here, without a
             // hop to another task.
-            let slot = PushSlot(self);
-            let r = self.push_call(mine.signed).await;
-            drop(slot);
-            return r.map(|r| PushReceipt::new(r, message_id));
+            let _slot = PushSlot(self);
+            return self.push_alone(mine.signed, message_id).await;
         }
         match answer.await {
             Ok(Answer::Done(r)) => r.map(|r| PushReceipt::new(r, message_id)),

@@ -179,11 +179,11 @@ impl VerifiedSignatures {
 
     /// Whether each key (None: nothing to look up) was verified before;
     /// one lock for all.
-    fn seen_all(keys: &[Option<SignatureKey>]) -> Vec<bool> {
+    fn seen_all(keys: impl IntoIterator<Item = Option<SignatureKey>>) -> Vec<bool> {
         let set = Self::cell().lock().ok();
-        keys.iter()
+        keys.into_iter()
             .map(|k| match (k, &set) {
-                (Some(k), Some(v)) => v.set.contains(k),
+                (Some(k), Some(v)) => v.set.contains(&k),
                 _ => false,
             })
             .collect()
@@ -234,9 +234,8 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
             Some((digest, key))
         })
         .collect();
-    let cache_keys: Vec<Option<SignatureKey>> =
-        digests.iter().map(|d| d.and_then(|(_, k)| k)).collect();
-    let mut signature_verified = VerifiedSignatures::seen_all(&cache_keys);
+    let cache_key = |i: usize| digests.get(i).copied().flatten().and_then(|(_, k)| k);
+    let mut signature_verified = VerifiedSignatures::seen_all((0..digests.len()).map(cache_key));
     // Those not verified before, checked together.
     let pending: Vec<(usize, &Hash, &pb::Signature, &[u8])> = claimed
         .iter()
@@ -259,7 +258,7 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
                 if let Some(v) = signature_verified.get_mut(*i) {
                     *v = true;
                 }
-                newly.extend(cache_keys.get(*i).copied().flatten());
+                newly.extend(cache_key(*i));
             }
         }
         VerifiedSignatures::remember_all(newly);
@@ -342,7 +341,7 @@ fn check_entry(
         _ => {
             let digest = message_digest(message);
             let key = VerifiedSignatures::key(&digest, signature, sender_key);
-            let seen = VerifiedSignatures::seen_all(&[Some(key)]);
+            let seen = VerifiedSignatures::seen_all([Some(key)]);
             (digest, key, seen.first().copied().unwrap_or(false))
         }
     };
@@ -475,7 +474,7 @@ mod tests {
                 .ok_or("no signature")?;
             let cache_key = VerifiedSignatures::key(&digest, signature, key.public_key());
             assert_eq!(
-                VerifiedSignatures::seen_all(&[Some(cache_key)]),
+                VerifiedSignatures::seen_all([Some(cache_key)]),
                 [i != 5],
                 "entry {i}"
             );

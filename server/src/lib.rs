@@ -6,6 +6,12 @@
 //! bytes on disk.
 #![forbid(unsafe_code)]
 
+/// The hub runs on jemalloc, in every process that links it (`tongbao-hub`,
+/// the test hub, the bench): under load glibc's malloc took ~20 % of the
+/// hub's CPU, and mimalloc doubled its peak RSS (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod admin_audit;
 pub mod appender;
 pub mod cli;

@@ -1,11 +1,6 @@
 //! `tongbao-hub`: serve the exchange, and operator commands.
 #![forbid(unsafe_code)]
 
-/// jemalloc rather than the system allocator: under load glibc malloc
-/// took ~20 % of the hub's CPU (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> std::process::ExitCode {
     // A build of the whole workspace turns on the test hub's crash and
     // tampering points for this binary too (features are unified): such a

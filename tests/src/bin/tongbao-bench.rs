@@ -3,7 +3,8 @@
 //! Each scenario runs against a fresh hub with a fresh PKI. The hub runs in
 //! its own process (this binary started with `--serve-hub`), so that its CPU
 //! time and peak memory can be read from `/proc/<pid>` apart from the
-//! clients'.
+//! clients'. Both processes allocate with the hub's allocator (jemalloc,
+//! which linking `tongbao-server` brings).
 //!
 //! * "1 recipient": P distinct units push to `civil-affairs`, which
 //!   subscribes and acknowledges.
@@ -45,11 +46,6 @@ use tongbao_client::{Client, ClientError, Draft, PushReceipt};
 use tongbao_proto::pb::{self, Kind};
 use tongbao_server::{Hub, HubConfig};
 use tongbao_tests::{BoxError, TestPki, members_of};
-
-/// The hub's allocator, for its process (`--serve-hub`) and for the
-/// clients' (a departmental system chooses its own; see README).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// How long subscribers may take to acknowledge everything once pushes end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
