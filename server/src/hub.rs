@@ -290,8 +290,10 @@ fn finish_pending_rotations(
     if registry.pending_rotations.is_empty() {
         return Ok(registry);
     }
-    let done = registry
-        .finish_pending_rotations(|unit, id| crate::service::appended_at(store, unit, id))?;
+    let done = registry.finish_pending_rotations(|p| {
+        let digest = (!p.message_digest.is_empty()).then_some(p.message_digest.as_slice());
+        crate::service::appended_at(store, &p.unit, &p.message_id, digest)
+    })?;
     store.save_registry(&registry)?;
     for line in done {
         tracing::warn!("finished an interrupted key rotation: {line}");

@@ -176,8 +176,15 @@ pub fn check_receipt<'a>(
             pins.len()
         )));
     }
+    let mut named_once = BTreeSet::new();
     for p in pins {
         check_pin(p)?;
+        if !named_once.insert((p.channel.as_str(), p.seq)) {
+            return Err(malformed(format!(
+                "the receipt names entry {}:{} more than once; name each entry once",
+                p.channel, p.seq
+            )));
+        }
     }
     let senders: BTreeSet<&str> = pins.iter().map(|p| p.channel.as_str()).collect();
     let audience = m.audience.clone().unwrap_or_default();

@@ -185,6 +185,11 @@ pub struct PendingRotation {
     pub message_id: String,
     pub new_public_key: Vec<u8>,
     pub old_key_id: String,
+    /// The announcement's message digest: only an entry with this digest
+    /// under `message_id` applies the rotation, not another message that
+    /// reused or raced for the id. Empty in registries written before it.
+    #[serde(default)]
+    pub message_digest: Vec<u8>,
 }
 
 /// The whole registry, as stored.
@@ -482,11 +487,11 @@ impl Registry {
     /// Returns what was done, for the log.
     pub fn finish_pending_rotations<E>(
         &mut self,
-        mut appended_at: impl FnMut(&str, &str) -> Result<Option<i64>, E>,
+        mut appended_at: impl FnMut(&PendingRotation) -> Result<Option<i64>, E>,
     ) -> Result<Vec<String>, E> {
         let mut done = Vec::new();
         for p in std::mem::take(&mut self.pending_rotations) {
-            let Some(effective) = appended_at(&p.unit, &p.message_id)? else {
+            let Some(effective) = appended_at(&p)? else {
                 done.push(format!(
                     "rotation {} of unit {} was never appended; dropped",
                     p.message_id, p.unit
@@ -738,11 +743,12 @@ mod tests {
                 message_id: id.into(),
                 new_public_key: new.public_key().to_vec(),
                 old_key_id: old.clone(),
+                message_digest: vec![7; 32],
             })?;
         }
         assert!(r.rotation_pending("tax", &old));
-        let done = r.finish_pending_rotations(|_, id| {
-            Ok::<_, std::convert::Infallible>((id == "appended").then_some(1_000))
+        let done = r.finish_pending_rotations(|p| {
+            Ok::<_, std::convert::Infallible>((p.message_id == "appended").then_some(1_000))
         })?;
         assert_eq!(done.len(), 2, "{done:?}");
         assert!(r.pending_rotations.is_empty() && !r.rotation_pending("tax", &old));

@@ -354,6 +354,35 @@ impl HubProcess {
         Ok(Self { child, addr })
     }
 
+    /// Starts the hub on `data_dir` expecting it to refuse: returns what it
+    /// wrote to stderr. A hub that starts serving instead is stopped, and
+    /// that is the error (so a test of a refusal cannot hang on a hub that
+    /// serves).
+    pub fn refused_start(pki: &TestPki, binary: &str, data_dir: &Path) -> Result<String, BoxError> {
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(pki.path().join("hub.toml"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if line.starts_with("tongbao-hub listening on ") {
+            child.kill()?;
+            child.wait()?;
+            return Err(format!("the hub started instead of refusing: {}", line.trim()).into());
+        }
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            return Err("the hub exited successfully instead of refusing".into());
+        }
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     /// Sends SIGHUP (through `kill`, as an operator would: no unsafe code).
     pub fn hangup(&self) -> Result<(), BoxError> {
         let status = Command::new("kill")

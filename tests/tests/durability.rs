@@ -425,3 +425,78 @@ async fn an_entry_is_not_readable_before_its_commit_is_durable() -> TestResult {
     hub.kill()?;
     Ok(())
 }
+
+/// The record boundaries of a journal file (length, checksum, id, payload).
+fn journal_records(bytes: &[u8]) -> Vec<(usize, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 16) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&header[8..16]);
+        out.push((at, u64::from_le_bytes(id)));
+        at += 16 + len;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_inside_the_newest_journal_file_refuses_the_start() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    // The database is not flushed while the test runs: every answered
+    // push is in the journal only.
+    let hub = HubProcess::start_with_env(
+        &pki,
+        HUB,
+        &data,
+        &[("TONGBAO_FAILPOINT", "background-flush:600000")],
+    )?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    let mut answered = Vec::new();
+    for i in 0..12 {
+        answered.push(
+            tax.push(note(&format!("n{i}")).to_units(["finance"]))
+                .await?,
+        );
+    }
+    hub.kill()?;
+    let newest = std::fs::read_dir(data.join("journal"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+        .max()
+        .ok_or("no journal file")?;
+    let mut bytes = std::fs::read(&newest)?;
+    let records = journal_records(&bytes);
+    assert!(records.len() >= 6, "only {} records", records.len());
+    // One byte of a record's payload in the middle of the file.
+    let (at, id) = records[records.len() / 2];
+    bytes[at + 20] ^= 0x01;
+    std::fs::write(&newest, &bytes)?;
+
+    let stderr = HubProcess::refused_start(&pki, HUB, &data)
+        .map_err(|e| format!("{e}: commits after {id} were dropped"))?;
+    let name = newest.file_name().and_then(|n| n.to_str()).ok_or("name")?;
+    for words in [
+        "stored data is corrupt",
+        name,
+        &format!("unreadable from byte {at}"),
+        &format!("commit {} follows", id + 1),
+    ] {
+        assert!(stderr.contains(words), "{stderr:?} should say {words:?}");
+    }
+    // The refusal changed nothing: the damage mended, every answered push
+    // is there.
+    bytes[at + 20] ^= 0x01;
+    std::fs::write(&newest, &bytes)?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    for r in &answered {
+        let e = tax.get_entry(&r.channel, r.seq).await?;
+        assert_eq!(e.leaf_hash.to_vec(), r.leaf_hash);
+    }
+    hub.kill()?;
+    Ok(())
+}

@@ -855,3 +855,56 @@ async fn offline_bundle_refuses_a_signature_made_before_its_key_began() -> TestR
     }
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_reusing_an_earlier_message_id_changes_no_key() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let finance = t.unit("finance").await?;
+    let old_key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("tax"))?)?;
+    let earlier = tax
+        .push(
+            note("an ordinary notice")
+                .to_units(["finance"])
+                .with_id("tax-notice-1"),
+        )
+        .await?;
+    let later = tax
+        .push(note("signed since then").to_units(["finance"]))
+        .await?;
+    let keys_before = registered_keys(&finance, "tax").await?;
+    // A rotation under the notice's id: if it settled from the notice, the
+    // old key would be retired from the notice's time, back-dated.
+    let new_key = SigningKey::generate()?;
+    let announcement = tax.sign(
+        Draft::new(
+            pb::Kind::KeyRotation,
+            "rotation",
+            rotation::body("tax", "tax-notice-1", &new_key),
+        )
+        .with_content_type(rotation::CONTENT_TYPE)
+        .with_id("tax-notice-1")
+        .to_units(["finance"]),
+    )?;
+    let (code, message) = refusal(
+        tax.directory()
+            .rotate_key(pb::RotateKeyRequest {
+                announcement: Some(announcement),
+            })
+            .await
+            .map_err(ClientError::from),
+    )?;
+    assert_eq!(code, tonic::Code::AlreadyExists, "{message}");
+    assert!(
+        message.contains(&format!("entry tax:{}", earlier.seq)),
+        "{message}"
+    );
+    // No key changed, and what was signed since the notice still verifies.
+    assert_eq!(registered_keys(&finance, "tax").await?, keys_before);
+    let old = key_with_id(&keys_before, old_key.key_id())?;
+    assert_eq!(old.valid_until_micros, 0, "the old key stays in force");
+    finance.get_entry("tax", later.seq).await?;
+    tax.push(note("still the old key").to_units(["finance"]))
+        .await?;
+    t.stop().await
+}

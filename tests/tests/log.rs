@@ -325,14 +325,11 @@ async fn checkpoints_are_signed_on_a_cadence_and_survive_restart() -> TestResult
 
 /// Starts the hub on tampered data and expects it to refuse, naming why.
 fn refuses_to_start(pki: &TestPki, words: &[&str]) -> TestResult {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tongbao-test-hub"))
-        .args(["serve", "--config"])
-        .arg(pki.path().join("hub.toml"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "error")
-        .output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the hub started on tampered data");
+    let stderr = HubProcess::refused_start(
+        pki,
+        env!("CARGO_BIN_EXE_tongbao-test-hub"),
+        &pki.path().join("data"),
+    )?;
     for w in words {
         assert!(stderr.contains(w), "{stderr:?} should say {w:?}");
     }

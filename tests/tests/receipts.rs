@@ -496,3 +496,27 @@ async fn receipts_survive_a_killed_hub() -> TestResult {
     hub.kill()?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_naming_an_entry_twice_is_refused_and_changes_nothing() -> TestResult {
+    let t = TestHub::start().await?;
+    t.unit("tax")
+        .await?
+        .push(note("once").to_units(["finance"]))
+        .await?;
+    let finance = t.unit("finance").await?;
+    let entries = finance.pull(0, 10).await?.entries;
+    let pin = entries.first().ok_or("no entry")?.pin();
+    for times in [2, 3] {
+        let twice = finance.sign_receipt(vec![pin.clone(); times])?;
+        refused(
+            finance.ack_signed(twice).await,
+            Code::InvalidArgument,
+            "more than once",
+        );
+    }
+    // The entry is still unanswered: a proper receipt counts it once.
+    let once = finance.ack_pins(vec![pin]).await?;
+    assert_eq!(once.newly_acknowledged, 1);
+    t.stop().await
+}

@@ -270,7 +270,7 @@ impl CertRecord {
             CertState::Revoked
         } else if self.not_after <= now {
             CertState::Expired
-        } else if self.not_after <= now + warn {
+        } else if self.not_after <= now.saturating_add(warn) {
             CertState::Expiring
         } else {
             CertState::Valid

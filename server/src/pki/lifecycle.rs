@@ -543,7 +543,9 @@ pub fn list(dir: &Path, expiring: Option<Duration>) -> Result<Listing, PkiError>
         .into_iter()
         .filter(|r| {
             expiring.is_none()
-                || (r.revoked.is_none() && r.is_current() && r.not_after <= now + window)
+                || (r.revoked.is_none()
+                    && r.is_current()
+                    && r.not_after <= now.saturating_add(window))
         })
         .map(|r| ListRow {
             days_left: r.days_left(now),

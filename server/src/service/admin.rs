@@ -8,6 +8,7 @@
 
 use super::push::verify_sender_signature;
 use super::{HubState, storage_status};
+use crate::appender::AppendError;
 use crate::registry::{PendingRotation, Registry, RegistryError, display_micros};
 use crate::tls::peer_principal;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::decode_public_key;
 use tongbao_proto::pb::admin_server::Admin;
 use tongbao_proto::pb::directory_server::Directory;
-use tongbao_proto::{now_micros, pb, rotation};
+use tongbao_proto::{Hash, now_micros, pb, rotation};
 use tonic::{Request, Response, Status};
 
 /// Most audit records one `ListAudit` call returns.
@@ -424,16 +425,18 @@ impl Directory for DirectoryService {
 }
 
 /// Ends a pending rotation by what the unit's channel holds: applies it
-/// from the announcement's hub time if it was appended (returning that
-/// time), forgets it if not.
+/// from the announcement's hub time if this very announcement (`digest`)
+/// was appended (returning that time), forgets it if not.
 fn settle_rotation(
     state: &HubState,
     unit: &str,
     message_id: &str,
+    digest: &Hash,
     new_public_key: &[u8],
     old_key: &str,
 ) -> Result<Option<i64>, Status> {
-    let effective = appended_at(state.store.as_ref(), unit, message_id).map_err(storage_status)?;
+    let effective = appended_at(state.store.as_ref(), unit, message_id, Some(digest))
+        .map_err(storage_status)?;
     change_registry(state, |r| match effective {
         Some(at) => r.apply_rotation(unit, message_id, new_public_key, old_key, at),
         None => {
@@ -444,15 +447,20 @@ fn settle_rotation(
     Ok(effective)
 }
 
-/// The hub time of message `message_id` in `unit`'s channel, if appended.
+/// The hub time of message `message_id` in `unit`'s channel, if appended
+/// (and, given a `digest`, only if the entry under that id has it).
 pub fn appended_at(
     store: &dyn crate::store::Store,
     unit: &str,
     message_id: &str,
+    digest: Option<&[u8]>,
 ) -> Result<Option<i64>, crate::store::StoreError> {
     let Some(rec) = store.message(unit, message_id)? else {
         return Ok(None);
     };
+    if digest.is_some_and(|d| d != rec.message_digest.as_slice()) {
+        return Ok(None);
+    }
     Ok(store.entry(unit, rec.seq)?.map(|e| e.entry.hub_micros))
 }
 
@@ -478,11 +486,25 @@ impl DirectoryService {
                 "the announced key is the key that signs the announcement; announce a new key",
             ));
         }
-        let repeated = state
+        // Only a true repeat of this announcement may settle from the entry
+        // already under its id; another message there refuses the call
+        // before the registry is touched.
+        let repeated = match state
             .store
             .message(unit, &message.message_id)
             .map_err(storage_status)?
-            .is_some();
+        {
+            None => false,
+            Some(rec) if rec.message_digest == digest => true,
+            Some(rec) => {
+                return Err(AppendError::IdReused {
+                    message_id: message.message_id.clone(),
+                    sender: unit.to_string(),
+                    seq: rec.seq,
+                }
+                .into());
+            }
+        };
         if !repeated
             && state
                 .registry()?
@@ -504,6 +526,7 @@ impl DirectoryService {
                     message_id: message_id.clone(),
                     new_public_key: announced.public_key.clone(),
                     old_key_id: old_key.clone(),
+                    message_digest: digest.to_vec(),
                 })
             })?;
         }
@@ -514,7 +537,14 @@ impl DirectoryService {
         crate::failpoint::hit("rotation-appended");
         // Whether or not the append answered, the channel decides: applied
         // if the announcement is there, forgotten if not.
-        let effective = settle_rotation(state, unit, &message_id, &announced.public_key, &old_key)?;
+        let effective = settle_rotation(
+            state,
+            unit,
+            &message_id,
+            &digest,
+            &announced.public_key,
+            &old_key,
+        )?;
         let appended = appended?;
         let effective = effective
             .ok_or_else(|| Status::internal("the appended announcement cannot be read back"))?;

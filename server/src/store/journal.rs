@@ -94,37 +94,70 @@ pub fn encode_record(out: &mut Vec<u8>, id: u64, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The record starting at `at` in `bytes`, if one is whole there with a
+/// nonzero id and a good checksum; with the bytes it takes.
+fn record_at(bytes: &[u8], at: usize) -> Option<(u64, &[u8])> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let (len, rest) = header.split_at(4);
+    let (crc, id_bytes) = rest.split_at(4);
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(crc.try_into().ok()?);
+    let id = u64::from_le_bytes(id_bytes.try_into().ok()?);
+    if id == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let payload = bytes.get(at + HEADER..at + HEADER + len)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(id_bytes);
+    h.update(payload);
+    (h.finalize() == crc).then_some((id, payload))
+}
+
 /// The whole records at the start of `bytes`, and how many bytes they
 /// take: reading stops at the first record that is cut short, has a bad
 /// checksum or is zero-filled.
 fn decode_records(bytes: &[u8]) -> (Vec<Record>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let field = |r: std::ops::Range<usize>| header.get(r).unwrap_or_default();
-        let len = u32::from_le_bytes(field(0..4).try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(field(4..8).try_into().unwrap_or_default());
-        let id_bytes = field(8..16);
-        let id = u64::from_le_bytes(id_bytes.try_into().unwrap_or_default());
-        if id == 0 || len > MAX_RECORD {
-            break;
-        }
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        let mut h = crc32fast::Hasher::new();
-        h.update(id_bytes);
-        h.update(payload);
-        if h.finalize() != crc {
-            break;
-        }
+    while let Some((id, payload)) = record_at(bytes, at) {
         out.push(Record {
             id,
             payload: payload.to_vec(),
         });
-        at += HEADER + len;
+        at += HEADER + payload.len();
     }
     (out, at)
+}
+
+/// The first whole, checksummed record that starts after byte `from` of
+/// `bytes` and carries a later commit than `after`, as (offset, commit).
+/// A tail that a crash tore holds none: a write is cut, not skipped, so
+/// a good record beyond unreadable bytes means damage in the middle.
+fn record_beyond(bytes: &[u8], from: usize, after: u64) -> Option<(usize, u64)> {
+    // No file holds more commits than it has bytes, so an id beyond that
+    // is not a header: this keeps the scan to a compare per offset.
+    let last_plausible = after.saturating_add(bytes.len() as u64);
+    (from + 1..bytes.len().saturating_sub(HEADER - 1)).find_map(|at| {
+        let id = u64::from_le_bytes(bytes.get(at + 8..at + HEADER)?.try_into().ok()?);
+        if id <= after || id > last_plausible {
+            return None;
+        }
+        record_at(bytes, at).map(|(id, _)| (at, id))
+    })
+}
+
+/// The commits a torn tail's unreadable bytes had begun: the one after
+/// `last` and, where the cut left its header readable, the one it names.
+fn torn_commits(bytes: &[u8], used: usize, last: u64) -> String {
+    let named = bytes
+        .get(used + 8..used + HEADER)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .filter(|id| *id > last + 1 && *id <= last.saturating_add(bytes.len() as u64));
+    match named {
+        Some(id) => format!("{}..={id}", last + 1),
+        None => format!("{}", last + 1),
+    }
 }
 
 impl Journal {
@@ -163,15 +196,29 @@ impl Journal {
         found.sort();
         let mut records: Vec<Record> = Vec::new();
         // The newest file's torn tail, cut once everything else checks out.
-        let mut torn: Option<(&Path, u64)> = None;
+        let mut torn: Option<(&Path, u64, u64, u64)> = None;
+        let mut torn_ids = String::new();
         for (i, (first, path)) in found.iter().enumerate() {
             let mut bytes = Vec::new();
             File::open(path)?.read_to_end(&mut bytes)?;
             let (mut read, used) = decode_records(&bytes);
             let next_first = found.get(i + 1).map(|(f, _)| *f);
             if used < bytes.len() {
+                let last = read.last().map_or(first.saturating_sub(1), |r| r.id);
                 match next_first {
-                    None => torn = Some((path, used as u64)),
+                    None => {
+                        // Commits the database holds are no loss.
+                        if let Some((at, id)) = record_beyond(&bytes, used, last.max(durable)) {
+                            return Err(StoreError::Corrupt(format!(
+                                "journal file {} is unreadable from byte {used}, and commit \
+                                 {id} follows at byte {at}: this is damage, not a write \
+                                 cut short by a crash",
+                                path.display()
+                            )));
+                        }
+                        torn = Some((path, used as u64, bytes.len() as u64, last));
+                        torn_ids = torn_commits(&bytes, used, last);
+                    }
                     // What is lost there the database holds already.
                     Some(next) if next <= durable + 1 => {}
                     Some(_) => {
@@ -208,7 +255,15 @@ impl Journal {
                 )));
             }
         }
-        if let Some((path, used)) = torn {
+        if let Some((path, used, len, last)) = torn {
+            tracing::warn!(
+                file = %path.display(),
+                offset = used,
+                bytes_cut = len - used,
+                last_whole_commit = last,
+                commits_cut = %torn_ids,
+                "cutting a journal record that a crash left unfinished (never answered)"
+            );
             let f = OpenOptions::new().write(true).open(path)?;
             f.set_len(used)?;
             f.sync_all()?;
@@ -481,6 +536,115 @@ mod tests {
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].payload, b"first");
         Ok(())
+    }
+
+    /// Five records in one file, and where record `n` (1-based) begins.
+    fn five_records(dir: &Path) -> Result<(PathBuf, Vec<usize>), Box<dyn std::error::Error>> {
+        let (j, _) = Journal::open(dir, true, 0)?;
+        let mut starts = Vec::new();
+        let mut at = 0;
+        for id in 1..=5u64 {
+            starts.push(at);
+            let payload = vec![id as u8; 40 + id as usize];
+            at += HEADER + payload.len();
+            j.append(id, &payload)?;
+        }
+        j.sync()?;
+        drop(j);
+        let path = files(dir)?.pop().ok_or("no journal file")?;
+        Ok((path, starts))
+    }
+
+    #[test]
+    fn damage_in_the_middle_of_the_newest_file_refuses_the_start() -> TestResult {
+        // Payload, checksum, length and id of record 2 each damaged in
+        // turn: records 3 to 5 follow, so it is no torn tail.
+        for (what, offset) in [
+            ("payload", HEADER + 3),
+            ("checksum", 5),
+            ("length", 1),
+            ("id", 9),
+        ] {
+            let dir = tempfile::tempdir()?;
+            let (path, starts) = five_records(dir.path())?;
+            let mut bytes = std::fs::read(&path)?;
+            bytes[starts[1] + offset] ^= 0x40;
+            std::fs::write(&path, &bytes)?;
+            match Journal::open(dir.path(), true, 0) {
+                Err(StoreError::Corrupt(m)) => {
+                    assert!(
+                        m.contains(&format!("unreadable from byte {}", starts[1])),
+                        "{what}: {m}"
+                    );
+                    assert!(
+                        m.contains(&format!("commit 3 follows at byte {}", starts[2])),
+                        "{what}: {m}"
+                    );
+                    assert!(m.contains(&path.display().to_string()), "{what}: {m}");
+                }
+                other => panic!("{what}: expected corruption, got {other:?}"),
+            }
+            // Nothing was cut: the file is as the damage left it.
+            assert_eq!(std::fs::read(&path)?, bytes, "{what}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn damage_before_records_the_database_holds_is_no_loss() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (path, starts) = five_records(dir.path())?;
+        let mut bytes = std::fs::read(&path)?;
+        bytes[starts[3] + HEADER] ^= 1;
+        std::fs::write(&path, &bytes)?;
+        // Record 5 follows the damaged 4, but the database holds it.
+        let (_, read) = Journal::open(dir.path(), true, 5)?;
+        assert!(read.is_empty());
+        // Holding only up to 4, commit 5 would be lost: refused.
+        let dir = tempfile::tempdir()?;
+        let (path, starts) = five_records(dir.path())?;
+        let mut bytes = std::fs::read(&path)?;
+        bytes[starts[3] + HEADER] ^= 1;
+        std::fs::write(&path, &bytes)?;
+        assert!(matches!(
+            Journal::open(dir.path(), true, 4),
+            Err(StoreError::Corrupt(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_torn_tail_names_the_commits_it_cuts() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (path, starts) = five_records(dir.path())?;
+        let bytes = std::fs::read(&path)?;
+        // Record 5's header whole, its payload cut: commit 5 is named.
+        assert_eq!(
+            torn_commits(&bytes[..starts[4] + HEADER + 2], starts[4], 4),
+            "5"
+        );
+        // Only part of its header written: the commit after the last.
+        assert_eq!(torn_commits(&bytes[..starts[4] + 3], starts[4], 4), "5");
+        // A header naming a later commit (a batch of records cut short).
+        let mut later = bytes[..starts[4]].to_vec();
+        encode_record(&mut later, 7, b"seven");
+        later.truncate(later.len() - 2);
+        assert_eq!(torn_commits(&later, starts[4], 4), "5..=7");
+        Ok(())
+    }
+
+    #[test]
+    fn record_beyond_finds_only_whole_later_records() {
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, 1, b"one");
+        let one = bytes.len();
+        encode_record(&mut bytes, 2, b"two");
+        assert_eq!(record_beyond(&bytes, 0, 0), Some((one, 2)));
+        assert_eq!(record_beyond(&bytes, 0, 2), None, "not a later commit");
+        assert_eq!(record_beyond(&bytes, one, 0), None, "none starts after it");
+        bytes.pop();
+        assert_eq!(record_beyond(&bytes, 0, 0), None, "cut short");
+        assert_eq!(record_beyond(&[0u8; 100], 0, 0), None, "zero-filled");
     }
 
     #[test]

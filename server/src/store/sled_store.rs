@@ -961,6 +961,9 @@ impl Flusher {
                     } else {
                         Record::WithNextFlush
                     };
+                    if !last_round {
+                        crate::failpoint::pause("background-flush");
+                    }
                     if let Err(e) = durability.flush(true, record) {
                         tracing::warn!(error = %e, "background flush of the database failed");
                     }
