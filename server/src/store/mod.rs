@@ -6,8 +6,11 @@
 //! make [`Store::apply`] atomic (all of a batch or none of it) and
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
+mod codec;
+mod durability;
 mod journal;
 mod overlay;
+mod recent;
 mod sled_store;
 
 pub use sled_store::SledStore;
