@@ -8,6 +8,7 @@
 //! time) so questions about the past keep their answers.
 
 use crate::config::{ConfigError, MechanismSeed, UnitSeed};
+use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, Principal, check_id, office_inbox};
@@ -195,6 +196,27 @@ pub struct Registry {
     /// Rotations announced but perhaps not applied yet (normally empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_rotations: Vec<PendingRotation>,
+}
+
+/// The registry is kept in the store as JSON: the store holds the bytes,
+/// this module their meaning.
+impl Registry {
+    /// The stored registry, or None before the first start.
+    pub fn load(store: &dyn Store) -> Result<Option<Self>, StoreError> {
+        store
+            .load_registry_bytes()?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("registry: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Replaces the stored registry with this one, durably.
+    pub fn save(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(self).map_err(|e| StoreError::Database(e.to_string()))?;
+        store.save_registry_bytes(&v)
+    }
 }
 
 impl Registry {
@@ -650,6 +672,23 @@ mod tests {
             members: vec!["tax".into(), "finance".into()],
         }];
         Ok(Registry::from_seeds(&units, &mechs)?)
+    }
+
+    #[test]
+    fn the_registry_reads_back_as_saved_and_garbled_bytes_are_corrupt()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::SledStore::open(dir.path(), false)?;
+        assert_eq!(Registry::load(&store)?, None);
+        let r = reg()?;
+        r.save(&store)?;
+        assert_eq!(Registry::load(&store)?, Some(r));
+        store.save_registry_bytes(b"not json")?;
+        match Registry::load(&store) {
+            Err(StoreError::Corrupt(m)) => assert!(m.starts_with("registry: "), "{m}"),
+            other => return Err(format!("expected a corrupt registry, got {other:?}").into()),
+        }
+        Ok(())
     }
 
     #[test]

@@ -15,7 +15,6 @@ mod sled_store;
 
 pub use sled_store::SledStore;
 
-use crate::registry::Registry;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -141,10 +140,11 @@ pub struct InboxItem {
 
 /// The storage contract of the hub.
 pub trait Store: Send + Sync + 'static {
-    /// The stored registry, or None before the first start.
-    fn load_registry(&self) -> Result<Option<Registry>, StoreError>;
-    /// Replaces the registry, durably.
-    fn save_registry(&self, registry: &Registry) -> Result<(), StoreError>;
+    /// The stored registry, as its owner encoded it, or None before the
+    /// first start.
+    fn load_registry_bytes(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the stored registry, durably.
+    fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError>;
     /// The tip of every channel that has entries.
     fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError>;
     /// The last cursor of every inbox that has entries.

@@ -14,7 +14,6 @@ use super::{
     Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store, StoreError,
     StoredEntry,
 };
-use crate::registry::Registry;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
@@ -131,20 +130,14 @@ impl SledStore {
 }
 
 impl Store for SledStore {
-    fn load_registry(&self) -> Result<Option<Registry>, StoreError> {
-        match self.durability.get(REGISTRY_KEY)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("registry: {e}"))),
-        }
+    fn load_registry_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.durability.get(REGISTRY_KEY)?.map(|v| v.to_vec()))
     }
 
-    fn save_registry(&self, registry: &Registry) -> Result<(), StoreError> {
-        let v = serde_json::to_vec(registry).map_err(|e| StoreError::Database(e.to_string()))?;
+    fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError> {
         self.durability
             .tree
-            .insert(REGISTRY_KEY, v)
+            .insert(REGISTRY_KEY, registry)
             .map_err(db_err)?;
         self.durability.make_durable()
     }
