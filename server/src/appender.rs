@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
-use tongbao_proto::merkle::{stored_hash_count, stored_hashes_for_record};
+use tongbao_proto::merkle::{MerkleError, stored_hash_count, stored_hashes_for_record};
 use tongbao_proto::pb::Kind;
 use tongbao_proto::{Hash, now_micros, pb};
 
@@ -71,9 +71,45 @@ pub struct Appended {
     pub recipients: Vec<String>,
     /// The message id was already appended; nothing new was written.
     pub duplicate: bool,
-    /// Answered entries that had been answered before: (entry, the seq of
-    /// the earlier answer in the sender's channel).
-    pub earlier: Vec<((String, u64), u64)>,
+    /// Answered entries that had been answered before.
+    pub earlier: Vec<EarlierAnswer>,
+}
+
+/// An entry a message answers that was answered before, and by what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierAnswer {
+    /// The answered entry.
+    pub channel: String,
+    pub seq: u64,
+    /// The seq of the earlier answer in the answering unit's channel.
+    pub answered_by: u64,
+}
+
+/// Why the writer could not append: the store failed, or the writer's own
+/// machinery did. After most of these the writer refuses every later
+/// write, each refusal naming the first failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageFailure {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The Merkle hashes a new entry adds could not be computed.
+    #[error(transparent)]
+    TreeHashes(MerkleError),
+    #[error("idempotency record points to missing entry {sender}:{seq}")]
+    MissingEntry { sender: String, seq: u64 },
+    #[error("registry lock poisoned")]
+    RegistryPoisoned,
+    #[error("the sync thread stopped")]
+    SyncStopped,
+    /// A batch's answers did not line up with its requests (a bug).
+    #[error("lost batch answer")]
+    LostAnswer,
+}
+
+impl From<StoreError> for StorageFailure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Arc::new(e))
+    }
 }
 
 /// Why an append was refused or failed.
@@ -92,14 +128,14 @@ pub enum AppendError {
     #[error("unit {0} is not in the registry")]
     UnknownSender(String),
     #[error("storage failed; the hub accepts no more writes until it is restarted: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
     #[error("the hub is shutting down")]
     Closed,
     /// Every entry it answers had been answered before: nothing appended.
-    #[error("every entry named was answered before (first: {}:{} by entry {}:{})", .earlier.first().map(|e| e.0.0.as_str()).unwrap_or(""), .earlier.first().map(|e| e.0.1).unwrap_or(0), .sender, .earlier.first().map(|e| e.1).unwrap_or(0))]
+    #[error("every entry named was answered before (first: {}:{} by entry {}:{})", .earlier.first().map(|e| e.channel.as_str()).unwrap_or(""), .earlier.first().map(|e| e.seq).unwrap_or(0), .sender, .earlier.first().map(|e| e.answered_by).unwrap_or(0))]
     AlreadyAnswered {
         sender: String,
-        earlier: Vec<((String, u64), u64)>,
+        earlier: Vec<EarlierAnswer>,
     },
 }
 
@@ -231,9 +267,9 @@ struct Writer {
     /// Channel and inbox tips including applied, not yet durable batches.
     heads: BTreeMap<String, ChannelHead>,
     inbox_heads: BTreeMap<String, u64>,
-    failed: Option<String>,
+    failed: Option<StorageFailure>,
     /// Set by the syncer when making a batch durable failed.
-    sync_failed: Arc<Mutex<Option<String>>>,
+    sync_failed: Arc<Mutex<Option<StorageFailure>>>,
     durable_tx: std::sync::mpsc::SyncSender<Applied>,
 }
 
@@ -246,7 +282,7 @@ struct Applied {
     new_entries: Vec<NewEntry>,
     heads: HashMap<String, ChannelHead>,
     inbox_heads: HashMap<String, u64>,
-    applied: Result<(), String>,
+    applied: Result<(), StorageFailure>,
     started: Instant,
 }
 
@@ -256,15 +292,19 @@ struct Syncer {
     inboxes: Arc<InboxWatch>,
     logs: Arc<Logs>,
     stats: Arc<AppendStats>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<StorageFailure>>>,
 }
 
 /// What becomes of one request of a batch.
 enum Outcome {
     Append(usize),
     Answer(Result<Appended, AppendError>),
-    /// Same message id as an earlier request of this batch.
-    SameAs(usize, Hash),
+    /// Same message id as the appended request `first` of this batch;
+    /// `digest` is this one's content.
+    SameAs {
+        first: usize,
+        digest: Hash,
+    },
 }
 
 impl Writer {
@@ -296,7 +336,7 @@ impl Writer {
         let started = Instant::now();
         let registry_lock = self.registry.clone();
         let Ok(registry) = registry_lock.read() else {
-            self.failed = Some("registry lock poisoned".into());
+            self.failed = Some(StorageFailure::RegistryPoisoned);
             return self.process(batch);
         };
         let mut heads: HashMap<String, ChannelHead> = HashMap::new();
@@ -328,12 +368,12 @@ impl Writer {
                 .map(|m| m.message_id.clone())
                 .unwrap_or_default();
             if let Some(&i) = in_batch.get(&(sender.clone(), message_id.clone())) {
-                outcomes.push(Outcome::SameAs(i, digest));
+                outcomes.push(Outcome::SameAs { first: i, digest });
                 continue;
             }
             match self.store.message(&sender, &message_id) {
                 Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.into()))));
                     continue;
                 }
                 Ok(Some(rec)) => {
@@ -378,16 +418,24 @@ impl Writer {
             };
             for (a, stored) in answers.into_iter().zip(stored) {
                 if let Some(by) = answered.get(&(sender.clone(), a.cursor)) {
-                    earlier.push(((a.channel, a.seq), *by));
+                    earlier.push(EarlierAnswer {
+                        channel: a.channel,
+                        seq: a.seq,
+                        answered_by: *by,
+                    });
                     continue;
                 }
                 match stored {
-                    Some(by) => earlier.push(((a.channel, a.seq), by.seq)),
+                    Some(by) => earlier.push(EarlierAnswer {
+                        channel: a.channel,
+                        seq: a.seq,
+                        answered_by: by.seq,
+                    }),
                     None => fresh.push(a.cursor),
                 }
             }
             if let Some(e) = lookup_failed {
-                outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.into()))));
                 continue;
             }
             if fresh.is_empty() && !earlier.is_empty() {
@@ -431,7 +479,9 @@ impl Writer {
             ) {
                 Ok(h) => h,
                 Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(
+                        StorageFailure::TreeHashes(e),
+                    ))));
                     continue;
                 }
             };
@@ -494,12 +544,12 @@ impl Writer {
         let applied = if new_entries.is_empty() {
             Ok(())
         } else {
-            self.store.apply(&new_entries)
+            self.store.apply(&new_entries).map_err(StorageFailure::from)
         };
         match &applied {
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; refusing further writes");
-                self.failed = Some(e.to_string());
+                self.failed = Some(e.clone());
             }
             Ok(()) => {
                 // The writer builds on its own batches at once; everyone
@@ -517,11 +567,11 @@ impl Writer {
             new_entries,
             heads,
             inbox_heads,
-            applied: applied.map_err(|e| e.to_string()),
+            applied,
             started,
         };
         if let Err(std::sync::mpsc::SendError(batch)) = self.durable_tx.send(batch) {
-            self.failed = Some("the sync thread stopped".into());
+            self.failed = Some(StorageFailure::SyncStopped);
             for reply in batch.replies {
                 let _ = reply.send(Err(AppendError::Closed));
             }
@@ -547,11 +597,12 @@ impl Writer {
         let stored = self
             .store
             .entry(sender, seq)
-            .map_err(|e| AppendError::Storage(e.to_string()))?
+            .map_err(|e| AppendError::Storage(e.into()))?
             .ok_or_else(|| {
-                AppendError::Storage(format!(
-                    "idempotency record points to missing entry {sender}:{seq}"
-                ))
+                AppendError::Storage(StorageFailure::MissingEntry {
+                    sender: sender.to_string(),
+                    seq,
+                })
             })?;
         Ok(Appended {
             channel: sender.to_string(),
@@ -588,7 +639,7 @@ impl Syncer {
                     }) =>
                 {
                     crate::failpoint::pause("before-sync");
-                    self.store.sync().map_err(|e| e.to_string())
+                    self.store.sync().map_err(StorageFailure::from)
                 }
                 None => Ok(()),
             };
@@ -604,7 +655,7 @@ impl Syncer {
         }
     }
 
-    fn finish(&self, batch: Applied, synced: &Result<(), String>) {
+    fn finish(&self, batch: Applied, synced: &Result<(), StorageFailure>) {
         let Applied {
             outcomes,
             replies,
@@ -646,8 +697,8 @@ impl Syncer {
                 (Ok(()), Outcome::Append(i)) => results
                     .get(i)
                     .cloned()
-                    .ok_or(AppendError::Storage("lost batch answer".into())),
-                (Ok(()), Outcome::SameAs(i, digest)) => match results.get(i) {
+                    .ok_or(AppendError::Storage(StorageFailure::LostAnswer)),
+                (Ok(()), Outcome::SameAs { first: i, digest }) => match results.get(i) {
                     Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         Ok(Appended {
@@ -663,7 +714,7 @@ impl Syncer {
                             .unwrap_or_default(),
                         seq: first.seq,
                     }),
-                    None => Err(AppendError::Storage("lost batch answer".into())),
+                    None => Err(AppendError::Storage(StorageFailure::LostAnswer)),
                 },
             };
             let _ = reply.send(answer);

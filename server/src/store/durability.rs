@@ -89,10 +89,6 @@ pub(super) struct Flusher {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-pub(super) fn db_err(e: sled::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 /// How long opening waits for another holder of the database lock.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
@@ -131,14 +127,15 @@ impl Durability {
             .mode(sled::Mode::HighThroughput)
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
-            .map_err(|e| {
-                StoreError::Database(format!("cannot open database in {}: {e}", dir.display()))
+            .map_err(|source| StoreError::Open {
+                dir: dir.to_path_buf(),
+                source,
             })?;
-        let tree = db.open_tree("exchange").map_err(db_err)?;
-        match tree.get(FORMAT_KEY).map_err(db_err)? {
+        let tree = db.open_tree("exchange")?;
+        match tree.get(FORMAT_KEY)? {
             Some(v) if v.as_ref() == FORMAT => {}
             None if tree.is_empty() => {
-                tree.insert(FORMAT_KEY, FORMAT).map_err(db_err)?;
+                tree.insert(FORMAT_KEY, FORMAT)?;
             }
             found => {
                 return Err(StoreError::Format(format!(
@@ -155,7 +152,7 @@ impl Durability {
         let db_file = File::open(dir.join("db"))?;
         // The directory entries of the files sled just created must be durable too.
         sync_dir(dir)?;
-        let flushed = match tree.get(COMMIT_KEY).map_err(db_err)? {
+        let flushed = match tree.get(COMMIT_KEY)? {
             Some(v) => u64_from(&v)?,
             None => 0,
         };
@@ -197,7 +194,7 @@ impl Durability {
         let _order = self
             .apply_lock
             .lock()
-            .map_err(|_| StoreError::Database("store poisoned".into()))?;
+            .map_err(|_| StoreError::Poisoned("store"))?;
         let id = self.applied.load(Ordering::Acquire) + 1;
         let record = encode_ops(&ops);
         // Locked before the append, so that a journaled commit always
@@ -213,7 +210,7 @@ impl Durability {
 
     /// sled flush, then fsync of the log file and of any new blob files.
     pub(super) fn make_durable(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(db_err)?;
+        self.db.flush()?;
         if !self.fsync {
             return Ok(());
         }
@@ -229,7 +226,7 @@ impl Durability {
         let mut synced = self
             .synced_blobs
             .lock()
-            .map_err(|_| StoreError::Database("blob sync state poisoned".into()))?;
+            .map_err(|_| StoreError::Poisoned("blob sync state"))?;
         let mut any = false;
         let mut present = HashSet::new();
         for item in read {
@@ -253,7 +250,7 @@ impl Durability {
     pub(super) fn overlay(&self) -> Result<std::sync::RwLockWriteGuard<'_, Overlay>, StoreError> {
         self.overlay
             .write()
-            .map_err(|_| StoreError::Database("store overlay poisoned".into()))
+            .map_err(|_| StoreError::Poisoned("store overlay"))
     }
 
     pub(super) fn overlay_read(
@@ -261,7 +258,7 @@ impl Durability {
     ) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StoreError> {
         self.overlay
             .read()
-            .map_err(|_| StoreError::Database("store overlay poisoned".into()))
+            .map_err(|_| StoreError::Poisoned("store overlay"))
     }
 
     /// The newest value of `key`: the overlay's, else sled's.
@@ -273,7 +270,7 @@ impl Durability {
         if let Some(v) = frozen.get(key) {
             return Ok(Some(v.clone()));
         }
-        self.tree.get(key).map_err(db_err)
+        self.tree.get(key).map_err(StoreError::from)
     }
 
     /// Keys from `lo` up to `hi`, ascending, newest values. The overlay is
@@ -302,7 +299,7 @@ impl Durability {
         let sled = self
             .tree
             .range::<Vec<u8>, _>((Bound::Included(lo.to_vec()), hi))
-            .map(|kv| kv.map_err(db_err));
+            .map(|kv| kv.map_err(StoreError::from));
         poisoned
             .into_iter()
             .chain(Newest::new(pending.into_iter().map(Ok), sled))
@@ -334,7 +331,7 @@ impl Durability {
         let mut flushed = self
             .flushing
             .lock()
-            .map_err(|_| StoreError::Database("store flush poisoned".into()))?;
+            .map_err(|_| StoreError::Poisoned("store flush"))?;
         let frozen = {
             let mut o = self.overlay()?;
             o.freeze(self.applied.load(Ordering::Acquire))
@@ -343,11 +340,11 @@ impl Durability {
             self.journal.sync()?;
             if merge {
                 for (k, v) in merge_runs(&frozen.writes) {
-                    self.tree.insert(k, v).map_err(db_err)?;
+                    self.tree.insert(k, v)?;
                 }
             } else {
                 for (k, v) in frozen.writes.iter() {
-                    self.tree.insert(k.as_slice(), v.clone()).map_err(db_err)?;
+                    self.tree.insert(k.as_slice(), v.clone())?;
                 }
             }
         }
@@ -378,8 +375,7 @@ impl Durability {
     /// Names `commit` as the last one sled holds (durable with the next sync).
     fn record(&self, commit: u64) -> Result<(), StoreError> {
         self.tree
-            .insert(COMMIT_KEY, commit.to_be_bytes().to_vec())
-            .map_err(db_err)?;
+            .insert(COMMIT_KEY, commit.to_be_bytes().to_vec())?;
         Ok(())
     }
 }

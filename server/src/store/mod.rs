@@ -24,8 +24,20 @@ use tongbao_proto::{Hash, pb};
 /// durability any more; the appender stops accepting writes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A refusal described in words (the commit journal's refusals, a
+    /// registry that cannot be encoded).
     #[error("database error: {0}")]
     Database(String),
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("database error: cannot open database in {}: {source}", .dir.display())]
+    Open {
+        dir: std::path::PathBuf,
+        source: sled::Error,
+    },
+    /// A thread panicked holding one of the store's locks (named).
+    #[error("database error: {0} poisoned")]
+    Poisoned(&'static str),
     #[error("i/o error making data durable: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]

@@ -8,7 +8,7 @@ use super::codec::{
     entry_offset, entry_record, fetched_at, hash_from, inbox_run, key, runs_of, split_key,
     u64_from,
 };
-use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write, db_err};
+use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
 use super::{
     Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store, StoreError,
@@ -111,7 +111,7 @@ impl SledStore {
         let in_overlay = self.durability.overlay_read()?.last_in(&lo, &hi);
         let in_sled = match self.durability.tree.range(lo..=hi).next_back() {
             None => None,
-            Some(kv) => Some(kv.map_err(db_err)?.0.to_vec()),
+            Some(kv) => Some(kv?.0.to_vec()),
         };
         match in_overlay.max(in_sled) {
             None => Ok(0),
@@ -135,10 +135,7 @@ impl Store for SledStore {
     }
 
     fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError> {
-        self.durability
-            .tree
-            .insert(REGISTRY_KEY, registry)
-            .map_err(db_err)?;
+        self.durability.tree.insert(REGISTRY_KEY, registry)?;
         self.durability.make_durable()
     }
 
@@ -349,7 +346,7 @@ impl Store for SledStore {
         // First serving wins; later ones leave the record alone. The lock
         // makes check-then-write atomic among the hub's readers, the only
         // writers of these records.
-        let poisoned = || StoreError::Database("fetched marks poisoned".into());
+        let poisoned = || StoreError::Poisoned("fetched marks");
         let slot = {
             let mut all = self.fetched_marks.lock().map_err(|_| poisoned())?;
             match all.get(inbox) {
