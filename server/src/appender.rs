@@ -9,22 +9,26 @@
 //! each push, advances the logs and wakes the subscribers of the touched
 //! inboxes. So batch N+1 is checked and applied while batch N is fsync'd;
 //! answers and wake-ups still come in batch order, each after its batch is
-//! durable.
+//! durable. What becomes of each request of a batch is decided in
+//! the `batch` module, without the store.
 
 use crate::inboxes::InboxWatch;
 use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
 use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError, StoredEntry};
+use batch::{Asked, BatchState, Draft, Known, Plan};
 use prost::Message as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
-use tongbao_proto::merkle::{MerkleError, stored_hash_count, stored_hashes_for_record};
+use tongbao_proto::canonical::leaf_hash_with_digest;
+use tongbao_proto::merkle::{MerkleError, stored_hashes_for_record};
 use tongbao_proto::pb::Kind;
 use tongbao_proto::{Hash, now_micros, pb};
+
+mod batch;
 
 fn kind_of(signed: &pb::SignedMessage) -> Option<Kind> {
     signed
@@ -339,13 +343,7 @@ impl Writer {
             self.failed = Some(StorageFailure::RegistryPoisoned);
             return self.process(batch);
         };
-        let mut heads: HashMap<String, ChannelHead> = HashMap::new();
-        let mut inbox_heads: HashMap<String, u64> = HashMap::new();
-        let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
-        // (answering unit, position in its inbox) answered earlier in this batch.
-        let mut answered: HashMap<(String, u64), u64> = HashMap::new();
-        // Merkle hashes of this batch, not yet in the store.
-        let mut pending_hashes: HashMap<String, HashMap<u64, Hash>> = HashMap::new();
+        let mut state = BatchState::new(&self.heads, &self.inbox_heads);
         let mut new_entries: Vec<NewEntry> = Vec::new();
         let mut results: Vec<Appended> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -362,183 +360,50 @@ impl Writer {
                 reply,
             } = req;
             replies.push(reply);
-            let message_id = signed
-                .message
-                .as_ref()
-                .map(|m| m.message_id.clone())
-                .unwrap_or_default();
-            if let Some(&i) = in_batch.get(&(sender.clone(), message_id.clone())) {
-                outcomes.push(Outcome::SameAs { first: i, digest });
-                continue;
-            }
-            match self.store.message(&sender, &message_id) {
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.into()))));
-                    continue;
-                }
-                Ok(Some(rec)) => {
-                    outcomes.push(Outcome::Answer(self.previous_answer(
-                        &sender,
-                        &message_id,
-                        rec.seq,
-                        rec.message_digest,
-                        digest,
-                    )));
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            if registry.unit(&sender).is_none() {
-                outcomes.push(Outcome::Answer(Err(AppendError::UnknownSender(sender))));
-                continue;
-            }
-            let audience = signed
-                .message
-                .as_ref()
-                .and_then(|m| m.audience.clone())
-                .unwrap_or_default();
-            let recipients = match registry.resolve(&sender, &audience) {
-                Ok(r) => r,
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(e.into())));
-                    continue;
-                }
+            let message = signed.message.as_ref();
+            let message_id = message.map(|m| m.message_id.clone()).unwrap_or_default();
+            let audience = message.and_then(|m| m.audience.clone()).unwrap_or_default();
+            let asked = Asked {
+                sender: &sender,
+                message_id: &message_id,
+                digest,
+                kind: kind_of(&signed),
+                audience: &audience,
+                answers: &answers,
             };
-            // Answers given before (stored or earlier in this batch) stay as they were.
-            let mut earlier = Vec::new();
-            let mut fresh = Vec::new();
-            let mut lookup_failed = None;
+            // Looked up first, so that planning needs no store.
             let cursors: Vec<u64> = answers.iter().map(|a| a.cursor).collect();
-            let stored = match self.store.answers(&sender, &cursors) {
-                Ok(s) => s,
-                Err(e) => {
-                    lookup_failed = Some(e);
-                    Vec::new()
-                }
+            let known = Known {
+                stored: self.store.message(&sender, &message_id),
+                answers: self.store.answers(&sender, &cursors),
             };
-            for (a, stored) in answers.into_iter().zip(stored) {
-                if let Some(by) = answered.get(&(sender.clone(), a.cursor)) {
-                    earlier.push(EarlierAnswer {
-                        channel: a.channel,
-                        seq: a.seq,
-                        answered_by: *by,
-                    });
+            let draft = match state.plan(&asked, known, &registry, now) {
+                Plan::Refuse(e) => {
+                    outcomes.push(Outcome::Answer(Err(e)));
                     continue;
                 }
-                match stored {
-                    Some(by) => earlier.push(EarlierAnswer {
-                        channel: a.channel,
-                        seq: a.seq,
-                        answered_by: by.seq,
-                    }),
-                    None => fresh.push(a.cursor),
-                }
-            }
-            if let Some(e) = lookup_failed {
-                outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.into()))));
-                continue;
-            }
-            if fresh.is_empty() && !earlier.is_empty() {
-                outcomes.push(Outcome::Answer(Err(AppendError::AlreadyAnswered {
-                    sender,
-                    earlier,
-                })));
-                continue;
-            }
-            let audit_scopes = match kind_of(&signed) {
-                Some(Kind::Receipt | Kind::ExceptionFeedback) => Vec::new(),
-                _ => registry.audit_scopes(&sender, &audience, &recipients),
-            };
-            let head = match heads.get(&sender) {
-                Some(h) => *h,
-                None => self.heads.get(&sender).copied().unwrap_or(ChannelHead {
-                    next_seq: 0,
-                    last_leaf_hash: GENESIS_PREVIOUS,
-                    last_hub_micros: 0,
-                }),
-            };
-            let hub_micros = now.max(head.last_hub_micros);
-            let entry = pb::Entry {
-                channel: sender.clone(),
-                seq: head.next_seq,
-                hub_micros,
-                recipients: recipients.clone(),
-                previous_leaf_hash: head.last_leaf_hash.to_vec(),
-                message: Some(signed),
-            };
-            let leaf_hash = leaf_hash_with_digest(&entry, &digest);
-            let channel_pending = pending_hashes.entry(sender.clone()).or_default();
-            let tree_hashes = match stored_hashes_for_record(
-                entry.seq,
-                leaf_hash,
-                &ChannelHashes {
-                    store: self.store.as_ref(),
-                    channel: &sender,
-                    pending: Some(channel_pending),
-                },
-            ) {
-                Ok(h) => h,
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(
-                        StorageFailure::TreeHashes(e),
-                    ))));
+                Plan::StoredDuplicate { seq } => {
+                    outcomes.push(Outcome::Answer(self.stored_duplicate(&sender, seq)));
                     continue;
                 }
+                Plan::SameAs { first, digest } => {
+                    outcomes.push(Outcome::SameAs { first, digest });
+                    continue;
+                }
+                Plan::Append(draft) => draft,
             };
-            let first = stored_hash_count(entry.seq);
-            for (i, h) in tree_hashes.iter().enumerate() {
-                channel_pending.insert(first + i as u64, *h);
+            match self.entry_for(&mut state, &asked, draft, signed, answer_kind) {
+                Ok((index, appended, entry)) => {
+                    outcomes.push(Outcome::Append(index));
+                    results.push(appended);
+                    new_entries.push(entry);
+                }
+                Err(e) => outcomes.push(Outcome::Answer(Err(e))),
             }
-            let cursors: Vec<u64> = recipients
-                .iter()
-                .map(|inbox| {
-                    let c = inbox_heads
-                        .entry(inbox.clone())
-                        .or_insert_with(|| self.inbox_heads.get(inbox).copied().unwrap_or(0));
-                    *c += 1;
-                    *c
-                })
-                .collect();
-            heads.insert(
-                sender.clone(),
-                ChannelHead {
-                    next_seq: head.next_seq + 1,
-                    last_leaf_hash: leaf_hash,
-                    last_hub_micros: hub_micros,
-                },
-            );
-            for cursor in &fresh {
-                answered.insert((sender.clone(), *cursor), entry.seq);
-            }
-            in_batch.insert((sender.clone(), message_id.clone()), results.len());
-            outcomes.push(Outcome::Append(results.len()));
-            results.push(Appended {
-                channel: sender.clone(),
-                seq: entry.seq,
-                leaf_hash,
-                recipients,
-                duplicate: false,
-                earlier,
-            });
-            new_entries.push(NewEntry {
-                channel: sender,
-                seq: entry.seq,
-                message_id,
-                message_digest: digest,
-                leaf_hash,
-                hub_micros,
-                shared: Arc::new(StoredEntry {
-                    encoded: entry.encode_to_vec().into(),
-                    entry,
-                    leaf_hash,
-                    cursors,
-                }),
-                answers: fresh,
-                answer_kind,
-                audit_scopes,
-                tree_hashes,
-            });
         }
+        let BatchState {
+            heads, inbox_heads, ..
+        } = state;
 
         drop(registry);
         let applied = if new_entries.is_empty() {
@@ -578,22 +443,78 @@ impl Writer {
         }
     }
 
-    /// The answer to a message id that an earlier batch appended.
-    fn previous_answer(
+    /// Builds the entry `draft` plans, with its hashes, and admits it to
+    /// the batch: its admission index, the push's answer and the entry.
+    fn entry_for(
         &self,
-        sender: &str,
-        message_id: &str,
-        seq: u64,
-        stored_digest: Hash,
-        digest: Hash,
-    ) -> Result<Appended, AppendError> {
-        if stored_digest != digest {
-            return Err(AppendError::IdReused {
-                sender: sender.to_string(),
-                message_id: message_id.to_string(),
-                seq,
-            });
-        }
+        state: &mut BatchState<'_>,
+        asked: &Asked<'_>,
+        draft: Draft,
+        signed: pb::SignedMessage,
+        answer_kind: AnswerKind,
+    ) -> Result<(usize, Appended, NewEntry), AppendError> {
+        let sender = asked.sender;
+        let entry = pb::Entry {
+            channel: sender.to_string(),
+            seq: draft.seq,
+            hub_micros: draft.hub_micros,
+            recipients: draft.recipients.clone(),
+            previous_leaf_hash: draft.previous_leaf_hash.to_vec(),
+            message: Some(signed),
+        };
+        let leaf_hash = leaf_hash_with_digest(&entry, &asked.digest);
+        let tree_hashes = stored_hashes_for_record(
+            entry.seq,
+            leaf_hash,
+            &ChannelHashes {
+                store: self.store.as_ref(),
+                channel: sender,
+                pending: state.pending_hashes(sender),
+            },
+        )
+        .map_err(|e| AppendError::Storage(StorageFailure::TreeHashes(e)))?;
+        let (index, cursors) = state.admit(asked, &draft, leaf_hash, &tree_hashes);
+        let Draft {
+            seq,
+            hub_micros,
+            recipients,
+            fresh,
+            earlier,
+            audit_scopes,
+            ..
+        } = draft;
+        let appended = Appended {
+            channel: sender.to_string(),
+            seq,
+            leaf_hash,
+            recipients,
+            duplicate: false,
+            earlier,
+        };
+        let new_entry = NewEntry {
+            channel: sender.to_string(),
+            seq,
+            message_id: asked.message_id.to_string(),
+            message_digest: asked.digest,
+            leaf_hash,
+            hub_micros,
+            shared: Arc::new(StoredEntry {
+                encoded: entry.encode_to_vec().into(),
+                entry,
+                leaf_hash,
+                cursors,
+            }),
+            answers: fresh,
+            answer_kind,
+            audit_scopes,
+            tree_hashes,
+        };
+        Ok((index, appended, new_entry))
+    }
+
+    /// The answer to a message id that an earlier batch appended as
+    /// `sender`'s entry `seq`.
+    fn stored_duplicate(&self, sender: &str, seq: u64) -> Result<Appended, AppendError> {
         let stored = self
             .store
             .entry(sender, seq)
