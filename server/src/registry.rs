@@ -649,30 +649,34 @@ impl Registry {
     }
 }
 
+/// A registry for tests: units civil-affairs, tax and finance; tax and
+/// finance are members of fund-supervision, which civil-affairs leads.
+#[cfg(test)]
+pub(crate) fn example() -> Result<Registry, Box<dyn std::error::Error>> {
+    use tongbao_proto::keys::{SigningKey, encode_public_key};
+    let mut units = Vec::new();
+    for id in ["civil-affairs", "tax", "finance"] {
+        units.push(UnitSeed {
+            id: id.into(),
+            name: id.into(),
+            name_zh: String::new(),
+            signing_key: encode_public_key(SigningKey::generate()?.public_key()),
+        });
+    }
+    let mechs = vec![MechanismSeed {
+        id: "fund-supervision".into(),
+        name: "f".into(),
+        name_zh: String::new(),
+        lead: "civil-affairs".into(),
+        members: vec!["tax".into(), "finance".into()],
+    }];
+    Ok(Registry::from_seeds(&units, &mechs)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tongbao_proto::keys::{SigningKey, encode_public_key};
-
-    fn reg() -> Result<Registry, Box<dyn std::error::Error>> {
-        let mut units = Vec::new();
-        for id in ["civil-affairs", "tax", "finance"] {
-            units.push(UnitSeed {
-                id: id.into(),
-                name: id.into(),
-                name_zh: String::new(),
-                signing_key: encode_public_key(SigningKey::generate()?.public_key()),
-            });
-        }
-        let mechs = vec![MechanismSeed {
-            id: "fund-supervision".into(),
-            name: "f".into(),
-            name_zh: String::new(),
-            lead: "civil-affairs".into(),
-            members: vec!["tax".into(), "finance".into()],
-        }];
-        Ok(Registry::from_seeds(&units, &mechs)?)
-    }
+    use tongbao_proto::keys::SigningKey;
 
     #[test]
     fn the_registry_reads_back_as_saved_and_garbled_bytes_are_corrupt()
@@ -680,7 +684,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = crate::store::SledStore::open(dir.path(), false)?;
         assert_eq!(Registry::load(&store)?, None);
-        let r = reg()?;
+        let r = example()?;
         r.save(&store)?;
         assert_eq!(Registry::load(&store)?, Some(r));
         store.save_registry_bytes(b"not json")?;
@@ -693,7 +697,7 @@ mod tests {
 
     #[test]
     fn mechanism_resolves_to_members_without_sender() -> Result<(), Box<dyn std::error::Error>> {
-        let r = reg()?;
+        let r = example()?;
         let a = pb::Audience {
             mechanisms: vec!["fund-supervision".into()],
             offices: vec!["fund-supervision".into()],
@@ -708,7 +712,7 @@ mod tests {
 
     #[test]
     fn unknown_names_and_self_only_are_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let r = reg()?;
+        let r = example()?;
         let unit = pb::Audience {
             units: vec!["nobody".into()],
             ..Default::default()
@@ -735,7 +739,7 @@ mod tests {
 
     #[test]
     fn membership_has_history() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         r.units.insert(
             "audit".into(),
             UnitRecord {
@@ -764,7 +768,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_rotation_is_finished_or_dropped() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         let old = r
             .unit("tax")
             .and_then(|u| u.keys.first())
@@ -799,7 +803,7 @@ mod tests {
 
     #[test]
     fn keys_have_intervals_and_a_unit_keeps_one() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         let old = r
             .unit("tax")
             .and_then(|u| u.keys.first())

@@ -243,33 +243,9 @@ impl<'w> BatchState<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MechanismSeed, UnitSeed};
     use crate::store::AnswerKind;
-    use tongbao_proto::keys::{SigningKey, encode_public_key};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    /// Units civil-affairs, tax and finance; the last two are members of
-    /// fund-supervision, which civil-affairs leads.
-    fn registry() -> Result<Registry, Box<dyn std::error::Error>> {
-        let mut units = Vec::new();
-        for id in ["civil-affairs", "tax", "finance"] {
-            units.push(UnitSeed {
-                id: id.into(),
-                name: id.into(),
-                name_zh: String::new(),
-                signing_key: encode_public_key(SigningKey::generate()?.public_key()),
-            });
-        }
-        let mechanisms = vec![MechanismSeed {
-            id: "fund-supervision".into(),
-            name: "f".into(),
-            name_zh: String::new(),
-            lead: "civil-affairs".into(),
-            members: vec!["tax".into(), "finance".into()],
-        }];
-        Ok(Registry::from_seeds(&units, &mechanisms)?)
-    }
 
     fn to_units(units: &[&str]) -> pb::Audience {
         pb::Audience {
@@ -310,7 +286,7 @@ mod tests {
 
     #[test]
     fn fresh_messages_follow_the_tips_and_each_other() -> TestResult {
-        let registry = registry()?;
+        let registry = crate::registry::example()?;
         let heads = BTreeMap::from([(
             "tax".to_string(),
             ChannelHead {
@@ -366,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_message_id_used_earlier_in_the_batch_waits_for_the_first() -> TestResult {
-        let registry = registry()?;
+        let registry = crate::registry::example()?;
         let (heads, inbox_heads) = (BTreeMap::new(), BTreeMap::new());
         let mut state = BatchState::new(&heads, &inbox_heads);
         let to_finance = to_units(&["finance"]);
@@ -399,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_stored_message_id_is_a_duplicate_or_a_reused_id() -> TestResult {
-        let registry = registry()?;
+        let registry = crate::registry::example()?;
         let (heads, inbox_heads) = (BTreeMap::new(), BTreeMap::new());
         let state = BatchState::new(&heads, &inbox_heads);
         let to_finance = to_units(&["finance"]);
@@ -428,7 +404,7 @@ mod tests {
 
     #[test]
     fn refusals_name_what_is_wrong() -> TestResult {
-        let registry = registry()?;
+        let registry = crate::registry::example()?;
         let (heads, inbox_heads) = (BTreeMap::new(), BTreeMap::new());
         let state = BatchState::new(&heads, &inbox_heads);
         let to_finance = to_units(&["finance"]);
@@ -476,7 +452,7 @@ mod tests {
 
     #[test]
     fn an_entry_is_answered_once_whether_stored_or_in_the_batch() -> TestResult {
-        let registry = registry()?;
+        let registry = crate::registry::example()?;
         let (heads, inbox_heads) = (BTreeMap::new(), BTreeMap::new());
         let mut state = BatchState::new(&heads, &inbox_heads);
         let to_tax = to_units(&["tax"]);
