@@ -9,22 +9,26 @@
 //! each push, advances the logs and wakes the subscribers of the touched
 //! inboxes. So batch N+1 is checked and applied while batch N is fsync'd;
 //! answers and wake-ups still come in batch order, each after its batch is
-//! durable.
+//! durable. What becomes of each request of a batch is decided in
+//! the `batch` module, without the store.
 
 use crate::inboxes::InboxWatch;
 use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
 use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError, StoredEntry};
+use batch::{Asked, BatchState, Draft, Known, Plan};
 use prost::Message as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
-use tongbao_proto::canonical::{GENESIS_PREVIOUS, leaf_hash_with_digest};
-use tongbao_proto::merkle::{stored_hash_count, stored_hashes_for_record};
+use tongbao_proto::canonical::leaf_hash_with_digest;
+use tongbao_proto::merkle::{MerkleError, stored_hashes_for_record};
 use tongbao_proto::pb::Kind;
 use tongbao_proto::{Hash, now_micros, pb};
+
+mod batch;
 
 fn kind_of(signed: &pb::SignedMessage) -> Option<Kind> {
     signed
@@ -71,9 +75,45 @@ pub struct Appended {
     pub recipients: Vec<String>,
     /// The message id was already appended; nothing new was written.
     pub duplicate: bool,
-    /// Answered entries that had been answered before: (entry, the seq of
-    /// the earlier answer in the sender's channel).
-    pub earlier: Vec<((String, u64), u64)>,
+    /// Answered entries that had been answered before.
+    pub earlier: Vec<EarlierAnswer>,
+}
+
+/// An entry a message answers that was answered before, and by what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierAnswer {
+    /// The answered entry.
+    pub channel: String,
+    pub seq: u64,
+    /// The seq of the earlier answer in the answering unit's channel.
+    pub answered_by: u64,
+}
+
+/// Why the writer could not append: the store failed, or the writer's own
+/// machinery did. After most of these the writer refuses every later
+/// write, each refusal naming the first failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageFailure {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The Merkle hashes a new entry adds could not be computed.
+    #[error(transparent)]
+    TreeHashes(MerkleError),
+    #[error("idempotency record points to missing entry {sender}:{seq}")]
+    MissingEntry { sender: String, seq: u64 },
+    #[error("registry lock poisoned")]
+    RegistryPoisoned,
+    #[error("the sync thread stopped")]
+    SyncStopped,
+    /// A batch's answers did not line up with its requests (a bug).
+    #[error("lost batch answer")]
+    LostAnswer,
+}
+
+impl From<StoreError> for StorageFailure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(Arc::new(e))
+    }
 }
 
 /// Why an append was refused or failed.
@@ -92,14 +132,14 @@ pub enum AppendError {
     #[error("unit {0} is not in the registry")]
     UnknownSender(String),
     #[error("storage failed; the hub accepts no more writes until it is restarted: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
     #[error("the hub is shutting down")]
     Closed,
     /// Every entry it answers had been answered before: nothing appended.
-    #[error("every entry named was answered before (first: {}:{} by entry {}:{})", .earlier.first().map(|e| e.0.0.as_str()).unwrap_or(""), .earlier.first().map(|e| e.0.1).unwrap_or(0), .sender, .earlier.first().map(|e| e.1).unwrap_or(0))]
+    #[error("every entry named was answered before (first: {}:{} by entry {}:{})", .earlier.first().map(|e| e.channel.as_str()).unwrap_or(""), .earlier.first().map(|e| e.seq).unwrap_or(0), .sender, .earlier.first().map(|e| e.answered_by).unwrap_or(0))]
     AlreadyAnswered {
         sender: String,
-        earlier: Vec<((String, u64), u64)>,
+        earlier: Vec<EarlierAnswer>,
     },
 }
 
@@ -231,9 +271,9 @@ struct Writer {
     /// Channel and inbox tips including applied, not yet durable batches.
     heads: BTreeMap<String, ChannelHead>,
     inbox_heads: BTreeMap<String, u64>,
-    failed: Option<String>,
+    failed: Option<StorageFailure>,
     /// Set by the syncer when making a batch durable failed.
-    sync_failed: Arc<Mutex<Option<String>>>,
+    sync_failed: Arc<Mutex<Option<StorageFailure>>>,
     durable_tx: std::sync::mpsc::SyncSender<Applied>,
 }
 
@@ -246,7 +286,7 @@ struct Applied {
     new_entries: Vec<NewEntry>,
     heads: HashMap<String, ChannelHead>,
     inbox_heads: HashMap<String, u64>,
-    applied: Result<(), String>,
+    applied: Result<(), StorageFailure>,
     started: Instant,
 }
 
@@ -256,15 +296,19 @@ struct Syncer {
     inboxes: Arc<InboxWatch>,
     logs: Arc<Logs>,
     stats: Arc<AppendStats>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<StorageFailure>>>,
 }
 
 /// What becomes of one request of a batch.
 enum Outcome {
     Append(usize),
     Answer(Result<Appended, AppendError>),
-    /// Same message id as an earlier request of this batch.
-    SameAs(usize, Hash),
+    /// Same message id as the appended request `first` of this batch;
+    /// `digest` is this one's content.
+    SameAs {
+        first: usize,
+        digest: Hash,
+    },
 }
 
 impl Writer {
@@ -296,16 +340,10 @@ impl Writer {
         let started = Instant::now();
         let registry_lock = self.registry.clone();
         let Ok(registry) = registry_lock.read() else {
-            self.failed = Some("registry lock poisoned".into());
+            self.failed = Some(StorageFailure::RegistryPoisoned);
             return self.process(batch);
         };
-        let mut heads: HashMap<String, ChannelHead> = HashMap::new();
-        let mut inbox_heads: HashMap<String, u64> = HashMap::new();
-        let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
-        // (answering unit, position in its inbox) answered earlier in this batch.
-        let mut answered: HashMap<(String, u64), u64> = HashMap::new();
-        // Merkle hashes of this batch, not yet in the store.
-        let mut pending_hashes: HashMap<String, HashMap<u64, Hash>> = HashMap::new();
+        let mut state = BatchState::new(&self.heads, &self.inbox_heads);
         let mut new_entries: Vec<NewEntry> = Vec::new();
         let mut results: Vec<Appended> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -322,184 +360,61 @@ impl Writer {
                 reply,
             } = req;
             replies.push(reply);
-            let message_id = signed
-                .message
-                .as_ref()
-                .map(|m| m.message_id.clone())
-                .unwrap_or_default();
-            if let Some(&i) = in_batch.get(&(sender.clone(), message_id.clone())) {
-                outcomes.push(Outcome::SameAs(i, digest));
-                continue;
-            }
-            match self.store.message(&sender, &message_id) {
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
-                    continue;
-                }
-                Ok(Some(rec)) => {
-                    outcomes.push(Outcome::Answer(self.previous_answer(
-                        &sender,
-                        &message_id,
-                        rec.seq,
-                        rec.message_digest,
-                        digest,
-                    )));
-                    continue;
-                }
-                Ok(None) => {}
-            }
-            if registry.unit(&sender).is_none() {
-                outcomes.push(Outcome::Answer(Err(AppendError::UnknownSender(sender))));
-                continue;
-            }
-            let audience = signed
-                .message
-                .as_ref()
-                .and_then(|m| m.audience.clone())
-                .unwrap_or_default();
-            let recipients = match registry.resolve(&sender, &audience) {
-                Ok(r) => r,
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(e.into())));
-                    continue;
-                }
+            let message = signed.message.as_ref();
+            let message_id = message.map(|m| m.message_id.clone()).unwrap_or_default();
+            let audience = message.and_then(|m| m.audience.clone()).unwrap_or_default();
+            let asked = Asked {
+                sender: &sender,
+                message_id: &message_id,
+                digest,
+                kind: kind_of(&signed),
+                audience: &audience,
+                answers: &answers,
             };
-            // Answers given before (stored or earlier in this batch) stay as they were.
-            let mut earlier = Vec::new();
-            let mut fresh = Vec::new();
-            let mut lookup_failed = None;
+            // Looked up first, so that planning needs no store.
             let cursors: Vec<u64> = answers.iter().map(|a| a.cursor).collect();
-            let stored = match self.store.answers(&sender, &cursors) {
-                Ok(s) => s,
-                Err(e) => {
-                    lookup_failed = Some(e);
-                    Vec::new()
-                }
+            let known = Known {
+                stored: self.store.message(&sender, &message_id),
+                answers: self.store.answers(&sender, &cursors),
             };
-            for (a, stored) in answers.into_iter().zip(stored) {
-                if let Some(by) = answered.get(&(sender.clone(), a.cursor)) {
-                    earlier.push(((a.channel, a.seq), *by));
+            let draft = match state.plan(&asked, known, &registry, now) {
+                Plan::Refuse(e) => {
+                    outcomes.push(Outcome::Answer(Err(e)));
                     continue;
                 }
-                match stored {
-                    Some(by) => earlier.push(((a.channel, a.seq), by.seq)),
-                    None => fresh.push(a.cursor),
-                }
-            }
-            if let Some(e) = lookup_failed {
-                outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
-                continue;
-            }
-            if fresh.is_empty() && !earlier.is_empty() {
-                outcomes.push(Outcome::Answer(Err(AppendError::AlreadyAnswered {
-                    sender,
-                    earlier,
-                })));
-                continue;
-            }
-            let audit_scopes = match kind_of(&signed) {
-                Some(Kind::Receipt | Kind::ExceptionFeedback) => Vec::new(),
-                _ => registry.audit_scopes(&sender, &audience, &recipients),
-            };
-            let head = match heads.get(&sender) {
-                Some(h) => *h,
-                None => self.heads.get(&sender).copied().unwrap_or(ChannelHead {
-                    next_seq: 0,
-                    last_leaf_hash: GENESIS_PREVIOUS,
-                    last_hub_micros: 0,
-                }),
-            };
-            let hub_micros = now.max(head.last_hub_micros);
-            let entry = pb::Entry {
-                channel: sender.clone(),
-                seq: head.next_seq,
-                hub_micros,
-                recipients: recipients.clone(),
-                previous_leaf_hash: head.last_leaf_hash.to_vec(),
-                message: Some(signed),
-            };
-            let leaf_hash = leaf_hash_with_digest(&entry, &digest);
-            let channel_pending = pending_hashes.entry(sender.clone()).or_default();
-            let tree_hashes = match stored_hashes_for_record(
-                entry.seq,
-                leaf_hash,
-                &ChannelHashes {
-                    store: self.store.as_ref(),
-                    channel: &sender,
-                    pending: Some(channel_pending),
-                },
-            ) {
-                Ok(h) => h,
-                Err(e) => {
-                    outcomes.push(Outcome::Answer(Err(AppendError::Storage(e.to_string()))));
+                Plan::StoredDuplicate { seq } => {
+                    outcomes.push(Outcome::Answer(self.stored_duplicate(&sender, seq)));
                     continue;
                 }
+                Plan::SameAs { first, digest } => {
+                    outcomes.push(Outcome::SameAs { first, digest });
+                    continue;
+                }
+                Plan::Append(draft) => draft,
             };
-            let first = stored_hash_count(entry.seq);
-            for (i, h) in tree_hashes.iter().enumerate() {
-                channel_pending.insert(first + i as u64, *h);
+            match self.entry_for(&mut state, &asked, draft, signed, answer_kind) {
+                Ok((index, appended, entry)) => {
+                    outcomes.push(Outcome::Append(index));
+                    results.push(appended);
+                    new_entries.push(entry);
+                }
+                Err(e) => outcomes.push(Outcome::Answer(Err(e))),
             }
-            let cursors: Vec<u64> = recipients
-                .iter()
-                .map(|inbox| {
-                    let c = inbox_heads
-                        .entry(inbox.clone())
-                        .or_insert_with(|| self.inbox_heads.get(inbox).copied().unwrap_or(0));
-                    *c += 1;
-                    *c
-                })
-                .collect();
-            heads.insert(
-                sender.clone(),
-                ChannelHead {
-                    next_seq: head.next_seq + 1,
-                    last_leaf_hash: leaf_hash,
-                    last_hub_micros: hub_micros,
-                },
-            );
-            for cursor in &fresh {
-                answered.insert((sender.clone(), *cursor), entry.seq);
-            }
-            in_batch.insert((sender.clone(), message_id.clone()), results.len());
-            outcomes.push(Outcome::Append(results.len()));
-            results.push(Appended {
-                channel: sender.clone(),
-                seq: entry.seq,
-                leaf_hash,
-                recipients,
-                duplicate: false,
-                earlier,
-            });
-            new_entries.push(NewEntry {
-                channel: sender,
-                seq: entry.seq,
-                message_id,
-                message_digest: digest,
-                leaf_hash,
-                hub_micros,
-                shared: Arc::new(StoredEntry {
-                    encoded: entry.encode_to_vec().into(),
-                    entry,
-                    leaf_hash,
-                    cursors,
-                }),
-                answers: fresh,
-                answer_kind,
-                audit_scopes,
-                tree_hashes,
-            });
         }
+        let BatchState {
+            heads, inbox_heads, ..
+        } = state;
 
         drop(registry);
         let applied = if new_entries.is_empty() {
             Ok(())
         } else {
-            self.store.apply(&new_entries)
+            self.store.apply(&new_entries).map_err(StorageFailure::from)
         };
         match &applied {
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed; refusing further writes");
-                self.failed = Some(e.to_string());
+                self.failed = Some(e.clone());
             }
             Ok(()) => {
                 // The writer builds on its own batches at once; everyone
@@ -517,41 +432,98 @@ impl Writer {
             new_entries,
             heads,
             inbox_heads,
-            applied: applied.map_err(|e| e.to_string()),
+            applied,
             started,
         };
         if let Err(std::sync::mpsc::SendError(batch)) = self.durable_tx.send(batch) {
-            self.failed = Some("the sync thread stopped".into());
+            self.failed = Some(StorageFailure::SyncStopped);
             for reply in batch.replies {
                 let _ = reply.send(Err(AppendError::Closed));
             }
         }
     }
 
-    /// The answer to a message id that an earlier batch appended.
-    fn previous_answer(
+    /// Builds the entry `draft` plans, with its hashes, and admits it to
+    /// the batch: its admission index, the push's answer and the entry.
+    fn entry_for(
         &self,
-        sender: &str,
-        message_id: &str,
-        seq: u64,
-        stored_digest: Hash,
-        digest: Hash,
-    ) -> Result<Appended, AppendError> {
-        if stored_digest != digest {
-            return Err(AppendError::IdReused {
-                sender: sender.to_string(),
-                message_id: message_id.to_string(),
-                seq,
-            });
-        }
+        state: &mut BatchState<'_>,
+        asked: &Asked<'_>,
+        draft: Draft,
+        signed: pb::SignedMessage,
+        answer_kind: AnswerKind,
+    ) -> Result<(usize, Appended, NewEntry), AppendError> {
+        let sender = asked.sender;
+        let entry = pb::Entry {
+            channel: sender.to_string(),
+            seq: draft.seq,
+            hub_micros: draft.hub_micros,
+            recipients: draft.recipients.clone(),
+            previous_leaf_hash: draft.previous_leaf_hash.to_vec(),
+            message: Some(signed),
+        };
+        let leaf_hash = leaf_hash_with_digest(&entry, &asked.digest);
+        let tree_hashes = stored_hashes_for_record(
+            entry.seq,
+            leaf_hash,
+            &ChannelHashes {
+                store: self.store.as_ref(),
+                channel: sender,
+                pending: state.pending_hashes(sender),
+            },
+        )
+        .map_err(|e| AppendError::Storage(StorageFailure::TreeHashes(e)))?;
+        let (index, cursors) = state.admit(asked, &draft, leaf_hash, &tree_hashes);
+        let Draft {
+            seq,
+            hub_micros,
+            recipients,
+            fresh,
+            earlier,
+            audit_scopes,
+            ..
+        } = draft;
+        let appended = Appended {
+            channel: sender.to_string(),
+            seq,
+            leaf_hash,
+            recipients,
+            duplicate: false,
+            earlier,
+        };
+        let new_entry = NewEntry {
+            channel: sender.to_string(),
+            seq,
+            message_id: asked.message_id.to_string(),
+            message_digest: asked.digest,
+            leaf_hash,
+            hub_micros,
+            shared: Arc::new(StoredEntry {
+                encoded: entry.encode_to_vec().into(),
+                entry,
+                leaf_hash,
+                cursors,
+            }),
+            answers: fresh,
+            answer_kind,
+            audit_scopes,
+            tree_hashes,
+        };
+        Ok((index, appended, new_entry))
+    }
+
+    /// The answer to a message id that an earlier batch appended as
+    /// `sender`'s entry `seq`.
+    fn stored_duplicate(&self, sender: &str, seq: u64) -> Result<Appended, AppendError> {
         let stored = self
             .store
             .entry(sender, seq)
-            .map_err(|e| AppendError::Storage(e.to_string()))?
+            .map_err(|e| AppendError::Storage(e.into()))?
             .ok_or_else(|| {
-                AppendError::Storage(format!(
-                    "idempotency record points to missing entry {sender}:{seq}"
-                ))
+                AppendError::Storage(StorageFailure::MissingEntry {
+                    sender: sender.to_string(),
+                    seq,
+                })
             })?;
         Ok(Appended {
             channel: sender.to_string(),
@@ -588,7 +560,7 @@ impl Syncer {
                     }) =>
                 {
                     crate::failpoint::pause("before-sync");
-                    self.store.sync().map_err(|e| e.to_string())
+                    self.store.sync().map_err(StorageFailure::from)
                 }
                 None => Ok(()),
             };
@@ -604,7 +576,7 @@ impl Syncer {
         }
     }
 
-    fn finish(&self, batch: Applied, synced: &Result<(), String>) {
+    fn finish(&self, batch: Applied, synced: &Result<(), StorageFailure>) {
         let Applied {
             outcomes,
             replies,
@@ -646,8 +618,8 @@ impl Syncer {
                 (Ok(()), Outcome::Append(i)) => results
                     .get(i)
                     .cloned()
-                    .ok_or(AppendError::Storage("lost batch answer".into())),
-                (Ok(()), Outcome::SameAs(i, digest)) => match results.get(i) {
+                    .ok_or(AppendError::Storage(StorageFailure::LostAnswer)),
+                (Ok(()), Outcome::SameAs { first: i, digest }) => match results.get(i) {
                     Some(first) if new_entries.get(i).map(|e| e.message_digest) == Some(digest) => {
                         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         Ok(Appended {
@@ -663,7 +635,7 @@ impl Syncer {
                             .unwrap_or_default(),
                         seq: first.seq,
                     }),
-                    None => Err(AppendError::Storage("lost batch answer".into())),
+                    None => Err(AppendError::Storage(StorageFailure::LostAnswer)),
                 },
             };
             let _ = reply.send(answer);

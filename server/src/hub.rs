@@ -81,7 +81,7 @@ impl Hub {
             source,
         })?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir, config.hub.fsync)?);
-        let registry = match store.load_registry()? {
+        let registry = match Registry::load(store.as_ref())? {
             Some(r) => {
                 if Registry::from_seeds(&config.units, &config.mechanisms)
                     .ok()
@@ -97,7 +97,7 @@ impl Hub {
             }
             None => {
                 let r = Registry::from_seeds(&config.units, &config.mechanisms)?;
-                store.save_registry(&r)?;
+                r.save(store.as_ref())?;
                 tracing::info!(
                     units = r.units.len(),
                     mechanisms = r.mechanisms.len(),
@@ -294,7 +294,7 @@ fn finish_pending_rotations(
         let digest = (!p.message_digest.is_empty()).then_some(p.message_digest.as_slice());
         crate::service::appended_at(store, &p.unit, &p.message_id, digest)
     })?;
-    store.save_registry(&registry)?;
+    registry.save(store)?;
     for line in done {
         tracing::warn!("finished an interrupted key rotation: {line}");
     }

@@ -8,6 +8,7 @@
 //! time) so questions about the past keep their answers.
 
 use crate::config::{ConfigError, MechanismSeed, UnitSeed};
+use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, Principal, check_id, office_inbox};
@@ -200,6 +201,27 @@ pub struct Registry {
     /// Rotations announced but perhaps not applied yet (normally empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_rotations: Vec<PendingRotation>,
+}
+
+/// The registry is kept in the store as JSON: the store holds the bytes,
+/// this module their meaning.
+impl Registry {
+    /// The stored registry, or None before the first start.
+    pub fn load(store: &dyn Store) -> Result<Option<Self>, StoreError> {
+        store
+            .load_registry_bytes()?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("registry: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Replaces the stored registry with this one, durably.
+    pub fn save(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(self).map_err(|e| StoreError::Database(e.to_string()))?;
+        store.save_registry_bytes(&v)
+    }
 }
 
 impl Registry {
@@ -632,34 +654,55 @@ impl Registry {
     }
 }
 
+/// A registry for tests: units civil-affairs, tax and finance; tax and
+/// finance are members of fund-supervision, which civil-affairs leads.
+#[cfg(test)]
+pub(crate) fn example() -> Result<Registry, Box<dyn std::error::Error>> {
+    use tongbao_proto::keys::{SigningKey, encode_public_key};
+    let mut units = Vec::new();
+    for id in ["civil-affairs", "tax", "finance"] {
+        units.push(UnitSeed {
+            id: id.into(),
+            name: id.into(),
+            name_zh: String::new(),
+            signing_key: encode_public_key(SigningKey::generate()?.public_key()),
+        });
+    }
+    let mechs = vec![MechanismSeed {
+        id: "fund-supervision".into(),
+        name: "f".into(),
+        name_zh: String::new(),
+        lead: "civil-affairs".into(),
+        members: vec!["tax".into(), "finance".into()],
+    }];
+    Ok(Registry::from_seeds(&units, &mechs)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tongbao_proto::keys::{SigningKey, encode_public_key};
+    use tongbao_proto::keys::SigningKey;
 
-    fn reg() -> Result<Registry, Box<dyn std::error::Error>> {
-        let mut units = Vec::new();
-        for id in ["civil-affairs", "tax", "finance"] {
-            units.push(UnitSeed {
-                id: id.into(),
-                name: id.into(),
-                name_zh: String::new(),
-                signing_key: encode_public_key(SigningKey::generate()?.public_key()),
-            });
+    #[test]
+    fn the_registry_reads_back_as_saved_and_garbled_bytes_are_corrupt()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = crate::store::SledStore::open(dir.path(), false)?;
+        assert_eq!(Registry::load(&store)?, None);
+        let r = example()?;
+        r.save(&store)?;
+        assert_eq!(Registry::load(&store)?, Some(r));
+        store.save_registry_bytes(b"not json")?;
+        match Registry::load(&store) {
+            Err(StoreError::Corrupt(m)) => assert!(m.starts_with("registry: "), "{m}"),
+            other => return Err(format!("expected a corrupt registry, got {other:?}").into()),
         }
-        let mechs = vec![MechanismSeed {
-            id: "fund-supervision".into(),
-            name: "f".into(),
-            name_zh: String::new(),
-            lead: "civil-affairs".into(),
-            members: vec!["tax".into(), "finance".into()],
-        }];
-        Ok(Registry::from_seeds(&units, &mechs)?)
+        Ok(())
     }
 
     #[test]
     fn mechanism_resolves_to_members_without_sender() -> Result<(), Box<dyn std::error::Error>> {
-        let r = reg()?;
+        let r = example()?;
         let a = pb::Audience {
             mechanisms: vec!["fund-supervision".into()],
             offices: vec!["fund-supervision".into()],
@@ -674,7 +717,7 @@ mod tests {
 
     #[test]
     fn unknown_names_and_self_only_are_refused() -> Result<(), Box<dyn std::error::Error>> {
-        let r = reg()?;
+        let r = example()?;
         let unit = pb::Audience {
             units: vec!["nobody".into()],
             ..Default::default()
@@ -701,7 +744,7 @@ mod tests {
 
     #[test]
     fn membership_has_history() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         r.units.insert(
             "audit".into(),
             UnitRecord {
@@ -730,7 +773,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_rotation_is_finished_or_dropped() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         let old = r
             .unit("tax")
             .and_then(|u| u.keys.first())
@@ -766,7 +809,7 @@ mod tests {
 
     #[test]
     fn keys_have_intervals_and_a_unit_keeps_one() -> Result<(), Box<dyn std::error::Error>> {
-        let mut r = reg()?;
+        let mut r = example()?;
         let old = r
             .unit("tax")
             .and_then(|u| u.keys.first())

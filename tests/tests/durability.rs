@@ -253,11 +253,12 @@ async fn suspended_unit_is_refused_and_others_continue() -> TestResult {
     hub.kill()?;
     // Suspend tax in the stored registry while the hub is down.
     {
-        use tongbao_server::store::{SledStore, Store};
+        use tongbao_server::registry::Registry;
+        use tongbao_server::store::SledStore;
         let store = SledStore::open(&pki.path().join("data"), true)?;
-        let mut registry = store.load_registry()?.ok_or("no registry")?;
+        let mut registry = Registry::load(&store)?.ok_or("no registry")?;
         registry.units.get_mut("tax").ok_or("no tax")?.suspended = true;
-        store.save_registry(&registry)?;
+        registry.save(&store)?;
     }
     let hub = HubProcess::start(&pki, HUB)?;
     let e = Client::connect(&pki.unit_config("tax", hub.addr)?)

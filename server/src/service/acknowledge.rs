@@ -2,19 +2,22 @@
 
 use super::HubState;
 use super::push::{check_received, policy_status, verify_sender_signature};
-use crate::appender::AppendError;
+use crate::appender::{AppendError, EarlierAnswer};
 use crate::policy::check_receipt;
 use crate::store::AnswerKind;
 use tongbao_proto::pb;
 use tonic::{Request, Response, Status};
 
-fn earlier(unit: &str, list: Vec<((String, u64), u64)>) -> Vec<pb::EarlierAcknowledgement> {
+fn earlier(unit: &str, list: Vec<EarlierAnswer>) -> Vec<pb::EarlierAcknowledgement> {
     list.into_iter()
-        .map(|((channel, seq), by)| pb::EarlierAcknowledgement {
-            entry: Some(pb::EntryRef { channel, seq }),
+        .map(|e| pb::EarlierAcknowledgement {
+            entry: Some(pb::EntryRef {
+                channel: e.channel,
+                seq: e.seq,
+            }),
             receipt: Some(pb::EntryRef {
                 channel: unit.to_string(),
-                seq: by,
+                seq: e.answered_by,
             }),
         })
         .collect()

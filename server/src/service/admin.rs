@@ -80,7 +80,7 @@ fn change_registry<T>(
             .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))?;
         let mut next = current.clone();
         let out = f(&mut next).map_err(registry_status)?;
-        state.store.save_registry(&next).map_err(storage_status)?;
+        next.save(state.store.as_ref()).map_err(storage_status)?;
         *current = next;
         Ok(out)
     })

@@ -6,13 +6,15 @@
 //! make [`Store::apply`] atomic (all of a batch or none of it) and
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
+mod codec;
+mod durability;
 mod journal;
 mod overlay;
+mod recent;
 mod sled_store;
 
 pub use sled_store::SledStore;
 
-use crate::registry::Registry;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,8 +24,20 @@ use tongbao_proto::{Hash, pb};
 /// durability any more; the appender stops accepting writes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A refusal described in words (the commit journal's refusals, a
+    /// registry that cannot be encoded).
     #[error("database error: {0}")]
     Database(String),
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("database error: cannot open database in {}: {source}", .dir.display())]
+    Open {
+        dir: std::path::PathBuf,
+        source: sled::Error,
+    },
+    /// A thread panicked holding one of the store's locks (named).
+    #[error("database error: {0} poisoned")]
+    Poisoned(&'static str),
     #[error("i/o error making data durable: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]
@@ -138,10 +152,11 @@ pub struct InboxItem {
 
 /// The storage contract of the hub.
 pub trait Store: Send + Sync + 'static {
-    /// The stored registry, or None before the first start.
-    fn load_registry(&self) -> Result<Option<Registry>, StoreError>;
-    /// Replaces the registry, durably.
-    fn save_registry(&self, registry: &Registry) -> Result<(), StoreError>;
+    /// The stored registry, as its owner encoded it, or None before the
+    /// first start.
+    fn load_registry_bytes(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the stored registry, durably.
+    fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError>;
     /// The tip of every channel that has entries.
     fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError>;
     /// The last cursor of every inbox that has entries.

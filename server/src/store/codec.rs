@@ -1,0 +1,338 @@
+//! How the store lays records out as sled keys and values.
+//!
+//! One tree, keys prefixed by record type. Records that grow with every
+//! delivery are kept as runs of inbox positions, so that a message fanned
+//! out to 13 units costs one key per inbox per group commit, not one per
+//! recipient: an inbox run holds the positions one commit added to an
+//! inbox; an answer run, the positions one receipt answered; a fetched run,
+//! the positions one page served for the first time. A background flush
+//! writes consecutive inbox and fetched runs of one inbox as one. Runs are
+//! keyed by their last position and start with their first, so that the
+//! run holding a position is the first key at or after it: lookups only
+//! ever iterate forwards.
+
+use super::{Answer, AnswerKind, InboxItem, StoreError, StoredEntry};
+use prost::Message as _;
+use std::collections::BTreeMap;
+use tongbao_proto::{HASH_LEN, Hash, pb};
+
+pub(super) const ENTRY: u8 = b'e';
+pub(super) const INBOX: u8 = b'i';
+pub(super) const MESSAGE: u8 = b'm';
+pub(super) const CHANNEL_HEAD: u8 = b'c';
+pub(super) const INBOX_HEAD: u8 = b'b';
+pub(super) const ANSWER: u8 = b'a';
+pub(super) const FETCHED: u8 = b'f';
+pub(super) const AUDIT_SCOPE: u8 = b'x';
+pub(super) const TREE_HASH: u8 = b't';
+pub(super) const CHECKPOINT: u8 = b'k';
+pub(super) const REGISTRY_KEY: &[u8] = b"r\0registry";
+pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
+/// The id of the last commit applied, written in the same batch.
+pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
+/// The layout of the records in this file. A database written in another
+/// layout is refused rather than misread.
+pub(super) const FORMAT: &[u8] = b"2";
+
+pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len() + 9);
+    k.push(kind);
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    if let Some(n) = n {
+        k.push(0);
+        k.extend_from_slice(&n.to_be_bytes());
+    }
+    k
+}
+
+/// Consecutive stretches `(first, last)` of ascending, distinct positions.
+pub(super) fn runs_of(cursors: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &c in cursors {
+        match out.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(c) => *last = c,
+            _ => out.push((c, c)),
+        }
+    }
+    out
+}
+
+/// An answer run: first position (8), kind (1), seq of the answering entry
+/// (8), its hub time (8).
+pub(super) fn answer_run(first: u64, kind: AnswerKind, seq: u64, hub_micros: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(25);
+    v.extend_from_slice(&first.to_be_bytes());
+    v.push(u8::from(kind == AnswerKind::Exception));
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&(hub_micros as u64).to_be_bytes());
+    v
+}
+
+pub(super) fn decode_answer(v: &[u8]) -> Result<Answer, StoreError> {
+    if v.len() != 25 {
+        return Err(StoreError::Corrupt("answer record".into()));
+    }
+    Ok(Answer {
+        kind: if v[8] == 1 {
+            AnswerKind::Exception
+        } else {
+            AnswerKind::Acknowledged
+        },
+        seq: u64_from(&v[9..17])?,
+        hub_micros: u64_from(&v[17..25])? as i64,
+    })
+}
+
+/// When a fetched run says `cursor` was first served. A run is its first
+/// position (8) and either one time (8) for all its positions, or (once
+/// runs are merged) stretches of a count (4) and a time (8).
+pub(super) fn fetched_at(v: &[u8], cursor: u64) -> Result<u64, ()> {
+    let first = v.get(..8).ok_or(())?;
+    let mut at = cursor
+        .checked_sub(u64_from(first).map_err(|_| ())?)
+        .ok_or(())?;
+    if v.len() == 16 {
+        return u64_from(&v[8..]).map_err(|_| ());
+    }
+    for stretch in v.get(8..).ok_or(())?.chunks(12) {
+        let (count, micros) = stretch.split_at_checked(4).ok_or(())?;
+        let count = u64::from(u32::from_be_bytes(count.try_into().map_err(|_| ())?));
+        if at < count {
+            return u64_from(micros).map_err(|_| ());
+        }
+        at -= count;
+    }
+    Err(())
+}
+
+/// Consecutive runs of one inbox in `writes` (inbox runs, fetched runs)
+/// as one run each, the rest as is: how a flush writes them to sled, so
+/// that an inbox read at one commit at a time does not leave one key per
+/// commit behind. Runs are keyed by their last position, so the merged
+/// run takes the key of the last run it absorbs.
+pub(super) fn merge_runs(writes: &BTreeMap<Vec<u8>, sled::IVec>) -> Vec<(Vec<u8>, sled::IVec)> {
+    /// A run being merged: its key without the position, its last
+    /// position, kind and value so far.
+    struct Open {
+        prefix: Vec<u8>,
+        last: u64,
+        kind: u8,
+        value: Vec<u8>,
+    }
+    fn close(open: Option<Open>, out: &mut Vec<(Vec<u8>, sled::IVec)>) {
+        if let Some(o) = open {
+            let mut k = o.prefix;
+            k.extend_from_slice(&o.last.to_be_bytes());
+            out.push((k, o.value.into()));
+        }
+    }
+    let mut out = Vec::with_capacity(writes.len());
+    let mut open: Option<Open> = None;
+    for (k, v) in writes {
+        let run = match (k.first(), k.len().checked_sub(9)) {
+            (Some(&kind), Some(at)) if (kind == INBOX || kind == FETCHED) && k[at] == 0 => {
+                match (u64_from(&k[at + 1..]), v.get(..8).map(u64_from)) {
+                    (Ok(last), Some(Ok(first))) if first <= last => Some((kind, at, first, last)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some((kind, at, first, last)) = run else {
+            close(open.take(), &mut out);
+            out.push((k.clone(), v.clone()));
+            continue;
+        };
+        let prefix = &k[..=at];
+        if let Some(o) = open.as_mut()
+            && o.kind == kind
+            && o.prefix == prefix
+            && o.last.checked_add(1) == Some(first)
+            && append_run(kind, &mut o.value, v, last - first + 1)
+        {
+            o.last = last;
+            continue;
+        }
+        close(open.take(), &mut out);
+        let mut value = Vec::new();
+        if kind == FETCHED && v.len() == 16 {
+            // One time for all: as a stretch, so that more can follow.
+            let Ok(count) = u32::try_from(last - first + 1) else {
+                out.push((k.clone(), v.clone()));
+                continue;
+            };
+            value.extend_from_slice(&v[..8]);
+            value.extend_from_slice(&count.to_be_bytes());
+            value.extend_from_slice(&v[8..]);
+        } else {
+            value.extend_from_slice(v);
+        }
+        open = Some(Open {
+            prefix: prefix.to_vec(),
+            last,
+            kind,
+            value,
+        });
+    }
+    close(open, &mut out);
+    out
+}
+
+/// Appends the positions of run `v` (of `count` positions) to the merged
+/// run `into`; false if `v` is not a run this can merge.
+fn append_run(kind: u8, into: &mut Vec<u8>, v: &[u8], count: u64) -> bool {
+    let Ok(count32) = u32::try_from(count) else {
+        return false;
+    };
+    if kind == INBOX {
+        let (Some(head), Some(items)) = (into.get(8..12), v.get(12..)) else {
+            return false;
+        };
+        let Some(total) = head
+            .try_into()
+            .ok()
+            .map(u32::from_be_bytes)
+            .and_then(|n| n.checked_add(count32))
+        else {
+            return false;
+        };
+        into[8..12].copy_from_slice(&total.to_be_bytes());
+        into.extend_from_slice(items);
+        true
+    } else if v.len() == 16 {
+        into.extend_from_slice(&count32.to_be_bytes());
+        into.extend_from_slice(&v[8..]);
+        true
+    } else if v.len() > 8 && (v.len() - 8).is_multiple_of(12) {
+        into.extend_from_slice(&v[8..]);
+        true
+    } else {
+        false
+    }
+}
+
+/// An inbox run: first position (8), count (4), then per position the
+/// entry's seq (8), the length of its channel name (2) and the name.
+pub(super) fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + items.iter().map(|(_, c)| 10 + c.len()).sum::<usize>());
+    v.extend_from_slice(&first.to_be_bytes());
+    v.extend_from_slice(&(items.len() as u32).to_be_bytes());
+    for (seq, channel) in items {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(channel.len() as u16).to_be_bytes());
+        v.extend_from_slice(channel.as_bytes());
+    }
+    v
+}
+
+pub(super) fn decode_inbox_run(
+    inbox: &str,
+    last: u64,
+    v: &[u8],
+) -> Result<Vec<InboxItem>, StoreError> {
+    let bad = || StoreError::Corrupt(format!("inbox {inbox}: run ending at position {last}"));
+    let first = u64_from(v.get(..8).ok_or_else(bad)?)?;
+    let count = v
+        .get(8..12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(bad)?;
+    if first.checked_add(u64::from(count)) != last.checked_add(1) {
+        return Err(bad());
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let mut rest = &v[12..];
+    for i in 0..u64::from(count) {
+        let (seq, len) = match (rest.get(..8), rest.get(8..10)) {
+            (Some(s), Some(l)) => (u64_from(s)?, u16::from_be_bytes([l[0], l[1]]) as usize),
+            _ => return Err(bad()),
+        };
+        let name = rest.get(10..10 + len).ok_or_else(bad)?;
+        out.push(InboxItem {
+            cursor: first + i,
+            seq,
+            channel: String::from_utf8_lossy(name).into_owned(),
+        });
+        rest = &rest[10 + len..];
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// An entry record: leaf hash, the number of recipients (4), each
+/// recipient's inbox position (8 each), then the encoded entry.
+pub(super) fn entry_record(
+    leaf_hash: &Hash,
+    cursors: impl ExactSizeIterator<Item = u64>,
+    encoded: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HASH_LEN + 4 + 8 * cursors.len() + encoded.len());
+    v.extend_from_slice(leaf_hash);
+    v.extend_from_slice(&(cursors.len() as u32).to_be_bytes());
+    for c in cursors {
+        v.extend_from_slice(&c.to_be_bytes());
+    }
+    v.extend_from_slice(encoded);
+    v
+}
+
+/// Where the encoded entry starts in an entry record.
+pub(super) fn entry_offset(v: &[u8]) -> Option<usize> {
+    let n = v.get(HASH_LEN..HASH_LEN + 4)?;
+    let n = u32::from_be_bytes(n.try_into().ok()?) as usize;
+    let at = HASH_LEN + 4 + 8 * n;
+    (at <= v.len()).then_some(at)
+}
+
+pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
+    let at =
+        entry_offset(v).ok_or_else(|| StoreError::Corrupt(format!("entry {channel}:{seq}")))?;
+    let entry = pb::Entry::decode(&v[at..])
+        .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
+    let cursors = v[HASH_LEN + 4..at]
+        .chunks_exact(8)
+        .map(u64_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if cursors.len() != entry.recipients.len() {
+        return Err(StoreError::Corrupt(format!(
+            "entry {channel}:{seq}: {} inbox positions for {} recipients",
+            cursors.len(),
+            entry.recipients.len()
+        )));
+    }
+    Ok(StoredEntry {
+        entry,
+        leaf_hash: hash_from(&v[..HASH_LEN])?,
+        encoded: prost::bytes::Bytes::copy_from_slice(&v[at..]),
+        cursors,
+    })
+}
+
+pub(super) fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("hash of {} bytes", bytes.len())))
+}
+
+pub(super) fn u64_from(bytes: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("counter of {} bytes", bytes.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Splits `kind 0 name 0 n` keys.
+pub(super) fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
+    let rest = k
+        .get(2..)
+        .ok_or_else(|| StoreError::Corrupt("short key".into()))?;
+    if rest.len() >= 9 && rest[rest.len() - 9] == 0 {
+        let name = String::from_utf8_lossy(&rest[..rest.len() - 9]).into_owned();
+        Ok((name, Some(u64_from(&rest[rest.len() - 8..])?)))
+    } else {
+        Ok((String::from_utf8_lossy(rest).into_owned(), None))
+    }
+}

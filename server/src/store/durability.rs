@@ -1,0 +1,480 @@
+//! What makes the store's commits durable: the commit journal, the
+//! overlay and the background flush into sled.
+//!
+//! A group commit is made durable by the commit journal ([`super::journal`]),
+//! not by flushing sled: its writes are one journal record, written and
+//! fdatasync'd per commit, and applied to an in-memory overlay that reads
+//! consult before sled. Every 100 ms a background flush moves the overlay
+//! into sled, makes sled durable and retires the journal files it covers;
+//! at start the commits sled had not flushed are replayed from the journal.
+//! sled's own flush uses `sync_file_range` and never syncs blob files
+//! (large values), which survives a process crash but not a power loss;
+//! [`Durability::make_durable`] adds the missing fsyncs. Fetched marks are
+//! not journaled: they reach disk with the next flush.
+
+use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, merge_runs, u64_from};
+use super::journal::Journal;
+use super::overlay::{Kv, Newest, Overlay};
+use super::{StoreError, create_dir_durably, sync_dir};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Duration;
+
+/// sled's page cache (its default, 1 GiB, would let memory grow with the data).
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+/// How often sled is flushed in the background, which bounds how much of
+/// the journal a restart replays and how much the overlay holds. Often
+/// enough that each flush is a short burst (a second's worth at 500
+/// messages/s took 60–100 ms of a core, and pushes queued behind it).
+pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Bytes of writes in the overlay that start a flush before its time.
+const FLUSH_BYTES: usize = 32 << 20;
+
+/// The data and what makes it durable, shared by the store and its
+/// background flusher.
+pub(super) struct Durability {
+    db: sled::Db,
+    pub(super) tree: sled::Tree,
+    /// Held while a commit is applied and journaled, so that commit ids,
+    /// overlay writes and journal records follow one order.
+    apply_lock: Mutex<()>,
+    /// Applied writes sled does not hold yet; read before sled.
+    overlay: RwLock<Overlay>,
+    /// One flush at a time, and what the flushes have made durable.
+    flushing: Mutex<Flushed>,
+    db_file: File,
+    pub(super) dir: PathBuf,
+    synced_blobs: Mutex<HashSet<OsString>>,
+    fsync: bool,
+    pub(super) journal: Journal,
+    /// The id of the last commit applied (to the overlay); changed only
+    /// under the overlay's write lock, so a frozen overlay knows its last commit.
+    pub(super) applied: AtomicU64,
+}
+
+/// How far sled holds the commits durably, and how far its record of that
+/// (`COMMIT_KEY`) does. A background flush records the previous flush's
+/// commit beside its own writes, so that one sled sync a flush suffices;
+/// the commits in between are replayed from the journal after a crash,
+/// which rewrites what sled already holds.
+#[derive(Default)]
+struct Flushed {
+    /// The last commit whose writes sled holds durably.
+    durable: u64,
+    /// The last commit `COMMIT_KEY` durably names; the journal keeps every
+    /// later one.
+    recorded: u64,
+}
+
+/// When a flush records the commit it flushed: with the next flush (one
+/// sled sync each), or at once (a second sync), so that a start needs no
+/// replay of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Record {
+    WithNextFlush,
+    AtOnce,
+}
+
+/// The thread that flushes sled in the background and retires the journal
+/// files it made redundant; stopped (after a last flush) when the store is
+/// dropped, so that the database can be reopened at once.
+pub(super) struct Flusher {
+    /// Asks for a flush before its time; dropped to stop the thread.
+    wake: Option<mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long opening waits for another holder of the database lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (up to [`LOCK_WAIT`]) until nobody holds sled's lock on `db`: a
+/// store just dropped, in this process or a hub that is exiting, lets go a
+/// moment later, once sled's background writes finish. Past the wait, sled's
+/// own open reports who holds it.
+fn wait_for_lock(db: &Path) -> Result<(), StoreError> {
+    let file = match File::open(db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            // Dropping `file` releases the probe's own lock.
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
+}
+
+impl Durability {
+    /// Opens (or creates) the database in `dir` and replays the commits the
+    /// journal holds and sled does not.
+    pub(super) fn open(dir: &Path, fsync: bool) -> Result<Arc<Self>, StoreError> {
+        create_dir_durably(dir)?;
+        wait_for_lock(&dir.join("db"))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(|source| StoreError::Open {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        let tree = db.open_tree("exchange")?;
+        match tree.get(FORMAT_KEY)? {
+            Some(v) if v.as_ref() == FORMAT => {}
+            None if tree.is_empty() => {
+                tree.insert(FORMAT_KEY, FORMAT)?;
+            }
+            found => {
+                return Err(StoreError::Format(format!(
+                    "the data in {} is in storage format {}, and this hub reads only format {}; \
+                     start it on an empty data directory",
+                    dir.display(),
+                    found
+                        .map(|v| String::from_utf8_lossy(&v).into_owned())
+                        .unwrap_or_else(|| "1".into()),
+                    String::from_utf8_lossy(FORMAT)
+                )));
+            }
+        }
+        let db_file = File::open(dir.join("db"))?;
+        // The directory entries of the files sled just created must be durable too.
+        sync_dir(dir)?;
+        let flushed = match tree.get(COMMIT_KEY)? {
+            Some(v) => u64_from(&v)?,
+            None => 0,
+        };
+        let (journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
+        // Commits the journal made durable but sled had not flushed: all
+        // decoded before any is applied, then written to sled as one batch.
+        let mut overlay = Overlay::default();
+        let mut applied = flushed;
+        for record in unflushed {
+            for (k, v) in decode_ops(&record.payload)? {
+                overlay.put(k, v.into());
+            }
+            applied = record.id;
+        }
+        let durability = Arc::new(Durability {
+            db,
+            tree,
+            apply_lock: Mutex::new(()),
+            overlay: RwLock::new(overlay),
+            flushing: Mutex::new(Flushed {
+                durable: flushed,
+                recorded: flushed,
+            }),
+            db_file,
+            dir: dir.to_path_buf(),
+            synced_blobs: Mutex::new(HashSet::new()),
+            fsync,
+            journal,
+            applied: AtomicU64::new(applied),
+        });
+        durability.flush(false, Record::AtOnce)?;
+        Ok(durability)
+    }
+
+    /// Queues one commit's writes in the journal and applies them to the
+    /// overlay, where reads see them at once. True when the overlay holds
+    /// enough to flush before its time.
+    pub(super) fn commit(&self, ops: Vec<Write>) -> Result<bool, StoreError> {
+        let _order = self
+            .apply_lock
+            .lock()
+            .map_err(|_| StoreError::Poisoned("store"))?;
+        let id = self.applied.load(Ordering::Acquire) + 1;
+        let record = encode_ops(&ops);
+        // Locked before the append, so that a journaled commit always
+        // reaches the overlay and its id is never handed out twice.
+        let mut o = self.overlay()?;
+        self.journal.append(id, &record)?;
+        for (k, v) in ops {
+            o.put(k, v.into());
+        }
+        self.applied.store(id, Ordering::Release);
+        Ok(o.active_bytes() >= FLUSH_BYTES)
+    }
+
+    /// sled flush, then fsync of the log file and of any new blob files.
+    pub(super) fn make_durable(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        if !self.fsync {
+            return Ok(());
+        }
+        self.db_file.sync_data()?;
+        self.sync_new_blobs()
+    }
+
+    fn sync_new_blobs(&self) -> Result<(), StoreError> {
+        let blobs = self.dir.join("blobs");
+        let Ok(read) = std::fs::read_dir(&blobs) else {
+            return Ok(());
+        };
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .map_err(|_| StoreError::Poisoned("blob sync state"))?;
+        let mut any = false;
+        let mut present = HashSet::new();
+        for item in read {
+            let item = item?;
+            let name = item.file_name();
+            if !synced.contains(&name) {
+                // A blob may be removed by sled's GC between listing and opening.
+                if let Ok(f) = File::open(item.path()) {
+                    f.sync_data()?;
+                    any = true;
+                }
+            }
+            present.insert(name);
+        }
+        if any {
+            sync_dir(&blobs)?;
+        }
+        *synced = present;
+        Ok(())
+    }
+    pub(super) fn overlay(&self) -> Result<std::sync::RwLockWriteGuard<'_, Overlay>, StoreError> {
+        self.overlay
+            .write()
+            .map_err(|_| StoreError::Poisoned("store overlay"))
+    }
+
+    pub(super) fn overlay_read(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StoreError> {
+        self.overlay
+            .read()
+            .map_err(|_| StoreError::Poisoned("store overlay"))
+    }
+
+    /// The newest value of `key`: the overlay's, else sled's.
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let frozen = match self.overlay_read()?.get(key) {
+            Ok(v) => return Ok(Some(v)),
+            Err(frozen) => frozen,
+        };
+        if let Some(v) = frozen.get(key) {
+            return Ok(Some(v.clone()));
+        }
+        self.tree.get(key).map_err(StoreError::from)
+    }
+
+    /// Keys from `lo` up to `hi`, ascending, newest values. The overlay is
+    /// read before sled: a write a flush moves meanwhile is seen on one
+    /// side or the other.
+    pub(super) fn scan<'a>(
+        &'a self,
+        lo: &[u8],
+        hi: Bound<&[u8]>,
+    ) -> impl Iterator<Item = Result<Kv, StoreError>> + use<'a> {
+        // An inverted range holds nothing (and would panic the overlay's map).
+        let hi = match hi {
+            Bound::Included(h) if h < lo => Bound::Excluded(lo),
+            Bound::Excluded(h) if h < lo => Bound::Excluded(lo),
+            other => other,
+        };
+        let (pending, poisoned) = match self.overlay_read() {
+            Ok(o) => (o.range(lo, hi), None),
+            Err(e) => (Vec::new(), Some(Err(e))),
+        };
+        let hi = match hi {
+            Bound::Included(h) => Bound::Included(h.to_vec()),
+            Bound::Excluded(h) => Bound::Excluded(h.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let sled = self
+            .tree
+            .range::<Vec<u8>, _>((Bound::Included(lo.to_vec()), hi))
+            .map(|kv| kv.map_err(StoreError::from));
+        poisoned
+            .into_iter()
+            .chain(Newest::new(pending.into_iter().map(Ok), sled))
+    }
+
+    /// Keys starting with `[kind, 0]`.
+    pub(super) fn scan_kind(
+        &self,
+        kind: u8,
+    ) -> impl Iterator<Item = Result<Kv, StoreError>> + use<'_> {
+        self.scan(&[kind, 0], Bound::Excluded(&[kind, 1]))
+    }
+
+    /// Moves the overlay's writes into sled, makes sled durable and retires
+    /// the journal files it made redundant. The writes go in one by one
+    /// (a sled batch would stop every reader while it is applied), each
+    /// commit's after its journal record is durable: a crash mid-flush
+    /// leaves sled with parts of journaled commits only, which the replay
+    /// at start writes again in full. A flushed commit is recorded only
+    /// once all of it is durable: with the next flush's writes, or `AtOnce`
+    /// by a sync of its own (see [`Flushed`]).
+    ///
+    /// With `merge`, consecutive runs are written as one (see
+    /// [`merge_runs`]). The flush of replayed commits at start does not
+    /// merge: each of their runs then overwrites the key it had, including
+    /// the last key of a merged run the crash left behind, so no two runs
+    /// of different extent end up holding the same positions.
+    pub(super) fn flush(&self, merge: bool, record: Record) -> Result<(), StoreError> {
+        let mut flushed = self
+            .flushing
+            .lock()
+            .map_err(|_| StoreError::Poisoned("store flush"))?;
+        let frozen = {
+            let mut o = self.overlay()?;
+            o.freeze(self.applied.load(Ordering::Acquire))
+        };
+        if let Some(frozen) = &frozen {
+            self.journal.sync()?;
+            if merge {
+                for (k, v) in merge_runs(&frozen.writes) {
+                    self.tree.insert(k, v)?;
+                }
+            } else {
+                for (k, v) in frozen.writes.iter() {
+                    self.tree.insert(k.as_slice(), v.clone())?;
+                }
+            }
+        }
+        // What sled held durably before this flush may be recorded with it.
+        let unrecorded = (flushed.durable > flushed.recorded).then_some(flushed.durable);
+        if frozen.is_none() && unrecorded.is_none() {
+            return Ok(());
+        }
+        if let Some(commit) = unrecorded {
+            self.record(commit)?;
+        }
+        self.make_durable()?;
+        if let Some(commit) = unrecorded {
+            flushed.recorded = commit;
+        }
+        if let Some(frozen) = frozen {
+            flushed.durable = frozen.commit;
+            self.overlay()?.thaw();
+        }
+        if record == Record::AtOnce && flushed.durable > flushed.recorded {
+            self.record(flushed.durable)?;
+            self.make_durable()?;
+            flushed.recorded = flushed.durable;
+        }
+        self.journal.retire(flushed.recorded)
+    }
+
+    /// Names `commit` as the last one sled holds (durable with the next sync).
+    fn record(&self, commit: u64) -> Result<(), StoreError> {
+        self.tree
+            .insert(COMMIT_KEY, commit.to_be_bytes().to_vec())?;
+        Ok(())
+    }
+}
+
+impl Flusher {
+    /// Asks for a flush before its time (none if one is already asked for).
+    pub(super) fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// Stops the thread after a last flush.
+    pub(super) fn stop(&mut self) {
+        self.wake.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub(super) fn start(durability: Arc<Durability>, every: Duration) -> Result<Self, StoreError> {
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tongbao-flush".into())
+            .spawn(move || {
+                loop {
+                    let last_round = matches!(
+                        woken.recv_timeout(every),
+                        Err(mpsc::RecvTimeoutError::Disconnected)
+                    );
+                    // The journal keeps every commit until a flush succeeds.
+                    // The last one records all it flushed, so that the next
+                    // start replays nothing.
+                    let record = if last_round {
+                        Record::AtOnce
+                    } else {
+                        Record::WithNextFlush
+                    };
+                    if !last_round {
+                        crate::failpoint::pause("background-flush");
+                    }
+                    if let Err(e) = durability.flush(true, record) {
+                        tracing::warn!(error = %e, "background flush of the database failed");
+                    }
+                    if last_round {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            wake: Some(wake),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// One key and the value a commit writes under it.
+pub(super) type Write = (Vec<u8>, Vec<u8>);
+
+/// One commit's records, as the journal keeps them.
+fn encode_ops(ops: &[Write]) -> Vec<u8> {
+    let size: usize = ops.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for (k, v) in ops {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn decode_ops(bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
+        let (head, tail) = rest
+            .split_at_checked(n)
+            .ok_or_else(|| StoreError::Corrupt("a journal record is cut short".into()))?;
+        *rest = tail;
+        Ok(head)
+    }
+    fn len(rest: &mut &[u8]) -> Result<usize, StoreError> {
+        let b: [u8; 4] = take(rest, 4)?.try_into().unwrap_or_default();
+        Ok(u32::from_le_bytes(b) as usize)
+    }
+    let mut rest = bytes;
+    let count = len(&mut rest)?;
+    let mut ops = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let n = len(&mut rest)?;
+        let k = take(&mut rest, n)?.to_vec();
+        let n = len(&mut rest)?;
+        let v = take(&mut rest, n)?.to_vec();
+        ops.push((k, v));
+    }
+    if !rest.is_empty() {
+        return Err(StoreError::Corrupt(
+            "a journal record has bytes after its last write".into(),
+        ));
+    }
+    Ok(ops)
+}
