@@ -121,12 +121,7 @@ impl Client {
 
     /// Whether a subscription may resume after `status`; if not, the
     /// reason has been handed to the subscriber.
-    async fn may_resume(
-        &self,
-        e: ClientError,
-        generation: u64,
-        tx: &mpsc::Sender<Result<VerifiedEntry, ClientError>>,
-    ) -> bool {
+    async fn may_resume(&self, e: ClientError, generation: u64, tx: &Subscriber) -> bool {
         let last = match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
             Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {
                 tracing::debug!(error = %e, "subscription interrupted; resuming");
@@ -139,131 +134,20 @@ impl Client {
         false
     }
 
-    async fn run_subscription(
-        self,
-        mut cursor: u64,
-        tx: mpsc::Sender<Result<VerifiedEntry, ClientError>>,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        let mut unchecked = InclusionBacklog::default();
-        let check_every = InclusionBacklog::check_every();
-        // At most one inclusion check runs at a time; it outlives reconnects.
-        let mut proving: Option<InclusionProof> = None;
-        loop {
-            let generation = self.live.generation();
-            let opened = self
-                .rpc()
-                .subscribe(pb::SubscribeRequest {
-                    inbox: String::new(),
-                    after: cursor,
-                })
-                .await;
-            match opened {
-                Ok(response) => {
-                    let mut stream = response.into_inner();
-                    // The end of the stream or its error, met while taking
-                    // what had already arrived; handled after those.
-                    let mut held = None;
-                    loop {
-                        let check_due = unchecked.deadline(check_every);
-                        let next = if let Some(h) = held.take() {
-                            h
-                        } else {
-                            tokio::select! {
-                                n = stream.message() => n,
-                                _ = tx.closed() => return,
-                                done = async {
-                                    match proving.as_mut() {
-                                        Some(p) => p.await,
-                                        None => std::future::pending().await,
-                                    }
-                                } => {
-                                    proving = None;
-                                    let failed = match done {
-                                        Ok((Ok(()), _)) => continue,
-                                        Ok((Err(e), entries)) => {
-                                            // A connection lost mid-proof proves nothing either
-                                            // way: the entries wait for the next attempt.
-                                            if e.is_transient() {
-                                                unchecked.restore(entries);
-                                            }
-                                            e
-                                        }
-                                        Err(e) => ClientError::Integrity {
-                                            channel: String::new(),
-                                            seq: 0,
-                                            reason: format!("the inclusion check stopped: {e}"),
-                                        },
-                                    };
-                                    if self.may_resume(failed, generation, &tx).await {
-                                        break;
-                                    }
-                                    return;
-                                }
-                                _ = tokio::time::sleep_until(check_due),
-                                    if !unchecked.is_empty() && proving.is_none() =>
-                                {
-                                    proving = Some(self.start_proof(&mut unchecked));
-                                    continue;
-                                }
-                            }
-                        };
-                        match next {
-                            Ok(Some(d)) => {
-                                backoff = Duration::from_millis(100);
-                                // What has arrived behind it is verified with
-                                // it, the signatures in one batch.
-                                let mut batch = vec![d];
-                                while batch.len() < SUBSCRIPTION_BATCH {
-                                    match stream.message().now_or_never() {
-                                        Some(Ok(Some(d))) => batch.push(d),
-                                        Some(end) => {
-                                            held = Some(end);
-                                            break;
-                                        }
-                                        None => break,
-                                    }
-                                }
-                                skip_delivered(&mut batch, cursor);
-                                let (verified, failed) = self.verify_deliveries(batch).await;
-                                for v in verified {
-                                    cursor = v.cursor;
-                                    if self.verify_inclusion {
-                                        unchecked.push(v.pin());
-                                    }
-                                    if tx.send(Ok(v)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                if let Some(e) = failed {
-                                    let _ = tx.send(Err(e)).await;
-                                    return;
-                                }
-                                if unchecked.due(check_every) && proving.is_none() {
-                                    proving = Some(self.start_proof(&mut unchecked));
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(status) => {
-                                if !self.may_resume(status.into(), generation, &tx).await {
-                                    return;
-                                }
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(status) => {
-                    if !self.may_resume(status.into(), generation, &tx).await {
-                        return;
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = tx.closed() => return,
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+    /// Runs a subscription from state to state until it is done.
+    async fn run_subscription(self, cursor: u64, tx: Subscriber) {
+        let mut run = Subscription {
+            client: self,
+            cursor,
+            tx,
+            backoff: FIRST_BACKOFF,
+            unchecked: InclusionBacklog::default(),
+            check_every: InclusionBacklog::check_every(),
+            proving: None,
+        };
+        let mut state = State::Connecting;
+        while !matches!(state, State::Done) {
+            state = run.step(state).await;
         }
     }
 
@@ -321,6 +205,203 @@ impl Client {
                 self.ack_pins(std::mem::take(&mut pending)).await?;
             }
         }
+    }
+}
+
+/// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`]
+/// and starts over once a delivery arrives.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a subscription hands to its subscriber.
+type Subscriber = mpsc::Sender<Result<VerifiedEntry, ClientError>>;
+
+/// One answer of the hub's stream: a delivery, its end, or its error.
+type StreamItem = Result<Option<pb::Delivery>, tonic::Status>;
+
+/// Where a subscription stands.
+enum State {
+    /// About to ask the hub for the inbox after the cursor.
+    Connecting,
+    /// Taking deliveries from an open stream.
+    Streaming(Box<Open>),
+    /// Waiting out the backoff before connecting again.
+    Waiting,
+    /// Over: the subscriber left, or retrying cannot help (it was told).
+    Done,
+}
+
+/// An open stream of deliveries.
+struct Open {
+    stream: tonic::Streaming<pb::Delivery>,
+    /// The connection generation the stream was opened on.
+    generation: u64,
+    /// The end of the stream or its error, met while taking what had
+    /// already arrived; handled after those.
+    held: Option<StreamItem>,
+}
+
+/// A running subscription: what lasts across states and reconnects.
+struct Subscription {
+    client: Client,
+    /// The last position handed over.
+    cursor: u64,
+    tx: Subscriber,
+    backoff: Duration,
+    /// Entries handed over whose inclusion is not checked yet.
+    unchecked: InclusionBacklog,
+    check_every: Duration,
+    /// At most one inclusion check runs at a time; it outlives reconnects.
+    proving: Option<InclusionProof>,
+}
+
+/// What can wake a subscription that streams.
+// Lives on the stack from a wake to its handling, as the stream's answer
+// did before: boxing it would cost an allocation per delivery.
+#[allow(clippy::large_enum_variant)]
+enum Woken {
+    Delivery(StreamItem),
+    SubscriberLeft,
+    ProofDone(Result<(Result<(), ClientError>, InclusionBacklog), tokio::task::JoinError>),
+    ProofDue,
+}
+
+impl Subscription {
+    async fn step(&mut self, state: State) -> State {
+        match state {
+            State::Connecting => self.connect().await,
+            State::Streaming(open) => self.stream(open).await,
+            State::Waiting => self.wait().await,
+            State::Done => State::Done,
+        }
+    }
+
+    async fn connect(&mut self) -> State {
+        let generation = self.client.live.generation();
+        let opened = self
+            .client
+            .rpc()
+            .subscribe(pb::SubscribeRequest {
+                inbox: String::new(),
+                after: self.cursor,
+            })
+            .await;
+        match opened {
+            Ok(response) => State::Streaming(Box::new(Open {
+                stream: response.into_inner(),
+                generation,
+                held: None,
+            })),
+            Err(status) => self.interrupted(status.into(), generation).await,
+        }
+    }
+
+    /// Waits for the next thing to do while streaming, then does it.
+    async fn stream(&mut self, mut open: Box<Open>) -> State {
+        let woken = match open.held.take() {
+            Some(item) => Woken::Delivery(item),
+            None => self.wake(&mut open.stream).await,
+        };
+        match woken {
+            Woken::Delivery(Ok(Some(d))) => self.deliver(d, open).await,
+            Woken::Delivery(Ok(None)) => State::Waiting,
+            Woken::Delivery(Err(status)) => self.interrupted(status.into(), open.generation).await,
+            Woken::SubscriberLeft => State::Done,
+            Woken::ProofDone(done) => {
+                self.proving = None;
+                let failed = match done {
+                    Ok((Ok(()), _)) => return State::Streaming(open),
+                    Ok((Err(e), entries)) => {
+                        // A connection lost mid-proof proves nothing either
+                        // way: the entries wait for the next attempt.
+                        if e.is_transient() {
+                            self.unchecked.restore(entries);
+                        }
+                        e
+                    }
+                    Err(e) => ClientError::Integrity {
+                        channel: String::new(),
+                        seq: 0,
+                        reason: format!("the inclusion check stopped: {e}"),
+                    },
+                };
+                self.interrupted(failed, open.generation).await
+            }
+            Woken::ProofDue => {
+                self.proving = Some(self.client.start_proof(&mut self.unchecked));
+                State::Streaming(open)
+            }
+        }
+    }
+
+    async fn wake(&mut self, stream: &mut tonic::Streaming<pb::Delivery>) -> Woken {
+        let check_due = self.unchecked.deadline(self.check_every);
+        let may_start = !self.unchecked.is_empty() && self.proving.is_none();
+        let proving = &mut self.proving;
+        tokio::select! {
+            n = stream.message() => Woken::Delivery(n),
+            _ = self.tx.closed() => Woken::SubscriberLeft,
+            done = async {
+                match proving.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            } => Woken::ProofDone(done),
+            _ = tokio::time::sleep_until(check_due), if may_start => Woken::ProofDue,
+        }
+    }
+
+    /// Verifies a delivery with whatever arrived behind it (the signatures
+    /// in one batch) and hands the entries over.
+    async fn deliver(&mut self, first: pb::Delivery, mut open: Box<Open>) -> State {
+        self.backoff = FIRST_BACKOFF;
+        let mut batch = vec![first];
+        while batch.len() < SUBSCRIPTION_BATCH {
+            match open.stream.message().now_or_never() {
+                Some(Ok(Some(d))) => batch.push(d),
+                Some(end) => {
+                    open.held = Some(end);
+                    break;
+                }
+                None => break,
+            }
+        }
+        skip_delivered(&mut batch, self.cursor);
+        let (verified, failed) = self.client.verify_deliveries(batch).await;
+        for v in verified {
+            self.cursor = v.cursor;
+            if self.client.verify_inclusion {
+                self.unchecked.push(v.pin());
+            }
+            if self.tx.send(Ok(v)).await.is_err() {
+                return State::Done;
+            }
+        }
+        if let Some(e) = failed {
+            let _ = self.tx.send(Err(e)).await;
+            return State::Done;
+        }
+        if self.unchecked.due(self.check_every) && self.proving.is_none() {
+            self.proving = Some(self.client.start_proof(&mut self.unchecked));
+        }
+        State::Streaming(open)
+    }
+
+    /// After a failure: wait and reconnect, or stop (the subscriber told).
+    async fn interrupted(&self, e: ClientError, generation: u64) -> State {
+        if self.client.may_resume(e, generation, &self.tx).await {
+            State::Waiting
+        } else {
+            State::Done
+        }
+    }
+
+    async fn wait(&mut self) -> State {
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = self.tx.closed() => return State::Done,
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        State::Connecting
     }
 }
 
