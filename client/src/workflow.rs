@@ -82,11 +82,7 @@ impl Client {
         &self,
         signed: pb::SignedMessage,
     ) -> Result<PushReceipt, ClientError> {
-        let message_id = signed
-            .message
-            .as_ref()
-            .map(|m| m.message_id.clone())
-            .unwrap_or_default();
+        let message_id = signed.message_id().to_string();
         let r = self
             .workflow_rpc()
             .submit(pb::SubmitStepRequest { step: Some(signed) })

@@ -4,7 +4,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use std::path::PathBuf;
-use tongbao_client::{Client, ClientConfig, Draft, VerifiedEntry};
+use tongbao_client::{Client, ClientConfig, Draft, VerifiedEntry, format_micros};
 use tongbao_proto::{kinds, pb};
 
 #[path = "tongbao/workflow.rs"]
@@ -265,7 +265,7 @@ fn state_name(state: i32) -> &'static str {
 
 fn time_or_dash(micros: i64) -> String {
     if micros > 0 {
-        hub_time(micros)
+        format_micros(micros)
     } else {
         "-".into()
     }
@@ -275,11 +275,11 @@ fn audited_json(e: &pb::AuditedEntry) -> serde_json::Value {
     serde_json::json!({
         "channel": e.channel, "seq": e.seq, "leaf_hash": hex::encode(&e.leaf_hash),
         "sender": e.sender, "kind": kinds::name(e.kind), "message_id": e.message_id,
-        "hub_time": hub_time(e.hub_micros), "deadline": hub_time(e.deadline_micros),
+        "hub_time": format_micros(e.hub_micros), "deadline": format_micros(e.deadline_micros),
         "recipients": e.recipients.iter().map(|r| serde_json::json!({
             "recipient": r.recipient, "state": state_name(r.state), "overdue": r.overdue,
-            "fetched": (r.fetched_micros > 0).then(|| hub_time(r.fetched_micros)),
-            "answered": (r.acknowledged_micros > 0).then(|| hub_time(r.acknowledged_micros)),
+            "fetched": (r.fetched_micros > 0).then(|| format_micros(r.fetched_micros)),
+            "answered": (r.acknowledged_micros > 0).then(|| format_micros(r.acknowledged_micros)),
             "answer": r.answer.as_ref().map(|a| format!("{}:{}", a.channel, a.seq)),
         })).collect::<Vec<_>>(),
     })
@@ -328,8 +328,8 @@ async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
                             e.seq,
                             e.sender,
                             kinds::name(e.kind),
-                            hub_time(e.hub_micros),
-                            hub_time(e.deadline_micros),
+                            format_micros(e.hub_micros),
+                            format_micros(e.deadline_micros),
                             d.recipient,
                             state_name(d.state),
                             time_or_dash(d.fetched_micros),
@@ -348,8 +348,8 @@ async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
                         e.seq,
                         kinds::name(e.kind),
                         e.sender,
-                        hub_time(e.hub_micros),
-                        hub_time(e.deadline_micros),
+                        format_micros(e.hub_micros),
+                        format_micros(e.deadline_micros),
                         count(pb::DeliveryState::Acknowledged),
                         e.recipients.len(),
                         count(pb::DeliveryState::Fetched),
@@ -372,7 +372,7 @@ async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
                 println!(
                     "{} entries, as of {}",
                     r.entries.len(),
-                    hub_time(r.as_of_micros)
+                    format_micros(r.as_of_micros)
                 );
             }
         }
@@ -449,8 +449,6 @@ fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
     ))
 }
 
-use tongbao_client::format_micros as hub_time;
-
 fn entry_json(e: &VerifiedEntry) -> serde_json::Value {
     let m = e.message();
     let mut v = serde_json::json!({
@@ -463,8 +461,8 @@ fn entry_json(e: &VerifiedEntry) -> serde_json::Value {
         "subject": m.subject,
         "content_type": m.content_type,
         "recipients": e.entry.recipients,
-        "hub_time": hub_time(e.entry.hub_micros),
-        "created": hub_time(m.created_micros),
+        "hub_time": format_micros(e.entry.hub_micros),
+        "created": format_micros(m.created_micros),
         "leaf_hash": hex::encode(e.leaf_hash),
     });
     match std::str::from_utf8(&m.body) {
@@ -501,7 +499,7 @@ fn print_entry(e: &VerifiedEntry, json: bool) {
         kinds::name(m.kind),
         m.sender,
         e.entry.recipients.join(","),
-        hub_time(e.entry.hub_micros)
+        format_micros(e.entry.hub_micros)
     );
     println!("    subject: {}", m.subject);
     for line in String::from_utf8_lossy(&m.body).lines() {

@@ -147,7 +147,7 @@ impl Client {
                 "signed with key {key_id}, which the registry does not list for unit {unit}"
             ),
         })?;
-        if let Some(message) = entry.message.as_ref().and_then(|m| m.message.as_ref())
+        if let Some(message) = entry.content()
             && let Err(e) = validity.check_message(unit, key_id, message)
         {
             return Err(ClientError::Integrity {

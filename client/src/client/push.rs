@@ -110,11 +110,7 @@ impl Client {
     /// interrupted one may): push the same signed message again, not a new
     /// draft, to have it once.
     pub async fn push_signed(&self, signed: pb::SignedMessage) -> Result<PushReceipt, ClientError> {
-        let message_id = signed
-            .message
-            .as_ref()
-            .map(|m| m.message_id.clone())
-            .unwrap_or_default();
+        let message_id = signed.message_id().to_string();
         // What the message adds to a `PushBatchRequest` (field 1).
         let size = prost::encoding::message::encoded_len(1, &signed);
         if size > push_queue::BATCH_BYTES {
@@ -258,12 +254,7 @@ impl Client {
     ) -> Result<Vec<Result<PushReceipt, ClientError>>, ClientError> {
         let ids: Vec<String> = messages
             .iter()
-            .map(|m| {
-                m.message
-                    .as_ref()
-                    .map(|m| m.message_id.clone())
-                    .unwrap_or_default()
-            })
+            .map(|m| m.message_id().to_string())
             .collect();
         let r = self
             .rpc()

@@ -1,10 +1,11 @@
 //! The mechanisms' workflows on the command line: meetings, minutes, joint
 //! notices and escalations, liaisons, statistics and cases.
 
-use super::{entry_json, hub_time, parse_ref, parse_since, print_entry};
+use super::{entry_json, parse_ref, parse_since, print_entry};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
+use tongbao_client::format_micros;
 use tongbao_client::{Client, PushReceipt};
 use tongbao_proto::kinds;
 use tongbao_proto::pb::{self, Kind, MeetingKind};
@@ -272,7 +273,7 @@ fn meeting_json(m: &pb::MeetingState) -> Value {
     let p = m.proposal.clone().unwrap_or_default();
     json!({
         "meeting_id": p.meeting_id, "title": p.title, "mechanisms": p.mechanisms,
-        "date": hub_time(p.date_micros), "proposer": m.proposer, "stage": stage_name(m.stage),
+        "date": format_micros(p.date_micros), "proposer": m.proposer, "stage": stage_name(m.stage),
         "attending_units": p.attending_units,
         "agenda_items": m.agenda_items.iter().map(|i| format!("{}:{}", i.channel, i.seq)).collect::<Vec<_>>(),
         "agenda": m.settled_agenda, "revision": m.current_revision,
@@ -571,7 +572,7 @@ fn liaison_json(r: &pb::LiaisonRecord) -> Value {
     let l = r.liaison.clone().unwrap_or_default();
     json!({
         "name": l.name, "title": l.title, "contact": l.contact,
-        "since": hub_time(r.hub_micros), "entry": pin_text(&r.entry),
+        "since": format_micros(r.hub_micros), "entry": pin_text(&r.entry),
     })
 }
 
@@ -605,7 +606,7 @@ pub async fn liaisons(client: &Client, mechanism: &str, json: bool) -> anyhow::R
                 l.name,
                 l.title,
                 l.contact,
-                hub_time(c.hub_micros),
+                format_micros(c.hub_micros),
                 u.history.len()
             ),
             None => println!("  {:<20} (no liaison reported)", u.unit),
@@ -616,8 +617,8 @@ pub async fn liaisons(client: &Client, mechanism: &str, json: bool) -> anyhow::R
 
 fn report_json(r: &pb::StatisticsReport) -> Value {
     json!({
-        "mechanism": r.mechanism, "since": hub_time(r.since_micros), "until": hub_time(r.until_micros),
-        "as_of": hub_time(r.as_of_micros),
+        "mechanism": r.mechanism, "since": format_micros(r.since_micros), "until": format_micros(r.until_micros),
+        "as_of": format_micros(r.as_of_micros),
         "messages": r.messages.iter().map(|c| json!({"unit": c.unit, "kind": kinds::name(c.kind), "count": c.count})).collect::<Vec<_>>(),
         "units": r.units.iter().map(|u| json!({
             "unit": u.unit, "sent": u.sent, "received": u.received, "acknowledged": u.acknowledged,
@@ -626,7 +627,7 @@ fn report_json(r: &pb::StatisticsReport) -> Value {
         })).collect::<Vec<_>>(),
         "overdue": r.overdue.iter().map(|o| json!({
             "entry": o.entry.as_ref().map(|e| format!("{}:{}", e.channel, e.seq)),
-            "recipient": o.recipient, "deadline": hub_time(o.deadline_micros),
+            "recipient": o.recipient, "deadline": format_micros(o.deadline_micros),
         })).collect::<Vec<_>>(),
     })
 }
@@ -635,9 +636,9 @@ fn print_report(r: &pb::StatisticsReport) {
     println!(
         "statistics of {} from {} to {} (as of {})",
         r.mechanism,
-        hub_time(r.since_micros),
-        hub_time(r.until_micros),
-        hub_time(r.as_of_micros)
+        format_micros(r.since_micros),
+        format_micros(r.until_micros),
+        format_micros(r.as_of_micros)
     );
     for c in &r.messages {
         println!("  {:<20} {:<18} {}", c.unit, kinds::name(c.kind), c.count);
