@@ -90,14 +90,7 @@ impl Client {
             .into_inner()
             .appended
             .unwrap_or_default();
-        Ok(PushReceipt {
-            channel: r.channel,
-            seq: r.seq,
-            leaf_hash: r.leaf_hash,
-            recipients: r.recipients,
-            duplicate: r.duplicate,
-            message_id,
-        })
+        Ok(PushReceipt::new(r, message_id))
     }
 
     // ---- meetings and minutes (议事规则) ----

@@ -21,7 +21,7 @@ pub struct PushReceipt {
 }
 
 impl PushReceipt {
-    fn new(r: pb::PushResponse, message_id: String) -> Self {
+    pub(crate) fn new(r: pb::PushResponse, message_id: String) -> Self {
         Self {
             channel: r.channel,
             seq: r.seq,
