@@ -5,6 +5,7 @@
 //! An auditor who trusts only the hub's checkpoint key can verify, with no
 //! network, who said what, when, at which position, and who acknowledged it.
 
+use crate::format_micros;
 use crate::{Client, ClientError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -204,8 +205,6 @@ fn checkpoint_size(note: &str) -> Result<u64, ClientError> {
         })
 }
 
-use crate::format_micros as time;
-
 /// Checks a bundle with nothing but the hub's checkpoint key, and says in
 /// plain words what it proved, one paragraph per entry.
 pub fn verify_bundle(bytes: &[u8], hub_key: &str) -> Result<Vec<String>, BundleError> {
@@ -269,9 +268,9 @@ fn check_certificates(
         certified.vkey,
         certified.issuer,
         certified.serial,
-        time(certified.not_before.saturating_mul(1_000_000)),
-        time(certified.not_after.saturating_mul(1_000_000)),
-        time(at)
+        format_micros(certified.not_before.saturating_mul(1_000_000)),
+        format_micros(certified.not_after.saturating_mul(1_000_000)),
+        format_micros(at)
     );
     Ok(Some((certified.vkey, sentence)))
 }
@@ -358,8 +357,13 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &BundleTrust) -> Result<Vec<Strin
         let cosigned: Vec<String> = verified
             .iter()
             .filter_map(|v| {
-                v.timestamp
-                    .map(|t| format!("cosigned by {} at {}", v.name, time(t as i64 * 1_000_000)))
+                v.timestamp.map(|t| {
+                    format!(
+                        "cosigned by {} at {}",
+                        v.name,
+                        format_micros(t as i64 * 1_000_000)
+                    )
+                })
             })
             .collect();
         report.push(format!(
@@ -460,8 +464,8 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &BundleTrust) -> Result<Vec<Strin
             },
             message.sender,
             signature.key_id,
-            time(message.created_micros),
-            time(entry.hub_micros),
+            format_micros(message.created_micros),
+            format_micros(entry.hub_micros),
             entry.seq,
             entry.channel,
             entry.recipients.join(", "),
@@ -500,7 +504,7 @@ pub fn verify_bundle_with(bytes: &[u8], trust: &BundleTrust) -> Result<Vec<Strin
         let Ok(entry) = pb::Entry::decode(bytes.as_slice()) else {
             continue;
         };
-        let Some(m) = entry.message.as_ref().and_then(|s| s.message.as_ref()) else {
+        let Some(m) = entry.content() else {
             continue;
         };
         for pin in &pins {

@@ -61,15 +61,5 @@ pub use config::ClientConfig;
 pub use draft::Draft;
 pub use error::{ClientError, KeyRefusal};
 pub use tongbao_proto as proto;
+pub use tongbao_proto::format_micros;
 pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};
-
-/// A protocol timestamp (Unix microseconds) as RFC 3339, for people.
-pub fn format_micros(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| micros.to_string())
-}

@@ -143,7 +143,7 @@ mod tests {
     fn ids(batch: &[Waiting]) -> Vec<String> {
         batch
             .iter()
-            .filter_map(|w| w.signed.message.as_ref().map(|m| m.message_id.clone()))
+            .map(|w| w.signed.message_id().to_string())
             .collect()
     }
 

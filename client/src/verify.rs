@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tongbao_proto::canonical::leaf_hash_with_digest;
 use tongbao_proto::canonical::{message_digest, sha256_of_parts};
 use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_digests};
-use tongbao_proto::{Hash, pb};
+use tongbao_proto::{EntryFault, Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
 /// Only this crate can make one. Its message body is a view of the buffer
@@ -46,9 +46,7 @@ impl VerifiedEntry {
     pub fn message(&self) -> &pb::Message {
         static EMPTY: std::sync::OnceLock<pb::Message> = std::sync::OnceLock::new();
         self.entry
-            .message
-            .as_ref()
-            .and_then(|m| m.message.as_ref())
+            .content()
             .unwrap_or_else(|| EMPTY.get_or_init(pb::Message::default))
     }
 }
@@ -314,20 +312,10 @@ fn check_entry(
         seq: entry.seq,
         reason,
     };
-    let signed = entry
-        .message
-        .as_ref()
-        .ok_or_else(|| fail("the entry carries no message".into()))?;
-    let message = signed
-        .message
-        .as_ref()
-        .ok_or_else(|| fail("the entry carries no message".into()))?;
-    if message.sender != entry.channel {
-        return Err(fail(format!(
-            "message names sender {} but sits in channel {}",
-            message.sender, entry.channel
-        )));
-    }
+    let (signed, message) = entry.sender_message().map_err(|e| match e {
+        EntryFault::NoMessage => fail(format!("the entry {e}")),
+        EntryFault::WrongChannel { .. } => fail(format!("message {e}")),
+    })?;
     let signature = signed
         .signature
         .as_ref()
@@ -461,12 +449,7 @@ mod tests {
         // Those that verified in the batch were remembered; the bad one was not.
         for (i, e) in again.into_iter().enumerate() {
             let leaf = tongbao_proto::canonical::leaf_hash(&e);
-            let digest = message_digest(
-                e.message
-                    .as_ref()
-                    .and_then(|m| m.message.as_ref())
-                    .ok_or("no message")?,
-            );
+            let digest = message_digest(e.content().ok_or("no message")?);
             let signature = e
                 .message
                 .as_ref()

@@ -82,11 +82,7 @@ impl Client {
         &self,
         signed: pb::SignedMessage,
     ) -> Result<PushReceipt, ClientError> {
-        let message_id = signed
-            .message
-            .as_ref()
-            .map(|m| m.message_id.clone())
-            .unwrap_or_default();
+        let message_id = signed.message_id().to_string();
         let r = self
             .workflow_rpc()
             .submit(pb::SubmitStepRequest { step: Some(signed) })
@@ -94,14 +90,7 @@ impl Client {
             .into_inner()
             .appended
             .unwrap_or_default();
-        Ok(PushReceipt {
-            channel: r.channel,
-            seq: r.seq,
-            leaf_hash: r.leaf_hash,
-            recipients: r.recipients,
-            duplicate: r.duplicate,
-            message_id,
-        })
+        Ok(PushReceipt::new(r, message_id))
     }
 
     // ---- meetings and minutes (议事规则) ----

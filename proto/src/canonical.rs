@@ -211,9 +211,7 @@ pub fn leaf_bytes(entry: &Entry) -> Vec<u8> {
 /// The digest a leaf commits to (zero for an entry without a message).
 fn digest_of(entry: &Entry) -> Hash {
     entry
-        .message
-        .as_ref()
-        .and_then(|sm| sm.message.as_ref())
+        .content()
         .map(message_digest)
         .unwrap_or([0u8; HASH_LEN])
 }

@@ -51,6 +51,44 @@ impl pb::Delivery {
     }
 }
 
+impl pb::Entry {
+    /// The message content the entry carries, if any.
+    pub fn content(&self) -> Option<&pb::Message> {
+        self.message.as_ref().and_then(|m| m.message.as_ref())
+    }
+
+    /// The signed message and its content, checked to sit in its sender's
+    /// own channel: the rule every reader of an entry applies first.
+    pub fn sender_message(&self) -> Result<(&pb::SignedMessage, &pb::Message), EntryFault> {
+        let signed = self.message.as_ref().ok_or(EntryFault::NoMessage)?;
+        let message = signed.message.as_ref().ok_or(EntryFault::NoMessage)?;
+        if message.sender != self.channel {
+            return Err(EntryFault::WrongChannel {
+                sender: message.sender.clone(),
+                channel: self.channel.clone(),
+            });
+        }
+        Ok((signed, message))
+    }
+}
+
+impl pb::SignedMessage {
+    /// The message id, empty when the content is missing.
+    pub fn message_id(&self) -> &str {
+        self.message.as_ref().map_or("", |m| m.message_id.as_str())
+    }
+}
+
+/// Why an entry's message is not its sender's: each reader words it for
+/// its own report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryFault {
+    #[error("carries no message")]
+    NoMessage,
+    #[error("names sender {sender} but sits in channel {channel}")]
+    WrongChannel { sender: String, channel: String },
+}
+
 /// Length of every hash in the protocol (SHA-256).
 pub const HASH_LEN: usize = 32;
 
@@ -64,4 +102,16 @@ pub fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// A protocol time (Unix microseconds) as RFC 3339, for people (a count
+/// of microseconds when RFC 3339 cannot show it).
+pub fn format_micros(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{micros} µs"))
 }

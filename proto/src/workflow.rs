@@ -221,20 +221,9 @@ pub fn check_signed_entry<'a>(
     entry: &'a Entry,
     keys: &dyn SigningKeys,
 ) -> Result<(&'a Message, Hash), WorkflowError> {
-    let signed = entry
-        .message
-        .as_ref()
-        .ok_or_else(|| unproven(format!("the embedded {what} carries no message")))?;
-    let message = signed
-        .message
-        .as_ref()
-        .ok_or_else(|| unproven(format!("the embedded {what} carries no message")))?;
-    if message.sender != entry.channel {
-        return Err(unproven(format!(
-            "the embedded {what} names sender {} but sits in channel {}",
-            message.sender, entry.channel
-        )));
-    }
+    let (signed, message) = entry
+        .sender_message()
+        .map_err(|e| unproven(format!("the embedded {what} {e}")))?;
     let key_id = signed
         .signature
         .as_ref()

@@ -15,16 +15,7 @@ use tongbao_proto::identity::{LEADING_GROUP_INBOX, Principal, check_id, office_i
 use tongbao_proto::keys::{ED25519_ALGORITHM, decode_public_key, key_id};
 use tongbao_proto::pb;
 
-/// A protocol time (unix microseconds) as RFC 3339, for messages.
-pub fn display_micros(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{micros} µs"))
-}
+pub use tongbao_proto::format_micros as display_micros;
 
 /// A signing key of a unit with the interval it is valid for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

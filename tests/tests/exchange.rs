@@ -584,11 +584,7 @@ async fn many_pushes_at_once_are_each_answered_as_alone() -> TestResult {
 
     // Repeats, a conflicting reuse of an id and new messages, at once.
     let mut second: Vec<pb::SignedMessage> = first[..10].to_vec();
-    let reused = first[42]
-        .message
-        .as_ref()
-        .map(|m| m.message_id.clone())
-        .ok_or("no message")?;
+    let reused = first[42].message_id().to_string();
     second.push(tax.sign(note("other content").to_units(["finance"]).with_id(&reused))?);
     for i in 0..100 {
         second.push(tax.sign(note(&format!("later {i}")).to_units(["finance"]))?);

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use tongbao_proto::format_micros;
 use tongbao_proto::keys::{SigningKey, encode_public_key};
 use tongbao_proto::pb;
 use tongbao_proto::pb::admin_client::AdminClient;
@@ -114,10 +115,6 @@ fn refused(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("the hub refused ({:?}): {}", s.code(), s.message())
 }
 
-fn at(micros: i64) -> String {
-    crate::registry::display_micros(micros)
-}
-
 /// Runs an admin command; returns its report.
 pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<String> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -167,7 +164,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                     out,
                     "Registered signing key {} of unit {unit}, valid from {}.",
                     r.key_id,
-                    at(r.valid_from_micros)
+                    format_micros(r.valid_from_micros)
                 )?;
                 writeln!(
                     out,
@@ -187,7 +184,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                 writeln!(
                     out,
                     "Retired signing key {key_id} of unit {unit} at {}.",
-                    at(r.valid_until_micros)
+                    format_micros(r.valid_until_micros)
                 )?;
                 writeln!(
                     out,
@@ -207,7 +204,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                 writeln!(
                     out,
                     "Unit {unit} is a member of {mechanism} from {}: messages to the mechanism reach it from then on, earlier ones do not.",
-                    at(r.effective_micros)
+                    format_micros(r.effective_micros)
                 )?;
             }
             AdminCommand::Members { mechanism } => {
@@ -246,7 +243,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                         "{} serial {} ends {} ({} days left, {})",
                         c.party,
                         c.serial,
-                        at(c.not_after_micros),
+                        format_micros(c.not_after_micros),
                         c.days_left,
                         c.state
                     )?;
@@ -273,7 +270,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                         out,
                         "{} {} {} {} [{outcome}] {} -> {}",
                         a.seq,
-                        at(a.at_micros),
+                        format_micros(a.at_micros),
                         a.actor,
                         a.action,
                         a.detail,

@@ -101,9 +101,7 @@ fn case_prefix(case_id: &str) -> Vec<u8> {
 /// The case an entry names, if any.
 fn case_of(entry: &pb::Entry) -> Option<&str> {
     entry
-        .message
-        .as_ref()
-        .and_then(|m| m.message.as_ref())
+        .content()
         .and_then(|m| m.references.as_ref())
         .map(|r| r.case_id.as_str())
         .filter(|c| !c.is_empty())
@@ -160,13 +158,7 @@ impl Workflows {
                 let Some(stored) = store.entry(&channel, seq)? else {
                     continue;
                 };
-                let kind = stored
-                    .entry
-                    .message
-                    .as_ref()
-                    .and_then(|m| m.message.as_ref())
-                    .map(|m| m.kind)
-                    .unwrap_or_default();
+                let kind = stored.entry.content().map(|m| m.kind).unwrap_or_default();
                 if kinds::is_workflow(kind) {
                     found.push((stored.entry.hub_micros, channel.clone(), seq));
                 }
@@ -311,7 +303,7 @@ impl Workflows {
     /// Records what an appended workflow entry changes. Applying the same
     /// entry twice changes nothing the second time.
     pub fn apply(&self, entry: &pb::Entry, leaf_hash: &Hash) -> Result<(), WorkflowRefusal> {
-        let Some(message) = entry.message.as_ref().and_then(|m| m.message.as_ref()) else {
+        let Some(message) = entry.content() else {
             return Ok(());
         };
         let done = entry_key(APPLIED, &entry.channel, entry.seq);

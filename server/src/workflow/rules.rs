@@ -710,7 +710,7 @@ fn check_source(
             cx.sender
         )));
     }
-    let message = entry.message.as_ref().and_then(|m| m.message.as_ref());
+    let message = entry.content();
     let case = message
         .and_then(|m| m.references.as_ref())
         .map(|r| r.case_id.as_str())

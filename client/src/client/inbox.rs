@@ -1,0 +1,222 @@
+//! Reading the inbox a page at a time, verifying what the hub delivers,
+//! and acknowledging it with signed receipts.
+
+use super::{Client, describe_validity, new_message_id};
+use crate::verify::{Claimed, VerifiedEntry, signing_key_of, verify_entry};
+use crate::{ClientError, Draft};
+use tongbao_proto::{now_micros, pb};
+
+/// What the hub did with a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckOutcome {
+    /// Where the receipt was appended (channel, seq, leaf hash); None when
+    /// every entry had been acknowledged before and nothing was appended.
+    pub receipt: Option<(String, u64, Vec<u8>)>,
+    /// Entries this receipt newly acknowledged.
+    pub newly_acknowledged: u32,
+    /// Entries acknowledged before: (entry, earlier receipt).
+    pub earlier: Vec<(pb::EntryRef, pb::EntryRef)>,
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<VerifiedEntry>,
+    /// Cursor of the inbox's newest entry when the page was read.
+    pub head: u64,
+}
+
+impl Page {
+    /// The cursor to pass as `after` for the next page.
+    pub fn next_after(&self, after: u64) -> u64 {
+        self.entries.last().map(|e| e.cursor).unwrap_or(after)
+    }
+}
+
+impl Client {
+    /// A page of this client's inbox after `after` (0 = from the start).
+    pub async fn pull(&self, after: u64, limit: u32) -> Result<Page, ClientError> {
+        let r = self
+            .rpc()
+            .pull(pb::PullRequest {
+                inbox: String::new(),
+                after,
+                limit,
+            })
+            .await?
+            .into_inner();
+        let (entries, failed) = self.verify_deliveries(r.deliveries).await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self.verify_inclusion {
+            self.prove_included(&entries.iter().collect::<Vec<_>>())
+                .await?;
+        }
+        Ok(Page {
+            entries,
+            head: r.head,
+        })
+    }
+
+    /// One entry by position, if this client may see it.
+    pub async fn get_entry(&self, channel: &str, seq: u64) -> Result<VerifiedEntry, ClientError> {
+        let r = self
+            .rpc()
+            .get_entry(pb::GetEntryRequest {
+                channel: channel.to_string(),
+                seq,
+            })
+            .await?
+            .into_inner();
+        let entry = self
+            .verify_delivery(pb::Delivery {
+                entry: r.entry,
+                leaf_hash: r.leaf_hash,
+                cursor: 0,
+                ..Default::default()
+            })
+            .await?;
+        if self.verify_inclusion {
+            self.prove_included(&[&entry]).await?;
+        }
+        Ok(entry)
+    }
+
+    /// Verifies a delivery, fetching the registry again once if the
+    /// signature names a key not seen yet (a rotation).
+    pub async fn verify_delivery(&self, d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
+        let p = self.prepare_delivery(d).await?;
+        verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
+    }
+
+    /// Verifies deliveries in order, every entry's key first, then the
+    /// signatures in one batch. Returns the entries before the first that
+    /// fails, and why it fails.
+    pub(super) async fn verify_deliveries(
+        &self,
+        deliveries: Vec<pb::Delivery>,
+    ) -> (Vec<VerifiedEntry>, Option<ClientError>) {
+        let mut claimed = Vec::with_capacity(deliveries.len());
+        let mut unprepared = None;
+        for d in deliveries {
+            match self.prepare_delivery(d).await {
+                Ok(c) => claimed.push(c),
+                Err(e) => {
+                    unprepared = Some(e);
+                    break;
+                }
+            }
+        }
+        let (verified, failed) = crate::verify::verify_entries(claimed);
+        (verified, failed.or(unprepared))
+    }
+
+    /// Every check of [`Client::verify_delivery`] before the signature and
+    /// leaf hash: the decoded entry with the registered key it must verify
+    /// under.
+    async fn prepare_delivery(&self, mut d: pb::Delivery) -> Result<Claimed, ClientError> {
+        let integrity = |reason: String| ClientError::Integrity {
+            channel: String::new(),
+            seq: 0,
+            reason,
+        };
+        let entry = d
+            .take_entry()
+            .map_err(|e| {
+                integrity(format!(
+                    "delivery at cursor {}: undecodable entry: {e}",
+                    d.cursor
+                ))
+            })?
+            .ok_or_else(|| integrity(format!("delivery at cursor {} without entry", d.cursor)))?;
+        let (unit, key_id) = signing_key_of(&entry).ok_or_else(|| ClientError::Integrity {
+            channel: entry.channel.clone(),
+            seq: entry.seq,
+            reason: "entry without signature".into(),
+        })?;
+        let mut found = self.registered_key(unit, key_id);
+        if found.is_none() {
+            self.refresh_keys().await?;
+            found = self.registered_key(unit, key_id);
+        }
+        let (key, validity) = found.ok_or_else(|| ClientError::Integrity {
+            channel: entry.channel.clone(),
+            seq: entry.seq,
+            reason: format!(
+                "signed with key {key_id}, which the registry does not list for unit {unit}"
+            ),
+        })?;
+        if let Some(message) = entry.content()
+            && let Err(e) = validity.check_message(unit, key_id, message)
+        {
+            return Err(ClientError::Integrity {
+                channel: entry.channel.clone(),
+                seq: entry.seq,
+                reason: format!(
+                    "signed outside its key's interval: {}",
+                    describe_validity(&e)
+                ),
+            });
+        }
+        Ok(Claimed {
+            entry,
+            leaf_hash: d.leaf_hash,
+            cursor: d.cursor,
+            key,
+        })
+    }
+
+    /// Acknowledges entries with one receipt signed by this unit's key. The
+    /// hub appends it to this unit's channel; acknowledging an entry again
+    /// changes nothing.
+    pub async fn ack(&self, entries: &[&VerifiedEntry]) -> Result<AckOutcome, ClientError> {
+        self.ack_pins(entries.iter().map(|e| e.pin()).collect())
+            .await
+    }
+
+    /// [`Client::ack`] by position and leaf hash.
+    pub async fn ack_pins(&self, pins: Vec<pb::EntryPin>) -> Result<AckOutcome, ClientError> {
+        self.ack_signed(self.sign_receipt(pins)?).await
+    }
+
+    /// Sends an already signed receipt; repeating it changes nothing.
+    /// Interrupted calls are repeated like pushes.
+    pub async fn ack_signed(&self, signed: pb::SignedMessage) -> Result<AckOutcome, ClientError> {
+        let request = pb::AcknowledgeRequest {
+            receipt: Some(signed),
+        };
+        let r = self
+            .repeat_while_plausible("acknowledge", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.acknowledge(request).await }
+            })
+            .await?;
+        Ok(AckOutcome {
+            receipt: (!r.channel.is_empty()).then_some((r.channel, r.seq, r.leaf_hash)),
+            newly_acknowledged: r.newly_acknowledged,
+            earlier: r
+                .earlier
+                .into_iter()
+                .filter_map(|e| Some((e.entry?, e.receipt?)))
+                .collect(),
+        })
+    }
+
+    /// A signed receipt for pinned entries, addressed to their senders.
+    pub fn sign_receipt(&self, pins: Vec<pb::EntryPin>) -> Result<pb::SignedMessage, ClientError> {
+        let senders: std::collections::BTreeSet<String> =
+            pins.iter().map(|p| p.channel.clone()).collect();
+        let draft = Draft::new(
+            pb::Kind::Receipt,
+            format!("receipt for {} entries", pins.len()),
+            Vec::new(),
+        )
+        .to_units(senders);
+        let (signer, unit) = self.signing_identity()?;
+        let mut message = draft.into_message(unit, new_message_id(), now_micros());
+        message.acknowledgement = Some(pb::Acknowledgement { entries: pins });
+        Ok(signer.sign_message(message))
+    }
+}

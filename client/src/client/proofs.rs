@@ -1,0 +1,356 @@
+//! Checkpoints and proofs: the pinned hub key, checkpoints checked for
+//! rollback and fork against the trust state, inclusion proofs, cosigning.
+
+use super::Client;
+use crate::ClientError;
+use crate::trust::{TrustState, keep_evidence};
+use crate::verify::VerifiedEntry;
+use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
+use tongbao_proto::merkle::{check_record, check_records, check_tree};
+use tongbao_proto::{now_micros, pb};
+
+/// A checkpoint this client verified: signed by the pinned hub key and
+/// consistent with every checkpoint of the channel it verified before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedCheckpoint {
+    pub channel: String,
+    /// The checkpoint's origin line, `<hub log name>/<channel>`.
+    pub origin: String,
+    pub size: u64,
+    pub root: tongbao_proto::Hash,
+    /// The signed note, as the hub served it.
+    pub note: String,
+}
+
+impl Client {
+    /// Proves entries are in their channels as of verified checkpoints:
+    /// one checkpoint and one batch of proofs per channel.
+    pub async fn prove_included(&self, entries: &[&VerifiedEntry]) -> Result<(), ClientError> {
+        let pins: Vec<pb::EntryPin> = entries.iter().map(|e| e.pin()).collect();
+        self.prove_pins(&pins).await
+    }
+
+    /// [`Client::prove_included`] by position and leaf hash: one
+    /// multiproof per channel (per `MAX_LEAVES_PER_CALL` entries).
+    pub(super) async fn prove_pins(&self, pins: &[pb::EntryPin]) -> Result<(), ClientError> {
+        let mut by_channel: std::collections::BTreeMap<&str, Vec<(u64, tongbao_proto::Hash)>> =
+            Default::default();
+        for e in pins {
+            let leaf = e
+                .leaf_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::Integrity {
+                    channel: e.channel.clone(),
+                    seq: e.seq,
+                    reason: format!("leaf hash of {} bytes, not 32", e.leaf_hash.len()),
+                })?;
+            by_channel
+                .entry(e.channel.as_str())
+                .or_default()
+                .push((e.seq, leaf));
+        }
+        for (channel, mut leaves) in by_channel {
+            // A multiproof takes each position once, in order.
+            leaves.sort_unstable();
+            leaves.dedup();
+            if let Some(w) = leaves
+                .windows(2)
+                .find(|w| matches!(w, [a, b] if a.0 == b.0))
+            {
+                return Err(ClientError::Integrity {
+                    channel: channel.to_string(),
+                    seq: w.first().map_or(0, |e| e.0),
+                    reason: "two different leaf hashes for one position".into(),
+                });
+            }
+            let cp = self.checkpoint(channel).await?;
+            for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
+                let r = self
+                    .log()
+                    .get_inclusion_proofs(pb::GetInclusionProofsRequest {
+                        channel: channel.to_string(),
+                        seqs: chunk.iter().map(|e| e.0).collect(),
+                        tree_size: cp.size,
+                        multiproof: true,
+                    })
+                    .await?
+                    .into_inner();
+                let (first, last) = match (chunk.first(), chunk.last()) {
+                    (Some(f), Some(l)) => (f.0, l.0),
+                    _ => continue,
+                };
+                let fail = |why: String| ClientError::Integrity {
+                    channel: channel.to_string(),
+                    seq: first,
+                    reason: format!(
+                        "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
+                        cp.size,
+                        chunk.len(),
+                    ),
+                };
+                let to_hashes = |v: Vec<Vec<u8>>| {
+                    v.into_iter()
+                        .map(tongbao_proto::Hash::try_from)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| fail("a proof hash is not 32 bytes".into()))
+                };
+                // A hub without multiproofs ignores the flag and answers
+                // one audit path per seq: check those instead.
+                if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
+                    for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
+                        if p.seq != seq {
+                            return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
+                        }
+                        check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
+                            .map_err(|e| fail(format!("seq {seq}: {e}")))?;
+                    }
+                    continue;
+                }
+                check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The hub's checkpoint key: from the config, else pinned in the trust
+    /// state on first use.
+    async fn hub_verifier(&self, trust: &mut TrustState) -> Result<NoteVerifier, ClientError> {
+        let vkey = match (&self.hub_key, &trust.hub_key) {
+            (Some(k), _) | (None, Some(k)) => k.clone(),
+            (None, None) => {
+                let k = self
+                    .log()
+                    .get_log_key(pb::GetLogKeyRequest {})
+                    .await?
+                    .into_inner()
+                    .vkey;
+                trust.hub_key = Some(k.clone());
+                trust.save_off_runtime(&self.trust_path).await?;
+                k
+            }
+        };
+        NoteVerifier::from_vkey(&vkey).map_err(|e| ClientError::Checkpoint {
+            channel: String::new(),
+            reason: format!("hub key {vkey:?}: {e}"),
+        })
+    }
+
+    /// The latest checkpoint of a channel, verified: signed by the hub key
+    /// and proven to extend the last checkpoint this client verified (kept
+    /// in the trust state). A rollback or fork is refused and the two
+    /// signed checkpoints are kept as evidence.
+    pub async fn checkpoint(&self, channel: &str) -> Result<VerifiedCheckpoint, ClientError> {
+        let note = self
+            .log()
+            .get_checkpoint(pb::GetCheckpointRequest {
+                channel: channel.to_string(),
+            })
+            .await?
+            .into_inner()
+            .note;
+        self.accept_checkpoint(channel, note).await
+    }
+
+    async fn accept_checkpoint(
+        &self,
+        channel: &str,
+        note: String,
+    ) -> Result<VerifiedCheckpoint, ClientError> {
+        let refuse = |reason: String| ClientError::Checkpoint {
+            channel: channel.to_string(),
+            reason,
+        };
+        let mut trust = self.trust.lock().await;
+        let verifier = self.hub_verifier(&mut trust).await?;
+        let (cp, _) = open_checkpoint(&note, &verifier, &[]).map_err(|e| refuse(e.to_string()))?;
+        let origin = format!("{}/{channel}", verifier.name());
+        if cp.origin != origin {
+            return Err(refuse(format!(
+                "origin {:?}, expected {origin:?}",
+                cp.origin
+            )));
+        }
+        let verified = VerifiedCheckpoint {
+            channel: channel.to_string(),
+            origin: cp.origin.clone(),
+            size: cp.size,
+            root: cp.root,
+            note: note.clone(),
+        };
+        let Some(trusted) = trust.trusted(channel).cloned() else {
+            trust.remember(channel, cp.size, &cp.root, &note);
+            trust.save_off_runtime(&self.trust_path).await?;
+            return Ok(verified);
+        };
+        use base64::Engine;
+        let trusted_root: tongbao_proto::Hash = base64::engine::general_purpose::STANDARD
+            .decode(&trusted.root)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| refuse("the trust state holds a malformed root".into()))?;
+        let evidence = || {
+            keep_evidence(&self.trust_path, channel, &trusted.note, &note)
+                .display()
+                .to_string()
+        };
+        if cp.size < trusted.size {
+            return Err(ClientError::Rollback {
+                channel: channel.to_string(),
+                trusted_size: trusted.size,
+                served_size: cp.size,
+                evidence: evidence(),
+            });
+        }
+        let consistent = if cp.size == trusted.size {
+            cp.root == trusted_root
+        } else {
+            let proof = self
+                .log()
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    channel: channel.to_string(),
+                    old_size: trusted.size,
+                    new_size: cp.size,
+                })
+                .await?
+                .into_inner()
+                .proof;
+            let proof: Option<Vec<tongbao_proto::Hash>> =
+                proof.into_iter().map(|h| h.try_into().ok()).collect();
+            proof.is_some_and(|p| {
+                check_tree(&p, cp.size, &cp.root, trusted.size, &trusted_root).is_ok()
+            })
+        };
+        if !consistent {
+            return Err(ClientError::Fork {
+                channel: channel.to_string(),
+                trusted_size: trusted.size,
+                served_size: cp.size,
+                evidence: evidence(),
+            });
+        }
+        if cp.size > trusted.size {
+            trust.remember(channel, cp.size, &cp.root, &note);
+            trust.save_off_runtime(&self.trust_path).await?;
+        }
+        Ok(verified)
+    }
+
+    /// Cosigns the latest checkpoint of this unit's own channel, after
+    /// verifying it extends every checkpoint of the channel this client saw:
+    /// from then on, even the hub's operator cannot rewrite the unit's
+    /// history without the unit's key. Returns the note with the
+    /// cosignatures it now carries.
+    pub async fn cosign_own_channel(&self) -> Result<String, ClientError> {
+        let (signer, unit) = self.signing_identity()?;
+        let cp = self.checkpoint(unit).await?;
+        let checkpoint =
+            tongbao_proto::checkpoint::Checkpoint::new(cp.origin.clone(), cp.size, cp.root);
+        let cosigner = tongbao_proto::checkpoint::Cosigner::new(unit, &signer).map_err(|e| {
+            ClientError::Checkpoint {
+                channel: unit.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        let seconds = u64::try_from(now_micros() / 1_000_000).unwrap_or(0);
+        let line = cosigner
+            .cosign(&checkpoint, seconds)
+            .map_err(|e| ClientError::Checkpoint {
+                channel: unit.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(self
+            .log()
+            .add_cosignature(pb::AddCosignatureRequest {
+                channel: unit.to_string(),
+                size: cp.size,
+                cosignature: line,
+            })
+            .await?
+            .into_inner()
+            .note)
+    }
+
+    /// The hub key this client checks checkpoints with (pinning it if new).
+    pub async fn pinned_hub_key(&self) -> Result<String, ClientError> {
+        let mut trust = self.trust.lock().await;
+        Ok(self.hub_verifier(&mut trust).await?.to_vkey())
+    }
+
+    /// The hub-signed registry of signing keys, checked against the hub key.
+    pub async fn key_registry(&self) -> Result<String, ClientError> {
+        let note = self
+            .log()
+            .get_key_registry(pb::GetKeyRegistryRequest {})
+            .await?
+            .into_inner()
+            .note;
+        let mut trust = self.trust.lock().await;
+        let hub = self.hub_verifier(&mut trust).await?;
+        tongbao_proto::checkpoint::open_note(&note, &[hub]).map_err(|e| {
+            ClientError::Checkpoint {
+                channel: String::new(),
+                reason: format!("key registry: {e}"),
+            }
+        })?;
+        Ok(note)
+    }
+
+    /// An inclusion proof for a given tree size.
+    pub(crate) async fn inclusion_proof(
+        &self,
+        channel: &str,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<Vec<tongbao_proto::Hash>, ClientError> {
+        let r = self
+            .log()
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                channel: channel.to_string(),
+                seq,
+                tree_size,
+            })
+            .await?
+            .into_inner();
+        let proof: Option<Vec<tongbao_proto::Hash>> =
+            r.proof.into_iter().map(|h| h.try_into().ok()).collect();
+        proof.ok_or_else(|| ClientError::Integrity {
+            channel: channel.to_string(),
+            seq,
+            reason: "malformed inclusion proof".into(),
+        })
+    }
+
+    /// Proves that an entry is in its channel as of a verified checkpoint:
+    /// nobody, the hub's operator included, can later drop or alter it
+    /// without this client (or anyone holding the checkpoint) noticing.
+    pub async fn prove_inclusion(
+        &self,
+        entry: &VerifiedEntry,
+    ) -> Result<VerifiedCheckpoint, ClientError> {
+        let cp = self.checkpoint(entry.channel()).await?;
+        let fail = |reason: String| ClientError::Integrity {
+            channel: entry.channel().to_string(),
+            seq: entry.seq(),
+            reason,
+        };
+        if entry.seq() >= cp.size {
+            return Err(fail(format!(
+                "not yet covered by the channel's checkpoint (size {}); retry in a second",
+                cp.size
+            )));
+        }
+        let proof = self
+            .inclusion_proof(entry.channel(), entry.seq(), cp.size)
+            .await?;
+        check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
+            fail(format!(
+                "not included in the checkpoint of size {}: {e}",
+                cp.size
+            ))
+        })?;
+        Ok(cp)
+    }
+}

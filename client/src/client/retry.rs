@@ -1,0 +1,118 @@
+//! When a failed call is worth repeating, and the repeating of idempotent
+//! calls (pushes, receipts) across interruptions and reconnects.
+
+use super::Client;
+use super::connection::read_file;
+use crate::ClientError;
+use std::time::Duration;
+
+/// Longest one attempt of a repeated call waits for an answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do after a call failed.
+pub(super) enum NextStep {
+    /// Repeat it: the connection was switched, or the hub is there and
+    /// the failure was transient.
+    Retry,
+    /// The hub does not answer at all (this error says how): waiting is
+    /// worth it only for callers that live long (subscriptions).
+    HubUnreachable(ClientError),
+    /// Repeating cannot help.
+    GiveUp,
+}
+
+impl Client {
+    /// Whether a failed call is worth repeating: the error is transient,
+    /// or the client switched connections meanwhile, or its files changed.
+    /// A refused certificate is confirmed with a fresh handshake (given at
+    /// most `probe_within`), so a revoked client gets "certificate revoked"
+    /// instead of retrying; a hub that does not answer at all is reported
+    /// apart, for callers that should not wait for it.
+    pub(super) async fn worth_retrying(
+        &self,
+        e: &ClientError,
+        generation: u64,
+        probe_within: Duration,
+    ) -> Result<NextStep, ClientError> {
+        if self.live.generation() != generation {
+            return Ok(NextStep::Retry);
+        }
+        if !e.is_transient() && !matches!(e, ClientError::CertificateRefused { .. }) {
+            return Ok(NextStep::GiveUp);
+        }
+        if self.live.reload(false).await.unwrap_or(false) {
+            return Ok(NextStep::Retry);
+        }
+        let config = &self.live.config;
+        let ca = read_file("CA certificate", &config.ca)?;
+        let cert = read_file("certificate", &config.cert)?;
+        let key = read_file("TLS key", &config.key)?;
+        let probed =
+            tokio::time::timeout(probe_within, crate::probe::probe(config, &ca, &cert, &key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClientError::Connect {
+                        hub: config.hub.clone(),
+                        reason: format!("no answer within {probe_within:?}"),
+                    })
+                });
+        match probed {
+            Err(refused @ ClientError::CertificateRefused { .. }) => Err(refused),
+            // Only a hub that does not even accept TCP is gone; a handshake
+            // that failed otherwise (files being replaced, load) is retried.
+            Err(unreachable @ ClientError::Connect { .. }) if e.is_transient() => {
+                if crate::probe::accepts_tcp(config, probe_within).await {
+                    Ok(NextStep::Retry)
+                } else {
+                    Ok(NextStep::HubUnreachable(unreachable))
+                }
+            }
+            _ if e.is_transient() => Ok(NextStep::Retry),
+            _ => Ok(NextStep::GiveUp),
+        }
+    }
+
+    /// Runs an idempotent call, repeating it across interruptions and
+    /// reconnects while the hub is reachable, for up to `push_retry_for`.
+    /// A hub that does not accept connections at all fails it at once.
+    pub(super) async fn repeat_while_plausible<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let generation = self.live.generation();
+            // An attempt that gets no answer at all (a connection that went
+            // silent) counts as interrupted: the hub is probed, and the
+            // call repeated or given up, instead of waiting forever.
+            // Not cut to what is left of the window: a window of 0 still
+            // means one whole attempt.
+            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) => ClientError::from(status),
+                Err(_) => ClientError::Connect {
+                    hub: self.live.config.hub.clone(),
+                    reason: format!("no answer to the {what} within {ATTEMPT_TIMEOUT:?}"),
+                },
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(e);
+            }
+            match self.worth_retrying(&e, generation, left).await? {
+                NextStep::Retry => {}
+                NextStep::HubUnreachable(unreachable) => return Err(unreachable),
+                NextStep::GiveUp => return Err(e),
+            }
+            tracing::debug!(error = %e, what, "call interrupted; repeating it");
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
