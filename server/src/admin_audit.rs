@@ -7,7 +7,7 @@
 //! editing a record breaks the chain and the hub refuses to start.
 
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tongbao_proto::canonical::sha256;
@@ -61,9 +61,44 @@ impl AuditRecord {
     }
 }
 
+/// Longest `detail` or `outcome` a record keeps, in bytes: a request can
+/// carry megabytes in a field, and the trail must not grow with them.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// Every this many records, the open trail remembers where one begins,
+/// so that a page is found without holding the records in memory.
+const STRIDE: u64 = 256;
+
+/// `value` cut to at most `max` bytes on a character boundary, marked
+/// with "…" where it was cut.
+pub fn capped(value: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if value.len() <= max {
+        return value.into();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end]).into()
+}
+
 struct Inner {
     file: std::fs::File,
-    records: Vec<AuditRecord>,
+    /// Records in the trail (the last seq).
+    count: u64,
+    /// The last record's hash, which the next one chains to.
+    last_hash: String,
+    /// Bytes of whole records in the file.
+    len: u64,
+    /// `starts[i]` is where record `i * STRIDE + 1` begins.
+    starts: Vec<u64>,
+}
+
+/// One page of the trail.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<AuditRecord>,
+    /// More records follow the last one returned.
+    pub more: bool,
 }
 
 /// The open trail.
@@ -75,66 +110,65 @@ pub struct AdminAudit {
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AdminAudit {
-    /// Opens (or creates) the trail in `data_dir`, checking the chain. A
-    /// torn last line (crash during a write) is cut off with a warning.
+    /// Opens (or creates, 0600) the trail in `data_dir`, checking the
+    /// chain. A torn last line (crash during a write) is cut off with a
+    /// warning.
     pub fn open(data_dir: &Path) -> Result<Self, AdminAuditError> {
         let path = data_dir.join(ADMIN_AUDIT_FILE);
         let io = |e: std::io::Error| AdminAuditError::Io {
             path: path.clone(),
             reason: e.to_string(),
         };
-        let mut records: Vec<AuditRecord> = Vec::new();
-        let mut good_len: u64 = 0;
-        if path.exists() {
-            let reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
-            let lines: Vec<String> = reader.lines().collect::<Result<_, _>>().map_err(io)?;
-            let text_len = std::fs::metadata(&path).map_err(io)?.len();
-            let count = lines.len();
-            for (i, line) in lines.into_iter().enumerate() {
-                let broken = |reason: String| AdminAuditError::Broken {
-                    path: path.clone(),
-                    line: i + 1,
-                    reason,
-                };
-                let record: AuditRecord = match serde_json::from_str(&line) {
-                    Ok(r) => r,
-                    Err(_) if i + 1 == count => {
-                        tracing::warn!(path = %path.display(), "cutting off a torn last record of the admin audit trail");
-                        break;
-                    }
-                    Err(e) => return Err(broken(e.to_string())),
-                };
-                let previous = records.last().map(|r| r.hash.as_str()).unwrap_or(GENESIS);
-                if record.previous_hash != previous || record.seq != records.len() as u64 + 1 {
-                    return Err(broken("the hash chain or numbering is broken".into()));
-                }
-                if record.compute_hash() != record.hash {
-                    return Err(broken("the record does not match its hash".into()));
-                }
-                good_len += line.len() as u64 + 1;
-                records.push(record);
+        let mut inner = Inner {
+            file: open_private_append(&path).map_err(io)?,
+            count: 0,
+            last_hash: GENESIS.to_string(),
+            len: 0,
+            starts: Vec::new(),
+        };
+        let text_len = inner.file.metadata().map_err(io)?.len();
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io)?);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = reader.read_line(&mut line).map_err(io)?;
+            if read == 0 {
+                break;
             }
-            if good_len < text_len {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io)?;
-                f.set_len(good_len).map_err(io)?;
-                f.sync_data().map_err(io)?;
+            let last = reader.fill_buf().map_err(io)?.is_empty();
+            let broken = |reason: String| AdminAuditError::Broken {
+                path: path.clone(),
+                line: inner.count as usize + 1,
+                reason,
+            };
+            let record: AuditRecord = match serde_json::from_str(line.trim_end_matches('\n')) {
+                Ok(r) => r,
+                Err(_) if last => {
+                    tracing::warn!(path = %path.display(), "cutting off a torn last record of the admin audit trail");
+                    break;
+                }
+                Err(e) => return Err(broken(e.to_string())),
+            };
+            if record.previous_hash != inner.last_hash || record.seq != inner.count + 1 {
+                return Err(broken("the hash chain or numbering is broken".into()));
             }
+            if record.compute_hash() != record.hash {
+                return Err(broken("the record does not match its hash".into()));
+            }
+            inner.note(record.hash, read as u64);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
+        if inner.len < text_len {
+            inner.file.set_len(inner.len).map_err(io)?;
+            inner.file.sync_data().map_err(io)?;
+        }
         Ok(Self {
             path,
-            inner: Mutex::new(Inner { file, records }),
+            inner: Mutex::new(inner),
         })
     }
 
-    /// Appends a record durably; returns it.
+    /// Appends a record durably, `detail` and `outcome` cut to
+    /// [`MAX_FIELD_BYTES`]; returns it.
     pub fn record(
         &self,
         actor: &str,
@@ -152,18 +186,14 @@ impl AdminAudit {
             .lock()
             .map_err(|_| io("lock poisoned; restart the hub".into()))?;
         let mut record = AuditRecord {
-            seq: inner.records.len() as u64 + 1,
+            seq: inner.count + 1,
             at_micros: tongbao_proto::now_micros(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            detail: detail.to_string(),
+            actor: capped(actor, MAX_FIELD_BYTES).into_owned(),
+            action: capped(action, MAX_FIELD_BYTES).into_owned(),
+            detail: capped(detail, MAX_FIELD_BYTES).into_owned(),
             code,
-            outcome: outcome.to_string(),
-            previous_hash: inner
-                .records
-                .last()
-                .map(|r| r.hash.clone())
-                .unwrap_or_else(|| GENESIS.to_string()),
+            outcome: capped(outcome, MAX_FIELD_BYTES).into_owned(),
+            previous_hash: inner.last_hash.clone(),
             hash: String::new(),
         };
         record.hash = record.compute_hash();
@@ -174,24 +204,93 @@ impl AdminAudit {
             .write_all(line.as_bytes())
             .and_then(|()| inner.file.sync_data())
             .map_err(|e| io(e.to_string()))?;
-        inner.records.push(record.clone());
+        inner.note(record.hash.clone(), line.len() as u64);
         Ok(record)
     }
 
-    /// Records with seq > `after`, at most `limit`.
-    pub fn list(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.records
-                    .iter()
-                    .skip(usize::try_from(after).unwrap_or(usize::MAX))
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Records with seq > `after`: at most `limit`, and no more than
+    /// `max_bytes` of record text once one is taken (a page holds at
+    /// least one record when any follows). Read from the file, not memory.
+    pub fn list(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, AdminAuditError> {
+        let io = |e: std::io::Error| AdminAuditError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        let (count, len, from_seq, from) = {
+            let inner = self
+                .inner
+                .lock()
+                .map_err(|_| io(std::io::Error::other("lock poisoned; restart the hub")))?;
+            let stride = usize::try_from(after / STRIDE).unwrap_or(usize::MAX);
+            let from = inner.starts.get(stride).copied();
+            (inner.count, inner.len, after / STRIDE * STRIDE, from)
+        };
+        let Some(from) = from.filter(|_| after < count && limit > 0) else {
+            return Ok(Page::default());
+        };
+        let mut file = std::fs::File::open(&self.path).map_err(io)?;
+        file.seek(SeekFrom::Start(from)).map_err(io)?;
+        // Only whole records, as they were when the lock was held.
+        let mut reader = std::io::BufReader::new(file.take(len - from));
+        let mut page = Page::default();
+        let mut seq = from_seq;
+        let mut bytes = 0;
+        let mut line = String::new();
+        while seq < count {
+            line.clear();
+            if reader.read_line(&mut line).map_err(io)? == 0 {
+                break;
+            }
+            seq += 1;
+            if seq <= after {
+                continue;
+            }
+            if page.records.len() == limit
+                || (!page.records.is_empty() && bytes + line.len() > max_bytes)
+            {
+                page.more = true;
+                break;
+            }
+            bytes += line.len();
+            let record = serde_json::from_str(line.trim_end_matches('\n')).map_err(|e| {
+                AdminAuditError::Broken {
+                    path: self.path.clone(),
+                    line: seq as usize,
+                    reason: e.to_string(),
+                }
+            })?;
+            page.records.push(record);
+        }
+        Ok(page)
     }
+}
+
+impl Inner {
+    /// Takes note of a whole record of `bytes` just read or written.
+    fn note(&mut self, hash: String, bytes: u64) {
+        if self.count % STRIDE == 0 {
+            self.starts.push(self.len);
+        }
+        self.count += 1;
+        self.len += bytes;
+        self.last_hash = hash;
+    }
+}
+
+/// Opens `path` for appending, creating it readable by the hub's user
+/// alone: the trail names parties and what they asked.
+fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -217,9 +316,12 @@ mod tests {
         f.write_all(b"{\"seq\":3,")?;
         drop(f);
         let trail = AdminAudit::open(dir.path())?;
-        assert_eq!(trail.list(0, 10).len(), 2);
+        assert_eq!(trail.list(0, 10, 1 << 20)?.records.len(), 2);
         trail.record("urn:tongbao:operator:ops", "reload-tls", "", 0, "done")?;
-        assert_eq!(trail.list(1, 10).first().map(|r| r.seq), Some(2));
+        assert_eq!(
+            trail.list(1, 10, 1 << 20)?.records.first().map(|r| r.seq),
+            Some(2)
+        );
         drop(trail);
         let text = std::fs::read_to_string(&path)?;
         std::fs::write(&path, text.replace("suspend-unit", "reinstate-unit"))?;
@@ -227,6 +329,86 @@ mod tests {
             AdminAudit::open(dir.path()),
             Err(AdminAuditError::Broken { line: 1, .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn large_fields_are_cut_and_the_file_is_private() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let trail = AdminAudit::open(dir.path())?;
+        let huge = "x".repeat(4 << 20);
+        let r = trail.record("urn:tongbao:unit:tax", "suspend-unit", &huge, 7, &huge)?;
+        assert!(r.detail.len() <= MAX_FIELD_BYTES && r.detail.ends_with('…'));
+        assert!(r.outcome.len() <= MAX_FIELD_BYTES);
+        let path = dir.path().join(ADMIN_AUDIT_FILE);
+        let meta = std::fs::metadata(&path)?;
+        assert!(
+            meta.len() < 4 * MAX_FIELD_BYTES as u64,
+            "{} bytes",
+            meta.len()
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // The cut record chains and reads back like any other.
+        drop(trail);
+        let trail = AdminAudit::open(dir.path())?;
+        assert_eq!(trail.list(0, 10, 1 << 20)?.records, vec![r]);
+        Ok(())
+    }
+
+    #[test]
+    fn capped_cuts_on_a_character_boundary() {
+        assert_eq!(capped("short", 64), "short");
+        let cut = capped("通报通报通报", 8);
+        assert!(cut.len() <= 8 && cut.ends_with('…'), "{cut}");
+        assert_eq!(cut, "通…");
+    }
+
+    #[test]
+    fn pages_are_read_from_the_file_by_count_and_bytes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let trail = AdminAudit::open(dir.path())?;
+        let total = 2 * STRIDE + 37;
+        for i in 0..total {
+            trail.record(
+                "urn:tongbao:operator:ops",
+                "reload-tls",
+                &format!("n{i}"),
+                0,
+                "done",
+            )?;
+        }
+        // Reopened, pages begin anywhere, strides and their edges included.
+        drop(trail);
+        let trail = AdminAudit::open(dir.path())?;
+        for after in [0, 1, STRIDE - 1, STRIDE, STRIDE + 1, 2 * STRIDE, total - 1] {
+            let page = trail.list(after, 5, 1 << 20)?;
+            let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+            let want: Vec<u64> = (after + 1..=total).take(5).collect();
+            assert_eq!(seqs, want, "after {after}");
+            assert_eq!(page.more, after + 5 < total, "after {after}");
+            assert_eq!(page.records[0].detail, format!("n{after}"));
+        }
+        let end = trail.list(total, 5, 1 << 20)?;
+        assert!(end.records.is_empty() && !end.more);
+        // A byte budget smaller than a record still gives one record.
+        let one = trail.list(0, 100, 1)?;
+        assert_eq!((one.records.len(), one.more), (1, true));
+        // Walking the pages gives every record once, in order.
+        let mut after = 0;
+        let mut seen = 0;
+        loop {
+            let page = trail.list(after, 1000, 4096)?;
+            for r in &page.records {
+                seen += 1;
+                assert_eq!(r.seq, seen);
+            }
+            after = page.records.last().map_or(after, |r| r.seq);
+            if !page.more {
+                break;
+            }
+        }
+        assert_eq!(seen, total);
         Ok(())
     }
 }

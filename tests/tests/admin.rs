@@ -429,3 +429,63 @@ async fn operator_commands_say_what_they_did_and_what_comes_next() -> TestResult
     assert!(out.contains("[AlreadyExists]"), "{out}");
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let ops = operator(&t).await?;
+    let trail = t.pki.path().join("data").join("admin-audit.jsonl");
+    let big = "x".repeat(1 << 20);
+    // A unit's refused calls leave no request field in the trail.
+    for _ in 0..5 {
+        let (code, _) = refused(
+            tax.admin()
+                .suspend_unit(pb::SuspendUnitRequest {
+                    unit: big.clone(),
+                    reason: big.clone(),
+                })
+                .await,
+        )?;
+        assert_eq!(code, tonic::Code::PermissionDenied);
+    }
+    // An operator's are recorded, cut to the trail's bound.
+    let (code, _) = refused(
+        ops.admin()
+            .suspend_unit(pb::SuspendUnitRequest {
+                unit: big.clone(),
+                reason: big.clone(),
+            })
+            .await,
+    )?;
+    assert_ne!(code, tonic::Code::Ok);
+    let records = ops.admin_audit(0, 100).await?;
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert!(
+        records[..5].iter().all(|r| r.detail.is_empty()),
+        "{records:?}"
+    );
+    assert!(records[5].detail.len() <= 1024 && records[5].detail.ends_with('…'));
+    assert!(records.iter().all(|r| r.outcome.len() <= 1024));
+    let on_disk = std::fs::metadata(&trail)?.len();
+    assert!(on_disk < 16 * 1024, "the trail holds {on_disk} bytes");
+
+    // Pages follow one another by seq; `more` says whether to ask again.
+    let mut admin = ops.admin();
+    let first = admin
+        .list_audit(pb::ListAuditRequest { after: 0, limit: 4 })
+        .await?
+        .into_inner();
+    assert_eq!(first.records.len(), 4);
+    assert!(first.more);
+    let rest = admin
+        .list_audit(pb::ListAuditRequest { after: 4, limit: 4 })
+        .await?
+        .into_inner();
+    assert_eq!(
+        rest.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert!(!rest.more);
+    t.stop().await
+}

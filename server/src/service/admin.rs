@@ -8,6 +8,7 @@
 
 use super::push::verify_sender_signature;
 use super::{HubState, storage_status};
+use crate::admin_audit::{MAX_FIELD_BYTES, capped};
 use crate::appender::AppendError;
 use crate::registry::{PendingRotation, Registry, RegistryError, display_micros};
 use crate::tls::peer_principal;
@@ -21,6 +22,8 @@ use tonic::{Request, Response, Status};
 
 /// Most audit records one `ListAudit` call returns.
 const MAX_AUDIT_PAGE: u32 = 1000;
+/// Record text per `ListAudit` page; records are at most a few KiB each.
+const MAX_AUDIT_PAGE_BYTES: usize = 1 << 20;
 
 /// `tongbao.v1.Admin` over the shared hub state.
 #[derive(Clone)]
@@ -97,6 +100,16 @@ fn caller_uri<T>(request: &Request<T>) -> String {
 }
 
 /// Records an action and its outcome, then answers.
+/// What the trail records of a request: its fields in words once the
+/// caller is authorized, nothing of them before, so that a caller without
+/// the right cannot write what it likes into the trail.
+fn described(allowed: &Result<(), Status>, detail: impl FnOnce() -> String) -> String {
+    match allowed {
+        Ok(()) => detail(),
+        Err(_) => String::new(),
+    }
+}
+
 fn finish<R>(
     state: &HubState,
     actor: &str,
@@ -105,13 +118,16 @@ fn finish<R>(
     result: Result<(R, String), Status>,
 ) -> Result<Response<R>, Status> {
     let (code, outcome) = match &result {
-        Ok((_, done)) => (0, done.clone()),
-        Err(s) => (s.code() as i32, s.message().to_string()),
+        Ok((_, done)) => (0, done.as_str()),
+        Err(s) => (s.code() as i32, s.message()),
     };
+    // Logged as recorded: cut to the trail's bound.
+    let detail = &*capped(detail, MAX_FIELD_BYTES);
+    let outcome = &*capped(outcome, MAX_FIELD_BYTES);
     let recorded = tokio::task::block_in_place(|| {
         state
             .admin_audit
-            .record(actor, action, detail, code, &outcome)
+            .record(actor, action, detail, code, outcome)
     });
     match (&recorded, code) {
         (Ok(_), _) => tracing::info!(%actor, %action, %detail, code, %outcome, "admin action"),
@@ -149,10 +165,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RegisterKeyResponse>, Status> {
         let (actor, allowed) = self.operator(&request, "register signing keys");
         let req = request.into_inner();
-        let detail = format!(
-            "unit {} key {} from {} until {}",
-            req.unit, req.public_key, req.valid_from_micros, req.valid_until_micros
-        );
+        let detail = described(&allowed, || {
+            format!(
+                "unit {} key {} from {} until {}",
+                req.unit, req.public_key, req.valid_from_micros, req.valid_until_micros
+            )
+        });
         let result = allowed.and_then(|()| {
             let pk = decode_public_key(&req.public_key).map_err(|e| {
                 Status::invalid_argument(format!(
@@ -185,7 +203,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RetireKeyResponse>, Status> {
         let (actor, allowed) = self.operator(&request, "retire signing keys");
         let req = request.into_inner();
-        let detail = format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros);
+        let detail = described(&allowed, || {
+            format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros)
+        });
         let result = allowed.and_then(|()| {
             let at = or_now(req.at_micros);
             let until = change_registry(&self.state, |r| r.retire_key(&req.unit, &req.key_id, at))?;
@@ -211,7 +231,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::SuspendUnitResponse>, Status> {
         let (actor, allowed) = self.operator(&request, "suspend units");
         let req = request.into_inner();
-        let detail = format!("unit {} reason {:?}", req.unit, req.reason);
+        let detail = described(&allowed, || {
+            format!("unit {} reason {:?}", req.unit, req.reason)
+        });
         let result = allowed.and_then(|()| {
             change_registry(&self.state, |r| r.set_suspended(&req.unit, true))?;
             // Open streams of the unit end now; its next calls are refused.
@@ -237,7 +259,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ReinstateUnitResponse>, Status> {
         let (actor, allowed) = self.operator(&request, "reinstate units");
         let req = request.into_inner();
-        let detail = format!("unit {} reason {:?}", req.unit, req.reason);
+        let detail = described(&allowed, || {
+            format!("unit {} reason {:?}", req.unit, req.reason)
+        });
         let result = allowed.and_then(|()| {
             change_registry(&self.state, |r| r.set_suspended(&req.unit, false))?;
             Ok((
@@ -254,10 +278,12 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let (actor, allowed) = self.operator(&request, "change memberships");
         let req = request.into_inner();
-        let detail = format!(
-            "unit {} to mechanism {} from {}",
-            req.unit, req.mechanism, req.effective_micros
-        );
+        let detail = described(&allowed, || {
+            format!(
+                "unit {} to mechanism {} from {}",
+                req.unit, req.mechanism, req.effective_micros
+            )
+        });
         let result = allowed.and_then(|()| {
             let now = now_micros();
             let from = or_now(req.effective_micros);
@@ -360,10 +386,14 @@ impl Admin for AdminService {
             0 => 100,
             n => n.min(MAX_AUDIT_PAGE),
         };
-        let records = self
-            .state
-            .admin_audit
-            .list(req.after, limit as usize)
+        let page = tokio::task::block_in_place(|| {
+            self.state
+                .admin_audit
+                .list(req.after, limit as usize, MAX_AUDIT_PAGE_BYTES)
+        })
+        .map_err(|e| Status::internal(format!("cannot read the admin audit trail: {e}")))?;
+        let records = page
+            .records
             .into_iter()
             .map(|r| pb::AdminAuditRecord {
                 seq: r.seq,
@@ -377,7 +407,10 @@ impl Admin for AdminService {
                 hash: hex::decode(&r.hash).unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(pb::ListAuditResponse { records }))
+        Ok(Response::new(pb::ListAuditResponse {
+            records,
+            more: page.more,
+        }))
     }
 }
 
