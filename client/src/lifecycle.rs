@@ -108,7 +108,12 @@ impl Client {
         }
         let response = response.ok_or(ClientError::NoSigningKey)?;
         if let (Some(file), Some(pending)) = (&file, &pending) {
-            let _ = std::fs::copy(file, file.with_extension("key.retired"));
+            // The retired key stays private as well (a copy would not be
+            // 0600 until after it was written).
+            if let Ok(old) = std::fs::read(file) {
+                let _ =
+                    tongbao_proto::secret_file::replace(&file.with_extension("key.retired"), &old);
+            }
             std::fs::rename(pending, file).map_err(|e| ClientError::File {
                 what: "signing key",
                 path: file.clone(),
@@ -140,11 +145,5 @@ fn write_private(path: &Path, text: &str) -> Result<(), ClientError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    std::fs::write(path, text).map_err(fail)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    }
-    Ok(())
+    tongbao_proto::secret_file::replace(path, text.as_bytes()).map_err(fail)
 }

@@ -15,6 +15,7 @@
 //! - [`workflow`]: the mechanisms' workflow steps and the rules for issued
 //!   minutes and co-signed joint notices.
 //! - [`rotation`]: the body of a unit's key-rotation announcement.
+//! - [`secret_file`]: private keys are created 0600 by every party.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod kinds;
 pub mod merkle;
 pub mod rotation;
+pub mod secret_file;
 pub mod workflow;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.

@@ -273,7 +273,7 @@ impl AdminAudit {
 impl Inner {
     /// Takes note of a whole record of `bytes` just read or written.
     fn note(&mut self, hash: String, bytes: u64) {
-        if self.count % STRIDE == 0 {
+        if self.count.is_multiple_of(STRIDE) {
             self.starts.push(self.len);
         }
         self.count += 1;

@@ -117,13 +117,8 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey, LogError> {
         Ok(pem) => SigningKey::from_pem(&pem).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate().map_err(|e| err(e.to_string()))?;
-            std::fs::write(path, key.to_pem()).map_err(|e| err(e.to_string()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| err(e.to_string()))?;
-            }
+            tongbao_proto::secret_file::create_new(path, key.to_pem().as_bytes())
+                .map_err(|e| err(e.to_string()))?;
             Ok(key)
         }
         Err(e) => Err(err(e.to_string())),
@@ -433,6 +428,21 @@ mod tests {
     use crate::store::{AnswerKind, NewEntry, SledStore, StoredEntry};
     use prost::Message;
     use tongbao_proto::pb;
+
+    #[test]
+    fn the_checkpoint_key_is_created_private_and_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("checkpoint.key");
+        let made = load_or_create_key(&path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{mode:o}");
+        }
+        assert_eq!(load_or_create_key(&path)?.key_id(), made.key_id());
+        Ok(())
+    }
 
     #[test]
     fn one_channel_that_cannot_be_signed_does_not_hold_up_the_others()

@@ -351,18 +351,14 @@ fn write_atomic(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if private {
+        return tongbao_proto::secret_file::replace(path, contents).map_err(err(path));
+    }
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
         let mut file = opts.open(&tmp).map_err(err(&tmp))?;
         file.write_all(contents).map_err(err(&tmp))?;
         if durable {

@@ -292,13 +292,8 @@ pub fn keygen(out_file: &Path) -> anyhow::Result<String> {
         );
     }
     let key = SigningKey::generate()?;
-    std::fs::write(out_file, key.to_pem())
+    tongbao_proto::secret_file::create_new(out_file, key.to_pem().as_bytes())
         .with_context(|| format!("cannot write {}", out_file.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(out_file, std::fs::Permissions::from_mode(0o600))?;
-    }
     let public = encode_public_key(key.public_key());
     let mut out = String::new();
     writeln!(

@@ -71,6 +71,19 @@ struct Files {
     closed: VecDeque<(u64, PathBuf)>,
 }
 
+/// A new, empty journal file, readable by the hub's user alone: it holds
+/// every message body of its commits.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
 fn file_name(first: u64) -> String {
     format!("{first:020}.journal")
 }
@@ -282,11 +295,7 @@ impl Journal {
         closed: Vec<(u64, PathBuf)>,
     ) -> Result<Self, StoreError> {
         let path = dir.join(file_name(next_id));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
+        let file = create_file(&path)?;
         sync_dir(dir)?;
         let closed = closed.into_iter().filter(|(_, p)| *p != path).collect();
         Ok(Self {
@@ -368,11 +377,7 @@ impl Journal {
     /// Closes the current file and begins one at commit `next`.
     fn rotate(&self, files: &mut Files, next: u64) -> Result<(), StoreError> {
         let path = self.dir.join(file_name(next));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
+        let file = create_file(&path)?;
         if let Err(e) = sync_dir(&self.dir) {
             // Appends stay in the current file; a start would drop this
             // empty one anyway.
@@ -462,6 +467,12 @@ mod tests {
         }
         assert_eq!(j.sync()?, Some(5));
         assert_eq!(j.sync()?, None, "nothing new to write");
+        #[cfg(unix)]
+        for file in files(dir.path())? {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: {mode:o}", file.display());
+        }
         drop(j);
         let (j, read) = Journal::open(dir.path(), true, 0)?;
         let ids: Vec<u64> = read.iter().map(|r| r.id).collect();

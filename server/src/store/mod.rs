@@ -231,6 +231,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 /// files were already reported durable.
 pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
     if dir.exists() {
+        warn_if_shared(dir);
         // A start that crashed after creating it may not have synced its
         // entry: sync it again. Best effort: a directory an operator made
         // may sit in a parent the hub cannot read.
@@ -246,13 +247,42 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
         missing.push(existing);
         existing = parent_of(existing);
     }
-    std::fs::create_dir_all(dir)?;
+    // Private: the data directory holds every message, and sled makes
+    // its files with the default mode, reachable only through here.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
     sync_dir(existing)?;
     // Each created directory holds the next one's entry.
     for created in missing.iter().skip(1) {
         sync_dir(created)?;
     }
     Ok(())
+}
+
+/// Warns when an existing data directory is open to other users: the
+/// hub makes its own 0700, but one an operator made is left as it is.
+fn warn_if_shared(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the data directory is open to other users; chmod 700 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// The directory holding `dir`'s entry (`.` for a single relative name).
@@ -290,6 +320,12 @@ mod tests {
         let dir = base.path().join("a/b/data");
         create_dir_durably(&dir)?;
         assert!(dir.is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{mode:o}");
+        }
         // Existing: nothing to do, nothing refused.
         create_dir_durably(&dir)?;
         // A file where a parent should be is refused, not ignored.

@@ -1,0 +1,111 @@
+//! Files that hold a secret: private keys of the hub, of units, offices
+//! and operators.
+//!
+//! Such a file is created readable by its owner alone (0600) by the call
+//! that creates it, never written first and narrowed afterwards: in that
+//! window another user of the machine could open it and keep reading.
+//! The hub, the client library and both CLIs write secrets through here.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Creates `path` with `contents`, 0600, durably; refuses (AlreadyExists)
+/// if it exists, so that a key is never silently overwritten.
+pub fn create_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = open_private(path)?;
+    let written = file.write_all(contents).and_then(|()| file.sync_all());
+    if written.is_err() {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+    }
+    written?;
+    sync_parent(path)
+}
+
+/// Replaces (or creates) `path` with `contents` atomically: a private
+/// temporary file beside it, renamed over it once durable.
+pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("a secret file needs a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let result = create_new(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    sync_parent(path)
+}
+
+/// Opens a new file for writing, created 0600 where the platform has modes.
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Makes the file's entry in its directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn mode(path: &Path) -> std::io::Result<u32> {
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+    }
+
+    #[test]
+    fn created_private_and_never_overwritten() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("signing.key");
+        create_new(&key, b"secret")?;
+        assert_eq!(mode(&key)?, 0o600);
+        assert_eq!(std::fs::read(&key)?, b"secret");
+        let again = create_new(&key, b"other");
+        assert_eq!(
+            again.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AlreadyExists)
+        );
+        assert_eq!(std::fs::read(&key)?, b"secret");
+        Ok(())
+    }
+
+    #[test]
+    fn replaced_private_with_nothing_left_beside_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("signing.key");
+        // A file another program left world-readable is replaced, not reused.
+        std::fs::write(&key, b"old")?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+        replace(&key, b"new")?;
+        assert_eq!(mode(&key)?, 0o600);
+        assert_eq!(std::fs::read(&key)?, b"new");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        Ok(())
+    }
+}
