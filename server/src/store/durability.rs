@@ -116,21 +116,62 @@ fn wait_for_lock(db: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Opens sled in `dir`. sled 0.34 panics on some damaged files (its
+/// snapshot code: "tried to serialize Uninitialized") instead of returning
+/// an error; such a panic refuses the start as corrupt data, with a
+/// message, instead of ending the process with a backtrace.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let opened = quietly_catching_panics(|| {
+        sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+    });
+    match opened {
+        Ok(db) => db.map_err(|source| StoreError::Open {
+            dir: dir.to_path_buf(),
+            source,
+        }),
+        Err(why) => Err(StoreError::Corrupt(format!(
+            "the database in {} is damaged and cannot be read (sled: {why}); \
+             restore the data directory from a backup",
+            dir.display()
+        ))),
+    }
+}
+
+/// Runs `f`, turning a panic on this thread into `Err(its message)`; the
+/// panic is not printed (other threads' panics are, as before).
+fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    let here = std::thread::current().id();
+    let others = previous.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != here {
+            others(info);
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
 impl Durability {
     /// Opens (or creates) the database in `dir` and replays the commits the
     /// journal holds and sled does not.
     pub(super) fn open(dir: &Path, fsync: bool) -> Result<Arc<Self>, StoreError> {
         create_dir_durably(dir)?;
         wait_for_lock(&dir.join("db"))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|source| StoreError::Open {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
+        let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         match tree.get(FORMAT_KEY)? {
             Some(v) if v.as_ref() == FORMAT => {}
