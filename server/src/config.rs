@@ -33,6 +33,9 @@ pub struct HubConfig {
     pub tls: TlsSection,
     #[serde(default)]
     pub limits: Limits,
+    /// Caps and timers on client connections (`[connections]`).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
     /// Default acknowledgement deadline per kind, e.g. `early-warning = "2h"`,
     /// and `default` for the rest; a message's own deadline label wins.
     #[serde(default)]
@@ -125,6 +128,9 @@ pub struct Limits {
     /// A `Pull` page stops growing past this many bytes (it always holds at
     /// least one entry), so pages of large bodies stay within gRPC limits.
     pub max_page_bytes: usize,
+    /// `Subscribe` streams one party may hold open at once, over all its
+    /// connections: each costs the hub a task and a buffer.
+    pub max_subscriptions_per_party: usize,
 }
 
 impl Default for Limits {
@@ -140,6 +146,7 @@ impl Default for Limits {
             default_page_size: 100,
             max_page_size: 1000,
             max_page_bytes: 4 << 20,
+            max_subscriptions_per_party: 16,
         }
     }
 }
@@ -151,6 +158,74 @@ impl Limits {
         self.max_body_bytes
             .saturating_mul(2)
             .saturating_add(256 * 1024)
+    }
+}
+
+/// Caps on client connections and the HTTP/2 timers the hub runs on them.
+/// A timer of 0 seconds is off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Established client connections, all parties together.
+    pub max_connections: usize,
+    /// Established connections per party (the certificate's party URI).
+    pub max_connections_per_party: usize,
+    /// TLS handshakes in progress at once; further connections are closed
+    /// before their handshake.
+    pub max_handshakes: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: calls open at once on
+    /// one connection. A client queues further calls until one ends.
+    pub max_streams_per_connection: u32,
+    /// Streams a client may reset before the hub answers them, after which
+    /// the connection is closed (HTTP/2 "rapid reset" protection).
+    pub max_pending_reset_streams: usize,
+    /// The hub pings each connection this often (HTTP/2 PING)...
+    pub keepalive_interval_secs: u64,
+    /// ...and closes it when a ping is not answered within this time.
+    pub keepalive_timeout_secs: u64,
+    /// A connection with no open call for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_party: 16,
+            max_handshakes: 64,
+            max_streams_per_connection: 128,
+            max_pending_reset_streams: 20,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// A cap of 0 would refuse every connection or call: refused at start.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_party", self.max_connections_per_party),
+            ("max_handshakes", self.max_handshakes),
+            (
+                "max_streams_per_connection",
+                self.max_streams_per_connection as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "connections.{name} = 0 would refuse every client; give at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A timer in seconds, `None` when 0 (off).
+    pub fn timer(secs: u64) -> Option<std::time::Duration> {
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
     }
 }
 
@@ -257,6 +332,12 @@ impl HubConfig {
             source,
         })?;
         config.ack_deadlines.validate()?;
+        config.connections.validate()?;
+        if config.limits.max_subscriptions_per_party == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),
+            ));
+        }
         config.base_dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -270,6 +351,52 @@ impl HubConfig {
             p.to_path_buf()
         } else {
             self.base_dir.join(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<HubConfig, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = dir.path().join("hub.toml");
+        let text = format!(
+            "[hub]\nlisten = \"127.0.0.1:0\"\n[tls]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n{extra}"
+        );
+        std::fs::write(&path, text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        HubConfig::load(&path)
+    }
+
+    #[test]
+    fn connection_limits_default_when_absent_or_partly_given() -> Result<(), ConfigError> {
+        let absent = load("")?;
+        assert_eq!(absent.connections.max_connections_per_party, 16);
+        assert_eq!(absent.limits.max_subscriptions_per_party, 16);
+        let partly = load("[connections]\nidle_timeout_secs = 0\n")?;
+        assert_eq!(partly.connections.idle_timeout_secs, 0);
+        assert_eq!(ConnectionLimits::timer(0), None);
+        assert_eq!(partly.connections.max_streams_per_connection, 128);
+        Ok(())
+    }
+
+    #[test]
+    fn a_cap_of_zero_is_refused_naming_it() {
+        for (extra, name) in [
+            (
+                "[connections]\nmax_handshakes = 0\n",
+                "connections.max_handshakes",
+            ),
+            (
+                "[limits]\nmax_subscriptions_per_party = 0\n",
+                "limits.max_subscriptions_per_party",
+            ),
+        ] {
+            match load(extra) {
+                Err(ConfigError::Invalid(why)) => assert!(why.contains(name), "{why}"),
+                other => panic!("{extra:?} should be refused, got {other:?}"),
+            }
         }
     }
 }

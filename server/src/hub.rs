@@ -2,8 +2,9 @@
 //! the TLS accept loop and the gRPC server, and stops them in order.
 
 use crate::admin_audit::{AdminAudit, AdminAuditError};
+use crate::admission::{CallTracking, Subscriptions};
 use crate::appender::{AppendStats, Appender};
-use crate::config::{ConfigError, HubConfig};
+use crate::config::{ConfigError, ConnectionLimits, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
@@ -137,12 +138,15 @@ impl Hub {
         )?;
         let stats = appender.stats.clone();
 
-        let tls = TlsReloader::new(TlsFiles {
-            ca: config.resolve(&config.tls.ca),
-            cert: config.resolve(&config.tls.cert),
-            key: config.resolve(&config.tls.key),
-            crl: config.tls.crl.as_ref().map(|p| config.resolve(p)),
-        })?;
+        let tls = TlsReloader::new(
+            TlsFiles {
+                ca: config.resolve(&config.tls.ca),
+                cert: config.resolve(&config.tls.cert),
+                key: config.resolve(&config.tls.key),
+                crl: config.tls.crl.as_ref().map(|p| config.resolve(p)),
+            },
+            config.connections.clone(),
+        )?;
         let admin_audit = Arc::new(AdminAudit::open(data_dir)?);
         let listener = TcpListener::bind(config.hub.listen)
             .await
@@ -163,6 +167,7 @@ impl Hub {
             inboxes,
             limits: config.limits.clone(),
             deadlines: config.ack_deadlines.clone(),
+            subscriptions: Subscriptions::new(config.limits.max_subscriptions_per_party),
             logs: logs.clone(),
             shutdown: shutdown_rx.clone(),
             workflows,
@@ -181,6 +186,7 @@ impl Hub {
         tokio::spawn(tls_watch(
             tls.clone(),
             config.tls.watch_files,
+            ConnectionLimits::timer(config.connections.idle_timeout_secs),
             shutdown_rx.clone(),
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -201,8 +207,16 @@ impl Hub {
             .max_encoding_message_size(usize::MAX);
         tokio::spawn(expiry_watch(config.base_dir.clone(), shutdown_rx.clone()));
         let mut stop = shutdown_rx;
+        let caps = &config.connections;
+        let connections = tls.connections().clone();
+        let find_connection = Arc::new(move |peer| connections.activity(peer));
         let server = tokio::spawn(
             Server::builder()
+                .max_concurrent_streams(caps.max_streams_per_connection)
+                .http2_max_pending_accept_reset_streams(Some(caps.max_pending_reset_streams))
+                .http2_keepalive_interval(ConnectionLimits::timer(caps.keepalive_interval_secs))
+                .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
+                .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
                 .add_service(exchange)
                 .add_service(audit)
@@ -234,6 +248,11 @@ impl Hub {
     /// Client connections open now, by party URI.
     pub fn open_connections(&self) -> Vec<String> {
         self.tls.connections().parties()
+    }
+
+    /// TLS handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.tls.connections().handshakes_in_progress()
     }
 
     /// The address the hub listens on (useful with port 0).
@@ -342,9 +361,14 @@ async fn expiry_watch(pki_dir: std::path::PathBuf, mut shutdown: watch::Receiver
 const TLS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reloads the TLS material when a file changes (if `watch_files`) and
-/// closes connections whose certificate is revoked or has expired, every
-/// second.
-async fn tls_watch(tls: Arc<TlsReloader>, watch_files: bool, mut shutdown: watch::Receiver<bool>) {
+/// closes connections whose certificate is revoked or has expired, and
+/// those idle for `idle_timeout`, every second.
+async fn tls_watch(
+    tls: Arc<TlsReloader>,
+    watch_files: bool,
+    idle_timeout: Option<std::time::Duration>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(TLS_WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -359,6 +383,9 @@ async fn tls_watch(tls: Arc<TlsReloader>, watch_files: bool, mut shutdown: watch
             } else {
                 None
             };
+            if let Some(idle) = idle_timeout {
+                watched.connections().close_idle(idle);
+            }
             (r, watched.sweep())
         })
         .await;

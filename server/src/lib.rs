@@ -13,6 +13,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod admin_audit;
+pub mod admission;
 pub mod appender;
 pub mod cli;
 pub mod config;

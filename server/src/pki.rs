@@ -602,6 +602,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             watch_files: true,
         },
         limits: Limits::default(),
+        connections: Default::default(),
         ack_deadlines: Default::default(),
         units: seeds,
         mechanisms: MECHANISMS

@@ -7,14 +7,19 @@
 //! in their own tasks with a timeout so one slow client cannot stall the
 //! accept loop. The config is swapped whole when the files change; open
 //! connections are registered with their certificate so that revocation
-//! and expiry close them too.
+//! and expiry close them too. Connections are capped in total and per
+//! party, handshakes in progress are capped, and idle connections are
+//! closed (`[connections]` of hub.toml).
 
+use crate::admission::Activity;
+use crate::config::ConnectionLimits;
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tongbao_proto::Hash;
@@ -35,6 +40,11 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection refused after its handshake stays open, so that
+/// the client's first call gets the reason as a gRPC status rather than a
+/// bare reset.
+const REFUSED_CONNECTION_GRACE: Duration = Duration::from_secs(2);
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +234,7 @@ pub struct TlsReloader {
 
 impl TlsReloader {
     /// Loads the material once; the hub does not start without it.
-    pub fn new(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+    pub fn new(files: TlsFiles, limits: ConnectionLimits) -> Result<Arc<Self>, TlsError> {
         let seen = fingerprint(&files)?;
         let material = Material::load(&files)?;
         tracing::info!(material = %material.summary, "TLS material loaded");
@@ -233,7 +243,7 @@ impl TlsReloader {
             current: RwLock::new(material.config),
             revoked: RwLock::new(material.revoked),
             seen: Mutex::new(Some(seen)),
-            connections: Arc::new(Connections::default()),
+            connections: Arc::new(Connections::new(limits)),
         }))
     }
 
@@ -319,6 +329,8 @@ struct OpenConnection {
     /// A second handle on the socket: shutting it down ends the connection
     /// under the TLS and HTTP/2 layers that own the first.
     socket: std::net::TcpStream,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 /// What the hub knows of a connection when deciding to close it.
@@ -330,14 +342,42 @@ pub struct ConnectionView<'a> {
 
 /// The registry of open client connections: each with its certificate's
 /// serial and expiry, so revocation and expiry can close live connections
-/// (a rustls server checks a certificate only at the handshake).
-#[derive(Default)]
+/// (a rustls server checks a certificate only at the handshake). It also
+/// holds the caps on connections and handshakes.
 pub struct Connections {
     next: AtomicU64,
     open: Mutex<HashMap<u64, OpenConnection>>,
+    /// Every connection handed to the gRPC server, refused ones included,
+    /// by peer address: how a call finds its connection.
+    peers: Mutex<HashMap<SocketAddr, Arc<Activity>>>,
+    limits: ConnectionLimits,
+    /// One permit per handshake in progress.
+    handshakes: Arc<Semaphore>,
 }
 
 impl Connections {
+    pub fn new(limits: ConnectionLimits) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            open: Mutex::default(),
+            peers: Mutex::default(),
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes)),
+            limits,
+        }
+    }
+
+    /// TLS handshakes in progress now.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.limits
+            .max_handshakes
+            .saturating_sub(self.handshakes.available_permits())
+    }
+
+    /// The connection a call came on, by the peer's address.
+    pub fn activity(&self, peer: SocketAddr) -> Option<Arc<Activity>> {
+        self.peers.lock().ok()?.get(&peer).cloned()
+    }
+
     /// Number of connections open now.
     pub fn len(&self) -> usize {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
@@ -360,52 +400,119 @@ impl Connections {
         self.close_where(|c| (c.party == party_uri).then_some("party suspended"))
     }
 
-    fn add(self: &Arc<Self>, conn: OpenConnection) -> ConnectionGuard {
+    /// Registers an established connection, or says which cap it is over.
+    /// Counted and inserted under one lock, so that concurrent handshakes
+    /// cannot pass a cap together.
+    fn admit(
+        self: &Arc<Self>,
+        conn: OpenConnection,
+    ) -> Result<ConnectionGuard, Box<(String, OpenConnection)>> {
+        let Ok(mut open) = self.open.lock() else {
+            let why = "the connection registry is unusable (lock poisoned); restart the hub";
+            return Err(Box::new((why.into(), conn)));
+        };
+        if open.len() >= self.limits.max_connections {
+            let why = format!(
+                "the hub already has {} open connections (connections.max_connections); try again later",
+                open.len()
+            );
+            return Err(Box::new((why, conn)));
+        }
+        let same_party = open.values().filter(|c| c.party == conn.party).count();
+        if same_party >= self.limits.max_connections_per_party {
+            let why = format!(
+                "{} already has {same_party} open connections (connections.max_connections_per_party); close one or share a connection between calls",
+                conn.party
+            );
+            return Err(Box::new((why, conn)));
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut open) = self.open.lock() {
-            open.insert(id, conn);
+        let mut guard = self.track(conn.peer, conn.activity.clone());
+        guard.id = Some(id);
+        open.insert(id, conn);
+        Ok(guard)
+    }
+
+    /// Makes a connection findable by its calls until the guard is dropped.
+    fn track(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> ConnectionGuard {
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.insert(peer, activity);
         }
         ConnectionGuard {
-            id,
+            id: None,
+            peer,
             connections: self.clone(),
         }
     }
 
+    /// Closes every connection that has had no open call for `idle`.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let closed = self.remove_where(|c| {
+            c.activity
+                .idle_for()
+                .is_some_and(|for_| for_ >= idle)
+                .then_some("idle")
+        });
+        for (c, _) in &closed {
+            tracing::info!(party = %c.party, peer = %c.peer, idle_secs = idle.as_secs(), "closing idle connection (connections.idle_timeout_secs)");
+        }
+        closed.len()
+    }
+
     fn close_where(&self, why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>) -> usize {
+        let closed = self.remove_where(|c| {
+            why(&ConnectionView {
+                party: &c.party,
+                serial: &c.serial,
+                not_after_secs: c.not_after_secs,
+            })
+        });
+        for (c, reason) in &closed {
+            tracing::warn!(party = %c.party, serial = %c.serial, %reason, "closing connection");
+        }
+        closed.len()
+    }
+
+    /// Removes and shuts down the connections `why` names a reason for.
+    fn remove_where(
+        &self,
+        why: impl Fn(&OpenConnection) -> Option<&'static str>,
+    ) -> Vec<(OpenConnection, &'static str)> {
         let Ok(mut open) = self.open.lock() else {
-            return 0;
+            return Vec::new();
         };
         let doomed: Vec<(u64, &'static str)> = open
             .iter()
-            .filter_map(|(id, c)| {
-                why(&ConnectionView {
-                    party: &c.party,
-                    serial: &c.serial,
-                    not_after_secs: c.not_after_secs,
-                })
-                .map(|w| (*id, w))
-            })
+            .filter_map(|(id, c)| why(c).map(|w| (*id, w)))
             .collect();
-        for (id, reason) in &doomed {
-            if let Some(c) = open.remove(id) {
-                tracing::warn!(party = %c.party, serial = %c.serial, %reason, "closing connection");
+        doomed
+            .into_iter()
+            .filter_map(|(id, reason)| {
+                let c = open.remove(&id)?;
                 let _ = c.socket.shutdown(std::net::Shutdown::Both);
-            }
-        }
-        doomed.len()
+                Some((c, reason))
+            })
+            .collect()
     }
 }
 
 /// Removes its connection from the registry when the stream is dropped.
 struct ConnectionGuard {
-    id: u64,
+    /// None for a refused connection, which is never registered as open.
+    id: Option<u64>,
+    peer: SocketAddr,
     connections: Arc<Connections>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.connections.open.lock() {
-            open.remove(&self.id);
+        if let Some(id) = self.id
+            && let Ok(mut open) = self.connections.open.lock()
+        {
+            open.remove(&id);
+        }
+        if let Ok(mut peers) = self.connections.peers.lock() {
+            peers.remove(&self.peer);
         }
     }
 }
@@ -518,20 +625,40 @@ pub async fn accept_loop(
             tracing::error!("TLS state lock poisoned; refusing connections");
             continue;
         };
+        let connections = tls.connections.clone();
+        // Refused before any TLS work: the client sees the connection
+        // closed during its handshake and may retry.
+        let Ok(permit) = connections.handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                max_handshakes = connections.limits.max_handshakes,
+                "refusing connection: too many TLS handshakes in progress (connections.max_handshakes)"
+            );
+            continue;
+        };
         let acceptor = TlsAcceptor::from(config);
         let streams = streams.clone();
-        let connections = tls.connections.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(inner)) => {
                     let (party, serial, not_after_secs) = describe_peer(&inner)
                         .unwrap_or_else(|| ("(none)".into(), String::new(), i64::MAX));
-                    let guard = connections.add(OpenConnection {
+                    let guard = match connections.admit(OpenConnection {
                         party,
                         serial,
                         not_after_secs,
                         socket,
-                    });
+                        peer,
+                        activity: Activity::admitted(),
+                    }) {
+                        Ok(guard) => guard,
+                        Err(refused) => {
+                            let (why, conn) = *refused;
+                            refuse_after_handshake(&connections, conn, why)
+                        }
+                    };
                     let _ = streams
                         .send(Ok(TrackedStream {
                             inner,
@@ -544,6 +671,23 @@ pub async fn accept_loop(
             }
         });
     }
+}
+
+/// Serves a connection that is over a cap only to answer its calls with
+/// the reason (`ResourceExhausted`, see `admission`), and closes it after
+/// a short grace. It counts toward no cap.
+fn refuse_after_handshake(
+    connections: &Arc<Connections>,
+    conn: OpenConnection,
+    why: String,
+) -> ConnectionGuard {
+    tracing::warn!(party = %conn.party, peer = %conn.peer, "refusing connection: {why}");
+    let guard = connections.track(conn.peer, Activity::refused(why));
+    tokio::spawn(async move {
+        tokio::time::sleep(REFUSED_CONNECTION_GRACE).await;
+        let _ = conn.socket.shutdown(std::net::Shutdown::Both);
+    });
+    guard
 }
 
 /// The socket for tokio, and a duplicate handle the hub keeps to shut the

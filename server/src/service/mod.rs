@@ -37,6 +37,8 @@ pub struct HubState {
     pub inboxes: Arc<InboxWatch>,
     pub limits: Limits,
     pub deadlines: AckDeadlines,
+    /// Open `Subscribe` streams per party, capped.
+    pub subscriptions: crate::admission::Subscriptions,
     pub logs: Arc<crate::log::Logs>,
     pub shutdown: watch::Receiver<bool>,
     /// The mechanisms' workflow state (meetings, joint notices, liaisons).

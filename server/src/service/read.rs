@@ -156,6 +156,10 @@ pub fn subscribe(
     let who = state.authenticate(&request)?;
     let req = request.into_inner();
     let inbox = own_inbox(&who, &req.inbox)?;
+    let slot = state
+        .subscriptions
+        .open(&who.to_string())
+        .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     let mut head = state
         .inboxes
         .watch(&inbox)
@@ -165,6 +169,9 @@ pub fn subscribe(
     let mut shutdown = state.shutdown.clone();
     let mut cursor = req.after;
     tokio::spawn(async move {
+        // Held while the stream is served: the task ends when the client
+        // goes away (`tx.closed()` or a failed send), freeing the slot.
+        let _slot = slot;
         loop {
             // The head first: every position up to it must be served.
             let durable = *head.borrow_and_update();
