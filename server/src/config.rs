@@ -71,6 +71,15 @@ pub struct HubSection {
     /// (not on a process crash).
     #[serde(default = "default_fsync")]
     pub fsync: bool,
+    /// Free space (MiB) the hub keeps on the data disk: below it, writes
+    /// stop, so that the database can still flush, reads go on and a stop
+    /// completes. A start also needs it free, beside the journal to replay.
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_mib: u64,
+}
+
+pub fn default_min_free_mib() -> u64 {
+    64
 }
 
 fn default_log_name() -> String {

@@ -41,11 +41,6 @@ pub enum HubError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
     #[error("refusing to start: {0}")]
     Log(#[from] LogError),
     #[error("cannot open the workflow state: {0}")]
@@ -77,11 +72,12 @@ impl Hub {
         // Both tonic's client side and rustls helpers may look for a process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = &config.hub.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|source| HubError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(data_dir, config.hub.fsync)?);
+        // The store creates the data directory (0700, durably).
+        let store: Arc<dyn Store> = Arc::new(SledStore::open_keeping_free(
+            data_dir,
+            config.hub.fsync,
+            config.hub.min_free_mib.saturating_mul(1 << 20),
+        )?);
         let registry = match Registry::load(store.as_ref())? {
             Some(r) => {
                 if Registry::from_seeds(&config.units, &config.mechanisms)

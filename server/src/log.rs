@@ -272,7 +272,18 @@ impl Logs {
                 .cloned()
                 .ok_or_else(|| LogError::NoCheckpoint(channel.to_string()));
         };
-        self.store.save_checkpoints(&[(channel, &signed.note)])?;
+        if let Err(e) = self.store.save_checkpoints(&[(channel, &signed.note)]) {
+            // A store that refuses writes (a full disk) still holds the
+            // latest stored checkpoint: readers keep that one; the new one,
+            // never served, is simply not kept.
+            return match latest.get(channel) {
+                Some(stored) => {
+                    tracing::warn!(channel, error = %e, "serving the latest stored checkpoint: a new one cannot be stored");
+                    Ok(stored.clone())
+                }
+                None => Err(e.into()),
+            };
+        }
         latest.insert(channel.to_string(), signed.clone());
         Ok(signed)
     }

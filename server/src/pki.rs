@@ -591,6 +591,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
             listen: opts.listen,
             data_dir: opts.data_dir.clone(),
             fsync: true,
+            min_free_mib: crate::config::default_min_free_mib(),
             log_name: DEFAULT_LOG_NAME.into(),
             checkpoint_key: Some(CHECKPOINT_KEY_FILE.into()),
         },

@@ -385,11 +385,20 @@ impl HubProcess {
 
     /// Sends SIGHUP (through `kill`, as an operator would: no unsafe code).
     pub fn hangup(&self) -> Result<(), BoxError> {
+        self.signal("-HUP")
+    }
+
+    /// Sends SIGTERM: the hub stops as a service manager would stop it.
+    pub fn terminate(&self) -> Result<(), BoxError> {
+        self.signal("-TERM")
+    }
+
+    fn signal(&self, which: &str) -> Result<(), BoxError> {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()?;
         if !status.success() {
-            return Err(format!("kill -HUP failed: {status}").into());
+            return Err(format!("kill {which} failed: {status}").into());
         }
         Ok(())
     }

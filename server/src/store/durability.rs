@@ -116,6 +116,35 @@ fn wait_for_lock(db: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Refuses a start that could fill the disk: replaying the journal writes
+/// about as much into the database as the journal holds (sled's own
+/// recovery writes too), and the reserve must stay free after it.
+fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
+    if reserve == 0 {
+        return Ok(());
+    }
+    let mut journal_bytes = 0;
+    if let Ok(files) = std::fs::read_dir(dir.join("journal")) {
+        for file in files {
+            journal_bytes += file?.metadata()?.len();
+        }
+    }
+    let needed = reserve.saturating_add(journal_bytes);
+    let free = fs2::available_space(dir)?;
+    if free >= needed {
+        return Ok(());
+    }
+    Err(StoreError::NoRoom(format!(
+        "the data disk of {} has {} MiB free; starting needs {} MiB: the journal's {} MiB to \
+         replay and the {} MiB kept free ([hub] min_free_mib). Free space on it and start again",
+        dir.display(),
+        free >> 20,
+        needed.div_ceil(1 << 20),
+        journal_bytes.div_ceil(1 << 20),
+        reserve >> 20
+    )))
+}
+
 /// Opens sled in `dir`. sled 0.34 panics on some damaged files (its
 /// snapshot code: "tried to serialize Uninitialized") instead of returning
 /// an error; such a panic refuses the start as corrupt data, with a
@@ -168,9 +197,12 @@ fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 impl Durability {
     /// Opens (or creates) the database in `dir` and replays the commits the
     /// journal holds and sled does not.
-    pub(super) fn open(dir: &Path, fsync: bool) -> Result<Arc<Self>, StoreError> {
+    /// `reserve` bytes are kept free on the disk ([`Journal::keep_free`]),
+    /// and must be free at start beside the journal that is replayed.
+    pub(super) fn open(dir: &Path, fsync: bool, reserve: u64) -> Result<Arc<Self>, StoreError> {
         create_dir_durably(dir)?;
         wait_for_lock(&dir.join("db"))?;
+        check_room_to_start(dir, reserve)?;
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         match tree.get(FORMAT_KEY)? {
@@ -197,7 +229,8 @@ impl Durability {
             Some(v) => u64_from(&v)?,
             None => 0,
         };
-        let (journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
+        let (mut journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
+        journal.keep_free(reserve);
         // Commits the journal made durable but sled had not flushed: all
         // decoded before any is applied, then written to sled as one batch.
         let mut overlay = Overlay::default();

@@ -56,6 +56,8 @@ pub struct Journal {
     /// accepted: records queued behind a failure are not known to be on
     /// disk, so no later sync may report them durable.
     broken: std::sync::OnceLock<String>,
+    /// Bytes to leave free on the disk (0: no check); see [`Journal::keep_free`].
+    reserve: u64,
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +71,14 @@ struct Pending {
 struct Files {
     current: Current,
     closed: VecDeque<(u64, PathBuf)>,
+    /// Bytes written since free space was last read, and what it was.
+    since_check: u64,
+    last_free: u64,
 }
+
+/// Free space is read again after this much is written (or at every
+/// write once it is within a few reserves of the end).
+const CHECK_FREE_EVERY: u64 = 1 << 20;
 
 /// A new, empty journal file, readable by the hub's user alone: it holds
 /// every message body of its commits.
@@ -303,6 +312,7 @@ impl Journal {
             fsync,
             pending: Mutex::new(Pending::default()),
             broken: std::sync::OnceLock::new(),
+            reserve: 0,
             files: Mutex::new(Files {
                 current: Current {
                     file,
@@ -310,8 +320,44 @@ impl Journal {
                     len: 0,
                 },
                 closed,
+                since_check: 0,
+                last_free: u64::MAX,
             }),
         })
+    }
+
+    /// Stops appends (as a failed write does) before fewer than `bytes`
+    /// would be left free on the journal's disk: the database behind the
+    /// journal shares the disk, and once it meets a full disk it fails
+    /// reads as well and cannot flush at a stop.
+    pub fn keep_free(&mut self, bytes: u64) {
+        self.reserve = bytes;
+    }
+
+    /// Refuses a write of `len` bytes that would leave less than the
+    /// reserve free; reads free space only now and then.
+    fn check_free(&self, files: &mut Files, len: u64) -> Result<(), StoreError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        files.since_check += len;
+        let near = files.last_free < self.reserve.saturating_mul(4);
+        if !near && files.since_check < CHECK_FREE_EVERY {
+            return Ok(());
+        }
+        files.since_check = 0;
+        files.last_free = fs2::available_space(&self.dir)?;
+        if files.last_free >= self.reserve.saturating_add(len) {
+            return Ok(());
+        }
+        let why = format!(
+            "the data disk has {} MiB free, and the hub keeps {} MiB free ([hub] min_free_mib) \
+             so that reads and a stop keep working; free space on it",
+            files.last_free >> 20,
+            self.reserve >> 20
+        );
+        let _ = self.broken.set(why.clone());
+        Err(StoreError::Database(why))
     }
 
     /// Queues commit `id` to be written by the next [`Journal::sync`].
@@ -350,6 +396,7 @@ impl Journal {
         let Some(last) = last else {
             return Ok(None);
         };
+        self.check_free(&mut files, bytes.len() as u64)?;
         let written = files.current.file.write_all(&bytes).and_then(|()| {
             if self.fsync {
                 files.current.file.sync_data()
@@ -398,6 +445,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether writes are refused since a failed write (or the reserve).
+    pub fn is_broken(&self) -> bool {
+        self.broken.get().is_some()
+    }
+
     /// Refuses work after an earlier write or sync failed.
     fn check_broken(&self) -> Result<(), StoreError> {
         match self.broken.get() {
@@ -416,7 +468,9 @@ impl Journal {
             .files
             .lock()
             .map_err(|_| StoreError::Database("journal poisoned".into()))?;
-        let Files { current, closed } = &mut *files;
+        let Files {
+            current, closed, ..
+        } = &mut *files;
         let mut removed = false;
         loop {
             // A closed file holds the commits up to the next file's first.

@@ -44,6 +44,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Format(String),
+    /// Too little free space on the data disk to start safely.
+    #[error("not enough free space: {0}")]
+    NoRoom(String),
 }
 
 /// The tip of one channel, as appends need it.
@@ -256,7 +259,12 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir)?;
+    builder.create(dir).map_err(|e| {
+        StoreError::Database(format!(
+            "cannot create the data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     sync_dir(existing)?;
     // Each created directory holds the next one's entry.
     for created in missing.iter().skip(1) {

@@ -21,6 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongbao_proto::{HASH_LEN, Hash};
 
+/// Free space kept on the data disk unless the hub's config says
+/// otherwise (`[hub] min_free_mib`).
+pub const DEFAULT_RESERVE: u64 = 64 << 20;
+
 /// sled-backed [`Store`].
 pub struct SledStore {
     durability: Arc<Durability>,
@@ -36,6 +40,16 @@ pub struct SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.flusher.stop();
+        // After a failed write (a full disk), sled's own flush on close can
+        // wait forever. The database is left as a crash leaves it, which
+        // the journal makes safe: the next start replays it.
+        if self.durability.journal.is_broken() {
+            tracing::warn!(
+                "storage failed earlier: the database is closed without its final flush; \
+                 the next start replays the journal"
+            );
+            std::mem::forget(Arc::clone(&self.durability));
+        }
     }
 }
 
@@ -51,13 +65,24 @@ impl SledStore {
     /// Opens (or creates) the database in `dir`. With `fsync` false, commits
     /// survive a process crash but not a power loss (benchmarks only).
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
-        Self::open_flushing_every(dir, fsync, FLUSH_EVERY)
+        Self::open_keeping_free(dir, fsync, DEFAULT_RESERVE)
+    }
+
+    /// [`SledStore::open`], keeping `reserve` bytes free on the data disk:
+    /// below that, writes stop and reads go on (0: no reserve).
+    pub fn open_keeping_free(dir: &Path, fsync: bool, reserve: u64) -> Result<Self, StoreError> {
+        let durability = Durability::open(dir, fsync, reserve)?;
+        Self::with_flusher(durability, FLUSH_EVERY)
     }
 
     /// [`SledStore::open`] with the background flush's period given (tests
     /// that count sled keys flush when they choose).
+    #[cfg(test)]
     fn open_flushing_every(dir: &Path, fsync: bool, every: Duration) -> Result<Self, StoreError> {
-        let durability = Durability::open(dir, fsync)?;
+        Self::with_flusher(Durability::open(dir, fsync, DEFAULT_RESERVE)?, every)
+    }
+
+    fn with_flusher(durability: Arc<Durability>, every: Duration) -> Result<Self, StoreError> {
         let flusher = Flusher::start(durability.clone(), every)?;
         Ok(Self {
             durability,
