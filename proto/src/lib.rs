@@ -13,12 +13,15 @@
 //!   layout;
 //! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures;
 //! - [`workflow`]: the mechanisms' workflow steps and the rules for issued
-//!   minutes and co-signed joint notices.
-//! - [`rotation`]: the body of a unit's key-rotation announcement.
+//!   minutes and co-signed joint notices;
+//! - [`rotation`]: the body of a unit's key-rotation announcement;
+//! - [`codec`]: the protobuf codec of every service (undecodable bytes are
+//!   the sender's error).
 #![forbid(unsafe_code)]
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod codec;
 pub mod ed25519;
 pub mod identity;
 pub mod keys;
