@@ -16,12 +16,14 @@
 //!   minutes and co-signed joint notices;
 //! - [`rotation`]: the body of a unit's key-rotation announcement;
 //! - [`codec`]: the protobuf codec of every service (undecodable bytes are
-//!   the sender's error).
+//!   the sender's error);
+//! - [`echo`]: how much of a request-supplied value a refusal repeats.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
 pub mod checkpoint;
 pub mod codec;
+pub mod echo;
 pub mod ed25519;
 pub mod identity;
 pub mod keys;

@@ -1,12 +1,109 @@
-//! Refusals as a standard gRPC client receives them: a request that does
-//! not decode gets the status that says what was wrong, and leaves the
-//! store unchanged.
+//! Refusals as a standard gRPC client receives them: a request carrying a
+//! huge value and one that does not decode each get the status that says
+//! what was wrong, in a message that fits every client's metadata limit,
+//! and leave the store unchanged.
 
 use prost::bytes::{Buf, BufMut};
-use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, raw_channel};
+use tongbao_proto::pb::{self, exchange_client::ExchangeClient, log_client::LogClient};
+use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, note, raw_channel};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
+
+/// A refusal stays under this (standard clients take 8-16 KiB of metadata).
+const MAX_MESSAGE: usize = 1024;
+
+/// A value far beyond standard clients' 8-16 KiB metadata limits.
+fn huge() -> String {
+    "x".repeat(100 * 1024)
+}
+
+/// The start of a message, for assertion output.
+fn head(message: &str) -> String {
+    message.chars().take(300).collect()
+}
+
+/// `r` is refused with `code`, mentions `words`, is under 1 KiB, and shows
+/// the huge value as its first 64 characters and "…".
+fn refused_short<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, words: &str) {
+    let status = match r {
+        Ok(v) => panic!("expected {code:?} ({words}), got Ok({v:?})"),
+        Err(s) => s,
+    };
+    let message = status.message();
+    assert_eq!(status.code(), code, "{}", head(message));
+    assert!(message.len() < MAX_MESSAGE, "{} bytes", message.len());
+    assert!(message.contains(words), "{}", head(message));
+    assert!(
+        message.contains(&format!("{}…", "x".repeat(64))) && !message.contains(&"x".repeat(65)),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_values_are_echoed_cut_short() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let mut exchange = ExchangeClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
+    let push = |m| pb::PushRequest { message: Some(m) };
+    let to_huge = tax.sign(note("To a huge name").to_units([huge()]))?;
+    refused_short(
+        exchange.push(push(to_huge)).await,
+        Code::InvalidArgument,
+        "unit \"",
+    );
+    let to_huge_mechanism = tax.sign(note("To a huge mechanism").to_mechanism(huge()))?;
+    refused_short(
+        exchange.push(push(to_huge_mechanism)).await,
+        Code::InvalidArgument,
+        "mechanism \"",
+    );
+    let huge_id = tax.sign(note("Huge id").to_units(["finance"]).with_id(huge()))?;
+    refused_short(
+        exchange.push(push(huge_id)).await,
+        Code::InvalidArgument,
+        "message id",
+    );
+    refused_short(
+        exchange
+            .pull(pb::PullRequest {
+                inbox: huge(),
+                after: 0,
+                limit: 10,
+            })
+            .await,
+        Code::PermissionDenied,
+        "only its own inbox",
+    );
+    refused_short(
+        exchange
+            .get_entry(pb::GetEntryRequest {
+                channel: huge(),
+                seq: 0,
+            })
+            .await,
+        Code::NotFound,
+        "has no entry",
+    );
+    let mut log = LogClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
+    refused_short(
+        log.get_checkpoint(pb::GetCheckpointRequest { channel: huge() })
+            .await,
+        Code::NotFound,
+        "there is no channel",
+    );
+    let mut workflow =
+        pb::workflow_client::WorkflowClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
+    refused_short(
+        workflow
+            .get_meeting(pb::GetMeetingRequest { meeting_id: huge() })
+            .await,
+        Code::NotFound,
+        "no meeting",
+    );
+    assert_nothing_stored(&t).await?;
+    t.stop().await
+}
 
 /// Sends hand-made bytes as the request message, whatever they are.
 #[derive(Default)]
