@@ -1,11 +1,13 @@
 //! Refusals as a standard gRPC client receives them: a request carrying a
-//! huge value and one that does not decode each get the status that says
-//! what was wrong, in a message that fits every client's metadata limit,
-//! and leave the store unchanged.
+//! huge value, one that does not decode, and one over its service's size
+//! limit each get the status that says what was wrong, in a message that
+//! fits every client's metadata limit, and leave the store unchanged.
 
 use prost::bytes::{Buf, BufMut};
 use tongbao_proto::pb::{self, exchange_client::ExchangeClient, log_client::LogClient};
-use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, note, raw_channel};
+use tongbao_tests::{
+    BoxError, TestHub, TestResult, assert_nothing_stored, code_of, note, raw_channel,
+};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Status};
@@ -105,6 +107,44 @@ async fn huge_values_are_echoed_cut_short() -> TestResult {
     t.stop().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_status_message_exceeds_the_bound() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    // A receipt for entries of 200 channels with valid 63-character names,
+    // addressed to another unit: the refusal lists every sender, ~13 KB.
+    let mut receipt =
+        tax.sign(tongbao_client::Draft::new(pb::Kind::Receipt, "r", "").to_units(["finance"]))?;
+    let pins = (0..200)
+        .map(|i| pb::EntryPin {
+            channel: format!("u{i:03}-{}", "x".repeat(58)),
+            seq: 0,
+            leaf_hash: vec![0; 32],
+        })
+        .collect();
+    if let Some(m) = receipt.message.as_mut() {
+        m.acknowledgement = Some(pb::Acknowledgement { entries: pins });
+    }
+    let mut exchange = ExchangeClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
+    let status = exchange
+        .acknowledge(pb::AcknowledgeRequest {
+            receipt: Some(receipt),
+        })
+        .await
+        .err()
+        .ok_or("a misaddressed receipt was accepted")?;
+    let message = status.message();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", head(message));
+    assert!(message.len() <= MAX_MESSAGE, "{} bytes", message.len());
+    assert!(
+        message.starts_with("a receipt is addressed to exactly the senders")
+            && message.ends_with('…'),
+        "{message}"
+    );
+    assert_nothing_stored(&t).await?;
+    t.stop().await
+}
+
 /// Sends hand-made bytes as the request message, whatever they are.
 #[derive(Default)]
 struct RawBytes;
@@ -183,6 +223,70 @@ async fn undecodable_requests_are_invalid_arguments_naming_the_field() -> TestRe
     // Not protobuf at all: a field of wire type 7, which does not exist.
     let status = send_raw(&t, "/tongbao.v1.Exchange/Push", vec![0xff; 16]).await?;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_nothing_stored(&t).await?;
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_size_limit_are_resource_exhausted_naming_it() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let body = |kib: usize| vec![b'x'; kib * 1024];
+    let e = tax
+        .push(
+            tongbao_client::Draft::new(pb::Kind::Notification, "Huge", body(3 * 1024))
+                .to_units(["civil-affairs"]),
+        )
+        .await
+        .err()
+        .ok_or("a 3 MiB push was accepted")?;
+    assert_eq!(code_of(&e), Some(Code::ResourceExhausted), "{e}");
+    let limit = 2 * (1 << 20) + 256 * 1024;
+    for words in [
+        "Exchange accepts at most",
+        &format!("{limit} bytes per request"),
+        "limits.max_body_bytes",
+    ] {
+        assert!(e.to_string().contains(words), "{e}");
+    }
+    // Three messages each within limits.max_body_bytes, too many together.
+    let batch = (0..3)
+        .map(|i| {
+            tax.sign(
+                tongbao_client::Draft::new(pb::Kind::Notification, format!("b{i}"), body(900))
+                    .to_units(["civil-affairs"]),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let e = tax
+        .push_signed_batch(batch)
+        .await
+        .err()
+        .ok_or("a 2.7 MiB batch was accepted")?;
+    assert_eq!(code_of(&e), Some(Code::ResourceExhausted), "{e}");
+    assert!(e.to_string().contains("smaller batches"), "{e}");
+    // A service with small requests keeps gRPC's usual 4 MiB.
+    let mut log = LogClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
+    let status = log
+        .get_checkpoint(pb::GetCheckpointRequest {
+            channel: "x".repeat(5 << 20),
+        })
+        .await
+        .err()
+        .ok_or("a 5 MiB request was accepted")?;
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        head(status.message())
+    );
+    assert!(
+        status
+            .message()
+            .contains("Log accepts at most 4194304 bytes"),
+        "{}",
+        head(status.message())
+    );
     assert_nothing_stored(&t).await?;
     t.stop().await
 }
