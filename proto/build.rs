@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Undecodable requests are the sender's error, not the hub's.
+        .codec_path("crate::codec::WireCodec")
         // Shared, not copied, when one stored entry is served to many.
         .bytes(".tongbao.v1.Delivery.encoded_entry")
         // Decoded without a copy from the buffer it arrived in.

@@ -5,6 +5,7 @@
 //! with [`Principal::from_uri`], the operator tools write certificates with
 //! [`Principal::uri`], and entries name recipients with [`Principal::inbox`].
 
+use crate::echo::shown;
 use std::fmt;
 
 const UNIT_PREFIX: &str = "urn:tongbao:unit:";
@@ -21,11 +22,13 @@ pub const OFFICE_INBOX_PREFIX: &str = "office:";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error(
-        "{what} {value:?} is not a valid id: use 1 to 64 characters a-z, 0-9 and '-', starting with a letter"
+        "{what} {:?} is not a valid id: use 1 to 64 characters a-z, 0-9 and '-', starting with a letter",
+        shown(.value)
     )]
     Invalid { what: &'static str, value: String },
     #[error(
-        "{0:?} is not a Tongbao identity URI (urn:tongbao:unit:<id>, urn:tongbao:office:<mechanism>, urn:tongbao:operator:<name>, urn:tongbao:leading-group)"
+        "{:?} is not a Tongbao identity URI (urn:tongbao:unit:<id>, urn:tongbao:office:<mechanism>, urn:tongbao:operator:<name>, urn:tongbao:leading-group)",
+        shown(.0)
     )]
     NotTongbaoUri(String),
 }

@@ -6,6 +6,7 @@
 
 use crate::Hash;
 use crate::canonical::{message_digest, sha256, signing_bytes_for_digest};
+use crate::echo::shown;
 use crate::pb::{Message, Signature, SignedMessage};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -27,13 +28,19 @@ pub enum KeyError {
     BadPem,
     #[error("the PKCS#8 data is not a valid Ed25519 key: {0}")]
     BadKey(String),
-    #[error("signature algorithm {0:?} is not supported (only \"{ED25519_ALGORITHM}\")")]
+    #[error(
+        "signature algorithm {:?} is not supported (only \"{ED25519_ALGORITHM}\")",
+        shown(.0)
+    )]
     UnsupportedAlgorithm(String),
     #[error("the message carries no signature")]
     MissingSignature,
     #[error("the signed message carries no content")]
     MissingMessage,
-    #[error("signature names key {claimed} but the registered key has id {actual}")]
+    #[error(
+        "signature names key {} but the registered key has id {actual}",
+        shown(.claimed)
+    )]
     KeyIdMismatch { claimed: String, actual: String },
     #[error("key registry statement malformed: {0}")]
     BadRegistry(String),

@@ -13,13 +13,18 @@
 //!   layout;
 //! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures;
 //! - [`workflow`]: the mechanisms' workflow steps and the rules for issued
-//!   minutes and co-signed joint notices.
-//! - [`rotation`]: the body of a unit's key-rotation announcement.
+//!   minutes and co-signed joint notices;
+//! - [`rotation`]: the body of a unit's key-rotation announcement;
+//! - [`codec`]: the protobuf codec of every service (undecodable bytes are
+//!   the sender's error);
+//! - [`echo`]: how much of a request-supplied value a refusal repeats;
 //! - [`secret_file`]: private keys are created 0600 by every party.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod codec;
+pub mod echo;
 pub mod ed25519;
 pub mod identity;
 pub mod keys;
@@ -66,8 +71,8 @@ impl pb::Entry {
         let message = signed.message.as_ref().ok_or(EntryFault::NoMessage)?;
         if message.sender != self.channel {
             return Err(EntryFault::WrongChannel {
-                sender: message.sender.clone(),
-                channel: self.channel.clone(),
+                sender: echo::shown(&message.sender).into_owned(),
+                channel: echo::shown(&self.channel).into_owned(),
             });
         }
         Ok((signed, message))

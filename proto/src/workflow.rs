@@ -6,6 +6,7 @@
 //! receiving, and an offline verifier with nothing but the registry's keys.
 
 use crate::canonical::leaf_hash_with_digest;
+use crate::echo::shown;
 use crate::keys::{RegisteredKey, verify_signed_message};
 use crate::pb::{self, Entry, JointContent, Kind, Message, WorkflowStep, workflow_step::Step};
 use crate::{HASH_LEN, Hash};
@@ -82,7 +83,7 @@ pub fn decode_step(m: &Message) -> Result<Step, WorkflowError> {
     if m.content_type != CONTENT_TYPE {
         return Err(malformed(format!(
             "a workflow step has content type {CONTENT_TYPE}, not {:?}",
-            m.content_type
+            shown(&m.content_type)
         )));
     }
     let step = WorkflowStep::decode(&m.body[..])
@@ -128,7 +129,8 @@ pub fn check_workflow_id(what: &str, id: &str) -> Result<(), WorkflowError> {
         Ok(())
     } else {
         Err(malformed(format!(
-            "{what} {id:?} is not valid: use 1 to 64 characters A-Z, a-z, 0-9, '-', '_', '.'"
+            "{what} {:?} is not valid: use 1 to 64 characters A-Z, a-z, 0-9, '-', '_', '.'",
+            shown(id)
         )))
     }
 }
@@ -231,8 +233,9 @@ pub fn check_signed_entry<'a>(
         .unwrap_or_default();
     let key = keys.key(&message.sender, key_id).ok_or_else(|| {
         unproven(format!(
-            "the embedded {what} is signed with key {key_id:?}, not a registered key of unit {}",
-            message.sender
+            "the embedded {what} is signed with key {:?}, not a registered key of unit {}",
+            shown(key_id),
+            shown(&message.sender)
         ))
     })?;
     if !key.valid_at(entry.hub_micros) {
@@ -298,13 +301,15 @@ pub fn verify_minutes_issue(
     if p.meeting_id != issue.meeting_id {
         return Err(unproven(format!(
             "the embedded proposal is of meeting {:?}, not {:?}",
-            p.meeting_id, issue.meeting_id
+            shown(&p.meeting_id),
+            shown(&issue.meeting_id)
         )));
     }
     if proposal.message.sender != issuer {
         return Err(unproven(format!(
             "minutes of meeting {:?} are issued by its proposer {}, not {issuer}",
-            p.meeting_id, proposal.message.sender
+            shown(&p.meeting_id),
+            proposal.message.sender
         )));
     }
     let draft_entry = issue
@@ -440,7 +445,7 @@ pub fn verify_source(
             return Err(unproven(format!(
                 "the source minutes are of a meeting of {}, not of {}",
                 minutes.mechanisms.join(" and "),
-                content.mechanism
+                shown(&content.mechanism)
             )));
         }
         return Ok(SourceProof::Minutes {
@@ -450,7 +455,10 @@ pub fn verify_source(
     }
     Err(unproven(format!(
         "the source {}:{} is neither issued minutes of {} nor an entry of case {:?}",
-        source.channel, source.seq, content.mechanism, content.case_id
+        source.channel,
+        source.seq,
+        shown(&content.mechanism),
+        shown(&content.case_id)
     )))
 }
 
@@ -473,7 +481,7 @@ pub fn verify_joint_release(
     if d.notice_id != release.notice_id || draft.message.sender != releaser {
         return Err(unproven(format!(
             "the embedded draft is not notice {:?} drafted by {releaser}",
-            release.notice_id
+            shown(&release.notice_id)
         )));
     }
     let content = d

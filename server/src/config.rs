@@ -161,8 +161,10 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Largest gRPC message the hub decodes: a maximal body plus room for
-    /// every other field. Larger requests are cut off by the transport.
+    /// Largest request `Exchange`, `Workflow` and `Directory` decode: a
+    /// maximal body plus room for every other field (a `PushBatch` counts
+    /// whole). Larger requests are refused from their length prefix, with
+    /// `ResourceExhausted` naming this limit (`service::refusals`).
     pub fn max_request_bytes(&self) -> usize {
         self.max_body_bytes
             .saturating_mul(2)

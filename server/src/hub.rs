@@ -10,7 +10,7 @@ use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
 use crate::service::{
     AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,
-    WorkflowService,
+    RefusalsLayer, RequestLimits, WorkflowService,
 };
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
@@ -25,6 +25,7 @@ use tongbao_proto::pb::directory_server::DirectoryServer;
 use tongbao_proto::pb::exchange_server::ExchangeServer;
 use tongbao_proto::pb::log_server::LogServer;
 use tongbao_proto::pb::workflow_server::WorkflowServer;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 
 /// Why the hub could not start or stopped badly.
@@ -189,17 +190,22 @@ impl Hub {
         health
             .set_serving::<ExchangeServer<ExchangeService>>()
             .await;
-        let max = config.limits.max_request_bytes();
-        let audit = AuditServer::new(AuditService::new(state.clone()));
-        let log = LogServer::new(LogService::new(state.clone()));
-        let workflow =
-            WorkflowServer::new(WorkflowService::new(state.clone())).max_decoding_message_size(max);
-        let admin = AdminServer::new(AdminService::new(state.clone()));
+        // Each service's request limit, from the one table its refusal names.
+        let limits = RequestLimits::new(&config.limits);
+        let max = |name| limits.of(name).0;
+        let audit = AuditServer::new(AuditService::new(state.clone()))
+            .max_decoding_message_size(max(AuditServer::<AuditService>::NAME));
+        let log = LogServer::new(LogService::new(state.clone()))
+            .max_decoding_message_size(max(LogServer::<LogService>::NAME));
+        let workflow = WorkflowServer::new(WorkflowService::new(state.clone()))
+            .max_decoding_message_size(max(WorkflowServer::<WorkflowService>::NAME));
+        let admin = AdminServer::new(AdminService::new(state.clone()))
+            .max_decoding_message_size(max(AdminServer::<AdminService>::NAME));
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
-            .max_decoding_message_size(max);
+            .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
         tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
-            .max_decoding_message_size(max)
+            .max_decoding_message_size(max(ExchangeServer::<ExchangeService>::NAME))
             .max_encoding_message_size(usize::MAX);
         tokio::spawn(expiry_watch(config.base_dir.clone(), shutdown_rx.clone()));
         let mut stop = shutdown_rx;
@@ -212,6 +218,9 @@ impl Hub {
                 .http2_max_pending_accept_reset_streams(Some(caps.max_pending_reset_streams))
                 .http2_keepalive_interval(ConnectionLimits::timer(caps.keepalive_interval_secs))
                 .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
+                // Every response's status passes through it (see its module);
+                // outermost, so it covers the call tracking's refusals too.
+                .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
                 .add_service(exchange)

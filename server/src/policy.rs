@@ -6,6 +6,7 @@
 
 use crate::config::Limits;
 use std::collections::BTreeSet;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::check_id;
 use tongbao_proto::pb::{self, Classification, Kind, Priority, Problem, SharingCondition};
 use tongbao_proto::{HASH_LEN, kinds};
@@ -17,7 +18,7 @@ pub enum PolicyError {
     Malformed(String),
     #[error("{0}")]
     TooLarge(String),
-    #[error("unit {caller} may push only as itself, but the message names sender {claimed:?}")]
+    #[error("unit {caller} may push only as itself, but the message names sender {:?}", shown(.claimed))]
     NotSender { caller: String, claimed: String },
     #[error(
         "classified (涉密) material must never be sent through Tongbao; use the classified channel instead"
@@ -196,7 +197,11 @@ pub fn check_receipt<'a>(
     {
         return Err(malformed(format!(
             "a receipt is addressed to exactly the senders of the entries it acknowledges ({})",
-            senders.into_iter().collect::<Vec<_>>().join(", ")
+            senders
+                .into_iter()
+                .map(shown)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok((m, pins))
@@ -207,7 +212,7 @@ fn check_pin(p: &pb::EntryPin) -> Result<(), PolicyError> {
     if p.leaf_hash.len() != HASH_LEN {
         return Err(malformed(format!(
             "entry {}:{}: leaf hash must be 32 bytes, got {}",
-            p.channel,
+            shown(&p.channel),
             p.seq,
             p.leaf_hash.len()
         )));
@@ -238,7 +243,7 @@ fn check_exception(x: &pb::ExceptionReport, m: &pb::Message) -> Result<(), Polic
     if audience.units != [pin.channel.clone()] || !audience.mechanisms.is_empty() {
         return Err(malformed(format!(
             "exception feedback is addressed to the sender of the entry it answers ({}) and may copy offices only",
-            pin.channel
+            shown(&pin.channel)
         )));
     }
     Ok(())
@@ -267,7 +272,8 @@ fn check_message<'a>(
     if m.message_id.len() > limits.max_message_id_bytes || !valid_message_id(&m.message_id) {
         return Err(malformed(format!(
             "message id {:?} is not valid: use 1 to {} characters A-Z, a-z, 0-9, '-', '_', '.', ':'",
-            m.message_id, limits.max_message_id_bytes
+            shown(&m.message_id),
+            limits.max_message_id_bytes
         )));
     }
     check_audience(m.audience.as_ref(), limits)?;
@@ -306,7 +312,7 @@ fn check_message<'a>(
         if a.sha256.len() != HASH_LEN {
             return Err(malformed(format!(
                 "attachment {:?}: sha256 must be 32 bytes, got {}",
-                a.name,
+                shown(&a.name),
                 a.sha256.len()
             )));
         }

@@ -11,6 +11,7 @@ use crate::config::{ConfigError, MechanismSeed, UnitSeed};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, Principal, check_id, office_inbox};
 use tongbao_proto::keys::{ED25519_ALGORITHM, decode_public_key, key_id};
 use tongbao_proto::pb;
@@ -80,31 +81,42 @@ pub struct Joined {
 /// Why a registry change was refused; nothing was changed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegistryError {
-    #[error("unit {0:?} is not in the registry")]
+    #[error("unit {:?} is not in the registry", shown(.0))]
     UnknownUnit(String),
-    #[error("mechanism {0:?} is not in the registry (known: {1})")]
+    #[error("mechanism {:?} is not in the registry (known: {})", shown(.0), .1)]
     UnknownMechanism(String, String),
-    #[error("unit {unit} has no signing key {key_id:?}; list its keys with `tongbao units`")]
+    #[error(
+        "unit {unit} has no signing key {:?}; list its keys with `tongbao units`",
+        shown(.key_id)
+    )]
     UnknownKey { unit: String, key_id: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("key {key_id} is already registered for unit {unit}")]
+    #[error("key {} is already registered for unit {unit}", shown(.key_id))]
     KeyExists { unit: String, key_id: String },
-    #[error("key {key_id} of unit {unit} was already retired at {until} (unix micros)")]
+    #[error(
+        "key {} of unit {unit} was already retired at {until} (unix micros)",
+        shown(.key_id)
+    )]
     AlreadyRetired {
         unit: String,
         key_id: String,
         until: i64,
     },
     #[error(
-        "retiring key {key_id} would leave unit {unit} with no valid signing key; register its new key first"
+        "retiring key {} would leave unit {unit} with no valid signing key; register its new key first",
+        shown(.key_id)
     )]
     LastKey { unit: String, key_id: String },
-    #[error("unit {0} is already suspended")]
+    #[error("unit {} is already suspended", shown(.0))]
     AlreadySuspended(String),
-    #[error("unit {0} is not suspended")]
+    #[error("unit {} is not suspended", shown(.0))]
     NotSuspended(String),
-    #[error("unit {unit} is already a member of mechanism {mechanism} (from {from} unix micros)")]
+    #[error(
+        "unit {} is already a member of mechanism {} (from {from} unix micros)",
+        shown(.unit),
+        shown(.mechanism)
+    )]
     AlreadyMember {
         unit: String,
         mechanism: String,
@@ -155,11 +167,18 @@ impl MechanismRecord {
 /// Why an audience could not be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AudienceError {
-    #[error("audience names unit {0:?}, which the registry does not know")]
+    #[error("audience names unit {:?}, which the registry does not know", shown(.0))]
     UnknownUnit(String),
-    #[error("audience names mechanism {0:?}, which the registry does not know (known: {1})")]
+    #[error(
+        "audience names mechanism {:?}, which the registry does not know (known: {})",
+        shown(.0),
+        .1
+    )]
     UnknownMechanism(String, String),
-    #[error("audience names the office of {0:?}, which is not a mechanism the registry knows")]
+    #[error(
+        "audience names the office of {:?}, which is not a mechanism the registry knows",
+        shown(.0)
+    )]
     UnknownOffice(String),
     #[error("the audience resolves to no recipient other than the sender")]
     Empty,

@@ -177,6 +177,24 @@ impl TestHub {
     }
 }
 
+/// After refusals: no inbox got anything, and the next good push of `tax`
+/// is seq 0.
+pub async fn assert_nothing_stored(t: &TestHub) -> TestResult {
+    for unit in ["civil-affairs", "state-security", "finance"] {
+        assert!(
+            t.unit(unit).await?.pull(0, 10).await?.entries.is_empty(),
+            "{unit} got an entry"
+        );
+    }
+    let r = t
+        .unit("tax")
+        .await?
+        .push(note("good").to_units(["civil-affairs"]))
+        .await?;
+    assert_eq!(r.seq, 0, "a refused push consumed a sequence number");
+    Ok(())
+}
+
 /// A simple notification draft.
 pub fn note(subject: &str) -> Draft {
     Draft::new(Kind::Notification, subject, format!("body of {subject}"))

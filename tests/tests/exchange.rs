@@ -4,7 +4,7 @@
 use tongbao_client::ClientError;
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::pb::{self, Kind};
-use tongbao_tests::{TestHub, TestResult, code_of, members_of, note};
+use tongbao_tests::{TestHub, TestResult, assert_nothing_stored, code_of, members_of, note};
 use tonic::Code;
 
 fn rejected(r: Result<impl std::fmt::Debug, ClientError>, code: Code, words: &str) {
@@ -258,22 +258,16 @@ async fn oversized_and_malformed_messages_are_refused() -> TestResult {
         Code::ResourceExhausted,
         "max_body_bytes",
     );
-    // Far beyond the transport limit: refused before decoding.
+    // Far beyond the request limit: refused before decoding, naming it.
     let huge = vec![b'x'; 3 << 20];
-    let e = tax
-        .push(
+    rejected(
+        tax.push(
             tongbao_client::Draft::new(Kind::Notification, "Huge", huge)
                 .to_units(["civil-affairs"]),
         )
-        .await
-        .err()
-        .ok_or("huge body accepted")?;
-    assert!(
-        matches!(
-            code_of(&e),
-            Some(Code::OutOfRange | Code::ResourceExhausted)
-        ),
-        "{e}"
+        .await,
+        Code::ResourceExhausted,
+        "accepts at most",
     );
     rejected(
         tax.push(note("To nobody").to_units(["no-such-unit"])).await,
@@ -382,23 +376,6 @@ async fn nobody_reads_another_inbox() -> TestResult {
         .ok_or("found a missing entry")?;
     assert_eq!(status.code(), Code::NotFound);
     t.stop().await
-}
-
-/// After refusals: no inbox got anything, and the next good push is seq 0.
-async fn assert_nothing_stored(t: &TestHub) -> TestResult {
-    for unit in ["civil-affairs", "state-security", "finance"] {
-        assert!(
-            t.unit(unit).await?.pull(0, 10).await?.entries.is_empty(),
-            "{unit} got an entry"
-        );
-    }
-    let r = t
-        .unit("tax")
-        .await?
-        .push(note("good").to_units(["civil-affairs"]))
-        .await?;
-    assert_eq!(r.seq, 0, "a refused push consumed a sequence number");
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

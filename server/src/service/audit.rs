@@ -7,6 +7,7 @@
 use super::{HubState, storage_status};
 use crate::store::{AnswerKind, ScopedEntry};
 use std::collections::BTreeMap;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, OFFICE_INBOX_PREFIX, Principal};
 use tongbao_proto::pb::{self, DeliveryState, audit_server::Audit};
 use tonic::{Request, Response, Status};
@@ -37,7 +38,8 @@ fn office_mechanism<T>(
     match state.authenticate(request)? {
         Principal::Office(m) if asked.is_empty() || asked == m => Ok(m),
         Principal::Office(m) => Err(Status::permission_denied(format!(
-            "the office of {m} may audit only {m}, not {asked}"
+            "the office of {m} may audit only {m}, not {}",
+            shown(asked)
         ))),
         other => Err(Status::permission_denied(format!(
             "only a mechanism's office may audit delivery; this certificate names {other}"

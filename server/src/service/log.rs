@@ -8,6 +8,7 @@ use super::read::entitled;
 use super::{HubState, storage_status};
 use crate::log::LogError;
 use std::sync::Arc;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::merkle::{
     MAX_LEAVES_PER_CALL, prove_record, prove_records, prove_tree, stored_hash_index,
@@ -32,7 +33,8 @@ impl LogService {
     fn known_channel(&self, channel: &str) -> Result<(), Status> {
         if self.state.registry()?.unit(channel).is_none() {
             return Err(Status::not_found(format!(
-                "there is no channel {channel:?}"
+                "there is no channel {:?}",
+                shown(channel)
             )));
         }
         Ok(())
@@ -103,7 +105,9 @@ impl LogService {
             .store
             .entry_shared(channel, seq)
             .map_err(storage_status)?
-            .ok_or_else(|| Status::not_found(format!("channel {channel} has no entry {seq}")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("channel {} has no entry {seq}", shown(channel)))
+            })?;
         if !entitled(who, &stored.entry) && !self.office_may_prove(who, &stored.entry)? {
             return Err(Status::permission_denied(format!(
                 "entry {channel}:{seq} is not addressed to {who}; inclusion proofs are for entries one may see"
@@ -303,7 +307,8 @@ impl Log for LogService {
         if req.old_size > new_size {
             return Err(Status::out_of_range(format!(
                 "old size {} is larger than new size {new_size} of channel {}; a channel never shrinks",
-                req.old_size, req.channel
+                req.old_size,
+                shown(&req.channel)
             )));
         }
         let proof = prove_tree(
@@ -352,7 +357,7 @@ impl Log for LogService {
         if req.channel != unit {
             return Err(Status::permission_denied(format!(
                 "unit {unit} may cosign only its own channel, not {}",
-                req.channel
+                shown(&req.channel)
             )));
         }
         let key = self

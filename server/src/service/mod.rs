@@ -9,12 +9,14 @@ mod exchange;
 mod log;
 mod push;
 mod read;
+mod refusals;
 mod workflow;
 
 pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log::LogService;
+pub use refusals::{RefusalsLayer, RequestLimits};
 pub use workflow::WorkflowService;
 
 use crate::appender::{AppendError, Appender};

@@ -6,6 +6,7 @@ use crate::policy::{PolicyError, check_push};
 use crate::store::AnswerKind;
 use crate::verifier::Check;
 use tongbao_proto::canonical::message_digest;
+use tongbao_proto::echo::shown;
 use tongbao_proto::keys::{
     KeyError, REFUSAL_BOUNDARY_METADATA, REFUSAL_KEY_ID_METADATA, REFUSAL_METADATA, ValidityError,
 };
@@ -199,7 +200,8 @@ fn sender_key_check(
         .unwrap_or_default();
     let key = registry.unit(unit).and_then(|u| u.key(key_id)).ok_or_else(|| {
         Status::unauthenticated(format!(
-            "the signature names key {key_id:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config"
+            "the signature names key {:?}, which is not a registered signing key of unit {unit}; check the signing_key in your client config",
+            shown(key_id)
         ))
     })?;
     // The key must be valid when the message says it was signed and when
@@ -311,7 +313,11 @@ pub(crate) fn check_received(
             .entry_shared(&pin.channel, pin.seq)
             .map_err(storage_status)?
             .ok_or_else(|| {
-                Status::not_found(format!("entry {}:{} does not exist", pin.channel, pin.seq))
+                Status::not_found(format!(
+                    "entry {}:{} does not exist",
+                    shown(&pin.channel),
+                    pin.seq
+                ))
             })?;
         let Some(cursor) = stored.cursor_of(unit) else {
             return Err(Status::permission_denied(format!(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
 use tonic::{Request, Response, Status};
@@ -39,7 +40,8 @@ fn own_inbox(who: &Principal, asked: &str) -> Result<String, Status> {
         Ok(own)
     } else {
         Err(Status::permission_denied(format!(
-            "{who} may read only its own inbox {own:?}, not {asked:?}"
+            "{who} may read only its own inbox {own:?}, not {:?}",
+            shown(asked)
         )))
     }
 }
@@ -227,7 +229,8 @@ pub fn get_entry(
         .ok_or_else(|| {
             Status::not_found(format!(
                 "channel {:?} has no entry {}",
-                req.channel, req.seq
+                shown(&req.channel),
+                req.seq
             ))
         })?;
     if !entitled(&who, &stored.entry) {

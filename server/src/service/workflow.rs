@@ -10,6 +10,7 @@ use crate::workflow::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb::{self, workflow_server::Workflow, workflow_step::Step};
 use tongbao_proto::workflow::decode_step;
@@ -88,7 +89,10 @@ fn office_or_lead(state: &HubState, who: &Principal, asked: &str) -> Result<Stri
         Principal::Unit(u) if !asked.is_empty() => {
             let registry = state.registry()?;
             let mech = registry.mechanisms.get(asked).ok_or_else(|| {
-                Status::not_found(format!("mechanism {asked:?} is not in the registry"))
+                Status::not_found(format!(
+                    "mechanism {:?} is not in the registry",
+                    shown(asked)
+                ))
             })?;
             if mech.lead == *u {
                 Ok(asked.to_string())
@@ -265,7 +269,9 @@ impl Workflow for WorkflowService {
             .workflows
             .meeting(&id)
             .map_err(refusal_status)?
-            .ok_or_else(|| Status::not_found(format!("no meeting {id:?} was proposed")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("no meeting {:?} was proposed", shown(&id)))
+            })?;
         let p = m.proposal.clone().unwrap_or_default();
         let allowed = match &who {
             Principal::Office(mech) => p.mechanisms.contains(mech),
@@ -291,7 +297,9 @@ impl Workflow for WorkflowService {
             .workflows
             .notice(&id)
             .map_err(refusal_status)?
-            .ok_or_else(|| Status::not_found(format!("no joint notice {id:?} was drafted")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("no joint notice {:?} was drafted", shown(&id)))
+            })?;
         let content = n.content.clone().unwrap_or_default();
         let allowed = match &who {
             Principal::Office(mech) => *mech == content.mechanism,

@@ -6,6 +6,7 @@ use super::{WorkflowRefusal, Workflows};
 use crate::registry::{Registry, display_micros};
 use crate::store::Store;
 use std::collections::BTreeSet;
+use tongbao_proto::echo::shown;
 use tongbao_proto::identity::office_inbox;
 use tongbao_proto::keys::RegisteredKey;
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage, workflow_step::Step};
@@ -90,7 +91,12 @@ fn lead_of(reg: &Registry, mechanism: &str) -> Result<String, WorkflowRefusal> {
     reg.mechanisms
         .get(mechanism)
         .map(|m| m.lead.clone())
-        .ok_or_else(|| Malformed(format!("mechanism {mechanism:?} is not in the registry")))
+        .ok_or_else(|| {
+            Malformed(format!(
+                "mechanism {:?} is not in the registry",
+                shown(mechanism)
+            ))
+        })
 }
 
 fn offices(mechanisms: &[String]) -> impl Iterator<Item = String> + '_ {
@@ -121,11 +127,12 @@ fn require_member(
     refusal: impl FnOnce(String) -> WorkflowRefusal,
     what: &str,
 ) -> Result<(), WorkflowRefusal> {
-    let mech = cx
-        .registry
-        .mechanisms
-        .get(mechanism)
-        .ok_or_else(|| Malformed(format!("mechanism {mechanism:?} is not in the registry")))?;
+    let mech = cx.registry.mechanisms.get(mechanism).ok_or_else(|| {
+        Malformed(format!(
+            "mechanism {:?} is not in the registry",
+            shown(mechanism)
+        ))
+    })?;
     if mech.members_at(cx.now_micros).contains(unit) {
         return Ok(());
     }
@@ -279,7 +286,8 @@ fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), W
                 format!(" (it is one only from {})", later.join(", "))
             };
             return Err(Malformed(format!(
-                "attending unit {u:?} is not a member of {} at {}{since}; name only units that are members when the meeting is proposed",
+                "attending unit {:?} is not a member of {} at {}{since}; name only units that are members when the meeting is proposed",
+                shown(u),
                 p.mechanisms.join(" or "),
                 display_micros(cx.now_micros)
             )));
@@ -288,7 +296,7 @@ fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), W
     if cx.workflows.meeting(&p.meeting_id)?.is_some() {
         return Err(Exists(format!(
             "meeting {:?} was already proposed; choose a new meeting id",
-            p.meeting_id
+            shown(&p.meeting_id)
         )));
     }
     required_recipients(
@@ -305,7 +313,7 @@ fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), W
 fn meeting(cx: &StepContext<'_>, id: &str) -> Result<pb::MeetingState, WorkflowRefusal> {
     cx.workflows
         .meeting(id)?
-        .ok_or_else(|| NotFound(format!("no meeting {id:?} was proposed")))
+        .ok_or_else(|| NotFound(format!("no meeting {:?} was proposed", shown(id))))
 }
 
 fn proposal(m: &pb::MeetingState) -> pb::MeetingProposal {
@@ -327,7 +335,7 @@ fn require_attendee(
     } else {
         Err(NotAllowed(format!(
             "{unit} is not an attending unit of meeting {:?} and cannot {what}",
-            p.meeting_id
+            shown(&p.meeting_id)
         )))
     }
 }
@@ -351,7 +359,7 @@ fn check_agenda_item(cx: &StepContext<'_>, i: &pb::AgendaItem) -> Result<(), Wor
     if stage(&m) != MeetingStage::AgendaOpen {
         return Err(WrongState(format!(
             "the agenda of meeting {:?} is settled; no more items or comments are taken",
-            i.meeting_id
+            shown(&i.meeting_id)
         )));
     }
     if i.text.trim().is_empty() {
@@ -362,7 +370,9 @@ fn check_agenda_item(cx: &StepContext<'_>, i: &pb::AgendaItem) -> Result<(), Wor
     {
         return Err(Malformed(format!(
             "the comment names {}:{}, which is not an agenda item of meeting {:?}",
-            on.channel, on.seq, i.meeting_id
+            on.channel,
+            on.seq,
+            shown(&i.meeting_id)
         )));
     }
     required_recipients("agenda item", cx.recipients, meeting_parties(&m), cx.sender)
@@ -373,13 +383,15 @@ fn check_settlement(cx: &StepContext<'_>, s: &pb::AgendaSettlement) -> Result<()
     if cx.sender != m.proposer {
         return Err(NotAllowed(format!(
             "the agenda of meeting {:?} is settled by its proposer {}, not {}",
-            s.meeting_id, m.proposer, cx.sender
+            shown(&s.meeting_id),
+            m.proposer,
+            cx.sender
         )));
     }
     if stage(&m) != MeetingStage::AgendaOpen {
         return Err(WrongState(format!(
             "the agenda of meeting {:?} is already settled",
-            s.meeting_id
+            shown(&s.meeting_id)
         )));
     }
     if s.agenda.iter().all(|a| a.trim().is_empty()) {
@@ -404,7 +416,9 @@ fn check_draft(cx: &StepContext<'_>, d: &pb::MinutesDraft) -> Result<(), Workflo
     if cx.sender != m.proposer {
         return Err(NotAllowed(format!(
             "minutes of meeting {:?} are circulated by its office through {}, not by {}",
-            d.meeting_id, m.proposer, cx.sender
+            shown(&d.meeting_id),
+            m.proposer,
+            cx.sender
         )));
     }
     match stage(&m) {
@@ -412,13 +426,13 @@ fn check_draft(cx: &StepContext<'_>, d: &pb::MinutesDraft) -> Result<(), Workflo
         MeetingStage::MinutesIssued => {
             return Err(WrongState(format!(
                 "the minutes of meeting {:?} are issued; they cannot be redrafted",
-                d.meeting_id
+                shown(&d.meeting_id)
             )));
         }
         _ => {
             return Err(WrongState(format!(
                 "settle the agenda of meeting {:?} before circulating minutes",
-                d.meeting_id
+                shown(&d.meeting_id)
             )));
         }
     }
@@ -426,7 +440,7 @@ fn check_draft(cx: &StepContext<'_>, d: &pb::MinutesDraft) -> Result<(), Workflo
     if cx.now_micros < date {
         return Err(WrongState(format!(
             "meeting {:?} takes place at {date} (unix µs); minutes come after it",
-            d.meeting_id
+            shown(&d.meeting_id)
         )));
     }
     if d.text.trim().is_empty() {
@@ -435,7 +449,7 @@ fn check_draft(cx: &StepContext<'_>, d: &pb::MinutesDraft) -> Result<(), Workflo
     if d.revision != m.current_revision + 1 {
         return Err(WrongState(format!(
             "the next draft of meeting {:?} is revision {}, not {}",
-            d.meeting_id,
+            shown(&d.meeting_id),
             m.current_revision + 1,
             d.revision
         )));
@@ -463,13 +477,13 @@ fn check_answer(cx: &StepContext<'_>, a: &pb::MinutesAnswer) -> Result<(), Workf
     if stage(&m) == MeetingStage::MinutesIssued {
         return Err(WrongState(format!(
             "the minutes of meeting {:?} are already issued",
-            a.meeting_id
+            shown(&a.meeting_id)
         )));
     }
     let current = m.current_draft.as_ref().ok_or_else(|| {
         WrongState(format!(
             "no minutes draft of meeting {:?} has been circulated",
-            a.meeting_id
+            shown(&a.meeting_id)
         ))
     })?;
     let named = a
@@ -485,7 +499,9 @@ fn check_answer(cx: &StepContext<'_>, a: &pb::MinutesAnswer) -> Result<(), Workf
         }
         return Err(Malformed(format!(
             "{}:{} with that leaf hash is not a minutes draft of meeting {:?}",
-            named.channel, named.seq, a.meeting_id
+            named.channel,
+            named.seq,
+            shown(&a.meeting_id)
         )));
     }
     if !a.consent && a.comments.trim().is_empty() {
@@ -526,7 +542,9 @@ fn check_issue(cx: &StepContext<'_>, i: &pb::MinutesIssue) -> Result<(), Workflo
     if cx.sender != m.proposer {
         return Err(NotAllowed(format!(
             "minutes of meeting {:?} are issued by its office through {}, not by {}",
-            i.meeting_id, m.proposer, cx.sender
+            shown(&i.meeting_id),
+            m.proposer,
+            cx.sender
         )));
     }
     match stage(&m) {
@@ -534,13 +552,13 @@ fn check_issue(cx: &StepContext<'_>, i: &pb::MinutesIssue) -> Result<(), Workflo
         MeetingStage::MinutesIssued => {
             return Err(WrongState(format!(
                 "the minutes of meeting {:?} are already issued",
-                i.meeting_id
+                shown(&i.meeting_id)
             )));
         }
         _ => {
             return Err(WrongState(format!(
                 "no minutes draft of meeting {:?} has been circulated",
-                i.meeting_id
+                shown(&i.meeting_id)
             )));
         }
     }
@@ -616,7 +634,7 @@ fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), Wor
     let mech = cx.registry.mechanisms.get(&c.mechanism).ok_or_else(|| {
         Malformed(format!(
             "the content names mechanism {:?}, which is not in the registry",
-            c.mechanism
+            shown(&c.mechanism)
         ))
     })?;
     if is_escalation(cx) {
@@ -677,7 +695,7 @@ fn check_joint_draft(cx: &StepContext<'_>, d: &pb::JointDraft) -> Result<(), Wor
     if cx.workflows.notice(&d.notice_id)?.is_some() {
         return Err(Exists(format!(
             "notice {:?} was already drafted; choose a new notice id",
-            d.notice_id
+            shown(&d.notice_id)
         )));
     }
     required_recipients(
@@ -696,7 +714,7 @@ fn check_source(
     c: &pb::JointContent,
     src: &pb::EntryRef,
 ) -> Result<(), WorkflowRefusal> {
-    let at = format!("{}:{}", src.channel, src.seq);
+    let at = format!("{}:{}", shown(&src.channel), src.seq);
     let stored = cx.store.entry(&src.channel, src.seq)?.ok_or_else(|| {
         Malformed(format!(
             "source entry {at} does not exist on this hub; name the minutes issue entry or a case entry as `channel:seq`"
@@ -727,13 +745,13 @@ fn check_source(
                 if m.issue.as_ref() != Some(&here) {
                     return Err(WrongState(format!(
                         "source entry {at} is not the issue the hub recorded for meeting {:?}",
-                        i.meeting_id
+                        shown(&i.meeting_id)
                     )));
                 }
                 if !proposal(&m).mechanisms.contains(&c.mechanism) {
                     return Err(Malformed(format!(
                         "source entry {at} is the minutes of meeting {:?} of {}, not of {}; escalate minutes from the mechanism's own meetings",
-                        i.meeting_id,
+                        shown(&i.meeting_id),
                         proposal(&m).mechanisms.join(" and "),
                         c.mechanism
                     )));
@@ -742,14 +760,18 @@ fn check_source(
             Some(Step::MinutesDraft(d)) => {
                 return Err(WrongState(format!(
                     "source entry {at} is a minutes draft of meeting {:?}, not issued minutes; escalate from the minutes issue entry once every attending unit consented",
-                    d.meeting_id
+                    shown(&d.meeting_id)
                 )));
             }
             _ => {
                 let case_hint = if c.case_id.is_empty() {
                     "set the case id to the case the entry belongs to".to_string()
                 } else {
-                    format!("the entry names case {case:?}, not {:?}", c.case_id)
+                    format!(
+                        "the entry names case {:?}, not {:?}",
+                        shown(case),
+                        shown(&c.case_id)
+                    )
                 };
                 return Err(Malformed(format!(
                     "source entry {at} is neither issued minutes nor an entry of the named case ({case_hint}); name the minutes issue entry or an entry of the case"
@@ -767,7 +789,7 @@ fn check_source(
 fn notice(cx: &StepContext<'_>, id: &str) -> Result<pb::JointNoticeState, WorkflowRefusal> {
     cx.workflows
         .notice(id)?
-        .ok_or_else(|| NotFound(format!("no joint notice {id:?} was drafted")))
+        .ok_or_else(|| NotFound(format!("no joint notice {:?} was drafted", shown(id))))
 }
 
 fn check_co_signature(cx: &StepContext<'_>, s: &pb::CoSignature) -> Result<(), WorkflowRefusal> {
@@ -777,20 +799,20 @@ fn check_co_signature(cx: &StepContext<'_>, s: &pb::CoSignature) -> Result<(), W
         return Err(NotAllowed(format!(
             "{} is not named as a co-issuer of notice {:?} (co-issuers: {})",
             cx.sender,
-            s.notice_id,
+            shown(&s.notice_id),
             content.co_issuers.join(", ")
         )));
     }
     if n.release.is_some() {
         return Err(WrongState(format!(
             "notice {:?} has gone out already",
-            s.notice_id
+            shown(&s.notice_id)
         )));
     }
     if s.draft != n.draft {
         return Err(Malformed(format!(
             "the co-signature names another draft than notice {:?}'s",
-            s.notice_id
+            shown(&s.notice_id)
         )));
     }
     if s.content_digest.as_slice() != content_digest(&content) {
@@ -808,7 +830,8 @@ fn check_co_signature(cx: &StepContext<'_>, s: &pb::CoSignature) -> Result<(), W
         if !stale {
             return Err(WrongState(format!(
                 "{} already co-signed notice {:?}",
-                cx.sender, s.notice_id
+                cx.sender,
+                shown(&s.notice_id)
             )));
         }
     }
@@ -825,26 +848,28 @@ fn check_release(cx: &StepContext<'_>, r: &pb::JointRelease) -> Result<(), Workf
     if cx.sender != n.drafter {
         return Err(NotAllowed(format!(
             "notice {:?} is sent out by its drafter {}, not {}",
-            r.notice_id, n.drafter, cx.sender
+            shown(&r.notice_id),
+            n.drafter,
+            cx.sender
         )));
     }
     if n.kind != cx.message.kind {
         return Err(Malformed(format!(
             "notice {:?} was drafted as {}; release it as such",
-            r.notice_id,
+            shown(&r.notice_id),
             tongbao_proto::kinds::name(n.kind)
         )));
     }
     if n.release.is_some() {
         return Err(WrongState(format!(
             "notice {:?} has gone out already",
-            r.notice_id
+            shown(&r.notice_id)
         )));
     }
     if !n.not_signed.is_empty() {
         return Err(WrongState(format!(
             "notice {:?} goes out only once every named co-issuer signed; missing {}",
-            r.notice_id,
+            shown(&r.notice_id),
             n.not_signed.join(", ")
         )));
     }
@@ -852,7 +877,8 @@ fn check_release(cx: &StepContext<'_>, r: &pb::JointRelease) -> Result<(), Workf
         if let Some(why) = stale_signature(cx, "co-signature", p)? {
             return Err(WrongState(format!(
                 "{why}; {} co-signs notice {:?} again with its current key before it goes out",
-                p.channel, r.notice_id
+                p.channel,
+                shown(&r.notice_id)
             )));
         }
     }
