@@ -360,9 +360,12 @@ impl Writer {
                 reply,
             } = req;
             replies.push(reply);
-            let message = signed.message.as_ref();
-            let message_id = message.map(|m| m.message_id.clone()).unwrap_or_default();
-            let audience = message.and_then(|m| m.audience.clone()).unwrap_or_default();
+            let message_id = signed.message_id().to_string();
+            let audience = signed
+                .message
+                .as_ref()
+                .and_then(|m| m.audience.clone())
+                .unwrap_or_default();
             let asked = Asked {
                 sender: &sender,
                 message_id: &message_id,

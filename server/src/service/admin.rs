@@ -413,11 +413,7 @@ impl Directory for DirectoryService {
             .into_inner()
             .announcement
             .ok_or_else(|| Status::invalid_argument("the request carries no announcement"))?;
-        let message_id = signed
-            .message
-            .as_ref()
-            .map(|m| m.message_id.clone())
-            .unwrap_or_default();
+        let message_id = signed.message_id().to_string();
         let detail = format!("unit {unit} announcement {message_id}");
         let result = self.rotate(&unit, signed).await;
         finish(&self.state, &actor, "rotate-key", &detail, result)

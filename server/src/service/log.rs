@@ -50,7 +50,7 @@ impl LogService {
         let Principal::Office(mechanism) = who else {
             return Ok(false);
         };
-        let Some(message) = answer.message.as_ref().and_then(|m| m.message.as_ref()) else {
+        let Some(message) = answer.content() else {
             return Ok(false);
         };
         let mut pins: Vec<&pb::EntryPin> = Vec::new();
@@ -72,9 +72,7 @@ impl LogService {
             };
             let audience = answered
                 .entry
-                .message
-                .as_ref()
-                .and_then(|m| m.message.as_ref())
+                .content()
                 .and_then(|m| m.audience.clone())
                 .unwrap_or_default();
             if registry
