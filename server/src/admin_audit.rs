@@ -6,6 +6,7 @@
 //! time. Each record carries the hash of the previous one, so removing or
 //! editing a record breaks the chain and the hub refuses to start.
 
+use crate::fatal::Poisoned;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub enum AdminAuditError {
         line: usize,
         reason: String,
     },
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 /// One recorded action.
@@ -147,10 +150,7 @@ impl AdminAudit {
             path: self.path.clone(),
             reason,
         };
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| io("lock poisoned; restart the hub".into()))?;
+        let mut inner = crate::fatal::lock(&self.inner, "admin audit trail")?;
         let mut record = AuditRecord {
             seq: inner.records.len() as u64 + 1,
             at_micros: tongbao_proto::now_micros(),
@@ -179,18 +179,15 @@ impl AdminAudit {
     }
 
     /// Records with seq > `after`, at most `limit`.
-    pub fn list(&self, after: u64, limit: usize) -> Vec<AuditRecord> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.records
-                    .iter()
-                    .skip(usize::try_from(after).unwrap_or(usize::MAX))
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn list(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, Poisoned> {
+        let inner = crate::fatal::lock(&self.inner, "admin audit trail")?;
+        Ok(inner
+            .records
+            .iter()
+            .skip(usize::try_from(after).unwrap_or(usize::MAX))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 
@@ -217,9 +214,9 @@ mod tests {
         f.write_all(b"{\"seq\":3,")?;
         drop(f);
         let trail = AdminAudit::open(dir.path())?;
-        assert_eq!(trail.list(0, 10).len(), 2);
+        assert_eq!(trail.list(0, 10)?.len(), 2);
         trail.record("urn:tongbao:operator:ops", "reload-tls", "", 0, "done")?;
-        assert_eq!(trail.list(1, 10).first().map(|r| r.seq), Some(2));
+        assert_eq!(trail.list(1, 10)?.first().map(|r| r.seq), Some(2));
         drop(trail);
         let text = std::fs::read_to_string(&path)?;
         std::fs::write(&path, text.replace("suspend-unit", "reinstate-unit"))?;

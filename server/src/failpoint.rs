@@ -51,3 +51,24 @@ pub fn altered_delivery() -> Option<u64> {
     #[cfg(not(feature = "failpoints"))]
     None
 }
+
+/// Poisons `lock` (a thread panics while holding it) when
+/// `TONGBAO_FAILPOINT` is `poison:<name>`: for the tests that a poisoned
+/// lock stops the hub.
+pub fn poison<T: Send>(name: &str, lock: &std::sync::Mutex<T>) {
+    #[cfg(feature = "failpoints")]
+    if !lock.is_poisoned()
+        && std::env::var(ENV).is_ok_and(|v| v.strip_prefix("poison:") == Some(name))
+    {
+        std::thread::scope(|s| {
+            let _ = s
+                .spawn(|| {
+                    let _held = lock.lock();
+                    panic!("failpoint poison:{name}: poisoning the lock");
+                })
+                .join();
+        });
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, lock);
+}

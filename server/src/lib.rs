@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod failpoint;
+pub mod fatal;
 pub mod hub;
 pub mod inboxes;
 pub mod log;

@@ -9,6 +9,7 @@
 //! connections are registered with their certificate so that revocation
 //! and expiry close them too.
 
+use crate::fatal::{self, Poisoned};
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls::server::WebPkiClientVerifier;
@@ -36,6 +37,11 @@ use x509_parser::revocation_list::CertificateRevocationList;
 /// How long a client may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The TLS state's locks, as a poisoned one is reported.
+const SEEN: &str = "TLS file prints";
+const REVOKED: &str = "TLS revocations";
+const OPEN: &str = "open connections";
+
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -47,6 +53,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration rejected: {0}")]
     Config(String),
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 fn read_err(what: &'static str, path: &Path, reason: impl ToString) -> TlsError {
@@ -238,8 +246,8 @@ impl TlsReloader {
     }
 
     /// The config for the next handshake.
-    pub fn config(&self) -> Option<Arc<ServerConfig>> {
-        self.current.read().ok().map(|c| c.clone())
+    pub fn config(&self) -> Result<Arc<ServerConfig>, Poisoned> {
+        Ok(fatal::read(&self.current, "TLS config")?.clone())
     }
 
     /// Connections open now.
@@ -250,16 +258,12 @@ impl TlsReloader {
     /// Re-reads every file now, then closes connections whose certificate
     /// the new CRL revokes. On error nothing changes.
     pub fn reload(&self) -> Result<ReloadOutcome, TlsError> {
-        let print = fingerprint(&self.files);
-        if let (Ok(p), Ok(mut seen)) = (&print, self.seen.lock()) {
-            *seen = Some(*p);
-        }
-        print?;
+        let print = fingerprint(&self.files)?;
+        *fatal::lock(&self.seen, SEEN)? = Some(print);
         let material = Material::load(&self.files)?;
-        let poisoned = || TlsError::Config("TLS state lock poisoned; restart the hub".into());
-        *self.current.write().map_err(|_| poisoned())? = material.config;
-        *self.revoked.write().map_err(|_| poisoned())? = material.revoked;
-        let closed = self.sweep();
+        *fatal::write(&self.current, "TLS config")? = material.config;
+        *fatal::write(&self.revoked, REVOKED)? = material.revoked;
+        let closed = self.sweep()?;
         tracing::info!(material = %material.summary, closed, "TLS material reloaded");
         Ok(ReloadOutcome {
             summary: material.summary,
@@ -271,30 +275,29 @@ impl TlsReloader {
     /// Returns None when nothing changed.
     pub fn reload_if_changed(&self) -> Option<Result<ReloadOutcome, TlsError>> {
         let print = fingerprint(&self.files);
-        let seen = self.seen.lock().ok().and_then(|s| *s);
+        let mut seen = match fatal::lock(&self.seen, SEEN) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e.into())),
+        };
         match print {
-            Ok(p) if Some(p) == seen => None,
+            Ok(p) if Some(p) == *seen => None,
             // An unreadable file is reported once, not every second.
-            Err(e) => {
-                if let Ok(mut s) = self.seen.lock()
-                    && s.is_some()
-                {
-                    *s = None;
-                    return Some(Err(e));
-                }
-                None
+            Err(e) if seen.is_some() => {
+                *seen = None;
+                Some(Err(e))
             }
-            Ok(_) => Some(self.reload()),
+            Err(_) => None,
+            Ok(_) => {
+                drop(seen);
+                Some(self.reload())
+            }
         }
     }
 
     /// Closes every open connection whose client certificate is revoked by
     /// the current CRL or has expired. Returns how many were closed.
-    pub fn sweep(&self) -> usize {
-        let revoked = match self.revoked.read() {
-            Ok(r) => r.clone(),
-            Err(_) => return 0,
-        };
+    pub fn sweep(&self) -> Result<usize, Poisoned> {
+        let revoked = fatal::read(&self.revoked, REVOKED)?.clone();
         self.connections.close_where(|c| {
             if revoked.contains(c.serial) {
                 Some("certificate revoked")
@@ -338,43 +341,32 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Number of connections open now.
-    pub fn len(&self) -> usize {
-        self.open.lock().map(|o| o.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Open connections per party URI.
-    pub fn parties(&self) -> Vec<String> {
-        self.open
-            .lock()
-            .map(|o| o.values().map(|c| c.party.clone()).collect())
-            .unwrap_or_default()
+    pub fn parties(&self) -> Result<Vec<String>, Poisoned> {
+        let open = fatal::lock(&self.open, OPEN)?;
+        Ok(open.values().map(|c| c.party.clone()).collect())
     }
 
     /// Closes every open connection of a party (a suspended unit).
-    pub fn close_party(&self, party_uri: &str) -> usize {
+    pub fn close_party(&self, party_uri: &str) -> Result<usize, Poisoned> {
         self.close_where(|c| (c.party == party_uri).then_some("party suspended"))
     }
 
-    fn add(self: &Arc<Self>, conn: OpenConnection) -> ConnectionGuard {
+    /// Tracks a new connection; a poisoned list refuses it.
+    fn add(self: &Arc<Self>, conn: OpenConnection) -> Result<ConnectionGuard, Poisoned> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut open) = self.open.lock() {
-            open.insert(id, conn);
-        }
-        ConnectionGuard {
+        fatal::lock(&self.open, OPEN)?.insert(id, conn);
+        Ok(ConnectionGuard {
             id,
             connections: self.clone(),
-        }
+        })
     }
 
-    fn close_where(&self, why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>) -> usize {
-        let Ok(mut open) = self.open.lock() else {
-            return 0;
-        };
+    fn close_where(
+        &self,
+        why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>,
+    ) -> Result<usize, Poisoned> {
+        let mut open = fatal::lock(&self.open, OPEN)?;
         let doomed: Vec<(u64, &'static str)> = open
             .iter()
             .filter_map(|(id, c)| {
@@ -392,7 +384,7 @@ impl Connections {
                 let _ = c.socket.shutdown(std::net::Shutdown::Both);
             }
         }
-        doomed.len()
+        Ok(doomed.len())
     }
 }
 
@@ -404,7 +396,8 @@ struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.connections.open.lock() {
+        // A poisoned list is reported by the lock itself: the hub stops.
+        if let Ok(mut open) = fatal::lock(&self.connections.open, OPEN) {
             open.remove(&self.id);
         }
     }
@@ -514,8 +507,8 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Some(config) = tls.config() else {
-            tracing::error!("TLS state lock poisoned; refusing connections");
+        // Poisoned: reported by the lock itself; the hub is stopping.
+        let Ok(config) = tls.config() else {
             continue;
         };
         let acceptor = TlsAcceptor::from(config);
@@ -526,12 +519,15 @@ pub async fn accept_loop(
                 Ok(Ok(inner)) => {
                     let (party, serial, not_after_secs) = describe_peer(&inner)
                         .unwrap_or_else(|| ("(none)".into(), String::new(), i64::MAX));
-                    let guard = connections.add(OpenConnection {
+                    // Poisoned: reported by the lock itself; the hub is stopping.
+                    let Ok(guard) = connections.add(OpenConnection {
                         party,
                         serial,
                         not_after_secs,
                         socket,
-                    });
+                    }) else {
+                        return;
+                    };
                     let _ = streams
                         .send(Ok(TrackedStream {
                             inner,

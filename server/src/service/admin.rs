@@ -74,10 +74,7 @@ fn change_registry<T>(
     f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Result<T, Status> {
     tokio::task::block_in_place(|| {
-        let mut current = state
-            .registry
-            .write()
-            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))?;
+        let mut current = crate::fatal::write(&state.registry, "registry")?;
         let mut next = current.clone();
         let out = f(&mut next).map_err(registry_status)?;
         next.save(state.store.as_ref()).map_err(storage_status)?;
@@ -219,7 +216,7 @@ impl Admin for AdminService {
                 .state
                 .tls
                 .connections()
-                .close_party(&Principal::Unit(req.unit.clone()).uri());
+                .close_party(&Principal::Unit(req.unit.clone()).uri())?;
             Ok((
                 pb::SuspendUnitResponse {},
                 format!(
@@ -363,7 +360,7 @@ impl Admin for AdminService {
         let records = self
             .state
             .admin_audit
-            .list(req.after, limit as usize)
+            .list(req.after, limit as usize)?
             .into_iter()
             .map(|r| pb::AdminAuditRecord {
                 seq: r.seq,

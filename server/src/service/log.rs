@@ -120,7 +120,7 @@ impl LogService {
 
     /// A size a proof may refer to: at most what is durable.
     fn check_size(&self, channel: &str, size: u64) -> Result<(), Status> {
-        let durable = self.state.logs.durable_size(channel);
+        let durable = self.state.logs.durable_size(channel)?;
         if size > durable {
             return Err(Status::out_of_range(format!(
                 "channel {channel} has {durable} entries; size {size} does not exist yet"

@@ -92,15 +92,14 @@ impl HubState {
     }
 
     pub fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, Registry>, Status> {
-        self.registry
-            .read()
-            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))
+        crate::fatal::read(&self.registry, "registry").map_err(Status::from)
     }
 }
 
 pub(crate) fn storage_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage error");
     match e {
+        StoreError::Poisoned(p) => p.into(),
         StoreError::Corrupt(_) => Status::data_loss(format!(
             "storage error: {e}; report this to the hub's operators"
         )),
@@ -123,6 +122,11 @@ impl From<crate::appender::Appended> for tongbao_proto::pb::PushResponse {
 
 impl From<AppendError> for Status {
     fn from(e: AppendError) -> Self {
+        if let AppendError::Storage(f) = &e
+            && let Some(p) = f.poisoned()
+        {
+            return p.into();
+        }
         match &e {
             AppendError::Audience(_) => Status::invalid_argument(e.to_string()),
             AppendError::IdReused { .. } => Status::already_exists(e.to_string()),
