@@ -326,6 +326,17 @@ impl HubProcess {
         Self::start_with_env(pki, binary, data_dir, &[])
     }
 
+    /// Starts on the PKI's data directory with a failpoint set.
+    pub fn start_at_failpoint(pki: &TestPki, binary: &str, point: &str) -> Result<Self, BoxError> {
+        let data = pki.path().join("data");
+        Self::start_with_env(
+            pki,
+            binary,
+            &data,
+            &[(tongbao_server::failpoint::ENV, point)],
+        )
+    }
+
     /// Starts with extra environment variables (e.g. a failpoint).
     pub fn start_with_env(
         pki: &TestPki,

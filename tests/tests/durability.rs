@@ -509,13 +509,7 @@ async fn a_damaged_record_inside_the_newest_journal_file_refuses_the_start() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_lock_fails_its_request_and_stops_the_hub() -> TestResult {
     let pki = TestPki::generate()?;
-    let data = pki.path().join("data");
-    let hub = HubProcess::start_with_env(
-        &pki,
-        HUB,
-        &data,
-        &[(tongbao_server::failpoint::ENV, "poison:inbox-heads")],
-    )?;
+    let hub = HubProcess::start_at_failpoint(&pki, HUB, "poison:inbox-heads")?;
     let tax = connect(&pki, "tax", hub.addr).await?;
     tax.push(note("before the poison").to_units(["finance"]))
         .await?;
@@ -537,7 +531,7 @@ async fn a_poisoned_lock_fails_its_request_and_stops_the_hub() -> TestResult {
     let status = hub.wait_exit(Duration::from_secs(20))?;
     assert!(!status.success(), "the hub exited as if stopped on purpose");
     // It stopped in order: a hub without the poison starts on its data.
-    let hub = HubProcess::start_on(&pki, HUB, &data)?;
+    let hub = HubProcess::start(&pki, HUB)?;
     let finance = connect(&pki, "finance", hub.addr).await?;
     assert_eq!(finance.pull(0, 10).await?.entries.len(), 1);
     hub.kill()?;
