@@ -12,9 +12,9 @@
 //! durable. What becomes of each request of a batch is decided in
 //! the `batch` module, without the store.
 
+use crate::channel_log::{ChannelHashes, Logs};
 use crate::fatal::Poisoned;
 use crate::inboxes::InboxWatch;
-use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
 use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError, StoredEntry};
 use batch::{Asked, BatchState, Draft, Known, Plan};

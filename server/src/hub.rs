@@ -3,9 +3,9 @@
 
 use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::appender::{AppendStats, Appender};
+use crate::channel_log::{LogError, Logs, load_or_create_key};
 use crate::config::{ConfigError, HubConfig};
 use crate::inboxes::InboxWatch;
-use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
 use crate::service::{
     AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,

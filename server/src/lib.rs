@@ -14,14 +14,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod admin_audit;
 pub mod appender;
+pub mod channel_log;
 pub mod cli;
 pub mod config;
-pub mod domain;
+pub mod example_parties;
 pub mod failpoint;
 pub mod fatal;
 pub mod hub;
 pub mod inboxes;
-pub mod log;
 pub mod pki;
 pub mod policy;
 pub mod registry;

@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The units of a mechanism of the source document.
 pub fn members_of(mechanism: &str) -> Vec<&'static str> {
-    tongbao_server::domain::MECHANISMS
+    tongbao_server::example_parties::MECHANISMS
         .iter()
         .find(|m| m.id == mechanism)
         .map(|m| m.members.to_vec())

@@ -6,7 +6,7 @@ mod acknowledge;
 mod admin;
 mod audit;
 mod exchange;
-mod log;
+mod log_service;
 mod push;
 mod read;
 mod workflow;
@@ -14,7 +14,7 @@ mod workflow;
 pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
-pub use log::LogService;
+pub use log_service::LogService;
 pub use workflow::WorkflowService;
 
 use crate::appender::{AppendError, Appender};
@@ -37,7 +37,7 @@ pub struct HubState {
     pub inboxes: Arc<InboxWatch>,
     pub limits: Limits,
     pub deadlines: AckDeadlines,
-    pub logs: Arc<crate::log::Logs>,
+    pub logs: Arc<crate::channel_log::Logs>,
     pub shutdown: watch::Receiver<bool>,
     /// The mechanisms' workflow state (meetings, joint notices, liaisons).
     pub workflows: Arc<crate::workflow::Workflows>,

@@ -6,7 +6,7 @@
 
 use super::read::entitled;
 use super::{HubState, storage_status};
-use crate::log::LogError;
+use crate::channel_log::LogError;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::merkle::{
@@ -40,7 +40,7 @@ impl LogService {
 
     /// The latest checkpoint; signing may write and fsync, so it runs where
     /// blocking is allowed.
-    fn checkpoint(&self, channel: &str) -> Result<crate::log::SignedCheckpoint, Status> {
+    fn checkpoint(&self, channel: &str) -> Result<crate::channel_log::SignedCheckpoint, Status> {
         tokio::task::block_in_place(|| self.state.logs.checkpoint(channel)).map_err(log_status)
     }
 
