@@ -6,6 +6,7 @@
 //! time. Each record carries the hash of the previous one, so removing or
 //! editing a record breaks the chain and the hub refuses to start.
 
+use crate::fatal::Poisoned;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub enum AdminAuditError {
         line: usize,
         reason: String,
     },
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 /// One recorded action.
@@ -181,10 +184,7 @@ impl AdminAudit {
             path: self.path.clone(),
             reason,
         };
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| io("lock poisoned; restart the hub".into()))?;
+        let mut inner = crate::fatal::lock(&self.inner, "admin audit trail")?;
         let mut record = AuditRecord {
             seq: inner.count + 1,
             at_micros: tongbao_proto::now_micros(),
@@ -222,10 +222,7 @@ impl AdminAudit {
             reason: e.to_string(),
         };
         let (count, len, from_seq, from) = {
-            let inner = self
-                .inner
-                .lock()
-                .map_err(|_| io(std::io::Error::other("lock poisoned; restart the hub")))?;
+            let inner = crate::fatal::lock(&self.inner, "admin audit trail")?;
             let stride = usize::try_from(after / STRIDE).unwrap_or(usize::MAX);
             let from = inner.starts.get(stride).copied();
             (inner.count, inner.len, after / STRIDE * STRIDE, from)

@@ -12,8 +12,9 @@
 //! durable. What becomes of each request of a batch is decided in
 //! the `batch` module, without the store.
 
+use crate::channel_log::{ChannelHashes, Logs};
+use crate::fatal::Poisoned;
 use crate::inboxes::InboxWatch;
-use crate::log::{ChannelHashes, Logs};
 use crate::registry::{AudienceError, Registry};
 use crate::store::{AnswerKind, ChannelHead, NewEntry, Store, StoreError, StoredEntry};
 use batch::{Asked, BatchState, Draft, Known, Plan};
@@ -35,6 +36,14 @@ fn kind_of(signed: &pb::SignedMessage) -> Option<Kind> {
         .message
         .as_ref()
         .and_then(|m| Kind::try_from(m.kind).ok())
+}
+
+/// The failure the syncer recorded, if any; a poisoned record is one.
+fn earlier_failure(failed: &Mutex<Option<StorageFailure>>) -> Option<StorageFailure> {
+    match crate::fatal::lock(failed, "sync failure") {
+        Ok(f) => f.clone(),
+        Err(e) => Some(StorageFailure::Poisoned(e)),
+    }
 }
 
 /// Most pushes one flush carries.
@@ -101,13 +110,28 @@ pub enum StorageFailure {
     TreeHashes(MerkleError),
     #[error("idempotency record points to missing entry {sender}:{seq}")]
     MissingEntry { sender: String, seq: u64 },
-    #[error("registry lock poisoned")]
-    RegistryPoisoned,
+    /// One of the writer's locks (named) was poisoned: the hub is stopping.
+    #[error(transparent)]
+    Poisoned(Poisoned),
     #[error("the sync thread stopped")]
     SyncStopped,
     /// A batch's answers did not line up with its requests (a bug).
     #[error("lost batch answer")]
     LostAnswer,
+}
+
+impl StorageFailure {
+    /// The poisoned lock behind this failure, if that is what it is.
+    pub fn poisoned(&self) -> Option<Poisoned> {
+        match self {
+            Self::Poisoned(p) => Some(*p),
+            Self::Store(e) => match e.as_ref() {
+                StoreError::Poisoned(p) => Some(*p),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl From<StoreError> for StorageFailure {
@@ -326,10 +350,8 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<AppendRequest>) {
-        if self.failed.is_none()
-            && let Some(reason) = self.sync_failed.lock().ok().and_then(|f| f.clone())
-        {
-            self.failed = Some(reason);
+        if self.failed.is_none() {
+            self.failed = earlier_failure(&self.sync_failed);
         }
         if let Some(reason) = &self.failed {
             for r in batch {
@@ -339,9 +361,12 @@ impl Writer {
         }
         let started = Instant::now();
         let registry_lock = self.registry.clone();
-        let Ok(registry) = registry_lock.read() else {
-            self.failed = Some(StorageFailure::RegistryPoisoned);
-            return self.process(batch);
+        let registry = match crate::fatal::read(&registry_lock, "registry") {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed = Some(StorageFailure::Poisoned(e));
+                return self.process(batch);
+            }
         };
         let mut state = BatchState::new(&self.heads, &self.inbox_heads);
         let mut new_entries: Vec<NewEntry> = Vec::new();
@@ -360,9 +385,12 @@ impl Writer {
                 reply,
             } = req;
             replies.push(reply);
-            let message = signed.message.as_ref();
-            let message_id = message.map(|m| m.message_id.clone()).unwrap_or_default();
-            let audience = message.and_then(|m| m.audience.clone()).unwrap_or_default();
+            let message_id = signed.message_id().to_string();
+            let audience = signed
+                .message
+                .as_ref()
+                .and_then(|m| m.audience.clone())
+                .unwrap_or_default();
             let asked = Asked {
                 sender: &sender,
                 message_id: &message_id,
@@ -544,7 +572,7 @@ impl Syncer {
             while let Ok(more) = rx.try_recv() {
                 group.push(more);
             }
-            let earlier_failure = self.failed.lock().ok().and_then(|f| f.clone());
+            let earlier_failure = earlier_failure(&self.failed);
             let needs_sync = group
                 .iter()
                 .any(|b| b.applied.is_ok() && !b.new_entries.is_empty());
@@ -566,7 +594,8 @@ impl Syncer {
             };
             if let Err(e) = &synced {
                 tracing::error!(error = %e, "making a group commit durable failed; refusing further writes");
-                if let Ok(mut f) = self.failed.lock() {
+                // A poisoned record is reported by the lock itself: the hub stops.
+                if let Ok(mut f) = crate::fatal::lock(&self.failed, "sync failure") {
                     f.get_or_insert_with(|| e.clone());
                 }
             }
@@ -589,11 +618,13 @@ impl Syncer {
         } = batch;
         let committed = applied.and(synced.clone());
         if committed.is_ok() && !new_entries.is_empty() {
+            // A poisoned lock here is reported by it (the hub stops); the
+            // batch is durable, so its pushes are still answered.
             for (channel, head) in &heads {
-                self.logs.advance(channel, head.next_seq);
+                let _ = self.logs.advance(channel, head.next_seq);
             }
             for (inbox, cursor) in &inbox_heads {
-                self.inboxes.publish(inbox, *cursor);
+                let _ = self.inboxes.publish(inbox, *cursor);
             }
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats

@@ -4,9 +4,9 @@
 use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::admission::{CallTracking, Subscriptions};
 use crate::appender::{AppendStats, Appender};
+use crate::channel_log::{LogError, Logs, load_or_create_key};
 use crate::config::{ConfigError, ConnectionLimits, HubConfig};
 use crate::inboxes::InboxWatch;
-use crate::log::{LogError, Logs, load_or_create_key};
 use crate::registry::Registry;
 use crate::service::{
     AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,
@@ -52,6 +52,9 @@ pub enum HubError {
     Server(String),
     #[error("cannot start the signature verifier thread: {0}")]
     Verifier(std::io::Error),
+    /// Stopped in order after a lock was found poisoned (see `fatal`).
+    #[error("stopped after a fatal internal error: the {} lock is poisoned", .0.what)]
+    Fatal(crate::fatal::Poisoned),
 }
 
 /// Handle of a started hub.
@@ -251,7 +254,7 @@ impl Hub {
     }
 
     /// Client connections open now, by party URI.
-    pub fn open_connections(&self) -> Vec<String> {
+    pub fn open_connections(&self) -> Result<Vec<String>, crate::fatal::Poisoned> {
         self.tls.connections().parties()
     }
 
@@ -389,7 +392,8 @@ async fn tls_watch(
                 None
             };
             if let Some(idle) = idle_timeout {
-                watched.connections().close_idle(idle);
+                // A poisoned registry is reported by the lock: the hub stops.
+                let _ = watched.connections().close_idle(idle);
             }
             (r, watched.sweep())
         })
@@ -422,34 +426,44 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Runs a hub until SIGINT or SIGTERM, then shuts it down in order; SIGHUP
-/// reloads the TLS material. Prints one machine-readable line with the
-/// bound address (port 0 resolves here).
+/// Runs a hub until SIGINT or SIGTERM, or until a module meets a poisoned
+/// lock, then shuts it down in order (and, after a poisoned lock, fails);
+/// SIGHUP reloads the TLS material. Prints one machine-readable line with
+/// the bound address (port 0 resolves here).
 pub async fn serve_until_signal(config: HubConfig) -> Result<(), HubError> {
     let hub = Hub::start(&config).await?;
     println!("tongbao-hub listening on {}", hub.addr());
+    let stop = wait_for_stop();
+    tokio::pin!(stop);
     #[cfg(unix)]
-    {
+    let fatal = {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut hup) = signal(SignalKind::hangup()) {
-            let stop = wait_for_signal();
-            tokio::pin!(stop);
-            loop {
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => loop {
                 tokio::select! {
-                    _ = &mut stop => break,
+                    fatal = &mut stop => break fatal,
                     _ = hup.recv() => match tokio::task::block_in_place(|| hub.reload_tls()) {
                         Ok(o) => tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded"),
                         Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use"),
                     },
                 }
-            }
-            tracing::info!("shutting down");
-            return hub.shutdown().await;
+            },
+            Err(_) => stop.await,
         }
-    }
-    wait_for_signal().await;
+    };
+    #[cfg(not(unix))]
+    let fatal = stop.await;
     tracing::info!("shutting down");
-    hub.shutdown().await
+    hub.shutdown().await?;
+    fatal.map_or(Ok(()), |e| Err(HubError::Fatal(e)))
+}
+
+/// A signal to stop (None), or a poisoned lock met anywhere in the hub.
+async fn wait_for_stop() -> Option<crate::fatal::Poisoned> {
+    tokio::select! {
+        () = wait_for_signal() => None,
+        e = crate::fatal::requested() => Some(e),
+    }
 }
 
 async fn wait_for_signal() {

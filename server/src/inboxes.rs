@@ -5,9 +5,13 @@
 //! for the inbox head to move. A slow subscriber therefore costs a cursor,
 //! not a growing buffer.
 
+use crate::fatal::{self, Poisoned};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::watch;
+
+/// The inbox heads' lock, as a poisoned one is reported.
+const HEADS: &str = "inbox heads";
 
 /// The latest cursor of every inbox, observable.
 #[derive(Debug, Default)]
@@ -28,40 +32,37 @@ impl InboxWatch {
     }
 
     /// Records a new durable head and wakes its subscribers.
-    pub fn publish(&self, inbox: &str, cursor: u64) {
-        if let Ok(mut heads) = self.heads.lock() {
-            match heads.get(inbox) {
-                Some(tx) => {
-                    tx.send_if_modified(|c| {
-                        let moved = cursor > *c;
-                        *c = (*c).max(cursor);
-                        moved
-                    });
-                }
-                None => {
-                    heads.insert(inbox.to_string(), watch::Sender::new(cursor));
-                }
+    pub fn publish(&self, inbox: &str, cursor: u64) -> Result<(), Poisoned> {
+        let mut heads = fatal::lock(&self.heads, HEADS)?;
+        match heads.get(inbox) {
+            Some(tx) => {
+                tx.send_if_modified(|c| {
+                    let moved = cursor > *c;
+                    *c = (*c).max(cursor);
+                    moved
+                });
+            }
+            None => {
+                heads.insert(inbox.to_string(), watch::Sender::new(cursor));
             }
         }
+        Ok(())
     }
 
     /// A receiver that sees the inbox head move.
-    pub fn watch(&self, inbox: &str) -> Option<watch::Receiver<u64>> {
-        let mut heads = self.heads.lock().ok()?;
-        Some(
-            heads
-                .entry(inbox.to_string())
-                .or_insert_with(|| watch::Sender::new(0))
-                .subscribe(),
-        )
+    pub fn watch(&self, inbox: &str) -> Result<watch::Receiver<u64>, Poisoned> {
+        crate::failpoint::poison("inbox-heads", &self.heads);
+        let mut heads = fatal::lock(&self.heads, HEADS)?;
+        Ok(heads
+            .entry(inbox.to_string())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe())
     }
 
     /// The current head of an inbox (0 when empty).
-    pub fn head(&self, inbox: &str) -> u64 {
-        self.heads
-            .lock()
-            .ok()
-            .and_then(|h| h.get(inbox).map(|tx| *tx.borrow()))
-            .unwrap_or(0)
+    pub fn head(&self, inbox: &str) -> Result<u64, Poisoned> {
+        crate::failpoint::poison("inbox-heads", &self.heads);
+        let heads = fatal::lock(&self.heads, HEADS)?;
+        Ok(heads.get(inbox).map_or(0, |tx| *tx.borrow()))
     }
 }

@@ -20,7 +20,7 @@ pub use lifecycle::{
 };
 
 use crate::config::{HubConfig, HubSection, Limits, MechanismSeed, TlsSection, UnitSeed};
-use crate::domain::{MECHANISMS, UNITS};
+use crate::example_parties::{MECHANISMS, UNITS};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,

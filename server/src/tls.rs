@@ -13,6 +13,7 @@
 
 use crate::admission::Activity;
 use crate::config::ConnectionLimits;
+use crate::fatal::{self, Poisoned};
 use rustls::ServerConfig;
 use rustls::crypto::ring;
 use rustls::server::WebPkiClientVerifier;
@@ -45,6 +46,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// the client's first call gets the reason as a gRPC status rather than a
 /// bare reset.
 const REFUSED_CONNECTION_GRACE: Duration = Duration::from_secs(2);
+/// The TLS state's locks, as a poisoned one is reported.
+const SEEN: &str = "TLS file prints";
+const REVOKED: &str = "TLS revocations";
+const OPEN: &str = "open connections";
+const PEERS: &str = "connections by peer";
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration rejected: {0}")]
     Config(String),
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
 }
 
 fn read_err(what: &'static str, path: &Path, reason: impl ToString) -> TlsError {
@@ -248,8 +256,8 @@ impl TlsReloader {
     }
 
     /// The config for the next handshake.
-    pub fn config(&self) -> Option<Arc<ServerConfig>> {
-        self.current.read().ok().map(|c| c.clone())
+    pub fn config(&self) -> Result<Arc<ServerConfig>, Poisoned> {
+        Ok(fatal::read(&self.current, "TLS config")?.clone())
     }
 
     /// Connections open now.
@@ -260,16 +268,12 @@ impl TlsReloader {
     /// Re-reads every file now, then closes connections whose certificate
     /// the new CRL revokes. On error nothing changes.
     pub fn reload(&self) -> Result<ReloadOutcome, TlsError> {
-        let print = fingerprint(&self.files);
-        if let (Ok(p), Ok(mut seen)) = (&print, self.seen.lock()) {
-            *seen = Some(*p);
-        }
-        print?;
+        let print = fingerprint(&self.files)?;
+        *fatal::lock(&self.seen, SEEN)? = Some(print);
         let material = Material::load(&self.files)?;
-        let poisoned = || TlsError::Config("TLS state lock poisoned; restart the hub".into());
-        *self.current.write().map_err(|_| poisoned())? = material.config;
-        *self.revoked.write().map_err(|_| poisoned())? = material.revoked;
-        let closed = self.sweep();
+        *fatal::write(&self.current, "TLS config")? = material.config;
+        *fatal::write(&self.revoked, REVOKED)? = material.revoked;
+        let closed = self.sweep()?;
         tracing::info!(material = %material.summary, closed, "TLS material reloaded");
         Ok(ReloadOutcome {
             summary: material.summary,
@@ -281,30 +285,29 @@ impl TlsReloader {
     /// Returns None when nothing changed.
     pub fn reload_if_changed(&self) -> Option<Result<ReloadOutcome, TlsError>> {
         let print = fingerprint(&self.files);
-        let seen = self.seen.lock().ok().and_then(|s| *s);
+        let mut seen = match fatal::lock(&self.seen, SEEN) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e.into())),
+        };
         match print {
-            Ok(p) if Some(p) == seen => None,
+            Ok(p) if Some(p) == *seen => None,
             // An unreadable file is reported once, not every second.
-            Err(e) => {
-                if let Ok(mut s) = self.seen.lock()
-                    && s.is_some()
-                {
-                    *s = None;
-                    return Some(Err(e));
-                }
-                None
+            Err(e) if seen.is_some() => {
+                *seen = None;
+                Some(Err(e))
             }
-            Ok(_) => Some(self.reload()),
+            Err(_) => None,
+            Ok(_) => {
+                drop(seen);
+                Some(self.reload())
+            }
         }
     }
 
     /// Closes every open connection whose client certificate is revoked by
     /// the current CRL or has expired. Returns how many were closed.
-    pub fn sweep(&self) -> usize {
-        let revoked = match self.revoked.read() {
-            Ok(r) => r.clone(),
-            Err(_) => return 0,
-        };
+    pub fn sweep(&self) -> Result<usize, Poisoned> {
+        let revoked = fatal::read(&self.revoked, REVOKED)?.clone();
         self.connections.close_where(|c| {
             if revoked.contains(c.serial) {
                 Some("certificate revoked")
@@ -375,28 +378,17 @@ impl Connections {
 
     /// The connection a call came on, by the peer's address.
     pub fn activity(&self, peer: SocketAddr) -> Option<Arc<Activity>> {
-        self.peers.lock().ok()?.get(&peer).cloned()
-    }
-
-    /// Number of connections open now.
-    pub fn len(&self) -> usize {
-        self.open.lock().map(|o| o.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        fatal::lock(&self.peers, PEERS).ok()?.get(&peer).cloned()
     }
 
     /// Open connections per party URI.
-    pub fn parties(&self) -> Vec<String> {
-        self.open
-            .lock()
-            .map(|o| o.values().map(|c| c.party.clone()).collect())
-            .unwrap_or_default()
+    pub fn parties(&self) -> Result<Vec<String>, Poisoned> {
+        let open = fatal::lock(&self.open, OPEN)?;
+        Ok(open.values().map(|c| c.party.clone()).collect())
     }
 
     /// Closes every open connection of a party (a suspended unit).
-    pub fn close_party(&self, party_uri: &str) -> usize {
+    pub fn close_party(&self, party_uri: &str) -> Result<usize, Poisoned> {
         self.close_where(|c| (c.party == party_uri).then_some("party suspended"))
     }
 
@@ -407,9 +399,9 @@ impl Connections {
         self: &Arc<Self>,
         conn: OpenConnection,
     ) -> Result<ConnectionGuard, Box<(String, OpenConnection)>> {
-        let Ok(mut open) = self.open.lock() else {
-            let why = "the connection registry is unusable (lock poisoned); restart the hub";
-            return Err(Box::new((why.into(), conn)));
+        let mut open = match fatal::lock(&self.open, OPEN) {
+            Ok(open) => open,
+            Err(poisoned) => return Err(Box::new((poisoned.to_string(), conn))),
         };
         if open.len() >= self.limits.max_connections {
             let why = format!(
@@ -435,7 +427,7 @@ impl Connections {
 
     /// Makes a connection findable by its calls until the guard is dropped.
     fn track(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> ConnectionGuard {
-        if let Ok(mut peers) = self.peers.lock() {
+        if let Ok(mut peers) = fatal::lock(&self.peers, PEERS) {
             peers.insert(peer, activity);
         }
         ConnectionGuard {
@@ -446,53 +438,55 @@ impl Connections {
     }
 
     /// Closes every connection that has had no open call for `idle`.
-    pub fn close_idle(&self, idle: Duration) -> usize {
+    pub fn close_idle(&self, idle: Duration) -> Result<usize, Poisoned> {
         let closed = self.remove_where(|c| {
             c.activity
                 .idle_for()
                 .is_some_and(|for_| for_ >= idle)
                 .then_some("idle")
-        });
+        })?;
         for (c, _) in &closed {
             tracing::info!(party = %c.party, peer = %c.peer, idle_secs = idle.as_secs(), "closing idle connection (connections.idle_timeout_secs)");
         }
-        closed.len()
+        Ok(closed.len())
     }
 
-    fn close_where(&self, why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>) -> usize {
+    fn close_where(
+        &self,
+        why: impl Fn(&ConnectionView<'_>) -> Option<&'static str>,
+    ) -> Result<usize, Poisoned> {
         let closed = self.remove_where(|c| {
             why(&ConnectionView {
                 party: &c.party,
                 serial: &c.serial,
                 not_after_secs: c.not_after_secs,
             })
-        });
+        })?;
         for (c, reason) in &closed {
             tracing::warn!(party = %c.party, serial = %c.serial, %reason, "closing connection");
         }
-        closed.len()
+        Ok(closed.len())
     }
 
     /// Removes and shuts down the connections `why` names a reason for.
     fn remove_where(
         &self,
         why: impl Fn(&OpenConnection) -> Option<&'static str>,
-    ) -> Vec<(OpenConnection, &'static str)> {
-        let Ok(mut open) = self.open.lock() else {
-            return Vec::new();
-        };
+    ) -> Result<Vec<(OpenConnection, &'static str)>, Poisoned> {
+        let mut open = fatal::lock(&self.open, OPEN)?;
         let doomed: Vec<(u64, &'static str)> = open
             .iter()
             .filter_map(|(id, c)| why(c).map(|w| (*id, w)))
             .collect();
-        doomed
+        let closed = doomed
             .into_iter()
             .filter_map(|(id, reason)| {
                 let c = open.remove(&id)?;
                 let _ = c.socket.shutdown(std::net::Shutdown::Both);
                 Some((c, reason))
             })
-            .collect()
+            .collect();
+        Ok(closed)
     }
 }
 
@@ -506,12 +500,13 @@ struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        // A poisoned list is reported by the lock itself: the hub stops.
         if let Some(id) = self.id
-            && let Ok(mut open) = self.connections.open.lock()
+            && let Ok(mut open) = fatal::lock(&self.connections.open, OPEN)
         {
             open.remove(&id);
         }
-        if let Ok(mut peers) = self.connections.peers.lock() {
+        if let Ok(mut peers) = fatal::lock(&self.connections.peers, PEERS) {
             peers.remove(&self.peer);
         }
     }
@@ -621,8 +616,8 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Some(config) = tls.config() else {
-            tracing::error!("TLS state lock poisoned; refusing connections");
+        // Poisoned: reported by the lock itself; the hub is stopping.
+        let Ok(config) = tls.config() else {
             continue;
         };
         let connections = tls.connections.clone();

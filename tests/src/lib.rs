@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The units of a mechanism of the source document.
 pub fn members_of(mechanism: &str) -> Vec<&'static str> {
-    tongbao_server::domain::MECHANISMS
+    tongbao_server::example_parties::MECHANISMS
         .iter()
         .find(|m| m.id == mechanism)
         .map(|m| m.members.to_vec())
@@ -342,6 +342,17 @@ impl HubProcess {
     /// Starts on another data directory (a copy, a restored backup).
     pub fn start_on(pki: &TestPki, binary: &str, data_dir: &Path) -> Result<Self, BoxError> {
         Self::start_with_env(pki, binary, data_dir, &[])
+    }
+
+    /// Starts on the PKI's data directory with a failpoint set.
+    pub fn start_at_failpoint(pki: &TestPki, binary: &str, point: &str) -> Result<Self, BoxError> {
+        let data = pki.path().join("data");
+        Self::start_with_env(
+            pki,
+            binary,
+            &data,
+            &[(tongbao_server::failpoint::ENV, point)],
+        )
     }
 
     /// Starts with extra environment variables (e.g. a failpoint).

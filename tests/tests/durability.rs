@@ -501,3 +501,39 @@ async fn a_damaged_record_inside_the_newest_journal_file_refuses_the_start() -> 
     hub.kill()?;
     Ok(())
 }
+
+/// A poisoned lock is fatal, by one rule: the request that meets it is
+/// answered `Internal`, and the hub stops in order by itself and exits
+/// failing, so that it is restarted on what is on disk. Pushes before it
+/// are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_lock_fails_its_request_and_stops_the_hub() -> TestResult {
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start_at_failpoint(&pki, HUB, "poison:inbox-heads")?;
+    let tax = connect(&pki, "tax", hub.addr).await?;
+    tax.push(note("before the poison").to_units(["finance"]))
+        .await?;
+    let finance = connect(&pki, "finance", hub.addr).await?;
+    let e = finance
+        .pull(0, 10)
+        .await
+        .err()
+        .ok_or("a pull was served over a poisoned lock")?;
+    assert_eq!(
+        tongbao_tests::code_of(&e),
+        Some(tonic::Code::Internal),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("the inbox heads lock is poisoned"),
+        "{e}"
+    );
+    let status = hub.wait_exit(Duration::from_secs(20))?;
+    assert!(!status.success(), "the hub exited as if stopped on purpose");
+    // It stopped in order: a hub without the poison starts on its data.
+    let hub = HubProcess::start(&pki, HUB)?;
+    let finance = connect(&pki, "finance", hub.addr).await?;
+    assert_eq!(finance.pull(0, 10).await?.entries.len(), 1);
+    hub.kill()?;
+    Ok(())
+}

@@ -14,7 +14,7 @@ use super::{
     client_toml_text, read_crl, write_atomic,
 };
 use crate::config::HubConfig;
-use crate::domain::{MECHANISMS, UNITS};
+use crate::example_parties::{MECHANISMS, UNITS};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

@@ -77,10 +77,7 @@ fn change_registry<T>(
     f: impl FnOnce(&mut Registry) -> Result<T, RegistryError>,
 ) -> Result<T, Status> {
     tokio::task::block_in_place(|| {
-        let mut current = state
-            .registry
-            .write()
-            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))?;
+        let mut current = crate::fatal::write(&state.registry, "registry")?;
         let mut next = current.clone();
         let out = f(&mut next).map_err(registry_status)?;
         next.save(state.store.as_ref()).map_err(storage_status)?;
@@ -241,7 +238,7 @@ impl Admin for AdminService {
                 .state
                 .tls
                 .connections()
-                .close_party(&Principal::Unit(req.unit.clone()).uri());
+                .close_party(&Principal::Unit(req.unit.clone()).uri())?;
             Ok((
                 pb::SuspendUnitResponse {},
                 format!(
@@ -446,11 +443,7 @@ impl Directory for DirectoryService {
             .into_inner()
             .announcement
             .ok_or_else(|| Status::invalid_argument("the request carries no announcement"))?;
-        let message_id = signed
-            .message
-            .as_ref()
-            .map(|m| m.message_id.clone())
-            .unwrap_or_default();
+        let message_id = signed.message_id().to_string();
         let detail = format!("unit {unit} announcement {message_id}");
         let result = self.rotate(&unit, signed).await;
         finish(&self.state, &actor, "rotate-key", &detail, result)

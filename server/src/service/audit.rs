@@ -68,11 +68,7 @@ fn audited(
     // Only the metadata is read; the body is never copied.
     let entry = &stored.entry;
     let no_message = pb::Message::default();
-    let message = entry
-        .message
-        .as_ref()
-        .and_then(|m| m.message.as_ref())
-        .unwrap_or(&no_message);
+    let message = entry.content().unwrap_or(&no_message);
     let deadline = match message.labels.map(|l| l.ack_deadline_micros) {
         Some(d) if d > 0 => d,
         _ => entry

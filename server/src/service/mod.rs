@@ -6,7 +6,7 @@ mod acknowledge;
 mod admin;
 mod audit;
 mod exchange;
-mod log;
+mod log_service;
 mod push;
 mod read;
 mod refusals;
@@ -15,7 +15,7 @@ mod workflow;
 pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
-pub use log::LogService;
+pub use log_service::LogService;
 pub use refusals::{RefusalsLayer, RequestLimits};
 pub use workflow::WorkflowService;
 
@@ -41,7 +41,7 @@ pub struct HubState {
     pub deadlines: AckDeadlines,
     /// Open `Subscribe` streams per party, capped.
     pub subscriptions: crate::admission::Subscriptions,
-    pub logs: Arc<crate::log::Logs>,
+    pub logs: Arc<crate::channel_log::Logs>,
     pub shutdown: watch::Receiver<bool>,
     /// The mechanisms' workflow state (meetings, joint notices, liaisons).
     pub workflows: Arc<crate::workflow::Workflows>,
@@ -96,15 +96,14 @@ impl HubState {
     }
 
     pub fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, Registry>, Status> {
-        self.registry
-            .read()
-            .map_err(|_| Status::internal("registry lock poisoned; restart the hub"))
+        crate::fatal::read(&self.registry, "registry").map_err(Status::from)
     }
 }
 
 pub(crate) fn storage_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage error");
     match e {
+        StoreError::Poisoned(p) => p.into(),
         StoreError::Corrupt(_) => Status::data_loss(format!(
             "storage error: {e}; report this to the hub's operators"
         )),
@@ -127,6 +126,11 @@ impl From<crate::appender::Appended> for tongbao_proto::pb::PushResponse {
 
 impl From<AppendError> for Status {
     fn from(e: AppendError) -> Self {
+        if let AppendError::Storage(f) = &e
+            && let Some(p) = f.poisoned()
+        {
+            return p.into();
+        }
         match &e {
             AppendError::Audience(_) => Status::invalid_argument(e.to_string()),
             AppendError::IdReused { .. } => Status::already_exists(e.to_string()),

@@ -145,7 +145,7 @@ pub fn pull(
         0 => state.limits.default_page_size,
         n => n.min(state.limits.max_page_size),
     } as usize;
-    let head = state.inboxes.head(&inbox);
+    let head = state.inboxes.head(&inbox)?;
     let items = durable_page(state, &inbox, req.after, limit, head)?;
     let deliveries = deliveries(state, &inbox, &items, state.limits.max_page_bytes)?;
     Ok(Response::new(pb::PullResponse { deliveries, head }))
@@ -162,10 +162,7 @@ pub fn subscribe(
         .subscriptions
         .open(&who.to_string())
         .map_err(|e| Status::resource_exhausted(e.to_string()))?;
-    let mut head = state
-        .inboxes
-        .watch(&inbox)
-        .ok_or_else(|| Status::internal("inbox watch unavailable"))?;
+    let mut head = state.inboxes.watch(&inbox)?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let state = state.clone();
     let mut shutdown = state.shutdown.clone();
@@ -220,7 +217,7 @@ pub fn get_entry(
     let who = state.authenticate(&request)?;
     let req = request.into_inner();
     // An entry whose batch is still being flushed does not exist yet.
-    let durable = req.seq < state.logs.durable_size(&req.channel);
+    let durable = req.seq < state.logs.durable_size(&req.channel)?;
     let stored = durable
         .then(|| state.store.entry(&req.channel, req.seq))
         .transpose()

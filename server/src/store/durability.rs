@@ -16,6 +16,7 @@ use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, merge_runs, u64_from};
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
 use super::{StoreError, create_dir_durably, sync_dir};
+use crate::fatal;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
@@ -265,10 +266,7 @@ impl Durability {
     /// overlay, where reads see them at once. True when the overlay holds
     /// enough to flush before its time.
     pub(super) fn commit(&self, ops: Vec<Write>) -> Result<bool, StoreError> {
-        let _order = self
-            .apply_lock
-            .lock()
-            .map_err(|_| StoreError::Poisoned("store"))?;
+        let _order = fatal::lock(&self.apply_lock, "store")?;
         let id = self.applied.load(Ordering::Acquire) + 1;
         let record = encode_ops(&ops);
         // Locked before the append, so that a journaled commit always
@@ -297,10 +295,7 @@ impl Durability {
         let Ok(read) = std::fs::read_dir(&blobs) else {
             return Ok(());
         };
-        let mut synced = self
-            .synced_blobs
-            .lock()
-            .map_err(|_| StoreError::Poisoned("blob sync state"))?;
+        let mut synced = fatal::lock(&self.synced_blobs, "blob sync state")?;
         let mut any = false;
         let mut present = HashSet::new();
         for item in read {
@@ -322,17 +317,13 @@ impl Durability {
         Ok(())
     }
     pub(super) fn overlay(&self) -> Result<std::sync::RwLockWriteGuard<'_, Overlay>, StoreError> {
-        self.overlay
-            .write()
-            .map_err(|_| StoreError::Poisoned("store overlay"))
+        Ok(fatal::write(&self.overlay, "store overlay")?)
     }
 
     pub(super) fn overlay_read(
         &self,
     ) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StoreError> {
-        self.overlay
-            .read()
-            .map_err(|_| StoreError::Poisoned("store overlay"))
+        Ok(fatal::read(&self.overlay, "store overlay")?)
     }
 
     /// The newest value of `key`: the overlay's, else sled's.
@@ -402,10 +393,7 @@ impl Durability {
     /// the last key of a merged run the crash left behind, so no two runs
     /// of different extent end up holding the same positions.
     pub(super) fn flush(&self, merge: bool, record: Record) -> Result<(), StoreError> {
-        let mut flushed = self
-            .flushing
-            .lock()
-            .map_err(|_| StoreError::Poisoned("store flush"))?;
+        let mut flushed = fatal::lock(&self.flushing, "store flush")?;
         let frozen = {
             let mut o = self.overlay()?;
             o.freeze(self.applied.load(Ordering::Acquire))

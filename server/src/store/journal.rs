@@ -13,6 +13,7 @@
 //! flushed every commit in it.
 
 use super::{StoreError, create_dir_durably, sync_dir};
+use crate::fatal;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -370,10 +371,7 @@ impl Journal {
                 payload.len()
             )));
         }
-        let mut p = self
-            .pending
-            .lock()
-            .map_err(|_| StoreError::Database("journal poisoned".into()))?;
+        let mut p = fatal::lock(&self.pending, "journal queue")?;
         encode_record(&mut p.bytes, id, payload);
         p.last = Some(id);
         Ok(())
@@ -384,13 +382,10 @@ impl Journal {
     /// served one at a time, so when a call returns, every record queued
     /// before it began is durable, whichever call wrote it.
     pub fn sync(&self) -> Result<Option<u64>, StoreError> {
-        fn poisoned<T>(_: T) -> StoreError {
-            StoreError::Database("journal poisoned".into())
-        }
-        let mut files = self.files.lock().map_err(poisoned)?;
+        let mut files = fatal::lock(&self.files, "journal files")?;
         self.check_broken()?;
         let (bytes, last) = {
-            let mut p = self.pending.lock().map_err(poisoned)?;
+            let mut p = fatal::lock(&self.pending, "journal queue")?;
             (std::mem::take(&mut p.bytes), p.last.take())
         };
         let Some(last) = last else {
@@ -464,10 +459,7 @@ impl Journal {
     /// Removes the closed files that hold only commits up to `flushed`,
     /// which the database has made durable itself.
     pub fn retire(&self, flushed: u64) -> Result<(), StoreError> {
-        let mut files = self
-            .files
-            .lock()
-            .map_err(|_| StoreError::Database("journal poisoned".into()))?;
+        let mut files = fatal::lock(&self.files, "journal files")?;
         let Files {
             current, closed, ..
         } = &mut *files;

@@ -35,9 +35,9 @@ pub enum StoreError {
         dir: std::path::PathBuf,
         source: sled::Error,
     },
-    /// A thread panicked holding one of the store's locks (named).
-    #[error("database error: {0} poisoned")]
-    Poisoned(&'static str),
+    /// A thread panicked holding one of the store's locks: the hub stops.
+    #[error(transparent)]
+    Poisoned(#[from] crate::fatal::Poisoned),
     #[error("i/o error making data durable: {0}")]
     Io(#[from] std::io::Error),
     #[error("stored data is corrupt: {0}")]

@@ -14,6 +14,7 @@ use super::{
     Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store, StoreError,
     StoredEntry,
 };
+use crate::fatal;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
@@ -24,6 +25,9 @@ use tongbao_proto::{HASH_LEN, Hash};
 /// Free space kept on the data disk unless the hub's config says
 /// otherwise (`[hub] min_free_mib`).
 pub const DEFAULT_RESERVE: u64 = 64 << 20;
+
+/// The recent-entries cache's lock, as a poisoned one is reported.
+const RECENT: &str = "recent entries cache";
 
 /// sled-backed [`Store`].
 pub struct SledStore {
@@ -270,16 +274,15 @@ impl Store for SledStore {
             positions.push((inbox, items));
         }
         self.commit_ops(ops)?;
-        if let Ok(mut recent) = self.recent.lock() {
-            for (inbox, items) in &positions {
-                recent.add_positions(inbox, items);
-            }
-            for e in entries {
-                recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.shared.encoded.len());
-                let first = tongbao_proto::merkle::stored_hash_count(e.seq);
-                for (i, h) in e.tree_hashes.iter().enumerate() {
-                    recent.add_hash(&e.channel, first + i as u64, *h);
-                }
+        let mut recent = fatal::lock(&self.recent, RECENT)?;
+        for (inbox, items) in &positions {
+            recent.add_positions(inbox, items);
+        }
+        for e in entries {
+            recent.add_entry(&e.channel, e.seq, e.shared.clone(), e.shared.encoded.len());
+            let first = tongbao_proto::merkle::stored_hash_count(e.seq);
+            for (i, h) in e.tree_hashes.iter().enumerate() {
+                recent.add_hash(&e.channel, first + i as u64, *h);
             }
         }
         Ok(())
@@ -290,16 +293,14 @@ impl Store for SledStore {
         channel: &str,
         seq: u64,
     ) -> Result<Option<Arc<StoredEntry>>, StoreError> {
-        if let Some(e) = self.recent.lock().ok().and_then(|r| r.entry(channel, seq)) {
+        if let Some(e) = fatal::lock(&self.recent, RECENT)?.entry(channel, seq) {
             return Ok(Some(e));
         }
         let Some(v) = self.durability.get(&key(ENTRY, channel, Some(seq)))? else {
             return Ok(None);
         };
         let shared = Arc::new(decode_entry(channel, seq, &v)?);
-        if let Ok(mut r) = self.recent.lock() {
-            r.add_entry(channel, seq, shared.clone(), v.len());
-        }
+        fatal::lock(&self.recent, RECENT)?.add_entry(channel, seq, shared.clone(), v.len());
         Ok(Some(shared))
     }
 
@@ -371,15 +372,14 @@ impl Store for SledStore {
         // First serving wins; later ones leave the record alone. The lock
         // makes check-then-write atomic among the hub's readers, the only
         // writers of these records.
-        let poisoned = || StoreError::Poisoned("fetched marks");
         let slot = {
-            let mut all = self.fetched_marks.lock().map_err(|_| poisoned())?;
+            let mut all = fatal::lock(&self.fetched_marks, "fetched marks")?;
             match all.get(inbox) {
                 Some(slot) => slot.clone(),
                 None => all.entry(inbox.to_string()).or_default().clone(),
             }
         };
-        let mut slot = slot.lock().map_err(|_| poisoned())?;
+        let mut slot = fatal::lock(&slot, "fetched marks")?;
         let mark = match *slot {
             Some(m) => m,
             None => self.last_run_end(FETCHED, inbox)?,
@@ -445,9 +445,9 @@ impl Store for SledStore {
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
-        let cached: Vec<Option<Hash>> = match self.recent.lock() {
-            Ok(r) => indexes.iter().map(|i| r.hash(channel, *i)).collect(),
-            Err(_) => vec![None; indexes.len()],
+        let cached: Vec<Option<Hash>> = {
+            let r = fatal::lock(&self.recent, RECENT)?;
+            indexes.iter().map(|i| r.hash(channel, *i)).collect()
         };
         let mut read = Vec::new();
         let mut records: HashMap<u64, sled::IVec> = HashMap::new();
@@ -485,9 +485,8 @@ impl Store for SledStore {
                 Ok(h)
             })
             .collect();
-        if !read.is_empty()
-            && let Ok(mut r) = self.recent.lock()
-        {
+        if !read.is_empty() {
+            let mut r = fatal::lock(&self.recent, RECENT)?;
             for (i, h) in read {
                 r.add_hash(channel, i, h);
             }
@@ -533,12 +532,7 @@ impl Store for SledStore {
         let Some(start) = after.checked_add(1) else {
             return Ok(Vec::new());
         };
-        if let Some(page) = self
-            .recent
-            .lock()
-            .ok()
-            .and_then(|r| r.inbox_page(inbox, start, limit))
-        {
+        if let Some(page) = fatal::lock(&self.recent, RECENT)?.inbox_page(inbox, start, limit) {
             return Ok(page);
         }
         let mut out = Vec::new();

@@ -221,10 +221,8 @@ impl Workflows {
 
     /// Indexes the case ids of entries appended since the last catch-up.
     pub fn index_cases(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
-        let _one = self
-            .case_lock
-            .lock()
-            .map_err(|_| WorkflowRefusal::Storage("case index lock poisoned".into()))?;
+        let _one = crate::fatal::lock(&self.case_lock, "case index")
+            .map_err(|e| WorkflowRefusal::Storage(e.to_string()))?;
         for (channel, head) in store.channel_heads()? {
             let mark = key(CASE_MARK, &channel);
             let mut next = match self.tree.get(&mark)? {

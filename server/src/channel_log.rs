@@ -7,6 +7,7 @@
 //! at start-up every channel is checked against its stored checkpoint (and
 //! every leaf against its entry) before anything is served.
 
+use crate::fatal::{self, Poisoned};
 use crate::store::{ChannelHead, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -22,6 +23,11 @@ use tongbao_proto::merkle::{
     HashReader, MerkleError, check_tree, prove_tree, stored_hash_index, tree_hash,
 };
 
+/// The locks of the latest checkpoints and of the durable sizes, as a
+/// poisoned one is reported.
+const CHECKPOINTS: &str = "latest checkpoints";
+const DURABLE: &str = "durable sizes";
+
 /// Why a channel's log cannot be trusted or served.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -29,6 +35,8 @@ pub enum LogError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Merkle(#[from] MerkleError),
+    #[error(transparent)]
+    Poisoned(#[from] Poisoned),
     #[error(transparent)]
     Note(#[from] NoteError),
     #[error(
@@ -184,9 +192,7 @@ impl Logs {
         for (channel, head) in heads {
             logs.check_entries(channel, head)?;
         }
-        if let Ok(mut l) = logs.latest.lock() {
-            *l = latest;
-        }
+        *fatal::lock(&logs.latest, CHECKPOINTS)? = latest;
         Ok(logs)
     }
 
@@ -291,9 +297,7 @@ impl Logs {
     fn latest(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, HashMap<String, SignedCheckpoint>>, LogError> {
-        self.latest
-            .lock()
-            .map_err(|_| LogError::Store(StoreError::Database("checkpoint lock poisoned".into())))
+        Ok(fatal::lock(&self.latest, CHECKPOINTS)?)
     }
 
     /// A signed checkpoint of the channel's durable size, if that is past
@@ -303,7 +307,7 @@ impl Logs {
         channel: &str,
         latest: &HashMap<String, SignedCheckpoint>,
     ) -> Result<Option<SignedCheckpoint>, LogError> {
-        let size = self.durable_size(channel);
+        let size = self.durable_size(channel)?;
         let previous = latest.get(channel);
         if previous.is_some_and(|p| p.checkpoint.size >= size) {
             return Ok(None);
@@ -327,20 +331,17 @@ impl Logs {
 
     /// Records that a channel's first `size` entries are durable (called by
     /// the appender after each group commit).
-    pub fn advance(&self, channel: &str, size: u64) {
-        if let Ok(mut d) = self.durable.lock() {
-            let s = d.entry(channel.to_string()).or_default();
-            *s = (*s).max(size);
-        }
+    pub fn advance(&self, channel: &str, size: u64) -> Result<(), Poisoned> {
+        let mut d = fatal::lock(&self.durable, DURABLE)?;
+        let s = d.entry(channel.to_string()).or_default();
+        *s = (*s).max(size);
+        Ok(())
     }
 
     /// How many entries of a channel are durable.
-    pub fn durable_size(&self, channel: &str) -> u64 {
-        self.durable
-            .lock()
-            .ok()
-            .and_then(|d| d.get(channel).copied())
-            .unwrap_or(0)
+    pub fn durable_size(&self, channel: &str) -> Result<u64, Poisoned> {
+        let d = fatal::lock(&self.durable, DURABLE)?;
+        Ok(d.get(channel).copied().unwrap_or(0))
     }
 
     /// Signs an arbitrary statement of the hub with the checkpoint key.
@@ -399,11 +400,10 @@ impl Logs {
     /// signed is logged and left out; the first such error is returned
     /// once the others are stored.
     pub fn refresh_all(&self) -> Result<usize, LogError> {
-        let channels: Vec<String> = self
-            .durable
-            .lock()
-            .map(|d| d.keys().cloned().collect())
-            .unwrap_or_default();
+        let channels: Vec<String> = fatal::lock(&self.durable, DURABLE)?
+            .keys()
+            .cloned()
+            .collect();
         let mut latest = self.latest()?;
         let mut fresh = Vec::new();
         // A channel that cannot be signed (a fork, a read error) must not
@@ -489,14 +489,14 @@ mod tests {
             "hub.example",
             &BTreeMap::new(),
         )?;
-        logs.advance("tax", 1);
+        logs.advance("tax", 1)?;
         // Said to be durable, but none of its hashes is stored.
-        logs.advance("pbc", 1);
+        logs.advance("pbc", 1)?;
         assert!(logs.refresh_all().is_err());
         let saved = store.checkpoints()?;
         assert!(saved.contains_key("tax"), "{saved:?}");
         assert!(!saved.contains_key("pbc"));
-        assert_eq!(logs.durable_size("tax"), 1);
+        assert_eq!(logs.durable_size("tax")?, 1);
         assert_eq!(logs.checkpoint("tax")?.checkpoint.size, 1);
         Ok(())
     }

@@ -6,7 +6,7 @@
 
 use super::read::entitled;
 use super::{HubState, storage_status};
-use crate::log::LogError;
+use crate::channel_log::LogError;
 use std::sync::Arc;
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
@@ -42,7 +42,7 @@ impl LogService {
 
     /// The latest checkpoint; signing may write and fsync, so it runs where
     /// blocking is allowed.
-    fn checkpoint(&self, channel: &str) -> Result<crate::log::SignedCheckpoint, Status> {
+    fn checkpoint(&self, channel: &str) -> Result<crate::channel_log::SignedCheckpoint, Status> {
         tokio::task::block_in_place(|| self.state.logs.checkpoint(channel)).map_err(log_status)
     }
 
@@ -52,7 +52,7 @@ impl LogService {
         let Principal::Office(mechanism) = who else {
             return Ok(false);
         };
-        let Some(message) = answer.message.as_ref().and_then(|m| m.message.as_ref()) else {
+        let Some(message) = answer.content() else {
             return Ok(false);
         };
         let mut pins: Vec<&pb::EntryPin> = Vec::new();
@@ -74,9 +74,7 @@ impl LogService {
             };
             let audience = answered
                 .entry
-                .message
-                .as_ref()
-                .and_then(|m| m.message.as_ref())
+                .content()
                 .and_then(|m| m.audience.clone())
                 .unwrap_or_default();
             if registry
@@ -126,7 +124,7 @@ impl LogService {
 
     /// A size a proof may refer to: at most what is durable.
     fn check_size(&self, channel: &str, size: u64) -> Result<(), Status> {
-        let durable = self.state.logs.durable_size(channel);
+        let durable = self.state.logs.durable_size(channel)?;
         if size > durable {
             return Err(Status::out_of_range(format!(
                 "channel {channel} has {durable} entries; size {size} does not exist yet"

@@ -1,0 +1,158 @@
+//! One rule for a poisoned lock: it is fatal, and the hub stops cleanly.
+//!
+//! A lock is poisoned when a thread panicked while holding it, so what it
+//! guards may be half changed. No module may read that as "nothing there"
+//! or carry on around it: the request that meets it fails with an
+//! internal error, the hub logs it at error level, and the hub shuts down
+//! as on SIGTERM, so that it is restarted on the state read back from
+//! disk. Every module reports the lock here (this module imports nothing
+//! of the hub's); the process's serve loop (`hub::serve_until_signal`)
+//! waits on [`requested`].
+
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::Notify;
+
+/// A lock was found poisoned; the hub is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("internal error: the {what} lock is poisoned; the hub is stopping")]
+pub struct Poisoned {
+    /// Which lock, in the hub's words.
+    pub what: &'static str,
+}
+
+impl From<Poisoned> for tonic::Status {
+    fn from(e: Poisoned) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
+}
+
+/// The first fatal condition met, and a wake-up for whoever stops the hub.
+struct Fatal {
+    first: OnceLock<Poisoned>,
+    stop: Notify,
+}
+
+impl Fatal {
+    const fn new() -> Self {
+        Self {
+            first: OnceLock::new(),
+            stop: Notify::const_new(),
+        }
+    }
+
+    fn poisoned(&self, what: &'static str) -> Poisoned {
+        let e = Poisoned { what };
+        tracing::error!(lock = what, "{e}");
+        if self.first.set(e).is_ok() {
+            self.stop.notify_waiters();
+            // Kept as a permit too, for a waiter that checks in just after.
+            self.stop.notify_one();
+        }
+        e
+    }
+
+    async fn requested(&self) -> Poisoned {
+        loop {
+            if let Some(e) = self.first.get() {
+                return *e;
+            }
+            self.stop.notified().await;
+        }
+    }
+}
+
+/// The process's one record: a poisoned lock anywhere stops the hub.
+static FATAL: Fatal = Fatal::new();
+
+/// Records that the `what` lock is poisoned, logs it, asks the hub to
+/// stop, and returns the error the caller answers with.
+pub fn poisoned(what: &'static str) -> Poisoned {
+    FATAL.poisoned(what)
+}
+
+/// The first poisoned lock met, if any.
+pub fn met() -> Option<Poisoned> {
+    FATAL.first.get().copied()
+}
+
+/// Resolves once a poisoned lock was met (at once if one was already).
+pub async fn requested() -> Poisoned {
+    FATAL.requested().await
+}
+
+/// Locks `m`, or reports it poisoned.
+pub fn lock<'a, T>(m: &'a Mutex<T>, what: &'static str) -> Result<MutexGuard<'a, T>, Poisoned> {
+    m.lock().map_err(|_| poisoned(what))
+}
+
+/// Read-locks `l`, or reports it poisoned.
+pub fn read<'a, T>(
+    l: &'a RwLock<T>,
+    what: &'static str,
+) -> Result<RwLockReadGuard<'a, T>, Poisoned> {
+    l.read().map_err(|_| poisoned(what))
+}
+
+/// Write-locks `l`, or reports it poisoned.
+pub fn write<'a, T>(
+    l: &'a RwLock<T>,
+    what: &'static str,
+) -> Result<RwLockWriteGuard<'a, T>, Poisoned> {
+    l.write().map_err(|_| poisoned(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poison(m: &Mutex<u32>) {
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = m.lock();
+                panic!("poisoning the lock on purpose");
+            })
+            .join()
+        });
+    }
+
+    #[tokio::test]
+    async fn the_first_poisoned_lock_wakes_the_waiter_and_is_kept() {
+        let fatal = Fatal::new();
+        assert!(fatal.first.get().is_none());
+        let waiter = fatal.requested();
+        tokio::pin!(waiter);
+        assert!(
+            futures::poll!(&mut waiter).is_pending(),
+            "nothing fatal yet"
+        );
+        let e = fatal.poisoned("inbox heads");
+        assert_eq!(e.what, "inbox heads");
+        assert_eq!(waiter.await, e);
+        // A later one neither replaces the first nor blocks a late waiter.
+        fatal.poisoned("store overlay");
+        assert_eq!(fatal.requested().await.what, "inbox heads");
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_an_internal_error_that_says_the_hub_stops() {
+        let m = Mutex::new(7);
+        assert_eq!(lock(&m, "test").map(|g| *g), Ok(7));
+        poison(&m);
+        let e = lock(&m, "test counter").err();
+        assert_eq!(
+            e,
+            Some(Poisoned {
+                what: "test counter"
+            })
+        );
+        assert!(met().is_some());
+        let status = tonic::Status::from(Poisoned {
+            what: "test counter",
+        });
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            status.message(),
+            "internal error: the test counter lock is poisoned; the hub is stopping"
+        );
+    }
+}
