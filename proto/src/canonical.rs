@@ -124,6 +124,12 @@ impl Sink for Hasher {
 /// stands for its content in signatures and leaves.
 pub fn message_digest(m: &Message) -> Hash {
     let mut s = Hasher::new();
+    put_message(&mut s, m);
+    s.finish()
+}
+
+/// The canonical encoding of a message, whose SHA-256 is its digest.
+fn put_message(s: &mut impl Sink, m: &Message) {
     s.put(MESSAGE_DOMAIN);
     s.str(&m.message_id);
     s.str(&m.sender);
@@ -167,7 +173,7 @@ pub fn message_digest(m: &Message) -> Hash {
             s.u8(1);
             s.u64(a.entries.len() as u64);
             for pin in &a.entries {
-                put_pin(&mut s, pin);
+                put_pin(s, pin);
             }
         }
     }
@@ -175,12 +181,11 @@ pub fn message_digest(m: &Message) -> Hash {
         None => s.u8(0),
         Some(x) => {
             s.u8(1);
-            put_pin(&mut s, x.entry.as_ref().unwrap_or(&EntryPin::default()));
+            put_pin(s, x.entry.as_ref().unwrap_or(&EntryPin::default()));
             s.enum_value(x.problem);
             s.str(&x.text);
         }
     }
-    s.finish()
 }
 
 fn put_pin(s: &mut impl Sink, pin: &EntryPin) {
@@ -457,5 +462,594 @@ mod tests {
             m.body = [&m.body[..], b"!"].concat().into();
         }
         assert_ne!(leaf_hash(&e), base);
+    }
+}
+
+/// Property tests of the canonical encodings. A decoder written here from
+/// the description above reads every message and leaf back, which shows
+/// the encoding injective: apart from the absent-or-default fields it
+/// writes alike on purpose, two messages never share canonical bytes. The
+/// strategies are shared with the other modules' property tests.
+#[cfg(test)]
+pub(crate) mod proptests {
+    use super::*;
+    use crate::pb::{
+        Acknowledgement, AttachmentDigest, EntryRef, ExceptionReport, Labels, SignedMessage,
+    };
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+    use prost::bytes::Bytes;
+
+    /// The canonical bytes whose SHA-256 is the message digest.
+    fn message_bytes(m: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_message(&mut out, m);
+        out
+    }
+
+    /// Reads canonical bytes back; None on anything the encoder cannot
+    /// have written.
+    struct Reader<'a>(&'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(head)
+        }
+        fn u64(&mut self) -> Option<u64> {
+            Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn i64(&mut self) -> Option<i64> {
+            Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn enum_value(&mut self) -> Option<i32> {
+            Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+        }
+        fn flag(&mut self) -> Option<bool> {
+            match self.take(1)? {
+                [0] => Some(false),
+                [1] => Some(true),
+                _ => None,
+            }
+        }
+        fn bytes(&mut self) -> Option<Vec<u8>> {
+            let n = usize::try_from(self.u64()?).ok()?;
+            self.take(n).map(<[u8]>::to_vec)
+        }
+        fn str(&mut self) -> Option<String> {
+            String::from_utf8(self.bytes()?).ok()
+        }
+        fn strs(&mut self) -> Option<Vec<String>> {
+            let n = self.u64()?;
+            (0..n).map(|_| self.str()).collect()
+        }
+        fn pin(&mut self) -> Option<EntryPin> {
+            Some(EntryPin {
+                channel: self.str()?,
+                seq: self.u64()?,
+                leaf_hash: self.bytes()?,
+            })
+        }
+    }
+
+    /// The message that canonical bytes encode, in [`normalize`]d form.
+    fn decode_message(bytes: &[u8]) -> Option<Message> {
+        let mut r = Reader(bytes);
+        if r.take(MESSAGE_DOMAIN.len())? != MESSAGE_DOMAIN {
+            return None;
+        }
+        let m = Message {
+            message_id: r.str()?,
+            sender: r.str()?,
+            kind: r.enum_value()?,
+            audience: Some(Audience {
+                units: r.strs()?,
+                mechanisms: r.strs()?,
+                offices: r.strs()?,
+                leading_group: r.flag()?,
+            }),
+            labels: Some(Labels {
+                sharing: r.enum_value()?,
+                priority: r.enum_value()?,
+                ack_deadline_micros: r.i64()?,
+                classification: r.enum_value()?,
+            }),
+            subject: r.str()?,
+            body: Bytes::from(r.bytes()?),
+            content_type: r.str()?,
+            attachments: {
+                let n = r.u64()?;
+                (0..n)
+                    .map(|_| {
+                        Some(AttachmentDigest {
+                            name: r.str()?,
+                            media_type: r.str()?,
+                            size: r.u64()?,
+                            sha256: r.bytes()?,
+                        })
+                    })
+                    .collect::<Option<_>>()?
+            },
+            references: Some(References {
+                reply_to: if r.flag()? {
+                    Some(EntryRef {
+                        channel: r.str()?,
+                        seq: r.u64()?,
+                    })
+                } else {
+                    None
+                },
+                case_id: r.str()?,
+            }),
+            created_micros: r.i64()?,
+            acknowledgement: if r.flag()? {
+                let n = r.u64()?;
+                Some(Acknowledgement {
+                    entries: (0..n).map(|_| r.pin()).collect::<Option<_>>()?,
+                })
+            } else {
+                None
+            },
+            exception: if r.flag()? {
+                Some(ExceptionReport {
+                    entry: Some(r.pin()?),
+                    problem: r.enum_value()?,
+                    text: r.str()?,
+                })
+            } else {
+                None
+            },
+        };
+        r.0.is_empty().then_some(m)
+    }
+
+    /// The fields of a leaf, as its canonical bytes give them.
+    type LeafFields = (String, u64, i64, Vec<String>, Vec<u8>, Vec<u8>, Signature);
+
+    fn decode_leaf(bytes: &[u8]) -> Option<LeafFields> {
+        let mut r = Reader(bytes);
+        if r.take(LEAF_DOMAIN.len())? != LEAF_DOMAIN {
+            return None;
+        }
+        let fields = (
+            r.str()?,
+            r.u64()?,
+            r.i64()?,
+            r.strs()?,
+            r.bytes()?,
+            r.bytes()?,
+            Signature {
+                algorithm: r.str()?,
+                key_id: r.str()?,
+                signature: r.bytes()?,
+            },
+        );
+        r.0.is_empty().then_some(fields)
+    }
+
+    /// A message as the encoding sees it: an absent audience, labels,
+    /// references or exception entry are encoded as their defaults.
+    fn normalize(m: &Message) -> Message {
+        let mut m = m.clone();
+        m.audience.get_or_insert_with(Audience::default);
+        m.labels.get_or_insert_with(Labels::default);
+        m.references.get_or_insert_with(References::default);
+        if let Some(x) = m.exception.as_mut() {
+            x.entry.get_or_insert_with(EntryPin::default);
+        }
+        m
+    }
+
+    /// An entry as its leaf sees it: the message through its digest, an
+    /// absent message or signature as empty.
+    fn leaf_view(e: &Entry) -> (LeafFields, Option<Message>) {
+        let sig = e
+            .message
+            .as_ref()
+            .and_then(|sm| sm.signature.clone())
+            .unwrap_or_default();
+        let fields = (
+            e.channel.clone(),
+            e.seq,
+            e.hub_micros,
+            e.recipients.clone(),
+            e.previous_leaf_hash.clone(),
+            digest_of(e).to_vec(),
+            sig,
+        );
+        (fields, e.content().map(normalize))
+    }
+
+    // ---- strategies (small values often, so that near misses are common) ----
+
+    pub(crate) fn text() -> impl Strategy<Value = String> + Clone {
+        prop_oneof![Just(String::new()), "[ab\n]{1,3}", any::<String>()]
+    }
+
+    pub(crate) fn blob() -> impl Strategy<Value = Vec<u8>> + Clone {
+        prop_oneof![
+            Just(Vec::new()),
+            vec(any::<u8>(), 0..40),
+            // Longer than the hasher's buffer.
+            vec(any::<u8>(), 500..1100),
+        ]
+    }
+
+    /// Arbitrary bytes, and `valid` bytes with a few bytes changed and
+    /// perhaps cut short, so that a decoder gets past its first checks.
+    pub(crate) fn damaged(valid: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+        let edits = vec((any::<prop::sample::Index>(), any::<u8>()), 0..4);
+        let cut = option::of(any::<prop::sample::Index>());
+        prop_oneof![
+            vec(any::<u8>(), 0..300),
+            (valid, edits, cut).prop_map(|(mut bytes, edits, cut)| {
+                for (at, x) in edits {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= x;
+                    }
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len() + 1));
+                }
+                bytes
+            }),
+        ]
+    }
+
+    fn texts() -> impl Strategy<Value = Vec<String>> + Clone {
+        vec(text(), 0..3)
+    }
+
+    fn unsigned() -> impl Strategy<Value = u64> + Clone {
+        prop_oneof![0..3u64, any::<u64>()]
+    }
+
+    fn signed() -> impl Strategy<Value = i64> + Clone {
+        prop_oneof![-1..3i64, any::<i64>()]
+    }
+
+    fn enum_value() -> impl Strategy<Value = i32> + Clone {
+        prop_oneof![0..15i32, any::<i32>()]
+    }
+
+    fn pin() -> impl Strategy<Value = EntryPin> + Clone {
+        (text(), unsigned(), blob()).prop_map(|(channel, seq, leaf_hash)| EntryPin {
+            channel,
+            seq,
+            leaf_hash,
+        })
+    }
+
+    /// Any message, valid or not.
+    pub(crate) fn message() -> BoxedStrategy<Message> {
+        let head = (
+            text(),
+            text(),
+            enum_value(),
+            option::of((texts(), texts(), texts(), any::<bool>())),
+            option::of((enum_value(), enum_value(), signed(), enum_value())),
+        )
+            .boxed();
+        let content = (
+            text(),
+            blob(),
+            text(),
+            vec((text(), text(), unsigned(), blob()), 0..3),
+        )
+            .boxed();
+        let tail = (
+            option::of((option::of((text(), unsigned())), text())),
+            signed(),
+            option::of(vec(pin(), 0..3)),
+            option::of((option::of(pin()), enum_value(), text())),
+        )
+            .boxed();
+        (head, content, tail)
+            .prop_map(|(head, content, tail)| {
+                let (message_id, sender, kind, audience, labels) = head;
+                let (subject, body, content_type, attachments) = content;
+                let (references, created_micros, acknowledgement, exception) = tail;
+                Message {
+                    message_id,
+                    sender,
+                    kind,
+                    audience: audience.map(|(units, mechanisms, offices, leading_group)| {
+                        Audience {
+                            units,
+                            mechanisms,
+                            offices,
+                            leading_group,
+                        }
+                    }),
+                    labels: labels.map(
+                        |(sharing, priority, ack_deadline_micros, classification)| Labels {
+                            sharing,
+                            priority,
+                            ack_deadline_micros,
+                            classification,
+                        },
+                    ),
+                    subject,
+                    body: Bytes::from(body),
+                    content_type,
+                    attachments: attachments
+                        .into_iter()
+                        .map(|(name, media_type, size, sha256)| AttachmentDigest {
+                            name,
+                            media_type,
+                            size,
+                            sha256,
+                        })
+                        .collect(),
+                    references: references.map(|(reply_to, case_id)| References {
+                        reply_to: reply_to.map(|(channel, seq)| EntryRef { channel, seq }),
+                        case_id,
+                    }),
+                    created_micros,
+                    acknowledgement: acknowledgement.map(|entries| Acknowledgement { entries }),
+                    exception: exception.map(|(entry, problem, text)| ExceptionReport {
+                        entry,
+                        problem,
+                        text,
+                    }),
+                }
+            })
+            .boxed()
+    }
+
+    pub(crate) fn signature() -> impl Strategy<Value = Signature> + Clone {
+        (text(), text(), blob()).prop_map(|(algorithm, key_id, signature)| Signature {
+            algorithm,
+            key_id,
+            signature,
+        })
+    }
+
+    /// Any entry, valid or not.
+    pub(crate) fn entry() -> BoxedStrategy<Entry> {
+        (
+            text(),
+            unsigned(),
+            signed(),
+            texts(),
+            blob(),
+            option::of((option::of(message()), option::of(signature()))),
+        )
+            .prop_map(
+                |(channel, seq, hub_micros, recipients, previous_leaf_hash, message)| Entry {
+                    channel,
+                    seq,
+                    hub_micros,
+                    recipients,
+                    previous_leaf_hash,
+                    message: message
+                        .map(|(message, signature)| SignedMessage { message, signature }),
+                },
+            )
+            .boxed()
+    }
+
+    /// A small value picked by `v`, often equal to what it replaces.
+    fn small(v: u8) -> String {
+        ["", "a", "ab", "b"][usize::from(v % 4)].to_string()
+    }
+
+    fn small_list(v: u8) -> Vec<String> {
+        match v % 4 {
+            0 => vec![],
+            1 => vec!["ab".into()],
+            2 => vec!["a".into(), "b".into()],
+            _ => vec!["a".into()],
+        }
+    }
+
+    const MESSAGE_FIELDS: u8 = 18;
+
+    /// Changes (or sets again) one field of `m` to a small value.
+    fn mutate(m: &mut Message, field: u8, v: u8) {
+        let n = u64::from(v % 3);
+        let audience = |m: &mut Message| -> Audience { m.audience.take().unwrap_or_default() };
+        match field % MESSAGE_FIELDS {
+            0 => m.message_id = small(v),
+            1 => m.sender = small(v),
+            2 => m.kind = i32::from(v % 3),
+            3 => {
+                m.audience = match v % 3 {
+                    0 => None,
+                    1 => Some(Audience::default()),
+                    _ => Some(Audience {
+                        units: vec![small(v / 3)],
+                        ..Default::default()
+                    }),
+                }
+            }
+            4..=6 => {
+                let mut a = audience(m);
+                let list = match field % MESSAGE_FIELDS {
+                    4 => &mut a.units,
+                    5 => &mut a.mechanisms,
+                    _ => &mut a.offices,
+                };
+                *list = small_list(v);
+                m.audience = Some(a);
+            }
+            7 => {
+                let mut a = audience(m);
+                a.leading_group = v % 2 == 1;
+                m.audience = Some(a);
+            }
+            8 => {
+                m.labels = match v % 3 {
+                    0 => None,
+                    1 => Some(Labels::default()),
+                    _ => Some(Labels {
+                        ack_deadline_micros: i64::from(v % 2),
+                        priority: i32::from(v % 5 / 2),
+                        ..Default::default()
+                    }),
+                }
+            }
+            9 => m.subject = small(v),
+            10 => m.body = Bytes::from(small(v).into_bytes()),
+            11 => m.content_type = small(v),
+            12 => {
+                m.attachments = match v % 3 {
+                    0 => vec![],
+                    _ => vec![AttachmentDigest {
+                        name: small(v / 3),
+                        ..Default::default()
+                    }],
+                }
+            }
+            13 => {
+                m.references = match v % 4 {
+                    0 => None,
+                    1 => Some(References::default()),
+                    _ => Some(References {
+                        reply_to: Some(EntryRef {
+                            channel: small(v / 4),
+                            seq: n,
+                        }),
+                        case_id: String::new(),
+                    }),
+                }
+            }
+            14 => m.references.get_or_insert_with(References::default).case_id = small(v),
+            15 => m.created_micros = i64::from(v % 3),
+            16 => {
+                m.acknowledgement = match v % 3 {
+                    0 => None,
+                    1 => Some(Acknowledgement::default()),
+                    _ => Some(Acknowledgement {
+                        entries: vec![EntryPin {
+                            channel: small(v / 3),
+                            seq: n,
+                            leaf_hash: vec![],
+                        }],
+                    }),
+                }
+            }
+            _ => {
+                m.exception = match v % 4 {
+                    0 => None,
+                    1 => Some(ExceptionReport::default()),
+                    2 => Some(ExceptionReport {
+                        entry: Some(EntryPin::default()),
+                        ..Default::default()
+                    }),
+                    _ => Some(ExceptionReport {
+                        problem: i32::from(v % 2),
+                        text: small(v / 4),
+                        ..Default::default()
+                    }),
+                }
+            }
+        }
+    }
+
+    /// A message and a copy with a few fields changed to small values
+    /// (which may equal the old ones).
+    fn message_pair() -> impl Strategy<Value = (Message, Message)> {
+        let edits = vec((0..MESSAGE_FIELDS, any::<u8>()), 1..4);
+        (message(), edits).prop_map(|(a, edits)| {
+            let mut b = a.clone();
+            for (field, v) in edits {
+                mutate(&mut b, field, v);
+            }
+            (a, b)
+        })
+    }
+
+    const ENTRY_FIELDS: u8 = 8;
+
+    fn entry_pair() -> impl Strategy<Value = (Entry, Entry)> {
+        let edits = vec((0..ENTRY_FIELDS, any::<u8>(), any::<u8>()), 1..4);
+        (entry(), edits).prop_map(|(a, edits)| {
+            let mut b = a.clone();
+            for (field, v, w) in edits {
+                let n = u64::from(v % 3);
+                match field {
+                    0 => b.channel = small(v),
+                    1 => b.seq = n,
+                    2 => b.hub_micros = i64::from(v % 3),
+                    3 => b.recipients = small_list(v),
+                    4 => b.previous_leaf_hash = small(v).into_bytes(),
+                    5 => {
+                        let sm = b.message.get_or_insert_with(SignedMessage::default);
+                        sm.signature = match v % 4 {
+                            0 => None,
+                            1 => Some(Signature::default()),
+                            _ => Some(Signature {
+                                algorithm: small(v / 4),
+                                key_id: small(w),
+                                signature: small(w / 4).into_bytes(),
+                            }),
+                        }
+                    }
+                    6 => {
+                        b.message = match v % 3 {
+                            0 => None,
+                            1 => Some(SignedMessage::default()),
+                            _ => b.message.take().map(|mut sm| {
+                                sm.message = None;
+                                sm
+                            }),
+                        }
+                    }
+                    _ => {
+                        let sm = b.message.get_or_insert_with(SignedMessage::default);
+                        mutate(sm.message.get_or_insert_with(Message::default), v, w);
+                    }
+                }
+            }
+            (a, b)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn message_bytes_decode_back_and_hash_to_the_digest(m in message()) {
+            let bytes = message_bytes(&m);
+            prop_assert_eq!(decode_message(&bytes), Some(normalize(&m)));
+            prop_assert_eq!(message_digest(&m), sha256(&bytes));
+            // Decoded and encoded again: the same bytes.
+            if let Some(back) = decode_message(&bytes) {
+                prop_assert_eq!(message_bytes(&back), bytes);
+            }
+        }
+
+        #[test]
+        fn messages_share_a_digest_only_when_equal((a, b) in message_pair()) {
+            let same = normalize(&a) == normalize(&b);
+            prop_assert_eq!(message_bytes(&a) == message_bytes(&b), same);
+            prop_assert_eq!(message_digest(&a) == message_digest(&b), same);
+        }
+
+        #[test]
+        fn unrelated_messages_have_distinct_digests(a in message(), b in message()) {
+            let same = normalize(&a) == normalize(&b);
+            prop_assert_eq!(message_digest(&a) == message_digest(&b), same);
+        }
+
+        #[test]
+        fn leaf_bytes_decode_back_and_hash_to_the_leaf_hash(e in entry()) {
+            let bytes = leaf_bytes(&e);
+            let (fields, _) = leaf_view(&e);
+            prop_assert_eq!(decode_leaf(&bytes), Some(fields));
+            let hash = leaf_hash(&e);
+            prop_assert_eq!(hash, leaf_hash_of_bytes(&bytes));
+            prop_assert_eq!(hash, leaf_hash_with_digest(&e, &digest_of(&e)));
+            prop_assert_eq!(leaf_bytes_with_digest(&e, &digest_of(&e)), bytes);
+        }
+
+        #[test]
+        fn leaves_share_a_hash_only_when_equal((a, b) in entry_pair()) {
+            let same = leaf_view(&a) == leaf_view(&b);
+            prop_assert_eq!(leaf_bytes(&a) == leaf_bytes(&b), same);
+            prop_assert_eq!(leaf_hash(&a) == leaf_hash(&b), same);
+        }
     }
 }

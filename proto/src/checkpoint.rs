@@ -1517,3 +1517,82 @@ mod tests {
         ));
     }
 }
+
+/// The checkpoint and note parsers on arbitrary or damaged text: no
+/// panic, one spelling per checkpoint, and a damaged note never opens as
+/// another checkpoint.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::canonical::proptests::{damaged, text};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    const LOG: &str = "tongbao.example/hub";
+
+    fn lossy(bytes: Vec<u8>) -> String {
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    proptest! {
+        #[test]
+        fn a_checkpoint_that_checks_round_trips(
+            origin in text(),
+            size in any::<u64>(),
+            root in any::<Hash>(),
+            extensions in vec(text(), 0..3),
+        ) {
+            let cp = Checkpoint { origin, size, root, extensions };
+            if cp.check().is_ok() {
+                prop_assert_eq!(Checkpoint::parse_body(&cp.to_body()), Ok(cp));
+            }
+        }
+
+        #[test]
+        fn a_body_parses_only_in_its_one_spelling(
+            body in damaged(Just(Checkpoint::new(LOG, 12, [7; 32]).to_body().into_bytes()))
+                .prop_map(lossy),
+        ) {
+            if let Ok(cp) = Checkpoint::parse_body(&body) {
+                prop_assert_eq!(cp.check(), Ok(()));
+                prop_assert_eq!(cp.to_body(), body);
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_notes_and_keys_never_open_as_another_checkpoint() -> TestResult {
+        let (log_key, witness_key) = (SigningKey::generate()?, SigningKey::generate()?);
+        let signer = NoteSigner::new(LOG, &log_key)?;
+        let cosigner = Cosigner::new("witness.example", &witness_key)?;
+        let (log, witness) = (signer.verifier()?, cosigner.verifier()?);
+        let cp = Checkpoint::new(LOG, 12, [7; 32]);
+        let note = sign_checkpoint(&cp, &[signer])?;
+        let line = cosigner.cosign(&cp, 1_800_000_000)?;
+        let cosigned = format!("{note}{line}");
+        proptest!(|(bytes in damaged(Just(cosigned.clone().into_bytes())))| {
+            let text = lossy(bytes);
+            let _ = parse_note(&text);
+            if let Ok((opened, cosigs)) = open_checkpoint(&text, &log, std::slice::from_ref(&witness)) {
+                prop_assert_eq!(&opened, &cp);
+                prop_assert!(cosigs.iter().all(|c| c.timestamp == Some(1_800_000_000)));
+            }
+        });
+        let vkey = log.to_vkey();
+        proptest!(|(bytes in damaged(Just(vkey.clone().into_bytes())))| {
+            if let Ok(v) = NoteVerifier::from_vkey(&lossy(bytes)) {
+                // The name and key are bound by the key id: only the hex
+                // digits' case may change.
+                prop_assert_eq!(v.to_vkey(), vkey.clone());
+            }
+        });
+        proptest!(|(bytes in damaged(Just(line.clone().into_bytes())))| {
+            if let Ok(t) = verify_cosignature(&cp, &lossy(bytes), &witness) {
+                prop_assert_eq!(t, 1_800_000_000);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1485,4 +1485,114 @@ mod tests {
         }
         Ok(())
     }
+
+    /// The proofs against RFC 6962's definitions, computed naively above,
+    /// on random trees of random leaves: the hub's proofs are the naive
+    /// ones, verify against the naive root, and any change to a proof, a
+    /// leaf or a root makes them fail.
+    mod proptests {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+        use std::collections::BTreeSet;
+
+        /// Random leaf hashes, with a size and a position drawn from them.
+        fn tree() -> impl Strategy<Value = (Vec<Hash>, Index, Index)> {
+            (vec(any::<Hash>(), 1..160), any::<Index>(), any::<Index>())
+        }
+
+        /// A change to one byte of one hash: any byte, any nonzero mask.
+        fn change() -> impl Strategy<Value = (Index, usize, u8)> {
+            (any::<Index>(), 0..HASH_LEN, 1..=u8::MAX)
+        }
+
+        fn tampered(hashes: &[Hash], (at, byte, mask): (Index, usize, u8)) -> Vec<Hash> {
+            let mut out = hashes.to_vec();
+            if !out.is_empty() {
+                out[at.index(hashes.len())][byte] ^= mask;
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn inclusion_proofs_are_the_naive_ones_and_verify(
+                (all, size, leaf) in tree(),
+                change in change(),
+            ) {
+                let stored = store(&all)?;
+                let t = size.index(all.len()) + 1;
+                let n = leaf.index(t);
+                let root = naive_root(&all[..t]);
+                prop_assert_eq!(tree_hash(t as u64, &stored)?, root);
+                let proof = prove_record(t as u64, n as u64, &stored)?;
+                prop_assert_eq!(&proof, &naive_path(n, &all[..t]));
+                check_record(&proof, t as u64, &root, n as u64, &all[n])?;
+                inclusion_tampering_fails(&proof, t as u64, &root, n as u64, &all[n]);
+                if !proof.is_empty() {
+                    let bad = tampered(&proof, change);
+                    prop_assert!(check_record(&bad, t as u64, &root, n as u64, &all[n]).is_err());
+                }
+                let other = tampered(&all[n..=n], change)[0];
+                prop_assert!(check_record(&proof, t as u64, &root, n as u64, &other).is_err());
+            }
+
+            #[test]
+            fn consistency_proofs_are_the_naive_ones_and_verify(
+                (all, size, old) in tree(),
+                change in change(),
+            ) {
+                let stored = store(&all)?;
+                let t = size.index(all.len()) + 1;
+                let n = old.index(t + 1);
+                let (root_t, root_n) = (naive_root(&all[..t]), naive_root(&all[..n]));
+                let proof = prove_tree(t as u64, n as u64, &stored)?;
+                let want = if n == 0 {
+                    Vec::new()
+                } else {
+                    naive_subproof(n, &all[..t], true)
+                };
+                prop_assert_eq!(&proof, &want);
+                check_tree(&proof, t as u64, &root_t, n as u64, &root_n)?;
+                consistency_tampering_fails(&proof, t as u64, &root_t, n as u64, &root_n);
+                if !proof.is_empty() {
+                    let bad = tampered(&proof, change);
+                    prop_assert!(check_tree(&bad, t as u64, &root_t, n as u64, &root_n).is_err());
+                }
+                // An old tree that differs in one leaf is no prefix.
+                if n > 0 {
+                    let forked = naive_root(&tampered(&all[..n], change));
+                    prop_assert!(check_tree(&proof, t as u64, &root_t, n as u64, &forked).is_err());
+                }
+            }
+
+            #[test]
+            fn multiproofs_are_the_naive_ones_and_verify(
+                (all, size, _) in tree(),
+                picks in vec(any::<Index>(), 1..8),
+                change in change(),
+            ) {
+                let stored = store(&all)?;
+                let t = size.index(all.len()) + 1;
+                let set: Vec<usize> = picks
+                    .iter()
+                    .map(|p| p.index(t))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let indexes: Vec<u64> = set.iter().map(|&i| i as u64).collect();
+                let root = naive_root(&all[..t]);
+                let proof = prove_records(t as u64, &indexes, &stored)?;
+                prop_assert_eq!(&proof, &naive_multiproof(&set, &all[..t]));
+                let pairs: Vec<(u64, Hash)> = set.iter().map(|&i| (i as u64, all[i])).collect();
+                check_records(&proof, t as u64, &root, &pairs)?;
+                multiproof_tampering_fails(&proof, t as u64, &root, &pairs);
+                if !proof.is_empty() {
+                    let bad = tampered(&proof, change);
+                    prop_assert!(check_records(&bad, t as u64, &root, &pairs).is_err());
+                }
+            }
+        }
+    }
 }

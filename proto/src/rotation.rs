@@ -125,3 +125,36 @@ mod tests {
         Ok(())
     }
 }
+
+/// Reading a rotation body from arbitrary or damaged bytes never panics,
+/// and a damaged body never announces another key.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::canonical::proptests::damaged;
+    use proptest::prelude::*;
+
+    #[test]
+    fn damaged_bodies_never_announce_another_key() -> Result<(), Box<dyn std::error::Error>> {
+        let key = SigningKey::generate()?;
+        let good = body("tax", "m1", &key);
+        let announced = parse("tax", "m1", &good)?;
+        proptest!(|(bytes in damaged(Just(good.clone())))| {
+            if let Ok(a) = parse("tax", "m1", &bytes) {
+                prop_assert_eq!(a, announced.clone());
+            }
+        });
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn bodies_round_trip(unit in "[^\r\n]*", message_id in any::<String>()) {
+            let key = SigningKey::generate()?;
+            let a = parse(&unit, &message_id, &body(&unit, &message_id, &key))?;
+            prop_assert_eq!(a.public_key.as_slice(), key.public_key());
+            prop_assert_eq!(a.key_id.as_str(), key.key_id());
+            prop_assert_eq!(a.unit, unit);
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! `TONGBAO_FAILPOINT` names a point, the hub aborts there, as under
 //! `kill -9`, with nothing flushed or cleaned up; when it is
 //! `point:<ms>`, the hub waits there that long, holding open a window a
-//! test wants to look into. Off, every point is a no-op.
+//! test wants to look into; when it is `point:hold:<dir>`, the hub waits
+//! there until the test lets it go (see [`pause`]). Off, every point is a
+//! no-op.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,12 +39,33 @@ pub fn hit(name: &str) {
     }
 }
 
-/// Sleeps if `TONGBAO_FAILPOINT` is `name:<milliseconds>`.
+/// Sleeps if `TONGBAO_FAILPOINT` is `name:<milliseconds>`. Holds if it
+/// is `name:hold:<dir>`: the k-th time the point is reached (k from 1), it
+/// creates `<dir>/reached-k` and waits until `<dir>/release-k` exists, so
+/// that a test looks into the window for as long as it needs, however slow
+/// the machine.
 pub fn pause(name: &str) {
-    if let Some(ms) =
-        named().and_then(|v| v.strip_prefix(name)?.strip_prefix(':')?.parse::<u64>().ok())
+    if let Some(arg) =
+        named().and_then(|v| Some(v.strip_prefix(name)?.strip_prefix(':')?.to_string()))
     {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+        if let Some(dir) = arg.strip_prefix("hold:") {
+            hold(std::path::Path::new(dir));
+        } else if let Ok(ms) = arg.parse::<u64>() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}
+
+fn hold(dir: &std::path::Path) {
+    use std::sync::atomic::AtomicU64;
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let k = REACHED.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Err(e) = std::fs::write(dir.join(format!("reached-{k}")), b"") {
+        eprintln!("failpoint hold {k}: cannot write to {}: {e}", dir.display());
+        return;
+    }
+    while !dir.join(format!("release-{k}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

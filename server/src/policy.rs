@@ -489,3 +489,305 @@ mod tests {
         );
     }
 }
+
+/// The checks on arbitrary messages, most of them nearly valid: none
+/// panics, each passes or refuses with a `PolicyError`, and what passes
+/// keeps the rules written out again here.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+
+    const CALLER: &str = "tax";
+    const NOW: i64 = 1_800_000_000_000_000;
+    const DAY: i64 = 86_400_000_000;
+
+    /// Mostly a valid value, sometimes any.
+    fn mostly<T: std::fmt::Debug + Clone + 'static>(
+        valid: impl Strategy<Value = T> + 'static,
+        any: impl Strategy<Value = T> + 'static,
+    ) -> BoxedStrategy<T> {
+        prop_oneof![12 => valid, 1 => any].boxed()
+    }
+
+    fn id() -> BoxedStrategy<String> {
+        let known = prop::sample::select(vec!["tax", "civil-affairs", "finance"]);
+        mostly(
+            prop_oneof![known.prop_map(String::from), "[a-z][a-z0-9-]{0,63}"],
+            prop_oneof!["[a-z][a-z0-9-]{64,70}", any::<String>()],
+        )
+    }
+
+    fn hash() -> BoxedStrategy<Vec<u8>> {
+        mostly(Just(vec![7; HASH_LEN]), vec(any::<u8>(), 0..40))
+    }
+
+    fn pin() -> impl Strategy<Value = pb::EntryPin> + Clone {
+        (id(), 0..4u64, hash()).prop_map(|(channel, seq, leaf_hash)| pb::EntryPin {
+            channel,
+            seq,
+            leaf_hash,
+        })
+    }
+
+    fn some<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+        option::weighted(0.95, s)
+    }
+
+    /// What a message is shaped as: as drawn, or (before any field is
+    /// drawn wrong) as a receipt or as exception feedback.
+    #[derive(Debug, Clone, Copy)]
+    enum Shape {
+        AsDrawn,
+        Receipt,
+        Feedback,
+    }
+
+    fn message() -> impl Strategy<Value = pb::Message> {
+        let head = (
+            mostly("[A-Za-z0-9._:-]{1,20}", any::<String>()),
+            mostly(Just(CALLER.to_string()), id()),
+            mostly(0..17i32, any::<i32>()),
+            some((
+                vec(id(), 1..3),
+                vec(id(), 0..2),
+                vec(id(), 0..2),
+                any::<bool>(),
+            )),
+            option::of((
+                mostly(0..4i32, any::<i32>()),
+                mostly(0..4i32, any::<i32>()),
+                mostly(0..3i64, any::<i64>()),
+                mostly(0..2i32, any::<i32>()),
+            )),
+        )
+            .boxed();
+        let content = (
+            mostly("[a-z][a-z ]{0,12}", any::<String>()),
+            vec(any::<u8>(), 0..64),
+            "[a-z/+-]{0,16}",
+            vec(
+                (
+                    mostly("[a-z.]{1,8}", ".{0,300}"),
+                    "[a-z/]{0,8}",
+                    any::<u64>(),
+                    hash(),
+                ),
+                0..3,
+            ),
+        )
+            .boxed();
+        let tail = (
+            option::of((option::of((id(), any::<u64>())), "[a-z0-9]{0,3}")),
+            mostly(NOW - 6 * DAY..NOW + 60_000_000, any::<i64>()),
+            option::of(vec(pin(), 1..4)),
+            option::of((some(pin()), mostly(1..5i32, any::<i32>()), "[a-z ]{0,6}")),
+            prop_oneof![
+                Just(Shape::AsDrawn),
+                Just(Shape::Receipt),
+                Just(Shape::Feedback)
+            ],
+        )
+            .boxed();
+        (head, content, tail).prop_map(|(head, content, tail)| {
+            let (message_id, sender, kind, audience, labels) = head;
+            let (subject, body, content_type, attachments) = content;
+            let (references, created_micros, acknowledgement, exception, shape) = tail;
+            let mut m = pb::Message {
+                message_id,
+                sender,
+                kind,
+                audience: audience.map(|(units, mechanisms, offices, leading_group)| {
+                    pb::Audience {
+                        units,
+                        mechanisms,
+                        offices,
+                        leading_group,
+                    }
+                }),
+                labels: labels.map(|(sharing, priority, ack_deadline_micros, classification)| {
+                    pb::Labels {
+                        sharing,
+                        priority,
+                        ack_deadline_micros,
+                        classification,
+                    }
+                }),
+                subject,
+                body: body.into(),
+                content_type,
+                attachments: attachments
+                    .into_iter()
+                    .map(|(name, media_type, size, sha256)| pb::AttachmentDigest {
+                        name,
+                        media_type,
+                        size,
+                        sha256,
+                    })
+                    .collect(),
+                references: references.map(|(reply_to, case_id)| pb::References {
+                    reply_to: reply_to.map(|(channel, seq)| pb::EntryRef { channel, seq }),
+                    case_id,
+                }),
+                created_micros,
+                acknowledgement: acknowledgement.map(|entries| pb::Acknowledgement { entries }),
+                exception: exception.map(|(entry, problem, text)| pb::ExceptionReport {
+                    entry,
+                    problem,
+                    text,
+                }),
+            };
+            shape_as(&mut m, shape);
+            m
+        })
+    }
+
+    /// Gives the message the kind and audience its shape needs, from the
+    /// entries it names.
+    fn shape_as(m: &mut pb::Message, shape: Shape) {
+        let units = match shape {
+            Shape::AsDrawn => return,
+            Shape::Receipt => {
+                m.kind = Kind::Receipt as i32;
+                m.exception = None;
+                let pins = m.acknowledgement.as_ref().map(|a| a.entries.as_slice());
+                let senders: BTreeSet<String> = pins
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| p.channel.clone())
+                    .collect();
+                senders.into_iter().collect()
+            }
+            Shape::Feedback => {
+                m.kind = Kind::ExceptionFeedback as i32;
+                m.acknowledgement = None;
+                let pin = m.exception.as_ref().and_then(|x| x.entry.as_ref());
+                pin.map(|p| vec![p.channel.clone()]).unwrap_or_default()
+            }
+        };
+        let audience = m.audience.get_or_insert_with(pb::Audience::default);
+        audience.units = units;
+        audience.mechanisms.clear();
+    }
+
+    fn signed() -> impl Strategy<Value = pb::SignedMessage> {
+        (some(message()), some(Just(pb::Signature::default())))
+            .prop_map(|(message, signature)| pb::SignedMessage { message, signature })
+    }
+
+    /// The default limits, or small ones of any value.
+    fn limits() -> impl Strategy<Value = Limits> {
+        let small = (
+            0..3usize,
+            0..20usize,
+            0..4usize,
+            0..4usize,
+            0..30usize,
+            any::<u64>(),
+            any::<u64>(),
+        );
+        prop_oneof![
+            3 => Just(Limits::default()),
+            1 => small.prop_map(|(body, subject, attachments, names, id, skew, age)| Limits {
+                max_body_bytes: body * 32,
+                max_subject_bytes: subject,
+                max_attachments: attachments,
+                max_audience_names: names,
+                max_message_id_bytes: id,
+                max_clock_skew_secs: skew,
+                max_message_age_secs: age,
+                ..Limits::default()
+            }),
+        ]
+    }
+
+    fn now() -> impl Strategy<Value = i64> {
+        prop_oneof![3 => Just(NOW), 1 => 0..=i64::MAX]
+    }
+
+    /// What every accepted message keeps, checked apart from the code.
+    fn holds_every_rule(
+        signed: &pb::SignedMessage,
+        m: &pb::Message,
+        limits: &Limits,
+        now: i64,
+    ) -> Result<(), TestCaseError> {
+        prop_assert!(
+            signed
+                .message
+                .as_ref()
+                .is_some_and(|inner| std::ptr::eq(inner, m))
+        );
+        prop_assert!(signed.signature.is_some());
+        prop_assert_eq!(m.sender.as_str(), CALLER);
+        prop_assert!(valid_message_id(&m.message_id));
+        prop_assert!(m.message_id.len() <= limits.max_message_id_bytes);
+        let a = m.audience.clone().unwrap_or_default();
+        let names = a.units.len() + a.mechanisms.len() + a.offices.len();
+        prop_assert!((names > 0 || a.leading_group) && names <= limits.max_audience_names);
+        for name in a.units.iter().chain(&a.mechanisms).chain(&a.offices) {
+            prop_assert!(check_id("name", name).is_ok(), "{:?}", name);
+        }
+        let l = m.labels.unwrap_or_default();
+        prop_assert!(l.classification != Classification::Classified as i32);
+        prop_assert!(l.ack_deadline_micros >= 0);
+        prop_assert!(!m.subject.trim().is_empty() && m.subject.len() <= limits.max_subject_bytes);
+        prop_assert!(m.body.len() <= limits.max_body_bytes);
+        prop_assert!(m.attachments.len() <= limits.max_attachments);
+        prop_assert!(
+            m.attachments
+                .iter()
+                .all(|a| !a.name.is_empty() && a.sha256.len() == HASH_LEN)
+        );
+        prop_assert!(m.created_micros > 0);
+        let window = |secs: u64| i128::from(secs) * 1_000_000;
+        let (created, now) = (i128::from(m.created_micros), i128::from(now));
+        prop_assert!(created <= now + window(limits.max_clock_skew_secs));
+        prop_assert!(created >= now - window(limits.max_message_age_secs));
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn checks_never_panic_and_what_passes_keeps_the_rules(
+            signed in signed(),
+            limits in limits(),
+            now in now(),
+        ) {
+            if let Ok(m) = check_push(&signed, CALLER, &limits, now) {
+                holds_every_rule(&signed, m, &limits, now)?;
+                prop_assert!(kinds::is_pushable(m.kind) && !kinds::is_workflow(m.kind));
+                prop_assert!(m.acknowledgement.is_none());
+                prop_assert_eq!(
+                    m.exception.is_some(),
+                    m.kind == Kind::ExceptionFeedback as i32
+                );
+            }
+            if let Ok(m) = check_workflow_message(&signed, CALLER, &limits, now) {
+                holds_every_rule(&signed, m, &limits, now)?;
+                prop_assert!(kinds::is_workflow(m.kind));
+                prop_assert!(m.acknowledgement.is_none() && m.exception.is_none());
+            }
+            if let Ok(m) = check_key_rotation(&signed, CALLER, &limits, now) {
+                holds_every_rule(&signed, m, &limits, now)?;
+                prop_assert_eq!(m.kind, Kind::KeyRotation as i32);
+                prop_assert!(m.acknowledgement.is_none() && m.exception.is_none());
+            }
+            if let Ok((m, pins)) = check_receipt(&signed, CALLER, &limits, now) {
+                holds_every_rule(&signed, m, &limits, now)?;
+                prop_assert_eq!(m.kind, Kind::Receipt as i32);
+                prop_assert!(!pins.is_empty() && pins.len() <= MAX_RECEIPT_ENTRIES);
+                let senders: BTreeSet<&str> = pins.iter().map(|p| p.channel.as_str()).collect();
+                let units: BTreeSet<&str> = m
+                    .audience
+                    .iter()
+                    .flat_map(|a| a.units.iter().map(String::as_str))
+                    .collect();
+                prop_assert_eq!(senders, units);
+                prop_assert!(pins.iter().all(|p| p.leaf_hash.len() == HASH_LEN));
+            }
+        }
+    }
+}

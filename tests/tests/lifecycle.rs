@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tongbao_client::bundle::verify_bundle;
@@ -19,14 +19,19 @@ use tongbao_tests::{
 
 const UNITS: [&str; 3] = ["tax", "finance", "civil-affairs"];
 
+/// A bound that only catches a hang: tests wait for events, never time
+/// them (the bench measures how fast things happen).
+const HANG: Duration = Duration::from_secs(60);
+
 type Received = Arc<Mutex<Vec<(String, u64)>>>;
 
-/// Pushes to the two other units until told to stop; returns the receipts
-/// and every failure.
+/// Pushes to the two other units until told to stop, counting the
+/// answered pushes in `answered`; returns the receipts and every failure.
 async fn push_until(
     client: Client,
     me: &'static str,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> (Vec<PushReceipt>, Vec<String>) {
     let others: Vec<&str> = UNITS.iter().copied().filter(|u| *u != me).collect();
     let mut receipts = Vec::new();
@@ -37,13 +42,33 @@ async fn push_until(
             .push(note(&format!("{me} {i}")).to_units(others.clone()))
             .await
         {
-            Ok(r) => receipts.push(r),
+            Ok(r) => {
+                receipts.push(r);
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
             Err(e) => failures.push(e.to_string()),
         }
         i += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (receipts, failures)
+}
+
+/// Waits until every pusher has had `n` more pushes answered: the load
+/// went on through the step just taken.
+async fn pushes_go_on(answered: &[Arc<AtomicUsize>], n: usize) -> TestResult {
+    let targets: Vec<usize> = answered
+        .iter()
+        .map(|a| a.load(Ordering::SeqCst) + n)
+        .collect();
+    wait_until(HANG, "every unit's pushes go on", || {
+        let done = answered
+            .iter()
+            .zip(&targets)
+            .all(|(a, target)| a.load(Ordering::SeqCst) >= *target);
+        async move { Ok::<_, BoxError>(done) }
+    })
+    .await
 }
 
 /// Collects every delivered entry of a subscription.
@@ -90,10 +115,14 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
         clients.insert(u, c);
     }
     let mut pushers = Vec::new();
+    let mut answered = Vec::new();
     for (u, c) in &clients {
-        pushers.push((*u, tokio::spawn(push_until(c.clone(), u, stop.clone()))));
+        let count = Arc::new(AtomicUsize::new(0));
+        answered.push(count.clone());
+        let pusher = push_until(c.clone(), u, stop.clone(), count);
+        pushers.push((*u, tokio::spawn(pusher)));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pushes_go_on(&answered, 5).await?;
 
     // A unit's certificate: renewed, picked up by the client, old one revoked.
     let tax = clients.get("tax").ok_or("no tax client")?.clone();
@@ -104,14 +133,10 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
         .ok_or("renew reported no earlier certificate")?
         .serial
         .clone();
-    wait_until(
-        Duration::from_secs(10),
-        "tax reloads its certificate",
-        || {
-            let tax = tax.clone();
-            async move { Ok::<_, BoxError>(tax.reloads() >= 1) }
-        },
-    )
+    wait_until(HANG, "tax reloads its certificate", || {
+        let tax = tax.clone();
+        async move { Ok::<_, BoxError>(tax.reloads() >= 1) }
+    })
     .await?;
     pki::revoke(
         &dir,
@@ -119,7 +144,8 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
         RevocationReason::Superseded,
         7,
     )?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Tax goes on pushing with its new certificate.
+    pushes_go_on(&answered, 5).await?;
 
     // The hub's own certificate: new handshakes get the new one at once.
     let before = served_hub_cert(&t.pki, "finance", t.addr).await?;
@@ -129,23 +155,18 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
         .map(|c: rustls_pki_types::CertificateDer<'_>| c.as_ref().to_vec())?;
     assert_ne!(before, new_hub);
     let (pki_ref, addr) = (&t.pki, t.addr);
-    wait_until(
-        Duration::from_secs(10),
-        "the hub presents its new certificate",
-        || {
-            let new_hub = new_hub.clone();
-            async move { Ok(served_hub_cert(pki_ref, "finance", addr).await? == new_hub) }
-        },
-    )
+    wait_until(HANG, "the hub presents its new certificate", || {
+        let new_hub = new_hub.clone();
+        async move { Ok(served_hub_cert(pki_ref, "finance", addr).await? == new_hub) }
+    })
     .await?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    pushes_go_on(&answered, 5).await?;
 
     stop.store(true, Ordering::SeqCst);
     let mut sent: BTreeMap<&str, Vec<PushReceipt>> = BTreeMap::new();
     for (u, p) in pushers {
         let (receipts, failures) = p.await?;
         assert!(failures.is_empty(), "{u}: failed pushes: {failures:?}");
-        assert!(receipts.len() > 10, "{u} pushed only {}", receipts.len());
         let distinct: BTreeSet<u64> = receipts.iter().map(|r| r.seq).collect();
         assert_eq!(
             distinct.len(),
@@ -163,7 +184,7 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
             .collect();
         let got = received.get(u).ok_or("no collector")?.clone();
         let want = expected.clone();
-        let waited = wait_until(Duration::from_secs(20), "every delivery arrives", || {
+        let waited = wait_until(HANG, "every delivery arrives", || {
             let got = got.clone();
             let want = want.clone();
             async move {
@@ -210,7 +231,7 @@ async fn rotating_unit_and_hub_certificates_under_load_loses_nothing() -> TestRe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_unit_is_cut_off_within_two_seconds_and_others_are_not() -> TestResult {
+async fn revoked_unit_is_cut_off_and_others_are_not() -> TestResult {
     let t = TestHub::start().await?;
     let (mut tax_stream, mut finance_stream, finance, civil) = tax_and_finance_live(&t).await?;
 
@@ -220,12 +241,15 @@ async fn revoked_unit_is_cut_off_within_two_seconds_and_others_are_not() -> Test
         RevocationReason::KeyCompromise,
         7,
     )?;
-    let revoked_at = std::time::Instant::now();
-    // The open subscription ends with a clear error within 2 s.
-    let ended = tokio::time::timeout(Duration::from_secs(2), tax_stream.next())
-        .await
-        .map_err(|_| "the revoked unit's subscription was still open after 2 s")?;
-    match ended {
+    // The open subscription ends with a clear error, once the hub's file
+    // watch has read the new CRL (how soon is not this test's business).
+    match next_within(
+        &mut tax_stream,
+        HANG,
+        "the revoked unit's subscription ends",
+    )
+    .await?
+    {
         Some(Err(e @ ClientError::CertificateRefused { .. })) => {
             assert!(e.to_string().contains("certificate revoked"), "{e}");
         }
@@ -236,7 +260,6 @@ async fn revoked_unit_is_cut_off_within_two_seconds_and_others_are_not() -> Test
         Err(e) => assert!(e.to_string().contains("certificate revoked"), "{e}"),
         Ok(_) => return Err("a revoked certificate connected".into()),
     }
-    assert!(revoked_at.elapsed() < Duration::from_secs(2));
     // The hub holds no connection of tax any more.
     let hub = t.hub.as_ref().ok_or("no hub")?;
     assert!(
@@ -247,7 +270,7 @@ async fn revoked_unit_is_cut_off_within_two_seconds_and_others_are_not() -> Test
 
     // Others are unaffected: their open subscription keeps delivering.
     let r = civil.push(note("after").to_units(["finance"])).await?;
-    let next = tokio::time::timeout(Duration::from_secs(10), finance_stream.next())
+    let next = next_within(&mut finance_stream, HANG, "delivery")
         .await?
         .ok_or("finance's subscription ended")??;
     assert_eq!((next.channel(), next.seq()), (r.channel.as_str(), r.seq));
@@ -486,7 +509,7 @@ async fn tax_and_finance_live(
         .push(note("before").to_units(["tax", "finance"]))
         .await?;
     for s in [&mut tax_stream, &mut finance_stream] {
-        let first = next_within(s, Duration::from_secs(10), "first delivery").await?;
+        let first = next_within(s, HANG, "first delivery").await?;
         assert!(matches!(first, Some(Ok(_))), "{first:?}");
     }
     Ok((tax_stream, finance_stream, finance, civil))
@@ -515,7 +538,7 @@ async fn sighup_reloads_the_crl_when_the_file_watch_is_off() -> TestResult {
     let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
     let mut tax_stream = Box::pin(tax.subscribe(0));
     finance.push(note("before").to_units(["tax"])).await?;
-    let first = next_within(&mut tax_stream, Duration::from_secs(10), "first delivery").await?;
+    let first = next_within(&mut tax_stream, HANG, "first delivery").await?;
     assert!(matches!(first, Some(Ok(_))), "{first:?}");
 
     pki::revoke(
@@ -524,23 +547,21 @@ async fn sighup_reloads_the_crl_when_the_file_watch_is_off() -> TestResult {
         RevocationReason::KeyCompromise,
         7,
     )?;
-    // Well past the watch's one-second period, the hub still uses the old
-    // CRL: the open subscription delivers and a new handshake is accepted.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The hub's TLS watch, which would have read the new CRL, has run since:
+    // it closed a connection whose certificate ended after the revocation
+    // was written (it checks the files, if watched, then the connections,
+    // each round). Still the hub uses the old CRL: the open subscription
+    // delivers and a new handshake is accepted.
+    let (_marker, mut marker_stream) =
+        short_lived_subscription(&pki, hub.addr, "civil-affairs", &finance).await?;
+    expired_end(&mut marker_stream).await?;
     finance.push(note("staged").to_units(["tax"])).await?;
-    let staged = next_within(&mut tax_stream, Duration::from_secs(10), "delivery").await?;
+    let staged = next_within(&mut tax_stream, HANG, "delivery").await?;
     assert!(matches!(staged, Some(Ok(_))), "{staged:?}");
     Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
 
     hub.hangup()?;
-    let hung_up = std::time::Instant::now();
-    match next_within(
-        &mut tax_stream,
-        Duration::from_secs(2),
-        "the subscription ends",
-    )
-    .await?
-    {
+    match next_within(&mut tax_stream, HANG, "the subscription ends").await? {
         Some(Err(e @ ClientError::CertificateRefused { .. })) => {
             assert!(e.to_string().contains("certificate revoked"), "{e}")
         }
@@ -550,7 +571,6 @@ async fn sighup_reloads_the_crl_when_the_file_watch_is_off() -> TestResult {
         Err(e) => assert!(e.to_string().contains("certificate revoked"), "{e}"),
         Ok(_) => return Err("a revoked certificate connected after SIGHUP".into()),
     }
-    assert!(hung_up.elapsed() < Duration::from_secs(2));
     // The hub kept running and serving everyone else.
     finance
         .push(note("after").to_units(["civil-affairs"]))
@@ -630,42 +650,74 @@ async fn session_resumption_cannot_readmit_a_revoked_certificate() -> TestResult
     t.stop().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_expiring_while_connected_is_cut_off_within_seconds() -> TestResult {
-    let t = TestHub::start().await?;
-    let now = time::OffsetDateTime::now_utc();
-    let lifetime = time::Duration::seconds(8);
-    let cert = t.pki.ca()?.issue_client_between(
-        &Principal::Unit("tax".into()),
-        "Tax Bureau",
-        now - time::Duration::days(1),
-        now + lifetime,
-    )?;
-    let ends = std::time::Instant::now() + Duration::from_secs(8);
-    let cfg = t.pki.custom_client(
-        "short-lived",
-        &cert,
-        Principal::Unit("tax".into()),
-        "tax",
-        t.addr,
-    )?;
-    let tax = Client::connect(&cfg).await?;
-    let finance = t.unit("finance").await?;
-    let mut stream = Box::pin(tax.subscribe(0));
-    finance.push(note("while valid").to_units(["tax"])).await?;
-    let first = next_within(&mut stream, Duration::from_secs(10), "first delivery").await?;
-    assert!(matches!(first, Some(Ok(_))), "{first:?}");
-    if std::time::Instant::now() >= ends {
-        return Err("the machine was too slow to deliver before the certificate ended".into());
-    }
-    // Ends at the certificate's end plus the hub's one-second check, plus slack.
-    let within = ends.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(4);
-    match next_within(&mut stream, within, "the expired connection is closed").await? {
-        Some(Err(e @ ClientError::CertificateRefused { .. })) => {
-            assert!(e.to_string().contains("expired"), "{e}")
+/// A client of `unit` whose certificate ends a few seconds after it is
+/// issued, with its subscription live: it has received a delivery pushed
+/// by `sender`. A slow machine may miss that window (the certificate ends
+/// before the subscription is live, and the hub refuses it as expired);
+/// then it tries again with twice the lifetime, so that what is tested is
+/// the hub's behaviour at the end of a certificate, not the machine's speed.
+async fn short_lived_subscription(
+    pki: &TestPki,
+    hub: std::net::SocketAddr,
+    unit: &str,
+    sender: &Client,
+) -> Result<(Client, Deliveries), BoxError> {
+    let principal = Principal::Unit(unit.into());
+    let mut seconds = 4;
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let cert = pki.ca()?.issue_client_between(
+            &principal,
+            "Short-lived",
+            now - time::Duration::days(1),
+            now + time::Duration::seconds(seconds),
+        )?;
+        let name = format!("short-lived-{unit}-{seconds}");
+        let cfg = pki.custom_client(&name, &cert, principal.clone(), unit, hub)?;
+        let live = async {
+            let client = Client::connect(&cfg).await?;
+            let mut stream: Deliveries = Box::pin(client.subscribe(0));
+            let subject = format!("while valid for {seconds} s");
+            sender.push(note(&subject).to_units([unit])).await?;
+            // Earlier entries of the inbox come first.
+            loop {
+                match next_within(&mut stream, HANG, "a delivery").await? {
+                    Some(Ok(e)) if e.message().subject == subject => return Ok((client, stream)),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(BoxError::from(e)),
+                    None => return Err("the subscription ended".into()),
+                }
+            }
+        };
+        match live.await {
+            Ok(live) => return Ok(live),
+            Err(e) if e.to_string().to_lowercase().contains("expired") && seconds < 256 => {
+                seconds *= 2
+            }
+            Err(e) => return Err(e),
         }
-        other => return Err(format!("expected certificate expired, got {other:?}").into()),
     }
+}
+
+/// The end of a subscription whose certificate expired.
+async fn expired_end(stream: &mut Deliveries) -> TestResult {
+    match next_within(stream, HANG, "the expired connection is closed").await? {
+        Some(Err(e @ ClientError::CertificateRefused { .. })) => {
+            assert!(e.to_string().contains("expired"), "{e}");
+            Ok(())
+        }
+        other => Err(format!("expected certificate expired, got {other:?}").into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_expiring_while_connected_is_cut_off() -> TestResult {
+    let t = TestHub::start().await?;
+    let finance = t.unit("finance").await?;
+    let (_tax, mut stream) = short_lived_subscription(&t.pki, t.addr, "tax", &finance).await?;
+    // The hub checks open connections each second and closes this one once
+    // its certificate has ended.
+    expired_end(&mut stream).await?;
     assert!(
         !t.hub
             .as_ref()
@@ -692,13 +744,7 @@ async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
             reason: "drill".into(),
         })
         .await?;
-    match next_within(
-        &mut tax_stream,
-        Duration::from_secs(2),
-        "the subscription ends",
-    )
-    .await?
-    {
+    match next_within(&mut tax_stream, HANG, "the subscription ends").await? {
         Some(Err(e)) => {
             assert_eq!(e.code(), Some(tonic::Code::PermissionDenied), "{e}");
             assert!(e.to_string().contains("suspended"), "{e}");
@@ -718,7 +764,7 @@ async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
     );
     // Finance's subscription keeps delivering.
     let r = civil.push(note("after").to_units(["finance"])).await?;
-    let next = next_within(&mut finance_stream, Duration::from_secs(10), "delivery")
+    let next = next_within(&mut finance_stream, HANG, "delivery")
         .await?
         .ok_or("finance's subscription ended")??;
     assert_eq!((next.channel(), next.seq()), (r.channel.as_str(), r.seq));
@@ -756,7 +802,7 @@ async fn a_crash_between_announcing_and_registering_a_key_is_finished_at_restart
     };
     let crashed = tax.directory().rotate_key(request.clone()).await;
     assert!(crashed.is_err(), "{crashed:?}");
-    let status = hub.wait_exit(Duration::from_secs(10))?;
+    let status = hub.wait_exit(HANG)?;
     assert!(!status.success(), "the hub did not crash: {status}");
 
     // Restart without the crash point: the rotation is finished first.
@@ -815,7 +861,7 @@ async fn offline_bundle_refuses_a_signature_made_before_its_key_began() -> TestR
     let finance = t.unit("finance").await?;
     let pushed = tax.push(note("dated").to_units(["finance"])).await?;
     // A checkpoint covers the entry within a second or so.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + HANG;
     let mut bundle = loop {
         match finance.export_bundle(&[("tax".into(), pushed.seq)]).await {
             Ok(b) => break b,

@@ -301,9 +301,23 @@ async fn checkpoints_are_signed_on_a_cadence_and_survive_restart() -> TestResult
         .await?
         .into_inner()
         .vkey;
-    // Within about a second the cadence has signed size 5 without being asked.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    hub.kill()?;
+    // Nobody asks for a checkpoint: the cadence signs size 5 by itself.
+    // What the hub stored shows it (asked, the hub would sign one there and
+    // then). Its database is read with the hub stopped, so the hub is
+    // stopped and started again on the same data until the cadence has run.
+    let mut hub = hub;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hub.kill()?;
+        if stored_checkpoint_size(&pki, "tax")? == Some(5) {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err("the cadence never signed a checkpoint of size 5".into());
+        }
+        hub = HubProcess::start(&pki, HUB)?;
+    }
     let hub = HubProcess::start(&pki, HUB)?;
     let mut log = LogClient::new(raw_channel(&pki, "finance", hub.addr).await?);
     let again = log
@@ -361,6 +375,19 @@ fn entry_key(channel: &str, seq: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The size of the checkpoint a stopped hub stored for `channel`.
+fn stored_checkpoint_size(pki: &TestPki, channel: &str) -> Result<Option<u64>, BoxError> {
+    use tongbao_server::store::Store;
+    let store = tongbao_server::store::SledStore::open(&pki.path().join("data"), true)?;
+    let Some(note) = store.checkpoints()?.remove(channel) else {
+        return Ok(None);
+    };
+    let text = tongbao_proto::checkpoint::parse_note(&note)?.text;
+    Ok(Some(
+        tongbao_proto::checkpoint::Checkpoint::parse_body(&text)?.size,
+    ))
 }
 
 /// Edits the stored data of a stopped hub directly.

@@ -28,7 +28,7 @@ async fn subscription_resumes_after_connection_loss_without_gaps_or_duplicates()
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Ok::<_, tongbao_client::ClientError>(())
+        Ok::<_, tongbao_client::ClientError>(tax)
     });
 
     let mut seen = Vec::new();
@@ -44,7 +44,7 @@ async fn subscription_resumes_after_connection_loss_without_gaps_or_duplicates()
             cuts += 1;
         }
     }
-    pusher.await??;
+    let tax = pusher.await??;
     assert!(cuts >= 4);
     assert!(
         relay.connections() > cuts,
@@ -58,13 +58,14 @@ async fn subscription_resumes_after_connection_loss_without_gaps_or_duplicates()
     );
     let seqs: Vec<u64> = seen.iter().map(|s| s.1).collect();
     assert_eq!(seqs, (0..total).collect::<Vec<_>>());
-    // Nothing more arrives: no duplicate after the last reconnect.
+    // Nothing more arrives before a marker pushed after a last reconnect:
+    // no duplicate.
     relay.cut_all();
-    assert!(
-        tokio::time::timeout(Duration::from_millis(700), stream.next())
-            .await
-            .is_err()
-    );
+    let marker = tax.push(note("marker").to_units(["civil-affairs"])).await?;
+    let e = tokio::time::timeout(WAIT, stream.next())
+        .await?
+        .ok_or("subscription ended")??;
+    assert_eq!((e.cursor, e.seq()), (total + 1, marker.seq));
     t.stop().await
 }
 
@@ -130,8 +131,13 @@ async fn a_subscriber_that_does_not_read_loses_nothing() -> TestResult {
 async fn hub_shutdown_ends_subscriptions_cleanly() -> TestResult {
     let t = TestHub::start().await?;
     let finance = t.unit("finance").await?;
-    let _stream = Box::pin(finance.subscribe(0));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = Box::pin(finance.subscribe(0));
+    // The subscription is open: it has delivered.
+    let tax = t.unit("tax").await?;
+    tax.push(note("live").to_units(["finance"])).await?;
+    tokio::time::timeout(WAIT, stream.next())
+        .await?
+        .ok_or("subscription ended")??;
     // Must not hang on the open stream.
     tokio::time::timeout(Duration::from_secs(10), t.stop()).await??;
     Ok(())

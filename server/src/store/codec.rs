@@ -336,3 +336,182 @@ pub(super) fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
         Ok((String::from_utf8_lossy(rest).into_owned(), None))
     }
 }
+
+/// The record layouts on arbitrary or damaged bytes: no panic, and what is
+/// written reads back; merged runs answer every position as the runs they
+/// merge did.
+#[cfg(test)]
+pub(super) mod proptests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// Arbitrary bytes, and `valid` bytes with a few bytes changed and
+    /// perhaps cut short, so that a decoder gets past its first checks.
+    pub(in crate::store) fn damaged(
+        valid: impl Strategy<Value = Vec<u8>>,
+    ) -> impl Strategy<Value = Vec<u8>> {
+        let edits = vec((any::<Index>(), any::<u8>()), 0..4);
+        prop_oneof![
+            vec(any::<u8>(), 0..200),
+            (valid, edits, option::of(any::<Index>())).prop_map(|(mut bytes, edits, cut)| {
+                for (at, x) in edits {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= x;
+                    }
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len() + 1));
+                }
+                bytes
+            }),
+        ]
+    }
+
+    fn position() -> impl Strategy<Value = u64> {
+        prop_oneof![0..5u64, Just(u64::MAX - 8), any::<u64>()]
+    }
+
+    fn items() -> impl Strategy<Value = Vec<(u64, String)>> {
+        vec((any::<u64>(), "[a-z-]{0,12}"), 1..5)
+    }
+
+    fn entry_with(recipients: usize, body: Vec<u8>) -> pb::Entry {
+        pb::Entry {
+            channel: "tax".into(),
+            seq: 3,
+            recipients: (0..recipients).map(|i| format!("unit-{i}")).collect(),
+            message: Some(pb::SignedMessage {
+                message: Some(pb::Message {
+                    body: body.into(),
+                    ..Default::default()
+                }),
+                signature: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A run: its first position, its items (seq, channel), and the time
+    /// its positions were first served.
+    type Run = (u64, Vec<(u64, String)>, u64);
+
+    /// One inbox's positions in runs of 1 to 4, some runs apart.
+    fn inbox_runs() -> impl Strategy<Value = Vec<Run>> {
+        let run = (
+            0..2u64,
+            vec((any::<u64>(), "[a-z]{1,6}"), 1..5),
+            any::<u64>(),
+        );
+        (0..1000u64, vec(run, 1..8)).prop_map(|(start, runs)| {
+            let mut next = start;
+            runs.into_iter()
+                .map(|(gap, items, time)| {
+                    let first = next + gap;
+                    next = first + items.len() as u64;
+                    (first, items, time)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn inbox_runs_read_back(first in position(), items in items()) {
+            let Some(last) = first.checked_add(items.len() as u64 - 1) else {
+                return Ok(());
+            };
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let read = decode_inbox_run("tax", last, &inbox_run(first, &refs))?;
+            let want: Vec<InboxItem> = (first..)
+                .zip(&items)
+                .map(|(cursor, (seq, channel))| InboxItem { cursor, seq: *seq, channel: channel.clone() })
+                .collect();
+            prop_assert_eq!(read, want);
+        }
+
+        #[test]
+        fn answer_runs_read_back(first in position(), exception in any::<bool>(), seq in any::<u64>(), hub_micros in any::<i64>()) {
+            let kind = if exception { AnswerKind::Exception } else { AnswerKind::Acknowledged };
+            let read = decode_answer(&answer_run(first, kind, seq, hub_micros))?;
+            prop_assert_eq!(read, Answer { kind, seq, hub_micros });
+        }
+
+        #[test]
+        fn entry_records_read_back(
+            hash in any::<Hash>(),
+            cursors in vec(any::<u64>(), 0..5),
+            body in vec(any::<u8>(), 0..50),
+        ) {
+            let entry = entry_with(cursors.len(), body);
+            let encoded = entry.encode_to_vec();
+            let read = decode_entry("tax", 3, &entry_record(&hash, cursors.iter().copied(), &encoded))?;
+            prop_assert_eq!(read.entry, entry);
+            prop_assert_eq!(read.leaf_hash, hash);
+            prop_assert_eq!(&read.encoded[..], &encoded[..]);
+            prop_assert_eq!(read.cursors, cursors);
+        }
+
+        #[test]
+        fn keys_split_back(kind in any::<u8>(), name in "[^\u{0}]{0,20}", n in option::of(any::<u64>())) {
+            prop_assert_eq!(split_key(&key(kind, &name, n))?, (name, n));
+        }
+
+        #[test]
+        fn damaged_records_decode_without_panic(
+            inbox in damaged(items().prop_map(|items| {
+                let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+                inbox_run(7, &refs)
+            })),
+            last in prop_oneof![7..12u64, any::<u64>()],
+            answer in damaged(Just(answer_run(7, AnswerKind::Exception, 9, 11))),
+            entry in damaged((vec(any::<u64>(), 0..3), vec(any::<u8>(), 0..20)).prop_map(|(c, body)| {
+                entry_record(&[1; 32], c.iter().copied(), &entry_with(c.len(), body).encode_to_vec())
+            })),
+            fetched in damaged(Just([7u64.to_be_bytes(), 5u64.to_be_bytes()].concat())),
+            cursor in prop_oneof![5..12u64, any::<u64>()],
+        ) {
+            let _ = decode_inbox_run("tax", last, &inbox);
+            let _ = decode_answer(&answer);
+            let _ = fetched_at(&fetched, cursor);
+            if let Ok(e) = decode_entry("tax", 3, &entry) {
+                prop_assert_eq!(e.cursors.len(), e.entry.recipients.len());
+            }
+            let _ = split_key(&entry);
+        }
+
+        #[test]
+        fn merged_runs_answer_each_position_as_before(runs in inbox_runs()) {
+            let mut writes = BTreeMap::new();
+            for (first, items, time) in &runs {
+                let last = first + items.len() as u64 - 1;
+                let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+                writes.insert(key(INBOX, "tax", Some(last)), inbox_run(*first, &refs).into());
+                let fetched = [first.to_be_bytes(), time.to_be_bytes()].concat();
+                writes.insert(key(FETCHED, "tax", Some(last)), fetched.into());
+            }
+            let merged: BTreeMap<Vec<u8>, sled::IVec> = merge_runs(&writes).into_iter().collect();
+            prop_assert!(merged.len() <= writes.len());
+            for (first, items, time) in &runs {
+                for (cursor, (seq, channel)) in (*first..).zip(items) {
+                    // The run holding a position is the first key at or after it.
+                    let run = |kind| merged.range(key(kind, "tax", Some(cursor))..).next();
+                    let Some((k, v)) = run(INBOX) else {
+                        return Err(TestCaseError::fail(format!("no inbox run holds {cursor}")));
+                    };
+                    let (_, last) = split_key(k)?;
+                    let read = decode_inbox_run("tax", last.unwrap_or_default(), v)?;
+                    let want = InboxItem { cursor, seq: *seq, channel: channel.clone() };
+                    prop_assert!(read.contains(&want), "{:?} not in {:?}", want, read);
+                    let Some((_, v)) = run(FETCHED) else {
+                        return Err(TestCaseError::fail(format!("no fetched run holds {cursor}")));
+                    };
+                    prop_assert_eq!(fetched_at(v, cursor), Ok(*time));
+                }
+            }
+        }
+    }
+}

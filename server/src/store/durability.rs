@@ -540,3 +540,31 @@ fn decode_ops(bytes: &[u8]) -> Result<Vec<Write>, StoreError> {
     }
     Ok(ops)
 }
+
+/// A commit's records on arbitrary or damaged bytes: no panic, and one
+/// encoding per commit.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::store::codec::proptests::damaged;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn ops() -> impl Strategy<Value = Vec<Write>> {
+        vec((vec(any::<u8>(), 0..20), vec(any::<u8>(), 0..40)), 0..5)
+    }
+
+    proptest! {
+        #[test]
+        fn ops_read_back(ops in ops()) {
+            prop_assert_eq!(decode_ops(&encode_ops(&ops))?, ops);
+        }
+
+        #[test]
+        fn damaged_ops_decode_without_panic(bytes in damaged(ops().prop_map(|o| encode_ops(&o)))) {
+            if let Ok(ops) = decode_ops(&bytes) {
+                prop_assert_eq!(encode_ops(&ops), bytes);
+            }
+        }
+    }
+}
