@@ -125,6 +125,10 @@ pub struct Limits {
     /// A `Pull` page stops growing past this many bytes (it always holds at
     /// least one entry), so pages of large bodies stay within gRPC limits.
     pub max_page_bytes: usize,
+    /// Audited entries one audit or statistics query may cover. A period
+    /// holding more is refused with the end to ask for instead, never
+    /// answered in part: figures are complete or not given.
+    pub max_audit_entries: usize,
 }
 
 impl Default for Limits {
@@ -140,6 +144,7 @@ impl Default for Limits {
             default_page_size: 100,
             max_page_size: 1000,
             max_page_bytes: 4 << 20,
+            max_audit_entries: 200_000,
         }
     }
 }

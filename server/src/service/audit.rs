@@ -11,8 +11,6 @@ use tongbao_proto::identity::{LEADING_GROUP_INBOX, OFFICE_INBOX_PREFIX, Principa
 use tongbao_proto::pb::{self, DeliveryState, audit_server::Audit};
 use tonic::{Request, Response, Status};
 
-/// Entries examined per request at most, whatever the filters.
-const MAX_SCAN: usize = 200_000;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
 
@@ -144,14 +142,39 @@ fn row<'a>(stats: &'a mut BTreeMap<String, StatsRow>, unit: &str) -> &'a mut Sta
     })
 }
 
+/// The entries of a mechanism's scope in a period, up to the cap.
+struct Period {
+    /// Oldest first, at most `limits.max_audit_entries`.
+    rows: Vec<ScopedEntry>,
+    since: i64,
+    /// The hub time of the first entry past the cap, when the period holds
+    /// more: callers either finish within `rows` or refuse with
+    /// [`Period::too_large`].
+    more_from: Option<i64>,
+}
+
+impl Period {
+    /// The refusal of a period holding more than the cap: an audit
+    /// answered from part of its period would undercount without saying so.
+    fn too_large(&self, state: &HubState, mechanism: &str) -> Status {
+        let cap = state.limits.max_audit_entries;
+        // Ending the period at the first entry left out keeps it in bounds.
+        let hint = match self.more_from {
+            Some(t) if t > self.since => {
+                format!("; e.g. until_micros {t}, the hub time of the first entry past the cap")
+            }
+            _ => String::new(),
+        };
+        Status::resource_exhausted(format!(
+            "the period asked of {mechanism} holds more than {cap} audited entries \
+             (limits.max_audit_entries); ask for a shorter period (since_micros/until_micros){hint}"
+        ))
+    }
+}
+
 /// Entries in a mechanism's scope with hub time in [since, until); 0 means
 /// no bound.
-fn scoped(
-    state: &HubState,
-    mechanism: &str,
-    since: i64,
-    until: i64,
-) -> Result<Vec<ScopedEntry>, Status> {
+fn scoped(state: &HubState, mechanism: &str, since: i64, until: i64) -> Result<Period, Status> {
     let until = if until <= 0 { i64::MAX } else { until };
     if since > until {
         return Err(Status::invalid_argument(format!(
@@ -159,10 +182,38 @@ fn scoped(
              ask for since <= until, or until 0 for \"up to now\""
         )));
     }
-    state
+    let since = since.max(0);
+    let cap = state.limits.max_audit_entries;
+    // One more than the cap tells a full period from a larger one.
+    let mut rows = state
         .store
-        .audit_scope(mechanism, since.max(0), until, MAX_SCAN)
-        .map_err(storage_status)
+        .audit_scope(mechanism, since, until, cap.saturating_add(1))
+        .map_err(storage_status)?;
+    let more_from = if rows.len() > cap {
+        rows.truncate(cap + 1);
+        rows.pop().map(|r| r.hub_micros)
+    } else {
+        None
+    };
+    Ok(Period {
+        rows,
+        since,
+        more_from,
+    })
+}
+
+/// Every entry of the period, or the refusal of a period too large.
+fn whole_period(
+    state: &HubState,
+    mechanism: &str,
+    since: i64,
+    until: i64,
+) -> Result<Vec<ScopedEntry>, Status> {
+    let period = scoped(state, mechanism, since, until)?;
+    if period.more_from.is_some() {
+        return Err(period.too_large(state, mechanism));
+    }
+    Ok(period.rows)
 }
 
 fn as_of(asked: i64) -> i64 {
@@ -195,9 +246,9 @@ impl Audit for AuditService {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         } as usize;
-        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
+        let period = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
         let mut entries = Vec::new();
-        for s in &scoped {
+        for s in &period.rows {
             if !req.sender.is_empty() && s.channel != req.sender {
                 continue;
             }
@@ -220,6 +271,11 @@ impl Audit for AuditService {
                 break;
             }
         }
+        // A short page says "that is all": only true if the whole period
+        // was looked at.
+        if entries.len() < limit && period.more_from.is_some() {
+            return Err(period.too_large(&self.state, &mechanism));
+        }
         Ok(Response::new(pb::ListDeliveriesResponse {
             entries,
             as_of_micros: as_of,
@@ -233,7 +289,7 @@ impl Audit for AuditService {
         let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
         let req = request.into_inner();
         let as_of = as_of(req.as_of_micros);
-        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
+        let scoped = whole_period(&self.state, &mechanism, req.since_micros, req.until_micros)?;
         let mut audited_entries = Vec::with_capacity(scoped.len());
         for s in &scoped {
             if let Some(a) = audited(&self.state, s, as_of)? {
@@ -257,7 +313,7 @@ pub(crate) fn audited_period(
     as_of: i64,
 ) -> Result<Vec<pb::AuditedEntry>, Status> {
     let mut out = Vec::new();
-    for s in &scoped(state, mechanism, since, until)? {
+    for s in &whole_period(state, mechanism, since, until)? {
         if let Some(a) = audited(state, s, as_of)? {
             out.push(a);
         }

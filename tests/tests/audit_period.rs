@@ -1,0 +1,138 @@
+//! The office's audit and statistics over a period: complete figures, or a
+//! refusal saying the period is too large and what to ask for instead;
+//! never figures counted from part of the period.
+
+use std::collections::BTreeMap;
+use tongbao_client::{Client, ClientError};
+use tongbao_proto::pb;
+use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
+use tongbao_tests::{BoxError, TestHub, TestResult, members_of, note, refused};
+use tonic::Code;
+
+const FUND: &str = "fund-supervision";
+/// The cap the tests set: small, instead of pushing 200,000 messages.
+const CAP: usize = 50;
+
+/// Pushes `n` notifications from `from` to the mechanism, all accepted.
+async fn push_n(from: &Client, n: usize, tag: &str) -> TestResult {
+    let drafts = (0..n)
+        .map(|i| note(&format!("fund check {tag} {i}")).to_mechanism(FUND))
+        .collect();
+    for r in from.push_batch(drafts).await? {
+        r?;
+    }
+    Ok(())
+}
+
+/// Sent and received per unit.
+fn figures(units: &[pb::UnitStats]) -> BTreeMap<String, (u64, u64)> {
+    units
+        .iter()
+        .map(|u| (u.unit.clone(), (u.sent, u.received)))
+        .collect()
+}
+
+/// The `until_micros` a refusal suggests.
+fn suggested_until(e: &ClientError) -> Result<i64, BoxError> {
+    let text = e.to_string();
+    let at = text
+        .find("until_micros ")
+        .ok_or_else(|| format!("no suggested end in {text:?}"))?;
+    let digits: String = text[at + "until_micros ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Ok(digits.parse()?)
+}
+
+async fn wait_until_past(micros: i64) {
+    while tongbao_proto::now_micros() <= micros {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_over_the_cap_is_refused_and_one_under_it_is_complete() -> TestResult {
+    let t = TestHub::start_with(|c| c.limits.max_audit_entries = CAP).await?;
+    let others = members_of(FUND).len() as u64 - 1;
+    let since = tongbao_proto::now_micros();
+    let civil = t.unit("civil-affairs").await?;
+    push_n(&civil, CAP - 1, "a").await?;
+    let under = tongbao_proto::now_micros() + 1;
+    wait_until_past(under).await;
+    // One at a time: entries of one commit share a hub time.
+    push_n(&civil, 1, "b").await?;
+    push_n(&civil, 1, "c").await?;
+    let over = tongbao_proto::now_micros() + 1;
+    let office = Client::connect(&t.pki.office_config(FUND, t.addr)?).await?;
+
+    // Just under the cap: every entry counted.
+    let summary = office
+        .audit_units(pb::UnitSummaryRequest {
+            until_micros: under,
+            ..Default::default()
+        })
+        .await?;
+    let f = figures(&summary.units);
+    assert_eq!(f["civil-affairs"].0, CAP as u64 - 1);
+    let received: u64 = f.values().map(|(_, r)| r).sum();
+    assert_eq!(received, (CAP as u64 - 1) * others);
+    let listed = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            until_micros: under,
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(listed.entries.len(), CAP - 1);
+
+    // Over it: refused, saying why and what to ask instead, for the
+    // summary and for a listing that would come back short...
+    let whole = office.audit_units(pb::UnitSummaryRequest::default()).await;
+    let Err(e) = &whole else {
+        return Err(format!("a period over the cap was answered: {whole:?}").into());
+    };
+    for words in ["more than 50 audited entries", "ask for a shorter period"] {
+        assert!(e.to_string().contains(words), "{e} should say {words:?}");
+    }
+    assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
+    refused(
+        office
+            .audit_deliveries(pb::ListDeliveriesRequest {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await,
+        Code::ResourceExhausted,
+        "ask for a shorter period",
+    );
+    // ...while a listing filled within the cap is whole as it is.
+    let first = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            limit: 10,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(first.entries.len(), 10);
+    // The suggested end holds the cap (each entry has a time of its own).
+    let until = suggested_until(e)?;
+    let capped = office
+        .audit_units(pb::UnitSummaryRequest {
+            until_micros: until,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(figures(&capped.units)["civil-affairs"].0, CAP as u64);
+
+    // Statistics come from the same records, under the same rule.
+    wait_until_past(over + STATISTICS_SETTLE_MICROS).await;
+    let report = office.compute_statistics("", since, under, 0).await?;
+    let sent: u64 = report.messages.iter().map(|c| c.count).sum();
+    assert_eq!(sent, CAP as u64 - 1);
+    refused(
+        office.compute_statistics("", since, over, 0).await,
+        Code::ResourceExhausted,
+        "ask for a shorter period",
+    );
+    t.stop().await
+}
