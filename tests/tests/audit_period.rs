@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use tongbao_client::{Client, ClientError};
 use tongbao_proto::pb;
 use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
-use tongbao_tests::{BoxError, TestHub, TestResult, members_of, note, refused};
+use tongbao_tests::{
+    BoxError, HubProcess, TestHub, TestPki, TestResult, members_of, note, refused,
+};
 use tonic::Code;
 
 const FUND: &str = "fund-supervision";
@@ -134,5 +136,84 @@ async fn a_period_over_the_cap_is_refused_and_one_under_it_is_complete() -> Test
         Code::ResourceExhausted,
         "ask for a shorter period",
     );
+    t.stop().await
+}
+
+/// The audit index is written in the same commit as its entries: a hub
+/// killed without warning answers the same figures after its restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_figures_survive_a_killed_hub() -> TestResult {
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = TestPki::generate()?;
+    let hub = HubProcess::start(&pki, HUB)?;
+    let civil = Client::connect(&pki.unit_config("civil-affairs", hub.addr)?).await?;
+    push_n(&civil, 20, "k").await?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    let page = finance.pull(0, 100).await?;
+    assert_eq!(page.entries.len(), 20);
+    finance
+        .ack(&page.entries.iter().collect::<Vec<_>>())
+        .await?;
+    let asked = pb::UnitSummaryRequest {
+        as_of_micros: tongbao_proto::now_micros(),
+        ..Default::default()
+    };
+    let office = Client::connect(&pki.office_config(FUND, hub.addr)?).await?;
+    let before = office.audit_units(asked.clone()).await?;
+    let f = figures(&before.units);
+    assert_eq!(f["civil-affairs"].0, 20);
+    let finance_row = before
+        .units
+        .iter()
+        .find(|u| u.unit == "finance")
+        .ok_or("no finance row")?;
+    assert_eq!((finance_row.received, finance_row.acknowledged), (20, 20));
+    hub.kill()?;
+
+    let hub = HubProcess::start(&pki, HUB)?;
+    let office = Client::connect(&pki.office_config(FUND, hub.addr)?).await?;
+    assert_eq!(office.audit_units(asked).await?.units, before.units);
+    let listed = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(listed.entries.len(), 20);
+    hub.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_listing_past_the_page_bytes_is_refused_with_a_limit_that_fits() -> TestResult {
+    let t = TestHub::start_with(|c| c.limits.max_page_bytes = 4_000).await?;
+    push_n(&t.unit("civil-affairs").await?, 30, "p").await?;
+    let office = Client::connect(&t.pki.office_config(FUND, t.addr)?).await?;
+    let refusal = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+    let Err(e) = &refusal else {
+        return Err(format!("a listing past the page bytes was answered: {refusal:?}").into());
+    };
+    assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
+    let text = e.to_string();
+    let at = text
+        .find("limit of at most ")
+        .ok_or_else(|| format!("no limit suggested in {text:?}"))?;
+    let fits: u32 = text[at + "limit of at most ".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()?;
+    let page = office
+        .audit_deliveries(pb::ListDeliveriesRequest {
+            limit: fits,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(page.entries.len(), fits as usize);
     t.stop().await
 }
