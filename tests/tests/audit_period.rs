@@ -34,13 +34,13 @@ fn figures(units: &[pb::UnitStats]) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
-/// The `until_micros` a refusal suggests.
-fn suggested_until(e: &ClientError) -> Result<i64, BoxError> {
+/// The number a refusal gives after `words` (an end, a limit).
+fn suggested(e: &ClientError, words: &str) -> Result<i64, BoxError> {
     let text = e.to_string();
     let at = text
-        .find("until_micros ")
-        .ok_or_else(|| format!("no suggested end in {text:?}"))?;
-    let digits: String = text[at + "until_micros ".len()..]
+        .find(words)
+        .ok_or_else(|| format!("no {words:?} in {text:?}"))?;
+    let digits: String = text[at + words.len()..]
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();
@@ -117,7 +117,7 @@ async fn a_period_over_the_cap_is_refused_and_one_under_it_is_complete() -> Test
         .await?;
     assert_eq!(first.entries.len(), 10);
     // The suggested end holds the cap (each entry has a time of its own).
-    let until = suggested_until(e)?;
+    let until = suggested(e, "until_micros ")?;
     let capped = office
         .audit_units(pb::UnitSummaryRequest {
             until_micros: until,
@@ -199,15 +199,7 @@ async fn a_delivery_listing_past_the_page_bytes_is_refused_with_a_limit_that_fit
         return Err(format!("a listing past the page bytes was answered: {refusal:?}").into());
     };
     assert_eq!(e.code(), Some(Code::ResourceExhausted), "{e}");
-    let text = e.to_string();
-    let at = text
-        .find("limit of at most ")
-        .ok_or_else(|| format!("no limit suggested in {text:?}"))?;
-    let fits: u32 = text[at + "limit of at most ".len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()?;
+    let fits = u32::try_from(suggested(e, "limit of at most ")?)?;
     let page = office
         .audit_deliveries(pb::ListDeliveriesRequest {
             limit: fits,

@@ -114,6 +114,48 @@ impl SledStore {
         Ok((u64_from(first)? <= cursor).then_some(v))
     }
 
+    /// What the runs of `kind` records of `inbox` say of each of `cursors`
+    /// (in any order), read by `decode` from the run covering it: one
+    /// forward scan over the runs that can cover them all.
+    fn runs_covering<T: Clone>(
+        &self,
+        kind: u8,
+        inbox: &str,
+        cursors: &[u64],
+        decode: impl Fn(&[u8], u64) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let mut out = vec![None; cursors.len()];
+        let mut order: Vec<usize> = (0..cursors.len()).collect();
+        order.sort_unstable_by_key(|&i| cursors[i]);
+        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
+            return Ok(out);
+        };
+        let (lo, hi) = (cursors[lo], cursors[hi]);
+        let mut next = order.into_iter().peekable();
+        let (from, to) = (key(kind, inbox, Some(lo)), key(kind, inbox, Some(u64::MAX)));
+        for kv in self.durability.scan(&from, Bound::Included(&to)) {
+            let (k, v) = kv?;
+            let last = split_key(&k)?.1.unwrap_or(0);
+            let first = u64_from(
+                v.get(..8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?,
+            )?;
+            while let Some(&i) = next.peek() {
+                if cursors[i] > last {
+                    break;
+                }
+                if cursors[i] >= first {
+                    out[i] = Some(decode(&v, cursors[i])?);
+                }
+                next.next();
+            }
+            if next.peek().is_none() || first > hi {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The last position of the last run of `kind` records of `inbox`.
     fn last_run_end(&self, kind: u8, inbox: &str) -> Result<u64, StoreError> {
         let (lo, hi) = (key(kind, inbox, Some(0)), key(kind, inbox, Some(u64::MAX)));
@@ -313,40 +355,7 @@ impl Store for SledStore {
     }
 
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
-        let mut out = vec![None; cursors.len()];
-        let mut order: Vec<usize> = (0..cursors.len()).collect();
-        order.sort_unstable_by_key(|&i| cursors[i]);
-        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
-            return Ok(out);
-        };
-        let (lo, hi) = (cursors[lo], cursors[hi]);
-        // One forward scan over the runs that can cover [lo, hi].
-        let mut next = order.into_iter().peekable();
-        let (from, to) = (
-            key(ANSWER, inbox, Some(lo)),
-            key(ANSWER, inbox, Some(u64::MAX)),
-        );
-        for kv in self.durability.scan(&from, Bound::Included(&to)) {
-            let (k, v) = kv?;
-            let last = split_key(&k)?.1.unwrap_or(0);
-            let first = u64_from(
-                v.get(..8)
-                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?,
-            )?;
-            while let Some(&i) = next.peek() {
-                if cursors[i] > last {
-                    break;
-                }
-                if cursors[i] >= first {
-                    out[i] = Some(decode_answer(&v)?);
-                }
-                next.next();
-            }
-            if next.peek().is_none() || first > hi {
-                break;
-            }
-        }
-        Ok(out)
+        self.runs_covering(ANSWER, inbox, cursors, |run, _| decode_answer(run))
     }
 
     fn mark_fetched(
@@ -402,39 +411,11 @@ impl Store for SledStore {
     }
 
     fn fetched_many(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut out = vec![None; cursors.len()];
-        let mut order: Vec<usize> = (0..cursors.len()).collect();
-        order.sort_unstable_by_key(|&i| cursors[i]);
-        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
-            return Ok(out);
-        };
-        let (lo, hi) = (cursors[lo], cursors[hi]);
-        let bad = || StoreError::Corrupt(format!("inbox {inbox}: fetched run"));
-        // One forward scan over the runs that can cover [lo, hi], as for
-        // answers: a run is keyed by its last position.
-        let mut next = order.into_iter().peekable();
-        let (from, to) = (
-            key(FETCHED, inbox, Some(lo)),
-            key(FETCHED, inbox, Some(u64::MAX)),
-        );
-        for kv in self.durability.scan(&from, Bound::Included(&to)) {
-            let (k, v) = kv?;
-            let last = split_key(&k)?.1.unwrap_or(0);
-            let first = u64_from(v.get(..8).ok_or_else(bad)?)?;
-            while let Some(&i) = next.peek() {
-                if cursors[i] > last {
-                    break;
-                }
-                if cursors[i] >= first {
-                    out[i] = Some(fetched_at(&v, cursors[i]).map_err(|()| bad())? as i64);
-                }
-                next.next();
-            }
-            if next.peek().is_none() || first > hi {
-                break;
-            }
-        }
-        Ok(out)
+        self.runs_covering(FETCHED, inbox, cursors, |run, cursor| {
+            fetched_at(run, cursor)
+                .map(|m| m as i64)
+                .map_err(|()| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
+        })
     }
 
     fn audit_scope(
