@@ -140,6 +140,10 @@ pub struct Limits {
     /// `Subscribe` streams one party may hold open at once, over all its
     /// connections: each costs the hub a task and a buffer.
     pub max_subscriptions_per_party: usize,
+    /// Audited entries one audit or statistics query may cover. A period
+    /// holding more is refused with the end to ask for instead, never
+    /// answered in part: figures are complete or not given.
+    pub max_audit_entries: usize,
 }
 
 impl Default for Limits {
@@ -156,6 +160,7 @@ impl Default for Limits {
             max_page_size: 1000,
             max_page_bytes: 4 << 20,
             max_subscriptions_per_party: 16,
+            max_audit_entries: 200_000,
         }
     }
 }

@@ -3,19 +3,29 @@
 //! Offices see metadata (sender, kind, times, recipients, states, receipts)
 //! and never a body: an audited entry carries no subject or body, and the
 //! receipts it embeds hold only positions and leaf hashes.
+//!
+//! Audits and statistics read the store's audit index (a row per entry and
+//! mechanism, holding what the audit needs of the entry) for their period
+//! only, a chunk of rows at a time, each chunk's answers and "fetched"
+//! marks read in one pass per inbox: a query costs what its period holds,
+//! never the history before it or any entry's body. A period holding more
+//! than `limits.max_audit_entries` entries is refused, never answered in
+//! part.
 
 use super::{HubState, storage_status};
-use crate::store::{AnswerKind, ScopedEntry};
-use std::collections::BTreeMap;
+use crate::store::{Answer, AnswerKind, ScopedEntry};
+use prost::Message as _;
+use std::collections::{BTreeMap, HashMap};
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, OFFICE_INBOX_PREFIX, Principal};
 use tongbao_proto::pb::{self, DeliveryState, audit_server::Audit};
 use tonic::{Request, Response, Status};
 
-/// Entries examined per request at most, whatever the filters.
-const MAX_SCAN: usize = 200_000;
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 10_000;
+/// Index rows read, and their deliveries resolved, at a time: bounds the
+/// memory of a scan whatever its period.
+const CHUNK: usize = 1024;
 
 /// `tongbao.v1.Audit` over the shared hub state.
 #[derive(Clone)]
@@ -52,104 +62,126 @@ fn is_unit(inbox: &str) -> bool {
     !inbox.starts_with(OFFICE_INBOX_PREFIX) && inbox != LEADING_GROUP_INBOX
 }
 
-/// One entry with every recipient's state as of `as_of`.
-fn audited(
-    state: &HubState,
-    scoped: &ScopedEntry,
+/// One recipient's delivery of an audited entry, as of a time.
+pub(crate) struct Delivery {
+    pub state: DeliveryState,
+    /// When the recipient was first served the entry (0: not by then).
+    pub fetched_micros: i64,
+    /// When the recipient answered it (0: not by then).
+    pub answered_micros: i64,
+    /// The answering entry's position in the recipient's own channel.
+    pub answer_seq: Option<u64>,
+    pub overdue: bool,
+}
+
+fn delivery(
+    inbox: &str,
+    answer: Option<Answer>,
+    fetched: Option<i64>,
+    deadline: i64,
     as_of: i64,
-) -> Result<Option<pb::AuditedEntry>, Status> {
-    let Some(stored) = state
-        .store
-        .entry_shared(&scoped.channel, scoped.seq)
-        .map_err(storage_status)?
-    else {
-        return Ok(None);
+) -> Delivery {
+    let answer = answer.filter(|a| a.hub_micros <= as_of);
+    let fetched_micros = fetched.filter(|t| *t <= as_of).unwrap_or(0);
+    let (state, answered_micros) = match &answer {
+        Some(a) if a.kind == AnswerKind::Acknowledged => {
+            (DeliveryState::Acknowledged, a.hub_micros)
+        }
+        Some(a) => (DeliveryState::Exception, a.hub_micros),
+        None if fetched_micros > 0 => (DeliveryState::Fetched, 0),
+        None => (DeliveryState::Pending, 0),
     };
-    // Only the metadata is read; the body is never copied.
-    let entry = &stored.entry;
-    let no_message = pb::Message::default();
-    let message = entry.content().unwrap_or(&no_message);
-    let deadline = match message.labels.map(|l| l.ack_deadline_micros) {
-        Some(d) if d > 0 => d,
-        _ => entry
-            .hub_micros
-            .saturating_add(state.deadlines.for_kind(message.kind)),
+    let resolved_at = if answered_micros > 0 {
+        answered_micros
+    } else {
+        as_of
     };
-    let mut recipients = Vec::with_capacity(entry.recipients.len());
-    for (r, cursor) in stored.deliveries() {
-        let answer = state
-            .store
-            .answer(r, cursor)
-            .map_err(storage_status)?
-            .filter(|a| a.hub_micros <= as_of);
-        let answer = answer.as_ref();
-        let fetched_micros = state
-            .store
-            .fetched(r, cursor)
-            .map_err(storage_status)?
-            .filter(|t| *t <= as_of)
-            .unwrap_or(0);
-        let (delivery_state, answered_at) = match answer {
-            Some(a) if a.kind == AnswerKind::Acknowledged => {
-                (DeliveryState::Acknowledged, a.hub_micros)
-            }
-            Some(a) => (DeliveryState::Exception, a.hub_micros),
-            None if fetched_micros > 0 => (DeliveryState::Fetched, 0),
-            None => (DeliveryState::Pending, 0),
-        };
-        let resolved_at = if answered_at > 0 { answered_at } else { as_of };
-        let (answer_entry, answer_leaf_hash) = match answer {
-            Some(a) => match state.store.entry(r, a.seq).map_err(storage_status)? {
-                Some(s) => (Some(s.entry), s.leaf_hash.to_vec()),
-                None => (None, Vec::new()),
-            },
-            None => (None, Vec::new()),
-        };
-        recipients.push(pb::RecipientDelivery {
-            recipient: r.to_string(),
-            state: delivery_state as i32,
-            fetched_micros,
-            acknowledged_micros: answered_at,
-            overdue: is_unit(r) && resolved_at > deadline,
-            answer: answer_entry,
-            answer_leaf_hash,
-        });
+    Delivery {
+        state,
+        fetched_micros,
+        answered_micros,
+        answer_seq: answer.map(|a| a.seq),
+        overdue: is_unit(inbox) && resolved_at > deadline,
     }
-    Ok(Some(pb::AuditedEntry {
-        channel: entry.channel.clone(),
-        seq: entry.seq,
-        leaf_hash: stored.leaf_hash.to_vec(),
-        sender: message.sender.clone(),
-        kind: message.kind,
-        message_id: message.message_id.clone(),
-        hub_micros: entry.hub_micros,
-        deadline_micros: deadline,
-        recipients,
-    }))
 }
 
-type StatsRow = (pb::UnitStats, Vec<i64>);
-
-fn row<'a>(stats: &'a mut BTreeMap<String, StatsRow>, unit: &str) -> &'a mut StatsRow {
-    stats.entry(unit.to_string()).or_insert_with(|| {
-        (
-            pb::UnitStats {
-                unit: unit.to_string(),
-                ..Default::default()
-            },
-            Vec::new(),
-        )
-    })
+/// The acknowledgement deadline of an entry: the sender's label, or the
+/// hub's deadline for its kind.
+fn deadline_of(state: &HubState, row: &ScopedEntry) -> i64 {
+    if row.ack_deadline_micros > 0 {
+        row.ack_deadline_micros
+    } else {
+        row.hub_micros
+            .saturating_add(state.deadlines.for_kind(row.kind))
+    }
 }
 
-/// Entries in a mechanism's scope with hub time in [since, until); 0 means
-/// no bound.
-fn scoped(
+/// An inbox's positions to look up, and the (row, recipient) of each.
+type Asked = (Vec<u64>, Vec<(usize, usize)>);
+
+/// Every recipient's delivery of each row as of `as_of`, in the rows'
+/// order: answers and "fetched" marks are read in one pass per inbox.
+fn resolve(
+    state: &HubState,
+    rows: &[ScopedEntry],
+    as_of: i64,
+) -> Result<Vec<Vec<Delivery>>, Status> {
+    // Per inbox, the positions asked and the (row, recipient) each is for.
+    let mut asked: HashMap<&str, Asked> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        for (j, (inbox, cursor)) in row.deliveries.iter().enumerate() {
+            let (cursors, at) = asked.entry(inbox.as_str()).or_default();
+            cursors.push(*cursor);
+            at.push((i, j));
+        }
+    }
+    let mut found: Vec<Vec<(Option<Answer>, Option<i64>)>> = rows
+        .iter()
+        .map(|r| vec![(None, None); r.deliveries.len()])
+        .collect();
+    for (inbox, (cursors, at)) in asked {
+        let answers = state
+            .store
+            .answers(inbox, &cursors)
+            .map_err(storage_status)?;
+        let fetched = state
+            .store
+            .fetched_many(inbox, &cursors)
+            .map_err(storage_status)?;
+        for (((i, j), a), f) in at.into_iter().zip(answers).zip(fetched) {
+            if let Some(slot) = found.get_mut(i).and_then(|r| r.get_mut(j)) {
+                *slot = (a, f);
+            }
+        }
+    }
+    Ok(rows
+        .iter()
+        .zip(found)
+        .map(|(row, found)| {
+            let deadline = deadline_of(state, row);
+            row.deliveries
+                .iter()
+                .zip(found)
+                .map(|((inbox, _), (a, f))| delivery(inbox, a, f, deadline, as_of))
+                .collect()
+        })
+        .collect())
+}
+
+/// Visits the audited entries of a mechanism with hub time in [since,
+/// until) (until 0: no bound), oldest first, as of a time, with each
+/// entry's deadline and deliveries, until `visit` answers false. A period
+/// holding more than `limits.max_audit_entries` is refused once the scan
+/// passes the cap: figures from part of a period would undercount without
+/// saying so.
+pub(crate) fn scan_period(
     state: &HubState,
     mechanism: &str,
     since: i64,
     until: i64,
-) -> Result<Vec<ScopedEntry>, Status> {
+    as_of: i64,
+    mut visit: impl FnMut(&ScopedEntry, i64, &[Delivery]) -> Result<bool, Status>,
+) -> Result<(), Status> {
     let until = if until <= 0 { i64::MAX } else { until };
     if since > until {
         return Err(Status::invalid_argument(format!(
@@ -157,10 +189,148 @@ fn scoped(
              ask for since <= until, or until 0 for \"up to now\""
         )));
     }
-    state
-        .store
-        .audit_scope(mechanism, since.max(0), until, MAX_SCAN)
-        .map_err(storage_status)
+    let since = since.max(0);
+    let cap = state.limits.max_audit_entries;
+    let mut seen = 0usize;
+    let mut after: Option<ScopedEntry> = None;
+    loop {
+        let mut rows = state
+            .store
+            .audit_scope(mechanism, since, until, after.as_ref(), CHUNK)
+            .map_err(storage_status)?;
+        let more = rows.len() == CHUNK;
+        let Some(last) = rows.last().cloned() else {
+            return Ok(());
+        };
+        // Past the cap only the first row left out is needed (its time).
+        rows.truncate(cap.saturating_sub(seen).saturating_add(1));
+        let deliveries = resolve(state, &rows, as_of)?;
+        for (row, d) in rows.iter().zip(&deliveries) {
+            if seen == cap {
+                return Err(too_large(state, mechanism, since, row.hub_micros));
+            }
+            seen += 1;
+            if !visit(row, deadline_of(state, row), d)? {
+                return Ok(());
+            }
+        }
+        if !more {
+            return Ok(());
+        }
+        after = Some(last);
+    }
+}
+
+/// The refusal of a period holding more than the cap, with an end that
+/// keeps it within (the first entry left out).
+fn too_large(state: &HubState, mechanism: &str, since: i64, left_out: i64) -> Status {
+    let cap = state.limits.max_audit_entries;
+    let hint = if left_out > since {
+        format!("; e.g. until_micros {left_out}, the hub time of the first entry past the cap")
+    } else {
+        String::new()
+    };
+    Status::resource_exhausted(format!(
+        "the period asked of {mechanism} holds more than {cap} audited entries \
+         (limits.max_audit_entries); ask for a shorter period (since_micros/until_micros){hint}"
+    ))
+}
+
+/// An audited entry as listed: the row's metadata, each recipient's state,
+/// and the receipt or feedback that answered it (read only for entries
+/// listed).
+fn listed(
+    state: &HubState,
+    row: &ScopedEntry,
+    deadline: i64,
+    deliveries: &[Delivery],
+) -> Result<pb::AuditedEntry, Status> {
+    let mut recipients = Vec::with_capacity(deliveries.len());
+    for ((r, _), d) in row.deliveries.iter().zip(deliveries) {
+        let (answer, answer_leaf_hash) = match d.answer_seq {
+            Some(seq) => match state.store.entry(r, seq).map_err(storage_status)? {
+                Some(s) => (Some(s.entry), s.leaf_hash.to_vec()),
+                None => (None, Vec::new()),
+            },
+            None => (None, Vec::new()),
+        };
+        recipients.push(pb::RecipientDelivery {
+            recipient: r.clone(),
+            state: d.state as i32,
+            fetched_micros: d.fetched_micros,
+            acknowledged_micros: d.answered_micros,
+            overdue: d.overdue,
+            answer,
+            answer_leaf_hash,
+        });
+    }
+    Ok(pb::AuditedEntry {
+        channel: row.channel.clone(),
+        seq: row.seq,
+        leaf_hash: row.leaf_hash.to_vec(),
+        sender: row.sender.clone(),
+        kind: row.kind,
+        message_id: row.message_id.clone(),
+        hub_micros: row.hub_micros,
+        deadline_micros: deadline,
+        recipients,
+    })
+}
+
+type StatsRow = (pb::UnitStats, Vec<i64>);
+
+/// Per-unit counts and acknowledgement times, added entry by entry.
+#[derive(Default)]
+pub(crate) struct UnitTally {
+    stats: BTreeMap<String, StatsRow>,
+}
+
+impl UnitTally {
+    fn row(&mut self, unit: &str) -> &mut StatsRow {
+        self.stats.entry(unit.to_string()).or_insert_with(|| {
+            (
+                pb::UnitStats {
+                    unit: unit.to_string(),
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        })
+    }
+
+    pub(crate) fn add(&mut self, row: &ScopedEntry, deliveries: &[Delivery]) {
+        self.row(&row.sender).0.sent += 1;
+        for ((r, _), d) in row.deliveries.iter().zip(deliveries) {
+            if !is_unit(r) {
+                continue;
+            }
+            let (st, latencies) = self.row(r);
+            st.received += 1;
+            match d.state {
+                DeliveryState::Acknowledged => {
+                    st.acknowledged += 1;
+                    latencies.push(d.answered_micros - row.hub_micros);
+                }
+                DeliveryState::Exception => st.exceptions += 1,
+                _ => {}
+            }
+            if d.overdue {
+                st.overdue += 1;
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> Vec<pb::UnitStats> {
+        self.stats
+            .into_values()
+            .map(|(mut st, mut lat)| {
+                lat.sort_unstable();
+                st.ack_p50_micros = percentile(&lat, 50);
+                st.ack_p90_micros = percentile(&lat, 90);
+                st
+            })
+            .collect()
+    }
 }
 
 fn as_of(asked: i64) -> i64 {
@@ -193,31 +363,45 @@ impl Audit for AuditService {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         } as usize;
-        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
+        let max_bytes = self.state.limits.max_page_bytes;
         let mut entries = Vec::new();
-        for s in &scoped {
-            if !req.sender.is_empty() && s.channel != req.sender {
-                continue;
-            }
-            let Some(a) = audited(&self.state, s, as_of)? else {
-                continue;
-            };
-            if req.kind != 0 && a.kind != req.kind {
-                continue;
-            }
-            let matches = |r: &pb::RecipientDelivery| {
-                (req.recipient.is_empty() || r.recipient == req.recipient)
-                    && (req.state == 0 || r.state == req.state)
-                    && (!req.overdue_only || r.overdue)
-            };
-            if !a.recipients.iter().any(matches) {
-                continue;
-            }
-            entries.push(a);
-            if entries.len() >= limit {
-                break;
-            }
-        }
+        let mut bytes = 0usize;
+        // A short page says "that is all": the scan refuses a period over
+        // the cap unless the page fills first.
+        scan_period(
+            &self.state,
+            &mechanism,
+            req.since_micros,
+            req.until_micros,
+            as_of,
+            |row, deadline, deliveries| {
+                if (!req.sender.is_empty() && row.channel != req.sender)
+                    || (req.kind != 0 && row.kind != req.kind)
+                {
+                    return Ok(true);
+                }
+                let matches = row.deliveries.iter().zip(deliveries).any(|((r, _), d)| {
+                    (req.recipient.is_empty() || *r == req.recipient)
+                        && (req.state == 0 || d.state as i32 == req.state)
+                        && (!req.overdue_only || d.overdue)
+                });
+                if !matches {
+                    return Ok(true);
+                }
+                let a = listed(&self.state, row, deadline, deliveries)?;
+                bytes = bytes.saturating_add(a.encoded_len());
+                if bytes > max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the listing passes {max_bytes} bytes (limits.max_page_bytes) after {} entries; \
+                         ask for a limit of at most {}, or a shorter period (since_micros/until_micros)",
+                        entries.len(),
+                        entries.len().max(1)
+                    )));
+                }
+                entries.push(a);
+                Ok(entries.len() < limit)
+            },
+        )?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             entries,
             as_of_micros: as_of,
@@ -231,67 +415,23 @@ impl Audit for AuditService {
         let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
         let req = request.into_inner();
         let as_of = as_of(req.as_of_micros);
-        let scoped = scoped(&self.state, &mechanism, req.since_micros, req.until_micros)?;
-        let mut audited_entries = Vec::with_capacity(scoped.len());
-        for s in &scoped {
-            if let Some(a) = audited(&self.state, s, as_of)? {
-                audited_entries.push(a);
-            }
-        }
+        let mut tally = UnitTally::default();
+        scan_period(
+            &self.state,
+            &mechanism,
+            req.since_micros,
+            req.until_micros,
+            as_of,
+            |row, _, deliveries| {
+                tally.add(row, deliveries);
+                Ok(true)
+            },
+        )?;
         Ok(Response::new(pb::UnitSummaryResponse {
-            units: unit_stats(&audited_entries),
+            units: tally.finish(),
             as_of_micros: as_of,
         }))
     }
-}
-
-/// Audited entries of a mechanism with hub time in [since, until), as of a
-/// time: the records statistics reports are computed from.
-pub(crate) fn audited_period(
-    state: &HubState,
-    mechanism: &str,
-    since: i64,
-    until: i64,
-    as_of: i64,
-) -> Result<Vec<pb::AuditedEntry>, Status> {
-    let mut out = Vec::new();
-    for s in &scoped(state, mechanism, since, until)? {
-        if let Some(a) = audited(state, s, as_of)? {
-            out.push(a);
-        }
-    }
-    Ok(out)
-}
-
-/// Per-unit counts and acknowledgement times over audited entries.
-pub(crate) fn unit_stats(entries: &[pb::AuditedEntry]) -> Vec<pb::UnitStats> {
-    let mut stats: BTreeMap<String, StatsRow> = BTreeMap::new();
-    for a in entries {
-        row(&mut stats, &a.sender).0.sent += 1;
-        for r in a.recipients.iter().filter(|r| is_unit(&r.recipient)) {
-            let (st, latencies) = row(&mut stats, &r.recipient);
-            st.received += 1;
-            if r.state == DeliveryState::Acknowledged as i32 {
-                st.acknowledged += 1;
-                latencies.push(r.acknowledged_micros - a.hub_micros);
-            }
-            if r.state == DeliveryState::Exception as i32 {
-                st.exceptions += 1;
-            }
-            if r.overdue {
-                st.overdue += 1;
-            }
-        }
-    }
-    stats
-        .into_values()
-        .map(|(mut st, mut lat)| {
-            lat.sort_unstable();
-            st.ack_p50_micros = percentile(&lat, 50);
-            st.ack_p90_micros = percentile(&lat, 90);
-            st
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -52,23 +52,37 @@ pub(crate) fn compute_report(
     until: i64,
     as_of: i64,
 ) -> Result<pb::StatisticsReport, Status> {
-    let entries = super::audit::audited_period(state, mechanism, since, until, as_of)?;
     let mut counts: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut overdue = Vec::new();
-    for a in &entries {
-        *counts.entry((a.sender.clone(), a.kind)).or_default() += 1;
-        for r in a.recipients.iter().filter(|r| r.overdue) {
-            overdue.push(pb::OverdueItem {
-                entry: Some(pb::EntryRef {
-                    channel: a.channel.clone(),
-                    seq: a.seq,
-                }),
-                recipient: r.recipient.clone(),
-                deadline_micros: a.deadline_micros,
-            });
-        }
-    }
-    Ok(pb::StatisticsReport {
+    let mut units = super::audit::UnitTally::default();
+    super::audit::scan_period(
+        state,
+        mechanism,
+        since,
+        until,
+        as_of,
+        |row, deadline, deliveries| {
+            *counts.entry((row.sender.clone(), row.kind)).or_default() += 1;
+            for ((r, _), _) in row
+                .deliveries
+                .iter()
+                .zip(deliveries)
+                .filter(|(_, d)| d.overdue)
+            {
+                overdue.push(pb::OverdueItem {
+                    entry: Some(pb::EntryRef {
+                        channel: row.channel.clone(),
+                        seq: row.seq,
+                    }),
+                    recipient: r.clone(),
+                    deadline_micros: deadline,
+                });
+            }
+            units.add(row, deliveries);
+            Ok(true)
+        },
+    )?;
+    let report = pb::StatisticsReport {
         mechanism: mechanism.to_string(),
         since_micros: since,
         until_micros: until,
@@ -77,9 +91,20 @@ pub(crate) fn compute_report(
             .into_iter()
             .map(|((unit, kind), count)| pb::KindCount { unit, kind, count })
             .collect(),
-        units: super::audit::unit_stats(&entries),
+        units: units.finish(),
         overdue,
-    })
+    };
+    // A report is circulated as a message body: one too large for a body
+    // could be computed but never circulated.
+    let max = state.limits.max_body_bytes;
+    let size = prost::Message::encoded_len(&report);
+    if size > max {
+        return Err(Status::resource_exhausted(format!(
+            "the report of {mechanism} for that period is {size} bytes, more than a message body \
+             may hold ({max}, limits.max_body_bytes); ask for a shorter period (since_micros/until_micros)"
+        )));
+    }
+    Ok(report)
 }
 
 /// The mechanism whose office (or lead unit, acting for it) is calling.

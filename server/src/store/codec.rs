@@ -11,7 +11,7 @@
 //! run holding a position is the first key at or after it: lookups only
 //! ever iterate forwards.
 
-use super::{Answer, AnswerKind, InboxItem, StoreError, StoredEntry};
+use super::{Answer, AnswerKind, InboxItem, ScopedEntry, StoreError, StoredEntry};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use tongbao_proto::{HASH_LEN, Hash, pb};
@@ -31,8 +31,13 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 /// The id of the last commit applied, written in the same batch.
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
-/// layout is refused rather than misread.
-pub(super) const FORMAT: &[u8] = b"2";
+/// layout is refused rather than misread, except [`FORMAT_UPGRADABLE`].
+/// Format 3 keeps in each audit index row what the audit needs of the
+/// entry; format 2 rows were empty.
+pub(super) const FORMAT: &[u8] = b"3";
+/// The one older layout a start upgrades in place, by filling the audit
+/// index rows from the entries they name.
+pub(super) const FORMAT_UPGRADABLE: &[u8] = b"2";
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + name.len() + 9);
@@ -335,6 +340,101 @@ pub(super) fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
     } else {
         Ok((String::from_utf8_lossy(rest).into_owned(), None))
     }
+}
+
+/// An audit index row's value: what the office's audit needs of an entry
+/// (its key holds the mechanism, hub time, seq and channel).
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuditRow {
+    #[prost(bytes = "vec", tag = "1")]
+    leaf_hash: Vec<u8>,
+    #[prost(string, tag = "2")]
+    sender: String,
+    #[prost(int32, tag = "3")]
+    kind: i32,
+    #[prost(string, tag = "4")]
+    message_id: String,
+    #[prost(int64, tag = "5")]
+    ack_deadline_micros: i64,
+    #[prost(string, repeated, tag = "6")]
+    recipients: Vec<String>,
+    #[prost(uint64, repeated, tag = "7")]
+    cursors: Vec<u64>,
+}
+
+/// The key of an entry's row in a mechanism's audit index: mechanism, hub
+/// time, then 0, seq (8) and channel, so that a period is one key range.
+pub(super) fn audit_key(mechanism: &str, hub_micros: i64, seq: u64, channel: &str) -> Vec<u8> {
+    let mut k = key(AUDIT_SCOPE, mechanism, Some(hub_micros.max(0) as u64));
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
+/// (mechanism, hub time, seq, channel) of an audit index key.
+pub(super) fn audit_key_parts(k: &[u8]) -> Result<(String, i64, u64, String), StoreError> {
+    let bad = || StoreError::Corrupt("audit index key".into());
+    let rest = k.get(2..).ok_or_else(bad)?;
+    // Mechanism ids hold no 0 byte; after the mechanism's: hub micros (8),
+    // 0, seq (8), channel.
+    let at = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let (Some(micros), Some(seq), Some(channel)) = (
+        rest.get(at + 1..at + 9),
+        rest.get(at + 10..at + 18),
+        rest.get(at + 18..),
+    ) else {
+        return Err(bad());
+    };
+    Ok((
+        String::from_utf8_lossy(&rest[..at]).into_owned(),
+        u64_from(micros)? as i64,
+        u64_from(seq)?,
+        String::from_utf8_lossy(channel).into_owned(),
+    ))
+}
+
+/// The value of an entry's audit index rows.
+pub(super) fn audit_row(stored: &StoredEntry) -> Vec<u8> {
+    let message = stored
+        .entry
+        .message
+        .as_ref()
+        .and_then(|m| m.message.as_ref());
+    AuditRow {
+        leaf_hash: stored.leaf_hash.to_vec(),
+        sender: message.map(|m| m.sender.clone()).unwrap_or_default(),
+        kind: message.map(|m| m.kind).unwrap_or_default(),
+        message_id: message.map(|m| m.message_id.clone()).unwrap_or_default(),
+        ack_deadline_micros: message
+            .and_then(|m| m.labels)
+            .map(|l| l.ack_deadline_micros)
+            .unwrap_or(0),
+        recipients: stored.entry.recipients.clone(),
+        cursors: stored.cursors.clone(),
+    }
+    .encode_to_vec()
+}
+
+pub(super) fn decode_audit_row(k: &[u8], v: &[u8]) -> Result<ScopedEntry, StoreError> {
+    let (_, hub_micros, seq, channel) = audit_key_parts(k)?;
+    let bad = |why: &str| StoreError::Corrupt(format!("audit row of {channel}:{seq}: {why}"));
+    let row = AuditRow::decode(v).map_err(|e| bad(&e.to_string()))?;
+    if row.recipients.len() != row.cursors.len() {
+        return Err(bad("recipients and positions differ in number"));
+    }
+    let leaf_hash = hash_from(&row.leaf_hash).map_err(|_| bad("no leaf hash"))?;
+    Ok(ScopedEntry {
+        hub_micros,
+        leaf_hash,
+        sender: row.sender,
+        kind: row.kind,
+        message_id: row.message_id,
+        ack_deadline_micros: row.ack_deadline_micros,
+        deliveries: row.recipients.into_iter().zip(row.cursors).collect(),
+        seq,
+        channel,
+    })
 }
 
 /// The record layouts on arbitrary or damaged bytes: no panic, and what is

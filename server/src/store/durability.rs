@@ -12,7 +12,7 @@
 //! [`Durability::make_durable`] adds the missing fsyncs. Fetched marks are
 //! not journaled: they reach disk with the next flush.
 
-use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, merge_runs, u64_from};
+use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, FORMAT_UPGRADABLE, merge_runs, u64_from};
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
 use super::{StoreError, create_dir_durably, sync_dir};
@@ -207,14 +207,15 @@ impl Durability {
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         match tree.get(FORMAT_KEY)? {
-            Some(v) if v.as_ref() == FORMAT => {}
+            // The store upgrades format 2 once the journal is replayed.
+            Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_UPGRADABLE => {}
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
             }
             found => {
                 return Err(StoreError::Format(format!(
-                    "the data in {} is in storage format {}, and this hub reads only format {}; \
-                     start it on an empty data directory",
+                    "the data in {} is in storage format {}, and this hub reads only format {} \
+                     (and upgrades format 2); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())

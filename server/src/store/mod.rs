@@ -98,12 +98,23 @@ pub struct Answer {
     pub hub_micros: i64,
 }
 
-/// An entry listed in a mechanism's audit index.
+/// A row of a mechanism's audit index: an entry with what the office's
+/// audit needs of it, so that audits read rows in their period and never
+/// an entry (or its body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopedEntry {
     pub hub_micros: i64,
     pub channel: String,
     pub seq: u64,
+    pub leaf_hash: Hash,
+    pub sender: String,
+    pub kind: i32,
+    pub message_id: String,
+    /// The acknowledgement deadline the sender labelled the entry with; 0
+    /// for none (the hub's deadline for its kind applies).
+    pub ack_deadline_micros: i64,
+    /// (inbox, position) of every recipient, as [`StoredEntry::deliveries`].
+    pub deliveries: Vec<(String, u64)>,
 }
 
 /// An entry read back, with the leaf hash recorded when it was appended
@@ -205,12 +216,20 @@ pub trait Store: Send + Sync + 'static {
     -> Result<(), StoreError>;
     /// When the owner of `inbox` was first served the entry at `cursor`.
     fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError>;
-    /// Entries in a mechanism's audit scope with hub time in [since, until).
+    /// When the owner of `inbox` was first served each of `cursors` (in
+    /// any order), one time per cursor.
+    fn fetched_many(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
+        cursors.iter().map(|c| self.fetched(inbox, *c)).collect()
+    }
+    /// Up to `limit` rows of a mechanism's audit index with hub time in
+    /// [since, until), oldest first; after the row `after` (one a previous
+    /// call returned) when given, so that a period is read a chunk at a time.
     fn audit_scope(
         &self,
         mechanism: &str,
         since: i64,
         until: i64,
+        after: Option<&ScopedEntry>,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError>;
     /// Stored Merkle hashes of a channel's tree, one per index, in order.

@@ -3,8 +3,9 @@
 //! [`super::durability`] and the cache of [`super::recent`].
 
 use super::codec::{
-    ANSWER, AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, MESSAGE,
-    REGISTRY_KEY, TREE_HASH, answer_run, decode_answer, decode_entry, decode_inbox_run,
+    ANSWER, AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, FORMAT, FORMAT_KEY,
+    FORMAT_UPGRADABLE, INBOX, INBOX_HEAD, MESSAGE, REGISTRY_KEY, TREE_HASH, answer_run, audit_key,
+    audit_key_parts, audit_row, decode_answer, decode_audit_row, decode_entry, decode_inbox_run,
     entry_offset, entry_record, fetched_at, hash_from, inbox_run, key, runs_of, split_key,
     u64_from,
 };
@@ -86,7 +87,16 @@ impl SledStore {
         Self::with_flusher(Durability::open(dir, fsync, DEFAULT_RESERVE)?, every)
     }
 
+    /// Upgrades an older storage format in place, then starts the flush.
     fn with_flusher(durability: Arc<Durability>, every: Duration) -> Result<Self, StoreError> {
+        if durability.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_UPGRADABLE) {
+            let rows = upgrade_audit_rows(&durability)?;
+            tracing::info!(
+                dir = %durability.dir.display(),
+                rows,
+                "storage format 2 upgraded to 3: built the audit index's rows from the entries they name"
+            );
+        }
         let flusher = Flusher::start(durability.clone(), every)?;
         Ok(Self {
             durability,
@@ -132,6 +142,48 @@ impl SledStore {
             .get(..8)
             .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?;
         Ok((u64_from(first)? <= cursor).then_some(v))
+    }
+
+    /// What the runs of `kind` records of `inbox` say of each of `cursors`
+    /// (in any order), read by `decode` from the run covering it: one
+    /// forward scan over the runs that can cover them all.
+    fn runs_covering<T: Clone>(
+        &self,
+        kind: u8,
+        inbox: &str,
+        cursors: &[u64],
+        decode: impl Fn(&[u8], u64) -> Result<T, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
+        let mut out = vec![None; cursors.len()];
+        let mut order: Vec<usize> = (0..cursors.len()).collect();
+        order.sort_unstable_by_key(|&i| cursors[i]);
+        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
+            return Ok(out);
+        };
+        let (lo, hi) = (cursors[lo], cursors[hi]);
+        let mut next = order.into_iter().peekable();
+        let (from, to) = (key(kind, inbox, Some(lo)), key(kind, inbox, Some(u64::MAX)));
+        for kv in self.durability.scan(&from, Bound::Included(&to)) {
+            let (k, v) = kv?;
+            let last = split_key(&k)?.1.unwrap_or(0);
+            let first = u64_from(
+                v.get(..8)
+                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?,
+            )?;
+            while let Some(&i) = next.peek() {
+                if cursors[i] > last {
+                    break;
+                }
+                if cursors[i] >= first {
+                    out[i] = Some(decode(&v, cursors[i])?);
+                }
+                next.next();
+            }
+            if next.peek().is_none() || first > hi {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The last position of the last run of `kind` records of `inbox`.
@@ -243,12 +295,15 @@ impl Store for SledStore {
                 key(TREE_HASH, &e.channel, Some(e.seq)),
                 e.tree_hashes.concat(),
             ));
-            for mechanism in &e.audit_scopes {
-                let mut k = key(AUDIT_SCOPE, mechanism, Some(e.hub_micros as u64));
-                k.push(0);
-                k.extend_from_slice(&e.seq.to_be_bytes());
-                k.extend_from_slice(e.channel.as_bytes());
-                ops.push((k, Vec::new()));
+            // The audit's view of the entry, in the same commit as the entry.
+            if !e.audit_scopes.is_empty() {
+                let row = audit_row(&e.shared);
+                for mechanism in &e.audit_scopes {
+                    ops.push((
+                        audit_key(mechanism, e.hub_micros, e.seq, &e.channel),
+                        row.clone(),
+                    ));
+                }
             }
             for (inbox, cursor) in e.shared.deliveries() {
                 added
@@ -327,40 +382,7 @@ impl Store for SledStore {
     }
 
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
-        let mut out = vec![None; cursors.len()];
-        let mut order: Vec<usize> = (0..cursors.len()).collect();
-        order.sort_unstable_by_key(|&i| cursors[i]);
-        let (Some(&lo), Some(&hi)) = (order.first(), order.last()) else {
-            return Ok(out);
-        };
-        let (lo, hi) = (cursors[lo], cursors[hi]);
-        // One forward scan over the runs that can cover [lo, hi].
-        let mut next = order.into_iter().peekable();
-        let (from, to) = (
-            key(ANSWER, inbox, Some(lo)),
-            key(ANSWER, inbox, Some(u64::MAX)),
-        );
-        for kv in self.durability.scan(&from, Bound::Included(&to)) {
-            let (k, v) = kv?;
-            let last = split_key(&k)?.1.unwrap_or(0);
-            let first = u64_from(
-                v.get(..8)
-                    .ok_or_else(|| StoreError::Corrupt(format!("inbox {inbox}: short run")))?,
-            )?;
-            while let Some(&i) = next.peek() {
-                if cursors[i] > last {
-                    break;
-                }
-                if cursors[i] >= first {
-                    out[i] = Some(decode_answer(&v)?);
-                }
-                next.next();
-            }
-            if next.peek().is_none() || first > hi {
-                break;
-            }
-        }
-        Ok(out)
+        self.runs_covering(ANSWER, inbox, cursors, |run, _| decode_answer(run))
     }
 
     fn mark_fetched(
@@ -414,32 +436,40 @@ impl Store for SledStore {
             .map_err(|()| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
     }
 
+    fn fetched_many(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.runs_covering(FETCHED, inbox, cursors, |run, cursor| {
+            fetched_at(run, cursor)
+                .map(|m| m as i64)
+                .map_err(|()| StoreError::Corrupt(format!("inbox {inbox}: fetched run")))
+        })
+    }
+
     fn audit_scope(
         &self,
         mechanism: &str,
         since: i64,
         until: i64,
+        after: Option<&ScopedEntry>,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError> {
-        let from = key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64));
+        let from = match after {
+            Some(row) => {
+                // The first key after the row's.
+                let mut k = audit_key(mechanism, row.hub_micros, row.seq, &row.channel);
+                k.push(0);
+                k
+            }
+            None => key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64)),
+        };
         let to = key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64));
-        let base = key(AUDIT_SCOPE, mechanism, None).len() + 1;
         let mut out = Vec::new();
         for kv in self
             .durability
             .scan(&from, Bound::Excluded(&to))
             .take(limit)
         {
-            let (k, _) = kv?;
-            // After the base: hub micros (8), 0, seq (8), channel.
-            if k.len() < base + 17 {
-                return Err(StoreError::Corrupt("audit index key".into()));
-            }
-            out.push(ScopedEntry {
-                hub_micros: u64_from(&k[base..base + 8])? as i64,
-                seq: u64_from(&k[base + 9..base + 17])?,
-                channel: String::from_utf8_lossy(&k[base + 17..]).into_owned(),
-            });
+            let (k, v) = kv?;
+            out.push(decode_audit_row(&k, &v)?);
         }
         Ok(out)
     }
@@ -569,6 +599,48 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+}
+
+/// Format 2 to 3: fills each audit index row (empty in format 2) from the
+/// entry it names, a chunk of rows per sled batch, then records format 3
+/// and makes it durable. A start that stops midway upgrades again (rows
+/// are rewritten whole). Returns the rows filled.
+fn upgrade_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
+    const ROWS_PER_BATCH: usize = 10_000;
+    let prefix = [AUDIT_SCOPE, 0];
+    let end = [AUDIT_SCOPE, 1];
+    let mut from = prefix.to_vec();
+    let mut rows = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for kv in durability
+            .scan(&from, Bound::Excluded(&end))
+            .take(ROWS_PER_BATCH)
+        {
+            let (k, _) = kv?;
+            let (_, _, seq, channel) = audit_key_parts(&k)?;
+            let v = durability
+                .get(&key(ENTRY, &channel, Some(seq)))?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "the audit index names entry {channel}:{seq}, which is missing"
+                    ))
+                })?;
+            batch.insert(k.to_vec(), audit_row(&decode_entry(&channel, seq, &v)?));
+            rows += 1;
+            last = Some(k);
+        }
+        let Some(last) = last else {
+            break;
+        };
+        durability.tree.apply_batch(batch)?;
+        from = last.to_vec();
+        from.push(0);
+    }
+    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.make_durable()?;
+    Ok(rows)
 }
 
 #[cfg(test)]

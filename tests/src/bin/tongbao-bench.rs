@@ -27,9 +27,15 @@
 //! are exactly 0..pushes, and every subscriber receives and acknowledges
 //! every message exactly once.
 //!
+//! With `--audit N`, once everything is acknowledged the office of the
+//! joint-enforcement mechanism (13 recipients) asks `Audit.UnitSummary` over
+//! all of it N times: the time of each call and the hub's RSS before and
+//! after are reported.
+//!
 //! ```text
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
+//!               [--audit N]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -79,7 +85,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -98,6 +104,8 @@ struct Args {
     recipients: Option<usize>,
     /// One of the 13 subscribers lags during the measured phase.
     slow: bool,
+    /// `Audit.UnitSummary` calls over everything once acknowledged.
+    audit: usize,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -112,6 +120,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut rate = None;
     let mut recipients = None;
     let mut slow = false;
+    let mut audit = 0;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -133,6 +142,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--body-bytes" => body_bytes = value("--body-bytes")?,
             "--rate" => rate = Some(value("--rate")? as f64),
             "--recipients" => recipients = Some(value("--recipients")?),
+            "--audit" => audit = value("--audit")?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -166,6 +176,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         rate,
         recipients,
         slow,
+        audit,
     })
 }
 
@@ -388,12 +399,25 @@ impl HubChild {
 
     /// Peak resident set size so far (VmHWM), in KiB.
     fn peak_rss_kib(&self) -> Result<u64, BoxError> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS), in KiB.
+    fn rss_kib(&self) -> Result<u64, BoxError> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Result<u64, BoxError> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let line = status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .ok_or("no VmHWM")?;
-        Ok(line.split_whitespace().nth(1).ok_or("bad VmHWM")?.parse()?)
+            .find(|l| l.starts_with(field))
+            .ok_or_else(|| format!("no {field}"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .ok_or_else(|| format!("bad {field}"))?
+            .parse()?)
     }
 
     /// Closes stdin (the stop signal) and reads the counters it prints.
@@ -707,6 +731,11 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         received.push(task.await?);
     }
     let peak_rss_kib = hub.peak_rss_kib()?;
+    let audit = if args.audit > 0 && scenario.subscribers.len() == 13 {
+        Some(audit_calls(&pki, &hub, "joint-enforcement", args.audit).await?)
+    } else {
+        None
+    };
     drop(publishers);
     let counters = match hub.stop() {
         Ok(c) => c,
@@ -810,6 +839,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "largest_batch": counters.largest_batch,
         "mean_commit_ms": r3(mean_commit_ms),
         "sign_per_sec": r3(per_sec(total, sign_elapsed)),
+        "audit": audit.as_ref().map(|a| &a.json),
         "ok": ok,
     });
     let summary = format!(
@@ -845,10 +875,67 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         counters.largest_batch,
         mean_commit_ms,
     );
+    let summary = match &audit {
+        Some(a) => format!("{summary}\n  {}", a.summary),
+        None => summary,
+    };
     Ok(Report {
         json,
         summary,
         failures,
+    })
+}
+
+/// What `--audit` measured.
+struct AuditFigures {
+    json: serde_json::Value,
+    summary: String,
+}
+
+/// The office of `mechanism` asks `Audit.UnitSummary` over everything
+/// `calls` times, one after the other.
+async fn audit_calls(
+    pki: &TestPki,
+    hub: &HubChild,
+    mechanism: &str,
+    calls: usize,
+) -> Result<AuditFigures, BoxError> {
+    let office = Client::connect(&pki.office_config(mechanism, hub.addr)?).await?;
+    let rss_before = hub.rss_kib()?;
+    let mut times = Vec::with_capacity(calls);
+    let mut outcome = String::new();
+    for _ in 0..calls {
+        let started = Instant::now();
+        let answer = office.audit_units(pb::UnitSummaryRequest::default()).await;
+        times.push(started.elapsed());
+        outcome = match answer {
+            Ok(s) => format!(
+                "{} entries sent",
+                s.units.iter().map(|u| u.sent).sum::<u64>()
+            ),
+            Err(e) => format!("refused: {e}"),
+        };
+    }
+    let rss_after = hub.rss_kib()?;
+    let peak = hub.peak_rss_kib()?;
+    let ms: Vec<String> = times.iter().map(|t| format!("{:.0}", millis(*t))).collect();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    Ok(AuditFigures {
+        json: serde_json::json!({
+            "calls": calls,
+            "call_ms": times.iter().map(|t| r3(millis(*t))).collect::<Vec<_>>(),
+            "outcome": outcome,
+            "hub_rss_mib_before": r3(mib(rss_before)),
+            "hub_rss_mib_after": r3(mib(rss_after)),
+            "hub_peak_rss_mib": r3(mib(peak)),
+        }),
+        summary: format!(
+            "audit: {calls} x UnitSummary ({outcome}): {} ms; hub RSS {:.0} -> {:.0} MiB, peak {:.0} MiB",
+            ms.join(", "),
+            mib(rss_before),
+            mib(rss_after),
+            mib(peak)
+        ),
     })
 }
 
