@@ -21,7 +21,7 @@ pub(super) fn check_joint_draft(
     let mech = cx.registry.mechanisms.get(&c.mechanism).ok_or_else(|| {
         Malformed(format!(
             "the content names mechanism {:?}, which is not in the registry",
-            c.mechanism
+            shown(&c.mechanism)
         ))
     })?;
     if is_escalation(cx) {
@@ -82,7 +82,7 @@ pub(super) fn check_joint_draft(
     if cx.workflows.notice(&d.notice_id)?.is_some() {
         return Err(Exists(format!(
             "notice {:?} was already drafted; choose a new notice id",
-            d.notice_id
+            shown(&d.notice_id)
         )));
     }
     required_recipients(
@@ -101,7 +101,7 @@ fn check_source(
     c: &pb::JointContent,
     src: &pb::EntryRef,
 ) -> Result<(), WorkflowRefusal> {
-    let at = format!("{}:{}", src.channel, src.seq);
+    let at = format!("{}:{}", shown(&src.channel), src.seq);
     let stored = cx.store.entry(&src.channel, src.seq)?.ok_or_else(|| {
         Malformed(format!(
             "source entry {at} does not exist on this hub; name the minutes issue entry or a case entry as `channel:seq`"
@@ -132,29 +132,33 @@ fn check_source(
                 if m.issue.as_ref() != Some(&here) {
                     return Err(WrongState(format!(
                         "source entry {at} is not the issue the hub recorded for meeting {:?}",
-                        i.meeting_id
+                        shown(&i.meeting_id)
                     )));
                 }
                 if !proposal(&m).mechanisms.contains(&c.mechanism) {
                     return Err(Malformed(format!(
                         "source entry {at} is the minutes of meeting {:?} of {}, not of {}; escalate minutes from the mechanism's own meetings",
-                        i.meeting_id,
+                        shown(&i.meeting_id),
                         proposal(&m).mechanisms.join(" and "),
-                        c.mechanism
+                        shown(&c.mechanism)
                     )));
                 }
             }
             Some(Step::MinutesDraft(d)) => {
                 return Err(WrongState(format!(
                     "source entry {at} is a minutes draft of meeting {:?}, not issued minutes; escalate from the minutes issue entry once every attending unit consented",
-                    d.meeting_id
+                    shown(&d.meeting_id)
                 )));
             }
             _ => {
                 let case_hint = if c.case_id.is_empty() {
                     "set the case id to the case the entry belongs to".to_string()
                 } else {
-                    format!("the entry names case {case:?}, not {:?}", c.case_id)
+                    format!(
+                        "the entry names case {:?}, not {:?}",
+                        shown(case),
+                        shown(&c.case_id)
+                    )
                 };
                 return Err(Malformed(format!(
                     "source entry {at} is neither issued minutes nor an entry of the named case ({case_hint}); name the minutes issue entry or an entry of the case"
@@ -172,7 +176,7 @@ fn check_source(
 fn notice(cx: &StepContext<'_>, id: &str) -> Result<pb::JointNoticeState, WorkflowRefusal> {
     cx.workflows
         .notice(id)?
-        .ok_or_else(|| NotFound(format!("no joint notice {id:?} was drafted")))
+        .ok_or_else(|| NotFound(format!("no joint notice {:?} was drafted", shown(id))))
 }
 
 pub(super) fn check_co_signature(
@@ -185,20 +189,20 @@ pub(super) fn check_co_signature(
         return Err(NotAllowed(format!(
             "{} is not named as a co-issuer of notice {:?} (co-issuers: {})",
             cx.sender,
-            s.notice_id,
+            shown(&s.notice_id),
             content.co_issuers.join(", ")
         )));
     }
     if n.release.is_some() {
         return Err(WrongState(format!(
             "notice {:?} has gone out already",
-            s.notice_id
+            shown(&s.notice_id)
         )));
     }
     if s.draft != n.draft {
         return Err(Malformed(format!(
             "the co-signature names another draft than notice {:?}'s",
-            s.notice_id
+            shown(&s.notice_id)
         )));
     }
     if s.content_digest.as_slice() != content_digest(&content) {
@@ -216,7 +220,8 @@ pub(super) fn check_co_signature(
         if !stale {
             return Err(WrongState(format!(
                 "{} already co-signed notice {:?}",
-                cx.sender, s.notice_id
+                cx.sender,
+                shown(&s.notice_id)
             )));
         }
     }
@@ -236,26 +241,28 @@ pub(super) fn check_release(
     if cx.sender != n.drafter {
         return Err(NotAllowed(format!(
             "notice {:?} is sent out by its drafter {}, not {}",
-            r.notice_id, n.drafter, cx.sender
+            shown(&r.notice_id),
+            n.drafter,
+            cx.sender
         )));
     }
     if n.kind != cx.message.kind {
         return Err(Malformed(format!(
             "notice {:?} was drafted as {}; release it as such",
-            r.notice_id,
+            shown(&r.notice_id),
             tongbao_proto::kinds::name(n.kind)
         )));
     }
     if n.release.is_some() {
         return Err(WrongState(format!(
             "notice {:?} has gone out already",
-            r.notice_id
+            shown(&r.notice_id)
         )));
     }
     if !n.not_signed.is_empty() {
         return Err(WrongState(format!(
             "notice {:?} goes out only once every named co-issuer signed; missing {}",
-            r.notice_id,
+            shown(&r.notice_id),
             n.not_signed.join(", ")
         )));
     }
@@ -263,7 +270,8 @@ pub(super) fn check_release(
         if let Some(why) = stale_signature(cx, "co-signature", p)? {
             return Err(WrongState(format!(
                 "{why}; {} co-signs notice {:?} again with its current key before it goes out",
-                p.channel, r.notice_id
+                p.channel,
+                shown(&r.notice_id)
             )));
         }
     }
