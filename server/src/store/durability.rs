@@ -464,6 +464,7 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("tongbao-flush".into())
             .spawn(move || {
+                let mut last_failure: Option<String> = None;
                 loop {
                     let last_round = matches!(
                         woken.recv_timeout(every),
@@ -480,8 +481,17 @@ impl Flusher {
                     if !last_round {
                         crate::failpoint::pause("background-flush");
                     }
-                    if let Err(e) = durability.flush(true, record) {
-                        tracing::warn!(error = %e, "background flush of the database failed");
+                    match durability.flush(true, record) {
+                        // The same failure ten times a second says nothing
+                        // new: logged when it begins or changes.
+                        Err(e) => {
+                            let text = e.to_string();
+                            if last_failure.as_ref() != Some(&text) {
+                                tracing::warn!(error = %text, "background flush of the database failed");
+                                last_failure = Some(text);
+                            }
+                        }
+                        Ok(()) => last_failure = None,
                     }
                     if last_round {
                         return;
