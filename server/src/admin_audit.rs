@@ -199,11 +199,20 @@ impl AdminAudit {
         record.hash = record.compute_hash();
         let mut line = serde_json::to_string(&record).map_err(|e| io(e.to_string()))?;
         line.push('\n');
-        inner
+        let written = inner
             .file
             .write_all(line.as_bytes())
-            .and_then(|()| inner.file.sync_data())
-            .map_err(|e| io(e.to_string()))?;
+            .and_then(|()| inner.file.sync_data());
+        if let Err(e) = written {
+            // Whatever part of the line reached the file goes, so that the
+            // next record follows the last whole one (and the offsets hold).
+            let len = inner.len;
+            let _ = inner
+                .file
+                .set_len(len)
+                .and_then(|()| inner.file.sync_data());
+            return Err(io(e.to_string()));
+        }
         inner.note(record.hash.clone(), line.len() as u64);
         Ok(record)
     }

@@ -561,8 +561,14 @@ impl DirectoryService {
             .append(unit.to_string(), signed, digest)
             .await;
         crate::failpoint::hit("rotation-appended");
-        // Whether or not the append answered, the channel decides: applied
-        // if the announcement is there, forgotten if not.
+        // A storage failure leaves the announcement in memory but perhaps
+        // not on disk: the pending rotation stays, and the next start
+        // settles it from what the disk holds.
+        if let Err(e @ AppendError::Storage(_)) = appended {
+            return Err(e.into());
+        }
+        // Otherwise the channel decides: applied if the announcement is
+        // there, forgotten if not.
         let effective = settle_rotation(
             state,
             unit,

@@ -347,7 +347,15 @@ impl Journal {
             return Ok(());
         }
         files.since_check = 0;
-        files.last_free = fs2::available_space(&self.dir)?;
+        files.last_free = match fs2::available_space(&self.dir) {
+            Ok(free) => free,
+            // Not knowing is no reason to stop: the write itself still
+            // fails on a full disk, as before the reserve.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the free space of the journal's disk");
+                return Ok(());
+            }
+        };
         if files.last_free >= self.reserve.saturating_add(len) {
             return Ok(());
         }
