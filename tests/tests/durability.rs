@@ -459,12 +459,7 @@ async fn a_damaged_record_inside_the_newest_journal_file_refuses_the_start() -> 
     let data = pki.path().join("data");
     // The database is not flushed while the test runs: every answered
     // push is in the journal only.
-    let hub = HubProcess::start_with_env(
-        &pki,
-        HUB,
-        &data,
-        &[("TONGBAO_FAILPOINT", "background-flush:600000")],
-    )?;
+    let hub = HubProcess::start_at_failpoint(&pki, HUB, "background-flush:600000")?;
     let tax = connect(&pki, "tax", hub.addr).await?;
     let mut answered = Vec::new();
     for i in 0..12 {

@@ -774,13 +774,7 @@ async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_announcing_and_registering_a_key_is_finished_at_restart() -> TestResult {
     let pki = TestPki::generate()?;
-    let data = pki.path().join("data");
-    let hub = HubProcess::start_with_env(
-        &pki,
-        HUB,
-        &data,
-        &[(tongbao_server::failpoint::ENV, "rotation-appended")],
-    )?;
+    let hub = HubProcess::start_at_failpoint(&pki, HUB, "rotation-appended")?;
     let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
     let old_key = SigningKey::from_pem(&std::fs::read_to_string(pki.signing_key_path("tax"))?)?;
     let before = tax.push(note("old key").to_units(["finance"])).await?;
