@@ -28,11 +28,14 @@ pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("a secret file needs a file name"))?;
+    // Process and call both in the name: two threads replacing the same
+    // file must not share (and remove) one temporary.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    tmp_name.push(format!(".tmp-{}-{call}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
     let result = create_new(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -106,6 +109,31 @@ mod tests {
         assert_eq!(mode(&key)?, 0o600);
         assert_eq!(std::fs::read(&key)?, b"new");
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn replaced_from_many_threads_at_once_keeps_one_whole_version() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let key = dir.path().join("signing.key");
+        let threads: Vec<_> = (0..8u8)
+            .map(|i| {
+                let key = key.clone();
+                std::thread::spawn(move || replace(&key, &[i; 4096]))
+            })
+            .collect();
+        for t in threads {
+            t.join().map_err(|_| "a thread panicked")??;
+        }
+        let bytes = std::fs::read(&key)?;
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|b| *b == bytes[0]), "a mixed file");
+        assert_eq!(mode(&key)?, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path())?.count(),
+            1,
+            "a temporary left behind"
+        );
         Ok(())
     }
 }
