@@ -432,51 +432,95 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
 /// the bound address (port 0 resolves here).
 pub async fn serve_until_signal(config: HubConfig) -> Result<(), HubError> {
     let hub = Hub::start(&config).await?;
+    // Handlers first, then the line that says the hub is up: a supervisor
+    // (or a test) may stop it the moment it reads that line.
+    let signals = Signals::install();
     println!("tongbao-hub listening on {}", hub.addr());
-    let stop = wait_for_stop();
+    let Signals { stop, mut hangup } = signals;
+    let stop = wait_for_stop(stop);
     tokio::pin!(stop);
-    #[cfg(unix)]
-    let fatal = {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => loop {
-                tokio::select! {
-                    fatal = &mut stop => break fatal,
-                    _ = hup.recv() => match tokio::task::block_in_place(|| hub.reload_tls()) {
-                        Ok(o) => tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use"),
-                    },
-                }
-            },
-            Err(_) => stop.await,
-        }
+    let fatal = match hangup.as_mut() {
+        Some(hup) => loop {
+            tokio::select! {
+                fatal = &mut stop => break fatal,
+                _ = hup.recv() => match tokio::task::block_in_place(|| hub.reload_tls()) {
+                    Ok(o) => tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use"),
+                },
+            }
+        },
+        None => stop.await,
     };
-    #[cfg(not(unix))]
-    let fatal = stop.await;
     tracing::info!("shutting down");
     hub.shutdown().await?;
     fatal.map_or(Ok(()), |e| Err(HubError::Fatal(e)))
 }
 
+/// The process's signal handlers, installed before the hub says it is up.
+struct Signals {
+    /// SIGINT and SIGTERM (None where they cannot be installed: Ctrl-C).
+    stop: Option<StopSignals>,
+    /// SIGHUP, which reloads the TLS material.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))]
+    hangup: Option<NoSignal>,
+}
+
+#[cfg(unix)]
+type StopSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+#[cfg(not(unix))]
+type StopSignals = ();
+
+/// Stands in for SIGHUP where there is none.
+#[cfg(not(unix))]
+struct NoSignal;
+#[cfg(not(unix))]
+impl NoSignal {
+    async fn recv(&mut self) -> Option<()> {
+        std::future::pending().await
+    }
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let stop = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            Self {
+                stop,
+                hangup: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {
+            stop: None,
+            hangup: None,
+        }
+    }
+}
+
 /// A signal to stop (None), or a poisoned lock met anywhere in the hub.
-async fn wait_for_stop() -> Option<crate::fatal::Poisoned> {
+async fn wait_for_stop(signals: Option<StopSignals>) -> Option<crate::fatal::Poisoned> {
     tokio::select! {
-        () = wait_for_signal() => None,
+        () = wait_for_signal(signals) => None,
         e = crate::fatal::requested() => Some(e),
     }
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(signals: Option<StopSignals>) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+    if let Some((mut int, mut term)) = signals {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
+        return;
     }
+    #[cfg(not(unix))]
+    let _ = signals;
     let _ = tokio::signal::ctrl_c().await;
 }
