@@ -18,7 +18,8 @@
 //! - [`codec`]: the protobuf codec of every service (undecodable bytes are
 //!   the sender's error);
 //! - [`echo`]: how much of a request-supplied value a refusal repeats;
-//! - [`secret_file`]: private keys are created 0600 by every party.
+//! - [`secret_file`]: private keys are created 0600 by every party;
+//! - [`redact`]: what an office sees of an answer it audits.
 #![forbid(unsafe_code)]
 
 pub mod canonical;
@@ -30,6 +31,7 @@ pub mod identity;
 pub mod keys;
 pub mod kinds;
 pub mod merkle;
+pub mod redact;
 pub mod rotation;
 pub mod secret_file;
 pub mod workflow;

@@ -144,6 +144,12 @@ pub struct Limits {
     /// holding more is refused with the end to ask for instead, never
     /// answered in part: figures are complete or not given.
     pub max_audit_entries: usize,
+    /// Audit, statistics and case queries (and offices' proof checks) run
+    /// at once, each on a thread of its own away from the exchange.
+    pub max_heavy_queries: usize,
+    /// Such queries waiting for a thread; one more is refused
+    /// `ResourceExhausted` at once.
+    pub max_heavy_waiting: usize,
 }
 
 impl Default for Limits {
@@ -161,6 +167,8 @@ impl Default for Limits {
             max_page_bytes: 4 << 20,
             max_subscriptions_per_party: 16,
             max_audit_entries: 200_000,
+            max_heavy_queries: 2,
+            max_heavy_waiting: 16,
         }
     }
 }
@@ -352,6 +360,16 @@ impl HubConfig {
         if config.limits.max_subscriptions_per_party == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),
+            ));
+        }
+        if config.limits.max_heavy_queries == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_heavy_queries = 0 would refuse every audit, statistics and case query; give at least 1".into(),
+            ));
+        }
+        if config.limits.max_heavy_waiting == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_heavy_waiting = 0 would refuse a query whenever its thread is just finishing another; give at least 1".into(),
             ));
         }
         config.base_dir = path

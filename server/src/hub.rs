@@ -52,6 +52,8 @@ pub enum HubError {
     Server(String),
     #[error("cannot start the signature verifier thread: {0}")]
     Verifier(std::io::Error),
+    #[error("cannot start the threads of heavy queries: {0}")]
+    HeavyPool(std::io::Error),
     /// Stopped in order after a lock was found poisoned (see `fatal`).
     #[error("stopped after a fatal internal error: the {} lock is poisoned", .0.what)]
     Fatal(crate::fatal::Poisoned),
@@ -175,6 +177,11 @@ impl Hub {
             admin_audit,
             pki_dir: config.base_dir.clone(),
             verifier: crate::verifier::Verifier::start().map_err(HubError::Verifier)?,
+            heavy: crate::heavy::HeavyPool::start(
+                config.limits.max_heavy_queries,
+                config.limits.max_heavy_waiting,
+            )
+            .map_err(HubError::HeavyPool)?,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(

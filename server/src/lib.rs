@@ -21,6 +21,7 @@ pub mod config;
 pub mod example_parties;
 pub mod failpoint;
 pub mod fatal;
+pub mod heavy;
 pub mod hub;
 pub mod inboxes;
 pub mod pki;

@@ -209,3 +209,70 @@ async fn a_delivery_listing_past_the_page_bytes_is_refused_with_a_limit_that_fit
     assert_eq!(page.entries.len(), fits as usize);
     t.stop().await
 }
+
+/// Audits run as heavy work, on threads of their own behind a bounded
+/// queue: while one is held running (a failpoint) the exchange goes on, a
+/// query past the queue is refused at once naming the limits, and the held
+/// and queued ones answer once let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_queries_are_bounded_and_do_not_hold_the_exchange() -> TestResult {
+    use tongbao_tests::wait_until;
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+    let pki = TestPki::generate()?;
+    pki.edit_hub_toml("max_heavy_queries = 2", "max_heavy_queries = 1")?;
+    pki.edit_hub_toml("max_heavy_waiting = 16", "max_heavy_waiting = 1")?;
+    let holds = pki.path().join("holds");
+    std::fs::create_dir_all(&holds)?;
+    // The second query to run (the queued one) is let go at once.
+    std::fs::write(holds.join("release-2"), b"")?;
+    let hold = format!("heavy-work:hold:{}", holds.display());
+    let hub = HubProcess::start_with_env(
+        &pki,
+        HUB,
+        &pki.path().join("data"),
+        &[(tongbao_server::failpoint::ENV, hold.as_str())],
+    )?;
+    let civil = Client::connect(&pki.unit_config("civil-affairs", hub.addr)?).await?;
+    push_n(&civil, 5, "h").await?;
+    let office = Client::connect(&pki.office_config(FUND, hub.addr)?).await?;
+    let summary =
+        |office: Client| async move { office.audit_units(pb::UnitSummaryRequest::default()).await };
+    let held = tokio::spawn(summary(office.clone()));
+    let reached = holds.join("reached-1");
+    wait_until(HANG, "the first audit holds the heavy thread", || {
+        let reached = reached.exists();
+        async move { Ok(reached) }
+    })
+    .await?;
+
+    // The exchange goes on while the heavy thread is held.
+    push_n(&civil, 3, "during").await?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    assert_eq!(finance.pull(0, 100).await?.entries.len(), 8);
+
+    // One more fits in the queue; the other is refused at once.
+    let a = tokio::spawn(summary(office.clone()));
+    let b = tokio::spawn(summary(office.clone()));
+    let (first_done, other) = match futures::future::select(a, b).await {
+        futures::future::Either::Left((r, other)) => (r?, other),
+        futures::future::Either::Right((r, other)) => (r?, other),
+    };
+    refused(
+        first_done,
+        Code::ResourceExhausted,
+        "limits.max_heavy_queries",
+    );
+    assert!(!held.is_finished(), "the held audit answered while held");
+
+    std::fs::write(holds.join("release-1"), b"")?;
+    let held = held.await??;
+    let queued = other.await??;
+    assert_eq!(figures(&held.units)["civil-affairs"].0, 8);
+    assert_eq!(figures(&queued.units), figures(&held.units));
+    // Drained, it serves again.
+    std::fs::write(holds.join("release-3"), b"")?;
+    assert_eq!(summary(office).await?.units, held.units);
+    hub.kill()?;
+    Ok(())
+}

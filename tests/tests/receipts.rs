@@ -414,11 +414,74 @@ async fn exception_feedback_answers_an_entry_and_shows_in_the_audit() -> TestRes
         .find(|r| r.recipient == "pbc-taiyuan")
         .ok_or("pbc missing")?;
     assert_eq!(r.state, DeliveryState::Exception as i32);
+    // The office verifies the feedback and reads its problem code, not its
+    // text (it was never addressed to the office).
     let answer = office.verify_answer(&audit.entries[0], r).await?;
-    assert_eq!(
-        answer.message().exception.as_ref().map(|x| x.text.as_str()),
-        Some("Not a banking matter")
+    let shown = answer.message().exception.clone().ok_or("no report")?;
+    assert_eq!(shown.problem, pb::Problem::OutsideCompetence as i32);
+    assert_eq!(shown.text, "");
+    // A digest that is not the signed message's does not verify.
+    let mut wrong = r.clone();
+    wrong.answer_message_digest[0] ^= 1;
+    assert!(
+        office
+            .verify_answer(&audit.entries[0], &wrong)
+            .await
+            .is_err()
     );
+    t.stop().await
+}
+
+/// An office audits answers without reading them: a receipt's subject and
+/// body and exception feedback's text (each carrying a marker) appear
+/// nowhere in its audit, and both answers still verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_audit_shows_no_free_text_of_any_answer() -> TestResult {
+    const MARKER: &str = "MARKER-7f3a";
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    tax.push(note("about a foundation").to_mechanism("fund-supervision"))
+        .await?;
+    // finance acknowledges with a receipt of its own making, body and all.
+    let finance = t.unit("finance").await?;
+    let entry = finance.pull(0, 10).await?.entries.remove(0);
+    let mut receipt = finance
+        .sign_receipt(vec![entry.pin()])?
+        .message
+        .ok_or("no message")?;
+    receipt.subject = format!("{MARKER} subject");
+    receipt.body = format!("{MARKER} body").into_bytes().into();
+    let key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("finance"))?)?;
+    finance_ack(&finance, key.sign_message(receipt)).await?;
+    // pbc-taiyuan answers with exception feedback whose text is the marker.
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let entry = pbc.pull(0, 10).await?.entries.remove(0);
+    pbc.push(Draft::exception(
+        &entry,
+        pb::Problem::Other,
+        format!("{MARKER} text"),
+    ))
+    .await?;
+
+    let office = office(&t, "fund-supervision").await?;
+    let audit = office
+        .audit_deliveries(pb::ListDeliveriesRequest::default())
+        .await?;
+    let bytes = prost::Message::encode_to_vec(&audit);
+    assert!(
+        !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+        "the office's audit holds an answer's free text"
+    );
+    let audited = audit.entries.first().ok_or("nothing audited")?;
+    for who in ["finance", "pbc-taiyuan"] {
+        let r = audited
+            .recipients
+            .iter()
+            .find(|r| r.recipient == who)
+            .ok_or("recipient missing")?;
+        let answer = office.verify_answer(audited, r).await?;
+        assert_eq!(answer.channel(), who);
+    }
     t.stop().await
 }
 

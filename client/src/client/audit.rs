@@ -25,6 +25,12 @@ impl Client {
     /// Checks an answer shown by the audit: the receipt (or exception
     /// feedback) verifies under the recipient's registered key, sits in the
     /// recipient's channel, and names exactly the audited entry's leaf hash.
+    ///
+    /// The audit shows an answer without its free text; its signature and
+    /// leaf are checked against the digest of the message as signed. That
+    /// digest cannot be recomputed without the removed text, so the pins
+    /// and problem code shown are as the hub read them from the signed
+    /// message.
     pub async fn verify_answer(
         &self,
         audited: &pb::AuditedEntry,
@@ -38,13 +44,31 @@ impl Client {
                 seq: audited.seq,
                 reason: format!("no answer from {} to verify", delivery.recipient),
             })?;
+        let integrity = |reason: String| ClientError::Integrity {
+            channel: entry.channel.clone(),
+            seq: entry.seq,
+            reason,
+        };
+        let digest: tongbao_proto::Hash = delivery
+            .answer_message_digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| {
+                integrity(format!(
+                    "the audit gives no 32-byte message digest for the answer of {}",
+                    delivery.recipient
+                ))
+            })?;
         let answer = self
-            .verify_delivery(pb::Delivery {
-                entry: Some(entry),
-                leaf_hash: delivery.answer_leaf_hash.clone(),
-                cursor: 0,
-                ..Default::default()
-            })
+            .verify_delivery_signed_as(
+                pb::Delivery {
+                    entry: Some(entry),
+                    leaf_hash: delivery.answer_leaf_hash.clone(),
+                    cursor: 0,
+                    ..Default::default()
+                },
+                digest,
+            )
             .await?;
         let pin = pb::EntryPin {
             channel: audited.channel.clone(),

@@ -90,6 +90,18 @@ impl Client {
         verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
     }
 
+    /// [`Client::verify_delivery`] of an entry shown without part of its
+    /// message: signature and leaf hash checked against `digest`, the
+    /// message's digest as signed.
+    pub(super) async fn verify_delivery_signed_as(
+        &self,
+        d: pb::Delivery,
+        digest: tongbao_proto::Hash,
+    ) -> Result<VerifiedEntry, ClientError> {
+        let p = self.prepare_delivery(d).await?;
+        crate::verify::verify_entry_signed_as(p.entry, &p.leaf_hash, p.cursor, &p.key, digest)
+    }
+
     /// Verifies deliveries in order, every entry's key first, then the
     /// signatures in one batch. Returns the entries before the first that
     /// fails, and why it fails.

@@ -1,8 +1,9 @@
 //! The `Audit` service: the office's view of who received what, and when.
 //!
 //! Offices see metadata (sender, kind, times, recipients, states, receipts)
-//! and never a body: an audited entry carries no subject or body, and the
-//! receipts it embeds hold only positions and leaf hashes.
+//! and never free text: an audited entry carries no subject or body, and
+//! the answers it embeds are shown without theirs
+//! (`tongbao_proto::redact`).
 //!
 //! Audits and statistics read the store's audit index (a row per entry and
 //! mechanism, holding what the audit needs of the entry) for their period
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::{LEADING_GROUP_INBOX, OFFICE_INBOX_PREFIX, Principal};
 use tongbao_proto::pb::{self, DeliveryState, audit_server::Audit};
+use tongbao_proto::redact;
 use tonic::{Request, Response, Status};
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -247,22 +249,25 @@ fn listed(
 ) -> Result<pb::AuditedEntry, Status> {
     let mut recipients = Vec::with_capacity(deliveries.len());
     for ((r, _), d) in row.deliveries.iter().zip(deliveries) {
-        let (answer, answer_leaf_hash) = match d.answer_seq {
-            Some(seq) => match state.store.entry(r, seq).map_err(storage_status)? {
-                Some(s) => (Some(s.entry), s.leaf_hash.to_vec()),
-                None => (None, Vec::new()),
-            },
-            None => (None, Vec::new()),
+        let answer = match d.answer_seq {
+            Some(seq) => state.store.entry(r, seq).map_err(storage_status)?,
+            None => None,
         };
-        recipients.push(pb::RecipientDelivery {
+        let mut delivery = pb::RecipientDelivery {
             recipient: r.clone(),
             state: d.state as i32,
             fetched_micros: d.fetched_micros,
             acknowledged_micros: d.answered_micros,
             overdue: d.overdue,
-            answer,
-            answer_leaf_hash,
-        });
+            ..Default::default()
+        };
+        if let Some(stored) = answer {
+            let shown = redact::for_audit(&stored.entry);
+            delivery.answer = Some(shown.entry);
+            delivery.answer_leaf_hash = stored.leaf_hash.to_vec();
+            delivery.answer_message_digest = shown.message_digest.to_vec();
+        }
+        recipients.push(delivery);
     }
     Ok(pb::AuditedEntry {
         channel: row.channel.clone(),
@@ -275,6 +280,56 @@ fn listed(
         deadline_micros: deadline,
         recipients,
     })
+}
+
+/// The entries of a period `req` asks for, as listed, up to `limit` and
+/// the page's byte cap. A short page says "that is all": the scan refuses
+/// a period over the cap unless the page fills first.
+fn list_matching(
+    state: &HubState,
+    mechanism: &str,
+    req: &pb::ListDeliveriesRequest,
+    as_of: i64,
+    limit: usize,
+) -> Result<Vec<pb::AuditedEntry>, Status> {
+    let max_bytes = state.limits.max_page_bytes;
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    scan_period(
+        state,
+        mechanism,
+        req.since_micros,
+        req.until_micros,
+        as_of,
+        |row, deadline, deliveries| {
+            if (!req.sender.is_empty() && row.channel != req.sender)
+                || (req.kind != 0 && row.kind != req.kind)
+            {
+                return Ok(true);
+            }
+            let matches = row.deliveries.iter().zip(deliveries).any(|((r, _), d)| {
+                (req.recipient.is_empty() || *r == req.recipient)
+                    && (req.state == 0 || d.state as i32 == req.state)
+                    && (!req.overdue_only || d.overdue)
+            });
+            if !matches {
+                return Ok(true);
+            }
+            let a = listed(state, row, deadline, deliveries)?;
+            bytes = bytes.saturating_add(a.encoded_len());
+            if bytes > max_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "the listing passes {max_bytes} bytes (limits.max_page_bytes) after {} entries; \
+                     ask for a limit of at most {}, or a shorter period (since_micros/until_micros)",
+                    entries.len(),
+                    entries.len().max(1)
+                )));
+            }
+            entries.push(a);
+            Ok(entries.len() < limit)
+        },
+    )?;
+    Ok(entries)
 }
 
 type StatsRow = (pb::UnitStats, Vec<i64>);
@@ -363,45 +418,13 @@ impl Audit for AuditService {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         } as usize;
-        let max_bytes = self.state.limits.max_page_bytes;
-        let mut entries = Vec::new();
-        let mut bytes = 0usize;
-        // A short page says "that is all": the scan refuses a period over
-        // the cap unless the page fills first.
-        scan_period(
-            &self.state,
-            &mechanism,
-            req.since_micros,
-            req.until_micros,
-            as_of,
-            |row, deadline, deliveries| {
-                if (!req.sender.is_empty() && row.channel != req.sender)
-                    || (req.kind != 0 && row.kind != req.kind)
-                {
-                    return Ok(true);
-                }
-                let matches = row.deliveries.iter().zip(deliveries).any(|((r, _), d)| {
-                    (req.recipient.is_empty() || *r == req.recipient)
-                        && (req.state == 0 || d.state as i32 == req.state)
-                        && (!req.overdue_only || d.overdue)
-                });
-                if !matches {
-                    return Ok(true);
-                }
-                let a = listed(&self.state, row, deadline, deliveries)?;
-                bytes = bytes.saturating_add(a.encoded_len());
-                if bytes > max_bytes {
-                    return Err(Status::resource_exhausted(format!(
-                        "the listing passes {max_bytes} bytes (limits.max_page_bytes) after {} entries; \
-                         ask for a limit of at most {}, or a shorter period (since_micros/until_micros)",
-                        entries.len(),
-                        entries.len().max(1)
-                    )));
-                }
-                entries.push(a);
-                Ok(entries.len() < limit)
-            },
-        )?;
+        let state = self.state.clone();
+        let entries = self
+            .state
+            .heavy("delivery audit", move || {
+                list_matching(&state, &mechanism, &req, as_of, limit)
+            })
+            .await?;
         Ok(Response::new(pb::ListDeliveriesResponse {
             entries,
             as_of_micros: as_of,
@@ -415,20 +438,27 @@ impl Audit for AuditService {
         let mechanism = office_mechanism(&self.state, &request, &request.get_ref().mechanism)?;
         let req = request.into_inner();
         let as_of = as_of(req.as_of_micros);
-        let mut tally = UnitTally::default();
-        scan_period(
-            &self.state,
-            &mechanism,
-            req.since_micros,
-            req.until_micros,
-            as_of,
-            |row, _, deliveries| {
-                tally.add(row, deliveries);
-                Ok(true)
-            },
-        )?;
+        let state = self.state.clone();
+        let units = self
+            .state
+            .heavy("unit summary", move || {
+                let mut tally = UnitTally::default();
+                scan_period(
+                    &state,
+                    &mechanism,
+                    req.since_micros,
+                    req.until_micros,
+                    as_of,
+                    |row, _, deliveries| {
+                        tally.add(row, deliveries);
+                        Ok(true)
+                    },
+                )?;
+                Ok(tally.finish())
+            })
+            .await?;
         Ok(Response::new(pb::UnitSummaryResponse {
-            units: tally.finish(),
+            units,
             as_of_micros: as_of,
         }))
     }

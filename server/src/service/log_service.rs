@@ -7,6 +7,7 @@
 use super::read::entitled;
 use super::{HubState, storage_status};
 use crate::channel_log::LogError;
+use crate::store::StoredEntry;
 use std::sync::Arc;
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
@@ -97,7 +98,7 @@ impl LogService {
         who: &Principal,
         channel: &str,
         seq: u64,
-    ) -> Result<std::sync::Arc<crate::store::StoredEntry>, Status> {
+    ) -> Result<Arc<StoredEntry>, Status> {
         let stored = self
             .state
             .store
@@ -112,6 +113,37 @@ impl LogService {
             )));
         }
         Ok(stored)
+    }
+
+    /// The entries of `seqs` the caller may have inclusion proofs of, each
+    /// checked (then, given a tree size, found in that tree) in order. An
+    /// office's check reads the entries its answers pin, so it runs as
+    /// heavy work.
+    async fn provable_entries(
+        &self,
+        who: Principal,
+        channel: &str,
+        seqs: Vec<u64>,
+        tree_size: Option<u64>,
+    ) -> Result<Vec<Arc<StoredEntry>>, Status> {
+        let office = matches!(who, Principal::Office(_));
+        let this = self.clone();
+        let channel = channel.to_string();
+        let check = move || {
+            let mut found = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                found.push(this.provable_entry(&who, &channel, seq)?);
+                if let Some(size) = tree_size {
+                    in_tree(&channel, seq, size)?;
+                }
+            }
+            Ok(found)
+        };
+        if office {
+            self.state.heavy("office proof check", check).await
+        } else {
+            check()
+        }
     }
 
     /// The inclusion proof of entry `seq` in the tree of size `tree_size`.
@@ -217,7 +249,11 @@ impl Log for LogService {
         let who = self.state.authenticate(&request)?;
         let req = request.into_inner();
         self.known_channel(&req.channel)?;
-        let stored = self.provable_entry(&who, &req.channel, req.seq)?;
+        let stored = self
+            .provable_entries(who, &req.channel, vec![req.seq], None)
+            .await?
+            .pop()
+            .ok_or_else(|| Status::internal("the entry checked is missing"))?;
         let (tree_size, checkpoint) = if req.tree_size == 0 {
             let signed = self.checkpoint(&req.channel)?;
             (signed.checkpoint.size, signed.note)
@@ -255,11 +291,8 @@ impl Log for LogService {
         self.check_size(&req.channel, req.tree_size)?;
         if req.multiproof {
             multiproof_seqs(&req.seqs)?;
-            // The same per-entry checks, in the same order, as below.
-            for &seq in &req.seqs {
-                self.provable_entry(&who, &req.channel, seq)?;
-                in_tree(&req.channel, seq, req.tree_size)?;
-            }
+            self.provable_entries(who, &req.channel, req.seqs.clone(), Some(req.tree_size))
+                .await?;
             let proof = prove_records(
                 req.tree_size,
                 &req.seqs,
@@ -272,9 +305,11 @@ impl Log for LogService {
                 multiproof: hashes(proof),
             }));
         }
+        let entries = self
+            .provable_entries(who, &req.channel, req.seqs.clone(), Some(req.tree_size))
+            .await?;
         let mut proofs = Vec::with_capacity(req.seqs.len());
-        for seq in req.seqs {
-            let stored = self.provable_entry(&who, &req.channel, seq)?;
+        for (seq, stored) in req.seqs.into_iter().zip(entries) {
             proofs.push(pb::InclusionProof {
                 seq,
                 leaf_hash: stored.leaf_hash.to_vec(),

@@ -53,6 +53,8 @@ pub struct HubState {
     pub pki_dir: std::path::PathBuf,
     /// Verifies pushed messages' signatures in batches.
     pub verifier: crate::verifier::Verifier,
+    /// Runs audits, statistics and case queries away from the exchange.
+    pub heavy: crate::heavy::HeavyPool,
 }
 
 impl HubState {
@@ -95,8 +97,27 @@ impl HubState {
         }
     }
 
+    /// Runs a heavy query on the pool (see [`crate::heavy`]).
+    pub async fn heavy<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.heavy.run(what, f).await.map_err(heavy_status)?
+    }
+
     pub fn registry(&self) -> Result<std::sync::RwLockReadGuard<'_, Registry>, Status> {
         crate::fatal::read(&self.registry, "registry").map_err(Status::from)
+    }
+}
+
+fn heavy_status(e: crate::heavy::HeavyRefusal) -> Status {
+    match e {
+        crate::heavy::HeavyRefusal::Busy { .. } => Status::resource_exhausted(e.to_string()),
+        crate::heavy::HeavyRefusal::Failed { .. } => {
+            tracing::error!(error = %e, "heavy query failed");
+            Status::internal(e.to_string())
+        }
     }
 }
 

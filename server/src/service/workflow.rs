@@ -150,46 +150,26 @@ impl WorkflowService {
         let digest = verify_sender_signature(state, &unit, &signed, message).await?;
         let step = decode_step(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let message_id = message.message_id.clone();
+        let appended_before = || -> Result<bool, Status> {
+            Ok(state
+                .store
+                .message(&unit, &message_id)
+                .map_err(storage_status)?
+                .is_some())
+        };
+        if let Step::Statistics(report) = &step
+            && !appended_before()?
+        {
+            // Checked in full under the lock below; its shape first here,
+            // so that nobody else's report is recomputed.
+            self.check(&unit, message, &step)?;
+            self.check_figures(report).await?;
+        }
         let workflows = &state.workflows;
         let _serial = workflows.serial.lock().await;
-        let retried = state
-            .store
-            .message(&unit, &message_id)
-            .map_err(storage_status)?
-            .is_some();
+        let retried = appended_before()?;
         if !retried {
-            {
-                let registry = state.registry()?;
-                let audience = message.audience.clone().unwrap_or_default();
-                let recipients = registry
-                    .resolve(&unit, &audience)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                let cx = StepContext {
-                    workflows,
-                    registry: &registry,
-                    store: state.store.as_ref(),
-                    sender: &unit,
-                    message,
-                    recipients: &recipients,
-                    now_micros: tongbao_proto::now_micros(),
-                };
-                check_step(&cx, &step).map_err(refusal_status)?;
-            }
-            if let Step::Statistics(report) = &step {
-                let recomputed = compute_report(
-                    state,
-                    &report.mechanism,
-                    report.since_micros,
-                    report.until_micros,
-                    report.as_of_micros,
-                )?;
-                if recomputed != *report {
-                    return Err(Status::invalid_argument(format!(
-                        "the figures differ from the hub's own records of {} for that period; compute the report with ComputeStatistics and circulate it unchanged",
-                        report.mechanism
-                    )));
-                }
-            }
+            self.check(&unit, message, &step)?;
             workflows
                 .note_pending(&unit, &message_id)
                 .map_err(refusal_status)?;
@@ -216,52 +196,100 @@ impl WorkflowService {
         Ok(pb::PushResponse::from(appended))
     }
 
-    /// Entries of a case that `who` sent or received, from the case index:
-    /// one read per entry of the case.
-    fn case_entries(
-        &self,
-        who: &Principal,
-        case_id: &str,
-    ) -> Result<Vec<pb::GetEntryResponse>, Status> {
-        let store = &self.state.store;
-        let workflows = &self.state.workflows;
-        workflows
-            .index_cases(store.as_ref())
-            .map_err(refusal_status)?;
-        let own = match who {
-            Principal::Unit(u) => Some(u.as_str()),
-            _ => None,
+    /// Checks a step against the registry and the workflow state as they
+    /// are now.
+    fn check(&self, unit: &str, message: &pb::Message, step: &Step) -> Result<(), Status> {
+        let state = &self.state;
+        let registry = state.registry()?;
+        let audience = message.audience.clone().unwrap_or_default();
+        let recipients = registry
+            .resolve(unit, &audience)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cx = StepContext {
+            workflows: &state.workflows,
+            registry: &registry,
+            store: state.store.as_ref(),
+            sender: unit,
+            message,
+            recipients: &recipients,
+            now_micros: tongbao_proto::now_micros(),
         };
-        let inbox = who.inbox();
-        let mut found = Vec::new();
-        for (channel, seq) in workflows.case_positions(case_id).map_err(refusal_status)? {
-            let Some(stored) = store.entry(&channel, seq).map_err(storage_status)? else {
-                continue;
-            };
-            let e = &stored.entry;
-            let entitled = own == Some(e.channel.as_str())
-                || inbox
-                    .as_ref()
-                    .is_some_and(|i| e.recipients.iter().any(|r| r == i));
-            if entitled {
-                found.push(stored);
-            }
-        }
-        found.sort_by(|a, b| {
-            (a.entry.hub_micros, &a.entry.channel, a.entry.seq).cmp(&(
-                b.entry.hub_micros,
-                &b.entry.channel,
-                b.entry.seq,
-            ))
-        });
-        Ok(found
-            .into_iter()
-            .map(|s| pb::GetEntryResponse {
-                entry: Some(s.entry),
-                leaf_hash: s.leaf_hash.to_vec(),
-            })
-            .collect())
+        check_step(&cx, step).map_err(refusal_status)
     }
+
+    /// A circulated report must be the hub's own figures. A closed period's
+    /// figures no longer change, so they are recomputed (as heavy work)
+    /// before the workflow lock is taken, not under it.
+    async fn check_figures(&self, report: &pb::StatisticsReport) -> Result<(), Status> {
+        let state = self.state.clone();
+        let asked = report.clone();
+        let recomputed = self
+            .state
+            .heavy("statistics check", move || {
+                compute_report(
+                    &state,
+                    &asked.mechanism,
+                    asked.since_micros,
+                    asked.until_micros,
+                    asked.as_of_micros,
+                )
+            })
+            .await?;
+        if recomputed != *report {
+            return Err(Status::invalid_argument(format!(
+                "the figures differ from the hub's own records of {} for that period; compute the report with ComputeStatistics and circulate it unchanged",
+                shown(&report.mechanism)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Entries of a case that `who` sent or received, from the case index
+/// (caught up first): one read per entry of the case.
+fn case_entries(
+    state: &HubState,
+    who: &Principal,
+    case_id: &str,
+) -> Result<Vec<pb::GetEntryResponse>, Status> {
+    let store = &state.store;
+    let workflows = &state.workflows;
+    workflows
+        .index_cases(store.as_ref())
+        .map_err(refusal_status)?;
+    let own = match who {
+        Principal::Unit(u) => Some(u.as_str()),
+        _ => None,
+    };
+    let inbox = who.inbox();
+    let mut found = Vec::new();
+    for (channel, seq) in workflows.case_positions(case_id).map_err(refusal_status)? {
+        let Some(stored) = store.entry(&channel, seq).map_err(storage_status)? else {
+            continue;
+        };
+        let e = &stored.entry;
+        let entitled = own == Some(e.channel.as_str())
+            || inbox
+                .as_ref()
+                .is_some_and(|i| e.recipients.iter().any(|r| r == i));
+        if entitled {
+            found.push(stored);
+        }
+    }
+    found.sort_by(|a, b| {
+        (a.entry.hub_micros, &a.entry.channel, a.entry.seq).cmp(&(
+            b.entry.hub_micros,
+            &b.entry.channel,
+            b.entry.seq,
+        ))
+    });
+    Ok(found
+        .into_iter()
+        .map(|s| pb::GetEntryResponse {
+            entry: Some(s.entry),
+            leaf_hash: s.leaf_hash.to_vec(),
+        })
+        .collect())
 }
 
 #[tonic::async_trait]
@@ -398,13 +426,14 @@ impl Workflow for WorkflowService {
             as_of
         };
         check_closed_period(req.since_micros, until, as_of, now).map_err(refusal_status)?;
-        Ok(Response::new(compute_report(
-            &self.state,
-            &mechanism,
-            req.since_micros,
-            until,
-            as_of,
-        )?))
+        let state = self.state.clone();
+        let report = self
+            .state
+            .heavy("statistics", move || {
+                compute_report(&state, &mechanism, req.since_micros, until, as_of)
+            })
+            .await?;
+        Ok(Response::new(report))
     }
 
     async fn show_case(
@@ -416,7 +445,12 @@ impl Workflow for WorkflowService {
         if case_id.is_empty() || case_id.len() > 128 {
             return Err(Status::invalid_argument("a case id has 1 to 128 bytes"));
         }
-        let entries = self.case_entries(&who, &case_id)?;
+        let state = self.state.clone();
+        let case = case_id.clone();
+        let entries = self
+            .state
+            .heavy("case query", move || case_entries(&state, &who, &case))
+            .await?;
         Ok(Response::new(pb::ShowCaseResponse { case_id, entries }))
     }
 }

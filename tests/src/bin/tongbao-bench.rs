@@ -32,10 +32,15 @@
 //! all of it N times: the time of each call and the hub's RSS before and
 //! after are reported.
 //!
+//! With `--audit-during`, the office asks `Audit.UnitSummary` over
+//! everything, call after call, for the whole measured phase: push latency
+//! with and without it shows whether a heavy query stalls the exchange
+//! (use a large `--warmup` so that each call has history to read).
+//!
 //! ```text
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
-//!               [--audit N]
+//!               [--audit N] [--audit-during]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -85,7 +90,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -106,6 +111,8 @@ struct Args {
     slow: bool,
     /// `Audit.UnitSummary` calls over everything once acknowledged.
     audit: usize,
+    /// `Audit.UnitSummary` calls back to back during the measured phase.
+    audit_during: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -121,6 +128,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut recipients = None;
     let mut slow = false;
     let mut audit = 0;
+    let mut audit_during = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -134,6 +142,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--short" => short = true,
             "--no-fsync" => no_fsync = true,
             "--slow" => slow = true,
+            "--audit-during" => audit_during = true,
             "--batch" => batch = value("--batch")?,
             "--messages" => messages = Some(value("--messages")?),
             "--warmup" => warmup = Some(value("--warmup")?),
@@ -162,7 +171,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--messages, --publishers, --in-flight and --rate must be at least 1\n{USAGE}"
         ));
     }
-    if slow && recipients.is_none() {
+    if (slow || audit_during) && recipients.is_none() {
         recipients = Some(13);
     }
     Ok(Args {
@@ -177,6 +186,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         recipients,
         slow,
         audit,
+        audit_during,
     })
 }
 
@@ -680,6 +690,13 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     slow_now.store(args.slow, Ordering::Relaxed);
     let cpu_before = hub.cpu()?;
     let own_cpu_before = cpu_of("self")?;
+    let (audits_stop, audits_stopped) = watch::channel(false);
+    let audits = if args.audit_during && scenario.subscribers.len() == 13 {
+        let office = Client::connect(&pki.office_config("joint-enforcement", hub.addr)?).await?;
+        Some(tokio::spawn(audits_meanwhile(office, audits_stopped)))
+    } else {
+        None
+    };
     let started = Instant::now();
     let tasks: Vec<_> = publishers
         .iter()
@@ -707,6 +724,11 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         .unwrap_or(started)
         .saturating_duration_since(started);
     let peak_during_push = hub.peak_rss_kib()?;
+    let _ = audits_stop.send(true);
+    let audits_during = match audits {
+        Some(task) => Some(task.await?),
+        None => None,
+    };
     slow_now.store(false, Ordering::Relaxed);
 
     // Drain: every recipient acknowledges everything.
@@ -840,6 +862,7 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         "mean_commit_ms": r3(mean_commit_ms),
         "sign_per_sec": r3(per_sec(total, sign_elapsed)),
         "audit": audit.as_ref().map(|a| &a.json),
+        "audit_during": audits_during.as_ref().map(|a| &a.json),
         "ok": ok,
     });
     let summary = format!(
@@ -876,6 +899,10 @@ async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         mean_commit_ms,
     );
     let summary = match &audit {
+        Some(a) => format!("{summary}\n  {}", a.summary),
+        None => summary,
+    };
+    let summary = match &audits_during {
         Some(a) => format!("{summary}\n  {}", a.summary),
         None => summary,
     };
@@ -937,6 +964,44 @@ async fn audit_calls(
             mib(peak)
         ),
     })
+}
+
+/// `Audit.UnitSummary` over everything, call after call, until `stop`:
+/// the heavy query `--audit-during` runs beside the measured pushes.
+async fn audits_meanwhile(office: Client, mut stop: watch::Receiver<bool>) -> AuditFigures {
+    let mut times = Vec::new();
+    let mut refused = 0usize;
+    let mut last_refusal = String::new();
+    while !*stop.borrow() {
+        let started = Instant::now();
+        let answer = tokio::select! {
+            a = office.audit_units(pb::UnitSummaryRequest::default()) => a,
+            _ = stop.changed() => break,
+        };
+        times.push(started.elapsed());
+        if let Err(e) = answer {
+            refused += 1;
+            last_refusal = e.to_string();
+        }
+    }
+    let spread = spread(times.clone());
+    AuditFigures {
+        json: serde_json::json!({
+            "calls": times.len(),
+            "refused": refused,
+            "call_ms": spread,
+        }),
+        summary: format!(
+            "audits during the pushes: {} x UnitSummary ({refused} refused{}), each {}",
+            times.len(),
+            if refused > 0 {
+                format!(": {last_refusal}")
+            } else {
+                String::new()
+            },
+            spread_text(&spread)
+        ),
+    }
 }
 
 /// Pushes pre-signed messages with `in_flight` outstanding at a time.
