@@ -33,13 +33,21 @@ pub struct InitArgs {
     /// urn:tongbao:office:<mechanism> or urn:tongbao:operator:<name>.
     #[arg(long, value_name = "URI")]
     party: String,
+    /// Only a new TLS key and request, to renew the certificate with: a
+    /// unit keeps its signing key.
+    #[arg(long)]
+    tls_only: bool,
 }
 
 pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
     let report = match command {
         KeysCommand::Init(args) => {
-            let made = party_keys::make_party_keys(&args.dir, &args.party)?;
-            init_report(&made)?
+            let made = if args.tls_only {
+                party_keys::make_tls_request(&args.dir, &args.party)?
+            } else {
+                party_keys::make_party_keys(&args.dir, &args.party)?
+            };
+            init_report(&made, args.tls_only)?
         }
         KeysCommand::SigningKey { out } => {
             let public = party_keys::make_signing_key(&out)?;
@@ -60,7 +68,7 @@ fn flag(party: &Principal) -> String {
     }
 }
 
-fn init_report(made: &PartyKeys) -> anyhow::Result<String> {
+fn init_report(made: &PartyKeys, renewal: bool) -> anyhow::Result<String> {
     let mut out = String::new();
     let party = &made.party;
     writeln!(
@@ -93,8 +101,9 @@ fn init_report(made: &PartyKeys) -> anyhow::Result<String> {
     )?;
     writeln!(
         out,
-        "  1. the certificate request {}, for the CA operator: `tongbao-hub pki issue --dir CA_DIR {} --csr {}`",
+        "  1. the certificate request {}, for the CA operator: `tongbao-hub pki {} --dir CA_DIR {} --csr {}`",
         made.request.display(),
+        if renewal { "renew" } else { "issue" },
         flag(party),
         party_keys::REQUEST_FILE
     )?;
@@ -116,6 +125,13 @@ fn init_report(made: &PartyKeys) -> anyhow::Result<String> {
         .parent()
         .map(|d| d.display().to_string())
         .unwrap_or_default();
+    if renewal {
+        writeln!(
+            out,
+            "Then, with the cert.pem they hand back, replace key.pem and cert.pem where your client.toml names them (key first; the client picks them up by itself), and ask the CA operator to revoke the old certificate."
+        )?;
+        return Ok(out);
+    }
     match party {
         Principal::Operator(name) => writeln!(
             out,

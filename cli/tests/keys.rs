@@ -124,6 +124,25 @@ fn keys_init_writes_private_files_0600_and_never_overwrites_them() -> TestResult
     }
     assert!(!tmp.path().join("lg").exists());
 
+    // A renewal's TLS key and request alone: the unit keeps its signing key.
+    let renewal = tmp.path().join("tax-renewal");
+    let (ok, out, err) = run(&[
+        "keys",
+        "init",
+        "--dir",
+        renewal.to_str().ok_or("path")?,
+        "--party",
+        "urn:tongbao:unit:tax",
+        "--tls-only",
+    ])?;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("pki renew --dir CA_DIR --unit tax --csr csr.pem"),
+        "{out}"
+    );
+    assert!(!renewal.join("signing.key").exists() && !out.contains("public key:"));
+    assert_eq!(mode(&renewal.join("key.pem"))?, 0o600);
+
     // A new signing key alone, for a unit that lost its own.
     let next = tmp.path().join("tax/signing.key.next");
     let next_arg = next.to_str().ok_or("path")?;

@@ -85,10 +85,21 @@ pub fn key_holder(uri: &str) -> Result<Principal, PartyKeysError> {
 /// name), and for a unit the signing key [`SIGNING_KEY_FILE`]. Refuses,
 /// before writing anything, if any of these files exists.
 pub fn make_party_keys(dir: &Path, party_uri: &str) -> Result<PartyKeys, PartyKeysError> {
+    make(dir, party_uri, true)
+}
+
+/// [`make_party_keys`] without a signing key: a new TLS key and request to
+/// renew a certificate with, for a unit that keeps its signing key.
+pub fn make_tls_request(dir: &Path, party_uri: &str) -> Result<PartyKeys, PartyKeysError> {
+    make(dir, party_uri, false)
+}
+
+fn make(dir: &Path, party_uri: &str, signing: bool) -> Result<PartyKeys, PartyKeysError> {
     let party = key_holder(party_uri)?;
     let tls_key = dir.join(TLS_KEY_FILE);
     let request = dir.join(REQUEST_FILE);
-    let signing_path = matches!(party, Principal::Unit(_)).then(|| dir.join(SIGNING_KEY_FILE));
+    let signing_path =
+        (signing && matches!(party, Principal::Unit(_))).then(|| dir.join(SIGNING_KEY_FILE));
     for path in [Some(&tls_key), Some(&request), signing_path.as_ref()]
         .into_iter()
         .flatten()
@@ -296,6 +307,12 @@ mod tests {
             b"the unit's old key"
         );
         assert!(!dir.join(TLS_KEY_FILE).exists() && !dir.join(REQUEST_FILE).exists());
+
+        // A renewal's TLS key and request only, beside nothing else.
+        let renewal = dir.join("renewal");
+        let made = make_tls_request(&renewal, "urn:tongbao:unit:tax")?;
+        assert!(made.signing_key.is_none() && !renewal.join(SIGNING_KEY_FILE).exists());
+        assert_eq!(mode(&made.tls_key)?, 0o600);
 
         let next = dir.join("signing.key.next");
         make_signing_key(&next)?;
