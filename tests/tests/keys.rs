@@ -249,6 +249,15 @@ async fn requests_for_another_party_with_extra_names_or_altered_are_refused_sayi
         .find(|r| r.serial == issued.serial)
         .ok_or("the new certificate is not in the index")?;
     assert!(record.current);
+    let index = pki::CaIndex::load(pki.path())?.ok_or("no CA index")?;
+    let recorded = index
+        .find_serial(&issued.serial)
+        .ok_or("the new certificate is not in the index")?;
+    assert_eq!(
+        recorded.key,
+        std::path::PathBuf::new(),
+        "the index names a key file for a key the CA never held"
+    );
 
     // Tax renews from a new request of its own.
     let renewed = party_request(&pki, "tax-2027", "urn:tongbao:unit:tax")?;
