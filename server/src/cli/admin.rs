@@ -14,7 +14,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// Where the hub is and which operator certificate to use.
 #[derive(Args)]
 pub struct AdminConnection {
-    /// The PKI directory (holding ca.pem, hub.toml and operators/NAME/).
+    /// The operator's admin directory, holding ca.pem, hub.toml and
+    /// operators/NAME/ (its `tongbao keys init` directory); an example
+    /// set's PKI directory is one.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// The operator whose certificate (operators/NAME/) signs in.
