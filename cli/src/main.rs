@@ -7,6 +7,7 @@ mod case;
 mod common;
 mod inbox;
 mod joint;
+mod keys;
 mod liaison;
 mod meeting;
 mod proofs;
@@ -60,6 +61,11 @@ enum Command {
     Verify(proofs::VerifyArgs),
     /// Print the hub's checkpoint key this client has pinned.
     HubKey,
+    /// Make this party's own keys (no hub or config needed).
+    Keys {
+        #[command(subcommand)]
+        what: keys::KeysCommand,
+    },
     /// Cosign the latest checkpoint of this unit's own channel.
     Cosign,
     /// List units, their keys and the mechanisms.
@@ -114,16 +120,18 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // Offline verification needs no hub and no config.
-    if let Command::Verify(args) = &cli.command {
-        return proofs::verify(args);
-    }
+    // Offline verification and making keys need no hub and no config.
+    let command = match cli.command {
+        Command::Verify(args) => return proofs::verify(&args),
+        Command::Keys { what } => return keys::keys(what),
+        other => other,
+    };
     let path = cli
         .config
         .context("--config FILE (a client.toml) is required, or set TONGBAO_CONFIG")?;
     let client = Client::connect(&ClientConfig::load(&path)?).await?;
     let client = &client;
-    match cli.command {
+    match command {
         Command::Push(args) => push::push(client, args).await,
         Command::Feedback(args) => push::feedback(client, args).await,
         Command::Pull(args) => inbox::pull(client, args).await,
@@ -139,7 +147,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Statistics { what } => statistics::statistics(client, what).await,
         Command::Case { what } => case::case(client, what).await,
         Command::Export(args) => proofs::export(client, args).await,
-        Command::Verify(_) => Ok(()),
+        Command::Verify(_) | Command::Keys { .. } => Ok(()),
         Command::HubKey => proofs::hub_key(client).await,
         Command::Cosign => proofs::cosign(client).await,
         Command::Units(args) => units::units(client, args).await,

@@ -50,6 +50,7 @@ mod draft;
 mod error;
 pub mod hub_cert;
 mod lifecycle;
+pub mod party_keys;
 mod probe;
 mod push_queue;
 pub mod trust;

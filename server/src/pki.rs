@@ -1,22 +1,29 @@
 //! Operator PKI: the exchange CA, certificates for the hub and every party,
-//! signing keys, and the example configuration (`tongbao-hub pki init`).
+//! and the configuration `tongbao-hub pki init` starts from.
 //!
 //! TLS keys are ECDSA P-256; signing keys are Ed25519 and separate (see
-//! DESIGN.md, identities and keys). The CA remembers what it issued in
-//! `ca-index.json` ([`index`]), from which the CRL is always rebuilt; the
-//! operator's issue, renew, revoke, crl and list commands live in
-//! [`lifecycle`].
+//! DESIGN.md, identities and keys). In production every party makes its
+//! own keys and the CA issues from its request ([`csr`]); only the example
+//! set ([`init`]) makes parties' keys here. The CA remembers what it issued
+//! in `ca-index.json` ([`index`]), from which the CRL is always rebuilt;
+//! the operator's issue, renew, revoke, crl and list commands live in
+//! [`lifecycle`], the production `pki init` in [`ca_init`].
 
+pub mod ca_init;
+pub mod csr;
 pub mod index;
 pub mod lifecycle;
 
+pub use ca_init::init_ca;
+pub use csr::{CheckedRequest, CsrError, check_request};
 pub use index::{
     CRL_FILE, CaIndex, CertInfo, CertRecord, CertState, CrlInfo, HUB_PARTY, INDEX_FILE, Party,
     Revocation, RevocationReason, cert_info, read_crl,
 };
 pub use lifecycle::{
     CrlReport, DEFAULT_CRL_DAYS, DEFAULT_DAYS, EXPIRY_WARNING_DAYS, IssueReport, ListRow, Listing,
-    RevokeReport, RevokeTarget, SigningKeyReport, issue, list, regenerate_crl, renew, revoke,
+    RevokeReport, RevokeTarget, SigningKeyReport, issue, issue_from_request, list, regenerate_crl,
+    renew, renew_from_request, revoke,
 };
 
 use crate::config::{HubConfig, HubSection, Limits, MechanismSeed, TlsSection, UnitSeed};
@@ -124,6 +131,12 @@ pub enum PkiError {
         "the revocation is recorded in the CA index, but the CRL could not be written ({source}); fix that and run `tongbao-hub pki crl --dir {}`", dir.display()
     )]
     CrlNotWritten { dir: PathBuf, source: Box<PkiError> },
+    #[error("certificate request {path} refused: {reason}")]
+    Request { path: PathBuf, reason: CsrError },
+    #[error(
+        "the hub's certificate is made here with the hub's own key (`pki issue --hub`, `pki renew --hub`), not from a request; --csr is for a unit, an office, an operator or the leading group"
+    )]
+    HubFromRequest,
 }
 
 /// A certificate with its private key, as PEM.
@@ -239,18 +252,32 @@ impl CertificateAuthority {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Result<Issued, PkiError> {
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, display_name);
-        dn.push(DnType::OrganizationName, "Tongbao exchange");
-        params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(principal.uri().try_into()?)];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.serial_number = Some(serial()?);
-        params.not_before = not_before;
-        params.not_after = not_after;
-        self.sign(params)
+        self.sign(client_params(
+            principal,
+            display_name,
+            not_before,
+            not_after,
+        )?)
+    }
+
+    /// A client certificate naming `principal` for the key of its checked
+    /// request, valid from now for `days`, as PEM: the party keeps its
+    /// private key, the CA never sees it.
+    pub fn issue_client_for_request(
+        &self,
+        principal: &Principal,
+        display_name: &str,
+        request: &CheckedRequest,
+        days: i64,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = client_params(
+            principal,
+            display_name,
+            now - Duration::days(1),
+            now + Duration::days(days),
+        )?;
+        Ok(params.signed_by(request.public_key(), &self.issuer)?.pem())
     }
 
     /// The hub's server certificate for the given DNS names and addresses,
@@ -316,6 +343,28 @@ impl CertificateAuthority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// What every client certificate says, whoever made its key: the party's
+/// URI as its only name, client authentication only.
+fn client_params(
+    principal: &Principal,
+    display_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, display_name);
+    dn.push(DnType::OrganizationName, "Tongbao exchange");
+    params.distinguished_name = dn;
+    params.subject_alt_names = vec![SanType::URI(principal.uri().try_into()?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.serial_number = Some(serial()?);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    Ok(params)
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
@@ -421,11 +470,24 @@ fn client_toml_text(
     signing: bool,
     hub_key: Option<&str>,
 ) -> Result<String, PkiError> {
+    client_toml_with_ca(hub_url, principal, signing, hub_key, "../../ca.pem")
+}
+
+/// A `client.toml` reading the CA certificate from `ca` (relative to it):
+/// `ca.pem` beside it for a party that made its own keys, which receives
+/// its directory's public files to put beside its keys.
+fn client_toml_with_ca(
+    hub_url: &str,
+    principal: &Principal,
+    signing: bool,
+    hub_key: Option<&str>,
+    ca: &str,
+) -> Result<String, PkiError> {
     toml::to_string(&ClientToml {
         hub: hub_url.to_string(),
         server_name: HUB_SERVER_NAME.into(),
         identity: principal.uri(),
-        ca: "../../ca.pem".into(),
+        ca: ca.into(),
         cert: "cert.pem".into(),
         key: "key.pem".into(),
         signing_key: signing.then(|| "signing.key".to_string()),
@@ -477,12 +539,15 @@ pub struct InitSummary {
     pub crl: CrlInfo,
 }
 
-/// Creates a complete example PKI and configuration in `dir`: the CA, the
-/// hub certificate, a certificate and signing key for every unit of the
-/// source document, office, operator and leading-group certificates,
+/// Creates a complete example PKI and configuration in `dir`
+/// (`pki init --example`): the CA, the hub certificate, a certificate and
+/// signing key for every unit of the source document, office, operator and
+/// leading-group certificates,
 /// `hub.toml`, one `client.toml` per party, the CA index recording every
 /// certificate, and an empty CRL that `hub.toml` points to, so revocation
-/// works from the first start.
+/// works from the first start. Every party's private keys are made here,
+/// so whoever holds the directory can act as any party: for tests and
+/// demonstrations only. A production CA starts with [`init_ca`].
 ///
 /// The initial CRL is valid as long as the certificates (`opts.days`), so a
 /// fresh or committed example set never carries a stale CRL; CRLs written

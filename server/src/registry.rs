@@ -396,7 +396,7 @@ impl Registry {
         // Under a small-order key anyone could sign for the unit.
         if let Err(e) = tongbao_proto::ed25519::check_public_key(public_key) {
             return Err(RegistryError::Invalid(format!(
-                "refusing the public key: {e}; generate a fresh signing key (`pki keygen`) and register its public key"
+                "refusing the public key: {e}; the unit makes a fresh signing key (`tongbao keys signing-key`) and hands over its public key"
             )));
         }
         if from < 0 || until.is_some_and(|u| u <= from) {

@@ -14,7 +14,7 @@ fn the_hub_serves_on_a_fresh_pki_and_stops_on_sigterm() -> Result<(), Box<dyn st
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     let init = Command::new(HUB)
-        .args(["pki", "init", "--dir"])
+        .args(["pki", "init", "--example", "--dir"])
         .arg(&pki)
         .output()?;
     let stderr = String::from_utf8_lossy(&init.stderr);

@@ -1,13 +1,11 @@
 //! `tongbao-hub admin ...`: an operator's calls to a running hub's `Admin`
-//! service, with the operator certificate of the PKI directory, and
-//! `pki keygen` for a unit's new signing key.
+//! service, with the operator certificate of the PKI directory.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tongbao_proto::format_micros;
-use tongbao_proto::keys::{SigningKey, encode_public_key};
 use tongbao_proto::pb;
 use tongbao_proto::pb::admin_client::AdminClient;
 use tongbao_proto::pb::directory_client::DirectoryClient;
@@ -16,7 +14,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// Where the hub is and which operator certificate to use.
 #[derive(Args)]
 pub struct AdminConnection {
-    /// The PKI directory (holding ca.pem, hub.toml and operators/NAME/).
+    /// The operator's admin directory, holding ca.pem, hub.toml and
+    /// operators/NAME/ (its `tongbao keys init` directory); an example
+    /// set's PKI directory is one.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// The operator whose certificate (operators/NAME/) signs in.
@@ -44,7 +44,8 @@ pub enum AdminCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Register a unit's signing key (base64 public key, as `pki keygen` prints it).
+    /// Register a unit's signing key: the base64 public key the unit handed
+    /// over (`tongbao keys init` or `tongbao keys signing-key` printed it).
     RegisterKey {
         #[arg(long, value_name = "ID")]
         unit: String,
@@ -168,7 +169,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                 )?;
                 writeln!(
                     out,
-                    "Next: deliver the private key file to the department (signing_key in its client.toml; the client picks it up by itself), then retire the old key with `tongbao-hub admin --dir DIR retire-key --unit {unit} --key-id OLD`."
+                    "Next: tell the department; its system signs with the new key once it is in its signing_key file (the client picks it up by itself). Then retire the old key with `tongbao-hub admin --dir DIR retire-key --unit {unit} --key-id OLD`."
                 )?;
             }
             AdminCommand::RetireKey { unit, key_id } => {
@@ -281,35 +282,4 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
         }
         Ok(out)
     })
-}
-
-/// `pki keygen`: a new Ed25519 signing key for a unit.
-pub fn keygen(out_file: &Path) -> anyhow::Result<String> {
-    if out_file.exists() {
-        anyhow::bail!(
-            "{} exists; choose another file (the current key must stay until the new one is registered)",
-            out_file.display()
-        );
-    }
-    let key = SigningKey::generate()?;
-    tongbao_proto::secret_file::create_new(out_file, key.to_pem().as_bytes())
-        .with_context(|| format!("cannot write {}", out_file.display()))?;
-    let public = encode_public_key(key.public_key());
-    let mut out = String::new();
-    writeln!(
-        out,
-        "Wrote a new signing key to {} (key id {}).",
-        out_file.display(),
-        key.key_id()
-    )?;
-    writeln!(out, "Public key: {public}")?;
-    writeln!(
-        out,
-        "Next: register it with `tongbao-hub admin --dir DIR register-key --unit ID --public-key {public}`"
-    )?;
-    writeln!(
-        out,
-        "(or let the unit announce it itself with Client::rotate_signing_key), deliver the file to the department, then retire the old key."
-    )?;
-    Ok(out)
 }

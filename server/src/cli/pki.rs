@@ -1,12 +1,11 @@
 //! `tongbao-hub pki`: the operator's CA commands, run on the CA's
 //! directory; each writes one report (see `report.rs`).
 
-use super::admin;
 use super::report::{print_crl, print_issue, print_list, print_revoke};
-use super::templates::{PKI_INIT, fill};
+use super::templates::{PKI_INIT, PKI_INIT_CA, fill};
 use crate::pki::index::display_time;
 use crate::pki::{
-    DEFAULT_CRL_DAYS, InitOptions, Party, PkiError, RevocationReason, RevokeTarget, init,
+    DEFAULT_CRL_DAYS, InitOptions, Party, PkiError, RevocationReason, RevokeTarget, init, init_ca,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,22 +15,30 @@ use tongbao_proto::identity::Principal;
 
 #[derive(Subcommand)]
 pub(super) enum PkiCommand {
-    /// Create a CA, hub and party certificates, signing keys and configs.
+    /// Create a CA, the hub's certificate and keys and hub.toml; with
+    /// --example, a whole example set with every party's keys.
     Init {
         /// Where to create the PKI and the configs.
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: std::net::SocketAddr,
-        /// Validity of every certificate, in days.
+        /// Validity of the CA (and, with --example, of every certificate),
+        /// in days; the hub's certificate gets at most 365.
         #[arg(long, default_value_t = 11 * 366)]
         days: i64,
+        /// Make an example set: certificates, TLS and signing keys for
+        /// every party of the source document (tests and demonstrations
+        /// only: whoever holds the directory can act as any party).
+        #[arg(long)]
+        example: bool,
         /// Overwrite an existing set.
         #[arg(long)]
         force: bool,
     },
-    /// Issue a new certificate and key for a party (a unit also gets a
-    /// signing key if it has none); existing files are kept as backups.
+    /// Issue a certificate for a party: from its own request (--csr), or
+    /// with a TLS key made here (test sets); existing files are kept as
+    /// backups. Never makes a signing key.
     Issue {
         /// The PKI directory (made by `pki init`, holding ca.pem and ca.key).
         #[arg(long, value_name = "DIR")]
@@ -44,9 +51,13 @@ pub(super) enum PkiCommand {
         /// Common name in the certificate [default: the party's known name].
         #[arg(long)]
         name: Option<String>,
+        /// The party's certificate request (PEM, from `tongbao keys init`):
+        /// checked to be signed by its key and to name exactly this party.
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
     },
-    /// A new certificate and key for a party that has one; the old one
-    /// stays valid until it expires or is revoked.
+    /// A new certificate for a party that has one (from its new request
+    /// with --csr); the old one stays valid until it expires or is revoked.
     Renew {
         /// The PKI directory (made by `pki init`, holding ca.pem and ca.key).
         #[arg(long, value_name = "DIR")]
@@ -56,6 +67,9 @@ pub(super) enum PkiCommand {
         /// Validity in days [default: that of the party's latest certificate].
         #[arg(long)]
         days: Option<i64>,
+        /// The party's new certificate request (PEM, from `tongbao keys init`).
+        #[arg(long, value_name = "FILE")]
+        csr: Option<PathBuf>,
     },
     /// Revoke a certificate, or every valid certificate of a party, and
     /// rewrite the CRL.
@@ -80,12 +94,6 @@ pub(super) enum PkiCommand {
         /// Validity of the CRL, in days.
         #[arg(long, default_value_t = DEFAULT_CRL_DAYS)]
         days: i64,
-    },
-    /// Generate a new Ed25519 signing key for a unit (to register or announce).
-    Keygen {
-        /// Where to write the private key (PEM); must not exist.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
     },
     /// List the CA's certificates with their expiry and state.
     List {
@@ -248,17 +256,20 @@ fn pki_into(command: PkiCommand, out: &mut String) -> anyhow::Result<()> {
             dir,
             listen,
             days,
+            example,
             force,
         } => {
-            let summary = init(
-                &dir,
-                &InitOptions {
-                    listen,
-                    days,
-                    force,
-                    ..Default::default()
-                },
-            )?;
+            let opts = InitOptions {
+                listen,
+                days,
+                force,
+                ..Default::default()
+            };
+            let summary = if example {
+                init(&dir, &opts)?
+            } else {
+                init_ca(&dir, &opts)?
+            };
             let crl_until = summary
                 .crl
                 .next_update
@@ -268,7 +279,7 @@ fn pki_into(command: PkiCommand, out: &mut String) -> anyhow::Result<()> {
                 out,
                 "{}",
                 fill(
-                    PKI_INIT,
+                    if example { PKI_INIT } else { PKI_INIT_CA },
                     &[
                         ("dir", &dir.display()),
                         ("files", &summary.files),
@@ -287,15 +298,29 @@ fn pki_into(command: PkiCommand, out: &mut String) -> anyhow::Result<()> {
             party,
             days,
             name,
+            csr,
         } => {
             let party = party.resolve()?;
-            let report = crate::pki::issue(&dir, &party, days, name.as_deref())?;
+            let report = match &csr {
+                Some(csr) => {
+                    crate::pki::issue_from_request(&dir, &party, csr, days, name.as_deref())?
+                }
+                None => crate::pki::issue(&dir, &party, days, name.as_deref())?,
+            };
             print_issue(&mut *out, &dir, &report, false);
             Ok(())
         }
-        PkiCommand::Renew { dir, party, days } => {
+        PkiCommand::Renew {
+            dir,
+            party,
+            days,
+            csr,
+        } => {
             let party = party.resolve()?;
-            let report = crate::pki::renew(&dir, &party, days)?;
+            let report = match &csr {
+                Some(csr) => crate::pki::renew_from_request(&dir, &party, csr, days)?,
+                None => crate::pki::renew(&dir, &party, days)?,
+            };
             print_issue(&mut *out, &dir, &report, true);
             Ok(())
         }
@@ -313,10 +338,6 @@ fn pki_into(command: PkiCommand, out: &mut String) -> anyhow::Result<()> {
         PkiCommand::Crl { dir, days } => {
             let report = crate::pki::regenerate_crl(&dir, days)?;
             print_crl(&mut *out, &dir, &report);
-            Ok(())
-        }
-        PkiCommand::Keygen { out: file } => {
-            out.push_str(&admin::keygen(&file)?);
             Ok(())
         }
         PkiCommand::List {

@@ -2,7 +2,8 @@
 //! next steps (their longer prose is in `server/templates/`).
 
 use super::templates::{
-    CRL_NEXT_STEPS, CRL_NOT_READ, DELIVER_OPERATOR, DELIVER_PARTY, HUB_RENEWED, REGISTER_KEY, fill,
+    CRL_NEXT_STEPS, CRL_NOT_READ, DELIVER_FROM_REQUEST, DELIVER_OPERATOR, DELIVER_PARTY,
+    HUB_RENEWED, KEY_MADE_HERE, REGISTER_KEY, REGISTER_OWN_KEY, fill,
 };
 use crate::pki::index::display_time;
 use crate::pki::{CrlInfo, CrlReport, IssueReport, Listing, Party, RevocationReason, RevokeReport};
@@ -39,12 +40,20 @@ pub(super) fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewin
             r.days
         );
     }
-    say!(
-        out,
-        "  wrote {} and {} (the key is readable by its owner only)",
-        dir.join(&rec.cert).display(),
-        dir.join(&rec.key).display()
-    );
+    if r.from_request {
+        say!(
+            out,
+            "  wrote {} for the key of the party's own request (its private key never left its machine)",
+            dir.join(&rec.cert).display()
+        );
+    } else {
+        say!(
+            out,
+            "  wrote {} and {} (the key is readable by its owner only)",
+            dir.join(&rec.cert).display(),
+            dir.join(&rec.key).display()
+        );
+    }
     if !r.backups.is_empty() {
         let names: Vec<String> = r
             .backups
@@ -62,16 +71,11 @@ pub(super) fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewin
         );
     }
     if let Some(k) = &r.signing_key {
-        if k.created {
-            say!(
-                out,
-                "Made a signing key for {}: {}",
-                r.party,
-                k.path.display()
-            );
-        } else {
-            say!(out, "Kept the unit's signing key {}", k.path.display());
-        }
+        say!(
+            out,
+            "The unit's signing key found here (an example set's): {}",
+            k.path.display()
+        );
         say!(out, "  public key: {}", k.public_key);
         say!(out, "  key id:     {}", k.key_id);
     }
@@ -82,6 +86,16 @@ pub(super) fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewin
             path.display()
         );
     }
+    if let Some(path) = &r.ca_copy {
+        say!(
+            out,
+            "Copied the CA certificate to {} for the party.",
+            path.display()
+        );
+    }
+    if !r.from_request && r.party != Party::Hub {
+        say!(out, "{}", fill(KEY_MADE_HERE, &[("party", &r.party)]));
+    }
 
     say!(out, "Next:");
     let mut step = 0;
@@ -89,18 +103,31 @@ pub(super) fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewin
         step += 1;
         say!(out, "  {step}. {text}");
     };
-    if let (Party::Client(Principal::Unit(id)), Some(k)) = (&r.party, &r.signing_key)
-        && (k.created || r.registered == Some(false))
+    // A new unit is registered, with the key it made or an example key.
+    if let Party::Client(Principal::Unit(id)) = &r.party
+        && (r.registered == Some(false) || (r.registered.is_none() && !renewing))
     {
+        let hub_toml = dir.join("hub.toml");
+        let values: [(&str, &dyn std::fmt::Display); 5] = [
+            ("hub_toml", &hub_toml.display()),
+            ("id", id),
+            ("name", &rec.subject),
+            (
+                "public_key",
+                match &r.signing_key {
+                    Some(k) => &k.public_key,
+                    None => &"",
+                },
+            ),
+            ("dir", &dir.display()),
+        ];
         next(fill(
-            REGISTER_KEY,
-            &[
-                ("hub_toml", &dir.join("hub.toml").display()),
-                ("id", id),
-                ("name", &rec.subject),
-                ("public_key", &k.public_key),
-                ("dir", &dir.display()),
-            ],
+            if r.signing_key.is_some() {
+                REGISTER_KEY
+            } else {
+                REGISTER_OWN_KEY
+            },
+            &values,
         ));
     }
     if let (Party::Client(Principal::Office(m)), Some(false)) = (&r.party, r.registered) {
@@ -111,6 +138,17 @@ pub(super) fn print_issue(out: &mut String, dir: &Path, r: &IssueReport, renewin
     let pdir = r.dir.display();
     match &r.party {
         Party::Hub => next(fill(HUB_RENEWED, &[("dir", &dir.display())])),
+        Party::Client(p) if r.from_request => {
+            let files: Vec<String> = std::iter::once(dir.join(&rec.cert))
+                .chain(r.ca_copy.clone())
+                .chain(r.client_toml.clone())
+                .map(|f| f.display().to_string())
+                .collect();
+            next(fill(
+                DELIVER_FROM_REQUEST,
+                &[("files", &files.join(", ")), ("party", p)],
+            ));
+        }
         Party::Client(Principal::Operator(_)) => next(fill(
             DELIVER_OPERATOR,
             &[("party_dir", &pdir), ("ca", &dir.join("ca.pem").display())],

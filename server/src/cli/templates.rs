@@ -3,6 +3,10 @@
 //! `{name}` in a template is filled in when the report is written.
 
 pub const PKI_INIT: &str = include_str!("../../templates/pki-init.txt");
+pub const PKI_INIT_CA: &str = include_str!("../../templates/pki-init-ca.txt");
+pub const REGISTER_OWN_KEY: &str = include_str!("../../templates/register-own-key.txt");
+pub const DELIVER_FROM_REQUEST: &str = include_str!("../../templates/deliver-from-request.txt");
+pub const KEY_MADE_HERE: &str = include_str!("../../templates/key-made-here.txt");
 pub const REGISTER_KEY: &str = include_str!("../../templates/register-key.txt");
 pub const HUB_RENEWED: &str = include_str!("../../templates/hub-renewed.txt");
 pub const DELIVER_OPERATOR: &str = include_str!("../../templates/deliver-operator.txt");
@@ -76,6 +80,10 @@ mod tests {
             .collect();
         for t in [
             PKI_INIT,
+            PKI_INIT_CA,
+            REGISTER_OWN_KEY,
+            DELIVER_FROM_REQUEST,
+            KEY_MADE_HERE,
             REGISTER_KEY,
             HUB_RENEWED,
             DELIVER_OPERATOR,

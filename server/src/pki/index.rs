@@ -250,7 +250,8 @@ pub struct CertRecord {
     /// The certificate's common name.
     pub subject: String,
     /// Files, relative to the PKI directory. A replaced certificate points
-    /// at its timestamped backup.
+    /// at its timestamped backup. `key` is empty for a certificate issued
+    /// from the party's own request: its key was never here.
     pub cert: PathBuf,
     pub key: PathBuf,
     #[serde(with = "rfc3339")]

@@ -3,15 +3,19 @@
 //! Library functions returning reports, so that the CLI only words them and
 //! tests drive exactly what operators run. Every change takes the index
 //! lock, records in the index before touching a party's files, and writes
-//! each file atomically and durably.
+//! each file atomically and durably. A party's certificate is issued either
+//! from its own request (`--csr`: its keys never leave its machine) or, for
+//! test sets, with a TLS key made here; a unit's signing key is never made
+//! here.
 
+use super::csr::{CheckedRequest, check_request};
 use super::index::{
     CertRecord, CertState, CrlInfo, IndexLock, Party, Revocation, RevocationReason, check_pki_dir,
     load_or_adopt, normalize_serial, now, rfc3339, write_crl,
 };
 use super::{
     CRL_FILE, CertificateAuthority, HUB_DNS_NAMES, LEADING_GROUP_NAME, PkiError, cert_info,
-    client_toml_text, read_crl, write_atomic,
+    client_toml_text, client_toml_with_ca, read_crl, write_atomic,
 };
 use crate::config::HubConfig;
 use crate::example_parties::{MECHANISMS, UNITS};
@@ -32,12 +36,12 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 /// Hub URL for a new `client.toml` when the directory has no `hub.toml`.
 const DEFAULT_HUB_URL: &str = "https://127.0.0.1:7443";
 
-/// A unit's Ed25519 signing key, as the operator must register it.
+/// A unit's Ed25519 signing key found in its directory of the CA (an
+/// example set's), as the operator must register it. Never made here: a
+/// unit makes its own (`tongbao keys init`) and hands over the public key.
 #[derive(Debug, Clone)]
 pub struct SigningKeyReport {
     pub path: PathBuf,
-    /// Made now (the unit had none), rather than kept.
-    pub created: bool,
     /// Base64, as `hub.toml` `[[units]] signing_key` takes it.
     pub public_key: String,
     pub key_id: String,
@@ -58,24 +62,46 @@ pub struct IssueReport {
     /// Earlier certificates of the party that the hub still accepts.
     pub still_valid: Vec<CertRecord>,
     pub signing_key: Option<SigningKeyReport>,
+    /// Issued from the party's own request: its private key was never here.
+    pub from_request: bool,
     /// The `client.toml` written because the party had none.
     pub client_toml: Option<PathBuf>,
+    /// The CA certificate copied beside that `client.toml`, for a party
+    /// that made its own keys (its directory is what it receives).
+    pub ca_copy: Option<PathBuf>,
     /// For units and offices: whether `hub.toml`'s registry seed names it.
     pub registered: Option<bool>,
     /// The index was built now from the directory's certificates.
     pub adopted: bool,
 }
 
-/// Issues a new certificate and key for a party, backing up the files it
-/// replaces; for a unit without a signing key, makes one. Also writes a
-/// `client.toml` if the party has none.
+/// Issues a new certificate and a TLS key made here for a party, backing up
+/// the files it replaces (test and example sets: in production the party
+/// makes its key, see [`issue_from_request`]). Also writes a `client.toml`
+/// if the party has none. Makes no signing key.
 pub fn issue(
     dir: &Path,
     party: &Party,
     days: Option<i64>,
     name: Option<&str>,
 ) -> Result<IssueReport, PkiError> {
-    issue_or_renew(dir, party, days, name, false)
+    issue_or_renew(dir, party, days, name, false, None)
+}
+
+/// Issues a certificate for the key of the party's own certificate request
+/// (`tongbao keys init`), once the request passes [`check_request`] for
+/// exactly this party. The party's private key is never here: the CA
+/// writes the certificate, and, for a party it had no `client.toml` for,
+/// one reading `ca.pem` beside it and a copy of `ca.pem`, so that the
+/// party's directory holds public files only, to be put beside its keys.
+pub fn issue_from_request(
+    dir: &Path,
+    party: &Party,
+    request: &Path,
+    days: Option<i64>,
+    name: Option<&str>,
+) -> Result<IssueReport, PkiError> {
+    issue_or_renew(dir, party, days, name, false, Some(request))
 }
 
 /// A new certificate and key for a party that already has one, valid as
@@ -83,7 +109,42 @@ pub fn issue(
 /// valid until it expires or is revoked, so the department can switch at
 /// its pace.
 pub fn renew(dir: &Path, party: &Party, days: Option<i64>) -> Result<IssueReport, PkiError> {
-    issue_or_renew(dir, party, days, None, true)
+    issue_or_renew(dir, party, days, None, true, None)
+}
+
+/// [`renew`] for the key of the party's own new certificate request,
+/// checked as [`issue_from_request`] checks it.
+pub fn renew_from_request(
+    dir: &Path,
+    party: &Party,
+    request: &Path,
+    days: Option<i64>,
+) -> Result<IssueReport, PkiError> {
+    issue_or_renew(dir, party, days, None, true, Some(request))
+}
+
+/// Reads and checks a request for `party` before anything is written.
+fn checked_request(party: &Party, path: &Path) -> Result<CheckedRequest, PkiError> {
+    let Party::Client(principal) = party else {
+        return Err(PkiError::HubFromRequest);
+    };
+    let refused = |reason| PkiError::Request {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Read at most one byte past the limit: a huge file is refused unread.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(super::csr::MAX_REQUEST_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|source| PkiError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    check_request(&bytes, principal).map_err(refused)
 }
 
 fn issue_or_renew(
@@ -92,8 +153,12 @@ fn issue_or_renew(
     days: Option<i64>,
     name: Option<&str>,
     renewing: bool,
+    request_file: Option<&Path>,
 ) -> Result<IssueReport, PkiError> {
     check_pki_dir(dir)?;
+    let request = request_file
+        .map(|path| checked_request(party, path))
+        .transpose()?;
     let _lock = IndexLock::acquire(dir)?;
     let ca = CertificateAuthority::load_dir(dir)?;
     let (mut index, adopted) = load_or_adopt(dir)?;
@@ -133,12 +198,14 @@ fn issue_or_renew(
         });
     }
 
-    let issued = match party {
+    // The certificate, and its private key when it is made here.
+    let (cert_pem, key_pem) = match party {
         Party::Hub => {
             let (dns, ips) = hub_names(dir);
             let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
             // The renewed certificate keeps certifying the checkpoint key.
-            ca.issue_server(&dns, &ips, hub_vkey(dir).as_deref(), days)?
+            let issued = ca.issue_server(&dns, &ips, hub_vkey(dir).as_deref(), days)?;
+            (issued.cert_pem, Some(issued.key_pem))
         }
         Party::Client(principal) => {
             let name = match (name, &latest) {
@@ -146,7 +213,16 @@ fn issue_or_renew(
                 (None, Some(r)) if !r.subject.is_empty() => r.subject.clone(),
                 _ => default_name(principal),
             };
-            ca.issue_client(principal, &name, days)?
+            match &request {
+                Some(request) => (
+                    ca.issue_client_for_request(principal, &name, request, days)?,
+                    None,
+                ),
+                None => {
+                    let issued = ca.issue_client(principal, &name, days)?;
+                    (issued.cert_pem, Some(issued.key_pem))
+                }
+            }
         }
     };
 
@@ -168,43 +244,71 @@ fn issue_or_renew(
     }
     let record = index.add(
         party.clone(),
-        &issued.cert_pem,
+        &cert_pem,
         cert_rel.clone(),
-        key_rel.clone(),
+        // The index names no key file for a key the party holds.
+        if key_pem.is_some() {
+            key_rel.clone()
+        } else {
+            PathBuf::new()
+        },
         now,
     )?;
     index.save(dir, true)?;
-    // Key first: whoever watches cert.pem finds the matching key in place.
-    write_atomic(&dir.join(&key_rel), issued.key_pem.as_bytes(), true, true)?;
-    write_atomic(
-        &dir.join(&cert_rel),
-        issued.cert_pem.as_bytes(),
-        false,
-        true,
-    )?;
+    match &key_pem {
+        // Key first: whoever watches cert.pem finds the matching key in place.
+        Some(key_pem) => write_atomic(&dir.join(&key_rel), key_pem.as_bytes(), true, true)?,
+        // A key made here earlier no longer matches the certificate: its
+        // backup is what the index names for the earlier certificate.
+        None if key_backup.is_some() => {
+            std::fs::remove_file(dir.join(&key_rel)).map_err(|source| PkiError::Write {
+                path: dir.join(&key_rel),
+                source,
+            })?;
+        }
+        None => {}
+    }
+    write_atomic(&dir.join(&cert_rel), cert_pem.as_bytes(), false, true)?;
 
     let pdir = dir.join(&rel);
     let signing_key = match party {
-        Party::Client(Principal::Unit(_)) => Some(ensure_signing_key(&pdir)?),
+        Party::Client(Principal::Unit(_)) => existing_signing_key(&pdir)?,
         _ => None,
     };
-    let client_toml = match party {
+    let (client_toml, ca_copy) = match party {
         Party::Client(p) => {
             let path = pdir.join("client.toml");
             if path.exists() {
-                None
+                (None, None)
+            } else if request.is_some() {
+                // The party receives this directory: its CA certificate
+                // beside its config, and its keys' names as keys init
+                // wrote them.
+                let ca_copy = pdir.join("ca.pem");
+                write_atomic(&ca_copy, ca.cert_pem().as_bytes(), false, true)?;
+                let text = client_toml_with_ca(
+                    &hub_url(dir),
+                    p,
+                    matches!(p, Principal::Unit(_)),
+                    hub_vkey(dir).as_deref(),
+                    "ca.pem",
+                )?;
+                write_atomic(&path, text.as_bytes(), false, true)?;
+                (Some(path), Some(ca_copy))
             } else {
+                // A unit's config names its signing key file even before
+                // the unit has put its own key there.
                 let text = client_toml_text(
                     &hub_url(dir),
                     p,
-                    signing_key.is_some(),
+                    matches!(p, Principal::Unit(_)),
                     hub_vkey(dir).as_deref(),
                 )?;
                 write_atomic(&path, text.as_bytes(), false, true)?;
-                Some(path)
+                (Some(path), None)
             }
         }
-        Party::Hub => None,
+        Party::Hub => (None, None),
     };
     let still_valid = index
         .of(party)
@@ -220,7 +324,9 @@ fn issue_or_renew(
         backups: cert_backup.into_iter().chain(key_backup).collect(),
         still_valid,
         signing_key,
+        from_request: request.is_some(),
         client_toml,
+        ca_copy,
         registered: registered(dir, party),
         adopted,
     })
@@ -302,30 +408,23 @@ fn backup(dir: &Path, rel: &Path, stamp: &str) -> Result<Option<PathBuf>, PkiErr
     }
 }
 
-/// The unit's signing key: the existing one, or a new one if it has none.
-fn ensure_signing_key(unit_dir: &Path) -> Result<SigningKeyReport, PkiError> {
+/// The unit's signing key in its directory of the CA, if it has one there
+/// (an example set's). None is made: the unit makes its own.
+fn existing_signing_key(unit_dir: &Path) -> Result<Option<SigningKeyReport>, PkiError> {
     let path = unit_dir.join("signing.key");
-    let (key, created) = match std::fs::read_to_string(&path) {
-        Ok(pem) => {
-            let key = SigningKey::from_pem(&pem).map_err(|e| PkiError::SigningKey {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            (key, false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate()?;
-            write_atomic(&path, key.to_pem().as_bytes(), true, true)?;
-            (key, true)
-        }
+    let key = match std::fs::read_to_string(&path) {
+        Ok(pem) => SigningKey::from_pem(&pem).map_err(|e| PkiError::SigningKey {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(PkiError::Read { path, source }),
     };
-    Ok(SigningKeyReport {
+    Ok(Some(SigningKeyReport {
         path,
-        created,
         public_key: encode_public_key(key.public_key()),
         key_id: key.key_id().to_string(),
-    })
+    }))
 }
 
 fn hub_config(dir: &Path) -> Option<HubConfig> {

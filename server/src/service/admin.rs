@@ -171,7 +171,7 @@ impl Admin for AdminService {
         let result = allowed.and_then(|()| {
             let pk = decode_public_key(&req.public_key).map_err(|e| {
                 Status::invalid_argument(format!(
-                    "public_key must be a base64 Ed25519 public key (as `tongbao-hub pki keygen` prints it): {e}"
+                    "public_key must be a base64 Ed25519 public key (as `tongbao keys init` or `tongbao keys signing-key` prints it): {e}"
                 ))
             })?;
             let from = or_now(req.valid_from_micros);
