@@ -2,9 +2,11 @@
 //!
 //! A key registered from a past time makes messages dated back then
 //! verifiable under it: whoever holds the key can speak for the unit in
-//! the past. Registration is for a first key and for recovery, so a past
-//! start is allowed only when the request says so explicitly and gives a
-//! reason, and both go into the admin trail with the registration.
+//! the past. A key retired as of a past time makes the unit's signatures
+//! since then (its messages, its receipts) stop verifying. Both are for
+//! recovery after a loss or a compromise, so a past time is allowed only
+//! when the request says so explicitly and gives a reason, and both go
+//! into the admin trail with the change.
 
 use tongbao_proto::format_micros;
 
@@ -15,11 +17,15 @@ pub const MAX_REASON_BYTES: usize = 512;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BackdateError {
     #[error(
-        "valid_from {} is before the hub's time {}: dating a key's validity into the past needs backdate set and a backdate_reason (`--backdate-reason TEXT`), both recorded; to start it now, leave valid_from 0",
-        format_micros(*.from),
+        "{field} {} is before the hub's time {}: dating a key's validity into the past needs backdate set and a backdate_reason (`--backdate-reason TEXT`), both recorded; for now, leave {field} 0",
+        format_micros(*.at),
         format_micros(*.now)
     )]
-    NotFlagged { from: i64, now: i64 },
+    NotFlagged {
+        field: &'static str,
+        at: i64,
+        now: i64,
+    },
     #[error(
         "backdate is set but backdate_reason is empty; say why the key must be valid from the past"
     )]
@@ -29,33 +35,38 @@ pub enum BackdateError {
     )]
     ReasonTooLong(usize),
     #[error(
-        "backdate is set but valid_from {} is not before the hub's time {}; drop backdate and its reason",
-        format_micros(*.from),
+        "backdate is set but {field} {} is not before the hub's time {}; drop backdate and its reason",
+        format_micros(*.at),
         format_micros(*.now)
     )]
-    NotInThePast { from: i64, now: i64 },
+    NotInThePast {
+        field: &'static str,
+        at: i64,
+        now: i64,
+    },
     #[error("backdate_reason is given without backdate; set backdate too, or drop the reason")]
     ReasonWithoutFlag,
 }
 
-/// Checks a registration starting at `from` (already resolved: 0 means now)
-/// against the hub's time `now`. Returns the reason to record when the key
-/// is back-dated, `None` when it is not.
-pub fn check(
-    from: i64,
+/// Checks a key's new start or end `at` (already resolved: 0 means now),
+/// given in the request's `field`, against the hub's time `now`. Returns
+/// the reason to record when it is back-dated, `None` when it is not.
+pub fn check<'r>(
+    field: &'static str,
+    at: i64,
     now: i64,
     backdate: bool,
-    reason: &str,
-) -> Result<Option<&str>, BackdateError> {
+    reason: &'r str,
+) -> Result<Option<&'r str>, BackdateError> {
     let reason_given = !reason.trim().is_empty();
-    match (from < now, backdate) {
-        (true, false) => Err(BackdateError::NotFlagged { from, now }),
+    match (at < now, backdate) {
+        (true, false) => Err(BackdateError::NotFlagged { field, at, now }),
         (true, true) if !reason_given => Err(BackdateError::NoReason),
         (true, true) if reason.len() > MAX_REASON_BYTES => {
             Err(BackdateError::ReasonTooLong(reason.len()))
         }
         (true, true) => Ok(Some(reason.trim())),
-        (false, true) => Err(BackdateError::NotInThePast { from, now }),
+        (false, true) => Err(BackdateError::NotInThePast { field, at, now }),
         (false, false) if reason_given => Err(BackdateError::ReasonWithoutFlag),
         (false, false) => Ok(None),
     }
@@ -66,6 +77,16 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000_000;
+    const F: &str = "valid_from";
+
+    fn check(
+        at: i64,
+        now: i64,
+        backdate: bool,
+        reason: &str,
+    ) -> Result<Option<&str>, BackdateError> {
+        super::check(F, at, now, backdate, reason)
+    }
 
     #[test]
     fn a_past_start_needs_the_flag_and_a_reason() {
@@ -73,14 +94,16 @@ mod tests {
         assert_eq!(
             check(past, NOW, false, ""),
             Err(BackdateError::NotFlagged {
-                from: past,
+                field: F,
+                at: past,
                 now: NOW
             })
         );
         assert_eq!(
             check(past, NOW, false, "lost key"),
             Err(BackdateError::NotFlagged {
-                from: past,
+                field: F,
+                at: past,
                 now: NOW
             })
         );
@@ -103,13 +126,26 @@ mod tests {
         assert_eq!(
             check(NOW, NOW, true, "why"),
             Err(BackdateError::NotInThePast {
-                from: NOW,
+                field: F,
+                at: NOW,
                 now: NOW
             })
         );
         assert_eq!(
             check(NOW, NOW, false, "why"),
             Err(BackdateError::ReasonWithoutFlag)
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_field_and_both_times() {
+        let text = super::check("at", NOW - 1, NOW, false, "")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            text.starts_with("at ") && text.contains("leave at 0") && text.contains("2027-01-15"),
+            "{text}"
         );
     }
 }

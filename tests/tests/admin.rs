@@ -179,6 +179,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
                 unit: "tax".into(),
                 key_id: tax_key.clone(),
                 at_micros: 0,
+                ..Default::default()
             })
             .await,
     )?;
@@ -202,6 +203,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
             unit: "tax".into(),
             key_id: tax_key.clone(),
             at_micros: 0,
+            ..Default::default()
         })
         .await?;
     match tax.push(note("old key").to_units(["finance"])).await {

@@ -1,8 +1,9 @@
 //! The three administrator roles (三权分立) end to end over mTLS: each role
 //! does its own duties and is refused, on record, outside them; an
 //! unregistered operator certificate is nobody on every service; no role
-//! appends to a channel; a key dated into the past needs a flag and a
-//! reason, both recorded.
+//! appends to a channel; a key's validity dated into the past (registered
+//! from, or retired as of, a past time) needs a flag and a reason, both
+//! recorded.
 
 use tongbao_client::Client;
 use tongbao_proto::keys::{SigningKey, encode_public_key};
@@ -50,6 +51,7 @@ async fn call(client: &Client, method: Method, known: &Known) -> Result<(), toni
                 unit: "tax".into(),
                 key_id: known.tax_key.clone(),
                 at_micros: 0,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -511,7 +513,7 @@ fn hub_cli(args: &[&str]) -> Result<(bool, String, String), BoxError> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_dated_into_the_past_needs_a_flag_and_a_reason_both_recorded() -> TestResult {
+async fn key_validity_dated_into_the_past_needs_a_flag_and_a_reason_both_recorded() -> TestResult {
     let t = TestHub::start().await?;
     let security = t.operator(Role::Security).await?;
     let mut admin = security.admin();
@@ -569,6 +571,32 @@ async fn a_key_dated_into_the_past_needs_a_flag_and_a_reason_both_recorded() -> 
         hour_ago
     );
 
+    // Retiring a key as of the past (its signatures since stop verifying)
+    // is dating its validity into the past too.
+    let first_key = keys.first().ok_or("tax has no key")?.key_id.clone();
+    let half_hour_ago = tongbao_proto::now_micros() - 1_800_000_000;
+    let retire = |backdate: bool, reason: &str| pb::RetireKeyRequest {
+        unit: "tax".into(),
+        key_id: first_key.clone(),
+        at_micros: half_hour_ago,
+        backdate,
+        backdate_reason: reason.into(),
+    };
+    let status = admin
+        .retire_key(retire(false, ""))
+        .await
+        .err()
+        .ok_or("a key was retired into the past without a reason")?;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("at "), "{}", status.message());
+    let keys = registered_keys(&security, "tax").await?;
+    assert_eq!(key_with_id(&keys, &first_key)?.valid_until_micros, 0);
+    let retired = admin
+        .retire_key(retire(true, "compromised since the 08:00 incident"))
+        .await?
+        .into_inner();
+    assert_eq!(retired.valid_until_micros, half_hour_ago);
+
     // The command line: --valid-from in the past needs --backdate-reason.
     let dir = t.pki.path().to_str().ok_or("path")?.to_string();
     let hub = format!("https://{}", t.addr);
@@ -613,6 +641,38 @@ async fn a_key_dated_into_the_past_needs_a_flag_and_a_reason_both_recorded() -> 
         out.contains("Registered signing key") && out.contains(&from),
         "{out}"
     );
+    // And --at in the past for retire-key: finance's first key, now that
+    // the key just registered follows it.
+    let finance_key = registered_keys(&security, "finance")
+        .await?
+        .first()
+        .ok_or("finance has no key")?
+        .key_id
+        .clone();
+    let at = tongbao_proto::format_micros(hour_ago + 1_000_000);
+    let retire = [
+        "admin",
+        "--dir",
+        &dir,
+        "--hub",
+        &hub,
+        "retire-key",
+        "--unit",
+        "finance",
+        "--key-id",
+        &finance_key,
+        "--at",
+        &at,
+    ];
+    let (ok, _, err) = hub_cli(&retire)?;
+    assert!(!ok && err.contains("--backdate-reason"), "{err}");
+    let mut flagged = retire.to_vec();
+    flagged.extend(["--backdate-reason", "escrow copy replaces it"]);
+    let (ok, out, err) = hub_cli(&flagged)?;
+    assert!(
+        ok && out.contains(&format!("Retired signing key {finance_key}")),
+        "{out}{err}"
+    );
 
     // Every attempt is on record; the registrations with their flag and reason.
     let trail = t.operator(Role::Audit).await?.admin_audit(0, 100).await?;
@@ -639,5 +699,25 @@ async fn a_key_dated_into_the_past_needs_a_flag_and_a_reason_both_recorded() -> 
     }
     assert!(keys.iter().any(|r| r.code == Code::PermissionDenied as i32
         && r.actor == "urn:tongbao:operator:system-admin"));
+    let retirements: Vec<(i32, &str)> = trail
+        .iter()
+        .filter(|r| r.action == "retire-key")
+        .map(|r| (r.code, r.outcome.as_str()))
+        .collect();
+    assert_eq!(retirements.len(), 4, "{retirements:?}");
+    assert_eq!(retirements[2].0, Code::InvalidArgument as i32);
+    assert!(
+        retirements[3].1.contains("escrow copy replaces it"),
+        "{retirements:?}"
+    );
+    assert_eq!(retirements[0].0, Code::InvalidArgument as i32);
+    assert_eq!(retirements[1].0, 0);
+    assert!(
+        retirements[1].1.contains("back-dated")
+            && retirements[1]
+                .1
+                .contains("compromised since the 08:00 incident"),
+        "{retirements:?}"
+    );
     t.stop().await
 }

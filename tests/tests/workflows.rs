@@ -1169,6 +1169,8 @@ async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count
             unit: "tax".into(),
             key_id: old_key.key_id.clone(),
             at_micros: signed_at,
+            backdate: true,
+            backdate_reason: "the key leaked before the co-signature".into(),
         })
         .await?;
 

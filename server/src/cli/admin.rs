@@ -62,12 +62,19 @@ pub enum AdminCommand {
         #[arg(long, value_name = "TEXT")]
         backdate_reason: Option<String>,
     },
-    /// Retire a unit's signing key now: its later signatures are refused.
+    /// Retire a unit's signing key now (or at --at): its later signatures are refused.
     RetireKey {
         #[arg(long, value_name = "ID")]
         unit: String,
         #[arg(long, value_name = "KEY_ID")]
         key_id: String,
+        /// Retired as of this time (RFC 3339) [default: now].
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// End the key's validity in the past (an --at before now), for
+        /// this reason; both are recorded in the admin trail.
+        #[arg(long, value_name = "TEXT")]
+        backdate_reason: Option<String>,
     },
     /// Add a unit to a mechanism from now on.
     AddMember {
@@ -216,7 +223,7 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                 backdate_reason,
             } => {
                 let valid_from_micros = match &valid_from {
-                    Some(t) => parse_time(t)?,
+                    Some(t) => parse_time("--valid-from", t)?,
                     None => 0,
                 };
                 let r = admin
@@ -242,12 +249,23 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                     "Next: deliver the private key file to the department (signing_key in its client.toml; the client picks it up by itself), then retire the old key with `tongbao-hub admin --dir DIR retire-key --unit {unit} --key-id OLD`."
                 )?;
             }
-            AdminCommand::RetireKey { unit, key_id } => {
+            AdminCommand::RetireKey {
+                unit,
+                key_id,
+                at,
+                backdate_reason,
+            } => {
+                let at_micros = match &at {
+                    Some(t) => parse_time("--at", t)?,
+                    None => 0,
+                };
                 let r = admin
                     .retire_key(pb::RetireKeyRequest {
                         unit: unit.clone(),
                         key_id: key_id.clone(),
-                        at_micros: 0,
+                        at_micros,
+                        backdate: backdate_reason.is_some(),
+                        backdate_reason: backdate_reason.unwrap_or_default(),
                     })
                     .await
                     .map_err(refused)?
@@ -355,15 +373,16 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
 }
 
 /// An RFC 3339 time as microseconds since the Unix epoch.
-fn parse_time(text: &str) -> anyhow::Result<i64> {
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .with_context(|| {
             format!(
-                "--valid-from {:?} is not an RFC 3339 time like 2026-12-01T08:00:00Z",
+                "{flag} {:?} is not an RFC 3339 time like 2026-12-01T08:00:00Z",
                 tongbao_proto::echo::shown(text)
             )
         })?;
-    i64::try_from(t.unix_timestamp_nanos() / 1000).context("--valid-from is out of range")
+    i64::try_from(t.unix_timestamp_nanos() / 1000)
+        .with_context(|| format!("{flag} is out of range"))
 }
 
 /// `pki keygen`: a new Ed25519 signing key for a unit.

@@ -185,6 +185,25 @@ fn recorded_refusal(
     }
 }
 
+/// What the trail's `detail` says of a request's back-dating fields.
+fn backdate_detail(backdate: bool, reason: &str) -> String {
+    if backdate || !reason.is_empty() {
+        format!("; backdate {backdate} reason {reason:?}")
+    } else {
+        String::new()
+    }
+}
+
+/// What the trail's outcome adds for a change dated into the past.
+fn backdated_outcome(reason: Option<&str>, now: i64, actor: &str) -> String {
+    reason.map_or_else(String::new, |reason| {
+        format!(
+            ", back-dated from {} by {actor}, reason: {reason:?}",
+            display_micros(now)
+        )
+    })
+}
+
 impl AdminService {
     /// The caller's URI, and whether it may make this call.
     fn operator<T>(&self, request: &Request<T>, method: Method) -> (String, Result<(), Status>) {
@@ -209,12 +228,7 @@ impl Admin for AdminService {
                 "unit {} key {} from {} until {}",
                 req.unit, req.public_key, req.valid_from_micros, req.valid_until_micros
             );
-            if req.backdate || !req.backdate_reason.is_empty() {
-                d.push_str(&format!(
-                    "; backdate {} reason {:?}",
-                    req.backdate, req.backdate_reason
-                ));
-            }
+            d.push_str(&backdate_detail(req.backdate, &req.backdate_reason));
             d
         });
         let result = allowed.and_then(|()| {
@@ -229,7 +243,7 @@ impl Admin for AdminService {
                 t => t,
             };
             let backdated =
-                crate::backdating::check(from, now, req.backdate, &req.backdate_reason)
+                crate::backdating::check("valid_from", from, now, req.backdate, &req.backdate_reason)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let until = (req.valid_until_micros != 0).then_some(req.valid_until_micros);
             let key = change_registry(&self.state, |r| r.register_key(&req.unit, &pk, from, until))?;
@@ -239,12 +253,7 @@ impl Admin for AdminService {
                 req.unit,
                 display_micros(key.valid_from_micros)
             );
-            if let Some(reason) = backdated {
-                done.push_str(&format!(
-                    ", back-dated from {} by {actor}, reason: {reason:?}",
-                    display_micros(now)
-                ));
-            }
+            done.push_str(&backdated_outcome(backdated, now, &actor));
             Ok((
                 pb::RegisterKeyResponse {
                     key_id: key.key_id.clone(),
@@ -265,22 +274,33 @@ impl Admin for AdminService {
         let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
-            format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros)
+            let mut d = format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros);
+            d.push_str(&backdate_detail(req.backdate, &req.backdate_reason));
+            d
         });
         let result = allowed.and_then(|()| {
-            let at = or_now(req.at_micros);
+            let now = now_micros();
+            let at = match req.at_micros {
+                0 => now,
+                t => t,
+            };
+            let backdated =
+                crate::backdating::check("at", at, now, req.backdate, &req.backdate_reason)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let until = change_registry(&self.state, |r| r.retire_key(&req.unit, &req.key_id, at))?;
+            let mut done = format!(
+                "retired key {} of unit {} at {}",
+                req.key_id,
+                req.unit,
+                display_micros(until)
+            );
+            done.push_str(&backdated_outcome(backdated, now, &actor));
             Ok((
                 pb::RetireKeyResponse {
                     key_id: req.key_id.clone(),
                     valid_until_micros: until,
                 },
-                format!(
-                    "retired key {} of unit {} at {}",
-                    req.key_id,
-                    req.unit,
-                    display_micros(until)
-                ),
+                done,
             ))
         });
         finish(&self.state, &actor, method.row().action, &detail, result)
