@@ -45,6 +45,10 @@ pub struct HubConfig {
     pub units: Vec<UnitSeed>,
     #[serde(default)]
     pub mechanisms: Vec<MechanismSeed>,
+    /// The operators and the one role of each (`crate::roles`), read at
+    /// every start: the only way an operator gets a role.
+    #[serde(default)]
+    pub operators: Vec<OperatorSeed>,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -344,6 +348,15 @@ pub struct MechanismSeed {
     pub members: Vec<String>,
 }
 
+/// An operator as `[[operators]]` registers it: its certificate's URI
+/// (`urn:tongbao:operator:<name>`) and its one role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSeed {
+    pub uri: String,
+    pub role: crate::roles::Role,
+}
+
 impl HubConfig {
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -357,6 +370,7 @@ impl HubConfig {
         })?;
         config.ack_deadlines.validate()?;
         config.connections.validate()?;
+        config.operator_roles()?;
         if config.limits.max_subscriptions_per_party == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),
@@ -377,6 +391,12 @@ impl HubConfig {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Ok(config)
+    }
+
+    /// The registered operators, checked: each an operator URI, given once.
+    pub fn operator_roles(&self) -> Result<crate::roles::Operators, ConfigError> {
+        crate::roles::Operators::from_seeds(&self.operators)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// A path from the `[tls]` section, resolved against the config's directory.
@@ -412,6 +432,38 @@ mod tests {
         assert_eq!(partly.connections.idle_timeout_secs, 0);
         assert_eq!(ConnectionLimits::timer(0), None);
         assert_eq!(partly.connections.max_streams_per_connection, 128);
+        Ok(())
+    }
+
+    #[test]
+    fn operators_are_read_with_their_one_role() -> Result<(), ConfigError> {
+        let c = load("[[operators]]\nuri = \"urn:tongbao:operator:alice\"\nrole = \"security\"\n")?;
+        let ops = c.operator_roles()?;
+        assert_eq!(ops.role("alice"), Some(crate::roles::Role::Security));
+        for (extra, words) in [
+            (
+                "[[operators]]\nuri = \"urn:tongbao:operator:alice\"\nrole = \"system\"\n\
+                 [[operators]]\nuri = \"urn:tongbao:operator:alice\"\nrole = \"audit\"\n",
+                "urn:tongbao:operator:alice",
+            ),
+            (
+                "[[operators]]\nuri = \"urn:tongbao:operator:bob\"\nrole = \"root\"\n",
+                "unknown variant `root`",
+            ),
+            (
+                "[[operators]]\nuri = \"urn:tongbao:operator:bob\"\nrole = [\"system\", \"audit\"]\n",
+                "role",
+            ),
+            (
+                "[[operators]]\nuri = \"urn:tongbao:unit:tax\"\nrole = \"system\"\n",
+                "urn:tongbao:unit:tax",
+            ),
+        ] {
+            match load(extra) {
+                Err(e) => assert!(e.to_string().contains(words), "{e}"),
+                Ok(_) => panic!("{extra:?} should be refused"),
+            }
+        }
         Ok(())
     }
 

@@ -77,6 +77,16 @@ impl Hub {
     pub async fn start(config: &HubConfig) -> Result<Self, HubError> {
         // Both tonic's client side and rustls helpers may look for a process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let operators = config.operator_roles()?;
+        if operators.is_empty() {
+            tracing::warn!(
+                "hub.toml registers no [[operators]]: every operator certificate is refused"
+            );
+        }
+        for role in crate::roles::Role::ALL {
+            let names: Vec<&str> = operators.with_role(role).collect();
+            tracing::info!(%role, operators = ?names, "operators registered");
+        }
         let data_dir = &config.hub.data_dir;
         // The store creates the data directory (0700, durably).
         let store: Arc<dyn Store> = Arc::new(SledStore::open_keeping_free(
@@ -182,6 +192,7 @@ impl Hub {
                 config.limits.max_heavy_waiting,
             )
             .map_err(HubError::HeavyPool)?,
+            operators,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(

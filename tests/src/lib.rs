@@ -12,6 +12,7 @@ use tongbao_client::{Client, ClientConfig, ClientError, Draft};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb::Kind;
 use tongbao_server::pki::{CertificateAuthority, InitOptions, Issued, init};
+pub use tongbao_server::roles::Role;
 use tongbao_server::{Hub, HubConfig};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -155,6 +156,11 @@ impl TestHub {
             hub: Some(hub),
             addr,
         })
+    }
+
+    /// A connected client of the operator registered with this role.
+    pub async fn operator(&self, role: Role) -> Result<Client, ClientError> {
+        Client::connect(&self.pki.role_config(role, self.addr)).await
     }
 
     /// A connected client of a unit.
@@ -471,8 +477,17 @@ pub async fn raw_channel(
     unit: &str,
     hub: SocketAddr,
 ) -> Result<tonic::transport::Channel, BoxError> {
+    raw_party_channel(pki, &pki.path().join("units").join(unit), hub).await
+}
+
+/// A bare gRPC channel with the certificate in `dir` (e.g. `operators/NAME`):
+/// the client library's own connect already makes a call.
+pub async fn raw_party_channel(
+    pki: &TestPki,
+    dir: &Path,
+    hub: SocketAddr,
+) -> Result<tonic::transport::Channel, BoxError> {
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-    let dir = pki.path().join("units").join(unit);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(
             pki.path().join("ca.pem"),
@@ -492,7 +507,24 @@ pub async fn raw_channel(
 pub use tongbao_server::store::copy_data_dir as copy_dir;
 
 impl TestPki {
-    /// The client config of an operator made by `pki init` (`ops`).
+    /// The client config of the operator `pki init` made and registered
+    /// with this role (`system-admin`, `security-admin`, `audit-admin`).
+    pub fn role_config(&self, role: Role, hub: SocketAddr) -> ClientConfig {
+        self.operator_config(&tongbao_server::pki::example_operator(role), hub)
+    }
+
+    /// A certificate for operator `name` from the test CA, which hub.toml
+    /// does not register (add it with `edit_hub_toml` to give it a role);
+    /// returns its directory.
+    pub fn unregistered_operator(&self, name: &str) -> Result<PathBuf, BoxError> {
+        let op = Principal::Operator(name.to_string());
+        let issued = self.ca()?.issue_client(&op, "Unregistered operator", 30)?;
+        let dir = self.path().join("operators").join(name);
+        issued.write(&dir)?;
+        Ok(dir)
+    }
+
+    /// The client config of an operator with a certificate in `operators/NAME/`.
     pub fn operator_config(&self, name: &str, hub: SocketAddr) -> ClientConfig {
         let dir = self.path().join("operators").join(name);
         ClientConfig {

@@ -5,7 +5,7 @@ use tongbao_client::{Client, ClientError};
 use tongbao_proto::keys::{SigningKey, encode_public_key};
 use tongbao_proto::pb;
 use tongbao_server::Hub;
-use tongbao_tests::{BoxError, TestHub, TestResult, note, registered_keys};
+use tongbao_tests::{BoxError, Role, TestHub, TestResult, note, registered_keys};
 
 /// The status code and message of a refused admin call.
 fn refused<T: std::fmt::Debug>(
@@ -17,8 +17,8 @@ fn refused<T: std::fmt::Debug>(
     }
 }
 
-async fn operator(t: &TestHub) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.operator_config("ops", t.addr)).await?)
+async fn operator(t: &TestHub, role: Role) -> Result<Client, BoxError> {
+    Ok(t.operator(role).await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +57,8 @@ async fn non_operators_calling_admin_are_refused_and_recorded() -> TestResult {
         .await?
         .push(note("still here").to_units(["tax"]))
         .await?;
-    // Units cannot read the trail; offices and operators can, refusals included.
+    // Units cannot read the trail (a recorded refusal); offices and audit
+    // operators can, refusals included.
     let (code, _) = refused(
         tax.admin()
             .list_audit(pb::ListAuditRequest::default())
@@ -65,7 +66,8 @@ async fn non_operators_calling_admin_are_refused_and_recorded() -> TestResult {
     )?;
     assert_eq!(code, tonic::Code::PermissionDenied);
     let records = office.admin_audit(0, 100).await?;
-    assert_eq!(records.len(), 6, "{records:?}");
+    assert_eq!(records.len(), 7, "{records:?}");
+    assert_eq!(records[6].action, "list-audit");
     assert!(
         records
             .iter()
@@ -80,9 +82,13 @@ async fn non_operators_calling_admin_are_refused_and_recorded() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> TestResult {
     let mut t = TestHub::start().await?;
-    let ops = operator(&t).await?;
+    // Keys and suspension are the security role's; membership and TLS the
+    // system role's.
+    let ops = operator(&t, Role::Security).await?;
+    let system = operator(&t, Role::System).await?;
     let tax = t.unit("tax").await?;
     let mut admin = ops.admin();
+    let mut system_admin = system.admin();
 
     // Suspend: the unit is refused; suspending twice is refused and changes nothing.
     admin
@@ -150,6 +156,8 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
                 public_key: encode_public_key(SigningKey::generate()?.public_key()),
                 valid_from_micros: 2_000,
                 valid_until_micros: 1_000,
+                backdate: true,
+                backdate_reason: "an empty interval".into(),
             },
             tonic::Code::InvalidArgument,
         ),
@@ -171,6 +179,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
                 unit: "tax".into(),
                 key_id: tax_key.clone(),
                 at_micros: 0,
+                ..Default::default()
             })
             .await,
     )?;
@@ -194,6 +203,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
             unit: "tax".into(),
             key_id: tax_key.clone(),
             at_micros: 0,
+            ..Default::default()
         })
         .await?;
     match tax.push(note("old key").to_units(["finance"])).await {
@@ -202,7 +212,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     }
 
     // Membership from a time on: history answers, audience uses it.
-    let added = admin
+    let added = system_admin
         .add_member(pb::AddMemberRequest {
             mechanism: "fund-supervision".into(),
             unit: "education".into(),
@@ -212,17 +222,19 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
         .into_inner();
     let then = added.effective_micros - 1;
     assert!(
-        !ops.members_at("fund-supervision", then)
+        !system
+            .members_at("fund-supervision", then)
             .await?
             .contains(&"education".to_string())
     );
     assert!(
-        ops.members_at("fund-supervision", 0)
+        system
+            .members_at("fund-supervision", 0)
             .await?
             .contains(&"education".to_string())
     );
     let (code, _) = refused(
-        admin
+        system_admin
             .add_member(pb::AddMemberRequest {
                 mechanism: "fund-supervision".into(),
                 unit: "education".into(),
@@ -232,7 +244,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     )?;
     assert_eq!(code, tonic::Code::AlreadyExists);
     let (code, _) = refused(
-        admin
+        system_admin
             .add_member(pb::AddMemberRequest {
                 mechanism: "no-such".into(),
                 unit: "education".into(),
@@ -280,7 +292,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
         &crl,
         b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
     )?;
-    let (code, message) = refused(admin.reload_tls(pb::ReloadTlsRequest {}).await)?;
+    let (code, message) = refused(system_admin.reload_tls(pb::ReloadTlsRequest {}).await)?;
     assert_eq!(code, tonic::Code::FailedPrecondition, "{message}");
     assert!(
         message.contains("previous material stays in use"),
@@ -288,15 +300,15 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     );
     t.unit("civil-affairs").await?;
     std::fs::write(&crl, good)?;
-    let reloaded = admin
+    let reloaded = system_admin
         .reload_tls(pb::ReloadTlsRequest {})
         .await?
         .into_inner();
     assert!(reloaded.summary.contains("crl.pem"), "{reloaded:?}");
 
     // Everything survives a restart: registry changes and the trail.
-    drop(admin);
-    drop(ops);
+    drop((admin, system_admin));
+    drop((ops, system));
     let config = t.pki.hub_config()?;
     if let Some(hub) = t.hub.take() {
         hub.shutdown().await?;
@@ -304,7 +316,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     let hub = Hub::start(&config).await?;
     t.addr = hub.addr();
     t.hub = Some(hub);
-    let ops = operator(&t).await?;
+    let ops = operator(&t, Role::System).await?;
     let tax_keys = registered_keys(&ops, "tax").await?;
     assert!(tax_keys.iter().any(|k| k.key_id == new_key.key_id()));
     assert!(
@@ -317,7 +329,7 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
             .await?
             .contains(&"education".to_string())
     );
-    let trail = ops.admin_audit(0, 100).await?;
+    let trail = operator(&t, Role::Audit).await?.admin_audit(0, 100).await?;
     let actions: Vec<(&str, i32)> = trail.iter().map(|r| (r.action.as_str(), r.code)).collect();
     let ok = 0;
     let failed_precondition = tonic::Code::FailedPrecondition as i32;
@@ -336,7 +348,14 @@ async fn operator_actions_take_effect_survive_a_restart_and_are_audited() -> Tes
     ] {
         assert!(actions.contains(&want), "{want:?} not in {actions:?}");
     }
-    assert!(trail.iter().all(|r| r.actor == "urn:tongbao:operator:ops"));
+    for r in &trail {
+        let by = if ["add-member", "reload-tls"].contains(&r.action.as_str()) {
+            "urn:tongbao:operator:system-admin"
+        } else {
+            "urn:tongbao:operator:security-admin"
+        };
+        assert_eq!(r.actor, by, "{r:?}");
+    }
     for pair in trail.windows(2) {
         assert_eq!(pair[1].previous_hash, pair[0].hash);
     }
@@ -423,7 +442,8 @@ async fn operator_commands_say_what_they_did_and_what_comes_next() -> TestResult
 async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestResult {
     let t = TestHub::start().await?;
     let tax = t.unit("tax").await?;
-    let ops = operator(&t).await?;
+    let ops = operator(&t, Role::Security).await?;
+    let auditor = operator(&t, Role::Audit).await?;
     let trail = t.pki.path().join("data").join("admin-audit.jsonl");
     let big = "x".repeat(1 << 20);
     // A unit's refused calls leave no request field in the trail.
@@ -448,7 +468,7 @@ async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestRe
             .await,
     )?;
     assert_ne!(code, tonic::Code::Ok);
-    let records = ops.admin_audit(0, 100).await?;
+    let records = auditor.admin_audit(0, 100).await?;
     assert_eq!(records.len(), 6, "{records:?}");
     assert!(
         records[..5].iter().all(|r| r.detail.is_empty()),
@@ -460,7 +480,7 @@ async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestRe
     assert!(on_disk < 16 * 1024, "the trail holds {on_disk} bytes");
 
     // Pages follow one another by seq; `more` says whether to ask again.
-    let mut admin = ops.admin();
+    let mut admin = auditor.admin();
     let first = admin
         .list_audit(pb::ListAuditRequest { after: 0, limit: 4 })
         .await?

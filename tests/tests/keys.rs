@@ -127,7 +127,7 @@ fn pki_init_makes_a_ca_and_the_hubs_material_only_unless_asked_for_an_example() 
         ],
     );
     assert!(example.join("units/tax/signing.key").is_file());
-    assert!(example.join("operators/ops/key.pem").is_file());
+    assert!(example.join("operators/security-admin/key.pem").is_file());
     Ok(())
 }
 

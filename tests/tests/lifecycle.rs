@@ -13,7 +13,7 @@ use tongbao_proto::keys::SigningKey;
 use tongbao_proto::{pb, rotation};
 use tongbao_server::pki::{self, Party, RevocationReason, RevokeTarget};
 use tongbao_tests::{
-    BoxError, HubProcess, TestHub, TestPki, TestResult, key_with_id, note, registered_keys,
+    BoxError, HubProcess, Role, TestHub, TestPki, TestResult, key_with_id, note, registered_keys,
     served_hub_cert, wait_until,
 };
 
@@ -736,7 +736,7 @@ async fn a_certificate_expiring_while_connected_is_cut_off() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
     let t = TestHub::start().await?;
-    let ops = Client::connect(&t.pki.operator_config("ops", t.addr)).await?;
+    let ops = t.operator(Role::Security).await?;
     let (mut tax_stream, mut finance_stream, _, civil) = tax_and_finance_live(&t).await?;
     ops.admin()
         .suspend_unit(pb::SuspendUnitRequest {
@@ -752,7 +752,7 @@ async fn suspending_a_unit_closes_its_open_subscription() -> TestResult {
         other => return Err(format!("expected suspended, got {other:?}").into()),
     }
     // The audit trail says a connection was closed.
-    let records = ops.admin_audit(0, 100).await?;
+    let records = t.operator(Role::Audit).await?.admin_audit(0, 100).await?;
     let suspended = records
         .iter()
         .find(|r| r.action == "suspend-unit")

@@ -221,13 +221,13 @@ fn list_shows_what_expires_within_the_window() -> TestResult {
     assert_eq!(row.state, CertState::Expiring);
     assert_eq!(row.days_left, 10);
 
-    // Everything: 20 from init and the new one; only it is expiring.
+    // Everything: 22 from init (3 operators, one per role) and the new one; only it is expiring.
     let all = pki::list(dir, None)?;
-    assert_eq!(all.rows.len(), 21);
+    assert_eq!(all.rows.len(), 23);
     let states = |s: CertState| all.rows.iter().filter(|r| r.state == s).count();
     assert_eq!(
         (states(CertState::Valid), states(CertState::Expiring)),
-        (20, 1)
+        (22, 1)
     );
     assert_eq!(all.crl.as_ref().map(|c| c.number), Some(1));
 
@@ -344,7 +344,7 @@ async fn cli_commands_drive_a_hub_process() -> TestResult {
         &[
             "unit new-bureau",
             "expiring",
-            "1 of 21 certificates need renewing within 20 days",
+            "1 of 23 certificates need renewing within 20 days",
             "pki renew --dir",
         ],
     );
@@ -363,7 +363,7 @@ async fn cli_commands_drive_a_hub_process() -> TestResult {
         state_of("urn:tongbao:unit:finance").as_deref(),
         Some("expiring")
     );
-    assert_eq!(rows.len(), 21);
+    assert_eq!(rows.len(), 23);
 
     // The hub process reads what the CLI wrote.
     let hub = HubProcess::start(&pki, env!("CARGO_BIN_EXE_tongbao-test-hub"))?;

@@ -113,8 +113,14 @@ async fn certificate_for_unknown_unit_is_unauthenticated() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_cannot_push_and_have_no_inbox() -> TestResult {
-    let t = TestHub::start().await?;
     let op = Principal::Operator("night-shift".into());
+    let t = TestHub::start_with(|c| {
+        c.operators.push(tongbao_server::config::OperatorSeed {
+            uri: op.uri(),
+            role: tongbao_tests::Role::System,
+        })
+    })
+    .await?;
     let cert = t.pki.ca()?.issue_client(&op, "Operator", 30)?;
     let mut cfg = t.pki.custom_client(
         "operator",

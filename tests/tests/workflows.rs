@@ -5,7 +5,7 @@ use tongbao_client::{Client, ClientConfig, ClientError, VerifiedEntry};
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind, MeetingStage};
 use tongbao_proto::workflow::{SourceProof, decode_step, encode_step};
 use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
-use tongbao_tests::{BoxError, TestHub, TestResult, note, refused};
+use tongbao_tests::{BoxError, Role, TestHub, TestResult, note, refused};
 use tonic::Code;
 
 const FUND: &str = "fund-supervision";
@@ -885,8 +885,8 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     t.stop().await
 }
 
-async fn operator(t: &TestHub) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.operator_config("ops", t.addr)).await?)
+async fn operator(t: &TestHub, role: Role) -> Result<Client, BoxError> {
+    Ok(t.operator(role).await?)
 }
 
 /// An entry as the hub serves it, without the client library's checks.
@@ -1162,13 +1162,15 @@ async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count
         .await?
         .entry
         .hub_micros;
-    operator(&t)
+    operator(&t, Role::Security)
         .await?
         .admin()
         .retire_key(tongbao_proto::pb::RetireKeyRequest {
             unit: "tax".into(),
             key_id: old_key.key_id.clone(),
             at_micros: signed_at,
+            backdate: true,
+            backdate_reason: "the key leaked before the co-signature".into(),
         })
         .await?;
 
@@ -1263,7 +1265,7 @@ async fn a_consent_or_co_signature_made_after_its_key_was_retired_does_not_count
 async fn membership_is_judged_when_the_step_is_appended() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = operator(&t).await?;
+    let ops = operator(&t, Role::System).await?;
     let now = tongbao_proto::now_micros();
     // Health joins fund supervision next month; Education as of an hour ago.
     let month = 30 * 24 * 3_600_000_000;

@@ -1,6 +1,10 @@
 //! `tongbao-hub admin ...`: an operator's calls to a running hub's `Admin`
-//! service, with the operator certificate of the PKI directory.
+//! service, with the operator certificate of the PKI directory. Without
+//! `--operator`, a command signs in as the operator `DIR/hub.toml`
+//! registers with the role the command needs (`crate::roles`), so each
+//! duty has its own identity.
 
+use crate::roles::{Duty, Method};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::fmt::Write as _;
@@ -19,9 +23,10 @@ pub struct AdminConnection {
     /// set's PKI directory is one.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// The operator whose certificate (operators/NAME/) signs in.
-    #[arg(long, value_name = "NAME", default_value = "ops")]
-    operator: String,
+    /// The operator whose certificate (operators/NAME/) signs in [default:
+    /// the one DIR/hub.toml registers with the role the command needs].
+    #[arg(long, value_name = "NAME")]
+    operator: Option<String>,
     /// Hub URL [default: https:// + the listen address of DIR/hub.toml].
     #[arg(long, value_name = "URL")]
     hub: Option<String>,
@@ -51,13 +56,27 @@ pub enum AdminCommand {
         unit: String,
         #[arg(long, value_name = "BASE64")]
         public_key: String,
+        /// Valid from this time (RFC 3339, e.g. 2026-12-01T08:00:00Z) [default: now].
+        #[arg(long, value_name = "TIME")]
+        valid_from: Option<String>,
+        /// Date the key's validity into the past (a --valid-from before now),
+        /// for this reason; both are recorded in the admin trail.
+        #[arg(long, value_name = "TEXT")]
+        backdate_reason: Option<String>,
     },
-    /// Retire a unit's signing key now: its later signatures are refused.
+    /// Retire a unit's signing key now (or at --at): its later signatures are refused.
     RetireKey {
         #[arg(long, value_name = "ID")]
         unit: String,
         #[arg(long, value_name = "KEY_ID")]
         key_id: String,
+        /// Retired as of this time (RFC 3339) [default: now].
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// End the key's validity in the past (an --at before now), for
+        /// this reason; both are recorded in the admin trail.
+        #[arg(long, value_name = "TEXT")]
+        backdate_reason: Option<String>,
     },
     /// Add a unit to a mechanism from now on.
     AddMember {
@@ -85,17 +104,65 @@ pub enum AdminCommand {
     },
 }
 
-async fn connect(c: &AdminConnection) -> anyhow::Result<Channel> {
+impl AdminCommand {
+    /// The call this command makes, whose role it needs.
+    fn method(&self) -> Method {
+        match self {
+            Self::Suspend { .. } => Method::SuspendUnit,
+            Self::Reinstate { .. } => Method::ReinstateUnit,
+            Self::RegisterKey { .. } => Method::RegisterKey,
+            Self::RetireKey { .. } => Method::RetireKey,
+            Self::AddMember { .. } => Method::AddMember,
+            Self::Members { .. } => Method::MembersAt,
+            Self::ReloadTls => Method::ReloadTls,
+            Self::Expiring { .. } => Method::ListExpiring,
+            Self::Audit { .. } => Method::ListAudit,
+        }
+    }
+}
+
+/// The operator to sign in as: the one named, or the first that hub.toml
+/// registers with the role the call needs and whose certificate is in DIR.
+fn choose_operator(
+    c: &AdminConnection,
+    config: Option<&crate::HubConfig>,
+    method: Method,
+) -> anyhow::Result<String> {
+    if let Some(name) = &c.operator {
+        return Ok(name.clone());
+    }
+    let row = method.row();
+    let Duty::Role(role) = row.duty else {
+        anyhow::bail!("{} is a unit's own call; no operator makes it", row.path);
+    };
+    let config = config.context(
+        "no --operator given and DIR/hub.toml cannot be read to find one by role; name one with --operator NAME",
+    )?;
+    let operators = config.operator_roles()?;
+    operators
+        .with_role(role)
+        .find(|n| c.dir.join("operators").join(n).join("cert.pem").is_file())
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "{} needs the {role} role, and DIR/hub.toml registers no operator of that role whose certificate is in DIR/operators/; name one with --operator NAME",
+                row.path
+            )
+        })
+}
+
+async fn connect(c: &AdminConnection, method: Method) -> anyhow::Result<Channel> {
     let dir = &c.dir;
-    let op = dir.join("operators").join(&c.operator);
+    let config = crate::HubConfig::load(&dir.join("hub.toml"));
+    let operator = choose_operator(c, config.as_ref().ok(), method)?;
+    let op = dir.join("operators").join(&operator);
     let read =
         |p: PathBuf| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()));
-    let hub = match &c.hub {
-        Some(h) => h.clone(),
-        None => {
-            let cfg = crate::HubConfig::load(&dir.join("hub.toml"))
-                .context("no --hub given and DIR/hub.toml cannot be read")?;
-            format!("https://{}", cfg.hub.listen)
+    let hub = match (&c.hub, config) {
+        (Some(h), _) => h.clone(),
+        (None, Ok(cfg)) => format!("https://{}", cfg.hub.listen),
+        (None, Err(e)) => {
+            return Err(e).context("no --hub given and DIR/hub.toml cannot be read");
         }
     };
     let tls = ClientTlsConfig::new()
@@ -109,7 +176,7 @@ async fn connect(c: &AdminConnection) -> anyhow::Result<Channel> {
         .tls_config(tls)?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the hub at {hub} as operator {}", c.operator))
+        .with_context(|| format!("cannot reach the hub at {hub} as operator {operator}"))
 }
 
 fn refused(s: tonic::Status) -> anyhow::Error {
@@ -120,7 +187,7 @@ fn refused(s: tonic::Status) -> anyhow::Error {
 pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<String> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let channel = connect(&conn).await?;
+        let channel = connect(&conn, command.method()).await?;
         let mut admin = AdminClient::new(channel.clone());
         let mut out = String::new();
         match command {
@@ -151,12 +218,24 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                     .map_err(refused)?;
                 writeln!(out, "Reinstated unit {unit}; it may connect and push again.")?;
             }
-            AdminCommand::RegisterKey { unit, public_key } => {
+            AdminCommand::RegisterKey {
+                unit,
+                public_key,
+                valid_from,
+                backdate_reason,
+            } => {
+                let valid_from_micros = match &valid_from {
+                    Some(t) => parse_time("--valid-from", t)?,
+                    None => 0,
+                };
                 let r = admin
                     .register_key(pb::RegisterKeyRequest {
                         unit: unit.clone(),
                         public_key,
-                        ..Default::default()
+                        valid_from_micros,
+                        valid_until_micros: 0,
+                        backdate: backdate_reason.is_some(),
+                        backdate_reason: backdate_reason.unwrap_or_default(),
                     })
                     .await
                     .map_err(refused)?
@@ -172,12 +251,23 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
                     "Next: tell the department; its system signs with the new key once it is in its signing_key file (the client picks it up by itself). Then retire the old key with `tongbao-hub admin --dir DIR retire-key --unit {unit} --key-id OLD`."
                 )?;
             }
-            AdminCommand::RetireKey { unit, key_id } => {
+            AdminCommand::RetireKey {
+                unit,
+                key_id,
+                at,
+                backdate_reason,
+            } => {
+                let at_micros = match &at {
+                    Some(t) => parse_time("--at", t)?,
+                    None => 0,
+                };
                 let r = admin
                     .retire_key(pb::RetireKeyRequest {
                         unit: unit.clone(),
                         key_id: key_id.clone(),
-                        at_micros: 0,
+                        at_micros,
+                        backdate: backdate_reason.is_some(),
+                        backdate_reason: backdate_reason.unwrap_or_default(),
                     })
                     .await
                     .map_err(refused)?
@@ -282,4 +372,17 @@ pub fn run(conn: AdminConnection, command: AdminCommand) -> anyhow::Result<Strin
         }
         Ok(out)
     })
+}
+
+/// An RFC 3339 time as microseconds since the Unix epoch.
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!(
+                "{flag} {:?} is not an RFC 3339 time like 2026-12-01T08:00:00Z",
+                tongbao_proto::echo::shown(text)
+            )
+        })?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000)
+        .with_context(|| format!("{flag} is out of range"))
 }

@@ -93,6 +93,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         ack_deadlines: Default::default(),
         units: Vec::new(),
         mechanisms: Vec::new(),
+        operators: Vec::new(),
         base_dir: dir.to_path_buf(),
     };
     // Without the empty registry arrays (`units = []`), beside which the
@@ -100,7 +101,12 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
     let text: String = toml::to_string(&config)
         .map_err(|e| PkiError::Encode(e.to_string()))?
         .lines()
-        .filter(|line| !matches!(line.trim(), "units = []" | "mechanisms = []"))
+        .filter(|line| {
+            !matches!(
+                line.trim(),
+                "units = []" | "mechanisms = []" | "operators = []"
+            )
+        })
         .map(|line| format!("{line}\n"))
         .collect();
     write(

@@ -1,16 +1,19 @@
 //! `Admin` (operators change the registry and reload TLS material) and
 //! `Directory` (anyone asks about membership; a unit rotates its own key).
 //!
+//! Which operator may make which call is the table of `crate::roles`.
 //! Every registry change is made on a copy, saved durably, and only then
 //! made visible, so a refused or failed change leaves nothing behind. Every
-//! admin action, refused ones included, is recorded in the admin audit
-//! trail before the answer goes out.
+//! admin action, and every refused call (an operator's outside its role
+//! included), is recorded in the admin audit trail before the answer goes
+//! out.
 
 use super::push::verify_sender_signature;
 use super::{HubState, storage_status};
 use crate::admin_audit::{MAX_FIELD_BYTES, capped};
 use crate::appender::AppendError;
 use crate::registry::{PendingRotation, Registry, RegistryError, display_micros};
+use crate::roles::{Method, RoleError};
 use crate::tls::peer_principal;
 use std::sync::Arc;
 use tongbao_proto::identity::Principal;
@@ -139,18 +142,75 @@ fn finish<R>(
     result.map(|(r, _)| Response::new(r))
 }
 
+/// An operator outside its role is refused `PermissionDenied`; an
+/// unregistered one `Unauthenticated`.
+fn role_status(e: RoleError) -> Status {
+    match e {
+        RoleError::Unregistered(_) => Status::unauthenticated(e.to_string()),
+        _ => Status::permission_denied(e.to_string()),
+    }
+}
+
+/// Whether the caller may make this `Admin` call: a registered operator
+/// of the role the table gives it, or, for `ListAudit`, an office.
+fn admin_allowed<T>(state: &HubState, request: &Request<T>, method: Method) -> Result<(), Status> {
+    let what = method.row().what;
+    match state.authenticate(request)? {
+        Principal::Operator(name) => state
+            .operators
+            .authorize(&name, method)
+            .map(|_| ())
+            .map_err(role_status),
+        Principal::Office(_) if method == Method::ListAudit => Ok(()),
+        other if method == Method::ListAudit => Err(Status::permission_denied(format!(
+            "{other} cannot {what}; offices and operators of the audit role can"
+        ))),
+        other => Err(Status::permission_denied(format!(
+            "{other} cannot {what}: the Admin service is for operators only (a certificate naming urn:tongbao:operator:<name>)"
+        ))),
+    }
+}
+
+/// Records a refusal and answers it, for calls that record nothing when
+/// allowed (reads are not admin actions; a unit's rotation records itself).
+fn recorded_refusal(
+    state: &HubState,
+    actor: &str,
+    method: Method,
+    allowed: Result<(), Status>,
+) -> Result<(), Status> {
+    match allowed {
+        Ok(()) => Ok(()),
+        Err(refusal) => finish::<()>(state, actor, method.row().action, "", Err(refusal)).map(drop),
+    }
+}
+
+/// What the trail's `detail` says of a request's back-dating fields.
+fn backdate_detail(backdate: bool, reason: &str) -> String {
+    if backdate || !reason.is_empty() {
+        format!("; backdate {backdate} reason {reason:?}")
+    } else {
+        String::new()
+    }
+}
+
+/// What the trail's outcome adds for a change dated into the past.
+fn backdated_outcome(reason: Option<&str>, now: i64, actor: &str) -> String {
+    reason.map_or_else(String::new, |reason| {
+        format!(
+            ", back-dated from {} by {actor}, reason: {reason:?}",
+            display_micros(now)
+        )
+    })
+}
+
 impl AdminService {
-    /// The caller's URI, and whether it is an operator.
-    fn operator<T>(&self, request: &Request<T>, what: &str) -> (String, Result<(), Status>) {
-        let uri = caller_uri(request);
-        let allowed = match self.state.authenticate(request) {
-            Ok(Principal::Operator(_)) => Ok(()),
-            Ok(other) => Err(Status::permission_denied(format!(
-                "{other} cannot {what}: the Admin service is for operators only (a certificate naming urn:tongbao:operator:<name>)"
-            ))),
-            Err(e) => Err(e),
-        };
-        (uri, allowed)
+    /// The caller's URI, and whether it may make this call.
+    fn operator<T>(&self, request: &Request<T>, method: Method) -> (String, Result<(), Status>) {
+        (
+            caller_uri(request),
+            admin_allowed(&self.state, request, method),
+        )
     }
 }
 
@@ -160,13 +220,16 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RegisterKeyRequest>,
     ) -> Result<Response<pb::RegisterKeyResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "register signing keys");
+        let method = Method::RegisterKey;
+        let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
-            format!(
+            let mut d = format!(
                 "unit {} key {} from {} until {}",
                 req.unit, req.public_key, req.valid_from_micros, req.valid_until_micros
-            )
+            );
+            d.push_str(&backdate_detail(req.backdate, &req.backdate_reason));
+            d
         });
         let result = allowed.and_then(|()| {
             let pk = decode_public_key(&req.public_key).map_err(|e| {
@@ -174,59 +237,81 @@ impl Admin for AdminService {
                     "public_key must be a base64 Ed25519 public key (as `tongbao keys init` or `tongbao keys signing-key` prints it): {e}"
                 ))
             })?;
-            let from = or_now(req.valid_from_micros);
+            let now = now_micros();
+            let from = match req.valid_from_micros {
+                0 => now,
+                t => t,
+            };
+            let backdated =
+                crate::backdating::check("valid_from", from, now, req.backdate, &req.backdate_reason)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let until = (req.valid_until_micros != 0).then_some(req.valid_until_micros);
             let key = change_registry(&self.state, |r| r.register_key(&req.unit, &pk, from, until))?;
+            let mut done = format!(
+                "registered key {} of unit {} valid from {}",
+                key.key_id,
+                req.unit,
+                display_micros(key.valid_from_micros)
+            );
+            done.push_str(&backdated_outcome(backdated, now, &actor));
             Ok((
                 pb::RegisterKeyResponse {
                     key_id: key.key_id.clone(),
                     valid_from_micros: key.valid_from_micros,
                     valid_until_micros: key.valid_until_micros.unwrap_or(0),
                 },
-                format!(
-                    "registered key {} of unit {} valid from {}",
-                    key.key_id,
-                    req.unit,
-                    display_micros(key.valid_from_micros)
-                ),
+                done,
             ))
         });
-        finish(&self.state, &actor, "register-key", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
     async fn retire_key(
         &self,
         request: Request<pb::RetireKeyRequest>,
     ) -> Result<Response<pb::RetireKeyResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "retire signing keys");
+        let method = Method::RetireKey;
+        let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
-            format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros)
+            let mut d = format!("unit {} key {} at {}", req.unit, req.key_id, req.at_micros);
+            d.push_str(&backdate_detail(req.backdate, &req.backdate_reason));
+            d
         });
         let result = allowed.and_then(|()| {
-            let at = or_now(req.at_micros);
+            let now = now_micros();
+            let at = match req.at_micros {
+                0 => now,
+                t => t,
+            };
+            let backdated =
+                crate::backdating::check("at", at, now, req.backdate, &req.backdate_reason)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let until = change_registry(&self.state, |r| r.retire_key(&req.unit, &req.key_id, at))?;
+            let mut done = format!(
+                "retired key {} of unit {} at {}",
+                req.key_id,
+                req.unit,
+                display_micros(until)
+            );
+            done.push_str(&backdated_outcome(backdated, now, &actor));
             Ok((
                 pb::RetireKeyResponse {
                     key_id: req.key_id.clone(),
                     valid_until_micros: until,
                 },
-                format!(
-                    "retired key {} of unit {} at {}",
-                    req.key_id,
-                    req.unit,
-                    display_micros(until)
-                ),
+                done,
             ))
         });
-        finish(&self.state, &actor, "retire-key", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
     async fn suspend_unit(
         &self,
         request: Request<pb::SuspendUnitRequest>,
     ) -> Result<Response<pb::SuspendUnitResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "suspend units");
+        let method = Method::SuspendUnit;
+        let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
             format!("unit {} reason {:?}", req.unit, req.reason)
@@ -247,14 +332,15 @@ impl Admin for AdminService {
                 ),
             ))
         });
-        finish(&self.state, &actor, "suspend-unit", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
     async fn reinstate_unit(
         &self,
         request: Request<pb::ReinstateUnitRequest>,
     ) -> Result<Response<pb::ReinstateUnitResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "reinstate units");
+        let method = Method::ReinstateUnit;
+        let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
             format!("unit {} reason {:?}", req.unit, req.reason)
@@ -266,14 +352,15 @@ impl Admin for AdminService {
                 format!("reinstated unit {}", req.unit),
             ))
         });
-        finish(&self.state, &actor, "reinstate-unit", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
     async fn add_member(
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "change memberships");
+        let method = Method::AddMember;
+        let (actor, allowed) = self.operator(&request, method);
         let req = request.into_inner();
         let detail = described(&allowed, || {
             format!(
@@ -299,14 +386,15 @@ impl Admin for AdminService {
                 ),
             ))
         });
-        finish(&self.state, &actor, "add-member", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
     async fn reload_tls(
         &self,
         request: Request<pb::ReloadTlsRequest>,
     ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
-        let (actor, allowed) = self.operator(&request, "reload TLS material");
+        let method = Method::ReloadTls;
+        let (actor, allowed) = self.operator(&request, method);
         let result = allowed.and_then(|()| {
             let outcome = tokio::task::block_in_place(|| self.state.tls.reload()).map_err(|e| {
                 Status::failed_precondition(format!(
@@ -325,15 +413,16 @@ impl Admin for AdminService {
                 text,
             ))
         });
-        finish(&self.state, &actor, "reload-tls", "", result)
+        finish(&self.state, &actor, method.row().action, "", result)
     }
 
     async fn list_expiring(
         &self,
         request: Request<pb::ListExpiringRequest>,
     ) -> Result<Response<pb::ListExpiringResponse>, Status> {
-        let (_, allowed) = self.operator(&request, "list certificates");
-        allowed?;
+        let method = Method::ListExpiring;
+        let (actor, allowed) = self.operator(&request, method);
+        recorded_refusal(&self.state, &actor, method, allowed)?;
         let days = match request.get_ref().days {
             0 => crate::pki::lifecycle::EXPIRY_WARNING_DAYS,
             d => i64::from(d),
@@ -370,14 +459,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        match self.state.authenticate(&request)? {
-            Principal::Operator(_) | Principal::Office(_) => {}
-            other => {
-                return Err(Status::permission_denied(format!(
-                    "{other} cannot read the admin audit trail; operators and offices can"
-                )));
-            }
-        }
+        let method = Method::ListAudit;
+        let (actor, allowed) = self.operator(&request, method);
+        recorded_refusal(&self.state, &actor, method, allowed)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => 100,
@@ -417,7 +501,17 @@ impl Directory for DirectoryService {
         &self,
         request: Request<pb::MembersAtRequest>,
     ) -> Result<Response<pb::MembersAtResponse>, Status> {
-        self.state.authenticate(&request)?;
+        // Any party may ask; an operator only in the role the table gives.
+        if let Principal::Operator(name) = self.state.authenticate(&request)? {
+            let method = Method::MembersAt;
+            let allowed = self
+                .state
+                .operators
+                .authorize(&name, method)
+                .map(drop)
+                .map_err(role_status);
+            recorded_refusal(&self.state, &caller_uri(&request), method, allowed)?;
+        }
         let req = request.into_inner();
         let at = or_now(req.at_micros);
         let members = self
@@ -436,9 +530,18 @@ impl Directory for DirectoryService {
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let actor = caller_uri(&request);
-        let unit = self
-            .state
-            .authenticate_unit(&request, "rotate signing keys")?;
+        let method = Method::RotateKey;
+        // No operator role may append to a unit's channel: recorded.
+        if let Ok(Principal::Operator(name)) = self.state.authenticate(&request) {
+            let refusal = self
+                .state
+                .operators
+                .authorize(&name, method)
+                .map(drop)
+                .map_err(role_status);
+            recorded_refusal(&self.state, &actor, method, refusal)?;
+        }
+        let unit = self.state.authenticate_unit(&request, method.row().what)?;
         let signed = request
             .into_inner()
             .announcement
@@ -446,7 +549,7 @@ impl Directory for DirectoryService {
         let message_id = signed.message_id().to_string();
         let detail = format!("unit {unit} announcement {message_id}");
         let result = self.rotate(&unit, signed).await;
-        finish(&self.state, &actor, "rotate-key", &detail, result)
+        finish(&self.state, &actor, method.row().action, &detail, result)
     }
 }
 

@@ -55,6 +55,8 @@ pub struct HubState {
     pub verifier: crate::verifier::Verifier,
     /// Runs audits, statistics and case queries away from the exchange.
     pub heavy: crate::heavy::HeavyPool,
+    /// The registered operators and their roles (`[[operators]]`).
+    pub operators: crate::roles::Operators,
 }
 
 impl HubState {
@@ -71,6 +73,16 @@ impl HubState {
             )
         })?;
         let principal = peer_principal(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        // Operators are registered with their roles, not in the store's
+        // registry: an operator certificate alone is no one.
+        if let Principal::Operator(name) = &principal {
+            if self.operators.role(name).is_none() {
+                return Err(Status::unauthenticated(
+                    crate::roles::RoleError::Unregistered(name.clone()).to_string(),
+                ));
+            }
+            return Ok(principal);
+        }
         let registry = self.registry()?;
         if !registry.knows(&principal) {
             return Err(Status::unauthenticated(format!(
