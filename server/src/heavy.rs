@@ -4,8 +4,10 @@
 //!
 //! Run on the async workers, one such call holds a worker for as long as
 //! it reads, and pushes and subscriptions queued behind that worker wait.
-//! So they run here instead: on a few threads of their own, with a bounded
-//! queue in front. A call that finds the queue full is refused at once
+//! So they run here instead: on a few threads of their own, at the lowest
+//! OS priority (nice 19), with a bounded queue in front. On a busy machine
+//! the exchange gets the CPU first and a query takes longer; on an idle
+//! one it runs at full speed. A call that finds the queue full is refused at once
 //! ([`HeavyRefusal::Busy`]) rather than piling up memory and latency; a
 //! queued call whose caller has gone is skipped.
 
@@ -90,6 +92,11 @@ impl HeavyPool {
 
 /// One thread's loop: take the next job, run it, until the pool is gone.
 fn work(jobs: &Mutex<Receiver<Job>>) {
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::warn!(error = ?e, "heavy queries run at normal priority: lowering it failed");
+    }
     loop {
         // Jobs run outside the lock and never panic through it, so a
         // poisoned lock only means another thread died taking a job.
@@ -124,6 +131,27 @@ mod tests {
         let caller = std::thread::current().id();
         let ran_on = runtime()?.block_on(pool.run("test", || std::thread::current().id()))?;
         assert_ne!(ran_on, caller);
+        Ok(())
+    }
+
+    /// This thread's nice value, from the kernel's own record of it.
+    #[cfg(target_os = "linux")]
+    fn nice_of_this_thread() -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+        // Fields after the command name, which ends with the last ')'.
+        let rest = stat.rsplit_once(')').ok_or("no command in stat")?.1;
+        let nice = rest.split_whitespace().nth(16).ok_or("short stat")?;
+        Ok(nice.parse()?)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn work_runs_at_the_lowest_priority() -> TestResult {
+        let pool = HeavyPool::start(1, 1)?;
+        let here = nice_of_this_thread().map_err(|e| e.to_string())?;
+        let there = runtime()?
+            .block_on(pool.run("nice", || nice_of_this_thread().map_err(|e| e.to_string())))??;
+        assert_eq!(there, 19, "this thread's nice is {here}");
         Ok(())
     }
 
