@@ -13,9 +13,14 @@ pub enum AuditCommand {
         /// Only entries with a recipient overdue.
         #[arg(long)]
         overdue: bool,
-        /// Hub time from which to list: RFC 3339, or a duration ago ("24h", "7d").
+        /// Hub time from which to list: RFC 3339, a duration ago ("24h",
+        /// "7d"), or hub microseconds.
         #[arg(long)]
         since: Option<String>,
+        /// Hub time before which to list (same forms; a refusal of a
+        /// period too large names the one to give).
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long)]
         sender: Option<String>,
         #[arg(long)]
@@ -31,8 +36,12 @@ pub enum AuditCommand {
     },
     /// Per-unit counts: sent, received, acknowledged, overdue, time to acknowledge.
     Units {
+        /// Hub time from which to count (same forms as for `delivery`).
         #[arg(long)]
         since: Option<String>,
+        /// Hub time before which to count.
+        #[arg(long)]
+        until: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +84,7 @@ pub async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Delivery {
             overdue,
             since,
+            until,
             sender,
             recipient,
             kind,
@@ -89,6 +99,7 @@ pub async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
             let r = client
                 .audit_deliveries(pb::ListDeliveriesRequest {
                     since_micros: since.as_deref().map(parse_since).transpose()?.unwrap_or(0),
+                    until_micros: until.as_deref().map(parse_since).transpose()?.unwrap_or(0),
                     sender: sender.unwrap_or_default(),
                     recipient: recipient.unwrap_or_default(),
                     kind,
@@ -161,10 +172,11 @@ pub async fn audit(client: &Client, what: AuditCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        AuditCommand::Units { since, json } => {
+        AuditCommand::Units { since, until, json } => {
             let r = client
                 .audit_units(pb::UnitSummaryRequest {
                     since_micros: since.as_deref().map(parse_since).transpose()?.unwrap_or(0),
+                    until_micros: until.as_deref().map(parse_since).transpose()?.unwrap_or(0),
                     ..Default::default()
                 })
                 .await?;

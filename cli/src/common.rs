@@ -9,20 +9,35 @@ use tongbao_proto::{kinds, pb};
 /// "24h" (that long ago) or an RFC 3339 time, as unix microseconds.
 pub fn parse_since(s: &str) -> anyhow::Result<i64> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return Ok((t.unix_timestamp_nanos() / 1000) as i64);
+        return i64::try_from(t.unix_timestamp_nanos() / 1000)
+            .with_context(|| format!("{s:?} is out of range"));
+    }
+    // Hub microseconds, as a refusal names them (a duration has a unit).
+    if let Ok(micros) = s.parse::<i64>() {
+        return Ok(micros);
     }
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let n: i64 = digits.parse().with_context(|| {
-        format!("{s:?} is neither an RFC 3339 time nor a duration like 24h or 7d")
+        format!(
+            "{:?} is neither an RFC 3339 time, hub microseconds nor a duration like 24h or 7d",
+            tongbao_proto::echo::shown(s)
+        )
     })?;
     let unit = match &s[digits.len()..] {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        other => bail!("unknown duration unit {other:?} in {s:?}; use s, m, h or d"),
+        other => bail!(
+            "unknown duration unit {:?} in {:?}; use s, m, h or d",
+            tongbao_proto::echo::shown(other),
+            tongbao_proto::echo::shown(s)
+        ),
     };
-    Ok(tongbao_proto::now_micros() - n * unit * 1_000_000)
+    n.checked_mul(unit)
+        .and_then(|secs| secs.checked_mul(1_000_000))
+        .and_then(|ago| tongbao_proto::now_micros().checked_sub(ago))
+        .with_context(|| format!("{:?} is too far back", tongbao_proto::echo::shown(s)))
 }
 
 /// CHANNEL:SEQ.
@@ -139,5 +154,30 @@ pub fn print_receipt(what: &str, r: &PushReceipt, json: bool) {
             r.seq,
             r.recipients.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn times_are_rfc3339_hub_micros_or_a_duration_ago() -> anyhow::Result<()> {
+        assert_eq!(parse_since("2026-12-01T00:00:00Z")?, 1_796_083_200_000_000);
+        assert_eq!(parse_since("1733000000000000")?, 1_733_000_000_000_000);
+        let then = parse_since("2h")?;
+        let ago = tongbao_proto::now_micros() - then;
+        assert!(
+            (7_200_000_000..7_260_000_000).contains(&ago),
+            "2h ago is {ago} us ago"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_duration_too_far_back_or_malformed_is_refused_not_wrapped() {
+        for bad in ["9223372036854775807d", "5y", "h", "", "yesterday"] {
+            assert!(parse_since(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -554,3 +554,24 @@ fn the_hub_warns_about_certificates_expiring_within_30_days()
     );
     Ok(())
 }
+
+/// A validity outside 1..=36,500 days is refused before anything is made
+/// (a huge one used to overflow the date arithmetic).
+#[test]
+fn validities_outside_the_range_are_refused_before_anything_is_made() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path().join("ca");
+    let pki_arg = pki.to_str().ok_or("temp path is not UTF-8")?;
+    for days in ["0", "-5", "36501", "99999999999"] {
+        let days = format!("--days={days}");
+        let (code, _, stderr) = hub_cli(&["pki", "init", "--dir", pki_arg, &days])?;
+        assert_ne!(code, Some(0), "{days} was accepted");
+        has_all(&stderr, &["--days", "1..=36500"]);
+        assert!(!pki.exists(), "{days} made {}", pki.display());
+    }
+    hub_cli_ok(&["pki", "init", "--dir", pki_arg, "--days", "3650"])?;
+    let (code, _, stderr) = hub_cli(&["pki", "crl", "--dir", pki_arg, "--days", "40000"])?;
+    assert_ne!(code, Some(0));
+    has_all(&stderr, &["--days"]);
+    Ok(())
+}

@@ -25,7 +25,7 @@ pub(super) enum PkiCommand {
         listen: std::net::SocketAddr,
         /// Validity of the CA (and, with --example, of every certificate),
         /// in days; the hub's certificate gets at most 365.
-        #[arg(long, default_value_t = 11 * 366)]
+        #[arg(long, default_value_t = 11 * 366, value_parser = days_in_range())]
         days: i64,
         /// Make an example set: certificates, TLS and signing keys for
         /// every party of the source document (tests and demonstrations
@@ -46,7 +46,7 @@ pub(super) enum PkiCommand {
         #[command(flatten)]
         party: PartyArgs,
         /// Validity in days [default: 365].
-        #[arg(long)]
+        #[arg(long, value_parser = days_in_range())]
         days: Option<i64>,
         /// Common name in the certificate [default: the party's known name].
         #[arg(long)]
@@ -65,7 +65,7 @@ pub(super) enum PkiCommand {
         #[command(flatten)]
         party: PartyArgs,
         /// Validity in days [default: that of the party's latest certificate].
-        #[arg(long)]
+        #[arg(long, value_parser = days_in_range())]
         days: Option<i64>,
         /// The party's new certificate request (PEM, from `tongbao keys init`).
         #[arg(long, value_name = "FILE")]
@@ -83,7 +83,7 @@ pub(super) enum PkiCommand {
         #[arg(long, default_value = "unspecified", ignore_case = true)]
         reason: Reason,
         /// Validity of the new CRL, in days.
-        #[arg(long, default_value_t = DEFAULT_CRL_DAYS)]
+        #[arg(long, default_value_t = DEFAULT_CRL_DAYS, value_parser = days_in_range())]
         crl_days: i64,
     },
     /// Rewrite crl.pem from the CA index (run it before the CRL's next update).
@@ -92,7 +92,7 @@ pub(super) enum PkiCommand {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Validity of the CRL, in days.
-        #[arg(long, default_value_t = DEFAULT_CRL_DAYS)]
+        #[arg(long, default_value_t = DEFAULT_CRL_DAYS, value_parser = days_in_range())]
         days: i64,
     },
     /// List the CA's certificates with their expiry and state.
@@ -217,6 +217,15 @@ impl From<Reason> for RevocationReason {
             Reason::Unspecified => RevocationReason::Unspecified,
         }
     }
+}
+
+/// Most days any validity may span: a CA of a hundred years is already a
+/// mistake, and a larger number would overflow the date arithmetic.
+const MAX_DAYS: i64 = 36_500;
+
+/// A validity in days: 1 to [`MAX_DAYS`].
+fn days_in_range() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(1..=MAX_DAYS)
 }
 
 /// "30d", "12h", "90m", or a bare number of days.
