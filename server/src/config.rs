@@ -45,6 +45,9 @@ pub struct HubConfig {
     pub units: Vec<UnitSeed>,
     #[serde(default)]
     pub mechanisms: Vec<MechanismSeed>,
+    /// The access log's retention and segments (`[access_log]`).
+    #[serde(default)]
+    pub access_log: crate::access_log::AccessLogConfig,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -349,6 +352,7 @@ impl HubConfig {
         })?;
         config.ack_deadlines.validate()?;
         config.connections.validate()?;
+        config.access_log.validate().map_err(ConfigError::Invalid)?;
         if config.limits.max_subscriptions_per_party == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),
