@@ -12,8 +12,8 @@ use tongbao_proto::checkpoint::NoteSigner;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
 use tongbao_server::access_log::export::{Filter, query};
-use tongbao_server::access_log::{AccessRecord, RecordKind};
-use tongbao_tests::{BoxError, TestHub, TestPki, TestResult, note, raw_channel};
+use tongbao_server::access_log::{AccessRecord, RecordKind, files};
+use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, note, raw_channel};
 use tonic::Code;
 
 const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
@@ -378,5 +378,242 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
         &hub_vkey(&t.pki)?,
     ])?;
     assert!(ok, "{said}");
+    Ok(())
+}
+
+/// A hub process with a few calls made on it, then stopped in order.
+async fn served(pki: &TestPki, env: &[(&str, &str)], subject: &str) -> TestResult {
+    let hub = HubProcess::start_with_env(pki, HUB, &pki.path().join("data"), env)?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    tax.push(note(subject).to_units(["finance"])).await?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    finance.pull(0, 10).await?;
+    drop((tax, finance));
+    hub.terminate()?;
+    let status = hub.wait_exit(std::time::Duration::from_secs(60))?;
+    assert!(status.success(), "the hub stopped with {status}");
+    Ok(())
+}
+
+fn segments(data: &Path) -> Result<Vec<std::path::PathBuf>, BoxError> {
+    Ok(files::list_segments(&data.join(files::DIR))?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestResult {
+    let pki = TestPki::generate()?;
+    served(&pki, &[], "first").await?;
+    let data = pki.path().join("data");
+    let vkey = hub_vkey(&pki)?;
+    let data_arg = data.display().to_string();
+    let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
+    assert!(ok, "{said}");
+    let path = segments(&data)?.pop().ok_or("no segment")?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("name")?
+        .to_string();
+    let original = std::fs::read_to_string(&path)?;
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 4, "{original}");
+
+    // Record 2 changed (its time moved by a microsecond).
+    let changed: String = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i == 2 {
+                l.replacen("\"at_micros\":1", "\"at_micros\":2", 1)
+            } else {
+                l.to_string()
+            };
+            format!("{l}\n")
+        })
+        .collect();
+    assert_ne!(changed, original);
+    std::fs::write(&path, &changed)?;
+    let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
+    assert!(!ok, "verify passed a changed record: {said}");
+    assert!(
+        said.contains(&name) && said.contains("record 2") && said.contains("changed"),
+        "{said}"
+    );
+    let refused = HubProcess::refused_start(&pki, HUB, &data)?;
+    assert!(
+        refused.contains(&name) && refused.contains("record 2") && refused.contains("changed"),
+        "{refused}"
+    );
+
+    // Record 1 removed.
+    let removed: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &removed)?;
+    let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
+    assert!(!ok, "verify passed a removed record: {said}");
+    assert!(
+        said.contains(&name) && said.contains("record 1 was removed"),
+        "{said}"
+    );
+    let refused = HubProcess::refused_start(&pki, HUB, &data)?;
+    assert!(
+        refused.contains(&name) && refused.contains("record 1 was removed"),
+        "{refused}"
+    );
+
+    // Put back, the log verifies and the hub starts again.
+    std::fs::write(&path, &original)?;
+    served(&pki, &[], "second").await?;
+    let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
+    assert!(ok, "{said}");
+
+    // An export verifies offline; a changed record in it is named.
+    let out = pki.path().join("export.json");
+    let (ok, said) = audit_log(&[
+        "export",
+        "--data-dir",
+        &data_arg,
+        "--out",
+        &out.display().to_string(),
+    ])?;
+    assert!(ok, "{said}");
+    let out_arg = out.display().to_string();
+    let (ok, said) = audit_log(&["verify", &out_arg, "--hub-key", &vkey])?;
+    assert!(ok && said.contains("Verified"), "{said}");
+    let text = std::fs::read_to_string(&out)?;
+    std::fs::write(
+        &out,
+        text.replacen("urn:tongbao:unit:finance", "urn:tongbao:unit:tax", 1),
+    )?;
+    let (ok, said) = audit_log(&["verify", &out_arg, "--hub-key", &vkey])?;
+    assert!(
+        !ok && said.contains("record") && said.contains("changed"),
+        "{said}"
+    );
+    // Query filters by caller and code, as CSV.
+    let (ok, said) = audit_log(&[
+        "query",
+        "--data-dir",
+        &data_arg,
+        "--caller",
+        "urn:tongbao:unit:finance",
+        "--code",
+        "0",
+        "--csv",
+    ])?;
+    assert!(ok, "{said}");
+    let rows: Vec<&str> = said.lines().skip(1).collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.contains("urn:tongbao:unit:finance")),
+        "{said}"
+    );
+    assert!(
+        rows.iter().any(|r| r.contains("/tongbao.v1.Exchange/Pull")),
+        "{said}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_write_survives_kill_9() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    let r = tax.push(note("kept").to_units(["finance"])).await?;
+    hub.kill()?;
+    drop(tax);
+    let target = format!("channel:{}:{}", r.channel, r.seq);
+    let all = records(&data)?;
+    assert!(
+        all.iter()
+            .any(|x| x.method.starts_with("/tongbao.v1.Exchange/Push")
+                && x.code == 0
+                && x.targets.contains(&target)),
+        "the answered push's record is not on disk: {all:?}"
+    );
+    // The hub starts on what the kill left, and the log verifies.
+    served(&pki, &[], "after").await?;
+    let (ok, said) = audit_log(&[
+        "verify",
+        &data.display().to_string(),
+        "--hub-key",
+        &hub_vkey(&pki)?,
+    ])?;
+    assert!(ok, "{said}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_whole_old_segments_and_records_it() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let point = tongbao_server::failpoint::ENV;
+    // Shorter than 180 days is refused at start, saying why.
+    pki.edit_hub_toml("retention_days = 180", "retention_days = 30")?;
+    let refused = HubProcess::refused_start(&pki, HUB, &data)?;
+    assert!(refused.contains("at least 180 days"), "{refused}");
+    pki.edit_hub_toml("retention_days = 30", "retention_days = 180")?;
+
+    served(&pki, &[(point, "access-log-days-ago:200")], "old").await?;
+    served(&pki, &[(point, "access-log-days-ago:100")], "recent").await?;
+    let before = segments(&data)?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    served(&pki, &[], "now").await?;
+
+    let after = segments(&data)?;
+    assert!(
+        !after.contains(&before[0]),
+        "the 200-day-old segment is still there"
+    );
+    assert!(
+        after.contains(&before[1]),
+        "the 100-day-old segment was removed"
+    );
+    let all = records(&data)?;
+    let removal = all
+        .iter()
+        .find(|r| r.kind == RecordKind::Removal)
+        .ok_or("no removal record")?;
+    let removed = removal
+        .removed
+        .as_ref()
+        .ok_or("the removal names nothing")?;
+    let old_name = before[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("name")?;
+    assert_eq!(removed.segment, old_name);
+    assert_eq!(removed.first, 0);
+    assert_eq!(
+        all.first().map(|r| r.n),
+        Some(removed.count),
+        "the kept records follow the removed ones"
+    );
+    assert!(removal.message.contains(old_name), "{removal:?}");
+    // The tree still verifies, removed records included by their hashes.
+    let data_arg = data.display().to_string();
+    let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &hub_vkey(&pki)?])?;
+    assert!(
+        ok && said.contains(&format!("{} removed", removed.count)),
+        "{said}"
+    );
+    // And the removal can be found by the audit administrator.
+    let (ok, said) = audit_log(&[
+        "query",
+        "--data-dir",
+        &data_arg,
+        "--method",
+        "retention",
+        "--json",
+    ])?;
+    assert!(ok && said.contains(old_name), "{said}");
     Ok(())
 }

@@ -214,3 +214,6 @@ impl AccessLog {
         self.writer.stop();
     }
 }
+
+#[cfg(test)]
+mod tests;
