@@ -160,6 +160,7 @@ impl Hub {
             &config.hub.log_name,
             config.hub.fsync,
         )?;
+        admin_audit.include_in(access_log.clone());
         let listener = TcpListener::bind(config.hub.listen)
             .await
             .map_err(|source| HubError::Listen {

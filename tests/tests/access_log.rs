@@ -360,6 +360,17 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
                 && r.code == Code::Unauthenticated as i32),
         "the unknown party's refused call is not recorded"
     );
+    // The admin trail is part of the log: the refused admin changes are
+    // there as admin records too, numbered in the one tree.
+    let admin: Vec<&AccessRecord> = all
+        .iter()
+        .filter(|r| r.kind == RecordKind::Admin && r.caller == tax_uri)
+        .collect();
+    assert!(
+        admin.iter().any(|r| r.code == Code::PermissionDenied as i32
+            && r.targets.iter().any(|t| t.starts_with("admin-trail:"))),
+        "the admin trail's refusals are not in the access log: {admin:?}"
+    );
     let handshake = all
         .iter()
         .find(|r| r.kind == RecordKind::Handshake)
