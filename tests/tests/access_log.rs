@@ -496,6 +496,8 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     ])?;
     assert!(ok, "{said}");
     let out_arg = out.display().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o600);
     let (ok, said) = audit_log(&["verify", &out_arg, "--hub-key", &vkey])?;
     assert!(ok && said.contains("Verified"), "{said}");
     let text = std::fs::read_to_string(&out)?;

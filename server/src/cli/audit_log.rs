@@ -196,7 +196,8 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             let since = since.as_deref().map(since_micros).transpose()?;
             let exported = export(&data_dir, None, &log_name, since)?;
             let text = serde_json::to_string_pretty(&exported)?;
-            std::fs::write(&path, text)
+            // Records name parties and what they asked: readable by the owner only.
+            tongbao_proto::secret_file::replace(&path, text.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             say!(
                 out,
