@@ -210,3 +210,53 @@ fn retention_below_180_days_is_refused() {
     assert!(AccessLogConfig::default().validate().is_ok());
     assert!(SegmentName::parse("segment-x").is_none());
 }
+
+#[test]
+fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let config = AccessLogConfig {
+        segment_records: 2,
+        ..AccessLogConfig::default()
+    };
+    let log = AccessLog::open(data.path(), &config, key, LOG, true)?;
+    for i in 0..5 {
+        log.record_durably(call(&format!("/m/{i}")))
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    let listed = files::list_segments(&dir(data.path()))?;
+    let firsts: Vec<u64> = listed.iter().map(|(n, _)| n.first).collect();
+    assert_eq!(firsts, [0, 2, 4]);
+    assert_eq!(scan(&dir(data.path()), &verifier, &origin(LOG))?.size, 5);
+    // A whole segment gone, with no removal record naming it.
+    std::fs::remove_file(&listed[1].1)?;
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a missing segment passed")?;
+    assert!(
+        e.to_string().contains("records 2..4 are missing") && e.to_string().contains("record 2"),
+        "{e}"
+    );
+    // The first segment gone looks like retention without its record.
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 3)?;
+    let key2 = SigningKey::generate()?;
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key2,
+        "other",
+        true,
+    );
+    assert!(log.is_err(), "a checkpoint under another key was accepted");
+    let listed = files::list_segments(&dir(data.path()))?;
+    std::fs::remove_file(&listed[0].1)?;
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a removed first segment passed")?;
+    assert!(e.to_string().contains("records 0..3 were removed"), "{e}");
+    Ok(())
+}
