@@ -3,8 +3,10 @@
 //! Calls hand their records over and go on; the writer takes every record
 //! waiting at once, appends them to the current segment and their hashes
 //! to `tree.hashes`, and syncs both when a waiting record asks for it (a
-//! write call, answered only after its record is durable) or when the
-//! oldest unsynced record is a second old (reads). One sync serves every
+//! write call, answered only after its record is durable: it wakes the
+//! writer at once) or when the oldest unsynced record is 750 ms old (reads:
+//! the writer takes them every 250 ms without being woken, so a burst of
+//! reads costs a few rounds a second, not one each). One sync serves every
 //! record taken with it, so load costs fewer syncs, not more. Once a
 //! second, when the log grew and all of it is durable, it signs a
 //! checkpoint; at start and hourly it removes segments past retention.
@@ -24,8 +26,11 @@ use tongbao_proto::checkpoint::{Checkpoint, NoteSigner, NoteVerifier, sign_check
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 
-/// Reads are durable within this.
-const SYNC_WITHIN: Duration = Duration::from_secs(1);
+/// A read's record is synced once it has waited this long; with the
+/// writer's rounds [`POLL`] apart, it is durable within a second.
+const SYNC_AFTER: Duration = Duration::from_millis(750);
+/// Records nobody waits for are taken at least this often.
+const POLL: Duration = Duration::from_millis(250);
 /// A checkpoint at most this often.
 const SIGN_EVERY: Duration = Duration::from_secs(1);
 /// Retention is applied this often (and at start).
@@ -73,6 +78,9 @@ pub struct Setup {
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// A record handed over, who waits for it, and since when.
+type Queued = (AccessRecord, Option<Waiter>, Instant);
+
 /// Resolves once a record handed to [`super::AccessLog::record_durably`]
 /// is on disk.
 pub struct Durable(oneshot::Receiver<Result<(), String>>);
@@ -94,7 +102,9 @@ impl Durable {
 
 #[derive(Default)]
 struct Queue {
-    waiting: Vec<(AccessRecord, Option<Waiter>)>,
+    waiting: Vec<Queued>,
+    /// A record in `waiting` has a caller waiting for it to be durable.
+    urgent: bool,
     stop: bool,
 }
 
@@ -149,10 +159,13 @@ impl Handle {
             }
             return;
         }
-        let first = q.waiting.is_empty();
-        q.waiting.push((record, waiter));
+        // Only a waiting caller wakes the writer (once per round); reads
+        // are taken by its next round, at most POLL later.
+        let wake = waiter.is_some() && !q.urgent;
+        q.urgent |= waiter.is_some();
+        q.waiting.push((record, waiter, Instant::now()));
         drop(q);
-        if first {
+        if wake {
             self.shared.wake.notify_one();
         }
     }
@@ -293,7 +306,8 @@ impl Writer {
         AccessLogError::io(&self.dir.join(what), e)
     }
 
-    fn append(&mut self, record: AccessRecord) -> Result<(), AccessLogError> {
+    /// Appends a record handed over at `since` (its sync falls due from then).
+    fn append(&mut self, record: AccessRecord, since: Instant) -> Result<(), AccessLogError> {
         let mut record = record.bounded();
         record.n = self.size;
         let day = day_of(record.at_micros);
@@ -328,7 +342,7 @@ impl Writer {
             s.last_at = Some(record.at_micros);
         }
         self.size += 1;
-        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.unsynced_since = Some(self.unsynced_since.map_or(since, |s| s.min(since)));
         Ok(())
     }
 
@@ -445,7 +459,7 @@ impl Writer {
                 }),
                 ..Default::default()
             };
-            self.append(removal)?;
+            self.append(removal, Instant::now())?;
             self.sync()?;
             std::fs::remove_file(&oldest.path).map_err(|e| AccessLogError::io(&oldest.path, e))?;
             files::sync_dir(&self.dir).map_err(|e| AccessLogError::io(&self.dir, e))?;
@@ -456,9 +470,9 @@ impl Writer {
 
     /// How long the writer may sleep before something falls due.
     fn sleep_for(&self) -> Duration {
-        let mut due = Instant::now() + SYNC_WITHIN;
+        let mut due = Instant::now() + POLL;
         if let Some(since) = self.unsynced_since {
-            due = due.min(since + SYNC_WITHIN);
+            due = due.min(since + SYNC_AFTER);
         }
         if self.signed_size < self.size {
             due = due.min(self.last_signed + SIGN_EVERY);
@@ -470,21 +484,21 @@ impl Writer {
     /// waiters, sign and apply retention when due.
     fn round(
         &mut self,
-        batch: Vec<(AccessRecord, Option<Waiter>)>,
+        batch: Vec<Queued>,
         stopping: bool,
     ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
         let mut waiters = Vec::new();
-        for (record, waiter) in batch {
+        for (record, waiter, since) in batch {
             if let Some(w) = waiter {
                 waiters.push(w);
             }
-            if let Err(e) = self.append(record) {
+            if let Err(e) = self.append(record, since) {
                 return Err((e, waiters));
             }
         }
         let due = self
             .unsynced_since
-            .is_some_and(|s| s.elapsed() >= SYNC_WITHIN);
+            .is_some_and(|s| s.elapsed() >= SYNC_AFTER);
         let step = if !waiters.is_empty() || due || stopping {
             self.sync()
         } else {
@@ -520,7 +534,7 @@ fn run(mut writer: Writer, shared: &Shared) {
     loop {
         let (batch, stopping) = {
             let mut q = lock(&shared.queue);
-            if q.waiting.is_empty() && !q.stop {
+            if !q.urgent && !q.stop {
                 let wait = writer.sleep_for();
                 q = shared
                     .wake
@@ -528,6 +542,7 @@ fn run(mut writer: Writer, shared: &Shared) {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|p| p.into_inner().0);
             }
+            q.urgent = false;
             (std::mem::take(&mut q.waiting), q.stop)
         };
         if let Err((e, waiters)) = writer.round(batch, stopping) {
@@ -557,7 +572,7 @@ fn close(shared: &Shared, why: String, waiters: Vec<Waiter>) {
     };
     for w in waiters
         .into_iter()
-        .chain(rest.into_iter().filter_map(|(_, w)| w))
+        .chain(rest.into_iter().filter_map(|(_, w, _)| w))
     {
         let _ = w.send(Err(why.clone()));
     }
