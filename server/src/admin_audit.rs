@@ -5,6 +5,10 @@
 //! JSON lines beside the store, written and `fdatasync`ed one record at a
 //! time. Each record carries the hash of the previous one, so removing or
 //! editing a record breaks the chain and the hub refuses to start.
+//!
+//! The trail is also part of the access log: each record is copied there
+//! as a record of kind `admin` (see [`AdminAudit::include_in`]), so one
+//! verifiable log holds every call and every admin action.
 
 use crate::fatal::Poisoned;
 use serde::{Deserialize, Serialize};
@@ -108,6 +112,8 @@ pub struct Page {
 pub struct AdminAudit {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// The access log that receives a copy of every record, once attached.
+    access: std::sync::OnceLock<std::sync::Arc<crate::access_log::AccessLog>>,
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -167,7 +173,16 @@ impl AdminAudit {
         Ok(Self {
             path,
             inner: Mutex::new(inner),
+            access: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Copies every record from now on into the access log, as a record of
+    /// kind `admin`. It is handed over at once and made durable by the
+    /// same group commit as the admin call's own record (admin changes are
+    /// writes: their answer waits for it), which the writer takes after it.
+    pub fn include_in(&self, log: std::sync::Arc<crate::access_log::AccessLog>) {
+        let _ = self.access.set(log);
     }
 
     /// Appends a record durably, `detail` and `outcome` cut to
@@ -214,6 +229,21 @@ impl AdminAudit {
             return Err(io(e.to_string()));
         }
         inner.note(record.hash.clone(), line.len() as u64);
+        if let Some(log) = self.access.get() {
+            log.record(crate::access_log::AccessRecord {
+                at_micros: log.now_micros(),
+                kind: crate::access_log::RecordKind::Admin,
+                caller: record.actor.clone(),
+                method: record.action.clone(),
+                targets: [format!("admin-trail:{}", record.seq), record.detail.clone()]
+                    .into_iter()
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+                code: record.code,
+                message: record.outcome.clone(),
+                ..Default::default()
+            });
+        }
         Ok(record)
     }
 

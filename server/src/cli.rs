@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 mod admin;
+mod audit_log;
 mod pki;
 mod report;
 mod templates;
@@ -44,6 +45,11 @@ enum Command {
     Pki {
         #[command(subcommand)]
         command: pki::PkiCommand,
+    },
+    /// The access log: query, export with proofs, verify offline.
+    AuditLog {
+        #[command(subcommand)]
+        command: audit_log::AuditLogCommand,
     },
     /// Operator calls to a running hub (Admin service).
     Admin {
@@ -91,6 +97,10 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pki { command } => pki::pki(command),
+        Command::AuditLog { command } => {
+            print!("{}", audit_log::run(command)?);
+            Ok(())
+        }
         Command::Admin {
             connection,
             command,

@@ -49,6 +49,9 @@ pub struct HubConfig {
     /// every start: the only way an operator gets a role.
     #[serde(default)]
     pub operators: Vec<OperatorSeed>,
+    /// The access log's retention and segments (`[access_log]`).
+    #[serde(default)]
+    pub access_log: crate::access_log::AccessLogConfig,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -371,6 +374,7 @@ impl HubConfig {
         config.ack_deadlines.validate()?;
         config.connections.validate()?;
         config.operator_roles()?;
+        config.access_log.validate().map_err(ConfigError::Invalid)?;
         if config.limits.max_subscriptions_per_party == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),

@@ -93,6 +93,15 @@ pub fn poison<T: Send>(name: &str, lock: &std::sync::Mutex<T>) {
     }
 }
 
+/// How far back the access log dates its records, when
+/// `TONGBAO_FAILPOINT` is `access-log-days-ago:<days>`: a hub living in the
+/// past, so that tests of retention need not wait 180 days.
+pub fn access_log_clock_offset_micros() -> i64 {
+    named()
+        .and_then(|v| v.strip_prefix("access-log-days-ago:")?.parse::<i64>().ok())
+        .map_or(0, |days| days.saturating_mul(-86_400_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! A running hub: opens the store, seeds the registry, starts the appender,
 //! the TLS accept loop and the gRPC server, and stops them in order.
 
+use crate::access_log::{AccessLog, AccessRecord, RecordKind};
 use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::admission::{CallTracking, Subscriptions};
 use crate::appender::{AppendStats, Appender};
@@ -9,8 +10,8 @@ use crate::config::{ConfigError, ConnectionLimits, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::registry::Registry;
 use crate::service::{
-    AdminService, AuditService, DirectoryService, ExchangeService, HubState, LogService,
-    RefusalsLayer, RequestLimits, WorkflowService,
+    AccessLayer, AdminService, AuditService, DirectoryService, ExchangeService, HubState,
+    LogService, RefusalsLayer, RequestLimits, WorkflowService,
 };
 use crate::store::{SledStore, Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
@@ -48,6 +49,8 @@ pub enum HubError {
     Workflow(#[from] crate::workflow::WorkflowRefusal),
     #[error("refusing to start: {0}")]
     AdminAudit(#[from] AdminAuditError),
+    #[error("refusing to start: {0}")]
+    AccessLog(#[from] crate::access_log::AccessLogError),
     #[error("gRPC server failed: {0}")]
     Server(String),
     #[error("cannot start the signature verifier thread: {0}")]
@@ -67,6 +70,8 @@ pub struct Hub {
     tls: Arc<TlsReloader>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     appender: std::thread::JoinHandle<()>,
+    /// Stopped after the server: its last records are written and signed.
+    access_log: Arc<AccessLog>,
     /// Kept so that shutdown can wait for every other holder to let go:
     /// the database is closed (and its lock released) before it returns.
     store: Arc<dyn Store>,
@@ -160,6 +165,14 @@ impl Hub {
             config.connections.clone(),
         )?;
         let admin_audit = Arc::new(AdminAudit::open(data_dir)?);
+        let access_log = AccessLog::open(
+            data_dir,
+            &config.access_log,
+            load_or_create_key(&key_path)?,
+            &config.hub.log_name,
+            config.hub.fsync,
+        )?;
+        admin_audit.include_in(access_log.clone());
         let listener = TcpListener::bind(config.hub.listen)
             .await
             .map_err(|source| HubError::Listen {
@@ -195,11 +208,22 @@ impl Hub {
             operators,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
+        let handshakes = access_log.clone();
         tokio::spawn(accept_loop(
             listener,
             tls.clone(),
             streams_tx,
             shutdown_rx.clone(),
+            Arc::new(move |peer, reason| {
+                handshakes.record(AccessRecord {
+                    at_micros: handshakes.now_micros(),
+                    kind: RecordKind::Handshake,
+                    peer: peer.to_string(),
+                    code: tonic::Code::Unauthenticated as i32,
+                    message: reason,
+                    ..AccessRecord::default()
+                })
+            }),
         ));
         tokio::spawn(tls_watch(
             tls.clone(),
@@ -239,8 +263,10 @@ impl Hub {
                 .http2_max_pending_accept_reset_streams(Some(caps.max_pending_reset_streams))
                 .http2_keepalive_interval(ConnectionLimits::timer(caps.keepalive_interval_secs))
                 .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
+                // Outermost: records the status each caller finally gets.
+                .layer(AccessLayer::new(access_log.clone()))
                 // Every response's status passes through it (see its module);
-                // outermost, so it covers the call tracking's refusals too.
+                // it covers the call tracking's refusals too.
                 .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
@@ -262,6 +288,7 @@ impl Hub {
             tls,
             server,
             appender: appender_thread,
+            access_log,
             store,
         })
     }
@@ -300,6 +327,11 @@ impl Hub {
             .await
             .map_err(|e| HubError::Server(e.to_string()))?;
         served.map_err(|e| HubError::Server(e.to_string()))?;
+        // Every call has ended: its last records are written and signed.
+        let access_log = self.access_log;
+        tokio::task::spawn_blocking(move || access_log.stop())
+            .await
+            .map_err(|e| HubError::Server(e.to_string()))?;
         // The server (and with it every Appender handle) is gone: the writer drains and exits.
         tokio::task::spawn_blocking(move || self.appender.join())
             .await

@@ -12,6 +12,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+pub mod access_log;
 pub mod admin_audit;
 pub mod admission;
 pub mod appender;

@@ -189,6 +189,13 @@ impl Material {
     }
 }
 
+/// The serial of a certificate, as [`serial_hex`] writes it.
+pub fn certificate_serial(leaf: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::prelude::X509Certificate;
+    let (_, cert) = X509Certificate::from_der(leaf.as_ref()).ok()?;
+    Some(serial_hex(cert.raw_serial()))
+}
+
 /// A certificate serial as lowercase hex without leading zeros, so serials
 /// from certificates, CRLs and the CA index compare equal.
 fn serial_hex(raw: &[u8]) -> String {
@@ -583,6 +590,10 @@ fn describe_peer(tls: &TlsStream<TcpStream>) -> Option<(String, String, i64)> {
     ))
 }
 
+/// Told of every connection refused before a call could be made (the
+/// access log records it): the peer and the reason.
+pub type HandshakeRefusals = Arc<dyn Fn(SocketAddr, String) + Send + Sync>;
+
 /// Accepts TCP connections, runs each handshake in its own task with the
 /// TLS config current at that moment, registers the established
 /// connection, and hands it to the gRPC server until shutdown.
@@ -591,6 +602,7 @@ pub async fn accept_loop(
     tls: Arc<TlsReloader>,
     streams: mpsc::Sender<Result<TrackedStream, std::io::Error>>,
     mut shutdown: watch::Receiver<bool>,
+    refused: HandshakeRefusals,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -629,10 +641,15 @@ pub async fn accept_loop(
                 max_handshakes = connections.limits.max_handshakes,
                 "refusing connection: too many TLS handshakes in progress (connections.max_handshakes)"
             );
+            refused(
+                peer,
+                "too many TLS handshakes in progress (connections.max_handshakes)".into(),
+            );
             continue;
         };
         let acceptor = TlsAcceptor::from(config);
         let streams = streams.clone();
+        let refused = refused.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
             drop(permit);
@@ -661,8 +678,14 @@ pub async fn accept_loop(
                         }))
                         .await;
                 }
-                Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    refused(peer, format!("TLS handshake refused: {e}"));
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    refused(peer, "TLS handshake timed out".into());
+                }
             }
         });
     }

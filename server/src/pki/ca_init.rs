@@ -94,6 +94,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         units: Vec::new(),
         mechanisms: Vec::new(),
         operators: Vec::new(),
+        access_log: Default::default(),
         base_dir: dir.to_path_buf(),
     };
     // Without the empty registry arrays (`units = []`), beside which the

@@ -2,6 +2,8 @@
 //! authenticates the caller from its certificate, calls the domain modules
 //! and maps their errors to statuses an engineer can act on.
 
+mod access;
+mod access_targets;
 mod acknowledge;
 mod admin;
 mod audit;
@@ -12,6 +14,7 @@ mod read;
 mod refusals;
 mod workflow;
 
+pub use access::AccessLayer;
 pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;

@@ -1,0 +1,219 @@
+//! The access log: a record of every gRPC call, refused TLS handshake,
+//! operator action and retention removal, kept as a verifiable log.
+//!
+//! Accountability between departments needs to know who read or wrote
+//! what, and that nobody, the hub's operators included, removed or changed
+//! that record afterwards. So the records form an RFC 6962 tree (the rules
+//! of `tongbao_proto::merkle`, as the channels) with checkpoints signed by
+//! the hub's checkpoint key; the hub checks the files against the tree and
+//! the latest checkpoint at every start and refuses to start on a mismatch.
+//! The log lives in its own files (`files`), not in the channels' store, is
+//! written by one thread with group commit (`writer`), and is read by the
+//! `tongbao-hub audit-log` commands straight from the data directory
+//! (`export`). `docs/access-log.md` sets out the format and the rules.
+
+mod check;
+pub mod export;
+pub mod files;
+pub mod record;
+mod writer;
+
+pub use check::{Scanned, SegmentState, origin, read_checkpoint, scan};
+pub use record::{AccessRecord, RecordKind, RemovedSegment};
+pub use writer::Durable;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tongbao_proto::Hash;
+use tongbao_proto::checkpoint::NoteError;
+use tongbao_proto::keys::SigningKey;
+use tongbao_proto::merkle::{
+    HashReader, MerkleError, stored_hash_index, stored_hashes_for_record, tree_hash,
+};
+
+/// Why the access log cannot be opened, trusted or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    #[error("access log {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error(
+        "access log {segment}{}: {what}",
+        .record.map(|n| format!(", record {n}")).unwrap_or_default()
+    )]
+    Broken {
+        segment: String,
+        record: Option<u64>,
+        what: String,
+    },
+    #[error("access log tree: {0}")]
+    Merkle(#[from] MerkleError),
+    #[error("access log checkpoint: {0}")]
+    Note(#[from] NoteError),
+    #[error("the access log is not writable: {0}")]
+    Closed(String),
+}
+
+impl AccessLogError {
+    pub(crate) fn io(path: &Path, e: impl ToString) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The right edge of the tree: the root of each complete subtree of the
+/// tree so far, by stored-hash index. It is all that appending a record
+/// and computing the root need, so the writer and the checks hold no more.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    size: u64,
+    hashes: BTreeMap<u64, Hash>,
+}
+
+impl Frontier {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf; returns the hashes to store for it (the leaf hash,
+    /// then the subtrees it completes), as `merkle::stored_hashes_for_record`.
+    pub fn append(&mut self, leaf: Hash) -> Result<Vec<Hash>, MerkleError> {
+        let n = self.size;
+        let out = stored_hashes_for_record(n, leaf, self)?;
+        let completed = n.trailing_ones();
+        for level in 0..completed {
+            self.hashes
+                .remove(&stored_hash_index(level, (n >> level) - 1));
+        }
+        if let Some(top) = out.last() {
+            self.hashes
+                .insert(stored_hash_index(completed, n >> completed), *top);
+        }
+        self.size += 1;
+        Ok(out)
+    }
+
+    pub fn root(&self) -> Result<Hash, MerkleError> {
+        tree_hash(self.size, self)
+    }
+}
+
+impl HashReader for Frontier {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, MerkleError> {
+        indexes
+            .iter()
+            .map(|i| {
+                self.hashes.get(i).copied().ok_or_else(|| {
+                    MerkleError::Reader(format!("hash {i} is not on the tree's right edge"))
+                })
+            })
+            .collect()
+    }
+}
+
+/// `[access_log]` of hub.toml.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Days a record is kept at least; at least [`MIN_RETENTION_DAYS`].
+    pub retention_days: u32,
+    /// Records per segment at most (a segment also ends with its UTC day).
+    pub segment_records: u64,
+}
+
+/// The shortest retention the hub accepts (等保 level 3 asks 180 days).
+pub const MIN_RETENTION_DAYS: u32 = 180;
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: MIN_RETENTION_DAYS,
+            segment_records: 1_000_000,
+        }
+    }
+}
+
+impl AccessLogConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention_days < MIN_RETENTION_DAYS {
+            return Err(format!(
+                "access_log.retention_days is {}; records must be kept at least {MIN_RETENTION_DAYS} days",
+                self.retention_days
+            ));
+        }
+        if self.segment_records == 0 {
+            return Err("access_log.segment_records must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The open access log of a running hub; records go to its writer thread.
+pub struct AccessLog {
+    writer: writer::Handle,
+    clock_offset_micros: i64,
+}
+
+impl AccessLog {
+    /// Checks the log in `<data_dir>/access-log` (creating it on first
+    /// start), repairs what a crash cut short, and starts its writer.
+    pub fn open(
+        data_dir: &Path,
+        config: &AccessLogConfig,
+        key: SigningKey,
+        log_name: &str,
+        fsync: bool,
+    ) -> Result<Arc<Self>, AccessLogError> {
+        config
+            .validate()
+            .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
+        let dir = data_dir.join(files::DIR);
+        files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
+        let signer = writer::Signer::new(key, log_name)?;
+        let scanned = scan(&dir, &signer.verifier()?, &origin(log_name))?;
+        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
+        let writer = writer::Handle::start(writer::Setup {
+            dir,
+            scanned,
+            signer,
+            config: config.clone(),
+            fsync,
+            clock_offset_micros,
+        })?;
+        Ok(Arc::new(Self {
+            writer,
+            clock_offset_micros,
+        }))
+    }
+
+    /// The hub's time for records, µs (shifted only by a test hub's failpoint).
+    pub fn now_micros(&self) -> i64 {
+        tongbao_proto::now_micros().saturating_add(self.clock_offset_micros)
+    }
+
+    /// Records a read: durable within a second.
+    pub fn record(&self, record: AccessRecord) {
+        self.writer.submit(record, None);
+    }
+
+    /// Records a write: the answer resolves once the record is durable.
+    pub fn record_durably(&self, record: AccessRecord) -> Durable {
+        self.writer.submit_durable(record)
+    }
+
+    /// Why the log cannot be written, once its writer failed: the hub
+    /// then answers no call, since it could not record it.
+    pub fn failed(&self) -> Option<String> {
+        self.writer.failed()
+    }
+
+    /// Writes what waits, syncs, signs a last checkpoint and stops the writer.
+    pub fn stop(&self) {
+        self.writer.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+//! Unit tests of the access log's files, tree, checks and exports.
+
+use super::export::{Filter, export, query, verify_export};
+use super::files::{self, SegmentName};
+use super::*;
+use tongbao_proto::canonical::leaf_hash_of_bytes;
+use tongbao_proto::checkpoint::NoteSigner;
+use tongbao_proto::merkle::{stored_hash_count, stored_hashes_for_record};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const LOG: &str = "tongbao";
+
+fn call(method: &str) -> AccessRecord {
+    AccessRecord {
+        at_micros: tongbao_proto::now_micros(),
+        caller: "urn:tongbao:unit:tax".into(),
+        method: method.into(),
+        ..AccessRecord::default()
+    }
+}
+
+/// A log of `n` records in `data`, closed; returns the key's verifier.
+fn written(data: &Path, n: usize) -> Result<NoteVerifier, Box<dyn std::error::Error>> {
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let log = AccessLog::open(data, &AccessLogConfig::default(), key, LOG, true)?;
+    for i in 0..n {
+        if i % 3 == 0 {
+            log.record_durably(call(&format!("/m/{i}")))
+                .wait_blocking()
+                .map_err(|e| e.to_string())?;
+        } else {
+            log.record(call(&format!("/m/{i}")));
+        }
+    }
+    log.stop();
+    Ok(verifier)
+}
+
+use tongbao_proto::checkpoint::NoteVerifier;
+
+fn dir(data: &Path) -> std::path::PathBuf {
+    data.join(files::DIR)
+}
+
+fn segment(data: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    Ok(files::list_segments(&dir(data))?
+        .pop()
+        .ok_or("no segment")?
+        .1)
+}
+
+#[test]
+fn the_frontier_stores_what_the_merkle_rules_store() -> TestResult {
+    let mut all: Vec<tongbao_proto::Hash> = Vec::new();
+    let mut frontier = Frontier::default();
+    for n in 0..300u64 {
+        let leaf = leaf_hash_of_bytes(&n.to_be_bytes());
+        let want = stored_hashes_for_record(n, leaf, &all)?;
+        assert_eq!(frontier.append(leaf)?, want, "record {n}");
+        all.extend(want);
+        assert_eq!(all.len() as u64, stored_hash_count(n + 1));
+        assert_eq!(frontier.root()?, tree_hash(n + 1, &all)?, "size {}", n + 1);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_written_log_checks_exports_and_verifies() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 40)?;
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    assert_eq!(scanned.size, 40);
+    assert_eq!(scanned.checkpoint.as_ref().map(|(c, _)| c.size), Some(40));
+    // Every file is private to the hub's user.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir(data.path()))? {
+        let mode = entry?.metadata()?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let got = query(
+        data.path(),
+        &Filter {
+            method: Some("/m/1".into()),
+            ..Filter::default()
+        },
+    )?;
+    assert_eq!(got.len(), 11, "/m/1 and /m/10../m/19");
+    let exported = export(data.path(), Some(&verifier), LOG, None)?;
+    let text = serde_json::to_string(&exported)?;
+    assert_eq!(verify_export(&text, &verifier)?.records, 40);
+    // A changed record fails its proof, named.
+    let changed = text.replacen("/m/7\\\"", "/m/8\\\"", 1);
+    assert_ne!(changed, text);
+    let e = verify_export(&changed, &verifier)
+        .err()
+        .ok_or("changed record verified")?;
+    assert!(e.to_string().contains("record 7"), "{e}");
+    // A record left out is named as missing.
+    let mut fewer = exported.clone();
+    fewer.records.remove(5);
+    let e = verify_export(&serde_json::to_string(&fewer)?, &verifier)
+        .err()
+        .ok_or("a gap verified")?;
+    assert!(e.to_string().contains("record 5 is missing"), "{e}");
+    // Another key does not verify the checkpoint.
+    let other = NoteSigner::new(LOG, &SigningKey::generate()?)?.verifier()?;
+    assert!(verify_export(&text, &other).is_err());
+    Ok(())
+}
+
+#[test]
+fn changed_removed_and_cut_records_are_named() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 12)?;
+    let path = segment(data.path())?;
+    let original = std::fs::read_to_string(&path)?;
+    let check = || scan(&dir(data.path()), &verifier, &origin(LOG)).map(|s| s.size);
+
+    std::fs::write(&path, original.replacen("/m/4\"", "/m/5\"", 1))?;
+    let e = check().err().ok_or("a changed record passed")?;
+    assert!(
+        e.to_string().contains("record 4") && e.to_string().contains("changed"),
+        "{e}"
+    );
+
+    let lines: Vec<&str> = original.lines().collect();
+    let without: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 6)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &without)?;
+    let e = check().err().ok_or("a removed record passed")?;
+    assert!(e.to_string().contains("record 6 was removed"), "{e}");
+
+    // The last records gone: the signed checkpoint still counts them.
+    let cut: String = lines[..10].iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, &cut)?;
+    let e = check().err().ok_or("a cut log passed")?;
+    assert!(e.to_string().contains("records 10..12 were removed"), "{e}");
+
+    // A torn last record (a crash mid-write) is not an attack.
+    std::fs::write(&path, format!("{original}{{\"n\":12,"))?;
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    assert_eq!(scanned.size, 12);
+    assert!(scanned.torn_tail.is_some());
+    Ok(())
+}
+
+#[test]
+fn a_reopened_log_repairs_a_crash_and_goes_on() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let pem = key.to_pem();
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let log = AccessLog::open(data.path(), &AccessLogConfig::default(), key, LOG, true)?;
+    for i in 0..5 {
+        log.record_durably(call(&format!("/m/{i}")))
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    // As a crash leaves it: a torn record, and hashes of one never whole.
+    let path = segment(data.path())?;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
+    std::io::Write::write_all(&mut f, b"{\"n\":5,\"at")?;
+    let tree = dir(data.path()).join(files::TREE_FILE);
+    let mut t = std::fs::OpenOptions::new().append(true).open(&tree)?;
+    std::io::Write::write_all(&mut t, &[9u8; 40])?;
+    drop((f, t));
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        SigningKey::from_pem(&pem)?,
+        LOG,
+        true,
+    )?;
+    log.record_durably(call("/after"))
+        .wait_blocking()
+        .map_err(|e| e.to_string())?;
+    log.stop();
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    assert_eq!(scanned.size, 6);
+    assert!(scanned.torn_tail.is_none());
+    assert_eq!(scanned.segments.len(), 2, "a start begins a segment");
+    assert_eq!(
+        std::fs::metadata(&tree)?.len(),
+        stored_hash_count(6) * 32,
+        "the cut hashes are gone"
+    );
+    let all = query(data.path(), &Filter::default())?;
+    assert_eq!(
+        all.last().map(|r| (r.n, r.method.as_str())),
+        Some((5, "/after"))
+    );
+    Ok(())
+}
+
+#[test]
+fn retention_below_180_days_is_refused() {
+    let short = AccessLogConfig {
+        retention_days: 179,
+        ..AccessLogConfig::default()
+    };
+    let e = short.validate().err().unwrap_or_default();
+    assert!(e.contains("at least 180 days"), "{e}");
+    assert!(AccessLogConfig::default().validate().is_ok());
+    assert!(SegmentName::parse("segment-x").is_none());
+}
+
+#[test]
+fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let config = AccessLogConfig {
+        segment_records: 2,
+        ..AccessLogConfig::default()
+    };
+    let log = AccessLog::open(data.path(), &config, key, LOG, true)?;
+    for i in 0..5 {
+        log.record_durably(call(&format!("/m/{i}")))
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    let listed = files::list_segments(&dir(data.path()))?;
+    let firsts: Vec<u64> = listed.iter().map(|(n, _)| n.first).collect();
+    assert_eq!(firsts, [0, 2, 4]);
+    assert_eq!(scan(&dir(data.path()), &verifier, &origin(LOG))?.size, 5);
+    // A whole segment gone, with no removal record naming it.
+    std::fs::remove_file(&listed[1].1)?;
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a missing segment passed")?;
+    assert!(
+        e.to_string().contains("records 2..4 are missing") && e.to_string().contains("record 2"),
+        "{e}"
+    );
+    // The first segment gone looks like retention without its record.
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 3)?;
+    let key2 = SigningKey::generate()?;
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key2,
+        "other",
+        true,
+    );
+    assert!(log.is_err(), "a checkpoint under another key was accepted");
+    let listed = files::list_segments(&dir(data.path()))?;
+    std::fs::remove_file(&listed[0].1)?;
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a removed first segment passed")?;
+    assert!(e.to_string().contains("records 0..3 were removed"), "{e}");
+    Ok(())
+}
