@@ -73,6 +73,13 @@ pub enum ClientError {
     /// A workflow step cannot be taken from the workflow's current state.
     #[error("{0}")]
     Workflow(String),
+    /// An audited answer shown without its free text (exception feedback
+    /// not addressed to the office): it no longer matches its signature,
+    /// so what it names cannot be checked here.
+    #[error(
+        "the answer {channel}:{seq} is shown without its free text (it was not addressed to this office), so it cannot be checked against its signature; its problem code is as the hub read it"
+    )]
+    Redacted { channel: String, seq: u64 },
 }
 
 /// Why the hub refused a signing key, as its refusal metadata says.

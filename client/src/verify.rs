@@ -299,30 +299,6 @@ pub fn verify_entry(
     check_entry(entry, claimed_leaf_hash, cursor, sender_key, None)
 }
 
-/// [`verify_entry`] for an entry shown without part of its message (an
-/// answer an office audits, see `tongbao_proto::redact`): the signature
-/// and the leaf hash are checked against `digest`, the digest of the
-/// message as signed, not one computed from what is shown.
-pub fn verify_entry_signed_as(
-    entry: pb::Entry,
-    claimed_leaf_hash: &[u8],
-    cursor: u64,
-    sender_key: &[u8],
-    digest: Hash,
-) -> Result<VerifiedEntry, ClientError> {
-    let cache_key = entry
-        .message
-        .as_ref()
-        .and_then(|m| m.signature.as_ref())
-        .map(|s| VerifiedSignatures::key(&digest, s, sender_key));
-    let known = Known {
-        digest,
-        cache_key,
-        signature_verified: false,
-    };
-    check_entry(entry, claimed_leaf_hash, cursor, sender_key, Some(known))
-}
-
 /// [`verify_entry`] with what is already known of the entry's message.
 fn check_entry(
     entry: pb::Entry,

@@ -1,98 +1,85 @@
 //! What an office sees of a receipt or exception feedback it audits.
 //!
 //! An office audits delivery: who answered which entry, when, under which
-//! signature. It was never an addressee of the answer, so it must not read
-//! the answer's free text: subject, body, content type, attachment names
-//! and an exception's text. [`for_audit`] removes exactly those and keeps
-//! the message digest, which the signature and the leaf commit to: the
-//! office still checks the signature under the recipient's registered key
-//! and the leaf hash (and so the answer's place in the recipient's
-//! channel). When nothing was removed, the digest also recomputes from
-//! what is shown, which binds the pins and the problem code to it.
+//! signature. It must not read free text it was never addressed, and it
+//! must be able to check an answer without trusting the hub. Both hold
+//! because a receipt carries no free text at all ([`receipt_subject`] is
+//! its only subject; no body, content type or attachments, which the hub
+//! enforces): the office sees it whole, and its pins are bound to its
+//! signature. Exception feedback carries a reason in words, so an office
+//! sees it whole only when the feedback was addressed to it (copied);
+//! otherwise its subject, body, content type, attachment names and text
+//! are removed, and the office learns the problem code as the hub read it
+//! (the removed text keeps the signed digest from being recomputed, so
+//! such feedback cannot be checked by the office).
 
-use crate::Hash;
-use crate::canonical::message_digest;
-use crate::pb::Entry;
+use crate::pb::{Entry, Message};
+
+/// The one subject a receipt carries.
+pub fn receipt_subject(entries: usize) -> String {
+    format!("receipt for {entries} entries")
+}
+
+/// Whether a message holds text an office may not read: anything but a
+/// receipt's fixed subject, its pins and its labels.
+pub fn has_free_text(m: &Message) -> bool {
+    let entries = m.acknowledgement.as_ref().map_or(0, |a| a.entries.len());
+    m.subject != receipt_subject(entries)
+        || !m.body.is_empty()
+        || !m.content_type.is_empty()
+        || !m.attachments.is_empty()
+        || m.exception.is_some()
+}
 
 /// An answer as an office sees it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Redacted {
-    /// The entry with its free text removed.
+pub struct Shown {
     pub entry: Entry,
-    /// The digest of the message as signed.
-    pub message_digest: Hash,
-    /// Whether anything was removed (then the digest does not recompute
-    /// from `entry`).
-    pub removed: bool,
+    /// Free text was removed: the entry no longer matches its signature.
+    pub redacted: bool,
 }
 
-/// `entry` without its message's free text, with the digest of the
-/// message as signed (zero for an entry without a message).
-pub fn for_audit(entry: &Entry) -> Redacted {
+/// `entry` as the office whose inbox is `office_inbox` may see it: whole
+/// when the office was addressed or it holds no free text, else without
+/// its free text.
+pub fn for_audit(entry: &Entry, office_inbox: &str) -> Shown {
+    let addressed = entry.recipients.iter().any(|r| r == office_inbox);
     let mut shown = entry.clone();
-    let mut digest = [0u8; crate::HASH_LEN];
-    let mut removed = false;
-    if let Some(m) = shown.message.as_mut().and_then(|s| s.message.as_mut()) {
-        digest = message_digest(m);
-        removed = !m.subject.is_empty()
-            || !m.body.is_empty()
-            || !m.content_type.is_empty()
-            || !m.attachments.is_empty()
-            || m.exception.as_ref().is_some_and(|x| !x.text.is_empty());
-        m.subject.clear();
-        m.body.clear();
-        m.content_type.clear();
-        m.attachments.clear();
-        if let Some(x) = m.exception.as_mut() {
-            x.text.clear();
-        }
+    let message = shown.message.as_mut().and_then(|s| s.message.as_mut());
+    let Some(m) = message.filter(|m| !addressed && has_free_text(m)) else {
+        return Shown {
+            entry: shown,
+            redacted: false,
+        };
+    };
+    m.subject.clear();
+    m.body.clear();
+    m.content_type.clear();
+    m.attachments.clear();
+    if let Some(x) = m.exception.as_mut() {
+        x.text.clear();
     }
-    Redacted {
+    Shown {
         entry: shown,
-        message_digest: digest,
-        removed,
+        redacted: true,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::leaf_hash;
     use crate::pb;
 
-    fn answer(subject: &str, body: &[u8], text: &str) -> Entry {
+    const OFFICE: &str = "office:fund-supervision";
+
+    fn answer(message: pb::Message, recipients: &[&str]) -> Entry {
         Entry {
             channel: "finance".into(),
             seq: 3,
             hub_micros: 7,
-            recipients: vec!["tax".into()],
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
             message: Some(pb::SignedMessage {
-                message: Some(pb::Message {
-                    message_id: "m".into(),
-                    sender: "finance".into(),
-                    kind: pb::Kind::ExceptionFeedback as i32,
-                    subject: subject.into(),
-                    body: body.to_vec().into(),
-                    content_type: if body.is_empty() { "" } else { "text/plain" }.into(),
-                    attachments: if body.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![pb::AttachmentDigest {
-                            name: "MARKER.pdf".into(),
-                            ..Default::default()
-                        }]
-                    },
-                    exception: Some(pb::ExceptionReport {
-                        entry: Some(pb::EntryPin {
-                            channel: "tax".into(),
-                            seq: 1,
-                            leaf_hash: vec![9; 32],
-                        }),
-                        problem: pb::Problem::Other as i32,
-                        text: text.into(),
-                    }),
-                    ..Default::default()
-                }),
+                message: Some(message),
                 signature: Some(pb::Signature {
                     algorithm: "ed25519".into(),
                     key_id: "k".into(),
@@ -103,34 +90,96 @@ mod tests {
         }
     }
 
+    fn pin() -> pb::EntryPin {
+        pb::EntryPin {
+            channel: "tax".into(),
+            seq: 1,
+            leaf_hash: vec![9; 32],
+        }
+    }
+
+    fn feedback(text: &str) -> pb::Message {
+        pb::Message {
+            kind: pb::Kind::ExceptionFeedback as i32,
+            subject: format!("MARKER subject {text}"),
+            body: b"MARKER body".to_vec().into(),
+            content_type: "text/plain".into(),
+            attachments: vec![pb::AttachmentDigest {
+                name: "MARKER.pdf".into(),
+                ..Default::default()
+            }],
+            exception: Some(pb::ExceptionReport {
+                entry: Some(pin()),
+                problem: pb::Problem::Other as i32,
+                text: text.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn receipt() -> pb::Message {
+        pb::Message {
+            kind: pb::Kind::Receipt as i32,
+            subject: receipt_subject(1),
+            acknowledgement: Some(pb::Acknowledgement {
+                entries: vec![pin()],
+            }),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn free_text_is_removed_and_the_signed_digest_and_leaf_are_kept() {
-        let full = answer("MARKER subject", b"MARKER body", "MARKER text");
-        let r = for_audit(&full);
-        assert!(r.removed);
-        assert!(!format!("{:?}", r.entry).contains("MARKER"));
-        let m = full.content().cloned().unwrap_or_default();
-        assert_eq!(r.message_digest, message_digest(&m));
-        // The leaf of what is shown, with the digest as signed, is the leaf.
-        assert_eq!(
-            crate::canonical::leaf_hash_with_digest(&r.entry, &r.message_digest),
-            leaf_hash(&full)
-        );
-        // The pins and the problem stay.
-        let x = r.entry.content().and_then(|m| m.exception.clone());
+    fn feedback_not_addressed_to_the_office_loses_its_free_text_only() {
+        let full = answer(feedback("MARKER text"), &["tax"]);
+        let shown = for_audit(&full, OFFICE);
+        assert!(shown.redacted);
+        assert!(!format!("{:?}", shown.entry).contains("MARKER"));
+        let x = shown.entry.content().and_then(|m| m.exception.clone());
         assert_eq!(
             x.map(|x| (x.entry, x.problem)),
-            m.exception.map(|x| (x.entry, x.problem))
+            Some((Some(pin()), pb::Problem::Other as i32))
+        );
+        // Everything outside the message is kept.
+        assert_eq!(shown.entry.channel, full.channel);
+        assert_eq!(
+            shown.entry.message.and_then(|m| m.signature),
+            full.message.and_then(|m| m.signature)
         );
     }
 
     #[test]
-    fn an_answer_without_free_text_is_shown_whole() {
-        let bare = answer("", b"", "");
-        let r = for_audit(&bare);
-        assert!(!r.removed);
-        assert_eq!(r.entry, bare);
-        let shown = r.entry.content().cloned().unwrap_or_default();
-        assert_eq!(message_digest(&shown), r.message_digest);
+    fn feedback_copied_to_the_office_is_shown_whole() {
+        let full = answer(feedback("MARKER text"), &["tax", OFFICE]);
+        assert_eq!(
+            for_audit(&full, OFFICE),
+            Shown {
+                entry: full,
+                redacted: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_receipt_without_free_text_is_shown_whole_and_any_text_makes_it_free() {
+        let bare = answer(receipt(), &["tax"]);
+        assert_eq!(
+            for_audit(&bare, OFFICE),
+            Shown {
+                entry: bare,
+                redacted: false
+            }
+        );
+        let changes: [fn(&mut pb::Message); 4] = [
+            |m| m.subject = "MARKER".into(),
+            |m| m.body = b"MARKER".to_vec().into(),
+            |m| m.content_type = "text/plain".into(),
+            |m| m.attachments.push(pb::AttachmentDigest::default()),
+        ];
+        for change in changes {
+            let mut m = receipt();
+            change(&mut m);
+            assert!(has_free_text(&m), "{m:?}");
+            assert!(for_audit(&answer(m, &["tax"]), OFFICE).redacted);
+        }
     }
 }

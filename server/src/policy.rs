@@ -177,6 +177,12 @@ pub fn check_receipt<'a>(
             pins.len()
         )));
     }
+    if tongbao_proto::redact::has_free_text(m) {
+        return Err(malformed(format!(
+            "a receipt carries no free text, so that offices audit it whole: its subject is exactly {:?} and it has no body, content type or attachments",
+            tongbao_proto::redact::receipt_subject(pins.len())
+        )));
+    }
     let mut named_once = BTreeSet::new();
     for p in pins {
         check_pin(p)?;

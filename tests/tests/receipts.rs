@@ -414,46 +414,65 @@ async fn exception_feedback_answers_an_entry_and_shows_in_the_audit() -> TestRes
         .find(|r| r.recipient == "pbc-taiyuan")
         .ok_or("pbc missing")?;
     assert_eq!(r.state, DeliveryState::Exception as i32);
-    // The office verifies the feedback and reads its problem code, not its
-    // text (it was never addressed to the office).
-    let answer = office.verify_answer(&audit.entries[0], r).await?;
-    let shown = answer.message().exception.clone().ok_or("no report")?;
+    // The feedback was not addressed to the office: the office reads its
+    // problem code, not its text, and cannot check it against its signature.
+    assert!(r.answer_redacted);
+    let shown = r
+        .answer
+        .as_ref()
+        .and_then(|a| a.content())
+        .and_then(|m| m.exception.clone())
+        .ok_or("no report")?;
     assert_eq!(shown.problem, pb::Problem::OutsideCompetence as i32);
     assert_eq!(shown.text, "");
-    // A digest that is not the signed message's does not verify.
-    let mut wrong = r.clone();
-    wrong.answer_message_digest[0] ^= 1;
-    assert!(
-        office
-            .verify_answer(&audit.entries[0], &wrong)
-            .await
-            .is_err()
-    );
+    match office.verify_answer(&audit.entries[0], r).await {
+        Err(ClientError::Redacted { channel, .. }) => assert_eq!(channel, "pbc-taiyuan"),
+        other => return Err(format!("redacted feedback was not refused: {other:?}").into()),
+    }
+    // A hub claiming the shortened feedback is whole is caught.
+    let mut lying = r.clone();
+    lying.answer_redacted = false;
+    assert!(matches!(
+        office.verify_answer(&audit.entries[0], &lying).await,
+        Err(ClientError::Integrity { .. })
+    ));
     t.stop().await
 }
 
-/// An office audits answers without reading them: a receipt's subject and
-/// body and exception feedback's text (each carrying a marker) appear
-/// nowhere in its audit, and both answers still verify.
+/// An office audits answers without reading free text it was not
+/// addressed: a receipt carrying text is refused, so receipts are audited
+/// whole and verify (pins bound to the signature); exception feedback's
+/// text (a marker) appears nowhere in the audit unless the feedback copied
+/// the office, which then verifies it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_office_audit_shows_no_free_text_of_any_answer() -> TestResult {
+async fn an_office_audit_shows_no_free_text_it_was_not_addressed() -> TestResult {
     const MARKER: &str = "MARKER-7f3a";
     let t = TestHub::start().await?;
     let tax = t.unit("tax").await?;
     tax.push(note("about a foundation").to_mechanism("fund-supervision"))
         .await?;
-    // finance acknowledges with a receipt of its own making, body and all.
+    // A receipt with a subject or body of its own is refused.
     let finance = t.unit("finance").await?;
     let entry = finance.pull(0, 10).await?.entries.remove(0);
-    let mut receipt = finance
+    let key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("finance"))?)?;
+    let plain = finance
         .sign_receipt(vec![entry.pin()])?
         .message
         .ok_or("no message")?;
-    receipt.subject = format!("{MARKER} subject");
-    receipt.body = format!("{MARKER} body").into_bytes().into();
-    let key = SigningKey::from_pem(&std::fs::read_to_string(t.pki.signing_key_path("finance"))?)?;
-    finance_ack(&finance, key.sign_message(receipt)).await?;
-    // pbc-taiyuan answers with exception feedback whose text is the marker.
+    let mut with_body = plain.clone();
+    with_body.body = format!("{MARKER} body").into_bytes().into();
+    let mut with_subject = plain.clone();
+    with_subject.subject = format!("{MARKER} subject");
+    for m in [with_body, with_subject] {
+        refused(
+            finance_ack(&finance, key.sign_message(m)).await,
+            Code::InvalidArgument,
+            "a receipt carries no free text",
+        );
+    }
+    finance.ack(&[&entry]).await?;
+    // Two exception feedbacks with the marker: one to tax only, one copying
+    // the office.
     let pbc = t.unit("pbc-taiyuan").await?;
     let entry = pbc.pull(0, 10).await?.entries.remove(0);
     pbc.push(Draft::exception(
@@ -462,26 +481,68 @@ async fn an_office_audit_shows_no_free_text_of_any_answer() -> TestResult {
         format!("{MARKER} text"),
     ))
     .await?;
+    let security = t.unit("public-security").await?;
+    let entry = security.pull(0, 10).await?.entries.remove(0);
+    security
+        .push(
+            Draft::exception(&entry, pb::Problem::Other, format!("{MARKER} copied"))
+                .to_office("fund-supervision"),
+        )
+        .await?;
 
     let office = office(&t, "fund-supervision").await?;
     let audit = office
         .audit_deliveries(pb::ListDeliveriesRequest::default())
         .await?;
-    let bytes = prost::Message::encode_to_vec(&audit);
-    assert!(
-        !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
-        "the office's audit holds an answer's free text"
-    );
     let audited = audit.entries.first().ok_or("nothing audited")?;
-    for who in ["finance", "pbc-taiyuan"] {
-        let r = audited
+    let answer_of = |who: &str| {
+        audited
             .recipients
             .iter()
             .find(|r| r.recipient == who)
-            .ok_or("recipient missing")?;
-        let answer = office.verify_answer(audited, r).await?;
-        assert_eq!(answer.channel(), who);
+            .cloned()
+            .ok_or(format!("{who} missing"))
+    };
+    // The only marker in the whole audit is the copied feedback's.
+    let mut without_copied = audit.clone();
+    for e in &mut without_copied.entries {
+        e.recipients.retain(|r| r.recipient != "public-security");
     }
+    let bytes = prost::Message::encode_to_vec(&without_copied);
+    assert!(
+        !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+        "the office's audit holds free text it was not addressed"
+    );
+    let receipt = office
+        .verify_answer(audited, &answer_of("finance")?)
+        .await?;
+    assert_eq!(receipt.channel(), "finance");
+    assert!(matches!(
+        office
+            .verify_answer(audited, &answer_of("pbc-taiyuan")?)
+            .await,
+        Err(ClientError::Redacted { .. })
+    ));
+    let copied = office
+        .verify_answer(audited, &answer_of("public-security")?)
+        .await?;
+    assert_eq!(
+        copied.message().exception.as_ref().map(|x| x.text.as_str()),
+        Some(format!("{MARKER} copied").as_str())
+    );
+    // A receipt whose shown pins were changed does not verify.
+    let mut forged = answer_of("finance")?;
+    if let Some(ack) = forged
+        .answer
+        .as_mut()
+        .and_then(|e| e.message.as_mut())
+        .and_then(|s| s.message.as_mut())
+        .and_then(|m| m.acknowledgement.as_mut())
+        .and_then(|a| a.entries.first_mut())
+    {
+        ack.seq += 1;
+    }
+    assert!(office.verify_answer(audited, &forged).await.is_err());
     t.stop().await
 }
 

@@ -26,11 +26,10 @@ impl Client {
     /// feedback) verifies under the recipient's registered key, sits in the
     /// recipient's channel, and names exactly the audited entry's leaf hash.
     ///
-    /// The audit shows an answer without its free text; its signature and
-    /// leaf are checked against the digest of the message as signed. That
-    /// digest cannot be recomputed without the removed text, so the pins
-    /// and problem code shown are as the hub read them from the signed
-    /// message.
+    /// Receipts hold no free text and are shown whole, so every receipt
+    /// can be checked. Exception feedback not addressed to this office is
+    /// shown without its free text (`answer_redacted`) and no longer
+    /// matches its signature: it is refused as [`ClientError::Redacted`].
     pub async fn verify_answer(
         &self,
         audited: &pb::AuditedEntry,
@@ -44,31 +43,19 @@ impl Client {
                 seq: audited.seq,
                 reason: format!("no answer from {} to verify", delivery.recipient),
             })?;
-        let integrity = |reason: String| ClientError::Integrity {
-            channel: entry.channel.clone(),
-            seq: entry.seq,
-            reason,
-        };
-        let digest: tongbao_proto::Hash = delivery
-            .answer_message_digest
-            .as_slice()
-            .try_into()
-            .map_err(|_| {
-                integrity(format!(
-                    "the audit gives no 32-byte message digest for the answer of {}",
-                    delivery.recipient
-                ))
-            })?;
+        if delivery.answer_redacted {
+            return Err(ClientError::Redacted {
+                channel: entry.channel.clone(),
+                seq: entry.seq,
+            });
+        }
         let answer = self
-            .verify_delivery_signed_as(
-                pb::Delivery {
-                    entry: Some(entry),
-                    leaf_hash: delivery.answer_leaf_hash.clone(),
-                    cursor: 0,
-                    ..Default::default()
-                },
-                digest,
-            )
+            .verify_delivery(pb::Delivery {
+                entry: Some(entry),
+                leaf_hash: delivery.answer_leaf_hash.clone(),
+                cursor: 0,
+                ..Default::default()
+            })
             .await?;
         let pin = pb::EntryPin {
             channel: audited.channel.clone(),

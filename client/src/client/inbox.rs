@@ -90,18 +90,6 @@ impl Client {
         verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
     }
 
-    /// [`Client::verify_delivery`] of an entry shown without part of its
-    /// message: signature and leaf hash checked against `digest`, the
-    /// message's digest as signed.
-    pub(super) async fn verify_delivery_signed_as(
-        &self,
-        d: pb::Delivery,
-        digest: tongbao_proto::Hash,
-    ) -> Result<VerifiedEntry, ClientError> {
-        let p = self.prepare_delivery(d).await?;
-        crate::verify::verify_entry_signed_as(p.entry, &p.leaf_hash, p.cursor, &p.key, digest)
-    }
-
     /// Verifies deliveries in order, every entry's key first, then the
     /// signatures in one batch. Returns the entries before the first that
     /// fails, and why it fails.
@@ -222,12 +210,14 @@ impl Client {
             pins.iter().map(|p| p.channel.clone()).collect();
         let draft = Draft::new(
             pb::Kind::Receipt,
-            format!("receipt for {} entries", pins.len()),
+            tongbao_proto::redact::receipt_subject(pins.len()),
             Vec::new(),
         )
         .to_units(senders);
         let (signer, unit) = self.signing_identity()?;
         let mut message = draft.into_message(unit, new_message_id(), now_micros());
+        // A receipt holds no free text (offices audit it whole).
+        message.content_type.clear();
         message.acknowledgement = Some(pb::Acknowledgement { entries: pins });
         Ok(signer.sign_message(message))
     }

@@ -1,9 +1,9 @@
 //! The `Audit` service: the office's view of who received what, and when.
 //!
 //! Offices see metadata (sender, kind, times, recipients, states, receipts)
-//! and never free text: an audited entry carries no subject or body, and
-//! the answers it embeds are shown without theirs
-//! (`tongbao_proto::redact`).
+//! and never free text they were not addressed: an audited entry carries
+//! no subject or body, receipts hold none, and exception feedback not
+//! copied to the office is shown without its own (`tongbao_proto::redact`).
 //!
 //! Audits and statistics read the store's audit index (a row per entry and
 //! mechanism, holding what the audit needs of the entry) for their period
@@ -243,6 +243,7 @@ fn too_large(state: &HubState, mechanism: &str, since: i64, left_out: i64) -> St
 /// listed).
 fn listed(
     state: &HubState,
+    office_inbox: &str,
     row: &ScopedEntry,
     deadline: i64,
     deliveries: &[Delivery],
@@ -262,10 +263,10 @@ fn listed(
             ..Default::default()
         };
         if let Some(stored) = answer {
-            let shown = redact::for_audit(&stored.entry);
+            let shown = redact::for_audit(&stored.entry, office_inbox);
             delivery.answer = Some(shown.entry);
             delivery.answer_leaf_hash = stored.leaf_hash.to_vec();
-            delivery.answer_message_digest = shown.message_digest.to_vec();
+            delivery.answer_redacted = shown.redacted;
         }
         recipients.push(delivery);
     }
@@ -293,6 +294,7 @@ fn list_matching(
     limit: usize,
 ) -> Result<Vec<pb::AuditedEntry>, Status> {
     let max_bytes = state.limits.max_page_bytes;
+    let office_inbox = tongbao_proto::identity::office_inbox(mechanism);
     let mut entries = Vec::new();
     let mut bytes = 0usize;
     scan_period(
@@ -315,7 +317,7 @@ fn list_matching(
             if !matches {
                 return Ok(true);
             }
-            let a = listed(state, row, deadline, deliveries)?;
+            let a = listed(state, &office_inbox, row, deadline, deliveries)?;
             bytes = bytes.saturating_add(a.encoded_len());
             if bytes > max_bytes {
                 return Err(Status::resource_exhausted(format!(
