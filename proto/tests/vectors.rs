@@ -555,6 +555,103 @@ fn checkpoint_cosignature_and_key_registry_notes_verify() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn an_office_view_of_an_answer_verifies_without_its_free_text() -> TestResult {
+    let file = load("entries.json")?;
+    let view = field(&file, "office_view")?;
+    let messages = signed_messages()?;
+    let ev = array_of(&file, "entries")?
+        .iter()
+        .find(|e| str_of(e, "name").ok() == str_of(view, "entry").ok())
+        .ok_or("office_view names an entry not in the file")?;
+    let entry = entry_of(ev, &messages)?;
+    let seen = tongbao_proto::redact::for_audit(&entry);
+    let shown = seen
+        .entry
+        .message
+        .as_ref()
+        .and_then(|s| s.message.as_ref())
+        .ok_or("no message")?;
+    assert_eq!(&message_to(shown), field(view, "message_as_shown")?);
+    // Free text is gone, pins and problem stay.
+    assert!(shown.subject.is_empty() && shown.body.is_empty() && shown.content_type.is_empty());
+    assert!(shown.attachments.is_empty());
+    let x = shown.exception.as_ref().ok_or("no exception")?;
+    assert!(x.text.is_empty() && x.entry.is_some() && x.problem != 0);
+    // The digest as signed: the shown message no longer hashes to it, but
+    // the signature and the leaf hash verify with it.
+    let digest = hash_of(view, "answer_message_digest")?;
+    assert_eq!(digest, seen.message_digest);
+    let original = entry.content().ok_or("no message")?;
+    assert_eq!(digest, message_digest(original));
+    assert_ne!(message_digest(shown), digest);
+    let signature = seen
+        .entry
+        .message
+        .as_ref()
+        .and_then(|s| s.signature.clone())
+        .ok_or("no signature")?;
+    let keys = public_keys()?;
+    let pk = keys.get(&shown.sender).ok_or("sender key")?;
+    tongbao_proto::keys::verify_digest(&digest, &signature, pk)?;
+    let leaf = hash_of(view, "leaf_hash")?;
+    assert_eq!(
+        tongbao_proto::canonical::leaf_hash_with_digest(&seen.entry, &digest),
+        leaf
+    );
+    assert_eq!(hash_of(ev, "leaf_hash")?, leaf);
+    // With another digest neither holds.
+    let mut other = digest;
+    other[0] ^= 1;
+    assert!(tongbao_proto::keys::verify_digest(&other, &signature, pk).is_err());
+    assert_ne!(
+        tongbao_proto::canonical::leaf_hash_with_digest(&seen.entry, &other),
+        leaf
+    );
+    Ok(())
+}
+
+#[test]
+fn the_bundle_carries_the_entries_checkpoints_and_registry_of_the_vectors() -> TestResult {
+    use base64::Engine;
+    use prost::Message as _;
+    let bundle = load("bundle.json")?;
+    let notes = load("notes.json")?;
+    let hub = hub_verifier(&notes)?;
+    assert_eq!(str_of(&bundle, "format")?, "tongbao-proof-bundle/1");
+    assert_eq!(str_of(&bundle, "hub_key")?, str_of(&notes, "vkey")?);
+    assert_eq!(
+        field(&bundle, "key_registry")?,
+        field(field(&notes, "key_registry")?, "note")?
+    );
+    let entries = load("entries.json")?;
+    let messages = signed_messages()?;
+    let mut expected = Vec::new();
+    for ev in array_of(&entries, "entries")? {
+        expected.push(entry_of(ev, &messages)?);
+    }
+    let bundled = array_of(&bundle, "entries")?;
+    assert_eq!(bundled.len(), expected.len());
+    let checkpoints = field(&bundle, "checkpoints")?;
+    for (b, want) in bundled.iter().zip(&expected) {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(str_of(b, "entry")?)?;
+        let e = Entry::decode(bytes.as_slice())?;
+        assert_eq!(&e, want);
+        assert_eq!(
+            e.encode_to_vec(),
+            bytes,
+            "the protobuf encoding is canonical"
+        );
+        let leaf = hash_of(b, "leaf_hash")?;
+        assert_eq!(leaf_hash(&e), leaf);
+        let (cp, _) = open_checkpoint(str_of(checkpoints, &e.channel)?, &hub, &[])?;
+        assert_eq!(cp.origin, format!("{}/{}", hub.name(), e.channel));
+        assert_eq!(cp.size, u64_of(b, "tree_size")?);
+        check_record(&hashes_of(b, "proof")?, cp.size, &cp.root, e.seq, &leaf)?;
+    }
+    Ok(())
+}
+
 /// The raw bytes of a signature line "— <name> <base64>": key id, then
 /// the signature (a cosignature has its timestamp first).
 fn signature_line_bytes(line: &str, name: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {

@@ -354,7 +354,7 @@ fn entries_file(b: &Built) -> Value {
         })
         .collect();
     json!({
-        "description": "Channel entries (leaves): the entry fields, the message they carry (by name in messages.json, with its signature), the leaf bytes and leaf hash = SHA-256(0x00 || leaf bytes).",
+        "description": "Channel entries (leaves): the entry fields, the message they carry (by name in messages.json, with its signature), the leaf bytes and leaf hash = SHA-256(0x00 || leaf bytes); and office_view, what an office auditing civil-affairs:0 is shown of finance's exception feedback.",
         "entries": entries,
     })
 }
@@ -520,14 +520,92 @@ fn signer_vkey(hub: &SigningKey) -> Result<String> {
         .to_vkey())
 }
 
+/// The proof bundle of every entry of entries.json, as `tongbao export`
+/// writes one: each channel's checkpoint by the hub's test key, each
+/// entry's protobuf encoding and inclusion proof, and the key registry.
+fn bundle_file(b: &Built, notes: &Value) -> Result<Value> {
+    use base64::Engine;
+    use prost::Message as _;
+    let hub = key("hub")?;
+    let mut checkpoints = serde_json::Map::new();
+    let mut entries = Vec::new();
+    let mut channels: Vec<&str> = b.entries.iter().map(|(_, e)| e.channel.as_str()).collect();
+    channels.dedup();
+    for channel in channels {
+        let in_channel: Vec<&Entry> = b
+            .entries
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.channel == channel)
+            .collect();
+        let leaves: Vec<Hash> = in_channel.iter().map(|e| leaf_hash(e)).collect();
+        let stored = stored_hashes(&leaves)?;
+        let size = leaves.len() as u64;
+        let root = tree_hash(size, &stored).map_err(err)?;
+        let checkpoint = Checkpoint::new(format!("{LOG_NAME}/{channel}"), size, root);
+        let signer = NoteSigner::new(LOG_NAME, &hub).map_err(err)?;
+        let note = sign_checkpoint(&checkpoint, &[signer]).map_err(err)?;
+        checkpoints.insert(channel.to_string(), Value::from(note));
+        for e in in_channel {
+            let proof = prove_record(size, e.seq, &stored).map_err(err)?;
+            entries.push(json!({
+                "entry": base64::engine::general_purpose::STANDARD.encode(e.encode_to_vec()),
+                "leaf_hash": hex::encode(leaf_hash(e)),
+                "tree_size": size,
+                "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    let registry = notes
+        .get("key_registry")
+        .and_then(|r| r.get("note"))
+        .cloned()
+        .ok_or_else(|| VectorError("notes.json has no key registry".into()))?;
+    Ok(json!({
+        "format": "tongbao-proof-bundle/1",
+        "hub_key": signer_vkey(&hub)?,
+        "key_registry": registry,
+        "checkpoints": checkpoints,
+        "entries": entries,
+    }))
+}
+
+/// What an office auditing civil-affairs:0 sees of finance's exception
+/// feedback: the entry without free text, and the digest as signed.
+fn office_view(b: &Built) -> Result<Value> {
+    let (name, e) = b
+        .entries
+        .iter()
+        .find(|(name, _)| name == "exception-feedback")
+        .ok_or_else(|| VectorError("no feedback entry".into()))?;
+    let seen = tongbao_proto::redact::for_audit(e);
+    let m = seen
+        .entry
+        .message
+        .as_ref()
+        .and_then(|s| s.message.as_ref())
+        .ok_or_else(|| VectorError("no message".into()))?;
+    Ok(json!({
+        "entry": format!("{}:{}", e.channel, e.seq),
+        "of_message": name,
+        "message_as_shown": message_to(m),
+        "answer_message_digest": hex::encode(seen.message_digest),
+        "leaf_hash": hex::encode(leaf_hash(e)),
+    }))
+}
+
 /// Every vector file, by name, as the generator makes it.
 pub fn all() -> Result<Vec<(&'static str, Value)>> {
     let b = build()?;
+    let notes = notes_file(&b)?;
+    let mut entries = entries_file(&b);
+    entries["office_view"] = office_view(&b)?;
     Ok(vec![
         ("keys.json", keys_file()?),
         ("messages.json", messages_file(&b)),
-        ("entries.json", entries_file(&b)),
+        ("entries.json", entries),
         ("merkle.json", merkle_file()?),
-        ("notes.json", notes_file(&b)?),
+        ("bundle.json", bundle_file(&b, &notes)?),
+        ("notes.json", notes),
     ])
 }
