@@ -128,6 +128,15 @@ pub fn message_digest(m: &Message) -> Hash {
     s.finish()
 }
 
+/// The canonical bytes of a message, whose SHA-256 is its digest. The hub
+/// and clients hash while encoding ([`message_digest`]); these are for
+/// test vectors and for implementers comparing their own encoder.
+pub fn message_bytes(m: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_message(&mut out, m);
+    out
+}
+
 /// The canonical encoding of a message, whose SHA-256 is its digest.
 fn put_message(s: &mut impl Sink, m: &Message) {
     s.put(MESSAGE_DOMAIN);
@@ -480,13 +489,6 @@ pub(crate) mod proptests {
     use proptest::option;
     use proptest::prelude::*;
     use prost::bytes::Bytes;
-
-    /// The canonical bytes whose SHA-256 is the message digest.
-    fn message_bytes(m: &Message) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_message(&mut out, m);
-        out
-    }
 
     /// Reads canonical bytes back; None on anything the encoder cannot
     /// have written.
