@@ -124,6 +124,8 @@ async fn no_status_message_exceeds_the_bound() -> TestResult {
         .collect();
     if let Some(m) = receipt.message.as_mut() {
         m.acknowledgement = Some(pb::Acknowledgement { entries: pins });
+        m.subject = tongbao_proto::redact::receipt_subject(200);
+        m.content_type.clear();
     }
     let mut exchange = ExchangeClient::new(raw_channel(&t.pki, "tax", t.addr).await?);
     let status = exchange

@@ -354,7 +354,7 @@ fn entries_file(b: &Built) -> Value {
         })
         .collect();
     json!({
-        "description": "Channel entries (leaves): the entry fields, the message they carry (by name in messages.json, with its signature), the leaf bytes and leaf hash = SHA-256(0x00 || leaf bytes); and office_view, what an office auditing civil-affairs:0 is shown of finance's exception feedback.",
+        "description": "Channel entries (leaves): the entry fields, the message they carry (by name in messages.json, with its signature), the leaf bytes and leaf hash = SHA-256(0x00 || leaf bytes); and office_view, what offices auditing civil-affairs:0 are shown of the answers to it (exception feedback: whole to the office it copied, without free text to another; the receipt: whole).",
         "entries": entries,
     })
 }
@@ -570,27 +570,37 @@ fn bundle_file(b: &Built, notes: &Value) -> Result<Value> {
     }))
 }
 
-/// What an office auditing civil-affairs:0 sees of finance's exception
-/// feedback: the entry without free text, and the digest as signed.
+/// What offices auditing civil-affairs:0 see of the answers to it:
+/// finance's exception feedback whole by the office it copied, and
+/// without its free text by another; tax's receipt whole.
 fn office_view(b: &Built) -> Result<Value> {
-    let (name, e) = b
-        .entries
-        .iter()
-        .find(|(name, _)| name == "exception-feedback")
-        .ok_or_else(|| VectorError("no feedback entry".into()))?;
-    let seen = tongbao_proto::redact::for_audit(e);
-    let m = seen
-        .entry
-        .message
-        .as_ref()
-        .and_then(|s| s.message.as_ref())
-        .ok_or_else(|| VectorError("no message".into()))?;
+    let shown_of = |wanted: &str, office: &str| -> Result<Value> {
+        let (name, e) = b
+            .entries
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .ok_or_else(|| VectorError(format!("no {wanted} entry")))?;
+        let seen = tongbao_proto::redact::for_audit(e, office);
+        let m = seen
+            .entry
+            .message
+            .as_ref()
+            .and_then(|s| s.message.as_ref())
+            .ok_or_else(|| VectorError("no message".into()))?;
+        Ok(json!({
+            "office": office,
+            "entry": format!("{}:{}", e.channel, e.seq),
+            "of_message": name,
+            "message_as_shown": message_to(m),
+            "answer_redacted": seen.redacted,
+        }))
+    };
     Ok(json!({
-        "entry": format!("{}:{}", e.channel, e.seq),
-        "of_message": name,
-        "message_as_shown": message_to(m),
-        "answer_message_digest": hex::encode(seen.message_digest),
-        "leaf_hash": hex::encode(leaf_hash(e)),
+        "answers": [
+            shown_of("exception-feedback", "office:fund-supervision")?,
+            shown_of("exception-feedback", "office:joint-enforcement")?,
+            shown_of("receipt", "office:fund-supervision")?,
+        ],
     }))
 }
 
