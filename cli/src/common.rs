@@ -14,6 +14,11 @@ pub fn parse_since(s: &str) -> anyhow::Result<i64> {
     }
     // Hub microseconds, as a refusal names them (a duration has a unit).
     if let Ok(micros) = s.parse::<i64>() {
+        if micros < 1_000_000_000_000 {
+            bail!(
+                "{micros} is too small for hub microseconds (they have 16 digits today); give a duration with its unit, like {micros}d, or an RFC 3339 time"
+            );
+        }
         return Ok(micros);
     }
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
@@ -176,7 +181,15 @@ mod tests {
 
     #[test]
     fn a_duration_too_far_back_or_malformed_is_refused_not_wrapped() {
-        for bad in ["9223372036854775807d", "5y", "h", "", "yesterday"] {
+        for bad in [
+            "9223372036854775807d",
+            "5y",
+            "h",
+            "",
+            "yesterday",
+            "30",
+            "7",
+        ] {
             assert!(parse_since(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -385,6 +385,11 @@ impl HubConfig {
                 "limits.max_heavy_queries = 0 would refuse every audit, statistics and case query; give at least 1".into(),
             ));
         }
+        if config.limits.max_heavy_queries > 64 || config.limits.max_heavy_waiting > 4096 {
+            return Err(ConfigError::Invalid(
+                "limits.max_heavy_queries may be at most 64 and limits.max_heavy_waiting at most 4096: each heavy query holds a thread and its queue slot is allocated at start".into(),
+            ));
+        }
         if config.limits.max_heavy_waiting == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_heavy_waiting = 0 would refuse a query whenever its thread is just finishing another; give at least 1".into(),
@@ -481,6 +486,22 @@ mod tests {
             (
                 "[limits]\nmax_subscriptions_per_party = 0\n",
                 "limits.max_subscriptions_per_party",
+            ),
+            (
+                "[limits]\nmax_heavy_queries = 0\n",
+                "limits.max_heavy_queries",
+            ),
+            (
+                "[limits]\nmax_heavy_queries = 65\n",
+                "limits.max_heavy_queries",
+            ),
+            (
+                "[limits]\nmax_heavy_waiting = 0\n",
+                "limits.max_heavy_waiting",
+            ),
+            (
+                "[limits]\nmax_heavy_waiting = 1000000\n",
+                "limits.max_heavy_waiting",
             ),
         ] {
             match load(extra) {

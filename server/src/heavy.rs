@@ -5,7 +5,7 @@
 //! Run on the async workers, one such call holds a worker for as long as
 //! it reads, and pushes and subscriptions queued behind that worker wait.
 //! So they run here instead: on a few threads of their own, at the lowest
-//! OS priority (nice 19), with a bounded queue in front. On a busy machine
+//! OS priority (nice 19, on Linux), with a bounded queue in front. On a busy machine
 //! the exchange gets the CPU first and a query takes longer; on an idle
 //! one it runs at full speed. A call that finds the queue full is refused at once
 //! ([`HeavyRefusal::Busy`]) rather than piling up memory and latency; a
@@ -92,6 +92,8 @@ impl HeavyPool {
 
 /// One thread's loop: take the next job, run it, until the pool is gone.
 fn work(jobs: &Mutex<Receiver<Job>>) {
+    // Elsewhere the call may renice the whole process, not this thread.
+    #[cfg(target_os = "linux")]
     if let Err(e) =
         thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
     {

@@ -196,6 +196,12 @@ pub(crate) fn scan_period(
     let mut seen = 0usize;
     let mut after: Option<ScopedEntry> = None;
     loop {
+        // A scan holds the hub's state: at a stop it ends within a chunk.
+        if *state.shutdown.borrow() {
+            return Err(Status::unavailable(
+                "the hub is shutting down; ask again once it is back",
+            ));
+        }
         let mut rows = state
             .store
             .audit_scope(mechanism, since, until, after.as_ref(), CHUNK)

@@ -63,7 +63,6 @@ impl LogService {
         if let Some(p) = message.exception.as_ref().and_then(|x| x.entry.as_ref()) {
             pins.push(p);
         }
-        let registry = self.state.registry()?;
         for pin in pins {
             let Some(answered) = self
                 .state
@@ -78,14 +77,18 @@ impl LogService {
                 .content()
                 .and_then(|m| m.audience.clone())
                 .unwrap_or_default();
-            if registry
+            // Locked for the check only: a slow read on a heavy thread
+            // never holds up a registry change.
+            let in_scope = self
+                .state
+                .registry()?
                 .audit_scopes(
                     &answered.entry.channel,
                     &audience,
                     &answered.entry.recipients,
                 )
-                .contains(mechanism)
-            {
+                .contains(mechanism);
+            if in_scope {
                 return Ok(true);
             }
         }
