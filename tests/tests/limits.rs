@@ -164,7 +164,16 @@ async fn connections_over_the_per_party_cap_are_refused_while_others_connect() -
         Ok(connections_of(&t, "tax") < 2)
     })
     .await?;
-    t.unit("tax").await?.list_units().await?;
+    // (Asked until accepted: right after a close the hub may still hold a
+    // refused connection's record for the same loopback port; see the
+    // issue note on connections tracked by peer address.)
+    wait_until(WAIT, "tax connects again", || async {
+        Ok(match t.unit("tax").await {
+            Ok(c) => c.list_units().await.is_ok(),
+            Err(_) => false,
+        })
+    })
+    .await?;
     drop(second);
     t.stop().await
 }
