@@ -193,6 +193,11 @@ impl Hub {
             )
             .map_err(HubError::HeavyPool)?,
             operators,
+            backup: crate::backup::BackupSource {
+                data_dir: data_dir.clone(),
+                checkpoint_key: key_path.clone(),
+                hub_key: Some(logs.verifier()?.to_vkey()),
+            },
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(

@@ -5,6 +5,7 @@
 mod acknowledge;
 mod admin;
 mod audit;
+mod backup;
 mod exchange;
 mod log_service;
 mod push;
@@ -57,6 +58,8 @@ pub struct HubState {
     pub heavy: crate::heavy::HeavyPool,
     /// The registered operators and their roles (`[[operators]]`).
     pub operators: crate::roles::Operators,
+    /// What `Admin/Backup` copies besides the store.
+    pub backup: crate::backup::BackupSource,
 }
 
 impl HubState {
