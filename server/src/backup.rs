@@ -617,3 +617,49 @@ fn restore_into(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn source(data: &Path) -> BackupSource {
+        BackupSource {
+            data_dir: data.to_path_buf(),
+            checkpoint_key: data.join(CHECKPOINT_KEY),
+            hub_key: None,
+        }
+    }
+
+    #[test]
+    fn one_backup_at_a_time_and_never_inside_the_data_directory() -> TestResult {
+        let base = tempfile::tempdir()?;
+        let data = base.path().join("data");
+        let store = SledStore::open(&data, true)?;
+        // While one runs, a second is refused and writes nothing.
+        {
+            let _first = Running::start()?;
+            let to = base.path().join("second");
+            assert!(matches!(
+                backup(&store, &source(&data), &to),
+                Err(BackupError::Busy)
+            ));
+            assert!(!to.exists());
+        }
+        // Inside the data directory: refused, and the directory made for
+        // it removed again.
+        let inside = data.join("backups");
+        match backup(&store, &source(&data), &inside) {
+            Err(BackupError::Target(m)) => assert!(m.contains("inside the data directory"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(!inside.exists());
+        // Elsewhere, an empty store backs up, manifest last.
+        let to = base.path().join("b1");
+        let manifest = backup(&store, &source(&data), &to)?;
+        assert!(manifest.channels.is_empty());
+        assert_eq!(read_manifest(&to)?, manifest);
+        Ok(())
+    }
+}

@@ -8,9 +8,19 @@ use tongbao_proto::echo::shown;
 use tongbao_proto::pb;
 use tonic::Status;
 
+/// Linux's PATH_MAX.
+const MAX_PATH_BYTES: usize = 4096;
+
 /// Takes a backup into `to` while the hub serves; the answer and what
 /// the admin trail records of it.
 pub(super) fn take(state: &HubState, to: &str) -> Result<(pb::BackupResponse, String), Status> {
+    // Longer than any path the system takes: refused without echoing it.
+    if to.len() > MAX_PATH_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "backup directory of {} bytes is longer than a path may be ({MAX_PATH_BYTES} bytes)",
+            to.len()
+        )));
+    }
     let path = Path::new(to);
     // A relative path would be the hub's working directory's, which the
     // operator cannot see from the call.
