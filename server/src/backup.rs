@@ -73,6 +73,10 @@ pub struct BackupSource {
     pub checkpoint_key: PathBuf,
     /// The hub's checkpoint key (vkey), recorded in the manifest.
     pub hub_key: Option<String>,
+    /// Bytes a backup leaves free on its disk: twice the hub's reserve
+    /// (`[hub] min_free_mib`), so that a backup onto the data disk cannot
+    /// stop the hub's writes.
+    pub keep_free: u64,
 }
 
 /// `backup.json`.
@@ -219,7 +223,7 @@ fn write_backup(
             shown(&to.display().to_string())
         )));
     }
-    let summary = store.backup_records(&to.join(STORE_FILE))?;
+    let summary = store.backup_records(&to.join(STORE_FILE), source.keep_free)?;
     let key_in_data = source.checkpoint_key.parent() == Some(source.data_dir.as_path())
         && source.checkpoint_key.is_file();
     let checkpoint_key = if key_in_data {
@@ -629,6 +633,7 @@ mod tests {
             data_dir: data.to_path_buf(),
             checkpoint_key: data.join(CHECKPOINT_KEY),
             hub_key: None,
+            keep_free: 0,
         }
     }
 
@@ -655,6 +660,17 @@ mod tests {
             other => panic!("expected a refusal, got {other:?}"),
         }
         assert!(!inside.exists());
+        // A disk that would be left too full: refused, nothing left behind.
+        let mut greedy = source(&data);
+        greedy.keep_free = u64::MAX / 2;
+        let to = base.path().join("full");
+        match backup(&store, &greedy, &to) {
+            Err(BackupError::Store(StoreError::NoRoom(m))) => {
+                assert!(m.contains("MiB free"), "{m}")
+            }
+            other => panic!("expected NoRoom, got {other:?}"),
+        }
+        assert!(!to.exists());
         // Elsewhere, an empty store backs up, manifest last.
         let to = base.path().join("b1");
         let manifest = backup(&store, &source(&data), &to)?;

@@ -197,6 +197,7 @@ impl Hub {
                 data_dir: data_dir.clone(),
                 checkpoint_key: key_path.clone(),
                 hub_key: Some(logs.verifier()?.to_vkey()),
+                keep_free: config.hub.min_free_mib.saturating_mul(2 << 20),
             },
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);

@@ -3,8 +3,9 @@
 //! everything acknowledged before it, with the manifest's checkpoints; a
 //! client that saw newer checkpoints reports the restore as a rollback;
 //! `verify-data` names a flipped byte and passes an untouched copy; a
-//! backup into a target it cannot use fails with a message and the hub
-//! serves on.
+//! backup into a target it cannot use (not a directory, not empty, a
+//! disk it would leave too full) fails with a message, leaves nothing
+//! behind, and the hub serves on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -441,6 +442,29 @@ async fn a_backup_into_an_unusable_target_fails_cleanly_and_the_hub_serves_on() 
     assert!(text(&out).contains("is not empty"), "{}", text(&out));
     assert_eq!(std::fs::read(full.join("other"))?, b"kept");
     assert_eq!(std::fs::read_dir(&full)?.count(), 1);
+    // A disk the backup would leave with less than twice the hub's
+    // reserve (it may be the hub's own): the reserve is set to 60 % of
+    // what is free, so the hub starts and writes, and no backup fits.
+    let free_mib = fs2::available_space(pki.path())? >> 20;
+    let pki_full = TestPki::generate()?;
+    pki_full.edit_hub_toml(
+        "min_free_mib = 64",
+        &format!("min_free_mib = {}", free_mib * 6 / 10),
+    )?;
+    let crowded = HubProcess::start(&pki_full, HUB)?;
+    let unit = Client::connect(&pki_full.unit_config("tax", crowded.addr)?).await?;
+    unit.push(note("before").to_units(["finance"])).await?;
+    let target = pki_full.path().join("no-room");
+    let out = online_backup(&pki_full, crowded.addr, &target).await?;
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("ResourceExhausted") && said.contains("MiB free"),
+        "{said}"
+    );
+    assert!(!target.exists(), "a failed backup left {target:?} behind");
+    unit.push(note("after").to_units(["finance"])).await?;
+    crowded.kill()?;
     // The hub serves on: a push, and its delivery.
     let r = tax.push(note("second").to_units(["finance"])).await?;
     let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;

@@ -169,6 +169,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<String> {
                 data_dir: data.clone(),
                 checkpoint_key,
                 hub_key,
+                keep_free: crate::config::default_min_free_mib().saturating_mul(2 << 20),
             };
             crate::backup::backup(&store, &source, &args.to)?
         }

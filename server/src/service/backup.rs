@@ -57,6 +57,7 @@ fn backup_status(e: BackupError) -> Status {
         BackupError::Store(e) => match e {
             // The dump file could not be written: the target's fault.
             crate::store::StoreError::Database(m) => Status::failed_precondition(m),
+            crate::store::StoreError::NoRoom(_) => Status::resource_exhausted(e.to_string()),
             other => storage_status(other),
         },
         BackupError::Busy => Status::failed_precondition(e.to_string()),

@@ -57,11 +57,20 @@ pub struct DumpWriter {
     records: u64,
     bytes: u64,
     path: std::path::PathBuf,
+    /// Bytes to leave free on the file's disk (0: no check), and bytes
+    /// written since free space was last read.
+    keep_free: u64,
+    since_check: u64,
 }
 
+/// Free space is read again after this much is written.
+const CHECK_FREE_EVERY: u64 = 1 << 20;
+
 impl DumpWriter {
-    /// Creates `path`; refuses one that exists.
-    pub fn create(path: &Path) -> Result<Self, StoreError> {
+    /// Creates `path`; refuses one that exists. The dump stops (an
+    /// error) before it would leave less than `keep_free` bytes free on
+    /// its disk, which may be the hub's own.
+    pub fn create(path: &Path, keep_free: u64) -> Result<Self, StoreError> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -76,12 +85,36 @@ impl DumpWriter {
             records: 0,
             bytes: 0,
             path: path.to_path_buf(),
+            keep_free,
+            since_check: CHECK_FREE_EVERY,
         };
         w.put(MAGIC)?;
         Ok(w)
     }
 
+    fn check_free(&mut self, len: u64) -> Result<(), StoreError> {
+        self.since_check += len;
+        if self.keep_free == 0 || self.since_check < CHECK_FREE_EVERY {
+            return Ok(());
+        }
+        self.since_check = 0;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = fs2::available_space(dir).map_err(|e| io("read the free space of", dir, e))?;
+        if free >= self.keep_free.saturating_add(CHECK_FREE_EVERY) {
+            return Ok(());
+        }
+        Err(StoreError::NoRoom(format!(
+            "the backup's disk ({}) has {} MiB free, and a backup stops before leaving less \
+             than {} MiB (twice [hub] min_free_mib, so that the hub's writes go on if it \
+             shares the disk); free space there or back up to another disk",
+            dir.display(),
+            free >> 20,
+            self.keep_free >> 20
+        )))
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check_free(bytes.len() as u64)?;
         self.hash.update(bytes);
         self.bytes += bytes.len() as u64;
         self.out
@@ -210,7 +243,7 @@ mod tests {
     fn records_read_back_and_any_flipped_byte_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("store.dump");
-        let mut w = DumpWriter::create(&path)?;
+        let mut w = DumpWriter::create(&path, 0)?;
         w.record(b"k1", b"one")?;
         w.record(b"", b"")?;
         w.record(b"k3", &[7u8; 300])?;
@@ -233,7 +266,12 @@ mod tests {
             );
         }
         // An existing file is never overwritten.
-        assert!(DumpWriter::create(&path).is_err());
+        assert!(DumpWriter::create(&path, 0).is_err());
+        // A disk that would be left with less than asked: stopped at once.
+        match DumpWriter::create(&dir.path().join("other.dump"), u64::MAX / 2) {
+            Err(StoreError::NoRoom(m)) => assert!(m.contains("MiB free"), "{m}"),
+            other => panic!("expected NoRoom, got {:?}", other.map(|_| ())),
+        }
         let good = std::fs::read(&path)?;
         for at in 0..good.len() {
             let mut bad = good.clone();

@@ -534,8 +534,12 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn backup_records(&self, file: &Path) -> Result<super::DumpSummary, StoreError> {
-        self.dump_records(file)
+    fn backup_records(
+        &self,
+        file: &Path,
+        keep_free: u64,
+    ) -> Result<super::DumpSummary, StoreError> {
+        self.dump_records(file, keep_free)
     }
 
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError> {

@@ -37,10 +37,11 @@ fn note_record(summary: &mut DumpSummary, k: &[u8], v: &[u8]) -> Result<(), Stor
 
 impl SledStore {
     /// Writes every record, as of the last commit applied, to `file` (a
-    /// new file, 0600), while the store serves.
-    pub fn dump_records(&self, file: &Path) -> Result<DumpSummary, StoreError> {
+    /// new file, 0600), while the store serves; stops before leaving less
+    /// than `keep_free` bytes free on its disk.
+    pub fn dump_records(&self, file: &Path, keep_free: u64) -> Result<DumpSummary, StoreError> {
         self.durability.read_still(|tree, commit| {
-            let mut out = DumpWriter::create(file)?;
+            let mut out = DumpWriter::create(file, keep_free)?;
             let mut summary = DumpSummary::default();
             let written = (|| {
                 for kv in tree.iter() {
