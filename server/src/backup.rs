@@ -448,9 +448,15 @@ fn verify_store(
         let Some(verifier) = &verifier else { continue };
         match check_checkpoint(store, verifier, channel, note, size) {
             Ok(_) => report.checkpoints += 1,
-            Err(e) => report
-                .failures
-                .push(format!("channel {channel}: checkpoint: {e}")),
+            Err(e) => {
+                // Most refusals name the channel themselves.
+                let text = e.to_string();
+                report.failures.push(if text.starts_with("channel ") {
+                    text
+                } else {
+                    format!("channel {channel}: checkpoint: {text}")
+                });
+            }
         }
     }
     Ok(report)
