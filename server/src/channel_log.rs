@@ -170,76 +170,119 @@ impl Logs {
         let verifier = logs.verifier()?;
         let mut latest = HashMap::new();
         for (channel, note) in logs.store.checkpoints()? {
-            let (checkpoint, _) = open_checkpoint(&note, &verifier, &[])?;
             let stored_size = heads.get(&channel).map_or(0, |h| h.next_seq);
-            if stored_size < checkpoint.size {
-                return Err(LogError::Truncated {
-                    channel,
-                    checkpoint_size: checkpoint.size,
-                    stored_size,
-                });
-            }
-            let root = tree_hash(checkpoint.size, &logs.reader(&channel))?;
-            if root != checkpoint.root || checkpoint.origin != logs.origin(&channel) {
-                return Err(LogError::Fork {
-                    channel,
-                    size: checkpoint.size,
-                    stored_size,
-                });
-            }
+            let checkpoint =
+                check_checkpoint(logs.store.as_ref(), &verifier, &channel, &note, stored_size)?;
             latest.insert(channel, SignedCheckpoint { note, checkpoint });
         }
         for (channel, head) in heads {
-            logs.check_entries(channel, head)?;
+            check_entries(logs.store.as_ref(), channel, head)?;
         }
         *fatal::lock(&logs.latest, CHECKPOINTS)? = latest;
         Ok(logs)
     }
+}
 
-    /// Every entry recomputes to its stored leaf hash and chains to the
-    /// previous one.
-    fn check_entries(&self, channel: &str, head: &ChannelHead) -> Result<(), LogError> {
-        let mut previous = GENESIS_PREVIOUS;
-        for seq in 0..head.next_seq {
-            let stored = self
-                .store
-                .entry(channel, seq)?
-                .ok_or_else(|| LogError::MissingEntry {
-                    channel: channel.to_string(),
-                    seq,
-                })?;
-            let computed = leaf_hash(&stored.entry);
-            let in_tree = self
-                .store
-                .stored_hashes(channel, &[stored_hash_index(0, seq)])?;
-            if computed != stored.leaf_hash
-                || in_tree.first() != Some(&computed)
-                || stored.entry.seq != seq
-                || stored.entry.channel != channel
-            {
-                return Err(LogError::LeafMismatch {
-                    channel: channel.to_string(),
-                    seq,
-                });
-            }
-            if stored.entry.previous_leaf_hash != previous {
-                return Err(LogError::BrokenChain {
-                    channel: channel.to_string(),
-                    seq,
-                    prev: seq.saturating_sub(1),
-                });
-            }
-            previous = computed;
-        }
-        if head.next_seq > 0 && head.last_leaf_hash != previous {
-            return Err(LogError::LeafMismatch {
-                channel: channel.to_string(),
-                seq: head.next_seq - 1,
-            });
-        }
-        Ok(())
+/// A channel's stored checkpoint is signed by `verifier`'s key, names the
+/// channel, and its root is the root of the stored tree at its size.
+pub fn check_checkpoint(
+    store: &dyn Store,
+    verifier: &NoteVerifier,
+    channel: &str,
+    note: &str,
+    stored_size: u64,
+) -> Result<Checkpoint, LogError> {
+    let (checkpoint, _) = open_checkpoint(note, verifier, &[])?;
+    if stored_size < checkpoint.size {
+        return Err(LogError::Truncated {
+            channel: channel.to_string(),
+            checkpoint_size: checkpoint.size,
+            stored_size,
+        });
     }
+    let reader = ChannelHashes {
+        store,
+        channel,
+        pending: None,
+    };
+    let root = tree_hash(checkpoint.size, &reader)?;
+    if root != checkpoint.root || checkpoint.origin != format!("{}/{channel}", verifier.name()) {
+        return Err(LogError::Fork {
+            channel: channel.to_string(),
+            size: checkpoint.size,
+            stored_size,
+        });
+    }
+    Ok(checkpoint)
+}
 
+/// Every entry of a channel recomputes to its stored leaf hash, which is
+/// the leaf of its tree, and chains to the previous one.
+pub fn check_entries(store: &dyn Store, channel: &str, head: &ChannelHead) -> Result<(), LogError> {
+    check_entries_with(store, channel, head, |_, _| Ok::<(), LogError>(()))
+}
+
+/// [`check_entries`], calling `also` with each entry's position and leaf
+/// hash once it checks out (a deeper check adds its own there).
+pub fn check_entries_with<E: From<LogError>>(
+    store: &dyn Store,
+    channel: &str,
+    head: &ChannelHead,
+    mut also: impl FnMut(u64, Hash) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut previous = GENESIS_PREVIOUS;
+    for seq in 0..head.next_seq {
+        let computed = check_entry(store, channel, seq, &previous)?;
+        also(seq, computed)?;
+        previous = computed;
+    }
+    if head.next_seq > 0 && head.last_leaf_hash != previous {
+        return Err(LogError::LeafMismatch {
+            channel: channel.to_string(),
+            seq: head.next_seq - 1,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// One entry recomputes to its stored leaf hash, which is the leaf of its
+/// tree, and chains to `previous`; returns its leaf hash.
+fn check_entry(
+    store: &dyn Store,
+    channel: &str,
+    seq: u64,
+    previous: &Hash,
+) -> Result<Hash, LogError> {
+    let stored = store
+        .entry(channel, seq)?
+        .ok_or_else(|| LogError::MissingEntry {
+            channel: channel.to_string(),
+            seq,
+        })?;
+    let computed = leaf_hash(&stored.entry);
+    let in_tree = store.stored_hashes(channel, &[stored_hash_index(0, seq)])?;
+    if computed != stored.leaf_hash
+        || in_tree.first() != Some(&computed)
+        || stored.entry.seq != seq
+        || stored.entry.channel != channel
+    {
+        return Err(LogError::LeafMismatch {
+            channel: channel.to_string(),
+            seq,
+        });
+    }
+    if stored.entry.previous_leaf_hash != *previous {
+        return Err(LogError::BrokenChain {
+            channel: channel.to_string(),
+            seq,
+            prev: seq.saturating_sub(1),
+        });
+    }
+    Ok(computed)
+}
+
+impl Logs {
     /// The note key name of this hub's checkpoints.
     pub fn name(&self) -> &str {
         &self.name

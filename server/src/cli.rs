@@ -17,6 +17,7 @@ macro_rules! say {
 
 mod admin;
 mod audit_log;
+mod backup;
 mod pki;
 mod report;
 mod templates;
@@ -58,6 +59,14 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// Copy the hub's data, consistent at one commit: through a running
+    /// hub (--dir), or of a stopped hub's data directory (--data-dir).
+    Backup(backup::BackupArgs),
+    /// Write a backup into a new data directory and check it.
+    Restore(backup::RestoreArgs),
+    /// Check a stopped hub's data: every entry against its leaf hash,
+    /// every channel against its checkpoint.
+    VerifyData(backup::VerifyArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -106,6 +115,18 @@ fn run() -> anyhow::Result<()> {
             command,
         } => {
             print!("{}", admin::run(connection, command)?);
+            Ok(())
+        }
+        Command::Backup(args) => {
+            print!("{}", backup::backup(args)?);
+            Ok(())
+        }
+        Command::Restore(args) => {
+            print!("{}", backup::restore(args)?);
+            Ok(())
+        }
+        Command::VerifyData(args) => {
+            print!("{}", backup::verify(args)?);
             Ok(())
         }
     }

@@ -206,6 +206,12 @@ impl Hub {
             )
             .map_err(HubError::HeavyPool)?,
             operators,
+            backup: crate::backup::BackupSource {
+                data_dir: data_dir.clone(),
+                checkpoint_key: key_path.clone(),
+                hub_key: Some(logs.verifier()?.to_vkey()),
+                keep_free: config.hub.min_free_mib.saturating_mul(2 << 20),
+            },
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         let handshakes = access_log.clone();

@@ -17,6 +17,7 @@ pub mod admin_audit;
 pub mod admission;
 pub mod appender;
 pub mod backdating;
+pub mod backup;
 pub mod channel_log;
 pub mod cli;
 pub mod config;

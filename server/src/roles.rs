@@ -20,7 +20,7 @@ use tongbao_proto::identity::Principal;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Units, membership, TLS reload, configuration.
+    /// Units, membership, TLS reload, configuration, backups.
     System,
     /// Certificates, revocation, signing keys, suspension.
     Security,
@@ -60,6 +60,7 @@ pub enum Method {
     ListAudit,
     MembersAt,
     RotateKey,
+    Backup,
 }
 
 /// Who among operators may make a call.
@@ -99,7 +100,7 @@ pub struct Row {
 /// here: the services keep their rules for them (only offices besides
 /// operators read the trail; anyone asks `MembersAt`; units rotate their
 /// own keys).
-pub static TABLE: [Row; 10] = [
+pub static TABLE: [Row; 11] = [
     row(
         Method::RegisterKey,
         "Admin/RegisterKey",
@@ -169,6 +170,13 @@ pub static TABLE: [Row; 10] = [
         "rotate-key",
         Duty::UnitsOnly,
         "rotate signing keys",
+    ),
+    row(
+        Method::Backup,
+        "Admin/Backup",
+        "backup",
+        Duty::Role(Role::System),
+        "back up the hub's data",
     ),
 ];
 

@@ -249,6 +249,7 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
         "Admin/ReloadTls",
         admin.reload_tls(pb::ReloadTlsRequest::default())
     );
+    call!("Admin/Backup", admin.backup(pb::BackupRequest::default()));
     call!(
         "Admin/ListExpiring",
         admin.list_expiring(pb::ListExpiringRequest::default())
@@ -307,7 +308,7 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
     }
 
     let all = records(&data)?;
-    assert_eq!(seen.len(), 33);
+    assert_eq!(seen.len(), 34);
     let tax_uri = "urn:tongbao:unit:tax";
     for (method, code) in &seen {
         let path = format!("/tongbao.v1.{method}");

@@ -28,6 +28,8 @@ const FUND: &str = "fund-supervision";
 /// What a call needs that the hub holds: tax's first key, to retire.
 struct Known {
     tax_key: String,
+    /// A new directory for `Admin/Backup`.
+    backup_to: std::path::PathBuf,
 }
 
 /// Makes `method` as `client`, with arguments that are valid on a fresh
@@ -96,6 +98,12 @@ async fn call(client: &Client, method: Method, known: &Known) -> Result<(), toni
             .map(drop),
         // A unit's own call: `no_role_can_append_to_a_channel` makes it.
         Method::RotateKey => Err(tonic::Status::invalid_argument("not made here")),
+        Method::Backup => admin
+            .backup(pb::BackupRequest {
+                to: known.backup_to.display().to_string(),
+            })
+            .await
+            .map(drop),
     }
 }
 
@@ -103,6 +111,7 @@ async fn known(t: &TestHub) -> Result<Known, BoxError> {
     let keys = registered_keys(&t.unit("tax").await?, "tax").await?;
     Ok(Known {
         tax_key: keys.first().ok_or("tax has no key")?.key_id.clone(),
+        backup_to: t.pki.path().join("roles-backup"),
     })
 }
 

@@ -32,6 +32,13 @@ pub struct AdminConnection {
     hub: Option<String>,
 }
 
+impl AdminConnection {
+    /// The connection of a command that is not under `admin` (`backup`).
+    pub(super) fn new(dir: PathBuf, operator: Option<String>, hub: Option<String>) -> Self {
+        Self { dir, operator, hub }
+    }
+}
+
 /// The operator's calls.
 #[derive(Subcommand)]
 pub enum AdminCommand {
@@ -151,7 +158,7 @@ fn choose_operator(
         })
 }
 
-async fn connect(c: &AdminConnection, method: Method) -> anyhow::Result<Channel> {
+pub(super) async fn connect(c: &AdminConnection, method: Method) -> anyhow::Result<Channel> {
     let dir = &c.dir;
     let config = crate::HubConfig::load(&dir.join("hub.toml"));
     let operator = choose_operator(c, config.as_ref().ok(), method)?;
@@ -179,7 +186,7 @@ async fn connect(c: &AdminConnection, method: Method) -> anyhow::Result<Channel>
         .with_context(|| format!("cannot reach the hub at {hub} as operator {operator}"))
 }
 
-fn refused(s: tonic::Status) -> anyhow::Error {
+pub(super) fn refused(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("the hub refused ({:?}): {}", s.code(), s.message())
 }
 

@@ -46,7 +46,7 @@ pub fn spec_of(method: &str) -> Spec {
         | "/tongbao.v1.Admin/SuspendUnit"
         | "/tongbao.v1.Admin/ReinstateUnit"
         | "/tongbao.v1.Admin/AddMember" => spec(true, true, false),
-        "/tongbao.v1.Admin/ReloadTls" => spec(true, false, false),
+        "/tongbao.v1.Admin/ReloadTls" | "/tongbao.v1.Admin/Backup" => spec(true, false, false),
         "/tongbao.v1.Exchange/Pull" => spec(false, true, true),
         "/tongbao.v1.Exchange/Subscribe"
         | "/tongbao.v1.Exchange/GetEntry"
@@ -320,6 +320,7 @@ mod tests {
             "/tongbao.v1.Directory/RotateKey",
             "/tongbao.v1.Admin/RegisterKey",
             "/tongbao.v1.Admin/ReloadTls",
+            "/tongbao.v1.Admin/Backup",
         ] {
             assert!(spec_of(m).write, "{m}");
         }

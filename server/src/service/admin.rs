@@ -389,6 +389,32 @@ impl Admin for AdminService {
         finish(&self.state, &actor, method.row().action, &detail, result)
     }
 
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let method = Method::Backup;
+        let (actor, allowed) = self.operator(&request, method);
+        let req = request.into_inner();
+        let detail = described(&allowed, || {
+            format!("to {}", tongbao_proto::echo::shown(&req.to))
+        });
+        let result = match allowed {
+            Err(refusal) => Err(refusal),
+            Ok(()) => {
+                let state = self.state.clone();
+                let to = req.to.clone();
+                // Copying takes as long as the data is large: off the async workers.
+                tokio::task::spawn_blocking(move || super::backup::take(&state, &to))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Status::internal(format!("the backup task failed: {e}")))
+                    })
+            }
+        };
+        finish(&self.state, &actor, method.row().action, &detail, result)
+    }
+
     async fn reload_tls(
         &self,
         request: Request<pb::ReloadTlsRequest>,

@@ -7,6 +7,7 @@ mod access_targets;
 mod acknowledge;
 mod admin;
 mod audit;
+mod backup;
 mod exchange;
 mod log_service;
 mod push;
@@ -60,6 +61,8 @@ pub struct HubState {
     pub heavy: crate::heavy::HeavyPool,
     /// The registered operators and their roles (`[[operators]]`).
     pub operators: crate::roles::Operators,
+    /// What `Admin/Backup` copies besides the store.
+    pub backup: crate::backup::BackupSource,
 }
 
 impl HubState {

@@ -150,7 +150,7 @@ fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
 /// snapshot code: "tried to serialize Uninitialized") instead of returning
 /// an error; such a panic refuses the start as corrupt data, with a
 /// message, instead of ending the process with a backtrace.
-fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+pub(super) fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
     let opened = quietly_catching_panics(|| {
         sled::Config::new()
             .path(dir)
@@ -395,6 +395,30 @@ impl Durability {
     /// of different extent end up holding the same positions.
     pub(super) fn flush(&self, merge: bool, record: Record) -> Result<(), StoreError> {
         let mut flushed = fatal::lock(&self.flushing, "store flush")?;
+        self.flush_holding(&mut flushed, merge, record)
+    }
+
+    /// Flushes everything applied so far into sled, then runs `read` on
+    /// sled's tree and the last commit it holds, with flushes held off:
+    /// meanwhile commits go on into the journal and the overlay, and sled's
+    /// tree changes only by a registry save (one key, either version whole)
+    /// and never by a commit, so `read` sees the store exactly as it was at
+    /// that commit. A backup reads its copy so.
+    pub(super) fn read_still<T>(
+        &self,
+        read: impl FnOnce(&sled::Tree, u64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut flushed = fatal::lock(&self.flushing, "store flush")?;
+        self.flush_holding(&mut flushed, true, Record::AtOnce)?;
+        read(&self.tree, flushed.recorded)
+    }
+
+    fn flush_holding(
+        &self,
+        flushed: &mut Flushed,
+        merge: bool,
+        record: Record,
+    ) -> Result<(), StoreError> {
         let frozen = {
             let mut o = self.overlay()?;
             o.freeze(self.applied.load(Ordering::Acquire))

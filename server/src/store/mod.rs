@@ -7,12 +7,14 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 mod codec;
+mod dump;
 mod durability;
 mod journal;
 mod overlay;
 mod recent;
 mod sled_store;
 
+pub use dump::{ChannelCopy, DumpSummary};
 pub use sled_store::SledStore;
 
 use std::collections::BTreeMap;
@@ -239,6 +241,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records channels' latest signed checkpoints (channel, note),
     /// durably and as one commit, before any is served to anyone.
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError>;
+    /// Writes every record, as of one commit, to `file` (created new,
+    /// 0600) while the hub serves, stopping before less than `keep_free`
+    /// bytes would be left on its disk: the store's part of a backup. A
+    /// store on a database server is backed up with that database's own
+    /// tools.
+    fn backup_records(&self, file: &Path, keep_free: u64) -> Result<DumpSummary, StoreError> {
+        let _ = (file, keep_free);
+        Err(StoreError::Database(
+            "this store is backed up with its database's own tools, not by the hub".into(),
+        ))
+    }
 }
 
 /// Makes a directory's own entry in its parent durable (with what was

@@ -534,6 +534,14 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn backup_records(
+        &self,
+        file: &Path,
+        keep_free: u64,
+    ) -> Result<super::DumpSummary, StoreError> {
+        self.dump_records(file, keep_free)
+    }
+
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError> {
         // One journaled commit for all of them, like any commit: a sled
         // flush per channel each second held the pushes' journal syncs up
@@ -643,5 +651,6 @@ fn upgrade_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
     Ok(rows)
 }
 
+mod backup;
 #[cfg(test)]
 mod tests;
