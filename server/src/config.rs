@@ -49,6 +49,9 @@ pub struct HubConfig {
     /// every start: the only way an operator gets a role.
     #[serde(default)]
     pub operators: Vec<OperatorSeed>,
+    /// The Prometheus metrics listener (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,

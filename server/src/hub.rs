@@ -62,6 +62,8 @@ pub enum HubError {
 /// Handle of a started hub.
 pub struct Hub {
     addr: SocketAddr,
+    /// Where `GET /metrics` is served (None when `[metrics]` is off).
+    metrics_addr: Option<SocketAddr>,
     stats: Arc<AppendStats>,
     shutdown: watch::Sender<bool>,
     tls: Arc<TlsReloader>,
@@ -149,6 +151,7 @@ impl Hub {
             logs.clone(),
         )?;
         let stats = appender.stats.clone();
+        let metrics = Arc::new(crate::metrics::HubMetrics::new(&stats.commits));
 
         let tls = TlsReloader::new(
             TlsFiles {
@@ -193,6 +196,7 @@ impl Hub {
             )
             .map_err(HubError::HeavyPool)?,
             operators,
+            metrics: metrics.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         tokio::spawn(accept_loop(
@@ -208,9 +212,25 @@ impl Hub {
             shutdown_rx.clone(),
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ExchangeServer<ExchangeService>>()
-            .await;
+        crate::health::serving(&health).await;
+        tokio::spawn(crate::health::follow(
+            health,
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tongbao_proto::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| HubError::Server(format!("cannot build the reflection service: {e}")))?;
+        let metrics_addr = crate::metrics::start(
+            &config.metrics,
+            &metrics,
+            &state,
+            data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         // Each service's request limit, from the one table its refusal names.
         let limits = RequestLimits::new(&config.limits);
         let max = |name| limits.of(name).0;
@@ -241,9 +261,18 @@ impl Hub {
                 .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
                 // Every response's status passes through it (see its module);
                 // outermost, so it covers the call tracking's refusals too.
+                .layer(crate::metrics::RpcLayer::new(
+                    metrics,
+                    &[
+                        tongbao_proto::pb::FILE_DESCRIPTOR_SET,
+                        tonic_health::pb::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    ],
+                ))
                 .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
+                .add_service(reflection)
                 .add_service(exchange)
                 .add_service(audit)
                 .add_service(log)
@@ -257,6 +286,7 @@ impl Hub {
         tracing::info!(%addr, data_dir = %data_dir.display(), "hub listening");
         Ok(Self {
             addr,
+            metrics_addr,
             stats,
             shutdown,
             tls,
@@ -284,6 +314,11 @@ impl Hub {
     /// The address the hub listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Group-commit counters.

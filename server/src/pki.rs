@@ -678,6 +678,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         limits: Limits::default(),
         connections: Default::default(),
         ack_deadlines: Default::default(),
+        metrics: Default::default(),
         units: seeds,
         mechanisms: MECHANISMS
             .iter()

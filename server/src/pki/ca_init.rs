@@ -91,6 +91,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         limits: Limits::default(),
         connections: Default::default(),
         ack_deadlines: Default::default(),
+        metrics: Default::default(),
         units: Vec::new(),
         mechanisms: Vec::new(),
         operators: Vec::new(),

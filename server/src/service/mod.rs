@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod exchange;
 mod log_service;
+mod overdue;
 mod push;
 mod read;
 mod refusals;
@@ -16,6 +17,7 @@ pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log_service::LogService;
+pub use overdue::unanswered_overdue;
 pub use refusals::{RefusalsLayer, RequestLimits};
 pub use workflow::WorkflowService;
 
@@ -57,6 +59,8 @@ pub struct HubState {
     pub heavy: crate::heavy::HeavyPool,
     /// The registered operators and their roles (`[[operators]]`).
     pub operators: crate::roles::Operators,
+    /// Counters the handlers move (pushes by outcome); see `crate::metrics`.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 impl HubState {
