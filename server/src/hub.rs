@@ -218,11 +218,16 @@ impl Hub {
             store.clone(),
             shutdown_rx.clone(),
         ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tongbao_proto::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| HubError::Server(format!("cannot build the reflection service: {e}")))?;
+        // v1 and, for older tools (grpcurl before 1.8.8), v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tongbao_proto::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error =
+            |e| HubError::Server(format!("cannot build the reflection service: {e}"));
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+        let reflection = reflection().build_v1().map_err(reflection_error)?;
         let metrics_addr = crate::metrics::start(
             &config.metrics,
             &metrics,
@@ -259,20 +264,24 @@ impl Hub {
                 .http2_max_pending_accept_reset_streams(Some(caps.max_pending_reset_streams))
                 .http2_keepalive_interval(ConnectionLimits::timer(caps.keepalive_interval_secs))
                 .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
-                // Every response's status passes through it (see its module);
-                // outermost, so it covers the call tracking's refusals too.
+                // Counts every call with the status the client receives:
+                // outside the refusals layer, which may rewrite it.
                 .layer(crate::metrics::RpcLayer::new(
                     metrics,
                     &[
                         tongbao_proto::pb::FILE_DESCRIPTOR_SET,
                         tonic_health::pb::FILE_DESCRIPTOR_SET,
                         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
                     ],
                 ))
+                // Every response's status passes through it (see its module);
+                // outermost, so it covers the call tracking's refusals too.
                 .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(exchange)
                 .add_service(audit)
                 .add_service(log)

@@ -261,6 +261,9 @@ impl HubMetrics {
     /// The metrics in the OpenMetrics text format, the sampled ones read
     /// from `sources` now.
     pub fn encode(&self, sources: &Sources) -> Result<String, std::fmt::Error> {
+        // A poisoned lock stops the hub (`crate::fatal`); this scrape fails.
+        let _one = crate::fatal::lock(&self.sampled.scrape, "metrics scrape")
+            .map_err(|_| std::fmt::Error)?;
         self.sampled.refresh(sources);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;

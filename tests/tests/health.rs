@@ -59,7 +59,10 @@ async fn reflection_lists_and_describes_every_service() -> TestResult {
         other => return Err(format!("not a listing: {other:?}").into()),
     };
     let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
-    for s in SERVICES.iter().chain(&["grpc.health.v1.Health"]) {
+    for s in SERVICES.iter().chain(&[
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ]) {
         assert!(names.contains(s), "{s} is not listed: {names:?}");
     }
     match answers.next().await.ok_or("no answer")??.message_response {
@@ -67,6 +70,32 @@ async fn reflection_lists_and_describes_every_service() -> TestResult {
             assert!(!f.file_descriptor_proto.is_empty())
         }
         other => return Err(format!("no descriptor: {other:?}").into()),
+    }
+    // Older tools ask v1alpha: served too, with the same services.
+    use tonic_reflection::pb::v1alpha;
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        raw_channel(&t.pki, "tax", t.addr).await?,
+    );
+    let ask = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut alpha_answers = alpha
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await?
+        .into_inner();
+    match alpha_answers
+        .next()
+        .await
+        .ok_or("no v1alpha answer")??
+        .message_response
+    {
+        Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(l)) => {
+            assert!(l.service.iter().any(|s| s.name == "tongbao.v1.Exchange"))
+        }
+        other => return Err(format!("not a v1alpha listing: {other:?}").into()),
     }
     // An unknown symbol is refused, NotFound, not a hang.
     match answers.next().await.ok_or("no answer")? {

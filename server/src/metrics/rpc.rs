@@ -6,8 +6,8 @@
 //! The method label takes only the methods the hub serves (read from the
 //! services' descriptor sets at start), and `other` for any other path: a
 //! client cannot grow the metrics by calling made-up paths. The handles of
-//! each method are made once, so a call costs a map lookup and two atomic
-//! updates, no allocation.
+//! each method are made at its first call, so a call costs a map lookup
+//! and a few atomic updates, no allocation.
 
 use super::{HubMetrics, MethodLabel, RpcLabels, code_name};
 use http_body::Frame;
@@ -31,7 +31,8 @@ const OTHER: &str = "other";
 /// One method's handles.
 struct MethodMetrics {
     label: String,
-    seconds: Histogram,
+    /// Made at the method's first call: uncalled methods show no series.
+    seconds: OnceLock<Histogram>,
     /// One counter per gRPC code, made at its first use.
     codes: [OnceLock<Counter>; 17],
 }
@@ -46,9 +47,7 @@ struct Methods {
 impl Methods {
     fn new(metrics: Arc<HubMetrics>, descriptor_sets: &[&[u8]]) -> Self {
         let handles = |label: String| MethodMetrics {
-            seconds: metrics.rpc_seconds.get_or_create_owned(&MethodLabel {
-                method: label.clone(),
-            }),
+            seconds: OnceLock::new(),
             label,
             codes: Default::default(),
         };
@@ -80,7 +79,13 @@ impl Methods {
 
     fn record(&self, path: &str, code: Code, started: Instant) {
         let m = self.by_path.get(path).unwrap_or(&self.other);
-        m.seconds.observe(started.elapsed().as_secs_f64());
+        m.seconds
+            .get_or_init(|| {
+                self.metrics.rpc_seconds.get_or_create_owned(&MethodLabel {
+                    method: m.label.clone(),
+                })
+            })
+            .observe(started.elapsed().as_secs_f64());
         if let Some(slot) = m.codes.get(code as usize) {
             slot.get_or_init(|| {
                 self.metrics.rpc_requests.get_or_create_owned(&RpcLabels {

@@ -71,8 +71,9 @@ pub(super) struct Gauges {
     overdue: Family<MechanismLabel, Gauge>,
     /// Per channel, the latest checkpoint size seen and since when.
     checkpoints_seen: Mutex<HashMap<String, (u64, Instant)>>,
-    /// One scrape at a time: each clears and refills families.
-    scrape: Mutex<()>,
+    /// One scrape at a time: each clears and refills families, then
+    /// encodes them.
+    pub(super) scrape: Mutex<()>,
 }
 
 impl Gauges {
@@ -156,9 +157,8 @@ impl Gauges {
         g
     }
 
-    /// Reads the cheap sources now.
+    /// Reads the cheap sources now (under `scrape`).
     pub(super) fn refresh(&self, sources: &Sources) {
-        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         let Some(state) = sources.state.upgrade() else {
             return;
         };
@@ -203,10 +203,9 @@ impl Gauges {
             }
         };
         let now = Instant::now();
-        let mut seen = self
-            .checkpoints_seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let Ok(mut seen) = crate::fatal::lock(&self.checkpoints_seen, "metrics checkpoints") else {
+            return;
+        };
         for (channel, durable, signed) in sizes {
             let since = match seen.get(&channel) {
                 Some((size, since)) if *size == signed => *since,
