@@ -8,7 +8,7 @@
 //! and fsyncs (the appender, through [`CommitTimes`] in its stats). What
 //! describes the hub's state is read when scraped ([`sampled`]): cheap,
 //! bounded reads only; the overdue deliveries (an audit scan) and the CA
-//! index are sampled by a background task, the scan on the heavy pool.
+//! index are sampled by a background task, one scan at a time.
 //! Every metric is described in docs/operations.md.
 
 mod http;
@@ -44,18 +44,29 @@ pub struct MetricsSection {
     pub sample_every_secs: u64,
 }
 
-/// The default metrics address: Prometheus' port for exporters of this
-/// kind, on loopback only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
-
 impl Default for MetricsSection {
     fn default() -> Self {
         Self {
             enabled: true,
+            // Loopback only, on the port usual for exporters of this kind.
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             overdue_window_days: 30,
             sample_every_secs: 60,
         }
+    }
+}
+
+impl MetricsSection {
+    /// The `[metrics]` that `pki init` writes beside a hub listening on
+    /// `listen`: the default, but on a free port when the hub's own port is
+    /// chosen freely (port 0), so that hubs set up that way (tests, trials)
+    /// run side by side.
+    pub fn beside(listen: SocketAddr) -> Self {
+        let mut section = Self::default();
+        if listen.port() == 0 {
+            section.listen.set_port(0);
+        }
+        section
     }
 }
 

@@ -678,7 +678,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         limits: Limits::default(),
         connections: Default::default(),
         ack_deadlines: Default::default(),
-        metrics: Default::default(),
+        metrics: crate::metrics::MetricsSection::beside(opts.listen),
         units: seeds,
         mechanisms: MECHANISMS
             .iter()

@@ -45,13 +45,7 @@ impl TestPki {
                 force: false,
             },
         )?;
-        let pki = Self { dir };
-        // Tests run hubs side by side: each its own free metrics port.
-        pki.edit_hub_toml(
-            &format!("listen = \"{}\"", tongbao_server::metrics::DEFAULT_LISTEN),
-            "listen = \"127.0.0.1:0\"",
-        )?;
-        Ok(pki)
+        Ok(Self { dir })
     }
 
     pub fn path(&self) -> &Path {

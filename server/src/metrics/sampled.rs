@@ -5,7 +5,8 @@
 //! retires them), free space, each channel's sizes. Two are too costly for
 //! a scrape and are sampled by [`sample_in_background`] instead, every
 //! `[metrics] sample_every_secs`: the unanswered overdue deliveries (an
-//! audit scan on the heavy pool, bounded like any audit) and the CA
+//! audit scan, bounded like any audit, one at a time on a blocking thread:
+//! never on the heavy pool, whose slots are the offices') and the CA
 //! index's certificates (a file read). A checkpoint's age is measured by
 //! the same task each second, from the moment its size was first seen.
 
@@ -345,11 +346,14 @@ async fn sample_overdue(metrics: &super::HubMetrics, state: &Arc<HubState>, wind
     for mechanism in mechanisms {
         let s = state.clone();
         let m = mechanism.clone();
-        let counted = state
-            .heavy("overdue metrics", move || {
-                crate::service::unanswered_overdue(&s, &m, since, now)
-            })
-            .await;
+        // One scan at a time on a blocking thread of its own, not on the
+        // heavy pool: a sample must never take a slot an office's query
+        // needs (a full pool refuses queries at once).
+        let counted = tokio::task::spawn_blocking(move || {
+            crate::service::unanswered_overdue(&s, &m, since, now)
+        })
+        .await
+        .unwrap_or_else(|e| Err(tonic::Status::internal(e.to_string())));
         match counted {
             Ok(n) => {
                 metrics
