@@ -219,6 +219,14 @@ impl Subscriptions {
             open: self.open.clone(),
         })
     }
+
+    /// Open subscriptions per party (as named to `open`), for the metrics.
+    pub fn open_by_party(&self) -> Vec<(String, usize)> {
+        lock(&self.open)
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect()
+    }
 }
 
 /// One open subscription; frees its slot when dropped.

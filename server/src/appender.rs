@@ -175,6 +175,8 @@ pub struct AppendStats {
     pub duplicates: AtomicU64,
     pub largest_batch: AtomicU64,
     pub commit_nanos: AtomicU64,
+    /// Group-commit and fsync latencies, for the metrics.
+    pub commits: crate::metrics::CommitTimes,
 }
 
 impl AppendStats {
@@ -588,7 +590,13 @@ impl Syncer {
                     }) =>
                 {
                     crate::failpoint::pause("before-sync");
-                    self.store.sync().map_err(StorageFailure::from)
+                    let fsync = std::time::Instant::now();
+                    let synced = self.store.sync().map_err(StorageFailure::from);
+                    let commits = &self.stats.commits;
+                    commits.fsync_seconds.observe(fsync.elapsed().as_secs_f64());
+                    let entries: usize = group.iter().map(|b| b.new_entries.len()).sum();
+                    commits.group_entries.observe(entries as f64);
+                    synced
                 }
                 None => Ok(()),
             };
@@ -633,9 +641,11 @@ impl Syncer {
             self.stats
                 .largest_batch
                 .fetch_max(new_entries.len() as u64, Ordering::Relaxed);
+            let took = started.elapsed();
             self.stats
                 .commit_nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            self.stats.commits.group_seconds.observe(took.as_secs_f64());
         }
 
         for (outcome, reply) in outcomes.into_iter().zip(replies) {

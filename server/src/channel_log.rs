@@ -387,6 +387,23 @@ impl Logs {
         Ok(d.get(channel).copied().unwrap_or(0))
     }
 
+    /// Each channel's durable size and the size of its latest signed
+    /// checkpoint (0 without one), for the metrics.
+    pub fn sizes(&self) -> Result<Vec<(String, u64, u64)>, Poisoned> {
+        let durable: Vec<(String, u64)> = fatal::lock(&self.durable, DURABLE)?
+            .iter()
+            .map(|(c, s)| (c.clone(), *s))
+            .collect();
+        let latest = fatal::lock(&self.latest, CHECKPOINTS)?;
+        Ok(durable
+            .into_iter()
+            .map(|(c, size)| {
+                let signed = latest.get(&c).map_or(0, |s| s.checkpoint.size);
+                (c, size, signed)
+            })
+            .collect())
+    }
+
     /// Signs an arbitrary statement of the hub with the checkpoint key.
     pub fn sign_statement(&self, text: &str) -> Result<String, LogError> {
         let signer = NoteSigner::new(&self.name, &self.key)?;

@@ -52,6 +52,9 @@ pub struct HubConfig {
     /// The access log's retention and segments (`[access_log]`).
     #[serde(default)]
     pub access_log: crate::access_log::AccessLogConfig,
+    /// The Prometheus metrics listener (`[metrics]`).
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,

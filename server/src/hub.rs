@@ -65,6 +65,8 @@ pub enum HubError {
 /// Handle of a started hub.
 pub struct Hub {
     addr: SocketAddr,
+    /// Where `GET /metrics` is served (None when `[metrics]` is off).
+    metrics_addr: Option<SocketAddr>,
     stats: Arc<AppendStats>,
     shutdown: watch::Sender<bool>,
     tls: Arc<TlsReloader>,
@@ -154,6 +156,7 @@ impl Hub {
             logs.clone(),
         )?;
         let stats = appender.stats.clone();
+        let metrics = Arc::new(crate::metrics::HubMetrics::new(&stats.commits));
 
         let tls = TlsReloader::new(
             TlsFiles {
@@ -212,6 +215,7 @@ impl Hub {
                 hub_key: Some(logs.verifier()?.to_vkey()),
                 keep_free: config.hub.min_free_mib.saturating_mul(2 << 20),
             },
+            metrics: metrics.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         let handshakes = access_log.clone();
@@ -238,9 +242,30 @@ impl Hub {
             shutdown_rx.clone(),
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ExchangeServer<ExchangeService>>()
-            .await;
+        crate::health::serving(&health).await;
+        tokio::spawn(crate::health::follow(
+            health,
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
+        // v1 and, for older tools (grpcurl before 1.8.8), v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tongbao_proto::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error =
+            |e| HubError::Server(format!("cannot build the reflection service: {e}"));
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+        let reflection = reflection().build_v1().map_err(reflection_error)?;
+        let metrics_addr = crate::metrics::start(
+            &config.metrics,
+            &metrics,
+            &state,
+            data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         // Each service's request limit, from the one table its refusal names.
         let limits = RequestLimits::new(&config.limits);
         let max = |name| limits.of(name).0;
@@ -271,11 +296,24 @@ impl Hub {
                 .http2_keepalive_timeout(ConnectionLimits::timer(caps.keepalive_timeout_secs))
                 // Outermost: records the status each caller finally gets.
                 .layer(AccessLayer::new(access_log.clone()))
+                // Counts every call with the status the client receives:
+                // outside the refusals layer, which may rewrite it.
+                .layer(crate::metrics::RpcLayer::new(
+                    metrics,
+                    &[
+                        tongbao_proto::pb::FILE_DESCRIPTOR_SET,
+                        tonic_health::pb::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                    ],
+                ))
                 // Every response's status passes through it (see its module);
                 // it covers the call tracking's refusals too.
                 .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
                 .add_service(health_service)
+                .add_service(reflection)
+                .add_service(reflection_v1alpha)
                 .add_service(exchange)
                 .add_service(audit)
                 .add_service(log)
@@ -289,6 +327,7 @@ impl Hub {
         tracing::info!(%addr, data_dir = %data_dir.display(), "hub listening");
         Ok(Self {
             addr,
+            metrics_addr,
             stats,
             shutdown,
             tls,
@@ -317,6 +356,11 @@ impl Hub {
     /// The address the hub listens on (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address (useful with port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Group-commit counters.

@@ -679,6 +679,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         connections: Default::default(),
         ack_deadlines: Default::default(),
         access_log: Default::default(),
+        metrics: crate::metrics::MetricsSection::beside(opts.listen),
         units: seeds,
         mechanisms: MECHANISMS
             .iter()

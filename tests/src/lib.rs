@@ -601,3 +601,31 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `GET /metrics` of a hub's metrics listener (plain HTTP/1.1): the body.
+pub async fn scrape(addr: SocketAddr) -> Result<String, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await?;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the metrics response has no body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("the metrics listener answered {head:?}").into());
+    }
+    Ok(body.to_string())
+}
+
+/// The value of one series of a scrape, named with its labels as the hub
+/// writes them (`tongbao_pushes_total{outcome="appended"}`).
+pub fn sample(scraped: &str, series: &str) -> Option<f64> {
+    scraped.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}

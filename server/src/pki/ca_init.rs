@@ -91,6 +91,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         limits: Limits::default(),
         connections: Default::default(),
         ack_deadlines: Default::default(),
+        metrics: crate::metrics::MetricsSection::beside(opts.listen),
         units: Vec::new(),
         mechanisms: Vec::new(),
         operators: Vec::new(),

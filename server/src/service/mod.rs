@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod exchange;
 mod log_service;
+mod overdue;
 mod push;
 mod read;
 mod refusals;
@@ -20,6 +21,7 @@ pub use admin::{AdminService, DirectoryService, appended_at};
 pub use audit::AuditService;
 pub use exchange::ExchangeService;
 pub use log_service::LogService;
+pub use overdue::unanswered_overdue;
 pub use refusals::{RefusalsLayer, RequestLimits};
 pub use workflow::WorkflowService;
 
@@ -63,6 +65,8 @@ pub struct HubState {
     pub operators: crate::roles::Operators,
     /// What `Admin/Backup` copies besides the store.
     pub backup: crate::backup::BackupSource,
+    /// Counters the handlers move (pushes by outcome); see `crate::metrics`.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 impl HubState {

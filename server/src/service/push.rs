@@ -22,7 +22,9 @@ pub async fn push(
         .into_inner()
         .message
         .ok_or_else(|| Status::invalid_argument("the request carries no message"))?;
-    push_one(state, unit, signed).await.map(Response::new)
+    let answer = push_one(state, unit, signed).await;
+    state.metrics.push_answered(&answer, |r| r.duplicate);
+    answer.map(Response::new)
 }
 
 /// Most messages one `PushBatch` call may carry.
@@ -65,6 +67,9 @@ pub async fn push_batch(
             async move { append_verified(state, unit, m, checked?).await }
         }))
         .await;
+    for answer in &outcomes {
+        state.metrics.push_answered(answer, |r| r.duplicate);
+    }
     let results = outcomes
         .into_iter()
         .map(|r| match r {

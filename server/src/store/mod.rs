@@ -183,6 +183,12 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError>;
     /// Makes everything applied so far durable (on disk, fsync'd).
     fn sync(&self) -> Result<(), StoreError>;
+    /// Whether the store refuses writes now (its journal failed a write,
+    /// or the disk reached the reserve), until a restart; read by health
+    /// and the metrics.
+    fn refuses_writes(&self) -> bool {
+        false
+    }
     /// [`Store::apply`] then [`Store::sync`].
     fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         self.apply(entries)?;

@@ -254,6 +254,10 @@ impl Store for SledStore {
         self.durability.journal.sync().map(|_| ())
     }
 
+    fn refuses_writes(&self) -> bool {
+        self.durability.journal.is_broken()
+    }
+
     fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         let mut ops: Vec<Write> = Vec::new();
         // Per inbox, the (cursor, seq, channel) this batch adds, ascending.

@@ -1,0 +1,88 @@
+//! The standard gRPC health service (`grpc.health.v1.Health`), per service.
+//!
+//! Every service, and the server as a whole (the empty name), is SERVING
+//! while the hub runs. While the store refuses writes (its journal failed a
+//! write or the data disk reached `[hub] min_free_mib`; only a restart ends
+//! it) the services that write (Exchange, Workflow, Admin) and the server
+//! as a whole are NOT_SERVING; the read-only ones (Log, Audit, Directory)
+//! stay SERVING, since reads of what is durable go on. From the moment a
+//! shutdown begins every service is NOT_SERVING, and open `Watch` streams
+//! receive that, then end, so that they never hold the shutdown up.
+
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tongbao_proto::pb;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Services that only read: still SERVING while writes are refused.
+const READING: [&str; 3] = [
+    pb::log_server::SERVICE_NAME,
+    pb::audit_server::SERVICE_NAME,
+    pb::directory_server::SERVICE_NAME,
+];
+
+/// Services that write, and the server as a whole ("").
+const WRITING: [&str; 4] = [
+    "",
+    pb::exchange_server::SERVICE_NAME,
+    pb::workflow_server::SERVICE_NAME,
+    pb::admin_server::SERVICE_NAME,
+];
+
+/// How often the store is asked whether it refuses writes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Marks every service SERVING (before the server starts).
+pub async fn serving(reporter: &HealthReporter) {
+    for name in READING.iter().chain(WRITING.iter()) {
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Follows the store and the shutdown signal until shutdown: see the
+/// module doc.
+pub async fn follow(
+    mut reporter: HealthReporter,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refusing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let now = store.refuses_writes();
+        if now != refusing {
+            refusing = now;
+            let status = if now {
+                tracing::error!(
+                    "the store refuses writes: Exchange, Workflow and Admin report NOT_SERVING"
+                );
+                ServingStatus::NotServing
+            } else {
+                ServingStatus::Serving
+            };
+            for name in WRITING {
+                reporter.set_service_status(name, status).await;
+            }
+        }
+    }
+    drop(store);
+    for name in READING.iter().chain(WRITING.iter()) {
+        reporter
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
+    // Ends the Watch streams (each has seen NOT_SERVING first).
+    for name in READING.iter().chain(WRITING.iter()) {
+        reporter.clear_service_status(name).await;
+    }
+}

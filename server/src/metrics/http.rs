@@ -1,0 +1,59 @@
+//! The metrics listener: `GET /metrics` in the OpenMetrics text format,
+//! plain HTTP on its own address, apart from the exchange's mTLS port.
+//! Anything else is 404; it stops with the hub.
+
+use super::{HubMetrics, Sources};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The OpenMetrics text format, which Prometheus asks for first.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape reads.
+struct Scraped {
+    metrics: Arc<HubMetrics>,
+    sources: Sources,
+}
+
+/// Serves `GET /metrics` on `listener` until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<HubMetrics>,
+    sources: Sources,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Arc::new(Scraped { metrics, sources }));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the metrics listener failed; metrics are no longer served");
+    }
+}
+
+async fn scrape(State(scraped): State<Arc<Scraped>>) -> Response {
+    // File and lock reads: off the async workers.
+    let encoded =
+        tokio::task::spawn_blocking(move || scraped.metrics.encode(&scraped.sources)).await;
+    match encoded {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!("encoding the metrics failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the metrics failed\n",
+            )
+                .into_response()
+        }
+    }
+}
