@@ -361,6 +361,33 @@ impl HubProcess {
         )
     }
 
+    /// Starts on the PKI's data directory with the pause failpoint `point`
+    /// holding (see `tongbao_server::failpoint::pause`): the k-th time the
+    /// hub reaches it, it waits until the test releases k. Those in
+    /// `released` are let go at once.
+    pub fn start_holding(
+        pki: &TestPki,
+        binary: &str,
+        point: &str,
+        released: &[u64],
+    ) -> Result<(Self, Holds), BoxError> {
+        let holds = Holds {
+            dir: pki.path().join("holds"),
+        };
+        std::fs::create_dir_all(&holds.dir)?;
+        for k in released {
+            holds.release(*k)?;
+        }
+        let hold = format!("{point}:hold:{}", holds.dir.display());
+        let hub = Self::start_with_env(
+            pki,
+            binary,
+            &pki.path().join("data"),
+            &[(tongbao_server::failpoint::ENV, hold.as_str())],
+        )?;
+        Ok((hub, holds))
+    }
+
     /// Starts with extra environment variables (e.g. a failpoint).
     pub fn start_with_env(
         pki: &TestPki,
@@ -460,6 +487,23 @@ impl HubProcess {
         self.child.kill()?;
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// The files through which a test sees and releases a held failpoint.
+pub struct Holds {
+    dir: PathBuf,
+}
+
+impl Holds {
+    /// Whether the hub has reached the point for the k-th time.
+    pub fn reached(&self, k: u64) -> bool {
+        self.dir.join(format!("reached-{k}")).exists()
+    }
+
+    /// Lets the k-th wait at the point go on.
+    pub fn release(&self, k: u64) -> std::io::Result<()> {
+        std::fs::write(self.dir.join(format!("release-{k}")), b"")
     }
 }
 

@@ -222,26 +222,16 @@ async fn heavy_queries_are_bounded_and_do_not_hold_the_exchange() -> TestResult 
     let pki = TestPki::generate()?;
     pki.edit_hub_toml("max_heavy_queries = 2", "max_heavy_queries = 1")?;
     pki.edit_hub_toml("max_heavy_waiting = 16", "max_heavy_waiting = 1")?;
-    let holds = pki.path().join("holds");
-    std::fs::create_dir_all(&holds)?;
     // The second query to run (the queued one) is let go at once.
-    std::fs::write(holds.join("release-2"), b"")?;
-    let hold = format!("heavy-work:hold:{}", holds.display());
-    let hub = HubProcess::start_with_env(
-        &pki,
-        HUB,
-        &pki.path().join("data"),
-        &[(tongbao_server::failpoint::ENV, hold.as_str())],
-    )?;
+    let (hub, holds) = HubProcess::start_holding(&pki, HUB, "heavy-work", &[2])?;
     let civil = Client::connect(&pki.unit_config("civil-affairs", hub.addr)?).await?;
     push_n(&civil, 5, "h").await?;
     let office = Client::connect(&pki.office_config(FUND, hub.addr)?).await?;
     let summary =
         |office: Client| async move { office.audit_units(pb::UnitSummaryRequest::default()).await };
     let held = tokio::spawn(summary(office.clone()));
-    let reached = holds.join("reached-1");
     wait_until(HANG, "the first audit holds the heavy thread", || {
-        let reached = reached.exists();
+        let reached = holds.reached(1);
         async move { Ok(reached) }
     })
     .await?;
@@ -265,13 +255,13 @@ async fn heavy_queries_are_bounded_and_do_not_hold_the_exchange() -> TestResult 
     );
     assert!(!held.is_finished(), "the held audit answered while held");
 
-    std::fs::write(holds.join("release-1"), b"")?;
+    holds.release(1)?;
     let held = held.await??;
     let queued = other.await??;
     assert_eq!(figures(&held.units)["civil-affairs"].0, 8);
     assert_eq!(figures(&queued.units), figures(&held.units));
     // Drained, it serves again.
-    std::fs::write(holds.join("release-3"), b"")?;
+    holds.release(3)?;
     assert_eq!(summary(office).await?.units, held.units);
     hub.kill()?;
     Ok(())

@@ -360,16 +360,7 @@ async fn an_entry_is_not_readable_before_its_commit_is_durable() -> TestResult {
     let pki = TestPki::generate()?;
     // Each group commit's fsync is held until the test lets it go: the
     // first push's at once, the second's once the test has looked.
-    let holds = pki.path().join("holds");
-    std::fs::create_dir_all(&holds)?;
-    std::fs::write(holds.join("release-1"), b"")?;
-    let hold = format!("before-sync:hold:{}", holds.display());
-    let hub = HubProcess::start_with_env(
-        &pki,
-        HUB,
-        &pki.path().join("data"),
-        &[(tongbao_server::failpoint::ENV, hold.as_str())],
-    )?;
+    let (hub, holds) = HubProcess::start_holding(&pki, HUB, "before-sync", &[1])?;
     let tax = connect(&pki, "tax", hub.addr).await?;
     let first = tax.push(note("durable").to_units(["finance"])).await?;
     let pending = {
@@ -377,9 +368,8 @@ async fn an_entry_is_not_readable_before_its_commit_is_durable() -> TestResult {
         tokio::spawn(async move { tax.push(note("in flight").to_units(["finance"])).await })
     };
     // The second push is applied, and waits for its fsync.
-    let reached = holds.join("reached-2");
     wait_until(HANG, "the second push reaches its fsync", || {
-        let reached = reached.exists();
+        let reached = holds.reached(2);
         async move { Ok(reached) }
     })
     .await?;
@@ -424,7 +414,7 @@ async fn an_entry_is_not_readable_before_its_commit_is_durable() -> TestResult {
         checkpoint.size, 1,
         "the checkpoint covers an entry that is not durable"
     );
-    std::fs::write(holds.join("release-2"), b"")?;
+    holds.release(2)?;
     let second = tokio::time::timeout(HANG, pending).await???;
     assert_eq!(second.seq, first.seq + 1);
     let page = pull(exchange.clone()).await?;
