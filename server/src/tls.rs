@@ -358,8 +358,10 @@ pub struct Connections {
     next: AtomicU64,
     open: Mutex<HashMap<u64, OpenConnection>>,
     /// Every connection handed to the gRPC server, refused ones included,
-    /// by peer address: how a call finds its connection.
-    peers: Mutex<HashMap<SocketAddr, Arc<Activity>>>,
+    /// by peer address: how a call finds its connection. Each holds its
+    /// guard's token: a closing connection removes its own entry only,
+    /// never that of a new connection from the same address and port.
+    peers: Mutex<HashMap<SocketAddr, (u64, Arc<Activity>)>>,
     limits: ConnectionLimits,
     /// One permit per handshake in progress.
     handshakes: Arc<Semaphore>,
@@ -385,7 +387,10 @@ impl Connections {
 
     /// The connection a call came on, by the peer's address.
     pub fn activity(&self, peer: SocketAddr) -> Option<Arc<Activity>> {
-        fatal::lock(&self.peers, PEERS).ok()?.get(&peer).cloned()
+        fatal::lock(&self.peers, PEERS)
+            .ok()?
+            .get(&peer)
+            .map(|(_, activity)| activity.clone())
     }
 
     /// Open connections per party URI.
@@ -434,11 +439,13 @@ impl Connections {
 
     /// Makes a connection findable by its calls until the guard is dropped.
     fn track(self: &Arc<Self>, peer: SocketAddr, activity: Arc<Activity>) -> ConnectionGuard {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut peers) = fatal::lock(&self.peers, PEERS) {
-            peers.insert(peer, activity);
+            peers.insert(peer, (token, activity));
         }
         ConnectionGuard {
             id: None,
+            token,
             peer,
             connections: self.clone(),
         }
@@ -501,6 +508,8 @@ impl Connections {
 struct ConnectionGuard {
     /// None for a refused connection, which is never registered as open.
     id: Option<u64>,
+    /// Its entry in `peers`.
+    token: u64,
     peer: SocketAddr,
     connections: Arc<Connections>,
 }
@@ -513,7 +522,9 @@ impl Drop for ConnectionGuard {
         {
             open.remove(&id);
         }
-        if let Ok(mut peers) = fatal::lock(&self.connections.peers, PEERS) {
+        if let Ok(mut peers) = fatal::lock(&self.connections.peers, PEERS)
+            && peers.get(&self.peer).is_some_and(|(t, _)| *t == self.token)
+        {
             peers.remove(&self.peer);
         }
     }
@@ -752,4 +763,26 @@ pub fn peer_principal(leaf: &CertificateDer<'_>) -> Result<Principal, PeerError>
         }
     }
     found.ok_or(PeerError::NoIdentity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that reconnects from the same address and port before the
+    /// hub has dropped its old connection keeps its new entry: calls on
+    /// the new connection still find it.
+    #[test]
+    fn a_closing_connection_leaves_a_new_one_from_the_same_address() {
+        let connections = Arc::new(Connections::new(ConnectionLimits::default()));
+        let peer: SocketAddr = ([127, 0, 0, 1], 40000).into();
+        let old = connections.track(peer, Activity::admitted());
+        let fresh = Activity::admitted();
+        let new = connections.track(peer, fresh.clone());
+        drop(old);
+        let found = connections.activity(peer);
+        assert!(found.is_some_and(|a| Arc::ptr_eq(&a, &fresh)));
+        drop(new);
+        assert!(connections.activity(peer).is_none());
+    }
 }
