@@ -10,10 +10,10 @@
 use super::index::{self, CaIndex, Party};
 use super::lifecycle::{DEFAULT_CRL_DAYS, DEFAULT_DAYS};
 use super::{
-    CHECKPOINT_KEY_FILE, CRL_FILE, CertificateAuthority, DEFAULT_LOG_NAME, HUB_DNS_NAMES,
-    InitOptions, InitSummary, PkiError, checkpoint_vkey, write, write_private,
+    CHECKPOINT_KEY_FILE, CertificateAuthority, DEFAULT_LOG_NAME, HUB_DNS_NAMES, InitOptions,
+    InitSummary, PkiError, checkpoint_vkey, write, write_private,
 };
-use crate::config::{HubConfig, HubSection, Limits, MechanismSeed, TlsSection, UnitSeed};
+use crate::config::{MechanismSeed, UnitSeed};
 use crate::example_parties::{MECHANISMS, UNITS};
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr};
@@ -72,32 +72,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         false,
     )?;
 
-    let config = HubConfig {
-        hub: HubSection {
-            listen: opts.listen,
-            data_dir: opts.data_dir.clone(),
-            fsync: true,
-            min_free_mib: crate::config::default_min_free_mib(),
-            log_name: DEFAULT_LOG_NAME.into(),
-            checkpoint_key: Some(CHECKPOINT_KEY_FILE.into()),
-        },
-        tls: TlsSection {
-            ca: "ca.pem".into(),
-            cert: "hub/cert.pem".into(),
-            key: "hub/key.pem".into(),
-            crl: Some(CRL_FILE.into()),
-            watch_files: true,
-        },
-        limits: Limits::default(),
-        connections: Default::default(),
-        ack_deadlines: Default::default(),
-        metrics: crate::metrics::MetricsSection::beside(opts.listen),
-        units: Vec::new(),
-        mechanisms: Vec::new(),
-        operators: Vec::new(),
-        access_log: Default::default(),
-        base_dir: dir.to_path_buf(),
-    };
+    let config = super::hub_config_at(dir, opts);
     // Without the empty registry arrays (`units = []`), beside which the
     // [[units]] the operators add would not parse.
     let text: String = toml::to_string(&config)
