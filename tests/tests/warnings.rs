@@ -174,12 +174,36 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
         office(&t).await?.warning("w-1").await?
     );
     assert_eq!(pbc.warning("w-1").await?.not_answered.len(), 3);
+    // Measures sent to the issuer and the office only: another member sees
+    // that they were given, not what they are.
+    let ps = t.unit("public-security").await?;
+    direct_answer(&ps, &issued, "w-1").await?;
+    let of_ps = |w: &pb::WarningState| {
+        w.answers
+            .iter()
+            .find(|a| a.unit == "public-security")
+            .map(|a| (a.answered, a.measures.clone(), a.answer.is_some()))
+    };
+    assert_eq!(
+        of_ps(&finance.warning("w-1").await?),
+        Some((true, vec![], false))
+    );
+    assert_eq!(
+        of_ps(&pbc.warning("w-1").await?),
+        Some((true, vec!["x".to_string()], true))
+    );
+    assert_eq!(
+        of_ps(&finance.warnings(ORG, false).await?[0]),
+        Some((true, vec![], false))
+    );
 
     // Lifted: recorded, and no more answers or lifts.
     let lift = pbc.lift_warning("w-1", "funds returned").await?;
-    let ps = t.unit("public-security").await?;
     refused(
-        ps.answer_warning("w-1", vec!["x".into()], "").await,
+        t.unit("state-security")
+            .await?
+            .answer_warning("w-1", vec!["x".into()], "")
+            .await,
         Code::FailedPrecondition,
         "was lifted",
     );
