@@ -449,3 +449,35 @@ async fn an_answer_verifies_offline_and_a_tampered_one_does_not() -> TestResult 
     assert!(verify_answer(&warning_entry, &answer_entry, &lookup(&pbc_only)).is_err());
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_and_the_organization_index_are_rebuilt_from_the_entries() -> TestResult {
+    let mut t = TestHub::start().await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let evidence = lead(&pbc).await?;
+    pbc.issue_warning(warning("w-r", vec![evidence])).await?;
+    t.unit("tax")
+        .await?
+        .answer_warning("w-r", vec!["tax audit".into()], "")
+        .await?;
+    pbc.lift_warning("w-r", "funds returned").await?;
+    let before = pbc.warning("w-r").await?;
+    let seen = pbc.organization(ORG).await?.len();
+    drop(pbc);
+
+    let config = t.pki.hub_config()?;
+    if let Some(hub) = t.hub.take() {
+        hub.shutdown().await?;
+    }
+    std::fs::remove_dir_all(config.hub.data_dir.join("workflow"))?;
+    let hub = tongbao_server::Hub::start(&config).await?;
+    t.addr = hub.addr();
+    t.hub = Some(hub);
+    let pbc = t.unit("pbc-taiyuan").await?;
+    assert_eq!(pbc.warning("w-r").await?, before);
+    assert!(before.lift.is_some());
+    // Lead, warning, tax's answer and the lift.
+    assert_eq!(seen, 4);
+    assert_eq!(pbc.organization(ORG).await?.len(), seen);
+    t.stop().await
+}
