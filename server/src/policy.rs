@@ -475,10 +475,39 @@ mod tests {
                     ..Default::default()
                 }]
             }),
+            Box::new(|m| m.references = Some(naming(&["51140000MJ0000012X"]))),
+            Box::new(|m| m.references = Some(naming(&["51140000MJ0000012R"; 2]))),
         ];
         for f in bad {
             assert!(matches!(check_with(f), Err(PolicyError::Malformed(_))));
         }
+    }
+
+    fn naming(codes: &[&str]) -> pb::References {
+        pb::References {
+            organizations: codes
+                .iter()
+                .map(|c| pb::Organization {
+                    credit_code: c.to_string(),
+                    name: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn organizations_are_checked_and_bounded() {
+        assert_eq!(
+            check_with(|m| m.references = Some(naming(&["51140000MJ0000012R"]))),
+            Ok(())
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            check_with(|m| m.references = Some(naming(&many))),
+            Err(PolicyError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -641,6 +641,57 @@ mod tests {
         }
     }
 
+    fn about(mut e: NewEntry, codes: &[&str]) -> NewEntry {
+        let mut entry = e.shared.entry.clone();
+        if let Some(r) = entry
+            .message
+            .as_mut()
+            .and_then(|s| s.message.as_mut())
+            .and_then(|m| m.references.as_mut())
+        {
+            r.organizations = codes
+                .iter()
+                .map(|c| pb::Organization {
+                    credit_code: c.to_string(),
+                    name: String::new(),
+                })
+                .collect();
+        }
+        e.shared = std::sync::Arc::new(crate::store::StoredEntry {
+            encoded: entry.encode_to_vec().into(),
+            entry,
+            leaf_hash: [1; 32],
+            cursors: Vec::new(),
+        });
+        e
+    }
+
+    #[test]
+    fn the_organization_index_lists_exactly_an_organizations_positions()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = ("51140000MJ0000012R", "53140000MJY0001237");
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"), false)?);
+        store.commit(&[
+            about(new_entry("tax", 0, ""), &[a]),
+            about(new_entry("tax", 1, "C-1"), &[a, b]),
+            new_entry("finance", 0, ""),
+        ])?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(
+            w.organization_positions(a)?,
+            vec![("tax".to_string(), 0), ("tax".to_string(), 1)]
+        );
+        assert_eq!(w.organization_positions(b)?, vec![("tax".to_string(), 1)]);
+        assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 1)]);
+        store.commit(&[about(new_entry("finance", 1, ""), &[b])])?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.organization_positions(b)?.len(), 2);
+        assert!(w.organization_positions("5114")?.is_empty());
+        Ok(())
+    }
+
     #[test]
     fn the_case_index_lists_exactly_a_cases_positions_and_catches_up()
     -> Result<(), Box<dyn std::error::Error>> {
