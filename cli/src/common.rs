@@ -57,6 +57,17 @@ pub fn parse_ref(s: &str) -> anyhow::Result<(String, u64)> {
     ))
 }
 
+/// CODE or CODE=NAME: an organization by unified social credit code,
+/// checked here so a mistyped code is caught before signing.
+pub fn parse_org(s: &str) -> anyhow::Result<pb::Organization> {
+    let (code, name) = s.split_once('=').unwrap_or((s, ""));
+    tongbao_proto::credit_code::check(code)?;
+    Ok(pb::Organization {
+        credit_code: code.to_string(),
+        name: name.to_string(),
+    })
+}
+
 /// The entry at a cursor of this client's inbox.
 pub async fn entry_at(client: &Client, cursor: u64) -> anyhow::Result<VerifiedEntry> {
     client
@@ -114,6 +125,13 @@ pub fn entry_json(e: &VerifiedEntry) -> Value {
         }
         if let Some(to) = &r.reply_to {
             v["reply_to"] = format!("{}:{}", to.channel, to.seq).into();
+        }
+        if !r.organizations.is_empty() {
+            v["organizations"] = r
+                .organizations
+                .iter()
+                .map(|o| json!({"credit_code": o.credit_code, "name": o.name}))
+                .collect();
         }
     }
     v

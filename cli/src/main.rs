@@ -10,10 +10,12 @@ mod joint;
 mod keys;
 mod liaison;
 mod meeting;
+mod org;
 mod proofs;
 mod push;
 mod statistics;
 mod units;
+mod warning;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -99,6 +101,17 @@ enum Command {
         #[command(subcommand)]
         what: case::CaseCommand,
     },
+    /// Organizations (by unified social credit code): the entries about
+    /// one you may see, in order.
+    Org {
+        #[command(subcommand)]
+        what: org::OrgCommand,
+    },
+    /// Joint warnings and sanctions (联合预警和惩戒) about organizations.
+    Warning {
+        #[command(subcommand)]
+        what: warning::WarningCommand,
+    },
 }
 
 #[tokio::main]
@@ -146,6 +159,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Liaisons(args) => liaison::directory(client, args).await,
         Command::Statistics { what } => statistics::statistics(client, what).await,
         Command::Case { what } => case::case(client, what).await,
+        Command::Org { what } => org::org(client, what).await,
+        Command::Warning { what } => warning::warning(client, what).await,
         Command::Export(args) => proofs::export(client, args).await,
         Command::Verify(_) | Command::Keys { .. } => Ok(()),
         Command::HubKey => proofs::hub_key(client).await,

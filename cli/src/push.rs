@@ -1,6 +1,6 @@
 //! `push` and `feedback`: messages this unit signs and sends.
 
-use crate::common::{entry_at, parse_ref, receipt_json};
+use crate::common::{entry_at, parse_org, parse_ref, receipt_json};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -40,6 +40,10 @@ pub struct PushArgs {
     /// The entry this answers, CHANNEL:SEQ.
     #[arg(long, value_name = "CHANNEL:SEQ")]
     reply_to: Option<String>,
+    /// An organization the message is about: its unified social credit
+    /// code, optionally with its name (CODE=NAME); repeat for several.
+    #[arg(long, value_name = "CODE[=NAME]")]
+    org: Vec<String>,
     #[arg(long, default_value = "text/plain; charset=utf-8")]
     content_type: String,
     #[arg(long)]
@@ -118,6 +122,10 @@ pub async fn push(client: &Client, a: PushArgs) -> anyhow::Result<()> {
     if let Some(r) = a.reply_to {
         let (c, n) = parse_ref(&r)?;
         draft = draft.in_reply_to(c, n);
+    }
+    for o in &a.org {
+        let org = parse_org(o)?;
+        draft = draft.about(org.credit_code, org.name);
     }
     let r = client.push(draft).await?;
     if a.json {

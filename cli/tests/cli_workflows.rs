@@ -158,3 +158,120 @@ async fn meetings_minutes_joint_notices_liaisons_statistics_and_cases() -> TestR
     hub.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_and_joint_warnings() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let hub = setup(d).await?;
+    let org = "51140000MJ0000012R";
+    let (pbc, tax, ps, office) = (
+        config(d, "units", "pbc-taiyuan"),
+        config(d, "units", "tax"),
+        config(d, "units", "public-security"),
+        config(d, "offices", "fund-supervision"),
+    );
+    // A mistyped code is caught before anything is signed.
+    let bad = tongbao(
+        &pbc,
+        &[
+            "push",
+            "--kind",
+            "lead",
+            "--to",
+            "public-security",
+            "--subject",
+            "x",
+            "--body",
+            "y",
+            "--org",
+            "51140000MJ0000012X",
+        ],
+    );
+    assert!(bad.is_err_and(|e| e.contains("check character")));
+    let lead = json(
+        &pbc,
+        &[
+            "push",
+            "--kind",
+            "lead",
+            "--to",
+            "public-security",
+            "--subject",
+            "Transfers abroad",
+            "--body",
+            "12 transfers",
+            "--org",
+            &format!("{org}=山西省某某协会"),
+            "--json",
+        ],
+    )?;
+    let evidence = format!("pbc-taiyuan:{}", lead["seq"]);
+    tongbao(
+        &pbc,
+        &[
+            "warning",
+            "issue",
+            "--id",
+            "w-cli",
+            "--mechanism",
+            "fund-supervision",
+            "--org",
+            org,
+            "--level",
+            "severe",
+            "--grounds",
+            "abnormal fund movements",
+            "--evidence",
+            &evidence,
+        ],
+    )?;
+    let answer = json(
+        &tax,
+        &[
+            "warning",
+            "answer",
+            "w-cli",
+            "--measure",
+            "tax audit opened",
+            "--json",
+        ],
+    )?;
+    let verified = json(
+        &pbc,
+        &[
+            "warning",
+            "verify",
+            &format!("tax:{}", answer["seq"]),
+            "--json",
+        ],
+    )?;
+    assert_eq!(verified["unit"], "tax");
+    let listed = json(
+        &office,
+        &["warning", "list", "--org", org, "--active", "--json"],
+    )?;
+    let w = &listed["warnings"][0];
+    assert_eq!(w["level"], "severe");
+    assert_eq!(w["not_answered"].as_array().map(Vec::len), Some(4));
+    let shown = json(&ps, &["org", "show", org, "--json"])?;
+    let entries = shown["entries"].as_array().ok_or("no entries")?;
+    assert_eq!(entries.len(), 3, "{shown}");
+    assert_eq!(entries[0]["organizations"][0]["name"], "山西省某某协会");
+    tongbao(
+        &pbc,
+        &["warning", "lift", "w-cli", "--reason", "funds returned"],
+    )?;
+    let lifted = tongbao(
+        &tax,
+        &["warning", "answer", "w-cli", "--none", "--reason", "x"],
+    );
+    assert!(lifted.is_err_and(|e| e.contains("was lifted")));
+    let none = json(
+        &config(d, "units", "health"),
+        &["org", "show", org, "--json"],
+    )?;
+    assert_eq!(none["entries"].as_array().map(Vec::len), Some(0));
+    hub.shutdown().await?;
+    Ok(())
+}

@@ -68,6 +68,20 @@ impl Draft {
         self
     }
 
+    /// Names an organization the message is about, by its unified social
+    /// credit code (the hub refuses a code whose check character is
+    /// wrong); `name` may be empty.
+    pub fn about(mut self, credit_code: impl Into<String>, name: impl Into<String>) -> Self {
+        self.references
+            .get_or_insert_with(Default::default)
+            .organizations
+            .push(pb::Organization {
+                credit_code: credit_code.into(),
+                name: name.into(),
+            });
+        self
+    }
+
     pub fn in_reply_to(mut self, channel: impl Into<String>, seq: u64) -> Self {
         self.references
             .get_or_insert_with(Default::default)

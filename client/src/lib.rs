@@ -55,6 +55,7 @@ mod probe;
 mod push_queue;
 pub mod trust;
 mod verify;
+mod warnings;
 mod workflow;
 
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
@@ -64,3 +65,4 @@ pub use error::{ClientError, KeyRefusal};
 pub use tongbao_proto as proto;
 pub use tongbao_proto::format_micros;
 pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};
+pub use warnings::NewWarning;

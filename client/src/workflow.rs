@@ -50,7 +50,7 @@ fn as_entry(v: VerifiedEntry) -> pb::Entry {
 }
 
 impl Client {
-    fn own_unit(&self) -> Result<String, ClientError> {
+    pub(crate) fn own_unit(&self) -> Result<String, ClientError> {
         match self.identity() {
             Principal::Unit(u) => Ok(u.clone()),
             _ => Err(ClientError::NoSigningKey),
@@ -301,7 +301,7 @@ impl Client {
         .await
     }
 
-    async fn key_ring(&self) -> Result<KeyRing, ClientError> {
+    pub(crate) async fn key_ring(&self) -> Result<KeyRing, ClientError> {
         Ok(KeyRing::from_registry(&self.list_units().await?))
     }
 

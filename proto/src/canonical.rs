@@ -10,7 +10,7 @@
 //! the signature covers a short domain-separated statement of that digest,
 //! and the leaf commits to the digest and the signature.
 
-use crate::pb::{Audience, Entry, EntryPin, Message, References, Signature};
+use crate::pb::{Audience, Entry, EntryPin, Message, Organization, References, Signature};
 use crate::{HASH_LEN, Hash};
 use ring::digest::{Context, SHA256};
 
@@ -195,6 +195,22 @@ fn put_message(s: &mut impl Sink, m: &Message) {
             s.str(&x.text);
         }
     }
+    put_organizations(s, &refs.organizations);
+}
+
+/// The organizations a message names, appended only when there are any:
+/// a message naming none keeps the bytes (and digest, signature and leaf
+/// hash) it had before organizations existed, and since every field before
+/// is length-prefixed the encoding stays injective.
+fn put_organizations(s: &mut impl Sink, orgs: &[Organization]) {
+    if orgs.is_empty() {
+        return;
+    }
+    s.u64(orgs.len() as u64);
+    for o in orgs {
+        s.str(&o.credit_code);
+        s.str(&o.name);
+    }
 }
 
 fn put_pin(s: &mut impl Sink, pin: &EntryPin) {
@@ -338,6 +354,7 @@ mod tests {
                     seq: 3,
                 }),
                 case_id: String::new(),
+                organizations: Vec::new(),
             }),
             created_micros: 7,
             acknowledgement: None,
@@ -378,6 +395,23 @@ mod tests {
         variants.push(m);
         let mut m = sample();
         m.references = None;
+        variants.push(m);
+        let mut m = sample();
+        let org = |code: &str, name: &str| Organization {
+            credit_code: code.into(),
+            name: name.into(),
+        };
+        if let Some(r) = m.references.as_mut() {
+            r.organizations = vec![org("91350100M000100Y43", "")];
+        }
+        variants.push(m.clone());
+        if let Some(r) = m.references.as_mut() {
+            r.organizations = vec![org("91350100M000100Y43", "某协会")];
+        }
+        variants.push(m.clone());
+        if let Some(r) = m.references.as_mut() {
+            r.organizations.push(org("9144030071526726XG", ""));
+        }
         variants.push(m);
         let mut m = sample();
         m.created_micros = 8;
@@ -584,6 +618,7 @@ pub(crate) mod proptests {
                     None
                 },
                 case_id: r.str()?,
+                organizations: Vec::new(),
             }),
             created_micros: r.i64()?,
             acknowledgement: if r.flag()? {
@@ -604,6 +639,25 @@ pub(crate) mod proptests {
                 None
             },
         };
+        let mut m = m;
+        if !r.0.is_empty() {
+            // Organizations are encoded only when there is at least one.
+            let n = r.u64()?;
+            if n == 0 {
+                return None;
+            }
+            let orgs = (0..n)
+                .map(|_| {
+                    Some(Organization {
+                        credit_code: r.str()?,
+                        name: r.str()?,
+                    })
+                })
+                .collect::<Option<_>>()?;
+            if let Some(refs) = m.references.as_mut() {
+                refs.organizations = orgs;
+            }
+        }
         r.0.is_empty().then_some(m)
     }
 
@@ -743,7 +797,11 @@ pub(crate) mod proptests {
         )
             .boxed();
         let tail = (
-            option::of((option::of((text(), unsigned())), text())),
+            option::of((
+                option::of((text(), unsigned())),
+                text(),
+                vec((text(), text()), 0..3),
+            )),
             signed(),
             option::of(vec(pin(), 0..3)),
             option::of((option::of(pin()), enum_value(), text())),
@@ -786,9 +844,13 @@ pub(crate) mod proptests {
                             sha256,
                         })
                         .collect(),
-                    references: references.map(|(reply_to, case_id)| References {
+                    references: references.map(|(reply_to, case_id, orgs)| References {
                         reply_to: reply_to.map(|(channel, seq)| EntryRef { channel, seq }),
                         case_id,
+                        organizations: orgs
+                            .into_iter()
+                            .map(|(credit_code, name)| Organization { credit_code, name })
+                            .collect(),
                     }),
                     created_micros,
                     acknowledgement: acknowledgement.map(|entries| Acknowledgement { entries }),
@@ -848,7 +910,7 @@ pub(crate) mod proptests {
         }
     }
 
-    const MESSAGE_FIELDS: u8 = 18;
+    const MESSAGE_FIELDS: u8 = 19;
 
     /// Changes (or sets again) one field of `m` to a small value.
     fn mutate(m: &mut Message, field: u8, v: u8) {
@@ -916,7 +978,23 @@ pub(crate) mod proptests {
                             seq: n,
                         }),
                         case_id: String::new(),
+                        organizations: Vec::new(),
                     }),
+                }
+            }
+            17 => {
+                m.references
+                    .get_or_insert_with(References::default)
+                    .organizations = match v % 3 {
+                    0 => vec![],
+                    1 => vec![Organization {
+                        credit_code: small(v / 3),
+                        name: String::new(),
+                    }],
+                    _ => vec![Organization {
+                        credit_code: "a".into(),
+                        name: small(v / 3),
+                    }],
                 }
             }
             14 => m.references.get_or_insert_with(References::default).case_id = small(v),

@@ -20,6 +20,9 @@ const NAMES: &[(Kind, &str)] = &[
     (Kind::MeetingProposal, "meeting-proposal"),
     (Kind::JointNotice, "joint-notice"),
     (Kind::CoSignature, "co-signature"),
+    (Kind::JointWarning, "joint-warning"),
+    (Kind::WarningMeasures, "warning-measures"),
+    (Kind::WarningLift, "warning-lift"),
 ];
 
 /// Kinds whose entries are workflow steps: the hub checks them against the
@@ -37,6 +40,9 @@ pub fn is_workflow(kind: i32) -> bool {
                 | Kind::Escalation
                 | Kind::LiaisonChange
                 | Kind::Statistics
+                | Kind::JointWarning
+                | Kind::WarningMeasures
+                | Kind::WarningLift
         )
     })
 }
@@ -88,5 +94,7 @@ mod tests {
         assert!(is_pushable(Kind::CaseUpdate as i32));
         assert!(!is_pushable(Kind::Minutes as i32));
         assert!(is_workflow(Kind::CoSignature as i32));
+        assert!(is_workflow(Kind::WarningLift as i32));
+        assert!(!is_pushable(Kind::JointWarning as i32));
     }
 }

@@ -14,6 +14,8 @@
 //! - [`checkpoint`]: C2SP checkpoints, signed notes and cosignatures;
 //! - [`workflow`]: the mechanisms' workflow steps and the rules for issued
 //!   minutes and co-signed joint notices;
+//! - [`credit_code`]: unified social credit codes naming organizations;
+//! - [`warning`]: the rules of joint warnings (联合预警) and their answers;
 //! - [`rotation`]: the body of a unit's key-rotation announcement;
 //! - [`codec`]: the protobuf codec of every service (undecodable bytes are
 //!   the sender's error);
@@ -25,6 +27,7 @@
 pub mod canonical;
 pub mod checkpoint;
 pub mod codec;
+pub mod credit_code;
 pub mod echo;
 pub mod ed25519;
 pub mod identity;
@@ -34,6 +37,7 @@ pub mod merkle;
 pub mod redact;
 pub mod rotation;
 pub mod secret_file;
+pub mod warning;
 pub mod workflow;
 
 /// Generated protobuf and gRPC code for package `tongbao.v1`.

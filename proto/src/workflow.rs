@@ -70,6 +70,9 @@ pub fn kinds_of(step: &Step) -> &'static [Kind] {
         Step::CoSignature(_) => &[Kind::CoSignature],
         Step::LiaisonChange(_) => &[Kind::LiaisonChange],
         Step::Statistics(_) => &[Kind::Statistics],
+        Step::JointWarning(_) => &[Kind::JointWarning],
+        Step::WarningMeasures(_) => &[Kind::WarningMeasures],
+        Step::WarningLift(_) => &[Kind::WarningLift],
     }
 }
 
@@ -114,6 +117,9 @@ pub fn step_name(step: &Step) -> &'static str {
         Step::JointRelease(_) => "joint release",
         Step::LiaisonChange(_) => "liaison change",
         Step::Statistics(_) => "statistics report",
+        Step::JointWarning(_) => "joint warning",
+        Step::WarningMeasures(_) => "warning measures",
+        Step::WarningLift(_) => "warning lift",
     }
 }
 

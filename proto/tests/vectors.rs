@@ -200,6 +200,11 @@ fn spec_message_bytes(m: &Value) -> Result<Vec<u8>, Box<dyn std::error::Error>> 
         str_of(r, "case_id")?
     };
     put_bytes(&mut out, case_id.as_bytes());
+    // Organizations come last, and only when there are any.
+    let orgs = match r.get("organizations") {
+        Some(_) => array_of(r, "organizations")?.clone(),
+        None => Vec::new(),
+    };
     out.extend_from_slice(&i64_of(m, "created_micros")?.to_be_bytes());
     let ack = field(m, "acknowledgement")?;
     if ack.is_null() {
@@ -226,6 +231,13 @@ fn spec_message_bytes(m: &Value) -> Result<Vec<u8>, Box<dyn std::error::Error>> 
         }
         put_i32(&mut out, x, "problem")?;
         put_bytes(&mut out, str_of(x, "text")?.as_bytes());
+    }
+    if !orgs.is_empty() {
+        out.extend_from_slice(&(orgs.len() as u64).to_be_bytes());
+        for o in &orgs {
+            put_bytes(&mut out, str_of(o, "credit_code")?.as_bytes());
+            put_bytes(&mut out, str_of(o, "name")?.as_bytes());
+        }
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@
 
 use crate::config::Limits;
 use std::collections::BTreeSet;
+use tongbao_proto::credit_code::{CreditCodeError, check_organizations};
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::check_id;
 use tongbao_proto::pb::{self, Classification, Kind, Priority, Problem, SharingCondition};
@@ -330,6 +331,10 @@ fn check_message<'a>(
         if r.case_id.len() > 128 {
             return Err(malformed("case id is longer than 128 bytes"));
         }
+        check_organizations(&r.organizations).map_err(|e| match e {
+            CreditCodeError::TooMany { .. } => PolicyError::TooLarge(e.to_string()),
+            _ => malformed(e.to_string()),
+        })?;
     }
     if m.created_micros <= 0 {
         return Err(malformed("creation time is missing"));
@@ -470,10 +475,39 @@ mod tests {
                     ..Default::default()
                 }]
             }),
+            Box::new(|m| m.references = Some(naming(&["51140000MJ0000012X"]))),
+            Box::new(|m| m.references = Some(naming(&["51140000MJ0000012R"; 2]))),
         ];
         for f in bad {
             assert!(matches!(check_with(f), Err(PolicyError::Malformed(_))));
         }
+    }
+
+    fn naming(codes: &[&str]) -> pb::References {
+        pb::References {
+            organizations: codes
+                .iter()
+                .map(|c| pb::Organization {
+                    credit_code: c.to_string(),
+                    name: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn organizations_are_checked_and_bounded() {
+        assert_eq!(
+            check_with(|m| m.references = Some(naming(&["51140000MJ0000012R"]))),
+            Ok(())
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(
+            check_with(|m| m.references = Some(naming(&many))),
+            Err(PolicyError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -636,6 +670,7 @@ mod proptests {
                 references: references.map(|(reply_to, case_id)| pb::References {
                     reply_to: reply_to.map(|(channel, seq)| pb::EntryRef { channel, seq }),
                     case_id,
+                    organizations: Vec::new(),
                 }),
                 created_micros,
                 acknowledgement: acknowledgement.map(|entries| pb::Acknowledgement { entries }),

@@ -210,6 +210,22 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
         })
     );
     call!(
+        "Workflow/ShowOrganization",
+        wf.show_organization(pb::ShowOrganizationRequest {
+            credit_code: "51140000MJ0000012R".into()
+        })
+    );
+    call!(
+        "Workflow/GetWarning",
+        wf.get_warning(pb::GetWarningRequest {
+            warning_id: "w-1".into()
+        })
+    );
+    call!(
+        "Workflow/ListWarnings",
+        wf.list_warnings(pb::ListWarningsRequest::default())
+    );
+    call!(
         "Admin/RegisterKey",
         admin.register_key(pb::RegisterKeyRequest {
             unit: "tax".into(),
@@ -308,7 +324,7 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
     }
 
     let all = records(&data)?;
-    assert_eq!(seen.len(), 34);
+    assert_eq!(seen.len(), 37);
     let tax_uri = "urn:tongbao:unit:tax";
     for (method, code) in &seen {
         let path = format!("/tongbao.v1.{method}");

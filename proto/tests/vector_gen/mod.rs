@@ -22,7 +22,7 @@ use tongbao_proto::merkle::{
 };
 use tongbao_proto::pb::{
     Acknowledgement, AttachmentDigest, Audience, Entry, EntryPin, EntryRef, ExceptionReport, Kind,
-    Labels, Message, Priority, Problem, References, SharingCondition, SignedMessage,
+    Labels, Message, Organization, Priority, Problem, References, SharingCondition, SignedMessage,
     SigningKey as PbSigningKey, Unit,
 };
 use tongbao_proto::{Hash, kinds};
@@ -109,6 +109,7 @@ fn notification() -> Message {
                 seq: 3,
             }),
             case_id: "AJ-2026-0042".into(),
+            organizations: Vec::new(),
         }),
         created_micros: T0,
         acknowledgement: None,
@@ -133,6 +134,42 @@ fn minimal() -> Message {
         attachments: Vec::new(),
         references: None,
         created_micros: T0 + MINUTE,
+        acknowledgement: None,
+        exception: None,
+    }
+}
+
+/// A notice naming two organizations by credit code, one with its name:
+/// the organizations are appended to the canonical bytes.
+fn organization_notice() -> Message {
+    Message {
+        message_id: "tax-2026-12-01-0003".into(),
+        sender: "tax".into(),
+        kind: Kind::Notification as i32,
+        audience: Some(Audience {
+            units: vec!["civil-affairs".into()],
+            ..Default::default()
+        }),
+        labels: Some(Labels::default()),
+        subject: "欠税 tax arrears".into(),
+        body: "两家社会组织欠税。".as_bytes().to_vec().into(),
+        content_type: "text/plain; charset=utf-8".into(),
+        attachments: Vec::new(),
+        references: Some(References {
+            reply_to: None,
+            case_id: String::new(),
+            organizations: vec![
+                Organization {
+                    credit_code: "51140000MJ0000012R".into(),
+                    name: "山西省某某协会".into(),
+                },
+                Organization {
+                    credit_code: "53140000MJY0001237".into(),
+                    name: String::new(),
+                },
+            ],
+        }),
+        created_micros: T0 + 20 * MINUTE,
         acknowledgement: None,
         exception: None,
     }
@@ -182,6 +219,7 @@ fn feedback(pinned: &Entry) -> Message {
                 seq: pinned.seq,
             }),
             case_id: String::new(),
+            organizations: Vec::new(),
         }),
         created_micros: T0 + 12 * MINUTE,
         acknowledgement: None,
@@ -260,6 +298,11 @@ fn build() -> Result<Built> {
             ("early-warning-minimal".into(), "civil-affairs".into(), w),
             ("receipt".into(), "tax".into(), r),
             ("exception-feedback".into(), "finance".into(), x),
+            (
+                "organization-notice".into(),
+                "tax".into(),
+                tax.sign_message(organization_notice()),
+            ),
         ],
         entries: vec![
             ("notification".into(), e0),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use tongbao_proto::pb::{
     Acknowledgement, AttachmentDigest, Audience, Entry, EntryPin, EntryRef, ExceptionReport,
-    Labels, Message, References, Signature,
+    Labels, Message, Organization, References, Signature,
 };
 
 /// Why a vector file could not be read: the file or one of its fields.
@@ -166,6 +166,7 @@ pub fn message_from(v: &Value) -> Result<Message> {
                         })
                         .transpose()?,
                     case_id: str_of(r, "case_id")?.into(),
+                    organizations: organizations_from(r)?,
                 })
             })
             .transpose()?,
@@ -190,6 +191,23 @@ pub fn message_from(v: &Value) -> Result<Message> {
             })
             .transpose()?,
     })
+}
+
+/// The organizations of a references object; vectors of messages that
+/// name none leave the field out (their JSON predates it).
+fn organizations_from(r: &Value) -> Result<Vec<Organization>> {
+    match r.get("organizations") {
+        None => Ok(Vec::new()),
+        Some(_) => array_of(r, "organizations")?
+            .iter()
+            .map(|o| {
+                Ok(Organization {
+                    credit_code: str_of(o, "credit_code")?.into(),
+                    name: str_of(o, "name")?.into(),
+                })
+            })
+            .collect(),
+    }
 }
 
 fn pin_from(v: &Value) -> Result<EntryPin> {
@@ -227,10 +245,7 @@ pub fn message_to(m: &Message) -> Value {
             "size": a.size,
             "sha256": hex::encode(&a.sha256),
         })).collect::<Vec<_>>(),
-        "references": m.references.as_ref().map(|r| json!({
-            "reply_to": r.reply_to.as_ref().map(|to| json!({"channel": to.channel, "seq": to.seq})),
-            "case_id": r.case_id,
-        })),
+        "references": m.references.as_ref().map(references_to),
         "created_micros": m.created_micros,
         "acknowledgement": m.acknowledgement.as_ref().map(|a| json!({
             "entries": a.entries.iter().map(pin_to).collect::<Vec<_>>(),
@@ -287,4 +302,25 @@ pub fn entry_fields_from(v: &Value) -> Result<Entry> {
         previous_leaf_hash: hex_of(v, "previous_leaf_hash")?,
         message: None,
     })
+}
+
+/// The JSON form of references: `organizations` only when there are any,
+/// so the vectors of messages naming none stay as they were.
+fn references_to(r: &References) -> Value {
+    let mut v = json!({
+        "reply_to": r.reply_to.as_ref().map(|to| json!({"channel": to.channel, "seq": to.seq})),
+        "case_id": r.case_id,
+    });
+    if !r.organizations.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert(
+            "organizations".into(),
+            r.organizations
+                .iter()
+                .map(|g| json!({"credit_code": g.credit_code, "name": g.name}))
+                .collect(),
+        );
+    }
+    v
 }

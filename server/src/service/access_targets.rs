@@ -63,7 +63,10 @@ pub fn spec_of(method: &str) -> Spec {
         | "/tongbao.v1.Workflow/GetJointNotice"
         | "/tongbao.v1.Workflow/ListLiaisons"
         | "/tongbao.v1.Workflow/ComputeStatistics"
-        | "/tongbao.v1.Workflow/ShowCase" => spec(false, true, false),
+        | "/tongbao.v1.Workflow/ShowCase"
+        | "/tongbao.v1.Workflow/ShowOrganization"
+        | "/tongbao.v1.Workflow/GetWarning"
+        | "/tongbao.v1.Workflow/ListWarnings" => spec(false, true, false),
         _ => Spec::default(),
     }
 }
@@ -113,6 +116,12 @@ struct Names {
     first: String,
     #[prost(string, tag = "2")]
     second: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct First {
+    #[prost(string, tag = "1")]
+    first: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -214,6 +223,12 @@ pub fn targets(method: &str, request: &[u8], response: &[u8]) -> Vec<String> {
                 out.push(format!("after:{}", a.after));
             }
         }
+        "ListWarnings" => {
+            // Field 2 is a flag, not a name: read the code alone.
+            if let Some(f) = req.and_then(|b| First::decode(b).ok()) {
+                out.extend(named("organization", &f.first));
+            }
+        }
         _ => {
             if let Some(n) = req.and_then(|b| Names::decode(b).ok()) {
                 let (first, second) = match name {
@@ -222,6 +237,8 @@ pub fn targets(method: &str, request: &[u8], response: &[u8]) -> Vec<String> {
                     "GetMeeting" => ("meeting", ""),
                     "GetJointNotice" => ("notice", ""),
                     "ShowCase" => ("case", ""),
+                    "ShowOrganization" => ("organization", ""),
+                    "GetWarning" => ("warning", ""),
                     _ => ("mechanism", ""),
                 };
                 out.extend(named(first, &n.first));
@@ -284,6 +301,33 @@ mod tests {
         assert_eq!(
             targets("/tongbao.v1.Workflow/ShowCase", &case, &[]),
             ["case:2026-F-031"]
+        );
+        let org = framed(&pb::ShowOrganizationRequest {
+            credit_code: "51140000MJ0000012R".into(),
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/ShowOrganization", &org, &[]),
+            ["organization:51140000MJ0000012R"]
+        );
+        let warning = framed(&pb::GetWarningRequest {
+            warning_id: "w-1".into(),
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/GetWarning", &warning, &[]),
+            ["warning:w-1"]
+        );
+        let all = framed(&pb::ListWarningsRequest {
+            credit_code: String::new(),
+            active_only: true,
+        });
+        assert!(targets("/tongbao.v1.Workflow/ListWarnings", &all, &[]).is_empty());
+        let one = framed(&pb::ListWarningsRequest {
+            credit_code: "51140000MJ0000012R".into(),
+            active_only: true,
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/ListWarnings", &one, &[]),
+            ["organization:51140000MJ0000012R"]
         );
         let proofs = framed(&pb::GetInclusionProofsRequest {
             channel: "tax".into(),

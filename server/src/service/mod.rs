@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod exchange;
 mod log_service;
+mod organizations;
 mod overdue;
 mod push;
 mod read;

@@ -2,6 +2,7 @@
 //! appended as ordinary signed entries, and the views of that state each
 //! party is entitled to.
 
+use super::organizations::{check_code, list_warnings, organization_entries, warning_view};
 use super::push::{policy_status, verify_sender_signature};
 use super::{HubState, storage_status};
 use crate::policy::check_workflow_message;
@@ -252,18 +253,29 @@ fn case_entries(
     who: &Principal,
     case_id: &str,
 ) -> Result<Vec<pb::GetEntryResponse>, Status> {
-    let store = &state.store;
     let workflows = &state.workflows;
     workflows
-        .index_cases(store.as_ref())
+        .index_cases(state.store.as_ref())
         .map_err(refusal_status)?;
+    let positions = workflows.case_positions(case_id).map_err(refusal_status)?;
+    visible_entries(state, who, positions)
+}
+
+/// The entries at `positions` that `who` sent or was addressed (an
+/// office: those addressed to its inbox), in hub-time order.
+pub(crate) fn visible_entries(
+    state: &HubState,
+    who: &Principal,
+    positions: Vec<(String, u64)>,
+) -> Result<Vec<pb::GetEntryResponse>, Status> {
+    let store = &state.store;
     let own = match who {
         Principal::Unit(u) => Some(u.as_str()),
         _ => None,
     };
     let inbox = who.inbox();
     let mut found = Vec::new();
-    for (channel, seq) in workflows.case_positions(case_id).map_err(refusal_status)? {
+    for (channel, seq) in positions {
         let Some(stored) = store.entry(&channel, seq).map_err(storage_status)? else {
             continue;
         };
@@ -452,5 +464,52 @@ impl Workflow for WorkflowService {
             .heavy("case query", move || case_entries(&state, &who, &case))
             .await?;
         Ok(Response::new(pb::ShowCaseResponse { case_id, entries }))
+    }
+
+    async fn show_organization(
+        &self,
+        request: Request<pb::ShowOrganizationRequest>,
+    ) -> Result<Response<pb::ShowOrganizationResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let credit_code = request.into_inner().credit_code;
+        check_code(&credit_code)?;
+        let state = self.state.clone();
+        let code = credit_code.clone();
+        let entries = self
+            .state
+            .heavy("organization query", move || {
+                organization_entries(&state, &who, &code)
+            })
+            .await?;
+        Ok(Response::new(pb::ShowOrganizationResponse {
+            credit_code,
+            entries,
+        }))
+    }
+
+    async fn get_warning(
+        &self,
+        request: Request<pb::GetWarningRequest>,
+    ) -> Result<Response<pb::WarningState>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let id = request.into_inner().warning_id;
+        Ok(Response::new(warning_view(&self.state, &who, &id)?))
+    }
+
+    async fn list_warnings(
+        &self,
+        request: Request<pb::ListWarningsRequest>,
+    ) -> Result<Response<pb::ListWarningsResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let req = request.into_inner();
+        if !req.credit_code.is_empty() {
+            check_code(&req.credit_code)?;
+        }
+        let state = self.state.clone();
+        let warnings = self
+            .state
+            .heavy("warning list", move || list_warnings(&state, &who, &req))
+            .await?;
+        Ok(Response::new(pb::ListWarningsResponse { warnings }))
     }
 }

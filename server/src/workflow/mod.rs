@@ -9,13 +9,15 @@
 //! crash in between is repaired at start by applying the pending steps
 //! that reached the log.
 //!
-//! It also holds the case index (case id -> entry positions) over every
-//! channel, so a case is read without scanning channels and inboxes. The
-//! index is caught up from a per-channel mark before each case query, so
-//! every entry is read once for it, and a crash or a deleted index only
-//! means catching up again.
+//! It also holds the case index (case id -> entry positions) and the
+//! organization index (credit code -> entry positions) over every channel,
+//! so a case or an organization is read without scanning channels and
+//! inboxes. Both are caught up in one pass from a per-channel mark before
+//! each case or organization query, so every entry is read once for them,
+//! and a crash or a deleted index only means catching up again.
 
 mod rules;
+mod warning;
 
 pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
 
@@ -75,6 +77,10 @@ const PENDING: &str = "p/";
 const APPLIED: &str = "a/";
 const CASE: &str = "c/";
 const CASE_MARK: &str = "ci/";
+const ORGANIZATION: &str = "o/";
+const WARNING: &str = "w/";
+/// Warnings by organization: credit code, then warning id.
+const WARNING_OF: &str = "wo/";
 /// Entries indexed per batch when catching up the case index.
 const CASE_BATCH: u64 = 4096;
 const INITIALIZED: &[u8] = b"initialized";
@@ -91,11 +97,26 @@ fn entry_key(prefix: &str, channel: &str, seq: u64) -> Vec<u8> {
 }
 
 fn case_prefix(case_id: &str) -> Vec<u8> {
-    // Length-prefixed: no case id is a prefix of another's keys.
-    let mut k = CASE.as_bytes().to_vec();
-    k.extend_from_slice(&(case_id.len() as u32).to_be_bytes());
-    k.extend_from_slice(case_id.as_bytes());
+    value_prefix(CASE, case_id)
+}
+
+/// Index keys under `prefix` start with the length-prefixed value, so no
+/// value is a prefix of another's keys.
+fn value_prefix(prefix: &str, value: &str) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    k.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    k.extend_from_slice(value.as_bytes());
     k
+}
+
+/// The credit codes of the organizations an entry names.
+fn organizations_of(entry: &pb::Entry) -> impl Iterator<Item = &str> {
+    entry
+        .content()
+        .and_then(|m| m.references.as_ref())
+        .into_iter()
+        .flat_map(|r| r.organizations.iter())
+        .map(|o| o.credit_code.as_str())
 }
 
 /// The case an entry names, if any.
@@ -219,7 +240,8 @@ impl Workflows {
         Ok(())
     }
 
-    /// Indexes the case ids of entries appended since the last catch-up.
+    /// Indexes the case ids and organizations of entries appended since
+    /// the last catch-up.
     pub fn index_cases(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
         let _one = crate::fatal::lock(&self.case_lock, "case index")
             .map_err(|e| WorkflowRefusal::Storage(e.to_string()))?;
@@ -245,6 +267,11 @@ impl Workflows {
                         k.extend_from_slice(&entry_key("", &channel, seq));
                         batch.insert(k, &[][..]);
                     }
+                    for code in organizations_of(&stored.entry) {
+                        let mut k = value_prefix(ORGANIZATION, code);
+                        k.extend_from_slice(&entry_key("", &channel, seq));
+                        batch.insert(k, &[][..]);
+                    }
                     seq += 1;
                 }
                 batch.insert(mark.clone(), &seq.to_be_bytes()[..]);
@@ -260,14 +287,26 @@ impl Workflows {
 
     /// The positions of a case's entries in every channel, as indexed.
     pub fn case_positions(&self, case_id: &str) -> Result<Vec<(String, u64)>, WorkflowRefusal> {
-        let prefix = case_prefix(case_id);
+        self.positions(&case_prefix(case_id))
+    }
+
+    /// The positions of the entries naming an organization, as indexed.
+    pub fn organization_positions(
+        &self,
+        credit_code: &str,
+    ) -> Result<Vec<(String, u64)>, WorkflowRefusal> {
+        self.positions(&value_prefix(ORGANIZATION, credit_code))
+    }
+
+    /// The entry positions indexed under `prefix`.
+    fn positions(&self, prefix: &[u8]) -> Result<Vec<(String, u64)>, WorkflowRefusal> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
+        for item in self.tree.scan_prefix(prefix) {
             let (k, _) = item?;
             let rest = &k[prefix.len()..];
             let split = rest.len().checked_sub(9).filter(|i| rest[*i] == 0);
             let Some(split) = split else {
-                return Err(WorkflowRefusal::Storage("case index key is corrupt".into()));
+                return Err(WorkflowRefusal::Storage("an index key is corrupt".into()));
             };
             let mut seq = [0u8; 8];
             seq.copy_from_slice(&rest[split + 1..]);
@@ -296,6 +335,50 @@ impl Workflows {
 
     pub fn liaisons(&self, unit: &str) -> Result<Option<pb::UnitLiaisons>, WorkflowRefusal> {
         self.get(&key(LIAISON, unit))
+    }
+
+    pub fn warning(&self, id: &str) -> Result<Option<pb::WarningState>, WorkflowRefusal> {
+        self.get(&key(WARNING, id))
+    }
+
+    /// Every warning, or those about one organization, in no set order;
+    /// `keep` is asked of each and at most `max` kept (more: None).
+    pub fn warnings(
+        &self,
+        credit_code: Option<&str>,
+        keep: impl Fn(&pb::WarningState) -> bool,
+        max: usize,
+    ) -> Result<Option<Vec<pb::WarningState>>, WorkflowRefusal> {
+        let mut out = Vec::new();
+        let mut take = |w: pb::WarningState| {
+            if keep(&w) {
+                out.push(w);
+            }
+            out.len() <= max
+        };
+        match credit_code {
+            Some(code) => {
+                let prefix = value_prefix(WARNING_OF, code);
+                for item in self.tree.scan_prefix(&prefix) {
+                    let (k, _) = item?;
+                    let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    if let Some(w) = self.warning(&id)?
+                        && !take(w)
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+            None => {
+                for item in self.tree.scan_prefix(WARNING) {
+                    let (_, v) = item?;
+                    if !take(pb::WarningState::decode(v.as_ref())?) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(Some(out))
     }
 
     /// Records what an appended workflow entry changes. Applying the same
@@ -426,6 +509,29 @@ impl Workflows {
             }
             // The statistics entry is its own record; nothing to index.
             Step::Statistics(_) => {}
+            Step::JointWarning(w) => {
+                let state = warning::issued(entry, message, w, here);
+                let code = state
+                    .organization
+                    .as_ref()
+                    .map(|o| o.credit_code.clone())
+                    .unwrap_or_default();
+                let mut by_org = value_prefix(WARNING_OF, &code);
+                by_org.extend_from_slice(state.warning_id.as_bytes());
+                batch.insert(by_org, &[][..]);
+                batch.insert(key(WARNING, &state.warning_id), state.encode_to_vec());
+            }
+            Step::WarningMeasures(a) => {
+                self.update_warning(&mut batch, &a.warning_id, |w| {
+                    warning::answered(w, sender, &a, here);
+                })?;
+            }
+            Step::WarningLift(l) => {
+                self.update_warning(&mut batch, &l.warning_id, |w| {
+                    w.lift = Some(here);
+                    w.lift_reason = l.reason.clone();
+                })?;
+            }
         }
         batch.insert(done, &[][..]);
         batch.remove(pending);
@@ -445,6 +551,22 @@ impl Workflows {
                 batch.insert(key(MEETING, id), m.encode_to_vec());
             }
             None => tracing::warn!(meeting = id, "workflow step of an unknown meeting skipped"),
+        }
+        Ok(())
+    }
+
+    fn update_warning(
+        &self,
+        batch: &mut sled::Batch,
+        id: &str,
+        change: impl FnOnce(&mut pb::WarningState),
+    ) -> Result<(), WorkflowRefusal> {
+        match self.warning(id)? {
+            Some(mut w) => {
+                change(&mut w);
+                batch.insert(key(WARNING, id), w.encode_to_vec());
+            }
+            None => tracing::warn!(warning = id, "workflow step of an unknown warning skipped"),
         }
         Ok(())
     }
@@ -517,6 +639,57 @@ mod tests {
             audit_scopes: Vec::new(),
             tree_hashes: Vec::new(),
         }
+    }
+
+    fn about(mut e: NewEntry, codes: &[&str]) -> NewEntry {
+        let mut entry = e.shared.entry.clone();
+        if let Some(r) = entry
+            .message
+            .as_mut()
+            .and_then(|s| s.message.as_mut())
+            .and_then(|m| m.references.as_mut())
+        {
+            r.organizations = codes
+                .iter()
+                .map(|c| pb::Organization {
+                    credit_code: c.to_string(),
+                    name: String::new(),
+                })
+                .collect();
+        }
+        e.shared = std::sync::Arc::new(crate::store::StoredEntry {
+            encoded: entry.encode_to_vec().into(),
+            entry,
+            leaf_hash: [1; 32],
+            cursors: Vec::new(),
+        });
+        e
+    }
+
+    #[test]
+    fn the_organization_index_lists_exactly_an_organizations_positions()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (a, b) = ("51140000MJ0000012R", "53140000MJY0001237");
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"), false)?);
+        store.commit(&[
+            about(new_entry("tax", 0, ""), &[a]),
+            about(new_entry("tax", 1, "C-1"), &[a, b]),
+            new_entry("finance", 0, ""),
+        ])?;
+        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(
+            w.organization_positions(a)?,
+            vec![("tax".to_string(), 0), ("tax".to_string(), 1)]
+        );
+        assert_eq!(w.organization_positions(b)?, vec![("tax".to_string(), 1)]);
+        assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 1)]);
+        store.commit(&[about(new_entry("finance", 1, ""), &[b])])?;
+        w.index_cases(store.as_ref())?;
+        assert_eq!(w.organization_positions(b)?.len(), 2);
+        assert!(w.organization_positions("5114")?.is_empty());
+        Ok(())
     }
 
     #[test]

@@ -18,7 +18,9 @@ use tongbao_proto::workflow::{
 use WorkflowRefusal::{Exists, Malformed, NotAllowed, NotFound, WrongState};
 
 mod joint;
+mod warning;
 use joint::{check_co_signature, check_joint_draft, check_release};
+use warning::{check_joint_warning, check_warning_lift, check_warning_measures};
 
 /// Everything a step is checked against.
 pub struct StepContext<'a> {
@@ -222,6 +224,9 @@ pub fn check_step(cx: &StepContext<'_>, step: &Step) -> Result<(), WorkflowRefus
         Step::JointRelease(r) => check_release(cx, r),
         Step::LiaisonChange(l) => check_liaison(cx, l),
         Step::Statistics(s) => check_statistics_shape(cx, s),
+        Step::JointWarning(w) => check_joint_warning(cx, w),
+        Step::WarningMeasures(a) => check_warning_measures(cx, a),
+        Step::WarningLift(l) => check_warning_lift(cx, l),
     }
 }
 

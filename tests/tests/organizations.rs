@@ -1,0 +1,213 @@
+//! Organizations named by unified social credit code, end to end: a wrong
+//! code is refused before anything is stored, and `org show` lists in
+//! hub-time order exactly the entries about an organization the caller
+//! sent or was addressed, each verified by the client library.
+
+use tongbao_client::{Client, ClientConfig, Draft, NewWarning, VerifiedEntry};
+use tongbao_proto::pb::{self, Kind, WarningLevel};
+use tongbao_tests::{BoxError, Role, TestHub, TestResult, assert_nothing_stored, note, refused};
+use tonic::Code;
+
+const FUND: &str = "fund-supervision";
+/// Check characters computed independently of the code under test.
+const ORG: &str = "51140000MJ0000012R";
+const OTHER: &str = "53140000MJY0001237";
+
+fn subjects(v: &[VerifiedEntry]) -> Vec<String> {
+    v.iter().map(|e| e.message().subject.clone()).collect()
+}
+
+async fn office(t: &TestHub) -> Result<Client, BoxError> {
+    Ok(Client::connect(&t.pki.office_config(FUND, t.addr)?).await?)
+}
+
+async fn leading_group(t: &TestHub) -> Result<Client, BoxError> {
+    let path = t
+        .pki
+        .path()
+        .join("leading-group")
+        .join("main")
+        .join("client.toml");
+    Ok(
+        Client::connect(&ClientConfig::load(&path)?.with_hub(format!("https://{}", t.addr)))
+            .await?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_credit_code_is_refused_and_stores_nothing() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let to_civil = |subject: &str| note(subject).to_units(["civil-affairs"]);
+    for (code, words) in [
+        ("51140000MJ0000012X", "the check character is 'X'"),
+        ("51140000MJ000001", "has 16 characters"),
+        ("51140000MJ0000O12R", "is not one of 0-9"),
+        ("51140000mj0000012R", "is not one of 0-9"),
+        ("511A0000MJ0000012R", "administrative division"),
+    ] {
+        refused(
+            tax.push(to_civil("bad").about(code, "")).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    // A long input is never echoed back whole.
+    let long = "9".repeat(64 * 1024);
+    match tax.push(to_civil("long").about(long.as_str(), "")).await {
+        Ok(r) => return Err(format!("a 64 KiB code was taken: {r:?}").into()),
+        Err(e) => {
+            assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+            assert!(e.to_string().len() < 512, "{} bytes", e.to_string().len());
+        }
+    }
+    refused(
+        tax.push(to_civil("twice").about(ORG, "").about(ORG, "again"))
+            .await,
+        Code::InvalidArgument,
+        "named twice",
+    );
+    refused(
+        tax.push(to_civil("long name").about(ORG, "名".repeat(100)))
+            .await,
+        Code::InvalidArgument,
+        "at most 256",
+    );
+    let mut many = to_civil("many");
+    for _ in 0..17 {
+        many = many.about(ORG, "");
+    }
+    refused(tax.push(many).await, Code::ResourceExhausted, "at most 16");
+    refused(
+        tax.organization("51140000MJ0000012X").await,
+        Code::InvalidArgument,
+        "check character",
+    );
+    assert_nothing_stored(&t).await?;
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
+    let t = TestHub::start().await?;
+    let tax = t.unit("tax").await?;
+    let pbc = t.unit("pbc-taiyuan").await?;
+    let ss = t.unit("state-security").await?;
+    let ps = t.unit("public-security").await?;
+    tax.push(
+        note("Tax arrears")
+            .to_units(["civil-affairs"])
+            .about(ORG, "山西省某某协会"),
+    )
+    .await?;
+    let lead = pbc
+        .push(
+            Draft::new(Kind::Lead, "Transfers abroad", "12 transfers")
+                .to_units(["public-security"])
+                .about(ORG, "")
+                .about(OTHER, ""),
+        )
+        .await?;
+    ss.push(
+        note("Foreign funding")
+            .to_units(["public-security"])
+            .about(ORG, ""),
+    )
+    .await?;
+    pbc.push(note("About another").to_units(["tax"]).about(OTHER, ""))
+        .await?;
+    pbc.push(note("About none").to_units(["public-security"]))
+        .await?;
+
+    assert_eq!(
+        subjects(&ps.organization(ORG).await?),
+        ["Transfers abroad", "Foreign funding"]
+    );
+    assert_eq!(
+        subjects(&pbc.organization(ORG).await?),
+        ["Transfers abroad"]
+    );
+    assert_eq!(subjects(&tax.organization(ORG).await?), ["Tax arrears"]);
+    assert_eq!(
+        subjects(&t.unit("civil-affairs").await?.organization(ORG).await?),
+        ["Tax arrears"]
+    );
+    assert_eq!(subjects(&tax.organization(OTHER).await?), ["About another"]);
+    // Units never addressed see nothing, and cannot read the entry itself.
+    let finance = t.unit("finance").await?;
+    assert!(finance.organization(ORG).await?.is_empty());
+    refused(
+        finance.get_entry(&lead.channel, lead.seq).await,
+        Code::PermissionDenied,
+        "not addressed",
+    );
+    // The office sees only what was addressed to its inbox; the leading
+    // group nothing.
+    assert!(office(&t).await?.organization(ORG).await?.is_empty());
+    ss.push(
+        note("Closed")
+            .to_units(["public-security"])
+            .to_office(FUND)
+            .about(ORG, ""),
+    )
+    .await?;
+    assert_eq!(
+        subjects(&office(&t).await?.organization(ORG).await?),
+        ["Closed"]
+    );
+    assert!(leading_group(&t).await?.organization(ORG).await?.is_empty());
+    // Entries appended after a query are found by the next one, in order.
+    assert_eq!(
+        subjects(&ps.organization(ORG).await?),
+        ["Transfers abroad", "Foreign funding", "Closed"]
+    );
+
+    // A warning and its answers are about the organization too: members
+    // addressed see them, a unit that joined after the warning does not.
+    let w = pbc
+        .issue_warning(NewWarning {
+            warning_id: "w-org".into(),
+            mechanism: FUND.into(),
+            organization: pb::Organization {
+                credit_code: ORG.into(),
+                name: String::new(),
+            },
+            level: WarningLevel::Severe,
+            grounds: "abnormal fund movements".into(),
+            evidence: vec![pbc.get_entry(&lead.channel, lead.seq).await?.pin()],
+        })
+        .await?;
+    t.operator(Role::System)
+        .await?
+        .admin()
+        .add_member(pb::AddMemberRequest {
+            mechanism: FUND.into(),
+            unit: "education".into(),
+            effective_micros: 0,
+        })
+        .await?;
+    finance
+        .answer_warning("w-org", vec!["grant suspended".into()], "")
+        .await?;
+    let seen = subjects(&finance.organization(ORG).await?);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("Joint warning"), "{seen:?}");
+    let education = t.unit("education").await?;
+    assert!(education.organization(ORG).await?.is_empty());
+    let office_seen = office(&t).await?.organization(ORG).await?;
+    assert_eq!(office_seen.len(), 3, "{:?}", subjects(&office_seen));
+    assert!(
+        office_seen
+            .iter()
+            .any(|e| e.seq() == w.seq && e.channel() == w.channel)
+    );
+    // State security, a member, sees the warning thread but never tax's
+    // arrears notice to civil affairs.
+    let ss_seen = subjects(&ss.organization(ORG).await?);
+    assert!(
+        ss_seen.iter().any(|s| s.starts_with("Joint warning")),
+        "{ss_seen:?}"
+    );
+    assert!(!ss_seen.contains(&"Tax arrears".to_string()), "{ss_seen:?}");
+    t.stop().await
+}
