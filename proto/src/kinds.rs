@@ -20,6 +20,10 @@ const NAMES: &[(Kind, &str)] = &[
     (Kind::MeetingProposal, "meeting-proposal"),
     (Kind::JointNotice, "joint-notice"),
     (Kind::CoSignature, "co-signature"),
+    (Kind::Task, "task"),
+    (Kind::TaskReport, "task-report"),
+    (Kind::JointAction, "joint-action"),
+    (Kind::ActionReport, "action-report"),
 ];
 
 /// Kinds whose entries are workflow steps: the hub checks them against the
@@ -37,6 +41,10 @@ pub fn is_workflow(kind: i32) -> bool {
                 | Kind::Escalation
                 | Kind::LiaisonChange
                 | Kind::Statistics
+                | Kind::Task
+                | Kind::TaskReport
+                | Kind::JointAction
+                | Kind::ActionReport
         )
     })
 }

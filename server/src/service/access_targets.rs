@@ -63,7 +63,11 @@ pub fn spec_of(method: &str) -> Spec {
         | "/tongbao.v1.Workflow/GetJointNotice"
         | "/tongbao.v1.Workflow/ListLiaisons"
         | "/tongbao.v1.Workflow/ComputeStatistics"
-        | "/tongbao.v1.Workflow/ShowCase" => spec(false, true, false),
+        | "/tongbao.v1.Workflow/ShowCase"
+        | "/tongbao.v1.Workflow/GetTask"
+        | "/tongbao.v1.Workflow/ListTasks"
+        | "/tongbao.v1.Workflow/GetAction"
+        | "/tongbao.v1.Workflow/ListActions" => spec(false, true, false),
         _ => Spec::default(),
     }
 }
@@ -222,6 +226,9 @@ pub fn targets(method: &str, request: &[u8], response: &[u8]) -> Vec<String> {
                     "GetMeeting" => ("meeting", ""),
                     "GetJointNotice" => ("notice", ""),
                     "ShowCase" => ("case", ""),
+                    "GetTask" => ("task", ""),
+                    "GetAction" => ("action", ""),
+                    "ListTasks" | "ListActions" => ("mechanism", "after"),
                     _ => ("mechanism", ""),
                 };
                 out.extend(named(first, &n.first));
@@ -284,6 +291,23 @@ mod tests {
         assert_eq!(
             targets("/tongbao.v1.Workflow/ShowCase", &case, &[]),
             ["case:2026-F-031"]
+        );
+        let task = framed(&pb::GetTaskRequest {
+            task_id: "t-7".into(),
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/GetTask", &task, &[]),
+            ["task:t-7"]
+        );
+        let tasks = framed(&pb::ListTasksRequest {
+            mechanism: "fund-supervision".into(),
+            after: "t-7".into(),
+            limit: 10,
+            status: 4,
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/ListTasks", &tasks, &[]),
+            ["mechanism:fund-supervision", "after:t-7"]
         );
         let proofs = framed(&pb::GetInclusionProofsRequest {
             channel: "tax".into(),

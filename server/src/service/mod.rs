@@ -14,6 +14,7 @@ mod overdue;
 mod push;
 mod read;
 mod refusals;
+mod tasks;
 mod workflow;
 
 pub use access::AccessLayer;

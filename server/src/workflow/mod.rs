@@ -1,5 +1,5 @@
 //! The mechanisms' workflows on the hub: the state each workflow is in
-//! (meetings, joint notices, liaisons), derived from the workflow entries
+//! (meetings, joint notices, liaisons, tasks, joint actions), derived from the workflow entries
 //! of every channel, and the checks a new step must pass against it.
 //!
 //! The entries are the record; this state is an index of them, kept in its
@@ -16,6 +16,7 @@
 //! means catching up again.
 
 mod rules;
+mod tasks;
 
 pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
 
@@ -426,6 +427,17 @@ impl Workflows {
             }
             // The statistics entry is its own record; nothing to index.
             Step::Statistics(_) => {}
+            step @ (Step::TaskAssignment(_)
+            | Step::TaskReport(_)
+            | Step::TaskReminder(_)
+            | Step::TaskAcceptance(_)
+            | Step::TaskReturn(_)
+            | Step::ActionProposal(_)
+            | Step::ActionAnswer(_)
+            | Step::ActionResult(_)
+            | Step::ActionSummary(_)) => {
+                self.apply_task_step(&mut batch, step, sender, here, entry.hub_micros)?;
+            }
         }
         batch.insert(done, &[][..]);
         batch.remove(pending);
