@@ -423,3 +423,129 @@ async fn membership_is_judged_when_the_action_is_proposed() -> TestResult {
     );
     t.stop().await
 }
+
+/// Submits a summary of a-1 built from the entries as the hub serves
+/// them, without the library's checks.
+async fn submit_raw_summary(
+    t: &TestHub,
+    lead: &Client,
+) -> Result<PushReceipt, tongbao_client::ClientError> {
+    let fail = |e: BoxError| tongbao_client::ClientError::Workflow(e.to_string());
+    let state = lead.action("a-1").await?;
+    let channel = tongbao_tests::raw_channel(&t.pki, "civil-affairs", t.addr)
+        .await
+        .map_err(fail)?;
+    let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+    let mut raw = async |p: &Option<pb::EntryPin>| -> Result<pb::Entry, BoxError> {
+        let p = p.clone().ok_or("missing pin")?;
+        exchange
+            .get_entry(pb::GetEntryRequest {
+                channel: p.channel,
+                seq: p.seq,
+            })
+            .await?
+            .into_inner()
+            .entry
+            .ok_or_else(|| "no entry".into())
+    };
+    let mut summary = pb::ActionSummary {
+        action_id: "a-1".into(),
+        proposal: Some(raw(&state.proposal_entry).await.map_err(fail)?),
+        text: "Done".into(),
+        ..Default::default()
+    };
+    for p in &state.participants {
+        summary.answers.push(raw(&p.answer).await.map_err(fail)?);
+        if p.result.is_some() {
+            summary.results.push(raw(&p.result).await.map_err(fail)?);
+        }
+    }
+    lead.submit_step(
+        Kind::JointAction,
+        "summary",
+        Step::ActionSummary(summary),
+        pb::Audience {
+            units: vec!["public-security".into(), "tax".into(), "health".into()],
+            offices: vec![ENFORCEMENT.into()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_or_result_made_after_its_key_was_retired_does_not_count() -> TestResult {
+    let t = TestHub::start().await?;
+    reported_action(&t).await?;
+    let lead = t.unit("civil-affairs").await?;
+    let tax = t.unit("tax").await?;
+    // Tax rotates its key; the operator then dates the old key's end back
+    // to before Tax's answer (say it leaked then).
+    let state = lead.action("a-1").await?;
+    let answered = state
+        .participants
+        .iter()
+        .find(|p| p.unit == "tax")
+        .and_then(|p| p.answer.clone())
+        .ok_or("tax has not answered")?;
+    let old_key = tax
+        .list_units()
+        .await?
+        .units
+        .into_iter()
+        .find(|u| u.id == "tax")
+        .and_then(|u| u.keys.into_iter().next())
+        .ok_or("tax has no key")?;
+    tax.rotate_signing_key(tongbao_proto::keys::SigningKey::generate()?)
+        .await?;
+    let answered_at = tax
+        .get_entry(&answered.channel, answered.seq)
+        .await?
+        .entry
+        .hub_micros;
+    t.operator(Role::Security)
+        .await?
+        .admin()
+        .retire_key(pb::RetireKeyRequest {
+            unit: "tax".into(),
+            key_id: old_key.key_id.clone(),
+            at_micros: answered_at,
+            backdate: true,
+            backdate_reason: "the key leaked before the answer".into(),
+        })
+        .await?;
+    // The library refuses to embed an entry that no longer verifies; the
+    // hub refuses the summary built by hand.
+    assert!(lead.summarize_action("a-1", "Done").await.is_err());
+    refused(
+        submit_raw_summary(&t, &lead).await,
+        Code::FailedPrecondition,
+        "tax answers again with its current key",
+    );
+    // Others may not answer again; Tax may, and keeps its part.
+    refused(
+        t.unit("public-security")
+            .await?
+            .answer_action("a-1", true, "")
+            .await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    tax.answer_action("a-1", true, "").await?;
+    refused(
+        submit_raw_summary(&t, &lead).await,
+        Code::FailedPrecondition,
+        "tax reports its results again with its current key",
+    );
+    tax.report_action("a-1", "Tax filings copied again", vec![])
+        .await?;
+    let released = lead.summarize_action("a-1", "Done").await?;
+    let entry = tax.get_entry(&released.channel, released.seq).await?;
+    let proven = tax.verify_action_summary(&entry).await?;
+    assert!(
+        matches!(&proven.parts[1].1, ProvenPart::Reported { text, .. }
+        if text == "Tax filings copied again")
+    );
+    t.stop().await
+}

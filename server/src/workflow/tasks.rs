@@ -175,10 +175,15 @@ impl Workflows {
             }
             Step::ActionAnswer(a) => self.update_action(batch, &a.action_id, |s| {
                 if let Some(slot) = s.participants.iter_mut().find(|p| p.unit == sender) {
-                    slot.state = if a.confirm {
-                        ParticipantState::Confirmed
-                    } else {
-                        ParticipantState::Declined
+                    // An answer given again (its first key did not count)
+                    // keeps the results of a confirmation; a decline has none.
+                    slot.state = match (a.confirm, slot.result.is_some()) {
+                        (true, true) => ParticipantState::Reported,
+                        (true, false) => ParticipantState::Confirmed,
+                        (false, _) => {
+                            slot.result = None;
+                            ParticipantState::Declined
+                        }
                     } as i32;
                     slot.answer = Some(here);
                     slot.reason = a.reason.clone();

@@ -30,6 +30,19 @@ fn office_of(a: &pb::ActionState) -> String {
     )
 }
 
+/// Whether a recorded answer or result was signed with a key that does
+/// not count at its entry's hub time (so it may be given again).
+fn is_stale(
+    cx: &StepContext<'_>,
+    what: &str,
+    pin: &Option<pb::EntryPin>,
+) -> Result<bool, WorkflowRefusal> {
+    Ok(match pin {
+        Some(p) => stale_signature(cx, what, p)?.is_some(),
+        None => false,
+    })
+}
+
 /// A participant's step on an action not yet summarized.
 fn participant_step<'a>(
     cx: &StepContext<'_>,
@@ -98,7 +111,8 @@ pub(super) fn check_answer_step(
 ) -> Result<(), WorkflowRefusal> {
     let s = action(cx, &a.action_id)?;
     let me = participant_step(cx, &s, a.proposal.as_ref())?;
-    if state_of(me) != ParticipantState::NotAnswered {
+    // An answer signed with a key that did not count may be given again.
+    if state_of(me) != ParticipantState::NotAnswered && !is_stale(cx, "answer", &me.answer)? {
         return Err(WrongState(format!(
             "{} already answered joint action {:?}",
             cx.sender,
@@ -131,6 +145,7 @@ pub(super) fn check_result_step(
                 cx.sender
             )));
         }
+        ParticipantState::Reported if is_stale(cx, "result", &me.result)? => {}
         ParticipantState::Reported => {
             return Err(WrongState(format!(
                 "{} already reported its results of joint action {id:?}",
@@ -194,6 +209,21 @@ pub(super) fn check_summary_step(
             "a summary is released once every participant answered and every confirmed one reported its results; joint action {id:?} waits for {}",
             waiting.join(", ")
         )));
+    }
+    for p in &s.participants {
+        for (what, pin, again) in [
+            ("action answer", &p.answer, "answers"),
+            ("action result", &p.result, "reports its results"),
+        ] {
+            if let Some(pin) = pin
+                && let Some(why) = stale_signature(cx, what, pin)?
+            {
+                return Err(WrongState(format!(
+                    "{why}; {} {again} again with its current key before joint action {id:?} is summarized",
+                    p.unit
+                )));
+            }
+        }
     }
     if sm.text.trim().is_empty() {
         return Err(Malformed("a summary needs a text".into()));
