@@ -2,6 +2,7 @@
 //! library. This file only parses and dispatches; each command group lives
 //! in its own module.
 
+mod action;
 mod audit;
 mod case;
 mod common;
@@ -14,6 +15,7 @@ mod org;
 mod proofs;
 mod push;
 mod statistics;
+mod task;
 mod units;
 mod warning;
 
@@ -112,6 +114,17 @@ enum Command {
         #[command(subcommand)]
         what: warning::WarningCommand,
     },
+    /// Tasks (议定事项 / 督办): assigned, reported, reminded, accepted or returned.
+    Task {
+        #[command(subcommand)]
+        what: task::TaskCommand,
+    },
+    /// Joint enforcement actions (联合执法行动): proposed, confirmed or
+    /// declined, reported, summarized and verified.
+    Action {
+        #[command(subcommand)]
+        what: action::ActionCommand,
+    },
 }
 
 #[tokio::main]
@@ -161,6 +174,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Case { what } => case::case(client, what).await,
         Command::Org { what } => org::org(client, what).await,
         Command::Warning { what } => warning::warning(client, what).await,
+        Command::Task { what } => task::task(client, what).await,
+        Command::Action { what } => action::action(client, what).await,
         Command::Export(args) => proofs::export(client, args).await,
         Command::Verify(_) | Command::Keys { .. } => Ok(()),
         Command::HubKey => proofs::hub_key(client).await,

@@ -53,6 +53,7 @@ mod lifecycle;
 pub mod party_keys;
 mod probe;
 mod push_queue;
+mod tasks;
 pub mod trust;
 mod verify;
 mod warnings;

@@ -26,7 +26,7 @@ impl SigningKeys for KeyRing {
 }
 
 /// Who a workflow step is addressed to, beyond what the hub requires.
-fn audience_of(units: &[String], offices: &[String]) -> pb::Audience {
+pub(crate) fn audience_of(units: &[String], offices: &[String]) -> pb::Audience {
     pb::Audience {
         units: units.to_vec(),
         offices: offices.to_vec(),
@@ -34,18 +34,18 @@ fn audience_of(units: &[String], offices: &[String]) -> pb::Audience {
     }
 }
 
-fn dedup(mut v: Vec<String>, without: &str) -> Vec<String> {
+pub(crate) fn dedup(mut v: Vec<String>, without: &str) -> Vec<String> {
     v.retain(|u| u != without);
     v.sort();
     v.dedup();
     v
 }
 
-fn workflow_error(e: impl std::fmt::Display) -> ClientError {
+pub(crate) fn workflow_error(e: impl std::fmt::Display) -> ClientError {
     ClientError::Workflow(e.to_string())
 }
 
-fn as_entry(v: VerifiedEntry) -> pb::Entry {
+pub(crate) fn as_entry(v: VerifiedEntry) -> pb::Entry {
     v.entry
 }
 

@@ -23,6 +23,10 @@ const NAMES: &[(Kind, &str)] = &[
     (Kind::JointWarning, "joint-warning"),
     (Kind::WarningMeasures, "warning-measures"),
     (Kind::WarningLift, "warning-lift"),
+    (Kind::Task, "task"),
+    (Kind::TaskReport, "task-report"),
+    (Kind::JointAction, "joint-action"),
+    (Kind::ActionReport, "action-report"),
 ];
 
 /// Kinds whose entries are workflow steps: the hub checks them against the
@@ -43,6 +47,10 @@ pub fn is_workflow(kind: i32) -> bool {
                 | Kind::JointWarning
                 | Kind::WarningMeasures
                 | Kind::WarningLift
+                | Kind::Task
+                | Kind::TaskReport
+                | Kind::JointAction
+                | Kind::ActionReport
         )
     })
 }

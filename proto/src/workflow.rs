@@ -14,6 +14,9 @@ use prost::Message as _;
 use ring::digest::{Context, SHA256};
 use std::collections::BTreeSet;
 
+pub mod action;
+pub mod task;
+
 /// Content type of a message whose body is a [`WorkflowStep`].
 pub const CONTENT_TYPE: &str = "application/vnd.tongbao.workflow-step+protobuf";
 
@@ -73,6 +76,13 @@ pub fn kinds_of(step: &Step) -> &'static [Kind] {
         Step::JointWarning(_) => &[Kind::JointWarning],
         Step::WarningMeasures(_) => &[Kind::WarningMeasures],
         Step::WarningLift(_) => &[Kind::WarningLift],
+        Step::TaskAssignment(_)
+        | Step::TaskReminder(_)
+        | Step::TaskAcceptance(_)
+        | Step::TaskReturn(_) => &[Kind::Task],
+        Step::TaskReport(_) => &[Kind::TaskReport],
+        Step::ActionProposal(_) | Step::ActionSummary(_) => &[Kind::JointAction],
+        Step::ActionAnswer(_) | Step::ActionResult(_) => &[Kind::ActionReport],
     }
 }
 
@@ -120,6 +130,15 @@ pub fn step_name(step: &Step) -> &'static str {
         Step::JointWarning(_) => "joint warning",
         Step::WarningMeasures(_) => "warning measures",
         Step::WarningLift(_) => "warning lift",
+        Step::TaskAssignment(_) => "task assignment",
+        Step::TaskReport(_) => "task report",
+        Step::TaskReminder(_) => "task reminder",
+        Step::TaskAcceptance(_) => "task acceptance",
+        Step::TaskReturn(_) => "task return",
+        Step::ActionProposal(_) => "action proposal",
+        Step::ActionAnswer(_) => "action answer",
+        Step::ActionResult(_) => "action result",
+        Step::ActionSummary(_) => "action summary",
     }
 }
 
@@ -942,6 +961,15 @@ mod proptests {
             Step::CoSignature(Default::default()),
             Step::LiaisonChange(Default::default()),
             Step::Statistics(Default::default()),
+            Step::TaskAssignment(Default::default()),
+            Step::TaskReport(Default::default()),
+            Step::TaskReminder(Default::default()),
+            Step::TaskAcceptance(Default::default()),
+            Step::TaskReturn(Default::default()),
+            Step::ActionProposal(Default::default()),
+            Step::ActionAnswer(Default::default()),
+            Step::ActionResult(Default::default()),
+            Step::ActionSummary(Default::default()),
         ]
     }
 

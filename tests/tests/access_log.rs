@@ -226,6 +226,26 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
         wf.list_warnings(pb::ListWarningsRequest::default())
     );
     call!(
+        "Workflow/GetTask",
+        wf.get_task(pb::GetTaskRequest {
+            task_id: "t-1".into()
+        })
+    );
+    call!(
+        "Workflow/ListTasks",
+        wf.list_tasks(pb::ListTasksRequest::default())
+    );
+    call!(
+        "Workflow/GetAction",
+        wf.get_action(pb::GetActionRequest {
+            action_id: "a-1".into()
+        })
+    );
+    call!(
+        "Workflow/ListActions",
+        wf.list_actions(pb::ListActionsRequest::default())
+    );
+    call!(
         "Admin/RegisterKey",
         admin.register_key(pb::RegisterKeyRequest {
             unit: "tax".into(),
@@ -324,7 +344,7 @@ async fn every_method_is_recorded_with_its_outcome() -> TestResult {
     }
 
     let all = records(&data)?;
-    assert_eq!(seen.len(), 37);
+    assert_eq!(seen.len(), 41);
     let tax_uri = "urn:tongbao:unit:tax";
     for (method, code) in &seen {
         let path = format!("/tongbao.v1.{method}");

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use tongbao_proto::echo::{MAX_STATUS_MESSAGE_BYTES, SHOWN_CHARS};
 use tongbao_proto::merkle::MAX_LEAVES_PER_CALL;
+use tongbao_proto::workflow::{action, task};
 use tongbao_proto::{kinds, pb};
 use tongbao_server::config::Limits;
 use tongbao_server::policy::MAX_RECEIPT_ENTRIES;
@@ -55,6 +56,14 @@ fn every_limit_and_its_default_is_in_the_specification() -> TestResult {
         (
             "hashes per `GetLeafHashes` (`MAX_LEAVES_PER_CALL`)",
             MAX_LEAVES_PER_CALL,
+        ),
+        (
+            "attachment digests per task report or action result (`MAX_STEP_ATTACHMENTS`)",
+            task::MAX_STEP_ATTACHMENTS,
+        ),
+        (
+            "target organizations per joint action (`MAX_TARGET_ORGANIZATIONS`)",
+            action::MAX_TARGET_ORGANIZATIONS,
         ),
         ("status message length", MAX_STATUS_MESSAGE_BYTES),
         ("characters of a value a refusal repeats", SHOWN_CHARS),

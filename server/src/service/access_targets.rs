@@ -67,6 +67,10 @@ pub fn spec_of(method: &str) -> Spec {
         | "/tongbao.v1.Workflow/ShowOrganization"
         | "/tongbao.v1.Workflow/GetWarning"
         | "/tongbao.v1.Workflow/ListWarnings" => spec(false, true, false),
+        "/tongbao.v1.Workflow/GetTask"
+        | "/tongbao.v1.Workflow/ListTasks"
+        | "/tongbao.v1.Workflow/GetAction"
+        | "/tongbao.v1.Workflow/ListActions" => spec(false, true, false),
         _ => Spec::default(),
     }
 }
@@ -239,6 +243,9 @@ pub fn targets(method: &str, request: &[u8], response: &[u8]) -> Vec<String> {
                     "ShowCase" => ("case", ""),
                     "ShowOrganization" => ("organization", ""),
                     "GetWarning" => ("warning", ""),
+                    "GetTask" => ("task", ""),
+                    "GetAction" => ("action", ""),
+                    "ListTasks" | "ListActions" => ("mechanism", "after"),
                     _ => ("mechanism", ""),
                 };
                 out.extend(named(first, &n.first));
@@ -328,6 +335,23 @@ mod tests {
         assert_eq!(
             targets("/tongbao.v1.Workflow/ListWarnings", &one, &[]),
             ["organization:51140000MJ0000012R"]
+        );
+        let task = framed(&pb::GetTaskRequest {
+            task_id: "t-7".into(),
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/GetTask", &task, &[]),
+            ["task:t-7"]
+        );
+        let tasks = framed(&pb::ListTasksRequest {
+            mechanism: "fund-supervision".into(),
+            after: "t-7".into(),
+            limit: 10,
+            status: 4,
+        });
+        assert_eq!(
+            targets("/tongbao.v1.Workflow/ListTasks", &tasks, &[]),
+            ["mechanism:fund-supervision", "after:t-7"]
         );
         let proofs = framed(&pb::GetInclusionProofsRequest {
             channel: "tax".into(),

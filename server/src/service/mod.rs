@@ -15,6 +15,7 @@ mod overdue;
 mod push;
 mod read;
 mod refusals;
+mod tasks;
 mod workflow;
 
 pub use access::AccessLayer;

@@ -512,4 +512,38 @@ impl Workflow for WorkflowService {
             .await?;
         Ok(Response::new(pb::ListWarningsResponse { warnings }))
     }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::TaskState>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let id = request.into_inner().task_id;
+        super::tasks::get_task(&self.state, &who, &id).map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        super::tasks::list_tasks(&self.state, &who, request.get_ref()).map(Response::new)
+    }
+
+    async fn get_action(
+        &self,
+        request: Request<pb::GetActionRequest>,
+    ) -> Result<Response<pb::ActionState>, Status> {
+        let who = self.state.authenticate(&request)?;
+        let id = request.into_inner().action_id;
+        super::tasks::get_action(&self.state, &who, &id).map(Response::new)
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<pb::ListActionsRequest>,
+    ) -> Result<Response<pb::ListActionsResponse>, Status> {
+        let who = self.state.authenticate(&request)?;
+        super::tasks::list_actions(&self.state, &who, request.get_ref()).map(Response::new)
+    }
 }

@@ -1,5 +1,5 @@
 //! The mechanisms' workflows on the hub: the state each workflow is in
-//! (meetings, joint notices, liaisons), derived from the workflow entries
+//! (meetings, joint notices, liaisons, tasks, joint actions), derived from the workflow entries
 //! of every channel, and the checks a new step must pass against it.
 //!
 //! The entries are the record; this state is an index of them, kept in its
@@ -17,6 +17,7 @@
 //! and a crash or a deleted index only means catching up again.
 
 mod rules;
+mod tasks;
 mod warning;
 
 pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
@@ -531,6 +532,17 @@ impl Workflows {
                     w.lift = Some(here);
                     w.lift_reason = l.reason.clone();
                 })?;
+            }
+            step @ (Step::TaskAssignment(_)
+            | Step::TaskReport(_)
+            | Step::TaskReminder(_)
+            | Step::TaskAcceptance(_)
+            | Step::TaskReturn(_)
+            | Step::ActionProposal(_)
+            | Step::ActionAnswer(_)
+            | Step::ActionResult(_)
+            | Step::ActionSummary(_)) => {
+                self.apply_task_step(&mut batch, step, sender, here, entry.hub_micros)?;
             }
         }
         batch.insert(done, &[][..]);

@@ -17,7 +17,9 @@ use tongbao_proto::workflow::{
 
 use WorkflowRefusal::{Exists, Malformed, NotAllowed, NotFound, WrongState};
 
+mod action;
 mod joint;
+mod task;
 mod warning;
 use joint::{check_co_signature, check_joint_draft, check_release};
 use warning::{check_joint_warning, check_warning_lift, check_warning_measures};
@@ -227,6 +229,15 @@ pub fn check_step(cx: &StepContext<'_>, step: &Step) -> Result<(), WorkflowRefus
         Step::JointWarning(w) => check_joint_warning(cx, w),
         Step::WarningMeasures(a) => check_warning_measures(cx, a),
         Step::WarningLift(l) => check_warning_lift(cx, l),
+        Step::TaskAssignment(a) => task::check_assignment_step(cx, a),
+        Step::TaskReport(r) => task::check_report(cx, r),
+        Step::TaskReminder(r) => task::check_reminder(cx, r),
+        Step::TaskAcceptance(a) => task::check_acceptance(cx, a),
+        Step::TaskReturn(r) => task::check_return(cx, r),
+        Step::ActionProposal(p) => action::check_proposal_step(cx, p),
+        Step::ActionAnswer(a) => action::check_answer_step(cx, a),
+        Step::ActionResult(r) => action::check_result_step(cx, r),
+        Step::ActionSummary(s) => action::check_summary_step(cx, s),
     }
 }
 

@@ -1,0 +1,219 @@
+//! The views of tasks and joint actions each party is entitled to: the
+//! lead unit, the units named (assignees, participants) and the office of
+//! the mechanism see a task's or action's state; each lists its own, a
+//! page at a time. A task's status is computed at the hub's time of the
+//! answer, so an office sees a task become overdue without a new entry.
+
+use super::HubState;
+use super::workflow::refusal_status;
+use tongbao_proto::echo::shown;
+use tongbao_proto::identity::{Principal, office_inbox};
+use tongbao_proto::pb::{self, ParticipantState, TaskStatus};
+use tongbao_proto::workflow::task::status_at;
+use tonic::Status;
+
+/// Tasks or actions per page when the request names no limit.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Most tasks or actions one page holds.
+pub const MAX_PAGE: u32 = 500;
+
+fn page_limit(asked: u32) -> Result<usize, Status> {
+    match asked {
+        0 => Ok(DEFAULT_PAGE as usize),
+        n if n <= MAX_PAGE => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!(
+            "limit {n} is more than a page holds ({MAX_PAGE}); page with `after`"
+        ))),
+    }
+}
+
+fn check_after(after: &str) -> Result<(), Status> {
+    if after.len() > 64 {
+        return Err(Status::invalid_argument(
+            "`after` is a task or action id of at most 64 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `who` sees a workflow of `mechanism` led by `lead` naming `units`.
+fn entitled(who: &Principal, mechanism: &str, lead: &str, units: &[String]) -> bool {
+    match who {
+        Principal::Office(m) => m == mechanism,
+        Principal::Unit(u) => u == lead || units.contains(u),
+        _ => false,
+    }
+}
+
+/// The index a caller lists from, and the mechanism it narrows to.
+fn lister(who: &Principal, mechanism: &str) -> Result<(String, Option<String>), Status> {
+    let narrow = (!mechanism.is_empty()).then(|| mechanism.to_string());
+    match who {
+        Principal::Office(m) if narrow.as_ref().is_none_or(|n| n == m) => {
+            Ok((office_inbox(m), None))
+        }
+        Principal::Office(m) => Err(Status::permission_denied(format!(
+            "the office of {m} lists its own mechanism's tasks and actions, not those of {:?}",
+            shown(mechanism)
+        ))),
+        Principal::Unit(u) => Ok((u.clone(), narrow)),
+        other => Err(Status::permission_denied(format!(
+            "tasks and joint actions are listed by units and offices, not by {other}"
+        ))),
+    }
+}
+
+/// A task's state as shown at `now`: with its status.
+fn shown_task(mut t: pb::TaskState, now: i64) -> pb::TaskState {
+    t.status = status_at(&t, now) as i32;
+    t.as_of_micros = now;
+    t
+}
+
+/// An action's state as shown: with who has not answered or reported.
+fn shown_action(mut a: pb::ActionState) -> pb::ActionState {
+    let of = |s: ParticipantState| -> Vec<String> {
+        a.participants
+            .iter()
+            .filter(|p| p.state == s as i32)
+            .map(|p| p.unit.clone())
+            .collect()
+    };
+    a.not_answered = of(ParticipantState::NotAnswered);
+    a.not_reported = of(ParticipantState::Confirmed);
+    a
+}
+
+pub(super) fn get_task(
+    state: &HubState,
+    who: &Principal,
+    id: &str,
+) -> Result<pb::TaskState, Status> {
+    let t = state
+        .workflows
+        .task(id)
+        .map_err(refusal_status)?
+        .ok_or_else(|| Status::not_found(format!("no task {:?} was assigned", shown(id))))?;
+    let a = t.assignment.clone().unwrap_or_default();
+    if !entitled(who, &a.mechanism, &t.lead, &a.assignees) {
+        return Err(Status::permission_denied(format!(
+            "task {:?} is seen by its lead unit, assignees and office, not by {who}",
+            shown(id)
+        )));
+    }
+    Ok(shown_task(t, tongbao_proto::now_micros()))
+}
+
+pub(super) fn list_tasks(
+    state: &HubState,
+    who: &Principal,
+    req: &pb::ListTasksRequest,
+) -> Result<pb::ListTasksResponse, Status> {
+    let (party, narrow) = lister(who, &req.mechanism)?;
+    let limit = page_limit(req.limit)?;
+    check_after(&req.after)?;
+    let wanted = TaskStatus::try_from(req.status).unwrap_or(TaskStatus::Unspecified);
+    let ids = state
+        .workflows
+        .task_ids_of(&party, &req.after, limit)
+        .map_err(refusal_status)?;
+    let now = tongbao_proto::now_micros();
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let Some(t) = state.workflows.task(id).map_err(refusal_status)? else {
+            continue;
+        };
+        let t = shown_task(t, now);
+        let mechanism = t.assignment.as_ref().map(|a| a.mechanism.as_str());
+        let in_mechanism = narrow.as_deref().is_none_or(|n| Some(n) == mechanism);
+        let in_status = wanted == TaskStatus::Unspecified || t.status == wanted as i32;
+        if in_mechanism && in_status {
+            tasks.push(t);
+        }
+    }
+    Ok(pb::ListTasksResponse {
+        tasks,
+        next_after: next_after(&ids, limit),
+    })
+}
+
+/// Where the next page starts: the last id read, when the page was full
+/// (filters may leave fewer entries in it than were read).
+fn next_after(ids: &[String], limit: usize) -> String {
+    if ids.len() == limit {
+        ids.last().cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+pub(super) fn get_action(
+    state: &HubState,
+    who: &Principal,
+    id: &str,
+) -> Result<pb::ActionState, Status> {
+    let a = state
+        .workflows
+        .action(id)
+        .map_err(refusal_status)?
+        .ok_or_else(|| {
+            Status::not_found(format!("no joint action {:?} was proposed", shown(id)))
+        })?;
+    let p = a.proposal.clone().unwrap_or_default();
+    if !entitled(who, &p.mechanism, &a.lead, &p.participants) {
+        return Err(Status::permission_denied(format!(
+            "joint action {:?} is seen by its lead unit, participants and office, not by {who}",
+            shown(id)
+        )));
+    }
+    Ok(shown_action(a))
+}
+
+pub(super) fn list_actions(
+    state: &HubState,
+    who: &Principal,
+    req: &pb::ListActionsRequest,
+) -> Result<pb::ListActionsResponse, Status> {
+    let (party, narrow) = lister(who, &req.mechanism)?;
+    let limit = page_limit(req.limit)?;
+    check_after(&req.after)?;
+    let ids = state
+        .workflows
+        .action_ids_of(&party, &req.after, limit)
+        .map_err(refusal_status)?;
+    let mut actions = Vec::new();
+    for id in &ids {
+        let Some(a) = state.workflows.action(id).map_err(refusal_status)? else {
+            continue;
+        };
+        let mechanism = a.proposal.as_ref().map(|p| p.mechanism.as_str());
+        if narrow.as_deref().is_none_or(|n| Some(n) == mechanism) {
+            actions.push(shown_action(a));
+        }
+    }
+    Ok(pb::ListActionsResponse {
+        actions,
+        next_after: next_after(&ids, limit),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_bounded_and_offices_list_their_own() {
+        assert_eq!(page_limit(0).ok(), Some(DEFAULT_PAGE as usize));
+        assert_eq!(page_limit(MAX_PAGE).ok(), Some(MAX_PAGE as usize));
+        assert_eq!(
+            page_limit(MAX_PAGE + 1).map_err(|s| s.code()).err(),
+            Some(tonic::Code::InvalidArgument)
+        );
+        let office = Principal::Office("fund-supervision".into());
+        assert!(lister(&office, "").is_ok());
+        assert!(lister(&office, "joint-enforcement").is_err());
+        assert!(lister(&Principal::Operator("op".into()), "").is_err());
+        assert_eq!(next_after(&["a".into(), "b".into()], 2), "b");
+        assert_eq!(next_after(&["a".into()], 2), "");
+    }
+}

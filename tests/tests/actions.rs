@@ -1,0 +1,551 @@
+//! Joint enforcement actions (联合执法行动) end to end: proposed by the lead
+//! unit, confirmed or declined by each participant, reported, and
+//! summarized with every answer and result embedded; the office's view of
+//! who has not confirmed or reported; every refusal with its status; and
+//! a released summary checked offline, a tampered report refused.
+
+use tongbao_client::{Client, KeyRing, PushReceipt};
+use tongbao_proto::pb::{self, Kind, workflow_step::Step};
+use tongbao_proto::workflow::action::{ProvenPart, verify_action_summary};
+use tongbao_proto::workflow::{decode_step, encode_step};
+use tongbao_tests::{BoxError, Role, TestHub, TestResult, refused};
+use tonic::Code;
+
+const ENFORCEMENT: &str = "joint-enforcement";
+const HOUR: i64 = 3_600_000_000;
+
+async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
+    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
+}
+
+fn inspection(id: &str, participants: &[&str]) -> pb::ActionProposal {
+    let now = tongbao_proto::now_micros();
+    pb::ActionProposal {
+        action_id: id.into(),
+        mechanism: ENFORCEMENT.into(),
+        title: "Inspection of the Provincial Association X".into(),
+        participants: participants.iter().map(|u| u.to_string()).collect(),
+        starts_micros: now,
+        ends_micros: now + 8 * HOUR,
+        target_organizations: vec!["Provincial Association X".into()],
+        plan: Some(pb::AttachmentDigest {
+            name: "plan.pdf".into(),
+            media_type: "application/pdf".into(),
+            size: 4,
+            sha256: tongbao_proto::canonical::sha256(b"plan").to_vec(),
+        }),
+    }
+}
+
+fn to_lead_and_office() -> pb::Audience {
+    pb::Audience {
+        units: vec!["civil-affairs".into()],
+        offices: vec![ENFORCEMENT.into()],
+        ..Default::default()
+    }
+}
+
+fn pin_of(r: &PushReceipt) -> pb::EntryPin {
+    pb::EntryPin {
+        channel: r.channel.clone(),
+        seq: r.seq,
+        leaf_hash: r.leaf_hash.clone(),
+    }
+}
+
+/// An action a-1 with public-security and tax confirmed and reported and
+/// health declined; returns the proposal's receipt.
+async fn reported_action(t: &TestHub) -> Result<PushReceipt, BoxError> {
+    let lead = t.unit("civil-affairs").await?;
+    let proposed = lead
+        .propose_action(inspection("a-1", &["public-security", "tax", "health"]))
+        .await?;
+    for u in ["public-security", "tax"] {
+        let c = t.unit(u).await?;
+        c.answer_action("a-1", true, "").await?;
+        c.report_action("a-1", &format!("{u}: books and accounts seized"), vec![])
+            .await?;
+    }
+    t.unit("health")
+        .await?
+        .answer_action("a-1", false, "No inspectors free that day")
+        .await?;
+    Ok(proposed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_goes_out_once_every_confirmed_participant_reported() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let ps = t.unit("public-security").await?;
+    let tax = t.unit("tax").await?;
+    let health = t.unit("health").await?;
+    let education = t.unit("education").await?;
+    let enforcement = office(&t, ENFORCEMENT).await?;
+
+    refused(
+        tax.propose_action(inspection("a-1", &["health"])).await,
+        Code::PermissionDenied,
+        "lead unit civil-affairs",
+    );
+    let mut no_targets = inspection("a-1", &["tax"]);
+    no_targets.target_organizations.clear();
+    refused(
+        lead.propose_action(no_targets).await,
+        Code::InvalidArgument,
+        "target organizations",
+    );
+    let mut no_plan = inspection("a-1", &["tax"]);
+    no_plan.plan = None;
+    refused(
+        lead.propose_action(no_plan).await,
+        Code::InvalidArgument,
+        "plan as an attachment digest",
+    );
+    let proposed = lead
+        .propose_action(inspection("a-1", &["public-security", "tax", "health"]))
+        .await?;
+    assert!(
+        proposed
+            .recipients
+            .contains(&"office:joint-enforcement".to_string())
+    );
+    refused(
+        lead.propose_action(inspection("a-1", &["tax"])).await,
+        Code::AlreadyExists,
+        "already proposed",
+    );
+
+    // A unit not named cannot answer.
+    let answer = |confirm: bool| {
+        Step::ActionAnswer(pb::ActionAnswer {
+            action_id: "a-1".into(),
+            proposal: Some(pin_of(&proposed)),
+            confirm,
+            reason: String::new(),
+        })
+    };
+    refused(
+        education
+            .submit_step(
+                Kind::ActionReport,
+                "yes",
+                answer(true),
+                to_lead_and_office(),
+                None,
+            )
+            .await,
+        Code::PermissionDenied,
+        "not a participant",
+    );
+    ps.answer_action("a-1", true, "").await?;
+    refused(
+        ps.answer_action("a-1", false, "changed my mind").await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    refused(
+        health.answer_action("a-1", false, "").await,
+        Code::InvalidArgument,
+        "needs a reason",
+    );
+    health
+        .answer_action("a-1", false, "No inspectors free that day")
+        .await?;
+    // A participant who declined reports nothing; one who has not
+    // confirmed reports nothing yet.
+    refused(
+        health.report_action("a-1", "found nothing", vec![]).await,
+        Code::FailedPrecondition,
+        "declined",
+    );
+    refused(
+        tax.report_action("a-1", "seized", vec![]).await,
+        Code::FailedPrecondition,
+        "has not confirmed",
+    );
+    let waiting = enforcement.action("a-1").await?;
+    assert_eq!(waiting.not_answered, ["tax"]);
+    assert_eq!(waiting.not_reported, ["public-security"]);
+    refused(
+        lead.summarize_action("a-1", "Summary").await,
+        Code::FailedPrecondition,
+        "tax (not answered)",
+    );
+    tax.answer_action("a-1", true, "").await?;
+    ps.report_action("a-1", "Books seized", vec![]).await?;
+    // A summary before every confirmed participant reported.
+    refused(
+        lead.summarize_action("a-1", "Summary").await,
+        Code::FailedPrecondition,
+        "tax (confirmed, no results)",
+    );
+    let after = enforcement.action("a-1").await?;
+    assert!(after.not_answered.is_empty());
+    assert_eq!(after.not_reported, ["tax"]);
+    tax.report_action("a-1", "Tax filings copied", vec![])
+        .await?;
+    refused(
+        tax.report_action("a-1", "again", vec![]).await,
+        Code::FailedPrecondition,
+        "already reported",
+    );
+    assert!(enforcement.action("a-1").await?.not_reported.is_empty());
+
+    // Only the lead unit releases the summary.
+    let s = lead.action("a-1").await?;
+    let get = |p: &Option<pb::EntryPin>| {
+        let p = p.clone();
+        let lead = &lead;
+        async move {
+            let p = p.ok_or("missing pin")?;
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+        }
+    };
+    let mut answers = Vec::new();
+    let mut results = Vec::new();
+    for p in &s.participants {
+        answers.push(get(&p.answer).await?);
+        if p.result.is_some() {
+            results.push(get(&p.result).await?);
+        }
+    }
+    let summary = pb::ActionSummary {
+        action_id: "a-1".into(),
+        proposal: Some(get(&s.proposal_entry).await?),
+        answers: answers.clone(),
+        results: results.clone(),
+        text: "Summary".into(),
+    };
+    let to_all = pb::Audience {
+        units: vec!["public-security".into(), "tax".into(), "health".into()],
+        offices: vec![ENFORCEMENT.into()],
+        ..Default::default()
+    };
+    refused(
+        tax.submit_step(
+            Kind::JointAction,
+            "summary",
+            Step::ActionSummary(summary.clone()),
+            to_all.clone(),
+            None,
+        )
+        .await,
+        Code::PermissionDenied,
+        "summarized by its lead unit",
+    );
+    // Nor without a report in it.
+    let short = pb::ActionSummary {
+        results: results[..1].to_vec(),
+        ..summary.clone()
+    };
+    refused(
+        lead.submit_step(
+            Kind::JointAction,
+            "summary",
+            Step::ActionSummary(short),
+            to_all.clone(),
+            None,
+        )
+        .await,
+        Code::InvalidArgument,
+        "confirmed, no results",
+    );
+    let released = lead
+        .summarize_action("a-1", "Two units reported; Health declined")
+        .await?;
+    refused(
+        lead.summarize_action("a-1", "again").await,
+        Code::FailedPrecondition,
+        "already summarized",
+    );
+
+    // Every participant checks the summary from what it embeds.
+    let entry = health.get_entry(&released.channel, released.seq).await?;
+    let proven = health.verify_action_summary(&entry).await?;
+    let units: Vec<&str> = proven.parts.iter().map(|(u, _)| u.as_str()).collect();
+    assert_eq!(units, ["public-security", "tax", "health"]);
+    assert!(
+        matches!(&proven.parts[2].1, ProvenPart::Declined { reason, .. }
+        if reason == "No inspectors free that day")
+    );
+    assert!(
+        matches!(&proven.parts[1].1, ProvenPart::Reported { text, .. }
+        if text == "Tax filings copied")
+    );
+    let listed = enforcement.actions(Default::default()).await?;
+    assert_eq!(listed.actions.len(), 1);
+    assert!(listed.actions[0].summary.is_some());
+    assert!(
+        education
+            .actions(Default::default())
+            .await?
+            .actions
+            .is_empty()
+    );
+    refused(
+        education.action("a-1").await,
+        Code::PermissionDenied,
+        "seen by its lead unit, participants and office",
+    );
+    t.stop().await
+}
+
+/// Changes the text of the first embedded result after it was signed.
+fn tamper_first_result(s: &mut pb::ActionSummary) -> TestResult {
+    let m = s
+        .results
+        .first_mut()
+        .and_then(|e| e.message.as_mut())
+        .and_then(|s| s.message.as_mut())
+        .ok_or("no result")?;
+    let Ok(Step::ActionResult(mut r)) = decode_step(m) else {
+        return Err("not a result".into());
+    };
+    r.text = "Nothing found".into();
+    m.body = encode_step(Step::ActionResult(r)).into();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_summary_is_checked_offline_and_a_tampered_report_is_refused() -> TestResult {
+    let t = TestHub::start().await?;
+    reported_action(&t).await?;
+    let lead = t.unit("civil-affairs").await?;
+    // The hub refuses a summary embedding a changed report.
+    let state = lead.action("a-1").await?;
+    let fetch = |p: &Option<pb::EntryPin>| {
+        let p = p.clone();
+        let lead = &lead;
+        async move {
+            let p = p.ok_or("missing pin")?;
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+        }
+    };
+    let mut forged = pb::ActionSummary {
+        action_id: "a-1".into(),
+        proposal: Some(fetch(&state.proposal_entry).await?),
+        text: "Done".into(),
+        ..Default::default()
+    };
+    for p in &state.participants {
+        forged.answers.push(fetch(&p.answer).await?);
+        if p.result.is_some() {
+            forged.results.push(fetch(&p.result).await?);
+        }
+    }
+    tamper_first_result(&mut forged)?;
+    refused(
+        lead.submit_step(
+            Kind::JointAction,
+            "summary",
+            Step::ActionSummary(forged),
+            pb::Audience {
+                units: vec!["public-security".into(), "tax".into(), "health".into()],
+                offices: vec![ENFORCEMENT.into()],
+                ..Default::default()
+            },
+            None,
+        )
+        .await,
+        Code::InvalidArgument,
+        "differs from entry",
+    );
+    let released = lead.summarize_action("a-1", "Done").await?;
+    let tax = t.unit("tax").await?;
+    let entry = tax.get_entry(&released.channel, released.seq).await?;
+    let sender = entry.message().sender.clone();
+    let Ok(Step::ActionSummary(summary)) = decode_step(entry.message()) else {
+        return Err("the released entry is not a summary".into());
+    };
+    // Offline: the registry's keys (as any verifier holds them) and the entry.
+    let ring = KeyRing::from_registry(&tax.list_units().await?);
+    let proven = verify_action_summary(&sender, &summary, &ring)?;
+    assert_eq!(proven.parts.len(), 3);
+
+    // A report whose text was changed after it was signed.
+    let mut tampered = summary.clone();
+    tamper_first_result(&mut tampered)?;
+    let err = verify_action_summary(&sender, &tampered, &ring)
+        .err()
+        .ok_or("a tampered report verified")?;
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    // A report moved over from a participant that declined.
+    let mut swapped = summary.clone();
+    swapped.results.pop();
+    let err = verify_action_summary(&sender, &swapped, &ring)
+        .err()
+        .ok_or("a summary without a result verified")?;
+    assert!(err.to_string().contains("no results"), "{err}");
+    // The summary's own signer must be the proposer.
+    assert!(verify_action_summary("tax", &summary, &ring).is_err());
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_is_judged_when_the_action_is_proposed() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let ops = t.operator(Role::System).await?;
+    let now = tongbao_proto::now_micros();
+    for (unit, from) in [("finance", now + 720 * HOUR), ("pbc-taiyuan", now - HOUR)] {
+        ops.admin()
+            .add_member(pb::AddMemberRequest {
+                mechanism: ENFORCEMENT.into(),
+                unit: unit.into(),
+                effective_micros: from,
+            })
+            .await?;
+    }
+    refused(
+        lead.propose_action(inspection("a-f", &["tax", "finance"]))
+            .await,
+        Code::InvalidArgument,
+        "finance is not a member of joint-enforcement at",
+    );
+    lead.propose_action(inspection("a-p", &["tax", "pbc-taiyuan"]))
+        .await?;
+    t.unit("pbc-taiyuan")
+        .await?
+        .answer_action("a-p", true, "")
+        .await?;
+    // A future start: results come after the action started.
+    let mut later = inspection("a-l", &["tax"]);
+    later.starts_micros = now + 24 * HOUR;
+    later.ends_micros = now + 25 * HOUR;
+    lead.propose_action(later).await?;
+    let tax = t.unit("tax").await?;
+    tax.answer_action("a-l", true, "").await?;
+    refused(
+        tax.report_action("a-l", "early", vec![]).await,
+        Code::FailedPrecondition,
+        "results come after it started",
+    );
+    t.stop().await
+}
+
+/// Submits a summary of a-1 built from the entries as the hub serves
+/// them, without the library's checks.
+async fn submit_raw_summary(
+    t: &TestHub,
+    lead: &Client,
+) -> Result<PushReceipt, tongbao_client::ClientError> {
+    let fail = |e: BoxError| tongbao_client::ClientError::Workflow(e.to_string());
+    let state = lead.action("a-1").await?;
+    let channel = tongbao_tests::raw_channel(&t.pki, "civil-affairs", t.addr)
+        .await
+        .map_err(fail)?;
+    let mut exchange = pb::exchange_client::ExchangeClient::new(channel);
+    let mut raw = async |p: &Option<pb::EntryPin>| -> Result<pb::Entry, BoxError> {
+        let p = p.clone().ok_or("missing pin")?;
+        exchange
+            .get_entry(pb::GetEntryRequest {
+                channel: p.channel,
+                seq: p.seq,
+            })
+            .await?
+            .into_inner()
+            .entry
+            .ok_or_else(|| "no entry".into())
+    };
+    let mut summary = pb::ActionSummary {
+        action_id: "a-1".into(),
+        proposal: Some(raw(&state.proposal_entry).await.map_err(fail)?),
+        text: "Done".into(),
+        ..Default::default()
+    };
+    for p in &state.participants {
+        summary.answers.push(raw(&p.answer).await.map_err(fail)?);
+        if p.result.is_some() {
+            summary.results.push(raw(&p.result).await.map_err(fail)?);
+        }
+    }
+    lead.submit_step(
+        Kind::JointAction,
+        "summary",
+        Step::ActionSummary(summary),
+        pb::Audience {
+            units: vec!["public-security".into(), "tax".into(), "health".into()],
+            offices: vec![ENFORCEMENT.into()],
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_or_result_made_after_its_key_was_retired_does_not_count() -> TestResult {
+    let t = TestHub::start().await?;
+    reported_action(&t).await?;
+    let lead = t.unit("civil-affairs").await?;
+    let tax = t.unit("tax").await?;
+    // Tax rotates its key; the operator then dates the old key's end back
+    // to before Tax's answer (say it leaked then).
+    let state = lead.action("a-1").await?;
+    let answered = state
+        .participants
+        .iter()
+        .find(|p| p.unit == "tax")
+        .and_then(|p| p.answer.clone())
+        .ok_or("tax has not answered")?;
+    let old_key = tax
+        .list_units()
+        .await?
+        .units
+        .into_iter()
+        .find(|u| u.id == "tax")
+        .and_then(|u| u.keys.into_iter().next())
+        .ok_or("tax has no key")?;
+    tax.rotate_signing_key(tongbao_proto::keys::SigningKey::generate()?)
+        .await?;
+    let answered_at = tax
+        .get_entry(&answered.channel, answered.seq)
+        .await?
+        .entry
+        .hub_micros;
+    t.operator(Role::Security)
+        .await?
+        .admin()
+        .retire_key(pb::RetireKeyRequest {
+            unit: "tax".into(),
+            key_id: old_key.key_id.clone(),
+            at_micros: answered_at,
+            backdate: true,
+            backdate_reason: "the key leaked before the answer".into(),
+        })
+        .await?;
+    // The library refuses to embed an entry that no longer verifies; the
+    // hub refuses the summary built by hand.
+    assert!(lead.summarize_action("a-1", "Done").await.is_err());
+    refused(
+        submit_raw_summary(&t, &lead).await,
+        Code::FailedPrecondition,
+        "tax answers again with its current key",
+    );
+    // Others may not answer again; Tax may, and keeps its part.
+    refused(
+        t.unit("public-security")
+            .await?
+            .answer_action("a-1", true, "")
+            .await,
+        Code::FailedPrecondition,
+        "already answered",
+    );
+    tax.answer_action("a-1", true, "").await?;
+    refused(
+        submit_raw_summary(&t, &lead).await,
+        Code::FailedPrecondition,
+        "tax reports its results again with its current key",
+    );
+    tax.report_action("a-1", "Tax filings copied again", vec![])
+        .await?;
+    let released = lead.summarize_action("a-1", "Done").await?;
+    let entry = tax.get_entry(&released.channel, released.seq).await?;
+    let proven = tax.verify_action_summary(&entry).await?;
+    assert!(
+        matches!(&proven.parts[1].1, ProvenPart::Reported { text, .. }
+        if text == "Tax filings copied again")
+    );
+    t.stop().await
+}
