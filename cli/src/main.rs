@@ -2,6 +2,7 @@
 //! library. This file only parses and dispatches; each command group lives
 //! in its own module.
 
+mod agent;
 mod audit;
 mod case;
 mod common;
@@ -99,6 +100,9 @@ enum Command {
         #[command(subcommand)]
         what: case::CaseCommand,
     },
+    /// Serve this party's HTTP/JSON API on 127.0.0.1 for its own systems
+    /// (see docs/agent.md), until Ctrl-C.
+    Agent(agent::AgentArgs),
 }
 
 #[tokio::main]
@@ -130,6 +134,9 @@ async fn run() -> anyhow::Result<()> {
         .config
         .context("--config FILE (a client.toml) is required, or set TONGBAO_CONFIG")?;
     let client = Client::connect(&ClientConfig::load(&path)?).await?;
+    if let Command::Agent(args) = command {
+        return agent::agent(&client, &path, args).await;
+    }
     let client = &client;
     match command {
         Command::Push(args) => push::push(client, args).await,
@@ -147,7 +154,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Statistics { what } => statistics::statistics(client, what).await,
         Command::Case { what } => case::case(client, what).await,
         Command::Export(args) => proofs::export(client, args).await,
-        Command::Verify(_) | Command::Keys { .. } => Ok(()),
+        Command::Verify(_) | Command::Keys { .. } | Command::Agent(_) => Ok(()),
         Command::HubKey => proofs::hub_key(client).await,
         Command::Cosign => proofs::cosign(client).await,
         Command::Units(args) => units::units(client, args).await,
