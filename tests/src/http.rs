@@ -14,6 +14,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::mpsc;
 
+/// Starts an agent for `client` on 127.0.0.1 port 0, its token in
+/// `dir/NAME-token`, and a caller holding that token.
+pub async fn start_agent(
+    client: tongbao_client::Client,
+    dir: &std::path::Path,
+    name: &str,
+    webhook: Option<tongbao_agent::WebhookConfig>,
+) -> Result<(tongbao_agent::Agent, AgentHttp), BoxError> {
+    let token_file = dir.join(format!("{name}-token"));
+    let agent = tongbao_agent::Agent::start(
+        client,
+        tongbao_agent::AgentConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_file: token_file.clone(),
+            max_request_bytes: tongbao_agent::AgentConfig::DEFAULT_MAX_REQUEST_BYTES,
+            webhook,
+        },
+    )
+    .await?;
+    let token = std::fs::read_to_string(&token_file)?.trim().to_string();
+    let http = AgentHttp::new(agent.addr(), token);
+    Ok((agent, http))
+}
+
 /// Calls one agent, with or without its token.
 #[derive(Clone)]
 pub struct AgentHttp {

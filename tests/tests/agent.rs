@@ -8,34 +8,12 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
-use tongbao_agent::{Agent, AgentConfig, WebhookConfig};
+use tongbao_agent::{AgentConfig, WebhookConfig};
 use tongbao_client::Client;
-use tongbao_tests::http::{AgentHttp, Receiver};
+use tongbao_tests::http::{AgentHttp, Receiver, start_agent};
 use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, wait_until};
 
 const WITHIN: Duration = Duration::from_secs(30);
-
-async fn start_agent(
-    client: Client,
-    dir: &Path,
-    name: &str,
-    webhook: Option<WebhookConfig>,
-) -> Result<(Agent, AgentHttp), BoxError> {
-    let token_file = dir.join(format!("{name}-token"));
-    let agent = Agent::start(
-        client,
-        AgentConfig {
-            listen: "127.0.0.1:0".parse()?,
-            token_file: token_file.clone(),
-            max_request_bytes: AgentConfig::DEFAULT_MAX_REQUEST_BYTES,
-            webhook,
-        },
-    )
-    .await?;
-    let token = std::fs::read_to_string(&token_file)?.trim().to_string();
-    let http = AgentHttp::new(agent.addr(), token);
-    Ok((agent, http))
-}
 
 fn webhook(dir: &Path, name: &str, url: String, key: &str) -> Result<WebhookConfig, BoxError> {
     let secret_file = dir.join(format!("{name}-webhook-secret"));
