@@ -70,3 +70,17 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docs {
+    /// The operator's page, which must name every call.
+    const AGENT_MD: &str = include_str!("../../docs/agent.md");
+
+    #[test]
+    fn docs_agent_md_names_every_route() {
+        for r in crate::routes::table() {
+            let named = format!("`{} {}", r.method, r.path);
+            assert!(AGENT_MD.contains(&named), "docs/agent.md lacks {named}");
+        }
+    }
+}
