@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod console;
 pub mod error;
 mod extract;
 pub mod openapi;

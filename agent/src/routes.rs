@@ -47,6 +47,26 @@ pub fn table() -> Vec<Route> {
             public: true,
             ..route(Method::GET, "/openapi.json", get(openapi))
         },
+        Route {
+            public: true,
+            ..route(Method::GET, "/console/", get(crate::console::index))
+        },
+        Route {
+            public: true,
+            ..route(
+                Method::GET,
+                "/console/console.js",
+                get(crate::console::script),
+            )
+        },
+        Route {
+            public: true,
+            ..route(
+                Method::GET,
+                "/console/console.css",
+                get(crate::console::style),
+            )
+        },
         route(Method::GET, "/v1/party", get(inbox::party)),
         route(Method::POST, "/v1/messages", post(messages::send)),
         route(Method::POST, "/v1/feedback", post(messages::feedback)),
