@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub token_file: PathBuf,
     /// Largest request body accepted (413 beyond).
     pub max_request_bytes: usize,
+    /// Event streams and waiting long polls open at once (429 beyond).
+    pub max_streams: usize,
     pub webhook: Option<WebhookConfig>,
 }
 
@@ -63,6 +65,8 @@ impl AgentConfig {
     /// Room for a message of the hub's largest body (1 MiB) in base64
     /// with its JSON around it.
     pub const DEFAULT_MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+    /// Each stream holds a subscription at the hub.
+    pub const DEFAULT_MAX_STREAMS: usize = 64;
 }
 
 /// A running agent.
@@ -83,6 +87,7 @@ impl Agent {
         let state = routes::AppState {
             client: client.clone(),
             webhook: hook.as_ref().map(|h| h.status.clone()),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
         };
         let app = routes::router(state, token::Token::new(secret), config.max_request_bytes);
         let listener = tokio::net::TcpListener::bind(config.listen)

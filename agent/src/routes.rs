@@ -20,6 +20,21 @@ use tongbao_client::Client;
 pub struct AppState {
     pub client: Client,
     pub webhook: Option<Arc<webhook::Status>>,
+    /// Open event streams and waiting long polls, bounded.
+    pub streams: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// A place for one more event stream or long poll, or 429.
+    pub fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                "the agent's bound on open event streams and long polls is reached (--max-streams); close one or retry later",
+            )
+        })
+    }
 }
 
 /// One route: method, path (OpenAPI's `{param}` syntax, as axum's) and

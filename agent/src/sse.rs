@@ -57,6 +57,8 @@ pub async fn events(
     QueryArgs(q): QueryArgs<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let after = start_after(&headers, q.after)?;
+    // Held by the stream: freed when the reader goes.
+    let permit = s.stream_permit()?;
     let mut failed = false;
     let stream = s
         .client
@@ -67,6 +69,9 @@ pub async fn events(
             failed |= item.is_err();
             futures::future::ready(go_on)
         })
-        .map(|item| Ok(event_of(item)));
+        .map(move |item| {
+            let _held = &permit;
+            Ok(event_of(item))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -24,6 +24,9 @@ pub struct AgentArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = AgentConfig::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Event streams and waiting long polls open at once.
+    #[arg(long, default_value_t = AgentConfig::DEFAULT_MAX_STREAMS)]
+    max_streams: usize,
     /// Deliver each inbox entry to this http:// URL, signed (loopback only
     /// unless --webhook-allow-remote).
     #[arg(long, value_name = "URL")]
@@ -81,6 +84,7 @@ pub async fn agent(client: &Client, config: &Path, a: AgentArgs) -> anyhow::Resu
             listen: a.listen,
             token_file: token_file.clone(),
             max_request_bytes: a.max_request_bytes,
+            max_streams: a.max_streams,
             webhook,
         },
     )

@@ -22,17 +22,26 @@ pub async fn start_agent(
     name: &str,
     webhook: Option<tongbao_agent::WebhookConfig>,
 ) -> Result<(tongbao_agent::Agent, AgentHttp), BoxError> {
+    start_agent_with(client, dir, name, |c| c.webhook = webhook).await
+}
+
+/// [`start_agent`] with a config adjusted by `edit`.
+pub async fn start_agent_with(
+    client: tongbao_client::Client,
+    dir: &std::path::Path,
+    name: &str,
+    edit: impl FnOnce(&mut tongbao_agent::AgentConfig),
+) -> Result<(tongbao_agent::Agent, AgentHttp), BoxError> {
     let token_file = dir.join(format!("{name}-token"));
-    let agent = tongbao_agent::Agent::start(
-        client,
-        tongbao_agent::AgentConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            token_file: token_file.clone(),
-            max_request_bytes: tongbao_agent::AgentConfig::DEFAULT_MAX_REQUEST_BYTES,
-            webhook,
-        },
-    )
-    .await?;
+    let mut config = tongbao_agent::AgentConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        token_file: token_file.clone(),
+        max_request_bytes: tongbao_agent::AgentConfig::DEFAULT_MAX_REQUEST_BYTES,
+        max_streams: tongbao_agent::AgentConfig::DEFAULT_MAX_STREAMS,
+        webhook: None,
+    };
+    edit(&mut config);
+    let agent = tongbao_agent::Agent::start(client, config).await?;
     let token = std::fs::read_to_string(&token_file)?.trim().to_string();
     let http = AgentHttp::new(agent.addr(), token);
     Ok((agent, http))
@@ -109,15 +118,24 @@ impl AgentHttp {
         .await
     }
 
-    /// The first `entry` event of `GET /v1/events?after=AFTER`, as JSON.
-    pub async fn first_event(&self, after: u64) -> Result<Value, BoxError> {
+    /// `GET /v1/events?after=AFTER`, left open: the status, and the
+    /// response whose body is the stream (dropping it closes the stream).
+    pub async fn open_events(
+        &self,
+        after: u64,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, BoxError> {
         let request = hyper::Request::get(format!("http://{}/v1/events?after={after}", self.addr))
             .header(
                 hyper::header::AUTHORIZATION,
                 format!("Bearer {}", self.token),
             )
             .body(Full::new(Bytes::new()))?;
-        let response = self.http.request(request).await?;
+        Ok(self.http.request(request).await?)
+    }
+
+    /// The first `entry` event of `GET /v1/events?after=AFTER`, as JSON.
+    pub async fn first_event(&self, after: u64) -> Result<Value, BoxError> {
+        let response = self.open_events(after).await?;
         if response.status() != StatusCode::OK {
             return Err(format!("events answered {}", response.status()).into());
         }

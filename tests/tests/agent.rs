@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 use tongbao_agent::{AgentConfig, WebhookConfig};
 use tongbao_client::Client;
-use tongbao_tests::http::{AgentHttp, Receiver, start_agent};
+use tongbao_tests::http::{AgentHttp, Receiver, start_agent, start_agent_with};
 use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, wait_until};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -366,5 +366,32 @@ async fn a_webhook_to_another_host_is_refused_unless_allowed() -> TestResult {
     .await;
     let e = refused.err().ok_or("a remote webhook was accepted")?;
     assert!(e.to_string().contains("--webhook-allow-remote"), "{e}");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_and_long_polls_are_bounded_and_a_closed_stream_frees_its_place() -> TestResult
+{
+    let t = TestHub::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (_civil, civil) =
+        start_agent_with(t.unit("civil-affairs").await?, dir.path(), "civil", |c| {
+            c.max_streams = 1
+        })
+        .await?;
+    let open = civil.open_events(0).await?;
+    assert_eq!(open.status(), StatusCode::OK);
+    let refused = civil.get("/v1/events?after=0").await?;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.json()["code"], "too_many_streams");
+    let refused = civil.get("/v1/inbox?after=0&wait_ms=100").await?;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    // A page that need not wait takes no place.
+    assert_eq!(civil.get("/v1/inbox?after=0").await?.status, StatusCode::OK);
+    drop(open);
+    wait_until(WITHIN, "the closed stream's place is free", || async {
+        Ok(civil.get("/v1/inbox?after=0&wait_ms=10").await?.status == StatusCode::OK)
+    })
+    .await?;
     t.stop().await
 }

@@ -53,6 +53,7 @@ pub async fn page(
     }
     let mut page = s.client.pull(q.after, q.limit).await?;
     if page.entries.is_empty() && q.wait_ms > 0 {
+        let _permit = s.stream_permit()?;
         // Woken by the first new entry (or the wait running out), then
         // read as a page like any other.
         let mut live = Box::pin(s.client.subscribe(q.after));
