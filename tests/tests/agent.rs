@@ -395,3 +395,67 @@ async fn event_streams_and_long_polls_are_bounded_and_a_closed_stream_frees_its_
     .await?;
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exception_feedback_through_the_agent_reaches_the_sender_and_the_audit() -> TestResult {
+    let t = TestHub::start().await?;
+    let dir = tempfile::tempdir()?;
+    t.unit("tax")
+        .await?
+        .push(tongbao_tests::note("Not ours").to_units(["civil-affairs"]))
+        .await?;
+    let (_civil, civil) =
+        start_agent(t.unit("civil-affairs").await?, dir.path(), "civil", None).await?;
+    let (_office, office_http) = start_agent(
+        office(&t, "joint-enforcement").await?,
+        dir.path(),
+        "office",
+        None,
+    )
+    .await?;
+    let bad = civil
+        .post(
+            "/v1/feedback",
+            &json!({ "channel": "tax", "seq": 0, "problem": "boring" }),
+        )
+        .await?;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("misaddressed")),
+        "{}",
+        bad.json()
+    );
+    let missing = civil
+        .post(
+            "/v1/feedback",
+            &json!({ "channel": "tax", "seq": 9, "problem": "misaddressed" }),
+        )
+        .await?;
+    assert!(missing.status.is_client_error(), "{}", missing.json());
+
+    let sent = civil
+        .post(
+            "/v1/feedback",
+            &json!({ "channel": "tax", "seq": 0, "problem": "misaddressed", "text": "for market-regulation" }),
+        )
+        .await?;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.json());
+    assert_eq!(sent.json()["recipients"], json!(["tax"]));
+    // Tax reads it, verified, naming its entry.
+    let tax = t.unit("tax").await?;
+    let page = tax.pull(0, 10).await?;
+    let feedback = page
+        .entries
+        .iter()
+        .find(|e| e.message().kind == tongbao_proto::pb::Kind::ExceptionFeedback as i32)
+        .ok_or("no feedback in tax's inbox")?;
+    assert_eq!(feedback.channel(), "civil-affairs");
+    // The office sees the exception; its free text was for tax alone.
+    let audited = audited(&office_http, "tax", 0).await?;
+    let state = &audited["recipients"][0];
+    assert_eq!(state["state"], "exception", "{audited}");
+    assert_eq!(state["answer_check"], "redacted");
+    t.stop().await
+}
