@@ -3,6 +3,7 @@
 //! in its own module.
 
 mod action;
+mod agent;
 mod audit;
 mod case;
 mod common;
@@ -125,6 +126,9 @@ enum Command {
         #[command(subcommand)]
         what: action::ActionCommand,
     },
+    /// Serve this party's HTTP/JSON API on 127.0.0.1 for its own systems
+    /// (see docs/agent.md), until Ctrl-C.
+    Agent(agent::AgentArgs),
 }
 
 #[tokio::main]
@@ -156,6 +160,9 @@ async fn run() -> anyhow::Result<()> {
         .config
         .context("--config FILE (a client.toml) is required, or set TONGBAO_CONFIG")?;
     let client = Client::connect(&ClientConfig::load(&path)?).await?;
+    if let Command::Agent(args) = command {
+        return agent::agent(&client, &path, args).await;
+    }
     let client = &client;
     match command {
         Command::Push(args) => push::push(client, args).await,
@@ -177,7 +184,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Task { what } => task::task(client, what).await,
         Command::Action { what } => action::action(client, what).await,
         Command::Export(args) => proofs::export(client, args).await,
-        Command::Verify(_) | Command::Keys { .. } => Ok(()),
+        Command::Verify(_) | Command::Keys { .. } | Command::Agent(_) => Ok(()),
         Command::HubKey => proofs::hub_key(client).await,
         Command::Cosign => proofs::cosign(client).await,
         Command::Units(args) => units::units(client, args).await,

@@ -3,6 +3,8 @@
 //! clients over real mutual TLS.
 #![forbid(unsafe_code)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

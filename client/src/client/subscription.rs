@@ -101,7 +101,7 @@ impl Client {
     pub fn subscribe(
         &self,
         after: u64,
-    ) -> impl Stream<Item = Result<VerifiedEntry, ClientError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<VerifiedEntry, ClientError>> + Send + 'static + use<> {
         let (tx, rx) = mpsc::channel(64);
         let client = self.clone();
         tokio::spawn(async move { client.run_subscription(after, tx).await });

@@ -1,0 +1,6 @@
+//! The handlers of the HTTP/JSON API, one file per concern.
+
+pub mod audit;
+pub mod inbox;
+pub mod messages;
+pub mod workflow;
