@@ -77,6 +77,8 @@ pub struct Hub {
     appender: std::thread::JoinHandle<()>,
     /// The check of every entry stored before the start (`full_check`).
     full_check: std::thread::JoinHandle<()>,
+    /// Signs the last checkpoints at shutdown.
+    logs: Arc<Logs>,
     /// Stopped after the server: its last records are written and signed.
     access_log: Arc<AccessLog>,
     /// Kept so that shutdown can wait for every other holder to let go:
@@ -291,7 +293,7 @@ impl Hub {
             .max_decoding_message_size(max(AdminServer::<AdminService>::NAME));
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
             .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
-        tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
+        tokio::spawn(checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max(ExchangeServer::<ExchangeService>::NAME))
             .max_encoding_message_size(usize::MAX);
@@ -350,6 +352,7 @@ impl Hub {
             server,
             appender: appender_thread,
             full_check,
+            logs,
             access_log,
             store,
         })
@@ -410,6 +413,16 @@ impl Hub {
             .await
             .map_err(|e| HubError::Server(e.to_string()))?
             .map_err(|_| HubError::Server("appender thread panicked".into()))?;
+        // Every append is durable: checkpoints over all of it leave the
+        // next start no tail to check.
+        let logs = self.logs;
+        match tokio::task::spawn_blocking(move || logs.refresh_all()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no last checkpoint at shutdown; the next start checks the entries after the previous one")
+            }
+            Err(e) => tracing::warn!(error = %e, "no last checkpoint at shutdown"),
+        }
         // Tasks that saw the shutdown signal drop their handles a moment later.
         let store = self.store;
         let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;

@@ -37,12 +37,21 @@
 //! with and without it shows whether a heavy query stalls the exchange
 //! (use a large `--warmup` so that each call has history to read).
 //!
+//! With `--history N`, no exchange is measured: a store is filled with N
+//! messages and what grows with history is measured on it (restart time,
+//! bytes per message, RSS, an audit summary and a deep pull; see
+//! `history`). `--recipients` (default 1), `--body-bytes`, `--publishers`,
+//! `--batch` (default 64 there) and `--in-flight` shape the fill.
+//!
 //! ```text
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
-//!               [--audit N] [--audit-during]
+//!               [--audit N] [--audit-during] [--history N]
 //! ```
 #![forbid(unsafe_code)]
+
+#[path = "tongbao-bench/history.rs"]
+mod history;
 
 use futures::StreamExt;
 use std::collections::hash_map::Entry;
@@ -90,7 +99,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during] [--history N]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -113,6 +122,8 @@ struct Args {
     audit: usize,
     /// `Audit.UnitSummary` calls back to back during the measured phase.
     audit_during: bool,
+    /// Fill a store with this many messages and measure history's costs.
+    history: Option<usize>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -129,6 +140,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut slow = false;
     let mut audit = 0;
     let mut audit_during = false;
+    let mut history = None;
+    let mut batch_given = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -143,7 +156,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--no-fsync" => no_fsync = true,
             "--slow" => slow = true,
             "--audit-during" => audit_during = true,
-            "--batch" => batch = value("--batch")?,
+            "--batch" => {
+                batch = value("--batch")?;
+                batch_given = true;
+            }
+            "--history" => history = Some(value("--history")?),
             "--messages" => messages = Some(value("--messages")?),
             "--warmup" => warmup = Some(value("--warmup")?),
             "--publishers" => publishers = value("--publishers")?,
@@ -174,6 +191,12 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if (slow || audit_during) && recipients.is_none() {
         recipients = Some(13);
     }
+    if history == Some(0) {
+        return Err(format!("--history must be at least 1\n{USAGE}"));
+    }
+    if history.is_some() && !batch_given {
+        batch = 64;
+    }
     Ok(Args {
         messages,
         warmup,
@@ -187,6 +210,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         slow,
         audit,
         audit_during,
+        history,
     })
 }
 
@@ -374,13 +398,18 @@ struct HubChild {
 
 impl HubChild {
     fn start(pki: &TestPki, fsync: bool) -> Result<Self, BoxError> {
+        Self::start_logging(pki, fsync, "warn")
+    }
+
+    /// Starts with `RUST_LOG` set to `log` (the hub's log goes to stderr).
+    fn start_logging(pki: &TestPki, fsync: bool, log: &str) -> Result<Self, BoxError> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("--serve-hub").arg(pki.path().join("hub.toml"));
         if !fsync {
             cmd.arg("--no-fsync");
         }
         let mut child = cmd
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -465,6 +494,28 @@ impl HubChild {
 }
 
 async fn bench(args: Args) -> ExitCode {
+    if let Some(messages) = args.history {
+        let history = history::HistoryArgs {
+            messages,
+            recipients: args.recipients.unwrap_or(1),
+            body_bytes: args.body_bytes,
+            publishers: args.publishers,
+            batch: args.batch,
+            in_flight: args.in_flight,
+            fsync: !args.no_fsync,
+        };
+        return match history::run(&history).await {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("FAILED [history]: {e}");
+                eprintln!("tongbao-bench: FAILED");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let scenarios = [
         Scenario {
             name: "1 recipient",
