@@ -341,7 +341,7 @@ fn main() -> ExitCode {
     runtime.block_on(bench(args))
 }
 
-/// The hub side: `--serve-hub <hub.toml> [--no-fsync]`. Prints its address,
+/// The hub side: `--serve-hub <hub.toml> [--no-fsync] [--log FILTER]`. Prints its address,
 /// serves until stdin closes, then prints its group-commit counters.
 fn serve_hub(args: &[String]) -> ExitCode {
     let Some(config_path) = args.first() else {
@@ -349,6 +349,17 @@ fn serve_hub(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let fsync = !args.iter().any(|a| a == "--no-fsync");
+    // `--log FILTER`: the hub's log to stderr (none otherwise).
+    if let Some(filter) = args
+        .iter()
+        .position(|a| a == "--log")
+        .and_then(|i| args.get(i + 1))
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -398,18 +409,21 @@ struct HubChild {
 
 impl HubChild {
     fn start(pki: &TestPki, fsync: bool) -> Result<Self, BoxError> {
-        Self::start_logging(pki, fsync, "warn")
+        Self::start_logging(pki, fsync, None)
     }
 
-    /// Starts with `RUST_LOG` set to `log` (the hub's log goes to stderr).
-    fn start_logging(pki: &TestPki, fsync: bool, log: &str) -> Result<Self, BoxError> {
+    /// Starts with the hub's log, filtered by `log`, on stderr.
+    fn start_logging(pki: &TestPki, fsync: bool, log: Option<&str>) -> Result<Self, BoxError> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("--serve-hub").arg(pki.path().join("hub.toml"));
         if !fsync {
             cmd.arg("--no-fsync");
         }
+        if let Some(filter) = log {
+            cmd.args(["--log", filter]);
+        }
         let mut child = cmd
-            .env("RUST_LOG", log)
+            .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

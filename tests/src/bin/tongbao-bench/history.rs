@@ -48,7 +48,7 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let bytes = disk_usage(&data)?;
 
     let started = Instant::now();
-    let hub = HubChild::start_logging(&pki, args.fsync, HUB_LOG)?;
+    let hub = HubChild::start_logging(&pki, args.fsync, Some(HUB_LOG))?;
     let listening = started.elapsed();
     let reader = first_answer(&pki, &hub, recipient(args.recipients)?).await?;
     let restart = started.elapsed();
