@@ -10,13 +10,13 @@
 //! as `verify-data` does before it says it succeeded, so a restore never
 //! hands a hub data that the hub would refuse, or worse, serve.
 //!
-//! Verification reuses the hub's own start-up checks
-//! (`channel_log::check_checkpoint`, `check_entries_with`) and adds one: every
-//! stored Merkle hash is recomputed from the leaf hashes
-//! (`tongbao_proto::merkle`), so that a checkpoint's root is checked over
-//! the entries themselves.
+//! Verification reuses the hub's own checks (`channel_log::check_checkpoint`
+//! and `check_entries_deep`, the one the hub runs in the background after
+//! it starts): every entry against its leaf hash and chain, and every
+//! stored Merkle hash recomputed from the leaf hashes, so that a
+//! checkpoint's root is checked over the entries themselves.
 
-use crate::channel_log::{LogError, check_checkpoint, check_entries_with};
+use crate::channel_log::{LogError, check_checkpoint, check_entries_deep};
 use crate::store::{ChannelHead, SledStore, Store, StoreError, create_dir_durably, sync_dir};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tongbao_proto::checkpoint::{Checkpoint, KeyType, NoteVerifier, parse_note};
 use tongbao_proto::echo::shown;
-use tongbao_proto::merkle::{stored_hash_index, stored_hashes_for_record};
 
 /// The manifest's file name in a backup directory.
 pub const MANIFEST: &str = "backup.json";
@@ -462,45 +461,9 @@ fn verify_store(
     Ok(report)
 }
 
-/// Why a stored Merkle hash is not the one its leaves make.
-#[derive(Debug, thiserror::Error)]
-enum ChannelFailure {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error(
-        "channel {channel}: the Merkle hashes stored with entry {seq} are not those its leaf hash and the earlier ones make; the data was altered"
-    )]
-    Tree { channel: String, seq: u64 },
-}
-
-/// The hub's start-up checks of a channel's entries, and each entry's
-/// stored Merkle hashes recomputed from the leaf hashes: with them
-/// checked in order, a checkpoint's root over the stored hashes is the
-/// root over the entries.
-fn check_channel(
-    store: &SledStore,
-    channel: &str,
-    head: &ChannelHead,
-) -> Result<(), ChannelFailure> {
-    let reader = crate::channel_log::ChannelHashes {
-        store,
-        channel,
-        pending: None,
-    };
-    check_entries_with(store, channel, head, |seq, leaf| {
-        let tree = || ChannelFailure::Tree {
-            channel: channel.to_string(),
-            seq,
-        };
-        let expected = stored_hashes_for_record(seq, leaf, &reader).map_err(|_| tree())?;
-        let first = stored_hash_index(0, seq);
-        let indexes: Vec<u64> = (first..first + expected.len() as u64).collect();
-        let stored = store.stored_hashes(channel, &indexes).map_err(|_| tree())?;
-        if stored != expected {
-            return Err(tree());
-        }
-        Ok(())
-    })
+/// Every entry of a channel and the Merkle hashes stored with it.
+fn check_channel(store: &SledStore, channel: &str, head: &ChannelHead) -> Result<(), LogError> {
+    check_entries_deep(store, channel, head, |_| Ok::<(), LogError>(()))
 }
 
 /// Writes a backup into a new data directory `dir` (missing or empty),

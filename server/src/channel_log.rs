@@ -4,8 +4,15 @@
 //! The hub must never sign two inconsistent checkpoints for one channel:
 //! the latest signed checkpoint is stored durably before it is served, a
 //! new one is signed only after checking it extends the previous one, and
-//! at start-up every channel is checked against its stored checkpoint (and
-//! every leaf against its entry) before anything is served.
+//! at start-up every channel is checked against its stored checkpoint
+//! before anything is served.
+//!
+//! Start-up checks only what no checkpoint covers, so that its cost does
+//! not grow with history: each checkpoint's signature, origin and root
+//! over the stored tree, and every entry after it (the tail), chained from
+//! the last leaf the checkpoint proves. The covered entries are checked
+//! one by one after the hub serves (`full_check`) and offline by
+//! `verify-data`, both with [`check_entries_deep`].
 
 use crate::fatal::{self, Poisoned};
 use crate::store::{ChannelHead, Store, StoreError};
@@ -20,7 +27,8 @@ use tongbao_proto::checkpoint::{
 };
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::merkle::{
-    HashReader, MerkleError, check_tree, prove_tree, stored_hash_index, tree_hash,
+    HashReader, MerkleError, check_record, check_tree, prove_record, prove_tree, stored_hash_index,
+    stored_hashes_for_record, tree_hash,
 };
 
 /// The locks of the latest checkpoints and of the durable sizes, as a
@@ -67,6 +75,10 @@ pub enum LogError {
     },
     #[error("channel {channel}: entry {seq} is missing")]
     MissingEntry { channel: String, seq: u64 },
+    #[error(
+        "channel {channel}: the Merkle hashes stored with entry {seq} are not those its leaf hash and the earlier ones make; the data was altered"
+    )]
+    TreeMismatch { channel: String, seq: u64 },
     #[error("channel {0} has no checkpoint yet")]
     NoCheckpoint(String),
     #[error("the latest checkpoint of {channel} has size {latest}, not {size}; cosign the latest")]
@@ -151,9 +163,9 @@ pub struct Logs {
 }
 
 impl Logs {
-    /// Checks every channel against its stored checkpoint and every entry
-    /// against its leaf hash; refuses (with the channel and sizes) on any
-    /// difference.
+    /// Checks every channel's stored checkpoint against its stored tree,
+    /// and every entry no checkpoint covers (see the module doc); refuses
+    /// (with the channel and what failed) on any difference.
     pub fn open(
         store: Arc<dyn Store>,
         key: SigningKey,
@@ -176,7 +188,8 @@ impl Logs {
             latest.insert(channel, SignedCheckpoint { note, checkpoint });
         }
         for (channel, head) in heads {
-            check_entries(logs.store.as_ref(), channel, head)?;
+            let covered = latest.get(channel).map(|s| &s.checkpoint);
+            check_tail(logs.store.as_ref(), channel, head, covered)?;
         }
         *fatal::lock(&logs.latest, CHECKPOINTS)? = latest;
         Ok(logs)
@@ -217,21 +230,78 @@ pub fn check_checkpoint(
 }
 
 /// Every entry of a channel recomputes to its stored leaf hash, which is
-/// the leaf of its tree, and chains to the previous one.
-pub fn check_entries(store: &dyn Store, channel: &str, head: &ChannelHead) -> Result<(), LogError> {
-    check_entries_with(store, channel, head, |_, _| Ok::<(), LogError>(()))
-}
-
-/// [`check_entries`], calling `also` with each entry's position and leaf
-/// hash once it checks out (a deeper check adds its own there).
-pub fn check_entries_with<E: From<LogError>>(
+/// the leaf of its tree, and chains to the previous one; and the Merkle
+/// hashes stored with each are recomputed from the leaf hashes: with them
+/// checked in order, a checkpoint's root over the stored hashes is the
+/// root over the entries. `also` runs after each entry (to stop early, by
+/// an error).
+pub fn check_entries_deep<E: From<LogError>>(
     store: &dyn Store,
     channel: &str,
     head: &ChannelHead,
+    mut also: impl FnMut(u64) -> Result<(), E>,
+) -> Result<(), E> {
+    check_range_with(store, channel, head, 0, GENESIS_PREVIOUS, |seq, leaf| {
+        check_stored_hashes(store, channel, seq, leaf)?;
+        also(seq)
+    })
+}
+
+/// The entries of a channel that its latest checkpoint `covered` does
+/// not cover, each checked as [`check_entries_deep`] does, the first chained
+/// from the checkpoint's last leaf, proved included under its root.
+pub fn check_tail(
+    store: &dyn Store,
+    channel: &str,
+    head: &ChannelHead,
+    covered: Option<&Checkpoint>,
+) -> Result<(), LogError> {
+    let (from, previous) = match covered {
+        Some(c) if c.size > 0 => (c.size, last_covered_leaf(store, channel, c)?),
+        _ => (0, GENESIS_PREVIOUS),
+    };
+    check_range_with(store, channel, head, from, previous, |seq, leaf| {
+        check_stored_hashes(store, channel, seq, leaf)
+    })
+}
+
+/// The leaf hash of the last entry `checkpoint` covers, from the stored
+/// tree, proved to be that leaf under the checkpoint's root.
+fn last_covered_leaf(
+    store: &dyn Store,
+    channel: &str,
+    checkpoint: &Checkpoint,
+) -> Result<Hash, LogError> {
+    let seq = checkpoint.size - 1;
+    let altered = || LogError::LeafMismatch {
+        channel: channel.to_string(),
+        seq,
+    };
+    let reader = ChannelHashes {
+        store,
+        channel,
+        pending: None,
+    };
+    let leaf = *store
+        .stored_hashes(channel, &[stored_hash_index(0, seq)])?
+        .first()
+        .ok_or_else(altered)?;
+    let proof = prove_record(checkpoint.size, seq, &reader)?;
+    check_record(&proof, checkpoint.size, &checkpoint.root, seq, &leaf).map_err(|_| altered())?;
+    Ok(leaf)
+}
+
+/// Entries `from..head.next_seq`, the first chaining to `previous`; the
+/// last one's leaf hash must be the head's.
+fn check_range_with<E: From<LogError>>(
+    store: &dyn Store,
+    channel: &str,
+    head: &ChannelHead,
+    from: u64,
+    mut previous: Hash,
     mut also: impl FnMut(u64, Hash) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut previous = GENESIS_PREVIOUS;
-    for seq in 0..head.next_seq {
+    for seq in from..head.next_seq {
         let computed = check_entry(store, channel, seq, &previous)?;
         also(seq, computed)?;
         previous = computed;
@@ -242,6 +312,33 @@ pub fn check_entries_with<E: From<LogError>>(
             seq: head.next_seq - 1,
         }
         .into());
+    }
+    Ok(())
+}
+
+/// The Merkle hashes stored with entry `seq` are those its leaf hash and
+/// the earlier stored hashes make.
+fn check_stored_hashes(
+    store: &dyn Store,
+    channel: &str,
+    seq: u64,
+    leaf: Hash,
+) -> Result<(), LogError> {
+    let tree = || LogError::TreeMismatch {
+        channel: channel.to_string(),
+        seq,
+    };
+    let reader = ChannelHashes {
+        store,
+        channel,
+        pending: None,
+    };
+    let expected = stored_hashes_for_record(seq, leaf, &reader).map_err(|_| tree())?;
+    let first = stored_hash_index(0, seq);
+    let indexes: Vec<u64> = (first..first + expected.len() as u64).collect();
+    let stored = store.stored_hashes(channel, &indexes).map_err(|_| tree())?;
+    if stored != expected {
+        return Err(tree());
     }
     Ok(())
 }

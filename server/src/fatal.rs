@@ -8,6 +8,10 @@
 //! disk. Every module reports the lock here (this module imports nothing
 //! of the hub's); the process's serve loop (`hub::serve_until_signal`)
 //! waits on [`requested`].
+//!
+//! The background check of the stored entries (`full_check`) stops the
+//! hub the same way when it finds data altered on disk ([`altered`]): the
+//! hub must not go on serving history it can no longer vouch for.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::Notify;
@@ -26,9 +30,20 @@ impl From<Poisoned> for tonic::Status {
     }
 }
 
+/// Why the hub stops by itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    #[error("stopped after a fatal internal error: the {} lock is poisoned", .0.what)]
+    Poisoned(Poisoned),
+    /// The background check found stored data altered, or could not
+    /// read it (what, where).
+    #[error("stopped: the background check of the stored entries failed: {0}")]
+    Altered(String),
+}
+
 /// The first fatal condition met, and a wake-up for whoever stops the hub.
 struct Fatal {
-    first: OnceLock<Poisoned>,
+    first: OnceLock<Stop>,
     stop: Notify,
 }
 
@@ -43,18 +58,30 @@ impl Fatal {
     fn poisoned(&self, what: &'static str) -> Poisoned {
         let e = Poisoned { what };
         tracing::error!(lock = what, "{e}");
-        if self.first.set(e).is_ok() {
+        self.record(Stop::Poisoned(e));
+        e
+    }
+
+    fn altered(&self, what: String) {
+        tracing::error!(
+            "the background check of the stored entries failed: {what}; the hub is stopping"
+        );
+        self.record(Stop::Altered(what));
+    }
+
+    /// Keeps the first condition and wakes whoever stops the hub.
+    fn record(&self, stop: Stop) {
+        if self.first.set(stop).is_ok() {
             self.stop.notify_waiters();
             // Kept as a permit too, for a waiter that checks in just after.
             self.stop.notify_one();
         }
-        e
     }
 
-    async fn requested(&self) -> Poisoned {
+    async fn requested(&self) -> Stop {
         loop {
             if let Some(e) = self.first.get() {
-                return *e;
+                return e.clone();
             }
             self.stop.notified().await;
         }
@@ -70,13 +97,20 @@ pub fn poisoned(what: &'static str) -> Poisoned {
     FATAL.poisoned(what)
 }
 
-/// The first poisoned lock met, if any.
-pub fn met() -> Option<Poisoned> {
-    FATAL.first.get().copied()
+/// Records that the background check found stored data altered or
+/// unreadable (`what` names the channel and entry), logs it and asks the
+/// hub to stop.
+pub fn altered(what: String) {
+    FATAL.altered(what);
 }
 
-/// Resolves once a poisoned lock was met (at once if one was already).
-pub async fn requested() -> Poisoned {
+/// The first fatal condition met, if any.
+pub fn met() -> Option<Stop> {
+    FATAL.first.get().cloned()
+}
+
+/// Resolves once a fatal condition was met (at once if one was already).
+pub async fn requested() -> Stop {
     FATAL.requested().await
 }
 
@@ -127,10 +161,22 @@ mod tests {
         );
         let e = fatal.poisoned("inbox heads");
         assert_eq!(e.what, "inbox heads");
-        assert_eq!(waiter.await, e);
+        assert_eq!(waiter.await, Stop::Poisoned(e));
         // A later one neither replaces the first nor blocks a late waiter.
         fatal.poisoned("store overlay");
-        assert_eq!(fatal.requested().await.what, "inbox heads");
+        fatal.altered("channel tax: entry 2 is missing".into());
+        assert_eq!(fatal.requested().await, Stop::Poisoned(e));
+    }
+
+    #[tokio::test]
+    async fn altered_data_stops_the_hub_naming_what_was_found() {
+        let fatal = Fatal::new();
+        fatal.altered("channel tax: entry 2 is missing".into());
+        let stop = fatal.requested().await;
+        assert_eq!(
+            stop.to_string(),
+            "stopped: the background check of the stored entries failed: channel tax: entry 2 is missing"
+        );
     }
 
     #[test]

@@ -57,9 +57,12 @@ pub enum HubError {
     Verifier(std::io::Error),
     #[error("cannot start the threads of heavy queries: {0}")]
     HeavyPool(std::io::Error),
-    /// Stopped in order after a lock was found poisoned (see `fatal`).
-    #[error("stopped after a fatal internal error: the {} lock is poisoned", .0.what)]
-    Fatal(crate::fatal::Poisoned),
+    #[error("cannot start the check of every stored entry: {0}")]
+    FullCheck(std::io::Error),
+    /// Stopped in order after a lock was found poisoned or the stored
+    /// data altered (see `fatal`).
+    #[error("{0}")]
+    Fatal(crate::fatal::Stop),
 }
 
 /// Handle of a started hub.
@@ -72,6 +75,10 @@ pub struct Hub {
     tls: Arc<TlsReloader>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     appender: std::thread::JoinHandle<()>,
+    /// The check of every entry stored before the start (`full_check`).
+    full_check: std::thread::JoinHandle<()>,
+    /// Signs the last checkpoints at shutdown.
+    logs: Arc<Logs>,
     /// Stopped after the server: its last records are written and signed.
     access_log: Arc<AccessLog>,
     /// Kept so that shutdown can wait for every other holder to let go:
@@ -95,12 +102,14 @@ impl Hub {
             tracing::info!(%role, operators = ?names, "operators registered");
         }
         let data_dir = &config.hub.data_dir;
+        let mut phases = StartPhases::new();
         // The store creates the data directory (0700, durably).
         let store: Arc<dyn Store> = Arc::new(SledStore::open_keeping_free(
             data_dir,
             config.hub.fsync,
             config.hub.min_free_mib.saturating_mul(1 << 20),
         )?);
+        phases.done("store_open");
         let registry = match Registry::load(store.as_ref())? {
             Some(r) => {
                 if Registry::from_seeds(&config.units, &config.mechanisms)
@@ -128,27 +137,31 @@ impl Hub {
         };
         let registry = finish_pending_rotations(store.as_ref(), registry)?;
         let registry = Arc::new(RwLock::new(registry));
+        phases.done("registry");
         let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
+        phases.done("inbox_heads");
+        let heads = store.channel_heads()?;
+        phases.done("channel_heads");
         let key_path = match &config.hub.checkpoint_key {
             Some(p) => config.resolve(p),
             None => data_dir.join("checkpoint.key"),
         };
-        let checked = std::time::Instant::now();
         let logs = Arc::new(Logs::open(
             store.clone(),
             load_or_create_key(&key_path)?,
             &config.hub.log_name,
-            &store.channel_heads()?,
+            &heads,
         )?);
         tracing::info!(
             vkey = %logs.verifier()?.to_vkey(),
-            checked_ms = checked.elapsed().as_millis() as u64,
-            "every channel matches its checkpoint and leaf hashes"
+            checked_ms = phases.done("channel_checkpoints_and_tails"),
+            "every channel matches its checkpoint, and every entry after it its leaf hash"
         );
         let workflows = Arc::new(crate::workflow::Workflows::open(
             &data_dir.join("workflow"),
             &store,
         )?);
+        phases.done("workflow");
         let (appender, appender_thread) = Appender::start(
             store.clone(),
             registry.clone(),
@@ -175,6 +188,7 @@ impl Hub {
             &config.hub.log_name,
             config.hub.fsync,
         )?;
+        phases.done("access_log");
         admin_audit.include_in(access_log.clone());
         let listener = TcpListener::bind(config.hub.listen)
             .await
@@ -279,7 +293,7 @@ impl Hub {
             .max_decoding_message_size(max(AdminServer::<AdminService>::NAME));
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
             .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
-        tokio::spawn(checkpoint_cadence(logs, shutdown_rx.clone()));
+        tokio::spawn(checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max(ExchangeServer::<ExchangeService>::NAME))
             .max_encoding_message_size(usize::MAX);
@@ -325,6 +339,10 @@ impl Hub {
                 }),
         );
         tracing::info!(%addr, data_dir = %data_dir.display(), "hub listening");
+        tracing::info!(phases_ms = ?phases.ms, "start-up took");
+        // After the server: the start does not wait for it (see `full_check`).
+        let full_check = crate::full_check::start(store.clone(), heads, shutdown.subscribe())
+            .map_err(HubError::FullCheck)?;
         Ok(Self {
             addr,
             metrics_addr,
@@ -333,6 +351,8 @@ impl Hub {
             tls,
             server,
             appender: appender_thread,
+            full_check,
+            logs,
             access_log,
             store,
         })
@@ -377,6 +397,12 @@ impl Hub {
             .await
             .map_err(|e| HubError::Server(e.to_string()))?;
         served.map_err(|e| HubError::Server(e.to_string()))?;
+        // It sees the signal between two entries.
+        let full_check = self.full_check;
+        tokio::task::spawn_blocking(move || full_check.join())
+            .await
+            .map_err(|e| HubError::Server(e.to_string()))?
+            .map_err(|_| HubError::Server("the check of every entry panicked".into()))?;
         // Every call has ended: its last records are written and signed.
         let access_log = self.access_log;
         tokio::task::spawn_blocking(move || access_log.stop())
@@ -387,6 +413,16 @@ impl Hub {
             .await
             .map_err(|e| HubError::Server(e.to_string()))?
             .map_err(|_| HubError::Server("appender thread panicked".into()))?;
+        // Every append is durable: checkpoints over all of it leave the
+        // next start no tail to check.
+        let logs = self.logs;
+        match tokio::task::spawn_blocking(move || logs.refresh_all()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no last checkpoint at shutdown; the next start checks the entries after the previous one")
+            }
+            Err(e) => tracing::warn!(error = %e, "no last checkpoint at shutdown"),
+        }
         // Tasks that saw the shutdown signal drop their handles a moment later.
         let store = self.store;
         let deadline = tokio::time::Instant::now() + STORE_RELEASE_WAIT;
@@ -426,6 +462,31 @@ fn finish_pending_rotations(
         tracing::warn!("finished an interrupted key rotation: {line}");
     }
     Ok(registry)
+}
+
+/// How long each step of the start took, in ms, for the log: steps whose
+/// cost grows with the data show there first.
+struct StartPhases {
+    ms: Vec<(&'static str, u64)>,
+    last: std::time::Instant,
+}
+
+impl StartPhases {
+    fn new() -> Self {
+        Self {
+            ms: Vec::new(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Records the step that ends now; returns its ms.
+    fn done(&mut self, step: &'static str) -> u64 {
+        let now = std::time::Instant::now();
+        let ms = now.duration_since(self.last).as_millis() as u64;
+        self.ms.push((step, ms));
+        self.last = now;
+        ms
+    }
 }
 
 /// How long shutdown waits for the tasks still holding the store.
@@ -603,8 +664,8 @@ impl Signals {
     }
 }
 
-/// A signal to stop (None), or a poisoned lock met anywhere in the hub.
-async fn wait_for_stop(signals: Option<StopSignals>) -> Option<crate::fatal::Poisoned> {
+/// A signal to stop (None), or a fatal condition met anywhere in the hub.
+async fn wait_for_stop(signals: Option<StopSignals>) -> Option<crate::fatal::Stop> {
     tokio::select! {
         () = wait_for_signal(signals) => None,
         e = crate::fatal::requested() => Some(e),

@@ -447,6 +447,60 @@ impl HubProcess {
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// Starts the hub on `data_dir` expecting it to stop by itself, failing:
+    /// refused at start, or stopped while serving (by the background check
+    /// of every entry). Returns which, and what it wrote to stderr. A hub
+    /// still serving after `within` is stopped, and that is the error.
+    pub fn stopped_by_itself(
+        pki: &TestPki,
+        binary: &str,
+        data_dir: &Path,
+        within: std::time::Duration,
+    ) -> Result<Stopped, BoxError> {
+        use std::io::Read;
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(pki.path().join("hub.toml"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        // Read aside, so that a hub that writes much cannot block on it.
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let at = if line.starts_with("tongbao-hub listening on ") {
+            StoppedAt::WhileServing
+        } else {
+            StoppedAt::Start
+        };
+        let deadline = std::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                return Err(format!("the hub was still serving after {within:?}").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = reader.join().map_err(|_| "the stderr reader panicked")?;
+        if status.success() {
+            return Err(format!("the hub exited successfully: {stderr:?}").into());
+        }
+        Ok(Stopped { at, stderr })
+    }
+
     /// Sends SIGHUP (through `kill`, as an operator would: no unsafe code).
     pub fn hangup(&self) -> Result<(), BoxError> {
         self.signal("-HUP")
@@ -490,6 +544,22 @@ impl HubProcess {
         self.child.wait()?;
         Ok(())
     }
+}
+
+/// Where a hub that stopped by itself stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppedAt {
+    /// It never said it was listening.
+    Start,
+    /// It said it was listening, then stopped.
+    WhileServing,
+}
+
+/// A hub that stopped by itself, failing.
+#[derive(Debug)]
+pub struct Stopped {
+    pub at: StoppedAt,
+    pub stderr: String,
 }
 
 /// The files through which a test sees and releases a held failpoint.

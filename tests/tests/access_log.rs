@@ -1,7 +1,8 @@
 //! The access log end to end over real mTLS: every method of every
 //! service is recorded with its outcome (refusals, an unknown party and a
 //! refused handshake included); a changed or removed record is caught by
-//! `audit-log verify` and by the hub at start; an answered write survives
+//! `audit-log verify`, and by the hub at start after the latest signed
+//! checkpoint (a removed one, and changed stored hashes, anywhere); an answered write survives
 //! kill -9; retention removes whole old segments only, and records it.
 #![forbid(unsafe_code)]
 
@@ -451,11 +452,21 @@ fn segments(data: &Path) -> Result<Vec<std::path::PathBuf>, BoxError> {
         .collect())
 }
 
+/// `audit-log verify` names a changed or removed record anywhere; the
+/// hub's start names one after the latest signed checkpoint (what a crash
+/// before the next checkpoint leaves), a removed one anywhere, and stored
+/// hashes that no longer give the signed root (docs/access-log.md, "The
+/// check at start").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestResult {
     let pki = TestPki::generate()?;
     served(&pki, &[], "first").await?;
     let data = pki.path().join("data");
+    let checkpoint_file = data.join(files::DIR).join(files::CHECKPOINT_FILE);
+    // Signed as the first hub stopped: it covers the first segment only.
+    let older = std::fs::read(&checkpoint_file)?;
+    served(&pki, &[], "second").await?;
+    let newer = std::fs::read(&checkpoint_file)?;
     let vkey = hub_vkey(&pki)?;
     let data_arg = data.display().to_string();
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
@@ -469,8 +480,11 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     let original = std::fs::read_to_string(&path)?;
     let lines: Vec<&str> = original.lines().collect();
     assert!(lines.len() >= 4, "{original}");
+    let number = |i: usize| -> Result<String, BoxError> {
+        Ok(format!("record {}", AccessRecord::from_line(lines[i])?.n))
+    };
 
-    // Record 2 changed (its time moved by a microsecond).
+    // The third record of the last segment changed (its time moved by a microsecond).
     let changed: String = lines
         .iter()
         .enumerate()
@@ -488,16 +502,18 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(!ok, "verify passed a changed record: {said}");
     assert!(
-        said.contains(&name) && said.contains("record 2") && said.contains("changed"),
+        said.contains(&name) && said.contains(&number(2)?) && said.contains("changed"),
         "{said}"
     );
+    // After the checkpoint the start reads it, and refuses.
+    std::fs::write(&checkpoint_file, &older)?;
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
     assert!(
-        refused.contains(&name) && refused.contains("record 2") && refused.contains("changed"),
+        refused.contains(&name) && refused.contains(&number(2)?) && refused.contains("changed"),
         "{refused}"
     );
 
-    // Record 1 removed.
+    // The second record of the last segment removed.
     let removed: String = lines
         .iter()
         .enumerate()
@@ -505,17 +521,38 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
         .map(|(_, l)| format!("{l}\n"))
         .collect();
     std::fs::write(&path, &removed)?;
+    let gone = format!("{} was removed", number(1)?);
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(!ok, "verify passed a removed record: {said}");
-    assert!(
-        said.contains(&name) && said.contains("record 1 was removed"),
-        "{said}"
-    );
+    assert!(said.contains(&name) && said.contains(&gone), "{said}");
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
     assert!(
-        refused.contains(&name) && refused.contains("record 1 was removed"),
+        refused.contains(&name) && refused.contains(&gone),
         "{refused}"
     );
+    // Covered by the checkpoint, a removed record still refuses the start:
+    // the segments end before the records it signs.
+    std::fs::write(&checkpoint_file, &newer)?;
+    let refused = HubProcess::refused_start(&pki, HUB, &data)?;
+    assert!(
+        refused.contains(&name) && refused.contains("were removed"),
+        "{refused}"
+    );
+    // And a stored hash of the tree's right edge changed under the
+    // checkpoint (the last one written) refuses it too.
+    let tree_file = data.join(files::DIR).join(files::TREE_FILE);
+    let tree = std::fs::read(&tree_file)?;
+    let mut altered = tree.clone();
+    let last = altered.len().checked_sub(32).ok_or("an empty tree")?;
+    altered[last] ^= 1;
+    std::fs::write(&path, &original)?;
+    std::fs::write(&tree_file, &altered)?;
+    let refused = HubProcess::refused_start(&pki, HUB, &data)?;
+    assert!(
+        refused.contains("tree.hashes") && refused.contains("altered"),
+        "{refused}"
+    );
+    std::fs::write(&tree_file, &tree)?;
 
     // Put back, the log verifies and the hub starts again.
     std::fs::write(&path, &original)?;

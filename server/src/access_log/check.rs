@@ -1,13 +1,16 @@
 //! Checks the access log on disk against its tree and signed checkpoint:
-//! at every start of the hub (which then repairs what a crash left) and
-//! offline by `tongbao-hub audit-log verify` (which only reads).
+//! offline by `tongbao-hub audit-log verify` ([`scan`], which only reads)
+//! and, for what the latest checkpoint does not cover, at every start of
+//! the hub ([`scan_tail`]; the hub then repairs what a crash left).
 //!
 //! One pass, front to back: every record is read, numbered, hashed and
 //! compared with its leaf hash in `tree.hashes`; every stored hash is
 //! recomputed from the leaves; the root at the checkpoint's size must be
 //! the signed one. Records removed under retention are covered by their
 //! hashes (kept in `tree.hashes`) and by removal records naming them. The
-//! first thing that fails is named: segment, record and what.
+//! first thing that fails is named: segment, record and what. A start
+//! takes the records the checkpoint covers on its root over the stored
+//! hashes instead, so that it does not take longer as the log grows.
 
 use super::files::{self, SegmentLines, SegmentName, TreeFile, TreeStream};
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
@@ -15,7 +18,7 @@ use super::{AccessLogError, Frontier};
 use std::path::{Path, PathBuf};
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
-use tongbao_proto::merkle::tree_hash;
+use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 
 /// A segment as found on disk.
 #[derive(Debug, Clone)]
@@ -116,21 +119,202 @@ fn read_group(tree: &mut TreeStream, n: u64) -> Result<Option<Vec<Hash>>, std::i
     Ok(Some(group))
 }
 
-/// Checks the access log in `dir` (see the module doc).
+/// Checks the access log in `dir` record by record (see the module doc):
+/// `tongbao-hub audit-log verify`.
 pub fn scan(dir: &Path, verifier: &NoteVerifier, origin: &str) -> Result<Scanned, AccessLogError> {
-    // The checkpoint first: records it covers were durable before it was signed.
     let checkpoint = read_checkpoint(dir, verifier, origin)?;
-    let signed_size = checkpoint.as_ref().map_or(0, |(c, _)| c.size);
     let listed = files::list_segments(dir).map_err(|e| AccessLogError::io(dir, e))?;
     let tree_path = dir.join(files::TREE_FILE);
-    let mut tree = TreeStream::open(&tree_path).map_err(|e| AccessLogError::io(&tree_path, e))?;
-    let mut frontier = Frontier::default();
-    let mut hashed = 0u64;
-    let mut tree_ended = false;
-    let check_root = |frontier: &Frontier, segment: &str, n: u64| -> Result<(), AccessLogError> {
-        if let Some((c, _)) = &checkpoint
-            && c.size == frontier.size()
-            && frontier.root()? != c.root
+    let tree = TreeStream::open(&tree_path).map_err(|e| AccessLogError::io(&tree_path, e))?;
+    let mut pass = Pass::new(tree_path, tree, checkpoint, Frontier::default());
+    // Records removed under retention: their hashes alone remain.
+    let first_kept = listed.first().map_or(0, |(n, _)| n.first);
+    for n in 0..first_kept {
+        let group = read_group(&mut pass.tree, n)
+            .map_err(|e| AccessLogError::io(&pass.tree_path, e))?
+            .ok_or_else(|| {
+                broken(
+                    files::TREE_FILE,
+                    Some(n),
+                    format!("record {n} was removed under retention but the tree lacks its hashes"),
+                )
+            })?;
+        let computed = pass.frontier.append(group[0])?;
+        if computed != group {
+            return Err(broken(
+                files::TREE_FILE,
+                Some(n),
+                "the stored hashes do not agree with one another: the tree file was altered",
+            ));
+        }
+        pass.hashed += 1;
+        pass.check_root(files::TREE_FILE, n)?;
+    }
+    pass.next = first_kept;
+    pass.segments(listed, 0)?;
+    pass.finish(dir, first_kept, true)
+}
+
+/// Checks the access log in `dir` as a start needs it, in a time that
+/// does not grow with the log: the latest signed checkpoint's root over
+/// the stored hashes of `tree.hashes`, and record by record (as [`scan`])
+/// only the records after it. What the checkpoint covers is read no
+/// further than each segment's size and last record (retention needs its
+/// time); `tongbao-hub audit-log verify` checks it all.
+pub fn scan_tail(
+    dir: &Path,
+    verifier: &NoteVerifier,
+    origin: &str,
+) -> Result<Scanned, AccessLogError> {
+    let checkpoint = read_checkpoint(dir, verifier, origin)?;
+    let listed = files::list_segments(dir).map_err(|e| AccessLogError::io(dir, e))?;
+    let first_kept = listed.first().map_or(0, |(n, _)| n.first);
+    let covered = match &checkpoint {
+        Some((c, _)) if c.size > first_kept => c.size,
+        // Nothing kept is covered: every record is the tail.
+        _ => return scan(dir, verifier, origin),
+    };
+    let tree_path = dir.join(files::TREE_FILE);
+    let frontier = covered_frontier(&tree_path, covered, checkpoint.as_ref())?;
+    let tree = TreeStream::open_at(&tree_path, stored_hash_count(covered))
+        .map_err(|e| AccessLogError::io(&tree_path, e))?;
+    let mut pass = Pass::new(tree_path, tree, checkpoint, frontier);
+    pass.hashed = covered;
+    // The segment holding the first record after the checkpoint, or its last record.
+    let start = listed
+        .iter()
+        .rposition(|(n, _)| n.first <= covered)
+        .unwrap_or(0);
+    let mut listed = listed;
+    let tail = listed.split_off(start);
+    for (i, (name, path)) in listed.iter().enumerate() {
+        let end = listed
+            .get(i + 1)
+            .or(tail.first())
+            .map_or(name.first, |(n, _)| n.first);
+        pass.segments.push(covered_segment(name, path, end)?);
+    }
+    pass.next = tail.first().map_or(covered, |(n, _)| n.first);
+    pass.segments(tail, covered)?;
+    pass.finish(dir, first_kept, false)
+}
+
+/// The tree's right edge at `size`, read from `tree.hashes`, whose root
+/// must be the signed checkpoint's.
+fn covered_frontier(
+    tree_path: &Path,
+    size: u64,
+    checkpoint: Option<&(Checkpoint, String)>,
+) -> Result<Frontier, AccessLogError> {
+    let tree = TreeFile::open(tree_path).map_err(|e| AccessLogError::io(tree_path, e))?;
+    let altered = |what: String| broken(files::TREE_FILE, Some(size - 1), what);
+    let frontier = Frontier::from_tree(size, &tree).map_err(|e| {
+        altered(format!(
+            "the tree lacks hashes of records the signed checkpoint of size {size} covers: {e}"
+        ))
+    })?;
+    if checkpoint.is_some_and(|(c, _)| frontier.root().ok() != Some(c.root)) {
+        return Err(altered(format!(
+            "the stored hashes do not match the signed checkpoint of size {size}: the tree file was altered"
+        )));
+    }
+    Ok(frontier)
+}
+
+/// A segment the checkpoint covers whole: its size from the next one's
+/// first record, and the time of its last record, read from its end.
+fn covered_segment(
+    name: &SegmentName,
+    path: &Path,
+    end: u64,
+) -> Result<SegmentState, AccessLogError> {
+    let label = name.file_name();
+    if end <= name.first {
+        return Err(broken(
+            &label,
+            Some(name.first),
+            format!("the next segment begins at record {end}, inside this one"),
+        ));
+    }
+    let last = end - 1;
+    let text = files::last_line(path).map_err(|e| AccessLogError::io(path, e))?;
+    let record = text
+        .as_deref()
+        .map(AccessRecord::from_line)
+        .transpose()
+        .map_err(|e| {
+            broken(
+                &label,
+                Some(last),
+                format!("its last line cannot be read as a record: {e}"),
+            )
+        })?;
+    match record {
+        Some(r) if r.n == last => Ok(SegmentState {
+            name: name.clone(),
+            path: path.to_path_buf(),
+            count: end - name.first,
+            last_at: Some(r.at_micros),
+        }),
+        Some(r) => Err(broken(
+            &label,
+            Some(last),
+            format!(
+                "the segment ends with record {} where record {last} belongs, before the next segment",
+                r.n
+            ),
+        )),
+        None => Err(broken(
+            &label,
+            Some(last),
+            "the segment ends in a cut record (or none) though later segments follow",
+        )),
+    }
+}
+
+/// The state of one front-to-back pass over the segments.
+struct Pass {
+    tree_path: PathBuf,
+    tree: TreeStream,
+    tree_ended: bool,
+    /// The latest signed checkpoint and its note.
+    checkpoint: Option<(Checkpoint, String)>,
+    frontier: Frontier,
+    hashed: u64,
+    next: u64,
+    segments: Vec<SegmentState>,
+    removals: Vec<RemovedSegment>,
+    torn_tail: Option<(PathBuf, u64)>,
+    unhashed: Vec<Hash>,
+}
+
+impl Pass {
+    fn new(
+        tree_path: PathBuf,
+        tree: TreeStream,
+        checkpoint: Option<(Checkpoint, String)>,
+        frontier: Frontier,
+    ) -> Self {
+        Self {
+            tree_path,
+            tree,
+            tree_ended: false,
+            checkpoint,
+            frontier,
+            hashed: 0,
+            next: 0,
+            segments: Vec::new(),
+            removals: Vec::new(),
+            torn_tail: None,
+            unhashed: Vec::new(),
+        }
+    }
+
+    /// At the checkpoint's size, the tree's root must be the signed one.
+    fn check_root(&self, segment: &str, n: u64) -> Result<(), AccessLogError> {
+        if let Some((c, _)) = &self.checkpoint
+            && c.size == self.frontier.size()
+            && self.frontier.root()? != c.root
         {
             return Err(broken(
                 segment,
@@ -142,165 +326,191 @@ pub fn scan(dir: &Path, verifier: &NoteVerifier, origin: &str) -> Result<Scanned
             ));
         }
         Ok(())
-    };
-    // Records removed under retention: their hashes alone remain.
-    let first_kept = listed.first().map_or(0, |(n, _)| n.first);
-    for n in 0..first_kept {
-        let group = read_group(&mut tree, n)
-            .map_err(|e| AccessLogError::io(&tree_path, e))?
-            .ok_or_else(|| {
-                broken(
-                    files::TREE_FILE,
-                    Some(n),
-                    format!("record {n} was removed under retention but the tree lacks its hashes"),
-                )
-            })?;
-        let computed = frontier.append(group[0])?;
-        if computed != group {
-            return Err(broken(
-                files::TREE_FILE,
-                Some(n),
-                "the stored hashes do not agree with one another: the tree file was altered",
-            ));
-        }
-        hashed += 1;
-        check_root(&frontier, files::TREE_FILE, n)?;
     }
-    let mut segments = Vec::with_capacity(listed.len());
-    let mut removals = Vec::new();
-    let mut torn_tail = None;
-    let mut unhashed = Vec::new();
-    let mut next = first_kept;
-    let last_index = listed.len().saturating_sub(1);
-    for (i, (name, path)) in listed.into_iter().enumerate() {
-        let label = name.file_name();
-        if name.first != next {
-            let what = if name.first > next {
+
+    /// Checks `listed` in order from record `self.next`; records before
+    /// `covered` are only counted (their hashes are already in the tree).
+    fn segments(
+        &mut self,
+        listed: Vec<(SegmentName, PathBuf)>,
+        covered: u64,
+    ) -> Result<(), AccessLogError> {
+        let last_index = listed.len().saturating_sub(1);
+        for (i, (name, path)) in listed.into_iter().enumerate() {
+            let label = name.file_name();
+            if name.first != self.next {
+                let what = if name.first > self.next {
+                    format!(
+                        "records {}..{} are missing: the segment holding them was removed without a removal record",
+                        self.next, name.first
+                    )
+                } else {
+                    format!(
+                        "the segment begins at record {} inside the previous one",
+                        name.first
+                    )
+                };
+                return Err(broken(label, Some(self.next), what));
+            }
+            let mut lines = SegmentLines::open(&path).map_err(|e| AccessLogError::io(&path, e))?;
+            let mut state = SegmentState {
+                name,
+                path: path.clone(),
+                count: 0,
+                last_at: None,
+            };
+            let mut valid_len = 0;
+            let mut last_counted = None;
+            while let Some(line) = lines
+                .next_line()
+                .map_err(|e| AccessLogError::io(&path, e))?
+            {
+                if self.next < covered {
+                    last_counted = Some(line.text);
+                } else {
+                    let record = self.record(&label, &line)?;
+                    state.last_at = Some(record.at_micros);
+                }
+                state.count += 1;
+                valid_len = line.end;
+                self.next += 1;
+            }
+            if state.last_at.is_none()
+                && let Some(text) = last_counted
+            {
+                let record = AccessRecord::from_line(&text).map_err(|e| {
+                    broken(
+                        &label,
+                        Some(self.next - 1),
+                        format!("its last line cannot be read as a record: {e}"),
+                    )
+                })?;
+                state.last_at = Some(record.at_micros);
+            }
+            if lines.torn {
+                if i != last_index {
+                    return Err(broken(
+                        &label,
+                        Some(self.next),
+                        "the segment ends in a cut record though later segments follow",
+                    ));
+                }
+                self.torn_tail = Some((path, valid_len));
+            }
+            self.segments.push(state);
+        }
+        Ok(())
+    }
+
+    /// Checks one line as record `self.next`: its number, its leaf hash in
+    /// the tree, the stored hashes it completes, the root at the checkpoint.
+    fn record(&mut self, label: &str, line: &files::Line) -> Result<AccessRecord, AccessLogError> {
+        let next = self.next;
+        let record = AccessRecord::from_line(&line.text).map_err(|e| {
+            broken(
+                label,
+                Some(next),
+                format!("line {} cannot be read as a record: {e}", line.number),
+            )
+        })?;
+        if record.n != next {
+            let what = if record.n > next {
                 format!(
-                    "records {next}..{} are missing: the segment holding them was removed without a removal record",
-                    name.first
+                    "line {} holds record {} where record {next} belongs: record {next} was removed",
+                    line.number, record.n
                 )
             } else {
                 format!(
-                    "the segment begins at record {} inside the previous one",
-                    name.first
+                    "line {} holds record {} again where record {next} belongs",
+                    line.number, record.n
                 )
             };
             return Err(broken(label, Some(next), what));
         }
-        let mut lines = SegmentLines::open(&path).map_err(|e| AccessLogError::io(&path, e))?;
-        let mut state = SegmentState {
-            name,
-            path: path.clone(),
-            count: 0,
-            last_at: None,
+        let leaf = leaf_of_line(&line.text);
+        let group = if self.tree_ended {
+            None
+        } else {
+            read_group(&mut self.tree, next).map_err(|e| AccessLogError::io(&self.tree_path, e))?
         };
-        let mut valid_len = 0;
-        while let Some(line) = lines
-            .next_line()
-            .map_err(|e| AccessLogError::io(&path, e))?
+        let computed = self.frontier.append(leaf)?;
+        match group {
+            Some(group) => {
+                if group[0] != leaf {
+                    return Err(broken(
+                        label,
+                        Some(next),
+                        format!(
+                            "line {} does not match the record's leaf hash in the tree: the record was changed",
+                            line.number
+                        ),
+                    ));
+                }
+                if group != computed {
+                    return Err(broken(
+                        files::TREE_FILE,
+                        Some(next),
+                        "the stored hashes do not agree with one another: the tree file was altered",
+                    ));
+                }
+                self.hashed += 1;
+            }
+            None => {
+                self.tree_ended = true;
+                self.unhashed.extend_from_slice(&computed);
+            }
+        }
+        if record.kind == RecordKind::Removal
+            && let Some(r) = &record.removed
         {
-            let record = AccessRecord::from_line(&line.text).map_err(|e| {
-                broken(
-                    &label,
-                    Some(next),
-                    format!("line {} cannot be read as a record: {e}", line.number),
-                )
-            })?;
-            if record.n != next {
-                let what = if record.n > next {
-                    format!(
-                        "line {} holds record {} where record {next} belongs: record {next} was removed",
-                        line.number, record.n
-                    )
-                } else {
-                    format!(
-                        "line {} holds record {} again where record {next} belongs",
-                        line.number, record.n
-                    )
-                };
-                return Err(broken(&label, Some(next), what));
-            }
-            let leaf = leaf_of_line(&line.text);
-            let group = if tree_ended {
-                None
-            } else {
-                read_group(&mut tree, next).map_err(|e| AccessLogError::io(&tree_path, e))?
-            };
-            let computed = frontier.append(leaf)?;
-            match group {
-                Some(group) => {
-                    if group[0] != leaf {
-                        return Err(broken(
-                            &label,
-                            Some(next),
-                            format!(
-                                "line {} does not match the record's leaf hash in the tree: the record was changed",
-                                line.number
-                            ),
-                        ));
-                    }
-                    if group != computed {
-                        return Err(broken(
-                            files::TREE_FILE,
-                            Some(next),
-                            "the stored hashes do not agree with one another: the tree file was altered",
-                        ));
-                    }
-                    hashed += 1;
-                }
-                None => {
-                    tree_ended = true;
-                    unhashed.extend_from_slice(&computed);
-                }
-            }
-            if record.kind == RecordKind::Removal
-                && let Some(r) = record.removed
-            {
-                removals.push(r);
-            }
-            state.count += 1;
-            state.last_at = Some(record.at_micros);
-            valid_len = line.end;
-            next += 1;
-            check_root(&frontier, &label, next - 1)?;
+            self.removals.push(r.clone());
         }
-        if lines.torn {
-            if i != last_index {
-                return Err(broken(
-                    &label,
-                    Some(next),
-                    "the segment ends in a cut record though later segments follow",
-                ));
-            }
-            torn_tail = Some((path, valid_len));
+        self.check_root(label, next)?;
+        Ok(record)
+    }
+
+    /// The checks after the last segment; the pass as [`Scanned`].
+    /// `all_removals`: every removal record was read (not only the tail's).
+    fn finish(
+        self,
+        dir: &Path,
+        first_kept: u64,
+        all_removals: bool,
+    ) -> Result<Scanned, AccessLogError> {
+        let signed_size = self.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
+        if signed_size > self.next {
+            let label = self
+                .segments
+                .last()
+                .map_or_else(|| "(no segment)".to_string(), |s| s.name.file_name());
+            return Err(broken(
+                label,
+                Some(self.next),
+                format!(
+                    "the signed checkpoint covers {signed_size} records but the segments end at record {}: records {}..{signed_size} were removed",
+                    self.next, self.next
+                ),
+            ));
         }
-        segments.push(state);
+        let unfinished_removals = check_removals(
+            dir,
+            first_kept,
+            &self.removals,
+            &self.segments,
+            all_removals,
+        )?;
+        Ok(Scanned {
+            size: self.next,
+            frontier: self.frontier,
+            segments: self.segments,
+            checkpoint: self.checkpoint,
+            hashed: self.hashed,
+            torn_tail: self.torn_tail,
+            removals: self.removals,
+            unhashed: self.unhashed,
+            unfinished_removals,
+        })
     }
-    if signed_size > next {
-        let label = segments
-            .last()
-            .map_or_else(|| "(no segment)".to_string(), |s| s.name.file_name());
-        return Err(broken(
-            label,
-            Some(next),
-            format!(
-                "the signed checkpoint covers {signed_size} records but the segments end at record {next}: records {next}..{signed_size} were removed"
-            ),
-        ));
-    }
-    let unfinished_removals = check_removals(dir, first_kept, &removals, &segments)?;
-    Ok(Scanned {
-        size: next,
-        frontier,
-        segments,
-        checkpoint,
-        hashed,
-        torn_tail,
-        removals,
-        unhashed,
-        unfinished_removals,
-    })
 }
 
 /// The records before the first segment are exactly those named by
@@ -308,11 +518,15 @@ pub fn scan(dir: &Path, verifier: &NoteVerifier, origin: &str) -> Result<Scanned
 /// root is the tree's at the end of the segment it removed. A removal
 /// naming a segment still on disk (a crash came between the record and
 /// the file's removal) is returned, to be finished.
+///
+/// With `all_read` false (a start: only the removal records after the
+/// checkpoint were read) the removals before are not accounted for here.
 fn check_removals(
     dir: &Path,
     first_kept: u64,
     removals: &[RemovedSegment],
     segments: &[SegmentState],
+    all_read: bool,
 ) -> Result<Vec<PathBuf>, AccessLogError> {
     let mut sorted: Vec<&RemovedSegment> = removals.iter().collect();
     sorted.sort_by_key(|r| r.first);
@@ -338,7 +552,7 @@ fn check_removals(
                 }
             }
         }
-        if r.first != covered {
+        if all_read && r.first != covered {
             return Err(broken(
                 &r.segment,
                 Some(r.first),
@@ -351,7 +565,7 @@ fn check_removals(
         }
         covered += r.count;
     }
-    if covered < first_kept {
+    if all_read && covered < first_kept {
         return Err(broken(
             "removals",
             Some(covered.min(first_kept)),

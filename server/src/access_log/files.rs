@@ -195,6 +195,17 @@ impl TreeStream {
         Ok(Self { reader, left })
     }
 
+    /// From hash `skip` on (the hashes before are not read).
+    pub fn open_at(path: &Path, skip: u64) -> std::io::Result<Self> {
+        let mut stream = Self::open(path)?;
+        let skip = skip.min(stream.left);
+        stream
+            .reader
+            .seek(SeekFrom::Start(skip * HASH_LEN as u64))?;
+        stream.left -= skip;
+        Ok(stream)
+    }
+
     /// Hashes in the file from here on.
     pub fn left(&self) -> u64 {
         self.left
@@ -208,6 +219,36 @@ impl TreeStream {
         self.reader.read_exact(&mut h)?;
         self.left -= 1;
         Ok(Some(h))
+    }
+}
+
+/// The last whole line of a segment (without its newline), read from its
+/// end; None when it is empty or its last line was cut short.
+pub fn last_line(path: &Path) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut window = 4096u64;
+    loop {
+        let from = len.saturating_sub(window);
+        let mut buf = vec![0u8; (len - from) as usize];
+        file.read_exact_at(&mut buf, from)?;
+        if buf.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        buf.pop();
+        match buf.iter().rposition(|b| *b == b'\n') {
+            Some(at) => buf.drain(..=at).for_each(drop),
+            // The line may begin before the window: read a larger one.
+            None if from > 0 => {
+                window = window.saturating_mul(4);
+                continue;
+            }
+            None => {}
+        }
+        return String::from_utf8(buf)
+            .map(Some)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"));
     }
 }
 

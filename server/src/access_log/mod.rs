@@ -5,8 +5,10 @@
 //! what, and that nobody, the hub's operators included, removed or changed
 //! that record afterwards. So the records form an RFC 6962 tree (the rules
 //! of `tongbao_proto::merkle`, as the channels) with checkpoints signed by
-//! the hub's checkpoint key; the hub checks the files against the tree and
-//! the latest checkpoint at every start and refuses to start on a mismatch.
+//! the hub's checkpoint key; at every start the hub checks the latest
+//! checkpoint against the stored tree and every record after it against
+//! the tree, and refuses to start on a mismatch (`tongbao-hub audit-log
+//! verify` checks every record).
 //! The log lives in its own files (`files`), not in the channels' store, is
 //! written by one thread with group commit (`writer`), and is read by the
 //! `tongbao-hub audit-log` commands straight from the data directory
@@ -18,7 +20,7 @@ pub mod files;
 pub mod record;
 mod writer;
 
-pub use check::{Scanned, SegmentState, origin, read_checkpoint, scan};
+pub use check::{Scanned, SegmentState, origin, read_checkpoint, scan, scan_tail};
 pub use record::{AccessRecord, RecordKind, RemovedSegment};
 pub use writer::Durable;
 
@@ -98,6 +100,24 @@ impl Frontier {
     pub fn root(&self) -> Result<Hash, MerkleError> {
         tree_hash(self.size, self)
     }
+
+    /// The right edge of the tree of `size` leaves whose stored hashes
+    /// `reader` holds: the root of each complete subtree, largest first.
+    pub fn from_tree<R: HashReader + ?Sized>(size: u64, reader: &R) -> Result<Self, MerkleError> {
+        let levels: Vec<u32> = (0..u64::BITS)
+            .rev()
+            .filter(|l| size >> l & 1 == 1)
+            .collect();
+        let indexes: Vec<u64> = levels
+            .iter()
+            .map(|&l| stored_hash_index(l, (size >> l) - 1))
+            .collect();
+        let hashes = reader.read_hashes(&indexes)?;
+        Ok(Self {
+            size,
+            hashes: indexes.into_iter().zip(hashes).collect(),
+        })
+    }
 }
 
 impl HashReader for Frontier {
@@ -172,7 +192,7 @@ impl AccessLog {
         let dir = data_dir.join(files::DIR);
         files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
         let signer = writer::Signer::new(key, log_name)?;
-        let scanned = scan(&dir, &signer.verifier()?, &origin(log_name))?;
+        let scanned = scan_tail(&dir, &signer.verifier()?, &origin(log_name))?;
         let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::start(writer::Setup {
             dir,

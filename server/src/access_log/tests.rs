@@ -260,3 +260,94 @@ fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
     assert!(e.to_string().contains("records 0..3 were removed"), "{e}");
     Ok(())
 }
+
+/// Appends `n` records durably to the log in `data` and closes it (its
+/// last checkpoint signed).
+fn append_records(
+    data: &Path,
+    key: &SigningKey,
+    config: &AccessLogConfig,
+    n: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let log = AccessLog::open(
+        data,
+        config,
+        SigningKey::from_pem(&key.to_pem())?,
+        LOG,
+        true,
+    )?;
+    for i in 0..n {
+        log.record_durably(call(&format!("/m/{i}")))
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    Ok(())
+}
+
+#[test]
+fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let config = AccessLogConfig {
+        segment_records: 2,
+        ..AccessLogConfig::default()
+    };
+    append_records(data.path(), &key, &config, 5)?;
+    let checkpoint = dir(data.path()).join(files::CHECKPOINT_FILE);
+    let older = std::fs::read(&checkpoint)?;
+    append_records(data.path(), &key, &config, 2)?;
+    let newer = std::fs::read(&checkpoint)?;
+    let full = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    let shape = |s: &Scanned| -> Result<_, MerkleError> {
+        let segments: Vec<(u64, u64, Option<i64>)> = s
+            .segments
+            .iter()
+            .map(|g| (g.name.first, g.count, g.last_at))
+            .collect();
+        Ok((s.size, s.hashed, s.frontier.root()?, segments))
+    };
+    assert_eq!(full.size, 7);
+    // Covering all of it, and covering 5 of 7: the same log as the full check.
+    for note in [&newer, &older] {
+        std::fs::write(&checkpoint, note)?;
+        let tail = scan_tail(&dir(data.path()), &verifier, &origin(LOG))?;
+        assert_eq!(shape(&tail)?, shape(&full)?);
+    }
+    let path = files::list_segments(&dir(data.path()))?
+        .pop()
+        .ok_or("no segment")?
+        .1;
+    let original = std::fs::read_to_string(&path)?;
+    // Record 6, after the checkpoint of 5, changed: named at start.
+    std::fs::write(&path, original.replacen("/m/1\"", "/m/0\"", 1))?;
+    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a changed record after the checkpoint passed")?;
+    assert!(
+        e.to_string().contains("record 6") && e.to_string().contains("changed"),
+        "{e}"
+    );
+    // Under the checkpoint of 7 the start takes it on the signed root;
+    // the full check names it.
+    std::fs::write(&checkpoint, &newer)?;
+    assert_eq!(
+        scan_tail(&dir(data.path()), &verifier, &origin(LOG))?.size,
+        7
+    );
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("the full check passed a changed record")?;
+    assert!(e.to_string().contains("record 6"), "{e}");
+    std::fs::write(&path, &original)?;
+    // A whole covered segment gone is named at start: the one before it
+    // no longer ends where the next begins.
+    let listed = files::list_segments(&dir(data.path()))?;
+    std::fs::remove_file(&listed[1].1)?;
+    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG))
+        .err()
+        .ok_or("a missing segment passed at start")?;
+    assert!(e.to_string().contains("where record 3 belongs"), "{e}");
+    Ok(())
+}

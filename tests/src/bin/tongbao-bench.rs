@@ -37,12 +37,21 @@
 //! with and without it shows whether a heavy query stalls the exchange
 //! (use a large `--warmup` so that each call has history to read).
 //!
+//! With `--history N`, no exchange is measured: a store is filled with N
+//! messages and what grows with history is measured on it (restart time,
+//! bytes per message, RSS, an audit summary and a deep pull; see
+//! `history`). `--recipients` (default 1), `--body-bytes`, `--publishers`,
+//! `--batch` (default 64 there) and `--in-flight` shape the fill.
+//!
 //! ```text
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
-//!               [--audit N] [--audit-during]
+//!               [--audit N] [--audit-during] [--history N]
 //! ```
 #![forbid(unsafe_code)]
+
+#[path = "tongbao-bench/history.rs"]
+mod history;
 
 use futures::StreamExt;
 use std::collections::hash_map::Entry;
@@ -90,7 +99,7 @@ const SINGLE_PUBLISHERS: &[&str] = &[
 /// Publishers of the 13-recipient scenario: not members of the mechanism.
 const MECHANISM_PUBLISHERS: &[&str] = &["finance", "pbc-taiyuan"];
 
-const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during]";
+const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during] [--history N]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -113,6 +122,8 @@ struct Args {
     audit: usize,
     /// `Audit.UnitSummary` calls back to back during the measured phase.
     audit_during: bool,
+    /// Fill a store with this many messages and measure history's costs.
+    history: Option<usize>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -129,6 +140,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut slow = false;
     let mut audit = 0;
     let mut audit_during = false;
+    let mut history = None;
+    let mut batch_given = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| -> Result<usize, String> {
@@ -143,7 +156,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--no-fsync" => no_fsync = true,
             "--slow" => slow = true,
             "--audit-during" => audit_during = true,
-            "--batch" => batch = value("--batch")?,
+            "--batch" => {
+                batch = value("--batch")?;
+                batch_given = true;
+            }
+            "--history" => history = Some(value("--history")?),
             "--messages" => messages = Some(value("--messages")?),
             "--warmup" => warmup = Some(value("--warmup")?),
             "--publishers" => publishers = value("--publishers")?,
@@ -174,6 +191,12 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if (slow || audit_during) && recipients.is_none() {
         recipients = Some(13);
     }
+    if history == Some(0) {
+        return Err(format!("--history must be at least 1\n{USAGE}"));
+    }
+    if history.is_some() && !batch_given {
+        batch = 64;
+    }
     Ok(Args {
         messages,
         warmup,
@@ -187,6 +210,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         slow,
         audit,
         audit_during,
+        history,
     })
 }
 
@@ -317,7 +341,7 @@ fn main() -> ExitCode {
     runtime.block_on(bench(args))
 }
 
-/// The hub side: `--serve-hub <hub.toml> [--no-fsync]`. Prints its address,
+/// The hub side: `--serve-hub <hub.toml> [--no-fsync] [--log FILTER]`. Prints its address,
 /// serves until stdin closes, then prints its group-commit counters.
 fn serve_hub(args: &[String]) -> ExitCode {
     let Some(config_path) = args.first() else {
@@ -325,6 +349,17 @@ fn serve_hub(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     let fsync = !args.iter().any(|a| a == "--no-fsync");
+    // `--log FILTER`: the hub's log to stderr (none otherwise).
+    if let Some(filter) = args
+        .iter()
+        .position(|a| a == "--log")
+        .and_then(|i| args.get(i + 1))
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let served = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -374,10 +409,18 @@ struct HubChild {
 
 impl HubChild {
     fn start(pki: &TestPki, fsync: bool) -> Result<Self, BoxError> {
+        Self::start_logging(pki, fsync, None)
+    }
+
+    /// Starts with the hub's log, filtered by `log`, on stderr.
+    fn start_logging(pki: &TestPki, fsync: bool, log: Option<&str>) -> Result<Self, BoxError> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("--serve-hub").arg(pki.path().join("hub.toml"));
         if !fsync {
             cmd.arg("--no-fsync");
+        }
+        if let Some(filter) = log {
+            cmd.args(["--log", filter]);
         }
         let mut child = cmd
             .env("RUST_LOG", "warn")
@@ -465,6 +508,28 @@ impl HubChild {
 }
 
 async fn bench(args: Args) -> ExitCode {
+    if let Some(messages) = args.history {
+        let history = history::HistoryArgs {
+            messages,
+            recipients: args.recipients.unwrap_or(1),
+            body_bytes: args.body_bytes,
+            publishers: args.publishers,
+            batch: args.batch,
+            in_flight: args.in_flight,
+            fsync: !args.no_fsync,
+        };
+        return match history::run(&history).await {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("FAILED [history]: {e}");
+                eprintln!("tongbao-bench: FAILED");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let scenarios = [
         Scenario {
             name: "1 recipient",
