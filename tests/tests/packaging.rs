@@ -128,7 +128,8 @@ fn the_package_installs_what_the_unit_runs_and_creates_its_user() -> TestResult 
     assert!(postinst.contains("#DEBHELPER#"));
     for needed in [
         "adduser --system --group --home /var/lib/tongbao",
-        "install -d -m 0700 -o tongbao -g tongbao /var/lib/tongbao",
+        "install -d -m 0700 /var/lib/tongbao",
+        "chown tongbao:tongbao /var/lib/tongbao",
         "install -d -m 0750 -o root -g tongbao /etc/tongbao",
     ] {
         assert!(postinst.contains(needed), "postinst lacks {needed}");
