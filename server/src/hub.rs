@@ -145,10 +145,8 @@ impl Hub {
             checked_ms = checked.elapsed().as_millis() as u64,
             "every channel matches its checkpoint and leaf hashes"
         );
-        let workflows = Arc::new(crate::workflow::Workflows::open(
-            &data_dir.join("workflow"),
-            &store,
-        )?);
+        let workflows = Arc::new(crate::workflow::Workflows::open(&store)?);
+        retire_old_workflow_dir(data_dir);
         let (appender, appender_thread) = Appender::start(
             store.clone(),
             registry.clone(),
@@ -623,4 +621,25 @@ async fn wait_for_signal(signals: Option<StopSignals>) {
     #[cfg(not(unix))]
     let _ = signals;
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Removes the workflow database earlier hubs kept (`<data dir>/workflow`),
+/// whose state the store now holds, rebuilt from the entries on the first
+/// start without it. Only an index of the entries: nothing is lost.
+fn retire_old_workflow_dir(data_dir: &std::path::Path) {
+    let old = data_dir.join("workflow");
+    if !old.is_dir() {
+        return;
+    }
+    match std::fs::remove_dir_all(&old) {
+        Ok(()) => tracing::info!(
+            dir = %old.display(),
+            "removed the old workflow database: its state is rebuilt in the store"
+        ),
+        Err(e) => tracing::warn!(
+            dir = %old.display(),
+            error = %e,
+            "cannot remove the old workflow database (no longer used); remove it by hand"
+        ),
+    }
 }

@@ -528,6 +528,26 @@ impl Store for SledStore {
         out
     }
 
+    fn state_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_state(space, key)
+    }
+
+    fn state_scan_prefix(
+        &self,
+        space: &str,
+        prefix: &[u8],
+    ) -> Result<super::state::StateRecords, StoreError> {
+        self.scan_state(space, prefix)
+    }
+
+    fn state_apply(&self, space: &str, batch: &super::StateBatch) -> Result<(), StoreError> {
+        self.apply_state(space, batch)
+    }
+
+    fn state_sync(&self) -> Result<(), StoreError> {
+        self.sync_state()
+    }
+
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
         let mut out = BTreeMap::new();
         for kv in self.durability.scan_kind(CHECKPOINT) {
@@ -656,5 +676,6 @@ fn upgrade_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
 }
 
 mod backup;
+mod state;
 #[cfg(test)]
 mod tests;

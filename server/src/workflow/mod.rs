@@ -2,9 +2,10 @@
 //! (meetings, joint notices, liaisons), derived from the workflow entries
 //! of every channel, and the checks a new step must pass against it.
 //!
-//! The entries are the record; this state is an index of them, kept in its
-//! own small database beside the store (`<data dir>/workflow`). It can be
-//! deleted at any time: the next start rebuilds it from the entries. A step
+//! The entries are the record; this state is an index of them, kept as
+//! state records of the store (space `workflow`, see
+//! [`crate::store::state`]). It can be cleared at any time: the next start
+//! rebuilds it from the entries. A step
 //! is first noted as pending (durably), then appended, then applied; a
 //! crash in between is repaired at start by applying the pending steps
 //! that reached the log.
@@ -19,9 +20,8 @@ mod rules;
 
 pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateBatch, StateTree, Store, StoreError};
 use prost::Message as _;
-use std::path::Path;
 use std::sync::Arc;
 use tongbao_proto::identity::OFFICE_INBOX_PREFIX;
 use tongbao_proto::pb::{self, AnswerState, MeetingStage, workflow_step::Step};
@@ -50,12 +50,6 @@ pub enum WorkflowRefusal {
     Storage(String),
 }
 
-impl From<sled::Error> for WorkflowRefusal {
-    fn from(e: sled::Error) -> Self {
-        Self::Storage(e.to_string())
-    }
-}
-
 impl From<StoreError> for WorkflowRefusal {
     fn from(e: StoreError) -> Self {
         Self::Storage(e.to_string())
@@ -78,6 +72,8 @@ const CASE_MARK: &str = "ci/";
 /// Entries indexed per batch when catching up the case index.
 const CASE_BATCH: u64 = 4096;
 const INITIALIZED: &[u8] = b"initialized";
+/// The store's state space holding the workflows' records.
+pub const SPACE: &str = "workflow";
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
     format!("{prefix}{id}").into_bytes()
@@ -119,8 +115,7 @@ pub fn pin(channel: &str, seq: u64, leaf_hash: &Hash) -> pb::EntryPin {
 /// The workflow state of the hub, and the lock that makes each step's
 /// check, append and apply one serial operation.
 pub struct Workflows {
-    db: sled::Db,
-    tree: sled::Tree,
+    tree: StateTree,
     /// Held from a step's check until it is applied, so no two steps are
     /// checked against the same state.
     pub serial: tokio::sync::Mutex<()>,
@@ -129,13 +124,11 @@ pub struct Workflows {
 }
 
 impl Workflows {
-    /// Opens the state in `dir`, rebuilding it from the store's entries
-    /// when it is new, and applying steps a crash left pending.
-    pub fn open(dir: &Path, store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
-        let db = sled::Config::new().path(dir).open()?;
-        let tree = db.open_tree("workflow")?;
+    /// Opens the state in the store, rebuilding it from the store's
+    /// entries when it is new, and applying steps a crash left pending.
+    pub fn open(store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
+        let tree = StateTree::open(store.clone(), SPACE)?;
         let w = Self {
-            db,
             tree,
             serial: tokio::sync::Mutex::new(()),
             case_lock: std::sync::Mutex::new(()),
@@ -146,7 +139,7 @@ impl Workflows {
         } else {
             w.recover(store.as_ref())?;
         }
-        w.db.flush()?;
+        w.tree.flush()?;
         Ok(w)
     }
 
@@ -209,7 +202,7 @@ impl Workflows {
     pub fn note_pending(&self, sender: &str, message_id: &str) -> Result<(), WorkflowRefusal> {
         self.tree
             .insert(Self::pending_key(sender, message_id), &[][..])?;
-        self.db.flush()?;
+        self.tree.flush()?;
         Ok(())
     }
 
@@ -233,7 +226,7 @@ impl Workflows {
             };
             while next < head.next_seq {
                 let end = head.next_seq.min(next + CASE_BATCH);
-                let mut batch = sled::Batch::default();
+                let mut batch = StateBatch::default();
                 let mut seq = next;
                 while seq < end {
                     // Committed entries are all readable; stop if not.
@@ -319,7 +312,7 @@ impl Workflows {
         };
         let here = pin(&entry.channel, entry.seq, leaf_hash);
         let sender = message.sender.as_str();
-        let mut batch = sled::Batch::default();
+        let mut batch = StateBatch::default();
         match step {
             Step::MeetingProposal(p) => {
                 let answers = p.attending_units.iter().map(|u| not_answered(u)).collect();
@@ -435,7 +428,7 @@ impl Workflows {
 
     fn update_meeting(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::MeetingState),
     ) -> Result<(), WorkflowRefusal> {
@@ -451,7 +444,7 @@ impl Workflows {
 
     fn update_notice(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::JointNoticeState),
     ) -> Result<(), WorkflowRefusal> {
@@ -529,7 +522,7 @@ mod tests {
             new_entry("tax", 1, ""),
             new_entry("finance", 0, "C-10"),
         ])?;
-        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        let w = Workflows::open(&store)?;
         w.index_cases(store.as_ref())?;
         assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 0)]);
         // Entries after the mark are indexed by the next catch-up.
@@ -547,8 +540,8 @@ mod tests {
         assert!(w.case_positions("C")?.is_empty());
         // A rebuilt index has the same answers.
         drop(w);
-        std::fs::remove_dir_all(dir.path().join("workflow"))?;
-        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        StateTree::open(store.clone(), SPACE)?.clear()?;
+        let w = Workflows::open(&store)?;
         w.index_cases(store.as_ref())?;
         assert_eq!(w.case_positions("C-1")?.len(), 3);
         Ok(())
