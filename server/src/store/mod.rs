@@ -7,15 +7,19 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod dump;
 mod durability;
 mod journal;
 mod overlay;
+pub mod pg_store;
 mod recent;
 mod sled_store;
 pub mod state;
 
 pub use dump::{ChannelCopy, DumpSummary};
+pub use pg_store::{PgOptions, PgStore};
 pub use sled_store::SledStore;
 pub use state::{StateBatch, StateRecords, StateTree, StateValue};
 
