@@ -13,7 +13,7 @@ use crate::service::{
     AccessLayer, AdminService, AuditService, DirectoryService, ExchangeService, HubState,
     LogService, RefusalsLayer, RequestLimits, WorkflowService,
 };
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -96,11 +96,11 @@ impl Hub {
         }
         let data_dir = &config.hub.data_dir;
         // The store creates the data directory (0700, durably).
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_keeping_free(
+        let store = config.store.open(
             data_dir,
             config.hub.fsync,
             config.hub.min_free_mib.saturating_mul(1 << 20),
-        )?);
+        )?;
         let registry = match Registry::load(store.as_ref())? {
             Some(r) => {
                 if Registry::from_seeds(&config.units, &config.mechanisms)

@@ -680,6 +680,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> {
         ack_deadlines: Default::default(),
         access_log: Default::default(),
         metrics: crate::metrics::MetricsSection::beside(opts.listen),
+        store: Default::default(),
         units: seeds,
         mechanisms: MECHANISMS
             .iter()

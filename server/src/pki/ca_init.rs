@@ -92,6 +92,7 @@ pub fn init_ca(dir: &Path, opts: &InitOptions) -> Result<InitSummary, PkiError> 
         connections: Default::default(),
         ack_deadlines: Default::default(),
         metrics: crate::metrics::MetricsSection::beside(opts.listen),
+        store: Default::default(),
         units: Vec::new(),
         mechanisms: Vec::new(),
         operators: Vec::new(),
