@@ -42,9 +42,16 @@ pub struct PgOptions {
     pub pool_size: usize,
 }
 
+/// The session advisory lock one hub holds on its database while it
+/// runs ("tongbao1" in ASCII): until replicas share a database (they need
+/// one signer of checkpoints), a second hub is refused at start.
+const ONE_HUB_LOCK: i64 = 0x746f_6e67_6261_6f31;
+
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: Pool,
+    /// The connection holding [`ONE_HUB_LOCK`], kept for the store's life.
+    holder: Option<tokio_postgres::Client>,
     /// Taken on drop, so that the runtime stops without blocking.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -59,6 +66,16 @@ impl std::fmt::Debug for PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
+            // Let go of the database at once, so that a hub started next
+            // (a restart) finds it free.
+            if let Some(holder) = self.holder.take() {
+                let unlock = rt.spawn(async move {
+                    let _ = holder
+                        .execute("SELECT pg_advisory_unlock($1)", &[&ONE_HUB_LOCK])
+                        .await;
+                });
+                let _ = futures::executor::block_on(unlock);
+            }
             rt.shutdown_background();
         }
     }
@@ -105,7 +122,12 @@ impl PgStore {
                 .build()
                 .map_err(db)?
         };
-        let store = Self { pool, rt: Some(rt) };
+        let mut store = Self {
+            pool,
+            holder: None,
+            rt: Some(rt),
+        };
+        store.holder = Some(store.block(hold_the_database(options.url.clone()))?);
         let pool = store.pool.clone();
         store.block(async move { schema::migrate(&pool).await })?;
         Ok(store)
@@ -128,6 +150,40 @@ impl PgStore {
     fn pool(&self) -> Pool {
         self.pool.clone()
     }
+}
+
+/// Connects once more and takes [`ONE_HUB_LOCK`], refusing when another
+/// hub holds it.
+async fn hold_the_database(url: String) -> Result<tokio_postgres::Client, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
+    config.connect_timeout(CONNECT_WAIT);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "the connection holding the database's hub lock failed");
+        }
+    });
+    // A hub that is stopping lets go a moment later: wait for it a while.
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    loop {
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_HUB_LOCK])
+            .await
+            .map_err(db)?
+            .get(0);
+        if held {
+            return Ok(client);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(StoreError::Database(
+        "another hub is serving on this PostgreSQL database; one hub per database \
+         (stop the other first)"
+            .into(),
+    ))
 }
 
 impl Store for PgStore {

@@ -109,3 +109,36 @@ fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
     });
     assert!(matches!(bad, Err(StoreError::Database(m)) if m.contains("[store] url")));
 }
+
+#[test]
+fn one_hub_serves_a_database_at_a_time() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let first = open(&db)?;
+    let second = open(&db);
+    assert!(
+        matches!(&second, Err(StoreError::Database(m)) if m.contains("another hub")),
+        "{second:?}"
+    );
+    drop(first);
+    // Released as the first store closes.
+    open(&db)?;
+    Ok(())
+}
+
+#[test]
+fn the_hub_does_not_back_up_a_database() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("store.dump");
+    let refused = open(&db)?.backup_records(&file, 0);
+    assert!(
+        matches!(&refused, Err(StoreError::Database(m)) if m.contains("own tools")),
+        "{refused:?}"
+    );
+    assert!(!file.exists());
+    Ok(())
+}
