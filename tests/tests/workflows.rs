@@ -872,10 +872,14 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     // The state is cleared as a lost index would be; and the workflow
     // database earlier hubs kept beside the store is removed at start.
     {
-        let store: std::sync::Arc<dyn tongbao_server::store::Store> = std::sync::Arc::new(
-            tongbao_server::store::SledStore::open(&config.hub.data_dir, true)?,
+        // The store the hub uses, sled or PostgreSQL (TONGBAO_TEST_STORE).
+        let store = config.store.open(&config.hub.data_dir, true, 0)?;
+        let state = tongbao_server::store::StateTree::open(store, tongbao_server::workflow::SPACE)?;
+        assert!(
+            state.scan_prefix([]).count() > 0,
+            "the state is in the store"
         );
-        tongbao_server::store::StateTree::open(store, tongbao_server::workflow::SPACE)?.clear()?;
+        state.clear()?;
     }
     let old = config.hub.data_dir.join("workflow");
     std::fs::create_dir(&old)?;
