@@ -17,10 +17,14 @@ pub struct TestDb {
     name: String,
 }
 
-/// Runs `sql` on the server's `postgres` database, on a thread and
-/// runtime of its own (callers may be inside a runtime, or dropping).
+/// Runs `sql` on the server's `postgres` database.
 fn admin(base: &str, sql: String) -> Result<(), StoreError> {
-    let url = format!("{base} dbname=postgres");
+    run_sql(format!("{base} dbname=postgres"), sql)
+}
+
+/// Runs `sql` on the database `url` names, on a thread and runtime of its
+/// own (callers may be inside a runtime, or dropping).
+fn run_sql(url: String, sql: String) -> Result<(), StoreError> {
     let run = move || -> Result<(), StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -65,6 +69,11 @@ impl TestDb {
     /// The connection string of this database.
     pub fn url(&self) -> String {
         format!("{} dbname={}", self.base, self.name)
+    }
+
+    /// Runs `sql` on this database, around the store (tamper tests).
+    pub fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        run_sql(self.url(), sql.to_string())
     }
 }
 

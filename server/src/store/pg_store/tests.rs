@@ -142,3 +142,38 @@ fn the_hub_does_not_back_up_a_database() -> TestResult {
     assert!(!file.exists());
     Ok(())
 }
+
+#[test]
+fn a_database_a_newer_hub_upgraded_is_refused() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    drop(open(&db)?);
+    db.execute("INSERT INTO schema_version (version) VALUES (999)")?;
+    let refused = open(&db);
+    assert!(
+        matches!(&refused, Err(StoreError::Format(m)) if m.contains("schema version 999")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_removed_inbox_row_is_reported_not_skipped() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+        entry("tax", 2, &[("finance", 3)]),
+    ])?;
+    db.execute("DELETE FROM inbox WHERE inbox = 'finance' AND position = 2")?;
+    let page = store.inbox_page("finance", 0, 10);
+    assert!(
+        matches!(&page, Err(StoreError::Corrupt(m)) if m.contains("2..=2")),
+        "{page:?}"
+    );
+    Ok(())
+}
