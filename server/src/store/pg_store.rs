@@ -54,6 +54,9 @@ pub struct PgStore {
     holder: Option<tokio_postgres::Client>,
     /// Taken on drop, so that the runtime stops without blocking.
     rt: Option<tokio::runtime::Runtime>,
+    /// Set by the first failed group commit: the appender then refuses
+    /// writes until a restart, and health and the metrics say so.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -126,6 +129,7 @@ impl PgStore {
             pool,
             holder: None,
             rt: Some(rt),
+            failed: std::sync::atomic::AtomicBool::new(false),
         };
         store.holder = Some(store.block(hold_the_database(options.url.clone()))?);
         let pool = store.pool.clone();
@@ -207,7 +211,16 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        self.block(write::append(self.pool(), write::Rows::of(entries)))
+        let appended = self.block(write::append(self.pool(), write::Rows::of(entries)));
+        if appended.is_err() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        appended
+    }
+
+    fn refuses_writes(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every apply is committed before it returns.

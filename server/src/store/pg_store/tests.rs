@@ -49,6 +49,7 @@ fn a_batch_that_does_not_continue_its_channel_changes_nothing() -> TestResult {
     };
     let store = open(&db)?;
     store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    assert!(!store.refuses_writes());
     // Another writer's view: tax:0 again, and a gap (tax:2).
     for stale in [
         entry("tax", 0, &[("police", 1)]),
@@ -65,6 +66,7 @@ fn a_batch_that_does_not_continue_its_channel_changes_nothing() -> TestResult {
         "nothing of the batch stays"
     );
     assert!(!store.inbox_heads()?.contains_key("police"));
+    assert!(store.refuses_writes(), "a failed group commit is reported");
     assert_eq!(store.channel_heads()?.len(), 1);
     Ok(())
 }
