@@ -4,6 +4,10 @@
 //! file, so a config and its certificates move together; the data directory
 //! is relative to the working directory, like any database path.
 
+mod store;
+
+pub use store::{Backend, StoreSection};
+
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +59,9 @@ pub struct HubConfig {
     /// The Prometheus metrics listener (`[metrics]`).
     #[serde(default)]
     pub metrics: crate::metrics::MetricsSection,
+    /// Which store holds the data (`[store]`; sled by default).
+    #[serde(default, skip_serializing_if = "StoreSection::is_default")]
+    pub store: StoreSection,
     /// Directory of the config file, for resolving relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -378,6 +385,7 @@ impl HubConfig {
         config.connections.validate()?;
         config.operator_roles()?;
         config.access_log.validate().map_err(ConfigError::Invalid)?;
+        config.store.validate()?;
         if config.limits.max_subscriptions_per_party == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_subscriptions_per_party = 0 would refuse every subscription; give at least 1".into(),

@@ -13,7 +13,7 @@ use crate::service::{
     AccessLayer, AdminService, AuditService, DirectoryService, ExchangeService, HubState,
     LogService, RefusalsLayer, RequestLimits, WorkflowService,
 };
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -104,11 +104,11 @@ impl Hub {
         let data_dir = &config.hub.data_dir;
         let mut phases = StartPhases::new();
         // The store creates the data directory (0700, durably).
-        let store: Arc<dyn Store> = Arc::new(SledStore::open_keeping_free(
+        let store = config.store.open(
             data_dir,
             config.hub.fsync,
             config.hub.min_free_mib.saturating_mul(1 << 20),
-        )?);
+        )?;
         phases.done("store_open");
         let registry = match Registry::load(store.as_ref())? {
             Some(r) => {
@@ -157,10 +157,8 @@ impl Hub {
             checked_ms = phases.done("channel_checkpoints_and_tails"),
             "every channel matches its checkpoint, and every entry after it its leaf hash"
         );
-        let workflows = Arc::new(crate::workflow::Workflows::open(
-            &data_dir.join("workflow"),
-            &store,
-        )?);
+        let workflows = Arc::new(crate::workflow::Workflows::open(&store)?);
+        retire_old_workflow_dir(data_dir);
         phases.done("workflow");
         let (appender, appender_thread) = Appender::start(
             store.clone(),
@@ -684,4 +682,25 @@ async fn wait_for_signal(signals: Option<StopSignals>) {
     #[cfg(not(unix))]
     let _ = signals;
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Removes the workflow database earlier hubs kept (`<data dir>/workflow`),
+/// whose state the store now holds, rebuilt from the entries on the first
+/// start without it. Only an index of the entries: nothing is lost.
+fn retire_old_workflow_dir(data_dir: &std::path::Path) {
+    let old = data_dir.join("workflow");
+    if !old.is_dir() {
+        return;
+    }
+    match std::fs::remove_dir_all(&old) {
+        Ok(()) => tracing::info!(
+            dir = %old.display(),
+            "removed the old workflow database: its state is rebuilt in the store"
+        ),
+        Err(e) => tracing::warn!(
+            dir = %old.display(),
+            error = %e,
+            "cannot remove the old workflow database (no longer used); remove it by hand"
+        ),
+    }
 }

@@ -718,6 +718,7 @@ pub(crate) fn hub_config_at(dir: &Path, opts: &InitOptions) -> HubConfig {
         ack_deadlines: Default::default(),
         access_log: Default::default(),
         metrics: crate::metrics::MetricsSection::beside(opts.listen),
+        store: Default::default(),
         units: Vec::new(),
         mechanisms: Vec::new(),
         operators: Vec::new(),

@@ -29,9 +29,21 @@ pub fn members_of(mechanism: &str) -> Vec<&'static str> {
         .unwrap_or_default()
 }
 
+/// The variable choosing the store of the hubs tests start: `sled` (the
+/// default) or `postgres`, each hub config then on a database of its own
+/// (made on the server `TONGBAO_TEST_PG_URL` names, dropped at the end).
+pub const STORE_VAR: &str = "TONGBAO_TEST_STORE";
+
+/// Whether the hubs of this run keep their data in PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(STORE_VAR).is_ok_and(|v| v == "postgres")
+}
+
 /// A fresh PKI and hub config in a temp dir, removed on drop.
 pub struct TestPki {
     pub dir: TempDir,
+    /// The hub's database when the run is on PostgreSQL, dropped with it.
+    pub pg: Option<tongbao_server::store::pg_store::testdb::TestDb>,
 }
 
 impl TestPki {
@@ -47,7 +59,22 @@ impl TestPki {
                 force: false,
             },
         )?;
-        Ok(Self { dir })
+        let pg = if on_postgres() {
+            let db = tongbao_server::store::pg_store::testdb::TestDb::create()?.ok_or(
+                "TONGBAO_TEST_STORE=postgres needs TONGBAO_TEST_PG_URL (see .ci/postgres.sh)",
+            )?;
+            let path = dir.path().join("hub.toml");
+            let mut text = std::fs::read_to_string(&path)?;
+            text.push_str(&format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
+                db.url()
+            ));
+            std::fs::write(&path, text)?;
+            Some(db)
+        } else {
+            None
+        };
+        Ok(Self { dir, pg })
     }
 
     pub fn path(&self) -> &Path {
@@ -200,6 +227,20 @@ pub async fn assert_nothing_stored(t: &TestHub) -> TestResult {
         .push(note("good").to_units(["civil-affairs"]))
         .await?;
     assert_eq!(r.seq, 0, "a refused push consumed a sequence number");
+    Ok(())
+}
+
+/// Clears a stopped hub's workflow state in the store it uses (sled or
+/// PostgreSQL, as TONGBAO_TEST_STORE chooses), as a lost index would be;
+/// fails if there was none to clear.
+pub fn clear_workflow_state(config: &tongbao_server::HubConfig) -> TestResult {
+    let store = config.store.open(&config.hub.data_dir, true, 0)?;
+    let state = tongbao_server::store::StateTree::open(store, tongbao_server::workflow::SPACE)?;
+    assert!(
+        state.scan_prefix([]).count() > 0,
+        "the state is in the store"
+    );
+    state.clear()?;
     Ok(())
 }
 

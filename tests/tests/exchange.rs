@@ -627,3 +627,33 @@ async fn pushes_given_up_leave_the_client_pushing() -> TestResult {
     }
     t.stop().await
 }
+
+/// The suite runs on the store `TONGBAO_TEST_STORE` names: on PostgreSQL
+/// nothing of the exchange is kept in the data directory's sled database,
+/// and the entries read back from the database itself after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_keeps_its_data_in_the_chosen_store() -> TestResult {
+    let mut t = TestHub::start().await?;
+    t.unit("tax")
+        .await?
+        .push(note("Kept").to_units(["finance"]))
+        .await?;
+    let config = t.pki.hub_config()?;
+    let sled_file = config.hub.data_dir.join("db");
+    assert_eq!(
+        sled_file.exists(),
+        !tongbao_tests::on_postgres(),
+        "store: {:?}",
+        config.store.backend
+    );
+    if let Some(hub) = t.hub.take() {
+        hub.shutdown().await?;
+    }
+    let hub = tongbao_server::Hub::start(&config).await?;
+    t.addr = hub.addr();
+    t.hub = Some(hub);
+    let page = t.unit("finance").await?.pull(0, 10).await?;
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].message().subject, "Kept");
+    t.stop().await
+}

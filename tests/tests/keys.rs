@@ -337,6 +337,7 @@ async fn a_hub_without_the_ca_key_starts_serves_reloads_and_honours_revocations(
     // The hub's machine: what hub.toml reads, and nothing else.
     let hub_side = TestPki {
         dir: tempfile::tempdir()?,
+        pg: None,
     };
     let needed = [
         "hub.toml",

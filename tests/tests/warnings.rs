@@ -469,7 +469,7 @@ async fn warnings_and_the_organization_index_are_rebuilt_from_the_entries() -> T
     if let Some(hub) = t.hub.take() {
         hub.shutdown().await?;
     }
-    std::fs::remove_dir_all(config.hub.data_dir.join("workflow"))?;
+    tongbao_tests::clear_workflow_state(&config)?;
     let hub = tongbao_server::Hub::start(&config).await?;
     t.addr = hub.addr();
     t.hub = Some(hub);

@@ -869,13 +869,19 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     if let Some(hub) = t.hub.take() {
         hub.shutdown().await?;
     }
-    std::fs::remove_dir_all(config.hub.data_dir.join("workflow"))?;
+    // The state is cleared as a lost index would be; and the workflow
+    // database earlier hubs kept beside the store is removed at start.
+    tongbao_tests::clear_workflow_state(&config)?;
+    let old = config.hub.data_dir.join("workflow");
+    std::fs::create_dir(&old)?;
+    std::fs::write(old.join("db"), b"old")?;
     let hub = tongbao_server::Hub::start(&config).await?;
     t.addr = hub.addr();
     t.hub = Some(hub);
     let lead = t.unit("civil-affairs").await?;
     let after = lead.meeting("m-9").await?;
     assert_eq!(after, before);
+    assert!(!old.exists(), "the old workflow database is removed");
     // The case index is rebuilt too.
     assert_eq!(lead.case("C-9").await?.len(), 1);
     assert_eq!(

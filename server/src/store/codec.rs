@@ -373,6 +373,38 @@ pub(super) fn audit_key(mechanism: &str, hub_micros: i64, seq: u64, channel: &st
 }
 
 /// (mechanism, hub time, seq, channel) of an audit index key.
+/// The keys of a mechanism's audit rows with hub time in [since, until),
+/// after the row `after` when given: (first key, key past the last).
+pub(super) fn audit_range(
+    mechanism: &str,
+    since: i64,
+    until: i64,
+    after: Option<&ScopedEntry>,
+) -> (Vec<u8>, Vec<u8>) {
+    let from = match after {
+        Some(row) => {
+            // The first key after the row's.
+            let mut k = audit_key(mechanism, row.hub_micros, row.seq, &row.channel);
+            k.push(0);
+            k
+        }
+        None => key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64)),
+    };
+    (from, key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64)))
+}
+
+/// Where stored hash `index` is kept: in the tree-hash record of entry
+/// `seq`, at byte `offset` (hash (level, n) is added by entry
+/// ((n + 1) << level) - 1, at its level).
+pub(super) fn stored_hash_place(index: u64) -> Option<(u64, usize)> {
+    let (level, n) = tongbao_proto::merkle::split_stored_hash_index(index);
+    let seq = n
+        .checked_add(1)
+        .and_then(|m| m.checked_shl(level))
+        .and_then(|m| m.checked_sub(1))?;
+    Some((seq, level as usize * HASH_LEN))
+}
+
 pub(super) fn audit_key_parts(k: &[u8]) -> Result<(String, i64, u64, String), StoreError> {
     let bad = || StoreError::Corrupt("audit index key".into());
     let rest = k.get(2..).ok_or_else(bad)?;

@@ -41,6 +41,10 @@ const FLUSH_BYTES: usize = 32 << 20;
 pub(super) struct Durability {
     db: sled::Db,
     pub(super) tree: sled::Tree,
+    /// The state records of every space (see [`super::state`]), keyed by
+    /// space, 0, key; written by sled batches, durable by
+    /// [`Durability::make_durable`], never journaled.
+    pub(super) state: sled::Tree,
     /// Held while a commit is applied and journaled, so that commit ids,
     /// overlay writes and journal records follow one order.
     apply_lock: Mutex<()>,
@@ -206,6 +210,7 @@ impl Durability {
         check_room_to_start(dir, reserve)?;
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
+        let state = db.open_tree("state")?;
         match tree.get(FORMAT_KEY)? {
             // The store upgrades format 2 once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_UPGRADABLE => {}
@@ -246,6 +251,7 @@ impl Durability {
         let durability = Arc::new(Durability {
             db,
             tree,
+            state,
             apply_lock: Mutex::new(()),
             overlay: RwLock::new(overlay),
             flushing: Mutex::new(Flushed {

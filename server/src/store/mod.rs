@@ -7,15 +7,21 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 mod codec;
+#[cfg(test)]
+mod conformance;
 mod dump;
 mod durability;
 mod journal;
 mod overlay;
+pub mod pg_store;
 mod recent;
 mod sled_store;
+pub mod state;
 
 pub use dump::{ChannelCopy, DumpSummary};
+pub use pg_store::{PgOptions, PgStore};
 pub use sled_store::SledStore;
+pub use state::{StateBatch, StateRecords, StateTree, StateValue};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -247,6 +253,16 @@ pub trait Store: Send + Sync + 'static {
     /// Records channels' latest signed checkpoints (channel, note),
     /// durably and as one commit, before any is served to anyone.
     fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError>;
+    /// The state record `key` of `space` (see [`state`]).
+    fn state_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every state record of `space` whose key starts with `prefix`, in
+    /// key order.
+    fn state_scan_prefix(&self, space: &str, prefix: &[u8]) -> Result<StateRecords, StoreError>;
+    /// Applies a batch of puts and removes to `space` atomically: all of
+    /// it or none. Durable once [`Store::state_sync`] returns.
+    fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError>;
+    /// Makes every state record applied so far durable.
+    fn state_sync(&self) -> Result<(), StoreError>;
     /// Writes every record, as of one commit, to `file` (created new,
     /// 0600) while the hub serves, stopping before less than `keep_free`
     /// bytes would be left on its disk: the store's part of a backup. A

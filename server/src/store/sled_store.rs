@@ -5,9 +5,9 @@
 use super::codec::{
     ANSWER, AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, FORMAT, FORMAT_KEY,
     FORMAT_UPGRADABLE, INBOX, INBOX_HEAD, MESSAGE, REGISTRY_KEY, TREE_HASH, answer_run, audit_key,
-    audit_key_parts, audit_row, decode_answer, decode_audit_row, decode_entry, decode_inbox_run,
-    entry_offset, entry_record, fetched_at, hash_from, inbox_run, key, runs_of, split_key,
-    u64_from,
+    audit_key_parts, audit_range, audit_row, decode_answer, decode_audit_row, decode_entry,
+    decode_inbox_run, entry_offset, entry_record, fetched_at, hash_from, inbox_run, key, runs_of,
+    split_key, stored_hash_place, u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
@@ -456,16 +456,7 @@ impl Store for SledStore {
         after: Option<&ScopedEntry>,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError> {
-        let from = match after {
-            Some(row) => {
-                // The first key after the row's.
-                let mut k = audit_key(mechanism, row.hub_micros, row.seq, &row.channel);
-                k.push(0);
-                k
-            }
-            None => key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64)),
-        };
-        let to = key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64));
+        let (from, to) = audit_range(mechanism, since, until, after);
         let mut out = Vec::new();
         for kv in self
             .durability
@@ -495,13 +486,7 @@ impl Store for SledStore {
                 let missing = || {
                     StoreError::Corrupt(format!("channel {channel}: stored hash {i} is missing"))
                 };
-                // Hash (level, n) was added by record ((n + 1) << level) - 1.
-                let (level, n) = tongbao_proto::merkle::split_stored_hash_index(*i);
-                let seq = n
-                    .checked_add(1)
-                    .and_then(|m| m.checked_shl(level))
-                    .and_then(|m| m.checked_sub(1))
-                    .ok_or_else(missing)?;
+                let (seq, at) = stored_hash_place(*i).ok_or_else(missing)?;
                 let v = match records.get(&seq) {
                     Some(v) => v.clone(),
                     None => {
@@ -513,7 +498,6 @@ impl Store for SledStore {
                         v
                     }
                 };
-                let at = level as usize * HASH_LEN;
                 let h = hash_from(v.get(at..at + HASH_LEN).ok_or_else(missing)?)?;
                 read.push((*i, h));
                 Ok(h)
@@ -526,6 +510,26 @@ impl Store for SledStore {
             }
         }
         out
+    }
+
+    fn state_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_state(space, key)
+    }
+
+    fn state_scan_prefix(
+        &self,
+        space: &str,
+        prefix: &[u8],
+    ) -> Result<super::state::StateRecords, StoreError> {
+        self.scan_state(space, prefix)
+    }
+
+    fn state_apply(&self, space: &str, batch: &super::StateBatch) -> Result<(), StoreError> {
+        self.apply_state(space, batch)
+    }
+
+    fn state_sync(&self) -> Result<(), StoreError> {
+        self.sync_state()
     }
 
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
@@ -656,5 +660,6 @@ fn upgrade_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
 }
 
 mod backup;
+mod state;
 #[cfg(test)]
 mod tests;

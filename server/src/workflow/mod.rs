@@ -2,9 +2,10 @@
 //! (meetings, joint notices, liaisons, tasks, joint actions), derived from the workflow entries
 //! of every channel, and the checks a new step must pass against it.
 //!
-//! The entries are the record; this state is an index of them, kept in its
-//! own small database beside the store (`<data dir>/workflow`). It can be
-//! deleted at any time: the next start rebuilds it from the entries. A step
+//! The entries are the record; this state is an index of them, kept as
+//! state records of the store (space `workflow`, see
+//! [`crate::store::state`]). It can be cleared at any time: the next start
+//! rebuilds it from the entries. A step
 //! is first noted as pending (durably), then appended, then applied; a
 //! crash in between is repaired at start by applying the pending steps
 //! that reached the log.
@@ -22,9 +23,8 @@ mod warning;
 
 pub use rules::{STATISTICS_SETTLE_MICROS, StepContext, check_closed_period, check_step};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateBatch, StateTree, Store, StoreError};
 use prost::Message as _;
-use std::path::Path;
 use std::sync::Arc;
 use tongbao_proto::identity::OFFICE_INBOX_PREFIX;
 use tongbao_proto::pb::{self, AnswerState, MeetingStage, workflow_step::Step};
@@ -53,12 +53,6 @@ pub enum WorkflowRefusal {
     Storage(String),
 }
 
-impl From<sled::Error> for WorkflowRefusal {
-    fn from(e: sled::Error) -> Self {
-        Self::Storage(e.to_string())
-    }
-}
-
 impl From<StoreError> for WorkflowRefusal {
     fn from(e: StoreError) -> Self {
         Self::Storage(e.to_string())
@@ -85,6 +79,8 @@ const WARNING_OF: &str = "wo/";
 /// Entries indexed per batch when catching up the case index.
 const CASE_BATCH: u64 = 4096;
 const INITIALIZED: &[u8] = b"initialized";
+/// The store's state space holding the workflows' records.
+pub const SPACE: &str = "workflow";
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
     format!("{prefix}{id}").into_bytes()
@@ -141,8 +137,7 @@ pub fn pin(channel: &str, seq: u64, leaf_hash: &Hash) -> pb::EntryPin {
 /// The workflow state of the hub, and the lock that makes each step's
 /// check, append and apply one serial operation.
 pub struct Workflows {
-    db: sled::Db,
-    tree: sled::Tree,
+    tree: StateTree,
     /// Held from a step's check until it is applied, so no two steps are
     /// checked against the same state.
     pub serial: tokio::sync::Mutex<()>,
@@ -151,13 +146,11 @@ pub struct Workflows {
 }
 
 impl Workflows {
-    /// Opens the state in `dir`, rebuilding it from the store's entries
-    /// when it is new, and applying steps a crash left pending.
-    pub fn open(dir: &Path, store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
-        let db = sled::Config::new().path(dir).open()?;
-        let tree = db.open_tree("workflow")?;
+    /// Opens the state in the store, rebuilding it from the store's
+    /// entries when it is new, and applying steps a crash left pending.
+    pub fn open(store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
+        let tree = StateTree::open(store.clone(), SPACE)?;
         let w = Self {
-            db,
             tree,
             serial: tokio::sync::Mutex::new(()),
             case_lock: std::sync::Mutex::new(()),
@@ -168,7 +161,7 @@ impl Workflows {
         } else {
             w.recover(store.as_ref())?;
         }
-        w.db.flush()?;
+        w.tree.flush()?;
         Ok(w)
     }
 
@@ -231,7 +224,7 @@ impl Workflows {
     pub fn note_pending(&self, sender: &str, message_id: &str) -> Result<(), WorkflowRefusal> {
         self.tree
             .insert(Self::pending_key(sender, message_id), &[][..])?;
-        self.db.flush()?;
+        self.tree.flush()?;
         Ok(())
     }
 
@@ -256,7 +249,7 @@ impl Workflows {
             };
             while next < head.next_seq {
                 let end = head.next_seq.min(next + CASE_BATCH);
-                let mut batch = sled::Batch::default();
+                let mut batch = StateBatch::default();
                 let mut seq = next;
                 while seq < end {
                     // Committed entries are all readable; stop if not.
@@ -403,7 +396,7 @@ impl Workflows {
         };
         let here = pin(&entry.channel, entry.seq, leaf_hash);
         let sender = message.sender.as_str();
-        let mut batch = sled::Batch::default();
+        let mut batch = StateBatch::default();
         match step {
             Step::MeetingProposal(p) => {
                 let answers = p.attending_units.iter().map(|u| not_answered(u)).collect();
@@ -553,7 +546,7 @@ impl Workflows {
 
     fn update_meeting(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::MeetingState),
     ) -> Result<(), WorkflowRefusal> {
@@ -569,7 +562,7 @@ impl Workflows {
 
     fn update_warning(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::WarningState),
     ) -> Result<(), WorkflowRefusal> {
@@ -585,7 +578,7 @@ impl Workflows {
 
     fn update_notice(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::JointNoticeState),
     ) -> Result<(), WorkflowRefusal> {
@@ -689,7 +682,7 @@ mod tests {
             about(new_entry("tax", 1, "C-1"), &[a, b]),
             new_entry("finance", 0, ""),
         ])?;
-        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        let w = Workflows::open(&store)?;
         w.index_cases(store.as_ref())?;
         assert_eq!(
             w.organization_positions(a)?,
@@ -714,7 +707,7 @@ mod tests {
             new_entry("tax", 1, ""),
             new_entry("finance", 0, "C-10"),
         ])?;
-        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        let w = Workflows::open(&store)?;
         w.index_cases(store.as_ref())?;
         assert_eq!(w.case_positions("C-1")?, vec![("tax".to_string(), 0)]);
         // Entries after the mark are indexed by the next catch-up.
@@ -732,8 +725,8 @@ mod tests {
         assert!(w.case_positions("C")?.is_empty());
         // A rebuilt index has the same answers.
         drop(w);
-        std::fs::remove_dir_all(dir.path().join("workflow"))?;
-        let w = Workflows::open(&dir.path().join("workflow"), &store)?;
+        StateTree::open(store.clone(), SPACE)?.clear()?;
+        let w = Workflows::open(&store)?;
         w.index_cases(store.as_ref())?;
         assert_eq!(w.case_positions("C-1")?.len(), 3);
         Ok(())

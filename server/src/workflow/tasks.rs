@@ -8,6 +8,7 @@
 //! workflow state to another store changes this file only.
 
 use super::{WorkflowRefusal, Workflows, key};
+use crate::store::StateBatch;
 use prost::Message as _;
 use tongbao_proto::identity::office_inbox;
 use tongbao_proto::pb::{self, AssigneeState, ParticipantState, workflow_step::Step};
@@ -73,15 +74,14 @@ impl Workflows {
         limit: usize,
     ) -> Result<Vec<String>, WorkflowRefusal> {
         let prefix = index_prefix(index, party);
-        let mut start = prefix.clone();
-        start.extend_from_slice(after.as_bytes());
         let mut out = Vec::new();
-        for item in self.tree.range(start..) {
+        for item in self.tree.scan_prefix(&prefix) {
             let (k, _) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
             };
-            if id == after.as_bytes() {
+            // Ids in key order: those up to `after` were on earlier pages.
+            if !after.is_empty() && id <= after.as_bytes() {
                 continue;
             }
             out.push(String::from_utf8_lossy(id).into_owned());
@@ -95,7 +95,7 @@ impl Workflows {
     /// Records what a task or action step changes, into `batch`.
     pub(super) fn apply_task_step(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         step: Step,
         sender: &str,
         here: pb::EntryPin,
@@ -208,7 +208,7 @@ impl Workflows {
 
     fn update_task(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::TaskState),
     ) -> Result<(), WorkflowRefusal> {
@@ -224,7 +224,7 @@ impl Workflows {
 
     fn update_action(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut StateBatch,
         id: &str,
         change: impl FnOnce(&mut pb::ActionState),
     ) -> Result<(), WorkflowRefusal> {

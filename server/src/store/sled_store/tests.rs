@@ -931,3 +931,9 @@ fn a_damaged_database_is_refused_at_open_not_a_panic() -> Result<(), Box<dyn std
     );
     Ok(())
 }
+
+#[test]
+fn the_store_contract_holds_on_sled() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    crate::store::conformance::appends_read_back(&SledStore::open(dir.path(), true)?)
+}

@@ -1,0 +1,127 @@
+//! The `[store]` section of `hub.toml`: which store holds the hub's data.
+//! sled (the default) keeps it in the data directory; PostgreSQL on a
+//! database server, so that hubs survive the loss of their own disk.
+
+use super::ConfigError;
+use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Most connections one hub keeps to the database.
+pub const MAX_POOL_SIZE: usize = 64;
+
+/// Which store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sled,
+    Postgres,
+}
+
+/// `[store]`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    #[serde(default)]
+    pub backend: Backend,
+    /// PostgreSQL's connection string (`host=... port=... user=...
+    /// dbname=...` or `postgresql://...`); may hold a password, so it is
+    /// never printed.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Connections to the database (default 8, at most [`MAX_POOL_SIZE`]).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+}
+
+impl std::fmt::Debug for StoreSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSection")
+            .field("backend", &self.backend)
+            .field("url", &self.url.as_ref().map(|_| "(not shown)"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl StoreSection {
+    /// Sled with nothing else given: written as no section at all.
+    pub fn is_default(&self) -> bool {
+        self.backend == Backend::Sled && self.url.is_none() && self.pool_size.is_none()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        match self.backend {
+            Backend::Sled if self.url.is_some() || self.pool_size.is_some() => invalid(
+                "[store] url and pool_size are for backend = \"postgres\"; the sled store lives in [hub] data_dir",
+            ),
+            Backend::Postgres if self.url.as_deref().is_none_or(str::is_empty) => {
+                invalid("[store] backend = \"postgres\" needs url = \"host=... dbname=...\"")
+            }
+            Backend::Postgres if self.pool_size.is_some_and(|n| n == 0 || n > MAX_POOL_SIZE) => {
+                invalid("[store] pool_size must be between 1 and 64")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the configured store; sled's in `data_dir`, keeping
+    /// `reserve` bytes free on its disk.
+    pub fn open(
+        &self,
+        data_dir: &Path,
+        fsync: bool,
+        reserve: u64,
+    ) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sled => Arc::new(SledStore::open_keeping_free(data_dir, fsync, reserve)?),
+            Backend::Postgres => {
+                // The data directory still holds the access log and the
+                // checkpoint key.
+                crate::store::create_dir_durably(data_dir)?;
+                Arc::new(PgStore::open(&PgOptions {
+                    url: self.url.clone().unwrap_or_default(),
+                    pool_size: self.pool_size.unwrap_or(8),
+                })?)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StoreSection, Box<dyn std::error::Error>> {
+        let s: StoreSection = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn the_store_is_sled_unless_postgres_is_given_whole() -> Result<(), Box<dyn std::error::Error>>
+    {
+        assert_eq!(parse("")?.backend, Backend::Sled);
+        let pg = parse("backend = \"postgres\"\nurl = \"host=db password=hunter2\"\n")?;
+        assert_eq!(pg.backend, Backend::Postgres);
+        assert!(
+            !format!("{pg:?}").contains("hunter2"),
+            "the url is never printed"
+        );
+        for bad in [
+            "backend = \"postgres\"\n",
+            "backend = \"postgres\"\nurl = \"\"\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\npool_size = 0\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\npool_size = 65\n",
+            "url = \"host=db\"\n",
+            "backend = \"mysql\"\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nuser = \"x\"\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        Ok(())
+    }
+}

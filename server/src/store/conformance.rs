@@ -1,0 +1,118 @@
+//! The [`Store`] contract as tests, for every backend: each function takes
+//! a fresh store and checks one part of the contract through the trait
+//! alone (the sled and PostgreSQL stores' tests call them).
+
+use super::{AnswerKind, NewEntry, Store, StoredEntry};
+use prost::Message as _;
+use std::sync::Arc;
+use tongbao_proto::{HASH_LEN, pb};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// An entry of `channel` delivered to `inboxes` at the given positions.
+pub fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
+    let e = pb::Entry {
+        channel: channel.into(),
+        seq,
+        recipients: inboxes.iter().map(|(i, _)| (*i).to_string()).collect(),
+        hub_micros: seq as i64 + 1,
+        ..Default::default()
+    };
+    let leaf = [(seq as u8).wrapping_add(100); HASH_LEN];
+    NewEntry {
+        channel: channel.into(),
+        seq,
+        message_id: format!("m{seq}"),
+        message_digest: [seq as u8; HASH_LEN],
+        leaf_hash: leaf,
+        hub_micros: seq as i64 + 1,
+        shared: Arc::new(StoredEntry {
+            encoded: e.encode_to_vec().into(),
+            entry: e.clone(),
+            leaf_hash: leaf,
+            cursors: inboxes.iter().map(|(_, c)| *c).collect(),
+        }),
+        answers: Vec::new(),
+        answer_kind: AnswerKind::Acknowledged,
+        audit_scopes: Vec::new(),
+        tree_hashes: vec![leaf],
+    }
+}
+
+/// Appends, then reads back entries, heads, inboxes, messages, answers,
+/// fetched marks, stored hashes, audit rows, checkpoints and the registry.
+pub fn appends_read_back(store: &dyn Store) -> TestResult {
+    assert!(store.channel_heads()?.is_empty());
+    assert_eq!(store.load_registry_bytes()?, None);
+    let mut first = entry("tax", 0, &[("finance", 1), ("police", 1)]);
+    first.audit_scopes = vec!["fund".into()];
+    store.commit(&[first, entry("tax", 1, &[("finance", 2)])])?;
+    let mut receipt = entry("finance", 0, &[]);
+    receipt.answers = vec![2, 1, 2];
+    receipt.answer_kind = AnswerKind::Exception;
+    store.commit(&[receipt])?;
+
+    let heads = store.channel_heads()?;
+    assert_eq!(heads.get("tax").map(|h| h.next_seq), Some(2));
+    assert_eq!(heads.get("tax").map(|h| h.last_hub_micros), Some(2));
+    assert_eq!(heads.get("finance").map(|h| h.next_seq), Some(1));
+    let inboxes = store.inbox_heads()?;
+    assert_eq!(inboxes.get("finance"), Some(&2));
+    assert_eq!(inboxes.get("police"), Some(&1));
+
+    let e = store.entry("tax", 1)?.ok_or("entry tax:1 is missing")?;
+    assert_eq!((e.entry.seq, e.cursors.clone()), (1, vec![2]));
+    assert_eq!(e.leaf_hash, [101; HASH_LEN]);
+    assert!(store.entry("tax", 2)?.is_none());
+    let m = store.message("tax", "m1")?.ok_or("message m1 is missing")?;
+    assert_eq!((m.seq, m.message_digest), (1, [1; HASH_LEN]));
+    assert!(store.message("finance", "m1")?.is_none());
+
+    let page = store.inbox_page("finance", 0, 10)?;
+    let got: Vec<(u64, &str, u64)> = page
+        .iter()
+        .map(|i| (i.cursor, i.channel.as_str(), i.seq))
+        .collect();
+    assert_eq!(got, vec![(1, "tax", 0), (2, "tax", 1)]);
+    assert_eq!(store.inbox_page("finance", 1, 10)?.len(), 1);
+    assert_eq!(store.inbox_page("finance", 0, 1)?.len(), 1);
+    assert!(store.inbox_page("finance", u64::MAX, 10)?.is_empty());
+
+    let answers = store.answers("finance", &[2, 3, 1])?;
+    assert_eq!(answers.len(), 3);
+    assert!(answers[1].is_none());
+    let a = answers[0].clone().ok_or("position 2 unanswered")?;
+    assert_eq!((a.kind, a.seq, a.hub_micros), (AnswerKind::Exception, 0, 1));
+
+    store.mark_fetched("police", &[1], 50)?;
+    store.mark_fetched("police", &[1], 99)?;
+    assert_eq!(store.fetched("police", 1)?, Some(50), "first serving wins");
+    assert_eq!(store.fetched_many("police", &[2, 1])?, vec![None, Some(50)]);
+
+    assert_eq!(store.stored_hashes("tax", &[0])?, vec![[100; HASH_LEN]]);
+    assert!(
+        store.stored_hashes("tax", &[99]).is_err(),
+        "a missing hash is an error"
+    );
+
+    let rows = store.audit_scope("fund", 0, i64::MAX, None, 10)?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].channel.as_str(), rows[0].seq), ("tax", 0));
+    assert!(store.audit_scope("fund", 5, i64::MAX, None, 10)?.is_empty());
+    assert!(
+        store
+            .audit_scope("fund", 0, i64::MAX, rows.first(), 10)?
+            .is_empty()
+    );
+
+    store.save_checkpoints(&[("tax", "note 2"), ("finance", "note 1")])?;
+    store.save_checkpoints(&[("tax", "note 3")])?;
+    let cps = store.checkpoints()?;
+    assert_eq!(cps.get("tax").map(String::as_str), Some("note 3"));
+    assert_eq!(cps.len(), 2);
+
+    store.save_registry_bytes(b"one")?;
+    store.save_registry_bytes(b"two")?;
+    assert_eq!(store.load_registry_bytes()?, Some(b"two".to_vec()));
+    Ok(())
+}

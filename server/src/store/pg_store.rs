@@ -1,0 +1,356 @@
+//! The PostgreSQL store: the [`Store`] contract on a database server, so
+//! that the data outlives any one hub machine and the database's own
+//! replication keeps it available.
+//!
+//! The trait is synchronous and is called from the hub's async tasks and
+//! threads alike, so the driver (tokio-postgres, pooled by deadpool) runs
+//! on a small runtime of the store's own: each call is a task there, its
+//! caller blocks on the answer. One [`Store::apply`] is one transaction,
+//! committed before it returns (so [`Store::sync`] has nothing left to
+//! do); each channel it appends to is sequenced by a row lock on the
+//! channel's head, and message ids are unique by constraint.
+
+mod read;
+mod schema;
+#[doc(hidden)]
+pub mod testdb;
+#[cfg(test)]
+mod tests;
+mod write;
+
+use super::{
+    Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, StateBatch, Store,
+    StoreError, StoredEntry,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+use tongbao_proto::Hash;
+
+/// How long a call waits for a database connection, or to make one,
+/// before it fails: a lost database is reported, never waited on forever.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// A libpq-style connection string: `host=... port=... user=...
+    /// dbname=...` or `postgresql://user@host:port/dbname`.
+    pub url: String,
+    /// Connections kept open to the database.
+    pub pool_size: usize,
+}
+
+/// The session advisory lock one hub holds on its database while it
+/// runs ("tongbao1" in ASCII): until replicas share a database (they need
+/// one signer of checkpoints), a second hub is refused at start.
+const ONE_HUB_LOCK: i64 = 0x746f_6e67_6261_6f31;
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    pool: Pool,
+    /// The connection holding [`ONE_HUB_LOCK`], kept for the store's life.
+    holder: Option<tokio_postgres::Client>,
+    /// Taken on drop, so that the runtime stops without blocking.
+    rt: Option<tokio::runtime::Runtime>,
+    /// Set by the first failed group commit: the appender then refuses
+    /// writes until a restart, and health and the metrics say so.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection string may hold a password: never printed.
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            // Let go of the database at once, so that a hub started next
+            // (a restart) finds it free.
+            if let Some(holder) = self.holder.take() {
+                let unlock = rt.spawn(async move {
+                    let _ = holder
+                        .execute("SELECT pg_advisory_unlock($1)", &[&ONE_HUB_LOCK])
+                        .await;
+                });
+                let _ = futures::executor::block_on(unlock);
+            }
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A driver error, in words (the driver never prints a password).
+pub(super) fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(format!("PostgreSQL: {e}"))
+}
+
+impl PgStore {
+    /// Connects, and brings the schema up to this hub's version.
+    pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| {
+            StoreError::Database(format!(
+                "[store] url is not a PostgreSQL connection string: {e}"
+            ))
+        })?;
+        config.connect_timeout(CONNECT_WAIT);
+        if config.get_application_name().is_none() {
+            config.application_name("tongbao-hub");
+        }
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tongbao-pg")
+            .enable_all()
+            .build()?;
+        let pool = {
+            // The pool's timers need the runtime's context.
+            let _in = rt.enter();
+            Pool::builder(manager)
+                .max_size(options.pool_size.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(CONNECT_WAIT))
+                .create_timeout(Some(CONNECT_WAIT))
+                .recycle_timeout(Some(CONNECT_WAIT))
+                .build()
+                .map_err(db)?
+        };
+        let mut store = Self {
+            pool,
+            holder: None,
+            rt: Some(rt),
+            failed: std::sync::atomic::AtomicBool::new(false),
+        };
+        store.holder = Some(store.block(hold_the_database(options.url.clone()))?);
+        let pool = store.pool.clone();
+        store.block(async move { schema::migrate(&pool).await })?;
+        Ok(store)
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it, from any
+    /// thread (a tokio worker included: it blocks like a disk read).
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?;
+        futures::executor::block_on(rt.spawn(fut))
+            .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
+    }
+
+    fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+}
+
+/// Connects once more and takes [`ONE_HUB_LOCK`], refusing when another
+/// hub holds it.
+async fn hold_the_database(url: String) -> Result<tokio_postgres::Client, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
+    config.connect_timeout(CONNECT_WAIT);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::error!(error = %e, "the connection holding the database's hub lock failed");
+        }
+    });
+    // A hub that is stopping lets go a moment later: wait for it a while.
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    loop {
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_HUB_LOCK])
+            .await
+            .map_err(db)?
+            .get(0);
+        if held {
+            return Ok(client);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(StoreError::Database(
+        "another hub is serving on this PostgreSQL database; one hub per database \
+         (stop the other first)"
+            .into(),
+    ))
+}
+
+impl Store for PgStore {
+    fn load_registry_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.block(read::registry(self.pool()))
+    }
+
+    fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError> {
+        self.block(write::registry(self.pool(), registry.to_vec()))
+    }
+
+    fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
+        self.block(read::channel_heads(self.pool()))
+    }
+
+    fn inbox_heads(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.block(read::inbox_heads(self.pool()))
+    }
+
+    fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let appended = self.block(write::append(self.pool(), write::Rows::of(entries)));
+        if appended.is_err() {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        appended
+    }
+
+    fn refuses_writes(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every apply is committed before it returns.
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
+        self.block(read::entry(self.pool(), channel.to_string(), seq))
+    }
+
+    fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
+        self.block(read::message(
+            self.pool(),
+            sender.to_string(),
+            message_id.to_string(),
+        ))
+    }
+
+    fn inbox_page(
+        &self,
+        inbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        self.block(read::inbox_page(
+            self.pool(),
+            inbox.to_string(),
+            after,
+            limit,
+        ))
+    }
+
+    fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
+        self.block(read::answers(
+            self.pool(),
+            inbox.to_string(),
+            cursors.to_vec(),
+        ))
+    }
+
+    fn mark_fetched(
+        &self,
+        inbox: &str,
+        cursors: &[u64],
+        hub_micros: i64,
+    ) -> Result<(), StoreError> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        self.block(write::fetched(
+            self.pool(),
+            inbox.to_string(),
+            cursors.to_vec(),
+            hub_micros,
+        ))
+    }
+
+    fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError> {
+        Ok(self.fetched_many(inbox, &[cursor])?.pop().flatten())
+    }
+
+    fn fetched_many(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
+        self.block(read::fetched(
+            self.pool(),
+            inbox.to_string(),
+            cursors.to_vec(),
+        ))
+    }
+
+    fn audit_scope(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        after: Option<&ScopedEntry>,
+        limit: usize,
+    ) -> Result<Vec<ScopedEntry>, StoreError> {
+        let (from, to) = super::codec::audit_range(mechanism, since, until, after);
+        self.block(read::audit_scope(self.pool(), from, to, limit))
+    }
+
+    fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
+        self.block(read::stored_hashes(
+            self.pool(),
+            channel.to_string(),
+            indexes.to_vec(),
+        ))
+    }
+
+    fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.block(read::checkpoints(self.pool()))
+    }
+
+    fn save_checkpoints(&self, notes: &[(&str, &str)]) -> Result<(), StoreError> {
+        if notes.is_empty() {
+            return Ok(());
+        }
+        let notes = notes
+            .iter()
+            .map(|(c, n)| (c.to_string(), n.to_string()))
+            .collect();
+        self.block(write::checkpoints(self.pool(), notes))
+    }
+
+    fn state_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        super::state::check_space(space)?;
+        self.block(read::state(self.pool(), space.to_string(), key.to_vec()))
+    }
+
+    fn state_scan_prefix(
+        &self,
+        space: &str,
+        prefix: &[u8],
+    ) -> Result<super::StateRecords, StoreError> {
+        super::state::check_space(space)?;
+        self.block(read::state_prefix(
+            self.pool(),
+            space.to_string(),
+            prefix.to_vec(),
+        ))
+    }
+
+    fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError> {
+        super::state::check_space(space)?;
+        self.block(write::state(self.pool(), space.to_string(), batch.clone()))
+    }
+
+    /// Every state batch is committed before it returns.
+    fn state_sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

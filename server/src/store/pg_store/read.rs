@@ -1,0 +1,351 @@
+//! The PostgreSQL store's reads: one statement each, on a pooled
+//! connection, decoded with the sled store's record codec where the
+//! record is the hub's own encoding.
+
+use super::db;
+use crate::store::codec::{decode_audit_row, decode_entry, hash_from, stored_hash_place};
+use crate::store::{
+    Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, ScopedEntry, StateRecords,
+    StoreError, StoredEntry,
+};
+use deadpool_postgres::Pool;
+use std::collections::{BTreeMap, HashMap};
+use tongbao_proto::{HASH_LEN, Hash};
+
+/// A stored count or position, which is never negative.
+pub(super) fn unsigned(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// A count or position as PostgreSQL's bigint holds it.
+pub(super) fn signed(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v)
+        .map_err(|_| StoreError::Database(format!("position {v} is beyond what the store keeps")))
+}
+
+fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
+    v.iter().map(|c| signed(*c)).collect()
+}
+
+pub async fn registry(pool: Pool) -> Result<Option<Vec<u8>>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let row = c
+        .query_opt("SELECT bytes FROM registry WHERE id = 1", &[])
+        .await
+        .map_err(db)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+pub async fn channel_heads(pool: Pool) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT channel, next_seq, last_leaf_hash, last_hub_micros FROM channel_heads \
+             WHERE next_seq > 0",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let channel: String = r.get(0);
+        let hash: Vec<u8> = r.get(2);
+        let head = ChannelHead {
+            next_seq: unsigned(r.get(1), "a channel's length")?,
+            last_leaf_hash: hash_from(&hash)?,
+            last_hub_micros: r.get(3),
+        };
+        out.insert(channel, head);
+    }
+    Ok(out)
+}
+
+pub async fn inbox_heads(pool: Pool) -> Result<BTreeMap<String, u64>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query("SELECT inbox, last FROM inbox_heads", &[])
+        .await
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|r| Ok((r.get(0), unsigned(r.get(1), "an inbox head")?)))
+        .collect()
+}
+
+pub async fn entry(
+    pool: Pool,
+    channel: String,
+    seq: u64,
+) -> Result<Option<StoredEntry>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let row = c
+        .query_opt(
+            "SELECT record FROM entries WHERE channel = $1 AND seq = $2",
+            &[&channel, &signed(seq)?],
+        )
+        .await
+        .map_err(db)?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let record: Vec<u8> = r.get(0);
+            decode_entry(&channel, seq, &record).map(Some)
+        }
+    }
+}
+
+pub async fn message(
+    pool: Pool,
+    sender: String,
+    message_id: String,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let row = c
+        .query_opt(
+            "SELECT seq, digest FROM messages WHERE channel = $1 AND message_id = $2",
+            &[&sender, &message_id],
+        )
+        .await
+        .map_err(db)?;
+    match row {
+        None => Ok(None),
+        Some(r) => {
+            let digest: Vec<u8> = r.get(1);
+            Ok(Some(MessageRecord {
+                seq: unsigned(r.get(0), "a message's position")?,
+                message_digest: hash_from(&digest)?,
+            }))
+        }
+    }
+}
+
+pub async fn inbox_page(
+    pool: Pool,
+    inbox: String,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<InboxItem>, StoreError> {
+    let Some(start) = after.checked_add(1) else {
+        return Ok(Vec::new());
+    };
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT position, channel, seq FROM inbox WHERE inbox = $1 AND position >= $2 \
+             ORDER BY position LIMIT $3",
+            &[
+                &inbox,
+                &signed(start)?,
+                &(limit.min(i64::MAX as usize) as i64),
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut expected = start;
+    for r in rows {
+        let cursor = unsigned(r.get(0), "an inbox position")?;
+        // Positions are contiguous: a gap means rows were removed.
+        if cursor != expected {
+            return Err(StoreError::Corrupt(format!(
+                "inbox {inbox}: positions {expected}..={} are missing",
+                cursor.saturating_sub(1)
+            )));
+        }
+        expected = cursor.saturating_add(1);
+        out.push(InboxItem {
+            cursor,
+            channel: r.get(1),
+            seq: unsigned(r.get(2), "an entry's position")?,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn answers(
+    pool: Pool,
+    inbox: String,
+    cursors: Vec<u64>,
+) -> Result<Vec<Option<Answer>>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT position, exception, seq, hub_micros FROM answers \
+             WHERE inbox = $1 AND position = ANY($2)",
+            &[&inbox, &signed_all(&cursors)?],
+        )
+        .await
+        .map_err(db)?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let exception: bool = r.get(1);
+        found.insert(
+            unsigned(r.get(0), "an inbox position")?,
+            Answer {
+                kind: if exception {
+                    AnswerKind::Exception
+                } else {
+                    AnswerKind::Acknowledged
+                },
+                seq: unsigned(r.get(2), "an answer's position")?,
+                hub_micros: r.get(3),
+            },
+        );
+    }
+    Ok(cursors.iter().map(|c| found.get(c).cloned()).collect())
+}
+
+pub async fn fetched(
+    pool: Pool,
+    inbox: String,
+    cursors: Vec<u64>,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT position, hub_micros FROM fetched WHERE inbox = $1 AND position = ANY($2)",
+            &[&inbox, &signed_all(&cursors)?],
+        )
+        .await
+        .map_err(db)?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for r in rows {
+        found.insert(unsigned(r.get(0), "an inbox position")?, r.get::<_, i64>(1));
+    }
+    Ok(cursors.iter().map(|c| found.get(c).copied()).collect())
+}
+
+pub async fn audit_scope(
+    pool: Pool,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<ScopedEntry>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT key, row_bytes FROM audit_scope WHERE key >= $1 AND key < $2 \
+             ORDER BY key LIMIT $3",
+            &[&from, &to, &(limit.min(i64::MAX as usize) as i64)],
+        )
+        .await
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|r| {
+            let (k, v): (Vec<u8>, Vec<u8>) = (r.get(0), r.get(1));
+            decode_audit_row(&k, &v)
+        })
+        .collect()
+}
+
+pub async fn stored_hashes(
+    pool: Pool,
+    channel: String,
+    indexes: Vec<u64>,
+) -> Result<Vec<Hash>, StoreError> {
+    let missing =
+        |i: u64| StoreError::Corrupt(format!("channel {channel}: stored hash {i} is missing"));
+    let places = indexes
+        .iter()
+        .map(|i| stored_hash_place(*i).ok_or_else(|| missing(*i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let seqs: Vec<i64> = places
+        .iter()
+        .map(|(seq, _)| signed(*seq))
+        .collect::<Result<_, _>>()?;
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query(
+            "SELECT seq, hashes FROM tree_hashes WHERE channel = $1 AND seq = ANY($2)",
+            &[&channel, &seqs],
+        )
+        .await
+        .map_err(db)?;
+    let mut records: HashMap<u64, Vec<u8>> = HashMap::with_capacity(rows.len());
+    for r in rows {
+        records.insert(unsigned(r.get(0), "an entry's position")?, r.get(1));
+    }
+    indexes
+        .iter()
+        .zip(places)
+        .map(|(i, (seq, at))| {
+            let record = records.get(&seq).ok_or_else(|| missing(*i))?;
+            hash_from(record.get(at..at + HASH_LEN).ok_or_else(|| missing(*i))?)
+        })
+        .collect()
+}
+
+pub async fn checkpoints(pool: Pool) -> Result<BTreeMap<String, String>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = c
+        .query("SELECT channel, note FROM checkpoints", &[])
+        .await
+        .map_err(db)?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub async fn state(pool: Pool, space: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let row = c
+        .query_opt(
+            "SELECT value FROM state WHERE space = $1 AND key = $2",
+            &[&space, &key],
+        )
+        .await
+        .map_err(db)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The first key after every key that starts with `prefix` (None: no
+/// such key, the prefix being empty or all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+pub async fn state_prefix(
+    pool: Pool,
+    space: String,
+    prefix: Vec<u8>,
+) -> Result<StateRecords, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    // A key range, so the primary key's index serves it (bytea compares
+    // bytewise).
+    let rows = match prefix_end(&prefix) {
+        Some(end) => {
+            c.query(
+                "SELECT key, value FROM state WHERE space = $1 AND key >= $2 AND key < $3 \
+                 ORDER BY key",
+                &[&space, &prefix, &end],
+            )
+            .await
+        }
+        None => {
+            c.query(
+                "SELECT key, value FROM state WHERE space = $1 AND key >= $2 ORDER BY key",
+                &[&space, &prefix],
+            )
+            .await
+        }
+    }
+    .map_err(db)?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_its_successor() {
+        assert_eq!(prefix_end(b"m/"), Some(b"m0".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(&[]), None);
+    }
+}

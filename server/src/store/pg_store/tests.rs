@@ -1,0 +1,181 @@
+//! The store contract on PostgreSQL (skipped, saying so, without
+//! `TONGBAO_TEST_PG_URL`), and the refusals the database itself enforces.
+
+use super::testdb::TestDb;
+use super::{PgOptions, PgStore};
+use crate::store::conformance::{TestResult, appends_read_back, entry};
+use crate::store::{Store, StoreError};
+use std::sync::Arc;
+
+fn open(db: &TestDb) -> Result<PgStore, StoreError> {
+    PgStore::open(&PgOptions {
+        url: db.url(),
+        pool_size: 4,
+    })
+}
+
+#[test]
+fn the_store_contract_holds_on_postgres() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    appends_read_back(&open(&db)?)?;
+    // Reopened (the schema already there), everything reads back.
+    let store = open(&db)?;
+    assert_eq!(
+        store.channel_heads()?.get("tax").map(|h| h.next_seq),
+        Some(2)
+    );
+    assert!(store.entry("tax", 1)?.is_some());
+    Ok(())
+}
+
+#[test]
+fn state_records_hold_on_postgres() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store: Arc<dyn Store> = Arc::new(open(&db)?);
+    crate::store::state::tests::state_records_hold(store, |s| {
+        drop(s);
+        Ok(Arc::new(open(&db)?))
+    })
+}
+
+#[test]
+fn a_batch_that_does_not_continue_its_channel_changes_nothing() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    assert!(!store.refuses_writes());
+    // Another writer's view: tax:0 again, and a gap (tax:2).
+    for stale in [
+        entry("tax", 0, &[("police", 1)]),
+        entry("tax", 2, &[("police", 1)]),
+    ] {
+        let refused = store.commit(&[entry("finance", 0, &[]), stale]);
+        assert!(
+            matches!(&refused, Err(StoreError::Database(m)) if m.contains("another writer")),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        store.entry("finance", 0)?.is_none(),
+        "nothing of the batch stays"
+    );
+    assert!(!store.inbox_heads()?.contains_key("police"));
+    assert!(store.refuses_writes(), "a failed group commit is reported");
+    assert_eq!(store.channel_heads()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_message_id_is_stored_once_per_sender() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[entry("tax", 0, &[])])?;
+    let mut again = entry("tax", 1, &[]);
+    again.message_id = "m0".into();
+    assert!(
+        store.commit(&[again]).is_err(),
+        "the unique constraint holds"
+    );
+    assert_eq!(
+        store.channel_heads()?.get("tax").map(|h| h.next_seq),
+        Some(1)
+    );
+    assert_eq!(store.message("tax", "m0")?.map(|m| m.seq), Some(0));
+    Ok(())
+}
+
+#[test]
+fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
+    // Port 1 on loopback: nothing listens there.
+    let opened = PgStore::open(&PgOptions {
+        url: "host=127.0.0.1 port=1 user=tongbao password=secret-word dbname=x".into(),
+        pool_size: 1,
+    });
+    let Err(e) = opened else {
+        panic!("a store opened on a closed port");
+    };
+    let text = e.to_string();
+    assert!(text.contains("PostgreSQL"), "{text}");
+    assert!(!text.contains("secret-word"), "{text}");
+    let bad = PgStore::open(&PgOptions {
+        url: "host=127.0.0.1 port=notaport".into(),
+        pool_size: 1,
+    });
+    assert!(matches!(bad, Err(StoreError::Database(m)) if m.contains("[store] url")));
+}
+
+#[test]
+fn one_hub_serves_a_database_at_a_time() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let first = open(&db)?;
+    let second = open(&db);
+    assert!(
+        matches!(&second, Err(StoreError::Database(m)) if m.contains("another hub")),
+        "{second:?}"
+    );
+    drop(first);
+    // Released as the first store closes.
+    open(&db)?;
+    Ok(())
+}
+
+#[test]
+fn the_hub_does_not_back_up_a_database() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("store.dump");
+    let refused = open(&db)?.backup_records(&file, 0);
+    assert!(
+        matches!(&refused, Err(StoreError::Database(m)) if m.contains("own tools")),
+        "{refused:?}"
+    );
+    assert!(!file.exists());
+    Ok(())
+}
+
+#[test]
+fn a_database_a_newer_hub_upgraded_is_refused() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    drop(open(&db)?);
+    db.execute("INSERT INTO schema_version (version) VALUES (999)")?;
+    let refused = open(&db);
+    assert!(
+        matches!(&refused, Err(StoreError::Format(m)) if m.contains("schema version 999")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_removed_inbox_row_is_reported_not_skipped() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+        entry("tax", 2, &[("finance", 3)]),
+    ])?;
+    db.execute("DELETE FROM inbox WHERE inbox = 'finance' AND position = 2")?;
+    let page = store.inbox_page("finance", 0, 10);
+    assert!(
+        matches!(&page, Err(StoreError::Corrupt(m)) if m.contains("2..=2")),
+        "{page:?}"
+    );
+    Ok(())
+}

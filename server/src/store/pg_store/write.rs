@@ -1,0 +1,259 @@
+//! The PostgreSQL store's writes. A group commit is one transaction: the
+//! head of every channel it appends to is locked first (in name order, so
+//! that two writers never wait on each other crosswise) and must be where
+//! the batch continues it; then every row goes in by array, one statement
+//! per table.
+
+use super::db;
+use super::read::signed;
+use crate::store::codec::{audit_key, audit_row, entry_record};
+use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
+use deadpool_postgres::Pool;
+use std::collections::BTreeMap;
+
+/// One group commit's rows, owned, column by column.
+#[derive(Default)]
+pub struct Rows {
+    /// Per channel: the first seq the batch appends, and the head after it
+    /// (next seq, last leaf hash, last hub time).
+    heads: BTreeMap<String, (u64, u64, Vec<u8>, i64)>,
+    entries: (Vec<String>, Vec<u64>, Vec<Vec<u8>>),
+    messages: (Vec<String>, Vec<String>, Vec<u64>, Vec<Vec<u8>>),
+    hashes: (Vec<String>, Vec<u64>, Vec<Vec<u8>>),
+    inbox: (Vec<String>, Vec<u64>, Vec<String>, Vec<u64>),
+    answers: AnswerRows,
+    audit: (Vec<Vec<u8>>, Vec<Vec<u8>>),
+    inbox_heads: BTreeMap<String, u64>,
+}
+
+/// Answers, column by column: inbox, position, exception or not, the
+/// answering entry's seq and hub time.
+#[derive(Default)]
+struct AnswerRows(Vec<String>, Vec<u64>, Vec<bool>, Vec<u64>, Vec<i64>);
+
+impl Rows {
+    pub fn of(entries: &[NewEntry]) -> Self {
+        let mut r = Self::default();
+        for e in entries {
+            let head = r
+                .heads
+                .entry(e.channel.clone())
+                .or_insert((e.seq, 0, Vec::new(), 0));
+            *head = (head.0, e.seq + 1, e.leaf_hash.to_vec(), e.hub_micros);
+            r.entries.0.push(e.channel.clone());
+            r.entries.1.push(e.seq);
+            r.entries.2.push(entry_record(
+                &e.leaf_hash,
+                e.shared.cursors.iter().copied(),
+                &e.shared.encoded,
+            ));
+            r.messages.0.push(e.channel.clone());
+            r.messages.1.push(e.message_id.clone());
+            r.messages.2.push(e.seq);
+            r.messages.3.push(e.message_digest.to_vec());
+            r.hashes.0.push(e.channel.clone());
+            r.hashes.1.push(e.seq);
+            r.hashes.2.push(e.tree_hashes.concat());
+            let mut answered = e.answers.clone();
+            answered.sort_unstable();
+            answered.dedup();
+            for position in answered {
+                // A unit answers from its own inbox, named as its channel.
+                r.answers.0.push(e.channel.clone());
+                r.answers.1.push(position);
+                r.answers.2.push(e.answer_kind == AnswerKind::Exception);
+                r.answers.3.push(e.seq);
+                r.answers.4.push(e.hub_micros);
+            }
+            if !e.audit_scopes.is_empty() {
+                let row = audit_row(&e.shared);
+                for mechanism in &e.audit_scopes {
+                    r.audit
+                        .0
+                        .push(audit_key(mechanism, e.hub_micros, e.seq, &e.channel));
+                    r.audit.1.push(row.clone());
+                }
+            }
+            for (inbox, cursor) in e.shared.deliveries() {
+                r.inbox.0.push(inbox.to_string());
+                r.inbox.1.push(cursor);
+                r.inbox.2.push(e.channel.clone());
+                r.inbox.3.push(e.seq);
+                let last = r.inbox_heads.entry(inbox.to_string()).or_default();
+                *last = (*last).max(cursor);
+            }
+        }
+        r
+    }
+}
+
+fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
+    v.iter().map(|c| signed(*c)).collect()
+}
+
+pub async fn append(pool: Pool, rows: Rows) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    for (channel, (first, ..)) in &rows.heads {
+        tx.execute(
+            "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
+             VALUES ($1, 0, '', 0) ON CONFLICT (channel) DO NOTHING",
+            &[channel],
+        )
+        .await
+        .map_err(db)?;
+        let next: i64 = tx
+            .query_one(
+                "SELECT next_seq FROM channel_heads WHERE channel = $1 FOR UPDATE",
+                &[channel],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        if next != signed(*first)? {
+            return Err(StoreError::Database(format!(
+                "channel {channel} continues at entry {next} in the database, not {first}: \
+                 another writer appended to it"
+            )));
+        }
+    }
+    let (c, s, rec) = &rows.entries;
+    tx.execute(
+        "INSERT INTO entries (channel, seq, record) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+        &[c, &signed_all(s)?, rec],
+    )
+    .await
+    .map_err(db)?;
+    let (c, id, s, d) = &rows.messages;
+    tx.execute(
+        "INSERT INTO messages (channel, message_id, seq, digest) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+        &[c, id, &signed_all(s)?, d],
+    )
+    .await
+    .map_err(db)?;
+    let (c, s, h) = &rows.hashes;
+    tx.execute(
+        "INSERT INTO tree_hashes (channel, seq, hashes) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+        &[c, &signed_all(s)?, h],
+    )
+    .await
+    .map_err(db)?;
+    let (i, p, c, s) = &rows.inbox;
+    if !i.is_empty() {
+        tx.execute(
+            "INSERT INTO inbox (inbox, position, channel, seq) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
+            &[i, &signed_all(p)?, c, &signed_all(s)?],
+        )
+        .await
+        .map_err(db)?;
+        let (names, lasts): (Vec<String>, Vec<u64>) = rows.inbox_heads.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO inbox_heads (inbox, last) \
+             SELECT * FROM unnest($1::text[], $2::bigint[]) \
+             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
+            &[&names, &signed_all(&lasts)?],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let AnswerRows(i, p, x, s, t) = &rows.answers;
+    if !i.is_empty() {
+        tx.execute(
+            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
+            &[i, &signed_all(p)?, x, &signed_all(s)?, t],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let (k, v) = &rows.audit;
+    if !k.is_empty() {
+        tx.execute(
+            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+            &[k, v],
+        )
+        .await
+        .map_err(db)?;
+    }
+    for (channel, (_, next, hash, micros)) in &rows.heads {
+        tx.execute(
+            "UPDATE channel_heads SET next_seq = $2, last_leaf_hash = $3, last_hub_micros = $4 \
+             WHERE channel = $1",
+            &[channel, &signed(*next)?, hash, micros],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+pub async fn registry(pool: Pool, bytes: Vec<u8>) -> Result<(), StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    c.execute(
+        "INSERT INTO registry (id, bytes) VALUES (1, $1) \
+         ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
+        &[&bytes],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// First serving wins: a position already marked keeps its time.
+pub async fn fetched(
+    pool: Pool,
+    inbox: String,
+    cursors: Vec<u64>,
+    hub_micros: i64,
+) -> Result<(), StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    c.execute(
+        "INSERT INTO fetched (inbox, position, hub_micros) \
+         SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
+        &[&inbox, &signed_all(&cursors)?, &hub_micros],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub async fn checkpoints(pool: Pool, notes: Vec<(String, String)>) -> Result<(), StoreError> {
+    let (channels, notes): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
+    let c = pool.get().await.map_err(db)?;
+    c.execute(
+        "INSERT INTO checkpoints (channel, note) SELECT * FROM unnest($1::text[], $2::text[]) \
+         ON CONFLICT (channel) DO UPDATE SET note = excluded.note",
+        &[&channels, &notes],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub async fn state(pool: Pool, space: String, batch: StateBatch) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    let put = tx
+        .prepare_cached(
+            "INSERT INTO state (space, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
+        )
+        .await
+        .map_err(db)?;
+    let remove = tx
+        .prepare_cached("DELETE FROM state WHERE space = $1 AND key = $2")
+        .await
+        .map_err(db)?;
+    for (key, value) in &batch.ops {
+        match value {
+            Some(v) => tx.execute(&put, &[&space, key, v]).await,
+            None => tx.execute(&remove, &[&space, key]).await,
+        }
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
