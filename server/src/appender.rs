@@ -167,6 +167,20 @@ pub enum AppendError {
     },
 }
 
+impl AppendError {
+    /// Whether the message was refused, so that it is certainly not in
+    /// the log (a storage failure or a stop leaves that open).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Audience(_)
+            | Self::IdReused { .. }
+            | Self::UnknownSender(_)
+            | Self::AlreadyAnswered { .. } => true,
+            Self::Storage(_) | Self::Closed => false,
+        }
+    }
+}
+
 /// Counters for benchmarks and operators.
 #[derive(Debug, Default)]
 pub struct AppendStats {

@@ -333,10 +333,14 @@ fn check_stored_hashes(
         channel,
         pending: None,
     };
-    let expected = stored_hashes_for_record(seq, leaf, &reader).map_err(|_| tree())?;
+    // A store that cannot be read is not data found altered.
+    let expected = stored_hashes_for_record(seq, leaf, &reader).map_err(|e| match e {
+        MerkleError::Reader(why) => LogError::Store(StoreError::Database(why)),
+        _ => tree(),
+    })?;
     let first = stored_hash_index(0, seq);
     let indexes: Vec<u64> = (first..first + expected.len() as u64).collect();
-    let stored = store.stored_hashes(channel, &indexes).map_err(|_| tree())?;
+    let stored = store.stored_hashes(channel, &indexes)?;
     if stored != expected {
         return Err(tree());
     }

@@ -69,6 +69,15 @@ fn hold(dir: &std::path::Path) {
     }
 }
 
+/// Whether an operation should fail here, once: true the first time the
+/// point is reached when `TONGBAO_FAILPOINT` is `name:fail-once`, for
+/// tests of what follows a failed write that the hub survives.
+pub fn fail_once(name: &str) -> bool {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    named().is_some_and(|v| v.strip_prefix(name) == Some(":fail-once"))
+        && !FAILED.swap(true, Ordering::SeqCst)
+}
+
 /// The inbox position whose delivery the hub alters before serving it,
 /// when `TONGBAO_FAILPOINT` is `alter-delivery:<position>`: a hub (or a
 /// path) that changes what it serves, for tests of what the client checks.

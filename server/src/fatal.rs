@@ -39,6 +39,11 @@ pub enum Stop {
     /// read it (what, where).
     #[error("stopped: the background check of the stored entries failed: {0}")]
     Altered(String),
+    /// A workflow step reached the log but its state could not be
+    /// written: serving the state without it would answer from the past.
+    /// The next start applies the step.
+    #[error("stopped: a workflow step is in the log but its state could not be written: {0}")]
+    StateBehind(String),
 }
 
 /// The first fatal condition met, and a wake-up for whoever stops the hub.
@@ -67,6 +72,13 @@ impl Fatal {
             "the background check of the stored entries failed: {what}; the hub is stopping"
         );
         self.record(Stop::Altered(what));
+    }
+
+    fn state_behind(&self, what: String) {
+        tracing::error!(
+            "a workflow step is in the log but its state could not be written: {what}; the hub is stopping"
+        );
+        self.record(Stop::StateBehind(what));
     }
 
     /// Keeps the first condition and wakes whoever stops the hub.
@@ -102,6 +114,12 @@ pub fn poisoned(what: &'static str) -> Poisoned {
 /// hub to stop.
 pub fn altered(what: String) {
     FATAL.altered(what);
+}
+
+/// Records that a workflow step's state could not be written after the
+/// step was appended, logs it and asks the hub to stop.
+pub fn state_behind(what: String) {
+    FATAL.state_behind(what);
 }
 
 /// The first fatal condition met, if any.

@@ -52,6 +52,13 @@ fn run(store: &dyn Store, heads: &BTreeMap<String, ChannelHead>, shutdown: &watc
         Err(Ended::Stopping) => {
             tracing::info!("the check of every stored entry stopped with the hub")
         }
+        // The store failing a read says nothing about the data: the hub
+        // goes on (its calls meet the same failure), and the next start
+        // checks again.
+        Err(Ended::Failed(LogError::Store(e))) => tracing::error!(
+            error = %e,
+            "the check of every stored entry stopped: the store could not be read; the next start checks again"
+        ),
         Err(Ended::Failed(e)) => crate::fatal::altered(e.to_string()),
     }
 }

@@ -1350,3 +1350,34 @@ async fn membership_is_judged_when_the_step_is_appended() -> TestResult {
     assert!(!dir.units.iter().any(|u| u.unit == "health"));
     t.stop().await
 }
+
+/// A step whose state write fails after it was appended is in the log:
+/// the hub writes the state again before it answers, so the next step
+/// and every read see it (a second failure stops the hub instead, and the
+/// next start applies the step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_state_write_failed_is_applied_before_the_answer() -> TestResult {
+    let pki = tongbao_tests::TestPki::generate()?;
+    let hub = tongbao_tests::HubProcess::start_at_failpoint(
+        &pki,
+        env!("CARGO_BIN_EXE_tongbao-test-hub"),
+        "workflow-apply:fail-once",
+    )?;
+    let lead = Client::connect(&pki.unit_config("civil-affairs", hub.addr)?).await?;
+    let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+    lead.propose_meeting(fund_meeting("m-f")).await?;
+    // The agenda item is checked against (and addressed from) a state
+    // that has the proposal.
+    finance
+        .agenda_item("m-f", "Item after a failed write", None)
+        .await?;
+    let meeting = lead.meeting("m-f").await?;
+    assert_eq!(meeting.proposer, "civil-affairs");
+    assert_eq!(meeting.agenda_items.len(), 1);
+    refused(
+        lead.propose_meeting(fund_meeting("m-f")).await,
+        Code::AlreadyExists,
+        "already proposed",
+    );
+    Ok(())
+}

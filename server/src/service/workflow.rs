@@ -168,6 +168,11 @@ impl WorkflowService {
         }
         let workflows = &state.workflows;
         let _serial = workflows.serial.lock().await;
+        // A step appended earlier whose state write failed is applied
+        // before this one is checked against that state.
+        workflows
+            .recover(state.store.as_ref())
+            .map_err(refusal_status)?;
         let retried = appended_before()?;
         if !retried {
             self.check(&unit, message, &step)?;
@@ -178,21 +183,39 @@ impl WorkflowService {
         let appended = match state.appender.append(unit.clone(), signed, digest).await {
             Ok(a) => a,
             Err(e) => {
-                if !retried {
+                // Only a refusal means the step is not in the log; after a
+                // storage failure it may be, and the next recovery decides.
+                if !retried && e.is_refusal() {
                     let _ = workflows.drop_pending(&unit, &message_id);
                 }
                 return Err(e.into());
             }
         };
-        if !appended.duplicate {
-            let stored = state
-                .store
-                .entry(&appended.channel, appended.seq)
-                .map_err(storage_status)?
-                .ok_or_else(|| Status::internal("the appended step cannot be read back"))?;
-            workflows
-                .apply(&stored.entry, &stored.leaf_hash)
-                .map_err(refusal_status)?;
+        // Applying is idempotent: a repeated step whose first state write
+        // failed is applied now. A write that fails again stops the hub
+        // rather than answer from a state without the step.
+        let applied = if crate::failpoint::fail_once("workflow-apply") {
+            Err(Status::internal("failpoint workflow-apply"))
+        } else {
+            apply_appended(state, &appended)
+        };
+        if let Err(first) = applied {
+            tracing::warn!(error = %first.message(), "a workflow state write failed; trying again");
+            if let Err(e) = workflows
+                .recover(state.store.as_ref())
+                .map_err(refusal_status)
+                .and_then(|()| apply_appended(state, &appended))
+            {
+                crate::fatal::state_behind(format!(
+                    "entry {}:{}: {}",
+                    appended.channel,
+                    appended.seq,
+                    e.message()
+                ));
+                return Err(Status::unavailable(
+                    "the hub could not record this step's workflow state and is stopping; the step is in the log and is applied at the next start",
+                ));
+            }
         }
         Ok(pb::PushResponse::from(appended))
     }
@@ -546,4 +569,17 @@ impl Workflow for WorkflowService {
         let who = self.state.authenticate(&request)?;
         super::tasks::list_actions(&self.state, &who, request.get_ref()).map(Response::new)
     }
+}
+
+/// Applies an appended (or repeated) step to the workflow state.
+fn apply_appended(state: &HubState, appended: &crate::appender::Appended) -> Result<(), Status> {
+    let stored = state
+        .store
+        .entry(&appended.channel, appended.seq)
+        .map_err(storage_status)?
+        .ok_or_else(|| Status::internal("the appended step cannot be read back"))?;
+    state
+        .workflows
+        .apply(&stored.entry, &stored.leaf_hash)
+        .map_err(refusal_status)
 }

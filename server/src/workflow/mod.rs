@@ -192,22 +192,39 @@ impl Workflows {
         Ok(())
     }
 
-    /// Applies the steps noted pending that reached the log.
-    fn recover(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
+    /// Applies the steps noted pending that reached the log, in hub-time
+    /// order, and forgets those that did not. Run at start and before
+    /// each step is checked, so that a step whose state write failed
+    /// after its append is applied before anything is checked against
+    /// the state it changes.
+    pub fn recover(&self, store: &dyn Store) -> Result<(), WorkflowRefusal> {
+        let mut reached = Vec::new();
+        let mut keys = Vec::new();
         for item in self.tree.scan_prefix(PENDING) {
             let (k, _) = item?;
             let rest = &k[PENDING.len()..];
-            let Some(split) = rest.iter().position(|b| *b == 0) else {
-                self.tree.remove(&k)?;
-                continue;
-            };
-            let sender = String::from_utf8_lossy(&rest[..split]).into_owned();
-            let message_id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
-            if let Some(rec) = store.message(&sender, &message_id)?
-                && let Some(stored) = store.entry(&sender, rec.seq)?
-            {
-                self.apply(&stored.entry, &stored.leaf_hash)?;
+            if let Some(split) = rest.iter().position(|b| *b == 0) {
+                let sender = String::from_utf8_lossy(&rest[..split]).into_owned();
+                let message_id = String::from_utf8_lossy(&rest[split + 1..]).into_owned();
+                if let Some(rec) = store.message(&sender, &message_id)?
+                    && let Some(stored) = store.entry(&sender, rec.seq)?
+                {
+                    reached.push(stored);
+                }
             }
+            keys.push(k.to_vec());
+        }
+        reached.sort_by(|a, b| {
+            (a.entry.hub_micros, &a.entry.channel, a.entry.seq).cmp(&(
+                b.entry.hub_micros,
+                &b.entry.channel,
+                b.entry.seq,
+            ))
+        });
+        for stored in &reached {
+            self.apply(&stored.entry, &stored.leaf_hash)?;
+        }
+        for k in keys {
             self.tree.remove(&k)?;
         }
         Ok(())
