@@ -3,7 +3,7 @@
 //! summarized with every answer and result embedded; `verify` checks a
 //! summary from those entries alone.
 
-use crate::common::{parse_ref, pin_text, print_receipt};
+use crate::common::{parse_org, parse_ref, pin_text, print_receipt};
 use crate::task::{attachment, attachments, parse_when};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -29,8 +29,15 @@ pub enum ActionCommand {
         starts: String,
         #[arg(long)]
         ends: String,
-        /// A target organization (repeatable).
-        #[arg(long = "target", required = true)]
+        /// A target organization: its unified social credit code,
+        /// optionally with its name (CODE=NAME); repeatable or
+        /// comma-separated.
+        #[arg(
+            long = "target",
+            value_name = "CODE[=NAME]",
+            value_delimiter = ',',
+            required = true
+        )]
         targets: Vec<String>,
         /// The action plan, kept by its SHA-256.
         #[arg(long, value_name = "FILE")]
@@ -111,7 +118,9 @@ fn action_json(a: &pb::ActionState) -> Value {
     json!({
         "action_id": a.action_id, "mechanism": p.mechanism, "lead": a.lead, "title": p.title,
         "starts": format_micros(p.starts_micros), "ends": format_micros(p.ends_micros),
-        "target_organizations": p.target_organizations,
+        "target_organizations": p.target_organizations.iter()
+            .map(|o| json!({"credit_code": o.credit_code, "name": o.name}))
+            .collect::<Vec<_>>(),
         "plan": p.plan.as_ref().map(|d| json!({"name": d.name, "sha256": hex::encode(&d.sha256)})),
         "proposal": pin_text(&a.proposal_entry), "summary": pin_text(&a.summary),
         "not_answered": a.not_answered, "not_reported": a.not_reported,
@@ -120,6 +129,15 @@ fn action_json(a: &pb::ActionState) -> Value {
             "answer": pin_text(&x.answer), "result": pin_text(&x.result),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// CODE, or CODE (NAME) when the proposal names it.
+fn org_text(o: &pb::Organization) -> String {
+    if o.name.is_empty() {
+        o.credit_code.clone()
+    } else {
+        format!("{} ({})", o.credit_code, o.name)
+    }
 }
 
 fn print_action(a: &pb::ActionState) {
@@ -132,7 +150,11 @@ fn print_action(a: &pb::ActionState) {
         a.lead,
         format_micros(p.starts_micros),
         format_micros(p.ends_micros),
-        p.target_organizations.join("; "),
+        p.target_organizations
+            .iter()
+            .map(org_text)
+            .collect::<Vec<_>>()
+            .join("; "),
         if a.summary.is_some() {
             "summarized"
         } else {
@@ -182,7 +204,10 @@ pub async fn action(client: &Client, what: ActionCommand) -> anyhow::Result<()> 
                 participants,
                 starts_micros: parse_when(&starts)?,
                 ends_micros: parse_when(&ends)?,
-                target_organizations: targets,
+                target_organizations: targets
+                    .iter()
+                    .map(|t| parse_org(t))
+                    .collect::<anyhow::Result<_>>()?,
                 plan: Some(attachment(&plan)?),
             };
             print_receipt(

@@ -68,9 +68,9 @@ async fn tasks_and_joint_actions_from_the_command_line() -> TestResult {
     // A joint action: one confirms and reports, one declines; summary verified.
     let plan = d.join("plan.txt");
     std::fs::write(&plan, "plan")?;
-    tongbao(
-        &lead,
-        &[
+    let plan_arg = plan.display().to_string();
+    let propose = |targets: &[&str]| {
+        let mut args = vec![
             "action",
             "propose",
             "--id",
@@ -85,12 +85,21 @@ async fn tasks_and_joint_actions_from_the_command_line() -> TestResult {
             "1m",
             "--ends",
             "+1d",
-            "--target",
-            "Association X",
             "--plan",
-            &plan.display().to_string(),
-        ],
-    )?;
+            &plan_arg,
+        ];
+        for t in targets {
+            args.extend(["--target", t]);
+        }
+        tongbao(&lead, &args)
+    };
+    // A target is a credit code; a plain name is refused before sending.
+    let named = propose(&["Association X"]);
+    assert!(named.is_err_and(|e| e.contains("has 13 characters")));
+    propose(&[
+        "51140000MJ0000012R=山西省某某协会,53140000MJY0001237",
+        "53140000730001234G",
+    ])?;
     tongbao(&ps, &["action", "confirm", "a-cli"])?;
     tongbao(
         &health,
@@ -98,6 +107,19 @@ async fn tasks_and_joint_actions_from_the_command_line() -> TestResult {
     )?;
     let waiting = json_of(&office, &["action", "show", "a-cli", "--json"])?;
     assert_eq!(waiting["not_reported"], json!(["public-security"]));
+    assert_eq!(
+        waiting["target_organizations"],
+        json!([
+            {"credit_code": "51140000MJ0000012R", "name": "山西省某某协会"},
+            {"credit_code": "53140000MJY0001237", "name": ""},
+            {"credit_code": "53140000730001234G", "name": ""},
+        ])
+    );
+    // The proposal is found by each target's code, by those addressed.
+    let about = json_of(&ps, &["org", "show", "53140000730001234G", "--json"])?;
+    assert_eq!(about["entries"].as_array().map(Vec::len), Some(1));
+    let about = json_of(&tax, &["org", "show", "53140000730001234G", "--json"])?;
+    assert_eq!(about["entries"], json!([]));
     let early = tongbao(&lead, &["action", "summary", "a-cli", "--text", "x"]);
     assert!(early.is_err_and(|e| e.contains("public-security (confirmed, no results)")));
     tongbao(

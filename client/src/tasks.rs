@@ -7,10 +7,10 @@
 //! `tongbao_proto::workflow::action`, trusting nothing the hub says.
 
 use crate::workflow::{as_entry, audience_of, dedup, workflow_error};
-use crate::{Client, ClientError, PushReceipt, VerifiedEntry};
+use crate::{Client, ClientError, Draft, PushReceipt, VerifiedEntry};
 use tongbao_proto::pb::{self, AssigneeState, Kind, ParticipantState, workflow_step::Step};
 use tongbao_proto::workflow::action::{SummarizedAction, verify_action_summary};
-use tongbao_proto::workflow::decode_step;
+use tongbao_proto::workflow::{CONTENT_TYPE, decode_step, encode_step};
 
 impl Client {
     // ---- tasks ----
@@ -189,21 +189,30 @@ impl Client {
     // ---- joint enforcement actions ----
 
     /// Proposes a joint action (the lead unit): sent to the participants
-    /// and the mechanism's office.
+    /// and the mechanism's office. The message's references name the
+    /// target organizations (the rule of
+    /// `tongbao_proto::workflow::action::check_proposal_references`), so
+    /// `organization` finds the action under each of them.
     pub async fn propose_action(&self, p: pb::ActionProposal) -> Result<PushReceipt, ClientError> {
         let me = self.own_unit()?;
         let audience = audience_of(
             &dedup(p.participants.clone(), &me),
             std::slice::from_ref(&p.mechanism),
         );
-        self.submit_step(
+        let subject = format!("Joint action {}: {}", p.action_id, p.title);
+        let targets = p.target_organizations.clone();
+        let mut draft = Draft::new(
             Kind::JointAction,
-            format!("Joint action {}: {}", p.action_id, p.title),
-            Step::ActionProposal(p),
-            audience,
-            None,
+            subject,
+            encode_step(Step::ActionProposal(p)),
         )
-        .await
+        .with_content_type(CONTENT_TYPE);
+        draft.audience = audience;
+        for o in targets {
+            draft = draft.about(o.credit_code, o.name);
+        }
+        let signed = self.sign(draft)?;
+        self.submit_signed(signed).await
     }
 
     /// A joint action's state: who has not answered or reported.

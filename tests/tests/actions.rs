@@ -4,15 +4,26 @@
 //! who has not confirmed or reported; every refusal with its status; and
 //! a released summary checked offline, a tampered report refused.
 
-use tongbao_client::{Client, KeyRing, PushReceipt};
+use tongbao_client::{Client, ClientError, Draft, KeyRing, PushReceipt};
 use tongbao_proto::pb::{self, Kind, workflow_step::Step};
 use tongbao_proto::workflow::action::{ProvenPart, verify_action_summary};
-use tongbao_proto::workflow::{decode_step, encode_step};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, refused};
+use tongbao_proto::workflow::{CONTENT_TYPE, decode_step, encode_step};
+use tongbao_tests::{BoxError, Role, TestHub, TestResult, assert_nothing_stored, refused};
 use tonic::Code;
 
 const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
+/// Valid unified social credit codes (check characters computed
+/// independently of the code under test).
+const ASSOCIATION: &str = "51140000MJ0000012R";
+const FOUNDATION: &str = "53140000MJY0001237";
+
+fn org(code: &str, name: &str) -> pb::Organization {
+    pb::Organization {
+        credit_code: code.into(),
+        name: name.into(),
+    }
+}
 
 async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
     Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
@@ -23,11 +34,11 @@ fn inspection(id: &str, participants: &[&str]) -> pb::ActionProposal {
     pb::ActionProposal {
         action_id: id.into(),
         mechanism: ENFORCEMENT.into(),
-        title: "Inspection of the Provincial Association X".into(),
+        title: "Inspection of the provincial association".into(),
         participants: participants.iter().map(|u| u.to_string()).collect(),
         starts_micros: now,
         ends_micros: now + 8 * HOUR,
-        target_organizations: vec!["Provincial Association X".into()],
+        target_organizations: vec![org(ASSOCIATION, "山西省某某协会")],
         plan: Some(pb::AttachmentDigest {
             name: "plan.pdf".into(),
             media_type: "application/pdf".into(),
@@ -93,7 +104,7 @@ async fn a_summary_goes_out_once_every_confirmed_participant_reported() -> TestR
     refused(
         lead.propose_action(no_targets).await,
         Code::InvalidArgument,
-        "target organizations",
+        "at least one target organization",
     );
     let mut no_plan = inspection("a-1", &["tax"]);
     no_plan.plan = None;
@@ -420,6 +431,145 @@ async fn membership_is_judged_when_the_action_is_proposed() -> TestResult {
         tax.report_action("a-l", "early", vec![]).await,
         Code::FailedPrecondition,
         "results come after it started",
+    );
+    t.stop().await
+}
+
+/// Submits a proposal whose message's references name `orgs`, whatever
+/// its targets (the library names exactly the targets).
+async fn propose_naming(
+    lead: &Client,
+    p: pb::ActionProposal,
+    orgs: &[pb::Organization],
+) -> Result<PushReceipt, ClientError> {
+    let mut draft = Draft::new(
+        Kind::JointAction,
+        "raw proposal",
+        encode_step(Step::ActionProposal(p.clone())),
+    )
+    .with_content_type(CONTENT_TYPE)
+    .to_units(p.participants)
+    .to_office(ENFORCEMENT);
+    for o in orgs {
+        draft = draft.about(o.credit_code.clone(), o.name.clone());
+    }
+    lead.submit_signed(lead.sign(draft)?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_organizations_are_credit_codes_the_references_name() -> TestResult {
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let targeting = |targets: Vec<pb::Organization>| {
+        let mut p = inspection("a-t", &["tax", "health"]);
+        p.target_organizations = targets;
+        p
+    };
+    // A bad code is refused with what is wrong, whether the references
+    // repeat it (the library) or not.
+    for (code, words) in [
+        ("51140000MJ0000012X", "the check character is 'X'"),
+        ("Provincial Association X", "has 24 characters"),
+        ("51140000MJ0000O12R", "is not one of 0-9"),
+        ("511A0000MJ0000012R", "administrative division"),
+    ] {
+        let p = targeting(vec![org(ASSOCIATION, ""), org(code, "")]);
+        refused(
+            lead.propose_action(p.clone()).await,
+            Code::InvalidArgument,
+            words,
+        );
+        refused(
+            propose_naming(&lead, p, &[]).await,
+            Code::InvalidArgument,
+            words,
+        );
+    }
+    // A long input is never echoed back whole.
+    let long = targeting(vec![org(&"9".repeat(64 * 1024), "")]);
+    for r in [
+        lead.propose_action(long.clone()).await,
+        propose_naming(&lead, long, &[]).await,
+    ] {
+        let e = r.err().ok_or("a 64 KiB code was taken")?;
+        assert_eq!(e.code(), Some(Code::InvalidArgument), "{e}");
+        assert!(e.to_string().len() < 512, "{} bytes", e.to_string().len());
+    }
+    let twice = targeting(vec![org(ASSOCIATION, ""), org(ASSOCIATION, "again")]);
+    refused(
+        propose_naming(&lead, twice, &[]).await,
+        Code::InvalidArgument,
+        "named twice",
+    );
+    // More than a message may name: the references' bound, or the
+    // targets' own when the references do not repeat them.
+    let many = targeting(vec![org(ASSOCIATION, ""); 17]);
+    refused(
+        lead.propose_action(many.clone()).await,
+        Code::ResourceExhausted,
+        "at most 16",
+    );
+    refused(
+        propose_naming(&lead, many, &[]).await,
+        Code::InvalidArgument,
+        "at most 16",
+    );
+    // The references name exactly the targets: codes, names and order.
+    let both = vec![org(ASSOCIATION, "山西省某某协会"), org(FOUNDATION, "")];
+    let renamed = vec![org(ASSOCIATION, "another name"), org(FOUNDATION, "")];
+    let reversed: Vec<pb::Organization> = both.iter().rev().cloned().collect();
+    for named in [&[][..], &both[..1], &renamed, &reversed] {
+        refused(
+            propose_naming(&lead, targeting(both.clone()), named).await,
+            Code::InvalidArgument,
+            "references.organizations",
+        );
+    }
+    let mut extra = both.clone();
+    extra.push(org("53140000730001234G", ""));
+    refused(
+        propose_naming(&lead, targeting(both.clone()), &extra).await,
+        Code::InvalidArgument,
+        "references.organizations",
+    );
+    assert_nothing_stored(&t).await?;
+    assert!(
+        t.unit("health")
+            .await?
+            .pull(0, 10)
+            .await?
+            .entries
+            .is_empty()
+    );
+
+    // Named exactly, by the library or by hand, a proposal is taken.
+    let first = lead.propose_action(targeting(both.clone())).await?;
+    assert_eq!(
+        first.seq, 0,
+        "a refused proposal consumed a sequence number"
+    );
+    let mut again = targeting(both.clone());
+    again.action_id = "a-u".into();
+    propose_naming(&lead, again, &both).await?;
+    let seen = t
+        .unit("tax")
+        .await?
+        .get_entry(&first.channel, first.seq)
+        .await?;
+    let named = seen
+        .message()
+        .references
+        .as_ref()
+        .map(|r| r.organizations.clone())
+        .unwrap_or_default();
+    assert_eq!(named, both);
+    let shown = lead.action("a-t").await?;
+    assert_eq!(
+        shown
+            .proposal
+            .map(|p| p.target_organizations)
+            .unwrap_or_default(),
+        both
     );
     t.stop().await
 }

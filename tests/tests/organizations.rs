@@ -211,3 +211,62 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
     assert!(!ss_seen.contains(&"Tax arrears".to_string()), "{ss_seen:?}");
     t.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joint_action_is_found_under_each_target_by_those_addressed() -> TestResult {
+    const ENFORCEMENT: &str = "joint-enforcement";
+    let t = TestHub::start().await?;
+    let lead = t.unit("civil-affairs").await?;
+    let now = tongbao_proto::now_micros();
+    let proposed = lead
+        .propose_action(pb::ActionProposal {
+            action_id: "a-org".into(),
+            mechanism: ENFORCEMENT.into(),
+            title: "Inspection of the association".into(),
+            participants: vec!["public-security".into(), "tax".into()],
+            starts_micros: now,
+            ends_micros: now + 3_600_000_000,
+            target_organizations: vec![
+                pb::Organization {
+                    credit_code: ORG.into(),
+                    name: "山西省某某协会".into(),
+                },
+                pb::Organization {
+                    credit_code: OTHER.into(),
+                    name: String::new(),
+                },
+            ],
+            plan: Some(pb::AttachmentDigest {
+                name: "plan.pdf".into(),
+                sha256: tongbao_proto::canonical::sha256(b"plan").to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let is_proposal = |seen: &[VerifiedEntry]| matches!(seen, [e] if e.channel() == proposed.channel && e.seq() == proposed.seq);
+    // The participants, the lead unit and the office find it under each
+    // target.
+    for code in [ORG, OTHER] {
+        for unit in ["public-security", "tax", "civil-affairs"] {
+            let seen = t.unit(unit).await?.organization(code).await?;
+            assert!(is_proposal(&seen), "{unit} {code}: {:?}", subjects(&seen));
+        }
+        let seen = Client::connect(&t.pki.office_config(ENFORCEMENT, t.addr)?)
+            .await?
+            .organization(code)
+            .await?;
+        assert!(is_proposal(&seen), "office {code}: {:?}", subjects(&seen));
+    }
+    // A member of the mechanism not named, and a unit outside it, do not.
+    for unit in ["health", "finance"] {
+        let u = t.unit(unit).await?;
+        assert!(u.organization(ORG).await?.is_empty(), "{unit}");
+        refused(
+            u.get_entry(&proposed.channel, proposed.seq).await,
+            Code::PermissionDenied,
+            "not addressed",
+        );
+    }
+    assert!(office(&t).await?.organization(ORG).await?.is_empty());
+    t.stop().await
+}

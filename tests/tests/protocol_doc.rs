@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use tongbao_proto::echo::{MAX_STATUS_MESSAGE_BYTES, SHOWN_CHARS};
 use tongbao_proto::merkle::MAX_LEAVES_PER_CALL;
-use tongbao_proto::workflow::{action, task};
-use tongbao_proto::{kinds, pb};
+use tongbao_proto::workflow::task;
+use tongbao_proto::{credit_code, kinds, pb, warning};
 use tongbao_server::config::Limits;
 use tongbao_server::policy::MAX_RECEIPT_ENTRIES;
 
@@ -62,8 +62,20 @@ fn every_limit_and_its_default_is_in_the_specification() -> TestResult {
             task::MAX_STEP_ATTACHMENTS,
         ),
         (
-            "target organizations per joint action (`MAX_TARGET_ORGANIZATIONS`)",
-            action::MAX_TARGET_ORGANIZATIONS,
+            "organizations per message (`MAX_ORGANIZATIONS`)",
+            credit_code::MAX_ORGANIZATIONS,
+        ),
+        (
+            "target organizations per joint action (`MAX_ORGANIZATIONS`)",
+            credit_code::MAX_ORGANIZATIONS,
+        ),
+        (
+            "evidence pins per joint warning (`MAX_EVIDENCE`)",
+            warning::MAX_EVIDENCE,
+        ),
+        (
+            "measures per answer (`MAX_MEASURES`)",
+            warning::MAX_MEASURES,
         ),
         ("status message length", MAX_STATUS_MESSAGE_BYTES),
         ("characters of a value a refusal repeats", SHOWN_CHARS),

@@ -492,7 +492,10 @@ async fn task_and_action_state_is_rebuilt_from_the_entries() -> TestResult {
         participants: vec!["tax".into()],
         starts_micros: tongbao_proto::now_micros(),
         ends_micros: tongbao_proto::now_micros() + HOUR,
-        target_organizations: vec!["Foundation Y".into()],
+        target_organizations: vec![pb::Organization {
+            credit_code: "53140000MJY0001237".into(),
+            name: "山西省某某基金会".into(),
+        }],
         plan: Some(report_attachment()),
     })
     .await?;

@@ -7,25 +7,22 @@
 
 use super::task::{check_attachment, check_unit_list};
 use super::{SigningKeys, WorkflowError, check_embedded, check_workflow_id, malformed, unproven};
+use crate::credit_code;
 use crate::echo::shown;
-use crate::pb::{self, Entry, workflow_step::Step};
+use crate::pb::{self, Entry, Message, Organization, workflow_step::Step};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Most target organizations one action names.
-pub const MAX_TARGET_ORGANIZATIONS: usize = 64;
-/// Longest target organization, in bytes.
-pub const MAX_ORGANIZATION_BYTES: usize = 128;
 
 /// The shape of a proposal, before the hub judges its sender and its
 /// participants' membership: an id, a title, participants each once (not
-/// the proposer), a time, target organizations and the plan's digest.
-pub fn check_proposal(p: &pb::ActionProposal, proposer: &str) -> Result<(), WorkflowError> {
+/// the proposer, the message's sender), a time, target organizations
+/// named by the message's references too, and the plan's digest.
+pub fn check_proposal(m: &Message, p: &pb::ActionProposal) -> Result<(), WorkflowError> {
     check_workflow_id("action id", &p.action_id)?;
     if p.title.trim().is_empty() {
         return Err(malformed("a joint action needs a title"));
     }
     check_unit_list("participating units", &p.participants)?;
-    if p.participants.iter().any(|u| u == proposer) {
+    if p.participants.contains(&m.sender) {
         return Err(malformed(
             "the lead unit proposes the action; do not name it as a participant",
         ));
@@ -36,6 +33,7 @@ pub fn check_proposal(p: &pb::ActionProposal, proposer: &str) -> Result<(), Work
         ));
     }
     check_target_organizations(&p.target_organizations)?;
+    check_proposal_references(m, p)?;
     let plan = p
         .plan
         .as_ref()
@@ -43,27 +41,33 @@ pub fn check_proposal(p: &pb::ActionProposal, proposer: &str) -> Result<(), Work
     check_attachment("the action plan", plan)
 }
 
-/// Target organizations: 1 to [`MAX_TARGET_ORGANIZATIONS`], each 1 to
-/// [`MAX_ORGANIZATION_BYTES`] bytes and not blank, each once.
-pub fn check_target_organizations(orgs: &[String]) -> Result<(), WorkflowError> {
-    if orgs.is_empty() || orgs.len() > MAX_TARGET_ORGANIZATIONS {
-        return Err(malformed(format!(
-            "a joint action names 1 to {MAX_TARGET_ORGANIZATIONS} target organizations, not {}",
-            orgs.len()
-        )));
+/// Target organizations: at least one, and as any message's organizations
+/// (valid credit codes, each once, at most
+/// [`credit_code::MAX_ORGANIZATIONS`], names bounded).
+pub fn check_target_organizations(orgs: &[Organization]) -> Result<(), WorkflowError> {
+    if orgs.is_empty() {
+        return Err(malformed(
+            "a joint action names at least one target organization by unified social credit code",
+        ));
     }
-    if let Some(bad) = orgs
-        .iter()
-        .find(|o| o.trim().is_empty() || o.len() > MAX_ORGANIZATION_BYTES)
-    {
+    credit_code::check_organizations(orgs).map_err(|e| malformed(e.to_string()))
+}
+
+/// The proposal message's `references.organizations` are exactly the
+/// target organizations (codes, names and order), so the organization
+/// index, which reads references, finds the action under each target.
+pub fn check_proposal_references(m: &Message, p: &pb::ActionProposal) -> Result<(), WorkflowError> {
+    let named = m
+        .references
+        .as_ref()
+        .map(|r| r.organizations.as_slice())
+        .unwrap_or_default();
+    if named != p.target_organizations.as_slice() {
         return Err(malformed(format!(
-            "target organization {:?} is blank or longer than {MAX_ORGANIZATION_BYTES} bytes",
-            shown(bad)
+            "a joint action's proposal names its target organizations in the message's references.organizations too, with the same codes, names and order (references name {}, targets {})",
+            named.len(),
+            p.target_organizations.len()
         )));
-    }
-    let distinct: BTreeSet<&String> = orgs.iter().collect();
-    if distinct.len() != orgs.len() {
-        return Err(malformed("name each target organization once"));
     }
     Ok(())
 }
@@ -118,6 +122,9 @@ pub fn verify_action_summary(
             shown(&summary.action_id)
         )));
     }
+    // A proposal the hub would refuse proves no action.
+    check_proposal(proposal.message, p)
+        .map_err(|e| unproven(format!("the embedded proposal: {e}")))?;
     let pin = proposal.pin();
     let participants: BTreeSet<&str> = p.participants.iter().map(String::as_str).collect();
     let answers = embedded_answers(summary, &pin, &participants, keys)?;
@@ -263,6 +270,8 @@ mod tests {
     struct World {
         keys: HashMap<String, SigningKey>,
         seqs: HashMap<String, u64>,
+        /// Sign proposals without their targets in their references.
+        bare_proposals: bool,
     }
 
     impl World {
@@ -274,13 +283,24 @@ mod tests {
             Ok(Self {
                 keys,
                 seqs: HashMap::new(),
+                bare_proposals: false,
             })
         }
 
         fn entry(&mut self, unit: &str, kind: Kind, step: Step) -> Result<Entry, String> {
+            // A proposal names its targets in its references, as the
+            // client library writes it.
+            let references = match &step {
+                Step::ActionProposal(p) if !self.bare_proposals => Some(pb::References {
+                    organizations: p.target_organizations.clone(),
+                    ..Default::default()
+                }),
+                _ => None,
+            };
             let key = self.keys.get(unit).ok_or("no such unit")?;
             let seq = self.seqs.entry(unit.to_string()).or_default();
             let signed = key.sign_message(Message {
+                references,
                 message_id: format!("{unit}-{seq}"),
                 sender: unit.into(),
                 kind: kind as i32,
@@ -327,6 +347,29 @@ mod tests {
         }
     }
 
+    /// Valid codes (from `credit_code`'s tests).
+    const ASSOCIATION: &str = "51140000MJ0000012R";
+    const FOUNDATION: &str = "53140000MJY0001237";
+
+    fn org(code: &str) -> Organization {
+        Organization {
+            credit_code: code.into(),
+            name: String::new(),
+        }
+    }
+
+    /// The message of a proposal whose references name its targets.
+    fn message_of(p: &pb::ActionProposal, sender: &str) -> Message {
+        Message {
+            sender: sender.into(),
+            references: Some(pb::References {
+                organizations: p.target_organizations.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     fn proposal() -> pb::ActionProposal {
         pb::ActionProposal {
             action_id: "a-1".into(),
@@ -335,7 +378,7 @@ mod tests {
             participants: vec!["public-security".into(), "tax".into(), "health".into()],
             starts_micros: 1,
             ends_micros: 2,
-            target_organizations: vec!["Association X".into()],
+            target_organizations: vec![org(ASSOCIATION)],
             plan: Some(pb::AttachmentDigest {
                 name: "plan.pdf".into(),
                 sha256: vec![9; 32],
@@ -507,25 +550,87 @@ mod tests {
 
     #[test]
     fn a_proposal_names_participants_time_targets_and_plan() {
+        let check =
+            |p: &pb::ActionProposal, sender: &str| check_proposal(&message_of(p, sender), p);
         let good = proposal();
-        assert!(check_proposal(&good, "civil-affairs").is_ok());
-        assert!(check_proposal(&good, "tax").is_err());
+        assert!(check(&good, "civil-affairs").is_ok());
+        assert!(check(&good, "tax").is_err());
         let mut no_plan = good.clone();
         no_plan.plan = None;
-        assert!(check_proposal(&no_plan, "civil-affairs").is_err());
+        assert!(check(&no_plan, "civil-affairs").is_err());
         let mut backwards = good.clone();
         backwards.ends_micros = 0;
-        assert!(check_proposal(&backwards, "civil-affairs").is_err());
-        let mut many = good.clone();
-        many.target_organizations = (0..=MAX_TARGET_ORGANIZATIONS)
-            .map(|i| format!("org {i}"))
+        assert!(check(&backwards, "civil-affairs").is_err());
+    }
+
+    #[test]
+    fn target_organizations_are_valid_credit_codes_at_least_one() {
+        let refused = |targets: Vec<Organization>| {
+            let mut p = proposal();
+            p.target_organizations = targets;
+            match check_proposal(&message_of(&p, "civil-affairs"), &p) {
+                Err(WorkflowError::Malformed(m)) => m,
+                other => format!("not refused: {other:?}"),
+            }
+        };
+        assert!(refused(vec![]).contains("at least one target organization"));
+        assert!(refused(vec![org("Association X")]).contains("has 13 characters"));
+        assert!(refused(vec![org("51140000MJ0000012X")]).contains("check character"));
+        assert!(refused(vec![org(ASSOCIATION), org(ASSOCIATION)]).contains("named twice"));
+        let many = (0..=credit_code::MAX_ORGANIZATIONS)
+            .map(|_| org(ASSOCIATION))
             .collect();
-        assert!(check_proposal(&many, "civil-affairs").is_err());
-        let mut long = good.clone();
-        long.target_organizations = vec!["x".repeat(MAX_ORGANIZATION_BYTES + 1)];
-        assert!(check_proposal(&long, "civil-affairs").is_err());
-        let mut blank = good;
-        blank.target_organizations = vec![" ".into()];
-        assert!(check_proposal(&blank, "civil-affairs").is_err());
+        assert!(refused(many).contains("at most 16"));
+        // A long input is never repeated whole.
+        let long = refused(vec![org(&"9".repeat(100_000))]);
+        assert!(long.len() < 300, "{}", long.len());
+        let mut named = org(FOUNDATION);
+        named.name = "山西省某某基金会".into();
+        let mut two = proposal();
+        two.target_organizations = vec![org(ASSOCIATION), named];
+        assert_eq!(
+            check_proposal(&message_of(&two, "civil-affairs"), &two),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_references_name_exactly_the_targets() {
+        let mut p = proposal();
+        p.target_organizations = vec![org(ASSOCIATION), org(FOUNDATION)];
+        let good = message_of(&p, "civil-affairs");
+        assert_eq!(check_proposal(&good, &p), Ok(()));
+        let differs = |edit: &dyn Fn(&mut Vec<Organization>)| {
+            let mut m = good.clone();
+            if let Some(r) = m.references.as_mut() {
+                edit(&mut r.organizations);
+            }
+            matches!(check_proposal(&m, &p), Err(WorkflowError::Malformed(e)) if e.contains("references.organizations"))
+        };
+        assert!(differs(&|o| o.clear()));
+        assert!(differs(&|o| {
+            o.pop();
+        }));
+        assert!(differs(&|o| o.reverse()));
+        assert!(differs(&|o| o[1].name = "another name".into()));
+        assert!(differs(&|o| o.push(org("53140000730001234G"))));
+        let mut none = good.clone();
+        none.references = None;
+        assert!(check_proposal(&none, &p).is_err());
+    }
+
+    #[test]
+    fn a_summary_of_a_proposal_without_its_targets_in_references_proves_nothing() -> R {
+        let mut w = world()?;
+        // A proposal signed without its targets in its references, which
+        // a hub would never have appended.
+        w.bare_proposals = true;
+        let s = summary(&mut w)?;
+        let err = verify_action_summary("civil-affairs", &s, &w.keys());
+        assert!(
+            matches!(&err, Err(WorkflowError::Unproven(m)) if m.contains("references.organizations")),
+            "{err:?}"
+        );
+        Ok(())
     }
 }

@@ -77,7 +77,7 @@ pub(super) fn check_proposal_step(
     cx: &StepContext<'_>,
     p: &pb::ActionProposal,
 ) -> Result<(), WorkflowRefusal> {
-    check_proposal(p, cx.sender).map_err(|e| Malformed(e.to_string()))?;
+    check_proposal(cx.message, p).map_err(|e| Malformed(e.to_string()))?;
     require_lead(cx, &p.mechanism, "proposing a joint action")?;
     for u in &p.participants {
         require_member(
