@@ -114,7 +114,7 @@ async function loadAudit() {
       const s = el("span", `${d.recipient}: ${STATES[d.state] || d.state}${d.overdue ? " · 逾期 overdue" : ""}`, `state state-${d.state}${d.overdue ? " overdue" : ""}`);
       s.dataset.recipient = d.recipient;
       s.dataset.state = d.state;
-      if (d.answer_check) s.title = `回执 answer ${d.answer.channel}:${d.answer.seq} (${d.answer_check})`;
+      if (d.answer_check) s.title = d.answer ? `回执 answer ${d.answer.channel}:${d.answer.seq} (${d.answer_check})` : d.answer_check;
       states.append(s);
     }
     row.append(el("td", `${e.channel}:${e.seq}`), el("td", e.sender), el("td", kindLabel(e.kind)), el("td", e.hub_time), el("td", e.deadline || "—"), states);

@@ -28,6 +28,11 @@ impl ApiError {
         }
     }
 
+    /// The message as it may be sent back: at most `MAX_ERROR_BYTES`.
+    pub fn capped_message(&self) -> std::borrow::Cow<'_, str> {
+        tongbao_proto::echo::capped(&self.message, MAX_ERROR_BYTES)
+    }
+
     /// A request the agent itself finds malformed.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -36,8 +41,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = tongbao_proto::echo::capped(&self.message, MAX_ERROR_BYTES);
-        let body = serde_json::json!({ "error": message, "code": self.code });
+        let body = serde_json::json!({ "error": self.capped_message(), "code": self.code });
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -17,6 +17,7 @@ mod console;
 pub mod error;
 mod extract;
 pub mod openapi;
+mod proven;
 pub mod routes;
 mod secret;
 pub mod signature;

@@ -156,7 +156,8 @@ fn time_or_null(micros: i64) -> Value {
 }
 
 /// One audited entry; `answer_check` is each recipient's answer check
-/// ("verified", "redacted", "failed: ..." or null without an answer).
+/// ("verified", "redacted", "unverified: no answer entry", or null
+/// without an answer; an answer that fails its check refuses the call).
 pub fn audited(e: &pb::AuditedEntry, answer_check: &[Value]) -> Value {
     json!({
         "channel": e.channel, "seq": e.seq, "leaf_hash": hex::encode(&e.leaf_hash),

@@ -1,20 +1,23 @@
-//! Webhook delivery: each verified entry of the inbox is POSTed, in inbox
-//! order, to one configured URL, signed with HMAC-SHA256 (see
-//! `signature.rs`), so a system can receive without holding a connection.
+//! Webhook delivery: each verified entry of the inbox, once its inclusion
+//! is proven (`proven.rs`), is POSTed, in inbox order, to one configured
+//! URL, signed with HMAC-SHA256 (see `signature.rs`), so a system can
+//! receive without holding a connection.
 //!
 //! An entry is retried a bounded number of times with doubling backoff;
 //! then delivery pauses (reported by `GET /v1/webhook`) until
 //! `POST /v1/webhook/resume` or a restart, and starts again from the same
-//! entry. The cursor of the last entry answered with 2xx is kept in a
+//! entry. An entry that fails verification pauses delivery the same way,
+//! unsent. The cursor of the last entry answered with 2xx is kept in a
 //! file, so a restarted agent neither skips nor repeats a delivered entry
 //! (a delivery interrupted before its answer is repeated: receivers
-//! deduplicate by `Tongbao-Delivery`).
+//! deduplicate by the signed body's `entry.channel` and `entry.seq`).
 
 use crate::AgentError;
+use crate::proven::{self, Live};
 use crate::signature;
 use crate::views;
 use axum::body::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -150,22 +153,49 @@ impl Webhook {
 
     /// Delivers the inbox from the saved cursor on, for ever.
     pub async fn run(self, client: Client) {
+        self.run_from(|after| proven::live(&client, after)).await
+    }
+
+    /// [`Webhook::run`] over the proven inbox `inbox(after)` gives.
+    async fn run_from<S>(self, inbox: impl Fn(u64) -> S)
+    where
+        S: Stream<Item = Live<VerifiedEntry>>,
+    {
         loop {
             let after = self.status.snapshot().delivered_after;
-            let mut inbox = Box::pin(client.subscribe(after));
-            while let Some(item) = inbox.next().await {
+            let mut live = Box::pin(inbox(after));
+            let mut wait = true;
+            while let Some(item) = live.next().await {
                 match item {
-                    Ok(e) => self.deliver(&e).await,
-                    Err(e) => {
+                    Live::Entry(e) => self.deliver(&e).await,
+                    Live::Ended(e) => {
                         tracing::warn!(error = %e, "webhook: the inbox stream failed; subscribing again");
                         self.status
                             .update(|s| s.last_error = Some(short(&e.to_string())));
                         break;
                     }
+                    Live::Refused(e) => {
+                        tracing::warn!(error = %e, "webhook: an entry failed verification; delivery paused");
+                        self.pause(format!("not delivered: {e}")).await;
+                        wait = false;
+                        break;
+                    }
                 }
             }
-            tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+            if wait {
+                tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+            }
         }
+    }
+
+    /// Pauses delivery with `reason` until resumed.
+    async fn pause(&self, reason: String) {
+        self.status.update(|s| {
+            s.last_error = Some(short(&reason));
+            s.paused = true;
+        });
+        self.status.resume.notified().await;
+        self.status.update(|s| s.paused = false);
     }
 
     /// Delivers one entry, pausing after `max_attempts` failures, until it
@@ -186,9 +216,7 @@ impl Webhook {
                         s.last_error = Some(short(&reason));
                     });
                     if attempts >= self.config.max_attempts {
-                        self.status.update(|s| s.paused = true);
-                        self.status.resume.notified().await;
-                        self.status.update(|s| s.paused = false);
+                        self.pause(reason).await;
                         attempts = 0;
                         backoff = self.config.first_backoff;
                         continue;
@@ -303,6 +331,71 @@ mod tests {
         assert_eq!(read_cursor(&path)?, 42);
         std::fs::write(&path, "forty-two")?;
         assert!(read_cursor(&path).is_err());
+        Ok(())
+    }
+
+    /// Polls `check` until it holds; the deadline only catches a hang.
+    async fn eventually(what: &str, check: impl Fn() -> bool) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !check() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{what} did not happen"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_fails_verification_pauses_delivery_until_resumed()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let cursor_file = dir.path().join("webhook-cursor");
+        write_cursor(&cursor_file, 5)?;
+        let hook = Webhook::new(WebhookConfig {
+            // Never reached: nothing is delivered.
+            url: "http://127.0.0.1:9/hook".into(),
+            secret_file: dir.path().join("webhook-secret"),
+            cursor_file,
+            allow_remote: false,
+            max_attempts: 1,
+            first_backoff: Duration::from_millis(1),
+        })?;
+        let status = hook.status.clone();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let run = tokio::spawn(hook.run_from(move |after| {
+            if let Ok(mut a) = seen.lock() {
+                a.push(after);
+            }
+            futures::stream::iter([Live::Refused(tongbao_client::ClientError::Integrity {
+                channel: "tax".into(),
+                seq: 3,
+                reason: "not included in the verified checkpoint of size 4".into(),
+            })])
+        }));
+        eventually("a pause", || status.snapshot().paused).await?;
+        let now = status.snapshot();
+        let reason = now.last_error.unwrap_or_default();
+        assert!(
+            reason.starts_with("not delivered: entry tax:3 failed verification"),
+            "{reason}"
+        );
+        assert_eq!((now.delivered, now.delivered_after), (0, 5));
+        // Paused: not subscribing again on its own.
+        assert_eq!(asked.lock().map(|a| a.clone()).unwrap_or_default(), vec![5]);
+        // Resumed: from the same cursor, at once, and paused again.
+        assert!(status.resume());
+        eventually("a second subscription", || {
+            asked.lock().is_ok_and(|a| a.len() == 2)
+        })
+        .await?;
+        eventually("a second pause", || status.snapshot().paused).await?;
+        assert_eq!(
+            asked.lock().map(|a| a.clone()).unwrap_or_default(),
+            vec![5, 5]
+        );
+        run.abort();
         Ok(())
     }
 }

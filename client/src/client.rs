@@ -147,7 +147,7 @@ impl Client {
     }
 
     /// Whether entries handed over are first proven in a checkpoint.
-    pub(crate) fn verifies_inclusion(&self) -> bool {
+    pub fn verifies_inclusion(&self) -> bool {
         self.verify_inclusion
     }
 

@@ -87,20 +87,21 @@ def verify_signature(key, timestamp, signature, body, now=None):
     """The receiver's check of a webhook delivery (docs/agent.md).
 
     signature is "v1=" + hex(HMAC-SHA256(key, timestamp + "." + body)),
-    timestamp the Tongbao-Timestamp header (unix seconds), body the exact
-    request bytes, key the webhook secret file's text, trimmed.
+    timestamp the Tongbao-Timestamp header's digits as sent (unix seconds),
+    body the exact request bytes, key the webhook secret file's text,
+    trimmed. Any malformed header is a refusal, never an exception.
     """
     now = int(time.time()) if now is None else now
-    try:
-        ts = int(timestamp.strip())
-    except ValueError:
+    timestamp, signature = timestamp.strip(), signature.strip()
+    # Plain ASCII digits only: the text signed is the text sent.
+    if not (timestamp.isascii() and timestamp.isdigit()) or not signature.isascii():
         return False
-    if abs(now - ts) > MAX_SKEW_SECS:
+    if abs(now - int(timestamp)) > MAX_SKEW_SECS:
         return False
     expected = "v1=" + hmac.new(
-        key, str(ts).encode("ascii") + b"." + body, hashlib.sha256
+        key, timestamp.encode("ascii") + b"." + body, hashlib.sha256
     ).hexdigest()
-    return hmac.compare_digest(expected, signature.strip())
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii"))
 
 
 def exchange(args):
@@ -137,19 +138,34 @@ def webhook(args):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            length = int(self.headers.get("Content-Length", "0"))
-            if length > 4 * 1024 * 1024:
+            length = self.headers.get("Content-Length", "").strip()
+            # Digits only: int() would also take "-1" (read to the end)
+            # or "+1_0".
+            if not (length.isascii() and length.isdigit()):
+                self.send_error(400, "Content-Length must be a number of bytes")
+                return
+            if int(length) > 4 * 1024 * 1024:
                 self.send_error(413)
                 return
-            body = self.rfile.read(length)
-            if not verify_signature(key, self.headers.get("Tongbao-Timestamp", ""),
-                                    self.headers.get("Tongbao-Signature", ""), body):
+            body = self.rfile.read(int(length))
+            timestamp = self.headers.get("Tongbao-Timestamp", "")
+            signature = self.headers.get("Tongbao-Signature", "")
+            if not (timestamp.isascii() and signature.isascii()):
+                self.send_error(400, "malformed signature headers")
+                return
+            if not verify_signature(key, timestamp, signature, body):
                 self.send_error(401, "bad signature")
                 return
-            delivery = json.loads(body)
-            # Deduplicate by Tongbao-Delivery (CHANNEL:SEQ): a delivery
-            # interrupted before its answer is sent again.
-            print(self.headers.get("Tongbao-Delivery"), delivery["entry"]["subject"], flush=True)
+            try:
+                entry = json.loads(body)["entry"]
+                channel, seq, subject = entry["channel"], entry["seq"], entry["subject"]
+            except (ValueError, KeyError, TypeError):
+                self.send_error(400, "not a delivery")
+                return
+            # Deduplicate by the signed body's entry.channel and entry.seq
+            # (unique per entry): a delivery interrupted before its answer
+            # is sent again. The Tongbao-Delivery header is not signed.
+            print(f"{channel}:{seq}", subject, flush=True)
             self.send_response(204)
             self.end_headers()
 

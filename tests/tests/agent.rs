@@ -459,3 +459,128 @@ async fn exception_feedback_through_the_agent_reaches_the_sender_and_the_audit()
     assert_eq!(state["answer_check"], "redacted");
     t.stop().await
 }
+
+/// A client of `party` that pins a hub key the hub does not sign with:
+/// every checkpoint it fetches fails, so no inclusion can be proven, while
+/// signatures and leaf hashes still verify.
+async fn without_provable_inclusion(
+    mut config: tongbao_client::ClientConfig,
+) -> Result<Client, BoxError> {
+    let key = tongbao_proto::keys::SigningKey::generate()?;
+    let vkey =
+        tongbao_proto::checkpoint::NoteSigner::new(tongbao_server::pki::DEFAULT_LOG_NAME, &key)?
+            .verifier()?
+            .to_vkey();
+    config.hub_key = Some(vkey);
+    Ok(Client::connect(&config).await?)
+}
+
+/// The first event of `GET /v1/events?after=0`: its name and its data.
+async fn first_event_of_any_kind(agent: &AgentHttp) -> Result<(String, Value), BoxError> {
+    use http_body_util::BodyExt;
+    let response = agent.open_events(0).await?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("events answered {}", response.status()).into());
+    }
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let name = event.lines().find_map(|l| l.strip_prefix("event: "));
+            let data = event.lines().find_map(|l| l.strip_prefix("data: "));
+            // Keep-alive comments carry neither.
+            if let (Some(name), Some(data)) = (name, data) {
+                return Ok((name.to_string(), serde_json::from_str(data)?));
+            }
+        }
+    }
+    Err("the event stream ended without an event".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_whose_inclusion_cannot_be_proven_is_never_streamed_nor_posted() -> TestResult {
+    let t = TestHub::start().await?;
+    let dir = tempfile::tempdir()?;
+    let key = "a-webhook-key-known-to-the-receiver";
+    let mut receiver = Receiver::start(key.as_bytes(), 0).await?;
+    let civil_client =
+        without_provable_inclusion(t.pki.unit_config("civil-affairs", t.addr)?).await?;
+    let hook = webhook(dir.path(), "civil", receiver.url(), key)?;
+    let (_civil, civil) = start_agent(civil_client, dir.path(), "civil", Some(hook)).await?;
+    t.unit("tax")
+        .await?
+        .push(tongbao_tests::note("Unprovable").to_units(["civil-affairs"]))
+        .await?;
+
+    // Server-sent events: the error, never the entry.
+    let (name, data) = tokio::time::timeout(WITHIN, first_event_of_any_kind(&civil)).await??;
+    assert_eq!(name, "error", "{data}");
+    assert_eq!(data["code"], "verification_failed", "{data}");
+
+    // The webhook: paused with the reason, nothing posted, cursor kept.
+    wait_until(WITHIN, "the webhook pauses", || async {
+        Ok(civil.get("/v1/webhook").await?.json()["paused"] == true)
+    })
+    .await?;
+    let status = civil.get("/v1/webhook").await?.json();
+    assert_eq!(status["delivered"], 0, "{status}");
+    assert_eq!(status["delivered_after"], 0, "{status}");
+    let reason = status["last_error"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("not delivered: "), "{status}");
+    assert!(
+        receiver.deliveries.try_recv().is_err(),
+        "an unproven entry was posted"
+    );
+    assert_eq!(receiver.failed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        receiver.refused.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+
+    // Resumed: checked again, and paused again, still unsent.
+    let resumed = civil.post("/v1/webhook/resume", &json!({})).await?.json();
+    assert_eq!(resumed["resumed"], true);
+    wait_until(WITHIN, "the webhook pauses again", || async {
+        Ok(civil.get("/v1/webhook").await?.json()["paused"] == true)
+    })
+    .await?;
+    assert!(
+        receiver.deliveries.try_recv().is_err(),
+        "an unproven entry was posted"
+    );
+
+    // The page refuses it the same way.
+    let page = civil.get("/v1/inbox?after=0").await?;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{}", page.json());
+    assert_eq!(page.json()["code"], "verification_failed");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audited_answer_whose_inclusion_cannot_be_proven_is_not_shown() -> TestResult {
+    let t = TestHub::start().await?;
+    let dir = tempfile::tempdir()?;
+    let office_client =
+        without_provable_inclusion(t.pki.office_config("joint-enforcement", t.addr)?).await?;
+    let (_office, office_http) = start_agent(office_client, dir.path(), "office", None).await?;
+    t.unit("tax")
+        .await?
+        .push(tongbao_tests::note("To be answered").to_units(["civil-affairs"]))
+        .await?;
+    // Without answers nothing needs proving.
+    wait_until(WITHIN, "the office audits tax:0", || async {
+        Ok(!audited(&office_http, "tax", 0).await?.is_null())
+    })
+    .await?;
+    let civil = t.unit("civil-affairs").await?;
+    let page = civil.pull(0, 10).await?;
+    civil.ack(&page.entries.iter().collect::<Vec<_>>()).await?;
+    let shown = office_http.get("/v1/audit/deliveries?limit=100").await?;
+    assert_eq!(shown.status, StatusCode::BAD_GATEWAY, "{}", shown.json());
+    assert_eq!(shown.json()["code"], "verification_failed");
+    t.stop().await
+}

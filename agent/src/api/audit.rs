@@ -1,6 +1,8 @@
 //! For offices: the delivery audit per message and the per-unit summary
-//! (the hub's `Audit` service). Every receipt shown is checked against the
-//! recipient's registered key and the audited entry's leaf hash first.
+//! (the hub's `Audit` service). Every answer shown (receipt or exception
+//! feedback) is checked as the inbox's entries are first: the recipient's
+//! registered key, the audited entry's leaf hash, and the answer's
+//! inclusion in a verified checkpoint (one batch of proofs per call).
 
 use crate::error::ApiError;
 use crate::extract::QueryArgs;
@@ -83,21 +85,55 @@ fn request_of(q: DeliveriesQuery) -> Result<pb::ListDeliveriesRequest, ApiError>
     })
 }
 
-/// The check of each recipient's answer: "verified", "redacted" (exception
-/// feedback shown without its free text, which cannot be checked) or null
-/// without an answer. An answer that fails its check refuses the call.
-async fn answer_checks(s: &AppState, e: &pb::AuditedEntry) -> Result<Vec<Value>, ApiError> {
-    let mut checks = Vec::with_capacity(e.recipients.len());
-    for r in &e.recipients {
-        if r.answer.is_none() {
-            checks.push(Value::Null);
-            continue;
+/// What `answer_check` says of a state that claims an answer the audit
+/// does not show: nothing could be checked.
+pub const NO_ANSWER_ENTRY: &str = "unverified: no answer entry";
+
+/// The check of a recipient that shows no answer entry: null while none
+/// is due, [`NO_ANSWER_ENTRY`] when the state claims one.
+fn without_answer(r: &pb::RecipientDelivery) -> Value {
+    let answered = r.state == pb::DeliveryState::Acknowledged as i32
+        || r.state == pb::DeliveryState::Exception as i32;
+    if answered {
+        NO_ANSWER_ENTRY.into()
+    } else {
+        Value::Null
+    }
+}
+
+/// The check of each recipient's answer of every entry: "verified",
+/// "redacted" (exception feedback shown without its free text, which
+/// cannot be checked), [`NO_ANSWER_ENTRY`], or null without an answer.
+/// Answers marked verified are proven included together; an answer that
+/// fails its check refuses the call.
+async fn answer_checks(
+    s: &AppState,
+    entries: &[pb::AuditedEntry],
+) -> Result<Vec<Vec<Value>>, ApiError> {
+    let mut checks = Vec::with_capacity(entries.len());
+    let mut answers = Vec::new();
+    for e in entries {
+        let mut of_entry = Vec::with_capacity(e.recipients.len());
+        for r in &e.recipients {
+            if r.answer.is_none() {
+                of_entry.push(without_answer(r));
+                continue;
+            }
+            match s.client.verify_answer(e, r).await {
+                Ok(answer) => {
+                    answers.push(answer);
+                    of_entry.push("verified".into());
+                }
+                Err(ClientError::Redacted { .. }) => of_entry.push("redacted".into()),
+                Err(other) => return Err(other.into()),
+            }
         }
-        match s.client.verify_answer(e, r).await {
-            Ok(_) => checks.push("verified".into()),
-            Err(ClientError::Redacted { .. }) => checks.push("redacted".into()),
-            Err(other) => return Err(other.into()),
-        }
+        checks.push(of_entry);
+    }
+    if s.client.verifies_inclusion() && !answers.is_empty() {
+        s.client
+            .prove_included(&answers.iter().collect::<Vec<_>>())
+            .await?;
     }
     Ok(checks)
 }
@@ -108,10 +144,13 @@ pub async fn deliveries(
     QueryArgs(q): QueryArgs<DeliveriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let r = s.client.audit_deliveries(request_of(q)?).await?;
-    let mut entries = Vec::with_capacity(r.entries.len());
-    for e in &r.entries {
-        entries.push(views::audited(e, &answer_checks(&s, e).await?));
-    }
+    let checks = answer_checks(&s, &r.entries).await?;
+    let entries: Vec<Value> = r
+        .entries
+        .iter()
+        .zip(&checks)
+        .map(|(e, check)| views::audited(e, check))
+        .collect();
     Ok(Json(json!({
         "entries": entries,
         "as_of": tongbao_client::format_micros(r.as_of_micros),
@@ -148,4 +187,24 @@ pub async fn units(
         "units": r.units.iter().map(views::unit_stats).collect::<Vec<_>>(),
         "as_of": tongbao_client::format_micros(r.as_of_micros),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_that_claims_an_answer_it_does_not_show_is_unverified() {
+        let of = |state: pb::DeliveryState| {
+            without_answer(&pb::RecipientDelivery {
+                recipient: "civil-affairs".into(),
+                state: state as i32,
+                ..Default::default()
+            })
+        };
+        assert_eq!(of(pb::DeliveryState::Acknowledged), NO_ANSWER_ENTRY);
+        assert_eq!(of(pb::DeliveryState::Exception), NO_ANSWER_ENTRY);
+        assert_eq!(of(pb::DeliveryState::Pending), Value::Null);
+        assert_eq!(of(pb::DeliveryState::Fetched), Value::Null);
+    }
 }
