@@ -213,7 +213,7 @@ async function loadMeetings() {
       if (a.comments) s.title = a.comments;
       answers.append(s);
     }
-    const waiting = el("td", m.not_answered.join(", ") || "—", m.not_answered.length ? "overdue" : "");
+    const waiting = el("td", m.not_answered.join(", ") || "—", m.not_answered.length ? "waiting" : "");
     row.append(el("td", m.meeting_id), el("td", m.title), el("td", STAGES[m.stage] || m.stage),
       el("td", m.draft ? `第 ${m.revision} 稿 ${m.draft.channel}:${m.draft.seq}` : "—"), answers, waiting);
     body.append(row);
