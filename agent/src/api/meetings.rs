@@ -88,10 +88,8 @@ async fn meeting(s: &AppState, id: &str) -> Result<Value, ApiError> {
     let m = s.client.meeting(id).await?;
     let pin = m.proposal_entry.clone().unwrap_or_default();
     let e = pinned_entry(s, &pin).await?;
-    let proposal = match decode_step(e.message()) {
-        Ok(Step::MeetingProposal(p)) if p.meeting_id == id && e.message().sender == m.proposer => p,
-        _ => return Err(mismatch(&e, "it is not this meeting's proposal by its proposer").into()),
-    };
+    let proposal = proposal_of(e.message(), id, &m.proposer)
+        .ok_or_else(|| mismatch(&e, "it is not this meeting's proposal by its proposer"))?;
     let mut answers = Vec::with_capacity(m.answers.len());
     for a in &m.answers {
         answers.push(checked_answer(s, id, m.current_draft.as_ref(), a).await?);
@@ -124,15 +122,7 @@ async fn checked_answer(
         return Ok(json!({ "unit": a.unit, "state": answer_name(a.state), "answer": null }));
     };
     let e = pinned_entry(s, pin).await?;
-    let holds = match decode_step(e.message()) {
-        Ok(Step::MinutesAnswer(x)) => {
-            x.meeting_id == id
-                && e.message().sender == a.unit
-                && x.draft.as_ref() == draft
-                && x.consent == (a.state == pb::AnswerState::Consented as i32)
-        }
-        _ => false,
-    };
+    let holds = answer_holds(e.message(), id, draft, a);
     if !holds {
         return Err(mismatch(
             &e,
@@ -177,10 +167,8 @@ pub async fn liaisons(
 async fn checked_liaison(s: &AppState, rec: &pb::LiaisonRecord) -> Result<Value, ApiError> {
     let pin = rec.entry.clone().unwrap_or_default();
     let e = pinned_entry(s, &pin).await?;
-    let l = match decode_step(e.message()) {
-        Ok(Step::LiaisonChange(l)) if e.message().sender == rec.unit => l,
-        _ => return Err(mismatch(&e, "it is not a liaison change of this unit").into()),
-    };
+    let l = liaison_of(e.message(), &rec.unit)
+        .ok_or_else(|| mismatch(&e, "it is not a liaison change of this unit"))?;
     Ok(json!({
         "name": l.name,
         "title": l.title,
@@ -188,4 +176,148 @@ async fn checked_liaison(s: &AppState, rec: &pb::LiaisonRecord) -> Result<Value,
         "entry": crate::views::pin(&pin),
         "hub_time": format_micros(e.entry.hub_micros),
     }))
+}
+
+/// The proposal a message carries, if it proposes meeting `id` and is
+/// signed by its proposer.
+fn proposal_of(m: &pb::Message, id: &str, proposer: &str) -> Option<pb::MeetingProposal> {
+    match decode_step(m) {
+        Ok(Step::MeetingProposal(p)) if p.meeting_id == id && m.sender == proposer => Some(p),
+        _ => None,
+    }
+}
+
+/// Whether a message is `a.unit`'s answer to `draft` of meeting `id`,
+/// consenting exactly when the state records a consent.
+fn answer_holds(
+    m: &pb::Message,
+    id: &str,
+    draft: Option<&pb::EntryPin>,
+    a: &pb::AttendeeAnswer,
+) -> bool {
+    match decode_step(m) {
+        Ok(Step::MinutesAnswer(x)) => {
+            x.meeting_id == id
+                && m.sender == a.unit
+                && x.draft.as_ref() == draft
+                && x.consent == (a.state == pb::AnswerState::Consented as i32)
+        }
+        _ => false,
+    }
+}
+
+/// The liaison a message reports, if it is a liaison change of `unit`.
+fn liaison_of(m: &pb::Message, unit: &str) -> Option<pb::LiaisonChange> {
+    match decode_step(m) {
+        Ok(Step::LiaisonChange(l)) if m.sender == unit => Some(l),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::pending::tests::step_message;
+    use tongbao_proto::pb::Kind;
+
+    fn pin(seq: u64) -> pb::EntryPin {
+        pb::EntryPin {
+            channel: "civil-affairs".into(),
+            seq,
+            leaf_hash: vec![7; 32],
+        }
+    }
+
+    fn answer(unit: &str, consent: bool, draft: u64) -> pb::Message {
+        step_message(
+            unit,
+            Kind::MinutesConsent,
+            Step::MinutesAnswer(pb::MinutesAnswer {
+                meeting_id: "m-1".into(),
+                draft: Some(pin(draft)),
+                consent,
+                comments: String::new(),
+            }),
+        )
+    }
+
+    fn recorded(unit: &str, state: pb::AnswerState) -> pb::AttendeeAnswer {
+        pb::AttendeeAnswer {
+            unit: unit.into(),
+            state: state as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_answer_counts_only_as_recorded_on_the_current_draft() {
+        let current = pin(4);
+        let now = Some(&current);
+        let consented = recorded("tax", pb::AnswerState::Consented);
+        assert!(answer_holds(
+            &answer("tax", true, 4),
+            "m-1",
+            now,
+            &consented
+        ));
+        // Another unit's entry, an earlier draft, another meeting, or an
+        // objection recorded as a consent: refused.
+        assert!(!answer_holds(
+            &answer("finance", true, 4),
+            "m-1",
+            now,
+            &consented
+        ));
+        assert!(!answer_holds(
+            &answer("tax", true, 2),
+            "m-1",
+            now,
+            &consented
+        ));
+        assert!(!answer_holds(
+            &answer("tax", true, 4),
+            "m-2",
+            now,
+            &consented
+        ));
+        assert!(!answer_holds(
+            &answer("tax", false, 4),
+            "m-1",
+            now,
+            &consented
+        ));
+        let objected = recorded("tax", pb::AnswerState::Objected);
+        assert!(answer_holds(
+            &answer("tax", false, 4),
+            "m-1",
+            now,
+            &objected
+        ));
+    }
+
+    #[test]
+    fn a_proposal_and_a_liaison_count_only_from_their_own_sender() {
+        let proposal = step_message(
+            "civil-affairs",
+            Kind::MeetingProposal,
+            Step::MeetingProposal(pb::MeetingProposal {
+                meeting_id: "m-1".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(proposal_of(&proposal, "m-1", "civil-affairs").is_some());
+        assert!(proposal_of(&proposal, "m-1", "tax").is_none());
+        assert!(proposal_of(&proposal, "m-9", "civil-affairs").is_none());
+        let change = step_message(
+            "tax",
+            Kind::LiaisonChange,
+            Step::LiaisonChange(pb::LiaisonChange {
+                name: "Wang Li".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(liaison_of(&change, "tax").is_some());
+        assert!(liaison_of(&change, "finance").is_none());
+        assert!(liaison_of(&proposal, "civil-affairs").is_none());
+    }
 }

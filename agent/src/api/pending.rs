@@ -96,16 +96,12 @@ async fn open_minutes(s: &AppState, me: &str, id: &str) -> Result<Option<Value>,
         return Ok(None);
     };
     let e = pinned_entry(s, pin).await?;
-    let draft = match decode_step(e.message()) {
-        Ok(Step::MinutesDraft(d)) if d.meeting_id == id && e.message().sender == m.proposer => d,
-        _ => {
-            return Err(mismatch(
-                &e,
-                "it is not a minutes draft of this meeting by its proposer",
-            )
-            .into());
-        }
-    };
+    let draft = minutes_draft(e.message(), id, &m.proposer).ok_or_else(|| {
+        mismatch(
+            &e,
+            "it is not a minutes draft of this meeting by its proposer",
+        )
+    })?;
     let p = m.proposal.unwrap_or_default();
     Ok(Some(json!({
         "meeting_id": id,
@@ -138,16 +134,8 @@ async fn open_joint(s: &AppState, me: &str, id: &str) -> Result<Option<Value>, A
     };
     let e = pinned_entry(s, pin).await?;
     // What is shown is what the drafter signed, not the hub's summary.
-    let content = match decode_step(e.message()) {
-        Ok(Step::JointDraft(d)) if d.notice_id == id && e.message().sender == n.drafter => {
-            d.content.unwrap_or_default()
-        }
-        _ => {
-            return Err(
-                mismatch(&e, "it is not a joint draft of this notice by its drafter").into(),
-            );
-        }
-    };
+    let content = joint_draft(e.message(), id, &n.drafter)
+        .ok_or_else(|| mismatch(&e, "it is not a joint draft of this notice by its drafter"))?;
     if !content.co_issuers.iter().any(|u| u == me) {
         return Ok(None);
     }
@@ -165,4 +153,90 @@ async fn open_joint(s: &AppState, me: &str, id: &str) -> Result<Option<Value>, A
         "case_id": content.case_id,
         "draft": views::entry(&e),
     })))
+}
+
+/// The minutes draft a message carries, if it is one of meeting `id`
+/// signed by its proposer.
+fn minutes_draft(m: &pb::Message, id: &str, proposer: &str) -> Option<pb::MinutesDraft> {
+    match decode_step(m) {
+        Ok(Step::MinutesDraft(d)) if d.meeting_id == id && m.sender == proposer => Some(d),
+        _ => None,
+    }
+}
+
+/// The content a message drafts, if it is a joint draft of notice `id`
+/// signed by its drafter.
+fn joint_draft(m: &pb::Message, id: &str, drafter: &str) -> Option<pb::JointContent> {
+    match decode_step(m) {
+        Ok(Step::JointDraft(d)) if d.notice_id == id && m.sender == drafter => {
+            Some(d.content.unwrap_or_default())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tongbao_proto::pb::Kind;
+    use tongbao_proto::workflow::{CONTENT_TYPE, encode_step};
+
+    /// A message carrying `step` as `kind`, in the name of `sender`.
+    pub fn step_message(sender: &str, kind: Kind, step: Step) -> pb::Message {
+        pb::Message {
+            sender: sender.into(),
+            kind: kind as i32,
+            content_type: CONTENT_TYPE.into(),
+            body: encode_step(step).into(),
+            ..Default::default()
+        }
+    }
+
+    fn draft(id: &str) -> Step {
+        Step::MinutesDraft(pb::MinutesDraft {
+            meeting_id: id.into(),
+            revision: 1,
+            text: "Agreed.".into(),
+            supersedes: None,
+        })
+    }
+
+    #[test]
+    fn only_the_proposers_draft_of_this_meeting_counts() {
+        let good = step_message("civil-affairs", Kind::Minutes, draft("m-1"));
+        assert!(minutes_draft(&good, "m-1", "civil-affairs").is_some());
+        assert!(minutes_draft(&good, "m-2", "civil-affairs").is_none());
+        assert!(minutes_draft(&good, "m-1", "tax").is_none());
+        let issue = step_message(
+            "civil-affairs",
+            Kind::Minutes,
+            Step::MinutesIssue(pb::MinutesIssue {
+                meeting_id: "m-1".into(),
+                ..Default::default()
+            }),
+        );
+        assert!(minutes_draft(&issue, "m-1", "civil-affairs").is_none());
+        let mut plain = good.clone();
+        plain.content_type = "text/plain".into();
+        assert!(minutes_draft(&plain, "m-1", "civil-affairs").is_none());
+    }
+
+    #[test]
+    fn only_the_drafters_draft_of_this_notice_counts() {
+        let content = pb::JointContent {
+            title: "Foundation Y".into(),
+            ..Default::default()
+        };
+        let step = Step::JointDraft(pb::JointDraft {
+            notice_id: "n-1".into(),
+            content: Some(content.clone()),
+        });
+        let good = step_message("finance", Kind::JointNotice, step.clone());
+        assert_eq!(joint_draft(&good, "n-1", "finance"), Some(content));
+        assert!(joint_draft(&good, "n-2", "finance").is_none());
+        assert!(joint_draft(&good, "n-1", "tax").is_none());
+        // A joint draft cannot ride on a minutes entry.
+        let wrong_kind = step_message("finance", Kind::Minutes, step);
+        assert!(joint_draft(&wrong_kind, "n-1", "finance").is_none());
+    }
 }
