@@ -9,6 +9,17 @@ const STATES = {
   acknowledged: "已确认 acknowledged",
   exception: "异常反馈 exception",
 };
+const STAGES = {
+  "agenda-open": "议程征集中 agenda open",
+  "agenda-settled": "议程已定 agenda settled",
+  "minutes-drafted": "纪要会签中 minutes drafted",
+  "minutes-issued": "纪要已印发 minutes issued",
+};
+const ANSWERS = {
+  "not-answered": "未答复 not answered",
+  consented: "同意 consented",
+  objected: "反对 objected",
+};
 const KINDS = {
   notification: "通报", "early-warning": "预警", lead: "线索", "case-update": "案件",
   statistics: "统计", "meeting-agenda": "会议议程", minutes: "会议纪要", "minutes-consent": "纪要意见",
@@ -60,7 +71,10 @@ function show(view) {
   document.querySelectorAll(".view").forEach((v) => (v.hidden = v.id !== "view-" + view));
   document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("active", b.dataset.view === view));
   showError("");
-  const load = { inbox: loadInbox, audit: loadAudit, units: loadUnits, compose: async () => {} }[view];
+  const load = {
+    inbox: loadInbox, audit: loadAudit, units: loadUnits, compose: async () => {},
+    pending: loadPending, meetings: loadMeetings, liaisons: loadLiaisons,
+  }[view];
   if (load) load().catch((e) => showError(e.message));
 }
 
@@ -134,6 +148,88 @@ async function loadUnits() {
     chart.append(bar, document.createTextNode(`${u.ack_p50_seconds.toFixed(1)} s`));
     const row = el("tr");
     row.append(el("td", u.unit), el("td", u.sent), el("td", u.received), el("td", u.acknowledged), el("td", u.exceptions), el("td", u.overdue), chart);
+    body.append(row);
+  }
+}
+
+function button(label, action) {
+  const b = el("button", label);
+  b.addEventListener("click", () => action(b).catch((e) => showError(e.message)));
+  return b;
+}
+
+function draftCard(id, title, meta, text) {
+  const card = el("article", null, "step");
+  card.id = id;
+  card.append(el("h3", title), el("p", meta, "meta"), el("pre", text),
+    el("p", "✔ 已验证签名、叶哈希与包含证明 Signature, leaf hash and inclusion verified", "verified"));
+  return card;
+}
+
+async function loadPending() {
+  const r = await api("GET", "/v1/workflow/pending");
+  const minutes = $("pending-minutes");
+  minutes.replaceChildren();
+  $("pending-minutes-none").hidden = r.minutes.length > 0;
+  for (const m of r.minutes) {
+    const card = draftCard(`minutes-${m.meeting_id}`, `${m.title} · 纪要第 ${m.revision} 稿 draft ${m.revision}`,
+      `会议 meeting ${m.meeting_id} · ${m.proposer} · ${m.draft.channel}:${m.draft.seq} · 未答复 not answered: ${m.not_answered.join(", ")}`, m.text);
+    const comments = el("input");
+    comments.placeholder = "意见（反对时必填） comments (required to object)";
+    comments.size = 50;
+    const answer = (consent) => async () => {
+      await api("POST", `/v1/meetings/${encodeURIComponent(m.meeting_id)}/minutes-answer`, { consent, comments: comments.value });
+      await loadPending();
+    };
+    card.append(comments, button("同意 Consent", answer(true)), button("反对 Object", answer(false)));
+    minutes.append(card);
+  }
+  const joint = $("pending-joint");
+  joint.replaceChildren();
+  $("pending-joint-none").hidden = r.joint_notices.length > 0;
+  for (const n of r.joint_notices) {
+    const card = draftCard(`joint-${n.notice_id}`, `${kindLabel(n.kind)} · ${n.title}`,
+      `${n.notice_id} · 起草 drafter ${n.drafter} · 联署单位 co-issuers ${n.co_issuers.join(", ")} · 未署名 not signed ${n.not_signed.join(", ")}`, n.text);
+    card.append(button("会签 Co-sign", async () => {
+      await api("POST", `/v1/joint-notices/${encodeURIComponent(n.notice_id)}/co-sign`);
+      await loadPending();
+    }));
+    joint.append(card);
+  }
+}
+
+async function loadMeetings() {
+  const r = await api("GET", "/v1/workflow/meetings");
+  const body = $("meetings-table").tBodies[0];
+  body.replaceChildren();
+  for (const m of r.meetings) {
+    const row = el("tr");
+    row.id = `meeting-${m.meeting_id}`;
+    const answers = el("td");
+    for (const a of m.answers) {
+      const s = el("span", `${a.unit}: ${ANSWERS[a.state] || a.state}`, `state answer-${a.state}`);
+      s.dataset.unit = a.unit;
+      s.dataset.state = a.state;
+      if (a.comments) s.title = a.comments;
+      answers.append(s);
+    }
+    const waiting = el("td", m.not_answered.join(", ") || "—", m.not_answered.length ? "waiting" : "");
+    row.append(el("td", m.meeting_id), el("td", m.title), el("td", STAGES[m.stage] || m.stage),
+      el("td", m.draft ? `第 ${m.revision} 稿 ${m.draft.channel}:${m.draft.seq}` : "—"), answers, waiting);
+    body.append(row);
+  }
+}
+
+async function loadLiaisons() {
+  const r = await api("GET", "/v1/liaisons");
+  const body = $("liaisons-table").tBodies[0];
+  body.replaceChildren();
+  for (const u of r.units) {
+    const c = u.current || {};
+    const row = el("tr");
+    row.id = `liaison-${u.unit}`;
+    row.append(el("td", u.unit), el("td", c.name || "未报送 none reported"), el("td", c.title || ""),
+      el("td", c.contact || ""), el("td", c.hub_time || ""), el("td", u.changes));
     body.append(row);
   }
 }

@@ -2,7 +2,7 @@
 //! and the OpenAPI document is checked against it, so neither can name a
 //! route the other lacks.
 
-use crate::api::{audit, inbox, messages, workflow};
+use crate::api::{audit, inbox, meetings, messages, pending, workflow};
 use crate::error::ApiError;
 use crate::token::Token;
 use crate::webhook;
@@ -105,6 +105,13 @@ pub fn table() -> Vec<Route> {
             "/v1/joint-notices/{notice_id}/co-sign",
             post(workflow::co_sign),
         ),
+        route(Method::GET, "/v1/workflow/pending", get(pending::pending)),
+        route(
+            Method::GET,
+            "/v1/workflow/meetings",
+            get(meetings::meetings),
+        ),
+        route(Method::GET, "/v1/liaisons", get(meetings::liaisons)),
         route(Method::GET, "/v1/webhook", get(webhook_status)),
         route(Method::POST, "/v1/webhook/resume", post(webhook_resume)),
     ]

@@ -4,7 +4,8 @@
 //! where `chromium` is missing.
 //!
 //! With `TONGBAO_CONSOLE_SCREENSHOTS=DIR`, also writes screenshots of the
-//! office's audit and a unit's inbox to DIR (how the ones in docs/ are made).
+//! office's audit, a unit's inbox, a unit's minutes awaiting consent and
+//! the office's meetings to DIR (how the ones in docs/ are made).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -143,4 +144,86 @@ async fn screenshots(t: &TestHub, dir: &Path, into: &Path, audit_url: &str) -> T
     );
     browse(inbox, shot("console-inbox.png")).await?;
     Ok(())
+}
+
+/// The id'd element of a dumped DOM, up to its closing tag `end`.
+fn element<'a>(dom: &'a str, id: &str, end: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let stop = dom[start..].find(end)?;
+    Some(&dom[start..start + stop])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_units_console_shows_minutes_awaiting_its_consent_and_the_office_who_has_not_answered()
+-> TestResult {
+    if !have_browser() {
+        eprintln!("skipped: {BROWSER} is not installed (apt-get install -y chromium)");
+        return Ok(());
+    }
+    let t = TestHub::start().await?;
+    let dir = tempfile::tempdir()?;
+    let lead = t.unit("civil-affairs").await?;
+    lead.propose_meeting(tongbao_proto::pb::MeetingProposal {
+        meeting_id: "m-7".into(),
+        mechanisms: vec!["fund-supervision".into()],
+        kind: tongbao_proto::pb::MeetingKind::Partial as i32,
+        title: "Abnormal fund movements, Q4".into(),
+        attending_units: vec!["tax".into(), "finance".into()],
+        date_micros: tongbao_proto::now_micros(),
+        agenda: vec!["Review of Q4 leads".into()],
+    })
+    .await?;
+    lead.settle_agenda("m-7", vec!["Review of Q4 leads".into()], vec![])
+        .await?;
+    // Text from the hub is shown as text: markup in it stays inert.
+    let text = "Agreed: refer Y to <b>Public Security</b>.";
+    lead.circulate_minutes("m-7", text).await?;
+
+    let (_tax, tax) = start_agent(t.unit("tax").await?, dir.path(), "tax", None).await?;
+    let url = format!(
+        "http://{}/console/#token={}&view=pending",
+        tax.addr, tax.token
+    );
+    let dom = browse(url.clone(), "--dump-dom".into()).await?;
+    assert!(dom.contains("待会签纪要"), "not the console: {dom:.2000}");
+    let card = element(&dom, "minutes-m-7", "</article>")
+        .ok_or_else(|| format!("no minutes card in {dom:.4000}"))?;
+    assert!(card.contains("Abnormal fund movements, Q4"), "{card}");
+    assert!(
+        card.contains("&lt;b&gt;Public Security&lt;/b&gt;"),
+        "{card}"
+    );
+    assert!(
+        card.contains("同意 Consent") && card.contains("反对 Object"),
+        "{card}"
+    );
+    assert!(!dom.contains(&tax.token));
+
+    let office = Client::connect(&t.pki.office_config("fund-supervision", t.addr)?).await?;
+    let (_office, office) = start_agent(office, dir.path(), "office", None).await?;
+    let meetings_url = format!(
+        "http://{}/console/#token={}&view=meetings",
+        office.addr, office.token
+    );
+    let dom = browse(meetings_url.clone(), "--dump-dom".into()).await?;
+    let row = element(&dom, "meeting-m-7", "</tr>")
+        .ok_or_else(|| format!("no meeting row in {dom:.4000}"))?;
+    assert!(
+        row.contains("data-unit=\"tax\" data-state=\"not-answered\""),
+        "{row}"
+    );
+    assert!(
+        row.contains("finance, tax") || row.contains("tax, finance"),
+        "{row}"
+    );
+    if let Ok(shots) = std::env::var("TONGBAO_CONSOLE_SCREENSHOTS") {
+        let into = Path::new(&shots);
+        for (name, url) in [
+            ("console-pending.png", url),
+            ("console-meetings.png", meetings_url),
+        ] {
+            browse(url, format!("--screenshot={}", into.join(name).display())).await?;
+        }
+    }
+    t.stop().await
 }

@@ -2,5 +2,8 @@
 
 pub mod audit;
 pub mod inbox;
+pub mod meetings;
 pub mod messages;
+pub mod pending;
+pub mod scan;
 pub mod workflow;
