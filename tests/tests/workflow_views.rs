@@ -3,16 +3,19 @@
 //! the office see every step; an assignee or participant does not see
 //! another unit's reports, answers, decline reasons, results or the
 //! reminders and returns addressed to others, in a single view or a list;
-//! and a refused warning view does not name its mechanism.
+//! a refused warning view does not name its mechanism; and the views read
+//! the store on the heavy pool.
 
 use tongbao_client::{Client, NewWarning, PushReceipt};
 use tongbao_proto::pb::{self, WarningLevel};
-use tongbao_tests::{BoxError, TestHub, TestResult, code_of};
+use tongbao_tests::{BoxError, TestHub, TestResult, code_of, wait_until};
 use tonic::Code;
 
 const FUND: &str = "fund-supervision";
 const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
+/// Only catches a hang.
+const HANG: std::time::Duration = std::time::Duration::from_secs(60);
 /// Meant for finance alone: no other assignee may read it in a view.
 const RETURN_REASON: &str = "Name each counterpart bank of the 2025 transfers";
 const DECLINE_REASON: &str = "No inspectors free that day";
@@ -256,4 +259,47 @@ async fn a_refused_warning_view_does_not_name_its_mechanism() -> TestResult {
     let missing = outsider.warning("w-none").await.err().ok_or("found")?;
     assert_eq!(code_of(&missing), Some(Code::NotFound));
     t.stop().await
+}
+
+/// Task, action and warning views read the store on the heavy pool (a
+/// blocking network call on PostgreSQL), not on the exchange's workers:
+/// each view waits at the pool's hold point until let go, then answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_run_on_the_heavy_pool() -> TestResult {
+    use tongbao_tests::{HubProcess, TestPki};
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = TestPki::generate()?;
+    let (hub, holds) = HubProcess::start_holding(&pki, HUB, "heavy-work", &[])?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    let views: [(&str, Code); 5] = [
+        ("GetTask", Code::NotFound),
+        ("ListTasks", Code::Ok),
+        ("GetAction", Code::NotFound),
+        ("ListActions", Code::Ok),
+        ("GetWarning", Code::NotFound),
+    ];
+    for (k, (view, answer)) in (1u64..).zip(views) {
+        let c = tax.clone();
+        let asked = tokio::spawn(async move {
+            let r = match view {
+                "GetTask" => c.task("none").await.map(|_| ()),
+                "ListTasks" => c.tasks(Default::default()).await.map(|_| ()),
+                "GetAction" => c.action("none").await.map(|_| ()),
+                "ListActions" => c.actions(Default::default()).await.map(|_| ()),
+                _ => c.warning("none").await.map(|_| ()),
+            };
+            r.err().and_then(|e| code_of(&e)).unwrap_or(Code::Ok)
+        });
+        let what = format!("{view} waits on the heavy pool");
+        wait_until(HANG, &what, || {
+            let reached = holds.reached(k);
+            async move { Ok(reached) }
+        })
+        .await?;
+        assert!(!asked.is_finished(), "{view} answered while held");
+        holds.release(k)?;
+        assert_eq!(asked.await?, answer, "{view}");
+    }
+    hub.kill()?;
+    Ok(())
 }
