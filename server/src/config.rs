@@ -161,8 +161,9 @@ pub struct Limits {
     /// holding more is refused with the end to ask for instead, never
     /// answered in part: figures are complete or not given.
     pub max_audit_entries: usize,
-    /// Audit, statistics and case queries (and offices' proof checks) run
-    /// at once, each on a thread of its own away from the exchange.
+    /// Audit, statistics and case queries, task, action and warning views
+    /// (and offices' proof checks) run at once, each on a thread of its
+    /// own away from the exchange.
     pub max_heavy_queries: usize,
     /// Such queries waiting for a thread; one more is refused
     /// `ResourceExhausted` at once.

@@ -100,9 +100,8 @@ pub(crate) fn warning_view(
         .ok_or_else(|| Status::not_found(format!("no warning {:?} was issued", shown(id))))?;
     let part = part_of(who, &w).ok_or_else(|| {
         Status::permission_denied(format!(
-            "warning {:?} is seen by its issuer, the members it went to and the office of {}, not by {who}",
-            shown(id),
-            w.mechanism
+            "warning {:?} is seen by its issuer, the members it went to and its mechanism's office, not by {who}",
+            shown(id)
         ))
     })?;
     shown_to(state, &part, w)

@@ -3,9 +3,14 @@
 //! the mechanism see a task's or action's state; each lists its own, a
 //! page at a time. A task's status is computed at the hub's time of the
 //! answer, so an office sees a task become overdue without a new entry.
+//!
+//! A party sees an entry only if it sent it or was addressed: the lead
+//! and the office (addressed by every step) see the whole state, while an
+//! assignee or participant sees the pins, counts and reasons of other
+//! units' entries only where those entries were addressed to it.
 
-use super::HubState;
 use super::workflow::refusal_status;
+use super::{HubState, storage_status};
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::{Principal, office_inbox};
 use tongbao_proto::pb::{self, ParticipantState, TaskStatus};
@@ -101,7 +106,7 @@ pub(super) fn get_task(
             shown(id)
         )));
     }
-    Ok(shown_task(t, tongbao_proto::now_micros()))
+    task_shown_to(state, who, shown_task(t, tongbao_proto::now_micros()))
 }
 
 pub(super) fn list_tasks(
@@ -123,7 +128,7 @@ pub(super) fn list_tasks(
         let Some(t) = state.workflows.task(id).map_err(refusal_status)? else {
             continue;
         };
-        let t = shown_task(t, now);
+        let t = task_shown_to(state, who, shown_task(t, now))?;
         let mechanism = t.assignment.as_ref().map(|a| a.mechanism.as_str());
         let in_mechanism = narrow.as_deref().is_none_or(|n| Some(n) == mechanism);
         let in_status = wanted == TaskStatus::Unspecified || t.status == wanted as i32;
@@ -166,7 +171,7 @@ pub(super) fn get_action(
             shown(id)
         )));
     }
-    Ok(shown_action(a))
+    action_shown_to(state, who, shown_action(a))
 }
 
 pub(super) fn list_actions(
@@ -188,13 +193,103 @@ pub(super) fn list_actions(
         };
         let mechanism = a.proposal.as_ref().map(|p| p.mechanism.as_str());
         if narrow.as_deref().is_none_or(|n| Some(n) == mechanism) {
-            actions.push(shown_action(a));
+            actions.push(action_shown_to(state, who, shown_action(a))?);
         }
     }
     Ok(pb::ListActionsResponse {
         actions,
         next_after: next_after(&ids, limit),
     })
+}
+
+/// The unit viewing a workflow led by `lead` whose view is narrowed: an
+/// assignee or participant. The lead and offices see every step.
+fn narrowed<'a>(who: &'a Principal, lead: &str) -> Option<&'a str> {
+    match who {
+        Principal::Unit(u) if u != lead => Some(u.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether the entry at `pin` was sent by `me` or addressed to it.
+fn addressed(state: &HubState, pin: &Option<pb::EntryPin>, me: &str) -> Result<bool, Status> {
+    let Some(p) = pin else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .entry(&p.channel, p.seq)
+        .map_err(storage_status)?
+        .is_some_and(|s| s.entry.channel == me || s.entry.recipients.iter().any(|r| r == me)))
+}
+
+/// The task as `who` may see it. An assignee sees of another assignee's
+/// part only its state and the entries addressed to it (a reminder or
+/// return naming both); reports go to the lead and the office alone. Its
+/// task-wide reminder count is its own; the count of returns is cleared.
+/// Once accepted, the acceptance (addressed to every assignee) names each
+/// completion report, so those pins stay.
+fn task_shown_to(
+    state: &HubState,
+    who: &Principal,
+    mut t: pb::TaskState,
+) -> Result<pb::TaskState, Status> {
+    let Some(me) = narrowed(who, &t.lead) else {
+        return Ok(t);
+    };
+    let accepted = t.acceptance.is_some();
+    let mut own_reminders = 0;
+    for a in &mut t.assignees {
+        if a.unit == me {
+            own_reminders = a.reminders;
+            continue;
+        }
+        a.reports = 0;
+        a.reminders = 0;
+        if !addressed(state, &a.last_report, me)? {
+            a.last_report = None;
+        }
+        if !accepted && !addressed(state, &a.completion, me)? {
+            a.completion = None;
+        }
+        if !addressed(state, &a.last_reminder, me)? {
+            a.last_reminder = None;
+        }
+        if !addressed(state, &a.last_return, me)? {
+            a.last_return = None;
+            a.return_reason.clear();
+        }
+    }
+    t.reminders = own_reminders;
+    t.returns = 0;
+    Ok(t)
+}
+
+/// The action as `who` may see it. Answers and results go to the lead and
+/// the office; a participant sees another's answer, decline reason and
+/// results only where addressed to it, or all once the summary (sent to
+/// every participant, embedding them) is out.
+fn action_shown_to(
+    state: &HubState,
+    who: &Principal,
+    mut a: pb::ActionState,
+) -> Result<pb::ActionState, Status> {
+    let Some(me) = narrowed(who, &a.lead) else {
+        return Ok(a);
+    };
+    if a.summary.is_some() {
+        return Ok(a);
+    }
+    for p in a.participants.iter_mut().filter(|p| p.unit != me) {
+        if !addressed(state, &p.answer, me)? {
+            p.answer = None;
+            p.reason.clear();
+        }
+        if !addressed(state, &p.result, me)? {
+            p.result = None;
+        }
+    }
+    Ok(a)
 }
 
 #[cfg(test)]

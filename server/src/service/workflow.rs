@@ -516,7 +516,11 @@ impl Workflow for WorkflowService {
     ) -> Result<Response<pb::WarningState>, Status> {
         let who = self.state.authenticate(&request)?;
         let id = request.into_inner().warning_id;
-        Ok(Response::new(warning_view(&self.state, &who, &id)?))
+        let state = self.state.clone();
+        self.state
+            .heavy("warning query", move || warning_view(&state, &who, &id))
+            .await
+            .map(Response::new)
     }
 
     async fn list_warnings(
@@ -542,7 +546,13 @@ impl Workflow for WorkflowService {
     ) -> Result<Response<pb::TaskState>, Status> {
         let who = self.state.authenticate(&request)?;
         let id = request.into_inner().task_id;
-        super::tasks::get_task(&self.state, &who, &id).map(Response::new)
+        let state = self.state.clone();
+        self.state
+            .heavy("task query", move || {
+                super::tasks::get_task(&state, &who, &id)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn list_tasks(
@@ -550,7 +560,14 @@ impl Workflow for WorkflowService {
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let who = self.state.authenticate(&request)?;
-        super::tasks::list_tasks(&self.state, &who, request.get_ref()).map(Response::new)
+        let req = request.into_inner();
+        let state = self.state.clone();
+        self.state
+            .heavy("task list", move || {
+                super::tasks::list_tasks(&state, &who, &req)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn get_action(
@@ -559,7 +576,13 @@ impl Workflow for WorkflowService {
     ) -> Result<Response<pb::ActionState>, Status> {
         let who = self.state.authenticate(&request)?;
         let id = request.into_inner().action_id;
-        super::tasks::get_action(&self.state, &who, &id).map(Response::new)
+        let state = self.state.clone();
+        self.state
+            .heavy("action query", move || {
+                super::tasks::get_action(&state, &who, &id)
+            })
+            .await
+            .map(Response::new)
     }
 
     async fn list_actions(
@@ -567,7 +590,14 @@ impl Workflow for WorkflowService {
         request: Request<pb::ListActionsRequest>,
     ) -> Result<Response<pb::ListActionsResponse>, Status> {
         let who = self.state.authenticate(&request)?;
-        super::tasks::list_actions(&self.state, &who, request.get_ref()).map(Response::new)
+        let req = request.into_inner();
+        let state = self.state.clone();
+        self.state
+            .heavy("action list", move || {
+                super::tasks::list_actions(&state, &who, &req)
+            })
+            .await
+            .map(Response::new)
     }
 }
 

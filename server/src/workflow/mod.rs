@@ -624,7 +624,7 @@ mod tests {
     use super::*;
     use crate::store::{AnswerKind, NewEntry, SledStore};
 
-    fn new_entry(channel: &str, seq: u64, case: &str) -> NewEntry {
+    pub(in crate::workflow) fn new_entry(channel: &str, seq: u64, case: &str) -> NewEntry {
         let message = pb::Message {
             message_id: format!("{channel}-{seq}"),
             sender: channel.into(),

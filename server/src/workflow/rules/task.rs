@@ -107,9 +107,10 @@ pub(super) fn check_assignment_step(
     )
 }
 
-/// A task from minutes: the pin names the issue the hub recorded for a
-/// meeting of the task's mechanism, and the decided item is in the text
-/// every attending unit consented to.
+/// A task from minutes: the assigning unit sent or was sent the minutes,
+/// the pin names the issue the hub recorded for a meeting of the task's
+/// mechanism, and the decided item is in the text every attending unit
+/// consented to.
 fn check_minutes(
     cx: &StepContext<'_>,
     a: &pb::TaskAssignment,
@@ -125,6 +126,15 @@ fn check_minutes(
                 "minutes entry {at} with that leaf hash does not exist on this hub; name the minutes issue entry"
             ))
         })?;
+    // Only a party to the minutes may quote them: else the check below
+    // would tell anyone whether a text is in minutes it never received.
+    let e = &stored.entry;
+    if e.channel != cx.sender && !e.recipients.iter().any(|r| r == cx.sender) {
+        return Err(NotAllowed(format!(
+            "{} was not sent the minutes {at}; a task from minutes is assigned by a unit they went to",
+            cx.sender
+        )));
+    }
     let issue = match stored.entry.content().map(decode_step) {
         Some(Ok(Step::MinutesIssue(i))) => i,
         Some(Ok(Step::MinutesDraft(d))) => {
@@ -339,4 +349,73 @@ pub(super) fn check_return(
             .chain(std::iter::once(office_of(&t))),
         cx.sender,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SledStore, StoredEntry};
+    use crate::workflow::tests::new_entry;
+    use prost::Message as _;
+    use std::sync::Arc;
+
+    /// A task from minutes pinned to the entry `tax:0` (not minutes),
+    /// addressed to `recipients`, assigned by the lead civil-affairs.
+    fn from_minutes_addressed_to(
+        recipients: &[&str],
+    ) -> Result<WorkflowRefusal, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"), false)?);
+        let mut e = new_entry("tax", 0, "");
+        let mut entry = e.shared.entry.clone();
+        entry.recipients = recipients.iter().map(|r| r.to_string()).collect();
+        e.shared = Arc::new(StoredEntry {
+            encoded: entry.encode_to_vec().into(),
+            entry,
+            leaf_hash: [1; 32],
+            cursors: Vec::new(),
+        });
+        store.commit(&[e])?;
+        let workflows = Workflows::open(&store)?;
+        let registry = crate::registry::example()?;
+        let message = pb::Message::default();
+        let cx = StepContext {
+            workflows: &workflows,
+            registry: &registry,
+            store: store.as_ref(),
+            sender: "civil-affairs",
+            message: &message,
+            recipients: &[],
+            now_micros: 1,
+        };
+        let pin = pb::EntryPin {
+            channel: "tax".into(),
+            seq: 0,
+            leaf_hash: vec![1; 32],
+        };
+        let a = pb::TaskAssignment {
+            mechanism: "fund-supervision".into(),
+            decided_item: "audit".into(),
+            ..Default::default()
+        };
+        check_minutes(&cx, &a, &pin)
+            .err()
+            .ok_or_else(|| "an entry that is not minutes passed".into())
+    }
+
+    #[test]
+    fn only_a_party_to_the_minutes_may_quote_them() -> Result<(), Box<dyn std::error::Error>> {
+        let refusal = from_minutes_addressed_to(&["finance"])?;
+        assert!(
+            matches!(&refusal, NotAllowed(m) if m.contains("was not sent the minutes")),
+            "{refusal:?}"
+        );
+        // Addressed to the assigning unit: the entry itself is judged.
+        let refusal = from_minutes_addressed_to(&["civil-affairs"])?;
+        assert!(
+            matches!(&refusal, Malformed(m) if m.contains("not a minutes issue")),
+            "{refusal:?}"
+        );
+        Ok(())
+    }
 }
