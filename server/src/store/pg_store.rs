@@ -147,7 +147,11 @@ impl PgStore {
             .rt
             .as_ref()
             .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?;
-        futures::executor::block_on(rt.spawn(fut))
+        // Unconstrained: polled from inside a tokio task (a hub start, a
+        // handler), the join handle would otherwise count against that
+        // task's cooperative budget, and once it is spent every poll
+        // answers Pending at once: this loop would spin for ever.
+        futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
             .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
     }
 
