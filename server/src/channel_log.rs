@@ -241,9 +241,25 @@ pub fn check_entries_deep<E: From<LogError>>(
     head: &ChannelHead,
     mut also: impl FnMut(u64) -> Result<(), E>,
 ) -> Result<(), E> {
-    check_range_with(store, channel, head, 0, GENESIS_PREVIOUS, |seq, leaf| {
-        check_stored_hashes(store, channel, seq, leaf)?;
+    check_entries_deep_from(store, channel, head, 0, GENESIS_PREVIOUS, |seq, _| {
         also(seq)
+    })
+}
+
+/// [`check_entries_deep`] from entry `from` on, the first chaining to
+/// `previous` (the leaf hash of entry `from - 1`, as an earlier check
+/// found it); `also` gets each entry's leaf hash.
+pub fn check_entries_deep_from<E: From<LogError>>(
+    store: &dyn Store,
+    channel: &str,
+    head: &ChannelHead,
+    from: u64,
+    previous: Hash,
+    mut also: impl FnMut(u64, Hash) -> Result<(), E>,
+) -> Result<(), E> {
+    check_range_with(store, channel, head, from, previous, |seq, leaf| {
+        check_stored_hashes(store, channel, seq, leaf)?;
+        also(seq, leaf)
     })
 }
 
