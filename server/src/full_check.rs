@@ -222,7 +222,7 @@ fn check_all(
                 entries += 1;
                 at.next_seq = seq + 1;
                 at.previous = leaf;
-                if at.next_seq % SAVE_EVERY == 0 {
+                if at.next_seq.is_multiple_of(SAVE_EVERY) {
                     save_place(store, channel, at);
                 }
                 if stopping() {
