@@ -62,7 +62,7 @@ mod workflow;
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;
 pub use draft::Draft;
-pub use error::{ClientError, KeyRefusal};
+pub use error::{ClientError, HubFailure, KeyRefusal};
 pub use tongbao_proto as proto;
 pub use tongbao_proto::format_micros;
 pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};
