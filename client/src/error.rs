@@ -233,3 +233,35 @@ impl From<tonic::Status> for ClientError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hub_is_named_with_a_short_reason() {
+        let long = ClientError::Connect {
+            hub: "https://a:1".into(),
+            reason: "é".repeat(1000),
+        };
+        let failures = vec![
+            HubFailure::new("https://a:1", &long),
+            HubFailure::new(
+                "https://b:1",
+                &ClientError::Connect {
+                    hub: "https://b:1".into(),
+                    reason: "Connection refused (os error 111)".into(),
+                },
+            ),
+        ];
+        assert_eq!(failures[0].reason.chars().count(), 163);
+        let e = ClientError::NoHubAnswers { failures };
+        assert!(e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot reach any of the 2 hubs: https://a:1: ")
+                && text.ends_with("; https://b:1: Connection refused (os error 111)"),
+            "{text}"
+        );
+    }
+}

@@ -4,7 +4,10 @@
 //! unit's Ed25519 key, and verifies every entry it receives (sender
 //! signature under the registered key, leaf hash) before handing it over.
 //! [`Client::subscribe`] reconnects and resumes from the last cursor on its
-//! own, so a caller sees every entry of its inbox exactly once.
+//! own, so a caller sees every entry of its inbox exactly once. A hub that
+//! runs as several replicas is listed as `hubs = [...]` in `client.toml`:
+//! the client moves to the next replica that answers when the one in use
+//! cannot be reached, and passes over one that serves an older history.
 //!
 //! ```
 //! use futures::StreamExt;

@@ -294,3 +294,17 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_tries_each_hub_once_starting_where_asked() {
+        assert_eq!(round_from(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(round_from(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
+        // After the last hub failed: the others, the first one first.
+        assert_eq!(round_from(3, 3).take(2).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(round_from(1, 1).collect::<Vec<_>>(), [0]);
+    }
+}
