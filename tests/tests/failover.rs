@@ -2,6 +2,10 @@
 //! a hub that is gone is passed over, a subscription resumes on another
 //! replica with no gap and no duplicate, and a replica that is behind is
 //! passed over for one that is not, or refused as a rollback.
+//!
+//! The replicas here are hubs on copies of one sled data directory (a
+//! copy taken when a hub is killed continues it; one taken earlier is
+//! behind), so the suite runs on the sled store only, like `trust`.
 
 use futures::StreamExt;
 use std::net::SocketAddr;
@@ -136,6 +140,8 @@ async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate(
     let tax = Client::connect(&config(&pki, "tax", &hubs)?).await?;
     let finance = Client::connect(&config(&pki, "finance", &hubs)?).await?;
     let mut inbox = Box::pin(finance.subscribe(0));
+    // Connected to the first replica, idle until after it died.
+    let reader = Client::connect(&config(&pki, "finance", &hubs)?).await?;
     let mut expected = Vec::new();
     let mut received = Vec::new();
     for i in 0..10 {
@@ -152,6 +158,7 @@ async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate(
 
     // The first replica dies mid-subscription; the second takes over on
     // its data as it was at that moment, with the same keys.
+    let first_addr = first.addr;
     first.kill()?;
     let copied = pki.path().join("data-second");
     copy_dir(&pki.path().join("data"), &copied)?;
@@ -166,6 +173,11 @@ async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate(
         expected.push(subject);
     }
     assert_eq!(tax.hub(), url(second_front.addr));
+    // A read on the dead replica's connection is made again on the other.
+    assert_eq!(reader.hub(), url(first_addr));
+    let page = tokio::time::timeout(HANG, reader.pull(0, 100)).await??;
+    assert_eq!(page.entries.len(), 20);
+    assert_eq!(reader.hub(), url(second_front.addr));
     while received.len() < expected.len() {
         let e = tokio::time::timeout(HANG, inbox.next())
             .await?
@@ -185,6 +197,9 @@ async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate(
         .await?
         .ok_or("the subscription ended")??;
     assert_eq!(next.message().subject, "last");
+    // Receipts go to the replica in use too.
+    let acked = finance.ack(&[&next]).await?;
+    assert_eq!(acked.newly_acknowledged, 1);
     second.kill()?;
     Ok(())
 }
