@@ -267,7 +267,8 @@ impl Live {
             return Ok(());
         }
         let failed = self.conn();
-        let others = round_from(failed.hub + 1, self.hubs.len()).take(self.hubs.len() - 1);
+        let others =
+            round_from(failed.hub + 1, self.hubs.len()).take(self.hubs.len().saturating_sub(1));
         let tried = vec![HubFailure::new(&failed.url, failure)];
         let conn = open_first(&self.config, &self.hubs, others, Some(within), tried).await?;
         tracing::warn!(failed = %failed.url, error = %failure, now = %conn.url, "hub unreachable; failing over to another replica");
