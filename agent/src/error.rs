@@ -74,7 +74,9 @@ impl From<ClientError> for ApiError {
             ClientError::SigningKeyRefused { .. } | ClientError::CertificateRefused { .. } => {
                 http_of_grpc(Code::Unauthenticated)
             }
-            ClientError::Connect { .. } => (StatusCode::SERVICE_UNAVAILABLE, "hub_unreachable"),
+            ClientError::Connect { .. } | ClientError::NoHubAnswers { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "hub_unreachable")
+            }
             // What the hub served does not verify: never hand it over.
             ClientError::Integrity { .. }
             | ClientError::Rollback { .. }

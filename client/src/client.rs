@@ -4,27 +4,29 @@
 //! extending [`Client`].
 
 mod audit;
+mod behind;
 mod connection;
 mod inbox;
 mod proofs;
 mod push;
+mod read;
 mod retry;
 mod subscription;
 
 pub use inbox::{AckOutcome, Page};
 pub use proofs::VerifiedCheckpoint;
 pub use push::PushReceipt;
+pub(crate) use read::hub_read;
 pub use subscription::ProcessError;
 
 use crate::push_queue::PushQueue;
 use crate::trust::TrustState;
 use crate::verify::KeyRing;
 use crate::{ClientConfig, ClientError};
-use connection::{Live, load_signer, material_fingerprint, open_conn, watch_material};
+use connection::{Live, load_signer, material_fingerprint, open_first, round_from, watch_material};
 use std::sync::{Arc, RwLock};
 use tongbao_proto::identity::Principal;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::pb::audit_client::AuditClient;
 use tongbao_proto::pb::exchange_client::ExchangeClient;
 use tongbao_proto::pb::log_client::LogClient;
 use tongbao_proto::pb::workflow_client::WorkflowClient;
@@ -63,21 +65,25 @@ pub(crate) fn new_message_id() -> String {
 }
 
 impl Client {
-    /// Connects to the hub with the config's certificate and loads the
-    /// signing key and the registry's public keys.
+    /// Connects to the first hub of the config that can be used (in the
+    /// order listed) with the config's certificate, and loads the signing
+    /// key and the registry's public keys.
     pub async fn connect(config: &ClientConfig) -> Result<Self, ClientError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let seen = material_fingerprint(config);
         let signer = load_signer(config)?;
-        let conn = open_conn(config).await?;
+        let hubs = config.hubs();
+        let conn = open_first(config, &hubs, round_from(0, hubs.len()), None, Vec::new()).await?;
         let trust = TrustState::load(&config.trust_state)?;
         let live = Arc::new(Live {
             config: config.clone(),
+            hubs,
             conn: RwLock::new(Arc::new(conn)),
             signer: RwLock::new(signer),
             seen: std::sync::Mutex::new(seen),
             reloading: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(watch_material(Arc::downgrade(&live)));
         let client = Self {
@@ -121,7 +127,12 @@ impl Client {
 
     /// How many times this client switched to new material.
     pub fn reloads(&self) -> u64 {
-        self.live.generation()
+        self.live.reloads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The URL of the hub (of the config's `hubs`) this client calls now.
+    pub fn hub(&self) -> String {
+        self.live.conn().url.clone()
     }
 
     /// The gRPC channel of the current connection, for services this
@@ -132,10 +143,6 @@ impl Client {
 
     fn rpc(&self) -> ExchangeClient<Channel> {
         self.live.conn().rpc.clone()
-    }
-
-    fn audit(&self) -> AuditClient<Channel> {
-        self.live.conn().audit.clone()
     }
 
     fn log(&self) -> LogClient<Channel> {
@@ -169,11 +176,7 @@ impl Client {
 
     /// The registry: units with their keys, mechanisms with their members.
     pub async fn list_units(&self) -> Result<pb::ListUnitsResponse, ClientError> {
-        Ok(self
-            .rpc()
-            .list_units(pb::ListUnitsRequest {})
-            .await?
-            .into_inner())
+        hub_read!(self, rpc.list_units(pb::ListUnitsRequest {})).await
     }
 
     async fn refresh_keys(&self) -> Result<(), ClientError> {

@@ -16,6 +16,10 @@ pub enum ClientError {
     },
     #[error("cannot reach the hub at {hub}: {reason}")]
     Connect { hub: String, reason: String },
+    /// Every hub of the config was tried, in one round, and none could be
+    /// used: each with why (a config with one hub says [`ClientError::Connect`]).
+    #[error("cannot reach any of the {} hubs: {}", .failures.len(), describe_failures(.failures))]
+    NoHubAnswers { failures: Vec<HubFailure> },
     /// The hub refused this client's certificate during the TLS handshake
     /// (TLS 1.3 reports it on the first call).
     #[error(
@@ -82,6 +86,40 @@ pub enum ClientError {
     Redacted { channel: String, seq: u64 },
 }
 
+/// One hub of a round that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubFailure {
+    pub hub: String,
+    /// Short: its first 160 characters.
+    pub reason: String,
+}
+
+impl HubFailure {
+    /// The failure of `hub`: the reason of a connect error, else the error.
+    pub(crate) fn new(hub: &str, e: &ClientError) -> Self {
+        let reason = match e {
+            ClientError::Connect { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let reason = match reason.char_indices().nth(160) {
+            Some((cut, _)) => format!("{}...", &reason[..cut]),
+            None => reason,
+        };
+        Self {
+            hub: hub.to_string(),
+            reason,
+        }
+    }
+}
+
+fn describe_failures(failures: &[HubFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("{}: {}", f.hub, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Why the hub refused a signing key, as its refusal metadata says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyRefusal {
@@ -117,7 +155,7 @@ impl ClientError {
     /// True when retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } => true,
+            Self::Connect { .. } | Self::NoHubAnswers { .. } => true,
             Self::Rejected { code, .. } => matches!(
                 code,
                 Code::Unavailable
@@ -193,5 +231,37 @@ impl From<tonic::Status> for ClientError {
             code: status.code(),
             message: status.message().to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hub_is_named_with_a_short_reason() {
+        let long = ClientError::Connect {
+            hub: "https://a:1".into(),
+            reason: "é".repeat(1000),
+        };
+        let failures = vec![
+            HubFailure::new("https://a:1", &long),
+            HubFailure::new(
+                "https://b:1",
+                &ClientError::Connect {
+                    hub: "https://b:1".into(),
+                    reason: "Connection refused (os error 111)".into(),
+                },
+            ),
+        ];
+        assert_eq!(failures[0].reason.chars().count(), 163);
+        let e = ClientError::NoHubAnswers { failures };
+        assert!(e.is_transient());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot reach any of the 2 hubs: https://a:1: ")
+                && text.ends_with("; https://b:1: Connection refused (os error 111)"),
+            "{text}"
+        );
     }
 }

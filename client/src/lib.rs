@@ -4,7 +4,10 @@
 //! unit's Ed25519 key, and verifies every entry it receives (sender
 //! signature under the registered key, leaf hash) before handing it over.
 //! [`Client::subscribe`] reconnects and resumes from the last cursor on its
-//! own, so a caller sees every entry of its inbox exactly once.
+//! own, so a caller sees every entry of its inbox exactly once. A hub that
+//! runs as several replicas is listed as `hubs = [...]` in `client.toml`:
+//! the client moves to the next replica that answers when the one in use
+//! cannot be reached, and passes over one that serves an older history.
 //!
 //! ```
 //! use futures::StreamExt;
@@ -62,7 +65,7 @@ mod workflow;
 pub use client::{AckOutcome, Client, Page, ProcessError, PushReceipt, VerifiedCheckpoint};
 pub use config::ClientConfig;
 pub use draft::Draft;
-pub use error::{ClientError, KeyRefusal};
+pub use error::{ClientError, HubFailure, KeyRefusal};
 pub use tongbao_proto as proto;
 pub use tongbao_proto::format_micros;
 pub use verify::{KeyRing, VerifiedEntry, answers_pin, verify_entry};

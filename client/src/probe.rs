@@ -22,18 +22,16 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn probe(
     config: &ClientConfig,
+    hub: &str,
     ca: &[u8],
     cert: &[u8],
     key: &[u8],
 ) -> Result<Vec<u8>, ClientError> {
     let fail = |reason: String| ClientError::Connect {
-        hub: config.hub.clone(),
+        hub: hub.to_string(),
         reason,
     };
-    let uri: Uri = config
-        .hub
-        .parse()
-        .map_err(|e| fail(format!("not a URL: {e}")))?;
+    let uri: Uri = hub.parse().map_err(|e| fail(format!("not a URL: {e}")))?;
     let host = uri.host().ok_or_else(|| fail("URL has no host".into()))?;
     let port = uri.port_u16().unwrap_or(443);
     let mut roots = rustls::RootCertStore::empty();
@@ -100,8 +98,8 @@ fn refusal(e: &std::io::Error) -> Option<ClientError> {
 /// True when the hub's address accepts a TCP connection within `within`:
 /// the hub process is there, whatever its TLS says. Tells "the hub is
 /// gone" apart from a handshake that failed for another reason.
-pub(crate) async fn accepts_tcp(config: &ClientConfig, within: Duration) -> bool {
-    let Ok(uri) = config.hub.parse::<Uri>() else {
+pub(crate) async fn accepts_tcp(hub: &str, within: Duration) -> bool {
+    let Ok(uri) = hub.parse::<Uri>() else {
         return false;
     };
     let Some(host) = uri.host() else {

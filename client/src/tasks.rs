@@ -6,6 +6,7 @@
 //! [`Client::verify_action_summary`] checks with the rule of
 //! `tongbao_proto::workflow::action`, trusting nothing the hub says.
 
+use crate::client::hub_read;
 use crate::workflow::{as_entry, audience_of, dedup, workflow_error};
 use crate::{Client, ClientError, Draft, PushReceipt, VerifiedEntry};
 use tongbao_proto::pb::{self, AssigneeState, Kind, ParticipantState, workflow_step::Step};
@@ -35,13 +36,13 @@ impl Client {
 
     /// A task's state, with its status at the hub's time.
     pub async fn task(&self, task_id: &str) -> Result<pb::TaskState, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .get_task(pb::GetTaskRequest {
+        hub_read!(
+            self,
+            workflow.get_task(pb::GetTaskRequest {
                 task_id: task_id.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// A page of the tasks this party leads, is assigned or supervises.
@@ -49,7 +50,7 @@ impl Client {
         &self,
         request: pb::ListTasksRequest,
     ) -> Result<pb::ListTasksResponse, ClientError> {
-        Ok(self.workflow_rpc().list_tasks(request).await?.into_inner())
+        hub_read!(self, workflow.list_tasks(request)).await
     }
 
     /// The assignment entry of a task, fetched and verified by this client.
@@ -217,13 +218,13 @@ impl Client {
 
     /// A joint action's state: who has not answered or reported.
     pub async fn action(&self, action_id: &str) -> Result<pb::ActionState, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .get_action(pb::GetActionRequest {
+        hub_read!(
+            self,
+            workflow.get_action(pb::GetActionRequest {
                 action_id: action_id.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// A page of the joint actions this party leads, joins or supervises.
@@ -231,11 +232,7 @@ impl Client {
         &self,
         request: pb::ListActionsRequest,
     ) -> Result<pb::ListActionsResponse, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .list_actions(request)
-            .await?
-            .into_inner())
+        hub_read!(self, workflow.list_actions(request)).await
     }
 
     /// The proposal entry of an action, fetched and verified by this client.

@@ -6,6 +6,7 @@
 //! checked against the warning entry it pins with
 //! `tongbao_proto::warning::verify_answer`, trusting nothing the hub says.
 
+use crate::client::hub_read;
 use crate::{Client, ClientError, Draft, PushReceipt, VerifiedEntry};
 use tongbao_proto::pb::{self, Kind, workflow_step::Step};
 use tongbao_proto::warning::{VerifiedAnswer, verify_answer};
@@ -61,13 +62,13 @@ impl Client {
     /// The entries naming an organization (by credit code) this client
     /// may see, oldest first, each verified like any delivery.
     pub async fn organization(&self, credit_code: &str) -> Result<Vec<VerifiedEntry>, ClientError> {
-        let r = self
-            .workflow_rpc()
-            .show_organization(pb::ShowOrganizationRequest {
+        let r = hub_read!(
+            self,
+            workflow.show_organization(pb::ShowOrganizationRequest {
                 credit_code: credit_code.to_string(),
             })
-            .await?
-            .into_inner();
+        )
+        .await?;
         let mut out = Vec::with_capacity(r.entries.len());
         for e in r.entries {
             let v = self
@@ -119,13 +120,13 @@ impl Client {
     /// A warning's state as the hub keeps it (another member's measures
     /// only where they were addressed to this unit too).
     pub async fn warning(&self, warning_id: &str) -> Result<pb::WarningState, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .get_warning(pb::GetWarningRequest {
+        hub_read!(
+            self,
+            workflow.get_warning(pb::GetWarningRequest {
                 warning_id: warning_id.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// The warnings this party took part in (an office: its mechanism's),
@@ -135,15 +136,15 @@ impl Client {
         credit_code: &str,
         active_only: bool,
     ) -> Result<Vec<pb::WarningState>, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .list_warnings(pb::ListWarningsRequest {
+        Ok(hub_read!(
+            self,
+            workflow.list_warnings(pb::ListWarningsRequest {
                 credit_code: credit_code.to_string(),
                 active_only,
             })
-            .await?
-            .into_inner()
-            .warnings)
+        )
+        .await?
+        .warnings)
     }
 
     /// Answers a warning with the measures this unit applied (none: give

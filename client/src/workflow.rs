@@ -8,6 +8,7 @@
 //! [`Client::verify_joint_release`] check with the rules of
 //! `tongbao_proto::workflow`, trusting nothing the hub says about them.
 
+use crate::client::hub_read;
 use crate::verify::KeyRing;
 use crate::{Client, ClientError, Draft, PushReceipt, VerifiedEntry};
 use tongbao_proto::identity::Principal;
@@ -77,17 +78,20 @@ impl Client {
     }
 
     /// Submits an already signed step (safe to repeat: the message id makes
-    /// it idempotent).
+    /// it idempotent). Interrupted calls are repeated like pushes.
     pub async fn submit_signed(
         &self,
         signed: pb::SignedMessage,
     ) -> Result<PushReceipt, ClientError> {
         let message_id = signed.message_id().to_string();
+        let request = pb::SubmitStepRequest { step: Some(signed) };
         let r = self
-            .workflow_rpc()
-            .submit(pb::SubmitStepRequest { step: Some(signed) })
+            .repeat_while_plausible("workflow step", || {
+                let mut workflow = self.workflow_rpc();
+                let request = request.clone();
+                async move { workflow.submit(request).await }
+            })
             .await?
-            .into_inner()
             .appended
             .unwrap_or_default();
         Ok(PushReceipt::new(r, message_id))
@@ -119,13 +123,13 @@ impl Client {
 
     /// A meeting's state as the hub keeps it.
     pub async fn meeting(&self, meeting_id: &str) -> Result<pb::MeetingState, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .get_meeting(pb::GetMeetingRequest {
+        hub_read!(
+            self,
+            workflow.get_meeting(pb::GetMeetingRequest {
                 meeting_id: meeting_id.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// Everyone a meeting's steps go to, without this unit.
@@ -358,13 +362,13 @@ impl Client {
 
     /// A joint notice's state: who has co-signed, who has not.
     pub async fn joint_notice(&self, notice_id: &str) -> Result<pb::JointNoticeState, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .get_joint_notice(pb::GetJointNoticeRequest {
+        hub_read!(
+            self,
+            workflow.get_joint_notice(pb::GetJointNoticeRequest {
                 notice_id: notice_id.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// Co-signs a draft this unit is named co-issuer of, after checking the
@@ -486,13 +490,13 @@ impl Client {
     /// The liaison directory of a mechanism as its office sees it (the
     /// office's own mechanism when empty).
     pub async fn liaisons(&self, mechanism: &str) -> Result<pb::ListLiaisonsResponse, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .list_liaisons(pb::ListLiaisonsRequest {
+        hub_read!(
+            self,
+            workflow.list_liaisons(pb::ListLiaisonsRequest {
                 mechanism: mechanism.to_string(),
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     // ---- statistics (统计) ----
@@ -506,16 +510,16 @@ impl Client {
         until_micros: i64,
         as_of_micros: i64,
     ) -> Result<pb::StatisticsReport, ClientError> {
-        Ok(self
-            .workflow_rpc()
-            .compute_statistics(pb::ComputeStatisticsRequest {
+        hub_read!(
+            self,
+            workflow.compute_statistics(pb::ComputeStatisticsRequest {
                 mechanism: mechanism.to_string(),
                 since_micros,
                 until_micros,
                 as_of_micros,
             })
-            .await?
-            .into_inner())
+        )
+        .await
     }
 
     /// Signs a report and circulates it to the mechanism and its office;
@@ -549,13 +553,13 @@ impl Client {
     /// The entries of a case this client may see, oldest first, each
     /// verified (signature and leaf hash) like any delivery.
     pub async fn case(&self, case_id: &str) -> Result<Vec<VerifiedEntry>, ClientError> {
-        let r = self
-            .workflow_rpc()
-            .show_case(pb::ShowCaseRequest {
+        let r = hub_read!(
+            self,
+            workflow.show_case(pb::ShowCaseRequest {
                 case_id: case_id.to_string(),
             })
-            .await?
-            .into_inner();
+        )
+        .await?;
         let mut out = Vec::with_capacity(r.entries.len());
         for e in r.entries {
             let v = self

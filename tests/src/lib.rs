@@ -126,6 +126,7 @@ impl TestPki {
         issued.write(&dir)?;
         Ok(ClientConfig {
             hub: format!("https://{hub}"),
+            other_hubs: Vec::new(),
             server_name: "localhost".into(),
             identity,
             ca: self.path().join("ca.pem"),
@@ -686,6 +687,7 @@ impl TestPki {
         let dir = self.path().join("operators").join(name);
         ClientConfig {
             hub: format!("https://{hub}"),
+            other_hubs: Vec::new(),
             server_name: "localhost".into(),
             identity: Principal::Operator(name.to_string()),
             ca: self.path().join("ca.pem"),

@@ -1,6 +1,7 @@
 //! The office's delivery audit, and the check of an answer it shows.
 
 use super::Client;
+use super::hub_read;
 use crate::ClientError;
 use crate::verify::VerifiedEntry;
 use tongbao_proto::pb;
@@ -11,7 +12,7 @@ impl Client {
         &self,
         request: pb::ListDeliveriesRequest,
     ) -> Result<pb::ListDeliveriesResponse, ClientError> {
-        Ok(self.audit().list_deliveries(request).await?.into_inner())
+        hub_read!(self, audit.list_deliveries(request)).await
     }
 
     /// For an office: per-unit counts and acknowledgement times.
@@ -19,7 +20,7 @@ impl Client {
         &self,
         request: pb::UnitSummaryRequest,
     ) -> Result<pb::UnitSummaryResponse, ClientError> {
-        Ok(self.audit().unit_summary(request).await?.into_inner())
+        hub_read!(self, audit.unit_summary(request)).await
     }
 
     /// Checks an answer shown by the audit: the receipt (or exception

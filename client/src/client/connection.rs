@@ -1,6 +1,14 @@
-//! One mutual-TLS connection to the hub, and the reload that replaces it
-//! (with the signing key) when the client's files change.
+//! One mutual-TLS connection to one of the hub's replicas, the reload that
+//! replaces it (with the signing key) when the client's files change, and
+//! the failover that replaces it with one to another replica.
+//!
+//! Replicas are tried in rounds: each listed hub at most once, in the
+//! config's order, starting after the one that failed. A hub that refuses
+//! this client's certificate ends a round (it answered; the others share
+//! its CA and CRL); one that cannot be reached or cuts the handshake is
+//! passed over.
 
+use crate::error::HubFailure;
 use crate::{ClientConfig, ClientError};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -15,13 +23,16 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 /// Largest response the client accepts (a page of large entries).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// One connection to the hub, made with one certificate.
-pub(super) struct Conn {
+/// One connection to one hub, made with one certificate.
+pub(crate) struct Conn {
+    /// Which hub of the config's list this is connected to, and its URL.
+    pub(crate) hub: usize,
+    pub(crate) url: String,
     pub(super) channel: Channel,
-    pub(super) rpc: ExchangeClient<Channel>,
-    pub(super) audit: AuditClient<Channel>,
-    pub(super) log: LogClient<Channel>,
-    pub(super) workflow: WorkflowClient<Channel>,
+    pub(crate) rpc: ExchangeClient<Channel>,
+    pub(crate) audit: AuditClient<Channel>,
+    pub(crate) log: LogClient<Channel>,
+    pub(crate) workflow: WorkflowClient<Channel>,
     /// The hub's certificate (DER) as seen by this connection's handshake,
     /// and the CA certificates it was checked with: proof bundles carry them.
     pub(super) hub_certificate: Vec<u8>,
@@ -33,14 +44,19 @@ pub(super) struct Conn {
 /// connection each time, so a switch never interrupts a call in flight.
 pub(super) struct Live {
     pub(super) config: ClientConfig,
+    /// Every hub of the config, in order.
+    pub(super) hubs: Vec<String>,
     pub(super) conn: RwLock<Arc<Conn>>,
     pub(super) signer: RwLock<Option<Arc<SigningKey>>>,
     /// Fingerprint of the files of the last reload attempted.
     pub(super) seen: std::sync::Mutex<tongbao_proto::Hash>,
-    /// Serializes reloads.
+    /// Serializes reloads and failovers.
     pub(super) reloading: tokio::sync::Mutex<()>,
-    /// Successful reloads so far (the connection's generation).
+    /// Connections switched to so far, by reload or failover (the
+    /// connection's generation).
     pub(super) generation: std::sync::atomic::AtomicU64,
+    /// Successful reloads so far.
+    pub(super) reloads: std::sync::atomic::AtomicU64,
 }
 
 /// How often a client checks its certificate, key and signing key files.
@@ -70,22 +86,81 @@ pub(super) fn load_signer(config: &ClientConfig) -> Result<Option<Arc<SigningKey
     }
 }
 
-/// Checks the certificate with a handshake, then opens a connection.
-pub(super) async fn open_conn(config: &ClientConfig) -> Result<Conn, ClientError> {
+/// The order of a round over `n` hubs that starts at hub `start`.
+pub(super) fn round_from(start: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (start + i) % n.max(1))
+}
+
+/// Opens a connection to the first hub of `order` that can be used,
+/// giving the round at most `within`. When none can, the error names each
+/// hub tried and why (or is the one hub's own error).
+pub(super) async fn open_first(
+    config: &ClientConfig,
+    hubs: &[String],
+    order: impl Iterator<Item = usize>,
+    within: Option<Duration>,
+    mut failures: Vec<HubFailure>,
+) -> Result<Conn, ClientError> {
+    let deadline = within.map(|w| tokio::time::Instant::now() + w);
+    for i in order {
+        let Some(url) = hubs.get(i) else { continue };
+        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let e = match left {
+            Some(left) if left.is_zero() => ClientError::Connect {
+                hub: url.clone(),
+                reason: "not tried: the retry window ended".into(),
+            },
+            Some(left) => match tokio::time::timeout(left, open_conn(config, i, url)).await {
+                Ok(opened) => match opened {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => e,
+                },
+                Err(_) => ClientError::Connect {
+                    hub: url.clone(),
+                    reason: format!("no answer within {left:?}"),
+                },
+            },
+            None => match open_conn(config, i, url).await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => e,
+            },
+        };
+        if !matches!(e, ClientError::Connect { .. }) {
+            // Refused or misconfigured: another replica would say the same.
+            return Err(e);
+        }
+        failures.push(HubFailure::new(url, &e));
+    }
+    match failures.as_slice() {
+        [only] => Err(ClientError::Connect {
+            hub: only.hub.clone(),
+            reason: only.reason.clone(),
+        }),
+        _ => Err(ClientError::NoHubAnswers { failures }),
+    }
+}
+
+/// Checks the certificate with a handshake, then opens a connection to
+/// hub `index` of the config, at `url`.
+pub(super) async fn open_conn(
+    config: &ClientConfig,
+    index: usize,
+    url: &str,
+) -> Result<Conn, ClientError> {
     let ca = read_file("CA certificate", &config.ca)?;
     let cert = read_file("certificate", &config.cert)?;
     let key = read_file("TLS key", &config.key)?;
     let connect_err = |reason: String| ClientError::Connect {
-        hub: config.hub.clone(),
+        hub: url.to_string(),
         reason,
     };
-    let hub_certificate = crate::probe::probe(config, &ca, &cert, &key).await?;
+    let hub_certificate = crate::probe::probe(config, url, &ca, &cert, &key).await?;
     let ca_certificates = crate::hub_cert::certificates_from_pem(&ca).unwrap_or_default();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca))
         .identity(Identity::from_pem(cert, key))
         .domain_name(config.server_name.clone());
-    let channel = Channel::from_shared(config.hub.clone())
+    let channel = Channel::from_shared(url.to_string())
         .map_err(|e| connect_err(e.to_string()))?
         .tls_config(tls)
         .map_err(|e| connect_err(e.to_string()))?
@@ -97,6 +172,8 @@ pub(super) async fn open_conn(config: &ClientConfig) -> Result<Conn, ClientError
         .await
         .map_err(|e| connect_err(error_chain(&e)))?;
     Ok(Conn {
+        hub: index,
+        url: url.to_string(),
         log: LogClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
         audit: AuditClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
         rpc: ExchangeClient::new(channel.clone())
@@ -152,17 +229,51 @@ impl Live {
             *seen = print;
         }
         let signer = load_signer(&self.config)?;
-        let conn = open_conn(&self.config).await?;
-        if let Ok(mut c) = self.conn.write() {
-            *c = Arc::new(conn);
-        }
+        // The hub in use first, then its replicas.
+        let order = round_from(self.conn().hub, self.hubs.len());
+        let conn = open_first(&self.config, &self.hubs, order, None, Vec::new()).await?;
+        self.install(Arc::new(conn));
         if let Ok(mut s) = self.signer.write() {
             *s = signer;
         }
-        self.generation
+        self.reloads
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(cert = %self.config.cert.display(), "client certificate and keys reloaded; new calls use the new connection");
         Ok(true)
+    }
+
+    /// Makes `conn` the connection every clone calls through from now on.
+    pub(super) fn install(&self, conn: Arc<Conn>) {
+        if let Ok(mut c) = self.conn.write() {
+            *c = conn;
+        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// After the hub in use failed as `failure` says (on the connection of
+    /// `generation`): switches to the next replica that can be used, in
+    /// one round over the others, given at most `within`. Ok when a
+    /// connection other than the failed one is in use now (this round's,
+    /// or one a concurrent caller switched to); the error names every hub.
+    pub(super) async fn fail_over(
+        &self,
+        generation: u64,
+        failure: &ClientError,
+        within: Duration,
+    ) -> Result<(), ClientError> {
+        let _one = self.reloading.lock().await;
+        if self.generation() != generation {
+            return Ok(());
+        }
+        let failed = self.conn();
+        let others =
+            round_from(failed.hub + 1, self.hubs.len()).take(self.hubs.len().saturating_sub(1));
+        let tried = vec![HubFailure::new(&failed.url, failure)];
+        let conn = open_first(&self.config, &self.hubs, others, Some(within), tried).await?;
+        tracing::warn!(failed = %failed.url, error = %failure, now = %conn.url, "hub unreachable; failing over to another replica");
+        self.install(Arc::new(conn));
+        Ok(())
     }
 }
 
@@ -183,4 +294,18 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_tries_each_hub_once_starting_where_asked() {
+        assert_eq!(round_from(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(round_from(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
+        // After the last hub failed: the others, the first one first.
+        assert_eq!(round_from(3, 3).take(2).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(round_from(1, 1).collect::<Vec<_>>(), [0]);
+    }
 }

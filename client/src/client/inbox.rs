@@ -1,6 +1,7 @@
 //! Reading the inbox a page at a time, verifying what the hub delivers,
 //! and acknowledging it with signed receipts.
 
+use super::hub_read;
 use super::{Client, describe_validity, new_message_id};
 use crate::verify::{Claimed, VerifiedEntry, signing_key_of, verify_entry};
 use crate::{ClientError, Draft};
@@ -36,15 +37,15 @@ impl Page {
 impl Client {
     /// A page of this client's inbox after `after` (0 = from the start).
     pub async fn pull(&self, after: u64, limit: u32) -> Result<Page, ClientError> {
-        let r = self
-            .rpc()
-            .pull(pb::PullRequest {
+        let r = hub_read!(
+            self,
+            rpc.pull(pb::PullRequest {
                 inbox: String::new(),
                 after,
                 limit,
             })
-            .await?
-            .into_inner();
+        )
+        .await?;
         let (entries, failed) = self.verify_deliveries(r.deliveries).await;
         if let Some(e) = failed {
             return Err(e);
@@ -61,14 +62,14 @@ impl Client {
 
     /// One entry by position, if this client may see it.
     pub async fn get_entry(&self, channel: &str, seq: u64) -> Result<VerifiedEntry, ClientError> {
-        let r = self
-            .rpc()
-            .get_entry(pb::GetEntryRequest {
+        let r = hub_read!(
+            self,
+            rpc.get_entry(pb::GetEntryRequest {
                 channel: channel.to_string(),
                 seq,
             })
-            .await?
-            .into_inner();
+        )
+        .await?;
         let entry = self
             .verify_delivery(pb::Delivery {
                 entry: r.entry,

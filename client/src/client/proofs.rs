@@ -2,6 +2,9 @@
 //! rollback and fork against the trust state, inclusion proofs, cosigning.
 
 use super::Client;
+use super::behind::{Behind, Served};
+use super::connection::Conn;
+use super::hub_read;
 use crate::ClientError;
 use crate::trust::{TrustState, keep_evidence};
 use crate::verify::VerifiedEntry;
@@ -65,10 +68,12 @@ impl Client {
                     reason: "two different leaf hashes for one position".into(),
                 });
             }
-            let cp = self.checkpoint(channel).await?;
+            // The proofs come from the replica that served the checkpoint.
+            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
             for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
-                let r = self
-                    .log()
+                let r = conn
+                    .log
+                    .clone()
                     .get_inclusion_proofs(pb::GetInclusionProofsRequest {
                         channel: channel.to_string(),
                         seqs: chunk.iter().map(|e| e.0).collect(),
@@ -121,11 +126,8 @@ impl Client {
         let vkey = match (&self.hub_key, &trust.hub_key) {
             (Some(k), _) | (None, Some(k)) => k.clone(),
             (None, None) => {
-                let k = self
-                    .log()
-                    .get_log_key(pb::GetLogKeyRequest {})
+                let k = hub_read!(self, log.get_log_key(pb::GetLogKeyRequest {}))
                     .await?
-                    .into_inner()
                     .vkey;
                 trust.hub_key = Some(k.clone());
                 trust.save_off_runtime(&self.trust_path).await?;
@@ -140,25 +142,24 @@ impl Client {
 
     /// The latest checkpoint of a channel, verified: signed by the hub key
     /// and proven to extend the last checkpoint this client verified (kept
-    /// in the trust state). A rollback or fork is refused and the two
-    /// signed checkpoints are kept as evidence.
+    /// in the trust state). A fork is refused and the two signed
+    /// checkpoints are kept as evidence. A smaller checkpoint is never
+    /// accepted: the other replicas of the config are asked (see
+    /// `behind.rs`), and if none serves one that extends the trusted one,
+    /// it is refused as a rollback, with evidence.
     pub async fn checkpoint(&self, channel: &str) -> Result<VerifiedCheckpoint, ClientError> {
-        let note = self
-            .log()
-            .get_checkpoint(pb::GetCheckpointRequest {
-                channel: channel.to_string(),
-            })
-            .await?
-            .into_inner()
-            .note;
-        self.accept_checkpoint(channel, note).await
+        Ok(self.checkpoint_with_conn(channel).await?.0)
     }
 
-    async fn accept_checkpoint(
+    /// Checks `note`, served by the hub of `conn` (which is asked for the
+    /// consistency proof it needs), against the trust state, and remembers
+    /// it if it extends the trusted checkpoint.
+    pub(super) async fn accept_checkpoint(
         &self,
+        conn: &Conn,
         channel: &str,
         note: String,
-    ) -> Result<VerifiedCheckpoint, ClientError> {
+    ) -> Result<Served, ClientError> {
         let refuse = |reason: String| ClientError::Checkpoint {
             channel: channel.to_string(),
             reason,
@@ -183,7 +184,7 @@ impl Client {
         let Some(trusted) = trust.trusted(channel).cloned() else {
             trust.remember(channel, cp.size, &cp.root, &note);
             trust.save_off_runtime(&self.trust_path).await?;
-            return Ok(verified);
+            return Ok(Served::Accepted(verified));
         };
         use base64::Engine;
         let trusted_root: tongbao_proto::Hash = base64::engine::general_purpose::STANDARD
@@ -191,24 +192,21 @@ impl Client {
             .ok()
             .and_then(|r| r.try_into().ok())
             .ok_or_else(|| refuse("the trust state holds a malformed root".into()))?;
-        let evidence = || {
-            keep_evidence(&self.trust_path, channel, &trusted.note, &note)
-                .display()
-                .to_string()
-        };
         if cp.size < trusted.size {
-            return Err(ClientError::Rollback {
+            return Ok(Served::Behind(Behind {
                 channel: channel.to_string(),
-                trusted_size: trusted.size,
+                hub: conn.url.clone(),
+                trusted,
                 served_size: cp.size,
-                evidence: evidence(),
-            });
+                served_note: note,
+            }));
         }
         let consistent = if cp.size == trusted.size {
             cp.root == trusted_root
         } else {
-            let proof = self
-                .log()
+            let proof = conn
+                .log
+                .clone()
                 .get_consistency_proof(pb::GetConsistencyProofRequest {
                     channel: channel.to_string(),
                     old_size: trusted.size,
@@ -228,14 +226,16 @@ impl Client {
                 channel: channel.to_string(),
                 trusted_size: trusted.size,
                 served_size: cp.size,
-                evidence: evidence(),
+                evidence: keep_evidence(&self.trust_path, channel, &trusted.note, &note)
+                    .display()
+                    .to_string(),
             });
         }
         if cp.size > trusted.size {
             trust.remember(channel, cp.size, &cp.root, &note);
             trust.save_off_runtime(&self.trust_path).await?;
         }
-        Ok(verified)
+        Ok(Served::Accepted(verified))
     }
 
     /// Cosigns the latest checkpoint of this unit's own channel, after
@@ -281,11 +281,8 @@ impl Client {
 
     /// The hub-signed registry of signing keys, checked against the hub key.
     pub async fn key_registry(&self) -> Result<String, ClientError> {
-        let note = self
-            .log()
-            .get_key_registry(pb::GetKeyRegistryRequest {})
+        let note = hub_read!(self, log.get_key_registry(pb::GetKeyRegistryRequest {}))
             .await?
-            .into_inner()
             .note;
         let mut trust = self.trust.lock().await;
         let hub = self.hub_verifier(&mut trust).await?;
@@ -305,22 +302,13 @@ impl Client {
         seq: u64,
         tree_size: u64,
     ) -> Result<Vec<tongbao_proto::Hash>, ClientError> {
-        let r = self
-            .log()
-            .get_inclusion_proof(pb::GetInclusionProofRequest {
-                channel: channel.to_string(),
-                seq,
-                tree_size,
-            })
-            .await?
-            .into_inner();
-        let proof: Option<Vec<tongbao_proto::Hash>> =
-            r.proof.into_iter().map(|h| h.try_into().ok()).collect();
-        proof.ok_or_else(|| ClientError::Integrity {
+        let request = pb::GetInclusionProofRequest {
             channel: channel.to_string(),
             seq,
-            reason: "malformed inclusion proof".into(),
-        })
+            tree_size,
+        };
+        let r = hub_read!(self, log.get_inclusion_proof(request)).await?;
+        proof_hashes(r.proof, channel, seq)
     }
 
     /// Proves that an entry is in its channel as of a verified checkpoint:
@@ -330,7 +318,7 @@ impl Client {
         &self,
         entry: &VerifiedEntry,
     ) -> Result<VerifiedCheckpoint, ClientError> {
-        let cp = self.checkpoint(entry.channel()).await?;
+        let (cp, conn) = self.checkpoint_with_conn(entry.channel()).await?;
         let fail = |reason: String| ClientError::Integrity {
             channel: entry.channel().to_string(),
             seq: entry.seq(),
@@ -342,9 +330,19 @@ impl Client {
                 cp.size
             )));
         }
-        let proof = self
-            .inclusion_proof(entry.channel(), entry.seq(), cp.size)
-            .await?;
+        // From the replica that served the checkpoint.
+        let proof = conn
+            .log
+            .clone()
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                channel: entry.channel().to_string(),
+                seq: entry.seq(),
+                tree_size: cp.size,
+            })
+            .await?
+            .into_inner()
+            .proof;
+        let proof = proof_hashes(proof, entry.channel(), entry.seq())?;
         check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
             fail(format!(
                 "not included in the checkpoint of size {}: {e}",
@@ -353,4 +351,19 @@ impl Client {
         })?;
         Ok(cp)
     }
+}
+
+/// The hashes of an inclusion proof, each 32 bytes.
+fn proof_hashes(
+    proof: Vec<Vec<u8>>,
+    channel: &str,
+    seq: u64,
+) -> Result<Vec<tongbao_proto::Hash>, ClientError> {
+    let hashes: Option<Vec<tongbao_proto::Hash>> =
+        proof.into_iter().map(|h| h.try_into().ok()).collect();
+    hashes.ok_or_else(|| ClientError::Integrity {
+        channel: channel.to_string(),
+        seq,
+        reason: "malformed inclusion proof".into(),
+    })
 }

@@ -130,7 +130,7 @@ impl Client {
             Ok(Answer::Done(r)) => r.map(|r| PushReceipt::new(r, message_id)),
             Ok(Answer::Alone(signed)) => self.push_alone(*signed, message_id).await,
             Err(_) => Err(ClientError::Connect {
-                hub: self.live.config.hub.clone(),
+                hub: self.hub(),
                 reason: "the push was interrupted (the runtime is shutting down); \
                          pushing the same message again is safe"
                     .into(),
@@ -246,8 +246,8 @@ impl Client {
     }
 
     /// Pushes already signed messages in one call (safe to repeat: message
-    /// ids make each idempotent). The outer error is the call's; the inner
-    /// ones are each message's.
+    /// ids make each idempotent), repeated like [`Client::push_signed`].
+    /// The outer error is the call's; the inner ones are each message's.
     pub async fn push_signed_batch(
         &self,
         messages: Vec<pb::SignedMessage>,
@@ -256,11 +256,14 @@ impl Client {
             .iter()
             .map(|m| m.message_id().to_string())
             .collect();
+        let request = pb::PushBatchRequest { messages };
         let r = self
-            .rpc()
-            .push_batch(pb::PushBatchRequest { messages })
-            .await?
-            .into_inner();
+            .repeat_while_plausible("push", || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.push_batch(request).await }
+            })
+            .await?;
         if r.results.len() != ids.len() {
             return Err(ClientError::Rejected {
                 code: tonic::Code::Internal,

@@ -1,5 +1,6 @@
 //! When a failed call is worth repeating, and the repeating of idempotent
-//! calls (pushes, receipts) across interruptions and reconnects.
+//! calls (pushes, receipts, workflow steps) across interruptions,
+//! reconnects and failovers to another replica of the hub.
 
 use super::Client;
 use super::connection::read_file;
@@ -14,7 +15,7 @@ pub(super) enum NextStep {
     /// Repeat it: the connection was switched, or the hub is there and
     /// the failure was transient.
     Retry,
-    /// The hub does not answer at all (this error says how): waiting is
+    /// No hub answers at all (this error says how): waiting is
     /// worth it only for callers that live long (subscriptions).
     HubUnreachable(ClientError),
     /// Repeating cannot help.
@@ -26,8 +27,9 @@ impl Client {
     /// or the client switched connections meanwhile, or its files changed.
     /// A refused certificate is confirmed with a fresh handshake (given at
     /// most `probe_within`), so a revoked client gets "certificate revoked"
-    /// instead of retrying; a hub that does not answer at all is reported
-    /// apart, for callers that should not wait for it.
+    /// instead of retrying; a hub that cannot be reached is left for the
+    /// next replica of the config that can (one round), and when none
+    /// can, that is reported apart, for callers that should not wait.
     pub(super) async fn worth_retrying(
         &self,
         e: &ClientError,
@@ -44,24 +46,42 @@ impl Client {
             return Ok(NextStep::Retry);
         }
         let config = &self.live.config;
+        let hub = self.live.conn().url.clone();
         let ca = read_file("CA certificate", &config.ca)?;
         let cert = read_file("certificate", &config.cert)?;
         let key = read_file("TLS key", &config.key)?;
-        let probed =
-            tokio::time::timeout(probe_within, crate::probe::probe(config, &ca, &cert, &key))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ClientError::Connect {
-                        hub: config.hub.clone(),
-                        reason: format!("no answer within {probe_within:?}"),
-                    })
-                });
+        let probed = tokio::time::timeout(
+            probe_within,
+            crate::probe::probe(config, &hub, &ca, &cert, &key),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Connect {
+                hub: hub.clone(),
+                reason: format!("no answer within {probe_within:?}"),
+            })
+        });
         match probed {
             Err(refused @ ClientError::CertificateRefused { .. }) => Err(refused),
-            // Only a hub that does not even accept TCP is gone; a handshake
-            // that failed otherwise (files being replaced, load) is retried.
             Err(unreachable @ ClientError::Connect { .. }) if e.is_transient() => {
-                if crate::probe::accepts_tcp(config, probe_within).await {
+                // Another replica, if one can be used, before waiting here.
+                let unreachable = if self.live.hubs.len() > 1 {
+                    match self
+                        .live
+                        .fail_over(generation, &unreachable, probe_within)
+                        .await
+                    {
+                        Ok(()) => return Ok(NextStep::Retry),
+                        Err(none @ ClientError::NoHubAnswers { .. }) => none,
+                        Err(other) => return Err(other),
+                    }
+                } else {
+                    unreachable
+                };
+                // Only a hub that does not even accept TCP is gone; a
+                // handshake that failed otherwise (files being replaced,
+                // load) is retried.
+                if crate::probe::accepts_tcp(&hub, probe_within).await {
                     Ok(NextStep::Retry)
                 } else {
                     Ok(NextStep::HubUnreachable(unreachable))
@@ -73,9 +93,10 @@ impl Client {
     }
 
     /// Runs an idempotent call, repeating it across interruptions and
-    /// reconnects while the hub is reachable, for up to `push_retry_for`.
-    /// A hub that does not accept connections at all fails it at once.
-    pub(super) async fn repeat_while_plausible<T, F, Fut>(
+    /// reconnects while a hub is reachable, for up to `push_retry_for`:
+    /// on the hub in use, or on the replica the client failed over to. When
+    /// no hub accepts connections at all, fails at once.
+    pub(crate) async fn repeat_while_plausible<T, F, Fut>(
         &self,
         what: &'static str,
         mut call: F,
@@ -97,7 +118,7 @@ impl Client {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => ClientError::from(status),
                 Err(_) => ClientError::Connect {
-                    hub: self.live.config.hub.clone(),
+                    hub: self.live.conn().url.clone(),
                     reason: format!("no answer to the {what} within {ATTEMPT_TIMEOUT:?}"),
                 },
             };

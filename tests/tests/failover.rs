@@ -1,0 +1,307 @@
+//! Failover between replicas of the hub (`hubs = [...]` in client.toml):
+//! a hub that is gone is passed over, a subscription resumes on another
+//! replica with no gap and no duplicate, and a replica that is behind is
+//! passed over for one that is not, or refused as a rollback.
+//!
+//! The replicas here are hubs on copies of one sled data directory (a
+//! copy taken when a hub is killed continues it; one taken earlier is
+//! behind), so the suite runs on the sled store only, like `trust`.
+
+use futures::StreamExt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tongbao_client::{Client, ClientConfig, ClientError};
+use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, copy_dir, note};
+
+const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+
+/// A bound that only catches a hang: tests wait for events, never time
+/// them.
+const HANG: Duration = Duration::from_secs(60);
+
+fn url(addr: SocketAddr) -> String {
+    format!("https://{addr}")
+}
+
+/// A loopback address where nothing listens: a port that was bound and
+/// closed (a replica that is down, or a standby).
+fn dead_hub() -> Result<String, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(url(listener.local_addr()?))
+}
+
+/// `unit`'s config with these hubs, in this order.
+fn config(pki: &TestPki, unit: &str, hubs: &[String]) -> Result<ClientConfig, BoxError> {
+    Ok(pki
+        .unit_config(unit, SocketAddr::from(([127, 0, 0, 1], 0)))?
+        .with_hubs(hubs.iter().cloned())?)
+}
+
+/// A replica's address known before the replica runs: a TCP front on
+/// port 0 that drops every connection until it is pointed at a hub.
+struct Front {
+    addr: SocketAddr,
+    target: tokio::sync::watch::Sender<Option<SocketAddr>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Front {
+    async fn start() -> Result<Self, BoxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (target, watching) = tokio::sync::watch::channel(None::<SocketAddr>);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Some(hub) = *watching.borrow() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(hub).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, target, task })
+    }
+
+    fn point_at(&self, hub: SocketAddr) {
+        self.target.send_replace(Some(hub));
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_is_down_is_passed_over_for_the_next() -> TestResult {
+    let t = TestHub::start().await?;
+    let (dead, live) = (dead_hub()?, url(t.addr));
+    let hubs = [dead.clone(), live.clone()];
+    let tax = Client::connect(&config(&t.pki, "tax", &hubs)?).await?;
+    assert_eq!(tax.hub(), live, "the client names the hub it uses");
+    let finance = Client::connect(&config(&t.pki, "finance", &hubs)?).await?;
+    let mut inbox = Box::pin(finance.subscribe(0));
+
+    let pushed = tax
+        .push(note("over the live hub").to_units(["finance"]))
+        .await?;
+    assert_eq!((pushed.channel.as_str(), pushed.seq), ("tax", 0));
+    let page = finance.pull(0, 10).await?;
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].message().subject, "over the live hub");
+    let live_entry = tokio::time::timeout(HANG, inbox.next())
+        .await?
+        .ok_or("the subscription ended")??;
+    assert_eq!(live_entry.message().subject, "over the live hub");
+    assert_eq!(finance.hub(), live);
+
+    // No hub answers: the error names each with its reason.
+    let other_dead = dead_hub()?;
+    let e = Client::connect(&config(&t.pki, "tax", &[dead.clone(), other_dead.clone()])?)
+        .await
+        .err()
+        .ok_or("connected with every hub down")?;
+    match &e {
+        ClientError::NoHubAnswers { failures } => {
+            let named: Vec<&str> = failures.iter().map(|f| f.hub.as_str()).collect();
+            assert_eq!(named, [dead.as_str(), other_dead.as_str()]);
+            assert!(
+                failures
+                    .iter()
+                    .all(|f| !f.reason.is_empty() && f.reason.len() < 200)
+            );
+        }
+        other => return Err(format!("expected no hub answers, got {other}").into()),
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot reach any of the 2 hubs") && text.contains(&dead),
+        "{text}"
+    );
+    // One hub that is down says so as before.
+    let e = Client::connect(&config(&t.pki, "tax", &[dead])?)
+        .await
+        .err();
+    assert!(matches!(e, Some(ClientError::Connect { .. })), "{e:?}");
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate() -> TestResult {
+    let pki = TestPki::generate()?;
+    let first = HubProcess::start(&pki, HUB)?;
+    let second_front = Front::start().await?;
+    let hubs = [url(first.addr), url(second_front.addr)];
+    let tax = Client::connect(&config(&pki, "tax", &hubs)?).await?;
+    let finance = Client::connect(&config(&pki, "finance", &hubs)?).await?;
+    let mut inbox = Box::pin(finance.subscribe(0));
+    // Connected to the first replica, idle until after it died.
+    let reader = Client::connect(&config(&pki, "finance", &hubs)?).await?;
+    let mut expected = Vec::new();
+    let mut received = Vec::new();
+    for i in 0..10 {
+        let subject = format!("before {i}");
+        tax.push(note(&subject).to_units(["finance"])).await?;
+        expected.push(subject);
+    }
+    while received.len() < 5 {
+        let e = tokio::time::timeout(HANG, inbox.next())
+            .await?
+            .ok_or("the subscription ended")??;
+        received.push((e.cursor, e.message().subject.clone()));
+    }
+
+    // The first replica dies mid-subscription; the second takes over on
+    // its data as it was at that moment, with the same keys.
+    let first_addr = first.addr;
+    first.kill()?;
+    let copied = pki.path().join("data-second");
+    copy_dir(&pki.path().join("data"), &copied)?;
+    let second = HubProcess::start_on(&pki, HUB, &copied)?;
+    second_front.point_at(second.addr);
+
+    for i in 0..10 {
+        let subject = format!("after {i}");
+        let r =
+            tokio::time::timeout(HANG, tax.push(note(&subject).to_units(["finance"]))).await??;
+        assert_eq!(r.seq, 10 + i, "the channel continues on the second replica");
+        expected.push(subject);
+    }
+    assert_eq!(tax.hub(), url(second_front.addr));
+    // A read on the dead replica's connection is made again on the other.
+    assert_eq!(reader.hub(), url(first_addr));
+    let page = tokio::time::timeout(HANG, reader.pull(0, 100)).await??;
+    assert_eq!(page.entries.len(), 20);
+    assert_eq!(reader.hub(), url(second_front.addr));
+    while received.len() < expected.len() {
+        let e = tokio::time::timeout(HANG, inbox.next())
+            .await?
+            .ok_or("the subscription ended")??;
+        received.push((e.cursor, e.message().subject.clone()));
+    }
+    let subjects: Vec<&String> = received.iter().map(|(_, s)| s).collect();
+    assert_eq!(subjects, expected.iter().collect::<Vec<_>>());
+    assert!(
+        received.windows(2).all(|w| w[0].0 < w[1].0),
+        "cursors go forward: {received:?}"
+    );
+    assert_eq!(finance.hub(), url(second_front.addr));
+    // The next entry handed over is the next one pushed: none came twice.
+    tax.push(note("last").to_units(["finance"])).await?;
+    let next = tokio::time::timeout(HANG, inbox.next())
+        .await?
+        .ok_or("the subscription ended")??;
+    assert_eq!(next.message().subject, "last");
+    // Receipts go to the replica in use too.
+    let acked = finance.ack(&[&next]).await?;
+    assert_eq!(acked.newly_acknowledged, 1);
+    second.kill()?;
+    Ok(())
+}
+
+/// The checkpoint of tax's channel kept in a trust state file.
+fn trusted_size(path: &Path) -> Result<Option<u64>, BoxError> {
+    let state = tongbao_client::trust::TrustState::load(path)?;
+    Ok(state.trusted("tax").map(|c| c.size))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_is_behind_is_passed_over_or_refused_as_a_rollback() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let older = pki.path().join("data-behind");
+
+    // Three entries; keep a copy of the data as it was then.
+    let hub = HubProcess::start(&pki, HUB)?;
+    let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+    for i in 0..3 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    hub.kill()?;
+    copy_dir(&data, &older)?;
+
+    // Three more; finance verifies the channel at size 6.
+    let ahead = HubProcess::start(&pki, HUB)?;
+    let tax = Client::connect(&pki.unit_config("tax", ahead.addr)?).await?;
+    for i in 3..6 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    let behind = HubProcess::start_on(&pki, HUB, &older)?;
+    let trust = pki.path().join("units/finance/trust-state.json");
+    {
+        let finance = Client::connect(&config(&pki, "finance", &[url(ahead.addr)])?).await?;
+        assert_eq!(finance.checkpoint("tax").await?.size, 6);
+    }
+    assert_eq!(trusted_size(&trust)?, Some(6));
+
+    // Behind first in the list: it answers, but its checkpoint is older;
+    // the client continues on the replica that is not behind.
+    let both = [url(behind.addr), url(ahead.addr)];
+    let finance = Client::connect(&config(&pki, "finance", &both)?).await?;
+    assert_eq!(finance.hub(), url(behind.addr));
+    let cp = tokio::time::timeout(HANG, finance.checkpoint("tax")).await??;
+    assert_eq!(cp.size, 6);
+    assert_eq!(finance.hub(), url(ahead.addr));
+    let page = finance.pull(0, 10).await?;
+    assert_eq!(
+        page.entries.len(),
+        6,
+        "read on the replica that is not behind"
+    );
+    let evidence = trust.with_extension("evidence");
+    assert!(
+        !evidence.exists(),
+        "passing a replica over is not a rollback"
+    );
+
+    // Only the replica that is behind: a rollback, the trusted checkpoint
+    // kept, the evidence kept.
+    let mut only_behind = config(&pki, "finance", &[url(behind.addr)])?;
+    only_behind.push_retry_for = Duration::from_millis(200);
+    let finance = Client::connect(&only_behind).await?;
+    expect_rollback(finance.checkpoint("tax").await)?;
+    assert_eq!(trusted_size(&trust)?, Some(6));
+
+    // Both listed but the one ahead gone: no replica extends the trusted
+    // checkpoint within the retry window.
+    ahead.kill()?;
+    let mut both_config = config(&pki, "finance", &both)?;
+    both_config.push_retry_for = Duration::from_millis(300);
+    let finance = Client::connect(&both_config).await?;
+    expect_rollback(tokio::time::timeout(HANG, finance.checkpoint("tax")).await?)?;
+    assert_eq!(trusted_size(&trust)?, Some(6));
+    // A pull on it is refused too, never handed over on the older history.
+    let pulled = tokio::time::timeout(HANG, finance.pull(0, 10)).await?;
+    assert!(
+        matches!(pulled, Err(ClientError::Rollback { .. })),
+        "{pulled:?}"
+    );
+    behind.kill()?;
+    Ok(())
+}
+
+fn expect_rollback<T: std::fmt::Debug>(r: Result<T, ClientError>) -> TestResult {
+    match r {
+        Err(ClientError::Rollback {
+            trusted_size: 6,
+            served_size: 3,
+            evidence,
+            ..
+        }) => {
+            let text = std::fs::read_to_string(&evidence)?;
+            assert!(
+                text.contains("tongbao/tax\n6\n") && text.contains("tongbao/tax\n3\n"),
+                "{text}"
+            );
+            Ok(())
+        }
+        other => Err(format!("expected a rollback from 6 to 3, got {other:?}").into()),
+    }
+}
