@@ -4,7 +4,8 @@
 //! writes nothing more and stops, saying why.
 //!
 //! Runs only with a test PostgreSQL server (`TONGBAO_TEST_PG_URL`, see
-//! .ci/postgres.sh); without one each test says it was skipped and passes.
+//! .ci/postgres.sh); without one each test says it was skipped and passes
+//! (but the first, of a hub on its own, which runs on either store).
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -228,6 +229,22 @@ async fn inbox(pki: &TestPki, addr: SocketAddr) -> Result<Vec<(String, u64)>, Bo
         .iter()
         .map(|e| (e.channel().to_string(), e.seq()))
         .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_on_its_own_leads_and_says_so() -> TestResult {
+    let t = tongbao_tests::TestHub::start().await?;
+    let metrics = t
+        .hub
+        .as_ref()
+        .and_then(|h| h.metrics_addr())
+        .ok_or("no metrics listener")?;
+    let scraped = scrape(metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(1.0));
+    let (status, body) = health(metrics).await?;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), r#"{"role":"leader","status":"SERVING"}"#);
+    t.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
