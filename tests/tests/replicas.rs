@@ -466,16 +466,25 @@ async fn pusher(
     Ok((receipts, sizes))
 }
 
+/// Whether `e` says a replica served history inconsistent with what this
+/// client verified before: never to be retried away.
+fn inconsistent(e: &tongbao_client::ClientError) -> bool {
+    matches!(
+        e,
+        tongbao_client::ClientError::Rollback { .. }
+            | tongbao_client::ClientError::Fork { .. }
+            | tongbao_client::ClientError::Checkpoint { .. }
+    )
+}
+
 /// The channel's checkpoint, verified against the last this client saw; a
 /// leader that goes away meanwhile is asked again after the next one.
 async fn checkpoint_on(client: &Client, channel: &str) -> Result<u64, BoxError> {
     match client.checkpoint(channel).await {
         Ok(cp) => Ok(cp.size),
-        Err(
-            e @ (tongbao_client::ClientError::Rollback { .. }
-            | tongbao_client::ClientError::Fork { .. }
-            | tongbao_client::ClientError::Checkpoint { .. }),
-        ) => Err(format!("inconsistent checkpoint of {channel}: {e}").into()),
+        Err(e) if inconsistent(&e) => {
+            Err(format!("inconsistent checkpoint of {channel}: {e}").into())
+        }
         // The replica went away: no checkpoint from it.
         Err(_) => Ok(0),
     }
@@ -511,6 +520,10 @@ async fn subscriber(
                         }
                         got.push((e.channel().to_string(), e.seq()));
                     }
+                    Some(Err(e)) if inconsistent(&e) => {
+                        return Err(format!("subscription: {e}").into());
+                    }
+                    // The leader went away: resume on the next.
                     Some(Err(_)) | None => break,
                 },
                 _ = load.leader.changed() => break,
@@ -585,7 +598,9 @@ async fn kill_9_of_the_leader_under_load_loses_and_repeats_nothing() -> TestResu
     stop_tx.send(true)?;
     let mut receipts = Vec::new();
     for (unit, p) in senders.iter().zip(pushers) {
-        let (mine, sizes) = p.await??;
+        let (mine, sizes) = tokio::time::timeout(HANG, p)
+            .await
+            .map_err(|_| format!("{unit}: the pusher did not stop"))???;
         // Each message id once, in order: the channel holds exactly them.
         for (i, r) in mine.iter().enumerate() {
             assert_eq!(r.message_id, format!("{unit}-{i}"));
@@ -612,7 +627,9 @@ async fn kill_9_of_the_leader_under_load_loses_and_repeats_nothing() -> TestResu
         receipts.extend(mine);
     }
     want_tx.send(receipts.len())?;
-    let delivered = subscription.await??;
+    let delivered = tokio::time::timeout(HANG, subscription)
+        .await
+        .map_err(|_| "the subscriber did not receive every acknowledged push")???;
     let mut expected: Vec<(String, u64)> = receipts
         .iter()
         .map(|r| (r.channel.clone(), r.seq))
