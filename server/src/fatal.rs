@@ -230,6 +230,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_lost_lease_or_database_stops_the_hub_saying_which() {
+        let fatal = Fatal::new();
+        fatal.database_lost("PostgreSQL: connection closed".into());
+        // The lease lost after its connection is a consequence: the first stays.
+        fatal.lease_lost();
+        assert_eq!(
+            fatal.requested().await.to_string(),
+            "stopped: lost the database connection: PostgreSQL: connection closed"
+        );
+        let fatal = Fatal::new();
+        fatal.lease_lost();
+        assert_eq!(
+            fatal.requested().await.to_string(),
+            "stopped: lost the database lease to another replica"
+        );
+    }
+
     #[test]
     fn a_poisoned_lock_is_an_internal_error_that_says_the_hub_stops() {
         let m = Mutex::new(7);

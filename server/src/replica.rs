@@ -20,6 +20,9 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// How long a standby's open scrapes may finish before the hub starts.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a standby does not serve, as its health says.
 pub const WAITING: &str = "standby: waiting for the lease";
 
@@ -60,9 +63,15 @@ pub async fn standby(
         lease = Lease::acquire(url, Wait::Standby) => Some(lease),
         () = stop => None,
     };
-    // The listener lets go of its port before the hub binds it again.
+    // The listener lets go of its port before the hub binds it again; a
+    // scraper's open connection does not hold the takeover up.
     let _ = shutdown.send(true);
-    if let Some(served) = served {
+    if let Some(mut served) = served
+        && tokio::time::timeout(HANDOVER_WAIT, &mut served)
+            .await
+            .is_err()
+    {
+        served.abort();
         let _ = served.await;
     }
     Ok(outcome.transpose()?)

@@ -265,6 +265,12 @@ async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stops() -> Test
     assert!(body.contains("NOT_SERVING"), "{body}");
     assert!(body.contains("standby: waiting for the lease"), "{body}");
 
+    // A standby stops as a serving hub does, successfully.
+    let mut c = Replica::spawn(&pki, "data-c")?;
+    assert!(c.started().await?);
+    c.terminate()?;
+    assert!(c.exited().await?.success(), "{}", c.stderr());
+
     let tax = Client::connect(&config(pki.path(), "tax", a_addr)?).await?;
     let first = tax.push(note("before").to_units([RECIPIENT])).await?;
     let seen = tax.checkpoint("tax").await?;
