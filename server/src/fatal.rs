@@ -11,7 +11,10 @@
 //!
 //! The background check of the stored entries (`full_check`) stops the
 //! hub the same way when it finds data altered on disk ([`altered`]): the
-//! hub must not go on serving history it can no longer vouch for.
+//! hub must not go on serving history it can no longer vouch for. So does
+//! a hub on PostgreSQL that loses its database lease ([`lease_lost`]) or
+//! the connection holding it ([`database_lost`]): another replica may be
+//! the leader now.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::Notify;
@@ -44,6 +47,14 @@ pub enum Stop {
     /// The next start applies the step.
     #[error("stopped: a workflow step is in the log but its state could not be written: {0}")]
     StateBehind(String),
+    /// Another replica took the database lease: this hub must not write
+    /// again, nor answer from state it no longer owns.
+    #[error("stopped: lost the database lease to another replica")]
+    LeaseLost,
+    /// The connection holding the database lease broke: another replica
+    /// may take the lease at any moment, so this hub stops serving.
+    #[error("stopped: lost the database connection: {0}")]
+    DatabaseLost(String),
 }
 
 /// The first fatal condition met, and a wake-up for whoever stops the hub.
@@ -79,6 +90,16 @@ impl Fatal {
             "a workflow step is in the log but its state could not be written: {what}; the hub is stopping"
         );
         self.record(Stop::StateBehind(what));
+    }
+
+    fn lease_lost(&self) {
+        tracing::error!("lost the database lease to another replica; the hub is stopping");
+        self.record(Stop::LeaseLost);
+    }
+
+    fn database_lost(&self, why: String) {
+        tracing::error!("lost the database connection: {why}; the hub is stopping");
+        self.record(Stop::DatabaseLost(why));
     }
 
     /// Keeps the first condition and wakes whoever stops the hub.
@@ -120,6 +141,18 @@ pub fn altered(what: String) {
 /// step was appended, logs it and asks the hub to stop.
 pub fn state_behind(what: String) {
     FATAL.state_behind(what);
+}
+
+/// Records that another replica holds the database lease now, logs it
+/// and asks the hub to stop.
+pub fn lease_lost() {
+    FATAL.lease_lost();
+}
+
+/// Records that the connection holding the database lease broke (`why`,
+/// the driver's words), logs it and asks the hub to stop.
+pub fn database_lost(why: String) {
+    FATAL.database_lost(why);
 }
 
 /// The first fatal condition met, if any.
@@ -194,6 +227,24 @@ mod tests {
         assert_eq!(
             stop.to_string(),
             "stopped: the background check of the stored entries failed: channel tax: entry 2 is missing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_or_database_stops_the_hub_saying_which() {
+        let fatal = Fatal::new();
+        fatal.database_lost("PostgreSQL: connection closed".into());
+        // The lease lost after its connection is a consequence: the first stays.
+        fatal.lease_lost();
+        assert_eq!(
+            fatal.requested().await.to_string(),
+            "stopped: lost the database connection: PostgreSQL: connection closed"
+        );
+        let fatal = Fatal::new();
+        fatal.lease_lost();
+        assert_eq!(
+            fatal.requested().await.to_string(),
+            "stopped: lost the database lease to another replica"
         );
     }
 

@@ -89,6 +89,15 @@ pub struct Hub {
 impl Hub {
     /// Starts a hub from its configuration; returns once it is listening.
     pub async fn start(config: &HubConfig) -> Result<Self, HubError> {
+        Self::start_holding(config, None).await
+    }
+
+    /// As [`Hub::start`], on PostgreSQL with the database `lease` a
+    /// replica's standby got (None: the store takes it, or refuses).
+    pub async fn start_holding(
+        config: &HubConfig,
+        lease: Option<crate::store::pg_store::Lease>,
+    ) -> Result<Self, HubError> {
         // Both tonic's client side and rustls helpers may look for a process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let operators = config.operator_roles()?;
@@ -104,10 +113,11 @@ impl Hub {
         let data_dir = &config.hub.data_dir;
         let mut phases = StartPhases::new();
         // The store creates the data directory (0700, durably).
-        let store = config.store.open(
+        let store = config.store.open_holding(
             data_dir,
             config.hub.fsync,
             config.hub.min_free_mib.saturating_mul(1 << 20),
+            lease,
         )?;
         phases.done("store_open");
         let registry = match Registry::load(store.as_ref())? {
@@ -586,17 +596,33 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
 }
 
 /// Runs a hub until SIGINT or SIGTERM, or until a module meets a poisoned
-/// lock, then shuts it down in order (and, after a poisoned lock, fails);
-/// SIGHUP reloads the TLS material. Prints one machine-readable line with
-/// the bound address (port 0 resolves here).
-pub async fn serve_until_signal(config: HubConfig) -> Result<(), HubError> {
-    let hub = Hub::start(&config).await?;
-    // Handlers first, then the line that says the hub is up: a supervisor
-    // (or a test) may stop it the moment it reads that line.
-    let signals = Signals::install();
+/// lock or loses the database lease, then shuts it down in order (and,
+/// after such a loss, fails); SIGHUP reloads the TLS material. Prints one
+/// machine-readable line with the bound address (port 0 resolves here).
+/// A replica (`[store] replica = true`) first waits as a standby for the
+/// database lease (`replica`), saying so in a line of its own.
+pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
+    let (hub, signals) = match config.store.replica_url().map(str::to_string) {
+        Some(url) => {
+            // Installed first: a standby is stopped like a serving hub.
+            let mut signals = Signals::install();
+            let stop = wait_for_signal(&mut signals.stop);
+            let Some(lease) = crate::replica::standby(&mut config, &url, stop).await? else {
+                tracing::info!("stopped while waiting as a standby");
+                return Ok(());
+            };
+            (Hub::start_holding(&config, Some(lease)).await?, signals)
+        }
+        // Handlers first, then the line that says the hub is up: a
+        // supervisor (or a test) may stop it the moment it reads that line.
+        None => (Hub::start(&config).await?, Signals::install()),
+    };
     println!("tongbao-hub listening on {}", hub.addr());
-    let Signals { stop, mut hangup } = signals;
-    let stop = wait_for_stop(stop);
+    let Signals {
+        mut stop,
+        mut hangup,
+    } = signals;
+    let stop = wait_for_stop(&mut stop);
     tokio::pin!(stop);
     let fatal = match hangup.as_mut() {
         Some(hup) => loop {
@@ -663,16 +689,16 @@ impl Signals {
 }
 
 /// A signal to stop (None), or a fatal condition met anywhere in the hub.
-async fn wait_for_stop(signals: Option<StopSignals>) -> Option<crate::fatal::Stop> {
+async fn wait_for_stop(signals: &mut Option<StopSignals>) -> Option<crate::fatal::Stop> {
     tokio::select! {
         () = wait_for_signal(signals) => None,
         e = crate::fatal::requested() => Some(e),
     }
 }
 
-async fn wait_for_signal(signals: Option<StopSignals>) {
+async fn wait_for_signal(signals: &mut Option<StopSignals>) {
     #[cfg(unix)]
-    if let Some((mut int, mut term)) = signals {
+    if let Some((int, term)) = signals {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}

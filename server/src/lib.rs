@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod registry;
+pub mod replica;
 pub mod roles;
 pub mod service;
 pub mod store;

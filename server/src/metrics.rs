@@ -15,7 +15,7 @@ mod http;
 mod rpc;
 mod sampled;
 
-pub use http::serve;
+pub use http::{CONTENT_TYPE, health_answer, serve};
 pub use rpc::RpcLayer;
 pub use sampled::{Sources, sample_in_background};
 
@@ -235,6 +235,7 @@ impl HubMetrics {
             commits.fsync_seconds.clone(),
         );
         let sampled = sampled::Gauges::register(&mut registry);
+        register_replica_leader(&mut registry, 1);
         Self {
             registry,
             rpc_requests,
@@ -280,6 +281,27 @@ impl HubMetrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
     }
+}
+
+/// `tongbao_replica_leader`: 1 on the hub that serves (the leader of its
+/// database, or a hub on its own), 0 on a standby.
+fn register_replica_leader(registry: &mut Registry, value: i64) {
+    let leader = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    leader.set(value);
+    registry.register(
+        "tongbao_replica_leader",
+        "1 on the hub that serves; 0 on a replica waiting as a standby for the database lease",
+        leader,
+    );
+}
+
+/// What a standby's `GET /metrics` shows: that it is one.
+pub fn standby_text() -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    register_replica_leader(&mut registry, 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
 }
 
 /// A gRPC code as Prometheus label value, e.g. `InvalidArgument`.

@@ -3,6 +3,7 @@
 //! database server, so that hubs survive the loss of their own disk.
 
 use super::ConfigError;
+use crate::store::pg_store::Lease;
 use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -34,6 +35,10 @@ pub struct StoreSection {
     /// Connections to the database (default 8, at most [`MAX_POOL_SIZE`]).
     #[serde(default)]
     pub pool_size: Option<usize>,
+    /// This hub is one of several replicas on the database: while another
+    /// holds the lease it waits as a standby instead of refusing to start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -42,6 +47,7 @@ impl std::fmt::Debug for StoreSection {
             .field("backend", &self.backend)
             .field("url", &self.url.as_ref().map(|_| "(not shown)"))
             .field("pool_size", &self.pool_size)
+            .field("replica", &self.replica)
             .finish()
     }
 }
@@ -49,15 +55,28 @@ impl std::fmt::Debug for StoreSection {
 impl StoreSection {
     /// Sled with nothing else given: written as no section at all.
     pub fn is_default(&self) -> bool {
-        self.backend == Backend::Sled && self.url.is_none() && self.pool_size.is_none()
+        self.backend == Backend::Sled
+            && self.url.is_none()
+            && self.pool_size.is_none()
+            && !self.replica
+    }
+
+    /// The database a replica waits on, when this hub is one.
+    pub fn replica_url(&self) -> Option<&str> {
+        match self.backend {
+            Backend::Postgres if self.replica => self.url.as_deref(),
+            _ => None,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
         match self.backend {
-            Backend::Sled if self.url.is_some() || self.pool_size.is_some() => invalid(
-                "[store] url and pool_size are for backend = \"postgres\"; the sled store lives in [hub] data_dir",
-            ),
+            Backend::Sled if self.url.is_some() || self.pool_size.is_some() || self.replica => {
+                invalid(
+                    "[store] url, pool_size and replica are for backend = \"postgres\"; the sled store lives in [hub] data_dir",
+                )
+            }
             Backend::Postgres if self.url.as_deref().is_none_or(str::is_empty) => {
                 invalid("[store] backend = \"postgres\" needs url = \"host=... dbname=...\"")
             }
@@ -69,12 +88,25 @@ impl StoreSection {
     }
 
     /// Opens the configured store; sled's in `data_dir`, keeping
-    /// `reserve` bytes free on its disk.
+    /// `reserve` bytes free on its disk; PostgreSQL's taking its lease
+    /// (refused while another hub holds it).
     pub fn open(
         &self,
         data_dir: &Path,
         fsync: bool,
         reserve: u64,
+    ) -> Result<Arc<dyn Store>, StoreError> {
+        self.open_holding(data_dir, fsync, reserve, None)
+    }
+
+    /// As [`StoreSection::open`], PostgreSQL's with the `lease` a standby
+    /// already holds.
+    pub fn open_holding(
+        &self,
+        data_dir: &Path,
+        fsync: bool,
+        reserve: u64,
+        lease: Option<Lease>,
     ) -> Result<Arc<dyn Store>, StoreError> {
         Ok(match self.backend {
             Backend::Sled => Arc::new(SledStore::open_keeping_free(data_dir, fsync, reserve)?),
@@ -82,10 +114,13 @@ impl StoreSection {
                 // The data directory still holds the access log and the
                 // checkpoint key.
                 crate::store::create_dir_durably(data_dir)?;
-                Arc::new(PgStore::open(&PgOptions {
-                    url: self.url.clone().unwrap_or_default(),
-                    pool_size: self.pool_size.unwrap_or(8),
-                })?)
+                Arc::new(PgStore::open_holding(
+                    &PgOptions {
+                        url: self.url.clone().unwrap_or_default(),
+                        pool_size: self.pool_size.unwrap_or(8),
+                    },
+                    lease,
+                )?)
             }
         })
     }
@@ -107,6 +142,9 @@ mod tests {
         assert_eq!(parse("")?.backend, Backend::Sled);
         let pg = parse("backend = \"postgres\"\nurl = \"host=db password=hunter2\"\n")?;
         assert_eq!(pg.backend, Backend::Postgres);
+        assert_eq!(pg.replica_url(), None, "not a replica unless it says so");
+        let replica = parse("backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\n")?;
+        assert_eq!(replica.replica_url(), Some("host=db"));
         assert!(
             !format!("{pg:?}").contains("hunter2"),
             "the url is never printed"
@@ -118,6 +156,8 @@ mod tests {
             "backend = \"postgres\"\nurl = \"host=db\"\npool_size = 65\n",
             "url = \"host=db\"\n",
             "backend = \"mysql\"\n",
+            "replica = true\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = \"yes\"\n",
             "backend = \"postgres\"\nurl = \"host=db\"\nuser = \"x\"\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

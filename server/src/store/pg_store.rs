@@ -8,8 +8,11 @@
 //! caller blocks on the answer. One [`Store::apply`] is one transaction,
 //! committed before it returns (so [`Store::sync`] has nothing left to
 //! do); each channel it appends to is sequenced by a row lock on the
-//! channel's head, and message ids are unique by constraint.
+//! channel's head, and message ids are unique by constraint. The store
+//! holds the database's lease (`lease`) for its whole life: one hub
+//! writes at a time, and one that lost the lease writes nothing more.
 
+pub mod lease;
 mod read;
 mod schema;
 #[doc(hidden)]
@@ -23,6 +26,7 @@ use super::{
     StoreError, StoredEntry,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+pub use lease::Lease;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
@@ -42,20 +46,18 @@ pub struct PgOptions {
     pub pool_size: usize,
 }
 
-/// The session advisory lock one hub holds on its database while it
-/// runs ("tongbao1" in ASCII): until replicas share a database (they need
-/// one signer of checkpoints), a second hub is refused at start.
-const ONE_HUB_LOCK: i64 = 0x746f_6e67_6261_6f31;
-
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     pool: Pool,
-    /// The connection holding [`ONE_HUB_LOCK`], kept for the store's life.
-    holder: Option<tokio_postgres::Client>,
+    /// The lease, taken over for the store's life; let go on drop.
+    lease: Option<Lease>,
+    /// The lease's epoch at the takeover, which every write checks.
+    epoch: i64,
     /// Taken on drop, so that the runtime stops without blocking.
     rt: Option<tokio::runtime::Runtime>,
-    /// Set by the first failed group commit: the appender then refuses
-    /// writes until a restart, and health and the metrics say so.
+    /// Set by the first failed group commit, or a write refused by the
+    /// lease's fence: the appender then refuses writes until a restart,
+    /// and health and the metrics say so.
     failed: std::sync::atomic::AtomicBool,
 }
 
@@ -69,15 +71,10 @@ impl std::fmt::Debug for PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
-            // Let go of the database at once, so that a hub started next
-            // (a restart) finds it free.
-            if let Some(holder) = self.holder.take() {
-                let unlock = rt.spawn(async move {
-                    let _ = holder
-                        .execute("SELECT pg_advisory_unlock($1)", &[&ONE_HUB_LOCK])
-                        .await;
-                });
-                let _ = futures::executor::block_on(unlock);
+            // Let go of the lease at once, so that a standby or a hub
+            // started next (a restart) takes it without waiting.
+            if let Some(lease) = self.lease.take() {
+                let _ = futures::executor::block_on(rt.spawn(lease.release()));
             }
             rt.shutdown_background();
         }
@@ -90,8 +87,16 @@ pub(super) fn db(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl PgStore {
-    /// Connects, and brings the schema up to this hub's version.
+    /// Connects, takes the lease (refusing when another hub holds it),
+    /// and brings the schema up to this hub's version.
     pub fn open(options: &PgOptions) -> Result<Self, StoreError> {
+        Self::open_holding(options, None)
+    }
+
+    /// As [`PgStore::open`], with the lease already held (a standby that
+    /// got it), or taken here when `lease` is None. The epoch is raised
+    /// after the schema is current: from then on no earlier leader writes.
+    pub fn open_holding(options: &PgOptions, lease: Option<Lease>) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| {
             StoreError::Database(format!(
                 "[store] url is not a PostgreSQL connection string: {e}"
@@ -127,14 +132,45 @@ impl PgStore {
         };
         let mut store = Self {
             pool,
-            holder: None,
+            lease: None,
+            epoch: 0,
             rt: Some(rt),
             failed: std::sync::atomic::AtomicBool::new(false),
         };
-        store.holder = Some(store.block(hold_the_database(options.url.clone()))?);
+        let lease = match lease {
+            Some(lease) => lease,
+            None => {
+                let url = options.url.clone();
+                store.block(async move { Lease::acquire(&url, lease::Wait::Refuse).await })?
+            }
+        };
+        // Kept in the store at once: a failure below lets go of it.
+        store.lease = Some(lease);
         let pool = store.pool.clone();
         store.block(async move { schema::migrate(&pool).await })?;
+        let lease = store.lease.take();
+        let (lease, epoch) = store.block(async move {
+            let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
+            let epoch = lease.take_over().await;
+            Ok((lease, epoch))
+        })?;
+        store.lease = Some(lease);
+        store.epoch = epoch?;
         Ok(store)
+    }
+
+    /// Runs a write; one that the lease's fence refused marks the store
+    /// as refusing writes (the hub is stopping).
+    fn write(
+        &self,
+        fut: impl Future<Output = Result<(), StoreError>> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let written = self.block(fut);
+        if matches!(&written, Err(StoreError::Database(m)) if m == lease::LOST) {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        written
     }
 
     /// Runs `fut` on the store's runtime and waits for it, from any
@@ -160,47 +196,13 @@ impl PgStore {
     }
 }
 
-/// Connects once more and takes [`ONE_HUB_LOCK`], refusing when another
-/// hub holds it.
-async fn hold_the_database(url: String) -> Result<tokio_postgres::Client, StoreError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
-    config.connect_timeout(CONNECT_WAIT);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(db)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::error!(error = %e, "the connection holding the database's hub lock failed");
-        }
-    });
-    // A hub that is stopping lets go a moment later: wait for it a while.
-    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
-    loop {
-        let held: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&ONE_HUB_LOCK])
-            .await
-            .map_err(db)?
-            .get(0);
-        if held {
-            return Ok(client);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    Err(StoreError::Database(
-        "another hub is serving on this PostgreSQL database; one hub per database \
-         (stop the other first)"
-            .into(),
-    ))
-}
-
 impl Store for PgStore {
     fn load_registry_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.block(read::registry(self.pool()))
     }
 
     fn save_registry_bytes(&self, registry: &[u8]) -> Result<(), StoreError> {
-        self.block(write::registry(self.pool(), registry.to_vec()))
+        self.write(write::registry(self.pool(), self.epoch, registry.to_vec()))
     }
 
     fn channel_heads(&self) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
@@ -215,7 +217,11 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let appended = self.block(write::append(self.pool(), write::Rows::of(entries)));
+        let appended = self.write(write::append(
+            self.pool(),
+            self.epoch,
+            write::Rows::of(entries),
+        ));
         if appended.is_err() {
             self.failed
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -225,6 +231,7 @@ impl Store for PgStore {
 
     fn refuses_writes(&self) -> bool {
         self.failed.load(std::sync::atomic::Ordering::Acquire)
+            || self.lease.as_ref().is_some_and(Lease::is_lost)
     }
 
     /// Every apply is committed before it returns.
@@ -275,8 +282,9 @@ impl Store for PgStore {
         if cursors.is_empty() {
             return Ok(());
         }
-        self.block(write::fetched(
+        self.write(write::fetched(
             self.pool(),
+            self.epoch,
             inbox.to_string(),
             cursors.to_vec(),
             hub_micros,
@@ -327,7 +335,7 @@ impl Store for PgStore {
             .iter()
             .map(|(c, n)| (c.to_string(), n.to_string()))
             .collect();
-        self.block(write::checkpoints(self.pool(), notes))
+        self.write(write::checkpoints(self.pool(), self.epoch, notes))
     }
 
     fn state_get(&self, space: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -350,7 +358,12 @@ impl Store for PgStore {
 
     fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError> {
         super::state::check_space(space)?;
-        self.block(write::state(self.pool(), space.to_string(), batch.clone()))
+        self.write(write::state(
+            self.pool(),
+            self.epoch,
+            space.to_string(),
+            batch.clone(),
+        ))
     }
 
     /// Every state batch is committed before it returns.

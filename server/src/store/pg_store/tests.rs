@@ -179,3 +179,79 @@ fn a_removed_inbox_row_is_reported_not_skipped() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_store_whose_lease_moved_on_writes_nothing_more() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    store.save_checkpoints(&[("tax", "note 1")])?;
+    // Another replica took over: it raised the epoch.
+    db.execute("UPDATE lease SET epoch = epoch + 1")?;
+    let lost = |r: Result<(), StoreError>| matches!(&r, Err(StoreError::Database(m)) if m.contains("lost the database lease"));
+    assert!(lost(store.commit(&[entry("tax", 1, &[("finance", 2)])])));
+    assert!(lost(store.save_checkpoints(&[("tax", "note 2")])));
+    assert!(lost(store.save_registry_bytes(b"registry")));
+    assert!(lost(store.mark_fetched("finance", &[1], 7)));
+    let mut batch = crate::store::StateBatch::default();
+    batch.insert(b"k", b"v");
+    assert!(lost(store.state_apply("workflow", &batch)));
+    assert!(store.refuses_writes(), "the fenced store says so");
+    // Nothing of it reached the database.
+    assert_eq!(
+        store.channel_heads()?.get("tax").map(|h| h.next_seq),
+        Some(1)
+    );
+    assert!(store.entry("tax", 1)?.is_none());
+    assert_eq!(
+        store.checkpoints()?.get("tax").map(String::as_str),
+        Some("note 1")
+    );
+    assert_eq!(store.load_registry_bytes()?, None);
+    assert_eq!(store.fetched("finance", 1)?, None);
+    assert_eq!(store.state_get("workflow", b"k")?, None);
+    Ok(())
+}
+
+#[test]
+fn a_standby_takes_the_lease_when_the_leader_lets_go() -> TestResult {
+    use super::lease::{Lease, Wait};
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let first = open(&db)?;
+    first.commit(&[entry("tax", 0, &[])])?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let url = db.url();
+    let standby = rt.spawn(async move { Lease::acquire(&url, Wait::Standby).await });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !standby.is_finished(),
+        "the lease is held: the standby waits"
+    );
+    drop(first);
+    let lease = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(30), standby).await
+    })???;
+    let second = PgStore::open_holding(
+        &PgOptions {
+            url: db.url(),
+            pool_size: 2,
+        },
+        Some(lease),
+    )?;
+    // It continues the database as the first left it, and writes.
+    assert_eq!(
+        second.channel_heads()?.get("tax").map(|h| h.next_seq),
+        Some(1)
+    );
+    second.commit(&[entry("tax", 1, &[])])?;
+    // While it holds the lease, a hub that is no replica is refused.
+    assert!(
+        matches!(open(&db), Err(StoreError::Database(m)) if m.contains("another hub")),
+        "one leader at a time"
+    );
+    Ok(())
+}

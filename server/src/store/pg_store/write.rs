@@ -2,9 +2,11 @@
 //! head of every channel it appends to is locked first (in name order, so
 //! that two writers never wait on each other crosswise) and must be where
 //! the batch continues it; then every row goes in by array, one statement
-//! per table.
+//! per table. Every write first passes the lease's fence (`lease::fence`):
+//! a hub that lost the lease writes nothing.
 
 use super::db;
+use super::lease::fence;
 use super::read::signed;
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
@@ -91,9 +93,10 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
     v.iter().map(|c| signed(*c)).collect()
 }
 
-pub async fn append(pool: Pool, rows: Rows) -> Result<(), StoreError> {
+pub async fn append(pool: Pool, epoch: i64, rows: Rows) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
+    fence(&tx, epoch).await?;
     for (channel, (first, ..)) in &rows.heads {
         tx.execute(
             "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
@@ -191,52 +194,69 @@ pub async fn append(pool: Pool, rows: Rows) -> Result<(), StoreError> {
     tx.commit().await.map_err(db)
 }
 
-pub async fn registry(pool: Pool, bytes: Vec<u8>) -> Result<(), StoreError> {
-    let c = pool.get().await.map_err(db)?;
-    c.execute(
+pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    fence(&tx, epoch).await?;
+    tx.execute(
         "INSERT INTO registry (id, bytes) VALUES (1, $1) \
          ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
         &[&bytes],
     )
     .await
     .map_err(db)?;
-    Ok(())
+    tx.commit().await.map_err(db)
 }
 
 /// First serving wins: a position already marked keeps its time.
 pub async fn fetched(
     pool: Pool,
+    epoch: i64,
     inbox: String,
     cursors: Vec<u64>,
     hub_micros: i64,
 ) -> Result<(), StoreError> {
-    let c = pool.get().await.map_err(db)?;
-    c.execute(
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    fence(&tx, epoch).await?;
+    tx.execute(
         "INSERT INTO fetched (inbox, position, hub_micros) \
          SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
         &[&inbox, &signed_all(&cursors)?, &hub_micros],
     )
     .await
     .map_err(db)?;
-    Ok(())
+    tx.commit().await.map_err(db)
 }
 
-pub async fn checkpoints(pool: Pool, notes: Vec<(String, String)>) -> Result<(), StoreError> {
+pub async fn checkpoints(
+    pool: Pool,
+    epoch: i64,
+    notes: Vec<(String, String)>,
+) -> Result<(), StoreError> {
     let (channels, notes): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
-    let c = pool.get().await.map_err(db)?;
-    c.execute(
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    fence(&tx, epoch).await?;
+    tx.execute(
         "INSERT INTO checkpoints (channel, note) SELECT * FROM unnest($1::text[], $2::text[]) \
          ON CONFLICT (channel) DO UPDATE SET note = excluded.note",
         &[&channels, &notes],
     )
     .await
     .map_err(db)?;
-    Ok(())
+    tx.commit().await.map_err(db)
 }
 
-pub async fn state(pool: Pool, space: String, batch: StateBatch) -> Result<(), StoreError> {
+pub async fn state(
+    pool: Pool,
+    epoch: i64,
+    space: String,
+    batch: StateBatch,
+) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
+    fence(&tx, epoch).await?;
     let put = tx
         .prepare_cached(
             "INSERT INTO state (space, key, value) VALUES ($1, $2, $3) \

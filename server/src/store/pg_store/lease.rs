@@ -1,0 +1,345 @@
+//! The database lease: of the hubs sharing one database, the one holding
+//! it is the leader, the only one that serves, appends and signs
+//! checkpoints; the others are standbys waiting for it.
+//!
+//! The lease is a session advisory lock on a connection of its own, so the
+//! database frees it the moment that session ends (a stop, a crash, a cut
+//! connection). Taking over raises the epoch in the `lease` row; every
+//! write checks in its own transaction that the epoch is still its hub's
+//! ([`fence`]), so a replica that lost the lease never writes again, even
+//! before it notices. The leader probes the row each second: a raised
+//! epoch, or a connection that breaks or stops answering, stops the hub
+//! through `fatal` (another replica may be the leader already).
+//!
+//! A leader letting go in order unlocks and notifies in one statement, so
+//! a standby (which LISTENs) learns it at once; otherwise standbys try the
+//! lock every [`RETRY_EVERY`].
+
+use super::db;
+use crate::store::StoreError;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Transaction};
+
+/// The session advisory lock of the lease ("tongbao1" in ASCII).
+pub const LEASE_LOCK: i64 = 0x746f_6e67_6261_6f31;
+
+/// The channel a leader notifies as it lets go of the lease.
+const RELEASED: &str = "tongbao_lease_released";
+
+/// How often a standby tries the lock when no notice came.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a hub that is not a replica waits for the lease (a hub that
+/// is stopping lets go a moment later) before it refuses to start.
+pub const REFUSE_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the leader reads the lease row on the lease's connection.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A probe without an answer after this long is a lost database.
+pub const PROBE_WAIT: Duration = Duration::from_secs(5);
+
+/// TCP keepalives of the lease's connection: a peer that vanished without
+/// closing (a dead host, a cut network) is noticed by the kernel after
+/// idle + retries × interval = 8 s, if the probe has not noticed first.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// How long connecting may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// What the refusal says when another hub holds the lease.
+const HELD_ELSEWHERE: &str = "another hub is serving on this PostgreSQL database; one hub per \
+                              database (stop the other first)";
+
+/// What a write of a hub that lost the lease fails with.
+pub const LOST: &str = "lost the database lease to another replica: this hub writes nothing more";
+
+/// How a hub waits for a lease another hub holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// [`REFUSE_AFTER`], then refuse: one hub per database.
+    Refuse,
+    /// As long as it takes: a replica's standby.
+    Standby,
+}
+
+/// What the lease's connection task and its holder share.
+#[derive(Default)]
+struct Shared {
+    /// Taken over (the epoch raised): a lost connection is fatal now.
+    leading: AtomicBool,
+    /// Let go in order: the connection's end is expected.
+    releasing: AtomicBool,
+    /// The connection ended, or the epoch moved on.
+    lost: AtomicBool,
+    /// A notice that the lease was let go, or the connection's end.
+    wake: Notify,
+    /// Ends the probe at release.
+    stopping: Notify,
+}
+
+impl Shared {
+    /// The lease's connection broke or stopped answering (`why`).
+    fn connection_lost(&self, why: String) {
+        if self.releasing.load(Ordering::Acquire) {
+            return;
+        }
+        self.lost.store(true, Ordering::Release);
+        if self.leading.load(Ordering::Acquire) {
+            crate::fatal::database_lost(why);
+        } else {
+            tracing::warn!(reason = %why, "the standby's database connection broke; reconnecting");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Another replica raised the epoch.
+    fn fenced(&self) {
+        self.lost.store(true, Ordering::Release);
+        crate::fatal::lease_lost();
+    }
+}
+
+/// The lease, held (from [`Lease::acquire`]) and, once the store is
+/// open, taken over ([`Lease::take_over`]).
+pub struct Lease {
+    client: Arc<Client>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("lost", &self.is_lost())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lease connection's settings: `url`'s, with keepalives.
+fn lease_config(url: &str) -> Result<Config, StoreError> {
+    let mut config: Config = url.parse().map_err(|e| {
+        StoreError::Database(format!(
+            "[store] url is not a PostgreSQL connection string: {e}"
+        ))
+    })?;
+    config
+        .connect_timeout(CONNECT_WAIT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    if config.get_application_name().is_none() {
+        config.application_name("tongbao-hub lease");
+    }
+    Ok(config)
+}
+
+/// Connects, follows the connection on a task of its own, and LISTENs
+/// for a leader letting go.
+async fn connect(config: &Config) -> Result<(Client, Arc<Shared>), StoreError> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(db)?;
+    let shared = Arc::new(Shared::default());
+    let watcher = shared.clone();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let why = loop {
+            match messages.next().await {
+                Some(Ok(AsyncMessage::Notification(_))) => watcher.wake.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break format!("PostgreSQL: {e}"),
+                None => break "PostgreSQL closed the connection".to_string(),
+            }
+        };
+        watcher.connection_lost(why);
+    });
+    client
+        .batch_execute(&format!("LISTEN {RELEASED}"))
+        .await
+        .map_err(db)?;
+    Ok((client, shared))
+}
+
+/// Tries the lock once.
+async fn try_lock(client: &Client) -> Result<bool, StoreError> {
+    client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&LEASE_LOCK])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)
+}
+
+impl Lease {
+    /// Takes the lease on the database `url` names, waiting as `wait` says.
+    /// A standby rides out a database it cannot reach, reconnecting each
+    /// [`RETRY_EVERY`]; a hub that is not a replica fails.
+    pub async fn acquire(url: &str, wait: Wait) -> Result<Self, StoreError> {
+        let config = lease_config(url)?;
+        let deadline = tokio::time::Instant::now() + REFUSE_AFTER;
+        loop {
+            match Self::wait_on_one_connection(&config, wait, deadline).await {
+                Ok(lease) => return Ok(lease),
+                Err(e) if wait == Wait::Refuse => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby: cannot reach the database; retrying");
+                    tokio::time::sleep(RETRY_EVERY).await;
+                }
+            }
+        }
+    }
+
+    /// Takes the lease if it is free now; None when another hub holds it
+    /// or the database cannot be reached (a standby then waits).
+    pub async fn try_now(url: &str) -> Result<Option<Self>, StoreError> {
+        let config = lease_config(url)?;
+        let Ok((client, shared)) = connect(&config).await else {
+            return Ok(None);
+        };
+        match try_lock(&client).await {
+            Ok(true) => Ok(Some(Self {
+                client: Arc::new(client),
+                shared,
+            })),
+            // Dropping the client ends the connection: expected.
+            _ => {
+                shared.releasing.store(true, Ordering::Release);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits for the lock on one connection, until it is held or the
+    /// connection fails.
+    async fn wait_on_one_connection(
+        config: &Config,
+        wait: Wait,
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, StoreError> {
+        let (client, shared) = connect(config).await?;
+        loop {
+            if try_lock(&client).await? {
+                return Ok(Self {
+                    client: Arc::new(client),
+                    shared,
+                });
+            }
+            match wait {
+                Wait::Refuse if tokio::time::Instant::now() >= deadline => {
+                    return Err(StoreError::Database(HELD_ELSEWHERE.into()));
+                }
+                Wait::Refuse => tokio::time::sleep(Duration::from_millis(100)).await,
+                Wait::Standby => {
+                    tokio::select! {
+                        () = shared.wake.notified() => {}
+                        () = tokio::time::sleep(RETRY_EVERY) => {}
+                    }
+                }
+            }
+            if shared.lost.load(Ordering::Acquire) {
+                return Err(StoreError::Database(
+                    "the connection waiting for the lease broke".into(),
+                ));
+            }
+        }
+    }
+
+    /// Takes over as leader (the schema is current): raises the epoch, so
+    /// that every write of an earlier leader fails from now on, and starts
+    /// the probe. Returns the epoch every write of this hub checks.
+    pub async fn take_over(&self) -> Result<i64, StoreError> {
+        let epoch: i64 = self
+            .client
+            .query_one(
+                "UPDATE lease SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .try_get(0)
+            .map_err(db)?;
+        self.shared.leading.store(true, Ordering::Release);
+        if self.is_lost() {
+            return Err(StoreError::Database(
+                "the connection holding the lease broke while taking over".into(),
+            ));
+        }
+        tokio::spawn(probe(self.client.clone(), self.shared.clone(), epoch));
+        tracing::info!(epoch, "took the database lease: this hub is the leader");
+        Ok(epoch)
+    }
+
+    /// Whether the lease is gone (the connection broke, or another replica
+    /// took it): nothing may be written.
+    pub fn is_lost(&self) -> bool {
+        self.shared.lost.load(Ordering::Acquire)
+    }
+
+    /// Lets go in order: unlocks and notifies the standbys in one
+    /// statement (the notice is sent as it commits, the lock already free).
+    pub async fn release(self) {
+        self.shared.releasing.store(true, Ordering::Release);
+        self.shared.stopping.notify_waiters();
+        let unlock =
+            format!("SELECT pg_advisory_unlock({LEASE_LOCK}), pg_notify('{RELEASED}', '')");
+        match tokio::time::timeout(PROBE_WAIT, self.client.batch_execute(&unlock)).await {
+            Ok(Ok(())) => tracing::info!("let go of the database lease"),
+            // The session's end frees the lock anyway.
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot let go of the lease in order"),
+            Err(_) => tracing::warn!("the database did not answer the lease's release"),
+        }
+    }
+}
+
+/// Reads the lease row each [`PROBE_EVERY`] until release: a raised epoch
+/// or a connection that fails or stays silent stops the hub.
+async fn probe(client: Arc<Client>, shared: Arc<Shared>, epoch: i64) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shared.stopping.notified() => return,
+        }
+        if shared.releasing.load(Ordering::Acquire) || shared.lost.load(Ordering::Acquire) {
+            return;
+        }
+        let read = client.query_one("SELECT epoch FROM lease WHERE id = 1", &[]);
+        match tokio::time::timeout(PROBE_WAIT, read).await {
+            Ok(Ok(row)) => match row.try_get::<_, i64>(0) {
+                Ok(now) if now == epoch => {}
+                Ok(_) => return shared.fenced(),
+                Err(e) => return shared.connection_lost(format!("PostgreSQL: {e}")),
+            },
+            Ok(Err(e)) => return shared.connection_lost(format!("PostgreSQL: {e}")),
+            Err(_) => {
+                return shared.connection_lost(format!(
+                    "the database did not answer within {} s",
+                    PROBE_WAIT.as_secs()
+                ));
+            }
+        }
+    }
+}
+
+/// The fence of every write: within `tx`, the lease's epoch must still be
+/// `epoch`. The row is read FOR SHARE, so a takeover's raise waits for
+/// this transaction, and the new leader reads the database after it.
+pub async fn fence(tx: &Transaction<'_>, epoch: i64) -> Result<(), StoreError> {
+    let now: i64 = tx
+        .query_one("SELECT epoch FROM lease WHERE id = 1 FOR SHARE", &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)?;
+    if now != epoch {
+        crate::fatal::lease_lost();
+        return Err(StoreError::Database(LOST.into()));
+    }
+    Ok(())
+}

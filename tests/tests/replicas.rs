@@ -1,0 +1,648 @@
+//! Several hub replicas on one PostgreSQL database (`[store] replica =
+//! true`): one leader serves, the others wait as standbys and take over
+//! when it stops, dies or loses the database; a leader that lost the lease
+//! writes nothing more and stops, saying why.
+//!
+//! Runs only with a test PostgreSQL server (`TONGBAO_TEST_PG_URL`, see
+//! .ci/postgres.sh); without one each test says it was skipped and passes
+//! (but the first, of a hub on its own, which runs on either store).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::watch;
+use tongbao_client::{Client, ClientConfig, PushReceipt};
+use tongbao_server::store::pg_store::testdb::TestDb;
+use tongbao_tests::{BoxError, TestPki, TestResult, note, sample, scrape, wait_until};
+
+const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+
+/// A bound that only catches a hang: tests wait for events, never time
+/// them.
+const HANG: Duration = Duration::from_secs(120);
+
+/// The unit every pushed message goes to, and which subscribes.
+const RECIPIENT: &str = "civil-affairs";
+
+/// A PKI whose `hub.toml` runs its hubs as replicas on a test database of
+/// its own; None (the test is skipped, saying so) without a test server.
+fn replica_pki() -> Result<Option<TestPki>, BoxError> {
+    if std::env::var(tongbao_server::store::pg_store::testdb::URL_VAR).is_err() {
+        eprintln!("skipped: TONGBAO_TEST_PG_URL is not set (replicas need PostgreSQL)");
+        return Ok(None);
+    }
+    let mut pki = TestPki::generate()?;
+    if pki.pg.is_some() {
+        pki.edit_hub_toml("pool_size = 4\n", "pool_size = 4\nreplica = true\n")?;
+    } else {
+        let db = TestDb::create()?.ok_or("no test database")?;
+        let path = pki.path().join("hub.toml");
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push_str(&format!(
+            "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\nreplica = true\n",
+            db.url()
+        ));
+        std::fs::write(&path, text)?;
+        pki.pg = Some(db);
+    }
+    Ok(Some(pki))
+}
+
+fn database(pki: &TestPki) -> Result<&TestDb, BoxError> {
+    Ok(pki.pg.as_ref().ok_or("no test database")?)
+}
+
+/// One `tongbao-hub serve` process, a replica with a data directory of
+/// its own; killed on drop.
+struct Replica {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    /// The gRPC address, once it leads.
+    addr: Option<SocketAddr>,
+    /// The metrics listener, said while a standby (kept once it leads).
+    metrics: Option<SocketAddr>,
+    standby: bool,
+}
+
+impl Replica {
+    fn spawn(pki: &TestPki, data: &str) -> Result<Self, BoxError> {
+        let mut child = Command::new(HUB)
+            .args(["serve", "--config"])
+            .arg(pki.path().join("hub.toml"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(pki.path().join(data))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut err = child.stderr.take().ok_or("no stderr")?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let written = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                if let Ok(mut s) = written.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            stderr,
+            addr: None,
+            metrics: None,
+            standby: false,
+        })
+    }
+
+    /// Reads what it printed so far; whether it leads.
+    fn leads(&mut self) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            if let Some(a) = line.strip_prefix("tongbao-hub listening on ") {
+                self.addr = a.trim().parse().ok();
+            } else if let Some(m) = line.strip_prefix("tongbao-hub standby; metrics on ") {
+                self.metrics = m.trim().parse().ok();
+                self.standby = true;
+            }
+        }
+        self.addr.is_some()
+    }
+
+    /// Waits for its first line: standby (true) or leading (false).
+    async fn started(&mut self) -> Result<bool, BoxError> {
+        wait_until(HANG, "the replica says what it is", || {
+            let said = self.leads() || self.standby;
+            async move { Ok(said) }
+        })
+        .await?;
+        Ok(self.standby && self.addr.is_none())
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn kill(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn terminate(&self) -> Result<(), BoxError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM failed: {status}").into());
+        }
+        Ok(())
+    }
+
+    async fn exited(&mut self) -> Result<ExitStatus, BoxError> {
+        let mut status = None;
+        wait_until(HANG, "the replica exits", || {
+            let s = self.child.try_wait();
+            let done = matches!(s, Ok(Some(_)));
+            if let Ok(Some(s)) = s {
+                status = Some(s);
+            }
+            async move { Ok(done) }
+        })
+        .await?;
+        Ok(status.ok_or("no exit status")?)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until one of `replicas` (but `dead`) leads; its index.
+async fn leader(replicas: &mut [Replica], dead: Option<usize>) -> Result<usize, BoxError> {
+    let mut leading = Vec::new();
+    wait_until(HANG, "a replica leads", || {
+        leading.clear();
+        for (i, r) in replicas.iter_mut().enumerate() {
+            if Some(i) != dead && r.leads() {
+                leading.push(i);
+            }
+        }
+        let done = !leading.is_empty();
+        async move { Ok(done) }
+    })
+    .await?;
+    assert_eq!(leading.len(), 1, "one leader at a time");
+    Ok(leading[0])
+}
+
+fn config(pki_dir: &Path, unit: &str, hub: SocketAddr) -> Result<ClientConfig, BoxError> {
+    Ok(
+        ClientConfig::load(&pki_dir.join("units").join(unit).join("client.toml"))?
+            .with_hub(format!("https://{hub}")),
+    )
+}
+
+/// `GET /health` of a metrics listener: the status line and the body.
+async fn health(addr: SocketAddr) -> Result<(String, String), BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await?;
+    let text = String::from_utf8(raw)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no body")?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
+/// Entries of `RECIPIENT`'s inbox on the hub at `addr`: (channel, seq).
+async fn inbox(pki: &TestPki, addr: SocketAddr) -> Result<Vec<(String, u64)>, BoxError> {
+    let c = Client::connect(&config(pki.path(), RECIPIENT, addr)?).await?;
+    let page = c.pull(0, 1000).await?;
+    Ok(page
+        .entries
+        .iter()
+        .map(|e| (e.channel().to_string(), e.seq()))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_on_its_own_leads_and_says_so() -> TestResult {
+    let t = tongbao_tests::TestHub::start().await?;
+    let metrics = t
+        .hub
+        .as_ref()
+        .and_then(|h| h.metrics_addr())
+        .ok_or("no metrics listener")?;
+    let scraped = scrape(metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(1.0));
+    let (status, body) = health(metrics).await?;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), r#"{"role":"leader","status":"SERVING"}"#);
+    t.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stops() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?, "alone, the first replica leads");
+    let a_addr = a.addr.ok_or("no address")?;
+    let mut b = Replica::spawn(&pki, "data-b")?;
+    assert!(b.started().await?, "the second waits as a standby");
+    let b_metrics = b.metrics.ok_or("the standby names its metrics listener")?;
+    let scraped = scrape(b_metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(0.0));
+    let (status, body) = health(b_metrics).await?;
+    assert!(status.contains("503"), "{status}");
+    assert!(body.contains("NOT_SERVING"), "{body}");
+    assert!(body.contains("standby: waiting for the lease"), "{body}");
+
+    // A standby stops as a serving hub does, successfully.
+    let mut c = Replica::spawn(&pki, "data-c")?;
+    assert!(c.started().await?);
+    c.terminate()?;
+    assert!(c.exited().await?.success(), "{}", c.stderr());
+
+    let tax = Client::connect(&config(pki.path(), "tax", a_addr)?).await?;
+    let first = tax.push(note("before").to_units([RECIPIENT])).await?;
+    let seen = tax.checkpoint("tax").await?;
+    assert!(
+        !b.leads(),
+        "the standby does not serve while the leader does"
+    );
+
+    // The leader stops in order: the standby leads, on the same data.
+    a.terminate()?;
+    assert!(a.exited().await?.success(), "{}", a.stderr());
+    wait_until(HANG, "the standby takes over", || {
+        let leads = b.leads();
+        async move { Ok(leads) }
+    })
+    .await?;
+    let b_addr = b.addr.ok_or("no address")?;
+    let tax = Client::connect(&config(pki.path(), "tax", b_addr)?).await?;
+    let second = tax.push(note("after").to_units([RECIPIENT])).await?;
+    assert_eq!(second.seq, first.seq + 1, "it continues the channel");
+    let later = tax.checkpoint("tax").await?;
+    assert!(
+        later.size >= seen.size,
+        "consistent with what the first served"
+    );
+    assert_eq!(
+        inbox(&pki, b_addr).await?,
+        vec![
+            ("tax".to_string(), first.seq),
+            ("tax".to_string(), second.seq)
+        ]
+    );
+    // Its metrics listener stayed where it was, and says it leads now.
+    let scraped = scrape(b_metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(1.0));
+    let (status, body) = health(b_metrics).await?;
+    assert!(status.contains("200"), "{status} {body}");
+    b.terminate()?;
+    assert!(b.exited().await?.success(), "{}", b.stderr());
+    Ok(())
+}
+
+/// Pushes `count` messages from `unit` to the leader at `addr`.
+async fn push_some(
+    pki: &TestPki,
+    unit: &str,
+    addr: SocketAddr,
+    count: usize,
+) -> Result<Vec<PushReceipt>, BoxError> {
+    let c = Client::connect(&config(pki.path(), unit, addr)?).await?;
+    let mut receipts = Vec::new();
+    for i in 0..count {
+        receipts.push(
+            c.push(note(&format!("{unit} {i}")).to_units([RECIPIENT]))
+                .await?,
+        );
+    }
+    Ok(receipts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_moved_on_writes_nothing_more_and_stops() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?);
+    let a_addr = a.addr.ok_or("no address")?;
+    let acked = push_some(&pki, "tax", a_addr, 5).await?;
+    // Another replica took over: the epoch moved on.
+    database(&pki)?.execute("UPDATE lease SET epoch = epoch + 1")?;
+    let tax = Client::connect(&config(pki.path(), "tax", a_addr)?).await;
+    if let Ok(tax) = tax {
+        let refused = tax.push(note("too late").to_units([RECIPIENT])).await;
+        assert!(refused.is_err(), "a fenced leader appends nothing");
+    }
+    let status = a.exited().await?;
+    assert!(!status.success(), "it stops failing");
+    let said = a.stderr();
+    assert!(
+        said.contains("lost the database lease to another replica"),
+        "{said}"
+    );
+    // A replica started now leads, with every acknowledged push, and
+    // nothing the fenced leader was asked after.
+    let mut b = Replica::spawn(&pki, "data-b")?;
+    assert!(!b.started().await?, "{}", b.stderr());
+    let b_addr = b.addr.ok_or("no address")?;
+    let expected: Vec<(String, u64)> = acked.iter().map(|r| (r.channel.clone(), r.seq)).collect();
+    assert_eq!(inbox(&pki, b_addr).await?, expected);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_database_connection_stops_saying_why() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?);
+    let a_addr = a.addr.ok_or("no address")?;
+    let acked = push_some(&pki, "tax", a_addr, 3).await?;
+    // The lease's session ends, as at a database restart.
+    database(&pki)?.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'tongbao-hub lease'",
+    )?;
+    let status = a.exited().await?;
+    assert!(!status.success(), "it stops failing");
+    let said = a.stderr();
+    assert!(said.contains("lost the database connection"), "{said}");
+    // Restarted (as `Restart=on-failure` would), it leads again with
+    // everything acknowledged.
+    let mut again = Replica::spawn(&pki, "data-a")?;
+    assert!(!again.started().await?, "{}", again.stderr());
+    let expected: Vec<(String, u64)> = acked.iter().map(|r| (r.channel.clone(), r.seq)).collect();
+    assert_eq!(
+        inbox(&pki, again.addr.ok_or("no address")?).await?,
+        expected
+    );
+    Ok(())
+}
+
+/// What the load's pushers and subscriber share.
+struct Load {
+    pki_dir: PathBuf,
+    /// The leader's address, as the test learns it.
+    leader: watch::Receiver<SocketAddr>,
+    /// Set when the pushers are to stop.
+    stop: watch::Receiver<bool>,
+    /// Pushes acknowledged so far, all pushers.
+    acked: Arc<AtomicUsize>,
+}
+
+/// Connects to the leader, waiting for the next one while it cannot.
+async fn connect_to_leader(load: &mut Load, unit: &str) -> Result<(Client, SocketAddr), BoxError> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let addr = *load.leader.borrow_and_update();
+        if let Ok(c) = Client::connect(&config(&load.pki_dir, unit, addr)?).await {
+            return Ok((c, addr));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("{unit}: no leader to connect to").into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), load.leader.changed()).await;
+    }
+}
+
+/// Pushes from `unit` until told to stop, each message until it is
+/// acknowledged (by whichever replica leads, the same signed message
+/// again); checks its channel's checkpoint on every leader it meets.
+/// Returns the receipts and the checkpoint sizes it saw.
+async fn pusher(
+    mut load: Load,
+    unit: &'static str,
+) -> Result<(Vec<PushReceipt>, Vec<u64>), BoxError> {
+    let (mut client, mut at) = connect_to_leader(&mut load, unit).await?;
+    let mut receipts = Vec::new();
+    let mut sizes = Vec::new();
+    let deadline = tokio::time::Instant::now() + HANG * 4;
+    for i in 0.. {
+        if *load.stop.borrow() {
+            break;
+        }
+        let signed = client.sign(
+            note(&format!("{unit} {i}"))
+                .to_units([RECIPIENT])
+                .with_id(format!("{unit}-{i}")),
+        )?;
+        loop {
+            match client.push_signed(signed.clone()).await {
+                Ok(r) => {
+                    receipts.push(r);
+                    load.acked.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(format!("{unit}: push {i} never acknowledged: {e}").into());
+                }
+                Err(_) => {
+                    // The leader may be gone: the next one, or this one again.
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), load.leader.changed()).await;
+                    let before = at;
+                    (client, at) = connect_to_leader(&mut load, unit).await?;
+                    if at != before {
+                        // Every checkpoint from any replica extends the last
+                        // one this unit verified (the library checks it).
+                        sizes.push(checkpoint_on(&client, unit).await?);
+                    }
+                }
+            }
+        }
+        if i % 16 == 0 {
+            sizes.push(checkpoint_on(&client, unit).await?);
+        }
+    }
+    Ok((receipts, sizes))
+}
+
+/// Whether `e` says a replica served history inconsistent with what this
+/// client verified before: never to be retried away.
+fn inconsistent(e: &tongbao_client::ClientError) -> bool {
+    matches!(
+        e,
+        tongbao_client::ClientError::Rollback { .. }
+            | tongbao_client::ClientError::Fork { .. }
+            | tongbao_client::ClientError::Checkpoint { .. }
+    )
+}
+
+/// The channel's checkpoint, verified against the last this client saw; a
+/// leader that goes away meanwhile is asked again after the next one.
+async fn checkpoint_on(client: &Client, channel: &str) -> Result<u64, BoxError> {
+    match client.checkpoint(channel).await {
+        Ok(cp) => Ok(cp.size),
+        Err(e) if inconsistent(&e) => {
+            Err(format!("inconsistent checkpoint of {channel}: {e}").into())
+        }
+        // The replica went away: no checkpoint from it.
+        Err(_) => Ok(0),
+    }
+}
+
+/// Subscribes as `RECIPIENT` from cursor 0, resuming from its cursor on
+/// each new leader; every delivery must be the next cursor. Returns the
+/// deliveries (channel, seq) in cursor order.
+async fn subscriber(
+    mut load: Load,
+    want: watch::Receiver<usize>,
+) -> Result<Vec<(String, u64)>, BoxError> {
+    use futures::StreamExt;
+    let mut got: Vec<(String, u64)> = Vec::new();
+    let mut want = want;
+    loop {
+        let (client, _) = connect_to_leader(&mut load, RECIPIENT).await?;
+        let mut stream = Box::pin(client.subscribe(got.len() as u64));
+        loop {
+            if *want.borrow() > 0 && got.len() >= *want.borrow() {
+                return Ok(got);
+            }
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(e)) => {
+                        if e.cursor != got.len() as u64 + 1 {
+                            return Err(format!(
+                                "delivered cursor {} after {}: a gap or a repeat",
+                                e.cursor,
+                                got.len()
+                            )
+                            .into());
+                        }
+                        got.push((e.channel().to_string(), e.seq()));
+                    }
+                    Some(Err(e)) if inconsistent(&e) => {
+                        return Err(format!("subscription: {e}").into());
+                    }
+                    // The leader went away: resume on the next.
+                    Some(Err(_)) | None => break,
+                },
+                _ = load.leader.changed() => break,
+                _ = want.changed() => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_leader_under_load_loses_and_repeats_nothing() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let dirs = ["data-0", "data-1", "data-2"];
+    let mut replicas = vec![Replica::spawn(&pki, dirs[0])?];
+    assert!(!replicas[0].started().await?, "{}", replicas[0].stderr());
+    for dir in &dirs[1..] {
+        let mut r = Replica::spawn(&pki, dir)?;
+        assert!(r.started().await?, "a standby while another leads");
+        replicas.push(r);
+    }
+    let first = replicas[0].addr.ok_or("no address")?;
+    let (leader_tx, leader_rx) = watch::channel(first);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (want_tx, want_rx) = watch::channel(0usize);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let load = || Load {
+        pki_dir: pki.path().to_path_buf(),
+        leader: leader_rx.clone(),
+        stop: stop_rx.clone(),
+        acked: acked.clone(),
+    };
+    let senders = ["tax", "public-security", "pbc-taiyuan"];
+    let pushers: Vec<_> = senders
+        .iter()
+        .map(|unit| tokio::spawn(pusher(load(), unit)))
+        .collect();
+    let subscription = tokio::spawn(subscriber(load(), want_rx));
+
+    let mut leading = 0;
+    for round in 1..=3usize {
+        let at_least = acked.load(Ordering::Relaxed) + 20;
+        wait_until(HANG, "pushes are acknowledged", || {
+            let n = acked.load(Ordering::Relaxed);
+            async move { Ok(n >= at_least) }
+        })
+        .await?;
+        // Kill -9 the leader under load; a standby takes over.
+        replicas[leading].kill()?;
+        let next = leader(&mut replicas, Some(leading)).await?;
+        leader_tx.send(replicas[next].addr.ok_or("no address")?)?;
+        eprintln!(
+            "round {round}: killed replica {leading} after {} acknowledged pushes; replica {next} leads",
+            acked.load(Ordering::Relaxed)
+        );
+        // The killed one, restarted, waits as a standby.
+        replicas[leading] = Replica::spawn(&pki, dirs[leading])?;
+        assert!(
+            replicas[leading].started().await?,
+            "round {round}: the restarted replica waits as a standby"
+        );
+        leading = next;
+    }
+    // Some more under the last leader, then stop pushing.
+    let at_least = acked.load(Ordering::Relaxed) + 20;
+    wait_until(HANG, "pushes are acknowledged", || {
+        let n = acked.load(Ordering::Relaxed);
+        async move { Ok(n >= at_least) }
+    })
+    .await?;
+    stop_tx.send(true)?;
+    let mut receipts = Vec::new();
+    for (unit, p) in senders.iter().zip(pushers) {
+        let (mine, sizes) = tokio::time::timeout(HANG, p)
+            .await
+            .map_err(|_| format!("{unit}: the pusher did not stop"))???;
+        // Each message id once, in order: the channel holds exactly them.
+        for (i, r) in mine.iter().enumerate() {
+            assert_eq!(r.message_id, format!("{unit}-{i}"));
+            assert_eq!(r.seq, i as u64, "{unit}: entry {i} is message {i}, once");
+        }
+        let last = tongbao_client::Client::connect(&config(
+            pki.path(),
+            unit,
+            replicas[leading].addr.ok_or("no address")?,
+        )?)
+        .await?
+        .checkpoint(unit)
+        .await?;
+        assert_eq!(
+            last.size,
+            mine.len() as u64,
+            "{unit}: nothing lost, nothing twice"
+        );
+        assert!(sizes.iter().all(|s| *s <= last.size), "{sizes:?}");
+        eprintln!(
+            "{unit}: {} pushes acknowledged; checkpoint sizes seen {sizes:?}",
+            mine.len()
+        );
+        receipts.extend(mine);
+    }
+    want_tx.send(receipts.len())?;
+    let delivered = tokio::time::timeout(HANG, subscription)
+        .await
+        .map_err(|_| "the subscriber did not receive every acknowledged push")???;
+    let mut expected: Vec<(String, u64)> = receipts
+        .iter()
+        .map(|r| (r.channel.clone(), r.seq))
+        .collect();
+    let mut got = delivered.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every acknowledged push delivered, once");
+    Ok(())
+}
