@@ -1,6 +1,10 @@
 //! How the store lays records out as sled keys and values.
 //!
-//! One tree, keys prefixed by record type. Records that grow with every
+//! One tree, keys prefixed by record type. An entry's record (leaf hash,
+//! inbox positions, the encoded entry) is kept in the entry segments
+//! ([`super::segments`]); sled holds its place there, under [`ENTRY_AT`].
+//! Until a flush moves it, a commit's entry record waits in the overlay
+//! (and the journal) under [`ENTRY`]. Records that grow with every
 //! delivery are kept as runs of inbox positions, so that a message fanned
 //! out to 13 units costs one key per inbox per group commit, not one per
 //! recipient: an inbox run holds the positions one commit added to an
@@ -17,6 +21,8 @@ use std::collections::BTreeMap;
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
 pub(super) const ENTRY: u8 = b'e';
+/// Where an entry's record is in the segments (format 4 on).
+pub(super) const ENTRY_AT: u8 = b'p';
 pub(super) const INBOX: u8 = b'i';
 pub(super) const MESSAGE: u8 = b'm';
 pub(super) const CHANNEL_HEAD: u8 = b'c';
@@ -31,13 +37,19 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 /// The id of the last commit applied, written in the same batch.
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
-/// layout is refused rather than misread, except [`FORMAT_UPGRADABLE`].
-/// Format 3 keeps in each audit index row what the audit needs of the
-/// entry; format 2 rows were empty.
-pub(super) const FORMAT: &[u8] = b"3";
-/// The one older layout a start upgrades in place, by filling the audit
-/// index rows from the entries they name.
-pub(super) const FORMAT_UPGRADABLE: &[u8] = b"2";
+/// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
+/// Format 4 keeps entry records in the segments and their places in sled;
+/// format 3 kept the records in sled. Format 3 keeps in each audit index
+/// row what the audit needs of the entry; format 2 rows were empty.
+pub(super) const FORMAT: &[u8] = b"4";
+/// Entry records in sled, audit rows filled.
+pub(super) const FORMAT_3: &[u8] = b"3";
+/// Entry records in sled, audit rows empty.
+pub(super) const FORMAT_2: &[u8] = b"2";
+/// The older layouts a start upgrades in place: format 2 by filling the
+/// audit index rows from the entries they name, then format 3 by moving
+/// the entry records into the segments.
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 2] = [FORMAT_2, FORMAT_3];
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + name.len() + 9);
@@ -49,6 +61,29 @@ pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
         k.extend_from_slice(&n.to_be_bytes());
     }
     k
+}
+
+/// Whether `k` is an entry record's key (`e 0 channel 0 seq`).
+pub(super) fn is_entry_key(k: &[u8]) -> bool {
+    k.first() == Some(&ENTRY) && k.get(1) == Some(&0)
+}
+
+/// The key of the place of the entry whose record key is `k`.
+pub(super) fn place_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = ENTRY_AT;
+    }
+    out
+}
+
+/// The key of the record of the entry whose place key is `k`.
+pub(super) fn record_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = ENTRY;
+    }
+    out
 }
 
 /// Consecutive stretches `(first, last)` of ascending, distinct positions.

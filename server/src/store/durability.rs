@@ -10,13 +10,20 @@
 //! sled's own flush uses `sync_file_range` and never syncs blob files
 //! (large values), which survives a process crash but not a power loss;
 //! [`Durability::make_durable`] adds the missing fsyncs. Fetched marks are
-//! not journaled: they reach disk with the next flush.
+//! not journaled: they reach disk with the next flush. A flush appends the
+//! entry records among its writes to the entry segments
+//! ([`super::segments`]) and syncs them before sled names their places.
 
-use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, FORMAT_UPGRADABLE, merge_runs, u64_from};
+use super::codec::{
+    COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, is_entry_key, merge_runs, place_key,
+    u64_from,
+};
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
+use super::segments::Segments;
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
+use sled::IVec;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
@@ -57,6 +64,8 @@ pub(super) struct Durability {
     synced_blobs: Mutex<HashSet<OsString>>,
     fsync: bool,
     pub(super) journal: Journal,
+    /// The entries' records, which sled names by place.
+    pub(super) segments: Segments,
     /// The id of the last commit applied (to the overlay); changed only
     /// under the overlay's write lock, so a frozen overlay knows its last commit.
     pub(super) applied: AtomicU64,
@@ -212,15 +221,15 @@ impl Durability {
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades format 2 once the journal is replayed.
-            Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_UPGRADABLE => {}
+            // The store upgrades formats 2 and 3 once the journal is replayed.
+            Some(v) if v.as_ref() == FORMAT || FORMATS_UPGRADABLE.contains(&v.as_ref()) => {}
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
             }
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades format 2); start it on an empty data directory",
+                     (and upgrades formats 2 and 3); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -236,6 +245,7 @@ impl Durability {
             Some(v) => u64_from(&v)?,
             None => 0,
         };
+        let segments = Segments::open(&dir.join("entries"), fsync)?;
         let (mut journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
         journal.keep_free(reserve);
         // Commits the journal made durable but sled had not flushed: all
@@ -263,6 +273,7 @@ impl Durability {
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
             journal,
+            segments,
             applied: AtomicU64::new(applied),
         });
         durability.flush(false, Record::AtOnce)?;
@@ -431,14 +442,17 @@ impl Durability {
         };
         if let Some(frozen) = &frozen {
             self.journal.sync()?;
-            if merge {
-                for (k, v) in merge_runs(&frozen.writes) {
-                    self.tree.insert(k, v)?;
-                }
+            let writes = if merge {
+                merge_runs(&frozen.writes)
             } else {
-                for (k, v) in frozen.writes.iter() {
-                    self.tree.insert(k.as_slice(), v.clone())?;
-                }
+                frozen
+                    .writes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            for (k, v) in self.place_entries(writes)? {
+                self.tree.insert(k, v)?;
             }
         }
         // What sled held durably before this flush may be recorded with it.
@@ -463,6 +477,43 @@ impl Durability {
             flushed.recorded = flushed.durable;
         }
         self.journal.retire(flushed.recorded)
+    }
+
+    /// `writes` with every entry record replaced by its place in the
+    /// segments, where the records are appended (and synced) first: sled
+    /// never names a place that is not on disk.
+    fn place_entries(
+        &self,
+        writes: Vec<(Vec<u8>, IVec)>,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let records: Vec<&[u8]> = writes
+            .iter()
+            .filter(|(k, _)| is_entry_key(k))
+            .map(|(_, v)| v.as_ref())
+            .collect();
+        if records.is_empty() {
+            return Ok(writes);
+        }
+        let mut places = self.segments.append(&records)?.into_iter();
+        writes
+            .into_iter()
+            .map(|(k, v)| {
+                if !is_entry_key(&k) {
+                    return Ok((k, v));
+                }
+                let place = places.next().ok_or_else(|| {
+                    StoreError::Database("the segments gave fewer places than records".into())
+                })?;
+                Ok((place_key(&k), place.encode().into()))
+            })
+            .collect()
+    }
+
+    /// At a clean stop, after the last flush: removes the journal when the
+    /// database holds everything in it (see [`Journal::close`]).
+    pub(super) fn close_journal(&self) -> Result<bool, StoreError> {
+        let flushed = fatal::lock(&self.flushing, "store flush")?;
+        self.journal.close(flushed.recorded)
     }
 
     /// Names `commit` as the last one sled holds (durable with the next sync).
