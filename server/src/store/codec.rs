@@ -2,9 +2,10 @@
 //!
 //! One tree, keys prefixed by record type. An entry's record (leaf hash,
 //! inbox positions, the encoded entry) is kept in the entry segments
-//! ([`super::segments`]); sled holds its place there, under [`ENTRY_AT`].
-//! Until a flush moves it, a commit's entry record waits in the overlay
-//! (and the journal) under [`ENTRY`]. Records that grow with every
+//! ([`super::segments`]), followed by the Merkle hashes the entry adds to
+//! its channel's tree; sled holds their place there, under [`ENTRY_AT`].
+//! Until a flush moves them, a commit's entry record and hashes wait in
+//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. Records that grow with every
 //! delivery are kept as runs of inbox positions, so that a message fanned
 //! out to 13 units costs one key per inbox per group commit, not one per
 //! recipient: an inbox run holds the positions one commit added to an
@@ -38,8 +39,8 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 4 keeps entry records in the segments and their places in sled;
-/// format 3 kept the records in sled. Format 3 keeps in each audit index
+/// Format 4 keeps entry records and their tree hashes in the segments and
+/// their places in sled; format 3 kept both in sled. Format 3 keeps in each audit index
 /// row what the audit needs of the entry; format 2 rows were empty.
 pub(super) const FORMAT: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
@@ -48,7 +49,7 @@ pub(super) const FORMAT_3: &[u8] = b"3";
 pub(super) const FORMAT_2: &[u8] = b"2";
 /// The older layouts a start upgrades in place: format 2 by filling the
 /// audit index rows from the entries they name, then format 3 by moving
-/// the entry records into the segments.
+/// the entry records and tree hashes into the segments.
 pub(super) const FORMATS_UPGRADABLE: [&[u8]; 2] = [FORMAT_2, FORMAT_3];
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
@@ -77,11 +78,21 @@ pub(super) fn place_key(k: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The key of the record of the entry whose place key is `k`.
+/// The key of the record of the entry whose place (or tree hashes) key
+/// is `k`.
 pub(super) fn record_key(k: &[u8]) -> Vec<u8> {
     let mut out = k.to_vec();
     if let Some(kind) = out.first_mut() {
         *kind = ENTRY;
+    }
+    out
+}
+
+/// The key of the tree hashes of the entry whose record (or place) key is `k`.
+pub(super) fn tree_hash_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = TREE_HASH;
     }
     out
 }

@@ -15,16 +15,16 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, is_entry_key, merge_runs, place_key,
-    u64_from,
+    COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH, is_entry_key, merge_runs,
+    place_key, record_key, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
-use super::segments::Segments;
+use super::segments::{Appended, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
 use sled::IVec;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
@@ -479,22 +479,42 @@ impl Durability {
         self.journal.retire(flushed.recorded)
     }
 
-    /// `writes` with every entry record replaced by its place in the
-    /// segments, where the records are appended (and synced) first: sled
-    /// never names a place that is not on disk.
+    /// `writes` with every entry record, and the tree hashes of its
+    /// entry, replaced by its place in the segments, where they are
+    /// appended (and synced) first: sled never names a place that is not
+    /// on disk.
     fn place_entries(
         &self,
-        writes: Vec<(Vec<u8>, IVec)>,
+        mut writes: Vec<(Vec<u8>, IVec)>,
     ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
-        let records: Vec<&[u8]> = writes
-            .iter()
-            .filter(|(k, _)| is_entry_key(k))
-            .map(|(_, v)| v.as_ref())
-            .collect();
-        if records.is_empty() {
+        if !writes.iter().any(|(k, _)| is_entry_key(k)) {
             return Ok(writes);
         }
-        let mut places = self.segments.append(&records)?.into_iter();
+        // Each entry's hashes, by the entry's key, taken out of the writes.
+        let entries: HashSet<Vec<u8>> = writes
+            .iter()
+            .filter(|(k, _)| is_entry_key(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut hashes: HashMap<Vec<u8>, IVec> = HashMap::new();
+        writes.retain(|(k, v)| {
+            let entry = record_key(k);
+            if k.first() == Some(&TREE_HASH) && entries.contains(&entry) {
+                hashes.insert(entry, v.clone());
+                return false;
+            }
+            true
+        });
+        let appended: Vec<Appended<'_>> = writes
+            .iter()
+            .filter(|(k, _)| is_entry_key(k))
+            .map(|(k, v)| Appended {
+                record: v,
+                hashes: hashes.get(k).map_or(&[], |h| h.as_ref()),
+            })
+            .collect();
+        let mut places = self.segments.append(&appended)?.into_iter();
+        drop(appended);
         writes
             .into_iter()
             .map(|(k, v)| {

@@ -5,7 +5,9 @@
 //! entries kept in sled took two to three times their size on disk. An
 //! entry never changes once written, so its record lives here instead, in
 //! files that are only appended to, and sled holds where it is: the
-//! segment, the offset and the length (a few bytes).
+//! segment, the offset and the length (a few bytes). The Merkle hashes an
+//! entry adds to its channel's tree follow its record in the same write,
+//! so they need no key of their own either.
 //!
 //! The background flush appends the entries of the commits it moves into
 //! sled and syncs the segment before sled names their places; a crash in
@@ -28,19 +30,21 @@ const MAX_RECORD: u64 = 1 << 30;
 /// Segment files kept open for reads; beyond it the handles are dropped.
 const OPEN_READERS: usize = 64;
 
-/// Where one entry record is: segment number, offset and length.
+/// Where one entry record is: segment number, offset and length, and the
+/// length of the Merkle hashes that follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Place {
     pub segment: u64,
     pub offset: u64,
     pub len: u64,
+    pub hashes: u64,
 }
 
 impl Place {
-    /// Three varints: segment, offset, length.
+    /// Four varints: segment, offset, length, hashes' length.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12);
-        for n in [self.segment, self.offset, self.len] {
+        for n in [self.segment, self.offset, self.len, self.hashes] {
             prost::encoding::encode_varint(n, &mut out);
         }
         out
@@ -53,12 +57,19 @@ impl Place {
             segment: next()?,
             offset: next()?,
             len: next()?,
+            hashes: next()?,
         };
-        if !bytes.is_empty() || place.len > MAX_RECORD {
+        if !bytes.is_empty() || place.len > MAX_RECORD || place.hashes > MAX_RECORD {
             return Err(bad());
         }
         Ok(place)
     }
+}
+
+/// One record to append: the entry record and the hashes after it.
+pub struct Appended<'a> {
+    pub record: &'a [u8],
+    pub hashes: &'a [u8],
 }
 
 /// The segment being appended to.
@@ -120,7 +131,7 @@ impl Segments {
 
     /// Appends `records` as one write, durably (with fsync on), and
     /// returns their places in the same order.
-    pub fn append(&self, records: &[&[u8]]) -> Result<Vec<Place>, StoreError> {
+    pub fn append(&self, records: &[Appended<'_>]) -> Result<Vec<Place>, StoreError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -133,15 +144,18 @@ impl Segments {
             let next = w.segment + 1;
             self.begin(&mut w, next)?;
         }
-        let mut bytes = Vec::with_capacity(records.iter().map(|r| r.len()).sum());
+        let size = records.iter().map(|r| r.record.len() + r.hashes.len());
+        let mut bytes = Vec::with_capacity(size.sum());
         let mut places = Vec::with_capacity(records.len());
         for r in records {
             places.push(Place {
                 segment: w.segment,
                 offset: w.len + bytes.len() as u64,
-                len: r.len() as u64,
+                len: r.record.len() as u64,
+                hashes: r.hashes.len() as u64,
             });
-            bytes.extend_from_slice(r);
+            bytes.extend_from_slice(r.record);
+            bytes.extend_from_slice(r.hashes);
         }
         let at = w.len;
         let Some(file) = w.file.as_ref() else {
@@ -194,16 +208,24 @@ impl Segments {
         self.dir.join(file_name(segment))
     }
 
-    /// The record at `place`.
+    /// The entry record at `place`.
     pub fn read(&self, place: Place) -> Result<Vec<u8>, StoreError> {
-        let file = self.reader(place.segment)?;
-        let mut buf = vec![0; place.len as usize];
-        read_exact_at(&file, &mut buf, place.offset).map_err(|e| {
+        self.read_span(place.segment, place.offset, place.len)
+    }
+
+    /// The Merkle hashes after the entry record at `place`.
+    pub fn read_hashes(&self, place: Place) -> Result<Vec<u8>, StoreError> {
+        let at = place.offset.saturating_add(place.len);
+        self.read_span(place.segment, at, place.hashes)
+    }
+
+    fn read_span(&self, segment: u64, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let file = self.reader(segment)?;
+        let mut buf = vec![0; len as usize];
+        read_exact_at(&file, &mut buf, offset).map_err(|e| {
             StoreError::Corrupt(format!(
-                "segment {}: {} bytes at offset {} cannot be read: {e}",
-                self.path(place.segment).display(),
-                place.len,
-                place.offset
+                "segment {}: {len} bytes at offset {offset} cannot be read: {e}",
+                self.path(segment).display(),
             ))
         })?;
         Ok(buf)
@@ -260,15 +282,26 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    /// Records without hashes.
+    fn plain<'a>(records: &[&'a [u8]]) -> Vec<Appended<'a>> {
+        records
+            .iter()
+            .map(|r| Appended {
+                record: r,
+                hashes: &[],
+            })
+            .collect()
+    }
+
     #[test]
     fn records_read_back_across_reopens_and_segments() -> TestResult {
         let dir = tempfile::tempdir()?;
         let s = Segments::open(dir.path(), true)?;
-        let first = s.append(&[b"one", b"two"])?;
+        let first = s.append(&plain(&[b"one", b"two"]))?;
         assert_eq!(s.read(first[1])?, b"two");
         drop(s);
         let s = Segments::open(dir.path(), true)?;
-        let later = s.append(&[b"three"])?;
+        let later = s.append(&plain(&[b"three"]))?;
         assert_eq!(later[0].offset, 6, "appends go on after what is there");
         assert_eq!(s.read(first[0])?, b"one");
         assert_eq!(s.read(later[0])?, b"three");
@@ -277,7 +310,7 @@ mod tests {
             let mut w = s.writer.lock().map_err(|_| "poisoned")?;
             w.len = SEGMENT_BYTES;
         }
-        let next = s.append(&[b"four"])?;
+        let next = s.append(&plain(&[b"four"]))?;
         assert_eq!((next[0].segment, next[0].offset), (first[0].segment + 1, 0));
         assert_eq!(s.read(next[0])?, b"four");
         assert_eq!(s.read(later[0])?, b"three");
@@ -294,7 +327,7 @@ mod tests {
     fn places_beyond_a_segment_or_of_a_missing_one_are_corruption() -> TestResult {
         let dir = tempfile::tempdir()?;
         let s = Segments::open(dir.path(), true)?;
-        let p = s.append(&[b"entry"])?[0];
+        let p = s.append(&plain(&[b"entry"]))?[0];
         let beyond = Place { len: 99, ..p };
         assert!(matches!(s.read(beyond), Err(StoreError::Corrupt(_))));
         let missing = Place {
@@ -309,11 +342,34 @@ mod tests {
     }
 
     #[test]
+    fn hashes_follow_their_record() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let s = Segments::open(dir.path(), true)?;
+        let places = s.append(&[
+            Appended {
+                record: b"entry one",
+                hashes: &[1; 64],
+            },
+            Appended {
+                record: b"entry two",
+                hashes: &[2; 32],
+            },
+        ])?;
+        assert_eq!(s.read(places[0])?, b"entry one");
+        assert_eq!(s.read_hashes(places[0])?, [1; 64]);
+        assert_eq!(s.read(places[1])?, b"entry two");
+        assert_eq!(s.read_hashes(places[1])?, [2; 32]);
+        assert_eq!(places[1].offset, 9 + 64);
+        Ok(())
+    }
+
+    #[test]
     fn places_read_back_and_damaged_ones_are_refused() {
         let p = Place {
             segment: 3,
             offset: 1 << 40,
             len: 1500,
+            hashes: 96,
         };
         assert_eq!(Place::decode(&p.encode()).ok(), Some(p));
         let mut longer = p.encode();

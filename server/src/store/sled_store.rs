@@ -11,7 +11,7 @@ use super::codec::{
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
-use super::segments::Place;
+use super::segments::{Appended, Place};
 use super::{
     Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store, StoreError,
     StoredEntry,
@@ -158,7 +158,11 @@ impl SledStore {
         record: &[u8],
     ) -> Result<(), StoreError> {
         let tree = self.raw_tree()?;
-        let place = self.durability.segments.append(&[record])?;
+        let hashes = read_tree_hashes(&self.durability, channel, seq)?.unwrap_or_default();
+        let place = self.durability.segments.append(&[Appended {
+            record,
+            hashes: &hashes,
+        }])?;
         let place = place
             .first()
             .ok_or_else(|| StoreError::Database("no place for the record".into()))?;
@@ -538,9 +542,7 @@ impl Store for SledStore {
                 let v = match records.get(&seq) {
                     Some(v) => v.clone(),
                     None => {
-                        let v = self
-                            .durability
-                            .get(&key(TREE_HASH, channel, Some(seq)))?
+                        let v = read_tree_hashes(&self.durability, channel, seq)?
                             .ok_or_else(missing)?;
                         records.insert(seq, v.clone());
                         v
@@ -676,19 +678,58 @@ fn read_entry_record(
     if let Some(v) = durability.get(&key(ENTRY, channel, Some(seq)))? {
         return Ok(Some(v));
     }
+    let Some(place) = entry_place(durability, channel, seq)? else {
+        return Ok(None);
+    };
+    let record = durability
+        .segments
+        .read(place)
+        .map_err(|e| of_entry(e, channel, seq))?;
+    Ok(Some(record.into()))
+}
+
+/// The tree hashes entry `seq` added (levels 0, 1, …), found as its
+/// record is.
+fn read_tree_hashes(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<sled::IVec>, StoreError> {
+    if let Some(v) = durability.get(&key(TREE_HASH, channel, Some(seq)))? {
+        return Ok(Some(v));
+    }
+    let Some(place) = entry_place(durability, channel, seq)? else {
+        return Ok(None);
+    };
+    let hashes = durability
+        .segments
+        .read_hashes(place)
+        .map_err(|e| of_entry(e, channel, seq))?;
+    Ok(Some(hashes.into()))
+}
+
+/// Where sled says entry `seq`'s record is in the segments.
+fn entry_place(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<Place>, StoreError> {
     let Some(at) = durability.tree.get(key(ENTRY_AT, channel, Some(seq)))? else {
         return Ok(None);
     };
-    let place = Place::decode(&at).map_err(|_| {
+    Place::decode(&at).map(Some).map_err(|_| {
         StoreError::Corrupt(format!(
             "entry {channel}:{seq}: its place in the entry segments is garbled"
         ))
-    })?;
-    let record = durability.segments.read(place).map_err(|e| match e {
+    })
+}
+
+/// A segment's corruption, naming the entry it hit.
+fn of_entry(e: StoreError, channel: &str, seq: u64) -> StoreError {
+    match e {
         StoreError::Corrupt(m) => StoreError::Corrupt(format!("entry {channel}:{seq}: {m}")),
         other => other,
-    })?;
-    Ok(Some(record.into()))
+    }
 }
 
 mod backup;

@@ -9,23 +9,22 @@
 //! stays in memory (the overlay) and in the journal until the dump ends,
 //! and then is flushed as one batch.
 //!
-//! The dump holds each entry's record itself, under its record key, as
-//! format 3 kept it in sled, never its place in the segments: a restore
-//! appends the records to its own segments.
+//! A dump holds the records in format 3's layout whatever the store's
+//! format: each entry's record and tree hashes under their own keys, as
+//! format 3 kept them in sled, never a place in the segments. A restore
+//! writes them as they are and records format 3; the restored store's
+//! first start moves them into its segments (the upgrade of format 3).
 
 use super::super::codec::{
-    CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT_KEY, is_entry_key, place_key,
-    record_key, split_key, u64_from,
+    CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY, record_key,
+    split_key, tree_hash_key, u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
-use super::super::segments::{Place, Segments};
+use super::super::segments::Place;
 use super::super::{StoreError, create_dir_durably, sync_dir};
 use super::SledStore;
 use std::path::Path;
-
-/// Entry records a restore appends to the segments at a time.
-const RESTORE_CHUNK: usize = 1_000;
 
 /// Reads what the manifest says of one record: channel sizes,
 /// checkpoints, the storage format and the commit.
@@ -60,8 +59,9 @@ impl SledStore {
                     let (k, v) = kv?;
                     note_record(&mut summary, &k, &v)?;
                     if k.first() == Some(&ENTRY_AT) {
-                        let record = segments.read(Place::decode(&v)?)?;
-                        out.record(&record_key(&k), &record)?;
+                        let place = Place::decode(&v)?;
+                        out.record(&record_key(&k), &segments.read(place)?)?;
+                        out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
                     } else {
                         out.record(&k, &v)?;
                     }
@@ -91,22 +91,16 @@ impl SledStore {
         let written = (|| {
             let db = open_sled(dir)?;
             let tree = db.open_tree("exchange")?;
-            let segments = Segments::open(&dir.join("entries"), true)?;
             let mut summary = DumpSummary::default();
-            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
             let (records, bytes, sha256) = read_dump(dump, |k, v| {
                 note_record(&mut summary, k, v)?;
-                if is_entry_key(k) {
-                    entries.push((k.to_vec(), v.to_vec()));
-                    if entries.len() >= RESTORE_CHUNK {
-                        place_records(&segments, &tree, &mut entries)?;
-                    }
-                } else {
-                    tree.insert(k, v)?;
-                }
+                tree.insert(k, v)?;
                 Ok(())
             })?;
-            place_records(&segments, &tree, &mut entries)?;
+            // Format 4's dump is in format 3's layout (see above).
+            if tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT) {
+                tree.insert(FORMAT_KEY, FORMAT_3)?;
+            }
             summary.records = records;
             summary.bytes = bytes;
             summary.sha256 = sha256;
@@ -131,22 +125,6 @@ impl SledStore {
         }
         written
     }
-}
-
-/// Appends `entries` (record key, record) to the segments and names their
-/// places in `tree`; empties `entries`.
-fn place_records(
-    segments: &Segments,
-    tree: &sled::Tree,
-    entries: &mut Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<(), StoreError> {
-    let records: Vec<&[u8]> = entries.iter().map(|(_, v)| v.as_slice()).collect();
-    let places = segments.append(&records)?;
-    for ((k, _), place) in entries.iter().zip(places) {
-        tree.insert(place_key(k), place.encode())?;
-    }
-    entries.clear();
-    Ok(())
 }
 
 /// fsyncs every file sled wrote in `dir` (and its blobs), then the

@@ -1,15 +1,16 @@
 //! Older storage formats, upgraded in place at start (after the journal
 //! replay, before the store serves): format 2 gets its audit rows filled
-//! (format 3), then format 3's entry records move from sled into the
-//! entry segments (format 4). Each step works a chunk at a time and
+//! (format 3), then format 3's entry records and tree hashes move from
+//! sled into the entry segments (format 4). Each step works a chunk at a time and
 //! records its format last, so a start that stops midway upgrades again.
 
 use super::super::StoreError;
 use super::super::codec::{
     AUDIT_SCOPE, ENTRY, FORMAT, FORMAT_2, FORMAT_3, FORMAT_KEY, audit_key_parts, audit_row,
-    decode_entry, is_entry_key, place_key,
+    decode_entry, is_entry_key, place_key, tree_hash_key,
 };
 use super::super::durability::Durability;
+use super::super::segments::Appended;
 use super::read_entry_record;
 use std::ops::Bound;
 
@@ -72,9 +73,9 @@ fn fill_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
     Ok(rows)
 }
 
-/// Format 3 to 4: appends each entry record sled holds to the segments
-/// (synced), then names its place in sled and removes the record there,
-/// a chunk per sled batch; records format 4 last and makes it durable. A
+/// Format 3 to 4: appends each entry record sled holds, and its tree
+/// hashes, to the segments (synced), then names their place in sled and
+/// removes them there, a chunk per sled batch; records format 4 last and makes it durable. A
 /// record moved twice by a start that stopped midway leaves its first
 /// copy unnamed. Returns the entries moved.
 fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> {
@@ -88,13 +89,22 @@ fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> 
         if chunk.is_empty() {
             break;
         }
-        let records: Vec<&[u8]> = chunk.iter().map(|(_, v)| v.as_ref()).collect();
-        let places = durability.segments.append(&records)?;
+        let hashes = chunk
+            .iter()
+            .map(|(k, _)| Ok(durability.tree.get(tree_hash_key(k))?.unwrap_or_default()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let appended: Vec<Appended<'_>> = chunk
+            .iter()
+            .zip(&hashes)
+            .map(|((_, record), hashes)| Appended { record, hashes })
+            .collect();
+        let places = durability.segments.append(&appended)?;
         let mut batch = sled::Batch::default();
         for ((k, _), place) in chunk.iter().zip(places) {
             if is_entry_key(k) {
                 batch.insert(place_key(k), place.encode());
                 batch.remove(k.as_ref());
+                batch.remove(tree_hash_key(k));
             }
         }
         durability.tree.apply_batch(batch)?;

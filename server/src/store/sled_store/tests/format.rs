@@ -62,7 +62,16 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         Some(b"4".as_slice())
     );
     assert!(keys_of(&s, ENTRY)?.is_empty(), "records left in sled");
+    assert!(
+        keys_of(&s, TREE_HASH)?.is_empty(),
+        "tree hashes left in sled"
+    );
     assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 5);
+    let leaves: Vec<u64> = (0..5)
+        .map(tongbao_proto::merkle::stored_hash_count)
+        .collect();
+    let want: Vec<Hash> = (0..5).map(|seq| [100 + seq as u8; HASH_LEN]).collect();
+    assert_eq!(s.stored_hashes("tax", &leaves)?, want);
     for (seq, record) in (0..5u64).zip(&expected) {
         assert_eq!(&s.raw_entry_record("tax", seq)?, record, "entry {seq}");
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;

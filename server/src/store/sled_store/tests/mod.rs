@@ -3,8 +3,8 @@
 use super::*;
 use crate::store::AnswerKind;
 use crate::store::codec::{
-    COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, audit_key, inbox_run, key,
-    record_key, u64_from,
+    COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH, audit_key,
+    inbox_run, key, record_key, tree_hash_key, u64_from,
 };
 use crate::store::durability::Record;
 use crate::store::recent::INBOX_CACHE_LEN;
@@ -111,10 +111,11 @@ fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     for (k, _) in places {
         let (channel, seq) = crate::store::codec::split_key(&k)?;
-        let record = s
-            .raw_entry_record(&channel, seq.ok_or("no seq")?)?
-            .ok_or("no record")?;
+        let seq = seq.ok_or("no seq")?;
+        let record = s.raw_entry_record(&channel, seq)?.ok_or("no record")?;
+        let hashes = s.stored_hashes(&channel, &[tongbao_proto::merkle::stored_hash_count(seq)])?;
         tree.insert(record_key(&k), record)?;
+        tree.insert(tree_hash_key(&k), hashes.concat())?;
         tree.remove(&k)?;
     }
     tree.insert(FORMAT_KEY, FORMAT_3)?;

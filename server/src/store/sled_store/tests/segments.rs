@@ -1,4 +1,5 @@
-//! Entry records in the segments: sled holds only their places, a clean
+//! Entry records and their tree hashes in the segments: sled holds only
+//! their places, a clean
 //! stop leaves no journal behind, and damaged or missing segments are
 //! reported, not read around.
 
@@ -16,6 +17,7 @@ fn entries_are_in_the_segments_and_sled_holds_their_places()
         ])?;
         s.commit(&[entry("tax", 2, &[("finance", 3)])])?;
         assert!(keys_of(&s, ENTRY)?.is_empty(), "a record in sled");
+        assert!(keys_of(&s, TREE_HASH)?.is_empty(), "tree hashes in sled");
         let tree = s.raw_tree()?;
         for kv in tree.scan_prefix([ENTRY_AT, 0]) {
             let (_, v) = kv?;
@@ -32,6 +34,14 @@ fn entries_are_in_the_segments_and_sled_holds_their_places()
     }
     assert_eq!(s.entry("tax", 1)?.map(|e| e.cursors), Some(vec![2, 1]));
     assert!(s.entry("tax", 3)?.is_none());
+    // Each entry's leaf hash (level 0), stored after its record.
+    let leaves: Vec<u64> = (0..3)
+        .map(tongbao_proto::merkle::stored_hash_count)
+        .collect();
+    assert_eq!(
+        s.stored_hashes("tax", &leaves)?,
+        [[100; HASH_LEN], [101; HASH_LEN], [102; HASH_LEN]]
+    );
     Ok(())
 }
 
