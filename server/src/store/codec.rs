@@ -5,7 +5,10 @@
 //! ([`super::segments`]), followed by the Merkle hashes the entry adds to
 //! its channel's tree; sled holds their place there, under [`ENTRY_AT`].
 //! Until a flush moves them, a commit's entry record and hashes wait in
-//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. Records that grow with every
+//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. An
+//! audit index row's value moves there too with the flush (once for the
+//! rows of one entry), its key staying in sled with the row's place
+//! ([`row_place`]) as its value. Records that grow with every
 //! delivery are kept as runs of inbox positions, so that a message fanned
 //! out to 13 units costs one key per inbox per group commit, not one per
 //! recipient: an inbox run holds the positions one commit added to an
@@ -16,6 +19,7 @@
 //! run holding a position is the first key at or after it: lookups only
 //! ever iterate forwards.
 
+use super::segments::Place;
 use super::{Answer, AnswerKind, InboxItem, ScopedEntry, StoreError, StoredEntry};
 use prost::Message as _;
 use std::collections::BTreeMap;
@@ -39,8 +43,8 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 4 keeps entry records and their tree hashes in the segments and
-/// their places in sled; format 3 kept both in sled. Format 3 keeps in each audit index
+/// Format 4 keeps entry records, their tree hashes and audit rows in the
+/// segments and their places in sled; format 3 kept them all in sled. Format 3 keeps in each audit index
 /// row what the audit needs of the entry; format 2 rows were empty.
 pub(super) const FORMAT: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
@@ -49,7 +53,7 @@ pub(super) const FORMAT_3: &[u8] = b"3";
 pub(super) const FORMAT_2: &[u8] = b"2";
 /// The older layouts a start upgrades in place: format 2 by filling the
 /// audit index rows from the entries they name, then format 3 by moving
-/// the entry records and tree hashes into the segments.
+/// the entry records, tree hashes and audit rows into the segments.
 pub(super) const FORMATS_UPGRADABLE: [&[u8]; 2] = [FORMAT_2, FORMAT_3];
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
@@ -406,6 +410,24 @@ struct AuditRow {
     recipients: Vec<String>,
     #[prost(uint64, repeated, tag = "7")]
     cursors: Vec<u64>,
+}
+
+/// An audit row's value in sled once the row is in the segments: a 0
+/// byte (never the first byte of an encoded row, whose first field has a
+/// nonzero tag) and the row's place.
+pub(super) fn row_place(place: &Place) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&place.encode());
+    v
+}
+
+/// The place of a row whose sled value is `v`, if the row is in the
+/// segments (None: `v` is the row itself).
+pub(super) fn place_of_row(v: &[u8]) -> Result<Option<Place>, StoreError> {
+    match v.split_first() {
+        Some((0, place)) => Place::decode(place).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// The key of an entry's row in a mechanism's audit index: mechanism, hub

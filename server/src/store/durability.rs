@@ -15,8 +15,8 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH, is_entry_key, merge_runs,
-    place_key, record_key, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH, is_entry_key,
+    merge_runs, place_key, record_key, row_place, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
@@ -451,7 +451,7 @@ impl Durability {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
-            for (k, v) in self.place_entries(writes)? {
+            for (k, v) in self.place_records(writes)? {
                 self.tree.insert(k, v)?;
             }
         }
@@ -479,15 +479,19 @@ impl Durability {
         self.journal.retire(flushed.recorded)
     }
 
-    /// `writes` with every entry record, and the tree hashes of its
-    /// entry, replaced by its place in the segments, where they are
-    /// appended (and synced) first: sled never names a place that is not
-    /// on disk.
-    fn place_entries(
+    /// `writes` with every entry record (and the tree hashes of its
+    /// entry) and every audit row replaced by its place in the segments,
+    /// where they are appended (and synced) first: sled never names a
+    /// place that is not on disk. The rows of one entry, alike, are
+    /// appended once.
+    fn place_records(
         &self,
         mut writes: Vec<(Vec<u8>, IVec)>,
     ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
-        if !writes.iter().any(|(k, _)| is_entry_key(k)) {
+        let is_row = |k: &[u8], v: &[u8]| {
+            k.first() == Some(&AUDIT_SCOPE) && v.first().is_some_and(|b| *b != 0)
+        };
+        if !writes.iter().any(|(k, v)| is_entry_key(k) || is_row(k, v)) {
             return Ok(writes);
         }
         // Each entry's hashes, by the entry's key, taken out of the writes.
@@ -505,26 +509,49 @@ impl Durability {
             }
             true
         });
-        let appended: Vec<Appended<'_>> = writes
-            .iter()
-            .filter(|(k, _)| is_entry_key(k))
-            .map(|(k, v)| Appended {
-                record: v,
-                hashes: hashes.get(k).map_or(&[], |h| h.as_ref()),
-            })
-            .collect();
-        let mut places = self.segments.append(&appended)?.into_iter();
+        // What to append: entries, then each distinct row; and for each
+        // write, which of them it becomes the place of.
+        let mut appended: Vec<Appended<'_>> = Vec::new();
+        let mut rows: HashMap<&[u8], usize> = HashMap::new();
+        let mut index: Vec<Option<usize>> = Vec::with_capacity(writes.len());
+        for (k, v) in &writes {
+            if is_entry_key(k) {
+                index.push(Some(appended.len()));
+                appended.push(Appended {
+                    record: v,
+                    hashes: hashes.get(k).map_or(&[], |h| h.as_ref()),
+                });
+            } else if is_row(k, v) {
+                let at = *rows.entry(v.as_ref()).or_insert_with(|| {
+                    appended.push(Appended {
+                        record: v,
+                        hashes: &[],
+                    });
+                    appended.len() - 1
+                });
+                index.push(Some(at));
+            } else {
+                index.push(None);
+            }
+        }
+        let places = self.segments.append(&appended)?;
         drop(appended);
+        drop(rows);
         writes
             .into_iter()
-            .map(|(k, v)| {
-                if !is_entry_key(&k) {
+            .zip(index)
+            .map(|((k, v), at)| {
+                let Some(at) = at else {
                     return Ok((k, v));
-                }
-                let place = places.next().ok_or_else(|| {
+                };
+                let place = places.get(at).ok_or_else(|| {
                     StoreError::Database("the segments gave fewer places than records".into())
                 })?;
-                Ok((place_key(&k), place.encode().into()))
+                if is_entry_key(&k) {
+                    Ok((place_key(&k), place.encode().into()))
+                } else {
+                    Ok((k, row_place(place).into()))
+                }
             })
             .collect()
     }

@@ -7,7 +7,7 @@ use super::codec::{
     ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, ENTRY_AT, FETCHED, INBOX, INBOX_HEAD, MESSAGE,
     REGISTRY_KEY, TREE_HASH, answer_run, audit_key, audit_range, audit_row, decode_answer,
     decode_audit_row, decode_entry, decode_inbox_run, entry_offset, entry_record, fetched_at,
-    hash_from, inbox_run, key, runs_of, split_key, stored_hash_place, u64_from,
+    hash_from, inbox_run, key, place_of_row, runs_of, split_key, stored_hash_place, u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
@@ -516,7 +516,13 @@ impl Store for SledStore {
             .take(limit)
         {
             let (k, v) = kv?;
-            out.push(decode_audit_row(&k, &v)?);
+            match place_of_row(&v)? {
+                Some(place) => {
+                    let row = self.durability.segments.read(place)?;
+                    out.push(decode_audit_row(&k, &row)?);
+                }
+                None => out.push(decode_audit_row(&k, &v)?),
+            }
         }
         Ok(out)
     }

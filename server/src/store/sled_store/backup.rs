@@ -10,14 +10,14 @@
 //! and then is flushed as one batch.
 //!
 //! A dump holds the records in format 3's layout whatever the store's
-//! format: each entry's record and tree hashes under their own keys, as
-//! format 3 kept them in sled, never a place in the segments. A restore
+//! format: each entry's record and tree hashes under their own keys, and
+//! each audit row whole, as format 3 kept them in sled, never a place in the segments. A restore
 //! writes them as they are and records format 3; the restored store's
 //! first start moves them into its segments (the upgrade of format 3).
 
 use super::super::codec::{
-    CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY, record_key,
-    split_key, tree_hash_key, u64_from,
+    AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY,
+    place_of_row, record_key, split_key, tree_hash_key, u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
@@ -62,6 +62,10 @@ impl SledStore {
                         let place = Place::decode(&v)?;
                         out.record(&record_key(&k), &segments.read(place)?)?;
                         out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
+                    } else if k.first() == Some(&AUDIT_SCOPE)
+                        && let Some(place) = place_of_row(&v)?
+                    {
+                        out.record(&k, &segments.read(place)?)?;
                     } else {
                         out.record(&k, &v)?;
                     }

@@ -1,17 +1,18 @@
 //! Older storage formats, upgraded in place at start (after the journal
 //! replay, before the store serves): format 2 gets its audit rows filled
-//! (format 3), then format 3's entry records and tree hashes move from
-//! sled into the entry segments (format 4). Each step works a chunk at a time and
+//! (format 3), then format 3's entry records, tree hashes and audit rows
+//! move from sled into the entry segments (format 4). Each step works a chunk at a time and
 //! records its format last, so a start that stops midway upgrades again.
 
 use super::super::StoreError;
 use super::super::codec::{
     AUDIT_SCOPE, ENTRY, FORMAT, FORMAT_2, FORMAT_3, FORMAT_KEY, audit_key_parts, audit_row,
-    decode_entry, is_entry_key, place_key, tree_hash_key,
+    decode_entry, is_entry_key, place_key, row_place, tree_hash_key,
 };
 use super::super::durability::Durability;
 use super::super::segments::Appended;
 use super::read_entry_record;
+use std::collections::HashMap;
 use std::ops::Bound;
 
 /// Records per sled batch (and per segment append) of an upgrade.
@@ -28,11 +29,13 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
         );
     }
     if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_3) {
+        let rows = move_rows_to_segments(durability)?;
         let entries = move_entries_to_segments(durability)?;
         tracing::info!(
             dir = %durability.dir.display(),
             entries,
-            "storage format 3 upgraded to 4: moved the entry records into the entry segments"
+            rows,
+            "storage format 3 upgraded to 4: moved the entry records and audit rows into the entry segments"
         );
     }
     Ok(())
@@ -71,6 +74,53 @@ fn fill_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
     durability.tree.insert(FORMAT_KEY, FORMAT_3)?;
     durability.make_durable()?;
     Ok(rows)
+}
+
+/// Format 3 to 4, audit rows: appends each row sled holds whole to the
+/// segments (once for rows alike in a chunk), then puts its place in its
+/// value, a chunk per sled batch. Returns the rows moved.
+fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
+    let end = [AUDIT_SCOPE, 1];
+    let mut from = vec![AUDIT_SCOPE, 0];
+    let mut moved = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for kv in durability.tree.range(from.as_slice()..&end[..]).take(CHUNK) {
+            chunk.push(kv?);
+        }
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        from = last.to_vec();
+        from.push(0);
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut appended = Vec::new();
+        let mut rows = Vec::new();
+        for (k, v) in &chunk {
+            if v.first().is_none_or(|b| *b == 0) {
+                continue;
+            }
+            let at = *index.entry(v.as_ref()).or_insert_with(|| {
+                appended.push(Appended {
+                    record: v,
+                    hashes: &[],
+                });
+                appended.len() - 1
+            });
+            rows.push((k, at));
+        }
+        let places = durability.segments.append(&appended)?;
+        let mut batch = sled::Batch::default();
+        for (k, at) in rows {
+            if let Some(place) = places.get(at) {
+                batch.insert(k.as_ref(), row_place(place));
+                moved += 1;
+            }
+        }
+        durability.tree.apply_batch(batch)?;
+    }
+    durability.make_durable()?;
+    Ok(moved)
 }
 
 /// Format 3 to 4: appends each entry record sled holds, and its tree

@@ -85,3 +85,54 @@ fn the_audit_index_holds_what_was_appended_and_a_query_reads_only_its_period()
     ));
     Ok(())
 }
+
+/// A row is kept in the segments, once for the rows of one entry in its
+/// mechanisms' indexes; sled holds its key and place. A row whose bytes
+/// are gone from the segment is reported, not skipped.
+#[test]
+fn audit_rows_are_in_the_segments_once_per_entry() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let (rows, file) = {
+        let s = SledStore::open(dir.path(), true)?;
+        let mut e = audited("tax", 0, 1_000, &[("finance", 1), ("pbc", 1)]);
+        e.audit_scopes = vec!["fund".into(), "other".into()];
+        s.commit(&[e])?;
+        let rows = [
+            s.audit_scope("fund", 0, i64::MAX, None, 10)?,
+            s.audit_scope("other", 0, i64::MAX, None, 10)?,
+        ];
+        let tree = s.raw_tree()?;
+        let values: Vec<sled::IVec> = tree
+            .scan_prefix([AUDIT_SCOPE, 0])
+            .values()
+            .collect::<Result<_, _>>()?;
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0], values[1], "one row for both");
+        assert_eq!(values[0].first(), Some(&0), "a place, not the row");
+        assert!(values[0].len() <= 9, "{} bytes", values[0].len());
+        let (file, _, _) = s.raw_entry_place("tax", 0)?.ok_or("no place")?;
+        (rows, file)
+    };
+    assert_eq!(rows[0].len(), 1);
+    assert_eq!(rows[0], rows[1]);
+    assert_eq!(
+        rows[0][0].deliveries,
+        [("finance".into(), 1), ("pbc".into(), 1)]
+    );
+    // Read back from the segment by a new store.
+    let s = SledStore::open(dir.path(), true)?;
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, rows[0]);
+    drop(s);
+    // The row was appended after the entry: cut the segment before it.
+    let len = std::fs::metadata(&file)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)?
+        .set_len(len - 10)?;
+    let s = SledStore::open(dir.path(), true)?;
+    assert!(matches!(
+        s.audit_scope("fund", 0, i64::MAX, None, 10),
+        Err(StoreError::Corrupt(_))
+    ));
+    Ok(())
+}

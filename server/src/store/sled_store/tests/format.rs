@@ -38,6 +38,10 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
     );
     assert!(keys_of(&s, ENTRY)?.is_empty());
     assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 3);
+    // The rows too: sled holds their places.
+    for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
+        assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
+    }
     Ok(())
 }
 

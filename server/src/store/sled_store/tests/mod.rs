@@ -3,8 +3,8 @@
 use super::*;
 use crate::store::AnswerKind;
 use crate::store::codec::{
-    COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH, audit_key,
-    inbox_run, key, record_key, tree_hash_key, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH,
+    audit_key, inbox_run, key, record_key, tree_hash_key, u64_from,
 };
 use crate::store::durability::Record;
 use crate::store::recent::INBOX_CACHE_LEN;
