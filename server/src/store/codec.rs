@@ -161,8 +161,15 @@ pub(super) fn fetched_at(v: &[u8], cursor: u64) -> Result<u64, ()> {
     Err(())
 }
 
+/// A merged run grows no larger than this. sled splits a leaf node by its
+/// number of keys (16), not its size, and writes a node over 128 KiB as a
+/// blob file of its own at every rewrite: runs of a whole flush at 13
+/// recipients (about 15 KiB each) made such nodes, which took a quarter
+/// of the data directory.
+const MERGED_RUN_BYTES: usize = 4 << 10;
+
 /// Consecutive runs of one inbox in `writes` (inbox runs, fetched runs)
-/// as one run each, the rest as is: how a flush writes them to sled, so
+/// as one run each (up to [`MERGED_RUN_BYTES`]), the rest as is: how a flush writes them to sled, so
 /// that an inbox read at one commit at a time does not leave one key per
 /// commit behind. Runs are keyed by their last position, so the merged
 /// run takes the key of the last run it absorbs.
@@ -204,6 +211,7 @@ pub(super) fn merge_runs(writes: &BTreeMap<Vec<u8>, sled::IVec>) -> Vec<(Vec<u8>
             && o.kind == kind
             && o.prefix == prefix
             && o.last.checked_add(1) == Some(first)
+            && o.value.len() + v.len() <= MERGED_RUN_BYTES
             && append_run(kind, &mut o.value, v, last - first + 1)
         {
             o.last = last;

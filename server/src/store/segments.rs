@@ -221,6 +221,14 @@ impl Segments {
 
     fn read_span(&self, segment: u64, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         let file = self.reader(segment)?;
+        // A garbled place must not size the buffer beyond the file.
+        let size = file.metadata()?.len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(StoreError::Corrupt(format!(
+                "segment {}: {len} bytes at offset {offset} are beyond its end ({size} bytes)",
+                self.path(segment).display(),
+            )));
+        }
         let mut buf = vec![0; len as usize];
         read_exact_at(&file, &mut buf, offset).map_err(|e| {
             StoreError::Corrupt(format!(
@@ -330,6 +338,15 @@ mod tests {
         let p = s.append(&plain(&[b"entry"]))?[0];
         let beyond = Place { len: 99, ..p };
         assert!(matches!(s.read(beyond), Err(StoreError::Corrupt(_))));
+        // A garbled length is refused before anything that large is allocated.
+        let huge = Place {
+            len: MAX_RECORD,
+            ..p
+        };
+        match s.read(huge) {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("beyond its end"), "{m}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
         let missing = Place {
             segment: p.segment + 7,
             ..p

@@ -431,3 +431,30 @@ fn a_removed_inbox_run_is_reported() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(s.inbox_page("finance", 3, 10)?.len(), 1);
     Ok(())
 }
+
+/// A flush merges an inbox's runs only up to a size, so that no sled node
+/// of runs grows into a blob file; every position still reads back.
+#[test]
+fn merged_runs_stop_at_their_size() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
+    for seq in 0..1000u64 {
+        s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+    }
+    let tree = s.raw_tree()?;
+    let runs: Vec<sled::IVec> = tree
+        .scan_prefix(b"i\0finance\0")
+        .values()
+        .collect::<Result<_, _>>()?;
+    // 1000 positions of 13 bytes: more than one run, none much over 4 KiB.
+    assert!(runs.len() > 1, "one run of {} bytes", runs[0].len());
+    assert!(runs.iter().all(|r| r.len() <= 4 << 10), "a run too large");
+    let page = s.inbox_page("finance", 0, 2000)?;
+    assert_eq!(page.len(), 1000);
+    assert!(
+        page.iter()
+            .zip(1..)
+            .all(|(i, c)| i.cursor == c && i.seq == c - 1)
+    );
+    Ok(())
+}
