@@ -275,6 +275,30 @@ fn append_run(kind: u8, into: &mut Vec<u8>, v: &[u8], count: u64) -> bool {
     }
 }
 
+/// `items` (one per position from `first` on) cut into runs of at most
+/// [`MERGED_RUN_BYTES`] (a run holds one position at least), as (first
+/// position, items): a group commit of hundreds of messages makes one
+/// run per inbox otherwise.
+pub(super) fn sized_runs<'a, 'b>(
+    first: u64,
+    items: &'a [(u64, &'b str)],
+) -> Vec<(u64, &'a [(u64, &'b str)])> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 12);
+    for (i, (_, channel)) in items.iter().enumerate() {
+        let len = 10 + channel.len();
+        if i > start && bytes + len > MERGED_RUN_BYTES {
+            out.push((first + start as u64, &items[start..i]));
+            (start, bytes) = (i, 12);
+        }
+        bytes += len;
+    }
+    if start < items.len() {
+        out.push((first + start as u64, &items[start..]));
+    }
+    out
+}
+
 /// An inbox run: first position (8), count (4), then per position the
 /// entry's seq (8), the length of its channel name (2) and the name.
 pub(super) fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
@@ -639,6 +663,26 @@ pub(super) mod proptests {
                 .map(|(cursor, (seq, channel))| InboxItem { cursor, seq: *seq, channel: channel.clone() })
                 .collect();
             prop_assert_eq!(read, want);
+        }
+
+        #[test]
+        fn sized_runs_cover_every_position_once(
+            first in 0..1000u64,
+            items in vec((any::<u64>(), "[a-z-]{0,40}"), 0..600),
+        ) {
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let runs = sized_runs(first, &refs);
+            let mut next = first;
+            let mut seen = Vec::new();
+            for (at, part) in &runs {
+                prop_assert_eq!(*at, next);
+                prop_assert!(!part.is_empty());
+                let bytes = inbox_run(*at, part).len();
+                prop_assert!(part.len() == 1 || bytes <= MERGED_RUN_BYTES, "{} bytes", bytes);
+                next += part.len() as u64;
+                seen.extend_from_slice(part);
+            }
+            prop_assert_eq!(seen, refs);
         }
 
         #[test]

@@ -7,7 +7,8 @@ use super::codec::{
     ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, ENTRY_AT, FETCHED, INBOX, INBOX_HEAD, MESSAGE,
     REGISTRY_KEY, TREE_HASH, answer_run, audit_key, audit_range, audit_row, decode_answer,
     decode_audit_row, decode_entry, decode_inbox_run, entry_offset, entry_record, fetched_at,
-    hash_from, inbox_run, key, place_of_row, runs_of, split_key, stored_hash_place, u64_from,
+    hash_from, inbox_run, key, place_of_row, runs_of, sized_runs, split_key, stored_hash_place,
+    u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
@@ -376,7 +377,10 @@ impl Store for SledStore {
             for (first, last) in runs_of(&cursors) {
                 let (run, next) = rest.split_at(((last - first) as usize + 1).min(rest.len()));
                 let run: Vec<(u64, &str)> = run.iter().map(|(_, s, c)| (*s, *c)).collect();
-                ops.push((key(INBOX, inbox, Some(last)), inbox_run(first, &run)));
+                for (at, part) in sized_runs(first, &run) {
+                    let last = at + part.len() as u64 - 1;
+                    ops.push((key(INBOX, inbox, Some(last)), inbox_run(at, part)));
+                }
                 rest = next;
             }
             if let Some(head) = cursors.last() {

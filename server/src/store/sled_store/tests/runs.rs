@@ -458,3 +458,33 @@ fn merged_runs_stop_at_their_size() -> Result<(), Box<dyn std::error::Error>> {
     );
     Ok(())
 }
+
+/// One commit of many positions to an inbox is kept as several runs of a
+/// bounded size, and reads back whole.
+#[test]
+fn a_large_commit_is_cut_into_sized_runs() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open(dir.path(), true)?;
+    let batch: Vec<NewEntry> = (0..1000u64)
+        .map(|seq| entry("tax", seq, &[("finance", seq + 1)]))
+        .collect();
+    s.commit(&batch)?;
+    let runs: Vec<sled::IVec> = s
+        .raw_tree()?
+        .scan_prefix(b"i\0finance\0")
+        .values()
+        .collect::<Result<_, _>>()?;
+    assert!(runs.len() > 1);
+    assert!(runs.iter().all(|r| r.len() <= 4 << 10), "a run too large");
+    drop(s);
+    let s = SledStore::open(dir.path(), true)?;
+    let page = s.inbox_page("finance", 0, 2000)?;
+    assert_eq!(page.len(), 1000);
+    assert!(
+        page.iter()
+            .zip(1..)
+            .all(|(i, c)| i.cursor == c && i.seq == c - 1)
+    );
+    assert_eq!(s.inbox_page("finance", 500, 3)?.len(), 3);
+    Ok(())
+}
