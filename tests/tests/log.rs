@@ -382,8 +382,10 @@ async fn checkpointed_data() -> Result<TestPki, BoxError> {
     Ok(pki)
 }
 
+/// The key of an entry's place in the entry segments (its record is in
+/// the segment the place names).
 fn entry_key(channel: &str, seq: u64) -> Vec<u8> {
-    let mut k = vec![b'e', 0];
+    let mut k = vec![b'p', 0];
     k.extend_from_slice(channel.as_bytes());
     k.push(0);
     k.extend_from_slice(&seq.to_be_bytes());
@@ -425,15 +427,42 @@ async fn a_changed_body_stops_the_hub() -> TestResult {
     )
 }
 
+/// One byte of an entry's record changed in its segment file, as a disk
+/// or an intruder would change it: the background check finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_byte_in_an_entry_segment_stops_the_hub() -> TestResult {
+    let pki = checkpointed_data().await?;
+    let (file, offset, len) = {
+        let store = tongbao_server::store::SledStore::open(&pki.path().join("data"), true)?;
+        store.raw_entry_place("tax", 2)?.ok_or("no place")?
+    };
+    let mut bytes = std::fs::read(&file)?;
+    let record = bytes
+        .get_mut(offset as usize..(offset + len) as usize)
+        .ok_or("the place is beyond the segment")?;
+    // The subject "n2": still a well-formed entry, saying something else.
+    let at = record
+        .windows(2)
+        .position(|w| w == b"n2")
+        .ok_or("the subject is not in the record")?;
+    record[at] ^= 0x01;
+    std::fs::write(&file, &bytes)?;
+    stops_the_hub(
+        &pki,
+        StoppedAt::WhileServing,
+        &["background check", "channel tax", "entry 2", "altered"],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_entries_stop_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        let tree = s.raw_tree()?;
-        let a = tree.get(entry_key("tax", 1))?.ok_or("no entry")?;
-        let b = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
-        tree.insert(entry_key("tax", 1), b)?;
-        tree.insert(entry_key("tax", 2), a)?;
+        // The records only: each place keeps its own tree hashes.
+        let a = s.raw_entry_record("tax", 1)?.ok_or("no entry")?;
+        let b = s.raw_entry_record("tax", 2)?.ok_or("no entry")?;
+        s.raw_replace_entry_record("tax", 1, &b)?;
+        s.raw_replace_entry_record("tax", 2, &a)?;
         Ok(())
     })?;
     stops_the_hub(&pki, StoppedAt::WhileServing, &["channel tax", "entry 1"])
@@ -446,10 +475,12 @@ async fn a_deleted_entry_stops_the_hub() -> TestResult {
         s.raw_tree()?.remove(entry_key("tax", 1))?;
         Ok(())
     })?;
+    // The entry's place names its tree hashes too: without them the
+    // stored tree no longer matches the checkpoint, which the start checks.
     stops_the_hub(
         &pki,
-        StoppedAt::WhileServing,
-        &["channel tax", "entry 1", "missing"],
+        StoppedAt::Start,
+        &["refusing to start", "channel tax", "stored hash", "missing"],
     )
 }
 
@@ -460,7 +491,7 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
         let tree = s.raw_tree()?;
         // Drop the last entry and rewind the channel head to entry 2, as a
         // careful operator rewriting history would.
-        let prev = tree.get(entry_key("tax", 2))?.ok_or("no entry")?;
+        let prev = s.raw_entry_record("tax", 2)?.ok_or("no entry")?;
         tree.remove(entry_key("tax", 3))?;
         let mut head = 3u64.to_be_bytes().to_vec();
         head.extend_from_slice(&prev[..32]);
@@ -484,8 +515,7 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
 /// keeping its recorded leaf hash.
 fn rewrite_body(store: &tongbao_server::store::SledStore, channel: &str, seq: u64) -> TestResult {
     use prost::Message;
-    let tree = store.raw_tree()?;
-    let v = tree.get(entry_key(channel, seq))?.ok_or("no entry")?;
+    let v = store.raw_entry_record(channel, seq)?.ok_or("no entry")?;
     let (before, encoded) =
         tongbao_server::store::SledStore::split_entry_record(&v).ok_or("bad record")?;
     let mut entry = pb::Entry::decode(encoded)?;
@@ -494,7 +524,7 @@ fn rewrite_body(store: &tongbao_server::store::SledStore, channel: &str, seq: u6
     }
     let mut value = before.to_vec();
     value.extend(entry.encode_to_vec());
-    tree.insert(entry_key(channel, seq), value)?;
+    store.raw_replace_entry_record(channel, seq, &value)?;
     Ok(())
 }
 

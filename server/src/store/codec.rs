@@ -1,6 +1,14 @@
 //! How the store lays records out as sled keys and values.
 //!
-//! One tree, keys prefixed by record type. Records that grow with every
+//! One tree, keys prefixed by record type. An entry's record (leaf hash,
+//! inbox positions, the encoded entry) is kept in the entry segments
+//! ([`super::segments`]), followed by the Merkle hashes the entry adds to
+//! its channel's tree; sled holds their place there, under [`ENTRY_AT`].
+//! Until a flush moves them, a commit's entry record and hashes wait in
+//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. An
+//! audit index row's value moves there too with the flush (once for the
+//! rows of one entry), its key staying in sled with the row's place
+//! ([`row_place`]) as its value. Records that grow with every
 //! delivery are kept as runs of inbox positions, so that a message fanned
 //! out to 13 units costs one key per inbox per group commit, not one per
 //! recipient: an inbox run holds the positions one commit added to an
@@ -11,12 +19,15 @@
 //! run holding a position is the first key at or after it: lookups only
 //! ever iterate forwards.
 
+use super::segments::Place;
 use super::{Answer, AnswerKind, InboxItem, ScopedEntry, StoreError, StoredEntry};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
 pub(super) const ENTRY: u8 = b'e';
+/// Where an entry's record is in the segments (format 4 on).
+pub(super) const ENTRY_AT: u8 = b'p';
 pub(super) const INBOX: u8 = b'i';
 pub(super) const MESSAGE: u8 = b'm';
 pub(super) const CHANNEL_HEAD: u8 = b'c';
@@ -31,13 +42,19 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 /// The id of the last commit applied, written in the same batch.
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
-/// layout is refused rather than misread, except [`FORMAT_UPGRADABLE`].
-/// Format 3 keeps in each audit index row what the audit needs of the
-/// entry; format 2 rows were empty.
-pub(super) const FORMAT: &[u8] = b"3";
-/// The one older layout a start upgrades in place, by filling the audit
-/// index rows from the entries they name.
-pub(super) const FORMAT_UPGRADABLE: &[u8] = b"2";
+/// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
+/// Format 4 keeps entry records, their tree hashes and audit rows in the
+/// segments and their places in sled; format 3 kept them all in sled. Format 3 keeps in each audit index
+/// row what the audit needs of the entry; format 2 rows were empty.
+pub(super) const FORMAT: &[u8] = b"4";
+/// Entry records in sled, audit rows filled.
+pub(super) const FORMAT_3: &[u8] = b"3";
+/// Entry records in sled, audit rows empty.
+pub(super) const FORMAT_2: &[u8] = b"2";
+/// The older layouts a start upgrades in place: format 2 by filling the
+/// audit index rows from the entries they name, then format 3 by moving
+/// the entry records, tree hashes and audit rows into the segments.
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 2] = [FORMAT_2, FORMAT_3];
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + name.len() + 9);
@@ -49,6 +66,39 @@ pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
         k.extend_from_slice(&n.to_be_bytes());
     }
     k
+}
+
+/// Whether `k` is an entry record's key (`e 0 channel 0 seq`).
+pub(super) fn is_entry_key(k: &[u8]) -> bool {
+    k.first() == Some(&ENTRY) && k.get(1) == Some(&0)
+}
+
+/// The key of the place of the entry whose record key is `k`.
+pub(super) fn place_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = ENTRY_AT;
+    }
+    out
+}
+
+/// The key of the record of the entry whose place (or tree hashes) key
+/// is `k`.
+pub(super) fn record_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = ENTRY;
+    }
+    out
+}
+
+/// The key of the tree hashes of the entry whose record (or place) key is `k`.
+pub(super) fn tree_hash_key(k: &[u8]) -> Vec<u8> {
+    let mut out = k.to_vec();
+    if let Some(kind) = out.first_mut() {
+        *kind = TREE_HASH;
+    }
+    out
 }
 
 /// Consecutive stretches `(first, last)` of ascending, distinct positions.
@@ -111,8 +161,15 @@ pub(super) fn fetched_at(v: &[u8], cursor: u64) -> Result<u64, ()> {
     Err(())
 }
 
+/// A merged run grows no larger than this. sled splits a leaf node by its
+/// number of keys (16), not its size, and writes a node over 128 KiB as a
+/// blob file of its own at every rewrite: runs of a whole flush at 13
+/// recipients (about 15 KiB each) made such nodes, which took a quarter
+/// of the data directory.
+const MERGED_RUN_BYTES: usize = 4 << 10;
+
 /// Consecutive runs of one inbox in `writes` (inbox runs, fetched runs)
-/// as one run each, the rest as is: how a flush writes them to sled, so
+/// as one run each (up to [`MERGED_RUN_BYTES`]), the rest as is: how a flush writes them to sled, so
 /// that an inbox read at one commit at a time does not leave one key per
 /// commit behind. Runs are keyed by their last position, so the merged
 /// run takes the key of the last run it absorbs.
@@ -154,6 +211,7 @@ pub(super) fn merge_runs(writes: &BTreeMap<Vec<u8>, sled::IVec>) -> Vec<(Vec<u8>
             && o.kind == kind
             && o.prefix == prefix
             && o.last.checked_add(1) == Some(first)
+            && o.value.len() + v.len() <= MERGED_RUN_BYTES
             && append_run(kind, &mut o.value, v, last - first + 1)
         {
             o.last = last;
@@ -215,6 +273,30 @@ fn append_run(kind: u8, into: &mut Vec<u8>, v: &[u8], count: u64) -> bool {
     } else {
         false
     }
+}
+
+/// `items` (one per position from `first` on) cut into runs of at most
+/// [`MERGED_RUN_BYTES`] (a run holds one position at least), as (first
+/// position, items): a group commit of hundreds of messages makes one
+/// run per inbox otherwise.
+pub(super) fn sized_runs<'a, 'b>(
+    first: u64,
+    items: &'a [(u64, &'b str)],
+) -> Vec<(u64, &'a [(u64, &'b str)])> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 12);
+    for (i, (_, channel)) in items.iter().enumerate() {
+        let len = 10 + channel.len();
+        if i > start && bytes + len > MERGED_RUN_BYTES {
+            out.push((first + start as u64, &items[start..i]));
+            (start, bytes) = (i, 12);
+        }
+        bytes += len;
+    }
+    if start < items.len() {
+        out.push((first + start as u64, &items[start..]));
+    }
+    out
 }
 
 /// An inbox run: first position (8), count (4), then per position the
@@ -360,6 +442,24 @@ struct AuditRow {
     recipients: Vec<String>,
     #[prost(uint64, repeated, tag = "7")]
     cursors: Vec<u64>,
+}
+
+/// An audit row's value in sled once the row is in the segments: a 0
+/// byte (never the first byte of an encoded row, whose first field has a
+/// nonzero tag) and the row's place.
+pub(super) fn row_place(place: &Place) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&place.encode());
+    v
+}
+
+/// The place of a row whose sled value is `v`, if the row is in the
+/// segments (None: `v` is the row itself).
+pub(super) fn place_of_row(v: &[u8]) -> Result<Option<Place>, StoreError> {
+    match v.split_first() {
+        Some((0, place)) => Place::decode(place).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// The key of an entry's row in a mechanism's audit index: mechanism, hub
@@ -563,6 +663,26 @@ pub(super) mod proptests {
                 .map(|(cursor, (seq, channel))| InboxItem { cursor, seq: *seq, channel: channel.clone() })
                 .collect();
             prop_assert_eq!(read, want);
+        }
+
+        #[test]
+        fn sized_runs_cover_every_position_once(
+            first in 0..1000u64,
+            items in vec((any::<u64>(), "[a-z-]{0,40}"), 0..600),
+        ) {
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let runs = sized_runs(first, &refs);
+            let mut next = first;
+            let mut seen = Vec::new();
+            for (at, part) in &runs {
+                prop_assert_eq!(*at, next);
+                prop_assert!(!part.is_empty());
+                let bytes = inbox_run(*at, part).len();
+                prop_assert!(part.len() == 1 || bytes <= MERGED_RUN_BYTES, "{} bytes", bytes);
+                next += part.len() as u64;
+                seen.extend_from_slice(part);
+            }
+            prop_assert_eq!(seen, refs);
         }
 
         #[test]

@@ -10,14 +10,21 @@
 //! sled's own flush uses `sync_file_range` and never syncs blob files
 //! (large values), which survives a process crash but not a power loss;
 //! [`Durability::make_durable`] adds the missing fsyncs. Fetched marks are
-//! not journaled: they reach disk with the next flush.
+//! not journaled: they reach disk with the next flush. A flush appends the
+//! entry records among its writes to the entry segments
+//! ([`super::segments`]) and syncs them before sled names their places.
 
-use super::codec::{COMMIT_KEY, FORMAT, FORMAT_KEY, FORMAT_UPGRADABLE, merge_runs, u64_from};
+use super::codec::{
+    AUDIT_SCOPE, COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH, is_entry_key,
+    merge_runs, place_key, record_key, row_place, u64_from,
+};
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
+use super::segments::{Appended, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
-use std::collections::HashSet;
+use sled::IVec;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
@@ -57,6 +64,8 @@ pub(super) struct Durability {
     synced_blobs: Mutex<HashSet<OsString>>,
     fsync: bool,
     pub(super) journal: Journal,
+    /// The entries' records, which sled names by place.
+    pub(super) segments: Segments,
     /// The id of the last commit applied (to the overlay); changed only
     /// under the overlay's write lock, so a frozen overlay knows its last commit.
     pub(super) applied: AtomicU64,
@@ -212,15 +221,15 @@ impl Durability {
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades format 2 once the journal is replayed.
-            Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_UPGRADABLE => {}
+            // The store upgrades formats 2 and 3 once the journal is replayed.
+            Some(v) if v.as_ref() == FORMAT || FORMATS_UPGRADABLE.contains(&v.as_ref()) => {}
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
             }
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades format 2); start it on an empty data directory",
+                     (and upgrades formats 2 and 3); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -236,6 +245,7 @@ impl Durability {
             Some(v) => u64_from(&v)?,
             None => 0,
         };
+        let segments = Segments::open(&dir.join("entries"), fsync)?;
         let (mut journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
         journal.keep_free(reserve);
         // Commits the journal made durable but sled had not flushed: all
@@ -263,6 +273,7 @@ impl Durability {
             synced_blobs: Mutex::new(HashSet::new()),
             fsync,
             journal,
+            segments,
             applied: AtomicU64::new(applied),
         });
         durability.flush(false, Record::AtOnce)?;
@@ -431,14 +442,17 @@ impl Durability {
         };
         if let Some(frozen) = &frozen {
             self.journal.sync()?;
-            if merge {
-                for (k, v) in merge_runs(&frozen.writes) {
-                    self.tree.insert(k, v)?;
-                }
+            let writes = if merge {
+                merge_runs(&frozen.writes)
             } else {
-                for (k, v) in frozen.writes.iter() {
-                    self.tree.insert(k.as_slice(), v.clone())?;
-                }
+                frozen
+                    .writes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            for (k, v) in self.place_records(writes)? {
+                self.tree.insert(k, v)?;
             }
         }
         // What sled held durably before this flush may be recorded with it.
@@ -463,6 +477,90 @@ impl Durability {
             flushed.recorded = flushed.durable;
         }
         self.journal.retire(flushed.recorded)
+    }
+
+    /// `writes` with every entry record (and the tree hashes of its
+    /// entry) and every audit row replaced by its place in the segments,
+    /// where they are appended (and synced) first: sled never names a
+    /// place that is not on disk. The rows of one entry, alike, are
+    /// appended once.
+    fn place_records(
+        &self,
+        mut writes: Vec<(Vec<u8>, IVec)>,
+    ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
+        let is_row = |k: &[u8], v: &[u8]| {
+            k.first() == Some(&AUDIT_SCOPE) && v.first().is_some_and(|b| *b != 0)
+        };
+        if !writes.iter().any(|(k, v)| is_entry_key(k) || is_row(k, v)) {
+            return Ok(writes);
+        }
+        // Each entry's hashes, by the entry's key, taken out of the writes.
+        let entries: HashSet<Vec<u8>> = writes
+            .iter()
+            .filter(|(k, _)| is_entry_key(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut hashes: HashMap<Vec<u8>, IVec> = HashMap::new();
+        writes.retain(|(k, v)| {
+            let entry = record_key(k);
+            if k.first() == Some(&TREE_HASH) && entries.contains(&entry) {
+                hashes.insert(entry, v.clone());
+                return false;
+            }
+            true
+        });
+        // What to append: entries, then each distinct row; and for each
+        // write, which of them it becomes the place of.
+        let mut appended: Vec<Appended<'_>> = Vec::new();
+        let mut rows: HashMap<&[u8], usize> = HashMap::new();
+        let mut index: Vec<Option<usize>> = Vec::with_capacity(writes.len());
+        for (k, v) in &writes {
+            if is_entry_key(k) {
+                index.push(Some(appended.len()));
+                appended.push(Appended {
+                    record: v,
+                    hashes: hashes.get(k).map_or(&[], |h| h.as_ref()),
+                });
+            } else if is_row(k, v) {
+                let at = *rows.entry(v.as_ref()).or_insert_with(|| {
+                    appended.push(Appended {
+                        record: v,
+                        hashes: &[],
+                    });
+                    appended.len() - 1
+                });
+                index.push(Some(at));
+            } else {
+                index.push(None);
+            }
+        }
+        let places = self.segments.append(&appended)?;
+        drop(appended);
+        drop(rows);
+        writes
+            .into_iter()
+            .zip(index)
+            .map(|((k, v), at)| {
+                let Some(at) = at else {
+                    return Ok((k, v));
+                };
+                let place = places.get(at).ok_or_else(|| {
+                    StoreError::Database("the segments gave fewer places than records".into())
+                })?;
+                if is_entry_key(&k) {
+                    Ok((place_key(&k), place.encode().into()))
+                } else {
+                    Ok((k, row_place(place).into()))
+                }
+            })
+            .collect()
+    }
+
+    /// At a clean stop, after the last flush: removes the journal when the
+    /// database holds everything in it (see [`Journal::close`]).
+    pub(super) fn close_journal(&self) -> Result<bool, StoreError> {
+        let flushed = fatal::lock(&self.flushing, "store flush")?;
+        self.journal.close(flushed.recorded)
     }
 
     /// Names `commit` as the last one sled holds (durable with the next sync).

@@ -75,6 +75,8 @@ struct Files {
     /// Bytes written since free space was last read, and what it was.
     since_check: u64,
     last_free: u64,
+    /// The id of the last record written (0: none yet).
+    last_written: u64,
 }
 
 /// Free space is read again after this much is written (or at every
@@ -323,6 +325,7 @@ impl Journal {
                 closed,
                 since_check: 0,
                 last_free: u64::MAX,
+                last_written: 0,
             }),
         })
     }
@@ -414,6 +417,7 @@ impl Journal {
             return Err(e.into());
         }
         files.current.len += bytes.len() as u64;
+        files.last_written = last;
         // The records are durable whatever becomes of the rotation: a
         // failed one is tried again after the next write.
         if files.current.len >= FILE_BYTES
@@ -488,6 +492,25 @@ impl Journal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// At a clean stop, once the database holds every commit up to
+    /// `flushed` durably: removes the files, the current one included,
+    /// when they hold nothing later, and refuses appends from then on. A
+    /// stopped hub's data directory then holds no second copy of what the
+    /// database holds, and its next start replays nothing. True when the
+    /// journal was emptied.
+    pub fn close(&self, flushed: u64) -> Result<bool, StoreError> {
+        self.retire(flushed)?;
+        let files = fatal::lock(&self.files, "journal files")?;
+        let queued = fatal::lock(&self.pending, "journal queue")?.last.is_some();
+        if queued || !files.closed.is_empty() || files.last_written > flushed {
+            return Ok(false);
+        }
+        let _ = self.broken.set("the store is closed".into());
+        std::fs::remove_file(self.dir.join(file_name(files.current.first)))?;
+        sync_dir(&self.dir)?;
+        Ok(true)
     }
 
     /// How many journal files there are, the current one included.
@@ -857,6 +880,35 @@ mod tests {
             Err(StoreError::Corrupt(m)) => assert!(m.contains("commits 3..=4 are missing"), "{m}"),
             other => panic!("expected corruption, got {other:?}"),
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_close_removes_the_files_only_when_everything_is_flushed() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (j, _) = Journal::open(dir.path(), true, 0)?;
+        j.append(1, b"a")?;
+        j.append(2, b"b")?;
+        j.sync()?;
+        // The database holds commit 1 only: commit 2 stays journaled.
+        assert!(!j.close(1)?);
+        assert_eq!(files(dir.path())?.len(), 1);
+        j.append(3, b"c")?;
+        // Queued, not yet written: kept as well.
+        assert!(!j.close(3)?);
+        j.sync()?;
+        assert!(j.close(3)?);
+        assert!(files(dir.path())?.is_empty());
+        match j.append(4, b"d") {
+            Err(StoreError::Database(m)) => assert!(m.contains("closed"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        drop(j);
+        // The next start continues after the database's last commit.
+        let (j, read) = Journal::open(dir.path(), true, 3)?;
+        assert!(read.is_empty());
+        j.append(4, b"d")?;
+        j.sync()?;
         Ok(())
     }
 

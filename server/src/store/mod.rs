@@ -15,6 +15,7 @@ mod journal;
 mod overlay;
 pub mod pg_store;
 mod recent;
+mod segments;
 mod sled_store;
 pub mod state;
 

@@ -1,16 +1,18 @@
 //! The embedded default store, on sled 0.34: the [`Store`] contract over
 //! the record layout of [`super::codec`], the commit path of
-//! [`super::durability`] and the cache of [`super::recent`].
+//! [`super::durability`], the entry segments of [`super::segments`] and
+//! the cache of [`super::recent`].
 
 use super::codec::{
-    ANSWER, AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, FORMAT, FORMAT_KEY,
-    FORMAT_UPGRADABLE, INBOX, INBOX_HEAD, MESSAGE, REGISTRY_KEY, TREE_HASH, answer_run, audit_key,
-    audit_key_parts, audit_range, audit_row, decode_answer, decode_audit_row, decode_entry,
-    decode_inbox_run, entry_offset, entry_record, fetched_at, hash_from, inbox_run, key, runs_of,
-    split_key, stored_hash_place, u64_from,
+    ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, ENTRY_AT, FETCHED, INBOX, INBOX_HEAD, MESSAGE,
+    REGISTRY_KEY, TREE_HASH, answer_run, audit_key, audit_range, audit_row, decode_answer,
+    decode_audit_row, decode_entry, decode_inbox_run, entry_offset, entry_record, fetched_at,
+    hash_from, inbox_run, key, place_of_row, runs_of, sized_runs, split_key, stored_hash_place,
+    u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
 use super::recent::Recent;
+use super::segments::{Appended, Place};
 use super::{
     Answer, ChannelHead, InboxItem, MessageRecord, NewEntry, ScopedEntry, Store, StoreError,
     StoredEntry,
@@ -54,6 +56,12 @@ impl Drop for SledStore {
                  the next start replays the journal"
             );
             std::mem::forget(Arc::clone(&self.durability));
+            return;
+        }
+        // The last flush made sled hold every commit: the journal's copy
+        // of them goes (a failure only leaves it to the next start).
+        if let Err(e) = self.durability.close_journal() {
+            tracing::warn!(error = %e, "the journal is kept for the next start");
         }
     }
 }
@@ -89,14 +97,7 @@ impl SledStore {
 
     /// Upgrades an older storage format in place, then starts the flush.
     fn with_flusher(durability: Arc<Durability>, every: Duration) -> Result<Self, StoreError> {
-        if durability.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_UPGRADABLE) {
-            let rows = upgrade_audit_rows(&durability)?;
-            tracing::info!(
-                dir = %durability.dir.display(),
-                rows,
-                "storage format 2 upgraded to 3: built the audit index's rows from the entries they name"
-            );
-        }
+        upgrade::upgrade(&durability)?;
         let flusher = Flusher::start(durability.clone(), every)?;
         Ok(Self {
             durability,
@@ -120,6 +121,58 @@ impl SledStore {
     #[doc(hidden)]
     pub fn split_entry_record(v: &[u8]) -> Option<(&[u8], &[u8])> {
         entry_offset(v).map(|at| v.split_at(at))
+    }
+
+    /// The raw record of an entry (leaf hash, inbox positions, encoded
+    /// entry) as stored, for forensic tools and tamper tests only.
+    #[doc(hidden)]
+    pub fn raw_entry_record(&self, channel: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.entry_record(channel, seq)?.map(|v| v.to_vec()))
+    }
+
+    /// Where an entry's record is in the segments: the file, the offset
+    /// and the length. Pending writes are flushed first. Forensic tools
+    /// and tamper tests only.
+    #[doc(hidden)]
+    pub fn raw_entry_place(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Option<(std::path::PathBuf, u64, u64)>, StoreError> {
+        let tree = self.raw_tree()?;
+        let Some(v) = tree.get(key(ENTRY_AT, channel, Some(seq)))? else {
+            return Ok(None);
+        };
+        let place = Place::decode(&v)?;
+        let file = self.durability.segments.path(place.segment);
+        Ok(Some((file, place.offset, place.len)))
+    }
+
+    /// Replaces an entry's record, bypassing every rule of the hub (the
+    /// record is appended to the segments and sled names it): tamper
+    /// tests only.
+    #[doc(hidden)]
+    pub fn raw_replace_entry_record(
+        &self,
+        channel: &str,
+        seq: u64,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        let tree = self.raw_tree()?;
+        let hashes = read_tree_hashes(&self.durability, channel, seq)?.unwrap_or_default();
+        let place = self.durability.segments.append(&[Appended {
+            record,
+            hashes: &hashes,
+        }])?;
+        let place = place
+            .first()
+            .ok_or_else(|| StoreError::Database("no place for the record".into()))?;
+        tree.insert(key(ENTRY_AT, channel, Some(seq)), place.encode())?;
+        Ok(())
+    }
+
+    fn entry_record(&self, channel: &str, seq: u64) -> Result<Option<sled::IVec>, StoreError> {
+        read_entry_record(&self.durability, channel, seq)
     }
 
     /// The run of `kind` records of `inbox` that covers `cursor`: the first
@@ -324,7 +377,10 @@ impl Store for SledStore {
             for (first, last) in runs_of(&cursors) {
                 let (run, next) = rest.split_at(((last - first) as usize + 1).min(rest.len()));
                 let run: Vec<(u64, &str)> = run.iter().map(|(_, s, c)| (*s, *c)).collect();
-                ops.push((key(INBOX, inbox, Some(last)), inbox_run(first, &run)));
+                for (at, part) in sized_runs(first, &run) {
+                    let last = at + part.len() as u64 - 1;
+                    ops.push((key(INBOX, inbox, Some(last)), inbox_run(at, part)));
+                }
                 rest = next;
             }
             if let Some(head) = cursors.last() {
@@ -355,7 +411,7 @@ impl Store for SledStore {
         if let Some(e) = fatal::lock(&self.recent, RECENT)?.entry(channel, seq) {
             return Ok(Some(e));
         }
-        let Some(v) = self.durability.get(&key(ENTRY, channel, Some(seq)))? else {
+        let Some(v) = self.entry_record(channel, seq)? else {
             return Ok(None);
         };
         let shared = Arc::new(decode_entry(channel, seq, &v)?);
@@ -464,7 +520,13 @@ impl Store for SledStore {
             .take(limit)
         {
             let (k, v) = kv?;
-            out.push(decode_audit_row(&k, &v)?);
+            match place_of_row(&v)? {
+                Some(place) => {
+                    let row = self.durability.segments.read(place)?;
+                    out.push(decode_audit_row(&k, &row)?);
+                }
+                None => out.push(decode_audit_row(&k, &v)?),
+            }
         }
         Ok(out)
     }
@@ -490,9 +552,7 @@ impl Store for SledStore {
                 let v = match records.get(&seq) {
                     Some(v) => v.clone(),
                     None => {
-                        let v = self
-                            .durability
-                            .get(&key(TREE_HASH, channel, Some(seq)))?
+                        let v = read_tree_hashes(&self.durability, channel, seq)?
                             .ok_or_else(missing)?;
                         records.insert(seq, v.clone());
                         v
@@ -617,49 +677,73 @@ impl Store for SledStore {
     }
 }
 
-/// Format 2 to 3: fills each audit index row (empty in format 2) from the
-/// entry it names, a chunk of rows per sled batch, then records format 3
-/// and makes it durable. A start that stops midway upgrades again (rows
-/// are rewritten whole). Returns the rows filled.
-fn upgrade_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
-    const ROWS_PER_BATCH: usize = 10_000;
-    let prefix = [AUDIT_SCOPE, 0];
-    let end = [AUDIT_SCOPE, 1];
-    let mut from = prefix.to_vec();
-    let mut rows = 0u64;
-    loop {
-        let mut batch = sled::Batch::default();
-        let mut last = None;
-        for kv in durability
-            .scan(&from, Bound::Excluded(&end))
-            .take(ROWS_PER_BATCH)
-        {
-            let (k, _) = kv?;
-            let (_, _, seq, channel) = audit_key_parts(&k)?;
-            let v = durability
-                .get(&key(ENTRY, &channel, Some(seq)))?
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "the audit index names entry {channel}:{seq}, which is missing"
-                    ))
-                })?;
-            batch.insert(k.to_vec(), audit_row(&decode_entry(&channel, seq, &v)?));
-            rows += 1;
-            last = Some(k);
-        }
-        let Some(last) = last else {
-            break;
-        };
-        durability.tree.apply_batch(batch)?;
-        from = last.to_vec();
-        from.push(0);
+/// The record of an entry: from the overlay while a commit's record waits
+/// there, else from sled (format 3, before the upgrade), else from the
+/// place in the segments sled names.
+fn read_entry_record(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<sled::IVec>, StoreError> {
+    if let Some(v) = durability.get(&key(ENTRY, channel, Some(seq)))? {
+        return Ok(Some(v));
     }
-    durability.tree.insert(FORMAT_KEY, FORMAT)?;
-    durability.make_durable()?;
-    Ok(rows)
+    let Some(place) = entry_place(durability, channel, seq)? else {
+        return Ok(None);
+    };
+    let record = durability
+        .segments
+        .read(place)
+        .map_err(|e| of_entry(e, channel, seq))?;
+    Ok(Some(record.into()))
+}
+
+/// The tree hashes entry `seq` added (levels 0, 1, …), found as its
+/// record is.
+fn read_tree_hashes(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<sled::IVec>, StoreError> {
+    if let Some(v) = durability.get(&key(TREE_HASH, channel, Some(seq)))? {
+        return Ok(Some(v));
+    }
+    let Some(place) = entry_place(durability, channel, seq)? else {
+        return Ok(None);
+    };
+    let hashes = durability
+        .segments
+        .read_hashes(place)
+        .map_err(|e| of_entry(e, channel, seq))?;
+    Ok(Some(hashes.into()))
+}
+
+/// Where sled says entry `seq`'s record is in the segments.
+fn entry_place(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<Place>, StoreError> {
+    let Some(at) = durability.tree.get(key(ENTRY_AT, channel, Some(seq)))? else {
+        return Ok(None);
+    };
+    Place::decode(&at).map(Some).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "entry {channel}:{seq}: its place in the entry segments is garbled"
+        ))
+    })
+}
+
+/// A segment's corruption, naming the entry it hit.
+fn of_entry(e: StoreError, channel: &str, seq: u64) -> StoreError {
+    match e {
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("entry {channel}:{seq}: {m}")),
+        other => other,
+    }
 }
 
 mod backup;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upgrade;

@@ -8,10 +8,20 @@
 //! the commit the flush before it reached. What is committed meanwhile
 //! stays in memory (the overlay) and in the journal until the dump ends,
 //! and then is flushed as one batch.
+//!
+//! A dump holds the records in format 3's layout whatever the store's
+//! format: each entry's record and tree hashes under their own keys, and
+//! each audit row whole, as format 3 kept them in sled, never a place in the segments. A restore
+//! writes them as they are and records format 3; the restored store's
+//! first start moves them into its segments (the upgrade of format 3).
 
-use super::super::codec::{CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, FORMAT_KEY, split_key, u64_from};
+use super::super::codec::{
+    AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY,
+    place_of_row, record_key, split_key, tree_hash_key, u64_from,
+};
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
+use super::super::segments::Place;
 use super::super::{StoreError, create_dir_durably, sync_dir};
 use super::SledStore;
 use std::path::Path;
@@ -40,6 +50,7 @@ impl SledStore {
     /// new file, 0600), while the store serves; stops before leaving less
     /// than `keep_free` bytes free on its disk.
     pub fn dump_records(&self, file: &Path, keep_free: u64) -> Result<DumpSummary, StoreError> {
+        let segments = &self.durability.segments;
         self.durability.read_still(|tree, commit| {
             let mut out = DumpWriter::create(file, keep_free)?;
             let mut summary = DumpSummary::default();
@@ -47,7 +58,17 @@ impl SledStore {
                 for kv in tree.iter() {
                     let (k, v) = kv?;
                     note_record(&mut summary, &k, &v)?;
-                    out.record(&k, &v)?;
+                    if k.first() == Some(&ENTRY_AT) {
+                        let place = Place::decode(&v)?;
+                        out.record(&record_key(&k), &segments.read(place)?)?;
+                        out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
+                    } else if k.first() == Some(&AUDIT_SCOPE)
+                        && let Some(place) = place_of_row(&v)?
+                    {
+                        out.record(&k, &segments.read(place)?)?;
+                    } else {
+                        out.record(&k, &v)?;
+                    }
                 }
                 Ok::<_, StoreError>(())
             })();
@@ -80,6 +101,10 @@ impl SledStore {
                 tree.insert(k, v)?;
                 Ok(())
             })?;
+            // Format 4's dump is in format 3's layout (see above).
+            if tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT) {
+                tree.insert(FORMAT_KEY, FORMAT_3)?;
+            }
             summary.records = records;
             summary.bytes = bytes;
             summary.sha256 = sha256;

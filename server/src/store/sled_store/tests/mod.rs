@@ -1,0 +1,132 @@
+//! Tests of the sled store, by concern, and the helpers they share.
+
+use super::*;
+use crate::store::AnswerKind;
+use crate::store::codec::{
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH,
+    audit_key, inbox_run, key, record_key, tree_hash_key, u64_from,
+};
+use crate::store::durability::Record;
+use crate::store::recent::INBOX_CACHE_LEN;
+use prost::Message as _;
+use std::sync::atomic::Ordering;
+use tongbao_proto::pb;
+
+mod audit;
+mod commits;
+mod format;
+mod replay;
+mod runs;
+mod segments;
+
+fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
+    let e = pb::Entry {
+        channel: channel.into(),
+        seq,
+        recipients: inboxes.iter().map(|(i, _)| (*i).to_string()).collect(),
+        ..Default::default()
+    };
+    NewEntry {
+        channel: channel.into(),
+        seq,
+        message_id: format!("m{seq}"),
+        message_digest: [seq as u8; HASH_LEN],
+        leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
+        hub_micros: seq as i64,
+        shared: Arc::new(StoredEntry {
+            encoded: e.encode_to_vec().into(),
+            entry: e.clone(),
+            leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
+            cursors: inboxes.iter().map(|(_, c)| *c).collect(),
+        }),
+        answers: Vec::new(),
+        answer_kind: AnswerKind::Acknowledged,
+        audit_scopes: Vec::new(),
+        tree_hashes: vec![[(seq as u8).wrapping_add(100); HASH_LEN]],
+    }
+}
+
+/// A data directory as a crash leaves it: sled flushed after the first
+/// commit (tax 0 to finance 1) and no later, the journal holding the
+/// commits `later` made after it. Returns the crashed directory.
+fn crashed_after_first_commit(
+    later: impl FnOnce(&SledStore) -> Result<(), StoreError>,
+) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
+    let live = tempfile::tempdir()?;
+    let crashed = tempfile::tempdir()?;
+    {
+        let s = SledStore::open(live.path(), true)?;
+        s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    }
+    crate::store::copy_data_dir(live.path(), crashed.path())?;
+    // The journal is copied while the store is open, as a crash leaves it
+    // (a clean stop removes what sled holds).
+    let s = SledStore::open(live.path(), true)?;
+    later(&s)?;
+    let journal = crashed.path().join("journal");
+    std::fs::remove_dir_all(&journal)?;
+    crate::store::copy_data_dir(&live.path().join("journal"), &journal)?;
+    drop(s);
+    Ok(crashed)
+}
+
+/// An entry of `channel` audited by the office of "fund", at `hub_micros`,
+/// with a sender's deadline label.
+fn audited(channel: &str, seq: u64, hub_micros: i64, inboxes: &[(&str, u64)]) -> NewEntry {
+    let mut e = entry(channel, seq, inboxes);
+    let mut stored = StoredEntry::clone(&e.shared);
+    stored.entry.hub_micros = hub_micros;
+    stored.entry.message = Some(pb::SignedMessage {
+        message: Some(pb::Message {
+            sender: channel.into(),
+            kind: pb::Kind::EarlyWarning as i32,
+            message_id: format!("m{seq}"),
+            labels: Some(pb::Labels {
+                ack_deadline_micros: 7_000,
+                ..Default::default()
+            }),
+            body: vec![b'x'; 100].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    stored.encoded = stored.entry.encode_to_vec().into();
+    e.shared = Arc::new(stored);
+    e.hub_micros = hub_micros;
+    e.audit_scopes = vec!["fund".into()];
+    e
+}
+
+fn seqs(rows: &[ScopedEntry]) -> Vec<u64> {
+    rows.iter().map(|r| r.seq).collect()
+}
+
+/// Lays a store's entries out as format 3 did: each record in sled under
+/// its record key, no place; the store is to be dropped and its segments
+/// removed after.
+fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
+    let tree = s.raw_tree()?;
+    let places = tree
+        .scan_prefix([ENTRY_AT, 0])
+        .collect::<Result<Vec<_>, _>>()?;
+    for (k, _) in places {
+        let (channel, seq) = crate::store::codec::split_key(&k)?;
+        let seq = seq.ok_or("no seq")?;
+        let record = s.raw_entry_record(&channel, seq)?.ok_or("no record")?;
+        let hashes = s.stored_hashes(&channel, &[tongbao_proto::merkle::stored_hash_count(seq)])?;
+        tree.insert(record_key(&k), record)?;
+        tree.insert(tree_hash_key(&k), hashes.concat())?;
+        tree.remove(&k)?;
+    }
+    tree.insert(FORMAT_KEY, FORMAT_3)?;
+    tree.flush()?;
+    Ok(())
+}
+
+/// The keys of `kind` in a store's sled tree, after a flush.
+fn keys_of(s: &SledStore, kind: u8) -> Result<Vec<sled::IVec>, Box<dyn std::error::Error>> {
+    Ok(s.raw_tree()?
+        .scan_prefix([kind, 0])
+        .keys()
+        .collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,169 @@
+//! Older storage formats, upgraded in place at start (after the journal
+//! replay, before the store serves): format 2 gets its audit rows filled
+//! (format 3), then format 3's entry records, tree hashes and audit rows
+//! move from sled into the entry segments (format 4). Each step works a chunk at a time and
+//! records its format last, so a start that stops midway upgrades again.
+
+use super::super::StoreError;
+use super::super::codec::{
+    AUDIT_SCOPE, ENTRY, FORMAT, FORMAT_2, FORMAT_3, FORMAT_KEY, audit_key_parts, audit_row,
+    decode_entry, is_entry_key, place_key, row_place, tree_hash_key,
+};
+use super::super::durability::Durability;
+use super::super::segments::Appended;
+use super::read_entry_record;
+use std::collections::HashMap;
+use std::ops::Bound;
+
+/// Records per sled batch (and per segment append) of an upgrade.
+const CHUNK: usize = 10_000;
+
+/// Brings the data in `durability` to [`FORMAT`], logging each step.
+pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_2) {
+        let rows = fill_audit_rows(durability)?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            rows,
+            "storage format 2 upgraded to 3: built the audit index's rows from the entries they name"
+        );
+    }
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_3) {
+        let rows = move_rows_to_segments(durability)?;
+        let entries = move_entries_to_segments(durability)?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            entries,
+            rows,
+            "storage format 3 upgraded to 4: moved the entry records and audit rows into the entry segments"
+        );
+    }
+    Ok(())
+}
+
+/// Format 2 to 3: fills each audit index row (empty in format 2) from the
+/// entry it names, then records format 3 and makes it durable. Rows are
+/// rewritten whole. Returns the rows filled.
+fn fill_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
+    let prefix = [AUDIT_SCOPE, 0];
+    let end = [AUDIT_SCOPE, 1];
+    let mut from = prefix.to_vec();
+    let mut rows = 0u64;
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut last = None;
+        for kv in durability.scan(&from, Bound::Excluded(&end)).take(CHUNK) {
+            let (k, _) = kv?;
+            let (_, _, seq, channel) = audit_key_parts(&k)?;
+            let v = read_entry_record(durability, &channel, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the audit index names entry {channel}:{seq}, which is missing"
+                ))
+            })?;
+            batch.insert(k.to_vec(), audit_row(&decode_entry(&channel, seq, &v)?));
+            rows += 1;
+            last = Some(k);
+        }
+        let Some(last) = last else {
+            break;
+        };
+        durability.tree.apply_batch(batch)?;
+        from = last.to_vec();
+        from.push(0);
+    }
+    durability.tree.insert(FORMAT_KEY, FORMAT_3)?;
+    durability.make_durable()?;
+    Ok(rows)
+}
+
+/// Format 3 to 4, audit rows: appends each row sled holds whole to the
+/// segments (once for rows alike in a chunk), then puts its place in its
+/// value, a chunk per sled batch. Returns the rows moved.
+fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
+    let end = [AUDIT_SCOPE, 1];
+    let mut from = vec![AUDIT_SCOPE, 0];
+    let mut moved = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for kv in durability.tree.range(from.as_slice()..&end[..]).take(CHUNK) {
+            chunk.push(kv?);
+        }
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        from = last.to_vec();
+        from.push(0);
+        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut appended = Vec::new();
+        let mut rows = Vec::new();
+        for (k, v) in &chunk {
+            if v.first().is_none_or(|b| *b == 0) {
+                continue;
+            }
+            let at = *index.entry(v.as_ref()).or_insert_with(|| {
+                appended.push(Appended {
+                    record: v,
+                    hashes: &[],
+                });
+                appended.len() - 1
+            });
+            rows.push((k, at));
+        }
+        let places = durability.segments.append(&appended)?;
+        let mut batch = sled::Batch::default();
+        for (k, at) in rows {
+            if let Some(place) = places.get(at) {
+                batch.insert(k.as_ref(), row_place(place));
+                moved += 1;
+            }
+        }
+        durability.tree.apply_batch(batch)?;
+    }
+    durability.make_durable()?;
+    Ok(moved)
+}
+
+/// Format 3 to 4: appends each entry record sled holds, and its tree
+/// hashes, to the segments (synced), then names their place in sled and
+/// removes them there, a chunk per sled batch; records format 4 last and makes it durable. A
+/// record moved twice by a start that stopped midway leaves its first
+/// copy unnamed. Returns the entries moved.
+fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> {
+    let (from, end) = ([ENTRY, 0], [ENTRY, 1]);
+    let mut moved = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for kv in durability.tree.range(from..end).take(CHUNK) {
+            chunk.push(kv?);
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let hashes = chunk
+            .iter()
+            .map(|(k, _)| Ok(durability.tree.get(tree_hash_key(k))?.unwrap_or_default()))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let appended: Vec<Appended<'_>> = chunk
+            .iter()
+            .zip(&hashes)
+            .map(|((_, record), hashes)| Appended { record, hashes })
+            .collect();
+        let places = durability.segments.append(&appended)?;
+        let mut batch = sled::Batch::default();
+        for ((k, _), place) in chunk.iter().zip(places) {
+            if is_entry_key(k) {
+                batch.insert(place_key(k), place.encode());
+                batch.remove(k.as_ref());
+                batch.remove(tree_hash_key(k));
+            }
+        }
+        durability.tree.apply_batch(batch)?;
+        moved += chunk.len() as u64;
+        // Durable before the next chunk: what sled no longer holds is
+        // named durably.
+        durability.make_durable()?;
+    }
+    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.make_durable()?;
+    Ok(moved)
+}
