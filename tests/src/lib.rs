@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod workflow;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

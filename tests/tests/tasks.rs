@@ -4,18 +4,13 @@
 //! included; every refusal with its status, and membership judged when
 //! the task is assigned.
 
-use tongbao_client::{Client, PushReceipt};
+use tongbao_client::PushReceipt;
 use tongbao_proto::pb::{self, AssigneeState, Kind, MeetingKind, TaskStatus, workflow_step::Step};
+use tongbao_tests::workflow::{ENFORCEMENT, FUND, office};
 use tongbao_tests::{BoxError, Role, TestHub, TestResult, refused, wait_until};
 use tonic::Code;
 
-const FUND: &str = "fund-supervision";
-const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
-}
 
 fn fund_task(id: &str, assignees: &[&str]) -> pb::TaskAssignment {
     pb::TaskAssignment {
