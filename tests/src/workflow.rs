@@ -13,6 +13,26 @@ pub const FUND: &str = "fund-supervision";
 pub const ENFORCEMENT: &str = "joint-enforcement";
 
 impl TestHub {
+    /// The system operator makes `unit` a member of `mechanism` from
+    /// `effective_micros` (0: now).
+    pub async fn add_member(
+        &self,
+        mechanism: &str,
+        unit: &str,
+        effective_micros: i64,
+    ) -> Result<(), BoxError> {
+        self.operator(Role::System)
+            .await?
+            .admin()
+            .add_member(pb::AddMemberRequest {
+                mechanism: mechanism.into(),
+                unit: unit.into(),
+                effective_micros,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Rotates `unit`'s signing key, then the security operator dates the
     /// old key's end back to when the entry (channel, seq) was appended (as
     /// if it leaked then). Returns the old key's id.

@@ -9,7 +9,7 @@ use tongbao_proto::pb::{self, Kind, workflow_step::Step};
 use tongbao_proto::workflow::action::{ProvenPart, verify_action_summary};
 use tongbao_proto::workflow::{CONTENT_TYPE, decode_step, encode_step};
 use tongbao_tests::workflow::{ENFORCEMENT, office};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, assert_nothing_stored, refused};
+use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, refused};
 use tonic::Code;
 
 const HOUR: i64 = 3_600_000_000;
@@ -393,16 +393,9 @@ async fn a_released_summary_is_checked_offline_and_a_tampered_report_is_refused(
 async fn membership_is_judged_when_the_action_is_proposed() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = t.operator(Role::System).await?;
     let now = tongbao_proto::now_micros();
     for (unit, from) in [("finance", now + 720 * HOUR), ("pbc-taiyuan", now - HOUR)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: ENFORCEMENT.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(ENFORCEMENT, unit, from).await?;
     }
     refused(
         lead.propose_action(inspection("a-f", &["tax", "finance"]))

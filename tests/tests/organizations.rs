@@ -6,7 +6,7 @@
 use tongbao_client::{Client, Draft, NewWarning, VerifiedEntry};
 use tongbao_proto::pb::{self, Kind, WarningLevel};
 use tongbao_tests::workflow::{FUND, leading_group, office};
-use tongbao_tests::{Role, TestHub, TestResult, assert_nothing_stored, note, refused};
+use tongbao_tests::{TestHub, TestResult, assert_nothing_stored, note, refused};
 use tonic::Code;
 
 /// Check characters computed independently of the code under test.
@@ -160,15 +160,7 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
             evidence: vec![pbc.get_entry(&lead.channel, lead.seq).await?.pin()],
         })
         .await?;
-    t.operator(Role::System)
-        .await?
-        .admin()
-        .add_member(pb::AddMemberRequest {
-            mechanism: FUND.into(),
-            unit: "education".into(),
-            effective_micros: 0,
-        })
-        .await?;
+    t.add_member(FUND, "education", 0).await?;
     finance
         .answer_warning("w-org", vec!["grant suspended".into()], "")
         .await?;

@@ -7,7 +7,7 @@
 use tongbao_client::PushReceipt;
 use tongbao_proto::pb::{self, AssigneeState, Kind, MeetingKind, TaskStatus, workflow_step::Step};
 use tongbao_tests::workflow::{ENFORCEMENT, FUND, office};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, refused, wait_until};
+use tongbao_tests::{BoxError, TestHub, TestResult, refused, wait_until};
 use tonic::Code;
 
 const HOUR: i64 = 3_600_000_000;
@@ -426,17 +426,10 @@ async fn the_office_sees_each_task_status_and_a_task_become_overdue() -> TestRes
 async fn membership_is_judged_when_the_task_is_assigned() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = t.operator(Role::System).await?;
     let now = tongbao_proto::now_micros();
     // Health joins fund supervision next month; Education as of an hour ago.
     for (unit, from) in [("health", now + 720 * HOUR), ("education", now - HOUR)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: FUND.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(FUND, unit, from).await?;
     }
     refused(
         lead.assign_task(fund_task("t-h", &["tax", "health"])).await,

@@ -315,7 +315,6 @@ async fn a_warning_cites_only_entries_its_issuer_saw() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_is_judged_when_the_warning_and_each_answer_are_appended() -> TestResult {
     let t = TestHub::start().await?;
-    let ops = t.operator(Role::System).await?;
     let security = t.operator(Role::Security).await?;
     let pbc = t.unit("pbc-taiyuan").await?;
     let evidence = lead(&pbc).await?;
@@ -326,13 +325,7 @@ async fn membership_is_judged_when_the_warning_and_each_answer_are_appended() ->
     let now = tongbao_proto::now_micros();
     let month = 30 * 24 * 3_600_000_000;
     for (unit, from) in [("education", now - 1), ("health", now + month)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: FUND.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(FUND, unit, from).await?;
     }
     let education = t.unit("education").await?;
     refused(

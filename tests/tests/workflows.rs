@@ -9,7 +9,7 @@ use tongbao_client::{Client, ClientError};
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingStage};
 use tongbao_proto::workflow::encode_step;
 use tongbao_tests::workflow::*;
-use tongbao_tests::{Role, TestHub, TestResult, refused};
+use tongbao_tests::{TestHub, TestResult, refused};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,18 +348,11 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
 async fn membership_is_judged_when_the_step_is_appended() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = t.operator(Role::System).await?;
     let now = tongbao_proto::now_micros();
     // Health joins fund supervision next month; Education as of an hour ago.
     let month = 30 * 24 * 3_600_000_000;
     for (unit, from) in [("health", now + month), ("education", now - 3_600_000_000)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: FUND.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(FUND, unit, from).await?;
     }
     let with = |unit: &str, id: &str| {
         let mut p = fund_meeting(id);

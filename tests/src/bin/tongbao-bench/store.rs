@@ -82,17 +82,22 @@ struct BenchDb {
 }
 
 impl BenchDb {
+    /// A database named by this process and a count: one a stopped
+    /// process left behind under the same name (its pid reused) is
+    /// dropped first.
     fn create(server: &str) -> Result<Self, BoxError> {
         static COUNT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         let name = format!(
-            "tongbao_bench_{}_{}_{nanos}",
+            "tongbao_bench_{}_{}",
             std::process::id(),
             COUNT.fetch_add(1, Ordering::Relaxed)
         );
+        // Apart: neither runs inside the implicit transaction of a
+        // multi-statement query.
+        admin(
+            server,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )?;
         admin(server, format!("CREATE DATABASE {name}"))?;
         Ok(Self {
             server: server.to_string(),
