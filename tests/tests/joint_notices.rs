@@ -6,7 +6,10 @@
 use tongbao_client::ClientError;
 use tongbao_proto::pb::{self, Kind};
 use tongbao_proto::workflow::{SourceProof, decode_step, encode_step};
-use tongbao_tests::workflow::*;
+use tongbao_tests::workflow::{
+    ENFORCEMENT, FUND, consent_all, drafted_fund_minutes, escalation, fund_minutes_audience,
+    fund_notice, inbox_entry, leading_group, raw_entry, source,
+};
 use tongbao_tests::{BoxError, TestHub, TestResult, note, refused};
 use tonic::Code;
 

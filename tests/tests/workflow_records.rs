@@ -6,7 +6,9 @@ use tongbao_client::VerifiedEntry;
 use tongbao_proto::pb::{self, Kind};
 use tongbao_proto::workflow::decode_step;
 use tongbao_server::workflow::STATISTICS_SETTLE_MICROS;
-use tongbao_tests::workflow::*;
+use tongbao_tests::workflow::{
+    ENFORCEMENT, FUND, inbox_entry, leading_group, office, wait_until_past,
+};
 use tongbao_tests::{TestHub, TestResult, note, refused};
 use tonic::Code;
 

@@ -8,7 +8,10 @@
 use tongbao_client::{Client, ClientError};
 use tongbao_proto::pb::{self, AnswerState, Kind, MeetingStage};
 use tongbao_proto::workflow::encode_step;
-use tongbao_tests::workflow::*;
+use tongbao_tests::workflow::{
+    FUND, answers, forged_issue_without, fund_meeting, fund_minutes_audience, fund_notice,
+    inbox_entry, office, office_of_other, to_lead_and_office,
+};
 use tongbao_tests::{TestHub, TestResult, refused};
 use tonic::Code;
 
