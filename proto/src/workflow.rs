@@ -265,9 +265,12 @@ pub fn own_embedded_step<'a, T: OwnStep>(
     let (within, role, kind) = (T::WITHIN, T::ROLE, T::KIND);
     let entry = embedded.ok_or_else(|| unproven(format!("the {within} carries no {role}")))?;
     let checked = check_embedded(kind, entry, keys)?;
-    let step = T::of(&checked.step)
-        .cloned()
-        .ok_or_else(|| unproven(format!("the embedded {role} is not a {kind}")))?;
+    let step = T::of(&checked.step).cloned().ok_or_else(|| {
+        let other = step_name(&checked.step);
+        unproven(format!(
+            "the embedded {role} is a step of kind {other}, not {kind}"
+        ))
+    })?;
     if step.id() != id || checked.message.sender != releaser {
         return Err(unproven(format!(
             "the embedded {role} is not of {} {:?} by {releaser}",
@@ -278,37 +281,47 @@ pub fn own_embedded_step<'a, T: OwnStep>(
     Ok((checked, step))
 }
 
-impl OwnStep for pb::JointDraft {
-    const WITHIN: &'static str = "release";
-    const ROLE: &'static str = "draft";
-    const KIND: &'static str = "joint draft";
-    const ID_OF: &'static str = "notice";
-    fn of(step: &Step) -> Option<&Self> {
-        match step {
-            Step::JointDraft(d) => Some(d),
-            _ => None,
+/// `impl OwnStep` for a step type: its `Step` variant, its id field and
+/// the words its refusals use.
+macro_rules! own_step {
+    ($ty:ty, $variant:ident, $id:ident, $within:literal, $role:literal, $kind:literal, $id_of:literal) => {
+        impl $crate::workflow::OwnStep for $ty {
+            const WITHIN: &'static str = $within;
+            const ROLE: &'static str = $role;
+            const KIND: &'static str = $kind;
+            const ID_OF: &'static str = $id_of;
+            fn of(step: &$crate::pb::workflow_step::Step) -> Option<&Self> {
+                match step {
+                    $crate::pb::workflow_step::Step::$variant(s) => Some(s),
+                    _ => None,
+                }
+            }
+            fn id(&self) -> &str {
+                &self.$id
+            }
         }
-    }
-    fn id(&self) -> &str {
-        &self.notice_id
-    }
+    };
 }
+pub(crate) use own_step;
 
-impl OwnStep for pb::MinutesDraft {
-    const WITHIN: &'static str = "minutes issue";
-    const ROLE: &'static str = "draft";
-    const KIND: &'static str = "minutes draft";
-    const ID_OF: &'static str = "meeting";
-    fn of(step: &Step) -> Option<&Self> {
-        match step {
-            Step::MinutesDraft(d) => Some(d),
-            _ => None,
-        }
-    }
-    fn id(&self) -> &str {
-        &self.meeting_id
-    }
-}
+own_step!(
+    pb::JointDraft,
+    JointDraft,
+    notice_id,
+    "release",
+    "draft",
+    "joint draft",
+    "notice"
+);
+own_step!(
+    pb::MinutesDraft,
+    MinutesDraft,
+    meeting_id,
+    "minutes issue",
+    "draft",
+    "minutes draft",
+    "meeting"
+);
 
 /// Checks an embedded entry of any kind: its message sits in its sender's
 /// channel and is signed by a key of that sender valid at the entry's hub
@@ -845,7 +858,10 @@ mod tests {
             m.body = encode_step(draft("n2")).into();
         }
         assert!(own(Some(&tampered), "finance", "n2").is_err());
-        refused(own(Some(&other), "finance", "n1"), "is not a joint draft");
+        refused(
+            own(Some(&other), "finance", "n1"),
+            "the embedded draft is a step of kind minutes draft, not joint draft",
+        );
         Ok(())
     }
 

@@ -7,8 +7,8 @@
 
 use super::task::{check_attachment, check_unit_list};
 use super::{
-    OwnStep, SigningKeys, WorkflowError, check_embedded, check_workflow_id, malformed,
-    own_embedded_step, unproven,
+    SigningKeys, WorkflowError, check_embedded, check_workflow_id, malformed, own_embedded_step,
+    own_step, unproven,
 };
 use crate::credit_code;
 use crate::echo::shown;
@@ -89,21 +89,15 @@ pub enum ProvenPart {
     },
 }
 
-impl OwnStep for pb::ActionProposal {
-    const WITHIN: &'static str = "action summary";
-    const ROLE: &'static str = "proposal";
-    const KIND: &'static str = "action proposal";
-    const ID_OF: &'static str = "action";
-    fn of(step: &Step) -> Option<&Self> {
-        match step {
-            Step::ActionProposal(p) => Some(p),
-            _ => None,
-        }
-    }
-    fn id(&self) -> &str {
-        &self.action_id
-    }
-}
+own_step!(
+    pb::ActionProposal,
+    ActionProposal,
+    action_id,
+    "action summary",
+    "proposal",
+    "action proposal",
+    "action"
+);
 
 /// What a verified summary proves.
 #[derive(Debug, Clone, PartialEq)]
