@@ -39,7 +39,7 @@ pub struct Measured {
 }
 
 /// The report of `scenario` run with `args`.
-pub fn build(scenario: &Scenario, args: &Args, m: &Measured, failures: Vec<String>) -> Report {
+pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String>) -> Report {
     let Measured {
         measured_count,
         total,
@@ -48,16 +48,15 @@ pub fn build(scenario: &Scenario, args: &Args, m: &Measured, failures: Vec<Strin
         cpu_used,
         own_cpu_used,
         counters,
+        push_latencies,
+        delivered_all,
+        acked_all,
         peak_rss_kib,
         peak_during_push,
         sign_elapsed,
         audit,
         audits_during,
-        ..
     } = m;
-    let (measured_count, total, push_elapsed, acked_elapsed) =
-        (*measured_count, *total, *push_elapsed, *acked_elapsed);
-    let (peak_rss_kib, peak_during_push) = (*peak_rss_kib, *peak_during_push);
     let ok = failures.is_empty();
     let pushes_per_sec = per_sec(measured_count, push_elapsed);
     let acked_per_sec = acked_elapsed.map(|d| per_sec(measured_count, d));
@@ -74,9 +73,9 @@ pub fn build(scenario: &Scenario, args: &Args, m: &Measured, failures: Vec<Strin
             .checked_div(counters.batches)
             .unwrap_or(0),
     ));
-    let push_spread = spread(m.push_latencies.clone());
-    let delivered_spread = spread(m.delivered_all.clone());
-    let acked_spread = spread(m.acked_all.clone());
+    let push_spread = spread(push_latencies);
+    let delivered_spread = spread(delivered_all);
+    let acked_spread = spread(acked_all);
     let json = serde_json::json!({
         "scenario": scenario.name,
         "mode": if args.rate.is_some() { "fixed-rate" } else { "throughput" },
@@ -103,7 +102,7 @@ pub fn build(scenario: &Scenario, args: &Args, m: &Measured, failures: Vec<Strin
         "mean_batch": r3(mean_batch),
         "largest_batch": counters.largest_batch,
         "mean_commit_ms": r3(mean_commit_ms),
-        "sign_per_sec": r3(per_sec(total, *sign_elapsed)),
+        "sign_per_sec": r3(per_sec(total, sign_elapsed)),
         "audit": audit.as_ref().map(|a| &a.json),
         "audit_during": audits_during.as_ref().map(|a| &a.json),
         "ok": ok,

@@ -279,5 +279,5 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         audit,
         audits_during,
     };
-    Ok(report::build(scenario, args, &measured, failures))
+    Ok(report::build(scenario, args, measured, failures))
 }
