@@ -6,6 +6,7 @@
 use crate::{BoxError, Role, TestHub, TestResult};
 use tongbao_client::{Client, ClientConfig, VerifiedEntry};
 use tongbao_proto::pb::{self, Kind, MeetingKind};
+use tongbao_server::{Hub, HubConfig};
 
 /// The fund-supervision mechanism (资金监管).
 pub const FUND: &str = "fund-supervision";
@@ -13,6 +14,25 @@ pub const FUND: &str = "fund-supervision";
 pub const ENFORCEMENT: &str = "joint-enforcement";
 
 impl TestHub {
+    /// Stops the hub, clears its workflow state as a lost index would be,
+    /// runs `also` on the stopped hub's config, and starts it again: the
+    /// state must come back from the entries.
+    pub async fn restart_with_workflow_state_lost(
+        &mut self,
+        also: impl FnOnce(&HubConfig) -> TestResult,
+    ) -> TestResult {
+        let config = self.pki.hub_config()?;
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown().await?;
+        }
+        crate::clear_workflow_state(&config)?;
+        also(&config)?;
+        let hub = Hub::start(&config).await?;
+        self.addr = hub.addr();
+        self.hub = Some(hub);
+        Ok(())
+    }
+
     /// The system operator makes `unit` a member of `mechanism` from
     /// `effective_micros` (0: now).
     pub async fn add_member(

@@ -493,14 +493,7 @@ async fn task_and_action_state_is_rebuilt_from_the_entries() -> TestResult {
     let listed_before = t.unit("finance").await?.tasks(Default::default()).await?;
     drop(lead);
 
-    let config = t.pki.hub_config()?;
-    if let Some(hub) = t.hub.take() {
-        hub.shutdown().await?;
-    }
-    tongbao_tests::clear_workflow_state(&config)?;
-    let hub = tongbao_server::Hub::start(&config).await?;
-    t.addr = hub.addr();
-    t.hub = Some(hub);
+    t.restart_with_workflow_state_lost(|_| Ok(())).await?;
     let lead = t.unit("civil-affairs").await?;
     assert_eq!(stored(lead.task("t-r").await?), task_before);
     assert_eq!(lead.action("a-r").await?, action_before);

@@ -454,14 +454,7 @@ async fn warnings_and_the_organization_index_are_rebuilt_from_the_entries() -> T
     let seen = pbc.organization(ORG).await?.len();
     drop(pbc);
 
-    let config = t.pki.hub_config()?;
-    if let Some(hub) = t.hub.take() {
-        hub.shutdown().await?;
-    }
-    tongbao_tests::clear_workflow_state(&config)?;
-    let hub = tongbao_server::Hub::start(&config).await?;
-    t.addr = hub.addr();
-    t.hub = Some(hub);
+    t.restart_with_workflow_state_lost(|_| Ok(())).await?;
     let pbc = t.unit("pbc-taiyuan").await?;
     assert_eq!(pbc.warning("w-r").await?, before);
     assert!(before.lift.is_some());

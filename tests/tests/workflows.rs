@@ -321,19 +321,15 @@ async fn workflow_state_is_rebuilt_from_the_entries() -> TestResult {
     let before = lead.meeting("m-9").await?;
     drop(lead);
 
-    let config = t.pki.hub_config()?;
-    if let Some(hub) = t.hub.take() {
-        hub.shutdown().await?;
-    }
-    // The state is cleared as a lost index would be; and the workflow
-    // database earlier hubs kept beside the store is removed at start.
-    tongbao_tests::clear_workflow_state(&config)?;
-    let old = config.hub.data_dir.join("workflow");
-    std::fs::create_dir(&old)?;
-    std::fs::write(old.join("db"), b"old")?;
-    let hub = tongbao_server::Hub::start(&config).await?;
-    t.addr = hub.addr();
-    t.hub = Some(hub);
+    // The workflow database earlier hubs kept beside the store is removed
+    // at start.
+    let old = t.pki.hub_config()?.hub.data_dir.join("workflow");
+    t.restart_with_workflow_state_lost(|_| {
+        std::fs::create_dir(&old)?;
+        std::fs::write(old.join("db"), b"old")?;
+        Ok(())
+    })
+    .await?;
     let lead = t.unit("civil-affairs").await?;
     let after = lead.meeting("m-9").await?;
     assert_eq!(after, before);
