@@ -3,7 +3,7 @@
 //! summarized with every answer and result embedded; `verify` checks a
 //! summary from those entries alone.
 
-use crate::common::{parse_org, parse_ref, pin_text, print_receipt};
+use crate::common::{Printer, parse_org, parse_ref, pin_text, print_receipt};
 use crate::task::{attachment, attachments, parse_when};
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -112,6 +112,12 @@ fn state_name(s: i32) -> &'static str {
         ParticipantState::Reported => "reported",
     }
 }
+
+/// How a action view prints.
+const ACTION: Printer<pb::ActionState> = Printer {
+    json: action_json,
+    text: print_action,
+};
 
 fn action_json(a: &pb::ActionState) -> Value {
     let p = a.proposal.clone().unwrap_or_default();
@@ -245,11 +251,7 @@ pub async fn action(client: &Client, what: ActionCommand) -> anyhow::Result<()> 
         ),
         ActionCommand::Show { id, json } => {
             let a = client.action(&id).await?;
-            if json {
-                println!("{}", action_json(&a));
-            } else {
-                print_action(&a);
-            }
+            ACTION.one(&a, json);
         }
         ActionCommand::List {
             mechanism,
@@ -264,22 +266,7 @@ pub async fn action(client: &Client, what: ActionCommand) -> anyhow::Result<()> 
                     limit,
                 })
                 .await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "actions": page.actions.iter().map(action_json).collect::<Vec<_>>(),
-                        "next_after": page.next_after,
-                    })
-                );
-            } else {
-                for a in &page.actions {
-                    print_action(a);
-                }
-                if !page.next_after.is_empty() {
-                    println!("more: --after {}", page.next_after);
-                }
-            }
+            ACTION.list("actions", &page.actions, Some(&page.next_after), json);
         }
         ActionCommand::Verify { entry, json } => {
             let (c, n) = parse_ref(&entry)?;

@@ -1,5 +1,5 @@
 //! What several command groups share: reading positions and times from
-//! flags, and printing entries and push receipts.
+//! flags, and printing entries, push receipts and workflow views.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -177,6 +177,44 @@ pub fn print_receipt(what: &str, r: &PushReceipt, json: bool) {
             r.seq,
             r.recipients.join(", ")
         );
+    }
+}
+
+/// The one shape in which the workflow views (tasks, actions, warnings)
+/// print: with `--json` a view's JSON object (a list's under its key, with
+/// `next_after` when it is paged), else its text lines.
+pub struct Printer<T> {
+    pub json: fn(&T) -> Value,
+    pub text: fn(&T),
+}
+
+impl<T> Printer<T> {
+    /// One view.
+    pub fn one(&self, view: &T, json: bool) {
+        if json {
+            println!("{}", (self.json)(view));
+        } else {
+            (self.text)(view);
+        }
+    }
+
+    /// A list of views under `key`; `next_after` is the cursor of a paged
+    /// list ("" at its end), None for a list that is not paged.
+    pub fn list(&self, key: &str, views: &[T], next_after: Option<&str>, json: bool) {
+        if json {
+            let mut v = json!({ key: views.iter().map(self.json).collect::<Vec<_>>() });
+            if let Some(after) = next_after {
+                v["next_after"] = after.into();
+            }
+            println!("{v}");
+            return;
+        }
+        for view in views {
+            (self.text)(view);
+        }
+        if let Some(after) = next_after.filter(|a| !a.is_empty()) {
+            println!("more: --after {after}");
+        }
     }
 }
 

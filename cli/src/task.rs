@@ -2,7 +2,7 @@
 //! reported by the assignees, reminded (督办), accepted or returned; and
 //! the state each party sees, the office's with every task's status.
 
-use crate::common::{parse_since, pin, pin_text, print_receipt};
+use crate::common::{Printer, parse_since, pin, pin_text, print_receipt};
 use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -138,6 +138,12 @@ fn status_text(s: i32) -> &'static str {
     status_name(TaskStatus::try_from(s).unwrap_or(TaskStatus::Unspecified))
 }
 
+/// How a task view prints.
+const TASK: Printer<pb::TaskState> = Printer {
+    json: task_json,
+    text: print_task,
+};
+
 fn task_json(t: &pb::TaskState) -> Value {
     let a = t.assignment.clone().unwrap_or_default();
     json!({
@@ -256,11 +262,7 @@ pub async fn task(client: &Client, what: TaskCommand) -> anyhow::Result<()> {
         ),
         TaskCommand::Show { id, json } => {
             let t = client.task(&id).await?;
-            if json {
-                println!("{}", task_json(&t));
-            } else {
-                print_task(&t);
-            }
+            TASK.one(&t, json);
         }
         TaskCommand::List {
             mechanism,
@@ -283,22 +285,7 @@ pub async fn task(client: &Client, what: TaskCommand) -> anyhow::Result<()> {
                     status,
                 })
                 .await?;
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "tasks": page.tasks.iter().map(task_json).collect::<Vec<_>>(),
-                        "next_after": page.next_after,
-                    })
-                );
-            } else {
-                for t in &page.tasks {
-                    print_task(t);
-                }
-                if !page.next_after.is_empty() {
-                    println!("more: --after {}", page.next_after);
-                }
-            }
+            TASK.list("tasks", &page.tasks, Some(&page.next_after), json);
         }
     }
     Ok(())

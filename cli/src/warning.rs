@@ -1,7 +1,7 @@
 //! `warning`: joint warnings and sanctions (联合预警和惩戒): issue one about
 //! an organization, answer with measures, lift, and see who answered.
 
-use crate::common::{parse_org, parse_ref, pin, pin_text, print_receipt};
+use crate::common::{Printer, parse_org, parse_ref, pin, pin_text, print_receipt};
 use clap::{Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use tongbao_client::{Client, NewWarning};
@@ -143,11 +143,7 @@ pub async fn warning(client: &Client, what: WarningCommand) -> anyhow::Result<()
         }
         WarningCommand::Show { id, json } => {
             let w = client.warning(&id).await?;
-            if json {
-                println!("{}", warning_json(&w));
-            } else {
-                print_warning(&w);
-            }
+            WARNING.one(&w, json);
         }
         WarningCommand::List { org, active, json } => {
             let code = match &org {
@@ -158,15 +154,10 @@ pub async fn warning(client: &Client, what: WarningCommand) -> anyhow::Result<()
                 None => "",
             };
             let list = client.warnings(code, active).await?;
-            if json {
-                let v: Vec<Value> = list.iter().map(warning_json).collect();
-                println!("{}", json!({ "warnings": v }));
-            } else {
+            if !json {
                 println!("{} warnings", list.len());
-                for w in &list {
-                    print_warning(w);
-                }
             }
+            WARNING.list("warnings", &list, None, json);
         }
         WarningCommand::Verify { entry, json } => {
             let (c, n) = parse_ref(&entry)?;
@@ -203,6 +194,12 @@ fn level_name(level: i32) -> &'static str {
         _ => "unspecified",
     }
 }
+
+/// How a warning view prints.
+const WARNING: Printer<pb::WarningState> = Printer {
+    json: warning_json,
+    text: print_warning,
+};
 
 fn warning_json(w: &pb::WarningState) -> Value {
     let org = w.organization.clone().unwrap_or_default();

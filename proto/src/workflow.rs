@@ -239,6 +239,90 @@ pub fn check_embedded<'a>(
     })
 }
 
+/// A step a release rests on that its releaser signed itself: an action's
+/// proposal, a notice's or minutes' draft.
+pub trait OwnStep: Clone {
+    /// What embeds it ("release"), what it is there ("draft"), the step it
+    /// must be ("joint draft") and what its id names ("notice"), for refusals.
+    const WITHIN: &'static str;
+    const ROLE: &'static str;
+    const KIND: &'static str;
+    const ID_OF: &'static str;
+    /// This step, if `step` is one.
+    fn of(step: &Step) -> Option<&Self>;
+    /// The workflow id it names.
+    fn id(&self) -> &str;
+}
+
+/// The step a release rests on: embedded, a valid signed entry, of the
+/// right kind, about the same workflow (`id`), and sent by `releaser`.
+pub fn own_embedded_step<'a, T: OwnStep>(
+    embedded: Option<&'a Entry>,
+    releaser: &str,
+    id: &str,
+    keys: &dyn SigningKeys,
+) -> Result<(CheckedEntry<'a>, T), WorkflowError> {
+    let (within, role, kind) = (T::WITHIN, T::ROLE, T::KIND);
+    let entry = embedded.ok_or_else(|| unproven(format!("the {within} carries no {role}")))?;
+    let checked = check_embedded(kind, entry, keys)?;
+    let step = T::of(&checked.step).cloned().ok_or_else(|| {
+        let other = step_name(&checked.step);
+        unproven(format!(
+            "the embedded {role} is a step of kind {other}, not {kind}"
+        ))
+    })?;
+    if step.id() != id || checked.message.sender != releaser {
+        return Err(unproven(format!(
+            "the embedded {role} is not of {} {:?} by {releaser}",
+            T::ID_OF,
+            shown(id)
+        )));
+    }
+    Ok((checked, step))
+}
+
+/// `impl OwnStep` for a step type: its `Step` variant, its id field and
+/// the words its refusals use.
+macro_rules! own_step {
+    ($ty:ty, $variant:ident, $id:ident, $within:literal, $role:literal, $kind:literal, $id_of:literal) => {
+        impl $crate::workflow::OwnStep for $ty {
+            const WITHIN: &'static str = $within;
+            const ROLE: &'static str = $role;
+            const KIND: &'static str = $kind;
+            const ID_OF: &'static str = $id_of;
+            fn of(step: &$crate::pb::workflow_step::Step) -> Option<&Self> {
+                match step {
+                    $crate::pb::workflow_step::Step::$variant(s) => Some(s),
+                    _ => None,
+                }
+            }
+            fn id(&self) -> &str {
+                &self.$id
+            }
+        }
+    };
+}
+pub(crate) use own_step;
+
+own_step!(
+    pb::JointDraft,
+    JointDraft,
+    notice_id,
+    "release",
+    "draft",
+    "joint draft",
+    "notice"
+);
+own_step!(
+    pb::MinutesDraft,
+    MinutesDraft,
+    meeting_id,
+    "minutes issue",
+    "draft",
+    "minutes draft",
+    "meeting"
+);
+
 /// Checks an embedded entry of any kind: its message sits in its sender's
 /// channel and is signed by a key of that sender valid at the entry's hub
 /// time (a key used after its retirement proves nothing). Returns the
@@ -337,19 +421,8 @@ pub fn verify_minutes_issue(
             proposal.message.sender
         )));
     }
-    let draft_entry = issue
-        .draft
-        .as_ref()
-        .ok_or_else(|| unproven("the minutes issue carries no draft"))?;
-    let draft = check_embedded("minutes draft", draft_entry, keys)?;
-    let Step::MinutesDraft(d) = &draft.step else {
-        return Err(unproven("the embedded draft is not a minutes draft"));
-    };
-    if d.meeting_id != issue.meeting_id || draft.message.sender != issuer {
-        return Err(unproven(
-            "the embedded draft is not a draft of this meeting by its proposer",
-        ));
-    }
+    let (draft, d): (_, pb::MinutesDraft) =
+        own_embedded_step(issue.draft.as_ref(), issuer, &issue.meeting_id, keys)?;
     let draft_pin = draft.pin();
     let attendees: BTreeSet<&str> = p.attending_units.iter().map(String::as_str).collect();
     let mut consented = std::collections::BTreeMap::new();
@@ -495,20 +568,8 @@ pub fn verify_joint_release(
     release: &pb::JointRelease,
     keys: &dyn SigningKeys,
 ) -> Result<ReleasedNotice, WorkflowError> {
-    let draft_entry = release
-        .draft
-        .as_ref()
-        .ok_or_else(|| unproven("the release carries no draft"))?;
-    let draft = check_embedded("joint draft", draft_entry, keys)?;
-    let Step::JointDraft(d) = &draft.step else {
-        return Err(unproven("the embedded draft is not a joint draft"));
-    };
-    if d.notice_id != release.notice_id || draft.message.sender != releaser {
-        return Err(unproven(format!(
-            "the embedded draft is not notice {:?} drafted by {releaser}",
-            shown(&release.notice_id)
-        )));
-    }
+    let (draft, d): (_, pb::JointDraft) =
+        own_embedded_step(release.draft.as_ref(), releaser, &release.notice_id, keys)?;
     let content = d
         .content
         .clone()
@@ -746,6 +807,61 @@ mod tests {
             m.subject = "changed".into();
         }
         assert!(verify_minutes_issue("civil-affairs", &bad, &w.keys()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn an_own_embedded_step_is_there_signed_of_its_kind_id_and_releaser() -> R {
+        let mut w = World::new(&["finance", "tax"])?;
+        let draft = |id: &str| {
+            Step::JointDraft(pb::JointDraft {
+                notice_id: id.into(),
+                ..Default::default()
+            })
+        };
+        let entry = w
+            .entry("finance", Kind::JointNotice, draft("n1"))
+            .ok_or("setup")?;
+        // Another step kind is not the one the release rests on.
+        let other = w
+            .entry(
+                "finance",
+                Kind::Minutes,
+                Step::MinutesDraft(pb::MinutesDraft {
+                    meeting_id: "n1".into(),
+                    ..Default::default()
+                }),
+            )
+            .ok_or("setup")?;
+        let keys = w.keys();
+        let own = |e: Option<&Entry>, releaser: &str, id: &str| {
+            own_embedded_step::<pb::JointDraft>(e, releaser, id, &keys).map(|(c, d)| (c.pin(), d))
+        };
+        let (pinned, d) = own(Some(&entry), "finance", "n1")?;
+        assert_eq!((pinned, d.notice_id.as_str()), (pin(&entry), "n1"));
+        let refused = |r: Result<_, WorkflowError>, says: &str| match r {
+            Err(WorkflowError::Unproven(m)) => assert!(m.contains(says), "{m}"),
+            other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+        };
+        refused(own(None, "finance", "n1"), "the release carries no draft");
+        refused(
+            own(Some(&entry), "finance", "n2"),
+            "not of notice \"n2\" by finance",
+        );
+        refused(
+            own(Some(&entry), "tax", "n1"),
+            "not of notice \"n1\" by tax",
+        );
+        // A tampered step no longer verifies.
+        let mut tampered = entry.clone();
+        if let Some(m) = tampered.message.as_mut().and_then(|s| s.message.as_mut()) {
+            m.body = encode_step(draft("n2")).into();
+        }
+        assert!(own(Some(&tampered), "finance", "n2").is_err());
+        refused(
+            own(Some(&other), "finance", "n1"),
+            "the embedded draft is a step of kind minutes draft, not joint draft",
+        );
         Ok(())
     }
 

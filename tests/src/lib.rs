@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod workflow;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -47,7 +48,21 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// A fresh PKI whose hub runs on the store `TONGBAO_TEST_STORE` chooses.
     pub fn generate() -> Result<Self, BoxError> {
+        let mut pki = Self::generate_on_sled()?;
+        if on_postgres() {
+            let db = tongbao_server::store::pg_store::testdb::TestDb::create()?.ok_or(
+                "TONGBAO_TEST_STORE=postgres needs TONGBAO_TEST_PG_URL (see .ci/postgres.sh)",
+            )?;
+            pki.use_postgres(&db.url(), 4)?;
+            pki.pg = Some(db);
+        }
+        Ok(pki)
+    }
+
+    /// A fresh PKI whose hub keeps its data in sled, whatever the run's store.
+    pub fn generate_on_sled() -> Result<Self, BoxError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         init(
@@ -59,22 +74,18 @@ impl TestPki {
                 force: false,
             },
         )?;
-        let pg = if on_postgres() {
-            let db = tongbao_server::store::pg_store::testdb::TestDb::create()?.ok_or(
-                "TONGBAO_TEST_STORE=postgres needs TONGBAO_TEST_PG_URL (see .ci/postgres.sh)",
-            )?;
-            let path = dir.path().join("hub.toml");
-            let mut text = std::fs::read_to_string(&path)?;
-            text.push_str(&format!(
-                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
-                db.url()
-            ));
-            std::fs::write(&path, text)?;
-            Some(db)
-        } else {
-            None
-        };
-        Ok(Self { dir, pg })
+        Ok(Self { dir, pg: None })
+    }
+
+    /// Points the hub config at the PostgreSQL database `url` names.
+    pub fn use_postgres(&self, url: &str, pool_size: u32) -> Result<(), BoxError> {
+        let path = self.path().join("hub.toml");
+        let mut text = std::fs::read_to_string(&path)?;
+        text.push_str(&format!(
+            "\n[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = {pool_size}\n"
+        ));
+        std::fs::write(&path, text)?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

@@ -8,10 +8,10 @@ use tongbao_client::{Client, ClientError, Draft, KeyRing, PushReceipt};
 use tongbao_proto::pb::{self, Kind, workflow_step::Step};
 use tongbao_proto::workflow::action::{ProvenPart, verify_action_summary};
 use tongbao_proto::workflow::{CONTENT_TYPE, decode_step, encode_step};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, assert_nothing_stored, refused};
+use tongbao_tests::workflow::{ENFORCEMENT, office};
+use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, refused};
 use tonic::Code;
 
-const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
 /// Valid unified social credit codes (check characters computed
 /// independently of the code under test).
@@ -23,10 +23,6 @@ fn org(code: &str, name: &str) -> pb::Organization {
         credit_code: code.into(),
         name: name.into(),
     }
-}
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
 }
 
 fn inspection(id: &str, participants: &[&str]) -> pb::ActionProposal {
@@ -397,16 +393,9 @@ async fn a_released_summary_is_checked_offline_and_a_tampered_report_is_refused(
 async fn membership_is_judged_when_the_action_is_proposed() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = t.operator(Role::System).await?;
     let now = tongbao_proto::now_micros();
     for (unit, from) in [("finance", now + 720 * HOUR), ("pbc-taiyuan", now - HOUR)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: ENFORCEMENT.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(ENFORCEMENT, unit, from).await?;
     }
     refused(
         lead.propose_action(inspection("a-f", &["tax", "finance"]))
@@ -639,32 +628,13 @@ async fn an_answer_or_result_made_after_its_key_was_retired_does_not_count() -> 
         .find(|p| p.unit == "tax")
         .and_then(|p| p.answer.clone())
         .ok_or("tax has not answered")?;
-    let old_key = tax
-        .list_units()
-        .await?
-        .units
-        .into_iter()
-        .find(|u| u.id == "tax")
-        .and_then(|u| u.keys.into_iter().next())
-        .ok_or("tax has no key")?;
-    tax.rotate_signing_key(tongbao_proto::keys::SigningKey::generate()?)
-        .await?;
-    let answered_at = tax
-        .get_entry(&answered.channel, answered.seq)
-        .await?
-        .entry
-        .hub_micros;
-    t.operator(Role::Security)
-        .await?
-        .admin()
-        .retire_key(pb::RetireKeyRequest {
-            unit: "tax".into(),
-            key_id: old_key.key_id.clone(),
-            at_micros: answered_at,
-            backdate: true,
-            backdate_reason: "the key leaked before the answer".into(),
-        })
-        .await?;
+    t.retire_key_back_to(
+        &tax,
+        "tax",
+        (&answered.channel, answered.seq),
+        "the key leaked before the answer",
+    )
+    .await?;
     // The library refuses to embed an entry that no longer verifies; the
     // hub refuses the summary built by hand.
     assert!(lead.summarize_action("a-1", "Done").await.is_err());

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tongbao_agent::{AgentConfig, WebhookConfig};
 use tongbao_client::Client;
 use tongbao_tests::http::{AgentHttp, Receiver, start_agent, start_agent_with};
+use tongbao_tests::workflow::office;
 use tongbao_tests::{BoxError, TestHub, TestResult, assert_nothing_stored, wait_until};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -26,10 +27,6 @@ fn webhook(dir: &Path, name: &str, url: String, key: &str) -> Result<WebhookConf
         max_attempts: 3,
         first_backoff: Duration::from_millis(20),
     })
-}
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
 }
 
 /// The recipient states the office's agent shows for CHANNEL:SEQ.

@@ -5,39 +5,10 @@
 
 use hyper::StatusCode;
 use serde_json::json;
-use tongbao_proto::pb::{self, AnswerState, Kind, MeetingKind};
+use tongbao_proto::pb::{self, AnswerState, Kind};
 use tongbao_tests::http::start_agent;
+use tongbao_tests::workflow::{FUND, fund_meeting, fund_notice};
 use tongbao_tests::{TestHub, TestResult};
-
-const FUND: &str = "fund-supervision";
-
-fn fund_meeting(id: &str) -> pb::MeetingProposal {
-    pb::MeetingProposal {
-        meeting_id: id.into(),
-        mechanisms: vec![FUND.into()],
-        kind: MeetingKind::Partial as i32,
-        title: "Abnormal fund movements, Q4".into(),
-        attending_units: vec!["finance".into(), "tax".into(), "pbc-taiyuan".into()],
-        date_micros: tongbao_proto::now_micros(),
-        agenda: vec!["Review of Q4 leads".into()],
-    }
-}
-
-fn fund_notice() -> pb::JointContent {
-    pb::JointContent {
-        title: "Major abnormal fund movement: Foundation Y".into(),
-        text: "CNY 30m moved to accounts abroad in 3 days.".into(),
-        mechanism: FUND.into(),
-        co_issuers: vec!["tax".into(), "pbc-taiyuan".into()],
-        audience: Some(pb::Audience {
-            mechanisms: vec![FUND.into()],
-            offices: vec![FUND.into()],
-            ..Default::default()
-        }),
-        case_id: "C-2026-7".into(),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_consents_to_minutes_through_its_agent() -> TestResult {

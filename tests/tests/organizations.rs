@@ -3,35 +3,18 @@
 //! hub-time order exactly the entries about an organization the caller
 //! sent or was addressed, each verified by the client library.
 
-use tongbao_client::{Client, ClientConfig, Draft, NewWarning, VerifiedEntry};
+use tongbao_client::{Client, Draft, NewWarning, VerifiedEntry};
 use tongbao_proto::pb::{self, Kind, WarningLevel};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, assert_nothing_stored, note, refused};
+use tongbao_tests::workflow::{FUND, leading_group, office};
+use tongbao_tests::{TestHub, TestResult, assert_nothing_stored, note, refused};
 use tonic::Code;
 
-const FUND: &str = "fund-supervision";
 /// Check characters computed independently of the code under test.
 const ORG: &str = "51140000MJ0000012R";
 const OTHER: &str = "53140000MJY0001237";
 
 fn subjects(v: &[VerifiedEntry]) -> Vec<String> {
     v.iter().map(|e| e.message().subject.clone()).collect()
-}
-
-async fn office(t: &TestHub) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(FUND, t.addr)?).await?)
-}
-
-async fn leading_group(t: &TestHub) -> Result<Client, BoxError> {
-    let path = t
-        .pki
-        .path()
-        .join("leading-group")
-        .join("main")
-        .join("client.toml");
-    Ok(
-        Client::connect(&ClientConfig::load(&path)?.with_hub(format!("https://{}", t.addr)))
-            .await?,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +126,7 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
     );
     // The office sees only what was addressed to its inbox; the leading
     // group nothing.
-    assert!(office(&t).await?.organization(ORG).await?.is_empty());
+    assert!(office(&t, FUND).await?.organization(ORG).await?.is_empty());
     ss.push(
         note("Closed")
             .to_units(["public-security"])
@@ -152,7 +135,7 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
     )
     .await?;
     assert_eq!(
-        subjects(&office(&t).await?.organization(ORG).await?),
+        subjects(&office(&t, FUND).await?.organization(ORG).await?),
         ["Closed"]
     );
     assert!(leading_group(&t).await?.organization(ORG).await?.is_empty());
@@ -177,15 +160,7 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
             evidence: vec![pbc.get_entry(&lead.channel, lead.seq).await?.pin()],
         })
         .await?;
-    t.operator(Role::System)
-        .await?
-        .admin()
-        .add_member(pb::AddMemberRequest {
-            mechanism: FUND.into(),
-            unit: "education".into(),
-            effective_micros: 0,
-        })
-        .await?;
+    t.add_member(FUND, "education", 0).await?;
     finance
         .answer_warning("w-org", vec!["grant suspended".into()], "")
         .await?;
@@ -194,7 +169,7 @@ async fn org_show_lists_only_entries_addressed_to_the_caller() -> TestResult {
     assert!(seen[0].starts_with("Joint warning"), "{seen:?}");
     let education = t.unit("education").await?;
     assert!(education.organization(ORG).await?.is_empty());
-    let office_seen = office(&t).await?.organization(ORG).await?;
+    let office_seen = office(&t, FUND).await?.organization(ORG).await?;
     assert_eq!(office_seen.len(), 3, "{:?}", subjects(&office_seen));
     assert!(
         office_seen
@@ -267,6 +242,6 @@ async fn a_joint_action_is_found_under_each_target_by_those_addressed() -> TestR
             "not addressed",
         );
     }
-    assert!(office(&t).await?.organization(ORG).await?.is_empty());
+    assert!(office(&t, FUND).await?.organization(ORG).await?.is_empty());
     t.stop().await
 }

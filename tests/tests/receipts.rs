@@ -5,12 +5,9 @@ use std::time::Duration;
 use tongbao_client::{Client, ClientError, Draft, ProcessError};
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::pb::{self, DeliveryState, Kind};
+use tongbao_tests::workflow::office;
 use tongbao_tests::{HubProcess, TestHub, TestPki, TestResult, members_of, note, refused};
 use tonic::Code;
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, tongbao_tests::BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
-}
 
 fn states(e: &pb::AuditedEntry) -> BTreeMap<String, (i32, bool)> {
     e.recipients

@@ -4,18 +4,13 @@
 //! included; every refusal with its status, and membership judged when
 //! the task is assigned.
 
-use tongbao_client::{Client, PushReceipt};
+use tongbao_client::PushReceipt;
 use tongbao_proto::pb::{self, AssigneeState, Kind, MeetingKind, TaskStatus, workflow_step::Step};
-use tongbao_tests::{BoxError, Role, TestHub, TestResult, refused, wait_until};
+use tongbao_tests::workflow::{ENFORCEMENT, FUND, office};
+use tongbao_tests::{BoxError, TestHub, TestResult, refused, wait_until};
 use tonic::Code;
 
-const FUND: &str = "fund-supervision";
-const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
-}
 
 fn fund_task(id: &str, assignees: &[&str]) -> pb::TaskAssignment {
     pb::TaskAssignment {
@@ -431,17 +426,10 @@ async fn the_office_sees_each_task_status_and_a_task_become_overdue() -> TestRes
 async fn membership_is_judged_when_the_task_is_assigned() -> TestResult {
     let t = TestHub::start().await?;
     let lead = t.unit("civil-affairs").await?;
-    let ops = t.operator(Role::System).await?;
     let now = tongbao_proto::now_micros();
     // Health joins fund supervision next month; Education as of an hour ago.
     for (unit, from) in [("health", now + 720 * HOUR), ("education", now - HOUR)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: FUND.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(FUND, unit, from).await?;
     }
     refused(
         lead.assign_task(fund_task("t-h", &["tax", "health"])).await,
@@ -505,14 +493,7 @@ async fn task_and_action_state_is_rebuilt_from_the_entries() -> TestResult {
     let listed_before = t.unit("finance").await?.tasks(Default::default()).await?;
     drop(lead);
 
-    let config = t.pki.hub_config()?;
-    if let Some(hub) = t.hub.take() {
-        hub.shutdown().await?;
-    }
-    tongbao_tests::clear_workflow_state(&config)?;
-    let hub = tongbao_server::Hub::start(&config).await?;
-    t.addr = hub.addr();
-    t.hub = Some(hub);
+    t.restart_with_workflow_state_lost(|_| Ok(())).await?;
     let lead = t.unit("civil-affairs").await?;
     assert_eq!(stored(lead.task("t-r").await?), task_before);
     assert_eq!(lead.action("a-r").await?, action_before);

@@ -9,17 +9,13 @@ use tongbao_proto::keys::RegisteredKey;
 use tongbao_proto::pb::{self, Kind, WarningLevel, workflow_step::Step};
 use tongbao_proto::warning::verify_answer;
 use tongbao_proto::workflow::{CONTENT_TYPE, encode_step};
+use tongbao_tests::workflow::{FUND, office};
 use tongbao_tests::{BoxError, Role, TestHub, TestResult, note, refused, registered_keys};
 use tonic::Code;
 
-const FUND: &str = "fund-supervision";
 /// A social group (社会团体) registered in Shanxi; check character computed
 /// independently of the code under test.
 const ORG: &str = "51140000MJ0000012R";
-
-async fn office(t: &TestHub) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(FUND, t.addr)?).await?)
-}
 
 fn org() -> pb::Organization {
     pb::Organization {
@@ -114,7 +110,7 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
         .await?;
     // The office sees, per organization, the active warning and who has
     // not answered.
-    let seen = office(&t).await?.warnings(ORG, true).await?;
+    let seen = office(&t, FUND).await?.warnings(ORG, true).await?;
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].not_answered,
@@ -171,7 +167,7 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
     );
     assert_eq!(
         pbc.warning("w-1").await?,
-        office(&t).await?.warning("w-1").await?
+        office(&t, FUND).await?.warning("w-1").await?
     );
     assert_eq!(pbc.warning("w-1").await?.not_answered.len(), 3);
     // Measures sent to the issuer and the office only: another member sees
@@ -217,7 +213,7 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
         tax.verify_warning_answer(&lift_entry).await?.unit,
         "pbc-taiyuan"
     );
-    let office = office(&t).await?;
+    let office = office(&t, FUND).await?;
     assert!(office.warnings(ORG, true).await?.is_empty());
     let all = office.warnings("", false).await?;
     assert_eq!(all.len(), 1);
@@ -319,7 +315,6 @@ async fn a_warning_cites_only_entries_its_issuer_saw() -> TestResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_is_judged_when_the_warning_and_each_answer_are_appended() -> TestResult {
     let t = TestHub::start().await?;
-    let ops = t.operator(Role::System).await?;
     let security = t.operator(Role::Security).await?;
     let pbc = t.unit("pbc-taiyuan").await?;
     let evidence = lead(&pbc).await?;
@@ -330,13 +325,7 @@ async fn membership_is_judged_when_the_warning_and_each_answer_are_appended() ->
     let now = tongbao_proto::now_micros();
     let month = 30 * 24 * 3_600_000_000;
     for (unit, from) in [("education", now - 1), ("health", now + month)] {
-        ops.admin()
-            .add_member(pb::AddMemberRequest {
-                mechanism: FUND.into(),
-                unit: unit.into(),
-                effective_micros: from,
-            })
-            .await?;
+        t.add_member(FUND, unit, from).await?;
     }
     let education = t.unit("education").await?;
     refused(
@@ -465,14 +454,7 @@ async fn warnings_and_the_organization_index_are_rebuilt_from_the_entries() -> T
     let seen = pbc.organization(ORG).await?.len();
     drop(pbc);
 
-    let config = t.pki.hub_config()?;
-    if let Some(hub) = t.hub.take() {
-        hub.shutdown().await?;
-    }
-    tongbao_tests::clear_workflow_state(&config)?;
-    let hub = tongbao_server::Hub::start(&config).await?;
-    t.addr = hub.addr();
-    t.hub = Some(hub);
+    t.restart_with_workflow_state_lost(|_| Ok(())).await?;
     let pbc = t.unit("pbc-taiyuan").await?;
     assert_eq!(pbc.warning("w-r").await?, before);
     assert!(before.lift.is_some());

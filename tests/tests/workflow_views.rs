@@ -8,21 +8,16 @@
 
 use tongbao_client::{Client, NewWarning, PushReceipt};
 use tongbao_proto::pb::{self, WarningLevel};
+use tongbao_tests::workflow::{ENFORCEMENT, FUND, office};
 use tongbao_tests::{BoxError, TestHub, TestResult, code_of, wait_until};
 use tonic::Code;
 
-const FUND: &str = "fund-supervision";
-const ENFORCEMENT: &str = "joint-enforcement";
 const HOUR: i64 = 3_600_000_000;
 /// Only catches a hang.
 const HANG: std::time::Duration = std::time::Duration::from_secs(60);
 /// Meant for finance alone: no other assignee may read it in a view.
 const RETURN_REASON: &str = "Name each counterpart bank of the 2025 transfers";
 const DECLINE_REASON: &str = "No inspectors free that day";
-
-async fn office(t: &TestHub, mechanism: &str) -> Result<Client, BoxError> {
-    Ok(Client::connect(&t.pki.office_config(mechanism, t.addr)?).await?)
-}
 
 fn pin_of(r: &PushReceipt) -> Option<pb::EntryPin> {
     Some(pb::EntryPin {

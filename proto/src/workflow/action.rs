@@ -6,7 +6,10 @@
 //! checked from their consents.
 
 use super::task::{check_attachment, check_unit_list};
-use super::{SigningKeys, WorkflowError, check_embedded, check_workflow_id, malformed, unproven};
+use super::{
+    SigningKeys, WorkflowError, check_embedded, check_workflow_id, malformed, own_embedded_step,
+    own_step, unproven,
+};
 use crate::credit_code;
 use crate::echo::shown;
 use crate::pb::{self, Entry, Message, Organization, workflow_step::Step};
@@ -86,6 +89,16 @@ pub enum ProvenPart {
     },
 }
 
+own_step!(
+    pb::ActionProposal,
+    ActionProposal,
+    action_id,
+    "action summary",
+    "proposal",
+    "action proposal",
+    "action"
+);
+
 /// What a verified summary proves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummarizedAction {
@@ -108,22 +121,14 @@ pub fn verify_action_summary(
     summary: &pb::ActionSummary,
     keys: &dyn SigningKeys,
 ) -> Result<SummarizedAction, WorkflowError> {
-    let proposal_entry = summary
-        .proposal
-        .as_ref()
-        .ok_or_else(|| unproven("the action summary carries no proposal"))?;
-    let proposal = check_embedded("action proposal", proposal_entry, keys)?;
-    let Step::ActionProposal(p) = &proposal.step else {
-        return Err(unproven("the embedded proposal is not an action proposal"));
-    };
-    if p.action_id != summary.action_id || proposal.message.sender != releaser {
-        return Err(unproven(format!(
-            "the embedded proposal is not action {:?} proposed by {releaser}",
-            shown(&summary.action_id)
-        )));
-    }
+    let (proposal, p): (_, pb::ActionProposal) = own_embedded_step(
+        summary.proposal.as_ref(),
+        releaser,
+        &summary.action_id,
+        keys,
+    )?;
     // A proposal the hub would refuse proves no action.
-    check_proposal(proposal.message, p)
+    check_proposal(proposal.message, &p)
         .map_err(|e| unproven(format!("the embedded proposal: {e}")))?;
     let pin = proposal.pin();
     let participants: BTreeSet<&str> = p.participants.iter().map(String::as_str).collect();

@@ -12,7 +12,12 @@
 //! verified by the client as always). The background check of every
 //! entry runs meanwhile, as it would after any restart.
 
-use super::{HubChild, body, millis, r3, to_civil_affairs, to_joint_enforcement};
+use crate::audit::audit_calls;
+use crate::hub::HubChild;
+use crate::latency::{millis, r3};
+use crate::scenario::{
+    MECHANISM_PUBLISHERS, SINGLE_PUBLISHERS, body, to_civil_affairs, to_joint_enforcement,
+};
 use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,7 +43,7 @@ const PULL_PAGE: u32 = 1000;
 
 /// Runs the history bench: its report, as JSON.
 pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
-    let pki = TestPki::generate()?;
+    let pki = TestPki::generate_on_sled()?;
     let hub = HubChild::start(&pki, args.fsync)?;
     let filled = Instant::now();
     fill(&pki, &hub, args).await?;
@@ -53,7 +58,7 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let reader = first_answer(&pki, &hub, recipient(args.recipients)?).await?;
     let restart = started.elapsed();
     let rss_kib = hub.rss_kib()?;
-    let audit = super::audit_calls(&pki, &hub, "joint-enforcement", 2).await?;
+    let audit = audit_calls(&pki, &hub, "joint-enforcement", 2).await?;
     let pulled = deep_pull(&reader).await?;
     hub.stop()?;
 
@@ -105,8 +110,8 @@ fn recipient(recipients: usize) -> Result<&'static str, BoxError> {
 /// Pushes `args.messages` messages in batches, publishers side by side.
 async fn fill(pki: &TestPki, hub: &HubChild, args: &HistoryArgs) -> Result<(), BoxError> {
     let (units, audience): (&[&str], fn(Draft) -> Draft) = match args.recipients {
-        1 => (super::SINGLE_PUBLISHERS, to_civil_affairs),
-        13 => (super::MECHANISM_PUBLISHERS, to_joint_enforcement),
+        1 => (SINGLE_PUBLISHERS, to_civil_affairs),
+        13 => (MECHANISM_PUBLISHERS, to_joint_enforcement),
         n => return Err(format!("--recipients {n}: 1 or 13").into()),
     };
     let batch = args.batch.max(1);
