@@ -88,6 +88,9 @@ pub struct Segments {
     fsync: bool,
     writer: Mutex<Writer>,
     readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// Directory syncs made when opening segments for appends.
+    #[cfg(test)]
+    dir_syncs: std::sync::atomic::AtomicU64,
 }
 
 fn file_name(segment: u64) -> String {
@@ -126,6 +129,8 @@ impl Segments {
                 len,
             }),
             readers: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            dir_syncs: Default::default(),
         })
     }
 
@@ -144,24 +149,23 @@ impl Segments {
             let next = w.segment + 1;
             self.begin(&mut w, next)?;
         }
-        let size = records.iter().map(|r| r.record.len() + r.hashes.len());
-        let mut bytes = Vec::with_capacity(size.sum());
         let mut places = Vec::with_capacity(records.len());
+        let mut end = w.len;
         for r in records {
             places.push(Place {
                 segment: w.segment,
-                offset: w.len + bytes.len() as u64,
+                offset: end,
                 len: r.record.len() as u64,
                 hashes: r.hashes.len() as u64,
             });
-            bytes.extend_from_slice(r.record);
-            bytes.extend_from_slice(r.hashes);
+            end += (r.record.len() + r.hashes.len()) as u64;
         }
         let at = w.len;
         let Some(file) = w.file.as_ref() else {
             return Err(StoreError::Database("no entry segment is open".into()));
         };
-        let written = write_all_at(file, &bytes, at)
+        let pieces = records.iter().flat_map(|r| [r.record, r.hashes]);
+        let written = write_pieces_at(file, pieces, at)
             .and_then(|()| if self.fsync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // What was written is named by nobody: cut it, so that the
@@ -172,14 +176,15 @@ impl Segments {
                 self.path(w.segment).display()
             )));
         }
-        w.len += bytes.len() as u64;
+        w.len = end;
         Ok(places)
     }
 
-    /// Opens segment `segment` for appends (creating it when missing).
+    /// Opens segment `segment` for appends (creating it when missing). The
+    /// directory is synced every time: a file a crash left behind may exist
+    /// without its directory entry being durable yet.
     fn reopen(&self, w: &mut Writer, segment: u64) -> Result<(), StoreError> {
         let path = self.path(segment);
-        let existed = path.exists();
         let mut options = OpenOptions::new();
         options.create(true).write(true);
         #[cfg(unix)]
@@ -189,9 +194,10 @@ impl Segments {
             options.mode(0o600);
         }
         let file = options.open(&path)?;
-        if !existed {
-            sync_dir(&self.dir)?;
-        }
+        sync_dir(&self.dir)?;
+        #[cfg(test)]
+        self.dir_syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         w.len = file.metadata()?.len();
         w.segment = segment;
         w.file = Some(file);
@@ -231,10 +237,17 @@ impl Segments {
         }
         let mut buf = vec![0; len as usize];
         read_exact_at(&file, &mut buf, offset).map_err(|e| {
-            StoreError::Corrupt(format!(
+            let what = format!(
                 "segment {}: {len} bytes at offset {offset} cannot be read: {e}",
                 self.path(segment).display(),
-            ))
+            );
+            // Only a short read says the data is not there; any other error
+            // (a failing disk, a handle limit) is the system's, not the data's.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::Corrupt(what)
+            } else {
+                StoreError::Io(std::io::Error::new(e.kind(), what))
+            }
         })?;
         Ok(buf)
     }
@@ -246,10 +259,14 @@ impl Segments {
         }
         let path = self.path(segment);
         let file = File::open(&path).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "entry segment {} cannot be opened: {e}",
-                path.display()
-            ))
+            let what = format!("entry segment {} cannot be opened: {e}", path.display());
+            // A missing segment is lost data; running out of file handles
+            // or a permission error is not.
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::Corrupt(what)
+            } else {
+                StoreError::Io(std::io::Error::new(e.kind(), what))
+            }
         })?;
         if readers.len() >= OPEN_READERS {
             readers.clear();
@@ -258,6 +275,37 @@ impl Segments {
         readers.insert(segment, file.clone());
         Ok(file)
     }
+}
+
+/// Pieces coalesced into one write up to this size; larger pieces are
+/// written from where they are, so an append never copies a large batch.
+const COALESCE_BYTES: usize = 1 << 20;
+
+/// Writes `pieces` one after another from offset `at`, small ones
+/// gathered into writes of up to [`COALESCE_BYTES`].
+fn write_pieces_at<'a>(
+    file: &File,
+    pieces: impl Iterator<Item = &'a [u8]>,
+    mut at: u64,
+) -> std::io::Result<()> {
+    let mut gathered = Vec::new();
+    for piece in pieces {
+        if !gathered.is_empty() && gathered.len() + piece.len() > COALESCE_BYTES {
+            write_all_at(file, &gathered, at)?;
+            at += gathered.len() as u64;
+            gathered.clear();
+        }
+        if piece.len() >= COALESCE_BYTES {
+            write_all_at(file, piece, at)?;
+            at += piece.len() as u64;
+        } else {
+            gathered.extend_from_slice(piece);
+        }
+    }
+    if gathered.is_empty() {
+        return Ok(());
+    }
+    write_all_at(file, &gathered, at)
 }
 
 #[cfg(unix)]
@@ -270,18 +318,40 @@ fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
 }
 
-#[cfg(not(unix))]
-fn write_all_at(mut file: &File, bytes: &[u8], at: u64) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
-    file.seek(SeekFrom::Start(at))?;
-    file.write_all(bytes)
+// Windows' positioned I/O: a handle shared by readers never has its
+// position moved under another read.
+#[cfg(windows)]
+fn write_all_at(file: &File, mut bytes: &[u8], mut at: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !bytes.is_empty() {
+        match file.seek_write(bytes, at) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
-#[cfg(not(unix))]
-fn read_exact_at(mut file: &File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    file.seek(SeekFrom::Start(at))?;
-    file.read_exact(buf)
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut at: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, at) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -394,5 +464,63 @@ mod tests {
         assert!(Place::decode(&longer).is_err());
         assert!(Place::decode(&p.encode()[..2]).is_err());
         assert!(Place::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn opening_an_existing_segment_for_appends_syncs_its_directory() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        drop(Segments::open(dir.path(), true)?.append(&plain(&[b"one"]))?);
+        // A crash may leave the file with an entry its directory never made durable.
+        let s = Segments::open(dir.path(), true)?;
+        s.append(&plain(&[b"two"]))?;
+        assert_eq!(s.dir_syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_error_other_than_a_short_read_is_no_corruption() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let s = Segments::open(dir.path(), true)?;
+        let p = s.append(&plain(&[b"entry"]))?[0];
+        // A directory opens but cannot be read: an I/O error, not lost data.
+        let odd = p.segment + 3;
+        std::fs::create_dir(s.path(odd))?;
+        match s.read(Place { segment: odd, ..p }) {
+            Err(StoreError::Io(e)) => assert!(e.to_string().contains("cannot be read"), "{e}"),
+            other => panic!("expected an i/o error, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn large_and_small_pieces_land_where_their_places_say() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let s = Segments::open(dir.path(), true)?;
+        let big = vec![7u8; COALESCE_BYTES + 5];
+        let small = [3u8; 40];
+        let places = s.append(&[
+            Appended {
+                record: b"a",
+                hashes: &small,
+            },
+            Appended {
+                record: &big,
+                hashes: &small,
+            },
+            Appended {
+                record: b"c",
+                hashes: &[],
+            },
+        ])?;
+        assert_eq!(s.read(places[0])?, b"a");
+        assert_eq!(s.read_hashes(places[0])?, small);
+        assert_eq!(s.read(places[1])?, big);
+        assert_eq!(s.read_hashes(places[1])?, small);
+        assert_eq!(s.read(places[2])?, b"c");
+        assert_eq!(
+            std::fs::metadata(s.path(places[2].segment))?.len(),
+            places[2].offset + 1
+        );
+        Ok(())
     }
 }
