@@ -396,8 +396,9 @@ pub fn key_file_verifier(
 
 /// Checks a stopped hub's data directory offline: every entry against its
 /// leaf hash and its place in the chain, every stored Merkle hash against
-/// the leaf hashes, and every channel's stored checkpoint (its signature
-/// under the hub key, and its root over the entries). Refuses a directory
+/// the leaf hashes, every audit index row against its entry, and every
+/// channel's stored checkpoint (its signature under the hub key, and its
+/// root over the entries). Refuses a directory
 /// a hub runs on. Opening the store replays its journal, as a start would.
 pub fn verify_data(dir: &Path, hub_key: Option<NoteVerifier>) -> Result<VerifyReport, BackupError> {
     refuse_if_held(dir)?;
@@ -437,6 +438,8 @@ fn verify_store(
             (head.next_seq, checkpoints.get(channel).cloned()),
         );
     }
+    // Audits read rows, not entries: each row must be what its entry makes.
+    report.failures.extend(store.check_audit_rows()?.failures);
     for (channel, note) in &checkpoints {
         let size = heads.get(channel).map_or(0, |h| h.next_seq);
         if !heads.contains_key(channel) {

@@ -43,9 +43,10 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 4 keeps entry records, their tree hashes and audit rows in the
-/// segments and their places in sled; format 3 kept them all in sled. Format 3 keeps in each audit index
-/// row what the audit needs of the entry; format 2 rows were empty.
+/// Format 4 (this one) keeps entry records, their tree hashes and audit
+/// rows in the segments and their places in sled. Format 3 kept them all
+/// in sled, each audit index row holding what the audit needs of its
+/// entry; format 2 was format 3 with empty audit rows.
 pub(super) const FORMAT: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
 pub(super) const FORMAT_3: &[u8] = b"3";

@@ -15,8 +15,8 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH, is_entry_key,
-    merge_runs, place_key, record_key, row_place, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
+    is_entry_key, merge_runs, place_key, record_key, row_place, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
@@ -137,14 +137,9 @@ fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
     if reserve == 0 {
         return Ok(());
     }
-    let mut journal_bytes = 0;
-    if let Ok(files) = std::fs::read_dir(dir.join("journal")) {
-        for file in files {
-            journal_bytes += file?.metadata()?.len();
-        }
-    }
-    let needed = reserve.saturating_add(journal_bytes);
-    let free = fs2::available_space(dir)?;
+    let journal = journal_bytes(dir)?;
+    let needed = reserve.saturating_add(journal);
+    let free = free_space(dir)?;
     if free >= needed {
         return Ok(());
     }
@@ -154,9 +149,72 @@ fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
         dir.display(),
         free >> 20,
         needed.div_ceil(1 << 20),
-        journal_bytes.div_ceil(1 << 20),
+        journal.div_ceil(1 << 20),
         reserve >> 20
     )))
+}
+
+/// Refuses to upgrade an older storage format without room for it, before
+/// anything is changed: the upgrade writes every entry record, tree hash
+/// and audit row again into the segments, and sled's file does not shrink
+/// for what leaves it; the journal's replay and the reserve come on top.
+fn check_room_to_upgrade(dir: &Path, tree: &sled::Tree, reserve: u64) -> Result<(), StoreError> {
+    if reserve == 0 {
+        return Ok(());
+    }
+    let moving = bytes_to_move(tree)?;
+    let journal = journal_bytes(dir)?;
+    let needed = reserve.saturating_add(journal).saturating_add(moving);
+    let free = free_space(dir)?;
+    if free >= needed {
+        return Ok(());
+    }
+    Err(StoreError::NoRoom(format!(
+        "the data disk of {} has {free} bytes free; upgrading its storage format needs {needed} \
+         bytes: the {moving} bytes of entries, tree hashes and audit rows it copies into the \
+         entry segments, the journal's {journal} bytes to replay and the {reserve} bytes kept \
+         free ([hub] min_free_mib). Nothing was changed; free space on it and start again",
+        dir.display(),
+    )))
+}
+
+/// The bytes an upgrade to format 4 appends to the segments: the values
+/// of every entry record, tree hash and audit row sled holds.
+fn bytes_to_move(tree: &sled::Tree) -> Result<u64, StoreError> {
+    let mut bytes = 0u64;
+    for kind in [ENTRY, TREE_HASH, AUDIT_SCOPE] {
+        for kv in tree.scan_prefix([kind, 0]) {
+            bytes = bytes.saturating_add(kv?.1.len() as u64);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The bytes the commit journal holds (all of it may be replayed).
+fn journal_bytes(dir: &Path) -> Result<u64, StoreError> {
+    let mut bytes = 0;
+    if let Ok(files) = std::fs::read_dir(dir.join("journal")) {
+        for file in files {
+            bytes += file?.metadata()?.len();
+        }
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The free space this thread's starts see, instead of the disk's.
+    pub(super) static FREE_SPACE: std::cell::Cell<Option<u64>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Free space on the disk holding `dir` (as a test set it, in tests).
+fn free_space(dir: &Path) -> Result<u64, StoreError> {
+    #[cfg(test)]
+    if let Some(free) = FREE_SPACE.get() {
+        return Ok(free);
+    }
+    Ok(fs2::available_space(dir)?)
 }
 
 /// Opens sled in `dir`. sled 0.34 panics on some damaged files (its
@@ -222,7 +280,10 @@ impl Durability {
         let state = db.open_tree("state")?;
         match tree.get(FORMAT_KEY)? {
             // The store upgrades formats 2 and 3 once the journal is replayed.
-            Some(v) if v.as_ref() == FORMAT || FORMATS_UPGRADABLE.contains(&v.as_ref()) => {}
+            Some(v) if v.as_ref() == FORMAT => {}
+            Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
+                check_room_to_upgrade(dir, &tree, reserve)?;
+            }
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
             }

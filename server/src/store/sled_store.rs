@@ -742,6 +742,7 @@ fn of_entry(e: StoreError, channel: &str, seq: u64) -> StoreError {
     }
 }
 
+mod audit_check;
 mod backup;
 mod state;
 #[cfg(test)]

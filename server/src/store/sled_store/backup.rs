@@ -11,9 +11,11 @@
 //!
 //! A dump holds the records in format 3's layout whatever the store's
 //! format: each entry's record and tree hashes under their own keys, and
-//! each audit row whole, as format 3 kept them in sled, never a place in the segments. A restore
-//! writes them as they are and records format 3; the restored store's
-//! first start moves them into its segments (the upgrade of format 3).
+//! each audit row whole, as format 3 kept them in sled, never a place in
+//! the segments. It says format 3 (its format record and its manifest's
+//! `storage_format`), so a format-3 hub can restore it. A restore writes
+//! the records as they are; the restored store's first start moves them
+//! into its segments (the upgrade of format 3).
 
 use super::super::codec::{
     AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY,
@@ -57,6 +59,13 @@ impl SledStore {
             let written = (|| {
                 for kv in tree.iter() {
                     let (k, v) = kv?;
+                    // The dump is in format 3's layout and says so: a
+                    // format-3 hub restores it, and a newer one upgrades it.
+                    let v = if k == FORMAT_KEY && v == FORMAT {
+                        sled::IVec::from(FORMAT_3)
+                    } else {
+                        v
+                    };
                     note_record(&mut summary, &k, &v)?;
                     if k.first() == Some(&ENTRY_AT) {
                         let place = Place::decode(&v)?;
@@ -101,7 +110,8 @@ impl SledStore {
                 tree.insert(k, v)?;
                 Ok(())
             })?;
-            // Format 4's dump is in format 3's layout (see above).
+            // Dumps this hub wrote before they said format 3 said format 4,
+            // in format 3's layout all the same (see above).
             if tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT) {
                 tree.insert(FORMAT_KEY, FORMAT_3)?;
             }

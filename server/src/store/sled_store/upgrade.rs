@@ -15,8 +15,50 @@ use super::read_entry_record;
 use std::collections::HashMap;
 use std::ops::Bound;
 
-/// Records per sled batch (and per segment append) of an upgrade.
-const CHUNK: usize = 10_000;
+/// Records per sled batch (and per segment append) of an upgrade (a few
+/// in tests, so that an upgrade takes several chunks).
+const CHUNK: usize = if cfg!(test) { 4 } else { 10_000 };
+/// Bytes of records per chunk at most: a chunk of large entries is cut
+/// before [`CHUNK`] records, so memory does not grow with the bodies.
+const CHUNK_BYTES: usize = 32 << 20;
+
+/// Takes the records of one chunk from `records`: up to [`CHUNK`] of
+/// them, and no more once they reach [`CHUNK_BYTES`].
+fn take_chunk(
+    records: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for kv in records {
+        let (k, v) = kv?;
+        bytes += k.len() + v.len();
+        chunk.push((k, v));
+        if chunk.len() >= CHUNK || bytes >= CHUNK_BYTES {
+            break;
+        }
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Chunks an upgrade on this thread moves before it fails as a crash
+    /// would stop it (None: it never fails).
+    pub(super) static CHUNKS_BEFORE_FAILING: std::cell::Cell<Option<u32>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Fails the upgrade where a test asked it to stop (nothing outside tests).
+fn chunk_done() -> Result<(), StoreError> {
+    #[cfg(test)]
+    if let Some(left) = CHUNKS_BEFORE_FAILING.get() {
+        if left == 0 {
+            return Err(StoreError::Database("the upgrade stopped (a test)".into()));
+        }
+        CHUNKS_BEFORE_FAILING.set(Some(left - 1));
+    }
+    Ok(())
+}
 
 /// Brings the data in `durability` to [`FORMAT`], logging each step.
 pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
@@ -84,10 +126,7 @@ fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
     let mut from = vec![AUDIT_SCOPE, 0];
     let mut moved = 0u64;
     loop {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for kv in durability.tree.range(from.as_slice()..&end[..]).take(CHUNK) {
-            chunk.push(kv?);
-        }
+        let chunk = take_chunk(durability.tree.range(from.as_slice()..&end[..]))?;
         let Some((last, _)) = chunk.last() else {
             break;
         };
@@ -118,6 +157,7 @@ fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
             }
         }
         durability.tree.apply_batch(batch)?;
+        chunk_done()?;
     }
     durability.make_durable()?;
     Ok(moved)
@@ -132,10 +172,7 @@ fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> 
     let (from, end) = ([ENTRY, 0], [ENTRY, 1]);
     let mut moved = 0u64;
     loop {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for kv in durability.tree.range(from..end).take(CHUNK) {
-            chunk.push(kv?);
-        }
+        let chunk = take_chunk(durability.tree.range(from..end))?;
         if chunk.is_empty() {
             break;
         }
@@ -162,6 +199,7 @@ fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> 
         // Durable before the next chunk: what sled no longer holds is
         // named durably.
         durability.make_durable()?;
+        chunk_done()?;
     }
     durability.tree.insert(FORMAT_KEY, FORMAT)?;
     durability.make_durable()?;

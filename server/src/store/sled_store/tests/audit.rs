@@ -136,3 +136,57 @@ fn audit_rows_are_in_the_segments_once_per_entry() -> Result<(), Box<dyn std::er
     ));
     Ok(())
 }
+
+#[test]
+fn an_audit_row_changed_in_its_segment_is_found_against_its_entry()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    {
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..3u64 {
+            let at = 1_000 * (seq as i64 + 1);
+            s.commit(&[audited("tax", seq, at, &[("finance", seq + 1)])])?;
+        }
+    }
+    let s = SledStore::open(dir.path(), true)?;
+    let checked = s.check_audit_rows()?;
+    assert_eq!(
+        (checked.rows, checked.failures.len()),
+        (3, 0),
+        "{checked:?}"
+    );
+    // One recipient's inbox position in the second row, changed on disk;
+    // the row still decodes, and an audit serves it as stored.
+    let (_, row) = s
+        .raw_tree()?
+        .scan_prefix([AUDIT_SCOPE, 0])
+        .nth(1)
+        .ok_or("no second row")??;
+    let place = crate::store::codec::place_of_row(&row)?.ok_or("row not in a segment")?;
+    drop(s);
+    let path = dir
+        .path()
+        .join("entries")
+        .join(format!("{:08}.segment", place.segment));
+    let mut bytes = std::fs::read(&path)?;
+    let last = (place.offset + place.len - 1) as usize;
+    bytes[last] ^= 0x01; // the last varint of the row: the position
+    std::fs::write(&path, &bytes)?;
+    let s = SledStore::open(dir.path(), true)?;
+    let served = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
+    let want = vec![("finance".to_string(), 2)];
+    assert_ne!(
+        served[1].deliveries, want,
+        "the change did not reach the row"
+    );
+    let checked = s.check_audit_rows()?;
+    assert_eq!(checked.rows, 3);
+    match checked.failures.as_slice() {
+        [one] => assert!(
+            one.contains("tax:1") && one.contains("differs from what its entry says"),
+            "{one}"
+        ),
+        other => return Err(format!("expected one failure, got {other:?}").into()),
+    }
+    Ok(())
+}

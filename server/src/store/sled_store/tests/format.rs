@@ -49,15 +49,18 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
 fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
 -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let expected = {
+    let all_hashes: Vec<u64> = (0..tongbao_proto::merkle::stored_hash_count(5)).collect();
+    let (expected, hashes_before) = {
         let s = SledStore::open(dir.path(), true)?;
         for seq in 0..5u64 {
             s.commit(&[entry("tax", seq, &[("finance", seq + 1), ("pbc", seq + 1)])])?;
         }
+        let hashes = s.stored_hashes("tax", &all_hashes)?;
         back_to_format_3(&s)?;
-        (0..5u64)
+        let records = (0..5u64)
             .map(|seq| s.raw_entry_record("tax", seq))
-            .collect::<Result<Vec<_>, _>>()?
+            .collect::<Result<Vec<_>, _>>()?;
+        (records, hashes)
     };
     std::fs::remove_dir_all(dir.path().join("entries"))?;
     let s = SledStore::open(dir.path(), true)?;
@@ -76,6 +79,8 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         .collect();
     let want: Vec<Hash> = (0..5).map(|seq| [100 + seq as u8; HASH_LEN]).collect();
     assert_eq!(s.stored_hashes("tax", &leaves)?, want);
+    // The upper levels moved too.
+    assert_eq!(s.stored_hashes("tax", &all_hashes)?, hashes_before);
     for (seq, record) in (0..5u64).zip(&expected) {
         assert_eq!(&s.raw_entry_record("tax", seq)?, record, "entry {seq}");
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;
@@ -146,5 +151,160 @@ fn a_damaged_database_is_refused_at_open_not_a_panic() -> Result<(), Box<dyn std
         refused > 0,
         "no flip was refused: the test damaged nothing sled reads"
     );
+    Ok(())
+}
+
+/// A format-3 store of `n` audited entries on channel "tax": its records,
+/// every tree hash and its audit rows, as they read before the layout
+/// went back; its segments are removed.
+type Format3 = (Vec<Option<Vec<u8>>>, Vec<Hash>, Vec<ScopedEntry>);
+
+fn format_3_store(dir: &std::path::Path, n: u64) -> Result<Format3, Box<dyn std::error::Error>> {
+    let all: Vec<u64> = (0..tongbao_proto::merkle::stored_hash_count(n)).collect();
+    let s = SledStore::open(dir, true)?;
+    for seq in 0..n {
+        let at = 1_000 * (seq as i64 + 1);
+        s.commit(&[audited("tax", seq, at, &[("finance", seq + 1)])])?;
+    }
+    let hashes = s.stored_hashes("tax", &all)?;
+    let rows = s.audit_scope("fund", 0, i64::MAX, None, 100)?;
+    back_to_format_3(&s)?;
+    let records = (0..n)
+        .map(|seq| s.raw_entry_record("tax", seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(s);
+    std::fs::remove_dir_all(dir.join("entries"))?;
+    Ok((records, hashes, rows))
+}
+
+/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 4.
+fn check_upgraded(
+    s: &SledStore,
+    n: u64,
+    before: &Format3,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (records, hashes, rows) = before;
+    assert_eq!(
+        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
+        Some(b"4".as_slice())
+    );
+    assert!(keys_of(s, ENTRY)?.is_empty(), "records left in sled");
+    assert!(keys_of(s, TREE_HASH)?.is_empty(), "hashes left in sled");
+    for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
+        assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
+    }
+    for seq in 0..n {
+        assert_eq!(
+            &s.raw_entry_record("tax", seq)?,
+            &records[seq as usize],
+            "{seq}"
+        );
+    }
+    let all: Vec<u64> = (0..tongbao_proto::merkle::stored_hash_count(n)).collect();
+    assert_eq!(&s.stored_hashes("tax", &all)?, hashes);
+    // The rows of the entries before (a later one may follow).
+    assert_eq!(&s.audit_scope("fund", 0, i64::MAX, None, rows.len())?, rows);
+    Ok(())
+}
+
+#[test]
+fn an_upgrade_stopped_midway_goes_on_at_the_next_start() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let n = 11; // three chunks of rows and of entries
+    let before = format_3_store(dir.path(), n)?;
+    // Stopped among the rows, then among the entries.
+    for chunks in [1, 3] {
+        upgrade::CHUNKS_BEFORE_FAILING.set(Some(chunks));
+        let stopped = SledStore::open(dir.path(), true);
+        upgrade::CHUNKS_BEFORE_FAILING.set(None);
+        match stopped {
+            Err(StoreError::Database(m)) => assert!(m.contains("upgrade stopped"), "{m}"),
+            other => return Err(format!("expected a stop, got {other:?}").into()),
+        }
+        let db = crate::store::durability::open_sled(dir.path())?;
+        let format = db.open_tree("exchange")?.get(FORMAT_KEY)?;
+        assert_eq!(format.as_deref(), Some(FORMAT_3), "after {chunks} chunks");
+    }
+    let s = SledStore::open(dir.path(), true)?;
+    check_upgraded(&s, n, &before)?;
+    // And once more after a restart, with appends in format 4.
+    s.commit(&[audited("tax", n, 99_000, &[("finance", n + 1)])])?;
+    drop(s);
+    let s = SledStore::open(dir.path(), true)?;
+    check_upgraded(&s, n, &before)?;
+    assert_eq!(s.entry("tax", n)?.map(|e| e.cursors), Some(vec![n + 1]));
+    Ok(())
+}
+
+#[test]
+fn an_upgrade_without_room_is_refused_before_anything_changes()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let before = format_3_store(dir.path(), 3)?;
+    let reserve = 1 << 20;
+    // Room for the reserve, not for the records the upgrade copies.
+    crate::store::durability::FREE_SPACE.set(Some(reserve + 10));
+    let refused = SledStore::open_keeping_free(dir.path(), true, reserve);
+    crate::store::durability::FREE_SPACE.set(None);
+    match refused {
+        Err(StoreError::NoRoom(m)) => {
+            assert!(m.contains("upgrading its storage format"), "{m}");
+            assert!(
+                m.contains(&format!("has {} bytes free", reserve + 10)),
+                "{m}"
+            );
+            assert!(m.contains("Nothing was changed"), "{m}");
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    {
+        let db = crate::store::durability::open_sled(dir.path())?;
+        let tree = db.open_tree("exchange")?;
+        assert_eq!(tree.get(FORMAT_KEY)?.as_deref(), Some(FORMAT_3));
+        assert_eq!(tree.scan_prefix([ENTRY, 0]).count(), 3, "records moved");
+    }
+    assert!(!dir.path().join("entries").exists(), "segments written");
+    let s = SledStore::open_keeping_free(dir.path(), true, 0)?;
+    check_upgraded(&s, 3, &before)
+}
+
+#[test]
+fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::error::Error>> {
+    let base = tempfile::tempdir()?;
+    let file = base.path().join("dump");
+    let s = SledStore::open(&base.path().join("a"), true)?;
+    for seq in 0..3u64 {
+        s.commit(&[audited(
+            "tax",
+            seq,
+            1_000 * (seq as i64 + 1),
+            &[("finance", seq + 1)],
+        )])?;
+    }
+    let records = (0..3u64)
+        .map(|seq| s.raw_entry_record("tax", seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = s.audit_scope("fund", 0, i64::MAX, None, 100)?;
+    let summary = s.dump_records(&file, 0)?;
+    assert_eq!(summary.storage_format, "3", "the manifest's format");
+    let mut said = None;
+    crate::store::dump::read_dump(&file, |k, v| {
+        if k == FORMAT_KEY {
+            said = Some(v.to_vec());
+        }
+        Ok(())
+    })?;
+    assert_eq!(said.as_deref(), Some(FORMAT_3), "the dump's format record");
+    let restored = base.path().join("b");
+    SledStore::restore_records(&file, &restored)?;
+    let r = SledStore::open(&restored, true)?;
+    assert_eq!(
+        r.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
+        Some(b"4".as_slice())
+    );
+    for (seq, record) in (0..3u64).zip(&records) {
+        assert_eq!(&r.raw_entry_record("tax", seq)?, record);
+    }
+    assert_eq!(r.audit_scope("fund", 0, i64::MAX, None, 100)?, rows);
     Ok(())
 }

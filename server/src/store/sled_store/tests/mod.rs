@@ -42,8 +42,19 @@ fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
         answers: Vec::new(),
         answer_kind: AnswerKind::Acknowledged,
         audit_scopes: Vec::new(),
-        tree_hashes: vec![[(seq as u8).wrapping_add(100); HASH_LEN]],
+        tree_hashes: tree_hashes(seq),
     }
+}
+
+/// The hashes entry `seq` adds to its channel's tree, as many as a real
+/// one adds: its leaf hash (100 + seq) and, above it, hashes that differ
+/// by level (not the real nodes: the store does not compute them).
+fn tree_hashes(seq: u64) -> Vec<Hash> {
+    let count = tongbao_proto::merkle::stored_hash_count(seq + 1)
+        - tongbao_proto::merkle::stored_hash_count(seq);
+    (0..count as u8)
+        .map(|level| [(seq as u8).wrapping_add(100) ^ (level << 5); HASH_LEN])
+        .collect()
 }
 
 /// A data directory as a crash leaves it: sled flushed after the first
@@ -101,9 +112,9 @@ fn seqs(rows: &[ScopedEntry]) -> Vec<u64> {
     rows.iter().map(|r| r.seq).collect()
 }
 
-/// Lays a store's entries out as format 3 did: each record in sled under
-/// its record key, no place; the store is to be dropped and its segments
-/// removed after.
+/// Lays a store's entries out as format 3 did: each record and its tree
+/// hashes in sled under their own keys, no place, and each audit row
+/// whole; the store is to be dropped and its segments removed after.
 fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
     let tree = s.raw_tree()?;
     let places = tree
@@ -113,10 +124,23 @@ fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
         let (channel, seq) = crate::store::codec::split_key(&k)?;
         let seq = seq.ok_or("no seq")?;
         let record = s.raw_entry_record(&channel, seq)?.ok_or("no record")?;
-        let hashes = s.stored_hashes(&channel, &[tongbao_proto::merkle::stored_hash_count(seq)])?;
+        // Every tree hash the entry added, upper levels too.
+        let added: Vec<u64> = (tongbao_proto::merkle::stored_hash_count(seq)
+            ..tongbao_proto::merkle::stored_hash_count(seq + 1))
+            .collect();
+        let hashes = s.stored_hashes(&channel, &added)?;
         tree.insert(record_key(&k), record)?;
         tree.insert(tree_hash_key(&k), hashes.concat())?;
         tree.remove(&k)?;
+    }
+    // Audit rows whole, as format 3 kept them.
+    let rows = tree
+        .scan_prefix([AUDIT_SCOPE, 0])
+        .collect::<Result<Vec<_>, _>>()?;
+    for (k, v) in rows {
+        if let Some(place) = crate::store::codec::place_of_row(&v)? {
+            tree.insert(k, s.durability.segments.read(place)?)?;
+        }
     }
     tree.insert(FORMAT_KEY, FORMAT_3)?;
     tree.flush()?;
