@@ -6,7 +6,6 @@
 use super::HubState;
 use super::workflow::{refusal_status, visible_entries};
 use tongbao_proto::credit_code;
-use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
 use tonic::Status;
