@@ -292,7 +292,7 @@ async fn a_summary_goes_out_once_every_confirmed_participant_reported() -> TestR
     );
     refused(
         education.action("a-1").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "seen by its lead unit, participants and office",
     );
     t.stop().await

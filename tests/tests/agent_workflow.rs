@@ -87,13 +87,14 @@ async fn a_named_co_issuer_co_signs_through_its_agent_and_a_stranger_cannot() ->
     let (_ps, ps) = start_agent(t.unit("public-security").await?, dir.path(), "ps", None).await?;
 
     let stranger = ps.post("/v1/joint-notices/n-1/co-sign", &json!({})).await?;
+    // A notice one may not see is answered as one that does not exist.
     assert_eq!(
         stranger.status,
-        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
         "{}",
         stranger.json()
     );
-    assert_eq!(stranger.json()["code"], "permission_denied");
+    assert_eq!(stranger.json()["code"], "not_found");
     let unknown = tax
         .post("/v1/joint-notices/no-such/co-sign", &json!({}))
         .await?;

@@ -38,7 +38,7 @@ async fn a_joint_notice_goes_out_once_every_named_co_issuer_signed() -> TestResu
     // A co-signature by a unit not named as co-issuer.
     refused(
         ps.co_sign("n-1").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "seen by its drafter",
     );
     let stranger_signature = pb::workflow_step::Step::CoSignature(pb::CoSignature {

@@ -105,7 +105,7 @@ async fn a_task_closes_only_by_acceptance_once_every_assignee_reported_done() ->
     // A unit that is not an assignee can neither read the task nor report.
     refused(
         pbc.report_task("t-1", false, "me too", vec![]).await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "seen by its lead unit, assignees and office",
     );
     let forged = Step::TaskReport(pb::TaskReport {
@@ -404,7 +404,7 @@ async fn the_office_sees_each_task_status_and_a_task_become_overdue() -> TestRes
     let other = office(&t, ENFORCEMENT).await?;
     refused(
         other.task("t-a").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "seen by its lead unit",
     );
     refused(

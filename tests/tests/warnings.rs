@@ -142,7 +142,7 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
     let education = t.unit("education").await?;
     refused(
         education.answer_warning("w-1", vec!["x".into()], "").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "is seen by its issuer",
     );
     refused(
@@ -221,7 +221,7 @@ async fn every_member_answers_and_only_the_issuer_lifts() -> TestResult {
     // Units outside the warning see nothing of it.
     refused(
         education.warning("w-1").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "is seen by its issuer",
     );
     assert!(education.warnings(ORG, false).await?.is_empty());

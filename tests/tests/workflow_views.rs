@@ -250,12 +250,15 @@ async fn a_refused_warning_view_does_not_name_its_mechanism() -> TestResult {
         .await
         .err()
         .ok_or("education read it")?;
-    assert_eq!(code_of(&refused), Some(Code::PermissionDenied));
+    // Seen by others, or never issued: one answer, so that no party
+    // learns which ids exist.
+    assert_eq!(code_of(&refused), Some(Code::NotFound));
     let said = refused.to_string();
-    assert!(said.contains("not by"), "{said}");
+    assert!(said.contains("may see"), "{said}");
     assert!(!said.contains(FUND), "names the mechanism: {said}");
     let missing = outsider.warning("w-none").await.err().ok_or("found")?;
     assert_eq!(code_of(&missing), Some(Code::NotFound));
+    assert_eq!(missing.to_string().replace("w-none", "w-v"), said);
     t.stop().await
 }
 

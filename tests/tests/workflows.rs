@@ -64,7 +64,7 @@ async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same
     // The outsider cannot even read the meeting; it signs the step itself.
     refused(
         outsider.agenda_item("m-1", "me too", None).await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "seen by its attending units",
     );
     refused(
@@ -166,7 +166,7 @@ async fn minutes_are_issued_only_when_every_attending_unit_consented_to_the_same
     );
     refused(
         office_of_other(&t).await?.meeting("m-1").await,
-        Code::PermissionDenied,
+        Code::NotFound,
         "attending units",
     );
 

@@ -145,6 +145,16 @@ fn heavy_status(e: crate::heavy::HeavyRefusal) -> Status {
     }
 }
 
+/// The one answer for a workflow that does not exist and for one the
+/// caller may not see: a different answer would tell any party which ids
+/// exist. `seen_by` says who sees it, so an entitled caller can act.
+pub(crate) fn not_seen(what: &str, id: &str, seen_by: &str, who: &Principal) -> Status {
+    Status::not_found(format!(
+        "no {what} {:?} that {who} may see (a {what} is seen by {seen_by})",
+        tongbao_proto::echo::shown(id)
+    ))
+}
+
 pub(crate) fn storage_status(e: StoreError) -> Status {
     tracing::error!(error = %e, "storage error");
     match e {

@@ -6,7 +6,6 @@
 use super::HubState;
 use super::workflow::{refusal_status, visible_entries};
 use tongbao_proto::credit_code;
-use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
 use tonic::Status;
@@ -93,17 +92,20 @@ pub(crate) fn warning_view(
     who: &Principal,
     id: &str,
 ) -> Result<pb::WarningState, Status> {
+    let unseen = || {
+        super::not_seen(
+            "warning",
+            id,
+            "its issuer, the members it went to and its mechanism's office",
+            who,
+        )
+    };
     let w = state
         .workflows
         .warning(id)
         .map_err(refusal_status)?
-        .ok_or_else(|| Status::not_found(format!("no warning {:?} was issued", shown(id))))?;
-    let part = part_of(who, &w).ok_or_else(|| {
-        Status::permission_denied(format!(
-            "warning {:?} is seen by its issuer, the members it went to and its mechanism's office, not by {who}",
-            shown(id)
-        ))
-    })?;
+        .ok_or_else(unseen)?;
+    let part = part_of(who, &w).ok_or_else(unseen)?;
     shown_to(state, &part, w)
 }
 

@@ -94,17 +94,15 @@ pub(super) fn get_task(
     who: &Principal,
     id: &str,
 ) -> Result<pb::TaskState, Status> {
+    let unseen = || super::not_seen("task", id, "its lead unit, assignees and office", who);
     let t = state
         .workflows
         .task(id)
         .map_err(refusal_status)?
-        .ok_or_else(|| Status::not_found(format!("no task {:?} was assigned", shown(id))))?;
+        .ok_or_else(unseen)?;
     let a = t.assignment.clone().unwrap_or_default();
     if !entitled(who, &a.mechanism, &t.lead, &a.assignees) {
-        return Err(Status::permission_denied(format!(
-            "task {:?} is seen by its lead unit, assignees and office, not by {who}",
-            shown(id)
-        )));
+        return Err(unseen());
     }
     task_shown_to(state, who, shown_task(t, tongbao_proto::now_micros()))
 }
@@ -157,19 +155,22 @@ pub(super) fn get_action(
     who: &Principal,
     id: &str,
 ) -> Result<pb::ActionState, Status> {
+    let unseen = || {
+        super::not_seen(
+            "joint action",
+            id,
+            "its lead unit, participants and office",
+            who,
+        )
+    };
     let a = state
         .workflows
         .action(id)
         .map_err(refusal_status)?
-        .ok_or_else(|| {
-            Status::not_found(format!("no joint action {:?} was proposed", shown(id)))
-        })?;
+        .ok_or_else(unseen)?;
     let p = a.proposal.clone().unwrap_or_default();
     if !entitled(who, &p.mechanism, &a.lead, &p.participants) {
-        return Err(Status::permission_denied(format!(
-            "joint action {:?} is seen by its lead unit, participants and office, not by {who}",
-            shown(id)
-        )));
+        return Err(unseen());
     }
     action_shown_to(state, who, shown_action(a))
 }

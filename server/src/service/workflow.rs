@@ -352,14 +352,20 @@ impl Workflow for WorkflowService {
     ) -> Result<Response<pb::MeetingState>, Status> {
         let who = self.state.authenticate(&request)?;
         let id = request.into_inner().meeting_id;
+        let unseen = || {
+            super::not_seen(
+                "meeting",
+                &id,
+                "its attending units, proposer and office",
+                &who,
+            )
+        };
         let m = self
             .state
             .workflows
             .meeting(&id)
             .map_err(refusal_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("no meeting {:?} was proposed", shown(&id)))
-            })?;
+            .ok_or_else(unseen)?;
         let p = m.proposal.clone().unwrap_or_default();
         let allowed = match &who {
             Principal::Office(mech) => p.mechanisms.contains(mech),
@@ -367,9 +373,7 @@ impl Workflow for WorkflowService {
             _ => false,
         };
         if !allowed {
-            return Err(Status::permission_denied(format!(
-                "meeting {id:?} is seen by its attending units, proposer and office, not by {who}"
-            )));
+            return Err(unseen());
         }
         Ok(Response::new(m))
     }
@@ -380,14 +384,20 @@ impl Workflow for WorkflowService {
     ) -> Result<Response<pb::JointNoticeState>, Status> {
         let who = self.state.authenticate(&request)?;
         let id = request.into_inner().notice_id;
+        let unseen = || {
+            super::not_seen(
+                "joint notice",
+                &id,
+                "its drafter, co-issuers and office",
+                &who,
+            )
+        };
         let n = self
             .state
             .workflows
             .notice(&id)
             .map_err(refusal_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("no joint notice {:?} was drafted", shown(&id)))
-            })?;
+            .ok_or_else(unseen)?;
         let content = n.content.clone().unwrap_or_default();
         let allowed = match &who {
             Principal::Office(mech) => *mech == content.mechanism,
@@ -395,9 +405,7 @@ impl Workflow for WorkflowService {
             _ => false,
         };
         if !allowed {
-            return Err(Status::permission_denied(format!(
-                "notice {id:?} is seen by its drafter, co-issuers and office, not by {who}"
-            )));
+            return Err(unseen());
         }
         Ok(Response::new(n))
     }
