@@ -757,6 +757,38 @@ async fn library_subscriber(
     }
 }
 
+/// `task`'s outcome, its error also written out at once (the test may
+/// stop before it joins the task).
+async fn said<T>(task: impl Future<Output = Result<T, BoxError>>) -> Result<T, BoxError> {
+    let outcome = task.await;
+    if let Err(e) = &outcome {
+        eprintln!("failed: {e}");
+    }
+    outcome
+}
+
+/// Waits for 20 more acknowledged pushes. A pusher or the subscriber
+/// that stopped before it was told to has failed: the test stops at once
+/// (its error is read when it is joined).
+async fn more_acknowledged<A, B>(
+    acked: &AtomicUsize,
+    pushers: &[tokio::task::JoinHandle<A>],
+    subscription: &tokio::task::JoinHandle<B>,
+) -> TestResult {
+    let at_least = acked.load(Ordering::Relaxed) + 20;
+    wait_until(HANG, "pushes are acknowledged", || {
+        let n = acked.load(Ordering::Relaxed);
+        let stopped = pushers.iter().any(|p| p.is_finished()) || subscription.is_finished();
+        async move {
+            if stopped {
+                return Err("a pusher or the subscriber stopped early".into());
+            }
+            Ok(n >= at_least)
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_listing_every_replica_fail_over_by_themselves_across_kill_9() -> TestResult {
     let Some(pki) = replica_pki()? else {
@@ -779,24 +811,19 @@ async fn clients_listing_every_replica_fail_over_by_themselves_across_kill_9() -
     let mut pushers = Vec::new();
     for unit in senders {
         let client = Client::connect(&config_of_all(pki.path(), unit, &addrs)?).await?;
-        pushers.push(tokio::spawn(library_pusher(
+        pushers.push(tokio::spawn(said(library_pusher(
             client,
             unit,
             stop_rx.clone(),
             acked.clone(),
-        )));
+        ))));
     }
     let recipient = Client::connect(&config_of_all(pki.path(), RECIPIENT, &addrs)?).await?;
-    let subscription = tokio::spawn(library_subscriber(recipient, want_rx));
+    let subscription = tokio::spawn(said(library_subscriber(recipient, want_rx)));
 
     let mut leading = 0;
     for round in 1..=3usize {
-        let at_least = acked.load(Ordering::Relaxed) + 20;
-        wait_until(HANG, "pushes are acknowledged", || {
-            let n = acked.load(Ordering::Relaxed);
-            async move { Ok(n >= at_least) }
-        })
-        .await?;
+        more_acknowledged(&acked, &pushers, &subscription).await?;
         replicas[leading].kill()?;
         let next = leader(&mut replicas, Some(leading)).await?;
         assert_eq!(replicas[next].addr, Some(addrs[next]));
@@ -811,12 +838,7 @@ async fn clients_listing_every_replica_fail_over_by_themselves_across_kill_9() -
         );
         leading = next;
     }
-    let at_least = acked.load(Ordering::Relaxed) + 20;
-    wait_until(HANG, "pushes are acknowledged", || {
-        let n = acked.load(Ordering::Relaxed);
-        async move { Ok(n >= at_least) }
-    })
-    .await?;
+    more_acknowledged(&acked, &pushers, &subscription).await?;
     stop_tx.send(true)?;
 
     let mut receipts = Vec::new();
