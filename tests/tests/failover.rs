@@ -48,7 +48,13 @@ struct Front {
 
 impl Front {
     async fn start() -> Result<Self, BoxError> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// A front on `addr` (a port reserved earlier, where nothing listened
+    /// until now: a standby that just took over).
+    async fn start_on(addr: SocketAddr) -> Result<Self, BoxError> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (target, watching) = tokio::sync::watch::channel(None::<SocketAddr>);
         let task = tokio::spawn(async move {
@@ -201,6 +207,59 @@ async fn a_subscription_resumes_on_another_replica_with_no_gap_and_no_duplicate(
     let acked = finance.ack(&[&next]).await?;
     assert_eq!(acked.newly_acknowledged, 1);
     second.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_out_a_takeover_within_the_window_and_fail_after_it() -> TestResult {
+    let pki = TestPki::generate()?;
+    let first = HubProcess::start(&pki, HUB)?;
+    // The standby's address: nothing listens there until it takes over.
+    let standby: SocketAddr = dead_hub()?.trim_start_matches("https://").parse()?;
+    let hubs = [url(first.addr), url(standby)];
+    let mut waiting = config(&pki, "tax", &hubs)?;
+    waiting.push_retry_for = HANG;
+    let tax = Client::connect(&waiting).await?;
+    tax.push(note("before").to_units(["finance"])).await?;
+    let mut reading = config(&pki, "finance", &hubs)?;
+    reading.push_retry_for = HANG;
+    let finance = Client::connect(&reading).await?;
+
+    // The leader dies; for a moment no replica accepts a connection. A
+    // push and a read made now wait for the next leader instead of failing.
+    first.kill()?;
+    let push = tokio::spawn({
+        let tax = tax.clone();
+        async move { tax.push(note("during").to_units(["finance"])).await }
+    });
+    let pull = tokio::spawn({
+        let finance = finance.clone();
+        async move { finance.pull(0, 10).await }
+    });
+    let copied = pki.path().join("data-standby");
+    copy_dir(&pki.path().join("data"), &copied)?;
+    let second = HubProcess::start_on(&pki, HUB, &copied)?;
+    let front = Front::start_on(standby).await?;
+    front.point_at(second.addr);
+    let pushed = tokio::time::timeout(HANG, push).await???;
+    assert_eq!((pushed.channel.as_str(), pushed.seq), ("tax", 1));
+    let page = tokio::time::timeout(HANG, pull).await???;
+    assert!(!page.entries.is_empty(), "read on the new leader");
+    assert_eq!(tax.hub(), url(standby));
+
+    // When no replica comes back within the window, the call fails after
+    // it, naming every hub.
+    let mut short = config(&pki, "tax", &hubs)?;
+    short.push_retry_for = Duration::from_millis(300);
+    let impatient = Client::connect(&short).await?;
+    second.kill()?;
+    drop(front);
+    let failed =
+        tokio::time::timeout(HANG, impatient.push(note("nobody").to_units(["finance"]))).await?;
+    match failed {
+        Err(ClientError::NoHubAnswers { failures }) => assert_eq!(failures.len(), 2),
+        other => return Err(format!("expected no hub answers, got {other:?}").into()),
+    }
     Ok(())
 }
 

@@ -15,10 +15,10 @@
 use super::Client;
 use super::connection::{Conn, open_conn, round_from};
 use super::proofs::VerifiedCheckpoint;
+use super::retry::{FIRST_BACKOFF, backoff_after};
 use crate::ClientError;
 use crate::trust::{TrustedCheckpoint, keep_evidence};
 use std::sync::Arc;
-use std::time::Duration;
 use tongbao_proto::pb;
 
 /// What one hub's latest checkpoint of a channel is to this client.
@@ -56,10 +56,6 @@ impl Behind {
     }
 }
 
-/// The first wait between rounds over the replicas; it doubles up to a
-/// second.
-const FIRST_WAIT: Duration = Duration::from_millis(50);
-
 impl Client {
     /// The latest checkpoint of `channel`, verified, with the connection
     /// of the replica that served it (proofs against it come from there).
@@ -68,27 +64,40 @@ impl Client {
         channel: &str,
     ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
-        let mut wait = FIRST_WAIT;
+        // Between rounds: 100 ms doubling to a second, as for calls.
+        let mut wait = FIRST_BACKOFF;
         loop {
             let (note, conn) = self.current_checkpoint(channel).await?;
-            let behind = match self.accept_checkpoint(&conn, channel, note).await? {
-                Served::Accepted(cp) => return Ok((cp, conn)),
-                Served::Behind(behind) => behind,
+            let behind = match self.accept_checkpoint(&conn, channel, note).await {
+                Ok(Served::Accepted(cp)) => return Ok((cp, conn)),
+                Ok(Served::Behind(behind)) => behind,
+                // The replica went away between the checkpoint and its
+                // proof: asked again, after a failover if need be.
+                Err(e) if self.may_ask_again(&e, deadline) => {
+                    tracing::debug!(error = %e, channel, "checkpoint interrupted; asking again");
+                    wait = backoff_after(wait, deadline).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if self.live.hubs.len() < 2 {
                 return Err(behind.rollback(&self.trust_path));
             }
             tracing::warn!(hub = %behind.hub, channel, served = behind.served_size, trusted = behind.trusted.size, "the hub serves a checkpoint older than one this client verified; asking the other replicas");
-            if let Some(found) = self.checkpoint_elsewhere(channel, &conn).await? {
+            if let Some(found) = self.checkpoint_elsewhere(channel, &conn, deadline).await? {
                 return Ok(found);
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
+            if std::time::Instant::now() >= deadline {
                 return Err(behind.rollback(&self.trust_path));
             }
-            tokio::time::sleep(wait.min(left)).await;
-            wait = (wait * 2).min(Duration::from_secs(1));
+            wait = backoff_after(wait, deadline).await;
         }
+    }
+
+    /// Whether a checkpoint check that failed with `e` is worth making
+    /// again: a transient failure, another replica to go to, time left.
+    fn may_ask_again(&self, e: &ClientError, deadline: std::time::Instant) -> bool {
+        e.is_transient() && self.live.hubs.len() > 1 && std::time::Instant::now() < deadline
     }
 
     /// The hub in use's latest checkpoint note of `channel`, and the
@@ -110,46 +119,32 @@ impl Client {
 
     /// One round over the replicas after the one of `behind`: the first
     /// whose checkpoint extends the trusted one becomes the hub in use.
-    /// Replicas that cannot be reached or are behind too are passed over;
-    /// one that serves a fork ends the search with [`ClientError::Fork`].
+    /// Replicas that cannot be reached, give no answer before `deadline`
+    /// or are behind too are passed over; one that serves a fork ends the
+    /// search with [`ClientError::Fork`]. Every call is given only what is
+    /// left of the window, so a silent replica cannot hold the search.
     async fn checkpoint_elsewhere(
         &self,
         channel: &str,
         behind: &Conn,
+        deadline: std::time::Instant,
     ) -> Result<Option<(VerifiedCheckpoint, Arc<Conn>)>, ClientError> {
         let n = self.live.hubs.len();
         for i in round_from(behind.hub + 1, n).take(n.saturating_sub(1)) {
             let Some(url) = self.live.hubs.get(i) else {
                 continue;
             };
-            let conn = match open_conn(&self.live.config, i, url).await {
-                Ok(conn) => Arc::new(conn),
-                Err(e) => {
-                    tracing::debug!(hub = %url, error = %e, "replica not usable for a checkpoint");
-                    continue;
-                }
-            };
-            let note = match conn
-                .log
-                .clone()
-                .get_checkpoint(pb::GetCheckpointRequest {
-                    channel: channel.to_string(),
-                })
-                .await
-            {
-                Ok(r) => r.into_inner().note,
-                Err(status) => {
-                    tracing::debug!(hub = %url, error = %status, "replica did not serve a checkpoint");
-                    continue;
-                }
-            };
-            match self.accept_checkpoint(&conn, channel, note).await {
-                Ok(Served::Accepted(cp)) => {
+            match self.checkpoint_of(channel, i, url, deadline).await {
+                Ok(Some((Served::Accepted(cp), conn))) => {
                     tracing::warn!(behind = %behind.url, now = %url, channel, size = cp.size, "continuing on a replica that is not behind");
+                    // Under the lock of failovers and reloads, so that a
+                    // concurrent one cannot put the behind replica back.
+                    let _one = self.live.reloading.lock().await;
                     self.live.install(conn.clone());
                     return Ok(Some((cp, conn)));
                 }
-                Ok(Served::Behind(_)) => {}
+                Ok(Some((Served::Behind(_), _))) => {}
+                Ok(None) => return Ok(None),
                 Err(fork @ ClientError::Fork { .. }) => return Err(fork),
                 Err(e) => {
                     tracing::debug!(hub = %url, error = %e, "replica's checkpoint not usable");
@@ -157,5 +152,41 @@ impl Client {
             }
         }
         Ok(None)
+    }
+
+    /// Hub `index`'s latest checkpoint of `channel`, checked against the
+    /// trusted one, with a connection to it; each step given what is left
+    /// until `deadline`. None when the window ended before it was asked.
+    async fn checkpoint_of(
+        &self,
+        channel: &str,
+        index: usize,
+        url: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Option<(Served, Arc<Conn>)>, ClientError> {
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        if left().is_zero() {
+            return Ok(None);
+        }
+        let silent = |step: &str| ClientError::Connect {
+            hub: url.to_string(),
+            reason: format!("no {step} before the retry window ended"),
+        };
+        let conn = tokio::time::timeout(left(), open_conn(&self.live.config, index, url))
+            .await
+            .map_err(|_| silent("connection"))??;
+        let conn = Arc::new(conn);
+        let request = pb::GetCheckpointRequest {
+            channel: channel.to_string(),
+        };
+        let note = tokio::time::timeout(left(), conn.log.clone().get_checkpoint(request))
+            .await
+            .map_err(|_| silent("checkpoint"))??
+            .into_inner()
+            .note;
+        let served = tokio::time::timeout(left(), self.accept_checkpoint(&conn, channel, note))
+            .await
+            .map_err(|_| silent("consistency proof"))??;
+        Ok(Some((served, conn)))
     }
 }

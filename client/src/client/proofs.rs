@@ -5,6 +5,7 @@ use super::Client;
 use super::behind::{Behind, Served};
 use super::connection::Conn;
 use super::hub_read;
+use super::retry::ATTEMPT_TIMEOUT;
 use crate::ClientError;
 use crate::trust::{TrustState, keep_evidence};
 use crate::verify::VerifiedEntry;
@@ -152,8 +153,9 @@ impl Client {
     }
 
     /// Checks `note`, served by the hub of `conn` (which is asked for the
-    /// consistency proof it needs), against the trust state, and remembers
-    /// it if it extends the trusted checkpoint.
+    /// consistency proof it needs, without the trust state held), against
+    /// the trust state, and remembers it if it extends the trusted
+    /// checkpoint.
     pub(super) async fn accept_checkpoint(
         &self,
         conn: &Conn,
@@ -181,61 +183,63 @@ impl Client {
             root: cp.root,
             note: note.clone(),
         };
-        let Some(trusted) = trust.trusted(channel).cloned() else {
-            trust.remember(channel, cp.size, &cp.root, &note);
-            trust.save_off_runtime(&self.trust_path).await?;
-            return Ok(Served::Accepted(verified));
-        };
-        use base64::Engine;
-        let trusted_root: tongbao_proto::Hash = base64::engine::general_purpose::STANDARD
-            .decode(&trusted.root)
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| refuse("the trust state holds a malformed root".into()))?;
-        if cp.size < trusted.size {
-            return Ok(Served::Behind(Behind {
-                channel: channel.to_string(),
-                hub: conn.url.clone(),
-                trusted,
-                served_size: cp.size,
-                served_note: note,
-            }));
-        }
-        let consistent = if cp.size == trusted.size {
-            cp.root == trusted_root
-        } else {
-            let proof = conn
-                .log
-                .clone()
-                .get_consistency_proof(pb::GetConsistencyProofRequest {
+        loop {
+            let Some(trusted) = trust.trusted(channel).cloned() else {
+                trust.remember(channel, cp.size, &cp.root, &note);
+                trust.save_off_runtime(&self.trust_path).await?;
+                return Ok(Served::Accepted(verified));
+            };
+            use base64::Engine;
+            let trusted_root: tongbao_proto::Hash = base64::engine::general_purpose::STANDARD
+                .decode(&trusted.root)
+                .ok()
+                .and_then(|r| r.try_into().ok())
+                .ok_or_else(|| refuse("the trust state holds a malformed root".into()))?;
+            if cp.size < trusted.size {
+                return Ok(Served::Behind(Behind {
                     channel: channel.to_string(),
-                    old_size: trusted.size,
-                    new_size: cp.size,
+                    hub: conn.url.clone(),
+                    trusted,
+                    served_size: cp.size,
+                    served_note: note,
+                }));
+            }
+            let consistent = if cp.size == trusted.size {
+                cp.root == trusted_root
+            } else {
+                // Asked without holding the trust state: the replica may
+                // be slow or silent, and other calls need the state.
+                drop(trust);
+                let proof = consistency_proof(conn, channel, trusted.size, cp.size).await?;
+                trust = self.trust.lock().await;
+                proof.is_some_and(|p| {
+                    check_tree(&p, cp.size, &cp.root, trusted.size, &trusted_root).is_ok()
                 })
-                .await?
-                .into_inner()
-                .proof;
-            let proof: Option<Vec<tongbao_proto::Hash>> =
-                proof.into_iter().map(|h| h.try_into().ok()).collect();
-            proof.is_some_and(|p| {
-                check_tree(&p, cp.size, &cp.root, trusted.size, &trusted_root).is_ok()
-            })
-        };
-        if !consistent {
-            return Err(ClientError::Fork {
-                channel: channel.to_string(),
-                trusted_size: trusted.size,
-                served_size: cp.size,
-                evidence: keep_evidence(&self.trust_path, channel, &trusted.note, &note)
-                    .display()
-                    .to_string(),
-            });
+            };
+            if !consistent {
+                return Err(ClientError::Fork {
+                    channel: channel.to_string(),
+                    trusted_size: trusted.size,
+                    served_size: cp.size,
+                    evidence: keep_evidence(&self.trust_path, channel, &trusted.note, &note)
+                        .display()
+                        .to_string(),
+                });
+            }
+            let unchanged = trust
+                .trusted(channel)
+                .is_some_and(|now| now.size == trusted.size && now.root == trusted.root);
+            if !unchanged {
+                // Another call moved the trusted checkpoint meanwhile:
+                // check against that one instead.
+                continue;
+            }
+            if cp.size > trusted.size {
+                trust.remember(channel, cp.size, &cp.root, &note);
+                trust.save_off_runtime(&self.trust_path).await?;
+            }
+            return Ok(Served::Accepted(verified));
         }
-        if cp.size > trusted.size {
-            trust.remember(channel, cp.size, &cp.root, &note);
-            trust.save_off_runtime(&self.trust_path).await?;
-        }
-        Ok(Served::Accepted(verified))
     }
 
     /// Cosigns the latest checkpoint of this unit's own channel, after
@@ -366,4 +370,32 @@ fn proof_hashes(
         seq,
         reason: "malformed inclusion proof".into(),
     })
+}
+
+/// The proof that the tree of `old_size` entries of `channel` is a prefix
+/// of the one of `new_size`, from the hub of `conn`, waiting at most the
+/// per-attempt timeout. None when it is malformed.
+async fn consistency_proof(
+    conn: &Conn,
+    channel: &str,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Option<Vec<tongbao_proto::Hash>>, ClientError> {
+    let request = pb::GetConsistencyProofRequest {
+        channel: channel.to_string(),
+        old_size,
+        new_size,
+    };
+    let proof = tokio::time::timeout(
+        ATTEMPT_TIMEOUT,
+        conn.log.clone().get_consistency_proof(request),
+    )
+    .await
+    .map_err(|_| ClientError::Connect {
+        hub: conn.url.clone(),
+        reason: format!("no consistency proof within {ATTEMPT_TIMEOUT:?}"),
+    })??
+    .into_inner()
+    .proof;
+    Ok(proof.into_iter().map(|h| h.try_into().ok()).collect())
 }

@@ -1,14 +1,16 @@
 //! Reads that follow the client to another replica of the hub.
 //!
-//! A read changes nothing, so it is always safe to make again. A read
-//! that fails because the hub in use cannot be reached is made again on
-//! the replica the client fails over to (one round over the others per
-//! failure, for at most the retry window). It is not repeated on the same
-//! hub: with a single hub a read fails as the call did.
+//! A read changes nothing, so it is always safe to make again. With
+//! several hubs, a read that fails because the hub in use cannot be
+//! reached (or gives no answer within the per-attempt timeout) is made
+//! again, for at most the retry window: at once on the replica the client
+//! fails over to, or after a wait (100 ms doubling to 1 s) while no
+//! replica accepts connections, as during a takeover. With a single hub a
+//! read fails as the call did.
 
 use super::Client;
 use super::connection::Conn;
-use super::retry::NextStep;
+use super::retry::{ATTEMPT_TIMEOUT, FIRST_BACKOFF, NextStep, backoff_after, last_error};
 use crate::ClientError;
 use std::sync::Arc;
 
@@ -29,31 +31,52 @@ pub(crate) use hub_read;
 
 impl Client {
     /// Makes a read on the hub in use, and again on another replica after
-    /// a failover; `call` gets the connection to call through.
+    /// a failover; `call` gets the connection to call through. Each
+    /// attempt waits [`ATTEMPT_TIMEOUT`] at most for its answer.
     pub(crate) async fn read<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        let mut backoff = FIRST_BACKOFF;
+        // Why no hub could be used, after the last round that found none.
+        let mut unreachable = None;
         loop {
             let generation = self.live.generation();
-            let e = match call(self.live.conn()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(status) => ClientError::from(status),
+            let conn = self.live.conn();
+            let hub = conn.url.clone();
+            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call(conn)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) => ClientError::from(status),
+                Err(_) => ClientError::Connect {
+                    hub,
+                    reason: format!("no answer to a read within {ATTEMPT_TIMEOUT:?}"),
+                },
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if self.live.hubs.len() < 2 || !e.is_transient() || left.is_zero() {
-                return Err(e);
+                return Err(last_error(e, unreachable));
             }
+            unreachable = None;
             match self.worth_retrying(&e, generation, left).await? {
-                // Another connection is in use: the read goes there.
+                // Another connection is in use: the read goes there at once.
                 NextStep::Retry if self.live.generation() != generation => {
                     tracing::debug!(error = %e, hub = %self.hub(), "read interrupted; making it on the hub now in use");
+                    continue;
                 }
-                NextStep::HubUnreachable(none) => return Err(none),
-                NextStep::Retry | NextStep::GiveUp => return Err(e),
+                // The hub answers again, or none answers yet (a takeover):
+                // wait, then read again.
+                NextStep::Retry => {
+                    tracing::debug!(error = %e, "read interrupted; making it again");
+                }
+                NextStep::HubUnreachable(none) => {
+                    tracing::debug!(error = %none, "no hub answers; reading again after a wait");
+                    unreachable = Some(none);
+                }
+                NextStep::GiveUp => return Err(e),
             }
+            backoff = backoff_after(backoff, deadline).await;
         }
     }
 }

@@ -8,7 +8,30 @@ use crate::ClientError;
 use std::time::Duration;
 
 /// Longest one attempt of a repeated call waits for an answer.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first wait before a call is repeated; it doubles up to
+/// [`LAST_BACKOFF`].
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts of a repeated call.
+const LAST_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Sleeps `backoff` (never past `deadline`) and returns the next wait.
+pub(super) async fn backoff_after(backoff: Duration, deadline: std::time::Instant) -> Duration {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    tokio::time::sleep(backoff.min(left)).await;
+    (backoff * 2).min(LAST_BACKOFF)
+}
+
+/// The error a repeated call ends with once its window is over: the
+/// last attempt's, or, when that only says the hub in use is gone and
+/// the round before found no hub at all, that round's (naming each hub).
+pub(super) fn last_error(attempt: ClientError, unreachable: Option<ClientError>) -> ClientError {
+    match unreachable {
+        Some(none) if attempt.is_transient() => none,
+        _ => attempt,
+    }
+}
 
 /// What to do after a call failed.
 pub(super) enum NextStep {
@@ -92,10 +115,12 @@ impl Client {
         }
     }
 
-    /// Runs an idempotent call, repeating it across interruptions and
-    /// reconnects while a hub is reachable, for up to `push_retry_for`:
-    /// on the hub in use, or on the replica the client failed over to. When
-    /// no hub accepts connections at all, fails at once.
+    /// Runs an idempotent call, repeating it across interruptions,
+    /// reconnects and failovers for up to `push_retry_for`, waiting 100 ms
+    /// doubling to 1 s between attempts: on the hub in use, or on the
+    /// replica the client failed over to. With several hubs, a moment when
+    /// none accepts connections (a takeover) is waited out the same way;
+    /// with a single hub that does not accept connections, fails at once.
     pub(crate) async fn repeat_while_plausible<T, F, Fut>(
         &self,
         what: &'static str,
@@ -106,7 +131,9 @@ impl Client {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = FIRST_BACKOFF;
+        // Why no hub could be used, after the last round that found none.
+        let mut unreachable = None;
         loop {
             let generation = self.live.generation();
             // An attempt that gets no answer at all (a connection that went
@@ -124,16 +151,61 @@ impl Client {
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Err(e);
+                return Err(last_error(e, unreachable));
             }
+            unreachable = None;
             match self.worth_retrying(&e, generation, left).await? {
                 NextStep::Retry => {}
+                // Several replicas, none listening: a takeover in progress.
+                NextStep::HubUnreachable(none) if self.live.hubs.len() > 1 => {
+                    unreachable = Some(none);
+                }
                 NextStep::HubUnreachable(unreachable) => return Err(unreachable),
                 NextStep::GiveUp => return Err(e),
             }
             tracing::debug!(error = %e, what, "call interrupted; repeating it");
-            tokio::time::sleep(backoff.min(left)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            // A wait that ends the window is followed by one last attempt.
+            backoff = backoff_after(backoff, deadline).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::HubFailure;
+
+    fn gone(hub: &str) -> ClientError {
+        ClientError::Connect {
+            hub: hub.into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_window_that_ends_in_a_takeover_names_every_hub() {
+        let none = ClientError::NoHubAnswers {
+            failures: vec![
+                HubFailure::new("https://a", &gone("https://a")),
+                HubFailure::new("https://b", &gone("https://b")),
+            ],
+        };
+        let e = last_error(gone("https://a"), Some(none));
+        assert!(matches!(e, ClientError::NoHubAnswers { ref failures } if failures.len() == 2));
+    }
+
+    #[test]
+    fn a_refusal_at_the_end_of_the_window_is_reported_as_it_is() {
+        let refused = ClientError::Rejected {
+            code: tonic::Code::PermissionDenied,
+            message: "not allowed".into(),
+        };
+        let none = ClientError::NoHubAnswers { failures: vec![] };
+        let e = last_error(refused, Some(none));
+        assert!(matches!(e, ClientError::Rejected { .. }), "{e}");
+        assert!(matches!(
+            last_error(gone("https://a"), None),
+            ClientError::Connect { .. }
+        ));
     }
 }
