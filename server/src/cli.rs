@@ -52,6 +52,9 @@ enum Command {
         /// Override the data directory of the config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Override `[store] replica_name` (replicas sharing one config).
+        #[arg(long, value_name = "NAME")]
+        replica_name: Option<String>,
     },
     /// Operator PKI commands.
     Pki {
@@ -114,6 +117,7 @@ fn run() -> anyhow::Result<()> {
             config,
             listen,
             data_dir,
+            replica_name,
         } => {
             let mut cfg = HubConfig::load(&config)?;
             if let Some(l) = listen {
@@ -121,6 +125,10 @@ fn run() -> anyhow::Result<()> {
             }
             if let Some(d) = data_dir {
                 cfg.hub.data_dir = d;
+            }
+            if replica_name.is_some() {
+                cfg.store.replica_name = replica_name;
+                cfg.store.validate()?;
             }
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(crate::hub::serve_until_signal(cfg))?;

@@ -14,7 +14,8 @@
 //! hub must not go on serving history it can no longer vouch for. So does
 //! a hub on PostgreSQL that loses its database lease ([`lease_lost`]) or
 //! the connection holding it ([`database_lost`]): another replica may be
-//! the leader now.
+//! the leader now; and a replica whose write failed ([`write_failed`]):
+//! a standby can take over only once it lets go of the lease.
 
 use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::Notify;
@@ -55,6 +56,10 @@ pub enum Stop {
     /// may take the lease at any moment, so this hub stops serving.
     #[error("stopped: lost the database connection: {0}")]
     DatabaseLost(String),
+    /// A replica's write to the database failed: it stops and lets go of
+    /// the lease, so that a standby takes over rather than the set stall.
+    #[error("stopped: a write to the database failed: {0}")]
+    WriteFailed(String),
 }
 
 /// The first fatal condition met, and a wake-up for whoever stops the hub.
@@ -100,6 +105,11 @@ impl Fatal {
     fn database_lost(&self, why: String) {
         tracing::error!("lost the database connection: {why}; the hub is stopping");
         self.record(Stop::DatabaseLost(why));
+    }
+
+    fn write_failed(&self, why: String) {
+        tracing::error!("a write to the database failed: {why}; the replica is stopping");
+        self.record(Stop::WriteFailed(why));
     }
 
     /// Keeps the first condition and wakes whoever stops the hub.
@@ -153,6 +163,12 @@ pub fn lease_lost() {
 /// the driver's words), logs it and asks the hub to stop.
 pub fn database_lost(why: String) {
     FATAL.database_lost(why);
+}
+
+/// Records that a replica's write to the database failed (`why`, the
+/// store's words), logs it and asks the hub to stop.
+pub fn write_failed(why: String) {
+    FATAL.write_failed(why);
 }
 
 /// The first fatal condition met, if any.
@@ -245,6 +261,12 @@ mod tests {
         assert_eq!(
             fatal.requested().await.to_string(),
             "stopped: lost the database lease to another replica"
+        );
+        let fatal = Fatal::new();
+        fatal.write_failed("database error: the commit failed".into());
+        assert_eq!(
+            fatal.requested().await.to_string(),
+            "stopped: a write to the database failed: database error: the commit failed"
         );
     }
 

@@ -193,7 +193,7 @@ impl Hub {
             data_dir,
             &config.access_log,
             load_or_create_key(&key_path)?,
-            &config.hub.log_name,
+            (&config.hub.log_name, config.store.replica_name()),
             config.hub.fsync,
         )?;
         phases.done("access_log");

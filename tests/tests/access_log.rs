@@ -559,6 +559,9 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     served(&pki, &[], "second").await?;
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(ok, "{said}");
+    // A hub without replicas signs under the origin it always had.
+    let own = format!("{}/.access-log", tongbao_server::pki::DEFAULT_LOG_NAME);
+    assert!(said.contains(&format!("the access log {own} in")), "{said}");
 
     // An export verifies offline; a changed record in it is named.
     let out = pki.path().join("export.json");
@@ -575,6 +578,10 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     assert_eq!(std::fs::metadata(&out)?.permissions().mode() & 0o777, 0o600);
     let (ok, said) = audit_log(&["verify", &out_arg, "--hub-key", &vkey])?;
     assert!(ok && said.contains("Verified"), "{said}");
+    assert!(
+        said.contains(&format!("checkpoint of {own} (size")),
+        "{said}"
+    );
     let text = std::fs::read_to_string(&out)?;
     std::fs::write(
         &out,

@@ -17,7 +17,7 @@ use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
 use super::{AccessLogError, Frontier};
 use std::path::{Path, PathBuf};
 use tongbao_proto::Hash;
-use tongbao_proto::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
+use tongbao_proto::checkpoint::{Checkpoint, NoteError, NoteVerifier, open_checkpoint};
 use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 
 /// A segment as found on disk.
@@ -65,9 +65,58 @@ fn broken(
 }
 
 /// The origin line of the access log's checkpoints: the log name and a
-/// path no channel can have (unit ids start with a letter).
-pub fn origin(log_name: &str) -> String {
-    format!("{log_name}/.access-log")
+/// path no channel can have (unit ids start with a letter). Each replica
+/// of a hub keeps a log of its own, so its origin also names the replica:
+/// two replicas never sign different trees under one origin.
+pub fn origin(log_name: &str, replica: Option<&str>) -> String {
+    match replica {
+        None => format!("{log_name}/{ORIGIN_PATH}"),
+        Some(r) => format!("{log_name}/{ORIGIN_PATH}/{r}"),
+    }
+}
+
+/// The path of the access log in its origin, after the log name.
+const ORIGIN_PATH: &str = ".access-log";
+
+/// Whose access log `origin` is under `log_name`: `Some(None)` for a hub's
+/// own, `Some(Some(replica))` for a replica's, None when it is none.
+pub fn origin_replica<'a>(log_name: &str, origin: &'a str) -> Option<Option<&'a str>> {
+    let rest = origin
+        .strip_prefix(log_name)?
+        .strip_prefix('/')?
+        .strip_prefix(ORIGIN_PATH)?;
+    match rest.strip_prefix('/') {
+        None if rest.is_empty() => Some(None),
+        Some(r) if valid_replica_name(r) => Some(Some(r)),
+        _ => None,
+    }
+}
+
+/// The longest replica name.
+pub const MAX_REPLICA_NAME: usize = 32;
+
+/// A replica's name: 1 to [`MAX_REPLICA_NAME`] of `a-z`, `0-9` and `-`.
+pub fn valid_replica_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REPLICA_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The origin of the signed checkpoint stored in `dir`, unchecked (None
+/// when there is none): which log the directory holds, for a verifier to
+/// check that log under the hub key.
+pub fn stored_origin(dir: &Path) -> Result<Option<String>, AccessLogError> {
+    let path = dir.join(files::CHECKPOINT_FILE);
+    let note = match std::fs::read_to_string(&path) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AccessLogError::io(&path, e)),
+    };
+    let parsed = tongbao_proto::checkpoint::parse_note(&note)?;
+    let checkpoint = Checkpoint::parse_body(&parsed.text).map_err(NoteError::from)?;
+    Ok(Some(checkpoint.origin))
 }
 
 /// Reads and checks the latest signed checkpoint of `dir`, if any.
@@ -94,8 +143,8 @@ pub fn read_checkpoint(
             files::CHECKPOINT_FILE,
             None,
             format!(
-                "the checkpoint is for {:?}, not the access log {origin:?}",
-                checkpoint.origin
+                "the checkpoint is for {:?}, not the access log {origin:?} (a hub made a replica, or renamed, starts a log of its own: move the former access-log directory aside and keep it for audit)",
+                tongbao_proto::echo::shown(&checkpoint.origin)
             ),
         ));
     }

@@ -9,7 +9,7 @@
 use super::check::read_checkpoint;
 use super::files::{self, SegmentLines, TreeFile};
 use super::record::{AccessRecord, leaf_of_line};
-use super::{AccessLogError, origin};
+use super::{AccessLogError, origin_replica};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tongbao_proto::Hash;
@@ -107,12 +107,11 @@ pub struct ExportedRecord {
 }
 
 /// Exports the records from `since_micros` on that the latest signed
-/// checkpoint covers. The checkpoint is checked under `verifier` when one
-/// is given; the export's reader checks it anyway.
+/// checkpoint covers. The checkpoint is checked under a verifier and
+/// origin when `checked` gives them; the export's reader checks it anyway.
 pub fn export(
     data_dir: &Path,
-    verifier: Option<&NoteVerifier>,
-    log_name: &str,
+    checked: Option<(&NoteVerifier, &str)>,
     since_micros: Option<i64>,
 ) -> Result<Export, AccessLogError> {
     let dir = data_dir.join(files::DIR);
@@ -122,8 +121,8 @@ pub fn export(
                 .into(),
         )
     };
-    let (checkpoint, note) = match verifier {
-        Some(v) => read_checkpoint(&dir, v, &origin(log_name))?.ok_or_else(no_checkpoint)?,
+    let (checkpoint, note) = match checked {
+        Some((v, origin)) => read_checkpoint(&dir, v, origin)?.ok_or_else(no_checkpoint)?,
         None => {
             let path = dir.join(files::CHECKPOINT_FILE);
             let note = match std::fs::read_to_string(&path) {
@@ -202,12 +201,13 @@ pub fn verify_export(
             format!("the checkpoint does not verify under the hub key: {e}"),
         )
     })?;
-    if !checkpoint.origin.ends_with("/.access-log") {
+    if origin_replica(verifier.name(), &checkpoint.origin).is_none() {
         return Err(fail(
             None,
             format!(
-                "the checkpoint is of {:?}, not an access log",
-                checkpoint.origin
+                "the checkpoint is of {:?}, not an access log of {:?}",
+                tongbao_proto::echo::shown(&checkpoint.origin),
+                verifier.name()
             ),
         ));
     }

@@ -20,7 +20,10 @@ pub mod files;
 pub mod record;
 mod writer;
 
-pub use check::{Scanned, SegmentState, origin, read_checkpoint, scan, scan_tail};
+pub use check::{
+    MAX_REPLICA_NAME, Scanned, SegmentState, origin, origin_replica, read_checkpoint, scan,
+    scan_tail, stored_origin, valid_replica_name,
+};
 pub use record::{AccessRecord, RecordKind, RemovedSegment};
 pub use writer::Durable;
 
@@ -178,12 +181,13 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Checks the log in `<data_dir>/access-log` (creating it on first
-    /// start), repairs what a crash cut short, and starts its writer.
+    /// start), repairs what a crash cut short, and starts its writer. A
+    /// replica's log is signed under an origin naming `replica`.
     pub fn open(
         data_dir: &Path,
         config: &AccessLogConfig,
         key: SigningKey,
-        log_name: &str,
+        (log_name, replica): (&str, Option<&str>),
         fsync: bool,
     ) -> Result<Arc<Self>, AccessLogError> {
         config
@@ -191,8 +195,8 @@ impl AccessLog {
             .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
         let dir = data_dir.join(files::DIR);
         files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
-        let signer = writer::Signer::new(key, log_name)?;
-        let scanned = scan_tail(&dir, &signer.verifier()?, &origin(log_name))?;
+        let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
+        let scanned = scan_tail(&dir, &signer.verifier()?, signer.origin())?;
         let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::start(writer::Setup {
             dir,

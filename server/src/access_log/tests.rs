@@ -24,7 +24,7 @@ fn call(method: &str) -> AccessRecord {
 fn written(data: &Path, n: usize) -> Result<NoteVerifier, Box<dyn std::error::Error>> {
     let key = SigningKey::generate()?;
     let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
-    let log = AccessLog::open(data, &AccessLogConfig::default(), key, LOG, true)?;
+    let log = AccessLog::open(data, &AccessLogConfig::default(), key, (LOG, None), true)?;
     for i in 0..n {
         if i % 3 == 0 {
             log.record_durably(call(&format!("/m/{i}")))
@@ -70,7 +70,7 @@ fn the_frontier_stores_what_the_merkle_rules_store() -> TestResult {
 fn a_written_log_checks_exports_and_verifies() -> TestResult {
     let data = tempfile::tempdir()?;
     let verifier = written(data.path(), 40)?;
-    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG, None))?;
     assert_eq!(scanned.size, 40);
     assert_eq!(scanned.checkpoint.as_ref().map(|(c, _)| c.size), Some(40));
     // Every file is private to the hub's user.
@@ -87,7 +87,7 @@ fn a_written_log_checks_exports_and_verifies() -> TestResult {
         },
     )?;
     assert_eq!(got.len(), 11, "/m/1 and /m/10../m/19");
-    let exported = export(data.path(), Some(&verifier), LOG, None)?;
+    let exported = export(data.path(), Some((&verifier, &origin(LOG, None))), None)?;
     let text = serde_json::to_string(&exported)?;
     assert_eq!(verify_export(&text, &verifier)?.records, 40);
     // A changed record fails its proof, named.
@@ -116,7 +116,7 @@ fn changed_removed_and_cut_records_are_named() -> TestResult {
     let verifier = written(data.path(), 12)?;
     let path = segment(data.path())?;
     let original = std::fs::read_to_string(&path)?;
-    let check = || scan(&dir(data.path()), &verifier, &origin(LOG)).map(|s| s.size);
+    let check = || scan(&dir(data.path()), &verifier, &origin(LOG, None)).map(|s| s.size);
 
     std::fs::write(&path, original.replacen("/m/4\"", "/m/5\"", 1))?;
     let e = check().err().ok_or("a changed record passed")?;
@@ -144,7 +144,7 @@ fn changed_removed_and_cut_records_are_named() -> TestResult {
 
     // A torn last record (a crash mid-write) is not an attack.
     std::fs::write(&path, format!("{original}{{\"n\":12,"))?;
-    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG, None))?;
     assert_eq!(scanned.size, 12);
     assert!(scanned.torn_tail.is_some());
     Ok(())
@@ -156,7 +156,13 @@ fn a_reopened_log_repairs_a_crash_and_goes_on() -> TestResult {
     let key = SigningKey::generate()?;
     let pem = key.to_pem();
     let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
-    let log = AccessLog::open(data.path(), &AccessLogConfig::default(), key, LOG, true)?;
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key,
+        (LOG, None),
+        true,
+    )?;
     for i in 0..5 {
         log.record_durably(call(&format!("/m/{i}")))
             .wait_blocking()
@@ -175,14 +181,14 @@ fn a_reopened_log_repairs_a_crash_and_goes_on() -> TestResult {
         data.path(),
         &AccessLogConfig::default(),
         SigningKey::from_pem(&pem)?,
-        LOG,
+        (LOG, None),
         true,
     )?;
     log.record_durably(call("/after"))
         .wait_blocking()
         .map_err(|e| e.to_string())?;
     log.stop();
-    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    let scanned = scan(&dir(data.path()), &verifier, &origin(LOG, None))?;
     assert_eq!(scanned.size, 6);
     assert!(scanned.torn_tail.is_none());
     assert_eq!(scanned.segments.len(), 2, "a start begins a segment");
@@ -220,7 +226,7 @@ fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
         segment_records: 2,
         ..AccessLogConfig::default()
     };
-    let log = AccessLog::open(data.path(), &config, key, LOG, true)?;
+    let log = AccessLog::open(data.path(), &config, key, (LOG, None), true)?;
     for i in 0..5 {
         log.record_durably(call(&format!("/m/{i}")))
             .wait_blocking()
@@ -230,10 +236,13 @@ fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
     let listed = files::list_segments(&dir(data.path()))?;
     let firsts: Vec<u64> = listed.iter().map(|(n, _)| n.first).collect();
     assert_eq!(firsts, [0, 2, 4]);
-    assert_eq!(scan(&dir(data.path()), &verifier, &origin(LOG))?.size, 5);
+    assert_eq!(
+        scan(&dir(data.path()), &verifier, &origin(LOG, None))?.size,
+        5
+    );
     // A whole segment gone, with no removal record naming it.
     std::fs::remove_file(&listed[1].1)?;
-    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG, None))
         .err()
         .ok_or("a missing segment passed")?;
     assert!(
@@ -248,13 +257,13 @@ fn segments_end_at_their_size_and_a_missing_one_is_named() -> TestResult {
         data.path(),
         &AccessLogConfig::default(),
         key2,
-        "other",
+        ("other", None),
         true,
     );
     assert!(log.is_err(), "a checkpoint under another key was accepted");
     let listed = files::list_segments(&dir(data.path()))?;
     std::fs::remove_file(&listed[0].1)?;
-    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG, None))
         .err()
         .ok_or("a removed first segment passed")?;
     assert!(e.to_string().contains("records 0..3 were removed"), "{e}");
@@ -273,7 +282,7 @@ fn append_records(
         data,
         config,
         SigningKey::from_pem(&key.to_pem())?,
-        LOG,
+        (LOG, None),
         true,
     )?;
     for i in 0..n {
@@ -299,7 +308,7 @@ fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> 
     let older = std::fs::read(&checkpoint)?;
     append_records(data.path(), &key, &config, 2)?;
     let newer = std::fs::read(&checkpoint)?;
-    let full = scan(&dir(data.path()), &verifier, &origin(LOG))?;
+    let full = scan(&dir(data.path()), &verifier, &origin(LOG, None))?;
     let shape = |s: &Scanned| -> Result<_, MerkleError> {
         let segments: Vec<(u64, u64, Option<i64>)> = s
             .segments
@@ -312,7 +321,7 @@ fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> 
     // Covering all of it, and covering 5 of 7: the same log as the full check.
     for note in [&newer, &older] {
         std::fs::write(&checkpoint, note)?;
-        let tail = scan_tail(&dir(data.path()), &verifier, &origin(LOG))?;
+        let tail = scan_tail(&dir(data.path()), &verifier, &origin(LOG, None))?;
         assert_eq!(shape(&tail)?, shape(&full)?);
     }
     let path = files::list_segments(&dir(data.path()))?
@@ -322,7 +331,7 @@ fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> 
     let original = std::fs::read_to_string(&path)?;
     // Record 6, after the checkpoint of 5, changed: named at start.
     std::fs::write(&path, original.replacen("/m/1\"", "/m/0\"", 1))?;
-    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG))
+    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG, None))
         .err()
         .ok_or("a changed record after the checkpoint passed")?;
     assert!(
@@ -333,10 +342,10 @@ fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> 
     // the full check names it.
     std::fs::write(&checkpoint, &newer)?;
     assert_eq!(
-        scan_tail(&dir(data.path()), &verifier, &origin(LOG))?.size,
+        scan_tail(&dir(data.path()), &verifier, &origin(LOG, None))?.size,
         7
     );
-    let e = scan(&dir(data.path()), &verifier, &origin(LOG))
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG, None))
         .err()
         .ok_or("the full check passed a changed record")?;
     assert!(e.to_string().contains("record 6"), "{e}");
@@ -345,9 +354,96 @@ fn the_start_check_reads_after_the_checkpoint_and_agrees_with_the_full_one() -> 
     // no longer ends where the next begins.
     let listed = files::list_segments(&dir(data.path()))?;
     std::fs::remove_file(&listed[1].1)?;
-    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG))
+    let e = scan_tail(&dir(data.path()), &verifier, &origin(LOG, None))
         .err()
         .ok_or("a missing segment passed at start")?;
     assert!(e.to_string().contains("where record 3 belongs"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn a_hub_on_its_own_keeps_its_origin_and_a_replica_names_itself() {
+    assert_eq!(origin(LOG, None), "tongbao/.access-log");
+    assert_eq!(origin(LOG, Some("hub-a")), "tongbao/.access-log/hub-a");
+    assert_eq!(origin_replica(LOG, "tongbao/.access-log"), Some(None));
+    assert_eq!(
+        origin_replica(LOG, "tongbao/.access-log/hub-a"),
+        Some(Some("hub-a"))
+    );
+    for other in [
+        "tongbao/tax",
+        "other/.access-log",
+        "tongbao/.access-log/",
+        "tongbao/.access-log/Hub-A",
+        "tongbao/.access-log/a/b",
+        "tongbao/.access-logs",
+        "tongbaox/.access-log",
+    ] {
+        assert_eq!(origin_replica(LOG, other), None, "{other}");
+    }
+    assert!(valid_replica_name("a-1"));
+    assert!(!valid_replica_name(""));
+    assert!(!valid_replica_name(&"a".repeat(MAX_REPLICA_NAME + 1)));
+}
+
+#[test]
+fn a_replicas_log_is_signed_under_its_own_origin_and_no_other() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let mine = origin(LOG, Some("hub-a"));
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        SigningKey::from_pem(&key.to_pem())?,
+        (LOG, Some("hub-a")),
+        true,
+    )?;
+    log.record_durably(call("/m/0"))
+        .wait_blocking()
+        .map_err(|e| e.to_string())?;
+    log.stop();
+    drop(log);
+    assert_eq!(stored_origin(&dir(data.path()))?, Some(mine.clone()));
+    assert_eq!(scan(&dir(data.path()), &verifier, &mine)?.size, 1);
+    let exported = export(data.path(), Some((&verifier, &mine)), None)?;
+    let verified = verify_export(&serde_json::to_string(&exported)?, &verifier)?;
+    assert_eq!(verified.origin, mine);
+    // Not the hub's own log, nor another replica's: refused, saying so.
+    for other in [origin(LOG, None), origin(LOG, Some("hub-b"))] {
+        let e = scan(&dir(data.path()), &verifier, &other)
+            .err()
+            .ok_or("a replica's log passed as another's")?;
+        assert!(e.to_string().contains("not the access log"), "{e}");
+    }
+    let renamed = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key,
+        (LOG, Some("hub-b")),
+        true,
+    );
+    assert!(renamed.is_err(), "a renamed replica took on another's log");
+    Ok(())
+}
+
+#[test]
+fn an_export_of_a_channel_checkpoint_is_no_access_log() -> TestResult {
+    let data = tempfile::tempdir()?;
+    written(data.path(), 2)?;
+    let text = serde_json::to_string(&export(data.path(), None, None)?)?;
+    // Same key and log, but the origin of a channel, or of another log.
+    let key = SigningKey::generate()?;
+    let signer = NoteSigner::new(LOG, &key)?;
+    for origin in ["tongbao/tax", "tongbao/.access-log/Bad"] {
+        let mut export: super::export::Export = serde_json::from_str(&text)?;
+        let cp = tongbao_proto::checkpoint::Checkpoint::new(origin.to_string(), 2, [0u8; 32]);
+        export.checkpoint =
+            tongbao_proto::checkpoint::sign_checkpoint(&cp, std::slice::from_ref(&signer))?;
+        let e = verify_export(&serde_json::to_string(&export)?, &signer.verifier()?)
+            .err()
+            .ok_or("a channel's checkpoint passed as an access log's")?;
+        assert!(e.to_string().contains("not an access log"), "{e}");
+    }
     Ok(())
 }

@@ -44,13 +44,17 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn new(key: SigningKey, log_name: &str) -> Result<Self, AccessLogError> {
+    pub fn new(key: SigningKey, log_name: &str, origin: String) -> Result<Self, AccessLogError> {
         NoteSigner::new(log_name, &key)?;
         Ok(Self {
             key,
             name: log_name.to_string(),
-            origin: super::origin(log_name),
+            origin,
         })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub fn verifier(&self) -> Result<NoteVerifier, AccessLogError> {

@@ -4,7 +4,7 @@
 
 use crate::HubConfig;
 use crate::access_log::export::{Filter, export, query, verify_export};
-use crate::access_log::{AccessRecord, files, origin, scan};
+use crate::access_log::{AccessRecord, files, origin, origin_replica, scan, stored_origin};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use tongbao_proto::checkpoint::NoteVerifier;
 /// Where the access log is: the hub's config, or its data directory.
 #[derive(Args)]
 pub struct Location {
-    /// The hub's config (gives the data directory and log name).
+    /// The hub's config (gives the data directory).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The data directory (overrides the config's).
@@ -22,21 +22,16 @@ pub struct Location {
 }
 
 impl Location {
-    fn resolve(&self) -> anyhow::Result<(PathBuf, String)> {
+    fn resolve(&self) -> anyhow::Result<PathBuf> {
         let config = match &self.config {
             Some(path) => Some(HubConfig::load(path)?),
             None => None,
         };
-        let data_dir = match (&self.data_dir, &config) {
+        Ok(match (&self.data_dir, &config) {
             (Some(d), _) => d.clone(),
             (None, Some(c)) => c.hub.data_dir.clone(),
             (None, None) => bail!("give --config FILE or --data-dir DIR"),
-        };
-        let log_name = config.map_or_else(
-            || crate::pki::DEFAULT_LOG_NAME.to_string(),
-            |c| c.hub.log_name,
-        );
-        Ok((data_dir, log_name))
+        })
     }
 }
 
@@ -155,7 +150,7 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             json,
             csv,
         } => {
-            let (data_dir, _) = location.resolve()?;
+            let data_dir = location.resolve()?;
             let filter = Filter {
                 since_micros: since.as_deref().map(since_micros).transpose()?,
                 caller,
@@ -192,9 +187,9 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             since,
             out: path,
         } => {
-            let (data_dir, log_name) = location.resolve()?;
+            let data_dir = location.resolve()?;
             let since = since.as_deref().map(since_micros).transpose()?;
-            let exported = export(&data_dir, None, &log_name, since)?;
+            let exported = export(&data_dir, None, since)?;
             let text = serde_json::to_string_pretty(&exported)?;
             // Records name parties and what they asked: readable by the owner only.
             tongbao_proto::secret_file::replace(&path, text.as_bytes())
@@ -214,11 +209,12 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
                 } else {
                     path.clone()
                 };
-                let scanned = scan(&dir, &verifier, &origin(verifier.name()))?;
+                let log = dir_origin(&dir, &verifier)?;
+                let scanned = scan(&dir, &verifier, &log)?;
                 let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
                 say!(
                     out,
-                    "Verified: the access log in {} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
+                    "Verified: the access log {log} in {} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
                     dir.display(),
                     scanned.size,
                     scanned.removals.iter().map(|r| r.count).sum::<u64>(),
@@ -238,4 +234,16 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The origin of the access log in `dir`: its checkpoint's, when that is
+/// an access log of the hub `verifier` names (a replica's names the
+/// replica), else the hub's own.
+fn dir_origin(dir: &Path, verifier: &NoteVerifier) -> anyhow::Result<String> {
+    let own = origin(verifier.name(), None);
+    Ok(match stored_origin(dir)? {
+        Some(o) if origin_replica(verifier.name(), &o).is_some() => o,
+        // Checked against the hub's own: the scan names the mismatch.
+        _ => own,
+    })
 }

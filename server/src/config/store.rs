@@ -3,6 +3,7 @@
 //! database server, so that hubs survive the loss of their own disk.
 
 use super::ConfigError;
+use crate::access_log::{MAX_REPLICA_NAME, valid_replica_name};
 use crate::store::pg_store::Lease;
 use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct StoreSection {
     /// holds the lease it waits as a standby instead of refusing to start.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replica: bool,
+    /// This replica's name, given with `replica = true`: each replica signs
+    /// its own access log under an origin naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_name: Option<String>,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -48,6 +53,7 @@ impl std::fmt::Debug for StoreSection {
             .field("url", &self.url.as_ref().map(|_| "(not shown)"))
             .field("pool_size", &self.pool_size)
             .field("replica", &self.replica)
+            .field("replica_name", &self.replica_name)
             .finish()
     }
 }
@@ -59,6 +65,15 @@ impl StoreSection {
             && self.url.is_none()
             && self.pool_size.is_none()
             && !self.replica
+            && self.replica_name.is_none()
+    }
+
+    /// The replica's name when this hub is one; a hub on its own has none.
+    pub fn replica_name(&self) -> Option<&str> {
+        match self.replica {
+            true => self.replica_name.as_deref(),
+            false => None,
+        }
     }
 
     /// The database a replica waits on, when this hub is one.
@@ -83,6 +98,23 @@ impl StoreSection {
             Backend::Postgres if self.pool_size.is_some_and(|n| n == 0 || n > MAX_POOL_SIZE) => {
                 invalid("[store] pool_size must be between 1 and 64")
             }
+            _ => self.validate_replica_name(),
+        }
+    }
+
+    /// A replica needs a name for its access log; only a replica has one.
+    fn validate_replica_name(&self) -> Result<(), ConfigError> {
+        match (self.replica, self.replica_name.as_deref()) {
+            (true, None) => Err(ConfigError::Invalid(
+                "[store] replica = true needs replica_name = \"...\" (this replica's own, e.g. \"hub-a\"): it names the replica's access log".into(),
+            )),
+            (true, Some(name)) if !valid_replica_name(name) => Err(ConfigError::Invalid(format!(
+                "[store] replica_name {:?} must be 1 to {MAX_REPLICA_NAME} characters of a-z, 0-9 and -",
+                tongbao_proto::echo::shown(name)
+            ))),
+            (false, Some(_)) => Err(ConfigError::Invalid(
+                "[store] replica_name is only for replica = true".into(),
+            )),
             _ => Ok(()),
         }
     }
@@ -118,6 +150,7 @@ impl StoreSection {
                     &PgOptions {
                         url: self.url.clone().unwrap_or_default(),
                         pool_size: self.pool_size.unwrap_or(8),
+                        replica: self.replica,
                     },
                     lease,
                 )?)
@@ -143,11 +176,23 @@ mod tests {
         let pg = parse("backend = \"postgres\"\nurl = \"host=db password=hunter2\"\n")?;
         assert_eq!(pg.backend, Backend::Postgres);
         assert_eq!(pg.replica_url(), None, "not a replica unless it says so");
-        let replica = parse("backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\n")?;
+        let replica = parse(
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"hub-a\"\n",
+        )?;
         assert_eq!(replica.replica_url(), Some("host=db"));
+        assert_eq!(replica.replica_name(), Some("hub-a"));
+        assert_eq!(
+            pg.replica_name(),
+            None,
+            "a hub on its own has no replica name"
+        );
         assert!(
             !format!("{pg:?}").contains("hunter2"),
             "the url is never printed"
+        );
+        let too_long = format!(
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"{}\"\n",
+            "a".repeat(MAX_REPLICA_NAME + 1)
         );
         for bad in [
             "backend = \"postgres\"\n",
@@ -158,6 +203,12 @@ mod tests {
             "backend = \"mysql\"\n",
             "replica = true\n",
             "backend = \"postgres\"\nurl = \"host=db\"\nreplica = \"yes\"\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"\"\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"Hub-A\"\n",
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"a/b\"\n",
+            too_long.as_str(),
+            "backend = \"postgres\"\nurl = \"host=db\"\nreplica_name = \"hub-a\"\n",
             "backend = \"postgres\"\nurl = \"host=db\"\nuser = \"x\"\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

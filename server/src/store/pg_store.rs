@@ -44,6 +44,9 @@ pub struct PgOptions {
     pub url: String,
     /// Connections kept open to the database.
     pub pool_size: usize,
+    /// One of several replicas: a failed write then stops the hub, so
+    /// that a standby takes over instead of the set stalling.
+    pub replica: bool,
 }
 
 /// PostgreSQL-backed [`Store`].
@@ -59,6 +62,8 @@ pub struct PgStore {
     /// lease's fence: the appender then refuses writes until a restart,
     /// and health and the metrics say so.
     failed: std::sync::atomic::AtomicBool,
+    /// One of several replicas (see [`PgOptions::replica`]).
+    replica: bool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -136,6 +141,7 @@ impl PgStore {
             epoch: 0,
             rt: Some(rt),
             failed: std::sync::atomic::AtomicBool::new(false),
+            replica: options.replica,
         };
         let lease = match lease {
             Some(lease) => lease,
@@ -159,18 +165,32 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Runs a write; one that the lease's fence refused marks the store
-    /// as refusing writes (the hub is stopping).
+    /// Runs a write; one that the lease's fence refused, or any failed
+    /// write of a replica, marks the store as refusing writes (the hub is
+    /// stopping).
     fn write(
         &self,
         fut: impl Future<Output = Result<(), StoreError>> + Send + 'static,
     ) -> Result<(), StoreError> {
         let written = self.block(fut);
-        if matches!(&written, Err(StoreError::Database(m)) if m == lease::LOST) {
+        if let Err(e) = &written {
+            self.write_failed(e);
+        }
+        written
+    }
+
+    /// A replica that cannot write stops, letting go of the lease, so that
+    /// a standby takes over: refusing writes while it kept the lease would
+    /// stall every replica. A hub on its own refuses writes until restarted.
+    fn write_failed(&self, e: &StoreError) {
+        let fenced = matches!(e, StoreError::Database(m) if m == lease::LOST);
+        if fenced || self.replica {
             self.failed
                 .store(true, std::sync::atomic::Ordering::Release);
         }
-        written
+        if self.replica && !fenced {
+            crate::fatal::write_failed(e.to_string());
+        }
     }
 
     /// Runs `fut` on the store's runtime and waits for it, from any

@@ -121,6 +121,45 @@ impl std::fmt::Debug for Lease {
     }
 }
 
+/// A lease dropped without a release (a standby stopped, a failed start)
+/// ends its connection on purpose: not a broken database to report.
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.shared.releasing.store(true, Ordering::Release);
+        self.shared.stopping.notify_waiters();
+    }
+}
+
+/// How often a standby that cannot reach the database says so again.
+const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// A standby's failed attempts to reach the database: warned of at the
+/// first, then every [`UNREACHABLE_WARN_EVERY`] with the count, not at
+/// each retry.
+#[derive(Default)]
+struct Unreachable {
+    failures: u64,
+    warned: Option<tokio::time::Instant>,
+}
+
+impl Unreachable {
+    fn failed(&mut self, e: &StoreError) {
+        self.failures += 1;
+        if self
+            .warned
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_WARN_EVERY)
+        {
+            return;
+        }
+        self.warned = Some(tokio::time::Instant::now());
+        tracing::warn!(
+            error = %e,
+            failures = self.failures,
+            "standby: cannot reach the database; retrying each second"
+        );
+    }
+}
+
 /// The lease connection's settings: `url`'s, with keepalives.
 fn lease_config(url: &str) -> Result<Config, StoreError> {
     let mut config: Config = url.parse().map_err(|e| {
@@ -182,12 +221,13 @@ impl Lease {
     pub async fn acquire(url: &str, wait: Wait) -> Result<Self, StoreError> {
         let config = lease_config(url)?;
         let deadline = tokio::time::Instant::now() + REFUSE_AFTER;
+        let mut unreachable = Unreachable::default();
         loop {
             match Self::wait_on_one_connection(&config, wait, deadline).await {
                 Ok(lease) => return Ok(lease),
                 Err(e) if wait == Wait::Refuse => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "standby: cannot reach the database; retrying");
+                    unreachable.failed(&e);
                     tokio::time::sleep(RETRY_EVERY).await;
                 }
             }
@@ -201,16 +241,14 @@ impl Lease {
         let Ok((client, shared)) = connect(&config).await else {
             return Ok(None);
         };
-        match try_lock(&client).await {
-            Ok(true) => Ok(Some(Self {
-                client: Arc::new(client),
-                shared,
-            })),
-            // Dropping the client ends the connection: expected.
-            _ => {
-                shared.releasing.store(true, Ordering::Release);
-                Ok(None)
-            }
+        let lease = Self {
+            client: Arc::new(client),
+            shared,
+        };
+        // Dropped otherwise: the connection's end is expected.
+        match try_lock(&lease.client).await {
+            Ok(true) => Ok(Some(lease)),
+            _ => Ok(None),
         }
     }
 
@@ -222,12 +260,16 @@ impl Lease {
         deadline: tokio::time::Instant,
     ) -> Result<Self, StoreError> {
         let (client, shared) = connect(config).await?;
+        // A lease already, so that giving up the wait (a standby stopped)
+        // ends the connection quietly, as a release does.
+        let lease = Self {
+            client: Arc::new(client),
+            shared,
+        };
+        let shared = lease.shared.clone();
         loop {
-            if try_lock(&client).await? {
-                return Ok(Self {
-                    client: Arc::new(client),
-                    shared,
-                });
+            if try_lock(&lease.client).await? {
+                return Ok(lease);
             }
             match wait {
                 Wait::Refuse if tokio::time::Instant::now() >= deadline => {

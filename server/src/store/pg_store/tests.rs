@@ -11,6 +11,7 @@ fn open(db: &TestDb) -> Result<PgStore, StoreError> {
     PgStore::open(&PgOptions {
         url: db.url(),
         pool_size: 4,
+        replica: false,
     })
 }
 
@@ -98,6 +99,7 @@ fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
     let opened = PgStore::open(&PgOptions {
         url: "host=127.0.0.1 port=1 user=tongbao password=secret-word dbname=x".into(),
         pool_size: 1,
+        replica: false,
     });
     let Err(e) = opened else {
         panic!("a store opened on a closed port");
@@ -108,6 +110,7 @@ fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
     let bad = PgStore::open(&PgOptions {
         url: "host=127.0.0.1 port=notaport".into(),
         pool_size: 1,
+        replica: false,
     });
     assert!(matches!(bad, Err(StoreError::Database(m)) if m.contains("[store] url")));
 }
@@ -239,6 +242,7 @@ fn a_standby_takes_the_lease_when_the_leader_lets_go() -> TestResult {
         &PgOptions {
             url: db.url(),
             pool_size: 2,
+            replica: false,
         },
         Some(lease),
     )?;
