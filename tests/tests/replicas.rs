@@ -888,6 +888,8 @@ async fn clients_listing_every_replica_fail_over_by_themselves_across_kill_9() -
     expected.sort();
     got.sort();
     assert_eq!(got, expected, "every acknowledged push delivered, once");
+    Ok(())
+}
 
 // ---------------------------------------------------------------------
 // Server: each replica's own access log, and a replica whose write fails.
