@@ -12,6 +12,7 @@
 //! holds the database's lease (`lease`) for its whole life: one hub
 //! writes at a time, and one that lost the lease writes nothing more.
 
+mod kept;
 pub mod lease;
 mod read;
 mod schema;
@@ -29,6 +30,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 pub use lease::Lease;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tongbao_proto::Hash;
 
@@ -56,6 +58,8 @@ pub struct PgStore {
     lease: Option<Lease>,
     /// The lease's epoch at the takeover, which every write checks.
     epoch: i64,
+    /// Recently committed records, kept in memory.
+    kept: std::sync::Arc<kept::Kept>,
     /// Taken on drop, so that the runtime stops without blocking.
     rt: Option<tokio::runtime::Runtime>,
     /// Set by the first failed group commit, or a write refused by the
@@ -139,6 +143,7 @@ impl PgStore {
             pool,
             lease: None,
             epoch: 0,
+            kept: Default::default(),
             rt: Some(rt),
             failed: std::sync::atomic::AtomicBool::new(false),
             replica: options.replica,
@@ -241,6 +246,7 @@ impl Store for PgStore {
             self.pool(),
             self.epoch,
             write::Rows::of(entries),
+            self.kept.clone(),
         ));
         if appended.is_err() {
             self.failed
@@ -260,7 +266,15 @@ impl Store for PgStore {
     }
 
     fn entry(&self, channel: &str, seq: u64) -> Result<Option<StoredEntry>, StoreError> {
-        self.block(read::entry(self.pool(), channel.to_string(), seq))
+        Ok(self.kept_entry(channel, seq)?.map(Arc::unwrap_or_clone))
+    }
+
+    fn entry_shared(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Option<Arc<StoredEntry>>, StoreError> {
+        self.kept_entry(channel, seq)
     }
 
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
@@ -277,12 +291,7 @@ impl Store for PgStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        self.block(read::inbox_page(
-            self.pool(),
-            inbox.to_string(),
-            after,
-            limit,
-        ))
+        self.kept_inbox_page(inbox, after, limit)
     }
 
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
@@ -336,11 +345,7 @@ impl Store for PgStore {
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
-        self.block(read::stored_hashes(
-            self.pool(),
-            channel.to_string(),
-            indexes.to_vec(),
-        ))
+        self.kept_hashes(channel, indexes)
     }
 
     fn checkpoints(&self) -> Result<BTreeMap<String, String>, StoreError> {

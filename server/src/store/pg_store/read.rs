@@ -1,6 +1,7 @@
 //! The PostgreSQL store's reads: one statement each, on a pooled
 //! connection, decoded with the sled store's record codec where the
-//! record is the hub's own encoding.
+//! record is the hub's own encoding. Statements are prepared once per
+//! connection ([`query`]): a read is then one round trip, not two.
 
 use super::db;
 use crate::store::codec::{decode_audit_row, decode_entry, hash_from, stored_hash_place};
@@ -8,9 +9,44 @@ use crate::store::{
     Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, ScopedEntry, StateRecords,
     StoreError, StoredEntry,
 };
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{BTreeMap, HashMap};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tongbao_proto::{HASH_LEN, Hash};
+
+/// Statement parameters, as the driver takes them.
+pub(super) type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Runs `sql` as a statement the connection prepared once and keeps.
+pub(super) async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(db)?;
+    c.query(&statement, params).await.map_err(db)
+}
+
+/// As [`query`], for at most one row.
+pub(super) async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<Option<Row>, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(db)?;
+    c.query_opt(&statement, params).await.map_err(db)
+}
+
+/// As [`query`], for a statement that returns no rows.
+pub(super) async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<u64, StoreError> {
+    let statement = c.prepare_cached(sql).await.map_err(db)?;
+    c.execute(&statement, params).await.map_err(db)
+}
 
 /// A stored count or position, which is never negative.
 pub(super) fn unsigned(v: i64, what: &str) -> Result<u64, StoreError> {
@@ -29,23 +65,19 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 
 pub async fn registry(pool: Pool) -> Result<Option<Vec<u8>>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let row = c
-        .query_opt("SELECT bytes FROM registry WHERE id = 1", &[])
-        .await
-        .map_err(db)?;
+    let row = query_opt(&c, "SELECT bytes FROM registry WHERE id = 1", &[]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
 pub async fn channel_heads(pool: Pool) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT channel, next_seq, last_leaf_hash, last_hub_micros FROM channel_heads \
+    let rows = query(
+        &c,
+        "SELECT channel, next_seq, last_leaf_hash, last_hub_micros FROM channel_heads \
              WHERE next_seq > 0",
-            &[],
-        )
-        .await
-        .map_err(db)?;
+        &[],
+    )
+    .await?;
     let mut out = BTreeMap::new();
     for r in rows {
         let channel: String = r.get(0);
@@ -62,10 +94,7 @@ pub async fn channel_heads(pool: Pool) -> Result<BTreeMap<String, ChannelHead>, 
 
 pub async fn inbox_heads(pool: Pool) -> Result<BTreeMap<String, u64>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query("SELECT inbox, last FROM inbox_heads", &[])
-        .await
-        .map_err(db)?;
+    let rows = query(&c, "SELECT inbox, last FROM inbox_heads", &[]).await?;
     rows.into_iter()
         .map(|r| Ok((r.get(0), unsigned(r.get(1), "an inbox head")?)))
         .collect()
@@ -77,13 +106,12 @@ pub async fn entry(
     seq: u64,
 ) -> Result<Option<StoredEntry>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let row = c
-        .query_opt(
-            "SELECT record FROM entries WHERE channel = $1 AND seq = $2",
-            &[&channel, &signed(seq)?],
-        )
-        .await
-        .map_err(db)?;
+    let row = query_opt(
+        &c,
+        "SELECT record FROM entries WHERE channel = $1 AND seq = $2",
+        &[&channel, &signed(seq)?],
+    )
+    .await?;
     match row {
         None => Ok(None),
         Some(r) => {
@@ -99,13 +127,12 @@ pub async fn message(
     message_id: String,
 ) -> Result<Option<MessageRecord>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let row = c
-        .query_opt(
-            "SELECT seq, digest FROM messages WHERE channel = $1 AND message_id = $2",
-            &[&sender, &message_id],
-        )
-        .await
-        .map_err(db)?;
+    let row = query_opt(
+        &c,
+        "SELECT seq, digest FROM messages WHERE channel = $1 AND message_id = $2",
+        &[&sender, &message_id],
+    )
+    .await?;
     match row {
         None => Ok(None),
         Some(r) => {
@@ -128,18 +155,17 @@ pub async fn inbox_page(
         return Ok(Vec::new());
     };
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT position, channel, seq FROM inbox WHERE inbox = $1 AND position >= $2 \
+    let rows = query(
+        &c,
+        "SELECT position, channel, seq FROM inbox WHERE inbox = $1 AND position >= $2 \
              ORDER BY position LIMIT $3",
-            &[
-                &inbox,
-                &signed(start)?,
-                &(limit.min(i64::MAX as usize) as i64),
-            ],
-        )
-        .await
-        .map_err(db)?;
+        &[
+            &inbox,
+            &signed(start)?,
+            &(limit.min(i64::MAX as usize) as i64),
+        ],
+    )
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
     let mut expected = start;
     for r in rows {
@@ -166,15 +192,18 @@ pub async fn answers(
     inbox: String,
     cursors: Vec<u64>,
 ) -> Result<Vec<Option<Answer>>, StoreError> {
+    // Every push asks, most with no answers: no round trip for those.
+    if cursors.is_empty() {
+        return Ok(Vec::new());
+    }
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT position, exception, seq, hub_micros FROM answers \
+    let rows = query(
+        &c,
+        "SELECT position, exception, seq, hub_micros FROM answers \
              WHERE inbox = $1 AND position = ANY($2)",
-            &[&inbox, &signed_all(&cursors)?],
-        )
-        .await
-        .map_err(db)?;
+        &[&inbox, &signed_all(&cursors)?],
+    )
+    .await?;
     let mut found = HashMap::with_capacity(rows.len());
     for r in rows {
         let exception: bool = r.get(1);
@@ -199,14 +228,16 @@ pub async fn fetched(
     inbox: String,
     cursors: Vec<u64>,
 ) -> Result<Vec<Option<i64>>, StoreError> {
+    if cursors.is_empty() {
+        return Ok(Vec::new());
+    }
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT position, hub_micros FROM fetched WHERE inbox = $1 AND position = ANY($2)",
-            &[&inbox, &signed_all(&cursors)?],
-        )
-        .await
-        .map_err(db)?;
+    let rows = query(
+        &c,
+        "SELECT position, hub_micros FROM fetched WHERE inbox = $1 AND position = ANY($2)",
+        &[&inbox, &signed_all(&cursors)?],
+    )
+    .await?;
     let mut found = HashMap::with_capacity(rows.len());
     for r in rows {
         found.insert(unsigned(r.get(0), "an inbox position")?, r.get::<_, i64>(1));
@@ -221,14 +252,13 @@ pub async fn audit_scope(
     limit: usize,
 ) -> Result<Vec<ScopedEntry>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT key, row_bytes FROM audit_scope WHERE key >= $1 AND key < $2 \
+    let rows = query(
+        &c,
+        "SELECT key, row_bytes FROM audit_scope WHERE key >= $1 AND key < $2 \
              ORDER BY key LIMIT $3",
-            &[&from, &to, &(limit.min(i64::MAX as usize) as i64)],
-        )
-        .await
-        .map_err(db)?;
+        &[&from, &to, &(limit.min(i64::MAX as usize) as i64)],
+    )
+    .await?;
     rows.into_iter()
         .map(|r| {
             let (k, v): (Vec<u8>, Vec<u8>) = (r.get(0), r.get(1));
@@ -253,13 +283,12 @@ pub async fn stored_hashes(
         .map(|(seq, _)| signed(*seq))
         .collect::<Result<_, _>>()?;
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query(
-            "SELECT seq, hashes FROM tree_hashes WHERE channel = $1 AND seq = ANY($2)",
-            &[&channel, &seqs],
-        )
-        .await
-        .map_err(db)?;
+    let rows = query(
+        &c,
+        "SELECT seq, hashes FROM tree_hashes WHERE channel = $1 AND seq = ANY($2)",
+        &[&channel, &seqs],
+    )
+    .await?;
     let mut records: HashMap<u64, Vec<u8>> = HashMap::with_capacity(rows.len());
     for r in rows {
         records.insert(unsigned(r.get(0), "an entry's position")?, r.get(1));
@@ -276,22 +305,18 @@ pub async fn stored_hashes(
 
 pub async fn checkpoints(pool: Pool) -> Result<BTreeMap<String, String>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let rows = c
-        .query("SELECT channel, note FROM checkpoints", &[])
-        .await
-        .map_err(db)?;
+    let rows = query(&c, "SELECT channel, note FROM checkpoints", &[]).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 pub async fn state(pool: Pool, space: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
     let c = pool.get().await.map_err(db)?;
-    let row = c
-        .query_opt(
-            "SELECT value FROM state WHERE space = $1 AND key = $2",
-            &[&space, &key],
-        )
-        .await
-        .map_err(db)?;
+    let row = query_opt(
+        &c,
+        "SELECT value FROM state WHERE space = $1 AND key = $2",
+        &[&space, &key],
+    )
+    .await?;
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -318,22 +343,23 @@ pub async fn state_prefix(
     // bytewise).
     let rows = match prefix_end(&prefix) {
         Some(end) => {
-            c.query(
+            query(
+                &c,
                 "SELECT key, value FROM state WHERE space = $1 AND key >= $2 AND key < $3 \
                  ORDER BY key",
                 &[&space, &prefix, &end],
             )
-            .await
+            .await?
         }
         None => {
-            c.query(
+            query(
+                &c,
                 "SELECT key, value FROM state WHERE space = $1 AND key >= $2 ORDER BY key",
                 &[&space, &prefix],
             )
-            .await
+            .await?
         }
-    }
-    .map_err(db)?;
+    };
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

@@ -175,6 +175,10 @@ fn a_removed_inbox_row_is_reported_not_skipped() -> TestResult {
         entry("tax", 2, &[("finance", 3)]),
     ])?;
     db.execute("DELETE FROM inbox WHERE inbox = 'finance' AND position = 2")?;
+    // The hub that committed them serves them from memory; a hub reading
+    // the database (here the same, reopened) finds the gap.
+    drop(store);
+    let store = open(&db)?;
     let page = store.inbox_page("finance", 0, 10);
     assert!(
         matches!(&page, Err(StoreError::Corrupt(m)) if m.contains("2..=2")),
@@ -256,6 +260,52 @@ fn a_standby_takes_the_lease_when_the_leader_lets_go() -> TestResult {
     assert!(
         matches!(open(&db), Err(StoreError::Database(m)) if m.contains("another hub")),
         "one leader at a time"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_new_leader_reads_what_the_earlier_one_committed() -> TestResult {
+    use tongbao_proto::merkle::stored_hash_count;
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let first = open(&db)?;
+    first.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+    ])?;
+    drop(first);
+    // The second keeps only what it commits itself: the rest is read
+    // from the database, in one page and one list of hashes with its own.
+    let second = open(&db)?;
+    second.commit(&[entry("tax", 2, &[("finance", 3)])])?;
+    let cursors = |page: Vec<crate::store::InboxItem>| -> Vec<u64> {
+        page.iter().map(|i| i.cursor).collect()
+    };
+    assert_eq!(cursors(second.inbox_page("finance", 0, 10)?), [1, 2, 3]);
+    assert_eq!(cursors(second.inbox_page("finance", 1, 1)?), [2]);
+    assert_eq!(cursors(second.inbox_page("finance", 2, 10)?), [3]);
+    assert!(second.inbox_page("finance", 3, 10)?.is_empty());
+    let hashes = second.stored_hashes(
+        "tax",
+        &[
+            stored_hash_count(2),
+            stored_hash_count(0),
+            stored_hash_count(1),
+        ],
+    )?;
+    assert_eq!(hashes, [[102; 32], [100; 32], [101; 32]]);
+    for seq in 0..3 {
+        let read = second.entry("tax", seq)?.map(|e| e.leaf_hash);
+        assert_eq!(read, Some([100 + seq as u8; 32]));
+    }
+    assert!(second.entry("tax", 3)?.is_none());
+    // A hash that was never stored is reported, kept ones beside it or not.
+    let missing = second.stored_hashes("tax", &[stored_hash_count(2), stored_hash_count(7)]);
+    assert!(
+        matches!(&missing, Err(StoreError::Corrupt(m)) if m.contains("missing")),
+        "{missing:?}"
     );
     Ok(())
 }

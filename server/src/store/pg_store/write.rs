@@ -6,19 +6,23 @@
 //! a hub that lost the lease writes nothing.
 
 use super::db;
+use super::kept::{Fresh, Kept};
 use super::lease::fence;
-use super::read::signed;
+use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Per channel: the first seq the batch appends, and the head after it
+/// (next seq, last leaf hash, last hub time).
+type Heads = BTreeMap<String, (u64, u64, Vec<u8>, i64)>;
 
 /// One group commit's rows, owned, column by column.
 #[derive(Default)]
 pub struct Rows {
-    /// Per channel: the first seq the batch appends, and the head after it
-    /// (next seq, last leaf hash, last hub time).
-    heads: BTreeMap<String, (u64, u64, Vec<u8>, i64)>,
+    heads: Heads,
     entries: (Vec<String>, Vec<u64>, Vec<Vec<u8>>),
     messages: (Vec<String>, Vec<String>, Vec<u64>, Vec<Vec<u8>>),
     hashes: (Vec<String>, Vec<u64>, Vec<Vec<u8>>),
@@ -26,6 +30,8 @@ pub struct Rows {
     answers: AnswerRows,
     audit: (Vec<Vec<u8>>, Vec<Vec<u8>>),
     inbox_heads: BTreeMap<String, u64>,
+    /// What the store keeps in memory once the commit is durable.
+    fresh: Vec<Fresh>,
 }
 
 /// Answers, column by column: inbox, position, exception or not, the
@@ -42,6 +48,12 @@ impl Rows {
                 .entry(e.channel.clone())
                 .or_insert((e.seq, 0, Vec::new(), 0));
             *head = (head.0, e.seq + 1, e.leaf_hash.to_vec(), e.hub_micros);
+            r.fresh.push(Fresh {
+                channel: e.channel.clone(),
+                seq: e.seq,
+                entry: e.shared.clone(),
+                tree_hashes: e.tree_hashes.clone(),
+            });
             r.entries.0.push(e.channel.clone());
             r.entries.1.push(e.seq);
             r.entries.2.push(entry_record(
@@ -93,118 +105,155 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
     v.iter().map(|c| signed(*c)).collect()
 }
 
-pub async fn append(pool: Pool, epoch: i64, rows: Rows) -> Result<(), StoreError> {
+pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
-    for (channel, (first, ..)) in &rows.heads {
-        tx.execute(
-            "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
-             VALUES ($1, 0, '', 0) ON CONFLICT (channel) DO NOTHING",
-            &[channel],
+    lock_heads(&tx, &rows.heads).await?;
+    let (c, s, rec) = &rows.entries;
+    execute(
+        &tx,
+        "INSERT INTO entries (channel, seq, record) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+        &[c, &signed_all(s)?, rec],
+    )
+    .await?;
+    let (c, id, s, d) = &rows.messages;
+    execute(
+        &tx,
+        "INSERT INTO messages (channel, message_id, seq, digest) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+        &[c, id, &signed_all(s)?, d],
+    )
+    .await?;
+    let (c, s, h) = &rows.hashes;
+    execute(
+        &tx,
+        "INSERT INTO tree_hashes (channel, seq, hashes) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+        &[c, &signed_all(s)?, h],
+    )
+    .await?;
+    let (i, p, c, s) = &rows.inbox;
+    if !i.is_empty() {
+        execute(
+            &tx,
+            "INSERT INTO inbox (inbox, position, channel, seq) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
+            &[i, &signed_all(p)?, c, &signed_all(s)?],
         )
-        .await
-        .map_err(db)?;
-        let next: i64 = tx
-            .query_one(
-                "SELECT next_seq FROM channel_heads WHERE channel = $1 FOR UPDATE",
-                &[channel],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
-        if next != signed(*first)? {
+        .await?;
+        let (names, lasts): (Vec<&String>, Vec<u64>) =
+            rows.inbox_heads.iter().map(|(n, l)| (n, *l)).unzip();
+        execute(
+            &tx,
+            "INSERT INTO inbox_heads (inbox, last) \
+             SELECT * FROM unnest($1::text[], $2::bigint[]) \
+             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
+            &[&names, &signed_all(&lasts)?],
+        )
+        .await?;
+    }
+    let AnswerRows(i, p, x, s, t) = &rows.answers;
+    if !i.is_empty() {
+        execute(
+            &tx,
+            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
+            &[i, &signed_all(p)?, x, &signed_all(s)?, t],
+        )
+        .await?;
+    }
+    let (k, v) = &rows.audit;
+    if !k.is_empty() {
+        execute(
+            &tx,
+            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+            &[k, v],
+        )
+        .await?;
+    }
+    move_heads(&tx, &rows.heads).await?;
+    tx.commit().await.map_err(db)?;
+    kept.commit(&rows.fresh)
+}
+
+/// Locks the head of every channel the batch appends to, in name order
+/// (one statement: the rows are locked as the sort returns them), and
+/// checks that each continues where the batch starts.
+async fn lock_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreError> {
+    let channels: Vec<&String> = heads.keys().collect();
+    execute(
+        tx,
+        "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
+         SELECT c, 0, '', 0 FROM unnest($1::text[]) AS c ON CONFLICT (channel) DO NOTHING",
+        &[&channels],
+    )
+    .await?;
+    let locked = query(
+        tx,
+        "SELECT channel, next_seq FROM channel_heads WHERE channel = ANY($1) \
+         ORDER BY channel FOR UPDATE",
+        &[&channels],
+    )
+    .await?;
+    if locked.len() != heads.len() {
+        return Err(StoreError::Database(format!(
+            "{} of the batch's {} channel heads are in the database",
+            locked.len(),
+            heads.len()
+        )));
+    }
+    for row in locked {
+        let channel: String = row.try_get(0).map_err(db)?;
+        let next: i64 = row.try_get(1).map_err(db)?;
+        let first = heads.get(&channel).map_or(0, |h| h.0);
+        if next != signed(first)? {
             return Err(StoreError::Database(format!(
                 "channel {channel} continues at entry {next} in the database, not {first}: \
                  another writer appended to it"
             )));
         }
     }
-    let (c, s, rec) = &rows.entries;
-    tx.execute(
-        "INSERT INTO entries (channel, seq, record) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-        &[c, &signed_all(s)?, rec],
+    Ok(())
+}
+
+/// Moves every locked head to the batch's end, in one statement.
+async fn move_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreError> {
+    let mut channels = Vec::with_capacity(heads.len());
+    let mut nexts = Vec::with_capacity(heads.len());
+    let mut hashes = Vec::with_capacity(heads.len());
+    let mut micros = Vec::with_capacity(heads.len());
+    for (channel, (_, next, hash, at)) in heads {
+        channels.push(channel);
+        nexts.push(signed(*next)?);
+        hashes.push(hash);
+        micros.push(*at);
+    }
+    execute(
+        tx,
+        "UPDATE channel_heads AS h \
+         SET next_seq = u.next_seq, last_leaf_hash = u.hash, last_hub_micros = u.micros \
+         FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[]) \
+             AS u(channel, next_seq, hash, micros) \
+         WHERE h.channel = u.channel",
+        &[&channels, &nexts, &hashes, &micros],
     )
-    .await
-    .map_err(db)?;
-    let (c, id, s, d) = &rows.messages;
-    tx.execute(
-        "INSERT INTO messages (channel, message_id, seq, digest) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
-        &[c, id, &signed_all(s)?, d],
-    )
-    .await
-    .map_err(db)?;
-    let (c, s, h) = &rows.hashes;
-    tx.execute(
-        "INSERT INTO tree_hashes (channel, seq, hashes) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-        &[c, &signed_all(s)?, h],
-    )
-    .await
-    .map_err(db)?;
-    let (i, p, c, s) = &rows.inbox;
-    if !i.is_empty() {
-        tx.execute(
-            "INSERT INTO inbox (inbox, position, channel, seq) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
-            &[i, &signed_all(p)?, c, &signed_all(s)?],
-        )
-        .await
-        .map_err(db)?;
-        let (names, lasts): (Vec<String>, Vec<u64>) = rows.inbox_heads.into_iter().unzip();
-        tx.execute(
-            "INSERT INTO inbox_heads (inbox, last) \
-             SELECT * FROM unnest($1::text[], $2::bigint[]) \
-             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
-            &[&names, &signed_all(&lasts)?],
-        )
-        .await
-        .map_err(db)?;
-    }
-    let AnswerRows(i, p, x, s, t) = &rows.answers;
-    if !i.is_empty() {
-        tx.execute(
-            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
-            &[i, &signed_all(p)?, x, &signed_all(s)?, t],
-        )
-        .await
-        .map_err(db)?;
-    }
-    let (k, v) = &rows.audit;
-    if !k.is_empty() {
-        tx.execute(
-            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
-            &[k, v],
-        )
-        .await
-        .map_err(db)?;
-    }
-    for (channel, (_, next, hash, micros)) in &rows.heads {
-        tx.execute(
-            "UPDATE channel_heads SET next_seq = $2, last_leaf_hash = $3, last_hub_micros = $4 \
-             WHERE channel = $1",
-            &[channel, &signed(*next)?, hash, micros],
-        )
-        .await
-        .map_err(db)?;
-    }
-    tx.commit().await.map_err(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
-    tx.execute(
+    execute(
+        &tx,
         "INSERT INTO registry (id, bytes) VALUES (1, $1) \
          ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
         &[&bytes],
     )
-    .await
-    .map_err(db)?;
+    .await?;
     tx.commit().await.map_err(db)
 }
 
@@ -219,13 +268,13 @@ pub async fn fetched(
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
-    tx.execute(
+    execute(
+        &tx,
         "INSERT INTO fetched (inbox, position, hub_micros) \
          SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
         &[&inbox, &signed_all(&cursors)?, &hub_micros],
     )
-    .await
-    .map_err(db)?;
+    .await?;
     tx.commit().await.map_err(db)
 }
 
@@ -238,13 +287,13 @@ pub async fn checkpoints(
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
-    tx.execute(
+    execute(
+        &tx,
         "INSERT INTO checkpoints (channel, note) SELECT * FROM unnest($1::text[], $2::text[]) \
          ON CONFLICT (channel) DO UPDATE SET note = excluded.note",
         &[&channels, &notes],
     )
-    .await
-    .map_err(db)?;
+    .await?;
     tx.commit().await.map_err(db)
 }
 

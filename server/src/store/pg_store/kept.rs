@@ -1,0 +1,142 @@
+//! What the PostgreSQL store keeps in memory, as the sled store does
+//! (`store/recent.rs`): every recipient reads a fresh entry and every
+//! client proves it, so without this each of them is a database round
+//! trip. Entries and tree hashes never change once committed, so any
+//! replica may keep them. An inbox's window of latest positions is filled
+//! only by this hub's own commits, and only the lease's holder commits (a
+//! hub that loses the lease stops), so the window never misses a position
+//! while it is kept; a hub that does not commit reads every page from the
+//! database.
+
+use super::{PgStore, read};
+use crate::fatal;
+use crate::store::recent::Recent;
+use crate::store::{InboxItem, StoreError, StoredEntry};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tongbao_proto::Hash;
+
+/// The lock's name, as a poisoned one is reported.
+const KEPT: &str = "PostgreSQL store's recent records";
+
+/// The recent records, shared by the store and its commits.
+#[derive(Default)]
+pub struct Kept(Mutex<Recent>);
+
+/// A committed entry as it is kept: its channel, seq, decoded entry, and
+/// the tree hashes it stored.
+pub struct Fresh {
+    pub channel: String,
+    pub seq: u64,
+    pub entry: Arc<StoredEntry>,
+    pub tree_hashes: Vec<Hash>,
+}
+
+impl Kept {
+    /// Keeps what a commit wrote, once it is durable (entries in commit
+    /// order, so that each inbox's positions come in ascending order).
+    pub fn commit(&self, fresh: &[Fresh]) -> Result<(), StoreError> {
+        let mut positions: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
+        for f in fresh {
+            for (inbox, cursor) in f.entry.deliveries() {
+                positions
+                    .entry(inbox)
+                    .or_default()
+                    .push((cursor, f.seq, f.channel.as_str()));
+            }
+        }
+        let mut recent = fatal::lock(&self.0, KEPT)?;
+        for (inbox, items) in &positions {
+            recent.add_positions(inbox, items);
+        }
+        for f in fresh {
+            recent.add_entry(&f.channel, f.seq, f.entry.clone(), f.entry.encoded.len());
+            let first = tongbao_proto::merkle::stored_hash_count(f.seq);
+            for (i, h) in f.tree_hashes.iter().enumerate() {
+                recent.add_hash(&f.channel, first + i as u64, *h);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// An entry from memory, or read once and kept.
+    pub(super) fn kept_entry(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<Option<Arc<StoredEntry>>, StoreError> {
+        if let Some(e) = fatal::lock(&self.kept.0, KEPT)?.entry(channel, seq) {
+            return Ok(Some(e));
+        }
+        let Some(entry) = self.block(read::entry(self.pool(), channel.to_string(), seq))? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(entry);
+        let size = entry.encoded.len();
+        fatal::lock(&self.kept.0, KEPT)?.add_entry(channel, seq, entry.clone(), size);
+        Ok(Some(entry))
+    }
+
+    /// Stored hashes from memory; those not kept are read in one query,
+    /// then kept.
+    pub(super) fn kept_hashes(
+        &self,
+        channel: &str,
+        indexes: &[u64],
+    ) -> Result<Vec<Hash>, StoreError> {
+        let kept: Vec<Option<Hash>> = {
+            let r = fatal::lock(&self.kept.0, KEPT)?;
+            indexes.iter().map(|i| r.hash(channel, *i)).collect()
+        };
+        let missing: Vec<u64> = indexes
+            .iter()
+            .zip(&kept)
+            .filter(|(_, h)| h.is_none())
+            .map(|(i, _)| *i)
+            .collect();
+        if missing.is_empty() {
+            return Ok(kept.into_iter().flatten().collect());
+        }
+        let read = self.block(read::stored_hashes(
+            self.pool(),
+            channel.to_string(),
+            missing.clone(),
+        ))?;
+        let mut r = fatal::lock(&self.kept.0, KEPT)?;
+        for (i, h) in missing.iter().zip(&read) {
+            r.add_hash(channel, *i, *h);
+        }
+        drop(r);
+        let mut read = read.into_iter();
+        kept.into_iter()
+            .map(|h| {
+                h.or_else(|| read.next()).ok_or_else(|| {
+                    StoreError::Corrupt(format!("channel {channel}: a stored hash is missing"))
+                })
+            })
+            .collect()
+    }
+
+    /// An inbox page from this hub's window of latest positions, or from
+    /// the database.
+    pub(super) fn kept_inbox_page(
+        &self,
+        inbox: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        if let Some(start) = after.checked_add(1)
+            && let Some(page) = fatal::lock(&self.kept.0, KEPT)?.inbox_page(inbox, start, limit)
+        {
+            return Ok(page);
+        }
+        self.block(read::inbox_page(
+            self.pool(),
+            inbox.to_string(),
+            after,
+            limit,
+        ))
+    }
+}
