@@ -2,8 +2,10 @@
 //! head of every channel it appends to is locked first (in name order, so
 //! that two writers never wait on each other crosswise) and must be where
 //! the batch continues it; then every row goes in by array, one statement
-//! per table. Every write first passes the lease's fence (`lease::fence`):
-//! a hub that lost the lease writes nothing.
+//! per table, the statements sent together (pipelined) so that a group
+//! commit costs four round trips whatever its size: BEGIN, fence and
+//! locks, rows and heads, COMMIT. Every write first passes the lease's
+//! fence (`lease::fence`): a hub that lost the lease writes nothing.
 
 use super::db;
 use super::kept::{Fresh, Kept};
@@ -12,8 +14,11 @@ use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
 use deadpool_postgres::{Pool, Transaction};
+use futures::future::try_join_all;
+use futures::try_join;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio_postgres::types::ToSql;
 
 /// Per channel: the first seq the batch appends, and the head after it
 /// (next seq, last leaf hash, last hub time).
@@ -108,95 +113,105 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
-    fence(&tx, epoch).await?;
-    lock_heads(&tx, &rows.heads).await?;
-    let (c, s, rec) = &rows.entries;
-    execute(
-        &tx,
-        "INSERT INTO entries (channel, seq, record) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-        &[c, &signed_all(s)?, rec],
-    )
-    .await?;
-    let (c, id, s, d) = &rows.messages;
-    execute(
-        &tx,
-        "INSERT INTO messages (channel, message_id, seq, digest) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
-        &[c, id, &signed_all(s)?, d],
-    )
-    .await?;
-    let (c, s, h) = &rows.hashes;
-    execute(
-        &tx,
-        "INSERT INTO tree_hashes (channel, seq, hashes) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-        &[c, &signed_all(s)?, h],
-    )
-    .await?;
-    let (i, p, c, s) = &rows.inbox;
-    if !i.is_empty() {
-        execute(
-            &tx,
-            "INSERT INTO inbox (inbox, position, channel, seq) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
-            &[i, &signed_all(p)?, c, &signed_all(s)?],
-        )
-        .await?;
-        let (names, lasts): (Vec<&String>, Vec<u64>) =
-            rows.inbox_heads.iter().map(|(n, l)| (n, *l)).unzip();
-        execute(
-            &tx,
-            "INSERT INTO inbox_heads (inbox, last) \
-             SELECT * FROM unnest($1::text[], $2::bigint[]) \
-             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
-            &[&names, &signed_all(&lasts)?],
-        )
-        .await?;
-    }
-    let AnswerRows(i, p, x, s, t) = &rows.answers;
-    if !i.is_empty() {
-        execute(
-            &tx,
-            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
-            &[i, &signed_all(p)?, x, &signed_all(s)?, t],
-        )
-        .await?;
-    }
-    let (k, v) = &rows.audit;
-    if !k.is_empty() {
-        execute(
-            &tx,
-            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
-            &[k, v],
-        )
-        .await?;
-    }
-    move_heads(&tx, &rows.heads).await?;
+    // Sent together, answered in order: the fence and the head locks cost
+    // one round trip, and a fenced hub's transaction is rolled back whole.
+    try_join!(fence(&tx, epoch), lock_heads(&tx, &rows.heads))?;
+    insert_rows(&tx, &rows).await?;
     tx.commit().await.map_err(db)?;
     kept.commit(&rows.fresh)
 }
 
+/// Every table's rows, one statement per table, all sent at once and
+/// answered in order (tokio-postgres pipelines statements awaited
+/// together on one connection): a group commit's inserts cost one round
+/// trip. The first statement to fail fails the commit, and the
+/// transaction with it.
+async fn insert_rows(tx: &Transaction<'_>, rows: &Rows) -> Result<(), StoreError> {
+    let (ec, es, er) = &rows.entries;
+    let es = signed_all(es)?;
+    let (mc, mi, ms, md) = &rows.messages;
+    let ms = signed_all(ms)?;
+    let (hc, hs, hh) = &rows.hashes;
+    let hs = signed_all(hs)?;
+    let (ii, ip, ic, is) = &rows.inbox;
+    let (ip, is) = (signed_all(ip)?, signed_all(is)?);
+    let (names, lasts): (Vec<&String>, Vec<u64>) =
+        rows.inbox_heads.iter().map(|(n, l)| (n, *l)).unzip();
+    let lasts = signed_all(&lasts)?;
+    let AnswerRows(ai, ap, ax, as_, at) = &rows.answers;
+    let (ap, as_) = (signed_all(ap)?, signed_all(as_)?);
+    let (ak, av) = &rows.audit;
+    let mut statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = vec![
+        (
+            "INSERT INTO entries (channel, seq, record) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+            vec![ec, &es, er],
+        ),
+        (
+            "INSERT INTO messages (channel, message_id, seq, digest) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+            vec![mc, mi, &ms, md],
+        ),
+        (
+            "INSERT INTO tree_hashes (channel, seq, hashes) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+            vec![hc, &hs, hh],
+        ),
+    ];
+    if !ii.is_empty() {
+        statements.push((
+            "INSERT INTO inbox (inbox, position, channel, seq) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
+            vec![ii, &ip, ic, &is],
+        ));
+        statements.push((
+            "INSERT INTO inbox_heads (inbox, last) \
+             SELECT * FROM unnest($1::text[], $2::bigint[]) \
+             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
+            vec![&names, &lasts],
+        ));
+    }
+    if !ai.is_empty() {
+        statements.push((
+            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
+            vec![ai, &ap, ax, &as_, at],
+        ));
+    }
+    if !ak.is_empty() {
+        statements.push((
+            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+            vec![ak, av],
+        ));
+    }
+    let sent = statements
+        .iter()
+        .map(|(sql, params)| execute(tx, sql, params));
+    try_join!(try_join_all(sent), move_heads(tx, &rows.heads))?;
+    Ok(())
+}
+
 /// Locks the head of every channel the batch appends to, in name order
 /// (one statement: the rows are locked as the sort returns them), and
-/// checks that each continues where the batch starts.
+/// checks that each continues where the batch starts. The missing heads
+/// are made in the same exchange, sent first.
 async fn lock_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreError> {
     let channels: Vec<&String> = heads.keys().collect();
-    execute(
-        tx,
-        "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
-         SELECT c, 0, '', 0 FROM unnest($1::text[]) AS c ON CONFLICT (channel) DO NOTHING",
-        &[&channels],
-    )
-    .await?;
-    let locked = query(
-        tx,
-        "SELECT channel, next_seq FROM channel_heads WHERE channel = ANY($1) \
-         ORDER BY channel FOR UPDATE",
-        &[&channels],
-    )
-    .await?;
+    let params: [&(dyn ToSql + Sync); 1] = [&channels];
+    let (_, locked) = try_join!(
+        execute(
+            tx,
+            "INSERT INTO channel_heads (channel, next_seq, last_leaf_hash, last_hub_micros) \
+             SELECT c, 0, '', 0 FROM unnest($1::text[]) AS c ON CONFLICT (channel) DO NOTHING",
+            &params,
+        ),
+        query(
+            tx,
+            "SELECT channel, next_seq FROM channel_heads WHERE channel = ANY($1) \
+             ORDER BY channel FOR UPDATE",
+            &params,
+        )
+    )?;
     if locked.len() != heads.len() {
         return Err(StoreError::Database(format!(
             "{} of the batch's {} channel heads are in the database",
