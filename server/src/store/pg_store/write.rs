@@ -3,9 +3,10 @@
 //! that two writers never wait on each other crosswise) and must be where
 //! the batch continues it; then every row goes in by array, one statement
 //! per table, the statements sent together (pipelined) so that a group
-//! commit costs four round trips whatever its size: BEGIN, fence and
-//! locks, rows and heads, COMMIT. Every write first passes the lease's
-//! fence (`lease::fence`): a hub that lost the lease writes nothing.
+//! commit costs a few round trips whatever its size: BEGIN, fence and
+//! locks, rows and heads, COMMIT. Every write passes the lease's fence
+//! (`lease::fence`) in its transaction: a hub that lost the lease writes
+//! nothing.
 
 use super::db;
 use super::kept::{Fresh, Kept};
@@ -113,8 +114,10 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
-    // Sent together, answered in order: the fence and the head locks cost
-    // one round trip, and a fenced hub's transaction is rolled back whole.
+    // Sent together, answered in order, and a fenced hub's transaction is
+    // rolled back whole. The heads may be locked before the fence reads
+    // the lease (FOR SHARE): no deadlock, as taking the lease over locks
+    // no head.
     try_join!(fence(&tx, epoch), lock_heads(&tx, &rows.heads))?;
     insert_rows(&tx, &rows).await?;
     tx.commit().await.map_err(db)?;
