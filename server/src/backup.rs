@@ -175,14 +175,9 @@ fn clean_up(dir: &Path, created: bool) {
     }
 }
 
-/// Copies a file into `to`, 0600 from its creation; for the admin trail,
-/// only its whole lines (a record being appended is left out).
-fn copy_private(from: &Path, to: &Path, whole_lines: bool) -> Result<(), BackupError> {
-    let mut bytes = std::fs::read(from).map_err(|e| io_error("read", from, e))?;
-    if whole_lines {
-        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        bytes.truncate(end);
-    }
+/// Copies a file into `to`, 0600 from its creation.
+fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
+    let bytes = std::fs::read(from).map_err(|e| io_error("read", from, e))?;
     tongbao_proto::secret_file::create_new(to, &bytes).map_err(|e| io_error("write", to, e))
 }
 
@@ -226,18 +221,17 @@ fn write_backup(
     let key_in_data = source.checkpoint_key.parent() == Some(source.data_dir.as_path())
         && source.checkpoint_key.is_file();
     let checkpoint_key = if key_in_data {
-        copy_private(&source.checkpoint_key, &to.join(CHECKPOINT_KEY), false)?;
+        copy_private(&source.checkpoint_key, &to.join(CHECKPOINT_KEY))?;
         Some(CHECKPOINT_KEY.to_string())
     } else {
         None
     };
-    let trail = source.data_dir.join(crate::admin_audit::ADMIN_AUDIT_FILE);
-    let admin_audit = if trail.is_file() {
-        copy_private(&trail, &to.join(crate::admin_audit::ADMIN_AUDIT_FILE), true)?;
-        Some(crate::admin_audit::ADMIN_AUDIT_FILE.to_string())
-    } else {
-        None
-    };
+    // The trail is written from the store's records in the file format
+    // earlier hubs kept it in; a restore moves it into the store again.
+    let trail = to.join(crate::admin_audit::ADMIN_AUDIT_FILE);
+    crate::admin_audit::write_jsonl(store, &source.data_dir, &trail)
+        .map_err(|e| BackupError::Io(format!("cannot copy the admin audit trail: {e}")))?;
+    let admin_audit = Some(crate::admin_audit::ADMIN_AUDIT_FILE.to_string());
     let now = tongbao_proto::now_micros();
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
@@ -331,6 +325,8 @@ pub struct VerifyReport {
     pub channels: u64,
     pub entries: u64,
     pub checkpoints: u64,
+    /// Records of the admin audit trail, their chain checked.
+    pub admin_records: u64,
     /// Each channel's size and latest stored checkpoint (a note).
     pub sizes: BTreeMap<String, (u64, Option<String>)>,
     /// What failed, each naming its channel (and entry).
@@ -345,8 +341,8 @@ impl VerifyReport {
     /// One line: what was checked.
     pub fn summary(&self) -> String {
         format!(
-            "{} channel(s), {} entries, {} checkpoint(s) checked",
-            self.channels, self.entries, self.checkpoints
+            "{} channel(s), {} entries, {} checkpoint(s) checked, and {} admin trail record(s)",
+            self.channels, self.entries, self.checkpoints, self.admin_records
         )
     }
 }
@@ -440,6 +436,10 @@ fn verify_store(
     }
     // Audits read rows, not entries: each row must be what its entry makes.
     report.failures.extend(store.check_audit_rows()?.failures);
+    match crate::admin_audit::verify(store, dir) {
+        Ok(records) => report.admin_records = records,
+        Err(e) => report.failures.push(e.to_string()),
+    }
     for (channel, note) in &checkpoints {
         let size = heads.get(channel).map_or(0, |h| h.next_seq);
         if !heads.contains_key(channel) {
@@ -557,10 +557,14 @@ fn restore_into(
         .into_iter()
         .flatten()
     {
-        copy_private(&named_file(from, name)?, &dir.join(name), false)?;
+        copy_private(&named_file(from, name)?, &dir.join(name))?;
     }
     sync_dir(dir)?;
     let store = SledStore::open_keeping_free(dir, true, 0)?;
+    // The trail goes into the store as a start would move it: a restored
+    // directory is laid out as a running hub's.
+    crate::admin_audit::move_in(&store, dir)
+        .map_err(|e| BackupError::Manifest(format!("the backup's admin audit trail: {e}")))?;
     let report = verify_store(&store, dir, hub_key)?;
     drop(store);
     if !report.ok() {

@@ -188,7 +188,7 @@ impl Hub {
             },
             config.connections.clone(),
         )?;
-        let admin_audit = Arc::new(AdminAudit::open(data_dir)?);
+        let admin_audit = Arc::new(AdminAudit::open(store.clone(), data_dir)?);
         let access_log = AccessLog::open(
             data_dir,
             &config.access_log,

@@ -444,7 +444,6 @@ async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestRe
     let tax = t.unit("tax").await?;
     let ops = operator(&t, Role::Security).await?;
     let auditor = operator(&t, Role::Audit).await?;
-    let trail = t.pki.path().join("data").join("admin-audit.jsonl");
     let big = "x".repeat(1 << 20);
     // A unit's refused calls leave no request field in the trail.
     for _ in 0..5 {
@@ -476,8 +475,8 @@ async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestRe
     );
     assert!(records[5].detail.len() <= 1024 && records[5].detail.ends_with('…'));
     assert!(records.iter().all(|r| r.outcome.len() <= 1024));
-    let on_disk = std::fs::metadata(&trail)?.len();
-    assert!(on_disk < 16 * 1024, "the trail holds {on_disk} bytes");
+    // The trail is in the store, not in a file of the data directory.
+    assert!(!t.pki.path().join("data").join("admin-audit.jsonl").exists());
 
     // Pages follow one another by seq; `more` says whether to ask again.
     let mut admin = auditor.admin();
@@ -497,4 +496,114 @@ async fn large_requests_cannot_flood_the_trail_and_pages_are_bounded() -> TestRe
     );
     assert!(!rest.more);
     t.stop().await
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hub's store, opened offline (the hub stopped): sled in the data
+/// directory, or the test database.
+fn open_store(
+    pki: &tongbao_tests::TestPki,
+) -> Result<std::sync::Arc<dyn tongbao_server::store::Store>, BoxError> {
+    use tongbao_server::store::{PgOptions, PgStore, SledStore};
+    Ok(match &pki.pg {
+        Some(db) => std::sync::Arc::new(PgStore::open(&PgOptions {
+            url: db.url(),
+            pool_size: 2,
+            replica: false,
+        })?),
+        None => std::sync::Arc::new(SledStore::open(&pki.path().join("data"), true)?),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_hubs_trail_file_is_moved_in_and_an_edited_record_refuses_the_start()
+-> TestResult {
+    use tongbao_server::admin_audit::{ADMIN_AUDIT_FILE, AdminAudit, SPACE, write_jsonl};
+    use tongbao_server::store::{SledStore, StateBatch};
+    // An earlier hub's file, as it wrote it, in the data directory.
+    let pki = tongbao_tests::TestPki::generate()?;
+    let data = pki.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let scratch = tempfile::tempdir()?;
+    let old_store: std::sync::Arc<dyn tongbao_server::store::Store> =
+        std::sync::Arc::new(SledStore::open(&scratch.path().join("db"), true)?);
+    let old = AdminAudit::open(old_store.clone(), scratch.path())?;
+    old.record(
+        "urn:tongbao:operator:ops",
+        "suspend-unit",
+        "unit tax",
+        0,
+        "done",
+    )?;
+    old.record(
+        "urn:tongbao:operator:ops",
+        "reinstate-unit",
+        "unit tax",
+        0,
+        "done",
+    )?;
+    let old_records = old.list(0, 10, 1 << 20)?.records;
+    write_jsonl(
+        old_store.as_ref(),
+        scratch.path(),
+        &data.join(ADMIN_AUDIT_FILE),
+    )?;
+    drop((old, old_store));
+
+    // The first start moves it in; the trail goes on from it.
+    let config = pki.hub_config()?;
+    let hub = Hub::start(&config).await?;
+    let addr = hub.addr();
+    let security = Client::connect(&pki.role_config(Role::Security, addr)).await?;
+    security
+        .admin()
+        .suspend_unit(pb::SuspendUnitRequest {
+            unit: "finance".into(),
+            reason: "moved".into(),
+        })
+        .await?;
+    let listed = Client::connect(&pki.role_config(Role::Audit, addr))
+        .await?
+        .admin_audit(0, 100)
+        .await?;
+    let seqs: Vec<(u64, String)> = listed.iter().map(|r| (r.seq, to_hex(&r.hash))).collect();
+    assert_eq!(seqs.len(), 3, "{listed:?}");
+    for (got, want) in seqs.iter().zip(&old_records) {
+        assert_eq!(got, &(want.seq, want.hash.clone()));
+    }
+    assert_eq!(to_hex(&listed[2].previous_hash), old_records[1].hash);
+    assert!(!data.join(ADMIN_AUDIT_FILE).exists());
+    assert!(data.join("admin-audit.jsonl.moved").exists());
+    hub.shutdown().await?;
+
+    // The record of the suspension, edited in the store: no start.
+    let store = open_store(&pki)?;
+    let key = [b'r', 0, 0, 0, 0, 0, 0, 0, 3];
+    let stored = store
+        .state_get(SPACE, &key)?
+        .ok_or("record 3 is not stored")?;
+    let edited = String::from_utf8(stored)?.replace("finance", "fnance");
+    let mut batch = StateBatch::default();
+    batch.insert(key, edited.as_bytes());
+    store.state_apply(SPACE, &batch)?;
+    store.state_sync()?;
+    drop(store);
+    match Hub::start(&config).await {
+        Err(e) => {
+            let said = e.to_string();
+            assert!(
+                said.contains("refusing to start")
+                    && said.contains("admin audit trail in the store is broken at record 3"),
+                "{said}"
+            );
+        }
+        Ok(hub) => {
+            hub.shutdown().await?;
+            return Err("a hub started on an edited trail".into());
+        }
+    }
+    Ok(())
 }

@@ -127,6 +127,15 @@ async fn a_backup_under_load_restores_to_a_hub_serving_everything_acknowledged()
         },
     )
     .await?;
+    // An admin action before the backup: the trail travels with it.
+    Client::connect(&pki.role_config(tongbao_tests::Role::Security, hub.addr))
+        .await?
+        .admin()
+        .suspend_unit(pb::SuspendUnitRequest {
+            unit: "state-security".into(),
+            reason: "backup test".into(),
+        })
+        .await?;
     backup_began.store(true, Ordering::Release);
     let backup_dir = pki.path().join("backup");
     let out = online_backup(&pki, hub.addr, &backup_dir).await?;
@@ -201,6 +210,17 @@ async fn a_backup_under_load_restores_to_a_hub_serving_everything_acknowledged()
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("verified"), "{}", text(&out));
     let second = HubProcess::start_on(&pki, HUB, &restored)?;
+    // The restored trail is the original's up to the backup (whose own
+    // record follows it there).
+    let trail_of = |addr| {
+        let config = pki.role_config(tongbao_tests::Role::Audit, addr);
+        async move { Client::connect(&config).await?.admin_audit(0, 100).await }
+    };
+    let original_trail = trail_of(hub.addr).await?;
+    let restored_trail = trail_of(second.addr).await?;
+    assert_eq!(restored_trail.len(), 1, "{restored_trail:?}");
+    assert_eq!(restored_trail[..], original_trail[..1]);
+    assert_eq!(restored_trail[0].action, "suspend-unit");
     let finance = client_with_trust(&pki, "finance", second.addr, "finance-restored").await?;
     let mut seen: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut after = 0;

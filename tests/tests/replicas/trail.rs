@@ -1,0 +1,65 @@
+//! The admin trail is the database's, not a replica's: a replica that
+//! takes over from a leader killed -9 lists the leader's records and
+//! continues their chain.
+
+use crate::common::*;
+use tongbao_proto::pb;
+use tongbao_tests::Role;
+
+async fn suspend(pki: &TestPki, addr: SocketAddr, unit: &str) -> TestResult {
+    Client::connect(&pki.role_config(Role::Security, addr))
+        .await?
+        .admin()
+        .suspend_unit(pb::SuspendUnitRequest {
+            unit: unit.into(),
+            reason: "trail test".into(),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn trail(pki: &TestPki, addr: SocketAddr) -> Result<Vec<pb::AdminAuditRecord>, BoxError> {
+    Ok(Client::connect(&pki.role_config(Role::Audit, addr))
+        .await?
+        .admin_audit(0, 100)
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_replica_that_takes_over_continues_the_admin_trail() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut replicas = vec![Replica::spawn(&pki, "data-a")?];
+    assert!(!replicas[0].started().await?, "{}", replicas[0].stderr());
+    replicas.push(Replica::spawn(&pki, "data-b")?);
+    assert!(
+        replicas[1].started().await?,
+        "the second waits as a standby"
+    );
+    let a_addr = replicas[0].addr.ok_or("no address")?;
+    suspend(&pki, a_addr, "finance").await?;
+    suspend(&pki, a_addr, "state-security").await?;
+    let before = trail(&pki, a_addr).await?;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The leader dies; the standby takes over on the database as it is.
+    replicas[0].kill()?;
+    let b = leader(&mut replicas, Some(0)).await?;
+    let b_addr = replicas[b].addr.ok_or("no address")?;
+    assert_eq!(trail(&pki, b_addr).await?, before, "the same trail");
+    suspend(&pki, b_addr, "tax").await?;
+    let after = trail(&pki, b_addr).await?;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[..2], before[..]);
+    assert_eq!(after[2].seq, 3);
+    assert_eq!(
+        after[2].previous_hash, before[1].hash,
+        "it continues the chain"
+    );
+    // Neither replica keeps a trail of its own.
+    for data in ["data-a", "data-b"] {
+        assert!(!pki.path().join(data).join("admin-audit.jsonl").exists());
+    }
+    Ok(())
+}
