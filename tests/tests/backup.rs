@@ -292,6 +292,27 @@ async fn a_backup_under_load_restores_to_a_hub_serving_everything_acknowledged()
     }
     second.kill()?;
     hub.kill()?;
+
+    // A backup whose trail was edited does not restore, and leaves nothing.
+    let trail = backup_dir.join("admin-audit.jsonl");
+    let edited = std::fs::read_to_string(&trail)?.replace("state-security", "finance");
+    std::fs::write(&trail, edited)?;
+    let again = pki.path().join("restored-edited");
+    let out = hub_command(args(&[
+        &"restore",
+        &"--from",
+        &backup_dir,
+        &"--data-dir",
+        &again,
+    ]))
+    .await?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("admin audit trail") && text(&out).contains("record 1"),
+        "{}",
+        text(&out)
+    );
+    assert!(!again.exists(), "a failed restore leaves nothing behind");
     Ok(())
 }
 

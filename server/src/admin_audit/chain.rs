@@ -116,13 +116,23 @@ fn block(store: &dyn Store, block: u64) -> Result<Vec<(u64, Vec<u8>)>, AdminAudi
 /// Checks the whole stored chain, from the first record to the head, and
 /// that nothing is stored after it; returns its tip.
 pub fn check(store: &dyn Store) -> Result<Tip, AdminAuditError> {
-    walk(store, |_, _| Ok(()))
+    walk(store, Beyond::Refused, |_, _| Ok(()))
 }
 
-/// Checks the whole stored chain as [`check`], handing each record (and
-/// its stored bytes) to `visit` in order.
+/// What a walk does with records stored after the head it read first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Beyond {
+    /// The trail stands still (a start, an offline check): none may be.
+    Refused,
+    /// The hub serves: they are appends made during the walk.
+    Left,
+}
+
+/// Checks the stored chain up to the head as [`check`], handing each
+/// record (and its stored bytes) to `visit` in order.
 pub(super) fn walk(
     store: &dyn Store,
+    beyond: Beyond,
     mut visit: impl FnMut(&AuditRecord, &[u8]) -> Result<(), AdminAuditError>,
 ) -> Result<Tip, AdminAuditError> {
     let count = head(store)?;
@@ -130,6 +140,9 @@ pub(super) fn walk(
     // The block after the head's too: a record stored beyond it is caught.
     for b in 0..=(count / BLOCK + 1) {
         for (seq, bytes) in block(store, b)? {
+            if seq > count && beyond == Beyond::Left {
+                break;
+            }
             if seq > count {
                 return Err(AdminAuditError::broken_in_store(
                     seq,

@@ -12,7 +12,7 @@
 //! A backup writes the stored trail in this same format, which a restore
 //! moves in again.
 
-use super::chain::{Tip, walk};
+use super::chain::{Beyond, Tip, walk};
 use super::{AdminAuditError, AuditRecord, append, put};
 use crate::store::{Store, sync_dir};
 use std::io::BufRead;
@@ -211,7 +211,8 @@ pub fn write_jsonl(store: &dyn Store, data_dir: &Path, to: &Path) -> Result<u64,
             tip.count
         }
         None => {
-            walk(store, |_, bytes| {
+            // The hub may append meanwhile: up to the head read first.
+            walk(store, Beyond::Left, |_, bytes| {
                 text.extend_from_slice(bytes);
                 text.push(b'\n');
                 Ok(())
