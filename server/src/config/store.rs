@@ -280,4 +280,34 @@ mod tests {
         }
         Ok(())
     }
+
+    #[test]
+    fn the_tls_settings_reach_the_database_resolved_beside_the_config()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let pg = "backend = \"postgres\"\nurl = \"host=db.example\"\n";
+        let mut tls = parse(&format!("{pg}tls_ca = \"db-ca.pem\"\n"))?;
+        tls.resolve_paths(Path::new("/etc/tongbao"));
+        assert_eq!(
+            tls.tls_ca.as_deref(),
+            Some(Path::new("/etc/tongbao/db-ca.pem"))
+        );
+        // The CA is read as the store opens: a missing one is named.
+        let e = tls.database().err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("/etc/tongbao/db-ca.pem")),
+            "{e:?}"
+        );
+        let refused = parse(pg)?.database().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("allow_plaintext")),
+            "{refused:?}"
+        );
+        let allowed = parse(&format!("{pg}allow_plaintext = true\n"))?;
+        assert!(allowed.database().is_ok_and(|d| !d.uses_tls()));
+        assert!(!allowed.is_default());
+        Ok(())
+    }
 }
