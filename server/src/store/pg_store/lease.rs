@@ -182,7 +182,7 @@ async fn connect(
     config: &Config,
     database: &Database,
 ) -> Result<(Client, Arc<Shared>), StoreError> {
-    let (client, mut connection) = config.connect(database.connector()).await.map_err(db)?;
+    let (client, mut connection) = database.connect(config, CONNECT_WAIT).await?;
     let shared = Arc::new(Shared::default());
     let watcher = shared.clone();
     tokio::spawn(async move {

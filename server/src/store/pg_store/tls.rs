@@ -20,8 +20,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio_postgres::Config;
 use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// `[store]`'s TLS settings for the database connection.
@@ -110,7 +111,29 @@ impl Database {
     pub fn uses_tls(&self) -> bool {
         self.config.get_ssl_mode() == SslMode::Require
     }
+
+    /// One connection made with `config` (these settings, adjusted), TLS
+    /// handshake and start-up included, given `within` at most: a server
+    /// that accepts TCP and then says nothing is reported, not waited on.
+    pub async fn connect(
+        &self,
+        config: &Config,
+        within: std::time::Duration,
+    ) -> Result<(Client, Connection<Socket, TlsStream>), StoreError> {
+        tokio::time::timeout(within, config.connect(self.connector()))
+            .await
+            .map_err(|_| {
+                invalid(format!(
+                    "PostgreSQL: no answer within {} s (connection, TLS handshake or start-up)",
+                    within.as_secs()
+                ))
+            })?
+            .map_err(super::db)
+    }
 }
+
+/// The stream of a connection (TLS, or the socket as it is).
+pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
 
 /// Where each host of the url leads (a `hostaddr` is where TCP goes).
 fn routes(config: &Config) -> Vec<Route> {

@@ -434,3 +434,33 @@ fn a_server_without_tls_is_refused_never_used_in_clear_text() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_reported_not_waited_on() -> TestResult {
+    // Accepts the connection, reads the request for TLS, says nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = std::thread::spawn(move || {
+        let held = listener.accept();
+        std::thread::sleep(std::time::Duration::from_secs(15));
+        drop(held);
+    });
+    let pki = Pki::new("database CA")?;
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem)?;
+    let db = Database::new(
+        &format!("host=localhost hostaddr=127.0.0.1 port={port} user=hub"),
+        &with_ca(&ca),
+    )?;
+    let e =
+        block(async move { super::lease::Lease::acquire(&db, super::lease::Wait::Refuse).await })
+            .err()
+            .map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("no answer within")),
+        "{e:?}"
+    );
+    let _ = server.join();
+    Ok(())
+}
