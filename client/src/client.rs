@@ -3,6 +3,7 @@
 //! of `client/` (and `bundle.rs`, `lifecycle.rs`, `workflow.rs`), each
 //! extending [`Client`].
 
+mod acknowledged;
 mod audit;
 mod behind;
 mod connection;
@@ -46,6 +47,8 @@ pub struct Client {
     keys: Arc<RwLock<KeyRing>>,
     /// Pushes of concurrent callers waiting to go out together.
     pushes: Arc<PushQueue>,
+    /// Each channel's size as pushes acknowledged it (the behind rule).
+    acknowledged: Arc<acknowledged::Acknowledged>,
 }
 
 impl std::fmt::Debug for Client {
@@ -95,6 +98,7 @@ impl Client {
             identity: config.identity.clone(),
             keys: Arc::new(RwLock::new(KeyRing::default())),
             pushes: Arc::new(PushQueue::default()),
+            acknowledged: Arc::default(),
         };
         client.refresh_keys().await?;
         Ok(client)
@@ -135,8 +139,12 @@ impl Client {
         self.live.conn().url.clone()
     }
 
-    /// The gRPC channel of the current connection, for services this
-    /// library does not wrap.
+    /// The gRPC channel of the connection in use now, for services this
+    /// library does not wrap: to the first hub of the config that
+    /// answered, or the replica the client failed over to since. Calls
+    /// made through it get no failover, no retry and no per-attempt
+    /// timeout: a caller that needs them takes a new channel after an
+    /// error (this method again), and bounds its own calls.
     pub fn channel(&self) -> Channel {
         self.live.conn().channel.clone()
     }

@@ -411,6 +411,7 @@ impl HubConfig {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        config.store.resolve_paths(&config.base_dir);
         Ok(config)
     }
 

@@ -602,12 +602,12 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
 /// A replica (`[store] replica = true`) first waits as a standby for the
 /// database lease (`replica`), saying so in a line of its own.
 pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
-    let (hub, signals) = match config.store.replica_url().map(str::to_string) {
-        Some(url) => {
+    let (hub, signals) = match config.store.replica_database()? {
+        Some(database) => {
             // Installed first: a standby is stopped like a serving hub.
             let mut signals = Signals::install();
             let stop = wait_for_signal(&mut signals.stop);
-            let Some(lease) = crate::replica::standby(&mut config, &url, stop).await? else {
+            let Some(lease) = crate::replica::standby(&mut config, &database, stop).await? else {
                 tracing::info!("stopped while waiting as a standby");
                 return Ok(());
             };

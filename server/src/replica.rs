@@ -10,8 +10,8 @@
 
 use crate::HubConfig;
 use crate::hub::HubError;
-use crate::store::pg_store::Lease;
 use crate::store::pg_store::lease::Wait;
+use crate::store::pg_store::{Database, Lease};
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -26,16 +26,16 @@ const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Why a standby does not serve, as its health says.
 pub const WAITING: &str = "standby: waiting for the lease";
 
-/// Takes the lease of the database `url` names at once if it is free;
+/// Takes the lease of `database` at once if it is free;
 /// otherwise waits as a standby until this hub holds it (Some), or `stop`
 /// resolves first (None). A standby's metrics listener bound on port 0
 /// keeps its port: `config` is updated to it.
 pub async fn standby(
     config: &mut HubConfig,
-    url: &str,
+    database: &Database,
     stop: impl Future<Output = ()>,
 ) -> Result<Option<Lease>, HubError> {
-    if let Some(lease) = Lease::try_now(url).await? {
+    if let Some(lease) = Lease::try_now(database).await? {
         return Ok(Some(lease));
     }
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -60,7 +60,7 @@ pub async fn standby(
     }
     tracing::info!("{WAITING}");
     let outcome = tokio::select! {
-        lease = Lease::acquire(url, Wait::Standby) => Some(lease),
+        lease = Lease::acquire(database, Wait::Standby) => Some(lease),
         () = stop => None,
     };
     // The listener lets go of its port before the hub binds it again; a

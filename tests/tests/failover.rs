@@ -1,7 +1,9 @@
 //! Failover between replicas of the hub (`hubs = [...]` in client.toml):
 //! a hub that is gone is passed over, a subscription resumes on another
-//! replica with no gap and no duplicate, and a replica that is behind is
-//! passed over for one that is not, or refused as a rollback.
+//! replica with no gap and no duplicate (also when the hub in use accepts
+//! connections but never answers), and a replica that is behind, whether
+//! seen in a checkpoint or in a push's answer, is passed over for one
+//! that is not, or refused as a rollback.
 //!
 //! The replicas here are hubs on copies of one sled data directory (a
 //! copy taken when a hub is killed continues it; one taken earlier is
@@ -38,11 +40,23 @@ fn config(pki: &TestPki, unit: &str, hubs: &[String]) -> Result<ClientConfig, Bo
         .with_hubs(hubs.iter().cloned())?)
 }
 
+/// Where a [`Front`] sends the connections it accepts.
+#[derive(Clone, Copy)]
+enum Route {
+    /// Dropped at once: nothing serves this address yet.
+    Closed,
+    /// Relayed to a hub.
+    To(SocketAddr),
+    /// Held open without a byte of answer: a hub that accepts TCP and
+    /// never answers (hung, or a half-dead host).
+    Silent,
+}
+
 /// A replica's address known before the replica runs: a TCP front on
 /// port 0 that drops every connection until it is pointed at a hub.
 struct Front {
     addr: SocketAddr,
-    target: tokio::sync::watch::Sender<Option<SocketAddr>>,
+    route: tokio::sync::watch::Sender<Route>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,11 +70,18 @@ impl Front {
     async fn start_on(addr: SocketAddr) -> Result<Self, BoxError> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let (target, watching) = tokio::sync::watch::channel(None::<SocketAddr>);
+        let (route, watching) = tokio::sync::watch::channel(Route::Closed);
         let task = tokio::spawn(async move {
+            // Silent connections live as long as the front.
+            let mut held = Vec::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let Some(hub) = *watching.borrow() else {
-                    continue;
+                let hub = match *watching.borrow() {
+                    Route::Closed => continue,
+                    Route::Silent => {
+                        held.push(inbound);
+                        continue;
+                    }
+                    Route::To(hub) => hub,
                 };
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(hub).await {
@@ -69,11 +90,16 @@ impl Front {
                 });
             }
         });
-        Ok(Self { addr, target, task })
+        Ok(Self { addr, route, task })
     }
 
     fn point_at(&self, hub: SocketAddr) {
-        self.target.send_replace(Some(hub));
+        self.route.send_replace(Route::To(hub));
+    }
+
+    /// New connections are held and never answered; open ones go on.
+    fn go_silent(&self) {
+        self.route.send_replace(Route::Silent);
     }
 }
 
@@ -343,6 +369,121 @@ async fn a_replica_that_is_behind_is_passed_over_or_refused_as_a_rollback() -> T
         "{pulled:?}"
     );
     behind.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_opened_on_a_hub_that_never_answers_fails_over() -> TestResult {
+    let pki = TestPki::generate()?;
+    let first = HubProcess::start(&pki, HUB)?;
+    let hanging = Front::start().await?;
+    hanging.point_at(first.addr);
+    let second_front = Front::start().await?;
+    let hubs = [url(hanging.addr), url(second_front.addr)];
+    let finance = Client::connect(&config(&pki, "finance", &hubs)?).await?;
+    assert_eq!(finance.hub(), url(hanging.addr));
+
+    // The first replica dies; its address still accepts connections but
+    // never answers. The second takes over on its data.
+    hanging.go_silent();
+    first.kill()?;
+    let copied = pki.path().join("data-second");
+    copy_dir(&pki.path().join("data"), &copied)?;
+    let second = HubProcess::start_on(&pki, HUB, &copied)?;
+    second_front.point_at(second.addr);
+
+    // The subscription's first open meets the silent hub: it gives up on
+    // it after the per-attempt bound and continues on the second.
+    let mut inbox = Box::pin(finance.subscribe(0));
+    let tax = Client::connect(&config(&pki, "tax", &[url(second_front.addr)])?).await?;
+    tax.push(note("after the hang").to_units(["finance"]))
+        .await?;
+    let delivered = tokio::time::timeout(HANG, inbox.next())
+        .await?
+        .ok_or("the subscription ended")??;
+    assert_eq!(delivered.message().subject, "after the hang");
+    assert_eq!(finance.hub(), url(second_front.addr));
+    second.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_answered_below_what_was_acknowledged_is_passed_over_or_refused() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let older = pki.path().join("data-behind");
+
+    // Three entries; keep a copy of the data as it was then.
+    let hub = HubProcess::start(&pki, HUB)?;
+    {
+        let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+        for i in 0..3 {
+            tax.push(note(&format!("n{i}")).to_units(["finance"]))
+                .await?;
+        }
+    }
+    hub.kill()?;
+    copy_dir(&data, &older)?;
+
+    // Tax pushes through a replica that is ahead: seqs 3 to 5 are
+    // acknowledged, to two clients of the unit.
+    let ahead = HubProcess::start(&pki, HUB)?;
+    let front = Front::start().await?;
+    front.point_at(ahead.addr);
+    let other = Front::start().await?;
+    let tax = Client::connect(&config(&pki, "tax", &[url(front.addr), url(other.addr)])?).await?;
+    let alone = Client::connect(&config(&pki, "tax", &[url(front.addr)])?).await?;
+    for i in 3..5 {
+        tax.push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    assert_eq!(alone.push(note("n5").to_units(["finance"])).await?.seq, 5);
+
+    // The replica at the front is now one on the older data (behind);
+    // the other address serves the data as the first left it.
+    ahead.kill()?;
+    let behind = HubProcess::start_on(&pki, HUB, &older)?;
+    front.point_at(behind.addr);
+    let continued = pki.path().join("data-continued");
+    copy_dir(&data, &continued)?;
+    let next = HubProcess::start_on(&pki, HUB, &continued)?;
+    other.point_at(next.addr);
+
+    // The behind replica appends the next push at 3: not taken. The same
+    // message goes to the other replica, which continues the channel.
+    let pushed = tokio::time::timeout(HANG, tax.push(note("n6").to_units(["finance"]))).await??;
+    assert_eq!(
+        (pushed.seq, pushed.duplicate),
+        (6, false),
+        "appended after what was acknowledged"
+    );
+    assert_eq!(tax.hub(), url(other.addr));
+    let evidence = pki.path().join("units/tax/trust-state.evidence");
+    assert!(
+        !evidence.exists(),
+        "passing a replica over is not a rollback"
+    );
+
+    // With no other replica to go to: refused as a rollback, with both
+    // answers kept as evidence.
+    let refused = tokio::time::timeout(HANG, alone.push(note("n7").to_units(["finance"]))).await?;
+    match refused {
+        Err(ClientError::Rollback {
+            trusted_size: 6,
+            served_size: 5,
+            evidence,
+            ..
+        }) => {
+            let text = std::fs::read_to_string(&evidence)?;
+            assert!(
+                text.contains("up to seq 5") && text.contains("at seq 4"),
+                "{text}"
+            );
+        }
+        other => return Err(format!("expected a rollback from 6 to 5, got {other:?}").into()),
+    }
+    behind.kill()?;
+    next.kill()?;
     Ok(())
 }
 

@@ -5,10 +5,11 @@ use super::Client;
 use super::behind::{Behind, Served};
 use super::connection::Conn;
 use super::hub_read;
-use super::retry::ATTEMPT_TIMEOUT;
+use super::retry::{ATTEMPT_TIMEOUT, FIRST_BACKOFF, NextStep, backoff_after};
 use crate::ClientError;
 use crate::trust::{TrustState, keep_evidence};
 use crate::verify::VerifiedEntry;
+use std::sync::Arc;
 use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
 use tongbao_proto::merkle::{check_record, check_records, check_tree};
 use tongbao_proto::{now_micros, pb};
@@ -70,53 +71,9 @@ impl Client {
                 });
             }
             // The proofs come from the replica that served the checkpoint.
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
-            for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
-                let r = conn
-                    .log
-                    .clone()
-                    .get_inclusion_proofs(pb::GetInclusionProofsRequest {
-                        channel: channel.to_string(),
-                        seqs: chunk.iter().map(|e| e.0).collect(),
-                        tree_size: cp.size,
-                        multiproof: true,
-                    })
-                    .await?
-                    .into_inner();
-                let (first, last) = match (chunk.first(), chunk.last()) {
-                    (Some(f), Some(l)) => (f.0, l.0),
-                    _ => continue,
-                };
-                let fail = |why: String| ClientError::Integrity {
-                    channel: channel.to_string(),
-                    seq: first,
-                    reason: format!(
-                        "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
-                        cp.size,
-                        chunk.len(),
-                    ),
-                };
-                let to_hashes = |v: Vec<Vec<u8>>| {
-                    v.into_iter()
-                        .map(tongbao_proto::Hash::try_from)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|_| fail("a proof hash is not 32 bytes".into()))
-                };
-                // A hub without multiproofs ignores the flag and answers
-                // one audit path per seq: check those instead.
-                if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
-                    for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
-                        if p.seq != seq {
-                            return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
-                        }
-                        check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
-                            .map_err(|e| fail(format!("seq {seq}: {e}")))?;
-                    }
-                    continue;
-                }
-                check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
-                    .map_err(|e| fail(e.to_string()))?;
-            }
+            let leaves = &leaves;
+            self.with_checkpoint(channel, |cp, conn| prove_leaves(cp, conn, channel, leaves))
+                .await?;
         }
         Ok(())
     }
@@ -322,39 +279,148 @@ impl Client {
         &self,
         entry: &VerifiedEntry,
     ) -> Result<VerifiedCheckpoint, ClientError> {
-        let (cp, conn) = self.checkpoint_with_conn(entry.channel()).await?;
-        let fail = |reason: String| ClientError::Integrity {
+        // Checkpoint and proof from one replica, made again together.
+        self.with_checkpoint(entry.channel(), |cp, conn| prove_entry(cp, conn, entry))
+            .await
+    }
+
+    /// Runs `prove` with a verified checkpoint of `channel` and the
+    /// connection of the replica that served it (proofs must come from
+    /// there), as reads are made: each attempt waits [`ATTEMPT_TIMEOUT`]
+    /// at most, and one interrupted (the replica gone or silent between
+    /// the checkpoint and its proof, a takeover) is made again, checkpoint
+    /// and all, on the replica in use then, for up to the retry window.
+    /// With a single hub it fails as the call did.
+    async fn with_checkpoint<T, F, Fut>(
+        &self,
+        channel: &str,
+        mut prove: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(VerifiedCheckpoint, Arc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            let generation = self.live.generation();
+            let hub = conn.url.clone();
+            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, prove(cp, conn)).await {
+                Ok(Ok(proved)) => return Ok(proved),
+                Ok(Err(e)) => e,
+                Err(_) => ClientError::Connect {
+                    hub,
+                    reason: format!("no inclusion proof within {ATTEMPT_TIMEOUT:?}"),
+                },
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.live.hubs.len() < 2 || !e.is_transient() || left.is_zero() {
+                return Err(e);
+            }
+            if let NextStep::GiveUp = self.worth_retrying(&e, generation, left).await? {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, channel, "inclusion proof interrupted; asking again");
+            backoff = backoff_after(backoff, deadline).await;
+        }
+    }
+}
+
+/// Proves `entry` is in `cp`, with a proof from the replica of `conn`.
+async fn prove_entry(
+    cp: VerifiedCheckpoint,
+    conn: Arc<Conn>,
+    entry: &VerifiedEntry,
+) -> Result<VerifiedCheckpoint, ClientError> {
+    let fail = |reason: String| ClientError::Integrity {
+        channel: entry.channel().to_string(),
+        seq: entry.seq(),
+        reason,
+    };
+    if entry.seq() >= cp.size {
+        return Err(fail(format!(
+            "not yet covered by the channel's checkpoint (size {}); retry in a second",
+            cp.size
+        )));
+    }
+    let proof = conn
+        .log
+        .clone()
+        .get_inclusion_proof(pb::GetInclusionProofRequest {
             channel: entry.channel().to_string(),
             seq: entry.seq(),
-            reason,
-        };
-        if entry.seq() >= cp.size {
-            return Err(fail(format!(
-                "not yet covered by the channel's checkpoint (size {}); retry in a second",
-                cp.size
-            )));
-        }
-        // From the replica that served the checkpoint.
-        let proof = conn
+            tree_size: cp.size,
+        })
+        .await?
+        .into_inner()
+        .proof;
+    let proof = proof_hashes(proof, entry.channel(), entry.seq())?;
+    check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
+        fail(format!(
+            "not included in the checkpoint of size {}: {e}",
+            cp.size
+        ))
+    })?;
+    Ok(cp)
+}
+
+/// Checks `leaves` (position, leaf hash; sorted, each position once) of
+/// `channel` against `cp` with multiproofs from the replica of `conn`,
+/// which served it.
+async fn prove_leaves(
+    cp: VerifiedCheckpoint,
+    conn: Arc<Conn>,
+    channel: &str,
+    leaves: &[(u64, tongbao_proto::Hash)],
+) -> Result<(), ClientError> {
+    for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
+        let r = conn
             .log
             .clone()
-            .get_inclusion_proof(pb::GetInclusionProofRequest {
-                channel: entry.channel().to_string(),
-                seq: entry.seq(),
+            .get_inclusion_proofs(pb::GetInclusionProofsRequest {
+                channel: channel.to_string(),
+                seqs: chunk.iter().map(|e| e.0).collect(),
                 tree_size: cp.size,
+                multiproof: true,
             })
             .await?
-            .into_inner()
-            .proof;
-        let proof = proof_hashes(proof, entry.channel(), entry.seq())?;
-        check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
-            fail(format!(
-                "not included in the checkpoint of size {}: {e}",
-                cp.size
-            ))
-        })?;
-        Ok(cp)
+            .into_inner();
+        let (first, last) = match (chunk.first(), chunk.last()) {
+            (Some(f), Some(l)) => (f.0, l.0),
+            _ => continue,
+        };
+        let fail = |why: String| ClientError::Integrity {
+            channel: channel.to_string(),
+            seq: first,
+            reason: format!(
+                "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
+                cp.size,
+                chunk.len(),
+            ),
+        };
+        let to_hashes = |v: Vec<Vec<u8>>| {
+            v.into_iter()
+                .map(tongbao_proto::Hash::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| fail("a proof hash is not 32 bytes".into()))
+        };
+        // A hub without multiproofs ignores the flag and answers
+        // one audit path per seq: check those instead.
+        if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
+            for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
+                if p.seq != seq {
+                    return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
+                }
+                check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
+                    .map_err(|e| fail(format!("seq {seq}: {e}")))?;
+            }
+            continue;
+        }
+        check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
+            .map_err(|e| fail(e.to_string()))?;
     }
+    Ok(())
 }
 
 /// The hashes of an inclusion proof, each 32 bytes.

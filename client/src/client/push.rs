@@ -1,6 +1,7 @@
 //! The push path: signing drafts, pushing alone or batched with the pushes
 //! of concurrent callers, and signing again after a key refusal.
 
+use super::acknowledged::Position;
 use super::{Client, new_message_id};
 use crate::push_queue::{self, Answer, PushQueue, Waiting};
 use crate::{ClientError, Draft};
@@ -148,14 +149,44 @@ impl Client {
     }
 
     async fn push_call(&self, signed: pb::SignedMessage) -> Result<pb::PushResponse, ClientError> {
+        let channel = sender(&signed);
         let request = pb::PushRequest {
             message: Some(signed),
         };
-        self.repeat_while_plausible("push", || {
-            let mut rpc = self.rpc();
-            let request = request.clone();
-            async move { rpc.push(request).await }
-        })
+        self.push_not_behind(
+            &channel,
+            || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.push(request).await }
+            },
+            |r: &pb::PushResponse| vec![position(r)],
+        )
+        .await
+    }
+
+    /// A `PushBatch` call (its messages all `channel`'s), under the
+    /// behind rule.
+    async fn push_batch_call(
+        &self,
+        channel: &str,
+        request: pb::PushBatchRequest,
+    ) -> Result<pb::PushBatchResponse, ClientError> {
+        self.push_not_behind(
+            channel,
+            || {
+                let mut rpc = self.rpc();
+                let request = request.clone();
+                async move { rpc.push_batch(request).await }
+            },
+            |r: &pb::PushBatchResponse| {
+                r.results
+                    .iter()
+                    .filter(|result| result.code == 0)
+                    .filter_map(|result| result.response.as_ref().map(position))
+                    .collect()
+            },
+        )
         .await
     }
 
@@ -187,14 +218,9 @@ impl Client {
         }
         let (messages, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|w| (w.signed, w.reply)).unzip();
+        let channel = messages.first().map(sender).unwrap_or_default();
         let request = pb::PushBatchRequest { messages };
-        let answered = self
-            .repeat_while_plausible("push", || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.push_batch(request).await }
-            })
-            .await;
+        let answered = self.push_batch_call(&channel, request.clone()).await;
         let results = match answered {
             Ok(r) if r.results.len() == replies.len() => r.results,
             // A different count: every message goes again on its own.
@@ -256,13 +282,9 @@ impl Client {
             .iter()
             .map(|m| m.message_id().to_string())
             .collect();
-        let request = pb::PushBatchRequest { messages };
+        let channel = messages.first().map(sender).unwrap_or_default();
         let r = self
-            .repeat_while_plausible("push", || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.push_batch(request).await }
-            })
+            .push_batch_call(&channel, pb::PushBatchRequest { messages })
             .await?;
         if r.results.len() != ids.len() {
             return Err(ClientError::Rejected {
@@ -285,6 +307,24 @@ impl Client {
                 }),
             })
             .collect())
+    }
+}
+
+/// The channel a signed message is pushed to: its sender's.
+fn sender(signed: &pb::SignedMessage) -> String {
+    signed
+        .message
+        .as_ref()
+        .map(|m| m.sender.clone())
+        .unwrap_or_default()
+}
+
+/// Where a push was appended, as the hub answered.
+fn position(r: &pb::PushResponse) -> Position {
+    Position {
+        channel: r.channel.clone(),
+        seq: r.seq,
+        duplicate: r.duplicate,
     }
 }
 

@@ -3,7 +3,7 @@
 //! what a handler took.
 
 use super::Client;
-use super::retry::NextStep;
+use super::retry::{ATTEMPT_TIMEOUT, NextStep};
 use crate::ClientError;
 use crate::verify::VerifiedEntry;
 use futures::{FutureExt, Stream};
@@ -275,23 +275,34 @@ impl Subscription {
         }
     }
 
+    /// Opens the stream, waiting [`ATTEMPT_TIMEOUT`] at most for the hub's
+    /// answer, as a read does: a hub that accepts connections but never
+    /// answers is probed and, if silent, failed over from.
     async fn connect(&mut self) -> State {
         let generation = self.client.live.generation();
-        let opened = self
-            .client
-            .rpc()
-            .subscribe(pb::SubscribeRequest {
+        let hub = self.client.hub();
+        let opened = tokio::time::timeout(
+            ATTEMPT_TIMEOUT,
+            self.client.rpc().subscribe(pb::SubscribeRequest {
                 inbox: String::new(),
                 after: self.cursor,
-            })
-            .await;
+            }),
+        )
+        .await;
         match opened {
-            Ok(response) => State::Streaming(Box::new(Open {
+            Ok(Ok(response)) => State::Streaming(Box::new(Open {
                 stream: response.into_inner(),
                 generation,
                 held: None,
             })),
-            Err(status) => self.interrupted(status.into(), generation).await,
+            Ok(Err(status)) => self.interrupted(status.into(), generation).await,
+            Err(_) => {
+                let silent = ClientError::Connect {
+                    hub,
+                    reason: format!("no answer to the subscription within {ATTEMPT_TIMEOUT:?}"),
+                };
+                self.interrupted(silent, generation).await
+            }
         }
     }
 

@@ -4,10 +4,10 @@
 
 use super::ConfigError;
 use crate::access_log::{MAX_REPLICA_NAME, valid_replica_name};
-use crate::store::pg_store::Lease;
+use crate::store::pg_store::{Database, Lease, TlsOptions};
 use crate::store::{PgOptions, PgStore, SledStore, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Most connections one hub keeps to the database.
@@ -44,6 +44,19 @@ pub struct StoreSection {
     /// its own access log under an origin naming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_name: Option<String>,
+    /// The CA that signed the database server's certificate: with it every
+    /// connection is TLS, verified (see `pg_store::tls` for the rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate for PostgreSQL's `cert` authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its key, readable by its owner alone (0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Clear text over TCP to a host that is not loopback, knowingly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext: bool,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -54,6 +67,10 @@ impl std::fmt::Debug for StoreSection {
             .field("pool_size", &self.pool_size)
             .field("replica", &self.replica)
             .field("replica_name", &self.replica_name)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }
@@ -66,6 +83,41 @@ impl StoreSection {
             && self.pool_size.is_none()
             && !self.replica
             && self.replica_name.is_none()
+            && !self.has_tls_settings()
+    }
+
+    fn has_tls_settings(&self) -> bool {
+        self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.allow_plaintext
+    }
+
+    /// Resolves the TLS files against `base` (the config's directory), as
+    /// the `[tls]` section's are.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.tls_ca, &mut self.tls_cert, &mut self.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// The database of `backend = "postgres"`, reached as the TLS settings
+    /// say (refused when they would send clear text over a network).
+    pub fn database(&self) -> Result<Database, StoreError> {
+        Database::new(
+            self.url.as_deref().unwrap_or_default(),
+            &TlsOptions {
+                ca: self.tls_ca.clone(),
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+                allow_plaintext: self.allow_plaintext,
+            },
+        )
     }
 
     /// The replica's name when this hub is one; a hub on its own has none.
@@ -77,19 +129,24 @@ impl StoreSection {
     }
 
     /// The database a replica waits on, when this hub is one.
-    pub fn replica_url(&self) -> Option<&str> {
+    pub fn replica_database(&self) -> Result<Option<Database>, StoreError> {
         match self.backend {
-            Backend::Postgres if self.replica => self.url.as_deref(),
-            _ => None,
+            Backend::Postgres if self.replica => self.database().map(Some),
+            _ => Ok(None),
         }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
         match self.backend {
-            Backend::Sled if self.url.is_some() || self.pool_size.is_some() || self.replica => {
+            Backend::Sled
+                if self.url.is_some()
+                    || self.pool_size.is_some()
+                    || self.replica
+                    || self.has_tls_settings() =>
+            {
                 invalid(
-                    "[store] url, pool_size and replica are for backend = \"postgres\"; the sled store lives in [hub] data_dir",
+                    "[store] url, pool_size, replica and the tls_* settings are for backend = \"postgres\"; the sled store lives in [hub] data_dir",
                 )
             }
             Backend::Postgres if self.url.as_deref().is_none_or(str::is_empty) => {
@@ -148,7 +205,7 @@ impl StoreSection {
                 crate::store::create_dir_durably(data_dir)?;
                 Arc::new(PgStore::open_holding(
                     &PgOptions {
-                        url: self.url.clone().unwrap_or_default(),
+                        database: self.database()?,
                         pool_size: self.pool_size.unwrap_or(8),
                         replica: self.replica,
                     },
@@ -175,11 +232,17 @@ mod tests {
         assert_eq!(parse("")?.backend, Backend::Sled);
         let pg = parse("backend = \"postgres\"\nurl = \"host=db password=hunter2\"\n")?;
         assert_eq!(pg.backend, Backend::Postgres);
-        assert_eq!(pg.replica_url(), None, "not a replica unless it says so");
+        assert!(
+            pg.replica_database()?.is_none(),
+            "not a replica unless it says so"
+        );
         let replica = parse(
             "backend = \"postgres\"\nurl = \"host=db\"\nreplica = true\nreplica_name = \"hub-a\"\n",
         )?;
-        assert_eq!(replica.replica_url(), Some("host=db"));
+        assert!(
+            replica.replica_database().is_err(),
+            "host=db is not loopback: refused in clear text"
+        );
         assert_eq!(replica.replica_name(), Some("hub-a"));
         assert_eq!(
             pg.replica_name(),
@@ -210,9 +273,41 @@ mod tests {
             too_long.as_str(),
             "backend = \"postgres\"\nurl = \"host=db\"\nreplica_name = \"hub-a\"\n",
             "backend = \"postgres\"\nurl = \"host=db\"\nuser = \"x\"\n",
+            "tls_ca = \"ca.pem\"\n",
+            "allow_plaintext = true\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_tls_settings_reach_the_database_resolved_beside_the_config()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let pg = "backend = \"postgres\"\nurl = \"host=db.example\"\n";
+        let mut tls = parse(&format!("{pg}tls_ca = \"db-ca.pem\"\n"))?;
+        tls.resolve_paths(Path::new("/etc/tongbao"));
+        assert_eq!(
+            tls.tls_ca.as_deref(),
+            Some(Path::new("/etc/tongbao/db-ca.pem"))
+        );
+        // The CA is read as the store opens: a missing one is named.
+        let e = tls.database().err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("/etc/tongbao/db-ca.pem")),
+            "{e:?}"
+        );
+        let refused = parse(pg)?.database().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("allow_plaintext")),
+            "{refused:?}"
+        );
+        let allowed = parse(&format!("{pg}allow_plaintext = true\n"))?;
+        assert!(allowed.database().is_ok_and(|d| !d.uses_tls()));
+        assert!(!allowed.is_default());
         Ok(())
     }
 }

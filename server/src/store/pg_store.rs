@@ -20,6 +20,9 @@ mod schema;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+pub mod tls;
+#[cfg(test)]
+mod tls_tests;
 mod write;
 
 use super::{
@@ -32,6 +35,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+pub use tls::{Database, TlsOptions};
 use tongbao_proto::Hash;
 
 /// How long a call waits for a database connection, or to make one,
@@ -41,9 +45,8 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
-    /// A libpq-style connection string: `host=... port=... user=...
-    /// dbname=...` or `postgresql://user@host:port/dbname`.
-    pub url: String,
+    /// The database, and how connections to it are secured.
+    pub database: Database,
     /// Connections kept open to the database.
     pub pool_size: usize,
     /// One of several replicas: a failed write then stops the hub, so
@@ -90,9 +93,20 @@ impl Drop for PgStore {
     }
 }
 
-/// A driver error, in words (the driver never prints a password).
-pub(super) fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("PostgreSQL: {e}"))
+/// A driver error, in words, with its causes (a TLS refusal says why; a
+/// server's error its message, not its detail, which may quote rows).
+/// The driver never prints a password.
+pub(super) fn db(e: impl std::error::Error) -> StoreError {
+    let mut text = format!("PostgreSQL: {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        match c.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(server) => text.push_str(&format!(": {}", server.message())),
+            None => text.push_str(&format!(": {c}")),
+        }
+        cause = c.source();
+    }
+    StoreError::Database(text)
 }
 
 impl PgStore {
@@ -106,18 +120,14 @@ impl PgStore {
     /// got it), or taken here when `lease` is None. The epoch is raised
     /// after the schema is current: from then on no earlier leader writes.
     pub fn open_holding(options: &PgOptions, lease: Option<Lease>) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| {
-            StoreError::Database(format!(
-                "[store] url is not a PostgreSQL connection string: {e}"
-            ))
-        })?;
+        let mut config = options.database.config();
         config.connect_timeout(CONNECT_WAIT);
         if config.get_application_name().is_none() {
             config.application_name("tongbao-hub");
         }
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            options.database.connector(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -151,8 +161,8 @@ impl PgStore {
         let lease = match lease {
             Some(lease) => lease,
             None => {
-                let url = options.url.clone();
-                store.block(async move { Lease::acquire(&url, lease::Wait::Refuse).await })?
+                let db = options.database.clone();
+                store.block(async move { Lease::acquire(&db, lease::Wait::Refuse).await })?
             }
         };
         // Kept in the store at once: a failure below lets go of it.

@@ -16,13 +16,14 @@
 //! lock every [`RETRY_EVERY`].
 
 use super::db;
+use super::tls::Database;
 use crate::store::StoreError;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Transaction};
+use tokio_postgres::{AsyncMessage, Client, Config, Transaction};
 
 /// The session advisory lock of the lease ("tongbao1" in ASCII).
 pub const LEASE_LOCK: i64 = 0x746f_6e67_6261_6f31;
@@ -160,13 +161,9 @@ impl Unreachable {
     }
 }
 
-/// The lease connection's settings: `url`'s, with keepalives.
-fn lease_config(url: &str) -> Result<Config, StoreError> {
-    let mut config: Config = url.parse().map_err(|e| {
-        StoreError::Database(format!(
-            "[store] url is not a PostgreSQL connection string: {e}"
-        ))
-    })?;
+/// The lease connection's settings: the database's, with keepalives.
+fn lease_config(db: &Database) -> Config {
+    let mut config = db.config();
     config
         .connect_timeout(CONNECT_WAIT)
         .keepalives(true)
@@ -176,13 +173,16 @@ fn lease_config(url: &str) -> Result<Config, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("tongbao-hub lease");
     }
-    Ok(config)
+    config
 }
 
 /// Connects, follows the connection on a task of its own, and LISTENs
 /// for a leader letting go.
-async fn connect(config: &Config) -> Result<(Client, Arc<Shared>), StoreError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(db)?;
+async fn connect(
+    config: &Config,
+    database: &Database,
+) -> Result<(Client, Arc<Shared>), StoreError> {
+    let (client, mut connection) = database.connect(config, CONNECT_WAIT).await?;
     let shared = Arc::new(Shared::default());
     let watcher = shared.clone();
     tokio::spawn(async move {
@@ -215,15 +215,15 @@ async fn try_lock(client: &Client) -> Result<bool, StoreError> {
 }
 
 impl Lease {
-    /// Takes the lease on the database `url` names, waiting as `wait` says.
+    /// Takes the lease on `database`, waiting as `wait` says.
     /// A standby rides out a database it cannot reach, reconnecting each
     /// [`RETRY_EVERY`]; a hub that is not a replica fails.
-    pub async fn acquire(url: &str, wait: Wait) -> Result<Self, StoreError> {
-        let config = lease_config(url)?;
+    pub async fn acquire(database: &Database, wait: Wait) -> Result<Self, StoreError> {
+        let config = lease_config(database);
         let deadline = tokio::time::Instant::now() + REFUSE_AFTER;
         let mut unreachable = Unreachable::default();
         loop {
-            match Self::wait_on_one_connection(&config, wait, deadline).await {
+            match Self::wait_on_one_connection(&config, database, wait, deadline).await {
                 Ok(lease) => return Ok(lease),
                 Err(e) if wait == Wait::Refuse => return Err(e),
                 Err(e) => {
@@ -236,9 +236,9 @@ impl Lease {
 
     /// Takes the lease if it is free now; None when another hub holds it
     /// or the database cannot be reached (a standby then waits).
-    pub async fn try_now(url: &str) -> Result<Option<Self>, StoreError> {
-        let config = lease_config(url)?;
-        let Ok((client, shared)) = connect(&config).await else {
+    pub async fn try_now(database: &Database) -> Result<Option<Self>, StoreError> {
+        let config = lease_config(database);
+        let Ok((client, shared)) = connect(&config, database).await else {
             return Ok(None);
         };
         let lease = Self {
@@ -256,10 +256,11 @@ impl Lease {
     /// connection fails.
     async fn wait_on_one_connection(
         config: &Config,
+        database: &Database,
         wait: Wait,
         deadline: tokio::time::Instant,
     ) -> Result<Self, StoreError> {
-        let (client, shared) = connect(config).await?;
+        let (client, shared) = connect(config, database).await?;
         // A lease already, so that giving up the wait (a standby stopped)
         // ends the connection quietly, as a release does.
         let lease = Self {

@@ -2,14 +2,19 @@
 //! `TONGBAO_TEST_PG_URL`), and the refusals the database itself enforces.
 
 use super::testdb::TestDb;
-use super::{PgOptions, PgStore};
+use super::{Database, PgOptions, PgStore, TlsOptions};
 use crate::store::conformance::{TestResult, appends_read_back, entry};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
+/// The test database, over its Unix socket (clear text, as allowed there).
+fn database(url: &str) -> Result<Database, StoreError> {
+    Database::new(url, &TlsOptions::default())
+}
+
 fn open(db: &TestDb) -> Result<PgStore, StoreError> {
     PgStore::open(&PgOptions {
-        url: db.url(),
+        database: database(&db.url())?,
         pool_size: 4,
         replica: false,
     })
@@ -94,10 +99,10 @@ fn a_message_id_is_stored_once_per_sender() -> TestResult {
 }
 
 #[test]
-fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
+fn a_database_that_cannot_be_reached_is_reported_not_waited_on() -> TestResult {
     // Port 1 on loopback: nothing listens there.
     let opened = PgStore::open(&PgOptions {
-        url: "host=127.0.0.1 port=1 user=tongbao password=secret-word dbname=x".into(),
+        database: database("host=127.0.0.1 port=1 user=tongbao password=secret-word dbname=x")?,
         pool_size: 1,
         replica: false,
     });
@@ -107,12 +112,9 @@ fn a_database_that_cannot_be_reached_is_reported_not_waited_on() {
     let text = e.to_string();
     assert!(text.contains("PostgreSQL"), "{text}");
     assert!(!text.contains("secret-word"), "{text}");
-    let bad = PgStore::open(&PgOptions {
-        url: "host=127.0.0.1 port=notaport".into(),
-        pool_size: 1,
-        replica: false,
-    });
+    let bad = database("host=127.0.0.1 port=notaport");
     assert!(matches!(bad, Err(StoreError::Database(m)) if m.contains("[store] url")));
+    Ok(())
 }
 
 #[test]
@@ -231,7 +233,7 @@ fn a_standby_takes_the_lease_when_the_leader_lets_go() -> TestResult {
     let first = open(&db)?;
     first.commit(&[entry("tax", 0, &[])])?;
     let rt = tokio::runtime::Runtime::new()?;
-    let url = db.url();
+    let url = database(&db.url())?;
     let standby = rt.spawn(async move { Lease::acquire(&url, Wait::Standby).await });
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
@@ -244,7 +246,7 @@ fn a_standby_takes_the_lease_when_the_leader_lets_go() -> TestResult {
     })???;
     let second = PgStore::open_holding(
         &PgOptions {
-            url: db.url(),
+            database: database(&db.url())?,
             pool_size: 2,
             replica: false,
         },
