@@ -390,8 +390,9 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let now = now_micros();
+        let known = known_of(self.store.as_ref(), &batch);
 
-        for req in batch {
+        for (req, known) in batch.into_iter().zip(known) {
             let AppendRequest {
                 sender,
                 signed,
@@ -414,12 +415,6 @@ impl Writer {
                 kind: kind_of(&signed),
                 audience: &audience,
                 answers: &answers,
-            };
-            // Looked up first, so that planning needs no store.
-            let cursors: Vec<u64> = answers.iter().map(|a| a.cursor).collect();
-            let known = Known {
-                stored: self.store.message(&sender, &message_id),
-                answers: self.store.answers(&sender, &cursors),
             };
             let draft = match state.plan(&asked, known, &registry, now) {
                 Plan::Refuse(e) => {
@@ -695,6 +690,50 @@ impl Syncer {
             };
             let _ = reply.send(answer);
         }
+    }
+}
+
+/// What the store knows of every request of a batch, looked up before
+/// planning so that planning needs no store: asked together (one round
+/// trip each on a database server, where one per push kept the writer
+/// waiting); if that fails, each request asks alone and meets its own
+/// error, as before. The store does not change meanwhile: only this
+/// writer appends, after planning.
+fn known_of(store: &dyn Store, batch: &[AppendRequest]) -> Vec<Known> {
+    let ids: Vec<(&str, &str)> = batch
+        .iter()
+        .map(|r| (r.sender.as_str(), r.signed.message_id()))
+        .collect();
+    let cursors: Vec<Vec<u64>> = batch
+        .iter()
+        .map(|r| r.answers.iter().map(|a| a.cursor).collect())
+        .collect();
+    let asked: Vec<(&str, &[u64])> = batch
+        .iter()
+        .zip(&cursors)
+        .map(|(r, c)| (r.sender.as_str(), c.as_slice()))
+        .collect();
+    match (store.messages(&ids), store.answers_of(&asked)) {
+        (Ok(stored), Ok(answers))
+            if stored.len() == batch.len() && answers.len() == batch.len() =>
+        {
+            stored
+                .into_iter()
+                .zip(answers)
+                .map(|(stored, answers)| Known {
+                    stored: Ok(stored),
+                    answers: Ok(answers),
+                })
+                .collect()
+        }
+        _ => ids
+            .iter()
+            .zip(&asked)
+            .map(|((sender, message_id), (_, cursors))| Known {
+                stored: store.message(sender, message_id),
+                answers: store.answers(sender, cursors),
+            })
+            .collect(),
     }
 }
 

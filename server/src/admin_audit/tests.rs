@@ -16,7 +16,7 @@ fn sled(dir: &Path) -> impl Fn() -> Result<Arc<dyn Store>, StoreError> + '_ {
 fn postgres(db: &TestDb) -> impl Fn() -> Result<Arc<dyn Store>, StoreError> + '_ {
     move || {
         Ok(Arc::new(PgStore::open(&PgOptions {
-            url: db.url(),
+            database: crate::store::pg_store::Database::new(&db.url(), &Default::default())?,
             pool_size: 2,
             replica: false,
         })?) as Arc<dyn Store>)

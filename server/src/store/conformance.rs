@@ -84,6 +84,42 @@ pub fn appends_read_back(store: &dyn Store) -> TestResult {
     let a = answers[0].clone().ok_or("position 2 unanswered")?;
     assert_eq!((a.kind, a.seq, a.hub_micros), (AnswerKind::Exception, 0, 1));
 
+    // Asked together, as the writer asks for a batch: the same answers,
+    // in the order asked, repeats and misses included.
+    let asked = [
+        ("tax", "m1"),
+        ("finance", "m1"),
+        ("tax", "m0"),
+        ("tax", "m1"),
+    ];
+    let together = store.messages(&asked)?;
+    let alone: Vec<_> = asked
+        .iter()
+        .map(|(s, m)| store.message(s, m))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(together, alone);
+    assert_eq!(
+        together
+            .iter()
+            .map(|m| m.map(|m| m.seq))
+            .collect::<Vec<_>>(),
+        vec![Some(1), None, Some(0), Some(1)]
+    );
+    assert!(store.messages(&[])?.is_empty());
+    let asked: [(&str, &[u64]); 4] = [
+        ("finance", &[2, 3, 1, 2]),
+        ("police", &[1]),
+        ("finance", &[]),
+        ("tax", &[1]),
+    ];
+    let together = store.answers_of(&asked)?;
+    for ((inbox, cursors), got) in asked.iter().zip(&together) {
+        assert_eq!(got, &store.answers(inbox, cursors)?, "{inbox} {cursors:?}");
+    }
+    assert_eq!(together[0].iter().filter(|a| a.is_some()).count(), 3);
+    assert_eq!(together.len(), 4);
+    assert!(store.answers_of(&[])?.is_empty());
+
     store.mark_fetched("police", &[1], 50)?;
     store.mark_fetched("police", &[1], 99)?;
     assert_eq!(store.fetched("police", 1)?, Some(50), "first serving wins");

@@ -211,6 +211,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.entry(channel, seq)?.map(Arc::new))
     }
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError>;
+    /// [`Store::message`] of several (sender, message id) at once, in the
+    /// order asked: the writer asks for a whole batch's together (one
+    /// round trip on a database server instead of one per push).
+    fn messages(&self, asked: &[(&str, &str)]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        asked
+            .iter()
+            .map(|(sender, message_id)| self.message(sender, message_id))
+            .collect()
+    }
     /// Up to `limit` inbox positions strictly after `after`, in order.
     fn inbox_page(
         &self,
@@ -221,6 +230,14 @@ pub trait Store: Send + Sync + 'static {
     /// How the owner of `inbox` answered the entries at `cursors` (in any
     /// order), one outcome per cursor.
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError>;
+    /// [`Store::answers`] of several (inbox, cursors) at once, in the
+    /// order asked (a batch's receipts, asked together as [`Store::messages`]).
+    fn answers_of(&self, asked: &[(&str, &[u64])]) -> Result<Vec<Vec<Option<Answer>>>, StoreError> {
+        asked
+            .iter()
+            .map(|(inbox, cursors)| self.answers(inbox, cursors))
+            .collect()
+    }
     /// How the owner of `inbox` answered the entry at `cursor`, if it did.
     fn answer(&self, inbox: &str, cursor: u64) -> Result<Option<Answer>, StoreError> {
         Ok(self.answers(inbox, &[cursor])?.pop().flatten())

@@ -295,6 +295,14 @@ impl Store for PgStore {
         ))
     }
 
+    fn messages(&self, asked: &[(&str, &str)]) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+        let asked = asked
+            .iter()
+            .map(|(s, m)| (s.to_string(), m.to_string()))
+            .collect();
+        self.block(read::messages(self.pool(), asked))
+    }
+
     fn inbox_page(
         &self,
         inbox: &str,
@@ -310,6 +318,14 @@ impl Store for PgStore {
             inbox.to_string(),
             cursors.to_vec(),
         ))
+    }
+
+    fn answers_of(&self, asked: &[(&str, &[u64])]) -> Result<Vec<Vec<Option<Answer>>>, StoreError> {
+        let asked = asked
+            .iter()
+            .map(|(inbox, cursors)| (inbox.to_string(), cursors.to_vec()))
+            .collect();
+        self.block(read::answers_of(self.pool(), asked))
     }
 
     fn mark_fetched(

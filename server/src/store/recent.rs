@@ -135,6 +135,14 @@ impl Recent {
         )
     }
 
+    /// The latest position kept of `inbox`, if any is.
+    pub(super) fn last_position(&self, inbox: &str) -> Option<u64> {
+        self.inboxes
+            .get(inbox)?
+            .back()
+            .map(|(cursor, _, _)| *cursor)
+    }
+
     pub(super) fn add_hash(&mut self, channel: &str, index: u64, hash: Hash) {
         let name = self.name(channel);
         let of_channel = self.hashes.entry(name.clone()).or_default();

@@ -120,17 +120,24 @@ impl PgStore {
     }
 
     /// An inbox page from this hub's window of latest positions, or from
-    /// the database.
+    /// the database. A reader at the window's end (a subscriber that
+    /// served everything looks once more before it waits) is answered
+    /// from memory too: any later position would be a later commit of
+    /// this hub, kept as it commits, before anyone hears of it.
     pub(super) fn kept_inbox_page(
         &self,
         inbox: &str,
         after: u64,
         limit: usize,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        if let Some(start) = after.checked_add(1)
-            && let Some(page) = fatal::lock(&self.kept.0, KEPT)?.inbox_page(inbox, start, limit)
-        {
-            return Ok(page);
+        if let Some(start) = after.checked_add(1) {
+            let kept = fatal::lock(&self.kept.0, KEPT)?;
+            if let Some(page) = kept.inbox_page(inbox, start, limit) {
+                return Ok(page);
+            }
+            if kept.last_position(inbox) == Some(after) {
+                return Ok(Vec::new());
+            }
         }
         self.block(read::inbox_page(
             self.pool(),

@@ -145,6 +145,44 @@ pub async fn message(
     }
 }
 
+/// [`message`] of several (sender, message id), in the order asked, in
+/// one statement (the idempotency index's primary key serves each).
+pub async fn messages(
+    pool: Pool,
+    asked: Vec<(String, String)>,
+) -> Result<Vec<Option<MessageRecord>>, StoreError> {
+    let mut out: Vec<Option<MessageRecord>> = (0..asked.len()).map(|_| None).collect();
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let (channels, ids): (Vec<String>, Vec<String>) = asked.into_iter().unzip();
+    let c = pool.get().await.map_err(db)?;
+    let rows = query(
+        &c,
+        "SELECT q.asker, m.seq, m.digest \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(channel, message_id, asker) \
+             JOIN messages m ON m.channel = q.channel AND m.message_id = q.message_id",
+        &[&channels, &ids],
+    )
+    .await?;
+    for r in rows {
+        // WITH ORDINALITY counts from 1.
+        let asker: i64 = r.try_get(0).map_err(db)?;
+        let slot = usize::try_from(asker - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("an answer to message {asker}, not asked"))
+            })?;
+        let digest: Vec<u8> = r.try_get(2).map_err(db)?;
+        *slot = Some(MessageRecord {
+            seq: unsigned(r.try_get(1).map_err(db)?, "a message's position")?,
+            message_digest: hash_from(&digest)?,
+        });
+    }
+    Ok(out)
+}
+
 pub async fn inbox_page(
     pool: Pool,
     inbox: String,
@@ -206,21 +244,67 @@ pub async fn answers(
     .await?;
     let mut found = HashMap::with_capacity(rows.len());
     for r in rows {
-        let exception: bool = r.get(1);
-        found.insert(
-            unsigned(r.get(0), "an inbox position")?,
-            Answer {
-                kind: if exception {
-                    AnswerKind::Exception
-                } else {
-                    AnswerKind::Acknowledged
-                },
-                seq: unsigned(r.get(2), "an answer's position")?,
-                hub_micros: r.get(3),
-            },
-        );
+        found.insert(unsigned(r.get(0), "an inbox position")?, answer(&r, 1)?);
     }
     Ok(cursors.iter().map(|c| found.get(c).cloned()).collect())
+}
+
+/// The answer in `r`'s columns from `at` on: exception, seq, hub time.
+fn answer(r: &Row, at: usize) -> Result<Answer, StoreError> {
+    let exception: bool = r.try_get(at).map_err(db)?;
+    Ok(Answer {
+        kind: if exception {
+            AnswerKind::Exception
+        } else {
+            AnswerKind::Acknowledged
+        },
+        seq: unsigned(r.try_get(at + 1).map_err(db)?, "an answer's position")?,
+        hub_micros: r.try_get(at + 2).map_err(db)?,
+    })
+}
+
+/// [`answers`] of several (inbox, cursors), in the order asked, in one
+/// statement: each asked position is joined with its answer, if any.
+pub async fn answers_of(
+    pool: Pool,
+    asked: Vec<(String, Vec<u64>)>,
+) -> Result<Vec<Vec<Option<Answer>>>, StoreError> {
+    let (mut inboxes, mut positions, mut askers) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (inbox, cursors)) in asked.iter().enumerate() {
+        for c in cursors {
+            inboxes.push(inbox.as_str());
+            positions.push(signed(*c)?);
+            askers.push(i64::try_from(i).map_err(db)?);
+        }
+    }
+    let mut found = HashMap::new();
+    // Most batches carry no receipt: no round trip for those.
+    if !inboxes.is_empty() {
+        let c = pool.get().await.map_err(db)?;
+        let rows = query(
+            &c,
+            "SELECT q.asker, q.position, a.exception, a.seq, a.hub_micros \
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS q(inbox, position, asker) \
+                 JOIN answers a ON a.inbox = q.inbox AND a.position = q.position",
+            &[&inboxes, &positions, &askers],
+        )
+        .await?;
+        for r in rows {
+            let asker = unsigned(r.try_get(0).map_err(db)?, "an asker")?;
+            let position = unsigned(r.try_get(1).map_err(db)?, "an inbox position")?;
+            found.insert((asker, position), answer(&r, 2)?);
+        }
+    }
+    Ok(asked
+        .iter()
+        .enumerate()
+        .map(|(i, (_, cursors))| {
+            cursors
+                .iter()
+                .map(|c| found.get(&(i as u64, *c)).cloned())
+                .collect()
+        })
+        .collect())
 }
 
 pub async fn fetched(

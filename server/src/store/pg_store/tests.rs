@@ -311,3 +311,60 @@ fn a_new_leader_reads_what_the_earlier_one_committed() -> TestResult {
     );
     Ok(())
 }
+
+/// A fetched mark commits without waiting for the WAL flush; that
+/// setting is its transaction's alone, never the connection's, which the
+/// next group commit may use.
+#[test]
+fn a_fetched_mark_leaves_the_connection_synchronous() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    // One connection: the mark and everything after it share it.
+    let store = PgStore::open(&PgOptions {
+        database: database(&db.url())?,
+        pool_size: 1,
+        replica: false,
+    })?;
+    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    store.mark_fetched("finance", &[1], 7)?;
+    assert_eq!(store.fetched("finance", 1)?, Some(7));
+    let pool = store.pool();
+    let setting: String = store.block(async move {
+        let c = pool.get().await.map_err(super::db)?;
+        let row = c
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .map_err(super::db)?;
+        row.try_get(0).map_err(super::db)
+    })?;
+    assert_eq!(setting, "on", "the mark's setting outlived its transaction");
+    Ok(())
+}
+
+/// A reader at the end of the kept window is answered from memory, and
+/// a later commit's positions are there for it at once.
+#[test]
+fn a_reader_at_the_window_end_sees_the_next_commit() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+    ])?;
+    assert!(store.inbox_page("finance", 2, 10)?.is_empty());
+    store.commit(&[entry("tax", 2, &[("finance", 3)])])?;
+    let page = store.inbox_page("finance", 2, 10)?;
+    assert_eq!(
+        page.iter().map(|i| (i.cursor, i.seq)).collect::<Vec<_>>(),
+        vec![(3, 2)]
+    );
+    // A reopened store keeps nothing yet: it reads the database.
+    drop(store);
+    let store = open(&db)?;
+    assert_eq!(store.inbox_page("finance", 1, 10)?.len(), 2);
+    assert!(store.inbox_page("finance", 3, 10)?.is_empty());
+    Ok(())
+}

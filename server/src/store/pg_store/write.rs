@@ -276,6 +276,16 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
 }
 
 /// First serving wins: a position already marked keeps its time.
+///
+/// A fetched mark is an observation, not a promise (`Store::mark_fetched`:
+/// "not synced", as the sled store leaves it to its next flush), and it
+/// is written on every delivery's path: its commit does not wait for the
+/// WAL to reach the disk (`synchronous_commit` off for this transaction
+/// alone; the server's setting stays on for everything else). A crash of
+/// the database server may lose the marks of its last moments (at most
+/// three `wal_writer_delay`s), never an entry, an answer or a checkpoint.
+/// Its statements go together: BEGIN, then the setting, fence and insert
+/// in one exchange, then COMMIT.
 pub async fn fetched(
     pool: Pool,
     epoch: i64,
@@ -283,16 +293,22 @@ pub async fn fetched(
     cursors: Vec<u64>,
     hub_micros: i64,
 ) -> Result<(), StoreError> {
+    let positions = signed_all(&cursors)?;
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
-    fence(&tx, epoch).await?;
-    execute(
+    let unsynced = async {
+        tx.batch_execute("SET LOCAL synchronous_commit TO off")
+            .await
+            .map_err(db)
+    };
+    let params: [&(dyn ToSql + Sync); 3] = [&inbox, &positions, &hub_micros];
+    let insert = execute(
         &tx,
         "INSERT INTO fetched (inbox, position, hub_micros) \
          SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
-        &[&inbox, &signed_all(&cursors)?, &hub_micros],
-    )
-    .await?;
+        &params,
+    );
+    try_join!(unsynced, fence(&tx, epoch), insert)?;
     tx.commit().await.map_err(db)
 }
 

@@ -30,7 +30,13 @@ pub struct Args {
     pub history: Option<usize>,
     /// Where the hub keeps its data.
     pub store: StoreChoice,
+    /// Hub processes on the one database (PostgreSQL): one leads, the
+    /// others wait as standbys, and every client lists them all.
+    pub replicas: usize,
 }
+
+/// Most hub replicas a run starts (each a process on the same 2 cores).
+pub const MAX_REPLICAS: usize = 5;
 
 pub fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut short = false;
@@ -50,6 +56,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut batch_given = false;
     let mut store = None;
     let mut pg_url = None;
+    let mut replicas = 1;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if text_flag(arg, &mut it, &mut store, &mut pg_url)? {
@@ -80,14 +87,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             "--rate" => rate = Some(value("--rate")? as f64),
             "--recipients" => recipients = Some(value("--recipients")?),
             "--audit" => audit = value("--audit")?,
-            "--replicas" => {
-                // The place for several hubs on one PostgreSQL database:
-                // refused until the hub's replicas exist, never ignored.
-                let n = value("--replicas")?;
-                return Err(format!(
-                    "--replicas {n}: hub replicas are not yet supported by the bench (one hub per run)\n{USAGE}"
-                ));
-            }
+            "--replicas" => replicas = value("--replicas")?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -122,6 +122,16 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             "--history measures the sled data directory; it does not run with --store postgres\n{USAGE}"
         ));
     }
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(format!(
+            "--replicas {replicas}: from 1 to {MAX_REPLICAS} hub processes\n{USAGE}"
+        ));
+    }
+    if replicas > 1 && (store == StoreChoice::Sled || history.is_some()) {
+        return Err(format!(
+            "--replicas {replicas}: replicas share one PostgreSQL database; give --store postgres (and no --history)\n{USAGE}"
+        ));
+    }
     Ok(Args {
         messages,
         warmup,
@@ -137,6 +147,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
         audit_during,
         history,
         store,
+        replicas,
     })
 }
 
@@ -200,10 +211,20 @@ mod tests {
     }
 
     #[test]
-    fn replicas_are_refused_not_ignored() {
+    fn replicas_need_postgres_and_a_bound() {
+        let pg = ["--store", "postgres", "--pg-url", "host=/tmp/x"];
+        assert_eq!(parse(&pg).map(|a| a.replicas), Ok(1));
+        let two = parse(&[&pg[..], &["--replicas", "2"]].concat()).map(|a| a.replicas);
+        assert_eq!(two, Ok(2));
         let e = parse(&["--short", "--replicas", "2"])
             .err()
             .unwrap_or_default();
-        assert!(e.contains("not yet supported"), "{e}");
+        assert!(e.contains("give --store postgres"), "{e}");
+        for n in ["0", "6"] {
+            let e = parse(&[&pg[..], &["--replicas", n]].concat())
+                .err()
+                .unwrap_or_default();
+            assert!(e.contains("from 1 to 5"), "{n}: {e}");
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! The hub a run measures, in a process of its own (this binary with
 //! `--serve-hub`), so that its CPU time and memory are read from
-//! `/proc/<pid>` apart from the clients'. Whatever its store, the hub is
-//! one process; hub replicas would start here.
+//! `/proc/<pid>` apart from the clients'. A replica (`--replica NAME`,
+//! PostgreSQL only) is such a process too: it leads at once if the
+//! database's lease is free, else waits as a standby, as `tongbao-hub
+//! serve` does (`replicas` starts the set).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tongbao_server::{Hub, HubConfig};
+use tongbao_server::{Hub, HubConfig, replica};
 use tongbao_tests::{BoxError, TestPki};
 
 /// How long the hub process may take to shut down.
@@ -25,8 +27,18 @@ pub struct HubCounters {
     pub commit_nanos: u64,
 }
 
-/// The hub side: `--serve-hub <hub.toml> [--no-fsync] [--log FILTER]`. Prints its address,
-/// serves until stdin closes, then prints its group-commit counters.
+/// The value after flag `name` in `args`, if given.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// The hub side: `--serve-hub <hub.toml> [--no-fsync] [--log FILTER]
+/// [--replica NAME --listen ADDR]`. Prints its address once it serves
+/// (a standby first says so), serves until stdin closes, then prints its
+/// group-commit counters.
 pub fn serve_hub(args: &[String]) -> ExitCode {
     let Some(config_path) = args.first() else {
         eprintln!("--serve-hub needs a hub.toml");
@@ -34,11 +46,7 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
     };
     let fsync = !args.iter().any(|a| a == "--no-fsync");
     // `--log FILTER`: the hub's log to stderr (none otherwise).
-    if let Some(filter) = args
-        .iter()
-        .position(|a| a == "--log")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(filter) = flag(args, "--log") {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
@@ -52,14 +60,35 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
             rt.block_on(async {
                 let mut config = HubConfig::load(std::path::Path::new(config_path))?;
                 config.hub.fsync = fsync;
-                let hub = Hub::start(&config).await?;
+                if let Some(name) = flag(args, "--replica") {
+                    as_replica(&mut config, name, flag(args, "--listen"))?;
+                }
+                // Stdin's end is the stop, for a standby as for a hub.
+                let (closed_tx, closed) = tokio::sync::watch::channel(false);
+                tokio::task::spawn_blocking(move || {
+                    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+                    let _ = closed_tx.send(true);
+                });
+                let stop = {
+                    let mut closed = closed.clone();
+                    async move {
+                        let _ = closed.wait_for(|c| *c).await;
+                    }
+                };
+                let hub = match config.store.replica_database()? {
+                    Some(database) => match replica::standby(&mut config, &database, stop).await? {
+                        Some(lease) => Hub::start_holding(&config, Some(lease)).await?,
+                        None => {
+                            // Stopped while a standby: nothing committed.
+                            println!("{}", serde_json::json!({}));
+                            return Ok(());
+                        }
+                    },
+                    None => Hub::start(&config).await?,
+                };
                 println!("listening {}", hub.addr());
                 std::io::stdout().flush()?;
-                tokio::task::spawn_blocking(|| {
-                    let mut sink = Vec::new();
-                    std::io::stdin().read_to_end(&mut sink)
-                })
-                .await??;
+                let _ = closed.clone().wait_for(|c| *c).await;
                 let s = hub.stats();
                 hub.shutdown().await?;
                 println!(
@@ -83,6 +112,21 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
     }
 }
 
+/// Makes `config` replica `name`'s: a data directory of its own beside
+/// the shared one (its access log), and the address it serves on once it
+/// leads (chosen before it starts, so that clients can list it).
+fn as_replica(config: &mut HubConfig, name: &str, listen: Option<&str>) -> Result<(), BoxError> {
+    config.store.replica = true;
+    config.store.replica_name = Some(name.to_string());
+    config.store.validate()?;
+    let shared = config.hub.data_dir.clone();
+    config.hub.data_dir = shared.with_file_name(name);
+    if let Some(listen) = listen {
+        config.hub.listen = listen.parse()?;
+    }
+    Ok(())
+}
+
 /// The hub process of one scenario.
 pub struct HubChild {
     child: Child,
@@ -98,6 +142,30 @@ impl HubChild {
 
     /// Starts with the hub's log, filtered by `log`, on stderr.
     pub fn start_logging(pki: &TestPki, fsync: bool, log: Option<&str>) -> Result<Self, BoxError> {
+        let (hub, leads) = Self::spawn(pki, fsync, log, None)?;
+        match leads {
+            true => Ok(hub),
+            false => Err("the hub waits as a standby, not being a replica".into()),
+        }
+    }
+
+    /// Starts replica `name`, to serve on `listen` once it leads; whether
+    /// it leads (else it waits as a standby).
+    pub fn start_replica(
+        pki: &TestPki,
+        fsync: bool,
+        name: &str,
+        listen: std::net::SocketAddr,
+    ) -> Result<(Self, bool), BoxError> {
+        Self::spawn(pki, fsync, None, Some((name, listen)))
+    }
+
+    fn spawn(
+        pki: &TestPki,
+        fsync: bool,
+        log: Option<&str>,
+        replica: Option<(&str, std::net::SocketAddr)>,
+    ) -> Result<(Self, bool), BoxError> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("--serve-hub").arg(pki.path().join("hub.toml"));
         if !fsync {
@@ -105,6 +173,9 @@ impl HubChild {
         }
         if let Some(filter) = log {
             cmd.args(["--log", filter]);
+        }
+        if let Some((name, listen)) = replica {
+            cmd.args(["--replica", name, "--listen", &listen.to_string()]);
         }
         let mut child = cmd
             .env("RUST_LOG", "warn")
@@ -116,17 +187,23 @@ impl HubChild {
         let mut stdout = BufReader::new(child.stdout.take().ok_or("hub has no stdout")?);
         let mut line = String::new();
         stdout.read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .ok_or_else(|| format!("unexpected hub output {line:?}"))?
-            .parse()?;
-        Ok(Self {
+        let line = line.trim();
+        let (addr, leads) = match (line.strip_prefix("listening "), replica) {
+            (Some(addr), _) => (addr.parse()?, true),
+            (None, Some((_, listen))) if line.starts_with("tongbao-hub standby") => (listen, false),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("unexpected hub output {line:?}").into());
+            }
+        };
+        let hub = Self {
             child,
             stdin,
             stdout,
             addr,
-        })
+        };
+        Ok((hub, leads))
     }
 
     /// User + system CPU time of the hub process so far.
@@ -163,8 +240,19 @@ impl HubChild {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut stdout = self.stdout;
         std::thread::spawn(move || {
+            // The counters are the JSON line (a standby that took over
+            // said `listening` before them).
             let mut line = String::new();
-            let _ = tx.send(stdout.read_line(&mut line).map(|_| line));
+            let read = loop {
+                line.clear();
+                match stdout.read_line(&mut line) {
+                    Ok(0) => break Ok(String::new()),
+                    Ok(_) if line.trim_start().starts_with('{') => break Ok(line),
+                    Ok(_) => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            let _ = tx.send(read);
         });
         let line = match rx.recv_timeout(STOP_TIMEOUT) {
             Ok(l) => l?,

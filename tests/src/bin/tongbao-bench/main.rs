@@ -45,12 +45,17 @@
 //!
 //! With `--store postgres`, each scenario's hub keeps its data in a fresh
 //! PostgreSQL database (on the server `--pg-url` or `TONGBAO_TEST_PG_URL`
-//! names, dropped after the run); the JSON's `store` says which.
-//! `--replicas N` (several hubs on one database) is refused as not yet
-//! supported.
+//! names, dropped after the run); the JSON's `store` says which, and its
+//! `pg` the database server's counts over the run (commits and WAL
+//! flushes per 1,000 messages, which do not depend on the machine's load).
+//! `--replicas N` (PostgreSQL only) starts N hub processes on that
+//! database, as `[store] replica = true` replicas: the first leads, the
+//! others wait as standbys, and every client lists them all; the JSON's
+//! `replicas` says how many, and hub CPU is all of theirs.
 //!
 //! One concern per module: `args` (flags), `hub` (the hub process),
-//! `store` (its sled directory or PostgreSQL database), `scenario` (one
+//! `store` (its sled directory or PostgreSQL database), `replicas` (the
+//! run's hub processes), `scenario` (one
 //! run's phases), `publish` (pushes), `fanout` (subscribers and their
 //! receipts), `gate` (the exactly-once checks), `latency` (percentiles),
 //! `report` (JSON and summary), `audit` (`--audit`, `--audit-during`),
@@ -60,6 +65,7 @@
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
 //!               [--audit N] [--audit-during] [--history N] [--store sled|postgres] [--pg-url URL]
+//!               [--replicas N]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -71,6 +77,7 @@ mod history;
 mod hub;
 mod latency;
 mod publish;
+mod replicas;
 mod report;
 mod scenario;
 mod store;

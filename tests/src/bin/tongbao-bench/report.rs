@@ -6,6 +6,7 @@ use crate::audit::AuditFigures;
 use crate::hub::HubCounters;
 use crate::latency::{millis, per_sec, r3, spread, spread_text};
 use crate::scenario::Scenario;
+use crate::store::PgCounts;
 use std::time::Duration;
 
 /// Figures of one scenario.
@@ -36,6 +37,8 @@ pub struct Measured {
     pub sign_elapsed: Duration,
     pub audit: Option<AuditFigures>,
     pub audits_during: Option<AuditFigures>,
+    /// The database server's counts over the whole run (PostgreSQL).
+    pub pg: Option<PgCounts>,
 }
 
 /// The report of `scenario` run with `args`.
@@ -56,6 +59,7 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         sign_elapsed,
         audit,
         audits_during,
+        pg,
     } = m;
     let ok = failures.is_empty();
     let pushes_per_sec = per_sec(measured_count, push_elapsed);
@@ -87,6 +91,7 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         "body_bytes": args.body_bytes,
         "fsync": !args.no_fsync,
         "store": args.store.name(),
+        "replicas": args.replicas,
         "batch": args.batch,
         "recipients": scenario.subscribers.len(),
         "slow_subscriber": args.slow,
@@ -103,6 +108,7 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         "largest_batch": counters.largest_batch,
         "mean_commit_ms": r3(mean_commit_ms),
         "sign_per_sec": r3(per_sec(total, sign_elapsed)),
+        "pg": pg.map(|c| pg_json(&c, total)),
         "audit": audit.as_ref().map(|a| &a.json),
         "audit_during": audits_during.as_ref().map(|a| &a.json),
         "ok": ok,
@@ -141,6 +147,17 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         counters.largest_batch,
         mean_commit_ms,
     );
+    let summary = match pg {
+        Some(c) => format!(
+            "{summary}\n  PostgreSQL ({} hub{}): {:.0} commits and {:.0} WAL flushes per 1000 msgs, {} rollbacks",
+            args.replicas,
+            if args.replicas == 1 { "" } else { "s" },
+            per_1000(c.commits, total),
+            per_1000(c.wal_syncs, total),
+            c.rollbacks
+        ),
+        None => summary,
+    };
     let summary = match &audit {
         Some(a) => format!("{summary}\n  {}", a.summary),
         None => summary,
@@ -154,4 +171,19 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         summary,
         failures,
     }
+}
+
+/// `n` per 1,000 of `messages`.
+fn per_1000(n: i64, messages: usize) -> f64 {
+    n as f64 * 1000.0 / messages.max(1) as f64
+}
+
+/// The database's counts per 1,000 messages pushed (warm-up included:
+/// the counts cover the whole run, receipts' commits too).
+fn pg_json(c: &PgCounts, messages: usize) -> serde_json::Value {
+    serde_json::json!({
+        "commits_per_1000": r3(per_1000(c.commits, messages)),
+        "wal_syncs_per_1000": r3(per_1000(c.wal_syncs, messages)),
+        "rollbacks": c.rollbacks,
+    })
 }

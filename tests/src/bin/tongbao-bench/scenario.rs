@@ -6,9 +6,10 @@ use crate::args::Args;
 use crate::audit::{audit_calls, audits_meanwhile};
 use crate::fanout::{Progress, subscriber, wait_acked};
 use crate::gate::{check_pushes, check_receivers};
-use crate::hub::{HubChild, HubCounters, cpu_of};
+use crate::hub::{HubCounters, cpu_of};
 use crate::latency::to_all;
 use crate::publish::{Published, publish, publish_at_rate};
+use crate::replicas::Hubs;
 use crate::report::{self, Measured, Report};
 use crate::store::Fresh;
 use std::collections::{HashMap, HashSet};
@@ -71,10 +72,12 @@ pub fn body(len: usize, n: usize) -> Vec<u8> {
 
 pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     let fresh = Fresh::new(&args.store)?;
+    let wal_before = fresh.wal_syncs()?.unwrap_or(0);
     let pki = &fresh.pki;
-    let hub = HubChild::start(pki, !args.no_fsync)?;
+    let hubs = Hubs::start(pki, !args.no_fsync, args.replicas)?;
+    let hub = &hubs.leader;
     let connect = |unit: &str| {
-        let cfg = pki.unit_config(unit, hub.addr);
+        let cfg = hubs.unit_config(pki, unit);
         async move { Ok::<Client, BoxError>(Client::connect(&cfg?).await?) }
     };
 
@@ -164,11 +167,11 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 
     // Measured phase.
     slow_now.store(args.slow, Ordering::Relaxed);
-    let cpu_before = hub.cpu()?;
+    let cpu_before = hubs.cpu()?;
     let own_cpu_before = cpu_of("self")?;
     let (audits_stop, audits_stopped) = watch::channel(false);
     let audits = if args.audit_during && scenario.subscribers.len() == 13 {
-        let office = Client::connect(&pki.office_config("joint-enforcement", hub.addr)?).await?;
+        let office = Client::connect(&hubs.office_config(pki, "joint-enforcement")?).await?;
         Some(tokio::spawn(audits_meanwhile(office, audits_stopped)))
     } else {
         None
@@ -220,7 +223,7 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     } else {
         None
     };
-    let cpu_used = hub.cpu()?.saturating_sub(cpu_before);
+    let cpu_used = hubs.cpu()?.saturating_sub(cpu_before);
     let own_cpu_used = cpu_of("self")?.saturating_sub(own_cpu_before);
     tokio::time::sleep(GRACE).await;
     let _ = stop_tx.send(true);
@@ -230,18 +233,23 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     }
     let peak_rss_kib = hub.peak_rss_kib()?;
     let audit = if args.audit > 0 && scenario.subscribers.len() == 13 {
-        Some(audit_calls(pki, &hub, "joint-enforcement", args.audit).await?)
+        Some(audit_calls(pki, hub, "joint-enforcement", args.audit).await?)
     } else {
         None
     };
     drop(publishers);
-    let counters = match hub.stop() {
+    let counters = match hubs.stop() {
         Ok(c) => c,
         Err(e) => {
             failures.push(format!("hub shutdown failed: {e}"));
             HubCounters::default()
         }
     };
+
+    let pg = fresh.pg_counts()?.map(|mut c| {
+        c.wal_syncs -= wal_before;
+        c
+    });
 
     // Correctness gate over warm-up and measured messages.
     let measured_keys: Vec<((String, u64), Instant)> =
@@ -278,6 +286,7 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         sign_elapsed,
         audit,
         audits_during,
+        pg,
     };
     Ok(report::build(scenario, args, measured, failures))
 }

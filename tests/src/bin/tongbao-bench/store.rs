@@ -57,7 +57,7 @@ impl StoreChoice {
 /// database if there is one (dropped with this, after the hub stopped).
 pub struct Fresh {
     pub pki: TestPki,
-    _db: Option<BenchDb>,
+    db: Option<BenchDb>,
 }
 
 impl Fresh {
@@ -71,7 +71,60 @@ impl Fresh {
                 Some(db)
             }
         };
-        Ok(Self { pki, _db: db })
+        Ok(Self { pki, db })
+    }
+}
+
+/// What the database server counted over a whole run (warm-up, measured
+/// phase and drain): figures that do not depend on the machine's load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PgCounts {
+    /// Transactions committed in the run's database.
+    pub commits: i64,
+    /// Transactions rolled back there.
+    pub rollbacks: i64,
+    /// WAL flushes to disk (`pg_stat_wal.wal_sync`), server-wide: exact
+    /// only on a server the run has to itself.
+    pub wal_syncs: i64,
+}
+
+impl Fresh {
+    /// The server's counts so far, once the hubs have stopped (each
+    /// backend reports its counts as it ends; waited for here).
+    pub fn pg_counts(&self) -> Result<Option<PgCounts>, BoxError> {
+        let Some(db) = &self.db else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = '{0}'), \
+                    xact_commit, xact_rollback, (SELECT wal_sync FROM pg_stat_wal) \
+             FROM pg_stat_database WHERE datname = '{0}'",
+            db.name
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = numbers(&db.server, sql.clone())?;
+            let [sessions, commits, rollbacks, wal_syncs] = n[..] else {
+                return Err(format!("unexpected counts {n:?}").into());
+            };
+            if sessions == 0 || std::time::Instant::now() >= deadline {
+                return Ok(Some(PgCounts {
+                    commits,
+                    rollbacks,
+                    wal_syncs,
+                }));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The server-wide WAL flushes so far (before a run starts).
+    pub fn wal_syncs(&self) -> Result<Option<i64>, BoxError> {
+        let Some(db) = &self.db else {
+            return Ok(None);
+        };
+        let n = numbers(&db.server, "SELECT wal_sync FROM pg_stat_wal".into())?;
+        Ok(n.first().copied())
     }
 }
 
@@ -122,8 +175,38 @@ impl Drop for BenchDb {
 /// Runs `sql` on the server's `postgres` database, on a thread and
 /// runtime of its own (the caller may be inside the bench's runtime).
 fn admin(server: &str, sql: String) -> Result<(), BoxError> {
+    on_postgres(server, move |client| async move {
+        client.batch_execute(&sql).await
+    })
+    .map(|_| ())
+}
+
+/// The first row of the answer to `sql`, as whole numbers.
+fn numbers(server: &str, sql: String) -> Result<Vec<i64>, BoxError> {
+    let rows = on_postgres(server, move |client| async move {
+        client.simple_query(&sql).await
+    })?;
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .ok_or("no row of counts")?;
+    (0..row.len())
+        .map(|i| Ok(row.get(i).unwrap_or("0").parse::<i64>()?))
+        .collect()
+}
+
+/// Runs `call` with a connection to the server's `postgres` database.
+fn on_postgres<T, F, Fut>(server: &str, call: F) -> Result<T, BoxError>
+where
+    T: Send + 'static,
+    F: FnOnce(std::sync::Arc<tokio_postgres::Client>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+{
     let url = format!("{server} dbname=postgres");
-    let run = move || -> Result<(), BoxError> {
+    let run = move || -> Result<T, BoxError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -132,7 +215,8 @@ fn admin(server: &str, sql: String) -> Result<(), BoxError> {
                 .await
                 .map_err(|e| format!("PostgreSQL: {e}"))?;
             let conn = tokio::spawn(connection);
-            let done = client.batch_execute(&sql).await;
+            let client = std::sync::Arc::new(client);
+            let done = call(client.clone()).await;
             drop(client);
             let _ = conn.await;
             done.map_err(|e| format!("PostgreSQL: {e}").into())
