@@ -44,6 +44,10 @@ pub struct StoreSection {
     /// its own access log under an origin naming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_name: Option<String>,
+    /// How often a standby reads what moved without a notice from the
+    /// leader, in ms (default 1000): a safety net for a lost notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_refresh_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for StoreSection {
             .field("pool_size", &self.pool_size)
             .field("replica", &self.replica)
             .field("replica_name", &self.replica_name)
+            .field("standby_refresh_ms", &self.standby_refresh_ms)
             .finish()
     }
 }
@@ -66,6 +71,12 @@ impl StoreSection {
             && self.pool_size.is_none()
             && !self.replica
             && self.replica_name.is_none()
+            && self.standby_refresh_ms.is_none()
+    }
+
+    /// How often a standby refreshes without a notice.
+    pub fn standby_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.standby_refresh_ms.unwrap_or(1000).max(10))
     }
 
     /// The replica's name when this hub is one; a hub on its own has none.
@@ -131,6 +142,21 @@ impl StoreSection {
         self.open_holding(data_dir, fsync, reserve, None)
     }
 
+    /// A standby's store, on the database of a replica (see
+    /// [`PgStore::open_standby`]).
+    pub fn open_standby(&self, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+        crate::store::create_dir_durably(data_dir)?;
+        Ok(Arc::new(PgStore::open_standby(&self.pg_options())?))
+    }
+
+    fn pg_options(&self) -> PgOptions {
+        PgOptions {
+            url: self.url.clone().unwrap_or_default(),
+            pool_size: self.pool_size.unwrap_or(8),
+            replica: self.replica,
+        }
+    }
+
     /// As [`StoreSection::open`], PostgreSQL's with the `lease` a standby
     /// already holds.
     pub fn open_holding(
@@ -146,14 +172,7 @@ impl StoreSection {
                 // The data directory still holds the access log and the
                 // checkpoint key.
                 crate::store::create_dir_durably(data_dir)?;
-                Arc::new(PgStore::open_holding(
-                    &PgOptions {
-                        url: self.url.clone().unwrap_or_default(),
-                        pool_size: self.pool_size.unwrap_or(8),
-                        replica: self.replica,
-                    },
-                    lease,
-                )?)
+                Arc::new(PgStore::open_holding(&self.pg_options(), lease)?)
             }
         })
     }

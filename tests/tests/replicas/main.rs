@@ -12,3 +12,4 @@ mod common;
 mod kill;
 mod roles;
 mod server;
+mod standby;

@@ -11,6 +11,7 @@
 use super::db;
 use super::kept::{Fresh, Kept};
 use super::lease::fence;
+use super::notices::notify;
 use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
@@ -272,20 +273,25 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
         &[&bytes],
     )
     .await?;
+    notify(&tx, "registry").await?;
     tx.commit().await.map_err(db)
 }
 
-/// First serving wins: a position already marked keeps its time.
+/// First serving wins: a position already marked keeps its time. A
+/// standby's marks (`epoch` None) pass no fence: a mark is a fact of its
+/// own serving, never overwritten, that no leader's write depends on.
 pub async fn fetched(
     pool: Pool,
-    epoch: i64,
+    epoch: Option<i64>,
     inbox: String,
     cursors: Vec<u64>,
     hub_micros: i64,
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
-    fence(&tx, epoch).await?;
+    if let Some(epoch) = epoch {
+        fence(&tx, epoch).await?;
+    }
     execute(
         &tx,
         "INSERT INTO fetched (inbox, position, hub_micros) \
@@ -312,6 +318,7 @@ pub async fn checkpoints(
         &[&channels, &notes],
     )
     .await?;
+    notify(&tx, "checkpoints").await?;
     tx.commit().await.map_err(db)
 }
 
