@@ -300,6 +300,9 @@ impl Hub {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         crate::health::serving(&health).await;
+        if standby {
+            crate::health::standby(&health).await;
+        }
         tokio::spawn(crate::health::follow(
             health,
             store.clone(),

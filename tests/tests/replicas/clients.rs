@@ -5,8 +5,8 @@ use crate::common::*;
 
 /// A loopback address for a replica, known before it listens: a port
 /// bound at 0 and closed at once. Clients list every replica from the
-/// start, yet a standby opens its port only when it takes over; until
-/// then a connection there is refused, as for a replica that is down.
+/// start: a standby serves reads there and refuses writes (the library
+/// sends them on to the next replica), and keeps the port when it leads.
 pub(crate) fn reserved_addr() -> Result<SocketAddr, BoxError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)

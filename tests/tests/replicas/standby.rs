@@ -98,6 +98,37 @@ pub(crate) async fn a_standby_refuses_writes_and_the_client_sends_them_to_the_le
         }
         other => panic!("expected the standby's refusal, got {other:?}"),
     }
+    // As any gRPC client sees it: the status and its metadata, and the
+    // health of the services it serves no call of.
+    let channel = tongbao_tests::raw_channel(&pki, "tax", standby).await?;
+    let mut raw = tongbao_proto::pb::exchange_client::ExchangeClient::new(channel.clone());
+    let refusal = raw
+        .push(tongbao_proto::pb::PushRequest::default())
+        .await
+        .err()
+        .ok_or("a standby accepted a push")?;
+    assert!(
+        tongbao_proto::replica::refused_by_standby(&refusal),
+        "{refusal:?}"
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for (service, serving) in [
+        ("", true),
+        ("tongbao.v1.Exchange", true),
+        ("tongbao.v1.Log", true),
+        ("tongbao.v1.Workflow", false),
+        ("tongbao.v1.Admin", false),
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner()
+            .status;
+        // 1 SERVING, 2 NOT_SERVING.
+        assert_eq!(status, if serving { 1 } else { 2 }, "{service:?}");
+    }
     holds(&pki, "(SELECT count(*) FROM entries) = 0")?;
     holds(&pki, "(SELECT count(*) FROM messages) = 0")?;
 
