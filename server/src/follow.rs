@@ -34,10 +34,10 @@ pub enum FollowError {
 
 /// What a standby's refresh reads and updates.
 pub struct Following {
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<RwLock<Registry>>,
-    pub logs: Arc<Logs>,
-    pub inboxes: Arc<InboxWatch>,
+    store: Arc<dyn Store>,
+    registry: Arc<RwLock<Registry>>,
+    logs: Arc<Logs>,
+    inboxes: Arc<InboxWatch>,
     /// The registry's stored bytes last taken.
     registry_bytes: Mutex<Option<Vec<u8>>>,
 }

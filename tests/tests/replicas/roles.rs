@@ -156,3 +156,38 @@ pub(crate) async fn a_leader_that_loses_its_database_connection_stops_saying_why
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_standby_that_cannot_serve_yet_waits_without_serving() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?, "{}", a.stderr());
+    // No stored registry: a standby has nothing to authorize a call with.
+    database(&pki)?.execute("DELETE FROM registry")?;
+    let mut b = Replica::spawn(&pki, "data-b")?;
+    assert!(b.started().await?, "{}", b.stderr());
+    assert_eq!(b.reads, None, "it serves no reads");
+    let b_metrics = b.metrics.ok_or("the standby names its metrics listener")?;
+    let scraped = scrape(b_metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(0.0));
+    let (status, body) = health(b_metrics).await?;
+    assert!(status.contains("503"), "{status}");
+    assert_eq!(
+        body.trim(),
+        r#"{"reason":"standby: waiting for the lease","role":"standby","status":"NOT_SERVING"}"#
+    );
+    // It still takes over, seeding the registry from its config.
+    a.terminate()?;
+    assert!(a.exited().await?.success(), "{}", a.stderr());
+    wait_until(HANG, "the standby takes over", || {
+        let leads = b.leads();
+        async move { Ok(leads) }
+    })
+    .await?;
+    let b_addr = b.addr.ok_or("no address")?;
+    push_some(&pki, "tax", b_addr, 1).await?;
+    assert_eq!(inbox(&pki, b_addr).await?.len(), 1);
+    Ok(())
+}

@@ -15,7 +15,6 @@ use super::read::execute;
 use crate::store::StoreError;
 use futures::StreamExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::{AsyncMessage, Config, NoTls};
@@ -43,19 +42,12 @@ pub async fn notify(tx: &deadpool_postgres::Transaction<'_>, what: &str) -> Resu
 #[derive(Default)]
 pub struct Notices {
     wake: Notify,
-    /// Notices received so far (not counting new connections).
-    received: AtomicU64,
 }
 
 impl Notices {
     /// Resolves at the next notice (or one that came since the last call).
     pub async fn next(&self) {
         self.wake.notified().await;
-    }
-
-    /// Notices received so far.
-    pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Acquire)
     }
 }
 
@@ -123,10 +115,7 @@ async fn listen_once(config: &Config, notices: &Notices) -> Result<(), StoreErro
     notices.wake.notify_one();
     while let Some(message) = rx.recv().await {
         match message {
-            None => {
-                notices.received.fetch_add(1, Ordering::AcqRel);
-                notices.wake.notify_one();
-            }
+            None => notices.wake.notify_one(),
             Some(end) => return Err(end),
         }
     }
