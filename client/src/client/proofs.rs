@@ -69,8 +69,10 @@ impl Client {
                     reason: "two different leaf hashes for one position".into(),
                 });
             }
-            // The proofs come from the replica that served the checkpoint.
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            // The proofs come from the replica that served the checkpoint,
+            // one that covers every leaf.
+            let last = leaves.last().map_or(0, |l| l.0);
+            let (cp, conn) = self.checkpoint_covering(channel, last).await?;
             for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
                 let r = conn
                     .log
