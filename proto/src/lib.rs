@@ -35,6 +35,7 @@ pub mod keys;
 pub mod kinds;
 pub mod merkle;
 pub mod redact;
+pub mod replica;
 pub mod rotation;
 pub mod secret_file;
 pub mod warning;

@@ -14,6 +14,8 @@
 //! one by one after the hub serves (`full_check`) and offline by
 //! `verify-data`, both with [`check_entries_deep`].
 
+mod follow;
+
 use crate::fatal::{self, Poisoned};
 use crate::store::{ChannelHead, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
@@ -158,8 +160,11 @@ pub struct Logs {
     key: SigningKey,
     name: String,
     latest: Mutex<HashMap<String, SignedCheckpoint>>,
-    /// Sizes known durable: only these are ever signed.
+    /// Sizes known durable: only these are ever signed. A standby's are
+    /// its latest checkpoints' sizes: it serves nothing past them.
     durable: Mutex<HashMap<String, u64>>,
+    /// False on a standby, which signs nothing (`channel_log/follow.rs`).
+    signs: bool,
 }
 
 impl Logs {
@@ -178,6 +183,7 @@ impl Logs {
             name: name.to_string(),
             latest: Mutex::new(HashMap::new()),
             durable: Mutex::new(heads.iter().map(|(c, h)| (c.clone(), h.next_seq)).collect()),
+            signs: true,
         };
         let verifier = logs.verifier()?;
         let mut latest = HashMap::new();
@@ -467,6 +473,9 @@ impl Logs {
         channel: &str,
         latest: &HashMap<String, SignedCheckpoint>,
     ) -> Result<Option<SignedCheckpoint>, LogError> {
+        if !self.signs {
+            return Ok(None);
+        }
         let size = self.durable_size(channel)?;
         let previous = latest.get(channel);
         if previous.is_some_and(|p| p.checkpoint.size >= size) {

@@ -8,6 +8,11 @@
 //! stay SERVING, since reads of what is durable go on. From the moment a
 //! shutdown begins every service is NOT_SERVING, and open `Watch` streams
 //! receive that, then end, so that they never hold the shutdown up.
+//!
+//! A replica's standby serves reads only (`service/standby.rs`): the
+//! services it serves no call of (Workflow, Admin, Audit) are NOT_SERVING
+//! there; Exchange (subscriptions, pulls, entries), Log, Directory and the
+//! server as a whole are SERVING.
 
 use crate::store::Store;
 use std::sync::Arc;
@@ -40,6 +45,22 @@ pub async fn serving(reporter: &HealthReporter) {
     for name in READING.iter().chain(WRITING.iter()) {
         reporter
             .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Services a standby serves no call of.
+const NOT_ON_STANDBY: [&str; 3] = [
+    pb::workflow_server::SERVICE_NAME,
+    pb::admin_server::SERVICE_NAME,
+    pb::audit_server::SERVICE_NAME,
+];
+
+/// Marks the services a standby does not serve NOT_SERVING.
+pub async fn standby(reporter: &HealthReporter) {
+    for name in NOT_ON_STANDBY {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
 }

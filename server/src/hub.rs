@@ -11,7 +11,7 @@ use crate::inboxes::InboxWatch;
 use crate::registry::Registry;
 use crate::service::{
     AccessLayer, AdminService, AuditService, DirectoryService, ExchangeService, HubState,
-    LogService, RefusalsLayer, RequestLimits, WorkflowService,
+    LogService, RefusalsLayer, RequestLimits, StandbyLayer, WorkflowService,
 };
 use crate::store::{Store, StoreError};
 use crate::tls::{ReloadOutcome, TlsError, TlsFiles, TlsReloader, accept_loop};
@@ -75,8 +75,9 @@ pub struct Hub {
     tls: Arc<TlsReloader>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     appender: std::thread::JoinHandle<()>,
-    /// The check of every entry stored before the start (`full_check`).
-    full_check: std::thread::JoinHandle<()>,
+    /// The check of every entry stored before the start (`full_check`);
+    /// a standby, which serves what the leader checks, runs none.
+    full_check: Option<std::thread::JoinHandle<()>>,
     /// Signs the last checkpoints at shutdown.
     logs: Arc<Logs>,
     /// Stopped after the server: its last records are written and signed.
@@ -98,6 +99,20 @@ impl Hub {
         config: &HubConfig,
         lease: Option<crate::store::pg_store::Lease>,
     ) -> Result<Self, HubError> {
+        Self::start_as(config, Role::Leader(lease)).await
+    }
+
+    /// A replica's standby, serving reads of `database` (see
+    /// `follow` and `service/standby.rs`); it holds no lease.
+    pub async fn start_standby(
+        config: &HubConfig,
+        database: &crate::store::pg_store::Database,
+    ) -> Result<Self, HubError> {
+        Self::start_as(config, Role::Standby(Box::new(database.clone()))).await
+    }
+
+    async fn start_as(config: &HubConfig, role: Role) -> Result<Self, HubError> {
+        let standby = matches!(role, Role::Standby(_));
         // Both tonic's client side and rustls helpers may look for a process default.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let operators = config.operator_roles()?;
@@ -113,14 +128,26 @@ impl Hub {
         let data_dir = &config.hub.data_dir;
         let mut phases = StartPhases::new();
         // The store creates the data directory (0700, durably).
-        let store = config.store.open_holding(
-            data_dir,
-            config.hub.fsync,
-            config.hub.min_free_mib.saturating_mul(1 << 20),
-            lease,
-        )?;
+        let (store, followed) = match role {
+            Role::Leader(lease) => (
+                config.store.open_holding(
+                    data_dir,
+                    config.hub.fsync,
+                    config.hub.min_free_mib.saturating_mul(1 << 20),
+                    lease,
+                )?,
+                None,
+            ),
+            Role::Standby(database) => (config.store.open_standby(data_dir)?, Some(*database)),
+        };
         phases.done("store_open");
         let registry = match Registry::load(store.as_ref())? {
+            Some(r) if standby => r,
+            None if standby => {
+                return Err(HubError::Store(StoreError::Format(
+                    "no registry stored yet: a standby serves once a leader has started".into(),
+                )));
+            }
             Some(r) => {
                 if Registry::from_seeds(&config.units, &config.mechanisms)
                     .ok()
@@ -145,10 +172,18 @@ impl Hub {
                 r
             }
         };
-        let registry = finish_pending_rotations(store.as_ref(), registry)?;
+        let registry = match standby {
+            true => registry,
+            false => finish_pending_rotations(store.as_ref(), registry)?,
+        };
         let registry = Arc::new(RwLock::new(registry));
         phases.done("registry");
-        let inboxes = Arc::new(InboxWatch::new(store.inbox_heads()?));
+        // A standby's inboxes start empty: its first refresh serves what
+        // the stored checkpoints cover.
+        let inboxes = Arc::new(match standby {
+            true => InboxWatch::default(),
+            false => InboxWatch::new(store.inbox_heads()?),
+        });
         phases.done("inbox_heads");
         let heads = store.channel_heads()?;
         phases.done("channel_heads");
@@ -156,18 +191,20 @@ impl Hub {
             Some(p) => config.resolve(p),
             None => data_dir.join("checkpoint.key"),
         };
-        let logs = Arc::new(Logs::open(
-            store.clone(),
-            load_or_create_key(&key_path)?,
-            &config.hub.log_name,
-            &heads,
-        )?);
+        let key = load_or_create_key(&key_path)?;
+        let logs = Arc::new(match standby {
+            true => Logs::open_following(store.clone(), key, &config.hub.log_name)?,
+            false => Logs::open(store.clone(), key, &config.hub.log_name, &heads)?,
+        });
         tracing::info!(
             vkey = %logs.verifier()?.to_vkey(),
             checked_ms = phases.done("channel_checkpoints_and_tails"),
             "every channel matches its checkpoint, and every entry after it its leaf hash"
         );
-        let workflows = Arc::new(crate::workflow::Workflows::open(&store)?);
+        let workflows = Arc::new(match standby {
+            true => crate::workflow::Workflows::unopened(&store)?,
+            false => crate::workflow::Workflows::open(&store)?,
+        });
         retire_old_workflow_dir(data_dir);
         phases.done("workflow");
         let (appender, appender_thread) = Appender::start(
@@ -177,7 +214,7 @@ impl Hub {
             logs.clone(),
         )?;
         let stats = appender.stats.clone();
-        let metrics = Arc::new(crate::metrics::HubMetrics::new(&stats.commits));
+        let metrics = Arc::new(crate::metrics::HubMetrics::new(&stats.commits, !standby));
 
         let tls = TlsReloader::new(
             TlsFiles {
@@ -238,6 +275,7 @@ impl Hub {
                 keep_free: config.hub.min_free_mib.saturating_mul(2 << 20),
             },
             metrics: metrics.clone(),
+            standby,
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         let handshakes = access_log.clone();
@@ -265,6 +303,9 @@ impl Hub {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         crate::health::serving(&health).await;
+        if standby {
+            crate::health::standby(&health).await;
+        }
         tokio::spawn(crate::health::follow(
             health,
             store.clone(),
@@ -301,7 +342,33 @@ impl Hub {
             .max_decoding_message_size(max(AdminServer::<AdminService>::NAME));
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
             .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
-        tokio::spawn(checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
+        match followed {
+            // Serves what is stored now before it listens, then follows.
+            Some(database) => {
+                let following = Arc::new(crate::follow::Following::new(
+                    store.clone(),
+                    state.registry.clone(),
+                    logs.clone(),
+                    state.inboxes.clone(),
+                ));
+                let first = following.clone();
+                tokio::task::spawn_blocking(move || first.refresh())
+                    .await
+                    .map_err(|e| HubError::Server(e.to_string()))?
+                    .map_err(|e| HubError::Server(format!("standby: {e}")))?;
+                let notices =
+                    crate::store::pg_store::notices::listen(&database, shutdown_rx.clone())?;
+                tokio::spawn(crate::follow::run(
+                    following,
+                    notices,
+                    config.store.standby_refresh(),
+                    shutdown_rx.clone(),
+                ));
+            }
+            None => {
+                tokio::spawn(checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
+            }
+        }
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max(ExchangeServer::<ExchangeService>::NAME))
             .max_encoding_message_size(usize::MAX);
@@ -333,6 +400,9 @@ impl Hub {
                 // it covers the call tracking's refusals too.
                 .layer(RefusalsLayer::new(limits))
                 .layer(CallTracking::new(find_connection))
+                // Innermost: a standby's refusals of writes are recorded
+                // and counted as every other status.
+                .layer(StandbyLayer::new(standby))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
@@ -346,11 +416,16 @@ impl Hub {
                     let _ = stop.changed().await;
                 }),
         );
-        tracing::info!(%addr, data_dir = %data_dir.display(), "hub listening");
+        tracing::info!(%addr, data_dir = %data_dir.display(), standby, "hub listening");
         tracing::info!(phases_ms = ?phases.ms, "start-up took");
         // After the server: the start does not wait for it (see `full_check`).
-        let full_check = crate::full_check::start(store.clone(), heads, shutdown.subscribe())
-            .map_err(HubError::FullCheck)?;
+        let full_check = match standby {
+            true => None,
+            false => Some(
+                crate::full_check::start(store.clone(), heads, shutdown.subscribe())
+                    .map_err(HubError::FullCheck)?,
+            ),
+        };
         Ok(Self {
             addr,
             metrics_addr,
@@ -406,11 +481,12 @@ impl Hub {
             .map_err(|e| HubError::Server(e.to_string()))?;
         served.map_err(|e| HubError::Server(e.to_string()))?;
         // It sees the signal between two entries.
-        let full_check = self.full_check;
-        tokio::task::spawn_blocking(move || full_check.join())
-            .await
-            .map_err(|e| HubError::Server(e.to_string()))?
-            .map_err(|_| HubError::Server("the check of every entry panicked".into()))?;
+        if let Some(full_check) = self.full_check {
+            tokio::task::spawn_blocking(move || full_check.join())
+                .await
+                .map_err(|e| HubError::Server(e.to_string()))?
+                .map_err(|_| HubError::Server("the check of every entry panicked".into()))?;
+        }
         // Every call has ended: its last records are written and signed.
         let access_log = self.access_log;
         tokio::task::spawn_blocking(move || access_log.stop())
@@ -449,6 +525,15 @@ impl Hub {
             .map_err(|e| HubError::Server(e.to_string()))?;
         Ok(())
     }
+}
+
+/// How a hub starts.
+enum Role {
+    /// The one that writes and signs: with the lease a standby got, or
+    /// None (the store takes it, or refuses).
+    Leader(Option<crate::store::pg_store::Lease>),
+    /// A replica's standby on this database.
+    Standby(Box<crate::store::pg_store::Database>),
 }
 
 /// Applies the key rotations a crash left between their append and the
@@ -587,7 +672,12 @@ async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
         let logs = logs.clone();
-        match tokio::task::spawn_blocking(move || logs.refresh_all()).await {
+        let signed = tokio::task::spawn_blocking(move || {
+            // Tests hold the signing here, entries committed but unsigned.
+            crate::failpoint::pause("checkpoint-cadence");
+            logs.refresh_all()
+        });
+        match signed.await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "checkpoint signing failed"),
             Err(e) => tracing::error!(error = %e, "checkpoint task failed"),

@@ -24,6 +24,7 @@ pub mod config;
 pub mod example_parties;
 pub mod failpoint;
 pub mod fatal;
+pub mod follow;
 pub mod full_check;
 pub mod health;
 pub mod heavy;

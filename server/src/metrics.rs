@@ -187,7 +187,7 @@ const PUSH_OUTCOMES: usize = 2 + 17;
 
 impl HubMetrics {
     /// Registers every metric; `commits` are the appender's histograms.
-    pub fn new(commits: &CommitTimes) -> Self {
+    pub fn new(commits: &CommitTimes, leader: bool) -> Self {
         let mut registry = Registry::default();
         let rpc_requests = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -235,7 +235,7 @@ impl HubMetrics {
             commits.fsync_seconds.clone(),
         );
         let sampled = sampled::Gauges::register(&mut registry);
-        register_replica_leader(&mut registry, 1);
+        register_replica_leader(&mut registry, i64::from(leader));
         Self {
             registry,
             rpc_requests,
@@ -283,14 +283,14 @@ impl HubMetrics {
     }
 }
 
-/// `tongbao_replica_leader`: 1 on the hub that serves (the leader of its
+/// `tongbao_replica_leader`: 1 on the hub that writes (the leader of its
 /// database, or a hub on its own), 0 on a standby.
 fn register_replica_leader(registry: &mut Registry, value: i64) {
     let leader = prometheus_client::metrics::gauge::Gauge::<i64>::default();
     leader.set(value);
     registry.register(
         "tongbao_replica_leader",
-        "1 on the hub that serves; 0 on a replica waiting as a standby for the database lease",
+        "1 on the hub that writes; 0 on a replica's standby (which serves reads only, or waits)",
         leader,
     );
 }

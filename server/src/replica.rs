@@ -1,15 +1,22 @@
-//! A replica's standby: the wait of a hub (`[store] replica = true`) for
-//! the database lease another replica holds.
+//! A replica's standby: a hub (`[store] replica = true`) while another
+//! replica holds the database lease.
 //!
-//! A standby opens nothing and does not listen on the gRPC port, so that
-//! clients fail over to the leader by a refused connection. Its metrics
-//! listener says what it is (`GET /health`: NOT_SERVING, "standby: waiting
-//! for the lease"; `tongbao_replica_leader 0`), on the address the hub
-//! keeps once it leads. With the lease it hands that address over and the
-//! hub starts as any hub does, on the database as it is then.
+//! A standby serves reads (`Hub::start_standby`: subscriptions, pulls,
+//! entries, checkpoints and proofs, up to the latest checkpoint the
+//! leader signed, refreshed at each of its notices) and refuses every
+//! write, so that clients send writes to the leader. When it gets the
+//! lease it ends its subscriptions (clients resume by cursor on any
+//! replica), lets go of its ports, and the hub starts as leader as any
+//! hub does, on the database as it is then, on the same addresses.
+//!
+//! A standby that cannot serve yet (no leader ever brought the database
+//! to its schema and stored a registry) waits without serving, as
+//! standbys of earlier versions did: its metrics listener says what it is
+//! (`GET /health`: NOT_SERVING, "standby: waiting for the lease";
+//! `tongbao_replica_leader 0`) and the gRPC port stays closed.
 
 use crate::HubConfig;
-use crate::hub::HubError;
+use crate::hub::{Hub, HubError};
 use crate::store::pg_store::lease::Wait;
 use crate::store::pg_store::{Database, Lease};
 use axum::Router;
@@ -17,6 +24,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::future::Future;
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,9 +35,10 @@ const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub const WAITING: &str = "standby: waiting for the lease";
 
 /// Takes the lease of `database` at once if it is free;
-/// otherwise waits as a standby until this hub holds it (Some), or `stop`
-/// resolves first (None). A standby's metrics listener bound on port 0
-/// keeps its port: `config` is updated to it.
+/// otherwise serves reads as a standby (or, when it cannot, waits without
+/// serving) until this hub holds it (Some), or `stop` resolves first
+/// (None). Listeners bound on port 0 keep their ports: `config` is
+/// updated to them.
 pub async fn standby(
     config: &mut HubConfig,
     database: &Database,
@@ -38,6 +47,66 @@ pub async fn standby(
     if let Some(lease) = Lease::try_now(database).await? {
         return Ok(Some(lease));
     }
+    match Hub::start_standby(config, database).await {
+        Ok(hub) => serve_reads(config, database, hub, stop).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "standby: cannot serve reads; waiting for the lease without serving");
+            wait_unserved(config, database, stop).await
+        }
+    }
+}
+
+/// Serves reads with `hub` until the lease comes, `stop`, or a fatal
+/// condition; then stops it, its ports free for the leader.
+async fn serve_reads(
+    config: &mut HubConfig,
+    database: &Database,
+    hub: Hub,
+    stop: impl Future<Output = ()>,
+) -> Result<Option<Lease>, HubError> {
+    config.hub.listen = hub.addr();
+    let mut ports = vec![hub.addr()];
+    match hub.metrics_addr() {
+        Some(metrics) => {
+            config.metrics.listen = metrics;
+            ports.push(metrics);
+            println!(
+                "tongbao-hub standby listening on {}; metrics on {metrics}",
+                hub.addr()
+            );
+        }
+        None => println!("tongbao-hub standby listening on {}", hub.addr()),
+    }
+    tracing::info!(addr = %hub.addr(), "standby: serving reads; writes go to the leader");
+    let outcome = tokio::select! {
+        lease = Lease::acquire(database, Wait::Standby) => lease.map(Some).map_err(HubError::from),
+        () = stop => Ok(None),
+        fatal = crate::fatal::requested() => Err(HubError::Fatal(fatal)),
+    };
+    hub.shutdown().await?;
+    if matches!(outcome, Ok(Some(_))) {
+        for port in ports {
+            wait_free(port).await;
+        }
+    }
+    outcome
+}
+
+/// Waits (at most [`HANDOVER_WAIT`]) until `addr` can be bound again.
+async fn wait_free(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + HANDOVER_WAIT;
+    while TcpListener::bind(addr).await.is_err() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the lease without serving: only the metrics listener, saying
+/// so, on the address the hub keeps once it leads.
+async fn wait_unserved(
+    config: &mut HubConfig,
+    database: &Database,
+    stop: impl Future<Output = ()>,
+) -> Result<Option<Lease>, HubError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let listener = if config.metrics.enabled {
         let listen_error = |source| HubError::Listen {

@@ -94,6 +94,28 @@ impl Client {
         }
     }
 
+    /// As [`Client::checkpoint_with_conn`], of a size that covers entry
+    /// `seq`: a standby serves only what the leader signed, so after a
+    /// failover it may not cover yet what the leader delivered; it is asked
+    /// again (100 ms doubling to a second) until it does or the retry
+    /// window ends (then the checkpoint as it is, and the proof refused).
+    pub(super) async fn checkpoint_covering(
+        &self,
+        channel: &str,
+        seq: u64,
+    ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
+        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        let mut wait = FIRST_BACKOFF;
+        loop {
+            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            if cp.size > seq || std::time::Instant::now() >= deadline {
+                return Ok((cp, conn));
+            }
+            tracing::debug!(hub = %conn.url, channel, size = cp.size, seq, "the replica has not signed this entry yet; asking again");
+            wait = backoff_after(wait, deadline).await;
+        }
+    }
+
     /// Whether a checkpoint check that failed with `e` is worth making
     /// again: a transient failure, another replica to go to, time left.
     fn may_ask_again(&self, e: &ClientError, deadline: std::time::Instant) -> bool {

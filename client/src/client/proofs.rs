@@ -70,10 +70,14 @@ impl Client {
                     reason: "two different leaf hashes for one position".into(),
                 });
             }
-            // The proofs come from the replica that served the checkpoint.
+            // The proofs come from the replica that served the checkpoint,
+            // one that covers every leaf.
+            let last = leaves.last().map_or(0, |l| l.0);
             let leaves = &leaves;
-            self.with_checkpoint(channel, |cp, conn| prove_leaves(cp, conn, channel, leaves))
-                .await?;
+            self.with_checkpoint(channel, last, |cp, conn| {
+                prove_leaves(cp, conn, channel, leaves)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -280,12 +284,15 @@ impl Client {
         entry: &VerifiedEntry,
     ) -> Result<VerifiedCheckpoint, ClientError> {
         // Checkpoint and proof from one replica, made again together.
-        self.with_checkpoint(entry.channel(), |cp, conn| prove_entry(cp, conn, entry))
+        // Covering 0: an entry the checkpoint does not cover yet is refused
+        // at once, as documented ("retry in a second").
+        self.with_checkpoint(entry.channel(), 0, |cp, conn| prove_entry(cp, conn, entry))
             .await
     }
 
-    /// Runs `prove` with a verified checkpoint of `channel` and the
-    /// connection of the replica that served it (proofs must come from
+    /// Runs `prove` with a verified checkpoint of `channel` covering entry
+    /// `covering` (waited for, see [`Client::checkpoint_covering`]) and
+    /// the connection of the replica that served it (proofs must come from
     /// there), as reads are made: each attempt waits [`ATTEMPT_TIMEOUT`]
     /// at most, and one interrupted (the replica gone or silent between
     /// the checkpoint and its proof, a takeover) is made again, checkpoint
@@ -294,6 +301,7 @@ impl Client {
     async fn with_checkpoint<T, F, Fut>(
         &self,
         channel: &str,
+        covering: u64,
         mut prove: F,
     ) -> Result<T, ClientError>
     where
@@ -303,7 +311,7 @@ impl Client {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            let (cp, conn) = self.checkpoint_covering(channel, covering).await?;
             let generation = self.live.generation();
             let hub = conn.url.clone();
             let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, prove(cp, conn)).await {

@@ -42,13 +42,23 @@ impl Client {
         let mut backoff = FIRST_BACKOFF;
         // Why no hub could be used, after the last round that found none.
         let mut unreachable = None;
+        // A call a standby does not serve goes on to the next replica.
+        let mut standbys = 0;
         loop {
             let generation = self.live.generation();
             let conn = self.live.conn();
             let hub = conn.url.clone();
             let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call(conn)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) => ClientError::from(status),
+                Ok(Err(status)) => {
+                    if self
+                        .past_standby(&status, generation, deadline, &mut standbys, &mut backoff)
+                        .await
+                    {
+                        continue;
+                    }
+                    ClientError::from(status)
+                }
                 Err(_) => ClientError::Connect {
                     hub,
                     reason: format!("no answer to a read within {ATTEMPT_TIMEOUT:?}"),

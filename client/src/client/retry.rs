@@ -6,6 +6,7 @@ use super::Client;
 use super::connection::read_file;
 use crate::ClientError;
 use std::time::Duration;
+use tongbao_proto::replica::refused_by_standby;
 
 /// Longest one attempt of a repeated call waits for an answer.
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,10 +116,37 @@ impl Client {
         }
     }
 
+    /// After a standby refused a call (`status`; any other is left to the
+    /// caller: false), moves to the next replica, which then stays in use
+    /// (the last to accept a write): at once for a round of them, then,
+    /// all standbys (a takeover), after the usual wait. True: call again.
+    pub(super) async fn past_standby(
+        &self,
+        status: &tonic::Status,
+        generation: u64,
+        deadline: std::time::Instant,
+        standbys: &mut usize,
+        backoff: &mut Duration,
+    ) -> bool {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !refused_by_standby(status) || left.is_zero() {
+            return false;
+        }
+        *standbys += 1;
+        let e = ClientError::from(status.clone());
+        let moved = self.live.fail_over(generation, &e, left).await.is_ok();
+        if !moved || *standbys >= self.live.hubs.len() {
+            *backoff = backoff_after(*backoff, deadline).await;
+        }
+        true
+    }
+
     /// Runs an idempotent call, repeating it across interruptions,
     /// reconnects and failovers for up to `push_retry_for`, waiting 100 ms
     /// doubling to 1 s between attempts: on the hub in use, or on the
-    /// replica the client failed over to. With several hubs, a moment when
+    /// replica the client failed over to. A standby's refusal of a write
+    /// sends it at once to the next replica, without a wait (up to one
+    /// round of them; then it is a takeover, waited out as one). With several hubs, a moment when
     /// none accepts connections (a takeover) is waited out the same way;
     /// with a single hub that does not accept connections, fails at once.
     pub(crate) async fn repeat_while_plausible<T, F, Fut>(
@@ -134,6 +162,8 @@ impl Client {
         let mut backoff = FIRST_BACKOFF;
         // Why no hub could be used, after the last round that found none.
         let mut unreachable = None;
+        // Standby refusals in a row: a round of them is a takeover.
+        let mut standbys = 0;
         loop {
             let generation = self.live.generation();
             // An attempt that gets no answer at all (a connection that went
@@ -143,7 +173,15 @@ impl Client {
             // means one whole attempt.
             let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) => ClientError::from(status),
+                Ok(Err(status)) => {
+                    if self
+                        .past_standby(&status, generation, deadline, &mut standbys, &mut backoff)
+                        .await
+                    {
+                        continue;
+                    }
+                    ClientError::from(status)
+                }
                 Err(_) => ClientError::Connect {
                     hub: self.live.conn().url.clone(),
                     reason: format!("no answer to the {what} within {ATTEMPT_TIMEOUT:?}"),

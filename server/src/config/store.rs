@@ -57,6 +57,10 @@ pub struct StoreSection {
     /// Clear text over TCP to a host that is not loopback, knowingly.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_plaintext: bool,
+    /// How often a standby reads what moved without a notice from the
+    /// leader, in ms (default 1000): a safety net for a lost notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_refresh_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for StoreSection {
@@ -71,6 +75,7 @@ impl std::fmt::Debug for StoreSection {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("allow_plaintext", &self.allow_plaintext)
+            .field("standby_refresh_ms", &self.standby_refresh_ms)
             .finish()
     }
 }
@@ -84,6 +89,7 @@ impl StoreSection {
             && !self.replica
             && self.replica_name.is_none()
             && !self.has_tls_settings()
+            && self.standby_refresh_ms.is_none()
     }
 
     fn has_tls_settings(&self) -> bool {
@@ -118,6 +124,11 @@ impl StoreSection {
                 allow_plaintext: self.allow_plaintext,
             },
         )
+    }
+
+    /// How often a standby refreshes without a notice.
+    pub fn standby_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.standby_refresh_ms.unwrap_or(1000).max(10))
     }
 
     /// The replica's name when this hub is one; a hub on its own has none.
@@ -188,6 +199,21 @@ impl StoreSection {
         self.open_holding(data_dir, fsync, reserve, None)
     }
 
+    /// A standby's store, on the database of a replica (see
+    /// [`PgStore::open_standby`]).
+    pub fn open_standby(&self, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+        crate::store::create_dir_durably(data_dir)?;
+        Ok(Arc::new(PgStore::open_standby(&self.pg_options()?)?))
+    }
+
+    fn pg_options(&self) -> Result<PgOptions, StoreError> {
+        Ok(PgOptions {
+            database: self.database()?,
+            pool_size: self.pool_size.unwrap_or(8),
+            replica: self.replica,
+        })
+    }
+
     /// As [`StoreSection::open`], PostgreSQL's with the `lease` a standby
     /// already holds.
     pub fn open_holding(
@@ -203,14 +229,7 @@ impl StoreSection {
                 // The data directory still holds the access log and the
                 // checkpoint key.
                 crate::store::create_dir_durably(data_dir)?;
-                Arc::new(PgStore::open_holding(
-                    &PgOptions {
-                        database: self.database()?,
-                        pool_size: self.pool_size.unwrap_or(8),
-                        replica: self.replica,
-                    },
-                    lease,
-                )?)
+                Arc::new(PgStore::open_holding(&self.pg_options()?, lease)?)
             }
         })
     }

@@ -45,11 +45,15 @@ pub async fn serve(
 }
 
 /// `GET /health` of a serving hub: 200 while it serves writes, 503
-/// (naming why) while its store refuses them or once it is stopping.
+/// (naming why) while its store refuses them or once it is stopping. A
+/// replica's standby serving reads answers 200, role "standby".
 async fn health(State(scraped): State<Arc<Scraped>>) -> Response {
     let Some(state) = scraped.sources.state.upgrade() else {
         return health_answer(false, "leader", Some("the hub is stopping"));
     };
+    if state.standby {
+        return health_answer(true, "standby", None);
+    }
     let refusing = tokio::task::spawn_blocking(move || state.store.refuses_writes()).await;
     match refusing {
         Ok(false) => health_answer(true, "leader", None),

@@ -15,6 +15,7 @@ mod overdue;
 mod push;
 mod read;
 mod refusals;
+mod standby;
 mod tasks;
 mod workflow;
 
@@ -25,6 +26,7 @@ pub use exchange::ExchangeService;
 pub use log_service::LogService;
 pub use overdue::unanswered_overdue;
 pub use refusals::{RefusalsLayer, RequestLimits};
+pub use standby::{SERVED_ON_STANDBY, StandbyLayer};
 pub use workflow::WorkflowService;
 
 use crate::appender::{AppendError, Appender};
@@ -69,6 +71,8 @@ pub struct HubState {
     pub backup: crate::backup::BackupSource,
     /// Counters the handlers move (pushes by outcome); see `crate::metrics`.
     pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// A replica's standby: it serves reads only (`service/standby.rs`).
+    pub standby: bool,
 }
 
 impl HubState {

@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 const STREAM_BUFFER: usize = 32;
 /// Inbox positions read from the store at a time.
 const READ_PAGE: usize = 128;
+/// How a standby ends its subscriptions when it stops serving reads.
+const STANDBY_ENDS: &str = "standby replica stopping (taking over or shutting down): resume from your cursor on any replica";
 
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
 
@@ -182,10 +184,18 @@ pub fn subscribe(
                 }
             };
             if items.is_empty() {
-                tokio::select! {
-                    r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
+                let stopping = tokio::select! {
+                    r = head.wait_for(|h| *h > cursor) => if r.is_err() { return } else { false },
                     _ = tx.closed() => return,
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => true,
+                };
+                if stopping {
+                    // A standby stops to take over (or to stop): its
+                    // subscribers resume by cursor on any replica.
+                    if state.standby {
+                        let _ = tx.send(Err(Status::unavailable(STANDBY_ENDS))).await;
+                    }
+                    return;
                 }
                 continue;
             }

@@ -14,6 +14,7 @@
 
 mod kept;
 pub mod lease;
+pub mod notices;
 mod read;
 mod schema;
 #[doc(hidden)]
@@ -71,7 +72,13 @@ pub struct PgStore {
     failed: std::sync::atomic::AtomicBool,
     /// One of several replicas (see [`PgOptions::replica`]).
     replica: bool,
+    /// A standby's store: it holds no lease and writes nothing but fetch
+    /// marks (see [`PgStore::open_standby`]).
+    standby: bool,
 }
+
+/// What every write of a standby's store fails with.
+pub const STANDBY_WRITES: &str = tongbao_proto::replica::STANDBY_REFUSAL;
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +127,44 @@ impl PgStore {
     /// got it), or taken here when `lease` is None. The epoch is raised
     /// after the schema is current: from then on no earlier leader writes.
     pub fn open_holding(options: &PgOptions, lease: Option<Lease>) -> Result<Self, StoreError> {
+        let mut store = Self::connect(options)?;
+        let lease = match lease {
+            Some(lease) => lease,
+            None => {
+                let db = options.database.clone();
+                store.block(async move { Lease::acquire(&db, lease::Wait::Refuse).await })?
+            }
+        };
+        // Kept in the store at once: a failure below lets go of it.
+        store.lease = Some(lease);
+        let pool = store.pool.clone();
+        store.block(async move { schema::migrate(&pool).await })?;
+        let lease = store.lease.take();
+        let (lease, epoch) = store.block(async move {
+            let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
+            let epoch = lease.take_over().await;
+            Ok((lease, epoch))
+        })?;
+        store.lease = Some(lease);
+        store.epoch = epoch?;
+        Ok(store)
+    }
+
+    /// A standby's store, without the lease: it reads what the leader
+    /// committed and refuses every write with [`STANDBY_WRITES`], but
+    /// fetch marks, which are first-write-wins facts of its own serving
+    /// (`write::fetched`). Refused until the leader has brought the
+    /// schema to this hub's version.
+    pub fn open_standby(options: &PgOptions) -> Result<Self, StoreError> {
+        let mut store = Self::connect(options)?;
+        store.standby = true;
+        let pool = store.pool.clone();
+        store.block(async move { schema::check_current(&pool).await })?;
+        Ok(store)
+    }
+
+    /// The pool and the runtime, without the lease.
+    fn connect(options: &PgOptions) -> Result<Self, StoreError> {
         let mut config = options.database.config();
         config.connect_timeout(CONNECT_WAIT);
         if config.get_application_name().is_none() {
@@ -149,7 +194,7 @@ impl PgStore {
                 .build()
                 .map_err(db)?
         };
-        let mut store = Self {
+        Ok(Self {
             pool,
             lease: None,
             epoch: 0,
@@ -157,27 +202,8 @@ impl PgStore {
             rt: Some(rt),
             failed: std::sync::atomic::AtomicBool::new(false),
             replica: options.replica,
-        };
-        let lease = match lease {
-            Some(lease) => lease,
-            None => {
-                let db = options.database.clone();
-                store.block(async move { Lease::acquire(&db, lease::Wait::Refuse).await })?
-            }
-        };
-        // Kept in the store at once: a failure below lets go of it.
-        store.lease = Some(lease);
-        let pool = store.pool.clone();
-        store.block(async move { schema::migrate(&pool).await })?;
-        let lease = store.lease.take();
-        let (lease, epoch) = store.block(async move {
-            let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
-            let epoch = lease.take_over().await;
-            Ok((lease, epoch))
-        })?;
-        store.lease = Some(lease);
-        store.epoch = epoch?;
-        Ok(store)
+            standby: false,
+        })
     }
 
     /// Runs a write; one that the lease's fence refused, or any failed
@@ -187,6 +213,9 @@ impl PgStore {
         &self,
         fut: impl Future<Output = Result<(), StoreError>> + Send + 'static,
     ) -> Result<(), StoreError> {
+        if self.standby {
+            return Err(StoreError::Database(STANDBY_WRITES.into()));
+        }
         let written = self.block(fut);
         if let Err(e) = &written {
             self.write_failed(e);
@@ -251,6 +280,9 @@ impl Store for PgStore {
     fn apply(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
             return Ok(());
+        }
+        if self.standby {
+            return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
         let appended = self.write(write::append(
             self.pool(),
@@ -337,9 +369,20 @@ impl Store for PgStore {
         if cursors.is_empty() {
             return Ok(());
         }
+        if self.standby {
+            // Outside the fence, and a failure stops nothing: see
+            // `write::fetched`.
+            return self.block(write::fetched(
+                self.pool(),
+                None,
+                inbox.to_string(),
+                cursors.to_vec(),
+                hub_micros,
+            ));
+        }
         self.write(write::fetched(
             self.pool(),
-            self.epoch,
+            Some(self.epoch),
             inbox.to_string(),
             cursors.to_vec(),
             hub_micros,

@@ -146,6 +146,16 @@ pub struct Workflows {
 }
 
 impl Workflows {
+    /// A standby's: the state as the leader keeps it, neither rebuilt nor
+    /// caught up (a standby writes nothing and serves no workflow call).
+    pub fn unopened(store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {
+        Ok(Self {
+            tree: StateTree::open(store.clone(), SPACE)?,
+            serial: tokio::sync::Mutex::new(()),
+            case_lock: std::sync::Mutex::new(()),
+        })
+    }
+
     /// Opens the state in the store, rebuilding it from the store's
     /// entries when it is new, and applying steps a crash left pending.
     pub fn open(store: &Arc<dyn Store>) -> Result<Self, WorkflowRefusal> {

@@ -61,6 +61,8 @@ pub(crate) struct Replica {
     pub(crate) stderr: Arc<Mutex<String>>,
     /// The gRPC address, once it leads.
     pub(crate) addr: Option<SocketAddr>,
+    /// The gRPC address it serves reads on while a standby.
+    pub(crate) reads: Option<SocketAddr>,
     /// The metrics listener, said while a standby (kept once it leads).
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) standby: bool,
@@ -73,6 +75,16 @@ impl Replica {
 
     /// Spawns it to listen on `listen` once it leads.
     pub(crate) fn spawn_on(pki: &TestPki, data: &str, listen: &str) -> Result<Self, BoxError> {
+        Self::spawn_with(pki, data, listen, &[])
+    }
+
+    /// Spawns it with environment variables `env` set (a failpoint).
+    pub(crate) fn spawn_with(
+        pki: &TestPki,
+        data: &str,
+        listen: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, BoxError> {
         let mut child = Command::new(HUB)
             .args(["serve", "--config"])
             .arg(pki.path().join("hub.toml"))
@@ -81,6 +93,7 @@ impl Replica {
             // Each replica's access log is its own, named for it.
             .args(["--replica-name", data])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
@@ -113,6 +126,7 @@ impl Replica {
             lines,
             stderr,
             addr: None,
+            reads: None,
             metrics: None,
             standby: false,
         })
@@ -125,6 +139,15 @@ impl Replica {
                 self.addr = a.trim().parse().ok();
             } else if let Some(m) = line.strip_prefix("tongbao-hub standby; metrics on ") {
                 self.metrics = m.trim().parse().ok();
+                self.standby = true;
+            } else if let Some(rest) = line.strip_prefix("tongbao-hub standby listening on ") {
+                // `ADDR; metrics on ADDR`, or `ADDR` without metrics.
+                let (reads, metrics) = match rest.split_once("; metrics on ") {
+                    Some((r, m)) => (r, m.trim().parse().ok()),
+                    None => (rest, None),
+                };
+                self.reads = reads.trim().parse().ok();
+                self.metrics = metrics;
                 self.standby = true;
             }
         }

@@ -12,4 +12,5 @@ mod common;
 mod kill;
 mod roles;
 mod server;
+mod standby;
 mod trail;

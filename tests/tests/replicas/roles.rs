@@ -20,7 +20,7 @@ pub(crate) async fn a_hub_on_its_own_leads_and_says_so() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-pub(crate) async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stops() -> TestResult {
+pub(crate) async fn a_standby_serves_reads_and_takes_over_when_the_leader_stops() -> TestResult {
     let Some(pki) = replica_pki()? else {
         return Ok(());
     };
@@ -33,9 +33,9 @@ pub(crate) async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stop
     let scraped = scrape(b_metrics).await?;
     assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(0.0));
     let (status, body) = health(b_metrics).await?;
-    assert!(status.contains("503"), "{status}");
-    assert!(body.contains("NOT_SERVING"), "{body}");
-    assert!(body.contains("standby: waiting for the lease"), "{body}");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), r#"{"role":"standby","status":"SERVING"}"#);
+    let b_reads = b.reads.ok_or("the standby names its gRPC address")?;
 
     // A standby stops as a serving hub does, successfully.
     let mut c = Replica::spawn(&pki, "data-c")?;
@@ -51,6 +51,14 @@ pub(crate) async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stop
         "the standby does not serve while the leader does"
     );
 
+    // The standby serves the leader's signed history (once the leader
+    // signs it), on the address it keeps when it leads.
+    wait_until(HANG, "the standby serves the first push", || {
+        let pki = &pki;
+        async move { Ok(inbox(pki, b_reads).await?.len() == 1) }
+    })
+    .await?;
+
     // The leader stops in order: the standby leads, on the same data.
     a.terminate()?;
     assert!(a.exited().await?.success(), "{}", a.stderr());
@@ -60,6 +68,7 @@ pub(crate) async fn a_standby_serves_nothing_and_takes_over_when_the_leader_stop
     })
     .await?;
     let b_addr = b.addr.ok_or("no address")?;
+    assert_eq!(b_addr, b_reads, "it leads where it served reads");
     let tax = Client::connect(&config(pki.path(), "tax", b_addr)?).await?;
     let second = tax.push(note("after").to_units([RECIPIENT])).await?;
     assert_eq!(second.seq, first.seq + 1, "it continues the channel");
@@ -145,5 +154,40 @@ pub(crate) async fn a_leader_that_loses_its_database_connection_stops_saying_why
         inbox(&pki, again.addr.ok_or("no address")?).await?,
         expected
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_standby_that_cannot_serve_yet_waits_without_serving() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?, "{}", a.stderr());
+    // No stored registry: a standby has nothing to authorize a call with.
+    database(&pki)?.execute("DELETE FROM registry")?;
+    let mut b = Replica::spawn(&pki, "data-b")?;
+    assert!(b.started().await?, "{}", b.stderr());
+    assert_eq!(b.reads, None, "it serves no reads");
+    let b_metrics = b.metrics.ok_or("the standby names its metrics listener")?;
+    let scraped = scrape(b_metrics).await?;
+    assert_eq!(sample(&scraped, "tongbao_replica_leader"), Some(0.0));
+    let (status, body) = health(b_metrics).await?;
+    assert!(status.contains("503"), "{status}");
+    assert_eq!(
+        body.trim(),
+        r#"{"reason":"standby: waiting for the lease","role":"standby","status":"NOT_SERVING"}"#
+    );
+    // It still takes over, seeding the registry from its config.
+    a.terminate()?;
+    assert!(a.exited().await?.success(), "{}", a.stderr());
+    wait_until(HANG, "the standby takes over", || {
+        let leads = b.leads();
+        async move { Ok(leads) }
+    })
+    .await?;
+    let b_addr = b.addr.ok_or("no address")?;
+    push_some(&pki, "tax", b_addr, 1).await?;
+    assert_eq!(inbox(&pki, b_addr).await?.len(), 1);
     Ok(())
 }

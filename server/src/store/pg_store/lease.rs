@@ -1,6 +1,7 @@
 //! The database lease: of the hubs sharing one database, the one holding
-//! it is the leader, the only one that serves, appends and signs
-//! checkpoints; the others are standbys waiting for it.
+//! it is the leader, the only one that writes (appends, signs
+//! checkpoints); the others are standbys, serving reads while they wait
+//! for it (`replica`).
 //!
 //! The lease is a session advisory lock on a connection of its own, so the
 //! database frees it the moment that session ends (a stop, a crash, a cut

@@ -59,3 +59,23 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     }
     tx.commit().await.map_err(db)
 }
+
+/// A standby's check: the leader brought the schema to this hub's
+/// version (a standby changes nothing, the schema included).
+pub async fn check_current(pool: &Pool) -> Result<(), StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    let found: i32 = client
+        .query_opt("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |row| row.try_get(0).unwrap_or(0));
+    if found != current_version() {
+        return Err(StoreError::Format(format!(
+            "the database holds schema version {found}, not this hub's {}: a standby serves once \
+             a leader of this version has started",
+            current_version()
+        )));
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@
 use super::db;
 use super::kept::{Fresh, Kept};
 use super::lease::fence;
+use super::notices::notify;
 use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
@@ -272,10 +273,13 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
         &[&bytes],
     )
     .await?;
+    notify(&tx, "registry").await?;
     tx.commit().await.map_err(db)
 }
 
-/// First serving wins: a position already marked keeps its time.
+/// First serving wins: a position already marked keeps its time. A
+/// standby's marks (`epoch` None) pass no fence: a mark is a fact of its
+/// own serving, never overwritten, that no leader's write depends on.
 ///
 /// A fetched mark is an observation, not a promise (`Store::mark_fetched`:
 /// "not synced", as the sled store leaves it to its next flush), and it
@@ -288,7 +292,7 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
 /// in one exchange, then COMMIT.
 pub async fn fetched(
     pool: Pool,
-    epoch: i64,
+    epoch: Option<i64>,
     inbox: String,
     cursors: Vec<u64>,
     hub_micros: i64,
@@ -301,6 +305,12 @@ pub async fn fetched(
             .await
             .map_err(db)
     };
+    let fenced = async {
+        match epoch {
+            Some(epoch) => fence(&tx, epoch).await,
+            None => Ok(()),
+        }
+    };
     let params: [&(dyn ToSql + Sync); 3] = [&inbox, &positions, &hub_micros];
     let insert = execute(
         &tx,
@@ -308,7 +318,7 @@ pub async fn fetched(
          SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
         &params,
     );
-    try_join!(unsynced, fence(&tx, epoch), insert)?;
+    try_join!(unsynced, fenced, insert)?;
     tx.commit().await.map_err(db)
 }
 
@@ -328,6 +338,7 @@ pub async fn checkpoints(
         &[&channels, &notes],
     )
     .await?;
+    notify(&tx, "checkpoints").await?;
     tx.commit().await.map_err(db)
 }
 

@@ -1,0 +1,49 @@
+//! How a standby replica of the hub refuses a write, so that a client in
+//! any language sends it to the leader instead: status `UNAVAILABLE`,
+//! message [`STANDBY_REFUSAL`], and response metadata
+//! [`REPLICA_METADATA`] = [`REPLICA_STANDBY`] (docs/protocol.md).
+
+/// gRPC metadata key naming the role of the replica that refused a call.
+pub const REPLICA_METADATA: &str = "tongbao-replica";
+/// [`REPLICA_METADATA`] value: a standby, which serves reads only.
+pub const REPLICA_STANDBY: &str = "standby";
+/// The status message of a standby's refusal.
+pub const STANDBY_REFUSAL: &str = "standby replica: writes go to the leader";
+
+/// Whether `status` is a standby's refusal of a write.
+pub fn refused_by_standby(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && status
+            .metadata()
+            .get(REPLICA_METADATA)
+            .is_some_and(|v| v.as_bytes() == REPLICA_STANDBY.as_bytes())
+}
+
+/// A standby's refusal of a write.
+pub fn standby_refusal() -> tonic::Status {
+    let mut status = tonic::Status::unavailable(STANDBY_REFUSAL);
+    status.metadata_mut().insert(
+        REPLICA_METADATA,
+        tonic::metadata::MetadataValue::from_static(REPLICA_STANDBY),
+    );
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_standby_refusal_is_one() {
+        assert!(refused_by_standby(&standby_refusal()));
+        assert!(!refused_by_standby(&tonic::Status::unavailable(
+            STANDBY_REFUSAL
+        )));
+        let mut other = tonic::Status::internal(STANDBY_REFUSAL);
+        other.metadata_mut().insert(
+            REPLICA_METADATA,
+            tonic::metadata::MetadataValue::from_static(REPLICA_STANDBY),
+        );
+        assert!(!refused_by_standby(&other));
+    }
+}
