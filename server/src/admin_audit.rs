@@ -160,7 +160,18 @@ impl AdminAudit {
     /// earlier hub's file in `data_dir` (once), then checking the whole
     /// chain: a broken one refuses the start, naming the record.
     pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AdminAuditError> {
-        legacy::move_into(store.as_ref(), data_dir)?;
+        Self::open_as(store, data_dir, None)
+    }
+
+    /// As [`AdminAudit::open`], for the replica named `replica` (its
+    /// `[store] replica_name`): a move of its file that another replica
+    /// finds cut short names it.
+    pub fn open_as(
+        store: Arc<dyn Store>,
+        data_dir: &Path,
+        replica: Option<&str>,
+    ) -> Result<Self, AdminAuditError> {
+        legacy::move_into(store.as_ref(), data_dir, replica)?;
         let tip = check(store.as_ref())?;
         tracing::debug!(records = tip.count, "admin audit trail checked");
         Ok(Self {
@@ -235,7 +246,7 @@ impl AdminAudit {
 /// Moves the records of the file an earlier hub left in `data_dir` into
 /// the stored trail, once (see [`legacy`]); a restore does, as a start.
 pub fn move_in(store: &dyn Store, data_dir: &Path) -> Result<(), AdminAuditError> {
-    legacy::move_into(store, data_dir)
+    legacy::move_into(store, data_dir, None)
 }
 
 /// Checks the stored trail's whole chain, and the file an earlier hub

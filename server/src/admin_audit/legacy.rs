@@ -93,13 +93,15 @@ fn present(path: &Path) -> Result<bool, AdminAuditError> {
 }
 
 /// A move under way, as its first batch stores it under the `moving`
-/// key: the file's count of records and last hash, and how many records
-/// the store held before it.
+/// key: the file's count of records and last hash, how many records the
+/// store held before it, and the moving replica's name when it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Moving {
     pub count: u64,
     pub last_hash: String,
     pub from: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 impl Moving {
@@ -126,7 +128,11 @@ fn moving(store: &dyn Store) -> Result<Option<Moving>, AdminAuditError> {
 
 /// Moves the records of the file in `data_dir`, if there is one, into the
 /// stored trail (see the module's doc).
-pub(super) fn move_into(store: &dyn Store, data_dir: &Path) -> Result<(), AdminAuditError> {
+pub(super) fn move_into(
+    store: &dyn Store,
+    data_dir: &Path,
+    replica: Option<&str>,
+) -> Result<(), AdminAuditError> {
     let path = data_dir.join(ADMIN_AUDIT_FILE);
     let file = match present(&path)? {
         true => Some(read_file(&path, |_| Ok(()))?),
@@ -156,6 +162,7 @@ pub(super) fn move_into(store: &dyn Store, data_dir: &Path) -> Result<(), AdminA
             count: file.count,
             last_hash: file.last_hash.clone(),
             from: stored.count,
+            replica: replica.map(str::to_string),
         };
         copy_rest(store, &path, stored.count, &m, ours)?;
         let moved = set_aside(&path, "moved")?;
@@ -211,12 +218,16 @@ fn copy_rest(
 /// when it starts.
 fn pin_incomplete(store: &dyn Store, m: &Moving) -> Result<(), AdminAuditError> {
     let moved = super::chain::tip(store)?.count.saturating_sub(m.from);
+    let whose = match &m.replica {
+        Some(name) => format!("replica {:?}", super::capped(name, 64)),
+        None => "another data directory".to_string(),
+    };
     let record = append(
         store,
         crate::pki::index::HUB_PARTY,
         "incomplete-admin-trail-move",
         &format!(
-            "a move of another data directory's {ADMIN_AUDIT_FILE} ({} records ending {}) \
+            "a move of {whose}'s {ADMIN_AUDIT_FILE} ({} records ending {}) \
              did not finish: moved {moved}; the rest is only in that file",
             m.count, m.last_hash
         ),

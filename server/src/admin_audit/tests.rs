@@ -343,6 +343,7 @@ fn cut_short_move(store: &dyn Store, records: &[AuditRecord]) -> TestResult {
         count: last.seq,
         last_hash: last.hash.clone(),
         from: 0,
+        replica: Some("hub-a".into()),
     }
     .encode();
     put(store, &records[..256], Some(Some(&mark)))?;
@@ -367,7 +368,8 @@ fn a_takeover_during_a_move_pins_it_and_the_owner_keeps_its_file_aside() -> Test
         let pin = &page.records[256];
         assert_eq!(pin.actor, crate::pki::index::HUB_PARTY);
         assert_eq!(pin.action, "incomplete-admin-trail-move");
-        for said in ["600 records", "moved 256", records[599].hash.as_str()] {
+        let said = ["replica \"hub-a\"", "600 records", "moved 256"];
+        for said in said.into_iter().chain([records[599].hash.as_str()]) {
             assert!(pin.detail.contains(said), "{said}: {}", pin.detail);
         }
         assert_eq!(store.state_get(SPACE, MOVING_KEY)?, None);
