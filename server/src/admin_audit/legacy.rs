@@ -217,7 +217,8 @@ fn copy_rest(
 /// says where it was cut short, and the file's owner keeps its file aside
 /// when it starts.
 fn pin_incomplete(store: &dyn Store, m: &Moving) -> Result<(), AdminAuditError> {
-    let moved = super::chain::tip(store)?.count.saturating_sub(m.from);
+    // Nothing is appended to a trail whose start would be refused.
+    let moved = super::chain::check(store)?.count.saturating_sub(m.from);
     let whose = match &m.replica {
         Some(name) => format!("replica {:?}", super::capped(name, 64)),
         None => "another data directory".to_string(),
@@ -255,6 +256,8 @@ fn keep_aside(
     file: &Tip,
     ours: bool,
 ) -> Result<(), AdminAuditError> {
+    // Nothing is appended to a trail whose start would be refused.
+    super::chain::check(store)?;
     let kept = free_name(path, "kept")?;
     let kept_name = kept
         .file_name()

@@ -351,6 +351,12 @@ fn cut_short_move(store: &dyn Store, records: &[AuditRecord]) -> TestResult {
     Ok(())
 }
 
+/// The stored head, whatever the records say.
+fn stored_head(store: &dyn Store) -> Result<u64, Box<dyn std::error::Error>> {
+    let head = store.state_get(SPACE, HEAD_KEY)?.ok_or("no head")?;
+    Ok(u64::from_be_bytes(<[u8; 8]>::try_from(head.as_slice())?))
+}
+
 #[test]
 fn a_takeover_during_a_move_pins_it_and_the_owner_keeps_its_file_aside() -> TestResult {
     on_both(|open, dir| {
@@ -360,6 +366,16 @@ fn a_takeover_during_a_move_pins_it_and_the_owner_keeps_its_file_aside() -> Test
         let records = legacy_file(&a, 600, OPS)?;
         let store = open()?;
         cut_short_move(store.as_ref(), &records)?;
+        // On a broken trail the start is refused, and nothing appended.
+        let one = store.state_get(SPACE, &record_key(1))?;
+        put_raw(store.as_ref(), &record_key(1), None)?;
+        assert_eq!(
+            broken_at(AdminAudit::open(store.clone(), &b)).map(|b| b.0),
+            Some(1)
+        );
+        assert_eq!(stored_head(store.as_ref())?, 256);
+        assert!(store.state_get(SPACE, MOVING_KEY)?.is_some());
+        put_raw(store.as_ref(), &record_key(1), one.as_deref())?;
         // The standby takes over, without the file.
         let trail = AdminAudit::open(store.clone(), &b)?;
         let page = trail.list(0, 1000, 1 << 20)?;
