@@ -22,6 +22,25 @@ pub fn create_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     sync_parent(path)
 }
 
+/// Creates `path` as [`create_new`] does, with what `fill` writes through
+/// a buffer: for contents too large to hold in memory. A failed `fill` or
+/// write leaves no file behind.
+pub fn create_new_streamed(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(open_private(path)?);
+    let written = fill(&mut out).and_then(|()| {
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written?;
+    sync_parent(path)
+}
+
 /// Replaces (or creates) `path` with `contents` atomically: a private
 /// temporary file beside it, renamed over it once durable.
 pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -95,6 +114,23 @@ mod tests {
             Err(std::io::ErrorKind::AlreadyExists)
         );
         assert_eq!(std::fs::read(&key)?, b"secret");
+        Ok(())
+    }
+
+    #[test]
+    fn streamed_private_and_nothing_left_when_filling_fails() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("trail.jsonl");
+        create_new_streamed(&file, |out| out.write_all(b"one\ntwo\n"))?;
+        assert_eq!(mode(&file)?, 0o600);
+        assert_eq!(std::fs::read(&file)?, b"one\ntwo\n");
+        let failed = dir.path().join("failed.jsonl");
+        let e = create_new_streamed(&failed, |out| {
+            out.write_all(b"half")?;
+            Err(std::io::Error::other("the source broke"))
+        });
+        assert!(e.is_err());
+        assert!(!failed.exists());
         Ok(())
     }
 

@@ -35,6 +35,9 @@ pub const SPACE: &str = "admin-trail";
 /// big-endian), written in the same batch as the last of them, so that
 /// a removed last record is caught too.
 const HEAD_KEY: &[u8] = b"head";
+/// The key of a move under way: while an earlier hub's file is moved in,
+/// the file's count of records and last hash (see [`legacy`]).
+const MOVING_KEY: &[u8] = b"moving";
 /// First byte of a record's key.
 const RECORD: u8 = b'r';
 
@@ -54,6 +57,18 @@ pub enum AdminAuditError {
         record: u64,
         reason: String,
     },
+    /// The file of an earlier hub and the stored trail hold different
+    /// records: neither can stand for the trail.
+    #[error(
+        "admin audit trail: {file} and the stored trail diverge; start the hub once (it keeps the file aside, pinned in the trail) and try again"
+    )]
+    Diverged { file: PathBuf },
+    /// A record is in the trail but could not be made durable: the hub
+    /// stops (see [`crate::fatal::not_durable`]).
+    #[error(
+        "admin audit trail: record {seq} is in the trail but could not be made durable ({reason}); the hub is stopping"
+    )]
+    NotDurable { seq: u64, reason: String },
     #[error(transparent)]
     Poisoned(#[from] Poisoned),
 }
@@ -145,7 +160,18 @@ impl AdminAudit {
     /// earlier hub's file in `data_dir` (once), then checking the whole
     /// chain: a broken one refuses the start, naming the record.
     pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AdminAuditError> {
-        legacy::move_into(store.as_ref(), data_dir)?;
+        Self::open_as(store, data_dir, None)
+    }
+
+    /// As [`AdminAudit::open`], for the replica named `replica` (its
+    /// `[store] replica_name`): a move of its file that another replica
+    /// finds cut short names it.
+    pub fn open_as(
+        store: Arc<dyn Store>,
+        data_dir: &Path,
+        replica: Option<&str>,
+    ) -> Result<Self, AdminAuditError> {
+        legacy::move_into(store.as_ref(), data_dir, replica)?;
         let tip = check(store.as_ref())?;
         tracing::debug!(records = tip.count, "admin audit trail checked");
         Ok(Self {
@@ -176,7 +202,15 @@ impl AdminAudit {
         outcome: &str,
     ) -> Result<AuditRecord, AdminAuditError> {
         let _one = crate::fatal::lock(&self.writing, "admin audit trail")?;
-        let record = append(self.store.as_ref(), actor, action, detail, code, outcome)?;
+        let record = append(
+            self.store.as_ref(),
+            actor,
+            action,
+            detail,
+            code,
+            outcome,
+            None,
+        )?;
         if let Some(log) = self.access.get() {
             log.record(crate::access_log::AccessRecord {
                 at_micros: log.now_micros(),
@@ -212,7 +246,7 @@ impl AdminAudit {
 /// Moves the records of the file an earlier hub left in `data_dir` into
 /// the stored trail, once (see [`legacy`]); a restore does, as a start.
 pub fn move_in(store: &dyn Store, data_dir: &Path) -> Result<(), AdminAuditError> {
-    legacy::move_into(store, data_dir)
+    legacy::move_into(store, data_dir, None)
 }
 
 /// Checks the stored trail's whole chain, and the file an earlier hub
@@ -225,7 +259,7 @@ pub fn verify(store: &dyn Store, data_dir: &Path) -> Result<u64, AdminAuditError
 }
 
 /// Appends a record to the trail in `store` (its record and the moved
-/// head in one batch), durably.
+/// head in one batch, with `moving` as [`put`] takes it), durably.
 fn append(
     store: &dyn Store,
     actor: &str,
@@ -233,6 +267,7 @@ fn append(
     detail: &str,
     code: i32,
     outcome: &str,
+    moving: Option<Option<&[u8]>>,
 ) -> Result<AuditRecord, AdminAuditError> {
     let tip = chain::tip(store)?;
     let mut record = AuditRecord {
@@ -247,28 +282,54 @@ fn append(
         hash: String::new(),
     };
     record.hash = record.compute_hash();
-    put(store, std::slice::from_ref(&record))?;
-    store.state_sync()?;
+    put(store, std::slice::from_ref(&record), moving)?;
+    durable(store, record.seq)?;
     Ok(record)
 }
 
-/// Writes `records` (consecutive, continuing the stored tip) and the head
-/// after the last, as one batch; durable at the next `state_sync`.
-fn put(store: &dyn Store, records: &[AuditRecord]) -> Result<(), AdminAuditError> {
-    let Some(last) = records.last() else {
-        return Ok(());
+/// Makes the records applied so far durable. A failure leaves record
+/// `seq` visible yet not durable, which no answer can take back: the hub
+/// stops, as it does when a workflow's state falls behind its log, and
+/// starts again from what the store holds.
+fn durable(store: &dyn Store, seq: u64) -> Result<(), AdminAuditError> {
+    let failed = if crate::failpoint::fail_once("admin-trail-sync") {
+        Err(StoreError::Database("failpoint admin-trail-sync".into()))
+    } else {
+        store.state_sync()
     };
+    failed.map_err(|e| {
+        let e = AdminAuditError::NotDurable {
+            seq,
+            reason: e.to_string(),
+        };
+        crate::fatal::not_durable(e.to_string());
+        e
+    })
+}
+
+/// Writes `records` (consecutive, continuing the stored tip) and the head
+/// after the last, with `moving` (the key of a move under way: Some(Some)
+/// puts it, Some(None) removes it) as one batch; durable at the next
+/// `state_sync`.
+fn put(
+    store: &dyn Store,
+    records: &[AuditRecord],
+    moving: Option<Option<&[u8]>>,
+) -> Result<(), AdminAuditError> {
     let mut batch = StateBatch::default();
     for r in records {
-        let bytes = serde_json::to_vec(r).map_err(|e| {
-            AdminAuditError::Store(StoreError::Format(format!(
-                "cannot encode admin trail record {}: {e}",
-                r.seq
-            )))
-        })?;
-        batch.insert(record_key(r.seq), bytes);
+        batch.insert(record_key(r.seq), chain::encode(r)?);
     }
-    batch.insert(HEAD_KEY, last.seq.to_be_bytes());
-    store.state_apply(SPACE, &batch)?;
+    if let Some(last) = records.last() {
+        batch.insert(HEAD_KEY, last.seq.to_be_bytes());
+    }
+    match moving {
+        Some(Some(value)) => batch.insert(MOVING_KEY, value),
+        Some(None) => batch.remove(MOVING_KEY),
+        None => {}
+    }
+    if !batch.is_empty() {
+        store.state_apply(SPACE, &batch)?;
+    }
     Ok(())
 }

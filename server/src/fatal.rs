@@ -60,6 +60,10 @@ pub enum Stop {
     /// the lease, so that a standby takes over rather than the set stall.
     #[error("stopped: a write to the database failed: {0}")]
     WriteFailed(String),
+    /// A record others can already read could not be made durable: the
+    /// hub must not serve it as if it were, nor write after it.
+    #[error("stopped: a record could not be made durable: {0}")]
+    NotDurable(String),
 }
 
 /// The first fatal condition met, and a wake-up for whoever stops the hub.
@@ -110,6 +114,11 @@ impl Fatal {
     fn write_failed(&self, why: String) {
         tracing::error!("a write to the database failed: {why}; the replica is stopping");
         self.record(Stop::WriteFailed(why));
+    }
+
+    fn not_durable(&self, why: String) {
+        tracing::error!("a record could not be made durable: {why}; the hub is stopping");
+        self.record(Stop::NotDurable(why));
     }
 
     /// Keeps the first condition and wakes whoever stops the hub.
@@ -169,6 +178,12 @@ pub fn database_lost(why: String) {
 /// store's words), logs it and asks the hub to stop.
 pub fn write_failed(why: String) {
     FATAL.write_failed(why);
+}
+
+/// Records that a record already visible could not be made durable
+/// (`why`, the store's words), logs it and asks the hub to stop.
+pub fn not_durable(why: String) {
+    FATAL.not_durable(why);
 }
 
 /// The first fatal condition met, if any.

@@ -225,7 +225,11 @@ impl Hub {
             },
             config.connections.clone(),
         )?;
-        let admin_audit = Arc::new(AdminAudit::open(store.clone(), data_dir)?);
+        let admin_audit = Arc::new(AdminAudit::open_as(
+            store.clone(),
+            data_dir,
+            config.store.replica_name(),
+        )?);
         let access_log = AccessLog::open(
             data_dir,
             &config.access_log,

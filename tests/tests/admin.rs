@@ -610,3 +610,123 @@ async fn an_earlier_hubs_trail_file_is_moved_in_and_an_edited_record_refuses_the
     }
     Ok(())
 }
+
+/// A trail record applied but not made durable cannot be taken back: the
+/// call is answered `INTERNAL` saying so, and the hub stops by itself; it
+/// starts again on the trail as the store holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_record_not_made_durable_stops_the_hub() -> TestResult {
+    use tongbao_tests::HubProcess;
+    const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
+    let pki = tongbao_tests::TestPki::generate()?;
+    let hub = HubProcess::start_at_failpoint(&pki, HUB, "admin-trail-sync:fail-once")?;
+    let security = Client::connect(&pki.role_config(Role::Security, hub.addr)).await?;
+    let (code, message) = refused(
+        security
+            .admin()
+            .suspend_unit(pb::SuspendUnitRequest {
+                unit: "finance".into(),
+                reason: "sync test".into(),
+            })
+            .await,
+    )?;
+    assert_eq!(code, tonic::Code::Internal, "{message}");
+    assert!(
+        message.contains("is in the trail but could not be made durable")
+            && message.contains("the hub is stopping"),
+        "{message}"
+    );
+    let status = hub.wait_exit(std::time::Duration::from_secs(20))?;
+    assert!(!status.success(), "the hub exited as if stopped on purpose");
+    // It starts again: the trail it finds is whole.
+    let hub = HubProcess::start(&pki, HUB)?;
+    let listed = Client::connect(&pki.role_config(Role::Audit, hub.addr))
+        .await?
+        .admin_audit(0, 100)
+        .await?;
+    assert!(listed.len() <= 1, "{listed:?}");
+    hub.kill()?;
+    Ok(())
+}
+
+/// On PostgreSQL another writer can change the trail under a running hub:
+/// `ListAudit` over a removed record, and an admin call after the head was
+/// lost (which must not overwrite record 1), answer `DATA_LOSS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trail_broken_under_a_running_hub_answers_data_loss() -> TestResult {
+    let t = TestHub::start().await?;
+    let Some(db) = &t.pki.pg else {
+        return Ok(());
+    };
+    let security = operator(&t, Role::Security).await?;
+    let suspend = |unit: &'static str| {
+        let security = &security;
+        async move {
+            security
+                .admin()
+                .suspend_unit(pb::SuspendUnitRequest {
+                    unit: unit.into(),
+                    reason: "data loss test".into(),
+                })
+                .await
+        }
+    };
+    suspend("finance").await?;
+    suspend("tax").await?;
+    let (sql, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let key = |seq: u64| [&[b'r'][..], &seq.to_be_bytes()].concat();
+    let value = |seq: u64| {
+        let sql = &sql;
+        async move {
+            let row = sql
+                .query_one(
+                    "SELECT value FROM state WHERE space = 'admin-trail' AND key = $1",
+                    &[&key(seq)],
+                )
+                .await?;
+            Ok::<Vec<u8>, tokio_postgres::Error>(row.get(0))
+        }
+    };
+    // A record removed: the list says so.
+    let two = value(2).await?;
+    sql.execute(
+        "DELETE FROM state WHERE space = 'admin-trail' AND key = $1",
+        &[&key(2)],
+    )
+    .await?;
+    let auditor = operator(&t, Role::Audit).await?;
+    let e = auditor
+        .admin_audit(0, 100)
+        .await
+        .err()
+        .ok_or("a broken trail was listed")?;
+    assert_eq!(
+        tongbao_tests::code_of(&e),
+        Some(tonic::Code::DataLoss),
+        "{e}"
+    );
+    assert!(e.to_string().contains("broken at record 2"), "{e}");
+    sql.execute(
+        "INSERT INTO state (space, key, value) VALUES ('admin-trail', $1, $2)",
+        &[&key(2), &two],
+    )
+    .await?;
+    assert_eq!(auditor.admin_audit(0, 100).await?.len(), 2);
+    // The head lost: the next record is refused, record 1 kept.
+    let one = value(1).await?;
+    sql.execute(
+        "DELETE FROM state WHERE space = 'admin-trail' AND key = 'head'::bytea",
+        &[],
+    )
+    .await?;
+    let (code, message) = refused(suspend("state-security").await)?;
+    assert_eq!(code, tonic::Code::DataLoss, "{message}");
+    assert!(
+        message.contains("the admin audit trail could not record it"),
+        "{message}"
+    );
+    assert_eq!(value(1).await?, one, "record 1 was overwritten");
+    connection.abort();
+    Ok(())
+}

@@ -1,11 +1,11 @@
 //! The stored trail read back: its head, its tip, pages of it, and the
 //! check of its whole hash chain.
 //!
-//! Records are read a block at a time (the 256 records whose keys share
-//! all but their last byte, one prefix scan), so neither a page nor the
-//! check at start holds the trail in memory.
+//! Records are read a block at a time (at most 256 keys in key order,
+//! one bounded scan), so neither a page nor the check at start holds the
+//! trail in memory.
 
-use super::{AdminAuditError, AuditRecord, HEAD_KEY, Page, SPACE, record_key};
+use super::{AdminAuditError, AuditRecord, HEAD_KEY, MOVING_KEY, Page, RECORD, SPACE, record_key};
 use crate::store::Store;
 
 /// The `previous_hash` of the first record.
@@ -61,6 +61,22 @@ fn head(store: &dyn Store) -> Result<u64, AdminAuditError> {
     }
 }
 
+/// The seq a key names, if it is a record's key.
+fn seq_of(key: &[u8]) -> Option<u64> {
+    match key.split_first() {
+        Some((&RECORD, seq)) => <[u8; 8]>::try_from(seq).ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+/// The trail's own keys that are not records.
+fn known(key: &[u8]) -> bool {
+    key == HEAD_KEY || key == MOVING_KEY
+}
+
+/// Decodes stored record `seq`, refusing bytes that are not the record's
+/// own encoding: the hash covers the fields only, so extra fields or
+/// other spacing would pass it yet not be the record a backup writes.
 fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AdminAuditError> {
     let record: AuditRecord = serde_json::from_slice(bytes)
         .map_err(|e| AdminAuditError::broken_in_store(seq, e.to_string()))?;
@@ -70,12 +86,58 @@ fn decode(seq: u64, bytes: &[u8]) -> Result<AuditRecord, AdminAuditError> {
             format!("it is stored as record {seq} and says {}", record.seq),
         ));
     }
+    if encode(&record)? != bytes {
+        return Err(AdminAuditError::broken_in_store(
+            seq,
+            "its stored bytes are not the record's own encoding",
+        ));
+    }
     Ok(record)
 }
 
-/// The stored trail's tip, its last record checked against its hash.
+/// A record's stored bytes: compact JSON, its fields in order.
+pub(super) fn encode(record: &AuditRecord) -> Result<Vec<u8>, AdminAuditError> {
+    serde_json::to_vec(record).map_err(|e| {
+        AdminAuditError::Store(crate::store::StoreError::Format(format!(
+            "cannot encode admin trail record {}: {e}",
+            record.seq
+        )))
+    })
+}
+
+/// Why a key stored after the head refuses the trail.
+fn beyond(key: &[u8], count: u64) -> AdminAuditError {
+    match seq_of(key) {
+        Some(seq) => AdminAuditError::broken_in_store(
+            seq,
+            format!("it is stored beyond the trail's head, which counts {count} records"),
+        ),
+        None => stray(count + 1, key),
+    }
+}
+
+/// A key of the trail's space that names nothing the trail keeps.
+fn stray(at: u64, key: &[u8]) -> AdminAuditError {
+    AdminAuditError::broken_in_store(
+        at,
+        format!(
+            "a key of {} bytes that names no record is stored in its space",
+            key.len()
+        ),
+    )
+}
+
+/// The stored trail's tip, its last record checked against its hash,
+/// and nothing stored after it: a head lost or lowered would otherwise
+/// have the next append overwrite records.
 pub(super) fn tip(store: &dyn Store) -> Result<Tip, AdminAuditError> {
     let count = head(store)?;
+    if let Some((key, _)) = store
+        .state_scan_after(SPACE, &record_key(count), 1)?
+        .first()
+    {
+        return Err(beyond(key, count));
+    }
     if count == 0 {
         return Ok(Tip::default());
     }
@@ -95,28 +157,10 @@ pub(super) fn tip(store: &dyn Store) -> Result<Tip, AdminAuditError> {
     })
 }
 
-/// The stored records of block `block`, (seq, bytes) in order.
-fn block(store: &dyn Store, block: u64) -> Result<Vec<(u64, Vec<u8>)>, AdminAuditError> {
-    let first = block.saturating_mul(BLOCK);
-    let prefix = &record_key(first)[..8];
-    store
-        .state_scan_prefix(SPACE, prefix)?
-        .into_iter()
-        .map(|(key, value)| {
-            let seq = <[u8; 8]>::try_from(key.get(1..).unwrap_or_default())
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    AdminAuditError::broken_in_store(first, "a key that names no record")
-                })?;
-            Ok((seq, value))
-        })
-        .collect()
-}
-
 /// Checks the whole stored chain, from the first record to the head, and
 /// that nothing is stored after it; returns its tip.
 pub fn check(store: &dyn Store) -> Result<Tip, AdminAuditError> {
-    walk(store, Beyond::Refused, |_, _| Ok(()))
+    walk(store, Beyond::Refused, |_| Ok(()))
 }
 
 /// What a walk does with records stored after the head it read first.
@@ -129,35 +173,43 @@ pub(super) enum Beyond {
 }
 
 /// Checks the stored chain up to the head as [`check`], handing each
-/// record (and its stored bytes) to `visit` in order.
+/// record to `visit` in order. Every key of the space is read, a block at
+/// a time in key order, so that a key that names no record, or a record
+/// however far beyond the head, is caught.
 pub(super) fn walk(
     store: &dyn Store,
-    beyond: Beyond,
-    mut visit: impl FnMut(&AuditRecord, &[u8]) -> Result<(), AdminAuditError>,
+    beyond_head: Beyond,
+    mut visit: impl FnMut(&AuditRecord) -> Result<(), AdminAuditError>,
 ) -> Result<Tip, AdminAuditError> {
     let count = head(store)?;
     let mut tip = Tip::default();
-    // The block after the head's too: a record stored beyond it is caught.
-    for b in 0..=(count / BLOCK + 1) {
-        for (seq, bytes) in block(store, b)? {
-            if seq > count && beyond == Beyond::Left {
-                break;
+    let mut after = Vec::new();
+    'blocks: loop {
+        let rows = store.state_scan_after(SPACE, &after, BLOCK as usize)?;
+        let Some((last, _)) = rows.last() else {
+            break;
+        };
+        after.clone_from(last);
+        for (key, bytes) in rows {
+            if known(&key) {
+                continue;
             }
-            if seq > count {
-                return Err(AdminAuditError::broken_in_store(
-                    seq,
-                    format!("it lies beyond the trail's last record, {count}"),
-                ));
+            match seq_of(&key) {
+                Some(seq) if seq > count && beyond_head == Beyond::Left => break 'blocks,
+                Some(seq) if seq <= count => {
+                    if seq != tip.count + 1 {
+                        return Err(missing(tip.count + 1));
+                    }
+                    let record = decode(seq, &bytes)?;
+                    if let Some(reason) = tip.refuses(&record) {
+                        return Err(AdminAuditError::broken_in_store(seq, reason));
+                    }
+                    visit(&record)?;
+                    tip.advance(&record);
+                }
+                Some(_) => return Err(beyond(&key, count)),
+                None => return Err(stray(tip.count + 1, &key)),
             }
-            if seq != tip.count + 1 {
-                return Err(missing(tip.count + 1));
-            }
-            let record = decode(seq, &bytes)?;
-            if let Some(reason) = tip.refuses(&record) {
-                return Err(AdminAuditError::broken_in_store(seq, reason));
-            }
-            visit(&record, &bytes)?;
-            tip.advance(&record);
         }
     }
     if tip.count != count {
@@ -184,30 +236,32 @@ pub(super) fn page(
     }
     let mut next = after + 1;
     let mut bytes = 0;
+    let mut from = record_key(after).to_vec();
     let mut full = false;
-    'blocks: for b in (next / BLOCK)..=(count / BLOCK) {
-        for (seq, value) in block(store, b)? {
-            if seq < next {
-                continue;
+    'blocks: while next <= count && page.records.len() < limit {
+        let want = (limit - page.records.len()).min(BLOCK as usize);
+        let rows = store.state_scan_after(SPACE, &from, want)?;
+        let Some((last, _)) = rows.last() else {
+            break;
+        };
+        from.clone_from(last);
+        for (key, value) in rows {
+            match seq_of(&key) {
+                Some(seq) if seq > count => break 'blocks,
+                Some(seq) if seq == next => {}
+                Some(_) => return Err(missing(next)),
+                None => return Err(stray(next, &key)),
             }
-            if seq > count {
-                break 'blocks;
-            }
-            if seq != next {
-                return Err(missing(next));
-            }
-            if page.records.len() == limit
-                || (!page.records.is_empty() && bytes + value.len() > max_bytes)
-            {
+            if !page.records.is_empty() && bytes + value.len() > max_bytes {
                 full = true;
                 break 'blocks;
             }
             bytes += value.len();
-            page.records.push(decode(seq, &value)?);
+            page.records.push(decode(next, &value)?);
             next += 1;
         }
     }
-    if !full && next <= count {
+    if !full && page.records.len() < limit && next <= count {
         return Err(missing(next));
     }
     page.more = next <= count;

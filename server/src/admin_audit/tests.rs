@@ -1,5 +1,6 @@
 use super::chain::Tip;
 use super::*;
+use super::{HEAD_KEY, MOVING_KEY};
 use crate::store::pg_store::testdb::TestDb;
 use crate::store::{PgOptions, PgStore, SledStore};
 use std::io::Write;
@@ -221,7 +222,7 @@ fn an_earlier_hubs_file_is_moved_in_once_even_when_cut_short() -> TestResult {
         drop(f);
         let store = open()?;
         // A move cut short: the first 100 records went in.
-        put(store.as_ref(), &records[..100])?;
+        put(store.as_ref(), &records[..100], None)?;
         store.state_sync()?;
         let trail = AdminAudit::open(store.clone(), dir)?;
         let page = trail.list(0, 1000, 1 << 20)?;
@@ -331,5 +332,198 @@ fn a_backup_writes_the_stored_trail_in_the_file_format() -> TestResult {
     let store = sled(restored.path())()?;
     let trail2 = AdminAudit::open(store, restored.path())?;
     assert_eq!(trail2.list(0, 10, 1 << 20)?.records, read);
+    Ok(())
+}
+
+/// A move of `records` that stored its first batch, marked under way, and
+/// went no further (its hub killed -9).
+fn cut_short_move(store: &dyn Store, records: &[AuditRecord]) -> TestResult {
+    let last = records.last().ok_or("no records")?;
+    let mark = legacy::Moving {
+        count: last.seq,
+        last_hash: last.hash.clone(),
+        from: 0,
+        replica: Some("hub-a".into()),
+    }
+    .encode();
+    put(store, &records[..256], Some(Some(&mark)))?;
+    store.state_sync()?;
+    Ok(())
+}
+
+/// The stored head, whatever the records say.
+fn stored_head(store: &dyn Store) -> Result<u64, Box<dyn std::error::Error>> {
+    let head = store.state_get(SPACE, HEAD_KEY)?.ok_or("no head")?;
+    Ok(u64::from_be_bytes(<[u8; 8]>::try_from(head.as_slice())?))
+}
+
+#[test]
+fn a_takeover_during_a_move_pins_it_and_the_owner_keeps_its_file_aside() -> TestResult {
+    on_both(|open, dir| {
+        let (a, b) = (dir.join("data-a"), dir.join("data-b"));
+        std::fs::create_dir_all(&a)?;
+        std::fs::create_dir_all(&b)?;
+        let records = legacy_file(&a, 600, OPS)?;
+        let store = open()?;
+        cut_short_move(store.as_ref(), &records)?;
+        // On a broken trail the start is refused, and nothing appended.
+        let one = store.state_get(SPACE, &record_key(1))?;
+        put_raw(store.as_ref(), &record_key(1), None)?;
+        assert_eq!(
+            broken_at(AdminAudit::open(store.clone(), &b)).map(|b| b.0),
+            Some(1)
+        );
+        assert_eq!(stored_head(store.as_ref())?, 256);
+        assert!(store.state_get(SPACE, MOVING_KEY)?.is_some());
+        put_raw(store.as_ref(), &record_key(1), one.as_deref())?;
+        // The standby takes over, without the file.
+        let trail = AdminAudit::open(store.clone(), &b)?;
+        let page = trail.list(0, 1000, 1 << 20)?;
+        assert_eq!(page.records.len(), 257);
+        assert_eq!(page.records[..256], records[..256]);
+        let pin = &page.records[256];
+        assert_eq!(pin.actor, crate::pki::index::HUB_PARTY);
+        assert_eq!(pin.action, "incomplete-admin-trail-move");
+        let said = ["replica \"hub-a\"", "600 records", "moved 256"];
+        for said in said.into_iter().chain([records[599].hash.as_str()]) {
+            assert!(pin.detail.contains(said), "{said}: {}", pin.detail);
+        }
+        assert_eq!(store.state_get(SPACE, MOVING_KEY)?, None);
+        trail.record(OPS, "reload-tls", "", 0, "done")?;
+        drop(trail);
+        // Pinned once: a second start finds nothing under way.
+        let trail = AdminAudit::open(store.clone(), &b)?;
+        assert_eq!(trail.list(0, 1000, 1 << 20)?.records.len(), 258);
+        drop(trail);
+        // The file's owner starts again: the trail went on, so the file
+        // is kept aside and pinned, nothing of it mixed in.
+        let trail = AdminAudit::open(store.clone(), &a)?;
+        let page = trail.list(0, 1000, 1 << 20)?;
+        assert_eq!(page.records.len(), 259);
+        assert_eq!(page.records[258].action, "keep-aside-admin-trail");
+        assert!(a.join("admin-audit.jsonl.kept").exists());
+        assert!(!a.join(ADMIN_AUDIT_FILE).exists());
+        assert_eq!(check(store.as_ref())?.count, 259);
+        Ok(())
+    })
+}
+
+#[test]
+fn the_owner_of_a_move_left_under_way_finishes_it() -> TestResult {
+    on_both(|open, dir| {
+        let records = legacy_file(dir, 600, OPS)?;
+        let store = open()?;
+        cut_short_move(store.as_ref(), &records)?;
+        let trail = AdminAudit::open(store.clone(), dir)?;
+        assert_eq!(trail.list(0, 1000, 1 << 20)?.records, records);
+        assert_eq!(store.state_get(SPACE, MOVING_KEY)?, None);
+        assert!(dir.join("admin-audit.jsonl.moved").exists());
+        drop(trail);
+        // A whole move leaves no mark either.
+        let fresh = tempfile::tempdir()?;
+        let records = legacy_file(fresh.path(), 600, OPS)?;
+        let store = sled(fresh.path())()?;
+        let trail = AdminAudit::open(store.clone(), fresh.path())?;
+        assert_eq!(trail.list(0, 1000, 1 << 20)?.records, records);
+        assert_eq!(store.state_get(SPACE, MOVING_KEY)?, None);
+        Ok(())
+    })
+}
+
+/// `change` made to a whole trail of 3 records must refuse the start,
+/// naming `record`; then it is undone.
+fn refused_at(
+    store: &Arc<dyn Store>,
+    dir: &Path,
+    key: &[u8],
+    value: Option<&[u8]>,
+    record: u64,
+) -> TestResult {
+    let kept = store.state_get(SPACE, key)?;
+    put_raw(store.as_ref(), key, value)?;
+    let refused = broken_at(AdminAudit::open(store.clone(), dir));
+    put_raw(store.as_ref(), key, kept.as_deref())?;
+    let (at, message) = refused.ok_or("not refused")?;
+    assert_eq!(at, record, "{message}");
+    Ok(())
+}
+
+#[test]
+fn a_lost_head_and_keys_beyond_it_or_beside_the_records_are_caught() -> TestResult {
+    on_both(|open, dir| {
+        let store = open()?;
+        let trail = AdminAudit::open(store.clone(), dir)?;
+        for i in 1..=3 {
+            trail.record(OPS, "suspend-unit", &format!("unit u{i}"), 0, "done")?;
+        }
+        let one = store.state_get(SPACE, &record_key(1))?;
+        // A lost head: the next append refuses rather than overwrite.
+        let head = store.state_get(SPACE, HEAD_KEY)?;
+        put_raw(store.as_ref(), HEAD_KEY, None)?;
+        assert!(matches!(
+            trail.record(OPS, "reload-tls", "", 0, "done"),
+            Err(AdminAuditError::Broken { record: 1, .. })
+        ));
+        assert_eq!(store.state_get(SPACE, &record_key(1))?, one, "unchanged");
+        put_raw(store.as_ref(), HEAD_KEY, head.as_deref())?;
+        drop(trail);
+        refused_at(&store, dir, HEAD_KEY, None, 1)?;
+        // A lowered head.
+        refused_at(&store, dir, HEAD_KEY, Some(&2u64.to_be_bytes()), 3)?;
+        // A record far beyond the head, and keys that name no record.
+        let three = store.state_get(SPACE, &record_key(3))?.ok_or("no 3")?;
+        refused_at(&store, dir, &record_key(603), Some(&three), 603)?;
+        refused_at(&store, dir, b"a", Some(b"x"), 1)?;
+        refused_at(&store, dir, b"zz", Some(b"x"), 4)?;
+        let mut long = record_key(2).to_vec();
+        long.push(0);
+        refused_at(&store, dir, &long, Some(&three), 3)?;
+        // Stored bytes other than the record's own encoding, though its
+        // fields and hash are right: extra fields, or other spacing.
+        let two = store.state_get(SPACE, &record_key(2))?.ok_or("no 2")?;
+        let two = String::from_utf8(two)?;
+        let extra = two.replacen('{', "{\"extra\":1,", 1);
+        refused_at(&store, dir, &record_key(2), Some(extra.as_bytes()), 2)?;
+        let record: AuditRecord = serde_json::from_str(&two)?;
+        let spaced = serde_json::to_string_pretty(&record)?;
+        refused_at(&store, dir, &record_key(2), Some(spaced.as_bytes()), 2)?;
+        // Whole again.
+        assert_eq!(check(store.as_ref())?.count, 3);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_backup_reconciles_a_leftover_file_with_the_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let records = legacy_file(dir.path(), 5, OPS)?;
+    let store = sled(dir.path())()?;
+    let out = |name: &str| dir.path().join(name);
+    let lines = |path: &Path| -> Result<Vec<AuditRecord>, Box<dyn std::error::Error>> {
+        Ok(std::fs::read_to_string(path)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?)
+    };
+    // A move cut short: the file holds the stored trail and more.
+    put(store.as_ref(), &records[..2], None)?;
+    assert_eq!(write_jsonl(store.as_ref(), dir.path(), &out("a.jsonl"))?, 5);
+    assert_eq!(lines(&out("a.jsonl"))?, records);
+    // The store holds the file and more: the store is the trail.
+    let trail = AdminAudit::open(store.clone(), dir.path())?;
+    trail.record(OPS, "reload-tls", "", 0, "done")?;
+    std::fs::copy(
+        dir.path().join("admin-audit.jsonl.moved"),
+        dir.path().join(ADMIN_AUDIT_FILE),
+    )?;
+    assert_eq!(write_jsonl(store.as_ref(), dir.path(), &out("b.jsonl"))?, 6);
+    assert_eq!(lines(&out("b.jsonl"))?, trail.list(0, 10, 1 << 20)?.records);
+    // They diverge: refused, and no file is left.
+    legacy_file(dir.path(), 7, "urn:tongbao:operator:other")?;
+    assert!(matches!(
+        write_jsonl(store.as_ref(), dir.path(), &out("c.jsonl")),
+        Err(AdminAuditError::Diverged { .. })
+    ));
+    assert!(!out("c.jsonl").exists());
     Ok(())
 }

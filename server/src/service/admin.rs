@@ -10,7 +10,7 @@
 
 use super::push::verify_sender_signature;
 use super::{HubState, storage_status};
-use crate::admin_audit::{MAX_FIELD_BYTES, capped};
+use crate::admin_audit::{AdminAuditError, MAX_FIELD_BYTES, capped};
 use crate::appender::AppendError;
 use crate::registry::{PendingRotation, Registry, RegistryError, display_micros};
 use crate::roles::{Method, RoleError};
@@ -131,15 +131,29 @@ fn finish<R>(
     });
     match (&recorded, code) {
         (Ok(_), _) => tracing::info!(%actor, %action, %detail, code, %outcome, "admin action"),
+        (Err(e @ AdminAuditError::NotDurable { .. }), 0) => {
+            tracing::error!(error = %e, %actor, %action, %detail, "admin action done, recorded but not durable");
+            return Err(Status::internal(format!("{outcome}; but {e}")));
+        }
         (Err(e), 0) => {
             tracing::error!(error = %e, %actor, %action, %detail, "admin action done but not recorded");
-            return Err(Status::internal(format!(
-                "{outcome}; but the admin audit trail could not record it: {e}"
-            )));
+            return Err(trail_status(
+                e,
+                format!("{outcome}; but the admin audit trail could not record it: {e}"),
+            ));
         }
         (Err(e), _) => tracing::error!(error = %e, %actor, %action, "refusal not recorded"),
     }
     result.map(|(r, _)| Response::new(r))
+}
+
+/// A broken trail (a record missing, edited, or stored beyond its head)
+/// is `DATA_LOSS`; anything else the trail meets, `INTERNAL`.
+fn trail_status(e: &AdminAuditError, message: String) -> Status {
+    match e {
+        AdminAuditError::Broken { .. } => Status::data_loss(message),
+        _ => Status::internal(message),
+    }
 }
 
 /// An operator outside its role is refused `PermissionDenied`; an
@@ -498,7 +512,7 @@ impl Admin for AdminService {
                 .admin_audit
                 .list(req.after, limit as usize, MAX_AUDIT_PAGE_BYTES)
         })
-        .map_err(|e| Status::internal(format!("cannot read the admin audit trail: {e}")))?;
+        .map_err(|e| trail_status(&e, format!("cannot read the admin audit trail: {e}")))?;
         let records = page
             .records
             .into_iter()

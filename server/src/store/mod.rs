@@ -276,6 +276,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every state record of `space` whose key starts with `prefix`, in
     /// key order.
     fn state_scan_prefix(&self, space: &str, prefix: &[u8]) -> Result<StateRecords, StoreError>;
+    /// At most `limit` state records of `space` whose keys sort after
+    /// `after`, in key order: a space read a bounded piece at a time,
+    /// every key of it seen, whatever it starts with.
+    fn state_scan_after(
+        &self,
+        space: &str,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<StateRecords, StoreError>;
     /// Applies a batch of puts and removes to `space` atomically: all of
     /// it or none. Durable once [`Store::state_sync`] returns.
     fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError>;

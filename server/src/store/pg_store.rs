@@ -450,6 +450,21 @@ impl Store for PgStore {
         ))
     }
 
+    fn state_scan_after(
+        &self,
+        space: &str,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<super::StateRecords, StoreError> {
+        super::state::check_space(space)?;
+        self.block(read::state_after(
+            self.pool(),
+            space.to_string(),
+            after.to_vec(),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        ))
+    }
+
     fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError> {
         super::state::check_space(space)?;
         self.write(write::state(

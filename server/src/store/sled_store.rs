@@ -584,6 +584,15 @@ impl Store for SledStore {
         self.scan_state(space, prefix)
     }
 
+    fn state_scan_after(
+        &self,
+        space: &str,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<super::state::StateRecords, StoreError> {
+        self.scan_state_after(space, after, limit)
+    }
+
     fn state_apply(&self, space: &str, batch: &super::StateBatch) -> Result<(), StoreError> {
         self.apply_state(space, batch)
     }

@@ -199,6 +199,14 @@ pub(crate) mod tests {
         let a = StateTree::open(store.clone(), "space-a")?;
         let all: Vec<(StateValue, StateValue)> = a.scan_prefix([]).collect::<Result<_, _>>()?;
         assert_eq!(all.len(), 4, "{all:?}");
+        // A scan after a key: bounded, in key order, inside its space.
+        let after = |key: &[u8], limit| -> Result<Vec<Vec<u8>>, StoreError> {
+            let rows = store.state_scan_after("space-a", key, limit)?;
+            Ok(rows.into_iter().map(|(k, _)| k).collect())
+        };
+        assert_eq!(after(b"m/2", 10)?, vec![b"m/3".to_vec(), b"n/1".to_vec()]);
+        assert_eq!(after(b"", 1)?, vec![vec![0u8, 0xff, 0]]);
+        assert_eq!(after(b"n/1", 10)?, Vec::<Vec<u8>>::new(), "space-b");
         assert_eq!(a.get(b"m/3")?.as_deref(), Some(&b"three"[..]));
         a.clear()?;
         assert_eq!(a.scan_prefix([]).count(), 0);

@@ -447,6 +447,22 @@ pub async fn state_prefix(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+pub async fn state_after(
+    pool: Pool,
+    space: String,
+    after: Vec<u8>,
+    limit: i64,
+) -> Result<StateRecords, StoreError> {
+    let c = pool.get().await.map_err(db)?;
+    let rows = query(
+        &c,
+        "SELECT key, value FROM state WHERE space = $1 AND key > $2 ORDER BY key LIMIT $3",
+        &[&space, &after, &limit],
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::prefix_end;

@@ -38,6 +38,29 @@ impl SledStore {
             .collect()
     }
 
+    pub(super) fn scan_state_after(
+        &self,
+        space: &str,
+        after: &[u8],
+        limit: usize,
+    ) -> Result<crate::store::state::StateRecords, StoreError> {
+        use std::ops::Bound::Excluded;
+        check_space(space)?;
+        let skip = space.len() + 1;
+        // The space's keys all sort before its name followed by a 1 byte.
+        let mut end = space.as_bytes().to_vec();
+        end.push(1);
+        self.durability
+            .state
+            .range::<Vec<u8>, _>((Excluded(space_key(space, after)), Excluded(end)))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k[skip..].to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     pub(super) fn apply_state(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError> {
         check_space(space)?;
         let mut b = sled::Batch::default();
