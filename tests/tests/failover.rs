@@ -13,6 +13,7 @@ use futures::StreamExt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use tongbao_client::proto::pb;
 use tongbao_client::{Client, ClientConfig, ClientError};
 use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, copy_dir, note};
 
@@ -551,6 +552,66 @@ async fn a_repeat_answered_where_a_behind_replica_appended_it_is_refused() -> Te
     // (c) The caller pushes the same message again after the rollback.
     let again = tokio::time::timeout(HANG, down.push_signed(signed)).await?;
     rolled_back(again, 6, 5)?;
+    behind.kill()?;
+    Ok(())
+}
+
+/// Workflow steps and receipts are appended to the unit's channel as
+/// pushes are: their positions count as acknowledged, and one appended
+/// below what was acknowledged is refused as a rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_and_receipts_are_held_to_the_behind_rule() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let older = pki.path().join("data-behind");
+    let hub = HubProcess::start(&pki, HUB)?;
+    let pin = {
+        let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+        for i in 0..3 {
+            tax.push(note(&format!("n{i}")).to_units(["finance"]))
+                .await?;
+        }
+        let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+        let r = finance.push(note("for tax").to_units(["tax"])).await?;
+        pb::EntryPin {
+            channel: r.channel,
+            seq: r.seq,
+            leaf_hash: r.leaf_hash,
+        }
+    };
+    hub.kill()?;
+    copy_dir(&data, &older)?;
+
+    // Only a receipt (3) and two steps (4, 5) acknowledged to this client.
+    let ahead = HubProcess::start(&pki, HUB)?;
+    let front = Front::start().await?;
+    front.point_at(ahead.addr);
+    let tax = Client::connect(&config(&pki, "tax", &[url(front.addr)])?).await?;
+    let receipt = tax.sign_receipt(vec![pin])?;
+    let acked = tax.ack_signed(receipt.clone()).await?;
+    assert_eq!(acked.receipt.map(|r| r.1), Some(3));
+    let fund = ["fund-supervision".to_string()];
+    let liaison = || {
+        tax.report_liaison(
+            &fund,
+            pb::LiaisonChange {
+                name: "Li Ming".into(),
+                title: "Chief".into(),
+                contact: "0351-1".into(),
+            },
+        )
+    };
+    for seq in [4, 5] {
+        assert_eq!(liaison().await?.seq, seq);
+    }
+
+    ahead.kill()?;
+    let behind = HubProcess::start_on(&pki, HUB, &older)?;
+    front.point_at(behind.addr);
+    let pushed = tax.push(note("n3").to_units(["finance"])).await;
+    rolled_back(pushed, 6, 4)?;
+    rolled_back(tax.ack_signed(receipt).await, 6, 5)?;
+    rolled_back(liaison().await, 6, 6)?;
     behind.kill()?;
     Ok(())
 }
