@@ -510,7 +510,10 @@ fn open_store(
     use tongbao_server::store::{PgOptions, PgStore, SledStore};
     Ok(match &pki.pg {
         Some(db) => std::sync::Arc::new(PgStore::open(&PgOptions {
-            url: db.url(),
+            database: tongbao_server::store::pg_store::Database::new(
+                &db.url(),
+                &tongbao_server::store::pg_store::TlsOptions::default(),
+            )?,
             pool_size: 2,
             replica: false,
         })?),

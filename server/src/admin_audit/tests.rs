@@ -1,6 +1,7 @@
 use super::chain::Tip;
 use super::*;
 use crate::store::pg_store::testdb::TestDb;
+use crate::store::pg_store::{Database, TlsOptions};
 use crate::store::{PgOptions, PgStore, SledStore};
 use std::io::Write;
 
@@ -16,7 +17,7 @@ fn sled(dir: &Path) -> impl Fn() -> Result<Arc<dyn Store>, StoreError> + '_ {
 fn postgres(db: &TestDb) -> impl Fn() -> Result<Arc<dyn Store>, StoreError> + '_ {
     move || {
         Ok(Arc::new(PgStore::open(&PgOptions {
-            url: db.url(),
+            database: Database::new(&db.url(), &TlsOptions::default())?,
             pool_size: 2,
             replica: false,
         })?) as Arc<dyn Store>)
