@@ -120,16 +120,75 @@ impl Database {
         config: &Config,
         within: std::time::Duration,
     ) -> Result<(Client, Connection<Socket, TlsStream>), StoreError> {
-        tokio::time::timeout(within, config.connect(self.connector()))
+        self.try_connect(config, within)
             .await
-            .map_err(|_| {
-                invalid(format!(
-                    "PostgreSQL: no answer within {} s (connection, TLS handshake or start-up)",
-                    within.as_secs()
-                ))
-            })?
-            .map_err(super::db)
+            .map_err(StoreError::from)
     }
+
+    /// As [`Database::connect`], saying whether waiting could help.
+    pub async fn try_connect(
+        &self,
+        config: &Config,
+        within: std::time::Duration,
+    ) -> Result<(Client, Connection<Socket, TlsStream>), ConnectFailure> {
+        match tokio::time::timeout(within, config.connect(self.connector())).await {
+            Ok(Ok(connected)) => Ok(connected),
+            Ok(Err(e)) if unreachable(&e) => Err(ConnectFailure::Unreachable(super::db(e))),
+            Ok(Err(e)) => Err(ConnectFailure::Refused(super::db(e))),
+            Err(_) => Err(ConnectFailure::Unreachable(invalid(format!(
+                "PostgreSQL: no answer within {} s (connection, TLS handshake or start-up)",
+                within.as_secs()
+            )))),
+        }
+    }
+}
+
+/// Why a connection to the database was not made.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The server is not there yet (connection refused, reset or timed
+    /// out, no answer, starting up): worth waiting on.
+    Unreachable(StoreError),
+    /// It answered and refused, or the settings are wrong (TLS, the url,
+    /// authentication): waiting cannot help.
+    Refused(StoreError),
+}
+
+impl From<ConnectFailure> for StoreError {
+    fn from(f: ConnectFailure) -> Self {
+        match f {
+            ConnectFailure::Unreachable(e) | ConnectFailure::Refused(e) => e,
+        }
+    }
+}
+
+/// Whether `e` says the server could not be reached (an I/O failure, or
+/// a server not taking connections yet) rather than refused this client.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(server) = c.downcast_ref::<tokio_postgres::error::DbError>() {
+            let code = server.code().code();
+            // Connection exceptions, starting up or shutting down, full.
+            return code.starts_with("08") || matches!(code, "57P01" | "57P03" | "53300");
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // A TLS failure (a certificate, a name, an alert) comes as
+            // invalid data; a socket that may not be opened is a setting.
+            let tls = io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+            return !tls
+                && !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::InvalidInput
+                        | std::io::ErrorKind::PermissionDenied
+                );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The stream of a connection (TLS, or the socket as it is).
