@@ -73,12 +73,25 @@ impl Database {
     /// cannot be checked (see the module's rule).
     pub fn new(url: &str, tls: &TlsOptions) -> Result<Self, StoreError> {
         let mut config: Config = url.parse().map_err(|e| {
+            if asks_verify(url) {
+                return invalid(
+                    "[store] url says sslmode=verify-ca or verify-full, which the driver does \
+                     not take: with tls_ca every connection already verifies the server's \
+                     chain and host name; drop sslmode from url (or say require)",
+                );
+            }
             invalid(format!(
                 "[store] url is not a PostgreSQL connection string: {e}"
             ))
         })?;
         let routes = routes(&config);
         let connector = match &tls.ca {
+            Some(_) if tls.allow_plaintext => {
+                return Err(invalid(
+                    "[store] allow_plaintext = true and tls_ca contradict each other: with \
+                     tls_ca every connection is TLS; drop allow_plaintext",
+                ));
+            }
             Some(ca) => {
                 check_verifiable(&config, &routes)?;
                 config.ssl_mode(SslMode::Require);
@@ -193,6 +206,16 @@ fn unreachable(e: &tokio_postgres::Error) -> bool {
 
 /// The stream of a connection (TLS, or the socket as it is).
 pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+/// Whether `url` asks for `sslmode=verify-ca` or `verify-full` (libpq's
+/// verifying modes, which the driver's parser refuses).
+fn asks_verify(url: &str) -> bool {
+    let url = url.to_ascii_lowercase();
+    ["verify-ca", "verify-full", "verify_ca", "verify_full"]
+        .iter()
+        .any(|mode| url.contains(mode))
+        && url.contains("sslmode")
+}
 
 /// Where each host of the url leads (a `hostaddr` is where TCP goes).
 fn routes(config: &Config) -> Vec<Route> {
@@ -311,13 +334,11 @@ fn verified_tls(
     match (cert, key) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
-            check_private(key)?;
             let chain = CertificateDer::pem_file_iter(cert)
                 .map_err(|e| read_err("tls_cert", cert, &e))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| read_err("tls_cert", cert, &e))?;
-            let secret =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| read_err("tls_key", key, &e))?;
+            let secret = private_key(key)?;
             builder
                 .with_client_auth_cert(chain, secret)
                 .map_err(|e| invalid(format!("[store] tls_cert and tls_key do not match: {e}")))
@@ -328,15 +349,16 @@ fn verified_tls(
     }
 }
 
-/// A key file others can read is refused, not used.
-fn check_private(key: &Path) -> Result<(), StoreError> {
+/// The private key in `key`; a file others can read is refused, not
+/// used. Opened once: the mode checked is the one of the file read.
+fn private_key(key: &Path) -> Result<PrivateKeyDer<'static>, StoreError> {
+    let fail =
+        |e: &dyn std::fmt::Display| invalid(format!("[store] tls_key {}: {e}", key.display()));
+    let file = std::fs::File::open(key).map_err(|e| fail(&e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(key)
-            .map_err(|e| invalid(format!("[store] tls_key {}: {e}", key.display())))?
-            .permissions()
-            .mode();
+        let mode = file.metadata().map_err(|e| fail(&e))?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(invalid(format!(
                 "[store] tls_key {} is open to other users (mode {:o}): chmod 600 it",
@@ -345,9 +367,7 @@ fn check_private(key: &Path) -> Result<(), StoreError> {
             )));
         }
     }
-    #[cfg(not(unix))]
-    let _ = key;
-    Ok(())
+    PrivateKeyDer::from_pem_reader(std::io::BufReader::new(file)).map_err(|e| fail(&e))
 }
 
 /// A client config for connections that make no TLS request.
@@ -410,6 +430,19 @@ mod tests {
                 .is_some_and(|e| e.to_string().contains("sslmode=require")),
             "{e:?}"
         );
+        // libpq's verifying modes: tls_ca is how to verify.
+        for url in [
+            "host=db.example sslmode=verify-full",
+            "postgresql://hub:secret@db.example/tongbao?sslmode=verify-ca",
+        ] {
+            let e = plain(url, false).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("tls_ca")
+                    && e.contains("already verifies")
+                    && !e.contains("secret")),
+                "{url}: {e:?}"
+            );
+        }
         // A client certificate without TLS.
         let e = Database::new(
             "host=/run/postgresql",
@@ -447,6 +480,21 @@ mod tests {
         assert!(with_ca("host=/run/postgresql").contains("Unix socket"));
         assert!(with_ca("hostaddr=10.0.0.5").contains("host=NAME"));
         assert!(with_ca("host=db.example sslmode=disable").contains("sslmode=disable"));
+        let both = Database::new(
+            "host=db.example",
+            &TlsOptions {
+                ca: Some("/nonexistent/ca.pem".into()),
+                allow_plaintext: true,
+                ..TlsOptions::default()
+            },
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(
+            both.as_deref()
+                .is_some_and(|e| e.contains("allow_plaintext") && e.contains("contradict")),
+            "{both:?}"
+        );
         // Settings fine: the CA file is what is missing, and it is named.
         assert!(with_ca("host=db.example").contains("/nonexistent/ca.pem"));
     }
