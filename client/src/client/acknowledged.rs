@@ -150,7 +150,8 @@ impl Client {
         let mut first: Option<(u64, u64, String)> = None;
         loop {
             let known = self.acknowledged.size(channel);
-            let answer = self.repeat_while_plausible("push", &mut call).await?;
+            // Within this call's window: a pass never starts one anew.
+            let answer = self.repeat_until("push", deadline, &mut call).await?;
             let generation = self.live.generation();
             let hub = self.hub();
             let answered = positions(&answer);

@@ -307,7 +307,8 @@ impl Client {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            // Within this call's window: a pass never starts one anew.
+            let (cp, conn) = self.checkpoint_until(channel, deadline).await?;
             let generation = self.live.generation();
             let e = match prove(cp, conn).await {
                 Ok(proved) => return Ok(proved),
