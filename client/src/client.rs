@@ -17,6 +17,7 @@ mod subscription;
 pub use inbox::{AckOutcome, Page};
 pub use proofs::VerifiedCheckpoint;
 pub use push::PushReceipt;
+pub(crate) use push::position;
 pub(crate) use read::hub_read;
 pub use subscription::ProcessError;
 

@@ -84,13 +84,28 @@ impl Client {
         signed: pb::SignedMessage,
     ) -> Result<PushReceipt, ClientError> {
         let message_id = signed.message_id().to_string();
+        let channel = signed
+            .message
+            .as_ref()
+            .map(|m| m.sender.clone())
+            .unwrap_or_default();
         let request = pb::SubmitStepRequest { step: Some(signed) };
+        // A step is appended to this unit's channel: the behind rule holds.
         let r = self
-            .repeat_while_plausible("workflow step", || {
-                let mut workflow = self.workflow_rpc();
-                let request = request.clone();
-                async move { workflow.submit(request).await }
-            })
+            .push_not_behind(
+                &channel,
+                || {
+                    let mut workflow = self.workflow_rpc();
+                    let request = request.clone();
+                    async move { workflow.submit(request).await }
+                },
+                |r: &pb::SubmitStepResponse| {
+                    r.appended
+                        .iter()
+                        .map(|a| crate::client::position(a, &message_id))
+                        .collect()
+                },
+            )
             .await?
             .appended
             .unwrap_or_default();

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use tongbao_client::proto::pb;
 use tongbao_client::{Client, ClientConfig, ClientError};
 use tongbao_tests::{BoxError, HubProcess, TestHub, TestPki, TestResult, copy_dir, note};
 
@@ -485,6 +486,152 @@ async fn a_push_answered_below_what_was_acknowledged_is_passed_over_or_refused()
     behind.kill()?;
     next.kill()?;
     Ok(())
+}
+
+/// A behind replica keeps what it appended: a push it appended behind,
+/// sent to it again (through another address of the same hub, as to
+/// replicas sharing one database; with the other replica down; by the
+/// caller after the rollback), is answered `duplicate` at that position,
+/// and is refused as a rollback all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_answered_where_a_behind_replica_appended_it_is_refused() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let older = pki.path().join("data-behind");
+    let hub = HubProcess::start(&pki, HUB)?;
+    {
+        let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+        for i in 0..3 {
+            tax.push(note(&format!("n{i}")).to_units(["finance"]))
+                .await?;
+        }
+    }
+    hub.kill()?;
+    copy_dir(&data, &older)?;
+
+    // Two clients of tax see seqs 3 and 4, and 5, acknowledged.
+    let ahead = HubProcess::start(&pki, HUB)?;
+    let (one, two) = (Front::start().await?, Front::start().await?);
+    one.point_at(ahead.addr);
+    two.point_at(ahead.addr);
+    let window = |mut c: ClientConfig| {
+        c.push_retry_for = Duration::from_secs(1);
+        c
+    };
+    let shared = Client::connect(&window(config(
+        &pki,
+        "tax",
+        &[url(one.addr), url(two.addr)],
+    )?))
+    .await?;
+    let down =
+        Client::connect(&window(config(&pki, "tax", &[url(one.addr), dead_hub()?])?)).await?;
+    for i in 3..5 {
+        shared
+            .push(note(&format!("n{i}")).to_units(["finance"]))
+            .await?;
+    }
+    assert_eq!(down.push(note("n5").to_units(["finance"])).await?.seq, 5);
+
+    // Both addresses now lead to one hub on the older data.
+    ahead.kill()?;
+    let behind = HubProcess::start_on(&pki, HUB, &older)?;
+    one.point_at(behind.addr);
+    two.point_at(behind.addr);
+
+    // (a) Appended at 3, then answered as a repeat at 3 by the "other
+    // replica": a rollback, not a receipt.
+    let pushed = tokio::time::timeout(HANG, shared.push(note("n6").to_units(["finance"]))).await?;
+    rolled_back(pushed, 5, 4)?;
+
+    // (b) The other replica down: the same hub is asked again.
+    let signed = down.sign(note("n7").to_units(["finance"]))?;
+    let pushed = tokio::time::timeout(HANG, down.push_signed(signed.clone())).await?;
+    rolled_back(pushed, 6, 5)?;
+
+    // (c) The caller pushes the same message again after the rollback.
+    let again = tokio::time::timeout(HANG, down.push_signed(signed)).await?;
+    rolled_back(again, 6, 5)?;
+    behind.kill()?;
+    Ok(())
+}
+
+/// Workflow steps and receipts are appended to the unit's channel as
+/// pushes are: their positions count as acknowledged, and one appended
+/// below what was acknowledged is refused as a rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_and_receipts_are_held_to_the_behind_rule() -> TestResult {
+    let pki = TestPki::generate()?;
+    let data = pki.path().join("data");
+    let older = pki.path().join("data-behind");
+    let hub = HubProcess::start(&pki, HUB)?;
+    let pin = {
+        let tax = Client::connect(&pki.unit_config("tax", hub.addr)?).await?;
+        for i in 0..3 {
+            tax.push(note(&format!("n{i}")).to_units(["finance"]))
+                .await?;
+        }
+        let finance = Client::connect(&pki.unit_config("finance", hub.addr)?).await?;
+        let r = finance.push(note("for tax").to_units(["tax"])).await?;
+        pb::EntryPin {
+            channel: r.channel,
+            seq: r.seq,
+            leaf_hash: r.leaf_hash,
+        }
+    };
+    hub.kill()?;
+    copy_dir(&data, &older)?;
+
+    // Only a receipt (3) and two steps (4, 5) acknowledged to this client.
+    let ahead = HubProcess::start(&pki, HUB)?;
+    let front = Front::start().await?;
+    front.point_at(ahead.addr);
+    let tax = Client::connect(&config(&pki, "tax", &[url(front.addr)])?).await?;
+    let receipt = tax.sign_receipt(vec![pin])?;
+    let acked = tax.ack_signed(receipt.clone()).await?;
+    assert_eq!(acked.receipt.map(|r| r.1), Some(3));
+    let fund = ["fund-supervision".to_string()];
+    let liaison = || {
+        tax.report_liaison(
+            &fund,
+            pb::LiaisonChange {
+                name: "Li Ming".into(),
+                title: "Chief".into(),
+                contact: "0351-1".into(),
+            },
+        )
+    };
+    for seq in [4, 5] {
+        assert_eq!(liaison().await?.seq, seq);
+    }
+
+    ahead.kill()?;
+    let behind = HubProcess::start_on(&pki, HUB, &older)?;
+    front.point_at(behind.addr);
+    let pushed = tax.push(note("n3").to_units(["finance"])).await;
+    rolled_back(pushed, 6, 4)?;
+    rolled_back(tax.ack_signed(receipt).await, 6, 5)?;
+    rolled_back(liaison().await, 6, 6)?;
+    behind.kill()?;
+    Ok(())
+}
+
+/// `r` is a rollback from `trusted` entries to `served`.
+fn rolled_back<T: std::fmt::Debug>(
+    r: Result<T, ClientError>,
+    trusted: u64,
+    served: u64,
+) -> TestResult {
+    match r {
+        Err(ClientError::Rollback {
+            trusted_size,
+            served_size,
+            ..
+        }) if (trusted_size, served_size) == (trusted, served) => Ok(()),
+        other => {
+            Err(format!("expected a rollback from {trusted} to {served}, got {other:?}").into())
+        }
+    }
 }
 
 fn expect_rollback<T: std::fmt::Debug>(r: Result<T, ClientError>) -> TestResult {

@@ -64,10 +64,20 @@ impl Client {
         channel: &str,
     ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        self.checkpoint_until(channel, deadline).await
+    }
+
+    /// [`Client::checkpoint_with_conn`] within the window of a caller
+    /// that repeats it (ending at `deadline`), not a window of its own.
+    pub(super) async fn checkpoint_until(
+        &self,
+        channel: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
         // Between rounds: 100 ms doubling to a second, as for calls.
         let mut wait = FIRST_BACKOFF;
         loop {
-            let (note, conn) = self.current_checkpoint(channel).await?;
+            let (note, conn) = self.current_checkpoint(channel, deadline).await?;
             let behind = match self.accept_checkpoint(&conn, channel, note).await {
                 Ok(Served::Accepted(cp)) => return Ok((cp, conn)),
                 Ok(Served::Behind(behind)) => behind,
@@ -103,11 +113,11 @@ impl Client {
         &self,
         channel: &str,
         seq: u64,
+        deadline: std::time::Instant,
     ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
-        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut wait = FIRST_BACKOFF;
         loop {
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
+            let (cp, conn) = self.checkpoint_until(channel, deadline).await?;
             if cp.size > seq || std::time::Instant::now() >= deadline {
                 return Ok((cp, conn));
             }
@@ -124,11 +134,15 @@ impl Client {
 
     /// The hub in use's latest checkpoint note of `channel`, and the
     /// connection that served it (after a failover, the new one's).
-    async fn current_checkpoint(&self, channel: &str) -> Result<(String, Arc<Conn>), ClientError> {
+    async fn current_checkpoint(
+        &self,
+        channel: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(String, Arc<Conn>), ClientError> {
         let request = pb::GetCheckpointRequest {
             channel: channel.to_string(),
         };
-        self.read(move |conn| {
+        self.read_until(deadline, move |conn| {
             let mut log = conn.log.clone();
             let request = request.clone();
             async move {

@@ -1,6 +1,7 @@
 //! Reading the inbox a page at a time, verifying what the hub delivers,
 //! and acknowledging it with signed receipts.
 
+use super::acknowledged::Position;
 use super::hub_read;
 use super::{Client, describe_validity, new_message_id};
 use crate::verify::{Claimed, VerifiedEntry, signing_key_of, verify_entry};
@@ -187,12 +188,30 @@ impl Client {
         let request = pb::AcknowledgeRequest {
             receipt: Some(signed),
         };
+        let message_id = request
+            .receipt
+            .as_ref()
+            .map(|r| r.message_id().to_string())
+            .unwrap_or_default();
+        let channel = request
+            .receipt
+            .as_ref()
+            .and_then(|r| r.message.as_ref())
+            .map(|m| m.sender.clone())
+            .unwrap_or_default();
+        // A receipt is appended to this unit's channel: the behind rule
+        // holds. A repeat is answered at its first position with nothing
+        // newly acknowledged; a new receipt always acknowledges something.
         let r = self
-            .repeat_while_plausible("acknowledge", || {
-                let mut rpc = self.rpc();
-                let request = request.clone();
-                async move { rpc.acknowledge(request).await }
-            })
+            .push_not_behind(
+                &channel,
+                || {
+                    let mut rpc = self.rpc();
+                    let request = request.clone();
+                    async move { rpc.acknowledge(request).await }
+                },
+                |r: &pb::AcknowledgeResponse| receipt_position(r, &message_id),
+            )
             .await?;
         Ok(AckOutcome {
             receipt: (!r.channel.is_empty()).then_some((r.channel, r.seq, r.leaf_hash)),
@@ -222,4 +241,18 @@ impl Client {
         message.acknowledgement = Some(pb::Acknowledgement { entries: pins });
         Ok(signer.sign_message(message))
     }
+}
+
+/// Where a receipt was appended, if it was (none when every entry had
+/// been acknowledged before).
+fn receipt_position(r: &pb::AcknowledgeResponse, message_id: &str) -> Vec<Position> {
+    if r.channel.is_empty() {
+        return Vec::new();
+    }
+    vec![Position {
+        channel: r.channel.clone(),
+        seq: r.seq,
+        duplicate: r.newly_acknowledged == 0,
+        message_id: message_id.to_string(),
+    }]
 }

@@ -10,6 +10,7 @@ use crate::ClientError;
 use crate::trust::{TrustState, keep_evidence};
 use crate::verify::VerifiedEntry;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
 use tongbao_proto::merkle::{check_record, check_records, check_tree};
 use tongbao_proto::{now_micros, pb};
@@ -74,8 +75,9 @@ impl Client {
             // one that covers every leaf.
             let last = leaves.last().map_or(0, |l| l.0);
             let leaves = &leaves;
+            let proven = &AtomicUsize::new(0);
             self.with_checkpoint(channel, last, |cp, conn| {
-                prove_leaves(cp, conn, channel, leaves)
+                prove_leaves(cp, conn, channel, leaves, proven)
             })
             .await?;
         }
@@ -293,8 +295,8 @@ impl Client {
     /// Runs `prove` with a verified checkpoint of `channel` covering entry
     /// `covering` (waited for, see [`Client::checkpoint_covering`]) and
     /// the connection of the replica that served it (proofs must come from
-    /// there), as reads are made: each attempt waits [`ATTEMPT_TIMEOUT`]
-    /// at most, and one interrupted (the replica gone or silent between
+    /// there), as reads are made: each call of `prove` waits
+    /// [`ATTEMPT_TIMEOUT`] at most (see [`attempt`]), and an attempt interrupted (the replica gone or silent between
     /// the checkpoint and its proof, a takeover) is made again, checkpoint
     /// and all, on the replica in use then, for up to the retry window.
     /// With a single hub it fails as the call did.
@@ -311,16 +313,14 @@ impl Client {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let (cp, conn) = self.checkpoint_covering(channel, covering).await?;
+            // Within this call's window: a pass never starts one anew.
+            let (cp, conn) = self
+                .checkpoint_covering(channel, covering, deadline)
+                .await?;
             let generation = self.live.generation();
-            let hub = conn.url.clone();
-            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, prove(cp, conn)).await {
-                Ok(Ok(proved)) => return Ok(proved),
-                Ok(Err(e)) => e,
-                Err(_) => ClientError::Connect {
-                    hub,
-                    reason: format!("no inclusion proof within {ATTEMPT_TIMEOUT:?}"),
-                },
+            let e = match prove(cp, conn).await {
+                Ok(proved) => return Ok(proved),
+                Err(e) => e,
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if self.live.hubs.len() < 2 || !e.is_transient() || left.is_zero() {
@@ -352,17 +352,18 @@ async fn prove_entry(
             cp.size
         )));
     }
-    let proof = conn
-        .log
-        .clone()
-        .get_inclusion_proof(pb::GetInclusionProofRequest {
-            channel: entry.channel().to_string(),
-            seq: entry.seq(),
-            tree_size: cp.size,
-        })
-        .await?
-        .into_inner()
-        .proof;
+    let request = pb::GetInclusionProofRequest {
+        channel: entry.channel().to_string(),
+        seq: entry.seq(),
+        tree_size: cp.size,
+    };
+    let proof = attempt(
+        &conn,
+        "inclusion proof",
+        conn.log.clone().get_inclusion_proof(request),
+    )
+    .await?
+    .proof;
     let proof = proof_hashes(proof, entry.channel(), entry.seq())?;
     check_record(&proof, cp.size, &cp.root, entry.seq(), &entry.leaf_hash).map_err(|e| {
         fail(format!(
@@ -375,60 +376,119 @@ async fn prove_entry(
 
 /// Checks `leaves` (position, leaf hash; sorted, each position once) of
 /// `channel` against `cp` with multiproofs from the replica of `conn`,
-/// which served it.
+/// which served it, one call per [`MAX_LEAVES_PER_CALL`] leaves, each
+/// timed on its own. `proven` counts the leaves proven so far, kept
+/// across attempts: a later checkpoint is consistent with the earlier
+/// ones, so what one included the next does too.
+///
+/// [`MAX_LEAVES_PER_CALL`]: tongbao_proto::merkle::MAX_LEAVES_PER_CALL
 async fn prove_leaves(
     cp: VerifiedCheckpoint,
     conn: Arc<Conn>,
     channel: &str,
     leaves: &[(u64, tongbao_proto::Hash)],
+    proven: &AtomicUsize,
 ) -> Result<(), ClientError> {
-    for chunk in leaves.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
-        let r = conn
-            .log
-            .clone()
-            .get_inclusion_proofs(pb::GetInclusionProofsRequest {
-                channel: channel.to_string(),
-                seqs: chunk.iter().map(|e| e.0).collect(),
-                tree_size: cp.size,
-                multiproof: true,
-            })
-            .await?
-            .into_inner();
-        let (first, last) = match (chunk.first(), chunk.last()) {
-            (Some(f), Some(l)) => (f.0, l.0),
-            _ => continue,
-        };
-        let fail = |why: String| ClientError::Integrity {
+    prove_in_chunks(&conn.url, leaves, proven, |chunk| {
+        let request = pb::GetInclusionProofsRequest {
             channel: channel.to_string(),
-            seq: first,
-            reason: format!(
-                "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
-                cp.size,
-                chunk.len(),
-            ),
+            seqs: chunk.iter().map(|e| e.0).collect(),
+            tree_size: cp.size,
+            multiproof: true,
         };
-        let to_hashes = |v: Vec<Vec<u8>>| {
-            v.into_iter()
-                .map(tongbao_proto::Hash::try_from)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| fail("a proof hash is not 32 bytes".into()))
-        };
-        // A hub without multiproofs ignores the flag and answers
-        // one audit path per seq: check those instead.
-        if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
-            for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
-                if p.seq != seq {
-                    return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
-                }
-                check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
-                    .map_err(|e| fail(format!("seq {seq}: {e}")))?;
-            }
-            continue;
+        let (cp, mut log) = (&cp, conn.log.clone());
+        async move {
+            let r = log.get_inclusion_proofs(request).await?.into_inner();
+            check_chunk(cp, channel, chunk, r)
         }
-        check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
-            .map_err(|e| fail(e.to_string()))?;
+    })
+    .await
+}
+
+/// Runs `prove` on the chunks of `leaves` after the first `proven`,
+/// counting each one proven; each waits [`ATTEMPT_TIMEOUT`] at most for
+/// `hub`'s answer.
+async fn prove_in_chunks<'a, F, Fut>(
+    hub: &str,
+    leaves: &'a [(u64, tongbao_proto::Hash)],
+    proven: &AtomicUsize,
+    mut prove: F,
+) -> Result<(), ClientError>
+where
+    F: FnMut(&'a [(u64, tongbao_proto::Hash)]) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let rest = leaves
+        .get(proven.load(Ordering::Relaxed)..)
+        .unwrap_or_default();
+    for chunk in rest.chunks(tongbao_proto::merkle::MAX_LEAVES_PER_CALL) {
+        tokio::time::timeout(ATTEMPT_TIMEOUT, prove(chunk))
+            .await
+            .map_err(|_| ClientError::Connect {
+                hub: hub.to_string(),
+                reason: format!("no inclusion proofs within {ATTEMPT_TIMEOUT:?}"),
+            })??;
+        proven.fetch_add(chunk.len(), Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Checks the hub's answer `r` for one chunk of leaves against `cp`.
+fn check_chunk(
+    cp: &VerifiedCheckpoint,
+    channel: &str,
+    chunk: &[(u64, tongbao_proto::Hash)],
+    r: pb::GetInclusionProofsResponse,
+) -> Result<(), ClientError> {
+    let (first, last) = match (chunk.first(), chunk.last()) {
+        (Some(f), Some(l)) => (f.0, l.0),
+        _ => return Ok(()),
+    };
+    let fail = |why: String| ClientError::Integrity {
+        channel: channel.to_string(),
+        seq: first,
+        reason: format!(
+            "not included in the verified checkpoint of size {} (one multiproof for {} entries, seqs {first}..={last}): {why}",
+            cp.size,
+            chunk.len(),
+        ),
+    };
+    let to_hashes = |v: Vec<Vec<u8>>| {
+        v.into_iter()
+            .map(tongbao_proto::Hash::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| fail("a proof hash is not 32 bytes".into()))
+    };
+    // A hub without multiproofs ignores the flag and answers
+    // one audit path per seq: check those instead.
+    if r.multiproof.is_empty() && r.proofs.len() == chunk.len() {
+        for (&(seq, leaf), p) in chunk.iter().zip(r.proofs) {
+            if p.seq != seq {
+                return Err(fail(format!("asked for seq {seq}, got {}", p.seq)));
+            }
+            check_record(&to_hashes(p.proof)?, cp.size, &cp.root, seq, &leaf)
+                .map_err(|e| fail(format!("seq {seq}: {e}")))?;
+        }
+        return Ok(());
+    }
+    check_records(&to_hashes(r.multiproof)?, cp.size, &cp.root, chunk)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// `call` to the replica of `conn`, waiting [`ATTEMPT_TIMEOUT`] at most
+/// for its answer: a silent replica counts as an interrupted attempt.
+async fn attempt<T>(
+    conn: &Conn,
+    what: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?.into_inner()),
+        Err(_) => Err(ClientError::Connect {
+            hub: conn.url.clone(),
+            reason: format!("no {what} within {ATTEMPT_TIMEOUT:?}"),
+        }),
+    }
 }
 
 /// The hashes of an inclusion proof, each 32 bytes.
@@ -472,4 +532,62 @@ async fn consistency_proof(
     .into_inner()
     .proof;
     Ok(proof.into_iter().map(|h| h.try_into().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<(u64, tongbao_proto::Hash)> {
+        (0..n as u64).map(|i| (i, [0; 32])).collect()
+    }
+
+    /// The first seq of each chunk `prove_in_chunks` asked for, each
+    /// answered after `answer_in` (never, for seq `silent`).
+    async fn asked_for(
+        all: &[(u64, tongbao_proto::Hash)],
+        proven: &AtomicUsize,
+        answer_in: std::time::Duration,
+        silent: Option<u64>,
+    ) -> (Result<(), ClientError>, Vec<u64>) {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let r = prove_in_chunks("https://h", all, proven, |chunk| {
+            let first = chunk.first().map_or(0, |e| e.0);
+            if let Ok(mut a) = asked.lock() {
+                a.push(first);
+            }
+            async move {
+                if silent == Some(first) {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(answer_in).await;
+                Ok(())
+            }
+        })
+        .await;
+        (r, asked.into_inner().unwrap_or_default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_chunk_is_timed_alone_and_proven_chunks_are_kept() {
+        let max = tongbao_proto::merkle::MAX_LEAVES_PER_CALL;
+        let all = leaves(3 * max + 1);
+        let proven = AtomicUsize::new(0);
+        // Each chunk answered in most of an attempt's time: together far
+        // longer than one attempt, and proven all the same.
+        let slow = ATTEMPT_TIMEOUT * 3 / 4;
+        let (r, asked) = asked_for(&all[..2 * max], &proven, slow, None).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(asked, [0, max as u64]);
+        // A silent replica at the fourth chunk: the three before are kept.
+        let (r, asked) = asked_for(&all, &proven, slow, Some(3 * max as u64)).await;
+        assert!(matches!(r, Err(ClientError::Connect { .. })), "{r:?}");
+        assert_eq!(asked, [2 * max as u64, 3 * max as u64]);
+        assert_eq!(proven.load(Ordering::Relaxed), 3 * max);
+        // Asked again: only what is left.
+        let (r, asked) = asked_for(&all, &proven, slow, None).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(asked, [3 * max as u64]);
+        assert_eq!(proven.load(Ordering::Relaxed), all.len());
+    }
 }

@@ -150,6 +150,7 @@ impl Client {
 
     async fn push_call(&self, signed: pb::SignedMessage) -> Result<pb::PushResponse, ClientError> {
         let channel = sender(&signed);
+        let message_id = signed.message_id().to_string();
         let request = pb::PushRequest {
             message: Some(signed),
         };
@@ -160,7 +161,7 @@ impl Client {
                 let request = request.clone();
                 async move { rpc.push(request).await }
             },
-            |r: &pb::PushResponse| vec![position(r)],
+            |r: &pb::PushResponse| vec![position(r, &message_id)],
         )
         .await
     }
@@ -172,6 +173,11 @@ impl Client {
         channel: &str,
         request: pb::PushBatchRequest,
     ) -> Result<pb::PushBatchResponse, ClientError> {
+        let ids: Vec<String> = request
+            .messages
+            .iter()
+            .map(|m| m.message_id().to_string())
+            .collect();
         self.push_not_behind(
             channel,
             || {
@@ -182,8 +188,9 @@ impl Client {
             |r: &pb::PushBatchResponse| {
                 r.results
                     .iter()
-                    .filter(|result| result.code == 0)
-                    .filter_map(|result| result.response.as_ref().map(position))
+                    .zip(&ids)
+                    .filter(|(result, _)| result.code == 0)
+                    .filter_map(|(result, id)| result.response.as_ref().map(|r| position(r, id)))
                     .collect()
             },
         )
@@ -319,12 +326,13 @@ fn sender(signed: &pb::SignedMessage) -> String {
         .unwrap_or_default()
 }
 
-/// Where a push was appended, as the hub answered.
-fn position(r: &pb::PushResponse) -> Position {
+/// Where the push of `message_id` was appended, as the hub answered.
+pub(crate) fn position(r: &pb::PushResponse, message_id: &str) -> Position {
     Position {
         channel: r.channel.clone(),
         seq: r.seq,
         duplicate: r.duplicate,
+        message_id: message_id.to_string(),
     }
 }
 

@@ -33,12 +33,26 @@ impl Client {
     /// Makes a read on the hub in use, and again on another replica after
     /// a failover; `call` gets the connection to call through. Each
     /// attempt waits [`ATTEMPT_TIMEOUT`] at most for its answer.
-    pub(crate) async fn read<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    pub(crate) async fn read<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
         F: FnMut(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        self.read_until(deadline, call).await
+    }
+
+    /// [`Client::read`] within the window of a caller that repeats it
+    /// (ending at `deadline`), not a window of its own.
+    pub(super) async fn read_until<T, F, Fut>(
+        &self,
+        deadline: std::time::Instant,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(Arc<Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut backoff = FIRST_BACKOFF;
         // Why no hub could be used, after the last round that found none.
         let mut unreachable = None;

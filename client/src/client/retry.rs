@@ -142,23 +142,24 @@ impl Client {
     }
 
     /// Runs an idempotent call, repeating it across interruptions,
-    /// reconnects and failovers for up to `push_retry_for`, waiting 100 ms
+    /// reconnects and failovers until `deadline` (the end of the caller's
+    /// retry window, `push_retry_for` from its start), waiting 100 ms
     /// doubling to 1 s between attempts: on the hub in use, or on the
     /// replica the client failed over to. A standby's refusal of a write
     /// sends it at once to the next replica, without a wait (up to one
     /// round of them; then it is a takeover, waited out as one). With several hubs, a moment when
     /// none accepts connections (a takeover) is waited out the same way;
     /// with a single hub that does not accept connections, fails at once.
-    pub(crate) async fn repeat_while_plausible<T, F, Fut>(
+    pub(super) async fn repeat_until<T, F, Fut>(
         &self,
         what: &'static str,
+        deadline: std::time::Instant,
         mut call: F,
     ) -> Result<T, ClientError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut backoff = FIRST_BACKOFF;
         // Why no hub could be used, after the last round that found none.
         let mut unreachable = None;

@@ -18,7 +18,7 @@
 
 use super::db;
 use super::read::query;
-use super::tls::Database;
+use super::tls::{ConnectFailure, Database};
 use crate::store::StoreError;
 use deadpool_postgres::GenericClient;
 use futures::StreamExt;
@@ -185,7 +185,17 @@ async fn connect(
     config: &Config,
     database: &Database,
 ) -> Result<(Client, Arc<Shared>), StoreError> {
-    let (client, mut connection) = database.connect(config, CONNECT_WAIT).await?;
+    connect_or_why(config, database)
+        .await
+        .map_err(StoreError::from)
+}
+
+/// [`connect`], saying whether waiting could help.
+async fn connect_or_why(
+    config: &Config,
+    database: &Database,
+) -> Result<(Client, Arc<Shared>), ConnectFailure> {
+    let (client, mut connection) = database.try_connect(config, CONNECT_WAIT).await?;
     let shared = Arc::new(Shared::default());
     let watcher = shared.clone();
     tokio::spawn(async move {
@@ -200,10 +210,11 @@ async fn connect(
         };
         watcher.connection_lost(why);
     });
+    // Connected: a failure now is the connection's, not the settings'.
     client
         .batch_execute(&format!("LISTEN {RELEASED}"))
         .await
-        .map_err(db)?;
+        .map_err(|e| ConnectFailure::Unreachable(db(e)))?;
     Ok((client, shared))
 }
 
@@ -238,11 +249,18 @@ impl Lease {
     }
 
     /// Takes the lease if it is free now; None when another hub holds it
-    /// or the database cannot be reached (a standby then waits).
+    /// or the database cannot be reached (a standby then waits). Settings
+    /// that cannot work (TLS refused, a bad url, authentication refused)
+    /// fail here, so that a replica's start fails on them.
     pub async fn try_now(database: &Database) -> Result<Option<Self>, StoreError> {
         let config = lease_config(database);
-        let Ok((client, shared)) = connect(&config, database).await else {
-            return Ok(None);
+        let (client, shared) = match connect_or_why(&config, database).await {
+            Ok(connected) => connected,
+            Err(ConnectFailure::Unreachable(e)) => {
+                tracing::debug!(error = %e, "the database cannot be reached yet");
+                return Ok(None);
+            }
+            Err(ConnectFailure::Refused(e)) => return Err(e),
         };
         let lease = Self {
             client: Arc::new(client),

@@ -73,12 +73,25 @@ impl Database {
     /// cannot be checked (see the module's rule).
     pub fn new(url: &str, tls: &TlsOptions) -> Result<Self, StoreError> {
         let mut config: Config = url.parse().map_err(|e| {
+            if asks_verify(url) {
+                return invalid(
+                    "[store] url says sslmode=verify-ca or verify-full, which the driver does \
+                     not take: with tls_ca every connection already verifies the server's \
+                     chain and host name; drop sslmode from url (or say require)",
+                );
+            }
             invalid(format!(
                 "[store] url is not a PostgreSQL connection string: {e}"
             ))
         })?;
         let routes = routes(&config);
         let connector = match &tls.ca {
+            Some(_) if tls.allow_plaintext => {
+                return Err(invalid(
+                    "[store] allow_plaintext = true and tls_ca contradict each other: with \
+                     tls_ca every connection is TLS; drop allow_plaintext",
+                ));
+            }
             Some(ca) => {
                 check_verifiable(&config, &routes)?;
                 config.ssl_mode(SslMode::Require);
@@ -120,20 +133,89 @@ impl Database {
         config: &Config,
         within: std::time::Duration,
     ) -> Result<(Client, Connection<Socket, TlsStream>), StoreError> {
-        tokio::time::timeout(within, config.connect(self.connector()))
+        self.try_connect(config, within)
             .await
-            .map_err(|_| {
-                invalid(format!(
-                    "PostgreSQL: no answer within {} s (connection, TLS handshake or start-up)",
-                    within.as_secs()
-                ))
-            })?
-            .map_err(super::db)
+            .map_err(StoreError::from)
     }
+
+    /// As [`Database::connect`], saying whether waiting could help.
+    pub async fn try_connect(
+        &self,
+        config: &Config,
+        within: std::time::Duration,
+    ) -> Result<(Client, Connection<Socket, TlsStream>), ConnectFailure> {
+        match tokio::time::timeout(within, config.connect(self.connector())).await {
+            Ok(Ok(connected)) => Ok(connected),
+            Ok(Err(e)) if unreachable(&e) => Err(ConnectFailure::Unreachable(super::db(e))),
+            Ok(Err(e)) => Err(ConnectFailure::Refused(super::db(e))),
+            Err(_) => Err(ConnectFailure::Unreachable(invalid(format!(
+                "PostgreSQL: no answer within {} s (connection, TLS handshake or start-up)",
+                within.as_secs()
+            )))),
+        }
+    }
+}
+
+/// Why a connection to the database was not made.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// The server is not there yet (connection refused, reset or timed
+    /// out, no answer, starting up): worth waiting on.
+    Unreachable(StoreError),
+    /// It answered and refused, or the settings are wrong (TLS, the url,
+    /// authentication): waiting cannot help.
+    Refused(StoreError),
+}
+
+impl From<ConnectFailure> for StoreError {
+    fn from(f: ConnectFailure) -> Self {
+        match f {
+            ConnectFailure::Unreachable(e) | ConnectFailure::Refused(e) => e,
+        }
+    }
+}
+
+/// Whether `e` says the server could not be reached (an I/O failure, or
+/// a server not taking connections yet) rather than refused this client.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(server) = c.downcast_ref::<tokio_postgres::error::DbError>() {
+            let code = server.code().code();
+            // Connection exceptions, starting up or shutting down, full.
+            return code.starts_with("08") || matches!(code, "57P01" | "57P03" | "53300");
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            // A TLS failure (a certificate, a name, an alert) comes as
+            // invalid data; a socket that may not be opened is a setting.
+            let tls = io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>());
+            return !tls
+                && !matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData
+                        | std::io::ErrorKind::InvalidInput
+                        | std::io::ErrorKind::PermissionDenied
+                );
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The stream of a connection (TLS, or the socket as it is).
 pub type TlsStream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+/// Whether `url` asks for `sslmode=verify-ca` or `verify-full` (libpq's
+/// verifying modes, which the driver's parser refuses).
+fn asks_verify(url: &str) -> bool {
+    let url = url.to_ascii_lowercase();
+    ["verify-ca", "verify-full", "verify_ca", "verify_full"]
+        .iter()
+        .any(|mode| url.contains(mode))
+        && url.contains("sslmode")
+}
 
 /// Where each host of the url leads (a `hostaddr` is where TCP goes).
 fn routes(config: &Config) -> Vec<Route> {
@@ -252,13 +334,11 @@ fn verified_tls(
     match (cert, key) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
-            check_private(key)?;
             let chain = CertificateDer::pem_file_iter(cert)
                 .map_err(|e| read_err("tls_cert", cert, &e))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| read_err("tls_cert", cert, &e))?;
-            let secret =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| read_err("tls_key", key, &e))?;
+            let secret = private_key(key)?;
             builder
                 .with_client_auth_cert(chain, secret)
                 .map_err(|e| invalid(format!("[store] tls_cert and tls_key do not match: {e}")))
@@ -269,15 +349,16 @@ fn verified_tls(
     }
 }
 
-/// A key file others can read is refused, not used.
-fn check_private(key: &Path) -> Result<(), StoreError> {
+/// The private key in `key`; a file others can read is refused, not
+/// used. Opened once: the mode checked is the one of the file read.
+fn private_key(key: &Path) -> Result<PrivateKeyDer<'static>, StoreError> {
+    let fail =
+        |e: &dyn std::fmt::Display| invalid(format!("[store] tls_key {}: {e}", key.display()));
+    let file = std::fs::File::open(key).map_err(|e| fail(&e))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(key)
-            .map_err(|e| invalid(format!("[store] tls_key {}: {e}", key.display())))?
-            .permissions()
-            .mode();
+        let mode = file.metadata().map_err(|e| fail(&e))?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(invalid(format!(
                 "[store] tls_key {} is open to other users (mode {:o}): chmod 600 it",
@@ -286,9 +367,7 @@ fn check_private(key: &Path) -> Result<(), StoreError> {
             )));
         }
     }
-    #[cfg(not(unix))]
-    let _ = key;
-    Ok(())
+    PrivateKeyDer::from_pem_reader(std::io::BufReader::new(file)).map_err(|e| fail(&e))
 }
 
 /// A client config for connections that make no TLS request.
@@ -351,6 +430,19 @@ mod tests {
                 .is_some_and(|e| e.to_string().contains("sslmode=require")),
             "{e:?}"
         );
+        // libpq's verifying modes: tls_ca is how to verify.
+        for url in [
+            "host=db.example sslmode=verify-full",
+            "postgresql://hub:secret@db.example/tongbao?sslmode=verify-ca",
+        ] {
+            let e = plain(url, false).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("tls_ca")
+                    && e.contains("already verifies")
+                    && !e.contains("secret")),
+                "{url}: {e:?}"
+            );
+        }
         // A client certificate without TLS.
         let e = Database::new(
             "host=/run/postgresql",
@@ -388,6 +480,21 @@ mod tests {
         assert!(with_ca("host=/run/postgresql").contains("Unix socket"));
         assert!(with_ca("hostaddr=10.0.0.5").contains("host=NAME"));
         assert!(with_ca("host=db.example sslmode=disable").contains("sslmode=disable"));
+        let both = Database::new(
+            "host=db.example",
+            &TlsOptions {
+                ca: Some("/nonexistent/ca.pem".into()),
+                allow_plaintext: true,
+                ..TlsOptions::default()
+            },
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(
+            both.as_deref()
+                .is_some_and(|e| e.contains("allow_plaintext") && e.contains("contradict")),
+            "{both:?}"
+        );
         // Settings fine: the CA file is what is missing, and it is named.
         assert!(with_ca("host=db.example").contains("/nonexistent/ca.pem"));
     }

@@ -464,3 +464,51 @@ fn a_server_that_accepts_and_never_answers_is_reported_not_waited_on() -> TestRe
     let _ = server.join();
     Ok(())
 }
+
+#[test]
+fn a_replica_whose_tls_cannot_work_fails_its_start() -> TestResult {
+    let Some(cluster) = Cluster::start()? else {
+        return Ok(());
+    };
+    let try_now = |db: Database| {
+        block(async move {
+            super::lease::Lease::try_now(&db)
+                .await
+                .map(|lease| lease.is_some())
+        })
+    };
+    // A CA that did not sign the server's certificate, and a name the
+    // certificate does not hold: the start fails, saying why.
+    let other = Pki::new("another CA")?;
+    let wrong_ca = cluster.file("wrong-ca.pem", &other.ca_pem, 0o644)?;
+    let untrusted = Database::new(&cluster.url("localhost", "postgres"), &with_ca(&wrong_ca))?;
+    let e = try_now(untrusted).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("UnknownIssuer")),
+        "{e:?}"
+    );
+    let ca = cluster.file("client-ca.pem", &cluster.pki.ca_pem, 0o644)?;
+    let wrong_name = Database::new(&cluster.url("127.0.0.1", "postgres"), &with_ca(&ca))?;
+    let e = try_now(wrong_name).err().map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("certificate")),
+        "{e:?}"
+    );
+    // An unknown role: refused by the server, not waited on.
+    let nobody = Database::new(&cluster.url("localhost", "nobody"), &with_ca(&ca))?;
+    assert!(try_now(nobody).is_err(), "authentication refused");
+    // Settings that work: the lease. A server not there (yet): waited on.
+    assert!(try_now(Database::new(
+        &cluster.url("localhost", "postgres"),
+        &with_ca(&ca)
+    )?)?);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let gone = Database::new(
+        &format!("host=localhost hostaddr=127.0.0.1 port={closed} user=postgres"),
+        &with_ca(&ca),
+    )?;
+    assert!(!try_now(gone)?, "a database not reachable yet is waited on");
+    Ok(())
+}
