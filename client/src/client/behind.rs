@@ -64,6 +64,15 @@ impl Client {
         channel: &str,
     ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
+        self.checkpoint_until(channel, deadline).await
+    }
+
+    /// As [`Client::checkpoint_with_conn`], within `deadline`.
+    async fn checkpoint_until(
+        &self,
+        channel: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(VerifiedCheckpoint, Arc<Conn>), ClientError> {
         // Between rounds: 100 ms doubling to a second, as for calls.
         let mut wait = FIRST_BACKOFF;
         loop {
@@ -96,9 +105,11 @@ impl Client {
 
     /// As [`Client::checkpoint_with_conn`], of a size that covers entry
     /// `seq`: a standby serves only what the leader signed, so after a
-    /// failover it may not cover yet what the leader delivered; it is asked
-    /// again (100 ms doubling to a second) until it does or the retry
-    /// window ends (then the checkpoint as it is, and the proof refused).
+    /// failover it may not cover yet what the leader delivered; with
+    /// several hubs it is asked again (100 ms doubling to a second) until
+    /// it does or the one retry window ends (then the checkpoint as it is,
+    /// and the proof refused). With a single hub there is no standby to
+    /// wait for: the checkpoint is returned at once.
     pub(super) async fn checkpoint_covering(
         &self,
         channel: &str,
@@ -107,8 +118,9 @@ impl Client {
         let deadline = std::time::Instant::now() + self.live.config.push_retry_for;
         let mut wait = FIRST_BACKOFF;
         loop {
-            let (cp, conn) = self.checkpoint_with_conn(channel).await?;
-            if cp.size > seq || std::time::Instant::now() >= deadline {
+            let (cp, conn) = self.checkpoint_until(channel, deadline).await?;
+            let may_be_standby = self.live.hubs.len() > 1;
+            if cp.size > seq || !may_be_standby || std::time::Instant::now() >= deadline {
                 return Ok((cp, conn));
             }
             tracing::debug!(hub = %conn.url, channel, size = cp.size, seq, "the replica has not signed this entry yet; asking again");
