@@ -81,12 +81,21 @@ pub(crate) async fn subscribers_that_do_not_read_never_hold_up_a_takeover() -> T
         return Ok(());
     };
     let (a, mut b, leader, standby) = pair_with(&pki, &[]).await?;
-    // More than a stream's buffer and its HTTP/2 window hold.
-    let pushed = push_some(&pki, "tax", leader, 300).await?;
-    let want = pushed.len();
+    // More than a stream's buffer and its HTTP/2 windows hold.
+    let tax = Client::connect(&config(pki.path(), "tax", leader)?).await?;
+    let body = "x".repeat(200_000);
+    let mut pushed = Vec::new();
+    for i in 0..40 {
+        let draft =
+            tongbao_client::Draft::new(pb::Kind::Notification, &format!("large {i}"), body.clone());
+        pushed.push(tax.push(draft.to_units([RECIPIENT])).await?);
+    }
+    // The last one, alone (all of them exceed a response's size).
+    let last = pushed.len() as u64 - 1;
+    let reader = Client::connect(&config(pki.path(), RECIPIENT, standby)?).await?;
     wait_until(HANG, "the standby serves every push", || {
-        let pki = &pki;
-        async move { Ok(inbox(pki, standby).await?.len() == want) }
+        let reader = reader.clone();
+        async move { Ok(reader.pull(last, 1).await?.entries.len() == 1) }
     })
     .await?;
     // One never read, one catching up slowly from cursor 0.
@@ -107,7 +116,13 @@ pub(crate) async fn subscribers_that_do_not_read_never_hold_up_a_takeover() -> T
         async move { Ok(leads) }
     })
     .await
-    .map_err(|e| format!("{e}; the standby's log: {}", b.stderr()))?;
+    .map_err(|e| {
+        let log = b.stderr();
+        let tail = log
+            .get(log.len().saturating_sub(2000)..)
+            .unwrap_or_default();
+        format!("{e}; the end of the standby's log: {tail}")
+    })?;
     assert_eq!(b.addr, Some(standby), "it leads where it served reads");
     let end = tokio::time::timeout(HANG, catching_up)
         .await
