@@ -87,7 +87,7 @@ pub(crate) async fn subscribers_that_do_not_read_never_hold_up_a_takeover() -> T
     let mut pushed = Vec::new();
     for i in 0..40 {
         let draft =
-            tongbao_client::Draft::new(pb::Kind::Notification, &format!("large {i}"), body.clone());
+            tongbao_client::Draft::new(pb::Kind::Notification, format!("large {i}"), body.clone());
         pushed.push(tax.push(draft.to_units([RECIPIENT])).await?);
     }
     // The last one, alone (all of them exceed a response's size).
