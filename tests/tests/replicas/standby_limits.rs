@@ -233,3 +233,40 @@ pub(crate) async fn a_standby_whose_refreshes_stall_says_so_and_refuses_reads() 
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn sighup_reloads_a_standbys_crl_when_the_file_watch_is_off() -> TestResult {
+    use tongbao_server::pki::{self, Party, RevocationReason, RevokeTarget};
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    // Without the file watch only SIGHUP can act on a standby (it refuses
+    // Admin/ReloadTls).
+    pki.edit_hub_toml("watch_files = true", "watch_files = false")?;
+    let (_a, b, _leader, standby) = pair_with(&pki, &[]).await?;
+    pki::revoke(
+        pki.path(),
+        &RevokeTarget::Party(Party::unit("tax")?),
+        RevocationReason::KeyCompromise,
+        7,
+    )?;
+    // The old CRL is still in use.
+    Client::connect(&config(pki.path(), "tax", standby)?).await?;
+    let status = Command::new("kill")
+        .args(["-HUP", &b.child.id().to_string()])
+        .status()?;
+    assert!(status.success(), "kill -HUP failed: {status}");
+    wait_until(HANG, "the standby refuses the revoked certificate", || {
+        let pki = &pki;
+        async move {
+            Ok(
+                match Client::connect(&config(pki.path(), "tax", standby)?).await {
+                    Err(e) => e.to_string().contains("certificate revoked"),
+                    Ok(_) => false,
+                },
+            )
+        }
+    })
+    .await?;
+    Ok(())
+}
