@@ -270,3 +270,28 @@ pub(crate) async fn sighup_reloads_a_standbys_crl_when_the_file_watch_is_off() -
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn an_operators_refused_members_at_on_a_standby_writes_no_trail() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let (_a, b, _leader, standby) = pair_with(&pki, &[]).await?;
+    let dir = pki.path().join("operators").join("audit-admin");
+    let channel = tongbao_tests::raw_party_channel(&pki, &dir, standby).await?;
+    let refused = pb::directory_client::DirectoryClient::new(channel)
+        .members_at(pb::MembersAtRequest {
+            mechanism: "any".into(),
+            at_micros: 0,
+        })
+        .await
+        .err()
+        .ok_or("an audit operator read the members on a standby")?;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    // Recorded in the standby's access log only: no failed trail write.
+    assert!(
+        !b.stderr().contains("refusal not recorded"),
+        "the standby tried to write the trail"
+    );
+    Ok(())
+}
