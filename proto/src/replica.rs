@@ -21,7 +21,14 @@ pub fn refused_by_standby(status: &tonic::Status) -> bool {
 
 /// A standby's refusal of a write.
 pub fn standby_refusal() -> tonic::Status {
-    let mut status = tonic::Status::unavailable(STANDBY_REFUSAL);
+    standby_unavailable(STANDBY_REFUSAL)
+}
+
+/// A standby's refusal saying `why`: a write, or any call while it may
+/// not serve (its view of the database is stale or unfit); clients go on
+/// to another replica.
+pub fn standby_unavailable(why: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(why);
     status.metadata_mut().insert(
         REPLICA_METADATA,
         tonic::metadata::MetadataValue::from_static(REPLICA_STANDBY),

@@ -135,14 +135,28 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey, LogError> {
         path: path.display().to_string(),
         reason,
     };
+    if let Some(key) = load_key(path)? {
+        return Ok(key);
+    }
+    let key = SigningKey::generate().map_err(|e| err(e.to_string()))?;
+    tongbao_proto::secret_file::create_new(path, key.to_pem().as_bytes())
+        .map_err(|e| err(e.to_string()))?;
+    Ok(key)
+}
+
+/// The hub's signing key at `path`, or None when there is none. A
+/// standby only loads it: a key it created would be one no other replica
+/// has, so it would serve a log key under which nothing is signed.
+pub fn load_key(path: &Path) -> Result<Option<SigningKey>, LogError> {
+    let err = |reason: String| LogError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
     match std::fs::read_to_string(path) {
-        Ok(pem) => SigningKey::from_pem(&pem).map_err(|e| err(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SigningKey::generate().map_err(|e| err(e.to_string()))?;
-            tongbao_proto::secret_file::create_new(path, key.to_pem().as_bytes())
-                .map_err(|e| err(e.to_string()))?;
-            Ok(key)
-        }
+        Ok(pem) => SigningKey::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| err(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(err(e.to_string())),
     }
 }

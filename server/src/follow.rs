@@ -8,18 +8,27 @@
 //! whose entry a stored checkpoint covers, stopping at the first one not
 //! covered yet: the standby never shows an entry the leader has not
 //! signed, and never skips one.
+//!
+//! A unit the refreshed registry suspends (or removes) loses its open
+//! connections as on the leader's SuspendUnit: a subscription never
+//! authenticates again once open.
 
 use crate::channel_log::{LogError, Logs};
+use crate::freshness::Freshness;
 use crate::inboxes::InboxWatch;
 use crate::registry::Registry;
 use crate::store::pg_store::notices::Notices;
 use crate::store::{Store, StoreError};
+use crate::tls::Connections;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Inbox positions read from the store at a time.
 const READ_PAGE: usize = 256;
+
+/// How long one refresh may take before it counts as failed.
+pub const REFRESH_WAIT: Duration = Duration::from_secs(10);
 
 /// Why a refresh failed (the next one tries again).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +39,26 @@ pub enum FollowError {
     Log(#[from] LogError),
     #[error(transparent)]
     Poisoned(#[from] crate::fatal::Poisoned),
+    /// The stored schema is not this hub's (a newer leader migrated it).
+    #[error("standby: {0}")]
+    Schema(StoreError),
+}
+
+impl FollowError {
+    /// Why the standby must not serve what is stored, when the database
+    /// itself is unfit (not merely unreachable): its schema changed, or a
+    /// stored checkpoint fails its check (altered data).
+    fn unfit(&self) -> Option<String> {
+        match self {
+            Self::Schema(StoreError::Database(_)) => None,
+            Self::Schema(e) => Some(format!("standby: {e}")),
+            Self::Log(LogError::Store(_) | LogError::Poisoned(_)) => None,
+            Self::Log(e) => Some(format!(
+                "standby: a stored checkpoint fails its check (altered data?): {e}"
+            )),
+            Self::Store(_) | Self::Poisoned(_) => None,
+        }
+    }
 }
 
 /// What a standby's refresh reads and updates.
@@ -38,6 +67,8 @@ pub struct Following {
     registry: Arc<RwLock<Registry>>,
     logs: Arc<Logs>,
     inboxes: Arc<InboxWatch>,
+    /// The hub's open connections, closed for a unit no longer allowed.
+    connections: Arc<Connections>,
     /// The registry's stored bytes last taken.
     registry_bytes: Mutex<Option<Vec<u8>>>,
 }
@@ -48,12 +79,14 @@ impl Following {
         registry: Arc<RwLock<Registry>>,
         logs: Arc<Logs>,
         inboxes: Arc<InboxWatch>,
+        connections: Arc<Connections>,
     ) -> Self {
         Self {
             store,
             registry,
             logs,
             inboxes,
+            connections,
             registry_bytes: Mutex::new(None),
         }
     }
@@ -61,6 +94,7 @@ impl Following {
     /// Reads what is new and serves it: the registry first (an entry's
     /// recipients may be units it adds), then checkpoints, then inboxes.
     pub fn refresh(&self) -> Result<(), FollowError> {
+        self.store.check_schema().map_err(FollowError::Schema)?;
         self.refresh_registry()?;
         // A channel whose checkpoint fails its check keeps its previous
         // one; the inboxes still move on the others.
@@ -80,8 +114,18 @@ impl Following {
         }
         let registry: Registry = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("registry: {e}")))?;
-        *crate::fatal::write(&self.registry, "registry")? = registry;
+        let stopped = {
+            let mut served = crate::fatal::write(&self.registry, "registry")?;
+            let stopped = stopped_units(&served, &registry);
+            *served = registry;
+            stopped
+        };
         *last = Some(bytes);
+        // After the swap: a unit that reconnects is refused.
+        for unit in stopped {
+            let closed = self.connections.close_unit(&unit)?;
+            tracing::info!(%unit, closed, "standby: unit suspended or removed by the leader; its connections closed");
+        }
         Ok(())
     }
 
@@ -113,26 +157,67 @@ impl Following {
     }
 }
 
+/// Units active in `before` that `after` suspends or no longer has.
+fn stopped_units(before: &Registry, after: &Registry) -> Vec<String> {
+    before
+        .units
+        .values()
+        .filter(|u| !u.suspended)
+        .filter(|u| after.unit(&u.id).is_none_or(|now| now.suspended))
+        .map(|u| u.id.clone())
+        .collect()
+}
+
 /// Refreshes `following` at each notice and every `every`, until
-/// shutdown; a failed refresh is logged and tried again at the next.
+/// shutdown; a failed refresh is logged and tried again at the next. Each
+/// outcome goes to `freshness` (see `freshness.rs`); a refresh taking
+/// longer than [`REFRESH_WAIT`] counts as failed, and the next waits for
+/// it rather than running beside it.
 pub async fn run(
     following: Arc<Following>,
     notices: Arc<Notices>,
     every: Duration,
+    freshness: Arc<Freshness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut running: Option<tokio::task::JoinHandle<Result<(), FollowError>>> = None;
     loop {
         tokio::select! {
             () = notices.next() => {}
             () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        let f = following.clone();
-        match tokio::task::spawn_blocking(move || f.refresh()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "standby: refreshing from the database failed; trying again at the next notice")
+        let mut refresh = running.take().unwrap_or_else(|| {
+            let f = following.clone();
+            tokio::task::spawn_blocking(move || {
+                // Tests hold a refresh here to see a standby go stale.
+                crate::failpoint::pause("standby-refresh");
+                f.refresh()
+            })
+        });
+        let outcome = match tokio::time::timeout(REFRESH_WAIT, &mut refresh).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                tracing::warn!(
+                    "standby: a refresh from the database takes over {} s",
+                    REFRESH_WAIT.as_secs()
+                );
+                running = Some(refresh);
+                continue;
             }
+        };
+        match outcome {
+            Ok(Ok(())) => freshness.succeeded(),
+            Ok(Err(e)) => match e.unfit() {
+                Some(why) => {
+                    if freshness.refuse(why.clone()) {
+                        tracing::error!(reason = %why, "standby: not serving");
+                    }
+                }
+                None => {
+                    tracing::warn!(error = %e, "standby: refreshing from the database failed; trying again at the next notice")
+                }
+            },
             Err(e) => tracing::error!(error = %e, "standby: the refresh task failed"),
         }
     }

@@ -12,8 +12,11 @@
 //! A replica's standby serves reads only (`service/standby.rs`): the
 //! services it serves no call of (Workflow, Admin, Audit) are NOT_SERVING
 //! there; Exchange (subscriptions, pulls, entries), Log, Directory and the
-//! server as a whole are SERVING.
+//! server as a whole are SERVING, but NOT_SERVING as long as it may not
+//! serve (`freshness.rs`: not refreshed for too long, or the database
+//! unfit).
 
+use crate::freshness::Freshness;
 use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +59,14 @@ const NOT_ON_STANDBY: [&str; 3] = [
     pb::audit_server::SERVICE_NAME,
 ];
 
+/// The services a standby serves calls of, and the server as a whole.
+const SERVED_ON_STANDBY: [&str; 4] = [
+    "",
+    pb::exchange_server::SERVICE_NAME,
+    pb::log_server::SERVICE_NAME,
+    pb::directory_server::SERVICE_NAME,
+];
+
 /// Marks the services a standby does not serve NOT_SERVING.
 pub async fn standby(reporter: &HealthReporter) {
     for name in NOT_ON_STANDBY {
@@ -70,15 +81,31 @@ pub async fn standby(reporter: &HealthReporter) {
 pub async fn follow(
     mut reporter: HealthReporter,
     store: Arc<dyn Store>,
+    freshness: Option<Arc<Freshness>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refusing = false;
+    let mut stale = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
+        }
+        if let Some(freshness) = &freshness {
+            let now = freshness.why_not_serving().is_some();
+            if now != stale {
+                stale = now;
+                let status = match now {
+                    true => ServingStatus::NotServing,
+                    false => ServingStatus::Serving,
+                };
+                for name in SERVED_ON_STANDBY {
+                    reporter.set_service_status(name, status).await;
+                }
+            }
+            continue;
         }
         let now = store.refuses_writes();
         if now != refusing {

@@ -5,7 +5,7 @@ use crate::access_log::{AccessLog, AccessRecord, RecordKind};
 use crate::admin_audit::{AdminAudit, AdminAuditError};
 use crate::admission::{CallTracking, Subscriptions};
 use crate::appender::{AppendStats, Appender};
-use crate::channel_log::{LogError, Logs, load_or_create_key};
+use crate::channel_log::{LogError, Logs, load_key, load_or_create_key};
 use crate::config::{ConfigError, ConnectionLimits, HubConfig};
 use crate::inboxes::InboxWatch;
 use crate::registry::Registry;
@@ -191,7 +191,15 @@ impl Hub {
             Some(p) => config.resolve(p),
             None => data_dir.join("checkpoint.key"),
         };
-        let key = load_or_create_key(&key_path)?;
+        let key = match standby {
+            true => load_key(&key_path)?.ok_or_else(|| LogError::Key {
+                path: key_path.display().to_string(),
+                reason: "missing: a standby never creates the hub's key; copy the leader's \
+                         checkpoint key here (mode 0600)"
+                    .into(),
+            })?,
+            false => load_or_create_key(&key_path)?,
+        };
         let logs = Arc::new(match standby {
             true => Logs::open_following(store.clone(), key, &config.hub.log_name)?,
             false => Logs::open(store.clone(), key, &config.hub.log_name, &heads)?,
@@ -225,6 +233,31 @@ impl Hub {
             },
             config.connections.clone(),
         )?;
+        // A standby serves what is stored now before it listens, then
+        // follows; a start that cannot has bound no port yet, so it can be
+        // tried again on the same addresses.
+        let following = match followed {
+            Some(database) => {
+                let following = Arc::new(crate::follow::Following::new(
+                    store.clone(),
+                    registry.clone(),
+                    logs.clone(),
+                    inboxes.clone(),
+                    tls.connections().clone(),
+                ));
+                let first = following.clone();
+                tokio::task::spawn_blocking(move || first.refresh())
+                    .await
+                    .map_err(|e| HubError::Server(e.to_string()))?
+                    .map_err(|e| HubError::Server(format!("standby: {e}")))?;
+                let freshness = Arc::new(crate::freshness::Freshness::new(
+                    config.store.standby_refresh(),
+                ));
+                Some((following, database, freshness))
+            }
+            None => None,
+        };
+        let freshness = following.as_ref().map(|(_, _, f)| f.clone());
         let admin_audit = Arc::new(AdminAudit::open_as(
             store.clone(),
             data_dir,
@@ -280,6 +313,7 @@ impl Hub {
             },
             metrics: metrics.clone(),
             standby,
+            freshness: freshness.clone(),
         });
         let (streams_tx, streams_rx) = mpsc::channel(64);
         let handshakes = access_log.clone();
@@ -313,6 +347,7 @@ impl Hub {
         tokio::spawn(crate::health::follow(
             health,
             store.clone(),
+            freshness.clone(),
             shutdown_rx.clone(),
         ));
         // v1 and, for older tools (grpcurl before 1.8.8), v1alpha.
@@ -346,26 +381,15 @@ impl Hub {
             .max_decoding_message_size(max(AdminServer::<AdminService>::NAME));
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
             .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
-        match followed {
-            // Serves what is stored now before it listens, then follows.
-            Some(database) => {
-                let following = Arc::new(crate::follow::Following::new(
-                    store.clone(),
-                    state.registry.clone(),
-                    logs.clone(),
-                    state.inboxes.clone(),
-                ));
-                let first = following.clone();
-                tokio::task::spawn_blocking(move || first.refresh())
-                    .await
-                    .map_err(|e| HubError::Server(e.to_string()))?
-                    .map_err(|e| HubError::Server(format!("standby: {e}")))?;
+        match following {
+            Some((following, database, freshness)) => {
                 let notices =
                     crate::store::pg_store::notices::listen(&database, shutdown_rx.clone())?;
                 tokio::spawn(crate::follow::run(
                     following,
                     notices,
                     config.store.standby_refresh(),
+                    freshness,
                     shutdown_rx.clone(),
                 ));
             }
@@ -406,7 +430,7 @@ impl Hub {
                 .layer(CallTracking::new(find_connection))
                 // Innermost: a standby's refusals of writes are recorded
                 // and counted as every other status.
-                .layer(StandbyLayer::new(standby))
+                .layer(StandbyLayer::new(standby, freshness))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_v1alpha)
@@ -478,11 +502,47 @@ impl Hub {
     /// Stops accepting, ends streams, lets in-flight RPCs finish, then stops
     /// the appender after its last batch is durable.
     pub async fn shutdown(self) -> Result<(), HubError> {
+        self.stop(None).await
+    }
+
+    /// As [`Hub::shutdown`], but connections whose calls have not ended
+    /// within `wait` are closed (a standby taking over: the leader it
+    /// becomes must not wait for a client that stopped reading).
+    pub async fn shutdown_within(self, wait: std::time::Duration) -> Result<(), HubError> {
+        self.stop(Some(wait)).await
+    }
+
+    async fn stop(self, wait: Option<std::time::Duration>) -> Result<(), HubError> {
         let _ = self.shutdown.send(true);
-        let served = self
-            .server
-            .await
-            .map_err(|e| HubError::Server(e.to_string()))?;
+        let mut server = self.server;
+        let served = match wait {
+            None => server.await,
+            Some(wait) => match tokio::time::timeout(wait, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    match self.tls.connections().close_all() {
+                        Ok(closed) => tracing::warn!(
+                            closed,
+                            "calls still open at shutdown; their connections closed"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "calls still open at shutdown; closing their connections failed")
+                        }
+                    }
+                    match tokio::time::timeout(wait, &mut server).await {
+                        Ok(served) => served,
+                        Err(_) => {
+                            server.abort();
+                            return Err(HubError::Server(format!(
+                                "the server did not stop within {} s of closing its connections",
+                                wait.as_secs()
+                            )));
+                        }
+                    }
+                }
+            },
+        };
+        let served = served.map_err(|e| HubError::Server(e.to_string()))?;
         served.map_err(|e| HubError::Server(e.to_string()))?;
         // It sees the signal between two entries.
         if let Some(full_check) = self.full_check {
@@ -701,7 +761,9 @@ pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
             // Installed first: a standby is stopped like a serving hub.
             let mut signals = Signals::install();
             let stop = wait_for_signal(&mut signals.stop);
-            let Some(lease) = crate::replica::standby(&mut config, &database, stop).await? else {
+            let hangup = &mut signals.hangup;
+            let Some(lease) = crate::replica::standby(&mut config, &database, stop, hangup).await?
+            else {
                 tracing::info!("stopped while waiting as a standby");
                 return Ok(());
             };
@@ -718,17 +780,11 @@ pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
     } = signals;
     let stop = wait_for_stop(&mut stop);
     tokio::pin!(stop);
-    let fatal = match hangup.as_mut() {
-        Some(hup) => loop {
-            tokio::select! {
-                fatal = &mut stop => break fatal,
-                _ = hup.recv() => match tokio::task::block_in_place(|| hub.reload_tls()) {
-                    Ok(o) => tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded"),
-                    Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use"),
-                },
-            }
-        },
-        None => stop.await,
+    let fatal = loop {
+        tokio::select! {
+            fatal = &mut stop => break fatal,
+            () = next_hangup(&mut hangup) => reload_on_hangup(&hub),
+        }
     };
     tracing::info!("shutting down");
     hub.shutdown().await?;
@@ -740,10 +796,37 @@ struct Signals {
     /// SIGINT and SIGTERM (None where they cannot be installed: Ctrl-C).
     stop: Option<StopSignals>,
     /// SIGHUP, which reloads the TLS material.
-    #[cfg(unix)]
-    hangup: Option<tokio::signal::unix::Signal>,
-    #[cfg(not(unix))]
-    hangup: Option<NoSignal>,
+    hangup: Option<Hangup>,
+}
+
+/// SIGHUP's handler.
+#[cfg(unix)]
+pub type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+pub type Hangup = NoSignal;
+
+/// Resolves at the next SIGHUP (never, without a handler).
+pub(crate) async fn next_hangup(hangup: &mut Option<Hangup>) {
+    let received = match hangup {
+        Some(h) => h.recv().await.is_some(),
+        None => false,
+    };
+    if !received {
+        // No handler, or it is gone: no SIGHUP will come.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Reloads the TLS material on SIGHUP, saying how it went.
+pub(crate) fn reload_on_hangup(hub: &Hub) {
+    match tokio::task::block_in_place(|| hub.reload_tls()) {
+        Ok(o) => {
+            tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use")
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -753,7 +836,7 @@ type StopSignals = ();
 
 /// Stands in for SIGHUP where there is none.
 #[cfg(not(unix))]
-struct NoSignal;
+pub struct NoSignal;
 #[cfg(not(unix))]
 impl NoSignal {
     async fn recv(&mut self) -> Option<()> {

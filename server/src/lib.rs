@@ -25,6 +25,7 @@ pub mod example_parties;
 pub mod failpoint;
 pub mod fatal;
 pub mod follow;
+pub mod freshness;
 pub mod full_check;
 pub mod health;
 pub mod heavy;

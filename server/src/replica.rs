@@ -10,13 +10,16 @@
 //! hub does, on the database as it is then, on the same addresses.
 //!
 //! A standby that cannot serve yet (no leader ever brought the database
-//! to its schema and stored a registry) waits without serving, as
+//! to its schema and stored a registry, or the hub's key is missing: a
+//! standby never creates it) tries again every [`START_AGAIN`]; until
+//! then it waits without serving, as
 //! standbys of earlier versions did: its metrics listener says what it is
 //! (`GET /health`: NOT_SERVING, "standby: waiting for the lease";
 //! `tongbao_replica_leader 0`) and the gRPC port stays closed.
 
 use crate::HubConfig;
-use crate::hub::{Hub, HubError};
+use crate::hub::{Hangup, Hub, HubError, next_hangup, reload_on_hangup};
+use crate::store::StoreError;
 use crate::store::pg_store::lease::Wait;
 use crate::store::pg_store::{Database, Lease};
 use axum::Router;
@@ -25,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -38,31 +42,54 @@ pub const WAITING: &str = "standby: waiting for the lease";
 /// otherwise serves reads as a standby (or, when it cannot, waits without
 /// serving) until this hub holds it (Some), or `stop` resolves first
 /// (None). Listeners bound on port 0 keep their ports: `config` is
-/// updated to them.
+/// updated to them. While serving, each `hangup` (SIGHUP) reloads the TLS
+/// material, as on the leader.
 pub async fn standby(
     config: &mut HubConfig,
     database: &Database,
     stop: impl Future<Output = ()>,
+    hangup: &mut Option<Hangup>,
 ) -> Result<Option<Lease>, HubError> {
     if let Some(lease) = Lease::try_now(database).await? {
         return Ok(Some(lease));
     }
-    match Hub::start_standby(config, database).await {
-        Ok(hub) => serve_reads(config, database, hub, stop).await,
-        Err(e) => {
-            tracing::warn!(error = %e, "standby: cannot serve reads; waiting for the lease without serving");
-            wait_unserved(config, database, stop).await
+    // One wait for the lease throughout, whether serving or not.
+    let lease = Lease::acquire(database, Wait::Standby);
+    tokio::pin!(stop, lease);
+    let mut first = true;
+    loop {
+        match Hub::start_standby(config, database).await {
+            Ok(hub) => return serve_reads(config, hub, stop, lease, hangup).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "standby: cannot serve reads; waiting for the lease without serving, and trying again every {} s", START_AGAIN.as_secs());
+            }
+        }
+        match wait_unserved(config, &mut stop, &mut lease, first).await? {
+            Unserved::Lease(lease) => return Ok(Some(lease)),
+            Unserved::Stopped => return Ok(None),
+            Unserved::TryAgain => first = false,
         }
     }
+}
+
+/// How often a standby that cannot serve tries again to start serving.
+pub const START_AGAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How a wait without serving ended.
+enum Unserved {
+    Lease(Lease),
+    Stopped,
+    TryAgain,
 }
 
 /// Serves reads with `hub` until the lease comes, `stop`, or a fatal
 /// condition; then stops it, its ports free for the leader.
 async fn serve_reads(
     config: &mut HubConfig,
-    database: &Database,
     hub: Hub,
-    stop: impl Future<Output = ()>,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+    mut lease: Pin<&mut impl Future<Output = Result<Lease, StoreError>>>,
+    hangup: &mut Option<Hangup>,
 ) -> Result<Option<Lease>, HubError> {
     config.hub.listen = hub.addr();
     let mut ports = vec![hub.addr()];
@@ -78,12 +105,19 @@ async fn serve_reads(
         None => println!("tongbao-hub standby listening on {}", hub.addr()),
     }
     tracing::info!(addr = %hub.addr(), "standby: serving reads; writes go to the leader");
-    let outcome = tokio::select! {
-        lease = Lease::acquire(database, Wait::Standby) => lease.map(Some).map_err(HubError::from),
-        () = stop => Ok(None),
-        fatal = crate::fatal::requested() => Err(HubError::Fatal(fatal)),
+    let fatal = crate::fatal::requested();
+    tokio::pin!(fatal);
+    let outcome = loop {
+        tokio::select! {
+            lease = lease.as_mut() => break lease.map(Some).map_err(HubError::from),
+            () = stop.as_mut() => break Ok(None),
+            fatal = &mut fatal => break Err(HubError::Fatal(fatal)),
+            () = next_hangup(hangup) => reload_on_hangup(&hub),
+        }
     };
-    hub.shutdown().await?;
+    // Bounded: a client that stops reading never keeps the leader from
+    // starting.
+    hub.shutdown_within(HANDOVER_WAIT).await?;
     if matches!(outcome, Ok(Some(_))) {
         for port in ports {
             wait_free(port).await;
@@ -104,15 +138,18 @@ async fn wait_free(addr: SocketAddr) {
 /// so, on the address the hub keeps once it leads.
 async fn wait_unserved(
     config: &mut HubConfig,
-    database: &Database,
-    stop: impl Future<Output = ()>,
-) -> Result<Option<Lease>, HubError> {
+    stop: &mut Pin<&mut impl Future<Output = ()>>,
+    lease: &mut Pin<&mut impl Future<Output = Result<Lease, StoreError>>>,
+    first: bool,
+) -> Result<Unserved, HubError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let listener = if config.metrics.enabled {
         let listen_error = |source| HubError::Listen {
             addr: config.metrics.listen,
             source,
         };
+        // A start just tried may still be letting go of the port.
+        wait_free(config.metrics.listen).await;
         let listener = TcpListener::bind(config.metrics.listen)
             .await
             .map_err(listen_error)?;
@@ -123,14 +160,17 @@ async fn wait_unserved(
     };
     let served = listener.map(|l| tokio::spawn(serve(l, shutdown_rx)));
     // One machine-readable line, as `listening on` is once it leads.
-    match config.metrics.enabled {
-        true => println!("tongbao-hub standby; metrics on {}", config.metrics.listen),
-        false => println!("tongbao-hub standby"),
+    if first {
+        match config.metrics.enabled {
+            true => println!("tongbao-hub standby; metrics on {}", config.metrics.listen),
+            false => println!("tongbao-hub standby"),
+        }
+        tracing::info!("{WAITING}");
     }
-    tracing::info!("{WAITING}");
     let outcome = tokio::select! {
-        lease = Lease::acquire(database, Wait::Standby) => Some(lease),
-        () = stop => None,
+        lease = lease.as_mut() => lease.map(Unserved::Lease),
+        () = stop.as_mut() => Ok(Unserved::Stopped),
+        () = tokio::time::sleep(START_AGAIN) => Ok(Unserved::TryAgain),
     };
     // The listener lets go of its port before the hub binds it again; a
     // scraper's open connection does not hold the takeover up.
@@ -143,7 +183,7 @@ async fn wait_unserved(
         served.abort();
         let _ = served.await;
     }
-    Ok(outcome.transpose()?)
+    Ok(outcome?)
 }
 
 /// Serves a standby's `GET /metrics` and `GET /health` until `shutdown`.

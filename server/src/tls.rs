@@ -404,6 +404,19 @@ impl Connections {
         self.close_where(|c| (c.party == party_uri).then_some("party suspended"))
     }
 
+    /// Closes every open connection (a shutdown whose streams did not end
+    /// in time).
+    pub fn close_all(&self) -> Result<usize, Poisoned> {
+        self.close_where(|_| Some("hub shutting down"))
+    }
+
+    /// Closes every open connection of a unit that may no longer call (the
+    /// leader's SuspendUnit, a standby's registry refresh): its open
+    /// streams never authenticate again.
+    pub fn close_unit(&self, unit: &str) -> Result<usize, Poisoned> {
+        self.close_party(&Principal::Unit(unit.to_string()).uri())
+    }
+
     /// Registers an established connection, or says which cap it is over.
     /// Counted and inserted under one lock, so that concurrent handshakes
     /// cannot pass a cap together.

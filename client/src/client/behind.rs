@@ -106,9 +106,11 @@ impl Client {
 
     /// As [`Client::checkpoint_with_conn`], of a size that covers entry
     /// `seq`: a standby serves only what the leader signed, so after a
-    /// failover it may not cover yet what the leader delivered; it is asked
-    /// again (100 ms doubling to a second) until it does or the retry
-    /// window ends (then the checkpoint as it is, and the proof refused).
+    /// failover it may not cover yet what the leader delivered; with
+    /// several hubs it is asked again (100 ms doubling to a second) until
+    /// it does or the one retry window ends (then the checkpoint as it is,
+    /// and the proof refused). With a single hub there is no standby to
+    /// wait for: the checkpoint is returned at once.
     pub(super) async fn checkpoint_covering(
         &self,
         channel: &str,
@@ -118,7 +120,8 @@ impl Client {
         let mut wait = FIRST_BACKOFF;
         loop {
             let (cp, conn) = self.checkpoint_until(channel, deadline).await?;
-            if cp.size > seq || std::time::Instant::now() >= deadline {
+            let may_be_standby = self.live.hubs.len() > 1;
+            if cp.size > seq || !may_be_standby || std::time::Instant::now() >= deadline {
                 return Ok((cp, conn));
             }
             tracing::debug!(hub = %conn.url, channel, size = cp.size, seq, "the replica has not signed this entry yet; asking again");

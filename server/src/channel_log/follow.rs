@@ -54,20 +54,21 @@ impl Logs {
             };
             match self.check_followed(&verifier, &channel, &note, size) {
                 Ok(checkpoint) => taken.push((channel, SignedCheckpoint { note, checkpoint })),
+                // Logged once by the caller, which stops serving.
                 Err(e) => {
-                    tracing::error!(channel = %channel, error = %e, "standby: a stored checkpoint fails its check; serving the previous one");
                     failed.get_or_insert(e);
                 }
             }
         }
         let moved = taken.len();
-        {
-            let mut durable = fatal::lock(&self.durable, super::DURABLE)?;
-            for (channel, signed) in &taken {
-                durable.insert(channel.clone(), signed.checkpoint.size);
-            }
-        }
+        let sizes: Vec<(String, u64)> = taken
+            .iter()
+            .map(|(channel, signed)| (channel.clone(), signed.checkpoint.size))
+            .collect();
+        // The checkpoint first, then the entries it covers: an entry is
+        // never served before a checkpoint covering it is.
         self.latest()?.extend(taken);
+        fatal::lock(&self.durable, super::DURABLE)?.extend(sizes);
         match failed {
             Some(e) => Err(e),
             None => Ok(moved),

@@ -46,13 +46,15 @@ pub async fn serve(
 
 /// `GET /health` of a serving hub: 200 while it serves writes, 503
 /// (naming why) while its store refuses them or once it is stopping. A
-/// replica's standby serving reads answers 200, role "standby".
+/// replica's standby serving reads answers 200, role "standby", or 503
+/// while it may not serve (`freshness.rs`).
 async fn health(State(scraped): State<Arc<Scraped>>) -> Response {
     let Some(state) = scraped.sources.state.upgrade() else {
         return health_answer(false, "leader", Some("the hub is stopping"));
     };
     if state.standby {
-        return health_answer(true, "standby", None);
+        let why = state.freshness.as_ref().and_then(|f| f.why_not_serving());
+        return health_answer(why.is_none(), "standby", why.as_deref());
     }
     let refusing = tokio::task::spawn_blocking(move || state.store.refuses_writes()).await;
     match refusing {

@@ -195,6 +195,12 @@ fn recorded_refusal(
 ) -> Result<(), Status> {
     match allowed {
         Ok(()) => Ok(()),
+        // A standby writes nothing to the database, the trail included:
+        // its access log records the refusal.
+        Err(refusal) if state.standby => {
+            tracing::info!(%actor, action = method.row().action, code = refusal.code() as i32, "refused on a standby; recorded in its access log");
+            Err(refusal)
+        }
         Err(refusal) => finish::<()>(state, actor, method.row().action, "", Err(refusal)).map(drop),
     }
 }
@@ -333,11 +339,7 @@ impl Admin for AdminService {
         let result = allowed.and_then(|()| {
             change_registry(&self.state, |r| r.set_suspended(&req.unit, true))?;
             // Open streams of the unit end now; its next calls are refused.
-            let closed = self
-                .state
-                .tls
-                .connections()
-                .close_party(&Principal::Unit(req.unit.clone()).uri())?;
+            let closed = self.state.tls.connections().close_unit(&req.unit)?;
             Ok((
                 pb::SuspendUnitResponse {},
                 format!(

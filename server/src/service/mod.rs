@@ -73,6 +73,8 @@ pub struct HubState {
     pub metrics: Arc<crate::metrics::HubMetrics>,
     /// A replica's standby: it serves reads only (`service/standby.rs`).
     pub standby: bool,
+    /// A standby's freshness: whether it may serve now (None: a leader).
+    pub freshness: Option<Arc<crate::freshness::Freshness>>,
 }
 
 impl HubState {

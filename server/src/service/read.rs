@@ -5,9 +5,10 @@
 
 use super::{HubState, storage_status};
 use crate::store::InboxItem;
+use futures::StreamExt as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::echo::shown;
@@ -166,6 +167,8 @@ pub fn subscribe(
         .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     let mut head = state.inboxes.watch(&inbox)?;
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    // The status a stream ends with at shutdown, after its buffer.
+    let (end, end_rx) = oneshot::channel();
     let state = state.clone();
     let mut shutdown = state.shutdown.clone();
     let mut cursor = req.after;
@@ -184,18 +187,10 @@ pub fn subscribe(
                 }
             };
             if items.is_empty() {
-                let stopping = tokio::select! {
-                    r = head.wait_for(|h| *h > cursor) => if r.is_err() { return } else { false },
+                tokio::select! {
+                    r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
                     _ = tx.closed() => return,
-                    _ = shutdown.changed() => true,
-                };
-                if stopping {
-                    // A standby stops to take over (or to stop): its
-                    // subscribers resume by cursor on any replica.
-                    if state.standby {
-                        let _ = tx.send(Err(Status::unavailable(STANDBY_ENDS))).await;
-                    }
-                    return;
+                    _ = stopping(&mut shutdown) => return ended(&state, end),
                 }
                 continue;
             }
@@ -208,16 +203,37 @@ pub fn subscribe(
             };
             for d in page {
                 let at = d.cursor;
-                if tx.send(Ok(d)).await.is_err() {
-                    return;
+                // A client that stops reading (or a long catch-up) never
+                // holds a shutdown up: the server waits for every stream.
+                tokio::select! {
+                    sent = tx.send(Ok(d)) => if sent.is_err() { return },
+                    _ = stopping(&mut shutdown) => return ended(&state, end),
                 }
                 cursor = at;
             }
         }
     });
-    Ok(Response::new(
-        Box::pin(ReceiverStream::new(rx)) as DeliveryStream
-    ))
+    Ok(Response::new(Box::pin(
+        ReceiverStream::new(rx)
+            .chain(futures::stream::once(end_rx).filter_map(|end| async { end.ok().map(Err) })),
+    ) as DeliveryStream))
+}
+
+/// Resolves once the hub shuts down (at once if it already has).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        // The hub is gone: nothing is served any longer.
+    }
+}
+
+/// Ends a subscription at shutdown. A standby stops to take over (or to
+/// stop): its subscribers resume by cursor on any replica, told so with
+/// UNAVAILABLE after what is already buffered; a leader's streams just
+/// end.
+fn ended(state: &HubState, end: oneshot::Sender<Status>) {
+    if state.standby {
+        let _ = end.send(Status::unavailable(STANDBY_ENDS));
+    }
 }
 
 pub fn get_entry(

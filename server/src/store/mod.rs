@@ -196,6 +196,11 @@ pub trait Store: Send + Sync + 'static {
     fn refuses_writes(&self) -> bool {
         false
     }
+    /// Whether the stored schema is still the one this hub reads (a
+    /// standby checks it at each refresh: a newer leader may migrate it).
+    fn check_schema(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// [`Store::apply`] then [`Store::sync`].
     fn commit(&self, entries: &[NewEntry]) -> Result<(), StoreError> {
         self.apply(entries)?;

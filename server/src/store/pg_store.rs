@@ -302,6 +302,11 @@ impl Store for PgStore {
             || self.lease.as_ref().is_some_and(Lease::is_lost)
     }
 
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        self.block(async move { schema::check_current(&pool).await })
+    }
+
     /// Every apply is committed before it returns.
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())

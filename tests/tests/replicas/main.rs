@@ -13,4 +13,5 @@ mod kill;
 mod roles;
 mod server;
 mod standby;
+mod standby_limits;
 mod trail;

@@ -188,9 +188,57 @@ pub(crate) async fn a_standby_never_serves_an_entry_the_leader_has_not_signed() 
         Some(tonic::Code::NotFound),
         "{unsigned:?}"
     );
+    // One channel signed, another not: entries interleaved in the inbox
+    // (tax 3, public-security 0, tax 4) are served up to the first not
+    // covered, never past it.
+    let first = push_some(&pki, "tax", leader, 1).await?;
+    let lagging = push_some(&pki, "public-security", leader, 1).await?;
+    let last = push_some(&pki, "tax", leader, 1).await?;
+    let signed = Client::connect(&config(pki.path(), "tax", leader)?)
+        .await?
+        .checkpoint("tax")
+        .await?;
+    assert_eq!(signed.size, 5, "the leader signs tax when asked");
+    let covered = pushed.len() + first.len();
+    wait_until(
+        HANG,
+        "the standby serves what the tax checkpoint covers",
+        || {
+            let reader = reader.clone();
+            async move { Ok(reader.pull(0, 100).await?.entries.len() >= covered) }
+        },
+    )
+    .await?;
+    // Refreshes forced from SQL (its timer is an hour) change nothing.
+    for _ in 0..3 {
+        database(&pki)?.execute("NOTIFY tongbao_moved, 'test'")?;
+    }
+    holds(
+        &pki,
+        "NOT EXISTS (SELECT 1 FROM checkpoints WHERE channel = 'public-security')",
+    )?;
+    let page = reader.pull(0, 100).await?;
+    let shown: Vec<(String, u64)> = page
+        .entries
+        .iter()
+        .map(|e| (e.channel().to_string(), e.seq()))
+        .collect();
+    let expected: Vec<(String, u64)> = pushed
+        .iter()
+        .chain(&first)
+        .map(|r| (r.channel.clone(), r.seq))
+        .collect();
+    assert_eq!(shown, expected, "nothing past the first entry not covered");
+    let ps = Client::connect(&config(pki.path(), "public-security", standby)?).await?;
+    let unsigned = ps.get_entry("public-security", lagging[0].seq).await;
+    assert_eq!(
+        unsigned.as_ref().err().and_then(|e| e.code()),
+        Some(tonic::Code::NotFound),
+        "{unsigned:?}"
+    );
     // Signed (and stored, with its notice): the standby serves them all.
     std::fs::write(hold.path().join("release-1"), b"")?;
-    let want = pushed.len();
+    let want = pushed.len() + first.len() + lagging.len() + last.len();
     wait_until(HANG, "the standby serves the signed entries", || {
         let reader = reader.clone();
         async move { Ok(reader.pull(0, 100).await?.entries.len() == want) }

@@ -50,9 +50,9 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// TCP keepalives of the lease's connection: a peer that vanished without
 /// closing (a dead host, a cut network) is noticed by the kernel after
 /// idle + retries × interval = 8 s, if the probe has not noticed first.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-const KEEPALIVE_RETRIES: u32 = 3;
+pub(super) const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const KEEPALIVE_RETRIES: u32 = 3;
 
 /// How long connecting may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);

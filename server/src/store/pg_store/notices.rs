@@ -61,7 +61,12 @@ pub fn listen(
     let mut config = database.config();
     config
         .connect_timeout(CONNECT_WAIT)
+        // As the lease's: a connection the network dropped silently is
+        // found and made again in seconds, not hours.
         .keepalives(true)
+        .keepalives_idle(super::lease::KEEPALIVE_IDLE)
+        .keepalives_interval(super::lease::KEEPALIVE_INTERVAL)
+        .keepalives_retries(super::lease::KEEPALIVE_RETRIES)
         .application_name(LISTENER_NAME);
     let notices = Arc::new(Notices::default());
     tokio::spawn(keep_listening(

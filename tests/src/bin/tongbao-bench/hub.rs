@@ -76,14 +76,16 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
                     }
                 };
                 let hub = match config.store.replica_database()? {
-                    Some(database) => match replica::standby(&mut config, &database, stop).await? {
-                        Some(lease) => Hub::start_holding(&config, Some(lease)).await?,
-                        None => {
-                            // Stopped while a standby: nothing committed.
-                            println!("{}", serde_json::json!({}));
-                            return Ok(());
+                    Some(database) => {
+                        match replica::standby(&mut config, &database, stop, &mut None).await? {
+                            Some(lease) => Hub::start_holding(&config, Some(lease)).await?,
+                            None => {
+                                // Stopped while a standby: nothing committed.
+                                println!("{}", serde_json::json!({}));
+                                return Ok(());
+                            }
                         }
-                    },
+                    }
                     None => Hub::start(&config).await?,
                 };
                 println!("listening {}", hub.addr());
