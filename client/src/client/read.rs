@@ -10,7 +10,7 @@
 
 use super::Client;
 use super::connection::Conn;
-use super::retry::{ATTEMPT_TIMEOUT, FIRST_BACKOFF, NextStep, backoff_after, last_error};
+use super::retry::{Attempt, FIRST_BACKOFF, NextStep, backoff_after, last_error};
 use crate::ClientError;
 use std::sync::Arc;
 
@@ -60,23 +60,21 @@ impl Client {
         let mut standbys = 0;
         loop {
             let generation = self.live.generation();
-            let conn = self.live.conn();
-            let hub = conn.url.clone();
-            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call(conn)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) => {
-                    if self
-                        .past_standby(&status, generation, deadline, &mut standbys, &mut backoff)
-                        .await
-                    {
-                        continue;
-                    }
-                    ClientError::from(status)
-                }
-                Err(_) => ClientError::Connect {
-                    hub,
-                    reason: format!("no answer to a read within {ATTEMPT_TIMEOUT:?}"),
-                },
+            let attempt = call(self.live.conn());
+            let e = match self
+                .attempt(
+                    attempt,
+                    "a read",
+                    generation,
+                    deadline,
+                    &mut standbys,
+                    &mut backoff,
+                )
+                .await
+            {
+                Attempt::Answered(r) => return Ok(r),
+                Attempt::PastStandby => continue,
+                Attempt::Failed(e) => e,
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if self.live.hubs.len() < 2 || !e.is_transient() || left.is_zero() {

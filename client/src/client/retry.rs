@@ -34,6 +34,16 @@ pub(super) fn last_error(attempt: ClientError, unreachable: Option<ClientError>)
     }
 }
 
+/// How one attempt of a repeated call ended.
+pub(super) enum Attempt<T> {
+    /// The hub answered: the call is done.
+    Answered(T),
+    /// A standby refused it: the call goes on to the next replica.
+    PastStandby,
+    /// It failed: the loop decides whether to make it again.
+    Failed(ClientError),
+}
+
 /// What to do after a call failed.
 pub(super) enum NextStep {
     /// Repeat it: the connection was switched, or the hub is there and
@@ -116,6 +126,38 @@ impl Client {
         }
     }
 
+    /// One attempt of a call on the hub in use, waiting [`ATTEMPT_TIMEOUT`]
+    /// at most (no answer at all counts as interrupted, named after
+    /// `what`); a standby's refusal moves the call on ([`Client::past_standby`]).
+    pub(super) async fn attempt<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        what: &str,
+        generation: u64,
+        deadline: std::time::Instant,
+        standbys: &mut usize,
+        backoff: &mut Duration,
+    ) -> Attempt<T> {
+        let hub = self.live.conn().url.clone();
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
+            Ok(Ok(r)) => Attempt::Answered(r.into_inner()),
+            Ok(Err(status)) => {
+                if self
+                    .past_standby(&status, generation, deadline, standbys, backoff)
+                    .await
+                {
+                    Attempt::PastStandby
+                } else {
+                    Attempt::Failed(ClientError::from(status))
+                }
+            }
+            Err(_) => Attempt::Failed(ClientError::Connect {
+                hub,
+                reason: format!("no answer to {what} within {ATTEMPT_TIMEOUT:?}"),
+            }),
+        }
+    }
+
     /// After a standby refused a call (`status`; any other is left to the
     /// caller: false), moves to the next replica, which then stays in use
     /// (the last to accept a write): at once for a round of them, then,
@@ -172,21 +214,21 @@ impl Client {
             // call repeated or given up, instead of waiting forever.
             // Not cut to what is left of the window: a window of 0 still
             // means one whole attempt.
-            let e = match tokio::time::timeout(ATTEMPT_TIMEOUT, call()).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
-                Ok(Err(status)) => {
-                    if self
-                        .past_standby(&status, generation, deadline, &mut standbys, &mut backoff)
-                        .await
-                    {
-                        continue;
-                    }
-                    ClientError::from(status)
-                }
-                Err(_) => ClientError::Connect {
-                    hub: self.live.conn().url.clone(),
-                    reason: format!("no answer to the {what} within {ATTEMPT_TIMEOUT:?}"),
-                },
+            let attempt = call();
+            let e = match self
+                .attempt(
+                    attempt,
+                    &format!("the {what}"),
+                    generation,
+                    deadline,
+                    &mut standbys,
+                    &mut backoff,
+                )
+                .await
+            {
+                Attempt::Answered(r) => return Ok(r),
+                Attempt::PastStandby => continue,
+                Attempt::Failed(e) => e,
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
