@@ -156,18 +156,24 @@ impl ClientError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::NoHubAnswers { .. } => true,
-            Self::Rejected { code, .. } => matches!(
-                code,
-                Code::Unavailable
-                    | Code::Unknown
-                    | Code::Cancelled
-                    | Code::DeadlineExceeded
-                    | Code::Aborted
-            ),
+            Self::Rejected { code, message } => {
+                matches!(
+                    code,
+                    Code::Unavailable
+                        | Code::Unknown
+                        | Code::Cancelled
+                        | Code::DeadlineExceeded
+                        | Code::Aborted
+                ) || (*code == Code::Internal && message.starts_with(H2_BROKEN))
+            }
             _ => false,
         }
     }
 }
+
+/// How tonic reports an HTTP/2 connection broken under a call (a hub
+/// killed mid-stream): `Internal`, though no hub said anything.
+const H2_BROKEN: &str = "h2 protocol error";
 
 /// Finds a TLS alert the hub sent, anywhere in an error's source chain.
 /// The TLS stack reports it only as text ("received fatal alert: X").
@@ -237,6 +243,17 @@ impl From<tonic::Status> for ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_connection_is_transient_and_a_hubs_internal_error_is_not() {
+        let rejected = |code, message: &str| ClientError::Rejected {
+            code,
+            message: message.into(),
+        };
+        assert!(rejected(Code::Internal, "h2 protocol error: http2 error").is_transient());
+        assert!(!rejected(Code::Internal, "storage error: disk").is_transient());
+        assert!(!rejected(Code::InvalidArgument, "h2 protocol error").is_transient());
+    }
 
     #[test]
     fn every_hub_is_named_with_a_short_reason() {
