@@ -157,6 +157,21 @@ impl Following {
     }
 }
 
+/// Publishes `freshness` every `every` until shutdown, so that open
+/// subscriptions end once the standby goes stale.
+async fn publish_staleness(
+    freshness: Arc<Freshness>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => freshness.publish(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Units active in `before` that `after` suspends or no longer has.
 fn stopped_units(before: &Registry, after: &Registry) -> Vec<String> {
     before
@@ -172,7 +187,8 @@ fn stopped_units(before: &Registry, after: &Registry) -> Vec<String> {
 /// shutdown; a failed refresh is logged and tried again at the next. Each
 /// outcome goes to `freshness` (see `freshness.rs`); a refresh taking
 /// longer than [`REFRESH_WAIT`] counts as failed, and the next waits for
-/// it rather than running beside it.
+/// it rather than running beside it. Staleness is published each period
+/// on its own timer, since a hanging refresh holds this loop up.
 pub async fn run(
     following: Arc<Following>,
     notices: Arc<Notices>,
@@ -180,6 +196,11 @@ pub async fn run(
     freshness: Arc<Freshness>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    tokio::spawn(publish_staleness(
+        freshness.clone(),
+        every,
+        shutdown.clone(),
+    ));
     let mut running: Option<tokio::task::JoinHandle<Result<(), FollowError>>> = None;
     loop {
         tokio::select! {

@@ -7,10 +7,14 @@
 //! at all. In either case its health (gRPC and `GET /health`) says
 //! NOT_SERVING with the reason, and it refuses reads with the standby's
 //! status (`tongbao_proto::replica`), so that clients move on to another
-//! replica. The first refresh that succeeds again ends it.
+//! replica. The first refresh that succeeds again ends it. Subscriptions
+//! already open watch it too ([`Freshness::watch`]): they end with the
+//! same status, so that no subscriber waits on a standby that no longer
+//! follows the leader.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Refresh periods (`[store] standby_refresh_ms`) without a successful
 /// refresh after which a standby stops serving.
@@ -20,6 +24,8 @@ pub const STALE_AFTER_PERIODS: u32 = 10;
 pub struct Freshness {
     stale_after: Duration,
     state: Mutex<State>,
+    /// Why the standby may not serve, as last published (None: it serves).
+    unfit: watch::Sender<Option<String>>,
 }
 
 struct State {
@@ -37,14 +43,18 @@ impl Freshness {
                 last_ok: Instant::now(),
                 refusing: None,
             }),
+            unfit: watch::Sender::new(None),
         }
     }
 
     /// A refresh succeeded: the standby serves.
     pub fn succeeded(&self) {
-        let mut state = self.lock();
-        state.last_ok = Instant::now();
-        state.refusing = None;
+        {
+            let mut state = self.lock();
+            state.last_ok = Instant::now();
+            state.refusing = None;
+        }
+        self.publish();
     }
 
     /// A refresh found the database unfit to serve (`why`). True when the
@@ -53,7 +63,26 @@ impl Freshness {
         let mut state = self.lock();
         let new = state.refusing.as_ref() != Some(&why);
         state.refusing = Some(why);
+        drop(state);
+        self.publish();
         new
+    }
+
+    /// Tells the watchers whether the standby may serve now. Refreshes
+    /// publish their outcome; staleness comes with time alone, so a timer
+    /// publishes too (`follow::run`).
+    pub fn publish(&self) {
+        let now = self.why_not_serving();
+        self.unfit.send_if_modified(|last| {
+            let changed = *last != now;
+            *last = now;
+            changed
+        });
+    }
+
+    /// Why the standby may not serve, as published: `Some` once it may not.
+    pub fn watch(&self) -> watch::Receiver<Option<String>> {
+        self.unfit.subscribe()
     }
 
     /// Why the standby must not serve now, or None.
@@ -98,5 +127,22 @@ mod tests {
         assert_eq!(freshness.why_not_serving().as_deref(), Some("schema"));
         freshness.succeeded();
         assert!(freshness.why_not_serving().is_none());
+    }
+
+    #[test]
+    fn watchers_see_staleness_once_published_and_its_end() {
+        let freshness = Freshness::new(Duration::from_millis(1));
+        let mut watch = freshness.watch();
+        std::thread::sleep(Duration::from_millis(30));
+        // Time alone changes nothing a watcher sees until it is published.
+        assert!(!watch.has_changed().unwrap_or(true));
+        freshness.publish();
+        assert!(watch.has_changed().unwrap_or(false));
+        let why = watch.borrow_and_update().clone().unwrap_or_default();
+        assert!(why.starts_with("standby: not refreshed for"), "{why}");
+        freshness.succeeded();
+        assert!(watch.borrow_and_update().is_none());
+        assert!(freshness.refuse("schema".into()));
+        assert_eq!(watch.borrow_and_update().as_deref(), Some("schema"));
     }
 }

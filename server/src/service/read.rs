@@ -171,6 +171,9 @@ pub fn subscribe(
     let (end, end_rx) = oneshot::channel();
     let state = state.clone();
     let mut shutdown = state.shutdown.clone();
+    // A standby that goes stale or unfit ends its streams as it refuses
+    // new calls (`freshness.rs`).
+    let mut unfit = state.freshness.as_ref().map(|f| f.watch());
     let mut cursor = req.after;
     tokio::spawn(async move {
         // Held while the stream is served: the task ends when the client
@@ -191,6 +194,7 @@ pub fn subscribe(
                     r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
                     _ = tx.closed() => return,
                     _ = stopping(&mut shutdown) => return ended(&state, end),
+                    why = unfit_now(&mut unfit) => return refused(end, why),
                 }
                 continue;
             }
@@ -208,6 +212,7 @@ pub fn subscribe(
                 tokio::select! {
                     sent = tx.send(Ok(d)) => if sent.is_err() { return },
                     _ = stopping(&mut shutdown) => return ended(&state, end),
+                    why = unfit_now(&mut unfit) => return refused(end, why),
                 }
                 cursor = at;
             }
@@ -224,6 +229,23 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|s| *s).await.is_err() {
         // The hub is gone: nothing is served any longer.
     }
+}
+
+/// Resolves with the reason once a standby may not serve (never on a
+/// leader, whose `unfit` is None).
+async fn unfit_now(unfit: &mut Option<watch::Receiver<Option<String>>>) -> String {
+    if let Some(unfit) = unfit {
+        if let Ok(why) = unfit.wait_for(Option::is_some).await {
+            return why.clone().unwrap_or_default();
+        }
+    }
+    std::future::pending().await
+}
+
+/// Ends a subscription on a standby that may not serve, with the status
+/// its new calls get, after what is already buffered.
+fn refused(end: oneshot::Sender<Status>, why: String) {
+    let _ = end.send(tongbao_proto::replica::standby_unavailable(why));
 }
 
 /// Ends a subscription at shutdown. A standby stops to take over (or to

@@ -14,4 +14,5 @@ mod roles;
 mod server;
 mod standby;
 mod standby_limits;
+mod standby_unfit;
 mod trail;

@@ -11,7 +11,7 @@ use tongbao_tests::Role;
 /// A leader (`data-a`) and a standby (`data-b`) of `pki`, the standby's
 /// process given `env`: both replicas, the leader's address and the
 /// standby's.
-async fn pair_with(
+pub(crate) async fn pair_with(
     pki: &TestPki,
     env: &[(&str, &str)],
 ) -> Result<(Replica, Replica, SocketAddr, SocketAddr), BoxError> {
@@ -25,7 +25,7 @@ async fn pair_with(
 }
 
 /// A raw subscription of [`RECIPIENT`]'s inbox on `hub`, from cursor 0.
-async fn raw_subscription(
+pub(crate) async fn raw_subscription(
     pki: &TestPki,
     hub: SocketAddr,
 ) -> Result<tonic::Streaming<pb::Delivery>, BoxError> {
@@ -40,7 +40,9 @@ async fn raw_subscription(
 }
 
 /// Reads `stream` until it ends (with a status or without).
-async fn until_it_ends(mut stream: tonic::Streaming<pb::Delivery>) -> Option<tonic::Status> {
+pub(crate) async fn until_it_ends(
+    mut stream: tonic::Streaming<pb::Delivery>,
+) -> Option<tonic::Status> {
     loop {
         match stream.message().await {
             Ok(Some(_)) => continue,
