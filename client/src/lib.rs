@@ -58,6 +58,7 @@ mod probe;
 mod push_queue;
 mod tasks;
 pub mod trust;
+mod verified_bytes;
 mod verify;
 mod warnings;
 mod workflow;

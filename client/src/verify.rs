@@ -5,6 +5,8 @@
 //! signing keys of the registry.
 
 use crate::ClientError;
+use crate::verified_bytes::{Kept, VerifiedBytes};
+use prost::bytes::Bytes;
 use std::collections::HashMap;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,15 +16,17 @@ use tongbao_proto::keys::{KeyValidity, RegisteredKey, verify_digest, verify_dige
 use tongbao_proto::{EntryFault, Hash, pb};
 
 /// An entry whose leaf hash and sender signature have been checked.
-/// Only this crate can make one. Its message body is a view of the buffer
-/// the delivery arrived in: keeping the entry keeps that buffer, so copy
-/// the body (`to_vec`) to keep it for long on its own.
+/// Only this crate can make one. The decoded entry is shared, not copied,
+/// between the units of one process that received the same bytes (see
+/// `Arc::unwrap_or_clone` for one of your own). Its message body is a view
+/// of one buffer holding the entry's encoding: keeping the entry keeps
+/// that buffer, so copy the body (`to_vec`) to keep it for long on its own.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct VerifiedEntry {
     /// Position in the caller's inbox (0 for entries read directly).
     pub cursor: u64,
-    pub entry: pb::Entry,
+    pub entry: Arc<pb::Entry>,
     pub leaf_hash: Hash,
 }
 
@@ -32,6 +36,10 @@ impl VerifiedEntry {
     }
     pub fn seq(&self) -> u64 {
         self.entry.seq
+    }
+    /// The entry as a value of its own (a copy when it is shared).
+    pub fn into_entry(self) -> pb::Entry {
+        Arc::unwrap_or_clone(self.entry)
     }
     /// Names this entry exactly, as receipts and feedback do.
     pub fn pin(&self) -> pb::EntryPin {
@@ -204,14 +212,20 @@ impl VerifiedSignatures {
     }
 }
 
-/// A decoded delivery whose signing key is known and valid for it, not yet
-/// verified: the entry with the leaf hash the hub claims for it, its inbox
-/// position and the public key its signature names.
+/// A decoded delivery whose signing key is known and valid for it: the
+/// entry with the leaf hash the hub claims for it, its inbox position and
+/// the public key its signature names.
 pub(crate) struct Claimed {
-    pub entry: pb::Entry,
+    pub entry: Arc<pb::Entry>,
     pub leaf_hash: Vec<u8>,
     pub cursor: u64,
     pub key: Arc<[u8]>,
+    /// The bytes the entry was decoded from, when it arrived encoded:
+    /// kept with it once it verifies (see [`VerifiedBytes`]).
+    pub encoded: Option<Bytes>,
+    /// Verified before in this process: the same bytes, claimed leaf hash
+    /// and public key (see [`VerifiedBytes`]).
+    pub verified_before: bool,
 }
 
 /// Verifies entries in order as [`verify_entry`] does, checking the
@@ -223,6 +237,9 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
     let digests: Vec<Option<(Hash, Option<SignatureKey>)>> = claimed
         .iter()
         .map(|c| {
+            if c.verified_before {
+                return None;
+            }
             let signed = c.entry.message.as_ref()?;
             let digest = message_digest(signed.message.as_ref()?);
             let key = signed
@@ -239,7 +256,9 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
         .iter()
         .zip(&digests)
         .enumerate()
-        .filter(|(i, _)| !signature_verified.get(*i).copied().unwrap_or(false))
+        .filter(|(i, (c, _))| {
+            !c.verified_before && !signature_verified.get(*i).copied().unwrap_or(false)
+        })
         .filter_map(|(i, (c, d))| {
             let (digest, _) = d.as_ref()?;
             let signature = c.entry.message.as_ref()?.signature.as_ref()?;
@@ -262,20 +281,49 @@ pub(crate) fn verify_entries(claimed: Vec<Claimed>) -> (Vec<VerifiedEntry>, Opti
         VerifiedSignatures::remember_all(newly);
     }
     let mut verified = Vec::with_capacity(claimed.len());
+    let mut keep = Vec::new();
+    let mut failed = None;
     for ((c, digest), signature_verified) in
         claimed.into_iter().zip(digests).zip(signature_verified)
     {
+        if c.verified_before
+            && let Ok(leaf_hash) = Hash::try_from(&c.leaf_hash[..])
+        {
+            verified.push(VerifiedEntry {
+                cursor: c.cursor,
+                entry: c.entry,
+                leaf_hash,
+            });
+            continue;
+        }
         let known = digest.map(|(digest, cache_key)| Known {
             digest,
             cache_key,
             signature_verified,
         });
         match check_entry(c.entry, &c.leaf_hash, c.cursor, &c.key, known) {
-            Ok(v) => verified.push(v),
-            Err(e) => return (verified, Some(e)),
+            Ok(v) => {
+                if let Some(encoded) = c.encoded {
+                    let entry = v.entry.clone();
+                    keep.push((
+                        v.leaf_hash,
+                        Kept {
+                            encoded,
+                            key: c.key,
+                            entry,
+                        },
+                    ));
+                }
+                verified.push(v);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
-    (verified, None)
+    VerifiedBytes::keep_all(keep);
+    (verified, failed)
 }
 
 /// What [`verify_entries`] found out about an entry's message before
@@ -296,12 +344,12 @@ pub fn verify_entry(
     cursor: u64,
     sender_key: &[u8],
 ) -> Result<VerifiedEntry, ClientError> {
-    check_entry(entry, claimed_leaf_hash, cursor, sender_key, None)
+    check_entry(Arc::new(entry), claimed_leaf_hash, cursor, sender_key, None)
 }
 
 /// [`verify_entry`] with what is already known of the entry's message.
 fn check_entry(
-    entry: pb::Entry,
+    entry: Arc<pb::Entry>,
     claimed_leaf_hash: &[u8],
     cursor: u64,
     sender_key: &[u8],
@@ -395,10 +443,12 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, (entry, leaf))| Claimed {
-                entry,
+                entry: Arc::new(entry),
                 leaf_hash: leaf.to_vec(),
                 cursor: i as u64 + 1,
                 key: key.public_key().into(),
+                encoded: None,
+                verified_before: false,
             })
             .collect();
         let (verified, failed) = verify_entries(claimed);
@@ -431,9 +481,11 @@ mod tests {
             .enumerate()
             .map(|(i, entry)| Claimed {
                 leaf_hash: tongbao_proto::canonical::leaf_hash(&entry).to_vec(),
-                entry,
+                entry: Arc::new(entry),
                 cursor: i as u64 + 1,
                 key: key.public_key().into(),
+                encoded: None,
+                verified_before: false,
             })
             .collect();
         let (verified, failed) = verify_entries(claimed);

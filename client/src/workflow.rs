@@ -47,7 +47,7 @@ pub(crate) fn workflow_error(e: impl std::fmt::Display) -> ClientError {
 }
 
 pub(crate) fn as_entry(v: VerifiedEntry) -> pb::Entry {
-    v.entry
+    v.into_entry()
 }
 
 impl Client {

@@ -173,7 +173,7 @@ pub async fn forged_issue_without(
     let m = lead.meeting(meeting).await?;
     let get = |p: Option<pb::EntryPin>| async move {
         let p = p.ok_or("missing pin")?;
-        Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+        Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.into_entry())
     };
     let mut consents = Vec::new();
     for a in m.answers.iter().filter(|a| a.unit != unit) {

@@ -206,7 +206,7 @@ async fn a_summary_goes_out_once_every_confirmed_participant_reported() -> TestR
         let lead = &lead;
         async move {
             let p = p.ok_or("missing pin")?;
-            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.into_entry())
         }
     };
     let mut answers = Vec::new();
@@ -326,7 +326,7 @@ async fn a_released_summary_is_checked_offline_and_a_tampered_report_is_refused(
         let lead = &lead;
         async move {
             let p = p.ok_or("missing pin")?;
-            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.into_entry())
         }
     };
     let mut forged = pb::ActionSummary {

@@ -105,8 +105,7 @@ async fn a_joint_notice_goes_out_once_every_named_co_issuer_signed() -> TestResu
 
     // A release whose embedded co-signature was altered does not verify.
     let mut tampered = entry.clone();
-    if let Some(m) = tampered
-        .entry
+    if let Some(m) = std::sync::Arc::make_mut(&mut tampered.entry)
         .message
         .as_mut()
         .and_then(|s| s.message.as_mut())
@@ -311,7 +310,7 @@ async fn an_escalation_comes_from_issued_minutes_or_an_entry_of_its_case() -> Te
         let lead = &lead;
         async move {
             let p = p.ok_or("missing pin")?;
-            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.entry)
+            Ok::<_, BoxError>(lead.get_entry(&p.channel, p.seq).await?.into_entry())
         }
     };
     let mut co_signatures = Vec::new();
@@ -354,8 +353,7 @@ async fn an_escalation_comes_from_issued_minutes_or_an_entry_of_its_case() -> Te
     }
     // The same escalation with its source stripped proves nothing.
     let mut stripped = entry.clone();
-    if let Some(m) = stripped
-        .entry
+    if let Some(m) = std::sync::Arc::make_mut(&mut stripped.entry)
         .message
         .as_mut()
         .and_then(|s| s.message.as_mut())

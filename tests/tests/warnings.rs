@@ -419,8 +419,8 @@ async fn an_answer_verifies_offline_and_a_tampered_one_does_not() -> TestResult 
         .await?
         .answer_warning("w-o", vec!["tax audit".into()], "")
         .await?;
-    let warning_entry = pbc.get_entry(&w.channel, w.seq).await?.entry;
-    let answer_entry = pbc.get_entry(&a.channel, a.seq).await?.entry;
+    let warning_entry = pbc.get_entry(&w.channel, w.seq).await?.into_entry();
+    let answer_entry = pbc.get_entry(&a.channel, a.seq).await?.into_entry();
     let keys = offline_keys(&pbc, &["pbc-taiyuan", "tax"]).await?;
     let v = verify_answer(&warning_entry, &answer_entry, &lookup(&keys))?;
     assert_eq!(v.organization.credit_code, ORG);
@@ -431,7 +431,7 @@ async fn an_answer_verifies_offline_and_a_tampered_one_does_not() -> TestResult 
     }
     assert!(verify_answer(&warning_entry, &tampered, &lookup(&keys)).is_err());
     // Checked against another warning entry than the one it answers.
-    let other = pbc.get_entry("pbc-taiyuan", 0).await?.entry;
+    let other = pbc.get_entry("pbc-taiyuan", 0).await?.into_entry();
     assert!(verify_answer(&other, &answer_entry, &lookup(&keys)).is_err());
     // Without tax's key nothing is proven.
     let pbc_only = offline_keys(&pbc, &["pbc-taiyuan"]).await?;

@@ -4,8 +4,11 @@
 use super::acknowledged::Position;
 use super::hub_read;
 use super::{Client, describe_validity, new_message_id};
-use crate::verify::{Claimed, VerifiedEntry, signing_key_of, verify_entry};
+use crate::verified_bytes::{Found, VerifiedBytes};
+use crate::verify::{Claimed, VerifiedEntry, signing_key_of};
 use crate::{ClientError, Draft};
+use prost::bytes::Bytes;
+use std::sync::Arc;
 use tongbao_proto::{now_micros, pb};
 
 /// What the hub did with a receipt.
@@ -88,21 +91,37 @@ impl Client {
     /// Verifies a delivery, fetching the registry again once if the
     /// signature names a key not seen yet (a rotation).
     pub async fn verify_delivery(&self, d: pb::Delivery) -> Result<VerifiedEntry, ClientError> {
-        let p = self.prepare_delivery(d).await?;
-        verify_entry(p.entry, &p.leaf_hash, p.cursor, &p.key)
+        let (mut verified, failed) = self.verify_deliveries(vec![d]).await;
+        match (failed, verified.pop()) {
+            (Some(e), _) => Err(e),
+            (None, Some(v)) => Ok(v),
+            (None, None) => Err(ClientError::Integrity {
+                channel: String::new(),
+                seq: 0,
+                reason: "the delivery was not checked".into(),
+            }),
+        }
     }
 
     /// Verifies deliveries in order, every entry's key first, then the
-    /// signatures in one batch. Returns the entries before the first that
-    /// fails, and why it fails.
+    /// signatures in one batch. An entry this process verified before,
+    /// from the same bytes, claimed leaf hash and key, is not decoded or
+    /// checked again (see `verified_bytes`). Returns the entries before
+    /// the first that fails, and why it fails.
     pub(super) async fn verify_deliveries(
         &self,
         deliveries: Vec<pb::Delivery>,
     ) -> (Vec<VerifiedEntry>, Option<ClientError>) {
+        // Only an entry that arrived encoded is compared by its bytes.
+        let kept = VerifiedBytes::find_all(deliveries.iter().map(|d| {
+            d.entry
+                .is_none()
+                .then_some((&d.leaf_hash[..], &d.encoded_entry[..]))
+        }));
         let mut claimed = Vec::with_capacity(deliveries.len());
         let mut unprepared = None;
-        for d in deliveries {
-            match self.prepare_delivery(d).await {
+        for (d, kept) in deliveries.into_iter().zip(kept) {
+            match self.prepare_delivery(d, kept).await {
                 Ok(c) => claimed.push(c),
                 Err(e) => {
                     unprepared = Some(e);
@@ -115,23 +134,44 @@ impl Client {
     }
 
     /// Every check of [`Client::verify_delivery`] before the signature and
-    /// leaf hash: the decoded entry with the registered key it must verify
+    /// leaf hash: the entry (decoded, or as kept when this process verified
+    /// the same bytes before) with the registered key it must verify
     /// under.
-    async fn prepare_delivery(&self, mut d: pb::Delivery) -> Result<Claimed, ClientError> {
+    async fn prepare_delivery(
+        &self,
+        mut d: pb::Delivery,
+        kept: Option<Found>,
+    ) -> Result<Claimed, ClientError> {
         let integrity = |reason: String| ClientError::Integrity {
             channel: String::new(),
             seq: 0,
             reason,
         };
-        let entry = d
-            .take_entry()
-            .map_err(|e| {
-                integrity(format!(
-                    "delivery at cursor {}: undecodable entry: {e}",
-                    d.cursor
-                ))
-            })?
-            .ok_or_else(|| integrity(format!("delivery at cursor {} without entry", d.cursor)))?;
+        let (entry, encoded, verified_under) = match kept {
+            Some((entry, key)) => (entry, None, Some(key)),
+            None => {
+                // Decoded from a copy of its own, so that the entry (its
+                // body a view of these bytes) does not hold the whole
+                // receive buffer, and can be kept for other units.
+                let encoded = (d.entry.is_none() && !d.encoded_entry.is_empty())
+                    .then(|| Bytes::copy_from_slice(&d.encoded_entry));
+                if let Some(own) = &encoded {
+                    d.encoded_entry = own.clone();
+                }
+                let entry = d
+                    .take_entry()
+                    .map_err(|e| {
+                        integrity(format!(
+                            "delivery at cursor {}: undecodable entry: {e}",
+                            d.cursor
+                        ))
+                    })?
+                    .ok_or_else(|| {
+                        integrity(format!("delivery at cursor {} without entry", d.cursor))
+                    })?;
+                (Arc::new(entry), encoded, None)
+            }
+        };
         let (unit, key_id) = signing_key_of(&entry).ok_or_else(|| ClientError::Integrity {
             channel: entry.channel.clone(),
             seq: entry.seq,
@@ -161,11 +201,15 @@ impl Client {
                 ),
             });
         }
+        // Verified before only under the very key the registry names now.
+        let verified_before = verified_under.is_some_and(|k| k[..] == key[..]);
         Ok(Claimed {
             entry,
             leaf_hash: d.leaf_hash,
             cursor: d.cursor,
             key,
+            encoded,
+            verified_before,
         })
     }
 
