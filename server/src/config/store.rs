@@ -206,6 +206,16 @@ impl StoreSection {
         Ok(Arc::new(PgStore::open_standby(&self.pg_options()?)?))
     }
 
+    /// The store, opened to read (no lease, no writes), when it keeps
+    /// the access log (PostgreSQL); None for sled, whose access log is in
+    /// the data directory: the auditor's commands read it.
+    pub fn open_reader(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sled => None,
+            Backend::Postgres => Some(Arc::new(PgStore::open_standby(&self.pg_options()?)?)),
+        })
+    }
+
     fn pg_options(&self) -> Result<PgOptions, StoreError> {
         Ok(PgOptions {
             database: self.database()?,
