@@ -248,15 +248,18 @@ impl AccessLog {
         let guard = db.access_claim(signer.origin())?;
         moved::move_files(data_dir, db, signer.origin(), &verifier)?;
         let checked = stored_check::check(db, signer.origin(), &verifier, false)?;
-        let writer = writer::Handle::spawn(stored::StoredWriter::new(
-            store.clone(),
+        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
+        let writer = writer::Handle::spawn(stored::StoredWriter::new(stored::Setup {
+            store: store.clone(),
             guard,
             checked,
             signer,
-        ))?;
+            config: config.clone(),
+            clock_offset_micros,
+        }))?;
         Ok(Arc::new(Self {
             writer,
-            clock_offset_micros: crate::failpoint::access_log_clock_offset_micros(),
+            clock_offset_micros,
         }))
     }
 

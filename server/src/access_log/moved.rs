@@ -208,6 +208,7 @@ impl Mover<'_> {
             first_hash,
             &hashes,
             self.note,
+            None,
         )?;
         self.next = end;
         Ok(())

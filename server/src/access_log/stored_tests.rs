@@ -193,7 +193,7 @@ fn append_unsigned(db: &dyn AccessLogStore, key: &Key, n: u64) -> TestResult {
             line: line.into_bytes(),
         });
     }
-    db.access_append(&origin, &rows, first_hash, &hashes, None)?;
+    db.access_append(&origin, &rows, first_hash, &hashes, None, None)?;
     Ok(())
 }
 
@@ -382,10 +382,57 @@ fn a_move_cut_short_goes_on_at_the_next_start() -> TestResult {
     let note = std::fs::read_to_string(dir.join(files::CHECKPOINT_FILE))?;
     let db = access(&leader)?;
     db.access_claim(&origin)?.release();
-    db.access_append(&origin, &rows, 0, &hashes, Some(&note))?;
+    db.access_append(&origin, &rows, 0, &hashes, Some(&note), None)?;
     // The start refuses nothing: the move goes on from record 4.
     write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
     assert_eq!(size(&leader, &key)?, 8);
     assert!(data.path().join(moved::MOVED_DIR).is_dir());
+    Ok(())
+}
+
+#[test]
+fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    let day = 86_400_000_000i64;
+    let now = tongbao_proto::now_micros();
+    let log = open(&leader, data.path(), &key, REPLICA)?;
+    for (i, days_ago) in [200, 200, 200, 100, 100].into_iter().enumerate() {
+        let mut record = call(i);
+        record.at_micros = now - days_ago * day + i as i64;
+        log.record(record);
+    }
+    write(&log, 1)?;
+    // The next start removes the day 200 days ago, and only it.
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
+    let db = access(&leader)?;
+    let origin = origin(LOG, Some(REPLICA));
+    let scanned = check(db, &origin, &key.verifier, true)?;
+    assert_eq!((scanned.removed, scanned.size), (3, 8));
+    let removal = stored_read::query(db, &origin, &export::Filter::default())?
+        .into_iter()
+        .find(|r| r.kind == RecordKind::Removal)
+        .ok_or("no removal record")?;
+    let removed = removal.removed.ok_or("the removal names nothing")?;
+    assert_eq!((removed.first, removed.count), (0, 3));
+    // Every checkpoint still verifies: exports of what is kept verify.
+    let exported = stored_read::export(db, &origin, Some(&key.verifier), None)?;
+    assert_eq!(exported.records.len(), 5);
+    verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
+
+    // Records removed without a removal record are named.
+    pg.execute("DELETE FROM access_record WHERE n = 3")?;
+    let said = check(db, &origin, &key.verifier, true)
+        .err()
+        .ok_or("a removal without its record passed")?
+        .to_string();
+    assert!(
+        said.contains("the first record kept is 4 but removal records account for records 0..3"),
+        "{said}"
+    );
     Ok(())
 }

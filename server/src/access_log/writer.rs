@@ -34,7 +34,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 /// A checkpoint at most this often.
 pub(super) const SIGN_EVERY: Duration = Duration::from_secs(1);
 /// Retention is applied this often (and at start).
-const RETAIN_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const RETAIN_EVERY: Duration = Duration::from_secs(3600);
 
 /// The hub's checkpoint key, naming the access log's checkpoints.
 pub struct Signer {

@@ -51,7 +51,10 @@ pub trait AccessLogStore: Send + Sync {
     fn access_claim(&self, origin: &str) -> Result<Box<dyn OriginGuard>, StoreError>;
     /// Appends records (consecutive, from the log's next number) and the
     /// stored hashes they add (from index `first_hash` on), with a signed
-    /// checkpoint over them when given: all of it durably, as one commit.
+    /// checkpoint over them when given, and removes the records before
+    /// `remove_before` when given (retention: their hashes stay, and the
+    /// removal record naming them is among `rows`): all of it durably,
+    /// as one commit.
     fn access_append(
         &self,
         origin: &str,
@@ -59,6 +62,7 @@ pub trait AccessLogStore: Send + Sync {
         first_hash: u64,
         hashes: &[Hash],
         checkpoint: Option<&str>,
+        remove_before: Option<u64>,
     ) -> Result<(), StoreError>;
     /// The latest signed checkpoint of `origin`, if any.
     fn access_checkpoint(&self, origin: &str) -> Result<Option<String>, StoreError>;
@@ -81,8 +85,14 @@ pub trait AccessLogStore: Send + Sync {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Hash)>, StoreError>;
-    /// Removes the records before `before` (retention); their hashes stay.
-    fn access_remove_before(&self, origin: &str, before: u64) -> Result<(), StoreError>;
+    /// The first record from number `from` on whose hub time is at least
+    /// `at_micros`, if any (retention finds where a day's records end).
+    fn access_first_at(
+        &self,
+        origin: &str,
+        from: u64,
+        at_micros: i64,
+    ) -> Result<Option<u64>, StoreError>;
     /// Every origin that was ever claimed, in order.
     fn access_origins(&self) -> Result<Vec<String>, StoreError>;
 }

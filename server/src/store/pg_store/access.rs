@@ -88,6 +88,7 @@ async fn append(
     first_hash: u64,
     hashes: Vec<Hash>,
     checkpoint: Option<String>,
+    remove_before: Option<u64>,
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
@@ -126,6 +127,14 @@ async fn append(
             "INSERT INTO access_checkpoint (origin, note) VALUES ($1, $2) \
              ON CONFLICT (origin) DO UPDATE SET note = EXCLUDED.note",
             &[&origin, &note],
+        )
+        .await?;
+    }
+    if let Some(before) = remove_before {
+        execute(
+            &tx,
+            "DELETE FROM access_record WHERE origin = $1 AND n < $2",
+            &[&origin, &signed(before)?],
         )
         .await?;
     }
@@ -239,15 +248,24 @@ async fn hash_range(
     .collect()
 }
 
-async fn remove_before(pool: Pool, origin: String, before: u64) -> Result<(), StoreError> {
+/// Walks the records from `from` in order (the primary key's) and stops
+/// at the first match: a day's records, not the whole log.
+async fn first_at(
+    pool: Pool,
+    origin: String,
+    from: u64,
+    at_micros: i64,
+) -> Result<Option<u64>, StoreError> {
     let client = pool.get().await.map_err(db)?;
-    execute(
+    query_opt(
         &client,
-        "DELETE FROM access_record WHERE origin = $1 AND n < $2",
-        &[&origin, &signed(before)?],
+        "SELECT n FROM access_record WHERE origin = $1 AND n >= $2 AND at_micros >= $3 \
+         ORDER BY n LIMIT 1",
+        &[&origin, &signed(from)?, &at_micros],
     )
-    .await
-    .map(drop)
+    .await?
+    .map(|row| unsigned(row.get(0), "a record number"))
+    .transpose()
 }
 
 async fn origins(pool: Pool) -> Result<Vec<String>, StoreError> {
@@ -286,6 +304,7 @@ impl AccessLogStore for PgStore {
         first_hash: u64,
         hashes: &[Hash],
         checkpoint: Option<&str>,
+        remove_before: Option<u64>,
     ) -> Result<(), StoreError> {
         self.block(append(
             self.pool(),
@@ -294,6 +313,7 @@ impl AccessLogStore for PgStore {
             first_hash,
             hashes.to_vec(),
             checkpoint.map(str::to_string),
+            remove_before,
         ))
     }
 
@@ -327,8 +347,13 @@ impl AccessLogStore for PgStore {
         self.block(hash_range(self.pool(), origin.to_string(), from, limit))
     }
 
-    fn access_remove_before(&self, origin: &str, before: u64) -> Result<(), StoreError> {
-        self.block(remove_before(self.pool(), origin.to_string(), before))
+    fn access_first_at(
+        &self,
+        origin: &str,
+        from: u64,
+        at_micros: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.block(first_at(self.pool(), origin.to_string(), from, at_micros))
     }
 
     fn access_origins(&self) -> Result<Vec<String>, StoreError> {
