@@ -236,8 +236,8 @@ impl StoreSection {
         Ok(match self.backend {
             Backend::Sled => Arc::new(SledStore::open_keeping_free(data_dir, fsync, reserve)?),
             Backend::Postgres => {
-                // The data directory still holds the access log and the
-                // checkpoint key.
+                // The data directory still holds the checkpoint key (and
+                // an earlier version's access log, moved in at start).
                 crate::store::create_dir_durably(data_dir)?;
                 Arc::new(PgStore::open_holding(&self.pg_options()?, lease)?)
             }
