@@ -112,14 +112,29 @@ impl StoredWriter {
             return Ok(());
         }
         let origin = self.signer.origin().to_string();
-        self.db()?.access_append(
-            &origin,
-            &rows,
-            first_hash,
-            &hashes,
-            note.as_deref(),
-            remove_before,
-        )?;
+        let db = self.db()?;
+        let append = || {
+            db.access_append(
+                &origin,
+                &rows,
+                first_hash,
+                &hashes,
+                note.as_deref(),
+                remove_before,
+            )
+        };
+        // A connection cut under a commit (a database restarting, a
+        // network blip) would otherwise close the log, and with it every
+        // call, until a restart: tried once more on a fresh connection,
+        // unless the commit went through before the cut.
+        if let Err(e) = append() {
+            tracing::warn!(error = %e, "an access log commit failed; trying it once more");
+            let committed =
+                !hashes.is_empty() && db.access_extent(&origin)?.hashes >= stored_hash_count(size);
+            if !committed {
+                append()?;
+            }
+        }
         if note.is_some() {
             self.signed_size = size;
             self.last_signed = Instant::now();

@@ -436,3 +436,43 @@ fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes
     );
     Ok(())
 }
+
+#[test]
+fn a_failed_commit_is_tried_once_more_and_a_second_failure_closes_the_log() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // The first insert of a record fails; every later one passes.
+    pg.execute(
+        "CREATE SEQUENCE tongbao_test_once; \
+         CREATE FUNCTION tongbao_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('tongbao_test_once') = 1 THEN RAISE EXCEPTION 'test: refused once'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER tongbao_test_refuse BEFORE INSERT ON access_record \
+         FOR EACH ROW EXECUTE FUNCTION tongbao_test_refuse();",
+    )?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 3)?;
+    assert_eq!(size(&leader, &key)?, 3);
+    // Refused for good: the waiting call hears why, and so does every later one.
+    pg.execute(
+        "CREATE OR REPLACE FUNCTION tongbao_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'test: refused'; END $$;",
+    )?;
+    let log = open(&leader, data.path(), &key, REPLICA)?;
+    let said = log
+        .record_durably(call(0))
+        .wait_blocking()
+        .err()
+        .ok_or("a record the database refused was answered durable")?;
+    assert!(said.contains("test: refused"), "{said}");
+    assert!(
+        log.failed()
+            .is_some_and(|why| why.contains("test: refused"))
+    );
+    log.stop();
+    assert_eq!(size(&leader, &key)?, 3);
+    Ok(())
+}
