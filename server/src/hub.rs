@@ -263,7 +263,8 @@ impl Hub {
             data_dir,
             config.store.replica_name(),
         )?);
-        let access_log = AccessLog::open(
+        let access_log = AccessLog::open_in(
+            &store,
             data_dir,
             &config.access_log,
             load_or_create_key(&key_path)?,

@@ -9,15 +9,25 @@
 //! checkpoint against the stored tree and every record after it against
 //! the tree, and refuses to start on a mismatch (`tongbao-hub audit-log
 //! verify` checks every record).
-//! The log lives in its own files (`files`), not in the channels' store, is
-//! written by one thread with group commit (`writer`), and is read by the
-//! `tongbao-hub audit-log` commands straight from the data directory
-//! (`export`). `docs/access-log.md` sets out the format and the rules.
+//! On sled (the embedded default) the log lives in its own files
+//! (`files`) in the data directory, written by one thread with group
+//! commit (`writer`) and read by the `tongbao-hub audit-log` commands
+//! straight from there (`export`). A store that keeps the log (PostgreSQL,
+//! through `store::access`) holds it instead, so that a replica's log
+//! outlives its host: the same thread and rounds write it there
+//! (`stored`), the same rules check it (`stored_check`), and the commands
+//! read it from the database (`stored_read`); files of an earlier version
+//! are moved in once (`moved`). `docs/access-log.md` sets out the format
+//! and the rules.
 
 mod check;
 pub mod export;
 pub mod files;
+pub mod moved;
 pub mod record;
+mod stored;
+pub mod stored_check;
+pub mod stored_read;
 mod writer;
 
 pub use check::{
@@ -57,6 +67,8 @@ pub enum AccessLogError {
     Note(#[from] NoteError),
     #[error("the access log is not writable: {0}")]
     Closed(String),
+    #[error("access log: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl AccessLogError {
@@ -212,6 +224,45 @@ impl AccessLog {
         }))
     }
 
+    /// Opens the access log where `store` keeps it: in the store when it
+    /// keeps the log (PostgreSQL), else in `<data_dir>/access-log` as
+    /// [`AccessLog::open`]. In the store, the log's origin is claimed for
+    /// this process first (refused while another holds it), files of an
+    /// earlier version are moved in, and what the store holds is checked.
+    pub fn open_in(
+        store: &Arc<dyn crate::store::Store>,
+        data_dir: &Path,
+        config: &AccessLogConfig,
+        key: SigningKey,
+        (log_name, replica): (&str, Option<&str>),
+        fsync: bool,
+    ) -> Result<Arc<Self>, AccessLogError> {
+        let Some(db) = store.access_log() else {
+            return Self::open(data_dir, config, key, (log_name, replica), fsync);
+        };
+        config
+            .validate()
+            .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
+        let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
+        let verifier = signer.verifier()?;
+        let guard = db.access_claim(signer.origin())?;
+        moved::move_files(data_dir, db, signer.origin(), &verifier)?;
+        let checked = stored_check::check(db, signer.origin(), &verifier, false)?;
+        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
+        let writer = writer::Handle::spawn(stored::StoredWriter::new(stored::Setup {
+            store: store.clone(),
+            guard,
+            checked,
+            signer,
+            config: config.clone(),
+            clock_offset_micros,
+        }))?;
+        Ok(Arc::new(Self {
+            writer,
+            clock_offset_micros,
+        }))
+    }
+
     /// The hub's time for records, µs (shifted only by a test hub's failpoint).
     pub fn now_micros(&self) -> i64 {
         tongbao_proto::now_micros().saturating_add(self.clock_offset_micros)
@@ -239,5 +290,7 @@ impl AccessLog {
     }
 }
 
+#[cfg(test)]
+mod stored_tests;
 #[cfg(test)]
 mod tests;

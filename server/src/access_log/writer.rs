@@ -30,11 +30,11 @@ use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 /// writer's rounds [`POLL`] apart, it is durable within a second.
 const SYNC_AFTER: Duration = Duration::from_millis(750);
 /// Records nobody waits for are taken at least this often.
-const POLL: Duration = Duration::from_millis(250);
+pub(super) const POLL: Duration = Duration::from_millis(250);
 /// A checkpoint at most this often.
-const SIGN_EVERY: Duration = Duration::from_secs(1);
+pub(super) const SIGN_EVERY: Duration = Duration::from_secs(1);
 /// Retention is applied this often (and at start).
-const RETAIN_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const RETAIN_EVERY: Duration = Duration::from_secs(3600);
 
 /// The hub's checkpoint key, naming the access log's checkpoints.
 pub struct Signer {
@@ -61,7 +61,11 @@ impl Signer {
         Ok(NoteSigner::new(&self.name, &self.key)?.verifier()?)
     }
 
-    fn sign(&self, size: u64, root: tongbao_proto::Hash) -> Result<String, AccessLogError> {
+    pub(super) fn sign(
+        &self,
+        size: u64,
+        root: tongbao_proto::Hash,
+    ) -> Result<String, AccessLogError> {
         let signer = NoteSigner::new(&self.name, &self.key)?;
         Ok(sign_checkpoint(
             &Checkpoint::new(self.origin.clone(), size, root),
@@ -80,10 +84,10 @@ pub struct Setup {
     pub clock_offset_micros: i64,
 }
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+pub(super) type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// A record handed over, who waits for it, and since when.
-type Queued = (AccessRecord, Option<Waiter>, Instant);
+pub(super) type Queued = (AccessRecord, Option<Waiter>, Instant);
 
 /// Resolves once a record handed to [`super::AccessLog::record_durably`]
 /// is on disk.
@@ -134,7 +138,11 @@ pub struct Handle {
 
 impl Handle {
     pub fn start(setup: Setup) -> Result<Self, AccessLogError> {
-        let writer = Writer::repair(setup)?;
+        Self::spawn(Writer::repair(setup)?)
+    }
+
+    /// Starts the writer thread running `writer`'s rounds.
+    pub(super) fn spawn(writer: impl Rounds) -> Result<Self, AccessLogError> {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
             wake: Condvar::new(),
@@ -534,7 +542,34 @@ impl Writer {
     }
 }
 
-fn run(mut writer: Writer, shared: &Shared) {
+/// What the writer thread runs: the files' writer, or the store's
+/// (`stored`). The queue, the waking and the answers are the same.
+pub(super) trait Rounds: Send + 'static {
+    /// One round: takes the batch, answers its waiters once it is durable.
+    fn round(
+        &mut self,
+        batch: Vec<Queued>,
+        stopping: bool,
+    ) -> Result<(), (AccessLogError, Vec<Waiter>)>;
+    /// How long the writer may sleep before something falls due.
+    fn sleep_for(&self) -> Duration;
+}
+
+impl Rounds for Writer {
+    fn round(
+        &mut self,
+        batch: Vec<Queued>,
+        stopping: bool,
+    ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
+        Writer::round(self, batch, stopping)
+    }
+
+    fn sleep_for(&self) -> Duration {
+        Writer::sleep_for(self)
+    }
+}
+
+fn run(mut writer: impl Rounds, shared: &Shared) {
     loop {
         let (batch, stopping) = {
             let mut q = lock(&shared.queue);

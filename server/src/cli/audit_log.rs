@@ -1,13 +1,19 @@
 //! `tongbao-hub audit-log`: the audit administrator's commands on the
 //! access log. They read the data directory directly (read only, beside a
-//! running hub) and change nothing: no command or API alters the log.
+//! running hub), or, for a hub on PostgreSQL, the database its config
+//! names (any replica's log, from any host), and change nothing: no
+//! command or API alters the log.
 
 use crate::HubConfig;
 use crate::access_log::export::{Filter, export, query, verify_export};
-use crate::access_log::{AccessRecord, files, origin, origin_replica, scan, stored_origin};
+use crate::access_log::{
+    AccessRecord, files, origin, origin_replica, scan, stored_check, stored_origin, stored_read,
+};
+use crate::store::Store;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tongbao_proto::checkpoint::NoteVerifier;
 
 /// Where the access log is: the hub's config, or its data directory.
@@ -16,23 +22,86 @@ pub struct Location {
     /// The hub's config (gives the data directory).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The data directory (overrides the config's).
+    /// The data directory (overrides the config's; its files are read
+    /// even when the config's store is PostgreSQL).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// On PostgreSQL: the replica whose log to read (`replica_name`);
+    /// needed when the database holds several.
+    #[arg(long, value_name = "NAME")]
+    replica: Option<String>,
+}
+
+/// Where the access log is read.
+enum Source {
+    Files(PathBuf),
+    /// The database of a config whose store keeps the log, and the origin.
+    Store(Arc<dyn Store>, String),
 }
 
 impl Location {
-    fn resolve(&self) -> anyhow::Result<PathBuf> {
+    fn resolve(&self) -> anyhow::Result<Source> {
         let config = match &self.config {
             Some(path) => Some(HubConfig::load(path)?),
             None => None,
         };
-        Ok(match (&self.data_dir, &config) {
-            (Some(d), _) => d.clone(),
-            (None, Some(c)) => c.hub.data_dir.clone(),
+        Ok(match (&self.data_dir, config) {
+            (Some(d), _) => Source::Files(d.clone()),
+            (None, Some(c)) => match c.store.open_reader()? {
+                Some(store) => {
+                    let origin =
+                        pick_origin(store.as_ref(), &c.hub.log_name, self.replica.as_deref())?;
+                    Source::Store(store, origin)
+                }
+                None => Source::Files(c.hub.data_dir.clone()),
+            },
             (None, None) => bail!("give --config FILE or --data-dir DIR"),
         })
     }
+}
+
+/// The access logs of the hub `log_name` a database holds.
+fn stored_origins(store: &dyn Store, log_name: &str) -> anyhow::Result<Vec<String>> {
+    let db = store
+        .access_log()
+        .context("this store does not keep the access log")?;
+    Ok(stored_read::origins(db, log_name)?)
+}
+
+/// The origin `--replica` names, or the only one the database holds.
+fn pick_origin(store: &dyn Store, log_name: &str, replica: Option<&str>) -> anyhow::Result<String> {
+    let held = stored_origins(store, log_name)?;
+    let wanted = match replica {
+        Some(r) => origin(log_name, Some(r)),
+        None if held.len() == 1 => held[0].clone(),
+        None => bail!(
+            "the database holds {} access logs: give --replica NAME, one of: {}",
+            held.len(),
+            listed(log_name, &held)
+        ),
+    };
+    if !held.contains(&wanted) {
+        bail!(
+            "the database holds no access log {wanted}; it holds: {}",
+            listed(log_name, &held)
+        );
+    }
+    Ok(wanted)
+}
+
+/// The replicas of `origins`, named as `--replica` takes them.
+fn listed(log_name: &str, origins: &[String]) -> String {
+    if origins.is_empty() {
+        return "none".into();
+    }
+    origins
+        .iter()
+        .map(|o| match origin_replica(log_name, o).flatten() {
+            Some(r) => r.to_string(),
+            None => format!("{o} (the hub's own)"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Subcommand)]
@@ -68,13 +137,21 @@ pub enum AuditLogCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Checks an export, or a data directory's access log, offline.
+    /// Checks an export, or a data directory's access log, offline; or,
+    /// with --config of a hub on PostgreSQL, the logs its database holds.
     Verify {
         /// An export file, or a data directory.
-        path: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        path: Option<PathBuf>,
         /// The hub's key (`tongbao+…` as `tongbao hub-key` prints it), or a file holding it.
         #[arg(long)]
         hub_key: String,
+        /// The hub's config: every access log its database holds.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only this replica's log (`replica_name`).
+        #[arg(long, value_name = "NAME", requires = "config")]
+        replica: Option<String>,
     },
 }
 
@@ -150,14 +227,21 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             json,
             csv,
         } => {
-            let data_dir = location.resolve()?;
             let filter = Filter {
                 since_micros: since.as_deref().map(since_micros).transpose()?,
                 caller,
                 method,
                 code,
             };
-            let records = query(&data_dir, &filter)?;
+            let records = match location.resolve()? {
+                Source::Files(data_dir) => query(&data_dir, &filter)?,
+                Source::Store(store, origin) => {
+                    let db = store
+                        .access_log()
+                        .context("this store does not keep the access log")?;
+                    stored_read::query(db, &origin, &filter)?
+                }
+            };
             if csv {
                 say!(
                     out,
@@ -187,9 +271,16 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             since,
             out: path,
         } => {
-            let data_dir = location.resolve()?;
             let since = since.as_deref().map(since_micros).transpose()?;
-            let exported = export(&data_dir, None, since)?;
+            let exported = match location.resolve()? {
+                Source::Files(data_dir) => export(&data_dir, None, since)?,
+                Source::Store(store, origin) => {
+                    let db = store
+                        .access_log()
+                        .context("this store does not keep the access log")?;
+                    stored_read::export(db, &origin, None, since)?
+                }
+            };
             let text = serde_json::to_string_pretty(&exported)?;
             // Records name parties and what they asked: readable by the owner only.
             tongbao_proto::secret_file::replace(&path, text.as_bytes())
@@ -201,8 +292,21 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
                 path.display()
             );
         }
-        AuditLogCommand::Verify { path, hub_key: key } => {
+        AuditLogCommand::Verify {
+            path,
+            hub_key: key,
+            config,
+            replica,
+        } => {
             let verifier = hub_key(&key)?;
+            let path = match (path, config) {
+                (Some(path), _) => path,
+                (None, Some(config)) => {
+                    verify_stored(&mut out, &config, replica.as_deref(), &verifier)?;
+                    return Ok(out);
+                }
+                (None, None) => bail!("give an export file, a data directory, or --config FILE"),
+            };
             if path.is_dir() {
                 let dir = if path.join(files::DIR).is_dir() {
                     path.join(files::DIR)
@@ -234,6 +338,45 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+/// Verifies the access logs the database of the hub config `path` holds
+/// (or only `replica`'s), every record of each.
+fn verify_stored(
+    out: &mut String,
+    path: &Path,
+    replica: Option<&str>,
+    verifier: &NoteVerifier,
+) -> anyhow::Result<()> {
+    let config = HubConfig::load(path)?;
+    let Some(store) = config.store.open_reader()? else {
+        bail!(
+            "{} keeps its access log in files (its store is sled): verify its data directory",
+            path.display()
+        );
+    };
+    let log_name = verifier.name();
+    let origins = match replica {
+        Some(_) => vec![pick_origin(store.as_ref(), log_name, replica)?],
+        None => stored_origins(store.as_ref(), log_name)?,
+    };
+    if origins.is_empty() {
+        bail!("the database holds no access log of {log_name}");
+    }
+    let db = store
+        .access_log()
+        .context("this store does not keep the access log")?;
+    for log in origins {
+        let scanned = stored_check::check(db, &log, verifier, true)?;
+        let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
+        say!(
+            out,
+            "Verified: the access log {log} in the database holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
+            scanned.size,
+            scanned.removed,
+        );
+    }
+    Ok(())
 }
 
 /// The origin of the access log in `dir`: its checkpoint's, when that is

@@ -206,6 +206,16 @@ impl StoreSection {
         Ok(Arc::new(PgStore::open_standby(&self.pg_options()?)?))
     }
 
+    /// The store, opened to read (no lease, no writes), when it keeps
+    /// the access log (PostgreSQL); None for sled, whose access log is in
+    /// the data directory: the auditor's commands read it.
+    pub fn open_reader(&self) -> Result<Option<Arc<dyn Store>>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sled => None,
+            Backend::Postgres => Some(Arc::new(PgStore::open_standby(&self.pg_options()?)?)),
+        })
+    }
+
     fn pg_options(&self) -> Result<PgOptions, StoreError> {
         Ok(PgOptions {
             database: self.database()?,
@@ -226,8 +236,8 @@ impl StoreSection {
         Ok(match self.backend {
             Backend::Sled => Arc::new(SledStore::open_keeping_free(data_dir, fsync, reserve)?),
             Backend::Postgres => {
-                // The data directory still holds the access log and the
-                // checkpoint key.
+                // The data directory still holds the checkpoint key (and
+                // an earlier version's access log, moved in at start).
                 crate::store::create_dir_durably(data_dir)?;
                 Arc::new(PgStore::open_holding(&self.pg_options()?, lease)?)
             }

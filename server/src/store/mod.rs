@@ -6,6 +6,7 @@
 //! make [`Store::apply`] atomic (all of a batch or none of it) and
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
+pub mod access;
 mod codec;
 #[cfg(test)]
 mod conformance;
@@ -295,6 +296,12 @@ pub trait Store: Send + Sync + 'static {
     fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError>;
     /// Makes every state record applied so far durable.
     fn state_sync(&self) -> Result<(), StoreError>;
+    /// The access log's storage when this store keeps it (a replicated
+    /// store: see [`access`]); None when the access log keeps its own
+    /// files in the data directory (sled, the embedded default).
+    fn access_log(&self) -> Option<&dyn access::AccessLogStore> {
+        None
+    }
     /// Writes every record, as of one commit, to `file` (created new,
     /// 0600) while the hub serves, stopping before less than `keep_free`
     /// bytes would be left on its disk: the store's part of a backup. A

@@ -12,6 +12,7 @@
 //! holds the database's lease (`lease`) for its whole life: one hub
 //! writes at a time, and one that lost the lease writes nothing more.
 
+mod access;
 mod kept;
 pub mod lease;
 pub mod notices;
@@ -483,5 +484,9 @@ impl Store for PgStore {
     /// Every state batch is committed before it returns.
     fn state_sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn access_log(&self) -> Option<&dyn super::access::AccessLogStore> {
+        Some(self)
     }
 }

@@ -35,6 +35,7 @@ pub(crate) async fn each_replica_signs_its_own_access_log_under_its_own_name() -
     let Some(pki) = replica_pki()? else {
         return Ok(());
     };
+    let log = tongbao_server::pki::DEFAULT_LOG_NAME;
     let mut a = Replica::spawn(&pki, "data-a")?;
     assert!(!a.started().await?, "{}", a.stderr());
     let mut b = Replica::spawn(&pki, "data-b")?;
@@ -48,26 +49,71 @@ pub(crate) async fn each_replica_signs_its_own_access_log_under_its_own_name() -
     })
     .await?;
     push_some(&pki, "tax", b.addr.ok_or("no address")?, 1).await?;
+    // A second process under b's name does not write b's log: as a
+    // standby it says why it cannot serve, and tries again.
+    let twin = Replica::spawn(&pki, "data-b")?;
+    let refusal = format!("another hub process is writing the access log {log}/.access-log/data-b");
+    wait_until(HANG, "the second data-b is refused its origin", || {
+        let said = twin.stderr();
+        let refused = said.contains(&refusal);
+        async move { Ok(refused) }
+    })
+    .await?;
+    drop(twin);
     b.terminate()?;
     assert!(b.exited().await?.success(), "{}", b.stderr());
 
-    let vkey = hub_vkey(&pki)?;
-    let log = tongbao_server::pki::DEFAULT_LOG_NAME;
+    // The logs are in the database: a replica's host (its data directory)
+    // lost, its log is still verified and exported with any replica's config.
     for name in ["data-a", "data-b"] {
-        let data = pki.path().join(name).display().to_string();
+        std::fs::remove_dir_all(pki.path().join(name))?;
+    }
+    let vkey = hub_vkey(&pki)?;
+    let config = pki.path().join("hub.toml").display().to_string();
+    let (ok, said) = hub_says(&[
+        "audit-log",
+        "verify",
+        "--config",
+        &config,
+        "--hub-key",
+        &vkey,
+    ])?;
+    assert!(ok, "{said}");
+    for name in ["data-a", "data-b"] {
         let origin = format!("{log}/.access-log/{name}");
-        let (ok, said) = hub_says(&["audit-log", "verify", &data, "--hub-key", &vkey])?;
-        assert!(ok, "{said}");
         assert!(
-            said.contains(&format!("the access log {origin} in")),
+            said.contains(&format!("the access log {origin} in the database")),
             "{said}"
         );
+    }
+    for name in ["data-a", "data-b"] {
+        let origin = format!("{log}/.access-log/{name}");
+        let (ok, said) = hub_says(&[
+            "audit-log",
+            "verify",
+            "--config",
+            &config,
+            "--replica",
+            name,
+            "--hub-key",
+            &vkey,
+        ])?;
+        assert!(ok && said.lines().count() == 1, "{said}");
         let out = pki
             .path()
             .join(format!("{name}.json"))
             .display()
             .to_string();
-        let (ok, said) = hub_says(&["audit-log", "export", "--data-dir", &data, "--out", &out])?;
+        let (ok, said) = hub_says(&[
+            "audit-log",
+            "export",
+            "--config",
+            &config,
+            "--replica",
+            name,
+            "--out",
+            &out,
+        ])?;
         assert!(ok, "{said}");
         let (ok, said) = hub_says(&["audit-log", "verify", &out, "--hub-key", &vkey])?;
         assert!(ok, "{said}");
@@ -76,21 +122,14 @@ pub(crate) async fn each_replica_signs_its_own_access_log_under_its_own_name() -
             "{said}"
         );
     }
+    // Without --replica an export names the logs to choose from.
+    let out = pki.path().join("all.json").display().to_string();
+    let (ok, said) = hub_says(&["audit-log", "export", "--config", &config, "--out", &out])?;
+    assert!(
+        !ok && said.contains("give --replica NAME, one of: data-a, data-b"),
+        "{said}"
+    );
 
-    // A replica started under another name refuses its former log.
-    let (ok, said) = hub_says(&[
-        "serve",
-        "--config",
-        &pki.path().join("hub.toml").display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &pki.path().join("data-a").display().to_string(),
-        "--replica-name",
-        "renamed",
-    ])?;
-    assert!(!ok, "a renamed replica started on its former log");
-    assert!(said.contains("not the access log"), "{said}");
     // A name outside a-z, 0-9 and - is refused before anything starts.
     let (ok, said) = hub_says(&[
         "serve",

@@ -9,7 +9,11 @@ use deadpool_postgres::Pool;
 
 /// Every version of the schema, oldest first; a version is never edited
 /// once released, only followed by a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("v1.sql")), (2, include_str!("v2.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("v1.sql")),
+    (2, include_str!("v2.sql")),
+    (3, include_str!("v3.sql")),
+];
 
 /// The advisory lock held while migrating ("tongbao" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0074_6f6e_6762_616f;

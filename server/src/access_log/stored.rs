@@ -1,0 +1,243 @@
+//! The access log's writer when the store keeps the log (PostgreSQL: see
+//! `store::access`), with the group commit of the files' writer: the same
+//! queue and rounds (`writer`), each round one commit of its records,
+//! their stored hashes and, when one falls due, the signed checkpoint
+//! over them. A record is answered durable once its round committed.
+//!
+//! The writer holds its origin's guard for its life, so no other process
+//! writes the same log; a hub that stops lets go of it at once.
+//!
+//! Retention (at start and hourly) removes the oldest records a UTC day
+//! at a time, once the day is past `retention_days`, never the last day
+//! written: one commit appends the removal record naming them (with the
+//! tree's root after them) and removes them, so no crash leaves one
+//! without the other. Their stored hashes stay.
+
+use super::files::day_of;
+use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
+use super::stored_check::{StoredScan, StoredTree};
+use super::writer::{POLL, Queued, RETAIN_EVERY, Rounds, SIGN_EVERY, Signer, Waiter};
+use super::{AccessLogConfig, AccessLogError, Frontier};
+use crate::store::Store;
+use crate::store::access::{AccessLogStore, AccessRow, OriginGuard};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tongbao_proto::merkle::{stored_hash_count, tree_hash};
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+pub struct StoredWriter {
+    store: Arc<dyn Store>,
+    guard: Option<Box<dyn OriginGuard>>,
+    frontier: Frontier,
+    signer: Signer,
+    signed_size: u64,
+    last_signed: Instant,
+    config: AccessLogConfig,
+    last_retained: Option<Instant>,
+    clock_offset_micros: i64,
+}
+
+/// What the writer is given at start.
+pub struct Setup {
+    pub store: Arc<dyn Store>,
+    pub guard: Box<dyn OriginGuard>,
+    pub checked: StoredScan,
+    pub signer: Signer,
+    pub config: AccessLogConfig,
+    pub clock_offset_micros: i64,
+}
+
+impl StoredWriter {
+    pub fn new(setup: Setup) -> Self {
+        let Setup {
+            store,
+            guard,
+            checked,
+            signer,
+            config,
+            clock_offset_micros,
+        } = setup;
+        Self {
+            store,
+            guard: Some(guard),
+            signed_size: checked.checkpoint.as_ref().map_or(0, |(c, _)| c.size),
+            frontier: checked.frontier,
+            signer,
+            last_signed: Instant::now(),
+            config,
+            last_retained: None,
+            clock_offset_micros,
+        }
+    }
+
+    fn db(&self) -> Result<&dyn AccessLogStore, AccessLogError> {
+        self.store.access_log().ok_or_else(|| {
+            AccessLogError::Closed("the store no longer keeps the access log".into())
+        })
+    }
+
+    /// Numbers and hashes the batch's records, and commits them with a
+    /// checkpoint when one is due.
+    fn commit(
+        &mut self,
+        records: Vec<AccessRecord>,
+        stopping: bool,
+        remove_before: Option<u64>,
+    ) -> Result<(), AccessLogError> {
+        let first_hash = stored_hash_count(self.frontier.size());
+        let mut rows = Vec::with_capacity(records.len());
+        let mut hashes = Vec::new();
+        for record in records {
+            let mut record = record.bounded();
+            record.n = self.frontier.size();
+            let line = record
+                .to_line()
+                .map_err(|e| AccessLogError::Closed(format!("cannot encode a record: {e}")))?;
+            hashes.extend(self.frontier.append(leaf_of_line(&line))?);
+            rows.push(AccessRow {
+                n: record.n,
+                at_micros: record.at_micros,
+                line: line.into_bytes(),
+            });
+        }
+        let size = self.frontier.size();
+        let note = match self.signed_size < size
+            && (stopping || self.last_signed.elapsed() >= SIGN_EVERY)
+        {
+            true => Some(self.signer.sign(size, self.frontier.root()?)?),
+            false => None,
+        };
+        if rows.is_empty() && note.is_none() {
+            return Ok(());
+        }
+        let origin = self.signer.origin().to_string();
+        let db = self.db()?;
+        let append = || {
+            db.access_append(
+                &origin,
+                &rows,
+                first_hash,
+                &hashes,
+                note.as_deref(),
+                remove_before,
+            )
+        };
+        // A connection cut under a commit (a database restarting, a
+        // network blip) would otherwise close the log, and with it every
+        // call, until a restart: tried once more on a fresh connection,
+        // unless the commit went through before the cut.
+        if let Err(e) = append() {
+            tracing::warn!(error = %e, "an access log commit failed; trying it once more");
+            let committed =
+                !hashes.is_empty() && db.access_extent(&origin)?.hashes >= stored_hash_count(size);
+            if !committed {
+                append()?;
+            }
+        }
+        if note.is_some() {
+            self.signed_size = size;
+            self.last_signed = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Removes the oldest day of records while it is past retention (see
+    /// the module doc).
+    fn retain(&mut self) -> Result<(), AccessLogError> {
+        self.last_retained = Some(Instant::now());
+        let now = tongbao_proto::now_micros().saturating_add(self.clock_offset_micros);
+        let cutoff = now.saturating_sub(i64::from(self.config.retention_days) * DAY_MICROS);
+        let origin = self.signer.origin().to_string();
+        loop {
+            let db = self.db()?;
+            let Some(first) = db.access_extent(&origin)?.first_kept else {
+                return Ok(());
+            };
+            let Some(oldest) = db.access_records(&origin, first, 1)?.pop() else {
+                return Ok(());
+            };
+            let day_ends = (oldest.at_micros.div_euclid(DAY_MICROS) + 1).saturating_mul(DAY_MICROS);
+            if day_ends > cutoff {
+                return Ok(());
+            }
+            // The day's records end where a later day's begin; none yet:
+            // the day is the last written, and stays.
+            let Some(end) = db.access_first_at(&origin, first, day_ends)? else {
+                return Ok(());
+            };
+            let root = hex::encode(tree_hash(
+                end,
+                &StoredTree {
+                    db,
+                    origin: &origin,
+                },
+            )?);
+            let day = day_of(oldest.at_micros);
+            let segment = format!("records-{first:020}-{day}");
+            let removal = AccessRecord {
+                at_micros: now,
+                kind: RecordKind::Removal,
+                method: "retention".into(),
+                message: format!(
+                    "removed {segment}: records {first}..{end}, older than {} days",
+                    self.config.retention_days
+                ),
+                removed: Some(RemovedSegment {
+                    segment: segment.clone(),
+                    first,
+                    count: end - first,
+                    root,
+                }),
+                ..Default::default()
+            };
+            self.commit(vec![removal], false, Some(end))?;
+            tracing::info!(%segment, records = end - first, "access log records removed under retention");
+        }
+    }
+}
+
+impl Rounds for StoredWriter {
+    fn round(
+        &mut self,
+        batch: Vec<Queued>,
+        stopping: bool,
+    ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
+        let mut waiters = Vec::new();
+        let mut records = Vec::with_capacity(batch.len());
+        for (record, waiter, _) in batch {
+            waiters.extend(waiter);
+            records.push(record);
+        }
+        if let Err(e) = self.commit(records, stopping, None) {
+            return Err((e, waiters));
+        }
+        for w in waiters {
+            let _ = w.send(Ok(()));
+        }
+        if !stopping
+            && self
+                .last_retained
+                .is_none_or(|t| t.elapsed() >= RETAIN_EVERY)
+        {
+            self.retain().map_err(|e| (e, Vec::new()))?;
+        }
+        Ok(())
+    }
+
+    fn sleep_for(&self) -> Duration {
+        if self.signed_size < self.frontier.size() {
+            let due = self.last_signed + SIGN_EVERY;
+            return due.saturating_duration_since(Instant::now()).min(POLL);
+        }
+        POLL
+    }
+}
+
+impl Drop for StoredWriter {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            guard.release();
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! The access log kept by the store, on the test PostgreSQL (skipped,
+//! saying so, without `TONGBAO_TEST_PG_URL`): written, checked at start,
+//! exported and verified from the database; tampering named; one writer
+//! per origin; files of an earlier version moved in, and a cut move
+//! resumed.
+
+use super::export::verify_export;
+use super::stored_check::check;
+use super::*;
+use crate::store::access::{AccessLogStore, AccessRow};
+use crate::store::pg_store::testdb::TestDb;
+use crate::store::pg_store::{Database, TlsOptions};
+use crate::store::{PgOptions, PgStore, Store};
+use tongbao_proto::checkpoint::{NoteSigner, NoteVerifier};
+use tongbao_proto::merkle::{HashReader, stored_hash_count, stored_hash_index};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const LOG: &str = "tongbao";
+const REPLICA: &str = "hub-a";
+
+fn options(db: &TestDb) -> Result<PgOptions, Box<dyn std::error::Error>> {
+    Ok(PgOptions {
+        database: Database::new(&db.url(), &TlsOptions::default())?,
+        pool_size: 4,
+        replica: true,
+    })
+}
+
+/// The leader's store (it brings the schema up), or a standby's.
+fn store(db: &TestDb, leader: bool) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+    Ok(match leader {
+        true => Arc::new(PgStore::open(&options(db)?)?),
+        false => Arc::new(PgStore::open_standby(&options(db)?)?),
+    })
+}
+
+fn access(store: &Arc<dyn Store>) -> Result<&dyn AccessLogStore, Box<dyn std::error::Error>> {
+    Ok(store
+        .access_log()
+        .ok_or("the store does not keep the access log")?)
+}
+
+fn call(i: usize) -> AccessRecord {
+    AccessRecord {
+        at_micros: tongbao_proto::now_micros(),
+        caller: "urn:tongbao:unit:tax".into(),
+        method: format!("/m/{i}"),
+        ..AccessRecord::default()
+    }
+}
+
+struct Key {
+    pem: String,
+    verifier: NoteVerifier,
+}
+
+impl Key {
+    fn signing(&self) -> Result<SigningKey, AccessLogError> {
+        SigningKey::from_pem(&self.pem).map_err(|e| AccessLogError::Closed(e.to_string()))
+    }
+}
+
+fn key() -> Result<Key, Box<dyn std::error::Error>> {
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    Ok(Key {
+        pem: key.to_pem(),
+        verifier,
+    })
+}
+
+fn open(
+    store: &Arc<dyn Store>,
+    data: &Path,
+    key: &Key,
+    replica: &str,
+) -> Result<Arc<AccessLog>, AccessLogError> {
+    AccessLog::open_in(
+        store,
+        data,
+        &AccessLogConfig::default(),
+        key.signing()?,
+        (LOG, Some(replica)),
+        true,
+    )
+}
+
+/// `n` more records, every third waited for; then stopped (signed).
+fn write(log: &AccessLog, n: usize) -> TestResult {
+    for i in 0..n {
+        match i % 3 {
+            0 => log
+                .record_durably(call(i))
+                .wait_blocking()
+                .map_err(|e| e.to_string())?,
+            _ => log.record(call(i)),
+        }
+    }
+    log.stop();
+    Ok(())
+}
+
+fn size(store: &Arc<dyn Store>, key: &Key) -> Result<u64, Box<dyn std::error::Error>> {
+    Ok(check(
+        access(store)?,
+        &origin(LOG, Some(REPLICA)),
+        &key.verifier,
+        true,
+    )?
+    .size)
+}
+
+#[test]
+fn a_stored_log_outlives_its_data_directory_and_verifies_from_another_store() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&db, true)?;
+    let data = tempfile::tempdir()?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 10)?;
+    // Nothing in the data directory: the log is in the database.
+    assert!(!data.path().join(files::DIR).exists());
+    drop(data);
+    // Reopened from another data directory, it goes on from record 10.
+    let data = tempfile::tempdir()?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 5)?;
+    // Another replica's store (a standby's) reads and verifies it.
+    let other = store(&db, false)?;
+    assert_eq!(size(&other, &key)?, 15);
+    let origin = origin(LOG, Some(REPLICA));
+    let exported = stored_read::export(access(&other)?, &origin, Some(&key.verifier), None)?;
+    assert_eq!(exported.records.len(), 15);
+    let verified = verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
+    assert_eq!((verified.records, verified.origin), (15, origin.clone()));
+    assert_eq!(
+        stored_read::origins(access(&other)?, LOG)?,
+        vec![origin.clone()]
+    );
+    // A standby records its own calls, under its own origin.
+    write(&*open(&other, data.path(), &key, "hub-b")?, 2)?;
+    assert_eq!(
+        stored_read::origins(access(&other)?, LOG)?,
+        vec![origin, super::origin(LOG, Some("hub-b"))]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_writer_of_one_origin_is_refused() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&db, true)?;
+    let standby = store(&db, false)?;
+    let data = tempfile::tempdir()?;
+    let first = open(&leader, data.path(), &key, REPLICA)?;
+    let e = open(&standby, data.path(), &key, REPLICA)
+        .err()
+        .ok_or("two processes write one origin")?;
+    assert!(
+        e.to_string()
+            .contains("another hub process is writing the access log"),
+        "{e}"
+    );
+    // Another origin is another log.
+    write(&*open(&standby, data.path(), &key, "hub-b")?, 1)?;
+    // Once the first stops, the origin is free.
+    write(&first, 3)?;
+    write(&*open(&standby, data.path(), &key, REPLICA)?, 1)?;
+    assert_eq!(size(&standby, &key)?, 4);
+    Ok(())
+}
+
+/// Records `from..from + n` of the log, as a writer that crashed before
+/// its next checkpoint leaves them (straight through the boundary).
+fn append_unsigned(db: &dyn AccessLogStore, key: &Key, n: u64) -> TestResult {
+    let origin = origin(LOG, Some(REPLICA));
+    let scanned = check(db, &origin, &key.verifier, true)?;
+    let mut frontier = scanned.frontier;
+    let first_hash = stored_hash_count(frontier.size());
+    let (mut rows, mut hashes) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let mut record = call(0);
+        record.n = frontier.size();
+        let line = record.to_line()?;
+        hashes.extend(frontier.append(record::leaf_of_line(&line))?);
+        rows.push(AccessRow {
+            n: record.n,
+            at_micros: record.at_micros,
+            line: line.into_bytes(),
+        });
+    }
+    db.access_append(&origin, &rows, first_hash, &hashes, None, None)?;
+    Ok(())
+}
+
+#[test]
+fn tampered_records_and_hashes_are_named_at_start_and_by_verify() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 8)?;
+    append_unsigned(access(&leader)?, &key, 4)?;
+    assert_eq!(size(&leader, &key)?, 12);
+    let verify = || size(&leader, &key).err().map(|e| e.to_string());
+    let start = || {
+        open(&leader, data.path(), &key, REPLICA)
+            .err()
+            .map(|e| e.to_string())
+    };
+
+    // A record after the checkpoint changed: the start checks it.
+    pg.execute(
+        "UPDATE access_record SET line = convert_to(replace(convert_from(line, 'UTF8'), '/m/0', '/m/9'), 'UTF8') WHERE n = 10",
+    )?;
+    for said in [verify(), start()] {
+        let said = said.ok_or("a changed record passed")?;
+        assert!(
+            said.contains("record 10") && said.contains("the record was changed"),
+            "{said}"
+        );
+    }
+    pg.execute(
+        "UPDATE access_record SET line = convert_to(replace(convert_from(line, 'UTF8'), '/m/9', '/m/0'), 'UTF8') WHERE n = 10",
+    )?;
+    assert_eq!(size(&leader, &key)?, 12);
+
+    // A record the checkpoint covers changed: verify names it.
+    pg.execute(
+        "UPDATE access_record SET line = convert_to(replace(convert_from(line, 'UTF8'), '/m/3', '/m/4'), 'UTF8') WHERE n = 3",
+    )?;
+    let said = verify().ok_or("a changed record passed")?;
+    assert!(
+        said.contains("record 3") && said.contains("changed"),
+        "{said}"
+    );
+    pg.execute(
+        "UPDATE access_record SET line = convert_to(replace(convert_from(line, 'UTF8'), '/m/4', '/m/3'), 'UTF8') WHERE n = 3",
+    )?;
+
+    // A stored hash below the checkpoint's right edge changed: verify
+    // names it (a start reads the edge only, as on the files).
+    pg.execute("UPDATE access_hash SET hash = sha256(hash) WHERE idx = 2")?;
+    let said = verify().ok_or("a changed hash passed")?;
+    assert!(
+        said.contains("record 1") && said.contains("altered"),
+        "{said}"
+    );
+    pg.execute("UPDATE access_hash SET hash = sha256(hash) WHERE idx = 2")?;
+    // One on the edge: the start refuses too.
+    let edge = stored_hash_index(3, 0);
+    pg.execute(&format!(
+        "UPDATE access_hash SET hash = sha256(hash) WHERE idx = {edge}"
+    ))?;
+    for said in [verify(), start()] {
+        let said = said.ok_or("a changed hash passed")?;
+        assert!(said.contains("altered"), "{said}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_cut_tail_and_a_removed_record_are_named() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 8)?;
+    let verify = || size(&leader, &key).err().map(|e| e.to_string());
+    let start = || {
+        open(&leader, data.path(), &key, REPLICA)
+            .err()
+            .map(|e| e.to_string())
+    };
+
+    pg.execute("DELETE FROM access_record WHERE n = 5")?;
+    let said = verify().ok_or("a removed record passed")?;
+    assert!(said.contains("record 5 was removed"), "{said}");
+
+    // The last records gone (with their hashes): the checkpoint counts them.
+    pg.execute(&format!(
+        "DELETE FROM access_record WHERE n >= 5; DELETE FROM access_hash WHERE idx >= {}",
+        stored_hash_count(5)
+    ))?;
+    for said in [verify(), start()] {
+        let said = said.ok_or("a cut log passed")?;
+        assert!(said.contains("records 5..8 were removed"), "{said}");
+    }
+    // Records gone, their hashes left.
+    pg.execute("DELETE FROM access_checkpoint")?;
+    pg.execute("DELETE FROM access_record WHERE n >= 3")?;
+    for said in [verify(), start()] {
+        let said = said.ok_or("a cut log passed")?;
+        assert!(said.contains("the last records were removed"), "{said}");
+    }
+    Ok(())
+}
+
+/// A files log of `n` records of the replica in `data`, as an earlier
+/// version left it.
+fn files_log(data: &Path, key: &Key, n: usize) -> TestResult {
+    let log = AccessLog::open(
+        data,
+        &AccessLogConfig::default(),
+        key.signing()?,
+        (LOG, Some(REPLICA)),
+        true,
+    )?;
+    write(&log, n)
+}
+
+#[test]
+fn files_of_an_earlier_version_are_moved_in_once() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let data = tempfile::tempdir()?;
+    files_log(data.path(), &key, 9)?;
+    let before = export::export(data.path(), None, None)?;
+    let leader = store(&pg, true)?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 3)?;
+    assert!(!data.path().join(files::DIR).exists());
+    assert!(data.path().join(moved::MOVED_DIR).is_dir());
+    assert_eq!(size(&leader, &key)?, 12);
+    let after = stored_read::export(
+        access(&leader)?,
+        &origin(LOG, Some(REPLICA)),
+        Some(&key.verifier),
+        None,
+    )?;
+    let lines = |e: &export::Export| e.records.iter().map(|r| r.line.clone()).collect::<Vec<_>>();
+    assert_eq!(lines(&after)[..9], lines(&before)[..]);
+
+    // Another log's files under the same origin are refused, named.
+    let other = tempfile::tempdir()?;
+    files_log(other.path(), &key, 2)?;
+    let said = open(&leader, other.path(), &key, REPLICA)
+        .err()
+        .ok_or("another log's files were moved in")?
+        .to_string();
+    assert!(
+        said.contains(&other.path().join(files::DIR).display().to_string())
+            && said.contains("already holds another access log"),
+        "{said}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_move_cut_short_goes_on_at_the_next_start() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let data = tempfile::tempdir()?;
+    files_log(data.path(), &key, 7)?;
+    let leader = store(&pg, true)?;
+    // What a move killed after its first chunk leaves: records 0..4, their
+    // hashes, the files' checkpoint.
+    let dir = data.path().join(files::DIR);
+    let origin = origin(LOG, Some(REPLICA));
+    let mut rows = Vec::new();
+    export::for_each_record(data.path(), |line, r| {
+        rows.push(AccessRow {
+            n: r.n,
+            at_micros: r.at_micros,
+            line: line.as_bytes().to_vec(),
+        });
+        Ok(rows.len() < 4)
+    })?;
+    let tree = files::TreeFile::open(&dir.join(files::TREE_FILE))?;
+    let hashes = tree.read_hashes(&(0..stored_hash_count(4)).collect::<Vec<_>>())?;
+    let note = std::fs::read_to_string(dir.join(files::CHECKPOINT_FILE))?;
+    let db = access(&leader)?;
+    db.access_claim(&origin)?.release();
+    db.access_append(&origin, &rows, 0, &hashes, Some(&note), None)?;
+    // The start refuses nothing: the move goes on from record 4.
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
+    assert_eq!(size(&leader, &key)?, 8);
+    assert!(data.path().join(moved::MOVED_DIR).is_dir());
+    Ok(())
+}
+
+#[test]
+fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    let day = 86_400_000_000i64;
+    let now = tongbao_proto::now_micros();
+    let log = open(&leader, data.path(), &key, REPLICA)?;
+    for (i, days_ago) in [200, 200, 200, 100, 100].into_iter().enumerate() {
+        let mut record = call(i);
+        record.at_micros = now - days_ago * day + i as i64;
+        log.record(record);
+    }
+    write(&log, 1)?;
+    // The next start removes the day 200 days ago, and only it.
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
+    let db = access(&leader)?;
+    let origin = origin(LOG, Some(REPLICA));
+    let scanned = check(db, &origin, &key.verifier, true)?;
+    assert_eq!((scanned.removed, scanned.size), (3, 8));
+    let removal = stored_read::query(db, &origin, &export::Filter::default())?
+        .into_iter()
+        .find(|r| r.kind == RecordKind::Removal)
+        .ok_or("no removal record")?;
+    let removed = removal.removed.ok_or("the removal names nothing")?;
+    assert_eq!((removed.first, removed.count), (0, 3));
+    // Every checkpoint still verifies: exports of what is kept verify.
+    let exported = stored_read::export(db, &origin, Some(&key.verifier), None)?;
+    assert_eq!(exported.records.len(), 5);
+    verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
+
+    // Records removed without a removal record are named.
+    pg.execute("DELETE FROM access_record WHERE n = 3")?;
+    let said = check(db, &origin, &key.verifier, true)
+        .err()
+        .ok_or("a removal without its record passed")?
+        .to_string();
+    assert!(
+        said.contains("the first record kept is 4 but removal records account for records 0..3"),
+        "{said}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_failed_commit_is_tried_once_more_and_a_second_failure_closes_the_log() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // The first insert of a record fails; every later one passes.
+    pg.execute(
+        "CREATE SEQUENCE tongbao_test_once; \
+         CREATE FUNCTION tongbao_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('tongbao_test_once') = 1 THEN RAISE EXCEPTION 'test: refused once'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER tongbao_test_refuse BEFORE INSERT ON access_record \
+         FOR EACH ROW EXECUTE FUNCTION tongbao_test_refuse();",
+    )?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 3)?;
+    assert_eq!(size(&leader, &key)?, 3);
+    // Refused for good: the waiting call hears why, and so does every later one.
+    pg.execute(
+        "CREATE OR REPLACE FUNCTION tongbao_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'test: refused'; END $$;",
+    )?;
+    let log = open(&leader, data.path(), &key, REPLICA)?;
+    let said = log
+        .record_durably(call(0))
+        .wait_blocking()
+        .err()
+        .ok_or("a record the database refused was answered durable")?;
+    assert!(said.contains("test: refused"), "{said}");
+    assert!(
+        log.failed()
+            .is_some_and(|why| why.contains("test: refused"))
+    );
+    log.stop();
+    assert_eq!(size(&leader, &key)?, 3);
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! The access log on PostgreSQL (schema version 3): every origin's
+//! records, stored hashes and latest checkpoint, so that a replica's log
+//! outlives its host (see `store::access`).
+//!
+//! Access-log writes do not pass the lease's fence: every replica, a
+//! standby included, records the calls it serves, each under its own
+//! origin. What keeps two processes from writing one origin is the
+//! origin's guard, a session advisory lock on a connection of its own
+//! (freed by the database the moment that session ends, as the lease is),
+//! and, behind it, the primary keys: a record or hash written twice fails
+//! its whole commit.
+
+use super::read::{execute, query, query_opt, signed, unsigned};
+use super::{PgStore, db};
+use crate::store::StoreError;
+use crate::store::access::{AccessExtent, AccessLogStore, AccessRow, OriginGuard};
+use crate::store::codec::hash_from;
+use deadpool_postgres::{ClientWrapper, Object, Pool};
+use std::collections::HashMap;
+use tongbao_proto::Hash;
+
+/// The class of the origins' advisory locks ("alog"); the two-key form
+/// keeps them apart from the lease's and the migrations' one-key locks.
+const ORIGIN_LOCK_CLASS: i32 = 0x616c_6f67;
+
+/// An origin claimed on a connection that left the pool: the lock lasts
+/// as long as that session.
+struct PgOriginGuard {
+    client: Option<ClientWrapper>,
+    origin: String,
+    rt: tokio::runtime::Handle,
+}
+
+impl OriginGuard for PgOriginGuard {
+    fn release(mut self: Box<Self>) {
+        if let Some(client) = self.client.take() {
+            let origin = std::mem::take(&mut self.origin);
+            let unlock = async move {
+                let unlocked = client
+                    .execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))",
+                        &[&ORIGIN_LOCK_CLASS, &origin],
+                    )
+                    .await;
+                if let Err(e) = unlocked {
+                    tracing::warn!(error = %e, "cannot let go of the access log's origin; the database does when the connection closes");
+                }
+            };
+            let _ = futures::executor::block_on(tokio::task::unconstrained(self.rt.spawn(unlock)));
+        }
+    }
+}
+
+fn corrupt(origin: &str, what: String) -> StoreError {
+    StoreError::Corrupt(format!("access log {origin}: {what}"))
+}
+
+async fn claim(pool: Pool, origin: String) -> Result<ClientWrapper, StoreError> {
+    let client = Object::take(pool.get().await.map_err(db)?);
+    let got: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&ORIGIN_LOCK_CLASS, &origin],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if !got {
+        return Err(StoreError::Database(format!(
+            "another hub process is writing the access log {origin} on this database: \
+             each replica needs a replica_name of its own (stop the other, or rename this one)"
+        )));
+    }
+    client
+        .execute(
+            "INSERT INTO access_origin (origin) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&origin],
+        )
+        .await
+        .map_err(db)?;
+    Ok(client)
+}
+
+async fn append(
+    pool: Pool,
+    origin: String,
+    rows: Vec<AccessRow>,
+    first_hash: u64,
+    hashes: Vec<Hash>,
+    checkpoint: Option<String>,
+    remove_before: Option<u64>,
+) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db)?;
+    let tx = client.transaction().await.map_err(db)?;
+    if !rows.is_empty() {
+        let mut ns = Vec::with_capacity(rows.len());
+        let mut ats = Vec::with_capacity(rows.len());
+        let mut lines = Vec::with_capacity(rows.len());
+        for r in rows {
+            ns.push(signed(r.n)?);
+            ats.push(r.at_micros);
+            lines.push(r.line);
+        }
+        execute(
+            &tx,
+            "INSERT INTO access_record (origin, n, at_micros, line) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bytea[])",
+            &[&origin, &ns, &ats, &lines],
+        )
+        .await?;
+    }
+    if !hashes.is_empty() {
+        let first = signed(first_hash)?;
+        let idx: Vec<i64> = (0..hashes.len() as i64).map(|i| first + i).collect();
+        let bytes: Vec<&[u8]> = hashes.iter().map(|h| h.as_slice()).collect();
+        execute(
+            &tx,
+            "INSERT INTO access_hash (origin, idx, hash) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
+            &[&origin, &idx, &bytes],
+        )
+        .await?;
+    }
+    if let Some(note) = checkpoint {
+        execute(
+            &tx,
+            "INSERT INTO access_checkpoint (origin, note) VALUES ($1, $2) \
+             ON CONFLICT (origin) DO UPDATE SET note = EXCLUDED.note",
+            &[&origin, &note],
+        )
+        .await?;
+    }
+    if let Some(before) = remove_before {
+        execute(
+            &tx,
+            "DELETE FROM access_record WHERE origin = $1 AND n < $2",
+            &[&origin, &signed(before)?],
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+async fn checkpoint(pool: Pool, origin: String) -> Result<Option<String>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    Ok(query_opt(
+        &client,
+        "SELECT note FROM access_checkpoint WHERE origin = $1",
+        &[&origin],
+    )
+    .await?
+    .map(|row| row.get(0)))
+}
+
+async fn extent(pool: Pool, origin: String) -> Result<AccessExtent, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    let records = query_opt(
+        &client,
+        "SELECT min(n), max(n) FROM access_record WHERE origin = $1",
+        &[&origin],
+    )
+    .await?;
+    let hashes = query_opt(
+        &client,
+        "SELECT max(idx) FROM access_hash WHERE origin = $1",
+        &[&origin],
+    )
+    .await?;
+    let (first, last): (Option<i64>, Option<i64>) =
+        records.map_or((None, None), |r| (r.get(0), r.get(1)));
+    let last_hash: Option<i64> = hashes.and_then(|r| r.get(0));
+    Ok(AccessExtent {
+        first_kept: first.map(|f| unsigned(f, "a record number")).transpose()?,
+        next: last.map_or(Ok(0), |l| unsigned(l, "a record number").map(|l| l + 1))?,
+        hashes: last_hash.map_or(Ok(0), |l| unsigned(l, "a hash index").map(|l| l + 1))?,
+    })
+}
+
+async fn records(
+    pool: Pool,
+    origin: String,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<AccessRow>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    query(
+        &client,
+        "SELECT n, at_micros, line FROM access_record WHERE origin = $1 AND n >= $2 \
+         ORDER BY n LIMIT $3",
+        &[&origin, &signed(from)?, &limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        Ok(AccessRow {
+            n: unsigned(row.get(0), "a record number")?,
+            at_micros: row.get(1),
+            line: row.get(2),
+        })
+    })
+    .collect()
+}
+
+async fn hashes(pool: Pool, origin: String, indexes: Vec<u64>) -> Result<Vec<Hash>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    let asked = indexes
+        .iter()
+        .map(|i| signed(*i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let found: HashMap<i64, Vec<u8>> = query(
+        &client,
+        "SELECT idx, hash FROM access_hash WHERE origin = $1 AND idx = ANY($2)",
+        &[&origin, &asked],
+    )
+    .await?
+    .into_iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect();
+    asked
+        .iter()
+        .map(|i| match found.get(i) {
+            Some(h) => hash_from(h),
+            None => Err(corrupt(&origin, format!("stored hash {i} is missing"))),
+        })
+        .collect()
+}
+
+async fn hash_range(
+    pool: Pool,
+    origin: String,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Hash)>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    query(
+        &client,
+        "SELECT idx, hash FROM access_hash WHERE origin = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
+        &[&origin, &signed(from)?, &limit],
+    )
+    .await?
+    .into_iter()
+    .map(|row| {
+        let bytes: Vec<u8> = row.get(1);
+        Ok((unsigned(row.get(0), "a hash index")?, hash_from(&bytes)?))
+    })
+    .collect()
+}
+
+/// Walks the records from `from` in order (the primary key's) and stops
+/// at the first match: a day's records, not the whole log.
+async fn first_at(
+    pool: Pool,
+    origin: String,
+    from: u64,
+    at_micros: i64,
+) -> Result<Option<u64>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    query_opt(
+        &client,
+        "SELECT n FROM access_record WHERE origin = $1 AND n >= $2 AND at_micros >= $3 \
+         ORDER BY n LIMIT 1",
+        &[&origin, &signed(from)?, &at_micros],
+    )
+    .await?
+    .map(|row| unsigned(row.get(0), "a record number"))
+    .transpose()
+}
+
+async fn origins(pool: Pool) -> Result<Vec<String>, StoreError> {
+    let client = pool.get().await.map_err(db)?;
+    Ok(query(
+        &client,
+        "SELECT origin FROM access_origin ORDER BY origin",
+        &[],
+    )
+    .await?
+    .into_iter()
+    .map(|row| row.get(0))
+    .collect())
+}
+
+impl AccessLogStore for PgStore {
+    fn access_claim(&self, origin: &str) -> Result<Box<dyn OriginGuard>, StoreError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?
+            .handle()
+            .clone();
+        let client = self.block(claim(self.pool(), origin.to_string()))?;
+        Ok(Box::new(PgOriginGuard {
+            client: Some(client),
+            origin: origin.to_string(),
+            rt,
+        }))
+    }
+
+    fn access_append(
+        &self,
+        origin: &str,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+        checkpoint: Option<&str>,
+        remove_before: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.block(append(
+            self.pool(),
+            origin.to_string(),
+            rows.to_vec(),
+            first_hash,
+            hashes.to_vec(),
+            checkpoint.map(str::to_string),
+            remove_before,
+        ))
+    }
+
+    fn access_checkpoint(&self, origin: &str) -> Result<Option<String>, StoreError> {
+        self.block(checkpoint(self.pool(), origin.to_string()))
+    }
+
+    fn access_extent(&self, origin: &str) -> Result<AccessExtent, StoreError> {
+        self.block(extent(self.pool(), origin.to_string()))
+    }
+
+    fn access_records(
+        &self,
+        origin: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<AccessRow>, StoreError> {
+        self.block(records(self.pool(), origin.to_string(), from, limit))
+    }
+
+    fn access_hashes(&self, origin: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
+        self.block(hashes(self.pool(), origin.to_string(), indexes.to_vec()))
+    }
+
+    fn access_hash_range(
+        &self,
+        origin: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Hash)>, StoreError> {
+        self.block(hash_range(self.pool(), origin.to_string(), from, limit))
+    }
+
+    fn access_first_at(
+        &self,
+        origin: &str,
+        from: u64,
+        at_micros: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.block(first_at(self.pool(), origin.to_string(), from, at_micros))
+    }
+
+    fn access_origins(&self) -> Result<Vec<String>, StoreError> {
+        self.block(origins(self.pool()))
+    }
+}
