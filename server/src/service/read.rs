@@ -234,10 +234,10 @@ async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 /// Resolves with the reason once a standby may not serve (never on a
 /// leader, whose `unfit` is None).
 async fn unfit_now(unfit: &mut Option<watch::Receiver<Option<String>>>) -> String {
-    if let Some(unfit) = unfit {
-        if let Ok(why) = unfit.wait_for(Option::is_some).await {
-            return why.clone().unwrap_or_default();
-        }
+    if let Some(unfit) = unfit
+        && let Ok(why) = unfit.wait_for(Option::is_some).await
+    {
+        return why.clone().unwrap_or_default();
     }
     std::future::pending().await
 }
