@@ -15,12 +15,13 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
-    is_entry_key, merge_runs, place_key, record_key, row_place, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
+    is_entry_key, key, merge_runs, place_key, record_key, row_place, split_key, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
-use super::segments::{Appended, Segments};
+use super::places::runs_of_places;
+use super::segments::{Appended, Place, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
 use sled::IVec;
@@ -29,7 +30,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
@@ -69,6 +70,10 @@ pub(super) struct Durability {
     /// The id of the last commit applied (to the overlay); changed only
     /// under the overlay's write lock, so a frozen overlay knows its last commit.
     pub(super) applied: AtomicU64,
+    /// Whether sled names entries' places a run at a time (format 5): until
+    /// an older format's upgrade, a flush names them one key each, as the
+    /// upgrade expects.
+    pub(super) place_runs: AtomicBool,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -278,11 +283,13 @@ impl Durability {
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
+        let mut place_runs = true;
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2 and 3 once the journal is replayed.
+            // The store upgrades formats 2, 3 and 4 once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, reserve)?;
+                place_runs = false;
             }
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
@@ -290,7 +297,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2 and 3); start it on an empty data directory",
+                     (and upgrades formats 2, 3 and 4); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -336,6 +343,7 @@ impl Durability {
             journal,
             segments,
             applied: AtomicU64::new(applied),
+            place_runs: AtomicBool::new(place_runs),
         });
         durability.flush(false, Record::AtOnce)?;
         Ok(durability)
@@ -598,23 +606,39 @@ impl Durability {
         let places = self.segments.append(&appended)?;
         drop(appended);
         drop(rows);
-        writes
-            .into_iter()
-            .zip(index)
-            .map(|((k, v), at)| {
-                let Some(at) = at else {
-                    return Ok((k, v));
-                };
-                let place = places.get(at).ok_or_else(|| {
-                    StoreError::Database("the segments gave fewer places than records".into())
-                })?;
-                if is_entry_key(&k) {
-                    Ok((place_key(&k), place.encode().into()))
-                } else {
-                    Ok((k, row_place(place).into()))
-                }
-            })
-            .collect()
+        let runs = self.place_runs.load(Ordering::Acquire);
+        // Each channel's entries in order of seq, with their places.
+        let mut entry_places: Vec<(String, u64, Place)> = Vec::new();
+        let mut out = Vec::with_capacity(writes.len());
+        for ((k, v), at) in writes.into_iter().zip(index) {
+            let Some(at) = at else {
+                out.push((k, v));
+                continue;
+            };
+            let place = *places.get(at).ok_or_else(|| {
+                StoreError::Database("the segments gave fewer places than records".into())
+            })?;
+            if !is_entry_key(&k) {
+                out.push((k, row_place(&place).into()));
+            } else if runs {
+                let (channel, seq) = split_key(&k)?;
+                let seq =
+                    seq.ok_or_else(|| StoreError::Corrupt("an entry key without seq".into()))?;
+                entry_places.push((channel, seq, place));
+            } else {
+                out.push((place_key(&k), place.encode().into()));
+            }
+        }
+        // Writes are in key order: a channel's entries are together, by seq.
+        for channel in entry_places.chunk_by(|a, b| a.0 == b.0) {
+            let Some((name, _, _)) = channel.first() else {
+                continue;
+            };
+            for run in runs_of_places(channel.iter().map(|(_, seq, place)| (*seq, *place))) {
+                out.push((key(ENTRY_AT, name, Some(run.last())), run.encode().into()));
+            }
+        }
+        Ok(out)
     }
 
     /// At a clean stop, after the last flush: removes the journal when the

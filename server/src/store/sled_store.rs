@@ -11,6 +11,7 @@ use super::codec::{
     u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
+use super::places::{PlaceRun, runs_of_places};
 use super::recent::Recent;
 use super::segments::{Appended, Place};
 use super::{
@@ -139,11 +140,10 @@ impl SledStore {
         channel: &str,
         seq: u64,
     ) -> Result<Option<(std::path::PathBuf, u64, u64)>, StoreError> {
-        let tree = self.raw_tree()?;
-        let Some(v) = tree.get(key(ENTRY_AT, channel, Some(seq)))? else {
+        self.raw_tree()?;
+        let Some(place) = entry_place(&self.durability, channel, seq)? else {
             return Ok(None);
         };
-        let place = Place::decode(&v)?;
         let file = self.durability.segments.path(place.segment);
         Ok(Some((file, place.offset, place.len)))
     }
@@ -167,7 +167,20 @@ impl SledStore {
         let place = place
             .first()
             .ok_or_else(|| StoreError::Database("no place for the record".into()))?;
-        tree.insert(key(ENTRY_AT, channel, Some(seq)), place.encode())?;
+        // A run of its own: a run that held it and ends after it still
+        // holds the others and is found after this one; one that ends at
+        // it (under the same key) is kept without it.
+        let at = key(ENTRY_AT, channel, Some(seq));
+        if let Some(v) = tree.get(&at)? {
+            let before = PlaceRun::decode(seq, &v)?
+                .places()
+                .filter(|(s, _)| *s < seq)
+                .collect::<Vec<_>>();
+            for run in runs_of_places(before) {
+                tree.insert(key(ENTRY_AT, channel, Some(run.last())), run.encode())?;
+            }
+        }
+        tree.insert(at, PlaceRun::starting(seq, *place).encode())?;
         Ok(())
     }
 
@@ -727,20 +740,31 @@ fn read_tree_hashes(
     Ok(Some(hashes.into()))
 }
 
-/// Where sled says entry `seq`'s record is in the segments.
+/// Where sled says entry `seq`'s record is in the segments: in the first
+/// run of places at or after it that holds it (see [`super::places`]).
 fn entry_place(
     durability: &Durability,
     channel: &str,
     seq: u64,
 ) -> Result<Option<Place>, StoreError> {
-    let Some(at) = durability.tree.get(key(ENTRY_AT, channel, Some(seq)))? else {
-        return Ok(None);
-    };
-    Place::decode(&at).map(Some).map_err(|_| {
-        StoreError::Corrupt(format!(
-            "entry {channel}:{seq}: its place in the entry segments is garbled"
-        ))
-    })
+    let (lo, hi) = (
+        key(ENTRY_AT, channel, Some(seq)),
+        key(ENTRY_AT, channel, Some(u64::MAX)),
+    );
+    for kv in durability.tree.range(lo..=hi) {
+        let (k, v) = kv?;
+        let garbled = || {
+            StoreError::Corrupt(format!(
+                "entry {channel}:{seq}: its place in the entry segments is garbled"
+            ))
+        };
+        let last = split_key(&k)?.1.ok_or_else(garbled)?;
+        let run = PlaceRun::decode(last, &v).map_err(|_| garbled())?;
+        if let Some(place) = run.place(seq) {
+            return Ok(Some(place));
+        }
+    }
+    Ok(None)
 }
 
 /// A segment's corruption, naming the entry it hit.

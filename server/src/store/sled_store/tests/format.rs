@@ -2,6 +2,7 @@
 //! damaged database refused without a panic.
 
 use super::*;
+use crate::store::codec::PLACES_GATHERED_KEY;
 
 #[test]
 fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,13 +32,14 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
     assert_eq!(expected.len(), 3);
     let s = SledStore::open(dir.path(), true)?;
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
-    // And on to format 4: the entries moved into the segments.
+    // And on to format 5: the entries moved into the segments, their
+    // places in one run.
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     assert!(keys_of(&s, ENTRY)?.is_empty());
-    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 3);
+    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 1);
     // The rows too: sled holds their places.
     for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
         assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
@@ -66,14 +68,15 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
     let s = SledStore::open(dir.path(), true)?;
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     assert!(keys_of(&s, ENTRY)?.is_empty(), "records left in sled");
     assert!(
         keys_of(&s, TREE_HASH)?.is_empty(),
         "tree hashes left in sled"
     );
-    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 5);
+    // Five places moved four a chunk, gathered four a chunk: two runs.
+    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 2);
     let leaves: Vec<u64> = (0..5)
         .map(tongbao_proto::merkle::stored_hash_count)
         .collect();
@@ -86,7 +89,7 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;
         assert_eq!(e.cursors, [seq + 1, seq + 1]);
     }
-    // Appends go on in format 4, and a restart reads everything back.
+    // Appends go on in format 5, and a restart reads everything back.
     s.commit(&[entry("tax", 5, &[("finance", 6)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -177,7 +180,7 @@ fn format_3_store(dir: &std::path::Path, n: u64) -> Result<Format3, Box<dyn std:
     Ok((records, hashes, rows))
 }
 
-/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 4.
+/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 5.
 fn check_upgraded(
     s: &SledStore,
     n: u64,
@@ -186,8 +189,9 @@ fn check_upgraded(
     let (records, hashes, rows) = before;
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
+    assert!(s.raw_tree()?.get(PLACES_GATHERED_KEY)?.is_none());
     assert!(keys_of(s, ENTRY)?.is_empty(), "records left in sled");
     assert!(keys_of(s, TREE_HASH)?.is_empty(), "hashes left in sled");
     for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
@@ -227,7 +231,7 @@ fn an_upgrade_stopped_midway_goes_on_at_the_next_start() -> Result<(), Box<dyn s
     }
     let s = SledStore::open(dir.path(), true)?;
     check_upgraded(&s, n, &before)?;
-    // And once more after a restart, with appends in format 4.
+    // And once more after a restart, with appends in format 5.
     s.commit(&[audited("tax", n, 99_000, &[("finance", n + 1)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -300,7 +304,7 @@ fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::er
     let r = SledStore::open(&restored, true)?;
     assert_eq!(
         r.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     for (seq, record) in (0..3u64).zip(&records) {
         assert_eq!(&r.raw_entry_record("tax", seq)?, record);
