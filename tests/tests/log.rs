@@ -631,22 +631,27 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
         // Inbox runs are keyed `i 0 inbox 0 last-position` and hold their
-        // first position (8), a count (4), then per position the entry's
-        // seq (8), channel name length (2) and name. However the four
-        // pushes were stored, rewrite them as single-position runs and
-        // leave out position 2 (inside) and 4 (the last).
+        // first position (8), a count (4), then their positions' entries
+        // (as docs/operations.md's storage formats say; written out whole,
+        // per position the entry's seq (8), channel name length (2) and
+        // name, they read as the formats before 5 wrote them). However the
+        // four pushes were stored, rewrite them as single-position runs
+        // and leave out position 2 (inside) and 4 (the last).
+        use tongbao_server::store::Store;
+        let items: Vec<Vec<u8>> = s
+            .inbox_page("finance", 0, 10)?
+            .iter()
+            .map(|i| {
+                let mut v = i.seq.to_be_bytes().to_vec();
+                v.extend_from_slice(&(i.channel.len() as u16).to_be_bytes());
+                v.extend_from_slice(i.channel.as_bytes());
+                v
+            })
+            .collect();
         let tree = s.raw_tree()?;
         let prefix = b"i\0finance\0".to_vec();
-        let mut items: Vec<Vec<u8>> = Vec::new();
         for kv in tree.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let mut rest = v.get(12..).ok_or("short inbox run")?;
-            while !rest.is_empty() {
-                let len = u16::from_be_bytes([rest[8], rest[9]]) as usize;
-                items.push(rest[..10 + len].to_vec());
-                rest = &rest[10 + len..];
-            }
-            tree.remove(k)?;
+            tree.remove(kv?.0)?;
         }
         assert_eq!(items.len(), 4, "four positions stored");
         for position in [1u64, 3] {

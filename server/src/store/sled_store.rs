@@ -167,20 +167,24 @@ impl SledStore {
         let place = place
             .first()
             .ok_or_else(|| StoreError::Database("no place for the record".into()))?;
-        // A run of its own: a run that held it and ends after it still
-        // holds the others and is found after this one; one that ends at
-        // it (under the same key) is kept without it.
-        let at = key(ENTRY_AT, channel, Some(seq));
-        if let Some(v) = tree.get(&at)? {
-            let before = PlaceRun::decode(seq, &v)?
-                .places()
-                .filter(|(s, _)| *s < seq)
-                .collect::<Vec<_>>();
-            for run in runs_of_places(before) {
-                tree.insert(key(ENTRY_AT, channel, Some(run.last())), run.encode())?;
+        // The channel's places rewritten: each entry's place as lookups
+        // find it (the first run at or after it that holds it), this one's
+        // replaced.
+        let mut prefix = key(ENTRY_AT, channel, None);
+        prefix.push(0);
+        let mut places = BTreeMap::new();
+        let runs = tree.scan_prefix(&prefix).collect::<Result<Vec<_>, _>>()?;
+        for (k, v) in runs {
+            let last = split_key(&k)?.1.unwrap_or_default();
+            for (s, p) in PlaceRun::decode(last, &v)?.places() {
+                places.entry(s).or_insert(p);
             }
+            tree.remove(k)?;
         }
-        tree.insert(at, PlaceRun::starting(seq, *place).encode())?;
+        places.insert(seq, *place);
+        for run in runs_of_places(places) {
+            tree.insert(key(ENTRY_AT, channel, Some(run.last())), run.encode())?;
+        }
         Ok(())
     }
 
