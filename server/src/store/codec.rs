@@ -321,7 +321,12 @@ pub(super) fn sized_runs<'a, 'b>(
 
 /// An inbox run: first position (8), count (4, with [`STRETCHED`] set),
 /// then the positions' entries as stretches ([`super::stretches`]).
+/// Items with a channel name longer than a stretch holds are written out
+/// whole ([`inbox_run_whole`]).
 pub(super) fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
+    if !stretches::fits(items) {
+        return inbox_run_whole(first, items);
+    }
     let mut v = Vec::with_capacity(12 + stretches::encoded_len(items));
     v.extend_from_slice(&first.to_be_bytes());
     v.extend_from_slice(&(items.len() as u32 | STRETCHED).to_be_bytes());
@@ -353,6 +358,20 @@ pub(super) fn decode_inbox_run(
     last: u64,
     v: &[u8],
 ) -> Result<Vec<InboxItem>, StoreError> {
+    decode_inbox_window(inbox, last, v, 0, usize::MAX)
+}
+
+/// The positions from `from` on, `limit` at most, of the inbox run stored
+/// under the key of position `last`. The whole run is checked; only the
+/// positions returned are built (a channel name copied for each), so a
+/// page of a long run costs its page.
+pub(super) fn decode_inbox_window(
+    inbox: &str,
+    last: u64,
+    v: &[u8],
+    from: u64,
+    limit: usize,
+) -> Result<Vec<InboxItem>, StoreError> {
     let bad = || StoreError::Corrupt(format!("inbox {inbox}: run ending at position {last}"));
     let first = u64_from(v.get(..8).ok_or_else(bad)?)?;
     let count = v
@@ -362,25 +381,33 @@ pub(super) fn decode_inbox_run(
         .ok_or_else(bad)?;
     let stretched = count & STRETCHED != 0;
     let count = count & !STRETCHED;
-    if first.checked_add(u64::from(count)) != last.checked_add(1) || count > MAX_RUN_POSITIONS {
+    // A run holds one position at least: a count of 0 would read as a run
+    // of nothing ending where the key says.
+    if count == 0
+        || first.checked_add(u64::from(count)) != last.checked_add(1)
+        || count > MAX_RUN_POSITIONS
+    {
         return Err(bad());
     }
     if stretched {
-        return stretches::decode(&v[12..], first, u64::from(count)).ok_or_else(bad);
+        return stretches::decode_window(&v[12..], first, u64::from(count), from, limit)
+            .ok_or_else(bad);
     }
-    let mut out = Vec::with_capacity(count as usize);
+    let mut out = Vec::new();
     let mut rest = &v[12..];
-    for i in 0..u64::from(count) {
+    for cursor in first..=last {
         let (seq, len) = match (rest.get(..8), rest.get(8..10)) {
             (Some(s), Some(l)) => (u64_from(s)?, u16::from_be_bytes([l[0], l[1]]) as usize),
             _ => return Err(bad()),
         };
         let name = rest.get(10..10 + len).ok_or_else(bad)?;
-        out.push(InboxItem {
-            cursor: first + i,
-            seq,
-            channel: String::from_utf8_lossy(name).into_owned(),
-        });
+        if cursor >= from && out.len() < limit {
+            out.push(InboxItem {
+                cursor,
+                seq,
+                channel: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
         rest = &rest[10 + len..];
     }
     if !rest.is_empty() {
@@ -707,6 +734,25 @@ pub(super) mod proptests {
         })
     }
 
+    #[test]
+    fn a_run_of_no_positions_is_refused() {
+        // First 5, count 0: the key's last (4) matches `first + count - 1`.
+        let mut v = 5u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&0u32.to_be_bytes());
+        assert!(decode_inbox_run("tax", 4, &v).is_err(), "whole");
+        v[8..12].copy_from_slice(&STRETCHED.to_be_bytes());
+        assert!(decode_inbox_run("tax", 4, &v).is_err(), "stretched");
+    }
+
+    #[test]
+    fn a_run_naming_a_long_channel_is_written_whole() {
+        let long = "a".repeat(300);
+        let run = inbox_run(1, &[(7, long.as_str())]);
+        assert_eq!(run.get(8..12), Some(1u32.to_be_bytes().as_slice()));
+        let read = decode_inbox_run("tax", 1, &run).unwrap_or_default();
+        assert_eq!(read.first().map(|i| i.channel.len()), Some(300));
+    }
+
     proptest! {
         #[test]
         fn inbox_runs_read_back(first in position(), items in items()) {
@@ -738,6 +784,29 @@ pub(super) mod proptests {
                 decode_inbox_run("tax", last, &stretched)?
             );
             prop_assert!(stretched.len() <= 12 + refs.iter().map(|(_, c)| 14 + c.len()).sum::<usize>());
+        }
+
+        #[test]
+        fn a_window_is_the_whole_run_cut(
+            first in 0..1000u64,
+            items in prop_oneof![items(), batched_items()],
+            whole in any::<bool>(),
+            skip in 0..12u64,
+            limit in 0..12usize,
+        ) {
+            let last = first + items.len() as u64 - 1;
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let run = if whole { inbox_run_whole(first, &refs) } else { inbox_run(first, &refs) };
+            let from = first + skip;
+            let want: Vec<InboxItem> = decode_inbox_run("tax", last, &run)?
+                .into_iter()
+                .filter(|i| i.cursor >= from)
+                .take(limit)
+                .collect();
+            prop_assert_eq!(decode_inbox_window("tax", last, &run, from, limit)?, want);
+            // A damaged tail is refused even when the window ends before it.
+            let cut = &run[..run.len() - 1];
+            prop_assert!(decode_inbox_window("tax", last, cut, first, 1).is_err());
         }
 
         #[test]

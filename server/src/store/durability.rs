@@ -15,8 +15,9 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
-    is_entry_key, key, merge_runs, place_key, record_key, row_place, split_key, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_4, FORMAT_KEY, FORMATS_UPGRADABLE,
+    TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, row_place, split_key,
+    u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
@@ -160,14 +161,31 @@ fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
 }
 
 /// Refuses to upgrade an older storage format without room for it, before
-/// anything is changed: the upgrade writes every entry record, tree hash
-/// and audit row again into the segments, and sled's file does not shrink
-/// for what leaves it; the journal's replay and the reserve come on top.
-fn check_room_to_upgrade(dir: &Path, tree: &sled::Tree, reserve: u64) -> Result<(), StoreError> {
+/// anything is changed: from format 2 or 3 the upgrade writes every entry
+/// record, tree hash and audit row again into the segments; from format 4
+/// it writes the entries' places again in sled, as runs. sled's file does
+/// not shrink for what leaves it; the journal's replay and the reserve
+/// come on top.
+fn check_room_to_upgrade(
+    dir: &Path,
+    tree: &sled::Tree,
+    format: &[u8],
+    reserve: u64,
+) -> Result<(), StoreError> {
     if reserve == 0 {
         return Ok(());
     }
-    let moving = bytes_to_move(tree)?;
+    let (moving, what) = if format == FORMAT_4 {
+        (
+            bytes_of(tree, &[ENTRY_AT])?,
+            "of entries' places it writes again in sled as runs",
+        )
+    } else {
+        (
+            bytes_of(tree, &[ENTRY, TREE_HASH, AUDIT_SCOPE])?,
+            "of entries, tree hashes and audit rows it copies into the entry segments",
+        )
+    };
     let journal = journal_bytes(dir)?;
     let needed = reserve.saturating_add(journal).saturating_add(moving);
     let free = free_space(dir)?;
@@ -176,20 +194,27 @@ fn check_room_to_upgrade(dir: &Path, tree: &sled::Tree, reserve: u64) -> Result<
     }
     Err(StoreError::NoRoom(format!(
         "the data disk of {} has {free} bytes free; upgrading its storage format needs {needed} \
-         bytes: the {moving} bytes of entries, tree hashes and audit rows it copies into the \
-         entry segments, the journal's {journal} bytes to replay and the {reserve} bytes kept \
-         free ([hub] min_free_mib). Nothing was changed; free space on it and start again",
+         bytes: the {moving} bytes {what}, the journal's {journal} bytes to replay and the \
+         {reserve} bytes kept free ([hub] min_free_mib). Nothing was changed; free space on it \
+         and start again",
         dir.display(),
     )))
 }
 
-/// The bytes an upgrade to format 4 appends to the segments: the values
-/// of every entry record, tree hash and audit row sled holds.
-fn bytes_to_move(tree: &sled::Tree) -> Result<u64, StoreError> {
+/// The bytes of every record of the `kinds` sled holds: the values that
+/// an upgrade from format 2 or 3 appends to the segments, or the keys and
+/// values of format 4's places, which its upgrade writes again as runs.
+fn bytes_of(tree: &sled::Tree, kinds: &[u8]) -> Result<u64, StoreError> {
     let mut bytes = 0u64;
-    for kind in [ENTRY, TREE_HASH, AUDIT_SCOPE] {
-        for kv in tree.scan_prefix([kind, 0]) {
-            bytes = bytes.saturating_add(kv?.1.len() as u64);
+    for kind in kinds {
+        for kv in tree.scan_prefix([*kind, 0]) {
+            let (k, v) = kv?;
+            let counted = if *kind == ENTRY_AT {
+                k.len() + v.len()
+            } else {
+                v.len()
+            };
+            bytes = bytes.saturating_add(counted as u64);
         }
     }
     Ok(bytes)
@@ -288,7 +313,7 @@ impl Durability {
             // The store upgrades formats 2, 3 and 4 once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
-                check_room_to_upgrade(dir, &tree, reserve)?;
+                check_room_to_upgrade(dir, &tree, &v, reserve)?;
                 place_runs = false;
             }
             None if tree.is_empty() => {

@@ -96,41 +96,31 @@ impl PlaceRun {
 
     /// The run stored under the key of seq `last`.
     pub(super) fn decode(last: u64, v: &[u8]) -> Result<Self, StoreError> {
-        let bad = || StoreError::Corrupt(format!("the places of the entries up to seq {last}"));
-        let (first, mut rest) = v.split_at_checked(8).ok_or_else(bad)?;
-        let first = u64::from_be_bytes(first.try_into().map_err(|_| bad())?);
-        let count = last
-            .checked_sub(first)
-            .and_then(|n| n.checked_add(1))
-            .filter(|n| usize::try_from(*n).is_ok_and(|n| n <= v.len()))
-            .ok_or_else(bad)?;
-        let mut next = || prost::encoding::decode_varint(&mut rest).map_err(|_| bad());
-        let (segment, offset) = (next()?, next()?);
         let mut run: Option<PlaceRun> = None;
-        for seq in first..=last {
-            let place = Place {
-                segment,
-                offset: run.as_ref().map_or(offset, |r| r.end),
-                len: next()?,
-                hashes: next()?,
-            };
-            place.check().map_err(|_| bad())?;
-            match run.as_mut() {
-                None => run = Some(PlaceRun::starting(seq, place)),
-                Some(r) => {
-                    // Decoded as written: no size cap on what is read.
-                    r.sizes.push((place.len, place.hashes));
-                    r.end = place.end();
-                }
+        walk(last, v, |seq, place| match run.as_mut() {
+            None => run = Some(PlaceRun::starting(seq, place)),
+            Some(r) => {
+                // Decoded as written: no size cap on what is read.
+                r.sizes.push((place.len, place.hashes));
+                r.end = place.end();
             }
-        }
-        match run {
-            Some(mut r) if rest.is_empty() && r.sizes.len() as u64 == count => {
-                r.bytes = v.len();
-                Ok(r)
+        })?;
+        let mut run = run.ok_or_else(|| bad(last))?;
+        run.bytes = v.len();
+        Ok(run)
+    }
+
+    /// Entry `seq`'s place in the run stored under the key of seq `last`,
+    /// if the run holds it: what a lookup needs, read without building the
+    /// run (nothing allocated), the whole run still checked.
+    pub(super) fn find(last: u64, v: &[u8], seq: u64) -> Result<Option<Place>, StoreError> {
+        let mut found = None;
+        walk(last, v, |s, place| {
+            if s == seq {
+                found = Some(place);
             }
-            _ => Err(bad()),
-        }
+        })?;
+        Ok(found)
     }
 
     /// Entry `seq`'s place, if the run holds it.
@@ -141,9 +131,12 @@ impl PlaceRun {
     /// Every entry's seq and place, in order.
     pub(super) fn places(&self) -> impl Iterator<Item = (u64, Place)> + '_ {
         let mut offset = self.offset;
-        (self.first..)
-            .zip(&self.sizes)
-            .map(move |(seq, (len, hashes))| {
+        // A run's seqs never pass u64::MAX (its last is its key), so none
+        // is skipped.
+        self.sizes
+            .iter()
+            .zip(0u64..)
+            .filter_map(move |((len, hashes), i)| {
                 let place = Place {
                     segment: self.segment,
                     offset,
@@ -151,9 +144,44 @@ impl PlaceRun {
                     hashes: *hashes,
                 };
                 offset = place.end();
-                (seq, place)
+                Some((self.first.checked_add(i)?, place))
             })
     }
+}
+
+fn bad(last: u64) -> StoreError {
+    StoreError::Corrupt(format!("the places of the entries up to seq {last}"))
+}
+
+/// Reads the run stored under the key of seq `last`, giving `each` entry's
+/// seq and place in order; refuses a run that does not hold exactly the
+/// entries from its first seq to `last`, or holds a length no record has.
+fn walk(last: u64, v: &[u8], mut each: impl FnMut(u64, Place)) -> Result<(), StoreError> {
+    let (first, mut rest) = v.split_at_checked(8).ok_or_else(|| bad(last))?;
+    let first = u64::from_be_bytes(first.try_into().map_err(|_| bad(last))?);
+    // Each entry takes two bytes at least: more entries than that is a
+    // damaged key or first seq.
+    last.checked_sub(first)
+        .and_then(|n| n.checked_add(1))
+        .filter(|n| usize::try_from(*n).is_ok_and(|n| n <= v.len()))
+        .ok_or_else(|| bad(last))?;
+    let mut next = || prost::encoding::decode_varint(&mut rest).map_err(|_| bad(last));
+    let (segment, mut offset) = (next()?, next()?);
+    for seq in first..=last {
+        let place = Place {
+            segment,
+            offset,
+            len: next()?,
+            hashes: next()?,
+        };
+        place.check().map_err(|_| bad(last))?;
+        offset = place.end();
+        each(seq, place);
+    }
+    if !rest.is_empty() {
+        return Err(bad(last));
+    }
+    Ok(())
 }
 
 /// The places in `places` (seq and place, ascending by seq) as runs.

@@ -17,17 +17,33 @@ use super::InboxItem;
 /// (a run holds far fewer than 2^31 positions).
 pub(super) const STRETCHED: u32 = 1 << 31;
 
+/// The longest channel name a stretch holds (the policy allows far
+/// shorter): a longer one read back is damage, refused before a name that
+/// large is copied once per position.
+pub(super) const MAX_NAME: usize = 255;
+
+/// Whether `items` can be written as stretches: every channel name within
+/// [`MAX_NAME`] (a run that cannot is written out whole).
+pub(super) fn fits(items: &[(u64, &str)]) -> bool {
+    items.iter().all(|(_, c)| c.len() <= MAX_NAME)
+}
+
 /// Appends `items` (seq, channel; one per position) as stretches: varints
 /// of the count, the name's length, the name, then the first seq.
 pub(super) fn encode(items: &[(u64, &str)], out: &mut Vec<u8>) {
     let mut rest = items;
-    while let Some(((seq, channel), _)) = rest.split_first() {
-        let n = rest
+    while let Some(((seq, channel), tail)) = rest.split_first() {
+        // The positions after the first that go on by one seq each.
+        let mut want = seq.checked_add(1);
+        let more = tail
             .iter()
-            .zip(*seq..)
-            .take_while(|((s, c), want)| s == want && c == channel)
-            .count()
-            .max(1);
+            .take_while(|(s, c)| {
+                let on = Some(*s) == want && c == channel;
+                want = s.checked_add(1);
+                on
+            })
+            .count();
+        let n = more + 1;
         prost::encoding::encode_varint(n as u64, out);
         prost::encoding::encode_varint(channel.len() as u64, out);
         out.extend_from_slice(channel.as_bytes());
@@ -46,26 +62,50 @@ pub(super) fn encoded_len(items: &[(u64, &str)]) -> usize {
 /// Decodes `count` positions from `first` on out of `bytes` (all of them
 /// stretches); None if they do not hold exactly that.
 pub(super) fn decode(bytes: &[u8], first: u64, count: u64) -> Option<Vec<InboxItem>> {
-    let mut out = Vec::with_capacity(usize::try_from(count).ok()?.min(bytes.len()));
-    let mut rest = bytes;
+    decode_window(bytes, first, count, first, usize::MAX)
+}
+
+/// The positions from `from` on, `limit` of them at most, of the `count`
+/// positions from `first` on in `bytes`; None if the stretches do not
+/// hold exactly `count` positions. The whole run is checked, but a name
+/// is copied only for the positions returned: a page of a long run costs
+/// its own items, not the run's.
+pub(super) fn decode_window(
+    bytes: &[u8],
+    first: u64,
+    count: u64,
+    from: u64,
+    limit: usize,
+) -> Option<Vec<InboxItem>> {
     // Positions decoded so far; `first + done` never passes the run's last.
     let mut done = 0u64;
+    let mut out = Vec::new();
+    let mut rest = bytes;
     while !rest.is_empty() {
         let n = prost::encoding::decode_varint(&mut rest).ok()?;
         let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+        if len > MAX_NAME {
+            return None;
+        }
         let (name, tail) = rest.split_at_checked(len)?;
         rest = tail;
         let seq = prost::encoding::decode_varint(&mut rest).ok()?;
         if n == 0 || count - done < n || seq.checked_add(n - 1).is_none() {
             return None;
         }
-        let channel = String::from_utf8_lossy(name).into_owned();
-        for i in 0..n {
-            out.push(InboxItem {
-                cursor: first + done + i,
-                seq: seq + i,
-                channel: channel.clone(),
-            });
+        // This stretch's positions, `at` to `at + n - 1`, all within the run.
+        let at = first.checked_add(done)?;
+        let skip = from.saturating_sub(at).min(n);
+        let take = (n - skip).min(limit.saturating_sub(out.len()) as u64);
+        if take > 0 {
+            let channel = String::from_utf8_lossy(name).into_owned();
+            for i in skip..skip + take {
+                out.push(InboxItem {
+                    cursor: at.checked_add(i)?,
+                    seq: seq.checked_add(i)?,
+                    channel: channel.clone(),
+                });
+            }
         }
         done += n;
     }
@@ -112,5 +152,35 @@ mod tests {
         );
         assert!(decode(&v[..v.len() - 1], 0, 5).is_none(), "cut short");
         assert!(decode(&[0, 0, 0], 0, 0).is_none(), "an empty stretch");
+    }
+
+    #[test]
+    fn a_name_longer_than_a_stretch_holds_is_refused() {
+        let long = "a".repeat(MAX_NAME + 1);
+        let mut v = Vec::new();
+        encode(&[(1, long.as_str())], &mut v);
+        assert!(decode(&v, 0, 1).is_none(), "a name of 256 bytes");
+        assert!(!fits(&[(1, "tax"), (2, long.as_str())]));
+        let longest = "a".repeat(MAX_NAME);
+        let mut v = Vec::new();
+        encode(&[(1, longest.as_str())], &mut v);
+        assert_eq!(decode(&v, 0, 1).map(|i| i.len()), Some(1));
+    }
+
+    #[test]
+    fn the_last_seqs_end_a_stretch_without_overflow() {
+        let items = [(u64::MAX - 1, "tax"), (u64::MAX, "tax"), (0, "tax")];
+        let mut v = Vec::new();
+        encode(&items, &mut v);
+        let read = decode(&v, u64::MAX - 2, 3).unwrap_or_default();
+        let got: Vec<(u64, u64)> = read.iter().map(|i| (i.cursor, i.seq)).collect();
+        assert_eq!(
+            got,
+            [
+                (u64::MAX - 2, u64::MAX - 1),
+                (u64::MAX - 1, u64::MAX),
+                (u64::MAX, 0)
+            ]
+        );
     }
 }

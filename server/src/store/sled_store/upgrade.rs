@@ -122,7 +122,12 @@ fn gather_places(durability: &Durability) -> Result<(u64, u64), StoreError> {
         for (k, v) in &chunk {
             let (channel, seq) = split_key(k)?;
             let seq = seq.ok_or_else(|| StoreError::Corrupt("a place key without seq".into()))?;
-            by_channel.push((channel, seq, Place::decode(v)?));
+            let place = Place::decode(v).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "entry {channel}:{seq}: its place in the entry segments (format 4) is garbled"
+                ))
+            })?;
+            by_channel.push((channel, seq, place));
             batch.remove(k.as_ref());
         }
         for channel in by_channel.chunk_by(|a, b| a.0 == b.0) {

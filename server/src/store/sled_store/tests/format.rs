@@ -47,6 +47,75 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
     Ok(())
 }
 
+/// A format-2 hub that crashed with audited commits in its journal: the
+/// replay names their places one key each (as the upgrade expects), and
+/// filling the audit rows reads those entries through them.
+#[test]
+fn a_format_2_directory_with_a_journal_upgrades() -> Result<(), Box<dyn std::error::Error>> {
+    let live = tempfile::tempdir()?;
+    let crashed = tempfile::tempdir()?;
+    {
+        let s = SledStore::open(live.path(), true)?;
+        for seq in 0..3u64 {
+            s.commit(&[audited(
+                "tax",
+                seq,
+                1_000 * (seq as i64 + 1),
+                &[("finance", seq + 1)],
+            )])?;
+        }
+    }
+    crate::store::copy_data_dir(live.path(), crashed.path())?;
+    {
+        // The copy as format 2 left it.
+        let s = SledStore::open(crashed.path(), true)?;
+        let rows = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
+        back_to_format_3(&s)?;
+        let tree = s.raw_tree()?;
+        for r in &rows {
+            tree.insert(
+                audit_key("fund", r.hub_micros, r.seq, &r.channel),
+                b"".as_slice(),
+            )?;
+        }
+        tree.insert(FORMAT_KEY, b"2".as_slice())?;
+        tree.flush()?;
+    }
+    std::fs::remove_dir_all(crashed.path().join("entries"))?;
+    // Two more commits, journaled and not yet in sled when the hub died.
+    let s = SledStore::open_flushing_every(live.path(), true, Duration::from_secs(3600))?;
+    for seq in 3..5u64 {
+        s.commit(&[audited(
+            "tax",
+            seq,
+            1_000 * (seq as i64 + 1),
+            &[("finance", seq + 1)],
+        )])?;
+    }
+    let expected = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
+    let records = (0..5u64)
+        .map(|seq| s.raw_entry_record("tax", seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let journal = crashed.path().join("journal");
+    if journal.exists() {
+        std::fs::remove_dir_all(&journal)?;
+    }
+    crate::store::copy_data_dir(&live.path().join("journal"), &journal)?;
+    drop(s);
+    let s = SledStore::open(crashed.path(), true)?;
+    assert_eq!(
+        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
+        Some(b"5".as_slice())
+    );
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
+    assert_eq!(expected.len(), 5);
+    for (seq, record) in (0..5u64).zip(&records) {
+        assert_eq!(&s.raw_entry_record("tax", seq)?, record, "entry {seq}");
+    }
+    assert_eq!(s.entry("tax", 4)?.map(|e| e.cursors), Some(vec![5]));
+    Ok(())
+}
+
 #[test]
 fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
 -> Result<(), Box<dyn std::error::Error>> {

@@ -231,3 +231,46 @@ fn a_format_4_journal_replays_as_format_4_then_gathers() -> Result<(), Box<dyn s
     check_entries(&s, 3)?;
     check_inbox(&s, 3)
 }
+
+#[test]
+fn a_garbled_format_4_place_is_refused_naming_its_entry() -> Result<(), Box<dyn std::error::Error>>
+{
+    let dir = tempfile::tempdir()?;
+    {
+        let s = filled(dir.path(), 3, 3)?;
+        back_to_format_4(&s)?;
+        let tree = s.raw_tree()?;
+        tree.insert(key(ENTRY_AT, "tax", Some(1)), b"\xff".as_slice())?;
+        tree.flush()?;
+    }
+    match SledStore::open(dir.path(), true) {
+        Err(StoreError::Corrupt(m)) => {
+            assert!(m.contains("entry tax:1") && m.contains("garbled"), "{m}")
+        }
+        other => return Err(format!("expected corruption, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+#[test]
+fn a_format_4_upgrade_without_room_says_it_rewrites_places()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    {
+        let s = filled(dir.path(), 3, 3)?;
+        back_to_format_4(&s)?;
+    }
+    let reserve = 1 << 20;
+    crate::store::durability::FREE_SPACE.set(Some(reserve));
+    let refused = SledStore::open_keeping_free(dir.path(), true, reserve);
+    crate::store::durability::FREE_SPACE.set(None);
+    match refused {
+        Err(StoreError::NoRoom(m)) => {
+            assert!(m.contains("of entries' places it writes again"), "{m}");
+            assert!(!m.contains("copies"), "{m}");
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    let s = SledStore::open_keeping_free(dir.path(), true, 0)?;
+    check_entries(&s, 3)
+}
