@@ -124,6 +124,7 @@ impl PlaceRun {
     }
 
     /// Entry `seq`'s place, if the run holds it.
+    #[cfg(test)]
     pub(super) fn place(&self, seq: u64) -> Option<Place> {
         self.places().find(|(s, _)| *s == seq).map(|(_, p)| p)
     }

@@ -568,7 +568,13 @@ impl Store for SledStore {
                 let v = match records.get(&seq) {
                     Some(v) => v.clone(),
                     None => {
-                        let v = read_tree_hashes(&self.durability, channel, seq)?
+                        let v = read_tree_hashes(&self.durability, channel, seq)
+                            .map_err(|e| match e {
+                                StoreError::Corrupt(m) => StoreError::Corrupt(format!(
+                                    "channel {channel}: stored hash {i}: {m}"
+                                )),
+                                other => other,
+                            })?
                             .ok_or_else(missing)?;
                         records.insert(seq, v.clone());
                         v

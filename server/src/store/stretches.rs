@@ -61,7 +61,8 @@ pub(super) fn encoded_len(items: &[(u64, &str)]) -> usize {
 
 /// Decodes `count` positions from `first` on out of `bytes` (all of them
 /// stretches); None if they do not hold exactly that.
-pub(super) fn decode(bytes: &[u8], first: u64, count: u64) -> Option<Vec<InboxItem>> {
+#[cfg(test)]
+fn decode(bytes: &[u8], first: u64, count: u64) -> Option<Vec<InboxItem>> {
     decode_window(bytes, first, count, first, usize::MAX)
 }
 

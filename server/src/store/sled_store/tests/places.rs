@@ -274,3 +274,36 @@ fn a_format_4_upgrade_without_room_says_it_rewrites_places()
     let s = SledStore::open_keeping_free(dir.path(), true, 0)?;
     check_entries(&s, 3)
 }
+
+#[test]
+fn an_entry_below_the_head_without_a_place_is_corruption() -> Result<(), Box<dyn std::error::Error>>
+{
+    let dir = tempfile::tempdir()?;
+    {
+        let s = filled(dir.path(), 3, 3)?;
+        s.raw_remove_entry_places("tax", |seq| seq == 1)?;
+        s.raw_tree()?.flush()?;
+    }
+    // A new store: nothing cached.
+    let s = SledStore::open(dir.path(), true)?;
+    for seq in [0, 2] {
+        assert_eq!(s.entry("tax", seq)?.map(|e| e.entry.seq), Some(seq));
+    }
+    match s.entry("tax", 1) {
+        Err(StoreError::Corrupt(m)) => {
+            assert!(m.contains("entry tax:1") && m.contains("missing"), "{m}")
+        }
+        other => return Err(format!("expected corruption, got {other:?}").into()),
+    }
+    let leaf = tongbao_proto::merkle::stored_hash_count(1);
+    match s.stored_hashes("tax", &[leaf]) {
+        Err(StoreError::Corrupt(m)) => assert!(
+            m.contains("channel tax") && m.contains("stored hash") && m.contains("missing"),
+            "{m}"
+        ),
+        other => return Err(format!("expected corruption, got {other:?}").into()),
+    }
+    // At and past the head, absence is no damage.
+    assert!(s.entry("tax", 3)?.is_none());
+    Ok(())
+}
