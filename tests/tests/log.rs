@@ -382,16 +382,6 @@ async fn checkpointed_data() -> Result<TestPki, BoxError> {
     Ok(pki)
 }
 
-/// The key of an entry's place in the entry segments (its record is in
-/// the segment the place names).
-fn entry_key(channel: &str, seq: u64) -> Vec<u8> {
-    let mut k = vec![b'p', 0];
-    k.extend_from_slice(channel.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 /// The size of the checkpoint a stopped hub stored for `channel`.
 fn stored_checkpoint_size(pki: &TestPki, channel: &str) -> Result<Option<u64>, BoxError> {
     use tongbao_server::store::Store;
@@ -472,7 +462,8 @@ async fn swapped_entries_stop_the_hub() -> TestResult {
 async fn a_deleted_entry_stops_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
-        s.raw_tree()?.remove(entry_key("tax", 1))?;
+        // Its place only: the channel's runs of places rewritten without it.
+        s.raw_remove_entry_places("tax", |seq| seq == 1)?;
         Ok(())
     })?;
     // The entry's place names its tree hashes too: without them the
@@ -492,7 +483,7 @@ async fn a_truncated_channel_stops_the_hub() -> TestResult {
         // Drop the last entry and rewind the channel head to entry 2, as a
         // careful operator rewriting history would.
         let prev = s.raw_entry_record("tax", 2)?.ok_or("no entry")?;
-        tree.remove(entry_key("tax", 3))?;
+        s.raw_remove_entry_places("tax", |seq| seq >= 3)?;
         let mut head = 3u64.to_be_bytes().to_vec();
         head.extend_from_slice(&prev[..32]);
         head.extend_from_slice(&0u64.to_be_bytes());
@@ -631,22 +622,27 @@ async fn a_removed_inbox_record_is_reported_not_skipped() -> TestResult {
     let pki = checkpointed_data().await?;
     tamper(&pki, |s| {
         // Inbox runs are keyed `i 0 inbox 0 last-position` and hold their
-        // first position (8), a count (4), then per position the entry's
-        // seq (8), channel name length (2) and name. However the four
-        // pushes were stored, rewrite them as single-position runs and
-        // leave out position 2 (inside) and 4 (the last).
+        // first position (8), a count (4), then their positions' entries
+        // (as docs/operations.md's storage formats say; written out whole,
+        // per position the entry's seq (8), channel name length (2) and
+        // name, they read as the formats before 5 wrote them). However the
+        // four pushes were stored, rewrite them as single-position runs
+        // and leave out position 2 (inside) and 4 (the last).
+        use tongbao_server::store::Store;
+        let items: Vec<Vec<u8>> = s
+            .inbox_page("finance", 0, 10)?
+            .iter()
+            .map(|i| {
+                let mut v = i.seq.to_be_bytes().to_vec();
+                v.extend_from_slice(&(i.channel.len() as u16).to_be_bytes());
+                v.extend_from_slice(i.channel.as_bytes());
+                v
+            })
+            .collect();
         let tree = s.raw_tree()?;
         let prefix = b"i\0finance\0".to_vec();
-        let mut items: Vec<Vec<u8>> = Vec::new();
         for kv in tree.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            let mut rest = v.get(12..).ok_or("short inbox run")?;
-            while !rest.is_empty() {
-                let len = u16::from_be_bytes([rest[8], rest[9]]) as usize;
-                items.push(rest[..10 + len].to_vec());
-                rest = &rest[10 + len..];
-            }
-            tree.remove(k)?;
+            tree.remove(kv?.0)?;
         }
         assert_eq!(items.len(), 4, "four positions stored");
         for position in [1u64, 3] {

@@ -3,7 +3,8 @@
 //! One tree, keys prefixed by record type. An entry's record (leaf hash,
 //! inbox positions, the encoded entry) is kept in the entry segments
 //! ([`super::segments`]), followed by the Merkle hashes the entry adds to
-//! its channel's tree; sled holds their place there, under [`ENTRY_AT`].
+//! its channel's tree; sled holds their places there, a run of entries
+//! per key ([`super::places`]), under [`ENTRY_AT`].
 //! Until a flush moves them, a commit's entry record and hashes wait in
 //! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. An
 //! audit index row's value moves there too with the flush (once for the
@@ -20,13 +21,15 @@
 //! ever iterate forwards.
 
 use super::segments::Place;
+use super::stretches::{self, STRETCHED};
 use super::{Answer, AnswerKind, InboxItem, ScopedEntry, StoreError, StoredEntry};
 use prost::Message as _;
 use std::collections::BTreeMap;
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
 pub(super) const ENTRY: u8 = b'e';
-/// Where an entry's record is in the segments (format 4 on).
+/// Where entries' records are in the segments (format 4 on; a run of
+/// entries per key, keyed by the last seq, from format 5).
 pub(super) const ENTRY_AT: u8 = b'p';
 pub(super) const INBOX: u8 = b'i';
 pub(super) const MESSAGE: u8 = b'm';
@@ -43,19 +46,27 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 4 (this one) keeps entry records, their tree hashes and audit
-/// rows in the segments and their places in sled. Format 3 kept them all
-/// in sled, each audit index row holding what the audit needs of its
-/// entry; format 2 was format 3 with empty audit rows.
-pub(super) const FORMAT: &[u8] = b"4";
+/// Format 5 (this one) names entries' places in the segments a run of
+/// entries per key ([`super::places`]). Format 4 named each entry's place
+/// under a key of its own; it kept entry records, their tree hashes and
+/// audit rows in the segments, as format 5 does. Format 3 kept them all in
+/// sled, each audit index row holding what the audit needs of its entry;
+/// format 2 was format 3 with empty audit rows.
+pub(super) const FORMAT: &[u8] = b"5";
+/// One place key per entry.
+pub(super) const FORMAT_4: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
 pub(super) const FORMAT_3: &[u8] = b"3";
 /// Entry records in sled, audit rows empty.
 pub(super) const FORMAT_2: &[u8] = b"2";
 /// The older layouts a start upgrades in place: format 2 by filling the
-/// audit index rows from the entries they name, then format 3 by moving
-/// the entry records, tree hashes and audit rows into the segments.
-pub(super) const FORMATS_UPGRADABLE: [&[u8]; 2] = [FORMAT_2, FORMAT_3];
+/// audit index rows from the entries they name, format 3 by moving the
+/// entry records, tree hashes and audit rows into the segments, format 4
+/// by gathering the places into runs.
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 3] = [FORMAT_2, FORMAT_3, FORMAT_4];
+/// While format 4's places are gathered into runs: the last place key
+/// gathered, so that a start that stopped midway goes on after it.
+pub(super) const PLACES_GATHERED_KEY: &[u8] = b"v\0places";
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + name.len() + 9);
@@ -168,6 +179,9 @@ pub(super) fn fetched_at(v: &[u8], cursor: u64) -> Result<u64, ()> {
 /// recipients (about 15 KiB each) made such nodes, which took a quarter
 /// of the data directory.
 const MERGED_RUN_BYTES: usize = 4 << 10;
+/// Nor holds more positions than this (runs in stretches take a few bytes
+/// for a whole batch of positions), so reading one decodes little.
+const MERGED_RUN_POSITIONS: u32 = 4 << 10;
 
 /// Consecutive runs of one inbox in `writes` (inbox runs, fetched runs)
 /// as one run each (up to [`MERGED_RUN_BYTES`]), the rest as is: how a flush writes them to sled, so
@@ -250,18 +264,21 @@ fn append_run(kind: u8, into: &mut Vec<u8>, v: &[u8], count: u64) -> bool {
         return false;
     };
     if kind == INBOX {
-        let (Some(head), Some(items)) = (into.get(8..12), v.get(12..)) else {
-            return false;
-        };
-        let Some(total) = head
-            .try_into()
-            .ok()
-            .map(u32::from_be_bytes)
-            .and_then(|n| n.checked_add(count32))
+        let (Some(head), Some(theirs), Some(items)) = (into.get(8..12), v.get(8..12), v.get(12..))
         else {
             return false;
         };
-        into[8..12].copy_from_slice(&total.to_be_bytes());
+        let head = head.try_into().map(u32::from_be_bytes).unwrap_or(0);
+        let theirs = theirs.try_into().map(u32::from_be_bytes).unwrap_or(0);
+        // Only runs of one layout merge (a replayed run may be whole).
+        let layout = head & STRETCHED;
+        let Some(total) = (head & !STRETCHED)
+            .checked_add(count32)
+            .filter(|n| *n <= MERGED_RUN_POSITIONS && theirs & STRETCHED == layout)
+        else {
+            return false;
+        };
+        into[8..12].copy_from_slice(&(total | layout).to_be_bytes());
         into.extend_from_slice(items);
         true
     } else if v.len() == 16 {
@@ -287,7 +304,9 @@ pub(super) fn sized_runs<'a, 'b>(
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 12);
     for (i, (_, channel)) in items.iter().enumerate() {
-        let len = 10 + channel.len();
+        // At most, as a stretch of its own: count (1), the name's length
+        // (up to 3) and the name, the seq (up to 10).
+        let len = 14 + channel.len();
         if i > start && bytes + len > MERGED_RUN_BYTES {
             out.push((first + start as u64, &items[start..i]));
             (start, bytes) = (i, 12);
@@ -300,9 +319,25 @@ pub(super) fn sized_runs<'a, 'b>(
     out
 }
 
-/// An inbox run: first position (8), count (4), then per position the
-/// entry's seq (8), the length of its channel name (2) and the name.
+/// An inbox run: first position (8), count (4, with [`STRETCHED`] set),
+/// then the positions' entries as stretches ([`super::stretches`]).
+/// Items with a channel name longer than a stretch holds are written out
+/// whole ([`inbox_run_whole`]).
 pub(super) fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
+    if !stretches::fits(items) {
+        return inbox_run_whole(first, items);
+    }
+    let mut v = Vec::with_capacity(12 + stretches::encoded_len(items));
+    v.extend_from_slice(&first.to_be_bytes());
+    v.extend_from_slice(&(items.len() as u32 | STRETCHED).to_be_bytes());
+    stretches::encode(items, &mut v);
+    v
+}
+
+/// An inbox run as formats 2 to 4 wrote it (and a dump keeps it): first
+/// position (8), count (4), then per position the entry's seq (8), the
+/// length of its channel name (2) and the name.
+pub(super) fn inbox_run_whole(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
     let mut v = Vec::with_capacity(12 + items.iter().map(|(_, c)| 10 + c.len()).sum::<usize>());
     v.extend_from_slice(&first.to_be_bytes());
     v.extend_from_slice(&(items.len() as u32).to_be_bytes());
@@ -314,10 +349,28 @@ pub(super) fn inbox_run(first: u64, items: &[(u64, &str)]) -> Vec<u8> {
     v
 }
 
+/// Positions a run holds at most: more is a damaged count, refused
+/// before anything that large is allocated.
+const MAX_RUN_POSITIONS: u32 = 1 << 16;
+
 pub(super) fn decode_inbox_run(
     inbox: &str,
     last: u64,
     v: &[u8],
+) -> Result<Vec<InboxItem>, StoreError> {
+    decode_inbox_window(inbox, last, v, 0, usize::MAX)
+}
+
+/// The positions from `from` on, `limit` at most, of the inbox run stored
+/// under the key of position `last`. The whole run is checked; only the
+/// positions returned are built (a channel name copied for each), so a
+/// page of a long run costs its page.
+pub(super) fn decode_inbox_window(
+    inbox: &str,
+    last: u64,
+    v: &[u8],
+    from: u64,
+    limit: usize,
 ) -> Result<Vec<InboxItem>, StoreError> {
     let bad = || StoreError::Corrupt(format!("inbox {inbox}: run ending at position {last}"));
     let first = u64_from(v.get(..8).ok_or_else(bad)?)?;
@@ -326,22 +379,35 @@ pub(super) fn decode_inbox_run(
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_be_bytes)
         .ok_or_else(bad)?;
-    if first.checked_add(u64::from(count)) != last.checked_add(1) {
+    let stretched = count & STRETCHED != 0;
+    let count = count & !STRETCHED;
+    // A run holds one position at least: a count of 0 would read as a run
+    // of nothing ending where the key says.
+    if count == 0
+        || first.checked_add(u64::from(count)) != last.checked_add(1)
+        || count > MAX_RUN_POSITIONS
+    {
         return Err(bad());
     }
-    let mut out = Vec::with_capacity(count as usize);
+    if stretched {
+        return stretches::decode_window(&v[12..], first, u64::from(count), from, limit)
+            .ok_or_else(bad);
+    }
+    let mut out = Vec::new();
     let mut rest = &v[12..];
-    for i in 0..u64::from(count) {
+    for cursor in first..=last {
         let (seq, len) = match (rest.get(..8), rest.get(8..10)) {
             (Some(s), Some(l)) => (u64_from(s)?, u16::from_be_bytes([l[0], l[1]]) as usize),
             _ => return Err(bad()),
         };
         let name = rest.get(10..10 + len).ok_or_else(bad)?;
-        out.push(InboxItem {
-            cursor: first + i,
-            seq,
-            channel: String::from_utf8_lossy(name).into_owned(),
-        });
+        if cursor >= from && out.len() < limit {
+            out.push(InboxItem {
+                cursor,
+                seq,
+                channel: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
         rest = &rest[10 + len..];
     }
     if !rest.is_empty() {
@@ -651,6 +717,42 @@ pub(super) mod proptests {
         })
     }
 
+    /// Items mostly in stretches (consecutive seqs of one channel), as
+    /// batches from one sender make them.
+    fn batched_items() -> impl Strategy<Value = Vec<(u64, String)>> {
+        vec((0..3u64, "[a-c]", 1..6usize), 1..6).prop_map(|stretches| {
+            let mut seq = 0;
+            let mut out = Vec::new();
+            for (gap, channel, n) in stretches {
+                seq += gap;
+                for _ in 0..n {
+                    out.push((seq, channel.clone()));
+                    seq += 1;
+                }
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn a_run_of_no_positions_is_refused() {
+        // First 5, count 0: the key's last (4) matches `first + count - 1`.
+        let mut v = 5u64.to_be_bytes().to_vec();
+        v.extend_from_slice(&0u32.to_be_bytes());
+        assert!(decode_inbox_run("tax", 4, &v).is_err(), "whole");
+        v[8..12].copy_from_slice(&STRETCHED.to_be_bytes());
+        assert!(decode_inbox_run("tax", 4, &v).is_err(), "stretched");
+    }
+
+    #[test]
+    fn a_run_naming_a_long_channel_is_written_whole() {
+        let long = "a".repeat(300);
+        let run = inbox_run(1, &[(7, long.as_str())]);
+        assert_eq!(run.get(8..12), Some(1u32.to_be_bytes().as_slice()));
+        let read = decode_inbox_run("tax", 1, &run).unwrap_or_default();
+        assert_eq!(read.first().map(|i| i.channel.len()), Some(300));
+    }
+
     proptest! {
         #[test]
         fn inbox_runs_read_back(first in position(), items in items()) {
@@ -664,6 +766,47 @@ pub(super) mod proptests {
                 .map(|(cursor, (seq, channel))| InboxItem { cursor, seq: *seq, channel: channel.clone() })
                 .collect();
             prop_assert_eq!(read, want);
+        }
+
+        #[test]
+        fn whole_and_stretched_runs_read_alike(
+            first in position(),
+            items in prop_oneof![items(), batched_items()],
+        ) {
+            let Some(last) = first.checked_add(items.len() as u64 - 1) else {
+                return Ok(());
+            };
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let whole = inbox_run_whole(first, &refs);
+            let stretched = inbox_run(first, &refs);
+            prop_assert_eq!(
+                decode_inbox_run("tax", last, &whole)?,
+                decode_inbox_run("tax", last, &stretched)?
+            );
+            prop_assert!(stretched.len() <= 12 + refs.iter().map(|(_, c)| 14 + c.len()).sum::<usize>());
+        }
+
+        #[test]
+        fn a_window_is_the_whole_run_cut(
+            first in 0..1000u64,
+            items in prop_oneof![items(), batched_items()],
+            whole in any::<bool>(),
+            skip in 0..12u64,
+            limit in 0..12usize,
+        ) {
+            let last = first + items.len() as u64 - 1;
+            let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
+            let run = if whole { inbox_run_whole(first, &refs) } else { inbox_run(first, &refs) };
+            let from = first + skip;
+            let want: Vec<InboxItem> = decode_inbox_run("tax", last, &run)?
+                .into_iter()
+                .filter(|i| i.cursor >= from)
+                .take(limit)
+                .collect();
+            prop_assert_eq!(decode_inbox_window("tax", last, &run, from, limit)?, want);
+            // A damaged tail is refused even when the window ends before it.
+            let cut = &run[..run.len() - 1];
+            prop_assert!(decode_inbox_window("tax", last, cut, first, 1).is_err());
         }
 
         #[test]
@@ -737,12 +880,17 @@ pub(super) mod proptests {
         }
 
         #[test]
-        fn merged_runs_answer_each_position_as_before(runs in inbox_runs()) {
+        fn merged_runs_answer_each_position_as_before(
+            runs in inbox_runs(),
+            whole in vec(any::<bool>(), 8),
+        ) {
             let mut writes = BTreeMap::new();
-            for (first, items, time) in &runs {
+            for ((first, items, time), whole) in runs.iter().zip(whole) {
                 let last = first + items.len() as u64 - 1;
                 let refs: Vec<(u64, &str)> = items.iter().map(|(s, c)| (*s, c.as_str())).collect();
-                writes.insert(key(INBOX, "tax", Some(last)), inbox_run(*first, &refs).into());
+                // Runs replayed from an older hub's journal are whole.
+                let run = if whole { inbox_run_whole(*first, &refs) } else { inbox_run(*first, &refs) };
+                writes.insert(key(INBOX, "tax", Some(last)), run.into());
                 let fetched = [first.to_be_bytes(), time.to_be_bytes()].concat();
                 writes.insert(key(FETCHED, "tax", Some(last)), fetched.into());
             }

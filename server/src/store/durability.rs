@@ -15,12 +15,14 @@
 //! ([`super::segments`]) and syncs them before sled names their places.
 
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY, FORMAT, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
-    is_entry_key, merge_runs, place_key, record_key, row_place, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_4, FORMAT_KEY, FORMATS_UPGRADABLE,
+    TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, row_place, split_key,
+    u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
-use super::segments::{Appended, Segments};
+use super::places::runs_of_places;
+use super::segments::{Appended, Place, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
 use sled::IVec;
@@ -29,7 +31,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
@@ -69,6 +71,10 @@ pub(super) struct Durability {
     /// The id of the last commit applied (to the overlay); changed only
     /// under the overlay's write lock, so a frozen overlay knows its last commit.
     pub(super) applied: AtomicU64,
+    /// Whether sled names entries' places a run at a time (format 5): until
+    /// an older format's upgrade, a flush names them one key each, as the
+    /// upgrade expects.
+    pub(super) place_runs: AtomicBool,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -155,14 +161,31 @@ fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
 }
 
 /// Refuses to upgrade an older storage format without room for it, before
-/// anything is changed: the upgrade writes every entry record, tree hash
-/// and audit row again into the segments, and sled's file does not shrink
-/// for what leaves it; the journal's replay and the reserve come on top.
-fn check_room_to_upgrade(dir: &Path, tree: &sled::Tree, reserve: u64) -> Result<(), StoreError> {
+/// anything is changed: from format 2 or 3 the upgrade writes every entry
+/// record, tree hash and audit row again into the segments; from format 4
+/// it writes the entries' places again in sled, as runs. sled's file does
+/// not shrink for what leaves it; the journal's replay and the reserve
+/// come on top.
+fn check_room_to_upgrade(
+    dir: &Path,
+    tree: &sled::Tree,
+    format: &[u8],
+    reserve: u64,
+) -> Result<(), StoreError> {
     if reserve == 0 {
         return Ok(());
     }
-    let moving = bytes_to_move(tree)?;
+    let (moving, what) = if format == FORMAT_4 {
+        (
+            bytes_of(tree, &[ENTRY_AT])?,
+            "of entries' places it writes again in sled as runs",
+        )
+    } else {
+        (
+            bytes_of(tree, &[ENTRY, TREE_HASH, AUDIT_SCOPE])?,
+            "of entries, tree hashes and audit rows it copies into the entry segments",
+        )
+    };
     let journal = journal_bytes(dir)?;
     let needed = reserve.saturating_add(journal).saturating_add(moving);
     let free = free_space(dir)?;
@@ -171,20 +194,27 @@ fn check_room_to_upgrade(dir: &Path, tree: &sled::Tree, reserve: u64) -> Result<
     }
     Err(StoreError::NoRoom(format!(
         "the data disk of {} has {free} bytes free; upgrading its storage format needs {needed} \
-         bytes: the {moving} bytes of entries, tree hashes and audit rows it copies into the \
-         entry segments, the journal's {journal} bytes to replay and the {reserve} bytes kept \
-         free ([hub] min_free_mib). Nothing was changed; free space on it and start again",
+         bytes: the {moving} bytes {what}, the journal's {journal} bytes to replay and the \
+         {reserve} bytes kept free ([hub] min_free_mib). Nothing was changed; free space on it \
+         and start again",
         dir.display(),
     )))
 }
 
-/// The bytes an upgrade to format 4 appends to the segments: the values
-/// of every entry record, tree hash and audit row sled holds.
-fn bytes_to_move(tree: &sled::Tree) -> Result<u64, StoreError> {
+/// The bytes of every record of the `kinds` sled holds: the values that
+/// an upgrade from format 2 or 3 appends to the segments, or the keys and
+/// values of format 4's places, which its upgrade writes again as runs.
+fn bytes_of(tree: &sled::Tree, kinds: &[u8]) -> Result<u64, StoreError> {
     let mut bytes = 0u64;
-    for kind in [ENTRY, TREE_HASH, AUDIT_SCOPE] {
-        for kv in tree.scan_prefix([kind, 0]) {
-            bytes = bytes.saturating_add(kv?.1.len() as u64);
+    for kind in kinds {
+        for kv in tree.scan_prefix([*kind, 0]) {
+            let (k, v) = kv?;
+            let counted = if *kind == ENTRY_AT {
+                k.len() + v.len()
+            } else {
+                v.len()
+            };
+            bytes = bytes.saturating_add(counted as u64);
         }
     }
     Ok(bytes)
@@ -278,11 +308,13 @@ impl Durability {
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
+        let mut place_runs = true;
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2 and 3 once the journal is replayed.
+            // The store upgrades formats 2, 3 and 4 once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
-                check_room_to_upgrade(dir, &tree, reserve)?;
+                check_room_to_upgrade(dir, &tree, &v, reserve)?;
+                place_runs = false;
             }
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
@@ -290,7 +322,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2 and 3); start it on an empty data directory",
+                     (and upgrades formats 2, 3 and 4); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -336,6 +368,7 @@ impl Durability {
             journal,
             segments,
             applied: AtomicU64::new(applied),
+            place_runs: AtomicBool::new(place_runs),
         });
         durability.flush(false, Record::AtOnce)?;
         Ok(durability)
@@ -598,23 +631,39 @@ impl Durability {
         let places = self.segments.append(&appended)?;
         drop(appended);
         drop(rows);
-        writes
-            .into_iter()
-            .zip(index)
-            .map(|((k, v), at)| {
-                let Some(at) = at else {
-                    return Ok((k, v));
-                };
-                let place = places.get(at).ok_or_else(|| {
-                    StoreError::Database("the segments gave fewer places than records".into())
-                })?;
-                if is_entry_key(&k) {
-                    Ok((place_key(&k), place.encode().into()))
-                } else {
-                    Ok((k, row_place(place).into()))
-                }
-            })
-            .collect()
+        let runs = self.place_runs.load(Ordering::Acquire);
+        // Each channel's entries in order of seq, with their places.
+        let mut entry_places: Vec<(String, u64, Place)> = Vec::new();
+        let mut out = Vec::with_capacity(writes.len());
+        for ((k, v), at) in writes.into_iter().zip(index) {
+            let Some(at) = at else {
+                out.push((k, v));
+                continue;
+            };
+            let place = *places.get(at).ok_or_else(|| {
+                StoreError::Database("the segments gave fewer places than records".into())
+            })?;
+            if !is_entry_key(&k) {
+                out.push((k, row_place(&place).into()));
+            } else if runs {
+                let (channel, seq) = split_key(&k)?;
+                let seq =
+                    seq.ok_or_else(|| StoreError::Corrupt("an entry key without seq".into()))?;
+                entry_places.push((channel, seq, place));
+            } else {
+                out.push((place_key(&k), place.encode().into()));
+            }
+        }
+        // Writes are in key order: a channel's entries are together, by seq.
+        for channel in entry_places.chunk_by(|a, b| a.0 == b.0) {
+            let Some((name, _, _)) = channel.first() else {
+                continue;
+            };
+            for run in runs_of_places(channel.iter().map(|(_, seq, place)| (*seq, *place))) {
+                out.push((key(ENTRY_AT, name, Some(run.last())), run.encode().into()));
+            }
+        }
+        Ok(out)
     }
 
     /// At a clean stop, after the last flush: removes the journal when the

@@ -15,10 +15,12 @@ mod durability;
 mod journal;
 mod overlay;
 pub mod pg_store;
+mod places;
 mod recent;
 mod segments;
 mod sled_store;
 pub mod state;
+mod stretches;
 
 pub use dump::{ChannelCopy, DumpSummary};
 pub use pg_store::{PgOptions, PgStore};

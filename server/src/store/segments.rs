@@ -50,6 +50,23 @@ impl Place {
         out
     }
 
+    /// Where the bytes after its hashes begin.
+    pub fn end(&self) -> u64 {
+        self.offset
+            .saturating_add(self.len)
+            .saturating_add(self.hashes)
+    }
+
+    /// Refuses lengths no record has (a garbled place must not size a read).
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.len > MAX_RECORD || self.hashes > MAX_RECORD {
+            return Err(StoreError::Corrupt(
+                "an entry's place in the segments".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn decode(mut bytes: &[u8]) -> Result<Self, StoreError> {
         let bad = || StoreError::Corrupt("an entry's place in the segments".into());
         let mut next = || prost::encoding::decode_varint(&mut bytes).map_err(|_| bad());

@@ -10,20 +10,21 @@
 //! and then is flushed as one batch.
 //!
 //! A dump holds the records in format 3's layout whatever the store's
-//! format: each entry's record and tree hashes under their own keys, and
-//! each audit row whole, as format 3 kept them in sled, never a place in
-//! the segments. It says format 3 (its format record and its manifest's
+//! format: each entry's record and tree hashes under their own keys, each
+//! inbox run's positions written out whole, and each audit row whole, as
+//! format 3 kept them in sled, never a place in the segments. It says format 3 (its format record and its manifest's
 //! `storage_format`), so a format-3 hub can restore it. A restore writes
 //! the records as they are; the restored store's first start moves them
 //! into its segments (the upgrade of format 3).
 
 use super::super::codec::{
-    AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_KEY,
-    place_of_row, record_key, split_key, tree_hash_key, u64_from,
+    AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_4,
+    FORMAT_KEY, INBOX, decode_inbox_run, inbox_run_whole, key, place_of_row, split_key,
+    tree_hash_key, u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
-use super::super::segments::Place;
+use super::super::places::PlaceRun;
 use super::super::{StoreError, create_dir_durably, sync_dir};
 use super::SledStore;
 use std::path::Path;
@@ -68,9 +69,25 @@ impl SledStore {
                     };
                     note_record(&mut summary, &k, &v)?;
                     if k.first() == Some(&ENTRY_AT) {
-                        let place = Place::decode(&v)?;
-                        out.record(&record_key(&k), &segments.read(place)?)?;
-                        out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
+                        let (channel, last) = split_key(&k)?;
+                        let last = last
+                            .ok_or_else(|| StoreError::Corrupt("a place key without seq".into()))?;
+                        for (seq, place) in PlaceRun::decode(last, &v)?.places() {
+                            let k = key(ENTRY, &channel, Some(seq));
+                            out.record(&k, &segments.read(place)?)?;
+                            out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
+                        }
+                    } else if k.first() == Some(&INBOX) && k.get(1) == Some(&0) {
+                        // Inbox runs whole, as format 3 wrote them.
+                        let (inbox, last) = split_key(&k)?;
+                        let last = last.ok_or_else(|| {
+                            StoreError::Corrupt("an inbox run without end".into())
+                        })?;
+                        let items = decode_inbox_run(&inbox, last, &v)?;
+                        let whole: Vec<(u64, &str)> =
+                            items.iter().map(|i| (i.seq, i.channel.as_str())).collect();
+                        let first = u64_from(v.get(..8).unwrap_or_default())?;
+                        out.record(&k, &inbox_run_whole(first, &whole))?;
                     } else if k.first() == Some(&AUDIT_SCOPE)
                         && let Some(place) = place_of_row(&v)?
                     {
@@ -112,7 +129,7 @@ impl SledStore {
             })?;
             // Dumps this hub wrote before they said format 3 said format 4,
             // in format 3's layout all the same (see above).
-            if tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT) {
+            if tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_4) {
                 tree.insert(FORMAT_KEY, FORMAT_3)?;
             }
             summary.records = records;

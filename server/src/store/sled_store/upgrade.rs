@@ -1,16 +1,20 @@
 //! Older storage formats, upgraded in place at start (after the journal
 //! replay, before the store serves): format 2 gets its audit rows filled
 //! (format 3), then format 3's entry records, tree hashes and audit rows
-//! move from sled into the entry segments (format 4). Each step works a chunk at a time and
-//! records its format last, so a start that stops midway upgrades again.
+//! move from sled into the entry segments (format 4), then format 4's
+//! places, one key per entry, are gathered into runs (format 5). Each step
+//! works a chunk at a time and records its format last, so a start that
+//! stops midway upgrades again.
 
 use super::super::StoreError;
 use super::super::codec::{
-    AUDIT_SCOPE, ENTRY, FORMAT, FORMAT_2, FORMAT_3, FORMAT_KEY, audit_key_parts, audit_row,
-    decode_entry, is_entry_key, place_key, row_place, tree_hash_key,
+    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_KEY,
+    PLACES_GATHERED_KEY, audit_key_parts, audit_row, decode_entry, is_entry_key, key, place_key,
+    row_place, split_key, tree_hash_key,
 };
 use super::super::durability::Durability;
-use super::super::segments::Appended;
+use super::super::places::runs_of_places;
+use super::super::segments::{Appended, Place};
 use super::read_entry_record;
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -80,7 +84,73 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
             "storage format 3 upgraded to 4: moved the entry records and audit rows into the entry segments"
         );
     }
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_4) {
+        let (places, runs) = gather_places(durability)?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            places,
+            runs,
+            "storage format 4 upgraded to 5: gathered the entries' places into runs"
+        );
+    }
+    durability
+        .place_runs
+        .store(true, std::sync::atomic::Ordering::Release);
     Ok(())
+}
+
+/// Format 4 to 5: replaces each channel's place keys, one per entry, by
+/// runs of places ([`super::super::places`]), a chunk per sled batch; each
+/// batch names the last key it gathered ([`PLACES_GATHERED_KEY`]), so a
+/// start that stopped midway goes on after it. Records format 5 last and
+/// makes it durable. Returns the places gathered and the runs made.
+fn gather_places(durability: &Durability) -> Result<(u64, u64), StoreError> {
+    let end = [ENTRY_AT, 1];
+    let mut from = match durability.tree.get(PLACES_GATHERED_KEY)? {
+        Some(last) => [last.as_ref(), &[0]].concat(),
+        None => vec![ENTRY_AT, 0],
+    };
+    let (mut places, mut runs) = (0u64, 0u64);
+    loop {
+        let chunk = take_chunk(durability.tree.range(from.as_slice()..&end[..]))?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        from = [last.as_ref(), &[0]].concat();
+        let mut batch = sled::Batch::default();
+        let mut by_channel: Vec<(String, u64, Place)> = Vec::with_capacity(chunk.len());
+        for (k, v) in &chunk {
+            let (channel, seq) = split_key(k)?;
+            let seq = seq.ok_or_else(|| StoreError::Corrupt("a place key without seq".into()))?;
+            let place = Place::decode(v).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "entry {channel}:{seq}: its place in the entry segments (format 4) is garbled"
+                ))
+            })?;
+            by_channel.push((channel, seq, place));
+            batch.remove(k.as_ref());
+        }
+        for channel in by_channel.chunk_by(|a, b| a.0 == b.0) {
+            let Some((name, _, _)) = channel.first() else {
+                continue;
+            };
+            for run in runs_of_places(channel.iter().map(|(_, seq, place)| (*seq, *place))) {
+                // Under the key of its last place: inserted after that key's removal.
+                batch.insert(key(ENTRY_AT, name, Some(run.last())), run.encode());
+                runs += 1;
+            }
+        }
+        places += chunk.len() as u64;
+        batch.insert(PLACES_GATHERED_KEY, last.as_ref());
+        durability.tree.apply_batch(batch)?;
+        chunk_done()?;
+    }
+    let mut batch = sled::Batch::default();
+    batch.insert(FORMAT_KEY, FORMAT);
+    batch.remove(PLACES_GATHERED_KEY);
+    durability.tree.apply_batch(batch)?;
+    durability.make_durable()?;
+    Ok((places, runs))
 }
 
 /// Format 2 to 3: fills each audit index row (empty in format 2) from the
@@ -167,7 +237,8 @@ fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
 /// hashes, to the segments (synced), then names their place in sled and
 /// removes them there, a chunk per sled batch; records format 4 last and makes it durable. A
 /// record moved twice by a start that stopped midway leaves its first
-/// copy unnamed. Returns the entries moved.
+/// copy unnamed. Each entry's place has a key of its own, as format 4
+/// had, until [`gather_places`]. Returns the entries moved.
 fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> {
     let (from, end) = ([ENTRY, 0], [ENTRY, 1]);
     let mut moved = 0u64;
@@ -201,7 +272,7 @@ fn move_entries_to_segments(durability: &Durability) -> Result<u64, StoreError> 
         durability.make_durable()?;
         chunk_done()?;
     }
-    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.tree.insert(FORMAT_KEY, FORMAT_4)?;
     durability.make_durable()?;
     Ok(moved)
 }

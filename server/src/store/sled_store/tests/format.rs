@@ -2,6 +2,7 @@
 //! damaged database refused without a panic.
 
 use super::*;
+use crate::store::codec::PLACES_GATHERED_KEY;
 
 #[test]
 fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,17 +32,87 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
     assert_eq!(expected.len(), 3);
     let s = SledStore::open(dir.path(), true)?;
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
-    // And on to format 4: the entries moved into the segments.
+    // And on to format 5: the entries moved into the segments, their
+    // places in one run.
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     assert!(keys_of(&s, ENTRY)?.is_empty());
-    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 3);
+    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 1);
     // The rows too: sled holds their places.
     for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
         assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
     }
+    Ok(())
+}
+
+/// A format-2 hub that crashed with audited commits in its journal: the
+/// replay names their places one key each (as the upgrade expects), and
+/// filling the audit rows reads those entries through them.
+#[test]
+fn a_format_2_directory_with_a_journal_upgrades() -> Result<(), Box<dyn std::error::Error>> {
+    let live = tempfile::tempdir()?;
+    let crashed = tempfile::tempdir()?;
+    {
+        let s = SledStore::open(live.path(), true)?;
+        for seq in 0..3u64 {
+            s.commit(&[audited(
+                "tax",
+                seq,
+                1_000 * (seq as i64 + 1),
+                &[("finance", seq + 1)],
+            )])?;
+        }
+    }
+    crate::store::copy_data_dir(live.path(), crashed.path())?;
+    {
+        // The copy as format 2 left it.
+        let s = SledStore::open(crashed.path(), true)?;
+        let rows = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
+        back_to_format_3(&s)?;
+        let tree = s.raw_tree()?;
+        for r in &rows {
+            tree.insert(
+                audit_key("fund", r.hub_micros, r.seq, &r.channel),
+                b"".as_slice(),
+            )?;
+        }
+        tree.insert(FORMAT_KEY, b"2".as_slice())?;
+        tree.flush()?;
+    }
+    std::fs::remove_dir_all(crashed.path().join("entries"))?;
+    // Two more commits, journaled and not yet in sled when the hub died.
+    let s = SledStore::open_flushing_every(live.path(), true, Duration::from_secs(3600))?;
+    for seq in 3..5u64 {
+        s.commit(&[audited(
+            "tax",
+            seq,
+            1_000 * (seq as i64 + 1),
+            &[("finance", seq + 1)],
+        )])?;
+    }
+    let expected = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
+    let records = (0..5u64)
+        .map(|seq| s.raw_entry_record("tax", seq))
+        .collect::<Result<Vec<_>, _>>()?;
+    let journal = crashed.path().join("journal");
+    if journal.exists() {
+        std::fs::remove_dir_all(&journal)?;
+    }
+    crate::store::copy_data_dir(&live.path().join("journal"), &journal)?;
+    drop(s);
+    let s = SledStore::open(crashed.path(), true)?;
+    assert_eq!(
+        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
+        Some(b"5".as_slice())
+    );
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
+    assert_eq!(expected.len(), 5);
+    for (seq, record) in (0..5u64).zip(&records) {
+        assert_eq!(&s.raw_entry_record("tax", seq)?, record, "entry {seq}");
+    }
+    assert_eq!(s.entry("tax", 4)?.map(|e| e.cursors), Some(vec![5]));
     Ok(())
 }
 
@@ -66,14 +137,15 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
     let s = SledStore::open(dir.path(), true)?;
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     assert!(keys_of(&s, ENTRY)?.is_empty(), "records left in sled");
     assert!(
         keys_of(&s, TREE_HASH)?.is_empty(),
         "tree hashes left in sled"
     );
-    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 5);
+    // Five places moved four a chunk, gathered four a chunk: two runs.
+    assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 2);
     let leaves: Vec<u64> = (0..5)
         .map(tongbao_proto::merkle::stored_hash_count)
         .collect();
@@ -86,7 +158,7 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;
         assert_eq!(e.cursors, [seq + 1, seq + 1]);
     }
-    // Appends go on in format 4, and a restart reads everything back.
+    // Appends go on in format 5, and a restart reads everything back.
     s.commit(&[entry("tax", 5, &[("finance", 6)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -177,7 +249,7 @@ fn format_3_store(dir: &std::path::Path, n: u64) -> Result<Format3, Box<dyn std:
     Ok((records, hashes, rows))
 }
 
-/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 4.
+/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 5.
 fn check_upgraded(
     s: &SledStore,
     n: u64,
@@ -186,8 +258,9 @@ fn check_upgraded(
     let (records, hashes, rows) = before;
     assert_eq!(
         s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
+    assert!(s.raw_tree()?.get(PLACES_GATHERED_KEY)?.is_none());
     assert!(keys_of(s, ENTRY)?.is_empty(), "records left in sled");
     assert!(keys_of(s, TREE_HASH)?.is_empty(), "hashes left in sled");
     for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
@@ -227,7 +300,7 @@ fn an_upgrade_stopped_midway_goes_on_at_the_next_start() -> Result<(), Box<dyn s
     }
     let s = SledStore::open(dir.path(), true)?;
     check_upgraded(&s, n, &before)?;
-    // And once more after a restart, with appends in format 4.
+    // And once more after a restart, with appends in format 5.
     s.commit(&[audited("tax", n, 99_000, &[("finance", n + 1)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -300,7 +373,7 @@ fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::er
     let r = SledStore::open(&restored, true)?;
     assert_eq!(
         r.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"4".as_slice())
+        Some(b"5".as_slice())
     );
     for (seq, record) in (0..3u64).zip(&records) {
         assert_eq!(&r.raw_entry_record("tax", seq)?, record);

@@ -4,7 +4,7 @@ use super::*;
 use crate::store::AnswerKind;
 use crate::store::codec::{
     AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH,
-    audit_key, inbox_run, key, record_key, tree_hash_key, u64_from,
+    audit_key, inbox_run, key, tree_hash_key, u64_from,
 };
 use crate::store::durability::Record;
 use crate::store::recent::INBOX_CACHE_LEN;
@@ -15,6 +15,7 @@ use tongbao_proto::pb;
 mod audit;
 mod commits;
 mod format;
+mod places;
 mod replay;
 mod runs;
 mod segments;
@@ -120,17 +121,20 @@ fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
     let places = tree
         .scan_prefix([ENTRY_AT, 0])
         .collect::<Result<Vec<_>, _>>()?;
-    for (k, _) in places {
-        let (channel, seq) = crate::store::codec::split_key(&k)?;
-        let seq = seq.ok_or("no seq")?;
-        let record = s.raw_entry_record(&channel, seq)?.ok_or("no record")?;
-        // Every tree hash the entry added, upper levels too.
-        let added: Vec<u64> = (tongbao_proto::merkle::stored_hash_count(seq)
-            ..tongbao_proto::merkle::stored_hash_count(seq + 1))
-            .collect();
-        let hashes = s.stored_hashes(&channel, &added)?;
-        tree.insert(record_key(&k), record)?;
-        tree.insert(tree_hash_key(&k), hashes.concat())?;
+    for (k, v) in places {
+        let (channel, last) = crate::store::codec::split_key(&k)?;
+        let run = crate::store::places::PlaceRun::decode(last.ok_or("no seq")?, &v)?;
+        for (seq, _) in run.places() {
+            let record = s.raw_entry_record(&channel, seq)?.ok_or("no record")?;
+            // Every tree hash the entry added, upper levels too.
+            let added: Vec<u64> = (tongbao_proto::merkle::stored_hash_count(seq)
+                ..tongbao_proto::merkle::stored_hash_count(seq + 1))
+                .collect();
+            let hashes = s.stored_hashes(&channel, &added)?;
+            let k = key(ENTRY, &channel, Some(seq));
+            tree.insert(k.as_slice(), record)?;
+            tree.insert(tree_hash_key(&k), hashes.concat())?;
+        }
         tree.remove(&k)?;
     }
     // Audit rows whole, as format 3 kept them.
