@@ -100,7 +100,8 @@ impl Drop for PgStore {
             // An orderly stop writes the waiting fetched marks, while the
             // lease (a leader's fence) is still held.
             let writer = self.marks_writer();
-            let flushed = futures::executor::block_on(rt.spawn(async move { writer.flush().await }));
+            let flushed =
+                futures::executor::block_on(rt.spawn(async move { writer.flush().await }));
             if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "the last fetched marks were not written");
             }
@@ -344,8 +345,7 @@ impl Store for PgStore {
     }
 
     fn refuses_writes(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-            || self.lease.as_ref().is_some_and(Lease::is_lost)
+        self.failed.load(Ordering::Acquire) || self.lease.as_ref().is_some_and(Lease::is_lost)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
@@ -424,8 +424,8 @@ impl Store for PgStore {
         }
         // A standby's marks pass no fence (see `write::fetched`); a
         // fenced leader's would never be written.
-        let fenced = self.fenced.load(Ordering::Acquire)
-            || self.lease.as_ref().is_some_and(Lease::is_lost);
+        let fenced =
+            self.fenced.load(Ordering::Acquire) || self.lease.as_ref().is_some_and(Lease::is_lost);
         if !self.standby && fenced {
             return Err(StoreError::Database(lease::LOST.into()));
         }
@@ -446,7 +446,11 @@ impl Store for PgStore {
             inbox.to_string(),
             cursors.to_vec(),
         ))?;
-        Ok(stored.into_iter().zip(waiting).map(|(s, w)| s.or(w)).collect())
+        Ok(stored
+            .into_iter()
+            .zip(waiting)
+            .map(|(s, w)| s.or(w))
+            .collect())
     }
 
     fn audit_scope(

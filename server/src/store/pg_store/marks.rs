@@ -25,9 +25,9 @@ use crate::fatal;
 use crate::store::StoreError;
 use deadpool_postgres::Pool;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often waiting marks are written.

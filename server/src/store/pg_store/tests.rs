@@ -409,11 +409,18 @@ fn fetched_marks_are_written_together_first_serving_winning() -> TestResult {
         [Some(9), Some(7), Some(7), None]
     );
     // Written without being asked to, all of them.
-    assert_eq!(stored_marks(&db, "finance", &[1, 2, 3])?, [Some(7), Some(7), Some(9)]);
+    assert_eq!(
+        stored_marks(&db, "finance", &[1, 2, 3])?,
+        [Some(7), Some(7), Some(9)]
+    );
     assert_eq!(stored_marks(&db, "police", &[1])?, [Some(8)]);
     // A later serving of a written position changes nothing.
     store.mark_fetched("finance", &[1], 11)?;
-    assert_eq!(store.fetched("finance", 1)?, Some(7), "the database's is the first");
+    assert_eq!(
+        store.fetched("finance", 1)?,
+        Some(7),
+        "the database's is the first"
+    );
     store.flush_marks()?;
     assert_eq!(store.fetched("finance", 1)?, Some(7));
     assert_eq!(stored_marks(&db, "finance", &[1])?, [Some(7)]);
@@ -475,13 +482,22 @@ fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
         // mark made now must be refused by the fence.
         store.mark_fetched("finance", &[2], 8)?;
         let refused = store.flush_marks();
-        assert!(matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+            "{refused:?}"
+        );
         assert_eq!(store.fetched("finance", 2)?, None, "dropped, not written");
     } else {
-        assert!(matches!(&flushed, Err(StoreError::Database(m)) if m.contains("lost the database lease")), "{flushed:?}");
+        assert!(
+            matches!(&flushed, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+            "{flushed:?}"
+        );
         assert_eq!(store.fetched("finance", 1)?, None, "dropped, not written");
     }
     let refused = store.mark_fetched("finance", &[3], 9);
-    assert!(matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+        "{refused:?}"
+    );
     Ok(())
 }
