@@ -15,6 +15,7 @@
 mod access;
 mod kept;
 pub mod lease;
+mod marks;
 pub mod notices;
 mod read;
 mod schema;
@@ -36,6 +37,7 @@ pub use lease::Lease;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 pub use tls::{Database, TlsOptions};
 use tongbao_proto::Hash;
@@ -70,7 +72,12 @@ pub struct PgStore {
     /// Set by the first failed group commit, or a write refused by the
     /// lease's fence: the appender then refuses writes until a restart,
     /// and health and the metrics say so.
-    failed: std::sync::atomic::AtomicBool,
+    failed: Arc<AtomicBool>,
+    /// Set when the lease's fence refused a write: fetched marks are
+    /// refused too (they would never be written).
+    fenced: Arc<AtomicBool>,
+    /// Fetched marks waiting to be written together (`marks`).
+    marks: Arc<marks::Marks>,
     /// One of several replicas (see [`PgOptions::replica`]).
     replica: bool,
     /// A standby's store: it holds no lease and writes nothing but fetch
@@ -91,6 +98,14 @@ impl std::fmt::Debug for PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
+            // An orderly stop writes the waiting fetched marks, while the
+            // lease (a leader's fence) is still held.
+            let writer = self.marks_writer();
+            let flushed =
+                futures::executor::block_on(rt.spawn(async move { writer.flush().await }));
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "the last fetched marks were not written");
+            }
             // Let go of the lease at once, so that a standby or a hub
             // started next (a restart) takes it without waiting.
             if let Some(lease) = self.lease.take() {
@@ -148,6 +163,7 @@ impl PgStore {
         })?;
         store.lease = Some(lease);
         store.epoch = epoch?;
+        store.start_writing_marks();
         Ok(store)
     }
 
@@ -161,7 +177,35 @@ impl PgStore {
         store.standby = true;
         let pool = store.pool.clone();
         store.block(async move { schema::check_current(&pool).await })?;
+        store.start_writing_marks();
         Ok(store)
+    }
+
+    /// What writes this store's fetched marks: a leader's through the
+    /// fence of its epoch, a standby's outside it.
+    fn marks_writer(&self) -> marks::Writer {
+        marks::Writer {
+            pool: self.pool(),
+            epoch: (!self.standby).then_some(self.epoch),
+            marks: self.marks.clone(),
+            fenced: self.fenced.clone(),
+        }
+    }
+
+    /// Writes the waiting fetched marks every `marks::FLUSH_EVERY` for
+    /// the store's life (its runtime's).
+    fn start_writing_marks(&self) {
+        if let Some(rt) = &self.rt {
+            rt.spawn(self.marks_writer().run(self.replica, self.failed.clone()));
+        }
+    }
+
+    /// Writes the waiting fetched marks now (tests: not waiting for the
+    /// next flush).
+    #[cfg(test)]
+    fn flush_marks(&self) -> Result<usize, StoreError> {
+        let writer = self.marks_writer();
+        self.block(async move { writer.flush().await })
     }
 
     /// The pool and the runtime, without the lease.
@@ -201,7 +245,9 @@ impl PgStore {
             epoch: 0,
             kept: Default::default(),
             rt: Some(rt),
-            failed: std::sync::atomic::AtomicBool::new(false),
+            failed: Default::default(),
+            fenced: Default::default(),
+            marks: Default::default(),
             replica: options.replica,
             standby: false,
         })
@@ -228,10 +274,12 @@ impl PgStore {
     /// a standby takes over: refusing writes while it kept the lease would
     /// stall every replica. A hub on its own refuses writes until restarted.
     fn write_failed(&self, e: &StoreError) {
-        let fenced = matches!(e, StoreError::Database(m) if m == lease::LOST);
+        let fenced = marks::is_fenced(e);
+        if fenced {
+            self.fenced.store(true, Ordering::Release);
+        }
         if fenced || self.replica {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.failed.store(true, Ordering::Release);
         }
         if self.replica && !fenced {
             crate::fatal::write_failed(e.to_string());
@@ -292,15 +340,13 @@ impl Store for PgStore {
             self.kept.clone(),
         ));
         if appended.is_err() {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.failed.store(true, Ordering::Release);
         }
         appended
     }
 
     fn refuses_writes(&self) -> bool {
-        self.failed.load(std::sync::atomic::Ordering::Acquire)
-            || self.lease.as_ref().is_some_and(Lease::is_lost)
+        self.failed.load(Ordering::Acquire) || self.lease.as_ref().is_some_and(Lease::is_lost)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
@@ -366,6 +412,8 @@ impl Store for PgStore {
         self.block(read::answers_of(self.pool(), asked))
     }
 
+    /// Kept in memory, read back at once, and written with the next
+    /// flush (`marks`): a delivery waits for no round trip.
     fn mark_fetched(
         &self,
         inbox: &str,
@@ -375,36 +423,35 @@ impl Store for PgStore {
         if cursors.is_empty() {
             return Ok(());
         }
-        if self.standby {
-            // Outside the fence, and a failure stops nothing: see
-            // `write::fetched`.
-            return self.block(write::fetched(
-                self.pool(),
-                None,
-                inbox.to_string(),
-                cursors.to_vec(),
-                hub_micros,
-            ));
+        // A standby's marks pass no fence (see `write::fetched`); a
+        // fenced leader's would never be written.
+        let fenced =
+            self.fenced.load(Ordering::Acquire) || self.lease.as_ref().is_some_and(Lease::is_lost);
+        if !self.standby && fenced {
+            return Err(StoreError::Database(lease::LOST.into()));
         }
-        self.write(write::fetched(
-            self.pool(),
-            Some(self.epoch),
-            inbox.to_string(),
-            cursors.to_vec(),
-            hub_micros,
-        ))
+        self.marks.add(inbox, cursors, hub_micros)
     }
 
     fn fetched(&self, inbox: &str, cursor: u64) -> Result<Option<i64>, StoreError> {
         Ok(self.fetched_many(inbox, &[cursor])?.pop().flatten())
     }
 
+    /// The database's mark, else a waiting one: the database's is the
+    /// earlier serving (first wins there too). Memory is read first, so
+    /// that a mark written in between is found in one or the other.
     fn fetched_many(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
-        self.block(read::fetched(
+        let waiting = self.marks.read(inbox, cursors)?;
+        let stored = self.block(read::fetched(
             self.pool(),
             inbox.to_string(),
             cursors.to_vec(),
-        ))
+        ))?;
+        Ok(stored
+            .into_iter()
+            .zip(waiting)
+            .map(|(s, w)| s.or(w))
+            .collect())
     }
 
     fn audit_scope(

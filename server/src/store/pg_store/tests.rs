@@ -328,6 +328,7 @@ fn a_fetched_mark_leaves_the_connection_synchronous() -> TestResult {
     })?;
     store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
     store.mark_fetched("finance", &[1], 7)?;
+    assert_eq!(store.flush_marks()?, 1, "the mark was written");
     assert_eq!(store.fetched("finance", 1)?, Some(7));
     let pool = store.pool();
     let setting: String = store.block(async move {
@@ -366,5 +367,137 @@ fn a_reader_at_the_window_end_sees_the_next_commit() -> TestResult {
     let store = open(&db)?;
     assert_eq!(store.inbox_page("finance", 1, 10)?.len(), 2);
     assert!(store.inbox_page("finance", 3, 10)?.is_empty());
+    Ok(())
+}
+
+fn standby(db: &TestDb) -> Result<PgStore, StoreError> {
+    PgStore::open_standby(&PgOptions {
+        database: database(&db.url())?,
+        pool_size: 2,
+        replica: true,
+    })
+}
+
+/// What the database holds of `inbox`'s marks (a standby's store, whose
+/// own memory holds none), waiting for them until a deadline that only
+/// catches a hang.
+fn stored_marks(db: &TestDb, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<i64>>, StoreError> {
+    let reader = standby(db)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let marks = reader.fetched_many(inbox, cursors)?;
+        if marks.iter().all(Option::is_some) || std::time::Instant::now() >= deadline {
+            return Ok(marks);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Fetched marks wait in memory and go to the database together, in the
+/// background: read back at once, first serving winning before and after.
+#[test]
+fn fetched_marks_are_written_together_first_serving_winning() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.mark_fetched("finance", &[1, 2], 7)?;
+    store.mark_fetched("finance", &[2, 3], 9)?;
+    store.mark_fetched("police", &[1], 8)?;
+    assert_eq!(
+        store.fetched_many("finance", &[3, 2, 1, 4])?,
+        [Some(9), Some(7), Some(7), None]
+    );
+    // Written without being asked to, all of them.
+    assert_eq!(
+        stored_marks(&db, "finance", &[1, 2, 3])?,
+        [Some(7), Some(7), Some(9)]
+    );
+    assert_eq!(stored_marks(&db, "police", &[1])?, [Some(8)]);
+    // A later serving of a written position changes nothing.
+    store.mark_fetched("finance", &[1], 11)?;
+    assert_eq!(
+        store.fetched("finance", 1)?,
+        Some(7),
+        "the database's is the first"
+    );
+    store.flush_marks()?;
+    assert_eq!(store.fetched("finance", 1)?, Some(7));
+    assert_eq!(stored_marks(&db, "finance", &[1])?, [Some(7)]);
+    Ok(())
+}
+
+/// An orderly stop writes the waiting marks before it lets go of the lease.
+#[test]
+fn waiting_fetched_marks_survive_an_orderly_stop() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    for cursor in 1..=50 {
+        store.mark_fetched("finance", &[cursor], 100 + cursor as i64)?;
+    }
+    drop(store);
+    let store = open(&db)?;
+    let cursors: Vec<u64> = (1..=50).collect();
+    let expected: Vec<Option<i64>> = (1..=50).map(|c| Some(100 + c)).collect();
+    assert_eq!(store.fetched_many("finance", &cursors)?, expected);
+    Ok(())
+}
+
+/// A standby's mark written first stays the first serving: the leader's
+/// later mark of the same position, waiting or written, does not replace it.
+#[test]
+fn a_standby_s_earlier_mark_wins_over_the_leader_s() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let leader = open(&db)?;
+    let standby = standby(&db)?;
+    standby.mark_fetched("finance", &[1], 5)?;
+    assert_eq!(standby.flush_marks()?, 1);
+    leader.mark_fetched("finance", &[1, 2], 9)?;
+    assert_eq!(leader.fetched_many("finance", &[1, 2])?, [Some(5), Some(9)]);
+    leader.flush_marks()?;
+    assert_eq!(stored_marks(&db, "finance", &[1, 2])?, [Some(5), Some(9)]);
+    Ok(())
+}
+
+/// Marks waiting when another replica takes the lease are never written:
+/// the fenced hub's write fails whole, and later marks are refused.
+#[test]
+fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    // Another replica took over: it raised the epoch, before the flush.
+    store.mark_fetched("finance", &[1], 7)?;
+    let flushed = {
+        db.execute("UPDATE lease SET epoch = epoch + 1")?;
+        store.flush_marks()
+    };
+    if flushed.is_ok() {
+        // The background flush wrote it before the epoch moved: then a
+        // mark made now must be refused by the fence.
+        store.mark_fetched("finance", &[2], 8)?;
+        let refused = store.flush_marks();
+        assert!(
+            matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+            "{refused:?}"
+        );
+        assert_eq!(store.fetched("finance", 2)?, None, "dropped, not written");
+    } else {
+        assert!(
+            matches!(&flushed, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+            "{flushed:?}"
+        );
+        assert_eq!(store.fetched("finance", 1)?, None, "dropped, not written");
+    }
+    let refused = store.mark_fetched("finance", &[3], 9);
+    assert!(
+        matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+        "{refused:?}"
+    );
     Ok(())
 }

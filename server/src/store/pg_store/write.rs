@@ -11,6 +11,7 @@
 use super::db;
 use super::kept::{Fresh, Kept};
 use super::lease::fence;
+use super::marks::Batch;
 use super::notices::notify;
 use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
@@ -277,27 +278,21 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
     tx.commit().await.map_err(db)
 }
 
+/// Gathered fetched marks (`marks`), of any inboxes, in one transaction.
 /// First serving wins: a position already marked keeps its time. A
 /// standby's marks (`epoch` None) pass no fence: a mark is a fact of its
 /// own serving, never overwritten, that no leader's write depends on.
 ///
 /// A fetched mark is an observation, not a promise (`Store::mark_fetched`:
-/// "not synced", as the sled store leaves it to its next flush), and it
-/// is written on every delivery's path: its commit does not wait for the
-/// WAL to reach the disk (`synchronous_commit` off for this transaction
-/// alone; the server's setting stays on for everything else). A crash of
-/// the database server may lose the marks of its last moments (at most
-/// three `wal_writer_delay`s), never an entry, an answer or a checkpoint.
-/// Its statements go together: BEGIN, then the setting, fence and insert
-/// in one exchange, then COMMIT.
-pub async fn fetched(
-    pool: Pool,
-    epoch: Option<i64>,
-    inbox: String,
-    cursors: Vec<u64>,
-    hub_micros: i64,
-) -> Result<(), StoreError> {
-    let positions = signed_all(&cursors)?;
+/// "not synced", as the sled store leaves it to its next flush): its
+/// commit does not wait for the WAL to reach the disk
+/// (`synchronous_commit` off for this transaction alone; the server's
+/// setting stays on for everything else). A crash of the database server
+/// may lose the marks of its last moments (at most three
+/// `wal_writer_delay`s), never an entry, an answer or a checkpoint. Its
+/// statements go together: BEGIN, then the setting, fence and insert in
+/// one exchange, then COMMIT.
+pub async fn fetched(pool: Pool, epoch: Option<i64>, marks: Batch) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
     let unsynced = async {
@@ -311,11 +306,11 @@ pub async fn fetched(
             None => Ok(()),
         }
     };
-    let params: [&(dyn ToSql + Sync); 3] = [&inbox, &positions, &hub_micros];
+    let params: [&(dyn ToSql + Sync); 3] = [&marks.inboxes, &marks.positions, &marks.micros];
     let insert = execute(
         &tx,
         "INSERT INTO fetched (inbox, position, hub_micros) \
-         SELECT $1, p, $3 FROM unnest($2::bigint[]) AS p ON CONFLICT DO NOTHING",
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
         &params,
     );
     try_join!(unsynced, fenced, insert)?;
