@@ -168,6 +168,7 @@ pub(crate) fn storage_status(e: StoreError) -> Status {
         StoreError::Corrupt(_) => Status::data_loss(format!(
             "storage error: {e}; report this to the hub's operators"
         )),
+        StoreError::Unavailable(_) => Status::unavailable(e.to_string()),
         _ => Status::internal(format!("storage error: {e}")),
     }
 }

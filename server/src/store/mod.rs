@@ -59,6 +59,10 @@ pub enum StoreError {
     /// Too little free space on the data disk to start safely.
     #[error("not enough free space: {0}")]
     NoRoom(String),
+    /// The store cannot take this now, but may soon (a bound reached while
+    /// the database takes no writes): the caller may try again elsewhere.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The tip of one channel, as appends need it.

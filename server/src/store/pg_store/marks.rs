@@ -81,7 +81,7 @@ impl Marks {
         }
         let mut w = fatal::lock(&self.inner, MARKS)?;
         if w.count >= MAX_WAITING {
-            return Err(StoreError::Database(format!(
+            return Err(StoreError::Unavailable(format!(
                 "{} fetched marks wait for the database, which takes none",
                 w.count
             )));
