@@ -316,7 +316,7 @@ mod tests {
         marks.add("police", &all, 1)?;
         let refused = marks.add("police", &[u64::MAX >> 2], 2);
         assert!(
-            matches!(&refused, Err(StoreError::Database(m)) if m.contains("wait for the database")),
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("wait for the database")),
             "{refused:?}"
         );
         assert_eq!(marks.read("police", &[u64::MAX >> 2])?, [None]);
