@@ -6,8 +6,8 @@
 //! does), then moved in order a chunk of records at a time, each chunk
 //! one commit of its records, its stored hashes and the files' signed
 //! checkpoint (files a crash left unsigned are signed as checked, since a
-//! log in the database always has a checkpoint); then the directory is renamed ([`MOVED_DIR`]) and kept for
-//! the operator. A move cut short goes on at the next start from what the
+//! log in the database always has a checkpoint); then the directory is
+//! renamed ([`MOVED_DIR`]) and kept for the operator. A move cut short goes on at the next start from what the
 //! database holds, once the tree there agrees with the files' up to it;
 //! a database already holding another log under the origin is refused.
 
