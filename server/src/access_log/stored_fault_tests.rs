@@ -2,7 +2,8 @@
 //! database (or a database that lost a session) can do to it, on the test
 //! PostgreSQL (skipped, saying so, without `TONGBAO_TEST_PG_URL`): rows of
 //! another writer where a commit goes, an origin lock lost under the
-//! writer, a checkpoint removed, an older checkpoint put back.
+//! writer, a checkpoint removed, an older checkpoint put back; and files
+//! of an earlier version moved in before they were ever signed.
 
 use super::stored_tests::{LOG, REPLICA, TestResult, access, call, key, open, size, store, write};
 use super::*;
@@ -209,5 +210,28 @@ fn a_database_holding_another_log_than_this_hosts_copy_signed_is_refused() -> Te
         said.contains("not consistent with this host's checkpoint copy"),
         "{said}"
     );
+    Ok(())
+}
+
+#[test]
+fn files_a_crash_left_unsigned_are_moved_in_with_a_checkpoint() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let data = tempfile::tempdir()?;
+    let files_log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        SigningKey::from_pem(&key.pem)?,
+        (LOG, Some(REPLICA)),
+        true,
+    )?;
+    write(&files_log, 4)?;
+    // As a files writer killed before its first checkpoint leaves them.
+    std::fs::remove_file(data.path().join(files::DIR).join(files::CHECKPOINT_FILE))?;
+    let leader = store(&pg, true)?;
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
+    assert_eq!(size(&leader, &key)?, 5);
     Ok(())
 }

@@ -56,7 +56,7 @@ pub(super) fn call(i: usize) -> AccessRecord {
 }
 
 pub(super) struct Key {
-    pem: String,
+    pub(super) pem: String,
     pub(super) verifier: NoteVerifier,
 }
 
