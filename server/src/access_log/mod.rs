@@ -27,6 +27,7 @@ pub mod moved;
 pub mod record;
 mod stored;
 pub mod stored_check;
+mod stored_copy;
 pub mod stored_read;
 mod writer;
 
@@ -246,8 +247,9 @@ impl AccessLog {
         let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
         let verifier = signer.verifier()?;
         let guard = db.access_claim(signer.origin())?;
-        moved::move_files(data_dir, db, signer.origin(), &verifier)?;
+        moved::move_files(data_dir, db, &signer, &verifier)?;
         let checked = stored_check::check(db, signer.origin(), &verifier, false)?;
+        stored_copy::check(data_dir, db, signer.origin(), &verifier, &checked)?;
         let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::spawn(stored::StoredWriter::new(stored::Setup {
             store: store.clone(),
@@ -256,6 +258,7 @@ impl AccessLog {
             signer,
             config: config.clone(),
             clock_offset_micros,
+            data_dir: data_dir.to_path_buf(),
         }))?;
         Ok(Arc::new(Self {
             writer,
@@ -290,6 +293,8 @@ impl AccessLog {
     }
 }
 
+#[cfg(test)]
+mod stored_fault_tests;
 #[cfg(test)]
 mod stored_tests;
 #[cfg(test)]

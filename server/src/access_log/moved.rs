@@ -5,14 +5,16 @@
 //! The files are checked first, whole (as `tongbao-hub audit-log verify`
 //! does), then moved in order a chunk of records at a time, each chunk
 //! one commit of its records, its stored hashes and the files' signed
-//! checkpoint; then the directory is renamed ([`MOVED_DIR`]) and kept for
-//! the operator. A move cut short goes on at the next start from what the
+//! checkpoint (files a crash left unsigned are signed as checked, since a
+//! log in the database always has a checkpoint); then the directory is
+//! renamed ([`MOVED_DIR`]) and kept for the operator. A move cut short goes on at the next start from what the
 //! database holds, once the tree there agrees with the files' up to it;
 //! a database already holding another log under the origin is refused.
 
 use super::check::scan;
 use super::files::{self, TreeFile};
 use super::stored_check::{CHUNK, StoredTree};
+use super::writer::Signer;
 use super::{AccessLogError, export};
 use crate::store::access::{AccessLogStore, AccessRow};
 use std::path::{Path, PathBuf};
@@ -56,12 +58,13 @@ impl HashReader for FileTree {
 
 /// Moves `<data_dir>/access-log` into the store under `origin`, when it is
 /// there (see the module doc). The caller holds the origin's guard.
-pub fn move_files(
+pub(super) fn move_files(
     data_dir: &Path,
     db: &dyn AccessLogStore,
-    origin: &str,
+    signer: &Signer,
     verifier: &NoteVerifier,
 ) -> Result<(), AccessLogError> {
+    let origin = signer.origin();
     let dir = data_dir.join(files::DIR);
     if !dir.is_dir() {
         return Ok(());
@@ -86,7 +89,13 @@ pub fn move_files(
         .filter(|s| scanned.unfinished_removals.contains(&s.path))
         .map(|s| (s.name.first, s.name.first + s.count))
         .collect();
-    let note = scanned.checkpoint.as_ref().map(|(_, n)| n.clone());
+    // Files a crash left without any checkpoint are signed as checked: a
+    // log in the database always has one (`stored_check`).
+    let note = match &scanned.checkpoint {
+        Some((_, note)) => Some(note.clone()),
+        None if size > 0 => Some(signer.sign(size, tree_hash(size, &tree)?)?),
+        None => None,
+    };
     let done = moved_so_far(db, origin, size, &tree).map_err(|e| refused(&dir, e))?;
     if done > 0 {
         tracing::warn!(dir = %dir.display(), records = done, "going on with a move of the access log into the database cut short");

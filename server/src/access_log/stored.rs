@@ -3,6 +3,15 @@
 //! queue and rounds (`writer`), each round one commit of its records,
 //! their stored hashes and, when one falls due, the signed checkpoint
 //! over them. A record is answered durable once its round committed.
+//! An origin's first records commit with a checkpoint over them, so a
+//! log with records always has one (`stored_check` refuses one without),
+//! and each checkpoint committed is copied to the data directory
+//! (`stored_copy`), out of reach of whoever holds only the database.
+//!
+//! A commit that failed is tried once more (a connection cut under it)
+//! only when the store holds none of what it wrote; when the store holds
+//! exactly what it wrote, it went through before the cut; anything else
+//! there is another writer's, and the writer stops.
 //!
 //! The writer holds its origin's guard for its life, so no other process
 //! writes the same log; a hub that stops lets go of it at once.
@@ -16,10 +25,12 @@
 use super::files::day_of;
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
 use super::stored_check::{StoredScan, StoredTree};
+use super::stored_copy;
 use super::writer::{POLL, Queued, RETAIN_EVERY, Rounds, SIGN_EVERY, Signer, Waiter};
 use super::{AccessLogConfig, AccessLogError, Frontier};
 use crate::store::Store;
 use crate::store::access::{AccessLogStore, AccessRow, OriginGuard};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tongbao_proto::merkle::{stored_hash_count, tree_hash};
@@ -36,6 +47,8 @@ pub struct StoredWriter {
     config: AccessLogConfig,
     last_retained: Option<Instant>,
     clock_offset_micros: i64,
+    /// Where this host's copy of the latest checkpoint is kept.
+    data_dir: PathBuf,
 }
 
 /// What the writer is given at start.
@@ -46,6 +59,7 @@ pub struct Setup {
     pub signer: Signer,
     pub config: AccessLogConfig,
     pub clock_offset_micros: i64,
+    pub data_dir: PathBuf,
 }
 
 impl StoredWriter {
@@ -57,6 +71,7 @@ impl StoredWriter {
             signer,
             config,
             clock_offset_micros,
+            data_dir,
         } = setup;
         Self {
             store,
@@ -68,6 +83,7 @@ impl StoredWriter {
             config,
             last_retained: None,
             clock_offset_micros,
+            data_dir,
         }
     }
 
@@ -102,8 +118,10 @@ impl StoredWriter {
             });
         }
         let size = self.frontier.size();
+        // The first records of an origin are signed in their own commit:
+        // records without a checkpoint would be anyone's to rewrite.
         let note = match self.signed_size < size
-            && (stopping || self.last_signed.elapsed() >= SIGN_EVERY)
+            && (stopping || self.signed_size == 0 || self.last_signed.elapsed() >= SIGN_EVERY)
         {
             true => Some(self.signer.sign(size, self.frontier.root()?)?),
             false => None,
@@ -125,19 +143,29 @@ impl StoredWriter {
         };
         // A connection cut under a commit (a database restarting, a
         // network blip) would otherwise close the log, and with it every
-        // call, until a restart: tried once more on a fresh connection,
-        // unless the commit went through before the cut.
+        // call, until a restart: tried once more on a fresh connection
+        // when none of it is stored (see the module doc).
         if let Err(e) = append() {
             tracing::warn!(error = %e, "an access log commit failed; trying it once more");
-            let committed =
-                !hashes.is_empty() && db.access_extent(&origin)?.hashes >= stored_hash_count(size);
-            if !committed {
-                append()?;
+            match stored_as_written(db, &origin, &rows, first_hash, &hashes)? {
+                Found::Ours => {}
+                Found::Nothing => append()?,
+                Found::Other(what) => {
+                    return Err(AccessLogError::Closed(format!(
+                        "another writer was seen in the access log {origin}: {what} \
+                         (the commit failed with: {e}); this writer stops"
+                    )));
+                }
             }
         }
-        if note.is_some() {
+        if let Some(note) = &note {
             self.signed_size = size;
             self.last_signed = Instant::now();
+            // Committed already: a copy not written leaves the older one,
+            // which the database's still extends.
+            if let Err(e) = stored_copy::write(&self.data_dir, note) {
+                tracing::error!(error = %e, "cannot keep this host's copy of the access log's checkpoint");
+            }
         }
         Ok(())
     }
@@ -195,6 +223,59 @@ impl StoredWriter {
             tracing::info!(%segment, records = end - first, "access log records removed under retention");
         }
     }
+}
+
+/// What the store holds where a failed commit wrote.
+enum Found {
+    /// Exactly its records and hashes: it went through.
+    Ours,
+    /// None of them: it did not.
+    Nothing,
+    /// Something else, said in words.
+    Other(String),
+}
+
+/// Reads back where a failed commit wrote and compares (see [`Found`]).
+fn stored_as_written(
+    db: &dyn AccessLogStore,
+    origin: &str,
+    rows: &[AccessRow],
+    first_hash: u64,
+    hashes: &[tongbao_proto::Hash],
+) -> Result<Found, AccessLogError> {
+    let stored = match hashes.is_empty() {
+        true => Vec::new(),
+        false => db.access_hash_range(origin, first_hash, hashes.len())?,
+    };
+    let records = match rows.first() {
+        Some(first) => db.access_records(origin, first.n, rows.len())?,
+        None => Vec::new(),
+    };
+    if stored.is_empty() && records.is_empty() {
+        return Ok(Found::Nothing);
+    }
+    let ours = stored.len() == hashes.len()
+        && stored
+            .iter()
+            .zip(first_hash..)
+            .zip(hashes)
+            .all(|(((i, h), want_i), want)| *i == want_i && h == want)
+        && records == rows;
+    if ours {
+        return Ok(Found::Ours);
+    }
+    let end = first_hash + hashes.len() as u64;
+    Ok(Found::Other(match rows {
+        [first, .., last] => format!(
+            "records {}..={} or their stored hashes {first_hash}..{end} are there, not as this writer wrote them",
+            first.n, last.n
+        ),
+        [only] => format!(
+            "record {} or its stored hashes {first_hash}..{end} are there, not as this writer wrote them",
+            only.n
+        ),
+        [] => format!("stored hashes {first_hash}..{end} are there, not as this writer wrote them"),
+    }))
 }
 
 impl Rounds for StoredWriter {

@@ -2,8 +2,9 @@
 //! tree and signed checkpoint, as `check` does the files: at every start
 //! the latest checkpoint's root over the stored hashes and every record
 //! after it ([`check`] with `full` false), and every record and hash for
-//! `tongbao-hub audit-log verify` (`full` true). The first thing that
-//! fails is named: the origin, the record and what.
+//! `tongbao-hub audit-log verify` (`full` true). A log with records and
+//! no signed checkpoint is refused. The first thing that fails is named:
+//! the origin, the record and what.
 
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
 use super::{AccessLogError, Frontier};
@@ -166,6 +167,19 @@ pub fn check(
             ),
         ));
     }
+    // An origin's first records commit with a checkpoint (`stored`): a
+    // log with records and none had it removed, and would otherwise be
+    // anyone's to rewrite who can write the database.
+    if checkpoint.is_none() && next > 0 {
+        return Err(broken(
+            origin,
+            None,
+            format!(
+                "the log holds {next} records but no signed checkpoint: removed? \
+                 (a log's first records are committed with one)"
+            ),
+        ));
+    }
     let tree = StoredTree { db, origin };
     let (frontier, start) = match &checkpoint {
         Some((c, _)) if !full && c.size > first_kept => {
@@ -217,7 +231,13 @@ pub fn check(
     }
     let mut expected = start.max(first_kept);
     while expected < next {
-        let rows = db.access_records(origin, expected, CHUNK)?;
+        // Records a running writer appended since the extent was taken
+        // are left for a later check.
+        let rows: Vec<_> = db
+            .access_records(origin, expected, CHUNK)?
+            .into_iter()
+            .take_while(|r| r.n < next)
+            .collect();
         if rows.is_empty() {
             return Err(broken(
                 origin,

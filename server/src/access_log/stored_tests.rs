@@ -14,12 +14,12 @@ use crate::store::{PgOptions, PgStore, Store};
 use tongbao_proto::checkpoint::{NoteSigner, NoteVerifier};
 use tongbao_proto::merkle::{HashReader, stored_hash_count, stored_hash_index};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const LOG: &str = "tongbao";
-const REPLICA: &str = "hub-a";
+pub(super) const LOG: &str = "tongbao";
+pub(super) const REPLICA: &str = "hub-a";
 
-fn options(db: &TestDb) -> Result<PgOptions, Box<dyn std::error::Error>> {
+pub(super) fn options(db: &TestDb) -> Result<PgOptions, Box<dyn std::error::Error>> {
     Ok(PgOptions {
         database: Database::new(&db.url(), &TlsOptions::default())?,
         pool_size: 4,
@@ -28,20 +28,25 @@ fn options(db: &TestDb) -> Result<PgOptions, Box<dyn std::error::Error>> {
 }
 
 /// The leader's store (it brings the schema up), or a standby's.
-fn store(db: &TestDb, leader: bool) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+pub(super) fn store(
+    db: &TestDb,
+    leader: bool,
+) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
     Ok(match leader {
         true => Arc::new(PgStore::open(&options(db)?)?),
         false => Arc::new(PgStore::open_standby(&options(db)?)?),
     })
 }
 
-fn access(store: &Arc<dyn Store>) -> Result<&dyn AccessLogStore, Box<dyn std::error::Error>> {
+pub(super) fn access(
+    store: &Arc<dyn Store>,
+) -> Result<&dyn AccessLogStore, Box<dyn std::error::Error>> {
     Ok(store
         .access_log()
         .ok_or("the store does not keep the access log")?)
 }
 
-fn call(i: usize) -> AccessRecord {
+pub(super) fn call(i: usize) -> AccessRecord {
     AccessRecord {
         at_micros: tongbao_proto::now_micros(),
         caller: "urn:tongbao:unit:tax".into(),
@@ -50,9 +55,9 @@ fn call(i: usize) -> AccessRecord {
     }
 }
 
-struct Key {
-    pem: String,
-    verifier: NoteVerifier,
+pub(super) struct Key {
+    pub(super) pem: String,
+    pub(super) verifier: NoteVerifier,
 }
 
 impl Key {
@@ -61,7 +66,7 @@ impl Key {
     }
 }
 
-fn key() -> Result<Key, Box<dyn std::error::Error>> {
+pub(super) fn key() -> Result<Key, Box<dyn std::error::Error>> {
     let key = SigningKey::generate()?;
     let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
     Ok(Key {
@@ -70,7 +75,7 @@ fn key() -> Result<Key, Box<dyn std::error::Error>> {
     })
 }
 
-fn open(
+pub(super) fn open(
     store: &Arc<dyn Store>,
     data: &Path,
     key: &Key,
@@ -87,7 +92,7 @@ fn open(
 }
 
 /// `n` more records, every third waited for; then stopped (signed).
-fn write(log: &AccessLog, n: usize) -> TestResult {
+pub(super) fn write(log: &AccessLog, n: usize) -> TestResult {
     for i in 0..n {
         match i % 3 {
             0 => log
@@ -101,7 +106,7 @@ fn write(log: &AccessLog, n: usize) -> TestResult {
     Ok(())
 }
 
-fn size(store: &Arc<dyn Store>, key: &Key) -> Result<u64, Box<dyn std::error::Error>> {
+pub(super) fn size(store: &Arc<dyn Store>, key: &Key) -> Result<u64, Box<dyn std::error::Error>> {
     Ok(check(
         access(store)?,
         &origin(LOG, Some(REPLICA)),
@@ -193,7 +198,9 @@ fn append_unsigned(db: &dyn AccessLogStore, key: &Key, n: u64) -> TestResult {
             line: line.into_bytes(),
         });
     }
+    let guard = db.access_claim(&origin)?;
     db.access_append(&origin, &rows, first_hash, &hashes, None, None)?;
+    guard.release();
     Ok(())
 }
 
@@ -381,8 +388,9 @@ fn a_move_cut_short_goes_on_at_the_next_start() -> TestResult {
     let hashes = tree.read_hashes(&(0..stored_hash_count(4)).collect::<Vec<_>>())?;
     let note = std::fs::read_to_string(dir.join(files::CHECKPOINT_FILE))?;
     let db = access(&leader)?;
-    db.access_claim(&origin)?.release();
+    let guard = db.access_claim(&origin)?;
     db.access_append(&origin, &rows, 0, &hashes, Some(&note), None)?;
+    guard.release();
     // The start refuses nothing: the move goes on from record 4.
     write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
     assert_eq!(size(&leader, &key)?, 8);

@@ -54,7 +54,9 @@ pub trait AccessLogStore: Send + Sync {
     /// checkpoint over them when given, and removes the records before
     /// `remove_before` when given (retention: their hashes stay, and the
     /// removal record naming them is among `rows`): all of it durably,
-    /// as one commit.
+    /// as one commit. Fails unless this store still holds the origin's
+    /// claim (a claim whose hold the store lost, as a database session
+    /// that ended, fails it too): a writer never writes unclaimed.
     fn access_append(
         &self,
         origin: &str,

@@ -83,6 +83,12 @@ pub struct PgStore {
     /// A standby's store: it holds no lease and writes nothing but fetch
     /// marks (see [`PgStore::open_standby`]).
     standby: bool,
+    /// How to reach the database: the access log's origin guards take
+    /// connections of their own (`access`).
+    database: Database,
+    /// The origins this store claimed, with the backend pid of the
+    /// session holding each one's lock, which every append checks.
+    access_claims: access::Claims,
 }
 
 /// What every write of a standby's store fails with.
@@ -250,6 +256,8 @@ impl PgStore {
             marks: Default::default(),
             replica: options.replica,
             standby: false,
+            database: options.database.clone(),
+            access_claims: Default::default(),
         })
     }
 

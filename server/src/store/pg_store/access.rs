@@ -6,33 +6,51 @@
 //! standby included, records the calls it serves, each under its own
 //! origin. What keeps two processes from writing one origin is the
 //! origin's guard, a session advisory lock on a connection of its own
-//! (freed by the database the moment that session ends, as the lease is),
-//! and, behind it, the primary keys: a record or hash written twice fails
-//! its whole commit.
+//! (freed by the database the moment that session ends, as the lease is,
+//! and given TCP keepalives as the lease's connection is, so a vanished
+//! peer ends it). Appends run on the pool's connections, so each append's
+//! transaction checks that the guard's session still holds the lock and
+//! fails when it does not: a writer whose lock was lost stops instead of
+//! writing beside a second claimant. Behind it, the primary keys: a
+//! record or hash written twice fails its whole commit.
 
+use super::lease::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
 use super::read::{execute, query, query_opt, signed, unsigned};
-use super::{PgStore, db};
+use super::{CONNECT_WAIT, Database, PgStore, db};
 use crate::store::StoreError;
 use crate::store::access::{AccessExtent, AccessLogStore, AccessRow, OriginGuard};
 use crate::store::codec::hash_from;
-use deadpool_postgres::{ClientWrapper, Object, Pool};
+use deadpool_postgres::Pool;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio_postgres::Client;
 use tongbao_proto::Hash;
 
 /// The class of the origins' advisory locks ("alog"); the two-key form
 /// keeps them apart from the lease's and the migrations' one-key locks.
 const ORIGIN_LOCK_CLASS: i32 = 0x616c_6f67;
 
-/// An origin claimed on a connection that left the pool: the lock lasts
-/// as long as that session.
+/// What an append says when the guard's session no longer holds the lock.
+pub const LOCK_LOST: &str = "the access log's origin lock was lost (its database session ended): \
+     this writer stops, as another process may now write the origin";
+
+/// The origins a store claimed: each one's guard session's backend pid.
+pub type Claims = Arc<Mutex<HashMap<String, i32>>>;
+
+/// An origin claimed on a connection of its own: the lock lasts as long
+/// as that session.
 struct PgOriginGuard {
-    client: Option<ClientWrapper>,
+    client: Option<Client>,
     origin: String,
+    claims: Claims,
     rt: tokio::runtime::Handle,
 }
 
 impl OriginGuard for PgOriginGuard {
     fn release(mut self: Box<Self>) {
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.remove(&self.origin);
+        }
         if let Some(client) = self.client.take() {
             let origin = std::mem::take(&mut self.origin);
             let unlock = async move {
@@ -55,34 +73,90 @@ fn corrupt(origin: &str, what: String) -> StoreError {
     StoreError::Corrupt(format!("access log {origin}: {what}"))
 }
 
-async fn claim(pool: Pool, origin: String) -> Result<ClientWrapper, StoreError> {
-    let client = Object::take(pool.get().await.map_err(db)?);
-    let got: bool = client
+/// The guard connection's settings: the database's, with keepalives (as
+/// the lease's connection), so that a peer that vanished ends the session.
+fn guard_config(database: &Database) -> tokio_postgres::Config {
+    let mut config = database.config();
+    config
+        .connect_timeout(CONNECT_WAIT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES);
+    if config.get_application_name().is_none() {
+        config.application_name("tongbao-hub access log");
+    }
+    config
+}
+
+/// Claims `origin` on a connection of its own; its session's backend pid.
+async fn claim(
+    database: Database,
+    pool: Pool,
+    origin: String,
+) -> Result<(Client, i32), StoreError> {
+    let (client, connection) = database
+        .connect(&guard_config(&database), CONNECT_WAIT)
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the access log's origin lock connection ended");
+        }
+    });
+    let row = client
         .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            "SELECT pg_try_advisory_lock($1, hashtext($2)), pg_backend_pid()",
             &[&ORIGIN_LOCK_CLASS, &origin],
         )
         .await
-        .map_err(db)?
-        .get(0);
+        .map_err(db)?;
+    let (got, pid): (bool, i32) = (row.get(0), row.get(1));
     if !got {
         return Err(StoreError::Database(format!(
             "another hub process is writing the access log {origin} on this database: \
              each replica needs a replica_name of its own (stop the other, or rename this one)"
         )));
     }
-    client
-        .execute(
-            "INSERT INTO access_origin (origin) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&origin],
-        )
-        .await
-        .map_err(db)?;
-    Ok(client)
+    execute(
+        &pool.get().await.map_err(db)?,
+        "INSERT INTO access_origin (origin) VALUES ($1) ON CONFLICT DO NOTHING",
+        &[&origin],
+    )
+    .await?;
+    Ok((client, pid))
 }
 
+/// Fails with [`LOCK_LOST`] unless session `pid` still holds the lock of
+/// `origin` (as `claim` takes it: two keys, so objsubid 2).
+async fn check_lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    origin: &str,
+    pid: Option<i32>,
+) -> Result<(), StoreError> {
+    let Some(pid) = pid else {
+        return Err(StoreError::Database(format!(
+            "the access log {origin} is not claimed by this process: it cannot be written"
+        )));
+    };
+    let held: bool = query_opt(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND pid = $1 AND classid = $2::int4::oid AND objid = hashtext($3)::oid AND objsubid = 2 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        &[&pid, &ORIGIN_LOCK_CLASS, &origin],
+    )
+    .await?
+    .is_some_and(|row| row.get(0));
+    match held {
+        true => Ok(()),
+        false => Err(StoreError::Database(LOCK_LOST.into())),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn append(
     pool: Pool,
+    pid: Option<i32>,
     origin: String,
     rows: Vec<AccessRow>,
     first_hash: u64,
@@ -92,6 +166,7 @@ async fn append(
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db)?;
+    check_lock(&tx, &origin, pid).await?;
     if !rows.is_empty() {
         let mut ns = Vec::with_capacity(rows.len());
         let mut ats = Vec::with_capacity(rows.len());
@@ -152,23 +227,21 @@ async fn checkpoint(pool: Pool, origin: String) -> Result<Option<String>, StoreE
     .map(|row| row.get(0)))
 }
 
+/// One statement, so one snapshot: records and hashes of the same
+/// commits, even while the origin's writer appends (a verify beside a
+/// running hub).
 async fn extent(pool: Pool, origin: String) -> Result<AccessExtent, StoreError> {
     let client = pool.get().await.map_err(db)?;
-    let records = query_opt(
+    let row = query_opt(
         &client,
-        "SELECT min(n), max(n) FROM access_record WHERE origin = $1",
+        "SELECT (SELECT min(n) FROM access_record WHERE origin = $1), \
+                (SELECT max(n) FROM access_record WHERE origin = $1), \
+                (SELECT max(idx) FROM access_hash WHERE origin = $1)",
         &[&origin],
     )
     .await?;
-    let hashes = query_opt(
-        &client,
-        "SELECT max(idx) FROM access_hash WHERE origin = $1",
-        &[&origin],
-    )
-    .await?;
-    let (first, last): (Option<i64>, Option<i64>) =
-        records.map_or((None, None), |r| (r.get(0), r.get(1)));
-    let last_hash: Option<i64> = hashes.and_then(|r| r.get(0));
+    let (first, last, last_hash): (Option<i64>, Option<i64>, Option<i64>) =
+        row.map_or((None, None, None), |r| (r.get(0), r.get(1), r.get(2)));
     Ok(AccessExtent {
         first_kept: first.map(|f| unsigned(f, "a record number")).transpose()?,
         next: last.map_or(Ok(0), |l| unsigned(l, "a record number").map(|l| l + 1))?,
@@ -289,10 +362,18 @@ impl AccessLogStore for PgStore {
             .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?
             .handle()
             .clone();
-        let client = self.block(claim(self.pool(), origin.to_string()))?;
+        let (client, pid) = self.block(claim(
+            self.database.clone(),
+            self.pool(),
+            origin.to_string(),
+        ))?;
+        if let Ok(mut claims) = self.access_claims.lock() {
+            claims.insert(origin.to_string(), pid);
+        }
         Ok(Box::new(PgOriginGuard {
             client: Some(client),
             origin: origin.to_string(),
+            claims: self.access_claims.clone(),
             rt,
         }))
     }
@@ -306,8 +387,14 @@ impl AccessLogStore for PgStore {
         checkpoint: Option<&str>,
         remove_before: Option<u64>,
     ) -> Result<(), StoreError> {
+        let pid = self
+            .access_claims
+            .lock()
+            .ok()
+            .and_then(|claims| claims.get(origin).copied());
         self.block(append(
             self.pool(),
+            pid,
             origin.to_string(),
             rows.to_vec(),
             first_hash,
