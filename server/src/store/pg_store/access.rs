@@ -14,7 +14,6 @@
 //! writing beside a second claimant. Behind it, the primary keys: a
 //! record or hash written twice fails its whole commit.
 
-use super::lease::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_RETRIES};
 use super::read::{execute, query, query_opt, signed, unsigned};
 use super::{CONNECT_WAIT, Database, PgStore, db};
 use crate::store::StoreError;
@@ -73,22 +72,6 @@ fn corrupt(origin: &str, what: String) -> StoreError {
     StoreError::Corrupt(format!("access log {origin}: {what}"))
 }
 
-/// The guard connection's settings: the database's, with keepalives (as
-/// the lease's connection), so that a peer that vanished ends the session.
-fn guard_config(database: &Database) -> tokio_postgres::Config {
-    let mut config = database.config();
-    config
-        .connect_timeout(CONNECT_WAIT)
-        .keepalives(true)
-        .keepalives_idle(KEEPALIVE_IDLE)
-        .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES);
-    if config.get_application_name().is_none() {
-        config.application_name("tongbao-hub access log");
-    }
-    config
-}
-
 /// Claims `origin` on a connection of its own; its session's backend pid.
 async fn claim(
     database: Database,
@@ -96,7 +79,10 @@ async fn claim(
     origin: String,
 ) -> Result<(Client, i32), StoreError> {
     let (client, connection) = database
-        .connect(&guard_config(&database), CONNECT_WAIT)
+        .connect(
+            &super::lease::kept_alive_config(&database, "tongbao-hub access log"),
+            CONNECT_WAIT,
+        )
         .await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {

@@ -50,9 +50,9 @@ pub const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// TCP keepalives of the lease's connection: a peer that vanished without
 /// closing (a dead host, a cut network) is noticed by the kernel after
 /// idle + retries × interval = 8 s, if the probe has not noticed first.
-pub(super) const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
-pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-pub(super) const KEEPALIVE_RETRIES: u32 = 3;
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// How long connecting may take.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
@@ -166,6 +166,14 @@ impl Unreachable {
 
 /// The lease connection's settings: the database's, with keepalives.
 fn lease_config(db: &Database) -> Config {
+    kept_alive_config(db, "tongbao-hub lease")
+}
+
+/// The settings of a connection of its own that must notice a vanished
+/// peer in seconds, not hours (the lease's, the standbys' LISTEN, an
+/// access-log origin's guard): the database's, with the lease's
+/// keepalives, named `name` unless the url names it.
+pub(super) fn kept_alive_config(db: &Database, name: &str) -> Config {
     let mut config = db.config();
     config
         .connect_timeout(CONNECT_WAIT)
@@ -174,7 +182,7 @@ fn lease_config(db: &Database) -> Config {
         .keepalives_interval(KEEPALIVE_INTERVAL)
         .keepalives_retries(KEEPALIVE_RETRIES);
     if config.get_application_name().is_none() {
-        config.application_name("tongbao-hub lease");
+        config.application_name(name);
     }
     config
 }

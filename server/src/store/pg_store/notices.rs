@@ -58,16 +58,11 @@ pub fn listen(
     database: &Database,
     stop: watch::Receiver<bool>,
 ) -> Result<Arc<Notices>, StoreError> {
-    let mut config = database.config();
-    config
-        .connect_timeout(CONNECT_WAIT)
-        // As the lease's: a connection the network dropped silently is
-        // found and made again in seconds, not hours.
-        .keepalives(true)
-        .keepalives_idle(super::lease::KEEPALIVE_IDLE)
-        .keepalives_interval(super::lease::KEEPALIVE_INTERVAL)
-        .keepalives_retries(super::lease::KEEPALIVE_RETRIES)
-        .application_name(LISTENER_NAME);
+    // As the lease's: a connection the network dropped silently is found
+    // and made again in seconds, not hours. Its name is always ours, so
+    // that operators find it.
+    let mut config = super::lease::kept_alive_config(database, LISTENER_NAME);
+    config.application_name(LISTENER_NAME);
     let notices = Arc::new(Notices::default());
     tokio::spawn(keep_listening(
         database.clone(),
