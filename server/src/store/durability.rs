@@ -247,11 +247,13 @@ fn free_space(dir: &Path) -> Result<u64, StoreError> {
     Ok(fs2::available_space(dir)?)
 }
 
-/// Opens sled in `dir`. sled 0.34 panics on some damaged files (its
+/// Opens sled in `dir`, once no store just dropped still holds it
+/// ([`wait_for_lock`]). sled 0.34 panics on some damaged files (its
 /// snapshot code: "tried to serialize Uninitialized") instead of returning
 /// an error; such a panic refuses the start as corrupt data, with a
 /// message, instead of ending the process with a backtrace.
 pub(super) fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    wait_for_lock(&dir.join("db"))?;
     let opened = quietly_catching_panics(|| {
         sled::Config::new()
             .path(dir)
@@ -303,7 +305,6 @@ impl Durability {
     /// and must be free at start beside the journal that is replayed.
     pub(super) fn open(dir: &Path, fsync: bool, reserve: u64) -> Result<Arc<Self>, StoreError> {
         create_dir_durably(dir)?;
-        wait_for_lock(&dir.join("db"))?;
         check_room_to_start(dir, reserve)?;
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;

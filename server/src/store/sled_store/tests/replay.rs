@@ -75,7 +75,7 @@ fn a_flush_cut_short_leaves_no_position_twice() -> Result<(), Box<dyn std::error
     // The crash came mid-flush: positions 2 and 3 merged into one run
     // had reached sled, the record of the flushed commit had not.
     {
-        let db = sled::Config::new().path(crashed.path()).open()?;
+        let db = crate::store::durability::open_sled(crashed.path())?;
         db.open_tree("exchange")?.insert(
             key(INBOX, "finance", Some(3)),
             inbox_run(2, &[(1, "tax"), (2, "tax")]),
@@ -114,7 +114,7 @@ fn a_flushed_commit_not_yet_recorded_is_replayed_over_what_sled_holds()
     let crashed = tempfile::tempdir()?;
     let s = SledStore::open_flushing_every(live.path(), true, Duration::from_secs(3600))?;
     let recorded = |dir: &Path| -> Result<u64, Box<dyn std::error::Error>> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = crate::store::durability::open_sled(dir)?;
         let v = db.open_tree("exchange")?.get(COMMIT_KEY)?;
         Ok(v.map(|v| u64_from(&v)).transpose()?.unwrap_or(0))
     };
