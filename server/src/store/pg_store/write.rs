@@ -20,7 +20,6 @@ use deadpool_postgres::{GenericClient, Object, Pool};
 use futures::future::{maybe_done, try_join_all};
 use futures::{join, try_join};
 use std::collections::BTreeMap;
-use std::pin::pin;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
@@ -115,14 +114,34 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 }
 
 pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Result<(), StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    match group_commit(&client, epoch, &rows).await {
-        Ok(()) => kept.commit(&rows.fresh),
-        Err(e) => {
-            // Its transaction may still be open: the connection goes, and
-            // the database rolls back whatever it held.
+    let mut connection = Committing(Some(pool.get().await.map_err(db)?));
+    let Some(client) = connection.0.as_ref() else {
+        return Err(StoreError::Database(
+            "no connection for the group commit".into(),
+        ));
+    };
+    group_commit(client, epoch, &rows).await?;
+    connection.finished();
+    kept.commit(&rows.fresh)
+}
+
+/// A group commit's connection. Unless the commit finished, it leaves the
+/// pool when dropped (a failure, or the commit cut short): its
+/// transaction may still be open, and the database rolls back whatever
+/// it held once the connection closes.
+struct Committing(Option<Object>);
+
+impl Committing {
+    /// The commit is done: the connection goes back to the pool.
+    fn finished(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
             drop(Object::take(client));
-            Err(e)
         }
     }
 }
@@ -131,11 +150,11 @@ pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Resu
 /// the heads' locks, sent together (the heads may be locked before the
 /// fence reads the lease FOR SHARE: no deadlock, as taking the lease over
 /// locks no head). Once the fence and the heads are checked, every row,
-/// the heads' moves and COMMIT, sent together: tokio-postgres sends a
-/// request when its future is first polled, in that order, so COMMIT
+/// the heads' moves and COMMIT, sent together ([`sent_then`]): COMMIT
 /// leaves after every statement of the commit, and a statement that
-/// fails aborts the transaction, which the COMMIT behind it then ends as
-/// a rollback: a fenced hub's transaction is rolled back whole.
+/// fails at the database aborts the transaction, which the COMMIT behind
+/// it then ends as a rollback: a fenced hub's transaction is rolled back
+/// whole.
 async fn group_commit(client: &Object, epoch: i64, rows: &Rows) -> Result<(), StoreError> {
     let columns = Columns::of(rows)?;
     let statements = columns.statements();
@@ -144,35 +163,56 @@ async fn group_commit(client: &Object, epoch: i64, rows: &Rows) -> Result<(), St
     let prepared = try_join_all(statements.iter().map(|(sql, _)| client.prepare_cached(sql)))
         .await
         .map_err(db)?;
-    first_sent_then(client.batch_execute("BEGIN"), async {
+    sent_then(vec![client.batch_execute("BEGIN")], async {
         try_join!(fence(client, epoch), lock_heads(client, &rows.heads))
     })
     .await?;
     let sent = prepared
         .iter()
         .zip(&statements)
-        .map(|(statement, (_, params))| client.execute(statement, params));
-    first_sent_then(try_join_all(sent), async {
+        .map(|(statement, (_, params))| client.execute(statement, params))
+        .collect();
+    sent_then(sent, async {
         client.batch_execute("COMMIT").await.map_err(db)
     })
     .await
 }
 
-/// Sends `first`'s requests (by polling it once), then runs `then` beside
-/// it: `then`'s requests reach the database after `first`'s. Both must
-/// succeed; `first`'s failure is reported before `then`'s.
-async fn first_sent_then<A, B>(
-    first: impl Future<Output = Result<A, tokio_postgres::Error>>,
+/// Sends the requests of `first`, in order, then runs `then` beside them:
+/// tokio-postgres sends a request when its future is first polled, so
+/// `then`'s requests reach the database after all of `first`'s. A
+/// request that fails before it is sent (its parameters cannot be
+/// encoded) stops everything there: `then` is not run, and the caller's
+/// connection, with its transaction, is dropped. All must succeed;
+/// `first`'s failures are reported before `then`'s.
+async fn sent_then<A, B, E: std::error::Error>(
+    first: Vec<impl Future<Output = Result<A, E>>>,
     then: impl Future<Output = Result<B, StoreError>>,
 ) -> Result<(), StoreError> {
-    let mut first = pin!(maybe_done(first));
-    // Pending or not, its requests are on their way once it was polled.
-    let _ = futures::poll!(first.as_mut());
-    let ((), then) = join!(first.as_mut(), then);
-    let first = first.as_mut().take_output().ok_or_else(|| {
-        StoreError::Database("a group commit's statement was not answered".into())
-    })?;
-    first.map_err(db)?;
+    let mut first: Vec<_> = first.into_iter().map(|f| Box::pin(maybe_done(f))).collect();
+    for f in &mut first {
+        // Pending or not, its request is on its way once it was polled.
+        let _ = futures::poll!(f.as_mut());
+        if matches!(f.as_mut().output_mut(), Some(Err(_)))
+            && let Some(Err(e)) = f.as_mut().take_output()
+        {
+            return Err(db(e));
+        }
+    }
+    let answered = async {
+        for f in &mut first {
+            f.as_mut().await;
+        }
+    };
+    let ((), then) = join!(answered, then);
+    for f in &mut first {
+        f.as_mut()
+            .take_output()
+            .ok_or_else(|| {
+                StoreError::Database("a group commit's statement was not answered".into())
+            })?
+            .map_err(db)?;
+    }
     then?;
     Ok(())
 }
@@ -447,4 +487,65 @@ pub async fn state(
         .map_err(db)?;
     }
     tx.commit().await.map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sent_then;
+    use std::sync::{Arc, Mutex};
+    use std::task::Poll;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot be encoded")]
+    struct Unsendable;
+
+    /// A request: logs its sending at its first poll, answers at its second.
+    fn request(
+        log: &Arc<Mutex<Vec<String>>>,
+        name: &str,
+        fails_unsent: bool,
+    ) -> impl Future<Output = Result<(), Unsendable>> {
+        let (log, name) = (log.clone(), name.to_string());
+        let mut polls = 0;
+        std::future::poll_fn(move |cx| {
+            polls += 1;
+            if fails_unsent {
+                return Poll::Ready(Err(Unsendable));
+            }
+            if polls == 1 {
+                log.lock().map(|mut l| l.push(name.clone())).ok();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    #[test]
+    fn what_follows_is_sent_after_every_first_request() -> Result<(), Box<dyn std::error::Error>> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = vec![request(&log, "a", false), request(&log, "b", false)];
+        let then = request(&log, "commit", false);
+        futures::executor::block_on(sent_then(first, async { then.await.map_err(super::db) }))?;
+        assert_eq!(
+            *log.lock().map_err(|e| e.to_string())?,
+            ["a", "b", "commit"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_sent_stops_what_follows() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = vec![
+            request(&log, "a", false),
+            request(&log, "b", true),
+            request(&log, "c", false),
+        ];
+        let then = request(&log, "commit", false);
+        let done =
+            futures::executor::block_on(sent_then(first, async { then.await.map_err(super::db) }));
+        assert!(done.is_err());
+        assert_eq!(log.lock().map(|l| l.clone()).unwrap_or_default(), ["a"]);
+    }
 }
