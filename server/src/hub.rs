@@ -244,11 +244,12 @@ impl Hub {
             None => None,
         };
         let freshness = following.as_ref().map(|f| f.freshness.clone());
-        let admin_audit = Arc::new(AdminAudit::open_as(
-            store.clone(),
-            data_dir,
-            config.store.replica_name(),
-        )?);
+        // A standby writes no trail: an earlier version's file waits in the
+        // data directory until this replica leads.
+        let admin_audit = Arc::new(match standby {
+            true => AdminAudit::open_following(store.clone(), data_dir)?,
+            false => AdminAudit::open_as(store.clone(), data_dir, config.store.replica_name())?,
+        });
         let access_log = AccessLog::open_in(
             &store,
             data_dir,
