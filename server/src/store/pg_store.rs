@@ -15,9 +15,13 @@
 mod access;
 mod kept;
 pub mod lease;
+#[cfg(test)]
+mod lost_tests;
 mod marks;
 pub mod notices;
 mod read;
+#[cfg(test)]
+mod relay;
 mod schema;
 #[doc(hidden)]
 pub mod testdb;
@@ -271,11 +275,37 @@ impl PgStore {
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
+        self.refuse_without_lease()?;
         let written = self.block(fut);
         if let Err(e) = &written {
             self.write_failed(e);
         }
         written
+    }
+
+    /// Refuses a write at once once the lease is gone: a fenced hub
+    /// writes nothing, and a write must not wait on a database that
+    /// stopped answering the lease's probe.
+    fn refuse_without_lease(&self) -> Result<(), StoreError> {
+        match self.lease_gone() {
+            Some(why) => {
+                let e = StoreError::Database(why);
+                self.write_failed(&e);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Why this hub no longer holds the lease (None while it does): the
+    /// fence refused a write, or the lease's connection broke, stopped
+    /// answering its probe, or found the epoch moved on. The hub is
+    /// stopping; another replica may be writing already.
+    fn lease_gone(&self) -> Option<String> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Some(lease::LOST.into());
+        }
+        self.lease.as_ref().and_then(Lease::lost_why)
     }
 
     /// A replica that cannot write stops, letting go of the lease, so that
@@ -341,6 +371,11 @@ impl Store for PgStore {
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
+        // Refused before it is sent: its positions are certainly not stored.
+        if let Err(e) = self.refuse_without_lease() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         let appended = self.write(write::append(
             self.pool(),
             self.epoch,
@@ -349,6 +384,7 @@ impl Store for PgStore {
         ));
         if appended.is_err() {
             self.failed.store(true, Ordering::Release);
+            self.kept.failed(entries)?;
         }
         appended
     }

@@ -82,6 +82,8 @@ struct Shared {
     releasing: AtomicBool,
     /// The connection ended, or the epoch moved on.
     lost: AtomicBool,
+    /// Why, in words, once `lost` (the first reason).
+    why: std::sync::OnceLock<String>,
     /// A notice that the lease was let go, or the connection's end.
     wake: Notify,
     /// Ends the probe at release.
@@ -94,6 +96,7 @@ impl Shared {
         if self.releasing.load(Ordering::Acquire) {
             return;
         }
+        let _ = self.why.set(format!("lost the database connection: {why}"));
         self.lost.store(true, Ordering::Release);
         if self.leading.load(Ordering::Acquire) {
             crate::fatal::database_lost(why);
@@ -105,6 +108,7 @@ impl Shared {
 
     /// Another replica raised the epoch.
     fn fenced(&self) {
+        let _ = self.why.set(LOST.to_string());
         self.lost.store(true, Ordering::Release);
         crate::fatal::lease_lost();
     }
@@ -350,6 +354,21 @@ impl Lease {
     /// took it): nothing may be written.
     pub fn is_lost(&self) -> bool {
         self.shared.lost.load(Ordering::Acquire)
+    }
+
+    /// Why the lease is gone (None while it is held): the connection
+    /// broke or stopped answering, or another replica took it over.
+    pub fn lost_why(&self) -> Option<String> {
+        if !self.is_lost() {
+            return None;
+        }
+        Some(
+            self.shared
+                .why
+                .get()
+                .cloned()
+                .unwrap_or_else(|| LOST.to_string()),
+        )
     }
 
     /// Lets go in order: unlocks and notifies the standbys in one

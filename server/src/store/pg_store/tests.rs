@@ -74,6 +74,10 @@ fn a_batch_that_does_not_continue_its_channel_changes_nothing() -> TestResult {
     assert!(!store.inbox_heads()?.contains_key("police"));
     assert!(store.refuses_writes(), "a failed group commit is reported");
     assert_eq!(store.channel_heads()?.len(), 1);
+    // The failed commits did not land: the database says so, and an
+    // inbox they would have grown reads as it is.
+    assert!(store.inbox_page("police", 0, 10)?.is_empty());
+    assert_eq!(store.inbox_page("finance", 0, 10)?.len(), 1);
     no_session_left_in_a_transaction(&db)
 }
 
