@@ -8,7 +8,7 @@
 //! half written.
 
 use super::check::read_checkpoint;
-use super::export_write::{ExportSource, PAGE, write_export};
+use super::export_write::{ExportSource, PAGE, for_each_in_pages, write_export};
 use super::files::{self, SegmentLines, SegmentName, TreeFile};
 use super::record::{AccessRecord, leaf_of_line};
 use super::{AccessLogError, origin_replica};
@@ -101,20 +101,10 @@ impl FilePages {
 /// in `data_dir`, in order, until it returns false.
 pub fn for_each_record(
     data_dir: &Path,
-    mut each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
+    each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
 ) -> Result<(), AccessLogError> {
     let mut pages = FilePages::open(data_dir, PAGE)?;
-    loop {
-        let page = pages.next_page()?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for (line, record) in &page {
-            if !each(line, record)? {
-                return Ok(());
-            }
-        }
-    }
+    for_each_in_pages(|| pages.next_page(), each)
 }
 
 /// Records matching `filter`, in order.

@@ -7,7 +7,8 @@
 //! memory holds a page and a large log costs a read per page, not one
 //! per record. The bytes are those of the export format (`serde_json`'s
 //! pretty printing of [`Export`](super::export::Export)), the records'
-//! array filled as it goes.
+//! array filled as it goes. Queries walk the same pages
+//! ([`for_each_in_pages`]).
 
 use super::AccessLogError;
 use super::export::{EXPORT_FORMAT, ExportedRecord, Filter};
@@ -31,6 +32,26 @@ pub trait ExportSource {
     fn next_page(&mut self) -> Result<Vec<(String, AccessRecord)>, AccessLogError>;
     /// Stored hashes by index, in the order asked, in one read.
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, AccessLogError>;
+}
+
+/// Calls `each` with every record `next_page` gives (its stored line too),
+/// in order, until it returns false: the files' and the store's
+/// `for_each_record`.
+pub fn for_each_in_pages(
+    mut next_page: impl FnMut() -> Result<Vec<(String, AccessRecord)>, AccessLogError>,
+    mut each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
+) -> Result<(), AccessLogError> {
+    loop {
+        let page = next_page()?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for (line, record) in &page {
+            if !each(line, record)? {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Writes to `out` the export of the records of `source` that the signed

@@ -6,7 +6,7 @@
 //! running hub's appends and removals meanwhile do not show half done.
 
 use super::export::Filter;
-use super::export_write::{ExportSource, PAGE, write_export};
+use super::export_write::{ExportSource, PAGE, for_each_in_pages, write_export};
 use super::record::AccessRecord;
 use super::stored_check::{place, read_checkpoint};
 use super::{AccessLogError, origin_replica};
@@ -78,20 +78,10 @@ impl<'a> StoredPages<'a> {
 pub fn for_each_record(
     db: &dyn AccessLogRead,
     origin: &str,
-    mut each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
+    each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
 ) -> Result<(), AccessLogError> {
     let mut pages = StoredPages::new(db, origin, PAGE);
-    loop {
-        let page = pages.next_page()?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for (line, record) in &page {
-            if !each(line, record)? {
-                return Ok(());
-            }
-        }
-    }
+    for_each_in_pages(|| pages.next_page(), each)
 }
 
 /// Records of `origin` matching `filter`, in order.
