@@ -8,7 +8,7 @@
 
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
 use super::{AccessLogError, Frontier};
-use crate::store::access::AccessLogStore;
+use crate::store::access::AccessLogRead;
 use std::collections::VecDeque;
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
@@ -43,7 +43,7 @@ fn broken(origin: &str, record: Option<u64>, what: impl Into<String>) -> AccessL
 
 /// The stored hashes of one origin, as the Merkle rules read them.
 pub struct StoredTree<'a> {
-    pub db: &'a dyn AccessLogStore,
+    pub db: &'a dyn AccessLogRead,
     pub origin: &'a str,
 }
 
@@ -57,7 +57,7 @@ impl HashReader for StoredTree<'_> {
 
 /// Reads and checks the latest signed checkpoint of `origin`, if any.
 pub fn read_checkpoint(
-    db: &dyn AccessLogStore,
+    db: &dyn AccessLogRead,
     verifier: &NoteVerifier,
     origin: &str,
 ) -> Result<Option<(Checkpoint, String)>, AccessLogError> {
@@ -127,7 +127,7 @@ impl HashStream<'_> {
 
 /// Checks the log of `origin` (see the module doc).
 pub fn check(
-    db: &dyn AccessLogStore,
+    db: &dyn AccessLogRead,
     origin: &str,
     verifier: &NoteVerifier,
     full: bool,

@@ -1,6 +1,6 @@
 //! Unit tests of the access log's files, tree, checks and exports.
 
-use super::export::{Filter, export, query, verify_export};
+use super::export::{Export, Filter, export_to, query, verify_export};
 use super::files::{self, SegmentName};
 use super::*;
 use tongbao_proto::canonical::leaf_hash_of_bytes;
@@ -18,6 +18,20 @@ fn call(method: &str) -> AccessRecord {
         method: method.into(),
         ..AccessRecord::default()
     }
+}
+
+/// The export of the log in `data`, as `audit-log export` writes it,
+/// read back.
+pub(super) fn export(
+    data: &Path,
+    checked: Option<(&NoteVerifier, &str)>,
+    since_micros: Option<i64>,
+) -> Result<Export, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    let written = export_to(&mut out, data, checked, since_micros)?;
+    let export: Export = serde_json::from_slice(&out)?;
+    assert_eq!(written, export.records.len());
+    Ok(export)
 }
 
 /// A log of `n` records in `data`, closed; returns the key's verifier.
@@ -486,5 +500,49 @@ fn records_synced_before_their_hashes_survive_a_crash() -> TestResult {
         .err()
         .ok_or("a changed record under the checkpoint passed")?;
     assert!(e.to_string().contains("record 1"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn an_export_of_more_than_a_page_is_whole_in_order_and_in_the_export_format() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key,
+        (LOG, None),
+        true,
+    )?;
+    let n = super::export_write::PAGE + 5;
+    for i in 0..n {
+        log.record(call(&format!("/m/{i}")));
+    }
+    log.stop();
+    let own = origin(LOG, None);
+    for since in [None, Some(i64::MAX)] {
+        let mut out = Vec::new();
+        let written = export_to(&mut out, data.path(), Some((&verifier, &own)), since)?;
+        let export: Export = serde_json::from_slice(&out)?;
+        // Byte for byte what the export was when it was built in memory.
+        assert_eq!(serde_json::to_string_pretty(&export)?.as_bytes(), &out[..]);
+        assert_eq!(written, export.records.len());
+        let numbers = export
+            .records
+            .iter()
+            .map(|r| AccessRecord::from_line(&r.line).map(|r| r.n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all = since.is_none();
+        assert_eq!(
+            numbers,
+            (0..n as u64).filter(|_| all).collect::<Vec<_>>(),
+            "since {since:?}"
+        );
+        assert_eq!(
+            verify_export(std::str::from_utf8(&out)?, &verifier)?.records,
+            written
+        );
+    }
     Ok(())
 }

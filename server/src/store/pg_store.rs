@@ -13,6 +13,7 @@
 //! writes at a time, and one that lost the lease writes nothing more.
 
 mod access;
+mod access_read;
 mod kept;
 pub mod lease;
 #[cfg(test)]
@@ -330,21 +331,33 @@ impl PgStore {
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let rt = self
-            .rt
+        block_on(self.handle()?, fut)
+    }
+
+    /// The store's runtime, while the store is open.
+    fn handle(&self) -> Result<&tokio::runtime::Handle, StoreError> {
+        self.rt
             .as_ref()
-            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?;
-        // Unconstrained: polled from inside a tokio task (a hub start, a
-        // handler), the join handle would otherwise count against that
-        // task's cooperative budget, and once it is spent every poll
-        // answers Pending at once: this loop would spin for ever.
-        futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
-            .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
+            .map(|rt| rt.handle())
+            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))
     }
 
     fn pool(&self) -> Pool {
         self.pool.clone()
     }
+}
+
+/// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]).
+fn block_on<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    // Unconstrained: polled from inside a tokio task (a hub start, a
+    // handler), the join handle would otherwise count against that
+    // task's cooperative budget, and once it is spent every poll
+    // answers Pending at once: this loop would spin for ever.
+    futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
+        .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
 }
 
 impl Store for PgStore {
