@@ -102,8 +102,11 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     };
     let relay = Relay::start(&db.url())?;
     let store = std::sync::Arc::new(open_via(&relay)?);
-    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-    assert!(store.inbox_page("finance", 1, 10)?.is_empty());
+    store.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+    ])?;
+    assert!(store.inbox_page("finance", 2, 10)?.is_empty());
     relay.freeze();
     // The probe's bound, with a margin for a loaded machine: a deadline,
     // not a timing.
@@ -118,7 +121,7 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     let why = format!("did not answer within {} s", PROBE_WAIT.as_secs());
     let writer = store.clone();
     let refused = within("a write after the probe gave up", move || {
-        writer.commit(&[entry("tax", 1, &[("finance", 2)])])
+        writer.commit(&[entry("tax", 2, &[("finance", 3)])])
     })?;
     assert!(
         matches!(&refused, Err(StoreError::Database(m))
@@ -127,15 +130,24 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     );
     let reader = store.clone();
     let page = within("a read at the inbox's end", move || {
-        reader.inbox_page("finance", 1, 10)
+        reader.inbox_page("finance", 2, 10)
     })?;
     assert!(
         matches!(&page, Err(StoreError::Unavailable(m)) if m.contains(&why)),
         "{page:?}"
     );
-    // What it committed, it still serves from memory.
-    let page = store.inbox_page("finance", 0, 10)?;
-    assert_eq!(page.len(), 1);
+    // What it committed, it still serves from memory, short of the end.
+    let page = store.inbox_page("finance", 0, 1)?;
+    assert_eq!(page.iter().map(|i| i.cursor).collect::<Vec<_>>(), [1]);
+    // A page from memory that reaches the last kept position would say
+    // the inbox ends there: refused too.
+    for (after, limit) in [(0, 10), (1, 10), (1, 1)] {
+        let page = store.inbox_page("finance", after, limit);
+        assert!(
+            matches!(&page, Err(StoreError::Unavailable(m)) if m.contains(&why)),
+            "after {after}, limit {limit}: {page:?}"
+        );
+    }
     Ok(())
 }
 
