@@ -96,6 +96,10 @@ pub struct PgStore {
     access_claims: access::Claims,
 }
 
+/// What a group commit fails with once an earlier one failed.
+pub const AFTER_FAILED: &str =
+    "an earlier group commit failed: this hub commits nothing more until it is restarted";
+
 /// What every write of a standby's store fails with.
 pub const STANDBY_WRITES: &str = tongbao_proto::replica::STANDBY_REFUSAL;
 
@@ -110,12 +114,22 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             // An orderly stop writes the waiting fetched marks, while the
-            // lease (a leader's fence) is still held.
+            // lease (a leader's fence) is still held; bounded, since a
+            // database that stopped answering would otherwise hold the
+            // stop (and the process) for ever: no statement has a timeout.
             let writer = self.marks_writer();
-            let flushed =
-                futures::executor::block_on(rt.spawn(async move { writer.flush().await }));
-            if let Ok(Err(e)) = flushed {
-                tracing::warn!(error = %e, "the last fetched marks were not written");
+            let flushed = futures::executor::block_on(rt.spawn(async move {
+                tokio::time::timeout(lease::PROBE_WAIT, writer.flush()).await
+            }));
+            match flushed {
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "the last fetched marks were not written");
+                }
+                Ok(Err(_)) => tracing::warn!(
+                    "the last fetched marks were not written: the database did not answer within {} s",
+                    lease::PROBE_WAIT.as_secs()
+                ),
+                _ => {}
             }
             // Let go of the lease at once, so that a standby or a hub
             // started next (a restart) takes it without waiting.
@@ -200,6 +214,7 @@ impl PgStore {
             epoch: (!self.standby).then_some(self.epoch),
             marks: self.marks.clone(),
             fenced: self.fenced.clone(),
+            lease: self.lease.as_ref().map(Lease::watch),
         }
     }
 
@@ -383,6 +398,11 @@ impl Store for PgStore {
         }
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
+        }
+        // After a failed commit, whose positions may or may not be stored
+        // (`kept`): a later commit reusing them would be hidden for good.
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Database(AFTER_FAILED.into()));
         }
         // Refused before it is sent: its positions are certainly not stored.
         if let Err(e) = self.refuse_without_lease() {

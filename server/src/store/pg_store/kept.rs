@@ -147,8 +147,9 @@ impl PgStore {
     /// reply was lost may have added positions only the database holds,
     /// so the end is read there; and a hub that lost the lease (another
     /// replica may be appending, or the database stopped answering)
-    /// refuses every page memory cannot answer, rather than answer an
-    /// empty one as current or wait on the database.
+    /// refuses every page memory cannot answer, and every page that
+    /// reaches the last kept position, rather than answer its end as
+    /// current or wait on the database.
     pub(super) fn kept_inbox_page(
         &self,
         inbox: &str,
@@ -163,10 +164,15 @@ impl PgStore {
         }
         if let Some(start) = after.checked_add(1) {
             let kept = fatal::lock(&self.kept.recent, KEPT)?;
+            let last = kept.last_position(inbox);
             if let Some(page) = kept.inbox_page(inbox, start, limit) {
-                return Ok(page);
-            }
-            if kept.last_position(inbox) == Some(after) && self.lease_gone().is_none() {
+                // A page that reaches the last kept position says where
+                // the inbox ends, which memory no longer knows.
+                let to_end = page.last().map(|i| i.cursor) == last;
+                if !to_end || self.lease_gone().is_none() {
+                    return Ok(page);
+                }
+            } else if last == Some(after) && self.lease_gone().is_none() {
                 return Ok(Vec::new());
             }
         }

@@ -114,6 +114,26 @@ impl Shared {
     }
 }
 
+/// Whether the lease is gone, seen from outside its holder ([`Lease::watch`]).
+#[derive(Clone)]
+pub struct Watch(Arc<Shared>);
+
+impl Watch {
+    /// Why the lease is gone (None while it is held).
+    pub fn why(&self) -> Option<String> {
+        if !self.0.lost.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.0
+                .why
+                .get()
+                .cloned()
+                .unwrap_or_else(|| LOST.to_string()),
+        )
+    }
+}
+
 /// The lease, held (from [`Lease::acquire`]) and, once the store is
 /// open, taken over ([`Lease::take_over`]).
 pub struct Lease {
@@ -359,16 +379,13 @@ impl Lease {
     /// Why the lease is gone (None while it is held): the connection
     /// broke or stopped answering, or another replica took it over.
     pub fn lost_why(&self) -> Option<String> {
-        if !self.is_lost() {
-            return None;
-        }
-        Some(
-            self.shared
-                .why
-                .get()
-                .cloned()
-                .unwrap_or_else(|| LOST.to_string()),
-        )
+        self.watch().why()
+    }
+
+    /// A handle that tells whether the lease is gone, for what outlives a
+    /// borrow of the lease (the fetched marks' writer, a task of its own).
+    pub fn watch(&self) -> Watch {
+        Watch(self.shared.clone())
     }
 
     /// Lets go in order: unlocks and notifies the standbys in one

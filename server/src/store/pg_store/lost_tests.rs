@@ -102,8 +102,11 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     };
     let relay = Relay::start(&db.url())?;
     let store = std::sync::Arc::new(open_via(&relay)?);
-    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-    assert!(store.inbox_page("finance", 1, 10)?.is_empty());
+    store.commit(&[
+        entry("tax", 0, &[("finance", 1)]),
+        entry("tax", 1, &[("finance", 2)]),
+    ])?;
+    assert!(store.inbox_page("finance", 2, 10)?.is_empty());
     relay.freeze();
     // The probe's bound, with a margin for a loaded machine: a deadline,
     // not a timing.
@@ -118,7 +121,7 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     let why = format!("did not answer within {} s", PROBE_WAIT.as_secs());
     let writer = store.clone();
     let refused = within("a write after the probe gave up", move || {
-        writer.commit(&[entry("tax", 1, &[("finance", 2)])])
+        writer.commit(&[entry("tax", 2, &[("finance", 3)])])
     })?;
     assert!(
         matches!(&refused, Err(StoreError::Database(m))
@@ -127,14 +130,83 @@ fn a_leader_whose_database_stops_answering_stops_writing_and_says_why() -> TestR
     );
     let reader = store.clone();
     let page = within("a read at the inbox's end", move || {
-        reader.inbox_page("finance", 1, 10)
+        reader.inbox_page("finance", 2, 10)
     })?;
     assert!(
         matches!(&page, Err(StoreError::Unavailable(m)) if m.contains(&why)),
         "{page:?}"
     );
-    // What it committed, it still serves from memory.
-    let page = store.inbox_page("finance", 0, 10)?;
-    assert_eq!(page.len(), 1);
+    // What it committed, it still serves from memory, short of the end.
+    let page = store.inbox_page("finance", 0, 1)?;
+    assert_eq!(page.iter().map(|i| i.cursor).collect::<Vec<_>>(), [1]);
+    // A page from memory that reaches the last kept position would say
+    // the inbox ends there: refused too.
+    for (after, limit) in [(0, 10), (1, 10), (1, 1)] {
+        let page = store.inbox_page("finance", after, limit);
+        assert!(
+            matches!(&page, Err(StoreError::Unavailable(m)) if m.contains(&why)),
+            "after {after}, limit {limit}: {page:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A hub stopping while its database stopped answering: the fetched
+/// marks still waiting are not written on a write that never ends, so
+/// the store's drop (the hub's stop) ends, and the process exits.
+#[test]
+fn a_store_whose_database_stops_answering_still_drops() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let relay = Relay::start(&db.url())?;
+    let store = open_via(&relay)?;
+    store.commit(&[entry("tax", 0, &[("finance", 1), ("police", 1)])])?;
+    store.mark_fetched("finance", &[1], 1)?;
+    relay.freeze();
+    // Made after the freeze, before the probe notices: this one is
+    // certainly sent to the silent database, by the background write or
+    // the drop's.
+    store.mark_fetched("police", &[1], 2)?;
+    within("the store's drop", move || drop(store))?;
+    Ok(())
+}
+
+/// Once the lease is lost because the database stopped answering, a
+/// waiting fetched mark is dropped, not written: the flush answers at
+/// once, saying why.
+#[test]
+fn marks_waiting_when_the_lease_is_lost_are_dropped_not_written() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let relay = Relay::start(&db.url())?;
+    let store = std::sync::Arc::new(open_via(&relay)?);
+    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    relay.freeze();
+    let deadline = Instant::now() + PROBE_EVERY + PROBE_WAIT + Duration::from_secs(30);
+    while !store.refuses_writes() {
+        assert!(
+            Instant::now() < deadline,
+            "the probe never gave up on a silent database"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The store refuses new marks now; one that was waiting as the lease
+    // went is put there directly.
+    let refused = store.mark_fetched("finance", &[1], 1);
+    assert!(refused.is_err(), "{refused:?}");
+    store.marks.add("finance", &[1], 1)?;
+    let flusher = store.clone();
+    let flushed = within("a flush after the lease was lost", move || {
+        flusher.flush_marks()
+    })?;
+    let why = format!("did not answer within {} s", PROBE_WAIT.as_secs());
+    assert!(
+        matches!(&flushed, Err(StoreError::Database(m)) if m.contains(&why)),
+        "{flushed:?}"
+    );
+    assert_eq!(store.marks.read("finance", &[1])?, [None], "dropped");
+    within("the store's drop", move || drop(store))?;
     Ok(())
 }
