@@ -220,6 +220,12 @@ impl StoredWriter {
         Ok(true)
     }
 
+    /// Whether the warning of a future oldest record was given.
+    #[cfg(test)]
+    pub(super) fn warned_of_future(&self) -> bool {
+        self.future_warned
+    }
+
     /// The removal record of the next chunk due and where the chunk ends,
     /// or None when nothing is past retention. Reads only.
     fn removal_due(&mut self) -> Result<Option<(AccessRecord, u64)>, AccessLogError> {

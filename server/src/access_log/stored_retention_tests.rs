@@ -252,3 +252,36 @@ fn a_log_whose_first_removal_record_was_removed_in_turn_verifies() -> TestResult
     );
     Ok(())
 }
+
+#[test]
+fn a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // Record 0 of a year ahead (a clock set wrong once), then records of
+    // a day long past retention.
+    let mut records = calls_ahead(1, 365);
+    records.extend(old_calls(3, 400));
+    records.push(call(0));
+    let mut w = writer(&leader, data.path(), &key, 16)?;
+    round(&mut w, records)?;
+    assert!(w.warned_of_future());
+    drop(w);
+    // Nothing is removed, the old day included; a log of no such record
+    // gives no warning.
+    assert_eq!(removals(&leader)?, Vec::<(u64, u64)>::new());
+    assert_eq!(verified(&leader, &key)?, (0, 5));
+    let other_db = TestDb::create()?.ok_or("no test database")?;
+    let other = store(&other_db, true)?;
+    let mut w = writer(&other, data.path(), &key, 16)?;
+    let mut records = old_calls(3, 400);
+    records.push(call(0));
+    round(&mut w, records)?;
+    assert!(!w.warned_of_future());
+    drop(w);
+    assert_eq!(removals(&other)?, vec![(0, 3)]);
+    Ok(())
+}
