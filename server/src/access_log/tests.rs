@@ -610,3 +610,18 @@ fn a_log_whose_first_removal_records_were_removed_in_turn_verifies() -> TestResu
     );
     Ok(())
 }
+
+#[test]
+fn an_unreadable_line_past_the_checkpoint_fails_no_export() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 4)?;
+    // A line after the last signed record that no record reading accepts.
+    let mut last = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(data.path())?)?;
+    std::io::Write::write_all(&mut last, b"not a record\n")?;
+    let o = origin(LOG, None);
+    let export = export(data.path(), Some((&verifier, &o)), None)?;
+    assert_eq!(export.records.len(), 4);
+    Ok(())
+}
