@@ -24,7 +24,9 @@
 //! naming its records (with the tree's root after them) and removes them,
 //! so no crash leaves one without the other, and a removal cut short is
 //! a shorter one, which the next round (or start) goes on from. Their
-//! stored hashes stay.
+//! stored hashes stay. A retention read that fails is logged and tried
+//! again at the next retention time: it changes nothing, and closing the
+//! log (every call with it) for a removal that can wait would be worse.
 
 use super::files::day_of;
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
