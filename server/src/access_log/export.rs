@@ -51,6 +51,8 @@ pub struct FilePages {
     segments: std::vec::IntoIter<(SegmentName, PathBuf)>,
     open: Option<(SegmentName, PathBuf, SegmentLines)>,
     page: usize,
+    /// Records from this number on are not read (nor parsed).
+    end: u64,
 }
 
 impl FilePages {
@@ -63,7 +65,15 @@ impl FilePages {
             segments: segments.into_iter(),
             open: None,
             page: page.max(1),
+            end: u64::MAX,
         })
+    }
+
+    /// Reads records before `end` only: an export stops at its
+    /// checkpoint's size, and what lies past it is not its concern.
+    pub fn before(mut self, end: u64) -> Self {
+        self.end = end;
+        self
     }
 
     /// The next records; empty once all are read.
@@ -81,6 +91,12 @@ impl FilePages {
                 }
                 continue;
             };
+            // Line k of a segment holds its record first + k - 1.
+            if name.first.saturating_add(lines.read()) >= self.end {
+                self.segments = Vec::new().into_iter();
+                self.open = None;
+                break;
+            }
             let Some(line) = lines.next_line().map_err(|e| AccessLogError::io(path, e))? else {
                 self.open = None;
                 continue;
@@ -179,7 +195,7 @@ pub fn export_to(
         ..Filter::default()
     };
     let mut source = FileSource {
-        pages: FilePages::open(data_dir, PAGE)?,
+        pages: FilePages::open(data_dir, PAGE)?.before(checkpoint.size),
         tree,
     };
     write_export(out, &note, checkpoint.size, &filter, &mut source)

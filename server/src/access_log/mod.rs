@@ -207,6 +207,27 @@ impl AccessLog {
         (log_name, replica): (&str, Option<&str>),
         fsync: bool,
     ) -> Result<Arc<Self>, AccessLogError> {
+        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
+        Self::open_files(
+            data_dir,
+            config,
+            key,
+            (log_name, replica),
+            fsync,
+            clock_offset_micros,
+        )
+    }
+
+    /// [`AccessLog::open`] with the hub's time shifted by
+    /// `clock_offset_micros` (tests of retention over months).
+    fn open_files(
+        data_dir: &Path,
+        config: &AccessLogConfig,
+        key: SigningKey,
+        (log_name, replica): (&str, Option<&str>),
+        fsync: bool,
+        clock_offset_micros: i64,
+    ) -> Result<Arc<Self>, AccessLogError> {
         config
             .validate()
             .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
@@ -214,7 +235,6 @@ impl AccessLog {
         files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
         let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
         let scanned = scan_tail(&dir, &signer.verifier()?, signer.origin())?;
-        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::start(writer::Setup {
             dir,
             scanned,

@@ -24,7 +24,9 @@
 //! naming its records (with the tree's root after them) and removes them,
 //! so no crash leaves one without the other, and a removal cut short is
 //! a shorter one, which the next round (or start) goes on from. Their
-//! stored hashes stay.
+//! stored hashes stay. A retention read that fails is logged and tried
+//! again at the next retention time: it changes nothing, and closing the
+//! log (every call with it) for a removal that can wait would be worse.
 
 use super::files::day_of;
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
@@ -58,6 +60,8 @@ pub struct StoredWriter {
     retaining: bool,
     /// Records one retention commit removes at most.
     remove_chunk: u64,
+    /// The oldest record kept was seen to be of a future time (said once).
+    future_warned: bool,
     clock_offset_micros: i64,
     /// Where this host's copy of the latest checkpoint is kept.
     data_dir: PathBuf,
@@ -99,6 +103,7 @@ impl StoredWriter {
             last_retained: None,
             retaining: false,
             remove_chunk: remove_chunk.max(1),
+            future_warned: false,
             clock_offset_micros,
             data_dir,
         }
@@ -189,25 +194,72 @@ impl StoredWriter {
 
     /// Removes the oldest records past retention, one chunk of them (see
     /// the module doc); whether it removed any (then more may be due).
-    pub(super) fn retain_chunk(&mut self) -> Result<bool, AccessLogError> {
+    ///
+    /// A read that fails (what is due, the tree's root) changes nothing:
+    /// it is logged and retention waits for its next time, since closing
+    /// the log, and every call with it, for a removal that can wait an
+    /// hour would be worse. A commit that fails stops the writer as any
+    /// round's does: the writer's tree already holds the removal record,
+    /// and the store may or may not.
+    fn retain_chunk(&mut self) -> Result<bool, AccessLogError> {
+        let due = match self.removal_due() {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "access log retention could not read what is due; trying again in an hour");
+                return Ok(false);
+            }
+        };
+        let Some((removal, end)) = due else {
+            return Ok(false);
+        };
+        let (segment, count) = removal
+            .removed
+            .as_ref()
+            .map(|r| (r.segment.clone(), r.count))
+            .unwrap_or_default();
+        self.commit(vec![removal], false, Some(end))?;
+        tracing::info!(%segment, records = count, "access log records removed under retention");
+        Ok(true)
+    }
+
+    /// Whether the warning of a future oldest record was given.
+    #[cfg(test)]
+    pub(super) fn warned_of_future(&self) -> bool {
+        self.future_warned
+    }
+
+    /// The removal record of the next chunk due and where the chunk ends,
+    /// or None when nothing is past retention. Reads only.
+    fn removal_due(&mut self) -> Result<Option<(AccessRecord, u64)>, AccessLogError> {
         let now = tongbao_proto::now_micros().saturating_add(self.clock_offset_micros);
         let cutoff = now.saturating_sub(i64::from(self.config.retention_days) * DAY_MICROS);
         let origin = self.signer.origin().to_string();
         let db = self.db()?;
         let extent = db.access_extent(&origin)?;
         let Some(first) = extent.first_kept else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some(oldest) = db.access_records(&origin, first, 1)?.pop() else {
-            return Ok(false);
+            return Ok(None);
         };
         let day_ends = (oldest.at_micros.div_euclid(DAY_MICROS) + 1).saturating_mul(DAY_MICROS);
         if day_ends > cutoff {
-            return Ok(false);
+            // A record of a time ahead of the hub's clock (a clock set
+            // wrong once) holds back every record after it until then:
+            // said once, for the operator to see.
+            if oldest.at_micros > now && !self.future_warned {
+                self.future_warned = true;
+                tracing::warn!(
+                    record = first,
+                    at_micros = oldest.at_micros,
+                    "the oldest access log record kept is of a time ahead of the hub's clock: retention removes nothing until its day is past retention_days"
+                );
+            }
+            return Ok(None);
         }
         let Some(end) = chunk_end(db, &origin, first, extent.next, self.remove_chunk, day_ends)?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let root = hex::encode(tree_hash(
             end,
@@ -234,9 +286,7 @@ impl StoredWriter {
             }),
             ..Default::default()
         };
-        self.commit(vec![removal], false, Some(end))?;
-        tracing::info!(%segment, records = end - first, "access log records removed under retention");
-        Ok(true)
+        Ok(Some((removal, end)))
     }
 }
 

@@ -6,7 +6,7 @@
 //! no signed checkpoint is refused. The first thing that fails is named:
 //! the origin, the record and what.
 
-use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
+use super::record::{AccessRecord, RecordKind, RemovedSegment, chain_start, leaf_of_line};
 use super::{AccessLogError, Frontier};
 use crate::store::access::AccessLogRead;
 use std::collections::VecDeque;
@@ -349,16 +349,29 @@ impl Pass<'_> {
     }
 }
 
-/// The records before the first one kept are exactly those named by
-/// removal records, one after another from record 0, each removal's root
-/// the tree's at its end (as the files' check).
+/// The records before the first one kept are accounted for by the removal
+/// records kept, one after another up to it, each removal's root the
+/// tree's at its end (as the files' check). The chain starts where the
+/// first removal record kept starts: retention removes removal records
+/// too once they are old, and the records before are covered by that
+/// removal's root, over the tree from record 0 to its end.
 fn check_removals(
     tree: &StoredTree<'_>,
     origin: &str,
     first_kept: u64,
     removals: &[RemovedSegment],
 ) -> Result<(), AccessLogError> {
-    let mut covered = 0u64;
+    let start = chain_start(removals.first(), first_kept);
+    let mut covered = start;
+    if start > 0 && start >= first_kept {
+        return Err(broken(
+            origin,
+            Some(0),
+            format!(
+                "records 0..{first_kept} were removed but no removal record kept names any of them"
+            ),
+        ));
+    }
     for r in removals {
         if r.first != covered {
             return Err(broken(
@@ -386,7 +399,7 @@ fn check_removals(
             origin,
             Some(covered.min(first_kept)),
             format!(
-                "the first record kept is {first_kept} but removal records account for records 0..{covered}"
+                "the first record kept is {first_kept} but removal records account for records {start}..{covered}"
             ),
         ));
     }

@@ -32,6 +32,8 @@ pub struct StoredPages<'a> {
     origin: &'a str,
     from: Option<u64>,
     page: usize,
+    /// Records from this number on are not read (nor parsed).
+    end: u64,
 }
 
 impl<'a> StoredPages<'a> {
@@ -41,7 +43,15 @@ impl<'a> StoredPages<'a> {
             origin,
             from: None,
             page: page.max(1),
+            end: u64::MAX,
         }
+    }
+
+    /// Reads records before `end` only: an export stops at its
+    /// checkpoint's size, and what lies past it is not its concern.
+    pub fn before(mut self, end: u64) -> Self {
+        self.end = end;
+        self
     }
 
     /// The next records; empty once all are read.
@@ -50,11 +60,18 @@ impl<'a> StoredPages<'a> {
             Some(from) => from,
             None => self.db.access_extent(self.origin)?.first_kept.unwrap_or(0),
         };
-        let rows = self.db.access_records(self.origin, from, self.page)?;
+        let left = usize::try_from(self.end.saturating_sub(from)).unwrap_or(usize::MAX);
+        if left == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .db
+            .access_records(self.origin, from, self.page.min(left))?;
         if let Some(last) = rows.last() {
             self.from = Some(last.n + 1);
         }
         rows.into_iter()
+            .take_while(|row| row.n < self.end)
             .map(|row| {
                 let n = row.n;
                 let broken = |what: String| AccessLogError::Broken {
@@ -135,7 +152,7 @@ pub fn export_to(
         ..Filter::default()
     };
     let mut source = StoredSource {
-        pages: StoredPages::new(db, origin, PAGE),
+        pages: StoredPages::new(db, origin, PAGE).before(size),
         db,
         origin,
     };

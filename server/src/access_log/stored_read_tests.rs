@@ -283,3 +283,28 @@ fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes(
     assert_eq!(stored_export(db, &o, None, None)?.records.len(), n);
     Ok(())
 }
+
+#[test]
+fn an_unreadable_record_past_the_checkpoint_fails_no_export() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    let log = open(&leader, data.path(), &key, REPLICA)?;
+    for i in 0..3 {
+        log.record_durably(call(i))
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    // A row past the checkpoint of 3 that no record reading accepts.
+    let o = origin(LOG, Some(REPLICA));
+    pg.execute(&format!(
+        "INSERT INTO access_record (origin, n, at_micros, line) VALUES ('{o}', 3, 0, 'not a record')"
+    ))?;
+    let export = stored_export(access(&leader)?, &o, Some(&key.verifier), None)?;
+    assert_eq!(export.records.len(), 3);
+    Ok(())
+}

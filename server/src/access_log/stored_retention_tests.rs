@@ -24,6 +24,17 @@ pub(super) fn writer(
     key: &Key,
     chunk: u64,
 ) -> Result<StoredWriter, Box<dyn std::error::Error>> {
+    writer_days_ahead(store, data, key, chunk, 0)
+}
+
+/// [`writer`] with the hub's time `days` ahead.
+pub(super) fn writer_days_ahead(
+    store: &Arc<dyn Store>,
+    data: &Path,
+    key: &Key,
+    chunk: u64,
+    days: i64,
+) -> Result<StoredWriter, Box<dyn std::error::Error>> {
     let db = access(store)?;
     let origin = origin(LOG, Some(REPLICA));
     let signer = Signer::new(key.signing()?, LOG, origin.clone())?;
@@ -35,7 +46,7 @@ pub(super) fn writer(
         checked,
         signer,
         config: AccessLogConfig::default(),
-        clock_offset_micros: 0,
+        clock_offset_micros: days * DAY,
         data_dir: data.to_path_buf(),
         remove_chunk: chunk,
     }))
@@ -49,6 +60,17 @@ pub(super) fn round(w: &mut StoredWriter, records: Vec<AccessRecord>) -> TestRes
         .collect();
     w.round(batch, false).map_err(|(e, _)| e)?;
     Ok(())
+}
+
+/// `n` calls `days` days ahead of now.
+fn calls_ahead(n: usize, days: i64) -> Vec<AccessRecord> {
+    (0..n)
+        .map(|i| {
+            let mut r = call(i);
+            r.at_micros += days * DAY;
+            r
+        })
+        .collect()
 }
 
 /// `n` calls of one UTC day `days_ago` days back.
@@ -173,5 +195,93 @@ fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_b
     // smaller than a chunk, whole: no chunk crosses a day's end.
     assert_eq!(removals(&leader)?, vec![(0, 5), (5, 2), (7, 3)]);
     assert_eq!(verified(&leader, &key)?, (10, 15));
+    Ok(())
+}
+
+#[test]
+fn a_log_whose_first_removal_record_was_removed_in_turn_verifies() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // Records 0..3 of a day long gone and record 3 of today: 0..3 go,
+    // named by removal record 4 (of today).
+    let mut records = old_calls(3, 400);
+    records.push(call(0));
+    let mut w = writer(&leader, data.path(), &key, 16)?;
+    round(&mut w, records)?;
+    drop(w);
+    assert_eq!(removals(&leader)?, vec![(0, 3)]);
+    assert_eq!(verified(&leader, &key)?, (3, 5));
+
+    // 200 days on, today's records go, that removal record with them,
+    // named by removal record 6.
+    let mut w = writer_days_ahead(&leader, data.path(), &key, 16, 200)?;
+    round(&mut w, calls_ahead(1, 200))?;
+    drop(w);
+    assert_eq!(removals(&leader)?, vec![(3, 2)]);
+    assert_eq!(verified(&leader, &key)?, (5, 7));
+    // A start accepts it (the writer's start check) and so does verify.
+    let mut w = writer_days_ahead(&leader, data.path(), &key, 16, 200)?;
+    round(&mut w, calls_ahead(1, 200))?;
+    drop(w);
+    assert_eq!(verified(&leader, &key)?, (5, 8));
+
+    // Records deleted by hand, with no removal record naming them, are
+    // still refused: one past the kept removal's end, then that removal
+    // record too.
+    pg.execute("DELETE FROM access_record WHERE n = 5")?;
+    let said = verified(&leader, &key)
+        .err()
+        .ok_or("a record removed past the removal records passed")?
+        .to_string();
+    assert!(
+        said.contains("the first record kept is 6 but removal records account for records 3..5"),
+        "{said}"
+    );
+    pg.execute("DELETE FROM access_record WHERE n = 6")?;
+    let said = verified(&leader, &key)
+        .err()
+        .ok_or("records removed with no removal record kept passed")?
+        .to_string();
+    assert!(
+        said.contains("the first record kept is 7 but removal records account for records 0..0"),
+        "{said}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once() -> TestResult {
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // Record 0 of a year ahead (a clock set wrong once), then records of
+    // a day long past retention.
+    let mut records = calls_ahead(1, 365);
+    records.extend(old_calls(3, 400));
+    records.push(call(0));
+    let mut w = writer(&leader, data.path(), &key, 16)?;
+    round(&mut w, records)?;
+    assert!(w.warned_of_future());
+    drop(w);
+    // Nothing is removed, the old day included; a log of no such record
+    // gives no warning.
+    assert_eq!(removals(&leader)?, Vec::<(u64, u64)>::new());
+    assert_eq!(verified(&leader, &key)?, (0, 5));
+    let other_db = TestDb::create()?.ok_or("no test database")?;
+    let other = store(&other_db, true)?;
+    let mut w = writer(&other, data.path(), &key, 16)?;
+    let mut records = old_calls(3, 400);
+    records.push(call(0));
+    round(&mut w, records)?;
+    assert!(!w.warned_of_future());
+    drop(w);
+    assert_eq!(removals(&other)?, vec![(0, 3)]);
     Ok(())
 }

@@ -546,3 +546,82 @@ fn an_export_of_more_than_a_page_is_whole_in_order_and_in_the_export_format() ->
     }
     Ok(())
 }
+
+/// Opens the log in `data` with the hub's time `days` ahead (its start
+/// applies retention), appends `n` records of that time durably, and
+/// closes it.
+fn served_days_ahead(data: &Path, key: &SigningKey, days: i64, n: usize) -> TestResult {
+    let log = AccessLog::open_files(
+        data,
+        &AccessLogConfig::default(),
+        SigningKey::from_pem(&key.to_pem())?,
+        (LOG, None),
+        true,
+        days * 86_400_000_000,
+    )?;
+    for i in 0..n {
+        let mut record = call(&format!("/m/{i}"));
+        record.at_micros = log.now_micros();
+        log.record_durably(record)
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    Ok(())
+}
+
+#[test]
+fn a_log_whose_first_removal_records_were_removed_in_turn_verifies() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let o = origin(LOG, None);
+    // Records 0..2 today; 200 days on, they go, named by removal record 3
+    // (in the segment of records 2..5); 400 days on, that segment goes
+    // too, its removal record with it, named by removal record 6.
+    served_days_ahead(data.path(), &key, 0, 2)?;
+    served_days_ahead(data.path(), &key, 200, 2)?;
+    served_days_ahead(data.path(), &key, 400, 1)?;
+    let scanned = scan(&dir(data.path()), &verifier, &o)?;
+    let named: Vec<(u64, u64)> = scanned
+        .removals
+        .iter()
+        .map(|r| (r.first, r.count))
+        .collect();
+    assert_eq!(named, [(2, 3)], "only the second removal record is kept");
+    assert_eq!(scanned.size, 7);
+    // A start accepts it, and so does verify afterwards.
+    served_days_ahead(data.path(), &key, 400, 1)?;
+    assert_eq!(scan(&dir(data.path()), &verifier, &o)?.size, 8);
+
+    // The segment holding that removal record deleted by hand: records
+    // 0..7 are gone and no removal record kept names any of them.
+    let listed = files::list_segments(&dir(data.path()))?;
+    assert_eq!(listed[0].0.first, 5);
+    std::fs::remove_file(&listed[0].1)?;
+    let e = scan(&dir(data.path()), &verifier, &o)
+        .err()
+        .ok_or("records removed with no removal record kept passed")?;
+    assert!(
+        e.to_string().contains(
+            "the first segment begins at record 7 but removal records account for records 0..0"
+        ),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_line_past_the_checkpoint_fails_no_export() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 4)?;
+    // A line after the last signed record that no record reading accepts.
+    let mut last = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(data.path())?)?;
+    std::io::Write::write_all(&mut last, b"not a record\n")?;
+    let o = origin(LOG, None);
+    let export = export(data.path(), Some((&verifier, &o)), None)?;
+    assert_eq!(export.records.len(), 4);
+    Ok(())
+}
