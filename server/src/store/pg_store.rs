@@ -399,15 +399,16 @@ impl Store for PgStore {
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
+        // Refused before it is sent: its positions are certainly not
+        // stored. First, so that a lost lease is named as the reason.
+        if let Err(e) = self.refuse_without_lease() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         // After a failed commit, whose positions may or may not be stored
         // (`kept`): a later commit reusing them would be hidden for good.
         if self.failed.load(Ordering::Acquire) {
             return Err(StoreError::Database(AFTER_FAILED.into()));
-        }
-        // Refused before it is sent: its positions are certainly not stored.
-        if let Err(e) = self.refuse_without_lease() {
-            self.failed.store(true, Ordering::Release);
-            return Err(e);
         }
         let appended = self.write(write::append(
             self.pool(),
