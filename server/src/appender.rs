@@ -634,6 +634,9 @@ impl Syncer {
             started,
         } = batch;
         let committed = applied.and(synced.clone());
+        if committed.is_err() && !new_entries.is_empty() {
+            self.inboxes.commit_failed();
+        }
         if committed.is_ok() && !new_entries.is_empty() {
             // A poisoned lock here is reported by it (the hub stops); the
             // batch is durable, so its pushes are still answered.

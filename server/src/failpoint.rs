@@ -78,6 +78,22 @@ pub fn fail_once(name: &str) -> bool {
         && !FAILED.swap(true, Ordering::SeqCst)
 }
 
+/// Whether an operation should fail here: true the k-th time the point
+/// is reached (k from 1) when `TONGBAO_FAILPOINT` is `name:fail-at:<k>`,
+/// for tests that need the operations before it to succeed.
+pub fn fail_at(name: &str) -> bool {
+    static REACHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(k) = named().and_then(|v| {
+        v.strip_prefix(name)?
+            .strip_prefix(":fail-at:")?
+            .parse::<u64>()
+            .ok()
+    }) else {
+        return false;
+    };
+    REACHED.fetch_add(1, Ordering::SeqCst) + 1 == k
+}
+
 /// The inbox position whose delivery the hub alters before serving it,
 /// when `TONGBAO_FAILPOINT` is `alter-delivery:<position>`: a hub (or a
 /// path) that changes what it serves, for tests of what the client checks.

@@ -17,6 +17,8 @@ const HEADS: &str = "inbox heads";
 #[derive(Debug, Default)]
 pub struct InboxWatch {
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Group commits that failed, counted ([`InboxWatch::commit_failed`]).
+    failed_commits: watch::Sender<u64>,
 }
 
 impl InboxWatch {
@@ -28,7 +30,23 @@ impl InboxWatch {
             .collect();
         Self {
             heads: Mutex::new(heads),
+            failed_commits: watch::Sender::new(0),
         }
+    }
+
+    /// A group commit failed: wakes every subscriber waiting at its
+    /// inbox's end to read it once more. The store may refuse that read
+    /// now (a commit whose reply was lost may have added positions only
+    /// the database holds, which this hub never publishes), and the
+    /// subscription then ends saying why, rather than wait until the
+    /// hub's restart.
+    pub fn commit_failed(&self) {
+        self.failed_commits.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees each group commit that fails from now on.
+    pub fn failed_commits(&self) -> watch::Receiver<u64> {
+        self.failed_commits.subscribe()
     }
 
     /// Records a new durable head and wakes its subscribers.
@@ -64,5 +82,23 @@ impl InboxWatch {
         crate::failpoint::poison("inbox-heads", &self.heads);
         let heads = fatal::lock(&self.heads, HEADS)?;
         Ok(heads.get(inbox).map_or(0, |tx| *tx.borrow()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_commit_wakes_waiters_and_moves_no_head() -> Result<(), Poisoned> {
+        let inboxes = InboxWatch::new([("police".to_string(), 3)]);
+        let waiting = inboxes.failed_commits();
+        assert!(matches!(waiting.has_changed(), Ok(false)));
+        inboxes.commit_failed();
+        assert!(matches!(waiting.has_changed(), Ok(true)));
+        // Only failures after it is made wake a receiver.
+        assert!(matches!(inboxes.failed_commits().has_changed(), Ok(false)));
+        assert_eq!(inboxes.head("police")?, 3);
+        Ok(())
     }
 }

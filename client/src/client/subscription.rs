@@ -122,6 +122,22 @@ impl Client {
     /// Whether a subscription may resume after `status`; if not, the
     /// reason has been handed to the subscriber.
     async fn may_resume(&self, e: ClientError, generation: u64, tx: &Subscriber) -> bool {
+        // A replica that answers but will not serve the inbox now (a
+        // standby gone stale, a hub that lost its database or cannot
+        // confirm its inbox's end: UNAVAILABLE) is left for the next one
+        // at once, as one that cannot be reached is; the subscription
+        // resumes there from its cursor.
+        if e.code() == Some(tonic::Code::Unavailable)
+            && self.live.hubs.len() > 1
+            && self
+                .live
+                .fail_over(generation, &e, PROBE_WITHIN)
+                .await
+                .is_ok()
+        {
+            tracing::debug!(error = %e, hub = %self.hub(), "subscription refused; resuming on another replica");
+            return true;
+        }
         let last = match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
             Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {
                 tracing::debug!(error = %e, "subscription interrupted; resuming");

@@ -166,6 +166,7 @@ pub fn subscribe(
         .open(&who.to_string())
         .map_err(|e| Status::resource_exhausted(e.to_string()))?;
     let mut head = state.inboxes.watch(&inbox)?;
+    let mut failed_commits = state.inboxes.failed_commits();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     // The status a stream ends with at shutdown, after its buffer.
     let (end, end_rx) = oneshot::channel();
@@ -192,6 +193,8 @@ pub fn subscribe(
             if items.is_empty() {
                 tokio::select! {
                     r = head.wait_for(|h| *h > cursor) => if r.is_err() { return },
+                    // Read again: the store may refuse the end now.
+                    r = failed_commits.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
                     _ = stopping(&mut shutdown) => return ended(&state, end),
                     why = unfit_now(&mut unfit) => return refused(end, why),

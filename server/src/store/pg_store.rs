@@ -51,6 +51,23 @@ use tongbao_proto::Hash;
 /// before it fails: a lost database is reported, never waited on forever.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a call waits for the database's answer before it fails
+/// `Unavailable` ([`did_not_answer`]). Client-side, not the server's
+/// `statement_timeout`: what it guards against is a database host or
+/// network that went silent, whose server-side error would never arrive
+/// either. Generous, so that no statement of a working database meets it
+/// (the migrations at start, which may take long on a large database,
+/// are not bound by it).
+pub const CALL_WAIT: Duration = Duration::from_secs(30);
+
+/// What a call fails with when the database did not answer within `wait`.
+fn did_not_answer(wait: Duration) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the database did not answer within {} s",
+        wait.as_secs()
+    ))
+}
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -94,11 +111,17 @@ pub struct PgStore {
     /// The origins this store claimed, with the backend pid of the
     /// session holding each one's lock, which every append checks.
     access_claims: access::Claims,
+    /// [`CALL_WAIT`] (shorter in tests).
+    call_wait: Duration,
 }
 
 /// What a group commit fails with once an earlier one failed.
 pub const AFTER_FAILED: &str =
     "an earlier group commit failed: this hub commits nothing more until it is restarted";
+
+/// The failpoint (`failpoint::fail_at`) at which a group commit that
+/// landed is reported failed, as when its COMMIT's reply is lost.
+pub const LOST_REPLY_POINT: &str = "pg-commit-reply-lost";
 
 /// What every write of a standby's store fails with.
 pub const STANDBY_WRITES: &str = tongbao_proto::replica::STANDBY_REFUSAL;
@@ -179,7 +202,10 @@ impl PgStore {
         // Kept in the store at once: a failure below lets go of it.
         store.lease = Some(lease);
         let pool = store.pool.clone();
-        store.block(async move { schema::migrate(&pool).await })?;
+        // Not bounded by the call's wait: a migration may take long.
+        block_on(store.handle()?, None, async move {
+            schema::migrate(&pool).await
+        })?;
         let lease = store.lease.take();
         let (lease, epoch) = store.block(async move {
             let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
@@ -278,6 +304,7 @@ impl PgStore {
             standby: false,
             database: options.database.clone(),
             access_claims: Default::default(),
+            call_wait: CALL_WAIT,
         })
     }
 
@@ -341,12 +368,13 @@ impl PgStore {
     }
 
     /// Runs `fut` on the store's runtime and waits for it, from any
-    /// thread (a tokio worker included: it blocks like a disk read).
+    /// thread (a tokio worker included: it blocks like a disk read), at
+    /// most [`CALL_WAIT`].
     fn block<T: Send + 'static>(
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        block_on(self.handle()?, fut)
+        block_on(self.handle()?, Some(self.call_wait), fut)
     }
 
     /// The store's runtime, while the store is open.
@@ -362,16 +390,28 @@ impl PgStore {
     }
 }
 
-/// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]).
+/// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]),
+/// for `wait` at most: then it is dropped there (a transaction it left
+/// open is rolled back, a group commit's connection closed) and the call
+/// fails [`did_not_answer`].
 fn block_on<T: Send + 'static>(
     rt: &tokio::runtime::Handle,
+    wait: Option<Duration>,
     fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
+    let bounded = async move {
+        match wait {
+            Some(wait) => tokio::time::timeout(wait, fut)
+                .await
+                .unwrap_or_else(|_| Err(did_not_answer(wait))),
+            None => fut.await,
+        }
+    };
     // Unconstrained: polled from inside a tokio task (a hub start, a
     // handler), the join handle would otherwise count against that
     // task's cooperative budget, and once it is spent every poll
     // answers Pending at once: this loop would spin for ever.
-    futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
+    futures::executor::block_on(tokio::task::unconstrained(rt.spawn(bounded)))
         .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
 }
 
@@ -410,12 +450,18 @@ impl Store for PgStore {
         if self.failed.load(Ordering::Acquire) {
             return Err(StoreError::Database(AFTER_FAILED.into()));
         }
-        let appended = self.write(write::append(
+        let mut appended = self.write(write::append(
             self.pool(),
             self.epoch,
             write::Rows::of(entries),
             self.kept.clone(),
         ));
+        if appended.is_ok() && crate::failpoint::fail_at(LOST_REPLY_POINT) {
+            // End-to-end tests: the commit landed, its reply was lost.
+            let e = StoreError::Database("the reply to a group commit's COMMIT was lost".into());
+            self.write_failed(&e);
+            appended = Err(e);
+        }
         if appended.is_err() {
             self.failed.store(true, Ordering::Release);
             self.kept.failed(entries)?;
@@ -501,12 +547,15 @@ impl Store for PgStore {
         if cursors.is_empty() {
             return Ok(());
         }
-        // A standby's marks pass no fence (see `write::fetched`); a
-        // fenced leader's would never be written.
-        let fenced =
-            self.fenced.load(Ordering::Acquire) || self.lease.as_ref().is_some_and(Lease::is_lost);
-        if !self.standby && fenced {
-            return Err(StoreError::Database(lease::LOST.into()));
+        // A standby's marks pass no fence (see `write::fetched`); those of
+        // a leader without the lease would never be written. Refused as
+        // its reads are, naming why the lease went.
+        if !self.standby
+            && let Some(why) = self.lease_gone()
+        {
+            return Err(StoreError::Unavailable(format!(
+                "{why}; this hub is stopping: read from another replica"
+            )));
         }
         self.marks.add(inbox, cursors, hub_micros)
     }

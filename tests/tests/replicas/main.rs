@@ -10,6 +10,7 @@
 mod clients;
 mod common;
 mod kill;
+mod lost;
 mod roles;
 mod server;
 mod standby;

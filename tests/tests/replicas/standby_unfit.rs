@@ -123,3 +123,54 @@ pub(crate) async fn a_newer_schema_or_an_altered_checkpoint_stops_a_standby_unti
     assert_eq!(inbox(&pki, standby).await?.len(), 2);
     Ok(())
 }
+
+/// A subscriber of the client library listing both replicas, served by
+/// the standby, which then goes stale: its subscription, ended with
+/// `UNAVAILABLE` on a standby that still answers, goes on to the leader
+/// at once and resumes from its cursor there, without a gap, rather than
+/// asking the stale standby again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+pub(crate) async fn a_library_subscriber_leaves_a_stale_standby_for_the_leader() -> TestResult {
+    use crate::clients::{config_of_all, library_subscriber, said};
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    pki.edit_hub_toml(
+        "replica_name = \"replica\"\n",
+        "replica_name = \"replica\"\nstandby_refresh_ms = 200\n",
+    )?;
+    let hold = tempfile::tempdir()?;
+    let stop = hold.path().join("stop");
+    let point = format!("standby-refresh:hold:{}", hold.path().display());
+    let releaser = {
+        let (dir, stop) = (hold.path().to_path_buf(), stop.clone());
+        tokio::spawn(async move { release_refreshes(&dir, &stop).await })
+    };
+    let (_a, _b, leader, standby) =
+        pair_with(&pki, &[("TONGBAO_FAILPOINT", point.as_str())]).await?;
+    // The standby first: the subscription opens there.
+    let reader =
+        Client::connect(&config_of_all(pki.path(), RECIPIENT, &[standby, leader])?).await?;
+    let (want, wanted) = watch::channel(0);
+    let subscription = tokio::spawn(said(library_subscriber(reader, wanted)));
+    let tax = Client::connect(&config(pki.path(), "tax", leader)?).await?;
+    let first = tax.push(note("before").to_units([RECIPIENT])).await?;
+    // Served by the standby once the leader signed it: then it goes stale.
+    wait_until(HANG, "the standby serves the first entry", || {
+        let pki = &pki;
+        async move { Ok(!inbox(pki, standby).await?.is_empty()) }
+    })
+    .await?;
+    std::fs::write(&stop, b"")?;
+    releaser.await?;
+    let second = tax.push(note("after").to_units([RECIPIENT])).await?;
+    want.send(2)?;
+    let got = tokio::time::timeout(HANG, subscription)
+        .await
+        .map_err(|_| "the subscription stayed on the stale standby")???;
+    assert_eq!(
+        got,
+        [(first.channel, first.seq), (second.channel, second.seq)]
+    );
+    Ok(())
+}

@@ -62,6 +62,10 @@ impl OriginGuard for PgOriginGuard {
                     tracing::warn!(error = %e, "cannot let go of the access log's origin; the database does when the connection closes");
                 }
             };
+            // Bounded: a stop must not wait on a database gone silent.
+            let unlock = async move {
+                let _ = tokio::time::timeout(super::lease::PROBE_WAIT, unlock).await;
+            };
             let _ = futures::executor::block_on(tokio::task::unconstrained(self.rt.spawn(unlock)));
         }
     }

@@ -271,6 +271,8 @@ struct Snapshot {
     /// Shared with the read running now, if any.
     client: Arc<Detached>,
     rt: tokio::runtime::Handle,
+    /// The store's bound on a call (`CALL_WAIT`).
+    wait: std::time::Duration,
 }
 
 /// Begins a snapshot on a connection taken from `store`'s pool.
@@ -288,13 +290,14 @@ pub(super) fn snapshot(store: &PgStore) -> Result<Box<dyn AccessLogRead + '_>, S
     Ok(Box::new(Snapshot {
         client,
         rt: store.handle()?.clone(),
+        wait: store.call_wait,
     }))
 }
 
 impl Reads for Snapshot {
     fn run<T: Send + 'static>(&self, read: Read<T>) -> Result<T, StoreError> {
         let client = self.client.clone();
-        block_on(&self.rt, async move {
+        block_on(&self.rt, Some(self.wait), async move {
             let c = client
                 .0
                 .as_ref()

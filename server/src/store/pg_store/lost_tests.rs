@@ -7,6 +7,7 @@ use super::lease::{PROBE_EVERY, PROBE_WAIT};
 use super::relay::Relay;
 use super::testdb::TestDb;
 use super::{Database, PgOptions, PgStore, TlsOptions};
+use crate::store::access::{AccessLogStore, AccessRow};
 use crate::store::conformance::{TestResult, entry};
 use crate::store::{Store, StoreError};
 use std::time::{Duration, Instant};
@@ -192,21 +193,87 @@ fn marks_waiting_when_the_lease_is_lost_are_dropped_not_written() -> TestResult 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The store refuses new marks now; one that was waiting as the lease
-    // went is put there directly.
+    // The store refuses new marks now, as it refuses the inbox's end,
+    // naming what happened to the database (not another replica); one
+    // that was waiting as the lease went is put there directly.
+    let why = format!("did not answer within {} s", PROBE_WAIT.as_secs());
     let refused = store.mark_fetched("finance", &[1], 1);
-    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(m))
+            if m.contains("lost the database connection") && m.contains(&why)
+                && !m.contains("lease to another replica")),
+        "{refused:?}"
+    );
     store.marks.add("finance", &[1], 1)?;
     let flusher = store.clone();
     let flushed = within("a flush after the lease was lost", move || {
         flusher.flush_marks()
     })?;
-    let why = format!("did not answer within {} s", PROBE_WAIT.as_secs());
     assert!(
         matches!(&flushed, Err(StoreError::Database(m)) if m.contains(&why)),
         "{flushed:?}"
     );
     assert_eq!(store.marks.read("finance", &[1])?, [None], "dropped");
+    within("the store's drop", move || drop(store))?;
+    Ok(())
+}
+
+/// A standby's store (no lease, so no probe to give up first) in front
+/// of a database that stops answering: every call that goes to the
+/// database, the access log's appends and snapshot reads (as `audit-log`
+/// makes them) and reads past what memory keeps, fails `Unavailable`
+/// after the call's bound instead of waiting for ever.
+#[test]
+fn calls_to_a_database_that_stops_answering_fail_after_the_bound() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let leader = PgStore::open(&PgOptions {
+        database: Database::new(&db.url(), &TlsOptions::default())?,
+        pool_size: 1,
+        replica: false,
+    })?;
+    leader.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    let relay = Relay::start(&db.url())?;
+    let mut store = PgStore::open_standby(&PgOptions {
+        database: Database::new(relay.url(), &TlsOptions::default())?,
+        pool_size: 2,
+        replica: true,
+    })?;
+    store.call_wait = Duration::from_secs(1);
+    let store = std::sync::Arc::new(store);
+    let origin = "hub/.access-log/standby";
+    let _guard = store.access_claim(origin)?;
+    let row = |n| AccessRow {
+        n,
+        at_micros: 1,
+        line: format!("record {n}").into_bytes(),
+    };
+    let hash = |n: u8| [n; 32];
+    store.access_append(origin, &[row(0)], 0, &[hash(0)], Some("note"), None)?;
+    assert_eq!(store.inbox_page("finance", 0, 10)?.len(), 1);
+    relay.freeze();
+    let unanswered = |r: &Result<(), StoreError>| matches!(r, Err(StoreError::Unavailable(m)) if m == "the database did not answer within 1 s");
+    let s = store.clone();
+    let appended = within("an access-log append", move || {
+        s.access_append(origin, &[row(1)], 1, &[hash(1)], None, None)
+    })?;
+    assert!(unanswered(&appended), "{appended:?}");
+    let s = store.clone();
+    let snapshot = within("an access-log snapshot", move || {
+        s.access_snapshot()?.access_origins().map(drop)
+    })?;
+    assert!(unanswered(&snapshot), "{snapshot:?}");
+    let s = store.clone();
+    let read = within("an access-log read", move || {
+        s.access_reads().access_extent(origin).map(drop)
+    })?;
+    assert!(unanswered(&read), "{read:?}");
+    let s = store.clone();
+    let page = within("an inbox page", move || {
+        s.inbox_page("finance", 0, 10).map(drop)
+    })?;
+    assert!(unanswered(&page), "{page:?}");
     within("the store's drop", move || drop(store))?;
     Ok(())
 }

@@ -274,7 +274,12 @@ fn a_store_whose_lease_moved_on_writes_nothing_more() -> TestResult {
     assert!(lost(store.commit(&[entry("tax", 1, &[("finance", 2)])])));
     assert!(lost(store.save_checkpoints(&[("tax", "note 2")])));
     assert!(lost(store.save_registry_bytes(b"registry")));
-    assert!(lost(store.mark_fetched("finance", &[1], 7)));
+    // A delivery's mark is refused as a read is, for the same reason.
+    let refused = store.mark_fetched("finance", &[1], 7);
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("lost the database lease")),
+        "{refused:?}"
+    );
     let mut batch = crate::store::StateBatch::default();
     batch.insert(b"k", b"v");
     assert!(lost(store.state_apply("workflow", &batch)));
@@ -567,7 +572,7 @@ fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
     }
     let refused = store.mark_fetched("finance", &[3], 9);
     assert!(
-        matches!(&refused, Err(StoreError::Database(m)) if m.contains("lost the database lease")),
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("lost the database lease")),
         "{refused:?}"
     );
     Ok(())

@@ -106,6 +106,11 @@ impl Hubs {
 pub struct Survivors(Vec<HubChild>);
 
 impl Survivors {
+    /// Each one's address.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|h| h.addr).collect()
+    }
+
     /// Stops each; the group-commit counters of all, added up.
     pub fn stop(self) -> Result<HubCounters, BoxError> {
         let mut total = HubCounters::default();
