@@ -124,7 +124,7 @@ fn a_store_commits_nothing_after_a_failed_commit() -> TestResult {
 /// Waits until no session of the test database is inside a transaction
 /// (a failed commit's connection is closed, not pooled with its
 /// transaction open); fails if one stays.
-fn no_session_left_in_a_transaction(db: &TestDb) -> TestResult {
+pub(super) fn no_session_left_in_a_transaction(db: &TestDb) -> TestResult {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let checked = db.execute(
