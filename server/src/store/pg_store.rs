@@ -58,6 +58,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// network that went silent, whose server-side error would never arrive
 /// either. Generous, so that no statement of a working database meets it
 /// (the migrations at start, which may take long on a large database,
+/// and the takeover, which waits for the previous leader's last write,
 /// are not bound by it).
 pub const CALL_WAIT: Duration = Duration::from_secs(30);
 
@@ -208,7 +209,11 @@ impl PgStore {
             schema::migrate(&pool).await
         })?;
         let lease = store.lease.take();
-        let (lease, epoch) = store.block(async move {
+        // Not bounded by the call's wait either: the lease's fence makes
+        // the takeover wait, on purpose, for the previous leader's last
+        // write (one waiting for a synchronous standby, say); cut short,
+        // its UPDATE would stay queued at the database, holding the lock.
+        let (lease, epoch) = block_on(store.handle()?, None, async move {
             let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
             let epoch = lease.take_over().await;
             Ok((lease, epoch))
