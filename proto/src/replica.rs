@@ -10,6 +10,12 @@ pub const REPLICA_STANDBY: &str = "standby";
 /// The status message of a standby's refusal.
 pub const STANDBY_REFUSAL: &str = "standby replica: writes go to the leader";
 
+/// The status message (`UNAVAILABLE`) with which a standby that stops ends
+/// its subscriptions: it is about to take over (or to shut down), so a
+/// client resumes by cursor there, rather than leave it for another
+/// replica.
+pub const STANDBY_ENDS: &str = "standby replica stopping (taking over or shutting down): resume from your cursor on any replica";
+
 /// Whether `status` is a standby's refusal of a write.
 pub fn refused_by_standby(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable

@@ -700,8 +700,9 @@ impl Syncer {
 /// planning so that planning needs no store: asked together (one round
 /// trip each on a database server, where one per push kept the writer
 /// waiting); if that fails, each request asks alone and meets its own
-/// error, as before. The store does not change meanwhile: only this
-/// writer appends, after planning.
+/// error, as before, unless the store is unavailable ([`asks_alone`]).
+/// The store does not change meanwhile: only this writer appends, after
+/// planning.
 fn known_of(store: &dyn Store, batch: &[AppendRequest]) -> Vec<Known> {
     let ids: Vec<(&str, &str)> = batch
         .iter()
@@ -716,28 +717,54 @@ fn known_of(store: &dyn Store, batch: &[AppendRequest]) -> Vec<Known> {
         .zip(&cursors)
         .map(|(r, c)| (r.sender.as_str(), c.as_slice()))
         .collect();
-    match (store.messages(&ids), store.answers_of(&asked)) {
-        (Ok(stored), Ok(answers))
-            if stored.len() == batch.len() && answers.len() == batch.len() =>
-        {
-            stored
+    let combined = store
+        .messages(&ids)
+        .and_then(|stored| Ok((stored, store.answers_of(&asked)?)));
+    match combined {
+        Ok((stored, answers)) if stored.len() == batch.len() && answers.len() == batch.len() => {
+            return stored
                 .into_iter()
                 .zip(answers)
                 .map(|(stored, answers)| Known {
                     stored: Ok(stored),
                     answers: Ok(answers),
                 })
-                .collect()
+                .collect();
         }
-        _ => ids
-            .iter()
-            .zip(&asked)
-            .map(|((sender, message_id), (_, cursors))| Known {
-                stored: store.message(sender, message_id),
-                answers: store.answers(sender, cursors),
+        Err(e) => {
+            if let Some(known) = unavailable_all(&e, batch.len()) {
+                return known;
+            }
+        }
+        Ok(_) => {}
+    }
+    ids.iter()
+        .zip(&asked)
+        .map(|((sender, message_id), (_, cursors))| Known {
+            stored: store.message(sender, message_id),
+            answers: store.answers(sender, cursors),
+        })
+        .collect()
+}
+
+/// What every request of a batch meets when the batch's combined look-up
+/// failed with `e`, if they are not to ask alone: an unavailable store (a
+/// database that did not answer within the call's bound) would make each
+/// request's own calls wait as long again, one after another on the
+/// single writer. Other failures (None) are each request's to meet.
+fn unavailable_all(e: &StoreError, requests: usize) -> Option<Vec<Known>> {
+    let StoreError::Unavailable(why) = e else {
+        return None;
+    };
+    let unavailable = || StoreError::Unavailable(why.clone());
+    Some(
+        (0..requests)
+            .map(|_| Known {
+                stored: Err(unavailable()),
+                answers: Err(unavailable()),
             })
             .collect(),
-    }
+    )
 }
 
 /// A pushed body is decoded as a view of the request's receive buffer. The
@@ -755,6 +782,24 @@ fn detach_body(mut signed: pb::SignedMessage) -> pb::SignedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that did not answer the batch's look-up is not asked
+    /// again once per request (each would wait out the call's bound on
+    /// the single writer): every request meets the same UNAVAILABLE.
+    /// Any other failure is left to each request to meet.
+    #[test]
+    fn an_unavailable_store_is_not_asked_again_per_request() {
+        let why = "the database did not answer within 30 s";
+        let known = unavailable_all(&StoreError::Unavailable(why.into()), 3);
+        let known = known.unwrap_or_default();
+        assert_eq!(known.len(), 3);
+        for k in &known {
+            assert!(matches!(&k.stored, Err(StoreError::Unavailable(m)) if m == why));
+            assert!(matches!(&k.answers, Err(StoreError::Unavailable(m)) if m == why));
+        }
+        let refused = StoreError::Database("a malformed row".into());
+        assert!(unavailable_all(&refused, 3).is_none());
+    }
 
     #[test]
     fn a_kept_body_does_not_hold_the_buffer_it_arrived_in() {

@@ -119,15 +119,16 @@ impl Client {
         })
     }
 
-    /// Whether a subscription may resume after `status`; if not, the
-    /// reason has been handed to the subscriber.
-    async fn may_resume(&self, e: ClientError, generation: u64, tx: &Subscriber) -> bool {
+    /// Whether and how a subscription resumes after `e`; if it does not,
+    /// the reason has been handed to the subscriber.
+    async fn may_resume(&self, e: ClientError, generation: u64, tx: &Subscriber) -> Resume {
         // A replica that answers but will not serve the inbox now (a
         // standby gone stale, a hub that lost its database or cannot
         // confirm its inbox's end: UNAVAILABLE) is left for the next one
         // at once, as one that cannot be reached is; the subscription
-        // resumes there from its cursor.
-        if e.code() == Some(tonic::Code::Unavailable)
+        // resumes there from its cursor. Not a standby that stops to take
+        // over: it is about to lead, and is asked again after the wait.
+        if leaves_for_another_replica(&e)
             && self.live.hubs.len() > 1
             && self
                 .live
@@ -136,18 +137,18 @@ impl Client {
                 .is_ok()
         {
             tracing::debug!(error = %e, hub = %self.hub(), "subscription refused; resuming on another replica");
-            return true;
+            return Resume::Elsewhere;
         }
         let last = match self.worth_retrying(&e, generation, PROBE_WITHIN).await {
             Ok(NextStep::Retry | NextStep::HubUnreachable(_)) => {
                 tracing::debug!(error = %e, "subscription interrupted; resuming");
-                return true;
+                return Resume::AfterWait;
             }
             Ok(NextStep::GiveUp) => e,
             Err(refused) => refused,
         };
         let _ = tx.send(Err(last)).await;
-        false
+        Resume::Stop
     }
 
     /// Runs a subscription from state to state until it is done.
@@ -157,6 +158,7 @@ impl Client {
             cursor,
             tx,
             backoff: FIRST_BACKOFF,
+            failed_over: 0,
             unchecked: InclusionBacklog::default(),
             check_every: InclusionBacklog::check_every(),
             proving: None,
@@ -224,6 +226,29 @@ impl Client {
     }
 }
 
+/// How a subscription goes on after a failure.
+#[derive(Debug, PartialEq, Eq)]
+enum Resume {
+    /// On the replica it failed over to, at once.
+    Elsewhere,
+    /// After the backoff.
+    AfterWait,
+    /// Not at all (the subscriber was told why).
+    Stop,
+}
+
+/// Whether `e` sends a subscription to the next replica: an `UNAVAILABLE`
+/// refusal or end, but a standby's end as it stops to take over (that
+/// hub is about to lead).
+fn leaves_for_another_replica(e: &ClientError) -> bool {
+    match e {
+        ClientError::Rejected { code, message } => {
+            *code == tonic::Code::Unavailable && message != tongbao_proto::replica::STANDBY_ENDS
+        }
+        _ => e.code() == Some(tonic::Code::Unavailable),
+    }
+}
+
 /// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`]
 /// and starts over once a delivery arrives.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -263,6 +288,9 @@ struct Subscription {
     cursor: u64,
     tx: Subscriber,
     backoff: Duration,
+    /// Replicas failed over to since the last delivery or wait: after a
+    /// whole round of them refused, the backoff is waited out.
+    failed_over: usize,
     /// Entries handed over whose inclusion is not checked yet.
     unchecked: InclusionBacklog,
     check_every: Duration,
@@ -381,6 +409,7 @@ impl Subscription {
     /// in one batch) and hands the entries over.
     async fn deliver(&mut self, first: pb::Delivery, mut open: Box<Open>) -> State {
         self.backoff = FIRST_BACKOFF;
+        self.failed_over = 0;
         let mut batch = vec![first];
         while batch.len() < SUBSCRIPTION_BATCH {
             match open.stream.message().now_or_never() {
@@ -413,13 +442,12 @@ impl Subscription {
         State::Streaming(open)
     }
 
-    /// After a failure: wait and reconnect, or stop (the subscriber told).
-    async fn interrupted(&self, e: ClientError, generation: u64) -> State {
-        if self.client.may_resume(e, generation, &self.tx).await {
-            State::Waiting
-        } else {
-            State::Done
-        }
+    /// After a failure: reconnect (to another replica at once, until a
+    /// whole round of them refused), wait and reconnect, or stop (the
+    /// subscriber told).
+    async fn interrupted(&mut self, e: ClientError, generation: u64) -> State {
+        let resume = self.client.may_resume(e, generation, &self.tx).await;
+        after_failure(resume, &mut self.failed_over, self.client.live.hubs.len())
     }
 
     async fn wait(&mut self) -> State {
@@ -429,6 +457,28 @@ impl Subscription {
         }
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         State::Connecting
+    }
+}
+
+/// The state after a failure resumed as `resume`, counting failovers in
+/// `failed_over` against the `hubs` listed: straight to connecting after
+/// a failover, unless every replica has refused since the last delivery
+/// or wait (no busy loop between replicas that all refuse).
+fn after_failure(resume: Resume, failed_over: &mut usize, hubs: usize) -> State {
+    match resume {
+        Resume::Elsewhere => {
+            *failed_over += 1;
+            if *failed_over < hubs {
+                return State::Connecting;
+            }
+            *failed_over = 0;
+            State::Waiting
+        }
+        Resume::AfterWait => {
+            *failed_over = 0;
+            State::Waiting
+        }
+        Resume::Stop => State::Done,
     }
 }
 
@@ -469,6 +519,53 @@ mod tests {
         assert_eq!(kept(at(&[5, 6, 5, 7, 3]), 4), [5, 6, 7]);
         assert_eq!(kept(at(&[5, 6, 5, 7, 3]), 6), [7]);
         assert_eq!(kept(at(&[2, 3]), 3), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_standby_stopping_to_take_over_is_not_left_for_another_replica() {
+        let rejected = |code, message: &str| ClientError::Rejected {
+            code,
+            message: message.into(),
+        };
+        let stopping = rejected(
+            tonic::Code::Unavailable,
+            tongbao_proto::replica::STANDBY_ENDS,
+        );
+        assert!(!leaves_for_another_replica(&stopping));
+        let stale = rejected(
+            tonic::Code::Unavailable,
+            "standby replica behind the leader",
+        );
+        assert!(leaves_for_another_replica(&stale));
+        let denied = rejected(tonic::Code::PermissionDenied, "not yours");
+        assert!(!leaves_for_another_replica(&denied));
+    }
+
+    #[test]
+    fn a_failover_connects_at_once_until_a_whole_round_refused() {
+        let mut failed_over = 0;
+        // Three replicas: the first two refusals move on at once.
+        for _ in 0..2 {
+            let next = after_failure(Resume::Elsewhere, &mut failed_over, 3);
+            assert!(matches!(next, State::Connecting));
+        }
+        // The third closes the round: the backoff, then a new round.
+        let next = after_failure(Resume::Elsewhere, &mut failed_over, 3);
+        assert!(matches!(next, State::Waiting));
+        let next = after_failure(Resume::Elsewhere, &mut failed_over, 3);
+        assert!(matches!(next, State::Connecting));
+        // A failure with no failover waits, and starts the round over.
+        let next = after_failure(Resume::AfterWait, &mut failed_over, 3);
+        assert!(matches!(next, State::Waiting));
+        assert_eq!(failed_over, 0);
+        assert!(matches!(
+            after_failure(Resume::Stop, &mut failed_over, 3),
+            State::Done
+        ));
+        // One hub listed never fails over; if it did, it would wait.
+        let mut alone = 0;
+        let next = after_failure(Resume::Elsewhere, &mut alone, 1);
+        assert!(matches!(next, State::Waiting));
     }
 
     #[test]

@@ -14,14 +14,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tongbao_proto::echo::shown;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
+use tongbao_proto::replica::STANDBY_ENDS;
 use tonic::{Request, Response, Status};
 
 /// Entries a subscriber's stream holds before the reader waits for it.
 const STREAM_BUFFER: usize = 32;
 /// Inbox positions read from the store at a time.
 const READ_PAGE: usize = 128;
-/// How a standby ends its subscriptions when it stops serving reads.
-const STANDBY_ENDS: &str = "standby replica stopping (taking over or shutting down): resume from your cursor on any replica";
 
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<pb::Delivery, Status>> + Send>>;
 

@@ -20,6 +20,7 @@ pub mod lease;
 mod lost_tests;
 mod marks;
 pub mod notices;
+mod pooled;
 mod read;
 #[cfg(test)]
 mod relay;
@@ -57,6 +58,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// network that went silent, whose server-side error would never arrive
 /// either. Generous, so that no statement of a working database meets it
 /// (the migrations at start, which may take long on a large database,
+/// and the takeover, which waits for the previous leader's last write,
 /// are not bound by it).
 pub const CALL_WAIT: Duration = Duration::from_secs(30);
 
@@ -207,7 +209,11 @@ impl PgStore {
             schema::migrate(&pool).await
         })?;
         let lease = store.lease.take();
-        let (lease, epoch) = store.block(async move {
+        // Not bounded by the call's wait either: the lease's fence makes
+        // the takeover wait, on purpose, for the previous leader's last
+        // write (one waiting for a synchronous standby, say); cut short,
+        // its UPDATE would stay queued at the database, holding the lock.
+        let (lease, epoch) = block_on(store.handle()?, None, async move {
             let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
             let epoch = lease.take_over().await;
             Ok((lease, epoch))
@@ -391,20 +397,29 @@ impl PgStore {
 }
 
 /// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]),
-/// for `wait` at most: then it is dropped there (a transaction it left
-/// open is rolled back, a group commit's connection closed) and the call
-/// fails [`did_not_answer`].
+/// for `wait` at most: then the call fails [`did_not_answer`] and `fut` is
+/// abandoned ([`pooled::abandon`]): every connection it held is closed,
+/// never pooled again with its request in flight, and the database rolls
+/// back a transaction it left open once it sees the connection closed. A
+/// statement the database is still running (waiting for a lock, say) runs
+/// on until it finishes or the database notices the closed connection; a
+/// COMMIT already sent may still land.
 fn block_on<T: Send + 'static>(
     rt: &tokio::runtime::Handle,
     wait: Option<Duration>,
     fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> Result<T, StoreError> {
     let bounded = async move {
-        match wait {
-            Some(wait) => tokio::time::timeout(wait, fut)
-                .await
-                .unwrap_or_else(|_| Err(did_not_answer(wait))),
-            None => fut.await,
+        let Some(wait) = wait else {
+            return fut.await;
+        };
+        let mut fut = Box::pin(fut);
+        match tokio::time::timeout(wait, &mut fut).await {
+            Ok(done) => done,
+            Err(_) => {
+                pooled::abandon(fut);
+                Err(did_not_answer(wait))
+            }
         }
     };
     // Unconstrained: polled from inside a tokio task (a hub start, a

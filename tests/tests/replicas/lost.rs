@@ -65,7 +65,7 @@ pub(crate) async fn a_subscriber_waiting_when_a_commit_s_reply_is_lost_ends_sayi
     assert!(
         status
             .message()
-            .contains("positions from 2 on are in the database"),
+            .contains("positions from 2 on were written by a group commit"),
         "{status:?}"
     );
     Ok(())

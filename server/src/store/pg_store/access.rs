@@ -14,6 +14,7 @@
 //! writing beside a second claimant. Behind it, the primary keys: a
 //! record or hash written twice fails its whole commit.
 
+use super::pooled::pooled;
 use super::read::{execute, query_opt, signed};
 use super::{CONNECT_WAIT, Database, PgStore, db};
 use crate::store::StoreError;
@@ -102,8 +103,9 @@ async fn claim(
              each replica needs a replica_name of its own (stop the other, or rename this one)"
         )));
     }
+    let conn = pooled(&pool).await?;
     execute(
-        &pool.get().await.map_err(db)?,
+        conn.client()?,
         "INSERT INTO access_origin (origin) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&origin],
     )
@@ -149,8 +151,8 @@ async fn append(
     checkpoint: Option<String>,
     remove_before: Option<u64>,
 ) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(&pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     check_lock(&tx, &origin, pid).await?;
     if !rows.is_empty() {
         let mut ns = Vec::with_capacity(rows.len());

@@ -185,7 +185,10 @@ trait Reads {
 impl Reads for PgStore {
     fn run<T: Send + 'static>(&self, read: Read<T>) -> Result<T, StoreError> {
         let pool = self.pool();
-        self.block(async move { read(&pooled(&pool).await?).await })
+        self.block(async move {
+            let conn = super::pooled::pooled(&pool).await?;
+            read(conn.client()?).await
+        })
     }
 }
 

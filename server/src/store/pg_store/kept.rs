@@ -191,11 +191,14 @@ impl PgStore {
 
     /// A page of an inbox some of whose positions, from `first` on, a
     /// failed group commit would have added: read from the database, and
-    /// served up to `first`. A reader that reaches `first` while the
-    /// database holds it (the commit landed, its reply lost) is refused:
-    /// this hub never confirmed those positions (its tree and inbox heads
-    /// do not hold them; the restart does), and an empty page would say
-    /// the reader has everything.
+    /// served up to `first`. A reader with nothing left below `first` is
+    /// refused, whether or not the database holds `first` now: this hub
+    /// never confirmed those positions (its tree and inbox heads do not
+    /// hold them; the restart does), a commit cut short by the call's
+    /// bound may still land later (waiting for a synchronous standby,
+    /// say), and an empty page would say the reader has everything, so a
+    /// subscriber would wait at an end that may have moved until the
+    /// restart.
     fn confirmed_page(
         &self,
         inbox: &str,
@@ -216,12 +219,13 @@ impl PgStore {
         ))?;
         let landed = page.iter().any(|i| i.cursor >= first);
         page.retain(|i| i.cursor < first);
-        if page.is_empty() && landed {
+        let at_first = after.saturating_add(1) >= first;
+        if page.is_empty() && (landed || at_first) {
             return Err(StoreError::Unavailable(format!(
-                "inbox {inbox}: positions from {first} on are in the database, written by a group \
-                 commit whose outcome this hub could not learn (it refuses writes until it is \
-                 restarted, and serves them after the restart); read them from another replica, \
-                 or after the restart"
+                "inbox {inbox}: positions from {first} on were written by a group commit whose \
+                 outcome this hub could not learn (they may be in the database; it refuses writes \
+                 until it is restarted, and serves what landed after the restart); read them from \
+                 another replica, or after the restart"
             )));
         }
         Ok(page)

@@ -277,3 +277,105 @@ fn calls_to_a_database_that_stops_answering_fail_after_the_bound() -> TestResult
     within("the store's drop", move || drop(store))?;
     Ok(())
 }
+
+/// A session of the test database that holds `table` locked until
+/// dropped, so that a store's statement on it waits at the database.
+struct TableLock {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl TableLock {
+    fn take(db: &TestDb, table: &str) -> Result<Self, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+                .await
+                .map_err(super::db)?;
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+                ))
+                .await
+                .map_err(super::db)?;
+            Ok::<_, StoreError>(client)
+        })?;
+        Ok(Self { rt, client })
+    }
+
+    fn release(self) -> Result<(), StoreError> {
+        self.rt
+            .block_on(self.client.batch_execute("COMMIT"))
+            .map_err(super::db)
+    }
+}
+
+/// Waits until the test database has at most `most` sessions besides the
+/// checking one; fails if it keeps more.
+fn sessions_settle_at(db: &TestDb, most: u32) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let checked = db.execute(&format!(
+            "DO $$ BEGIN IF (SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) > {most} \
+             THEN RAISE EXCEPTION 'more than {most} sessions stay open'; END IF; END $$"
+        ));
+        match checked {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A call cut short by the bound while its statement waits at the
+/// database leaves its connection out of the pool: the next call, on a
+/// pool of one connection, draws a fresh one and answers instead of
+/// queueing behind the unanswered statement (and meeting the bound too).
+/// Once the database lets the statement finish, the abandoned session
+/// ends and none is left inside a transaction.
+#[test]
+fn a_call_cut_short_never_leaves_its_connection_in_the_pool() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let leader = PgStore::open(&PgOptions {
+        database: Database::new(&db.url(), &TlsOptions::default())?,
+        pool_size: 1,
+        replica: false,
+    })?;
+    leader.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    drop(leader);
+    let mut store = PgStore::open_standby(&PgOptions {
+        database: Database::new(&db.url(), &TlsOptions::default())?,
+        pool_size: 1,
+        replica: true,
+    })?;
+    store.call_wait = Duration::from_secs(1);
+    let store = std::sync::Arc::new(store);
+    let lock = TableLock::take(&db, "registry")?;
+    let s = store.clone();
+    let cut_short = within("a read of a locked table", move || {
+        s.load_registry_bytes().map(drop)
+    })?;
+    assert!(
+        matches!(&cut_short, Err(StoreError::Unavailable(m)) if m == "the database did not answer within 1 s"),
+        "{cut_short:?}"
+    );
+    let s = store.clone();
+    let next = within("the next call", move || s.inbox_heads())?;
+    assert_eq!(next?.get("finance"), Some(&1));
+    lock.release()?;
+    let s = store.clone();
+    let after = within("a read once the lock is gone", move || {
+        s.load_registry_bytes()
+    })?;
+    after?;
+    super::tests::no_session_left_in_a_transaction(&db)?;
+    // The store's one pooled connection; the abandoned one is closed.
+    sessions_settle_at(&db, 1)?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! connection ([`query`]): a read is then one round trip, not two.
 
 use super::db;
+use super::pooled::pooled;
 use crate::store::codec::{decode_audit_row, decode_entry, hash_from, stored_hash_place};
 use crate::store::{
     Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, ScopedEntry, StateRecords,
@@ -64,15 +65,17 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 }
 
 pub async fn registry(pool: Pool) -> Result<Option<Vec<u8>>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
-    let row = query_opt(&c, "SELECT bytes FROM registry WHERE id = 1", &[]).await?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
+    let row = query_opt(c, "SELECT bytes FROM registry WHERE id = 1", &[]).await?;
     Ok(row.map(|r| r.get(0)))
 }
 
 pub async fn channel_heads(pool: Pool) -> Result<BTreeMap<String, ChannelHead>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT channel, next_seq, last_leaf_hash, last_hub_micros FROM channel_heads \
              WHERE next_seq > 0",
         &[],
@@ -93,8 +96,9 @@ pub async fn channel_heads(pool: Pool) -> Result<BTreeMap<String, ChannelHead>, 
 }
 
 pub async fn inbox_heads(pool: Pool) -> Result<BTreeMap<String, u64>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
-    let rows = query(&c, "SELECT inbox, last FROM inbox_heads", &[]).await?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
+    let rows = query(c, "SELECT inbox, last FROM inbox_heads", &[]).await?;
     rows.into_iter()
         .map(|r| Ok((r.get(0), unsigned(r.get(1), "an inbox head")?)))
         .collect()
@@ -105,9 +109,10 @@ pub async fn entry(
     channel: String,
     seq: u64,
 ) -> Result<Option<StoredEntry>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let row = query_opt(
-        &c,
+        c,
         "SELECT record FROM entries WHERE channel = $1 AND seq = $2",
         &[&channel, &signed(seq)?],
     )
@@ -126,9 +131,10 @@ pub async fn message(
     sender: String,
     message_id: String,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let row = query_opt(
-        &c,
+        c,
         "SELECT seq, digest FROM messages WHERE channel = $1 AND message_id = $2",
         &[&sender, &message_id],
     )
@@ -156,9 +162,10 @@ pub async fn messages(
         return Ok(out);
     }
     let (channels, ids): (Vec<String>, Vec<String>) = asked.into_iter().unzip();
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT q.asker, m.seq, m.digest \
              FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(channel, message_id, asker) \
              JOIN messages m ON m.channel = q.channel AND m.message_id = q.message_id",
@@ -192,9 +199,10 @@ pub async fn inbox_page(
     let Some(start) = after.checked_add(1) else {
         return Ok(Vec::new());
     };
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT position, channel, seq FROM inbox WHERE inbox = $1 AND position >= $2 \
              ORDER BY position LIMIT $3",
         &[
@@ -234,9 +242,10 @@ pub async fn answers(
     if cursors.is_empty() {
         return Ok(Vec::new());
     }
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT position, exception, seq, hub_micros FROM answers \
              WHERE inbox = $1 AND position = ANY($2)",
         &[&inbox, &signed_all(&cursors)?],
@@ -280,9 +289,10 @@ pub async fn answers_of(
     let mut found = HashMap::new();
     // Most batches carry no receipt: no round trip for those.
     if !inboxes.is_empty() {
-        let c = pool.get().await.map_err(db)?;
+        let conn = pooled(&pool).await?;
+        let c = conn.client()?;
         let rows = query(
-            &c,
+            c,
             "SELECT q.asker, q.position, a.exception, a.seq, a.hub_micros \
                  FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS q(inbox, position, asker) \
                  JOIN answers a ON a.inbox = q.inbox AND a.position = q.position",
@@ -315,9 +325,10 @@ pub async fn fetched(
     if cursors.is_empty() {
         return Ok(Vec::new());
     }
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT position, hub_micros FROM fetched WHERE inbox = $1 AND position = ANY($2)",
         &[&inbox, &signed_all(&cursors)?],
     )
@@ -335,9 +346,10 @@ pub async fn audit_scope(
     to: Vec<u8>,
     limit: usize,
 ) -> Result<Vec<ScopedEntry>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT key, row_bytes FROM audit_scope WHERE key >= $1 AND key < $2 \
              ORDER BY key LIMIT $3",
         &[&from, &to, &(limit.min(i64::MAX as usize) as i64)],
@@ -366,9 +378,10 @@ pub async fn stored_hashes(
         .iter()
         .map(|(seq, _)| signed(*seq))
         .collect::<Result<_, _>>()?;
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT seq, hashes FROM tree_hashes WHERE channel = $1 AND seq = ANY($2)",
         &[&channel, &seqs],
     )
@@ -388,15 +401,17 @@ pub async fn stored_hashes(
 }
 
 pub async fn checkpoints(pool: Pool) -> Result<BTreeMap<String, String>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
-    let rows = query(&c, "SELECT channel, note FROM checkpoints", &[]).await?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
+    let rows = query(c, "SELECT channel, note FROM checkpoints", &[]).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 pub async fn state(pool: Pool, space: String, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let row = query_opt(
-        &c,
+        c,
         "SELECT value FROM state WHERE space = $1 AND key = $2",
         &[&space, &key],
     )
@@ -422,13 +437,14 @@ pub async fn state_prefix(
     space: String,
     prefix: Vec<u8>,
 ) -> Result<StateRecords, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     // A key range, so the primary key's index serves it (bytea compares
     // bytewise).
     let rows = match prefix_end(&prefix) {
         Some(end) => {
             query(
-                &c,
+                c,
                 "SELECT key, value FROM state WHERE space = $1 AND key >= $2 AND key < $3 \
                  ORDER BY key",
                 &[&space, &prefix, &end],
@@ -437,7 +453,7 @@ pub async fn state_prefix(
         }
         None => {
             query(
-                &c,
+                c,
                 "SELECT key, value FROM state WHERE space = $1 AND key >= $2 ORDER BY key",
                 &[&space, &prefix],
             )
@@ -453,9 +469,10 @@ pub async fn state_after(
     after: Vec<u8>,
     limit: i64,
 ) -> Result<StateRecords, StoreError> {
-    let c = pool.get().await.map_err(db)?;
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
     let rows = query(
-        &c,
+        c,
         "SELECT key, value FROM state WHERE space = $1 AND key > $2 ORDER BY key LIMIT $3",
         &[&space, &after, &limit],
     )

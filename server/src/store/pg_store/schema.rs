@@ -4,6 +4,7 @@
 //! hub has upgraded is refused rather than misread.
 
 use super::db;
+use super::pooled::pooled;
 use crate::store::StoreError;
 use deadpool_postgres::Pool;
 
@@ -24,8 +25,8 @@ pub fn current_version() -> i32 {
 }
 
 pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db)?;
@@ -67,8 +68,9 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 /// A standby's check: the leader brought the schema to this hub's
 /// version (a standby changes nothing, the schema included).
 pub async fn check_current(pool: &Pool) -> Result<(), StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    let found: i32 = client
+    let conn = pooled(pool).await?;
+    let found: i32 = conn
+        .client()?
         .query_opt("SELECT coalesce(max(version), 0) FROM schema_version", &[])
         .await
         .ok()

@@ -13,6 +13,7 @@ use super::kept::{Fresh, Kept};
 use super::lease::fence;
 use super::marks::Batch;
 use super::notices::notify;
+use super::pooled::pooled;
 use super::read::{execute, query, signed};
 use crate::store::codec::{audit_key, audit_row, entry_record};
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
@@ -386,8 +387,8 @@ async fn lock_heads(tx: &impl GenericClient, heads: &Heads) -> Result<(), StoreE
 }
 
 pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(&pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
     execute(
         &tx,
@@ -415,8 +416,8 @@ pub async fn registry(pool: Pool, epoch: i64, bytes: Vec<u8>) -> Result<(), Stor
 /// statements go together: BEGIN, then the setting, fence and insert in
 /// one exchange, then COMMIT.
 pub async fn fetched(pool: Pool, epoch: Option<i64>, marks: Batch) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(&pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     let unsynced = async {
         tx.batch_execute("SET LOCAL synchronous_commit TO off")
             .await
@@ -445,8 +446,8 @@ pub async fn checkpoints(
     notes: Vec<(String, String)>,
 ) -> Result<(), StoreError> {
     let (channels, notes): (Vec<String>, Vec<String>) = notes.into_iter().unzip();
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(&pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
     execute(
         &tx,
@@ -465,8 +466,8 @@ pub async fn state(
     space: String,
     batch: StateBatch,
 ) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
+    let mut conn = pooled(&pool).await?;
+    let tx = conn.client_mut()?.transaction().await.map_err(db)?;
     fence(&tx, epoch).await?;
     let put = tx
         .prepare_cached(
