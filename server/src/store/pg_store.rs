@@ -398,12 +398,12 @@ impl PgStore {
 
 /// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]),
 /// for `wait` at most: then the call fails [`did_not_answer`] and `fut` is
-/// abandoned ([`pooled::abandon`]): every connection it held is closed,
-/// never pooled again with its request in flight, and the database rolls
-/// back a transaction it left open once it sees the connection closed. A
-/// statement the database is still running (waiting for a lock, say) runs
-/// on until it finishes or the database notices the closed connection; a
-/// COMMIT already sent may still land.
+/// abandoned ([`pooled::abandon`]): every connection it held leaves the
+/// pool, never drawn again with its request in flight. The driver closes
+/// it once that request is answered, so a statement the database is
+/// still running (waiting for a lock, say) keeps its session until it
+/// ends, and the transaction is then rolled back; a COMMIT already sent
+/// may still land.
 fn block_on<T: Send + 'static>(
     rt: &tokio::runtime::Handle,
     wait: Option<Duration>,
