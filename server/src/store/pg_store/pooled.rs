@@ -8,8 +8,10 @@
 //! unanswered request (and meet the bound too), or find a transaction
 //! still open. So `block_on` drops an abandoned call's future inside
 //! [`abandon`], and every [`Pooled`] dropped meanwhile is detached from
-//! the pool and closed instead (the database ends its session, rolling
-//! back whatever it held). A call that ran to its end, failed or not,
+//! the pool instead; the driver closes it once its request in flight is
+//! answered (until then the session, and the locks its transaction took,
+//! last at the database; its transaction is then rolled back). A call
+//! that ran to its end, failed or not,
 //! leaves no request in flight: its connection is pooled again.
 
 use super::db;
