@@ -7,16 +7,19 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 pub mod access;
+mod audit_index;
 mod codec;
 #[cfg(test)]
 mod conformance;
 mod dump;
 mod durability;
+mod entry_record;
 mod journal;
 mod overlay;
 pub mod pg_store;
 mod places;
 mod recent;
+mod room;
 mod segments;
 mod sled_store;
 pub mod state;
@@ -80,6 +83,9 @@ pub struct NewEntry {
     pub channel: String,
     pub seq: u64,
     pub message_id: String,
+    /// The canonical digest of the entry's message: what
+    /// [`Store::message`] returns for its id (a store may keep it, or
+    /// compute it again from the entry).
     pub message_digest: Hash,
     pub leaf_hash: Hash,
     pub hub_micros: i64,

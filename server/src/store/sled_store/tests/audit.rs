@@ -1,6 +1,8 @@
 //! The audit index: rows in their period, read without the entries.
 
 use super::*;
+use crate::store::audit_index::{RUN, Row, file_rows, rows_of};
+use crate::store::codec::{FORMAT, FORMAT_5};
 
 #[test]
 fn an_inverted_audit_window_holds_nothing() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,141 +66,244 @@ fn the_audit_index_holds_what_was_appended_and_a_query_reads_only_its_period()
         assert!(s.audit_scope("other", 0, i64::MAX, None, 100)?.is_empty());
         s.raw_tree()?;
     }
-    // Only the period's rows are read, and never an entry: with every entry
-    // record gone and a row outside the period garbled, the period reads
-    // the same, and a period holding the garbled row says it is corrupt.
+    // One more row, filed by a flush of its own: a second run.
+    s.commit(&[audited("tax", 11, 20_000, &[("finance", 12)])])?;
+    assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 2);
+    // Only the period's runs are read: with the later run garbled, the
+    // period reads the same, and a period holding it says it is corrupt.
     let before = s.audit_scope("fund", 3_000, 6_000, None, 100)?;
     let tree = s.raw_tree()?;
-    let places = tree
-        .scan_prefix([ENTRY_AT, 0])
-        .keys()
-        .collect::<Result<Vec<_>, _>>()?;
-    assert!(!places.is_empty(), "no places to remove");
-    for k in places {
-        tree.remove(k)?;
-    }
-    tree.insert(audit_key("fund", 8_000, 7, "tax"), b"garbled".as_slice())?;
+    let garbled = audit_key("fund", 20_000, 11, "tax");
+    let run = tree.get(&garbled)?.ok_or("no second run")?;
+    tree.insert(&garbled, &run[..run.len() - 1])?;
     tree.flush()?;
     let s = {
         drop(s);
         SledStore::open(dir.path(), true)?
     };
-    // The entries are gone indeed: an entry below the head without a
-    // place is corruption.
-    assert!(
-        matches!(s.entry("tax", 0), Err(StoreError::Corrupt(_))),
-        "{:?}",
-        s.entry("tax", 0)
-    );
     assert_eq!(s.audit_scope("fund", 3_000, 6_000, None, 100)?, before);
-    assert!(matches!(
-        s.audit_scope("fund", 0, i64::MAX, None, 100),
-        Err(StoreError::Corrupt(_))
-    ));
+    match s.audit_scope("fund", 0, i64::MAX, None, 100) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("garbled"), "{m}"),
+        other => return Err(format!("expected corruption, got {other:?}").into()),
+    }
+    // What a row reports is read from its entry: with the entries' places
+    // gone, the audit says the entry is missing rather than serve the row.
+    s.raw_remove_entry_places("tax", |_| true)?;
+    let s = {
+        drop(s);
+        SledStore::open(dir.path(), true)?
+    };
+    match s.audit_scope("fund", 3_000, 6_000, None, 100) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("entry tax:2"), "{m}"),
+        other => return Err(format!("expected corruption, got {other:?}").into()),
+    }
     Ok(())
 }
 
-/// A row is kept in the segments, once for the rows of one entry in its
-/// mechanisms' indexes; sled holds its key and place. A row whose bytes
-/// are gone from the segment is reported, not skipped.
+/// A flush files an entry's rows as one run per mechanism, a few bytes a
+/// row, and appends nothing of them to the segments; a new store reads
+/// them back from their entries.
 #[test]
-fn audit_rows_are_in_the_segments_once_per_entry() -> Result<(), Box<dyn std::error::Error>> {
+fn audit_rows_are_runs_and_nothing_in_the_segments() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let (rows, file) = {
-        let s = SledStore::open(dir.path(), true)?;
-        let mut e = audited("tax", 0, 1_000, &[("finance", 1), ("pbc", 1)]);
-        e.audit_scopes = vec!["fund".into(), "other".into()];
-        s.commit(&[e])?;
-        let rows = [
-            s.audit_scope("fund", 0, i64::MAX, None, 10)?,
-            s.audit_scope("other", 0, i64::MAX, None, 10)?,
-        ];
+    let rows = {
+        let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
+        for seq in 0..20u64 {
+            let mut e = audited(
+                "tax",
+                seq,
+                1_000 + seq as i64,
+                &[("finance", seq + 1), ("pbc", seq + 1)],
+            );
+            e.audit_scopes = vec!["fund".into(), "other".into()];
+            s.commit(&[e])?;
+        }
         let tree = s.raw_tree()?;
-        let values: Vec<sled::IVec> = tree
+        let runs: Vec<(sled::IVec, sled::IVec)> = tree
             .scan_prefix([AUDIT_SCOPE, 0])
-            .values()
             .collect::<Result<_, _>>()?;
-        assert_eq!(values.len(), 2);
-        assert_eq!(values[0], values[1], "one row for both");
-        assert_eq!(values[0].first(), Some(&0), "a place, not the row");
-        assert!(values[0].len() <= 9, "{} bytes", values[0].len());
-        let (file, _, _) = s.raw_entry_place("tax", 0)?.ok_or("no place")?;
-        (rows, file)
+        assert_eq!(runs.len(), 2, "one run per mechanism");
+        for (_, v) in &runs {
+            assert_eq!(v.first(), Some(&RUN));
+            // The first row names its channel; the others, a few bytes each.
+            assert!(v.len() <= 12 + 19 * 4, "{} bytes", v.len());
+        }
+        // The segment holds the entries and their hashes, nothing more.
+        let (file, offset, len) = s.raw_entry_place("tax", 19)?.ok_or("no place")?;
+        let hashes = 32 * tree_hashes(19).len() as u64;
+        assert_eq!(std::fs::metadata(&file)?.len(), offset + len + hashes);
+        [
+            s.audit_scope("fund", 0, i64::MAX, None, 100)?,
+            s.audit_scope("other", 0, i64::MAX, None, 100)?,
+        ]
     };
-    assert_eq!(rows[0].len(), 1);
+    assert_eq!(rows[0].len(), 20);
     assert_eq!(rows[0], rows[1]);
     assert_eq!(
-        rows[0][0].deliveries,
-        [("finance".into(), 1), ("pbc".into(), 1)]
+        rows[0][3].deliveries,
+        [("finance".into(), 4), ("pbc".into(), 4)]
     );
-    // Read back from the segment by a new store.
     let s = SledStore::open(dir.path(), true)?;
-    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, rows[0]);
-    drop(s);
-    // The row was appended after the entry: cut the segment before it.
-    let len = std::fs::metadata(&file)?.len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&file)?
-        .set_len(len - 10)?;
-    let s = SledStore::open(dir.path(), true)?;
-    assert!(matches!(
-        s.audit_scope("fund", 0, i64::MAX, None, 10),
-        Err(StoreError::Corrupt(_))
-    ));
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 100)?, rows[0]);
+    // A chunk at a time, within a run.
+    let mut read = Vec::new();
+    let mut after: Option<ScopedEntry> = None;
+    loop {
+        let chunk = s.audit_scope("fund", 0, i64::MAX, after.as_ref(), 3)?;
+        let Some(last) = chunk.last() else { break };
+        after = Some(last.clone());
+        read.extend(chunk);
+    }
+    assert_eq!(read, rows[0]);
     Ok(())
 }
 
+/// Rows filed before or among rows already filed (a hub clock set back,
+/// a journal replayed over a flush that reached sled) rewrite the runs
+/// they fall among: runs never overlap, every row is read once, in order.
 #[test]
-fn an_audit_row_changed_in_its_segment_is_found_against_its_entry()
--> Result<(), Box<dyn std::error::Error>> {
+fn rows_filed_among_earlier_runs_keep_runs_apart() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    {
-        let s = SledStore::open(dir.path(), true)?;
-        for seq in 0..3u64 {
-            let at = 1_000 * (seq as i64 + 1);
-            s.commit(&[audited("tax", seq, at, &[("finance", seq + 1)])])?;
-        }
+    let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
+    for seq in 0..5u64 {
+        s.commit(&[audited(
+            "tax",
+            seq,
+            1_000 * (seq as i64 + 1),
+            &[("finance", seq + 1)],
+        )])?;
     }
+    s.raw_tree()?;
+    // Another channel's entries, at times among those filed and after.
+    s.commit(&[audited("fee", 0, 2_500, &[("finance", 6)])])?;
+    s.commit(&[audited("fee", 1, 6_000, &[("finance", 7)])])?;
+    // Read while pending in the overlay, then from sled.
+    let want = [1_000, 2_000, 2_500, 3_000, 4_000, 5_000, 6_000];
+    for _ in 0..2 {
+        let rows = s.audit_scope("fund", 0, i64::MAX, None, 100)?;
+        let times: Vec<i64> = rows.iter().map(|r| r.hub_micros).collect();
+        assert_eq!(times, want);
+        assert_eq!(rows[2].channel, "fee");
+        let firsts = s.audit_scope("fund", 2_000, 5_000, None, 2)?;
+        assert_eq!(
+            firsts.iter().map(|r| r.hub_micros).collect::<Vec<_>>(),
+            [2_000, 2_500]
+        );
+        s.raw_tree()?;
+    }
+    let tree = s.raw_tree()?;
+    let mut last: Option<Row> = None;
+    let mut filed = 0;
+    for kv in tree.scan_prefix([AUDIT_SCOPE, 0]) {
+        let (k, v) = kv?;
+        let rows = rows_of(&k, &v)?;
+        assert!(rows.first() > last.as_ref(), "runs overlap");
+        filed += rows.len();
+        last = rows.last().cloned();
+    }
+    assert_eq!(filed, 7);
+    // Filing the same rows again (a replay) files each once.
+    let again: Vec<Row> = tree
+        .scan_prefix([AUDIT_SCOPE, 0])
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok(rows_of(&k, &v)?)
+        })
+        .collect::<Result<Vec<Vec<Row>>, StoreError>>()?
+        .concat();
+    file_rows(tree, "fund", again)?;
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 100)?.len(), 7);
+    Ok(())
+}
+
+/// `verify-data`'s check of the rows: each names an entry that is there,
+/// at the row's time; a row that does not, or a run that does not decode,
+/// is a failure named, and the check goes on.
+#[test]
+fn rows_naming_no_entry_or_another_time_are_found() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
     let s = SledStore::open(dir.path(), true)?;
+    for seq in 0..3u64 {
+        let at = 1_000 * (seq as i64 + 1);
+        s.commit(&[audited("tax", seq, at, &[("finance", seq + 1)])])?;
+    }
     let checked = s.check_audit_rows()?;
     assert_eq!(
         (checked.rows, checked.failures.len()),
         (3, 0),
         "{checked:?}"
     );
-    // One recipient's inbox position in the second row, changed on disk;
-    // the row still decodes, and an audit serves it as stored.
-    let (_, row) = s
-        .raw_tree()?
-        .scan_prefix([AUDIT_SCOPE, 0])
-        .nth(1)
-        .ok_or("no second row")??;
-    let place = crate::store::codec::place_of_row(&row)?.ok_or("row not in a segment")?;
-    drop(s);
-    let path = dir
-        .path()
-        .join("entries")
-        .join(format!("{:08}.segment", place.segment));
-    let mut bytes = std::fs::read(&path)?;
-    let last = (place.offset + place.len - 1) as usize;
-    bytes[last] ^= 0x01; // the last varint of the row: the position
-    std::fs::write(&path, &bytes)?;
-    let s = SledStore::open(dir.path(), true)?;
-    let served = s.audit_scope("fund", 0, i64::MAX, None, 10)?;
-    let want = vec![("finance".to_string(), 2)];
-    assert_ne!(
-        served[1].deliveries, want,
-        "the change did not reach the row"
-    );
+    let tree = s.raw_tree()?;
+    let row = |hub_micros, seq: u64| Row {
+        hub_micros,
+        seq,
+        channel: "tax".into(),
+    };
+    // Entry 1 filed again at another time, and an entry that was never
+    // appended, in another mechanism.
+    file_rows(tree, "other", vec![row(1_500, 1), row(9_000, 50)])?;
+    // And a run garbled.
+    tree.insert(audit_key("third", 5, 0, "tax"), [RUN, 0xff].as_slice())?;
     let checked = s.check_audit_rows()?;
-    assert_eq!(checked.rows, 3);
-    match checked.failures.as_slice() {
-        [one] => assert!(
-            one.contains("tax:1") && one.contains("differs from what its entry says"),
-            "{one}"
-        ),
-        other => return Err(format!("expected one failure, got {other:?}").into()),
+    assert_eq!(checked.rows, 5);
+    let failures = checked.failures.join("\n");
+    assert_eq!(checked.failures.len(), 3, "{failures}");
+    assert!(
+        failures.contains("tax:1 for mechanism other is filed at another time"),
+        "{failures}"
+    );
+    assert!(
+        failures.contains("tax:50 for mechanism other names an entry that is missing"),
+        "{failures}"
+    );
+    assert!(failures.contains("garbled"), "{failures}");
+    Ok(())
+}
+
+/// Format 5's audit index, one key per row, gathered into runs at start.
+#[test]
+fn a_format_5_directory_gathers_its_audit_rows_into_runs() -> Result<(), Box<dyn std::error::Error>>
+{
+    let dir = tempfile::tempdir()?;
+    let rows = {
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..10u64 {
+            let mut e = audited(
+                "tax",
+                seq,
+                1_000 * (seq as i64 + 1),
+                &[("finance", seq + 1)],
+            );
+            e.audit_scopes = vec!["fund".into(), "other".into()];
+            s.commit(&[e])?;
+        }
+        let rows = s.audit_scope("fund", 0, i64::MAX, None, 100)?;
+        back_to_rows_whole(&s)?;
+        s.raw_tree()?.insert(FORMAT_KEY, FORMAT_5)?;
+        s.raw_tree()?.flush()?;
+        assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 20);
+        rows
+    };
+    // Without room: refused, naming what it rewrites, nothing changed.
+    let reserve = 1 << 20;
+    crate::store::room::FREE_SPACE.set(Some(reserve));
+    let refused = SledStore::open_keeping_free(dir.path(), true, reserve);
+    crate::store::room::FREE_SPACE.set(None);
+    match refused {
+        Err(StoreError::NoRoom(m)) => {
+            assert!(m.contains("of audit index keys it writes again"), "{m}")
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
     }
+    let s = SledStore::open_keeping_free(dir.path(), true, 0)?;
+    assert_eq!(s.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
+    // Ten rows a mechanism, four a chunk in tests: runs only, every row
+    // once.
+    for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
+        assert_eq!(kv?.1.first(), Some(&RUN));
+    }
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 100)?, rows);
+    assert_eq!(s.audit_scope("other", 0, i64::MAX, None, 100)?, rows);
+    assert_eq!(s.check_audit_rows()?.failures, Vec::<String>::new());
     Ok(())
 }
