@@ -483,7 +483,7 @@ impl Durability {
     fn audit_rows(
         &self,
         writes: Vec<(Vec<u8>, IVec)>,
-    ) -> Result<(Vec<(Vec<u8>, IVec)>, BTreeMap<String, Vec<Row>>), StoreError> {
+    ) -> Result<(FlushWrites, RowsByMechanism), StoreError> {
         let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
         if !self.audit_runs.load(Ordering::Acquire) {
             return Ok((writes, rows));
@@ -652,6 +652,11 @@ impl Flusher {
         })
     }
 }
+
+/// The writes a flush moves into sled, in key order.
+type FlushWrites = Vec<(Vec<u8>, IVec)>;
+/// The audit index's rows a flush files, by mechanism.
+type RowsByMechanism = BTreeMap<String, Vec<Row>>;
 
 /// One key and the value a commit writes under it.
 pub(super) type Write = (Vec<u8>, Vec<u8>);
