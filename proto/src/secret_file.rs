@@ -44,6 +44,16 @@ pub fn create_new_streamed(
 /// Replaces (or creates) `path` with `contents` atomically: a private
 /// temporary file beside it, renamed over it once durable.
 pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    replace_streamed(path, |out| out.write_all(contents))
+}
+
+/// Replaces (or creates) `path` as [`replace`] does, with what `fill`
+/// writes through a buffer: for contents too large to hold in memory. A
+/// failed `fill` or write leaves `path` as it was and no temporary file.
+pub fn replace_streamed(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("a secret file needs a file name"))?;
@@ -55,7 +65,7 @@ pub fn replace(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}-{call}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let result = create_new(&tmp, contents).and_then(|()| std::fs::rename(&tmp, path));
+    let result = create_new_streamed(&tmp, fill).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -144,6 +154,22 @@ mod tests {
         replace(&key, b"new")?;
         assert_eq!(mode(&key)?, 0o600);
         assert_eq!(std::fs::read(&key)?, b"new");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_streamed_replacement_that_fails_leaves_the_old_file_and_no_temporary() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("export.json");
+        replace_streamed(&file, |out| out.write_all(b"first"))?;
+        let e = replace_streamed(&file, |out| {
+            out.write_all(b"half")?;
+            Err(std::io::Error::other("the source broke"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&file)?, b"first");
+        assert_eq!(mode(&file)?, 0o600);
         assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
         Ok(())
     }

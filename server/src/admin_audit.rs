@@ -181,6 +181,34 @@ impl AdminAudit {
         })
     }
 
+    /// The trail as a replica's standby opens it: the whole chain checked,
+    /// but an earlier hub's file in `data_dir` left where it is (its chain
+    /// checked, a broken one logged): moving it in is a write, which only
+    /// the lease's holder makes, so this replica moves it once it leads
+    /// ([`AdminAudit::open_as`] at that start). A standby appends nothing.
+    pub fn open_following(store: Arc<dyn Store>, data_dir: &Path) -> Result<Self, AdminAuditError> {
+        match check_file(data_dir) {
+            Ok(Some(file)) => tracing::info!(
+                records = file.count,
+                "standby: {ADMIN_AUDIT_FILE} of an earlier version stays in the data directory; \
+                 it is moved into the store when this replica leads"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                error = %e,
+                "standby: serving reads, but {ADMIN_AUDIT_FILE} of an earlier version is broken: \
+                 this replica's start as leader is refused until it is restored from a backup"
+            ),
+        }
+        let tip = check(store.as_ref())?;
+        tracing::debug!(records = tip.count, "admin audit trail checked");
+        Ok(Self {
+            store,
+            writing: Mutex::new(()),
+            access: std::sync::OnceLock::new(),
+        })
+    }
+
     /// Copies every record from now on into the access log, as a record of
     /// kind `admin`. It is handed over at once and made durable by the
     /// same group commit as the admin call's own record (admin changes are

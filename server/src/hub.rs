@@ -29,6 +29,13 @@ use tongbao_proto::pb::workflow_server::WorkflowServer;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 
+mod serve;
+mod standby;
+mod tasks;
+
+pub use serve::{Hangup, serve_until_signal};
+pub(crate) use serve::{next_hangup, reload_on_hangup};
+
 /// Why the hub could not start or stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -100,15 +107,6 @@ impl Hub {
         lease: Option<crate::store::pg_store::Lease>,
     ) -> Result<Self, HubError> {
         Self::start_as(config, Role::Leader(lease)).await
-    }
-
-    /// A replica's standby, serving reads of `database` (see
-    /// `follow` and `service/standby.rs`); it holds no lease.
-    pub async fn start_standby(
-        config: &HubConfig,
-        database: &crate::store::pg_store::Database,
-    ) -> Result<Self, HubError> {
-        Self::start_as(config, Role::Standby(Box::new(database.clone()))).await
     }
 
     async fn start_as(config: &HubConfig, role: Role) -> Result<Self, HubError> {
@@ -237,32 +235,21 @@ impl Hub {
         // follows; a start that cannot has bound no port yet, so it can be
         // tried again on the same addresses.
         let following = match followed {
-            Some(database) => {
-                let following = Arc::new(crate::follow::Following::new(
-                    store.clone(),
-                    registry.clone(),
-                    logs.clone(),
-                    inboxes.clone(),
-                    tls.connections().clone(),
-                ));
-                let first = following.clone();
-                tokio::task::spawn_blocking(move || first.refresh())
-                    .await
-                    .map_err(|e| HubError::Server(e.to_string()))?
-                    .map_err(|e| HubError::Server(format!("standby: {e}")))?;
-                let freshness = Arc::new(crate::freshness::Freshness::new(
-                    config.store.standby_refresh(),
-                ));
-                Some((following, database, freshness))
-            }
+            Some(database) => Some(
+                standby::Follower::first_refresh(
+                    config, database, &store, &registry, &logs, &inboxes, &tls,
+                )
+                .await?,
+            ),
             None => None,
         };
-        let freshness = following.as_ref().map(|(_, _, f)| f.clone());
-        let admin_audit = Arc::new(AdminAudit::open_as(
-            store.clone(),
-            data_dir,
-            config.store.replica_name(),
-        )?);
+        let freshness = following.as_ref().map(|f| f.freshness.clone());
+        // A standby writes no trail: an earlier version's file waits in the
+        // data directory until this replica leads.
+        let admin_audit = Arc::new(match standby {
+            true => AdminAudit::open_following(store.clone(), data_dir)?,
+            false => AdminAudit::open_as(store.clone(), data_dir, config.store.replica_name())?,
+        });
         let access_log = AccessLog::open_in(
             &store,
             data_dir,
@@ -334,7 +321,7 @@ impl Hub {
                 })
             }),
         ));
-        tokio::spawn(tls_watch(
+        tokio::spawn(tasks::tls_watch(
             tls.clone(),
             config.tls.watch_files,
             ConnectionLimits::timer(config.connections.idle_timeout_secs),
@@ -383,25 +370,18 @@ impl Hub {
         let directory = DirectoryServer::new(DirectoryService::new(state.clone()))
             .max_decoding_message_size(max(DirectoryServer::<DirectoryService>::NAME));
         match following {
-            Some((following, database, freshness)) => {
-                let notices =
-                    crate::store::pg_store::notices::listen(&database, shutdown_rx.clone())?;
-                tokio::spawn(crate::follow::run(
-                    following,
-                    notices,
-                    config.store.standby_refresh(),
-                    freshness,
-                    shutdown_rx.clone(),
-                ));
-            }
+            Some(following) => following.follow(config, shutdown_rx.clone())?,
             None => {
-                tokio::spawn(checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
+                tokio::spawn(tasks::checkpoint_cadence(logs.clone(), shutdown_rx.clone()));
             }
         }
         let exchange = ExchangeServer::new(ExchangeService::new(state))
             .max_decoding_message_size(max(ExchangeServer::<ExchangeService>::NAME))
             .max_encoding_message_size(usize::MAX);
-        tokio::spawn(expiry_watch(config.base_dir.clone(), shutdown_rx.clone()));
+        tokio::spawn(tasks::expiry_watch(
+            config.base_dir.clone(),
+            shutdown_rx.clone(),
+        ));
         let mut stop = shutdown_rx;
         let caps = &config.connections;
         let connections = tls.connections().clone();
@@ -649,244 +629,6 @@ impl StartPhases {
 
 /// How long shutdown waits for the tasks still holding the store.
 const STORE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Within this many days of its end a certificate is reported.
-const EXPIRY_WARNING_DAYS: i64 = 30;
-
-/// Logs, at start and then daily, every certificate of the CA index beside
-/// the config (when the hub runs from its PKI directory) that ends within
-/// 30 days, so operators renew before departments are cut off.
-async fn expiry_watch(pki_dir: std::path::PathBuf, mut shutdown: watch::Receiver<bool>) {
-    if !pki_dir.join("ca-index.json").is_file() {
-        return;
-    }
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        match crate::pki::lifecycle::list(&pki_dir, Some(time::Duration::days(EXPIRY_WARNING_DAYS)))
-        {
-            Ok(listing) => {
-                for row in listing.rows {
-                    tracing::warn!(
-                        party = %row.party.uri(),
-                        serial = %row.serial,
-                        days_left = row.days_left,
-                        "certificate expires soon; renew it with `tongbao-hub pki renew`"
-                    );
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read the CA index to check expiry"),
-        }
-    }
-}
-
-/// How often the TLS files are checked for changes and open connections
-/// for revoked or expired certificates.
-const TLS_WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Reloads the TLS material when a file changes (if `watch_files`) and
-/// closes connections whose certificate is revoked or has expired, and
-/// those idle for `idle_timeout`, every second.
-async fn tls_watch(
-    tls: Arc<TlsReloader>,
-    watch_files: bool,
-    idle_timeout: Option<std::time::Duration>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(TLS_WATCH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let watched = tls.clone();
-        let reloaded = tokio::task::spawn_blocking(move || {
-            let r = if watch_files {
-                watched.reload_if_changed()
-            } else {
-                None
-            };
-            if let Some(idle) = idle_timeout {
-                // A poisoned registry is reported by the lock: the hub stops.
-                let _ = watched.connections().close_idle(idle);
-            }
-            (r, watched.sweep())
-        })
-        .await;
-        match reloaded {
-            Ok((Some(Err(e)), _)) => tracing::error!(
-                error = %e,
-                "TLS files changed but cannot be loaded; the previous material stays in use until they are fixed"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "TLS watch task failed"),
-        }
-    }
-}
-
-/// Signs a fresh checkpoint, each second, for every channel that grew.
-async fn checkpoint_cadence(logs: Arc<Logs>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
-        }
-        let logs = logs.clone();
-        let signed = tokio::task::spawn_blocking(move || {
-            // Tests hold the signing here, entries committed but unsigned.
-            crate::failpoint::pause("checkpoint-cadence");
-            logs.refresh_all()
-        });
-        match signed.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "checkpoint signing failed"),
-            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
-        }
-    }
-}
-
-/// Runs a hub until SIGINT or SIGTERM, or until a module meets a poisoned
-/// lock or loses the database lease, then shuts it down in order (and,
-/// after such a loss, fails); SIGHUP reloads the TLS material. Prints one
-/// machine-readable line with the bound address (port 0 resolves here).
-/// A replica (`[store] replica = true`) first waits as a standby for the
-/// database lease (`replica`), saying so in a line of its own.
-pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
-    let (hub, signals) = match config.store.replica_database()? {
-        Some(database) => {
-            // Installed first: a standby is stopped like a serving hub.
-            let mut signals = Signals::install();
-            let stop = wait_for_signal(&mut signals.stop);
-            let hangup = &mut signals.hangup;
-            let Some(lease) = crate::replica::standby(&mut config, &database, stop, hangup).await?
-            else {
-                tracing::info!("stopped while waiting as a standby");
-                return Ok(());
-            };
-            (Hub::start_holding(&config, Some(lease)).await?, signals)
-        }
-        // Handlers first, then the line that says the hub is up: a
-        // supervisor (or a test) may stop it the moment it reads that line.
-        None => (Hub::start(&config).await?, Signals::install()),
-    };
-    println!("tongbao-hub listening on {}", hub.addr());
-    let Signals {
-        mut stop,
-        mut hangup,
-    } = signals;
-    let stop = wait_for_stop(&mut stop);
-    tokio::pin!(stop);
-    let fatal = loop {
-        tokio::select! {
-            fatal = &mut stop => break fatal,
-            () = next_hangup(&mut hangup) => reload_on_hangup(&hub),
-        }
-    };
-    tracing::info!("shutting down");
-    hub.shutdown().await?;
-    fatal.map_or(Ok(()), |e| Err(HubError::Fatal(e)))
-}
-
-/// The process's signal handlers, installed before the hub says it is up.
-struct Signals {
-    /// SIGINT and SIGTERM (None where they cannot be installed: Ctrl-C).
-    stop: Option<StopSignals>,
-    /// SIGHUP, which reloads the TLS material.
-    hangup: Option<Hangup>,
-}
-
-/// SIGHUP's handler.
-#[cfg(unix)]
-pub type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-pub type Hangup = NoSignal;
-
-/// Resolves at the next SIGHUP (never, without a handler).
-pub(crate) async fn next_hangup(hangup: &mut Option<Hangup>) {
-    let received = match hangup {
-        Some(h) => h.recv().await.is_some(),
-        None => false,
-    };
-    if !received {
-        // No handler, or it is gone: no SIGHUP will come.
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Reloads the TLS material on SIGHUP, saying how it went.
-pub(crate) fn reload_on_hangup(hub: &Hub) {
-    match tokio::task::block_in_place(|| hub.reload_tls()) {
-        Ok(o) => {
-            tracing::info!(material = %o.summary, closed = o.closed, "SIGHUP: TLS material reloaded")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous material stays in use")
-        }
-    }
-}
-
-#[cfg(unix)]
-type StopSignals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
-#[cfg(not(unix))]
-type StopSignals = ();
-
-/// Stands in for SIGHUP where there is none.
-#[cfg(not(unix))]
-pub struct NoSignal;
-#[cfg(not(unix))]
-impl NoSignal {
-    async fn recv(&mut self) -> Option<()> {
-        std::future::pending().await
-    }
-}
-
-impl Signals {
-    fn install() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let stop = signal(SignalKind::interrupt())
-                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
-                .ok();
-            Self {
-                stop,
-                hangup: signal(SignalKind::hangup()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Self {
-            stop: None,
-            hangup: None,
-        }
-    }
-}
-
-/// A signal to stop (None), or a fatal condition met anywhere in the hub.
-async fn wait_for_stop(signals: &mut Option<StopSignals>) -> Option<crate::fatal::Stop> {
-    tokio::select! {
-        () = wait_for_signal(signals) => None,
-        e = crate::fatal::requested() => Some(e),
-    }
-}
-
-async fn wait_for_signal(signals: &mut Option<StopSignals>) {
-    #[cfg(unix)]
-    if let Some((int, term)) = signals {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        return;
-    }
-    #[cfg(not(unix))]
-    let _ = signals;
-    let _ = tokio::signal::ctrl_c().await;
-}
 
 /// Removes the workflow database earlier hubs kept (`<data dir>/workflow`),
 /// whose state the store now holds, rebuilt from the entries on the first

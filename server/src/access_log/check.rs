@@ -13,7 +13,7 @@
 //! hashes instead, so that it does not take longer as the log grows.
 
 use super::files::{self, SegmentLines, SegmentName, TreeFile, TreeStream};
-use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
+use super::record::{AccessRecord, RecordKind, RemovedSegment, chain_start, leaf_of_line};
 use super::{AccessLogError, Frontier};
 use std::path::{Path, PathBuf};
 use tongbao_proto::Hash;
@@ -562,8 +562,10 @@ impl Pass {
     }
 }
 
-/// The records before the first segment are exactly those named by
-/// removal records, one after another from record 0, and each removal's
+/// The records before the first segment are exactly those named by the
+/// removal records kept, one after another from where the first of them
+/// starts (older ones were removed under retention in turn; its root
+/// covers the tree from record 0), and each removal's
 /// root is the tree's at the end of the segment it removed. A removal
 /// naming a segment still on disk (a crash came between the record and
 /// the file's removal) is returned, to be finished.
@@ -579,7 +581,19 @@ fn check_removals(
 ) -> Result<Vec<PathBuf>, AccessLogError> {
     let mut sorted: Vec<&RemovedSegment> = removals.iter().collect();
     sorted.sort_by_key(|r| r.first);
-    let mut covered = 0u64;
+    // Retention removes old removal records too: the chain starts at the
+    // first one kept, whose root covers the tree before it.
+    let start = chain_start(sorted.first().copied(), first_kept);
+    if all_read && start > 0 && start >= first_kept {
+        return Err(broken(
+            "removals",
+            Some(0),
+            format!(
+                "records 0..{first_kept} were removed but no removal record kept names any of them"
+            ),
+        ));
+    }
+    let mut covered = start;
     let mut unfinished = Vec::new();
     for r in &sorted {
         if r.first >= first_kept {
@@ -619,7 +633,7 @@ fn check_removals(
             "removals",
             Some(covered.min(first_kept)),
             format!(
-                "the first segment begins at record {first_kept} but removal records account for records 0..{covered}"
+                "the first segment begins at record {first_kept} but removal records account for records {start}..{covered}"
             ),
         ));
     }

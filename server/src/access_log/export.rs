@@ -1,20 +1,23 @@
 //! Reading the access log from the data directory, for the audit
 //! administrator's commands: query records, export them with inclusion
-//! proofs and a signed checkpoint, and verify such an export offline.
+//! proofs and a signed checkpoint (written as read, `export_write`), and
+//! verify such an export offline.
 //!
 //! Readers open the files read-only and take whole lines only, so they
 //! run beside a serving hub without locking it out or seeing a record
 //! half written.
 
 use super::check::read_checkpoint;
-use super::files::{self, SegmentLines, TreeFile};
+use super::export_write::{ExportSource, PAGE, for_each_in_pages, write_export};
+use super::files::{self, SegmentLines, SegmentName, TreeFile};
 use super::record::{AccessRecord, leaf_of_line};
 use super::{AccessLogError, origin_replica};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::{Checkpoint, NoteError, NoteVerifier, open_checkpoint, parse_note};
-use tongbao_proto::merkle::{check_record, prove_record};
+use tongbao_proto::merkle::{HashReader, check_record};
 
 /// The format line of an export file.
 pub const EXPORT_FORMAT: &str = "tongbao-access-log-export/1";
@@ -42,36 +45,82 @@ impl Filter {
     }
 }
 
-/// Calls `each` with every whole record (its stored line too) of the log
-/// in `data_dir`, in order, until it returns false.
-pub fn for_each_record(
-    data_dir: &Path,
-    mut each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
-) -> Result<(), AccessLogError> {
-    let dir = data_dir.join(files::DIR);
-    for (name, path) in files::list_segments(&dir).map_err(|e| AccessLogError::io(&dir, e))? {
-        // A segment removed under retention meanwhile is simply gone.
-        let mut lines = match SegmentLines::open(&path) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(AccessLogError::io(&path, e)),
-        };
-        while let Some(line) = lines
-            .next_line()
-            .map_err(|e| AccessLogError::io(&path, e))?
-        {
+/// The whole records of the log in a data directory (each with its
+/// stored line), in order, a page at a time.
+pub struct FilePages {
+    segments: std::vec::IntoIter<(SegmentName, PathBuf)>,
+    open: Option<(SegmentName, PathBuf, SegmentLines)>,
+    page: usize,
+    /// Records from this number on are not read (nor parsed).
+    end: u64,
+}
+
+impl FilePages {
+    /// The segments as they are now; one removed under retention before
+    /// it is read is simply gone.
+    pub fn open(data_dir: &Path, page: usize) -> Result<Self, AccessLogError> {
+        let dir = data_dir.join(files::DIR);
+        let segments = files::list_segments(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
+        Ok(Self {
+            segments: segments.into_iter(),
+            open: None,
+            page: page.max(1),
+            end: u64::MAX,
+        })
+    }
+
+    /// Reads records before `end` only: an export stops at its
+    /// checkpoint's size, and what lies past it is not its concern.
+    pub fn before(mut self, end: u64) -> Self {
+        self.end = end;
+        self
+    }
+
+    /// The next records; empty once all are read.
+    pub fn next_page(&mut self) -> Result<Vec<(String, AccessRecord)>, AccessLogError> {
+        let mut out = Vec::new();
+        while out.len() < self.page {
+            let Some((name, path, lines)) = &mut self.open else {
+                let Some((name, path)) = self.segments.next() else {
+                    break;
+                };
+                match SegmentLines::open(&path) {
+                    Ok(lines) => self.open = Some((name, path, lines)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(AccessLogError::io(&path, e)),
+                }
+                continue;
+            };
+            // Line k of a segment holds its record first + k - 1.
+            if name.first.saturating_add(lines.read()) >= self.end {
+                self.segments = Vec::new().into_iter();
+                self.open = None;
+                break;
+            }
+            let Some(line) = lines.next_line().map_err(|e| AccessLogError::io(path, e))? else {
+                self.open = None;
+                continue;
+            };
             let record =
                 AccessRecord::from_line(&line.text).map_err(|e| AccessLogError::Broken {
                     segment: name.file_name(),
                     record: None,
                     what: format!("line {} cannot be read as a record: {e}", line.number),
                 })?;
-            if !each(&line.text, &record)? {
-                return Ok(());
-            }
+            out.push((line.text, record));
         }
+        Ok(out)
     }
-    Ok(())
+}
+
+/// Calls `each` with every whole record (its stored line too) of the log
+/// in `data_dir`, in order, until it returns false.
+pub fn for_each_record(
+    data_dir: &Path,
+    each: impl FnMut(&str, &AccessRecord) -> Result<bool, AccessLogError>,
+) -> Result<(), AccessLogError> {
+    let mut pages = FilePages::open(data_dir, PAGE)?;
+    for_each_in_pages(|| pages.next_page(), each)
 }
 
 /// Records matching `filter`, in order.
@@ -106,14 +155,16 @@ pub struct ExportedRecord {
     pub proof: Vec<String>,
 }
 
-/// Exports the records from `since_micros` on that the latest signed
-/// checkpoint covers. The checkpoint is checked under a verifier and
-/// origin when `checked` gives them; the export's reader checks it anyway.
-pub fn export(
+/// Writes to `out` the export of the records from `since_micros` on that
+/// the latest signed checkpoint covers; returns how many. The checkpoint
+/// is checked under a verifier and origin when `checked` gives them; the
+/// export's reader checks it anyway.
+pub fn export_to(
+    out: &mut dyn Write,
     data_dir: &Path,
     checked: Option<(&NoteVerifier, &str)>,
     since_micros: Option<i64>,
-) -> Result<Export, AccessLogError> {
+) -> Result<usize, AccessLogError> {
     let dir = data_dir.join(files::DIR);
     let no_checkpoint = || {
         AccessLogError::Closed(
@@ -143,25 +194,27 @@ pub fn export(
         since_micros,
         ..Filter::default()
     };
-    let mut records = Vec::new();
-    for_each_record(data_dir, |line, r| {
-        if r.n >= checkpoint.size {
-            return Ok(false);
-        }
-        if filter.matches(r) {
-            let proof = prove_record(checkpoint.size, r.n, &tree)?;
-            records.push(ExportedRecord {
-                line: line.to_string(),
-                proof: proof.iter().map(hex::encode).collect(),
-            });
-        }
-        Ok(true)
-    })?;
-    Ok(Export {
-        format: EXPORT_FORMAT.into(),
-        checkpoint: note,
-        records,
-    })
+    let mut source = FileSource {
+        pages: FilePages::open(data_dir, PAGE)?.before(checkpoint.size),
+        tree,
+    };
+    write_export(out, &note, checkpoint.size, &filter, &mut source)
+}
+
+/// The files as an export reads them.
+struct FileSource {
+    pages: FilePages,
+    tree: TreeFile,
+}
+
+impl ExportSource for FileSource {
+    fn next_page(&mut self) -> Result<Vec<(String, AccessRecord)>, AccessLogError> {
+        self.pages.next_page()
+    }
+
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, AccessLogError> {
+        Ok(self.tree.read_hashes(indexes)?)
+    }
 }
 
 /// What a verified export holds.

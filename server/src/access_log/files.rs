@@ -109,6 +109,11 @@ impl SegmentLines {
         })
     }
 
+    /// Whole lines read so far.
+    pub fn read(&self) -> u64 {
+        self.number
+    }
+
     pub fn next_line(&mut self) -> std::io::Result<Option<Line>> {
         let mut buf = Vec::new();
         let read = self.reader.read_until(b'\n', &mut buf)?;

@@ -16,12 +16,14 @@
 //! through `store::access`) holds it instead, so that a replica's log
 //! outlives its host: the same thread and rounds write it there
 //! (`stored`), the same rules check it (`stored_check`), and the commands
-//! read it from the database (`stored_read`); files of an earlier version
-//! are moved in once (`moved`). `docs/access-log.md` sets out the format
+//! read it from the database (`stored_read`), in one snapshot; files of
+//! an earlier version are moved in once (`moved`). Exports of either are
+//! written by one loop as they are read (`export_write`). `docs/access-log.md` sets out the format
 //! and the rules.
 
 mod check;
 pub mod export;
+pub mod export_write;
 pub mod files;
 pub mod moved;
 pub mod record;
@@ -70,6 +72,8 @@ pub enum AccessLogError {
     Closed(String),
     #[error("access log: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot write the access log export: {0}")]
+    Write(String),
 }
 
 impl AccessLogError {
@@ -203,6 +207,27 @@ impl AccessLog {
         (log_name, replica): (&str, Option<&str>),
         fsync: bool,
     ) -> Result<Arc<Self>, AccessLogError> {
+        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
+        Self::open_files(
+            data_dir,
+            config,
+            key,
+            (log_name, replica),
+            fsync,
+            clock_offset_micros,
+        )
+    }
+
+    /// [`AccessLog::open`] with the hub's time shifted by
+    /// `clock_offset_micros` (tests of retention over months).
+    fn open_files(
+        data_dir: &Path,
+        config: &AccessLogConfig,
+        key: SigningKey,
+        (log_name, replica): (&str, Option<&str>),
+        fsync: bool,
+        clock_offset_micros: i64,
+    ) -> Result<Arc<Self>, AccessLogError> {
         config
             .validate()
             .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
@@ -210,7 +235,6 @@ impl AccessLog {
         files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
         let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
         let scanned = scan_tail(&dir, &signer.verifier()?, signer.origin())?;
-        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::start(writer::Setup {
             dir,
             scanned,
@@ -248,8 +272,14 @@ impl AccessLog {
         let verifier = signer.verifier()?;
         let guard = db.access_claim(signer.origin())?;
         moved::move_files(data_dir, db, &signer, &verifier)?;
-        let checked = stored_check::check(db, signer.origin(), &verifier, false)?;
-        stored_copy::check(data_dir, db, signer.origin(), &verifier, &checked)?;
+        let checked = stored_check::check(db.access_reads(), signer.origin(), &verifier, false)?;
+        stored_copy::check(
+            data_dir,
+            db.access_reads(),
+            signer.origin(),
+            &verifier,
+            &checked,
+        )?;
         let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::spawn(stored::StoredWriter::new(stored::Setup {
             store: store.clone(),
@@ -259,6 +289,7 @@ impl AccessLog {
             config: config.clone(),
             clock_offset_micros,
             data_dir: data_dir.to_path_buf(),
+            remove_chunk: stored::REMOVE_CHUNK,
         }))?;
         Ok(Arc::new(Self {
             writer,
@@ -295,6 +326,10 @@ impl AccessLog {
 
 #[cfg(test)]
 mod stored_fault_tests;
+#[cfg(test)]
+mod stored_read_tests;
+#[cfg(test)]
+mod stored_retention_tests;
 #[cfg(test)]
 mod stored_tests;
 #[cfg(test)]

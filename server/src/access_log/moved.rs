@@ -187,7 +187,14 @@ fn moved_so_far(
     if stored_hash_count(lo) != extent.hashes || extent.next > lo {
         return Err(other());
     }
-    let theirs = tree_hash(lo, &StoredTree { db, origin }).map_err(|e| e.to_string())?;
+    let theirs = tree_hash(
+        lo,
+        &StoredTree {
+            db: db.access_reads(),
+            origin,
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let ours = tree_hash(lo, tree).map_err(|e| e.to_string())?;
     if theirs != ours {
         return Err(other());

@@ -146,6 +146,15 @@ pub fn leaf_of_line(line: &str) -> Hash {
     leaf_hash_of_bytes(line.as_bytes())
 }
 
+/// Where the chain of removal records kept begins: at the first one's
+/// first record, but never past the first record kept. Removed records
+/// are always the first ones, so the removal record naming the last of
+/// them was written after them and is kept: when records were removed,
+/// the first removal record kept starts before the first record kept.
+pub fn chain_start(first_removal: Option<&RemovedSegment>, first_kept: u64) -> u64 {
+    first_removal.map_or(0, |r| r.first.min(first_kept))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,11 +16,17 @@
 //! The writer holds its origin's guard for its life, so no other process
 //! writes the same log; a hub that stops lets go of it at once.
 //!
-//! Retention (at start and hourly) removes the oldest records a UTC day
-//! at a time, once the day is past `retention_days`, never the last day
-//! written: one commit appends the removal record naming them (with the
-//! tree's root after them) and removes them, so no crash leaves one
-//! without the other. Their stored hashes stay.
+//! Retention (at start and hourly) removes the oldest records once their
+//! UTC day is past `retention_days`, never the last day written, in
+//! chunks of at most [`REMOVE_CHUNK`] records, one chunk a round (after
+//! the round's records are answered), so that no round waits on a large
+//! day's delete: each chunk is one commit that appends the removal record
+//! naming its records (with the tree's root after them) and removes them,
+//! so no crash leaves one without the other, and a removal cut short is
+//! a shorter one, which the next round (or start) goes on from. Their
+//! stored hashes stay. A retention read that fails is logged and tried
+//! again at the next retention time: it changes nothing, and closing the
+//! log (every call with it) for a removal that can wait would be worse.
 
 use super::files::day_of;
 use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
@@ -37,6 +43,9 @@ use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// Records one retention commit removes at most.
+pub const REMOVE_CHUNK: u64 = 4096;
+
 pub struct StoredWriter {
     store: Arc<dyn Store>,
     guard: Option<Box<dyn OriginGuard>>,
@@ -45,7 +54,14 @@ pub struct StoredWriter {
     signed_size: u64,
     last_signed: Instant,
     config: AccessLogConfig,
+    /// When retention last found nothing more to remove.
     last_retained: Option<Instant>,
+    /// Retention removed a chunk last round: more may be due.
+    retaining: bool,
+    /// Records one retention commit removes at most.
+    remove_chunk: u64,
+    /// The oldest record kept was seen to be of a future time (said once).
+    future_warned: bool,
     clock_offset_micros: i64,
     /// Where this host's copy of the latest checkpoint is kept.
     data_dir: PathBuf,
@@ -60,6 +76,8 @@ pub struct Setup {
     pub config: AccessLogConfig,
     pub clock_offset_micros: i64,
     pub data_dir: PathBuf,
+    /// [`REMOVE_CHUNK`], but in tests of a removal in several chunks.
+    pub remove_chunk: u64,
 }
 
 impl StoredWriter {
@@ -72,6 +90,7 @@ impl StoredWriter {
             config,
             clock_offset_micros,
             data_dir,
+            remove_chunk,
         } = setup;
         Self {
             store,
@@ -82,6 +101,9 @@ impl StoredWriter {
             last_signed: Instant::now(),
             config,
             last_retained: None,
+            retaining: false,
+            remove_chunk: remove_chunk.max(1),
+            future_warned: false,
             clock_offset_micros,
             data_dir,
         }
@@ -170,59 +192,137 @@ impl StoredWriter {
         Ok(())
     }
 
-    /// Removes the oldest day of records while it is past retention (see
-    /// the module doc).
-    fn retain(&mut self) -> Result<(), AccessLogError> {
-        self.last_retained = Some(Instant::now());
+    /// Removes the oldest records past retention, one chunk of them (see
+    /// the module doc); whether it removed any (then more may be due).
+    ///
+    /// A read that fails (what is due, the tree's root) changes nothing:
+    /// it is logged and retention waits for its next time, since closing
+    /// the log, and every call with it, for a removal that can wait an
+    /// hour would be worse. A commit that fails stops the writer as any
+    /// round's does: the writer's tree already holds the removal record,
+    /// and the store may or may not.
+    fn retain_chunk(&mut self) -> Result<bool, AccessLogError> {
+        let due = match self.removal_due() {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "access log retention could not read what is due; trying again in an hour");
+                return Ok(false);
+            }
+        };
+        let Some((removal, end)) = due else {
+            return Ok(false);
+        };
+        let (segment, count) = removal
+            .removed
+            .as_ref()
+            .map(|r| (r.segment.clone(), r.count))
+            .unwrap_or_default();
+        self.commit(vec![removal], false, Some(end))?;
+        tracing::info!(%segment, records = count, "access log records removed under retention");
+        Ok(true)
+    }
+
+    /// Whether the warning of a future oldest record was given.
+    #[cfg(test)]
+    pub(super) fn warned_of_future(&self) -> bool {
+        self.future_warned
+    }
+
+    /// The removal record of the next chunk due and where the chunk ends,
+    /// or None when nothing is past retention. Reads only.
+    fn removal_due(&mut self) -> Result<Option<(AccessRecord, u64)>, AccessLogError> {
         let now = tongbao_proto::now_micros().saturating_add(self.clock_offset_micros);
         let cutoff = now.saturating_sub(i64::from(self.config.retention_days) * DAY_MICROS);
         let origin = self.signer.origin().to_string();
-        loop {
-            let db = self.db()?;
-            let Some(first) = db.access_extent(&origin)?.first_kept else {
-                return Ok(());
-            };
-            let Some(oldest) = db.access_records(&origin, first, 1)?.pop() else {
-                return Ok(());
-            };
-            let day_ends = (oldest.at_micros.div_euclid(DAY_MICROS) + 1).saturating_mul(DAY_MICROS);
-            if day_ends > cutoff {
-                return Ok(());
+        let db = self.db()?;
+        let extent = db.access_extent(&origin)?;
+        let Some(first) = extent.first_kept else {
+            return Ok(None);
+        };
+        let Some(oldest) = db.access_records(&origin, first, 1)?.pop() else {
+            return Ok(None);
+        };
+        let day_ends = (oldest.at_micros.div_euclid(DAY_MICROS) + 1).saturating_mul(DAY_MICROS);
+        if day_ends > cutoff {
+            // A record of a time ahead of the hub's clock (a clock set
+            // wrong once) holds back every record after it until then:
+            // said once, for the operator to see.
+            if oldest.at_micros > now && !self.future_warned {
+                self.future_warned = true;
+                tracing::warn!(
+                    record = first,
+                    at_micros = oldest.at_micros,
+                    "the oldest access log record kept is of a time ahead of the hub's clock: retention removes nothing until its day is past retention_days"
+                );
             }
-            // The day's records end where a later day's begin; none yet:
-            // the day is the last written, and stays.
-            let Some(end) = db.access_first_at(&origin, first, day_ends)? else {
-                return Ok(());
-            };
-            let root = hex::encode(tree_hash(
-                end,
-                &StoredTree {
-                    db,
-                    origin: &origin,
-                },
-            )?);
-            let day = day_of(oldest.at_micros);
-            let segment = format!("records-{first:020}-{day}");
-            let removal = AccessRecord {
-                at_micros: now,
-                kind: RecordKind::Removal,
-                method: "retention".into(),
-                message: format!(
-                    "removed {segment}: records {first}..{end}, older than {} days",
-                    self.config.retention_days
-                ),
-                removed: Some(RemovedSegment {
-                    segment: segment.clone(),
-                    first,
-                    count: end - first,
-                    root,
-                }),
-                ..Default::default()
-            };
-            self.commit(vec![removal], false, Some(end))?;
-            tracing::info!(%segment, records = end - first, "access log records removed under retention");
+            return Ok(None);
         }
+        let Some(end) = chunk_end(db, &origin, first, extent.next, self.remove_chunk, day_ends)?
+        else {
+            return Ok(None);
+        };
+        let root = hex::encode(tree_hash(
+            end,
+            &StoredTree {
+                db: db.access_reads(),
+                origin: &origin,
+            },
+        )?);
+        let day = day_of(oldest.at_micros);
+        let segment = format!("records-{first:020}-{day}");
+        let removal = AccessRecord {
+            at_micros: now,
+            kind: RecordKind::Removal,
+            method: "retention".into(),
+            message: format!(
+                "removed {segment}: records {first}..{end}, older than {} days",
+                self.config.retention_days
+            ),
+            removed: Some(RemovedSegment {
+                segment: segment.clone(),
+                first,
+                count: end - first,
+                root,
+            }),
+            ..Default::default()
+        };
+        Ok(Some((removal, end)))
     }
+}
+
+/// Where the chunk of the day's records from `first` that retention
+/// removes ends: at the first record of a later day within `chunk`
+/// records, else after `chunk` records when a later day's record follows
+/// them; None when none follows (the day is the last written, and stays).
+/// Each look reads a chunk, or one record, but where the hub's clock went
+/// back (a later record of an earlier time) the rest of the log.
+fn chunk_end(
+    db: &dyn AccessLogStore,
+    origin: &str,
+    first: u64,
+    next: u64,
+    chunk: u64,
+    day_ends: i64,
+) -> Result<Option<u64>, AccessLogError> {
+    let window = first.saturating_add(chunk).min(next);
+    if let Some(end) = db.access_first_at(origin, first, window, day_ends)? {
+        return Ok(Some(end));
+    }
+    if window >= next {
+        return Ok(None);
+    }
+    let last_is_later = db
+        .access_records(origin, next - 1, 1)?
+        .first()
+        .is_some_and(|r| r.at_micros >= day_ends);
+    if last_is_later
+        || db
+            .access_first_at(origin, window, u64::MAX, day_ends)?
+            .is_some()
+    {
+        return Ok(Some(window));
+    }
+    Ok(None)
 }
 
 /// What the store holds where a failed commit wrote.
@@ -297,11 +397,15 @@ impl Rounds for StoredWriter {
             let _ = w.send(Ok(()));
         }
         if !stopping
-            && self
-                .last_retained
-                .is_none_or(|t| t.elapsed() >= RETAIN_EVERY)
+            && (self.retaining
+                || self
+                    .last_retained
+                    .is_none_or(|t| t.elapsed() >= RETAIN_EVERY))
         {
-            self.retain().map_err(|e| (e, Vec::new()))?;
+            self.retaining = self.retain_chunk().map_err(|e| (e, Vec::new()))?;
+            if !self.retaining {
+                self.last_retained = Some(Instant::now());
+            }
         }
         Ok(())
     }

@@ -6,9 +6,9 @@
 //! no signed checkpoint is refused. The first thing that fails is named:
 //! the origin, the record and what.
 
-use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
+use super::record::{AccessRecord, RecordKind, RemovedSegment, chain_start, leaf_of_line};
 use super::{AccessLogError, Frontier};
-use crate::store::access::AccessLogStore;
+use crate::store::access::AccessLogRead;
 use std::collections::VecDeque;
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::{Checkpoint, NoteVerifier, open_checkpoint};
@@ -43,7 +43,7 @@ fn broken(origin: &str, record: Option<u64>, what: impl Into<String>) -> AccessL
 
 /// The stored hashes of one origin, as the Merkle rules read them.
 pub struct StoredTree<'a> {
-    pub db: &'a dyn AccessLogStore,
+    pub db: &'a dyn AccessLogRead,
     pub origin: &'a str,
 }
 
@@ -57,7 +57,7 @@ impl HashReader for StoredTree<'_> {
 
 /// Reads and checks the latest signed checkpoint of `origin`, if any.
 pub fn read_checkpoint(
-    db: &dyn AccessLogStore,
+    db: &dyn AccessLogRead,
     verifier: &NoteVerifier,
     origin: &str,
 ) -> Result<Option<(Checkpoint, String)>, AccessLogError> {
@@ -127,7 +127,7 @@ impl HashStream<'_> {
 
 /// Checks the log of `origin` (see the module doc).
 pub fn check(
-    db: &dyn AccessLogStore,
+    db: &dyn AccessLogRead,
     origin: &str,
     verifier: &NoteVerifier,
     full: bool,
@@ -349,16 +349,29 @@ impl Pass<'_> {
     }
 }
 
-/// The records before the first one kept are exactly those named by
-/// removal records, one after another from record 0, each removal's root
-/// the tree's at its end (as the files' check).
+/// The records before the first one kept are accounted for by the removal
+/// records kept, one after another up to it, each removal's root the
+/// tree's at its end (as the files' check). The chain starts where the
+/// first removal record kept starts: retention removes removal records
+/// too once they are old, and the records before are covered by that
+/// removal's root, over the tree from record 0 to its end.
 fn check_removals(
     tree: &StoredTree<'_>,
     origin: &str,
     first_kept: u64,
     removals: &[RemovedSegment],
 ) -> Result<(), AccessLogError> {
-    let mut covered = 0u64;
+    let start = chain_start(removals.first(), first_kept);
+    let mut covered = start;
+    if start > 0 && start >= first_kept {
+        return Err(broken(
+            origin,
+            Some(0),
+            format!(
+                "records 0..{first_kept} were removed but no removal record kept names any of them"
+            ),
+        ));
+    }
     for r in removals {
         if r.first != covered {
             return Err(broken(
@@ -386,7 +399,7 @@ fn check_removals(
             origin,
             Some(covered.min(first_kept)),
             format!(
-                "the first record kept is {first_kept} but removal records account for records 0..{covered}"
+                "the first record kept is {first_kept} but removal records account for records {start}..{covered}"
             ),
         ));
     }

@@ -12,7 +12,7 @@
 
 use super::stored_check::{StoredScan, StoredTree, place};
 use super::{AccessLogError, files};
-use crate::store::access::AccessLogStore;
+use crate::store::access::AccessLogRead;
 use std::io::Write;
 use std::path::Path;
 use tongbao_proto::checkpoint::{NoteVerifier, open_checkpoint};
@@ -44,7 +44,7 @@ pub fn write(data_dir: &Path, note: &str) -> Result<(), AccessLogError> {
 /// consistent with it (see the module doc).
 pub fn check(
     data_dir: &Path,
-    db: &dyn AccessLogStore,
+    db: &dyn AccessLogRead,
     origin: &str,
     verifier: &NoteVerifier,
     checked: &StoredScan,

@@ -235,3 +235,48 @@ fn files_a_crash_left_unsigned_are_moved_in_with_a_checkpoint() -> TestResult {
     assert_eq!(size(&leader, &key)?, 5);
     Ok(())
 }
+
+#[test]
+fn a_retention_read_that_fails_leaves_the_log_writing_and_is_tried_again_later() -> TestResult {
+    use super::stored_retention_tests::{old_calls, round, verified, writer};
+    use super::writer::Rounds;
+    use tongbao_proto::merkle::stored_hash_index;
+    let Some(pg) = TestDb::create()? else {
+        return Ok(());
+    };
+    let key = key()?;
+    let leader = store(&pg, true)?;
+    let data = tempfile::tempdir()?;
+    // Records 0..10 of a day past retention, then 10..15 of today, signed
+    // by a stopping round (which applies no retention).
+    let mut w = writer(&leader, data.path(), &key, 64)?;
+    round(&mut w, old_calls(10, 200))?;
+    let today: Vec<_> = (0..5)
+        .map(|i| (call(i), None, std::time::Instant::now()))
+        .collect();
+    w.round(today, true).map_err(|(e, _)| e)?;
+    drop(w);
+    // The stored hash of records 8..10, which the removal's root needs
+    // and the start check does not (the checkpoint's right edge is
+    // 0..8, 8..12, 12..14, 14), made unreadable.
+    let idx = stored_hash_index(1, 4);
+    let o = quoted_origin();
+    pg.execute(&format!(
+        "CREATE TABLE kept_hash AS SELECT * FROM access_hash WHERE origin = {o} AND idx = {idx}; \
+         DELETE FROM access_hash WHERE origin = {o} AND idx = {idx}"
+    ))?;
+    // The start's retention fails to read: the round's record is written
+    // and the next round's too.
+    let mut w = writer(&leader, data.path(), &key, 64)?;
+    round(&mut w, vec![call(0)])?;
+    round(&mut w, vec![call(1)])?;
+    drop(w);
+    pg.execute("INSERT INTO access_hash SELECT * FROM kept_hash")?;
+    assert_eq!(verified(&leader, &key)?, (0, 17));
+    // The next retention time removes them.
+    let mut w = writer(&leader, data.path(), &key, 64)?;
+    round(&mut w, Vec::new())?;
+    drop(w);
+    assert_eq!(verified(&leader, &key)?, (10, 18));
+    Ok(())
+}

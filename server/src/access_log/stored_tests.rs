@@ -61,7 +61,7 @@ pub(super) struct Key {
 }
 
 impl Key {
-    fn signing(&self) -> Result<SigningKey, AccessLogError> {
+    pub(super) fn signing(&self) -> Result<SigningKey, AccessLogError> {
         SigningKey::from_pem(&self.pem).map_err(|e| AccessLogError::Closed(e.to_string()))
     }
 }
@@ -106,9 +106,25 @@ pub(super) fn write(log: &AccessLog, n: usize) -> TestResult {
     Ok(())
 }
 
+/// The export of `origin`, as `audit-log export --config` writes it (in
+/// one snapshot), read back.
+pub(super) fn stored_export(
+    db: &dyn AccessLogStore,
+    origin: &str,
+    verifier: Option<&NoteVerifier>,
+    since_micros: Option<i64>,
+) -> Result<export::Export, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    let snapshot = db.access_snapshot()?;
+    let written = stored_read::export_to(&mut out, &*snapshot, origin, verifier, since_micros)?;
+    let export: export::Export = serde_json::from_slice(&out)?;
+    assert_eq!(written, export.records.len());
+    Ok(export)
+}
+
 pub(super) fn size(store: &Arc<dyn Store>, key: &Key) -> Result<u64, Box<dyn std::error::Error>> {
     Ok(check(
-        access(store)?,
+        access(store)?.access_reads(),
         &origin(LOG, Some(REPLICA)),
         &key.verifier,
         true,
@@ -135,7 +151,7 @@ fn a_stored_log_outlives_its_data_directory_and_verifies_from_another_store() ->
     let other = store(&db, false)?;
     assert_eq!(size(&other, &key)?, 15);
     let origin = origin(LOG, Some(REPLICA));
-    let exported = stored_read::export(access(&other)?, &origin, Some(&key.verifier), None)?;
+    let exported = stored_export(access(&other)?, &origin, Some(&key.verifier), None)?;
     assert_eq!(exported.records.len(), 15);
     let verified = verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
     assert_eq!((verified.records, verified.origin), (15, origin.clone()));
@@ -183,7 +199,7 @@ fn a_second_writer_of_one_origin_is_refused() -> TestResult {
 /// its next checkpoint leaves them (straight through the boundary).
 fn append_unsigned(db: &dyn AccessLogStore, key: &Key, n: u64) -> TestResult {
     let origin = origin(LOG, Some(REPLICA));
-    let scanned = check(db, &origin, &key.verifier, true)?;
+    let scanned = check(db.access_reads(), &origin, &key.verifier, true)?;
     let mut frontier = scanned.frontier;
     let first_hash = stored_hash_count(frontier.size());
     let (mut rows, mut hashes) = (Vec::new(), Vec::new());
@@ -312,8 +328,9 @@ fn a_cut_tail_and_a_removed_record_are_named() -> TestResult {
 }
 
 /// A files log of `n` records of the replica in `data`, as an earlier
-/// version left it.
-fn files_log(data: &Path, key: &Key, n: usize) -> TestResult {
+/// version left it: each a microsecond after the one before (so that a
+/// time splits them), the last waited for.
+pub(super) fn files_log(data: &Path, key: &Key, n: usize) -> TestResult {
     let log = AccessLog::open(
         data,
         &AccessLogConfig::default(),
@@ -321,7 +338,19 @@ fn files_log(data: &Path, key: &Key, n: usize) -> TestResult {
         (LOG, Some(REPLICA)),
         true,
     )?;
-    write(&log, n)
+    for i in 0..n {
+        let mut record = call(i);
+        record.at_micros = record.at_micros.saturating_add(i as i64);
+        match i + 1 == n {
+            true => log
+                .record_durably(record)
+                .wait_blocking()
+                .map_err(|e| e.to_string())?,
+            false => log.record(record),
+        }
+    }
+    log.stop();
+    Ok(())
 }
 
 #[test]
@@ -332,13 +361,13 @@ fn files_of_an_earlier_version_are_moved_in_once() -> TestResult {
     let key = key()?;
     let data = tempfile::tempdir()?;
     files_log(data.path(), &key, 9)?;
-    let before = export::export(data.path(), None, None)?;
+    let before = super::tests::export(data.path(), None, None)?;
     let leader = store(&pg, true)?;
     write(&*open(&leader, data.path(), &key, REPLICA)?, 3)?;
     assert!(!data.path().join(files::DIR).exists());
     assert!(data.path().join(moved::MOVED_DIR).is_dir());
     assert_eq!(size(&leader, &key)?, 12);
-    let after = stored_read::export(
+    let after = stored_export(
         access(&leader)?,
         &origin(LOG, Some(REPLICA)),
         Some(&key.verifier),
@@ -419,22 +448,22 @@ fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes
     write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
     let db = access(&leader)?;
     let origin = origin(LOG, Some(REPLICA));
-    let scanned = check(db, &origin, &key.verifier, true)?;
+    let scanned = check(db.access_reads(), &origin, &key.verifier, true)?;
     assert_eq!((scanned.removed, scanned.size), (3, 8));
-    let removal = stored_read::query(db, &origin, &export::Filter::default())?
+    let removal = stored_read::query(db.access_reads(), &origin, &export::Filter::default())?
         .into_iter()
         .find(|r| r.kind == RecordKind::Removal)
         .ok_or("no removal record")?;
     let removed = removal.removed.ok_or("the removal names nothing")?;
     assert_eq!((removed.first, removed.count), (0, 3));
     // Every checkpoint still verifies: exports of what is kept verify.
-    let exported = stored_read::export(db, &origin, Some(&key.verifier), None)?;
+    let exported = stored_export(db, &origin, Some(&key.verifier), None)?;
     assert_eq!(exported.records.len(), 5);
     verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
 
     // Records removed without a removal record are named.
     pg.execute("DELETE FROM access_record WHERE n = 3")?;
-    let said = check(db, &origin, &key.verifier, true)
+    let said = check(db.access_reads(), &origin, &key.verifier, true)
         .err()
         .ok_or("a removal without its record passed")?
         .to_string();

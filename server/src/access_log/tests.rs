@@ -1,6 +1,6 @@
 //! Unit tests of the access log's files, tree, checks and exports.
 
-use super::export::{Filter, export, query, verify_export};
+use super::export::{Export, Filter, export_to, query, verify_export};
 use super::files::{self, SegmentName};
 use super::*;
 use tongbao_proto::canonical::leaf_hash_of_bytes;
@@ -18,6 +18,20 @@ fn call(method: &str) -> AccessRecord {
         method: method.into(),
         ..AccessRecord::default()
     }
+}
+
+/// The export of the log in `data`, as `audit-log export` writes it,
+/// read back.
+pub(super) fn export(
+    data: &Path,
+    checked: Option<(&NoteVerifier, &str)>,
+    since_micros: Option<i64>,
+) -> Result<Export, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    let written = export_to(&mut out, data, checked, since_micros)?;
+    let export: Export = serde_json::from_slice(&out)?;
+    assert_eq!(written, export.records.len());
+    Ok(export)
 }
 
 /// A log of `n` records in `data`, closed; returns the key's verifier.
@@ -445,5 +459,169 @@ fn an_export_of_a_channel_checkpoint_is_no_access_log() -> TestResult {
             .ok_or("a channel's checkpoint passed as an access log's")?;
         assert!(e.to_string().contains("not an access log"), "{e}");
     }
+    Ok(())
+}
+
+#[test]
+fn records_synced_before_their_hashes_survive_a_crash() -> TestResult {
+    // A round syncs its records, not their hashes (those wait for the
+    // next checkpoint): a crash may leave the tree file cut back to the
+    // last checkpoint, even mid-hash. The start recomputes the rest.
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let config = AccessLogConfig::default();
+    append_records(data.path(), &key, &config, 5)?;
+    let checkpoint = dir(data.path()).join(files::CHECKPOINT_FILE);
+    let older = std::fs::read(&checkpoint)?;
+    append_records(data.path(), &key, &config, 3)?;
+    std::fs::write(&checkpoint, &older)?;
+    let tree = dir(data.path()).join(files::TREE_FILE);
+    let cut = stored_hash_count(5) * 32 + 40;
+    assert!(cut < std::fs::metadata(&tree)?.len());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tree)?
+        .set_len(cut)?;
+    append_records(data.path(), &key, &config, 1)?;
+    let full = scan(&dir(data.path()), &verifier, &origin(LOG, None))?;
+    assert_eq!((full.size, full.hashed), (9, 9));
+    assert_eq!(std::fs::metadata(&tree)?.len(), stored_hash_count(9) * 32);
+    // A record changed under the checkpoint is still named: its hash
+    // stayed in the tree, synced before the checkpoint was signed.
+    let path = files::list_segments(&dir(data.path()))?
+        .first()
+        .ok_or("no segment")?
+        .1
+        .clone();
+    let original = std::fs::read_to_string(&path)?;
+    std::fs::write(&path, original.replacen("/m/1\"", "/m/0\"", 1))?;
+    let e = scan(&dir(data.path()), &verifier, &origin(LOG, None))
+        .err()
+        .ok_or("a changed record under the checkpoint passed")?;
+    assert!(e.to_string().contains("record 1"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn an_export_of_more_than_a_page_is_whole_in_order_and_in_the_export_format() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let log = AccessLog::open(
+        data.path(),
+        &AccessLogConfig::default(),
+        key,
+        (LOG, None),
+        true,
+    )?;
+    let n = super::export_write::PAGE + 5;
+    for i in 0..n {
+        log.record(call(&format!("/m/{i}")));
+    }
+    log.stop();
+    let own = origin(LOG, None);
+    for since in [None, Some(i64::MAX)] {
+        let mut out = Vec::new();
+        let written = export_to(&mut out, data.path(), Some((&verifier, &own)), since)?;
+        let export: Export = serde_json::from_slice(&out)?;
+        // Byte for byte what the export was when it was built in memory.
+        assert_eq!(serde_json::to_string_pretty(&export)?.as_bytes(), &out[..]);
+        assert_eq!(written, export.records.len());
+        let numbers = export
+            .records
+            .iter()
+            .map(|r| AccessRecord::from_line(&r.line).map(|r| r.n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let all = since.is_none();
+        assert_eq!(
+            numbers,
+            (0..n as u64).filter(|_| all).collect::<Vec<_>>(),
+            "since {since:?}"
+        );
+        assert_eq!(
+            verify_export(std::str::from_utf8(&out)?, &verifier)?.records,
+            written
+        );
+    }
+    Ok(())
+}
+
+/// Opens the log in `data` with the hub's time `days` ahead (its start
+/// applies retention), appends `n` records of that time durably, and
+/// closes it.
+fn served_days_ahead(data: &Path, key: &SigningKey, days: i64, n: usize) -> TestResult {
+    let log = AccessLog::open_files(
+        data,
+        &AccessLogConfig::default(),
+        SigningKey::from_pem(&key.to_pem())?,
+        (LOG, None),
+        true,
+        days * 86_400_000_000,
+    )?;
+    for i in 0..n {
+        let mut record = call(&format!("/m/{i}"));
+        record.at_micros = log.now_micros();
+        log.record_durably(record)
+            .wait_blocking()
+            .map_err(|e| e.to_string())?;
+    }
+    log.stop();
+    Ok(())
+}
+
+#[test]
+fn a_log_whose_first_removal_records_were_removed_in_turn_verifies() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let key = SigningKey::generate()?;
+    let verifier = NoteSigner::new(LOG, &key)?.verifier()?;
+    let o = origin(LOG, None);
+    // Records 0..2 today; 200 days on, they go, named by removal record 3
+    // (in the segment of records 2..5); 400 days on, that segment goes
+    // too, its removal record with it, named by removal record 6.
+    served_days_ahead(data.path(), &key, 0, 2)?;
+    served_days_ahead(data.path(), &key, 200, 2)?;
+    served_days_ahead(data.path(), &key, 400, 1)?;
+    let scanned = scan(&dir(data.path()), &verifier, &o)?;
+    let named: Vec<(u64, u64)> = scanned
+        .removals
+        .iter()
+        .map(|r| (r.first, r.count))
+        .collect();
+    assert_eq!(named, [(2, 3)], "only the second removal record is kept");
+    assert_eq!(scanned.size, 7);
+    // A start accepts it, and so does verify afterwards.
+    served_days_ahead(data.path(), &key, 400, 1)?;
+    assert_eq!(scan(&dir(data.path()), &verifier, &o)?.size, 8);
+
+    // The segment holding that removal record deleted by hand: records
+    // 0..7 are gone and no removal record kept names any of them.
+    let listed = files::list_segments(&dir(data.path()))?;
+    assert_eq!(listed[0].0.first, 5);
+    std::fs::remove_file(&listed[0].1)?;
+    let e = scan(&dir(data.path()), &verifier, &o)
+        .err()
+        .ok_or("records removed with no removal record kept passed")?;
+    assert!(
+        e.to_string().contains(
+            "the first segment begins at record 7 but removal records account for records 0..0"
+        ),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unreadable_line_past_the_checkpoint_fails_no_export() -> TestResult {
+    let data = tempfile::tempdir()?;
+    let verifier = written(data.path(), 4)?;
+    // A line after the last signed record that no record reading accepts.
+    let mut last = std::fs::OpenOptions::new()
+        .append(true)
+        .open(segment(data.path())?)?;
+    std::io::Write::write_all(&mut last, b"not a record\n")?;
+    let o = origin(LOG, None);
+    let export = export(data.path(), Some((&verifier, &o)), None)?;
+    assert_eq!(export.records.len(), 4);
     Ok(())
 }

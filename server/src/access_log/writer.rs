@@ -2,14 +2,16 @@
 //!
 //! Calls hand their records over and go on; the writer takes every record
 //! waiting at once, appends them to the current segment and their hashes
-//! to `tree.hashes`, and syncs both when a waiting record asks for it (a
+//! to `tree.hashes`, and syncs the segment when a waiting record asks for it (a
 //! write call, answered only after its record is durable: it wakes the
 //! writer at once) or when the oldest unsynced record is 750 ms old (reads:
 //! the writer takes them every 250 ms without being woken, so a burst of
 //! reads costs a few rounds a second, not one each). One sync serves every
-//! record taken with it, so load costs fewer syncs, not more. Once a
-//! second, when the log grew and all of it is durable, it signs a
-//! checkpoint; at start and hourly it removes segments past retention.
+//! record taken with it, so load costs fewer syncs, not more. The tree
+//! file is synced less often (see [`Writer::sync`]). Once a
+//! second, when the log grew and all of it is durable, it syncs the tree
+//! and signs a checkpoint; at start and hourly it removes segments past
+//! retention.
 
 use super::check::{Scanned, SegmentState};
 use super::files::{self, SegmentName, TreeFile, day_of};
@@ -402,27 +404,45 @@ impl Writer {
         self.tree.flush().map_err(|e| self.io(files::TREE_FILE, e))
     }
 
-    /// Makes every record appended so far durable.
+    /// Makes every record appended so far durable. Their hashes are not
+    /// synced with them: a start recomputes the hashes of durable records
+    /// that a crash cut off the tree file (`check`, "unhashed"), so one
+    /// sync a round serves. The tree is synced where the records alone
+    /// would not do ([`Writer::sync_tree`]).
     fn sync(&mut self) -> Result<(), AccessLogError> {
         self.flush()?;
-        if self.fsync {
-            if let Some(s) = self.current.as_ref() {
-                s.file
-                    .get_ref()
-                    .sync_data()
-                    .map_err(|e| AccessLogError::io(&self.dir, e))?;
-            }
-            self.tree
+        if self.fsync
+            && let Some(s) = self.current.as_ref()
+        {
+            s.file
                 .get_ref()
                 .sync_data()
-                .map_err(|e| self.io(files::TREE_FILE, e))?;
+                .map_err(|e| AccessLogError::io(&self.dir, e))?;
         }
         self.unsynced_since = None;
         Ok(())
     }
 
+    /// Makes the tree's hashes durable: before a checkpoint is signed over
+    /// them (the start check reads the checkpoint's tree from the file),
+    /// before a segment is removed (its records' hashes then stand alone)
+    /// and at a stop.
+    fn sync_tree(&mut self) -> Result<(), AccessLogError> {
+        self.tree
+            .flush()
+            .map_err(|e| self.io(files::TREE_FILE, e))?;
+        if self.fsync {
+            self.tree
+                .get_ref()
+                .sync_data()
+                .map_err(|e| self.io(files::TREE_FILE, e))?;
+        }
+        Ok(())
+    }
+
     /// Signs and stores a checkpoint of everything durable.
     fn sign(&mut self) -> Result<(), AccessLogError> {
+        self.sync_tree()?;
         let note = self.signer.sign(self.size, self.frontier.root()?)?;
         let path = self.dir.join(files::CHECKPOINT_FILE);
         tongbao_proto::secret_file::replace(&path, note.as_bytes())
@@ -473,6 +493,7 @@ impl Writer {
             };
             self.append(removal, Instant::now())?;
             self.sync()?;
+            self.sync_tree()?;
             std::fs::remove_file(&oldest.path).map_err(|e| AccessLogError::io(&oldest.path, e))?;
             files::sync_dir(&self.dir).map_err(|e| AccessLogError::io(&self.dir, e))?;
             self.segments.remove(0);
@@ -511,7 +532,9 @@ impl Writer {
         let due = self
             .unsynced_since
             .is_some_and(|s| s.elapsed() >= SYNC_AFTER);
-        let step = if !waiters.is_empty() || due || stopping {
+        let step = if stopping {
+            self.sync().and_then(|()| self.sync_tree())
+        } else if !waiters.is_empty() || due {
             self.sync()
         } else {
             self.flush()

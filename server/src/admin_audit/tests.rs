@@ -527,3 +527,53 @@ fn a_backup_reconciles_a_leftover_file_with_the_store() -> TestResult {
     assert!(!out("c.jsonl").exists());
     Ok(())
 }
+
+/// A replica's standby leaves an earlier version's file where it is (the
+/// move is a write, which its store refuses) and opens the trail anyway;
+/// the replica moves the file once it leads, once.
+#[test]
+fn a_standby_leaves_an_earlier_file_for_when_it_leads() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let options = |replica| -> Result<PgOptions, StoreError> {
+        Ok(PgOptions {
+            database: crate::store::pg_store::Database::new(&db.url(), &Default::default())?,
+            pool_size: 2,
+            replica,
+        })
+    };
+    let leader: Arc<dyn Store> = Arc::new(PgStore::open(&options(false)?)?);
+    drop(AdminAudit::open(
+        leader.clone(),
+        tempfile::tempdir()?.path(),
+    )?);
+    let dir = tempfile::tempdir()?;
+    let records = legacy_file(dir.path(), 3, OPS)?;
+    let standby: Arc<dyn Store> = Arc::new(PgStore::open_standby(&options(true)?)?);
+    // What a standby's start did before: the move is refused.
+    assert!(AdminAudit::open_as(standby.clone(), dir.path(), Some("b")).is_err());
+    let trail = AdminAudit::open_following(standby.clone(), dir.path())?;
+    assert!(trail.list(0, 10, 1 << 20)?.records.is_empty());
+    assert_eq!(
+        check_file(dir.path())?.map(|t| t.count),
+        Some(3),
+        "left as it was"
+    );
+    drop((trail, standby));
+    // It leads: the file is moved in, once.
+    drop(leader);
+    let leader: Arc<dyn Store> = Arc::new(PgStore::open(&options(false)?)?);
+    let trail = AdminAudit::open_as(leader.clone(), dir.path(), Some("b"))?;
+    assert_eq!(trail.list(0, 10, 1 << 20)?.records, records);
+    assert!(!dir.path().join(ADMIN_AUDIT_FILE).exists());
+    assert!(dir.path().join("admin-audit.jsonl.moved").exists());
+    drop(trail);
+    let trail = AdminAudit::open_as(leader, dir.path(), Some("b"))?;
+    assert_eq!(
+        trail.list(0, 10, 1 << 20)?.records,
+        records,
+        "not moved twice"
+    );
+    Ok(())
+}

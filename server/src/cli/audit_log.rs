@@ -1,11 +1,12 @@
 //! `tongbao-hub audit-log`: the audit administrator's commands on the
 //! access log. They read the data directory directly (read only, beside a
 //! running hub), or, for a hub on PostgreSQL, the database its config
-//! names (any replica's log, from any host), and change nothing: no
-//! command or API alters the log.
+//! names (any replica's log, from any host, each command's reads of a log
+//! in one snapshot), and change nothing: no command or API alters the
+//! log. Exports are written as they are read.
 
 use crate::HubConfig;
-use crate::access_log::export::{Filter, export, query, verify_export};
+use crate::access_log::export::{Filter, export_to, query, verify_export};
 use crate::access_log::{
     AccessRecord, files, origin, origin_replica, scan, stored_check, stored_origin, stored_read,
 };
@@ -239,7 +240,7 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
                     let db = store
                         .access_log()
                         .context("this store does not keep the access log")?;
-                    stored_read::query(db, &origin, &filter)?
+                    stored_read::query(&*db.access_snapshot()?, &origin, &filter)?
                 }
             };
             if csv {
@@ -272,23 +273,45 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             out: path,
         } => {
             let since = since.as_deref().map(since_micros).transpose()?;
-            let exported = match location.resolve()? {
-                Source::Files(data_dir) => export(&data_dir, None, since)?,
-                Source::Store(store, origin) => {
-                    let db = store
-                        .access_log()
-                        .context("this store does not keep the access log")?;
-                    stored_read::export(db, &origin, None, since)?
+            let source = location.resolve()?;
+            let mut failed = None;
+            let mut records = 0;
+            // Records name parties and what they asked: readable by the
+            // owner only; written as read, so a large log is never held.
+            let written = tongbao_proto::secret_file::replace_streamed(&path, |out| {
+                let exported = match &source {
+                    Source::Files(data_dir) => export_to(out, data_dir, None, since),
+                    Source::Store(store, origin) => match store.access_log() {
+                        Some(db) => db.access_snapshot().map_err(Into::into).and_then(|snap| {
+                            stored_read::export_to(out, &*snap, origin, None, since)
+                        }),
+                        None => Err(crate::access_log::AccessLogError::Closed(
+                            "this store does not keep the access log".into(),
+                        )),
+                    },
+                };
+                match exported {
+                    Ok(n) => {
+                        records = n;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let said = std::io::Error::other(e.to_string());
+                        failed = Some(e);
+                        Err(said)
+                    }
                 }
-            };
-            let text = serde_json::to_string_pretty(&exported)?;
-            // Records name parties and what they asked: readable by the owner only.
-            tongbao_proto::secret_file::replace(&path, text.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            });
+            if let Some(e) = failed {
+                return Err(anyhow::Error::from(e).context(format!(
+                    "cannot export the access log to {}",
+                    path.display()
+                )));
+            }
+            written.with_context(|| format!("cannot write {}", path.display()))?;
             say!(
                 out,
-                "exported {} records with inclusion proofs in the signed checkpoint to {}",
-                exported.records.len(),
+                "exported {records} records with inclusion proofs in the signed checkpoint to {}",
                 path.display()
             );
         }
@@ -367,7 +390,8 @@ fn verify_stored(
         .access_log()
         .context("this store does not keep the access log")?;
     for log in origins {
-        let scanned = stored_check::check(db, &log, verifier, true)?;
+        // One snapshot a log: its hub may append and remove meanwhile.
+        let scanned = stored_check::check(&*db.access_snapshot()?, &log, verifier, true)?;
         let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
         say!(
             out,

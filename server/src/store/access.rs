@@ -12,6 +12,12 @@
 //! Each origin (the hub's own access log, or one replica's) is a log of
 //! its own, written by one process at a time: the writer holds the
 //! origin's [`OriginGuard`] for its life.
+//!
+//! Reads are a trait of their own ([`AccessLogRead`]) so that a reader
+//! beside a running writer (`audit-log verify`, `export`) takes them from
+//! one snapshot ([`AccessLogStore::access_snapshot`]): a checkpoint, an
+//! extent, records and hashes that belong together, whatever the writer
+//! appends or retention removes meanwhile.
 
 use super::StoreError;
 use tongbao_proto::Hash;
@@ -44,28 +50,8 @@ pub trait OriginGuard: Send {
     fn release(self: Box<Self>);
 }
 
-/// The access log's storage in a store (see the module doc).
-pub trait AccessLogStore: Send + Sync {
-    /// Claims `origin` for this process's writer, refused (naming it)
-    /// while another process holds it, and lists the origin.
-    fn access_claim(&self, origin: &str) -> Result<Box<dyn OriginGuard>, StoreError>;
-    /// Appends records (consecutive, from the log's next number) and the
-    /// stored hashes they add (from index `first_hash` on), with a signed
-    /// checkpoint over them when given, and removes the records before
-    /// `remove_before` when given (retention: their hashes stay, and the
-    /// removal record naming them is among `rows`): all of it durably,
-    /// as one commit. Fails unless this store still holds the origin's
-    /// claim (a claim whose hold the store lost, as a database session
-    /// that ended, fails it too): a writer never writes unclaimed.
-    fn access_append(
-        &self,
-        origin: &str,
-        rows: &[AccessRow],
-        first_hash: u64,
-        hashes: &[Hash],
-        checkpoint: Option<&str>,
-        remove_before: Option<u64>,
-    ) -> Result<(), StoreError>;
+/// The access log's reads (see the module doc).
+pub trait AccessLogRead {
     /// The latest signed checkpoint of `origin`, if any.
     fn access_checkpoint(&self, origin: &str) -> Result<Option<String>, StoreError>;
     fn access_extent(&self, origin: &str) -> Result<AccessExtent, StoreError>;
@@ -87,14 +73,47 @@ pub trait AccessLogStore: Send + Sync {
         from: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Hash)>, StoreError>;
-    /// The first record from number `from` on whose hub time is at least
-    /// `at_micros`, if any (retention finds where a day's records end).
+    /// The first record numbered `from..before` whose hub time is at
+    /// least `at_micros`, if any (retention finds where a day's records
+    /// end; the bound keeps each look to a chunk of them).
     fn access_first_at(
         &self,
         origin: &str,
         from: u64,
+        before: u64,
         at_micros: i64,
     ) -> Result<Option<u64>, StoreError>;
     /// Every origin that was ever claimed, in order.
     fn access_origins(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// The access log's storage in a store (see the module doc).
+pub trait AccessLogStore: AccessLogRead + Send + Sync {
+    /// This store's reads (each from the store as it is when it runs).
+    fn access_reads(&self) -> &dyn AccessLogRead;
+    /// Reads that all see one snapshot of the store, taken at the first
+    /// of them, for as long as the reader is held: what commits meanwhile
+    /// (appends, removals) is not seen. Hold it no longer than needed (a
+    /// database keeps what the snapshot may still read).
+    fn access_snapshot(&self) -> Result<Box<dyn AccessLogRead + '_>, StoreError>;
+    /// Claims `origin` for this process's writer, refused (naming it)
+    /// while another process holds it, and lists the origin.
+    fn access_claim(&self, origin: &str) -> Result<Box<dyn OriginGuard>, StoreError>;
+    /// Appends records (consecutive, from the log's next number) and the
+    /// stored hashes they add (from index `first_hash` on), with a signed
+    /// checkpoint over them when given, and removes the records before
+    /// `remove_before` when given (retention: their hashes stay, and the
+    /// removal record naming them is among `rows`): all of it durably,
+    /// as one commit. Fails unless this store still holds the origin's
+    /// claim (a claim whose hold the store lost, as a database session
+    /// that ended, fails it too): a writer never writes unclaimed.
+    fn access_append(
+        &self,
+        origin: &str,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+        checkpoint: Option<&str>,
+        remove_before: Option<u64>,
+    ) -> Result<(), StoreError>;
 }

@@ -13,11 +13,16 @@
 //! writes at a time, and one that lost the lease writes nothing more.
 
 mod access;
+mod access_read;
 mod kept;
 pub mod lease;
+#[cfg(test)]
+mod lost_tests;
 mod marks;
 pub mod notices;
 mod read;
+#[cfg(test)]
+mod relay;
 mod schema;
 #[doc(hidden)]
 pub mod testdb;
@@ -91,6 +96,10 @@ pub struct PgStore {
     access_claims: access::Claims,
 }
 
+/// What a group commit fails with once an earlier one failed.
+pub const AFTER_FAILED: &str =
+    "an earlier group commit failed: this hub commits nothing more until it is restarted";
+
 /// What every write of a standby's store fails with.
 pub const STANDBY_WRITES: &str = tongbao_proto::replica::STANDBY_REFUSAL;
 
@@ -105,12 +114,22 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         if let Some(rt) = self.rt.take() {
             // An orderly stop writes the waiting fetched marks, while the
-            // lease (a leader's fence) is still held.
+            // lease (a leader's fence) is still held; bounded, since a
+            // database that stopped answering would otherwise hold the
+            // stop (and the process) for ever: no statement has a timeout.
             let writer = self.marks_writer();
-            let flushed =
-                futures::executor::block_on(rt.spawn(async move { writer.flush().await }));
-            if let Ok(Err(e)) = flushed {
-                tracing::warn!(error = %e, "the last fetched marks were not written");
+            let flushed = futures::executor::block_on(rt.spawn(async move {
+                tokio::time::timeout(lease::PROBE_WAIT, writer.flush()).await
+            }));
+            match flushed {
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "the last fetched marks were not written");
+                }
+                Ok(Err(_)) => tracing::warn!(
+                    "the last fetched marks were not written: the database did not answer within {} s",
+                    lease::PROBE_WAIT.as_secs()
+                ),
+                _ => {}
             }
             // Let go of the lease at once, so that a standby or a hub
             // started next (a restart) takes it without waiting.
@@ -195,6 +214,7 @@ impl PgStore {
             epoch: (!self.standby).then_some(self.epoch),
             marks: self.marks.clone(),
             fenced: self.fenced.clone(),
+            lease: self.lease.as_ref().map(Lease::watch),
         }
     }
 
@@ -271,11 +291,37 @@ impl PgStore {
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
+        self.refuse_without_lease()?;
         let written = self.block(fut);
         if let Err(e) = &written {
             self.write_failed(e);
         }
         written
+    }
+
+    /// Refuses a write at once once the lease is gone: a fenced hub
+    /// writes nothing, and a write must not wait on a database that
+    /// stopped answering the lease's probe.
+    fn refuse_without_lease(&self) -> Result<(), StoreError> {
+        match self.lease_gone() {
+            Some(why) => {
+                let e = StoreError::Database(why);
+                self.write_failed(&e);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Why this hub no longer holds the lease (None while it does): the
+    /// fence refused a write, or the lease's connection broke, stopped
+    /// answering its probe, or found the epoch moved on. The hub is
+    /// stopping; another replica may be writing already.
+    fn lease_gone(&self) -> Option<String> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Some(lease::LOST.into());
+        }
+        self.lease.as_ref().and_then(Lease::lost_why)
     }
 
     /// A replica that cannot write stops, letting go of the lease, so that
@@ -300,21 +346,33 @@ impl PgStore {
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let rt = self
-            .rt
+        block_on(self.handle()?, fut)
+    }
+
+    /// The store's runtime, while the store is open.
+    fn handle(&self) -> Result<&tokio::runtime::Handle, StoreError> {
+        self.rt
             .as_ref()
-            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?;
-        // Unconstrained: polled from inside a tokio task (a hub start, a
-        // handler), the join handle would otherwise count against that
-        // task's cooperative budget, and once it is spent every poll
-        // answers Pending at once: this loop would spin for ever.
-        futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
-            .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
+            .map(|rt| rt.handle())
+            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))
     }
 
     fn pool(&self) -> Pool {
         self.pool.clone()
     }
+}
+
+/// Runs `fut` on the runtime `rt` and waits for it (see [`PgStore::block`]).
+fn block_on<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    // Unconstrained: polled from inside a tokio task (a hub start, a
+    // handler), the join handle would otherwise count against that
+    // task's cooperative budget, and once it is spent every poll
+    // answers Pending at once: this loop would spin for ever.
+    futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
+        .map_err(|e| StoreError::Database(format!("a PostgreSQL call failed: {e}")))?
 }
 
 impl Store for PgStore {
@@ -341,6 +399,17 @@ impl Store for PgStore {
         if self.standby {
             return Err(StoreError::Database(STANDBY_WRITES.into()));
         }
+        // Refused before it is sent: its positions are certainly not
+        // stored. First, so that a lost lease is named as the reason.
+        if let Err(e) = self.refuse_without_lease() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        // After a failed commit, whose positions may or may not be stored
+        // (`kept`): a later commit reusing them would be hidden for good.
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::Database(AFTER_FAILED.into()));
+        }
         let appended = self.write(write::append(
             self.pool(),
             self.epoch,
@@ -349,6 +418,7 @@ impl Store for PgStore {
         ));
         if appended.is_err() {
             self.failed.store(true, Ordering::Release);
+            self.kept.failed(entries)?;
         }
         appended
     }

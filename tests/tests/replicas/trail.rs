@@ -67,3 +67,65 @@ pub(crate) async fn a_replica_that_takes_over_continues_the_admin_trail() -> Tes
     }
     Ok(())
 }
+
+/// A data directory of an earlier version (its `admin-audit.jsonl`) does
+/// not keep a standby from serving: the file stays until the replica
+/// leads, then is moved into the stored trail, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_standby_with_an_earlier_trail_file_serves_and_moves_it_once_it_leads()
+-> TestResult {
+    use tongbao_server::admin_audit::{ADMIN_AUDIT_FILE, AdminAudit, write_jsonl};
+    use tongbao_server::store::{SledStore, Store};
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut replicas = vec![Replica::spawn(&pki, "data-a")?];
+    assert!(!replicas[0].started().await?, "{}", replicas[0].stderr());
+    // The second replica's data directory, as an earlier version left it.
+    let data = pki.path().join("data-b");
+    std::fs::create_dir_all(&data)?;
+    let scratch = tempfile::tempdir()?;
+    let old_store: Arc<dyn Store> = Arc::new(SledStore::open(&scratch.path().join("db"), true)?);
+    let old = AdminAudit::open(old_store.clone(), scratch.path())?;
+    for unit in ["tax", "finance"] {
+        old.record("urn:tongbao:operator:ops", "suspend-unit", unit, 0, "done")?;
+    }
+    let old_records = old.list(0, 10, 1 << 20)?.records;
+    write_jsonl(
+        old_store.as_ref(),
+        scratch.path(),
+        &data.join(ADMIN_AUDIT_FILE),
+    )?;
+    drop((old, old_store));
+
+    replicas.push(Replica::spawn(&pki, "data-b")?);
+    assert!(replicas[1].started().await?, "{}", replicas[1].stderr());
+    assert!(
+        replicas[1].reads.is_some(),
+        "the standby serves reads: {}",
+        replicas[1].stderr()
+    );
+    assert!(
+        data.join(ADMIN_AUDIT_FILE).exists(),
+        "a standby moves nothing"
+    );
+
+    // It leads: the file is the trail now, and the trail goes on from it.
+    replicas[0].kill()?;
+    let b = leader(&mut replicas, Some(0)).await?;
+    let b_addr = replicas[b].addr.ok_or("no address")?;
+    let listed = trail(&pki, b_addr).await?;
+    let hashes: Vec<String> = listed
+        .iter()
+        .map(|r| r.hash.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let old_hashes: Vec<String> = old_records.iter().map(|r| r.hash.clone()).collect();
+    assert_eq!(hashes, old_hashes, "{listed:?}");
+    assert!(!data.join(ADMIN_AUDIT_FILE).exists());
+    assert!(data.join("admin-audit.jsonl.moved").exists());
+    suspend(&pki, b_addr, "state-security").await?;
+    let after = trail(&pki, b_addr).await?;
+    assert_eq!(after.len(), 3, "moved once: {after:?}");
+    assert_eq!(after[2].previous_hash, listed[1].hash);
+    Ok(())
+}

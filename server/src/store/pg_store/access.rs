@@ -14,11 +14,10 @@
 //! writing beside a second claimant. Behind it, the primary keys: a
 //! record or hash written twice fails its whole commit.
 
-use super::read::{execute, query, query_opt, signed, unsigned};
+use super::read::{execute, query_opt, signed};
 use super::{CONNECT_WAIT, Database, PgStore, db};
 use crate::store::StoreError;
-use crate::store::access::{AccessExtent, AccessLogStore, AccessRow, OriginGuard};
-use crate::store::codec::hash_from;
+use crate::store::access::{AccessLogRead, AccessLogStore, AccessRow, OriginGuard};
 use deadpool_postgres::Pool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,10 +65,6 @@ impl OriginGuard for PgOriginGuard {
             let _ = futures::executor::block_on(tokio::task::unconstrained(self.rt.spawn(unlock)));
         }
     }
-}
-
-fn corrupt(origin: &str, what: String) -> StoreError {
-    StoreError::Corrupt(format!("access log {origin}: {what}"))
 }
 
 /// Claims `origin` on a connection of its own; its session's backend pid.
@@ -202,152 +197,17 @@ async fn append(
     tx.commit().await.map_err(db)
 }
 
-async fn checkpoint(pool: Pool, origin: String) -> Result<Option<String>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    Ok(query_opt(
-        &client,
-        "SELECT note FROM access_checkpoint WHERE origin = $1",
-        &[&origin],
-    )
-    .await?
-    .map(|row| row.get(0)))
-}
-
-/// One statement, so one snapshot: records and hashes of the same
-/// commits, even while the origin's writer appends (a verify beside a
-/// running hub).
-async fn extent(pool: Pool, origin: String) -> Result<AccessExtent, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    let row = query_opt(
-        &client,
-        "SELECT (SELECT min(n) FROM access_record WHERE origin = $1), \
-                (SELECT max(n) FROM access_record WHERE origin = $1), \
-                (SELECT max(idx) FROM access_hash WHERE origin = $1)",
-        &[&origin],
-    )
-    .await?;
-    let (first, last, last_hash): (Option<i64>, Option<i64>, Option<i64>) =
-        row.map_or((None, None, None), |r| (r.get(0), r.get(1), r.get(2)));
-    Ok(AccessExtent {
-        first_kept: first.map(|f| unsigned(f, "a record number")).transpose()?,
-        next: last.map_or(Ok(0), |l| unsigned(l, "a record number").map(|l| l + 1))?,
-        hashes: last_hash.map_or(Ok(0), |l| unsigned(l, "a hash index").map(|l| l + 1))?,
-    })
-}
-
-async fn records(
-    pool: Pool,
-    origin: String,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<AccessRow>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    query(
-        &client,
-        "SELECT n, at_micros, line FROM access_record WHERE origin = $1 AND n >= $2 \
-         ORDER BY n LIMIT $3",
-        &[&origin, &signed(from)?, &limit],
-    )
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(AccessRow {
-            n: unsigned(row.get(0), "a record number")?,
-            at_micros: row.get(1),
-            line: row.get(2),
-        })
-    })
-    .collect()
-}
-
-async fn hashes(pool: Pool, origin: String, indexes: Vec<u64>) -> Result<Vec<Hash>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    let asked = indexes
-        .iter()
-        .map(|i| signed(*i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let found: HashMap<i64, Vec<u8>> = query(
-        &client,
-        "SELECT idx, hash FROM access_hash WHERE origin = $1 AND idx = ANY($2)",
-        &[&origin, &asked],
-    )
-    .await?
-    .into_iter()
-    .map(|row| (row.get(0), row.get(1)))
-    .collect();
-    asked
-        .iter()
-        .map(|i| match found.get(i) {
-            Some(h) => hash_from(h),
-            None => Err(corrupt(&origin, format!("stored hash {i} is missing"))),
-        })
-        .collect()
-}
-
-async fn hash_range(
-    pool: Pool,
-    origin: String,
-    from: u64,
-    limit: usize,
-) -> Result<Vec<(u64, Hash)>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    query(
-        &client,
-        "SELECT idx, hash FROM access_hash WHERE origin = $1 AND idx >= $2 ORDER BY idx LIMIT $3",
-        &[&origin, &signed(from)?, &limit],
-    )
-    .await?
-    .into_iter()
-    .map(|row| {
-        let bytes: Vec<u8> = row.get(1);
-        Ok((unsigned(row.get(0), "a hash index")?, hash_from(&bytes)?))
-    })
-    .collect()
-}
-
-/// Walks the records from `from` in order (the primary key's) and stops
-/// at the first match: a day's records, not the whole log.
-async fn first_at(
-    pool: Pool,
-    origin: String,
-    from: u64,
-    at_micros: i64,
-) -> Result<Option<u64>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    query_opt(
-        &client,
-        "SELECT n FROM access_record WHERE origin = $1 AND n >= $2 AND at_micros >= $3 \
-         ORDER BY n LIMIT 1",
-        &[&origin, &signed(from)?, &at_micros],
-    )
-    .await?
-    .map(|row| unsigned(row.get(0), "a record number"))
-    .transpose()
-}
-
-async fn origins(pool: Pool) -> Result<Vec<String>, StoreError> {
-    let client = pool.get().await.map_err(db)?;
-    Ok(query(
-        &client,
-        "SELECT origin FROM access_origin ORDER BY origin",
-        &[],
-    )
-    .await?
-    .into_iter()
-    .map(|row| row.get(0))
-    .collect())
-}
-
 impl AccessLogStore for PgStore {
+    fn access_reads(&self) -> &dyn AccessLogRead {
+        self
+    }
+
+    fn access_snapshot(&self) -> Result<Box<dyn AccessLogRead + '_>, StoreError> {
+        super::access_read::snapshot(self)
+    }
+
     fn access_claim(&self, origin: &str) -> Result<Box<dyn OriginGuard>, StoreError> {
-        let rt = self
-            .rt
-            .as_ref()
-            .ok_or_else(|| StoreError::Database("the PostgreSQL store is closed".into()))?
-            .handle()
-            .clone();
+        let rt = self.handle()?.clone();
         let (client, pid) = self.block(claim(
             self.database.clone(),
             self.pool(),
@@ -388,48 +248,5 @@ impl AccessLogStore for PgStore {
             checkpoint.map(str::to_string),
             remove_before,
         ))
-    }
-
-    fn access_checkpoint(&self, origin: &str) -> Result<Option<String>, StoreError> {
-        self.block(checkpoint(self.pool(), origin.to_string()))
-    }
-
-    fn access_extent(&self, origin: &str) -> Result<AccessExtent, StoreError> {
-        self.block(extent(self.pool(), origin.to_string()))
-    }
-
-    fn access_records(
-        &self,
-        origin: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<AccessRow>, StoreError> {
-        self.block(records(self.pool(), origin.to_string(), from, limit))
-    }
-
-    fn access_hashes(&self, origin: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
-        self.block(hashes(self.pool(), origin.to_string(), indexes.to_vec()))
-    }
-
-    fn access_hash_range(
-        &self,
-        origin: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Hash)>, StoreError> {
-        self.block(hash_range(self.pool(), origin.to_string(), from, limit))
-    }
-
-    fn access_first_at(
-        &self,
-        origin: &str,
-        from: u64,
-        at_micros: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        self.block(first_at(self.pool(), origin.to_string(), from, at_micros))
-    }
-
-    fn access_origins(&self) -> Result<Vec<String>, StoreError> {
-        self.block(origins(self.pool()))
     }
 }

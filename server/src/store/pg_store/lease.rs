@@ -82,6 +82,8 @@ struct Shared {
     releasing: AtomicBool,
     /// The connection ended, or the epoch moved on.
     lost: AtomicBool,
+    /// Why, in words, once `lost` (the first reason).
+    why: std::sync::OnceLock<String>,
     /// A notice that the lease was let go, or the connection's end.
     wake: Notify,
     /// Ends the probe at release.
@@ -94,6 +96,7 @@ impl Shared {
         if self.releasing.load(Ordering::Acquire) {
             return;
         }
+        let _ = self.why.set(format!("lost the database connection: {why}"));
         self.lost.store(true, Ordering::Release);
         if self.leading.load(Ordering::Acquire) {
             crate::fatal::database_lost(why);
@@ -105,8 +108,29 @@ impl Shared {
 
     /// Another replica raised the epoch.
     fn fenced(&self) {
+        let _ = self.why.set(LOST.to_string());
         self.lost.store(true, Ordering::Release);
         crate::fatal::lease_lost();
+    }
+}
+
+/// Whether the lease is gone, seen from outside its holder ([`Lease::watch`]).
+#[derive(Clone)]
+pub struct Watch(Arc<Shared>);
+
+impl Watch {
+    /// Why the lease is gone (None while it is held).
+    pub fn why(&self) -> Option<String> {
+        if !self.0.lost.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.0
+                .why
+                .get()
+                .cloned()
+                .unwrap_or_else(|| LOST.to_string()),
+        )
     }
 }
 
@@ -350,6 +374,18 @@ impl Lease {
     /// took it): nothing may be written.
     pub fn is_lost(&self) -> bool {
         self.shared.lost.load(Ordering::Acquire)
+    }
+
+    /// Why the lease is gone (None while it is held): the connection
+    /// broke or stopped answering, or another replica took it over.
+    pub fn lost_why(&self) -> Option<String> {
+        self.watch().why()
+    }
+
+    /// A handle that tells whether the lease is gone, for what outlives a
+    /// borrow of the lease (the fetched marks' writer, a task of its own).
+    pub fn watch(&self) -> Watch {
+        Watch(self.shared.clone())
     }
 
     /// Lets go in order: unlocks and notifies the standbys in one

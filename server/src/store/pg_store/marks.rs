@@ -10,7 +10,10 @@
 //! waits here); first serving wins (here the first mark of a position is
 //! kept, and the database keeps one written earlier, by this replica or
 //! another, `ON CONFLICT DO NOTHING`); a leader's marks pass the lease's
-//! fence, and a fenced hub's waiting marks are dropped, never written.
+//! fence, and the waiting marks of a hub that lost the lease (fenced, or
+//! its database stopped answering the lease's probe) are dropped, never
+//! written: the hub is stopping, and a write must not wait on a database
+//! that went silent.
 //! What a crash loses: the marks of the hub's last [`FLUSH_EVERY`] (an
 //! orderly stop writes them first), besides what a crash of the database
 //! may lose of marks committed without waiting for the WAL flush
@@ -18,7 +21,7 @@
 //! (`Store::mark_fetched`): such a delivery reads as pending until it is
 //! served again.
 
-use super::lease::LOST;
+use super::lease::{LOST, Watch};
 use super::read::signed;
 use super::write;
 use crate::fatal;
@@ -184,6 +187,8 @@ pub struct Writer {
     pub marks: Arc<Marks>,
     /// The store's: set when the fence refused a write.
     pub fenced: Arc<AtomicBool>,
+    /// A leader's lease: once it is gone, nothing more is written.
+    pub lease: Option<Watch>,
 }
 
 impl Writer {
@@ -191,9 +196,9 @@ impl Writer {
     /// waits. Returns how many marks went in the write.
     pub async fn flush(&self) -> Result<usize, StoreError> {
         let _one = self.marks.one_write.lock().await;
-        if self.epoch.is_some() && self.fenced.load(Ordering::Acquire) {
+        if let Some(why) = self.lease_gone() {
             self.marks.drop_all()?;
-            return Err(StoreError::Database(LOST.into()));
+            return Err(StoreError::Database(why));
         }
         let batch = self.marks.take()?;
         if batch.positions.is_empty() {
@@ -218,11 +223,22 @@ impl Writer {
         }
     }
 
+    /// Why a leader's marks are no longer written (None while it leads,
+    /// and always for a standby's, which pass no fence).
+    fn lease_gone(&self) -> Option<String> {
+        self.epoch?;
+        if self.fenced.load(Ordering::Acquire) {
+            return Some(LOST.into());
+        }
+        self.lease.as_ref().and_then(Watch::why)
+    }
+
     /// Writes every [`FLUSH_EVERY`] until the store's runtime stops. A
     /// failed write of a replica's leader stops the hub, as a failed
     /// group commit does (`PgStore::write_failed`); on a hub alone or a
     /// standby its marks wait for the next try (bounded by
-    /// [`MAX_WAITING`]), logged once per outage. A fenced hub stops.
+    /// [`MAX_WAITING`]), logged once per outage. A hub that lost the
+    /// lease stops writing (it is stopping already).
     pub async fn run(self, replica: bool, failed: Arc<AtomicBool>) {
         let mut tick = tokio::time::interval(FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -235,7 +251,7 @@ impl Writer {
                     tracing::info!("fetched marks are written again");
                 }
                 Ok(_) => {}
-                Err(e) if is_fenced(&e) => {
+                Err(e) if is_fenced(&e) || self.lease_gone().is_some() => {
                     failed.store(true, Ordering::Release);
                     return;
                 }

@@ -53,28 +53,92 @@ fn a_batch_that_does_not_continue_its_channel_changes_nothing() -> TestResult {
     let Some(db) = TestDb::create()? else {
         return Ok(());
     };
-    let store = open(&db)?;
-    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-    assert!(!store.refuses_writes());
-    // Another writer's view: tax:0 again, and a gap (tax:2).
+    // The first store keeps finance 1 in its window, as it committed it.
+    let mut first = Some(open(&db)?);
+    if let Some(store) = &first {
+        store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+        assert!(!store.refuses_writes());
+    }
+    // Another writer's view: tax:0 again, and a gap (tax:2); the second
+    // on a store of its own, since a store commits nothing after a failure.
     for stale in [
-        entry("tax", 0, &[("police", 1)]),
-        entry("tax", 2, &[("police", 1)]),
+        entry("tax", 0, &[("police", 1), ("finance", 2)]),
+        entry("tax", 2, &[("police", 1), ("finance", 2)]),
     ] {
+        let store = match first.take() {
+            Some(store) => store,
+            None => open(&db)?,
+        };
         let refused = store.commit(&[entry("finance", 0, &[]), stale]);
         assert!(
             matches!(&refused, Err(StoreError::Database(m)) if m.contains("another writer")),
             "{refused:?}"
         );
+        assert!(
+            store.entry("finance", 0)?.is_none(),
+            "nothing of the batch stays"
+        );
+        assert!(!store.inbox_heads()?.contains_key("police"));
+        assert!(store.refuses_writes(), "a failed group commit is reported");
+        assert_eq!(store.channel_heads()?.len(), 1);
+        // The failed commit did not land: the database says so, and an
+        // inbox it would have grown reads as it is, its end included.
+        assert!(store.inbox_page("police", 0, 10)?.is_empty());
+        assert!(store.inbox_page("finance", 1, 10)?.is_empty());
+        let page = store.inbox_page("finance", 0, 10)?;
+        assert_eq!(page.iter().map(|i| i.cursor).collect::<Vec<_>>(), [1]);
     }
+    no_session_left_in_a_transaction(&db)
+}
+
+/// Once a group commit failed, its positions may or may not be stored: a
+/// later commit reusing them would be hidden for good, so none is taken
+/// until the hub restarts.
+#[test]
+fn a_store_commits_nothing_after_a_failed_commit() -> TestResult {
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let store = open(&db)?;
+    store.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    let stale = store.commit(&[entry("tax", 0, &[("finance", 2)])]);
+    assert!(stale.is_err(), "{stale:?}");
+    // What would continue the channel, reusing the failed commit's position.
+    let refused = store.commit(&[entry("tax", 1, &[("finance", 2)])]);
     assert!(
-        store.entry("finance", 0)?.is_none(),
-        "nothing of the batch stays"
+        matches!(&refused, Err(StoreError::Database(m)) if m == super::AFTER_FAILED),
+        "{refused:?}"
     );
-    assert!(!store.inbox_heads()?.contains_key("police"));
-    assert!(store.refuses_writes(), "a failed group commit is reported");
-    assert_eq!(store.channel_heads()?.len(), 1);
+    assert_eq!(
+        store.channel_heads()?.get("tax").map(|h| h.next_seq),
+        Some(1)
+    );
+    drop(store);
+    // A restart commits again.
+    let store = open(&db)?;
+    store.commit(&[entry("tax", 1, &[("finance", 2)])])?;
+    assert_eq!(store.inbox_page("finance", 1, 10)?.len(), 1);
     Ok(())
+}
+
+/// Waits until no session of the test database is inside a transaction
+/// (a failed commit's connection is closed, not pooled with its
+/// transaction open); fails if one stays.
+fn no_session_left_in_a_transaction(db: &TestDb) -> TestResult {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let checked = db.execute(
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND state LIKE 'idle in transaction%') \
+             THEN RAISE EXCEPTION 'a session is left inside a transaction'; END IF; END $$",
+        );
+        match checked {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }
 
 #[test]
@@ -95,7 +159,14 @@ fn a_message_id_is_stored_once_per_sender() -> TestResult {
         Some(1)
     );
     assert_eq!(store.message("tax", "m0")?.map(|m| m.seq), Some(0));
-    Ok(())
+    // The statements behind the failed one, COMMIT included, wrote nothing.
+    assert!(store.entry("tax", 1)?.is_none());
+    db.execute(
+        "DO $$ BEGIN IF (SELECT count(*) FROM entries) <> 1 OR \
+         (SELECT next_seq FROM channel_heads WHERE channel = 'tax') <> 1 \
+         THEN RAISE EXCEPTION 'a failed group commit left rows'; END IF; END $$",
+    )?;
+    no_session_left_in_a_transaction(&db)
 }
 
 #[test]

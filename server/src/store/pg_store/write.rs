@@ -3,8 +3,8 @@
 //! that two writers never wait on each other crosswise) and must be where
 //! the batch continues it; then every row goes in by array, one statement
 //! per table, the statements sent together (pipelined) so that a group
-//! commit costs a few round trips whatever its size: BEGIN, fence and
-//! locks, rows and heads, COMMIT. Every write passes the lease's fence
+//! commit costs two round trips whatever its size: BEGIN with the fence
+//! and the locks, then the rows, the heads' moves and COMMIT. Every write passes the lease's fence
 //! (`lease::fence`) in its transaction: a hub that lost the lease writes
 //! nothing.
 
@@ -17,9 +17,9 @@ use super::read::{execute, query, signed};
 use crate::store::audit_index::{audit_key, audit_row};
 use crate::store::entry_record::entry_record;
 use crate::store::{AnswerKind, NewEntry, StateBatch, StoreError};
-use deadpool_postgres::{Pool, Transaction};
-use futures::future::try_join_all;
-use futures::try_join;
+use deadpool_postgres::{GenericClient, Object, Pool};
+use futures::future::{maybe_done, try_join_all};
+use futures::{join, try_join};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
@@ -115,93 +115,240 @@ fn signed_all(v: &[u64]) -> Result<Vec<i64>, StoreError> {
 }
 
 pub async fn append(pool: Pool, epoch: i64, rows: Rows, kept: Arc<Kept>) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(db)?;
-    let tx = client.transaction().await.map_err(db)?;
-    // Sent together, answered in order, and a fenced hub's transaction is
-    // rolled back whole. The heads may be locked before the fence reads
-    // the lease (FOR SHARE): no deadlock, as taking the lease over locks
-    // no head.
-    try_join!(fence(&tx, epoch), lock_heads(&tx, &rows.heads))?;
-    insert_rows(&tx, &rows).await?;
-    tx.commit().await.map_err(db)?;
+    let mut connection = Committing(Some(pool.get().await.map_err(db)?));
+    let Some(client) = connection.0.as_ref() else {
+        return Err(StoreError::Database(
+            "no connection for the group commit".into(),
+        ));
+    };
+    group_commit(client, epoch, &rows).await?;
+    connection.finished();
     kept.commit(&rows.fresh)
 }
 
-/// Every table's rows, one statement per table, all sent at once and
-/// answered in order (tokio-postgres pipelines statements awaited
-/// together on one connection): a group commit's inserts cost one round
-/// trip. The first statement to fail fails the commit, and the
-/// transaction with it.
-async fn insert_rows(tx: &Transaction<'_>, rows: &Rows) -> Result<(), StoreError> {
-    let (ec, es, er) = &rows.entries;
-    let es = signed_all(es)?;
-    let (mc, mi, ms, md) = &rows.messages;
-    let ms = signed_all(ms)?;
-    let (hc, hs, hh) = &rows.hashes;
-    let hs = signed_all(hs)?;
-    let (ii, ip, ic, is) = &rows.inbox;
-    let (ip, is) = (signed_all(ip)?, signed_all(is)?);
-    let (names, lasts): (Vec<&String>, Vec<u64>) =
-        rows.inbox_heads.iter().map(|(n, l)| (n, *l)).unzip();
-    let lasts = signed_all(&lasts)?;
-    let AnswerRows(ai, ap, ax, as_, at) = &rows.answers;
-    let (ap, as_) = (signed_all(ap)?, signed_all(as_)?);
-    let (ak, av) = &rows.audit;
-    let mut statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = vec![
-        (
-            "INSERT INTO entries (channel, seq, record) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-            vec![ec, &es, er],
-        ),
-        (
-            "INSERT INTO messages (channel, message_id, seq, digest) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
-            vec![mc, mi, &ms, md],
-        ),
-        (
-            "INSERT INTO tree_hashes (channel, seq, hashes) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
-            vec![hc, &hs, hh],
-        ),
-    ];
-    if !ii.is_empty() {
-        statements.push((
-            "INSERT INTO inbox (inbox, position, channel, seq) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
-            vec![ii, &ip, ic, &is],
-        ));
-        statements.push((
-            "INSERT INTO inbox_heads (inbox, last) \
-             SELECT * FROM unnest($1::text[], $2::bigint[]) \
-             ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
-            vec![&names, &lasts],
-        ));
+/// A group commit's connection. Unless the commit finished, it leaves the
+/// pool when dropped (a failure, or the commit cut short): its
+/// transaction may still be open, and the database rolls back whatever
+/// it held once the connection closes.
+struct Committing(Option<Object>);
+
+impl Committing {
+    /// The commit is done: the connection goes back to the pool.
+    fn finished(&mut self) {
+        self.0.take();
     }
-    if !ai.is_empty() {
-        statements.push((
-            "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
-            vec![ai, &ap, ax, &as_, at],
-        ));
+}
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
     }
-    if !ak.is_empty() {
-        statements.push((
-            "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
-            vec![ak, av],
-        ));
-    }
-    let sent = statements
+}
+
+/// One group commit in two round trips. First BEGIN, the lease's fence and
+/// the heads' locks, sent together (the heads may be locked before the
+/// fence reads the lease FOR SHARE: no deadlock, as taking the lease over
+/// locks no head). Once the fence and the heads are checked, every row,
+/// the heads' moves and COMMIT, sent together ([`sent_then`]): COMMIT
+/// leaves after every statement of the commit, and a statement that
+/// fails at the database aborts the transaction, which the COMMIT behind
+/// it then ends as a rollback: a fenced hub's transaction is rolled back
+/// whole.
+async fn group_commit(client: &Object, epoch: i64, rows: &Rows) -> Result<(), StoreError> {
+    let columns = Columns::of(rows)?;
+    let statements = columns.statements();
+    // Prepared before anything is sent (once per connection): an
+    // execute then sends at its first poll, with nothing to wait for.
+    let prepared = try_join_all(statements.iter().map(|(sql, _)| client.prepare_cached(sql)))
+        .await
+        .map_err(db)?;
+    sent_then(vec![client.batch_execute("BEGIN")], async {
+        try_join!(fence(client, epoch), lock_heads(client, &rows.heads))
+    })
+    .await?;
+    let sent = prepared
         .iter()
-        .map(|(sql, params)| execute(tx, sql, params));
-    try_join!(try_join_all(sent), move_heads(tx, &rows.heads))?;
+        .zip(&statements)
+        .map(|(statement, (_, params))| client.execute(statement, params))
+        .collect();
+    sent_then(sent, async {
+        client.batch_execute("COMMIT").await.map_err(db)
+    })
+    .await
+}
+
+/// Sends the requests of `first`, in order, then runs `then` beside them:
+/// tokio-postgres sends a request when its future is first polled, so
+/// `then`'s requests reach the database after all of `first`'s. A
+/// request that fails before it is sent (its parameters cannot be
+/// encoded) stops everything there: `then` is not run, and the caller's
+/// connection, with its transaction, is dropped. All must succeed;
+/// `first`'s failures are reported before `then`'s.
+async fn sent_then<A, B, E: std::error::Error>(
+    first: Vec<impl Future<Output = Result<A, E>>>,
+    then: impl Future<Output = Result<B, StoreError>>,
+) -> Result<(), StoreError> {
+    let mut first: Vec<_> = first.into_iter().map(|f| Box::pin(maybe_done(f))).collect();
+    for f in &mut first {
+        // Pending or not, its request is on its way once it was polled.
+        let _ = futures::poll!(f.as_mut());
+        if matches!(f.as_mut().output_mut(), Some(Err(_)))
+            && let Some(Err(e)) = f.as_mut().take_output()
+        {
+            return Err(db(e));
+        }
+    }
+    let answered = async {
+        for f in &mut first {
+            f.as_mut().await;
+        }
+    };
+    let ((), then) = join!(answered, then);
+    for f in &mut first {
+        f.as_mut()
+            .take_output()
+            .ok_or_else(|| {
+                StoreError::Database("a group commit's statement was not answered".into())
+            })?
+            .map_err(db)?;
+    }
+    then?;
     Ok(())
+}
+
+/// A group commit's rows as the statements take them: one array per
+/// column, positions and seqs as signed integers.
+struct Columns<'r> {
+    rows: &'r Rows,
+    entry_seqs: Vec<i64>,
+    message_seqs: Vec<i64>,
+    hash_seqs: Vec<i64>,
+    inbox_positions: Vec<i64>,
+    inbox_seqs: Vec<i64>,
+    head_inboxes: Vec<&'r String>,
+    head_lasts: Vec<i64>,
+    answer_positions: Vec<i64>,
+    answer_seqs: Vec<i64>,
+    moved_channels: Vec<&'r String>,
+    moved_nexts: Vec<i64>,
+    moved_hashes: Vec<&'r Vec<u8>>,
+    moved_micros: Vec<i64>,
+}
+
+impl<'r> Columns<'r> {
+    fn of(rows: &'r Rows) -> Result<Self, StoreError> {
+        let (head_inboxes, lasts): (Vec<&String>, Vec<u64>) =
+            rows.inbox_heads.iter().map(|(n, l)| (n, *l)).unzip();
+        let mut moved_channels = Vec::with_capacity(rows.heads.len());
+        let mut moved_nexts = Vec::with_capacity(rows.heads.len());
+        let mut moved_hashes = Vec::with_capacity(rows.heads.len());
+        let mut moved_micros = Vec::with_capacity(rows.heads.len());
+        for (channel, (_, next, hash, at)) in &rows.heads {
+            moved_channels.push(channel);
+            moved_nexts.push(signed(*next)?);
+            moved_hashes.push(hash);
+            moved_micros.push(*at);
+        }
+        Ok(Self {
+            rows,
+            entry_seqs: signed_all(&rows.entries.1)?,
+            message_seqs: signed_all(&rows.messages.2)?,
+            hash_seqs: signed_all(&rows.hashes.1)?,
+            inbox_positions: signed_all(&rows.inbox.1)?,
+            inbox_seqs: signed_all(&rows.inbox.3)?,
+            head_inboxes,
+            head_lasts: signed_all(&lasts)?,
+            answer_positions: signed_all(&rows.answers.1)?,
+            answer_seqs: signed_all(&rows.answers.3)?,
+            moved_channels,
+            moved_nexts,
+            moved_hashes,
+            moved_micros,
+        })
+    }
+
+    /// Every table's rows, one statement per table, and the heads' moves.
+    fn statements(&self) -> Vec<(&'static str, Vec<&(dyn ToSql + Sync)>)> {
+        let r = self.rows;
+        let mut statements: Vec<(&'static str, Vec<&(dyn ToSql + Sync)>)> = vec![
+            (
+                "INSERT INTO entries (channel, seq, record) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+                vec![&r.entries.0, &self.entry_seqs, &r.entries.2],
+            ),
+            (
+                "INSERT INTO messages (channel, message_id, seq, digest) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])",
+                vec![
+                    &r.messages.0,
+                    &r.messages.1,
+                    &self.message_seqs,
+                    &r.messages.3,
+                ],
+            ),
+            (
+                "INSERT INTO tree_hashes (channel, seq, hashes) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])",
+                vec![&r.hashes.0, &self.hash_seqs, &r.hashes.2],
+            ),
+        ];
+        if !r.inbox.0.is_empty() {
+            statements.push((
+                "INSERT INTO inbox (inbox, position, channel, seq) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[])",
+                vec![
+                    &r.inbox.0,
+                    &self.inbox_positions,
+                    &r.inbox.2,
+                    &self.inbox_seqs,
+                ],
+            ));
+            statements.push((
+                "INSERT INTO inbox_heads (inbox, last) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (inbox) DO UPDATE SET last = greatest(inbox_heads.last, excluded.last)",
+                vec![&self.head_inboxes, &self.head_lasts],
+            ));
+        }
+        let AnswerRows(inboxes, _, exceptions, _, micros) = &r.answers;
+        if !inboxes.is_empty() {
+            statements.push((
+                "INSERT INTO answers (inbox, position, exception, seq, hub_micros) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::boolean[], $4::bigint[], $5::bigint[])",
+                vec![inboxes, &self.answer_positions, exceptions, &self.answer_seqs, micros],
+            ));
+        }
+        if !r.audit.0.is_empty() {
+            statements.push((
+                "INSERT INTO audit_scope (key, row_bytes) SELECT * FROM unnest($1::bytea[], $2::bytea[])",
+                vec![&r.audit.0, &r.audit.1],
+            ));
+        }
+        // Every locked head moves to the batch's end.
+        statements.push((
+            "UPDATE channel_heads AS h \
+             SET next_seq = u.next_seq, last_leaf_hash = u.hash, last_hub_micros = u.micros \
+             FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[]) \
+                 AS u(channel, next_seq, hash, micros) \
+             WHERE h.channel = u.channel",
+            vec![
+                &self.moved_channels,
+                &self.moved_nexts,
+                &self.moved_hashes,
+                &self.moved_micros,
+            ],
+        ));
+        statements
+    }
 }
 
 /// Locks the head of every channel the batch appends to, in name order
 /// (one statement: the rows are locked as the sort returns them), and
 /// checks that each continues where the batch starts. The missing heads
 /// are made in the same exchange, sent first.
-async fn lock_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreError> {
+async fn lock_heads(tx: &impl GenericClient, heads: &Heads) -> Result<(), StoreError> {
     let channels: Vec<&String> = heads.keys().collect();
     let params: [&(dyn ToSql + Sync); 1] = [&channels];
     let (_, locked) = try_join!(
@@ -236,31 +383,6 @@ async fn lock_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreErro
             )));
         }
     }
-    Ok(())
-}
-
-/// Moves every locked head to the batch's end, in one statement.
-async fn move_heads(tx: &Transaction<'_>, heads: &Heads) -> Result<(), StoreError> {
-    let mut channels = Vec::with_capacity(heads.len());
-    let mut nexts = Vec::with_capacity(heads.len());
-    let mut hashes = Vec::with_capacity(heads.len());
-    let mut micros = Vec::with_capacity(heads.len());
-    for (channel, (_, next, hash, at)) in heads {
-        channels.push(channel);
-        nexts.push(signed(*next)?);
-        hashes.push(hash);
-        micros.push(*at);
-    }
-    execute(
-        tx,
-        "UPDATE channel_heads AS h \
-         SET next_seq = u.next_seq, last_leaf_hash = u.hash, last_hub_micros = u.micros \
-         FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[]) \
-             AS u(channel, next_seq, hash, micros) \
-         WHERE h.channel = u.channel",
-        &[&channels, &nexts, &hashes, &micros],
-    )
-    .await?;
     Ok(())
 }
 
@@ -366,4 +488,65 @@ pub async fn state(
         .map_err(db)?;
     }
     tx.commit().await.map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sent_then;
+    use std::sync::{Arc, Mutex};
+    use std::task::Poll;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot be encoded")]
+    struct Unsendable;
+
+    /// A request: logs its sending at its first poll, answers at its second.
+    fn request(
+        log: &Arc<Mutex<Vec<String>>>,
+        name: &str,
+        fails_unsent: bool,
+    ) -> impl Future<Output = Result<(), Unsendable>> {
+        let (log, name) = (log.clone(), name.to_string());
+        let mut polls = 0;
+        std::future::poll_fn(move |cx| {
+            polls += 1;
+            if fails_unsent {
+                return Poll::Ready(Err(Unsendable));
+            }
+            if polls == 1 {
+                log.lock().map(|mut l| l.push(name.clone())).ok();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        })
+    }
+
+    #[test]
+    fn what_follows_is_sent_after_every_first_request() -> Result<(), Box<dyn std::error::Error>> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = vec![request(&log, "a", false), request(&log, "b", false)];
+        let then = request(&log, "commit", false);
+        futures::executor::block_on(sent_then(first, async { then.await.map_err(super::db) }))?;
+        assert_eq!(
+            *log.lock().map_err(|e| e.to_string())?,
+            ["a", "b", "commit"]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_sent_stops_what_follows() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = vec![
+            request(&log, "a", false),
+            request(&log, "b", true),
+            request(&log, "c", false),
+        ];
+        let then = request(&log, "commit", false);
+        let done =
+            futures::executor::block_on(sent_then(first, async { then.await.map_err(super::db) }));
+        assert!(done.is_err());
+        assert_eq!(log.lock().map(|l| l.clone()).unwrap_or_default(), ["a"]);
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::store::StoreChoice;
 
-pub const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during] [--history N] [--store sled|postgres] [--pg-url URL] [--replicas N]";
+pub const USAGE: &str = "usage: tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W] [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync] [--audit N] [--audit-during] [--history N] [--store sled|postgres] [--pg-url URL] [--replicas N] [--kill-leader]";
 
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -33,7 +33,13 @@ pub struct Args {
     /// Hub processes on the one database (PostgreSQL): one leads, the
     /// others wait as standbys, and every client lists them all.
     pub replicas: usize,
+    /// Takeover time: the leader is killed (SIGKILL) halfway through a
+    /// steady push rate (`takeover`).
+    pub kill_leader: bool,
 }
+
+/// The push rate of `--kill-leader` without `--rate`: pushes a second.
+pub const TAKEOVER_RATE: f64 = 50.0;
 
 /// Most hub replicas a run starts (each a process on the same 2 cores).
 pub const MAX_REPLICAS: usize = 5;
@@ -57,6 +63,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut store = None;
     let mut pg_url = None;
     let mut replicas = 1;
+    let mut kill_leader = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         if text_flag(arg, &mut it, &mut store, &mut pg_url)? {
@@ -74,6 +81,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             "--no-fsync" => no_fsync = true,
             "--slow" => slow = true,
             "--audit-during" => audit_during = true,
+            "--kill-leader" => kill_leader = true,
             "--batch" => {
                 batch = value("--batch")?;
                 batch_given = true;
@@ -93,6 +101,8 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
         }
     }
     let messages = messages.unwrap_or(match (short, rate) {
+        // A takeover: 10 s of pushes on each side of the kill.
+        _ if kill_leader => (rate.unwrap_or(TAKEOVER_RATE) as usize * 20).max(2),
         (true, _) => 300,
         (false, Some(r)) => (r as usize * 10).max(1),
         (false, None) => 20_000,
@@ -132,6 +142,11 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
             "--replicas {replicas}: replicas share one PostgreSQL database; give --store postgres (and no --history)\n{USAGE}"
         ));
     }
+    if kill_leader && (replicas < 2 || history.is_some()) {
+        return Err(format!(
+            "--kill-leader: a takeover needs --store postgres --replicas 2 (or more)\n{USAGE}"
+        ));
+    }
     Ok(Args {
         messages,
         warmup,
@@ -148,6 +163,7 @@ pub fn parse_args(args: &[String]) -> Result<Args, String> {
         history,
         store,
         replicas,
+        kill_leader,
     })
 }
 
@@ -226,5 +242,16 @@ mod tests {
                 .unwrap_or_default();
             assert!(e.contains("from 1 to 5"), "{n}: {e}");
         }
+    }
+
+    #[test]
+    fn a_takeover_needs_a_standby() {
+        let pg = ["--store", "postgres", "--pg-url", "host=/tmp/x"];
+        let two = parse(&[&pg[..], &["--replicas", "2", "--kill-leader"]].concat());
+        assert_eq!(two.map(|a| a.kill_leader), Ok(true));
+        let e = parse(&[&pg[..], &["--kill-leader"]].concat())
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("--replicas 2"), "{e}");
     }
 }

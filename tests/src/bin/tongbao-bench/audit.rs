@@ -16,12 +16,14 @@ pub struct AuditFigures {
 }
 
 /// The office of `mechanism` asks `Audit.UnitSummary` over everything
-/// `calls` times, one after the other.
+/// stored since `since_micros` (0: over everything) `calls` times, one
+/// after the other.
 pub async fn audit_calls(
     pki: &TestPki,
     hub: &HubChild,
     mechanism: &str,
     calls: usize,
+    since_micros: i64,
 ) -> Result<AuditFigures, BoxError> {
     let office = Client::connect(&pki.office_config(mechanism, hub.addr)?).await?;
     let rss_before = hub.rss_kib()?;
@@ -29,7 +31,12 @@ pub async fn audit_calls(
     let mut outcome = String::new();
     for _ in 0..calls {
         let started = Instant::now();
-        let answer = office.audit_units(pb::UnitSummaryRequest::default()).await;
+        let answer = office
+            .audit_units(pb::UnitSummaryRequest {
+                since_micros,
+                ..Default::default()
+            })
+            .await;
         times.push(started.elapsed());
         outcome = match answer {
             Ok(s) => format!(

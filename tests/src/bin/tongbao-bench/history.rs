@@ -36,6 +36,11 @@ pub struct HistoryArgs {
     pub fsync: bool,
 }
 
+/// Messages of the latest period the office also summarises: a summary
+/// over everything is refused past `limits.max_audit_entries` (200,000 by
+/// default), so the cost of a summary at depth is this period's.
+const LATEST: usize = 100_000;
+
 /// How long the restarted hub may take to answer its first call.
 const RESTART_TIMEOUT: Duration = Duration::from_secs(600);
 /// Positions per page of the deep pull (the hub's default cap).
@@ -46,7 +51,10 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let pki = TestPki::generate_on_sled()?;
     let hub = HubChild::start(&pki, args.fsync)?;
     let filled = Instant::now();
-    fill(&pki, &hub, args).await?;
+    let older = args.messages.saturating_sub(LATEST);
+    fill(&pki, &hub, args, 0, older).await?;
+    let latest_since = now_micros()?;
+    fill(&pki, &hub, args, older, args.messages - older).await?;
     let fill_s = filled.elapsed().as_secs_f64();
     hub.stop()?;
     let data = pki.path().join("data");
@@ -58,7 +66,8 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let reader = first_answer(&pki, &hub, recipient(args.recipients)?).await?;
     let restart = started.elapsed();
     let rss_kib = hub.rss_kib()?;
-    let audit = audit_calls(&pki, &hub, "joint-enforcement", 2).await?;
+    let audit = audit_calls(&pki, &hub, "joint-enforcement", 2, 0).await?;
+    let latest = audit_calls(&pki, &hub, "joint-enforcement", 2, latest_since).await?;
     let pulled = deep_pull(&reader).await?;
     hub.stop()?;
 
@@ -76,10 +85,12 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
         "listening_ms": r3(millis(listening)),
         "hub_rss_mib_after_start": r3(mib(rss_kib)),
         "unit_summary": audit.json,
+        "unit_summary_latest": latest.json,
+        "latest_messages": args.messages - older,
         "deep_pull": pulled,
     });
     eprintln!(
-        "history {} to {}: {:.0} B/message ({:.0} beyond the body); restart {:.0} ms; RSS {:.0} MiB; {}; deep pull {}",
+        "history {} to {}: {:.0} B/message ({:.0} beyond the body); restart {:.0} ms; RSS {:.0} MiB; {}; latest {}: {}; deep pull {}",
         args.messages,
         args.recipients,
         bytes as f64 / n,
@@ -87,6 +98,8 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
         millis(restart),
         mib(rss_kib),
         audit.summary,
+        args.messages - older,
+        latest.summary,
         pulled
     );
     Ok(report)
@@ -107,8 +120,25 @@ fn recipient(recipients: usize) -> Result<&'static str, BoxError> {
     }
 }
 
-/// Pushes `args.messages` messages in batches, publishers side by side.
-async fn fill(pki: &TestPki, hub: &HubChild, args: &HistoryArgs) -> Result<(), BoxError> {
+/// The hub's clock (the same host's) now, in µs.
+fn now_micros() -> Result<i64, BoxError> {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(i64::try_from(since_epoch.as_micros())?)
+}
+
+/// Pushes `count` messages in batches, publishers side by side; their ids
+/// are numbered from `first`, so that fills one after the other never
+/// repeat one.
+async fn fill(
+    pki: &TestPki,
+    hub: &HubChild,
+    args: &HistoryArgs,
+    first: usize,
+    count: usize,
+) -> Result<(), BoxError> {
+    if count == 0 {
+        return Ok(());
+    }
     let (units, audience): (&[&str], fn(Draft) -> Draft) = match args.recipients {
         1 => (SINGLE_PUBLISHERS, to_civil_affairs),
         13 => (MECHANISM_PUBLISHERS, to_joint_enforcement),
@@ -119,13 +149,12 @@ async fn fill(pki: &TestPki, hub: &HubChild, args: &HistoryArgs) -> Result<(), B
     for p in 0..args.publishers {
         let unit = units[p % units.len()];
         let client = Client::connect(&pki.unit_config(unit, hub.addr)?).await?;
-        let mine =
-            args.messages / args.publishers + usize::from(p < args.messages % args.publishers);
+        let mine = count / args.publishers + usize::from(p < count % args.publishers);
         let (body_bytes, in_flight) = (args.body_bytes, args.in_flight.div_ceil(batch).max(1));
         tasks.push(tokio::spawn(async move {
-            let chunks = (0..mine)
+            let chunks = (first..first + mine)
                 .step_by(batch)
-                .map(|from| from..(from + batch).min(mine));
+                .map(|from| from..(from + batch).min(first + mine));
             let mut calls = futures::stream::iter(chunks)
                 .map(|range| {
                     let client = client.clone();

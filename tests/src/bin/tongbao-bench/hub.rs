@@ -236,6 +236,14 @@ impl HubChild {
             .parse()?)
     }
 
+    /// Kills the process (SIGKILL: nothing flushed, no lease let go) and
+    /// reaps it.
+    pub fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Closes stdin (the stop signal) and reads the counters it prints.
     pub fn stop(mut self) -> Result<HubCounters, BoxError> {
         drop(self.stdin.take());

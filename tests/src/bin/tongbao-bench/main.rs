@@ -53,19 +53,27 @@
 //! others wait as standbys, and every client lists them all; the JSON's
 //! `replicas` says how many, and hub CPU is all of theirs.
 //!
+//! With `--kill-leader` (and `--store postgres --replicas 2` or more), no
+//! exchange is measured: one unit pushes at a steady rate (`--rate`,
+//! default 50 a second) and the leader is killed (SIGKILL) halfway
+//! through; the JSON gives the takeover time (from the kill to the first
+//! push acknowledged by the new leader) and the pushes that failed
+//! meanwhile, and the gate checks that no acknowledged push was lost or
+//! landed twice (see `takeover`).
+//!
 //! One concern per module: `args` (flags), `hub` (the hub process),
 //! `store` (its sled directory or PostgreSQL database), `replicas` (the
 //! run's hub processes), `scenario` (one
 //! run's phases), `publish` (pushes), `fanout` (subscribers and their
 //! receipts), `gate` (the exactly-once checks), `latency` (percentiles),
 //! `report` (JSON and summary), `audit` (`--audit`, `--audit-during`),
-//! `history` (`--history`).
+//! `history` (`--history`), `takeover` (`--kill-leader`).
 //!
 //! ```text
 //! tongbao-bench [--short] [--messages N] [--warmup N] [--publishers P] [--in-flight W]
 //!               [--body-bytes B] [--batch B] [--rate R] [--recipients 1|13] [--slow] [--no-fsync]
 //!               [--audit N] [--audit-during] [--history N] [--store sled|postgres] [--pg-url URL]
-//!               [--replicas N]
+//!               [--replicas N] [--kill-leader]
 //! ```
 #![forbid(unsafe_code)]
 
@@ -81,6 +89,7 @@ mod replicas;
 mod report;
 mod scenario;
 mod store;
+mod takeover;
 
 use args::Args;
 use scenario::{MECHANISM_PUBLISHERS, SINGLE_PUBLISHERS, Scenario};
@@ -116,6 +125,9 @@ fn main() -> ExitCode {
 async fn bench(args: Args) -> ExitCode {
     if let Some(messages) = args.history {
         return history_bench(&args, messages).await;
+    }
+    if args.kill_leader {
+        return takeover_bench(&args).await;
     }
     let scenarios = [
         Scenario {
@@ -172,6 +184,23 @@ async fn history_bench(args: &Args, messages: usize) -> ExitCode {
         }
         Err(e) => {
             eprintln!("FAILED [history]: {e}");
+            finish(true)
+        }
+    }
+}
+
+/// `--kill-leader`: the takeover time under a steady push rate.
+async fn takeover_bench(args: &Args) -> ExitCode {
+    match takeover::run(args).await {
+        Ok((json, failures)) => {
+            println!("{json}");
+            for f in &failures {
+                eprintln!("  FAILED [takeover]: {f}");
+            }
+            finish(!failures.is_empty())
+        }
+        Err(e) => {
+            eprintln!("FAILED [takeover]: {e}");
             finish(true)
         }
     }

@@ -76,6 +76,13 @@ impl Hubs {
             .sum()
     }
 
+    /// Kills the leader (SIGKILL) and returns when it is gone; the
+    /// standbys, one of which takes over, are what [`Hubs::stop`] stops.
+    pub fn kill_leader(self) -> Result<Survivors, BoxError> {
+        self.leader.kill()?;
+        Ok(Survivors(self.standbys))
+    }
+
     /// Stops the standbys first (so that none takes over), then the
     /// leader; the group-commit counters of all, added up.
     pub fn stop(self) -> Result<HubCounters, BoxError> {
@@ -90,6 +97,22 @@ impl Hubs {
             total.appended += c.appended;
             total.largest_batch = total.largest_batch.max(c.largest_batch);
             total.commit_nanos += c.commit_nanos;
+        }
+        Ok(total)
+    }
+}
+
+/// The replicas left once the leader was killed.
+pub struct Survivors(Vec<HubChild>);
+
+impl Survivors {
+    /// Stops each; the group-commit counters of all, added up.
+    pub fn stop(self) -> Result<HubCounters, BoxError> {
+        let mut total = HubCounters::default();
+        for hub in self.0 {
+            let c = hub.stop()?;
+            total.batches += c.batches;
+            total.appended += c.appended;
         }
         Ok(total)
     }

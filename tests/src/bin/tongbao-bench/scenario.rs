@@ -233,7 +233,7 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
     }
     let peak_rss_kib = hub.peak_rss_kib()?;
     let audit = if args.audit > 0 && scenario.subscribers.len() == 13 {
-        Some(audit_calls(pki, hub, "joint-enforcement", args.audit).await?)
+        Some(audit_calls(pki, hub, "joint-enforcement", args.audit, 0).await?)
     } else {
         None
     };
