@@ -92,10 +92,25 @@ pub(super) fn whole_record(channel: &str, seq: u64, v: &[u8]) -> Result<Vec<u8>,
     Ok(entry_record(&leaf_hash, cursors.into_iter(), &v[at..]))
 }
 
-pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
+/// An entry record's leaf hash, its inbox positions and its encoded entry,
+/// in either layout: what readers that decode only part of the entry
+/// (an audit) start from.
+pub(super) fn split_record<'a>(
+    channel: &str,
+    seq: u64,
+    v: &'a [u8],
+) -> Result<(Hash, Vec<u64>, &'a [u8]), StoreError> {
     let (cursors, at) =
         positions(v).ok_or_else(|| StoreError::Corrupt(format!("entry {channel}:{seq}")))?;
-    let entry = pb::Entry::decode(&v[at..])
+    let leaf_hash = v
+        .get(..HASH_LEN)
+        .ok_or_else(|| StoreError::Corrupt(format!("entry {channel}:{seq}")))?;
+    Ok((hash_from(leaf_hash)?, cursors, &v[at..]))
+}
+
+pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
+    let (leaf_hash, cursors, encoded) = split_record(channel, seq, v)?;
+    let entry = pb::Entry::decode(encoded)
         .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
     if cursors.len() != entry.recipients.len() {
         return Err(StoreError::Corrupt(format!(
@@ -106,8 +121,8 @@ pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEn
     }
     Ok(StoredEntry {
         entry,
-        leaf_hash: hash_from(&v[..HASH_LEN])?,
-        encoded: prost::bytes::Bytes::copy_from_slice(&v[at..]),
+        leaf_hash,
+        encoded: prost::bytes::Bytes::copy_from_slice(encoded),
         cursors,
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod access;
 mod audit_index;
+mod audited_entry;
 mod codec;
 #[cfg(test)]
 mod conformance;
@@ -121,8 +122,9 @@ pub struct Answer {
 }
 
 /// A row of a mechanism's audit index: an entry with what the office's
-/// audit needs of it, so that audits read rows in their period and never
-/// an entry (or its body).
+/// audit needs of it, so that audits read their period's rows and not
+/// whole entries (the sled store reads these fields from the entry's
+/// record, its body skipped; the PostgreSQL store keeps them in the row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopedEntry {
     pub hub_micros: i64,

@@ -3,7 +3,7 @@
 //! [`super::durability`], the entry segments of [`super::segments`] and
 //! the cache of [`super::recent`].
 
-use super::audit_index::{Row, audit_key, audit_range, mechanism_end, rows_of, scoped_entry};
+use super::audit_index::{Row, audit_key, audit_range, mechanism_end, rows_of};
 use super::codec::{
     ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, REGISTRY_KEY, TREE_HASH,
     answer_run, decode_answer, decode_inbox_window, fetched_at, hash_from, inbox_run, key, runs_of,
@@ -574,12 +574,7 @@ impl Store for SledStore {
         rows.sort_unstable();
         rows.dedup();
         rows.truncate(limit);
-        rows.into_iter()
-            .map(|row| {
-                let entry = self.audited_entry(mechanism, &row)?;
-                Ok(scoped_entry(row, &entry))
-            })
-            .collect()
+        self.audited_rows(mechanism, &rows)
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
@@ -744,6 +739,7 @@ impl Store for SledStore {
 }
 
 mod audit_check;
+mod audit_read;
 mod backup;
 mod lookup;
 mod message_ids;
