@@ -59,7 +59,11 @@ struct LabelsView {
 
 /// What an audit reports of `row` of `mechanism`, read from `record`,
 /// the record of the entry the row names.
-pub(super) fn audited(mechanism: &str, row: &Row, record: &[u8]) -> Result<ScopedEntry, StoreError> {
+pub(super) fn audited(
+    mechanism: &str,
+    row: &Row,
+    record: &[u8],
+) -> Result<ScopedEntry, StoreError> {
     let (channel, seq) = (&row.channel, row.seq);
     let (leaf_hash, cursors, encoded) = split_record(channel, seq, record)?;
     let entry = EntryView::decode(encoded)
@@ -119,7 +123,7 @@ mod proptests {
             seq,
             hub_micros: 1_000 + seq as i64,
             recipients: (0..recipients).map(|i| format!("unit-{i}")).collect(),
-            previous_leaf_hash: vec![7; 32].into(),
+            previous_leaf_hash: vec![7; 32],
             message: Some(pb::SignedMessage {
                 message: Some(pb::Message {
                     message_id: format!("m{seq}"),
@@ -140,7 +144,7 @@ mod proptests {
                     content_type: "text/plain".into(),
                     attachments: vec![pb::AttachmentDigest {
                         name: "a.pdf".into(),
-                        sha256: vec![1; 32].into(),
+                        sha256: vec![1; 32],
                         ..Default::default()
                     }],
                     created_micros: 5,
@@ -148,7 +152,7 @@ mod proptests {
                 }),
                 signature: Some(pb::Signature {
                     key_id: "k".into(),
-                    signature: vec![9; 64].into(),
+                    signature: vec![9; 64],
                     ..Default::default()
                 }),
             }),

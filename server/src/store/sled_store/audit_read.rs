@@ -68,7 +68,9 @@ impl SledStore {
                 out.push(Some(scoped_entry(row.clone(), &entry)));
                 continue;
             }
-            let mut place = known.get(row.channel.as_str()).and_then(|k| k.place(row.seq));
+            let mut place = known
+                .get(row.channel.as_str())
+                .and_then(|k| k.place(row.seq));
             if place.is_none()
                 && let Some(run) = entry_place_run(d, &row.channel, row.seq)?
             {

@@ -317,8 +317,7 @@ fn a_format_5_directory_gathers_its_audit_rows_into_runs() -> Result<(), Box<dyn
 /// took a neighbour's record in a run, would report the wrong sender,
 /// message id, leaf hash or deliveries.
 #[test]
-fn rows_of_interleaved_channels_read_their_own_entries() -> Result<(), Box<dyn std::error::Error>>
-{
+fn rows_of_interleaved_channels_read_their_own_entries() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut want = Vec::new();
     {
