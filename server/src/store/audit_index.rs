@@ -12,10 +12,11 @@
 //! so the row can no longer differ from them).
 //!
 //! A run is keyed by its last row's key, as inbox runs are by their last
-//! position, and runs never overlap: filing rows that fall inside or
-//! before existing runs (a hub clock set back, a journal replayed over a
-//! flush that had reached sled) rewrites the runs they touch, together
-//! with them, in one sled batch. So the runs of a period are the keys from
+//! position, and runs never overlap: filing rows that fall within an
+//! existing run (a hub clock set back, a journal replayed over a flush
+//! that had reached sled) rewrites that run with them, in one sled batch,
+//! and rows that fall between runs make runs of their own, cut before the
+//! next run. So the runs of a period are the keys from
 //! its start on, in order, and a run's rows all come after the previous
 //! run's. Until a flush files them, a commit's rows wait in the overlay
 //! (and the journal) one key each, with an empty value.
@@ -216,10 +217,15 @@ pub(super) fn rows_of(k: &[u8], v: &[u8]) -> Result<Vec<Row>, StoreError> {
 }
 
 /// Files `rows` (of one mechanism, in any order) into its runs in `tree`.
-/// Runs the rows fall among (and keys of one row each, as an upgrade
-/// gathers them) are rewritten with them, in one sled batch, so that runs
-/// never overlap; rows already filed are filed once. Rows after every run
-/// (the usual case) are plain inserts. Returns the runs written.
+/// A run is rewritten only when some new row falls within it (between its
+/// first row and its last, and keys of one row each, as an upgrade
+/// gathers them, when a new row is theirs): all of them, with their new
+/// rows, in one sled batch, so that runs never overlap and rows already
+/// filed are filed once. Rows between runs (and after every run, the usual
+/// case) make runs of their own, cut before the next run's first row, and
+/// leave the runs around them as they are: after a hub clock set back,
+/// each flush would otherwise rewrite every run between its earliest row
+/// and its latest. Returns the runs written.
 pub(super) fn file_rows(
     tree: &sled::Tree,
     mechanism: &str,
@@ -227,40 +233,78 @@ pub(super) fn file_rows(
 ) -> Result<usize, StoreError> {
     rows.sort_unstable();
     rows.dedup();
-    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
-        return Ok(0);
-    };
-    let last = last.clone();
+    let end = mechanism_end(mechanism);
     let mut batch = sled::Batch::default();
     let mut rewritten = false;
-    for kv in tree.range(first.key(mechanism)..mechanism_end(mechanism)) {
-        let (k, v) = kv?;
-        let theirs = rows_of(&k, &v)?;
-        if theirs.first().is_none_or(|r| *r > last) {
-            break;
+    let mut written: Vec<(Row, Vec<u8>)> = Vec::new();
+    // Rows to cut into runs together: new ones and those of the runs they
+    // fall within, with no run left as it is among them.
+    let mut pending: Vec<Row> = Vec::new();
+    let cut = |pending: &mut Vec<Row>, written: &mut Vec<(Row, Vec<u8>)>| {
+        pending.sort_unstable();
+        pending.dedup();
+        written.extend(runs(pending));
+        pending.clear();
+    };
+    let mut rest = rows.as_slice();
+    // Past the last run looked at: each run is looked at once.
+    let mut from: Vec<u8> = Vec::new();
+    while let Some(first) = rest.first() {
+        let seek = first.key(mechanism).max(from.clone());
+        // Runs between the last one looked at and the next row are left
+        // as they are: the rows so far are cut before them.
+        if !pending.is_empty()
+            && seek > from
+            && tree
+                .range(from.clone()..seek.clone())
+                .next()
+                .transpose()?
+                .is_some()
+        {
+            cut(&mut pending, &mut written);
         }
-        rows.extend(theirs);
+        // The first run ending at or after the next row.
+        let Some(kv) = tree.range(seek..end.clone()).next() else {
+            pending.extend_from_slice(rest);
+            break;
+        };
+        let (k, v) = kv?;
+        from = [k.as_ref(), &[0]].concat();
+        let theirs = rows_of(&k, &v)?;
+        let (Some(lo), Some(hi)) = (theirs.first(), theirs.last()) else {
+            return Err(StoreError::Corrupt("audit index: an empty run".into()));
+        };
+        // Rows before the run, in the gap since the last one.
+        let gap = rest.partition_point(|r| r < lo);
+        pending.extend_from_slice(&rest[..gap]);
+        rest = &rest[gap..];
+        let within = rest.partition_point(|r| r <= hi);
+        if within == 0 {
+            // No row falls within the run: it is left as it is.
+            cut(&mut pending, &mut written);
+            continue;
+        }
+        // The run is rewritten with the rows that fall within it.
+        pending.extend(theirs);
+        pending.extend_from_slice(&rest[..within]);
         batch.remove(k);
         rewritten = true;
+        rest = &rest[within..];
     }
+    cut(&mut pending, &mut written);
+    let count = written.len();
     if rewritten {
-        rows.sort_unstable();
-        rows.dedup();
-    }
-    let runs = runs(&rows);
-    let written = runs.len();
-    if rewritten {
-        for (last, value) in runs {
+        for (last, value) in written {
             // After the removal of the same key, if any: the insert wins.
             batch.insert(last.key(mechanism), value);
         }
         tree.apply_batch(batch)?;
     } else {
-        for (last, value) in runs {
+        for (last, value) in written {
             tree.insert(last.key(mechanism), value)?;
         }
     }
-    Ok(written)
+    Ok(count)
 }
 
 /// What an audit reports of `row`, read from its entry.
@@ -483,5 +527,126 @@ mod proptests {
         let cut = runs(&rows);
         assert_eq!(cut.len(), 2);
         assert_eq!(cut[1], (long, Vec::new()));
+    }
+}
+
+/// Filing rows among runs already filed.
+#[cfg(test)]
+mod filing {
+    use super::*;
+
+    fn row(hub_micros: u64) -> Row {
+        Row {
+            hub_micros,
+            seq: hub_micros,
+            channel: "tax".into(),
+        }
+    }
+
+    fn tree() -> Result<sled::Tree, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(db.open_tree("exchange")?)
+    }
+
+    /// Every (key, value) of `tree`.
+    fn all(tree: &sled::Tree) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+        Ok(tree.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// The rows of every run, in key order, checked apart (each run's
+    /// rows after the previous run's).
+    fn rows_apart(tree: &sled::Tree) -> Result<Vec<Row>, StoreError> {
+        let mut out: Vec<Row> = Vec::new();
+        for (k, v) in all(tree)? {
+            let rows = rows_of(&k, &v)?;
+            assert!(rows.first() > out.last(), "runs overlap at {rows:?}");
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Runs over 1000..=5000, then a row within one of them and a row
+    /// after all: only the run the first falls within is rewritten; a row
+    /// in a gap, and one before every run, touch no run. Filing every
+    /// row after the highest one filed (a clock set back, channels pinned
+    /// at their last time) rewrote every run in between.
+    #[test]
+    fn only_the_runs_a_row_falls_within_are_rewritten() -> Result<(), StoreError> {
+        let tree = tree()?;
+        for times in [
+            [1_000, 1_500],
+            [2_000, 2_800],
+            [3_000, 3_500],
+            [4_000, 5_000],
+        ] {
+            file_rows(&tree, "fund", times.iter().map(|t| row(*t)).collect())?;
+        }
+        let before = all(&tree)?;
+        assert_eq!(before.len(), 4);
+        assert_eq!(file_rows(&tree, "fund", vec![row(2_500), row(9_000)])?, 2);
+        let after = all(&tree)?;
+        assert_eq!(after.len(), 5);
+        // Runs 1, 3 and 4 untouched, byte for byte; run 2 holds 2500.
+        for i in [0, 2, 3] {
+            assert_eq!(after[i], before[i], "run {i}");
+        }
+        assert_eq!(after[1].0, before[1].0);
+        assert_eq!(
+            rows_of(&after[1].0, &after[1].1)?,
+            [2_000, 2_500, 2_800].map(row)
+        );
+        // In the gap after run 2, and before every run: runs of their own.
+        file_rows(&tree, "fund", vec![row(2_900), row(500)])?;
+        let gaps = all(&tree)?;
+        assert_eq!(gaps.len(), 7);
+        for run in &after {
+            assert!(gaps.contains(run), "a run rewritten");
+        }
+        let want = [
+            500, 1_000, 1_500, 2_000, 2_500, 2_800, 2_900, 3_000, 3_500, 4_000, 5_000, 9_000,
+        ];
+        assert_eq!(rows_apart(&tree)?, want.map(row));
+        // Within the second run and the last but one: the runs between
+        // untouched.
+        let middle = all(&tree)?[2..5].to_vec();
+        assert_eq!(file_rows(&tree, "fund", vec![row(1_200), row(4_500)])?, 2);
+        for run in &middle {
+            assert!(all(&tree)?.contains(run), "a run between rewritten");
+        }
+        let want = [
+            500, 1_000, 1_200, 1_500, 2_000, 2_500, 2_800, 2_900, 3_000, 3_500, 4_000, 4_500,
+            5_000, 9_000,
+        ];
+        assert_eq!(rows_apart(&tree)?, want.map(row));
+        // Rows already filed, within runs and between them, filed once.
+        file_rows(&tree, "fund", want.map(row).to_vec())?;
+        assert_eq!(rows_apart(&tree)?, want.map(row));
+        Ok(())
+    }
+
+    /// Filing rows in batches in any order keeps runs apart and every row
+    /// once, whatever falls within, between, before or after runs.
+    #[test]
+    fn batches_in_any_order_keep_runs_apart() -> Result<(), StoreError> {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(32));
+        let batches = proptest::collection::vec(proptest::collection::vec(0..400u64, 1..60), 1..6);
+        runner
+            .run(&batches, |batches| {
+                let tree = tree().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let mut want: Vec<Row> = Vec::new();
+                for batch in batches {
+                    let rows: Vec<Row> = batch.into_iter().map(row).collect();
+                    want.extend(rows.iter().cloned());
+                    file_rows(&tree, "fund", rows)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                }
+                want.sort_unstable();
+                want.dedup();
+                let read = rows_apart(&tree).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(read, want);
+                Ok(())
+            })
+            .map_err(|e| StoreError::Database(e.to_string()))
     }
 }

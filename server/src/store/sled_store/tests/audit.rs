@@ -160,7 +160,8 @@ fn audit_rows_are_runs_and_nothing_in_the_segments() -> Result<(), Box<dyn std::
 
 /// Rows filed before or among rows already filed (a hub clock set back,
 /// a journal replayed over a flush that reached sled) rewrite the runs
-/// they fall among: runs never overlap, every row is read once, in order.
+/// they fall within, or make runs of their own between runs: runs never
+/// overlap, every row is read once, in order.
 #[test]
 fn rows_filed_among_earlier_runs_keep_runs_apart() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
