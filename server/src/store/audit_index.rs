@@ -23,7 +23,9 @@
 
 use super::codec::{AUDIT_SCOPE, hash_from, key, u64_from};
 use super::{ScopedEntry, StoreError, StoredEntry};
+use crate::fatal;
 use prost::Message as _;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The first byte of a run's value: never the first byte of a row format
 /// 3 kept whole (an encoded row starts with a nonzero tag, and 1 is no
@@ -34,6 +36,44 @@ pub(super) const RUN: u8 = 1;
 const RUN_BYTES: usize = 1 << 10;
 /// The longest channel name a run holds (the policy allows far shorter).
 const MAX_NAME: usize = 255;
+
+/// Keeps reads of sled's runs apart from their rewrites. sled 0.34's
+/// iterator is no snapshot (it walks a copy of a leaf, then seeks past the
+/// last key it gave), so a read walking runs while a batch removes some
+/// and inserts their rows cut at other keys could miss rows or see some
+/// twice. A rewrite's batch holds this for writing, a read of runs for
+/// reading. Runs inserted between others need no lock: they hide no row
+/// filed before, and their rows wait in the overlay until they are in.
+#[derive(Debug, Default)]
+pub(super) struct Rewrites(RwLock<()>);
+
+/// The lock's name, as a poisoned one is reported.
+const REWRITES: &str = "audit index runs";
+
+impl Rewrites {
+    /// Holds rewrites off while runs are read.
+    pub(super) fn hold_still(&self) -> Result<RwLockReadGuard<'_, ()>, StoreError> {
+        let still = fatal::read(&self.0, REWRITES)?;
+        #[cfg(test)]
+        HELD.set(Some(self.0.try_write().is_err()));
+        Ok(still)
+    }
+
+    /// Waits until no read holds still, and holds reads off.
+    fn rewrite(&self) -> Result<RwLockWriteGuard<'_, ()>, StoreError> {
+        let alone = fatal::write(&self.0, REWRITES)?;
+        #[cfg(test)]
+        HELD.set(Some(self.0.try_read().is_err()));
+        Ok(alone)
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Whether the last read or rewrite of runs on this thread had the
+    /// lock as it needs it (tests of the lock only).
+    pub(super) static HELD: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
 
 /// One row of a mechanism's audit index; ordered as its key is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -228,6 +268,7 @@ pub(super) fn rows_of(k: &[u8], v: &[u8]) -> Result<Vec<Row>, StoreError> {
 /// and its latest. Returns the runs written.
 pub(super) fn file_rows(
     tree: &sled::Tree,
+    rewrites: &Rewrites,
     mechanism: &str,
     mut rows: Vec<Row>,
 ) -> Result<usize, StoreError> {
@@ -298,6 +339,7 @@ pub(super) fn file_rows(
             // After the removal of the same key, if any: the insert wins.
             batch.insert(last.key(mechanism), value);
         }
+        let _alone = rewrites.rewrite()?;
         tree.apply_batch(batch)?;
     } else {
         for (last, value) in written {
@@ -305,6 +347,48 @@ pub(super) fn file_rows(
         }
     }
     Ok(count)
+}
+
+/// The rows sled's runs hold in [`from`, `to`) of `mechanism`'s index, in
+/// order: `limit` at least when there are (the last run read is read
+/// whole). Runs are keyed by their last row and never overlap: the
+/// period's first run is the first key at or after its start, and each
+/// run's rows follow the previous run's. Read with rewrites held off
+/// ([`Rewrites`]); a row not past the greatest one taken is skipped and
+/// not counted, so that runs seen to overlap could never end the read
+/// with fewer than `limit` rows (which an audit would take for the end of
+/// its period).
+pub(super) fn filed_rows(
+    tree: &sled::Tree,
+    rewrites: &Rewrites,
+    mechanism: &str,
+    (from, to): (&[u8], &[u8]),
+    limit: usize,
+) -> Result<Vec<Row>, StoreError> {
+    let _still = rewrites.hold_still()?;
+    let mut out: Vec<Row> = Vec::new();
+    for kv in tree.range(from..mechanism_end(mechanism).as_slice()) {
+        let (k, v) = kv?;
+        let run = rows_of(&k, &v)?;
+        if run
+            .first()
+            .is_none_or(|r| r.key(mechanism).as_slice() >= to)
+        {
+            break;
+        }
+        for row in run {
+            let at = row.key(mechanism);
+            if at.as_slice() >= from && at.as_slice() < to && out.last().is_none_or(|r| *r < row) {
+                out.push(row);
+            }
+        }
+        // A run ending past the period is its last (the next one's rows
+        // all come later): no more is read.
+        if out.len() >= limit || k.as_ref() >= to {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// What an audit reports of `row`, read from its entry.
@@ -530,7 +614,8 @@ mod proptests {
     }
 }
 
-/// Filing rows among runs already filed.
+/// Filing rows among runs already filed, and reading runs while they are
+/// rewritten.
 #[cfg(test)]
 mod filing {
     use super::*;
@@ -579,11 +664,24 @@ mod filing {
             [3_000, 3_500],
             [4_000, 5_000],
         ] {
-            file_rows(&tree, "fund", times.iter().map(|t| row(*t)).collect())?;
+            file_rows(
+                &tree,
+                &Rewrites::default(),
+                "fund",
+                times.iter().map(|t| row(*t)).collect(),
+            )?;
         }
         let before = all(&tree)?;
         assert_eq!(before.len(), 4);
-        assert_eq!(file_rows(&tree, "fund", vec![row(2_500), row(9_000)])?, 2);
+        assert_eq!(
+            file_rows(
+                &tree,
+                &Rewrites::default(),
+                "fund",
+                vec![row(2_500), row(9_000)]
+            )?,
+            2
+        );
         let after = all(&tree)?;
         assert_eq!(after.len(), 5);
         // Runs 1, 3 and 4 untouched, byte for byte; run 2 holds 2500.
@@ -596,7 +694,12 @@ mod filing {
             [2_000, 2_500, 2_800].map(row)
         );
         // In the gap after run 2, and before every run: runs of their own.
-        file_rows(&tree, "fund", vec![row(2_900), row(500)])?;
+        file_rows(
+            &tree,
+            &Rewrites::default(),
+            "fund",
+            vec![row(2_900), row(500)],
+        )?;
         let gaps = all(&tree)?;
         assert_eq!(gaps.len(), 7);
         for run in &after {
@@ -609,7 +712,15 @@ mod filing {
         // Within the second run and the last but one: the runs between
         // untouched.
         let middle = all(&tree)?[2..5].to_vec();
-        assert_eq!(file_rows(&tree, "fund", vec![row(1_200), row(4_500)])?, 2);
+        assert_eq!(
+            file_rows(
+                &tree,
+                &Rewrites::default(),
+                "fund",
+                vec![row(1_200), row(4_500)]
+            )?,
+            2
+        );
         for run in &middle {
             assert!(all(&tree)?.contains(run), "a run between rewritten");
         }
@@ -619,8 +730,83 @@ mod filing {
         ];
         assert_eq!(rows_apart(&tree)?, want.map(row));
         // Rows already filed, within runs and between them, filed once.
-        file_rows(&tree, "fund", want.map(row).to_vec())?;
+        file_rows(&tree, &Rewrites::default(), "fund", want.map(row).to_vec())?;
         assert_eq!(rows_apart(&tree)?, want.map(row));
+        Ok(())
+    }
+
+    /// A rewrite waits until a read of runs lets go: a read sees the runs
+    /// as they were or as they are, never half rewritten.
+    #[test]
+    fn a_rewrite_waits_for_a_read_of_runs() -> Result<(), StoreError> {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let tree = tree()?;
+        let rewrites = Arc::new(Rewrites::default());
+        for times in [[1_000, 1_500], [2_000, 2_800]] {
+            file_rows(&tree, &rewrites, "fund", times.map(row).to_vec())?;
+        }
+        let before = all(&tree)?;
+        let still = rewrites.hold_still()?;
+        let writer = {
+            let (tree, rewrites) = (tree.clone(), rewrites.clone());
+            std::thread::spawn(move || file_rows(&tree, &rewrites, "fund", vec![row(2_500)]))
+        };
+        // Until the writer waits for the lock (a waiting writer holds new
+        // readers off); the deadline only catches a writer that never does.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while rewrites.0.try_read().is_ok() {
+            assert!(Instant::now() < deadline, "the rewrite never waited");
+            std::thread::yield_now();
+        }
+        assert_eq!(all(&tree)?, before, "rewritten under a read");
+        drop(still);
+        let written = writer
+            .join()
+            .map_err(|_| StoreError::Database("the writer panicked".into()))??;
+        assert_eq!(written, 1);
+        assert_eq!(
+            rows_apart(&tree)?,
+            [1_000, 1_500, 2_000, 2_500, 2_800].map(row)
+        );
+        Ok(())
+    }
+
+    /// A read holds rewrites off, a rewrite's batch holds reads off, and
+    /// runs inserted after the others take no lock.
+    #[test]
+    fn reads_and_rewrites_take_the_lock() -> Result<(), StoreError> {
+        let tree = tree()?;
+        let rewrites = Rewrites::default();
+        HELD.set(None);
+        file_rows(&tree, &rewrites, "fund", [1_000, 2_000].map(row).to_vec())?;
+        assert_eq!(HELD.get(), None, "a plain insert took the lock");
+        file_rows(&tree, &rewrites, "fund", vec![row(1_500)])?;
+        assert_eq!(HELD.get(), Some(true), "a rewrite without the lock");
+        HELD.set(None);
+        let (from, to) = audit_range("fund", 0, i64::MAX, None);
+        filed_rows(&tree, &rewrites, "fund", (&from, &to), 10)?;
+        assert_eq!(HELD.get(), Some(true), "a read without the lock");
+        Ok(())
+    }
+
+    /// Runs that overlap (as a read might see them half rewritten): each
+    /// row is taken once and counted once, so the read goes on until it
+    /// has `limit` rows. Counting every row read stopped after the second
+    /// run with 6 rows of the 7 asked for, which an audit takes for the
+    /// end of its period.
+    #[test]
+    fn a_read_takes_and_counts_each_row_once() -> Result<(), StoreError> {
+        let tree = tree()?;
+        for rows in [1..=5, 1..=6, 7..=10] {
+            let rows: Vec<Row> = rows.map(row).collect();
+            for (last, value) in runs(&rows) {
+                tree.insert(last.key("fund"), value)?;
+            }
+        }
+        let (from, to) = audit_range("fund", 0, i64::MAX, None);
+        let read = filed_rows(&tree, &Rewrites::default(), "fund", (&from, &to), 7)?;
+        assert_eq!(read, (1..=10).map(row).collect::<Vec<_>>());
         Ok(())
     }
 
@@ -638,7 +824,7 @@ mod filing {
                 for batch in batches {
                     let rows: Vec<Row> = batch.into_iter().map(row).collect();
                     want.extend(rows.iter().cloned());
-                    file_rows(&tree, "fund", rows)
+                    file_rows(&tree, &Rewrites::default(), "fund", rows)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 }
                 want.sort_unstable();

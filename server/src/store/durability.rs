@@ -16,7 +16,7 @@
 //! and files the audit index's rows among them into runs
 //! ([`super::audit_index`]).
 
-use super::audit_index::{Row, file_rows};
+use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
     AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
     is_entry_key, key, merge_runs, place_key, record_key, split_key, u64_from,
@@ -82,6 +82,8 @@ pub(super) struct Durability {
     /// until an older format's upgrade, it writes them one key each, as
     /// that format did, and the upgrade gathers them.
     pub(super) audit_runs: AtomicBool,
+    /// Keeps reads of the audit index's runs apart from their rewrites.
+    pub(super) rewrites: Rewrites,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -268,6 +270,7 @@ impl Durability {
             applied: AtomicU64::new(applied),
             place_runs: AtomicBool::new(place_runs),
             audit_runs: AtomicBool::new(audit_runs),
+            rewrites: Rewrites::default(),
         });
         durability.flush(false, Record::AtOnce)?;
         Ok(durability)
@@ -450,7 +453,7 @@ impl Durability {
             }
             // After the entries they name.
             for (mechanism, rows) in rows {
-                file_rows(&self.tree, &mechanism, rows)?;
+                file_rows(&self.tree, &self.rewrites, &mechanism, rows)?;
             }
         }
         // What sled held durably before this flush may be recorded with it.

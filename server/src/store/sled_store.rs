@@ -3,7 +3,7 @@
 //! [`super::durability`], the entry segments of [`super::segments`] and
 //! the cache of [`super::recent`].
 
-use super::audit_index::{Row, audit_key, audit_range, mechanism_end, rows_of};
+use super::audit_index::{Row, audit_key, audit_range, filed_rows, rows_of};
 use super::codec::{
     ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, REGISTRY_KEY, TREE_HASH,
     answer_run, decode_answer, decode_inbox_window, fetched_at, hash_from, inbox_run, key, runs_of,
@@ -544,33 +544,14 @@ impl Store for SledStore {
         {
             rows.extend(rows_of(&k, &v)?);
         }
-        // Runs are keyed by their last row and never overlap: the first
-        // run of the period is the first key at or after its start, and
-        // each run's rows follow the previous run's.
-        let mut filed = 0;
-        for kv in self
-            .durability
-            .tree
-            .range(from.clone()..mechanism_end(mechanism))
-        {
-            let (k, v) = kv?;
-            let run = rows_of(&k, &v)?;
-            if run.first().is_none_or(|r| r.key(mechanism) >= to) {
-                break;
-            }
-            for row in run {
-                let k = row.key(mechanism);
-                if k >= from && k < to {
-                    rows.push(row);
-                    filed += 1;
-                }
-            }
-            // A run ending past the period is its last (the next one's
-            // rows all come later): no more is read.
-            if filed >= limit || k[..] >= to[..] {
-                break;
-            }
-        }
+        let d = &self.durability;
+        rows.extend(filed_rows(
+            &d.tree,
+            &d.rewrites,
+            mechanism,
+            (&from, &to),
+            limit,
+        )?);
         rows.sort_unstable();
         rows.dedup();
         rows.truncate(limit);

@@ -16,6 +16,8 @@ use super::{SledStore, read_entry_record};
 
 /// Failures named at most; beyond them only counted.
 const NAMED_FAILURES: usize = 100;
+/// Runs read at a time, with rewrites held off (see [`super::super::audit_index::Rewrites`]).
+const CHUNK: usize = 1_000;
 
 /// What [`SledStore::check_audit_rows`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -44,24 +46,41 @@ impl SledStore {
                 unnamed += 1;
             }
         };
-        for kv in d.tree.range(&[AUDIT_SCOPE, 0][..]..&[AUDIT_SCOPE, 1][..]) {
-            let (k, v) = kv?;
-            let found = Row::of_key(&k)
-                .and_then(|(mechanism, _)| rows_of(&k, &v).map(|rows| (mechanism, rows)));
-            let (mechanism, rows) = match found {
-                Ok(found) => found,
-                Err(StoreError::Corrupt(m)) => {
-                    fail(StoreError::Corrupt(m), &mut checked);
-                    continue;
-                }
-                Err(e) => return Err(e),
+        let end = [AUDIT_SCOPE, 1];
+        let mut from = vec![AUDIT_SCOPE, 0];
+        loop {
+            // A chunk of runs read with rewrites held off, checked after.
+            let chunk = {
+                let _still = d.rewrites.hold_still()?;
+                d.tree
+                    .range(from.as_slice()..&end[..])
+                    .take(CHUNK)
+                    .collect::<Result<Vec<_>, _>>()?
             };
-            for row in rows {
-                checked.rows += 1;
-                match self.check_row(&mechanism, &row) {
-                    Ok(()) => {}
-                    Err(why @ (StoreError::Poisoned(_) | StoreError::Sled(_))) => return Err(why),
-                    Err(why) => fail(why, &mut checked),
+            let Some((last, _)) = chunk.last() else {
+                break;
+            };
+            from = [last.as_ref(), &[0]].concat();
+            for (k, v) in chunk {
+                let found = Row::of_key(&k)
+                    .and_then(|(mechanism, _)| rows_of(&k, &v).map(|rows| (mechanism, rows)));
+                let (mechanism, rows) = match found {
+                    Ok(found) => found,
+                    Err(StoreError::Corrupt(m)) => {
+                        fail(StoreError::Corrupt(m), &mut checked);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for row in rows {
+                    checked.rows += 1;
+                    match self.check_row(&mechanism, &row) {
+                        Ok(()) => {}
+                        Err(why @ (StoreError::Poisoned(_) | StoreError::Sled(_))) => {
+                            return Err(why);
+                        }
+                        Err(why) => fail(why, &mut checked),
+                    }
                 }
             }
         }

@@ -141,7 +141,7 @@ fn gather_audit_rows(durability: &Durability) -> Result<(u64, u64), StoreError> 
             break;
         };
         gathered += rows.len() as u64;
-        runs += file_rows(&durability.tree, &mechanism, rows)? as u64;
+        runs += file_rows(&durability.tree, &durability.rewrites, &mechanism, rows)? as u64;
         chunk_done()?;
     }
     durability.tree.insert(FORMAT_KEY, FORMAT)?;

@@ -212,7 +212,7 @@ fn rows_filed_among_earlier_runs_keep_runs_apart() -> Result<(), Box<dyn std::er
         })
         .collect::<Result<Vec<Vec<Row>>, StoreError>>()?
         .concat();
-    file_rows(tree, "fund", again)?;
+    file_rows(tree, &s.durability.rewrites, "fund", again)?;
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 100)?.len(), 7);
     Ok(())
 }
@@ -242,7 +242,12 @@ fn rows_naming_no_entry_or_another_time_are_found() -> Result<(), Box<dyn std::e
     };
     // Entry 1 filed again at another time, and an entry that was never
     // appended, in another mechanism.
-    file_rows(tree, "other", vec![row(1_500, 1), row(9_000, 50)])?;
+    file_rows(
+        tree,
+        &s.durability.rewrites,
+        "other",
+        vec![row(1_500, 1), row(9_000, 50)],
+    )?;
     // And a run garbled.
     tree.insert(audit_key("third", 5, 0, "tax"), [RUN, 0xff].as_slice())?;
     let checked = s.check_audit_rows()?;
@@ -410,5 +415,23 @@ fn a_row_whose_place_names_another_entry_is_refused() -> Result<(), Box<dyn std:
         ),
         other => return Err(format!("expected corruption, got {other:?}").into()),
     }
+    Ok(())
+}
+
+/// An audit and `verify-data` read sled's runs with rewrites held off
+/// (see [`crate::store::audit_index::Rewrites`]).
+#[test]
+fn audits_read_runs_with_rewrites_held_off() -> Result<(), Box<dyn std::error::Error>> {
+    use crate::store::audit_index::HELD;
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
+    s.commit(&[audited("tax", 0, 1_000, &[("finance", 1)])])?;
+    s.raw_tree()?;
+    HELD.set(None);
+    assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?.len(), 1);
+    assert_eq!(HELD.get(), Some(true), "an audit read without the lock");
+    HELD.set(None);
+    assert_eq!(s.check_audit_rows()?.rows, 1);
+    assert_eq!(HELD.get(), Some(true), "verify-data read without the lock");
     Ok(())
 }
