@@ -10,7 +10,7 @@
 //! start that stops midway upgrades again.
 
 use super::super::StoreError;
-use super::super::audit_index::{RUN, Row, file_rows};
+use super::super::audit_index::{RUN, Row};
 use super::super::codec::{
     AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_KEY,
     PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key, tree_hash_key,
@@ -110,7 +110,8 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
 /// Format 5 to 6: replaces the audit index's keys, one per row (their
 /// values, copies of what the audit needs of the entry or its place in the
 /// segments, are dropped), by runs of rows ([`super::super::audit_index`]),
-/// a chunk of one mechanism's rows per sled batch ([`file_rows`]), which
+/// a chunk of one mechanism's rows per sled batch
+/// ([`Durability::file_audit_rows`]), which
 /// removes the keys it gathers: a start that stopped midway finds the keys
 /// left and goes on. Records format 6 last and makes it durable. Returns
 /// the rows gathered and the runs made.
@@ -141,7 +142,7 @@ fn gather_audit_rows(durability: &Durability) -> Result<(u64, u64), StoreError> 
             break;
         };
         gathered += rows.len() as u64;
-        runs += file_rows(&durability.tree, &durability.rewrites, &mechanism, rows)? as u64;
+        runs += durability.file_audit_rows(&mechanism, rows)? as u64;
         chunk_done()?;
     }
     durability.tree.insert(FORMAT_KEY, FORMAT)?;

@@ -1,7 +1,7 @@
 //! The audit index: rows in their period, each reported from its own entry.
 
 use super::*;
-use crate::store::audit_index::{RUN, Row, file_rows, rows_of};
+use crate::store::audit_index::{RUN, Row, rows_of};
 use crate::store::codec::{FORMAT, FORMAT_5};
 
 #[test]
@@ -212,7 +212,7 @@ fn rows_filed_among_earlier_runs_keep_runs_apart() -> Result<(), Box<dyn std::er
         })
         .collect::<Result<Vec<Vec<Row>>, StoreError>>()?
         .concat();
-    file_rows(tree, &s.durability.rewrites, "fund", again)?;
+    s.durability.file_audit_rows("fund", again)?;
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 100)?.len(), 7);
     Ok(())
 }
@@ -242,12 +242,8 @@ fn rows_naming_no_entry_or_another_time_are_found() -> Result<(), Box<dyn std::e
     };
     // Entry 1 filed again at another time, and an entry that was never
     // appended, in another mechanism.
-    file_rows(
-        tree,
-        &s.durability.rewrites,
-        "other",
-        vec![row(1_500, 1), row(9_000, 50)],
-    )?;
+    s.durability
+        .file_audit_rows("other", vec![row(1_500, 1), row(9_000, 50)])?;
     // And a run garbled.
     tree.insert(audit_key("third", 5, 0, "tax"), [RUN, 0xff].as_slice())?;
     let checked = s.check_audit_rows()?;
@@ -433,5 +429,51 @@ fn audits_read_runs_with_rewrites_held_off() -> Result<(), Box<dyn std::error::E
     HELD.set(None);
     assert_eq!(s.check_audit_rows()?.rows, 1);
     assert_eq!(HELD.get(), Some(true), "verify-data read without the lock");
+    Ok(())
+}
+
+/// A run that does not decode does not stop the flushes: it is left as it
+/// is, rows committed before, within and after it are filed around it,
+/// audits of the periods around it read them, and `verify-data` names
+/// it. Filing decoded every run a row fell within, so every flush after
+/// failed on it.
+#[test]
+fn a_garbled_run_is_left_and_flushes_go_on() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
+    for seq in 0..3u64 {
+        let at = 1_000 * (seq as i64 + 1);
+        s.commit(&[audited("tax", seq, at, &[("finance", seq + 1)])])?;
+    }
+    // One run, 1000..=3000, garbled.
+    let garbled = audit_key("fund", 3_000, 2, "tax");
+    let tree = s.raw_tree()?;
+    assert_eq!(keys_of(&s, AUDIT_SCOPE)?, [garbled.as_slice()]);
+    tree.insert(garbled.as_slice(), [RUN, 0xff].as_slice())?;
+    // Within its span, and after it; flushed twice.
+    s.commit(&[audited("tax", 3, 2_500, &[("finance", 4)])])?;
+    s.commit(&[audited("tax", 4, 4_000, &[("finance", 5)])])?;
+    s.raw_tree()?;
+    s.commit(&[audited("tax", 5, 2_600, &[("finance", 6)])])?;
+    s.raw_tree()?;
+    assert_eq!(tree.get(&garbled)?.as_deref(), Some([RUN, 0xff].as_slice()));
+    assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 4);
+    let times = |since, until| -> Result<Vec<i64>, StoreError> {
+        let rows = s.audit_scope("fund", since, until, None, 10)?;
+        Ok(rows.iter().map(|r| r.hub_micros).collect())
+    };
+    assert_eq!(times(3_001, i64::MAX)?, [4_000]);
+    match times(0, i64::MAX) {
+        Err(StoreError::Corrupt(m)) => assert!(m.contains("garbled"), "{m}"),
+        other => return Err(format!("expected the garbled run, got {other:?}").into()),
+    }
+    let checked = s.check_audit_rows()?;
+    assert_eq!(checked.rows, 3);
+    assert_eq!(checked.failures.len(), 1, "{:?}", checked.failures);
+    assert!(
+        checked.failures[0].contains("the run ending at tax:2 is garbled"),
+        "{:?}",
+        checked.failures
+    );
     Ok(())
 }
