@@ -59,6 +59,11 @@ pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 pub(super) const FORMAT: &[u8] = b"6";
 /// One audit index key per row.
 pub(super) const FORMAT_5: &[u8] = b"5";
+/// Format 5 while its audit index's rows are gathered into runs: some
+/// keys are runs already, which format 5 would misread, so a format 5 hub
+/// (a rollback) refuses it as a format it does not know; a start of this
+/// one goes on with the upgrade.
+pub(super) const FORMAT_5_TO_6: &[u8] = b"5>6";
 /// One place key per entry.
 pub(super) const FORMAT_4: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
@@ -69,8 +74,10 @@ pub(super) const FORMAT_2: &[u8] = b"2";
 /// the entry records and tree hashes into the segments (format 2's empty
 /// audit rows need no filling: format 6 keeps no row contents), format 4
 /// by gathering the places into runs, format 5 by gathering the audit
-/// index's rows into runs.
-pub(super) const FORMATS_UPGRADABLE: [&[u8]; 4] = [FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5];
+/// index's rows into runs (and a format 5 whose upgrade was cut short
+/// by going on with it).
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 5] =
+    [FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6];
 /// While format 4's places are gathered into runs: the last place key
 /// gathered, so that a start that stopped midway goes on after it.
 pub(super) const PLACES_GATHERED_KEY: &[u8] = b"v\0places";

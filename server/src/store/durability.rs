@@ -18,8 +18,9 @@
 
 use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_KEY, FORMATS_UPGRADABLE, TREE_HASH,
-    is_entry_key, key, merge_runs, place_key, record_key, split_key, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_KEY,
+    FORMATS_UPGRADABLE, TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, split_key,
+    u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
@@ -215,7 +216,7 @@ impl Durability {
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, &v, reserve)?;
-                place_runs = v.as_ref() == FORMAT_5;
+                place_runs = v.as_ref() == FORMAT_5 || v.as_ref() == FORMAT_5_TO_6;
                 audit_runs = false;
             }
             None if tree.is_empty() => {

@@ -4,7 +4,7 @@
 //! must leave the configured reserve free (`[hub] min_free_mib`).
 
 use super::StoreError;
-use super::codec::{AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, TREE_HASH};
+use super::codec::{AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, TREE_HASH};
 use std::path::Path;
 
 /// Refuses a start that could fill the disk: replaying the journal writes
@@ -47,7 +47,7 @@ pub(super) fn check_room_to_upgrade(
     if reserve == 0 {
         return Ok(());
     }
-    let (moving, what) = if format == FORMAT_5 {
+    let (moving, what) = if format == FORMAT_5 || format == FORMAT_5_TO_6 {
         (
             bytes_of(tree, &[AUDIT_SCOPE])?,
             "of audit index keys it writes again in sled as runs",

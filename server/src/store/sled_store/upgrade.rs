@@ -12,8 +12,8 @@
 use super::super::StoreError;
 use super::super::audit_index::{RUN, Row};
 use super::super::codec::{
-    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_KEY,
-    PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key, tree_hash_key,
+    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6,
+    FORMAT_KEY, PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key, tree_hash_key,
 };
 use super::super::durability::Durability;
 use super::super::places::runs_of_places;
@@ -94,7 +94,8 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
         );
     }
     durability.place_runs.store(true, Ordering::Release);
-    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_5) {
+    let format = durability.tree.get(FORMAT_KEY)?;
+    if format.as_deref() == Some(FORMAT_5) || format.as_deref() == Some(FORMAT_5_TO_6) {
         let (rows, runs) = gather_audit_rows(durability)?;
         tracing::info!(
             dir = %durability.dir.display(),
@@ -113,9 +114,15 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
 /// a chunk of one mechanism's rows per sled batch
 /// ([`Durability::file_audit_rows`]), which
 /// removes the keys it gathers: a start that stopped midway finds the keys
-/// left and goes on. Records format 6 last and makes it durable. Returns
-/// the rows gathered and the runs made.
+/// left and goes on. Records format 6 last and makes it durable; before
+/// the first run, records [`FORMAT_5_TO_6`], durably, so that a directory
+/// holding runs is never labelled format 5. Returns the rows gathered and
+/// the runs made.
 fn gather_audit_rows(durability: &Durability) -> Result<(u64, u64), StoreError> {
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_5) {
+        durability.tree.insert(FORMAT_KEY, FORMAT_5_TO_6)?;
+        durability.make_durable()?;
+    }
     let end = [AUDIT_SCOPE, 1];
     let mut from = vec![AUDIT_SCOPE, 0];
     let (mut gathered, mut runs) = (0u64, 0u64);
