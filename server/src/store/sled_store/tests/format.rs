@@ -269,8 +269,11 @@ fn check_upgraded(
     }
     let all: Vec<u64> = (0..tongbao_proto::merkle::stored_hash_count(n)).collect();
     assert_eq!(&s.stored_hashes("tax", &all)?, hashes);
-    // The rows of the entries before (a later one may follow).
+    // The rows of the entries before (a later one may follow), each in
+    // one run.
     assert_eq!(&s.audit_scope("fund", 0, i64::MAX, None, rows.len())?, rows);
+    let all = s.audit_scope("fund", 0, i64::MAX, None, usize::MAX)?.len();
+    assert_eq!(audit_runs_apart(s)?, all as u64);
     Ok(())
 }
 
