@@ -256,16 +256,8 @@ pub(super) fn rows_of(k: &[u8], v: &[u8]) -> Result<Vec<Row>, StoreError> {
     }
 }
 
-/// What [`file_rows`] did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Filed {
-    /// The runs written.
-    pub runs: usize,
-    /// The runs met that do not decode, left as they are: (key, why).
-    pub garbled: Vec<(Vec<u8>, String)>,
-}
-
-/// Files `rows` (of one mechanism, in any order) into its runs in `tree`.
+/// Files `rows` (of one mechanism, in any order) into its runs in `tree`,
+/// and returns the runs written.
 /// A run is rewritten only when some new row falls within it (between its
 /// first row and its last, and keys of one row each, as an upgrade
 /// gathers them, when a new row is theirs): all of them, with their new
@@ -274,15 +266,19 @@ pub(super) struct Filed {
 /// case) make runs of their own, cut before the next run's first row, and
 /// leave the runs around them as they are: after a hub clock set back,
 /// each flush would otherwise rewrite every run between its earliest row
-/// and its latest. A run that does not decode is left as it is, and the
-/// rows around it are filed around it: otherwise every flush after would
-/// fail on it.
+/// and its latest.
+///
+/// A run that does not decode fails the filing, naming its key, when a
+/// new row lies after the run before it and at or before its key: its
+/// first row cannot be known, so such a row could land within it, and a
+/// read of runs ([`filed_rows`]) would then stop short of it and answer
+/// without its rows. Rows elsewhere never meet it.
 pub(super) fn file_rows(
     tree: &sled::Tree,
     rewrites: &Rewrites,
     mechanism: &str,
     mut rows: Vec<Row>,
-) -> Result<Filed, StoreError> {
+) -> Result<usize, StoreError> {
     rows.sort_unstable();
     rows.dedup();
     let end = mechanism_end(mechanism);
@@ -298,7 +294,6 @@ pub(super) fn file_rows(
         written.extend(runs(pending));
         pending.clear();
     };
-    let mut garbled = Vec::new();
     let mut rest = rows.as_slice();
     // Past the last run looked at: each run is looked at once.
     let mut from: Vec<u8> = Vec::new();
@@ -323,22 +318,17 @@ pub(super) fn file_rows(
         };
         let (k, v) = kv?;
         from = [k.as_ref(), &[0]].concat();
-        let theirs = match rows_of(&k, &v) {
-            Ok(theirs) => theirs,
-            Err(StoreError::Corrupt(why)) => {
-                // Left as it is (`verify-data` names it): rows before its
-                // key are cut before it, a row at its key is its own.
-                let before = rest.partition_point(|r| r.key(mechanism).as_slice() < k.as_ref());
-                pending.extend_from_slice(&rest[..before]);
-                cut(&mut pending, &mut written);
-                rest = &rest[before..];
-                let at = rest.partition_point(|r| r.key(mechanism).as_slice() <= k.as_ref());
-                rest = &rest[at..];
-                garbled.push((k.to_vec(), why));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+        // The next row lies after the run before this one and at or
+        // before its key: a run that does not decode is no place to file
+        // it around (see above).
+        let theirs = rows_of(&k, &v).map_err(|e| match e {
+            StoreError::Corrupt(why) => StoreError::Corrupt(format!(
+                "{why} (key {}), and a row to file lies at or before it: flushes fail until \
+                 it is restored",
+                hex::encode(&k)
+            )),
+            e => e,
+        })?;
         let (Some(lo), Some(hi)) = (theirs.first(), theirs.last()) else {
             return Err(StoreError::Corrupt("audit index: an empty run".into()));
         };
@@ -360,10 +350,7 @@ pub(super) fn file_rows(
         rest = &rest[within..];
     }
     cut(&mut pending, &mut written);
-    let filed = Filed {
-        runs: written.len(),
-        garbled,
-    };
+    let filed = written.len();
     if rewritten {
         for (last, value) in written {
             // After the removal of the same key, if any: the insert wins.

@@ -85,8 +85,6 @@ pub(super) struct Durability {
     pub(super) audit_runs: AtomicBool,
     /// Keeps reads of the audit index's runs apart from their rewrites.
     pub(super) rewrites: Rewrites,
-    /// The audit index's runs found not to decode, each logged once.
-    garbled_runs: Mutex<HashSet<Vec<u8>>>,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -274,7 +272,6 @@ impl Durability {
             place_runs: AtomicBool::new(place_runs),
             audit_runs: AtomicBool::new(audit_runs),
             rewrites: Rewrites::default(),
-            garbled_runs: Mutex::new(HashSet::new()),
         });
         durability.flush(false, Record::AtOnce)?;
         Ok(durability)
@@ -484,30 +481,14 @@ impl Durability {
         self.journal.retire(flushed.recorded)
     }
 
-    /// Files `rows` into `mechanism`'s runs ([`file_rows`]); a run met
-    /// that does not decode is logged, once, and left as it is. Returns
-    /// the runs written.
+    /// Files `rows` into `mechanism`'s runs ([`file_rows`]) with their
+    /// rewrites held apart from reads. Returns the runs written.
     pub(super) fn file_audit_rows(
         &self,
         mechanism: &str,
         rows: Vec<Row>,
     ) -> Result<usize, StoreError> {
-        let filed = file_rows(&self.tree, &self.rewrites, mechanism, rows)?;
-        if !filed.garbled.is_empty() {
-            let mut logged = fatal::lock(&self.garbled_runs, "garbled audit runs")?;
-            for (k, why) in filed.garbled {
-                if logged.insert(k.clone()) {
-                    tracing::error!(
-                        key = %hex::encode(&k),
-                        error = %why,
-                        "an audit index run does not decode: it is left as it is and new rows \
-                         are filed around it; audits of its period fail until it is restored \
-                         (verify-data names it)"
-                    );
-                }
-            }
-        }
-        Ok(filed.runs)
+        file_rows(&self.tree, &self.rewrites, mechanism, rows)
     }
 
     /// `writes` without the audit index's rows, and those rows by

@@ -13,7 +13,7 @@ fn row(hub_micros: u64) -> Row {
 
 /// Files `rows` in "fund" with a lock of their own: the runs written.
 fn file(tree: &sled::Tree, rows: Vec<Row>) -> Result<usize, StoreError> {
-    Ok(file_rows(tree, &Rewrites::default(), "fund", rows)?.runs)
+    file_rows(tree, &Rewrites::default(), "fund", rows)
 }
 
 fn tree() -> Result<sled::Tree, StoreError> {
@@ -126,7 +126,7 @@ fn a_rewrite_waits_for_a_read_of_runs() -> Result<(), StoreError> {
     let written = writer
         .join()
         .map_err(|_| StoreError::Database("the writer panicked".into()))??;
-    assert_eq!(written.runs, 1);
+    assert_eq!(written, 1);
     assert_eq!(
         rows_apart(&tree)?,
         [1_000, 1_500, 2_000, 2_500, 2_800].map(row)
@@ -172,41 +172,62 @@ fn a_read_takes_and_counts_each_row_once() -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A run that does not decode is left as it is: rows before its key
-/// are cut before it, a row at its key is its own, rows after it are
-/// filed as ever.
+/// A run that does not decode fails the filing of a row after the run
+/// before it and at or before its key, naming the key, and nothing is
+/// written: its first row cannot be known, so a run filed there could
+/// lie within it and a read would stop short of its rows. Rows before
+/// the run before it, within that run, and after the garbled one are
+/// filed as ever. Filing them around it made runs that overlapped it.
 #[test]
-fn a_garbled_run_is_left_and_rows_are_filed_around_it() -> Result<(), StoreError> {
+fn a_garbled_run_fails_only_rows_that_could_fall_within_it() -> Result<(), StoreError> {
     let tree = tree()?;
-    file(&tree, [1_000, 2_000].map(row).to_vec())?;
-    file(&tree, [3_000, 4_000].map(row).to_vec())?;
-    let garbled = row(2_000).key("fund");
+    for times in [[1_000, 2_000], [3_000, 4_000], [5_000, 6_000]] {
+        file(&tree, times.map(row).to_vec())?;
+    }
+    let garbled = row(4_000).key("fund");
     tree.insert(garbled.as_slice(), [RUN, 0xff].as_slice())?;
-    let filed = file_rows(
-        &tree,
-        &Rewrites::default(),
-        "fund",
-        [1_500, 2_000, 2_500, 3_500].map(row).to_vec(),
-    )?;
-    assert_eq!(filed.garbled.len(), 1);
-    assert_eq!(filed.garbled[0].0, garbled);
-    assert!(
-        filed.garbled[0].1.contains("garbled"),
-        "{:?}",
-        filed.garbled
-    );
+    for times in [
+        vec![2_500],
+        vec![3_000],
+        vec![4_000],
+        vec![1_500, 3_500],
+        vec![3_500, 7_000],
+    ] {
+        let before = all(&tree)?;
+        match file(&tree, times.iter().map(|t| row(*t)).collect()) {
+            Err(StoreError::Corrupt(m)) => assert!(
+                m.contains("garbled") && m.contains(&hex::encode(&garbled)),
+                "{times:?}: {m}"
+            ),
+            other => panic!("{times:?}: expected the garbled run, got {other:?}"),
+        }
+        assert_eq!(all(&tree)?, before, "{times:?} wrote");
+    }
+    // Before the first run, within it, between the garbled run and the
+    // next, after all.
+    assert_eq!(file(&tree, vec![row(500)])?, 1);
+    assert_eq!(file(&tree, [1_500, 4_500, 7_000].map(row).to_vec())?, 3);
     assert_eq!(tree.get(&garbled)?.as_deref(), Some([RUN, 0xff].as_slice()));
     let keys: Vec<sled::IVec> = tree.iter().keys().collect::<Result<_, _>>()?;
-    // 2500 lies in the gap before the next run, which 3500 falls within.
-    let want: Vec<Vec<u8>> = [1_500, 2_000, 4_000].map(|t| row(t).key("fund")).to_vec();
+    let want: Vec<Vec<u8>> = [500, 2_000, 4_000, 4_500, 6_000, 7_000]
+        .map(|t| row(t).key("fund"))
+        .to_vec();
     assert_eq!(keys, want);
-    let run = tree
-        .get(row(4_000).key("fund"))?
-        .ok_or(StoreError::Corrupt("gone".into()))?;
-    assert_eq!(
-        rows_of(&row(4_000).key("fund"), &run)?,
-        [2_500, 3_000, 3_500, 4_000].map(row)
-    );
+    let run = |t: u64| -> Result<Vec<Row>, StoreError> {
+        let k = row(t).key("fund");
+        let v = tree.get(&k)?.ok_or(StoreError::Corrupt("gone".into()))?;
+        rows_of(&k, &v)
+    };
+    assert_eq!(run(2_000)?, [1_000, 1_500, 2_000].map(row));
+    assert_eq!(run(6_000)?, [5_000, 6_000].map(row));
+    // A garbled first run: every row up to its key fails.
+    let first = self::tree()?;
+    first.insert(row(2_000).key("fund"), [RUN, 0xff].as_slice())?;
+    assert!(matches!(
+        file(&first, vec![row(1)]),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(file(&first, vec![row(2_001)])?, 1);
     Ok(())
 }
 

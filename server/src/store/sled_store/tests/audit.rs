@@ -432,13 +432,15 @@ fn audits_read_runs_with_rewrites_held_off() -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
-/// A run that does not decode does not stop the flushes: it is left as it
-/// is, rows committed before, within and after it are filed around it,
-/// audits of the periods around it read them, and `verify-data` names
-/// it. Filing decoded every run a row fell within, so every flush after
-/// failed on it.
+/// A run that does not decode stops no flush of rows after it, and
+/// `verify-data` names it; a row at or before its key (after the run
+/// before it) fails the flush, naming it, and stays in the journal and
+/// the overlay: filed around the garbled run, it made runs within its
+/// span, and audits of periods that reached it answered without its rows.
+/// Every audit of a period that reaches it fails.
 #[test]
-fn a_garbled_run_is_left_and_flushes_go_on() -> Result<(), Box<dyn std::error::Error>> {
+fn a_garbled_run_fails_audits_that_reach_it_and_flushes_within_it()
+-> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
     for seq in 0..3u64 {
@@ -450,30 +452,55 @@ fn a_garbled_run_is_left_and_flushes_go_on() -> Result<(), Box<dyn std::error::E
     let tree = s.raw_tree()?;
     assert_eq!(keys_of(&s, AUDIT_SCOPE)?, [garbled.as_slice()]);
     tree.insert(garbled.as_slice(), [RUN, 0xff].as_slice())?;
-    // Within its span, and after it; flushed twice.
-    s.commit(&[audited("tax", 3, 2_500, &[("finance", 4)])])?;
-    s.commit(&[audited("tax", 4, 4_000, &[("finance", 5)])])?;
-    s.raw_tree()?;
-    s.commit(&[audited("tax", 5, 2_600, &[("finance", 6)])])?;
-    s.raw_tree()?;
-    assert_eq!(tree.get(&garbled)?.as_deref(), Some([RUN, 0xff].as_slice()));
-    assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 4);
-    let times = |since, until| -> Result<Vec<i64>, StoreError> {
-        let rows = s.audit_scope("fund", since, until, None, 10)?;
-        Ok(rows.iter().map(|r| r.hub_micros).collect())
-    };
-    assert_eq!(times(3_001, i64::MAX)?, [4_000]);
-    match times(0, i64::MAX) {
-        Err(StoreError::Corrupt(m)) => assert!(m.contains("garbled"), "{m}"),
-        other => return Err(format!("expected the garbled run, got {other:?}").into()),
-    }
+    // After it: flushed.
+    s.commit(&[audited("tax", 3, 4_000, &[("finance", 4)])])?;
+    assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 2);
     let checked = s.check_audit_rows()?;
-    assert_eq!(checked.rows, 3);
+    assert_eq!(checked.rows, 1);
     assert_eq!(checked.failures.len(), 1, "{:?}", checked.failures);
     assert!(
         checked.failures[0].contains("the run ending at tax:2 is garbled"),
         "{:?}",
         checked.failures
     );
+    // Within its span: committed, but no flush files it.
+    s.commit(&[audited("tax", 4, 2_500, &[("finance", 5)])])?;
+    s.commit(&[audited("tax", 5, 2_600, &[("finance", 6)])])?;
+    match s.raw_tree() {
+        Err(StoreError::Corrupt(m)) => assert!(
+            m.contains("the run ending at tax:2 is garbled") && m.contains(&hex::encode(&garbled)),
+            "{m}"
+        ),
+        other => return Err(format!("expected the garbled run, got {other:?}").into()),
+    }
+    assert!(matches!(s.check_audit_rows(), Err(StoreError::Corrupt(_))));
+    assert_eq!(tree.get(&garbled)?.as_deref(), Some([RUN, 0xff].as_slice()));
+    assert_eq!(tree.scan_prefix([AUDIT_SCOPE, 0]).count(), 2);
+    let times = |since, until| -> Result<Vec<i64>, StoreError> {
+        let rows = s.audit_scope("fund", since, until, None, 10)?;
+        Ok(rows.iter().map(|r| r.hub_micros).collect())
+    };
+    assert_eq!(times(3_001, i64::MAX)?, [4_000]);
+    // Every period that reaches the garbled run fails: none answers with
+    // the rows it held left out (1000 and 2000 are in no other run).
+    let first_page = || -> Result<Vec<i64>, StoreError> {
+        let rows = s.audit_scope("fund", 0, i64::MAX, None, 1)?;
+        Ok(rows.iter().map(|r| r.hub_micros).collect())
+    };
+    let wrong = [
+        ("0..MAX", times(0, i64::MAX)),
+        ("0..2000", times(0, 2_000)),
+        ("2000..2600", times(2_000, 2_600)),
+        ("a first page of 1", first_page()),
+    ]
+    .into_iter()
+    .filter_map(|(period, read)| match read {
+        Err(StoreError::Corrupt(m)) if m.contains("garbled") => None,
+        other => Some(format!("{period}: {other:?}")),
+    })
+    .collect::<Vec<_>>();
+    if !wrong.is_empty() {
+        return Err(format!("expected the garbled run, got {wrong:?}").into());
+    }
     Ok(())
 }
