@@ -210,7 +210,8 @@ impl Durability {
         let state = db.open_tree("state")?;
         let (mut place_runs, mut audit_runs) = (true, true);
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2 to 5 once the journal is replayed.
+            // The store upgrades formats 2 to 5, and 5>6 (an upgrade from 5
+            // that stopped midway), once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, &v, reserve)?;
@@ -223,7 +224,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2 to 5); start it on an empty data directory",
+                     (and upgrades formats 2 to 5 and 5>6); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())

@@ -173,7 +173,10 @@ fn data_in_another_format_is_refused() -> Result<(), Box<dyn std::error::Error>>
         s.raw_tree()?.flush()?;
     }
     match SledStore::open(dir.path(), true) {
-        Err(StoreError::Format(m)) => assert!(m.contains("format 1"), "{m}"),
+        Err(StoreError::Format(m)) => assert!(
+            m.contains("format 1") && m.contains("upgrades formats 2 to 5 and 5>6"),
+            "{m}"
+        ),
         other => return Err(format!("expected refusal, got {other:?}").into()),
     }
     Ok(())
