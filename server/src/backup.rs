@@ -434,7 +434,7 @@ fn verify_store(
             (head.next_seq, checkpoints.get(channel).cloned()),
         );
     }
-    // Audits read rows, not entries: each row must be what its entry makes.
+    // Each audit index row must name an entry that is there, at its time.
     report.failures.extend(store.check_audit_rows()?.failures);
     match crate::admin_audit::verify(store, dir) {
         Ok(records) => report.admin_records = records,

@@ -1,15 +1,15 @@
 //! How the store lays records out as sled keys and values.
 //!
 //! One tree, keys prefixed by record type. An entry's record (leaf hash,
-//! inbox positions, the encoded entry) is kept in the entry segments
+//! inbox positions, the encoded entry: [`super::entry_record`]) is kept
+//! in the entry segments
 //! ([`super::segments`]), followed by the Merkle hashes the entry adds to
 //! its channel's tree; sled holds their places there, a run of entries
 //! per key ([`super::places`]), under [`ENTRY_AT`].
 //! Until a flush moves them, a commit's entry record and hashes wait in
-//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. An
-//! audit index row's value moves there too with the flush (once for the
-//! rows of one entry), its key staying in sled with the row's place
-//! ([`row_place`]) as its value. Records that grow with every
+//! the overlay (and the journal) under [`ENTRY`] and [`TREE_HASH`]. The
+//! audit index's rows are kept in runs by time ([`super::audit_index`]),
+//! under [`AUDIT_SCOPE`]. Records that grow with every
 //! delivery are kept as runs of inbox positions, so that a message fanned
 //! out to 13 units costs one key per inbox per group commit, not one per
 //! recipient: an inbox run holds the positions one commit added to an
@@ -20,12 +20,10 @@
 //! run holding a position is the first key at or after it: lookups only
 //! ever iterate forwards.
 
-use super::segments::Place;
 use super::stretches::{self, STRETCHED};
-use super::{Answer, AnswerKind, InboxItem, ScopedEntry, StoreError, StoredEntry};
-use prost::Message as _;
+use super::{Answer, AnswerKind, InboxItem, StoreError};
 use std::collections::BTreeMap;
-use tongbao_proto::{HASH_LEN, Hash, pb};
+use tongbao_proto::{HASH_LEN, Hash};
 
 pub(super) const ENTRY: u8 = b'e';
 /// Where entries' records are in the segments (format 4 on; a run of
@@ -46,24 +44,40 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 5 (this one) names entries' places in the segments a run of
-/// entries per key ([`super::places`]). Format 4 named each entry's place
-/// under a key of its own; it kept entry records, their tree hashes and
-/// audit rows in the segments, as format 5 does. Format 3 kept them all in
-/// sled, each audit index row holding what the audit needs of its entry;
-/// format 2 was format 3 with empty audit rows.
-pub(super) const FORMAT: &[u8] = b"5";
+/// Format 6 (this one) keeps the audit index's rows in runs by time, a few
+/// varints a row, and nothing of them in the segments: an audit reads
+/// what it reports from the entry a row names ([`super::audit_index`]);
+/// and a message id's record holds the entry's seq alone, its message's
+/// digest computed again from the entry (formats 2 to 5's records, seq
+/// and digest, read as they are). Format 5 kept one sled key per row, its
+/// value a copy of what the audit needs of the entry, kept in the
+/// segments; it named entries' places in the segments a run of entries
+/// per key ([`super::places`]), as format 6 does. Format 4 named each
+/// entry's place under a key of its own. Format 3 kept entry records,
+/// tree hashes and audit rows in sled; format 2 was format 3 with empty
+/// audit rows.
+pub(super) const FORMAT: &[u8] = b"6";
+/// One audit index key per row.
+pub(super) const FORMAT_5: &[u8] = b"5";
+/// Format 5 while its audit index's rows are gathered into runs: some
+/// keys are runs already, which format 5 would misread, so a format 5 hub
+/// (a rollback) refuses it as a format it does not know; a start of this
+/// one goes on with the upgrade.
+pub(super) const FORMAT_5_TO_6: &[u8] = b"5>6";
 /// One place key per entry.
 pub(super) const FORMAT_4: &[u8] = b"4";
 /// Entry records in sled, audit rows filled.
 pub(super) const FORMAT_3: &[u8] = b"3";
 /// Entry records in sled, audit rows empty.
 pub(super) const FORMAT_2: &[u8] = b"2";
-/// The older layouts a start upgrades in place: format 2 by filling the
-/// audit index rows from the entries they name, format 3 by moving the
-/// entry records, tree hashes and audit rows into the segments, format 4
-/// by gathering the places into runs.
-pub(super) const FORMATS_UPGRADABLE: [&[u8]; 3] = [FORMAT_2, FORMAT_3, FORMAT_4];
+/// The older layouts a start upgrades in place: format 2 and 3 by moving
+/// the entry records and tree hashes into the segments (format 2's empty
+/// audit rows need no filling: format 6 keeps no row contents), format 4
+/// by gathering the places into runs, format 5 by gathering the audit
+/// index's rows into runs (and a format 5 whose upgrade was cut short
+/// by going on with it).
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 5] =
+    [FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6];
 /// While format 4's places are gathered into runs: the last place key
 /// gathered, so that a start that stopped midway goes on after it.
 pub(super) const PLACES_GATHERED_KEY: &[u8] = b"v\0places";
@@ -416,55 +430,6 @@ pub(super) fn decode_inbox_window(
     Ok(out)
 }
 
-/// An entry record: leaf hash, the number of recipients (4), each
-/// recipient's inbox position (8 each), then the encoded entry.
-pub(super) fn entry_record(
-    leaf_hash: &Hash,
-    cursors: impl ExactSizeIterator<Item = u64>,
-    encoded: &[u8],
-) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HASH_LEN + 4 + 8 * cursors.len() + encoded.len());
-    v.extend_from_slice(leaf_hash);
-    v.extend_from_slice(&(cursors.len() as u32).to_be_bytes());
-    for c in cursors {
-        v.extend_from_slice(&c.to_be_bytes());
-    }
-    v.extend_from_slice(encoded);
-    v
-}
-
-/// Where the encoded entry starts in an entry record.
-pub(super) fn entry_offset(v: &[u8]) -> Option<usize> {
-    let n = v.get(HASH_LEN..HASH_LEN + 4)?;
-    let n = u32::from_be_bytes(n.try_into().ok()?) as usize;
-    let at = HASH_LEN + 4 + 8 * n;
-    (at <= v.len()).then_some(at)
-}
-
-pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEntry, StoreError> {
-    let at =
-        entry_offset(v).ok_or_else(|| StoreError::Corrupt(format!("entry {channel}:{seq}")))?;
-    let entry = pb::Entry::decode(&v[at..])
-        .map_err(|e| StoreError::Corrupt(format!("entry {channel}:{seq}: {e}")))?;
-    let cursors = v[HASH_LEN + 4..at]
-        .chunks_exact(8)
-        .map(u64_from)
-        .collect::<Result<Vec<_>, _>>()?;
-    if cursors.len() != entry.recipients.len() {
-        return Err(StoreError::Corrupt(format!(
-            "entry {channel}:{seq}: {} inbox positions for {} recipients",
-            cursors.len(),
-            entry.recipients.len()
-        )));
-    }
-    Ok(StoredEntry {
-        entry,
-        leaf_hash: hash_from(&v[..HASH_LEN])?,
-        encoded: prost::bytes::Bytes::copy_from_slice(&v[at..]),
-        cursors,
-    })
-}
-
 pub(super) fn hash_from(bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes
         .try_into()
@@ -491,75 +456,6 @@ pub(super) fn split_key(k: &[u8]) -> Result<(String, Option<u64>), StoreError> {
     }
 }
 
-/// An audit index row's value: what the office's audit needs of an entry
-/// (its key holds the mechanism, hub time, seq and channel).
-#[derive(Clone, PartialEq, prost::Message)]
-struct AuditRow {
-    #[prost(bytes = "vec", tag = "1")]
-    leaf_hash: Vec<u8>,
-    #[prost(string, tag = "2")]
-    sender: String,
-    #[prost(int32, tag = "3")]
-    kind: i32,
-    #[prost(string, tag = "4")]
-    message_id: String,
-    #[prost(int64, tag = "5")]
-    ack_deadline_micros: i64,
-    #[prost(string, repeated, tag = "6")]
-    recipients: Vec<String>,
-    #[prost(uint64, repeated, tag = "7")]
-    cursors: Vec<u64>,
-}
-
-/// An audit row's value in sled once the row is in the segments: a 0
-/// byte (never the first byte of an encoded row, whose first field has a
-/// nonzero tag) and the row's place.
-pub(super) fn row_place(place: &Place) -> Vec<u8> {
-    let mut v = vec![0];
-    v.extend_from_slice(&place.encode());
-    v
-}
-
-/// The place of a row whose sled value is `v`, if the row is in the
-/// segments (None: `v` is the row itself).
-pub(super) fn place_of_row(v: &[u8]) -> Result<Option<Place>, StoreError> {
-    match v.split_first() {
-        Some((0, place)) => Place::decode(place).map(Some),
-        _ => Ok(None),
-    }
-}
-
-/// The key of an entry's row in a mechanism's audit index: mechanism, hub
-/// time, then 0, seq (8) and channel, so that a period is one key range.
-pub(super) fn audit_key(mechanism: &str, hub_micros: i64, seq: u64, channel: &str) -> Vec<u8> {
-    let mut k = key(AUDIT_SCOPE, mechanism, Some(hub_micros.max(0) as u64));
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k.extend_from_slice(channel.as_bytes());
-    k
-}
-
-/// (mechanism, hub time, seq, channel) of an audit index key.
-/// The keys of a mechanism's audit rows with hub time in [since, until),
-/// after the row `after` when given: (first key, key past the last).
-pub(super) fn audit_range(
-    mechanism: &str,
-    since: i64,
-    until: i64,
-    after: Option<&ScopedEntry>,
-) -> (Vec<u8>, Vec<u8>) {
-    let from = match after {
-        Some(row) => {
-            // The first key after the row's.
-            let mut k = audit_key(mechanism, row.hub_micros, row.seq, &row.channel);
-            k.push(0);
-            k
-        }
-        None => key(AUDIT_SCOPE, mechanism, Some(since.max(0) as u64)),
-    };
-    (from, key(AUDIT_SCOPE, mechanism, Some(until.max(0) as u64)))
-}
-
 /// Where stored hash `index` is kept: in the tree-hash record of entry
 /// `seq`, at byte `offset` (hash (level, n) is added by entry
 /// ((n + 1) << level) - 1, at its level).
@@ -572,80 +468,19 @@ pub(super) fn stored_hash_place(index: u64) -> Option<(u64, usize)> {
     Some((seq, level as usize * HASH_LEN))
 }
 
-pub(super) fn audit_key_parts(k: &[u8]) -> Result<(String, i64, u64, String), StoreError> {
-    let bad = || StoreError::Corrupt("audit index key".into());
-    let rest = k.get(2..).ok_or_else(bad)?;
-    // Mechanism ids hold no 0 byte; after the mechanism's: hub micros (8),
-    // 0, seq (8), channel.
-    let at = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
-    let (Some(micros), Some(seq), Some(channel)) = (
-        rest.get(at + 1..at + 9),
-        rest.get(at + 10..at + 18),
-        rest.get(at + 18..),
-    ) else {
-        return Err(bad());
-    };
-    Ok((
-        String::from_utf8_lossy(&rest[..at]).into_owned(),
-        u64_from(micros)? as i64,
-        u64_from(seq)?,
-        String::from_utf8_lossy(channel).into_owned(),
-    ))
-}
-
-/// The value of an entry's audit index rows.
-pub(super) fn audit_row(stored: &StoredEntry) -> Vec<u8> {
-    let message = stored
-        .entry
-        .message
-        .as_ref()
-        .and_then(|m| m.message.as_ref());
-    AuditRow {
-        leaf_hash: stored.leaf_hash.to_vec(),
-        sender: message.map(|m| m.sender.clone()).unwrap_or_default(),
-        kind: message.map(|m| m.kind).unwrap_or_default(),
-        message_id: message.map(|m| m.message_id.clone()).unwrap_or_default(),
-        ack_deadline_micros: message
-            .and_then(|m| m.labels)
-            .map(|l| l.ack_deadline_micros)
-            .unwrap_or(0),
-        recipients: stored.entry.recipients.clone(),
-        cursors: stored.cursors.clone(),
-    }
-    .encode_to_vec()
-}
-
-pub(super) fn decode_audit_row(k: &[u8], v: &[u8]) -> Result<ScopedEntry, StoreError> {
-    let (_, hub_micros, seq, channel) = audit_key_parts(k)?;
-    let bad = |why: &str| StoreError::Corrupt(format!("audit row of {channel}:{seq}: {why}"));
-    let row = AuditRow::decode(v).map_err(|e| bad(&e.to_string()))?;
-    if row.recipients.len() != row.cursors.len() {
-        return Err(bad("recipients and positions differ in number"));
-    }
-    let leaf_hash = hash_from(&row.leaf_hash).map_err(|_| bad("no leaf hash"))?;
-    Ok(ScopedEntry {
-        hub_micros,
-        leaf_hash,
-        sender: row.sender,
-        kind: row.kind,
-        message_id: row.message_id,
-        ack_deadline_micros: row.ack_deadline_micros,
-        deliveries: row.recipients.into_iter().zip(row.cursors).collect(),
-        seq,
-        channel,
-    })
-}
-
 /// The record layouts on arbitrary or damaged bytes: no panic, and what is
 /// written reads back; merged runs answer every position as the runs they
 /// merge did.
 #[cfg(test)]
 pub(super) mod proptests {
+    use super::super::entry_record::{decode_entry, entry_record};
     use super::*;
     use proptest::collection::vec;
     use proptest::option;
     use proptest::prelude::*;
     use proptest::sample::Index;
+    use prost::Message as _;
+    use tongbao_proto::pb;
 
     /// Arbitrary bytes, and `valid` bytes with a few bytes changed and
     /// perhaps cut short, so that a decoder gets past its first checks.
@@ -834,21 +669,6 @@ pub(super) mod proptests {
             let kind = if exception { AnswerKind::Exception } else { AnswerKind::Acknowledged };
             let read = decode_answer(&answer_run(first, kind, seq, hub_micros))?;
             prop_assert_eq!(read, Answer { kind, seq, hub_micros });
-        }
-
-        #[test]
-        fn entry_records_read_back(
-            hash in any::<Hash>(),
-            cursors in vec(any::<u64>(), 0..5),
-            body in vec(any::<u8>(), 0..50),
-        ) {
-            let entry = entry_with(cursors.len(), body);
-            let encoded = entry.encode_to_vec();
-            let read = decode_entry("tax", 3, &entry_record(&hash, cursors.iter().copied(), &encoded))?;
-            prop_assert_eq!(read.entry, entry);
-            prop_assert_eq!(read.leaf_hash, hash);
-            prop_assert_eq!(&read.encoded[..], &encoded[..]);
-            prop_assert_eq!(read.cursors, cursors);
         }
 
         #[test]

@@ -5,9 +5,20 @@
 use super::{AnswerKind, NewEntry, Store, StoredEntry};
 use prost::Message as _;
 use std::sync::Arc;
+use tongbao_proto::canonical::message_digest;
 use tongbao_proto::{HASH_LEN, pb};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// The message of entry `seq` of `channel`: sent by the channel's unit,
+/// message id `m{seq}`.
+pub fn message(channel: &str, seq: u64) -> pb::Message {
+    pb::Message {
+        sender: channel.into(),
+        message_id: format!("m{seq}"),
+        ..Default::default()
+    }
+}
 
 /// An entry of `channel` delivered to `inboxes` at the given positions.
 pub fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
@@ -16,6 +27,10 @@ pub fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
         seq,
         recipients: inboxes.iter().map(|(i, _)| (*i).to_string()).collect(),
         hub_micros: seq as i64 + 1,
+        message: Some(pb::SignedMessage {
+            message: Some(message(channel, seq)),
+            signature: None,
+        }),
         ..Default::default()
     };
     let leaf = [(seq as u8).wrapping_add(100); HASH_LEN];
@@ -23,7 +38,7 @@ pub fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
         channel: channel.into(),
         seq,
         message_id: format!("m{seq}"),
-        message_digest: [seq as u8; HASH_LEN],
+        message_digest: message_digest(&message(channel, seq)),
         leaf_hash: leaf,
         hub_micros: seq as i64 + 1,
         shared: Arc::new(StoredEntry {
@@ -65,7 +80,10 @@ pub fn appends_read_back(store: &dyn Store) -> TestResult {
     assert_eq!(e.leaf_hash, [101; HASH_LEN]);
     assert!(store.entry("tax", 2)?.is_none());
     let m = store.message("tax", "m1")?.ok_or("message m1 is missing")?;
-    assert_eq!((m.seq, m.message_digest), (1, [1; HASH_LEN]));
+    assert_eq!(
+        (m.seq, m.message_digest),
+        (1, message_digest(&message("tax", 1)))
+    );
     assert!(store.message("finance", "m1")?.is_none());
 
     let page = store.inbox_page("finance", 0, 10)?;

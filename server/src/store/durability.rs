@@ -12,21 +12,25 @@
 //! [`Durability::make_durable`] adds the missing fsyncs. Fetched marks are
 //! not journaled: they reach disk with the next flush. A flush appends the
 //! entry records among its writes to the entry segments
-//! ([`super::segments`]) and syncs them before sled names their places.
+//! ([`super::segments`]) and syncs them before sled names their places,
+//! and files the audit index's rows among them into runs
+//! ([`super::audit_index`]).
 
+use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_4, FORMAT_KEY, FORMATS_UPGRADABLE,
-    TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, row_place, split_key,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_KEY,
+    FORMATS_UPGRADABLE, TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, split_key,
     u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
 use super::places::runs_of_places;
+use super::room::{check_room_to_start, check_room_to_upgrade};
 use super::segments::{Appended, Place, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
 use crate::fatal;
 use sled::IVec;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::ops::Bound;
@@ -75,6 +79,12 @@ pub(super) struct Durability {
     /// an older format's upgrade, a flush names them one key each, as the
     /// upgrade expects.
     pub(super) place_runs: AtomicBool,
+    /// Whether a flush files the audit index's rows into runs (format 6):
+    /// until an older format's upgrade, it writes them one key each, as
+    /// that format did, and the upgrade gathers them.
+    pub(super) audit_runs: AtomicBool,
+    /// Keeps reads of the audit index's runs apart from their rewrites.
+    pub(super) rewrites: Rewrites,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -134,117 +144,6 @@ fn wait_for_lock(db: &Path) -> Result<(), StoreError> {
             Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }
     }
-}
-
-/// Refuses a start that could fill the disk: replaying the journal writes
-/// about as much into the database as the journal holds (sled's own
-/// recovery writes too), and the reserve must stay free after it.
-fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreError> {
-    if reserve == 0 {
-        return Ok(());
-    }
-    let journal = journal_bytes(dir)?;
-    let needed = reserve.saturating_add(journal);
-    let free = free_space(dir)?;
-    if free >= needed {
-        return Ok(());
-    }
-    Err(StoreError::NoRoom(format!(
-        "the data disk of {} has {} MiB free; starting needs {} MiB: the journal's {} MiB to \
-         replay and the {} MiB kept free ([hub] min_free_mib). Free space on it and start again",
-        dir.display(),
-        free >> 20,
-        needed.div_ceil(1 << 20),
-        journal.div_ceil(1 << 20),
-        reserve >> 20
-    )))
-}
-
-/// Refuses to upgrade an older storage format without room for it, before
-/// anything is changed: from format 2 or 3 the upgrade writes every entry
-/// record, tree hash and audit row again into the segments; from format 4
-/// it writes the entries' places again in sled, as runs. sled's file does
-/// not shrink for what leaves it; the journal's replay and the reserve
-/// come on top.
-fn check_room_to_upgrade(
-    dir: &Path,
-    tree: &sled::Tree,
-    format: &[u8],
-    reserve: u64,
-) -> Result<(), StoreError> {
-    if reserve == 0 {
-        return Ok(());
-    }
-    let (moving, what) = if format == FORMAT_4 {
-        (
-            bytes_of(tree, &[ENTRY_AT])?,
-            "of entries' places it writes again in sled as runs",
-        )
-    } else {
-        (
-            bytes_of(tree, &[ENTRY, TREE_HASH, AUDIT_SCOPE])?,
-            "of entries, tree hashes and audit rows it copies into the entry segments",
-        )
-    };
-    let journal = journal_bytes(dir)?;
-    let needed = reserve.saturating_add(journal).saturating_add(moving);
-    let free = free_space(dir)?;
-    if free >= needed {
-        return Ok(());
-    }
-    Err(StoreError::NoRoom(format!(
-        "the data disk of {} has {free} bytes free; upgrading its storage format needs {needed} \
-         bytes: the {moving} bytes {what}, the journal's {journal} bytes to replay and the \
-         {reserve} bytes kept free ([hub] min_free_mib). Nothing was changed; free space on it \
-         and start again",
-        dir.display(),
-    )))
-}
-
-/// The bytes of every record of the `kinds` sled holds: the values that
-/// an upgrade from format 2 or 3 appends to the segments, or the keys and
-/// values of format 4's places, which its upgrade writes again as runs.
-fn bytes_of(tree: &sled::Tree, kinds: &[u8]) -> Result<u64, StoreError> {
-    let mut bytes = 0u64;
-    for kind in kinds {
-        for kv in tree.scan_prefix([*kind, 0]) {
-            let (k, v) = kv?;
-            let counted = if *kind == ENTRY_AT {
-                k.len() + v.len()
-            } else {
-                v.len()
-            };
-            bytes = bytes.saturating_add(counted as u64);
-        }
-    }
-    Ok(bytes)
-}
-
-/// The bytes the commit journal holds (all of it may be replayed).
-fn journal_bytes(dir: &Path) -> Result<u64, StoreError> {
-    let mut bytes = 0;
-    if let Ok(files) = std::fs::read_dir(dir.join("journal")) {
-        for file in files {
-            bytes += file?.metadata()?.len();
-        }
-    }
-    Ok(bytes)
-}
-
-#[cfg(test)]
-thread_local! {
-    /// The free space this thread's starts see, instead of the disk's.
-    pub(super) static FREE_SPACE: std::cell::Cell<Option<u64>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Free space on the disk holding `dir` (as a test set it, in tests).
-fn free_space(dir: &Path) -> Result<u64, StoreError> {
-    #[cfg(test)]
-    if let Some(free) = FREE_SPACE.get() {
-        return Ok(free);
-    }
-    Ok(fs2::available_space(dir)?)
 }
 
 /// Opens sled in `dir`, once no store just dropped still holds it
@@ -309,13 +208,15 @@ impl Durability {
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
-        let mut place_runs = true;
+        let (mut place_runs, mut audit_runs) = (true, true);
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2, 3 and 4 once the journal is replayed.
+            // The store upgrades formats 2 to 5, and 5>6 (an upgrade from 5
+            // that stopped midway), once the journal is replayed.
             Some(v) if v.as_ref() == FORMAT => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, &v, reserve)?;
-                place_runs = false;
+                place_runs = v.as_ref() == FORMAT_5 || v.as_ref() == FORMAT_5_TO_6;
+                audit_runs = false;
             }
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
@@ -323,7 +224,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2, 3 and 4); start it on an empty data directory",
+                     (and upgrades formats 2 to 5 and 5>6); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -370,6 +271,8 @@ impl Durability {
             segments,
             applied: AtomicU64::new(applied),
             place_runs: AtomicBool::new(place_runs),
+            audit_runs: AtomicBool::new(audit_runs),
+            rewrites: Rewrites::default(),
         });
         durability.flush(false, Record::AtOnce)?;
         Ok(durability)
@@ -546,8 +449,13 @@ impl Durability {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             };
+            let (writes, rows) = self.audit_rows(writes)?;
             for (k, v) in self.place_records(writes)? {
                 self.tree.insert(k, v)?;
+            }
+            // After the entries they name.
+            for (mechanism, rows) in rows {
+                self.file_audit_rows(&mechanism, rows)?;
             }
         }
         // What sled held durably before this flush may be recorded with it.
@@ -574,19 +482,48 @@ impl Durability {
         self.journal.retire(flushed.recorded)
     }
 
+    /// Files `rows` into `mechanism`'s runs ([`file_rows`]) with their
+    /// rewrites held apart from reads. Returns the runs written.
+    pub(super) fn file_audit_rows(
+        &self,
+        mechanism: &str,
+        rows: Vec<Row>,
+    ) -> Result<usize, StoreError> {
+        file_rows(&self.tree, &self.rewrites, mechanism, rows)
+    }
+
+    /// `writes` without the audit index's rows, and those rows by
+    /// mechanism, to be filed into runs (format 6); before an older
+    /// format's upgrade, the rows stay among the writes, one key each.
+    fn audit_rows(
+        &self,
+        writes: Vec<(Vec<u8>, IVec)>,
+    ) -> Result<(FlushWrites, RowsByMechanism), StoreError> {
+        let mut rows: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        if !self.audit_runs.load(Ordering::Acquire) {
+            return Ok((writes, rows));
+        }
+        let mut rest = Vec::with_capacity(writes.len());
+        for (k, v) in writes {
+            if k.first() == Some(&AUDIT_SCOPE) && k.get(1) == Some(&0) {
+                let (mechanism, row) = Row::of_key(&k)?;
+                rows.entry(mechanism).or_default().push(row);
+            } else {
+                rest.push((k, v));
+            }
+        }
+        Ok((rest, rows))
+    }
+
     /// `writes` with every entry record (and the tree hashes of its
-    /// entry) and every audit row replaced by its place in the segments,
-    /// where they are appended (and synced) first: sled never names a
-    /// place that is not on disk. The rows of one entry, alike, are
-    /// appended once.
+    /// entry) replaced by its place in the segments, where they are
+    /// appended (and synced) first: sled never names a place that is not
+    /// on disk.
     fn place_records(
         &self,
         mut writes: Vec<(Vec<u8>, IVec)>,
     ) -> Result<Vec<(Vec<u8>, IVec)>, StoreError> {
-        let is_row = |k: &[u8], v: &[u8]| {
-            k.first() == Some(&AUDIT_SCOPE) && v.first().is_some_and(|b| *b != 0)
-        };
-        if !writes.iter().any(|(k, v)| is_entry_key(k) || is_row(k, v)) {
+        if !writes.iter().any(|(k, _)| is_entry_key(k)) {
             return Ok(writes);
         }
         // Each entry's hashes, by the entry's key, taken out of the writes.
@@ -604,10 +541,9 @@ impl Durability {
             }
             true
         });
-        // What to append: entries, then each distinct row; and for each
-        // write, which of them it becomes the place of.
+        // What to append, and for each write, which of them it becomes
+        // the place of.
         let mut appended: Vec<Appended<'_>> = Vec::new();
-        let mut rows: HashMap<&[u8], usize> = HashMap::new();
         let mut index: Vec<Option<usize>> = Vec::with_capacity(writes.len());
         for (k, v) in &writes {
             if is_entry_key(k) {
@@ -616,22 +552,12 @@ impl Durability {
                     record: v,
                     hashes: hashes.get(k).map_or(&[], |h| h.as_ref()),
                 });
-            } else if is_row(k, v) {
-                let at = *rows.entry(v.as_ref()).or_insert_with(|| {
-                    appended.push(Appended {
-                        record: v,
-                        hashes: &[],
-                    });
-                    appended.len() - 1
-                });
-                index.push(Some(at));
             } else {
                 index.push(None);
             }
         }
         let places = self.segments.append(&appended)?;
         drop(appended);
-        drop(rows);
         let runs = self.place_runs.load(Ordering::Acquire);
         // Each channel's entries in order of seq, with their places.
         let mut entry_places: Vec<(String, u64, Place)> = Vec::new();
@@ -644,9 +570,7 @@ impl Durability {
             let place = *places.get(at).ok_or_else(|| {
                 StoreError::Database("the segments gave fewer places than records".into())
             })?;
-            if !is_entry_key(&k) {
-                out.push((k, row_place(&place).into()));
-            } else if runs {
+            if runs {
                 let (channel, seq) = split_key(&k)?;
                 let seq =
                     seq.ok_or_else(|| StoreError::Corrupt("an entry key without seq".into()))?;
@@ -743,6 +667,11 @@ impl Flusher {
         })
     }
 }
+
+/// The writes a flush moves into sled, in key order.
+type FlushWrites = Vec<(Vec<u8>, IVec)>;
+/// The audit index's rows a flush files, by mechanism.
+type RowsByMechanism = BTreeMap<String, Vec<Row>>;
 
 /// One key and the value a commit writes under it.
 pub(super) type Write = (Vec<u8>, Vec<u8>);

@@ -7,16 +7,20 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 pub mod access;
+mod audit_index;
+mod audited_entry;
 mod codec;
 #[cfg(test)]
 mod conformance;
 mod dump;
 mod durability;
+mod entry_record;
 mod journal;
 mod overlay;
 pub mod pg_store;
 mod places;
 mod recent;
+mod room;
 mod segments;
 mod sled_store;
 pub mod state;
@@ -80,6 +84,9 @@ pub struct NewEntry {
     pub channel: String,
     pub seq: u64,
     pub message_id: String,
+    /// The canonical digest of the entry's message: what
+    /// [`Store::message`] returns for its id (a store may keep it, or
+    /// compute it again from the entry).
     pub message_digest: Hash,
     pub leaf_hash: Hash,
     pub hub_micros: i64,
@@ -115,8 +122,9 @@ pub struct Answer {
 }
 
 /// A row of a mechanism's audit index: an entry with what the office's
-/// audit needs of it, so that audits read rows in their period and never
-/// an entry (or its body).
+/// audit needs of it, so that audits read their period's rows and not
+/// whole entries (the sled store reads these fields from the entry's
+/// record, its body skipped; the PostgreSQL store keeps them in the row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopedEntry {
     pub hub_micros: i64,

@@ -604,7 +604,7 @@ impl Store for PgStore {
         after: Option<&ScopedEntry>,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError> {
-        let (from, to) = super::codec::audit_range(mechanism, since, until, after);
+        let (from, to) = super::audit_index::audit_range(mechanism, since, until, after);
         self.block(read::audit_scope(self.pool(), from, to, limit))
     }
 

@@ -74,6 +74,11 @@ impl PlaceRun {
         true
     }
 
+    /// The seq of the run's first entry.
+    pub(super) fn first(&self) -> u64 {
+        self.first
+    }
+
     /// The seq of the run's last entry, its key.
     pub(super) fn last(&self) -> u64 {
         self.first + self.sizes.len() as u64 - 1

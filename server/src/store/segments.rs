@@ -242,7 +242,14 @@ impl Segments {
         self.read_span(place.segment, at, place.hashes)
     }
 
-    fn read_span(&self, segment: u64, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    /// `len` bytes from `offset` of `segment`: also what reads several
+    /// records that lie together at once (an audit's).
+    pub(super) fn read_span(
+        &self,
+        segment: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         let file = self.reader(segment)?;
         // A garbled place must not size the buffer beyond the file.
         let size = file.metadata()?.len();

@@ -3,13 +3,14 @@
 //! [`super::durability`], the entry segments of [`super::segments`] and
 //! the cache of [`super::recent`].
 
+use super::audit_index::{Row, audit_key, audit_range, filed_rows, rows_of};
 use super::codec::{
-    ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, MESSAGE, REGISTRY_KEY,
-    TREE_HASH, answer_run, audit_key, audit_range, audit_row, decode_answer, decode_audit_row,
-    decode_entry, decode_inbox_window, entry_offset, entry_record, fetched_at, hash_from,
-    inbox_run, key, place_of_row, runs_of, sized_runs, split_key, stored_hash_place, u64_from,
+    ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, REGISTRY_KEY, TREE_HASH,
+    answer_run, decode_answer, decode_inbox_window, fetched_at, hash_from, inbox_run, key, runs_of,
+    sized_runs, split_key, stored_hash_place, u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
+use super::entry_record::{decode_entry, entry_offset, entry_record_compact};
 use super::recent::Recent;
 use super::segments::Appended;
 use super::{
@@ -18,6 +19,7 @@ use super::{
 };
 use crate::fatal;
 use lookup::{entry_place, read_entry_record, read_tree_hashes, rewrite_places};
+use message_ids::{message_key, message_value};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
@@ -267,6 +269,29 @@ impl SledStore {
         }
     }
 
+    /// An entry from the cache when it is there, else from its record,
+    /// without filling the cache (which serves the subscribers): for
+    /// reads that go through history, such as audits.
+    fn entry_read(&self, channel: &str, seq: u64) -> Result<Option<Arc<StoredEntry>>, StoreError> {
+        if let Some(e) = fatal::lock(&self.recent, RECENT)?.entry(channel, seq) {
+            return Ok(Some(e));
+        }
+        let Some(record) = self.entry_record(channel, seq)? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(decode_entry(channel, seq, &record)?)))
+    }
+
+    /// The entry an audit index row of `mechanism` names.
+    fn audited_entry(&self, mechanism: &str, row: &Row) -> Result<Arc<StoredEntry>, StoreError> {
+        self.entry_read(&row.channel, row.seq)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the audit index of {mechanism} names entry {}:{}, which is missing",
+                row.channel, row.seq
+            ))
+        })
+    }
+
     /// The underlying tree, for forensic tools and tamper tests only:
     /// writing through it bypasses every rule of the hub. Pending writes
     /// are flushed into it first, so it holds everything committed.
@@ -330,20 +355,11 @@ impl Store for SledStore {
         // Per inbox, the (cursor, seq, channel) this batch adds, ascending.
         let mut added: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
         for e in entries {
-            let value = entry_record(
-                &e.leaf_hash,
-                e.shared.cursors.iter().copied(),
-                &e.shared.encoded,
-            );
+            let value = entry_record_compact(&e.leaf_hash, &e.shared.cursors, &e.shared.encoded);
             ops.push((key(ENTRY, &e.channel, Some(e.seq)), value));
 
-            let mut msg_key = key(MESSAGE, &e.channel, None);
-            msg_key.push(0);
-            msg_key.extend_from_slice(e.message_id.as_bytes());
-            let mut rec = Vec::with_capacity(8 + HASH_LEN);
-            rec.extend_from_slice(&e.seq.to_be_bytes());
-            rec.extend_from_slice(&e.message_digest);
-            ops.push((msg_key, rec));
+            // The seq alone: the digest is the entry's message's.
+            ops.push((message_key(&e.channel, &e.message_id), message_value(e.seq)));
 
             let mut head = Vec::with_capacity(8 + HASH_LEN + 8);
             head.extend_from_slice(&(e.seq + 1).to_be_bytes());
@@ -366,15 +382,14 @@ impl Store for SledStore {
                 key(TREE_HASH, &e.channel, Some(e.seq)),
                 e.tree_hashes.concat(),
             ));
-            // The audit's view of the entry, in the same commit as the entry.
-            if !e.audit_scopes.is_empty() {
-                let row = audit_row(&e.shared);
-                for mechanism in &e.audit_scopes {
-                    ops.push((
-                        audit_key(mechanism, e.hub_micros, e.seq, &e.channel),
-                        row.clone(),
-                    ));
-                }
+            // The entry's rows in the audit index, in the same commit as
+            // the entry; a row's key is all of it (what the audit reports
+            // is read from the entry), filed into runs by the flush.
+            for mechanism in &e.audit_scopes {
+                ops.push((
+                    audit_key(mechanism, e.hub_micros, e.seq, &e.channel),
+                    Vec::new(),
+                ));
             }
             for (inbox, cursor) in e.shared.deliveries() {
                 added
@@ -438,21 +453,10 @@ impl Store for SledStore {
     }
 
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let mut k = key(MESSAGE, sender, None);
-        k.push(0);
-        k.extend_from_slice(message_id.as_bytes());
-        let Some(v) = self.durability.get(&k)? else {
+        let Some(v) = self.durability.get(&message_key(sender, message_id))? else {
             return Ok(None);
         };
-        if v.len() != 8 + HASH_LEN {
-            return Err(StoreError::Corrupt(format!(
-                "message record {sender}/{message_id}"
-            )));
-        }
-        Ok(Some(MessageRecord {
-            seq: u64_from(&v[..8])?,
-            message_digest: hash_from(&v[8..])?,
-        }))
+        self.message_record(sender, message_id, &v).map(Some)
     }
 
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {
@@ -527,22 +531,31 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError> {
         let (from, to) = audit_range(mechanism, since, until, after);
-        let mut out = Vec::new();
-        for kv in self
-            .durability
-            .scan(&from, Bound::Excluded(&to))
-            .take(limit)
-        {
-            let (k, v) = kv?;
-            match place_of_row(&v)? {
-                Some(place) => {
-                    let row = self.durability.segments.read(place)?;
-                    out.push(decode_audit_row(&k, &row)?);
-                }
-                None => out.push(decode_audit_row(&k, &v)?),
-            }
+        if to <= from {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // The rows waiting in the overlay, then sled's runs: a row a flush
+        // files meanwhile is seen on one side or both (once in the result).
+        let mut rows: Vec<Row> = Vec::new();
+        for (k, v) in self
+            .durability
+            .overlay_read()?
+            .range(&from, Bound::Excluded(&to))
+        {
+            rows.extend(rows_of(&k, &v)?);
+        }
+        let d = &self.durability;
+        rows.extend(filed_rows(
+            &d.tree,
+            &d.rewrites,
+            mechanism,
+            (&from, &to),
+            limit,
+        )?);
+        rows.sort_unstable();
+        rows.dedup();
+        rows.truncate(limit);
+        self.audited_rows(mechanism, &rows)
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
@@ -707,8 +720,10 @@ impl Store for SledStore {
 }
 
 mod audit_check;
+mod audit_read;
 mod backup;
 mod lookup;
+mod message_ids;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,9 @@
 
 use super::db;
 use super::pooled::pooled;
-use crate::store::codec::{decode_audit_row, decode_entry, hash_from, stored_hash_place};
+use crate::store::audit_index::decode_audit_row;
+use crate::store::codec::{hash_from, stored_hash_place};
+use crate::store::entry_record::decode_entry;
 use crate::store::{
     Answer, AnswerKind, ChannelHead, InboxItem, MessageRecord, ScopedEntry, StateRecords,
     StoreError, StoredEntry,

@@ -11,19 +11,22 @@
 //!
 //! A dump holds the records in format 3's layout whatever the store's
 //! format: each entry's record and tree hashes under their own keys, each
-//! inbox run's positions written out whole, and each audit row whole, as
-//! format 3 kept them in sled, never a place in the segments. It says format 3 (its format record and its manifest's
+//! inbox run's positions written out whole, and each audit row whole
+//! (made again from its entry), as format 3 kept them in sled, never a
+//! place in the segments or a run of rows. It says format 3 (its format record and its manifest's
 //! `storage_format`), so a format-3 hub can restore it. A restore writes
 //! the records as they are; the restored store's first start moves them
 //! into its segments (the upgrade of format 3).
 
+use super::super::audit_index::{RUN, Row, audit_row, rows_of};
 use super::super::codec::{
     AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_4,
-    FORMAT_KEY, INBOX, decode_inbox_run, inbox_run_whole, key, place_of_row, split_key,
-    tree_hash_key, u64_from,
+    FORMAT_KEY, INBOX, MESSAGE, decode_inbox_run, inbox_run_whole, key, split_key, tree_hash_key,
+    u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
+use super::super::entry_record::whole_record;
 use super::super::places::PlaceRun;
 use super::super::{StoreError, create_dir_durably, sync_dir};
 use super::SledStore;
@@ -74,7 +77,8 @@ impl SledStore {
                             .ok_or_else(|| StoreError::Corrupt("a place key without seq".into()))?;
                         for (seq, place) in PlaceRun::decode(last, &v)?.places() {
                             let k = key(ENTRY, &channel, Some(seq));
-                            out.record(&k, &segments.read(place)?)?;
+                            let record = segments.read(place)?;
+                            out.record(&k, &whole_record(&channel, seq, &record)?)?;
                             out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
                         }
                     } else if k.first() == Some(&INBOX) && k.get(1) == Some(&0) {
@@ -89,9 +93,17 @@ impl SledStore {
                         let first = u64_from(v.get(..8).unwrap_or_default())?;
                         out.record(&k, &inbox_run_whole(first, &whole))?;
                     } else if k.first() == Some(&AUDIT_SCOPE)
-                        && let Some(place) = place_of_row(&v)?
+                        && (v.is_empty() || v.first() == Some(&RUN))
                     {
-                        out.record(&k, &segments.read(place)?)?;
+                        // Each row whole, made from its entry.
+                        let (mechanism, _) = Row::of_key(&k)?;
+                        for row in rows_of(&k, &v)? {
+                            let entry = self.audited_entry(&mechanism, &row)?;
+                            out.record(&row.key(&mechanism), &audit_row(&entry))?;
+                        }
+                    } else if k.first() == Some(&MESSAGE) && k.get(1) == Some(&0) {
+                        // Whole, with the digest, as format 3 kept it.
+                        out.record(&k, &self.message_record_whole(&k, &v)?)?;
                     } else {
                         out.record(&k, &v)?;
                     }

@@ -137,20 +137,52 @@ pub(super) fn entry_place(
             ))
         });
     }
+    first_holding(durability, channel, seq, |last, v| {
+        PlaceRun::find(last, v, seq)
+    })
+}
+
+/// The run of places that holds entry `seq`, found as [`entry_place`]
+/// finds its place, for readers of many entries of a channel (an audit):
+/// the run serves the entries after `seq` too. None before the places
+/// are in runs (an upgrade from format 3 in progress), or when no run
+/// holds it (a commit still in the overlay, or a place missing).
+pub(super) fn entry_place_run(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+) -> Result<Option<PlaceRun>, StoreError> {
+    if !durability.place_runs.load(Ordering::Acquire) {
+        return Ok(None);
+    }
+    first_holding(durability, channel, seq, |last, v| {
+        Ok(Some(PlaceRun::decode(last, v)?).filter(|run| run.first() <= seq))
+    })
+}
+
+/// What `found` reads of the first run of places at or after entry `seq`
+/// that holds it (`found` answers None for a run that does not); a run
+/// that does not decode is garbled.
+fn first_holding<T>(
+    durability: &Durability,
+    channel: &str,
+    seq: u64,
+    found: impl Fn(u64, &[u8]) -> Result<Option<T>, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let garbled = || {
+        StoreError::Corrupt(format!(
+            "entry {channel}:{seq}: its place in the entry segments is garbled"
+        ))
+    };
     let (lo, hi) = (
         key(ENTRY_AT, channel, Some(seq)),
         key(ENTRY_AT, channel, Some(u64::MAX)),
     );
     for kv in durability.tree.range(lo..=hi) {
         let (k, v) = kv?;
-        let garbled = || {
-            StoreError::Corrupt(format!(
-                "entry {channel}:{seq}: its place in the entry segments is garbled"
-            ))
-        };
         let last = split_key(&k)?.1.ok_or_else(garbled)?;
-        if let Some(place) = PlaceRun::find(last, &v, seq).map_err(|_| garbled())? {
-            return Ok(Some(place));
+        if let Some(t) = found(last, &v).map_err(|_| garbled())? {
+            return Ok(Some(t));
         }
     }
     Ok(None)

@@ -1,23 +1,24 @@
 //! Older storage formats, upgraded in place at start (after the journal
-//! replay, before the store serves): format 2 gets its audit rows filled
-//! (format 3), then format 3's entry records, tree hashes and audit rows
-//! move from sled into the entry segments (format 4), then format 4's
-//! places, one key per entry, are gathered into runs (format 5). Each step
-//! works a chunk at a time and records its format last, so a start that
-//! stops midway upgrades again.
+//! replay, before the store serves): format 2 is format 3 but for its
+//! empty audit rows, which format 6 has no use for (it reads what an
+//! audit reports from the entries); format 3's entry records and tree
+//! hashes move from sled into the entry segments (format 4), then format
+//! 4's places, one key per entry, are gathered into runs (format 5), then
+//! the audit index's keys, one per row, are gathered into runs (format 6;
+//! message id records of older formats read as they are).
+//! Each step works a chunk at a time and records its format last, so a
+//! start that stops midway upgrades again.
 
 use super::super::StoreError;
+use super::super::audit_index::{RUN, Row};
 use super::super::codec::{
-    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_KEY,
-    PLACES_GATHERED_KEY, audit_key_parts, audit_row, decode_entry, is_entry_key, key, place_key,
-    row_place, split_key, tree_hash_key,
+    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6,
+    FORMAT_KEY, PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key, tree_hash_key,
 };
 use super::super::durability::Durability;
 use super::super::places::runs_of_places;
 use super::super::segments::{Appended, Place};
-use super::read_entry_record;
-use std::collections::HashMap;
-use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 /// Records per sled batch (and per segment append) of an upgrade (a few
 /// in tests, so that an upgrade takes several chunks).
@@ -67,21 +68,20 @@ fn chunk_done() -> Result<(), StoreError> {
 /// Brings the data in `durability` to [`FORMAT`], logging each step.
 pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
     if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_2) {
-        let rows = fill_audit_rows(durability)?;
+        // Its rows name their entries, all format 6 keeps of a row.
+        durability.tree.insert(FORMAT_KEY, FORMAT_3)?;
+        durability.make_durable()?;
         tracing::info!(
             dir = %durability.dir.display(),
-            rows,
-            "storage format 2 upgraded to 3: built the audit index's rows from the entries they name"
+            "storage format 2 taken as 3: its empty audit rows name their entries, all that is kept of them"
         );
     }
     if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_3) {
-        let rows = move_rows_to_segments(durability)?;
         let entries = move_entries_to_segments(durability)?;
         tracing::info!(
             dir = %durability.dir.display(),
             entries,
-            rows,
-            "storage format 3 upgraded to 4: moved the entry records and audit rows into the entry segments"
+            "storage format 3 upgraded to 4: moved the entry records into the entry segments"
         );
     }
     if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_4) {
@@ -93,10 +93,68 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
             "storage format 4 upgraded to 5: gathered the entries' places into runs"
         );
     }
-    durability
-        .place_runs
-        .store(true, std::sync::atomic::Ordering::Release);
+    durability.place_runs.store(true, Ordering::Release);
+    let format = durability.tree.get(FORMAT_KEY)?;
+    if format.as_deref() == Some(FORMAT_5) || format.as_deref() == Some(FORMAT_5_TO_6) {
+        let (rows, runs) = gather_audit_rows(durability)?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            rows,
+            runs,
+            "storage format 5 upgraded to 6: gathered the audit index's rows into runs"
+        );
+    }
+    durability.audit_runs.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Format 5 to 6: replaces the audit index's keys, one per row (their
+/// values, copies of what the audit needs of the entry or its place in the
+/// segments, are dropped), by runs of rows ([`super::super::audit_index`]),
+/// a chunk of one mechanism's rows per sled batch
+/// ([`Durability::file_audit_rows`]), which
+/// removes the keys it gathers: a start that stopped midway finds the keys
+/// left and goes on. Records format 6 last and makes it durable; before
+/// the first run, records [`FORMAT_5_TO_6`], durably, so that a directory
+/// holding runs is never labelled format 5. Returns the rows gathered and
+/// the runs made.
+fn gather_audit_rows(durability: &Durability) -> Result<(u64, u64), StoreError> {
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_5) {
+        durability.tree.insert(FORMAT_KEY, FORMAT_5_TO_6)?;
+        durability.make_durable()?;
+    }
+    let end = [AUDIT_SCOPE, 1];
+    let mut from = vec![AUDIT_SCOPE, 0];
+    let (mut gathered, mut runs) = (0u64, 0u64);
+    loop {
+        let mut mechanism: Option<String> = None;
+        let mut rows = Vec::new();
+        for kv in durability.tree.range(from.as_slice()..&end[..]) {
+            let (k, v) = kv?;
+            // Runs a start that stopped midway made stay as they are.
+            if v.first() == Some(&RUN) {
+                continue;
+            }
+            let (theirs, row) = Row::of_key(&k)?;
+            if mechanism.get_or_insert_with(|| theirs.clone()) != &theirs {
+                break;
+            }
+            rows.push(row);
+            from = [k.as_ref(), &[0]].concat();
+            if rows.len() >= CHUNK {
+                break;
+            }
+        }
+        let Some(mechanism) = mechanism.filter(|_| !rows.is_empty()) else {
+            break;
+        };
+        gathered += rows.len() as u64;
+        runs += durability.file_audit_rows(&mechanism, rows)? as u64;
+        chunk_done()?;
+    }
+    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.make_durable()?;
+    Ok((gathered, runs))
 }
 
 /// Format 4 to 5: replaces each channel's place keys, one per entry, by
@@ -146,91 +204,11 @@ fn gather_places(durability: &Durability) -> Result<(u64, u64), StoreError> {
         chunk_done()?;
     }
     let mut batch = sled::Batch::default();
-    batch.insert(FORMAT_KEY, FORMAT);
+    batch.insert(FORMAT_KEY, FORMAT_5);
     batch.remove(PLACES_GATHERED_KEY);
     durability.tree.apply_batch(batch)?;
     durability.make_durable()?;
     Ok((places, runs))
-}
-
-/// Format 2 to 3: fills each audit index row (empty in format 2) from the
-/// entry it names, then records format 3 and makes it durable. Rows are
-/// rewritten whole. Returns the rows filled.
-fn fill_audit_rows(durability: &Durability) -> Result<u64, StoreError> {
-    let prefix = [AUDIT_SCOPE, 0];
-    let end = [AUDIT_SCOPE, 1];
-    let mut from = prefix.to_vec();
-    let mut rows = 0u64;
-    loop {
-        let mut batch = sled::Batch::default();
-        let mut last = None;
-        for kv in durability.scan(&from, Bound::Excluded(&end)).take(CHUNK) {
-            let (k, _) = kv?;
-            let (_, _, seq, channel) = audit_key_parts(&k)?;
-            let v = read_entry_record(durability, &channel, seq)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "the audit index names entry {channel}:{seq}, which is missing"
-                ))
-            })?;
-            batch.insert(k.to_vec(), audit_row(&decode_entry(&channel, seq, &v)?));
-            rows += 1;
-            last = Some(k);
-        }
-        let Some(last) = last else {
-            break;
-        };
-        durability.tree.apply_batch(batch)?;
-        from = last.to_vec();
-        from.push(0);
-    }
-    durability.tree.insert(FORMAT_KEY, FORMAT_3)?;
-    durability.make_durable()?;
-    Ok(rows)
-}
-
-/// Format 3 to 4, audit rows: appends each row sled holds whole to the
-/// segments (once for rows alike in a chunk), then puts its place in its
-/// value, a chunk per sled batch. Returns the rows moved.
-fn move_rows_to_segments(durability: &Durability) -> Result<u64, StoreError> {
-    let end = [AUDIT_SCOPE, 1];
-    let mut from = vec![AUDIT_SCOPE, 0];
-    let mut moved = 0u64;
-    loop {
-        let chunk = take_chunk(durability.tree.range(from.as_slice()..&end[..]))?;
-        let Some((last, _)) = chunk.last() else {
-            break;
-        };
-        from = last.to_vec();
-        from.push(0);
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
-        let mut appended = Vec::new();
-        let mut rows = Vec::new();
-        for (k, v) in &chunk {
-            if v.first().is_none_or(|b| *b == 0) {
-                continue;
-            }
-            let at = *index.entry(v.as_ref()).or_insert_with(|| {
-                appended.push(Appended {
-                    record: v,
-                    hashes: &[],
-                });
-                appended.len() - 1
-            });
-            rows.push((k, at));
-        }
-        let places = durability.segments.append(&appended)?;
-        let mut batch = sled::Batch::default();
-        for (k, at) in rows {
-            if let Some(place) = places.get(at) {
-                batch.insert(k.as_ref(), row_place(place));
-                moved += 1;
-            }
-        }
-        durability.tree.apply_batch(batch)?;
-        chunk_done()?;
-    }
-    durability.make_durable()?;
-    Ok(moved)
 }
 
 /// Format 3 to 4: appends each entry record sled holds, and its tree

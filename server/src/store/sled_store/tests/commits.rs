@@ -74,3 +74,26 @@ fn the_store_contract_holds_on_sled() -> Result<(), Box<dyn std::error::Error>> 
     let dir = tempfile::tempdir()?;
     crate::store::conformance::appends_read_back(&SledStore::open(dir.path(), true)?)
 }
+
+/// Format 6 writes an entry's inbox positions as varints (the count's top
+/// bit says so), a byte or two each here instead of 8.
+#[test]
+fn entry_records_hold_positions_as_varints() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open(dir.path(), true)?;
+    let e = entry("tax", 0, &[("finance", 1), ("pbc", 300)]);
+    let encoded = e.shared.encoded.len();
+    s.commit(&[e])?;
+    let record = s.raw_entry_record("tax", 0)?.ok_or("no record")?;
+    assert_eq!(
+        record.get(HASH_LEN..HASH_LEN + 4),
+        Some((2u32 | 1 << 31).to_be_bytes().as_slice())
+    );
+    assert_eq!(record.len(), HASH_LEN + 4 + 1 + 2 + encoded);
+    let (_, entry) = SledStore::split_entry_record(&record).ok_or("no split")?;
+    assert_eq!(entry.len(), encoded);
+    drop(s);
+    let s = SledStore::open(dir.path(), true)?;
+    assert_eq!(s.entry("tax", 0)?.map(|e| e.cursors), Some(vec![1, 300]));
+    Ok(())
+}

@@ -2,7 +2,10 @@
 //! damaged database refused without a panic.
 
 use super::*;
-use crate::store::codec::PLACES_GATHERED_KEY;
+use crate::store::audit_index::RUN;
+use crate::store::codec::{
+    FORMAT, FORMAT_2, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, PLACES_GATHERED_KEY,
+};
 
 #[test]
 fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,18 +35,12 @@ fn a_format_2_directory_gets_its_audit_rows_at_start() -> Result<(), Box<dyn std
     assert_eq!(expected.len(), 3);
     let s = SledStore::open(dir.path(), true)?;
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
-    // And on to format 5: the entries moved into the segments, their
-    // places in one run.
-    assert_eq!(
-        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"5".as_slice())
-    );
+    // And on to format 6: the entries moved into the segments, their
+    // places in one run, the rows in one run.
+    assert_eq!(s.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
     assert!(keys_of(&s, ENTRY)?.is_empty());
     assert_eq!(keys_of(&s, ENTRY_AT)?.len(), 1);
-    // The rows too: sled holds their places.
-    for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
-        assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
-    }
+    assert_eq!(keys_of(&s, AUDIT_SCOPE)?.len(), 1);
     Ok(())
 }
 
@@ -103,14 +100,17 @@ fn a_format_2_directory_with_a_journal_upgrades() -> Result<(), Box<dyn std::err
     crate::store::copy_data_dir(&live.path().join("journal"), &journal)?;
     drop(s);
     let s = SledStore::open(crashed.path(), true)?;
-    assert_eq!(
-        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"5".as_slice())
-    );
+    assert_eq!(s.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
     assert_eq!(s.audit_scope("fund", 0, i64::MAX, None, 10)?, expected);
     assert_eq!(expected.len(), 5);
-    for (seq, record) in (0..5u64).zip(&records) {
-        assert_eq!(&s.raw_entry_record("tax", seq)?, record, "entry {seq}");
+    // The same records, those moved from format 2 with 8-byte positions.
+    let whole = |seq, record: Option<Vec<u8>>| -> Result<Vec<u8>, StoreError> {
+        let record = record.unwrap_or_default();
+        crate::store::entry_record::whole_record("tax", seq, &record)
+    };
+    for (seq, record) in (0..5u64).zip(records) {
+        let now = whole(seq, s.raw_entry_record("tax", seq)?)?;
+        assert_eq!(now, whole(seq, record)?, "entry {seq}");
     }
     assert_eq!(s.entry("tax", 4)?.map(|e| e.cursors), Some(vec![5]));
     Ok(())
@@ -135,10 +135,7 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
     };
     std::fs::remove_dir_all(dir.path().join("entries"))?;
     let s = SledStore::open(dir.path(), true)?;
-    assert_eq!(
-        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"5".as_slice())
-    );
+    assert_eq!(s.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
     assert!(keys_of(&s, ENTRY)?.is_empty(), "records left in sled");
     assert!(
         keys_of(&s, TREE_HASH)?.is_empty(),
@@ -158,7 +155,7 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;
         assert_eq!(e.cursors, [seq + 1, seq + 1]);
     }
-    // Appends go on in format 5, and a restart reads everything back.
+    // Appends go on in format 6, and a restart reads everything back.
     s.commit(&[entry("tax", 5, &[("finance", 6)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -176,7 +173,10 @@ fn data_in_another_format_is_refused() -> Result<(), Box<dyn std::error::Error>>
         s.raw_tree()?.flush()?;
     }
     match SledStore::open(dir.path(), true) {
-        Err(StoreError::Format(m)) => assert!(m.contains("format 1"), "{m}"),
+        Err(StoreError::Format(m)) => assert!(
+            m.contains("format 1") && m.contains("upgrades formats 2 to 5 and 5>6"),
+            "{m}"
+        ),
         other => return Err(format!("expected refusal, got {other:?}").into()),
     }
     Ok(())
@@ -249,22 +249,19 @@ fn format_3_store(dir: &std::path::Path, n: u64) -> Result<Format3, Box<dyn std:
     Ok((records, hashes, rows))
 }
 
-/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 5.
+/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 6.
 fn check_upgraded(
     s: &SledStore,
     n: u64,
     before: &Format3,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (records, hashes, rows) = before;
-    assert_eq!(
-        s.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"5".as_slice())
-    );
+    assert_eq!(s.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
     assert!(s.raw_tree()?.get(PLACES_GATHERED_KEY)?.is_none());
     assert!(keys_of(s, ENTRY)?.is_empty(), "records left in sled");
     assert!(keys_of(s, TREE_HASH)?.is_empty(), "hashes left in sled");
     for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
-        assert_eq!(kv?.1.first(), Some(&0), "a row left whole in sled");
+        assert_eq!(kv?.1.first(), Some(&RUN), "a row left whole in sled");
     }
     for seq in 0..n {
         assert_eq!(
@@ -275,18 +272,24 @@ fn check_upgraded(
     }
     let all: Vec<u64> = (0..tongbao_proto::merkle::stored_hash_count(n)).collect();
     assert_eq!(&s.stored_hashes("tax", &all)?, hashes);
-    // The rows of the entries before (a later one may follow).
+    // The rows of the entries before (a later one may follow), each in
+    // one run.
     assert_eq!(&s.audit_scope("fund", 0, i64::MAX, None, rows.len())?, rows);
+    let all = s.audit_scope("fund", 0, i64::MAX, None, usize::MAX)?.len();
+    assert_eq!(audit_runs_apart(s)?, all as u64);
     Ok(())
 }
 
 #[test]
 fn an_upgrade_stopped_midway_goes_on_at_the_next_start() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let n = 11; // three chunks of rows and of entries
+    let n = 11; // three chunks of entries, of places and of rows
     let before = format_3_store(dir.path(), n)?;
-    // Stopped among the rows, then among the entries.
-    for chunks in [1, 3] {
+    // Stopped among the entries, then among the places, then among the
+    // rows: each start goes on where the last one stopped. Among the rows
+    // the directory says "5>6", which no format 5 hub reads (nor
+    // upgrades): some of its keys are runs already.
+    for (chunks, stopped_in) in [(0, FORMAT_3), (2, FORMAT_4), (3, FORMAT_5_TO_6)] {
         upgrade::CHUNKS_BEFORE_FAILING.set(Some(chunks));
         let stopped = SledStore::open(dir.path(), true);
         upgrade::CHUNKS_BEFORE_FAILING.set(None);
@@ -296,11 +299,13 @@ fn an_upgrade_stopped_midway_goes_on_at_the_next_start() -> Result<(), Box<dyn s
         }
         let db = crate::store::durability::open_sled(dir.path())?;
         let format = db.open_tree("exchange")?.get(FORMAT_KEY)?;
-        assert_eq!(format.as_deref(), Some(FORMAT_3), "after {chunks} chunks");
+        assert_eq!(format.as_deref(), Some(stopped_in), "after {chunks} chunks");
     }
+    let read_by_format_5 = [FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5];
+    assert!(!read_by_format_5.contains(&FORMAT_5_TO_6));
     let s = SledStore::open(dir.path(), true)?;
     check_upgraded(&s, n, &before)?;
-    // And once more after a restart, with appends in format 5.
+    // And once more after a restart, with appends in format 6.
     s.commit(&[audited("tax", n, 99_000, &[("finance", n + 1)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -316,9 +321,9 @@ fn an_upgrade_without_room_is_refused_before_anything_changes()
     let before = format_3_store(dir.path(), 3)?;
     let reserve = 1 << 20;
     // Room for the reserve, not for the records the upgrade copies.
-    crate::store::durability::FREE_SPACE.set(Some(reserve + 10));
+    crate::store::room::FREE_SPACE.set(Some(reserve + 10));
     let refused = SledStore::open_keeping_free(dir.path(), true, reserve);
-    crate::store::durability::FREE_SPACE.set(None);
+    crate::store::room::FREE_SPACE.set(None);
     match refused {
         Err(StoreError::NoRoom(m)) => {
             assert!(m.contains("upgrading its storage format"), "{m}");
@@ -368,15 +373,27 @@ fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::er
         Ok(())
     })?;
     assert_eq!(said.as_deref(), Some(FORMAT_3), "the dump's format record");
+    // Entry records with 8-byte inbox positions, as format 3 wrote them.
+    let mut whole = 0;
+    crate::store::dump::read_dump(&file, |k, v| {
+        if k.first() == Some(&ENTRY) {
+            assert_eq!(
+                v.get(HASH_LEN..HASH_LEN + 4),
+                Some(1u32.to_be_bytes().as_slice())
+            );
+            whole += 1;
+        }
+        Ok(())
+    })?;
+    assert_eq!(whole, 3);
     let restored = base.path().join("b");
     SledStore::restore_records(&file, &restored)?;
     let r = SledStore::open(&restored, true)?;
-    assert_eq!(
-        r.raw_tree()?.get(FORMAT_KEY)?.as_deref(),
-        Some(b"5".as_slice())
-    );
+    assert_eq!(r.raw_tree()?.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
     for (seq, record) in (0..3u64).zip(&records) {
-        assert_eq!(&r.raw_entry_record("tax", seq)?, record);
+        let record = record.as_deref().ok_or("no record")?;
+        let whole = crate::store::entry_record::whole_record("tax", seq, record)?;
+        assert_eq!(r.raw_entry_record("tax", seq)?, Some(whole));
     }
     assert_eq!(r.audit_scope("fund", 0, i64::MAX, None, 100)?, rows);
     Ok(())

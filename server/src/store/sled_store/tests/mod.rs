@@ -2,9 +2,10 @@
 
 use super::*;
 use crate::store::AnswerKind;
+use crate::store::audit_index::{audit_key, audit_row};
 use crate::store::codec::{
     AUDIT_SCOPE, COMMIT_KEY, ENTRY, ENTRY_AT, FETCHED, FORMAT_3, FORMAT_KEY, INBOX, TREE_HASH,
-    audit_key, inbox_run, key, tree_hash_key, u64_from,
+    inbox_run, key, tree_hash_key, u64_from,
 };
 use crate::store::durability::Record;
 use crate::store::recent::INBOX_CACHE_LEN;
@@ -15,23 +16,29 @@ use tongbao_proto::pb;
 mod audit;
 mod commits;
 mod format;
+mod message_ids;
 mod places;
 mod replay;
 mod runs;
 mod segments;
 
 fn entry(channel: &str, seq: u64, inboxes: &[(&str, u64)]) -> NewEntry {
+    let message = crate::store::conformance::message(channel, seq);
     let e = pb::Entry {
         channel: channel.into(),
         seq,
         recipients: inboxes.iter().map(|(i, _)| (*i).to_string()).collect(),
+        message: Some(pb::SignedMessage {
+            message: Some(message.clone()),
+            signature: None,
+        }),
         ..Default::default()
     };
     NewEntry {
         channel: channel.into(),
         seq,
         message_id: format!("m{seq}"),
-        message_digest: [seq as u8; HASH_LEN],
+        message_digest: tongbao_proto::canonical::message_digest(&message),
         leaf_hash: [(seq as u8).wrapping_add(100); HASH_LEN],
         hub_micros: seq as i64,
         shared: Arc::new(StoredEntry {
@@ -88,18 +95,20 @@ fn audited(channel: &str, seq: u64, hub_micros: i64, inboxes: &[(&str, u64)]) ->
     let mut e = entry(channel, seq, inboxes);
     let mut stored = StoredEntry::clone(&e.shared);
     stored.entry.hub_micros = hub_micros;
-    stored.entry.message = Some(pb::SignedMessage {
-        message: Some(pb::Message {
-            sender: channel.into(),
-            kind: pb::Kind::EarlyWarning as i32,
-            message_id: format!("m{seq}"),
-            labels: Some(pb::Labels {
-                ack_deadline_micros: 7_000,
-                ..Default::default()
-            }),
-            body: vec![b'x'; 100].into(),
+    let message = pb::Message {
+        sender: channel.into(),
+        kind: pb::Kind::EarlyWarning as i32,
+        message_id: format!("m{seq}"),
+        labels: Some(pb::Labels {
+            ack_deadline_micros: 7_000,
             ..Default::default()
         }),
+        body: vec![b'x'; 100].into(),
+        ..Default::default()
+    };
+    e.message_digest = tongbao_proto::canonical::message_digest(&message);
+    stored.entry.message = Some(pb::SignedMessage {
+        message: Some(message),
         ..Default::default()
     });
     stored.encoded = stored.entry.encode_to_vec().into();
@@ -132,21 +141,35 @@ fn back_to_format_3(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
                 .collect();
             let hashes = s.stored_hashes(&channel, &added)?;
             let k = key(ENTRY, &channel, Some(seq));
+            // With 8-byte inbox positions, as format 3 wrote them.
+            let record = crate::store::entry_record::whole_record(&channel, seq, &record)?;
             tree.insert(k.as_slice(), record)?;
             tree.insert(tree_hash_key(&k), hashes.concat())?;
         }
         tree.remove(&k)?;
     }
-    // Audit rows whole, as format 3 kept them.
-    let rows = tree
+    // Audit rows whole, one key each, as format 3 kept them.
+    back_to_rows_whole(s)?;
+    tree.insert(FORMAT_KEY, FORMAT_3)?;
+    tree.flush()?;
+    Ok(())
+}
+
+/// Lays a store's audit index out as formats 3 to 5 did: one key per row,
+/// the row whole (format 5 kept it in the segments, which reads alike).
+fn back_to_rows_whole(s: &SledStore) -> Result<(), Box<dyn std::error::Error>> {
+    let tree = s.raw_tree()?;
+    let runs = tree
         .scan_prefix([AUDIT_SCOPE, 0])
         .collect::<Result<Vec<_>, _>>()?;
-    for (k, v) in rows {
-        if let Some(place) = crate::store::codec::place_of_row(&v)? {
-            tree.insert(k, s.durability.segments.read(place)?)?;
+    for (k, v) in runs {
+        let (mechanism, _) = crate::store::audit_index::Row::of_key(&k)?;
+        tree.remove(&k)?;
+        for row in crate::store::audit_index::rows_of(&k, &v)? {
+            let entry = s.entry(&row.channel, row.seq)?.ok_or("no entry")?;
+            tree.insert(row.key(&mechanism), audit_row(&entry))?;
         }
     }
-    tree.insert(FORMAT_KEY, FORMAT_3)?;
     tree.flush()?;
     Ok(())
 }
@@ -157,4 +180,30 @@ fn keys_of(s: &SledStore, kind: u8) -> Result<Vec<sled::IVec>, Box<dyn std::erro
         .scan_prefix([kind, 0])
         .keys()
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Checks that a store's audit index runs are apart (each run's rows
+/// after the previous run's of its mechanism) and that `verify-data`
+/// counts each row once: audits read overlapping runs once, so only this
+/// shows them. Returns the rows filed.
+fn audit_runs_apart(s: &SledStore) -> Result<u64, Box<dyn std::error::Error>> {
+    let mut last: Option<(String, crate::store::audit_index::Row)> = None;
+    let mut rows = 0u64;
+    for kv in s.raw_tree()?.scan_prefix([AUDIT_SCOPE, 0]) {
+        let (k, v) = kv?;
+        let (mechanism, _) = crate::store::audit_index::Row::of_key(&k)?;
+        let run = crate::store::audit_index::rows_of(&k, &v)?;
+        let first = run.first().ok_or("an empty run")?;
+        if let Some((theirs, row)) = &last
+            && *theirs == mechanism
+        {
+            assert!(first > row, "runs overlap at {first:?}");
+        }
+        rows += run.len() as u64;
+        last = run.last().map(|r| (mechanism, r.clone()));
+    }
+    let checked = s.check_audit_rows()?;
+    assert_eq!(checked.failures, Vec::<String>::new());
+    assert_eq!(checked.rows, rows);
+    Ok(rows)
 }

@@ -261,12 +261,15 @@ fn a_format_4_upgrade_without_room_says_it_rewrites_places()
         back_to_format_4(&s)?;
     }
     let reserve = 1 << 20;
-    crate::store::durability::FREE_SPACE.set(Some(reserve));
+    crate::store::room::FREE_SPACE.set(Some(reserve));
     let refused = SledStore::open_keeping_free(dir.path(), true, reserve);
-    crate::store::durability::FREE_SPACE.set(None);
+    crate::store::room::FREE_SPACE.set(None);
     match refused {
         Err(StoreError::NoRoom(m)) => {
-            assert!(m.contains("of entries' places it writes again"), "{m}");
+            assert!(
+                m.contains("of entries' places and audit index keys it writes again"),
+                "{m}"
+            );
             assert!(!m.contains("copies"), "{m}");
         }
         other => return Err(format!("expected a refusal, got {other:?}").into()),

@@ -1,0 +1,101 @@
+//! The idempotency index: under each (sender, message id), the seq of the
+//! entry in the sender's channel that carried it.
+//!
+//! Formats 2 to 5 kept the seq (8 bytes) and the message's digest (32)
+//! there. The digest is the canonical hash of the message the entry holds,
+//! so format 6 keeps the seq alone, as a varint, and a lookup that finds
+//! the id computes the digest from the entry: every push writes a record,
+//! and only a push retried (or an id reused) finds one. The record lives
+//! on in sled's file several times its size, so the 37 bytes saved a
+//! message count more than once. Records of the older formats read as
+//! they are; a dump writes every record whole, as format 3 kept it.
+
+use super::super::codec::{MESSAGE, hash_from, key, u64_from};
+use super::super::{MessageRecord, StoreError};
+use super::SledStore;
+use tongbao_proto::HASH_LEN;
+
+/// The key of `message_id`'s record among `sender`'s.
+pub(super) fn message_key(sender: &str, message_id: &str) -> Vec<u8> {
+    let mut k = key(MESSAGE, sender, None);
+    k.push(0);
+    k.extend_from_slice(message_id.as_bytes());
+    k
+}
+
+/// A record of format 6: the seq as a varint.
+pub(super) fn message_value(seq: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4);
+    prost::encoding::encode_varint(seq, &mut v);
+    v
+}
+
+/// A record whole, as formats 2 to 5 kept it: seq (8), digest (32).
+fn message_value_whole(record: &MessageRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + HASH_LEN);
+    v.extend_from_slice(&record.seq.to_be_bytes());
+    v.extend_from_slice(&record.message_digest);
+    v
+}
+
+/// (sender, message id) of a record's key.
+fn key_parts(k: &[u8]) -> Result<(String, String), StoreError> {
+    let bad = || StoreError::Corrupt("a message record's key".into());
+    let rest = k.get(2..).ok_or_else(bad)?;
+    // Sender names hold no 0 byte.
+    let at = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    Ok((
+        String::from_utf8_lossy(&rest[..at]).into_owned(),
+        String::from_utf8_lossy(&rest[at + 1..]).into_owned(),
+    ))
+}
+
+impl SledStore {
+    /// What the record `v` of (`sender`, `message_id`) says: read whole
+    /// (formats 2 to 5), or its seq with the digest of the message its
+    /// entry holds, which must carry that id.
+    pub(super) fn message_record(
+        &self,
+        sender: &str,
+        message_id: &str,
+        v: &[u8],
+    ) -> Result<MessageRecord, StoreError> {
+        let bad =
+            |why: &str| StoreError::Corrupt(format!("message record {sender}/{message_id}: {why}"));
+        if v.len() == 8 + HASH_LEN {
+            return Ok(MessageRecord {
+                seq: u64_from(&v[..8])?,
+                message_digest: hash_from(&v[8..])?,
+            });
+        }
+        let mut rest = v;
+        let seq = prost::encoding::decode_varint(&mut rest).map_err(|_| bad("garbled"))?;
+        if !rest.is_empty() {
+            return Err(bad("garbled"));
+        }
+        let entry = self
+            .entry_read(sender, seq)?
+            .ok_or_else(|| bad(&format!("names entry {sender}:{seq}, which is missing")))?;
+        let message = entry
+            .entry
+            .message
+            .as_ref()
+            .and_then(|m| m.message.as_ref())
+            .filter(|m| m.message_id == message_id)
+            .ok_or_else(|| bad(&format!("names entry {sender}:{seq}, of another message")))?;
+        Ok(MessageRecord {
+            seq,
+            message_digest: tongbao_proto::canonical::message_digest(message),
+        })
+    }
+
+    /// The record under key `k`, whole (a dump's layout).
+    pub(super) fn message_record_whole(&self, k: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (sender, message_id) = key_parts(k)?;
+        Ok(message_value_whole(&self.message_record(
+            &sender,
+            &message_id,
+            v,
+        )?))
+    }
+}
