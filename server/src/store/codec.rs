@@ -513,7 +513,8 @@ pub(super) mod proptests {
         vec((any::<u64>(), "[a-z-]{0,12}"), 1..5)
     }
 
-    fn entry_with(recipients: usize, body: Vec<u8>) -> pb::Entry {
+    /// An entry with `recipients` names and `body`, for record tests.
+    pub(in crate::store) fn entry_with(recipients: usize, body: Vec<u8>) -> pb::Entry {
         pb::Entry {
             channel: "tax".into(),
             seq: 3,

@@ -133,25 +133,9 @@ pub(super) fn decode_entry(channel: &str, seq: u64, v: &[u8]) -> Result<StoredEn
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::store::codec::proptests::damaged;
+    use crate::store::codec::proptests::{damaged, entry_with};
     use proptest::collection::vec;
     use proptest::prelude::*;
-
-    fn entry_with(recipients: usize, body: Vec<u8>) -> pb::Entry {
-        pb::Entry {
-            channel: "tax".into(),
-            seq: 3,
-            recipients: (0..recipients).map(|i| format!("unit-{i}")).collect(),
-            message: Some(pb::SignedMessage {
-                message: Some(pb::Message {
-                    body: body.into(),
-                    ..Default::default()
-                }),
-                signature: None,
-            }),
-            ..Default::default()
-        }
-    }
 
     proptest! {
         #[test]
