@@ -16,6 +16,9 @@
 //! Multiproofs (many leaves, one proof) have no standard; their order is
 //! set out at [`check_records`], and for one leaf they are the audit path.
 
+mod frontier;
+pub use frontier::Frontier;
+
 use crate::canonical::NODE_HASH_PREFIX;
 use crate::{HASH_LEN, Hash};
 use ring::digest::{Context, SHA256};

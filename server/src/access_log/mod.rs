@@ -40,15 +40,13 @@ pub use check::{
 pub use record::{AccessRecord, RecordKind, RemovedSegment};
 pub use writer::Durable;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::NoteError;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::merkle::{
-    HashReader, MerkleError, stored_hash_index, stored_hashes_for_record, tree_hash,
-};
+use tongbao_proto::merkle::MerkleError;
+pub use tongbao_proto::merkle::Frontier;
 
 /// Why the access log cannot be opened, trusted or written.
 #[derive(Debug, thiserror::Error)]
@@ -82,74 +80,6 @@ impl AccessLogError {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }
-    }
-}
-
-/// The right edge of the tree: the root of each complete subtree of the
-/// tree so far, by stored-hash index. It is all that appending a record
-/// and computing the root need, so the writer and the checks hold no more.
-#[derive(Debug, Clone, Default)]
-pub struct Frontier {
-    size: u64,
-    hashes: BTreeMap<u64, Hash>,
-}
-
-impl Frontier {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Appends a leaf; returns the hashes to store for it (the leaf hash,
-    /// then the subtrees it completes), as `merkle::stored_hashes_for_record`.
-    pub fn append(&mut self, leaf: Hash) -> Result<Vec<Hash>, MerkleError> {
-        let n = self.size;
-        let out = stored_hashes_for_record(n, leaf, self)?;
-        let completed = n.trailing_ones();
-        for level in 0..completed {
-            self.hashes
-                .remove(&stored_hash_index(level, (n >> level) - 1));
-        }
-        if let Some(top) = out.last() {
-            self.hashes
-                .insert(stored_hash_index(completed, n >> completed), *top);
-        }
-        self.size += 1;
-        Ok(out)
-    }
-
-    pub fn root(&self) -> Result<Hash, MerkleError> {
-        tree_hash(self.size, self)
-    }
-
-    /// The right edge of the tree of `size` leaves whose stored hashes
-    /// `reader` holds: the root of each complete subtree, largest first.
-    pub fn from_tree<R: HashReader + ?Sized>(size: u64, reader: &R) -> Result<Self, MerkleError> {
-        let levels: Vec<u32> = (0..u64::BITS)
-            .rev()
-            .filter(|l| size >> l & 1 == 1)
-            .collect();
-        let indexes: Vec<u64> = levels
-            .iter()
-            .map(|&l| stored_hash_index(l, (size >> l) - 1))
-            .collect();
-        let hashes = reader.read_hashes(&indexes)?;
-        Ok(Self {
-            size,
-            hashes: indexes.into_iter().zip(hashes).collect(),
-        })
-    }
-}
-
-impl HashReader for Frontier {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, MerkleError> {
-        indexes
-            .iter()
-            .map(|i| {
-                self.hashes.get(i).copied().ok_or_else(|| {
-                    MerkleError::Reader(format!("hash {i} is not on the tree's right edge"))
-                })
-            })
-            .collect()
     }
 }
 

@@ -116,4 +116,9 @@ pub trait AccessLogStore: AccessLogRead + Send + Sync {
         checkpoint: Option<&str>,
         remove_before: Option<u64>,
     ) -> Result<(), StoreError>;
+    /// Whether the log lies in the hub's own data directory (sled's
+    /// files): then a copy of its checkpoint there guards nothing more.
+    fn in_data_dir(&self) -> bool {
+        false
+    }
 }

@@ -7,6 +7,7 @@
 //! [`Store::sync`] durable (on disk, fsync'd) before it returns.
 
 pub mod access;
+pub mod access_files;
 mod audit_index;
 mod audited_entry;
 mod codec;
@@ -310,9 +311,8 @@ pub trait Store: Send + Sync + 'static {
     fn state_apply(&self, space: &str, batch: &StateBatch) -> Result<(), StoreError>;
     /// Makes every state record applied so far durable.
     fn state_sync(&self) -> Result<(), StoreError>;
-    /// The access log's storage when this store keeps it (a replicated
-    /// store: see [`access`]); None when the access log keeps its own
-    /// files in the data directory (sled, the embedded default).
+    /// The access log's storage when this store keeps it (both stores
+    /// do: see [`access`]; sled in files of its own, [`access_files`]).
     fn access_log(&self) -> Option<&dyn access::AccessLogStore> {
         None
     }

@@ -44,6 +44,8 @@ pub struct SledStore {
     /// another's; positions above the mark need no lookup.
     fetched_marks: Mutex<HashMap<String, Arc<Mutex<Option<u64>>>>>,
     flusher: Flusher,
+    /// The access log, in files of its own beside sled (see `access_files`).
+    access: super::access_files::AccessFiles,
 }
 
 impl Drop for SledStore {
@@ -87,21 +89,26 @@ impl SledStore {
     /// below that, writes stop and reads go on (0: no reserve).
     pub fn open_keeping_free(dir: &Path, fsync: bool, reserve: u64) -> Result<Self, StoreError> {
         let durability = Durability::open(dir, fsync, reserve)?;
-        Self::with_flusher(durability, FLUSH_EVERY)
+        Self::with_flusher(durability, FLUSH_EVERY, fsync)
     }
 
     /// [`SledStore::open`] with the background flush's period given (tests
     /// that count sled keys flush when they choose).
     #[cfg(test)]
     fn open_flushing_every(dir: &Path, fsync: bool, every: Duration) -> Result<Self, StoreError> {
-        Self::with_flusher(Durability::open(dir, fsync, DEFAULT_RESERVE)?, every)
+        Self::with_flusher(Durability::open(dir, fsync, DEFAULT_RESERVE)?, every, fsync)
     }
 
     /// Upgrades an older storage format in place, then starts the flush.
-    fn with_flusher(durability: Arc<Durability>, every: Duration) -> Result<Self, StoreError> {
+    fn with_flusher(
+        durability: Arc<Durability>,
+        every: Duration,
+        fsync: bool,
+    ) -> Result<Self, StoreError> {
         upgrade::upgrade(&durability)?;
         let flusher = Flusher::start(durability.clone(), every)?;
         Ok(Self {
+            access: super::access_files::AccessFiles::new(&durability.dir, fsync),
             durability,
             recent: Mutex::new(Recent::default()),
             fetched_marks: Mutex::new(HashMap::new()),
@@ -642,6 +649,10 @@ impl Store for SledStore {
             out.insert(name, String::from_utf8_lossy(&v).into_owned());
         }
         Ok(out)
+    }
+
+    fn access_log(&self) -> Option<&dyn super::access::AccessLogStore> {
+        Some(&self.access)
     }
 
     fn backup_records(

@@ -1,0 +1,157 @@
+//! One access-log record as it lies in a records file: a checksummed
+//! frame, so that a write a crash cut short, or a byte changed on disk,
+//! is found where it is instead of being read as a record.
+//!
+//! A frame is `length` (u32, of what follows the checksum), `crc32` (of
+//! what follows it), then the record: `n` (u64), `at_micros` (i64), and
+//! its line; integers little-endian.
+
+use crate::store::access::AccessRow;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// The frame's header: length and checksum.
+const HEADER: u64 = 8;
+/// The record's fixed part: its number and its time.
+const FIXED: usize = 16;
+/// The longest record a frame may hold (a record is bounded far below).
+const MAX_BODY: u64 = 16 << 20;
+
+/// Appends the frame of `row` to `out`.
+pub fn encode(row: &AccessRow, out: &mut Vec<u8>) {
+    let body_len = FIXED + row.line.len();
+    let start = out.len();
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&row.n.to_le_bytes());
+    out.extend_from_slice(&row.at_micros.to_le_bytes());
+    out.extend_from_slice(&row.line);
+    let crc = crc32fast::hash(&out[start + HEADER as usize..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What the next frame of a file is.
+pub enum Frame {
+    /// A whole frame, checksum right, ending at `end`.
+    Whole { row: AccessRow, end: u64 },
+    /// A frame of a plausible length whose checksum fails, ending at
+    /// `end`: a changed record, or the last write cut short.
+    Garbled { end: u64 },
+    /// A length that cannot be, or a frame running past the file's end:
+    /// nothing from here on can be read as frames.
+    Cut,
+    /// The file ends here.
+    End,
+}
+
+/// Reads frames front to back from an offset.
+pub struct Frames {
+    reader: BufReader<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl Frames {
+    /// From `offset` of `path` (the file's length is taken now: what is
+    /// appended later is not read).
+    pub fn open(path: &Path, offset: u64) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut reader = BufReader::with_capacity(1 << 16, file);
+        reader.seek(SeekFrom::Start(offset))?;
+        Ok(Self {
+            reader,
+            offset,
+            len,
+        })
+    }
+
+    /// Where the next frame begins.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether the file ends at `end`.
+    pub fn ends_at(&self, end: u64) -> bool {
+        end == self.len
+    }
+
+    pub fn next_frame(&mut self) -> std::io::Result<Frame> {
+        if self.offset >= self.len {
+            return Ok(Frame::End);
+        }
+        if self.len - self.offset < HEADER {
+            return Ok(Frame::Cut);
+        }
+        let mut header = [0u8; HEADER as usize];
+        self.reader.read_exact(&mut header)?;
+        let body_len = u64::from(u32::from_le_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let end = self.offset + HEADER + body_len;
+        if body_len < FIXED as u64 || body_len > MAX_BODY || end > self.len {
+            // Nothing after a bad length can be trusted as a frame; the
+            // reader is left where it was.
+            self.reader.seek(SeekFrom::Start(self.offset))?;
+            return Ok(Frame::Cut);
+        }
+        let mut body = vec![0u8; body_len as usize];
+        self.reader.read_exact(&mut body)?;
+        self.offset = end;
+        if crc32fast::hash(&body) != crc {
+            return Ok(Frame::Garbled { end });
+        }
+        let line = body.split_off(FIXED);
+        let mut n = [0u8; 8];
+        let mut at = [0u8; 8];
+        n.copy_from_slice(&body[..8]);
+        at.copy_from_slice(&body[8..FIXED]);
+        Ok(Frame::Whole {
+            row: AccessRow {
+                n: u64::from_le_bytes(n),
+                at_micros: i64::from_le_bytes(at),
+                line,
+            },
+            end,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_read_back_and_a_changed_or_cut_one_is_told_apart() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        let mut bytes = Vec::new();
+        for n in 0..3u64 {
+            let row = AccessRow {
+                n,
+                at_micros: -(n as i64),
+                line: format!("line {n}").into_bytes(),
+            };
+            encode(&row, &mut bytes);
+        }
+        let one = bytes.len() / 3;
+        let mut changed = bytes.clone();
+        changed[one + 20] ^= 1;
+        changed.truncate(bytes.len() - 2);
+        std::fs::write(&path, &changed)?;
+        let mut frames = Frames::open(&path, 0)?;
+        match frames.next_frame()? {
+            Frame::Whole { row, end } => {
+                assert_eq!((row.n, row.at_micros, row.line), (0, 0, b"line 0".to_vec()));
+                assert_eq!(end, one as u64);
+            }
+            _ => panic!("the first frame is whole"),
+        }
+        assert!(matches!(frames.next_frame()?, Frame::Garbled { .. }));
+        assert!(matches!(frames.next_frame()?, Frame::Cut));
+        assert_eq!(frames.offset(), 2 * one as u64);
+        Ok(())
+    }
+}

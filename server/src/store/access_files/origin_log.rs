@@ -1,0 +1,390 @@
+//! One origin's log as its writer holds it: repaired at the claim from
+//! what a crash left, then appended to, one commit a call.
+//!
+//! A commit appends the stored hashes to `tree.hashes` (not synced: a
+//! start recomputes what a crash cut off), then the records' frames to
+//! the current record file, synced: the records are the commit point.
+//! A checkpoint given is written after the tree is synced (a start reads
+//! the checkpoint's tree from the file), replacing the last one
+//! atomically. A removal commits `kept-from` (after the tree is synced:
+//! the removed records' hashes then stand alone), then deletes the record
+//! files wholly before it, unless a snapshot of this process is held (its
+//! reads may still need them): those wait for a later commit.
+
+use super::layout::{self, TreeFile, io};
+use super::records::RecordIndex;
+use super::scan::{self, Found};
+use super::view::View;
+use crate::store::StoreError;
+use crate::store::access::AccessRow;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tongbao_proto::Hash;
+use tongbao_proto::merkle::stored_hash_count;
+
+/// A record file is ended once it passes this size; the next commit
+/// begins a new one.
+pub const FILE_BOUND: u64 = 64 << 20;
+
+pub struct OriginLog {
+    origin: String,
+    dir: PathBuf,
+    fsync: bool,
+    /// Record files from `kept_from` on, in order.
+    files: Vec<(u64, PathBuf)>,
+    /// The last record file, open to append, and its length.
+    current: Option<(File, u64)>,
+    kept_from: u64,
+    next: u64,
+    hashes: u64,
+    tree: File,
+    checkpoint: Option<String>,
+    /// Files removed under retention, deleted once no snapshot holds.
+    pending: Vec<PathBuf>,
+    /// Why a commit failed: the log takes no more until claimed anew
+    /// (the claim repairs what the failure left).
+    failed: Option<String>,
+}
+
+/// The number of records whose stored hashes number `hashes`, if whole.
+fn size_of(hashes: u64) -> Option<u64> {
+    let (mut lo, mut hi) = (0u64, hashes);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match stored_hash_count(mid) < hashes {
+            true => lo = mid + 1,
+            false => hi = mid,
+        }
+    }
+    (stored_hash_count(lo) == hashes).then_some(lo)
+}
+
+fn remove(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+impl OriginLog {
+    /// Opens `origin`'s log under `root` for writing (creating it), and
+    /// repairs what a crash left (see `scan`).
+    pub fn open(
+        root: &Path,
+        origin: &str,
+        fsync: bool,
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<Self, StoreError> {
+        let dir = layout::origin_dir(root, origin)?;
+        layout::create_dir(&dir)?;
+        let origin_file = dir.join(layout::ORIGIN_FILE);
+        if !origin_file.exists() {
+            layout::replace(&origin_file, origin.as_bytes(), fsync)?;
+        }
+        let mut found = scan::find(&dir)?;
+        if found.first_commit {
+            if found.checkpoint.is_none() {
+                // The first commit did not end: nobody was answered for it.
+                tracing::warn!(%origin, "removing the access log's first records, whose commit a crash cut short");
+                for (_, path) in &found.files {
+                    remove(path)?;
+                    index.forget(path);
+                }
+                remove(&dir.join(layout::TREE_FILE))?;
+                remove(&dir.join(layout::KEPT_FROM_FILE))?;
+            }
+            remove(&dir.join(layout::FIRST_COMMIT_FILE))?;
+            layout::sync_dir(&dir)?;
+            found = scan::find(&dir)?;
+        }
+        if let Some((path, at)) = &found.cut {
+            tracing::warn!(file = %path.display(), offset = at, "cutting off a torn last write of the access log");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io(path, e))?;
+            f.set_len(*at)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| io(path, e))?;
+            index.forget(path);
+        }
+        let tree_path = dir.join(layout::TREE_FILE);
+        let hashes = Self::repair_tree(&found, &tree_path, index, fsync)?;
+        let files = found.kept_files();
+        let mut log = Self {
+            origin: origin.to_string(),
+            current: None,
+            kept_from: found.kept_from,
+            next: found.next,
+            hashes,
+            tree: layout::open_append(&tree_path)?,
+            checkpoint: found.checkpoint.clone(),
+            pending: found
+                .files
+                .iter()
+                .filter(|f| !files.contains(f))
+                .map(|(_, p)| p.clone())
+                .collect(),
+            files,
+            dir,
+            fsync,
+            failed: None,
+        };
+        if let Some((_, path)) = log.files.last() {
+            let file = layout::open_append(path)?;
+            let len = file.metadata().map_err(|e| io(path, e))?.len();
+            log.current = Some((file, len));
+        }
+        log.delete_pending(index, held)?;
+        Ok(log)
+    }
+
+    /// Cuts `tree.hashes` to the records' hashes, or completes it with
+    /// those a crash cut off (recomputed from the records); their number.
+    fn repair_tree(
+        found: &Found,
+        path: &Path,
+        index: &RecordIndex,
+        fsync: bool,
+    ) -> Result<u64, StoreError> {
+        let tree = TreeFile::open(path)?;
+        let want = stored_hash_count(found.next);
+        if tree.len == want {
+            return Ok(want);
+        }
+        let (keep, missing) = scan::missing_hashes(found, &tree, index)?;
+        if !missing.is_empty() {
+            tracing::warn!(hashes = missing.len(), "recomputing access log hashes a crash cut off");
+        }
+        let file = layout::open_append(path)?;
+        let mut bytes = Vec::with_capacity(missing.len() * tongbao_proto::HASH_LEN);
+        missing.iter().for_each(|h| bytes.extend_from_slice(h));
+        file.set_len(keep * tongbao_proto::HASH_LEN as u64)
+            .and_then(|()| (&file).write_all(&bytes))
+            .and_then(|()| match fsync {
+                true => file.sync_data(),
+                false => Ok(()),
+            })
+            .map_err(|e| io(path, e))?;
+        Ok(keep + missing.len() as u64)
+    }
+
+    /// The log as it is now.
+    pub fn view(&self) -> View {
+        View {
+            dir: self.dir.clone(),
+            files: self.files.clone(),
+            kept_from: self.kept_from,
+            next: self.next,
+            tree_on_disk: self.hashes,
+            hashes: self.hashes,
+            extra: Arc::default(),
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+
+    fn refuse(&self, what: String) -> StoreError {
+        StoreError::Database(format!("access log {}: {what}", self.origin))
+    }
+
+    /// Appends one commit (see the module doc and `AccessLogStore::access_append`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+        checkpoint: Option<&str>,
+        remove_before: Option<u64>,
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<(), StoreError> {
+        if let Some(why) = &self.failed {
+            return Err(self.refuse(format!(
+                "an earlier commit failed ({why}): it takes no more until claimed again"
+            )));
+        }
+        let (kept_from, next) = self.check(rows, first_hash, hashes)?;
+        let result = self.write(rows, hashes, checkpoint, kept_from, next, remove_before, index, held);
+        if let Err(e) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
+    }
+
+    /// Refuses what would not leave a whole log; where the records stored
+    /// will begin and end after the commit.
+    fn check(
+        &self,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+    ) -> Result<(u64, u64), StoreError> {
+        if first_hash != self.hashes {
+            return Err(self.refuse(format!(
+                "the tree holds {} stored hashes: an append from hash {first_hash} would leave a gap or write over it",
+                self.hashes
+            )));
+        }
+        let tree_size = size_of(self.hashes).unwrap_or(self.next);
+        let end = size_of(first_hash + hashes.len() as u64).ok_or_else(|| {
+            self.refuse(format!(
+                "{} hashes from {first_hash} do not end at a record's",
+                hashes.len()
+            ))
+        })?;
+        let stored = self.next > self.kept_from;
+        let Some((first, last)) = rows.first().zip(rows.last()) else {
+            return match (end > tree_size, stored) {
+                (true, true) => Err(self.refuse(format!(
+                    "hashes of records {tree_size}..{end} without the records, after records stored"
+                ))),
+                // Records removed under retention: their hashes alone.
+                (true, false) => Ok((end, end)),
+                (false, _) => Ok((self.kept_from, self.next)),
+            };
+        };
+        if rows.iter().zip(first.n..).any(|(r, n)| r.n != n) {
+            return Err(self.refuse(format!(
+                "the records given from {} on are not consecutive",
+                first.n
+            )));
+        }
+        let starts = match stored {
+            true => first.n == self.next,
+            false => first.n >= tree_size.max(self.next),
+        };
+        if !starts || last.n + 1 != end {
+            return Err(self.refuse(format!(
+                "records {}..={} with hashes of records {tree_size}..{end} do not follow the log, which goes on at record {}",
+                first.n, last.n, self.next
+            )));
+        }
+        Ok((if stored { self.kept_from } else { first.n }, end))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        rows: &[AccessRow],
+        hashes: &[Hash],
+        checkpoint: Option<&str>,
+        mut kept_from: u64,
+        next: u64,
+        remove_before: Option<u64>,
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<(), StoreError> {
+        let tree_path = self.dir.join(layout::TREE_FILE);
+        if self.checkpoint.is_none() && !rows.is_empty() {
+            layout::replace(&self.dir.join(layout::FIRST_COMMIT_FILE), b"", self.fsync)?;
+        }
+        if !hashes.is_empty() {
+            let mut bytes = Vec::with_capacity(hashes.len() * tongbao_proto::HASH_LEN);
+            hashes.iter().for_each(|h| bytes.extend_from_slice(h));
+            self.tree
+                .write_all(&bytes)
+                .map_err(|e| io(&tree_path, e))?;
+        }
+        if let Some(first) = rows.first() {
+            // A log with no record stored begins a file at its first
+            // record: a file holds consecutive records only.
+            let stored = self.next > self.kept_from;
+            if !stored || self.current.as_ref().is_none_or(|(_, len)| *len >= FILE_BOUND) {
+                self.begin_file(first.n)?;
+            }
+            let mut frames = Vec::new();
+            rows.iter().for_each(|r| super::frame::encode(r, &mut frames));
+            let (path, fsync) = (self.current_path(), self.fsync);
+            let Some((file, len)) = self.current.as_mut() else {
+                return Err(StoreError::Database("no record file is open".into()));
+            };
+            file.write_all(&frames)
+                .and_then(|()| match fsync {
+                    true => file.sync_data(),
+                    false => Ok(()),
+                })
+                .map_err(|e| io(&path, e))?;
+            *len += frames.len() as u64;
+        }
+        // Committed: the records are durable.
+        self.hashes += hashes.len() as u64;
+        self.next = next;
+        let tree_synced = checkpoint.is_some() || kept_from != self.kept_from || remove_before.is_some();
+        if tree_synced && self.fsync {
+            self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
+        }
+        if let Some(note) = checkpoint {
+            layout::replace(&self.dir.join(layout::CHECKPOINT_FILE), note.as_bytes(), self.fsync)?;
+            self.checkpoint = Some(note.to_string());
+            remove(&self.dir.join(layout::FIRST_COMMIT_FILE))?;
+        }
+        if let Some(before) = remove_before {
+            kept_from = kept_from.max(before.min(self.next));
+        }
+        if kept_from != self.kept_from {
+            layout::replace(
+                &self.dir.join(layout::KEPT_FROM_FILE),
+                kept_from.to_string().as_bytes(),
+                self.fsync,
+            )?;
+            self.kept_from = kept_from;
+            let kept = scan::kept(&self.files, kept_from);
+            let gone = self.files.iter().filter(|f| !kept.contains(f));
+            self.pending.extend(gone.map(|(_, p)| p.clone()));
+            self.files = kept;
+        }
+        self.delete_pending(index, held)
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.files
+            .last()
+            .map_or_else(|| self.dir.clone(), |(_, p)| p.clone())
+    }
+
+    /// Begins a record file at record `first` (the last one is synced).
+    fn begin_file(&mut self, first: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(layout::records_name(first));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        // Only an empty one (a crash between its creation and its first
+        // records) may be there already.
+        if file.metadata().map_err(|e| io(&path, e))?.len() != 0 {
+            return Err(self.refuse(format!(
+                "{} holds records already: the log's files do not follow one another",
+                path.display()
+            )));
+        }
+        self.files.retain(|(f, _)| *f != first);
+        if self.fsync {
+            layout::sync_dir(&self.dir)?;
+        }
+        self.files.push((first, path));
+        self.current = Some((file, 0));
+        Ok(())
+    }
+
+    /// Deletes the files retention removed, unless a snapshot is `held`.
+    pub fn delete_pending(&mut self, index: &RecordIndex, held: bool) -> Result<(), StoreError> {
+        if held || self.pending.is_empty() {
+            return Ok(());
+        }
+        for path in std::mem::take(&mut self.pending) {
+            remove(&path)?;
+            index.forget(&path);
+        }
+        if self.fsync {
+            layout::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! What an origin's directory holds, read without changing it: where its
+//! records end, what a crash may have left (a cut last write, hashes not
+//! yet on disk), and the tree's hashes a crash cut off, recomputed from
+//! the records. The writer repairs from it at its claim (`origin_log`);
+//! a reader in another process (`audit-log` beside a running hub) reads
+//! through it as it is, the missing hashes held in memory.
+
+use super::frame::{Frame, Frames};
+use super::layout::{self, TreeFile};
+use super::records::RecordIndex;
+use super::view::View;
+use crate::store::StoreError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tongbao_proto::Hash;
+use tongbao_proto::canonical::leaf_hash_of_bytes;
+use tongbao_proto::merkle::{Frontier, stored_hash_count};
+
+/// An origin's directory as found.
+pub struct Found {
+    pub dir: PathBuf,
+    /// Every record file, in order (those wholly before `kept_from` too).
+    pub files: Vec<(u64, PathBuf)>,
+    pub kept_from: u64,
+    pub checkpoint: Option<String>,
+    /// The number after the last record.
+    pub next: u64,
+    /// Where a write cut short ends the last file (path, offset): past
+    /// the checkpoint, the writer cuts it off. Within what the checkpoint
+    /// covers nothing is cut: the check names what is wrong there.
+    pub cut: Option<(PathBuf, u64)>,
+    /// `first-commit` is there (see `layout`).
+    pub first_commit: bool,
+}
+
+impl Found {
+    /// The files holding records from `kept_from` on.
+    pub fn kept_files(&self) -> Vec<(u64, PathBuf)> {
+        kept(&self.files, self.kept_from)
+    }
+}
+
+/// The files of `files` holding records from `kept_from` on.
+pub fn kept(files: &[(u64, PathBuf)], kept_from: u64) -> Vec<(u64, PathBuf)> {
+    files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| files.get(i + 1).is_none_or(|(next, _)| *next > kept_from))
+        .map(|(_, f)| f.clone())
+        .collect()
+}
+
+/// Reads the directory `dir` (see [`Found`]).
+pub fn find(dir: &Path) -> Result<Found, StoreError> {
+    let files = layout::record_files(dir).map_err(|e| layout::io(dir, e))?;
+    let kept_from = layout::read_kept_from(dir)?;
+    let checkpoint = layout::read_text(&dir.join(layout::CHECKPOINT_FILE))?;
+    let signed = checkpoint.as_deref().and_then(layout::signed_size).unwrap_or(0);
+    let first_commit = dir.join(layout::FIRST_COMMIT_FILE).exists();
+    let (next, cut) = match files.last() {
+        None => (kept_from, None),
+        Some((first, path)) => last_file_end(path, *first, signed)?,
+    };
+    Ok(Found {
+        dir: dir.to_path_buf(),
+        files,
+        kept_from,
+        checkpoint,
+        next,
+        cut,
+        first_commit,
+    })
+}
+
+/// Where the records of the last file end: the number after its last
+/// record, and the cut to make when its last write was cut short after
+/// the checkpoint (`signed` records). A frame whose checksum fails with
+/// more frames after it is a record (changed: reads name it), as is one
+/// at the end within what the checkpoint covers.
+fn last_file_end(
+    path: &Path,
+    first: u64,
+    signed: u64,
+) -> Result<(u64, Option<(PathBuf, u64)>), StoreError> {
+    let mut frames = Frames::open(path, 0).map_err(|e| layout::io(path, e))?;
+    let mut n = first;
+    loop {
+        let at = frames.offset();
+        match frames.next_frame().map_err(|e| layout::io(path, e))? {
+            Frame::End => return Ok((n, None)),
+            Frame::Whole { .. } => n += 1,
+            Frame::Garbled { end } if !frames.ends_at(end) || n < signed => n += 1,
+            Frame::Garbled { .. } | Frame::Cut => {
+                let cut = (n >= signed).then(|| (path.to_path_buf(), at));
+                return Ok((n, cut));
+            }
+        }
+    }
+}
+
+/// The hashes `tree` lacks of the records up to `found.next`: the number
+/// of hashes of the file to keep (whole records' only) and the hashes
+/// after them, recomputed from the records' lines.
+pub fn missing_hashes(
+    found: &Found,
+    tree: &TreeFile,
+    index: &RecordIndex,
+) -> Result<(u64, Vec<Hash>), StoreError> {
+    let want = stored_hash_count(found.next);
+    if tree.len >= want {
+        return Ok((want, Vec::new()));
+    }
+    // The records whose hashes the file holds whole.
+    let (mut lo, mut hi) = (0u64, found.next);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        match stored_hash_count(mid) <= tree.len {
+            true => lo = mid,
+            false => hi = mid - 1,
+        }
+    }
+    let hashed = lo;
+    let lost = |what: String| {
+        StoreError::Corrupt(format!(
+            "access log {}: {} holds the hashes of records 0..{hashed} but the log holds {} records, {what}",
+            found.dir.display(),
+            layout::TREE_FILE,
+            found.next
+        ))
+    };
+    if hashed < found.kept_from {
+        return Err(lost(format!(
+            "and records {hashed}..{} were removed under retention: their hashes are lost",
+            found.kept_from
+        )));
+    }
+    let mut frontier =
+        Frontier::from_tree(hashed, tree).map_err(|e| lost(format!("and its edge: {e}")))?;
+    let files = found.kept_files();
+    let mut hashes = Vec::new();
+    let mut from = hashed;
+    while from < found.next {
+        let rows = index.rows(&files, from, found.next, 2048)?;
+        let Some(last) = rows.last().map(|r| r.n) else {
+            return Err(lost(format!("and record {from} is missing")));
+        };
+        for row in rows {
+            if row.n != from {
+                return Err(lost(format!(
+                    "and record {from} is missing (record {} follows)",
+                    row.n
+                )));
+            }
+            hashes.extend(
+                frontier
+                    .append(leaf_hash_of_bytes(&row.line))
+                    .map_err(|e| lost(e.to_string()))?,
+            );
+            from += 1;
+        }
+        from = from.max(last + 1);
+    }
+    Ok((stored_hash_count(hashed), hashes))
+}
+
+/// A view of the origin's log in `dir` as it is on disk, for a reader
+/// that changes nothing: hashes a crash cut off are recomputed in memory.
+pub fn view_of(dir: &Path, index: &RecordIndex) -> Result<View, StoreError> {
+    let found = find(dir)?;
+    let tree = TreeFile::open(&dir.join(layout::TREE_FILE))?;
+    let (on_disk, extra) = match missing_hashes(&found, &tree, index) {
+        Ok(missing) => missing,
+        // What the tree holds is read as it is: the check names the rest.
+        Err(e) => {
+            tracing::debug!(error = %e, "the access log's missing hashes cannot be recomputed");
+            (tree.len, Vec::new())
+        }
+    };
+    Ok(View {
+        dir: dir.to_path_buf(),
+        files: found.kept_files(),
+        kept_from: found.kept_from,
+        next: found.next,
+        tree_on_disk: on_disk,
+        hashes: on_disk + extra.len() as u64,
+        extra: Arc::new(extra),
+        checkpoint: found.checkpoint,
+    })
+}
