@@ -256,7 +256,6 @@ impl Hub {
             &config.access_log,
             load_or_create_key(&key_path)?,
             (&config.hub.log_name, config.store.replica_name()),
-            config.hub.fsync,
         )?;
         phases.done("access_log");
         admin_audit.include_in(access_log.clone());

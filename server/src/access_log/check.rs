@@ -1,16 +1,14 @@
-//! Checks the access log on disk against its tree and signed checkpoint:
-//! offline by `tongbao-hub audit-log verify` ([`scan`], which only reads)
-//! and, for what the latest checkpoint does not cover, at every start of
-//! the hub ([`scan_tail`]; the hub then repairs what a crash left).
+//! Checks the access log files of an earlier version (`files`) against
+//! their tree and signed checkpoint ([`scan`], which only reads): for
+//! `tongbao-hub audit-log verify` of a data directory not yet started on
+//! this version, and before `moved` moves them into the store.
 //!
 //! One pass, front to back: every record is read, numbered, hashed and
 //! compared with its leaf hash in `tree.hashes`; every stored hash is
 //! recomputed from the leaves; the root at the checkpoint's size must be
 //! the signed one. Records removed under retention are covered by their
 //! hashes (kept in `tree.hashes`) and by removal records naming them. The
-//! first thing that fails is named: segment, record and what. A start
-//! takes the records the checkpoint covers on its root over the stored
-//! hashes instead, so that it does not take longer as the log grows.
+//! first thing that fails is named: segment, record and what.
 
 use super::files::{self, SegmentLines, SegmentName, TreeFile, TreeStream};
 use super::record::{AccessRecord, RecordKind, RemovedSegment, chain_start, leaf_of_line};
@@ -18,7 +16,7 @@ use super::{AccessLogError, Frontier};
 use std::path::{Path, PathBuf};
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::{Checkpoint, NoteError, NoteVerifier, open_checkpoint};
-use tongbao_proto::merkle::{stored_hash_count, tree_hash};
+use tongbao_proto::merkle::tree_hash;
 
 /// A segment as found on disk.
 #[derive(Debug, Clone)]
@@ -202,123 +200,6 @@ pub fn scan(dir: &Path, verifier: &NoteVerifier, origin: &str) -> Result<Scanned
     pass.next = first_kept;
     pass.segments(listed, 0)?;
     pass.finish(dir, first_kept, true)
-}
-
-/// Checks the access log in `dir` as a start needs it, in a time that
-/// does not grow with the log: the latest signed checkpoint's root over
-/// the stored hashes of `tree.hashes`, and record by record (as [`scan`])
-/// only the records after it. What the checkpoint covers is read no
-/// further than each segment's size and last record (retention needs its
-/// time); `tongbao-hub audit-log verify` checks it all.
-pub fn scan_tail(
-    dir: &Path,
-    verifier: &NoteVerifier,
-    origin: &str,
-) -> Result<Scanned, AccessLogError> {
-    let checkpoint = read_checkpoint(dir, verifier, origin)?;
-    let listed = files::list_segments(dir).map_err(|e| AccessLogError::io(dir, e))?;
-    let first_kept = listed.first().map_or(0, |(n, _)| n.first);
-    let covered = match &checkpoint {
-        Some((c, _)) if c.size > first_kept => c.size,
-        // Nothing kept is covered: every record is the tail.
-        _ => return scan(dir, verifier, origin),
-    };
-    let tree_path = dir.join(files::TREE_FILE);
-    let frontier = covered_frontier(&tree_path, covered, checkpoint.as_ref())?;
-    let tree = TreeStream::open_at(&tree_path, stored_hash_count(covered))
-        .map_err(|e| AccessLogError::io(&tree_path, e))?;
-    let mut pass = Pass::new(tree_path, tree, checkpoint, frontier);
-    pass.hashed = covered;
-    // The segment holding the first record after the checkpoint, or its last record.
-    let start = listed
-        .iter()
-        .rposition(|(n, _)| n.first <= covered)
-        .unwrap_or(0);
-    let mut listed = listed;
-    let tail = listed.split_off(start);
-    for (i, (name, path)) in listed.iter().enumerate() {
-        let end = listed
-            .get(i + 1)
-            .or(tail.first())
-            .map_or(name.first, |(n, _)| n.first);
-        pass.segments.push(covered_segment(name, path, end)?);
-    }
-    pass.next = tail.first().map_or(covered, |(n, _)| n.first);
-    pass.segments(tail, covered)?;
-    pass.finish(dir, first_kept, false)
-}
-
-/// The tree's right edge at `size`, read from `tree.hashes`, whose root
-/// must be the signed checkpoint's.
-fn covered_frontier(
-    tree_path: &Path,
-    size: u64,
-    checkpoint: Option<&(Checkpoint, String)>,
-) -> Result<Frontier, AccessLogError> {
-    let tree = TreeFile::open(tree_path).map_err(|e| AccessLogError::io(tree_path, e))?;
-    let altered = |what: String| broken(files::TREE_FILE, Some(size - 1), what);
-    let frontier = Frontier::from_tree(size, &tree).map_err(|e| {
-        altered(format!(
-            "the tree lacks hashes of records the signed checkpoint of size {size} covers: {e}"
-        ))
-    })?;
-    if checkpoint.is_some_and(|(c, _)| frontier.root().ok() != Some(c.root)) {
-        return Err(altered(format!(
-            "the stored hashes do not match the signed checkpoint of size {size}: the tree file was altered"
-        )));
-    }
-    Ok(frontier)
-}
-
-/// A segment the checkpoint covers whole: its size from the next one's
-/// first record, and the time of its last record, read from its end.
-fn covered_segment(
-    name: &SegmentName,
-    path: &Path,
-    end: u64,
-) -> Result<SegmentState, AccessLogError> {
-    let label = name.file_name();
-    if end <= name.first {
-        return Err(broken(
-            &label,
-            Some(name.first),
-            format!("the next segment begins at record {end}, inside this one"),
-        ));
-    }
-    let last = end - 1;
-    let text = files::last_line(path).map_err(|e| AccessLogError::io(path, e))?;
-    let record = text
-        .as_deref()
-        .map(AccessRecord::from_line)
-        .transpose()
-        .map_err(|e| {
-            broken(
-                &label,
-                Some(last),
-                format!("its last line cannot be read as a record: {e}"),
-            )
-        })?;
-    match record {
-        Some(r) if r.n == last => Ok(SegmentState {
-            name: name.clone(),
-            path: path.to_path_buf(),
-            count: end - name.first,
-            last_at: Some(r.at_micros),
-        }),
-        Some(r) => Err(broken(
-            &label,
-            Some(last),
-            format!(
-                "the segment ends with record {} where record {last} belongs, before the next segment",
-                r.n
-            ),
-        )),
-        None => Err(broken(
-            &label,
-            Some(last),
-            "the segment ends in a cut record (or none) though later segments follow",
-        )),
-    }
 }
 
 /// The state of one front-to-back pass over the segments.

@@ -1,5 +1,8 @@
-//! The access log's files in `<data dir>/access-log/`: segments of
-//! records, the tree's stored hashes, and the latest signed checkpoint.
+//! The access log's files as earlier versions kept them, in
+//! `<data dir>/access-log/`: segments of records, the tree's stored
+//! hashes, and the latest signed checkpoint. This version reads them only
+//! (`check`, `export`), to move them into the store (`moved`) and for
+//! `audit-log` on a data directory not yet started on this version.
 //!
 //! - `segment-<first record, 20 digits>-<YYYYMMDD>.jsonl`: one record per
 //!   line; a segment holds consecutive records, and the name sorts in
@@ -225,59 +228,6 @@ impl TreeStream {
         self.left -= 1;
         Ok(Some(h))
     }
-}
-
-/// The last whole line of a segment (without its newline), read from its
-/// end; None when it is empty or its last line was cut short.
-pub fn last_line(path: &Path) -> std::io::Result<Option<String>> {
-    use std::os::unix::fs::FileExt;
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut window = 4096u64;
-    loop {
-        let from = len.saturating_sub(window);
-        let mut buf = vec![0u8; (len - from) as usize];
-        file.read_exact_at(&mut buf, from)?;
-        if buf.last() != Some(&b'\n') {
-            return Ok(None);
-        }
-        buf.pop();
-        match buf.iter().rposition(|b| *b == b'\n') {
-            Some(at) => buf.drain(..=at).for_each(drop),
-            // The line may begin before the window: read a larger one.
-            None if from > 0 => {
-                window = window.saturating_mul(4);
-                continue;
-            }
-            None => {}
-        }
-        return String::from_utf8(buf)
-            .map(Some)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"));
-    }
-}
-
-/// Opens a file for appending, created 0600.
-pub fn open_append(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Creates the access log's directory (0700), durably.
-pub fn create_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    sync_dir(dir.parent().unwrap_or(Path::new(".")))
 }
 
 /// Makes the names in `dir` durable (a created or removed file).

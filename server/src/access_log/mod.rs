@@ -35,14 +35,13 @@ mod writer;
 
 pub use check::{
     MAX_REPLICA_NAME, Scanned, SegmentState, origin, origin_replica, read_checkpoint, scan,
-    scan_tail, stored_origin, valid_replica_name,
+    stored_origin, valid_replica_name,
 };
 pub use record::{AccessRecord, RecordKind, RemovedSegment};
 pub use writer::Durable;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::NoteError;
 use tongbao_proto::keys::SigningKey;
 use tongbao_proto::merkle::MerkleError;
@@ -127,74 +126,21 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Checks the log in `<data_dir>/access-log` (creating it on first
-    /// start), repairs what a crash cut short, and starts its writer. A
-    /// replica's log is signed under an origin naming `replica`.
-    pub fn open(
-        data_dir: &Path,
-        config: &AccessLogConfig,
-        key: SigningKey,
-        (log_name, replica): (&str, Option<&str>),
-        fsync: bool,
-    ) -> Result<Arc<Self>, AccessLogError> {
-        let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
-        Self::open_files(
-            data_dir,
-            config,
-            key,
-            (log_name, replica),
-            fsync,
-            clock_offset_micros,
-        )
-    }
-
-    /// [`AccessLog::open`] with the hub's time shifted by
-    /// `clock_offset_micros` (tests of retention over months).
-    fn open_files(
-        data_dir: &Path,
-        config: &AccessLogConfig,
-        key: SigningKey,
-        (log_name, replica): (&str, Option<&str>),
-        fsync: bool,
-        clock_offset_micros: i64,
-    ) -> Result<Arc<Self>, AccessLogError> {
-        config
-            .validate()
-            .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
-        let dir = data_dir.join(files::DIR);
-        files::create_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
-        let signer = writer::Signer::new(key, log_name, origin(log_name, replica))?;
-        let scanned = scan_tail(&dir, &signer.verifier()?, signer.origin())?;
-        let writer = writer::Handle::start(writer::Setup {
-            dir,
-            scanned,
-            signer,
-            config: config.clone(),
-            fsync,
-            clock_offset_micros,
-        })?;
-        Ok(Arc::new(Self {
-            writer,
-            clock_offset_micros,
-        }))
-    }
-
-    /// Opens the access log where `store` keeps it: in the store when it
-    /// keeps the log (PostgreSQL), else in `<data_dir>/access-log` as
-    /// [`AccessLog::open`]. In the store, the log's origin is claimed for
-    /// this process first (refused while another holds it), files of an
-    /// earlier version are moved in, and what the store holds is checked.
+    /// Opens the access log where `store` keeps it (PostgreSQL in the
+    /// database, sled in files of its own in its directory): the log's
+    /// origin is claimed for this process first (refused while another
+    /// holds it), files of an earlier version in `<data_dir>/access-log`
+    /// are moved in, and what the store holds is checked.
     pub fn open_in(
         store: &Arc<dyn crate::store::Store>,
         data_dir: &Path,
         config: &AccessLogConfig,
         key: SigningKey,
         (log_name, replica): (&str, Option<&str>),
-        fsync: bool,
     ) -> Result<Arc<Self>, AccessLogError> {
-        let Some(db) = store.access_log() else {
-            return Self::open(data_dir, config, key, (log_name, replica), fsync);
-        };
+        let db = store.access_log().ok_or_else(|| {
+            AccessLogError::Closed("this store does not keep the access log".into())
+        })?;
         config
             .validate()
             .map_err(|e| AccessLogError::Closed(format!("refusing the configuration: {e}")))?;
@@ -203,13 +149,11 @@ impl AccessLog {
         let guard = db.access_claim(signer.origin())?;
         moved::move_files(data_dir, db, &signer, &verifier)?;
         let checked = stored_check::check(db.access_reads(), signer.origin(), &verifier, false)?;
-        stored_copy::check(
-            data_dir,
-            db.access_reads(),
-            signer.origin(),
-            &verifier,
-            &checked,
-        )?;
+        // A log in the data directory itself needs no copy there.
+        let copy_dir = (!db.in_data_dir()).then(|| data_dir.to_path_buf());
+        if let Some(dir) = &copy_dir {
+            stored_copy::check(dir, db.access_reads(), signer.origin(), &verifier, &checked)?;
+        }
         let clock_offset_micros = crate::failpoint::access_log_clock_offset_micros();
         let writer = writer::Handle::spawn(stored::StoredWriter::new(stored::Setup {
             store: store.clone(),
@@ -218,7 +162,7 @@ impl AccessLog {
             signer,
             config: config.clone(),
             clock_offset_micros,
-            data_dir: data_dir.to_path_buf(),
+            copy_dir,
             remove_chunk: stored::REMOVE_CHUNK,
         }))?;
         Ok(Arc::new(Self {

@@ -63,8 +63,9 @@ pub struct StoredWriter {
     /// The oldest record kept was seen to be of a future time (said once).
     future_warned: bool,
     clock_offset_micros: i64,
-    /// Where this host's copy of the latest checkpoint is kept.
-    data_dir: PathBuf,
+    /// Where this host's copy of the latest checkpoint is kept (none
+    /// when the log itself lies in the data directory: sled's).
+    copy_dir: Option<PathBuf>,
 }
 
 /// What the writer is given at start.
@@ -75,7 +76,7 @@ pub struct Setup {
     pub signer: Signer,
     pub config: AccessLogConfig,
     pub clock_offset_micros: i64,
-    pub data_dir: PathBuf,
+    pub copy_dir: Option<PathBuf>,
     /// [`REMOVE_CHUNK`], but in tests of a removal in several chunks.
     pub remove_chunk: u64,
 }
@@ -89,7 +90,7 @@ impl StoredWriter {
             signer,
             config,
             clock_offset_micros,
-            data_dir,
+            copy_dir,
             remove_chunk,
         } = setup;
         Self {
@@ -105,7 +106,7 @@ impl StoredWriter {
             remove_chunk: remove_chunk.max(1),
             future_warned: false,
             clock_offset_micros,
-            data_dir,
+            copy_dir,
         }
     }
 
@@ -185,7 +186,9 @@ impl StoredWriter {
             self.last_signed = Instant::now();
             // Committed already: a copy not written leaves the older one,
             // which the database's still extends.
-            if let Err(e) = stored_copy::write(&self.data_dir, note) {
+            if let Some(dir) = &self.copy_dir
+                && let Err(e) = stored_copy::write(dir, note)
+            {
                 tracing::error!(error = %e, "cannot keep this host's copy of the access log's checkpoint");
             }
         }

@@ -1,23 +1,25 @@
 //! Reading an access log the store keeps, for the audit administrator's
-//! commands: the same queries and exports as `export` gives of the files
-//! (the same export loop, `export_write`), of any origin the database
-//! holds, from any host that reaches it. The commands read through one
-//! snapshot of the store ([`AccessLogStore::access_snapshot`]), so that a
-//! running hub's appends and removals meanwhile do not show half done.
+//! commands: the same queries and exports as `export` gives of an earlier
+//! version's files (the same export loop, `export_write`), of any origin
+//! the store holds: PostgreSQL's from any host that reaches it, sled's
+//! through its read-only reader (`store::access_files::open_read`) beside
+//! the running hub. The commands read through one snapshot of the store
+//! (`AccessLogStore::access_snapshot`), so that a running hub's appends
+//! and removals meanwhile do not show half done.
 
 use super::export::Filter;
 use super::export_write::{ExportSource, PAGE, for_each_in_pages, write_export};
 use super::record::AccessRecord;
 use super::stored_check::{place, read_checkpoint};
 use super::{AccessLogError, origin_replica};
-use crate::store::access::{AccessLogRead, AccessLogStore};
+use crate::store::access::AccessLogRead;
 use std::io::Write;
 use tongbao_proto::Hash;
 use tongbao_proto::checkpoint::NoteVerifier;
 
 /// The access logs of the hub `log_name` the database holds: the hub's
 /// own and each replica's, by origin.
-pub fn origins(db: &dyn AccessLogStore, log_name: &str) -> Result<Vec<String>, AccessLogError> {
+pub fn origins(db: &dyn AccessLogRead, log_name: &str) -> Result<Vec<String>, AccessLogError> {
     Ok(db
         .access_origins()?
         .into_iter()

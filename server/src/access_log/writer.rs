@@ -1,36 +1,23 @@
 //! The access log's single writer thread, with group commit.
 //!
 //! Calls hand their records over and go on; the writer takes every record
-//! waiting at once, appends them to the current segment and their hashes
-//! to `tree.hashes`, and syncs the segment when a waiting record asks for it (a
-//! write call, answered only after its record is durable: it wakes the
-//! writer at once) or when the oldest unsynced record is 750 ms old (reads:
-//! the writer takes them every 250 ms without being woken, so a burst of
-//! reads costs a few rounds a second, not one each). One sync serves every
-//! record taken with it, so load costs fewer syncs, not more. The tree
-//! file is synced less often (see [`Writer::sync`]). Once a
-//! second, when the log grew and all of it is durable, it syncs the tree
-//! and signs a checkpoint; at start and hourly it removes segments past
-//! retention.
+//! waiting at once and hands them to its rounds (`stored`: one commit to
+//! the store a round). A write call (answered only after its record is
+//! durable) wakes the writer at once; reads are taken every 250 ms
+//! without waking it, so a burst of reads costs a few rounds a second,
+//! not one each. One commit serves every record taken with it, so load
+//! costs fewer syncs, not more. This module holds the queue, the waking,
+//! the answers, and the key that signs checkpoints.
 
-use super::check::{Scanned, SegmentState};
-use super::files::{self, SegmentName, TreeFile, day_of};
-use super::record::{AccessRecord, RecordKind, RemovedSegment, leaf_of_line};
-use super::{AccessLogConfig, AccessLogError, Frontier};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use super::AccessLogError;
+use super::record::AccessRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tongbao_proto::checkpoint::{Checkpoint, NoteSigner, NoteVerifier, sign_checkpoint};
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::merkle::{stored_hash_count, tree_hash};
 
-/// A read's record is synced once it has waited this long; with the
-/// writer's rounds [`POLL`] apart, it is durable within a second.
-const SYNC_AFTER: Duration = Duration::from_millis(750);
 /// Records nobody waits for are taken at least this often.
 pub(super) const POLL: Duration = Duration::from_millis(250);
 /// A checkpoint at most this often.
@@ -74,16 +61,6 @@ impl Signer {
             &[signer],
         )?)
     }
-}
-
-/// What the writer starts from.
-pub struct Setup {
-    pub dir: PathBuf,
-    pub scanned: Scanned,
-    pub signer: Signer,
-    pub config: AccessLogConfig,
-    pub fsync: bool,
-    pub clock_offset_micros: i64,
 }
 
 pub(super) type Waiter = oneshot::Sender<Result<(), String>>;
@@ -139,10 +116,6 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn start(setup: Setup) -> Result<Self, AccessLogError> {
-        Self::spawn(Writer::repair(setup)?)
-    }
-
     /// Starts the writer thread running `writer`'s rounds.
     pub(super) fn spawn(writer: impl Rounds) -> Result<Self, AccessLogError> {
         let shared = Arc::new(Shared {
@@ -215,358 +188,8 @@ impl Drop for Handle {
     }
 }
 
-/// The segment records go to now.
-struct OpenSegment {
-    day: String,
-    file: BufWriter<File>,
-    count: u64,
-}
-
-struct Writer {
-    dir: PathBuf,
-    size: u64,
-    frontier: Frontier,
-    /// Every segment on disk, in order; the last is `current` when open.
-    segments: Vec<SegmentState>,
-    current: Option<OpenSegment>,
-    tree: BufWriter<File>,
-    signer: Signer,
-    signed_size: u64,
-    last_signed: Instant,
-    unsynced_since: Option<Instant>,
-    last_retained: Option<Instant>,
-    config: AccessLogConfig,
-    fsync: bool,
-    clock_offset_micros: i64,
-}
-
-impl Writer {
-    /// Takes the checked log and repairs what a crash cut short: a torn
-    /// last record, hashes of records that were never whole, hashes not
-    /// yet written, an empty last segment, an unfinished removal.
-    fn repair(setup: Setup) -> Result<Self, AccessLogError> {
-        let Setup {
-            dir,
-            mut scanned,
-            signer,
-            config,
-            fsync,
-            clock_offset_micros,
-        } = setup;
-        if let Some((path, len)) = &scanned.torn_tail {
-            tracing::warn!(segment = %path.display(), "cutting off a torn last record of the access log");
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| AccessLogError::io(path, e))?;
-            f.set_len(*len)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| AccessLogError::io(path, e))?;
-        }
-        if scanned.segments.last().is_some_and(|s| s.count == 0)
-            && let Some(empty) = scanned.segments.pop()
-        {
-            std::fs::remove_file(&empty.path).map_err(|e| AccessLogError::io(&empty.path, e))?;
-        }
-        for path in &scanned.unfinished_removals {
-            tracing::warn!(segment = %path.display(), "finishing an interrupted retention removal");
-            std::fs::remove_file(path).map_err(|e| AccessLogError::io(path, e))?;
-            scanned.segments.retain(|s| &s.path != path);
-        }
-        files::sync_dir(&dir).map_err(|e| AccessLogError::io(&dir, e))?;
-        let tree_path = dir.join(files::TREE_FILE);
-        let tree = files::open_append(&tree_path).map_err(|e| AccessLogError::io(&tree_path, e))?;
-        let whole = stored_hash_count(scanned.hashed) * tongbao_proto::HASH_LEN as u64;
-        let on_disk = tree
-            .metadata()
-            .map_err(|e| AccessLogError::io(&tree_path, e))?
-            .len();
-        if on_disk != whole {
-            tree.set_len(whole)
-                .map_err(|e| AccessLogError::io(&tree_path, e))?;
-        }
-        let mut tree = BufWriter::with_capacity(1 << 16, tree);
-        for h in &scanned.unhashed {
-            tree.write_all(h)
-                .map_err(|e| AccessLogError::io(&tree_path, e))?;
-        }
-        tree.flush()
-            .and_then(|()| tree.get_ref().sync_data())
-            .map_err(|e| AccessLogError::io(&tree_path, e))?;
-        let signed_size = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
-        Ok(Self {
-            dir,
-            size: scanned.size,
-            frontier: scanned.frontier,
-            segments: scanned.segments,
-            current: None,
-            tree,
-            signer,
-            signed_size,
-            last_signed: Instant::now(),
-            unsynced_since: None,
-            last_retained: None,
-            config,
-            fsync,
-            clock_offset_micros,
-        })
-    }
-
-    fn now_micros(&self) -> i64 {
-        tongbao_proto::now_micros().saturating_add(self.clock_offset_micros)
-    }
-
-    fn io(&self, what: &str, e: std::io::Error) -> AccessLogError {
-        AccessLogError::io(&self.dir.join(what), e)
-    }
-
-    /// Appends a record handed over at `since` (its sync falls due from then).
-    fn append(&mut self, record: AccessRecord, since: Instant) -> Result<(), AccessLogError> {
-        let mut record = record.bounded();
-        record.n = self.size;
-        let day = day_of(record.at_micros);
-        let rotate = self
-            .current
-            .as_ref()
-            .is_none_or(|s| s.day != day || s.count >= self.config.segment_records);
-        if rotate {
-            self.open_segment(day)?;
-        }
-        let mut line = record
-            .to_line()
-            .map_err(|e| AccessLogError::Closed(format!("cannot encode a record: {e}")))?;
-        let leaf = leaf_of_line(&line);
-        line.push('\n');
-        let hashes = self.frontier.append(leaf)?;
-        let Some(segment) = self.current.as_mut() else {
-            return Err(AccessLogError::Closed("no open segment".into()));
-        };
-        segment
-            .file
-            .write_all(line.as_bytes())
-            .map_err(|e| AccessLogError::io(&self.dir, e))?;
-        segment.count += 1;
-        for h in &hashes {
-            self.tree
-                .write_all(h)
-                .map_err(|e| AccessLogError::io(&self.dir.join(files::TREE_FILE), e))?;
-        }
-        if let Some(s) = self.segments.last_mut() {
-            s.count += 1;
-            s.last_at = Some(record.at_micros);
-        }
-        self.size += 1;
-        self.unsynced_since = Some(self.unsynced_since.map_or(since, |s| s.min(since)));
-        Ok(())
-    }
-
-    /// Ends the current segment (durably) and begins one at the next record.
-    fn open_segment(&mut self, day: String) -> Result<(), AccessLogError> {
-        if self.current.is_some() {
-            self.sync()?;
-        }
-        let name = SegmentName {
-            first: self.size,
-            day: day.clone(),
-        };
-        let path = self.dir.join(name.file_name());
-        let file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| AccessLogError::io(&path, e))?
-        };
-        files::sync_dir(&self.dir).map_err(|e| AccessLogError::io(&self.dir, e))?;
-        self.segments.push(SegmentState {
-            name,
-            path,
-            count: 0,
-            last_at: None,
-        });
-        self.current = Some(OpenSegment {
-            day,
-            file: BufWriter::with_capacity(1 << 16, file),
-            count: 0,
-        });
-        Ok(())
-    }
-
-    /// Hands what is buffered to the OS (readers see it), without a sync.
-    fn flush(&mut self) -> Result<(), AccessLogError> {
-        if let Some(s) = self.current.as_mut() {
-            s.file
-                .flush()
-                .map_err(|e| AccessLogError::io(&self.dir, e))?;
-        }
-        self.tree.flush().map_err(|e| self.io(files::TREE_FILE, e))
-    }
-
-    /// Makes every record appended so far durable. Their hashes are not
-    /// synced with them: a start recomputes the hashes of durable records
-    /// that a crash cut off the tree file (`check`, "unhashed"), so one
-    /// sync a round serves. The tree is synced where the records alone
-    /// would not do ([`Writer::sync_tree`]).
-    fn sync(&mut self) -> Result<(), AccessLogError> {
-        self.flush()?;
-        if self.fsync
-            && let Some(s) = self.current.as_ref()
-        {
-            s.file
-                .get_ref()
-                .sync_data()
-                .map_err(|e| AccessLogError::io(&self.dir, e))?;
-        }
-        self.unsynced_since = None;
-        Ok(())
-    }
-
-    /// Makes the tree's hashes durable: before a checkpoint is signed over
-    /// them (the start check reads the checkpoint's tree from the file),
-    /// before a segment is removed (its records' hashes then stand alone)
-    /// and at a stop.
-    fn sync_tree(&mut self) -> Result<(), AccessLogError> {
-        self.tree
-            .flush()
-            .map_err(|e| self.io(files::TREE_FILE, e))?;
-        if self.fsync {
-            self.tree
-                .get_ref()
-                .sync_data()
-                .map_err(|e| self.io(files::TREE_FILE, e))?;
-        }
-        Ok(())
-    }
-
-    /// Signs and stores a checkpoint of everything durable.
-    fn sign(&mut self) -> Result<(), AccessLogError> {
-        self.sync_tree()?;
-        let note = self.signer.sign(self.size, self.frontier.root()?)?;
-        let path = self.dir.join(files::CHECKPOINT_FILE);
-        tongbao_proto::secret_file::replace(&path, note.as_bytes())
-            .map_err(|e| AccessLogError::io(&path, e))?;
-        self.signed_size = self.size;
-        self.last_signed = Instant::now();
-        Ok(())
-    }
-
-    /// Removes the oldest segments whose last record is past retention,
-    /// each after a durable removal record naming it. Never the segment
-    /// being written, and only from the front, so the removed records are
-    /// always the first ones.
-    fn retain(&mut self) -> Result<(), AccessLogError> {
-        self.last_retained = Some(Instant::now());
-        let cutoff = self
-            .now_micros()
-            .saturating_sub(i64::from(self.config.retention_days) * 86_400_000_000);
-        loop {
-            let closed = self.segments.len() - usize::from(self.current.is_some());
-            let Some(oldest) = self.segments.first().filter(|_| closed > 0).cloned() else {
-                return Ok(());
-            };
-            if oldest.last_at.is_some_and(|t| t >= cutoff) {
-                return Ok(());
-            }
-            self.flush()?;
-            let tree_path = self.dir.join(files::TREE_FILE);
-            let end = oldest.name.first + oldest.count;
-            let tree = TreeFile::open(&tree_path).map_err(|e| AccessLogError::io(&tree_path, e))?;
-            let root = hex::encode(tree_hash(end, &tree)?);
-            let segment = oldest.name.file_name();
-            let removal = AccessRecord {
-                at_micros: self.now_micros(),
-                kind: RecordKind::Removal,
-                method: "retention".into(),
-                message: format!(
-                    "removed segment {segment}: records {}..{end}, older than {} days",
-                    oldest.name.first, self.config.retention_days
-                ),
-                removed: Some(RemovedSegment {
-                    segment: segment.clone(),
-                    first: oldest.name.first,
-                    count: oldest.count,
-                    root,
-                }),
-                ..Default::default()
-            };
-            self.append(removal, Instant::now())?;
-            self.sync()?;
-            self.sync_tree()?;
-            std::fs::remove_file(&oldest.path).map_err(|e| AccessLogError::io(&oldest.path, e))?;
-            files::sync_dir(&self.dir).map_err(|e| AccessLogError::io(&self.dir, e))?;
-            self.segments.remove(0);
-            tracing::info!(%segment, records = oldest.count, "access log segment removed under retention");
-        }
-    }
-
-    /// How long the writer may sleep before something falls due.
-    fn sleep_for(&self) -> Duration {
-        let mut due = Instant::now() + POLL;
-        if let Some(since) = self.unsynced_since {
-            due = due.min(since + SYNC_AFTER);
-        }
-        if self.signed_size < self.size {
-            due = due.min(self.last_signed + SIGN_EVERY);
-        }
-        due.saturating_duration_since(Instant::now())
-    }
-
-    /// One round: append the batch, sync when asked or due, answer the
-    /// waiters, sign and apply retention when due.
-    fn round(
-        &mut self,
-        batch: Vec<Queued>,
-        stopping: bool,
-    ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
-        let mut waiters = Vec::new();
-        for (record, waiter, since) in batch {
-            if let Some(w) = waiter {
-                waiters.push(w);
-            }
-            if let Err(e) = self.append(record, since) {
-                return Err((e, waiters));
-            }
-        }
-        let due = self
-            .unsynced_since
-            .is_some_and(|s| s.elapsed() >= SYNC_AFTER);
-        let step = if stopping {
-            self.sync().and_then(|()| self.sync_tree())
-        } else if !waiters.is_empty() || due {
-            self.sync()
-        } else {
-            self.flush()
-        };
-        if let Err(e) = step {
-            return Err((e, waiters));
-        }
-        if self.unsynced_since.is_none() {
-            for w in waiters.drain(..) {
-                let _ = w.send(Ok(()));
-            }
-            if self.signed_size < self.size
-                && (stopping || self.last_signed.elapsed() >= SIGN_EVERY)
-                && let Err(e) = self.sign()
-            {
-                return Err((e, waiters));
-            }
-        }
-        if self
-            .last_retained
-            .is_none_or(|t| t.elapsed() >= RETAIN_EVERY)
-            && !stopping
-            && let Err(e) = self.retain()
-        {
-            return Err((e, waiters));
-        }
-        Ok(())
-    }
-}
-
-/// What the writer thread runs: the files' writer, or the store's
-/// (`stored`). The queue, the waking and the answers are the same.
+/// What the writer thread runs: the store's writer (`stored`), or a
+/// test's. The queue, the waking and the answers are its own.
 pub(super) trait Rounds: Send + 'static {
     /// One round: takes the batch, answers its waiters once it is durable.
     fn round(
@@ -576,20 +199,6 @@ pub(super) trait Rounds: Send + 'static {
     ) -> Result<(), (AccessLogError, Vec<Waiter>)>;
     /// How long the writer may sleep before something falls due.
     fn sleep_for(&self) -> Duration;
-}
-
-impl Rounds for Writer {
-    fn round(
-        &mut self,
-        batch: Vec<Queued>,
-        stopping: bool,
-    ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
-        Writer::round(self, batch, stopping)
-    }
-
-    fn sleep_for(&self) -> Duration {
-        Writer::sleep_for(self)
-    }
 }
 
 fn run(mut writer: impl Rounds, shared: &Shared) {

@@ -1,9 +1,18 @@
 //! `tongbao-hub audit-log`: the audit administrator's commands on the
-//! access log. They read the data directory directly (read only, beside a
-//! running hub), or, for a hub on PostgreSQL, the database its config
-//! names (any replica's log, from any host, each command's reads of a log
-//! in one snapshot), and change nothing: no command or API alters the
-//! log. Exports are written as they are read.
+//! access log. They change nothing (no command or API alters the log),
+//! and run beside a running hub: each command reads a log through one
+//! snapshot, whatever the hub appends or retention removes meanwhile.
+//! Exports are written as they are read.
+//!
+//! What is read:
+//! - a hub on sled (`--config`, or `--data-dir`): the log its store keeps
+//!   in `<data dir>/access-logs/`, through the store's read-only reader
+//!   (sled itself stays locked by the hub). A retention removal during a
+//!   read fails it, saying to run the command again.
+//! - a data directory holding only an earlier version's `access-log/`
+//!   (a hub not started on this version yet): those files, as they were.
+//! - a hub on PostgreSQL (`--config`): the database it names, any
+//!   replica's log, from any host.
 
 use crate::HubConfig;
 use crate::access_log::export::{Filter, export_to, query, verify_export};
@@ -11,6 +20,8 @@ use crate::access_log::{
     AccessRecord, files, origin, origin_replica, scan, stored_check, stored_origin, stored_read,
 };
 use crate::store::Store;
+use crate::store::access::AccessLogRead;
+use crate::store::access_files::{AccessFilesReader, open_read};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -23,21 +34,75 @@ pub struct Location {
     /// The hub's config (gives the data directory).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The data directory (overrides the config's; its files are read
+    /// The data directory (overrides the config's; the log in it is read
     /// even when the config's store is PostgreSQL).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// On PostgreSQL: the replica whose log to read (`replica_name`);
-    /// needed when the database holds several.
+    /// The replica whose log to read (`replica_name`); needed when the
+    /// store holds several.
     #[arg(long, value_name = "NAME")]
     replica: Option<String>,
 }
 
 /// Where the access log is read.
 enum Source {
-    Files(PathBuf),
-    /// The database of a config whose store keeps the log, and the origin.
-    Store(Arc<dyn Store>, String),
+    /// An earlier version's files in a data directory.
+    OldFiles(PathBuf),
+    /// A store's log, and the origin.
+    Store(Logs, String),
+}
+
+/// The logs a store keeps, opened to read.
+enum Logs {
+    /// PostgreSQL's, in the database.
+    Db(Arc<dyn Store>),
+    /// sled's, in its directory, read without opening sled.
+    Files(AccessFilesReader),
+}
+
+impl Logs {
+    fn reads(&self) -> anyhow::Result<&dyn AccessLogRead> {
+        Ok(match self {
+            Logs::Db(store) => store
+                .access_log()
+                .context("this store does not keep the access log")?
+                .access_reads(),
+            Logs::Files(reader) => reader,
+        })
+    }
+
+    /// One snapshot: what the hub writes meanwhile is not seen.
+    fn snapshot(&self) -> anyhow::Result<Box<dyn AccessLogRead + '_>> {
+        Ok(match self {
+            Logs::Db(store) => store
+                .access_log()
+                .context("this store does not keep the access log")?
+                .access_snapshot()?,
+            Logs::Files(reader) => reader.snapshot(),
+        })
+    }
+}
+
+/// How a data directory's log is read: the store's files when it has
+/// them, else an earlier version's `access-log/`.
+enum InDir {
+    Store(AccessFilesReader),
+    Old(PathBuf),
+}
+
+fn in_dir(data_dir: &Path) -> anyhow::Result<InDir> {
+    if let Some(reader) = open_read(data_dir) {
+        return Ok(InDir::Store(reader));
+    }
+    if data_dir.join(files::DIR).is_dir() {
+        return Ok(InDir::Old(data_dir.to_path_buf()));
+    }
+    bail!(
+        "{} holds no access log (neither {}/ nor an earlier version's {}/): give the hub's data directory",
+        data_dir.display(),
+        crate::store::access_files::layout::ROOT,
+        files::DIR
+    )
 }
 
 impl Location {
@@ -46,58 +111,71 @@ impl Location {
             Some(path) => Some(HubConfig::load(path)?),
             None => None,
         };
-        Ok(match (&self.data_dir, config) {
-            (Some(d), _) => Source::Files(d.clone()),
+        let log_name = config.as_ref().map(|c| c.hub.log_name.clone());
+        let logs = match (&self.data_dir, config) {
+            (Some(d), _) => match in_dir(d)? {
+                InDir::Old(d) => return Ok(Source::OldFiles(d)),
+                InDir::Store(reader) => Logs::Files(reader),
+            },
             (None, Some(c)) => match c.store.open_reader()? {
-                Some(store) => {
-                    let origin =
-                        pick_origin(store.as_ref(), &c.hub.log_name, self.replica.as_deref())?;
-                    Source::Store(store, origin)
-                }
-                None => Source::Files(c.hub.data_dir.clone()),
+                Some(store) => Logs::Db(store),
+                None => match in_dir(&c.hub.data_dir)? {
+                    InDir::Old(d) => return Ok(Source::OldFiles(d)),
+                    InDir::Store(reader) => Logs::Files(reader),
+                },
             },
             (None, None) => bail!("give --config FILE or --data-dir DIR"),
-        })
+        };
+        let origin = pick_origin(logs.reads()?, log_name.as_deref(), self.replica.as_deref())?;
+        Ok(Source::Store(logs, origin))
     }
 }
 
-/// The access logs of the hub `log_name` a database holds.
-fn stored_origins(store: &dyn Store, log_name: &str) -> anyhow::Result<Vec<String>> {
-    let db = store
-        .access_log()
-        .context("this store does not keep the access log")?;
-    Ok(stored_read::origins(db, log_name)?)
+/// The access logs of the hub `log_name` a store holds (of any hub when
+/// the name is not known: a data directory holds one hub's).
+fn stored_origins(reads: &dyn AccessLogRead, log_name: Option<&str>) -> anyhow::Result<Vec<String>> {
+    Ok(match log_name {
+        Some(name) => stored_read::origins(reads, name)?,
+        None => reads.access_origins()?,
+    })
 }
 
-/// The origin `--replica` names, or the only one the database holds.
-fn pick_origin(store: &dyn Store, log_name: &str, replica: Option<&str>) -> anyhow::Result<String> {
-    let held = stored_origins(store, log_name)?;
-    let wanted = match replica {
-        Some(r) => origin(log_name, Some(r)),
-        None if held.len() == 1 => held[0].clone(),
-        None => bail!(
-            "the database holds {} access logs: give --replica NAME, one of: {}",
-            held.len(),
-            listed(log_name, &held)
-        ),
+/// The origin `--replica` names, or the only one the store holds.
+fn pick_origin(
+    reads: &dyn AccessLogRead,
+    log_name: Option<&str>,
+    replica: Option<&str>,
+) -> anyhow::Result<String> {
+    let held = stored_origins(reads, log_name)?;
+    let named = |o: &String, r: &str| match log_name {
+        Some(name) => *o == origin(name, Some(r)),
+        None => o.ends_with(&format!("/.access-log/{r}")),
     };
-    if !held.contains(&wanted) {
-        bail!(
-            "the database holds no access log {wanted}; it holds: {}",
-            listed(log_name, &held)
-        );
+    let shown = |held: &[String]| listed(log_name, held);
+    match replica {
+        Some(r) => held.iter().find(|o| named(o, r)).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the store holds no access log of replica {r}; it holds: {}",
+                shown(&held)
+            )
+        }),
+        None if held.len() == 1 => Ok(held[0].clone()),
+        None => bail!(
+            "the store holds {} access logs: give --replica NAME, one of: {}",
+            held.len(),
+            shown(&held)
+        ),
     }
-    Ok(wanted)
 }
 
 /// The replicas of `origins`, named as `--replica` takes them.
-fn listed(log_name: &str, origins: &[String]) -> String {
+fn listed(log_name: Option<&str>, origins: &[String]) -> String {
     if origins.is_empty() {
         return "none".into();
     }
     origins
         .iter()
-        .map(|o| match origin_replica(log_name, o).flatten() {
+        .map(|o| match log_name.and_then(|name| origin_replica(name, o).flatten()) {
             Some(r) => r.to_string(),
             None => format!("{o} (the hub's own)"),
         })
@@ -139,7 +217,7 @@ pub enum AuditLogCommand {
         out: PathBuf,
     },
     /// Checks an export, or a data directory's access log, offline; or,
-    /// with --config of a hub on PostgreSQL, the logs its database holds.
+    /// with --config, the logs the hub's store holds (beside the hub).
     Verify {
         /// An export file, or a data directory.
         #[arg(required_unless_present = "config", conflicts_with = "config")]
@@ -151,7 +229,7 @@ pub enum AuditLogCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Only this replica's log (`replica_name`).
-        #[arg(long, value_name = "NAME", requires = "config")]
+        #[arg(long, value_name = "NAME")]
         replica: Option<String>,
     },
 }
@@ -235,12 +313,9 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
                 code,
             };
             let records = match location.resolve()? {
-                Source::Files(data_dir) => query(&data_dir, &filter)?,
-                Source::Store(store, origin) => {
-                    let db = store
-                        .access_log()
-                        .context("this store does not keep the access log")?;
-                    stored_read::query(&*db.access_snapshot()?, &origin, &filter)?
+                Source::OldFiles(data_dir) => query(&data_dir, &filter)?,
+                Source::Store(logs, origin) => {
+                    stored_read::query(&*logs.snapshot()?, &origin, &filter)?
                 }
             };
             if csv {
@@ -280,14 +355,10 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             // owner only; written as read, so a large log is never held.
             let written = tongbao_proto::secret_file::replace_streamed(&path, |out| {
                 let exported = match &source {
-                    Source::Files(data_dir) => export_to(out, data_dir, None, since),
-                    Source::Store(store, origin) => match store.access_log() {
-                        Some(db) => db.access_snapshot().map_err(Into::into).and_then(|snap| {
-                            stored_read::export_to(out, &*snap, origin, None, since)
-                        }),
-                        None => Err(crate::access_log::AccessLogError::Closed(
-                            "this store does not keep the access log".into(),
-                        )),
+                    Source::OldFiles(data_dir) => export_to(out, data_dir, None, since),
+                    Source::Store(logs, origin) => match logs.snapshot() {
+                        Ok(snap) => stored_read::export_to(out, &*snap, origin, None, since),
+                        Err(e) => Err(crate::access_log::AccessLogError::Closed(e.to_string())),
                     },
                 };
                 match exported {
@@ -325,27 +396,30 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
             let path = match (path, config) {
                 (Some(path), _) => path,
                 (None, Some(config)) => {
-                    verify_stored(&mut out, &config, replica.as_deref(), &verifier)?;
+                    let config = HubConfig::load(&config)?;
+                    let logs = match config.store.open_reader()? {
+                        Some(store) => Logs::Db(store),
+                        None => match in_dir(&config.hub.data_dir)? {
+                            InDir::Store(reader) => Logs::Files(reader),
+                            InDir::Old(dir) => {
+                                verify_old(&mut out, &dir, &verifier)?;
+                                return Ok(out);
+                            }
+                        },
+                    };
+                    verify_stored(&mut out, &logs, replica.as_deref(), &verifier)?;
                     return Ok(out);
                 }
                 (None, None) => bail!("give an export file, a data directory, or --config FILE"),
             };
-            if path.is_dir() {
-                let dir = if path.join(files::DIR).is_dir() {
-                    path.join(files::DIR)
-                } else {
-                    path.clone()
+            if path.is_dir() && open_read(&path).is_some() {
+                let logs = match in_dir(&path)? {
+                    InDir::Store(reader) => Logs::Files(reader),
+                    InDir::Old(_) => bail!("{} changed while read", path.display()),
                 };
-                let log = dir_origin(&dir, &verifier)?;
-                let scanned = scan(&dir, &verifier, &log)?;
-                let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
-                say!(
-                    out,
-                    "Verified: the access log {log} in {} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
-                    dir.display(),
-                    scanned.size,
-                    scanned.removals.iter().map(|r| r.count).sum::<u64>(),
-                );
+                verify_stored(&mut out, &logs, replica.as_deref(), &verifier)?;
+            } else if path.is_dir() {
+                verify_old(&mut out, &path, &verifier)?;
             } else {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
@@ -363,43 +437,59 @@ pub fn run(command: AuditLogCommand) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Verifies the access logs the database of the hub config `path` holds
-/// (or only `replica`'s), every record of each.
+/// Verifies the access logs a store holds (or only `replica`'s), every
+/// record of each, each log in one snapshot.
 fn verify_stored(
     out: &mut String,
-    path: &Path,
+    logs: &Logs,
     replica: Option<&str>,
     verifier: &NoteVerifier,
 ) -> anyhow::Result<()> {
-    let config = HubConfig::load(path)?;
-    let Some(store) = config.store.open_reader()? else {
-        bail!(
-            "{} keeps its access log in files (its store is sled): verify its data directory",
-            path.display()
-        );
-    };
     let log_name = verifier.name();
+    let reads = logs.reads()?;
     let origins = match replica {
-        Some(_) => vec![pick_origin(store.as_ref(), log_name, replica)?],
-        None => stored_origins(store.as_ref(), log_name)?,
+        Some(_) => vec![pick_origin(reads, Some(log_name), replica)?],
+        None => stored_origins(reads, Some(log_name))?,
     };
     if origins.is_empty() {
-        bail!("the database holds no access log of {log_name}");
+        bail!("the store holds no access log of {log_name}");
     }
-    let db = store
-        .access_log()
-        .context("this store does not keep the access log")?;
+    let place = match logs {
+        Logs::Db(_) => "the database".to_string(),
+        Logs::Files(_) => "the store's files".to_string(),
+    };
     for log in origins {
         // One snapshot a log: its hub may append and remove meanwhile.
-        let scanned = stored_check::check(&*db.access_snapshot()?, &log, verifier, true)?;
+        let scanned = stored_check::check(&*logs.snapshot()?, &log, verifier, true)?;
         let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
         say!(
             out,
-            "Verified: the access log {log} in the database holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
+            "Verified: the access log {log} in {place} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
             scanned.size,
             scanned.removed,
         );
     }
+    Ok(())
+}
+
+/// Verifies an earlier version's files in `path` (a data directory, or
+/// its `access-log/`).
+fn verify_old(out: &mut String, path: &Path, verifier: &NoteVerifier) -> anyhow::Result<()> {
+    let dir = if path.join(files::DIR).is_dir() {
+        path.join(files::DIR)
+    } else {
+        path.to_path_buf()
+    };
+    let log = dir_origin(&dir, verifier)?;
+    let scanned = scan(&dir, verifier, &log)?;
+    let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
+    say!(
+        out,
+        "Verified: the access log {log} in {} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
+        dir.display(),
+        scanned.size,
+        scanned.removals.iter().map(|r| r.count).sum::<u64>(),
+    );
     Ok(())
 }
 
