@@ -207,4 +207,4 @@ mod stored_retention_tests;
 #[cfg(test)]
 mod stored_tests;
 #[cfg(test)]
-mod tests;
+mod old_files_tests;

@@ -215,25 +215,17 @@ fn a_database_holding_another_log_than_this_hosts_copy_signed_is_refused() -> Te
 
 #[test]
 fn files_a_crash_left_unsigned_are_moved_in_with_a_checkpoint() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
-    let key = key()?;
-    let data = tempfile::tempdir()?;
-    let files_log = AccessLog::open(
-        data.path(),
-        &AccessLogConfig::default(),
-        SigningKey::from_pem(&key.pem)?,
-        (LOG, Some(REPLICA)),
-        true,
-    )?;
-    write(&files_log, 4)?;
-    // As a files writer killed before its first checkpoint leaves them.
-    std::fs::remove_file(data.path().join(files::DIR).join(files::CHECKPOINT_FILE))?;
-    let leader = store(&pg, true)?;
-    write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
-    assert_eq!(size(&leader, &key)?, 5);
-    Ok(())
+    super::stored_tests::on_each_store(|db| {
+        let key = key()?;
+        let data = tempfile::tempdir()?;
+        super::stored_tests::files_log(data.path(), &key, 4)?;
+        // As a files writer killed before its first checkpoint leaves them.
+        std::fs::remove_file(data.path().join(files::DIR).join(files::CHECKPOINT_FILE))?;
+        let leader = db.leader()?;
+        write(&*open(&leader, data.path(), &key, REPLICA)?, 1)?;
+        assert_eq!(size(&leader, &key)?, 5);
+        Ok(())
+    })
 }
 
 #[test]

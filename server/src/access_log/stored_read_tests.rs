@@ -1,5 +1,5 @@
-//! Reading a log the store keeps beside its running writer, on the test
-//! PostgreSQL (skipped, saying so, without `TONGBAO_TEST_PG_URL`): a
+//! Reading a log the store keeps beside its running writer, on both
+//! stores (PostgreSQL's skipped without `TONGBAO_TEST_PG_URL`): a
 //! verify whose reads are interleaved with a retention removal and
 //! appends reads one snapshot; exports larger than a page are whole, in
 //! order, and the same bytes as the files' export of the same records.
@@ -9,7 +9,8 @@ use super::export_write::PAGE;
 use super::stored_check::check;
 use super::stored_retention_tests::{old_calls, round, verified, writer};
 use super::stored_tests::{
-    LOG, REPLICA, TestResult, access, call, files_log, key, open, store, stored_export,
+    Db, LOG, REPLICA, TestResult, access, call, files_log, key, on_each_store, open, store,
+    stored_export,
 };
 use super::*;
 use crate::store::StoreError;
@@ -127,11 +128,12 @@ fn begun(
 
 #[test]
 fn a_verify_beside_a_removal_and_appends_reads_one_snapshot() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(a_verify_beside_a_removal_and_appends_reads_one_snapshot_on)
+}
+
+fn a_verify_beside_a_removal_and_appends_reads_one_snapshot_on(db: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     let data = tempfile::tempdir()?;
     let db = access(&leader)?;
     let o = origin(LOG, Some(REPLICA));
@@ -175,11 +177,12 @@ fn a_verify_beside_a_removal_and_appends_reads_one_snapshot() -> TestResult {
 
 #[test]
 fn an_export_beside_a_removal_is_whole_as_of_its_snapshot() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(an_export_beside_a_removal_is_whole_as_of_its_snapshot_on)
+}
+
+fn an_export_beside_a_removal_is_whole_as_of_its_snapshot_on(db: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     let data = tempfile::tempdir()?;
     let db = access(&leader)?;
     let o = origin(LOG, Some(REPLICA));
@@ -210,9 +213,10 @@ fn an_export_beside_a_removal_is_whole_as_of_its_snapshot() -> TestResult {
 
 #[test]
 fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_on)
+}
+
+fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_on(db: &Db) -> TestResult {
     let key = key()?;
     let data = tempfile::tempdir()?;
     // More than two pages.
@@ -234,7 +238,7 @@ fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes(
 
     // Moved into the database as they are (no record added, no new
     // checkpoint): the store's export is the same, byte for byte.
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     open(&leader, data.path(), &key, REPLICA)?.stop();
     assert!(data.path().join(moved::MOVED_DIR).is_dir());
     let db = access(&leader)?;

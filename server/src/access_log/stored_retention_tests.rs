@@ -1,5 +1,5 @@
-//! Retention of a log the store keeps, a chunk a round, on the test
-//! PostgreSQL (skipped, saying so, without `TONGBAO_TEST_PG_URL`): a
+//! Retention of a log the store keeps, a chunk a round, on both stores
+//! (PostgreSQL's skipped without `TONGBAO_TEST_PG_URL`): a
 //! removal cut off after its first chunk verifies and goes on at the next
 //! start; the last day written stays; records removed without a removal
 //! record are still refused. The writer's rounds are driven here one by
@@ -7,7 +7,9 @@
 
 use super::stored::{Setup, StoredWriter};
 use super::stored_check::check;
-use super::stored_tests::{Key, LOG, REPLICA, TestResult, access, call, key, open, store, write};
+use super::stored_tests::{
+    Db, Key, LOG, REPLICA, TestResult, access, call, key, on_each_store, open, store, write,
+};
 use super::writer::{Queued, Rounds, Signer};
 use super::*;
 use crate::store::Store;
@@ -47,7 +49,7 @@ pub(super) fn writer_days_ahead(
         signer,
         config: AccessLogConfig::default(),
         clock_offset_micros: days * DAY,
-        data_dir: data.to_path_buf(),
+        copy_dir: Some(data.to_path_buf()),
         remove_chunk: chunk,
     }))
 }
@@ -173,13 +175,13 @@ fn a_removal_cut_off_after_its_first_chunk_verifies_and_goes_on_at_the_next_star
 }
 
 #[test]
-fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins() -> TestResult
-{
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins() -> TestResult {
+    on_each_store(a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on)
+}
+
+fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on(db: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     let data = tempfile::tempdir()?;
     // Two old days, 7 and 3 records, then today's.
     let mut records = old_calls(7, 300);
@@ -200,11 +202,12 @@ fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_b
 
 #[test]
 fn a_log_whose_first_removal_record_was_removed_in_turn_verifies() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(a_log_whose_first_removal_record_was_removed_in_turn_verifies_on)
+}
+
+fn a_log_whose_first_removal_record_was_removed_in_turn_verifies_on(db: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     let data = tempfile::tempdir()?;
     // Records 0..3 of a day long gone and record 3 of today: 0..3 go,
     // named by removal record 4 (of today).
@@ -232,6 +235,9 @@ fn a_log_whose_first_removal_record_was_removed_in_turn_verifies() -> TestResult
     // Records deleted by hand, with no removal record naming them, are
     // still refused: one past the kept removal's end, then that removal
     // record too.
+    let Db::Pg(pg) = db else {
+        return Ok(());
+    };
     pg.execute("DELETE FROM access_record WHERE n = 5")?;
     let said = verified(&leader, &key)
         .err()
@@ -255,11 +261,12 @@ fn a_log_whose_first_removal_record_was_removed_in_turn_verifies() -> TestResult
 
 #[test]
 fn a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once_on)
+}
+
+fn a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once_on(db: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     let data = tempfile::tempdir()?;
     // Record 0 of a year ahead (a clock set wrong once), then records of
     // a day long past retention.
@@ -274,8 +281,8 @@ fn a_record_of_a_future_time_holds_retention_back_and_is_warned_of_once() -> Tes
     // gives no warning.
     assert_eq!(removals(&leader)?, Vec::<(u64, u64)>::new());
     assert_eq!(verified(&leader, &key)?, (0, 5));
-    let other_db = TestDb::create()?.ok_or("no test database")?;
-    let other = store(&other_db, true)?;
+    let other_db = db.fresh()?;
+    let other = other_db.leader()?;
     let mut w = writer(&other, data.path(), &key, 16)?;
     let mut records = old_calls(3, 400);
     records.push(call(0));

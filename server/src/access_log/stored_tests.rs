@@ -1,8 +1,9 @@
-//! The access log kept by the store, on the test PostgreSQL (skipped,
-//! saying so, without `TONGBAO_TEST_PG_URL`): written, checked at start,
-//! exported and verified from the database; tampering named; one writer
-//! per origin; files of an earlier version moved in, and a cut move
-//! resumed.
+//! The access log kept by the store: on both stores (sled always, the
+//! test PostgreSQL with `TONGBAO_TEST_PG_URL`), files of an earlier
+//! version moved in, a cut move resumed, retention; on PostgreSQL, what
+//! needs the database (another process's store, tampering by SQL, a
+//! refused commit): written, checked at start, exported and verified
+//! from the database; tampering named; one writer per origin.
 
 use super::export::verify_export;
 use super::stored_check::check;
@@ -36,6 +37,53 @@ pub(super) fn store(
         true => Arc::new(PgStore::open(&options(db)?)?),
         false => Arc::new(PgStore::open_standby(&options(db)?)?),
     })
+}
+
+/// A store a test runs on: sled in a directory of its own, or a
+/// database of the test PostgreSQL.
+pub(super) enum Db {
+    Sled(tempfile::TempDir),
+    Pg(TestDb),
+}
+
+impl Db {
+    /// sled always; PostgreSQL when `TONGBAO_TEST_PG_URL` names one.
+    pub(super) fn each() -> Result<Vec<Db>, Box<dyn std::error::Error>> {
+        let mut out = vec![Db::Sled(tempfile::tempdir()?)];
+        out.extend(TestDb::create()?.map(Db::Pg));
+        Ok(out)
+    }
+
+    /// Another, empty store of the same kind.
+    pub(super) fn fresh(&self) -> Result<Db, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Db::Sled(_) => Db::Sled(tempfile::tempdir()?),
+            Db::Pg(_) => Db::Pg(TestDb::create()?.ok_or("no test database")?),
+        })
+    }
+
+    /// The store a hub writes through (PostgreSQL's leader).
+    pub(super) fn leader(&self) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+        Ok(match self {
+            Db::Sled(dir) => Arc::new(crate::store::SledStore::open(dir.path(), true)?),
+            Db::Pg(db) => store(db, true)?,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Db::Sled(_) => "sled",
+            Db::Pg(_) => "PostgreSQL",
+        }
+    }
+}
+
+/// Runs `test` on every store of [`Db::each`], naming the one that fails.
+pub(super) fn on_each_store(test: impl Fn(&Db) -> TestResult) -> TestResult {
+    for db in Db::each()? {
+        test(&db).map_err(|e| format!("on {}: {e}", db.name()))?;
+    }
+    Ok(())
 }
 
 pub(super) fn access(
@@ -87,7 +135,6 @@ pub(super) fn open(
         &AccessLogConfig::default(),
         key.signing()?,
         (LOG, Some(replica)),
-        true,
     )
 }
 
@@ -329,40 +376,30 @@ fn a_cut_tail_and_a_removed_record_are_named() -> TestResult {
 
 /// A files log of `n` records of the replica in `data`, as an earlier
 /// version left it: each a microsecond after the one before (so that a
-/// time splits them), the last waited for.
+/// time splits them).
 pub(super) fn files_log(data: &Path, key: &Key, n: usize) -> TestResult {
-    let log = AccessLog::open(
-        data,
-        &AccessLogConfig::default(),
-        key.signing()?,
-        (LOG, Some(REPLICA)),
-        true,
-    )?;
-    for i in 0..n {
-        let mut record = call(i);
-        record.at_micros = record.at_micros.saturating_add(i as i64);
-        match i + 1 == n {
-            true => log
-                .record_durably(record)
-                .wait_blocking()
-                .map_err(|e| e.to_string())?,
-            false => log.record(record),
-        }
-    }
-    log.stop();
+    let records = (0..n)
+        .map(|i| {
+            let mut record = call(i);
+            record.at_micros = record.at_micros.saturating_add(i as i64);
+            record
+        })
+        .collect();
+    super::old_files_tests::old_log(data, &key.signing()?, Some(REPLICA), records)?;
     Ok(())
 }
 
 #[test]
 fn files_of_an_earlier_version_are_moved_in_once() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(files_of_an_earlier_version_are_moved_in_once_on)
+}
+
+fn files_of_an_earlier_version_are_moved_in_once_on(db: &Db) -> TestResult {
     let key = key()?;
     let data = tempfile::tempdir()?;
     files_log(data.path(), &key, 9)?;
-    let before = super::tests::export(data.path(), None, None)?;
-    let leader = store(&pg, true)?;
+    let before = super::old_files_tests::export(data.path(), None, None)?;
+    let leader = db.leader()?;
     write(&*open(&leader, data.path(), &key, REPLICA)?, 3)?;
     assert!(!data.path().join(files::DIR).exists());
     assert!(data.path().join(moved::MOVED_DIR).is_dir());
@@ -393,13 +430,14 @@ fn files_of_an_earlier_version_are_moved_in_once() -> TestResult {
 
 #[test]
 fn a_move_cut_short_goes_on_at_the_next_start() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(a_move_cut_short_goes_on_at_the_next_start_on)
+}
+
+fn a_move_cut_short_goes_on_at_the_next_start_on(db: &Db) -> TestResult {
     let key = key()?;
     let data = tempfile::tempdir()?;
     files_log(data.path(), &key, 7)?;
-    let leader = store(&pg, true)?;
+    let leader = db.leader()?;
     // What a move killed after its first chunk leaves: records 0..4, their
     // hashes, the files' checkpoint.
     let dir = data.path().join(files::DIR);
@@ -429,11 +467,12 @@ fn a_move_cut_short_goes_on_at_the_next_start() -> TestResult {
 
 #[test]
 fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
-        return Ok(());
-    };
+    on_each_store(retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes_on)
+}
+
+fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes_on(on: &Db) -> TestResult {
     let key = key()?;
-    let leader = store(&pg, true)?;
+    let leader = on.leader()?;
     let data = tempfile::tempdir()?;
     let day = 86_400_000_000i64;
     let now = tongbao_proto::now_micros();
@@ -462,6 +501,9 @@ fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes
     verify_export(&serde_json::to_string(&exported)?, &key.verifier)?;
 
     // Records removed without a removal record are named.
+    let Db::Pg(pg) = on else {
+        return Ok(());
+    };
     pg.execute("DELETE FROM access_record WHERE n = 3")?;
     let said = check(db.access_reads(), &origin, &key.verifier, true)
         .err()
