@@ -555,3 +555,63 @@ fn a_failed_commit_is_tried_once_more_and_a_second_failure_closes_the_log() -> T
     assert_eq!(size(&leader, &key)?, 3);
     Ok(())
 }
+
+/// On sled, the log's files: a changed byte in a record the checkpoint
+/// covers is named by the check; a last file cut inside what the
+/// checkpoint covers is not cut further at the start, and refused.
+#[test]
+fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
+    use crate::store::access_files::layout;
+    let key = key()?;
+    let dir = tempfile::tempdir()?;
+    let data = tempfile::tempdir()?;
+    let origin = origin(LOG, Some(REPLICA));
+    let files = layout::origin_dir(&dir.path().join(layout::ROOT), &origin)?;
+    {
+        let leader: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(dir.path(), true)?);
+        write(&*open(&leader, data.path(), &key, REPLICA)?, 8)?;
+    }
+    let (_, path) = layout::record_files(&files)?
+        .pop()
+        .ok_or("no record file")?;
+    let original = std::fs::read(&path)?;
+    let reopened = || -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+        Ok(Arc::new(crate::store::SledStore::open(dir.path(), true)?))
+    };
+    // Record 3's line: the third frame's, a byte into it.
+    let frames: Vec<usize> = {
+        let mut at = 0;
+        let mut starts = Vec::new();
+        while at < original.len() {
+            starts.push(at);
+            let len = u32::from_le_bytes([
+                original[at],
+                original[at + 1],
+                original[at + 2],
+                original[at + 3],
+            ]);
+            at += 8 + len as usize;
+        }
+        starts
+    };
+    let mut changed = original.clone();
+    changed[frames[3] + 30] ^= 1;
+    std::fs::write(&path, &changed)?;
+    let store = reopened()?;
+    let said = size(&store, &key).err().ok_or("a changed record passed")?.to_string();
+    assert!(said.contains("record 3") && said.contains("changed"), "{said}");
+    drop(store);
+    // Cut inside record 5: within the checkpoint (of 8), so nothing is
+    // cut at the start, which refuses the log as shorter than signed.
+    std::fs::write(&path, &original[..frames[5] + 10])?;
+    let store = reopened()?;
+    let said = open(&store, data.path(), &key, REPLICA)
+        .err()
+        .ok_or("a cut log started")?
+        .to_string();
+    assert!(said.contains("records 5..8 were removed"), "{said}");
+    assert_eq!(std::fs::metadata(&path)?.len() as usize, frames[5] + 10);
+    let said = size(&store, &key).err().ok_or("a cut log verified")?.to_string();
+    assert!(said.contains("records 5..8 were removed"), "{said}");
+    Ok(())
+}

@@ -46,6 +46,8 @@ fn poisoned(what: &str) -> StoreError {
 pub struct AccessFiles {
     root: PathBuf,
     fsync: bool,
+    /// A record file's size bound (`origin_log::FILE_BOUND`).
+    file_bound: u64,
     /// The origins this process claimed.
     logs: Logs,
     index: Arc<RecordIndex>,
@@ -59,9 +61,20 @@ impl AccessFiles {
         Self {
             root: store_dir.join(layout::ROOT),
             fsync,
+            file_bound: origin_log::FILE_BOUND,
             logs: Logs::default(),
             index: Arc::default(),
             snapshots: Arc::default(),
+        }
+    }
+
+    /// [`AccessFiles::new`] with record files of `bound` bytes (tests of
+    /// several files).
+    #[cfg(test)]
+    fn with_file_bound(store_dir: &Path, bound: u64) -> Self {
+        Self {
+            file_bound: bound,
+            ..Self::new(store_dir, true)
         }
     }
 
@@ -311,7 +324,13 @@ impl AccessLogStore for AccessFiles {
                  each replica needs a replica_name of its own"
             )));
         }
-        let log = OriginLog::open(&self.root, origin, self.fsync, &self.index, self.held())?;
+        let log = OriginLog::open(
+            &self.root,
+            origin,
+            (self.fsync, self.file_bound),
+            &self.index,
+            self.held(),
+        )?;
         logs.insert(origin.to_string(), Arc::new(Mutex::new(log)));
         Ok(Box::new(Claim {
             origin: origin.to_string(),

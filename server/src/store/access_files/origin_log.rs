@@ -30,6 +30,8 @@ pub const FILE_BOUND: u64 = 64 << 20;
 
 pub struct OriginLog {
     origin: String,
+    /// [`FILE_BOUND`], but in tests of several files.
+    file_bound: u64,
     dir: PathBuf,
     fsync: bool,
     /// Record files from `kept_from` on, in order.
@@ -74,7 +76,7 @@ impl OriginLog {
     pub fn open(
         root: &Path,
         origin: &str,
-        fsync: bool,
+        (fsync, file_bound): (bool, u64),
         index: &RecordIndex,
         held: bool,
     ) -> Result<Self, StoreError> {
@@ -116,6 +118,7 @@ impl OriginLog {
         let files = found.kept_files();
         let mut log = Self {
             origin: origin.to_string(),
+            file_bound,
             current: None,
             kept_from: found.kept_from,
             next: found.next,
@@ -293,7 +296,7 @@ impl OriginLog {
             // A log with no record stored begins a file at its first
             // record: a file holds consecutive records only.
             let stored = self.next > self.kept_from;
-            if !stored || self.current.as_ref().is_none_or(|(_, len)| *len >= FILE_BOUND) {
+            if !stored || self.current.as_ref().is_none_or(|(_, len)| *len >= self.file_bound) {
                 self.begin_file(first.n)?;
             }
             let mut frames = Vec::new();
