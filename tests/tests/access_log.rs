@@ -2,8 +2,10 @@
 //! service is recorded with its outcome (refusals, an unknown party and a
 //! refused handshake included); a changed or removed record is caught by
 //! `audit-log verify`, and by the hub at start after the latest signed
-//! checkpoint (a removed one, and changed stored hashes, anywhere); an answered write survives
-//! kill -9; retention removes whole old segments only, and records it.
+//! checkpoint (a removed one, and changed stored hashes, anywhere); an
+//! answered write survives kill -9; retention removes whole old days
+//! only, and records it. The log is the sled store's (its files, read as
+//! `audit-log` reads them beside a hub).
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -12,15 +14,26 @@ use tongbao_client::Client;
 use tongbao_proto::checkpoint::NoteSigner;
 use tongbao_proto::identity::Principal;
 use tongbao_proto::pb;
-use tongbao_server::access_log::export::{Filter, query};
-use tongbao_server::access_log::{AccessRecord, RecordKind, files};
+use tongbao_server::access_log::export::Filter;
+use tongbao_server::access_log::{AccessRecord, RecordKind, stored_read};
+use tongbao_server::store::access_files::{layout, open_read};
 use tongbao_tests::{BoxError, HubProcess, Role, TestHub, TestPki, TestResult, note, raw_channel};
 use tonic::Code;
 
 const HUB: &str = env!("CARGO_BIN_EXE_tongbao-test-hub");
 
+/// The hub's own log's directory in the sled store of `data`.
+fn log_dir(data: &Path) -> Result<std::path::PathBuf, BoxError> {
+    let own = format!("{}/.access-log", tongbao_server::pki::DEFAULT_LOG_NAME);
+    Ok(layout::origin_dir(&data.join(layout::ROOT), &own)?)
+}
+
+/// Every record of the hub's own log, read as `audit-log` reads it.
 fn records(data: &Path) -> Result<Vec<AccessRecord>, BoxError> {
-    Ok(query(data, &Filter::default())?)
+    let reader = open_read(data).ok_or("the store holds no access log")?;
+    let own = format!("{}/.access-log", tongbao_server::pki::DEFAULT_LOG_NAME);
+    let snapshot = reader.snapshot();
+    Ok(stored_read::query(&*snapshot, &own, &Filter::default())?)
 }
 
 /// The hub key as `tongbao hub-key` prints it.
@@ -445,11 +458,17 @@ async fn served(pki: &TestPki, env: &[(&str, &str)], subject: &str) -> TestResul
     Ok(())
 }
 
-fn segments(data: &Path) -> Result<Vec<std::path::PathBuf>, BoxError> {
-    Ok(files::list_segments(&data.join(files::DIR))?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect())
+/// The frames of a record file: (start, end) of each.
+fn frames(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let end = at + 8 + len as usize;
+        out.push((at, end));
+        at = end;
+    }
+    out
 }
 
 /// `audit-log verify` names a changed or removed record anywhere; the
@@ -462,106 +481,79 @@ async fn a_changed_or_removed_record_is_named_by_verify_and_at_start() -> TestRe
     let pki = TestPki::generate()?;
     served(&pki, &[], "first").await?;
     let data = pki.path().join("data");
-    let checkpoint_file = data.join(files::DIR).join(files::CHECKPOINT_FILE);
-    // Signed as the first hub stopped: it covers the first segment only.
+    let dir = log_dir(&data)?;
+    let checkpoint_file = dir.join(layout::CHECKPOINT_FILE);
+    // Signed as the first hub stopped: it covers the first hub's records only.
     let older = std::fs::read(&checkpoint_file)?;
+    let signed = layout::signed_size(&String::from_utf8(older.clone())?).ok_or("no size")?;
     served(&pki, &[], "second").await?;
     let newer = std::fs::read(&checkpoint_file)?;
     let vkey = hub_vkey(&pki)?;
     let data_arg = data.display().to_string();
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(ok, "{said}");
-    let path = segments(&data)?.pop().ok_or("no segment")?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or("name")?
-        .to_string();
-    let original = std::fs::read_to_string(&path)?;
-    let lines: Vec<&str> = original.lines().collect();
-    assert!(lines.len() >= 4, "{original}");
-    let number = |i: usize| -> Result<String, BoxError> {
-        Ok(format!("record {}", AccessRecord::from_line(lines[i])?.n))
-    };
+    let (_, path) = layout::record_files(&dir)?.pop().ok_or("no record file")?;
+    let original = std::fs::read(&path)?;
+    let framed = frames(&original);
+    // A record of the second hub, after the older checkpoint.
+    let k = signed as usize + 1;
+    assert!(framed.len() > k + 1, "{} records", framed.len());
+    let number = format!("record {k}");
 
-    // The third record of the last segment changed (its time moved by a microsecond).
-    let changed: String = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let l = if i == 2 {
-                l.replacen("\"at_micros\":1", "\"at_micros\":2", 1)
-            } else {
-                l.to_string()
-            };
-            format!("{l}\n")
-        })
-        .collect();
-    assert_ne!(changed, original);
+    // Its line changed (a byte of it).
+    let mut changed = original.clone();
+    changed[framed[k].0 + 30] ^= 1;
     std::fs::write(&path, &changed)?;
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(!ok, "verify passed a changed record: {said}");
-    assert!(
-        said.contains(&name) && said.contains(&number(2)?) && said.contains("changed"),
-        "{said}"
-    );
+    assert!(said.contains(&number) && said.contains("changed"), "{said}");
     // After the checkpoint the start reads it, and refuses.
     std::fs::write(&checkpoint_file, &older)?;
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
     assert!(
-        refused.contains(&name) && refused.contains(&number(2)?) && refused.contains("changed"),
+        refused.contains(&number) && refused.contains("changed"),
         "{refused}"
     );
 
-    // The second record of the last segment removed.
-    let removed: String = lines
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .map(|(_, l)| format!("{l}\n"))
-        .collect();
+    // It removed.
+    let mut removed = original[..framed[k].0].to_vec();
+    removed.extend_from_slice(&original[framed[k].1..]);
     std::fs::write(&path, &removed)?;
-    let gone = format!("{} was removed", number(1)?);
+    let gone = format!("{number} was removed");
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(!ok, "verify passed a removed record: {said}");
-    assert!(said.contains(&name) && said.contains(&gone), "{said}");
+    assert!(said.contains(&gone), "{said}");
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
-    assert!(
-        refused.contains(&name) && refused.contains(&gone),
-        "{refused}"
-    );
+    assert!(refused.contains(&gone), "{refused}");
     // Covered by the checkpoint, a removed record still refuses the start:
-    // the segments end before the records it signs.
+    // the records end before those it signs.
+    std::fs::write(&path, &removed)?;
     std::fs::write(&checkpoint_file, &newer)?;
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
-    assert!(
-        refused.contains(&name) && refused.contains("were removed"),
-        "{refused}"
-    );
+    assert!(refused.contains("were removed"), "{refused}");
     // And a stored hash of the tree's right edge changed under the
     // checkpoint (the last one written) refuses it too.
-    let tree_file = data.join(files::DIR).join(files::TREE_FILE);
+    let tree_file = dir.join(layout::TREE_FILE);
+    std::fs::write(&path, &original)?;
     let tree = std::fs::read(&tree_file)?;
     let mut altered = tree.clone();
     let last = altered.len().checked_sub(32).ok_or("an empty tree")?;
     altered[last] ^= 1;
-    std::fs::write(&path, &original)?;
     std::fs::write(&tree_file, &altered)?;
     let refused = HubProcess::refused_start(&pki, HUB, &data)?;
-    assert!(
-        refused.contains("tree.hashes") && refused.contains("altered"),
-        "{refused}"
-    );
+    assert!(refused.contains("altered"), "{refused}");
     std::fs::write(&tree_file, &tree)?;
 
     // Put back, the log verifies and the hub starts again.
-    std::fs::write(&path, &original)?;
     served(&pki, &[], "second").await?;
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &vkey])?;
     assert!(ok, "{said}");
     // A hub without replicas signs under the origin it always had.
     let own = format!("{}/.access-log", tongbao_server::pki::DEFAULT_LOG_NAME);
-    assert!(said.contains(&format!("the access log {own} in")), "{said}");
+    assert!(
+        said.contains(&format!("the access log {own} in the store")),
+        "{said}"
+    );
 
     // An export verifies offline; a changed record in it is named.
     let out = pki.path().join("export.json");
@@ -658,20 +650,12 @@ async fn retention_removes_whole_old_segments_and_records_it() -> TestResult {
     pki.edit_hub_toml("retention_days = 30", "retention_days = 180")?;
 
     served(&pki, &[(point, "access-log-days-ago:200")], "old").await?;
+    let old = records(&data)?.len() as u64;
     served(&pki, &[(point, "access-log-days-ago:100")], "recent").await?;
-    let before = segments(&data)?;
-    assert_eq!(before.len(), 2, "{before:?}");
     served(&pki, &[], "now").await?;
 
-    let after = segments(&data)?;
-    assert!(
-        !after.contains(&before[0]),
-        "the 200-day-old segment is still there"
-    );
-    assert!(
-        after.contains(&before[1]),
-        "the 100-day-old segment was removed"
-    );
+    // The 200-day-old day is removed (its records only), the 100-day-old
+    // one kept.
     let all = records(&data)?;
     let removal = all
         .iter()
@@ -681,18 +665,13 @@ async fn retention_removes_whole_old_segments_and_records_it() -> TestResult {
         .removed
         .as_ref()
         .ok_or("the removal names nothing")?;
-    let old_name = before[0]
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or("name")?;
-    assert_eq!(removed.segment, old_name);
-    assert_eq!(removed.first, 0);
+    assert_eq!((removed.first, removed.count), (0, old));
     assert_eq!(
         all.first().map(|r| r.n),
         Some(removed.count),
         "the kept records follow the removed ones"
     );
-    assert!(removal.message.contains(old_name), "{removal:?}");
+    assert!(removal.message.contains(&removed.segment), "{removal:?}");
     // The tree still verifies, removed records included by their hashes.
     let data_arg = data.display().to_string();
     let (ok, said) = audit_log(&["verify", &data_arg, "--hub-key", &hub_vkey(&pki)?])?;
@@ -709,6 +688,6 @@ async fn retention_removes_whole_old_segments_and_records_it() -> TestResult {
         "retention",
         "--json",
     ])?;
-    assert!(ok && said.contains(old_name), "{said}");
+    assert!(ok && said.contains(&removed.segment), "{said}");
     Ok(())
 }

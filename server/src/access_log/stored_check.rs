@@ -30,7 +30,7 @@ pub struct StoredScan {
 
 /// Where a fault is, as errors name it.
 pub fn place(origin: &str) -> String {
-    format!("{origin} (in the database)")
+    format!("{origin} (in the store)")
 }
 
 fn broken(origin: &str, record: Option<u64>, what: impl Into<String>) -> AccessLogError {

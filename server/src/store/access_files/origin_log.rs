@@ -158,6 +158,17 @@ impl OriginLog {
         if tree.len == want {
             return Ok(want);
         }
+        if tree.len > want {
+            // Hashes of records a crash cut short go; never those the
+            // checkpoint covers (records missing there are for the check
+            // to name, and their hashes its evidence).
+            let signed = found.checkpoint.as_deref().and_then(layout::signed_size);
+            let keep = want.max(signed.map_or(0, stored_hash_count).min(tree.len));
+            let file = layout::open_append(path)?;
+            file.set_len(keep * tongbao_proto::HASH_LEN as u64)
+                .map_err(|e| io(path, e))?;
+            return Ok(keep);
+        }
         let (keep, missing) = scan::missing_hashes(found, &tree, index)?;
         if !missing.is_empty() {
             tracing::warn!(hashes = missing.len(), "recomputing access log hashes a crash cut off");
