@@ -9,17 +9,18 @@
 //! checkpoint against the stored tree and every record after it against
 //! the tree, and refuses to start on a mismatch (`tongbao-hub audit-log
 //! verify` checks every record).
-//! On sled (the embedded default) the log lives in its own files
-//! (`files`) in the data directory, written by one thread with group
-//! commit (`writer`) and read by the `tongbao-hub audit-log` commands
-//! straight from there (`export`). A store that keeps the log (PostgreSQL,
-//! through `store::access`) holds it instead, so that a replica's log
-//! outlives its host: the same thread and rounds write it there
-//! (`stored`), the same rules check it (`stored_check`), and the commands
-//! read it from the database (`stored_read`), in one snapshot; files of
-//! an earlier version are moved in once (`moved`). Exports of either are
-//! written by one loop as they are read (`export_write`). `docs/access-log.md` sets out the format
-//! and the rules.
+//!
+//! The store keeps the log on both backends (`store::access`): sled in
+//! files of its own in its directory (`store::access_files`), PostgreSQL
+//! in the database, so that a replica's log outlives its host. One
+//! thread writes it with group commit (`writer`, `stored`), one set of
+//! rules checks it (`stored_check`), and the `tongbao-hub audit-log`
+//! commands read it (`stored_read`), each in one snapshot, sled's through
+//! the store's read-only reader beside the running hub. An earlier
+//! version's files (`files`, read by `check` and `export`) are moved in
+//! once (`moved`). Exports of either are written by one loop as they are
+//! read (`export_write`). `docs/access-log.md` sets out the format and
+//! the rules.
 
 mod check;
 pub mod export;

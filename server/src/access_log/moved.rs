@@ -1,6 +1,7 @@
-//! The access log as earlier hubs kept it on PostgreSQL: files in the
-//! data directory (`files`), lost with the replica's host. The first
-//! start of this hub on a store that keeps the log moves them in.
+//! The access log as earlier hubs kept it: files in the data directory
+//! (`files`), on sled and on PostgreSQL alike (there lost with the
+//! replica's host). The first start of this hub moves them into the
+//! store, which keeps the log now.
 //!
 //! The files are checked first, whole (as `tongbao-hub audit-log verify`
 //! does), then moved in order a chunk of records at a time, each chunk
