@@ -45,8 +45,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tongbao_proto::checkpoint::NoteError;
 use tongbao_proto::keys::SigningKey;
-use tongbao_proto::merkle::MerkleError;
 pub use tongbao_proto::merkle::Frontier;
+use tongbao_proto::merkle::MerkleError;
 
 /// Why the access log cannot be opened, trusted or written.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +200,8 @@ impl AccessLog {
 }
 
 #[cfg(test)]
+mod old_files_tests;
+#[cfg(test)]
 mod stored_fault_tests;
 #[cfg(test)]
 mod stored_read_tests;
@@ -207,5 +209,3 @@ mod stored_read_tests;
 mod stored_retention_tests;
 #[cfg(test)]
 mod stored_tests;
-#[cfg(test)]
-mod old_files_tests;

@@ -216,7 +216,9 @@ fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes(
     on_each_store(exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_on)
 }
 
-fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_on(db: &Db) -> TestResult {
+fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_on(
+    db: &Db,
+) -> TestResult {
     let key = key()?;
     let data = tempfile::tempdir()?;
     // More than two pages.

@@ -175,11 +175,16 @@ fn a_removal_cut_off_after_its_first_chunk_verifies_and_goes_on_at_the_next_star
 }
 
 #[test]
-fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins() -> TestResult {
-    on_each_store(a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on)
+fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins() -> TestResult
+{
+    on_each_store(
+        a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on,
+    )
 }
 
-fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on(db: &Db) -> TestResult {
+fn a_large_day_is_removed_at_most_a_chunk_a_commit_and_ends_where_the_next_day_begins_on(
+    db: &Db,
+) -> TestResult {
     let key = key()?;
     let leader = db.leader()?;
     let data = tempfile::tempdir()?;

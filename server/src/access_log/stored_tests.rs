@@ -470,7 +470,9 @@ fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes
     on_each_store(retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes_on)
 }
 
-fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes_on(on: &Db) -> TestResult {
+fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes_on(
+    on: &Db,
+) -> TestResult {
     let key = key()?;
     let leader = on.leader()?;
     let data = tempfile::tempdir()?;
@@ -598,8 +600,14 @@ fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
     changed[frames[3] + 30] ^= 1;
     std::fs::write(&path, &changed)?;
     let store = reopened()?;
-    let said = size(&store, &key).err().ok_or("a changed record passed")?.to_string();
-    assert!(said.contains("record 3") && said.contains("changed"), "{said}");
+    let said = size(&store, &key)
+        .err()
+        .ok_or("a changed record passed")?
+        .to_string();
+    assert!(
+        said.contains("record 3") && said.contains("changed"),
+        "{said}"
+    );
     drop(store);
     // Cut inside record 5: within the checkpoint (of 8), so nothing is
     // cut at the start, which refuses the log as shorter than signed.
@@ -611,7 +619,10 @@ fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
         .to_string();
     assert!(said.contains("records 5..8 were removed"), "{said}");
     assert_eq!(std::fs::metadata(&path)?.len() as usize, frames[5] + 10);
-    let said = size(&store, &key).err().ok_or("a cut log verified")?.to_string();
+    let said = size(&store, &key)
+        .err()
+        .ok_or("a cut log verified")?
+        .to_string();
     assert!(said.contains("records 5..8 were removed"), "{said}");
     Ok(())
 }

@@ -133,7 +133,10 @@ impl Location {
 
 /// The access logs of the hub `log_name` a store holds (of any hub when
 /// the name is not known: a data directory holds one hub's).
-fn stored_origins(reads: &dyn AccessLogRead, log_name: Option<&str>) -> anyhow::Result<Vec<String>> {
+fn stored_origins(
+    reads: &dyn AccessLogRead,
+    log_name: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     Ok(match log_name {
         Some(name) => stored_read::origins(reads, name)?,
         None => reads.access_origins()?,
@@ -175,10 +178,12 @@ fn listed(log_name: Option<&str>, origins: &[String]) -> String {
     }
     origins
         .iter()
-        .map(|o| match log_name.and_then(|name| origin_replica(name, o).flatten()) {
-            Some(r) => r.to_string(),
-            None => format!("{o} (the hub's own)"),
-        })
+        .map(
+            |o| match log_name.and_then(|name| origin_replica(name, o).flatten()) {
+                Some(r) => r.to_string(),
+                None => format!("{o} (the hub's own)"),
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -171,7 +171,10 @@ impl OriginLog {
         }
         let (keep, missing) = scan::missing_hashes(found, &tree, index)?;
         if !missing.is_empty() {
-            tracing::warn!(hashes = missing.len(), "recomputing access log hashes a crash cut off");
+            tracing::warn!(
+                hashes = missing.len(),
+                "recomputing access log hashes a crash cut off"
+            );
         }
         let file = layout::open_append(path)?;
         let mut bytes = Vec::with_capacity(missing.len() * tongbao_proto::HASH_LEN);
@@ -222,7 +225,16 @@ impl OriginLog {
             )));
         }
         let (kept_from, next) = self.check(rows, first_hash, hashes)?;
-        let result = self.write(rows, hashes, checkpoint, kept_from, next, remove_before, index, held);
+        let result = self.write(
+            rows,
+            hashes,
+            checkpoint,
+            kept_from,
+            next,
+            remove_before,
+            index,
+            held,
+        );
         if let Err(e) = &result {
             self.failed = Some(e.to_string());
         }
@@ -299,19 +311,23 @@ impl OriginLog {
         if !hashes.is_empty() {
             let mut bytes = Vec::with_capacity(hashes.len() * tongbao_proto::HASH_LEN);
             hashes.iter().for_each(|h| bytes.extend_from_slice(h));
-            self.tree
-                .write_all(&bytes)
-                .map_err(|e| io(&tree_path, e))?;
+            self.tree.write_all(&bytes).map_err(|e| io(&tree_path, e))?;
         }
         if let Some(first) = rows.first() {
             // A log with no record stored begins a file at its first
             // record: a file holds consecutive records only.
             let stored = self.next > self.kept_from;
-            if !stored || self.current.as_ref().is_none_or(|(_, len)| *len >= self.file_bound) {
+            if !stored
+                || self
+                    .current
+                    .as_ref()
+                    .is_none_or(|(_, len)| *len >= self.file_bound)
+            {
                 self.begin_file(first.n)?;
             }
             let mut frames = Vec::new();
-            rows.iter().for_each(|r| super::frame::encode(r, &mut frames));
+            rows.iter()
+                .for_each(|r| super::frame::encode(r, &mut frames));
             let (path, fsync) = (self.current_path(), self.fsync);
             let Some((file, len)) = self.current.as_mut() else {
                 return Err(StoreError::Database("no record file is open".into()));
@@ -327,12 +343,17 @@ impl OriginLog {
         // Committed: the records are durable.
         self.hashes += hashes.len() as u64;
         self.next = next;
-        let tree_synced = checkpoint.is_some() || kept_from != self.kept_from || remove_before.is_some();
+        let tree_synced =
+            checkpoint.is_some() || kept_from != self.kept_from || remove_before.is_some();
         if tree_synced && self.fsync {
             self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
         }
         if let Some(note) = checkpoint {
-            layout::replace(&self.dir.join(layout::CHECKPOINT_FILE), note.as_bytes(), self.fsync)?;
+            layout::replace(
+                &self.dir.join(layout::CHECKPOINT_FILE),
+                note.as_bytes(),
+                self.fsync,
+            )?;
             self.checkpoint = Some(note.to_string());
             remove(&self.dir.join(layout::FIRST_COMMIT_FILE))?;
         }

@@ -95,7 +95,10 @@ impl RecordIndex {
         let marks = files.entry(path.to_path_buf()).or_default();
         let (mut pos, offset) = if from < marks.count {
             let k = (from / STEP) as usize;
-            ((k as u64) * STEP, marks.offsets.get(k).copied().unwrap_or(0))
+            (
+                (k as u64) * STEP,
+                marks.offsets.get(k).copied().unwrap_or(0),
+            )
         } else {
             (marks.count, marks.end)
         };

@@ -55,7 +55,10 @@ pub fn find(dir: &Path) -> Result<Found, StoreError> {
     let files = layout::record_files(dir).map_err(|e| layout::io(dir, e))?;
     let kept_from = layout::read_kept_from(dir)?;
     let checkpoint = layout::read_text(&dir.join(layout::CHECKPOINT_FILE))?;
-    let signed = checkpoint.as_deref().and_then(layout::signed_size).unwrap_or(0);
+    let signed = checkpoint
+        .as_deref()
+        .and_then(layout::signed_size)
+        .unwrap_or(0);
     let first_commit = dir.join(layout::FIRST_COMMIT_FILE).exists();
     let (next, cut) = match files.last() {
         None => (kept_from, None),

@@ -50,7 +50,10 @@ fn note(tree: &Frontier) -> Result<String, Box<dyn std::error::Error>> {
     use tongbao_proto::checkpoint::{Checkpoint, NoteSigner, sign_checkpoint};
     let key = tongbao_proto::keys::SigningKey::generate()?;
     let checkpoint = Checkpoint::new(ORIGIN.to_string(), tree.size(), tree.root()?);
-    Ok(sign_checkpoint(&checkpoint, &[NoteSigner::new("tongbao", &key)?])?)
+    Ok(sign_checkpoint(
+        &checkpoint,
+        &[NoteSigner::new("tongbao", &key)?],
+    )?)
 }
 
 fn dir_of(store: &Path) -> Result<PathBuf, StoreError> {
@@ -72,11 +75,17 @@ fn appends_read_back_and_every_file_is_private() -> TestResult {
         (Some(0), 12, stored_hash_count(12))
     );
     let read = files.access_records(ORIGIN, 3, 100)?;
-    assert_eq!(read.iter().map(|r| r.n).collect::<Vec<_>>(), (3..12).collect::<Vec<_>>());
+    assert_eq!(
+        read.iter().map(|r| r.n).collect::<Vec<_>>(),
+        (3..12).collect::<Vec<_>>()
+    );
     let mut again = Frontier::default();
     let (want, hashes) = rows(&mut again, 12)?;
     assert_eq!(read, want[3..]);
-    assert_eq!(files.access_hashes(ORIGIN, &[0, 5, 20])?, vec![hashes[0], hashes[5], hashes[20]]);
+    assert_eq!(
+        files.access_hashes(ORIGIN, &[0, 5, 20])?,
+        vec![hashes[0], hashes[5], hashes[20]]
+    );
     let range = files.access_hash_range(ORIGIN, 10, 1000)?;
     assert_eq!(range.len() as u64, stored_hash_count(12) - 10);
     let signed = files.access_checkpoint(ORIGIN)?.ok_or("no checkpoint")?;
@@ -88,7 +97,10 @@ fn appends_read_back_and_every_file_is_private() -> TestResult {
     let dir = dir_of(store.path())?;
     assert!(layout::record_files(&dir)?.len() > 1);
     for path in [store.path().join(layout::ROOT), dir.clone()] {
-        assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&path)?.permissions().mode() & 0o777,
+            0o700
+        );
     }
     for entry in std::fs::read_dir(&dir)? {
         let mode = entry?.metadata()?.permissions().mode() & 0o777;
@@ -176,17 +188,28 @@ fn a_torn_write_is_cut_and_lost_hashes_are_recomputed_at_the_claim() -> TestResu
     let reader = open_read(store.path()).ok_or("no access log")?;
     assert_eq!(reader.access_extent(ORIGIN)?.next, 9);
     assert_eq!(
-        reader.access_hash_range(ORIGIN, 0, 1000)?.into_iter().map(|(_, h)| h).collect::<Vec<_>>(),
-        whole.chunks(32).map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            h
-        }).collect::<Vec<_>>()
+        reader
+            .access_hash_range(ORIGIN, 0, 1000)?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect::<Vec<_>>(),
+        whole
+            .chunks(32)
+            .map(|c| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(c);
+                h
+            })
+            .collect::<Vec<_>>()
     );
     let files = AccessFiles::new(store.path(), true);
     let _guard = files.access_claim(ORIGIN)?;
     assert_eq!(std::fs::read(&last)?, records, "the torn frame is cut off");
-    assert_eq!(std::fs::read(&tree_path)?, whole, "the lost hashes are back as written");
+    assert_eq!(
+        std::fs::read(&tree_path)?,
+        whole,
+        "the lost hashes are back as written"
+    );
     append(&files, &mut tree, 1, true)?;
     assert_eq!(files.access_extent(ORIGIN)?.next, 10);
     Ok(())
@@ -217,7 +240,10 @@ fn a_changed_record_the_checkpoint_covers_is_named_and_never_cut() -> TestResult
         .err()
         .ok_or("a changed record was read")?
         .to_string();
-    assert!(said.contains("record 5") && said.contains("was changed"), "{said}");
+    assert!(
+        said.contains("record 5") && said.contains("was changed"),
+        "{said}"
+    );
     // One in the middle, too.
     bytes[at] ^= 1;
     bytes[2 * frame + 20] ^= 1;
@@ -228,7 +254,10 @@ fn a_changed_record_the_checkpoint_covers_is_named_and_never_cut() -> TestResult
         .err()
         .ok_or("a changed record was read")?
         .to_string();
-    assert!(said.contains("record 2") && said.contains("was changed"), "{said}");
+    assert!(
+        said.contains("record 2") && said.contains("was changed"),
+        "{said}"
+    );
     Ok(())
 }
 
@@ -251,10 +280,16 @@ fn a_snapshot_holds_across_a_removal_and_another_process_is_told_to_read_again()
     let (removal, hashes) = rows(&mut tree, 1)?;
     files.access_append(ORIGIN, &removal, first_hash, &hashes, None, Some(6))?;
     let kept = layout::record_files(&dir)?;
-    assert!(before.iter().all(|f| kept.contains(f)), "deleted under a snapshot");
+    assert!(
+        before.iter().all(|f| kept.contains(f)),
+        "deleted under a snapshot"
+    );
     assert_eq!(snapshot.access_records(ORIGIN, 0, 100)?.len(), 12);
     assert_eq!(files.access_extent(ORIGIN)?.first_kept, Some(6));
-    assert_eq!(files.access_records(ORIGIN, 0, 1)?.first().map(|r| r.n), Some(6));
+    assert_eq!(
+        files.access_records(ORIGIN, 0, 1)?.first().map(|r| r.n),
+        Some(6)
+    );
     // Another process's snapshot, begun before the files go.
     let reader = open_read(store.path()).ok_or("no access log")?;
     let other = reader.snapshot();
