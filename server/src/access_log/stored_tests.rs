@@ -560,7 +560,8 @@ fn a_failed_commit_is_tried_once_more_and_a_second_failure_closes_the_log() -> T
 
 /// On sled, the log's files: a changed byte in a record the checkpoint
 /// covers is named by the check; a last file cut inside what the
-/// checkpoint covers is not cut further at the start, and refused.
+/// checkpoint covers is not cut further at the start (nor the hashes of
+/// what it covers), and refused.
 #[test]
 fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
     use crate::store::access_files::layout;
@@ -617,12 +618,15 @@ fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
         .err()
         .ok_or("a cut log started")?
         .to_string();
-    assert!(said.contains("records 5..8 were removed"), "{said}");
+    assert!(
+        said.contains("record 5") && said.contains("were removed"),
+        "{said}"
+    );
     assert_eq!(std::fs::metadata(&path)?.len() as usize, frames[5] + 10);
     let said = size(&store, &key)
         .err()
         .ok_or("a cut log verified")?
         .to_string();
-    assert!(said.contains("records 5..8 were removed"), "{said}");
+    assert!(said.contains("were removed"), "{said}");
     Ok(())
 }
