@@ -89,7 +89,8 @@ impl AccessLogError {
 pub struct AccessLogConfig {
     /// Days a record is kept at least; at least [`MIN_RETENTION_DAYS`].
     pub retention_days: u32,
-    /// Records per segment at most (a segment also ends with its UTC day).
+    /// Records per segment of an earlier version's files: still accepted
+    /// in hub.toml, no longer used (the store sizes its own files).
     pub segment_records: u64,
 }
 
