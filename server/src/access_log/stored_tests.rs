@@ -630,3 +630,37 @@ fn on_sled_a_changed_or_cut_record_file_is_named_and_refused() -> TestResult {
     assert!(said.contains("were removed"), "{said}");
     Ok(())
 }
+
+/// A sled hub's data directory of an earlier version (the store and the
+/// old `access-log/` in one directory) is moved in at the first start,
+/// and verifies after, whole.
+#[test]
+fn on_sled_an_earlier_versions_data_directory_is_moved_in_at_start() -> TestResult {
+    let key = key()?;
+    let data = tempfile::tempdir()?;
+    files_log(data.path(), &key, 6)?;
+    let before = super::old_files_tests::export(data.path(), None, None)?;
+    let leader: Arc<dyn Store> = Arc::new(crate::store::SledStore::open(data.path(), true)?);
+    write(&*open(&leader, data.path(), &key, REPLICA)?, 2)?;
+    assert!(!data.path().join(files::DIR).exists());
+    assert!(data.path().join(moved::MOVED_DIR).is_dir());
+    assert_eq!(size(&leader, &key)?, 8);
+    drop(leader);
+    // Read as `audit-log` reads it, beside no hub: the store's files.
+    let reader = crate::store::access_files::open_read(data.path()).ok_or("no store files")?;
+    let origin = origin(LOG, Some(REPLICA));
+    let checked = check(&*reader.snapshot(), &origin, &key.verifier, true)?;
+    assert_eq!(checked.size, 8);
+    let mut out = Vec::new();
+    stored_read::export_to(
+        &mut out,
+        &*reader.snapshot(),
+        &origin,
+        Some(&key.verifier),
+        None,
+    )?;
+    let after: export::Export = serde_json::from_slice(&out)?;
+    let lines = |e: &export::Export| e.records.iter().map(|r| r.line.clone()).collect::<Vec<_>>();
+    assert_eq!(lines(&after)[..6], lines(&before)[..]);
+    Ok(())
+}
