@@ -8,8 +8,10 @@
 //! and each checkpoint committed is copied to the data directory
 //! (`stored_copy`), out of reach of whoever holds only the database.
 //!
-//! A commit that failed is tried once more (a connection cut under it)
-//! only when the store holds none of what it wrote; when the store holds
+//! A commit whose records are durable but whose tail failed (sled's
+//! checkpoint file, say: `StoreError::Committed`) is neither answered
+//! durable nor tried again: the writer stops. A commit that failed
+//! otherwise is tried once more (a connection cut under it) only when the store holds none of what it wrote; when the store holds
 //! exactly what it wrote, it went through before the cut; anything else
 //! there is another writer's, and the writer stops.
 //!
@@ -169,6 +171,14 @@ impl StoredWriter {
         // call, until a restart: tried once more on a fresh connection
         // when none of it is stored (see the module doc).
         if let Err(e) = append() {
+            if let crate::store::StoreError::Committed(why) = &e {
+                // Durable, but not as the round needs (its checkpoint, say):
+                // nobody is answered, nothing tried again; the next start
+                // repairs from what is there.
+                return Err(AccessLogError::Closed(format!(
+                    "an access log commit of {origin} went through but what follows it failed ({why}); this writer stops"
+                )));
+            }
             tracing::warn!(error = %e, "an access log commit failed; trying it once more");
             match stored_as_written(db, &origin, &rows, first_hash, &hashes)? {
                 Found::Ours => {}

@@ -78,6 +78,15 @@ impl AccessFiles {
         }
     }
 
+    /// Fails `origin`'s next commit after its point, saying `why` (tests
+    /// of a crash or an error between the records and what follows).
+    #[cfg(test)]
+    fn fail_after_commit_point(&self, origin: &str, why: &str) -> Result<(), StoreError> {
+        let log = self.claimed(origin)?.ok_or_else(|| poisoned("unclaimed"))?;
+        log.lock().map_err(|_| poisoned("origin"))?.fail_tail = Some(why.to_string());
+        Ok(())
+    }
+
     fn held(&self) -> bool {
         self.snapshots.load(Ordering::Acquire) > 0
     }
@@ -424,5 +433,7 @@ impl AccessFilesReader {
 
 reads_now!(AccessFilesReader);
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod tests;

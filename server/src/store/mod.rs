@@ -68,6 +68,12 @@ pub enum StoreError {
     /// the database takes no writes): the caller may try again elsewhere.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A commit went through (its records are durable) but what follows
+    /// its point failed (the access log's checkpoint, a deletion): not
+    /// to be answered durable, nor tried again; the log takes no more
+    /// until claimed anew.
+    #[error("committed, but what follows the commit failed: {0}")]
+    Committed(String),
 }
 
 /// The tip of one channel, as appends need it.

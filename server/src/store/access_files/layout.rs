@@ -81,14 +81,61 @@ pub fn read_text(path: &Path) -> Result<Option<String>, StoreError> {
     }
 }
 
-/// The first record retention keeps (0 when it removed none).
-pub fn read_kept_from(dir: &Path) -> Result<u64, StoreError> {
+/// What `kept-from` holds: the first record retention keeps (0 when it
+/// removed none) and, while a removal commits, the first it will keep
+/// once the records reach the removal's end. A removal writes it before
+/// its records, whose sync is its commit point: a crash before them
+/// leaves the removal undone, one after it done, never one of the two
+/// (the removal record without its records removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeptFrom {
+    pub kept: u64,
+    /// (first kept, once the records reach this number).
+    pub pending: Option<(u64, u64)>,
+}
+
+impl KeptFrom {
+    /// The first record kept where the records end at `next`.
+    pub fn at(&self, next: u64) -> u64 {
+        match self.pending {
+            Some((kept, once)) if next >= once => kept,
+            _ => self.kept,
+        }
+    }
+
+    /// The file's text: `K`, or `K K2@N` while a removal commits.
+    pub fn text(&self) -> String {
+        match self.pending {
+            None => self.kept.to_string(),
+            Some((kept, once)) => format!("{} {kept}@{once}", self.kept),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_ascii_whitespace();
+        let kept = words.next()?.parse().ok()?;
+        let pending = match words.next() {
+            None => None,
+            Some(w) => {
+                let (k, n) = w.split_once('@')?;
+                Some((k.parse().ok()?, n.parse().ok()?))
+            }
+        };
+        words.next().is_none().then_some(Self { kept, pending })
+    }
+}
+
+/// What `kept-from` holds (nothing kept back when it is not there).
+pub fn read_kept_from(dir: &Path) -> Result<KeptFrom, StoreError> {
     let path = dir.join(KEPT_FROM_FILE);
     match read_text(&path)? {
-        None => Ok(0),
-        Some(t) => t.trim().parse().map_err(|_| {
+        None => Ok(KeptFrom {
+            kept: 0,
+            pending: None,
+        }),
+        Some(t) => KeptFrom::parse(&t).ok_or_else(|| {
             StoreError::Corrupt(format!(
-                "{} holds {:?}, not a record number",
+                "{} holds {:?}, not a record number (or one with a removal's `kept@end`)",
                 path.display(),
                 tongbao_proto::echo::shown(t.trim())
             ))

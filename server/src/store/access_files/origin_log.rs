@@ -48,6 +48,9 @@ pub struct OriginLog {
     /// Why a commit failed: the log takes no more until claimed anew
     /// (the claim repairs what the failure left).
     failed: Option<String>,
+    /// A test's failure of the next commit after its point.
+    #[cfg(test)]
+    pub fail_tail: Option<String>,
 }
 
 /// The number of records whose stored hashes number `hashes`, if whole.
@@ -87,20 +90,26 @@ impl OriginLog {
             layout::replace(&origin_file, origin.as_bytes(), fsync)?;
         }
         let mut found = scan::find(&dir)?;
-        if found.first_commit {
+        if let Some(marked) = &found.first_commit {
             if found.checkpoint.is_none() {
-                // The first commit did not end: nobody was answered for it.
-                tracing::warn!(%origin, "removing the access log's first records, whose commit a crash cut short");
-                for (_, path) in &found.files {
-                    remove(path)?;
-                    index.forget(path);
-                }
-                remove(&dir.join(layout::TREE_FILE))?;
-                remove(&dir.join(layout::KEPT_FROM_FILE))?;
+                Self::undo_first_commit(&found, marked, index)?;
             }
             remove(&dir.join(layout::FIRST_COMMIT_FILE))?;
             layout::sync_dir(&dir)?;
             found = scan::find(&dir)?;
+        }
+        if found.kept_pending {
+            // A removal's change taken or dropped: said plainly, so that
+            // later records reaching its end do not take a dropped one.
+            let kept = layout::KeptFrom {
+                kept: found.kept_from,
+                pending: None,
+            };
+            layout::replace(
+                &dir.join(layout::KEPT_FROM_FILE),
+                kept.text().as_bytes(),
+                fsync,
+            )?;
         }
         if let Some((path, at)) = &found.cut {
             tracing::warn!(file = %path.display(), offset = at, "cutting off a torn last write of the access log");
@@ -135,6 +144,8 @@ impl OriginLog {
             dir,
             fsync,
             failed: None,
+            #[cfg(test)]
+            fail_tail: None,
         };
         if let Some((_, path)) = log.files.last() {
             let file = layout::open_append(path)?;
@@ -143,6 +154,42 @@ impl OriginLog {
         }
         log.delete_pending(index, held)?;
         Ok(log)
+    }
+
+    /// Removes the records of a first commit a crash cut short before its
+    /// checkpoint (nobody was answered for them), and only those: the
+    /// marker names where that commit ended, and a log going on past it
+    /// is refused, never erased.
+    fn undo_first_commit(
+        found: &Found,
+        marked: &str,
+        index: &RecordIndex,
+    ) -> Result<(), StoreError> {
+        let marker = found.dir.join(layout::FIRST_COMMIT_FILE);
+        let end: u64 = marked.trim().parse().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "{} holds {:?}, not the record its commit ended at: remove it if the log's records are to stay",
+                marker.display(),
+                tongbao_proto::echo::shown(marked.trim())
+            ))
+        })?;
+        if found.next > end || found.kept_from > 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{} marks a first commit ending at record {end}, but the log holds records {}..{} and no checkpoint: \
+                 nothing is removed; remove {} if the records are to stay",
+                marker.display(),
+                found.kept_from,
+                found.next,
+                layout::FIRST_COMMIT_FILE
+            )));
+        }
+        tracing::warn!(dir = %found.dir.display(), records = found.next, "removing the access log's first records, whose commit a crash cut short");
+        for (_, path) in &found.files {
+            remove(path)?;
+            index.forget(path);
+        }
+        remove(&found.dir.join(layout::TREE_FILE))?;
+        remove(&found.dir.join(layout::KEPT_FROM_FILE))
     }
 
     /// Cuts `tree.hashes` to the records' hashes, or completes it with
@@ -306,12 +353,35 @@ impl OriginLog {
     ) -> Result<(), StoreError> {
         let tree_path = self.dir.join(layout::TREE_FILE);
         if self.checkpoint.is_none() && !rows.is_empty() {
-            layout::replace(&self.dir.join(layout::FIRST_COMMIT_FILE), b"", self.fsync)?;
+            layout::replace(
+                &self.dir.join(layout::FIRST_COMMIT_FILE),
+                next.to_string().as_bytes(),
+                self.fsync,
+            )?;
         }
         if !hashes.is_empty() {
             let mut bytes = Vec::with_capacity(hashes.len() * tongbao_proto::HASH_LEN);
             hashes.iter().for_each(|h| bytes.extend_from_slice(h));
             self.tree.write_all(&bytes).map_err(|e| io(&tree_path, e))?;
+        }
+        if let Some(before) = remove_before {
+            kept_from = kept_from.max(before.min(next));
+        }
+        if kept_from != self.kept_from {
+            // The removal commits with the records (see `layout::KeptFrom`);
+            // the hashes of the records it removes are durable before.
+            if self.fsync {
+                self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
+            }
+            let kept = layout::KeptFrom {
+                kept: self.kept_from,
+                pending: Some((kept_from, next)),
+            };
+            layout::replace(
+                &self.dir.join(layout::KEPT_FROM_FILE),
+                kept.text().as_bytes(),
+                self.fsync,
+            )?;
         }
         if let Some(first) = rows.first() {
             // A log with no record stored begins a file at its first
@@ -340,15 +410,37 @@ impl OriginLog {
                 .map_err(|e| io(&path, e))?;
             *len += frames.len() as u64;
         }
-        // Committed: the records are durable.
+        // Committed: the records are durable, and with them the removal.
         self.hashes += hashes.len() as u64;
         self.next = next;
-        let tree_synced =
-            checkpoint.is_some() || kept_from != self.kept_from || remove_before.is_some();
-        if tree_synced && self.fsync {
-            self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
+        if kept_from != self.kept_from {
+            self.kept_from = kept_from;
+            let kept = scan::kept(&self.files, kept_from);
+            let gone = self.files.iter().filter(|f| !kept.contains(f));
+            self.pending.extend(gone.map(|(_, p)| p.clone()));
+            self.files = kept;
+        }
+        self.write_tail(checkpoint, index, held)
+            .map_err(|e| StoreError::Committed(e.to_string()))
+    }
+
+    /// What follows a commit's point: the checkpoint (after the tree it
+    /// covers is synced) and the deletions retention let go.
+    fn write_tail(
+        &mut self,
+        checkpoint: Option<&str>,
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if let Some(why) = self.fail_tail.take() {
+            return Err(StoreError::Database(why));
         }
         if let Some(note) = checkpoint {
+            if self.fsync {
+                let tree_path = self.dir.join(layout::TREE_FILE);
+                self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
+            }
             layout::replace(
                 &self.dir.join(layout::CHECKPOINT_FILE),
                 note.as_bytes(),
@@ -356,21 +448,6 @@ impl OriginLog {
             )?;
             self.checkpoint = Some(note.to_string());
             remove(&self.dir.join(layout::FIRST_COMMIT_FILE))?;
-        }
-        if let Some(before) = remove_before {
-            kept_from = kept_from.max(before.min(self.next));
-        }
-        if kept_from != self.kept_from {
-            layout::replace(
-                &self.dir.join(layout::KEPT_FROM_FILE),
-                kept_from.to_string().as_bytes(),
-                self.fsync,
-            )?;
-            self.kept_from = kept_from;
-            let kept = scan::kept(&self.files, kept_from);
-            let gone = self.files.iter().filter(|f| !kept.contains(f));
-            self.pending.extend(gone.map(|(_, p)| p.clone()));
-            self.files = kept;
         }
         self.delete_pending(index, held)
     }

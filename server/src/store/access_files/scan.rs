@@ -29,8 +29,11 @@ pub struct Found {
     /// the checkpoint, the writer cuts it off. Within what the checkpoint
     /// covers nothing is cut: the check names what is wrong there.
     pub cut: Option<(PathBuf, u64)>,
-    /// `first-commit` is there (see `layout`).
-    pub first_commit: bool,
+    /// What `first-commit` holds when it is there (see `layout`).
+    pub first_commit: Option<String>,
+    /// `kept-from` holds a removal's pending change, which `kept_from`
+    /// took or dropped (by where the records end): the writer rewrites it.
+    pub kept_pending: bool,
 }
 
 impl Found {
@@ -52,19 +55,26 @@ pub fn kept(files: &[(u64, PathBuf)], kept_from: u64) -> Vec<(u64, PathBuf)> {
 
 /// Reads the directory `dir` (see [`Found`]).
 pub fn find(dir: &Path) -> Result<Found, StoreError> {
-    let files = layout::record_files(dir).map_err(|e| layout::io(dir, e))?;
-    let kept_from = layout::read_kept_from(dir)?;
+    // Read in the reverse of the writer's order (records, checkpoint,
+    // kept-from, deletions): a commit between the reads then shows as more
+    // records than the checkpoint covers, never fewer.
     let checkpoint = layout::read_text(&dir.join(layout::CHECKPOINT_FILE))?;
+    #[cfg(test)]
+    tests_hook::between_reads();
+    let kept = layout::read_kept_from(dir)?;
+    let first_commit = layout::read_text(&dir.join(layout::FIRST_COMMIT_FILE))?;
+    let files = layout::record_files(dir).map_err(|e| layout::io(dir, e))?;
     let signed = checkpoint
         .as_deref()
         .and_then(layout::signed_size)
         .unwrap_or(0);
-    let first_commit = dir.join(layout::FIRST_COMMIT_FILE).exists();
     let (next, cut) = match files.last() {
-        None => (kept_from, None),
+        None => (kept.kept, None),
         Some((first, path)) => last_file_end(path, *first, signed)?,
     };
+    let kept_from = kept.at(next);
     Ok(Found {
+        kept_pending: kept.pending.is_some(),
         dir: dir.to_path_buf(),
         files,
         kept_from,
@@ -73,6 +83,27 @@ pub fn find(dir: &Path) -> Result<Found, StoreError> {
         cut,
         first_commit,
     })
+}
+
+/// A test's hook between `find`'s first read and the others.
+#[cfg(test)]
+pub mod tests_hook {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// Runs `hook` between the reads of this thread's next `find`.
+    pub fn set(hook: impl FnMut() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn between_reads() {
+        if let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
 }
 
 /// Where the records of the last file end: the number after its last

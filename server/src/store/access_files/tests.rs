@@ -9,13 +9,13 @@ use crate::store::access::AccessLogStore;
 use tongbao_proto::canonical::leaf_hash_of_bytes;
 use tongbao_proto::merkle::{Frontier, stored_hash_count};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const ORIGIN: &str = "tongbao/.access-log";
+pub(super) const ORIGIN: &str = "tongbao/.access-log";
 
 /// Records `from..from + n` of a log whose tree is `tree`, and the
 /// stored hashes they add.
-fn rows(tree: &mut Frontier, n: u64) -> Result<(Vec<AccessRow>, Vec<Hash>), StoreError> {
+pub(super) fn rows(tree: &mut Frontier, n: u64) -> Result<(Vec<AccessRow>, Vec<Hash>), StoreError> {
     let mut rows = Vec::new();
     let mut hashes = Vec::new();
     for _ in 0..n {
@@ -34,7 +34,7 @@ fn rows(tree: &mut Frontier, n: u64) -> Result<(Vec<AccessRow>, Vec<Hash>), Stor
 }
 
 /// Appends `n` records, signed by a checkpoint note naming their size when `sign`.
-fn append(files: &AccessFiles, tree: &mut Frontier, n: u64, sign: bool) -> TestResult {
+pub(super) fn append(files: &AccessFiles, tree: &mut Frontier, n: u64, sign: bool) -> TestResult {
     let first_hash = stored_hash_count(tree.size());
     let (rows, hashes) = rows(tree, n)?;
     let note = match sign {
@@ -46,7 +46,7 @@ fn append(files: &AccessFiles, tree: &mut Frontier, n: u64, sign: bool) -> TestR
 }
 
 /// A signed checkpoint of `tree` (the store reads its size only).
-fn note(tree: &Frontier) -> Result<String, Box<dyn std::error::Error>> {
+pub(super) fn note(tree: &Frontier) -> Result<String, Box<dyn std::error::Error>> {
     use tongbao_proto::checkpoint::{Checkpoint, NoteSigner, sign_checkpoint};
     let key = tongbao_proto::keys::SigningKey::generate()?;
     let checkpoint = Checkpoint::new(ORIGIN.to_string(), tree.size(), tree.root()?);
@@ -56,7 +56,7 @@ fn note(tree: &Frontier) -> Result<String, Box<dyn std::error::Error>> {
     )?)
 }
 
-fn dir_of(store: &Path) -> Result<PathBuf, StoreError> {
+pub(super) fn dir_of(store: &Path) -> Result<PathBuf, StoreError> {
     layout::origin_dir(&store.join(layout::ROOT), ORIGIN)
 }
 

@@ -1,0 +1,173 @@
+//! A commit's point and what follows it: a removal takes effect with its
+//! records or not at all, whatever a crash cuts; a failure after the
+//! point is said as such (never answered durable, never tried again); a
+//! first commit cut short is undone, but nothing past it; a reader in
+//! another process never sees fewer records than the checkpoint it read.
+
+use super::tests::{ORIGIN, TestResult, append, dir_of, note, rows};
+use super::*;
+use crate::store::access::AccessLogStore;
+use tongbao_proto::merkle::{Frontier, stored_hash_count};
+
+/// A log of 12 signed records in several files, claimed.
+fn twelve(store: &Path) -> Result<(AccessFiles, Box<dyn OriginGuard>, Frontier), StoreError> {
+    let files = AccessFiles::with_file_bound(store, 100);
+    let guard = files.access_claim(ORIGIN)?;
+    let mut tree = Frontier::default();
+    for _ in 0..4 {
+        append(&files, &mut tree, 3, true).map_err(|e| StoreError::Database(e.to_string()))?;
+    }
+    Ok((files, guard, tree))
+}
+
+/// Appends one record removing those before `before`.
+fn removal(files: &AccessFiles, tree: &mut Frontier, before: u64) -> Result<(), StoreError> {
+    let first_hash = stored_hash_count(tree.size());
+    let (rows, hashes) = rows(tree, 1)?;
+    files.access_append(ORIGIN, &rows, first_hash, &hashes, None, Some(before))
+}
+
+#[test]
+fn a_removal_cut_off_after_its_records_took_effect_with_them() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let (files, guard, mut tree) = twelve(store.path())?;
+    // Stopped right after the records' sync, as a crash would.
+    files.fail_after_commit_point(ORIGIN, "a crash")?;
+    let said = removal(&files, &mut tree, 6)
+        .err()
+        .ok_or("the tail did not fail")?;
+    assert!(matches!(said, StoreError::Committed(_)), "{said}");
+    guard.release();
+    drop(files);
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let reader = open_read(store.path()).ok_or("no access log")?;
+    assert_eq!(reader.access_extent(ORIGIN)?.first_kept, Some(6));
+    let _guard = files.access_claim(ORIGIN)?;
+    let extent = files.access_extent(ORIGIN)?;
+    assert_eq!((extent.first_kept, extent.next), (Some(6), 13));
+    assert_eq!(
+        std::fs::read_to_string(dir_of(store.path())?.join(layout::KEPT_FROM_FILE))?,
+        "6"
+    );
+    // The next removal goes on from where this one ended.
+    removal(&files, &mut tree, 9)?;
+    assert_eq!(files.access_extent(ORIGIN)?.first_kept, Some(9));
+    Ok(())
+}
+
+#[test]
+fn a_removal_whose_records_a_crash_cut_is_dropped_for_good() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    let (files, guard, mut tree) = twelve(store.path())?;
+    let before = tree.clone();
+    {
+        // Held, the removed files stay, as before a crash they would.
+        let _snapshot = files.access_snapshot()?;
+        removal(&files, &mut tree, 6)?;
+    }
+    guard.release();
+    drop(files);
+    // The crash's state: `kept-from` written, the removal record torn.
+    std::fs::write(dir.join(layout::KEPT_FROM_FILE), "0 6@13")?;
+    let (_, last) = layout::record_files(&dir)?.pop().ok_or("no record file")?;
+    let bytes = std::fs::read(&last)?;
+    std::fs::write(&last, &bytes[..bytes.len() - 5])?;
+    let reader = open_read(store.path()).ok_or("no access log")?;
+    assert_eq!(reader.access_extent(ORIGIN)?.first_kept, Some(0));
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let _guard = files.access_claim(ORIGIN)?;
+    let extent = files.access_extent(ORIGIN)?;
+    assert_eq!((extent.first_kept, extent.next), (Some(0), 12));
+    // Records reaching 13 again do not take the dropped removal.
+    let mut tree = before;
+    append(&files, &mut tree, 2, true)?;
+    assert_eq!(files.access_extent(ORIGIN)?.first_kept, Some(0));
+    let read: Vec<u64> = files
+        .access_records(ORIGIN, 0, 100)?
+        .iter()
+        .map(|r| r.n)
+        .collect();
+    assert_eq!(read, (0..14).collect::<Vec<_>>());
+    Ok(())
+}
+
+#[test]
+fn a_failure_after_a_first_commit_point_is_not_answered_and_undone_at_the_claim() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let files = AccessFiles::new(store.path(), true);
+    let guard = files.access_claim(ORIGIN)?;
+    files.fail_after_commit_point(ORIGIN, "no space left on device")?;
+    let mut tree = Frontier::default();
+    let said = append(&files, &mut tree, 5, true)
+        .err()
+        .ok_or("a commit whose checkpoint failed went through")?;
+    let said = said
+        .downcast_ref::<StoreError>()
+        .ok_or("not a store error")?;
+    assert!(matches!(said, StoreError::Committed(_)), "{said}");
+    // It takes no more until claimed anew.
+    assert!(append(&files, &mut tree, 1, true).is_err());
+    guard.release();
+    drop(files);
+    let files = AccessFiles::new(store.path(), true);
+    let _guard = files.access_claim(ORIGIN)?;
+    assert_eq!(files.access_extent(ORIGIN)?.next, 0);
+    append(&files, &mut Frontier::default(), 3, true)?;
+    assert_eq!(files.access_extent(ORIGIN)?.next, 3);
+    Ok(())
+}
+
+#[test]
+fn a_first_commit_marker_never_erases_more_than_its_commit() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    let (files, guard, _) = twelve(store.path())?;
+    guard.release();
+    drop(files);
+    // A marker left over a log of 12 records whose checkpoint is gone.
+    std::fs::remove_file(dir.join(layout::CHECKPOINT_FILE))?;
+    for marked in ["3", ""] {
+        std::fs::write(dir.join(layout::FIRST_COMMIT_FILE), marked)?;
+        let files = AccessFiles::with_file_bound(store.path(), 100);
+        let said = files
+            .access_claim(ORIGIN)
+            .err()
+            .ok_or("a log past its first commit was claimed")?
+            .to_string();
+        assert!(said.contains(layout::FIRST_COMMIT_FILE), "{said}");
+        let reader = open_read(store.path()).ok_or("no access log")?;
+        assert_eq!(reader.access_records(ORIGIN, 0, 100)?.len(), 12);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_reader_never_sees_fewer_records_than_the_checkpoint_it_read() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    let (files, guard, mut tree) = twelve(store.path())?;
+    let signed_before = tree.size();
+    // Between the reader's first read and the rest, a commit begins a
+    // new file and signs it.
+    scan::tests_hook::set(move || {
+        let _keep = &guard;
+        if let Err(e) = append(&files, &mut tree, 3, true) {
+            panic!("the commit between the reads failed: {e}");
+        }
+    });
+    let found = scan::find(&dir)?;
+    let signed = found
+        .checkpoint
+        .as_deref()
+        .and_then(layout::signed_size)
+        .ok_or("no checkpoint")?;
+    assert!(signed >= signed_before);
+    assert!(
+        found.next >= signed,
+        "{} records, {signed} signed",
+        found.next
+    );
+    let _ = note;
+    Ok(())
+}
