@@ -201,6 +201,8 @@ impl AccessLog {
 }
 
 #[cfg(test)]
+mod moved_tests;
+#[cfg(test)]
 mod old_files_tests;
 #[cfg(test)]
 mod stored_fault_tests;

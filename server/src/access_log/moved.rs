@@ -5,12 +5,16 @@
 //!
 //! The files are checked first, whole (as `tongbao-hub audit-log verify`
 //! does), then moved in order a chunk of records at a time, each chunk
-//! one commit of its records, its stored hashes and the files' signed
+//! one commit of its records, its stored hashes and a checkpoint over
+//! the chunk's end, signed here: a store never holds a checkpoint over
+//! more than it holds, so a crash inside a chunk leaves a tail the
+//! store's repair cuts. The last commit carries the files' own signed
 //! checkpoint (files a crash left unsigned are signed as checked, since a
-//! log in the database always has a checkpoint); then the directory is
-//! renamed ([`MOVED_DIR`]) and kept for the operator. A move cut short goes on at the next start from what the
-//! database holds, once the tree there agrees with the files' up to it;
-//! a database already holding another log under the origin is refused.
+//! log in the store always has a checkpoint); then the directory is
+//! renamed ([`MOVED_DIR`]) and kept for the operator. A move cut short
+//! goes on at the next start from what the store holds, once the tree
+//! there agrees with the files' up to it; a store already holding
+//! another log under the origin is refused.
 
 use super::check::scan;
 use super::files::{self, TreeFile};
@@ -28,7 +32,7 @@ pub const MOVED_DIR: &str = "access-log.moved";
 
 fn refused(dir: &Path, why: impl std::fmt::Display) -> AccessLogError {
     AccessLogError::Closed(format!(
-        "cannot move the access log files of an earlier version in {} into the database: {why}; \
+        "cannot move the access log files of an earlier version in {} into the store: {why}; \
          the hub does not start without them (see docs/access-log.md, \"Upgrading\")",
         dir.display()
     ))
@@ -91,7 +95,7 @@ pub(super) fn move_files(
         .map(|s| (s.name.first, s.name.first + s.count))
         .collect();
     // Files a crash left without any checkpoint are signed as checked: a
-    // log in the database always has one (`stored_check`).
+    // log in the store always has one (`stored_check`).
     let note = match &scanned.checkpoint {
         Some((_, note)) => Some(note.clone()),
         None if size > 0 => Some(signer.sign(size, tree_hash(size, &tree)?)?),
@@ -99,12 +103,14 @@ pub(super) fn move_files(
     };
     let done = moved_so_far(db, origin, size, &tree).map_err(|e| refused(&dir, e))?;
     if done > 0 {
-        tracing::warn!(dir = %dir.display(), records = done, "going on with a move of the access log into the database cut short");
+        tracing::warn!(dir = %dir.display(), records = done, "going on with a move of the access log into the store cut short");
     }
     let mut mover = Mover {
         db,
         origin,
         tree: &tree,
+        signer,
+        size,
         note: note.as_deref(),
         next: done,
         rows: Vec::new(),
@@ -126,7 +132,7 @@ pub(super) fn move_files(
                 line: line.as_bytes().to_vec(),
             });
         }
-        if mover.rows.len() >= CHUNK {
+        if mover.rows.len() >= tests_hook::chunk() {
             mover.commit(r.n + 1)?;
         }
         Ok(true)
@@ -140,7 +146,7 @@ pub(super) fn move_files(
     tracing::info!(
         records = size,
         kept_in = %moved.display(),
-        "the access log files of an earlier version are moved into the database"
+        "the access log files of an earlier version are moved into the store"
     );
     Ok(())
 }
@@ -156,7 +162,7 @@ fn unused_name(data_dir: &Path) -> PathBuf {
     path
 }
 
-/// How many of the files' records the database already holds (a move cut
+/// How many of the files' records the store already holds (a move cut
 /// short): its stored hashes must be those of a whole prefix of them, and
 /// its tree the files' up to it.
 fn moved_so_far(
@@ -180,7 +186,7 @@ fn moved_so_far(
     }
     let other = || {
         format!(
-            "the database already holds another access log under {origin} ({} records); \
+            "the store already holds another access log under {origin} ({} records); \
              move the directory aside and keep it for audit",
             extent.next
         )
@@ -207,6 +213,10 @@ struct Mover<'a> {
     db: &'a dyn AccessLogStore,
     origin: &'a str,
     tree: &'a FileTree,
+    signer: &'a Signer,
+    /// The files' records: the commit ending there carries `note`.
+    size: u64,
+    /// The files' own signed checkpoint.
     note: Option<&'a str>,
     /// The first record not yet moved.
     next: u64,
@@ -219,15 +229,72 @@ impl Mover<'_> {
         let first_hash = stored_hash_count(self.next);
         let indexes: Vec<u64> = (first_hash..stored_hash_count(end)).collect();
         let hashes = self.tree.read_hashes(&indexes)?;
+        // A chunk before the last is signed over its own end: the files'
+        // checkpoint covers records the store does not hold yet.
+        let note = match end >= self.size {
+            true => self.note.map(str::to_string),
+            false if end > 0 => Some(self.signer.sign(end, tree_hash(end, self.tree)?)?),
+            false => None,
+        };
         self.db.access_append(
             self.origin,
             &std::mem::take(&mut self.rows),
             first_hash,
             &hashes,
-            self.note,
+            note.as_deref(),
             None,
         )?;
         self.next = end;
+        tests_hook::chunk_committed()
+    }
+}
+
+/// A test's move in small chunks, cut short after some of them.
+#[cfg(test)]
+pub(super) mod tests_hook {
+    use super::{AccessLogError, CHUNK};
+    use std::cell::Cell;
+
+    thread_local! {
+        static CHUNK_SIZE: Cell<Option<usize>> = const { Cell::new(None) };
+        static STOP_AFTER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// This thread's moves commit chunks of `size` records, the move
+    /// failing after `stop_after` of them.
+    pub fn set(size: Option<usize>, stop_after: Option<usize>) {
+        CHUNK_SIZE.set(size);
+        STOP_AFTER.set(stop_after);
+    }
+
+    pub(super) fn chunk() -> usize {
+        CHUNK_SIZE.get().unwrap_or(CHUNK)
+    }
+
+    pub(super) fn chunk_committed() -> Result<(), AccessLogError> {
+        match STOP_AFTER.get() {
+            Some(n) if n <= 1 => {
+                STOP_AFTER.set(None);
+                Err(AccessLogError::Closed("a test cut the move short".into()))
+            }
+            Some(n) => {
+                STOP_AFTER.set(Some(n - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(not(test))]
+mod tests_hook {
+    use super::{AccessLogError, CHUNK};
+
+    pub(super) fn chunk() -> usize {
+        CHUNK
+    }
+
+    pub(super) fn chunk_committed() -> Result<(), AccessLogError> {
         Ok(())
     }
 }
