@@ -11,6 +11,8 @@
 //!   read fails it, saying to run the command again.
 //! - a data directory holding only an earlier version's `access-log/`
 //!   (a hub not started on this version yet): those files, as they were.
+//!   Both there means the hub's move of them is unfinished: refused,
+//!   saying how to read either.
 //! - a hub on PostgreSQL (`--config`): the database it names, any
 //!   replica's log, from any host.
 
@@ -92,6 +94,7 @@ enum InDir {
 
 fn in_dir(data_dir: &Path) -> anyhow::Result<InDir> {
     if let Some(reader) = open_read(data_dir) {
+        unfinished_move(data_dir)?;
         return Ok(InDir::Store(reader));
     }
     if data_dir.join(files::DIR).is_dir() {
@@ -103,6 +106,26 @@ fn in_dir(data_dir: &Path) -> anyhow::Result<InDir> {
         crate::store::access_files::layout::ROOT,
         files::DIR
     )
+}
+
+/// Refuses a data directory whose earlier version's `access-log/` is
+/// still there beside a store's log: the hub's move of it is unfinished
+/// (the directory is renamed once moved whole), so the store holds part
+/// of it, which every check would call broken.
+fn unfinished_move(data_dir: &Path) -> anyhow::Result<()> {
+    let old = data_dir.join(files::DIR);
+    if old.is_dir() {
+        bail!(
+            "the move of an earlier version's access log into the store is unfinished: {} is still there, \
+             and the store holds part of it only. Start the hub to finish the move, or read the earlier \
+             version's files as they are: `tongbao-hub audit-log verify {}` checks them; to query or \
+             export them, copy that directory to DIR/{} and give --data-dir DIR",
+            old.display(),
+            old.display(),
+            files::DIR
+        );
+    }
+    Ok(())
 }
 
 impl Location {
@@ -118,7 +141,10 @@ impl Location {
                 InDir::Store(reader) => Logs::Files(reader),
             },
             (None, Some(c)) => match c.store.open_reader()? {
-                Some(store) => Logs::Db(store),
+                Some(store) => {
+                    unfinished_move(&c.hub.data_dir)?;
+                    Logs::Db(store)
+                }
                 None => match in_dir(&c.hub.data_dir)? {
                     InDir::Old(d) => return Ok(Source::OldFiles(d)),
                     InDir::Store(reader) => Logs::Files(reader),
@@ -508,4 +534,36 @@ fn dir_origin(dir: &Path, verifier: &NoteVerifier) -> anyhow::Result<String> {
         // Checked against the hub's own: the scan names the mismatch.
         _ => own,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store's log beside an earlier version's files not yet moved
+    /// whole is refused, saying how to read either; the files alone read.
+    #[test]
+    fn a_data_directory_with_a_move_unfinished_is_refused_saying_why() -> anyhow::Result<()> {
+        let data = tempfile::tempdir()?;
+        let old = data.path().join(files::DIR);
+        std::fs::create_dir(&old)?;
+        assert!(matches!(in_dir(data.path())?, InDir::Old(_)));
+        let origin_dir = crate::store::access_files::layout::origin_dir(
+            &data.path().join(crate::store::access_files::layout::ROOT),
+            "tongbao/.access-log",
+        )?;
+        std::fs::create_dir_all(&origin_dir)?;
+        std::fs::write(origin_dir.join("origin"), "tongbao/.access-log")?;
+        let said = match in_dir(data.path()) {
+            Ok(_) => anyhow::bail!("a partly moved log was read"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            said.contains("unfinished") && said.contains("Start the hub"),
+            "{said}"
+        );
+        std::fs::remove_dir(&old)?;
+        assert!(matches!(in_dir(data.path())?, InDir::Store(_)));
+        Ok(())
+    }
 }
