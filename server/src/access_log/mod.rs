@@ -211,4 +211,6 @@ mod stored_read_tests;
 #[cfg(test)]
 mod stored_retention_tests;
 #[cfg(test)]
+mod stored_sync_tests;
+#[cfg(test)]
 mod stored_tests;

@@ -249,6 +249,19 @@ impl Mover<'_> {
     }
 }
 
+#[cfg(not(test))]
+mod tests_hook {
+    use super::{AccessLogError, CHUNK};
+
+    pub(super) fn chunk() -> usize {
+        CHUNK
+    }
+
+    pub(super) fn chunk_committed() -> Result<(), AccessLogError> {
+        Ok(())
+    }
+}
+
 /// A test's move in small chunks, cut short after some of them.
 #[cfg(test)]
 pub(super) mod tests_hook {
@@ -283,18 +296,5 @@ pub(super) mod tests_hook {
             }
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(not(test))]
-mod tests_hook {
-    use super::{AccessLogError, CHUNK};
-
-    pub(super) fn chunk() -> usize {
-        CHUNK
-    }
-
-    pub(super) fn chunk_committed() -> Result<(), AccessLogError> {
-        Ok(())
     }
 }

@@ -15,6 +15,16 @@
 //! exactly what it wrote, it went through before the cut; anything else
 //! there is another writer's, and the writer stops.
 //!
+//! Where the store syncs lazily (sled's files: `access_syncs_lazily`),
+//! a round's commit is cheaper split: a round a caller waits on commits
+//! its records (one fdatasync), is answered, and only then signs, in an
+//! append of its own (the tree's sync, the checkpoint file's); a round
+//! nobody waits on (reads, refusals) writes its records unsynced, synced
+//! by the next round a caller waits on, the next checkpoint, or
+//! [`LAZY_SYNC`] after, whichever comes first. An origin's first records
+//! still commit with their checkpoint. On PostgreSQL each round is one
+//! transaction, its checkpoint in it when due.
+//!
 //! The writer holds its origin's guard for its life, so no other process
 //! writes the same log; a hub that stops lets go of it at once.
 //!
@@ -48,6 +58,21 @@ const DAY_MICROS: i64 = 86_400_000_000;
 /// Records one retention commit removes at most.
 pub const REMOVE_CHUNK: u64 = 4096;
 
+/// Records nobody waits on are synced at most this long after they are
+/// written (where the store syncs lazily: see the module doc).
+pub const LAZY_SYNC: Duration = Duration::from_millis(750);
+
+/// How a commit goes (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// Durable, with a checkpoint when one is due.
+    Signed,
+    /// Durable, never signed (a round's waiters are answered first).
+    Unsigned,
+    /// Not yet durable: records nobody waits on.
+    Lazy,
+}
+
 pub struct StoredWriter {
     store: Arc<dyn Store>,
     guard: Option<Box<dyn OriginGuard>>,
@@ -68,6 +93,8 @@ pub struct StoredWriter {
     /// Where this host's copy of the latest checkpoint is kept (none
     /// when the log itself lies in the data directory: sled's).
     copy_dir: Option<PathBuf>,
+    /// Since when records written lazily wait for their sync.
+    unsynced_since: Option<Instant>,
 }
 
 /// What the writer is given at start.
@@ -109,7 +136,21 @@ impl StoredWriter {
             future_warned: false,
             clock_offset_micros,
             copy_dir,
+            unsynced_since: None,
         }
+    }
+
+    /// Whether a checkpoint is due: records unsigned, and the first ones,
+    /// a stop, or [`SIGN_EVERY`] since the last.
+    fn sign_due(&self, stopping: bool) -> bool {
+        self.signed_size < self.frontier.size()
+            && (stopping || self.signed_size == 0 || self.last_signed.elapsed() >= SIGN_EVERY)
+    }
+
+    /// Whether records written lazily are due to be synced.
+    fn sync_due(&self, stopping: bool) -> bool {
+        self.unsynced_since
+            .is_some_and(|t| stopping || t.elapsed() >= LAZY_SYNC)
     }
 
     fn db(&self) -> Result<&dyn AccessLogStore, AccessLogError> {
@@ -118,14 +159,19 @@ impl StoredWriter {
         })
     }
 
-    /// Numbers and hashes the batch's records, and commits them with a
-    /// checkpoint when one is due.
+    /// Numbers and hashes the batch's records, and commits them as `how`
+    /// says (an origin's first records always signed).
     fn commit(
         &mut self,
         records: Vec<AccessRecord>,
         stopping: bool,
         remove_before: Option<u64>,
+        how: How,
     ) -> Result<(), AccessLogError> {
+        let how = match self.signed_size {
+            0 => How::Signed,
+            _ => how,
+        };
         let first_hash = stored_hash_count(self.frontier.size());
         let mut rows = Vec::with_capacity(records.len());
         let mut hashes = Vec::new();
@@ -145,26 +191,27 @@ impl StoredWriter {
         let size = self.frontier.size();
         // The first records of an origin are signed in their own commit:
         // records without a checkpoint would be anyone's to rewrite.
-        let note = match self.signed_size < size
-            && (stopping || self.signed_size == 0 || self.last_signed.elapsed() >= SIGN_EVERY)
-        {
+        let note = match how == How::Signed && self.sign_due(stopping) {
             true => Some(self.signer.sign(size, self.frontier.root()?)?),
             false => None,
         };
-        if rows.is_empty() && note.is_none() {
+        // An empty durable commit syncs what was written lazily.
+        if rows.is_empty() && note.is_none() && (how == How::Lazy || self.unsynced_since.is_none())
+        {
             return Ok(());
         }
         let origin = self.signer.origin().to_string();
         let db = self.db()?;
-        let append = || {
-            db.access_append(
+        let append = || match how {
+            How::Lazy => db.access_append_lazily(&origin, &rows, first_hash, &hashes),
+            _ => db.access_append(
                 &origin,
                 &rows,
                 first_hash,
                 &hashes,
                 note.as_deref(),
                 remove_before,
-            )
+            ),
         };
         // A connection cut under a commit (a database restarting, a
         // network blip) would otherwise close the log, and with it every
@@ -190,6 +237,13 @@ impl StoredWriter {
                     )));
                 }
             }
+        }
+        match how {
+            How::Lazy if !rows.is_empty() => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+            How::Lazy => {}
+            _ => self.unsynced_since = None,
         }
         if let Some(note) = &note {
             self.signed_size = size;
@@ -230,7 +284,7 @@ impl StoredWriter {
             .as_ref()
             .map(|r| (r.segment.clone(), r.count))
             .unwrap_or_default();
-        self.commit(vec![removal], false, Some(end))?;
+        self.commit(vec![removal], false, Some(end), How::Signed)?;
         tracing::info!(%segment, records = count, "access log records removed under retention");
         Ok(true)
     }
@@ -403,11 +457,22 @@ impl Rounds for StoredWriter {
             waiters.extend(waiter);
             records.push(record);
         }
-        if let Err(e) = self.commit(records, stopping, None) {
+        let split = self.db().is_ok_and(|db| db.access_syncs_lazily());
+        let how = match (split, waiters.is_empty() && !stopping) {
+            (false, _) => How::Signed,
+            (true, true) => How::Lazy,
+            (true, false) => How::Unsigned,
+        };
+        if let Err(e) = self.commit(records, stopping, None, how) {
             return Err((e, waiters));
         }
         for w in waiters {
             let _ = w.send(Ok(()));
+        }
+        // Split: signed, or synced, once answered (see the module doc).
+        if split && (self.sign_due(stopping) || self.sync_due(stopping)) {
+            self.commit(Vec::new(), stopping, None, How::Signed)
+                .map_err(|e| (e, Vec::new()))?;
         }
         if !stopping
             && (self.retaining
@@ -424,11 +489,15 @@ impl Rounds for StoredWriter {
     }
 
     fn sleep_for(&self) -> Duration {
+        let mut wait = POLL;
         if self.signed_size < self.frontier.size() {
             let due = self.last_signed + SIGN_EVERY;
-            return due.saturating_duration_since(Instant::now()).min(POLL);
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
         }
-        POLL
+        if let Some(since) = self.unsynced_since {
+            wait = wait.min((since + LAZY_SYNC).saturating_duration_since(Instant::now()));
+        }
+        wait
     }
 }
 

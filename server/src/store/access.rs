@@ -121,4 +121,24 @@ pub trait AccessLogStore: AccessLogRead + Send + Sync {
     fn in_data_dir(&self) -> bool {
         false
     }
+    /// Whether [`Self::access_append_lazily`] leaves records to sync
+    /// later, and a checkpoint costs syncs of its own (sled's files): the
+    /// writer then answers a round's waiters before it signs, and syncs
+    /// records nobody waits on lazily. A store whose every commit is one
+    /// transaction (PostgreSQL) answers false.
+    fn access_syncs_lazily(&self) -> bool {
+        false
+    }
+    /// Appends as [`Self::access_append`] without checkpoint or removal,
+    /// records no caller waits on: they need be durable only once a later
+    /// `access_append` (rows or none) returns, which makes them so.
+    fn access_append_lazily(
+        &self,
+        origin: &str,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+    ) -> Result<(), StoreError> {
+        self.access_append(origin, rows, first_hash, hashes, None, None)
+    }
 }

@@ -78,10 +78,42 @@ impl AccessFiles {
         }
     }
 
-    /// Fails `origin`'s next commit after its point, saying `why` (tests
-    /// of a crash or an error between the records and what follows).
+    /// Runs `write` on `origin`'s log, which this process must have
+    /// claimed, with whether a snapshot is held.
+    fn with_claimed(
+        &self,
+        origin: &str,
+        write: impl FnOnce(&mut OriginLog, &RecordIndex, bool) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let log = self.claimed(origin)?.ok_or_else(|| {
+            StoreError::Database(format!(
+                "the access log {origin} is not claimed by this process: it cannot be written"
+            ))
+        })?;
+        let mut log = log.lock().map_err(|_| poisoned("origin"))?;
+        // Taken under the origin's lock, as a snapshot's view is: a
+        // snapshot begun after this sees the removal, one before holds it.
+        let held = self.held();
+        write(&mut log, &self.index, held)
+    }
+
+    /// How many times `origin`'s record files were synced (tests of
+    /// lazy syncs).
     #[cfg(test)]
-    fn fail_after_commit_point(&self, origin: &str, why: &str) -> Result<(), StoreError> {
+    pub(crate) fn record_syncs(&self, origin: &str) -> Result<u64, StoreError> {
+        let log = self.claimed(origin)?.ok_or_else(|| poisoned("unclaimed"))?;
+        Ok(log.lock().map_err(|_| poisoned("origin"))?.record_syncs)
+    }
+
+    /// Fails `origin`'s next checkpoint after its commit's point, saying
+    /// `why` (tests of a crash or an error between the records and what
+    /// follows).
+    #[cfg(test)]
+    pub(crate) fn fail_after_commit_point(
+        &self,
+        origin: &str,
+        why: &str,
+    ) -> Result<(), StoreError> {
         let log = self.claimed(origin)?.ok_or_else(|| poisoned("unclaimed"))?;
         log.lock().map_err(|_| poisoned("origin"))?.fail_tail = Some(why.to_string());
         Ok(())
@@ -356,28 +388,37 @@ impl AccessLogStore for AccessFiles {
         checkpoint: Option<&str>,
         remove_before: Option<u64>,
     ) -> Result<(), StoreError> {
-        let log = self.claimed(origin)?.ok_or_else(|| {
-            StoreError::Database(format!(
-                "the access log {origin} is not claimed by this process: it cannot be written"
-            ))
-        })?;
-        let mut log = log.lock().map_err(|_| poisoned("origin"))?;
-        // Taken under the origin's lock, as a snapshot's view is: a
-        // snapshot begun after this sees the removal, one before holds it.
-        let held = self.held();
-        log.append(
-            rows,
-            first_hash,
-            hashes,
-            checkpoint,
-            remove_before,
-            &self.index,
-            held,
-        )
+        self.with_claimed(origin, |log, index, held| {
+            log.append(
+                rows,
+                first_hash,
+                hashes,
+                checkpoint,
+                remove_before,
+                index,
+                held,
+            )
+        })
     }
 
     fn in_data_dir(&self) -> bool {
         true
+    }
+
+    fn access_syncs_lazily(&self) -> bool {
+        true
+    }
+
+    fn access_append_lazily(
+        &self,
+        origin: &str,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+    ) -> Result<(), StoreError> {
+        self.with_claimed(origin, |log, index, held| {
+            log.append_lazily(rows, first_hash, hashes, index, held)
+        })
     }
 }
 

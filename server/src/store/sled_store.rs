@@ -79,6 +79,12 @@ impl std::fmt::Debug for SledStore {
 }
 
 impl SledStore {
+    /// The access log's files (tests of what the writer does to them).
+    #[cfg(test)]
+    pub(crate) fn access_files(&self) -> &super::access_files::AccessFiles {
+        &self.access
+    }
+
     /// Opens (or creates) the database in `dir`. With `fsync` false, commits
     /// survive a process crash but not a power loss (benchmarks only).
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {

@@ -20,20 +20,38 @@ fn twelve(store: &Path) -> Result<(AccessFiles, Box<dyn OriginGuard>, Frontier),
     Ok((files, guard, tree))
 }
 
-/// Appends one record removing those before `before`.
-fn removal(files: &AccessFiles, tree: &mut Frontier, before: u64) -> Result<(), StoreError> {
+/// Appends one record removing those before `before`, signed when `sign`.
+fn removal(
+    files: &AccessFiles,
+    tree: &mut Frontier,
+    before: u64,
+    sign: bool,
+) -> Result<(), StoreError> {
     let first_hash = stored_hash_count(tree.size());
     let (rows, hashes) = rows(tree, 1)?;
-    files.access_append(ORIGIN, &rows, first_hash, &hashes, None, Some(before))
+    let signed = match sign {
+        true => Some(note(tree).map_err(|e| StoreError::Database(e.to_string()))?),
+        false => None,
+    };
+    let removing = Some(before);
+    files.access_append(
+        ORIGIN,
+        &rows,
+        first_hash,
+        &hashes,
+        signed.as_deref(),
+        removing,
+    )
 }
 
 #[test]
 fn a_removal_cut_off_after_its_records_took_effect_with_them() -> TestResult {
     let store = tempfile::tempdir()?;
     let (files, guard, mut tree) = twelve(store.path())?;
-    // Stopped right after the records' sync, as a crash would.
+    // Stopped right after the records' sync (at the checkpoint), as a
+    // crash would.
     files.fail_after_commit_point(ORIGIN, "a crash")?;
-    let said = removal(&files, &mut tree, 6)
+    let said = removal(&files, &mut tree, 6, true)
         .err()
         .ok_or("the tail did not fail")?;
     assert!(matches!(said, StoreError::Committed(_)), "{said}");
@@ -50,7 +68,7 @@ fn a_removal_cut_off_after_its_records_took_effect_with_them() -> TestResult {
         "6"
     );
     // The next removal goes on from where this one ended.
-    removal(&files, &mut tree, 9)?;
+    removal(&files, &mut tree, 9, true)?;
     assert_eq!(files.access_extent(ORIGIN)?.first_kept, Some(9));
     Ok(())
 }
@@ -64,7 +82,7 @@ fn a_removal_whose_records_a_crash_cut_is_dropped_for_good() -> TestResult {
     {
         // Held, the removed files stay, as before a crash they would.
         let _snapshot = files.access_snapshot()?;
-        removal(&files, &mut tree, 6)?;
+        removal(&files, &mut tree, 6, false)?;
     }
     guard.release();
     drop(files);
@@ -168,6 +186,41 @@ fn a_reader_never_sees_fewer_records_than_the_checkpoint_it_read() -> TestResult
         "{} records, {signed} signed",
         found.next
     );
-    let _ = note;
+    Ok(())
+}
+
+#[test]
+fn records_appended_lazily_are_synced_by_the_next_durable_append_or_file() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let files = AccessFiles::with_file_bound(store.path(), 600);
+    let _guard = files.access_claim(ORIGIN)?;
+    let mut tree = Frontier::default();
+    // The first commit is never lazy: it is signed.
+    let (first, hashes) = rows(&mut tree, 2)?;
+    files.access_append_lazily(ORIGIN, &first, 0, &hashes)?;
+    assert_eq!(files.record_syncs(ORIGIN)?, 1);
+    append(&files, &mut tree, 1, true)?;
+    let synced = files.record_syncs(ORIGIN)?;
+    let lazily = |tree: &mut Frontier| -> TestResult {
+        let first_hash = stored_hash_count(tree.size());
+        let (more, hashes) = rows(tree, 1)?;
+        files.access_append_lazily(ORIGIN, &more, first_hash, &hashes)?;
+        Ok(())
+    };
+    lazily(&mut tree)?;
+    assert_eq!(files.record_syncs(ORIGIN)?, synced, "a lazy append synced");
+    // A durable append of nothing syncs them; then there is nothing to sync.
+    let first_hash = stored_hash_count(tree.size());
+    files.access_append(ORIGIN, &[], first_hash, &[], None, None)?;
+    assert_eq!(files.record_syncs(ORIGIN)?, synced + 1);
+    files.access_append(ORIGIN, &[], first_hash, &[], None, None)?;
+    assert_eq!(files.record_syncs(ORIGIN)?, synced + 1);
+    // Beginning a file syncs the one before (its sync covers only itself).
+    let before = layout::record_files(&dir_of(store.path())?)?.len();
+    while layout::record_files(&dir_of(store.path())?)?.len() == before {
+        lazily(&mut tree)?;
+    }
+    assert_eq!(files.record_syncs(ORIGIN)?, synced + 2);
+    assert_eq!(files.access_extent(ORIGIN)?.next, tree.size());
     Ok(())
 }

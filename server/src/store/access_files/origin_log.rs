@@ -10,6 +10,11 @@
 //! the removed records' hashes then stand alone), then deletes the record
 //! files wholly before it, unless a snapshot of this process is held (its
 //! reads may still need them): those wait for a later commit.
+//!
+//! A lazy append (records no caller waits on) writes its frames unsynced;
+//! the next append that is not lazy, rows or none, syncs them first (and
+//! beginning a record file syncs the one before), so a checkpoint never
+//! covers records not yet durable.
 
 use super::layout::{self, TreeFile, io};
 use super::records::RecordIndex;
@@ -45,10 +50,15 @@ pub struct OriginLog {
     checkpoint: Option<String>,
     /// Files removed under retention, deleted once no snapshot holds.
     pending: Vec<PathBuf>,
+    /// Records were written lazily and are not yet synced.
+    unsynced: bool,
+    /// How many times record files were synced (tests of lazy syncs).
+    #[cfg(test)]
+    pub record_syncs: u64,
     /// Why a commit failed: the log takes no more until claimed anew
     /// (the claim repairs what the failure left).
     failed: Option<String>,
-    /// A test's failure of the next commit after its point.
+    /// A test's failure of the next checkpoint's write, after its commit's point.
     #[cfg(test)]
     pub fail_tail: Option<String>,
 }
@@ -144,6 +154,9 @@ impl OriginLog {
             dir,
             fsync,
             failed: None,
+            unsynced: false,
+            #[cfg(test)]
+            record_syncs: 0,
             #[cfg(test)]
             fail_tail: None,
         };
@@ -266,6 +279,33 @@ impl OriginLog {
         index: &RecordIndex,
         held: bool,
     ) -> Result<(), StoreError> {
+        let to_commit = (rows, first_hash, hashes);
+        self.commit(to_commit, checkpoint, remove_before, false, index, held)
+    }
+
+    /// Appends records nobody waits on, unsynced (see the module doc); as
+    /// `append` while the log has no checkpoint (its first commit).
+    pub fn append_lazily(
+        &mut self,
+        rows: &[AccessRow],
+        first_hash: u64,
+        hashes: &[Hash],
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<(), StoreError> {
+        let lazy = self.checkpoint.is_some();
+        self.commit((rows, first_hash, hashes), None, None, lazy, index, held)
+    }
+
+    fn commit(
+        &mut self,
+        (rows, first_hash, hashes): (&[AccessRow], u64, &[Hash]),
+        checkpoint: Option<&str>,
+        remove_before: Option<u64>,
+        lazy: bool,
+        index: &RecordIndex,
+        held: bool,
+    ) -> Result<(), StoreError> {
         if let Some(why) = &self.failed {
             return Err(self.refuse(format!(
                 "an earlier commit failed ({why}): it takes no more until claimed again"
@@ -275,10 +315,8 @@ impl OriginLog {
         let result = self.write(
             rows,
             hashes,
-            checkpoint,
-            kept_from,
-            next,
-            remove_before,
+            (checkpoint, remove_before, lazy),
+            (kept_from, next),
             index,
             held,
         );
@@ -339,15 +377,12 @@ impl OriginLog {
         Ok((if stored { self.kept_from } else { first.n }, end))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         rows: &[AccessRow],
         hashes: &[Hash],
-        checkpoint: Option<&str>,
-        mut kept_from: u64,
-        next: u64,
-        remove_before: Option<u64>,
+        (checkpoint, remove_before, lazy): (Option<&str>, Option<u64>, bool),
+        (mut kept_from, next): (u64, u64),
         index: &RecordIndex,
         held: bool,
     ) -> Result<(), StoreError> {
@@ -398,17 +433,16 @@ impl OriginLog {
             let mut frames = Vec::new();
             rows.iter()
                 .for_each(|r| super::frame::encode(r, &mut frames));
-            let (path, fsync) = (self.current_path(), self.fsync);
+            let path = self.current_path();
             let Some((file, len)) = self.current.as_mut() else {
                 return Err(StoreError::Database("no record file is open".into()));
             };
-            file.write_all(&frames)
-                .and_then(|()| match fsync {
-                    true => file.sync_data(),
-                    false => Ok(()),
-                })
-                .map_err(|e| io(&path, e))?;
+            file.write_all(&frames).map_err(|e| io(&path, e))?;
             *len += frames.len() as u64;
+            self.unsynced = true;
+        }
+        if !lazy {
+            self.sync_records()?;
         }
         // Committed: the records are durable, and with them the removal.
         self.hashes += hashes.len() as u64;
@@ -432,11 +466,11 @@ impl OriginLog {
         index: &RecordIndex,
         held: bool,
     ) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if let Some(why) = self.fail_tail.take() {
-            return Err(StoreError::Database(why));
-        }
         if let Some(note) = checkpoint {
+            #[cfg(test)]
+            if let Some(why) = self.fail_tail.take() {
+                return Err(StoreError::Database(why));
+            }
             if self.fsync {
                 let tree_path = self.dir.join(layout::TREE_FILE);
                 self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
@@ -458,9 +492,30 @@ impl OriginLog {
             .map_or_else(|| self.dir.clone(), |(_, p)| p.clone())
     }
 
-    /// Begins a record file at record `first` (the last one is synced).
+    /// Syncs the records written lazily, if any: the commit point.
+    fn sync_records(&mut self) -> Result<(), StoreError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        if self.fsync {
+            let path = self.current_path();
+            if let Some((file, _)) = &self.current {
+                file.sync_data().map_err(|e| io(&path, e))?;
+                #[cfg(test)]
+                {
+                    self.record_syncs += 1;
+                }
+            }
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Begins a record file at record `first`, the last one synced first
+    /// (a sync of the new one does not cover it).
     fn begin_file(&mut self, first: u64) -> Result<(), StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
+        self.sync_records()?;
         let path = self.dir.join(layout::records_name(first));
         let file = std::fs::OpenOptions::new()
             .create(true)

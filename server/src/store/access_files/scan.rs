@@ -85,27 +85,6 @@ pub fn find(dir: &Path) -> Result<Found, StoreError> {
     })
 }
 
-/// A test's hook between `find`'s first read and the others.
-#[cfg(test)]
-pub mod tests_hook {
-    use std::cell::RefCell;
-
-    thread_local! {
-        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
-    }
-
-    /// Runs `hook` between the reads of this thread's next `find`.
-    pub fn set(hook: impl FnMut() + 'static) {
-        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
-    }
-
-    pub(super) fn between_reads() {
-        if let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) {
-            hook();
-        }
-    }
-}
-
 /// Where the records of the last file end: the number after its last
 /// record, and the cut to make when its last write was cut short after
 /// the checkpoint (`signed` records). A frame whose checksum fails with
@@ -220,4 +199,25 @@ pub fn view_of(dir: &Path, index: &RecordIndex) -> Result<View, StoreError> {
         extra: Arc::new(extra),
         checkpoint: found.checkpoint,
     })
+}
+
+/// A test's hook between `find`'s first read and the others.
+#[cfg(test)]
+pub mod tests_hook {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// Runs `hook` between the reads of this thread's next `find`.
+    pub fn set(hook: impl FnMut() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn between_reads() {
+        if let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
 }
