@@ -168,6 +168,15 @@ fn origins(root: &Path) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| layout::io(root, e))?;
+        // Only an origin's directory holds a log: anything else put there
+        // (a stray file, an editor's backup) is not one.
+        let is_dir = entry
+            .file_type()
+            .map_err(|e| layout::io(&entry.path(), e))?
+            .is_dir();
+        if !is_dir {
+            continue;
+        }
         if let Some(origin) = layout::read_text(&entry.path().join(layout::ORIGIN_FILE))? {
             out.push(origin);
         }
@@ -361,8 +370,8 @@ impl AccessLogStore for AccessFiles {
         let mut logs = self.logs.lock().map_err(|_| poisoned("claims"))?;
         if logs.contains_key(origin) {
             return Err(StoreError::Database(format!(
-                "the access log {origin} is written by another writer of this hub already: \
-                 each replica needs a replica_name of its own"
+                "the access log {origin} is claimed by another writer in this process already: \
+                 one writer an origin (sled's lock keeps other processes out)"
             )));
         }
         let log = OriginLog::open(

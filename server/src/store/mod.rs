@@ -374,7 +374,7 @@ pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StoreError> {
     }
     builder.create(dir).map_err(|e| {
         StoreError::Database(format!(
-            "cannot create the data directory {}: {e}",
+            "cannot create the directory {}: {e}",
             dir.display()
         ))
     })?;

@@ -93,6 +93,9 @@ fn appends_read_back_and_every_file_is_private() -> TestResult {
     assert_eq!(files.access_first_at(ORIGIN, 0, 12, 1_007)?, Some(7));
     assert_eq!(files.access_first_at(ORIGIN, 0, 7, 1_007)?, None);
     assert_eq!(files.access_origins()?, vec![ORIGIN.to_string()]);
+    // A stray file beside the origins' directories is none of them.
+    std::fs::write(store.path().join(layout::ROOT).join("notes.txt"), "x")?;
+    assert_eq!(files.access_origins()?, vec![ORIGIN.to_string()]);
     // Several record files (a bound of 400 bytes), read across.
     let dir = dir_of(store.path())?;
     assert!(layout::record_files(&dir)?.len() > 1);
