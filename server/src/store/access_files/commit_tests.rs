@@ -224,3 +224,40 @@ fn records_appended_lazily_are_synced_by_the_next_durable_append_or_file() -> Te
     assert_eq!(files.access_extent(ORIGIN)?.next, tree.size());
     Ok(())
 }
+
+#[test]
+fn a_bad_frame_with_whole_ones_after_it_past_the_checkpoint_is_refused_never_cut() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    {
+        let files = AccessFiles::new(store.path(), true);
+        let _guard = files.access_claim(ORIGIN)?;
+        let mut tree = Frontier::default();
+        append(&files, &mut tree, 2, true)?;
+        append(&files, &mut tree, 3, false)?;
+    }
+    let (_, path) = layout::record_files(&dir)?.pop().ok_or("no record file")?;
+    let mut bytes = std::fs::read(&path)?;
+    let frame = bytes.len() / 5;
+    // Record 2's length made impossible: past the checkpoint, 3 and 4 whole after it.
+    bytes[2 * frame + 3] = 0xff;
+    std::fs::write(&path, &bytes)?;
+    let files = AccessFiles::new(store.path(), true);
+    let said = files
+        .access_claim(ORIGIN)
+        .err()
+        .ok_or("a log with whole records after a bad one was claimed")?
+        .to_string();
+    assert!(
+        said.contains("record 2") && said.contains("not a write a crash cut short"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&path)?, bytes, "something was cut");
+    // A torn last frame alone is still cut.
+    bytes[2 * frame + 3] = 0;
+    bytes.truncate(bytes.len() - 7);
+    std::fs::write(&path, &bytes)?;
+    let _guard = files.access_claim(ORIGIN)?;
+    assert_eq!(files.access_extent(ORIGIN)?.next, 4);
+    Ok(())
+}

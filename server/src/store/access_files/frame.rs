@@ -119,6 +119,45 @@ impl Frames {
     }
 }
 
+/// Where a whole frame of a record numbered after `n` begins in `path`
+/// past `from`, if one does: a frame that cannot be read with whole
+/// frames after it is no write a crash cut short (that is the last one),
+/// but a changed one. Reads the file from `from` (the tail of one record
+/// file at most); a position is checksummed only when its length and
+/// record number could be a frame's there.
+pub fn whole_frame_after(path: &Path, from: u64, n: u64) -> std::io::Result<Option<u64>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let word = |at: usize| -> Option<u64> {
+        let b = tail.get(at..at + 8)?;
+        Some(u64::from_le_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
+    };
+    let most = n.saturating_add(tail.len() as u64 / (HEADER + FIXED as u64));
+    for at in 1..tail.len() {
+        let Some(head) = tail.get(at..at + HEADER as usize) else {
+            break;
+        };
+        let body_len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let end = at as u64 + HEADER + body_len;
+        if body_len < FIXED as u64 || body_len > MAX_BODY || end > tail.len() as u64 {
+            continue;
+        }
+        let body_at = at + HEADER as usize;
+        if !word(body_at).is_some_and(|m| m > n && m <= most) {
+            continue;
+        }
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if crc32fast::hash(&tail[body_at..end as usize]) == crc {
+            return Ok(Some(from + at as u64));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,8 +104,22 @@ fn last_file_end(
             Frame::Whole { .. } => n += 1,
             Frame::Garbled { end } if !frames.ends_at(end) || n < signed => n += 1,
             Frame::Garbled { .. } | Frame::Cut => {
-                let cut = (n >= signed).then(|| (path.to_path_buf(), at));
-                return Ok((n, cut));
+                if n < signed {
+                    return Ok((n, None));
+                }
+                // Only the last write is a crash's to tear: a bad frame
+                // with whole ones after it is refused, never cut.
+                if let Some(whole) =
+                    super::frame::whole_frame_after(path, at, n).map_err(|e| layout::io(path, e))?
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "access log {}: record {n}'s frame at offset {at} cannot be read, but a whole \
+                         record's frame follows it at offset {whole}: not a write a crash cut short, so \
+                         nothing is cut and the log is not written; keep the file for audit",
+                        path.display()
+                    )));
+                }
+                return Ok((n, Some((path.to_path_buf(), at))));
             }
         }
     }
