@@ -261,3 +261,29 @@ fn a_bad_frame_with_whole_ones_after_it_past_the_checkpoint_is_refused_never_cut
     assert_eq!(files.access_extent(ORIGIN)?.next, 4);
     Ok(())
 }
+
+#[test]
+fn a_tree_lost_whole_is_recomputed_in_batches_as_written() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    {
+        let files = AccessFiles::new(store.path(), true);
+        let _guard = files.access_claim(ORIGIN)?;
+        let mut tree = Frontier::default();
+        append(&files, &mut tree, 1, true)?;
+        append(&files, &mut tree, 4500, false)?;
+    }
+    let tree_path = dir.join(layout::TREE_FILE);
+    let whole = std::fs::read(&tree_path)?;
+    // More than two batches of records lost their hashes.
+    std::fs::write(&tree_path, &whole[..32 * 3 + 7])?;
+    let reader = open_read(store.path()).ok_or("no access log")?;
+    assert_eq!(
+        reader.access_extent(ORIGIN)?.hashes,
+        stored_hash_count(4501)
+    );
+    let files = AccessFiles::new(store.path(), true);
+    let _guard = files.access_claim(ORIGIN)?;
+    assert_eq!(std::fs::read(&tree_path)?, whole);
+    Ok(())
+}

@@ -229,24 +229,35 @@ impl OriginLog {
                 .map_err(|e| io(path, e))?;
             return Ok(keep);
         }
-        let (keep, missing) = scan::missing_hashes(found, &tree, index)?;
-        if !missing.is_empty() {
+        // Streamed to the file a batch at a time: a log of any size.
+        let file = layout::open_append(path)?;
+        let mut cut_to: Option<u64> = None;
+        let mut added = 0u64;
+        let keep = scan::missing_hashes(found, &tree, index, |keep, batch| {
+            if cut_to.is_none() {
+                file.set_len(keep * tongbao_proto::HASH_LEN as u64)
+                    .map_err(|e| io(path, e))?;
+                cut_to = Some(keep);
+            }
+            let mut bytes = Vec::with_capacity(batch.len() * tongbao_proto::HASH_LEN);
+            batch.iter().for_each(|h| bytes.extend_from_slice(h));
+            added += batch.len() as u64;
+            (&file).write_all(&bytes).map_err(|e| io(path, e))
+        })?;
+        if cut_to.is_none() {
+            file.set_len(keep * tongbao_proto::HASH_LEN as u64)
+                .map_err(|e| io(path, e))?;
+        }
+        if added > 0 {
             tracing::warn!(
-                hashes = missing.len(),
-                "recomputing access log hashes a crash cut off"
+                hashes = added,
+                "recomputed access log hashes a crash cut off"
             );
         }
-        let file = layout::open_append(path)?;
-        let mut bytes = Vec::with_capacity(missing.len() * tongbao_proto::HASH_LEN);
-        missing.iter().for_each(|h| bytes.extend_from_slice(h));
-        file.set_len(keep * tongbao_proto::HASH_LEN as u64)
-            .and_then(|()| (&file).write_all(&bytes))
-            .and_then(|()| match fsync {
-                true => file.sync_data(),
-                false => Ok(()),
-            })
-            .map_err(|e| io(path, e))?;
-        Ok(keep + missing.len() as u64)
+        if fsync {
+            file.sync_data().map_err(|e| io(path, e))?;
+        }
+        Ok(keep + added)
     }
 
     /// The log as it is now.

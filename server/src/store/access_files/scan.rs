@@ -125,17 +125,24 @@ fn last_file_end(
     }
 }
 
-/// The hashes `tree` lacks of the records up to `found.next`: the number
-/// of hashes of the file to keep (whole records' only) and the hashes
-/// after them, recomputed from the records' lines.
+/// The most hashes a reader in another process recomputes in memory
+/// (32 MiB): past it, it reads the tree as it is, and the check says
+/// what is missing (the hub's start repairs it on disk).
+pub const MOST_IN_MEMORY: usize = 1 << 20;
+
+/// The hashes `tree` lacks of the records up to `found.next`, recomputed
+/// from the records' lines and given to `sink` a batch at a time (none
+/// held here); returns the number of hashes of the file to keep (whole
+/// records' only), after which they go, known before the first batch.
 pub fn missing_hashes(
     found: &Found,
     tree: &TreeFile,
     index: &RecordIndex,
-) -> Result<(u64, Vec<Hash>), StoreError> {
+    mut sink: impl FnMut(u64, Vec<Hash>) -> Result<(), StoreError>,
+) -> Result<u64, StoreError> {
     let want = stored_hash_count(found.next);
     if tree.len >= want {
-        return Ok((want, Vec::new()));
+        return Ok(want);
     }
     // The records whose hashes the file holds whole.
     let (mut lo, mut hi) = (0u64, found.next);
@@ -164,13 +171,14 @@ pub fn missing_hashes(
     let mut frontier =
         Frontier::from_tree(hashed, tree).map_err(|e| lost(format!("and its edge: {e}")))?;
     let files = found.kept_files();
-    let mut hashes = Vec::new();
+    let keep = stored_hash_count(hashed);
     let mut from = hashed;
     while from < found.next {
         let rows = index.rows(&files, from, found.next, 2048)?;
         let Some(last) = rows.last().map(|r| r.n) else {
             return Err(lost(format!("and record {from} is missing")));
         };
+        let mut hashes = Vec::new();
         for row in rows {
             if row.n != from {
                 return Err(lost(format!(
@@ -185,9 +193,10 @@ pub fn missing_hashes(
             );
             from += 1;
         }
+        sink(keep, hashes)?;
         from = from.max(last + 1);
     }
-    Ok((stored_hash_count(hashed), hashes))
+    Ok(keep)
 }
 
 /// A view of the origin's log in `dir` as it is on disk, for a reader
@@ -195,8 +204,18 @@ pub fn missing_hashes(
 pub fn view_of(dir: &Path, index: &RecordIndex) -> Result<View, StoreError> {
     let found = find(dir)?;
     let tree = TreeFile::open(&dir.join(layout::TREE_FILE))?;
-    let (on_disk, extra) = match missing_hashes(&found, &tree, index) {
-        Ok(missing) => missing,
+    let mut extra = Vec::new();
+    let recomputed = missing_hashes(&found, &tree, index, |_, batch| {
+        extra.extend(batch);
+        match extra.len() > MOST_IN_MEMORY {
+            true => Err(StoreError::Database(format!(
+                "more than {MOST_IN_MEMORY} stored hashes are missing: start the hub to recompute them"
+            ))),
+            false => Ok(()),
+        }
+    });
+    let (on_disk, extra) = match recomputed {
+        Ok(keep) => (keep, extra),
         // What the tree holds is read as it is: the check names the rest.
         Err(e) => {
             tracing::debug!(error = %e, "the access log's missing hashes cannot be recomputed");
