@@ -31,18 +31,62 @@ struct Marks {
     end: u64,
 }
 
-/// The marks of every file walked (see the module doc).
+/// The marks of every file walked (see the module doc). The lock is
+/// held only to look marks up and to add what a walk found, never while
+/// a file is read: readers of other files, or of the same, go on.
 #[derive(Default)]
 pub struct RecordIndex {
-    files: Mutex<HashMap<PathBuf, Marks>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<PathBuf, Marks>,
+    /// Counts forgets: a walk begun before one adds nothing it found.
+    forgets: u64,
+}
+
+/// What a walk found past the marks it began with.
+struct Found {
+    /// (k, offset of frame `k * STEP`).
+    offsets: Vec<(usize, u64)>,
+    count: u64,
+    end: u64,
 }
 
 impl RecordIndex {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Database("the access log's read index is poisoned".into()))
+    }
+
     /// Forgets a file cut or removed: its marks no longer hold.
     pub fn forget(&self, path: &Path) {
-        if let Ok(mut files) = self.files.lock() {
-            files.remove(path);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.files.remove(path);
+            inner.forgets += 1;
         }
+    }
+
+    /// Adds what a walk begun at `forgets` found, unless a file was
+    /// forgotten meanwhile (its marks may be of a file since cut).
+    fn add(&self, path: &Path, forgets: u64, found: Found) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.forgets != forgets {
+            return Ok(());
+        }
+        let marks = inner.files.entry(path.to_path_buf()).or_default();
+        for (k, offset) in found.offsets {
+            if k == marks.offsets.len() {
+                marks.offsets.push(offset);
+            }
+        }
+        if found.count > marks.count {
+            marks.count = found.count;
+            marks.end = found.end;
+        }
+        Ok(())
     }
 
     /// Up to `limit` records numbered `from..to`, in order, from `files`
@@ -86,22 +130,50 @@ impl RecordIndex {
         first: u64,
         from: u64,
         to: u64,
+        each: impl FnMut(AccessRow) -> bool,
+    ) -> Result<(), StoreError> {
+        let (forgets, pos, offset, marked) = {
+            let inner = self.lock()?;
+            let none = Marks::default();
+            let marks = inner.files.get(path).unwrap_or(&none);
+            let (pos, offset) = if from < marks.count {
+                let k = (from / STEP) as usize;
+                (
+                    (k as u64) * STEP,
+                    marks.offsets.get(k).copied().unwrap_or(0),
+                )
+            } else {
+                (marks.count, marks.end)
+            };
+            (inner.forgets, pos, offset, marks.offsets.len())
+        };
+        let mut found = Found {
+            offsets: Vec::new(),
+            count: 0,
+            end: 0,
+        };
+        let result = Self::walk_from(
+            path,
+            first,
+            (pos, offset, marked),
+            (from, to),
+            &mut found,
+            each,
+        );
+        self.add(path, forgets, found)?;
+        result
+    }
+
+    /// [`Self::walk`] from position `pos` at `offset`, the marks then
+    /// numbering `marked`, what it finds past them noted in `found`.
+    fn walk_from(
+        path: &Path,
+        first: u64,
+        (mut pos, offset, marked): (u64, u64, usize),
+        (from, to): (u64, u64),
+        found: &mut Found,
         mut each: impl FnMut(AccessRow) -> bool,
     ) -> Result<(), StoreError> {
-        let mut files = self
-            .files
-            .lock()
-            .map_err(|_| StoreError::Database("the access log's read index is poisoned".into()))?;
-        let marks = files.entry(path.to_path_buf()).or_default();
-        let (mut pos, offset) = if from < marks.count {
-            let k = (from / STEP) as usize;
-            (
-                (k as u64) * STEP,
-                marks.offsets.get(k).copied().unwrap_or(0),
-            )
-        } else {
-            (marks.count, marks.end)
-        };
         let mut frames = match Frames::open(path, offset) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -123,12 +195,13 @@ impl RecordIndex {
                     )));
                 }
             };
-            if pos % STEP == 0 && (pos / STEP) as usize == marks.offsets.len() {
-                marks.offsets.push(at);
+            let k = (pos / STEP) as usize;
+            if pos % STEP == 0 && k >= marked {
+                found.offsets.push((k, at));
             }
-            if pos == marks.count {
-                marks.count += 1;
-                marks.end = end;
+            if pos + 1 > found.count {
+                found.count = pos + 1;
+                found.end = end;
             }
             let row = match frame {
                 Frame::Whole { row, .. } => row,
@@ -148,6 +221,50 @@ impl RecordIndex {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read of the index while another walk is inside a file goes on:
+    /// the lock is not held while a file is read (with it held, this
+    /// nested read would wait for ever).
+    #[test]
+    fn a_walk_holds_no_lock_while_it_reads() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("records");
+        let mut bytes = Vec::new();
+        for n in 0..600u64 {
+            let row = AccessRow {
+                n,
+                at_micros: n as i64,
+                line: format!("line {n}").into_bytes(),
+            };
+            super::super::frame::encode(&row, &mut bytes);
+        }
+        std::fs::write(&path, &bytes)?;
+        let index = RecordIndex::default();
+        let files = vec![(0u64, path.clone())];
+        let mut nested = Vec::new();
+        index.walk(&path, 0, 0, 600, |row| {
+            if row.n == 300 {
+                nested = index.rows(&files, 550, 600, 100).unwrap_or_default();
+            }
+            true
+        })?;
+        assert_eq!(
+            nested.iter().map(|r| r.n).collect::<Vec<_>>(),
+            (550..600).collect::<Vec<_>>()
+        );
+        // The marks both walks left still find records where they are.
+        let again = index.rows(&files, 257, 260, 10)?;
+        assert_eq!(
+            again.iter().map(|r| r.n).collect::<Vec<_>>(),
+            vec![257, 258, 259]
+        );
         Ok(())
     }
 }
