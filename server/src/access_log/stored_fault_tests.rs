@@ -18,7 +18,7 @@ fn quoted_origin() -> String {
 #[test]
 fn rows_of_another_writer_where_a_commit_goes_close_the_log_and_nothing_is_answered_durable()
 -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -59,7 +59,7 @@ fn rows_of_another_writer_where_a_commit_goes_close_the_log_and_nothing_is_answe
 
 #[test]
 fn a_writer_whose_origin_lock_was_lost_stops_and_writes_nothing_more() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -94,7 +94,7 @@ fn a_writer_whose_origin_lock_was_lost_stops_and_writes_nothing_more() -> TestRe
 
 #[test]
 fn records_whose_checkpoint_was_removed_are_refused_at_start_and_by_verify() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -138,7 +138,7 @@ fn records_whose_checkpoint_was_removed_are_refused_at_start_and_by_verify() -> 
 #[test]
 fn a_database_rolled_back_to_an_older_checkpoint_is_refused_where_a_newer_copy_is_kept()
 -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -233,7 +233,7 @@ fn a_retention_read_that_fails_leaves_the_log_writing_and_is_tried_again_later()
     use super::stored_retention_tests::{old_calls, round, verified, writer};
     use super::writer::Rounds;
     use tongbao_proto::merkle::stored_hash_index;
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;

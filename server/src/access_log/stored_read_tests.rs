@@ -15,7 +15,6 @@ use super::stored_tests::{
 use super::*;
 use crate::store::StoreError;
 use crate::store::access::{AccessExtent, AccessLogRead, AccessRow};
-use crate::store::pg_store::testdb::TestDb;
 use std::cell::Cell;
 use tongbao_proto::Hash;
 
@@ -292,7 +291,7 @@ fn exports_of_the_same_records_from_files_and_from_the_store_are_the_same_bytes_
 
 #[test]
 fn an_unreadable_record_past_the_checkpoint_fails_no_export() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;

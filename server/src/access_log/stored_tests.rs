@@ -78,6 +78,16 @@ impl Db {
     }
 }
 
+/// The test PostgreSQL's new database, for a test that needs it whole;
+/// None, saying the test is skipped, without `TONGBAO_TEST_PG_URL`.
+pub(super) fn pg_only() -> Result<Option<TestDb>, crate::store::StoreError> {
+    let db = TestDb::create()?;
+    if db.is_none() {
+        eprintln!("skipped: this test needs PostgreSQL (TONGBAO_TEST_PG_URL)");
+    }
+    Ok(db)
+}
+
 /// Runs `test` on every store of [`Db::each`], naming the one that fails.
 pub(super) fn on_each_store(test: impl Fn(&Db) -> TestResult) -> TestResult {
     for db in Db::each()? {
@@ -181,7 +191,7 @@ pub(super) fn size(store: &Arc<dyn Store>, key: &Key) -> Result<u64, Box<dyn std
 
 #[test]
 fn a_stored_log_outlives_its_data_directory_and_verifies_from_another_store() -> TestResult {
-    let Some(db) = TestDb::create()? else {
+    let Some(db) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -217,7 +227,7 @@ fn a_stored_log_outlives_its_data_directory_and_verifies_from_another_store() ->
 
 #[test]
 fn a_second_writer_of_one_origin_is_refused() -> TestResult {
-    let Some(db) = TestDb::create()? else {
+    let Some(db) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -269,7 +279,7 @@ fn append_unsigned(db: &dyn AccessLogStore, key: &Key, n: u64) -> TestResult {
 
 #[test]
 fn tampered_records_and_hashes_are_named_at_start_and_by_verify() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -337,7 +347,7 @@ fn tampered_records_and_hashes_are_named_at_start_and_by_verify() -> TestResult 
 
 #[test]
 fn a_cut_tail_and_a_removed_record_are_named() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
@@ -520,7 +530,7 @@ fn retention_removes_whole_old_days_with_a_removal_record_and_keeps_their_hashes
 
 #[test]
 fn a_failed_commit_is_tried_once_more_and_a_second_failure_closes_the_log() -> TestResult {
-    let Some(pg) = TestDb::create()? else {
+    let Some(pg) = super::stored_tests::pg_only()? else {
         return Ok(());
     };
     let key = key()?;
