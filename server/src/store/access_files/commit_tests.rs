@@ -287,3 +287,26 @@ fn a_tree_lost_whole_is_recomputed_in_batches_as_written() -> TestResult {
     assert_eq!(std::fs::read(&tree_path)?, whole);
     Ok(())
 }
+
+/// A commit of hashes alone that removes records (an earlier version's
+/// files moved in, their records all removed): its `kept-from` is its
+/// commit point, so a start with no record file still finds it.
+#[test]
+fn a_removal_without_records_holds_across_a_restart() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let guard = files.access_claim(ORIGIN)?;
+    let mut tree = Frontier::default();
+    let (_, hashes) = rows(&mut tree, 5)?;
+    files.access_append(ORIGIN, &[], 0, &hashes, None, Some(5))?;
+    guard.release();
+    drop(files);
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let _guard = files.access_claim(ORIGIN)?;
+    let extent = files.access_extent(ORIGIN)?;
+    assert_eq!(
+        (extent.first_kept, extent.next, extent.hashes),
+        (None, 5, stored_hash_count(5))
+    );
+    Ok(())
+}

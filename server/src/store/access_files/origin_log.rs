@@ -419,9 +419,16 @@ impl OriginLog {
             if self.fsync {
                 self.tree.sync_data().map_err(|e| io(&tree_path, e))?;
             }
-            let kept = layout::KeptFrom {
-                kept: self.kept_from,
-                pending: Some((kept_from, next)),
+            // With no records to carry it, this replace is the commit point.
+            let kept = match rows.is_empty() {
+                true => layout::KeptFrom {
+                    kept: kept_from,
+                    pending: None,
+                },
+                false => layout::KeptFrom {
+                    kept: self.kept_from,
+                    pending: Some((kept_from, next)),
+                },
             };
             layout::replace(
                 &self.dir.join(layout::KEPT_FROM_FILE),
