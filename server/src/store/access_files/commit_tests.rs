@@ -310,3 +310,30 @@ fn a_removal_without_records_holds_across_a_restart() -> TestResult {
     );
     Ok(())
 }
+
+/// A removal that commits and deletes files while a reader lists them:
+/// the reader says to run again, never reports the records missing.
+#[test]
+fn a_reader_racing_a_removal_says_to_run_again() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let dir = dir_of(store.path())?;
+    let (files, guard, mut tree) = twelve(store.path())?;
+    scan::tests_hook::set_at(scan::tests_hook::Point::AfterKeptFrom, move || {
+        let _keep = &guard;
+        if let Err(e) = removal(&files, &mut tree, 9, true) {
+            panic!("the removal between the reads failed: {e}");
+        }
+    });
+    match scan::find(&dir) {
+        Err(StoreError::Unavailable(m)) => {
+            assert!(m.contains(records::REMOVED_WHILE_READING), "{m}");
+        }
+        Err(e) => return Err(e.into()),
+        Ok(found) => panic!(
+            "read records from {} with files from {:?}",
+            found.kept_from,
+            found.files.first().map(|(n, _)| n)
+        ),
+    }
+    Ok(())
+}

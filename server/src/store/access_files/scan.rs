@@ -55,15 +55,24 @@ pub fn kept(files: &[(u64, PathBuf)], kept_from: u64) -> Vec<(u64, PathBuf)> {
 
 /// Reads the directory `dir` (see [`Found`]).
 pub fn find(dir: &Path) -> Result<Found, StoreError> {
-    // Read in the reverse of the writer's order (records, checkpoint,
-    // kept-from, deletions): a commit between the reads then shows as more
-    // records than the checkpoint covers, never fewer.
+    // Read in the reverse of the writer's order (kept-from, records,
+    // checkpoint, deletions): a commit between the reads then shows as
+    // more records than the checkpoint covers, never fewer.
     let checkpoint = layout::read_text(&dir.join(layout::CHECKPOINT_FILE))?;
     #[cfg(test)]
-    tests_hook::between_reads();
+    tests_hook::reached(tests_hook::Point::AfterCheckpoint);
     let kept = layout::read_kept_from(dir)?;
+    #[cfg(test)]
+    tests_hook::reached(tests_hook::Point::AfterKeptFrom);
     let first_commit = layout::read_text(&dir.join(layout::FIRST_COMMIT_FILE))?;
     let files = layout::record_files(dir).map_err(|e| layout::io(dir, e))?;
+    // A removal committed after `kept-from` was read may have deleted
+    // files the list lacks: the records would look missing.
+    if layout::read_kept_from(dir)? != kept {
+        return Err(StoreError::Unavailable(
+            super::records::REMOVED_WHILE_READING.into(),
+        ));
+    }
     let signed = checkpoint
         .as_deref()
         .and_then(layout::signed_size)
@@ -239,17 +248,38 @@ pub fn view_of(dir: &Path, index: &RecordIndex) -> Result<View, StoreError> {
 pub mod tests_hook {
     use std::cell::RefCell;
 
+    /// Where in `find` a hook runs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Point {
+        AfterCheckpoint,
+        AfterKeptFrom,
+    }
+
+    type Hook = (Point, Box<dyn FnMut()>);
+
     thread_local! {
-        static HOOK: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+        static HOOK: RefCell<Option<Hook>> = RefCell::new(None);
     }
 
-    /// Runs `hook` between the reads of this thread's next `find`.
+    /// Runs `hook` after the checkpoint's read in this thread's next `find`.
     pub fn set(hook: impl FnMut() + 'static) {
-        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+        set_at(Point::AfterCheckpoint, hook);
     }
 
-    pub(super) fn between_reads() {
-        if let Some(mut hook) = HOOK.with(|h| h.borrow_mut().take()) {
+    /// Runs `hook` at `point` in this thread's next `find`.
+    pub fn set_at(point: Point, hook: impl FnMut() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some((point, Box::new(hook))));
+    }
+
+    pub(super) fn reached(point: Point) {
+        let hook = HOOK.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.as_ref() {
+                Some((at, _)) if *at == point => h.take(),
+                _ => None,
+            }
+        });
+        if let Some((_, mut hook)) = hook {
             hook();
         }
     }
