@@ -337,3 +337,32 @@ fn a_reader_racing_a_removal_says_to_run_again() -> TestResult {
     }
     Ok(())
 }
+
+/// A first commit whose records begin past 0 (an earlier version's
+/// files moved in after a removal) and that a crash cut before its
+/// checkpoint is undone at the claim, as one from record 0 is.
+#[test]
+fn a_first_commit_from_past_record_0_cut_short_is_undone() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let guard = files.access_claim(ORIGIN)?;
+    let mut tree = Frontier::default();
+    let (all, hashes) = rows(&mut tree, 6)?;
+    let signed = note(&tree).map_err(|e| StoreError::Database(e.to_string()))?;
+    files.fail_after_commit_point(ORIGIN, "a crash")?;
+    let said = files
+        .access_append(ORIGIN, &all[3..], 0, &hashes, Some(&signed), None)
+        .err()
+        .ok_or("the tail did not fail")?;
+    assert!(matches!(said, StoreError::Committed(_)), "{said}");
+    guard.release();
+    drop(files);
+    let files = AccessFiles::with_file_bound(store.path(), 100);
+    let _guard = files.access_claim(ORIGIN)?;
+    let extent = files.access_extent(ORIGIN)?;
+    assert_eq!(
+        (extent.first_kept, extent.next, extent.hashes),
+        (None, 0, 0)
+    );
+    Ok(())
+}

@@ -186,7 +186,9 @@ impl OriginLog {
                 tongbao_proto::echo::shown(marked.trim())
             ))
         })?;
-        if found.next > end || found.kept_from > 0 {
+        // Records kept from past 0 before this commit are an earlier
+        // commit's (its own removal, moving old files in, may set more).
+        if found.next > end || found.kept_before > 0 {
             return Err(StoreError::Corrupt(format!(
                 "{} marks a first commit ending at record {end}, but the log holds records {}..{} and no checkpoint: \
                  nothing is removed; remove {} if the records are to stay",

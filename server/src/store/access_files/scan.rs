@@ -34,6 +34,9 @@ pub struct Found {
     /// `kept-from` holds a removal's pending change, which `kept_from`
     /// took or dropped (by where the records end): the writer rewrites it.
     pub kept_pending: bool,
+    /// What `kept-from` held before a pending change (as `kept_from`
+    /// when none is pending).
+    pub kept_before: u64,
 }
 
 impl Found {
@@ -84,6 +87,7 @@ pub fn find(dir: &Path) -> Result<Found, StoreError> {
     let kept_from = kept.at(next);
     Ok(Found {
         kept_pending: kept.pending.is_some(),
+        kept_before: kept.kept,
         dir: dir.to_path_buf(),
         files,
         kept_from,
