@@ -117,7 +117,8 @@ fn unfinished_move(data_dir: &Path) -> anyhow::Result<()> {
     if old.is_dir() {
         bail!(
             "the move of an earlier version's access log into the store is unfinished: {} is still there, \
-             and the store holds part of it only. Start the hub to finish the move, or read the earlier \
+             and the store holds part of it only. Start the hub to finish the move (if it refuses to start, \
+             its log says why), or read the earlier \
              version's files as they are: `tongbao-hub audit-log verify {}` checks them; to query or \
              export them, copy that directory to DIR/{} and give --data-dir DIR",
             old.display(),
@@ -142,8 +143,18 @@ impl Location {
             },
             (None, Some(c)) => match c.store.open_reader()? {
                 Some(store) => {
-                    unfinished_move(&c.hub.data_dir)?;
-                    Logs::Db(store)
+                    let logs = Logs::Db(store);
+                    let origin = pick_origin(
+                        logs.reads()?,
+                        Some(&c.hub.log_name),
+                        self.replica.as_deref(),
+                    )?;
+                    // Only this host's own log can be part moved from here.
+                    if origin == crate::access_log::origin(&c.hub.log_name, c.store.replica_name())
+                    {
+                        unfinished_move(&c.hub.data_dir)?;
+                    }
+                    return Ok(Source::Store(logs, origin));
                 }
                 None => match in_dir(&c.hub.data_dir)? {
                     InDir::Old(d) => return Ok(Source::OldFiles(d)),
