@@ -225,40 +225,109 @@ fn records_appended_lazily_are_synced_by_the_next_durable_append_or_file() -> Te
     Ok(())
 }
 
-#[test]
-fn a_bad_frame_with_whole_ones_after_it_past_the_checkpoint_is_refused_never_cut() -> TestResult {
-    let store = tempfile::tempdir()?;
-    let dir = dir_of(store.path())?;
+/// Records 0..2 signed, 2..5 synced after, 5..8 written lazily (never
+/// synced); the claim released. The last record file's path and bytes,
+/// and one frame's length (all eight are alike).
+fn synced_then_lazy(store: &Path) -> Result<(PathBuf, Vec<u8>, usize), Box<dyn std::error::Error>> {
     {
-        let files = AccessFiles::new(store.path(), true);
+        let files = AccessFiles::new(store, true);
         let _guard = files.access_claim(ORIGIN)?;
         let mut tree = Frontier::default();
         append(&files, &mut tree, 2, true)?;
         append(&files, &mut tree, 3, false)?;
+        let (lazy, hashes) = rows(&mut tree, 3)?;
+        files.access_append_lazily(ORIGIN, &lazy, stored_hash_count(5), &hashes)?;
     }
-    let (_, path) = layout::record_files(&dir)?.pop().ok_or("no record file")?;
-    let mut bytes = std::fs::read(&path)?;
-    let frame = bytes.len() / 5;
-    // Record 2's length made impossible: past the checkpoint, 3 and 4 whole after it.
-    bytes[2 * frame + 3] = 0xff;
-    std::fs::write(&path, &bytes)?;
-    let files = AccessFiles::new(store.path(), true);
-    let said = files
+    let (_, path) = layout::record_files(&dir_of(store)?)?
+        .pop()
+        .ok_or("no record file")?;
+    let bytes = std::fs::read(&path)?;
+    let frame = bytes.len() / 8;
+    Ok((path, bytes, frame))
+}
+
+#[test]
+fn a_bad_frame_a_later_frame_says_was_synced_is_never_cut() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let (path, bytes, frame) = synced_then_lazy(store.path())?;
+    // Record 2's length made impossible: record 5's frame says 5 were synced.
+    let mut changed = bytes.clone();
+    changed[2 * frame + 3] = 0xff;
+    std::fs::write(&path, &changed)?;
+    let said = AccessFiles::new(store.path(), true)
         .access_claim(ORIGIN)
         .err()
-        .ok_or("a log with whole records after a bad one was claimed")?
+        .ok_or("a log whose synced record cannot be read was claimed")?
         .to_string();
     assert!(
-        said.contains("record 2") && said.contains("not a write a crash cut short"),
+        said.contains("record 2") && said.contains("says record 2 was synced"),
         "{said}"
     );
-    assert_eq!(std::fs::read(&path)?, bytes, "something was cut");
-    // A torn last frame alone is still cut.
-    bytes[2 * frame + 3] = 0;
-    bytes.truncate(bytes.len() - 7);
-    std::fs::write(&path, &bytes)?;
+    assert_eq!(std::fs::read(&path)?, changed, "something was cut");
+    // Record 3's line changed: a changed record, named by reads, not cut.
+    let mut changed = bytes.clone();
+    changed[4 * frame - 5] ^= 1;
+    std::fs::write(&path, &changed)?;
+    let files = AccessFiles::new(store.path(), true);
     let _guard = files.access_claim(ORIGIN)?;
-    assert_eq!(files.access_extent(ORIGIN)?.next, 4);
+    assert_eq!(files.access_extent(ORIGIN)?.next, 8);
+    let said = files
+        .access_records(ORIGIN, 3, 1)
+        .err()
+        .ok_or("a changed record was read")?
+        .to_string();
+    assert!(
+        said.contains("record 3") && said.contains("checksum fails"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&path)?, changed, "something was cut");
+    Ok(())
+}
+
+#[test]
+fn a_torn_write_with_unsynced_frames_after_it_is_cut_and_kept_aside() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let (path, bytes, frame) = synced_then_lazy(store.path())?;
+    let aside = path.with_file_name(layout::cut_off_name(6));
+    // Record 6's line torn, 7 whole after it: a power loss may leave
+    // unsynced writes so; 7 says only 5 were synced.
+    let mut torn = bytes.clone();
+    torn[7 * frame - 5] ^= 1;
+    std::fs::write(&path, &torn)?;
+    {
+        let files = AccessFiles::new(store.path(), true);
+        let _guard = files.access_claim(ORIGIN)?;
+        assert_eq!(files.access_extent(ORIGIN)?.next, 6);
+        assert_eq!(std::fs::read(&path)?, bytes[..6 * frame]);
+        assert_eq!(std::fs::read(&aside)?, torn[6 * frame..]);
+        // The log goes on from record 6.
+        let mut tree = Frontier::default();
+        rows(&mut tree, 6)?;
+        append(&files, &mut tree, 1, true)?;
+        assert_eq!(files.access_extent(ORIGIN)?.next, 7);
+    }
+    // Record 5's length torn, 6 and 7 whole after it: cut at 5.
+    let store = tempfile::tempdir()?;
+    let (path, bytes, frame) = synced_then_lazy(store.path())?;
+    let mut torn = bytes.clone();
+    torn[5 * frame + 3] = 0xff;
+    std::fs::write(&path, &torn)?;
+    let files = AccessFiles::new(store.path(), true);
+    drop(files.access_claim(ORIGIN)?);
+    assert_eq!(files.access_extent(ORIGIN)?.next, 5);
+    assert_eq!(std::fs::read(&path)?, bytes[..5 * frame]);
+    assert_eq!(
+        std::fs::read(path.with_file_name(layout::cut_off_name(5)))?,
+        torn[5 * frame..]
+    );
+    // A torn last frame alone is cut (and kept aside too).
+    let store = tempfile::tempdir()?;
+    let (path, bytes, frame) = synced_then_lazy(store.path())?;
+    std::fs::write(&path, &bytes[..bytes.len() - 7])?;
+    let files = AccessFiles::new(store.path(), true);
+    drop(files.access_claim(ORIGIN)?);
+    assert_eq!(files.access_extent(ORIGIN)?.next, 7);
+    assert_eq!(std::fs::read(&path)?, bytes[..7 * frame]);
     Ok(())
 }
 

@@ -3,8 +3,11 @@
 //! is found where it is instead of being read as a record.
 //!
 //! A frame is `length` (u32, of what follows the checksum), `crc32` (of
-//! what follows it), then the record: `n` (u64), `at_micros` (i64), and
-//! its line; integers little-endian.
+//! what follows it), then the record: `n` (u64), `at_micros` (i64),
+//! `durable` (u64: how many records were synced when it was written), and
+//! its line; integers little-endian. `durable` tells a crash's torn write
+//! from a changed record: a bad frame at record `n` followed by a whole
+//! one saying more than `n` were synced was durable, so no crash tore it.
 
 use crate::store::access::AccessRow;
 use std::fs::File;
@@ -13,19 +16,21 @@ use std::path::Path;
 
 /// The frame's header: length and checksum.
 const HEADER: u64 = 8;
-/// The record's fixed part: its number and its time.
-const FIXED: usize = 16;
+/// The record's fixed part: its number, its time and the durable mark.
+const FIXED: usize = 24;
 /// The longest record a frame may hold (a record is bounded far below).
 const MAX_BODY: u64 = 16 << 20;
 
-/// Appends the frame of `row` to `out`.
-pub fn encode(row: &AccessRow, out: &mut Vec<u8>) {
+/// Appends the frame of `row` to `out`, written when `durable` records
+/// were synced.
+pub fn encode(row: &AccessRow, durable: u64, out: &mut Vec<u8>) {
     let body_len = FIXED + row.line.len();
     let start = out.len();
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&row.n.to_le_bytes());
     out.extend_from_slice(&row.at_micros.to_le_bytes());
+    out.extend_from_slice(&durable.to_le_bytes());
     out.extend_from_slice(&row.line);
     let crc = crc32fast::hash(&out[start + HEADER as usize..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
@@ -33,8 +38,13 @@ pub fn encode(row: &AccessRow, out: &mut Vec<u8>) {
 
 /// What the next frame of a file is.
 pub enum Frame {
-    /// A whole frame, checksum right, ending at `end`.
-    Whole { row: AccessRow, end: u64 },
+    /// A whole frame, checksum right, ending at `end`, written when
+    /// `durable` records were synced.
+    Whole {
+        row: AccessRow,
+        end: u64,
+        durable: u64,
+    },
     /// A frame of a plausible length whose checksum fails, ending at
     /// `end`: a changed record, or the last write cut short.
     Garbled { end: u64 },
@@ -72,11 +82,6 @@ impl Frames {
         self.offset
     }
 
-    /// Whether the file ends at `end`.
-    pub fn ends_at(&self, end: u64) -> bool {
-        end == self.len
-    }
-
     pub fn next_frame(&mut self) -> std::io::Result<Frame> {
         if self.offset >= self.len {
             return Ok(Frame::End);
@@ -104,17 +109,19 @@ impl Frames {
             return Ok(Frame::Garbled { end });
         }
         let line = body.split_off(FIXED);
-        let mut n = [0u8; 8];
-        let mut at = [0u8; 8];
-        n.copy_from_slice(&body[..8]);
-        at.copy_from_slice(&body[8..FIXED]);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&body[i * 8..i * 8 + 8]);
+            w
+        };
         Ok(Frame::Whole {
             row: AccessRow {
-                n: u64::from_le_bytes(n),
-                at_micros: i64::from_le_bytes(at),
+                n: u64::from_le_bytes(word(0)),
+                at_micros: i64::from_le_bytes(word(1)),
                 line,
             },
             end,
+            durable: u64::from_le_bytes(word(2)),
         })
     }
 }
@@ -158,6 +165,30 @@ pub fn whole_frame_after(path: &Path, from: u64, n: u64) -> std::io::Result<Opti
     Ok(None)
 }
 
+/// The most records any whole frame of a record after `n` in `path`
+/// past `from` says were synced when it was written, if there is one
+/// (see the module doc): more than `n` means record `n` was durable.
+pub fn durable_after(path: &Path, from: u64, n: u64) -> std::io::Result<Option<u64>> {
+    let mut most = None;
+    let (mut from, mut last) = (from, n);
+    while let Some(at) = whole_frame_after(path, from, last)? {
+        let mut frames = Frames::open(path, at)?;
+        // A whole frame found is read on from; the search goes on past
+        // the first frame that is not whole and after the last.
+        from = loop {
+            let here = frames.offset();
+            match frames.next_frame()? {
+                Frame::Whole { row, durable, .. } if row.n > last => {
+                    most = most.max(Some(durable));
+                    last = row.n;
+                }
+                _ => break here,
+            }
+        };
+    }
+    Ok(most)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +204,7 @@ mod tests {
                 at_micros: -(n as i64),
                 line: format!("line {n}").into_bytes(),
             };
-            encode(&row, &mut bytes);
+            encode(&row, n + 7, &mut bytes);
         }
         let one = bytes.len() / 3;
         let mut changed = bytes.clone();
@@ -182,9 +213,9 @@ mod tests {
         std::fs::write(&path, &changed)?;
         let mut frames = Frames::open(&path, 0)?;
         match frames.next_frame()? {
-            Frame::Whole { row, end } => {
+            Frame::Whole { row, end, durable } => {
                 assert_eq!((row.n, row.at_micros, row.line), (0, 0, b"line 0".to_vec()));
-                assert_eq!(end, one as u64);
+                assert_eq!((end, durable), (one as u64, 7));
             }
             _ => panic!("the first frame is whole"),
         }

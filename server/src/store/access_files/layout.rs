@@ -47,6 +47,12 @@ pub fn records_name(first: u64) -> String {
     format!("{RECORDS_PREFIX}{first:020}")
 }
 
+/// Where the records a crash's cut took off from `record` on are kept
+/// aside (see `OriginLog::open`): read by no reader, kept for audit.
+pub fn cut_off_name(record: u64) -> String {
+    format!("cut-off-{record:020}")
+}
+
 fn parse_records_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(RECORDS_PREFIX)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))

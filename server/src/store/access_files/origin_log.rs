@@ -52,6 +52,11 @@ pub struct OriginLog {
     pending: Vec<PathBuf>,
     /// Records were written lazily and are not yet synced.
     unsynced: bool,
+    /// The number after the last record synced: each frame carries it
+    /// (see `frame`), and `written` becomes it at a sync.
+    durable: u64,
+    /// The number after the last record written.
+    written: u64,
     /// How many times record files were synced (tests of lazy syncs).
     #[cfg(test)]
     pub record_syncs: u64,
@@ -121,16 +126,9 @@ impl OriginLog {
                 fsync,
             )?;
         }
-        if let Some((path, at)) = &found.cut {
-            tracing::warn!(file = %path.display(), offset = at, "cutting off a torn last write of the access log");
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| io(path, e))?;
-            f.set_len(*at)
-                .and_then(|()| f.sync_data())
-                .map_err(|e| io(path, e))?;
-            index.forget(path);
+        if let Some(cut) = &found.cut {
+            Self::cut_off(cut, fsync)?;
+            index.forget(&cut.path);
         }
         let tree_path = dir.join(layout::TREE_FILE);
         let hashes = Self::repair_tree(&found, &tree_path, index, fsync)?;
@@ -154,7 +152,10 @@ impl OriginLog {
             dir,
             fsync,
             failed: None,
-            unsynced: false,
+            // What an earlier process wrote may not be on disk yet.
+            unsynced: true,
+            durable: 0,
+            written: found.next,
             #[cfg(test)]
             record_syncs: 0,
             #[cfg(test)]
@@ -165,8 +166,34 @@ impl OriginLog {
             let len = file.metadata().map_err(|e| io(path, e))?.len();
             log.current = Some((file, len));
         }
+        log.sync_records()?;
         log.delete_pending(index, held)?;
         Ok(log)
+    }
+
+    /// Cuts off a write a crash tore, the bytes cut kept aside in
+    /// `cut-off-<record>` for audit (see `scan::Cut`).
+    fn cut_off(cut: &scan::Cut, fsync: bool) -> Result<(), StoreError> {
+        let path = &cut.path;
+        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
+        let tail = bytes.get(cut.at as usize..).unwrap_or_default();
+        let aside = path.with_file_name(layout::cut_off_name(cut.record));
+        layout::replace(&aside, tail, fsync)?;
+        tracing::warn!(
+            file = %path.display(),
+            offset = cut.at,
+            record = cut.record,
+            whole_frames_after = cut.whole_after,
+            kept_aside = %aside.display(),
+            "cutting off a write of the access log a crash tore"
+        );
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        f.set_len(cut.at)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| io(path, e))
     }
 
     /// Removes the records of a first commit a crash cut short before its
@@ -452,7 +479,7 @@ impl OriginLog {
             }
             let mut frames = Vec::new();
             rows.iter()
-                .for_each(|r| super::frame::encode(r, &mut frames));
+                .for_each(|r| super::frame::encode(r, self.durable, &mut frames));
             let path = self.current_path();
             let Some((file, len)) = self.current.as_mut() else {
                 return Err(StoreError::Database("no record file is open".into()));
@@ -460,6 +487,7 @@ impl OriginLog {
             file.write_all(&frames).map_err(|e| io(&path, e))?;
             *len += frames.len() as u64;
             self.unsynced = true;
+            self.written = next;
         }
         if !lazy {
             self.sync_records()?;
@@ -528,6 +556,7 @@ impl OriginLog {
             }
         }
         self.unsynced = false;
+        self.durable = self.written;
         Ok(())
     }
 

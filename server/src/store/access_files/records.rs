@@ -243,7 +243,7 @@ mod tests {
                 at_micros: n as i64,
                 line: format!("line {n}").into_bytes(),
             };
-            super::super::frame::encode(&row, &mut bytes);
+            super::super::frame::encode(&row, n, &mut bytes);
         }
         std::fs::write(&path, &bytes)?;
         let index = RecordIndex::default();

@@ -25,10 +25,10 @@ pub struct Found {
     pub checkpoint: Option<String>,
     /// The number after the last record.
     pub next: u64,
-    /// Where a write cut short ends the last file (path, offset): past
-    /// the checkpoint, the writer cuts it off. Within what the checkpoint
-    /// covers nothing is cut: the check names what is wrong there.
-    pub cut: Option<(PathBuf, u64)>,
+    /// A write cut short that ends the last file: past the checkpoint,
+    /// the writer cuts it off. Within what the checkpoint covers nothing
+    /// is cut: the check names what is wrong there.
+    pub cut: Option<Cut>,
     /// What `first-commit` holds when it is there (see `layout`).
     pub first_commit: Option<String>,
     /// `kept-from` holds a removal's pending change, which `kept_from`
@@ -98,41 +98,64 @@ pub fn find(dir: &Path) -> Result<Found, StoreError> {
     })
 }
 
+/// A write a crash cut short, to cut off at the claim.
+pub struct Cut {
+    pub path: PathBuf,
+    /// Where the torn frame begins.
+    pub at: u64,
+    /// The record it would have been.
+    pub record: u64,
+    /// Whole frames follow it (records never synced, cut off with it).
+    pub whole_after: bool,
+}
+
 /// Where the records of the last file end: the number after its last
-/// record, and the cut to make when its last write was cut short after
-/// the checkpoint (`signed` records). A frame whose checksum fails with
-/// more frames after it is a record (changed: reads name it), as is one
-/// at the end within what the checkpoint covers.
-fn last_file_end(
-    path: &Path,
-    first: u64,
-    signed: u64,
-) -> Result<(u64, Option<(PathBuf, u64)>), StoreError> {
+/// record, and the cut to make when a write past the checkpoint (`signed`
+/// records) was torn. A bad frame at record `n` is a changed record, never
+/// cut, when the checkpoint covers it, or when a whole frame after it says
+/// more than `n` records were synced (`frame::durable_after`); a changed
+/// one whose length is bad is refused, since nothing after it can be read
+/// as its successor. Any other bad frame past the checkpoint is a crash's:
+/// a power loss may leave unsynced writes torn with later ones whole.
+fn last_file_end(path: &Path, first: u64, signed: u64) -> Result<(u64, Option<Cut>), StoreError> {
     let mut frames = Frames::open(path, 0).map_err(|e| layout::io(path, e))?;
     let mut n = first;
     loop {
         let at = frames.offset();
-        match frames.next_frame().map_err(|e| layout::io(path, e))? {
+        let frame = frames.next_frame().map_err(|e| layout::io(path, e))?;
+        let garbled = match frame {
             Frame::End => return Ok((n, None)),
-            Frame::Whole { .. } => n += 1,
-            Frame::Garbled { end } if !frames.ends_at(end) || n < signed => n += 1,
-            Frame::Garbled { .. } | Frame::Cut => {
-                if n < signed {
-                    return Ok((n, None));
-                }
-                // Only the last write is a crash's to tear: a bad frame
-                // with whole ones after it is refused, never cut.
-                if let Some(whole) =
-                    super::frame::whole_frame_after(path, at, n).map_err(|e| layout::io(path, e))?
-                {
-                    return Err(StoreError::Corrupt(format!(
-                        "access log {}: record {n}'s frame at offset {at} cannot be read, but a whole \
-                         record's frame follows it at offset {whole}: not a write a crash cut short, so \
-                         nothing is cut and the log is not written; keep the file for audit",
-                        path.display()
-                    )));
-                }
-                return Ok((n, Some((path.to_path_buf(), at))));
+            Frame::Whole { .. } => {
+                n += 1;
+                continue;
+            }
+            Frame::Garbled { .. } if n < signed => {
+                n += 1;
+                continue;
+            }
+            Frame::Cut if n < signed => return Ok((n, None)),
+            Frame::Garbled { .. } => true,
+            Frame::Cut => false,
+        };
+        let durable = super::frame::durable_after(path, at, n).map_err(|e| layout::io(path, e))?;
+        match durable {
+            Some(d) if d > n && garbled => n += 1,
+            Some(d) if d > n => {
+                return Err(StoreError::Corrupt(format!(
+                    "access log {}: record {n}'s frame at offset {at} cannot be read, but a whole \
+                     record's frame after it says record {n} was synced: not a write a crash cut \
+                     short, so nothing is cut and the log is not written; keep the file for audit",
+                    path.display()
+                )));
+            }
+            _ => {
+                let cut = Cut {
+                    path: path.to_path_buf(),
+                    at,
+                    record: n,
+                    whole_after: durable.is_some(),
+                };
+                return Ok((n, Some(cut)));
             }
         }
     }
