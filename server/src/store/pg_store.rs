@@ -213,9 +213,10 @@ impl PgStore {
         // the takeover wait, on purpose, for the previous leader's last
         // write (one waiting for a synchronous standby, say); cut short,
         // its UPDATE would stay queued at the database, holding the lock.
+        let database = options.database.clone();
         let (lease, epoch) = block_on(store.handle()?, None, async move {
             let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
-            let epoch = lease.take_over().await;
+            let epoch = lease.take_over(&database).await;
             Ok((lease, epoch))
         })?;
         store.lease = Some(lease);
