@@ -269,11 +269,9 @@ impl PgStore {
 
     /// The pool and the runtime, without the lease.
     fn connect(options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config = options.database.config();
-        config.connect_timeout(CONNECT_WAIT);
-        if config.get_application_name().is_none() {
-            config.application_name("tongbao-hub");
-        }
+        // With the lease's keepalives: a pooled connection whose call was
+        // abandoned on a vanished host ends in seconds, not hours.
+        let config = lease::kept_alive_config(&options.database, "tongbao-hub");
         let manager = Manager::from_config(
             config,
             options.database.connector(),
