@@ -613,6 +613,12 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
             .map_err(super::db)?;
         Ok::<_, StoreError>((client, pid))
     })?;
+    // Outside a transaction: within one, pg_stat_activity stays as first read.
+    let watcher = rt.block_on(async {
+        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
+        tokio::spawn(connection);
+        Ok::<_, StoreError>(client)
+    })?;
     let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
     let taking = {
         let url = url.clone();
@@ -627,10 +633,10 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let waiting_pid = loop {
         let found: Option<i32> = rt.block_on(async {
-            writer
+            watcher
                 .query_opt(
-                    "SELECT pid FROM pg_stat_activity \
-                     WHERE query LIKE 'UPDATE lease SET epoch%' AND wait_event_type = 'Lock'",
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'UPDATE lease SET epoch%' AND wait_event_type = 'Lock'",
                     &[],
                 )
                 .await
