@@ -266,4 +266,45 @@ mod tests {
         assert_eq!(verifier.queued.load(Ordering::Acquire), 0);
         Ok(())
     }
+
+    /// What a lone signature's trip through the thread costs beside
+    /// checking it in the caller's thread, one call after another (prints,
+    /// asserts nothing on time):
+    /// `cargo test --release -p tongbao-server --lib lone_signature_speed -- --ignored --nocapture`
+    #[tokio::test]
+    #[ignore]
+    async fn lone_signature_speed() -> TestResult {
+        let verifier = Verifier::start()?;
+        let key = SigningKey::generate()?;
+        let checks = (0..2000)
+            .map(|i| check(&key, i, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut per_call = Vec::new();
+        for through_thread in [true, false, true, false] {
+            // Holding the claim sends every call through the thread.
+            let held = through_thread.then(|| verifier.check_here(1));
+            let start = std::time::Instant::now();
+            for c in &checks {
+                let one = Check {
+                    digest: c.digest,
+                    signature: c.signature.clone(),
+                    public_key: c.public_key.clone(),
+                };
+                let verdicts = verifier.verify(vec![one]).await?;
+                assert!(matches!(verdicts.as_slice(), [Ok(())]));
+            }
+            let micros = start.elapsed().as_secs_f64() * 1e6 / checks.len() as f64;
+            per_call.push((through_thread, micros));
+            drop(held);
+        }
+        for (through_thread, micros) in per_call {
+            let way = if through_thread {
+                "through the thread"
+            } else {
+                "in the caller's thread"
+            };
+            println!("lone signature {way}: {micros:.1} us per call");
+        }
+        Ok(())
+    }
 }
