@@ -184,10 +184,12 @@ pub fn check_receipt<'a>(
             tongbao_proto::redact::receipt_subject(pins.len())
         )));
     }
+    // Keyed seq first: pins mostly differ in seq, so most comparisons are
+    // of integers, not of channel names.
     let mut named_once = BTreeSet::new();
     for p in pins {
         check_pin(p)?;
-        if !named_once.insert((p.channel.as_str(), p.seq)) {
+        if !named_once.insert((p.seq, p.channel.as_str())) {
             return Err(malformed(format!(
                 "the receipt names entry {}:{} more than once; name each entry once",
                 p.channel, p.seq

@@ -14,6 +14,7 @@ mod organizations;
 mod overdue;
 mod push;
 mod read;
+mod recipients;
 mod refusals;
 mod standby;
 mod tasks;
