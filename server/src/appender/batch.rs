@@ -144,11 +144,7 @@ impl<'w> BatchState<'w> {
         let mut key = (sender.to_string(), 0);
         for (a, stored) in asked.answers.iter().zip(stored) {
             key.1 = a.cursor;
-            let before = self
-                .answered
-                .get(&key)
-                .copied()
-                .or(stored.map(|by| by.seq));
+            let before = self.answered.get(&key).copied().or(stored.map(|by| by.seq));
             match before {
                 Some(answered_by) => earlier.push(EarlierAnswer {
                     channel: a.channel.clone(),
