@@ -14,7 +14,6 @@ mod organizations;
 mod overdue;
 mod push;
 mod read;
-mod recipients;
 mod refusals;
 mod standby;
 mod tasks;

@@ -1,6 +1,5 @@
 //! `Push`: check, verify, append durably, answer.
 
-use super::recipients::cursor_in;
 use super::{HubState, storage_status};
 use crate::appender::{Answered, AppendError};
 use crate::policy::{PolicyError, check_push};
@@ -325,7 +324,7 @@ pub(crate) fn check_received(
                     pin.seq
                 ))
             })?;
-        let Some(cursor) = cursor_in(&stored, unit) else {
+        let Some(cursor) = stored.cursor_of(unit) else {
             return Err(Status::permission_denied(format!(
                 "entry {}:{} was not addressed to unit {unit}; a unit answers only entries it received",
                 pin.channel, pin.seq

@@ -3,7 +3,6 @@
 //! Entitlement has one rule, [`entitled`]: a party sees an entry if and only
 //! if it is the entry's sender or one of its resolved recipients.
 
-use super::recipients::{cursor_in, position};
 use super::{HubState, storage_status};
 use crate::store::InboxItem;
 use futures::StreamExt as _;
@@ -30,8 +29,10 @@ pub fn entitled(who: &Principal, entry: &pb::Entry) -> bool {
     if matches!(who, Principal::Unit(u) if *u == entry.channel) {
         return true;
     }
+    // A scan, not a binary search of the sorted names: `==` compares
+    // lengths first, so most names are told apart without reading them.
     who.inbox_name()
-        .is_some_and(|inbox| position(&entry.recipients, &inbox).is_some())
+        .is_some_and(|inbox| entry.recipients.iter().any(|r| *r == *inbox))
 }
 
 /// The inbox a caller asks for, which must be its own.
@@ -289,7 +290,7 @@ pub fn get_entry(
     }
     if let Some((inbox, cursor)) = who
         .inbox()
-        .and_then(|i| cursor_in(&stored, &i).map(|c| (i, c)))
+        .and_then(|i| stored.cursor_of(&i).map(|c| (i, c)))
     {
         state
             .store
