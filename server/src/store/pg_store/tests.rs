@@ -598,9 +598,13 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
     let rt = tokio::runtime::Runtime::new()?;
     let url = database(&db.url())?;
     // An earlier leader's write: the lease row held FOR SHARE, open.
-    let (writer, blocker_pid) = rt.block_on(async {
+    let connect = || async {
         let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
         tokio::spawn(connection);
+        Ok::<_, StoreError>(client)
+    };
+    let (writer, blocker_pid) = rt.block_on(async {
+        let client = connect().await?;
         client
             .batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
             .await
@@ -614,11 +618,7 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
         Ok::<_, StoreError>((client, pid))
     })?;
     // Outside a transaction: within one, pg_stat_activity stays as first read.
-    let watcher = rt.block_on(async {
-        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
-        tokio::spawn(connection);
-        Ok::<_, StoreError>(client)
-    })?;
+    let watcher = rt.block_on(connect())?;
     let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
     let taking = {
         let url = url.clone();
