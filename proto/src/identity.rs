@@ -6,6 +6,7 @@
 //! [`Principal::uri`], and entries name recipients with [`Principal::inbox`].
 
 use crate::echo::shown;
+use std::borrow::Cow;
 use std::fmt;
 
 const UNIT_PREFIX: &str = "urn:tongbao:unit:";
@@ -92,10 +93,16 @@ impl Principal {
 
     /// The inbox this party reads, if it receives entries at all.
     pub fn inbox(&self) -> Option<String> {
+        self.inbox_name().map(Cow::into_owned)
+    }
+
+    /// [`Principal::inbox`], borrowed where it can be: a unit's inbox is its
+    /// id, asked for per entry on the hub's read paths without a copy.
+    pub fn inbox_name(&self) -> Option<Cow<'_, str>> {
         match self {
-            Self::Unit(id) => Some(id.clone()),
-            Self::Office(m) => Some(office_inbox(m)),
-            Self::LeadingGroup => Some(LEADING_GROUP_INBOX.to_string()),
+            Self::Unit(id) => Some(Cow::Borrowed(id)),
+            Self::Office(m) => Some(Cow::Owned(office_inbox(m))),
+            Self::LeadingGroup => Some(Cow::Borrowed(LEADING_GROUP_INBOX)),
             Self::Operator(_) => None,
         }
     }
@@ -158,6 +165,23 @@ mod tests {
             assert_eq!(Principal::from_uri(&p.uri())?, p);
         }
         Ok(())
+    }
+
+    #[test]
+    fn inboxes_are_named_alike_borrowed_or_owned() {
+        let cases = [
+            (Principal::Unit("tax".into()), Some("tax")),
+            (
+                Principal::Office("fund-supervision".into()),
+                Some("office:fund-supervision"),
+            ),
+            (Principal::LeadingGroup, Some(LEADING_GROUP_INBOX)),
+            (Principal::Operator("ops1".into()), None),
+        ];
+        for (p, inbox) in cases {
+            assert_eq!(p.inbox().as_deref(), inbox, "{p}");
+            assert_eq!(p.inbox_name().as_deref(), inbox, "{p}");
+        }
     }
 
     #[test]

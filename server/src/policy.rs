@@ -184,10 +184,12 @@ pub fn check_receipt<'a>(
             tongbao_proto::redact::receipt_subject(pins.len())
         )));
     }
+    // Keyed seq first: pins mostly differ in seq, so most comparisons are
+    // of integers, not of channel names.
     let mut named_once = BTreeSet::new();
     for p in pins {
         check_pin(p)?;
-        if !named_once.insert((p.channel.as_str(), p.seq)) {
+        if !named_once.insert((p.seq, p.channel.as_str())) {
             return Err(malformed(format!(
                 "the receipt names entry {}:{} more than once; name each entry once",
                 p.channel, p.seq
@@ -480,6 +482,55 @@ mod tests {
         ];
         for f in bad {
             assert!(matches!(check_with(f), Err(PolicyError::Malformed(_))));
+        }
+    }
+
+    /// A receipt from tax pinning `pins` (channel, seq), addressed to their
+    /// senders.
+    fn receipt(pins: &[(&str, u64)]) -> pb::SignedMessage {
+        let mut s = ok_message();
+        if let Some(m) = s.message.as_mut() {
+            m.kind = pb::Kind::Receipt as i32;
+            m.subject = tongbao_proto::redact::receipt_subject(pins.len());
+            let senders: BTreeSet<&str> = pins.iter().map(|p| p.0).collect();
+            m.audience = Some(pb::Audience {
+                units: senders.into_iter().map(String::from).collect(),
+                ..Default::default()
+            });
+            m.acknowledgement = Some(pb::Acknowledgement {
+                entries: pins
+                    .iter()
+                    .map(|(channel, seq)| pb::EntryPin {
+                        channel: channel.to_string(),
+                        seq: *seq,
+                        leaf_hash: vec![0; HASH_LEN],
+                    })
+                    .collect(),
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn a_receipt_names_each_entry_once_by_channel_and_seq() {
+        let limits = Limits::default();
+        // The same seq in different channels, or different seqs in one
+        // channel, are different entries.
+        let distinct = receipt(&[("finance", 1), ("civil-affairs", 1), ("finance", 2)]);
+        assert!(check_receipt(&distinct, "tax", &limits, NOW).is_ok());
+        // The first entry named again, in pin order, is the one refused.
+        let twice = receipt(&[
+            ("finance", 3),
+            ("civil-affairs", 1),
+            ("civil-affairs", 1),
+            ("finance", 3),
+        ]);
+        match check_receipt(&twice, "tax", &limits, NOW) {
+            Err(PolicyError::Malformed(m)) => assert!(
+                m.contains("names entry civil-affairs:1 more than once"),
+                "{m}"
+            ),
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 
@@ -828,6 +879,10 @@ mod proptests {
                     .collect();
                 prop_assert_eq!(senders, units);
                 prop_assert!(pins.iter().all(|p| p.leaf_hash.len() == HASH_LEN));
+                // Each entry once, by (channel, seq) in that order.
+                let named: BTreeSet<(&str, u64)> =
+                    pins.iter().map(|p| (p.channel.as_str(), p.seq)).collect();
+                prop_assert_eq!(named.len(), pins.len());
             }
         }
     }

@@ -139,12 +139,12 @@ impl<'w> BatchState<'w> {
         // Answers given before (stored or earlier in this batch) stay as they were.
         let mut earlier = Vec::new();
         let mut fresh = Vec::new();
+        // One key for the whole request (up to 4,096 answers): only its
+        // position changes, so the sender's name is copied once.
+        let mut key = (sender.to_string(), 0);
         for (a, stored) in asked.answers.iter().zip(stored) {
-            let before = self
-                .answered
-                .get(&(sender.to_string(), a.cursor))
-                .copied()
-                .or(stored.map(|by| by.seq));
+            key.1 = a.cursor;
+            let before = self.answered.get(&key).copied().or(stored.map(|by| by.seq));
             match before {
                 Some(answered_by) => earlier.push(EarlierAnswer {
                     channel: a.channel.clone(),

@@ -213,9 +213,10 @@ impl PgStore {
         // the takeover wait, on purpose, for the previous leader's last
         // write (one waiting for a synchronous standby, say); cut short,
         // its UPDATE would stay queued at the database, holding the lock.
+        let database = options.database.clone();
         let (lease, epoch) = block_on(store.handle()?, None, async move {
             let lease = lease.ok_or_else(|| StoreError::Database("no lease".into()))?;
-            let epoch = lease.take_over().await;
+            let epoch = lease.take_over(&database).await;
             Ok((lease, epoch))
         })?;
         store.lease = Some(lease);
@@ -268,11 +269,9 @@ impl PgStore {
 
     /// The pool and the runtime, without the lease.
     fn connect(options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config = options.database.config();
-        config.connect_timeout(CONNECT_WAIT);
-        if config.get_application_name().is_none() {
-            config.application_name("tongbao-hub");
-        }
+        // With the lease's keepalives: a pooled connection whose call was
+        // abandoned on a vanished host ends in seconds, not hours.
+        let config = lease::kept_alive_config(&options.database, "tongbao-hub");
         let manager = Manager::from_config(
             config,
             options.database.connector(),

@@ -50,30 +50,62 @@ async fn release_refreshes(dir: &Path, stop: &Path) {
     }
 }
 
+/// Refreshes of a standby held at their failpoint and let go, one by
+/// one, until [`Held::go_stale`] holds the next one for good.
+struct Held {
+    _dir: tempfile::TempDir,
+    stop: std::path::PathBuf,
+    releaser: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Held {
+    /// Holds the standby's next refresh for good: it goes stale (for as
+    /// long as `self` lives: the failpoint's directory goes with it).
+    async fn go_stale(&mut self) -> TestResult {
+        std::fs::write(&self.stop, b"")?;
+        if let Some(releaser) = self.releaser.take() {
+            releaser.await?;
+        }
+        Ok(())
+    }
+}
+
+/// A leader and a standby of `pki` (see `pair_with`), the standby
+/// refreshing every 200 ms, each refresh held until let go.
+async fn held_pair(
+    pki: &TestPki,
+) -> Result<(Held, (Replica, Replica, SocketAddr, SocketAddr)), BoxError> {
+    pki.edit_hub_toml(
+        "replica_name = \"replica\"\n",
+        "replica_name = \"replica\"\nstandby_refresh_ms = 200\n",
+    )?;
+    let dir = tempfile::tempdir()?;
+    let stop = dir.path().join("stop");
+    let point = format!("standby-refresh:hold:{}", dir.path().display());
+    let releaser = {
+        let (dir, stop) = (dir.path().to_path_buf(), stop.clone());
+        tokio::spawn(async move { release_refreshes(&dir, &stop).await })
+    };
+    let pair = pair_with(pki, &[("TONGBAO_FAILPOINT", point.as_str())]).await?;
+    let held = Held {
+        _dir: dir,
+        stop,
+        releaser: Some(releaser),
+    };
+    Ok((held, pair))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 pub(crate) async fn a_standby_that_goes_stale_ends_its_open_subscriptions() -> TestResult {
     let Some(pki) = replica_pki()? else {
         return Ok(());
     };
-    pki.edit_hub_toml(
-        "replica_name = \"replica\"\n",
-        "replica_name = \"replica\"\nstandby_refresh_ms = 200\n",
-    )?;
     // Every refresh holds at the failpoint; the test lets them go on until
     // the subscription is open, then holds the next one for good.
-    let hold = tempfile::tempdir()?;
-    let stop = hold.path().join("stop");
-    let point = format!("standby-refresh:hold:{}", hold.path().display());
-    let releaser = {
-        let (dir, stop) = (hold.path().to_path_buf(), stop.clone());
-        tokio::spawn(async move { release_refreshes(&dir, &stop).await })
-    };
-    let (_a, b, _leader, standby) =
-        pair_with(&pki, &[("TONGBAO_FAILPOINT", point.as_str())]).await?;
+    let (mut held, (_a, b, _leader, standby)) = held_pair(&pki).await?;
     let metrics = b.metrics.ok_or("no metrics address")?;
     let stream = raw_subscription(&pki, standby).await?;
-    std::fs::write(&stop, b"")?;
-    releaser.await?;
+    held.go_stale().await?;
     ends_refused(stream, "not refreshed for").await?;
     health_says(metrics, "503", "not refreshed for").await
 }
@@ -135,19 +167,7 @@ pub(crate) async fn a_library_subscriber_leaves_a_stale_standby_for_the_leader()
     let Some(pki) = replica_pki()? else {
         return Ok(());
     };
-    pki.edit_hub_toml(
-        "replica_name = \"replica\"\n",
-        "replica_name = \"replica\"\nstandby_refresh_ms = 200\n",
-    )?;
-    let hold = tempfile::tempdir()?;
-    let stop = hold.path().join("stop");
-    let point = format!("standby-refresh:hold:{}", hold.path().display());
-    let releaser = {
-        let (dir, stop) = (hold.path().to_path_buf(), stop.clone());
-        tokio::spawn(async move { release_refreshes(&dir, &stop).await })
-    };
-    let (_a, _b, leader, standby) =
-        pair_with(&pki, &[("TONGBAO_FAILPOINT", point.as_str())]).await?;
+    let (mut held, (_a, _b, leader, standby)) = held_pair(&pki).await?;
     // The standby first: the subscription opens there.
     let reader =
         Client::connect(&config_of_all(pki.path(), RECIPIENT, &[standby, leader])?).await?;
@@ -161,8 +181,7 @@ pub(crate) async fn a_library_subscriber_leaves_a_stale_standby_for_the_leader()
         async move { Ok(!inbox(pki, standby).await?.is_empty()) }
     })
     .await?;
-    std::fs::write(&stop, b"")?;
-    releaser.await?;
+    held.go_stale().await?;
     let second = tax.push(note("after").to_units([RECIPIENT])).await?;
     want.send(2)?;
     let got = tokio::time::timeout(HANG, subscription)

@@ -250,6 +250,58 @@ async fn connect_or_why(
     Ok((client, shared))
 }
 
+/// How often a takeover waiting for an earlier leader's last write says so.
+pub const TAKEOVER_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// The database session's process id, as `pg_stat_activity` names it.
+async fn backend_pid(client: &Client) -> Result<i32, StoreError> {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(db)?
+        .try_get(0)
+        .map_err(db)
+}
+
+/// The sessions whose locks `pid` waits for, asked on a connection of
+/// its own (the lease's is busy with the waiting statement).
+pub(super) async fn blocking_sessions(
+    database: &Database,
+    pid: i32,
+) -> Result<Vec<i32>, StoreError> {
+    let (client, connection) = database.connect(&database.config(), CONNECT_WAIT).await?;
+    let driven = tokio::spawn(connection);
+    let asked = tokio::time::timeout(
+        PROBE_WAIT,
+        client.query_one("SELECT pg_blocking_pids($1)", &[&pid]),
+    )
+    .await;
+    drop(client);
+    driven.abort();
+    match asked {
+        Ok(row) => row.map_err(db)?.try_get(0).map_err(db),
+        Err(_) => Err(StoreError::Database(format!(
+            "the database did not answer within {} s",
+            PROBE_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// Says that the takeover still waits, and for which sessions.
+async fn warn_waiting(database: &Database, pid: i32, waited: Duration) {
+    let blocking = match blocking_sessions(database, pid).await {
+        Ok(pids) => format!("{pids:?}"),
+        Err(e) => format!("unknown ({e})"),
+    };
+    tracing::warn!(
+        waited_s = waited.as_secs(),
+        lease_pid = pid,
+        blocking_pids = %blocking,
+        "taking over waits for an earlier leader's last write, which holds the lease row; \
+         see docs/operations.md, Fencing, to end the wait"
+    );
+}
+
 /// Tries the lock once.
 async fn try_lock(client: &Client) -> Result<bool, StoreError> {
     client
@@ -348,17 +400,35 @@ impl Lease {
     /// Takes over as leader (the schema is current): raises the epoch, so
     /// that every write of an earlier leader fails from now on, and starts
     /// the probe. Returns the epoch every write of this hub checks.
-    pub async fn take_over(&self) -> Result<i64, StoreError> {
-        let epoch: i64 = self
-            .client
-            .query_one(
-                "UPDATE lease SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
-                &[],
-            )
+    /// Raising it waits for an earlier leader's write in flight (the
+    /// fence); while it waits, it says so every [`TAKEOVER_WARN_EVERY`],
+    /// naming the database sessions it waits for.
+    pub async fn take_over(&self, database: &Database) -> Result<i64, StoreError> {
+        self.take_over_warning_every(database, TAKEOVER_WARN_EVERY)
             .await
-            .map_err(db)?
-            .try_get(0)
-            .map_err(db)?;
+    }
+
+    pub(super) async fn take_over_warning_every(
+        &self,
+        database: &Database,
+        every: Duration,
+    ) -> Result<i64, StoreError> {
+        let pid = backend_pid(&self.client).await?;
+        let raise = self.client.query_one(
+            "UPDATE lease SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+            &[],
+        );
+        tokio::pin!(raise);
+        let since = tokio::time::Instant::now();
+        let raised = loop {
+            tokio::select! {
+                raised = &mut raise => break raised.map_err(db)?,
+                () = tokio::time::sleep(every) => {
+                    warn_waiting(database, pid, since.elapsed()).await;
+                }
+            }
+        };
+        let epoch: i64 = raised.try_get(0).map_err(db)?;
         self.shared.leading.store(true, Ordering::Release);
         if self.is_lost() {
             return Err(StoreError::Database(

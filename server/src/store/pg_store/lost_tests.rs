@@ -24,6 +24,28 @@ fn open_via(relay: &Relay) -> Result<PgStore, StoreError> {
 }
 
 /// What the database holds of `inbox` after `after`, read directly.
+/// A leader's store on `db`, which has committed one entry (for finance).
+fn with_one_entry(db: &TestDb) -> Result<PgStore, StoreError> {
+    let leader = PgStore::open(&PgOptions {
+        database: Database::new(&db.url(), &TlsOptions::default())?,
+        pool_size: 1,
+        replica: false,
+    })?;
+    leader.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    Ok(leader)
+}
+
+/// A standby's store on `url` whose calls wait at most 1 s.
+fn impatient_standby(url: &str, pool_size: usize) -> Result<std::sync::Arc<PgStore>, StoreError> {
+    let mut store = PgStore::open_standby(&PgOptions {
+        database: Database::new(url, &TlsOptions::default())?,
+        pool_size,
+        replica: true,
+    })?;
+    store.call_wait = Duration::from_secs(1);
+    Ok(std::sync::Arc::new(store))
+}
+
 fn in_database(db: &TestDb, inbox: &str, after: u64) -> Result<Vec<(u64, u64)>, StoreError> {
     let reader = PgStore::open_standby(&PgOptions {
         database: Database::new(&db.url(), &TlsOptions::default())?,
@@ -228,20 +250,9 @@ fn calls_to_a_database_that_stops_answering_fail_after_the_bound() -> TestResult
     let Some(db) = TestDb::create()? else {
         return Ok(());
     };
-    let leader = PgStore::open(&PgOptions {
-        database: Database::new(&db.url(), &TlsOptions::default())?,
-        pool_size: 1,
-        replica: false,
-    })?;
-    leader.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    let _leader = with_one_entry(&db)?;
     let relay = Relay::start(&db.url())?;
-    let mut store = PgStore::open_standby(&PgOptions {
-        database: Database::new(relay.url(), &TlsOptions::default())?,
-        pool_size: 2,
-        replica: true,
-    })?;
-    store.call_wait = Duration::from_secs(1);
-    let store = std::sync::Arc::new(store);
+    let store = impatient_standby(relay.url(), 2)?;
     let origin = "hub/.access-log/standby";
     let _guard = store.access_claim(origin)?;
     let row = |n| AccessRow {
@@ -342,20 +353,8 @@ fn a_call_cut_short_never_leaves_its_connection_in_the_pool() -> TestResult {
     let Some(db) = TestDb::create()? else {
         return Ok(());
     };
-    let leader = PgStore::open(&PgOptions {
-        database: Database::new(&db.url(), &TlsOptions::default())?,
-        pool_size: 1,
-        replica: false,
-    })?;
-    leader.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-    drop(leader);
-    let mut store = PgStore::open_standby(&PgOptions {
-        database: Database::new(&db.url(), &TlsOptions::default())?,
-        pool_size: 1,
-        replica: true,
-    })?;
-    store.call_wait = Duration::from_secs(1);
-    let store = std::sync::Arc::new(store);
+    drop(with_one_entry(&db)?);
+    let store = impatient_standby(&db.url(), 1)?;
     let lock = TableLock::take(&db, "registry")?;
     let s = store.clone();
     let cut_short = within("a read of a locked table", move || {

@@ -584,3 +584,84 @@ fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
     );
     Ok(())
 }
+
+/// A takeover waits for an earlier leader's write in flight (the fence),
+/// and while it waits it can name the session it waits for.
+#[test]
+fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult {
+    use super::lease::{Lease, Wait, blocking_sessions};
+    use std::time::Duration;
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    drop(open(&db)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    let url = database(&db.url())?;
+    // An earlier leader's write: the lease row held FOR SHARE, open.
+    let connect = || async {
+        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
+        tokio::spawn(connection);
+        Ok::<_, StoreError>(client)
+    };
+    let (writer, blocker_pid) = rt.block_on(async {
+        let client = connect().await?;
+        client
+            .batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
+            .await
+            .map_err(super::db)?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(super::db)?
+            .try_get(0)
+            .map_err(super::db)?;
+        Ok::<_, StoreError>((client, pid))
+    })?;
+    // Outside a transaction: within one, pg_stat_activity stays as first read.
+    let watcher = rt.block_on(connect())?;
+    let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
+    let taking = {
+        let url = url.clone();
+        rt.spawn(async move {
+            let epoch = lease
+                .take_over_warning_every(&url, Duration::from_millis(50))
+                .await;
+            (lease, epoch)
+        })
+    };
+    // The takeover's UPDATE waits on the row lock; find its session.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let waiting_pid = loop {
+        let found: Option<i32> = rt.block_on(async {
+            watcher
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'UPDATE lease SET epoch%' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .map_err(super::db)?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(super::db)
+        })?;
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no waiting takeover");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        rt.block_on(blocking_sessions(&url, waiting_pid))?,
+        [blocker_pid]
+    );
+    // Several warnings have passed; it still waits for the write.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!taking.is_finished(), "the fence holds the takeover back");
+    rt.block_on(writer.batch_execute("COMMIT"))
+        .map_err(super::db)?;
+    let (_lease, epoch) =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), taking).await })??;
+    assert!(epoch? >= 2, "the epoch was raised past the first leader's");
+    Ok(())
+}
