@@ -144,17 +144,18 @@ impl Location {
             (None, Some(c)) => match c.store.open_reader()? {
                 Some(store) => {
                     let logs = Logs::Db(store);
-                    let origin = pick_origin(
+                    let picked = pick_origin(
                         logs.reads()?,
                         Some(&c.hub.log_name),
                         self.replica.as_deref(),
-                    )?;
-                    // Only this host's own log can be part moved from here.
-                    if origin == crate::access_log::origin(&c.hub.log_name, c.store.replica_name())
-                    {
+                    );
+                    // Only this host's own log can be part moved from here
+                    // (or none picked: a move that stored nothing yet).
+                    let own = crate::access_log::origin(&c.hub.log_name, c.store.replica_name());
+                    if picked.as_ref().map_or(true, |origin| *origin == own) {
                         unfinished_move(&c.hub.data_dir)?;
                     }
-                    return Ok(Source::Store(logs, origin));
+                    return Ok(Source::Store(logs, picked?));
                 }
                 None => match in_dir(&c.hub.data_dir)? {
                     InDir::Old(d) => return Ok(Source::OldFiles(d)),

@@ -8,9 +8,10 @@
 //! The store knows bytes and indexes only: a record is its number, its
 //! hub time and its line, each in a checksummed frame (`frame`); the
 //! tree is its stored hashes; the checkpoint a signed note. What a crash
-//! leaves is repaired at the claim (`origin_log`, `scan`): a torn last
-//! write is cut off (never within what the checkpoint covers: the check
-//! names what is wrong there), hashes not yet on disk are recomputed.
+//! leaves is repaired at the claim (`origin_log`, `scan`): a write a
+//! crash tore is cut off and kept aside (never within what the checkpoint
+//! covers, nor a record a later frame proves synced: the check names
+//! what is wrong there), hashes not yet on disk are recomputed.
 //!
 //! A snapshot reads each origin's log as it was when first read through
 //! it. In this process a held snapshot holds back the deletion of files

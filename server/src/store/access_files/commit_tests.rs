@@ -316,9 +316,23 @@ fn a_torn_write_with_unsynced_frames_after_it_is_cut_and_kept_aside() -> TestRes
     drop(files.access_claim(ORIGIN)?);
     assert_eq!(files.access_extent(ORIGIN)?.next, 5);
     assert_eq!(std::fs::read(&path)?, bytes[..5 * frame]);
+    let aside = path.with_file_name(layout::cut_off_name(5));
+    assert_eq!(std::fs::read(&aside)?, torn[5 * frame..]);
+    // Torn again at the same record: the bytes kept aside first stay.
+    let files = AccessFiles::new(store.path(), true);
+    let guard = files.access_claim(ORIGIN)?;
+    let mut tree = Frontier::default();
+    rows(&mut tree, 5)?;
+    append(&files, &mut tree, 2, false)?;
+    guard.release();
+    let mut again = std::fs::read(&path)?;
+    again[5 * frame + 3] = 0xfe;
+    std::fs::write(&path, &again)?;
+    drop(AccessFiles::new(store.path(), true).access_claim(ORIGIN)?);
+    assert_eq!(std::fs::read(&aside)?, torn[5 * frame..]);
     assert_eq!(
-        std::fs::read(path.with_file_name(layout::cut_off_name(5)))?,
-        torn[5 * frame..]
+        std::fs::read(aside.with_file_name(format!("{}.1", layout::cut_off_name(5))))?,
+        again[5 * frame..]
     );
     // A torn last frame alone is cut (and kept aside too).
     let store = tempfile::tempdir()?;
@@ -433,5 +447,31 @@ fn a_first_commit_from_past_record_0_cut_short_is_undone() -> TestResult {
         (extent.first_kept, extent.next, extent.hashes),
         (None, 0, 0)
     );
+    Ok(())
+}
+
+#[test]
+fn with_fsync_off_no_frame_says_it_was_synced() -> TestResult {
+    let store = tempfile::tempdir()?;
+    {
+        let files = AccessFiles::new(store.path(), false);
+        let _guard = files.access_claim(ORIGIN)?;
+        let mut tree = Frontier::default();
+        append(&files, &mut tree, 2, true)?;
+        append(&files, &mut tree, 3, false)?;
+        append(&files, &mut tree, 3, false)?;
+    }
+    let (_, path) = layout::record_files(&dir_of(store.path())?)?
+        .pop()
+        .ok_or("no record file")?;
+    let mut bytes = std::fs::read(&path)?;
+    let frame = bytes.len() / 8;
+    // Record 2's length bad, 3..8 whole after it: with fsync on it would
+    // be proven synced and refused; off, nothing was, and it is cut.
+    bytes[2 * frame + 3] = 0xff;
+    std::fs::write(&path, &bytes)?;
+    let files = AccessFiles::new(store.path(), false);
+    drop(files.access_claim(ORIGIN)?);
+    assert_eq!(files.access_extent(ORIGIN)?.next, 2);
     Ok(())
 }

@@ -82,6 +82,11 @@ impl Frames {
         self.offset
     }
 
+    /// The file's length when opened: where reading stops.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
     pub fn next_frame(&mut self) -> std::io::Result<Frame> {
         if self.offset >= self.len {
             return Ok(Frame::End);
@@ -127,16 +132,16 @@ impl Frames {
 }
 
 /// Where a whole frame of a record numbered after `n` begins in `path`
-/// past `from`, if one does: a frame that cannot be read with whole
-/// frames after it is no write a crash cut short (that is the last one),
-/// but a changed one. Reads the file from `from` (the tail of one record
-/// file at most); a position is checksummed only when its length and
-/// record number could be a frame's there.
-pub fn whole_frame_after(path: &Path, from: u64, n: u64) -> std::io::Result<Option<u64>> {
+/// past `from` and before `len`, if one does. Reads the file from `from`
+/// to `len` (the tail of one record file at most; a length taken once,
+/// so that a writer appending meanwhile adds nothing); a position is
+/// checksummed only when its length and record number could be a
+/// frame's there.
+pub fn whole_frame_after(path: &Path, from: u64, n: u64, len: u64) -> std::io::Result<Option<u64>> {
     let mut file = File::open(path)?;
     file.seek(SeekFrom::Start(from))?;
     let mut tail = Vec::new();
-    file.read_to_end(&mut tail)?;
+    file.take(len.saturating_sub(from)).read_to_end(&mut tail)?;
     let word = |at: usize| -> Option<u64> {
         let b = tail.get(at..at + 8)?;
         Some(u64::from_le_bytes([
@@ -165,20 +170,27 @@ pub fn whole_frame_after(path: &Path, from: u64, n: u64) -> std::io::Result<Opti
     Ok(None)
 }
 
-/// The most records any whole frame of a record after `n` in `path`
-/// past `from` says were synced when it was written, if there is one
-/// (see the module doc): more than `n` means record `n` was durable.
-pub fn durable_after(path: &Path, from: u64, n: u64) -> std::io::Result<Option<u64>> {
+/// What the whole frames of records after `n` in `path` past `from` (and
+/// before `len`) say, if there is one: the last one's record, and the
+/// most records any says were synced when it was written (see the module
+/// doc). A bad frame of a record before that one and below that count
+/// was durable.
+pub fn durable_after(
+    path: &Path,
+    from: u64,
+    n: u64,
+    len: u64,
+) -> std::io::Result<Option<(u64, u64)>> {
     let mut most = None;
     let (mut from, mut last) = (from, n);
-    while let Some(at) = whole_frame_after(path, from, last)? {
+    while let Some(at) = whole_frame_after(path, from, last, len)? {
         let mut frames = Frames::open(path, at)?;
         // A whole frame found is read on from; the search goes on past
         // the first frame that is not whole and after the last.
         from = loop {
             let here = frames.offset();
             match frames.next_frame()? {
-                Frame::Whole { row, durable, .. } if row.n > last => {
+                Frame::Whole { row, durable, end } if row.n > last && end <= len => {
                     most = most.max(Some(durable));
                     last = row.n;
                 }
@@ -186,7 +198,7 @@ pub fn durable_after(path: &Path, from: u64, n: u64) -> std::io::Result<Option<u
             }
         };
     }
-    Ok(most)
+    Ok(most.map(|most| (last, most)))
 }
 
 #[cfg(test)]
@@ -222,6 +234,35 @@ mod tests {
         assert!(matches!(frames.next_frame()?, Frame::Garbled { .. }));
         assert!(matches!(frames.next_frame()?, Frame::Cut));
         assert_eq!(frames.offset(), 2 * one as u64);
+        Ok(())
+    }
+
+    #[test]
+    fn what_frames_after_say_is_read_up_to_the_length_taken() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        let mut bytes = Vec::new();
+        for n in 0..4u64 {
+            let row = AccessRow {
+                n,
+                at_micros: 0,
+                line: format!("line {n}").into_bytes(),
+            };
+            encode(&row, 3 * n, &mut bytes);
+        }
+        let one = bytes.len() as u64 / 4;
+        // Record 1 half written when the length was taken; 2 and 3 after.
+        let len = one + one / 2;
+        std::fs::write(&path, &bytes)?;
+        assert_eq!(durable_after(&path, one, 1, len)?, None);
+        assert_eq!(durable_after(&path, one, 1, 3 * one)?, Some((2, 6)));
+        assert_eq!(durable_after(&path, one, 1, 4 * one)?, Some((3, 9)));
+        // A bad length at record 1: the search finds 2 and 3 past it.
+        let mut bad = bytes.clone();
+        bad[one as usize] = 0xff;
+        bad[one as usize + 3] = 0xff;
+        std::fs::write(&path, &bad)?;
+        assert_eq!(durable_after(&path, one, 1, 4 * one)?, Some((3, 9)));
         Ok(())
     }
 }

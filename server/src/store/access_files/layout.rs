@@ -53,11 +53,16 @@ pub fn cut_off_name(record: u64) -> String {
     format!("cut-off-{record:020}")
 }
 
+/// Record numbers stay below this (a tree's size does): a file named
+/// past it is no record file, and counting on from it cannot overflow.
+const MOST_RECORDS: u64 = 1 << 62;
+
 fn parse_records_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix(RECORDS_PREFIX)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|first| *first < MOST_RECORDS)
 }
 
 /// The record files of `dir` (first record, path), in record order.

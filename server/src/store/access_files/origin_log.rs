@@ -12,9 +12,11 @@
 //! reads may still need them): those wait for a later commit.
 //!
 //! A lazy append (records no caller waits on) writes its frames unsynced;
-//! the next append that is not lazy, rows or none, syncs them first (and
-//! beginning a record file syncs the one before), so a checkpoint never
-//! covers records not yet durable.
+//! the next append that is not lazy, rows or none, syncs them with its
+//! own (and beginning a record file syncs the one before), so a
+//! checkpoint never covers records not yet durable. Each frame says how
+//! many records were synced before it was written (`frame`): the claim
+//! tells a torn write from a changed record by it (`scan`).
 
 use super::layout::{self, TreeFile, io};
 use super::records::RecordIndex;
@@ -174,11 +176,25 @@ impl OriginLog {
     /// Cuts off a write a crash tore, the bytes cut kept aside in
     /// `cut-off-<record>` for audit (see `scan::Cut`).
     fn cut_off(cut: &scan::Cut, fsync: bool) -> Result<(), StoreError> {
+        use std::io::{Read, Seek, SeekFrom};
         let path = &cut.path;
-        let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-        let tail = bytes.get(cut.at as usize..).unwrap_or_default();
-        let aside = path.with_file_name(layout::cut_off_name(cut.record));
-        layout::replace(&aside, tail, fsync)?;
+        let mut tail = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(cut.at))?;
+                f.read_to_end(&mut tail)
+            })
+            .map_err(|e| io(path, e))?;
+        // An earlier cut at the same record is kept too.
+        let name = layout::cut_off_name(cut.record);
+        let mut aside = path.with_file_name(&name);
+        for k in 1.. {
+            if !aside.exists() {
+                break;
+            }
+            aside = path.with_file_name(format!("{name}.{k}"));
+        }
+        layout::replace(&aside, &tail, fsync)?;
         tracing::warn!(
             file = %path.display(),
             offset = cut.at,
@@ -554,9 +570,10 @@ impl OriginLog {
                     self.record_syncs += 1;
                 }
             }
+            // Only a sync makes records durable: with fsync off, none is.
+            self.durable = self.written;
         }
         self.unsynced = false;
-        self.durable = self.written;
         Ok(())
     }
 

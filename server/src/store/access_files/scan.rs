@@ -105,7 +105,8 @@ pub struct Cut {
     pub at: u64,
     /// The record it would have been.
     pub record: u64,
-    /// Whole frames follow it (records never synced, cut off with it).
+    /// Whole frames follow it, cut off with it: records no later frame
+    /// proves synced (written since the last sync, or in its round).
     pub whole_after: bool,
 }
 
@@ -120,6 +121,9 @@ pub struct Cut {
 fn last_file_end(path: &Path, first: u64, signed: u64) -> Result<(u64, Option<Cut>), StoreError> {
     let mut frames = Frames::open(path, 0).map_err(|e| layout::io(path, e))?;
     let mut n = first;
+    // What the frames after the first bad one past the checkpoint say
+    // (`frame::durable_after`), read once: the marks only grow.
+    let mut after: Option<Option<(u64, u64)>> = None;
     loop {
         let at = frames.offset();
         let frame = frames.next_frame().map_err(|e| layout::io(path, e))?;
@@ -137,23 +141,32 @@ fn last_file_end(path: &Path, first: u64, signed: u64) -> Result<(u64, Option<Cu
             Frame::Garbled { .. } => true,
             Frame::Cut => false,
         };
-        let durable = super::frame::durable_after(path, at, n).map_err(|e| layout::io(path, e))?;
-        match durable {
-            Some(d) if d > n && garbled => n += 1,
-            Some(d) if d > n => {
+        let said = match after {
+            Some(said) => said,
+            None => {
+                let said = super::frame::durable_after(path, at, n, frames.file_len())
+                    .map_err(|e| layout::io(path, e))?;
+                *after.insert(said)
+            }
+        };
+        let synced = said.is_some_and(|(last, most)| last > n && most > n);
+        match (synced, garbled) {
+            (true, true) => n += 1,
+            (true, false) => {
                 return Err(StoreError::Corrupt(format!(
                     "access log {}: record {n}'s frame at offset {at} cannot be read, but a whole \
-                     record's frame after it says record {n} was synced: not a write a crash cut \
-                     short, so nothing is cut and the log is not written; keep the file for audit",
+                     record's frame after it says record {n} was synced: a changed record, or a \
+                     disk that lost a write it said was synced; nothing is cut and the log is not \
+                     written; keep the file for audit",
                     path.display()
                 )));
             }
-            _ => {
+            (false, _) => {
                 let cut = Cut {
                     path: path.to_path_buf(),
                     at,
                     record: n,
-                    whole_after: durable.is_some(),
+                    whole_after: said.is_some(),
                 };
                 return Ok((n, Some(cut)));
             }
@@ -252,6 +265,7 @@ pub fn view_of(dir: &Path, index: &RecordIndex) -> Result<View, StoreError> {
     });
     let (on_disk, extra) = match recomputed {
         Ok(keep) => (keep, extra),
+        Err(e @ StoreError::Unavailable(_)) => return Err(e),
         // What the tree holds is read as it is: the check names the rest.
         Err(e) => {
             tracing::debug!(error = %e, "the access log's missing hashes cannot be recomputed");
