@@ -150,9 +150,11 @@ impl Location {
                         self.replica.as_deref(),
                     );
                     // Only this host's own log can be part moved from here
-                    // (or none picked: a move that stored nothing yet).
+                    // (or none picked of it: a move that stored nothing yet).
                     let own = crate::access_log::origin(&c.hub.log_name, c.store.replica_name());
-                    if picked.as_ref().map_or(true, |origin| *origin == own) {
+                    let asked_own =
+                        self.replica.is_none() || self.replica.as_deref() == c.store.replica_name();
+                    if picked.as_ref().map_or(asked_own, |origin| *origin == own) {
                         unfinished_move(&c.hub.data_dir)?;
                     }
                     return Ok(Source::Store(logs, picked?));

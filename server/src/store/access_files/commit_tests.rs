@@ -475,3 +475,35 @@ fn with_fsync_off_no_frame_says_it_was_synced() -> TestResult {
     assert_eq!(files.access_extent(ORIGIN)?.next, 2);
     Ok(())
 }
+
+#[test]
+fn a_changed_record_proven_synced_is_kept_and_a_tear_after_it_cut() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let (path, bytes, frame) = synced_then_lazy(store.path())?;
+    // Record 3's line changed (record 5 says 5 were synced), 6's torn.
+    let mut changed = bytes.clone();
+    changed[4 * frame - 5] ^= 1;
+    changed[7 * frame - 5] ^= 1;
+    std::fs::write(&path, &changed)?;
+    let files = AccessFiles::new(store.path(), true);
+    drop(files.access_claim(ORIGIN)?);
+    assert_eq!(files.access_extent(ORIGIN)?.next, 6);
+    assert_eq!(std::fs::read(&path)?, changed[..6 * frame]);
+    assert_eq!(
+        std::fs::read(path.with_file_name(layout::cut_off_name(6)))?,
+        changed[6 * frame..]
+    );
+    Ok(())
+}
+
+#[test]
+fn numbers_past_any_record_s_are_no_record_file_nor_kept_from() -> TestResult {
+    let store = tempfile::tempdir()?;
+    let (path, _, _) = synced_then_lazy(store.path())?;
+    let dir = dir_of(store.path())?;
+    std::fs::write(dir.join(layout::records_name(u64::MAX)), b"x")?;
+    assert_eq!(layout::record_files(&dir)?, vec![(0, path)]);
+    std::fs::write(dir.join(layout::KEPT_FROM_FILE), u64::MAX.to_string())?;
+    assert!(layout::read_kept_from(&dir).is_err());
+    Ok(())
+}

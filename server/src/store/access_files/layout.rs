@@ -54,7 +54,8 @@ pub fn cut_off_name(record: u64) -> String {
 }
 
 /// Record numbers stay below this (a tree's size does): a file named
-/// past it is no record file, and counting on from it cannot overflow.
+/// past it is no record file, a `kept-from` past it is refused, and
+/// counting on from either cannot overflow.
 const MOST_RECORDS: u64 = 1 << 62;
 
 fn parse_records_name(name: &str) -> Option<u64> {
@@ -123,13 +124,14 @@ impl KeptFrom {
     }
 
     fn parse(text: &str) -> Option<Self> {
+        let number = |w: &str| w.parse().ok().filter(|n| *n < MOST_RECORDS);
         let mut words = text.split_ascii_whitespace();
-        let kept = words.next()?.parse().ok()?;
+        let kept = number(words.next()?)?;
         let pending = match words.next() {
             None => None,
             Some(w) => {
                 let (k, n) = w.split_once('@')?;
-                Some((k.parse().ok()?, n.parse().ok()?))
+                Some((number(k)?, number(n)?))
             }
         };
         words.next().is_none().then_some(Self { kept, pending })
