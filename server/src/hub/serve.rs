@@ -23,7 +23,10 @@ pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
                 tracing::info!("stopped while waiting as a standby");
                 return Ok(());
             };
-            (Hub::start_holding(&config, Some(lease)).await?, signals)
+            match take_over(&config, lease, signals).await? {
+                Some(started) => started,
+                None => return Ok(()),
+            }
         }
         // Handlers first, then the line that says the hub is up: a
         // supervisor (or a test) may stop it the moment it reads that line.
@@ -45,6 +48,48 @@ pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
     tracing::info!("shutting down");
     hub.shutdown().await?;
     fatal.map_or(Ok(()), |e| Err(HubError::Fatal(e)))
+}
+
+/// Starts the leader with the lease a standby got. The takeover may wait
+/// long for an earlier leader's last write (the fence), so a stop signal
+/// meanwhile gives it up (`Lease::abandon_handle`) instead of waiting for
+/// SIGKILL. None when stopped.
+async fn take_over(
+    config: &HubConfig,
+    lease: crate::store::pg_store::Lease,
+    mut signals: Signals,
+) -> Result<Option<(Hub, Signals)>, HubError> {
+    let abandon = lease.abandon_handle();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    // On a task of its own: the start blocks its thread while it waits.
+    let watcher = tokio::spawn(async move {
+        let stopped = tokio::select! {
+            () = wait_for_signal(&mut signals.stop) => {
+                abandon.now();
+                true
+            }
+            _ = started_rx => false,
+        };
+        (signals, stopped)
+    });
+    let started = Hub::start_holding(config, Some(lease)).await;
+    let _ = started_tx.send(());
+    let (signals, stopped) = watcher
+        .await
+        .map_err(|e| HubError::Server(format!("the stop signal's watcher: {e}")))?;
+    match (started, stopped) {
+        (Ok(hub), false) => Ok(Some((hub, signals))),
+        (Err(e), false) => Err(e),
+        (Err(e), true) => {
+            tracing::warn!(reason = %e, "stopped while taking over");
+            Ok(None)
+        }
+        (Ok(hub), true) => {
+            tracing::warn!("stopped as the takeover ended: shutting down");
+            hub.shutdown().await?;
+            Ok(None)
+        }
+    }
 }
 
 /// The process's signal handlers, installed before the hub says it is up.

@@ -191,3 +191,64 @@ pub(crate) async fn a_standby_that_cannot_serve_yet_waits_without_serving() -> T
     assert_eq!(inbox(&pki, b_addr).await?.len(), 1);
     Ok(())
 }
+
+/// A standby taking over waits for an earlier leader's last write (the
+/// fence); a stop signal meanwhile ends it at once, successfully, and its
+/// UPDATE is cancelled at the database: no epoch is raised behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+pub(crate) async fn a_standby_stopped_while_taking_over_stops_and_raises_no_epoch() -> TestResult {
+    let Some(pki) = replica_pki()? else {
+        return Ok(());
+    };
+    let mut a = Replica::spawn(&pki, "data-a")?;
+    assert!(!a.started().await?, "alone, the first replica leads");
+    let mut b = Replica::spawn(&pki, "data-b")?;
+    assert!(b.started().await?, "the second waits as a standby");
+    let url = database(&pki)?.url();
+    let (writer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let (watcher, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    // An earlier leader's write still in flight: the lease row held.
+    writer
+        .batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
+        .await?;
+    let epoch = || async {
+        let row = watcher
+            .query_one("SELECT epoch FROM lease WHERE id = 1", &[])
+            .await?;
+        Ok::<i64, BoxError>(row.try_get(0)?)
+    };
+    let before = epoch().await?;
+    let waiting = || async {
+        let row = watcher
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND query LIKE 'UPDATE lease SET epoch%' AND state = 'active'",
+                &[],
+            )
+            .await?;
+        Ok::<bool, BoxError>(row.is_some())
+    };
+    a.terminate()?;
+    assert!(a.exited().await?.success(), "{}", a.stderr());
+    wait_until(HANG, "the standby's takeover waits for the write", || {
+        waiting()
+    })
+    .await?;
+    b.terminate()?;
+    assert!(b.exited().await?.success(), "{}", b.stderr());
+    assert!(
+        b.stderr().contains("stopped while taking over"),
+        "{}",
+        b.stderr()
+    );
+    assert!(!waiting().await?, "the takeover's UPDATE still waits");
+    writer.batch_execute("COMMIT").await?;
+    assert_eq!(
+        epoch().await?,
+        before,
+        "an epoch was raised behind the stop"
+    );
+    Ok(())
+}

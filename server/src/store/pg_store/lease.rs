@@ -88,6 +88,10 @@ struct Shared {
     wake: Notify,
     /// Ends the probe at release.
     stopping: Notify,
+    /// The process is stopping: a takeover in progress gives up.
+    abandoned: AtomicBool,
+    /// Wakes a takeover waiting when `abandoned` is set.
+    abandon: Notify,
 }
 
 impl Shared {
@@ -146,6 +150,19 @@ impl std::fmt::Debug for Lease {
         f.debug_struct("Lease")
             .field("lost", &self.is_lost())
             .finish_non_exhaustive()
+    }
+}
+
+/// Stops a takeover in progress (`Lease::take_over`), for the process's
+/// stop signal while the takeover waits for an earlier leader's write.
+#[derive(Clone)]
+pub struct Abandon(Arc<Shared>);
+
+impl Abandon {
+    /// The takeover in progress, or the next, gives up.
+    pub fn now(&self) {
+        self.0.abandoned.store(true, Ordering::Release);
+        self.0.abandon.notify_one();
     }
 }
 
@@ -421,11 +438,15 @@ impl Lease {
         tokio::pin!(raise);
         let since = tokio::time::Instant::now();
         let raised = loop {
+            if self.shared.abandoned.load(Ordering::Acquire) {
+                return Err(self.give_up(database, raise).await);
+            }
             tokio::select! {
                 raised = &mut raise => break raised.map_err(db)?,
                 () = tokio::time::sleep(every) => {
                     warn_waiting(database, pid, since.elapsed()).await;
                 }
+                () = self.shared.abandon.notified() => {}
             }
         };
         let epoch: i64 = raised.try_get(0).map_err(db)?;
@@ -438,6 +459,33 @@ impl Lease {
         tokio::spawn(probe(self.client.clone(), self.shared.clone(), epoch));
         tracing::info!(epoch, "took the database lease: this hub is the leader");
         Ok(epoch)
+    }
+
+    /// A takeover given up (the process stops): its UPDATE is cancelled
+    /// at the database, since left queued it would raise the epoch once
+    /// the earlier leader's write ends, fencing that leader for nothing.
+    async fn give_up(
+        &self,
+        database: &Database,
+        raise: std::pin::Pin<
+            &mut impl std::future::Future<Output = Result<tokio_postgres::Row, tokio_postgres::Error>>,
+        >,
+    ) -> StoreError {
+        let token = self.client.cancel_token();
+        if let Err(e) = token.cancel_query(database.connector()).await {
+            tracing::warn!(error = %e, "cannot cancel the takeover's wait at the database: the lease's session ends with this process");
+        }
+        match tokio::time::timeout(PROBE_WAIT, raise).await {
+            Ok(Ok(_)) => StoreError::Database(
+                "stopped while taking over, just after the epoch was raised".into(),
+            ),
+            _ => StoreError::Database("stopped while taking over: the epoch was not raised".into()),
+        }
+    }
+
+    /// A handle that stops a takeover in progress from another task.
+    pub fn abandon_handle(&self) -> Abandon {
+        Abandon(self.shared.clone())
     }
 
     /// Whether the lease is gone (the connection broke, or another replica

@@ -593,6 +593,85 @@ fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
     Ok(())
 }
 
+/// A takeover given up while it waits (the process stops) cancels its
+/// UPDATE at the database: the earlier leader's write ends, and no epoch
+/// is raised behind it.
+#[test]
+fn a_takeover_given_up_while_it_waits_raises_no_epoch() -> TestResult {
+    use super::lease::{Lease, Wait};
+    use std::time::Duration;
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    drop(open(&db)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    let url = database(&db.url())?;
+    let connect = || async {
+        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
+        tokio::spawn(connection);
+        Ok::<_, StoreError>(client)
+    };
+    let epoch_now = |client: &tokio_postgres::Client| {
+        rt.block_on(async {
+            let row = client
+                .query_one("SELECT epoch FROM lease WHERE id = 1", &[])
+                .await
+                .map_err(super::db)?;
+            row.try_get::<_, i64>(0).map_err(super::db)
+        })
+    };
+    let writer = rt.block_on(connect())?;
+    rt.block_on(writer.batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE"))
+        .map_err(super::db)?;
+    let watcher = rt.block_on(connect())?;
+    let before = epoch_now(&watcher)?;
+    let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
+    let abandon = lease.abandon_handle();
+    let taking = {
+        let url = url.clone();
+        rt.spawn(async move {
+            let epoch = lease.take_over(&url).await;
+            (lease, epoch)
+        })
+    };
+    let waiting = || {
+        rt.block_on(async {
+            watcher
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                     AND query LIKE 'UPDATE lease SET epoch%' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .map(|r| r.is_some())
+                .map_err(super::db)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !waiting()? {
+        assert!(std::time::Instant::now() < deadline, "no waiting takeover");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    abandon.now();
+    // The lease is kept alive: only the cancel ends the UPDATE.
+    let (_lease, given_up) =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), taking).await })??;
+    let said = given_up.err().ok_or("the takeover went on")?.to_string();
+    assert!(said.contains("the epoch was not raised"), "{said}");
+    assert!(
+        !waiting()?,
+        "the takeover's UPDATE still waits at the database"
+    );
+    rt.block_on(writer.batch_execute("COMMIT"))
+        .map_err(super::db)?;
+    assert_eq!(
+        epoch_now(&watcher)?,
+        before,
+        "an epoch was raised behind the stop"
+    );
+    Ok(())
+}
+
 /// A takeover waits for an earlier leader's write in flight (the fence),
 /// and while it waits it can name the session it waits for.
 #[test]
