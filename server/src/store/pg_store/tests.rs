@@ -593,6 +593,40 @@ fn a_fenced_hub_s_waiting_marks_are_not_written() -> TestResult {
     Ok(())
 }
 
+/// A database whose first leader has stopped, with an earlier leader's
+/// write still in flight (the lease row held `FOR SHARE` by `writer`,
+/// in a transaction left open), and a `watcher` connection outside any
+/// transaction (within one, pg_stat_activity stays as first read).
+struct HeldLeaseRow {
+    rt: tokio::runtime::Runtime,
+    url: Database,
+    writer: tokio_postgres::Client,
+    watcher: tokio_postgres::Client,
+}
+
+fn held_lease_row(db: &TestDb) -> Result<HeldLeaseRow, Box<dyn std::error::Error>> {
+    drop(open(db)?);
+    let rt = tokio::runtime::Runtime::new()?;
+    let url = database(&db.url())?;
+    let connect = || async {
+        let (client, connection) = url
+            .connect(&url.config(), std::time::Duration::from_secs(10))
+            .await?;
+        tokio::spawn(connection);
+        Ok::<_, StoreError>(client)
+    };
+    let writer = rt.block_on(connect())?;
+    rt.block_on(writer.batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE"))
+        .map_err(super::db)?;
+    let watcher = rt.block_on(connect())?;
+    Ok(HeldLeaseRow {
+        rt,
+        url,
+        writer,
+        watcher,
+    })
+}
+
 /// A takeover given up while it waits (the process stops) cancels its
 /// UPDATE at the database: the earlier leader's write ends, and no epoch
 /// is raised behind it.
@@ -603,14 +637,12 @@ fn a_takeover_given_up_while_it_waits_raises_no_epoch() -> TestResult {
     let Some(db) = TestDb::create()? else {
         return Ok(());
     };
-    drop(open(&db)?);
-    let rt = tokio::runtime::Runtime::new()?;
-    let url = database(&db.url())?;
-    let connect = || async {
-        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
-        tokio::spawn(connection);
-        Ok::<_, StoreError>(client)
-    };
+    let HeldLeaseRow {
+        rt,
+        url,
+        writer,
+        watcher,
+    } = held_lease_row(&db)?;
     let epoch_now = |client: &tokio_postgres::Client| {
         rt.block_on(async {
             let row = client
@@ -620,10 +652,6 @@ fn a_takeover_given_up_while_it_waits_raises_no_epoch() -> TestResult {
             row.try_get::<_, i64>(0).map_err(super::db)
         })
     };
-    let writer = rt.block_on(connect())?;
-    rt.block_on(writer.batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE"))
-        .map_err(super::db)?;
-    let watcher = rt.block_on(connect())?;
     let before = epoch_now(&watcher)?;
     let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
     let abandon = lease.abandon_handle();
@@ -681,31 +709,16 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
     let Some(db) = TestDb::create()? else {
         return Ok(());
     };
-    drop(open(&db)?);
-    let rt = tokio::runtime::Runtime::new()?;
-    let url = database(&db.url())?;
-    // An earlier leader's write: the lease row held FOR SHARE, open.
-    let connect = || async {
-        let (client, connection) = url.connect(&url.config(), Duration::from_secs(10)).await?;
-        tokio::spawn(connection);
-        Ok::<_, StoreError>(client)
-    };
-    let (writer, blocker_pid) = rt.block_on(async {
-        let client = connect().await?;
-        client
-            .batch_execute("BEGIN; SELECT epoch FROM lease WHERE id = 1 FOR SHARE")
-            .await
-            .map_err(super::db)?;
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .map_err(super::db)?
-            .try_get(0)
-            .map_err(super::db)?;
-        Ok::<_, StoreError>((client, pid))
-    })?;
-    // Outside a transaction: within one, pg_stat_activity stays as first read.
-    let watcher = rt.block_on(connect())?;
+    let HeldLeaseRow {
+        rt,
+        url,
+        writer,
+        watcher,
+    } = held_lease_row(&db)?;
+    let blocker_pid: i32 = rt
+        .block_on(writer.query_one("SELECT pg_backend_pid()", &[]))
+        .and_then(|row| row.try_get(0))
+        .map_err(super::db)?;
     let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
     let taking = {
         let url = url.clone();
