@@ -52,8 +52,9 @@ pub async fn serve_until_signal(mut config: HubConfig) -> Result<(), HubError> {
 
 /// Starts the leader with the lease a standby got. The takeover may wait
 /// long for an earlier leader's last write (the fence), so a stop signal
-/// meanwhile gives it up (`Lease::abandon_handle`) instead of waiting for
-/// SIGKILL. None when stopped.
+/// before the epoch is raised gives it up (`Lease::abandon_handle`)
+/// instead of waiting for SIGKILL; one after it stops the hub once
+/// started. None when stopped.
 async fn take_over(
     config: &HubConfig,
     lease: crate::store::pg_store::Lease,
@@ -62,10 +63,11 @@ async fn take_over(
     let abandon = lease.abandon_handle();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     // On a task of its own: the start blocks its thread while it waits.
+    let on_stop = abandon.clone();
     let watcher = tokio::spawn(async move {
         let stopped = tokio::select! {
             () = wait_for_signal(&mut signals.stop) => {
-                abandon.now();
+                on_stop.now();
                 true
             }
             _ = started_rx => false,
@@ -79,11 +81,12 @@ async fn take_over(
         .map_err(|e| HubError::Server(format!("the stop signal's watcher: {e}")))?;
     match (started, stopped) {
         (Ok(hub), false) => Ok(Some((hub, signals))),
-        (Err(e), false) => Err(e),
-        (Err(e), true) => {
+        (Err(e), true) if abandon.gave_up() => {
             tracing::warn!(reason = %e, "stopped while taking over");
             Ok(None)
         }
+        // A start that failed for a reason of its own says so.
+        (Err(e), _) => Err(e),
         (Ok(hub), true) => {
             tracing::warn!("stopped as the takeover ended: shutting down");
             hub.shutdown().await?;

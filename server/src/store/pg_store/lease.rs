@@ -92,6 +92,8 @@ struct Shared {
     abandoned: AtomicBool,
     /// Wakes a takeover waiting when `abandoned` is set.
     abandon: Notify,
+    /// A takeover was given up for it.
+    gave_up: AtomicBool,
 }
 
 impl Shared {
@@ -163,6 +165,12 @@ impl Abandon {
     pub fn now(&self) {
         self.0.abandoned.store(true, Ordering::Release);
         self.0.abandon.notify_one();
+    }
+
+    /// Whether a takeover failed because it was given up (not for a
+    /// reason of its own).
+    pub fn gave_up(&self) -> bool {
+        self.0.gave_up.load(Ordering::Acquire)
     }
 }
 
@@ -305,6 +313,27 @@ pub(super) async fn blocking_sessions(
 }
 
 /// Says that the takeover still waits, and for which sessions.
+/// How a takeover given up before its epoch was raised says so.
+const NOT_RAISED: &str = "stopped while taking over: the epoch was not raised";
+
+/// How often a given-up takeover's cancel is sent again.
+const CANCEL_AGAIN_EVERY: Duration = Duration::from_millis(200);
+
+/// Ends the database session `pid` (a given-up takeover's, whose UPDATE
+/// would not be cancelled), on a connection of its own.
+async fn terminate_session(database: &Database, pid: i32) -> Result<(), StoreError> {
+    let (client, connection) = database.connect(&database.config(), CONNECT_WAIT).await?;
+    tokio::spawn(connection);
+    let ended = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .map_err(db)?;
+    match ended.try_get::<_, bool>(0).map_err(db)? {
+        true => Ok(()),
+        false => Err(StoreError::Database(format!("no session {pid} to end"))),
+    }
+}
+
 async fn warn_waiting(database: &Database, pid: i32, waited: Duration) {
     let blocking = match blocking_sessions(database, pid).await {
         Ok(pids) => format!("{pids:?}"),
@@ -437,14 +466,23 @@ impl Lease {
         );
         tokio::pin!(raise);
         let since = tokio::time::Instant::now();
+        // Whether the UPDATE may have been sent (its future polled).
+        let mut sent = false;
         let raised = loop {
             if self.shared.abandoned.load(Ordering::Acquire) {
-                return Err(self.give_up(database, raise).await);
+                return Err(match sent {
+                    true => self.give_up(database, pid, raise).await,
+                    false => self.gave_up(NOT_RAISED),
+                });
             }
+            sent = true;
             tokio::select! {
                 raised = &mut raise => break raised.map_err(db)?,
                 () = tokio::time::sleep(every) => {
-                    warn_waiting(database, pid, since.elapsed()).await;
+                    tokio::select! {
+                        () = warn_waiting(database, pid, since.elapsed()) => {}
+                        () = self.shared.abandon.notified() => {}
+                    }
                 }
                 () = self.shared.abandon.notified() => {}
             }
@@ -461,26 +499,72 @@ impl Lease {
         Ok(epoch)
     }
 
-    /// A takeover given up (the process stops): its UPDATE is cancelled
-    /// at the database, since left queued it would raise the epoch once
-    /// the earlier leader's write ends, fencing that leader for nothing.
+    /// A takeover given up (the process stops) once its UPDATE may have
+    /// been sent: cancelled at the database, since left queued it would
+    /// raise the epoch once the earlier leader's write ends, fencing that
+    /// leader for nothing. The cancel is sent again until the UPDATE ends
+    /// (one that arrives before the UPDATE finds the session idle); past
+    /// [`PROBE_WAIT`] the lease's session (`pid`) is ended instead.
     async fn give_up(
         &self,
         database: &Database,
-        raise: std::pin::Pin<
+        pid: i32,
+        mut raise: std::pin::Pin<
             &mut impl std::future::Future<Output = Result<tokio_postgres::Row, tokio_postgres::Error>>,
         >,
     ) -> StoreError {
         let token = self.client.cancel_token();
-        if let Err(e) = token.cancel_query(database.connector()).await {
-            tracing::warn!(error = %e, "cannot cancel the takeover's wait at the database: the lease's session ends with this process");
+        let deadline = tokio::time::Instant::now() + PROBE_WAIT;
+        let ended = loop {
+            if let Err(e) = token.cancel_query(database.connector()).await {
+                tracing::warn!(error = %e, "cannot cancel the takeover's UPDATE at the database");
+            }
+            tokio::select! {
+                ended = &mut raise => break Some(ended),
+                () = tokio::time::sleep(CANCEL_AGAIN_EVERY) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break None;
+            }
+        };
+        match ended {
+            Some(Ok(_)) => {
+                self.gave_up("stopped while taking over, just after the epoch was raised")
+            }
+            Some(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) => {
+                self.gave_up(NOT_RAISED)
+            }
+            Some(Err(e)) => self.gave_up(&format!(
+                "stopped while taking over; whether the epoch was raised is unknown ({})",
+                super::db(e)
+            )),
+            None => {
+                let ended = terminate_session(database, pid).await;
+                if let Err(e) = &ended {
+                    tracing::error!(
+                        lease_pid = pid,
+                        error = %e,
+                        "the takeover's UPDATE could not be cancelled nor its session ended: end it with \
+                         SELECT pg_terminate_backend(lease_pid), or it raises the epoch once the earlier \
+                         leader's write ends"
+                    );
+                }
+                self.gave_up(&format!(
+                    "stopped while taking over: the UPDATE was not cancelled within {} s; its session {}",
+                    PROBE_WAIT.as_secs(),
+                    match ended {
+                        Ok(()) => "was ended, so the epoch was not raised",
+                        Err(_) => "could not be ended",
+                    }
+                ))
+            }
         }
-        match tokio::time::timeout(PROBE_WAIT, raise).await {
-            Ok(Ok(_)) => StoreError::Database(
-                "stopped while taking over, just after the epoch was raised".into(),
-            ),
-            _ => StoreError::Database("stopped while taking over: the epoch was not raised".into()),
-        }
+    }
+
+    /// The error of a takeover given up, marked so (`Abandon::gave_up`).
+    fn gave_up(&self, why: &str) -> StoreError {
+        self.shared.gave_up.store(true, Ordering::Release);
+        StoreError::Database(why.to_string())
     }
 
     /// A handle that stops a takeover in progress from another task.

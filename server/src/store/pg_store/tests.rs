@@ -700,6 +700,53 @@ fn a_takeover_given_up_while_it_waits_raises_no_epoch() -> TestResult {
     Ok(())
 }
 
+/// A takeover given up before it began (a stop during the migration)
+/// sends no UPDATE at all: none waits, and no epoch is raised later.
+#[test]
+fn a_takeover_given_up_before_it_began_sends_nothing() -> TestResult {
+    use super::lease::{Lease, Wait};
+    let Some(db) = TestDb::create()? else {
+        return Ok(());
+    };
+    let HeldLeaseRow {
+        rt,
+        url,
+        writer,
+        watcher,
+    } = held_lease_row(&db)?;
+    let epoch_now = || {
+        rt.block_on(watcher.query_one("SELECT epoch FROM lease WHERE id = 1", &[]))
+            .and_then(|row| row.try_get::<_, i64>(0))
+            .map_err(super::db)
+    };
+    let before = epoch_now()?;
+    let lease = rt.block_on(Lease::acquire(&url, Wait::Refuse))?;
+    let abandon = lease.abandon_handle();
+    abandon.now();
+    let said = rt
+        .block_on(lease.take_over(&url))
+        .err()
+        .ok_or("the takeover went on")?
+        .to_string();
+    assert!(said.contains("the epoch was not raised"), "{said}");
+    assert!(abandon.gave_up());
+    let waiting = rt
+        .block_on(watcher.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE 'UPDATE lease SET epoch%' AND state = 'active'",
+            &[],
+        ))
+        .map_err(super::db)?;
+    assert!(waiting.is_none(), "an UPDATE was sent");
+    rt.block_on(writer.batch_execute("COMMIT"))
+        .map_err(super::db)?;
+    // Time for a queued UPDATE to run, were there one.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(epoch_now()?, before, "an epoch was raised behind the stop");
+    drop(lease);
+    Ok(())
+}
+
 /// A takeover waits for an earlier leader's write in flight (the fence),
 /// and while it waits it can name the session it waits for.
 #[test]
