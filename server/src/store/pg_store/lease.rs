@@ -312,7 +312,6 @@ pub(super) async fn blocking_sessions(
     }
 }
 
-/// Says that the takeover still waits, and for which sessions.
 /// How a takeover given up before its epoch was raised says so.
 const NOT_RAISED: &str = "stopped while taking over: the epoch was not raised";
 
@@ -323,17 +322,27 @@ const CANCEL_AGAIN_EVERY: Duration = Duration::from_millis(200);
 /// would not be cancelled), on a connection of its own.
 async fn terminate_session(database: &Database, pid: i32) -> Result<(), StoreError> {
     let (client, connection) = database.connect(&database.config(), CONNECT_WAIT).await?;
-    tokio::spawn(connection);
-    let ended = client
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .map_err(db)?;
-    match ended.try_get::<_, bool>(0).map_err(db)? {
+    let driven = tokio::spawn(connection);
+    let asked = tokio::time::timeout(
+        PROBE_WAIT,
+        client.query_one("SELECT pg_terminate_backend($1)", &[&pid]),
+    )
+    .await;
+    drop(client);
+    driven.abort();
+    let ended = asked.map_err(|_| {
+        StoreError::Database(format!(
+            "the database did not answer within {} s",
+            PROBE_WAIT.as_secs()
+        ))
+    })?;
+    match ended.map_err(db)?.try_get::<_, bool>(0).map_err(db)? {
         true => Ok(()),
         false => Err(StoreError::Database(format!("no session {pid} to end"))),
     }
 }
 
+/// Says that the takeover still waits, and for which sessions.
 async fn warn_waiting(database: &Database, pid: i32, waited: Duration) {
     let blocking = match blocking_sessions(database, pid).await {
         Ok(pids) => format!("{pids:?}"),
@@ -477,6 +486,8 @@ impl Lease {
             }
             sent = true;
             tokio::select! {
+                // The UPDATE first: `sent` holds only once it was polled.
+                biased;
                 raised = &mut raise => break raised.map_err(db)?,
                 () = tokio::time::sleep(every) => {
                     tokio::select! {
@@ -504,7 +515,9 @@ impl Lease {
     /// raise the epoch once the earlier leader's write ends, fencing that
     /// leader for nothing. The cancel is sent again until the UPDATE ends
     /// (one that arrives before the UPDATE finds the session idle); past
-    /// [`PROBE_WAIT`] the lease's session (`pid`) is ended instead.
+    /// [`PROBE_WAIT`] the lease's session (`pid`) is ended instead. A
+    /// cancel still in flight may cancel the release's unlock after: the
+    /// session's end frees the lock all the same, standbys retry each second.
     async fn give_up(
         &self,
         database: &Database,
@@ -538,26 +551,42 @@ impl Lease {
                 "stopped while taking over; whether the epoch was raised is unknown ({})",
                 super::db(e)
             )),
-            None => {
-                let ended = terminate_session(database, pid).await;
-                if let Err(e) = &ended {
-                    tracing::error!(
-                        lease_pid = pid,
-                        error = %e,
-                        "the takeover's UPDATE could not be cancelled nor its session ended: end it with \
-                         SELECT pg_terminate_backend(lease_pid), or it raises the epoch once the earlier \
-                         leader's write ends"
-                    );
-                }
-                self.gave_up(&format!(
-                    "stopped while taking over: the UPDATE was not cancelled within {} s; its session {}",
-                    PROBE_WAIT.as_secs(),
-                    match ended {
-                        Ok(()) => "was ended, so the epoch was not raised",
-                        Err(_) => "could not be ended",
-                    }
-                ))
+            None => self.end_session(database, pid, raise).await,
+        }
+    }
+
+    /// A given-up takeover whose UPDATE the cancels did not end: its
+    /// session is ended (quietly: the lease is being let go), and what
+    /// the UPDATE then returns says whether the epoch was raised.
+    async fn end_session(
+        &self,
+        database: &Database,
+        pid: i32,
+        raise: std::pin::Pin<
+            &mut impl std::future::Future<Output = Result<tokio_postgres::Row, tokio_postgres::Error>>,
+        >,
+    ) -> StoreError {
+        self.shared.releasing.store(true, Ordering::Release);
+        if let Err(e) = terminate_session(database, pid).await {
+            tracing::error!(
+                lease_pid = pid,
+                error = %e,
+                "the takeover's UPDATE could not be cancelled nor its session ended: end it with \
+                 SELECT pg_terminate_backend(lease_pid), or it raises the epoch once the earlier \
+                 leader's write ends"
+            );
+            return self.gave_up(
+                "stopped while taking over: the UPDATE was neither cancelled nor its session ended",
+            );
+        }
+        match tokio::time::timeout(PROBE_WAIT, raise).await {
+            Ok(Ok(_)) => self.gave_up("stopped while taking over, just after the epoch was raised"),
+            Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
+                self.gave_up(NOT_RAISED)
             }
+            Ok(Err(_)) | Err(_) => self.gave_up(
+                "stopped while taking over: its session was ended; whether the epoch was raised is unknown",
+            ),
         }
     }
 
