@@ -506,12 +506,11 @@ fn verify_stored(
     for log in origins {
         // One snapshot a log: its hub may append and remove meanwhile.
         let scanned = stored_check::check(&*logs.snapshot()?, &log, verifier, true)?;
-        let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
+        let signed = scanned.checkpoint.as_ref().map(|(c, _)| c.size);
         say!(
             out,
-            "Verified: the access log {log} in {place} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
-            scanned.size,
-            scanned.removed,
+            "{}",
+            verified(&log, &place, scanned.size, scanned.removed, signed)
         );
     }
     Ok(())
@@ -527,15 +526,29 @@ fn verify_old(out: &mut String, path: &Path, verifier: &NoteVerifier) -> anyhow:
     };
     let log = dir_origin(&dir, verifier)?;
     let scanned = scan(&dir, verifier, &log)?;
-    let signed = scanned.checkpoint.as_ref().map_or(0, |(c, _)| c.size);
+    let signed = scanned.checkpoint.as_ref().map(|(c, _)| c.size);
+    let removed = scanned.removals.iter().map(|r| r.count).sum::<u64>();
+    let place = dir.display().to_string();
     say!(
         out,
-        "Verified: the access log {log} in {} holds records 0..{} ({} removed under retention, each by a removal record); every record matches its leaf hash, the tree its stored hashes, and the signed checkpoint of size {signed} its root.",
-        dir.display(),
-        scanned.size,
-        scanned.removals.iter().map(|r| r.count).sum::<u64>(),
+        "{}",
+        verified(&log, &place, scanned.size, removed, signed)
     );
     Ok(())
+}
+
+/// What a verified log is said to hold; a log no checkpoint signed yet
+/// (a new hub's, before its first record) is said to be so.
+fn verified(log: &str, place: &str, size: u64, removed: u64, signed: Option<u64>) -> String {
+    let checkpoint = match signed {
+        Some(size) => format!("the signed checkpoint of size {size} its root"),
+        None => "no checkpoint is signed yet".to_string(),
+    };
+    format!(
+        "Verified: the access log {log} in {place} holds records 0..{size} ({removed} removed under \
+         retention, each by a removal record); every record matches its leaf hash, the tree its \
+         stored hashes, and {checkpoint}."
+    )
 }
 
 /// The origin of the access log in `dir`: its checkpoint's, when that is
@@ -579,5 +592,19 @@ mod tests {
         std::fs::remove_dir(&old)?;
         assert!(matches!(in_dir(data.path())?, InDir::Store(_)));
         Ok(())
+    }
+
+    /// A log with no checkpoint yet is never said to match a signed one.
+    #[test]
+    fn a_log_no_checkpoint_signed_yet_is_said_so() {
+        let none = verified("hub/.access-log", "the database", 0, 0, None);
+        assert!(none.ends_with("and no checkpoint is signed yet."), "{none}");
+        assert!(!none.contains("signed checkpoint of size"), "{none}");
+        let some = verified("hub/.access-log", "the database", 3, 1, Some(3));
+        assert!(
+            some.contains("records 0..3 (1 removed")
+                && some.ends_with("the signed checkpoint of size 3 its root."),
+            "{some}"
+        );
     }
 }
