@@ -25,6 +25,8 @@ mod read;
 #[cfg(test)]
 mod relay;
 mod schema;
+#[cfg(test)]
+mod takeover_tests;
 #[doc(hidden)]
 pub mod testdb;
 #[cfg(test)]

@@ -294,17 +294,26 @@ pub(super) async fn blocking_sessions(
     database: &Database,
     pid: i32,
 ) -> Result<Vec<i32>, StoreError> {
+    ask_aside(database, "SELECT pg_blocking_pids($1)", pid)
+        .await?
+        .try_get(0)
+        .map_err(db)
+}
+
+/// `sql` of the session `pid`, asked on a connection of its own (the
+/// lease's is busy), bounded by [`PROBE_WAIT`].
+async fn ask_aside(
+    database: &Database,
+    sql: &str,
+    pid: i32,
+) -> Result<tokio_postgres::Row, StoreError> {
     let (client, connection) = database.connect(&database.config(), CONNECT_WAIT).await?;
     let driven = tokio::spawn(connection);
-    let asked = tokio::time::timeout(
-        PROBE_WAIT,
-        client.query_one("SELECT pg_blocking_pids($1)", &[&pid]),
-    )
-    .await;
+    let asked = tokio::time::timeout(PROBE_WAIT, client.query_one(sql, &[&pid])).await;
     drop(client);
     driven.abort();
     match asked {
-        Ok(row) => row.map_err(db)?.try_get(0).map_err(db),
+        Ok(row) => row.map_err(db),
         Err(_) => Err(StoreError::Database(format!(
             "the database did not answer within {} s",
             PROBE_WAIT.as_secs()
@@ -321,22 +330,8 @@ const CANCEL_AGAIN_EVERY: Duration = Duration::from_millis(200);
 /// Ends the database session `pid` (a given-up takeover's, whose UPDATE
 /// would not be cancelled), on a connection of its own.
 async fn terminate_session(database: &Database, pid: i32) -> Result<(), StoreError> {
-    let (client, connection) = database.connect(&database.config(), CONNECT_WAIT).await?;
-    let driven = tokio::spawn(connection);
-    let asked = tokio::time::timeout(
-        PROBE_WAIT,
-        client.query_one("SELECT pg_terminate_backend($1)", &[&pid]),
-    )
-    .await;
-    drop(client);
-    driven.abort();
-    let ended = asked.map_err(|_| {
-        StoreError::Database(format!(
-            "the database did not answer within {} s",
-            PROBE_WAIT.as_secs()
-        ))
-    })?;
-    match ended.map_err(db)?.try_get::<_, bool>(0).map_err(db)? {
+    let ended = ask_aside(database, "SELECT pg_terminate_backend($1)", pid).await?;
+    match ended.try_get::<_, bool>(0).map_err(db)? {
         true => Ok(()),
         false => Err(StoreError::Database(format!("no session {pid} to end"))),
     }
@@ -581,9 +576,10 @@ impl Lease {
         }
         match tokio::time::timeout(PROBE_WAIT, raise).await {
             Ok(Ok(_)) => self.gave_up("stopped while taking over, just after the epoch was raised"),
-            Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => {
-                self.gave_up(NOT_RAISED)
-            }
+            Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN) => self
+                .gave_up(
+                    "stopped while taking over: its session was ended, and the epoch was not raised",
+                ),
             Ok(Err(_)) | Err(_) => self.gave_up(
                 "stopped while taking over: its session was ended; whether the epoch was raised is unknown",
             ),
