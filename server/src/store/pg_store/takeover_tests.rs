@@ -5,7 +5,7 @@
 
 use super::Database;
 use super::db as db_error;
-use super::lease::{Lease, Wait, blocking_sessions};
+use super::lease::{Abandon, Lease, Wait, blocking_sessions};
 use super::testdb::TestDb;
 use super::tests::{database, open};
 use crate::store::StoreError;
@@ -82,6 +82,14 @@ impl HeldLeaseRow {
         }
     }
 
+    /// The lease, taken as a standby that got it would (the lock, no
+    /// epoch raised yet), and what gives its takeover up.
+    fn lease(&self) -> Result<(Lease, Abandon), StoreError> {
+        let lease = self.rt.block_on(Lease::acquire(&self.url, Wait::Refuse))?;
+        let abandon = lease.abandon_handle();
+        Ok((lease, abandon))
+    }
+
     /// The earlier leader's write ends.
     fn commit(&self) -> Result<(), StoreError> {
         self.rt
@@ -106,7 +114,7 @@ fn a_takeover_waits_for_a_write_in_flight_and_names_its_session() -> TestResult 
         .block_on(held.writer.query_one("SELECT pg_backend_pid()", &[]))
         .and_then(|row| row.try_get(0))
         .map_err(db_error)?;
-    let lease = held.rt.block_on(Lease::acquire(&held.url, Wait::Refuse))?;
+    let (lease, _) = held.lease()?;
     let taking = {
         let url = held.url.clone();
         held.rt.spawn(async move {
@@ -143,8 +151,7 @@ fn a_takeover_given_up_while_it_waits_raises_no_epoch() -> TestResult {
     };
     let held = HeldLeaseRow::new(&db)?;
     let before = held.epoch()?;
-    let lease = held.rt.block_on(Lease::acquire(&held.url, Wait::Refuse))?;
-    let abandon = lease.abandon_handle();
+    let (lease, abandon) = held.lease()?;
     let taking = {
         let url = held.url.clone();
         held.rt.spawn(async move {
@@ -181,8 +188,7 @@ fn a_takeover_given_up_before_it_began_sends_nothing() -> TestResult {
     };
     let held = HeldLeaseRow::new(&db)?;
     let before = held.epoch()?;
-    let lease = held.rt.block_on(Lease::acquire(&held.url, Wait::Refuse))?;
-    let abandon = lease.abandon_handle();
+    let (lease, abandon) = held.lease()?;
     abandon.now();
     let said = held
         .rt
