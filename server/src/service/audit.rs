@@ -11,7 +11,8 @@
 //! marks read in one pass per inbox: a query costs what its period holds,
 //! never the history before it or any entry's body. A period holding more
 //! than `limits.max_audit_entries` entries is refused, never answered in
-//! part.
+//! part; a summary or statistics are refused from the index's count alone,
+//! before any entry is read.
 
 use super::{HubState, storage_status};
 use crate::store::{Answer, AnswerKind, ScopedEntry};
@@ -170,6 +171,43 @@ fn resolve(
         .collect())
 }
 
+/// A period as asked (until 0: no bound), or its refusal when inverted.
+fn window(since: i64, until: i64) -> Result<(i64, i64), Status> {
+    let until = if until <= 0 { i64::MAX } else { until };
+    if since > until {
+        return Err(Status::invalid_argument(format!(
+            "since_micros {since} comes after until_micros {until}: the window is inverted; \
+             ask for since <= until, or until 0 for \"up to now\""
+        )));
+    }
+    Ok((since.max(0), until))
+}
+
+/// [`scan_period`] for a caller that reads the whole period (a summary,
+/// statistics, an overdue count): a period holding more than the cap is
+/// refused from the index's count alone, before any entry of it is read,
+/// so that a refusal costs a walk of the index, not the cap's worth of
+/// entries resolved.
+pub(crate) fn scan_whole_period(
+    state: &HubState,
+    mechanism: &str,
+    since: i64,
+    until: i64,
+    as_of: i64,
+    visit: impl FnMut(&ScopedEntry, i64, &[Delivery]) -> Result<bool, Status>,
+) -> Result<(), Status> {
+    let (from, to) = window(since, until)?;
+    let cap = state.limits.max_audit_entries;
+    if let Some(left_out) = state
+        .store
+        .audit_row_past(mechanism, from, to, cap)
+        .map_err(storage_status)?
+    {
+        return Err(too_large(state, mechanism, from, left_out));
+    }
+    scan_period(state, mechanism, since, until, as_of, visit)
+}
+
 /// Visits the audited entries of a mechanism with hub time in [since,
 /// until) (until 0: no bound), oldest first, as of a time, with each
 /// entry's deadline and deliveries, until `visit` answers false. A period
@@ -184,14 +222,7 @@ pub(crate) fn scan_period(
     as_of: i64,
     mut visit: impl FnMut(&ScopedEntry, i64, &[Delivery]) -> Result<bool, Status>,
 ) -> Result<(), Status> {
-    let until = if until <= 0 { i64::MAX } else { until };
-    if since > until {
-        return Err(Status::invalid_argument(format!(
-            "since_micros {since} comes after until_micros {until}: the window is inverted; \
-             ask for since <= until, or until 0 for \"up to now\""
-        )));
-    }
-    let since = since.max(0);
+    let (since, until) = window(since, until)?;
     let cap = state.limits.max_audit_entries;
     let mut seen = 0usize;
     let mut after: Option<ScopedEntry> = None;
@@ -451,7 +482,7 @@ impl Audit for AuditService {
             .state
             .heavy("unit summary", move || {
                 let mut tally = UnitTally::default();
-                scan_period(
+                scan_whole_period(
                     &state,
                     &mechanism,
                     req.since_micros,

@@ -1,8 +1,9 @@
 //! How many deliveries of a mechanism are overdue now, for the metrics:
-//! the audit's own rule (`audit::scan_period`), so the figure an operator
-//! alerts on is the one an office's audit shows. Bounded like any audit:
-//! only the window asked for is read, and a window holding more than
-//! `limits.max_audit_entries` entries is refused, never counted in part.
+//! the audit's own rule (`audit::scan_whole_period`), so the figure an
+//! operator alerts on is the one an office's audit shows. Bounded like any
+//! audit: only the window asked for is read, and a window holding more
+//! than `limits.max_audit_entries` entries is refused from the index's
+//! count, never counted in part.
 
 use super::HubState;
 use tongbao_proto::pb::DeliveryState;
@@ -18,7 +19,7 @@ pub fn unanswered_overdue(
     as_of_micros: i64,
 ) -> Result<u64, Status> {
     let mut overdue = 0u64;
-    super::audit::scan_period(
+    super::audit::scan_whole_period(
         state,
         mechanism,
         since_micros,

@@ -56,7 +56,7 @@ pub(crate) fn compute_report(
     let mut counts: BTreeMap<(String, i32), u64> = BTreeMap::new();
     let mut overdue = Vec::new();
     let mut units = super::audit::UnitTally::default();
-    super::audit::scan_period(
+    super::audit::scan_whole_period(
         state,
         mechanism,
         since,

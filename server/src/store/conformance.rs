@@ -170,3 +170,60 @@ pub fn appends_read_back(store: &dyn Store) -> TestResult {
     assert_eq!(store.load_registry_bytes()?, Some(b"two".to_vec()));
     Ok(())
 }
+
+/// Files rows of mechanism `fund` for entries 0..20 of two channels (hub
+/// time seq + 1, so the two channels' rows share each time) and a few of
+/// another mechanism; [`rows_past_are_counted`] then checks the counts.
+pub fn audit_rows_past(store: &dyn Store) -> TestResult {
+    for (channel, inbox) in [("tax", "police"), ("finance", "pbc")] {
+        let entries: Vec<NewEntry> = (0..20)
+            .map(|seq| {
+                let mut e = entry(channel, seq, &[(inbox, seq + 1)]);
+                e.audit_scopes = vec![if seq % 4 == 3 { "other" } else { "fund" }.into()];
+                e
+            })
+            .collect();
+        store.commit(&entries)?;
+    }
+    rows_past_are_counted(store)
+}
+
+/// [`Store::audit_row_past`] against the rows sorted here by (hub time,
+/// seq, channel), for windows and skips on both sides of every count.
+pub fn rows_past_are_counted(store: &dyn Store) -> TestResult {
+    let mut rows: Vec<(i64, u64, &str)> = Vec::new();
+    for channel in ["tax", "finance"] {
+        rows.extend(
+            (0..20u64)
+                .filter(|s| s % 4 != 3)
+                .map(|s| (s as i64 + 1, s, channel)),
+        );
+    }
+    rows.sort_unstable();
+    for (since, until) in [
+        (0, i64::MAX),
+        (0, 1),
+        (1, 2),
+        (3, 17),
+        (17, 3),
+        (5, 5),
+        (21, i64::MAX),
+    ] {
+        let within: Vec<i64> = rows
+            .iter()
+            .filter(|(at, _, _)| (since..until).contains(at))
+            .map(|(at, _, _)| *at)
+            .collect();
+        for skip in 0..=within.len() + 2 {
+            assert_eq!(
+                store.audit_row_past("fund", since, until, skip)?,
+                within.get(skip).copied(),
+                "fund in [{since}, {until}) past {skip}"
+            );
+        }
+        assert_eq!(store.audit_row_past("nobody", since, until, 0)?, None);
+    }
+    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 9)?, Some(20));
+    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 10)?, None);
+    Ok(())
+}

@@ -291,6 +291,18 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&ScopedEntry>,
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError>;
+    /// The hub time of the row that follows the first `skip` rows of a
+    /// mechanism's audit index with hub time in [since, until), or `None`
+    /// when the period holds no more: read from the index alone, no entry,
+    /// so that a period too large to audit is refused before any of it is
+    /// resolved.
+    fn audit_row_past(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        skip: usize,
+    ) -> Result<Option<i64>, StoreError>;
     /// Stored Merkle hashes of a channel's tree, one per index, in order.
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError>;
     /// The latest signed checkpoint (a signed note) of every channel.

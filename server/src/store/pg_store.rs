@@ -609,6 +609,17 @@ impl Store for PgStore {
         self.block(read::audit_scope(self.pool(), from, to, limit))
     }
 
+    fn audit_row_past(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        skip: usize,
+    ) -> Result<Option<i64>, StoreError> {
+        let (from, to) = super::audit_index::audit_range(mechanism, since, until, None);
+        self.block(read::audit_row_past(self.pool(), from, to, skip))
+    }
+
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {
         self.kept_hashes(channel, indexes)
     }

@@ -3,7 +3,7 @@
 //! [`super::durability`], the entry segments of [`super::segments`] and
 //! the cache of [`super::recent`].
 
-use super::audit_index::{Row, audit_key, audit_range, filed_rows, rows_of};
+use super::audit_index::{Row, audit_key, audit_range};
 use super::codec::{
     ANSWER, CHANNEL_HEAD, CHECKPOINT, ENTRY, FETCHED, INBOX, INBOX_HEAD, REGISTRY_KEY, TREE_HASH,
     answer_run, decode_answer, decode_inbox_window, fetched_at, hash_from, inbox_run, key, runs_of,
@@ -544,31 +544,19 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<ScopedEntry>, StoreError> {
         let (from, to) = audit_range(mechanism, since, until, after);
-        if to <= from {
-            return Ok(Vec::new());
-        }
-        // The rows waiting in the overlay, then sled's runs: a row a flush
-        // files meanwhile is seen on one side or both (once in the result).
-        let mut rows: Vec<Row> = Vec::new();
-        for (k, v) in self
-            .durability
-            .overlay_read()?
-            .range(&from, Bound::Excluded(&to))
-        {
-            rows.extend(rows_of(&k, &v)?);
-        }
-        let d = &self.durability;
-        rows.extend(filed_rows(
-            &d.tree,
-            &d.rewrites,
-            mechanism,
-            (&from, &to),
-            limit,
-        )?);
-        rows.sort_unstable();
-        rows.dedup();
-        rows.truncate(limit);
+        let rows = self.scope_rows(mechanism, &from, &to, limit)?;
         self.audited_rows(mechanism, &rows)
+    }
+
+    fn audit_row_past(
+        &self,
+        mechanism: &str,
+        since: i64,
+        until: i64,
+        skip: usize,
+    ) -> Result<Option<i64>, StoreError> {
+        let (from, to) = audit_range(mechanism, since, until, None);
+        self.row_past(mechanism, from, &to, skip)
     }
 
     fn stored_hashes(&self, channel: &str, indexes: &[u64]) -> Result<Vec<Hash>, StoreError> {

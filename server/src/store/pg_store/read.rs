@@ -5,7 +5,7 @@
 
 use super::db;
 use super::pooled::pooled;
-use crate::store::audit_index::decode_audit_row;
+use crate::store::audit_index::{audit_key_parts, decode_audit_row};
 use crate::store::codec::{hash_from, stored_hash_place};
 use crate::store::entry_record::decode_entry;
 use crate::store::{
@@ -363,6 +363,27 @@ pub async fn audit_scope(
             decode_audit_row(&k, &v)
         })
         .collect()
+}
+
+/// The hub time of the row after the first `skip` with keys in [from,
+/// to): the index alone is read (`audit_scope`'s key), no row's bytes.
+pub async fn audit_row_past(
+    pool: Pool,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    skip: usize,
+) -> Result<Option<i64>, StoreError> {
+    let conn = pooled(&pool).await?;
+    let c = conn.client()?;
+    let row = query_opt(
+        c,
+        "SELECT key FROM audit_scope WHERE key >= $1 AND key < $2 \
+             ORDER BY key OFFSET $3 LIMIT 1",
+        &[&from, &to, &(skip.min(i64::MAX as usize) as i64)],
+    )
+    .await?;
+    row.map(|r| audit_key_parts(&r.get::<_, Vec<u8>>(0)).map(|(_, at, _, _)| at))
+        .transpose()
 }
 
 pub async fn stored_hashes(

@@ -3,7 +3,7 @@
 
 use super::testdb::TestDb;
 use super::{Database, PgOptions, PgStore, TlsOptions};
-use crate::store::conformance::{TestResult, appends_read_back, entry};
+use crate::store::conformance::{TestResult, appends_read_back, audit_rows_past, entry};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 
@@ -26,6 +26,8 @@ fn the_store_contract_holds_on_postgres() -> TestResult {
         return Ok(());
     };
     appends_read_back(&open(&db)?)?;
+    let counted = TestDb::create()?.ok_or("the test database went away")?;
+    audit_rows_past(&open(&counted)?)?;
     // Reopened (the schema already there), everything reads back.
     let store = open(&db)?;
     assert_eq!(

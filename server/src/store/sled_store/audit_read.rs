@@ -12,7 +12,7 @@
 //! ([`super::super::audited_entry`]).
 
 use super::super::StoreError;
-use super::super::audit_index::{Row, scoped_entry};
+use super::super::audit_index::{Row, filed_rows, rows_of, scoped_entry};
 use super::super::audited_entry::audited;
 use super::super::segments::Place;
 use super::super::{ScopedEntry, StoredEntry};
@@ -20,6 +20,7 @@ use super::lookup::{entry_place_run, read_entry_record};
 use super::{RECENT, SledStore};
 use crate::fatal;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// Records at most this far apart (other entries, tree hashes) are read
@@ -27,6 +28,13 @@ use std::sync::Arc;
 const GAP_BYTES: u64 = 4 << 10;
 /// One read spans no more than this (a single larger record is read alone).
 const SPAN_BYTES: u64 = 1 << 20;
+/// Rows counted at a time when a period is measured: the memory of a
+/// count, whatever its period.
+#[cfg(not(test))]
+const COUNT_CHUNK: usize = 4096;
+/// Small in tests, so that a count crosses chunks.
+#[cfg(test)]
+const COUNT_CHUNK: usize = 7;
 
 /// The places of one run, the run's first seq first: a row's place is one
 /// index away.
@@ -43,6 +51,66 @@ impl KnownPlaces {
 }
 
 impl SledStore {
+    /// Up to `limit` rows of `mechanism`'s index with keys in [from, to),
+    /// in key order: the rows waiting in the overlay, then sled's runs. A
+    /// row a flush files meanwhile is seen on one side or both (once in
+    /// the result).
+    pub(super) fn scope_rows(
+        &self,
+        mechanism: &str,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let mut rows: Vec<Row> = Vec::new();
+        for (k, v) in self
+            .durability
+            .overlay_read()?
+            .range(from, Bound::Excluded(to))
+        {
+            rows.extend(rows_of(&k, &v)?);
+        }
+        let d = &self.durability;
+        rows.extend(filed_rows(
+            &d.tree,
+            &d.rewrites,
+            mechanism,
+            (from, to),
+            limit,
+        )?);
+        rows.sort_unstable();
+        rows.dedup();
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// The hub time of the row after the first `skip` with keys in [from,
+    /// to), counted a chunk of rows at a time, no entry read.
+    pub(super) fn row_past(
+        &self,
+        mechanism: &str,
+        mut from: Vec<u8>,
+        to: &[u8],
+        mut skip: usize,
+    ) -> Result<Option<i64>, StoreError> {
+        loop {
+            let rows = self.scope_rows(mechanism, &from, to, COUNT_CHUNK)?;
+            if let Some(past) = rows.get(skip) {
+                return Ok(Some(past.hub_micros as i64));
+            }
+            let Some(last) = rows.last().filter(|_| rows.len() == COUNT_CHUNK) else {
+                return Ok(None);
+            };
+            skip -= rows.len();
+            // The first key after the last row's.
+            from = last.key(mechanism);
+            from.push(0);
+        }
+    }
+
     /// What an audit of `mechanism` reports of each of `rows`, in order,
     /// read from the entries they name.
     pub(super) fn audited_rows(
