@@ -59,12 +59,21 @@ impl Overlay {
     /// The overlay's writes in `[lo, hi)`/`[lo, hi]`, ascending, newest
     /// value per key.
     pub fn range(&self, lo: &[u8], hi: Bound<&[u8]>) -> Vec<Kv> {
+        self.range_first(lo, hi, usize::MAX)
+    }
+
+    /// The first `limit` keys of [`Overlay::range`]: what a read a chunk
+    /// at a time needs, whatever the overlay holds.
+    pub fn range_first(&self, lo: &[u8], hi: Bound<&[u8]>, limit: usize) -> Vec<Kv> {
         let bounds = (Bound::Included(lo), hi);
         let copy =
             |(k, v): (&Vec<u8>, &IVec)| Ok::<Kv, StoreError>((IVec::from(k.as_slice()), v.clone()));
         let active = self.active.range::<[u8], _>(bounds).map(copy);
         let frozen = self.frozen.range::<[u8], _>(bounds).map(copy);
-        Newest::new(active, frozen).filter_map(Result::ok).collect()
+        Newest::new(active, frozen)
+            .filter_map(Result::ok)
+            .take(limit)
+            .collect()
     }
 
     /// The last key in `[lo, hi]` the overlay holds.

@@ -28,8 +28,8 @@ use std::sync::Arc;
 const GAP_BYTES: u64 = 4 << 10;
 /// One read spans no more than this (a single larger record is read alone).
 const SPAN_BYTES: u64 = 1 << 20;
-/// Rows counted at a time when a period is measured: the memory of a
-/// count, whatever its period.
+/// Rows counted at a time when a period is measured: a count holds at
+/// most this many rows (and as many from the overlay), whatever its period.
 #[cfg(not(test))]
 const COUNT_CHUNK: usize = 4096;
 /// Small in tests, so that a count crosses chunks.
@@ -52,9 +52,9 @@ impl KnownPlaces {
 
 impl SledStore {
     /// Up to `limit` rows of `mechanism`'s index with keys in [from, to),
-    /// in key order: the rows waiting in the overlay, then sled's runs. A
-    /// row a flush files meanwhile is seen on one side or both (once in
-    /// the result).
+    /// in key order: the rows waiting in the overlay (a key each, so the
+    /// first `limit` keys are enough), then sled's runs. A row a flush
+    /// files meanwhile is seen on one side or both (once in the result).
     pub(super) fn scope_rows(
         &self,
         mechanism: &str,
@@ -69,7 +69,7 @@ impl SledStore {
         for (k, v) in self
             .durability
             .overlay_read()?
-            .range(from, Bound::Excluded(to))
+            .range_first(from, Bound::Excluded(to), limit)
         {
             rows.extend(rows_of(&k, &v)?);
         }
@@ -81,6 +81,12 @@ impl SledStore {
             (from, to),
             limit,
         )?);
+        // Only the window's rows, whatever a key held: a chunk never steps
+        // back before `from`.
+        rows.retain(|r| {
+            let k = r.key(mechanism);
+            k.as_slice() >= from && k.as_slice() < to
+        });
         rows.sort_unstable();
         rows.dedup();
         rows.truncate(limit);
