@@ -23,6 +23,15 @@ use tongbao_tests::BoxError;
 
 /// How long subscribers may take to acknowledge everything once pushes end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Entries a second a subscriber catching up is given on top of that: a
+/// slow one (`--slow`) lags by nearly every message, so a long run drains
+/// for longer.
+const CATCH_UP_PER_SEC: u64 = 5_000;
+
+/// The drain's deadline for `count` messages: one that only catches a hang.
+fn drain_timeout(count: usize) -> Duration {
+    DRAIN_TIMEOUT + Duration::from_secs(count as u64 / CATCH_UP_PER_SEC)
+}
 /// How long subscribers keep listening after they have everything, to catch
 /// duplicates delivered late.
 const GRACE: Duration = Duration::from_millis(300);
@@ -212,11 +221,11 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 
     // Drain: every recipient acknowledges everything.
     let all_acked = if timed.errors.is_empty() && failures.is_empty() {
-        let t = wait_acked(&progress, total, DRAIN_TIMEOUT).await;
+        let t = wait_acked(&progress, total, drain_timeout(total)).await;
         if t.is_none() {
             failures.push(format!(
                 "drain timeout: not every subscriber acknowledged every message {} s after the last push",
-                DRAIN_TIMEOUT.as_secs()
+                drain_timeout(total).as_secs()
             ));
         }
         t
