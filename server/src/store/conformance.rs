@@ -199,20 +199,42 @@ pub fn rows_past_are_counted(store: &dyn Store) -> TestResult {
                 .map(|s| (s as i64 + 1, s, channel)),
         );
     }
+    counted_as_modelled(
+        store,
+        &rows,
+        &[
+            (0, i64::MAX),
+            (0, 1),
+            (1, 2),
+            (3, 17),
+            (17, 3),
+            (5, 5),
+            (21, i64::MAX),
+        ],
+    )?;
+    for (since, until) in [(0, i64::MAX), (3, 17)] {
+        assert_eq!(store.audit_row_past("nobody", since, until, 0)?, None);
+    }
+    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 9)?, Some(20));
+    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 10)?, None);
+    Ok(())
+}
+
+/// [`Store::audit_row_past`] of mechanism `fund` against `rows` (hub time,
+/// seq, channel; any order) sorted as the index keys them, for each
+/// window and every skip up to past its end.
+pub fn counted_as_modelled(
+    store: &dyn Store,
+    rows: &[(i64, u64, &str)],
+    windows: &[(i64, i64)],
+) -> TestResult {
+    let mut rows = rows.to_vec();
     rows.sort_unstable();
-    for (since, until) in [
-        (0, i64::MAX),
-        (0, 1),
-        (1, 2),
-        (3, 17),
-        (17, 3),
-        (5, 5),
-        (21, i64::MAX),
-    ] {
+    for &(since, until) in windows {
         let within: Vec<i64> = rows
             .iter()
-            .filter(|(at, _, _)| (since..until).contains(at))
-            .map(|(at, _, _)| *at)
+            .map(|r| r.0)
+            .filter(|at| (since..until).contains(at))
             .collect();
         for skip in 0..=within.len() + 2 {
             assert_eq!(
@@ -221,9 +243,6 @@ pub fn rows_past_are_counted(store: &dyn Store) -> TestResult {
                 "fund in [{since}, {until}) past {skip}"
             );
         }
-        assert_eq!(store.audit_row_past("nobody", since, until, 0)?, None);
     }
-    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 9)?, Some(20));
-    assert_eq!(store.audit_row_past("other", 0, i64::MAX, 10)?, None);
     Ok(())
 }
