@@ -7,7 +7,9 @@
 //! data directory's size per message (all of it, and beyond the body),
 //! the restart (process start to the first answered call; the hub logs
 //! the time of each start-up step at info), the hub's RSS once it
-//! answers, an office's `Audit.UnitSummary` over everything, and a deep
+//! answers, and both again at a second restart (sled writes its snapshot
+//! of page places only when it opens, so a first restart also replays
+//! the whole log written since the last), an office's `Audit.UnitSummary` over everything, and a deep
 //! `Pull` (from position 0 through the whole inbox, paged, every entry
 //! verified by the client as always). The background check of every
 //! entry runs meanwhile, as it would after any restart.
@@ -60,16 +62,16 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let data = pki.path().join("data");
     let bytes = disk_usage(&data)?;
 
-    let started = Instant::now();
-    let hub = HubChild::start_logging(&pki, args.fsync, Some(HUB_LOG))?;
-    let listening = started.elapsed();
-    let reader = first_answer(&pki, &hub, recipient(args.recipients)?).await?;
-    let restart = started.elapsed();
+    let first = restart(&pki, args).await?;
+    let (hub, restart_took) = (&first.hub, first.took);
     let rss_kib = hub.rss_kib()?;
-    let audit = audit_calls(&pki, &hub, "joint-enforcement", 2, 0).await?;
-    let latest = audit_calls(&pki, &hub, "joint-enforcement", 2, latest_since).await?;
-    let pulled = deep_pull(&reader).await?;
-    hub.stop()?;
+    let audit = audit_calls(&pki, hub, "joint-enforcement", 2, 0).await?;
+    let latest = audit_calls(&pki, hub, "joint-enforcement", 2, latest_since).await?;
+    let pulled = deep_pull(&first.reader).await?;
+    first.hub.stop()?;
+    let second = restart(&pki, args).await?;
+    let rss_kib_again = second.hub.rss_kib()?;
+    second.hub.stop()?;
 
     let n = args.messages as f64;
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -81,21 +83,24 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
         "data_dir_bytes": bytes,
         "bytes_per_message": r3(bytes as f64 / n),
         "bytes_per_message_beyond_body": r3(bytes as f64 / n - args.body_bytes as f64),
-        "restart_ms": r3(millis(restart)),
-        "listening_ms": r3(millis(listening)),
+        "restart_ms": r3(millis(restart_took)),
+        "listening_ms": r3(millis(first.listening)),
         "hub_rss_mib_after_start": r3(mib(rss_kib)),
+        "second_restart_ms": r3(millis(second.took)),
+        "hub_rss_mib_after_second_start": r3(mib(rss_kib_again)),
         "unit_summary": audit.json,
         "unit_summary_latest": latest.json,
         "latest_messages": args.messages - older,
         "deep_pull": pulled,
     });
     eprintln!(
-        "history {} to {}: {:.0} B/message ({:.0} beyond the body); restart {:.0} ms; RSS {:.0} MiB; {}; latest {}: {}; deep pull {}",
+        "history {} to {}: {:.0} B/message ({:.0} beyond the body); restart {:.0} ms, again {:.0} ms; RSS {:.0} MiB; {}; latest {}: {}; deep pull {}",
         args.messages,
         args.recipients,
         bytes as f64 / n,
         bytes as f64 / n - args.body_bytes as f64,
-        millis(restart),
+        millis(restart_took),
+        millis(second.took),
         mib(rss_kib),
         audit.summary,
         args.messages - older,
@@ -193,6 +198,31 @@ async fn fill(
             .map_err(|e| format!("a push of the fill failed: {e}"))?;
     }
     Ok(())
+}
+
+/// A hub restarted on the filled store.
+struct Restarted {
+    hub: HubChild,
+    /// Connected as a recipient of the fill.
+    reader: Client,
+    /// Process start to listening.
+    listening: Duration,
+    /// Process start to the first answered call.
+    took: Duration,
+}
+
+/// Starts the hub on the filled store and waits for its first answer.
+async fn restart(pki: &TestPki, args: &HistoryArgs) -> Result<Restarted, BoxError> {
+    let started = Instant::now();
+    let hub = HubChild::start_logging(pki, args.fsync, Some(HUB_LOG))?;
+    let listening = started.elapsed();
+    let reader = first_answer(pki, &hub, recipient(args.recipients)?).await?;
+    Ok(Restarted {
+        took: started.elapsed(),
+        hub,
+        reader,
+        listening,
+    })
 }
 
 /// Connects as `unit` until a call is answered (the client's connect makes one).
