@@ -12,8 +12,8 @@ use tongbao_proto::Hash;
 /// Bytes of recently committed entries kept decoded in memory, counted by
 /// their encoding (the decoded entries weigh about as much again). Counting
 /// both at this bound kept fewer entries than publishers have in flight,
-/// and subscribers fell behind to disk (BENCHMARKS.md, "A smaller sled
-/// cache").
+/// and subscribers fell behind to disk (BENCHMARKS.md, "sled's cache at
+/// 16 MiB").
 const ENTRY_CACHE_BYTES: usize = 16 << 20;
 /// Merkle hashes kept in memory.
 const HASH_CACHE_LEN: usize = 1 << 17;

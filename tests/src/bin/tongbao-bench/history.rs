@@ -8,9 +8,9 @@
 //! the restart (process start to the first answered call; the hub logs
 //! the time of each start-up step at info), the hub's RSS once it
 //! answers, and both again at a second restart (sled writes its snapshot
-//! of page places only when it opens, so a first restart also replays
-//! the whole log written since the last), an office's `Audit.UnitSummary` over everything, and a deep
-//! `Pull` (from position 0 through the whole inbox, paged, every entry
+//! of page places only when it opens, so the first restart also replays
+//! all the fill wrote), an office's `Audit.UnitSummary` over everything,
+//! and a deep `Pull` (from position 0 through the whole inbox, paged, every entry
 //! verified by the client as always). The background check of every
 //! entry runs meanwhile, as it would after any restart.
 
