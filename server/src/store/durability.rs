@@ -41,9 +41,9 @@ use std::time::Duration;
 
 /// sled's page cache (its default, 1 GiB, would let memory grow with the
 /// data). sled counts nodes as they are on disk, which in memory weigh
-/// more; at 64 MiB the hub passed 256 MiB by a million messages, and 16
-/// was no slower over 100,000 and more (BENCHMARKS.md, "sled's cache at
-/// 16 MiB").
+/// more; at 64 MiB the hub passed 256 MiB by a million messages. 16 was
+/// no slower over 100,000 and more, a few per cent slower in 20,000-message
+/// runs at 13 recipients (BENCHMARKS.md, "sled's cache at 16 MiB").
 const SLED_CACHE_BYTES: u64 = 16 << 20;
 /// How often sled is flushed in the background, which bounds how much of
 /// the journal a restart replays and how much the overlay holds. Often
