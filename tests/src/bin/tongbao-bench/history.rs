@@ -10,9 +10,9 @@
 //! answers, and both again at a second restart (sled writes its snapshot
 //! of page places only when it opens, so the first restart also replays
 //! all the fill wrote), an office's `Audit.UnitSummary` over everything,
-//! and a deep `Pull` (from position 0 through the whole inbox, paged, every entry
-//! verified by the client as always). The background check of every
-//! entry runs meanwhile, as it would after any restart.
+//! and a deep `Pull` (from position 0 through the whole inbox, paged,
+//! every entry verified by the client as always). The background check of
+//! every entry runs meanwhile, as it would after any restart.
 
 use crate::audit::audit_calls;
 use crate::hub::HubChild;
