@@ -63,10 +63,9 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
     let bytes = disk_usage(&data)?;
 
     let first = restart(&pki, args).await?;
-    let (hub, restart_took) = (&first.hub, first.took);
-    let rss_kib = hub.rss_kib()?;
-    let audit = audit_calls(&pki, hub, "joint-enforcement", 2, 0).await?;
-    let latest = audit_calls(&pki, hub, "joint-enforcement", 2, latest_since).await?;
+    let rss_kib = first.hub.rss_kib()?;
+    let audit = audit_calls(&pki, &first.hub, "joint-enforcement", 2, 0).await?;
+    let latest = audit_calls(&pki, &first.hub, "joint-enforcement", 2, latest_since).await?;
     let pulled = deep_pull(&first.reader).await?;
     first.hub.stop()?;
     let second = restart(&pki, args).await?;
@@ -83,7 +82,7 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
         "data_dir_bytes": bytes,
         "bytes_per_message": r3(bytes as f64 / n),
         "bytes_per_message_beyond_body": r3(bytes as f64 / n - args.body_bytes as f64),
-        "restart_ms": r3(millis(restart_took)),
+        "restart_ms": r3(millis(first.took)),
         "listening_ms": r3(millis(first.listening)),
         "hub_rss_mib_after_start": r3(mib(rss_kib)),
         "second_restart_ms": r3(millis(second.took)),
@@ -99,7 +98,7 @@ pub async fn run(args: &HistoryArgs) -> Result<serde_json::Value, BoxError> {
         args.recipients,
         bytes as f64 / n,
         bytes as f64 / n - args.body_bytes as f64,
-        millis(restart_took),
+        millis(first.took),
         millis(second.took),
         mib(rss_kib),
         audit.summary,

@@ -221,11 +221,12 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
 
     // Drain: every recipient acknowledges everything.
     let all_acked = if timed.errors.is_empty() && failures.is_empty() {
-        let t = wait_acked(&progress, total, drain_timeout(total)).await;
+        let deadline = drain_timeout(total);
+        let t = wait_acked(&progress, total, deadline).await;
         if t.is_none() {
             failures.push(format!(
                 "drain timeout: not every subscriber acknowledged every message {} s after the last push",
-                drain_timeout(total).as_secs()
+                deadline.as_secs()
             ));
         }
         t
