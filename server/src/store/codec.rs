@@ -38,13 +38,18 @@ pub(super) const FETCHED: u8 = b'f';
 pub(super) const AUDIT_SCOPE: u8 = b'x';
 pub(super) const TREE_HASH: u8 = b't';
 pub(super) const CHECKPOINT: u8 = b'k';
+/// A recipient set's names, by id (format 7: [`super::recipient_sets`]).
+pub(super) const RECIPIENT_SET: u8 = b'n';
 pub(super) const REGISTRY_KEY: &[u8] = b"r\0registry";
 pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 /// The id of the last commit applied, written in the same batch.
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 6 (this one) keeps the audit index's rows in runs by time, a few
+/// Format 7 (this one) keeps the recipients' names of an entry once per
+/// set of recipients, under [`RECIPIENT_SET`], and the entry's record
+/// names its set ([`super::recipient_sets`]); records of format 6 read as
+/// they are. Format 6 keeps the audit index's rows in runs by time, a few
 /// varints a row, and nothing of them in the segments: an audit reads
 /// what it reports from the entry a row names ([`super::audit_index`]);
 /// and a message id's record holds the entry's seq alone, its message's
@@ -56,7 +61,9 @@ pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// entry's place under a key of its own. Format 3 kept entry records,
 /// tree hashes and audit rows in sled; format 2 was format 3 with empty
 /// audit rows.
-pub(super) const FORMAT: &[u8] = b"6";
+pub(super) const FORMAT: &[u8] = b"7";
+/// Every entry's recipients in its record.
+pub(super) const FORMAT_6: &[u8] = b"6";
 /// One audit index key per row.
 pub(super) const FORMAT_5: &[u8] = b"5";
 /// Format 5 while its audit index's rows are gathered into runs: some
@@ -75,9 +82,16 @@ pub(super) const FORMAT_2: &[u8] = b"2";
 /// audit rows need no filling: format 6 keeps no row contents), format 4
 /// by gathering the places into runs, format 5 by gathering the audit
 /// index's rows into runs (and a format 5 whose upgrade was cut short
-/// by going on with it).
-pub(super) const FORMATS_UPGRADABLE: [&[u8]; 5] =
-    [FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6];
+/// by going on with it), format 6 by saying format 7 (its records read
+/// as they are).
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 6] = [
+    FORMAT_2,
+    FORMAT_3,
+    FORMAT_4,
+    FORMAT_5,
+    FORMAT_5_TO_6,
+    FORMAT_6,
+];
 /// While format 4's places are gathered into runs: the last place key
 /// gathered, so that a start that stopped midway goes on after it.
 pub(super) const PLACES_GATHERED_KEY: &[u8] = b"v\0places";

@@ -18,13 +18,14 @@
 
 use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_KEY,
-    FORMATS_UPGRADABLE, TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, split_key,
-    u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_6, FORMAT_KEY,
+    FORMATS_UPGRADABLE, RECIPIENT_SET, TREE_HASH, is_entry_key, key, merge_runs, place_key,
+    record_key, split_key, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
 use super::places::runs_of_places;
+use super::recipient_sets::RecipientSets;
 use super::room::{check_room_to_start, check_room_to_upgrade};
 use super::segments::{Appended, Place, Segments};
 use super::{StoreError, create_dir_durably, sync_dir};
@@ -89,6 +90,8 @@ pub(super) struct Durability {
     pub(super) audit_runs: AtomicBool,
     /// Keeps reads of the audit index's runs apart from their rewrites.
     pub(super) rewrites: Rewrites,
+    /// The recipient sets entry records name (format 7), read at open.
+    pub(super) recipient_sets: RecipientSets,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -214,9 +217,10 @@ impl Durability {
         let state = db.open_tree("state")?;
         let (mut place_runs, mut audit_runs) = (true, true);
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2 to 5, and 5>6 (an upgrade from 5
-            // that stopped midway), once the journal is replayed.
-            Some(v) if v.as_ref() == FORMAT => {}
+            // The store upgrades formats 2 to 6, and 5>6 (an upgrade from 5
+            // that stopped midway), once the journal is replayed; format 6
+            // reads as it is (the upgrade writes the format record alone).
+            Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_6 => {}
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, &v, reserve)?;
                 place_runs = v.as_ref() == FORMAT_5 || v.as_ref() == FORMAT_5_TO_6;
@@ -228,7 +232,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2 to 5 and 5>6); start it on an empty data directory",
+                     (and upgrades formats 2 to 6 and 5>6); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -277,8 +281,13 @@ impl Durability {
             place_runs: AtomicBool::new(place_runs),
             audit_runs: AtomicBool::new(audit_runs),
             rewrites: Rewrites::default(),
+            recipient_sets: RecipientSets::default(),
         });
         durability.flush(false, Record::AtOnce)?;
+        // After the replay's flush: sled holds every set a record names.
+        durability
+            .recipient_sets
+            .load(durability.scan_kind(RECIPIENT_SET))?;
         Ok(durability)
     }
 

@@ -7,16 +7,29 @@
 //! with a flag in the count; records of the older layout read as they
 //! are, and a dump writes every record in it ([`whole_record`]), as
 //! format 3 kept them.
+//!
+//! Format 7 keeps the recipients' names of most entries once, in a
+//! recipient set ([`super::recipient_sets`]): 185 bytes of a 13-recipient
+//! entry's 637. Such a record names the set and where its bytes were cut
+//! from the encoded entry; [`with_recipients`] puts them back, so every
+//! other reader sees a format 6 record, byte for byte.
 
 use super::codec::{hash_from, u64_from};
 use super::{StoreError, StoredEntry};
 use prost::Message as _;
+use std::borrow::Cow;
+use std::ops::Range;
 use tongbao_proto::{HASH_LEN, Hash, pb};
 
 /// Set in a record's count (the 4 bytes after the leaf hash) when its
 /// inbox positions are varints; never set by the older layout (no entry
 /// has 2^31 recipients).
 const POSITIONS_VARINT: u32 = 1 << 31;
+/// Set in a record's count, beside [`POSITIONS_VARINT`], when the entry's
+/// recipients are kept in a recipient set (format 7): after the positions
+/// come the set's id and the offset in the encoded entry where the set's
+/// bytes were cut out, both varints.
+const RECIPIENT_SET: u32 = 1 << 30;
 
 /// An entry record as formats 2 to 5 wrote it (and a dump and the
 /// PostgreSQL store keep it): leaf hash, the number of recipients (4),
@@ -50,9 +63,43 @@ pub(super) fn entry_record_compact(leaf_hash: &Hash, cursors: &[u64], encoded: &
     v
 }
 
-/// The inbox positions an entry record holds, in either layout, and
-/// where its encoded entry starts.
-fn positions(v: &[u8]) -> Option<(Vec<u64>, usize)> {
+/// An entry record with its recipients in a recipient set (format 7):
+/// [`entry_record_compact`]'s layout with [`RECIPIENT_SET`] set, then
+/// `set` and where `cut` starts as varints, then `encoded` without the
+/// bytes of `cut` (the set's).
+pub(super) fn entry_record_with_set(
+    leaf_hash: &Hash,
+    cursors: &[u64],
+    set: u32,
+    encoded: &[u8],
+    cut: Range<usize>,
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HASH_LEN + 4 + 10 * cursors.len() + 10 + encoded.len());
+    v.extend_from_slice(leaf_hash);
+    let count = cursors.len() as u32 | POSITIONS_VARINT | RECIPIENT_SET;
+    v.extend_from_slice(&count.to_be_bytes());
+    for c in cursors {
+        prost::encoding::encode_varint(*c, &mut v);
+    }
+    prost::encoding::encode_varint(u64::from(set), &mut v);
+    prost::encoding::encode_varint(cut.start as u64, &mut v);
+    v.extend_from_slice(encoded.get(..cut.start).unwrap_or_default());
+    v.extend_from_slice(encoded.get(cut.end..).unwrap_or_default());
+    v
+}
+
+/// How an entry record is laid out: its inbox positions, where they end,
+/// the recipient set it names and where that set's bytes go (format 7),
+/// and where its encoded entry starts.
+struct Layout {
+    cursors: Vec<u64>,
+    positions_end: usize,
+    set: Option<(u32, usize)>,
+    at: usize,
+}
+
+/// The layout of an entry record, in any format; None when damaged.
+fn layout(v: &[u8]) -> Option<Layout> {
     let n = v.get(HASH_LEN..HASH_LEN + 4)?;
     let n = u32::from_be_bytes(n.try_into().ok()?);
     let mut rest = &v[HASH_LEN + 4..];
@@ -63,9 +110,15 @@ fn positions(v: &[u8]) -> Option<(Vec<u64>, usize)> {
             .chunks_exact(8)
             .map(u64_from)
             .collect::<Result<_, _>>();
-        return Some((cursors.ok()?, HASH_LEN + 4 + len));
+        let at = HASH_LEN + 4 + len;
+        return Some(Layout {
+            cursors: cursors.ok()?,
+            positions_end: at,
+            set: None,
+            at,
+        });
     }
-    let n = (n & !POSITIONS_VARINT) as usize;
+    let n = (n & !(POSITIONS_VARINT | RECIPIENT_SET)) as usize;
     // A varint takes a byte at least: a larger count is damage, refused
     // before anything that large is allocated.
     if n > rest.len() {
@@ -75,7 +128,66 @@ fn positions(v: &[u8]) -> Option<(Vec<u64>, usize)> {
     for _ in 0..n {
         cursors.push(prost::encoding::decode_varint(&mut rest).ok()?);
     }
-    Some((cursors, v.len() - rest.len()))
+    let positions_end = v.len() - rest.len();
+    let mut set = None;
+    if u32::from_be_bytes(v[HASH_LEN..HASH_LEN + 4].try_into().ok()?) & RECIPIENT_SET != 0 {
+        let id = u32::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+        let cut_at = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+        if cut_at > rest.len() {
+            return None;
+        }
+        set = Some((id, cut_at));
+    }
+    Some(Layout {
+        cursors,
+        positions_end,
+        set,
+        at: v.len() - rest.len(),
+    })
+}
+
+/// The inbox positions an entry record holds, in either layout, and
+/// where its encoded entry starts; None for a record that names a
+/// recipient set ([`with_recipients`] makes it whole first).
+fn positions(v: &[u8]) -> Option<(Vec<u64>, usize)> {
+    let l = layout(v)?;
+    l.set.is_none().then_some((l.cursors, l.at))
+}
+
+/// `v` as format 6 keeps it: a record that names a recipient set with the
+/// set's bytes (`set` finds them by id) put back where they were cut; any
+/// other record as it is.
+pub(super) fn with_recipients<'a>(
+    channel: &str,
+    seq: u64,
+    v: &'a [u8],
+    set: impl FnOnce(u32) -> Option<std::sync::Arc<[u8]>>,
+) -> Result<Cow<'a, [u8]>, StoreError> {
+    let count = v
+        .get(HASH_LEN..HASH_LEN + 4)
+        .and_then(|n| n.try_into().ok())
+        .map(u32::from_be_bytes);
+    if count.is_none_or(|n| n & POSITIONS_VARINT == 0 || n & RECIPIENT_SET == 0) {
+        return Ok(Cow::Borrowed(v));
+    }
+    let damaged = || StoreError::Corrupt(format!("entry {channel}:{seq}"));
+    let l = layout(v).ok_or_else(damaged)?;
+    let (id, cut_at) = l.set.ok_or_else(damaged)?;
+    let names = set(id).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "entry {channel}:{seq} names recipient set {id}, which the store does not hold"
+        ))
+    })?;
+    let (before, after) = v[l.at..].split_at(cut_at);
+    let mut out = Vec::with_capacity(v.len() + names.len());
+    out.extend_from_slice(&v[..HASH_LEN]);
+    let count = count.unwrap_or_default() & !RECIPIENT_SET;
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&v[HASH_LEN + 4..l.positions_end]);
+    out.extend_from_slice(before);
+    out.extend_from_slice(&names);
+    out.extend_from_slice(after);
+    Ok(Cow::Owned(out))
 }
 
 /// Where the encoded entry starts in an entry record.

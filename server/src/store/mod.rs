@@ -21,6 +21,7 @@ mod overlay;
 pub mod pg_store;
 mod places;
 mod recent;
+mod recipient_sets;
 mod room;
 mod segments;
 mod sled_store;

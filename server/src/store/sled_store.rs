@@ -10,7 +10,7 @@ use super::codec::{
     sized_runs, split_key, stored_hash_place, u64_from,
 };
 use super::durability::{Durability, FLUSH_EVERY, Flusher, Record, Write};
-use super::entry_record::{decode_entry, entry_offset, entry_record_compact};
+use super::entry_record::{decode_entry, entry_offset};
 use super::recent::Recent;
 use super::segments::Appended;
 use super::{
@@ -367,8 +367,11 @@ impl Store for SledStore {
         let mut ops: Vec<Write> = Vec::new();
         // Per inbox, the (cursor, seq, channel) this batch adds, ascending.
         let mut added: BTreeMap<&str, Vec<(u64, u64, &str)>> = BTreeMap::new();
+        // Held to the commit: a set's first use is journaled before its next.
+        let mut sets = self.durability.recipient_sets.assign()?;
         for e in entries {
-            let value = entry_record_compact(&e.leaf_hash, &e.shared.cursors, &e.shared.encoded);
+            let value =
+                sets.record(&e.leaf_hash, &e.shared.cursors, &e.shared.encoded, &mut ops)?;
             ops.push((key(ENTRY, &e.channel, Some(e.seq)), value));
 
             // The seq alone: the digest is the entry's message's.
@@ -430,7 +433,11 @@ impl Store for SledStore {
             }
             positions.push((inbox, items));
         }
-        self.commit_ops(ops)?;
+        if let Err(e) = self.commit_ops(ops) {
+            sets.failed()?;
+            return Err(e);
+        }
+        drop(sets);
         let mut recent = fatal::lock(&self.recent, RECENT)?;
         for (inbox, items) in &positions {
             recent.add_positions(inbox, items);

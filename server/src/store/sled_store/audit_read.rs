@@ -185,8 +185,9 @@ impl SledStore {
                     .and_then(|at| usize::try_from(at).ok())
                     .and_then(|at| bytes.get(at..at.checked_add(usize::try_from(place.len).ok()?)?))
                     .ok_or_else(|| missing(mechanism, row))?;
+                let record = d.recipient_sets.expand(&row.channel, row.seq, record)?;
                 if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(audited(mechanism, row, record)?);
+                    *slot = Some(audited(mechanism, row, &record)?);
                 }
             }
         }

@@ -21,8 +21,8 @@
 use super::super::audit_index::{RUN, Row, audit_row, rows_of};
 use super::super::codec::{
     AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_4,
-    FORMAT_KEY, INBOX, MESSAGE, decode_inbox_run, inbox_run_whole, key, split_key, tree_hash_key,
-    u64_from,
+    FORMAT_KEY, INBOX, MESSAGE, RECIPIENT_SET, decode_inbox_run, inbox_run_whole, key, split_key,
+    tree_hash_key, u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
@@ -56,7 +56,7 @@ impl SledStore {
     /// new file, 0600), while the store serves; stops before leaving less
     /// than `keep_free` bytes free on its disk.
     pub fn dump_records(&self, file: &Path, keep_free: u64) -> Result<DumpSummary, StoreError> {
-        let segments = &self.durability.segments;
+        let (segments, sets) = (&self.durability.segments, &self.durability.recipient_sets);
         self.durability.read_still(|tree, commit| {
             let mut out = DumpWriter::create(file, keep_free)?;
             let mut summary = DumpSummary::default();
@@ -71,13 +71,17 @@ impl SledStore {
                         v
                     };
                     note_record(&mut summary, &k, &v)?;
-                    if k.first() == Some(&ENTRY_AT) {
+                    if k.first() == Some(&RECIPIENT_SET) {
+                        // Format 3 has none: each record is written whole.
+                        continue;
+                    } else if k.first() == Some(&ENTRY_AT) {
                         let (channel, last) = split_key(&k)?;
                         let last = last
                             .ok_or_else(|| StoreError::Corrupt("a place key without seq".into()))?;
                         for (seq, place) in PlaceRun::decode(last, &v)?.places() {
                             let k = key(ENTRY, &channel, Some(seq));
                             let record = segments.read(place)?;
+                            let record = sets.expand(&channel, seq, &record)?;
                             out.record(&k, &whole_record(&channel, seq, &record)?)?;
                             out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
                         }

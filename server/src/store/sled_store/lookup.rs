@@ -40,16 +40,26 @@ pub(super) fn rewrite_places(
 
 /// The record of an entry: from the overlay while a commit's record waits
 /// there, else from sled (format 3, before the upgrade), else from the
-/// place in the segments sled names.
+/// place in the segments sled names; with its recipients put back if it
+/// names a recipient set, as format 6 kept it.
 pub(super) fn read_entry_record(
     durability: &Durability,
     channel: &str,
     seq: u64,
 ) -> Result<Option<sled::IVec>, StoreError> {
     let record = key(ENTRY, channel, Some(seq));
-    located(durability, channel, seq, &record, |place| {
+    let Some(v) = located(durability, channel, seq, &record, |place| {
         durability.segments.read(place)
-    })
+    })?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        match durability.recipient_sets.expand(channel, seq, &v)? {
+            std::borrow::Cow::Borrowed(_) => v,
+            std::borrow::Cow::Owned(whole) => whole.into(),
+        },
+    ))
 }
 
 /// The tree hashes entry `seq` added (levels 0, 1, …), found as its

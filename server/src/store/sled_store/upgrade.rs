@@ -5,7 +5,9 @@
 //! hashes move from sled into the entry segments (format 4), then format
 //! 4's places, one key per entry, are gathered into runs (format 5), then
 //! the audit index's keys, one per row, are gathered into runs (format 6;
-//! message id records of older formats read as they are).
+//! message id records of older formats read as they are), and format 6
+//! says format 7 (its records read as they are; new entries keep their
+//! recipients by set).
 //! Each step works a chunk at a time and records its format last, so a
 //! start that stops midway upgrades again.
 
@@ -13,7 +15,8 @@ use super::super::StoreError;
 use super::super::audit_index::{RUN, Row};
 use super::super::codec::{
     AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6,
-    FORMAT_KEY, PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key, tree_hash_key,
+    FORMAT_6, FORMAT_KEY, PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key,
+    tree_hash_key,
 };
 use super::super::durability::Durability;
 use super::super::places::runs_of_places;
@@ -105,6 +108,15 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
         );
     }
     durability.audit_runs.store(true, Ordering::Release);
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_6) {
+        // Format 6's records read as they are: only new ones name sets.
+        durability.tree.insert(FORMAT_KEY, FORMAT)?;
+        durability.make_durable()?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            "storage format 6 upgraded to 7: new entries keep their recipients by set"
+        );
+    }
     Ok(())
 }
 
@@ -152,7 +164,7 @@ fn gather_audit_rows(durability: &Durability) -> Result<(u64, u64), StoreError> 
         runs += durability.file_audit_rows(&mechanism, rows)? as u64;
         chunk_done()?;
     }
-    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.tree.insert(FORMAT_KEY, FORMAT_6)?;
     durability.make_durable()?;
     Ok((gathered, runs))
 }

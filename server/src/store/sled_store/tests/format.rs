@@ -174,7 +174,7 @@ fn data_in_another_format_is_refused() -> Result<(), Box<dyn std::error::Error>>
     }
     match SledStore::open(dir.path(), true) {
         Err(StoreError::Format(m)) => assert!(
-            m.contains("format 1") && m.contains("upgrades formats 2 to 5 and 5>6"),
+            m.contains("format 1") && m.contains("upgrades formats 2 to 6 and 5>6"),
             "{m}"
         ),
         other => return Err(format!("expected refusal, got {other:?}").into()),
@@ -386,6 +386,12 @@ fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::er
         Ok(())
     })?;
     assert_eq!(whole, 3);
+    // The store kept the recipients by set; the dump holds no set.
+    assert_eq!(keys_of(&s, crate::store::codec::RECIPIENT_SET)?.len(), 1);
+    crate::store::dump::read_dump(&file, |k, _| {
+        assert_ne!(k.first(), Some(&crate::store::codec::RECIPIENT_SET));
+        Ok(())
+    })?;
     let restored = base.path().join("b");
     SledStore::restore_records(&file, &restored)?;
     let r = SledStore::open(&restored, true)?;

@@ -18,6 +18,7 @@ mod commits;
 mod format;
 mod message_ids;
 mod places;
+mod recipient_sets;
 mod replay;
 mod runs;
 mod segments;

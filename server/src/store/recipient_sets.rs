@@ -1,0 +1,375 @@
+//! Recipient sets: the recipients' names an entry carries, kept once for
+//! every entry that names the same units (format 7).
+//!
+//! A mechanism's messages go to the same few sets of units again and
+//! again, and at 13 recipients their names were 185 bytes of each stored
+//! entry. An entry's recipients are one run of field 4 in its encoded
+//! bytes (prost writes fields in order); the record keeps the encoded
+//! entry with that run cut out and names the set that holds it
+//! ([`super::entry_record::entry_record_with_set`]). Cutting whole fields
+//! out of a protobuf message and putting them back where they were gives
+//! the same bytes, so leaf hashes and what is served do not change.
+//!
+//! A set is written under [`RECIPIENT_SET`] in the same commit as the
+//! first record that names it, so the journal and sled never hold a
+//! record without its set; the table is read whole at open. It is
+//! bounded ([`MAX_SETS`], [`MAX_SET_BYTES`]): past that, names stay in
+//! the record.
+
+use super::StoreError;
+use super::codec::{RECIPIENT_SET, key, split_key};
+use super::durability::Write;
+use super::entry_record::{entry_record_compact, entry_record_with_set, with_recipients};
+use super::overlay::Kv;
+use crate::fatal;
+use prost::encoding::{WireType, decode_key, decode_varint};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use tongbao_proto::Hash;
+
+/// The most sets kept: every subset of 13 units is 8,192.
+pub(super) const MAX_SETS: usize = 16_384;
+/// The most bytes of names the sets hold together (memory, read at open).
+pub(super) const MAX_SET_BYTES: usize = 4 << 20;
+/// `tongbao.v1.Entry.recipients`.
+const RECIPIENTS_FIELD: u32 = 4;
+
+/// The sets known, by id and by their bytes; ids are dense from 0.
+#[derive(Default)]
+struct Table {
+    sets: Vec<Arc<[u8]>>,
+    ids: HashMap<Arc<[u8]>, u32>,
+    bytes: usize,
+}
+
+impl Table {
+    fn add(&mut self, names: Arc<[u8]>) -> u32 {
+        let id = self.sets.len() as u32;
+        self.bytes += names.len();
+        self.ids.insert(names.clone(), id);
+        self.sets.push(names);
+        id
+    }
+
+    /// Forgets the sets from `first` on (a commit that failed).
+    fn truncate(&mut self, first: usize) {
+        for names in self.sets.drain(first..) {
+            self.bytes -= names.len();
+            self.ids.remove(&names);
+        }
+    }
+}
+
+/// The recipient sets of a store, shared by its writer (which adds them)
+/// and every reader of entry records (which puts them back).
+#[derive(Default)]
+pub(super) struct RecipientSets {
+    /// Held from a set's first use to its commit, so that ids are handed
+    /// out in the order commits reach the journal.
+    assigning: Mutex<()>,
+    table: RwLock<Table>,
+}
+
+impl RecipientSets {
+    /// Reads the sets stored under [`RECIPIENT_SET`] (all of them, ids in
+    /// order), replacing what the table held.
+    pub(super) fn load(
+        &self,
+        stored: impl Iterator<Item = Result<Kv, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let mut table = Table::default();
+        for kv in stored {
+            let (k, v) = kv?;
+            let id = split_key(&k)?.1;
+            if id != Some(table.sets.len() as u64) {
+                return Err(StoreError::Corrupt(format!(
+                    "recipient set {} is missing (the next stored is {id:?})",
+                    table.sets.len()
+                )));
+            }
+            table.add(Arc::from(v.as_ref()));
+        }
+        *fatal::write(&self.table, "recipient sets")? = table;
+        Ok(())
+    }
+
+    /// How many sets the table holds.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> Result<usize, StoreError> {
+        Ok(fatal::read(&self.table, "recipient sets")?.sets.len())
+    }
+
+    /// `record` (entry `channel`:`seq`'s) as format 6 keeps it, its
+    /// recipients put back if it names a set.
+    pub(super) fn expand<'a>(
+        &self,
+        channel: &str,
+        seq: u64,
+        record: &'a [u8],
+    ) -> Result<Cow<'a, [u8]>, StoreError> {
+        let table = fatal::read(&self.table, "recipient sets")?;
+        with_recipients(channel, seq, record, |id| {
+            table.sets.get(id as usize).cloned()
+        })
+    }
+
+    /// Starts naming the sets of one commit's records.
+    pub(super) fn assign(&self) -> Result<Assigning<'_>, StoreError> {
+        Ok(Assigning {
+            _order: fatal::lock(&self.assigning, "recipient sets")?,
+            sets: self,
+            first_new: None,
+        })
+    }
+}
+
+/// One commit's use of the sets: records made with them, and the sets it
+/// adds, forgotten again if the commit fails.
+pub(super) struct Assigning<'a> {
+    _order: MutexGuard<'a, ()>,
+    sets: &'a RecipientSets,
+    first_new: Option<usize>,
+}
+
+impl Assigning<'_> {
+    /// The record of an entry: its recipients by set where they can be
+    /// (the set's write added to `ops` when this commit is its first use),
+    /// else inline.
+    pub(super) fn record(
+        &mut self,
+        leaf_hash: &Hash,
+        cursors: &[u64],
+        encoded: &[u8],
+        ops: &mut Vec<Write>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let inline = || entry_record_compact(leaf_hash, cursors, encoded);
+        let Some(cut) = recipients_run(encoded) else {
+            return Ok(inline());
+        };
+        let names = &encoded[cut.clone()];
+        let known = fatal::read(&self.sets.table, "recipient sets")?
+            .ids
+            .get(names)
+            .copied();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let mut table = fatal::write(&self.sets.table, "recipient sets")?;
+                if table.sets.len() >= MAX_SETS || table.bytes + names.len() > MAX_SET_BYTES {
+                    return Ok(inline());
+                }
+                self.first_new.get_or_insert(table.sets.len());
+                let id = table.add(Arc::from(names));
+                ops.push((key(RECIPIENT_SET, "", Some(u64::from(id))), names.to_vec()));
+                id
+            }
+        };
+        Ok(entry_record_with_set(leaf_hash, cursors, id, encoded, cut))
+    }
+
+    /// The commit failed: the sets it added are forgotten (no record that
+    /// names them reached the journal or the overlay).
+    pub(super) fn failed(self) -> Result<(), StoreError> {
+        if let Some(first) = self.first_new {
+            fatal::write(&self.sets.table, "recipient sets")?.truncate(first);
+        }
+        Ok(())
+    }
+}
+
+/// Where the recipients are in an encoded entry: the one run of field 4
+/// among its top-level fields. None when it has none, when they are not
+/// one run, or when the bytes do not parse.
+pub(super) fn recipients_run(encoded: &[u8]) -> Option<Range<usize>> {
+    let mut rest = encoded;
+    let mut run: Option<Range<usize>> = None;
+    let mut after_run = false;
+    while !rest.is_empty() {
+        let start = encoded.len() - rest.len();
+        let (field, wire) = decode_key(&mut rest).ok()?;
+        match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+            }
+            WireType::SixtyFourBit => rest = rest.get(8..)?,
+            WireType::ThirtyTwoBit => rest = rest.get(4..)?,
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                rest = rest.get(len..)?;
+            }
+            WireType::StartGroup | WireType::EndGroup => return None,
+        }
+        let end = encoded.len() - rest.len();
+        if field != RECIPIENTS_FIELD {
+            after_run = run.is_some();
+            continue;
+        }
+        if wire != WireType::LengthDelimited || after_run {
+            return None;
+        }
+        match &mut run {
+            Some(r) => r.end = end,
+            None => run = Some(start..end),
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec::proptests::entry_with;
+    use crate::store::entry_record::decode_entry;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use prost::Message as _;
+    use tongbao_proto::pb;
+
+    /// The run found is exactly the bytes prost writes for the recipients
+    /// alone (an independent encoding of field 4).
+    #[test]
+    fn the_run_is_the_recipients_encoding() {
+        let entry = entry_with(3, b"body".to_vec());
+        let encoded = entry.encode_to_vec();
+        let alone = pb::Entry {
+            recipients: entry.recipients.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let run = recipients_run(&encoded).unwrap_or_default();
+        assert_eq!(&encoded[run], &alone[..]);
+        assert_eq!(recipients_run(&entry_with(0, vec![]).encode_to_vec()), None);
+    }
+
+    /// Recipients split by another field are not one run: left inline.
+    #[test]
+    fn recipients_not_in_one_run_are_refused() {
+        let mut encoded = Vec::new();
+        for (field, value) in [(4u32, "tax"), (1, "police"), (4, "audit")] {
+            prost::encoding::string::encode(field, &value.to_string(), &mut encoded);
+        }
+        assert_eq!(recipients_run(&encoded), None);
+        // A group, a truncated field, a varint where names go.
+        assert_eq!(recipients_run(&[0x23]), None);
+        assert_eq!(recipients_run(&[0x22, 5, b'a']), None);
+        assert_eq!(recipients_run(&[0x20, 1]), None);
+    }
+
+    /// A table in a sled tree of its own, written as a commit's ops are.
+    fn stored(ops: &[Write]) -> Result<sled::Tree, Box<dyn std::error::Error>> {
+        let db = sled::Config::new().temporary(true).open()?;
+        let tree = db.open_tree("t")?;
+        for (k, v) in ops {
+            tree.insert(k, v.as_slice())?;
+        }
+        Ok(tree)
+    }
+
+    fn loaded(tree: &sled::Tree) -> Result<RecipientSets, StoreError> {
+        let sets = RecipientSets::default();
+        sets.load(tree.iter().map(|kv| kv.map_err(StoreError::from)))?;
+        Ok(sets)
+    }
+
+    proptest! {
+        /// Records made with sets read back as the inline record, byte for
+        /// byte, and after the sets are stored and loaded again; a set is
+        /// written once, by its first use.
+        #[test]
+        fn records_by_set_read_back_as_inline(
+            entries in vec((0..4usize, vec(any::<u8>(), 0..20), vec(0..500u64, 4)), 1..12),
+        ) {
+            let sets = RecipientSets::default();
+            let mut ops = Vec::new();
+            let mut made = Vec::new();
+            let mut assigning = sets.assign()?;
+            for (n, body, cursors) in &entries {
+                let encoded = entry_with(*n, body.clone()).encode_to_vec();
+                let cursors = &cursors[..*n];
+                let record = assigning.record(&[7; 32], cursors, &encoded, &mut ops)?;
+                made.push((record, entry_record_compact(&[7; 32], cursors, &encoded)));
+            }
+            drop(assigning);
+            let distinct: std::collections::HashSet<usize> =
+                entries.iter().map(|(n, _, _)| *n).filter(|n| *n > 0).collect();
+            prop_assert_eq!(ops.len(), distinct.len());
+            let again = loaded(&stored(&ops).map_err(|e| TestCaseError::fail(e.to_string()))?)?;
+            for (record, inline) in &made {
+                for sets in [&sets, &again] {
+                    let whole = sets.expand("tax", 3, record)?;
+                    prop_assert_eq!(&whole[..], &inline[..]);
+                    prop_assert!(decode_entry("tax", 3, &whole).is_ok());
+                }
+            }
+        }
+
+        /// Damaged records that name sets: refused or read, never a panic.
+        #[test]
+        fn damaged_records_by_set_expand_without_panic(
+            record in crate::store::codec::proptests::damaged(
+                (vec(any::<u64>(), 1..4), vec(any::<u8>(), 0..20)).prop_map(|(c, body)| {
+                    let encoded = entry_with(c.len(), body).encode_to_vec();
+                    let cut = recipients_run(&encoded).unwrap_or_default();
+                    entry_record_with_set(&[1; 32], &c, 0, &encoded, cut)
+                })),
+        ) {
+            let sets = RecipientSets::default();
+            let names: Arc<[u8]> = Arc::from(&[0x22, 1, b'a'][..]);
+            fatal::write(&sets.table, "t")?.add(names);
+            if let Ok(whole) = sets.expand("tax", 3, &record) {
+                let _ = decode_entry("tax", 3, &whole);
+            }
+        }
+    }
+
+    /// A failed commit's new sets are forgotten; the sets before stay.
+    #[test]
+    fn a_failed_commit_forgets_its_sets() -> Result<(), StoreError> {
+        let sets = RecipientSets::default();
+        let mut ops = Vec::new();
+        let (one, two) = (
+            entry_with(1, vec![]).encode_to_vec(),
+            entry_with(2, vec![]).encode_to_vec(),
+        );
+        sets.assign()?.record(&[1; 32], &[0], &one, &mut ops)?;
+        let mut failing = sets.assign()?;
+        failing.record(&[1; 32], &[0, 0], &two, &mut ops)?;
+        assert_eq!(sets.len()?, 2);
+        failing.failed()?;
+        assert_eq!(sets.len()?, 1);
+        let mut ops = Vec::new();
+        sets.assign()?.record(&[1; 32], &[0, 0], &two, &mut ops)?;
+        assert_eq!(ops.len(), 1, "the set is written again by its next use");
+        Ok(())
+    }
+
+    /// Past the bound, names stay inline and no set is written.
+    #[test]
+    fn past_the_bound_names_stay_inline() -> Result<(), StoreError> {
+        let sets = RecipientSets::default();
+        {
+            let mut table = fatal::write(&sets.table, "t")?;
+            for i in 0..MAX_SETS {
+                table.add(Arc::from(i.to_be_bytes().as_slice()));
+            }
+        }
+        let encoded = entry_with(2, vec![]).encode_to_vec();
+        let mut ops = Vec::new();
+        let record = sets
+            .assign()?
+            .record(&[1; 32], &[0, 1], &encoded, &mut ops)?;
+        assert!(ops.is_empty());
+        assert_eq!(record, entry_record_compact(&[1; 32], &[0, 1], &encoded));
+        Ok(())
+    }
+
+    /// Ids that are not dense from 0 are refused at load.
+    #[test]
+    fn a_missing_set_is_refused_at_load() -> Result<(), Box<dyn std::error::Error>> {
+        let tree = stored(&[(key(RECIPIENT_SET, "", Some(1)), vec![0x22, 1, b'a'])])?;
+        assert!(matches!(loaded(&tree), Err(StoreError::Corrupt(_))));
+        Ok(())
+    }
+}
