@@ -444,6 +444,31 @@ async fn a_changed_byte_in_an_entry_segment_stops_the_hub() -> TestResult {
     )
 }
 
+/// One recipient's name changed in the recipient set the database keeps
+/// once for every entry sent to it: each such entry now reads as sent to
+/// someone else, which its leaf hash refutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_recipient_set_stops_the_hub() -> TestResult {
+    let pki = checkpointed_data().await?;
+    tamper(&pki, |s| {
+        // The set's bytes: field 4 of the entry, "finance" alone.
+        let set = [&[0x22, 7][..], b"finance"].concat();
+        let tree = s.raw_tree()?;
+        let key = tree
+            .iter()
+            .find_map(|kv| kv.ok().filter(|(_, v)| v.as_ref() == set.as_slice()))
+            .ok_or("no recipient set of finance")?
+            .0;
+        tree.insert(key, [&[0x22, 7][..], b"fimance"].concat())?;
+        Ok(())
+    })?;
+    stops_the_hub(
+        &pki,
+        StoppedAt::WhileServing,
+        &["background check", "channel tax", "entry 0", "altered"],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_entries_stop_the_hub() -> TestResult {
     let pki = checkpointed_data().await?;

@@ -126,7 +126,8 @@ impl RecipientSets {
 }
 
 /// One commit's use of the sets: records made with them, and the sets it
-/// adds, forgotten again if the commit fails.
+/// adds, forgotten again when it is dropped before [`Assigning::committed`]
+/// (the commit failed, or never happened).
 pub(super) struct Assigning<'a> {
     _order: MutexGuard<'a, ()>,
     sets: &'a RecipientSets,
@@ -169,13 +170,21 @@ impl Assigning<'_> {
         Ok(entry_record_with_set(leaf_hash, cursors, id, encoded, cut))
     }
 
-    /// The commit failed: the sets it added are forgotten (no record that
-    /// names them reached the journal or the overlay).
-    pub(super) fn failed(self) -> Result<(), StoreError> {
-        if let Some(first) = self.first_new {
-            fatal::write(&self.sets.table, "recipient sets")?.truncate(first);
+    /// The commit is in the journal and the overlay: its sets stay.
+    pub(super) fn committed(mut self) {
+        self.first_new = None;
+    }
+}
+
+impl Drop for Assigning<'_> {
+    /// No record naming the sets this commit added reached the journal or
+    /// the overlay: they are forgotten, so that the next use writes them.
+    fn drop(&mut self) {
+        if let Some(first) = self.first_new.take()
+            && let Ok(mut table) = self.sets.table.write()
+        {
+            table.truncate(first);
         }
-        Ok(())
     }
 }
 
@@ -291,7 +300,7 @@ mod tests {
                 let record = assigning.record(&[7; 32], cursors, &encoded, &mut ops)?;
                 made.push((record, entry_record_compact(&[7; 32], cursors, &encoded)));
             }
-            drop(assigning);
+            assigning.committed();
             let distinct: std::collections::HashSet<usize> =
                 entries.iter().map(|(n, _, _)| *n).filter(|n| *n > 0).collect();
             prop_assert_eq!(ops.len(), distinct.len());
@@ -324,7 +333,7 @@ mod tests {
         }
     }
 
-    /// A failed commit's new sets are forgotten; the sets before stay.
+    /// A commit that fails forgets its new sets; the sets before stay.
     #[test]
     fn a_failed_commit_forgets_its_sets() -> Result<(), StoreError> {
         let sets = RecipientSets::default();
@@ -333,15 +342,20 @@ mod tests {
             entry_with(1, vec![]).encode_to_vec(),
             entry_with(2, vec![]).encode_to_vec(),
         );
-        sets.assign()?.record(&[1; 32], &[0], &one, &mut ops)?;
+        let mut first = sets.assign()?;
+        first.record(&[1; 32], &[0], &one, &mut ops)?;
+        first.committed();
         let mut failing = sets.assign()?;
         failing.record(&[1; 32], &[0, 0], &two, &mut ops)?;
         assert_eq!(sets.len()?, 2);
-        failing.failed()?;
+        drop(failing);
         assert_eq!(sets.len()?, 1);
         let mut ops = Vec::new();
-        sets.assign()?.record(&[1; 32], &[0, 0], &two, &mut ops)?;
+        let mut again = sets.assign()?;
+        again.record(&[1; 32], &[0, 0], &two, &mut ops)?;
+        again.committed();
         assert_eq!(ops.len(), 1, "the set is written again by its next use");
+        assert_eq!(sets.len()?, 2);
         Ok(())
     }
 

@@ -433,11 +433,8 @@ impl Store for SledStore {
             }
             positions.push((inbox, items));
         }
-        if let Err(e) = self.commit_ops(ops) {
-            sets.failed()?;
-            return Err(e);
-        }
-        drop(sets);
+        self.commit_ops(ops)?;
+        sets.committed();
         let mut recent = fatal::lock(&self.recent, RECENT)?;
         for (inbox, items) in &positions {
             recent.add_positions(inbox, items);
