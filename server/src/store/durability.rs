@@ -19,8 +19,8 @@
 use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
     AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_6, FORMAT_KEY,
-    FORMATS_UPGRADABLE, RECIPIENT_SET, TREE_HASH, is_entry_key, key, merge_runs, place_key,
-    record_key, split_key, u64_from,
+    FORMATS_UPGRADABLE, RECIPIENT_SET, RECIPIENT_SETS_KEY, TREE_HASH, is_entry_key, key,
+    merge_runs, place_key, record_key, split_key, u64_from,
 };
 use super::journal::Journal;
 use super::overlay::{Kv, Newest, Overlay};
@@ -285,9 +285,10 @@ impl Durability {
         });
         durability.flush(false, Record::AtOnce)?;
         // After the replay's flush: sled holds every set a record names.
+        let count = durability.get(RECIPIENT_SETS_KEY)?;
         durability
             .recipient_sets
-            .load(durability.scan_kind(RECIPIENT_SET))?;
+            .load(count.as_deref(), durability.scan_kind(RECIPIENT_SET))?;
         Ok(durability)
     }
 

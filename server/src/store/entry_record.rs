@@ -29,7 +29,7 @@ const POSITIONS_VARINT: u32 = 1 << 31;
 /// recipients are kept in a recipient set (format 7): after the positions
 /// come the set's id and the offset in the encoded entry where the set's
 /// bytes were cut out, both varints.
-const RECIPIENT_SET: u32 = 1 << 30;
+const NAMES_BY_SET: u32 = 1 << 30;
 
 /// An entry record as formats 2 to 5 wrote it (and a dump and the
 /// PostgreSQL store keep it): leaf hash, the number of recipients (4),
@@ -64,7 +64,7 @@ pub(super) fn entry_record_compact(leaf_hash: &Hash, cursors: &[u64], encoded: &
 }
 
 /// An entry record with its recipients in a recipient set (format 7):
-/// [`entry_record_compact`]'s layout with [`RECIPIENT_SET`] set, then
+/// [`entry_record_compact`]'s layout with [`NAMES_BY_SET`] set, then
 /// `set` and where `cut` starts as varints, then `encoded` without the
 /// bytes of `cut` (the set's).
 pub(super) fn entry_record_with_set(
@@ -76,7 +76,7 @@ pub(super) fn entry_record_with_set(
 ) -> Vec<u8> {
     let mut v = Vec::with_capacity(HASH_LEN + 4 + 10 * cursors.len() + 10 + encoded.len());
     v.extend_from_slice(leaf_hash);
-    let count = cursors.len() as u32 | POSITIONS_VARINT | RECIPIENT_SET;
+    let count = cursors.len() as u32 | POSITIONS_VARINT | NAMES_BY_SET;
     v.extend_from_slice(&count.to_be_bytes());
     for c in cursors {
         prost::encoding::encode_varint(*c, &mut v);
@@ -118,7 +118,7 @@ fn layout(v: &[u8]) -> Option<Layout> {
             at,
         });
     }
-    let n = (n & !(POSITIONS_VARINT | RECIPIENT_SET)) as usize;
+    let n = (n & !(POSITIONS_VARINT | NAMES_BY_SET)) as usize;
     // A varint takes a byte at least: a larger count is damage, refused
     // before anything that large is allocated.
     if n > rest.len() {
@@ -130,7 +130,7 @@ fn layout(v: &[u8]) -> Option<Layout> {
     }
     let positions_end = v.len() - rest.len();
     let mut set = None;
-    if u32::from_be_bytes(v[HASH_LEN..HASH_LEN + 4].try_into().ok()?) & RECIPIENT_SET != 0 {
+    if u32::from_be_bytes(v[HASH_LEN..HASH_LEN + 4].try_into().ok()?) & NAMES_BY_SET != 0 {
         let id = u32::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
         let cut_at = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
         if cut_at > rest.len() {
@@ -167,7 +167,7 @@ pub(super) fn with_recipients<'a>(
         .get(HASH_LEN..HASH_LEN + 4)
         .and_then(|n| n.try_into().ok())
         .map(u32::from_be_bytes);
-    if count.is_none_or(|n| n & POSITIONS_VARINT == 0 || n & RECIPIENT_SET == 0) {
+    if count.is_none_or(|n| n & POSITIONS_VARINT == 0 || n & NAMES_BY_SET == 0) {
         return Ok(Cow::Borrowed(v));
     }
     let damaged = || StoreError::Corrupt(format!("entry {channel}:{seq}"));
@@ -181,7 +181,7 @@ pub(super) fn with_recipients<'a>(
     let (before, after) = v[l.at..].split_at(cut_at);
     let mut out = Vec::with_capacity(v.len() + names.len());
     out.extend_from_slice(&v[..HASH_LEN]);
-    let count = count.unwrap_or_default() & !RECIPIENT_SET;
+    let count = count.unwrap_or_default() & !NAMES_BY_SET;
     out.extend_from_slice(&count.to_be_bytes());
     out.extend_from_slice(&v[HASH_LEN + 4..l.positions_end]);
     out.extend_from_slice(before);

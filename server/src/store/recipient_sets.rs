@@ -11,13 +11,15 @@
 //! the same bytes, so leaf hashes and what is served do not change.
 //!
 //! A set is written under [`RECIPIENT_SET`] in the same commit as the
-//! first record that names it, so the journal and sled never hold a
-//! record without its set; the table is read whole at open. It is
-//! bounded ([`MAX_SETS`], [`MAX_SET_BYTES`]): past that, names stay in
-//! the record.
+//! first record that names it, with the count of sets
+//! ([`RECIPIENT_SETS_KEY`]), so the journal and sled never hold a record
+//! without its set; the table is read whole at open, and a set missing
+//! there refuses the start (its id would otherwise be handed out again).
+//! It is bounded ([`MAX_SETS`], [`MAX_SET_BYTES`]): past that, names stay
+//! in the record.
 
 use super::StoreError;
-use super::codec::{RECIPIENT_SET, key, split_key};
+use super::codec::{RECIPIENT_SET, RECIPIENT_SETS_KEY, key, split_key, u64_from};
 use super::durability::Write;
 use super::entry_record::{entry_record_compact, entry_record_with_set, with_recipients};
 use super::overlay::Kv;
@@ -74,22 +76,37 @@ pub(super) struct RecipientSets {
 
 impl RecipientSets {
     /// Reads the sets stored under [`RECIPIENT_SET`] (all of them, ids in
-    /// order), replacing what the table held.
+    /// order, as many as `count`, the value of [`RECIPIENT_SETS_KEY`],
+    /// says and within the bounds), replacing what the table held.
     pub(super) fn load(
         &self,
+        count: Option<&[u8]>,
         stored: impl Iterator<Item = Result<Kv, StoreError>>,
     ) -> Result<(), StoreError> {
         let mut table = Table::default();
         for kv in stored {
             let (k, v) = kv?;
             let id = split_key(&k)?.1;
-            if id != Some(table.sets.len() as u64) {
+            let next = table.sets.len() as u64;
+            if id != Some(next) {
+                let found = id.map_or_else(|| "a key without one".into(), |id| id.to_string());
                 return Err(StoreError::Corrupt(format!(
-                    "recipient set {} is missing (the next stored is {id:?})",
-                    table.sets.len()
+                    "recipient set {next} is missing (the next stored is {found})"
                 )));
             }
             table.add(Arc::from(v.as_ref()));
+            if table.sets.len() > MAX_SETS || table.bytes > MAX_SET_BYTES {
+                return Err(StoreError::Corrupt(format!(
+                    "more recipient sets than a hub writes ({MAX_SETS} sets, {MAX_SET_BYTES} bytes)"
+                )));
+            }
+        }
+        let counted = count.map(u64_from).transpose()?.unwrap_or(0);
+        if counted != table.sets.len() as u64 {
+            return Err(StoreError::Corrupt(format!(
+                "{counted} recipient sets were written, {} are stored",
+                table.sets.len()
+            )));
         }
         *fatal::write(&self.table, "recipient sets")? = table;
         Ok(())
@@ -164,6 +181,8 @@ impl Assigning<'_> {
                 self.first_new.get_or_insert(table.sets.len());
                 let id = table.add(Arc::from(names));
                 ops.push((key(RECIPIENT_SET, "", Some(u64::from(id))), names.to_vec()));
+                let count = u64::from(id) + 1;
+                ops.push((RECIPIENT_SETS_KEY.to_vec(), count.to_be_bytes().to_vec()));
                 id
             }
         };
@@ -278,7 +297,12 @@ mod tests {
 
     fn loaded(tree: &sled::Tree) -> Result<RecipientSets, StoreError> {
         let sets = RecipientSets::default();
-        sets.load(tree.iter().map(|kv| kv.map_err(StoreError::from)))?;
+        let count = tree.get(RECIPIENT_SETS_KEY)?;
+        let stored = tree.scan_prefix([RECIPIENT_SET, 0]);
+        sets.load(
+            count.as_deref(),
+            stored.map(|kv| kv.map_err(StoreError::from)),
+        )?;
         Ok(sets)
     }
 
@@ -303,7 +327,8 @@ mod tests {
             assigning.committed();
             let distinct: std::collections::HashSet<usize> =
                 entries.iter().map(|(n, _, _)| *n).filter(|n| *n > 0).collect();
-            prop_assert_eq!(ops.len(), distinct.len());
+            // Each new set and the count of sets.
+            prop_assert_eq!(ops.len(), 2 * distinct.len());
             let again = loaded(&stored(&ops).map_err(|e| TestCaseError::fail(e.to_string()))?)?;
             for (record, inline) in &made {
                 for sets in [&sets, &again] {
@@ -354,36 +379,79 @@ mod tests {
         let mut again = sets.assign()?;
         again.record(&[1; 32], &[0, 0], &two, &mut ops)?;
         again.committed();
-        assert_eq!(ops.len(), 1, "the set is written again by its next use");
+        assert_eq!(ops.len(), 2, "the set is written again by its next use");
+        assert_eq!(ops[1].1, 2u64.to_be_bytes(), "and counted");
         assert_eq!(sets.len()?, 2);
         Ok(())
     }
 
-    /// Past the bound, names stay inline and no set is written.
+    /// Whether the record of an entry to `recipients` units (unit-0, …)
+    /// names a set in `sets`, and how many writes it adds.
+    fn by_set(sets: &RecipientSets, recipients: usize) -> Result<(bool, usize), StoreError> {
+        let encoded = entry_with(recipients, vec![]).encode_to_vec();
+        let cursors = vec![1; recipients];
+        let mut ops = Vec::new();
+        let mut assigning = sets.assign()?;
+        let record = assigning.record(&[1; 32], &cursors, &encoded, &mut ops)?;
+        assigning.committed();
+        let inline = record == entry_record_compact(&[1; 32], &cursors, &encoded);
+        Ok((!inline, ops.len()))
+    }
+
+    /// Up to the bound on sets a new set is kept; past it, names stay
+    /// inline and no set is written.
     #[test]
-    fn past_the_bound_names_stay_inline() -> Result<(), StoreError> {
+    fn past_the_bound_on_sets_names_stay_inline() -> Result<(), StoreError> {
         let sets = RecipientSets::default();
         {
             let mut table = fatal::write(&sets.table, "t")?;
-            for i in 0..MAX_SETS {
+            for i in 0..MAX_SETS - 1 {
                 table.add(Arc::from(i.to_be_bytes().as_slice()));
             }
         }
-        let encoded = entry_with(2, vec![]).encode_to_vec();
-        let mut ops = Vec::new();
-        let record = sets
-            .assign()?
-            .record(&[1; 32], &[0, 1], &encoded, &mut ops)?;
-        assert!(ops.is_empty());
-        assert_eq!(record, entry_record_compact(&[1; 32], &[0, 1], &encoded));
+        assert_eq!(
+            by_set(&sets, 1)?,
+            (true, 2),
+            "the last set the bound allows"
+        );
+        assert_eq!(by_set(&sets, 2)?, (false, 0));
+        assert_eq!(by_set(&sets, 1)?, (true, 0), "a known set is still named");
         Ok(())
     }
 
-    /// Ids that are not dense from 0 are refused at load.
+    /// Past the bound on the sets' bytes, names stay inline.
+    #[test]
+    fn past_the_bound_on_bytes_names_stay_inline() -> Result<(), StoreError> {
+        let sets = RecipientSets::default();
+        // One name is 8 bytes (tag, length, "unit-0"), two are 16.
+        fatal::write(&sets.table, "t")?.add(Arc::from(vec![0; MAX_SET_BYTES - 8]));
+        assert_eq!(by_set(&sets, 2)?, (false, 0));
+        assert_eq!(by_set(&sets, 1)?, (true, 2), "exactly at the bound");
+        Ok(())
+    }
+
+    /// Ids that are not dense from 0, fewer sets than were counted, or
+    /// more than the bound are refused at load.
     #[test]
     fn a_missing_set_is_refused_at_load() -> Result<(), Box<dyn std::error::Error>> {
-        let tree = stored(&[(key(RECIPIENT_SET, "", Some(1)), vec![0x22, 1, b'a'])])?;
-        assert!(matches!(loaded(&tree), Err(StoreError::Corrupt(_))));
+        let set = |id: u64| (key(RECIPIENT_SET, "", Some(id)), vec![0x22, 1, b'a']);
+        let count = |n: u64| (RECIPIENT_SETS_KEY.to_vec(), n.to_be_bytes().to_vec());
+        for ops in [
+            vec![set(1), count(2)],
+            vec![set(0), count(2)],
+            vec![set(0), set(1)],
+        ] {
+            assert!(matches!(
+                loaded(&stored(&ops)?),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        assert!(loaded(&stored(&[set(0), set(1), count(2)])?).is_ok());
+        let too_many: Vec<Write> = (0..=MAX_SETS as u64).map(set).collect();
+        match loaded(&stored(&too_many)?) {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("more recipient sets"), "{m}"),
+            other => return Err(format!("expected corruption, got {:?}", other.is_ok()).into()),
+        }
         Ok(())
     }
 }

@@ -131,15 +131,18 @@ impl SledStore {
         Ok(())
     }
 
-    /// Splits a raw entry record into the part before the encoded entry and
-    /// the encoded entry, for forensic tools and tamper tests only.
+    /// Splits a raw entry record as [`SledStore::raw_entry_record`] gives
+    /// it into the part before the encoded entry and the encoded entry, for
+    /// forensic tools and tamper tests only. None for a record taken from
+    /// the segments that names a recipient set (format 7).
     #[doc(hidden)]
     pub fn split_entry_record(v: &[u8]) -> Option<(&[u8], &[u8])> {
         entry_offset(v).map(|at| v.split_at(at))
     }
 
     /// The raw record of an entry (leaf hash, inbox positions, encoded
-    /// entry) as stored, for forensic tools and tamper tests only.
+    /// entry) as format 6 stores it, its recipients put back if it names a
+    /// recipient set, for forensic tools and tamper tests only.
     #[doc(hidden)]
     pub fn raw_entry_record(&self, channel: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.entry_record(channel, seq)?.map(|v| v.to_vec()))

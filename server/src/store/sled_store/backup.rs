@@ -21,8 +21,8 @@
 use super::super::audit_index::{RUN, Row, audit_row, rows_of};
 use super::super::codec::{
     AUDIT_SCOPE, CHANNEL_HEAD, CHECKPOINT, COMMIT_KEY, ENTRY, ENTRY_AT, FORMAT, FORMAT_3, FORMAT_4,
-    FORMAT_KEY, INBOX, MESSAGE, RECIPIENT_SET, decode_inbox_run, inbox_run_whole, key, split_key,
-    tree_hash_key, u64_from,
+    FORMAT_KEY, INBOX, MESSAGE, RECIPIENT_SET, RECIPIENT_SETS_KEY, decode_inbox_run,
+    inbox_run_whole, key, split_key, tree_hash_key, u64_from,
 };
 use super::super::dump::{DumpSummary, DumpWriter, read_dump};
 use super::super::durability::open_sled;
@@ -71,7 +71,7 @@ impl SledStore {
                         v
                     };
                     note_record(&mut summary, &k, &v)?;
-                    if k.first() == Some(&RECIPIENT_SET) {
+                    if k.first() == Some(&RECIPIENT_SET) || k == RECIPIENT_SETS_KEY {
                         // Format 3 has none: each record is written whole.
                         continue;
                     } else if k.first() == Some(&ENTRY_AT) {

@@ -155,7 +155,7 @@ fn a_format_3_directory_moves_its_entries_into_the_segments_at_start()
         let e = s.entry("tax", seq)?.ok_or("entry missing")?;
         assert_eq!(e.cursors, [seq + 1, seq + 1]);
     }
-    // Appends go on in format 6, and a restart reads everything back.
+    // Appends go on in format 7, and a restart reads everything back.
     s.commit(&[entry("tax", 5, &[("finance", 6)])])?;
     drop(s);
     let s = SledStore::open(dir.path(), true)?;
@@ -249,7 +249,7 @@ fn format_3_store(dir: &std::path::Path, n: u64) -> Result<Format3, Box<dyn std:
     Ok((records, hashes, rows))
 }
 
-/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 6.
+/// Checks a store upgraded from [`format_3_store`] holds all of it, in format 7.
 fn check_upgraded(
     s: &SledStore,
     n: u64,

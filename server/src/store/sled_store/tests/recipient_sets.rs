@@ -3,7 +3,7 @@
 //! a record whose set is gone refused.
 
 use super::*;
-use crate::store::codec::{FORMAT, FORMAT_6, RECIPIENT_SET};
+use crate::store::codec::{FORMAT, FORMAT_6, RECIPIENT_SET, RECIPIENT_SETS_KEY};
 
 /// The bytes of entry `seq`'s record at its place in the segments.
 fn stored_bytes(s: &SledStore, seq: u64) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
@@ -74,18 +74,46 @@ fn a_set_first_used_by_a_replayed_commit_survives_a_crash() -> Result<(), Box<dy
     Ok(())
 }
 
+/// The store with entry tax:0 to finance (set 0) and tax:1 to three
+/// (set 1), its last set then removed from sled and `tamper` run there.
+fn two_sets_then(
+    tamper: impl FnOnce(&sled::Tree) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open(dir.path(), true)?;
+    s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+    s.commit(&[to_three(1)])?;
+    let last = keys_of(&s, RECIPIENT_SET)?.pop().ok_or("no set")?;
+    let tree = s.raw_tree()?;
+    tree.remove(last)?;
+    tamper(tree)?;
+    tree.flush()?;
+    drop(s);
+    Ok(dir)
+}
+
+#[test]
+fn a_missing_set_refuses_the_start() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = two_sets_then(|_| Ok(()))?;
+    match SledStore::open(dir.path(), true) {
+        Err(StoreError::Corrupt(m)) => {
+            assert!(
+                m.contains("2 recipient sets were written, 1 are stored"),
+                "{m}"
+            )
+        }
+        other => return Err(format!("expected corruption, got {:?}", other.is_ok()).into()),
+    }
+    Ok(())
+}
+
 #[test]
 fn a_record_whose_set_is_gone_is_refused_as_corrupt() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    {
-        let s = SledStore::open(dir.path(), true)?;
-        s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-        s.commit(&[to_three(1)])?;
-        let sets = keys_of(&s, RECIPIENT_SET)?;
-        let last = sets.last().ok_or("no set")?;
-        s.raw_tree()?.remove(last)?;
-        s.raw_tree()?.flush()?;
-    }
+    // Its count lowered too, as if the set had never been written.
+    let dir = two_sets_then(|tree| {
+        tree.insert(RECIPIENT_SETS_KEY, 1u64.to_be_bytes().as_slice())?;
+        Ok(())
+    })?;
     let s = SledStore::open(dir.path(), true)?;
     assert!(s.entry("tax", 0)?.is_some(), "the other set still reads");
     match s.entry("tax", 1) {
@@ -114,6 +142,7 @@ fn a_format_6_directory_reads_as_it_is_and_says_format_7() -> Result<(), Box<dyn
         for k in keys_of(&s, RECIPIENT_SET)? {
             s.raw_tree()?.remove(k)?;
         }
+        s.raw_tree()?.remove(RECIPIENT_SETS_KEY)?;
         s.raw_tree()?.insert(FORMAT_KEY, FORMAT_6)?;
         s.raw_tree()?.flush()?;
         records
