@@ -28,6 +28,7 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tongbao_proto::Hash;
 
@@ -72,6 +73,9 @@ pub(super) struct RecipientSets {
     /// out in the order commits reach the journal.
     assigning: Mutex<()>,
     table: RwLock<Table>,
+    /// Whether the operators were told the bounds are reached (once a
+    /// process: from then on new sets' names stay in their records).
+    told_full: AtomicBool,
 }
 
 impl RecipientSets {
@@ -176,6 +180,15 @@ impl Assigning<'_> {
             None => {
                 let mut table = fatal::write(&self.sets.table, "recipient sets")?;
                 if table.sets.len() >= MAX_SETS || table.bytes + names.len() > MAX_SET_BYTES {
+                    if !self.sets.told_full.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            sets = table.sets.len(),
+                            bytes = table.bytes,
+                            "the recipient sets are at their bounds ({MAX_SETS} sets, \
+                             {MAX_SET_BYTES} bytes of names): an entry to a new set that does not \
+                             fit keeps its recipients' names in its record"
+                        );
+                    }
                     return Ok(inline());
                 }
                 self.first_new.get_or_insert(table.sets.len());
