@@ -427,7 +427,12 @@ mod tests {
             (true, 2),
             "the last set the bound allows"
         );
+        assert!(!sets.told_full.load(Ordering::Relaxed));
         assert_eq!(by_set(&sets, 2)?, (false, 0));
+        assert!(
+            sets.told_full.load(Ordering::Relaxed),
+            "the operators are told"
+        );
         assert_eq!(by_set(&sets, 1)?, (true, 0), "a known set is still named");
         Ok(())
     }
