@@ -92,12 +92,12 @@ pub(super) const FORMATS_UPGRADABLE: [&[u8]; 6] = [
     FORMAT_5_TO_6,
     FORMAT_6,
 ];
-/// While format 4's places are gathered into runs: the last place key
-/// gathered, so that a start that stopped midway goes on after it.
 /// How many recipient sets are stored (format 7), written with each new
 /// one: a start that finds fewer refuses rather than hand out a lost
 /// set's id again.
 pub(super) const RECIPIENT_SETS_KEY: &[u8] = b"v\0sets";
+/// While format 4's places are gathered into runs: the last place key
+/// gathered, so that a start that stopped midway goes on after it.
 pub(super) const PLACES_GATHERED_KEY: &[u8] = b"v\0places";
 
 pub(super) fn key(kind: u8, name: &str, n: Option<u64>) -> Vec<u8> {

@@ -101,14 +101,15 @@ impl RecipientSets {
             table.add(Arc::from(v.as_ref()));
             if table.sets.len() > MAX_SETS || table.bytes > MAX_SET_BYTES {
                 return Err(StoreError::Corrupt(format!(
-                    "more recipient sets than a hub writes ({MAX_SETS} sets, {MAX_SET_BYTES} bytes)"
+                    "recipient sets beyond the bounds a hub writes ({MAX_SETS} sets, \
+                     {MAX_SET_BYTES} bytes of names)"
                 )));
             }
         }
         let counted = count.map(u64_from).transpose()?.unwrap_or(0);
         if counted != table.sets.len() as u64 {
             return Err(StoreError::Corrupt(format!(
-                "{counted} recipient sets were written, {} are stored",
+                "{counted} recipient sets were written but {} found",
                 table.sets.len()
             )));
         }
@@ -467,8 +468,16 @@ mod tests {
         assert!(loaded(&stored(&[set(0), set(1), count(2)])?).is_ok());
         let too_many: Vec<Write> = (0..=MAX_SETS as u64).map(set).collect();
         match loaded(&stored(&too_many)?) {
-            Err(StoreError::Corrupt(m)) => assert!(m.contains("more recipient sets"), "{m}"),
+            Err(StoreError::Corrupt(m)) => assert!(m.contains("beyond the bounds"), "{m}"),
             other => return Err(format!("expected corruption, got {:?}", other.is_ok()).into()),
+        }
+        // Exactly at either bound loads; a byte past it does not.
+        let mut full: Vec<Write> = (0..MAX_SETS as u64).map(set).collect();
+        full.push(count(MAX_SETS as u64));
+        assert!(loaded(&stored(&full)?).is_ok());
+        for (bytes, loads) in [(MAX_SET_BYTES, true), (MAX_SET_BYTES + 1, false)] {
+            let one = (key(RECIPIENT_SET, "", Some(0)), vec![0; bytes]);
+            assert_eq!(loaded(&stored(&[one, count(1)])?).is_ok(), loads, "{bytes}");
         }
         Ok(())
     }

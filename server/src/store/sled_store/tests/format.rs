@@ -390,6 +390,7 @@ fn a_dump_says_format_3_and_its_restore_upgrades() -> Result<(), Box<dyn std::er
     assert_eq!(keys_of(&s, crate::store::codec::RECIPIENT_SET)?.len(), 1);
     crate::store::dump::read_dump(&file, |k, _| {
         assert_ne!(k.first(), Some(&crate::store::codec::RECIPIENT_SET));
+        assert_ne!(k, crate::store::codec::RECIPIENT_SETS_KEY);
         Ok(())
     })?;
     let restored = base.path().join("b");

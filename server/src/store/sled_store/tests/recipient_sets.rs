@@ -98,7 +98,7 @@ fn a_missing_set_refuses_the_start() -> Result<(), Box<dyn std::error::Error>> {
     match SledStore::open(dir.path(), true) {
         Err(StoreError::Corrupt(m)) => {
             assert!(
-                m.contains("2 recipient sets were written, 1 are stored"),
+                m.contains("2 recipient sets were written but 1 found"),
                 "{m}"
             )
         }
