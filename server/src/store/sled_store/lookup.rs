@@ -9,6 +9,7 @@ use super::super::codec::{CHANNEL_HEAD, ENTRY, ENTRY_AT, TREE_HASH, key, split_k
 use super::super::durability::Durability;
 use super::super::places::{PlaceRun, runs_of_places};
 use super::super::segments::Place;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -48,18 +49,25 @@ pub(super) fn read_entry_record(
     seq: u64,
 ) -> Result<Option<sled::IVec>, StoreError> {
     let record = key(ENTRY, channel, Some(seq));
+    let sets = &durability.recipient_sets;
+    // Put back as the segment is read, so that the record is copied once
+    // more only when it names a set.
     let Some(v) = located(durability, channel, seq, &record, |place| {
-        durability.segments.read(place)
+        let v = durability.segments.read(place)?;
+        Ok(match sets.expand(channel, seq, &v)? {
+            Cow::Borrowed(_) => v,
+            Cow::Owned(whole) => whole,
+        })
     })?
     else {
         return Ok(None);
     };
-    Ok(Some(
-        match durability.recipient_sets.expand(channel, seq, &v)? {
-            std::borrow::Cow::Borrowed(_) => v,
-            std::borrow::Cow::Owned(whole) => whole.into(),
-        },
-    ))
+    // A record still in the overlay names its set too (one from the
+    // segments is whole by now: this reads its count and returns it).
+    Ok(Some(match sets.expand(channel, seq, &v)? {
+        Cow::Borrowed(_) => v,
+        Cow::Owned(whole) => whole.into(),
+    }))
 }
 
 /// The tree hashes entry `seq` added (levels 0, 1, …), found as its

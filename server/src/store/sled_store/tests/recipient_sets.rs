@@ -159,3 +159,27 @@ fn a_format_6_directory_reads_as_it_is_and_says_format_7() -> Result<(), Box<dyn
     assert!(stored_bytes(&s, 3)?.len() < s.raw_entry_record("tax", 3)?.unwrap_or_default().len());
     Ok(())
 }
+
+#[test]
+fn a_record_still_in_the_overlay_reads_whole() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let s = SledStore::open_flushing_every(dir.path(), true, std::time::Duration::from_secs(3600))?;
+    let e = to_three(0);
+    s.commit(std::slice::from_ref(&e))?;
+    let inline = crate::store::entry_record::entry_record_compact(
+        &e.leaf_hash,
+        &e.shared.cursors,
+        &e.shared.encoded,
+    );
+    let pending = s.durability.get(&key(ENTRY, "tax", Some(0)))?;
+    assert!(
+        pending.is_some_and(|v| v.len() < inline.len()),
+        "in the overlay, by set"
+    );
+    // Read as a reader past the entry cache reads it.
+    assert_eq!(
+        s.entry_record("tax", 0)?.as_deref(),
+        Some(inline.as_slice())
+    );
+    Ok(())
+}
