@@ -46,7 +46,9 @@ pub(super) const FORMAT_KEY: &[u8] = b"v\0format";
 pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// The layout of the records in this file. A database written in another
 /// layout is refused rather than misread, except [`FORMATS_UPGRADABLE`].
-/// Format 7 (this one) keeps the recipients' names of an entry once per
+/// Format 8 (this one) keeps the message id records out of sled, in an
+/// index of their own ([`super::message_index`]); otherwise it is format
+/// 7, which keeps the recipients' names of an entry once per
 /// set of recipients, under [`RECIPIENT_SET`], and the entry's record
 /// names its set ([`super::recipient_sets`]); records of format 6 read as
 /// they are. Format 6 keeps the audit index's rows in runs by time, a few
@@ -61,7 +63,13 @@ pub(super) const COMMIT_KEY: &[u8] = b"v\0commit";
 /// entry's place under a key of its own. Format 3 kept entry records,
 /// tree hashes and audit rows in sled; format 2 was format 3 with empty
 /// audit rows.
-pub(super) const FORMAT: &[u8] = b"7";
+pub(super) const FORMAT: &[u8] = b"8";
+/// Message id records in sled.
+pub(super) const FORMAT_7: &[u8] = b"7";
+/// Format 7 while its message id records move into the index: some are
+/// gone from sled already, so a format 7 hub (a rollback) refuses it as a
+/// format it does not know; a start of this one goes on with the move.
+pub(super) const FORMAT_7_TO_8: &[u8] = b"7>8";
 /// Every entry's recipients in its record.
 pub(super) const FORMAT_6: &[u8] = b"6";
 /// One audit index key per row.
@@ -83,14 +91,17 @@ pub(super) const FORMAT_2: &[u8] = b"2";
 /// by gathering the places into runs, format 5 by gathering the audit
 /// index's rows into runs (and a format 5 whose upgrade was cut short
 /// by going on with it), format 6 by saying format 7 (its records read
-/// as they are).
-pub(super) const FORMATS_UPGRADABLE: [&[u8]; 6] = [
+/// as they are), format 7 (and 7>8) by moving the message id records
+/// into the index.
+pub(super) const FORMATS_UPGRADABLE: [&[u8]; 8] = [
     FORMAT_2,
     FORMAT_3,
     FORMAT_4,
     FORMAT_5,
     FORMAT_5_TO_6,
     FORMAT_6,
+    FORMAT_7,
+    FORMAT_7_TO_8,
 ];
 /// How many recipient sets are stored (format 7), written with each new
 /// one: a start that finds fewer refuses rather than hand out a lost

@@ -18,11 +18,12 @@
 
 use super::audit_index::{Rewrites, Row, file_rows};
 use super::codec::{
-    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_6, FORMAT_KEY,
-    FORMATS_UPGRADABLE, RECIPIENT_SET, RECIPIENT_SETS_KEY, TREE_HASH, is_entry_key, key,
-    merge_runs, place_key, record_key, split_key, u64_from,
+    AUDIT_SCOPE, COMMIT_KEY, ENTRY_AT, FORMAT, FORMAT_5, FORMAT_5_TO_6, FORMAT_6, FORMAT_7,
+    FORMAT_7_TO_8, FORMAT_KEY, FORMATS_UPGRADABLE, MESSAGE, RECIPIENT_SET, RECIPIENT_SETS_KEY,
+    TREE_HASH, is_entry_key, key, merge_runs, place_key, record_key, split_key, u64_from,
 };
 use super::journal::Journal;
+use super::message_index::{MessageIndex, pair_of_record};
 use super::overlay::{Kv, Newest, Overlay};
 use super::places::runs_of_places;
 use super::recipient_sets::RecipientSets;
@@ -92,6 +93,12 @@ pub(super) struct Durability {
     pub(super) rewrites: Rewrites,
     /// The recipient sets entry records name (format 7), read at open.
     pub(super) recipient_sets: RecipientSets,
+    /// The message id records (format 8), out of sled.
+    pub(super) messages: MessageIndex,
+    /// Whether a flush moves message id records into [`Self::messages`]
+    /// (format 8): until a format 7 directory's upgrade, they stay in
+    /// sled, and the upgrade moves them.
+    pub(super) messages_indexed: AtomicBool,
 }
 
 /// How far sled holds the commits durably, and how far its record of that
@@ -215,16 +222,20 @@ impl Durability {
         let db = open_sled(dir)?;
         let tree = db.open_tree("exchange")?;
         let state = db.open_tree("state")?;
-        let (mut place_runs, mut audit_runs) = (true, true);
+        let (mut place_runs, mut audit_runs, mut messages_indexed) = (true, true, true);
         match tree.get(FORMAT_KEY)? {
-            // The store upgrades formats 2 to 6, and 5>6 (an upgrade from 5
+            // The store upgrades formats 2 to 7, and 5>6 and 7>8 (upgrades
             // that stopped midway), once the journal is replayed; format 6
-            // reads as it is (the upgrade writes the format record alone).
-            Some(v) if v.as_ref() == FORMAT || v.as_ref() == FORMAT_6 => {}
+            // reads as format 7 (the upgrade writes the format record alone).
+            Some(v) if v.as_ref() == FORMAT => {}
+            Some(v) if [FORMAT_6, FORMAT_7, FORMAT_7_TO_8].contains(&v.as_ref()) => {
+                check_room_to_upgrade(dir, &tree, &v, reserve)?;
+                messages_indexed = false;
+            }
             Some(v) if FORMATS_UPGRADABLE.contains(&v.as_ref()) => {
                 check_room_to_upgrade(dir, &tree, &v, reserve)?;
                 place_runs = v.as_ref() == FORMAT_5 || v.as_ref() == FORMAT_5_TO_6;
-                audit_runs = false;
+                (audit_runs, messages_indexed) = (false, false);
             }
             None if tree.is_empty() => {
                 tree.insert(FORMAT_KEY, FORMAT)?;
@@ -232,7 +243,7 @@ impl Durability {
             found => {
                 return Err(StoreError::Format(format!(
                     "the data in {} is in storage format {}, and this hub reads only format {} \
-                     (and upgrades formats 2 to 6 and 5>6); start it on an empty data directory",
+                     (and upgrades formats 2 to 7, 5>6 and 7>8); start it on an empty data directory",
                     dir.display(),
                     found
                         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -249,6 +260,7 @@ impl Durability {
             None => 0,
         };
         let segments = Segments::open(&dir.join("entries"), fsync)?;
+        let messages = MessageIndex::open(&dir.join("message-ids"), fsync)?;
         let (mut journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
         journal.keep_free(reserve);
         // Commits the journal made durable but sled had not flushed: all
@@ -282,6 +294,8 @@ impl Durability {
             audit_runs: AtomicBool::new(audit_runs),
             rewrites: Rewrites::default(),
             recipient_sets: RecipientSets::default(),
+            messages,
+            messages_indexed: AtomicBool::new(messages_indexed),
         });
         durability.flush(false, Record::AtOnce)?;
         // After the replay's flush: sled holds every set a record names.
@@ -358,12 +372,8 @@ impl Durability {
 
     /// The newest value of `key`: the overlay's, else sled's.
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
-        let frozen = match self.overlay_read()?.get(key) {
-            Ok(v) => return Ok(Some(v)),
-            Err(frozen) => frozen,
-        };
-        if let Some(v) = frozen.get(key) {
-            return Ok(Some(v.clone()));
+        if let Some(v) = self.get_applied(key)? {
+            return Ok(Some(v));
         }
         self.tree.get(key).map_err(StoreError::from)
     }
@@ -464,6 +474,8 @@ impl Durability {
                     .collect()
             };
             let (writes, rows) = self.audit_rows(writes)?;
+            // Durable before the flush is recorded, like the segments.
+            let writes = self.index_messages(writes)?;
             for (k, v) in self.place_records(writes)? {
                 self.tree.insert(k, v)?;
             }
@@ -527,6 +539,35 @@ impl Durability {
             }
         }
         Ok((rest, rows))
+    }
+
+    /// `writes` without the message id records, which are added to the
+    /// index (format 8); before a format 7 directory's upgrade, they stay.
+    fn index_messages(&self, writes: FlushWrites) -> Result<FlushWrites, StoreError> {
+        if !self.messages_indexed.load(Ordering::Acquire) {
+            return Ok(writes);
+        }
+        let mut pairs = Vec::new();
+        let mut rest = Vec::with_capacity(writes.len());
+        for (k, v) in writes {
+            if k.first() == Some(&MESSAGE) && k.get(1) == Some(&0) {
+                pairs.push(pair_of_record(&k, &v)?);
+            } else {
+                rest.push((k, v));
+            }
+        }
+        self.messages.add(&pairs)?;
+        Ok(rest)
+    }
+
+    /// The newest value of `key` in the overlay, not looking in sled (the
+    /// message id records of format 8, which sled does not hold).
+    pub(super) fn get_applied(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        let frozen = match self.overlay_read()?.get(key) {
+            Ok(v) => return Ok(Some(v)),
+            Err(frozen) => frozen,
+        };
+        Ok(frozen.get(key).cloned())
     }
 
     /// `writes` with every entry record (and the tree hashes of its

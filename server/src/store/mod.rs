@@ -17,6 +17,7 @@ mod dump;
 mod durability;
 mod entry_record;
 mod journal;
+mod message_index;
 mod overlay;
 pub mod pg_store;
 mod places;

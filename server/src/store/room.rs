@@ -4,7 +4,10 @@
 //! must leave the configured reserve free (`[hub] min_free_mib`).
 
 use super::StoreError;
-use super::codec::{AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, TREE_HASH};
+use super::codec::{
+    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, FORMAT_7, FORMAT_7_TO_8,
+    MESSAGE, TREE_HASH,
+};
 use std::path::Path;
 
 /// Refuses a start that could fill the disk: replaying the journal writes
@@ -47,7 +50,12 @@ pub(super) fn check_room_to_upgrade(
     if reserve == 0 {
         return Ok(());
     }
-    let (moving, what) = if format == FORMAT_5 || format == FORMAT_5_TO_6 {
+    let (moving, what) = if format == FORMAT_7 || format == FORMAT_7_TO_8 {
+        (
+            bytes_of(tree, &[MESSAGE])?,
+            "of message id records it copies into the message id index",
+        )
+    } else if format == FORMAT_5 || format == FORMAT_5_TO_6 {
         (
             bytes_of(tree, &[AUDIT_SCOPE])?,
             "of audit index keys it writes again in sled as runs",
@@ -89,7 +97,9 @@ fn bytes_of(tree: &sled::Tree, kinds: &[u8]) -> Result<u64, StoreError> {
         for kv in tree.scan_prefix([*kind, 0]) {
             let (k, v) = kv?;
             let counted = match *kind {
-                ENTRY_AT => k.len() + v.len(),
+                // A message id record becomes 16 bytes, written twice at most
+                // as runs merge.
+                ENTRY_AT | MESSAGE => k.len() + v.len(),
                 AUDIT_SCOPE => k.len(),
                 _ => v.len(),
             };

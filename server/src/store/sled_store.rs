@@ -473,10 +473,7 @@ impl Store for SledStore {
     }
 
     fn message(&self, sender: &str, message_id: &str) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(v) = self.durability.get(&message_key(sender, message_id))? else {
-            return Ok(None);
-        };
-        self.message_record(sender, message_id, &v).map(Some)
+        self.find_message(sender, message_id)
     }
 
     fn answers(&self, inbox: &str, cursors: &[u64]) -> Result<Vec<Option<Answer>>, StoreError> {

@@ -16,7 +16,9 @@
 //! place in the segments or a run of rows. It says format 3 (its format record and its manifest's
 //! `storage_format`), so a format-3 hub can restore it. A restore writes
 //! the records as they are; the restored store's first start moves them
-//! into its segments (the upgrade of format 3).
+//! into its segments (the upgrade of format 3), and its message id
+//! records into their index (the upgrade of format 7). Format 8 keeps
+//! no message id record in sled: the dump makes each whole from its entry.
 
 use super::super::audit_index::{RUN, Row, audit_row, rows_of};
 use super::super::codec::{
@@ -30,6 +32,7 @@ use super::super::entry_record::whole_record;
 use super::super::places::PlaceRun;
 use super::super::{StoreError, create_dir_durably, sync_dir};
 use super::SledStore;
+use super::message_ids::message_record_of_entry;
 use std::path::Path;
 
 /// Reads what the manifest says of one record: channel sizes,
@@ -82,8 +85,13 @@ impl SledStore {
                             let k = key(ENTRY, &channel, Some(seq));
                             let record = segments.read(place)?;
                             let record = sets.expand(&channel, seq, &record)?;
-                            out.record(&k, &whole_record(&channel, seq, &record)?)?;
+                            let whole = whole_record(&channel, seq, &record)?;
+                            out.record(&k, &whole)?;
                             out.record(&tree_hash_key(&k), &segments.read_hashes(place)?)?;
+                            // Format 8 keeps message id records out of sled.
+                            if let Some((k, v)) = message_record_of_entry(&channel, seq, &record)? {
+                                out.record(&k, &v)?;
+                            }
                         }
                     } else if k.first() == Some(&INBOX) && k.get(1) == Some(&0) {
                         // Inbox runs whole, as format 3 wrote them.

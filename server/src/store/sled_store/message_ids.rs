@@ -9,10 +9,19 @@
 //! on in sled's file several times its size, so the 37 bytes saved a
 //! message count more than once. Records of the older formats read as
 //! they are; a dump writes every record whole, as format 3 kept it.
+//!
+//! Format 8 keeps the records in sled no more: a commit writes them to
+//! the overlay (and the journal) as before, and the flush moves them into
+//! the message id index ([`super::super::message_index`]), which gives the
+//! seqs a fingerprint of (sender, message id) may name; the entry a seq
+//! names tells whether it carries the id.
 
 use super::super::codec::{MESSAGE, hash_from, key, u64_from};
+use super::super::entry_record::decode_entry;
+use super::super::message_index::fingerprint;
 use super::super::{MessageRecord, StoreError};
 use super::SledStore;
+use std::sync::atomic::Ordering;
 use tongbao_proto::HASH_LEN;
 
 /// The key of `message_id`'s record among `sender`'s.
@@ -36,6 +45,37 @@ fn message_value_whole(record: &MessageRecord) -> Vec<u8> {
     v.extend_from_slice(&record.seq.to_be_bytes());
     v.extend_from_slice(&record.message_digest);
     v
+}
+
+/// A record's key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The message id record, whole, of the entry `channel`:`seq` whose
+/// record (with its recipients' names, format 6's layout) is `v`: a dump's, made from the
+/// entry, since format 8 keeps the records out of sled. None for an entry
+/// that carries no message (the hub writes none).
+pub(super) fn message_record_of_entry(
+    channel: &str,
+    seq: u64,
+    v: &[u8],
+) -> Result<Option<KeyValue>, StoreError> {
+    let entry = decode_entry(channel, seq, v)?;
+    let Some(message) = entry
+        .entry
+        .message
+        .as_ref()
+        .and_then(|m| m.message.as_ref())
+    else {
+        return Ok(None);
+    };
+    let record = MessageRecord {
+        seq,
+        message_digest: tongbao_proto::canonical::message_digest(message),
+    };
+    Ok(Some((
+        message_key(channel, &message.message_id),
+        message_value_whole(&record),
+    )))
 }
 
 /// (sender, message id) of a record's key.
@@ -87,6 +127,54 @@ impl SledStore {
             seq,
             message_digest: tongbao_proto::canonical::message_digest(message),
         })
+    }
+
+    /// The record of (`sender`, `message_id`): in the overlay until a
+    /// flush moves it, then in the index (format 8), or in sled (until a
+    /// format 7 directory's upgrade).
+    pub(super) fn find_message(
+        &self,
+        sender: &str,
+        message_id: &str,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let k = message_key(sender, message_id);
+        let indexed = self.durability.messages_indexed.load(Ordering::Acquire);
+        let v = if indexed {
+            self.durability.get_applied(&k)?
+        } else {
+            self.durability.get(&k)?
+        };
+        if let Some(v) = v {
+            return self.message_record(sender, message_id, &v).map(Some);
+        }
+        if !indexed {
+            return Ok(None);
+        }
+        // Each seq the fingerprint names, until one's entry carries the id:
+        // another id's fingerprint may be the same, in this channel or
+        // another sender's (whose seq may be past this channel's end).
+        for seq in self
+            .durability
+            .messages
+            .seqs(fingerprint(sender, message_id))?
+        {
+            let Some(entry) = self.entry_read(sender, seq)? else {
+                continue;
+            };
+            if let Some(message) = entry
+                .entry
+                .message
+                .as_ref()
+                .and_then(|m| m.message.as_ref())
+                .filter(|m| m.message_id == message_id)
+            {
+                return Ok(Some(MessageRecord {
+                    seq,
+                    message_digest: tongbao_proto::canonical::message_digest(message),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// The record under key `k`, whole (a dump's layout).

@@ -7,7 +7,8 @@
 //! the audit index's keys, one per row, are gathered into runs (format 6;
 //! message id records of older formats read as they are), and format 6
 //! says format 7 (its records read as they are; new entries keep their
-//! recipients by set).
+//! recipients by set), then format 7's message id records move out of
+//! sled into their index (format 8).
 //! Each step works a chunk at a time and records its format last, so a
 //! start that stops midway upgrades again.
 
@@ -15,10 +16,11 @@ use super::super::StoreError;
 use super::super::audit_index::{RUN, Row};
 use super::super::codec::{
     AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT, FORMAT_2, FORMAT_3, FORMAT_4, FORMAT_5, FORMAT_5_TO_6,
-    FORMAT_6, FORMAT_KEY, PLACES_GATHERED_KEY, is_entry_key, key, place_key, split_key,
-    tree_hash_key,
+    FORMAT_6, FORMAT_7, FORMAT_7_TO_8, FORMAT_KEY, MESSAGE, PLACES_GATHERED_KEY, is_entry_key, key,
+    place_key, split_key, tree_hash_key,
 };
 use super::super::durability::Durability;
+use super::super::message_index::pair_of_record;
 use super::super::places::runs_of_places;
 use super::super::segments::{Appended, Place};
 use std::sync::atomic::Ordering;
@@ -110,14 +112,64 @@ pub(super) fn upgrade(durability: &Durability) -> Result<(), StoreError> {
     durability.audit_runs.store(true, Ordering::Release);
     if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_6) {
         // Format 6's records read as they are: only new ones name sets.
-        durability.tree.insert(FORMAT_KEY, FORMAT)?;
+        durability.tree.insert(FORMAT_KEY, FORMAT_7)?;
         durability.make_durable()?;
         tracing::info!(
             dir = %durability.dir.display(),
             "storage format 6 upgraded to 7: new entries keep their recipients by set"
         );
     }
+    let format = durability.tree.get(FORMAT_KEY)?;
+    if format.as_deref() == Some(FORMAT_7) || format.as_deref() == Some(FORMAT_7_TO_8) {
+        let records = move_message_records(durability)?;
+        tracing::info!(
+            dir = %durability.dir.display(),
+            records,
+            "storage format 7 upgraded to 8: moved the message id records into their index"
+        );
+    }
+    durability.messages_indexed.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Format 7 to 8: moves the message id records out of sled into the
+/// message id index, a chunk at a time: each chunk is durable in the
+/// index before it is removed from sled, so a start that stopped midway
+/// finds the rest in sled (and some twice, which the index reads once).
+/// Records [`FORMAT_7_TO_8`] durably first, so that a format 7 hub
+/// refuses a directory whose records have begun to move, and format 8
+/// last. Returns the records moved.
+fn move_message_records(durability: &Durability) -> Result<u64, StoreError> {
+    if durability.tree.get(FORMAT_KEY)?.as_deref() == Some(FORMAT_7) {
+        durability.tree.insert(FORMAT_KEY, FORMAT_7_TO_8)?;
+        durability.make_durable()?;
+    }
+    let end = [MESSAGE, 1];
+    let mut from = vec![MESSAGE, 0];
+    let mut moved = 0u64;
+    loop {
+        // On from the last key moved: sled keeps the leaves it emptied.
+        let chunk = take_chunk(durability.tree.range(from.as_slice()..&end[..]))?;
+        let Some((last, _)) = chunk.last() else {
+            break;
+        };
+        from = [last.as_ref(), &[0]].concat();
+        let pairs = chunk
+            .iter()
+            .map(|(k, v)| pair_of_record(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        durability.messages.add(&pairs)?;
+        let mut batch = sled::Batch::default();
+        for (k, _) in &chunk {
+            batch.remove(k);
+        }
+        durability.tree.apply_batch(batch)?;
+        moved += chunk.len() as u64;
+        chunk_done()?;
+    }
+    durability.tree.insert(FORMAT_KEY, FORMAT)?;
+    durability.make_durable()?;
+    Ok(moved)
 }
 
 /// Format 5 to 6: replaces the audit index's keys, one per row (their

@@ -174,7 +174,7 @@ fn data_in_another_format_is_refused() -> Result<(), Box<dyn std::error::Error>>
     }
     match SledStore::open(dir.path(), true) {
         Err(StoreError::Format(m)) => assert!(
-            m.contains("format 1") && m.contains("upgrades formats 2 to 6 and 5>6"),
+            m.contains("format 1") && m.contains("upgrades formats 2 to 7, 5>6 and 7>8"),
             "{m}"
         ),
         other => return Err(format!("expected refusal, got {other:?}").into()),

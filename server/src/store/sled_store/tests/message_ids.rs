@@ -1,23 +1,34 @@
-//! The idempotency index (format 6): a message id's record holds the seq
-//! alone, the digest computed again from the entry; format 5's records,
-//! seq and digest, read as they are; a record that names the wrong entry,
-//! or none, or does not decode, is corruption, not a miss; a dump writes
-//! every record whole.
+//! The idempotency index (format 8): a message id's record holds the seq
+//! alone, the digest computed again from the entry, and after the flush
+//! lives in the message id index, not in sled; a seq the index gives whose
+//! entry carries another id is passed over; format 7's records (format 5's
+//! whole ones too) move into the index at start; a dump writes every
+//! record whole.
 
 use super::*;
+use crate::store::codec::{FORMAT, FORMAT_7, FORMAT_7_TO_8, MESSAGE};
 use crate::store::conformance::message;
+use crate::store::message_index::fingerprint;
 use tongbao_proto::canonical::message_digest;
 
 #[test]
-fn a_record_is_its_seq_and_the_digest_comes_from_the_entry()
+fn a_record_is_in_the_index_not_in_sled_and_the_digest_comes_from_the_entry()
 -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     {
         let s = SledStore::open(dir.path(), true)?;
         s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
+        // Before the flush: in the overlay, the seq as a varint.
+        let k = key_of("tax", "m0");
+        assert_eq!(
+            s.durability.get_applied(&k)?.as_deref(),
+            Some([0].as_slice())
+        );
         s.commit(&[entry("tax", 1, &[("finance", 2)])])?;
-        let v = s.raw_tree()?.get(key_of("tax", "m1"))?.ok_or("no record")?;
-        assert_eq!(v.as_ref(), [1], "the seq as a varint, nothing else");
+        let tree = s.raw_tree()?;
+        assert_eq!(tree.scan_prefix([MESSAGE, 0]).count(), 0, "none in sled");
+        let fp = fingerprint("tax", "m1");
+        assert_eq!(s.durability.messages.seqs(fp)?, vec![1]);
     }
     // A new store: the digest read from the entry's record, not a cache.
     let s = SledStore::open(dir.path(), true)?;
@@ -30,42 +41,82 @@ fn a_record_is_its_seq_and_the_digest_comes_from_the_entry()
     Ok(())
 }
 
+/// The index gives what a fingerprint may name: a seq whose entry
+/// carries another id, or that is past the channel's end (another
+/// sender's id with the same fingerprint), is not the record, and the
+/// seq whose entry carries the id is found among them.
 #[test]
-fn a_format_5_record_reads_as_it_is() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let s = SledStore::open(dir.path(), true)?;
-    s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
-    let whole = [0u64.to_be_bytes().as_slice(), &[7; HASH_LEN]].concat();
-    s.raw_tree()?.insert(key_of("tax", "m0"), whole)?;
-    let m = s.message("tax", "m0")?.ok_or("no record")?;
-    assert_eq!((m.seq, m.message_digest), (0, [7; HASH_LEN]));
-    Ok(())
-}
-
-#[test]
-fn a_record_naming_the_wrong_entry_is_corruption() -> Result<(), Box<dyn std::error::Error>> {
+fn seqs_whose_entries_carry_another_id_are_passed_over() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let s = SledStore::open(dir.path(), true)?;
     s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
     s.commit(&[entry("tax", 1, &[("finance", 2)])])?;
-    let tree = s.raw_tree()?;
-    // m1 pointed at entry 0 (message m0), m7 at an entry never appended,
-    // m8 garbled.
-    tree.insert(key_of("tax", "m1"), [0].as_slice())?;
-    tree.insert(key_of("tax", "m7"), [9].as_slice())?;
-    tree.insert(key_of("tax", "m8"), [0x80].as_slice())?;
-    for (id, why) in [
-        ("m1", "names entry tax:0, of another message"),
-        ("m7", "names entry tax:9, which is missing"),
-        ("m8", "garbled"),
-    ] {
-        match s.message("tax", id) {
-            Err(StoreError::Corrupt(m)) => {
-                assert!(m.contains(&format!("tax/{id}")) && m.contains(why), "{m}")
-            }
-            other => return Err(format!("{id}: expected corruption, got {other:?}").into()),
+    s.raw_tree()?;
+    let index = &s.durability.messages;
+    index.add(&[
+        (fingerprint("tax", "m7"), 0),
+        (fingerprint("tax", "m7"), 99),
+        (fingerprint("tax", "m1"), 0),
+    ])?;
+    assert_eq!(s.message("tax", "m7")?, None);
+    assert_eq!(s.message("tax", "m1")?.map(|m| m.seq), Some(1));
+    assert_eq!(index.seqs(fingerprint("tax", "m1"))?, vec![0, 1]);
+    Ok(())
+}
+
+/// Format 7 kept the records in sled (some of them whole, as format 5
+/// wrote them): a start moves them into the index, a chunk at a time; a
+/// start that stops midway leaves the directory saying 7>8, which a
+/// format 7 hub does not read, and the next start goes on.
+#[test]
+fn format_7_records_move_into_the_index() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let n = 10u64;
+    {
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..n {
+            s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
         }
+        let tree = s.raw_tree()?;
+        for seq in 0..n {
+            let v = if seq == 3 {
+                [seq.to_be_bytes().as_slice(), &[7; HASH_LEN]].concat()
+            } else {
+                super::super::message_ids::message_value(seq)
+            };
+            tree.insert(key_of("tax", &format!("m{seq}")), v)?;
+        }
+        tree.insert(FORMAT_KEY, FORMAT_7)?;
+        tree.flush()?;
     }
+    std::fs::remove_dir_all(dir.path().join("message-ids"))?;
+    upgrade::CHUNKS_BEFORE_FAILING.set(Some(1));
+    let stopped = SledStore::open(dir.path(), true);
+    upgrade::CHUNKS_BEFORE_FAILING.set(None);
+    match stopped {
+        Err(StoreError::Database(m)) => assert!(m.contains("upgrade stopped"), "{m}"),
+        other => return Err(format!("expected a stop, got {other:?}").into()),
+    }
+    {
+        let db = crate::store::durability::open_sled(dir.path())?;
+        let tree = db.open_tree("exchange")?;
+        assert_eq!(tree.get(FORMAT_KEY)?.as_deref(), Some(FORMAT_7_TO_8));
+        // Two chunks of 4 moved, 2 records left.
+        assert_eq!(tree.scan_prefix([MESSAGE, 0]).count(), 2);
+    }
+    let s = SledStore::open(dir.path(), true)?;
+    let tree = s.raw_tree()?;
+    assert_eq!(tree.get(FORMAT_KEY)?.as_deref(), Some(FORMAT));
+    assert_eq!(tree.scan_prefix([MESSAGE, 0]).count(), 0);
+    for seq in 0..n {
+        let m = s.message("tax", &format!("m{seq}"))?.ok_or("no record")?;
+        // Format 5's digest too is the entry's now.
+        assert_eq!(
+            (m.seq, m.message_digest),
+            (seq, message_digest(&message("tax", seq)))
+        );
+    }
+    assert_eq!(s.message("tax", &format!("m{n}"))?, None);
     Ok(())
 }
 

@@ -144,6 +144,14 @@ fn a_flushed_commit_not_yet_recorded_is_replayed_over_what_sled_holds()
         .map(|i| (i.cursor, i.seq))
         .collect();
     assert_eq!(page, [(1, 0), (2, 1), (3, 2), (4, 3)]);
+    // The message id index held the fourth's pair already; replayed, it
+    // is added again and read once.
+    for seq in 0..4u64 {
+        let found = s.message("tax", &format!("m{seq}"))?.map(|r| r.seq);
+        assert_eq!(found, Some(seq));
+    }
+    let fp = crate::store::message_index::fingerprint("tax", "m3");
+    assert_eq!(s.durability.messages.seqs(fp)?, vec![3]);
     assert_eq!(s.channel_heads()?.get("tax").map(|h| h.next_seq), Some(4));
     assert_eq!(s.inbox_heads()?.get("finance"), Some(&4));
     drop(s);
