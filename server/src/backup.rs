@@ -392,7 +392,8 @@ pub fn key_file_verifier(
 
 /// Checks a stopped hub's data directory offline: every entry against its
 /// leaf hash and its place in the chain, every stored Merkle hash against
-/// the leaf hashes, every audit index row against its entry, and every
+/// the leaf hashes, every audit index row against its entry, every
+/// entry's message id against its record, and every
 /// channel's stored checkpoint (its signature under the hub key, and its
 /// root over the entries). Refuses a directory
 /// a hub runs on. Opening the store replays its journal, as a start would.
@@ -436,6 +437,7 @@ fn verify_store(
     }
     // Each audit index row must name an entry that is there, at its time.
     report.failures.extend(store.check_audit_rows()?.failures);
+    report.failures.extend(store.check_message_ids()?);
     match crate::admin_audit::verify(store, dir) {
         Ok(records) => report.admin_records = records,
         Err(e) => report.failures.push(e.to_string()),

@@ -5,8 +5,8 @@
 
 use super::StoreError;
 use super::codec::{
-    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, FORMAT_7, FORMAT_7_TO_8,
-    MESSAGE, TREE_HASH,
+    AUDIT_SCOPE, ENTRY, ENTRY_AT, FORMAT_4, FORMAT_5, FORMAT_5_TO_6, FORMAT_6, FORMAT_7,
+    FORMAT_7_TO_8, MESSAGE, TREE_HASH,
 };
 use std::path::Path;
 
@@ -39,7 +39,9 @@ pub(super) fn check_room_to_start(dir: &Path, reserve: u64) -> Result<(), StoreE
 /// record and tree hash again into the segments; from format 4 it writes
 /// the entries' places again in sled, as runs; from format 4 or 5 (or
 /// older) it writes the audit index again in sled, as runs (counted as
-/// its keys, more than the runs take). sled's file does not shrink for
+/// its keys, more than the runs take); from format 7 (or older) it writes
+/// the message id records into their index (counted as their keys and
+/// values, more than the index takes). sled's file does not shrink for
 /// what leaves it; the journal's replay and the reserve come on top.
 pub(super) fn check_room_to_upgrade(
     dir: &Path,
@@ -50,26 +52,29 @@ pub(super) fn check_room_to_upgrade(
     if reserve == 0 {
         return Ok(());
     }
-    let (moving, what) = if format == FORMAT_7 || format == FORMAT_7_TO_8 {
+    let (moving, what) = if [FORMAT_6, FORMAT_7, FORMAT_7_TO_8].contains(&format) {
         (
             bytes_of(tree, &[MESSAGE])?,
-            "of message id records it copies into the message id index",
+            "of message id records it moves into the message id index",
         )
     } else if format == FORMAT_5 || format == FORMAT_5_TO_6 {
         (
-            bytes_of(tree, &[AUDIT_SCOPE])?,
-            "of audit index keys it writes again in sled as runs",
+            bytes_of(tree, &[AUDIT_SCOPE, MESSAGE])?,
+            "of audit index keys it writes again in sled as runs, and of message id records it \
+             moves into the message id index",
         )
     } else if format == FORMAT_4 {
         (
-            bytes_of(tree, &[ENTRY_AT, AUDIT_SCOPE])?,
-            "of entries' places and audit index keys it writes again in sled as runs",
+            bytes_of(tree, &[ENTRY_AT, AUDIT_SCOPE, MESSAGE])?,
+            "of entries' places and audit index keys it writes again in sled as runs, and of \
+             message id records it moves into the message id index",
         )
     } else {
         (
-            bytes_of(tree, &[ENTRY, TREE_HASH, AUDIT_SCOPE])?,
-            "of entries and tree hashes it copies into the entry segments, and of audit index \
-             keys it writes again in sled as runs",
+            bytes_of(tree, &[ENTRY, TREE_HASH, AUDIT_SCOPE, MESSAGE])?,
+            "of entries and tree hashes it copies into the entry segments, of audit index \
+             keys it writes again in sled as runs, and of message id records it moves into \
+             the message id index",
         )
     };
     let journal = journal_bytes(dir)?;

@@ -19,7 +19,7 @@
 use super::super::codec::{MESSAGE, hash_from, key, u64_from};
 use super::super::entry_record::decode_entry;
 use super::super::message_index::fingerprint;
-use super::super::{MessageRecord, StoreError};
+use super::super::{MessageRecord, Store, StoreError};
 use super::SledStore;
 use std::sync::atomic::Ordering;
 use tongbao_proto::HASH_LEN;
@@ -185,5 +185,52 @@ impl SledStore {
             &message_id,
             v,
         )?))
+    }
+
+    /// Checks that every entry's message id has its record (format 8:
+    /// in the index, which is read whole against its checksums too): a
+    /// lost record would let a retried push be appended again. An entry
+    /// that cannot be read is the entries' check's to report.
+    pub fn check_message_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut failures = Vec::new();
+        if !self.durability.messages_indexed.load(Ordering::Acquire) {
+            return Ok(failures);
+        }
+        if let Err(e) = self.durability.messages.check() {
+            failures.push(e.to_string());
+        }
+        for (channel, head) in self.channel_heads()? {
+            for seq in 0..head.next_seq {
+                let Ok(Some(entry)) = self.entry_read(&channel, seq) else {
+                    continue;
+                };
+                let Some(message) = entry
+                    .entry
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.message.as_ref())
+                else {
+                    continue;
+                };
+                let id = &message.message_id;
+                let k = message_key(&channel, id);
+                let held = match self.durability.get_applied(&k)? {
+                    Some(v) => self.message_record(&channel, id, &v).ok().map(|r| r.seq),
+                    None => self
+                        .durability
+                        .messages
+                        .seqs(fingerprint(&channel, id))?
+                        .contains(&seq)
+                        .then_some(seq),
+                };
+                if held != Some(seq) {
+                    failures.push(format!(
+                        "channel {channel}: entry {seq}'s message id has no record: a push \
+                         retried with it would be appended again"
+                    ));
+                }
+            }
+        }
+        Ok(failures)
     }
 }

@@ -163,3 +163,47 @@ fn a_dump_holds_records_whole_and_its_restore_reads_them() -> Result<(), Box<dyn
 fn key_of(sender: &str, message_id: &str) -> Vec<u8> {
     super::super::message_ids::message_key(sender, message_id)
 }
+
+/// `verify-data`'s check: every entry's message id has its record, and
+/// the runs read whole; a lost record and a damaged run are named.
+#[test]
+fn a_lost_record_and_a_damaged_run_are_found() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let n = 12u64;
+    {
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..n {
+            s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+        }
+        s.raw_tree()?;
+        assert_eq!(s.check_message_ids()?, Vec::<String>::new());
+    }
+    let index = dir.path().join("message-ids");
+    let run = std::fs::read_dir(&index)?
+        .filter_map(|f| f.ok().map(|f| f.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
+        })
+        .ok_or("no run written")?;
+    let mut bytes = std::fs::read(&run)?;
+    // The first record's seq: the run opens, its records' checksum fails.
+    bytes[24 + 15] ^= 1;
+    std::fs::write(&run, &bytes)?;
+    let s = SledStore::open(dir.path(), true)?;
+    let failures = s.check_message_ids()?;
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("its records are damaged")),
+        "{failures:?}"
+    );
+    drop(s);
+    // Lost: the index's files gone.
+    std::fs::remove_dir_all(&index)?;
+    let s = SledStore::open(dir.path(), true)?;
+    let failures = s.check_message_ids()?;
+    assert_eq!(failures.len(), n as usize, "{failures:?}");
+    assert!(failures[0].contains("channel tax: entry 0's message id has no record"));
+    Ok(())
+}
