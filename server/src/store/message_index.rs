@@ -32,8 +32,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Pairs in the log before they are rolled into a run (a few in tests,
-/// so that tests roll and merge).
+/// Pairs in the log before they are rolled into a run, give or take a
+/// flush's (a few in tests, so that tests roll and merge).
 const ROLL: usize = if cfg!(test) { 8 } else { 1 << 16 };
 /// Runs of one size merged into one.
 const FAN_IN: usize = 4;
@@ -86,6 +86,11 @@ pub(super) struct MessageIndex {
 
 struct Writer {
     log: File,
+    /// The log's length: whole frames only.
+    len: u64,
+    /// Set when a failed append could not be cut off: a frame appended
+    /// after it would be lost at the next open, so none is.
+    broken: bool,
     next_run: u64,
 }
 
@@ -115,6 +120,23 @@ fn class(count: u64) -> u32 {
         bound = bound.saturating_mul(FAN_IN as u64);
     }
     class
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: the next append on this thread writes half its frame
+    /// and fails, as a full disk would stop it.
+    static TEAR_NEXT_APPEND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tears an append where a test asked (nothing outside tests).
+fn torn_in_tests(_log: &mut File, _frame: &[u8]) -> std::io::Result<()> {
+    #[cfg(test)]
+    if TEAR_NEXT_APPEND.replace(false) {
+        _log.write_all(&_frame[.._frame.len() / 2])?;
+        return Err(std::io::Error::other("torn (a test)"));
+    }
+    Ok(())
 }
 
 /// One appended batch: count, CRC-32 of the pairs, the pairs.
@@ -174,7 +196,7 @@ impl MessageIndex {
                 std::fs::remove_file(item.path())?;
             } else if let Some(number) = run_number(&name) {
                 runs.push((number, Arc::new(Run::open(&item.path())?)));
-                next_run = next_run.max(number + 1);
+                next_run = next_run.max(number.saturating_add(1));
             }
         }
         runs.sort_unstable_by_key(|(number, _)| *number);
@@ -197,7 +219,12 @@ impl MessageIndex {
         Ok(Self {
             dir: dir.to_path_buf(),
             fsync,
-            writer: Mutex::new(Writer { log, next_run }),
+            writer: Mutex::new(Writer {
+                log,
+                len: whole as u64,
+                broken: false,
+                next_run,
+            }),
             pairs: RwLock::new(Pairs {
                 fresh: fresh.into_iter().collect(),
                 runs: runs.into_iter().map(|(_, run)| run).collect(),
@@ -228,10 +255,32 @@ impl MessageIndex {
             return Ok(());
         }
         let mut writer = fatal::lock(&self.writer, "message id index")?;
-        writer.log.write_all(&frame(pairs))?;
-        if self.fsync {
-            writer.log.sync_data()?;
+        if writer.broken {
+            return Err(StoreError::Database(
+                "the message id log could not be cut back after a failed write; restart the hub"
+                    .into(),
+            ));
         }
+        let frame = frame(pairs);
+        let written = torn_in_tests(&mut writer.log, &frame)
+            .and_then(|()| writer.log.write_all(&frame))
+            .and_then(|()| {
+                if self.fsync {
+                    writer.log.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = written {
+            // A frame cut short would end the log at the next open, and
+            // every frame after it with it: cut it off, or append no more.
+            let at = writer.len;
+            writer.broken = writer.log.set_len(at).is_err();
+            return Err(StoreError::Database(format!(
+                "cannot append to the message id log: {e}"
+            )));
+        }
+        writer.len += frame.len() as u64;
         let full = {
             let mut all = fatal::write(&self.pairs, "message id index")?;
             all.fresh.extend(pairs.iter().copied());
@@ -239,7 +288,15 @@ impl MessageIndex {
         };
         if full {
             self.roll(&mut writer)?;
-            self.merge(&mut writer)?;
+            // The pairs are durable: a merge that fails (a damaged run)
+            // leaves more runs to ask, and is tried again at the next roll.
+            if let Err(e) = self.merge(&mut writer) {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "message id index: cannot merge runs; run verify-data on a stopped hub"
+                );
+            }
         }
         Ok(())
     }
@@ -271,6 +328,7 @@ impl MessageIndex {
             all.fresh.clear();
         }
         writer.log.set_len(0)?;
+        writer.len = 0;
         writer.log.sync_all()?;
         Ok(())
     }
@@ -453,6 +511,29 @@ mod tests {
             assert_eq!(seqs_of(&reopened, 2).len(), left / 40);
             assert_eq!(std::fs::metadata(&log)?.len() as usize, left);
         }
+        Ok(())
+    }
+
+    /// A failed append is cut off, so the frames after it survive a
+    /// restart (a flush retried after a full disk).
+    #[test]
+    fn a_torn_append_is_cut_off_and_later_frames_stay() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = MessageIndex::open(dir.path(), true)?;
+        index.add(&[(1, 10)])?;
+        TEAR_NEXT_APPEND.set(true);
+        assert!(matches!(
+            index.add(&[(2, 20)]),
+            Err(StoreError::Database(_))
+        ));
+        index.add(&[(2, 20)])?;
+        index.add(&[(3, 30)])?;
+        drop(index);
+        let index = MessageIndex::open(dir.path(), true)?;
+        assert_eq!(
+            (seqs_of(&index, 1), seqs_of(&index, 2), seqs_of(&index, 3)),
+            (vec![10], vec![20], vec![30])
+        );
         Ok(())
     }
 

@@ -105,7 +105,8 @@ impl SledStore {
         Self::with_flusher(Durability::open(dir, fsync, DEFAULT_RESERVE)?, every, fsync)
     }
 
-    /// Upgrades an older storage format in place, then starts the flush.
+    /// Upgrades an older storage format in place, then starts the flush;
+    /// refuses a message id index that lacks its newest records.
     fn with_flusher(
         durability: Arc<Durability>,
         every: Duration,
@@ -113,13 +114,15 @@ impl SledStore {
     ) -> Result<Self, StoreError> {
         upgrade::upgrade(&durability)?;
         let flusher = Flusher::start(durability.clone(), every)?;
-        Ok(Self {
+        let store = Self {
             access: super::access_files::AccessFiles::new(&durability.dir, fsync),
             durability,
             recent: Mutex::new(Recent::default()),
             fetched_marks: Mutex::new(HashMap::new()),
             flusher,
-        })
+        };
+        store.check_newest_message_ids()?;
+        Ok(store)
     }
 
     /// Queues one commit's writes in the journal and applies them to the

@@ -121,8 +121,9 @@ impl Run {
                 if last == Some(pair) {
                     continue;
                 }
-                return Err(StoreError::Database(
-                    "message id run: pairs out of order".into(),
+                // Only a damaged run read for a merge gives them so.
+                return Err(StoreError::Corrupt(
+                    "message id run: pairs out of order (a run merged is damaged)".into(),
                 ));
             }
             if count == at_most {
@@ -395,7 +396,7 @@ mod tests {
             [(2, 1), (1, 1)].into_iter().map(Ok),
             true,
         );
-        assert!(matches!(refused, Err(StoreError::Database(_))));
+        assert!(matches!(refused, Err(StoreError::Corrupt(_))));
         // Nothing is left of a run that was not written.
         assert!(!dir.path().join("b").exists() && !dir.path().join("b.tmp").exists());
         Ok(())

@@ -187,6 +187,44 @@ impl SledStore {
         )?))
     }
 
+    /// Refuses a start whose message id index lacks the record of a
+    /// channel's newest entry: the index (or its newest part) is gone, and
+    /// a retried push would be appended again. A record lost further back
+    /// is `verify-data`'s to find ([`Self::check_message_ids`]).
+    pub(super) fn check_newest_message_ids(&self) -> Result<(), StoreError> {
+        if !self.durability.messages_indexed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        for (channel, head) in self.channel_heads()? {
+            let Some(seq) = head.next_seq.checked_sub(1) else {
+                continue;
+            };
+            // An entry that cannot be read is the entries' checks' to report.
+            let Ok(Some(entry)) = self.entry_read(&channel, seq) else {
+                continue;
+            };
+            let Some(message) = entry
+                .entry
+                .message
+                .as_ref()
+                .and_then(|m| m.message.as_ref())
+            else {
+                continue;
+            };
+            let Ok(found) = self.find_message(&channel, &message.message_id) else {
+                continue;
+            };
+            if found.map(|r| r.seq) != Some(seq) {
+                return Err(StoreError::Corrupt(format!(
+                    "the message id index in {} lacks the record of entry {channel}:{seq}, its \
+                     channel's newest; restore the data directory from a backup",
+                    self.durability.dir.join("message-ids").display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every entry's message id has its record (format 8:
     /// in the index, which is read whole against its checksums too): a
     /// lost record would let a retried push be appended again. An entry

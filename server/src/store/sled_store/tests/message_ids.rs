@@ -172,24 +172,29 @@ fn a_lost_record_and_a_damaged_run_are_found() -> Result<(), Box<dyn std::error:
     let n = 12u64;
     {
         let s = SledStore::open(dir.path(), true)?;
+        // 9 flushed (a roll: 8 or more), then 3 that stay in the log.
         for seq in 0..n {
             s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+            if seq == 8 {
+                s.raw_tree()?;
+            }
         }
         s.raw_tree()?;
         assert_eq!(s.check_message_ids()?, Vec::<String>::new());
     }
     let index = dir.path().join("message-ids");
-    let run = std::fs::read_dir(&index)?
+    let runs: Vec<_> = std::fs::read_dir(&index)?
         .filter_map(|f| f.ok().map(|f| f.path()))
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("run-"))
         })
-        .ok_or("no run written")?;
-    let mut bytes = std::fs::read(&run)?;
+        .collect();
+    let run = runs.first().ok_or("no run written")?;
+    let mut bytes = std::fs::read(run)?;
     // The first record's seq: the run opens, its records' checksum fails.
     bytes[24 + 15] ^= 1;
-    std::fs::write(&run, &bytes)?;
+    std::fs::write(run, &bytes)?;
     let s = SledStore::open(dir.path(), true)?;
     let failures = s.check_message_ids()?;
     assert!(
@@ -199,11 +204,53 @@ fn a_lost_record_and_a_damaged_run_are_found() -> Result<(), Box<dyn std::error:
         "{failures:?}"
     );
     drop(s);
-    // Lost: the index's files gone.
-    std::fs::remove_dir_all(&index)?;
+    // Lost: the runs gone, the log (the newest records) kept.
+    for run in &runs {
+        std::fs::remove_file(run)?;
+    }
     let s = SledStore::open(dir.path(), true)?;
     let failures = s.check_message_ids()?;
-    assert_eq!(failures.len(), n as usize, "{failures:?}");
+    assert!(
+        !failures.is_empty() && failures.len() < n as usize,
+        "{failures:?}"
+    );
     assert!(failures[0].contains("channel tax: entry 0's message id has no record"));
+    assert!(!failures.iter().any(|f| f.contains("entry 11")));
+    Ok(())
+}
+
+/// A start refuses an index without the newest entry's record: the index
+/// gone whole, or its log.
+#[test]
+fn a_start_refuses_an_index_without_the_newest_records() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    {
+        let s = SledStore::open(dir.path(), true)?;
+        for seq in 0..3 {
+            s.commit(&[entry("tax", seq, &[("finance", seq + 1)])])?;
+        }
+    }
+    let index = dir.path().join("message-ids");
+    let kept = tempfile::tempdir()?;
+    crate::store::copy_data_dir(&index, kept.path())?;
+    for lost in ["message-ids", "message-ids/log"] {
+        let path = dir.path().join(lost);
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        match SledStore::open(dir.path(), true) {
+            Err(StoreError::Corrupt(m)) => assert!(
+                m.contains("lacks the record of entry tax:2, its channel's newest"),
+                "{m}"
+            ),
+            other => return Err(format!("{lost}: expected a refusal, got {other:?}").into()),
+        }
+        std::fs::remove_dir_all(&index)?;
+        crate::store::copy_data_dir(kept.path(), &index)?;
+    }
+    let s = SledStore::open(dir.path(), true)?;
+    assert_eq!(s.message("tax", "m2")?.map(|r| r.seq), Some(2));
     Ok(())
 }
