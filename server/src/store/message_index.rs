@@ -234,13 +234,19 @@ impl MessageIndex {
 
     /// The seqs `fp` may name, ascending, each once.
     pub(super) fn seqs(&self, fp: u64) -> Result<Vec<u64>, StoreError> {
-        let pairs = fatal::read(&self.pairs, "message id index")?;
-        let mut out: Vec<u64> = pairs
-            .fresh
-            .range((fp, 0)..=(fp, u64::MAX))
-            .map(|(_, seq)| *seq)
-            .collect();
-        for run in &pairs.runs {
+        // The log's pairs and the runs as one roll or merge left them; the
+        // runs are read after the lock is let go (a run a merge removes
+        // meanwhile stays readable through its open file).
+        let (mut out, runs) = {
+            let pairs = fatal::read(&self.pairs, "message id index")?;
+            let fresh: Vec<u64> = pairs
+                .fresh
+                .range((fp, 0)..=(fp, u64::MAX))
+                .map(|(_, seq)| *seq)
+                .collect();
+            (fresh, pairs.runs.clone())
+        };
+        for run in &runs {
             run.seqs(fp, &mut out)?;
         }
         out.sort_unstable();
@@ -533,6 +539,27 @@ mod tests {
         assert_eq!(
             (seqs_of(&index, 1), seqs_of(&index, 2), seqs_of(&index, 3)),
             (vec![10], vec![20], vec![30])
+        );
+        Ok(())
+    }
+
+    /// The same after a roll emptied the log: the cut is at its new end.
+    #[test]
+    fn a_torn_append_after_a_roll_is_cut_off_too() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = MessageIndex::open(dir.path(), true)?;
+        let rolled: Vec<Pair> = (0..ROLL as u64).map(|i| (100 + i, i)).collect();
+        index.add(&rolled)?;
+        assert_eq!(std::fs::metadata(dir.path().join(LOG))?.len(), 0);
+        TEAR_NEXT_APPEND.set(true);
+        assert!(index.add(&[(2, 20)]).is_err());
+        index.add(&[(2, 20)])?;
+        index.add(&[(3, 30)])?;
+        drop(index);
+        let index = MessageIndex::open(dir.path(), true)?;
+        assert_eq!(
+            (seqs_of(&index, 100), seqs_of(&index, 2), seqs_of(&index, 3)),
+            (vec![0], vec![20], vec![30])
         );
         Ok(())
     }

@@ -187,6 +187,25 @@ impl SledStore {
         )?))
     }
 
+    /// Whether the record of `message_id` (carried by `channel`:`seq`)
+    /// names that entry: in the overlay, or among the seqs the index gives.
+    fn record_names(&self, channel: &str, message_id: &str, seq: u64) -> Result<bool, StoreError> {
+        let k = message_key(channel, message_id);
+        Ok(match self.durability.get_applied(&k)? {
+            Some(v) => {
+                self.message_record(channel, message_id, &v)
+                    .ok()
+                    .map(|r| r.seq)
+                    == Some(seq)
+            }
+            None => self
+                .durability
+                .messages
+                .seqs(fingerprint(channel, message_id))?
+                .contains(&seq),
+        })
+    }
+
     /// Refuses a start whose message id index lacks the record of a
     /// channel's newest entry: the index (or its newest part) is gone, and
     /// a retried push would be appended again. A record lost further back
@@ -211,10 +230,7 @@ impl SledStore {
             else {
                 continue;
             };
-            let Ok(found) = self.find_message(&channel, &message.message_id) else {
-                continue;
-            };
-            if found.map(|r| r.seq) != Some(seq) {
+            if !self.record_names(&channel, &message.message_id, seq)? {
                 return Err(StoreError::Corrupt(format!(
                     "the message id index in {} lacks the record of entry {channel}:{seq}, its \
                      channel's newest; restore the data directory from a backup",
@@ -251,17 +267,7 @@ impl SledStore {
                     continue;
                 };
                 let id = &message.message_id;
-                let k = message_key(&channel, id);
-                let held = match self.durability.get_applied(&k)? {
-                    Some(v) => self.message_record(&channel, id, &v).ok().map(|r| r.seq),
-                    None => self
-                        .durability
-                        .messages
-                        .seqs(fingerprint(&channel, id))?
-                        .contains(&seq)
-                        .then_some(seq),
-                };
-                if held != Some(seq) {
+                if !self.record_names(&channel, id, seq)? {
                     failures.push(format!(
                         "channel {channel}: entry {seq}'s message id has no record: a push \
                          retried with it would be appended again"

@@ -16,7 +16,8 @@ fn a_record_is_in_the_index_not_in_sled_and_the_digest_comes_from_the_entry()
 -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     {
-        let s = SledStore::open(dir.path(), true)?;
+        // Flushed only when the test asks.
+        let s = SledStore::open_flushing_every(dir.path(), true, Duration::from_secs(3600))?;
         s.commit(&[entry("tax", 0, &[("finance", 1)])])?;
         // Before the flush: in the overlay, the seq as a varint.
         let k = key_of("tax", "m0");

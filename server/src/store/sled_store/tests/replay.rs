@@ -145,7 +145,7 @@ fn a_flushed_commit_not_yet_recorded_is_replayed_over_what_sled_holds()
         .collect();
     assert_eq!(page, [(1, 0), (2, 1), (3, 2), (4, 3)]);
     // The message id index held the fourth's pair already; replayed, it
-    // is added again and read once.
+    // is added again, and every id is found at its entry.
     for seq in 0..4u64 {
         let found = s.message("tax", &format!("m{seq}"))?.map(|r| r.seq);
         assert_eq!(found, Some(seq));
