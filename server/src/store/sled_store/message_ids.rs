@@ -187,23 +187,33 @@ impl SledStore {
         )?))
     }
 
-    /// Whether the record of `message_id` (carried by `channel`:`seq`)
-    /// names that entry: in the overlay, or among the seqs the index gives.
-    fn record_names(&self, channel: &str, message_id: &str, seq: u64) -> Result<bool, StoreError> {
-        let k = message_key(channel, message_id);
-        Ok(match self.durability.get_applied(&k)? {
-            Some(v) => {
-                self.message_record(channel, message_id, &v)
-                    .ok()
-                    .map(|r| r.seq)
-                    == Some(seq)
-            }
-            None => self
-                .durability
-                .messages
-                .seqs(fingerprint(channel, message_id))?
-                .contains(&seq),
-        })
+    /// Whether the message id of entry `channel`:`seq` has its record
+    /// naming that entry: in the overlay, or among the seqs the index
+    /// gives. None for an entry that cannot be read (the entries' checks'
+    /// to report) or carries no message.
+    fn entry_has_record(&self, channel: &str, seq: u64) -> Result<Option<bool>, StoreError> {
+        let Ok(Some(entry)) = self.entry_read(channel, seq) else {
+            return Ok(None);
+        };
+        let Some(message) = entry
+            .entry
+            .message
+            .as_ref()
+            .and_then(|m| m.message.as_ref())
+        else {
+            return Ok(None);
+        };
+        let id = &message.message_id;
+        Ok(Some(
+            match self.durability.get_applied(&message_key(channel, id))? {
+                Some(v) => self.message_record(channel, id, &v).ok().map(|r| r.seq) == Some(seq),
+                None => self
+                    .durability
+                    .messages
+                    .seqs(fingerprint(channel, id))?
+                    .contains(&seq),
+            },
+        ))
     }
 
     /// Refuses a start whose message id index lacks the record of a
@@ -218,19 +228,7 @@ impl SledStore {
             let Some(seq) = head.next_seq.checked_sub(1) else {
                 continue;
             };
-            // An entry that cannot be read is the entries' checks' to report.
-            let Ok(Some(entry)) = self.entry_read(&channel, seq) else {
-                continue;
-            };
-            let Some(message) = entry
-                .entry
-                .message
-                .as_ref()
-                .and_then(|m| m.message.as_ref())
-            else {
-                continue;
-            };
-            if !self.record_names(&channel, &message.message_id, seq)? {
+            if self.entry_has_record(&channel, seq)? == Some(false) {
                 return Err(StoreError::Corrupt(format!(
                     "the message id index in {} lacks the record of entry {channel}:{seq}, its \
                      channel's newest; restore the data directory from a backup",
@@ -255,19 +253,7 @@ impl SledStore {
         }
         for (channel, head) in self.channel_heads()? {
             for seq in 0..head.next_seq {
-                let Ok(Some(entry)) = self.entry_read(&channel, seq) else {
-                    continue;
-                };
-                let Some(message) = entry
-                    .entry
-                    .message
-                    .as_ref()
-                    .and_then(|m| m.message.as_ref())
-                else {
-                    continue;
-                };
-                let id = &message.message_id;
-                if !self.record_names(&channel, id, seq)? {
+                if self.entry_has_record(&channel, seq)? == Some(false) {
                     failures.push(format!(
                         "channel {channel}: entry {seq}'s message id has no record: a push \
                          retried with it would be appended again"
