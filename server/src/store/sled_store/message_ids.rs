@@ -47,6 +47,11 @@ fn message_value_whole(record: &MessageRecord) -> Vec<u8> {
     v
 }
 
+/// The message an entry carries (the hub writes no entry without one).
+fn carried(entry: &tongbao_proto::pb::Entry) -> Option<&tongbao_proto::pb::Message> {
+    entry.message.as_ref().and_then(|m| m.message.as_ref())
+}
+
 /// A record's key and value.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -60,12 +65,7 @@ pub(super) fn message_record_of_entry(
     v: &[u8],
 ) -> Result<Option<KeyValue>, StoreError> {
     let entry = decode_entry(channel, seq, v)?;
-    let Some(message) = entry
-        .entry
-        .message
-        .as_ref()
-        .and_then(|m| m.message.as_ref())
-    else {
+    let Some(message) = carried(&entry.entry) else {
         return Ok(None);
     };
     let record = MessageRecord {
@@ -116,11 +116,7 @@ impl SledStore {
         let entry = self
             .entry_read(sender, seq)?
             .ok_or_else(|| bad(&format!("names entry {sender}:{seq}, which is missing")))?;
-        let message = entry
-            .entry
-            .message
-            .as_ref()
-            .and_then(|m| m.message.as_ref())
+        let message = carried(&entry.entry)
             .filter(|m| m.message_id == message_id)
             .ok_or_else(|| bad(&format!("names entry {sender}:{seq}, of another message")))?;
         Ok(MessageRecord {
@@ -161,13 +157,7 @@ impl SledStore {
             let Some(entry) = self.entry_read(sender, seq)? else {
                 continue;
             };
-            if let Some(message) = entry
-                .entry
-                .message
-                .as_ref()
-                .and_then(|m| m.message.as_ref())
-                .filter(|m| m.message_id == message_id)
-            {
+            if let Some(message) = carried(&entry.entry).filter(|m| m.message_id == message_id) {
                 return Ok(Some(MessageRecord {
                     seq,
                     message_digest: tongbao_proto::canonical::message_digest(message),
@@ -195,12 +185,7 @@ impl SledStore {
         let Ok(Some(entry)) = self.entry_read(channel, seq) else {
             return Ok(None);
         };
-        let Some(message) = entry
-            .entry
-            .message
-            .as_ref()
-            .and_then(|m| m.message.as_ref())
-        else {
+        let Some(message) = carried(&entry.entry) else {
             return Ok(None);
         };
         let id = &message.message_id;
