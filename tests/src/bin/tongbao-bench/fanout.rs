@@ -2,9 +2,9 @@
 //! from the start, noting each arrival once and acknowledging in batched
 //! signed receipts beside the reading, as a departmental system would.
 
+use crate::times::Times;
 use futures::StreamExt;
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ pub struct Received {
     pub unit: &'static str,
     /// When each entry arrived (verified) at this subscriber: its first
     /// arrival, so the keys are the entries seen.
-    pub received_at: HashMap<(String, u64), Instant>,
+    pub received_at: Times,
     /// When the receipt acknowledging each entry was answered durable.
-    pub acked_at: HashMap<(String, u64), Instant>,
+    pub acked_at: Times,
     /// Entries the hub reported as newly acknowledged by this unit.
     pub newly_acknowledged: u64,
     /// Receipts this unit appended.
@@ -34,11 +34,11 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn new(unit: &'static str, expected: usize) -> Self {
+    pub fn new(unit: &'static str) -> Self {
         Self {
             unit,
-            received_at: HashMap::with_capacity(expected),
-            acked_at: HashMap::with_capacity(expected),
+            received_at: Times::default(),
+            acked_at: Times::default(),
             newly_acknowledged: 0,
             receipts: 0,
             duplicates: 0,
@@ -49,11 +49,9 @@ impl Received {
 
     /// Notes an entry's arrival; one that arrived before is a duplicate.
     pub fn arrived(&mut self, channel: &str, seq: u64) {
-        match self.received_at.entry((channel.to_string(), seq)) {
-            Entry::Occupied(_) => self.duplicates += 1,
-            Entry::Vacant(v) => {
-                v.insert(Instant::now());
-            }
+        let at = self.received_at.channel(channel);
+        if !self.received_at.note(at, seq, Instant::now()) {
+            self.duplicates += 1;
         }
     }
 }
@@ -84,7 +82,7 @@ const ACK_LINGER: Duration = Duration::from_millis(20);
 /// What one subscriber's receipts achieved.
 #[derive(Default)]
 struct Acked {
-    acked_at: HashMap<(String, u64), Instant>,
+    acked_at: Times,
     newly_acknowledged: u64,
     receipts: u64,
     error: Option<String>,
@@ -101,7 +99,11 @@ async fn acknowledge(
 ) -> Acked {
     let mut a = Acked::default();
     while let Some(pins) = batches.recv().await {
-        let outcome = match client.ack_pins(pins.clone()).await {
+        let keys: Vec<(usize, u64)> = pins
+            .iter()
+            .map(|p| (a.acked_at.channel(&p.channel), p.seq))
+            .collect();
+        let outcome = match client.ack_pins(pins).await {
             Ok(o) => o,
             Err(e) => {
                 a.error = Some(format!("acknowledge failed: {e}"));
@@ -111,8 +113,9 @@ async fn acknowledge(
         let now = Instant::now();
         a.newly_acknowledged += u64::from(outcome.newly_acknowledged);
         a.receipts += u64::from(outcome.receipt.is_some());
-        a.acked_at
-            .extend(pins.into_iter().map(|p| ((p.channel, p.seq), now)));
+        for (channel, seq) in keys {
+            a.acked_at.note(channel, seq, now);
+        }
         progress.store(a.acked_at.len(), Ordering::Relaxed);
     }
     a
@@ -123,13 +126,12 @@ async fn acknowledge(
 pub async fn subscriber(
     unit: &'static str,
     client: Client,
-    expected: usize,
     ids: Arc<HashSet<String>>,
     mut stop: watch::Receiver<bool>,
     progress: Arc<AtomicUsize>,
     slow: Option<Arc<AtomicBool>>,
 ) -> Received {
-    let mut r = Received::new(unit, expected);
+    let mut r = Received::new(unit);
     let mut inbox = Box::pin(client.subscribe(0));
     let (ack_tx, ack_rx) = mpsc::channel::<Vec<pb::EntryPin>>(1024);
     let acker = tokio::spawn(acknowledge(client.clone(), ack_rx, progress));

@@ -68,10 +68,10 @@ pub fn to_all(
     let mut delivered_all = Vec::with_capacity(measured.len());
     let mut acked_all = Vec::with_capacity(measured.len());
     for (key, sent) in measured {
-        if let Some(Some(t)) = latest(&|r| r.received_at.get(key).copied()) {
+        if let Some(Some(t)) = latest(&|r| r.received_at.get(&key.0, key.1)) {
             delivered_all.push(t.saturating_duration_since(*sent));
         }
-        if let Some(Some(t)) = latest(&|r| r.acked_at.get(key).copied()) {
+        if let Some(Some(t)) = latest(&|r| r.acked_at.get(&key.0, key.1)) {
             acked_all.push(t.saturating_duration_since(*sent));
         }
     }

@@ -90,6 +90,7 @@ mod report;
 mod scenario;
 mod store;
 mod takeover;
+mod times;
 
 use args::Args;
 use scenario::{MECHANISM_PUBLISHERS, SINGLE_PUBLISHERS, Scenario};

@@ -146,7 +146,6 @@ pub async fn run(scenario: &Scenario, args: &Args) -> Result<Report, BoxError> {
         subscriber_tasks.push(tokio::spawn(subscriber(
             unit,
             client,
-            total,
             expected_ids.clone(),
             stop_rx.clone(),
             acked,
