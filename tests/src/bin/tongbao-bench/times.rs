@@ -1,25 +1,87 @@
 //! When each (channel, seq) reached a subscriber, kept per channel so that
-//! noting one is a look-up among a few channel names and one insert of a
-//! number: the bench's own bookkeeping shares the cores with the hub and
+//! noting one is a look-up among a few channel names and, mostly, setting
+//! a slot by seq: the bench's own bookkeeping shares the cores with the hub and
 //! the clients it measures, so it should cost as little as it can.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// Seqs kept in a channel's slots: past this many from its first, the rest
+/// go to a map, so that a stray seq cannot make the slots huge.
+const MAX_SLOTS: u64 = 1 << 24;
+
 /// A time per (channel, seq).
 #[derive(Default)]
 pub struct Times {
-    channels: Vec<(String, HashMap<u64, Instant>)>,
+    channels: Vec<Channel>,
     len: usize,
 }
 
+/// One channel's times: a channel's seqs arrive in order and without gaps,
+/// so most are slots counted from the first noted; the rest are in a map.
+struct Channel {
+    name: String,
+    first: u64,
+    slots: Vec<Option<Instant>>,
+    others: HashMap<u64, Instant>,
+}
+
+impl Channel {
+    fn slot(&self, seq: u64) -> Option<usize> {
+        let i = seq.checked_sub(self.first)?;
+        (i < MAX_SLOTS).then_some(i as usize)
+    }
+
+    fn get(&self, seq: u64) -> Option<Instant> {
+        match self.slot(seq) {
+            Some(i) => self.slots.get(i).copied().flatten(),
+            None => self.others.get(&seq).copied(),
+        }
+    }
+
+    fn note(&mut self, seq: u64, at: Instant) -> bool {
+        let Some(i) = self.slot(seq) else {
+            return match self.others.entry(seq) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(at);
+                    true
+                }
+            };
+        };
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, None);
+        }
+        match &mut self.slots[i] {
+            Some(_) => false,
+            free => {
+                *free = Some(at);
+                true
+            }
+        }
+    }
+
+    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let slotted = (self.slots.iter().enumerate())
+            .filter(|(_, t)| t.is_some())
+            .map(|(i, _)| self.first + i as u64);
+        slotted.chain(self.others.keys().copied())
+    }
+}
+
 impl Times {
-    /// Where `channel`'s times are, added if new. A run has a few channels.
+    /// Where `channel`'s times are, added if new; its first seq noted
+    /// starts its slots. A run has a few channels.
     pub fn channel(&mut self, channel: &str) -> usize {
-        if let Some(i) = self.channels.iter().position(|(c, _)| c == channel) {
+        if let Some(i) = self.channels.iter().position(|c| c.name == channel) {
             return i;
         }
-        self.channels.push((channel.to_string(), HashMap::new()));
+        self.channels.push(Channel {
+            name: channel.to_string(),
+            first: u64::MAX,
+            slots: Vec::new(),
+            others: HashMap::new(),
+        });
         self.channels.len() - 1
     }
 
@@ -27,23 +89,19 @@ impl Times {
     /// [`Times::channel`]) unless one is noted already; says whether it was
     /// new.
     pub fn note(&mut self, channel: usize, seq: u64, at: Instant) -> bool {
-        let Some((_, times)) = self.channels.get_mut(channel) else {
+        let Some(c) = self.channels.get_mut(channel) else {
             return false;
         };
-        let new = match times.entry(seq) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(at);
-                true
-            }
-        };
+        if c.first == u64::MAX {
+            c.first = seq;
+        }
+        let new = c.note(seq, at);
         self.len += usize::from(new);
         new
     }
 
     pub fn get(&self, channel: &str, seq: u64) -> Option<Instant> {
-        let (_, times) = self.channels.iter().find(|(c, _)| c == channel)?;
-        times.get(&seq).copied()
+        self.channels.iter().find(|c| c.name == channel)?.get(seq)
     }
 
     pub fn contains(&self, channel: &str, seq: u64) -> bool {
@@ -54,7 +112,7 @@ impl Times {
     pub fn keys(&self) -> impl Iterator<Item = (&str, u64)> {
         self.channels
             .iter()
-            .flat_map(|(c, times)| times.keys().map(move |s| (c.as_str(), *s)))
+            .flat_map(|c| c.seqs().map(move |s| (c.name.as_str(), s)))
     }
 
     pub fn len(&self) -> usize {
@@ -85,5 +143,25 @@ mod tests {
         let mut keys: Vec<_> = t.keys().collect();
         keys.sort();
         assert_eq!(keys, vec![("finance", 1), ("tax", 1)]);
+    }
+
+    #[test]
+    fn seqs_before_the_first_or_far_past_it_are_kept_too() {
+        let mut t = Times::default();
+        let t0 = Instant::now();
+        let tax = t.channel("tax");
+        let far = 10 + MAX_SLOTS + 5;
+        for seq in [10, 12, 3, far, u64::MAX - 1] {
+            assert!(t.note(tax, seq, t0), "{seq}");
+        }
+        for seq in [10, 12, 3, far] {
+            assert!(!t.note(tax, seq, t0), "{seq} noted twice");
+            assert!(t.contains("tax", seq), "{seq}");
+        }
+        assert!(!t.contains("tax", 11), "a gap is not noted");
+        assert_eq!(t.len(), 5);
+        let mut keys: Vec<u64> = t.keys().map(|(_, s)| s).collect();
+        keys.sort();
+        assert_eq!(keys, vec![3, 10, 12, far, u64::MAX - 1]);
     }
 }
