@@ -171,7 +171,7 @@ impl Client {
     async fn push_batch_call(
         &self,
         channel: &str,
-        request: pb::PushBatchRequest,
+        request: &pb::PushBatchRequest,
     ) -> Result<pb::PushBatchResponse, ClientError> {
         let ids: Vec<String> = request
             .messages
@@ -227,7 +227,7 @@ impl Client {
             batch.into_iter().map(|w| (w.signed, w.reply)).unzip();
         let channel = messages.first().map(sender).unwrap_or_default();
         let request = pb::PushBatchRequest { messages };
-        let answered = self.push_batch_call(&channel, request.clone()).await;
+        let answered = self.push_batch_call(&channel, &request).await;
         let results = match answered {
             Ok(r) if r.results.len() == replies.len() => r.results,
             // A different count: every message goes again on its own.
@@ -291,7 +291,7 @@ impl Client {
             .collect();
         let channel = messages.first().map(sender).unwrap_or_default();
         let r = self
-            .push_batch_call(&channel, pb::PushBatchRequest { messages })
+            .push_batch_call(&channel, &pb::PushBatchRequest { messages })
             .await?;
         if r.results.len() != ids.len() {
             return Err(ClientError::Rejected {

@@ -260,7 +260,7 @@ impl Durability {
             None => 0,
         };
         let segments = Segments::open(&dir.join("entries"), fsync)?;
-        let messages = MessageIndex::open(&dir.join("message-ids"), fsync)?;
+        let messages = MessageIndex::open(&dir.join("message-ids"), fsync, reserve)?;
         let (mut journal, unflushed) = Journal::open(&dir.join("journal"), fsync, flushed)?;
         journal.keep_free(reserve);
         // Commits the journal made durable but sled had not flushed: all

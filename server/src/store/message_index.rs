@@ -16,9 +16,11 @@
 //! before the flush records its commit: a log appended and synced per
 //! flush, rolled into a sorted run every [`ROLL`] pairs, and runs merged
 //! [`FAN_IN`] of a size at a time, so there are a few runs of each size
-//! and a look-up asks each of them. A crash between two steps leaves a
-//! pair in two places, never in none; equal pairs are kept once when read
-//! or merged.
+//! and a look-up asks each of them. Merges run in a thread of their own,
+//! so a flush never waits on one (at 100M messages a merge reads and
+//! writes hundreds of MiB), and only when the disk keeps the store's
+//! reserve free after it. A crash between two steps leaves a pair in two
+//! places, never in none; equal pairs are kept once when read or merged.
 
 mod run;
 
@@ -30,7 +32,8 @@ use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Pairs in the log before they are rolled into a run, give or take a
 /// flush's (a few in tests, so that tests roll and merge).
@@ -77,11 +80,33 @@ pub(super) type Pair = (u64, u64);
 
 /// The index, opened from its directory.
 pub(super) struct MessageIndex {
+    shared: Arc<Shared>,
+    /// The log: the flush's alone.
+    writer: Mutex<Writer>,
+    merger: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the flush and the merging thread share.
+struct Shared {
     dir: PathBuf,
     fsync: bool,
-    /// The log, and the next run's number: the writer's alone.
-    writer: Mutex<Writer>,
+    /// Bytes a merge must leave free on the disk (`[hub] min_free_mib`).
+    reserve: u64,
     pairs: RwLock<Pairs>,
+    next_run: AtomicU64,
+    merges: Mutex<Merges>,
+    /// Wakes the merging thread, and whoever waits for it to settle.
+    wake: Condvar,
+    /// Set when the index closes: a merge under way stops early.
+    stop: AtomicBool,
+}
+
+/// Whether the merging thread has work, is at it, or should stop.
+#[derive(Default)]
+struct Merges {
+    wanted: bool,
+    running: bool,
+    stop: bool,
 }
 
 struct Writer {
@@ -91,7 +116,6 @@ struct Writer {
     /// Set when a failed append could not be cut off: a frame appended
     /// after it would be lost at the next open, so none is.
     broken: bool,
-    next_run: u64,
 }
 
 /// What look-ups read: the log's pairs, and the runs.
@@ -182,9 +206,10 @@ fn read_frames(bytes: &[u8]) -> (Vec<Pair>, usize) {
 }
 
 impl MessageIndex {
-    /// Opens (or creates) the index in `dir`. A log's damaged tail is cut
-    /// off; a run that does not open refuses the start.
-    pub(super) fn open(dir: &Path, fsync: bool) -> Result<Self, StoreError> {
+    /// Opens (or creates) the index in `dir`, whose merges leave `reserve`
+    /// bytes free on its disk. A log's damaged tail is cut off; a run that
+    /// does not open refuses the start.
+    pub(super) fn open(dir: &Path, fsync: bool, reserve: u64) -> Result<Self, StoreError> {
         create_dir_durably(dir)?;
         let mut runs = Vec::new();
         let mut next_run = 0;
@@ -216,19 +241,35 @@ impl MessageIndex {
             log.sync_all()?;
         }
         sync_dir(dir)?;
-        Ok(Self {
+        let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             fsync,
-            writer: Mutex::new(Writer {
-                log,
-                len: whole as u64,
-                broken: false,
-                next_run,
-            }),
+            reserve,
             pairs: RwLock::new(Pairs {
                 fresh: fresh.into_iter().collect(),
                 runs: runs.into_iter().map(|(_, run)| run).collect(),
             }),
+            next_run: AtomicU64::new(next_run),
+            // Runs left unmerged by the last stop are merged now.
+            merges: Mutex::new(Merges {
+                wanted: true,
+                ..Merges::default()
+            }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let merging = shared.clone();
+        let merger = std::thread::Builder::new()
+            .name("message-id-merges".into())
+            .spawn(move || merging.merge_when_asked())?;
+        Ok(Self {
+            shared,
+            writer: Mutex::new(Writer {
+                log,
+                len: whole as u64,
+                broken: false,
+            }),
+            merger: Some(merger),
         })
     }
 
@@ -238,7 +279,7 @@ impl MessageIndex {
         // runs are read after the lock is let go (a run a merge removes
         // meanwhile stays readable through its open file).
         let (mut out, runs) = {
-            let pairs = fatal::read(&self.pairs, "message id index")?;
+            let pairs = fatal::read(&self.shared.pairs, "message id index")?;
             let fresh: Vec<u64> = pairs
                 .fresh
                 .range((fp, 0)..=(fp, u64::MAX))
@@ -271,7 +312,7 @@ impl MessageIndex {
         let written = torn_in_tests(&mut writer.log, &frame)
             .and_then(|()| writer.log.write_all(&frame))
             .and_then(|()| {
-                if self.fsync {
+                if self.shared.fsync {
                     writer.log.sync_data()
                 } else {
                     Ok(())
@@ -288,48 +329,35 @@ impl MessageIndex {
         }
         writer.len += frame.len() as u64;
         let full = {
-            let mut all = fatal::write(&self.pairs, "message id index")?;
+            let mut all = fatal::write(&self.shared.pairs, "message id index")?;
             all.fresh.extend(pairs.iter().copied());
             all.fresh.len() >= ROLL
         };
         if full {
             self.roll(&mut writer)?;
-            // The pairs are durable: a merge that fails (a damaged run)
-            // leaves more runs to ask, and is tried again at the next roll.
-            if let Err(e) = self.merge(&mut writer) {
-                tracing::error!(
-                    dir = %self.dir.display(),
-                    error = %e,
-                    "message id index: cannot merge runs; run verify-data on a stopped hub"
-                );
-            }
+            self.shared.ask_to_merge()?;
         }
         Ok(())
     }
 
-    fn new_run_path(&self, writer: &mut Writer) -> PathBuf {
-        let path = self.dir.join(run_name(writer.next_run));
-        writer.next_run += 1;
-        path
-    }
-
     /// Writes the log's pairs as a run, then empties the log.
     fn roll(&self, writer: &mut Writer) -> Result<(), StoreError> {
-        let fresh: Vec<Pair> = fatal::read(&self.pairs, "message id index")?
+        let shared = &self.shared;
+        let fresh: Vec<Pair> = fatal::read(&shared.pairs, "message id index")?
             .fresh
             .iter()
             .copied()
             .collect();
-        let path = self.new_run_path(writer);
+        let path = shared.new_run_path();
         let run = Run::write(
             &path,
             fresh.len() as u64,
             fresh.into_iter().map(Ok),
-            self.fsync,
+            shared.fsync,
         )?;
-        sync_dir(&self.dir)?;
+        sync_dir(&shared.dir)?;
         {
-            let mut all = fatal::write(&self.pairs, "message id index")?;
+            let mut all = fatal::write(&shared.pairs, "message id index")?;
             all.runs.push(Arc::new(run));
             all.fresh.clear();
         }
@@ -339,9 +367,116 @@ impl MessageIndex {
         Ok(())
     }
 
+    /// Reads every run whole against its checksum; returns the pairs
+    /// held (one kept twice counts twice).
+    pub(super) fn check(&self) -> Result<u64, StoreError> {
+        self.shared.check()
+    }
+
+    /// Waits until the merging thread has nothing left to do (tests).
+    #[cfg(test)]
+    pub(super) fn settle(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut merges = fatal::lock(&self.shared.merges, "message id merges")?;
+        while merges.wanted || merges.running {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Database("the merges did not settle".into()));
+            }
+            merges = self
+                .shared
+                .wake
+                .wait_timeout(merges, left)
+                .map_err(|_| StoreError::Database("the merges' lock is poisoned".into()))?
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Pairs held, counting one kept twice (tests, and the start's log).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> Result<u64, StoreError> {
+        let all = fatal::read(&self.shared.pairs, "message id index")?;
+        Ok(all.fresh.len() as u64 + all.runs.iter().map(|r| r.count()).sum::<u64>())
+    }
+
+    /// Runs on disk (tests).
+    #[cfg(test)]
+    fn run_count(&self) -> Result<usize, StoreError> {
+        Ok(fatal::read(&self.shared.pairs, "message id index")?
+            .runs
+            .len())
+    }
+}
+
+impl Drop for MessageIndex {
+    /// Stops the merging thread; a merge under way is cut short, its
+    /// inputs kept.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Ok(mut merges) = self.shared.merges.lock() {
+            merges.stop = true;
+        }
+        self.shared.wake.notify_all();
+        if let Some(merger) = self.merger.take() {
+            let _ = merger.join();
+        }
+    }
+}
+
+impl Shared {
+    fn new_run_path(&self) -> PathBuf {
+        let number = self.next_run.fetch_add(1, Ordering::AcqRel);
+        self.dir.join(run_name(number))
+    }
+
+    fn ask_to_merge(&self) -> Result<(), StoreError> {
+        fatal::lock(&self.merges, "message id merges")?.wanted = true;
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// The merging thread: merges whenever a roll asks, until stopped. A
+    /// merge that fails (a damaged run, a full disk) leaves more runs to
+    /// ask, and is tried again at the next roll.
+    fn merge_when_asked(&self) {
+        loop {
+            {
+                let Ok(mut merges) = self.merges.lock() else {
+                    return;
+                };
+                while !merges.wanted && !merges.stop {
+                    merges = match self.wake.wait(merges) {
+                        Ok(m) => m,
+                        Err(_) => return,
+                    };
+                }
+                if merges.stop {
+                    return;
+                }
+                merges.wanted = false;
+                merges.running = true;
+            }
+            let merged = self.merge();
+            if let Ok(mut merges) = self.merges.lock() {
+                merges.running = false;
+            }
+            self.wake.notify_all();
+            match merged {
+                Err(_) if self.stop.load(Ordering::Acquire) => return,
+                Err(e) => tracing::error!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "message id index: cannot merge runs; run verify-data on a stopped hub"
+                ),
+                Ok(()) => {}
+            }
+        }
+    }
+
     /// Merges [`FAN_IN`] runs of the smallest size class that has as many,
-    /// until no class has.
-    fn merge(&self, writer: &mut Writer) -> Result<(), StoreError> {
+    /// until no class has, or until the disk has no room for the next.
+    fn merge(&self) -> Result<(), StoreError> {
         loop {
             let runs = fatal::read(&self.pairs, "message id index")?.runs.clone();
             let mut classes: Vec<(u32, usize)> = runs
@@ -360,7 +495,10 @@ impl MessageIndex {
                 .iter()
                 .map(|(_, i)| runs[*i].clone())
                 .collect();
-            let merged = self.merge_runs(writer, &chosen)?;
+            if !self.room_to_merge(&chosen)? {
+                return Ok(());
+            }
+            let merged = self.merge_runs(&chosen)?;
             {
                 let mut all = fatal::write(&self.pairs, "message id index")?;
                 all.runs
@@ -374,10 +512,42 @@ impl MessageIndex {
         }
     }
 
-    fn merge_runs(&self, writer: &mut Writer, runs: &[Arc<Run>]) -> Result<Run, StoreError> {
+    /// Whether merging `runs` leaves the reserve free: the merged run
+    /// takes about what its inputs do, until they are removed.
+    fn room_to_merge(&self, runs: &[Arc<Run>]) -> Result<bool, StoreError> {
+        if self.reserve == 0 {
+            return Ok(true);
+        }
+        let mut needed = self.reserve;
+        for run in runs {
+            needed = needed.saturating_add(std::fs::metadata(run.path())?.len());
+        }
+        let free = fs2::available_space(&self.dir)?;
+        if free < needed {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                free_mib = free >> 20,
+                needed_mib = needed.div_ceil(1 << 20),
+                "message id index: runs left unmerged, the disk has no room to merge them and keep \
+                 [hub] min_free_mib free; look-ups ask more runs until space is freed"
+            );
+        }
+        Ok(free >= needed)
+    }
+
+    fn merge_runs(&self, runs: &[Arc<Run>]) -> Result<Run, StoreError> {
         let total = runs.iter().map(|r| r.count()).sum();
         let mut inputs: Vec<_> = runs.iter().map(|r| r.pairs().peekable()).collect();
+        let stop = &self.stop;
+        let mut since_stop_check = 0u32;
         let merged = std::iter::from_fn(move || {
+            since_stop_check += 1;
+            if since_stop_check == 1 << 16 {
+                since_stop_check = 0;
+                if stop.load(Ordering::Acquire) {
+                    return Some(Err(StoreError::Database("the index is closing".into())));
+                }
+            }
             // The smallest next pair among the inputs (an error first).
             let mut best: Option<(usize, Pair)> = None;
             for (i, input) in inputs.iter_mut().enumerate() {
@@ -390,15 +560,13 @@ impl MessageIndex {
             let (i, _) = best?;
             inputs[i].next()
         });
-        let path = self.new_run_path(writer);
+        let path = self.new_run_path();
         let run = Run::write(&path, total, merged, self.fsync)?;
         sync_dir(&self.dir)?;
         Ok(run)
     }
 
-    /// Reads every run whole against its checksum; returns the pairs
-    /// held (one kept twice counts twice).
-    pub(super) fn check(&self) -> Result<u64, StoreError> {
+    fn check(&self) -> Result<u64, StoreError> {
         let (fresh, runs) = {
             let all = fatal::read(&self.pairs, "message id index")?;
             (all.fresh.len() as u64, all.runs.clone())
@@ -411,19 +579,6 @@ impl MessageIndex {
             }
         }
         Ok(pairs)
-    }
-
-    /// Pairs held, counting one kept twice (tests, and the start's log).
-    #[cfg(test)]
-    pub(super) fn len(&self) -> Result<u64, StoreError> {
-        let all = fatal::read(&self.pairs, "message id index")?;
-        Ok(all.fresh.len() as u64 + all.runs.iter().map(|r| r.count()).sum::<u64>())
-    }
-
-    /// Runs on disk (tests).
-    #[cfg(test)]
-    fn run_count(&self) -> Result<usize, StoreError> {
-        Ok(fatal::read(&self.pairs, "message id index")?.runs.len())
     }
 }
 
@@ -443,7 +598,7 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let mut want: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         for batch in 0..60u64 {
             let pairs: Vec<Pair> = (0..5)
                 .map(|i| {
@@ -457,6 +612,7 @@ mod tests {
                 want.entry(fp).or_default().insert(seq);
             }
         }
+        index.settle()?;
         assert!(index.run_count()? < 3 * FAN_IN, "runs stay few");
         let check = |index: &MessageIndex| {
             for (fp, seqs) in &want {
@@ -469,7 +625,7 @@ mod tests {
         };
         check(&index);
         drop(index);
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         check(&index);
         assert_eq!(index.len()?, 300);
         Ok(())
@@ -481,7 +637,7 @@ mod tests {
     fn a_damaged_log_tail_is_cut_and_what_came_before_stays()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         index.add(&[(1, 10), (2, 20)])?;
         index.add(&[(3, 30)])?;
         drop(index);
@@ -492,7 +648,7 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&log, &bytes)?;
         std::fs::write(dir.path().join("run-0000000000000009.tmp"), b"half")?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         assert_eq!(seqs_of(&index, 2), vec![20]);
         assert!(
             seqs_of(&index, 3).is_empty(),
@@ -502,7 +658,7 @@ mod tests {
         // The cut log takes new frames after its whole ones.
         index.add(&[(3, 31)])?;
         drop(index);
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         assert_eq!(
             (seqs_of(&index, 1), seqs_of(&index, 3)),
             (vec![10], vec![31])
@@ -512,7 +668,7 @@ mod tests {
         // inside the first frame's header.
         for (keep, left) in [(44, 40), (50, 40), (3, 0)] {
             std::fs::write(&log, &whole[..keep])?;
-            let reopened = MessageIndex::open(dir.path(), true)?;
+            let reopened = MessageIndex::open(dir.path(), true, 0)?;
             assert!(seqs_of(&reopened, 3).is_empty());
             assert_eq!(seqs_of(&reopened, 2).len(), left / 40);
             assert_eq!(std::fs::metadata(&log)?.len() as usize, left);
@@ -525,7 +681,7 @@ mod tests {
     #[test]
     fn a_torn_append_is_cut_off_and_later_frames_stay() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         index.add(&[(1, 10)])?;
         TEAR_NEXT_APPEND.set(true);
         assert!(matches!(
@@ -535,7 +691,7 @@ mod tests {
         index.add(&[(2, 20)])?;
         index.add(&[(3, 30)])?;
         drop(index);
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         assert_eq!(
             (seqs_of(&index, 1), seqs_of(&index, 2), seqs_of(&index, 3)),
             (vec![10], vec![20], vec![30])
@@ -547,7 +703,7 @@ mod tests {
     #[test]
     fn a_torn_append_after_a_roll_is_cut_off_too() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         let rolled: Vec<Pair> = (0..ROLL as u64).map(|i| (100 + i, i)).collect();
         index.add(&rolled)?;
         assert_eq!(std::fs::metadata(dir.path().join(LOG))?.len(), 0);
@@ -556,7 +712,7 @@ mod tests {
         index.add(&[(2, 20)])?;
         index.add(&[(3, 30)])?;
         drop(index);
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         assert_eq!(
             (seqs_of(&index, 100), seqs_of(&index, 2), seqs_of(&index, 3)),
             (vec![0], vec![20], vec![30])
@@ -570,7 +726,7 @@ mod tests {
     #[test]
     fn pairs_kept_twice_read_once() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (i % 3, i)).collect();
         let log_bytes = frame(&pairs);
         index.add(&pairs)?;
@@ -578,7 +734,7 @@ mod tests {
         drop(index);
         // As if the log had not been emptied.
         std::fs::write(dir.path().join(LOG), &log_bytes)?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         let want: Vec<u64> = (0..ROLL as u64).filter(|i| i % 3 == 1).collect();
         assert_eq!(seqs_of(&index, 1), want);
         // Three more rolls merge all four runs, the twice-kept pairs once.
@@ -586,9 +742,63 @@ mod tests {
             let more: Vec<Pair> = (0..ROLL as u64).map(|i| (100 + round, i)).collect();
             index.add(&more)?;
         }
+        index.settle()?;
         assert_eq!(index.run_count()?, 1);
         assert_eq!(index.len()?, 4 * ROLL as u64);
         assert_eq!(seqs_of(&index, 1), want);
+        Ok(())
+    }
+
+    /// Merges wait while they would eat into the reserve, and runs left
+    /// unmerged are merged at the next open that has room.
+    #[test]
+    fn merges_keep_the_reserve_free_and_resume_at_the_next_open()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = MessageIndex::open(dir.path(), true, u64::MAX / 2)?;
+        for round in 0..FAN_IN as u64 {
+            let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (i, round * 100 + i)).collect();
+            index.add(&pairs)?;
+        }
+        index.settle()?;
+        assert_eq!(index.run_count()?, FAN_IN, "no room: not merged");
+        assert_eq!(seqs_of(&index, 3), vec![3, 103, 203, 303]);
+        drop(index);
+        let index = MessageIndex::open(dir.path(), true, 0)?;
+        index.settle()?;
+        assert_eq!(index.run_count()?, 1, "merged once there is room");
+        assert_eq!(seqs_of(&index, 3), vec![3, 103, 203, 303]);
+        assert_eq!(index.len()?, (FAN_IN * ROLL) as u64);
+        Ok(())
+    }
+
+    /// A merge that fails (a run damaged after the start) is logged and
+    /// leaves the flush, and every pair the runs still give, alone.
+    #[test]
+    fn a_failed_merge_fails_no_add() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
+        let first: Vec<Pair> = (0..ROLL as u64).map(|i| (1 << 40 | i, i)).collect();
+        index.add(&first)?;
+        // Damage the first run's first seq: its checksum no longer holds,
+        // which only reading it whole (a merge) notices.
+        let run = dir.path().join(run_name(0));
+        let mut bytes = std::fs::read(&run)?;
+        bytes[run::HEADER as usize + 15] ^= 0xff;
+        std::fs::write(&run, &bytes)?;
+        for round in 1..FAN_IN as u64 {
+            let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (1000 + i, round)).collect();
+            index.add(&pairs)?;
+        }
+        index.settle()?;
+        assert_eq!(
+            index.run_count()?,
+            FAN_IN,
+            "the merge failed, its inputs stay"
+        );
+        index.add(&[(5000, 1)])?;
+        assert_eq!(seqs_of(&index, 5000), vec![1]);
+        assert_eq!(seqs_of(&index, 1001), vec![1, 2, 3]);
         Ok(())
     }
 
@@ -596,7 +806,7 @@ mod tests {
     #[test]
     fn a_damaged_run_refuses_the_start() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true)?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
         let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (i, i)).collect();
         index.add(&pairs)?;
         drop(index);
@@ -604,7 +814,7 @@ mod tests {
         let bytes = std::fs::read(&run)?;
         std::fs::write(&run, &bytes[..bytes.len() - 3])?;
         assert!(matches!(
-            MessageIndex::open(dir.path(), true),
+            MessageIndex::open(dir.path(), true, 0),
             Err(StoreError::Corrupt(_))
         ));
         Ok(())

@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"TBMIDX01";
-const HEADER: u64 = 24;
+pub(super) const HEADER: u64 = 24;
 const RECORD: u64 = 16;
 /// Records per stretch whose first fingerprint is kept in memory.
 const STRETCH: u64 = 256;
