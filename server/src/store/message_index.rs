@@ -83,7 +83,7 @@ pub(super) struct MessageIndex {
     shared: Arc<Shared>,
     /// The log: the flush's alone.
     writer: Mutex<Writer>,
-    merger: Option<std::thread::JoinHandle<()>>,
+    merger: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// What the flush and the merging thread share.
@@ -250,11 +250,10 @@ impl MessageIndex {
                 runs: runs.into_iter().map(|(_, run)| run).collect(),
             }),
             next_run: AtomicU64::new(next_run),
-            // Runs left unmerged by the last stop are merged now.
-            merges: Mutex::new(Merges {
-                wanted: true,
-                ..Merges::default()
-            }),
+            // Runs left unmerged are merged after the next roll: an
+            // offline tool that opens the store (verify-data, a backup)
+            // writes nothing here.
+            merges: Mutex::new(Merges::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -269,7 +268,7 @@ impl MessageIndex {
                 len: whole as u64,
                 broken: false,
             }),
-            merger: Some(merger),
+            merger: Mutex::new(Some(merger)),
         })
     }
 
@@ -335,7 +334,9 @@ impl MessageIndex {
         };
         if full {
             self.roll(&mut writer)?;
-            self.shared.ask_to_merge()?;
+            // The pairs are durable: merges are an optimisation, and what
+            // keeps them from running never fails a flush.
+            self.shared.ask_to_merge();
         }
         Ok(())
     }
@@ -378,7 +379,7 @@ impl MessageIndex {
     pub(super) fn settle(&self) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let mut merges = fatal::lock(&self.shared.merges, "message id merges")?;
-        while merges.wanted || merges.running {
+        while (merges.wanted || merges.running) && !merges.stop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(StoreError::Database("the merges did not settle".into()));
@@ -409,18 +410,32 @@ impl MessageIndex {
     }
 }
 
-impl Drop for MessageIndex {
-    /// Stops the merging thread; a merge under way is cut short, its
-    /// inputs kept.
-    fn drop(&mut self) {
+impl MessageIndex {
+    /// Stops the merging thread and waits for it; a merge under way is cut
+    /// short, its inputs kept. Also before the store is left unclosed
+    /// after a failed write (`SledStore`'s drop), so that no merge of
+    /// this index writes after a reopen of its directory.
+    pub(super) fn stop_merges(&self) {
         self.shared.stop.store(true, Ordering::Release);
         if let Ok(mut merges) = self.shared.merges.lock() {
             merges.stop = true;
         }
         self.shared.wake.notify_all();
-        if let Some(merger) = self.merger.take() {
-            let _ = merger.join();
+        let merger = match self.merger.lock() {
+            Ok(mut m) => m.take(),
+            Err(_) => None,
+        };
+        if let Some(merger) = merger
+            && merger.join().is_err()
+        {
+            tracing::error!("message id index: the merging thread panicked");
         }
+    }
+}
+
+impl Drop for MessageIndex {
+    fn drop(&mut self) {
+        self.stop_merges();
     }
 }
 
@@ -430,10 +445,15 @@ impl Shared {
         self.dir.join(run_name(number))
     }
 
-    fn ask_to_merge(&self) -> Result<(), StoreError> {
-        fatal::lock(&self.merges, "message id merges")?.wanted = true;
+    fn ask_to_merge(&self) {
+        match self.merges.lock() {
+            Ok(mut merges) => merges.wanted = true,
+            Err(_) => {
+                tracing::error!("message id index: merges stopped (their lock is poisoned)");
+                return;
+            }
+        }
         self.wake.notify_all();
-        Ok(())
     }
 
     /// The merging thread: merges whenever a roll asks, until stopped. A
@@ -443,12 +463,18 @@ impl Shared {
         loop {
             {
                 let Ok(mut merges) = self.merges.lock() else {
+                    tracing::error!("message id index: merges stopped (their lock is poisoned)");
                     return;
                 };
                 while !merges.wanted && !merges.stop {
                     merges = match self.wake.wait(merges) {
                         Ok(m) => m,
-                        Err(_) => return,
+                        Err(_) => {
+                            tracing::error!(
+                                "message id index: merges stopped (their lock is poisoned)"
+                            );
+                            return;
+                        }
                     };
                 }
                 if merges.stop {
@@ -467,7 +493,8 @@ impl Shared {
                 Err(e) => tracing::error!(
                     dir = %self.dir.display(),
                     error = %e,
-                    "message id index: cannot merge runs; run verify-data on a stopped hub"
+                    "message id index: cannot merge runs; they stay and look-ups ask each; \
+                     if the error names a run, run verify-data on a stopped hub"
                 ),
                 Ok(()) => {}
             }
@@ -512,24 +539,37 @@ impl Shared {
         }
     }
 
-    /// Whether merging `runs` leaves the reserve free: the merged run
-    /// takes about what its inputs do, until they are removed.
+    /// Whether merging `runs` leaves twice the reserve free: the merged
+    /// run takes about what its inputs do until they are removed, and the
+    /// store's other writes go on meanwhile, which the journal refuses
+    /// once the reserve itself is reached (a backup keeps twice the
+    /// reserve for the same reason). With no reserve, no check.
     fn room_to_merge(&self, runs: &[Arc<Run>]) -> Result<bool, StoreError> {
         if self.reserve == 0 {
             return Ok(true);
         }
-        let mut needed = self.reserve;
+        let mut needed = self.reserve.saturating_mul(2);
         for run in runs {
             needed = needed.saturating_add(std::fs::metadata(run.path())?.len());
         }
-        let free = fs2::available_space(&self.dir)?;
+        let free = match fs2::available_space(&self.dir) {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    error = %e,
+                    "message id index: runs left unmerged, the disk's free space cannot be read"
+                );
+                return Ok(false);
+            }
+        };
         if free < needed {
             tracing::warn!(
                 dir = %self.dir.display(),
                 free_mib = free >> 20,
                 needed_mib = needed.div_ceil(1 << 20),
                 "message id index: runs left unmerged, the disk has no room to merge them and keep \
-                 [hub] min_free_mib free; look-ups ask more runs until space is freed"
+                 twice [hub] min_free_mib free; look-ups ask more runs until space is freed"
             );
         }
         Ok(free >= needed)
@@ -749,13 +789,14 @@ mod tests {
         Ok(())
     }
 
-    /// Merges wait while they would eat into the reserve, and runs left
-    /// unmerged are merged at the next open that has room.
+    /// Merges wait while they would eat into the reserve; an open merges
+    /// nothing (an offline tool writes nothing here), and the runs left
+    /// unmerged are merged after the next roll that finds room.
     #[test]
-    fn merges_keep_the_reserve_free_and_resume_at_the_next_open()
+    fn merges_keep_the_reserve_free_and_resume_after_a_roll()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true, u64::MAX / 2)?;
+        let index = MessageIndex::open(dir.path(), true, u64::MAX / 4)?;
         for round in 0..FAN_IN as u64 {
             let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (i, round * 100 + i)).collect();
             index.add(&pairs)?;
@@ -766,9 +807,34 @@ mod tests {
         drop(index);
         let index = MessageIndex::open(dir.path(), true, 0)?;
         index.settle()?;
-        assert_eq!(index.run_count()?, 1, "merged once there is room");
-        assert_eq!(seqs_of(&index, 3), vec![3, 103, 203, 303]);
-        assert_eq!(index.len()?, (FAN_IN * ROLL) as u64);
+        assert_eq!(index.run_count()?, FAN_IN, "an open merges nothing");
+        let more: Vec<Pair> = (0..ROLL as u64).map(|i| (i, 400 + i)).collect();
+        index.add(&more)?;
+        index.settle()?;
+        assert_eq!(
+            index.run_count()?,
+            2,
+            "four merged into one, the new one beside"
+        );
+        assert_eq!(seqs_of(&index, 3), vec![3, 103, 203, 303, 403]);
+        assert_eq!(index.len()?, ((FAN_IN + 1) * ROLL) as u64);
+        Ok(())
+    }
+
+    /// Once merges are stopped (a store left unclosed), adds and rolls go
+    /// on and nothing is merged.
+    #[test]
+    fn stopped_merges_leave_adds_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let index = MessageIndex::open(dir.path(), true, 0)?;
+        index.stop_merges();
+        for round in 0..FAN_IN as u64 {
+            let pairs: Vec<Pair> = (0..ROLL as u64).map(|i| (i, round * 100 + i)).collect();
+            index.add(&pairs)?;
+        }
+        index.settle()?;
+        assert_eq!(index.run_count()?, FAN_IN);
+        assert_eq!(seqs_of(&index, 5), vec![5, 105, 205, 305]);
         Ok(())
     }
 

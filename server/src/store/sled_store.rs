@@ -59,6 +59,8 @@ impl Drop for SledStore {
                 "storage failed earlier: the database is closed without its final flush; \
                  the next start replays the journal"
             );
+            // Its merges stop first: none may write after a reopen.
+            self.durability.messages.stop_merges();
             std::mem::forget(Arc::clone(&self.durability));
             return;
         }

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// Seqs kept in a channel's slots: past this many from its first, the rest
-/// go to a map, so that a stray seq cannot make the slots huge.
-const MAX_SLOTS: u64 = 1 << 24;
+/// A seq at most this far past a channel's last slot gets a slot (the
+/// slots grow to it); one further goes to the map, so that a stray seq
+/// cannot make the slots huge.
+const MAX_GAP: u64 = 1 << 12;
 
 /// A time per (channel, seq).
 #[derive(Default)]
@@ -21,25 +22,31 @@ pub struct Times {
 /// so most are slots counted from the first noted; the rest are in a map.
 struct Channel {
     name: String,
-    first: u64,
+    /// The seq of slot 0: the first noted.
+    first: Option<u64>,
     slots: Vec<Option<Instant>>,
     others: HashMap<u64, Instant>,
 }
 
 impl Channel {
     fn slot(&self, seq: u64) -> Option<usize> {
-        let i = seq.checked_sub(self.first)?;
-        (i < MAX_SLOTS).then_some(i as usize)
+        let i = seq.checked_sub(self.first?)?;
+        (i <= self.slots.len() as u64 + MAX_GAP).then_some(i as usize)
     }
 
+    /// A seq in the map stays there when the slots later grow past it.
     fn get(&self, seq: u64) -> Option<Instant> {
-        match self.slot(seq) {
-            Some(i) => self.slots.get(i).copied().flatten(),
-            None => self.others.get(&seq).copied(),
-        }
+        let slotted = self
+            .slot(seq)
+            .and_then(|i| self.slots.get(i).copied().flatten());
+        slotted.or_else(|| self.others.get(&seq).copied())
     }
 
     fn note(&mut self, seq: u64, at: Instant) -> bool {
+        self.first.get_or_insert(seq);
+        if !self.others.is_empty() && self.others.contains_key(&seq) {
+            return false;
+        }
         let Some(i) = self.slot(seq) else {
             return match self.others.entry(seq) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
@@ -64,7 +71,7 @@ impl Channel {
     fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
         let slotted = (self.slots.iter().enumerate())
             .filter(|(_, t)| t.is_some())
-            .map(|(i, _)| self.first + i as u64);
+            .filter_map(|(i, _)| self.first?.checked_add(i as u64));
         slotted.chain(self.others.keys().copied())
     }
 }
@@ -78,7 +85,7 @@ impl Times {
         }
         self.channels.push(Channel {
             name: channel.to_string(),
-            first: u64::MAX,
+            first: None,
             slots: Vec::new(),
             others: HashMap::new(),
         });
@@ -92,9 +99,6 @@ impl Times {
         let Some(c) = self.channels.get_mut(channel) else {
             return false;
         };
-        if c.first == u64::MAX {
-            c.first = seq;
-        }
         let new = c.note(seq, at);
         self.len += usize::from(new);
         new
@@ -150,7 +154,7 @@ mod tests {
         let mut t = Times::default();
         let t0 = Instant::now();
         let tax = t.channel("tax");
-        let far = 10 + MAX_SLOTS + 5;
+        let far = 13 + MAX_GAP + 1;
         for seq in [10, 12, 3, far, u64::MAX - 1] {
             assert!(t.note(tax, seq, t0), "{seq}");
         }
@@ -163,5 +167,18 @@ mod tests {
         let mut keys: Vec<u64> = t.keys().map(|(_, s)| s).collect();
         keys.sort();
         assert_eq!(keys, vec![3, 10, 12, far, u64::MAX - 1]);
+        // A seq put in the map stays noted once the slots grow past it.
+        for seq in 13..far {
+            t.note(tax, seq, t0);
+        }
+        assert!(!t.note(tax, far, t0), "a seq from the map, noted again");
+        assert_eq!(t.get("tax", far), Some(t0));
+        assert_eq!(t.keys().filter(|(_, s)| *s == far).count(), 1);
+        let mut last = Times::default();
+        let tax = last.channel("tax");
+        assert!(last.note(tax, u64::MAX, t0), "the largest seq first");
+        assert!(last.note(tax, 0, t0));
+        assert!(!last.note(tax, u64::MAX, t0));
+        assert_eq!(last.keys().count(), 2);
     }
 }
