@@ -292,6 +292,7 @@ impl Hub {
             )
             .map_err(HubError::HeavyPool)?,
             operators,
+            principals: Default::default(),
             backup: crate::backup::BackupSource {
                 data_dir: data_dir.clone(),
                 checkpoint_key: key_path.clone(),

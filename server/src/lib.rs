@@ -18,6 +18,7 @@ pub mod admission;
 pub mod appender;
 pub mod backdating;
 pub mod backup;
+pub mod certificate_cache;
 pub mod channel_log;
 pub mod cli;
 pub mod config;

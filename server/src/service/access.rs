@@ -11,9 +11,9 @@
 
 use super::access_targets::{MAX_CAPTURED_BYTES, Spec, spec_of, targets};
 use crate::access_log::{AccessLog, AccessRecord, RecordKind};
+use crate::certificate_cache::CertificateCache;
 use http_body::Frame;
 use http_body_util::BodyExt;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,37 +26,27 @@ use tonic::codegen::http::{self, HeaderMap};
 use tonic::codegen::{Bytes, Service};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
-/// Certificates whose party and serial are remembered at most; the map is
-/// emptied when full (a cache, not a record).
-const KNOWN_CERTIFICATES: usize = 4096;
-
 /// A certificate's party URI and serial.
 type Named = (Arc<str>, Arc<str>);
 
 /// Caller and serial by certificate (DER), so each is parsed once.
 #[derive(Default)]
-struct Callers(Mutex<HashMap<Vec<u8>, Named>>);
+struct Callers(CertificateCache<Named>);
 
 impl Callers {
     fn of(&self, der: &[u8]) -> Named {
-        let mut known = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(found) = known.get(der) {
-            return found.clone();
+        let named = self.0.get_or(der, || {
+            let leaf = rustls_pki_types::CertificateDer::from(der);
+            let caller = crate::tls::peer_principal(&leaf)
+                .map(|p| p.uri())
+                .unwrap_or_else(|e| format!("(unnamed: {e})"));
+            let serial = crate::tls::certificate_serial(&leaf).unwrap_or_default();
+            Ok::<Named, std::convert::Infallible>((caller.into(), serial.into()))
+        });
+        match named {
+            Ok(n) => n,
+            Err(never) => match never {},
         }
-        let leaf = rustls_pki_types::CertificateDer::from(der);
-        let caller = crate::tls::peer_principal(&leaf)
-            .map(|p| p.uri())
-            .unwrap_or_else(|e| format!("(unnamed: {e})"));
-        let serial = crate::tls::certificate_serial(&leaf).unwrap_or_default();
-        let found: Named = (caller.into(), serial.into());
-        if known.len() >= KNOWN_CERTIFICATES {
-            known.clear();
-        }
-        known.insert(der.to_vec(), found.clone());
-        found
     }
 }
 

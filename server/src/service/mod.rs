@@ -71,6 +71,8 @@ pub struct HubState {
     pub backup: crate::backup::BackupSource,
     /// Counters the handlers move (pushes by outcome); see `crate::metrics`.
     pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// Callers' parties by certificate, parsed once per certificate.
+    pub principals: crate::certificate_cache::CertificateCache<Principal>,
     /// A replica's standby: it serves reads only (`service/standby.rs`).
     pub standby: bool,
     /// A standby's freshness: whether it may serve now (None: a leader).
@@ -90,7 +92,10 @@ impl HubState {
                 "no client certificate on this connection; connect with mutual TLS",
             )
         })?;
-        let principal = peer_principal(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let principal = self
+            .principals
+            .get_or(leaf.as_ref(), || peer_principal(leaf))
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
         // Operators are registered with their roles, not in the store's
         // registry: an operator certificate alone is no one.
         if let Principal::Operator(name) = &principal {
