@@ -18,8 +18,8 @@
 //! [`FAN_IN`] of a size at a time, so there are a few runs of each size
 //! and a look-up asks each of them. Merges run in a thread of their own,
 //! so a flush never waits on one (at 100M messages a merge reads and
-//! writes hundreds of MiB), and only when the disk keeps the store's
-//! reserve free after it. A crash between two steps leaves a pair in two
+//! writes hundreds of MiB), and only when the disk keeps twice the
+//! store's reserve free after it. A crash between two steps leaves a pair in two
 //! places, never in none; equal pairs are kept once when read or merged.
 
 mod run;
@@ -90,7 +90,8 @@ pub(super) struct MessageIndex {
 struct Shared {
     dir: PathBuf,
     fsync: bool,
-    /// Bytes a merge must leave free on the disk (`[hub] min_free_mib`).
+    /// The store's reserve (`[hub] min_free_mib`): a merge leaves twice
+    /// this free on the disk.
     reserve: u64,
     pairs: RwLock<Pairs>,
     next_run: AtomicU64,
@@ -206,8 +207,8 @@ fn read_frames(bytes: &[u8]) -> (Vec<Pair>, usize) {
 }
 
 impl MessageIndex {
-    /// Opens (or creates) the index in `dir`, whose merges leave `reserve`
-    /// bytes free on its disk. A log's damaged tail is cut off; a run that
+    /// Opens (or creates) the index in `dir`, whose merges leave twice
+    /// `reserve` bytes free on its disk. A log's damaged tail is cut off; a run that
     /// does not open refuses the start.
     pub(super) fn open(dir: &Path, fsync: bool, reserve: u64) -> Result<Self, StoreError> {
         create_dir_durably(dir)?;
@@ -250,9 +251,9 @@ impl MessageIndex {
                 runs: runs.into_iter().map(|(_, run)| run).collect(),
             }),
             next_run: AtomicU64::new(next_run),
-            // Runs left unmerged are merged after the next roll: an
-            // offline tool that opens the store (verify-data, a backup)
-            // writes nothing here.
+            // Runs left unmerged are merged after the next roll: an open
+            // that rolls nothing (verify-data, a backup, a start with
+            // little to replay) merges nothing.
             merges: Mutex::new(Merges::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -416,6 +417,12 @@ impl MessageIndex {
     /// after a failed write (`SledStore`'s drop), so that no merge of
     /// this index writes after a reopen of its directory.
     pub(super) fn stop_merges(&self) {
+        self.stop_merges_within(None);
+    }
+
+    /// [`MessageIndex::stop_merges`], waiting at most `limit` (a failing
+    /// disk can hold a merge's sync for ever); returns whether it stopped.
+    pub(super) fn stop_merges_within(&self, limit: Option<std::time::Duration>) -> bool {
         self.shared.stop.store(true, Ordering::Release);
         if let Ok(mut merges) = self.shared.merges.lock() {
             merges.stop = true;
@@ -425,11 +432,22 @@ impl MessageIndex {
             Ok(mut m) => m.take(),
             Err(_) => None,
         };
-        if let Some(merger) = merger
-            && merger.join().is_err()
-        {
+        let Some(merger) = merger else {
+            return true;
+        };
+        if let Some(limit) = limit {
+            let deadline = std::time::Instant::now() + limit;
+            while !merger.is_finished() {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        if merger.join().is_err() {
             tracing::error!("message id index: the merging thread panicked");
         }
+        true
     }
 }
 
@@ -445,14 +463,14 @@ impl Shared {
         self.dir.join(run_name(number))
     }
 
+    /// Never fails the flush that asks: a poisoned lock is reported as
+    /// every one is (`fatal`), and merges stop.
     fn ask_to_merge(&self) {
-        match self.merges.lock() {
-            Ok(mut merges) => merges.wanted = true,
-            Err(_) => {
-                tracing::error!("message id index: merges stopped (their lock is poisoned)");
-                return;
-            }
-        }
+        let Ok(mut merges) = fatal::lock(&self.merges, "message id merges") else {
+            return;
+        };
+        merges.wanted = true;
+        drop(merges);
         self.wake.notify_all();
     }
 
@@ -462,17 +480,14 @@ impl Shared {
     fn merge_when_asked(&self) {
         loop {
             {
-                let Ok(mut merges) = self.merges.lock() else {
-                    tracing::error!("message id index: merges stopped (their lock is poisoned)");
+                let Ok(mut merges) = fatal::lock(&self.merges, "message id merges") else {
                     return;
                 };
                 while !merges.wanted && !merges.stop {
                     merges = match self.wake.wait(merges) {
                         Ok(m) => m,
                         Err(_) => {
-                            tracing::error!(
-                                "message id index: merges stopped (their lock is poisoned)"
-                            );
+                            drop(fatal::lock(&self.merges, "message id merges"));
                             return;
                         }
                     };
@@ -505,6 +520,9 @@ impl Shared {
     /// until no class has, or until the disk has no room for the next.
     fn merge(&self) -> Result<(), StoreError> {
         loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
             let runs = fatal::read(&self.pairs, "message id index")?.runs.clone();
             let mut classes: Vec<(u32, usize)> = runs
                 .iter()

@@ -59,8 +59,18 @@ impl Drop for SledStore {
                 "storage failed earlier: the database is closed without its final flush; \
                  the next start replays the journal"
             );
-            // Its merges stop first: none may write after a reopen.
-            self.durability.messages.stop_merges();
+            // Its merges stop first, so that none writes after a reopen;
+            // a disk that holds a merge's sync longer is left to it.
+            if !self
+                .durability
+                .messages
+                .stop_merges_within(Some(std::time::Duration::from_secs(10)))
+            {
+                tracing::warn!(
+                    "a message id merge did not stop within 10 s of a storage failure; \
+                     restart the hub before anything reopens its data directory"
+                );
+            }
             std::mem::forget(Arc::clone(&self.durability));
             return;
         }
