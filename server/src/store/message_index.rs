@@ -734,13 +734,12 @@ mod tests {
         Ok(())
     }
 
-    /// A failed append is cut off, so the frames after it survive a
-    /// restart (a flush retried after a full disk).
-    #[test]
-    fn a_torn_append_is_cut_off_and_later_frames_stay() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let index = MessageIndex::open(dir.path(), true, 0)?;
-        index.add(&[(1, 10)])?;
+    /// Tears the append of (2, 20), which fails; appends (2, 20) and
+    /// (3, 30) again; reopens the index.
+    fn tear_an_append_then_reopen(
+        dir: &Path,
+        index: MessageIndex,
+    ) -> Result<MessageIndex, Box<dyn std::error::Error>> {
         TEAR_NEXT_APPEND.set(true);
         assert!(matches!(
             index.add(&[(2, 20)]),
@@ -749,7 +748,17 @@ mod tests {
         index.add(&[(2, 20)])?;
         index.add(&[(3, 30)])?;
         drop(index);
+        Ok(MessageIndex::open(dir, true, 0)?)
+    }
+
+    /// A failed append is cut off, so the frames after it survive a
+    /// restart (a flush retried after a full disk).
+    #[test]
+    fn a_torn_append_is_cut_off_and_later_frames_stay() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let index = MessageIndex::open(dir.path(), true, 0)?;
+        index.add(&[(1, 10)])?;
+        let index = tear_an_append_then_reopen(dir.path(), index)?;
         assert_eq!(
             (seqs_of(&index, 1), seqs_of(&index, 2), seqs_of(&index, 3)),
             (vec![10], vec![20], vec![30])
@@ -765,12 +774,7 @@ mod tests {
         let rolled: Vec<Pair> = (0..ROLL as u64).map(|i| (100 + i, i)).collect();
         index.add(&rolled)?;
         assert_eq!(std::fs::metadata(dir.path().join(LOG))?.len(), 0);
-        TEAR_NEXT_APPEND.set(true);
-        assert!(index.add(&[(2, 20)]).is_err());
-        index.add(&[(2, 20)])?;
-        index.add(&[(3, 30)])?;
-        drop(index);
-        let index = MessageIndex::open(dir.path(), true, 0)?;
+        let index = tear_an_append_then_reopen(dir.path(), index)?;
         assert_eq!(
             (seqs_of(&index, 100), seqs_of(&index, 2), seqs_of(&index, 3)),
             (vec![0], vec![20], vec![30])
