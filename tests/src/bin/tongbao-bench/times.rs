@@ -48,13 +48,9 @@ impl Channel {
             return false;
         }
         let Some(i) = self.slot(seq) else {
-            return match self.others.entry(seq) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(at);
-                    true
-                }
-            };
+            // Not in the map: checked above.
+            self.others.insert(seq, at);
+            return true;
         };
         if i >= self.slots.len() {
             self.slots.resize(i + 1, None);
