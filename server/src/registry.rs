@@ -141,14 +141,27 @@ pub struct MechanismRecord {
 impl MechanismRecord {
     /// The members at a time: the seeded ones and those joined by then.
     pub fn members_at(&self, at_micros: i64) -> BTreeSet<String> {
-        let mut out = self.members.clone();
-        out.extend(
+        self.member_names_at(at_micros).cloned().collect()
+    }
+
+    /// The members at a time, borrowed (a name may come twice).
+    fn member_names_at(&self, at_micros: i64) -> impl Iterator<Item = &String> {
+        self.members.iter().chain(
             self.joined
                 .iter()
-                .filter(|j| j.from_micros <= at_micros)
-                .map(|j| j.unit.clone()),
-        );
-        out
+                .filter(move |j| j.from_micros <= at_micros)
+                .map(|j| &j.unit),
+        )
+    }
+
+    /// Whether a unit is a member at a time: what `members_at` holds,
+    /// without copying the set (asked per message at append time).
+    pub fn has_member_at(&self, unit: &str, at_micros: i64) -> bool {
+        self.members.contains(unit)
+            || self
+                .joined
+                .iter()
+                .any(|j| j.unit == unit && j.from_micros <= at_micros)
     }
 
     /// Since when a unit is (or will be) a member, if it is one.
@@ -332,7 +345,7 @@ impl Registry {
             let mech = self.mechanisms.get(m).ok_or_else(|| {
                 AudienceError::UnknownMechanism(m.clone(), self.mechanism_names())
             })?;
-            out.extend(mech.members_at(now));
+            out.extend(mech.member_names_at(now).cloned());
         }
         for m in &audience.offices {
             if !self.mechanisms.contains_key(m) {
@@ -363,10 +376,10 @@ impl Registry {
         self.mechanisms
             .values()
             .filter(|m| {
-                let members = m.members_at(now);
                 audience.mechanisms.contains(&m.id)
                     || audience.offices.contains(&m.id)
-                    || (members.contains(sender) && recipients.iter().any(|r| members.contains(r)))
+                    || (m.has_member_at(sender, now)
+                        && recipients.iter().any(|r| m.has_member_at(r, now)))
             })
             .map(|m| m.id.clone())
             .collect()
@@ -778,6 +791,57 @@ mod tests {
             Err(RegistryError::UnknownMechanism(..))
         ));
         assert_eq!(r, before);
+        Ok(())
+    }
+
+    /// `has_member_at` and the audit scopes built on it say what the
+    /// member sets say, for seeded, joined, future and unknown units.
+    #[test]
+    fn a_member_check_agrees_with_the_member_set() -> Result<(), Box<dyn std::error::Error>> {
+        let mut r = example()?;
+        let later = tongbao_proto::now_micros() + 3_600_000_000;
+        for id in ["audit", "health"] {
+            r.units.insert(
+                id.into(),
+                UnitRecord {
+                    id: id.into(),
+                    name: id.into(),
+                    name_zh: String::new(),
+                    suspended: false,
+                    keys: Vec::new(),
+                },
+            );
+        }
+        r.add_member("fund-supervision", "audit", 1_000, 5)?;
+        r.add_member("fund-supervision", "health", later, 5)?;
+        let mut asked: Vec<String> = r.units.keys().cloned().collect();
+        asked.push("nobody".into());
+        for m in r.mechanisms.values() {
+            for at in [0, 999, 1_000, later - 1, later, i64::MAX] {
+                let set = m.members_at(at);
+                for u in &asked {
+                    assert_eq!(m.has_member_at(u, at), set.contains(u), "{u} at {at}");
+                }
+            }
+        }
+        let to_civil_affairs = pb::Audience {
+            units: vec!["civil-affairs".into()],
+            ..Default::default()
+        };
+        let recipients = ["civil-affairs".to_string()];
+        assert_eq!(
+            r.audit_scopes("audit", &to_civil_affairs, &recipients),
+            ["fund-supervision"]
+        );
+        assert!(
+            r.audit_scopes("health", &to_civil_affairs, &recipients)
+                .is_empty(),
+            "a unit joining later shares no mechanism yet"
+        );
+        assert!(
+            r.audit_scopes("nobody", &to_civil_affairs, &recipients)
+                .is_empty()
+        );
         Ok(())
     }
 

@@ -140,7 +140,7 @@ fn require_member(
             shown(mechanism)
         ))
     })?;
-    if mech.members_at(cx.now_micros).contains(unit) {
+    if mech.has_member_at(unit, cx.now_micros) {
         return Ok(());
     }
     let since = match mech.member_since(unit) {
@@ -289,7 +289,7 @@ fn check_proposal(cx: &StepContext<'_>, p: &pb::MeetingProposal) -> Result<(), W
             cx.registry
                 .mechanisms
                 .get(m)
-                .is_some_and(|r| r.members_at(cx.now_micros).contains(u))
+                .is_some_and(|r| r.has_member_at(u, cx.now_micros))
         });
         if !member {
             let later: Vec<String> = p
