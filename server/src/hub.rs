@@ -480,6 +480,11 @@ impl Hub {
         self.stats.clone()
     }
 
+    /// The access log writer's rounds so far.
+    pub fn access_log_rounds(&self) -> crate::access_log::RoundCounts {
+        self.access_log.rounds()
+    }
+
     /// Stops accepting, ends streams, lets in-flight RPCs finish, then stops
     /// the appender after its last batch is durable.
     pub async fn shutdown(self) -> Result<(), HubError> {

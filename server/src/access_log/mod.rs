@@ -39,7 +39,7 @@ pub use check::{
     stored_origin, valid_replica_name,
 };
 pub use record::{AccessRecord, RecordKind, RemovedSegment};
-pub use writer::Durable;
+pub use writer::{Durable, RoundCounts};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +186,11 @@ impl AccessLog {
     /// Records a write: the answer resolves once the record is durable.
     pub fn record_durably(&self, record: AccessRecord) -> Durable {
         self.writer.submit_durable(record)
+    }
+
+    /// The writer's rounds so far (for benchmarks).
+    pub fn rounds(&self) -> RoundCounts {
+        self.writer.rounds()
     }
 
     /// Why the log cannot be written, once its writer failed: the hub

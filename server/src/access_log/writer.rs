@@ -11,7 +11,7 @@
 
 use super::AccessLogError;
 use super::record::AccessRecord;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -101,6 +101,46 @@ struct Shared {
     /// Set when the writer failed: every later record is refused.
     closed: AtomicBool,
     why: Mutex<String>,
+    counted: Counted,
+}
+
+/// The writer's rounds so far, for benchmarks: how often a write's answer
+/// waited on a round (and its sync) of its own, and for how long.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    pub rounds: u64,
+    /// Rounds that held a record a caller waited on.
+    pub waited: u64,
+    pub records: u64,
+    /// Time spent in rounds, ns.
+    pub nanos: u64,
+}
+
+#[derive(Default)]
+struct Counted {
+    rounds: AtomicU64,
+    waited: AtomicU64,
+    records: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl Counted {
+    fn round(&self, records: usize, waited: bool, took: Duration) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.waited.fetch_add(u64::from(waited), Ordering::Relaxed);
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> RoundCounts {
+        RoundCounts {
+            rounds: self.rounds.load(Ordering::Relaxed),
+            waited: self.waited.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            nanos: self.nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The queue only gains and loses whole records under its lock, so a
@@ -123,6 +163,7 @@ impl Handle {
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             why: Mutex::default(),
+            counted: Counted::default(),
         });
         let for_thread = shared.clone();
         let thread = std::thread::Builder::new()
@@ -161,6 +202,11 @@ impl Handle {
         let (tx, rx) = oneshot::channel();
         self.submit(record, Some(tx));
         Durable(rx)
+    }
+
+    /// The rounds so far.
+    pub fn rounds(&self) -> RoundCounts {
+        self.shared.counted.counts()
     }
 
     /// Why the writer failed, once it has.
@@ -216,7 +262,11 @@ fn run(mut writer: impl Rounds, shared: &Shared) {
             q.urgent = false;
             (std::mem::take(&mut q.waiting), q.stop)
         };
-        if let Err((e, waiters)) = writer.round(batch, stopping) {
+        let (records, waited) = (batch.len(), batch.iter().any(|(_, w, _)| w.is_some()));
+        let began = Instant::now();
+        let done = writer.round(batch, stopping);
+        shared.counted.round(records, waited, began.elapsed());
+        if let Err((e, waiters)) = done {
             let why = format!("{e}; restart the hub once the cause is fixed");
             tracing::error!(error = %why, "the access log cannot be written; the hub refuses calls it cannot record");
             close(shared, why, waiters);
@@ -246,5 +296,78 @@ fn close(shared: &Shared, why: String, waiters: Vec<Waiter>) {
         .chain(rest.into_iter().filter_map(|(_, w, _)| w))
     {
         let _ = w.send(Err(why.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every waiter at once, as a store that syncs instantly.
+    struct Answering;
+
+    impl Rounds for Answering {
+        fn round(
+            &mut self,
+            batch: Vec<Queued>,
+            _stopping: bool,
+        ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
+            for w in batch.into_iter().filter_map(|(_, w, _)| w) {
+                let _ = w.send(Ok(()));
+            }
+            Ok(())
+        }
+
+        fn sleep_for(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// The counts once `done` holds: a round is counted after it has
+    /// answered its waiters. The deadline only catches a hang.
+    fn counts_once(
+        writer: &Handle,
+        done: impl Fn(&RoundCounts) -> bool,
+    ) -> Result<RoundCounts, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let counts = writer.rounds();
+            if done(&counts) {
+                return Ok(counts);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("rounds never came to it: {counts:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn rounds_count_their_records_and_those_a_caller_waited_on()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let writer = Handle::spawn(Answering)?;
+        assert_eq!(writer.rounds(), RoundCounts::default());
+        // A read wakes nobody; the write after it does, and its round
+        // takes the read as well (or a round before it took the read).
+        writer.submit(AccessRecord::default(), None);
+        writer
+            .submit_durable(AccessRecord::default())
+            .wait_blocking()?;
+        let counts = counts_once(&writer, |c| c.waited == 1)?;
+        assert_eq!(counts.records, 2);
+        assert!((1..=2).contains(&counts.rounds), "{counts:?}");
+        writer
+            .submit_durable(AccessRecord::default())
+            .wait_blocking()?;
+        let after = counts_once(&writer, |c| c.waited == 2)?;
+        assert_eq!(after.records, 3);
+        assert_eq!(after.rounds, counts.rounds + 1);
+        assert!(after.nanos >= counts.nanos);
+        // A round of reads alone is not one a caller waited on.
+        writer.submit(AccessRecord::default(), None);
+        writer.stop();
+        let end = writer.rounds();
+        assert_eq!((end.records, end.waited), (4, 2));
+        Ok(())
     }
 }

@@ -18,13 +18,19 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Linux reports process CPU time in ticks of 1/100 s (USER_HZ).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// Group-commit counters the hub process prints when it stops.
+/// Group-commit and access-log counters the hub process prints when it
+/// stops.
 #[derive(Default)]
 pub struct HubCounters {
     pub batches: u64,
     pub appended: u64,
     pub largest_batch: u64,
     pub commit_nanos: u64,
+    pub access_rounds: u64,
+    /// Access-log rounds a write's answer waited on.
+    pub access_waited: u64,
+    pub access_records: u64,
+    pub access_nanos: u64,
 }
 
 /// The value after flag `name` in `args`, if given.
@@ -92,6 +98,7 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
                 std::io::stdout().flush()?;
                 let _ = closed.clone().wait_for(|c| *c).await;
                 let s = hub.stats();
+                let access = hub.access_log_rounds();
                 hub.shutdown().await?;
                 println!(
                     "{}",
@@ -100,6 +107,10 @@ pub fn serve_hub(args: &[String]) -> ExitCode {
                         "appended": s.appended.load(Ordering::Relaxed),
                         "largest_batch": s.largest_batch.load(Ordering::Relaxed),
                         "commit_nanos": s.commit_nanos.load(Ordering::Relaxed),
+                        "access_rounds": access.rounds,
+                        "access_waited": access.waited,
+                        "access_records": access.records,
+                        "access_nanos": access.nanos,
                     })
                 );
                 Ok::<(), BoxError>(())
@@ -285,6 +296,10 @@ impl HubChild {
             appended: n("appended"),
             largest_batch: n("largest_batch"),
             commit_nanos: n("commit_nanos"),
+            access_rounds: n("access_rounds"),
+            access_waited: n("access_waited"),
+            access_records: n("access_records"),
+            access_nanos: n("access_nanos"),
         })
     }
 }

@@ -97,6 +97,10 @@ impl Hubs {
             total.appended += c.appended;
             total.largest_batch = total.largest_batch.max(c.largest_batch);
             total.commit_nanos += c.commit_nanos;
+            total.access_rounds += c.access_rounds;
+            total.access_waited += c.access_waited;
+            total.access_records += c.access_records;
+            total.access_nanos += c.access_nanos;
         }
         Ok(total)
     }

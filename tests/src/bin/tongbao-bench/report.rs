@@ -77,6 +77,17 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
             .checked_div(counters.batches)
             .unwrap_or(0),
     ));
+    let access_records_per_round = if counters.access_rounds == 0 {
+        0.0
+    } else {
+        counters.access_records as f64 / counters.access_rounds as f64
+    };
+    let access_round_ms = millis(Duration::from_nanos(
+        counters
+            .access_nanos
+            .checked_div(counters.access_rounds)
+            .unwrap_or(0),
+    ));
     let push_spread = spread(push_latencies);
     let delivered_spread = spread(delivered_all);
     let acked_spread = spread(acked_all);
@@ -107,6 +118,10 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         "mean_batch": r3(mean_batch),
         "largest_batch": counters.largest_batch,
         "mean_commit_ms": r3(mean_commit_ms),
+        "access_log_rounds": counters.access_rounds,
+        "access_log_waited_rounds": counters.access_waited,
+        "access_log_records_per_round": r3(access_records_per_round),
+        "access_log_round_ms": r3(access_round_ms),
         "sign_per_sec": r3(per_sec(total, sign_elapsed)),
         "pg": pg.map(|c| pg_json(&c, total)),
         "audit": audit.as_ref().map(|a| &a.json),
@@ -114,7 +129,7 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         "ok": ok,
     });
     let summary = format!(
-        "[{}] {} ({}{}, {}): {measured_count} msgs (+{} warm-up), {} publishers, {} B bodies\n  push {:.0}/s over {:.2} s, confirmed {}\n  delivered to all {}\n  acknowledged by all {}, {}\n  hub CPU {:.3} s per 1000 msgs (clients {:.3}), peak RSS {:.1} MiB | {} flushes, mean {:.1}, largest {}, {:.2} ms each",
+        "[{}] {} ({}{}, {}): {measured_count} msgs (+{} warm-up), {} publishers, {} B bodies\n  push {:.0}/s over {:.2} s, confirmed {}\n  delivered to all {}\n  acknowledged by all {}, {}\n  hub CPU {:.3} s per 1000 msgs (clients {:.3}), peak RSS {:.1} MiB | {} flushes, mean {:.1}, largest {}, {:.2} ms each\n  access log: {} rounds ({} waited on), mean {:.1} records, {:.2} ms each",
         if ok { "ok" } else { "FAIL" },
         scenario.name,
         match args.rate {
@@ -146,6 +161,10 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         mean_batch,
         counters.largest_batch,
         mean_commit_ms,
+        counters.access_rounds,
+        counters.access_waited,
+        access_records_per_round,
+        access_round_ms,
     );
     let summary = match pg {
         Some(c) => format!(
