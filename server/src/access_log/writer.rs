@@ -7,11 +7,11 @@
 //! without waking it, so a burst of reads costs a few rounds a second,
 //! not one each. One commit serves every record taken with it, so load
 //! costs fewer syncs, not more. This module holds the queue, the waking,
-//! the answers, and the key that signs checkpoints.
+//! the answers, the rounds' counts, and the key that signs checkpoints.
 
 use super::AccessLogError;
 use super::record::AccessRecord;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -104,42 +104,40 @@ struct Shared {
     counted: Counted,
 }
 
-/// The writer's rounds so far, for benchmarks: how often a write's answer
-/// waited on a round (and its sync) of its own, and for how long.
+/// The writer's rounds that took records so far, for benchmarks: how
+/// often a write's answer waited on a round (and its sync) of its own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoundCounts {
     pub rounds: u64,
     /// Rounds that held a record a caller waited on.
     pub waited: u64,
     pub records: u64,
-    /// Time spent in rounds, ns.
+    /// Time spent in rounds, ns: a checkpoint signed or a retention chunk
+    /// removed after the answers is in it too.
     pub nanos: u64,
 }
 
+/// The counts, under one lock so that a reading is of whole rounds (one
+/// lock a round is nothing beside its sync).
 #[derive(Default)]
-struct Counted {
-    rounds: AtomicU64,
-    waited: AtomicU64,
-    records: AtomicU64,
-    nanos: AtomicU64,
-}
+struct Counted(Mutex<RoundCounts>);
 
 impl Counted {
+    /// Counts a round that took records (idle polls are not rounds here).
     fn round(&self, records: usize, waited: bool, took: Duration) {
-        self.rounds.fetch_add(1, Ordering::Relaxed);
-        self.waited.fetch_add(u64::from(waited), Ordering::Relaxed);
-        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        if records == 0 {
+            return;
+        }
+        let mut c = lock(&self.0);
+        c.rounds += 1;
+        c.waited += u64::from(waited);
+        c.records += records as u64;
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        c.nanos = c.nanos.saturating_add(nanos);
     }
 
     fn counts(&self) -> RoundCounts {
-        RoundCounts {
-            rounds: self.rounds.load(Ordering::Relaxed),
-            waited: self.waited.load(Ordering::Relaxed),
-            records: self.records.load(Ordering::Relaxed),
-            nanos: self.nanos.load(Ordering::Relaxed),
-        }
+        *lock(&self.0)
     }
 }
 
@@ -368,6 +366,45 @@ mod tests {
         writer.stop();
         let end = writer.rounds();
         assert_eq!((end.records, end.waited), (4, 2));
+        assert_eq!(end.rounds, after.rounds + 1);
+        Ok(())
+    }
+
+    /// Fails every round, answering nobody durable.
+    struct Failing;
+
+    impl Rounds for Failing {
+        fn round(
+            &mut self,
+            batch: Vec<Queued>,
+            _stopping: bool,
+        ) -> Result<(), (AccessLogError, Vec<Waiter>)> {
+            let waiters = batch.into_iter().filter_map(|(_, w, _)| w).collect();
+            Err((AccessLogError::Closed("the disk is gone".into()), waiters))
+        }
+
+        fn sleep_for(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+    }
+
+    #[test]
+    fn a_failed_round_is_counted_and_later_records_are_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let writer = Handle::spawn(Failing)?;
+        let refused = writer
+            .submit_durable(AccessRecord::default())
+            .wait_blocking();
+        assert!(refused.is_err(), "a failed round answered durable");
+        let counts = counts_once(&writer, |c| c.rounds == 1)?;
+        assert_eq!((counts.records, counts.waited), (1, 1));
+        // The writer is closed: a later record is refused, not taken.
+        let later = writer
+            .submit_durable(AccessRecord::default())
+            .wait_blocking();
+        assert!(later.is_err());
+        writer.stop();
+        assert_eq!(writer.rounds(), counts);
         Ok(())
     }
 }

@@ -66,28 +66,10 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
     let acked_per_sec = acked_elapsed.map(|d| per_sec(measured_count, d));
     let cpu_per_1000 = cpu_used.as_secs_f64() * 1000.0 / measured_count as f64;
     let own_cpu_per_1000 = own_cpu_used.as_secs_f64() * 1000.0 / measured_count as f64;
-    let mean_batch = if counters.batches == 0 {
-        0.0
-    } else {
-        counters.appended as f64 / counters.batches as f64
-    };
-    let mean_commit_ms = millis(Duration::from_nanos(
-        counters
-            .commit_nanos
-            .checked_div(counters.batches)
-            .unwrap_or(0),
-    ));
-    let access_records_per_round = if counters.access_rounds == 0 {
-        0.0
-    } else {
-        counters.access_records as f64 / counters.access_rounds as f64
-    };
-    let access_round_ms = millis(Duration::from_nanos(
-        counters
-            .access_nanos
-            .checked_div(counters.access_rounds)
-            .unwrap_or(0),
-    ));
+    let mean_batch = mean(counters.appended, counters.batches);
+    let mean_commit_ms = mean_ms(counters.commit_nanos, counters.batches);
+    let access_records_per_round = mean(counters.access_records, counters.access_rounds);
+    let access_round_ms = mean_ms(counters.access_nanos, counters.access_rounds);
     let push_spread = spread(push_latencies);
     let delivered_spread = spread(delivered_all);
     let acked_spread = spread(acked_all);
@@ -190,6 +172,19 @@ pub fn build(scenario: &Scenario, args: &Args, m: Measured, failures: Vec<String
         summary,
         failures,
     }
+}
+
+/// `total` per one of `count` (0 when there were none).
+fn mean(total: u64, count: u64) -> f64 {
+    match count {
+        0 => 0.0,
+        n => total as f64 / n as f64,
+    }
+}
+
+/// Mean ms of `count` spans that took `nanos` in all (0 when none).
+fn mean_ms(nanos: u64, count: u64) -> f64 {
+    millis(Duration::from_nanos(nanos.checked_div(count).unwrap_or(0)))
 }
 
 /// `n` per 1,000 of `messages`.
