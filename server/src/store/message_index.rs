@@ -19,8 +19,9 @@
 //! and a look-up asks each of them. Merges run in a thread of their own,
 //! so a flush never waits on one (at 100M messages a merge reads and
 //! writes hundreds of MiB), and only when the disk keeps twice the
-//! store's reserve free after it. A crash between two steps leaves a pair in two
-//! places, never in none; equal pairs are kept once when read or merged.
+//! store's reserve free after it. A crash between two steps leaves a pair
+//! in two places, never in none; equal pairs are kept once when read or
+//! merged.
 
 mod run;
 
@@ -208,8 +209,8 @@ fn read_frames(bytes: &[u8]) -> (Vec<Pair>, usize) {
 
 impl MessageIndex {
     /// Opens (or creates) the index in `dir`, whose merges leave twice
-    /// `reserve` bytes free on its disk. A log's damaged tail is cut off; a run that
-    /// does not open refuses the start.
+    /// `reserve` bytes free on its disk. A log's damaged tail is cut off;
+    /// a run that does not open refuses the start.
     pub(super) fn open(dir: &Path, fsync: bool, reserve: u64) -> Result<Self, StoreError> {
         create_dir_durably(dir)?;
         let mut runs = Vec::new();
